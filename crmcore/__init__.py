@@ -1,0 +1,55 @@
+"""crmcore: a small CRM core; plugins supply segmentation, loyalty,
+notification and report strategies.
+
+Plugins import only from this module::
+
+    from crmcore import hookimpl, Segmenter, Assignment
+"""
+
+from .app import CRM, parse_as_of
+from .components import Component
+from .config import Config
+from .customfields import CustomField
+from .entities import (
+    Contact,
+    Customer,
+    CustomerKind,
+    Deal,
+    Direction,
+    Interaction,
+    InteractionKind,
+    LifecycleStage,
+    Pipeline,
+    Stage,
+    StageOutcome,
+)
+from .errors import (
+    ConfigError,
+    CRMError,
+    HookError,
+    InsufficientPoints,
+    NotAuthorized,
+    NotFound,
+    PluginError,
+    UnknownComponent,
+    ValidationError,
+)
+from .loyalty import LedgerEntry, LoyaltyScheme
+from .migrations import PluginSchema
+from .notify import Channel, Message, PermanentError, TransientError
+from .plugins import hookimpl
+from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult
+from .segments import Assignment, MembershipChange, SegmentContext, Segmenter, SegmentRun
+from .uow import UnitOfWork
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "CRM", "Assignment", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
+    "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Direction", "HookError",
+    "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
+    "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
+    "Pipeline", "PluginError", "PluginSchema", "Renderer", "Report", "ReportContext", "ReportResult",
+    "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
+    "UnitOfWork", "UnknownComponent", "ValidationError", "hookimpl", "parse_as_of",
+]

@@ -1,0 +1,204 @@
+"""The CRM object: configuration, engine, plugins, registries and services.
+
+    crm = CRM.open("sqlite:///crm.db")
+    customer = crm.customers.add(name="张伟", email="zhang.wei@example.com")
+"""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime, time, timezone
+from pathlib import Path
+from typing import Any
+
+from .config import Config
+from .customfields import CustomField
+from .entities import Deal, Stage
+from .errors import ConfigError, NotAuthorized, PluginError
+from .loyalty import LoyaltyEngine
+from .migrations import PluginSchema
+from . import migrations
+from .notify import NotifyEngine
+from .plugins import PluginInfo, PluginManager
+from .reports import ReportEngine
+from .segments import SegmentEngine
+from .services import ContactService, CustomerService, DealService, InteractionService
+from .store.engine import make_engine
+from .uow import UnitOfWork
+from .validation import EntityValidator, index_custom_fields
+
+_current_unit: contextvars.ContextVar[UnitOfWork | None] = contextvars.ContextVar("crm_unit", default=None)
+_current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("crm_actor", default=None)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def parse_as_of(value: str | date | datetime | None, default: Callable[[], datetime] = utcnow) -> datetime:
+    """An aware UTC instant; a bare date means the end of that day (UTC)."""
+    if value is None:
+        return default()
+    if isinstance(value, str):
+        value = value.strip()
+        try:
+            value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO datetime") from None
+    if isinstance(value, datetime):
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+    return datetime.combine(value, time.max, tzinfo=timezone.utc)
+
+
+class CRM:
+    """One CRM instance.  Build it with :meth:`open`."""
+
+    def __init__(self, config: Config, plugins: PluginManager, clock: Callable[[], datetime] = utcnow):
+        self.config = config
+        self.plugins = plugins
+        self.clock = clock
+        self.engine = make_engine(config.database_url)
+        self.customers = CustomerService(self)
+        self.contacts = ContactService(self)
+        self.interactions = InteractionService(self)
+        self.deals = DealService(self)
+        self.segments = SegmentEngine(self)
+        self.loyalty = LoyaltyEngine(self)
+        self.notify = NotifyEngine(self)
+        self.reports = ReportEngine(self)
+        self.schemas: dict[str, PluginSchema] = {}
+        custom: list[CustomField] = list(config.custom_fields)
+        self._collect("register_custom_fields", lambda field, plugin: custom.append(field))
+        self._collect("register_migrations", self._add_schema)
+        self._collect("register_segmenters", self.segments.registry.add)
+        self._collect("register_loyalty_schemes", self.loyalty.registry.add)
+        self._collect("register_channels", self.notify.registry.add)
+        self._collect("register_reports", self.reports.registry.add)
+        self._collect("register_renderers", self.reports.renderers.add)
+        try:
+            self.custom_fields = index_custom_fields(custom)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        self.validator = EntityValidator(config, self.custom_fields)
+        migrations.check_clashes(self.schemas)
+
+    # -- construction ------------------------------------------------------
+    @classmethod
+    def open(cls, database_url: str | None = None, *, config: Config | None = None,
+             config_file: str | Path | None = None, plugins: Iterable[str] | None = None,
+             block: Iterable[str] | None = None, plugins_dir: str | Path | None = None,
+             extra_plugins: Iterable[Any] = (), migrate: bool = True,
+             clock: Callable[[], datetime] | None = None) -> "CRM":
+        """Open a CRM: load configuration and plugins, bring the schema to head.
+
+        :param database_url: overrides the configured URL (default ``sqlite:///crm.db``).
+        :param plugins: allowlist of plugin names (None = all installed, [] = none).
+        :param block: plugin names never to load.
+        :param plugins_dir: directory of single-file plugins.
+        :param extra_plugins: plugin objects/modules to register directly.
+        :param migrate: run pending migrations (core and enabled plugins).
+        :param clock: the source of "now" (tests pass a fixed clock).
+        """
+        if config is None:
+            config = Config.load(config_file, database_url=database_url,
+                                 plugins=None if plugins is None else list(plugins),
+                                 plugins_block=None if block is None else list(block),
+                                 plugins_dir=None if plugins_dir is None else str(plugins_dir))
+        manager = PluginManager()
+        manager.load(config.plugins, config.plugins_block, config.plugins_dir, extra_plugins)
+        crm = cls(config, manager, clock or utcnow)
+        if migrate:
+            crm.upgrade()
+        return crm
+
+    def _collect(self, hook: str, add: Callable[[Any, str], None]) -> None:
+        """Call a ``register_*`` hook; ``add(component, plugin)`` records each."""
+        def make_kwargs(plugin: str) -> dict[str, Any]:
+            return {"register": lambda component: add(component, plugin)}
+        self.plugins.call_each(hook, make_kwargs)
+
+    def _add_schema(self, schema: PluginSchema, plugin: str) -> None:
+        if plugin in self.schemas:
+            raise PluginError(f"plugin {plugin!r} registered two migration sources")
+        self.schemas[plugin] = schema
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "CRM":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    # -- schema ------------------------------------------------------------
+    def upgrade(self) -> None:
+        """Bring the core and every enabled plugin's tables to head."""
+        if migrations.needs_upgrade(self.engine, self.schemas):
+            migrations.upgrade(self.engine, self.schemas)
+
+    # -- units of work -----------------------------------------------------
+    @contextmanager
+    def unit(self, readonly: bool = False) -> Iterator[UnitOfWork]:
+        """The current unit of work, or a new one (one transaction) if none is open."""
+        current = _current_unit.get()
+        if current is not None and current.crm is self:
+            yield current
+            return
+        conn = self.engine.connect()
+        if readonly:
+            conn = conn.execution_options(crm_readonly=True)
+        try:
+            with conn.begin():
+                uow = UnitOfWork(self, conn, _current_actor.get(), self.clock())
+                token = _current_unit.set(uow)
+                try:
+                    yield uow
+                finally:
+                    _current_unit.reset(token)
+            uow.run_after_commit()
+        finally:
+            conn.close()
+
+    @contextmanager
+    def acting_as(self, actor: str | None) -> Iterator["CRM"]:
+        """Run the enclosed use cases as ``actor`` (passed to ``authorize``)."""
+        token = _current_actor.set(actor)
+        try:
+            yield self
+        finally:
+            _current_actor.reset(token)
+
+    def authorize(self, action: str, resource: Any) -> None:
+        """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
+        actor = _current_actor.get()
+        if self.plugins.has_impls("authorize") and self.plugins.call(
+                "authorize", actor=actor, action=action, resource=resource) is False:
+            raise NotAuthorized(actor, action)
+
+    # -- helpers for plugins -------------------------------------------------
+    def stage_of(self, deal: Deal) -> Stage | None:
+        """The configured :class:`Stage` of a deal (None if the stage is unknown)."""
+        pipeline = self.config.pipelines.get(deal.pipeline)
+        return pipeline.stage(deal.stage) if pipeline else None
+
+    def as_of(self, value: str | date | datetime | None = None) -> datetime:
+        """Parse an ``as_of`` argument; None means now (from this CRM's clock)."""
+        return parse_as_of(value, self.clock)
+
+    def plugin_info(self) -> list[PluginInfo]:
+        """Name, version, distribution, hooks and components of each loaded plugin."""
+        def components(plugin: str) -> dict[str, list[str]]:
+            found = {
+                "segmenters": self.segments.registry.by_plugin(plugin),
+                "loyalty_schemes": self.loyalty.registry.by_plugin(plugin),
+                "channels": self.notify.registry.by_plugin(plugin),
+                "reports": self.reports.registry.by_plugin(plugin),
+                "renderers": self.reports.renderers.by_plugin(plugin),
+            }
+            if plugin in self.schemas:
+                found["tables"] = list(self.schemas[plugin].tables)
+            return {k: v for k, v in found.items() if v}
+        return self.plugins.info(components)

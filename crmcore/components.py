@@ -1,0 +1,53 @@
+"""What every plugin component (segmenter, scheme, channel, report) shares:
+a name, a description and typed options."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from .config import Config
+from .convert import structure, unstructure
+from .errors import ConfigError, ValidationError
+
+
+class Component:
+    """Base of plugin components.
+
+    :cvar name: unique name within the family (``"rfm"``, ``"smtp"``).
+    :cvar description: one line for listings.
+    :cvar options_type: an attrs class of typed options, or None.  Options come
+        from ``crm.toml`` (``[family.name]``) and are overridden per call.
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    options_type: ClassVar[type | None] = None
+
+
+def build_options(component: Any, family: str, config: Config, given: Mapping[str, Any] | None) -> Any:
+    """Configured options overridden by ``given``, structured into ``options_type``.
+
+    Errors name the configuration table and key, e.g. ``[segments.rfm] bins: ...``.
+    """
+    options_type = getattr(component, "options_type", None)
+    if given is not None and options_type is not None and isinstance(given, options_type):
+        return given
+    raw = dict(config.component_options(family, component.name)) | dict(given or {})
+    where = f"[{family}.{component.name}]"
+    if options_type is None:
+        if raw:
+            raise ConfigError(f"{where} takes no options; got {', '.join(sorted(raw))}")
+        return None
+    try:
+        return structure(raw, options_type, f"{family} {component.name} options")
+    except ValidationError as exc:
+        raise ConfigError(f"{where} " + "; ".join(f"{k}: {m}" for k, m in exc.issues)) from None
+
+
+def options_dict(options: Any) -> dict[str, Any]:
+    """JSON-friendly form of an options object (for run records)."""
+    if options is None:
+        return {}
+    return {k: (str(v) if not isinstance(v, (int, float, bool, str, type(None), list, dict)) else v)
+            for k, v in unstructure(options).items()}

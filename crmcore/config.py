@@ -1,0 +1,193 @@
+"""Configuration: ``crm.toml``, then the environment, then explicit arguments.
+
+Later sources win.  Every value remembers where it came from so ``crm config
+show`` can say so.  Component options live in tables named for their family:
+``[segments.rfm]``, ``[loyalty.points]``, ``[channels.file]``,
+``[reports.pipeline]``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .customfields import CustomField
+from .entities import Pipeline, Stage, StageOutcome
+from .errors import ConfigError
+
+FAMILIES = ("segments", "loyalty", "channels", "reports")
+
+DEFAULT_STAGES = (
+    Stage("lead", 1, 10),
+    Stage("qualified", 2, 25),
+    Stage("proposal", 3, 50),
+    Stage("negotiation", 4, 75),
+    Stage("won", 5, 100, StageOutcome.WON),
+    Stage("lost", 6, 0, StageOutcome.LOST),
+)
+DEFAULT_PIPELINES = {"default": Pipeline("default", DEFAULT_STAGES)}
+
+# environment variable -> config key
+ENVIRONMENT = {
+    "CRM_DATABASE_URL": "database_url",
+    "CRM_PLUGINS": "plugins",
+    "CRM_PLUGINS_BLOCK": "plugins_block",
+    "CRM_PLUGINS_DIR": "plugins_dir",
+    "CRM_DEFAULT_CURRENCY": "default_currency",
+    "CRM_PHONE_REGION": "phone_region",
+}
+LIST_KEYS = {"plugins", "plugins_block"}
+
+
+@attrs.frozen
+class Config:
+    """The effective configuration of one CRM instance."""
+
+    database_url: str = "sqlite:///crm.db"
+    default_currency: str = "USD"
+    phone_region: str | None = None
+    timezone: str = "UTC"
+    pipelines: Mapping[str, Pipeline] = attrs.field(factory=lambda: dict(DEFAULT_PIPELINES))
+    custom_fields: tuple[CustomField, ...] = ()
+    # None means "every installed plugin"; an empty tuple means none.
+    plugins: tuple[str, ...] | None = None
+    plugins_block: tuple[str, ...] = ()
+    plugins_dir: str | None = None
+    options: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+    sources: Mapping[str, str] = attrs.field(factory=dict)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | Path | None = None,
+        environ: Mapping[str, str] | None = None,
+        **overrides: Any,
+    ) -> "Config":
+        """Build the configuration from a TOML file, the environment and overrides.
+
+        ``path`` defaults to ``crm.toml`` in the working directory when it exists.
+        """
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        file = Path(path) if path else Path("crm.toml")
+        if path and not file.exists():
+            raise ConfigError(f"configuration file {file} does not exist")
+        if file.exists():
+            for key, value in _read_toml(file).items():
+                values[key], sources[key] = value, str(file)
+        env = os.environ if environ is None else environ
+        for var, key in ENVIRONMENT.items():
+            if var in env:
+                values[key], sources[key] = env[var], f"environment {var}"
+        for key, value in overrides.items():
+            if value is not None:
+                values[key], sources[key] = value, "argument"
+        return cls.from_mapping(values, sources)
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any], sources: Mapping[str, str] | None = None) -> "Config":
+        """Validate a plain mapping (as read from TOML) into a :class:`Config`."""
+        values = dict(values)
+        sources = dict(sources or {})
+        where = lambda key: sources.get(key, "configuration")  # noqa: E731
+        kwargs: dict[str, Any] = {"sources": sources}
+        for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir"):
+            if key in values:
+                kwargs[key] = _text(values.pop(key), key, where(key))
+        for key in LIST_KEYS:
+            if key in values:
+                kwargs[key] = _names(values.pop(key), key, where(key))
+        if "pipelines" in values:
+            kwargs["pipelines"] = _pipelines(values.pop("pipelines"), where("pipelines"))
+        if "custom_fields" in values:
+            kwargs["custom_fields"] = _custom_fields(values.pop("custom_fields"), where("custom_fields"))
+        options = {family: values.pop(family) for family in FAMILIES if family in values}
+        for family, table in options.items():
+            if not isinstance(table, Mapping) or not all(isinstance(v, Mapping) for v in table.values()):
+                raise ConfigError(f"{where(family)}: [{family}.NAME] tables expected, got {table!r}")
+        kwargs["options"] = options
+        if values:
+            raise ConfigError(f"{where(next(iter(values)))}: unknown configuration key(s): {', '.join(sorted(values))}")
+        return cls(**kwargs)
+
+    def component_options(self, family: str, name: str) -> Mapping[str, Any]:
+        """The raw options configured for one component (``[family.name]``)."""
+        return self.options.get(family, {}).get(name, {})
+
+    def pipeline(self, name: str) -> Pipeline:
+        try:
+            return self.pipelines[name]
+        except KeyError:
+            raise ConfigError(f"unknown pipeline {name!r} (known: {', '.join(self.pipelines)})") from None
+
+
+def _read_toml(file: Path) -> dict[str, Any]:
+    try:
+        with file.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{file}: {exc}") from None
+
+
+def _text(value: Any, key: str, where: str) -> str:
+    if not isinstance(value, str):
+        raise ConfigError(f"{where}: {key} must be text, got {value!r}")
+    return value
+
+
+def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
+    if isinstance(value, str):
+        return tuple(n.strip() for n in value.split(",") if n.strip())
+    if isinstance(value, list) and all(isinstance(n, str) for n in value):
+        return tuple(value)
+    raise ConfigError(f"{where}: {key} must be a list of plugin names, got {value!r}")
+
+
+def _pipelines(value: Any, where: str) -> dict[str, Pipeline]:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where}: pipelines must be a table of [pipelines.NAME]")
+    pipelines = {}
+    for name, table in value.items():
+        stages = table.get("stages") if isinstance(table, Mapping) else None
+        if not isinstance(stages, list) or not stages:
+            raise ConfigError(f"{where}: pipelines.{name}.stages must be a non-empty list")
+        pipelines[name] = Pipeline(name, tuple(_stage(s, i, f"{where}: pipelines.{name}.stages[{i}]")
+                                               for i, s in enumerate(stages, 1)))
+        if not pipelines[name].stages_with(StageOutcome.WON):
+            raise ConfigError(f"{where}: pipeline {name!r} has no stage with outcome = \"won\"")
+    return pipelines
+
+
+def _stage(value: Any, order: int, where: str) -> Stage:
+    if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
+        raise ConfigError(f"{where}: a stage needs a name")
+    unknown = set(value) - {"name", "probability", "outcome", "order"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+    probability = value.get("probability", 0)
+    if not isinstance(probability, int) or not 0 <= probability <= 100:
+        raise ConfigError(f"{where}: probability must be an integer percent 0-100")
+    try:
+        outcome = StageOutcome(value.get("outcome", "open"))
+    except ValueError:
+        raise ConfigError(f"{where}: outcome must be open, won or lost") from None
+    return Stage(value["name"], int(value.get("order", order)), probability, outcome)
+
+
+def _custom_fields(value: Any, where: str) -> tuple[CustomField, ...]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{where}: custom_fields must be a list of [[custom_fields]] tables")
+    fields = []
+    for i, table in enumerate(value, 1):
+        try:
+            table = dict(table)
+            table["choices"] = tuple(table.get("choices", ()))
+            fields.append(CustomField(**table))
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{where}: custom_fields[{i}]: {exc}") from None
+    return tuple(fields)

@@ -1,0 +1,83 @@
+"""Errors a person can act on.
+
+Every user error is a :class:`CRMError`; the CLI prints its message on one line
+and exits non-zero without a traceback.  Anything else is a bug.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+
+class CRMError(Exception):
+    """Base class of every error caused by input, configuration or a plugin."""
+
+
+class ValidationError(CRMError):
+    """One or more fields of an entity are invalid.
+
+    ``issues`` holds ``(field, message)`` pairs so callers (imports, forms) can
+    point at the exact column.
+    """
+
+    def __init__(self, issues: Sequence[tuple[str, str]], entity: str | None = None):
+        self.issues = list(issues)
+        self.entity = entity
+        what = f"invalid {entity}: " if entity else "invalid input: "
+        super().__init__(what + "; ".join(f"{field}: {msg}" for field, msg in self.issues))
+
+    @classmethod
+    def single(cls, field: str, message: str, entity: str | None = None) -> "ValidationError":
+        return cls([(field, message)], entity)
+
+
+class NotFound(CRMError):
+    """A referenced record does not exist."""
+
+    def __init__(self, kind: str, key: object):
+        self.kind, self.key = kind, key
+        super().__init__(f"{kind} {key!r} not found")
+
+
+class ConfigError(CRMError):
+    """The configuration (crm.toml, environment, flags) is invalid."""
+
+
+class PluginError(CRMError):
+    """A plugin could not be loaded, clashes with another, or misbehaved."""
+
+
+class HookError(PluginError):
+    """A plugin's hook implementation raised; names the plugin and the hook."""
+
+    def __init__(self, plugin: str, hook: str, error: BaseException):
+        self.plugin, self.hook, self.error = plugin, hook, error
+        super().__init__(f"plugin {plugin!r} failed in hook {hook!r}: {error}")
+
+
+class UnknownComponent(CRMError):
+    """A segmenter, scheme, channel, report or renderer name is not registered."""
+
+    def __init__(self, kind: str, name: str, known: Sequence[str]):
+        self.kind, self.name = kind, name
+        listing = ", ".join(sorted(known)) or "none registered"
+        super().__init__(f"unknown {kind} {name!r} (known: {listing})")
+
+
+class NotAuthorized(CRMError):
+    """The ``authorize`` hook refused an action for the acting user."""
+
+    def __init__(self, actor: str | None, action: str):
+        self.actor, self.action = actor, action
+        super().__init__(f"user {actor or 'anonymous'!r} may not {action}")
+
+
+class InsufficientPoints(CRMError):
+    """A redemption asked for more points than the balance holds."""
+
+    def __init__(self, customer_id: int, scheme: str, requested: int, available: int):
+        self.customer_id, self.scheme = customer_id, scheme
+        self.requested, self.available = requested, available
+        super().__init__(
+            f"customer {customer_id} has {available} {scheme} points; cannot redeem {requested}"
+        )

@@ -1,0 +1,315 @@
+"""Every hook a crmcore plugin can implement.
+
+Three kinds:
+
+* ``register_*``: called once at start-up; call ``register(component)`` for
+  each thing you provide.  The core records which plugin registered what.
+* ``on_*``: events fired inside the unit of work of the use case that caused
+  them.  Write through ``uow``; raising rolls the whole change back.
+* decisions: ``validate_*`` (every result collected; any message blocks the
+  write) and ``authorize`` (first non-None answer wins).
+
+Implement a hook with ``@crmcore.hookimpl`` and a function of the same name;
+you may accept fewer arguments than the spec lists.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("crmcore")
+
+
+# -- registration ------------------------------------------------------------
+
+@hookspec
+def register_segmenters(register: Any) -> None:
+    """Register segmentation strategies.
+
+    :param register: call ``register(segmenter)`` with an object following
+        :class:`crmcore.segments.Segmenter`.
+    """
+
+
+@hookspec
+def register_loyalty_schemes(register: Any) -> None:
+    """Register loyalty schemes.
+
+    :param register: call ``register(scheme)`` with an object following
+        :class:`crmcore.loyalty.LoyaltyScheme`.
+    """
+
+
+@hookspec
+def register_channels(register: Any) -> None:
+    """Register notification channels.
+
+    :param register: call ``register(channel)`` with an object following
+        :class:`crmcore.notify.Channel`.
+    """
+
+
+@hookspec
+def register_reports(register: Any) -> None:
+    """Register report generators.
+
+    :param register: call ``register(report)`` with an object following
+        :class:`crmcore.reports.Report`.
+    """
+
+
+@hookspec
+def register_renderers(register: Any) -> None:
+    """Register report output formats beyond the core's table, csv and json.
+
+    :param register: call ``register(renderer)`` with a
+        :class:`crmcore.reports.Renderer`.
+    """
+
+
+@hookspec
+def register_custom_fields(register: Any) -> None:
+    """Declare typed custom fields on entities.
+
+    :param register: call ``register(CustomField(entity, name, type, ...))``.
+    """
+
+
+@hookspec
+def register_migrations(register: Any) -> None:
+    """Declare tables the plugin owns and the Alembic revisions that create them.
+
+    :param register: call ``register(crmcore.migrations.PluginSchema(...))``.
+    """
+
+
+@hookspec
+def register_commands(cli: Any) -> None:
+    """Add commands to the ``crm`` command line.
+
+    :param cli: the root :class:`click.Group`; call ``cli.add_command(...)``.
+    """
+
+
+# -- events (inside the unit of work) -----------------------------------------
+
+@hookspec
+def on_customer_created(uow: Any, customer: Any) -> None:
+    """A customer was added.
+
+    :param uow: the :class:`crmcore.uow.UnitOfWork` of the change.
+    :param customer: the new :class:`crmcore.Customer` (with its id).
+    """
+
+
+@hookspec
+def on_customer_updated(uow: Any, customer: Any, previous: Any) -> None:
+    """A customer was changed.
+
+    :param uow: the unit of work of the change.
+    :param customer: the customer as stored now.
+    :param previous: the customer before the change.
+    """
+
+
+@hookspec
+def on_customer_deleted(uow: Any, customer: Any) -> None:
+    """A customer was deleted (with its contacts, interactions and deals).
+
+    :param uow: the unit of work of the change.
+    :param customer: the customer as it was.
+    """
+
+
+@hookspec
+def on_customers_imported(uow: Any, customers: Any) -> None:
+    """A batch of customers was added by a bulk path (import, demo).
+
+    Fired once per batch instead of ``on_customer_created`` per row.
+
+    :param uow: the unit of work of the batch.
+    :param customers: the list of new customers.
+    """
+
+
+@hookspec
+def on_contact_created(uow: Any, contact: Any) -> None:
+    """A contact was added.
+
+    :param uow: the unit of work of the change.
+    :param contact: the new :class:`crmcore.Contact`.
+    """
+
+
+@hookspec
+def on_contact_updated(uow: Any, contact: Any, previous: Any) -> None:
+    """A contact was changed.
+
+    :param uow: the unit of work of the change.
+    :param contact: the contact as stored now.
+    :param previous: the contact before the change.
+    """
+
+
+@hookspec
+def on_contact_deleted(uow: Any, contact: Any) -> None:
+    """A contact was deleted.
+
+    :param uow: the unit of work of the change.
+    :param contact: the contact as it was.
+    """
+
+
+@hookspec
+def on_interaction_created(uow: Any, interaction: Any) -> None:
+    """An interaction was logged.
+
+    :param uow: the unit of work of the change.
+    :param interaction: the new :class:`crmcore.Interaction`.
+    """
+
+
+@hookspec
+def on_interaction_updated(uow: Any, interaction: Any, previous: Any) -> None:
+    """An interaction was changed (e.g. resolved).
+
+    :param uow: the unit of work of the change.
+    :param interaction: the interaction as stored now.
+    :param previous: the interaction before the change.
+    """
+
+
+@hookspec
+def on_interaction_deleted(uow: Any, interaction: Any) -> None:
+    """An interaction was deleted.
+
+    :param uow: the unit of work of the change.
+    :param interaction: the interaction as it was.
+    """
+
+
+@hookspec
+def on_deal_created(uow: Any, deal: Any) -> None:
+    """A deal was added.
+
+    :param uow: the unit of work of the change.
+    :param deal: the new :class:`crmcore.Deal`.
+    """
+
+
+@hookspec
+def on_deal_updated(uow: Any, deal: Any, previous: Any) -> None:
+    """A deal's fields were changed (a stage change also fires ``on_deal_stage_changed``).
+
+    :param uow: the unit of work of the change.
+    :param deal: the deal as stored now.
+    :param previous: the deal before the change.
+    """
+
+
+@hookspec
+def on_deal_deleted(uow: Any, deal: Any) -> None:
+    """A deal was deleted.
+
+    :param uow: the unit of work of the change.
+    :param deal: the deal as it was.
+    """
+
+
+@hookspec
+def on_deal_stage_changed(uow: Any, deal: Any, old: Any, new: Any, transition_id: int) -> None:
+    """A deal moved between stages (also fired on creation, with ``old=None``).
+
+    :param uow: the unit of work of the change.
+    :param deal: the deal after the move.
+    :param old: the previous :class:`crmcore.Stage`, or None for a new deal.
+    :param new: the new :class:`crmcore.Stage`.
+    :param transition_id: the id of the stage-history row; unique per move,
+        so it makes a good idempotency key.
+    """
+
+
+@hookspec
+def on_segment_membership_changed(uow: Any, run: Any, changes: Any) -> None:
+    """Customers entered, left or moved between segments of a strategy.
+
+    Fired once per run with every change (a batch event).
+
+    :param uow: the unit of work of the segmentation run.
+    :param run: the :class:`crmcore.segments.SegmentRun`.
+    :param changes: a list of :class:`crmcore.segments.MembershipChange`.
+    """
+
+
+@hookspec
+def on_loyalty_tier_changed(uow: Any, customer_id: int, scheme: str, old: Any, new: Any) -> None:
+    """A customer's tier in a loyalty scheme changed.
+
+    :param uow: the unit of work of the change.
+    :param customer_id: the customer.
+    :param scheme: the scheme's name.
+    :param old: the previous tier name or None.
+    :param new: the new tier name or None.
+    """
+
+
+# -- decisions -----------------------------------------------------------------
+
+@hookspec
+def validate_customer(uow: Any, customer: Any, previous: Any) -> Any:
+    """Extra rules for a customer about to be written.
+
+    :param uow: the unit of work of the change.
+    :param customer: the normalised customer to be written.
+    :param previous: the stored customer for an update, None for a new one.
+    :returns: None, or a list of ``(field, message)`` pairs (or messages) that
+        block the write.
+    """
+
+
+@hookspec
+def validate_contact(uow: Any, contact: Any, previous: Any) -> Any:
+    """Extra rules for a contact about to be written.
+
+    :param uow: the unit of work of the change.
+    :param contact: the contact to be written.
+    :param previous: the stored contact for an update, None for a new one.
+    :returns: None or a list of ``(field, message)`` pairs.
+    """
+
+
+@hookspec
+def validate_interaction(uow: Any, interaction: Any, previous: Any) -> Any:
+    """Extra rules for an interaction about to be written.
+
+    :param uow: the unit of work of the change.
+    :param interaction: the interaction to be written.
+    :param previous: the stored interaction for an update, None for a new one.
+    :returns: None or a list of ``(field, message)`` pairs.
+    """
+
+
+@hookspec
+def validate_deal(uow: Any, deal: Any, previous: Any) -> Any:
+    """Extra rules for a deal about to be written.
+
+    :param uow: the unit of work of the change.
+    :param deal: the deal to be written.
+    :param previous: the stored deal for an update, None for a new one.
+    :returns: None or a list of ``(field, message)`` pairs.
+    """
+
+
+@hookspec(firstresult=True)
+def authorize(actor: Any, action: str, resource: Any) -> Any:
+    """May ``actor`` perform ``action``?  Consulted by every use case.
+
+    :param actor: the acting user's name (``CRM.as_user``), or None.
+    :param action: e.g. ``"customer.create"``, ``"deal.move"``,
+        ``"loyalty.redeem"``, ``"segments.run"``, ``"reports.run"``.
+    :param resource: the entity or name the action is about (may be None).
+    :returns: True to allow, False to refuse, None to leave it to others.
+        When every plugin returns None the action is allowed.
+    """

@@ -1,0 +1,198 @@
+"""Plugin loading and hook calling.
+
+Plugins come from the ``crmcore`` entry-point group, from single ``.py`` files
+in a plugins directory, or as objects handed to :meth:`CRM.open`.  An allowlist
+(``CRM_PLUGINS``; empty = none) and a blocklist choose among them.  A plugin
+that fails to import is recorded with its error and the others still load.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import CRMError, HookError, PluginError
+
+ENTRY_POINT_GROUP = "crmcore"
+hookimpl = pluggy.HookimplMarker("crmcore")
+
+
+@attrs.frozen
+class LoadFailure:
+    """A plugin that could not be loaded, and why."""
+
+    name: str
+    error: str
+    source: str
+
+
+@attrs.frozen
+class PluginInfo:
+    """What ``crm plugins list`` shows for one plugin."""
+
+    name: str
+    version: str | None
+    distribution: str | None
+    source: str
+    hooks: tuple[str, ...]
+    components: dict[str, list[str]]
+
+
+class PluginManager:
+    """pluggy's manager plus selection, failure reporting and error attribution."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("crmcore")
+        self.pm.add_hookspecs(hookspecs)
+        self.failures: list[LoadFailure] = []
+        self._meta: dict[str, tuple[str | None, str | None, str]] = {}  # name -> version, dist, source
+
+    # -- loading -----------------------------------------------------------
+    def load(self, allow: Iterable[str] | None = None, block: Iterable[str] = (),
+             plugins_dir: str | Path | None = None, extra: Iterable[Any] = ()) -> None:
+        """Load entry-point plugins (filtered), directory plugins and ``extra`` objects."""
+        blocked = set(block)
+        available = {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+        if allow is None:
+            chosen = sorted(available)
+        else:
+            chosen = list(dict.fromkeys(allow))
+            unknown = [n for n in chosen if n not in available and n not in blocked]
+            if unknown:
+                raise PluginError(f"unknown plugin(s) {', '.join(map(repr, unknown))} "
+                                  f"(installed: {', '.join(sorted(available)) or 'none'})")
+        for name in chosen:
+            if name not in blocked:
+                self._load_entry_point(available[name])
+        if plugins_dir:
+            self._load_directory(Path(plugins_dir), blocked)
+        for obj in extra:
+            name = getattr(obj, "__name__", None) or type(obj).__name__
+            self.register(obj, name, version=None, distribution=None, source="object")
+        self.check()
+
+    def _load_entry_point(self, ep: EntryPoint) -> None:
+        try:
+            plugin = ep.load()
+        except Exception as exc:
+            self.failures.append(LoadFailure(ep.name, _one_line(exc), f"entry point {ep.value}"))
+            return
+        dist = ep.dist
+        self.register(plugin, ep.name, dist.version if dist else None, dist.name if dist else None,
+                      "entry point")
+
+    def _load_directory(self, directory: Path, blocked: set[str]) -> None:
+        if not directory.is_dir():
+            raise PluginError(f"plugins directory {directory} does not exist")
+        for path in sorted(directory.glob("*.py")):
+            if path.stem in blocked or path.stem.startswith("_"):
+                continue
+            try:
+                module = _import_file(path)
+            except Exception as exc:
+                self.failures.append(LoadFailure(path.stem, _one_line(exc), str(path)))
+                continue
+            self.register(module, path.stem, None, None, f"file {path}")
+
+    def register(self, plugin: Any, name: str, version: str | None = None,
+                 distribution: str | None = None, source: str = "object") -> None:
+        if self.pm.has_plugin(name):
+            raise PluginError(f"two plugins are named {name!r}")
+        try:
+            self.pm.register(plugin, name=name)
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} is invalid: {exc}") from None
+        self._meta[name] = (version, distribution, source)
+
+    def check(self) -> None:
+        """Every hook implementation must match a spec (catches misspellings)."""
+        try:
+            self.pm.check_pending()
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {exc.plugin_name!r} implements an unknown hook: {exc}") from None
+
+    # -- calling -----------------------------------------------------------
+    def names(self) -> list[str]:
+        return sorted(n for n, _ in self.pm.list_name_plugin())
+
+    def has_impls(self, hook: str) -> bool:
+        """Whether any plugin implements ``hook`` (bulk paths skip empty hooks)."""
+        return bool(getattr(self.pm.hook, hook).get_hookimpls())
+
+    def call(self, hook: str, **kwargs: Any) -> Any:
+        """Call ``hook``; an exception names the plugin whose implementation raised."""
+        caller = getattr(self.pm.hook, hook)
+        try:
+            return caller(**kwargs)
+        except Exception as exc:
+            plugin = self._culprit(caller, exc)
+            if plugin is None:
+                raise
+            raise HookError(plugin, hook, exc) from exc
+
+    def call_each(self, hook: str, make_kwargs: Callable[[str], dict[str, Any]]) -> None:
+        """Call each implementation of a ``register_*`` hook with its own arguments.
+
+        ``make_kwargs(plugin_name)`` builds the arguments, so ``register`` knows
+        which plugin registered each component.
+        """
+        for impl in reversed(getattr(self.pm.hook, hook).get_hookimpls()):
+            kwargs = make_kwargs(impl.plugin_name)
+            try:
+                impl.function(**{k: kwargs[k] for k in impl.argnames})
+            except CRMError:
+                raise
+            except Exception as exc:
+                raise HookError(impl.plugin_name, hook, exc) from exc
+
+    def _culprit(self, caller: Any, exc: BaseException) -> str | None:
+        codes = {}
+        for impl in caller.get_hookimpls():
+            code = getattr(getattr(impl.function, "__func__", impl.function), "__code__", None)
+            if code is not None:
+                codes[code] = impl.plugin_name
+        tb = exc.__traceback__
+        culprit = None
+        while tb is not None:  # the innermost plugin frame is the one that raised
+            culprit = codes.get(tb.tb_frame.f_code, culprit)
+            tb = tb.tb_next
+        return culprit
+
+    # -- listing -----------------------------------------------------------
+    def info(self, components: Callable[[str], dict[str, list[str]]]) -> list[PluginInfo]:
+        result = []
+        for name in self.names():
+            plugin = self.pm.get_plugin(name)
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            version, dist, source = self._meta.get(name, (None, None, "object"))
+            result.append(PluginInfo(name, version, dist, source, hooks, components(name)))
+        return result
+
+
+def _import_file(path: Path) -> ModuleType:
+    module_name = f"crmcore_local_plugins.{path.stem}"
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    if spec is None or spec.loader is None:
+        raise PluginError(f"cannot import {path}")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        sys.modules.pop(module_name, None)
+        raise
+    return module
+
+
+def _one_line(exc: BaseException) -> str:
+    return "".join(traceback.format_exception_only(type(exc), exc)).strip().splitlines()[-1]

@@ -1,0 +1,231 @@
+"""Segmentation: strategies from plugins, runs and memberships in the core.
+
+A :class:`Segmenter` assigns customers to named segments, either as one SQL
+``SELECT`` (fast path: the engine runs ``INSERT ... SELECT``) or as batches of
+:class:`Assignment` from Python (for model-based strategies).  Every run is
+recorded; the engine diffs it against the strategy's previous run and fires
+``on_segment_membership_changed`` with what changed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from sqlalchemy import Select, and_, func, insert, literal, null, select, update
+
+from .components import Component, build_options, options_dict
+from .registry import Registry
+from .store import tables
+from .store.types import UTCDateTime
+
+if TYPE_CHECKING:
+    from .app import CRM
+    from .uow import UnitOfWork
+
+m = tables.segment_memberships
+runs = tables.segment_runs
+
+
+@attrs.frozen
+class Assignment:
+    """One customer's place in a segmentation run."""
+
+    customer_id: int
+    segment: str
+    score: float | None = None
+    details: dict[str, Any] | None = None
+
+
+@attrs.frozen
+class MembershipChange:
+    """A customer entered (old None), left (new None) or moved between segments."""
+
+    customer_id: int
+    old: str | None
+    new: str | None
+
+    @property
+    def change(self) -> str:
+        return "entered" if self.old is None else "left" if self.new is None else "moved"
+
+
+@attrs.frozen
+class SegmentRun:
+    """The record of one run of a strategy."""
+
+    id: int
+    strategy: str
+    options: dict[str, Any]
+    as_of: datetime
+    started_at: datetime
+    duration_s: float | None
+    members: int | None
+    entered: int | None
+    left: int | None
+    moved: int | None
+    counts: dict[str, int] | None
+    actor: str | None
+
+
+@attrs.frozen
+class SegmentContext:
+    """What a segmenter sees: the connection, ``as_of`` and the configuration."""
+
+    uow: "UnitOfWork"
+    as_of: datetime
+
+    @property
+    def conn(self) -> Any:
+        return self.uow.conn
+
+    @property
+    def dialect(self) -> str:
+        return self.uow.dialect
+
+    @property
+    def config(self) -> Any:
+        return self.uow.crm.config
+
+    def as_of_literal(self) -> Any:
+        """``as_of`` as a bound SQL timestamp."""
+        return literal(self.as_of, UTCDateTime)
+
+
+class Segmenter(Component):
+    """Base class of segmentation strategies.
+
+    Override :meth:`select` (preferred) or :meth:`assign`.
+    """
+
+    def select(self, ctx: SegmentContext, options: Any) -> Select | None:
+        """A SELECT yielding columns ``customer_id, segment, score, details``.
+
+        ``score`` and ``details`` (JSON) may be NULL.  Return None to use
+        :meth:`assign` instead.
+        """
+        return None
+
+    def assign(self, ctx: SegmentContext, options: Any) -> Iterable[Iterable[Assignment]]:
+        """Batches of assignments, for strategies computed in Python."""
+        raise NotImplementedError(f"segmenter {self.name!r} implements neither select() nor assign()")
+
+    def explain(self, ctx: SegmentContext, options: Any, membership: Mapping[str, Any]) -> dict[str, Any]:
+        """Why a customer is where they are; defaults to the stored details."""
+        return dict(membership.get("details") or {})
+
+
+class SegmentEngine:
+    """``crm.segments``: list strategies, run them, read runs and members."""
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+        self.registry: Registry[Segmenter] = Registry("segmenter")
+
+    def strategies(self) -> list[Segmenter]:
+        return list(self.registry)
+
+    def run(self, strategy: str, as_of: str | date | datetime | None = None,
+            options: Mapping[str, Any] | None = None) -> SegmentRun:
+        """Run ``strategy`` as of ``as_of``; store memberships; fire change events."""
+        segmenter = self.registry.get(strategy)
+        opts = build_options(segmenter, "segments", self.crm.config, options)
+        moment = self.crm.as_of(as_of)
+        with self.crm.unit() as uow:
+            self.crm.authorize("segments.run", strategy)
+            started = time.perf_counter()
+            run_id = uow.conn.execute(insert(runs).values(
+                strategy=strategy, options=options_dict(opts), as_of=moment, started_at=uow.now,
+                actor=uow.actor)).inserted_primary_key[0]
+            ctx = SegmentContext(uow, moment)
+            query = segmenter.select(ctx, opts)
+            if query is not None:
+                self._insert_select(uow, run_id, query)
+            else:
+                self._insert_batches(uow, run_id, segmenter.assign(ctx, opts))
+            stats = self._diff(uow, strategy, run_id)
+            stats["duration_s"] = time.perf_counter() - started
+            uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
+            return self._run(uow, run_id)
+
+    @staticmethod
+    def _insert_select(uow: "UnitOfWork", run_id: int, query: Select) -> None:
+        sub = query.subquery()
+        source = select(literal(run_id), sub.c.customer_id, sub.c.segment, sub.c.score, sub.c.details)
+        uow.conn.execute(insert(m).from_select(["run_id", "customer_id", "segment", "score", "details"], source))
+
+    @staticmethod
+    def _insert_batches(uow: "UnitOfWork", run_id: int, batches: Iterable[Iterable[Assignment]]) -> None:
+        for batch in batches:
+            rows = [{"run_id": run_id, "customer_id": a.customer_id, "segment": a.segment,
+                     "score": a.score, "details": a.details} for a in batch]
+            if rows:
+                uow.conn.execute(insert(m), rows)
+
+    def _diff(self, uow: "UnitOfWork", strategy: str, run_id: int) -> dict[str, Any]:
+        """Count (and, when someone listens, list) changes against the previous run."""
+        conn = uow.conn
+        previous = conn.execute(select(func.max(runs.c.id)).where(
+            runs.c.strategy == strategy, runs.c.id < run_id)).scalar()
+        counts = {seg: n for seg, n in conn.execute(
+            select(m.c.segment, func.count()).where(m.c.run_id == run_id).group_by(m.c.segment))}
+        stats: dict[str, Any] = {"members": sum(counts.values()), "counts": counts}
+        new, old = m.alias("new"), m.alias("old")
+        on = and_(new.c.customer_id == old.c.customer_id, new.c.run_id == run_id,
+                  old.c.run_id == (previous if previous is not None else -1))
+        entered = select(new.c.customer_id, null(), new.c.segment).select_from(
+            new.outerjoin(old, on)).where(new.c.run_id == run_id, old.c.customer_id.is_(None))
+        left = select(old.c.customer_id, old.c.segment, null()).select_from(
+            old.outerjoin(new, on)).where(old.c.run_id == (previous or -1), new.c.customer_id.is_(None))
+        moved = select(new.c.customer_id, old.c.segment, new.c.segment).select_from(
+            new.join(old, on)).where(new.c.segment != old.c.segment)
+        for name, query in (("entered", entered), ("left", left), ("moved", moved)):
+            stats[name] = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        if uow.crm.plugins.has_impls("on_segment_membership_changed") and (
+                stats["entered"] or stats["left"] or stats["moved"]):
+            changes = [MembershipChange(cid, o, n)
+                       for query in (entered, left, moved) for cid, o, n in conn.execute(query)]
+            uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
+            uow.fire("on_segment_membership_changed", run=self._run(uow, run_id), changes=changes)
+        return stats
+
+    # -- reading -----------------------------------------------------------
+    def runs(self, strategy: str | None = None, limit: int = 50) -> list[SegmentRun]:
+        with self.crm.unit(readonly=True) as uow:
+            query = select(runs.c.id).order_by(runs.c.id.desc()).limit(limit)
+            if strategy:
+                query = query.where(runs.c.strategy == strategy)
+            return [self._run(uow, rid) for rid in uow.conn.execute(query).scalars()]
+
+    def latest_run(self, strategy: str) -> SegmentRun | None:
+        found = self.runs(strategy, limit=1)
+        return found[0] if found else None
+
+    def members(self, strategy: str, segment: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
+        """Memberships of a run (default: the strategy's latest), optionally one segment."""
+        if run_id is None:
+            latest = self.latest_run(strategy)
+            if latest is None:
+                return []
+            run_id = latest.id
+        query = select(m.c.customer_id, m.c.segment, m.c.score, m.c.details).where(m.c.run_id == run_id)
+        if segment is not None:
+            query = query.where(m.c.segment == segment)
+        with self.crm.unit(readonly=True) as uow:
+            return [dict(r._mapping) for r in uow.conn.execute(query.order_by(m.c.customer_id))]
+
+    def segments_of(self, customer_id: int) -> dict[str, str]:
+        """The customer's segment in the latest run of each strategy."""
+        latest = select(runs.c.strategy, func.max(runs.c.id).label("run_id")).group_by(runs.c.strategy).subquery()
+        query = select(latest.c.strategy, m.c.segment).join(m, m.c.run_id == latest.c.run_id).where(
+            m.c.customer_id == customer_id)
+        with self.crm.unit(readonly=True) as uow:
+            return dict(uow.conn.execute(query).all())
+
+    @staticmethod
+    def _run(uow: "UnitOfWork", run_id: int) -> SegmentRun:
+        row = uow.conn.execute(select(runs).where(runs.c.id == run_id)).one()._mapping
+        return SegmentRun(**{f.name: row[f.name] for f in attrs.fields(SegmentRun)})

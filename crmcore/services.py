@@ -1,0 +1,222 @@
+"""Entity use cases: add, update, delete, get, list, and moving deals.
+
+Each call runs in one unit of work (or joins the caller's, when called from an
+event handler): authorize -> structure -> normalise -> ``validate_*`` hooks ->
+write -> ``on_*`` events.  Any error rolls the whole unit back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+import attrs
+
+from .convert import structure, unstructure
+from .entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
+from .errors import ValidationError
+from .store.repositories import Repository
+
+if TYPE_CHECKING:
+    from .app import CRM
+    from .uow import UnitOfWork
+
+E = TypeVar("E")
+
+
+class EntityService(Generic[E]):
+    """Use cases for one entity type; ``crm.customers``, ``crm.deals``, ..."""
+
+    kind: str
+    entity: type
+    repo_name: str
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+
+    def repo(self, uow: "UnitOfWork") -> Repository[E]:
+        return getattr(uow, self.repo_name)
+
+    # -- reading ---------------------------------------------------------
+    def get(self, id: int) -> E:
+        """The entity with ``id`` (:class:`NotFound` otherwise)."""
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize(f"{self.kind}.read", id)
+            return self.repo(uow).get(id)
+
+    def find(self, **criteria: Any) -> E | None:
+        """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``)."""
+        with self.crm.unit(readonly=True) as uow:
+            return self.repo(uow).find(**criteria)
+
+    def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
+             limit: int | None = None, offset: int = 0) -> list[E]:
+        """Entities matching ``filters`` (``attributes.NAME`` for custom fields)."""
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize(f"{self.kind}.list", None)
+            return self.repo(uow).list(filters, order_by, limit, offset)
+
+    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        with self.crm.unit(readonly=True) as uow:
+            return self.repo(uow).count(filters)
+
+    # -- writing ---------------------------------------------------------
+    def add(self, entity: E | None = None, /, **fields: Any) -> E:
+        """Validate and store a new entity given as an object or as fields."""
+        with self.crm.unit() as uow:
+            candidate = self.prepare(uow, entity if entity is not None else self.build(fields), None)
+            self.crm.authorize(f"{self.kind}.create", candidate)
+            stored = self.repo(uow).insert(candidate, uow.now)
+            self.after_insert(uow, stored)
+            return stored
+
+    def update(self, id: int, **changes: Any) -> E:
+        """Change fields of a stored entity; events see old and new."""
+        with self.crm.unit() as uow:
+            previous = self.repo(uow).get(id)
+            fields = unstructure(previous) | changes
+            candidate = self.prepare(uow, self.build(fields), previous)
+            self.crm.authorize(f"{self.kind}.update", candidate)
+            stored = self.repo(uow).update(candidate, uow.now)
+            self.after_update(uow, stored, previous)
+            return stored
+
+    def delete(self, id: int) -> E:
+        """Delete an entity (customers take their contacts, interactions and deals)."""
+        with self.crm.unit() as uow:
+            previous = self.repo(uow).get(id)
+            self.crm.authorize(f"{self.kind}.delete", previous)
+            self.repo(uow).delete(id)
+            uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
+            return previous
+
+    # -- steps subclasses refine ----------------------------------------
+    def build(self, fields: Mapping[str, Any]) -> E:
+        return structure(dict(fields), self.entity, self.kind)
+
+    def prepare(self, uow: "UnitOfWork", entity: E, previous: E | None) -> E:
+        if not isinstance(entity, self.entity):
+            raise TypeError(f"expected a {self.entity.__name__}, got {entity!r}")
+        entity = getattr(self.crm.validator, self.kind)(entity)
+        self.check_references(uow, entity)
+        issues = []
+        for result in self.crm.plugins.call(f"validate_{self.kind}", uow=uow, previous=previous,
+                                            **{self.kind: entity}):
+            issues.extend(_issues(result))
+        if issues:
+            raise ValidationError(issues, self.kind)
+        return entity
+
+    def check_references(self, uow: "UnitOfWork", entity: E) -> None:
+        customer_id = getattr(entity, "customer_id", None)
+        if customer_id is not None and uow.customers.find(id=customer_id) is None:
+            raise ValidationError.single("customer_id", f"customer {customer_id} does not exist", self.kind)
+
+    def after_insert(self, uow: "UnitOfWork", stored: E) -> None:
+        uow.fire(f"on_{self.kind}_created", **{self.kind: stored})
+
+    def after_update(self, uow: "UnitOfWork", stored: E, previous: E) -> None:
+        uow.fire(f"on_{self.kind}_updated", previous=previous, **{self.kind: stored})
+
+
+def _issues(result: Any) -> list[tuple[str, str]]:
+    if not result:
+        return []
+    if isinstance(result, (str, tuple)):
+        result = [result]
+    return [item if isinstance(item, tuple) else ("*", str(item)) for item in result]
+
+
+class CustomerService(EntityService[Customer]):
+    kind, entity, repo_name = "customer", Customer, "customers"
+
+    def add_many(self, rows: list[Mapping[str, Any]]) -> int:
+        """Bulk path: validate and insert many customers, firing one batch event.
+
+        Either every row is valid and stored, or a :class:`ValidationError`
+        names the first bad row (index) and nothing is stored.
+        """
+        with self.crm.unit() as uow:
+            self.crm.authorize("customer.import", None)
+            entities = []
+            for index, row in enumerate(rows):
+                try:
+                    entities.append(self.prepare(uow, self.build(row), None))
+                except ValidationError as exc:
+                    raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], "customer") from None
+            uow.customers.insert_many(entities, uow.now)
+            uow.fire("on_customers_imported", customers=entities)
+            return len(entities)
+
+
+class ContactService(EntityService[Contact]):
+    kind, entity, repo_name = "contact", Contact, "contacts"
+
+
+class InteractionService(EntityService[Interaction]):
+    kind, entity, repo_name = "interaction", Interaction, "interactions"
+
+    def check_references(self, uow: "UnitOfWork", entity: Interaction) -> None:
+        super().check_references(uow, entity)
+        if entity.contact_id is not None:
+            contact = uow.contacts.find(id=entity.contact_id)
+            if contact is None or contact.customer_id != entity.customer_id:
+                raise ValidationError.single(
+                    "contact_id", f"contact {entity.contact_id} is not a contact of customer {entity.customer_id}",
+                    self.kind)
+
+
+class DealService(EntityService[Deal]):
+    """Deals, plus :meth:`move` between pipeline stages."""
+
+    kind, entity, repo_name = "deal", Deal, "deals"
+
+    def build(self, fields: Mapping[str, Any]) -> Deal:
+        fields = dict(fields)
+        fields.setdefault("currency", self.crm.config.default_currency)
+        return super().build(fields)
+
+    def move(self, deal_id: int, stage: str, lost_reason: str | None = None) -> Deal:
+        """Move a deal to ``stage``; closing stages stamp ``closed_at``."""
+        changes: dict[str, Any] = {"stage": stage}
+        if lost_reason is not None:
+            changes["lost_reason"] = lost_reason
+        with self.crm.unit() as uow:
+            previous = uow.deals.get(deal_id)
+            self.crm.authorize("deal.move", previous)
+            return self.update(deal_id, **changes)
+
+    def prepare(self, uow: "UnitOfWork", deal: Deal, previous: Deal | None) -> Deal:
+        if previous is not None and deal.stage != previous.stage:
+            stage = self.crm.stage_of(attrs.evolve(deal, probability=None))
+            closing = stage is not None and stage.outcome is not StageOutcome.OPEN
+            closed_at = (deal.closed_at if deal.closed_at != previous.closed_at else None) or uow.now
+            deal = attrs.evolve(
+                deal,
+                probability=None if deal.probability == previous.probability else deal.probability,
+                closed_at=closed_at if closing else None,
+                lost_reason=deal.lost_reason if stage is not None and stage.outcome is StageOutcome.LOST else None,
+            )
+        elif previous is None and deal.closed_at is None:
+            stage = self.crm.stage_of(deal)
+            if stage is not None and stage.outcome is not StageOutcome.OPEN:
+                deal = attrs.evolve(deal, closed_at=uow.now)
+        return super().prepare(uow, deal, previous)
+
+    def after_insert(self, uow: "UnitOfWork", stored: Deal) -> None:
+        super().after_insert(uow, stored)
+        self._stage_changed(uow, stored, None)
+
+    def after_update(self, uow: "UnitOfWork", stored: Deal, previous: Deal) -> None:
+        super().after_update(uow, stored, previous)
+        if stored.stage != previous.stage:
+            self._stage_changed(uow, stored, self.crm.stage_of(previous))
+
+    def _stage_changed(self, uow: "UnitOfWork", deal: Deal, old: Stage | None) -> None:
+        new = self.crm.stage_of(deal)
+        transition = uow.deals.record_stage_change(deal.id, old.name if old else None, deal.stage,
+                                                   uow.now, uow.actor)
+        uow.fire("on_deal_stage_changed", deal=deal, old=old, new=new, transition_id=transition)
+        self.crm.loyalty.deal_stage_changed(uow, deal, old, new, transition)
+
+

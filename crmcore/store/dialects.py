@@ -1,0 +1,69 @@
+"""Portable SQL helpers with a tested branch per dialect.
+
+Plugins use these instead of writing dialect-specific SQL themselves.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Float, cast, func, literal
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql.expression import FunctionElement
+
+from .types import UTCDateTime
+
+
+class days_between(FunctionElement):
+    """Fractional days from ``start`` to ``end`` (both UTC datetime expressions).
+
+    ``days_between(deals.c.closed_at, literal(as_of, UTCDateTime))``
+    """
+
+    type = Float()
+    inherit_cache = True
+    name = "days_between"
+
+
+@compiles(days_between)
+def _days_default(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = list(element.clauses)
+    return f"(julianday({compiler.process(end, **kw)}) - julianday({compiler.process(start, **kw)}))"
+
+
+@compiles(days_between, "postgresql")
+def _days_pg(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = list(element.clauses)
+    return (f"(EXTRACT(EPOCH FROM ({compiler.process(end, **kw)} - {compiler.process(start, **kw)}))"
+            " / 86400.0)")
+
+
+@compiles(days_between, "mysql")
+@compiles(days_between, "mariadb")
+def _days_mysql(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    start, end = list(element.clauses)
+    return (f"(TIMESTAMPDIFF(MICROSECOND, {compiler.process(start, **kw)}, "
+            f"{compiler.process(end, **kw)}) / 86400000000.0)")
+
+
+def utc_literal(moment: datetime) -> ColumnElement:
+    """A bound UTC timestamp usable in SQL arithmetic on every dialect."""
+    return literal(moment, UTCDateTime)
+
+
+def json_object(dialect_name: str, **values: ColumnElement) -> ColumnElement:
+    """A JSON object built in SQL from named expressions (for ``details`` columns)."""
+    args: list[Any] = []
+    for key, value in values.items():
+        args.extend([literal(key), value])
+    if dialect_name == "postgresql":
+        return func.json_build_object(*args)
+    return func.json_object(*args)
+
+
+def as_float(expr: ColumnElement) -> ColumnElement:
+    """Cast to float for ratios (integer division differs between dialects)."""
+    return cast(expr, Float)

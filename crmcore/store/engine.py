@@ -1,0 +1,72 @@
+"""Engines for the three supported databases, with their quirks handled once.
+
+SQLite: WAL, foreign keys, a busy timeout, and ``BEGIN IMMEDIATE`` for write
+transactions.  Without IMMEDIATE, a transaction that reads before it writes can
+fail with "database is locked" when another process committed in between,
+which a concurrent redemption would hit; IMMEDIATE takes the write lock up front
+and waits on the busy timeout instead.  Read-only work opens deferred.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.engine import make_url
+
+from ..errors import ConfigError
+
+SQLITE_BUSY_TIMEOUT_MS = 30_000
+
+# URL schemes without a driver -> the driver we install and test.
+DEFAULT_DRIVERS = {
+    "postgresql": "postgresql+psycopg",
+    "postgres": "postgresql+psycopg",
+    "mysql": "mysql+pymysql",
+    "mariadb": "mariadb+pymysql",
+}
+
+
+def normalize_url(url: str) -> str:
+    """Fill in the driver crmcore uses for a bare ``postgresql://`` / ``mysql://`` URL."""
+    scheme, sep, rest = url.partition("://")
+    if not sep:
+        raise ConfigError(f"database URL {url!r} has no scheme (e.g. sqlite:///crm.db)")
+    scheme = DEFAULT_DRIVERS.get(scheme, scheme)
+    url = f"{scheme}://{rest}"
+    if scheme.split("+")[0] in ("mysql", "mariadb") and "charset=" not in url:
+        url += ("&" if "?" in url else "?") + "charset=utf8mb4"
+    return url
+
+
+def make_engine(url: str, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with crmcore's per-dialect settings."""
+    try:
+        parsed = make_url(normalize_url(url))
+        engine = create_engine(parsed, **kwargs)
+    except ConfigError:
+        raise
+    except Exception as exc:  # bad URL or missing driver: the user's to fix
+        raise ConfigError(f"cannot use database URL {url!r}: {exc}") from None
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, in_memory=parsed.database in (None, "", ":memory:"))
+    return engine
+
+
+def _configure_sqlite(engine: Engine, in_memory: bool) -> None:
+    @event.listens_for(engine, "connect")
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        # Let SQLAlchemy's "begin" event emit BEGIN itself (pysqlite's own
+        # transaction handling cannot do IMMEDIATE).
+        dbapi_conn.isolation_level = None
+        cursor = dbapi_conn.cursor()
+        if not in_memory:
+            cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+    @event.listens_for(engine, "begin")
+    def _on_begin(conn: Any) -> None:
+        readonly = conn.get_execution_options().get("crm_readonly", False)
+        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")

@@ -1,0 +1,169 @@
+"""Repositories: rows <-> entities for one connection.
+
+They do no validation and fire no events; the use cases in
+:mod:`crmcore.services` do.  Plugins get them from the unit of work
+(``uow.customers``, ``uow.deals``, ...) to read and write inside the same
+transaction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, Generic, TypeVar
+
+import attrs
+from sqlalchemy import Connection, Table, delete, func, insert, select, update
+
+from ..convert import converter, unstructure
+from ..entities import Contact, Customer, Deal, Interaction
+from ..errors import NotFound, ValidationError
+from ..validation import currency_digits
+from . import tables
+
+E = TypeVar("E")
+
+
+class Repository(Generic[E]):
+    """Reads and writes one entity type on one connection."""
+
+    kind: str
+    table: Table
+    entity: type
+
+    def __init__(self, conn: Connection):
+        self.conn = conn
+
+    # -- reading ---------------------------------------------------------
+    def get(self, id: int) -> E:
+        """The entity with ``id``; :class:`NotFound` if there is none."""
+        row = self.conn.execute(select(self.table).where(self.table.c.id == id)).first()
+        if row is None:
+            raise NotFound(self.kind, id)
+        return self.from_row(row._mapping)
+
+    def find(self, **criteria: Any) -> E | None:
+        """The first entity matching ``criteria`` (column equality), or None."""
+        stmt = select(self.table).where(*self._conditions(criteria)).limit(1)
+        row = self.conn.execute(stmt).first()
+        return None if row is None else self.from_row(row._mapping)
+
+    def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
+             limit: int | None = None, offset: int = 0) -> list[E]:
+        """Entities matching ``filters``; ``attributes.NAME`` filters a custom field."""
+        return list(self.iter(filters, order_by, limit, offset))
+
+    def iter(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
+             limit: int | None = None, offset: int = 0) -> Iterator[E]:
+        column = order_by.lstrip("-")
+        if column not in self.table.c:
+            raise ValidationError.single("order_by", f"unknown column {column!r}", self.kind)
+        order = self.table.c[column].desc() if order_by.startswith("-") else self.table.c[column]
+        stmt = select(self.table).where(*self._conditions(filters or {}))
+        stmt = stmt.order_by(order, self.table.c.id).offset(offset).limit(limit)
+        for row in self.conn.execute(stmt):
+            yield self.from_row(row._mapping)
+
+    def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        stmt = select(func.count()).select_from(self.table).where(*self._conditions(filters or {}))
+        return self.conn.execute(stmt).scalar_one()
+
+    # -- writing ---------------------------------------------------------
+    def insert(self, entity: E, now: datetime) -> E:
+        entity = attrs.evolve(entity, created_at=now, updated_at=now)
+        values = self.to_row(entity)
+        values.pop("id")
+        new_id = self.conn.execute(insert(self.table).values(values)).inserted_primary_key[0]
+        return attrs.evolve(entity, id=new_id)
+
+    def insert_many(self, entities: list[E], now: datetime) -> None:
+        """Bulk insert (executemany); ids are not read back."""
+        rows = []
+        for entity in entities:
+            row = self.to_row(attrs.evolve(entity, created_at=now, updated_at=now))
+            row.pop("id")
+            rows.append(row)
+        if rows:
+            self.conn.execute(insert(self.table), rows)
+
+    def update(self, entity: E, now: datetime) -> E:
+        entity = attrs.evolve(entity, updated_at=now)
+        values = self.to_row(entity)
+        values.pop("created_at")
+        result = self.conn.execute(update(self.table).where(self.table.c.id == values.pop("id")).values(values))
+        if result.rowcount == 0:
+            raise NotFound(self.kind, entity.id)
+        return entity
+
+    def delete(self, id: int) -> None:
+        if self.conn.execute(delete(self.table).where(self.table.c.id == id)).rowcount == 0:
+            raise NotFound(self.kind, id)
+
+    # -- conversion ------------------------------------------------------
+    def from_row(self, row: Mapping[str, Any]) -> E:
+        return converter.structure(dict(row), self.entity)
+
+    def to_row(self, entity: E) -> dict[str, Any]:
+        row = unstructure(entity)
+        if "tags" in row:
+            row["tags"] = list(row["tags"])
+        return row
+
+    def _conditions(self, criteria: Mapping[str, Any]) -> list[Any]:
+        conditions = []
+        for key, value in criteria.items():
+            if key.startswith("attributes."):
+                element = self.table.c.attributes[key.split(".", 1)[1]]
+                conditions.append(_json_equals(element, value))
+            elif key in self.table.c:
+                column = self.table.c[key]
+                conditions.append(column.is_(None) if value is None else column == value)
+            else:
+                known = ", ".join(c.name for c in self.table.c)
+                raise ValidationError.single(key, f"unknown filter field (known: {known}, attributes.NAME)", self.kind)
+        return conditions
+
+
+def _json_equals(element: Any, value: Any) -> Any:
+    if isinstance(value, bool):
+        return element.as_boolean() == value
+    if isinstance(value, int):
+        return element.as_integer() == value
+    if isinstance(value, float):
+        return element.as_float() == value
+    return element.as_string() == str(value)
+
+
+class CustomerRepository(Repository[Customer]):
+    kind, table, entity = "customer", tables.customers, Customer
+
+
+class ContactRepository(Repository[Contact]):
+    kind, table, entity = "contact", tables.contacts, Contact
+
+
+class InteractionRepository(Repository[Interaction]):
+    kind, table, entity = "interaction", tables.interactions, Interaction
+
+
+class DealRepository(Repository[Deal]):
+    kind, table, entity = "deal", tables.deals, Deal
+
+    def from_row(self, row: Mapping[str, Any]) -> Deal:
+        deal = super().from_row(row)
+        # Storage keeps 4 decimals; show the currency's own (12000 -> 12000.00 CNY).
+        exponent = Decimal(1).scaleb(-currency_digits(deal.currency))
+        return attrs.evolve(deal, amount=deal.amount.quantize(exponent))
+
+    def record_stage_change(self, deal_id: int, old: str | None, new: str, at: datetime,
+                            actor: str | None) -> int:
+        """Append to the stage history; returns the history row id."""
+        stmt = insert(tables.deal_stage_history).values(
+            deal_id=deal_id, from_stage=old, to_stage=new, changed_at=at, actor=actor)
+        return self.conn.execute(stmt).inserted_primary_key[0]
+
+    def stage_history(self, deal_id: int) -> list[dict[str, Any]]:
+        t = tables.deal_stage_history
+        rows = self.conn.execute(select(t).where(t.c.deal_id == deal_id).order_by(t.c.id))
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,229 @@
+"""The core schema: SQLAlchemy Core tables on one MetaData.
+
+Alembic revisions in :mod:`crmcore.migrations` create exactly this; a test
+compares the two.  Plugins that own tables use their own MetaData and prefix.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    Date,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    SmallInteger,
+    String,
+    Table,
+    Text,
+)
+
+from .types import Money, UTCDateTime
+
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def _stamps() -> list[Column]:
+    return [
+        Column("created_at", UTCDateTime, nullable=False),
+        Column("updated_at", UTCDateTime, nullable=False),
+    ]
+
+
+customers = Table(
+    "customers",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(16), nullable=False),
+    Column("name", String(200), nullable=False),
+    Column("email", String(320), index=True),
+    Column("phone", String(32), index=True),
+    Column("country", String(2)),
+    Column("region", String(100)),
+    Column("city", String(100)),
+    Column("industry", String(100)),
+    Column("source", String(100)),
+    Column("owner", String(100)),
+    Column("stage", String(16), nullable=False),
+    Column("birthday", Date),
+    Column("consent_email", Boolean, nullable=False),
+    Column("consent_sms", Boolean, nullable=False),
+    Column("consent_marketing", Boolean, nullable=False),
+    Column("tags", JSON, nullable=False),
+    Column("attributes", JSON, nullable=False),
+    Column("external_id", String(100), unique=True),
+    *_stamps(),
+)
+
+contacts = Table(
+    "contacts",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("name", String(200), nullable=False),
+    Column("title", String(100)),
+    Column("email", String(320)),
+    Column("phone", String(32)),
+    Column("is_primary", Boolean, nullable=False),
+    Column("attributes", JSON, nullable=False),
+    Column("external_id", String(100), unique=True),
+    *_stamps(),
+)
+
+interactions = Table(
+    "interactions",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("contact_id", Integer, ForeignKey("contacts.id", ondelete="SET NULL")),
+    Column("kind", String(16), nullable=False),
+    Column("direction", String(16), nullable=False),
+    Column("channel", String(50)),
+    Column("occurred_at", UTCDateTime, nullable=False, index=True),
+    Column("subject", String(300)),
+    Column("body", Text),
+    Column("outcome", String(100)),
+    Column("satisfaction", SmallInteger),
+    Column("follow_up_due", UTCDateTime),
+    Column("resolved_at", UTCDateTime),
+    Column("owner", String(100)),
+    Column("attributes", JSON, nullable=False),
+    Column("external_id", String(100), unique=True),
+    *_stamps(),
+    CheckConstraint("satisfaction IS NULL OR satisfaction BETWEEN 1 AND 5", name="satisfaction_range"),
+)
+
+deals = Table(
+    "deals",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("title", String(200), nullable=False),
+    Column("amount", Money, nullable=False),
+    Column("currency", String(3), nullable=False),
+    Column("pipeline", String(50), nullable=False),
+    Column("stage", String(50), nullable=False, index=True),
+    Column("probability", SmallInteger, nullable=False),
+    Column("expected_close", Date),
+    Column("closed_at", UTCDateTime),
+    Column("owner", String(100)),
+    Column("lost_reason", String(200)),
+    Column("attributes", JSON, nullable=False),
+    Column("external_id", String(100), unique=True),
+    *_stamps(),
+    CheckConstraint("amount >= 0", name="amount_not_negative"),
+)
+
+deal_stage_history = Table(
+    "deal_stage_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("from_stage", String(50)),
+    Column("to_stage", String(50), nullable=False),
+    Column("changed_at", UTCDateTime, nullable=False),
+    Column("actor", String(100)),
+)
+
+segment_runs = Table(
+    "segment_runs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("strategy", String(100), nullable=False, index=True),
+    Column("options", JSON, nullable=False),
+    Column("as_of", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("duration_s", Float),
+    Column("members", Integer),
+    Column("entered", Integer),
+    Column("left", Integer),
+    Column("moved", Integer),
+    Column("counts", JSON),
+    Column("actor", String(100)),
+)
+
+segment_memberships = Table(
+    "segment_memberships",
+    metadata,
+    Column("run_id", Integer, ForeignKey("segment_runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("segment", String(100), nullable=False),
+    Column("score", Float),
+    Column("details", JSON),
+    Index("ix_segment_memberships_run_segment", "run_id", "segment"),
+)
+
+loyalty_ledger = Table(
+    "loyalty_ledger",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    Column("scheme", String(100), nullable=False),
+    Column("kind", String(16), nullable=False),
+    Column("points", BigInteger, nullable=False),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="SET NULL"), index=True),
+    Column("expires_at", UTCDateTime),
+    Column("reason", String(300)),
+    Column("actor", String(100)),
+    Column("occurred_at", UTCDateTime, nullable=False),
+    Column("details", JSON),
+    Index("ix_loyalty_ledger_customer_scheme", "customer_id", "scheme"),
+)
+
+loyalty_accounts = Table(
+    "loyalty_accounts",
+    metadata,
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("scheme", String(100), primary_key=True),
+    Column("balance", BigInteger, nullable=False),
+    Column("tier", String(50)),
+    Column("updated_at", UTCDateTime, nullable=False),
+    # The last line of defence: whatever the code does, a balance never goes negative.
+    CheckConstraint("balance >= 0", name="balance_not_negative"),
+)
+
+notify_outbox = Table(
+    "notify_outbox",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("idempotency_key", String(200), nullable=False, unique=True),
+    Column("channel", String(100), nullable=False),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="SET NULL"), index=True),
+    Column("recipient", String(320)),
+    Column("purpose", String(16), nullable=False),
+    Column("subject", String(300)),
+    Column("body", Text),
+    Column("payload", JSON, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("max_attempts", Integer, nullable=False),
+    Column("next_attempt_at", UTCDateTime, nullable=False),
+    Column("claimed_at", UTCDateTime),
+    Column("last_error", Text),
+    Column("provider_id", String(200)),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("sent_at", UTCDateTime),
+    Index("ix_notify_outbox_due", "status", "next_attempt_at"),
+)
+
+ENTITY_TABLES = {
+    "customer": customers,
+    "contact": contacts,
+    "interaction": interactions,
+    "deal": deals,
+}

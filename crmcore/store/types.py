@@ -1,0 +1,78 @@
+"""Column types that make storage exact and portable.
+
+* :class:`UTCDateTime` stores naive UTC and hands back aware UTC datetimes, so
+  the three dialects behave alike.
+* :class:`Money` stores a Decimal as an integer count of 1/10,000 units.  SQLite
+  has no exact decimal: its NUMERIC is a float and ``SUM`` over millions of deals
+  drifts by cents.  Integers sum exactly everywhere, and ``func.sum(money_col)``
+  keeps this type, so aggregates come back as Decimal.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import BigInteger, DateTime
+from sqlalchemy.dialects import mysql
+from sqlalchemy.types import TypeDecorator
+
+MONEY_SCALE = 10_000
+
+
+class UTCDateTime(TypeDecorator):
+    """An aware UTC datetime, stored without zone information."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name in ("mysql", "mariadb"):
+            return dialect.type_descriptor(mysql.DATETIME(fsp=6))
+        return dialect.type_descriptor(DateTime())
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if not isinstance(value, datetime):
+            raise TypeError(f"expected a datetime, got {value!r}")
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: crmcore stores timezone-aware UTC only")
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):  # SQLite expressions (MAX, MIN) return text
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+class Money(TypeDecorator):
+    """A Decimal amount kept as a scaled integer (4 decimal places)."""
+
+    impl = BigInteger
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        scaled = Decimal(value) * MONEY_SCALE
+        if scaled != scaled.to_integral_value():
+            raise ValueError(f"{value} has more than 4 decimal places")
+        return int(scaled)
+
+    def process_result_value(self, value: Any, dialect: Any) -> Decimal | None:
+        if value is None:
+            return None
+        return Decimal(int(value)) / MONEY_SCALE
+
+    @property
+    def python_type(self) -> type:
+        return Decimal
+
+
+def money_from_scaled(value: Any) -> Decimal:
+    """Decimal of a raw scaled integer (e.g. an expression SQLAlchemy cannot type)."""
+    return Decimal(int(value or 0)) / MONEY_SCALE

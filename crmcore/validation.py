@@ -1,0 +1,178 @@
+"""Field rules that need configuration: email, phone, country, currency, money,
+pipeline stages and custom fields.
+
+:class:`EntityValidator` normalises an entity (``Zhang.Wei@Example.com`` ->
+``Zhang.Wei@example.com``, ``+86 138 0013 8000`` -> ``+8613800138000``) and
+collects every problem into one :class:`~crmcore.errors.ValidationError`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from decimal import Decimal
+from functools import lru_cache
+from typing import Any
+
+import attrs
+import email_validator
+import phonenumbers
+import pycountry
+from babel.numbers import get_currency_precision
+
+from .config import Config
+from .customfields import CustomField
+from .entities import Contact, Customer, Deal, Interaction, StageOutcome
+from .errors import ValidationError
+
+
+def normalize_email(value: str) -> str:
+    """Syntax-check and normalise an address (no DNS look-up)."""
+    try:
+        return email_validator.validate_email(value, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError as exc:
+        raise ValueError(f"{value!r} is not a valid email address: {exc}") from None
+
+
+def normalize_phone(value: str, region: str | None) -> str:
+    """E.164 form of a phone number; ``region`` is used for national numbers."""
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException as exc:
+        hint = "" if region else " (no default phone region is configured: use +<country code>)"
+        raise ValueError(f"{value!r} is not a phone number: {exc._msg}{hint}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise ValueError(f"{value!r} is not a valid phone number")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+@lru_cache(maxsize=512)
+def normalize_country(value: str) -> str:
+    """ISO 3166-1 alpha-2 code from an alpha-2 or alpha-3 code."""
+    country = pycountry.countries.get(alpha_2=value.upper()) if len(value) == 2 else None
+    country = country or (pycountry.countries.get(alpha_3=value.upper()) if len(value) == 3 else None)
+    if country is None:
+        raise ValueError(f"{value!r} is not an ISO 3166 country code")
+    return country.alpha_2
+
+
+@lru_cache(maxsize=256)
+def currency_digits(code: str) -> int:
+    """Minor-unit digits of an ISO 4217 currency (CNY 2, JPY 0, KWD 3)."""
+    if pycountry.currencies.get(alpha_3=code) is None:
+        raise ValueError(f"{code!r} is not an ISO 4217 currency code")
+    return get_currency_precision(code)
+
+
+def quantize_money(amount: Decimal, currency: str) -> Decimal:
+    """``amount`` at the currency's minor unit; refuses negatives and lost digits."""
+    if amount < 0:
+        raise ValueError(f"amount must not be negative, got {amount}")
+    exponent = Decimal(1).scaleb(-currency_digits(currency))
+    quantized = amount.quantize(exponent)
+    if quantized != amount:
+        raise ValueError(f"{amount} has more decimals than {currency} allows ({currency_digits(currency)})")
+    return quantized
+
+
+@attrs.define
+class EntityValidator:
+    """Normalises and checks entities against configuration and custom fields."""
+
+    config: Config
+    custom_fields: Mapping[str, Mapping[str, CustomField]]  # entity -> name -> field
+
+    def customer(self, customer: Customer) -> Customer:
+        issues: list[tuple[str, str]] = []
+        changes = self._contact_points(customer, issues)
+        if customer.country:
+            changes["country"] = _check(issues, "country", normalize_country, customer.country)
+        if not customer.name.strip():
+            issues.append(("name", "must not be blank"))
+        changes["attributes"] = self._attributes("customer", customer.attributes, issues)
+        return _finish(customer, changes, issues, "customer")
+
+    def contact(self, contact: Contact) -> Contact:
+        issues: list[tuple[str, str]] = []
+        changes = self._contact_points(contact, issues)
+        if not contact.name.strip():
+            issues.append(("name", "must not be blank"))
+        changes["attributes"] = self._attributes("contact", contact.attributes, issues)
+        return _finish(contact, changes, issues, "contact")
+
+    def interaction(self, interaction: Interaction) -> Interaction:
+        issues: list[tuple[str, str]] = []
+        if interaction.satisfaction is not None and not 1 <= interaction.satisfaction <= 5:
+            issues.append(("satisfaction", f"must be 1-5, got {interaction.satisfaction}"))
+        if interaction.resolved_at and interaction.resolved_at < interaction.occurred_at:
+            issues.append(("resolved_at", "is before occurred_at"))
+        changes = {"attributes": self._attributes("interaction", interaction.attributes, issues)}
+        return _finish(interaction, changes, issues, "interaction")
+
+    def deal(self, deal: Deal) -> Deal:
+        issues: list[tuple[str, str]] = []
+        changes: dict[str, Any] = {}
+        currency = deal.currency.upper()
+        if _check(issues, "currency", currency_digits, currency) is not None:
+            changes["currency"] = currency
+            changes["amount"] = _check(issues, "amount", quantize_money, deal.amount, currency)
+        if not deal.title.strip():
+            issues.append(("title", "must not be blank"))
+        pipeline = self.config.pipelines.get(deal.pipeline)
+        if pipeline is None:
+            issues.append(("pipeline", f"unknown pipeline {deal.pipeline!r} (known: {', '.join(self.config.pipelines)})"))
+        else:
+            stage = pipeline.stage(deal.stage)
+            if stage is None:
+                known = ", ".join(s.name for s in pipeline.stages)
+                issues.append(("stage", f"{deal.stage!r} is not a stage of pipeline {pipeline.name!r} (known: {known})"))
+            elif deal.probability is None:
+                changes["probability"] = stage.probability
+            if stage is not None and stage.outcome is not StageOutcome.LOST and deal.lost_reason:
+                issues.append(("lost_reason", "only a lost deal has a lost reason"))
+        if deal.probability is not None and not 0 <= deal.probability <= 100:
+            issues.append(("probability", f"must be a percent 0-100, got {deal.probability}"))
+        changes["attributes"] = self._attributes("deal", deal.attributes, issues)
+        return _finish(deal, changes, issues, "deal")
+
+    def _contact_points(self, entity: Customer | Contact, issues: list) -> dict[str, Any]:
+        changes: dict[str, Any] = {}
+        if entity.email:
+            changes["email"] = _check(issues, "email", normalize_email, entity.email)
+        if entity.phone:
+            changes["phone"] = _check(issues, "phone", normalize_phone, entity.phone, self.config.phone_region)
+        return changes
+
+    def _attributes(self, entity: str, values: Mapping[str, Any], issues: list) -> dict[str, Any]:
+        declared = self.custom_fields.get(entity, {})
+        result = dict(values)
+        for name, field in declared.items():
+            checked = _check(issues, name, field.check, values.get(name))
+            if checked is not None:
+                result[name] = checked
+            else:
+                result.pop(name, None)
+        return result
+
+
+def _check(issues: list, field: str, rule: Callable[..., Any], *args: Any) -> Any:
+    try:
+        return rule(*args)
+    except ValueError as exc:
+        issues.append((field, str(exc)))
+        return None
+
+
+def _finish(entity: Any, changes: dict[str, Any], issues: list, kind: str) -> Any:
+    if issues:
+        raise ValidationError(issues, kind)
+    return attrs.evolve(entity, **{k: v for k, v in changes.items() if v is not None})
+
+
+def index_custom_fields(fields: Iterable[CustomField]) -> dict[str, dict[str, CustomField]]:
+    """Group declarations by entity; a second declaration of a name is refused."""
+    index: dict[str, dict[str, CustomField]] = {}
+    for field in fields:
+        if field.name in index.setdefault(field.entity, {}):
+            raise ValueError(f"custom field {field.entity}.{field.name} is declared twice")
+        index[field.entity][field.name] = field
+    return index
