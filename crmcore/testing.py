@@ -46,6 +46,8 @@ def server_url(kind: str) -> str:
     """The URL of a server test database, or skip with the reason."""
     var = SERVER_ENV[kind]
     url = os.environ.get(var)
+    if not url and os.environ.get("CRM_REQUIRE_SERVERS"):
+        pytest.fail(f"{var} is not set but CRM_REQUIRE_SERVERS is: CI must test {kind}")
     if not url:
         pytest.skip(f"{var} is not set: no {kind} server to test against")
     return url

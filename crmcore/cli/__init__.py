@@ -1,0 +1,77 @@
+"""The ``crm`` command line.
+
+Plugins add commands through ``register_commands(cli)``.  Click must know every
+command before it parses, so :func:`main` first loads the plugins selected by
+argv (``--plugins``, ``--no-plugins``, ``--plugins-dir``, ``--config``) and the
+environment, and lets them add commands; :func:`load_plugin_commands` does the
+same for tests that drive :data:`cli` through click's runner.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import click
+
+from ..errors import CRMError
+from .context import CRMGroup, Session
+from .db import db
+from .plugins import plugins_group
+
+
+@click.group(cls=CRMGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--db", "database_url", metavar="URL", help="Database URL (default: sqlite:///crm.db).")
+@click.option("--config", "config_file", type=click.Path(dir_okay=False), help="Configuration file (crm.toml).")
+@click.option("--plugins", "plugins", metavar="A,B", help="Load only these plugins (comma-separated).")
+@click.option("--no-plugins", is_flag=True, help="Load no plugins at all.")
+@click.option("--plugins-dir", type=click.Path(file_okay=False), help="Also load single-file plugins from DIR.")
+@click.option("--as-of", "as_of", metavar="DATE", help="Treat this date/time as now (YYYY-MM-DD or ISO).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
+@click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks.")
+@click.option("-q", "--quiet", is_flag=True, help="Less output.")
+@click.version_option(package_name="crmcore", prog_name="crm")
+@click.pass_context
+def cli(ctx: click.Context, **options: Any) -> None:
+    """crm: a plugin-based CRM on an embedded SQLite file or a database server."""
+    ctx.obj = Session(**options)
+    ctx.call_on_close(ctx.obj.close)
+
+
+cli.add_command(db)
+cli.add_command(plugins_group)
+
+_loaded_for: list[tuple[str, ...]] = []
+
+
+def load_plugin_commands(argv: Sequence[str] = ()) -> list[str]:
+    """Let the plugins selected by ``argv`` and the environment add their commands.
+
+    Returns warnings (plugins that failed to import).  Safe to call twice.
+    """
+    from ..plugins import PluginManager
+
+    key = tuple(argv)
+    if key in _loaded_for:
+        return []
+    _loaded_for.append(key)
+    config = Session.from_argv(argv).config()
+    manager = PluginManager()
+    manager.load(config.plugins, config.plugins_block, config.plugins_dir)
+    manager.call_each("register_commands", lambda plugin: {"cli": cli})
+    return [f"warning: plugin {f.name!r} failed to load ({f.source}): {f.error}" for f in manager.failures]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the ``crm`` script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        for warning in load_plugin_commands(argv):
+            click.echo(warning, err=True)
+    except CRMError as exc:
+        if Session.from_argv(argv).verbose:
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
+    cli.main(args=argv, prog_name="crm")

@@ -1,0 +1,145 @@
+"""What every command shares: the options, a lazily opened CRM, and output."""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Sequence
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+import click
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import CRMError
+
+
+class UserError(click.ClickException):
+    """A CRMError shown as one line, exit code 1."""
+
+    exit_code = 1
+
+
+class CRMGroup(click.Group):
+    """Turns :class:`CRMError` into a one-line error (a traceback with ``-v``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CRMError as exc:
+            session = ctx.obj if isinstance(ctx.obj, Session) else None
+            if session is not None and session.verbose:
+                raise
+            raise UserError(str(exc)) from exc
+
+
+@attrs.define
+class Session:
+    """The global options and the CRM they open (opened on first use)."""
+
+    database_url: str | None = None
+    config_file: str | None = None
+    plugins: str | None = None
+    no_plugins: bool = False
+    plugins_dir: str | None = None
+    as_of: str | None = None
+    as_json: bool = False
+    verbose: int = 0
+    quiet: bool = False
+    _crm: Any = None
+
+    @classmethod
+    def from_argv(cls, argv: Sequence[str]) -> "Session":
+        """The plugin-selection options found in raw argv (before click parses)."""
+        values: dict[str, Any] = {}
+        names = {"--db": "database_url", "--config": "config_file", "--plugins": "plugins",
+                 "--plugins-dir": "plugins_dir"}
+        args = list(argv)
+        for i, arg in enumerate(args):
+            if arg == "--":
+                break
+            flag, eq, value = arg.partition("=")
+            if flag in names:
+                if eq:
+                    values[names[flag]] = value
+                elif i + 1 < len(args):
+                    values[names[flag]] = args[i + 1]
+            elif arg == "--no-plugins":
+                values["no_plugins"] = True
+            elif arg in ("-v", "--verbose") or (arg.startswith("-v") and set(arg[1:]) == {"v"}):
+                values["verbose"] = 1
+        return cls(**values)
+
+    def config(self) -> Any:
+        from ..config import Config
+
+        plugins: list[str] | None = None
+        if self.no_plugins:
+            plugins = []
+        elif self.plugins is not None:
+            plugins = [p.strip() for p in self.plugins.split(",") if p.strip()]
+        return Config.load(self.config_file, database_url=self.database_url, plugins=plugins,
+                           plugins_dir=self.plugins_dir)
+
+    @property
+    def crm(self) -> Any:
+        if self._crm is None:
+            from ..app import CRM
+
+            self._crm = CRM.open(config=self.config())
+            if not self.quiet:
+                for failure in self._crm.plugins.failures:
+                    click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
+        return self._crm
+
+    def close(self) -> None:
+        if self._crm is not None:
+            self._crm.close()
+
+    # -- output ----------------------------------------------------------------
+    def emit(self, rows: list[dict[str, Any]], columns: Sequence[str] | None = None,
+             title: str | None = None) -> None:
+        """Rows as JSON (``--json``), a rich table on a terminal, or plain text when piped."""
+        if self.as_json:
+            click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=json_default))
+            return
+        columns = list(columns or (rows[0].keys() if rows else []))
+        table = Table(title=title, box=None if not sys.stdout.isatty() else None)
+        for column in columns:
+            table.add_column(column)
+        for row in rows:
+            table.add_row(*(_text(row.get(c)) for c in columns))
+        Console(soft_wrap=True).print(table)
+
+    def echo(self, message: str) -> None:
+        if not self.quiet:
+            click.echo(message)
+
+
+def _text(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(map(str, value))
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items())
+    return str(json_default(value)) if isinstance(value, (Decimal, date, datetime)) else str(value)
+
+
+def json_default(value: Any) -> Any:
+    """JSON for values json cannot encode: Decimal exactly, dates ISO, enums by value."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    raise TypeError(f"cannot encode {type(value).__name__}")
+
+
+pass_session = click.make_pass_decorator(Session)
