@@ -144,9 +144,9 @@ class CustomerService(EntityService[Customer]):
                     entities.append(self.prepare(uow, self.build(row), None))
                 except ValidationError as exc:
                     raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], "customer") from None
-            uow.customers.insert_many(entities, uow.now)
-            uow.fire("on_customers_imported", customers=entities)
-            return len(entities)
+            stored = uow.customers.insert_many(entities, uow.now)
+            uow.fire("on_customers_imported", customers=stored)
+            return len(stored)
 
 
 class ContactService(EntityService[Contact]):

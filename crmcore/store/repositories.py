@@ -77,15 +77,19 @@ class Repository(Generic[E]):
         new_id = self.conn.execute(insert(self.table).values(values)).inserted_primary_key[0]
         return attrs.evolve(entity, id=new_id)
 
-    def insert_many(self, entities: list[E], now: datetime) -> None:
-        """Bulk insert (executemany); ids are not read back."""
+    def insert_many(self, entities: list[E], now: datetime) -> list[E]:
+        """Bulk insert (executemany with RETURNING); returns the entities with ids."""
+        stamped = [attrs.evolve(e, created_at=now, updated_at=now) for e in entities]
         rows = []
-        for entity in entities:
-            row = self.to_row(attrs.evolve(entity, created_at=now, updated_at=now))
+        for entity in stamped:
+            row = self.to_row(entity)
             row.pop("id")
             rows.append(row)
-        if rows:
-            self.conn.execute(insert(self.table), rows)
+        if not rows:
+            return []
+        stmt = insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
+        ids = self.conn.execute(stmt, rows).scalars().all()
+        return [attrs.evolve(e, id=i) for e, i in zip(stamped, ids)]
 
     def update(self, entity: E, now: datetime) -> E:
         entity = attrs.evolve(entity, updated_at=now)
