@@ -16,6 +16,7 @@ from .convert import structure, unstructure
 from .entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
 from .errors import ValidationError
 from .store.repositories import Repository
+from .store.tables import ENTITY_TABLES as _TABLES
 
 if TYPE_CHECKING:
     from .app import CRM
@@ -54,11 +55,35 @@ class EntityService(Generic[E]):
         """Entities matching ``filters`` (``attributes.NAME`` for custom fields)."""
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
-            return self.repo(uow).list(filters, order_by, limit, offset)
+            return self.repo(uow).list(self.typed_filters(filters), order_by, limit, offset)
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         with self.crm.unit(readonly=True) as uow:
-            return self.repo(uow).count(filters)
+            return self.repo(uow).count(self.typed_filters(filters))
+
+    def search(self, text: str, limit: int | None = None) -> list[E]:
+        """Entities whose name, email or phone contain ``text`` (any script)."""
+        columns = tuple(c for c in ("name", "title", "email", "phone", "subject") if c in self.repo_table().c)
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize(f"{self.kind}.list", None)
+            return self.repo(uow).search(text, columns, limit)
+
+    def repo_table(self) -> Any:
+        return _TABLES[self.kind]
+
+    def typed_filters(self, filters: Mapping[str, Any] | None) -> dict[str, Any]:
+        """Text values for declared custom fields converted to the field's JSON type."""
+        typed = dict(filters or {})
+        declared = self.crm.custom_fields.get(self.kind, {})
+        for key, value in typed.items():
+            name = key.removeprefix("attributes.").partition("__")[0]
+            field = declared.get(name) if key.startswith("attributes.") else None
+            if field is not None and isinstance(value, str) and field.type in ("int", "bool"):
+                try:
+                    typed[key] = field.check(value)
+                except ValueError as exc:
+                    raise ValidationError.single(key, str(exc), self.kind) from None
+        return typed
 
     # -- writing ---------------------------------------------------------
     def add(self, entity: E | None = None, /, **fields: Any) -> E:

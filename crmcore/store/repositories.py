@@ -21,6 +21,7 @@ from ..entities import Contact, Customer, Deal, Interaction
 from ..errors import NotFound, ValidationError
 from ..validation import currency_digits
 from . import tables
+from .filters import conditions, search_condition
 
 E = TypeVar("E")
 
@@ -115,28 +116,12 @@ class Repository(Generic[E]):
         return row
 
     def _conditions(self, criteria: Mapping[str, Any]) -> list[Any]:
-        conditions = []
-        for key, value in criteria.items():
-            if key.startswith("attributes."):
-                element = self.table.c.attributes[key.split(".", 1)[1]]
-                conditions.append(_json_equals(element, value))
-            elif key in self.table.c:
-                column = self.table.c[key]
-                conditions.append(column.is_(None) if value is None else column == value)
-            else:
-                known = ", ".join(c.name for c in self.table.c)
-                raise ValidationError.single(key, f"unknown filter field (known: {known}, attributes.NAME)", self.kind)
-        return conditions
+        return conditions(self.table, criteria, self.kind)
 
-
-def _json_equals(element: Any, value: Any) -> Any:
-    if isinstance(value, bool):
-        return element.as_boolean() == value
-    if isinstance(value, int):
-        return element.as_integer() == value
-    if isinstance(value, float):
-        return element.as_float() == value
-    return element.as_string() == str(value)
+    def search(self, text: str, columns: tuple[str, ...], limit: int | None = None) -> list[E]:
+        """Entities whose ``columns`` contain ``text`` (case-insensitive)."""
+        stmt = select(self.table).where(search_condition(self.table, text, columns))
+        return [self.from_row(r._mapping) for r in self.conn.execute(stmt.order_by(self.table.c.id).limit(limit))]
 
 
 class CustomerRepository(Repository[Customer]):

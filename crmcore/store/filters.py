@@ -1,0 +1,103 @@
+"""Filters for listing entities: ``field`` or ``field__op`` -> value.
+
+Operators: ``eq`` (default), ``ne``, ``lt``, ``le``, ``gt``, ``ge``,
+``contains`` (case-insensitive text), ``in`` (a list).  ``attributes.NAME``
+reaches a custom field through the database's JSON functions.  Text values are
+coerced to the column's type, so the CLI can pass strings.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, Date, Integer, String, Table, Text, or_
+from sqlalchemy.sql import ColumnElement
+
+from ..convert import parse_bool, parse_date, parse_datetime, parse_decimal, parse_int
+from ..errors import ValidationError
+from .types import Money, UTCDateTime
+
+OPERATORS = {
+    "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
+    "gt": operator.gt, "ge": operator.ge,
+}
+# CLI spelling -> operator name, longest first so ">=" wins over ">".
+SYMBOLS = (("!=", "ne"), (">=", "ge"), ("<=", "le"), ("~", "contains"), ("=", "eq"), (">", "gt"), ("<", "lt"))
+
+
+def parse_expression(text: str) -> tuple[str, Any]:
+    """``"amount>=100"`` -> ``("amount__ge", "100")``; for ``--where`` options."""
+    for symbol, name in SYMBOLS:
+        field, found, value = text.partition(symbol)
+        if found and field.strip():
+            key = field.strip() if name == "eq" else f"{field.strip()}__{name}"
+            return key, value.strip()
+    raise ValidationError.single("where", f"{text!r} is not FIELD=VALUE (or !=, >=, <=, >, <, ~)")
+
+
+def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[ColumnElement]:
+    result = []
+    for key, value in filters.items():
+        field, _, op = key.partition("__")
+        op = op or "eq"
+        if op not in OPERATORS and op not in ("contains", "in"):
+            raise ValidationError.single(key, f"unknown operator {op!r}", kind)
+        element, coerce = _element(table, field, value, kind)
+        try:
+            if op == "in":
+                values = value.split(",") if isinstance(value, str) else list(value)
+                result.append(element.in_([coerce(v) for v in values]))
+            elif op == "contains":
+                result.append(element.ilike(f"%{_escape(str(value))}%", escape="\\"))
+            elif value is None:
+                result.append(element.is_(None) if op == "eq" else element.is_not(None))
+            else:
+                result.append(OPERATORS[op](element, coerce(value)))
+        except ValueError as exc:
+            raise ValidationError.single(field, str(exc), kind) from None
+    return result
+
+
+def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> ColumnElement:
+    """Case-insensitive substring match over ``columns`` (works for CJK text)."""
+    pattern = f"%{_escape(text)}%"
+    return or_(*(table.c[c].ilike(pattern, escape="\\") for c in columns))
+
+
+def _element(table: Table, field: str, value: Any, kind: str) -> tuple[Any, Any]:
+    if field.startswith("attributes."):
+        json_el = table.c.attributes[field.split(".", 1)[1]]
+        if isinstance(value, bool):
+            return json_el.as_boolean(), parse_bool
+        if isinstance(value, int):
+            return json_el.as_integer(), parse_int
+        if isinstance(value, float):
+            return json_el.as_float(), float
+        return json_el.as_string(), str
+    if field not in table.c:
+        known = ", ".join(c.name for c in table.c)
+        raise ValidationError.single(field, f"unknown filter field (known: {known}, attributes.NAME)", kind)
+    column = table.c[field]
+    return column, _coercer(column.type)
+
+
+def _coercer(type_: Any) -> Any:
+    if isinstance(type_, Money):
+        return lambda v: parse_decimal(v)
+    if isinstance(type_, UTCDateTime):
+        return parse_datetime
+    if isinstance(type_, Boolean):
+        return parse_bool
+    if isinstance(type_, Date):
+        return parse_date
+    if isinstance(type_, Integer):
+        return lambda v: v if hasattr(v, "value") else parse_int(v)
+    if isinstance(type_, (String, Text, JSON)):
+        return lambda v: getattr(v, "value", v)
+    return lambda v: v
+
+
+def _escape(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
