@@ -18,6 +18,7 @@ import click
 from ..errors import CRMError
 from .context import CRMGroup, Session
 from .db import db
+from .entities import contact, customer, deal, interaction
 from .plugins import plugins_group
 
 
@@ -40,6 +41,8 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 
 cli.add_command(db)
+for _group in (customer, contact, interaction, deal):
+    cli.add_command(_group)
 cli.add_command(plugins_group)
 
 _loaded_for: list[tuple[str, ...]] = []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import sys
 from collections.abc import Sequence
@@ -107,12 +108,17 @@ class Session:
             click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=json_default))
             return
         columns = list(columns or (rows[0].keys() if rows else []))
-        table = Table(title=title, box=None if not sys.stdout.isatty() else None)
+        if not sys.stdout.isatty():  # piped: tab-separated, nothing truncated
+            click.echo("\t".join(columns))
+            for row in rows:
+                click.echo("\t".join(_text(row.get(c)).replace("\t", " ").replace("\n", " ") for c in columns))
+            return
+        table = Table(title=title)
         for column in columns:
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for row in rows:
             table.add_row(*(_text(row.get(c)) for c in columns))
-        Console(soft_wrap=True).print(table)
+        Console().print(table)
 
     def echo(self, message: str) -> None:
         if not self.quiet:
@@ -122,6 +128,8 @@ class Session:
 def _text(value: Any) -> str:
     if value is None:
         return ""
+    if isinstance(value, enum.Enum):
+        return str(value.value)
     if isinstance(value, (list, tuple)):
         return ", ".join(map(str, value))
     if isinstance(value, dict):

@@ -1,0 +1,194 @@
+"""``crm customer|contact|interaction|deal``: add, show, list, update, delete.
+
+Options are generated from the entity's attrs fields, so a new core field
+shows up on the command line without more code; ``--set NAME=VALUE`` sets a
+custom field.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Callable
+from typing import Any
+
+import attrs
+import click
+
+from ..convert import unstructure
+from ..entities import Contact, Customer, Deal, Interaction
+from ..errors import NotFound, ValidationError
+from ..store.filters import parse_expression
+from .context import Session, pass_session
+
+SKIP = {"id", "created_at", "updated_at", "attributes"}
+# Required by the entity but filled in by the use case when absent.
+DEFAULTED = {"occurred_at", "currency"}
+LIST_COLUMNS = {
+    "customer": ["id", "name", "email", "phone", "region", "stage", "owner"],
+    "contact": ["id", "customer_id", "name", "title", "email", "phone", "is_primary"],
+    "interaction": ["id", "customer_id", "kind", "direction", "occurred_at", "subject", "satisfaction"],
+    "deal": ["id", "customer_id", "title", "amount", "currency", "stage", "probability", "closed_at"],
+}
+
+
+def _field_options(entity: type, for_update: bool) -> Callable[[Callable], Callable]:
+    """click options for every settable field of ``entity``."""
+    def decorate(func: Callable) -> Callable:
+        for field in reversed(attrs.fields(entity)):
+            if field.name in SKIP:
+                continue
+            flag = "--" + field.name.replace("_", "-")
+            required = field.default is attrs.NOTHING and not for_update and field.name not in DEFAULTED
+            if field.type in (bool, "bool"):
+                func = click.option(f"{flag}/--no-{flag[2:]}", field.name, default=None,
+                                    help=f"{field.name} (true/false).")(func)
+            else:
+                metavar = "REF" if field.name == "customer_id" else None
+                help_text = "customer id, external id or email" if field.name == "customer_id" else None
+                if field.name == "customer_id":
+                    flag = "--customer"
+                func = click.option(flag, field.name, required=required, metavar=metavar, help=help_text)(func)
+        func = click.option("--set", "custom", multiple=True, metavar="NAME=VALUE",
+                            help="Set a custom field (repeatable).")(func)
+        return func
+    return decorate
+
+
+def _values(session: Session, given: dict[str, Any]) -> dict[str, Any]:
+    custom = given.pop("custom", ())
+    values = {k: v for k, v in given.items() if v is not None}
+    if "customer_id" in values:
+        values["customer_id"] = resolve_customer(session, values["customer_id"])
+    if custom:
+        attributes = {}
+        for item in custom:
+            name, eq, value = item.partition("=")
+            if not eq or not name:
+                raise ValidationError.single("--set", f"{item!r} is not NAME=VALUE")
+            attributes[name.strip()] = value
+        values["attributes"] = attributes
+    return values
+
+
+def resolve_customer(session: Session, ref: str | int) -> int:
+    """A customer id from an id, an external id or an email address."""
+    crm = session.crm
+    text = str(ref).strip()
+    found = crm.customers.find(external_id=text)
+    if found is None and "@" in text:
+        found = next(iter(crm.customers.list({"email__contains": text}, limit=1)), None)
+    if found is None and text.isdigit():
+        found = crm.customers.find(id=int(text))
+    if found is None:
+        raise NotFound("customer", text)
+    return found.id
+
+
+def _record(entity: Any) -> dict[str, Any]:
+    return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in unstructure(entity).items()}
+
+
+def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.Group:
+    """The command group for one entity kind."""
+    group = click.Group(kind, help=f"{kind.capitalize()}s: add, show, list, update, delete.")
+
+    @group.command("add")
+    @_field_options(entity, for_update=False)
+    @pass_session
+    def add(session: Session, **given: Any) -> None:
+        values = _values(session, given)
+        if entity is Interaction:
+            values.setdefault("occurred_at", session.crm.as_of(session.as_of))
+        created = service(session.crm).add(**values)
+        _show(session, kind, created, f"{kind} {created.id} added")
+
+    @group.command("show")
+    @click.argument("id", type=int)
+    @pass_session
+    def show(session: Session, id: int) -> None:
+        found = service(session.crm).get(id)
+        _show(session, kind, found, None)
+
+    @group.command("list")
+    @click.option("--where", "where", multiple=True, metavar="EXPR",
+                  help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
+    @click.option("--sort", default="id", help="Sort by FIELD (-FIELD for descending).")
+    @click.option("--limit", type=int, default=100, show_default=True)
+    @click.option("--offset", type=int, default=0)
+    @pass_session
+    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int) -> None:
+        filters = dict(parse_expression(w) for w in where)
+        rows = service(session.crm).list(filters, order_by=sort, limit=limit, offset=offset)
+        session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS[kind])
+
+    list_.name = "list"
+
+    @group.command("update")
+    @click.argument("id", type=int)
+    @_field_options(entity, for_update=True)
+    @pass_session
+    def update(session: Session, id: int, **given: Any) -> None:
+        values = _values(session, given)
+        if "attributes" in values:
+            current = service(session.crm).get(id)
+            values["attributes"] = {**current.attributes, **values["attributes"]}
+        if not values:
+            raise ValidationError.single(kind, "nothing to update: give at least one option")
+        updated = service(session.crm).update(id, **values)
+        _show(session, kind, updated, f"{kind} {id} updated")
+
+    @group.command("delete")
+    @click.argument("id", type=int)
+    @pass_session
+    def delete(session: Session, id: int) -> None:
+        removed = service(session.crm).delete(id)
+        session.echo(f"{kind} {removed.id} deleted") if not session.as_json else session.emit([_record(removed)])
+
+    return group
+
+
+def _show(session: Session, kind: str, entity: Any, message: str | None) -> None:
+    record = _record(entity)
+    if kind == "customer":
+        crm = session.crm
+        record["segments"] = crm.segments.segments_of(entity.id)
+        record["loyalty"] = {s.name: crm.loyalty.balance(entity.id, s.name) for s in crm.loyalty.schemes()}
+        record["recent_messages"] = [
+            {k: m[k] for k in ("id", "channel", "status", "subject", "attempts", "last_error")}
+            for m in crm.notify.outbox(customer_id=entity.id, limit=5)]
+    if session.as_json:
+        session.emit([record] if message is None else [record])
+        return
+    if message:
+        session.echo(message)
+    session.emit([{"field": k, "value": v} for k, v in record.items()], columns=["field", "value"])
+
+
+customer = make_group("customer", Customer, lambda crm: crm.customers)
+contact = make_group("contact", Contact, lambda crm: crm.contacts)
+interaction = make_group("interaction", Interaction, lambda crm: crm.interactions)
+deal = make_group("deal", Deal, lambda crm: crm.deals)
+
+
+@customer.command("search")
+@click.argument("text")
+@click.option("--limit", type=int, default=50, show_default=True)
+@pass_session
+def search(session: Session, text: str, limit: int) -> None:
+    """Find customers whose name, email or phone contains TEXT."""
+    rows = session.crm.customers.search(text, limit=limit)
+    session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS["customer"])
+
+
+@deal.command("move")
+@click.argument("id", type=int)
+@click.argument("stage")
+@click.option("--lost-reason", help="Why the deal was lost (for a lost stage).")
+@pass_session
+def move(session: Session, id: int, stage: str, lost_reason: str | None) -> None:
+    """Move deal ID to STAGE (events fire; loyalty schemes earn or reverse)."""
+    moved = session.crm.deals.move(id, stage, lost_reason=lost_reason)
+    _show(session, "deal", moved, f"deal {id} moved to {stage}")
+
+
+interaction.add_command(interaction.commands["add"], "log")
