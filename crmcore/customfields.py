@@ -8,7 +8,7 @@ keep private data without ceremony.
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -87,6 +87,8 @@ def _as_bool(field: CustomField, value: Any) -> bool:
 
 
 def _as_date(field: CustomField, value: Any) -> str:
+    if isinstance(value, datetime):  # a datetime is a date too; keep only the day
+        value = value.date()
     if isinstance(value, date):
         return value.isoformat()
     try:

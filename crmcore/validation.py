@@ -23,6 +23,10 @@ from .config import Config
 from .customfields import CustomField
 from .entities import Contact, Customer, Deal, Interaction, StageOutcome
 from .errors import ValidationError
+from .store.types import MONEY_SCALE
+
+# The Money column keeps a signed 64-bit count of 1/MONEY_SCALE units.
+MAX_AMOUNT = Decimal(2**63 - 1) / MONEY_SCALE
 
 
 def normalize_email(value: str) -> str:
@@ -67,6 +71,8 @@ def quantize_money(amount: Decimal, currency: str) -> Decimal:
     """``amount`` at the currency's minor unit; refuses negatives and lost digits."""
     if amount < 0:
         raise ValueError(f"amount must not be negative, got {amount}")
+    if amount > MAX_AMOUNT:  # also keeps quantize() within Decimal's precision
+        raise ValueError(f"amount {amount} is larger than the largest storable amount {MAX_AMOUNT}")
     exponent = Decimal(1).scaleb(-currency_digits(currency))
     quantized = amount.quantize(exponent)
     if quantized != amount:
