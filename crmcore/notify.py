@@ -270,8 +270,11 @@ class NotifyEngine:
 
     # -- reading / maintenance ---------------------------------------------
     def outbox(self, status: str | None = None, customer_id: int | None = None,
-               limit: int = 100) -> list[dict[str, Any]]:
+               limit: int = 100, message_id: int | None = None) -> list[dict[str, Any]]:
+        """Outbox rows, newest first, by status, customer or id."""
         query = select(outbox).order_by(outbox.c.id.desc()).limit(limit)
+        if message_id is not None:
+            query = query.where(outbox.c.id == message_id)
         if status:
             query = query.where(outbox.c.status == status)
         if customer_id is not None:

@@ -19,6 +19,7 @@ from ..errors import CRMError
 from .context import CRMGroup, Session
 from .db import db
 from .entities import contact, customer, deal, interaction
+from .families import loyalty, notify, report, segment
 from .plugins import plugins_group
 
 
@@ -41,7 +42,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 
 cli.add_command(db)
-for _group in (customer, contact, interaction, deal):
+for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):
     cli.add_command(_group)
 cli.add_command(plugins_group)
 
