@@ -135,6 +135,36 @@ def on_customers_imported(uow: Any, customers: Any) -> None:
 
 
 @hookspec
+def on_contacts_imported(uow: Any, contacts: Any) -> None:
+    """A batch of contacts was added by a bulk path (import, demo).
+
+    :param uow: the unit of work of the batch.
+    :param contacts: the list of new contacts (with ids).
+    """
+
+
+@hookspec
+def on_interactions_imported(uow: Any, interactions: Any) -> None:
+    """A batch of interactions was added by a bulk path (import, demo).
+
+    :param uow: the unit of work of the batch.
+    :param interactions: the list of new interactions (with ids).
+    """
+
+
+@hookspec
+def on_deals_imported(uow: Any, deals: Any) -> None:
+    """A batch of deals was added by a bulk path (import, demo).
+
+    Fired instead of ``on_deal_created`` / ``on_deal_stage_changed`` per deal;
+    loyalty schemes still earn for deals that arrive won.
+
+    :param uow: the unit of work of the batch.
+    :param deals: the list of new deals (with ids).
+    """
+
+
+@hookspec
 def on_contact_created(uow: Any, contact: Any) -> None:
     """A contact was added.
 

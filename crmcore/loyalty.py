@@ -187,7 +187,17 @@ class LoyaltyEngine:
             else:
                 self._reverse(uow, scheme, deal, transition_id)
 
-    def _earn(self, uow: "UnitOfWork", scheme: LoyaltyScheme, deal: Deal, transition_id: int) -> None:
+    def deals_imported(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
+        """Earn for deals that arrive already won through a bulk path."""
+        if not len(self.registry):
+            return
+        for deal in deals:
+            stage = self.crm.stage_of(deal)
+            if stage is not None and stage.outcome is StageOutcome.WON:
+                for scheme in self.registry:
+                    self._earn(uow, scheme, deal, "import")
+
+    def _earn(self, uow: "UnitOfWork", scheme: LoyaltyScheme, deal: Deal, transition_id: int | str) -> None:
         options = self.options(scheme)
         points = scheme.points_for_deal(uow, deal, options)
         if points > 0:

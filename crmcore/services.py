@@ -7,10 +7,11 @@ write -> ``on_*`` events.  Any error rolls the whole unit back.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
+from sqlalchemy import select
 
 from .convert import structure, unstructure
 from .entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
@@ -115,15 +116,58 @@ class EntityService(Generic[E]):
             uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
             return previous
 
+    def add_many(self, rows: Iterable[Mapping[str, Any] | E]) -> int:
+        """Bulk path: validate and insert many entities, firing one batch event.
+
+        Either every row is valid and stored, or a :class:`ValidationError`
+        names the bad row (0-based index) and nothing is stored.  Fires
+        ``on_<kind>s_imported`` once (skipped when nobody listens) instead of
+        the per-entity events.
+        """
+        with self.crm.unit() as uow:
+            self.crm.authorize(f"{self.kind}.import", None)
+            entities = []
+            for index, row in enumerate(rows):
+                try:
+                    entity = row if isinstance(row, self.entity) else self.build(row)
+                    entities.append(self.prepare(uow, entity, None, check_references=False))
+                except ValidationError as exc:
+                    raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], self.kind) from None
+            self.check_references_bulk(uow, entities)
+            stored = self.insert_batch(uow, entities)
+            uow.fire(f"on_{self.kind}s_imported", **{f"{self.kind}s": stored})
+            return len(stored)
+
+    def check_references_bulk(self, uow: "UnitOfWork", entities: list[E]) -> None:
+        """One query for all referenced customers (no per-row round trip)."""
+        wanted = {e.customer_id for e in entities if getattr(e, "customer_id", None) is not None}
+        if not wanted:
+            return
+        customers = _TABLES["customer"]
+        found = set()
+        ids = sorted(wanted)
+        for start in range(0, len(ids), 10_000):
+            chunk = ids[start:start + 10_000]
+            found.update(uow.conn.execute(select(customers.c.id).where(customers.c.id.in_(chunk))).scalars())
+        missing = wanted - found
+        if missing:
+            index = next(i for i, e in enumerate(entities) if e.customer_id in missing)
+            raise ValidationError.single(f"row {index}: customer_id",
+                                         f"customer {entities[index].customer_id} does not exist", self.kind)
+
+    def insert_batch(self, uow: "UnitOfWork", entities: list[E]) -> list[E]:
+        return self.repo(uow).insert_many(entities, uow.now)
+
     # -- steps subclasses refine ----------------------------------------
     def build(self, fields: Mapping[str, Any]) -> E:
         return structure(dict(fields), self.entity, self.kind)
 
-    def prepare(self, uow: "UnitOfWork", entity: E, previous: E | None) -> E:
+    def prepare(self, uow: "UnitOfWork", entity: E, previous: E | None, check_references: bool = True) -> E:
         if not isinstance(entity, self.entity):
             raise TypeError(f"expected a {self.entity.__name__}, got {entity!r}")
         entity = getattr(self.crm.validator, self.kind)(entity)
-        self.check_references(uow, entity)
+        if check_references:
+            self.check_references(uow, entity)
         issues = []
         for result in self.crm.plugins.call(f"validate_{self.kind}", uow=uow, previous=previous,
                                             **{self.kind: entity}):
@@ -154,24 +198,6 @@ def _issues(result: Any) -> list[tuple[str, str]]:
 
 class CustomerService(EntityService[Customer]):
     kind, entity, repo_name = "customer", Customer, "customers"
-
-    def add_many(self, rows: list[Mapping[str, Any]]) -> int:
-        """Bulk path: validate and insert many customers, firing one batch event.
-
-        Either every row is valid and stored, or a :class:`ValidationError`
-        names the first bad row (index) and nothing is stored.
-        """
-        with self.crm.unit() as uow:
-            self.crm.authorize("customer.import", None)
-            entities = []
-            for index, row in enumerate(rows):
-                try:
-                    entities.append(self.prepare(uow, self.build(row), None))
-                except ValidationError as exc:
-                    raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], "customer") from None
-            stored = uow.customers.insert_many(entities, uow.now)
-            uow.fire("on_customers_imported", customers=stored)
-            return len(stored)
 
 
 class ContactService(EntityService[Contact]):
@@ -211,7 +237,7 @@ class DealService(EntityService[Deal]):
             self.crm.authorize("deal.move", previous)
             return self.update(deal_id, **changes)
 
-    def prepare(self, uow: "UnitOfWork", deal: Deal, previous: Deal | None) -> Deal:
+    def prepare(self, uow: "UnitOfWork", deal: Deal, previous: Deal | None, check_references: bool = True) -> Deal:
         if previous is not None and deal.stage != previous.stage:
             stage = self.crm.stage_of(attrs.evolve(deal, probability=None))
             closing = stage is not None and stage.outcome is not StageOutcome.OPEN
@@ -226,11 +252,18 @@ class DealService(EntityService[Deal]):
             stage = self.crm.stage_of(deal)
             if stage is not None and stage.outcome is not StageOutcome.OPEN:
                 deal = attrs.evolve(deal, closed_at=uow.now)
-        return super().prepare(uow, deal, previous)
+        return super().prepare(uow, deal, previous, check_references)
 
     def after_insert(self, uow: "UnitOfWork", stored: Deal) -> None:
         super().after_insert(uow, stored)
         self._stage_changed(uow, stored, None)
+
+    def insert_batch(self, uow: "UnitOfWork", deals: list[Deal]) -> list[Deal]:
+        """Bulk deals: stage history rows in one executemany; loyalty earns for won ones."""
+        stored = uow.deals.insert_many(deals, uow.now)
+        uow.deals.record_initial_stages(stored, uow.now, uow.actor)
+        self.crm.loyalty.deals_imported(uow, stored)
+        return stored
 
     def after_update(self, uow: "UnitOfWork", stored: Deal, previous: Deal) -> None:
         super().after_update(uow, stored, previous)

@@ -152,6 +152,13 @@ class DealRepository(Repository[Deal]):
             deal_id=deal_id, from_stage=old, to_stage=new, changed_at=at, actor=actor)
         return self.conn.execute(stmt).inserted_primary_key[0]
 
+    def record_initial_stages(self, deals: list[Deal], at: datetime, actor: str | None) -> None:
+        """History rows for newly inserted deals, in one executemany."""
+        if deals:
+            self.conn.execute(insert(tables.deal_stage_history), [
+                {"deal_id": d.id, "from_stage": None, "to_stage": d.stage, "changed_at": at, "actor": actor}
+                for d in deals])
+
     def stage_history(self, deal_id: int) -> list[dict[str, Any]]:
         t = tables.deal_stage_history
         rows = self.conn.execute(select(t).where(t.c.deal_id == deal_id).order_by(t.c.id))
