@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 
 from .components import Component, build_options
 from .entities import Customer
@@ -281,6 +281,11 @@ class NotifyEngine:
             query = query.where(outbox.c.customer_id == customer_id)
         with self.crm.unit(readonly=True) as uow:
             return [dict(r._mapping) for r in uow.conn.execute(query)]
+
+    def status_counts(self) -> dict[str, int]:
+        """How many messages are in each status."""
+        with self.crm.unit(readonly=True) as uow:
+            return dict(uow.conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all())
 
     def retry(self, ids: list[int] | None = None) -> int:
         """Requeue dead messages (all, or the given ids) with fresh attempts."""

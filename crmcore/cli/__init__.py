@@ -18,6 +18,7 @@ import click
 from ..errors import CRMError
 from .context import CRMGroup, Session
 from .db import db
+from .demo import demo
 from .entities import contact, customer, deal, interaction
 from .families import loyalty, notify, report, segment
 from .plugins import plugins_group
@@ -42,6 +43,7 @@ def cli(ctx: click.Context, **options: Any) -> None:
 
 
 cli.add_command(db)
+cli.add_command(demo)
 for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):
     cli.add_command(_group)
 cli.add_command(plugins_group)

@@ -1,0 +1,155 @@
+"""``crm demo``: a realistic demo CRM on the configured database (SQLite by default)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+from sqlalchemy import inspect
+from sqlalchemy.engine import make_url
+
+from ..errors import CRMError
+from .context import Session, pass_session
+
+WIN_BACK_SEGMENTS = ("At Risk", "Can't Lose", "Hibernating", "About to Sleep")
+
+
+@click.command("demo")
+@click.option("--customers", type=int, default=5000, show_default=True, help="Customers to create.")
+@click.option("--seed", type=int, default=42, show_default=True, help="Random seed (same seed, same data).")
+@click.option("--currency", default="CNY", show_default=True, help="Currency of the demo deals.")
+@click.option("--force", is_flag=True, help="Replace an existing database.")
+@click.option("--output-dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,
+              help="Where reports and the notification file go.")
+@pass_session
+def demo(session: Session, customers: int, seed: int, currency: str, force: bool, output_dir: str) -> None:
+    """Create a demo CRM: customers, deals, segments, points, messages, reports."""
+    from ..app import CRM
+    from ..demo import DemoSize, populate
+
+    started = time.perf_counter()
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    config = _demo_config(session.config(), out, currency)
+    _clear(config.database_url, force)
+    end = _end_of_data(session)
+    clock = [end]
+    size = DemoSize(customers=customers, interactions=customers * 10, deals=customers * 4)
+    crm = CRM.open(config=config, clock=lambda: clock[0])
+    try:
+        counts = populate(crm, seed, size, end, lambda moment: clock.__setitem__(0, moment),
+                          progress=lambda step: session.verbose and click.echo(f"  {step}", err=True))
+        lines = [f"database       {config.database_url}",
+                 "data           " + ", ".join(f"{v:,} {k}" for k, v in counts.items())]
+        lines += _segments(crm, end)
+        lines += _loyalty(crm)
+        lines += _messages(crm, end)
+        lines += _reports(crm, end, out)
+        lines.append(f"done in {time.perf_counter() - started:.1f}s; try: crm --db {config.database_url} "
+                     "customer list --limit 5")
+    finally:
+        crm.close()
+    click.echo("\n".join(lines))
+
+
+def _end_of_data(session: Session) -> datetime:
+    if session.as_of:
+        from ..app import parse_as_of
+
+        return parse_as_of(session.as_of)
+    today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
+    return today - timedelta(microseconds=1)
+
+
+def _demo_config(config: Any, out: Path, currency: str) -> Any:
+    options = {family: dict(table) for family, table in config.options.items()}
+    channels = options.setdefault("channels", {})
+    channels.setdefault("file", {"path": str(out / "outbox.jsonl")})
+    return attrs.evolve(config, options=options, default_currency=currency.upper())
+
+
+def _clear(url: str, force: bool) -> None:
+    from ..store.engine import make_engine
+    from ..testing import reset_database
+
+    parsed = make_url(url) if "://" in url else None
+    if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
+        path = Path(parsed.database)
+        if path.exists() and path.stat().st_size:
+            if not force:
+                raise CRMError(f"{path} already exists; use --force to replace it with the demo")
+            for suffix in ("", "-wal", "-shm"):
+                Path(f"{path}{suffix}").unlink(missing_ok=True)
+        return
+    engine = make_engine(url)
+    try:
+        tables = inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    if tables and not force:
+        raise CRMError(f"database {url} has {len(tables)} tables; use --force to drop them for the demo")
+    if tables:
+        reset_database(url)
+
+
+def _segments(crm: Any, end: datetime) -> list[str]:
+    lines = []
+    for segmenter in crm.segments.strategies():
+        run = crm.segments.run(segmenter.name, as_of=end)
+        top = sorted((run.counts or {}).items(), key=lambda kv: -kv[1])[:4]
+        lines.append(f"segments       {segmenter.name}: {run.members:,} customers; "
+                     + ", ".join(f"{k} {v:,}" for k, v in top))
+    return lines or ["segments       (no segmentation plugin enabled)"]
+
+
+def _loyalty(crm: Any) -> list[str]:
+    lines = []
+    for scheme in crm.loyalty.schemes():
+        balances = crm.loyalty.balances(scheme.name)
+        lines.append(f"loyalty        {scheme.name}: {sum(balances.values()):,} points held by "
+                     f"{sum(1 for b in balances.values() if b):,} customers")
+    return lines or ["loyalty        (no loyalty plugin enabled)"]
+
+
+def _messages(crm: Any, end: datetime) -> list[str]:
+    if "file" not in crm.notify.registry:
+        return ["notifications  (no file channel enabled)"]
+    recent = crm.deals.list({"stage": "won", "closed_at__ge": (end - timedelta(days=30)).isoformat()}, limit=None)
+    for deal in recent:
+        crm.notify.enqueue("file", customer_id=deal.customer_id, subject=f"谢谢您的订单 / Thank you ({deal.title})",
+                           body=f"Deal {deal.id}: {deal.amount} {deal.currency}", key=f"demo:thanks:{deal.id}",
+                           recipient=crm.customers.get(deal.customer_id).email)
+    win_back = 0
+    if "rfm" in crm.segments.registry:
+        for segment in WIN_BACK_SEGMENTS:
+            for member in crm.segments.members("rfm", segment):
+                crm.notify.enqueue("file", customer_id=member["customer_id"], purpose="marketing",
+                                   subject="我们想念您 / We miss you", body="A 10% coupon is waiting for you.",
+                                   key=f"demo:winback:{member['customer_id']}",
+                                   recipient=f"customer-{member['customer_id']}")
+                win_back += 1
+    crm.notify.dispatch()
+    path = crm.config.component_options("channels", "file").get("path")
+    status = crm.notify.status_counts()
+    return [f"notifications  {len(recent):,} thank-you + {win_back:,} win-back queued; {status.get('sent', 0):,} "
+            f"sent to {path}, {status.get('suppressed', 0):,} suppressed (no marketing consent)"]
+
+
+def _reports(crm: Any, end: datetime, out: Path) -> list[str]:
+    written = []
+    for report in crm.reports.list():
+        for fmt in ("table", "csv", "json", "html"):
+            if fmt not in crm.reports.renderers:
+                continue
+            renderer = crm.reports.renderers.get(fmt)
+            data = renderer.render(crm.reports.run(report.name, as_of=end))
+            path = out / f"{report.name}.{renderer.extension}"
+            path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
+            written.append(path)
+    if not written:
+        return ["reports        (no report plugin enabled)"]
+    return [f"reports        {len(written)} files in {out}/ (e.g. {written[0]})"]
