@@ -13,6 +13,7 @@ from datetime import date, datetime, time, timezone
 from pathlib import Path
 from typing import Any
 
+from .components import build_options
 from .config import Config
 from .customfields import CustomField
 from .entities import Deal, Stage
@@ -83,6 +84,7 @@ class CRM:
             raise ConfigError(str(exc)) from None
         self.validator = EntityValidator(config, self.custom_fields)
         migrations.check_clashes(self.schemas)
+        self._check_component_options()
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -118,6 +120,19 @@ class CRM:
         def make_kwargs(plugin: str) -> dict[str, Any]:
             return {"register": lambda component: add(component, plugin)}
         self.plugins.call_each(hook, make_kwargs)
+
+    def _check_component_options(self) -> None:
+        """Validate configured options of every registered component at start-up.
+
+        Options for a component that is not registered are left alone: its
+        plugin may simply be disabled in this plugin set.
+        """
+        registries = {"segments": self.segments.registry, "loyalty": self.loyalty.registry,
+                      "channels": self.notify.registry, "reports": self.reports.registry}
+        for family, table in self.config.options.items():
+            for name in table:
+                if name in registries[family]:
+                    build_options(registries[family].get(name), family, self.config, None)
 
     def _add_schema(self, schema: PluginSchema, plugin: str) -> None:
         if plugin in self.schemas:

@@ -17,6 +17,7 @@ import click
 
 from ..errors import CRMError
 from .context import CRMGroup, Session
+from .config_cmds import config_group, init
 from .db import db
 from .demo import demo
 from .entities import contact, customer, deal, interaction
@@ -42,6 +43,8 @@ def cli(ctx: click.Context, **options: Any) -> None:
     ctx.call_on_close(ctx.obj.close)
 
 
+cli.add_command(init)
+cli.add_command(config_group)
 cli.add_command(db)
 cli.add_command(demo)
 for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):

@@ -1,0 +1,112 @@
+"""``crm init`` and ``crm config show``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import attrs
+import click
+
+from ..errors import CRMError
+from .context import Session, pass_session
+
+STARTER = '''\
+# crm.toml: configuration of this CRM.  Precedence: this file < environment
+# (CRM_DATABASE_URL, CRM_PLUGINS, ...) < command-line flags.
+
+# Where the data lives.  SQLite by default; also postgresql://user@host/db
+# and mysql://user@host/db (MariaDB).
+database_url = "sqlite:///crm.db"
+
+# Currency of amounts given without one (ISO 4217) and region for phone
+# numbers given without +country code (ISO 3166).
+default_currency = "CNY"
+phone_region = "CN"
+timezone = "UTC"
+
+# Plugins to load (entry-point names).  Leave out to load every installed one;
+# an empty list loads none.
+# plugins = ["segments", "loyalty", "notify", "reports"]
+# plugins_block = []
+
+# Sales pipelines: stages in order, default win probability (percent) and
+# outcome (open, won, lost).  Every pipeline needs a won stage.
+[pipelines.default]
+stages = [
+  { name = "lead", probability = 10 },
+  { name = "qualified", probability = 25 },
+  { name = "proposal", probability = 50 },
+  { name = "negotiation", probability = 75 },
+  { name = "won", probability = 100, outcome = "won" },
+  { name = "lost", probability = 0, outcome = "lost" },
+]
+
+# Custom fields: entity (customer, contact, interaction, deal), name, type
+# (str, int, decimal, bool, date, choice), required, choices.
+# [[custom_fields]]
+# entity = "customer"
+# name = "membership_level"
+# type = "choice"
+# choices = ["standard", "gold"]
+
+# Options of plugin components: [segments.NAME], [loyalty.NAME],
+# [channels.NAME], [reports.NAME].
+# [loyalty.points]
+# points_per_unit = "1"
+# expiry_days = 365
+#
+# [channels.file]
+# path = "outbox.jsonl"
+'''
+
+
+@click.command("init")
+@click.option("--force", is_flag=True, help="Overwrite an existing crm.toml.")
+@click.option("--path", type=click.Path(dir_okay=False), default="crm.toml", show_default=True)
+@pass_session
+def init(session: Session, force: bool, path: str) -> None:
+    """Write a commented starter crm.toml and create the database."""
+    target = Path(path)
+    if target.exists() and not force:
+        raise CRMError(f"{target} already exists; use --force to overwrite it")
+    target.write_text(STARTER, encoding="utf-8")
+    session.config_file = str(target)
+    crm = session.crm  # opening creates and migrates the database
+    session.echo(f"wrote {target}; database {crm.config.database_url} is ready")
+
+
+@click.group("config")
+def config_group() -> None:
+    """Configuration."""
+
+
+@config_group.command("show")
+@pass_session
+def show(session: Session) -> None:
+    """The effective configuration and where each value came from."""
+    config = session.config()
+    rows = []
+    for field in attrs.fields(type(config)):
+        if field.name == "sources":
+            continue
+        rows.append({"key": field.name, "value": _plain(getattr(config, field.name)),
+                     "source": config.sources.get(field.name, "default")})
+    for family, table in config.options.items():
+        for name, options in table.items():
+            rows.append({"key": f"{family}.{name}", "value": dict(options),
+                         "source": config.sources.get(family, "configuration")})
+    rows = [r for r in rows if r["key"] != "options"]
+    session.emit(rows, columns=["key", "value", "source"])
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if attrs.has(type(value)):
+        if hasattr(value, "stages"):
+            return [f"{s.name} ({s.probability}%, {s.outcome.value})" for s in value.stages]
+        return {k: _plain(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    return value
