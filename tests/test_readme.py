@@ -1,0 +1,26 @@
+"""README carries exactly two copy-paste commands, and CI runs the second one."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def readme_commands() -> list[str]:
+    section = ROOT.joinpath("README.md").read_text(encoding="utf-8").split("## Two commands", 1)[1]
+    section = section.split("\n## ", 1)[0]
+    return [block.strip() for block in re.findall(r"```sh\n(.*?)```", section, re.S)]
+
+
+def test_readme_has_exactly_two_one_line_commands() -> None:
+    commands = readme_commands()
+    assert len(commands) == 2, commands
+    assert all("\n" not in c for c in commands)
+    assert "crm demo" in commands[0] and "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    ci = ROOT.joinpath(".ci", "run").read_text(encoding="utf-8").splitlines()
+    assert readme_commands()[1] in [line.strip() for line in ci]
