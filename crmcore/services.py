@@ -180,6 +180,13 @@ class EntityService(Generic[E]):
         customer_id = getattr(entity, "customer_id", None)
         if customer_id is not None and uow.customers.find(id=customer_id) is None:
             raise ValidationError.single("customer_id", f"customer {customer_id} does not exist", self.kind)
+        # A clear error instead of the database's IntegrityError (which still guards races).
+        external_id = getattr(entity, "external_id", None)
+        if external_id is not None:
+            holder = self.repo(uow).find(external_id=external_id)
+            if holder is not None and holder.id != entity.id:
+                raise ValidationError.single(
+                    "external_id", f"{external_id!r} is already used by {self.kind} {holder.id}", self.kind)
 
     def after_insert(self, uow: "UnitOfWork", stored: E) -> None:
         uow.fire(f"on_{self.kind}_created", **{self.kind: stored})

@@ -9,6 +9,7 @@ and waits on the busy timeout instead.  Read-only work opens deferred.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
@@ -43,6 +44,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` with crmcore's per-dialect settings."""
     try:
         parsed = make_url(normalize_url(url))
+        kwargs.setdefault("json_serializer", _json_dumps)
         engine = create_engine(parsed, **kwargs)
     except ConfigError:
         raise
@@ -51,6 +53,12 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, in_memory=parsed.database in (None, "", ":memory:"))
     return engine
+
+
+def _json_dumps(value: Any) -> str:
+    # Keep non-ASCII text as is: SQLite's json_extract matches object keys
+    # literally, so a key stored as "\\u57ce\\u5e02" is not found by '$."城市"'.
+    return json.dumps(value, ensure_ascii=False)
 
 
 def _configure_sqlite(engine: Engine, in_memory: bool) -> None:

@@ -36,6 +36,16 @@ NAMING_CONVENTION = {
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
 
+# MariaDB/MySQL: a binary collation, so text compares as on PostgreSQL and SQLite.
+# The server default (utf8mb4_general_ci) folds case and accents and treats every
+# emoji as equal, which breaks exact filters and unique external ids.  Plugins
+# that own tables should pass these options too.  (Both prefixes: the dialect is
+# named "mysql" or "mariadb" depending on the URL.)
+TABLE_OPTIONS = {
+    "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
+    "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin",
+}
+
 
 def _stamps() -> list[Column]:
     return [
@@ -67,6 +77,7 @@ customers = Table(
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
     *_stamps(),
+    **TABLE_OPTIONS,
 )
 
 contacts = Table(
@@ -82,6 +93,7 @@ contacts = Table(
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
     *_stamps(),
+    **TABLE_OPTIONS,
 )
 
 interactions = Table(
@@ -105,6 +117,7 @@ interactions = Table(
     Column("external_id", String(100), unique=True),
     *_stamps(),
     CheckConstraint("satisfaction IS NULL OR satisfaction BETWEEN 1 AND 5", name="satisfaction_range"),
+    **TABLE_OPTIONS,
 )
 
 deals = Table(
@@ -126,6 +139,7 @@ deals = Table(
     Column("external_id", String(100), unique=True),
     *_stamps(),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
+    **TABLE_OPTIONS,
 )
 
 deal_stage_history = Table(
@@ -137,6 +151,7 @@ deal_stage_history = Table(
     Column("to_stage", String(50), nullable=False),
     Column("changed_at", UTCDateTime, nullable=False),
     Column("actor", String(100)),
+    **TABLE_OPTIONS,
 )
 
 segment_runs = Table(
@@ -154,6 +169,7 @@ segment_runs = Table(
     Column("moved", Integer),
     Column("counts", JSON),
     Column("actor", String(100)),
+    **TABLE_OPTIONS,
 )
 
 segment_memberships = Table(
@@ -165,6 +181,7 @@ segment_memberships = Table(
     Column("score", Float),
     Column("details", JSON),
     Index("ix_segment_memberships_run_segment", "run_id", "segment"),
+    **TABLE_OPTIONS,
 )
 
 loyalty_ledger = Table(
@@ -183,6 +200,7 @@ loyalty_ledger = Table(
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("details", JSON),
     Index("ix_loyalty_ledger_customer_scheme", "customer_id", "scheme"),
+    **TABLE_OPTIONS,
 )
 
 loyalty_accounts = Table(
@@ -195,6 +213,7 @@ loyalty_accounts = Table(
     Column("updated_at", UTCDateTime, nullable=False),
     # The last line of defence: whatever the code does, a balance never goes negative.
     CheckConstraint("balance >= 0", name="balance_not_negative"),
+    **TABLE_OPTIONS,
 )
 
 notify_outbox = Table(
@@ -219,6 +238,7 @@ notify_outbox = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
     Index("ix_notify_outbox_due", "status", "next_attempt_at"),
+    **TABLE_OPTIONS,
 )
 
 ENTITY_TABLES = {

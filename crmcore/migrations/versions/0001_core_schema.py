@@ -14,6 +14,12 @@ down_revision = None
 branch_labels = ('crmcore',)
 depends_on = None
 
+# MariaDB/MySQL: binary collation so text compares exactly (as on PostgreSQL and SQLite).
+TABLE_OPTIONS = {
+    'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin',
+    'mariadb_charset': 'utf8mb4', 'mariadb_collate': 'utf8mb4_bin',
+}
+
 
 def upgrade() -> None:
     op.create_table('customers',
@@ -39,7 +45,8 @@ def upgrade() -> None:
     sa.Column('created_at', crmcore.store.types.UTCDateTime(), nullable=False),
     sa.Column('updated_at', crmcore.store.types.UTCDateTime(), nullable=False),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_customers')),
-    sa.UniqueConstraint('external_id', name=op.f('uq_customers_external_id'))
+    sa.UniqueConstraint('external_id', name=op.f('uq_customers_external_id')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('customers', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_customers_email'), ['email'], unique=False)
@@ -58,7 +65,8 @@ def upgrade() -> None:
     sa.Column('moved', sa.Integer(), nullable=True),
     sa.Column('counts', sa.JSON(), nullable=True),
     sa.Column('actor', sa.String(length=100), nullable=True),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_segment_runs'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_segment_runs')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('segment_runs', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_segment_runs_strategy'), ['strategy'], unique=False)
@@ -77,7 +85,8 @@ def upgrade() -> None:
     sa.Column('updated_at', crmcore.store.types.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_contacts_customer_id_customers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_contacts')),
-    sa.UniqueConstraint('external_id', name=op.f('uq_contacts_external_id'))
+    sa.UniqueConstraint('external_id', name=op.f('uq_contacts_external_id')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('contacts', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_contacts_customer_id'), ['customer_id'], unique=False)
@@ -102,7 +111,8 @@ def upgrade() -> None:
     sa.CheckConstraint('amount >= 0', name=op.f('ck_deals_amount_not_negative')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_deals_customer_id_customers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_deals')),
-    sa.UniqueConstraint('external_id', name=op.f('uq_deals_external_id'))
+    sa.UniqueConstraint('external_id', name=op.f('uq_deals_external_id')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('deals', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_deals_customer_id'), ['customer_id'], unique=False)
@@ -116,7 +126,8 @@ def upgrade() -> None:
     sa.Column('updated_at', crmcore.store.types.UTCDateTime(), nullable=False),
     sa.CheckConstraint('balance >= 0', name=op.f('ck_loyalty_accounts_balance_not_negative')),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_loyalty_accounts_customer_id_customers'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('customer_id', 'scheme', name=op.f('pk_loyalty_accounts'))
+    sa.PrimaryKeyConstraint('customer_id', 'scheme', name=op.f('pk_loyalty_accounts')),
+    **TABLE_OPTIONS
     )
     op.create_table('notify_outbox',
     sa.Column('id', sa.Integer(), nullable=False),
@@ -139,7 +150,8 @@ def upgrade() -> None:
     sa.Column('sent_at', crmcore.store.types.UTCDateTime(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_notify_outbox_customer_id_customers'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_notify_outbox')),
-    sa.UniqueConstraint('idempotency_key', name=op.f('uq_notify_outbox_idempotency_key'))
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_notify_outbox_idempotency_key')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('notify_outbox', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_notify_outbox_customer_id'), ['customer_id'], unique=False)
@@ -153,7 +165,8 @@ def upgrade() -> None:
     sa.Column('details', sa.JSON(), nullable=True),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_segment_memberships_customer_id_customers'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['run_id'], ['segment_runs.id'], name=op.f('fk_segment_memberships_run_id_segment_runs'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('run_id', 'customer_id', name=op.f('pk_segment_memberships'))
+    sa.PrimaryKeyConstraint('run_id', 'customer_id', name=op.f('pk_segment_memberships')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('segment_memberships', schema=None) as batch_op:
         batch_op.create_index('ix_segment_memberships_run_segment', ['run_id', 'segment'], unique=False)
@@ -166,7 +179,8 @@ def upgrade() -> None:
     sa.Column('changed_at', crmcore.store.types.UTCDateTime(), nullable=False),
     sa.Column('actor', sa.String(length=100), nullable=True),
     sa.ForeignKeyConstraint(['deal_id'], ['deals.id'], name=op.f('fk_deal_stage_history_deal_id_deals'), ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id', name=op.f('pk_deal_stage_history'))
+    sa.PrimaryKeyConstraint('id', name=op.f('pk_deal_stage_history')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('deal_stage_history', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_deal_stage_history_deal_id'), ['deal_id'], unique=False)
@@ -194,7 +208,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['contact_id'], ['contacts.id'], name=op.f('fk_interactions_contact_id_contacts'), ondelete='SET NULL'),
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_interactions_customer_id_customers'), ondelete='CASCADE'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_interactions')),
-    sa.UniqueConstraint('external_id', name=op.f('uq_interactions_external_id'))
+    sa.UniqueConstraint('external_id', name=op.f('uq_interactions_external_id')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('interactions', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_interactions_customer_id'), ['customer_id'], unique=False)
@@ -216,7 +231,8 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['customer_id'], ['customers.id'], name=op.f('fk_loyalty_ledger_customer_id_customers'), ondelete='CASCADE'),
     sa.ForeignKeyConstraint(['deal_id'], ['deals.id'], name=op.f('fk_loyalty_ledger_deal_id_deals'), ondelete='SET NULL'),
     sa.PrimaryKeyConstraint('id', name=op.f('pk_loyalty_ledger')),
-    sa.UniqueConstraint('idempotency_key', name=op.f('uq_loyalty_ledger_idempotency_key'))
+    sa.UniqueConstraint('idempotency_key', name=op.f('uq_loyalty_ledger_idempotency_key')),
+    **TABLE_OPTIONS
     )
     with op.batch_alter_table('loyalty_ledger', schema=None) as batch_op:
         batch_op.create_index('ix_loyalty_ledger_customer_scheme', ['customer_id', 'scheme'], unique=False)
