@@ -1,0 +1,69 @@
+"""acme: ACME's crmcore plugin (entry point ``acme`` in the ``crmcore`` group).
+
+Written only from crmcore's docs: docs/plugin-guide.md and docs/hooks.md.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlalchemy import insert
+
+from crmcore import CustomField, PluginSchema, Renderer, hookimpl
+
+from .channels import LogChannel
+from .reports import WonByOwner, render_markdown
+from .segments import StageSegmenter, TagSegmenter
+from .tables import acme_welcomes
+
+__version__ = "0.1.0"
+
+
+@hookimpl
+def register_segmenters(register):
+    register(TagSegmenter())
+    register(StageSegmenter())
+
+
+@hookimpl
+def register_channels(register):
+    register(LogChannel())
+
+
+@hookimpl
+def register_reports(register):
+    register(WonByOwner())
+
+
+@hookimpl
+def register_renderers(register):
+    register(Renderer("acme-md", render_markdown, "md", "Markdown table"))
+
+
+@hookimpl
+def register_custom_fields(register):
+    register(CustomField("customer", "acme_account", "str", description="ACME account number"))
+
+
+@hookimpl
+def register_migrations(register):
+    register(PluginSchema(
+        branch="acme",
+        versions=Path(__file__).parent / "migrations",
+        tables=("acme_welcomes",),
+        requires_core="0001_core",
+    ))
+
+
+@hookimpl
+def register_commands(cli):
+    from .commands import vips  # only the `crm` program needs click and the CLI session
+
+    cli.add_command(vips)
+
+
+@hookimpl
+def on_customer_created(uow, customer):
+    uow.crm.interactions.add(customer_id=customer.id, kind="note", direction="internal",
+                             occurred_at=uow.now, subject="welcome", owner="acme")
+    uow.conn.execute(insert(acme_welcomes).values(customer_id=customer.id, welcomed_at=uow.now))
