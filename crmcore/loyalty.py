@@ -127,10 +127,17 @@ class LoyaltyLedger:
         return self._append(customer_id, scheme, kind, -taken, key, fields)
 
     def net_for_deal(self, deal_id: int, scheme: str) -> int:
-        """Points a deal has earned in a scheme, less what was reversed."""
-        return self.uow.conn.execute(select(func.coalesce(func.sum(ledger.c.points), 0)).where(
+        """Points a deal has earned in a scheme, less what was reversed.
+
+        A reversal's shortfall (points already spent) is written off, not owed:
+        otherwise winning the deal again and losing it again would take the old
+        shortfall out of points other deals earned.  ``int``: SUM of a BIGINT is
+        a Decimal on PostgreSQL and MariaDB.
+        """
+        rows = self.uow.conn.execute(select(ledger.c.points, ledger.c.details).where(
             ledger.c.deal_id == deal_id, ledger.c.scheme == scheme,
-            ledger.c.kind.in_(("earn", "reverse")))).scalar_one()
+            ledger.c.kind.in_(("earn", "reverse")))).all()
+        return sum(int(points) - int((details or {}).get("shortfall", 0)) for points, details in rows)
 
     def _take(self, customer_id: int, scheme: str, points: int) -> bool:
         result = self.uow.conn.execute(update(accounts).where(
@@ -140,6 +147,12 @@ class LoyaltyLedger:
         return result.rowcount == 1
 
     def _ensure_account(self, customer_id: int, scheme: str) -> None:
+        # Read first, insert only a missing account: on MariaDB/MySQL an INSERT
+        # IGNORE that hits an existing row takes a shared lock, and two
+        # concurrent redemptions holding it deadlock upgrading to the UPDATE's lock.
+        if self.uow.conn.execute(select(accounts.c.balance).where(
+                accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).first() is not None:
+            return
         insert_ignore(self.uow.conn, accounts, {"customer_id": customer_id, "scheme": scheme,
                                                 "balance": 0, "updated_at": self.uow.now})
 
