@@ -336,7 +336,7 @@ def validate_deal(uow: Any, deal: Any, previous: Any) -> Any:
 def authorize(actor: Any, action: str, resource: Any) -> Any:
     """May ``actor`` perform ``action``?  Consulted by every use case.
 
-    :param actor: the acting user's name (``CRM.as_user``), or None.
+    :param actor: the acting user's name (``with crm.acting_as(name):``), or None.
     :param action: e.g. ``"customer.create"``, ``"deal.move"``,
         ``"loyalty.redeem"``, ``"segments.run"``, ``"reports.run"``.
     :param resource: the entity or name the action is about (may be None).
