@@ -45,8 +45,10 @@ def _days_pg(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(days_between, "mariadb")
 def _days_mysql(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
     start, end = list(element.clauses)
+    # A DOUBLE divisor (e0): with a DECIMAL one MariaDB keeps only 4 decimals
+    # of a day, so anything under ~9 seconds became 0.
     return (f"(TIMESTAMPDIFF(MICROSECOND, {compiler.process(start, **kw)}, "
-            f"{compiler.process(end, **kw)}) / 86400000000.0)")
+            f"{compiler.process(end, **kw)}) / 86400000000e0)")
 
 
 def utc_literal(moment: datetime) -> ColumnElement:
