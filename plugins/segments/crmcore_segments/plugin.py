@@ -1,0 +1,14 @@
+"""The ``segments`` plugin's hook implementations (the entry point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import crmcore
+
+from .rfm import RFMSegmenter
+
+
+@crmcore.hookimpl
+def register_segmenters(register: Any) -> None:
+    register(RFMSegmenter())
