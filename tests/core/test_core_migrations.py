@@ -1,0 +1,234 @@
+"""Migrations: the core to head on open, the schema equal to the tables, and a
+plugin's own branch (``tests/fixtures_plugins/tableplugin``)."""
+
+from __future__ import annotations
+
+import importlib
+from datetime import datetime, timezone
+from types import ModuleType, SimpleNamespace
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import MetaData, Table, func, insert, inspect, select, text
+
+import crmcore
+from crmcore import CRM, Config, PluginError, PluginSchema
+from crmcore import migrations
+from crmcore.store import tables
+from crmcore.store.engine import make_engine
+
+CORE_TABLES = set(tables.metadata.tables)
+
+
+@pytest.fixture
+def tableplugin(fixture_plugins_path) -> ModuleType:
+    return importlib.import_module("tableplugin")
+
+
+def open_crm(url: str, extra=(), **kwargs) -> CRM:
+    return CRM.open(config=Config.from_mapping({"database_url": url, "plugins": []}), extra_plugins=extra, **kwargs)
+
+
+def core_head() -> str:
+    return migrations.heads(make_engine("sqlite://"), {})[migrations.CORE_BRANCH][0]
+
+
+# -- the core ------------------------------------------------------------------------
+
+def test_open_migrates_a_fresh_database_to_head(crm_db_url) -> None:
+    with open_crm(crm_db_url) as crm:
+        names = migrations.table_names(crm.engine)
+        assert CORE_TABLES | {"alembic_version"} <= names
+        assert migrations.current(crm.engine, {}) == migrations.heads(crm.engine, {})
+        assert migrations.current(crm.engine, {})["crmcore"] == ("0001_core",)
+        assert not migrations.needs_upgrade(crm.engine, {})
+    with open_crm(crm_db_url) as crm:  # re-open: nothing to do, data intact
+        crm.customers.add(name="张伟")
+    with open_crm(crm_db_url) as crm:
+        assert crm.customers.count() == 1
+
+
+def test_migrate_false_leaves_the_database_alone_until_upgrade(crm_db_url) -> None:
+    with open_crm(crm_db_url, migrate=False) as crm:
+        assert not (CORE_TABLES & migrations.table_names(crm.engine))
+        assert migrations.current(crm.engine, {}) == {"crmcore": ()}
+        assert migrations.needs_upgrade(crm.engine, {})
+        crm.upgrade()
+        assert CORE_TABLES <= migrations.table_names(crm.engine)
+        assert not migrations.needs_upgrade(crm.engine, {})
+
+
+def test_migrated_schema_matches_the_tables(crm_db_url) -> None:
+    """Alembic's autogenerate finds nothing to change: revisions and tables agree."""
+    with open_crm(crm_db_url) as crm, crm.engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        diffs = compare_metadata(context, tables.metadata)
+        assert compare_metadata(context, MetaData())  # the comparison does see the tables
+    assert diffs == []
+
+
+def test_metadata_create_all_equals_migrations(crm_sqlite_url, tmp_path) -> None:
+    """The tables and the revisions describe the same columns, indexes and constraints."""
+    created = make_engine(f"sqlite:///{tmp_path / 'create_all.db'}")
+    tables.metadata.create_all(created)
+    with open_crm(crm_sqlite_url) as crm:
+        a, b = inspect(created), inspect(crm.engine)
+        for name in CORE_TABLES:
+            assert [(c["name"], str(c["type"]), c["nullable"]) for c in a.get_columns(name)] == \
+                   [(c["name"], str(c["type"]), c["nullable"]) for c in b.get_columns(name)], name
+            assert sorted(i["name"] for i in a.get_indexes(name)) == sorted(i["name"] for i in b.get_indexes(name))
+            assert sorted(fk["name"] for fk in a.get_foreign_keys(name)) == \
+                   sorted(fk["name"] for fk in b.get_foreign_keys(name))
+            assert a.get_unique_constraints(name) == b.get_unique_constraints(name)
+            assert sorted(c["name"] for c in a.get_check_constraints(name)) == \
+                   sorted(c["name"] for c in b.get_check_constraints(name))
+    created.dispose()
+
+
+@pytest.mark.parametrize("scheme", ["mysql", "mariadb"])
+def test_mariadb_tables_compare_text_exactly(scheme) -> None:
+    """Core tables use a binary collation on MariaDB/MySQL, with either URL scheme."""
+    from crmcore.testing import reset_database, server_url
+
+    url = server_url("mariadb")
+    url = scheme + url[url.index("://"):]
+    reset_database(url)
+    with open_crm(url) as crm, crm.engine.connect() as conn:
+        rows = conn.execute(text(
+            "SELECT table_name, table_collation FROM information_schema.tables "
+            "WHERE table_schema = DATABASE()")).all()
+    collations = {name: collation for name, collation in rows}
+    assert {collations[name] for name in CORE_TABLES} == {"utf8mb4_bin"}
+
+
+# -- a plugin with its own tables --------------------------------------------------------
+
+def test_plugin_table_created_on_open_and_usable(crm_db_url, tableplugin) -> None:
+    with open_crm(crm_db_url, extra=[tableplugin]) as crm:
+        assert "tableplug_notes" in migrations.table_names(crm.engine)
+        assert crm.schemas == {"tableplugin": tableplugin.SCHEMA}
+        assert migrations.current(crm.engine, crm.schemas) == {"crmcore": ("0001_core",), "tableplug": ("tp002",)}
+        assert not migrations.needs_upgrade(crm.engine, crm.schemas)
+        customer = crm.customers.add(name="张伟")
+        notes = Table("tableplug_notes", MetaData(), autoload_with=crm.engine)
+        with crm.unit() as uow:
+            uow.conn.execute(insert(notes).values(customer_id=customer.id, body="记得回电 📞",
+                                                  created_at=datetime(2026, 1, 1), pinned=True))
+        with crm.unit(readonly=True) as uow:
+            assert uow.conn.execute(select(notes.c.body)).scalar_one() == "记得回电 📞"
+        crm.customers.delete(customer.id)  # the plugin's foreign key cascades
+        with crm.unit(readonly=True) as uow:
+            assert uow.conn.execute(select(func.count()).select_from(notes)).scalar_one() == 0
+        assert {"tableplugin": ["tableplug_notes"]} == {
+            p.name: p.components.get("tables") for p in crm.plugin_info() if p.name == "tableplugin"}
+
+
+def test_plugin_enabled_later_gets_its_table_on_reopen_and_can_be_disabled(crm_db_url, tableplugin) -> None:
+    with open_crm(crm_db_url) as crm:
+        assert "tableplug_notes" not in migrations.table_names(crm.engine)
+        crm.customers.add(name="before")
+    with open_crm(crm_db_url, extra=[tableplugin]) as crm:
+        assert "tableplug_notes" in migrations.table_names(crm.engine)
+        assert migrations.current(crm.engine, crm.schemas)["tableplug"] == ("tp002",)
+        assert crm.customers.count() == 1
+    with open_crm(crm_db_url, extra=[tableplugin]) as crm:  # re-open: nothing pending
+        assert not migrations.needs_upgrade(crm.engine, crm.schemas)
+    # Disabled again: the core still opens and upgrades; the plugin's table stays.
+    with open_crm(crm_db_url) as crm:
+        crm.upgrade()
+        assert crm.schemas == {}
+        assert migrations.current(crm.engine, {}) == {"crmcore": ("0001_core",)}
+        assert "tableplug_notes" in migrations.table_names(crm.engine)
+        crm.customers.add(name="after")
+        assert crm.customers.count() == 2
+    with open_crm(crm_db_url, extra=[tableplugin]) as crm:  # and enabled once more
+        assert migrations.current(crm.engine, crm.schemas)["tableplug"] == ("tp002",)
+
+
+def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> None:
+    with open_crm(crm_sqlite_url, extra=[tableplugin], migrate=False) as crm:
+        assert migrations.heads(crm.engine, crm.schemas) == {"crmcore": ("0001_core",), "tableplug": ("tp002",)}
+        assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
+        history = migrations.history(crm.engine, crm.schemas)
+        assert [(b, r, d) for b, r, d, _ in history] == [
+            ("crmcore", "0001_core", None), ("tableplug", "tp002", "tp001"), ("tableplug", "tp001", None)]
+        assert [m for *_, m in history] == ["core schema", "tableplug: pinned flag", "tableplug: notes table"]
+        crm.upgrade()
+        assert migrations.current(crm.engine, crm.schemas) == migrations.heads(crm.engine, crm.schemas)
+        assert {"alembic_version", "alembic_version_tableplug"} <= migrations.table_names(crm.engine)
+
+
+def schema_plugin(name: str, **schema) -> SimpleNamespace:
+    values = {"branch": name, "versions": "/nonexistent", "tables": ()} | schema
+
+    @crmcore.hookimpl
+    def register_migrations(register):
+        register(PluginSchema(**values))
+
+    return SimpleNamespace(__name__=name, register_migrations=register_migrations)
+
+
+def test_two_plugins_claiming_one_table(crm_sqlite_url, tableplugin) -> None:
+    twin = schema_plugin("twinplug", tables=("twinplug_x", "tableplug_notes"))
+    with pytest.raises(PluginError) as err:
+        open_crm(crm_sqlite_url, extra=[tableplugin, twin])
+    message = str(err.value)
+    assert "tableplug_notes" in message and "'tableplugin'" in message and "'twinplug'" in message
+
+
+def test_plugin_claiming_a_core_table(crm_sqlite_url) -> None:
+    with pytest.raises(PluginError) as err:
+        open_crm(crm_sqlite_url, extra=[schema_plugin("sneaky", tables=("customers",))])
+    assert "'customers'" in str(err.value) and "crmcore" in str(err.value) and "'sneaky'" in str(err.value)
+
+
+def test_two_plugins_on_one_branch(crm_sqlite_url, tableplugin) -> None:
+    with pytest.raises(PluginError) as err:
+        open_crm(crm_sqlite_url, extra=[tableplugin, schema_plugin("copycat", branch="tableplug")])
+    assert "tableplug" in str(err.value) and "'copycat'" in str(err.value) and "'tableplugin'" in str(err.value)
+
+
+def test_plugin_branch_cannot_reuse_the_core_branch(crm_sqlite_url) -> None:
+    with pytest.raises(PluginError, match="crmcore"):
+        open_crm(crm_sqlite_url, extra=[schema_plugin("core-wannabe", branch="crmcore")])
+
+
+def test_plugin_needing_an_unknown_core_revision(crm_sqlite_url, tableplugin) -> None:
+    plugin = schema_plugin("future", versions=tableplugin.VERSIONS, requires_core="0099_future")
+    # Same revisions, another branch label: only the requirement is under test.
+    plugin.register_migrations = _with_branch(tableplugin.VERSIONS, "future", "0099_future")
+    with pytest.raises(PluginError) as err:
+        open_crm(crm_sqlite_url, extra=[plugin])
+    assert "0099_future" in str(err.value) and "future" in str(err.value)
+
+
+def _with_branch(versions, branch, requires):
+    @crmcore.hookimpl
+    def register_migrations(register):
+        register(PluginSchema(branch=branch, versions=versions, tables=(), requires_core=requires))
+
+    return register_migrations
+
+
+def test_a_plugin_registering_two_schemas_is_refused(crm_sqlite_url) -> None:
+    @crmcore.hookimpl
+    def register_migrations(register):
+        register(PluginSchema(branch="a", versions="/x"))
+        register(PluginSchema(branch="b", versions="/y"))
+
+    with pytest.raises(PluginError, match="'greedy'"):
+        open_crm(crm_sqlite_url, extra=[SimpleNamespace(__name__="greedy", register_migrations=register_migrations)])
+
+
+def test_every_timestamp_column_is_utc() -> None:
+    """Every timestamp column of the core is a UTCDateTime (never a naive DateTime)."""
+    from sqlalchemy import DateTime
+
+    from crmcore.store.types import UTCDateTime
+
+    for table in tables.metadata.tables.values():
+        for column in table.columns:
+            assert not isinstance(column.type, DateTime), f"{table.name}.{column.name} is a naive DateTime"
+            if column.name.endswith("_at") or column.name in ("as_of", "follow_up_due"):
+                assert isinstance(column.type, UTCDateTime), f"{table.name}.{column.name}"
