@@ -1,0 +1,16 @@
+"""The ``notify`` plugin's hook implementations (the entry point)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import crmcore
+
+from .console import ConsoleChannel
+from .jsonl import FileChannel
+
+
+@crmcore.hookimpl
+def register_channels(register: Any) -> None:
+    register(ConsoleChannel())
+    register(FileChannel())
