@@ -16,6 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import Select, and_, func, insert, literal, null, select, update
+from sqlalchemy.sql.elements import BindParameter, Null
+from sqlalchemy.types import NullType
 
 from .components import Component, build_options, options_dict
 from .registry import Registry
@@ -118,6 +120,13 @@ class Segmenter(Component):
         return dict(membership.get("details") or {})
 
 
+def _untyped_null(column: Any) -> bool:
+    """``null()`` or ``literal(None)`` (possibly labelled): a NULL with no SQL type."""
+    element = getattr(column, "element", column)
+    return isinstance(element, Null) or (
+        isinstance(element, BindParameter) and element.value is None and isinstance(element.type, NullType))
+
+
 class SegmentEngine:
     """``crm.segments``: list strategies, run them, read runs and members."""
 
@@ -154,7 +163,11 @@ class SegmentEngine:
     @staticmethod
     def _insert_select(uow: "UnitOfWork", run_id: int, query: Select) -> None:
         sub = query.subquery()
-        source = select(literal(run_id), sub.c.customer_id, sub.c.segment, sub.c.score, sub.c.details)
+        # PostgreSQL types a bare NULL inside a subquery as text and then refuses it
+        # for the float/JSON column; a NULL at the top level takes the column's type.
+        optional = [null() if _untyped_null(query.selected_columns[name]) else sub.c[name]
+                    for name in ("score", "details")]
+        source = select(literal(run_id), sub.c.customer_id, sub.c.segment, *optional)
         uow.conn.execute(insert(m).from_select(["run_id", "customer_id", "segment", "score", "details"], source))
 
     @staticmethod
