@@ -71,7 +71,8 @@ class CRM:
         self.reports = ReportEngine(self)
         self.schemas: dict[str, PluginSchema] = {}
         custom: list[CustomField] = list(config.custom_fields)
-        self._collect("register_custom_fields", lambda field, plugin: custom.append(field))
+        self._field_owners: dict[tuple[str, str], str | None] = {(f.entity, f.name): None for f in custom}
+        self._collect("register_custom_fields", lambda field, plugin: custom.append(self._own_field(field, plugin)))
         self._collect("register_migrations", self._add_schema)
         self._collect("register_segmenters", self.segments.registry.add)
         self._collect("register_loyalty_schemes", self.loyalty.registry.add)
@@ -133,6 +134,18 @@ class CRM:
             for name in table:
                 if name in registries[family]:
                     build_options(registries[family].get(name), family, self.config, None)
+
+    def _own_field(self, field: CustomField, plugin: str) -> CustomField:
+        if not isinstance(field, CustomField):
+            raise PluginError(f"plugin {plugin!r} registered {field!r}, not a crmcore.CustomField")
+        key = (field.entity, field.name)
+        if key in self._field_owners:
+            owner = self._field_owners[key]
+            owner = "the configuration" if owner is None else f"plugin {owner!r}"
+            raise PluginError(f"custom field {field.entity}.{field.name} is declared by both {owner} "
+                              f"and plugin {plugin!r}")
+        self._field_owners[key] = plugin
+        return field
 
     def _add_schema(self, schema: PluginSchema, plugin: str) -> None:
         if plugin in self.schemas:
@@ -212,6 +225,7 @@ class CRM:
                 "channels": self.notify.registry.by_plugin(plugin),
                 "reports": self.reports.registry.by_plugin(plugin),
                 "renderers": self.reports.renderers.by_plugin(plugin),
+                "custom_fields": sorted(f"{e}.{n}" for (e, n), p in self._field_owners.items() if p == plugin),
             }
             if plugin in self.schemas:
                 found["tables"] = list(self.schemas[plugin].tables)

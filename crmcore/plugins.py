@@ -8,6 +8,7 @@ that fails to import is recorded with its error and the others still load.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import sys
 import traceback
@@ -116,10 +117,16 @@ class PluginManager:
 
     def check(self) -> None:
         """Every hook implementation must match a spec (catches misspellings)."""
-        try:
-            self.pm.check_pending()
-        except pluggy.PluginValidationError as exc:
-            raise PluginError(f"plugin {exc.plugin_name!r} implements an unknown hook: {exc}") from None
+        # pluggy's check_pending() names the plugin object, not its name; do the same walk.
+        specs = [n for n, caller in vars(self.pm.hook).items() if not n.startswith("_") and caller.has_spec()]
+        for hook, caller in vars(self.pm.hook).items():
+            if hook.startswith("_") or caller.has_spec():
+                continue
+            for impl in caller.get_hookimpls():
+                if not impl.optionalhook:
+                    close = difflib.get_close_matches(hook, specs, n=1)
+                    hint = f" (did you mean {close[0]!r}?)" if close else ""
+                    raise PluginError(f"plugin {impl.plugin_name!r} implements unknown hook {hook!r}{hint}")
 
     # -- calling -----------------------------------------------------------
     def names(self) -> list[str]:
