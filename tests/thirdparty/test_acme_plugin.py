@@ -73,6 +73,7 @@ def test_loaded_through_the_entry_point_and_listed(acme):
         "channels": ["acme-log"],
         "reports": ["acme-won-by-owner"],
         "renderers": ["acme-md"],
+        "custom_fields": ["customer.acme_account"],
         "tables": ["acme_welcomes"],
     }
     assert acme.segments.registry.owner("acme-tags") == "acme"
@@ -311,6 +312,19 @@ def test_custom_field_is_declared_validated_and_filterable(acme):
     assert [c.id for c in acme.customers.list({"attributes.acme_account": "A-1"})] == [ada.id]
     with pytest.raises(ValidationError, match="acme_account"):
         acme.customers.add(name="Carla", attributes={"acme_account": 42})
+
+
+def test_custom_field_clash_names_both_plugins(crm_factory, tmp_path):
+    from crmcore import CustomField
+
+    class Copycat:
+        @hookimpl
+        def register_custom_fields(self, register):
+            register(CustomField("customer", "acme_account", "int"))
+
+    with pytest.raises(PluginError, match=r"customer\.acme_account.*'acme'.*'Copycat'|"
+                                          r"customer\.acme_account.*'Copycat'.*'acme'"):
+        crm_factory(plugins=["acme"], extra_plugins=[Copycat()], config=log_config(tmp_path / "log"))
 
 
 def test_report_matches_an_independent_sum_and_renders(acme):
