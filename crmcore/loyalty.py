@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import and_, func, select, update
+from sqlalchemy import and_, bindparam, func, select, update
 
 from .components import Component, build_options
 from .entities import Deal, Stage, StageOutcome
@@ -139,6 +139,59 @@ class LoyaltyLedger:
             ledger.c.kind.in_(("earn", "reverse")))).all()
         return sum(int(points) - int((details or {}).get("shortfall", 0)) for points, details in rows)
 
+    def credit_many(self, scheme: str, credits: list[dict[str, Any]]) -> int:
+        """Bulk credit: one ledger row per item, balances updated per customer.
+
+        Each item has ``customer_id``, ``points``, ``key`` and optionally
+        ``kind`` (default earn), ``deal_id``, ``expires_at``, ``reason``,
+        ``occurred_at``, ``details``.  Keys already in the ledger are skipped, so
+        a replayed batch changes nothing.  Returns the number of new entries.
+        A few statements per batch instead of five per entry.
+        """
+        for item in credits:
+            _check_points(item["points"])
+        conn = self.uow.conn
+        keys = [item["key"] for item in credits]
+        seen: set[str] = set()
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            seen.update(conn.execute(select(ledger.c.idempotency_key).where(
+                ledger.c.idempotency_key.in_(chunk))).scalars())
+        fresh = []
+        for item in credits:
+            if item["key"] not in seen:
+                seen.add(item["key"])
+                fresh.append(item)
+        if not fresh:
+            return 0
+        totals: dict[int, int] = {}
+        for item in fresh:
+            totals[item["customer_id"]] = totals.get(item["customer_id"], 0) + item["points"]
+        self._ensure_accounts(scheme, list(totals))
+        conn.execute(update(accounts).where(
+            accounts.c.customer_id == bindparam("cid"), accounts.c.scheme == scheme).values(
+            balance=accounts.c.balance + bindparam("add"), updated_at=self.uow.now),
+            [{"cid": cid, "add": add} for cid, add in totals.items()])
+        conn.execute(ledger.insert(), [{
+            "customer_id": item["customer_id"], "scheme": scheme, "kind": item.get("kind", "earn"),
+            "points": item["points"], "idempotency_key": item["key"], "deal_id": item.get("deal_id"),
+            "expires_at": item.get("expires_at"), "reason": item.get("reason"), "actor": self.uow.actor,
+            "occurred_at": item.get("occurred_at") or self.uow.now, "details": item.get("details")}
+            for item in fresh])
+        self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, list(totals))
+        return len(fresh)
+
+    def _ensure_accounts(self, scheme: str, customer_ids: list[int]) -> None:
+        existing: set[int] = set()
+        for start in range(0, len(customer_ids), 5000):
+            chunk = customer_ids[start:start + 5000]
+            existing.update(self.uow.conn.execute(select(accounts.c.customer_id).where(
+                accounts.c.scheme == scheme, accounts.c.customer_id.in_(chunk))).scalars())
+        for cid in customer_ids:
+            if cid not in existing:
+                insert_ignore(self.uow.conn, accounts, {"customer_id": cid, "scheme": scheme, "balance": 0,
+                                                        "updated_at": self.uow.now})
+
     def _take(self, customer_id: int, scheme: str, points: int) -> bool:
         result = self.uow.conn.execute(update(accounts).where(
             accounts.c.customer_id == customer_id, accounts.c.scheme == scheme,
@@ -180,12 +233,16 @@ class LoyaltyEngine:
     def __init__(self, crm: "CRM"):
         self.crm = crm
         self.registry: Registry[LoyaltyScheme] = Registry("loyalty scheme")
+        self._options: dict[str, Any] = {}
 
     def schemes(self) -> list[LoyaltyScheme]:
         return list(self.registry)
 
     def options(self, scheme: LoyaltyScheme) -> Any:
-        return build_options(scheme, "loyalty", self.crm.config, None)
+        """The scheme's configured options (built once: configuration does not change)."""
+        if scheme.name not in self._options:
+            self._options[scheme.name] = build_options(scheme, "loyalty", self.crm.config, None)
+        return self._options[scheme.name]
 
     # -- deal events (called by the deal use cases) ---------------------------
     def deal_stage_changed(self, uow: "UnitOfWork", deal: Deal, old: Stage | None, new: Stage | None,
@@ -201,14 +258,30 @@ class LoyaltyEngine:
                 self._reverse(uow, scheme, deal, transition_id)
 
     def deals_imported(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
-        """Earn for deals that arrive already won through a bulk path."""
+        """Earn, in bulk, for deals that arrive already won through a bulk path."""
         if not len(self.registry):
             return
-        for deal in deals:
-            stage = self.crm.stage_of(deal)
-            if stage is not None and stage.outcome is StageOutcome.WON:
-                for scheme in self.registry:
-                    self._earn(uow, scheme, deal, "import")
+        won = [d for d in deals if (stage := self.crm.stage_of(d)) is not None and stage.outcome is StageOutcome.WON]
+        for scheme in self.registry:
+            options = self.options(scheme)
+            credits = []
+            for deal in won:
+                points = scheme.points_for_deal(uow, deal, options)
+                if points > 0:
+                    earned_at = deal.closed_at or uow.now
+                    credits.append({"customer_id": deal.customer_id, "points": points, "deal_id": deal.id,
+                                    "key": f"{scheme.name}:deal:{deal.id}:earn:import", "occurred_at": earned_at,
+                                    "expires_at": scheme.expires_at(uow, earned_at, options),
+                                    "reason": f"deal {deal.id} won"})
+            uow.loyalty.credit_many(scheme.name, credits)
+
+    def evaluate_tiers(self, uow: "UnitOfWork", scheme_name: str, customer_ids: list[int]) -> None:
+        """Re-evaluate tiers after a bulk change (skipped for schemes without tiers)."""
+        scheme = self.registry.get(scheme_name) if scheme_name in self.registry else None
+        if scheme is None or type(scheme).tier_for is LoyaltyScheme.tier_for:
+            return
+        for customer_id in customer_ids:
+            self.evaluate_tier(uow, customer_id, scheme_name)
 
     def _earn(self, uow: "UnitOfWork", scheme: LoyaltyScheme, deal: Deal, transition_id: int | str) -> None:
         options = self.options(scheme)
@@ -232,6 +305,8 @@ class LoyaltyEngine:
         if scheme_name not in self.registry:
             return
         scheme = self.registry.get(scheme_name)
+        if type(scheme).tier_for is LoyaltyScheme.tier_for:  # no tiers: nothing to evaluate
+            return
         old = uow.loyalty.tier(customer_id, scheme_name)
         new = scheme.tier_for(uow, customer_id, uow.loyalty.balance(customer_id, scheme_name), self.options(scheme))
         if new != old:

@@ -119,23 +119,23 @@ def _messages(crm: Any, end: datetime) -> list[str]:
     if "file" not in crm.notify.registry:
         return ["notifications  (no file channel enabled)"]
     recent = crm.deals.list({"stage": "won", "closed_at__ge": (end - timedelta(days=30)).isoformat()}, limit=None)
-    for deal in recent:
-        crm.notify.enqueue("file", customer_id=deal.customer_id, subject=f"谢谢您的订单 / Thank you ({deal.title})",
-                           body=f"Deal {deal.id}: {deal.amount} {deal.currency}", key=f"demo:thanks:{deal.id}",
-                           recipient=crm.customers.get(deal.customer_id).email)
-    win_back = 0
+    win_back = []
     if "rfm" in crm.segments.registry:
-        for segment in WIN_BACK_SEGMENTS:
-            for member in crm.segments.members("rfm", segment):
-                crm.notify.enqueue("file", customer_id=member["customer_id"], purpose="marketing",
-                                   subject="我们想念您 / We miss you", body="A 10% coupon is waiting for you.",
-                                   key=f"demo:winback:{member['customer_id']}",
-                                   recipient=f"customer-{member['customer_id']}")
-                win_back += 1
+        win_back = [m["customer_id"] for segment in WIN_BACK_SEGMENTS for m in crm.segments.members("rfm", segment)]
+    with crm.unit() as uow:  # one transaction for the whole batch of messages
+        for deal in recent:
+            uow.outbox.enqueue("file", customer_id=deal.customer_id, key=f"demo:thanks:{deal.id}",
+                               recipient=uow.customers.get(deal.customer_id).email,
+                               subject=f"谢谢您的订单 / Thank you ({deal.title})",
+                               body=f"Deal {deal.id}: {deal.amount} {deal.currency}")
+        for customer_id in win_back:
+            uow.outbox.enqueue("file", customer_id=customer_id, purpose="marketing",
+                               recipient=uow.customers.get(customer_id).email, key=f"demo:winback:{customer_id}",
+                               subject="我们想念您 / We miss you", body="A 10% coupon is waiting for you.")
     crm.notify.dispatch()
     path = crm.config.component_options("channels", "file").get("path")
     status = crm.notify.status_counts()
-    return [f"notifications  {len(recent):,} thank-you + {win_back:,} win-back queued; {status.get('sent', 0):,} "
+    return [f"notifications  {len(recent):,} thank-you + {len(win_back):,} win-back queued; {status.get('sent', 0):,} "
             f"sent to {path}, {status.get('suppressed', 0):,} suppressed (no marketing consent)"]
 
 
