@@ -15,6 +15,8 @@ from pathlib import Path
 from typing import Any
 
 import attrs
+import phonenumbers
+import pycountry
 
 from .customfields import CustomField
 from .entities import Pipeline, Stage, StageOutcome
@@ -99,6 +101,9 @@ class Config:
         for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir"):
             if key in values:
                 kwargs[key] = _text(values.pop(key), key, where(key))
+        for key, check in (("default_currency", _currency), ("phone_region", _phone_region)):
+            if key in kwargs:
+                kwargs[key] = check(kwargs[key], where(key))
         for key in LIST_KEYS:
             if key in values:
                 kwargs[key] = _names(values.pop(key), key, where(key))
@@ -140,6 +145,18 @@ def _text(value: Any, key: str, where: str) -> str:
     return value
 
 
+def _currency(value: str, where: str) -> str:
+    if pycountry.currencies.get(alpha_3=value.upper()) is None:
+        raise ConfigError(f"{where}: default_currency {value!r} is not an ISO 4217 currency code (e.g. CNY, USD)")
+    return value.upper()
+
+
+def _phone_region(value: str, where: str) -> str:
+    if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ConfigError(f"{where}: phone_region {value!r} is not a region code phone numbers know (e.g. CN, US)")
+    return value.upper()
+
+
 def _names(value: Any, key: str, where: str) -> tuple[str, ...]:
     if isinstance(value, str):
         return tuple(n.strip() for n in value.split(",") if n.strip())
@@ -158,6 +175,10 @@ def _pipelines(value: Any, where: str) -> dict[str, Pipeline]:
             raise ConfigError(f"{where}: pipelines.{name}.stages must be a non-empty list")
         pipelines[name] = Pipeline(name, tuple(_stage(s, i, f"{where}: pipelines.{name}.stages[{i}]")
                                                for i, s in enumerate(stages, 1)))
+        names = [s.name for s in pipelines[name].stages]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ConfigError(f"{where}: pipelines.{name} has stage(s) {', '.join(map(repr, repeated))} more than once")
         if not pipelines[name].stages_with(StageOutcome.WON):
             raise ConfigError(f"{where}: pipeline {name!r} has no stage with outcome = \"won\"")
     return pipelines
