@@ -1,0 +1,141 @@
+"""The ``pipeline`` report: deals per stage of a pipeline, as of a moment.
+
+One row per configured stage of the pipeline, in stage order, even when no
+deal is there: the number of deals, their amount and their weighted amount
+(``amount * probability / 100``), all exact Decimals aggregated in SQL.
+
+As of ``as_of``
+    Only deals created at or before ``as_of`` count, each in the stage it was
+    in at ``as_of``: the latest stage-history entry with ``changed_at <=
+    as_of`` (a deal without history counts in its current stage).  So a report
+    for last month does not change when deals move today.  The probability is
+    the deal's own while it is still in that stage, otherwise the stage's
+    configured probability (the history does not record past probabilities).
+    Amounts are today's (the history does not record past amounts either).
+
+Currencies
+    Amounts in different currencies are never summed: the report covers one
+    currency, the ``currency`` option, by default the configured
+    ``default_currency``.  Deals in other currencies are left out and a note
+    says how many, per currency, so nothing disappears silently.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from sqlalchemy import BigInteger, and_, case, func, select, type_coerce
+
+import crmcore
+from crmcore.store import money_from_scaled, tables, utc_literal
+
+deals = tables.deals
+history = tables.deal_stage_history
+
+
+def _currency_code(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not (len(value) == 3 and value.isalpha()):
+        raise ValueError(f"{attribute.name} must be an ISO 4217 code such as USD, got {value!r}")
+
+
+@attrs.frozen
+class PipelineOptions:
+    """Options of the ``pipeline`` report (``[reports.pipeline]``).
+
+    :ivar pipeline: which configured pipeline (default ``"default"``).
+    :ivar include_closed: also show won and lost stages (default True).
+    :ivar currency: the currency reported; default: the configured
+        ``default_currency``.
+    """
+
+    pipeline: str = "default"
+    include_closed: bool = True
+    currency: str | None = attrs.field(default=None, validator=_currency_code)
+
+
+COLUMNS = (
+    crmcore.Column("stage", "str"),
+    crmcore.Column("outcome", "str"),
+    crmcore.Column("probability", "int", "probability %"),
+    crmcore.Column("count", "int", "deals"),
+    crmcore.Column("amount", "decimal"),
+    crmcore.Column("weighted_amount", "decimal", "weighted amount"),
+)
+
+
+class PipelineReport(crmcore.Report):
+    """Deals, amount and weighted amount per pipeline stage."""
+
+    name = "pipeline"
+    description = "deals, amount and weighted amount per stage of a pipeline, as of a date"
+    options_type = PipelineOptions
+
+    def run(self, ctx: crmcore.ReportContext, options: PipelineOptions) -> crmcore.ReportResult:
+        pipeline = ctx.config.pipeline(options.pipeline)  # ConfigError names the known ones
+        currency = (options.currency or ctx.config.default_currency).upper()
+        stages = [s for s in sorted(pipeline.stages, key=lambda s: s.order)
+                  if options.include_closed or s.outcome is crmcore.StageOutcome.OPEN]
+        totals = _totals_by_stage(ctx, pipeline, currency)
+        rows = []
+        for stage in stages:
+            count, amount, weighted = totals.pop(stage.name, (0, Decimal(0), Decimal(0)))
+            rows.append((stage.name, stage.outcome.value, stage.probability, count, amount, weighted))
+        notes = _other_currencies(ctx, pipeline.name, currency)
+        hidden = {name: count for name, (count, _, _) in totals.items()
+                  if pipeline.stage(name) is None}
+        if hidden:  # stages no longer configured; closed stages left out on purpose are not news
+            notes.append("Not shown: " + ", ".join(f"{n} deal(s) in unknown stage {s!r}"
+                                                   for s, n in sorted(hidden.items())) + ".")
+        return crmcore.ReportResult(
+            title=f"Pipeline {pipeline.name!r} ({currency})",
+            columns=COLUMNS,
+            rows=tuple(rows),
+            charts=(crmcore.Chart("bar", f"Amount by stage ({currency})", "stage", ("amount",)),),
+            notes=tuple(notes),
+        )
+
+
+def _deal_filter(ctx: crmcore.ReportContext, pipeline: str) -> Any:
+    return and_(deals.c.pipeline == pipeline, deals.c.created_at <= utc_literal(ctx.as_of))
+
+
+def _totals_by_stage(ctx: crmcore.ReportContext, pipeline: crmcore.Pipeline,
+                     currency: str) -> dict[str, tuple[int, Decimal, Decimal]]:
+    """stage -> (count, amount, weighted amount), in one grouped query."""
+    as_of = utc_literal(ctx.as_of)
+    # The last stage change at or before as_of, per deal (ids grow with time).
+    last_change = (select(history.c.deal_id, func.max(history.c.id).label("history_id"))
+                   .where(history.c.changed_at <= as_of).group_by(history.c.deal_id).subquery("last_change"))
+    past = history.alias("past")
+    stage = func.coalesce(past.c.to_stage, deals.c.stage)
+    configured = {s.name: s.probability for s in pipeline.stages}
+    probability = case(
+        (stage == deals.c.stage, deals.c.probability),
+        else_=case(configured, value=stage, else_=deals.c.probability) if configured else deals.c.probability,
+    )
+    # Money is stored as an integer count of 1/10,000; summing the raw integers
+    # (and amount * probability as integers) keeps every total exact.
+    scaled = type_coerce(deals.c.amount, BigInteger)
+    per_deal = (select(stage.label("stage"), scaled.label("scaled"), (scaled * probability).label("weighted"))
+                .select_from(deals.outerjoin(last_change, last_change.c.deal_id == deals.c.id)
+                             .outerjoin(past, past.c.id == last_change.c.history_id))
+                .where(_deal_filter(ctx, pipeline.name), deals.c.currency == currency)
+                .subquery("per_deal"))
+    query = (select(per_deal.c.stage, func.count(), func.sum(per_deal.c.scaled), func.sum(per_deal.c.weighted))
+             .group_by(per_deal.c.stage))
+    return {name: (count, money_from_scaled(amount), money_from_scaled(weighted) / 100)
+            for name, count, amount, weighted in ctx.conn.execute(query)}
+
+
+def _other_currencies(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> list[str]:
+    """A note naming deals left out because they are in another currency."""
+    query = (select(deals.c.currency, func.count()).where(_deal_filter(ctx, pipeline), deals.c.currency != currency)
+             .group_by(deals.c.currency).order_by(deals.c.currency))
+    others: Mapping[str, int] = dict(ctx.conn.execute(query).all())
+    if not others:
+        return []
+    listing = ", ".join(f"{n} in {code}" for code, n in others.items())
+    return [f"Not included: deals in other currencies ({listing}); run with currency=CODE to see them."]
