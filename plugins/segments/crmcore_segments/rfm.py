@@ -49,13 +49,12 @@ from sqlalchemy import BigInteger, Select, String, and_, case, cast, false, func
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
-from crmcore.store import days_between, json_object, tables, utc_literal
+from crmcore.store import MONEY_SCALE, days_between, json_object, tables, utc_literal
 
 from .names import NO_PURCHASES, segment_by_key
 
 deals = tables.deals
 customers = tables.customers
-MONEY_SCALE = 10_000  # Money's storage scale: an amount is stored as amount * 10,000
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -165,7 +164,8 @@ def _decimal_text(scaled: ColumnElement) -> ColumnElement:
     to.  ``//`` is SQLAlchemy's portable integer division (``DIV``-like on
     every dialect); adding 10,000 to the remainder zero-pads it to four digits.
     """
+    digits = len(str(MONEY_SCALE)) - 1
     scaled = cast(scaled, BigInteger)
     whole = cast(scaled // MONEY_SCALE, String)
-    fraction = func.substr(cast(scaled % MONEY_SCALE + MONEY_SCALE, String), 2, 4)
+    fraction = func.substr(cast(scaled % MONEY_SCALE + MONEY_SCALE, String), 2, digits)
     return whole + literal(".", String) + fraction
