@@ -93,3 +93,30 @@ def test_every_hook_is_exercised_by_a_test():
     assert not missing, (
         f"{len(missing)} hook(s) implemented by no test plugin under tests/ "
         f"(add a test whose plugin defines them): {', '.join(missing)}")
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs").glob("*.md")))
+def test_python_examples_in_docs_compile(page):
+    text = (ROOT / "docs" / page).read_text(encoding="utf-8")
+    for i, block in enumerate(re.findall(r"```python\n(.*?)```", text, re.DOTALL), 1):
+        compile(block, f"docs/{page} python block {i}", "exec")
+
+
+def slug(heading: str) -> str:
+    """GitHub's anchor for a heading: lower case, punctuation dropped, spaces to hyphens."""
+    return re.sub(r"[^\w\- ]", "", heading.strip().lower()).replace(" ", "-")
+
+
+@pytest.mark.parametrize("page", sorted(p.name for p in (ROOT / "docs").glob("*.md")))
+def test_relative_links_and_anchors_resolve(page):
+    source = ROOT / "docs" / page
+    text = source.read_text(encoding="utf-8")
+    for target in re.findall(r"\]\(([^)\s]+)\)", text):
+        if re.match(r"[a-z]+://", target):
+            continue
+        path, _, anchor = target.partition("#")
+        file = (source.parent / path).resolve() if path else source
+        assert file.exists(), f"docs/{page}: link to missing {target}"
+        if anchor and file.suffix == ".md":
+            headings = re.findall(r"^#+ (.+)$", file.read_text(encoding="utf-8"), re.MULTILINE)
+            assert anchor in {slug(h) for h in headings}, f"docs/{page}: no heading for #{anchor} in {path or page}"
