@@ -78,7 +78,14 @@ class PluginManager:
         if plugins_dir:
             self._load_directory(Path(plugins_dir), blocked)
         for obj in extra:
-            name = getattr(obj, "__name__", None) or type(obj).__name__
+            explicit = getattr(obj, "__name__", None)
+            name = base = explicit or type(obj).__name__
+            serial = 1
+            # Two instances of one class are two plugins; two objects that name
+            # themselves alike are a clash (reported by register()).
+            while not explicit and self.pm.has_plugin(name):
+                serial += 1
+                name = f"{base}-{serial}"
             self.register(obj, name, version=None, distribution=None, source="object")
         self.check()
 
@@ -141,6 +148,8 @@ class PluginManager:
         caller = getattr(self.pm.hook, hook)
         try:
             return caller(**kwargs)
+        except HookError:
+            raise  # a nested use case's handler failed: keep the innermost plugin's name
         except Exception as exc:
             plugin = self._culprit(caller, exc)
             if plugin is None:

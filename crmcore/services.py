@@ -90,8 +90,10 @@ class EntityService(Generic[E]):
     def add(self, entity: E | None = None, /, **fields: Any) -> E:
         """Validate and store a new entity given as an object or as fields."""
         with self.crm.unit() as uow:
-            candidate = self.prepare(uow, entity if entity is not None else self.build(fields), None)
+            candidate = entity if entity is not None else self.build(fields)
+            # Ask first: a refused user learns nothing from validation messages.
             self.crm.authorize(f"{self.kind}.create", candidate)
+            candidate = self.prepare(uow, candidate, None)
             stored = self.repo(uow).insert(candidate, uow.now)
             self.after_insert(uow, stored)
             return stored
@@ -101,8 +103,9 @@ class EntityService(Generic[E]):
         with self.crm.unit() as uow:
             previous = self.repo(uow).get(id)
             fields = unstructure(previous) | changes
-            candidate = self.prepare(uow, self.build(fields), previous)
+            candidate = self.build(fields)
             self.crm.authorize(f"{self.kind}.update", candidate)
+            candidate = self.prepare(uow, candidate, previous)
             stored = self.repo(uow).update(candidate, uow.now)
             self.after_update(uow, stored, previous)
             return stored
@@ -134,9 +137,29 @@ class EntityService(Generic[E]):
                 except ValidationError as exc:
                     raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], self.kind) from None
             self.check_references_bulk(uow, entities)
+            self.check_external_ids_bulk(uow, entities)
             stored = self.insert_batch(uow, entities)
             uow.fire(f"on_{self.kind}s_imported", **{f"{self.kind}s": stored})
             return len(stored)
+
+    def check_external_ids_bulk(self, uow: "UnitOfWork", entities: list[E]) -> None:
+        """Duplicate external ids (in the batch or already stored) name the row, not an IntegrityError."""
+        first: dict[str, int] = {}
+        for index, entity in enumerate(entities):
+            key = getattr(entity, "external_id", None)
+            if key is None:
+                continue
+            if key in first:
+                raise ValidationError.single(f"row {index}: external_id",
+                                             f"{key!r} repeats row {first[key]}", self.kind)
+            first[key] = index
+        table, keys = _TABLES[self.kind], list(first)
+        for start in range(0, len(keys), 5000):
+            taken = uow.conn.execute(select(table.c.external_id).where(
+                table.c.external_id.in_(keys[start:start + 5000]))).scalars().first()
+            if taken is not None:
+                raise ValidationError.single(f"row {first[taken]}: external_id",
+                                             f"{taken!r} is already used by another {self.kind}", self.kind)
 
     def check_references_bulk(self, uow: "UnitOfWork", entities: list[E]) -> None:
         """One query for all referenced customers (no per-row round trip)."""
