@@ -226,10 +226,10 @@ class NotifyEngine:
             return
         try:
             for message in messages:
-                refusal = self._consent_now(message, channel)
-                if refusal:
-                    self._finish(message, "suppressed", error=refusal)
-                    counts["suppressed"] += 1
+                message, refusal, missing = self._check_now(message, channel)
+                if refusal or missing:
+                    self._finish(message, "suppressed" if refusal else "dead", error=refusal or missing)
+                    counts["suppressed" if refusal else "dead"] += 1
                     continue
                 try:
                     provider_id = channel.send(message, options)
@@ -241,12 +241,22 @@ class NotifyEngine:
         finally:
             channel.close()
 
-    def _consent_now(self, message: Message, channel: Channel) -> str | None:
-        if message.purpose != "marketing" or message.customer_id is None:
-            return None
+    def _check_now(self, message: Message, channel: Channel) -> tuple[Message, str | None, str | None]:
+        """Re-check consent (it may have been withdrawn) and fill a missing address
+        (a requeued message may have died for lack of one).  Returns the message,
+        a consent refusal and a missing-address reason."""
+        needs_address = message.recipient is None and channel.address is not None
+        if message.customer_id is None or (message.purpose != "marketing" and not needs_address):
+            return message, None, None
         with self.crm.unit(readonly=True) as uow:
             customer = uow.customers.find(id=message.customer_id)
-        return consent_refusal(customer, channel, message.purpose)
+        if needs_address and customer is not None and getattr(customer, channel.address):
+            message = attrs.evolve(message, recipient=getattr(customer, channel.address))
+            with self.crm.unit() as uow:
+                uow.conn.execute(update(outbox).where(outbox.c.id == message.id).values(recipient=message.recipient))
+        missing = f"customer {message.customer_id} has no {channel.address}" if message.recipient is None \
+            and channel.address else None
+        return message, consent_refusal(customer, channel, message.purpose), missing
 
     def _failed(self, message: Message, exc: BaseException) -> str:
         error = f"{type(exc).__name__}: {exc}"
@@ -265,7 +275,10 @@ class NotifyEngine:
         if status == "sent":
             values["sent_at"] = now
         with self.crm.unit() as uow:
-            uow.conn.execute(update(outbox).where(outbox.c.id == message.id, outbox.c.status == "sending").values(
+            # attempts identifies this claim: if the lease ran out and another
+            # dispatcher reclaimed the message, its result is the one that stands.
+            uow.conn.execute(update(outbox).where(outbox.c.id == message.id, outbox.c.status == "sending",
+                                                  outbox.c.attempts == message.attempts).values(
                 status=status, last_error=error, claimed_at=None, **values))
 
     # -- reading / maintenance ---------------------------------------------
