@@ -9,7 +9,8 @@ from __future__ import annotations
 import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time, timezone
+from datetime import date, datetime, time, timezone, tzinfo
+from zoneinfo import ZoneInfo
 from pathlib import Path
 from typing import Any
 
@@ -38,8 +39,13 @@ def utcnow() -> datetime:
     return datetime.now(timezone.utc)
 
 
-def parse_as_of(value: str | date | datetime | None, default: Callable[[], datetime] = utcnow) -> datetime:
-    """An aware UTC instant; a bare date means the end of that day (UTC)."""
+def parse_as_of(value: str | date | datetime | None, default: Callable[[], datetime] = utcnow,
+                zone: tzinfo = timezone.utc) -> datetime:
+    """An aware UTC instant.
+
+    A bare date means the end of that day in ``zone`` (the configured
+    timezone); a naive datetime is read in ``zone`` too.
+    """
     if value is None:
         return default()
     if isinstance(value, str):
@@ -49,8 +55,8 @@ def parse_as_of(value: str | date | datetime | None, default: Callable[[], datet
         except ValueError:
             raise ConfigError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO datetime") from None
     if isinstance(value, datetime):
-        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
-    return datetime.combine(value, time.max, tzinfo=timezone.utc)
+        return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(timezone.utc)
+    return datetime.combine(value, time.max, tzinfo=zone).astimezone(timezone.utc)
 
 
 class CRM:
@@ -214,7 +220,7 @@ class CRM:
 
     def as_of(self, value: str | date | datetime | None = None) -> datetime:
         """Parse an ``as_of`` argument; None means now (from this CRM's clock)."""
-        return parse_as_of(value, self.clock)
+        return parse_as_of(value, self.clock, ZoneInfo(self.config.timezone))
 
     def plugin_info(self) -> list[PluginInfo]:
         """Name, version, distribution, hooks and components of each loaded plugin."""

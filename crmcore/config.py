@@ -12,6 +12,7 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
 
 import attrs
@@ -101,7 +102,8 @@ class Config:
         for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir"):
             if key in values:
                 kwargs[key] = _text(values.pop(key), key, where(key))
-        for key, check in (("default_currency", _currency), ("phone_region", _phone_region)):
+        for key, check in (("default_currency", _currency), ("phone_region", _phone_region),
+                           ("timezone", _timezone)):
             if key in kwargs:
                 kwargs[key] = check(kwargs[key], where(key))
         for key in LIST_KEYS:
@@ -155,6 +157,14 @@ def _phone_region(value: str, where: str) -> str:
     if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"{where}: phone_region {value!r} is not a region code phone numbers know (e.g. CN, US)")
     return value.upper()
+
+
+def _timezone(value: str, where: str) -> str:
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ConfigError(f"{where}: timezone {value!r} is not an IANA time zone (e.g. UTC, Asia/Shanghai)") from None
+    return value
 
 
 def _names(value: Any, key: str, where: str) -> tuple[str, ...]:

@@ -131,3 +131,14 @@ def test_bulk_money_sums_exactly(setup):
     with crm.unit(readonly=True) as uow:
         total = uow.conn.execute(select(func.sum(tables.deals.c.amount))).scalar_one()
     assert total == sum(amounts) == Decimal("12345688.99")
+
+
+def test_as_of_dates_are_read_in_the_configured_timezone(crm_factory):
+    from datetime import datetime, timezone
+
+    crm = crm_factory(config={"timezone": "Asia/Shanghai"})
+    end_of_day = crm.as_of("2026-06-30")
+    assert end_of_day.tzinfo == timezone.utc
+    assert (end_of_day.year, end_of_day.month, end_of_day.day, end_of_day.hour) == (2026, 6, 30, 15)
+    assert crm.as_of("2026-06-30T08:00") == datetime(2026, 6, 30, 0, 0, tzinfo=timezone.utc)
+    assert crm.as_of("2026-06-30T08:00+00:00") == datetime(2026, 6, 30, 8, 0, tzinfo=timezone.utc)
