@@ -1,0 +1,193 @@
+"""``crm import ENTITY FILE`` and ``crm export ENTITY``: files in and out.
+
+The work happens in :mod:`crmcore.io`; these commands parse options, draw a
+progress bar on a terminal and print the outcome.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+import click
+
+from ..errors import CRMError
+from ..io import (
+    ImportFailed,
+    ImportOptions,
+    ImportProgress,
+    ImportReport,
+    export_entities,
+    import_file,
+    load_mapping_file,
+    parse_map_options,
+)
+from ..io.mapping import ENTITY_NAMES
+from ..io.readers import FORMATS
+from ..store.filters import parse_expression
+from .context import Session, json_default, pass_session
+
+ENTITY = click.Choice(sorted(ENTITY_NAMES), case_sensitive=False)
+SHOWN_ERRORS = 20
+
+
+@click.command("import")
+@click.argument("entity", type=ENTITY)
+@click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "format", type=click.Choice(FORMATS), help="File format (default: from the extension).")
+@click.option("--encoding", help="Text encoding of a CSV or JSON Lines file (default: UTF-8, BOM or not; "
+                                 "e.g. gb18030).")
+@click.option("--delimiter", help="CSV delimiter (default: detected from the file).")
+@click.option("--sheet", help="XLSX sheet to read (default: the first).")
+@click.option("--map", "maps", multiple=True, metavar="COLUMN=FIELD",
+              help="Read COLUMN into FIELD (attributes.NAME for a custom field; COLUMN= ignores it). Repeatable.")
+@click.option("--mapping", "mapping_file", type=click.Path(exists=True, dir_okay=False),
+              help="TOML or JSON file of column = field pairs.")
+@click.option("--ignore-unknown", is_flag=True, help="Skip columns that match no field instead of failing.")
+@click.option("--key", type=click.Choice(["external_id", "email", "id"]),
+              help="Match existing records by this field and update them (default: external_id).")
+@click.option("--dry-run", is_flag=True, help="Check every row, write nothing, report what would happen.")
+@click.option("--on-error", type=click.Choice(["abort", "skip"]), default="abort", show_default=True,
+              help="abort: nothing is written if any row is bad; skip: import the good rows, reject the bad.")
+@click.option("--reject-file", type=click.Path(dir_okay=False),
+              help="Write each rejected row, with its line, column and reason, to this CSV/JSONL/XLSX file.")
+@click.option("--batch-size", type=click.IntRange(1), default=5000, show_default=True,
+              help="Rows validated and written together.")
+@click.option("--workers", type=click.IntRange(0), default=None,
+              help="Processes that validate rows (default: automatic; 0: validate in this process).")
+@click.option("--max-errors", type=click.IntRange(1), help="Stop reading after this many bad rows.")
+@pass_session
+def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
+                   delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
+                   ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
+                   reject_file: str | None, batch_size: int, workers: int | None,
+                   max_errors: int | None) -> None:
+    """Import customers, contacts, interactions or deals from FILE (CSV, JSON Lines or XLSX; - for stdin).
+
+    Columns named like fields fill them; --map and --mapping rename the rest.
+    Rows with an external id (or the --key field) that already exists update
+    that record; the others are added.  Contacts, interactions and deals name
+    their customer in a "customer" column (external id, email or id).
+
+    \b
+    Examples:
+      crm import customers customers.csv
+      crm import customers leads.csv --map "E-mail=email" --map "Mobile=phone" --key email
+      crm import deals deals.xlsx --on-error skip --reject-file rejected.csv
+      crm import customers old.csv --encoding gb18030 --dry-run
+    """
+    mapping: dict[str, str] = {}
+    if mapping_file:
+        mapping.update(load_mapping_file(mapping_file))
+    mapping.update(parse_map_options(maps))
+    options = ImportOptions(format=format, encoding=encoding, delimiter=delimiter, sheet=sheet, mapping=mapping,
+                            ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
+                            reject_file=reject_file, batch_size=batch_size, workers=workers,
+                            max_errors=max_errors)
+    crm = session.crm
+    with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
+        try:
+            report = import_file(crm, entity, file, options, progress=bar.update)
+        except ImportFailed as exc:
+            bar.stop()
+            _print_report(session, exc.report)
+            raise
+    _print_report(session, report)
+
+
+def _print_report(session: Session, report: ImportReport) -> None:
+    if session.as_json:
+        click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2, default=json_default))
+        return
+    for message in report.error_messages(SHOWN_ERRORS):
+        click.echo(message, err=True)
+    if report.rejected > SHOWN_ERRORS:
+        more = f"... and {report.rejected - SHOWN_ERRORS} more"
+        if report.reject_file:
+            more += f" (all in {report.reject_file})"
+        click.echo(more, err=True)
+    for note in report.notes:
+        click.echo(f"note: {note}", err=True)
+    if report.committed or report.dry_run:
+        session.echo(report.summary())
+
+
+@click.command("export")
+@click.argument("entity", type=ENTITY)
+@click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write to FILE (default: standard output).")
+@click.option("--format", "format", type=click.Choice(FORMATS),
+              help="csv, jsonl or xlsx (default: from the output's extension, else csv).")
+@click.option("--where", "where", multiple=True, metavar="EXPR",
+              help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
+@click.option("--sort", default="id", show_default=True, help="Sort by FIELD (-FIELD for descending).")
+@click.option("--limit", type=click.IntRange(0), help="At most this many rows.")
+@click.option("--encoding", default="utf-8", show_default=True,
+              help="Text encoding for CSV/JSONL (utf-8-sig adds a BOM for Excel; gb18030 ...).")
+@click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")
+@pass_session
+def export_command(session: Session, entity: str, output: str | None, format: str | None,
+                   where: tuple[str, ...], sort: str, limit: int | None, encoding: str, delimiter: str) -> None:
+    """Export customers, contacts, interactions or deals to CSV, JSON Lines or XLSX.
+
+    The file imports back as it is: `crm import ENTITY FILE` into another
+    database recreates every field (links to customers by external id or email).
+
+    \b
+    Examples:
+      crm export customers -o customers.csv
+      crm export deals --where stage=won --sort -amount -o won.xlsx
+      crm export interactions --format jsonl > interactions.jsonl
+    """
+    filters = dict(parse_expression(w) for w in where)
+    if format is None and session.as_json and output in (None, "-"):
+        format = "jsonl"
+    if delimiter in ("\\t", "tab"):
+        delimiter = "\t"
+    if len(delimiter) != 1:
+        raise CRMError(f"--delimiter must be one character, got {delimiter!r}")
+    report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort, limit=limit,
+                             encoding=encoding, delimiter=delimiter)
+    if output not in (None, "-") and not session.quiet:
+        click.echo(f"exported {report.rows} {report.entity}s to {output} ({report.format})", err=True)
+
+
+class _ProgressBar:
+    """A rich progress bar on stderr (only on a terminal)."""
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled
+        self.progress: Any = None
+        self.task: Any = None
+
+    def __enter__(self) -> "_ProgressBar":
+        if self.enabled:
+            from rich.console import Console
+            from rich.progress import (
+                BarColumn,
+                DownloadColumn,
+                Progress,
+                TextColumn,
+                TimeElapsedColumn,
+                TimeRemainingColumn,
+            )
+
+            self.progress = Progress(TextColumn("[bold]importing"), BarColumn(), DownloadColumn(),
+                                     TextColumn("{task.fields[rows]:,} rows"), TimeElapsedColumn(),
+                                     TimeRemainingColumn(), console=Console(stderr=True), transient=True)
+            self.progress.start()
+            self.task = self.progress.add_task("import", total=None, rows=0)
+        return self
+
+    def update(self, state: ImportProgress) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=state.bytes_read, total=state.total_bytes, rows=state.rows)
+
+    def stop(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+            self.progress = None
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

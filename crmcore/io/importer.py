@@ -1,0 +1,934 @@
+"""Import a CSV, JSON Lines or XLSX file of customers, contacts, interactions or deals.
+
+The file is read as a stream, in batches (``batch_size`` rows):
+
+1. the reader turns bytes into records (:mod:`crmcore.io.readers`);
+2. :class:`~crmcore.io.rows.RowChecker` maps, builds, normalises and checks
+   each row -- in worker processes for big files, since email and phone
+   normalisation dominate the cost and need no database;
+3. in the unit of work, one query per batch and key finds the rows that
+   already exist (upsert by ``external_id``, ``email`` or ``id``), one query
+   per batch resolves the ``customer`` / ``contact`` references, plugin
+   ``validate_*`` hooks run (only when a plugin implements them), and the new
+   rows go in with one executemany.  Rows that match an existing record are
+   updated through the entity service (per row, with the per-entity update
+   events).
+
+Bulk inserts fire the batch events ``on_<kind>s_imported`` (skipped when no
+plugin listens) instead of ``on_<kind>_created`` per row, like
+:meth:`~crmcore.services.EntityService.add_many`.  Imported deals get their
+first stage-history row, and loyalty schemes earn for deals that arrive won
+(:meth:`~crmcore.loyalty.LoyaltyEngine.deals_imported`); ``on_deal_stage_changed``
+is not fired per imported deal.
+
+``on_error="abort"`` (the default) is all-or-nothing: the whole file is one
+transaction, rolled back when any row is bad (every bad row is still reported).
+``on_error="skip"`` commits batch by batch and rejects only the bad rows; a
+batch the database refuses (say, a concurrent writer took a key) is retried
+row by row, so every good row lands.  ``dry_run`` validates everything in one
+transaction that is rolled back at the end.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import multiprocessing
+import os
+import time
+from array import array
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import attrs
+from sqlalchemy import ARRAY, any_, bindparam, func, insert, literal, literal_column, select, text, update
+from sqlalchemy.exc import DBAPIError, StatementError
+
+from ..convert import unstructure
+from ..entities import ENTITY_TYPES
+from ..errors import CRMError, HookError, ValidationError
+from ..store.tables import ENTITY_TABLES, contacts, customers
+from ..validation import normalize_email
+from .mapping import (
+    FIELD,
+    REFERENCE,
+    ColumnMapping,
+    MappingError,
+    entity_fields,
+    entity_kind,
+)
+from .readers import Reader, Record, open_reader
+from .rejects import RejectWriter
+from .rows import Binder, Given, RowChecker, normalize_key
+
+KEYS = {"customer": ("external_id", "email", "id"), "contact": ("external_id", "email", "id"),
+        "interaction": ("external_id", "id"), "deal": ("external_id", "id")}
+# Fields an import must be able to fill for a new row (beyond those with defaults).
+DEFAULTED = {"currency", "customer_id", "id"}
+IN_CHUNK = 5000
+ProgressCallback = Callable[["ImportProgress"], None]
+
+
+class ImportFailed(CRMError):
+    """An all-or-nothing import found bad rows (nothing was written)."""
+
+    def __init__(self, report: "ImportReport"):
+        self.report = report
+        super().__init__(report.summary())
+
+
+@attrs.define
+class ImportOptions:
+    """How to read and apply a file; the ``crm import`` options."""
+
+    format: str | None = None
+    encoding: str | None = None
+    delimiter: str | None = None
+    sheet: str | None = None
+    mapping: dict[str, str] = attrs.field(factory=dict)
+    ignore_unknown: bool = False
+    key: str | None = None
+    dry_run: bool = False
+    on_error: str = "abort"
+    reject_file: str | Path | None = None
+    batch_size: int = 5000
+    workers: int | None = None
+    max_errors: int | None = None
+
+
+@attrs.define
+class RowError:
+    """A rejected row: where (line, column) and why."""
+
+    line: int
+    column: str | None
+    reason: str
+
+    def message(self, name: str) -> str:
+        where = f'column "{self.column}": ' if self.column else ""
+        return f"{name}:{self.line}: {where}{self.reason}"
+
+
+@attrs.define
+class ImportProgress:
+    rows: int
+    bytes_read: int
+    total_bytes: int | None
+
+
+@attrs.define
+class ImportReport:
+    """What an import did (or, for a dry run or a failed abort-mode import, would have done)."""
+
+    entity: str
+    file: str
+    format: str
+    key: str
+    on_error: str
+    dry_run: bool
+    rows: int = 0
+    inserted: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    rejected: int = 0
+    committed: bool = False
+    errors: list[RowError] = attrs.field(factory=list)
+    notes: list[str] = attrs.field(factory=list)
+    reject_file: str | None = None
+    stopped_early: bool = False
+    workers: int = 0
+    seconds: float = 0.0
+    timings: dict[str, float] = attrs.field(factory=dict)
+
+    MAX_KEPT_ERRORS = 1000
+
+    def add_error(self, error: RowError) -> None:
+        self.rejected += 1
+        if len(self.errors) < self.MAX_KEPT_ERRORS:
+            self.errors.append(error)
+
+    def error_messages(self, limit: int | None = None) -> list[str]:
+        return [e.message(self.file) for e in self.errors[:limit]]
+
+    def summary(self) -> str:
+        what = f"{self.file}: {self.rows} {self.entity} row{'s' if self.rows != 1 else ''}"
+        counts = [f"{self.inserted} inserted", f"{self.updated} updated"]
+        if self.unchanged:
+            counts.append(f"{self.unchanged} unchanged")
+        counts.append(f"{self.rejected} rejected")
+        if self.dry_run:
+            text = f"{what}: dry run, nothing written; would have: {', '.join(counts)}"
+        elif self.committed:
+            text = f"{what}: {', '.join(counts)}"
+        else:
+            text = (f"{what}: {self.rejected} bad row{'s' if self.rejected != 1 else ''}, nothing written "
+                    f"(--on-error abort); fix {'them' if self.rejected != 1 else 'it'} or use --on-error skip")
+        if self.stopped_early:
+            text += "; stopped early at --max-errors"
+        if self.reject_file and self.rejected:
+            text += f"; rejected rows in {self.reject_file}"
+        return text
+
+    def to_dict(self) -> dict[str, Any]:
+        data = attrs.asdict(self)
+        data["errors"] = [{"line": e.line, "column": e.column, "reason": e.reason,
+                           "message": e.message(self.file)} for e in self.errors]
+        return data
+
+
+def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions | None = None,
+                progress: ProgressCallback | None = None) -> ImportReport:
+    """Import ``path`` into ``entity`` (``customer``/``customers``, ...); see the module doc.
+
+    Raises :class:`ImportFailed` when ``on_error="abort"`` and any row is bad
+    (nothing is written), and :class:`~crmcore.errors.CRMError` subclasses for
+    problems with the file as a whole (empty file, unknown column, bad header).
+    """
+    options = options or ImportOptions()
+    kind = entity_kind(entity)
+    key = options.key or "external_id"
+    if key not in KEYS[kind]:
+        raise MappingError(f"--key {key!r}: {kind}s can be matched by {', '.join(KEYS[kind])}")
+    if options.on_error not in ("abort", "skip"):
+        raise MappingError(f"--on-error must be abort or skip, got {options.on_error!r}")
+    if options.batch_size < 1:
+        raise MappingError("--batch-size must be at least 1")
+    with open_reader(path, options.format, encoding=options.encoding, delimiter=options.delimiter,
+                     sheet=options.sheet) as reader:
+        mapping = ColumnMapping(kind, options.mapping, crm.custom_fields.get(kind, {}), options.ignore_unknown)
+        report = ImportReport(entity=kind, file=reader.name, format=reader.format, key=key,
+                              on_error=options.on_error, dry_run=options.dry_run,
+                              reject_file=str(options.reject_file) if options.reject_file else None)
+        if reader.columns is not None:
+            mapping.check_columns(reader.name, reader.header_line, reader.columns)
+            _check_required(kind, key, mapping, reader, report)
+        checker = RowChecker(kind, mapping, reader.columns, crm.validator, crm.clock(), key)
+        crm.authorize(f"{kind}.import", None)
+        return _Import(crm, kind, key, checker, reader, options, report, progress).run()
+
+
+def _check_required(kind: str, key: str, mapping: ColumnMapping, reader: Reader, report: ImportReport) -> None:
+    """No column for a required field: an error up front, unless rows may update by key."""
+    mapped = mapping.mapped(reader.columns or [])
+    have = {t.name for t in mapped if t.kind == FIELD} | {
+        "customer_id" for t in mapped if t.kind == REFERENCE and t.name == "customer"}
+    required = [f.name for f in attrs.fields(ENTITY_TYPES[kind])
+                if f.default is attrs.NOTHING and f.name not in DEFAULTED and f.name in entity_fields(kind)]
+    if kind != "customer":
+        required.insert(0, "customer_id")
+    missing = [f for f in required if f not in have]
+    if missing and key not in have:
+        names = ["customer (external id, email or id)" if f == "customer_id" else f for f in missing]
+        raise MappingError(f"{reader.name}:{reader.header_line}: no column for required field(s) "
+                           f"{', '.join(names)} (columns: {', '.join(reader.columns or [])}); "
+                           f"map one with --map COLUMN=FIELD")
+    if "id" in have and key != "id":
+        report.notes.append("column id ignored: the database assigns ids (use --key id to keep them)")
+
+
+class IdLines:
+    """Which stored ids this import has written, and from which line (4 bytes an id)."""
+
+    def __init__(self) -> None:
+        self.base: int | None = None
+        self.lines = array("L")
+        self.low: dict[int, int] = {}
+
+    def mark(self, id: int, line: int) -> None:
+        if self.base is None:
+            self.base = id
+        offset = id - self.base
+        if offset < 0:
+            self.low[id] = line
+            return
+        if offset >= len(self.lines):
+            self.lines.extend([0] * max(offset + 1 - len(self.lines), len(self.lines) // 2, 1024))
+        self.lines[offset] = line
+
+    def get(self, id: int) -> int | None:
+        if self.base is None:
+            return None
+        offset = id - self.base
+        if offset < 0:
+            return self.low.get(id)
+        return (self.lines[offset] or None) if offset < len(self.lines) else None
+
+
+@attrs.define
+class _Item:
+    line: int
+    values: Any
+    row: tuple | None
+    issues: list | None
+    references: dict[str, str] | None
+    key: Any
+
+
+class _Rollback(Exception):
+    pass
+
+
+class _Import:
+    def __init__(self, crm: Any, kind: str, key: str, checker: RowChecker, reader: Reader,
+                 options: ImportOptions, report: ImportReport, progress: ProgressCallback | None):
+        self.crm, self.kind, self.key, self.checker = crm, kind, key, checker
+        self.reader, self.options, self.report, self.progress = reader, options, report, progress
+        self.table = ENTITY_TABLES[kind]
+        self.service = getattr(crm, f"{kind}s")
+        self.binder = self._binder()
+        self.columns = self.binder.columns if self.binder is not None else checker.table_columns
+        self.key_index = self.columns.index(key)
+        self.ext_index = self.columns.index("external_id")
+        self.written = IdLines()
+        self.rejects: RejectWriter | None = None
+        self.timings = {"read": 0.0, "validate": 0.0, "validate_wait": 0.0, "write": 0.0}
+        self.explicit_ids = False
+        self._rejected: list[tuple[int, str | None, str, Any]] = []
+        self._update_statement: Any = None
+
+    def _binder(self) -> Binder | None:
+        """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
+
+        Only where nothing in the writing process needs them as entities
+        (no plugin ``validate_*`` hook or batch listener, not deals) and not
+        for ``--key id``; see :class:`~crmcore.io.rows.Binder`.
+        """
+        dialect = self.crm.engine.dialect
+        plugins = self.crm.plugins
+        if (dialect.name != "sqlite" or self.kind == "deal" or self.key == "id"
+                or plugins.has_impls(f"validate_{self.kind}") or plugins.has_impls(f"on_{self.kind}s_imported")
+                or (self._workers() and "fork" not in multiprocessing.get_all_start_methods())):
+            return None
+        binder = Binder(self.table, dialect)
+        self.checker.binder = binder
+        return binder
+
+    # -- driving -------------------------------------------------------------------
+    def run(self) -> ImportReport:
+        started = time.perf_counter()
+        options = self.options
+        workers = self._workers()
+        self.report.workers = workers
+        if options.reject_file:
+            self.rejects = RejectWriter(options.reject_file, self.reader)
+        gc_state = _relax_gc()
+        validated = _Validation(self.checker, workers, self.timings)
+        single = options.dry_run or options.on_error == "abort"
+        try:
+            batches = validated.run(self._batches())
+            if single:
+                try:
+                    with self.crm.unit() as uow:
+                        for batch, results in batches:
+                            self._write(uow, batch, results)
+                        if options.dry_run or self.report.rejected:
+                            raise _Rollback
+                    self.report.committed = True
+                except _Rollback:
+                    pass
+            else:
+                for batch, results in batches:
+                    with self.crm.unit() as uow:
+                        self._write(uow, batch, results)
+                self.report.committed = True
+        finally:
+            validated.close()
+            _restore_gc(gc_state)
+            if self.rejects is not None:
+                self.rejects.close()
+        self.report.seconds = time.perf_counter() - started
+        self.report.timings = {k: round(v, 3) for k, v in self.timings.items()}
+        if options.on_error == "abort" and self.report.rejected and not options.dry_run:
+            raise ImportFailed(self.report)
+        return self.report
+
+    def _workers(self) -> int:
+        if self.options.workers is not None:
+            return max(0, self.options.workers)
+        cpus = os.cpu_count() or 1
+        size = self.reader.total_bytes or 0
+        # Below a few MB the pool's start-up costs more than it saves.
+        return min(cpus, 4) if cpus > 1 and size > 4_000_000 else 0
+
+    def _batches(self) -> Iterator[list[Record]]:
+        size = self.options.batch_size
+        batch: list[Record] = []
+        records = self.reader.records()
+        clock = time.perf_counter
+        while True:
+            t0 = clock()
+            try:
+                for record in records:
+                    batch.append(record)
+                    if len(batch) >= size:
+                        break
+            finally:
+                self.timings["read"] += clock() - t0
+            if not batch:
+                return
+            self.report.rows += len(batch)
+            yield batch
+            batch = []
+            if self.progress is not None:
+                self.progress(ImportProgress(self.report.rows, self.reader.bytes_read, self.reader.total_bytes))
+            if self.options.max_errors is not None and self.report.rejected >= self.options.max_errors:
+                self.report.stopped_early = True
+                return
+
+    # -- one batch -----------------------------------------------------------------
+    def _reject(self, line: int, column: str | None, reason: str, values: Any) -> None:
+        self._rejected.append((line, column, reason, values))
+
+    def _flush_rejects(self) -> None:
+        """Report a batch's rejected rows in file order."""
+        self._rejected.sort(key=lambda r: r[0])
+        for line, column, reason, values in self._rejected:
+            self.report.add_error(RowError(line, column, reason))
+            if self.rejects is not None:
+                self.rejects.write(line, column, reason, values)
+        self._rejected = []
+
+    def _reject_all(self, line: int, issues: Iterable[tuple[str | None, str]], values: Any) -> None:
+        """One rejected row with every issue: columns and reasons joined by "; "."""
+        issues = list(issues)
+        if len(issues) == 1:
+            self._reject(line, issues[0][0], issues[0][1], values)
+            return
+        self._reject(line, "; ".join(str(c or "") for c, _ in issues), "; ".join(
+            f'column "{c}": {r}' if c else r for c, r in issues), values)
+
+    def _write(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
+        t0 = time.perf_counter()
+        try:
+            self._write_batch(uow, batch, results)
+        finally:
+            self._flush_rejects()
+            self.timings["write"] += time.perf_counter() - t0
+
+    def _write_batch(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
+        items: list[_Item] = []
+        for record, result in zip(batch, results):
+            line, values, problem = record
+            if problem is not None:
+                self._reject(line, problem[0], problem[1], values)
+                continue
+            row, issues, references = result
+            key = row[self.key_index] if row is not None else self.checker.key_value(values)
+            items.append(_Item(line, values, row, issues, references, key))
+        if not items:
+            return
+        existing = self._existing(uow, {i.key for i in items if i.key is not None})
+        owners = self._external_id_owners(uow, items) if self.key != "external_id" else {}
+        resolved = self._resolve_references(uow, items)
+        claimed: dict[Any, int] = {}
+        claimed_ext: dict[str, int] = {}
+        inserts: list[tuple[int, Any, dict[str, Any]]] = []
+        updates: list[tuple[_Item, Any]] = []
+        validate_hook = f"validate_{self.kind}"
+        hooked = self.crm.plugins.has_impls(validate_hook)
+        # Plain customers on the SQLite bulk path: nothing to resolve or re-shape.
+        plain = self.binder is not None and self.kind == "customer" and self.key == "external_id" and not hooked
+        for item in items:
+            if plain and item.issues is None and item.key not in claimed and item.key not in existing:
+                if item.key is not None:
+                    claimed[item.key] = item.line
+                inserts.append((item.line, item.values, item.row))
+                continue
+            if item.key is not None:
+                if item.key in claimed:
+                    self._reject(item.line, self._key_column(), f"duplicate {self.key} {item.key!r}: "
+                                 f"line {claimed[item.key]} of this file has it too", item.values)
+                    continue
+                matches = existing.get(item.key)
+                if matches:
+                    if len(matches) > 1:
+                        ids = ", ".join(str(m["id"]) for m in matches[:5])
+                        self._reject(item.line, self._key_column(), f"{self.key} {item.key!r} matches "
+                                     f"{len(matches)} existing {self.kind}s (ids {ids}); use --key external_id",
+                                     item.values)
+                        continue
+                    earlier = self.written.get(matches[0]["id"])
+                    if earlier is not None:
+                        self._reject(item.line, self._key_column(), f"duplicate {self.key} {item.key!r}: "
+                                     f"line {earlier} of this file has it too", item.values)
+                        continue
+                    claimed[item.key] = item.line
+                    updates.append((item, matches[0]))
+                    continue
+                claimed[item.key] = item.line
+            if item.issues:
+                self._reject_all(item.line, item.issues, item.values)
+                continue
+            row = dict(zip(self.columns, item.row))  # type: ignore[arg-type]
+            problems = self._apply_references(row, item.references or {}, resolved) if item.references or (
+                self.kind != "customer") else []
+            ext = row["external_id"]
+            if ext is not None and self.key != "external_id":
+                problems += self._external_id_problem(ext, owners, claimed_ext, None)
+                claimed_ext.setdefault(ext, item.line)
+            if not problems and hooked:
+                problems = self._hook_issues(uow, validate_hook, row, None, item.references)
+            if problems:
+                self._reject_all(item.line, problems, item.values)
+                continue
+            if self.binder is not None:  # bound values in the statement's order
+                row = item.row if self.kind == "customer" else tuple(row[c] for c in self.columns)
+            inserts.append((item.line, item.values, row))
+        if inserts:
+            self._insert(uow, inserts)
+        changed = []
+        for item, match in updates:
+            prepared = self._prepare_update(uow, item, match, resolved, owners, claimed_ext)
+            if prepared is not None:
+                changed.append((item, *prepared))
+        if changed:
+            self._update(uow, changed)
+
+    def _key_column(self) -> str:
+        return self.checker.column_of(self.key)
+
+    # -- look-ups (one query per batch and kind) ---------------------------------------
+    def _existing(self, uow: Any, keys: set[Any]) -> dict[Any, list[Any]]:
+        found: dict[Any, list[Any]] = {}
+        if not keys:
+            return found
+        for row in _where_in(uow, [self.table], self.table.c[self.key], keys):
+            found.setdefault(row._mapping[self.key], []).append(row._mapping)
+        return found
+
+    def _external_id_owners(self, uow: Any, items: list[_Item]) -> dict[str, int]:
+        ext_ids = {i.row[self.ext_index] for i in items if i.row is not None and i.row[self.ext_index]}
+        column = self.table.c.external_id
+        return {e: i for i, e in _where_in(uow, [self.table.c.id, column], column, ext_ids)}
+
+    def _external_id_problem(self, ext: str, owners: dict[str, int], claimed: dict[str, int],
+                             own_id: int | None) -> list[tuple[str, str]]:
+        column = self.checker.column_of("external_id")
+        owner = owners.get(ext)
+        if owner is not None and owner != own_id:
+            earlier = self.written.get(owner)
+            if earlier is not None:
+                return [(column, f"duplicate external_id {ext!r}: line {earlier} of this file has it too")]
+            return [(column, f"external_id {ext!r} already belongs to {self.kind} {owner}")]
+        if ext in claimed:
+            return [(column, f"duplicate external_id {ext!r}: line {claimed[ext]} of this file has it too")]
+        return []
+
+    def _resolve_references(self, uow: Any, items: list[_Item]) -> dict[str, dict[Any, Any]]:
+        """ref kind -> reference text (or id) -> id / (id, customer_id) / error message."""
+        resolved: dict[str, dict[Any, Any]] = {"customer": {}, "contact": {}, "customer_id": {}, "contact_id": {}}
+        if self.kind == "customer":
+            return resolved
+        wanted: dict[str, set[Any]] = {k: set() for k in resolved}
+        for item in items:
+            refs = item.references or {}
+            for name, value in refs.items():
+                wanted[name].add(value)
+            if item.row is not None:
+                row = dict(zip(self.columns, item.row))
+                if "customer" not in refs and row.get("customer_id"):
+                    wanted["customer_id"].add(row["customer_id"])
+                if "contact" not in refs and row.get("contact_id"):
+                    wanted["contact_id"].add(row["contact_id"])
+            elif "customer" not in refs or "contact" not in refs:
+                given = self.checker.given(item.values)
+                for field in ("customer_id", "contact_id"):
+                    value = given.fields.get(field)
+                    if value is not None and str(value).strip().isdigit():
+                        wanted[field].add(int(str(value).strip()))
+        resolved["customer"] = _resolve(uow, customers, wanted["customer"], "customer", with_owner=False)
+        resolved["contact"] = _resolve(uow, contacts, wanted["contact"], "contact", with_owner=True)
+        resolved["customer_id"] = _by_id(uow, customers, wanted["customer_id"], "customer", with_owner=False)
+        resolved["contact_id"] = _by_id(uow, contacts, wanted["contact_id"], "contact", with_owner=True)
+        return resolved
+
+    def _apply_references(self, row: dict[str, Any], refs: dict[str, str],
+                          resolved: dict[str, dict[Any, Any]]) -> list[tuple[str, str]]:
+        problems: list[tuple[str, str]] = []
+        if self.kind == "customer":
+            return problems
+        if "customer" in refs:
+            found = resolved["customer"].get(refs["customer"])
+            if isinstance(found, str) or found is None:
+                problems.append((self.checker.column_of("customer_id", refs), found or "unknown customer"))
+            else:
+                row["customer_id"] = found
+        elif row.get("customer_id") is not None:
+            found = resolved["customer_id"].get(row["customer_id"])
+            if isinstance(found, str) or found is None:
+                problems.append((self.checker.column_of("customer_id", refs), found or "unknown customer"))
+        if self.kind != "interaction":
+            return problems
+        contact = None
+        if "contact" in refs:
+            contact = resolved["contact"].get(refs["contact"])
+            column = self.checker.column_of("contact_id", refs)
+        elif row.get("contact_id") is not None:
+            contact = resolved["contact_id"].get(row["contact_id"])
+            column = self.checker.column_of("contact_id", refs)
+        else:
+            return problems
+        if isinstance(contact, str) or contact is None:
+            problems.append((column, contact or "unknown contact"))
+        else:
+            contact_id, owner = contact
+            row["contact_id"] = contact_id
+            if not problems and owner != row["customer_id"]:
+                problems.append((column, f"contact {contact_id} belongs to customer {owner}, "
+                                         f"not to customer {row['customer_id']}"))
+        return problems
+
+    def _hook_issues(self, uow: Any, hook: str, row: dict[str, Any], previous: Any,
+                     refs: dict[str, str] | None) -> list[tuple[str, str]]:
+        entity = self.service.repo(uow).from_row(row)
+        issues = []
+        for result in self.crm.plugins.call(hook, uow=uow, previous=previous, **{self.kind: entity}):
+            if not result:
+                continue
+            for item in ([result] if isinstance(result, (str, tuple)) else result):
+                field, message = item if isinstance(item, tuple) else ("*", str(item))
+                issues.append((self.checker.column_of(field, refs), message))
+        return issues
+
+    # -- writing -------------------------------------------------------------------
+    def _insert(self, uow: Any, inserts: list[tuple[int, Any, dict[str, Any]]]) -> None:
+        try:
+            with uow.conn.begin_nested():
+                ids = self._insert_rows(uow, [row for _, _, row in inserts])
+                self._after_insert(uow, inserts, ids)
+            return
+        except HookError:
+            raise
+        except (DBAPIError, StatementError) as exc:
+            if len(inserts) == 1:
+                line, values, _ = inserts[0]
+                self._reject(line, None, f"the database refused the row: {_db_message(exc)}", values)
+                return
+        # One row at a time, to find the ones the database refuses.
+        landed: list[tuple[int, Any, dict[str, Any]]] = []
+        ids: list[int] = []
+        for line, values, row in inserts:
+            try:
+                with uow.conn.begin_nested():
+                    ids.extend(self._insert_rows(uow, [row]))
+                    landed.append((line, values, row))
+            except (DBAPIError, StatementError) as exc:
+                self._reject(line, None, f"the database refused the row: {_db_message(exc)}", values)
+        if landed:
+            self._after_insert(uow, landed, ids)
+
+    def _insert_rows(self, uow: Any, rows: list[Any]) -> list[int]:
+        if self.binder is not None:
+            return self._insert_bound(uow, rows)
+        ids: list[int | None] = [row["id"] for row in rows]
+        new = [i for i, id in enumerate(ids) if id is None]
+        if len(new) < len(rows):  # --key id: rows that bring their own id
+            given = [rows[i] for i, id in enumerate(ids) if id is not None]
+            uow.conn.execute(insert(self.table), given)
+            self.explicit_ids = True
+            if uow.dialect == "postgresql":
+                uow.conn.execute(text(
+                    f"SELECT setval(pg_get_serial_sequence('{self.table.name}', 'id'), "
+                    f"(SELECT GREATEST(MAX(id), 1) FROM {self.table.name}))"))
+        if new:
+            values = [{k: v for k, v in rows[i].items() if k != "id"} for i in new]
+            for i, new_id in zip(new, self._insert_returning_ids(uow, values)):
+                ids[i] = new_id
+        return ids  # type: ignore[return-value]
+
+    def _insert_bound(self, uow: Any, rows: list[tuple]) -> list[int]:
+        uow.conn.exec_driver_sql(self.binder.sql, rows)  # type: ignore[union-attr]
+        return self._sqlite_ids(uow, len(rows))
+
+    def _sqlite_ids(self, uow: Any, count: int) -> list[int]:
+        """Ids of the ``count`` rows just inserted by one executemany on SQLite.
+
+        Inside our write transaction (BEGIN IMMEDIATE) SQLite numbers new rows
+        max(rowid)+1, +2, ...; this checks that is what happened.
+        """
+        id_column = self.table.c.id
+        last = uow.conn.execute(text("SELECT last_insert_rowid()")).scalar_one()
+        first = last - count + 1
+        found, highest = uow.conn.execute(
+            select(func.count(), func.max(id_column)).where(id_column >= first)).one()
+        if found != count or highest != last:  # pragma: no cover - only near rowid 2**63
+            raise RuntimeError(f"SQLite did not number {count} new rows consecutively "
+                               f"(rowids {first}..{last}); the import cannot tell their ids")
+        return list(range(first, last + 1))
+
+    def _insert_returning_ids(self, uow: Any, values: list[dict[str, Any]]) -> list[int]:
+        """executemany, and the new ids in parameter order."""
+        id_column = self.table.c.id
+        if uow.dialect == "sqlite" and len(values) > 1:
+            # SQLAlchemy cannot order RETURNING rows of an executemany on SQLite
+            # and falls back to one INSERT per row (~25x slower).
+            uow.conn.execute(insert(self.table), values)
+            return self._sqlite_ids(uow, len(values))
+        stmt = insert(self.table).returning(id_column, sort_by_parameter_order=True)
+        return list(uow.conn.execute(stmt, values).scalars().all())
+
+    def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, dict[str, Any]]], ids: list[int]) -> None:
+        for (line, _, _), id in zip(inserts, ids):
+            self.written.mark(id, line)
+        event = f"on_{self.kind}s_imported"
+        if self.kind == "deal" or self.crm.plugins.has_impls(event):
+            repo = self.service.repo(uow)
+            stored = [repo.from_row({**row, "id": id}) for (_, _, row), id in zip(inserts, ids)]
+            if self.kind == "deal":  # as DealService.insert_batch does for add_many
+                uow.deals.record_initial_stages(stored, uow.now, uow.actor)
+                self.crm.loyalty.deals_imported(uow, stored)
+            uow.fire(event, **{f"{self.kind}s": stored})
+        self.report.inserted += len(inserts)
+
+    def _prepare_update(self, uow: Any, item: _Item, match: Any, resolved: dict[str, dict[Any, Any]],
+                        owners: dict[str, int], claimed_ext: dict[str, int]) -> tuple[Any, Any] | None:
+        """(previous, candidate) for a row that updates ``match``; None if rejected or unchanged.
+
+        Blank cells keep the stored value; given ones replace it, and the
+        result is validated as a whole (e.g. a deal's stage and lost reason).
+        """
+        repo = self.service.repo(uow)
+        previous = repo.from_row(match)
+        given: Given = self.checker.given(item.values)
+        if given.issues:
+            self._reject_all(item.line, given.issues, item.values)
+            return None
+        row_tuple, issues, refs = self.checker.check_given(given, unstructure(previous))
+        if issues:
+            self._reject_all(item.line, issues, item.values)
+            return None
+        row = dict(zip(self.checker.table_columns, row_tuple))  # type: ignore[arg-type]
+        problems = self._apply_references(row, refs or {}, resolved) if refs else []
+        ext = row["external_id"]
+        if ext is not None and self.key != "external_id":
+            problems += self._external_id_problem(ext, owners, claimed_ext, previous.id)
+            claimed_ext.setdefault(ext, item.line)
+        if problems:
+            self._reject_all(item.line, problems, item.values)
+            return None
+        candidate = repo.from_row(row)
+        try:
+            if self.kind == "deal":  # stage moves stamp closed_at, reset the probability
+                candidate = self.service.prepare(uow, candidate, previous, check_references=False)
+            elif self.crm.plugins.has_impls(f"validate_{self.kind}"):
+                hook_issues = self._hook_issues(uow, f"validate_{self.kind}", repo.to_row(candidate), previous,
+                                                refs)
+                if hook_issues:
+                    self._reject_all(item.line, hook_issues, item.values)
+                    return None
+            self.crm.authorize(f"{self.kind}.update", candidate)
+        except ValidationError as exc:
+            self._reject_all(item.line, [(self.checker.column_of(f, refs), m) for f, m in exc.issues], item.values)
+            return None
+        self.written.mark(previous.id, item.line)
+        if _same(repo.to_row(candidate), repo.to_row(previous)):
+            self.report.unchanged += 1
+            return None
+        return previous, candidate
+
+    def _update(self, uow: Any, updates: list[tuple[_Item, Any, Any]]) -> None:
+        """One executemany UPDATE for the batch, then the per-entity update events."""
+        repo = self.service.repo(uow)
+        try:
+            with uow.conn.begin_nested():
+                self._update_rows(uow, repo, [c for _, _, c in updates])
+                for _, previous, candidate in updates:
+                    self.service.after_update(uow, candidate, previous)
+            self.report.updated += len(updates)
+            return
+        except HookError:
+            raise
+        except (DBAPIError, StatementError):
+            pass
+        for item, previous, candidate in updates:
+            try:
+                with uow.conn.begin_nested():
+                    self._update_rows(uow, repo, [candidate])
+                    self.service.after_update(uow, candidate, previous)
+                self.report.updated += 1
+            except (DBAPIError, StatementError) as exc:
+                self._reject(item.line, None, f"the database refused the row: {_db_message(exc)}", item.values)
+
+    def _update_rows(self, uow: Any, repo: Any, entities: list[Any]) -> None:
+        columns = [c for c in self.checker.table_columns if c not in ("id", "created_at")]
+        if self._update_statement is None:
+            self._update_statement = update(self.table).where(self.table.c.id == bindparam("_id")).values(
+                {c: bindparam(c) for c in columns})
+        rows = []
+        for entity in entities:
+            row = repo.to_row(entity)
+            rows.append({"_id": row["id"], **{c: row[c] for c in columns}})
+        uow.conn.execute(self._update_statement, rows)
+
+
+def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
+    return all(new[k] == old[k] for k in new if k != "updated_at")
+
+
+def _resolve(uow: Any, table: Any, refs: set[str], what: str, with_owner: bool) -> dict[str, Any]:
+    """Reference text -> id (or (id, customer_id)) by external id, then email, then id."""
+    found: dict[str, Any] = {}
+    if not refs:
+        return found
+    columns = [table.c.id, table.c.customer_id] if with_owner else [table.c.id]
+
+    def value(row: Any) -> Any:
+        return (row[0], row[1]) if with_owner else row[0]
+
+    for row in _where_in(uow, [table.c.external_id, *columns], table.c.external_id, refs):
+        found[row[0]] = value(row[1:])
+    emails: dict[str, list[str]] = {}
+    for ref in refs - found.keys():
+        if "@" in ref:
+            try:
+                emails.setdefault(normalize_email(ref), []).append(ref)
+            except ValueError:
+                found[ref] = f"{ref!r} is neither a {what} external id nor a valid email address"
+    if emails:
+        matches: dict[str, list[Any]] = {}
+        for row in _where_in(uow, [table.c.email, *columns], table.c.email, emails):
+            matches.setdefault(row[0], []).append(value(row[1:]))
+        for email, originals in emails.items():
+            hits = matches.get(email, [])
+            for ref in originals:
+                if len(hits) == 1:
+                    found[ref] = hits[0]
+                elif len(hits) > 1:
+                    ids = ", ".join(str(h[0] if with_owner else h) for h in hits[:5])
+                    found[ref] = (f"{len(hits)} {what}s have the email {email!r} (ids {ids}); "
+                                  f"refer to the {what} by external id")
+    numbers = {int(r): r for r in refs - found.keys() if r.isdigit()}
+    if numbers:
+        ids = _by_id(uow, table, set(numbers), what, with_owner)
+        for number, ref in numbers.items():
+            if not isinstance(ids.get(number), str):
+                found[ref] = ids[number]
+    for ref in refs - found.keys():
+        found[ref] = f"no {what} has the external id, email or id {ref!r}"
+    return found
+
+
+def _by_id(uow: Any, table: Any, ids: set[int], what: str, with_owner: bool) -> dict[int, Any]:
+    found: dict[int, Any] = {}
+    columns = [table.c.id, table.c.customer_id] if with_owner else [table.c.id]
+    for row in _where_in(uow, columns, table.c.id, ids):
+        found[row[0]] = (row[0], row[1]) if with_owner else row[0]
+    for id in ids - found.keys():
+        found[id] = f"{what} {id} does not exist"
+    return found
+
+
+def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """Rows whose ``column`` is one of ``values``, a few thousand values per query.
+
+    A plain ``IN (?, ?, ...)`` costs SQLAlchemy ~6 us per value to render, as
+    much as the insert itself; SQLite gets the values as one JSON array
+    (``json_each``) and PostgreSQL as one array parameter (``= ANY``).
+    """
+    ordered = sorted(values, key=str)
+    for start in range(0, len(ordered), IN_CHUNK):
+        chunk = ordered[start:start + IN_CHUNK]
+        if uow.dialect == "sqlite":
+            each = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(chunk))))
+            condition = column.in_(each.scalar_subquery())
+        elif uow.dialect == "postgresql":
+            condition = column == any_(literal(chunk, ARRAY(column.type)))
+        else:
+            condition = column.in_(chunk)
+        yield from uow.conn.execute(select(*columns).where(condition))
+
+
+def _db_message(exc: Exception) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    return " ".join(str(orig).split())[:300]
+
+
+# -- validation, in process or in a pool of workers --------------------------------------
+
+def _relax_gc() -> tuple[int, int, int]:
+    """Fewer cyclic-GC passes while millions of short-lived rows go by (~15% of the time otherwise).
+
+    Rows are acyclic tuples, dicts and strings, freed by reference counting;
+    objects alive before the import are frozen out of the collector's scans.
+    """
+    state = gc.get_threshold()
+    gc.freeze()
+    gc.set_threshold(max(state[0], 100_000), state[1], state[2])
+    return state
+
+
+def _restore_gc(state: tuple[int, int, int]) -> None:
+    gc.set_threshold(*state)
+    gc.unfreeze()
+
+
+_worker_checker: RowChecker | None = None
+
+
+def _init_worker(checker: RowChecker) -> None:
+    global _worker_checker
+    _worker_checker = checker
+    _relax_gc()
+
+
+def _check_batch(values: list[Any]) -> tuple[list[Any], float]:
+    started = time.process_time()
+    check = _worker_checker.check  # type: ignore[union-attr]
+    return [check(v) for v in values], time.process_time() - started
+
+
+class _Validation:
+    """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight."""
+
+    def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float]):
+        self.checker, self.workers, self.timings = checker, workers, timings
+        self.pool = None
+        if workers > 0:
+            methods = multiprocessing.get_all_start_methods()
+            context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(checker,))
+
+    def run(self, batches: Iterable[list[Record]]) -> Iterator[tuple[list[Record], list[Any]]]:
+        if self.pool is None:
+            for batch in batches:
+                t0 = time.perf_counter()
+                results = [None if r.problem else self.checker.check(r.values) for r in batch]
+                self.timings["validate"] += time.perf_counter() - t0
+                yield batch, results
+            return
+        window = 2 * self.workers + 1
+        pending: deque = deque()
+        iterator = iter(batches)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                batch = next(iterator, None)
+                if batch is None:
+                    exhausted = True
+                    break
+                payload = [r.values for r in batch if r.problem is None]
+                pending.append((batch, self.pool.apply_async(_check_batch, (payload,))))
+            if not pending:
+                return
+            batch, handle = pending.popleft()
+            t0 = time.perf_counter()
+            checked, cpu = handle.get()
+            self.timings["validate_wait"] += time.perf_counter() - t0
+            self.timings["validate"] += cpu
+            results: list[Any] = []
+            it = iter(checked)
+            for record in batch:
+                results.append(None if record.problem else next(it))
+            yield batch, results
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.terminate()
+            self.pool.join()
+            self.pool = None
+
+
+__all__ = ["IdLines", "ImportFailed", "ImportOptions", "ImportProgress", "ImportReport", "RowError",
+           "import_file", "normalize_key"]

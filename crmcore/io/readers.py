@@ -1,0 +1,525 @@
+"""Streaming readers for CSV, JSON Lines and XLSX files.
+
+Each reader yields :class:`Record` tuples ``(line, values, problem)`` one at a
+time, so memory stays flat however long the file is:
+
+* ``line`` is where the record starts (1-based; the header is line 1 of a CSV
+  or XLSX file, and for XLSX it is the sheet's row number);
+* ``values`` is a list aligned with :attr:`Reader.columns` (CSV, XLSX) or a
+  dict (JSON Lines); for a record that could not be read it holds whatever
+  fields could be recovered (for the reject file);
+* ``problem`` is ``None`` or ``(column, reason)`` for a record that could not
+  be read: a broken quote, a wrong number of columns, bytes that are not in the
+  file's encoding, a line that is not JSON.  The reader then carries on with
+  the next record, so one bad line does not hide the rest of the file.
+
+``for line, row in reader`` is the convenient form: it yields ``(line, dict)``
+and raises :class:`RecordError` at the first unreadable record.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import json
+import sys
+from collections.abc import Iterator
+from decimal import Decimal
+from itertools import chain
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+from ..errors import CRMError
+
+FORMATS = ("csv", "jsonl", "xlsx")
+EXTENSIONS = {
+    ".csv": "csv", ".tsv": "csv", ".txt": "csv",
+    ".jsonl": "jsonl", ".ndjson": "jsonl", ".json": "jsonl",
+    ".xlsx": "xlsx", ".xlsm": "xlsx",
+}
+DELIMITERS = ",;\t|"
+SNIFF_BYTES = 64 * 1024
+# A field longer than this is almost always a quote that was never closed
+# swallowing the lines after it; stopping there keeps memory bounded.
+FIELD_LIMIT = 1024 * 1024
+
+
+class SourceError(CRMError):
+    """The file as a whole cannot be read (missing, empty, bad header, unknown format)."""
+
+
+class RecordError(CRMError):
+    """One record could not be read; raised only by ``iter(reader)``."""
+
+    def __init__(self, name: str, line: int, column: str | None, reason: str):
+        self.name, self.line, self.column, self.reason = name, line, column, reason
+        where = f'column "{column}": ' if column else ""
+        super().__init__(f"{name}:{line}: {where}{reason}")
+
+
+class Record(NamedTuple):
+    line: int
+    values: Any
+    problem: tuple[str | None, str] | None
+
+
+def detect_format(path: str | Path, format: str | None = None) -> str:
+    """The format named by ``format`` or by the file's extension."""
+    if format:
+        format = format.lower()
+        if format not in FORMATS:
+            raise SourceError(f"unknown format {format!r} (known: {', '.join(FORMATS)})")
+        return format
+    suffix = Path(str(path)).suffix.lower()
+    if suffix in EXTENSIONS:
+        return EXTENSIONS[suffix]
+    raise SourceError(f"{Path(str(path)).name}: cannot tell the format from the extension "
+                      f"{suffix or '(none)'!r}; give --format {'|'.join(FORMATS)}")
+
+
+def open_reader(path: str | Path, format: str | None = None, *, encoding: str | None = None,
+                delimiter: str | None = None, sheet: str | None = None) -> "Reader":
+    """Open ``path`` (``-`` for standard input) with the reader for its format."""
+    kind = detect_format(path, format) if str(path) != "-" else (format or "csv")
+    if kind == "xlsx":
+        return XLSXReader(path, sheet=sheet)
+    if kind == "jsonl":
+        return JSONLReader(path, encoding=encoding)
+    return CSVReader(path, encoding=encoding, delimiter=delimiter)
+
+
+class Reader:
+    """Common parts: the file's display name, progress, context management."""
+
+    format = ""
+    columns: list[str] | None = None
+
+    def __init__(self, path: str | Path):
+        self.path = path
+        self.name = "<stdin>" if str(path) == "-" else Path(str(path)).name
+        self.bytes_read = 0
+        self.total_bytes: int | None = None
+        if str(path) != "-":
+            try:
+                self.total_bytes = Path(str(path)).stat().st_size
+            except OSError as exc:
+                raise SourceError(f"cannot read {path}: {exc.strerror or exc}") from None
+
+    def records(self) -> Iterator[Record]:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def __iter__(self) -> Iterator[tuple[int, dict[str, Any]]]:
+        for line, values, problem in self.records():
+            if problem is not None:
+                raise RecordError(self.name, line, problem[0], problem[1])
+            yield line, self.as_dict(values)
+
+    def as_dict(self, values: Any) -> dict[str, Any]:
+        if isinstance(values, dict):
+            return values
+        return dict(zip(self.columns or (), values))
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self) -> "Reader":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def _open_binary(self) -> IO[bytes]:
+        if str(self.path) == "-":
+            return sys.stdin.buffer
+        try:
+            return open(self.path, "rb")
+        except OSError as exc:
+            raise SourceError(f"cannot open {self.path}: {exc.strerror or exc}") from None
+
+
+def _is_blank(values: list[Any]) -> bool:
+    return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+
+
+# -- CSV ------------------------------------------------------------------------
+
+class CSVReader(Reader):
+    """CSV in any ASCII-compatible encoding (default UTF-8, BOM or not).
+
+    Lines are decoded one at a time, so a byte that is not in the encoding is
+    reported on its own line (and column) instead of ending the whole read.  The
+    delimiter is sniffed from a sample unless given.  Parsing is strict: a
+    quote in the wrong place is an error for that record, and reading resumes
+    on the line after the record's first line.
+    """
+
+    format = "csv"
+
+    def __init__(self, path: str | Path, encoding: str | None = None, delimiter: str | None = None):
+        super().__init__(path)
+        self.encoding = _check_encoding(encoding or "utf-8")
+        if delimiter is not None:
+            delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(delimiter, delimiter)
+            if len(delimiter) != 1 or delimiter in "\"\r\n":
+                raise SourceError(f"--delimiter must be one character, got {delimiter!r}")
+        self.delimiter = delimiter
+        self._fh = self._open_binary()
+        self._lineno = 0          # physical lines handed to the csv parser so far
+        self._pending: list[str] = []  # lines of the record being parsed (for resync)
+        self._bad_lines: dict[int, str] = {}  # decode problems by line number
+        self._lines = self._decoded_lines()
+        self._start()
+
+    def close(self) -> None:
+        if self._fh is not sys.stdin.buffer:
+            self._fh.close()
+
+    # -- set-up: encoding, delimiter, header -------------------------------------
+    def _start(self) -> None:
+        sample: list[tuple[int, str]] = []
+        size = 0
+        for item in self._lines:
+            sample.append(item)
+            size += len(item[1])
+            if size >= SNIFF_BYTES or len(sample) >= 200:
+                break
+        self._sample = sample
+        text_lines = [t for _, t in sample]
+        first = next((i for i, t in enumerate(text_lines) if t.strip()), None)
+        if first is None:
+            raise SourceError(f"{self.name}:1: the file is empty (expected a header line naming the columns)")
+        if text_lines[first].strip().lower().startswith("sep=") and len(text_lines[first].strip()) == 5:
+            # Excel's "sep=;" hint line.
+            self.delimiter = self.delimiter or text_lines[first].strip()[4]
+            first += 1
+        self.delimiter = self.delimiter or sniff_delimiter(text_lines[first:])
+        self.dialect = _dialect(self.delimiter)
+        # Feed the parser the sample first, then the rest of the file.
+        self._source = chain(sample[first:], self._lines)
+        self._lineno = sample[first][0] - 1 if first < len(sample) else self._lineno
+        self._parser = csv.reader(self._feed(), self.dialect)
+        header = self._next_record()
+        if header is None:
+            raise SourceError(f"{self.name}:1: the file is empty (expected a header line naming the columns)")
+        line, fields, problem = header
+        if problem is not None:
+            raise SourceError(f"{self.name}:{line}: the header line cannot be read: {problem[1]}")
+        self.header_line = line
+        self.columns = check_header(self.name, line, [f.strip().lstrip("\ufeff") for f in fields])
+
+    def _decoded_lines(self) -> Iterator[tuple[int, str]]:
+        decode = codecs.getdecoder(self.encoding)
+        number = 0
+        for raw in self._fh:
+            number += 1
+            self.bytes_read += len(raw)
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[3:]
+            try:
+                text = decode(raw)[0]
+            except UnicodeDecodeError as exc:
+                text = raw.decode(self.encoding, errors="replace")
+                self._bad_lines[number] = (
+                    f"byte {raw[exc.start:exc.start + 1].hex(' ')!s} at position {exc.start + 1} is not valid "
+                    f"{self.encoding} (is the file in another encoding? try --encoding gb18030 or utf-8)")
+            if number == 1:
+                text = text.lstrip("\ufeff")
+            yield number, text
+
+    # -- records -------------------------------------------------------------------
+    def _feed(self) -> Iterator[str]:
+        for number, text in self._source:
+            self._lineno = number
+            self._pending.append(text)
+            yield text
+
+    def _next_record(self) -> Record | None:
+        """The next record, skipping blank lines; None at the end of the file."""
+        while True:
+            start = self._lineno + 1
+            self._pending = []
+            try:
+                fields = next(self._parser)
+            except StopIteration:
+                return None
+            except csv.Error as exc:
+                return self._resync(start, exc)
+            if self._bad_lines:
+                bad = [self._bad_lines.pop(n) for n in range(start, self._lineno + 1) if n in self._bad_lines]
+                if bad:
+                    column = next((i for i, f in enumerate(fields) if "\ufffd" in f), None)
+                    return Record(start, fields, (self._column_name(column), bad[0]))
+            if not fields or (len(fields) == 1 and not fields[0].strip()):
+                continue
+            return Record(start, fields, None)
+
+    def _resync(self, start: int, exc: csv.Error) -> Record:
+        """Report the record starting at ``start``; resume on the line after it."""
+        lines = self._pending
+        first = lines[0] if lines else ""
+        column, reason = self._quote_problem(first, str(exc))
+        if len(lines) > 1:
+            reason += f" (the quoted field ran on to line {start + len(lines) - 1})"
+        rest = [(start + i, text) for i, text in enumerate(lines[1:], 1)]
+        self._source = chain(rest, self._source)
+        self._lineno = start
+        self._parser = csv.reader(self._feed(), self.dialect)
+        recovered = first.rstrip("\r\n").split(self.delimiter)  # as written, for the reject file
+        self._bad_lines.pop(start, None)
+        return Record(start, recovered, (column, reason))
+
+    def _quote_problem(self, line: str, message: str) -> tuple[str | None, str]:
+        index, what = locate_quote_error(line.rstrip("\r\n"), self.delimiter)
+        column = self._column_name(index)
+        if "field larger than field limit" in message:
+            return column, f"field longer than {FIELD_LIMIT} characters (a quote that is never closed?)"
+        return column, what or f"cannot parse the line: {message}"
+
+    def _column_name(self, index: int | None) -> str | None:
+        if index is None:
+            return None
+        columns = self.columns or []
+        return columns[index] if index < len(columns) else f"#{index + 1}"
+
+    def records(self) -> Iterator[Record]:
+        width = len(self.columns or ())
+        while True:
+            record = self._next_record()
+            if record is None:
+                return
+            line, fields, problem = record
+            if problem is None and len(fields) != width:
+                if _is_blank(fields):
+                    continue
+                problem = self._width_problem(fields, width)
+                if self._lineno > line:
+                    problem = (problem[0], problem[1] + f" (the record runs from line {line} to {self._lineno})")
+            yield Record(line, fields, problem)
+
+    def _width_problem(self, fields: list[str], width: int) -> tuple[str, str]:
+        columns = self.columns or []
+        if len(fields) > width:
+            extra = next((i for i in range(width, len(fields)) if fields[i].strip()), width)
+            if all(not f.strip() for f in fields[width:]):
+                return f"#{width + 1}", (f"{len(fields)} values but the header has {width} columns "
+                                          f"(trailing empty values)")
+            return f"#{extra + 1}", (f"{len(fields)} values but the header has {width} columns: "
+                                     f"unexpected value {fields[extra]!r}")
+        return columns[len(fields)], (f"{len(fields)} values but the header has {width} columns: "
+                                      f"no value for this column or the ones after it")
+
+
+def locate_quote_error(line: str, delimiter: str, quote: str = '"') -> tuple[int | None, str | None]:
+    """The field index and description of a quoting error on one line."""
+    index, i, n = 0, 0, len(line)
+    while i <= n:
+        if i < n and line[i] == quote:
+            j = i + 1
+            while True:
+                close = line.find(quote, j)
+                if close < 0:
+                    return index, "a quoted value is not closed (missing closing \")"
+                if close + 1 < n and line[close + 1] == quote:
+                    j = close + 2
+                    continue
+                break
+            after = close + 1
+            if after < n and line[after] != delimiter:
+                return index, (f"unexpected {line[after]!r} after the closing quote "
+                               f"(a quoted value must be followed by {delimiter!r} or the line end)")
+            i = after + 1
+        else:
+            nxt = line.find(delimiter, i)
+            i = n + 1 if nxt < 0 else nxt + 1
+        index += 1
+    return None, None
+
+
+def sniff_delimiter(lines: list[str]) -> str:
+    """The delimiter of a CSV sample: csv.Sniffer, checked against the header line."""
+    sample = "".join(lines[:50])
+    header = next((t for t in lines if t.strip()), "")
+    try:
+        found = csv.Sniffer().sniff(sample, delimiters=DELIMITERS).delimiter
+    except csv.Error:
+        found = None
+    if found and header.count(found):
+        return found
+    counts = {d: header.count(d) for d in DELIMITERS}
+    best = max(counts, key=lambda d: counts[d])
+    return best if counts[best] else ","
+
+
+def _dialect(delimiter: str, strict: bool = True) -> type[csv.Dialect]:
+    class Dialect(csv.Dialect):
+        pass
+    Dialect.delimiter = delimiter
+    Dialect.quotechar = '"'
+    Dialect.doublequote = True
+    Dialect.skipinitialspace = False
+    Dialect.lineterminator = "\n"
+    Dialect.quoting = csv.QUOTE_MINIMAL
+    Dialect.strict = strict
+    return Dialect
+
+
+def _check_encoding(encoding: str) -> str:
+    try:
+        info = codecs.lookup(encoding)
+    except LookupError:
+        raise SourceError(f"unknown encoding {encoding!r} (e.g. utf-8, utf-8-sig, gb18030, latin-1)") from None
+    name = info.name
+    if name.startswith(("utf-16", "utf-32")):
+        raise SourceError(f"encoding {encoding!r} is not supported for CSV; convert the file to UTF-8 first")
+    return "utf-8" if name == "utf-8-sig" else name
+
+
+def check_header(name: str, line: int, columns: list[str]) -> list[str]:
+    seen: dict[str, int] = {}
+    for i, column in enumerate(columns, 1):
+        if column and column in seen:
+            raise SourceError(f'{name}:{line}: column "{column}" appears twice in the header '
+                              f"(columns {seen[column]} and {i})")
+        seen[column] = i
+    return columns
+
+
+csv.field_size_limit(FIELD_LIMIT)
+
+
+# -- JSON Lines -------------------------------------------------------------------
+
+class JSONLReader(Reader):
+    """One JSON object per line; numbers with a fraction are read as Decimal (exact)."""
+
+    format = "jsonl"
+
+    def __init__(self, path: str | Path, encoding: str | None = None):
+        super().__init__(path)
+        self.encoding = encoding or "utf-8"
+        _check_encoding(self.encoding)
+        self._fh = self._open_binary()
+        first = self._fh.peek(1)[:1] if hasattr(self._fh, "peek") else b"x"
+        if not first:
+            raise SourceError(f"{self.name}:1: the file is empty (expected one JSON object per line)")
+
+    def close(self) -> None:
+        if self._fh is not sys.stdin.buffer:
+            self._fh.close()
+
+    def records(self) -> Iterator[Record]:
+        loads = json.JSONDecoder(parse_float=Decimal).decode
+        seen_any = False
+        for number, raw in enumerate(self._fh, 1):
+            self.bytes_read += len(raw)
+            if number == 1 and raw.startswith(codecs.BOM_UTF8):
+                raw = raw[3:]
+            try:
+                text = raw.decode(self.encoding)
+            except UnicodeDecodeError as exc:
+                yield Record(number, {}, (None, f"byte {raw[exc.start:exc.start + 1].hex()} at position "
+                                                f"{exc.start + 1} is not valid {self.encoding}"))
+                continue
+            if not text.strip():
+                continue
+            seen_any = True
+            try:
+                value = loads(text)
+            except json.JSONDecodeError as exc:
+                yield Record(number, {"_raw": text.rstrip("\r\n")},
+                             (None, f"not valid JSON: {exc.msg} (character {exc.colno})"))
+                continue
+            if not isinstance(value, dict):
+                yield Record(number, {"_raw": text.rstrip("\r\n")},
+                             (None, f"expected a JSON object, got {type(value).__name__}"))
+                continue
+            yield Record(number, value, None)
+        if not seen_any:
+            raise SourceError(f"{self.name}:1: the file is empty (expected one JSON object per line)")
+
+
+# -- XLSX -------------------------------------------------------------------------
+
+class XLSXReader(Reader):
+    """The first (or the named) sheet of a workbook, streamed (openpyxl read-only).
+
+    The first row is the header.  Numbers with a fraction become Decimal through
+    their shortest text form, so ``12000.5`` stays ``12000.5``; formulas give
+    their cached value.
+    """
+
+    format = "xlsx"
+
+    def __init__(self, path: str | Path, sheet: str | None = None):
+        super().__init__(path)
+        if str(path) == "-":
+            raise SourceError("XLSX cannot be read from standard input; give a file")
+        import openpyxl
+        from openpyxl.utils.exceptions import InvalidFileException
+
+        try:
+            self._book = openpyxl.load_workbook(path, read_only=True, data_only=True)
+        except (InvalidFileException, OSError, KeyError, ValueError) as exc:
+            raise SourceError(f"{self.name}: not a readable XLSX workbook ({exc})") from None
+        except Exception as exc:  # zipfile.BadZipFile and friends
+            raise SourceError(f"{self.name}: not a readable XLSX workbook ({exc})") from None
+        if sheet is not None and sheet not in self._book.sheetnames:
+            self._book.close()
+            raise SourceError(f"{self.name}: no sheet {sheet!r} (sheets: {', '.join(self._book.sheetnames)})")
+        self._sheet = self._book[sheet] if sheet else self._book.worksheets[0]
+        self._rows = self._sheet.iter_rows(values_only=True)
+        self._row_number = 0
+        header = None
+        for values in self._rows:
+            self._row_number += 1
+            if values and not _is_blank(list(values)):
+                header = list(values)
+                break
+        if header is None:
+            raise SourceError(f"{self.name}:1: the sheet is empty (expected a header row naming the columns)")
+        while header and (header[-1] is None or str(header[-1]).strip() == ""):
+            header.pop()
+        self.header_line = self._row_number
+        self.columns = check_header(self.name, self._row_number,
+                                    ["" if c is None else str(c).strip() for c in header])
+        self.total_rows = self._sheet.max_row
+
+    def close(self) -> None:
+        self._book.close()
+
+    def records(self) -> Iterator[Record]:
+        width = len(self.columns or ())
+        for values in self._rows:
+            self._row_number += 1
+            if not values:
+                continue
+            row = [_cell(v) for v in values]
+            while len(row) > width and (row[-1] is None or row[-1] == ""):
+                row.pop()
+            if _is_blank(row):
+                continue
+            if len(row) > width:
+                extra = next(i for i in range(width, len(row)) if row[i] not in (None, ""))
+                yield Record(self._row_number, row, (f"#{extra + 1}", f"a value {row[extra]!r} in a column "
+                                                                       f"without a header"))
+                continue
+            row.extend([None] * (width - len(row)))
+            yield Record(self._row_number, row, None)
+
+
+def _cell(value: Any) -> Any:
+    if isinstance(value, float):
+        if value.is_integer() and abs(value) < 2**53:
+            return int(value)
+        return Decimal(repr(value))
+    return value
+
+
+def read_all(path: str | Path, **options: Any) -> list[tuple[int, dict[str, Any]]]:
+    """Every row of a (small) file as ``(line, dict)``; for tests and scripts."""
+    with open_reader(path, **options) as reader:
+        return list(reader)
+
+
+__all__ = ["CSVReader", "JSONLReader", "Record", "RecordError", "Reader", "SourceError", "XLSXReader",
+           "detect_format", "locate_quote_error", "open_reader", "read_all", "sniff_delimiter"]

@@ -1,0 +1,369 @@
+"""One row of a file -> a validated, normalised table row (or the reasons it is not).
+
+:class:`RowChecker` does everything about a row that needs no database: apply
+the column mapping, build the entity with the one cattrs converter
+(:func:`crmcore.convert.structure`), normalise and check it with the CRM's
+:class:`~crmcore.validation.EntityValidator` (email, phone, country, money,
+pipeline stage, custom fields), and check what the database would refuse
+(text longer than its column, NUL characters).  It holds no connection and no
+plugin, so import worker processes run it in parallel; references to other
+records, keys and plugin ``validate_*`` hooks are checked afterwards by the
+importer, in the unit of work.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from sqlalchemy import JSON, String, insert
+
+from ..convert import structure
+from ..entities import ENTITY_TYPES, StageOutcome
+from ..errors import ValidationError
+from ..store.repositories import ContactRepository, CustomerRepository, DealRepository, InteractionRepository
+from ..store.tables import ENTITY_TABLES
+from ..store.types import UTCDateTime
+from ..validation import EntityValidator
+from .mapping import (
+    ATTRIBUTE,
+    ATTRIBUTES,
+    FIELD,
+    IGNORE,
+    REFERENCE,
+    REFERENCE_FIELDS,
+    STRIPPED_FIELDS,
+    ColumnMapping,
+    Target,
+    plain_json,
+    text_fields,
+)
+
+REPOSITORIES = {"customer": CustomerRepository, "contact": ContactRepository,
+                "interaction": InteractionRepository, "deal": DealRepository}
+Issue = tuple[str, str]  # (column, reason)
+
+
+@attrs.frozen
+class Given:
+    """The non-blank values of one row, by destination."""
+
+    fields: dict[str, Any]
+    attributes: dict[str, Any]
+    references: dict[str, str]
+    issues: list[Issue]
+
+
+class RowChecker:
+    """Validates rows of one file for one entity kind (picklable, for worker processes)."""
+
+    def __init__(self, kind: str, mapping: ColumnMapping, columns: list[str] | None,
+                 validator: EntityValidator, now: datetime, key: str | None):
+        self.kind = kind
+        self.cls = ENTITY_TYPES[kind]
+        self.mapping = mapping
+        self.columns = columns
+        self.validator = validator
+        self.now = now
+        self.key = key
+        self.table_columns = [c.name for c in ENTITY_TABLES[kind].c]
+        self._text_columns = [(c.name, c.type.length) for c in ENTITY_TABLES[kind].c
+                              if isinstance(c.type, String)]  # Text is a String too (no length)
+        self.binder: Binder | None = None
+        self._texts = text_fields(kind)
+        self._repo = REPOSITORIES[kind](None)  # to_row only; never touches a connection
+        self._validate = getattr(validator, kind)
+        self._plan = self._make_plan(columns) if columns is not None else None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["_repo"], state["_validate"]
+        state["binder"] = None  # its processors are closures; only forked workers inherit them
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._repo = REPOSITORIES[self.kind](None)
+        self._validate = getattr(self.validator, self.kind)
+
+    def _make_plan(self, columns: list[str]) -> list[tuple[int, str, str, bool, bool]]:
+        plan = []
+        for index, column in enumerate(columns):
+            target = self.mapping.target(column) or Target(IGNORE)
+            if target.kind == IGNORE:
+                continue
+            plan.append((index, target.kind, target.name, target.name in self._texts,
+                         target.name in STRIPPED_FIELDS or target.kind == REFERENCE))
+        return plan
+
+    # -- columns for messages ------------------------------------------------------
+    def column_of(self, field: str, references: Mapping[str, str] | None = None) -> str:
+        """The file column a field's value came from (for error messages)."""
+        for ref, ref_field in REFERENCE_FIELDS.items():
+            if field == ref_field and (references is None or ref in references):
+                column = self._column_for(Target(REFERENCE, ref))
+                if column:
+                    return column
+        column = self._column_for(Target(FIELD, field))
+        if column:
+            return column
+        column = self._column_for(Target(ATTRIBUTE, field))
+        if column:
+            return column
+        if field in self.validator.custom_fields.get(self.kind, {}):
+            return self._column_for(Target(ATTRIBUTES)) or f"attributes.{field}"
+        if field == "customer_id" and self.kind != "customer":
+            return "customer"
+        return field
+
+    def _column_for(self, target: Target) -> str | None:
+        return self.mapping.column_for(target, self.columns)
+
+    # -- reading a row -----------------------------------------------------------
+    def given(self, values: Any) -> Given:
+        """Split a row into fields, custom attributes and references (blanks left out)."""
+        fields: dict[str, Any] = {}
+        attributes: dict[str, Any] = {}
+        references: dict[str, str] = {}
+        issues: list[Issue] = []
+        if isinstance(values, list):
+            items = ((values[i], kind, name, text, strip, self.columns[i])  # type: ignore[index]
+                     for i, kind, name, text, strip in self._plan)  # type: ignore[union-attr]
+        else:
+            items = self._dict_items(values, issues)
+        for value, kind, name, text, strip, column in items:
+            if value is None:
+                continue
+            if isinstance(value, str):
+                if strip:
+                    value = value.strip()
+                    if not value:
+                        continue
+                elif not value.strip():
+                    continue
+            elif text and kind == FIELD:
+                value = _as_text(value)
+            if kind == FIELD:
+                fields[name] = value
+            elif kind == ATTRIBUTE:
+                attributes[name] = plain_json(value)
+            elif kind == REFERENCE:
+                references[name] = value if isinstance(value, str) else _as_text(value)
+            elif kind == ATTRIBUTES:
+                parsed = _attributes_object(value)
+                if isinstance(parsed, str):
+                    issues.append((column, parsed))
+                else:
+                    attributes = {**parsed, **attributes}
+        return Given(fields, attributes, references, issues)
+
+    def _dict_items(self, values: dict[str, Any], issues: list[Issue]) -> Any:
+        for column, value in values.items():
+            target = self.mapping.target(column)
+            if target is None:
+                if value is not None and value != "":
+                    issues.append((column, self.mapping.unknown_message(column)))
+                continue
+            if target.kind == IGNORE:
+                continue
+            yield (value, target.kind, target.name, target.name in self._texts,
+                   target.name in STRIPPED_FIELDS or target.kind == REFERENCE, column)
+
+    def key_value(self, values: Any) -> Any:
+        """The normalised import key of a raw row, or None (for rows that failed checks)."""
+        if self.key is None:
+            return None
+        given = self.given(values)
+        value = given.fields.get(self.key)
+        if value is None:
+            return None
+        try:
+            return normalize_key(self.key, value)
+        except (ValueError, TypeError):
+            return None
+
+    # -- checking a row ------------------------------------------------------------
+    def check(self, values: Any) -> tuple[tuple | None, list[Issue] | None, dict[str, str] | None]:
+        """``(table row, None, references)`` for a good row, ``(None, issues, references)`` otherwise.
+
+        The table row is a tuple in table column order (``id`` None unless the
+        import key is ``id``); ``customer_id`` / ``contact_id`` hold 0 / None
+        when the row names its customer / contact by reference, for the
+        importer to fill in.
+        """
+        given = self.given(values)
+        if given.issues:
+            return None, given.issues, given.references
+        return self.check_given(given)
+
+    def check_given(self, given: Given, base: Mapping[str, Any] | None = None
+                    ) -> tuple[tuple | None, list[Issue] | None, dict[str, str] | None]:
+        """Build, normalise and check an entity from ``given`` (over ``base`` for updates)."""
+        references = given.references
+        data = dict(base) if base is not None else {}
+        data.update(given.fields)
+        if given.attributes:
+            data["attributes"] = {**(data.get("attributes") or {}), **given.attributes}
+        if base is not None:  # an update keeps the stored id and creation time
+            data.update(id=base.get("id"), created_at=base.get("created_at"), updated_at=self.now)
+        elif self.key != "id":  # ids are the database's unless the import is keyed by id
+            data.pop("id", None)
+        tags = data.get("tags")
+        if isinstance(tags, str) and tags.lstrip().startswith("["):
+            try:
+                parsed = json.loads(tags)
+            except ValueError:
+                parsed = None
+            if isinstance(parsed, list) and all(isinstance(t, str) for t in parsed):
+                data["tags"] = parsed
+        for ref in references:
+            data[REFERENCE_FIELDS[ref]] = 0 if ref == "customer" else None
+        if self.kind == "deal":
+            data.setdefault("currency", self.validator.config.default_currency)
+        try:
+            entity = structure(data, self.cls, self.kind)
+            if self.kind == "deal" and entity.closed_at is None and base is None:
+                pipeline = self.validator.config.pipelines.get(entity.pipeline)
+                stage = pipeline.stage(entity.stage) if pipeline else None
+                if stage is not None and stage.outcome is not StageOutcome.OPEN:
+                    entity = attrs.evolve(entity, closed_at=self.now)
+            entity = self._validate(entity)
+        except ValidationError as exc:
+            return None, [(self.column_of(f, references), m) for f, m in exc.issues], references
+        row = self._repo.to_row(entity)
+        if row["created_at"] is None:
+            row["created_at"] = self.now
+        if row["updated_at"] is None:
+            row["updated_at"] = self.now
+        issues = self._storable(row, references)
+        if issues:
+            return None, issues, references
+        if self.binder is not None and base is None:
+            return self.binder.bind(row), None, references
+        return tuple(row[c] for c in self.table_columns), None, references
+
+    def _storable(self, row: dict[str, Any], references: Mapping[str, str]) -> list[Issue]:
+        issues = []
+        for name, limit in self._text_columns:
+            value = row[name]
+            if value is None:
+                continue
+            if limit and len(value) > limit:
+                issues.append((self.column_of(name, references),
+                               f"is {len(value)} characters long; at most {limit} fit"))
+            if "\x00" in value:
+                issues.append((self.column_of(name, references), "contains a NUL character"))
+        return issues
+
+
+class Binder:
+    """Turns a table row into the values SQLAlchemy would bind for it on one dialect.
+
+    Uses the columns' own bind processors (UTC datetimes, JSON with the
+    engine's serializer, booleans, dates), so ``exec_driver_sql`` with these
+    tuples stores exactly what a Core ``insert()`` would, without the
+    per-row parameter processing in the writing process.  Forked import
+    workers run it in parallel.
+    """
+
+    def __init__(self, table: Any, dialect: Any):
+        self.columns = [c.name for c in table.c if c.name != "id"]
+        compiled = insert(table).compile(dialect=dialect, column_keys=self.columns)
+        if compiled.positiontup is None:
+            raise ValueError(f"{dialect.name}: positional parameters expected")
+        self.columns = list(compiled.positiontup)
+        self.sql = compiled.string
+        self.processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.columns]
+        # Time stamps, tags and custom attributes repeat a lot (one "now" per
+        # import, a few tag sets) and their processors (JSON serialisation, UTC
+        # conversion) are pure and not cheap, so equal inputs -- equal by value
+        # *and* type -- get the remembered output.
+        self._memo: dict[str, dict[Any, Any]] = {
+            name: {} for name in self.columns
+            if isinstance(table.c[name].type, (UTCDateTime, JSON))}
+        self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
+
+    def bind(self, row: Mapping[str, Any]) -> tuple:
+        values = []
+        for name, process, memo in self._plan:
+            value = row[name]
+            if process is None:
+                values.append(value)
+                continue
+            if memo is None:
+                values.append(process(value))
+                continue
+            key = _memo_key(value)
+            if key is None:
+                values.append(process(value))
+                continue
+            try:
+                values.append(memo[key])
+            except KeyError:
+                if len(memo) > 10_000:
+                    memo.clear()
+                memo[key] = bound = process(value)
+                values.append(bound)
+        return tuple(values)
+
+
+_SCALARS = (str, int, bool, type(None))  # not float: -0.0 == 0.0 but they serialise apart
+
+
+def _memo_key(value: Any) -> Any:
+    """A hashable key that is equal only for values a processor cannot tell apart; None if there is none."""
+    if isinstance(value, list):
+        if all(type(v) is str for v in value):
+            return (list, tuple(value))
+        return None
+    if isinstance(value, dict):
+        if all(type(k) is str and type(v) in _SCALARS for k, v in value.items()):
+            return (dict, tuple((k, type(v), v) for k, v in value.items()))
+        return None
+    if isinstance(value, datetime):
+        return (datetime, value, value.utcoffset())
+    return (type(value), value)
+
+
+def normalize_key(key: str, value: Any) -> Any:
+    """An import key as stored: emails normalised, ids as integers."""
+    from ..convert import parse_int
+    from ..validation import normalize_email
+
+    if key == "email":
+        return normalize_email(value.strip() if isinstance(value, str) else value)
+    if key == "id":
+        return parse_int(value)
+    return value.strip() if isinstance(value, str) else _as_text(value)
+
+
+def _as_text(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime):
+        return value.isoformat()
+    if hasattr(value, "isoformat"):
+        return value.isoformat()
+    return str(value)
+
+
+def _attributes_object(value: Any) -> dict[str, Any] | str:
+    if isinstance(value, dict):
+        return plain_json(value)
+    if isinstance(value, str):
+        try:
+            parsed = json.loads(value)
+        except ValueError as exc:
+            return f"not a JSON object of custom fields: {exc}"
+        if isinstance(parsed, dict):
+            return parsed
+    return f"expected a JSON object of custom fields, got {value!r}"
+
+
+__all__ = ["Given", "RowChecker", "normalize_key"]

@@ -1,0 +1,168 @@
+"""Streaming writers for CSV, JSON Lines and XLSX (openpyxl write-only mode).
+
+A writer takes one row at a time and keeps nothing but the current row, so an
+export of a million rows uses as little memory as one of ten.  Values arrive
+already converted by the caller (see :mod:`crmcore.io.exporter`): text for CSV,
+JSON types for JSON Lines, and text, numbers, booleans or dates for XLSX.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+
+from datetime import date, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import IO, Any
+
+from ..errors import CRMError
+
+XLSX_MAX_ROWS = 1_048_576
+XLSX_MAX_CELL = 32_767
+# Characters XML 1.0 (and so XLSX) cannot hold.
+_ILLEGAL_XML = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
+class WriteError(CRMError):
+    """A value cannot be written in the chosen format."""
+
+
+def open_writer(target: str | Path | IO[bytes] | None, format: str, columns: list[str], *,
+                encoding: str = "utf-8", delimiter: str = ",") -> "Writer":
+    """A writer for ``format`` to a path, a binary stream, or standard output (None or ``-``)."""
+    if format == "xlsx":
+        if target is None or str(target) == "-" or not isinstance(target, (str, Path)):
+            raise WriteError("XLSX needs an output file: give --output FILE.xlsx")
+        return XLSXWriter(Path(target), columns)
+    stream, owned = _binary_stream(target)
+    text = io.TextIOWrapper(stream, encoding=encoding, newline="", errors="strict", write_through=False)
+    if format == "jsonl":
+        return JSONLWriter(text, owned, columns)
+    return CSVWriter(text, owned, columns, delimiter)
+
+
+def _binary_stream(target: str | Path | IO[bytes] | None) -> tuple[IO[bytes], bool]:
+    if target is None or str(target) == "-":
+        import click
+
+        return click.get_binary_stream("stdout"), False
+    if isinstance(target, (str, Path)):
+        return open(target, "wb"), True
+    return target, False
+
+
+class Writer:
+    columns: list[str]
+    rows = 0
+
+    def write_row(self, values: list[Any]) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        self.write_row([record.get(c) for c in self.columns])
+
+    def close(self) -> None:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+
+class _TextWriter(Writer):
+    def __init__(self, text: io.TextIOWrapper, owned: bool):
+        self.text, self.owned = text, owned
+
+    def close(self) -> None:
+        self.text.flush()
+        if self.owned:
+            self.text.close()
+        else:
+            self.text.detach()
+
+
+class CSVWriter(_TextWriter):
+    def __init__(self, text: io.TextIOWrapper, owned: bool, columns: list[str], delimiter: str = ","):
+        super().__init__(text, owned)
+        self.columns = columns
+        self.encoding = text.encoding
+        self.writer = csv.writer(text, delimiter=delimiter, lineterminator="\r\n")
+        self._write(columns)
+
+    def _write(self, values: list[Any]) -> None:
+        try:
+            self.writer.writerow(values)
+        except UnicodeEncodeError as exc:
+            bad = exc.object[exc.start:exc.end]
+            raise WriteError(f"{bad!r} cannot be written in {self.encoding}; use --encoding utf-8") from None
+
+    def write_row(self, values: list[Any]) -> None:
+        self._write(["" if v is None else v for v in values])
+        self.rows += 1
+
+
+class JSONLWriter(_TextWriter):
+    def __init__(self, text: io.TextIOWrapper, owned: bool, columns: list[str]):
+        super().__init__(text, owned)
+        self.columns = columns
+
+    def write_row(self, values: list[Any]) -> None:
+        self.write_record(dict(zip(self.columns, values)))
+
+    def write_record(self, record: dict[str, Any]) -> None:
+        self.text.write(json.dumps(record, ensure_ascii=False, default=_json_default))
+        self.text.write("\n")
+        self.rows += 1
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if hasattr(value, "value"):
+        return value.value
+    return str(value)
+
+
+class XLSXWriter(Writer):
+    """One sheet; text cells are always text (a leading ``=`` is not a formula)."""
+
+    def __init__(self, path: Path, columns: list[str]):
+        import openpyxl
+
+        self.path, self.columns = path, columns
+        self.book = openpyxl.Workbook(write_only=True)
+        self.sheet = self.book.create_sheet("data")
+        self.sheet.append([self._cell(c) for c in columns])
+
+    def _cell(self, value: Any) -> Any:
+        from openpyxl.cell import WriteOnlyCell
+
+        if isinstance(value, str):
+            if len(value) > XLSX_MAX_CELL:
+                raise WriteError(f"a value of {len(value)} characters does not fit an XLSX cell "
+                                 f"(at most {XLSX_MAX_CELL}); export to CSV or JSON Lines")
+            if _ILLEGAL_XML.search(value):
+                raise WriteError(f"{value[:40]!r} holds control characters XLSX cannot store; "
+                                 "export to CSV or JSON Lines")
+            cell = WriteOnlyCell(self.sheet, value=value)
+            cell.data_type = "s"
+            return cell
+        return value
+
+    def write_row(self, values: list[Any]) -> None:
+        if self.rows + 1 >= XLSX_MAX_ROWS:
+            raise WriteError(f"XLSX holds at most {XLSX_MAX_ROWS - 1} data rows; export to CSV or JSON Lines")
+        self.sheet.append([self._cell(v) for v in values])
+        self.rows += 1
+
+    def close(self) -> None:
+        try:
+            self.book.save(self.path)
+        except OSError as exc:
+            raise WriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
+
+
+__all__ = ["CSVWriter", "JSONLWriter", "WriteError", "Writer", "XLSXWriter", "open_writer"]
+
+
