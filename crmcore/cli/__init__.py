@@ -23,6 +23,7 @@ from .demo import demo
 from .entities import contact, customer, deal, interaction
 from .families import loyalty, notify, report, segment
 from .plugins import plugins_group
+from .transfer import export_command, import_command
 
 
 @click.group(cls=CRMGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +51,8 @@ cli.add_command(demo)
 for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):
     cli.add_command(_group)
 cli.add_command(plugins_group)
+cli.add_command(import_command)
+cli.add_command(export_command)
 
 _loaded_for: list[tuple[str, ...]] = []
 

@@ -1,0 +1,128 @@
+"""The email and phone fast paths give exactly what email_validator and phonenumbers give.
+
+crmcore.validation normalises plain addresses and "+<country code> <digits>"
+numbers without the general parsers (bulk imports spend most of their time
+there).  These properties compare the results with the libraries themselves,
+on the inputs the fast paths accept and on everything else.
+"""
+
+from __future__ import annotations
+
+import email_validator
+import phonenumbers
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
+
+from crmcore.validation import PLAIN_EMAIL, normalize_email, normalize_phone, plain_email
+
+SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def reference_email(value: str) -> str | None:
+    try:
+        return email_validator.validate_email(value, check_deliverability=False).normalized
+    except email_validator.EmailNotValidError:
+        return None
+
+
+def ours_email(value: str) -> str | None:
+    try:
+        return normalize_email(value)
+    except ValueError:
+        return None
+
+
+LABEL = st.from_regex(r"[A-Za-z0-9]([A-Za-z0-9-]{0,8}[A-Za-z0-9])?", fullmatch=True)
+REALISTIC_EMAILS = st.builds(
+    lambda local, labels, tld: f"{local}@{'.'.join(labels)}.{tld}",
+    st.from_regex(r"[A-Za-z0-9._%+'-]{1,20}", fullmatch=True),
+    st.lists(LABEL, min_size=1, max_size=3),
+    st.sampled_from(["com", "COM", "cn", "org", "Net", "io", "test", "local", "invalid", "xn--fiqs8s", "c1", "arpa"]),
+)
+
+
+@SETTINGS
+@given(st.from_regex(PLAIN_EMAIL, fullmatch=True))
+@example("Zhang.Wei@Example.COM")
+@example("info@example.com")
+@example("a@b.co")
+@example("x@ab--cd.com")
+@example("user@mail.localhost")
+def test_plain_emails_normalise_like_email_validator(value):
+    fast = plain_email(value)
+    if fast is not None:  # accepted by the fast path: email_validator must agree exactly
+        assert fast == reference_email(value)
+    assert ours_email(value) == reference_email(value)
+
+
+@SETTINGS
+@given(st.one_of(REALISTIC_EMAILS, st.emails().map(str), st.text(max_size=40)))
+@example("Postmaster@Example.com")
+@example("a..b@example.com")
+@example(" padded@example.com")
+@example("用户@例子.中国")
+@example("a" * 250 + "@example.com")
+def test_normalize_email_matches_email_validator_everywhere(value):
+    assert ours_email(value) == reference_email(value)
+
+
+def test_fast_path_is_taken_for_ordinary_addresses():
+    assert plain_email("Zhang.Wei@Example.COM") == "Zhang.Wei@example.com"
+    assert plain_email("info@example.com") is None  # RFC 2142 name: email_validator lower-cases it
+    assert plain_email("a@例子.com") is None
+
+
+def reference_phone(value: str, region: str | None) -> str:
+    try:
+        number = phonenumbers.parse(value, region)
+    except phonenumbers.NumberParseException:
+        return "error"
+    if not phonenumbers.is_valid_number(number):
+        return "invalid"
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def ours_phone(value: str, region: str | None) -> str:
+    try:
+        return normalize_phone(value, region)
+    except ValueError as exc:
+        return "invalid" if "is not a valid phone number" in str(exc) else "error"
+
+
+COUNTRY_CODES = sorted(phonenumbers.COUNTRY_CODE_TO_REGION_CODE)
+SEPARATORS = st.sampled_from(["", "", "", " ", "-", ".", "(", ")", " (", ") "])
+
+
+@st.composite
+def plus_numbers(draw):
+    code = draw(st.sampled_from(COUNTRY_CODES + [0, 1, 7, 44, 86, 39, 999]))
+    digits = draw(st.text("0123456789", min_size=2, max_size=15))
+    body = "".join(draw(SEPARATORS) + d for d in digits)
+    return f"+{code}{draw(st.sampled_from(['', ' ', '-']))}{body}"
+
+
+REGIONS = st.sampled_from([None, "CN", "US", "IT", "GB", "DE"])
+
+
+@SETTINGS
+@given(plus_numbers(), REGIONS)
+@example("+86 138 0013 8000", None)
+@example("+39 06 1234 5678", None)       # Italian leading zero
+@example("+44 020 7946 0958", "GB")      # national prefix after the country code
+@example("+1 (415) 555-0132", "CN")
+@example("+7 800 555 35 35", None)
+@example("+800 1234 5678", None)         # non-geographic
+@example("+999 123456", "CN")            # no such country code
+@example("+12", None)
+def test_plain_numbers_normalise_like_phonenumbers(value, region):
+    assert ours_phone(value, region) == reference_phone(value, region)
+
+
+@SETTINGS
+@given(st.one_of(st.text("+0123456789 ()-.x#,;ext", max_size=25), st.text(max_size=25)), REGIONS)
+@example("+1 800 FLOWERS", None)
+@example("+1 415 555 0132 ext 5", None)
+@example("０１３８ ００１３ ８０００", "CN")
+@example("tel:+1-415-555-0132", None)
+def test_normalize_phone_matches_phonenumbers_everywhere(value, region):
+    assert ours_phone(value, region) == reference_phone(value, region)
