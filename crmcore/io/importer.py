@@ -43,8 +43,9 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from sqlalchemy import ARRAY, any_, bindparam, func, insert, literal, literal_column, select, text, update
+from sqlalchemy import ARRAY, String, any_, bindparam, func, insert, literal, literal_column, select, text, update
 from sqlalchemy.exc import DBAPIError, StatementError
+from sqlalchemy.types import NullType
 
 from ..convert import unstructure
 from ..entities import ENTITY_TYPES
@@ -287,6 +288,7 @@ class _Import:
         self.explicit_ids = False
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
+        self.keyless = 0
 
     def _binder(self) -> Binder | None:
         """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
@@ -338,6 +340,12 @@ class _Import:
             _restore_gc(gc_state)
             if self.rejects is not None:
                 self.rejects.close()
+        if self.keyless:
+            self.report.notes.append(
+                f"{self.keyless} row{' had' if self.keyless == 1 else 's had'} no {self.key} and "
+                f"{'was' if self.keyless == 1 else 'were'} added as new; importing "
+                f"{'it' if self.keyless == 1 else 'them'} again adds {'it' if self.keyless == 1 else 'them'} "
+                f"again (give rows an external_id, or match with --key email or --key id)")
         self.report.seconds = time.perf_counter() - started
         self.report.timings = {k: round(v, 3) for k, v in self.timings.items()}
         if options.on_error == "abort" and self.report.rejected and not options.dry_run:
@@ -409,6 +417,7 @@ class _Import:
 
     def _write_batch(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
         items: list[_Item] = []
+        folding = self.key == "email"
         for record, result in zip(batch, results):
             line, values, problem = record
             if problem is not None:
@@ -416,6 +425,8 @@ class _Import:
                 continue
             row, issues, references = result
             key = row[self.key_index] if row is not None else self.checker.key_value(values)
+            if folding and key is not None:
+                key = _fold(uow.dialect, key)
             items.append(_Item(line, values, row, issues, references, key))
         if not items:
             return
@@ -493,6 +504,11 @@ class _Import:
     def _existing(self, uow: Any, keys: set[Any]) -> dict[Any, list[Any]]:
         found: dict[Any, list[Any]] = {}
         if not keys:
+            return found
+        if self.key == "email":  # addresses match whatever their case
+            column = func.lower(self.table.c.email)
+            for row in _where_in(uow, [self.table], column, keys):
+                found.setdefault(_fold(uow.dialect, row._mapping["email"]), []).append(row._mapping)
             return found
         for row in _where_in(uow, [self.table], self.table.c[self.key], keys):
             found.setdefault(row._mapping[self.key], []).append(row._mapping)
@@ -672,6 +688,9 @@ class _Import:
     def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, dict[str, Any]]], ids: list[int]) -> None:
         for (line, _, _), id in zip(inserts, ids):
             self.written.mark(id, line)
+        key_index = self.key_index if self.binder is not None else None
+        self.keyless += sum(1 for _, _, row in inserts
+                            if (row[key_index] if key_index is not None else row[self.key]) is None)
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)
@@ -783,13 +802,13 @@ def _resolve(uow: Any, table: Any, refs: set[str], what: str, with_owner: bool) 
     for ref in refs - found.keys():
         if "@" in ref:
             try:
-                emails.setdefault(normalize_email(ref), []).append(ref)
+                emails.setdefault(_fold(uow.dialect, normalize_email(ref)), []).append(ref)
             except ValueError:
                 found[ref] = f"{ref!r} is neither a {what} external id nor a valid email address"
     if emails:
         matches: dict[str, list[Any]] = {}
-        for row in _where_in(uow, [table.c.email, *columns], table.c.email, emails):
-            matches.setdefault(row[0], []).append(value(row[1:]))
+        for row in _where_in(uow, [table.c.email, *columns], func.lower(table.c.email), emails):
+            matches.setdefault(_fold(uow.dialect, row[0]), []).append(value(row[1:]))
         for email, originals in emails.items():
             hits = matches.get(email, [])
             for ref in originals:
@@ -820,6 +839,14 @@ def _by_id(uow: Any, table: Any, ids: set[int], what: str, with_owner: bool) -> 
     return found
 
 
+_ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
+
+
+def _fold(dialect: str, email: str) -> str:
+    """An email address as the database's lower() sees it (SQLite's folds ASCII only)."""
+    return email.translate(_ASCII_LOWER) if dialect == "sqlite" else email.lower()
+
+
 def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) -> Iterator[Any]:
     """Rows whose ``column`` is one of ``values``, a few thousand values per query.
 
@@ -834,7 +861,8 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) 
             each = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(chunk))))
             condition = column.in_(each.scalar_subquery())
         elif uow.dialect == "postgresql":
-            condition = column == any_(literal(chunk, ARRAY(column.type)))
+            element = column.type if not isinstance(column.type, NullType) else String()
+            condition = column == any_(literal(chunk, ARRAY(element)))
         else:
             condition = column.in_(chunk)
         yield from uow.conn.execute(select(*columns).where(condition))
