@@ -253,7 +253,7 @@ class CSVReader(Reader):
                 continue
             return Record(start, fields, None)
 
-    def _resync(self, start: int, exc: csv.Error) -> Record:
+    def _resync(self, start: int, exc: csv.Error | str) -> Record:
         """Report the record starting at ``start``; resume on the line after it."""
         lines = self._pending
         first = lines[0] if lines else ""
@@ -288,8 +288,15 @@ class CSVReader(Reader):
             if record is None:
                 return
             line, fields, problem = record
+            if problem is None and _is_blank(fields):
+                continue
             if problem is None and len(fields) != width:
-                if _is_blank(fields):
+                if self._lineno > line and locate_quote_error(self._pending[0].rstrip("\r\n"), self.delimiter)[0] \
+                        is not None:
+                    # A quote opened on the first line ran on over the following lines and the
+                    # result has the wrong width: almost always a quote that was never closed.
+                    # Report that line and read the following ones again on their own.
+                    yield self._resync(line, "quoted value not closed")
                     continue
                 problem = self._width_problem(fields, width)
                 if self._lineno > line:
