@@ -23,7 +23,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 import pytest
-from sqlalchemy import MetaData, create_engine
+
+from .store.maintenance import drop_all_tables
 
 SERVER_ENV = {"postgresql": "CRM_TEST_POSTGRES_URL", "mariadb": "CRM_TEST_MARIADB_URL"}
 FIXED_NOW = datetime(2026, 6, 30, 12, 0, tzinfo=timezone.utc)
@@ -31,15 +32,7 @@ FIXED_NOW = datetime(2026, 6, 30, 12, 0, tzinfo=timezone.utc)
 
 def reset_database(url: str) -> None:
     """Drop every table in a server test database so each test starts empty."""
-    from .store.engine import normalize_url
-
-    engine = create_engine(normalize_url(url))
-    try:
-        meta = MetaData()
-        meta.reflect(engine)
-        meta.drop_all(engine)
-    finally:
-        engine.dispose()
+    drop_all_tables(url)
 
 
 def server_url(kind: str) -> str:

@@ -74,7 +74,7 @@ def _demo_config(config: Any, out: Path, currency: str) -> Any:
 
 def _clear(url: str, force: bool) -> None:
     from ..store.engine import make_engine
-    from ..testing import reset_database
+    from ..store.maintenance import drop_all_tables
 
     parsed = make_url(url) if "://" in url else None
     if parsed is not None and parsed.get_backend_name() == "sqlite" and parsed.database:
@@ -93,7 +93,7 @@ def _clear(url: str, force: bool) -> None:
     if tables and not force:
         raise CRMError(f"database {url} has {len(tables)} tables; use --force to drop them for the demo")
     if tables:
-        reset_database(url)
+        drop_all_tables(url)
 
 
 def _segments(crm: Any, end: datetime) -> list[str]:
