@@ -12,7 +12,7 @@ import csv
 import io
 import json
 import re
-
+import sys
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -37,8 +37,12 @@ def open_writer(target: str | Path | IO[bytes] | None, format: str, columns: lis
         if target is None or str(target) == "-" or not isinstance(target, (str, Path)):
             raise WriteError("XLSX needs an output file: give --output FILE.xlsx")
         return XLSXWriter(Path(target), columns)
-    stream, owned = _binary_stream(target)
-    text = io.TextIOWrapper(stream, encoding=encoding, newline="", errors="strict", write_through=False)
+    if (target is None or str(target) == "-") and not hasattr(sys.stdout, "buffer"):
+        text: Any = sys.stdout  # a text-only stdout (embedding, some test runners): its own encoding
+        owned = None
+    else:
+        stream, owned = _binary_stream(target)
+        text = io.TextIOWrapper(stream, encoding=encoding, newline="", errors="strict", write_through=False)
     if format == "jsonl":
         return JSONLWriter(text, owned, columns)
     return CSVWriter(text, owned, columns, delimiter)
@@ -46,9 +50,8 @@ def open_writer(target: str | Path | IO[bytes] | None, format: str, columns: lis
 
 def _binary_stream(target: str | Path | IO[bytes] | None) -> tuple[IO[bytes], bool]:
     if target is None or str(target) == "-":
-        import click
-
-        return click.get_binary_stream("stdout"), False
+        sys.stdout.flush()
+        return sys.stdout.buffer, False
     if isinstance(target, (str, Path)):
         return open(target, "wb"), True
     return target, False
@@ -69,19 +72,19 @@ class Writer:
 
 
 class _TextWriter(Writer):
-    def __init__(self, text: io.TextIOWrapper, owned: bool):
+    def __init__(self, text: io.TextIOWrapper, owned: bool | None):
         self.text, self.owned = text, owned
 
     def close(self) -> None:
         self.text.flush()
         if self.owned:
             self.text.close()
-        else:
+        elif self.owned is False:  # our wrapper around someone else's binary stream
             self.text.detach()
 
 
 class CSVWriter(_TextWriter):
-    def __init__(self, text: io.TextIOWrapper, owned: bool, columns: list[str], delimiter: str = ","):
+    def __init__(self, text: io.TextIOWrapper, owned: bool | None, columns: list[str], delimiter: str = ","):
         super().__init__(text, owned)
         self.columns = columns
         self.encoding = text.encoding
@@ -101,7 +104,7 @@ class CSVWriter(_TextWriter):
 
 
 class JSONLWriter(_TextWriter):
-    def __init__(self, text: io.TextIOWrapper, owned: bool, columns: list[str]):
+    def __init__(self, text: io.TextIOWrapper, owned: bool | None, columns: list[str]):
         super().__init__(text, owned)
         self.columns = columns
 
