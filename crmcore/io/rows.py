@@ -234,22 +234,26 @@ class RowChecker:
             entity = self._validate(entity)
         except ValidationError as exc:
             return None, [(self.column_of(f, references), m) for f, m in exc.issues], references
+        if self.binder is not None and base is None:
+            issues = self._storable(entity.__getattribute__, references)
+            if issues:
+                return None, issues, references
+            return self.binder.bind_entity(entity, self.now), None, references
         row = self._repo.to_row(entity)
         if row["created_at"] is None:
             row["created_at"] = self.now
         if row["updated_at"] is None:
             row["updated_at"] = self.now
-        issues = self._storable(row, references)
+        issues = self._storable(row.__getitem__, references)
         if issues:
             return None, issues, references
-        if self.binder is not None and base is None:
-            return self.binder.bind(row), None, references
         return tuple(row[c] for c in self.table_columns), None, references
 
-    def _storable(self, row: dict[str, Any], references: Mapping[str, str]) -> list[Issue]:
+    def _storable(self, get: Any, references: Mapping[str, str]) -> list[Issue]:
+        """What the database would refuse: text longer than its column, NUL characters."""
         issues = []
         for name, limit in self._text_columns:
-            value = row[name]
+            value = get(name)
             if value is None:
                 continue
             if limit and len(value) > limit:
@@ -287,6 +291,10 @@ class Binder:
             if isinstance(table.c[name].type, (UTCDateTime, JSON))}
         self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
 
+    def bind_entity(self, entity: Any, now: datetime) -> tuple:
+        """:meth:`bind` of the entity's table row (``Repository.to_row``), time stamps defaulting to ``now``."""
+        return self.bind(_EntityRow(entity, now))
+
     def bind(self, row: Mapping[str, Any]) -> tuple:
         values = []
         for name, process, memo in self._plan:
@@ -309,6 +317,23 @@ class Binder:
                 memo[key] = bound = process(value)
                 values.append(bound)
         return tuple(values)
+
+
+class _EntityRow:
+    """An entity read as its table row, without building the dict (bulk path)."""
+
+    __slots__ = ("entity", "now")
+
+    def __init__(self, entity: Any, now: datetime):
+        self.entity, self.now = entity, now
+
+    def __getitem__(self, name: str) -> Any:
+        value = getattr(self.entity, name)
+        if value is None and name in ("created_at", "updated_at"):
+            return self.now
+        if name == "tags":
+            return list(value)
+        return value
 
 
 _SCALARS = (str, int, bool, type(None))  # not float: -0.0 == 0.0 but they serialise apart

@@ -16,6 +16,7 @@ from crmcore import CRM, LoyaltyScheme, hookimpl
 from crmcore.config import Config
 from crmcore.convert import unstructure
 from crmcore.io import ImportFailed, ImportOptions, import_file
+from crmcore.testing import FIXED_NOW
 
 HEADER = ["external_id", "name", "email", "phone", "stage", "tags"]
 
@@ -275,7 +276,8 @@ class Loyalty:
 
 
 def open_crm(url: str, *plugins) -> CRM:
-    return CRM.open(config=Config.from_mapping({"database_url": url, "plugins": []}), extra_plugins=plugins)
+    return CRM.open(config=Config.from_mapping({"database_url": url, "plugins": []}), extra_plugins=plugins,
+                    clock=lambda: FIXED_NOW)
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -369,3 +371,50 @@ def test_unknown_entity_and_format(crm_cli, tmp_path):
     other.write_text("x")
     result = crm_cli.run("import", "customers", str(other), ok=False)
     assert "cannot tell the format from the extension '.dat'; give --format csv|jsonl|xlsx" in result.output
+
+
+class Listener:
+    """Listening to batch events turns the SQLite bound-values path off (entities are needed)."""
+
+    @hookimpl
+    def on_customers_imported(self, uow, customers):
+        pass
+
+    @hookimpl
+    def on_contacts_imported(self, uow, contacts):
+        pass
+
+    @hookimpl
+    def on_interactions_imported(self, uow, interactions):
+        pass
+
+
+def test_sqlite_bound_values_path_stores_what_core_insert_stores(tmp_path):
+    """The bulk path binds values with the columns' own processors; a Core insert must store the same bytes."""
+    import sqlite3
+
+    customers = write_csv(tmp_path / "c.csv", [
+        ["external_id", "name", "email", "phone", "birthday", "consent_sms", "tags", "attributes", "created_at"],
+        ["C1", "张伟 🌟", "Z@Example.COM", "+86 138 0013 8000", "1990-01-02", "no", "b,a", '{"k": [1, "二"]}', ""],
+        ["C2", "Ana", "", "", "", "yes", '["x,y"]', "", "2020-02-29T23:59:59.999999+05:30"],
+    ])
+    contacts = write_csv(tmp_path / "k.csv", [["external_id", "customer", "name", "is_primary"],
+                                              ["K1", "C1", "李", "true"]])
+    interactions = write_csv(tmp_path / "i.csv", [
+        ["customer", "contact", "kind", "occurred_at", "follow_up_due", "satisfaction"],
+        ["C1", "K1", "call", "2026-01-02T03:04:05.123456+08:00", "2026-02-01", "3"]])
+    dumps = []
+    for name, plugins in (("bound", ()), ("core", (Listener(),))):
+        path = tmp_path / f"{name}.db"
+        crm = open_crm(f"sqlite:///{path}", *plugins)
+        try:
+            for kind, file in (("customers", customers), ("contacts", contacts), ("interactions", interactions)):
+                import_file(crm, kind, file)
+        finally:
+            crm.close()
+        with sqlite3.connect(path) as conn:
+            dumps.append({t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
+                          for t in ("customers", "contacts", "interactions")})
+    bound, core = dumps
+    assert bound == core
+    assert len(bound["customers"]) == 2 and len(bound["interactions"]) == 1

@@ -93,11 +93,10 @@ def test_a_broken_line_does_not_swallow_the_lines_after_it(tmp_path, table, wher
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     with open_reader(path, delimiter=",") as reader:
         records = list(reader.records())
-    good = [r for r in records if r.problem is None]
     expected = [(i + 2, row) for i, row in enumerate(rows) if i != where]
-    assert [(r.line, r.values) for r in good] == expected
-    bad = [r for r in records if r.problem is not None]
-    assert [r.line for r in bad] == [where + 2]
+    assert [(r.line, r.values) for r in records if r.line != where + 2] == expected
+    # The damaged line itself is reported -- unless the damage happens to be valid CSV.
+    assert [r.line for r in records if r.problem is not None] in ([where + 2], [])
 
 
 def csv_field(value: str) -> str:
