@@ -875,21 +875,26 @@ def _db_message(exc: Exception) -> str:
 
 # -- validation, in process or in a pool of workers --------------------------------------
 
-def _relax_gc() -> tuple[int, int, int]:
+def _relax_gc() -> tuple[tuple[int, int, int], bool]:
     """Fewer cyclic-GC passes while millions of short-lived rows go by (~15% of the time otherwise).
 
     Rows are acyclic tuples, dicts and strings, freed by reference counting;
-    objects alive before the import are frozen out of the collector's scans.
+    objects alive before the import are frozen out of the collector's scans
+    (unless the application froze objects itself: then its freeze is left alone).
     """
     state = gc.get_threshold()
-    gc.freeze()
+    froze = gc.get_freeze_count() == 0
+    if froze:
+        gc.freeze()
     gc.set_threshold(max(state[0], 100_000), state[1], state[2])
-    return state
+    return state, froze
 
 
-def _restore_gc(state: tuple[int, int, int]) -> None:
+def _restore_gc(saved: tuple[tuple[int, int, int], bool]) -> None:
+    state, froze = saved
     gc.set_threshold(*state)
-    gc.unfreeze()
+    if froze:
+        gc.unfreeze()
 
 
 _worker_checker: RowChecker | None = None

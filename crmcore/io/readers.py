@@ -138,7 +138,10 @@ class Reader:
 
 
 def _is_blank(values: list[Any]) -> bool:
-    return all(v is None or (isinstance(v, str) and not v.strip()) for v in values)
+    for value in values:  # a loop, not all(): most rows answer at the first value
+        if value is not None and (value.__class__ is not str or value.strip()):
+            return False
+    return True
 
 
 # -- CSV ------------------------------------------------------------------------

@@ -78,6 +78,9 @@ class RowChecker:
         self._repo = REPOSITORIES[kind](None)  # to_row only; never touches a connection
         self._validate = getattr(validator, kind)
         self._plan = self._make_plan(columns) if columns is not None else None
+        # Every mapped column a plain field: a tighter loop in given().
+        self._text_plan = ([(i, name, strip) for i, kind, name, _, strip in self._plan]
+                           if self._plan is not None and all(p[1] == FIELD for p in self._plan) else None)
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -131,6 +134,22 @@ class RowChecker:
         references: dict[str, str] = {}
         issues: list[Issue] = []
         if isinstance(values, list):
+            if self._text_plan is not None:  # the common case: CSV text into plain fields
+                for i, name, strip in self._text_plan:
+                    value = values[i]
+                    if value.__class__ is str:
+                        if strip:
+                            value = value.strip()
+                            if value:
+                                fields[name] = value
+                        elif value and not value.isspace():
+                            fields[name] = value
+                        continue
+                    if value is not None:  # XLSX cells: the general loop below
+                        break
+                else:
+                    return Given(fields, attributes, references, issues)
+                fields = {}
             items = ((values[i], kind, name, text, strip, self.columns[i])  # type: ignore[index]
                      for i, kind, name, text, strip in self._plan)  # type: ignore[union-attr]
         else:
@@ -290,10 +309,43 @@ class Binder:
             name: {} for name in self.columns
             if isinstance(table.c[name].type, (UTCDateTime, JSON))}
         self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
+        self._last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(self._plan)
 
     def bind_entity(self, entity: Any, now: datetime) -> tuple:
         """:meth:`bind` of the entity's table row (``Repository.to_row``), time stamps defaulting to ``now``."""
-        return self.bind(_EntityRow(entity, now))
+        values = []
+        last = self._last
+        for index, (name, process, memo) in enumerate(self._plan):
+            value = getattr(entity, name)
+            if value is None and name in _STAMPS:
+                value = now
+            elif name == "tags":
+                value = list(value)
+            if process is None:
+                values.append(value)
+            elif value is last[index][0]:  # the same object as the row before (time stamps)
+                values.append(last[index][1])
+            elif memo is None:
+                values.append(process(value))
+            else:
+                bound = self._remember(memo, value, process)
+                if value.__class__ is datetime:  # immutable: safe to recognise by identity
+                    last[index] = (value, bound)
+                values.append(bound)
+        return tuple(values)
+
+    @staticmethod
+    def _remember(memo: dict[Any, Any], value: Any, process: Any) -> Any:
+        key = _memo_key(value)
+        if key is None:
+            return process(value)
+        try:
+            return memo[key]
+        except KeyError:
+            if len(memo) > 10_000:
+                memo.clear()
+            memo[key] = bound = process(value)
+            return bound
 
     def bind(self, row: Mapping[str, Any]) -> tuple:
         values = []
@@ -305,35 +357,12 @@ class Binder:
             if memo is None:
                 values.append(process(value))
                 continue
-            key = _memo_key(value)
-            if key is None:
-                values.append(process(value))
-                continue
-            try:
-                values.append(memo[key])
-            except KeyError:
-                if len(memo) > 10_000:
-                    memo.clear()
-                memo[key] = bound = process(value)
-                values.append(bound)
+            values.append(self._remember(memo, value, process))
         return tuple(values)
 
 
-class _EntityRow:
-    """An entity read as its table row, without building the dict (bulk path)."""
-
-    __slots__ = ("entity", "now")
-
-    def __init__(self, entity: Any, now: datetime):
-        self.entity, self.now = entity, now
-
-    def __getitem__(self, name: str) -> Any:
-        value = getattr(self.entity, name)
-        if value is None and name in ("created_at", "updated_at"):
-            return self.now
-        if name == "tags":
-            return list(value)
-        return value
+_STAMPS = frozenset({"created_at", "updated_at"})
+_NOTHING = object()
 
 
 _SCALARS = (str, int, bool, type(None))  # not float: -0.0 == 0.0 but they serialise apart
