@@ -41,6 +41,7 @@ from .plugins import hookimpl
 from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult
 from .segments import Assignment, MembershipChange, SegmentContext, Segmenter, SegmentRun
 from .uow import UnitOfWork
+from .validation import currency_digits, normalize_email, normalize_phone
 
 __version__ = "0.1.0"
 
@@ -51,5 +52,6 @@ __all__ = [
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "Renderer", "Report", "ReportContext", "ReportResult",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
-    "UnitOfWork", "UnknownComponent", "ValidationError", "hookimpl", "parse_as_of",
+    "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "hookimpl", "normalize_email",
+    "normalize_phone", "parse_as_of",
 ]

@@ -126,7 +126,10 @@ def _totals_by_stage(ctx: crmcore.ReportContext, pipeline: crmcore.Pipeline,
                 .subquery("per_deal"))
     query = (select(per_deal.c.stage, func.count(), func.sum(per_deal.c.scaled), func.sum(per_deal.c.weighted))
              .group_by(per_deal.c.stage))
-    return {name: (count, money_from_scaled(amount), money_from_scaled(weighted) / 100)
+    # Amounts at the currency's minor unit (12000.50, not 12000.5); weighted
+    # amounts stay exact (a probability can add digits: 0.99 * 10% = 0.099).
+    minor = Decimal(1).scaleb(-crmcore.currency_digits(currency))
+    return {name: (count, money_from_scaled(amount).quantize(minor), money_from_scaled(weighted) / 100)
             for name, count, amount, weighted in ctx.conn.execute(query)}
 
 
