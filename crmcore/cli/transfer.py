@@ -33,7 +33,7 @@ SHOWN_ERRORS = 20
 
 
 @click.command("import")
-@click.argument("entity", type=ENTITY)
+@click.argument("entity", type=ENTITY, metavar="ENTITY")
 @click.argument("file", type=click.Path(dir_okay=False, allow_dash=True))
 @click.option("--format", "format", type=click.Choice(FORMATS), help="File format (default: from the extension).")
 @click.option("--encoding", help="Text encoding of a CSV or JSON Lines file (default: UTF-8, BOM or not; "
@@ -63,12 +63,14 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
                    max_errors: int | None) -> None:
-    """Import customers, contacts, interactions or deals from FILE (CSV, JSON Lines or XLSX; - for stdin).
+    """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
-    Rows with an external id (or the --key field) that already exists update
-    that record; the others are added.  Contacts, interactions and deals name
-    their customer in a "customer" column (external id, email or id).
+    Rows whose external id (or --key email / id) already exists update that
+    record -- blank cells keep the stored value -- and the others are added.
+    Contacts, interactions and deals name their customer in a "customer"
+    column (external id, email or id); interactions their contact in "contact".
+    Every problem is reported as FILE:LINE: column "NAME": reason.
 
     \b
     Examples:
@@ -114,7 +116,7 @@ def _print_report(session: Session, report: ImportReport) -> None:
 
 
 @click.command("export")
-@click.argument("entity", type=ENTITY)
+@click.argument("entity", type=ENTITY, metavar="ENTITY")
 @click.option("-o", "--output", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write to FILE (default: standard output).")
 @click.option("--format", "format", type=click.Choice(FORMATS),
@@ -129,7 +131,7 @@ def _print_report(session: Session, report: ImportReport) -> None:
 @pass_session
 def export_command(session: Session, entity: str, output: str | None, format: str | None,
                    where: tuple[str, ...], sort: str, limit: int | None, encoding: str, delimiter: str) -> None:
-    """Export customers, contacts, interactions or deals to CSV, JSON Lines or XLSX.
+    """Export ENTITY (customers, contacts, interactions or deals) to CSV, JSON Lines or XLSX.
 
     The file imports back as it is: `crm import ENTITY FILE` into another
     database recreates every field (links to customers by external id or email).

@@ -418,3 +418,39 @@ def test_sqlite_bound_values_path_stores_what_core_insert_stores(tmp_path):
     bound, core = dumps
     assert bound == core
     assert len(bound["customers"]) == 2 and len(bound["interactions"]) == 1
+
+
+def test_max_errors_stops_reading(crm_cli, tmp_path):
+    rows = [[f"C{i}", f"N{i}", "bad@" if i % 2 else f"ok{i}@example.com", "", "lead", ""] for i in range(40)]
+    file = customers_file(tmp_path, rows)
+    result = crm_cli.run("import", "customers", str(file), "--on-error", "skip", "--batch-size", "4",
+                         "--max-errors", "3")
+    assert "stopped early at --max-errors" in result.output
+    assert len(crm_cli.customers()) < 20
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "xlsx"])
+def test_reject_file_formats(crm_cli, tmp_path, suffix):
+    file = customers_file(tmp_path, [["C1", "A", "a@example.com", "", "lead", ""], ["C2", "B", "b@", "", "lead", ""]])
+    reject = tmp_path / f"rejects.{suffix}"
+    crm_cli.run("import", "customers", str(file), "--on-error", "skip", "--reject-file", str(reject))
+    if suffix == "jsonl":
+        [record] = [json.loads(line) for line in reject.read_text().splitlines()]
+    else:
+        rows = list(openpyxl.load_workbook(reject, read_only=True).worksheets[0].iter_rows(values_only=True))
+        record = dict(zip(rows[0], rows[1]))
+    assert record["error_line"] in (3, "3") and record["error_column"] == "email"
+    assert record["external_id"] == "C2" and "not a valid email address" in record["error_reason"]
+
+
+def test_progress_bar_draws_on_a_terminal(monkeypatch):
+    from crmcore.cli.transfer import _ProgressBar
+    from crmcore.io import ImportProgress
+
+    with _ProgressBar(enabled=True) as bar:
+        bar.update(ImportProgress(rows=10, bytes_read=100, total_bytes=1000))
+        assert bar.progress.tasks[0].completed == 100 and bar.progress.tasks[0].fields["rows"] == 10
+    assert bar.progress is None
+    with _ProgressBar(enabled=False) as quiet:
+        quiet.update(ImportProgress(rows=1, bytes_read=1, total_bytes=None))
+        assert quiet.progress is None
