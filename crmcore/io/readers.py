@@ -293,6 +293,11 @@ class CSVReader(Reader):
             line, fields, problem = record
             if problem is None and _is_blank(fields):
                 continue
+            if problem is None and self._lineno > line and _stray_quote("".join(self._pending), self.delimiter):
+                # A record over several lines with a quote inside an unquoted value: a quote
+                # that was never closed swallowed the next line(s) up to another quote.
+                yield self._resync(line, "quoted value not closed")
+                continue
             if problem is None and len(fields) != width:
                 if self._lineno > line and locate_quote_error(self._pending[0].rstrip("\r\n"), self.delimiter)[0] \
                         is not None:
@@ -343,6 +348,30 @@ def locate_quote_error(line: str, delimiter: str, quote: str = '"') -> tuple[int
             i = n + 1 if nxt < 0 else nxt + 1
         index += 1
     return None, None
+
+
+def _stray_quote(text: str, delimiter: str, quote: str = '"') -> bool:
+    """Whether a record's text has a quote inside an unquoted value (RFC 4180 does not allow it)."""
+    i, n = 0, len(text)
+    while i < n:
+        if text[i] == quote:  # a quoted value: to its closing quote ("" is an escaped quote)
+            i += 1
+            while i < n:
+                if text[i] == quote:
+                    if i + 1 < n and text[i + 1] == quote:
+                        i += 2
+                        continue
+                    break
+                i += 1
+            i += 1
+            if i < n and text[i] not in (delimiter, "\r", "\n"):
+                return True
+        while i < n and text[i] not in (delimiter, "\n"):
+            if text[i] == quote:
+                return True
+            i += 1
+        i += 1
+    return False
 
 
 def sniff_delimiter(lines: list[str]) -> str:
