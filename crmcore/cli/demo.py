@@ -36,6 +36,7 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
     out.mkdir(parents=True, exist_ok=True)
     config = _demo_config(session.config(), out, currency)
     _clear(config.database_url, force)
+    wrote_config = _write_config(session, config, out)
     end = _end_of_data(session)
     clock = [end]
     size = DemoSize(customers=customers, interactions=customers * 10, deals=customers * 4)
@@ -49,6 +50,8 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
         lines += _loyalty(crm)
         lines += _messages(crm, end)
         lines += _reports(crm, end, out)
+        if wrote_config:
+            lines.append(f"configuration  wrote {wrote_config} (currency, phone region, file channel) for what follows")
         lines.append(f"done in {time.perf_counter() - started:.1f}s; try: crm --db {config.database_url} "
                      "customer list --limit 5")
     finally:
@@ -70,6 +73,21 @@ def _demo_config(config: Any, out: Path, currency: str) -> Any:
     channels = options.setdefault("channels", {})
     channels.setdefault("file", {"path": str(out / "outbox.jsonl")})
     return attrs.evolve(config, options=options, default_currency=currency.upper())
+
+
+def _write_config(session: Session, config: Any, out: Path) -> Path | None:
+    """Leave a crm.toml matching the demo when there is none, so later commands agree with it."""
+    from .config_cmds import STARTER
+
+    target = Path("crm.toml")
+    if session.config_file or target.exists():
+        return None
+    text = STARTER.replace('database_url = "sqlite:///crm.db"', f'database_url = "{config.database_url}"')
+    text = text.replace('default_currency = "CNY"', f'default_currency = "{config.default_currency}"')
+    text = text.replace('# [channels.file]\n# path = "outbox.jsonl"',
+                        f'[channels.file]\npath = "{(out / "outbox.jsonl").as_posix()}"')
+    target.write_text(text, encoding="utf-8")
+    return target
 
 
 def _clear(url: str, force: bool) -> None:

@@ -238,3 +238,25 @@ def test_money_is_exact_through_cli(run):
                "--stage", "won"))
     deals = as_json(run("--json", "deal", "list"))
     assert sum(Decimal(d["amount"]) for d in deals) == Decimal("12345679.02")
+
+
+def test_demo_is_deterministic_for_a_seed(tmp_path, monkeypatch):
+    """Same seed and --as-of: the same customers, deals and ledger, to the field."""
+    runner = CliRunner()
+    snapshots = []
+    for name in ("a", "b"):
+        where = tmp_path / name
+        where.mkdir()
+        monkeypatch.chdir(where)
+        base = ["--db", f"sqlite:///{where / 'demo.db'}", "--plugins", PLUGINS, "--as-of", "2026-06-30"]
+        ok(runner.invoke(cli, [*base, "demo", "--customers", "40", "--seed", "11"], catch_exceptions=False))
+        assert (where / "crm.toml").exists()  # the demo leaves a matching configuration behind
+        snapshot = {}
+        for entity in ("customer", "deal", "interaction"):
+            snapshot[entity] = json.loads(ok(runner.invoke(cli, [*base, "--json", entity, "list", "--limit", "100000"])))
+        snapshot["ledger"] = json.loads(ok(runner.invoke(cli, [*base, "--json", "loyalty", "history", "1"])))
+        snapshots.append(snapshot)
+    assert snapshots[0] == snapshots[1]
+    assert len(snapshots[0]["customer"]) == 40 and snapshots[0]["deal"]
+    currencies = {d["currency"] for d in snapshots[0]["deal"]}
+    assert currencies == {"CNY"}
