@@ -230,31 +230,41 @@ def _check_required(kind: str, key: str, mapping: ColumnMapping, reader: Reader,
 
 
 class IdLines:
-    """Which stored ids this import has written, and from which line (4 bytes an id)."""
+    """Which stored ids this import has written, and from which line (4 bytes an id).
+
+    Ids are dense in practice (a table's own sequence), so an array indexed by
+    ``id - base`` stays small and flat; far-away ids fall back to a dict.
+    """
+
+    SPAN = 1 << 20
 
     def __init__(self) -> None:
         self.base: int | None = None
-        self.lines = array("L")
-        self.low: dict[int, int] = {}
+        self.lines = array("I")
+        self.far: dict[int, int] = {}
 
     def mark(self, id: int, line: int) -> None:
+        line = min(line, 0xFFFFFFFF)
         if self.base is None:
             self.base = id
         offset = id - self.base
-        if offset < 0:
-            self.low[id] = line
-            return
-        if offset >= len(self.lines):
-            self.lines.extend([0] * max(offset + 1 - len(self.lines), len(self.lines) // 2, 1024))
-        self.lines[offset] = line
+        if offset < 0 and -offset <= max(len(self.lines), self.SPAN):
+            self.lines[0:0] = array("I", bytes(4 * -offset))  # move the base down
+            self.base, offset = id, 0
+        if 0 <= offset < len(self.lines) + max(len(self.lines), self.SPAN):
+            if offset >= len(self.lines):
+                self.lines.extend(array("I", bytes(4 * max(offset + 1 - len(self.lines), len(self.lines) // 2))))
+            self.lines[offset] = line
+        else:
+            self.far[id] = line
 
     def get(self, id: int) -> int | None:
         if self.base is None:
             return None
         offset = id - self.base
-        if offset < 0:
-            return self.low.get(id)
-        return (self.lines[offset] or None) if offset < len(self.lines) else None
+        if 0 <= offset < len(self.lines):
+            return self.lines[offset] or self.far.get(id)
+        return self.far.get(id)
 
 
 @attrs.define
