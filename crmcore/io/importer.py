@@ -50,6 +50,7 @@ from sqlalchemy.types import NullType
 from ..convert import unstructure
 from ..entities import ENTITY_TYPES
 from ..errors import CRMError, HookError, ValidationError
+from ..store.bulk import insert_returning_ids, sqlite_new_ids
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from ..validation import normalize_email
 from .mapping import (
@@ -298,7 +299,6 @@ class _Import:
         self.explicit_ids = False
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
-        self._sequence: str | None = None
         self.keyless = 0
 
     def _binder(self) -> Binder | None:
@@ -670,43 +670,11 @@ class _Import:
         return self._sqlite_ids(uow, len(rows))
 
     def _sqlite_ids(self, uow: Any, count: int) -> list[int]:
-        """Ids of the ``count`` rows just inserted by one executemany on SQLite.
-
-        Inside our write transaction (BEGIN IMMEDIATE) SQLite numbers new rows
-        max(rowid)+1, +2, ...; this checks that is what happened.
-        """
-        id_column = self.table.c.id
-        last = uow.conn.execute(text("SELECT last_insert_rowid()")).scalar_one()
-        first = last - count + 1
-        found, highest = uow.conn.execute(
-            select(func.count(), func.max(id_column)).where(id_column >= first)).one()
-        if found != count or highest != last:  # pragma: no cover - only near rowid 2**63
-            raise RuntimeError(f"SQLite did not number {count} new rows consecutively "
-                               f"(rowids {first}..{last}); the import cannot tell their ids")
-        return list(range(first, last + 1))
+        return sqlite_new_ids(uow.conn, self.table, count)
 
     def _insert_returning_ids(self, uow: Any, values: list[dict[str, Any]]) -> list[int]:
         """executemany, and the new ids in parameter order."""
-        id_column = self.table.c.id
-        if uow.dialect == "sqlite" and len(values) > 1:
-            # SQLAlchemy cannot order RETURNING rows of an executemany on SQLite
-            # and falls back to one INSERT per row (~25x slower).
-            uow.conn.execute(insert(self.table), values)
-            return self._sqlite_ids(uow, len(values))
-        if uow.dialect == "postgresql" and len(values) > 1:
-            # Take the ids from the column's sequence, as its default would, and
-            # insert them with a plain executemany (psycopg pipelines it): an
-            # INSERT ... RETURNING of thousands of rows is re-parsed by psycopg
-            # each time and cost 3x more.
-            if self._sequence is None:
-                self._sequence = uow.conn.execute(text("SELECT pg_get_serial_sequence(:table, 'id')"),
-                                                  {"table": self.table.name}).scalar_one()
-            ids = list(uow.conn.execute(text("SELECT nextval(:sequence) FROM generate_series(1, :count)"),
-                                        {"sequence": self._sequence, "count": len(values)}).scalars())
-            uow.conn.execute(insert(self.table), [{**row, "id": id} for row, id in zip(values, ids)])
-            return ids
-        stmt = insert(self.table).returning(id_column, sort_by_parameter_order=True)
-        return list(uow.conn.execute(stmt, values).scalars().all())
+        return insert_returning_ids(uow.conn, self.table, values)
 
     def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, dict[str, Any]]], ids: list[int]) -> None:
         for (line, _, _), id in zip(inserts, ids):

@@ -21,6 +21,7 @@ from ..entities import Contact, Customer, Deal, Interaction
 from ..errors import NotFound, ValidationError
 from ..validation import currency_digits
 from . import tables
+from .bulk import insert_returning_ids
 from .filters import conditions, search_condition
 
 E = TypeVar("E")
@@ -79,17 +80,14 @@ class Repository(Generic[E]):
         return attrs.evolve(entity, id=new_id)
 
     def insert_many(self, entities: list[E], now: datetime) -> list[E]:
-        """Bulk insert (executemany with RETURNING); returns the entities with ids."""
+        """Bulk insert (one executemany); returns the entities with their new ids."""
         stamped = [attrs.evolve(e, created_at=now, updated_at=now) for e in entities]
         rows = []
         for entity in stamped:
             row = self.to_row(entity)
             row.pop("id")
             rows.append(row)
-        if not rows:
-            return []
-        stmt = insert(self.table).returning(self.table.c.id, sort_by_parameter_order=True)
-        ids = self.conn.execute(stmt, rows).scalars().all()
+        ids = insert_returning_ids(self.conn, self.table, rows)
         return [attrs.evolve(e, id=i) for e, i in zip(stamped, ids)]
 
     def update(self, entity: E, now: datetime) -> E:

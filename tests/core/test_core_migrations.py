@@ -4,7 +4,7 @@ plugin's own branch (``tests/fixtures_plugins/tableplugin``)."""
 from __future__ import annotations
 
 import importlib
-from datetime import datetime, timezone
+from datetime import datetime
 from types import ModuleType, SimpleNamespace
 
 import pytest

@@ -8,7 +8,7 @@ the data the test wrote, never read back from the engine's own tables.
 from __future__ import annotations
 
 import random
-from datetime import datetime, timedelta, timezone
+from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
