@@ -7,11 +7,12 @@ write -> ``on_*`` events.  Any error rolls the whole unit back.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import attrs
-from sqlalchemy import select
+from sqlalchemy import String, select
 
 from .convert import structure, unstructure
 from .entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
@@ -189,6 +190,7 @@ class EntityService(Generic[E]):
         if not isinstance(entity, self.entity):
             raise TypeError(f"expected a {self.entity.__name__}, got {entity!r}")
         entity = getattr(self.crm.validator, self.kind)(entity)
+        self.check_lengths(entity)
         if check_references:
             self.check_references(uow, entity)
         issues = []
@@ -198,6 +200,14 @@ class EntityService(Generic[E]):
         if issues:
             raise ValidationError(issues, self.kind)
         return entity
+
+    def check_lengths(self, entity: E) -> None:
+        """Text longer than its column is a validation error, not a database error."""
+        issues = [(name, f"at most {limit} characters, got {len(value)}")
+                  for name, limit in _text_limits(self.kind)
+                  if isinstance(value := getattr(entity, name), str) and len(value) > limit]
+        if issues:
+            raise ValidationError(issues, self.kind)
 
     def check_references(self, uow: "UnitOfWork", entity: E) -> None:
         customer_id = getattr(entity, "customer_id", None)
@@ -216,6 +226,12 @@ class EntityService(Generic[E]):
 
     def after_update(self, uow: "UnitOfWork", stored: E, previous: E) -> None:
         uow.fire(f"on_{self.kind}_updated", previous=previous, **{self.kind: stored})
+
+
+@functools.cache
+def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
+    return tuple((c.name, c.type.length) for c in _TABLES[kind].c
+                 if isinstance(c.type, String) and c.type.length)
 
 
 def _issues(result: Any) -> list[tuple[str, str]]:

@@ -87,7 +87,7 @@ contacts = Table(
     Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("title", String(100)),
-    Column("email", String(320)),
+    Column("email", String(320), index=True),
     Column("phone", String(32)),
     Column("is_primary", Boolean, nullable=False),
     Column("attributes", JSON, nullable=False),

@@ -19,6 +19,7 @@ from crmcore.store import tables
 from crmcore.store.engine import make_engine
 
 CORE_TABLES = set(tables.metadata.tables)
+CORE_HEAD = "0002_contacts_email"
 
 
 @pytest.fixture
@@ -41,7 +42,7 @@ def test_open_migrates_a_fresh_database_to_head(crm_db_url) -> None:
         names = migrations.table_names(crm.engine)
         assert CORE_TABLES | {"alembic_version"} <= names
         assert migrations.current(crm.engine, {}) == migrations.heads(crm.engine, {})
-        assert migrations.current(crm.engine, {})["crmcore"] == ("0001_core",)
+        assert migrations.current(crm.engine, {})["crmcore"] == (CORE_HEAD,)
         assert not migrations.needs_upgrade(crm.engine, {})
     with open_crm(crm_db_url) as crm:  # re-open: nothing to do, data intact
         crm.customers.add(name="张伟")
@@ -108,7 +109,7 @@ def test_plugin_table_created_on_open_and_usable(crm_db_url, tableplugin) -> Non
     with open_crm(crm_db_url, extra=[tableplugin]) as crm:
         assert "tableplug_notes" in migrations.table_names(crm.engine)
         assert crm.schemas == {"tableplugin": tableplugin.SCHEMA}
-        assert migrations.current(crm.engine, crm.schemas) == {"crmcore": ("0001_core",), "tableplug": ("tp002",)}
+        assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (CORE_HEAD,), "tableplug": ("tp002",)}
         assert not migrations.needs_upgrade(crm.engine, crm.schemas)
         customer = crm.customers.add(name="张伟")
         notes = Table("tableplug_notes", MetaData(), autoload_with=crm.engine)
@@ -138,7 +139,7 @@ def test_plugin_enabled_later_gets_its_table_on_reopen_and_can_be_disabled(crm_d
     with open_crm(crm_db_url) as crm:
         crm.upgrade()
         assert crm.schemas == {}
-        assert migrations.current(crm.engine, {}) == {"crmcore": ("0001_core",)}
+        assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
         assert "tableplug_notes" in migrations.table_names(crm.engine)
         crm.customers.add(name="after")
         assert crm.customers.count() == 2
@@ -148,12 +149,13 @@ def test_plugin_enabled_later_gets_its_table_on_reopen_and_can_be_disabled(crm_d
 
 def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> None:
     with open_crm(crm_sqlite_url, extra=[tableplugin], migrate=False) as crm:
-        assert migrations.heads(crm.engine, crm.schemas) == {"crmcore": ("0001_core",), "tableplug": ("tp002",)}
+        assert migrations.heads(crm.engine, crm.schemas) == {"crmcore": (CORE_HEAD,), "tableplug": ("tp002",)}
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", "0001_core", None), ("tableplug", "tp002", "tp001"), ("tableplug", "tp001", None)]
-        assert [m for *_, m in history] == ["core schema", "tableplug: pinned flag", "tableplug: notes table"]
+            ("crmcore", CORE_HEAD, "0001_core"), ("crmcore", "0001_core", None),
+            ("tableplug", "tp002", "tp001"), ("tableplug", "tp001", None)]
+        assert [m for *_, m in history][1:] == ["core schema", "tableplug: pinned flag", "tableplug: notes table"]
         crm.upgrade()
         assert migrations.current(crm.engine, crm.schemas) == migrations.heads(crm.engine, crm.schemas)
         assert {"alembic_version", "alembic_version_tableplug"} <= migrations.table_names(crm.engine)
@@ -232,3 +234,24 @@ def test_every_timestamp_column_is_utc() -> None:
             assert not isinstance(column.type, DateTime), f"{table.name}.{column.name} is a naive DateTime"
             if column.name.endswith("_at") or column.name in ("as_of", "follow_up_due"):
                 assert isinstance(column.type, UTCDateTime), f"{table.name}.{column.name}"
+
+
+def test_existing_database_upgrades_from_the_first_revision(crm_db_url) -> None:
+    """A database left at 0001 keeps its data and gains the later revisions on open."""
+    from alembic import command
+
+    engine = make_engine(crm_db_url)
+    try:
+        command.upgrade(migrations.alembic_config(engine, migrations.HERE / "versions", "alembic_version"),
+                        "0001_core")
+        assert "ix_contacts_email" not in {i["name"] for i in inspect(engine).get_indexes("contacts")}
+    finally:
+        engine.dispose()
+    with open_crm(crm_db_url, migrate=False) as crm:
+        assert migrations.needs_upgrade(crm.engine, {})
+        crm.upgrade()
+        assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
+        assert "ix_contacts_email" in {i["name"] for i in inspect(crm.engine).get_indexes("contacts")}
+        customer = crm.customers.add(name="升级")
+        crm.contacts.add(customer_id=customer.id, name="a", email="a@example.com")
+        assert crm.contacts.find(email="a@example.com").name == "a"
