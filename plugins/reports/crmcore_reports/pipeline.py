@@ -27,7 +27,8 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, and_, case, func, select, type_coerce
+from sqlalchemy import (BigInteger, Integer, String, and_, case, cast, func, literal, null, select, type_coerce,
+                        union_all)
 
 import crmcore
 from crmcore.store import money_from_scaled, tables, utc_literal
@@ -105,32 +106,47 @@ def _deal_filter(ctx: crmcore.ReportContext, pipeline: str) -> Any:
 def _totals_by_stage(ctx: crmcore.ReportContext, pipeline: crmcore.Pipeline,
                      currency: str) -> dict[str, tuple[int, Decimal, Decimal]]:
     """stage -> (count, amount, weighted amount), in one grouped query."""
-    as_of = utc_literal(ctx.as_of)
-    # The last stage change at or before as_of, per deal (ids grow with time).
-    last_change = (select(history.c.deal_id, func.max(history.c.id).label("history_id"))
-                   .where(history.c.changed_at <= as_of).group_by(history.c.deal_id).subquery("last_change"))
-    past = history.alias("past")
-    stage = func.coalesce(past.c.to_stage, deals.c.stage)
+    stage, current_stage, probability, scaled = _stage_as_of(ctx, pipeline.name, currency)
     configured = {s.name: s.probability for s in pipeline.stages}
-    probability = case(
-        (stage == deals.c.stage, deals.c.probability),
-        else_=case(configured, value=stage, else_=deals.c.probability) if configured else deals.c.probability,
+    probability_then = case(
+        (stage == current_stage, probability),
+        else_=case(configured, value=stage, else_=probability) if configured else probability,
     )
-    # Money is stored as an integer count of 1/10,000; summing the raw integers
-    # (and amount * probability as integers) keeps every total exact.
-    scaled = type_coerce(deals.c.amount, BigInteger)
-    per_deal = (select(stage.label("stage"), scaled.label("scaled"), (scaled * probability).label("weighted"))
-                .select_from(deals.outerjoin(last_change, last_change.c.deal_id == deals.c.id)
-                             .outerjoin(past, past.c.id == last_change.c.history_id))
-                .where(_deal_filter(ctx, pipeline.name), deals.c.currency == currency)
-                .subquery("per_deal"))
+    per_deal = select(stage.label("stage"), scaled.label("scaled"),
+                      (scaled * probability_then).label("weighted")).subquery("per_deal")
     query = (select(per_deal.c.stage, func.count(), func.sum(per_deal.c.scaled), func.sum(per_deal.c.weighted))
              .group_by(per_deal.c.stage))
-    # Amounts at the currency's minor unit (12000.50, not 12000.5); weighted
-    # amounts stay exact (a probability can add digits: 0.99 * 10% = 0.099).
-    minor = Decimal(1).scaleb(-crmcore.currency_digits(currency))
-    return {name: (count, money_from_scaled(amount).quantize(minor), money_from_scaled(weighted) / 100)
+    # Money is stored as an integer count of 1/10,000; summing the raw integers
+    # (and amount * probability as integers) keeps every total exact.
+    return {name: (count, money_from_scaled(amount), money_from_scaled(weighted) / 100)
             for name, count, amount, weighted in ctx.conn.execute(query)}
+
+
+def _stage_as_of(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> tuple[Any, Any, Any, Any]:
+    """Per deal counted: (stage at as_of, current stage, probability, scaled amount) expressions.
+
+    Shape: (the deals UNION ALL their stage changes up to as_of), and per deal
+    the ``to_stage`` of the change with the highest id (a window function);
+    the deal's own row (``change_id`` 0) carries its columns.  No join between
+    deals and history on purpose: PostgreSQL, with statistics stale after a
+    bulk load, nested-looped such a join (quadratic: 90,000 deals took
+    minutes).  Change ids grow with time, so the highest id is the latest.
+    """
+    scaled = type_coerce(deals.c.amount, BigInteger)
+    own = (select(deals.c.id.label("deal_id"), literal(0, Integer).label("change_id"),
+                  cast(null(), String(50)).label("to_stage"), deals.c.stage.label("current_stage"),
+                  deals.c.probability.label("probability"), scaled.label("scaled"))
+           .where(_deal_filter(ctx, pipeline), deals.c.currency == currency))
+    changes = select(history.c.deal_id, history.c.id, history.c.to_stage, null(), null(), null()).where(
+        history.c.changed_at <= utc_literal(ctx.as_of))
+    rows = union_all(own, changes).subquery("deal_rows")
+    latest = func.first_value(rows.c.to_stage).over(partition_by=rows.c.deal_id,
+                                                    order_by=rows.c.change_id.desc())
+    ranked = select(rows, latest.label("stage_then")).subquery("deal_stages")
+    deal = select(func.coalesce(ranked.c.stage_then, ranked.c.current_stage).label("stage"),
+                  ranked.c.current_stage, ranked.c.probability, ranked.c.scaled).where(
+        ranked.c.change_id == 0).subquery("deal_then")
+    return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled
 
 
 def _other_currencies(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> list[str]:

@@ -45,7 +45,8 @@ from datetime import timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, Select, String, and_, case, cast, false, func, literal, or_, select, type_coerce
+from sqlalchemy import (BigInteger, Integer, Select, String, and_, case, cast, false, func, literal, null, or_,
+                        select, type_coerce, union_all)
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
@@ -55,6 +56,7 @@ from .names import NO_PURCHASES, segment_by_key
 
 deals = tables.deals
 customers = tables.customers
+_DIGITS = len(str(MONEY_SCALE)) - 1  # decimals Money keeps (4)
 
 
 def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -88,24 +90,22 @@ class RFMSegmenter(crmcore.Segmenter):
     options_type = RFMOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: RFMOptions) -> Select:
-        scores = _scores(ctx, options)
-        cell = scores.c.r * 100 + scores.c.f * 10 + scores.c.m
-        # Every customer gets a row; the outer join leaves r/f/m NULL without purchases.
+        scores = _scores(purchase_conditions(ctx, options))
+        bought = scores.c.frequency > 0
         segment = case(
-            (scores.c.customer_id.is_(None), literal(NO_PURCHASES, String)),
-            else_=case({key: literal(name, String) for key, name in segment_by_key().items()},
-                       value=scores.c.r * 100 + scores.c.f + scores.c.m),
+            (bought, case({key: literal(name, String) for key, name in segment_by_key().items()},
+                          value=scores.c.r * 100 + scores.c.f + scores.c.m)),
+            else_=literal(NO_PURCHASES, String),
         )
         details = json_object(
             ctx.dialect,
             r=scores.c.r, f=scores.c.f, m=scores.c.m,
             recency_days=days_between(scores.c.last_purchase, utc_literal(ctx.as_of)),
-            frequency=func.coalesce(scores.c.frequency, 0),
-            monetary=_decimal_text(func.coalesce(scores.c.monetary, 0)),
+            frequency=scores.c.frequency,
+            monetary=_decimal_text(scores.c.monetary),
         )
-        return (select(customers.c.id.label("customer_id"), segment.label("segment"),
-                       cell.label("score"), details.label("details"))
-                .select_from(customers.outerjoin(scores, scores.c.customer_id == customers.c.id)))
+        return select(scores.c.customer_id, segment.label("segment"),
+                      (scores.c.r * 100 + scores.c.f * 10 + scores.c.m).label("score"), details.label("details"))
 
 
 def won_condition(pipelines: Any) -> ColumnElement:
@@ -118,35 +118,56 @@ def won_condition(pipelines: Any) -> ColumnElement:
     return or_(*parts) if parts else false()
 
 
-def _scores(ctx: crmcore.SegmentContext, options: RFMOptions) -> Any:
-    """Subquery: customer_id, last_purchase, frequency, monetary (scaled), r, f, m."""
+def purchase_conditions(ctx: crmcore.SegmentContext, options: RFMOptions) -> list[ColumnElement]:
+    """WHERE conditions on ``deals`` selecting the purchases that count."""
     conditions = [won_condition(ctx.config.pipelines), deals.c.closed_at <= utc_literal(ctx.as_of)]
     if options.window_days is not None:
         start = ctx.as_of - timedelta(days=options.window_days)
         conditions.append(deals.c.closed_at > utc_literal(start))
     if options.currency is not None:
         conditions.append(deals.c.currency == options.currency)
-    # The raw scaled integer, not the Money type: the sum must stay an integer
-    # for the exact text formatting below.  PostgreSQL's SUM(bigint) is numeric,
-    # hence the cast back.
+    return conditions
+
+
+def _scores(purchases: list[ColumnElement]) -> Any:
+    """Subquery over every customer: customer_id, last_purchase, frequency,
+    monetary (scaled), and r, f, m (NULL for customers without purchases).
+
+    Shape: (purchases UNION ALL one empty row per customer) GROUP BY customer,
+    then window functions partitioned by "has purchases".  No join between
+    customers and the aggregate: with a join (LEFT JOIN, or NOT EXISTS for the
+    non-buyers) SQLite rescanned the aggregate per customer and PostgreSQL,
+    with statistics stale after a bulk load, chose a nested loop; both went
+    quadratic (100,000 customers: minutes).  Grouping has no such plan.
+    """
+    # The raw scaled integer, not the Money type: sums must stay integers for
+    # the exact text formatting below.
     amount = type_coerce(deals.c.amount, BigInteger)
-    values = (select(deals.c.customer_id,
-                     func.max(deals.c.closed_at).label("last_purchase"),
-                     func.count().label("frequency"),
-                     cast(func.sum(amount), BigInteger).label("monetary"))
-              .where(*conditions).group_by(deals.c.customer_id).subquery("rfm_values"))
+    rows = union_all(
+        select(deals.c.customer_id, deals.c.closed_at, amount.label("amount"), literal(1, Integer).label("bought"))
+        .where(*purchases),
+        select(customers.c.id, null(), null(), literal(0, Integer)),
+    ).subquery("rfm_rows")
+    # Casts: PostgreSQL's SUM(bigint) is numeric and MariaDB's SUM is DECIMAL.
+    values = (select(rows.c.customer_id,
+                     func.max(rows.c.closed_at).label("last_purchase"),
+                     cast(func.sum(rows.c.bought), Integer).label("frequency"),
+                     cast(func.coalesce(func.sum(rows.c.amount), 0), BigInteger).label("monetary"))
+              .group_by(rows.c.customer_id).subquery("rfm_values"))
+    buyers = values.c.frequency > 0  # ranks and n count buyers only
     ranked = select(
         values,
-        func.rank().over(order_by=values.c.last_purchase).label("r_rank"),
-        func.rank().over(order_by=values.c.frequency).label("f_rank"),
-        func.rank().over(order_by=values.c.monetary).label("m_rank"),
-        func.count().over().label("n"),
+        func.rank().over(partition_by=buyers, order_by=values.c.last_purchase).label("r_rank"),
+        func.rank().over(partition_by=buyers, order_by=values.c.frequency).label("f_rank"),
+        func.rank().over(partition_by=buyers, order_by=values.c.monetary).label("m_rank"),
+        func.count().over(partition_by=buyers).label("n"),
     ).subquery("rfm_ranks")
+    bought = ranked.c.frequency > 0
     return select(
         ranked.c.customer_id, ranked.c.last_purchase, ranked.c.frequency, ranked.c.monetary,
-        quintile(ranked.c.r_rank, ranked.c.n).label("r"),
-        quintile(ranked.c.f_rank, ranked.c.n).label("f"),
-        quintile(ranked.c.m_rank, ranked.c.n).label("m"),
+        case((bought, quintile(ranked.c.r_rank, ranked.c.n)), else_=null()).label("r"),
+        case((bought, quintile(ranked.c.f_rank, ranked.c.n)), else_=null()).label("f"),
+        case((bought, quintile(ranked.c.m_rank, ranked.c.n)), else_=null()).label("m"),
     ).subquery("rfm_scores")
 
 
@@ -164,8 +185,7 @@ def _decimal_text(scaled: ColumnElement) -> ColumnElement:
     to.  ``//`` is SQLAlchemy's portable integer division (``DIV``-like on
     every dialect); adding 10,000 to the remainder zero-pads it to four digits.
     """
-    digits = len(str(MONEY_SCALE)) - 1
     scaled = cast(scaled, BigInteger)
     whole = cast(scaled // MONEY_SCALE, String)
-    fraction = func.substr(cast(scaled % MONEY_SCALE + MONEY_SCALE, String), 2, digits)
+    fraction = func.substr(cast(scaled % MONEY_SCALE + MONEY_SCALE, String), 2, _DIGITS)
     return whole + literal(".", String) + fraction
