@@ -149,9 +149,10 @@ def test_scores_and_segments_match_pandas(rfm_crm, pipelines):
     customers = 300
     deals = generate(seed=20260630, customers=customers)
     ids = load(rfm_crm, customers, deals)
-    variants = [{}, {"window_days": 180}, {"currency": "USD"}, {"window_days": 365, "currency": "CNY"}]
+    variants = [{}, {"window_days": 180}, {"currency": "usd"}, {"window_days": 365, "currency": "CNY"}]
     for options in variants:
-        expected = expected_rfm(deals, ids, pipelines, AS_OF, **options)
+        model_options = {k: v.upper() if k == "currency" else v for k, v in options.items()}
+        expected = expected_rfm(deals, ids, pipelines, AS_OF, **model_options)
         # The data must exercise what the test is about.
         assert 20 < len(expected) < customers, options
         for score in ("r", "f", "m"):
@@ -252,7 +253,7 @@ def test_quintile_boundaries(crm_factory):
     assert [m_scores[i] for i in ids] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 
 
-@pytest.mark.parametrize("options", [{"window_days": 0}, {"window_days": -5}, {"currency": "usd"},
+@pytest.mark.parametrize("options", [{"window_days": 0}, {"window_days": -5}, {"currency": "dollars"},
                                      {"bins": 4}])
 def test_bad_options(crm_factory, options):
     crm = crm_factory(plugins=["segments"])

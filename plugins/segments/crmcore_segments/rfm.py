@@ -24,12 +24,16 @@ Scores 1-5 and the tie rule
         score = 1 + floor(5 * (rank_min - 1) / n)
 
     So the oldest last purchase, the fewest deals and the smallest total score
-    1; a value shared by many customers gets the score of its first position.
+    1; a value shared by many customers gets the score of its first position
+    (and with a single buyer, or all values equal, everybody scores 1).
     The floor is evaluated without division (``score = 1 + #{k in 1..4 :
     5 * (rank_min - 1) >= k * n}``): integer division differs between
     dialects and MariaDB's decimal division rounds.
 
 What is stored (one membership per customer, in one ``INSERT ... SELECT``)
+    Every customer in the database gets a membership, including customers
+    created after ``as_of`` (they are "No purchases" unless deals closed
+    before ``as_of`` were recorded for them later).
     segment: the named segment of (R, F, M), see :mod:`crmcore_segments.names`;
         ``"No purchases"`` for customers without a purchase;
     score: the RFM cell ``R * 100 + F * 10 + M`` (e.g. 545), NULL without purchases;
@@ -64,8 +68,12 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | No
         raise ValueError(f"{attribute.name} must be a positive number of days, got {value}")
 
 
+def _upper(value: str | None) -> str | None:
+    return value.upper() if isinstance(value, str) else value
+
+
 def _currency_code(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not (len(value) == 3 and value.isalpha() and value.isupper()):
+    if value is not None and not (len(value) == 3 and value.isalpha()):
         raise ValueError(f"{attribute.name} must be an ISO 4217 code such as USD, got {value!r}")
 
 
@@ -79,7 +87,7 @@ class RFMOptions:
     """
 
     window_days: int | None = attrs.field(default=None, validator=_positive_or_none)
-    currency: str | None = attrs.field(default=None, validator=_currency_code)
+    currency: str | None = attrs.field(default=None, converter=_upper, validator=_currency_code)
 
 
 class RFMSegmenter(crmcore.Segmenter):
