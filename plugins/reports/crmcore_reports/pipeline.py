@@ -86,7 +86,8 @@ class PipelineReport(crmcore.Report):
         totals = _totals_by_stage(ctx, pipeline, currency)
         rows = []
         for stage in stages:
-            count, amount, weighted = totals.pop(stage.name, (0, Decimal(0), Decimal(0)))
+            empty = (0, Decimal(0).quantize(_minor_unit(currency)), Decimal(0))
+            count, amount, weighted = totals.pop(stage.name, empty)
             rows.append((stage.name, stage.outcome.value, stage.probability, count, amount, weighted))
         notes = _other_currencies(ctx, pipeline.name, currency)
         hidden = {name: count for name, (count, _, _) in totals.items()
@@ -122,8 +123,19 @@ def _totals_by_stage(ctx: crmcore.ReportContext, pipeline: crmcore.Pipeline,
              .group_by(per_deal.c.stage))
     # Money is stored as an integer count of 1/10,000; summing the raw integers
     # (and amount * probability as integers) keeps every total exact.
-    return {name: (count, money_from_scaled(amount), money_from_scaled(weighted) / 100)
+    # Amounts at the currency's minor unit (12000.50, not 12000.5); weighted
+    # amounts stay exact (a probability can add digits: 0.99 * 10% = 0.099).
+    minor = _minor_unit(currency)
+    return {name: (count, money_from_scaled(amount).quantize(minor), money_from_scaled(weighted) / 100)
             for name, count, amount, weighted in ctx.conn.execute(query)}
+
+
+def _minor_unit(currency: str) -> Decimal:
+    """``Decimal("0.01")`` for USD, ``Decimal("1")`` for JPY."""
+    try:
+        return Decimal(1).scaleb(-crmcore.currency_digits(currency))
+    except ValueError as exc:  # an unknown code is the user's to fix, not a crash
+        raise crmcore.ConfigError(f"[reports.pipeline] currency: {exc}") from None
 
 
 def _stage_as_of(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> tuple[Any, Any, Any, Any]:
