@@ -186,13 +186,19 @@ def _issues(exc: cattrs.BaseValidationError) -> list[tuple[str, str]]:
     issues = []
     for message in cattrs.transform_error(exc, format_exception=_describe):
         text, _, path = message.rpartition(" @ ")
-        issues.append((path.removeprefix("$.").split(".")[0] or "?", text))
+        field = path.removeprefix("$").removeprefix(".").split(".")[0]
+        if not field and "\x00" in text:  # an attrs validator named its attribute (see _describe)
+            field, text = text.split("\x00", 1)
+        issues.append((field or "*", text))
     return issues
 
 
 def _describe(exc: BaseException, type_: Any) -> str:
     if isinstance(exc, KeyError):
         return "is required"
+    if isinstance(exc, ValueError) and len(exc.args) > 1 and isinstance(exc.args[1], attrs.Attribute):
+        # attrs' own validators (in_, ...) raise ValueError(message, attribute, ...)
+        return f"{exc.args[1].name}\x00{exc.args[0]}"
     if isinstance(exc, ValueError) and str(exc):
         return str(exc)
     name = getattr(type_, "__name__", None) or str(type_)

@@ -199,6 +199,11 @@ def populate(crm: Any, seed: int, size: DemoSize, end: datetime, set_clock: Call
         interactions += crm.interactions.add_many(list(data.interactions(ids, per_month_i, start, stop)))
         deals += crm.deals.add_many(list(data.deals(ids, per_month_d, start, stop, crm.config.default_currency)))
     set_clock(end)
+    from .store.maintenance import refresh_statistics
+    from .store.tables import metadata
+
+    for table in metadata.sorted_tables:  # fresh planner statistics after the bulk load (PostgreSQL)
+        refresh_statistics(crm, table)
     return {"customers": len(ids), "contacts": contacts, "interactions": interactions, "deals": deals}
 
 

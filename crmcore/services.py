@@ -320,7 +320,8 @@ class DealService(EntityService[Deal]):
         new = self.crm.stage_of(deal)
         transition = uow.deals.record_stage_change(deal.id, old.name if old else None, deal.stage,
                                                    uow.now, uow.actor)
-        uow.fire("on_deal_stage_changed", deal=deal, old=old, new=new, transition_id=transition)
+        # The core's loyalty engine first, so handlers see the points just earned.
         self.crm.loyalty.deal_stage_changed(uow, deal, old, new, transition)
+        uow.fire("on_deal_stage_changed", deal=deal, old=old, new=new, transition_id=transition)
 
 

@@ -51,6 +51,7 @@ from ..convert import unstructure
 from ..entities import ENTITY_TYPES
 from ..errors import CRMError, HookError, ValidationError
 from ..store.bulk import insert_returning_ids, sqlite_new_ids
+from ..store.maintenance import refresh_statistics
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from ..validation import normalize_email
 from .mapping import (
@@ -351,6 +352,8 @@ class _Import:
             _restore_gc(gc_state)
             if self.rejects is not None:
                 self.rejects.close()
+        if self.report.committed and not options.dry_run:
+            refresh_statistics(self.crm, self.table)
         if self.keyless:
             self.report.notes.append(
                 f"{self.keyless} row{' had' if self.keyless == 1 else 's had'} no {self.key} and "
