@@ -7,7 +7,7 @@ Plugins import only from this module::
 """
 
 from .app import CRM, parse_as_of
-from .components import Component
+from .components import Component, currency_option
 from .config import Config
 from .customfields import CustomField
 from .entities import (
@@ -52,6 +52,6 @@ __all__ = [
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "Renderer", "Report", "ReportContext", "ReportResult",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
-    "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "hookimpl", "normalize_email",
+    "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
     "normalize_phone", "parse_as_of",
 ]

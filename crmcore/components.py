@@ -4,7 +4,10 @@ a name, a description and typed options."""
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any, ClassVar
+
+import attrs
 
 from .config import Config
 from .convert import structure, unstructure
@@ -23,6 +26,52 @@ class Component:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     options_type: ClassVar[type | None] = None
+
+
+@attrs.frozen
+class EngineContext:
+    """What a component sees when an engine runs it: the unit of work and ``as_of``."""
+
+    uow: Any
+    as_of: datetime
+
+    @property
+    def conn(self) -> Any:
+        """The connection, inside the run's transaction."""
+        return self.uow.conn
+
+    @property
+    def dialect(self) -> str:
+        return self.uow.dialect
+
+    @property
+    def config(self) -> Config:
+        return self.uow.crm.config
+
+    def as_of_literal(self) -> Any:
+        """``as_of`` as a bound SQL timestamp."""
+        from .store.dialects import utc_literal
+
+        return utc_literal(self.as_of)
+
+
+def currency_option(default: str | None = None) -> Any:
+    """An attrs field for an optional ISO 4217 currency option (upper-cased, checked).
+
+    ``currency: str | None = crmcore.currency_option()``
+    """
+    return attrs.field(default=default, converter=_upper, validator=_check_currency)
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
+def _check_currency(instance: Any, attribute: Any, value: str | None) -> None:
+    from .validation import currency_digits
+
+    if value is not None:
+        currency_digits(value)  # ValueError names the bad code
 
 
 def build_options(component: Any, family: str, config: Config, given: Mapping[str, Any] | None) -> Any:

@@ -203,3 +203,17 @@ def _describe(exc: BaseException, type_: Any) -> str:
         return str(exc)
     name = getattr(type_, "__name__", None) or str(type_)
     return f"invalid value ({exc.__class__.__name__}), expected {name}"
+
+
+def json_default(value: Any) -> Any:
+    """``json.dumps(default=...)`` for crmcore values: Decimal as exact text,
+    dates ISO 8601, enums by value, attrs objects as dicts."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    if isinstance(value, enum.Enum):
+        return value.value
+    if attrs.has(type(value)):
+        return attrs.asdict(value)
+    raise TypeError(f"cannot encode {type(value).__name__} as JSON")

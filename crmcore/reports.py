@@ -20,12 +20,11 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
-from .components import Component, build_options
+from .components import Component, EngineContext, build_options
 from .registry import Registry
 
 if TYPE_CHECKING:
     from .app import CRM
-    from .uow import UnitOfWork
 
 COLUMN_TYPES = ("str", "int", "decimal", "float", "percent", "date", "datetime")
 
@@ -69,24 +68,8 @@ class ReportResult:
         return [dict(zip(names, row)) for row in self.rows]
 
 
-@attrs.frozen
-class ReportContext:
-    """What a report sees: the unit of work (read-only) and ``as_of``."""
-
-    uow: "UnitOfWork"
-    as_of: datetime
-
-    @property
-    def conn(self) -> Any:
-        return self.uow.conn
-
-    @property
-    def dialect(self) -> str:
-        return self.uow.dialect
-
-    @property
-    def config(self) -> Any:
-        return self.uow.crm.config
+class ReportContext(EngineContext):
+    """What a report sees: a read-only unit of work, ``as_of``, the configuration."""
 
 
 class Report(Component):

@@ -19,10 +19,9 @@ from sqlalchemy import Select, and_, func, insert, literal, null, select, update
 from sqlalchemy.sql.elements import BindParameter, Null
 from sqlalchemy.types import NullType
 
-from .components import Component, build_options, options_dict
+from .components import Component, EngineContext, build_options, options_dict
 from .registry import Registry
 from .store import tables
-from .store.types import UTCDateTime
 
 if TYPE_CHECKING:
     from .app import CRM
@@ -73,28 +72,8 @@ class SegmentRun:
     actor: str | None
 
 
-@attrs.frozen
-class SegmentContext:
-    """What a segmenter sees: the connection, ``as_of`` and the configuration."""
-
-    uow: "UnitOfWork"
-    as_of: datetime
-
-    @property
-    def conn(self) -> Any:
-        return self.uow.conn
-
-    @property
-    def dialect(self) -> str:
-        return self.uow.dialect
-
-    @property
-    def config(self) -> Any:
-        return self.uow.crm.config
-
-    def as_of_literal(self) -> Any:
-        """``as_of`` as a bound SQL timestamp."""
-        return literal(self.as_of, UTCDateTime)
+class SegmentContext(EngineContext):
+    """What a segmenter sees: the unit of work of the run, ``as_of``, the configuration."""
 
 
 class Segmenter(Component):

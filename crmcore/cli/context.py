@@ -15,6 +15,7 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from ..convert import json_default
 from ..errors import CRMError
 
 
@@ -135,19 +136,6 @@ def _text(value: Any) -> str:
     if isinstance(value, dict):
         return ", ".join(f"{k}={v}" for k, v in value.items())
     return str(json_default(value)) if isinstance(value, (Decimal, date, datetime)) else str(value)
-
-
-def json_default(value: Any) -> Any:
-    """JSON for values json cannot encode: Decimal exactly, dates ISO, enums by value."""
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if hasattr(value, "value"):
-        return value.value
-    if attrs.has(type(value)):
-        return attrs.asdict(value)
-    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 pass_session = click.make_pass_decorator(Session)

@@ -12,7 +12,8 @@ import attrs
 import click
 
 from ..errors import CRMError, ValidationError
-from .context import Session, json_default, pass_session
+from ..convert import json_default
+from .context import Session, pass_session
 from .entities import resolve_customer
 
 

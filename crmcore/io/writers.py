@@ -13,11 +13,10 @@ import io
 import json
 import re
 import sys
-from datetime import date, datetime
-from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
 
+from ..convert import json_default
 from ..errors import CRMError
 
 XLSX_MAX_ROWS = 1_048_576
@@ -112,19 +111,9 @@ class JSONLWriter(_TextWriter):
         self.write_record(dict(zip(self.columns, values)))
 
     def write_record(self, record: dict[str, Any]) -> None:
-        self.text.write(json.dumps(record, ensure_ascii=False, default=_json_default))
+        self.text.write(json.dumps(record, ensure_ascii=False, default=json_default))
         self.text.write("\n")
         self.rows += 1
-
-
-def _json_default(value: Any) -> Any:
-    if isinstance(value, Decimal):
-        return str(value)
-    if isinstance(value, (date, datetime)):
-        return value.isoformat()
-    if hasattr(value, "value"):
-        return value.value
-    return str(value)
 
 
 class XLSXWriter(Writer):

@@ -37,15 +37,6 @@ deals = tables.deals
 history = tables.deal_stage_history
 
 
-def _upper(value: str | None) -> str | None:
-    return value.upper() if isinstance(value, str) else value
-
-
-def _currency_code(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not (len(value) == 3 and value.isalpha()):
-        raise ValueError(f"{attribute.name} must be an ISO 4217 code such as USD, got {value!r}")
-
-
 @attrs.frozen
 class PipelineOptions:
     """Options of the ``pipeline`` report (``[reports.pipeline]``).
@@ -58,7 +49,7 @@ class PipelineOptions:
 
     pipeline: str = "default"
     include_closed: bool = True
-    currency: str | None = attrs.field(default=None, converter=_upper, validator=_currency_code)
+    currency: str | None = crmcore.currency_option()
 
 
 COLUMNS = (

@@ -68,15 +68,6 @@ def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | No
         raise ValueError(f"{attribute.name} must be a positive number of days, got {value}")
 
 
-def _upper(value: str | None) -> str | None:
-    return value.upper() if isinstance(value, str) else value
-
-
-def _currency_code(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
-    if value is not None and not (len(value) == 3 and value.isalpha()):
-        raise ValueError(f"{attribute.name} must be an ISO 4217 code such as USD, got {value!r}")
-
-
 @attrs.frozen
 class RFMOptions:
     """Options of the ``rfm`` segmenter (``[segments.rfm]`` in crm.toml).
@@ -87,7 +78,7 @@ class RFMOptions:
     """
 
     window_days: int | None = attrs.field(default=None, validator=_positive_or_none)
-    currency: str | None = attrs.field(default=None, converter=_upper, validator=_currency_code)
+    currency: str | None = crmcore.currency_option()
 
 
 class RFMSegmenter(crmcore.Segmenter):
