@@ -142,7 +142,10 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @pass_session
     def delete(session: Session, id: int) -> None:
         removed = service(session.crm).delete(id)
-        session.echo(f"{kind} {removed.id} deleted") if not session.as_json else session.emit([_record(removed)])
+        if session.as_json:
+            session.emit([_record(removed)])
+        else:
+            session.echo(f"{kind} {removed.id} deleted")
 
     return group
 
@@ -157,7 +160,7 @@ def _show(session: Session, kind: str, entity: Any, message: str | None) -> None
             {k: m[k] for k in ("id", "channel", "status", "subject", "attempts", "last_error")}
             for m in crm.notify.outbox(customer_id=entity.id, limit=5)]
     if session.as_json:
-        session.emit([record] if message is None else [record])
+        session.emit([record])
         return
     if message:
         session.echo(message)
