@@ -16,13 +16,16 @@ from typing import Any
 import click
 
 from ..errors import CRMError
-from .context import CRMGroup, Session
 from .config_cmds import config_group, init
+from .context import CRMGroup, Session
 from .db import db
 from .demo import demo
 from .entities import contact, customer, deal, interaction
-from .families import loyalty, notify, report, segment
+from .loyalty_cmds import loyalty
+from .notify_cmds import notify
 from .plugins import plugins_group
+from .report_cmds import report
+from .segment_cmds import segment
 from .transfer import export_command, import_command
 
 
