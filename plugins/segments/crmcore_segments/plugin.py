@@ -7,8 +7,10 @@ from typing import Any
 import crmcore
 
 from .rfm import RFMSegmenter
+from .rules import RulesSegmenter
 
 
 @crmcore.hookimpl
 def register_segmenters(register: Any) -> None:
     register(RFMSegmenter())
+    register(RulesSegmenter())

@@ -45,27 +45,34 @@ What is stored (one membership per customer, in one ``INSERT ... SELECT``)
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import (BigInteger, Integer, Select, String, and_, case, cast, false, func, literal, null, or_,
-                        select, type_coerce, union_all)
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    String,
+    case,
+    cast,
+    func,
+    literal,
+    null,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import MONEY_SCALE, days_between, json_object, tables, utc_literal
 
 from .names import NO_PURCHASES, segment_by_key
+from .purchases import positive_days, purchase_conditions
 
 deals = tables.deals
 customers = tables.customers
 _DIGITS = len(str(MONEY_SCALE)) - 1  # decimals Money keeps (4)
-
-
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive number of days, got {value}")
 
 
 @attrs.frozen
@@ -77,7 +84,7 @@ class RFMOptions:
     :ivar currency: only deals in this currency count (None: all).
     """
 
-    window_days: int | None = attrs.field(default=None, validator=_positive_or_none)
+    window_days: int | None = attrs.field(default=None, validator=positive_days)
     currency: str | None = crmcore.currency_option()
 
 
@@ -89,7 +96,7 @@ class RFMSegmenter(crmcore.Segmenter):
     options_type = RFMOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: RFMOptions) -> Select:
-        scores = _scores(purchase_conditions(ctx, options))
+        scores = _scores(purchase_conditions(ctx, options.window_days, options.currency))
         bought = scores.c.frequency > 0
         segment = case(
             (bought, case({key: literal(name, String) for key, name in segment_by_key().items()},
@@ -105,27 +112,6 @@ class RFMSegmenter(crmcore.Segmenter):
         )
         return select(scores.c.customer_id, segment.label("segment"),
                       (scores.c.r * 100 + scores.c.f * 10 + scores.c.m).label("score"), details.label("details"))
-
-
-def won_condition(pipelines: Any) -> ColumnElement:
-    """Deals in a won stage of their own pipeline (stage names are per pipeline)."""
-    parts = []
-    for name, pipeline in pipelines.items():
-        won = pipeline.stages_with(crmcore.StageOutcome.WON)
-        if won:
-            parts.append(and_(deals.c.pipeline == name, deals.c.stage.in_(won)))
-    return or_(*parts) if parts else false()
-
-
-def purchase_conditions(ctx: crmcore.SegmentContext, options: RFMOptions) -> list[ColumnElement]:
-    """WHERE conditions on ``deals`` selecting the purchases that count."""
-    conditions = [won_condition(ctx.config.pipelines), deals.c.closed_at <= utc_literal(ctx.as_of)]
-    if options.window_days is not None:
-        start = ctx.as_of - timedelta(days=options.window_days)
-        conditions.append(deals.c.closed_at > utc_literal(start))
-    if options.currency is not None:
-        conditions.append(deals.c.currency == options.currency)
-    return conditions
 
 
 def _scores(purchases: list[ColumnElement]) -> Any:
