@@ -15,7 +15,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import Select, and_, func, insert, literal, null, select, update
+from sqlalchemy import Select, and_, case, func, insert, literal, null, select, update
 from sqlalchemy.sql.elements import BindParameter, Null
 from sqlalchemy.types import NullType
 
@@ -175,8 +175,7 @@ class SegmentEngine:
             old.outerjoin(new, on)).where(old.c.run_id == (previous or -1), new.c.customer_id.is_(None))
         moved = select(new.c.customer_id, old.c.segment, new.c.segment).select_from(
             new.join(old, on)).where(new.c.segment != old.c.segment)
-        for name, query in (("entered", entered), ("left", left), ("moved", moved)):
-            stats[name] = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        stats.update(self._change_counts(conn, run_id, previous, stats["members"]))
         if uow.crm.plugins.has_impls("on_segment_membership_changed") and (
                 stats["entered"] or stats["left"] or stats["moved"]):
             changes = [MembershipChange(cid, o, n)
@@ -184,6 +183,25 @@ class SegmentEngine:
             uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
             uow.fire("on_segment_membership_changed", run=self._run(uow, run_id), changes=changes)
         return stats
+
+    @staticmethod
+    def _change_counts(conn: Any, run_id: int, previous: int | None, members: int) -> dict[str, int]:
+        """entered / left / moved in one pass over the new run (a key lookup in the old one per member).
+
+        ``matched`` members are in both runs, so entered = members - matched and
+        left = previous members - matched; a first run only has entries.
+        """
+        if previous is None:
+            return {"entered": members, "left": 0, "moved": 0}
+        new, old = m.alias("new"), m.alias("old")
+        matched, moved = conn.execute(
+            select(func.count(old.c.customer_id),
+                   func.coalesce(func.sum(case((old.c.segment != new.c.segment, 1), else_=0)), 0))
+            .select_from(new.outerjoin(old, and_(old.c.run_id == previous, old.c.customer_id == new.c.customer_id)))
+            .where(new.c.run_id == run_id)).one()
+        # Counted, not read from the run record: deleting a customer deletes their memberships.
+        before = conn.execute(select(func.count()).select_from(m).where(m.c.run_id == previous)).scalar_one()
+        return {"entered": members - matched, "left": before - matched, "moved": int(moved)}
 
     # -- reading -----------------------------------------------------------
     def runs(self, strategy: str | None = None, limit: int = 50) -> list[SegmentRun]:
