@@ -79,14 +79,14 @@ DEFAULT_GRID: dict[str, tuple[str, ...]] = {
 def check_grid(grid: dict[str, Any]) -> dict[str, tuple[str, ...]]:
     """A segment grid from configuration: keys "1".."5" (R), five names each (FM = 1..5)."""
     if not isinstance(grid, dict):
-        raise ValueError(f"grid is a table of R -> five segment names, got {grid!r}")
+        raise ValueError(f"the grid is a table of R -> five segment names, got {grid!r}")
     keys = {str(k) for k in grid}
     if keys != {"1", "2", "3", "4", "5"}:
-        raise ValueError(f"grid needs exactly the rows 1-5 (R scores), got {sorted(keys)}")
+        raise ValueError(f"the grid needs exactly the rows 1-5 (R scores), got {sorted(keys)}")
     checked = {}
     for key, names in grid.items():
         if isinstance(names, str) or len(names) != 5 or not all(isinstance(n, str) and n.strip() for n in names):
-            raise ValueError(f"grid row {key} must list five segment names (FM = 1..5), got {names!r}")
+            raise ValueError(f"row {key} must list five segment names (FM = 1..5), got {names!r}")
         checked[str(key)] = tuple(n.strip() for n in names)
     return checked
 

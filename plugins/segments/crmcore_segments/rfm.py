@@ -123,22 +123,50 @@ rfm_values = Table(
 
 
 def _edges(kind: type) -> Any:
-    """An attrs field for optional bin edges: four increasing numbers."""
+    """An attrs field for optional bin edges: four increasing non-negative numbers.
+
+    Amount edges are kept as decimal text ("499.99"), so run records stay JSON
+    and exact; day and count edges as integers.
+    """
     def convert(value: Any) -> Any:
         if value is None or value == "":
             return None
         if isinstance(value, str):
             value = [v for v in value.replace(",", " ").split() if v]
-        return tuple(kind(str(v)) for v in value)
+        try:
+            numbers = tuple(kind(str(v)) for v in value)
+        except (TypeError, ValueError, ArithmeticError):
+            return value  # the validator names the field
+        return tuple(str(n) for n in numbers) if kind is Decimal else numbers
 
     def check(instance: Any, attribute: Any, value: Any) -> None:
         if value is None:
             return
-        if len(value) != 4 or any(b <= a for a, b in pairwise(value)) or value[0] < 0:
-            raise ValueError(f"{attribute.name} must be four increasing non-negative numbers, got "
-                             f"{[str(v) for v in value]}")
+        try:
+            numbers = [kind(str(v)) for v in value] if isinstance(value, tuple) else None
+        except (TypeError, ValueError, ArithmeticError):
+            numbers = None
+        if (numbers is None or len(numbers) != 4 or not all(n.is_finite() if kind is Decimal else True for n in numbers)
+                or numbers[0] < 0 or any(b <= a for a, b in pairwise(numbers))):
+            raise ValueError(f"must be four increasing non-negative numbers, got {_show(value)}", attribute)
 
     return attrs.field(default=None, converter=convert, validator=check)
+
+
+def _show(value: Any) -> str:
+    return str([str(v) for v in value]) if isinstance(value, (list, tuple)) else repr(value)
+
+
+def _grid(value: Any) -> Any:
+    return None if value in (None, "", {}) else value
+
+
+def _check_grid(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None:
+        try:
+            object.__setattr__(instance, attribute.name, check_grid(value))
+        except ValueError as exc:
+            raise ValueError(str(exc), attribute) from None
 
 
 @attrs.frozen
@@ -148,7 +176,7 @@ class RFMOptions:
     :ivar window_days: only purchases in the last N days before ``as_of``
         count (None: all purchases up to ``as_of``).
     :ivar currency: only deals in this currency count (None: all).
-    :ivar recency_edges: four increasing day counts instead of R quintiles.
+    :ivar recency_edges: four increasing whole day counts instead of R quintiles.
     :ivar frequency_edges: four increasing purchase counts instead of F quintiles.
     :ivar monetary_edges: four increasing amounts instead of M quintiles.
     :ivar grid: the named-segment grid (R "1".."5" -> five names for FM = 1..5).
@@ -157,10 +185,10 @@ class RFMOptions:
 
     window_days: int | None = attrs.field(default=None, validator=positive_days)
     currency: str | None = crmcore.currency_option()
-    recency_edges: Any = _edges(Decimal)
-    frequency_edges: Any = _edges(int)
-    monetary_edges: Any = _edges(Decimal)
-    grid: Any = attrs.field(default=None, converter=lambda g: None if g in (None, "", {}) else check_grid(g))
+    recency_edges: Any = _edges(int)  # noqa: RUF009 (an attrs field factory)
+    frequency_edges: Any = _edges(int)  # noqa: RUF009
+    monetary_edges: Any = _edges(Decimal)  # noqa: RUF009
+    grid: Any = attrs.field(default=None, converter=_grid, validator=_check_grid)
     no_purchases: str = NO_PURCHASES
 
 
@@ -242,7 +270,7 @@ def _score(ctx: crmcore.SegmentContext, options: RFMOptions, axis: str, v: Any) 
 
 def _edge_score(ctx: crmcore.SegmentContext, axis: str, column: Any, edges: tuple) -> ColumnElement:
     if axis == "r":  # fewer days since the last purchase is better: 5 below the first edge
-        starts = [utc_literal(ctx.as_of - timedelta(days=float(days))) for days in edges]
+        starts = [utc_literal(ctx.as_of - timedelta(days=days)) for days in edges]
         return 1 + sum((case((column > start, 1), else_=0) for start in starts), literal(0, Integer))
     if axis == "m":
         edges = tuple(int(Decimal(e) * MONEY_SCALE) for e in edges)  # compare scaled integers

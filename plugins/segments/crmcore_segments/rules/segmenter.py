@@ -48,31 +48,41 @@ class Rule:
     when: str
 
 
-def to_rules(value: Any) -> tuple[Rule, ...]:
+def to_rules(value: Any) -> Any:
     """Rules from a TOML table (name -> expression), a list of ``{name, when}``
     tables or ``"NAME: EXPRESSION"`` strings, or text with one such line per line.
 
-    Each expression is parsed here, so a syntax error surfaces when the options
-    are read, before anything runs.
+    Malformed input is returned as it is, for :func:`check_rules` to report.
     """
     if value is None or value == "":
         return ()
     if isinstance(value, str):
         value = [line for line in value.splitlines() if line.strip()]
-    if isinstance(value, dict):
-        items = [Rule(str(k), str(v)) for k, v in value.items()]
-    else:
-        items = [_one_rule(item) for item in value]
-    names = [r.name for r in items]
+    try:
+        if isinstance(value, dict):
+            return tuple(Rule(str(k), str(v)) for k, v in value.items())
+        return tuple(_one_rule(item) for item in value)
+    except (TypeError, ValueError):
+        return value
+
+
+def check_rules(instance: Any, attribute: Any, rules: Any) -> None:
+    """Every rule well-formed, names unique, and each expression parses - so a
+    syntax error surfaces when the options are read, before anything runs."""
+    if not isinstance(rules, tuple) or not all(isinstance(r, Rule) for r in rules):
+        bad = next((item for item in rules if not isinstance(item, Rule)), rules) \
+            if isinstance(rules, (list, tuple)) else rules
+        raise ValueError(f"{bad!r} is not a rule: give a table of NAME = EXPRESSION, or 'NAME: EXPRESSION' "
+                         "lines", attribute)
+    names = [r.name for r in rules]
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
-        raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}")
-    for rule in items:
+        raise ValueError(f"rule names must be unique; repeated: {', '.join(duplicates)}", attribute)
+    for rule in rules:
         try:
             parse(rule.when)
         except RuleError as exc:
-            raise ValueError(str(exc.for_rule(rule.name))) from None
-    return tuple(items)
+            raise ValueError(str(exc.for_rule(rule.name)), attribute) from None
 
 
 def _one_rule(item: Any) -> Rule:
@@ -101,7 +111,7 @@ class RulesOptions:
         (None: points summed over all schemes, the greatest tier name).
     """
 
-    rules: Any = attrs.field(default=(), converter=to_rules)
+    rules: Any = attrs.field(default=(), converter=to_rules, validator=check_rules)
     default: str | None = None
     window_days: int | None = attrs.field(default=None, validator=positive_days)
     loyalty_scheme: str | None = None
