@@ -10,16 +10,17 @@ recorded; the engine diffs it against the strategy's previous run and fires
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import Select, and_, func, insert, literal, null, select, update
+from sqlalchemy import Select, and_, case, func, insert, literal, null, select, update
 from sqlalchemy.sql.elements import BindParameter, Null
 from sqlalchemy.types import NullType
 
 from .components import Component, EngineContext, build_options, options_dict
+from .errors import NotFound, ValidationError
 from .registry import Registry
 from .store import tables
 
@@ -174,8 +175,7 @@ class SegmentEngine:
             old.outerjoin(new, on)).where(old.c.run_id == (previous or -1), new.c.customer_id.is_(None))
         moved = select(new.c.customer_id, old.c.segment, new.c.segment).select_from(
             new.join(old, on)).where(new.c.segment != old.c.segment)
-        for name, query in (("entered", entered), ("left", left), ("moved", moved)):
-            stats[name] = conn.execute(select(func.count()).select_from(query.subquery())).scalar_one()
+        stats.update(self._change_counts(conn, run_id, previous, stats["members"]))
         if uow.crm.plugins.has_impls("on_segment_membership_changed") and (
                 stats["entered"] or stats["left"] or stats["moved"]):
             changes = [MembershipChange(cid, o, n)
@@ -183,6 +183,25 @@ class SegmentEngine:
             uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
             uow.fire("on_segment_membership_changed", run=self._run(uow, run_id), changes=changes)
         return stats
+
+    @staticmethod
+    def _change_counts(conn: Any, run_id: int, previous: int | None, members: int) -> dict[str, int]:
+        """entered / left / moved in one pass over the new run (a key lookup in the old one per member).
+
+        ``matched`` members are in both runs, so entered = members - matched and
+        left = previous members - matched; a first run only has entries.
+        """
+        if previous is None:
+            return {"entered": members, "left": 0, "moved": 0}
+        new, old = m.alias("new"), m.alias("old")
+        matched, moved = conn.execute(
+            select(func.count(old.c.customer_id),
+                   func.coalesce(func.sum(case((old.c.segment != new.c.segment, 1), else_=0)), 0))
+            .select_from(new.outerjoin(old, and_(old.c.run_id == previous, old.c.customer_id == new.c.customer_id)))
+            .where(new.c.run_id == run_id)).one()
+        # Counted, not read from the run record: deleting a customer deletes their memberships.
+        before = conn.execute(select(func.count()).select_from(m).where(m.c.run_id == previous)).scalar_one()
+        return {"entered": members - matched, "left": before - matched, "moved": int(moved)}
 
     # -- reading -----------------------------------------------------------
     def runs(self, strategy: str | None = None, limit: int = 50) -> list[SegmentRun]:
@@ -196,18 +215,99 @@ class SegmentEngine:
         found = self.runs(strategy, limit=1)
         return found[0] if found else None
 
-    def members(self, strategy: str, segment: str | None = None, run_id: int | None = None) -> list[dict[str, Any]]:
-        """Memberships of a run (default: the strategy's latest), optionally one segment."""
+    def members(self, strategy: str, segment: str | None = None, run_id: int | None = None,
+                customer_fields: bool = False) -> list[dict[str, Any]]:
+        """Memberships of a run (default: the strategy's latest), optionally one segment.
+
+        With ``customer_fields`` each row also carries the customer's ``name``
+        and ``email`` (one join, not a lookup per member).
+        """
+        return list(self.iter_members(strategy, segment, run_id, customer_fields))
+
+    def iter_members(self, strategy: str, segment: str | None = None, run_id: int | None = None,
+                     customer_fields: bool = False) -> Iterator[dict[str, Any]]:
+        """Like :meth:`members`, streamed (for exports of large runs)."""
         if run_id is None:
             latest = self.latest_run(strategy)
             if latest is None:
-                return []
+                return
             run_id = latest.id
-        query = select(m.c.customer_id, m.c.segment, m.c.score, m.c.details).where(m.c.run_id == run_id)
+        columns = [m.c.customer_id, m.c.segment, m.c.score, m.c.details]
+        source: Any = m
+        if customer_fields:
+            c = tables.customers
+            columns[1:1] = [c.c.name, c.c.email]
+            source = m.join(c, c.c.id == m.c.customer_id)
+        query = select(*columns).select_from(source).where(m.c.run_id == run_id)
         if segment is not None:
             query = query.where(m.c.segment == segment)
         with self.crm.unit(readonly=True) as uow:
-            return [dict(r._mapping) for r in uow.conn.execute(query.order_by(m.c.customer_id))]
+            for row in uow.conn.execute(query.order_by(m.c.customer_id).execution_options(yield_per=5000)):
+                yield dict(row._mapping)
+
+    def diff(self, run_a: int, run_b: int) -> list[MembershipChange]:
+        """What changed from run ``run_a`` to run ``run_b`` (of the same strategy).
+
+        Ordered by customer id; ``change`` says entered, left or moved.
+        """
+        first, second = self.run_info(run_a), self.run_info(run_b)
+        if first.strategy != second.strategy:
+            raise ValidationError.single(
+                "runs", f"run {run_a} is {first.strategy!r} and run {run_b} is {second.strategy!r}: "
+                        "only runs of the same strategy can be compared")
+        a, b = m.alias("a"), m.alias("b")
+        on = and_(a.c.customer_id == b.c.customer_id, a.c.run_id == run_a, b.c.run_id == run_b)
+        entered = select(b.c.customer_id, null(), b.c.segment).select_from(b.outerjoin(a, on)).where(
+            b.c.run_id == run_b, a.c.customer_id.is_(None))
+        left = select(a.c.customer_id, a.c.segment, null()).select_from(a.outerjoin(b, on)).where(
+            a.c.run_id == run_a, b.c.customer_id.is_(None))
+        moved = select(a.c.customer_id, a.c.segment, b.c.segment).select_from(a.join(b, on)).where(
+            a.c.segment != b.c.segment)
+        with self.crm.unit(readonly=True) as uow:
+            changes = [MembershipChange(cid, old, new) for query in (entered, left, moved)
+                       for cid, old, new in uow.conn.execute(query)]
+        return sorted(changes, key=lambda change: change.customer_id)
+
+    def explain(self, strategy: str, customer_id: int, run_id: int | None = None) -> dict[str, Any]:
+        """Why ``customer_id`` is where they are in a run (default: the strategy's latest).
+
+        Returns ``strategy``, ``run_id``, ``as_of``, ``segment`` (None when the
+        customer is not a member of that run) and ``explanation``: what the
+        strategy's :meth:`Segmenter.explain` says.
+        """
+        segmenter = self.registry.get(strategy)
+        if run_id is None:
+            latest = self.latest_run(strategy)
+            if latest is None:
+                raise NotFound("segment run of", strategy)
+            run = latest
+        else:
+            run = self._check_run(run_id, strategy)
+        opts = build_options(segmenter, "segments", self.crm.config, run.options)
+        with self.crm.unit(readonly=True) as uow:
+            if uow.conn.execute(select(tables.customers.c.id).where(tables.customers.c.id == customer_id)
+                                ).first() is None:
+                raise NotFound("customer", customer_id)
+            row = uow.conn.execute(select(m.c.segment, m.c.score, m.c.details).where(
+                m.c.run_id == run.id, m.c.customer_id == customer_id)).first()
+            membership = dict(row._mapping) if row else {"segment": None, "score": None, "details": None}
+            membership["customer_id"] = customer_id
+            explanation = segmenter.explain(SegmentContext(uow, run.as_of), opts, membership)
+        return {"strategy": strategy, "run_id": run.id, "as_of": run.as_of, "customer_id": customer_id,
+                "segment": membership["segment"], "score": membership["score"], "explanation": explanation}
+
+    def run_info(self, run_id: int) -> SegmentRun:
+        """One recorded run; :class:`NotFound` when there is none with that id."""
+        with self.crm.unit(readonly=True) as uow:
+            if uow.conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
+                raise NotFound("segment run", run_id)
+            return self._run(uow, run_id)
+
+    def _check_run(self, run_id: int, strategy: str) -> SegmentRun:
+        run = self.run_info(run_id)
+        if run.strategy != strategy:
+            raise ValidationError.single("run", f"run {run_id} is a run of {run.strategy!r}, not of {strategy!r}")
+        return run
 
     def segments_of(self, customer_id: int) -> dict[str, str]:
         """The customer's segment in the latest run of each strategy."""

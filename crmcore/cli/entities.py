@@ -88,6 +88,27 @@ def _record(entity: Any) -> dict[str, Any]:
     return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in unstructure(entity).items()}
 
 
+def segment_filter_option(kind: str) -> Callable[[Callable], Callable]:
+    """``--segment STRATEGY=SEGMENT`` on customer commands (nothing on the others)."""
+    def decorate(func: Callable) -> Callable:
+        if kind != "customer":
+            return func
+        return click.option("--segment", "segment", multiple=True, metavar="STRATEGY=SEGMENT",
+                            help="Only customers in SEGMENT of STRATEGY's latest run (repeat: all must hold).")(func)
+    return decorate
+
+
+def segment_filters(pairs: tuple[str, ...]) -> dict[str, str]:
+    """``("rfm=At Risk",)`` -> ``{"segment.rfm": "At Risk"}`` (see crmcore.store.filters)."""
+    filters = {}
+    for pair in pairs:
+        strategy, eq, segment = pair.partition("=")
+        if not eq or not strategy.strip() or not segment.strip():
+            raise ValidationError.single("--segment", f"{pair!r} is not STRATEGY=SEGMENT")
+        filters[f"segment.{strategy.strip()}"] = segment.strip()
+    return filters
+
+
 def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.Group:
     """The command group for one entity kind."""
     group = click.Group(kind, help=f"{kind.capitalize()}s: add, show, list, update, delete.")
@@ -115,9 +136,11 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @click.option("--sort", default="id", help="Sort by FIELD (-FIELD for descending).")
     @click.option("--limit", type=int, default=100, show_default=True)
     @click.option("--offset", type=int, default=0)
+    @segment_filter_option(kind)
     @pass_session
-    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int) -> None:
-        filters = dict(parse_expression(w) for w in where)
+    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int,
+              segment: tuple[str, ...] = ()) -> None:
+        filters = dict(parse_expression(w) for w in where) | segment_filters(segment)
         rows = service(session.crm).list(filters, order_by=sort, limit=limit, offset=offset)
         session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS[kind])
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 import attrs
@@ -53,13 +54,19 @@ def runs(session: Session, strategy: str | None, limit: int) -> None:
                  ["id", "strategy", "as_of", "members", "entered", "left", "moved", "duration_s"])
 
 
-def _members(session: Session, name: str, strategy: str | None, run_id: int | None) -> list[dict[str, Any]]:
+def _members(session: Session, name: str, strategy: str | None, run_id: int | None) -> Iterator[dict[str, Any]]:
+    """Members of strategy NAME, or of segment NAME (in ``strategy`` or in any strategy)."""
     crm = session.crm
     if strategy is None and name in crm.segments.registry:
-        return crm.segments.members(name, run_id=run_id)
-    strategies = [strategy] if strategy else crm.segments.registry.names()
-    found = [m | {"strategy": s} for s in strategies for m in crm.segments.members(s, name, run_id)]
-    return found
+        yield from crm.segments.iter_members(name, run_id=run_id, customer_fields=True)
+        return
+    if run_id is not None:  # the run decides the strategy
+        strategies = [crm.segments.run_info(run_id).strategy]
+    else:
+        strategies = [strategy] if strategy else crm.segments.registry.names()
+    for s in strategies:
+        for member in crm.segments.iter_members(s, name, run_id, customer_fields=True):
+            yield member | {"strategy": s}
 
 
 @segment.command("members")
@@ -69,8 +76,8 @@ def _members(session: Session, name: str, strategy: str | None, run_id: int | No
 @pass_session
 def members(session: Session, name: str, strategy: str | None, run_id: int | None) -> None:
     """Members of strategy NAME's latest run, or of segment NAME."""
-    session.emit(_members(session, name, strategy, run_id),
-                 columns=None if session.as_json else ["customer_id", "segment", "score"])
+    session.emit(list(_members(session, name, strategy, run_id)),
+                 columns=None if session.as_json else ["customer_id", "name", "email", "segment", "score"])
 
 
 @segment.command("export")
@@ -82,21 +89,59 @@ def members(session: Session, name: str, strategy: str | None, run_id: int | Non
 @pass_session
 def export_segment(session: Session, name: str, strategy: str | None, run_id: int | None, fmt: str,
                    output: str | None) -> None:
-    """Export the members of NAME as CSV or JSON Lines."""
+    """Export the members of NAME as CSV or JSON Lines (streamed)."""
     rows = _members(session, name, strategy, run_id)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
+    count = 0
     try:
         if fmt == "csv":
             writer = csv.writer(stream, lineterminator="\n")
-            writer.writerow(["customer_id", "segment", "score", "details"])
-            for row in rows:
-                writer.writerow([row["customer_id"], row["segment"], row["score"],
+            writer.writerow(EXPORT_COLUMNS)
+            for count, row in enumerate(rows, 1):
+                writer.writerow([row["customer_id"], row["name"], row["email"], row["segment"], row["score"],
                                  json.dumps(row["details"], ensure_ascii=False) if row["details"] else ""])
         else:
-            for row in rows:
+            for count, row in enumerate(rows, 1):
                 stream.write(json.dumps(row, ensure_ascii=False, default=json_default) + "\n")
     finally:
         if output:
             stream.close()
     if output:
-        click.echo(f"{len(rows)} members written to {output}", err=True)
+        click.echo(f"{count} members written to {output}", err=True)
+
+
+EXPORT_COLUMNS = ["customer_id", "name", "email", "segment", "score", "details"]
+
+
+@segment.command("diff")
+@click.argument("run_a", type=int)
+@click.argument("run_b", type=int)
+@pass_session
+def diff(session: Session, run_a: int, run_b: int) -> None:
+    """Customers who entered, left or moved between segments from RUN_A to RUN_B."""
+    changes = session.crm.segments.diff(run_a, run_b)
+    rows = [{"customer_id": c.customer_id, "change": c.change, "from": c.old, "to": c.new} for c in changes]
+    if not session.as_json:
+        kinds = [c.change for c in changes]
+        session.echo(f"run {run_a} -> run {run_b}: entered {kinds.count('entered')}, left {kinds.count('left')}, "
+                     f"moved {kinds.count('moved')}")
+    session.emit(rows, columns=None if session.as_json else ["customer_id", "change", "from", "to"])
+
+
+@segment.command("explain")
+@click.argument("name")
+@click.argument("customer")
+@click.option("--run", "run_id", type=int, help="A specific run (default: the latest).")
+@pass_session
+def explain(session: Session, name: str, customer: str, run_id: int | None) -> None:
+    """Why CUSTOMER (id, external id or email) is in their segment of strategy NAME."""
+    from .entities import resolve_customer
+
+    found = session.crm.segments.explain(name, resolve_customer(session, customer), run_id)
+    if session.as_json:
+        session.emit([found])
+        return
+    segment_text = found["segment"] if found["segment"] is not None else "(not a member)"
+    session.echo(f"{name} run {found['run_id']} as of {found['as_of']:%Y-%m-%d %H:%M:%S %Z}: customer "
+                 f"{found['customer_id']} is in {segment_text}")
+    session.emit([{"item": k, "value": v} for k, v in found["explanation"].items()], columns=["item", "value"])

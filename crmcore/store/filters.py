@@ -3,7 +3,9 @@
 Operators: ``eq`` (default), ``ne``, ``lt``, ``le``, ``gt``, ``ge``,
 ``contains`` (case-insensitive text), ``in`` (a list).  ``attributes.NAME``
 reaches a custom field through the database's JSON functions.  Text values are
-coerced to the column's type, so the CLI can pass strings.
+coerced to the column's type, so the CLI can pass strings.  On customers,
+``segment.STRATEGY`` filters by the segment in the latest run of STRATEGY
+(``eq``, ``ne`` or ``in``; ``ne`` keeps customers without a membership too).
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Integer, String, Table, Text, or_
+from sqlalchemy import JSON, Boolean, Date, Integer, String, Table, Text, func, or_, select
 from sqlalchemy.sql import ColumnElement
 
 from ..convert import parse_bool, parse_date, parse_datetime, parse_decimal, parse_int
@@ -44,6 +46,9 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
         op = op or "eq"
         if op not in OPERATORS and op not in ("contains", "in"):
             raise ValidationError.single(key, f"unknown operator {op!r}", kind)
+        if field.startswith("segment.") and table.name == "customers":
+            result.append(_segment_condition(table, field.split(".", 1)[1], op, value, kind))
+            continue
         element, coerce = _element(table, field, value, kind)
         try:
             if op == "in":
@@ -64,6 +69,18 @@ def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> Colum
     """Case-insensitive substring match over ``columns`` (works for CJK text)."""
     pattern = f"%{_escape(text)}%"
     return or_(*(table.c[c].ilike(pattern, escape="\\") for c in columns))
+
+
+def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: str) -> ColumnElement:
+    """Customers whose membership in ``strategy``'s latest run matches (one subquery, no per-row work)."""
+    from .tables import segment_memberships as m, segment_runs as runs
+
+    if op not in ("eq", "ne", "in"):
+        raise ValidationError.single(f"segment.{strategy}", f"operator {op!r} does not apply (use =, != or in)", kind)
+    latest = select(func.max(runs.c.id)).where(runs.c.strategy == strategy).scalar_subquery()
+    values = (value.split(",") if isinstance(value, str) else list(value)) if op == "in" else [value]
+    members = select(m.c.customer_id).where(m.c.run_id == latest, m.c.segment.in_([str(v) for v in values]))
+    return table.c.id.not_in(members) if op == "ne" else table.c.id.in_(members)
 
 
 def _element(table: Table, field: str, value: Any, kind: str) -> tuple[Any, Any]:

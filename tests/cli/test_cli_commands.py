@@ -120,7 +120,7 @@ def test_plugins_list_json(run):
     by_name = {r["name"]: r for r in rows}
     assert by_name["segments"]["distribution"] == "crmcore-segments"
     assert "register_segmenters" in by_name["segments"]["hooks"]
-    assert by_name["segments"]["components"]["segmenters"] == ["rfm"]
+    assert by_name["segments"]["components"]["segmenters"] == ["geo", "lifecycle", "rfm", "rules", "value-tier"]
     every = as_json(run("plugins", "list", "--all", "--json", plugins="segments"))
     assert {"segments", "loyalty"} <= {r["name"] for r in every}
     assert {r["name"]: r["enabled"] for r in every}["loyalty"] is False

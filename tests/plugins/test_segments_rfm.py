@@ -124,8 +124,7 @@ def check_run(crm, run, expected: pd.DataFrame, ids: list[int], as_of: datetime)
         if customer_id not in expected.index:
             assert member["segment"] == NO_PURCHASES
             assert member["score"] is None
-            assert details["r"] is None and details["f"] is None and details["m"] is None
-            assert details["frequency"] == 0 and Decimal(details["monetary"]) == 0
+            assert details is None
             continue
         row = expected.loc[customer_id]
         r, f, m = int(row.r), int(row.f), int(row.m)
@@ -254,7 +253,7 @@ def test_quintile_boundaries(crm_factory):
 
 
 @pytest.mark.parametrize("options", [{"window_days": 0}, {"window_days": -5}, {"currency": "dollars"},
-                                     {"bins": 4}])
+                                     {"bins": 4}, {"grid": "x"}])
 def test_bad_options(crm_factory, options):
     crm = crm_factory(plugins=["segments"])
     with pytest.raises(ConfigError, match=r"\[segments.rfm\]"):
@@ -297,4 +296,97 @@ def test_registered_by_the_segments_plugin(crm_factory):
     crm = crm_factory(plugins=["segments"])
     info = {p.name: p for p in crm.plugin_info()}["segments"]
     assert info.distribution == "crmcore-segments"
-    assert info.components == {"segmenters": ["rfm"]}
+    assert info.components == {"segmenters": ["geo", "lifecycle", "rfm", "rules", "value-tier"]}
+
+
+# -- configuration: grid, no_purchases name, bin edges ---------------------------------
+
+def test_configured_grid_and_no_purchases_name(crm_factory):
+    grid = {str(r): [f"R{r}FM{fm}" for fm in range(1, 6)] for r in range(1, 6)}
+    crm = crm_factory(plugins=["segments"], config={"segments": {"rfm": {"grid": grid,
+                                                                           "no_purchases": "Prospects"}}})
+    deals = generate(seed=21, customers=60)
+    ids = load(crm, 60, [d for d in deals if d["pipeline"] == "default"])
+    crm.segments.run("rfm", as_of=AS_OF)
+    for member in crm.segments.members("rfm"):
+        details = member["details"]
+        if details is None:
+            assert member["segment"] == "Prospects"
+        else:
+            fm = (details["f"] + details["m"]) // 2
+            assert member["segment"] == f"R{details['r']}FM{fm}"
+    assert len(crm.segments.members("rfm")) == len(ids)
+
+
+@pytest.mark.parametrize("grid", [{"1": ["a"] * 5}, {str(r): ["a"] * 4 for r in range(1, 6)},
+                                  {str(r): ["a", "b", "c", "d", ""] for r in range(1, 6)}])
+def test_bad_grid(crm_factory, grid):
+    crm = crm_factory(plugins=["segments"])
+    with pytest.raises(ConfigError, match=r"\[segments.rfm\] grid"):
+        crm.segments.run("rfm", as_of=AS_OF, options={"grid": grid})
+
+
+def edge_score(value, edges, higher_is_better=True) -> int:
+    """Hand-written: 1 + how many edges the value reaches."""
+    if higher_is_better:
+        return 1 + sum(value >= e for e in edges)
+    return 1 + sum(value < e for e in edges)  # recency: fewer days is better
+
+
+def test_bin_edges(crm_factory):
+    """Scores from configured edges, checked by hand per customer (R from days, F, M)."""
+    crm = crm_factory(plugins=["segments"])
+    plan = {  # name: list of (days before as_of, amount)
+        "fresh-big": [(1, "6000")], "edge-30": [(30, "100"), (400, "100")],
+        "mid": [(100, "499.99"), (120, "0.01"), (130, "1")], "old-many": [(400, "1000")] * 10,
+        "just-under-90": [(89, "5000")],
+    }
+    edges = {"recency_edges": [30, 90, 180, 365], "frequency_edges": "2, 3, 5, 10",
+             "monetary_edges": ["100", "500", "1000", "5000"]}
+    ids = {}
+    with crm.unit():
+        for name, purchases in plan.items():
+            c = crm.customers.add(name=name)
+            ids[name] = c.id
+            for days, amount in purchases:
+                crm.deals.add(customer_id=c.id, title="x", amount=Decimal(amount), stage="won",
+                              closed_at=AS_OF - timedelta(days=days))
+    run = crm.segments.run("rfm", as_of=AS_OF, options=edges)
+    assert run.options["frequency_edges"] == [2, 3, 5, 10]
+    got = {m["customer_id"]: m["details"] for m in crm.segments.members("rfm")}
+    for name, purchases in plan.items():
+        recency = min(days for days, _ in purchases)
+        total = sum(Decimal(a) for _, a in purchases)
+        expected = (edge_score(recency, [30, 90, 180, 365], higher_is_better=False),
+                    edge_score(len(purchases), [2, 3, 5, 10]),
+                    edge_score(total, [Decimal(x) for x in ("100", "500", "1000", "5000")]))
+        d = got[ids[name]]
+        assert (d["r"], d["f"], d["m"]) == expected, name
+    assert (got[ids["edge-30"]]["r"], got[ids["just-under-90"]]["r"]) == (4, 4)
+    # An axis without edges keeps quintiles (5 buyers: ranks 1..5 -> scores 1..5 for distinct values).
+    crm.segments.run("rfm", as_of=AS_OF, options={"frequency_edges": [2, 3, 5, 10]})
+    m_scores = sorted(m["details"]["m"] for m in crm.segments.members("rfm"))
+    assert m_scores == [1, 2, 3, 4, 5]
+
+
+@pytest.mark.parametrize("options", [{"recency_edges": [30, 20, 40, 50]}, {"frequency_edges": [1, 2, 3]},
+                                     {"monetary_edges": "a b c d"}, {"monetary_edges": [-1, 2, 3, 4]}])
+def test_bad_edges(crm_factory, options):
+    crm = crm_factory(plugins=["segments"])
+    with pytest.raises(ConfigError, match=r"\[segments.rfm\]"):
+        crm.segments.run("rfm", as_of=AS_OF, options=options)
+
+
+def test_explain_rfm(crm_factory):
+    crm = crm_factory(plugins=["segments"])
+    buyer, idle = crm.customers.add(name="Buyer"), crm.customers.add(name="Idle")
+    crm.deals.add(customer_id=buyer.id, title="x", amount=Decimal("12.5"), stage="won",
+                  closed_at=AS_OF - timedelta(days=2))
+    crm.segments.run("rfm", as_of=AS_OF)
+    found = crm.segments.explain("rfm", buyer.id)
+    assert found["segment"] == "Lost"
+    e = found["explanation"]
+    assert (e["r"], e["f"], e["m"], e["monetary"], e["frequency"]) == (1, 1, 1, "12.5000", 1)
+    assert e["recency_days"] == pytest.approx(2.0)
+    assert "grid[1][1] = 'Lost'" in e["rule"]
+    assert "no purchase" in crm.segments.explain("rfm", idle.id)["explanation"]["rule"]

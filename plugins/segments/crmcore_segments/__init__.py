@@ -12,4 +12,4 @@ from .names import NO_PURCHASES, SEGMENTS, segment_for
 from .rfm import RFMOptions, RFMSegmenter
 
 __version__ = "0.1.0"
-__all__ = ["NO_PURCHASES", "RFMOptions", "RFMSegmenter", "SEGMENTS", "segment_for"]
+__all__ = ["NO_PURCHASES", "SEGMENTS", "RFMOptions", "RFMSegmenter", "segment_for"]

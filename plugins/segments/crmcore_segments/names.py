@@ -34,6 +34,8 @@ Customers without a won deal up to ``as_of`` are :data:`NO_PURCHASES`.
 
 from __future__ import annotations
 
+from typing import Any
+
 NO_PURCHASES = "No purchases"
 
 SEGMENTS = (
@@ -67,14 +69,32 @@ def segment_for(r: int, f: int, m: int) -> str:
     return "Hibernating" if r == 2 else "Lost"
 
 
-def segment_by_key() -> dict[int, str]:
-    """``segment_for`` tabulated by ``R * 100 + F + M`` (what the SQL CASE matches).
+# The grid above as data: R (as text, TOML keys are strings) -> names for FM = 1..5.
+DEFAULT_GRID: dict[str, tuple[str, ...]] = {
+    str(r): tuple(segment_for(r, fm, fm) for fm in range(1, 6))
+    for r in range(5, 0, -1)
+}
+
+
+def check_grid(grid: dict[str, Any]) -> dict[str, tuple[str, ...]]:
+    """A segment grid from configuration: keys "1".."5" (R), five names each (FM = 1..5)."""
+    if not isinstance(grid, dict):
+        raise ValueError(f"the grid is a table of R -> five segment names, got {grid!r}")
+    keys = {str(k) for k in grid}
+    if keys != {"1", "2", "3", "4", "5"}:
+        raise ValueError(f"the grid needs exactly the rows 1-5 (R scores), got {sorted(keys)}")
+    checked = {}
+    for key, names in grid.items():
+        if isinstance(names, str) or len(names) != 5 or not all(isinstance(n, str) and n.strip() for n in names):
+            raise ValueError(f"row {key} must list five segment names (FM = 1..5), got {names!r}")
+        checked[str(key)] = tuple(n.strip() for n in names)
+    return checked
+
+
+def segment_by_key(grid: dict[str, tuple[str, ...]] | None = None) -> dict[int, str]:
+    """The grid tabulated by ``R * 100 + F + M`` (what the SQL CASE matches).
 
     ``F + M`` alone decides ``FM``, so 5 x 9 keys cover all 125 cells.
     """
-    table: dict[int, str] = {}
-    for r in range(1, 6):
-        for f in range(1, 6):
-            for m in range(1, 6):
-                table[r * 100 + f + m] = segment_for(r, f, m)
-    return table
+    grid = grid or DEFAULT_GRID
+    return {r * 100 + fm_sum: grid[str(r)][fm_sum // 2 - 1] for r in range(1, 6) for fm_sum in range(2, 11)}

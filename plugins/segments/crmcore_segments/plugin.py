@@ -6,9 +6,15 @@ from typing import Any
 
 import crmcore
 
+from .geo import GeoSegmenter
+from .lifecycle import LifecycleSegmenter
 from .rfm import RFMSegmenter
+from .rules import RulesSegmenter
+from .value_tier import ValueTierSegmenter
 
 
 @crmcore.hookimpl
 def register_segmenters(register: Any) -> None:
-    register(RFMSegmenter())
+    for segmenter in (RFMSegmenter(), LifecycleSegmenter(), ValueTierSegmenter(), RulesSegmenter(),
+                      GeoSegmenter()):
+        register(segmenter)

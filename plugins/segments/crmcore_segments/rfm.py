@@ -15,10 +15,10 @@ Values per customer with at least one purchase
     F: the number of purchases,
     M: the sum of their amounts (exact: Money is an integer in storage).
 
-Scores 1-5 and the tie rule
+Scores 1-5 by quintile, and the tie rule
     Equal values get equal scores.  With ``n`` the number of customers with at
-    least one purchase and ``rank_min`` the SQL ``RANK()`` of the value in
-    ascending order (ties share the lowest rank, like pandas
+    least one purchase and ``rank_min`` the rank of the value in ascending
+    order where ties share the lowest rank (SQL ``RANK()``, pandas
     ``rank(method="min")``)::
 
         score = 1 + floor(5 * (rank_min - 1) / n)
@@ -26,18 +26,38 @@ Scores 1-5 and the tie rule
     So the oldest last purchase, the fewest deals and the smallest total score
     1; a value shared by many customers gets the score of its first position
     (and with a single buyer, or all values equal, everybody scores 1).
-    The floor is evaluated without division (``score = 1 + #{k in 1..4 :
-    5 * (rank_min - 1) >= k * n}``): integer division differs between
-    dialects and MariaDB's decimal division rounds.
+
+    How it is computed (the same numbers, fewer sorts): ``score >= k + 1``
+    exactly when at least ``p_k = ceil(k * n / 5)`` values are smaller, i.e.
+    when the value is greater than the ``p_k``-th smallest value ``cut_k``.  So the plugin aggregates the
+    purchases once per customer into a temporary table, reads the four cut
+    values per axis (one ordered pass each), and scores with
+    ``1 + (v > cut_1) + ... + (v > cut_4)``: no window function over the
+    whole table.
+
+Scores from bin edges instead of quintiles
+    ``recency_edges = [30, 90, 180, 365]`` (days, increasing): a last purchase
+    less than 30 days before ``as_of`` scores 5, less than 90 scores 4, ...,
+    365 days or more scores 1.  ``frequency_edges = [2, 3, 5, 10]`` and
+    ``monetary_edges = [100, 500, 1000, 5000]`` (increasing): a value at or
+    above the last edge scores 5, at or above the third 4, ..., below the
+    first 1.  Each axis chooses on its own; an axis without edges uses
+    quintiles.
+
+Named segments
+    A grid of R (rows) and FM = (F + M) // 2 (columns), see
+    :mod:`crmcore_segments.names`; replace it with ``grid`` in
+    ``[segments.rfm]`` (a table of "5".."1" -> five names for FM = 1..5).
+    Customers without a purchase are ``no_purchases`` ("No purchases").
 
 What is stored (one membership per customer, in one ``INSERT ... SELECT``)
     Every customer in the database gets a membership, including customers
     created after ``as_of`` (they are "No purchases" unless deals closed
     before ``as_of`` were recorded for them later).
-    segment: the named segment of (R, F, M), see :mod:`crmcore_segments.names`;
-        ``"No purchases"`` for customers without a purchase;
+    segment: the named segment of (R, F, M);
     score: the RFM cell ``R * 100 + F * 10 + M`` (e.g. 545), NULL without purchases;
-    details: ``{"r", "f", "m", "recency_days", "frequency", "monetary"}`` with
+    details (NULL without purchases):
+        ``{"r", "f", "m", "recency_days", "frequency", "monetary"}`` with
         ``monetary`` as decimal text (e.g. ``"1234.5000"``) so it stays exact
         in JSON, and ``recency_days`` the fractional days from the last
         purchase to ``as_of``.
@@ -46,26 +66,107 @@ What is stored (one membership per customer, in one ``INSERT ... SELECT``)
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
+from itertools import pairwise
 from typing import Any
 
 import attrs
-from sqlalchemy import (BigInteger, Integer, Select, String, and_, case, cast, false, func, literal, null, or_,
-                        select, type_coerce, union_all)
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Integer,
+    MetaData,
+    Select,
+    String,
+    Table,
+    case,
+    cast,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+    type_coerce,
+)
+from sqlalchemy.schema import CreateTable, DropTable
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.types import NullType
 
 import crmcore
-from crmcore.store import MONEY_SCALE, days_between, json_object, tables, utc_literal
+from crmcore.store import (
+    MONEY_SCALE,
+    UTCDateTime,
+    days_between,
+    json_object,
+    tables,
+    utc_literal,
+)
 
-from .names import NO_PURCHASES, segment_by_key
+from .money_text import decimal_text
+from .names import DEFAULT_GRID, NO_PURCHASES, check_grid, segment_by_key
+from .purchases import positive_days, purchase_conditions
 
 deals = tables.deals
 customers = tables.customers
-_DIGITS = len(str(MONEY_SCALE)) - 1  # decimals Money keeps (4)
+
+# Per-customer values of one run, in a temporary table (per connection; on
+# PostgreSQL dropped at commit, elsewhere dropped by the next run).
+_values_metadata = MetaData()
+rfm_values = Table(
+    "crm_rfm_values", _values_metadata,
+    Column("customer_id", Integer, primary_key=True),
+    Column("last_purchase", UTCDateTime, nullable=False),
+    Column("frequency", Integer, nullable=False),
+    Column("monetary", BigInteger, nullable=False),
+    prefixes=["TEMPORARY"], postgresql_on_commit="DROP",
+)
 
 
-def _positive_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"{attribute.name} must be a positive number of days, got {value}")
+def _edges(kind: type) -> Any:
+    """An attrs field for optional bin edges: four increasing non-negative numbers.
+
+    Amount edges are kept as decimal text ("499.99"), so run records stay JSON
+    and exact; day and count edges as integers.
+    """
+    def convert(value: Any) -> Any:
+        if value is None or value == "":
+            return None
+        if isinstance(value, str):
+            value = [v for v in value.replace(",", " ").split() if v]
+        try:
+            numbers = tuple(kind(str(v)) for v in value)
+        except (TypeError, ValueError, ArithmeticError):
+            return value  # the validator names the field
+        return tuple(str(n) for n in numbers) if kind is Decimal else numbers
+
+    def check(instance: Any, attribute: Any, value: Any) -> None:
+        if value is None:
+            return
+        try:
+            numbers = [kind(str(v)) for v in value] if isinstance(value, tuple) else None
+        except (TypeError, ValueError, ArithmeticError):
+            numbers = None
+        if (numbers is None or len(numbers) != 4 or not all(n.is_finite() if kind is Decimal else True for n in numbers)
+                or numbers[0] < 0 or any(b <= a for a, b in pairwise(numbers))):
+            raise ValueError(f"must be four increasing non-negative numbers, got {_show(value)}", attribute)
+
+    return attrs.field(default=None, converter=convert, validator=check)
+
+
+def _show(value: Any) -> str:
+    return str([str(v) for v in value]) if isinstance(value, (list, tuple)) else repr(value)
+
+
+def _grid(value: Any) -> Any:
+    return None if value in (None, "", {}) else value
+
+
+def _check_grid(instance: Any, attribute: Any, value: Any) -> None:
+    if value is not None:
+        try:
+            object.__setattr__(instance, attribute.name, check_grid(value))
+        except ValueError as exc:
+            raise ValueError(str(exc), attribute) from None
 
 
 @attrs.frozen
@@ -75,116 +176,120 @@ class RFMOptions:
     :ivar window_days: only purchases in the last N days before ``as_of``
         count (None: all purchases up to ``as_of``).
     :ivar currency: only deals in this currency count (None: all).
+    :ivar recency_edges: four increasing whole day counts instead of R quintiles.
+    :ivar frequency_edges: four increasing purchase counts instead of F quintiles.
+    :ivar monetary_edges: four increasing amounts instead of M quintiles.
+    :ivar grid: the named-segment grid (R "1".."5" -> five names for FM = 1..5).
+    :ivar no_purchases: the segment of customers without a purchase.
     """
 
-    window_days: int | None = attrs.field(default=None, validator=_positive_or_none)
+    window_days: int | None = attrs.field(default=None, validator=positive_days)
     currency: str | None = crmcore.currency_option()
+    recency_edges: Any = _edges(int)  # noqa: RUF009 (an attrs field factory)
+    frequency_edges: Any = _edges(int)  # noqa: RUF009
+    monetary_edges: Any = _edges(Decimal)  # noqa: RUF009
+    grid: Any = attrs.field(default=None, converter=_grid, validator=_check_grid)
+    no_purchases: str = NO_PURCHASES
 
 
 class RFMSegmenter(crmcore.Segmenter):
     """Scores customers 1-5 on recency, frequency and monetary value."""
 
     name = "rfm"
-    description = "RFM scores (1-5, ties share a score) and named segments from won deals"
+    description = "RFM scores (1-5 by quintile or bin edges, ties share a score) and named segments from won deals"
     options_type = RFMOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: RFMOptions) -> Select:
-        scores = _scores(purchase_conditions(ctx, options))
-        bought = scores.c.frequency > 0
+        _aggregate(ctx, options)
+        v = rfm_values.alias("v")
+        r, f, m = (_score(ctx, options, axis, v) for axis in ("r", "f", "m"))
+        key = r * 100 + f + m
         segment = case(
-            (bought, case({key: literal(name, String) for key, name in segment_by_key().items()},
-                          value=scores.c.r * 100 + scores.c.f + scores.c.m)),
-            else_=literal(NO_PURCHASES, String),
+            (v.c.customer_id.is_(None), literal(options.no_purchases, String)),
+            else_=case({k: literal(name, String) for k, name in segment_by_key(options.grid).items()}, value=key),
         )
-        details = json_object(
-            ctx.dialect,
-            r=scores.c.r, f=scores.c.f, m=scores.c.m,
-            recency_days=days_between(scores.c.last_purchase, utc_literal(ctx.as_of)),
-            frequency=scores.c.frequency,
-            monetary=_decimal_text(scores.c.monetary),
-        )
-        return select(scores.c.customer_id, segment.label("segment"),
-                      (scores.c.r * 100 + scores.c.f * 10 + scores.c.m).label("score"), details.label("details"))
+        bought = v.c.customer_id.is_not(None)
+        # No details for customers without purchases: in a large book they are
+        # most rows, and an object of NULLs would only cost space and time.
+        details = case((bought, json_object(
+            ctx.dialect, r=r, f=f, m=m,
+            recency_days=days_between(v.c.last_purchase, utc_literal(ctx.as_of)),
+            frequency=v.c.frequency, monetary=decimal_text(v.c.monetary),
+        )), else_=null())
+        # customers LEFT JOIN the temporary table: a primary-key lookup per customer.
+        return select(customers.c.id.label("customer_id"), segment.label("segment"),
+                      case((bought, r * 100 + f * 10 + m), else_=null()).label("score"),
+                      details.label("details")).select_from(
+            customers.outerjoin(v, v.c.customer_id == customers.c.id))
+
+    def explain(self, ctx: crmcore.SegmentContext, options: RFMOptions, membership: Any) -> dict[str, Any]:
+        details = dict(membership.get("details") or {})
+        if not details:
+            return {**details, "rule": f"no purchase up to as_of: {options.no_purchases!r}"}
+        r, f, m = details["r"], details["f"], details["m"]
+        fm = (f + m) // 2
+        grid = options.grid or DEFAULT_GRID
+        methods = {axis: (f"bin edges {[str(e) for e in edges]}" if edges else "quintile: 1 + floor(5 * (rank - 1) / n)")
+                   for axis, edges in (("r", options.recency_edges), ("f", options.frequency_edges),
+                                       ("m", options.monetary_edges))}
+        return {**details, "fm": fm, "scoring": methods,
+                "rule": f"R={r}, FM=(F+M)//2=({f}+{m})//2={fm} -> grid[{r}][{fm}] = {grid[str(r)][fm - 1]!r}"}
 
 
-def won_condition(pipelines: Any) -> ColumnElement:
-    """Deals in a won stage of their own pipeline (stage names are per pipeline)."""
-    parts = []
-    for name, pipeline in pipelines.items():
-        won = pipeline.stages_with(crmcore.StageOutcome.WON)
-        if won:
-            parts.append(and_(deals.c.pipeline == name, deals.c.stage.in_(won)))
-    return or_(*parts) if parts else false()
+def _aggregate(ctx: crmcore.SegmentContext, options: RFMOptions) -> None:
+    """One pass over the purchases: last purchase, count and total per buyer, into the temporary table."""
+    conn = ctx.conn
+    conn.execute(DropTable(rfm_values, if_exists=True))
+    conn.execute(CreateTable(rfm_values))
+    amount = type_coerce(deals.c.amount, BigInteger)  # the scaled integer: sums stay exact
+    customer = deals.c.customer_id
+    if ctx.dialect == "sqlite":
+        # Grouping by the bare column makes SQLite walk ix_deals_customer_id and
+        # fetch every deal row by rowid (1M customers / 5M deals: 8.5 s); grouping
+        # by an expression lets it scan the won deals and sort them (3.0 s).
+        customer = customer + 0
+    purchases = (select(customer, func.max(deals.c.closed_at),
+                        cast(func.count(), Integer), cast(func.sum(amount), BigInteger))
+                 .where(*purchase_conditions(ctx, options.window_days, options.currency))
+                 .group_by(customer))
+    conn.execute(insert(rfm_values).from_select(["customer_id", "last_purchase", "frequency", "monetary"],
+                                                purchases))
 
 
-def purchase_conditions(ctx: crmcore.SegmentContext, options: RFMOptions) -> list[ColumnElement]:
-    """WHERE conditions on ``deals`` selecting the purchases that count."""
-    conditions = [won_condition(ctx.config.pipelines), deals.c.closed_at <= utc_literal(ctx.as_of)]
-    if options.window_days is not None:
-        start = ctx.as_of - timedelta(days=options.window_days)
-        conditions.append(deals.c.closed_at > utc_literal(start))
-    if options.currency is not None:
-        conditions.append(deals.c.currency == options.currency)
-    return conditions
+def _score(ctx: crmcore.SegmentContext, options: RFMOptions, axis: str, v: Any) -> ColumnElement:
+    """The 1-5 score of one axis: ``1 + (value > cut_1) + ... + (value > cut_4)``."""
+    column = {"r": v.c.last_purchase, "f": v.c.frequency, "m": v.c.monetary}[axis]
+    edges = {"r": options.recency_edges, "f": options.frequency_edges, "m": options.monetary_edges}[axis]
+    if edges is not None:
+        return _edge_score(ctx, axis, column, edges)
+    cuts = _quintile_cuts(ctx, column)
+    if not cuts:  # nobody bought: the score is never read
+        return literal(1, Integer)
+    return 1 + sum((case((column > literal(cut), 1), else_=0) for cut in cuts), literal(0, Integer))
 
 
-def _scores(purchases: list[ColumnElement]) -> Any:
-    """Subquery over every customer: customer_id, last_purchase, frequency,
-    monetary (scaled), and r, f, m (NULL for customers without purchases).
+def _edge_score(ctx: crmcore.SegmentContext, axis: str, column: Any, edges: tuple) -> ColumnElement:
+    if axis == "r":  # fewer days since the last purchase is better: 5 below the first edge
+        starts = [utc_literal(ctx.as_of - timedelta(days=days)) for days in edges]
+        return 1 + sum((case((column > start, 1), else_=0) for start in starts), literal(0, Integer))
+    if axis == "m":
+        edges = tuple(int(Decimal(e) * MONEY_SCALE) for e in edges)  # compare scaled integers
+    return 1 + sum((case((column >= literal(int(e), BigInteger), 1), else_=0) for e in edges), literal(0, Integer))
 
-    Shape: (purchases UNION ALL one empty row per customer) GROUP BY customer,
-    then window functions partitioned by "has purchases".  No join between
-    customers and the aggregate: with a join (LEFT JOIN, or NOT EXISTS for the
-    non-buyers) SQLite rescanned the aggregate per customer and PostgreSQL,
-    with statistics stale after a bulk load, chose a nested loop; both went
-    quadratic (100,000 customers: minutes).  Grouping has no such plan.
+
+def _quintile_cuts(ctx: crmcore.SegmentContext, column: Any) -> list[Any]:
+    """The ``ceil(k * n / 5)``-th smallest values, k = 1..4 (one ordered pass).
+
+    The values come back as the driver returns them (no type conversion) and
+    are compared as such, so the comparison is the database's own ordering of
+    what it stores, whatever text form a timestamp was written in.
     """
-    # The raw scaled integer, not the Money type: sums must stay integers for
-    # the exact text formatting below.
-    amount = type_coerce(deals.c.amount, BigInteger)
-    rows = union_all(
-        select(deals.c.customer_id, deals.c.closed_at, amount.label("amount"), literal(1, Integer).label("bought"))
-        .where(*purchases),
-        select(customers.c.id, null(), null(), literal(0, Integer)),
-    ).subquery("rfm_rows")
-    # Casts: PostgreSQL's SUM(bigint) is numeric and MariaDB's SUM is DECIMAL.
-    values = (select(rows.c.customer_id,
-                     func.max(rows.c.closed_at).label("last_purchase"),
-                     cast(func.sum(rows.c.bought), Integer).label("frequency"),
-                     cast(func.coalesce(func.sum(rows.c.amount), 0), BigInteger).label("monetary"))
-              .group_by(rows.c.customer_id).subquery("rfm_values"))
-    buyers = values.c.frequency > 0  # ranks and n count buyers only
-    ranked = select(
-        values,
-        func.rank().over(partition_by=buyers, order_by=values.c.last_purchase).label("r_rank"),
-        func.rank().over(partition_by=buyers, order_by=values.c.frequency).label("f_rank"),
-        func.rank().over(partition_by=buyers, order_by=values.c.monetary).label("m_rank"),
-        func.count().over(partition_by=buyers).label("n"),
-    ).subquery("rfm_ranks")
-    bought = ranked.c.frequency > 0
-    return select(
-        ranked.c.customer_id, ranked.c.last_purchase, ranked.c.frequency, ranked.c.monetary,
-        case((bought, quintile(ranked.c.r_rank, ranked.c.n)), else_=null()).label("r"),
-        case((bought, quintile(ranked.c.f_rank, ranked.c.n)), else_=null()).label("f"),
-        case((bought, quintile(ranked.c.m_rank, ranked.c.n)), else_=null()).label("m"),
-    ).subquery("rfm_scores")
-
-
-def quintile(rank: ColumnElement, n: ColumnElement) -> ColumnElement:
-    """``1 + floor(5 * (rank - 1) / n)`` for 1 <= rank <= n, without division."""
-    position = 5 * (rank - 1)
-    return case((position >= 4 * n, 5), (position >= 3 * n, 4), (position >= 2 * n, 3),
-                (position >= n, 2), else_=1)
-
-
-def _decimal_text(scaled: ColumnElement) -> ColumnElement:
-    """Exact decimal text of a non-negative scaled Money integer: 12345000 -> '1234.5000'.
-
-    Built from integer parts because SQLite has no exact decimal type to cast
-    to.  ``//`` is SQLAlchemy's portable integer division (``DIV``-like on
-    every dialect); adding 10,000 to the remainder zero-pads it to four digits.
-    """
-    scaled = cast(scaled, BigInteger)
-    whole = cast(scaled // MONEY_SCALE, String)
-    fraction = func.substr(cast(scaled % MONEY_SCALE + MONEY_SCALE, String), 2, _DIGITS)
-    return whole + literal(".", String) + fraction
+    n = ctx.conn.execute(select(func.count()).select_from(rfm_values)).scalar_one()
+    if n == 0:
+        return []
+    positions = sorted({-(-k * n // 5) for k in range(1, 5)})
+    numbered = select(type_coerce(column, NullType()).label("value"), func.row_number().over(order_by=column).label("position")) \
+        .select_from(column.table).subquery("numbered")
+    found = dict(ctx.conn.execute(select(numbered.c.position, numbered.c.value).where(
+        numbered.c.position.in_(positions))).all())
+    return [found[-(-k * n // 5)] for k in range(1, 5)]

@@ -1,0 +1,265 @@
+"""The rule language: text -> a small AST (parsed with lark, positions kept).
+
+Grammar, loosest binding first::
+
+    expr        := expr "or" expr | expr "and" expr | "not" expr | comparison
+    comparison  := operand OP operand          OP: == = != < <= > >=
+                 | operand ["not"] "in" "(" operand, ... ")"
+                 | operand "is" ["not"] "null"
+                 | operand                     (a yes/no field, e.g. consent_email)
+    operand     := NUMBER | "text" | 'text' | true | false
+                 | NAME | attributes.NAME | segment("strategy") | "(" expr ")"
+
+Keywords are lower case.  The parser only builds the tree: which names exist
+and whether types fit is the compiler's business (:mod:`.compiler`).
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from lark import Lark, Token, Transformer, v_args
+from lark.exceptions import (
+    LarkError,
+    UnexpectedCharacters,
+    UnexpectedEOF,
+    UnexpectedInput,
+    UnexpectedToken,
+)
+
+from .errors import RuleSyntaxError
+
+MAX_LENGTH = 4000  # a rule longer than this is a mistake, not a segment definition
+
+GRAMMAR = r"""
+?start: expr
+?expr: or_expr
+?or_expr: and_expr
+        | or_expr "or" and_expr -> or_
+?and_expr: not_expr
+         | and_expr "and" not_expr -> and_
+?not_expr: comparison
+         | "not" not_expr -> not_
+?comparison: operand
+           | operand COMPARE operand -> compare
+           | operand "in" "(" values ")" -> in_
+           | operand "not" "in" "(" values ")" -> not_in
+           | operand "is" "null" -> is_null
+           | operand "is" "not" "null" -> is_not_null
+?operand: NUMBER -> number
+        | STRING -> string
+        | "true" -> true
+        | "false" -> false
+        | NAME -> field
+        | NAME "." NAME -> dotted_field
+        | NAME "(" STRING ")" -> call
+        | "(" expr ")"
+values: operand ("," operand)*
+
+COMPARE: "==" | "!=" | ">=" | "<=" | ">" | "<" | "="
+NAME: /[A-Za-z_][A-Za-z0-9_]*/
+NUMBER: /-?(\d+(\.\d*)?|\.\d+)/
+STRING: /"([^"\\\n]|\\.)*"/ | /'([^'\\\n]|\\.)*'/
+%ignore /[ \t\r\n]+/
+"""
+
+_PARSER = Lark(GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
+
+
+# -- the tree ------------------------------------------------------------------------
+
+
+@attrs.frozen
+class Literal:
+    """A number (Decimal), text (str) or yes/no (bool) written in the rule."""
+
+    value: Decimal | str | bool
+    column: int
+
+
+@attrs.frozen
+class Field:
+    """A customer field, custom field (``attributes.NAME``) or aggregate."""
+
+    name: str
+    column: int
+
+
+@attrs.frozen
+class Call:
+    """A function call with one text argument, e.g. ``segment("rfm")``."""
+
+    function: str
+    argument: str
+    column: int
+
+
+@attrs.frozen
+class Compare:
+    op: str  # "==", "!=", "<", "<=", ">", ">="
+    left: Any
+    right: Any
+    column: int
+
+
+@attrs.frozen
+class In:
+    operand: Any
+    values: tuple[Any, ...]
+    negated: bool
+    column: int
+
+
+@attrs.frozen
+class IsNull:
+    operand: Any
+    negated: bool
+    column: int
+
+
+@attrs.frozen
+class BoolOp:
+    op: str  # "and" or "or"
+    items: tuple[Any, ...]
+    column: int
+
+
+@attrs.frozen
+class Not:
+    item: Any
+    column: int
+
+
+Node = Literal | Field | Call | Compare | In | IsNull | BoolOp | Not
+
+
+@v_args(meta=True)
+class _Build(Transformer):
+    """lark tree -> the attrs nodes above (columns are 1-based, as lark reports them)."""
+
+    def number(self, meta: Any, items: list[Token]) -> Literal:
+        return Literal(Decimal(str(items[0])), meta.column)
+
+    def string(self, meta: Any, items: list[Token]) -> Literal:
+        return Literal(_unquote(items[0]), meta.column)
+
+    def true(self, meta: Any, items: list) -> Literal:
+        return Literal(True, meta.column)
+
+    def false(self, meta: Any, items: list) -> Literal:
+        return Literal(False, meta.column)
+
+    def field(self, meta: Any, items: list[Token]) -> Field:
+        return Field(str(items[0]), meta.column)
+
+    def dotted_field(self, meta: Any, items: list[Token]) -> Field:
+        return Field(f"{items[0]}.{items[1]}", meta.column)
+
+    def call(self, meta: Any, items: list[Token]) -> Call:
+        return Call(str(items[0]), _unquote(items[1]), meta.column)
+
+    def compare(self, meta: Any, items: list) -> Compare:
+        left, op, right = items
+        return Compare("==" if str(op) == "=" else str(op), left, right, meta.column)
+
+    def values(self, meta: Any, items: list) -> tuple:
+        return tuple(items)
+
+    def in_(self, meta: Any, items: list) -> In:
+        return In(items[0], items[1], False, meta.column)
+
+    def not_in(self, meta: Any, items: list) -> In:
+        return In(items[0], items[1], True, meta.column)
+
+    def is_null(self, meta: Any, items: list) -> IsNull:
+        return IsNull(items[0], False, meta.column)
+
+    def is_not_null(self, meta: Any, items: list) -> IsNull:
+        return IsNull(items[0], True, meta.column)
+
+    def and_(self, meta: Any, items: list) -> BoolOp:
+        return _flatten("and", items, meta.column)
+
+    def or_(self, meta: Any, items: list) -> BoolOp:
+        return _flatten("or", items, meta.column)
+
+    def not_(self, meta: Any, items: list) -> Not:
+        return Not(items[0], meta.column)
+
+
+def _flatten(op: str, items: list, column: int) -> BoolOp:
+    """``a and b and c`` as one node with three items (the grammar nests them)."""
+    flat: list[Any] = []
+    for item in items:
+        flat.extend(item.items if isinstance(item, BoolOp) and item.op == op else [item])
+    return BoolOp(op, tuple(flat), column)
+
+
+_ESCAPES = {"\\": "\\", '"': '"', "'": "'", "n": "\n", "t": "\t"}
+
+
+def _unquote(token: Token) -> str:
+    """The text of a quoted literal; escapes are \\\\, \\", \\', \\n and \\t."""
+    text = str(token)[1:-1]
+    if "\\" not in text:
+        return text
+    out, i = [], 0
+    while i < len(text):
+        char = text[i]
+        if char == "\\":
+            escaped = text[i + 1]  # the grammar guarantees a character after a backslash
+            if escaped not in _ESCAPES:
+                raise RuleSyntaxError(str(token), f"unknown escape \\{escaped} in text",
+                                      (token.column or 1) + i + 1)
+            out.append(_ESCAPES[escaped])
+            i += 2
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def parse(text: str) -> Node:
+    """Parse a rule; raises :class:`RuleSyntaxError` (with the column) on bad input."""
+    if not isinstance(text, str):
+        raise RuleSyntaxError(str(text), f"a rule is text, got {type(text).__name__}", 1)
+    if not text.strip():
+        raise RuleSyntaxError(text, "the rule is empty", 1)
+    if len(text) > MAX_LENGTH:
+        raise RuleSyntaxError(text[:80] + "...", f"the rule is longer than {MAX_LENGTH} characters", MAX_LENGTH)
+    try:
+        tree = _PARSER.parse(text)
+        return _Build().transform(tree)
+    except UnexpectedInput as exc:
+        raise RuleSyntaxError(text, _describe(exc), _column(text, exc)) from None
+    except RuleSyntaxError:
+        raise
+    except LarkError as exc:  # VisitError around a RuleSyntaxError from _unquote, or lark internals
+        original = getattr(exc, "orig_exc", None)
+        if isinstance(original, RuleSyntaxError):
+            raise RuleSyntaxError(text, original.reason, original.column) from None
+        raise RuleSyntaxError(text, str(exc).splitlines()[0], 1) from None
+    except RecursionError:
+        raise RuleSyntaxError(text, "the rule is nested too deeply", 1) from None
+
+
+def _column(text: str, exc: UnexpectedInput) -> int:
+    """1-based column in the whole text (lark counts columns per line)."""
+    at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
+    if at_end or isinstance(exc, UnexpectedEOF) or getattr(exc, "pos_in_stream", None) is None:
+        return len(text) + 1
+    return exc.pos_in_stream + 1
+
+
+def _describe(exc: UnexpectedInput) -> str:
+    if isinstance(exc, UnexpectedCharacters):
+        return f"unexpected character {exc.char!r}"
+    if isinstance(exc, UnexpectedEOF):
+        return "the rule ends too early"
+    if isinstance(exc, UnexpectedToken):
+        if exc.token.type == "$END":
+            return "the rule ends too early"
+        return f"unexpected {str(exc.token)!r}"
+    return "syntax error"
