@@ -20,7 +20,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import String, and_, bindparam, cast, exists, func, insert, literal, null, or_, select, update
+from sqlalchemy import JSON, String, and_, bindparam, cast, exists, func, insert, literal, or_, select, update
 from sqlalchemy.sql import ColumnElement, Select
 
 from .components import Component, EngineContext, build_options
@@ -285,9 +285,10 @@ class LoyaltyLedger:
         src = source.subquery("credit_source")
         rows = select(*(src.c[name] for name in CREDIT_COLUMNS), literal(scheme).label("scheme"),
                       literal(self.uow.actor, String).label("actor"))
-        written = conn.execute(insert(ledger).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows)).rowcount
+        conn.execute(insert(ledger).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows))
+        new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
+        written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
         if written:
-            new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
             self._apply_new_entries(scheme, new)
         return written
 
@@ -312,16 +313,17 @@ class LoyaltyLedger:
                       ledger.c.id.label("batch_id")).select_from(
             ledger.outerjoin(used, used.c.batch_id == ledger.c.id)).where(*where)
         before = conn.execute(select(func.coalesce(func.max(ledger.c.id), 0))).scalar_one()
-        written = conn.execute(insert(ledger).from_select(
+        conn.execute(insert(ledger).from_select(
             ["customer_id", "scheme", "kind", "points", "idempotency_key", "reason", "actor", "occurred_at",
-             "batch_id"], rows)).rowcount
-        if not written:
-            return 0
+             "batch_id"], rows))
         new = [ledger.c.id > before, ledger.c.kind == "expire", ledger.c.batch_id.is_not(None)]
         if scheme is not None:
             new.append(ledger.c.scheme == scheme)
         if customer_id is not None:
             new.append(ledger.c.customer_id == customer_id)
+        written = _count(conn, and_(*new))
+        if not written:
+            return 0
         conn.execute(insert(allocations).from_select(
             ["debit_id", "batch_id", "points"], select(ledger.c.id, ledger.c.batch_id, -ledger.c.points).where(
                 *new, ~exists().where(allocations.c.debit_id == ledger.c.id))))
@@ -413,6 +415,10 @@ class LoyaltyLedger:
         entry = LedgerEntry(**values)
         self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
         return entry
+
+
+def _count(conn: Any, where: ColumnElement) -> int:
+    return int(conn.execute(select(func.count()).select_from(ledger).where(where)).scalar_one())
 
 
 def _used_by_batch() -> Any:
@@ -569,7 +575,7 @@ class LoyaltyEngine:
             rows = select(src.c.customer_id, src.c.points, key.label("idempotency_key"), src.c.deal_id,
                           src.c.expires_at, (literal("deal ") + cast(src.c.deal_id, String) + literal(" won"))
                           .label("reason"), src.c.occurred_at, literal("earn").label("kind"),
-                          null().label("details")).where(src.c.points > 0, key_is_new(key))
+                          literal(None, JSON(none_as_null=True)).label("details")).where(src.c.points > 0, key_is_new(key))
             return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:{suffix}")
         total, last = 0, 0
         while True:  # keyset pages: bounded memory whatever the number of deals

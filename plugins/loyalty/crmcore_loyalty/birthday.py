@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import JSON, String, and_, cast, extract, literal, null, or_, select
+from sqlalchemy import JSON, Integer, String, and_, cast, extract, literal, null, or_, select
 
 import crmcore
-from crmcore.store import tables
+from crmcore.store import UTCDateTime, tables
 
 from .common import check_wallet, key_is_new, local_date
 from .sql import utc
@@ -72,9 +72,9 @@ class BirthdayScheme(crmcore.LoyaltyScheme):
         customers = tables.customers
         today = local_date(ctx)
         key = literal(f"{self.name}:{today.year}:") + cast(customers.c.id, String)
-        expires = utc(ctx.as_of + timedelta(days=options.expiry_days)) if options.expiry_days else null()
+        expires = utc(ctx.as_of + timedelta(days=options.expiry_days)) if options.expiry_days else literal(None, UTCDateTime)
         rows = select(customers.c.id.label("customer_id"), literal(options.bonus).label("points"),
-                      key.label("idempotency_key"), null().label("deal_id"), expires.label("expires_at"),
+                      key.label("idempotency_key"), cast(null(), Integer).label("deal_id"), expires.label("expires_at"),
                       literal(f"birthday bonus {today.year}").label("reason"), utc(ctx.as_of).label("occurred_at"),
                       literal("bonus").label("kind"), literal({"scheme": self.name}, JSON).label("details")
                       ).where(self._celebrating(today, options), key_is_new(key))

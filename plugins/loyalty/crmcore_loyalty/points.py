@@ -28,11 +28,11 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, and_, case, func, literal, null, select, type_coerce
+from sqlalchemy import BigInteger, and_, case, func, literal, select, type_coerce
 from sqlalchemy.sql import ColumnElement, Select
 
 import crmcore
-from crmcore.store import MONEY_SCALE, tables
+from crmcore.store import MONEY_SCALE, UTCDateTime, tables
 
 from .sql import days_later, int_div, period_key, utc
 
@@ -148,7 +148,7 @@ class PointsScheme(crmcore.LoyaltyScheme):
         if options.cap_per_deal:
             points = case((points > options.cap_per_deal, literal(options.cap_per_deal, BigInteger)), else_=points)
         occurred = func.coalesce(deals.c.closed_at, utc(ctx.as_of))
-        expires = days_later(occurred, options.expiry_days) if options.expiry_days else null()
+        expires = days_later(occurred, options.expiry_days) if options.expiry_days else literal(None, UTCDateTime)
         query = select(deals.c.id.label("deal_id"), deals.c.customer_id, points.label("points"),
                        occurred.label("occurred_at"), expires.label("expires_at")).select_from(source).where(*where)
         return self._period_cap(query, options) if options.cap_per_period else query

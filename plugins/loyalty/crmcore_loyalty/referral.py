@@ -20,10 +20,10 @@ from datetime import timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import JSON, String, cast, exists, func, insert, literal, null, select
+from sqlalchemy import JSON, Integer, String, cast, exists, func, insert, literal, null, select
 
 import crmcore
-from crmcore.store import tables
+from crmcore.store import UTCDateTime, tables
 
 from .common import check_wallet, key_is_new, won_deal
 from .sql import utc
@@ -97,13 +97,13 @@ class ReferralScheme(crmcore.LoyaltyScheme):
         first_won = select(func.min(deals.c.closed_at)).where(
             deals.c.customer_id == referrals.c.referee_id, won_deal(ctx.config),
             deals.c.closed_at <= utc(ctx.as_of)).scalar_subquery()
-        expires = utc(ctx.as_of + timedelta(days=options.expiry_days)) if options.expiry_days else null()
+        expires = utc(ctx.as_of + timedelta(days=options.expiry_days)) if options.expiry_days else literal(None, UTCDateTime)
         paid = 0
         for side, column, bonus in (("referee", referrals.c.referee_id, options.referee_bonus),
                                     ("referrer", referrals.c.referrer_id, options.referrer_bonus)):
             key = literal(f"{self.name}:") + cast(referrals.c.referee_id, String) + literal(f":{side}")
             rows = select(column.label("customer_id"), literal(bonus).label("points"), key.label("idempotency_key"),
-                          null().label("deal_id"), expires.label("expires_at"),
+                          cast(null(), Integer).label("deal_id"), expires.label("expires_at"),
                           (literal("referral bonus (referee ") + cast(referrals.c.referee_id, String) + literal(")"))
                           .label("reason"), first_won.label("occurred_at"), literal("bonus").label("kind"),
                           literal({"scheme": self.name, "side": side}, JSON).label("details")
