@@ -7,10 +7,10 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 
 import pytest
+from crmcore_loyalty.tables import referrals, reward_codes, reward_stock
 from sqlalchemy import func, select
 
 from crmcore import CRMError, InsufficientPoints, UnknownComponent, ValidationError
-from crmcore_loyalty.tables import referrals, reward_codes, reward_stock
 
 from .conftest import assert_matches_model, ledger_rows, won
 

@@ -14,9 +14,8 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
-
 from crmcore_loyalty.tables import reward_codes
+from sqlalchemy import func, select
 
 from .conftest import assert_matches_model, won
 

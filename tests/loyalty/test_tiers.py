@@ -7,11 +7,11 @@ from datetime import datetime, timezone
 from decimal import Decimal
 
 import pytest
+from crmcore_loyalty.tables import tier_changes
 from sqlalchemy import select
 
 import crmcore
 from crmcore import ConfigError
-from crmcore_loyalty.tables import tier_changes
 
 from .conftest import won
 

@@ -20,7 +20,18 @@ from datetime import timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import JSON, Integer, String, and_, cast, extract, literal, null, or_, select
+from sqlalchemy import (
+    JSON,
+    Integer,
+    String,
+    and_,
+    cast,
+    extract,
+    literal,
+    null,
+    or_,
+    select,
+)
 
 import crmcore
 from crmcore.store import UTCDateTime, tables

@@ -20,7 +20,18 @@ from datetime import timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import JSON, Integer, String, cast, exists, func, insert, literal, null, select
+from sqlalchemy import (
+    JSON,
+    Integer,
+    String,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    null,
+    select,
+)
 
 import crmcore
 from crmcore.store import UTCDateTime, tables

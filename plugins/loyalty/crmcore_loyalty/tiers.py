@@ -27,7 +27,17 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, and_, case, delete, func, insert, select, type_coerce, union
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    type_coerce,
+    union,
+)
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
