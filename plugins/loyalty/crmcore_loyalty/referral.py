@@ -16,7 +16,6 @@ set-based for deals that were won through a bulk path.
 
 from __future__ import annotations
 
-from datetime import timedelta
 from typing import Any
 
 import attrs
@@ -37,7 +36,7 @@ import crmcore
 from crmcore.store import UTCDateTime, tables
 
 from .common import check_wallet, key_is_new, won_deal
-from .sql import utc
+from .sql import days_later, utc
 from .tables import referrals
 
 
@@ -108,7 +107,8 @@ class ReferralScheme(crmcore.LoyaltyScheme):
         first_won = select(func.min(deals.c.closed_at)).where(
             deals.c.customer_id == referrals.c.referee_id, won_deal(ctx.config),
             deals.c.closed_at <= utc(ctx.as_of)).scalar_subquery()
-        expires = utc(ctx.as_of + timedelta(days=options.expiry_days)) if options.expiry_days else literal(None, UTCDateTime)
+        # The bonus counts from the referee's first win, and expires from then.
+        expires = days_later(first_won, options.expiry_days) if options.expiry_days else literal(None, UTCDateTime)
         paid = 0
         for side, column, bonus in (("referee", referrals.c.referee_id, options.referee_bonus),
                                     ("referrer", referrals.c.referrer_id, options.referrer_bonus)):
