@@ -336,19 +336,23 @@ class LoyaltyLedger:
         return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
 
     def _apply_new_entries(self, scheme: str, new: ColumnElement, ensure: bool = True) -> None:
-        """Add the points of the ledger rows matching ``new`` to their accounts (one UPDATE)."""
+        """Add the points of the ledger rows matching ``new`` to their accounts.
+
+        Existing accounts get one ``UPDATE ... FROM`` the per-customer totals;
+        missing ones (``ensure``) are inserted with their total.
+        """
         conn = self.uow.conn
-        if ensure:
-            conn.execute(insert(accounts).from_select(
-                ["customer_id", "scheme", "balance", "updated_at"],
-                select(ledger.c.customer_id, literal(scheme), literal(0), literal(self.uow.now, accounts.c.updated_at.type))
-                .where(new, ~exists().where(accounts.c.customer_id == ledger.c.customer_id,
-                                            accounts.c.scheme == scheme)).distinct()))
         totals = select(ledger.c.customer_id, func.sum(ledger.c.points).label("total")).where(new).group_by(
             ledger.c.customer_id).subquery("new_totals")
         conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
                                              updated_at=self.uow.now).where(
             accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+        if ensure:  # after the UPDATE, so new accounts are not counted twice
+            missing = select(ledger.c.customer_id, literal(scheme), func.sum(ledger.c.points),
+                             literal(self.uow.now, accounts.c.updated_at.type)).where(
+                new, ~exists().where(accounts.c.customer_id == ledger.c.customer_id,
+                                     accounts.c.scheme == scheme)).group_by(ledger.c.customer_id)
+            conn.execute(insert(accounts).from_select(["customer_id", "scheme", "balance", "updated_at"], missing))
         scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry else None
         if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
             ids = list(conn.execute(select(ledger.c.customer_id).where(new).distinct()).scalars())
@@ -575,7 +579,9 @@ class LoyaltyEngine:
             rows = select(src.c.customer_id, src.c.points, key.label("idempotency_key"), src.c.deal_id,
                           src.c.expires_at, (literal("deal ") + cast(src.c.deal_id, String) + literal(" won"))
                           .label("reason"), src.c.occurred_at, literal("earn").label("kind"),
-                          literal(None, JSON(none_as_null=True)).label("details")).where(src.c.points > 0, key_is_new(key))
+                          literal(None, JSON(none_as_null=True)).label("details")).where(src.c.points > 0)
+            # No key check per row: callers pass only deals without an earn entry in
+            # this scheme (or new ones), and the unique key is the last line of defence.
             return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:{suffix}")
         total, last = 0, 0
         while True:  # keyset pages: bounded memory whatever the number of deals

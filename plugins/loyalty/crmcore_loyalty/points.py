@@ -166,7 +166,10 @@ class PointsScheme(crmcore.LoyaltyScheme):
             if options.multipliers.get(dimension):
                 factors.append(_case_factor(column, options.multipliers[dimension]))
         tiers = self._tier_multipliers(ctx, options)
-        if tiers:
+        # Join the tier only when somebody holds a tier with a benefit: same result, cheaper.
+        if tiers and ctx.conn.execute(select(tables.loyalty_accounts.c.customer_id).where(
+                tables.loyalty_accounts.c.scheme == options.tier_scheme,
+                tables.loyalty_accounts.c.tier.in_(list(tiers))).limit(1)).first() is not None:
             account = tables.loyalty_accounts.alias("tier_account")
             source = source.outerjoin(account, and_(account.c.customer_id == deals.c.customer_id,
                                                     account.c.scheme == options.tier_scheme))
