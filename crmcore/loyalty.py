@@ -274,8 +274,8 @@ class LoyaltyLedger:
         """Set-based credit: ``INSERT INTO ledger ... SELECT`` plus one balance update.
 
         ``source`` selects the columns of :data:`CREDIT_COLUMNS` (labelled) with
-        positive ``points`` and keys not yet in the ledger (filter with
-        :func:`key_is_new`).  ``key_like`` is a LIKE pattern matching every key
+        positive ``points`` and keys not yet in the ledger (``NOT EXISTS`` on
+        the key: a duplicate key fails the whole statement).  ``key_like`` is a LIKE pattern matching every key
         this job writes, and only those, so the balance update counts exactly
         the new rows even when other transactions write to the ledger.
         Returns the number of entries written.
@@ -429,12 +429,6 @@ def _used_by_batch() -> Any:
     """Points allocated so far per batch (subquery: batch_id, used)."""
     return select(allocations.c.batch_id, func.sum(allocations.c.points).label("used")).group_by(
         allocations.c.batch_id).subquery("used")
-
-
-def key_is_new(key: ColumnElement) -> ColumnElement:
-    """A condition for set-based jobs: no ledger entry has this idempotency key yet."""
-    taken = ledger.alias("taken")
-    return ~exists().where(taken.c.idempotency_key == key)
 
 
 def _check_points(points: int) -> None:
