@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import getpass
+import os
+
 import attrs
 import click
 
@@ -10,10 +13,13 @@ from .context import Session, pass_session
 from .entities import resolve_customer
 from .family_common import component_rows
 
+AS_OF = click.option("--as-of", "as_of", metavar="DATE", help="Treat this date/time as now (default: global --as-of).")
+SCHEME = click.option("--scheme", help="Loyalty scheme (default: the only one, else 'points').")
+
 
 @click.group("loyalty")
 def loyalty() -> None:
-    """Loyalty: schemes, balances, history, redemption, adjustments."""
+    """Loyalty: schemes, balances, history, redemption, adjustments and jobs."""
 
 
 def _scheme(session: Session, scheme: str | None) -> str:
@@ -23,7 +29,20 @@ def _scheme(session: Session, scheme: str | None) -> str:
         return scheme
     if len(names) == 1:
         return names[0]
+    if "points" in names:  # the first-party wallet, when several schemes run side by side
+        return "points"
     raise CRMError(f"choose a scheme with --scheme (available: {', '.join(names) or 'none'})")
+
+
+def _as_of(session: Session, as_of: str | None) -> str | None:
+    return as_of or session.as_of
+
+
+def _entry_row(entry: object) -> dict:
+    return attrs.asdict(entry)
+
+
+ENTRY_COLUMNS = ["id", "scheme", "kind", "points", "occurred_at", "expires_at", "reason", "actor"]
 
 
 @loyalty.command("schemes")
@@ -35,35 +54,60 @@ def schemes(session: Session) -> None:
 
 @loyalty.command("balance")
 @click.argument("customer")
-@click.option("--scheme")
+@SCHEME
+@AS_OF
 @pass_session
-def balance(session: Session, customer: str, scheme: str | None) -> None:
-    """Points CUSTOMER (id, external id or email) has now."""
-    cid, name = resolve_customer(session, customer), _scheme(session, scheme)
-    session.emit([{"customer_id": cid, "scheme": name, "balance": session.crm.loyalty.balance(cid, name)}])
+def balance(session: Session, customer: str, scheme: str | None, as_of: str | None) -> None:
+    """CUSTOMER's points per scheme: balance, available, expiring by date, tier, progress to the next tier."""
+    cid = resolve_customer(session, customer)
+    rows = session.crm.loyalty.status(cid, as_of=_as_of(session, as_of))
+    if scheme:
+        session.crm.loyalty.registry.get(scheme)
+        rows = [r for r in rows if r["scheme"] == scheme]
+    session.emit([{"customer_id": cid, **r} for r in rows])
 
 
 @loyalty.command("history")
 @click.argument("customer")
-@click.option("--scheme")
+@SCHEME
 @pass_session
 def history(session: Session, customer: str, scheme: str | None) -> None:
-    """Ledger entries of CUSTOMER."""
+    """Ledger entries of CUSTOMER, oldest first."""
     entries = session.crm.loyalty.history(resolve_customer(session, customer), scheme)
-    session.emit([attrs.asdict(e) for e in entries], columns=None if session.as_json else
-                 ["id", "scheme", "kind", "points", "occurred_at", "expires_at", "reason", "actor"])
+    session.emit([_entry_row(e) for e in entries], columns=None if session.as_json else ENTRY_COLUMNS)
 
 
 @loyalty.command("redeem")
 @click.argument("customer")
-@click.argument("points", type=int)
-@click.option("--scheme")
+@click.argument("what", metavar="POINTS|REWARD")
+@SCHEME
 @click.option("--reason")
+@AS_OF
 @pass_session
-def redeem(session: Session, customer: str, points: int, scheme: str | None, reason: str | None) -> None:
-    """Spend POINTS of CUSTOMER (refused if the balance is short)."""
-    entry = session.crm.loyalty.redeem(resolve_customer(session, customer), points, _scheme(session, scheme), reason)
-    session.emit([attrs.asdict(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
+def redeem(session: Session, customer: str, what: str, scheme: str | None, reason: str | None,
+           as_of: str | None) -> None:
+    """Spend POINTS of CUSTOMER, or exchange points for catalogue REWARD (issues a code).
+
+    Refused, with nothing written, if the balance is short or the reward is
+    unknown or out of stock.
+    """
+    cid = resolve_customer(session, customer)
+    if what.lstrip("-").isdigit():
+        entry = session.crm.loyalty.redeem(cid, int(what), _scheme(session, scheme), reason)
+        session.emit([_entry_row(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
+        return
+    issued = session.crm.loyalty.redeem_reward(cid, what, as_of=_as_of(session, as_of))
+    session.emit([{"customer_id": cid, **issued}])
+
+
+@loyalty.command("rewards")
+@AS_OF
+@pass_session
+def rewards(session: Session, as_of: str | None) -> None:
+    """The reward catalogue: cost, stock left, validity."""
+    session.emit(session.crm.loyalty.rewards(as_of=_as_of(session, as_of)),
+                 columns=None if session.as_json else ["scheme", "name", "cost", "stock", "left", "valid_until",
+                                                       "offered", "description"])
 
 
 # ignore_unknown_options lets "-100" through as POINTS instead of an unknown option.
@@ -71,9 +115,77 @@ def redeem(session: Session, customer: str, points: int, scheme: str | None, rea
 @click.argument("customer")
 @click.argument("points", type=int)
 @click.option("--reason", required=True, help="Why (recorded with the acting user).")
-@click.option("--scheme")
+@click.option("--by", "user", help="The acting user (default: $CRM_USER, else your login name).")
+@SCHEME
 @pass_session
-def adjust(session: Session, customer: str, points: int, reason: str, scheme: str | None) -> None:
-    """Correct CUSTOMER's balance by POINTS (negative to take points away)."""
-    entry = session.crm.loyalty.adjust(resolve_customer(session, customer), points, _scheme(session, scheme), reason)
-    session.emit([attrs.asdict(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
+def adjust(session: Session, customer: str, points: int, reason: str, user: str | None, scheme: str | None) -> None:
+    """Correct CUSTOMER's balance by POINTS (negative to take points away), recorded with the acting user."""
+    actor = user or os.environ.get("CRM_USER") or getpass.getuser()
+    crm = session.crm
+    cid = resolve_customer(session, customer)
+    with crm.acting_as(actor):
+        entry = crm.loyalty.adjust(cid, points, _scheme(session, scheme), reason)
+    session.emit([_entry_row(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points", "actor"])
+
+
+@loyalty.command("refer")
+@click.argument("customer")
+@click.option("--by", "referrer", required=True, help="The customer who referred CUSTOMER.")
+@pass_session
+def refer(session: Session, customer: str, referrer: str) -> None:
+    """Record that --by referred CUSTOMER (both get a bonus when CUSTOMER's first deal is won)."""
+    row = session.crm.loyalty.refer(resolve_customer(session, customer), resolve_customer(session, referrer))
+    session.emit([row])
+
+
+@loyalty.command("earn")
+@SCHEME
+@AS_OF
+@pass_session
+def earn(session: Session, scheme: str | None, as_of: str | None) -> None:
+    """Batch job: earn for every won deal that has not earned yet (idempotent)."""
+    written = session.crm.loyalty.earn_won_deals(as_of=_as_of(session, as_of), scheme=scheme)
+    session.emit([{"scheme": s, "entries": n} for s, n in written.items()])
+
+
+@loyalty.command("expire")
+@SCHEME
+@AS_OF
+@pass_session
+def expire(session: Session, scheme: str | None, as_of: str | None) -> None:
+    """Expire points past their expiry date (idempotent: a rerun writes nothing)."""
+    session.emit([{"expired_entries": session.crm.loyalty.expire(as_of=_as_of(session, as_of), scheme=scheme)}])
+
+
+@loyalty.command("run")
+@SCHEME
+@AS_OF
+@pass_session
+def run(session: Session, scheme: str | None, as_of: str | None) -> None:
+    """Run each scheme's periodic job: tier evaluation, birthday and referral bonuses (idempotent)."""
+    done = session.crm.loyalty.run(as_of=_as_of(session, as_of), scheme=scheme)
+    session.emit([{"scheme": s, "changes": n} for s, n in done.items()])
+
+
+@loyalty.command("recompute")
+@click.option("--fix", is_flag=True, help="Rebuild stored balances from the ledger.")
+@pass_session
+def recompute(session: Session, fix: bool) -> None:
+    """Check derived state (balances, FIFO allocations) against the ledger; report any drift."""
+    drift = session.crm.loyalty.recompute(fix=fix)
+    if not drift:
+        session.echo("no drift: every balance equals its ledger")
+        return
+    session.emit(drift, columns=None if session.as_json else
+                 ["problem", "customer_id", "scheme", "stored", "ledger"])
+    if not fix:
+        raise CRMError(f"{len(drift)} drifted record(s); rerun with --fix to rebuild balances")
+
+
+@loyalty.command("tiers")
+@SCHEME
+@pass_session
+def tiers(session: Session, scheme: str | None) -> None:
+    """Members per tier."""
+    rows = [r for r in session.crm.loyalty.tier_distribution(scheme) if r["tier"] is not None or scheme]
+    session.emit(rows, columns=None if session.as_json else ["scheme", "tier", "members"])

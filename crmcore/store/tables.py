@@ -199,7 +199,23 @@ loyalty_ledger = Table(
     Column("actor", String(100)),
     Column("occurred_at", UTCDateTime, nullable=False),
     Column("details", JSON),
+    # The earn batch an expiry entry expires (revision 0003); NULL on every other kind.
+    Column("batch_id", Integer),
     Index("ix_loyalty_ledger_customer_scheme", "customer_id", "scheme"),
+    **TABLE_OPTIONS,
+)
+
+# Which earn batches (credit entries) each debit consumed, oldest first (FIFO).
+# Append-only like the ledger: a batch's remaining points are its points less
+# its allocations, so expiry and liability are set-based SQL (revision 0003).
+loyalty_allocations = Table(
+    "loyalty_allocations",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("debit_id", Integer, ForeignKey("loyalty_ledger.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("batch_id", Integer, ForeignKey("loyalty_ledger.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("points", BigInteger, nullable=False),
+    CheckConstraint("points > 0", name="points_positive"),
     **TABLE_OPTIONS,
 )
 

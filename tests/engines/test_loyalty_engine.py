@@ -415,3 +415,35 @@ def test_concurrent_redemptions_by_two_processes(crm_factory: Any, crm_db_url: s
                 proc.kill()
                 proc.wait()
     assert crm.loyalty.drift() == []
+
+
+# -- batch jobs without a SQL earn path ----------------------------------------------------
+
+def test_catch_up_earning_falls_back_to_points_for_deal(crm_factory: Any) -> None:
+    """A scheme without earn_select is asked per deal, in pages; a rerun writes nothing."""
+    plain = crm_factory()
+    cid = plain.customers.add(name="Late").id
+    for amount in ("10.5", "20", "0.4"):
+        plain.deals.add(customer_id=cid, title="t", amount=Decimal(amount), stage="won")
+    plain.deals.add(customer_id=cid, title="open", amount=Decimal("99"), stage="lead")
+    crm = crm_factory(extra_plugins=[Components("stars_only", schemes=(StarsScheme(),))])
+    assert crm.loyalty.earn_won_deals() == {"stars": 2}        # 10 and 20; 0.4 earns 0 and writes nothing
+    assert crm.loyalty.earn_won_deals() == {"stars": 0}
+    assert sorted(e.points for e in crm.loyalty.history(cid, "stars")) == [10, 20]
+    assert all(e.idempotency_key.endswith(":earn:batch") for e in crm.loyalty.history(cid))
+    assert_consistent(crm, {(cid, "stars"): 30})
+
+
+def test_expiry_and_recompute_in_the_core(crm_factory: Any) -> None:
+    crm = open_crm(crm_factory)
+    cid = crm.customers.add(name="Lin").id
+    with crm.unit() as uow:
+        uow.loyalty.credit(cid, "plain", 40, key="a", expires_at=crmcore.parse_as_of("2026-07-31"))
+        uow.loyalty.credit(cid, "plain", 25, key="b")         # never expires
+    crm.loyalty.redeem(cid, 30, "plain")                      # FIFO: 30 of "a"
+    assert crm.loyalty.expire(as_of="2026-08-01") == 1
+    assert crm.loyalty.expire(as_of="2026-08-01") == 0
+    assert crm.loyalty.history(cid)[-1].points == -10
+    assert crm.loyalty.balance(cid, "plain") == 25
+    assert crm.loyalty.recompute() == []
+    assert_consistent(crm, {(cid, "plain"): 25})

@@ -221,7 +221,8 @@ def test_random_history_matches_model_and_ledger(crm_factory):
     leaving won takes back what the deal still holds (earned less reversed),
     or what the balance has if less; redemptions beyond the balance fail.
     """
-    crm = crm_factory(plugins=["loyalty"])
+    # No tier benefits: the model is the points rule alone (tiers have their own tests).
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": {"points": {"tier_scheme": "none"}}})
     rng = random.Random(42)
     customers = [crm.customers.add(name=f"Member {i}").id for i in range(6)]
     balance = {c: 0 for c in customers}
@@ -289,4 +290,8 @@ class TestPointsContract(LoyaltySchemeContract):
 def test_registered_by_the_loyalty_plugin(crm):
     info = {p.name: p for p in crm.plugin_info()}["loyalty"]
     assert info.distribution == "crmcore-loyalty"
-    assert info.components == {"loyalty_schemes": ["points"]}
+    assert info.components["loyalty_schemes"] == ["birthday", "points", "referral", "rewards", "tiers"]
+    assert info.components["reports"] == ["loyalty-earn-burn", "loyalty-liability", "loyalty-tiers",
+                                          "loyalty-top-members"]
+    assert set(info.components["tables"]) == {"loyalty_tier_status", "loyalty_tier_changes", "loyalty_referrals",
+                                              "loyalty_reward_stock", "loyalty_reward_codes"}

@@ -1,0 +1,39 @@
+"""Small helpers shared by the loyalty schemes."""
+
+from __future__ import annotations
+
+from datetime import date
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import and_, false, or_, select
+from sqlalchemy.sql import ColumnElement
+
+import crmcore
+from crmcore.store import tables
+
+
+def won_deal(config: Any) -> ColumnElement:
+    """A condition on ``tables.deals``: the deal is in a won stage of its pipeline."""
+    deals = tables.deals
+    parts = [and_(deals.c.pipeline == p.name,
+                  deals.c.stage.in_([s.name for s in p.stages if s.outcome is crmcore.StageOutcome.WON]))
+             for p in config.pipelines.values()]
+    return or_(*parts) if parts else false()
+
+
+def local_date(ctx: Any) -> date:
+    """``ctx.as_of`` as a calendar date in the configured timezone (birthdays, periods)."""
+    return ctx.as_of.astimezone(ZoneInfo(ctx.config.timezone)).date()
+
+
+def check_wallet(ctx: Any, scheme: str, wallet: str) -> None:
+    """A bonus scheme's ``wallet`` must be a registered scheme."""
+    if wallet not in ctx.uow.crm.loyalty.registry:
+        raise crmcore.ConfigError(f"[loyalty.{scheme}] wallet: no loyalty scheme {wallet!r} is registered")
+
+
+def key_is_new(key: ColumnElement) -> ColumnElement:
+    """No ledger entry has this idempotency key yet (so a replayed job inserts nothing)."""
+    taken = tables.loyalty_ledger.alias("taken")
+    return ~select(taken.c.id).where(taken.c.idempotency_key == key).exists()

@@ -1,0 +1,238 @@
+"""The ``tiers`` scheme: membership levels by rolling spend or points earned.
+
+A member qualifies for the highest level whose ``threshold`` its *basis*
+reaches over the last ``window_months`` months: ``spend`` (the amount of won
+deals closed in the window) or ``points`` (points earned in ``points_scheme``
+in the window, net of reversals).  Upgrades apply at once.  A member that no
+longer qualifies keeps its level for ``grace_days`` (counted from the first
+evaluation that found it below) and is then moved down to the level it
+qualifies for; qualifying again during the grace period cancels it.
+
+Each level's ``earn_multiplier`` is a benefit other rules read: the ``points``
+scheme multiplies what a member earns by it.  Tiers are kept in the core's
+``loyalty_accounts`` (scheme ``tiers``, no points), changes fire
+``on_loyalty_tier_changed`` and are logged in ``loyalty_tier_changes``.
+
+Evaluation is set-based: one query computes every member's qualifying level
+and returns only the members whose level or grace state must change.  It runs
+in the periodic job (``crm loyalty run``) and for one customer whenever one of
+its deals enters or leaves a won stage.  Replaying it at the same ``as_of``
+changes nothing.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from sqlalchemy import (
+    BigInteger,
+    and_,
+    case,
+    delete,
+    func,
+    insert,
+    select,
+    type_coerce,
+    union,
+)
+from sqlalchemy.sql import ColumnElement
+
+import crmcore
+from crmcore.store import MONEY_SCALE, tables
+
+from .common import won_deal
+from .sql import utc
+from .tables import tier_changes, tier_status
+
+
+@attrs.frozen
+class Level:
+    """A membership level: reached at ``threshold``; ``earn_multiplier`` is its benefit."""
+
+    name: str
+    threshold: Decimal
+    earn_multiplier: Decimal = Decimal(1)
+
+
+DEFAULT_LEVELS = (
+    Level("Bronze", Decimal(100)),
+    Level("Silver", Decimal(1000), Decimal("1.25")),
+    Level("Gold", Decimal(5000), Decimal("1.5")),
+    Level("Platinum", Decimal(20000), Decimal(2)),
+)
+
+
+def _levels(instance: Any, attribute: attrs.Attribute, value: tuple[Level, ...]) -> None:
+    if not value:
+        raise ValueError("levels: at least one level is needed")
+    names = [level.name for level in value]
+    if len(set(names)) != len(names):
+        raise ValueError(f"levels: names must be unique, got {names}")
+    thresholds = [level.threshold for level in value]
+    if thresholds != sorted(set(thresholds)) or thresholds[0] <= 0:
+        raise ValueError(f"levels: thresholds must be positive and strictly increasing, got "
+                         f"{', '.join(map(str, thresholds))}")
+    for level in value:
+        if level.earn_multiplier <= 0:
+            raise ValueError(f"levels: {level.name} earn_multiplier must be positive")
+
+
+def _one_of(*choices: str) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+    return check
+
+
+def _not_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+    if value < 0:
+        raise ValueError(f"{attribute.name} must not be negative, got {value}")
+
+
+@attrs.frozen
+class TiersOptions:
+    """Options of the ``tiers`` scheme (``[loyalty.tiers]``; levels as ``[[loyalty.tiers.levels]]``).
+
+    :ivar basis: ``"spend"`` (won deal amounts) or ``"points"`` (points earned).
+    :ivar levels: lowest first, thresholds strictly increasing.
+    :ivar window_months: the rolling window (12: the last year).
+    :ivar grace_days: days below a level's threshold before moving down (0: at once).
+    :ivar points_scheme: whose earned points count for ``basis = "points"``.
+    """
+
+    basis: str = attrs.field(default="spend", validator=_one_of("spend", "points"))
+    levels: tuple[Level, ...] = attrs.field(default=DEFAULT_LEVELS, validator=_levels)
+    window_months: int = attrs.field(default=12, validator=_not_negative)
+    grace_days: int = attrs.field(default=90, validator=_not_negative)
+    points_scheme: str = "points"
+
+
+class TiersScheme(crmcore.LoyaltyScheme):
+    """Membership levels by rolling 12-month spend or points, with a grace period."""
+
+    name = "tiers"
+    description = "membership levels by rolling spend or points earned, grace before downgrade, earn multipliers"
+    options_type = TiersOptions
+
+    def earn_multipliers(self, options: TiersOptions) -> dict[str, Decimal]:
+        """The ``earn_multiplier`` benefit of each level (read by the points scheme)."""
+        return {level.name: level.earn_multiplier for level in options.levels}
+
+    def run(self, ctx: Any, options: TiersOptions) -> int:
+        return self.evaluate(ctx, options)
+
+    def evaluate(self, ctx: Any, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
+        """Apply upgrades, grace periods and downgrades as of ``ctx.as_of``; returns the changes made."""
+        changes = 0
+        for customer_id, qualifying, current, below_since in ctx.conn.execute(
+                self._pending(ctx, options, customer_ids)).all():
+            changes += self._apply(ctx, options, customer_id, int(qualifying), int(current), below_since)
+        return changes
+
+    def status(self, ctx: Any, customer_id: int, options: TiersOptions) -> dict[str, Any]:
+        mine = self._metric(ctx, options, [customer_id]).subquery()
+        metric = ctx.conn.execute(select(mine.c.metric)).scalar()
+        value = self._as_value(metric or 0, options)
+        current = ctx.uow.loyalty.tier(customer_id, self.name)
+        above = [level for level in options.levels if level.threshold > value]
+        below_since = ctx.conn.execute(select(tier_status.c.below_since).where(
+            tier_status.c.customer_id == customer_id, tier_status.c.scheme == self.name)).scalar()
+        return {"tier": current, f"{options.basis}_{options.window_months}m": value,
+                "next_tier": above[0].name if above else None,
+                "to_next_tier": above[0].threshold - value if above else None,
+                "grace_until": below_since + timedelta(days=options.grace_days) if below_since else None}
+
+    # -- evaluation ---------------------------------------------------------------
+    def window_start(self, as_of: datetime, months: int) -> datetime:
+        """``as_of`` moved back ``months`` calendar months (day clamped to the month's end)."""
+        month = as_of.month - 1 - months
+        year, month = as_of.year + month // 12, month % 12 + 1
+        for day in range(as_of.day, 27, -1):
+            try:
+                return as_of.replace(year=year, month=month, day=day)
+            except ValueError:
+                continue
+        return as_of.replace(year=year, month=month, day=min(as_of.day, 28))
+
+    def _metric(self, ctx: Any, options: TiersOptions, customer_ids: list[int] | None = None) -> Any:
+        """customer_id, metric (an integer: 1/10,000 units of spend, or points) over the window."""
+        start = self.window_start(ctx.as_of, options.window_months)
+        if options.basis == "spend":
+            deals = tables.deals
+            where = [won_deal(ctx.config), deals.c.closed_at > utc(start), deals.c.closed_at <= utc(ctx.as_of)]
+            if customer_ids is not None:
+                where.append(deals.c.customer_id.in_(customer_ids))
+            return select(deals.c.customer_id, func.sum(type_coerce(deals.c.amount, BigInteger)).label("metric")
+                          ).where(*where).group_by(deals.c.customer_id)
+        ledger = tables.loyalty_ledger
+        where = [ledger.c.scheme == options.points_scheme, ledger.c.kind.in_(("earn", "reverse")),
+                 ledger.c.occurred_at > utc(start), ledger.c.occurred_at <= utc(ctx.as_of)]
+        if customer_ids is not None:
+            where.append(ledger.c.customer_id.in_(customer_ids))
+        return select(ledger.c.customer_id, func.sum(ledger.c.points).label("metric")).where(*where).group_by(
+            ledger.c.customer_id)
+
+    def _scaled(self, threshold: Decimal, options: TiersOptions) -> int:
+        return int(threshold * MONEY_SCALE) if options.basis == "spend" else int(threshold)
+
+    def _as_value(self, metric: Any, options: TiersOptions) -> Decimal:
+        return Decimal(int(metric)) / MONEY_SCALE if options.basis == "spend" else Decimal(int(metric))
+
+    def _pending(self, ctx: Any, options: TiersOptions, customer_ids: list[int] | None) -> Any:
+        """Members whose qualifying level differs from their level, or who are in a grace period."""
+        accounts = tables.loyalty_accounts
+        metric = self._metric(ctx, options, customer_ids).subquery("metric")
+        held = select(accounts.c.customer_id).where(accounts.c.scheme == self.name, accounts.c.tier.is_not(None))
+        graced = select(tier_status.c.customer_id).where(tier_status.c.scheme == self.name)
+        if customer_ids is not None:
+            held = held.where(accounts.c.customer_id.in_(customer_ids))
+            graced = graced.where(tier_status.c.customer_id.in_(customer_ids))
+        members = union(select(metric.c.customer_id), held, graced).subquery("members")
+        qualifying = self._rank_by_threshold(func.coalesce(metric.c.metric, 0), options)
+        current = case(*((accounts.c.tier == level.name, i + 1) for i, level in enumerate(options.levels)), else_=0)
+        return select(members.c.customer_id, qualifying, current, tier_status.c.below_since).select_from(
+            members.outerjoin(metric, metric.c.customer_id == members.c.customer_id)
+            .outerjoin(accounts, and_(accounts.c.customer_id == members.c.customer_id,
+                                      accounts.c.scheme == self.name))
+            .outerjoin(tier_status, and_(tier_status.c.customer_id == members.c.customer_id,
+                                         tier_status.c.scheme == self.name))
+        ).where((qualifying != current) | tier_status.c.below_since.is_not(None)).order_by(members.c.customer_id)
+
+    def _rank_by_threshold(self, metric: ColumnElement, options: TiersOptions) -> ColumnElement:
+        whens = [(metric >= self._scaled(level.threshold, options), i + 1)
+                 for i, level in reversed(list(enumerate(options.levels)))]
+        return case(*whens, else_=0)
+
+    def _apply(self, ctx: Any, options: TiersOptions, customer_id: int, qualifying: int, current: int,
+               below_since: datetime | None) -> int:
+        if qualifying >= current:  # up, or back above the threshold during the grace period
+            changed = 0
+            if below_since is not None:
+                self._clear_grace(ctx, customer_id)
+                changed = 1
+            if qualifying > current:
+                changed = self._move(ctx, options, customer_id, qualifying)
+            return changed
+        if below_since is None and options.grace_days:
+            ctx.conn.execute(insert(tier_status).values(customer_id=customer_id, scheme=self.name,
+                                                        below_since=ctx.as_of))
+            return 1
+        if below_since is None or ctx.as_of - below_since >= timedelta(days=options.grace_days):
+            self._clear_grace(ctx, customer_id)
+            return self._move(ctx, options, customer_id, qualifying)
+        return 0
+
+    def _move(self, ctx: Any, options: TiersOptions, customer_id: int, rank: int) -> int:
+        new = options.levels[rank - 1].name if rank else None
+        old = ctx.uow.loyalty.tier(customer_id, self.name)
+        ctx.conn.execute(insert(tier_changes).values(customer_id=customer_id, scheme=self.name, old=old, new=new,
+                                                     changed_at=ctx.as_of))
+        ctx.uow.loyalty.set_tier(customer_id, self.name, new)
+        return 1
+
+    def _clear_grace(self, ctx: Any, customer_id: int) -> None:
+        ctx.conn.execute(delete(tier_status).where(tier_status.c.customer_id == customer_id,
+                                                   tier_status.c.scheme == self.name))

@@ -1,0 +1,116 @@
+"""Concurrent redemptions by two real OS processes (SQLite, PostgreSQL, MariaDB):
+FIFO allocations stay exact, a balance never goes negative, and the last unit
+of a reward is issued once."""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from crmcore_loyalty.tables import reward_codes
+from sqlalchemy import func, select
+
+from .conftest import assert_matches_model, won
+
+WORKER = Path(__file__).with_name("worker.py")
+ROUNDS = 4
+CONFIG = {"points": {"tier_scheme": "none"},
+          "rewards": {"catalogue": [{"name": f"mug{i}", "cost": 100, "stock": 1} for i in range(ROUNDS)]}}
+
+
+class Workers:
+    def __init__(self, url: str, control: Path):
+        self.control = control
+        self.procs = []
+        for name in ("a", "b"):
+            proc = subprocess.Popen([sys.executable, str(WORKER), url, json.dumps(CONFIG), str(control), name,
+                                     str(ROUNDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            lines: queue.Queue = queue.Queue()
+            threading.Thread(target=self._pump, args=(proc, lines), daemon=True).start()
+            self.procs.append((proc, lines))
+
+    @staticmethod
+    def _pump(proc, lines):
+        for line in proc.stdout:
+            lines.put(line)
+        lines.put(None)
+
+    def wait_ready(self):
+        deadline = time.monotonic() + 120
+        while not all((self.control / f"ready-{w}").exists() for w in ("a", "b")):
+            for proc, _ in self.procs:
+                if proc.poll() is not None:
+                    pytest.fail(f"worker failed to start: {proc.stderr.read()}")
+            assert time.monotonic() < deadline, "workers never became ready"
+            time.sleep(0.01)
+
+    def go(self, round_no: int, tasks: dict) -> list[dict]:
+        (self.control / "go.tmp").write_text(json.dumps(tasks))
+        os.replace(self.control / "go.tmp", self.control / f"go-{round_no}")  # appears at once, complete
+        results = []
+        for proc, lines in self.procs:
+            line = lines.get(timeout=180)
+            if line is None:
+                proc.wait(timeout=30)
+                pytest.fail(f"worker ended early ({proc.returncode}): {proc.stderr.read()}")
+            results.append(json.loads(line))
+        return results
+
+    def finish(self):
+        for proc, _ in self.procs:
+            if proc.poll() is None:
+                try:
+                    proc.wait(timeout=60)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+
+
+def test_two_processes_redeem_points_and_the_last_reward(crm_factory, crm_db_url, tmp_path, clock):
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": CONFIG})
+    control = tmp_path / "control"
+    control.mkdir()
+    workers = Workers(crm_db_url, control)
+    try:
+        workers.wait_ready()
+        for round_no in range(ROUNDS):
+            if round_no % 2 == 0:
+                # One member, three batches of 100; both processes want 200: one gets it.
+                cid = crm.customers.add(name=f"Shared {round_no}").id
+                for _ in range(3):
+                    won(crm, cid, "100")
+                results = workers.go(round_no, {"a": {"customer": cid, "what": 200},
+                                                "b": {"customer": cid, "what": 200}})
+                assert sorted(r["ok"] for r in results) == [False, True], results
+                assert [r["error"] for r in results if not r["ok"]] == ["InsufficientPoints"]
+                assert crm.loyalty.balance(cid, "points") == 100
+            else:
+                # Two members with points; both want the one unit of this round's mug.
+                one, two = (crm.customers.add(name=f"Fan {round_no}{s}").id for s in "12")
+                crm.loyalty.adjust(one, 300, "points", reason="stake")
+                crm.loyalty.adjust(two, 300, "points", reason="stake")
+                mug = f"mug{round_no}"
+                results = workers.go(round_no, {"a": {"customer": one, "what": mug},
+                                                "b": {"customer": two, "what": mug}})
+                assert sorted(r["ok"] for r in results) == [False, True], results
+                assert [r["message"] for r in results if not r["ok"]] == [f"reward '{mug}' is out of stock (1 issued)"]
+                assert sorted([crm.loyalty.balance(one, "points"), crm.loyalty.balance(two, "points")]) == [200, 300]
+                with crm.unit(readonly=True) as uow:
+                    assert uow.conn.execute(select(func.count()).select_from(reward_codes).where(
+                        reward_codes.c.reward == mug)).scalar_one() == 1
+        workers.finish()
+        for proc, _ in workers.procs:
+            assert proc.returncode == 0, proc.stderr.read()
+    finally:
+        for proc, _ in workers.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert_matches_model(crm)
