@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, cast, func, literal
+from sqlalchemy import Float, Integer, cast, func, literal
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.ext.compiler import compiles
@@ -69,3 +69,40 @@ def json_object(dialect_name: str, **values: ColumnElement) -> ColumnElement:
 def as_float(expr: ColumnElement) -> ColumnElement:
     """Cast to float for ratios (integer division differs between dialects)."""
     return cast(expr, Float)
+
+
+class month_index(FunctionElement):
+    """The calendar month of a UTC datetime as one integer: ``year * 12 + month - 1``.
+
+    Consecutive months differ by one, so cohort offsets are a subtraction and
+    ``divmod(index, 12)`` gives the year and month back (month 0-based).
+    """
+
+    type = Integer()
+    inherit_cache = True
+    name = "month_index"
+
+
+@compiles(month_index)
+def _month_default(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return (f"(CAST(strftime('%Y', {value}) AS INTEGER) * 12 + CAST(strftime('%m', {value}) AS INTEGER) - 1)")
+
+
+@compiles(month_index, "postgresql")
+def _month_pg(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"(CAST(EXTRACT(YEAR FROM {value}) AS INTEGER) * 12 + CAST(EXTRACT(MONTH FROM {value}) AS INTEGER) - 1)"
+
+
+@compiles(month_index, "mysql")
+@compiles(month_index, "mariadb")
+def _month_mysql(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    value = compiler.process(list(element.clauses)[0], **kw)
+    return f"(YEAR({value}) * 12 + MONTH({value}) - 1)"
+
+
+def month_label(index: int) -> str:
+    """``"2026-03"`` for a :class:`month_index` value."""
+    year, month = divmod(int(index), 12)
+    return f"{year:04d}-{month + 1:02d}"
