@@ -64,7 +64,10 @@ class Chart:
       one series per distinct value of that column instead (``y`` then holds
       the single value column), e.g. revenue per month with a bar per owner.
     * ``funnel``: one band per row, labelled by ``x``, sized by ``y[0]``.
-    * ``heatmap``: one row per row (labelled by ``x``), one cell per ``y`` column.
+    * ``heatmap``: one row per row (labelled by ``x``), one cell per ``y`` column
+      (with ``group``: one cell per distinct value of that column).
+
+    ``exclude``: values of ``x`` left out of the chart (a total row, say).
     """
 
     kind: str
@@ -72,6 +75,7 @@ class Chart:
     x: str
     y: tuple[str, ...]
     group: str | None = None
+    exclude: tuple[str, ...] = ()
 
 
 @attrs.frozen
@@ -148,7 +152,8 @@ def render_csv(result: ReportResult) -> str:
 
 def _optional_unset(attribute: Any, value: Any) -> bool:
     """Leave out the optional fields added later when unset, so older readers see the same JSON."""
-    return not (attribute.name in ("currency", "group") and value is None)
+    return not ((attribute.name in ("currency", "group") and value is None)
+                or (attribute.name == "exclude" and not value))
 
 
 def _json_table(result: ReportResult) -> dict[str, Any]:

@@ -185,8 +185,8 @@ def average_money(scaled_sum: Any, count: Any, currency: str) -> Decimal | None:
 
 
 def ratio(part: Any, whole: Any) -> Decimal | None:
-    """``part / whole`` as an exact-ish Decimal (None when whole is 0)."""
+    """``part / whole`` rounded half-up to 4 places (a percentage to 2 decimals); None when whole is 0."""
     if not whole:
         return None
-    return (Decimal(int(part)) / Decimal(int(whole))).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.0001"), rounding=ROUND_HALF_UP)
 
