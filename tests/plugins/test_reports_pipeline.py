@@ -259,4 +259,7 @@ def test_registered_by_the_reports_plugin(crm_factory):
     crm = crm_factory(plugins=["reports"])
     info = {p.name: p for p in crm.plugin_info()}["reports"]
     assert info.distribution == "crmcore-reports"
-    assert info.components == {"reports": ["pipeline"]}
+    assert info.components == {
+        "reports": ["activity", "customer-value", "forecast", "funnel", "pipeline", "retention-cohorts",
+                    "sales-performance", "segments", "service-quality", "win-loss"],
+        "renderers": ["html", "markdown", "xlsx"]}
