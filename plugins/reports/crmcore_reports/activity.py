@@ -52,7 +52,7 @@ class ActivityReport(crmcore.Report):
                         func.sum(case((interactions.c.direction == "inbound", 1), else_=0)),
                         func.sum(case((interactions.c.direction == "outbound", 1), else_=0)))
                  .where(*scope.interaction_filter()).group_by(month, group))
-        found = sorted(ctx.conn.execute(query).all(), key=lambda r: (int(r[0]), r[1] or ""))
+        found = sorted(ctx.conn.execute(query).all(), key=lambda r: (int(r[0]), r[1] is None, r[1] or ""))
         rows = tuple((month_label(m), NONE if g is None else g, int(n), int(i or 0), int(o or 0))
                      for m, g, n, i, o in found)
         overdue, total = _overdue(scope, options.limit)

@@ -100,7 +100,7 @@ class SalesPerformanceReport(crmcore.Report):
         revenue = _revenue(scope, options)
         activity = _activities(scope, options)
         targets, notes = _targets(scope, options)
-        keys = sorted(set(revenue) | set(activity) | set(targets), key=lambda k: (k[0], k[1] or ""))
+        keys = sorted(set(revenue) | set(activity) | set(targets), key=lambda k: (k[0], k[1] is None, k[1] or ""))
         rows = []
         for bucket, who in keys:
             scaled, won = revenue.get((bucket, who), (0, 0))

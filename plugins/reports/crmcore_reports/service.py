@@ -63,7 +63,9 @@ class ServiceQualityReport(crmcore.Report):
         scope = Scope(ctx, options, self.name)
         cases = _cases(scope, options)
         group = cases.c.grp
-        by_group = ctx.conn.execute(_measures(cases, options, group, ctx.as_of).group_by(group).order_by(group)).all()
+        # Sorted here, not by ORDER BY: NULLs and collations sort differently on each database.
+        by_group = sorted(ctx.conn.execute(_measures(cases, options, group, ctx.as_of).group_by(group)).all(),
+                          key=lambda r: (r[0] is None, r[0] or ""))
         total = ctx.conn.execute(_measures(cases, options, literal(ALL), ctx.as_of)).one()
         rows = tuple(_row(r) for r in [*by_group, total])
         columns = (

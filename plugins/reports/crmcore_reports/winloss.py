@@ -56,8 +56,10 @@ class WinLossReport(crmcore.Report):
         won, lost = scope.outcome(crmcore.StageOutcome.WON), scope.outcome(crmcore.StageOutcome.LOST)
         closed = [*scope.deal_filter(), deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at)]
         group = _group_column(options.by)
-        rows = [_row(name, *values, cur) for name, *values in ctx.conn.execute(
-            _summary(group, won, lost, closed).group_by(group).order_by(group))]
+        # Sorted here, not by ORDER BY: NULLs and collations sort differently on each database.
+        found = sorted(ctx.conn.execute(_summary(group, won, lost, closed).group_by(group)).all(),
+                       key=lambda r: (r[0] is None, r[0] or ""))
+        rows = [_row(name, *values, cur) for name, *values in found]
         total = ctx.conn.execute(_summary(literal(ALL), won, lost, closed)).one()
         rows.append(_row(*total, cur))
         columns = (crmcore.Column(options.by, "str"), crmcore.Column("won", "int"), crmcore.Column("lost", "int"),
