@@ -14,7 +14,6 @@ import io
 import math
 import threading
 from decimal import Decimal
-from pathlib import Path
 from typing import Any
 
 import crmcore
@@ -25,6 +24,8 @@ matplotlib.use("Agg")  # before pyplot could ever be imported: never a GUI backe
 from matplotlib import font_manager  # noqa: E402
 from matplotlib.backends.backend_svg import FigureCanvasSVG  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+from .fonts import FAMILY, cjk_font_path  # noqa: E402
 
 MAX_CATEGORIES = 60
 PALETTE = ("#4e79a7", "#f28e2b", "#59a14f", "#e15759", "#76b7b2", "#edc948", "#b07aa1", "#ff9da7",
@@ -39,10 +40,10 @@ def font_families() -> list[str]:
     with _fonts_lock:
         if _fonts is None:
             families = ["DejaVu Sans"]
+            cjk = cjk_font_path()
             try:
-                import manimgx_fonts_cjk
-
-                cjk = Path(manimgx_fonts_cjk.__file__).with_name("NotoSansCJK-VF.otf.ttc")
+                if cjk is None:
+                    raise OSError("manimgx-fonts-cjk is not installed")
                 font_manager.fontManager.addfont(str(cjk))
                 # A variable font registers under its default instance's weight (100); matplotlib
                 # draws that instance whatever the weight, so file it as normal to match without a
@@ -51,8 +52,8 @@ def font_families() -> list[str]:
                 manager.ttflist = [dataclasses.replace(f, weight=400) if f.fname == str(cjk) else f
                                    for f in manager.ttflist]
                 font_manager.fontManager._findfont_cached.cache_clear()
-                families.append("Noto Sans CJK SC")
-            except (ImportError, OSError, RuntimeError):  # still draw, with boxes for CJK
+                families.append(FAMILY)
+            except (OSError, RuntimeError):  # still draw, with boxes for CJK
                 pass
             _fonts = families
         return list(_fonts)
@@ -167,6 +168,7 @@ def chart_svg(table: crmcore.ReportResult, chart: crmcore.Chart) -> str:
         ax.set_title(chart.title)
         fig.tight_layout()
         buffer = io.StringIO()
-        fig.savefig(buffer, format="svg")
+        # No metadata block: it only carries a date and links to matplotlib's site.
+        fig.savefig(buffer, format="svg", metadata={"Creator": None, "Date": None, "Format": None, "Type": None})
     svg = buffer.getvalue()
     return svg[svg.index("<svg"):]

@@ -14,6 +14,7 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from markupsafe import Markup
 
 from .cells import NUMERIC, display
+from .fonts import embedded_font_css
 
 _environment = Environment(loader=PackageLoader("crmcore_reports", "templates"),
                            autoescape=select_autoescape(["html", "j2"]), trim_blocks=True, lstrip_blocks=True)
@@ -35,5 +36,9 @@ def _table_view(table: crmcore.ReportResult) -> dict[str, Any]:
 def render_html(result: crmcore.ReportResult) -> str:
     """The report as one HTML page."""
     template = _environment.get_template("report.html.j2")
-    return template.render(title=result.title, as_of=result.as_of,
-                           tables=[_table_view(t) for t in result.tables()])
+    tables = [_table_view(t) for t in result.tables()]
+    # The text the browser draws itself (charts are outlines already); its CJK glyphs get embedded.
+    text = " ".join([result.title, *(t["title"] for t in tables), *(c["label"] for t in tables for c in t["columns"]),
+                     *(cell for t in tables for row in t["rows"] for cell in row), *(n for t in tables for n in t["notes"])])
+    return template.render(title=result.title, as_of=result.as_of, tables=tables,
+                           font_face=Markup(embedded_font_css(text)))
