@@ -100,7 +100,7 @@ class PipelineReport(crmcore.Report):
             notes.append("Not shown: " + ", ".join(f"{n} deal(s) in unknown stage {s!r}"
                                                    for s, n in sorted(hidden.items())) + ".")
         return crmcore.ReportResult(
-            title=f"Pipeline {pipeline.name!r} ({currency})",
+            title=f"Pipeline {pipeline.name!r} ({scope.describe()})",
             columns=COLUMNS,
             rows=tuple(rows),
             charts=(crmcore.Chart("bar", f"Amount by stage ({currency})", "stage", ("amount",)),),
