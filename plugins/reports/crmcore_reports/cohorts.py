@@ -15,13 +15,18 @@ month (``retained``), ``churned`` = previous - retained and the churn rate
 ``churned / previous``, plus ``active`` (purchased this month) and ``new``
 (first purchase this month).
 
-All counting happens in SQL with window functions over the distinct
-(customer, month) pairs: MIN over a customer's months gives the cohort, LEAD
-gives whether the next purchase came the very next month.
+All counting happens in one SQL pass with window functions over the
+distinct (customer, month) pairs: MIN over a customer's months gives the
+cohort, LEAD whether the next purchase came the very next month; the pairs
+are then counted per (cohort, month, next-month-too), a grid of at most
+months x months x 2 cells from which both tables are sums.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
@@ -52,81 +57,72 @@ class RetentionCohortsReport(crmcore.Report):
 
     def run(self, ctx: crmcore.ReportContext, options: CohortOptions) -> crmcore.ReportResult:
         scope = Scope(ctx, options, self.name)
-        active = _active_months(scope)
-        last_month = _month_of(scope.end_exclusive, -1)
-        first_month = _month_of(scope.start) if scope.start else None
-        matrix = _cohort_counts(scope, active, options.months, first_month, last_month)
+        last = _month_of(scope.end_exclusive - timedelta(microseconds=1))
+        first = _month_of(scope.start) if scope.start else None
+        grid = _grid(scope)
+        by_month = _summed(grid, lambda c, m, kept: (c, m))
         offsets = [f"m{k}" for k in range(options.months)]
         rows = []
-        for cohort in sorted(matrix):
-            counts = matrix[cohort]
+        for cohort in sorted({c for c, _, _ in grid}):
+            if cohort > last or (first is not None and cohort < first):
+                continue
+            counts = {m - cohort: n for (c, m), n in by_month.items() if c == cohort}
             size = counts.get(0, 0)
             rows.append((month_label(cohort), size, *(
-                ratio(counts.get(k, 0), size) if cohort + k <= last_month else None
-                for k in range(options.months))))
+                ratio(counts.get(k, 0), size) if cohort + k <= last else None for k in range(options.months))))
         columns = (crmcore.Column("cohort", "str", "first purchase"), crmcore.Column("customers", "int"),
                    *(crmcore.Column(o, "percent") for o in offsets))
         return crmcore.ReportResult(
             title=f"Retention by first-purchase cohort ({scope.describe()})", columns=columns, rows=tuple(rows),
             charts=(crmcore.Chart("heatmap", "Share of each cohort purchasing, by months since first", "cohort",
                                   tuple(offsets)),),
-            sections=(_churn(scope, active, first_month, last_month),))
+            sections=(_churn(grid, first, last),))
 
 
-def _month_of(moment: Any, shift_us: int = 0) -> int:
-    from datetime import timedelta
+Grid = dict[tuple[int, int, int], int]
 
-    moment = moment + timedelta(microseconds=shift_us)
+
+def _month_of(moment: datetime) -> int:
     return moment.year * 12 + moment.month - 1
 
 
-def _active_months(scope: Scope) -> Any:
-    """Distinct (customer_id, month) of purchases, as a CTE."""
+def _summed(grid: Grid, key: Callable[[int, int, int], Any]) -> dict[Any, int]:
+    """The grid's counts added up by ``key(cohort, month, kept)`` (a few hundred cells at most)."""
+    found: dict[Any, int] = defaultdict(int)
+    for (c, m, kept), n in grid.items():
+        found[key(c, m, kept)] += n
+    return found
+
+
+def _grid(scope: Scope) -> Grid:
+    """(cohort, month, purchased the next month too) -> customers, in one pass over the won deals."""
     month = month_index(deals.c.closed_at).label("month")
     currency_given = scope.options.currency is not None
-    return (select(deals.c.customer_id, month)
-            .where(*scope.deal_filter(currency=currency_given), scope.outcome(crmcore.StageOutcome.WON),
-                   deals.c.closed_at.is_not(None), deals.c.closed_at < utc_literal(scope.end_exclusive))
-            .group_by(deals.c.customer_id, month)).cte("active_months")
-
-
-def _cohort_counts(scope: Scope, active: Any, months: int, first: int | None,
-                   last: int) -> dict[int, dict[int, int]]:
-    cohort = func.min(active.c.month).over(partition_by=active.c.customer_id).label("cohort")
-    per_month = select(active.c.month, cohort).subquery("with_cohort")
-    offset = (per_month.c.month - per_month.c.cohort).label("offset")
-    query = (select(per_month.c.cohort, offset, func.count())
-             .where(per_month.c.month - per_month.c.cohort < months, per_month.c.cohort <= last)
-             .group_by(per_month.c.cohort, offset))
-    if first is not None:
-        query = query.where(per_month.c.cohort >= first)
-    matrix: dict[int, dict[int, int]] = {}
-    for c, k, n in scope.ctx.conn.execute(query):
-        matrix.setdefault(int(c), {})[int(k)] = int(n)
-    return matrix
-
-
-def _churn(scope: Scope, active: Any, first: int | None, last: int) -> crmcore.ReportResult:
-    following = func.lead(active.c.month).over(partition_by=active.c.customer_id, order_by=active.c.month)
+    active = (select(deals.c.customer_id, month)
+              .where(*scope.deal_filter(currency=currency_given), scope.outcome(crmcore.StageOutcome.WON),
+                     deals.c.closed_at.is_not(None), deals.c.closed_at < utc_literal(scope.end_exclusive))
+              .group_by(deals.c.customer_id, month)).subquery("active_months")
     cohort = func.min(active.c.month).over(partition_by=active.c.customer_id)
-    marked = select(active.c.month, following.label("next_month"), cohort.label("cohort")).subquery("marked")
-    # From each purchase month: one "previous" for the month after, retained when the next purchase is then.
-    month_after = (marked.c.month + 1).label("m")
-    carried = (select(month_after, func.count().label("previous"),
-                      func.sum(case((marked.c.next_month == marked.c.month + 1, 1), else_=0)).label("retained"))
-               .group_by(month_after))
-    here = (select(marked.c.month, func.count().label("active"),
-                   func.sum(case((marked.c.cohort == marked.c.month, 1), else_=0)).label("new"))
-            .group_by(marked.c.month))
-    previous = {int(m): (int(p), int(r or 0)) for m, p, r in scope.ctx.conn.execute(carried)}
-    current = {int(m): (int(a), int(n or 0)) for m, a, n in scope.ctx.conn.execute(here)}
+    following = func.lead(active.c.month).over(partition_by=active.c.customer_id, order_by=active.c.month)
+    marked = select(active.c.month, cohort.label("cohort"),
+                    case((following == active.c.month + 1, 1), else_=0).label("kept")).subquery("marked")
+    query = (select(marked.c.cohort, marked.c.month, marked.c.kept, func.count())
+             .group_by(marked.c.cohort, marked.c.month, marked.c.kept))
+    return {(int(c), int(m), int(k)): int(n) for c, m, k, n in scope.ctx.conn.execute(query)}
+
+
+def _churn(grid: Grid, first: int | None, last: int) -> crmcore.ReportResult:
+    active = _summed(grid, lambda c, m, k: m)
+    new = _summed(grid, lambda c, m, k: m if c == m else None)
+    previous = _summed(grid, lambda c, m, k: m + 1)
+    retained = _summed(grid, lambda c, m, k: m + 1 if k else None)
     rows = []
-    for month in sorted(set(previous) | set(current)):
+    for month in sorted(set(active) | set(previous)):
         if month > last or (first is not None and month < first):
             continue
-        prev, retained = previous.get(month, (0, 0))
-        act, new = current.get(month, (0, 0))
-        rows.append((month_label(month), act, new, prev, retained, prev - retained, ratio(prev - retained, prev)))
+        prev, kept = previous.get(month, 0), retained.get(month, 0)
+        rows.append((month_label(month), active.get(month, 0), new.get(month, 0), prev, kept, prev - kept,
+                     ratio(prev - kept, prev)))
     return crmcore.ReportResult(
         title="Churn by month",
         columns=(crmcore.Column("month", "str"), crmcore.Column("active", "int"), crmcore.Column("new", "int"),
@@ -134,4 +130,4 @@ def _churn(scope: Scope, active: Any, first: int | None, last: int) -> crmcore.R
                  crmcore.Column("churned", "int"), crmcore.Column("churn_rate", "percent", "churn rate")),
         rows=tuple(rows),
         charts=(crmcore.Chart("line", "Churn rate by month", "month", ("churn_rate",)),
-                crmcore.Chart("stacked-bar", "Active customers: new and returning", "month", ("new", "retained"))))
+                crmcore.Chart("stacked-bar", "Active customers: new and retained", "month", ("new", "retained"))))

@@ -47,12 +47,13 @@ class CustomerValueReport(crmcore.Report):
     def run(self, ctx: crmcore.ReportContext, options: ValueOptions) -> crmcore.ReportResult:
         scope = Scope(ctx, options, self.name)
         cur = scope.currency
-        per_customer = _per_customer(scope)
-        deciles = _deciles(scope, per_customer)
-        total = sum(s for _, s in deciles.values())
+        grid = _grid(scope)
+        deciles = {d: (sum(c for (dd, _), (c, _, _) in grid.items() if dd == d),
+                       sum(v for (dd, _), (_, v, _) in grid.items() if dd == d)) for d in range(1, 11)}
+        total = sum(v for _, v in deciles.values())
         rows, cumulative = [], 0
         for d in range(1, 11):
-            count, scaled = deciles.get(d, (0, 0))
+            count, scaled = deciles[d]
             cumulative += scaled
             rows.append((f"{d * 10}%", count, money(scaled, cur), ratio(scaled, total), ratio(cumulative, total)))
         columns = (crmcore.Column("decile", "str", "top customers"), crmcore.Column("customers", "int"),
@@ -64,33 +65,39 @@ class CustomerValueReport(crmcore.Report):
             title=f"Customer value ({scope.describe()})", columns=columns, rows=tuple(rows), notes=tuple(notes),
             charts=(crmcore.Chart("line", "Pareto curve: cumulative revenue share by top customers", "decile",
                                   ("cumulative_share",)),),
-            sections=(_summary(scope, per_customer, deciles, total), _frequency(scope, per_customer)))
+            sections=(_summary(grid, deciles, total, cur), _frequency(grid)))
 
 
-def _per_customer(scope: Scope) -> Any:
-    """Per customer: won revenue (scaled) and orders, as a CTE."""
-    return (select(deals.c.customer_id, func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"),
-                   func.count().label("orders"))
-            .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
-                   *scope.in_range(deals.c.closed_at))
-            .group_by(deals.c.customer_id)).cte("customer_revenue")
+Grid = dict[tuple[int, int], tuple[int, int, int]]
 
 
-def _deciles(scope: Scope, per_customer: Any) -> dict[int, tuple[int, int]]:
+def _grid(scope: Scope) -> Grid:
+    """(decile, orders capped at 5) -> (customers, revenue scaled, orders), in one pass over the won deals.
+
+    Per customer: revenue and orders; ranked by revenue (ties: lower id
+    first) into deciles; then counted per (decile, capped orders).  The
+    deciles, the frequency distribution and the summary are all sums over
+    this grid of at most 50 cells, so the deals are read once.
+    """
+    per_customer = (select(deals.c.customer_id, func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"),
+                           func.count().label("orders"))
+                    .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON),
+                           deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
+                    .group_by(deals.c.customer_id)).subquery("customer_revenue")
     rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id))
-    ranked = select(per_customer.c.revenue, rank.label("r"), func.count().over().label("n")).subquery("ranked")
+    ranked = select(per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
+                    func.count().over().label("n")).subquery("ranked")
     decile = ((ranked.c.r - 1) * 10 // ranked.c.n + 1).label("decile")
-    query = select(decile, func.count(), func.sum(ranked.c.revenue)).group_by(decile)
-    return {int(d): (int(c), int(s or 0)) for d, c, s in scope.ctx.conn.execute(query)}
+    capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders).label("capped")
+    query = (select(decile, capped, func.count(), func.sum(ranked.c.revenue), func.sum(ranked.c.orders))
+             .group_by(decile, capped))
+    return {(int(d), int(k)): (int(c), int(v or 0), int(o or 0)) for d, k, c, v, o in scope.ctx.conn.execute(query)}
 
 
-def _summary(scope: Scope, per_customer: Any, deciles: dict[int, tuple[int, int]],
-             total: int) -> crmcore.ReportResult:
-    cur = scope.currency
-    customers, orders = scope.ctx.conn.execute(
-        select(func.count(), func.coalesce(func.sum(per_customer.c.orders), 0))).one()
-    customers, orders = int(customers), int(orders)
-    top = [sum(deciles.get(d, (0, 0))[1] for d in range(1, k + 1)) for k in (1, 2)]
+def _summary(grid: Grid, deciles: dict[int, tuple[int, int]], total: int, cur: str) -> crmcore.ReportResult:
+    customers = sum(c for c, _, _ in grid.values())
+    orders = sum(o for _, _, o in grid.values())
+    top = [sum(deciles[d][1] for d in range(1, k + 1)) for k in (1, 2)]
     row = (customers, orders, money(total, cur), average_money(total, orders, cur), ratio(orders, customers),
            ratio(top[0], total), ratio(top[1], total))
     return crmcore.ReportResult(
@@ -104,14 +111,12 @@ def _summary(scope: Scope, per_customer: Any, deciles: dict[int, tuple[int, int]
         rows=(row,))
 
 
-def _frequency(scope: Scope, per_customer: Any) -> crmcore.ReportResult:
-    capped = case((per_customer.c.orders >= 5, 5), else_=per_customer.c.orders).label("orders")
-    found = {int(b): int(n) for b, n in scope.ctx.conn.execute(select(capped, func.count()).group_by(capped))}
+def _frequency(grid: Grid) -> crmcore.ReportResult:
+    found = {k: sum(c for (_, kk), (c, _, _) in grid.items() if kk == k) for k in range(1, 6)}
     total = sum(found.values())
     return crmcore.ReportResult(
         title="Purchase frequency",
         columns=(crmcore.Column("orders", "str", "orders per customer"), crmcore.Column("customers", "int"),
                  crmcore.Column("share", "percent")),
-        rows=tuple((label, found.get(k, 0), ratio(found.get(k, 0), total))
-                   for k, label in enumerate(FREQUENCY_BINS, 1)),
+        rows=tuple((label, found[k], ratio(found[k], total)) for k, label in enumerate(FREQUENCY_BINS, 1)),
         charts=(crmcore.Chart("bar", "Customers by number of orders", "orders", ("customers",)),))

@@ -22,7 +22,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, case, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, case, func, select, type_coerce
 
 import crmcore
 from crmcore.store import days_between, tables
@@ -60,8 +60,9 @@ class WinLossReport(crmcore.Report):
         found = sorted(ctx.conn.execute(_summary(group, won, lost, closed).group_by(group)).all(),
                        key=lambda r: (r[0] is None, r[0] or ""))
         rows = [_row(name, *values, cur) for name, *values in found]
-        total = ctx.conn.execute(_summary(literal(ALL), won, lost, closed)).one()
-        rows.append(_row(*total, cur))
+        # The total adds up the groups' exact sums and counts (no second pass over the deals).
+        total = [sum(_number(r[i]) for r in found) for i in range(1, 7)]
+        rows.append(_row(ALL, *total, cur))
         columns = (crmcore.Column(options.by, "str"), crmcore.Column("won", "int"), crmcore.Column("lost", "int"),
                    crmcore.Column("win_rate", "percent", "win rate"),
                    crmcore.Column("won_amount", "decimal", "won amount", cur),
@@ -90,25 +91,34 @@ def _group_column(by: str) -> Any:
 
 def _summary(group: Any, won: Any, lost: Any, closed: list[Any]) -> Any:
     scaled = type_coerce(deals.c.amount, BigInteger)
+    timed = won & (deals.c.closed_at >= deals.c.created_at)
     query = select(
         group,
         func.sum(case((won, 1), else_=0)), func.sum(case((lost, 1), else_=0)),
         func.sum(case((won, scaled), else_=0)), func.sum(case((lost, scaled), else_=0)),
         # A deal recorded after it closed (an import of history) has no cycle to measure.
-        func.avg(case((won & (deals.c.closed_at >= deals.c.created_at),
-                       days_between(deals.c.created_at, deals.c.closed_at)))),
+        func.sum(case((timed, days_between(deals.c.created_at, deals.c.closed_at)))),
+        func.sum(case((timed, 1), else_=0)),
     ).where(*closed, (won | lost))
     if group is customers.c.region:
         query = query.select_from(deals.join(customers, customers.c.id == deals.c.customer_id))
     return query
 
 
-def _row(name: Any, n_won: Any, n_lost: Any, won_scaled: Any, lost_scaled: Any, cycle: Any,
+def _number(value: Any) -> Any:
+    """A SUM as a Python number (NULL: 0; PostgreSQL and MariaDB hand back Decimal)."""
+    if value is None:
+        return 0
+    return float(value) if isinstance(value, float) or not float(value).is_integer() else int(value)
+
+
+def _row(name: Any, n_won: Any, n_lost: Any, won_scaled: Any, lost_scaled: Any, cycle_days: Any, timed: Any,
          currency: str) -> tuple[Any, ...]:
-    n_won, n_lost = int(n_won or 0), int(n_lost or 0)
+    n_won, n_lost, timed = int(n_won or 0), int(n_lost or 0), int(timed or 0)
     return (NONE if name is None else name, n_won, n_lost, ratio(n_won, n_won + n_lost),
             money(won_scaled, currency), average_money(won_scaled, n_won, currency),
-            average_money(lost_scaled, n_lost, currency), None if cycle is None else round(float(cycle), 1))
+            average_money(lost_scaled, n_lost, currency),
+            round(float(cycle_days) / timed, 1) if timed else None)
 
 
 def _lost_reasons(scope: Scope, lost: Any, closed: list[Any]) -> crmcore.ReportResult:
