@@ -17,10 +17,10 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import case, func, select
+from sqlalchemy import and_, case, func, select
 
 import crmcore
-from crmcore.store import days_between, month_index, month_label, tables, utc_literal
+from crmcore.store import UTCDateTime, days_between, month_index, month_label, tables, utc_literal
 
 from .scope import ReportFilters, Scope
 
@@ -71,36 +71,32 @@ class ActivityReport(crmcore.Report):
 
 def _overdue(scope: Scope, limit: int) -> tuple[crmcore.ReportResult, int]:
     as_of = utc_literal(scope.ctx.as_of)
+    due = [interactions.c.follow_up_due < as_of, interactions.c.follow_up_due < utc_literal(scope.end_exclusive)]
+    if scope.start is not None:
+        due.append(interactions.c.follow_up_due >= utc_literal(scope.start))
+    if scope.options.owner is not None:
+        due.append(interactions.c.owner == scope.options.owner)
+    with_due = select(interactions.c.customer_id).where(*due, *scope.customer_filter(interactions.c.customer_id))
+    # Per interaction of those customers: the customer's latest contact by as_of (a window, not a join).
     last_contact = func.max(interactions.c.occurred_at).over(partition_by=interactions.c.customer_id)
-    due_filter = [interactions.c.follow_up_due < as_of]
-    if scope.start is not None:
-        due_filter.append(interactions.c.follow_up_due >= utc_literal(scope.start))
-    due_filter.append(interactions.c.follow_up_due < utc_literal(scope.end_exclusive))
-    filters = [*scope.customer_filter(interactions.c.customer_id)]
-    if scope.options.owner is not None:
-        filters.append(interactions.c.owner == scope.options.owner)
-    has_due = select(interactions.c.customer_id).where(*due_filter, *filters)
     timeline = (select(interactions.c.customer_id, interactions.c.occurred_at, interactions.c.follow_up_due,
-                       interactions.c.owner, last_contact.label("last_contact"))
-                .where(interactions.c.occurred_at <= as_of, interactions.c.customer_id.in_(has_due))
+                       case((and_(*due), 1), else_=0).label("due"), last_contact.label("last_contact"))
+                .where(interactions.c.occurred_at <= as_of, interactions.c.customer_id.in_(with_due))
                 ).subquery("timeline")
-    pending = [timeline.c.follow_up_due.is_not(None), timeline.c.occurred_at >= timeline.c.last_contact]
-    pending.append(timeline.c.follow_up_due < as_of)
-    if scope.start is not None:
-        pending.append(timeline.c.follow_up_due >= utc_literal(scope.start))
-    pending.append(timeline.c.follow_up_due < utc_literal(scope.end_exclusive))
-    if scope.options.owner is not None:
-        pending.append(timeline.c.owner == scope.options.owner)
+    # Overdue: due by as_of, and nothing happened with the customer after it.
     per_customer = (select(timeline.c.customer_id, func.count().label("overdue"),
                            func.min(timeline.c.follow_up_due).label("due"))
-                    .where(*pending).group_by(timeline.c.customer_id)).subquery("overdue")
-    total = int(scope.ctx.conn.execute(select(func.count()).select_from(per_customer)).scalar_one())
+                    .where(timeline.c.due == 1, timeline.c.occurred_at >= timeline.c.last_contact)
+                    .group_by(timeline.c.customer_id)).subquery("overdue")
+    # COUNT(*) OVER (): the number of customers overdue comes with the first rows, in the same pass.
     query = (select(per_customer.c.customer_id, customers.c.name, customers.c.owner, per_customer.c.overdue,
-                    per_customer.c.due, days_between(per_customer.c.due, as_of))
+                    per_customer.c.due, days_between(per_customer.c.due, as_of), func.count().over())
              .select_from(per_customer.join(customers, customers.c.id == per_customer.c.customer_id))
              .order_by(per_customer.c.due, per_customer.c.customer_id).limit(limit))
+    found = scope.ctx.conn.execute(query).all()
+    total = int(found[0][-1]) if found else 0
     rows = tuple((cid, name, owner, int(n), _utc(due), round(float(days), 1))
-                 for cid, name, owner, n, due, days in scope.ctx.conn.execute(query))
+                 for cid, name, owner, n, due, days, _ in found)
     result = crmcore.ReportResult(
         title="Overdue follow-ups",
         columns=(crmcore.Column("customer_id", "int", "customer"), crmcore.Column("name", "str"),
@@ -113,6 +109,4 @@ def _overdue(scope: Scope, limit: int) -> tuple[crmcore.ReportResult, int]:
 
 def _utc(value: Any) -> Any:
     """MIN() over a datetime column comes back as text on SQLite; make it an aware datetime."""
-    from crmcore.store import UTCDateTime
-
     return UTCDateTime().process_result_value(value, None)
