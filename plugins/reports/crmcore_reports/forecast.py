@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 import attrs
-from sqlalchemy import BigInteger, case, func, literal, null, select, type_coerce, union_all
+from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce
 
 import crmcore
 from crmcore.store import money_from_scaled, month_index, month_label, tables
@@ -56,25 +56,30 @@ class ForecastReport(crmcore.Report):
     def run(self, ctx: crmcore.ReportContext, options: ForecastOptions) -> crmcore.ReportResult:
         scope = Scope(ctx, options, self.name)
         cur = scope.currency
-        months = _by_month(scope, options.commit_probability)
+        by_currency = _by_month(scope, options.commit_probability)
+        months = by_currency.pop(cur, {})
         if options.start or options.end:
             months = {m: v for m, v in months.items() if m is None or _month_in_range(m, options)}
         minor = minor_unit(cur)
         rows = []
         for month in sorted(months, key=lambda m: (m is None, m)):
-            won, count, amount, weighted, committed = months[month]
+            won, count, amount, weighted, committed, _ = months[month]
             rows.append((NO_DATE if month is None else month_label(month), _m(won, minor), count,
-                         _m(amount, minor), _exact(weighted) / 100, _m(won + committed, minor),
+                         _m(amount, minor), money_from_scaled(weighted) / 100, _m(won + committed, minor),
                          _m(won + amount, minor)))
         money = {"won", "open_amount", "weighted", "worst_case", "best_case"}
         columns = tuple(crmcore.Column(n, "decimal" if n in money else ("int" if n == "open_deals" else "str"),
                                        n.replace("_", " "), cur if n in money else None) for n in COLUMNS)
-        notes = scope.other_currencies_note(*scope.deal_filter(currency=False))
+        notes = []
+        others = {code: sum(v[5] for v in found.values()) for code, found in sorted(by_currency.items())}
+        if others:
+            listing = ", ".join(f"{n} in {code}" for code, n in others.items())
+            notes.append(f"Not included: deals in other currencies ({listing}); run with currency=CODE to see them.")
         if any(m is None for m in months):
             notes.append(f"{NO_DATE}: open deals without an expected close date (in no month, counted in "
                          "best and worst case of that row only).")
         return crmcore.ReportResult(
-            title=f"Forecast ({cur}; {scope.describe()})",
+            title=f"Forecast ({scope.describe()})",
             columns=columns, rows=tuple(rows), notes=tuple(notes),
             charts=(crmcore.Chart("stacked-bar", f"Won and weighted open pipeline by month ({cur})", "month",
                                   ("won", "weighted")),
@@ -82,23 +87,32 @@ class ForecastReport(crmcore.Report):
                                   ("worst_case", "best_case"))))
 
 
-def _by_month(scope: Scope, commit: int) -> dict[int | None, tuple[int, int, int, int, int]]:
-    """month index (None: no date) -> (won, open count, open amount, weighted, committed), scaled integers."""
+Totals = dict[str, dict[int | None, tuple[int, int, int, int, int, int]]]
+
+
+def _by_month(scope: Scope, commit: int) -> Totals:
+    """currency -> month (None: no date) -> (won, open count, open amount, weighted, committed, deals).
+
+    Amounts are scaled integers.  One pass over the deals: a won deal counts
+    in its close month, an open one in its expected close month; every
+    currency is grouped, so the note about the others costs no second scan.
+    """
     scaled = type_coerce(deals.c.amount, BigInteger)
-    zero = literal(0, BigInteger)
-    won = select(month_index(deals.c.closed_at).label("month"), scaled.label("won"), zero.label("n"),
-                 zero.label("amount"), zero.label("weighted"), zero.label("committed")).where(
-        *scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
-        *scope.in_range(deals.c.closed_at))
-    expected = case((deals.c.expected_close.is_(None), null()), else_=month_index(deals.c.expected_close))
-    open_ = select(expected, zero, literal(1, BigInteger), scaled, scaled * deals.c.probability,
-                   case((deals.c.probability >= commit, scaled), else_=zero)).where(
-        *scope.deal_filter(), scope.outcome(crmcore.StageOutcome.OPEN))
-    rows = union_all(won, open_).subquery("forecast_rows")
-    query = select(rows.c.month, func.sum(rows.c.won), func.sum(rows.c.n), func.sum(rows.c.amount),
-                   func.sum(rows.c.weighted), func.sum(rows.c.committed)).group_by(rows.c.month)
-    return {None if month is None else int(month): tuple(int(v or 0) for v in values)
-            for month, *values in scope.ctx.conn.execute(query)}
+    won = and_(scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
+               *scope.in_range(deals.c.closed_at))
+    open_ = scope.outcome(crmcore.StageOutcome.OPEN)
+    month = case((won, month_index(deals.c.closed_at)), else_=month_index(deals.c.expected_close)).label("month")
+    query = (select(deals.c.currency, month,
+                    func.sum(case((won, scaled), else_=0)), func.sum(case((open_, 1), else_=0)),
+                    func.sum(case((open_, scaled), else_=0)), func.sum(case((open_, scaled * deals.c.probability),
+                                                                            else_=0)),
+                    func.sum(case((and_(open_, deals.c.probability >= commit), scaled), else_=0)), func.count())
+             .where(*scope.deal_filter(currency=False), or_(won, open_))
+             .group_by(deals.c.currency, month))
+    found: Totals = {}
+    for currency, m, *values in scope.ctx.conn.execute(query):
+        found.setdefault(currency, {})[None if m is None else int(m)] = tuple(int(v or 0) for v in values)
+    return found
 
 
 def _month_in_range(month: int, options: ForecastOptions) -> bool:
@@ -107,10 +121,6 @@ def _month_in_range(month: int, options: ForecastOptions) -> bool:
     if options.end and first > (options.end.year, options.end.month):
         return False
     return not (options.start and first < (options.start.year, options.start.month))
-
-
-def _exact(scaled: int) -> Decimal:
-    return money_from_scaled(scaled)
 
 
 def _m(scaled: int, minor: Decimal) -> Decimal:
