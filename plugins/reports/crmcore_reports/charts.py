@@ -150,10 +150,12 @@ def _zeros(values: list[float]) -> list[float]:
 
 
 def chart_svg(table: crmcore.ReportResult, chart: crmcore.Chart) -> str:
-    """One chart of a table as an ``<svg>`` element (no XML prologue), or "" when there is no data."""
+    """One chart of a table as an ``<svg>`` element (no XML prologue), or "" when it has no value to draw."""
     if chart.kind not in ("bar", "stacked-bar", "line", "funnel", "heatmap") or not table.rows:
         return ""
     categories, series = _series(table, chart)
+    if all(math.isnan(v) for values in series.values() for v in values):
+        return ""  # nothing to draw (no targets set, say): no empty axes on the page
     with matplotlib.rc_context({"svg.fonttype": "path", "font.family": font_families(), "font.size": 9}):
         height = max(3.2, min(12, 0.35 * len(categories) + 1.5)) if chart.kind == "heatmap" else 3.6
         fig = Figure(figsize=(8, height))
