@@ -86,7 +86,9 @@ class month_index(FunctionElement):
 @compiles(month_index)
 def _month_default(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
     value = compiler.process(list(element.clauses)[0], **kw)
-    return (f"(CAST(strftime('%Y', {value}) AS INTEGER) * 12 + CAST(strftime('%m', {value}) AS INTEGER) - 1)")
+    # SQLite keeps dates and datetimes as ISO text ("2026-03-05 ..."): the year and month are
+    # fixed positions, and substr is several times cheaper than strftime over millions of rows.
+    return (f"(CAST(substr({value}, 1, 4) AS INTEGER) * 12 + CAST(substr({value}, 6, 2) AS INTEGER) - 1)")
 
 
 @compiles(month_index, "postgresql")
@@ -106,3 +108,29 @@ def month_label(index: int) -> str:
     """``"2026-03"`` for a :class:`month_index` value."""
     year, month = divmod(int(index), 12)
     return f"{year:04d}-{month + 1:02d}"
+
+
+class unindexed(FunctionElement):
+    """``column`` where no index should serve it: SQLite's unary ``+``, the bare column elsewhere.
+
+    A GROUP BY over most rows of a big table (revenue per customer) is a
+    sequential scan and a sort; SQLite otherwise walks the index on that
+    column and fetches every row at random (measured 3x slower on 5M deals).
+    """
+
+    inherit_cache = True
+    name = "unindexed"
+
+    def __init__(self, column: Any):
+        super().__init__(column)
+        self.type = column.type
+
+
+@compiles(unindexed)
+def _unindexed_default(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    return compiler.process(list(element.clauses)[0], **kw)
+
+
+@compiles(unindexed, "sqlite")
+def _unindexed_sqlite(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
+    return f"+{compiler.process(list(element.clauses)[0], **kw)}"

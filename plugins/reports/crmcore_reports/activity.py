@@ -20,7 +20,7 @@ import attrs
 from sqlalchemy import and_, case, func, select
 
 import crmcore
-from crmcore.store import UTCDateTime, days_between, month_index, month_label, tables, utc_literal
+from crmcore.store import UTCDateTime, days_between, month_index, month_label, tables, unindexed, utc_literal
 
 from .scope import ReportFilters, Scope
 
@@ -78,10 +78,11 @@ def _overdue(scope: Scope, limit: int) -> tuple[crmcore.ReportResult, int]:
         due.append(interactions.c.owner == scope.options.owner)
     with_due = select(interactions.c.customer_id).where(*due, *scope.customer_filter(interactions.c.customer_id))
     # Per interaction of those customers: the customer's latest contact by as_of (a window, not a join).
-    last_contact = func.max(interactions.c.occurred_at).over(partition_by=interactions.c.customer_id)
+    last_contact = func.max(interactions.c.occurred_at).over(partition_by=unindexed(interactions.c.customer_id))
     timeline = (select(interactions.c.customer_id, interactions.c.occurred_at, interactions.c.follow_up_due,
                        case((and_(*due), 1), else_=0).label("due"), last_contact.label("last_contact"))
-                .where(interactions.c.occurred_at <= as_of, interactions.c.customer_id.in_(with_due))
+                .where(unindexed(interactions.c.occurred_at) <= as_of,
+                       unindexed(interactions.c.customer_id).in_(with_due))
                 ).subquery("timeline")
     # Overdue: due by as_of, and nothing happened with the customer after it.
     per_customer = (select(timeline.c.customer_id, func.count().label("overdue"),

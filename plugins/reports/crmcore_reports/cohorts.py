@@ -33,7 +33,7 @@ import attrs
 from sqlalchemy import case, func, select
 
 import crmcore
-from crmcore.store import month_index, month_label, tables, utc_literal
+from crmcore.store import month_index, month_label, tables, unindexed, utc_literal
 
 from .scope import ReportFilters, Scope, ratio
 
@@ -98,10 +98,11 @@ def _grid(scope: Scope) -> Grid:
     """(cohort, month, purchased the next month too) -> customers, in one pass over the won deals."""
     month = month_index(deals.c.closed_at).label("month")
     currency_given = scope.options.currency is not None
-    active = (select(deals.c.customer_id, month)
+    customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
+    active = (select(customer.label("customer_id"), month)
               .where(*scope.deal_filter(currency=currency_given), scope.outcome(crmcore.StageOutcome.WON),
                      deals.c.closed_at.is_not(None), deals.c.closed_at < utc_literal(scope.end_exclusive))
-              .group_by(deals.c.customer_id, month)).subquery("active_months")
+              .group_by(customer, month)).subquery("active_months")
     cohort = func.min(active.c.month).over(partition_by=active.c.customer_id)
     following = func.lead(active.c.month).over(partition_by=active.c.customer_id, order_by=active.c.month)
     marked = select(active.c.month, cohort.label("cohort"),
