@@ -91,9 +91,10 @@ class SalesPerformanceReport(crmcore.Report):
     def run(self, ctx: crmcore.ReportContext, options: PerformanceOptions) -> crmcore.ReportResult:
         scope = Scope(ctx, options, self.name)
         cur = scope.currency
-        revenue = _revenue(scope, options)
+        revenue, notes = _revenue(scope, options)
         activity = _activities(scope, options)
-        targets, notes = _targets(scope, options)
+        targets, target_notes = _targets(scope, options)
+        notes += target_notes
         keys = sorted(set(revenue) | set(activity) | set(targets), key=lambda k: (k[0], k[1] is None, k[1] or ""))
         rows = []
         for bucket, who in keys:
@@ -107,8 +108,6 @@ class SalesPerformanceReport(crmcore.Report):
                    crmcore.Column("won_revenue", "decimal", "won revenue", cur),
                    crmcore.Column("won_deals", "int", "won deals"), crmcore.Column("activities", "int"),
                    crmcore.Column("target", "decimal", None, cur), crmcore.Column("attainment", "percent"))
-        notes += scope.other_currencies_note(*scope.deal_filter(currency=False),
-                                             scope.outcome(crmcore.StageOutcome.WON))
         return crmcore.ReportResult(
             title=f"Sales performance by {options.by} and {options.period} ({scope.describe()})",
             columns=columns, rows=tuple(rows), notes=tuple(notes),
@@ -136,15 +135,28 @@ def _who(table: Any, by: str) -> tuple[Any, Any]:
     return customers.c.region, table.join(customers, customers.c.id == table.c.customer_id)
 
 
-def _revenue(scope: Scope, options: PerformanceOptions) -> dict[tuple[int, Any], tuple[int, int]]:
+def _revenue(scope: Scope, options: PerformanceOptions) -> tuple[dict[tuple[int, Any], tuple[int, int]], list[str]]:
+    """(bucket, who) -> (won revenue scaled, won deals) in the report currency, and the note on the others.
+
+    Every currency is grouped in the same pass, so counting the deals left
+    out costs no second scan.
+    """
     who, source = _who(deals, options.by)
     bucket = _bucket(deals.c.closed_at, options.period).label("bucket")
-    query = (select(bucket, who, func.sum(type_coerce(deals.c.amount, BigInteger)), func.count())
+    query = (select(deals.c.currency, bucket, who, func.sum(type_coerce(deals.c.amount, BigInteger)), func.count())
              .select_from(source)
-             .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
-                    *scope.in_range(deals.c.closed_at))
-             .group_by(bucket, who))
-    return {(int(b), w): (int(s or 0), int(n)) for b, w, s, n in scope.ctx.conn.execute(query)}
+             .where(*scope.deal_filter(currency=False), scope.outcome(crmcore.StageOutcome.WON),
+                    deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
+             .group_by(deals.c.currency, bucket, who))
+    found, others = {}, defaultdict(int)
+    for currency, b, w, total, n in scope.ctx.conn.execute(query):
+        if currency == scope.currency:
+            found[int(b), w] = (int(total or 0), int(n))
+        else:
+            others[currency] += int(n)
+    listing = ", ".join(f"{n} in {code}" for code, n in sorted(others.items()))
+    notes = [f"Not included: won deals in other currencies ({listing}); run with currency=CODE to see them."]
+    return found, notes if others else []
 
 
 def _activities(scope: Scope, options: PerformanceOptions) -> dict[tuple[int, Any], int]:

@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import and_, case, func, literal, select
+from sqlalchemy import and_, case, func, select
 
 import crmcore
 from crmcore.store import days_between, tables, unindexed, utc_literal
@@ -66,7 +66,9 @@ class ServiceQualityReport(crmcore.Report):
         # Sorted here, not by ORDER BY: NULLs and collations sort differently on each database.
         by_group = sorted(ctx.conn.execute(_measures(cases, options, group, ctx.as_of).group_by(group)).all(),
                           key=lambda r: (r[0] is None, r[0] or ""))
-        total = ctx.conn.execute(_measures(cases, options, literal(ALL), ctx.as_of)).one()
+        # The total adds up the groups' counts and sums (averages are sum / count): no second pass.
+        width = 12 + 5  # group, 11 measures, 5 satisfaction scores
+        total = (ALL, *(sum(_number(r[i]) for r in by_group) for i in range(1, width)))
         rows = tuple(_row(r) for r in [*by_group, total])
         columns = (
             crmcore.Column(options.by, "str"), crmcore.Column("complaints", "int"), crmcore.Column("feedback", "int"),
@@ -126,9 +128,9 @@ def _measures(cases: Any, options: ServiceOptions, group: Any, moment: Any) -> A
     return select(
         group,
         count(complaint), count(cases.c.kind == "feedback"),
-        count(responded), func.avg(case((responded, response_h))),
+        count(responded), func.sum(case((responded, response_h))),
         count(and_(responded, response_h <= options.response_sla_hours)),
-        count(resolved), func.avg(case((resolved, resolution_h))),
+        count(resolved), func.sum(case((resolved, resolution_h))),
         count(and_(resolved, resolution_h <= options.resolution_sla_hours)),
         count(and_(complaint, ~resolved, age_h > options.resolution_sla_hours)),
         count(cases.c.satisfaction.is_not(None)), func.sum(cases.c.satisfaction),
@@ -136,13 +138,22 @@ def _measures(cases: Any, options: ServiceOptions, group: Any, moment: Any) -> A
     )
 
 
+def _number(value: Any) -> Any:
+    """A SUM as a Python number (NULL: 0; PostgreSQL and MariaDB hand back Decimal)."""
+    if value is None:
+        return 0
+    return value if isinstance(value, (int, float)) else float(value)
+
+
 def _row(values: Any) -> tuple[Any, ...]:
-    (name, complaints, feedback, responded, avg_response, response_ok, resolved, avg_resolution, resolution_ok,
+    (name, complaints, feedback, responded, response_sum, response_ok, resolved, resolution_sum, resolution_ok,
      overdue, rated, satisfaction_sum, *scores) = values
-    complaints, rated = int(complaints or 0), int(rated or 0)
+    complaints, rated, responded, resolved = int(complaints or 0), int(rated or 0), int(responded or 0), int(resolved or 0)
+    avg_response = _number(response_sum) / responded if responded else None
+    avg_resolution = _number(resolution_sum) / resolved if resolved else None
     average = (Decimal(int(satisfaction_sum)) / rated).quantize(Decimal("0.01"), ROUND_HALF_UP) if rated else None
-    return (NONE if name is None else name, complaints, int(feedback or 0), int(responded or 0),
-            _hours(avg_response), ratio(int(response_ok or 0), complaints), int(resolved or 0),
+    return (NONE if name is None else name, complaints, int(feedback or 0), responded,
+            _hours(avg_response), ratio(int(response_ok or 0), complaints), resolved,
             _hours(avg_resolution), ratio(int(resolution_ok or 0), complaints), int(overdue or 0), rated, average,
             *(int(s or 0) for s in scores))
 
