@@ -181,3 +181,32 @@ def test_cli_help_documents_the_filters(run):
     text = run("report", "run", "--help").output
     for flag in ("--from", "--to", "--region", "--owner", "--pipeline", "--segment", "--currency"):
         assert flag in text
+
+
+def test_targets_and_sla_from_crm_toml(tmp_path):
+    """Targets and SLAs are configuration: [reports.NAME] tables in crm.toml, overridden per call."""
+    from crmcore import CRM
+
+    (tmp_path / "crm.toml").write_text(
+        f'database_url = "sqlite:///{tmp_path / "c.db"}"\nplugins = ["reports"]\n\n'
+        '[reports.service-quality]\nresolution_sla_hours = 2\n\n'
+        '[[reports.sales-performance.targets]]\nowner = "alice"\nperiod = "2026-06"\namount = "241.00"\n\n'
+        '[[reports.sales-performance.targets]]\nregion = "华东"\nperiod = "2026-Q2"\namount = "1000"\n',
+        encoding="utf-8")
+    crm = CRM.open(config_file=tmp_path / "crm.toml", clock=lambda: FIXED_NOW)
+    try:
+        seed(crm)
+        rows = crm.reports.run("sales-performance", as_of=FIXED_NOW).records()
+        alice = next(r for r in rows if r["owner"] == "alice")
+        assert (alice["period"], alice["won_revenue"], alice["target"], alice["attainment"]) == (
+            "2026-06", Decimal("120.50"), Decimal("241.00"), Decimal("0.5000"))
+        quarter = crm.reports.run("sales-performance", as_of=FIXED_NOW,
+                                  options={"period": "quarter", "by": "region"}).records()
+        assert [(r["period"], r["region"], r["target"], r["attainment"]) for r in quarter] == [
+            ("2026-Q2", "华东", Decimal("1000"), Decimal("0.1205"))]
+        service = crm.reports.run("service-quality", as_of=FIXED_NOW)
+        assert "resolved within 2 h" in service.columns[8].label
+        service = crm.reports.run("service-quality", as_of=FIXED_NOW, options={"resolution_sla_hours": 36})
+        assert "resolved within 36 h" in service.columns[8].label
+    finally:
+        crm.close()
