@@ -11,8 +11,7 @@ def same(actual: Any, expected: Any) -> bool:
             return actual is None and expected is None
         # Both sides round an average to 0.1; float sums in a different order can land either side.
         return abs(actual - expected) <= 0.1 + 1e-9
-    return actual == expected and type(actual) is type(expected) or (actual == expected and actual is not None
-                                                                      and expected is not None)
+    return actual == expected
 
 
 def assert_rows(actual: Any, expected: Any, context: Any = "") -> None:

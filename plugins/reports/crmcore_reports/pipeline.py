@@ -41,7 +41,7 @@ from sqlalchemy import (BigInteger, Integer, String, case, cast, func, literal, 
 import crmcore
 from crmcore.store import UTCDateTime, days_between, money_from_scaled, tables, utc_literal
 
-from .scope import ReportFilters, Scope
+from .scope import ReportFilters, Scope, minor_unit
 
 deals = tables.deals
 history = tables.deal_stage_history
@@ -89,7 +89,7 @@ class PipelineReport(crmcore.Report):
         totals = _totals_by_stage(scope, pipeline, currency)
         rows = []
         for stage in stages:
-            empty = (0, None, None, Decimal(0).quantize(_minor_unit(currency)), Decimal(0))
+            empty = (0, None, None, Decimal(0).quantize(minor_unit(currency, "[reports.pipeline]")), Decimal(0))
             count, avg_days, max_days, amount, weighted = totals.pop(stage.name, empty)
             rows.append((stage.name, stage.outcome.value, stage.probability, count, avg_days, max_days,
                          amount, weighted))
@@ -133,7 +133,7 @@ def _totals_by_stage(scope: Scope, pipeline: crmcore.Pipeline,
     # (and amount * probability as integers) keeps every total exact.
     # Amounts at the currency's minor unit (12000.50, not 12000.5); weighted
     # amounts stay exact (a probability can add digits: 0.99 * 10% = 0.099).
-    minor = _minor_unit(currency)
+    minor = minor_unit(currency, "[reports.pipeline]")
     return {name: (count, _days(avg_age), _days(max_age), money_from_scaled(amount).quantize(minor),
                    money_from_scaled(weighted) / 100)
             for name, count, amount, weighted, avg_age, max_age in ctx.conn.execute(query)}
@@ -142,14 +142,6 @@ def _totals_by_stage(scope: Scope, pipeline: crmcore.Pipeline,
 def _days(value: Any) -> float | None:
     """Days to one decimal (ages are durations, not money: float is fine)."""
     return None if value is None else round(float(value), 1)
-
-
-def _minor_unit(currency: str) -> Decimal:
-    """``Decimal("0.01")`` for USD, ``Decimal("1")`` for JPY."""
-    try:
-        return Decimal(1).scaleb(-crmcore.currency_digits(currency))
-    except ValueError as exc:  # an unknown code is the user's to fix, not a crash
-        raise crmcore.ConfigError(f"[reports.pipeline] currency: {exc}") from None
 
 
 def _stage_as_of(scope: Scope, currency: str) -> tuple[Any, Any, Any, Any, Any]:

@@ -18,7 +18,6 @@ Section "Purchase frequency": customers with 1, 2, 3, 4 and 5+ orders.
 
 from __future__ import annotations
 
-from typing import Any
 
 import attrs
 from sqlalchemy import BigInteger, case, func, select, type_coerce
