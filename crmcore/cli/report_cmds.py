@@ -3,17 +3,38 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
 from ..errors import CRMError
+from ..reports import write_output
 from .context import Session, pass_session
 from .family_common import component_rows, parse_options
+
+# The typed filters every first-party report understands: flag -> option name.
+# A report that does not take one says so (``report 'x' has no filter ...``).
+FILTERS = (
+    ("--from", "start", "First day included (YYYY-MM-DD, UTC)."),
+    ("--to", "end", "Last day included (YYYY-MM-DD, UTC)."),
+    ("--region", "region", "Only customers in this region."),
+    ("--owner", "owner", "Only this owner (sales rep)."),
+    ("--pipeline", "pipeline", "Pipeline (default: 'default')."),
+    ("--segment", "segment", "Only members of this segment (SEGMENT or RUN_ID:SEGMENT)."),
+    ("--currency", "currency", "Currency reported (default: the configured one)."),
+)
+
+
+def filter_options(command: Any) -> Any:
+    """Add the typed filter flags to a command (stored under their option names)."""
+    for flag, name, help_text in reversed(FILTERS):
+        command = click.option(flag, name, default=None, help=help_text)(command)
+    return command
 
 
 @click.group("report")
 def report() -> None:
-    """Reports: list and run."""
+    """Reports: list, run, dashboard."""
 
 
 @report.command("list")
@@ -28,19 +49,37 @@ def list_reports(session: Session) -> None:
 
 @report.command("run")
 @click.argument("name")
-@click.option("--format", "fmt", default="table", show_default=True, help="table, csv, json or a plugin's format.")
+@click.option("--format", "fmt", default="table", show_default=True,
+              help="table, csv, json or a plugin's format (markdown, xlsx, html).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @click.option("--option", "pairs", multiple=True, metavar="KEY=VALUE", help="Report option (repeatable).")
+@filter_options
 @pass_session
-def run_report(session: Session, name: str, fmt: str, output: str | None, pairs: tuple[str, ...]) -> None:
+def run_report(session: Session, name: str, fmt: str, output: str | None, pairs: tuple[str, ...],
+               **filters: str | None) -> None:
     """Run report NAME as of --as-of and render it."""
     fmt = "json" if session.as_json and fmt == "table" else fmt
-    rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of, options=parse_options(pairs))
+    options = {key: value for key, value in filters.items() if value is not None} | parse_options(pairs)
+    rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of, options=options)
     if output:
-        data = rendered.encode("utf-8") if isinstance(rendered, str) else rendered
-        Path(output).write_bytes(data)
+        write_output(Path(output), rendered)
         click.echo(f"{name} written to {output}", err=True)
     elif isinstance(rendered, bytes):
         raise CRMError(f"format {fmt!r} is binary: use --output FILE")
     else:
         click.echo(rendered, nl=not rendered.endswith("\n"))
+
+
+@report.command("dashboard")
+@click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
+              help="Directory for index.html and one page per report.")
+@click.option("--format", "fmt", default="html", show_default=True, help="Format of each report's page.")
+@pass_session
+def dashboard(session: Session, output: str, fmt: str) -> None:
+    """Write every report and an index page linking them into a directory."""
+    entries = session.crm.reports.dashboard(output, as_of=session.as_of, format=fmt)
+    for entry in entries:
+        if entry.error:
+            click.echo(f"warning: report {entry.name!r} left out: {entry.error}", err=True)
+    written = sum(1 for e in entries if e.file)
+    session.echo(f"{written} report(s) and index.html written to {output}")

@@ -237,3 +237,60 @@ def test_empty_report_renders(crm_factory: Any) -> None:
     assert json.loads(crm.reports.render("revenue_by_country", format="json"))["rows"] == []
     assert crm.reports.render("revenue_by_country", format="csv").splitlines() == [
         "country,deals,revenue,share,last_closed,first_closed"]
+
+
+# -- sections, chart groups, option names, files ----------------------------------------------------
+
+class WithSections(crmcore.Report):
+    """A report whose result has a second table (a section) and a grouped chart."""
+
+    name = "with_sections"
+    description = "a main table and a section"
+
+    def run(self, ctx: crmcore.ReportContext, options: None) -> ReportResult:
+        detail = ReportResult(title="Detail", columns=(Column("k"), Column("v", "decimal", currency="JPY")),
+                              rows=(("a", Decimal("1")), ("b", Decimal("2"))))
+        return ReportResult(title="Main", columns=(Column("month"), Column("who"), Column("n", "int")),
+                            rows=(("2026-01", "x", 1), ("2026-01", "y", 2)),
+                            charts=(Chart("bar", "n", "month", ("n",), group="who", exclude=("(all)",)),),
+                            sections=(detail,))
+
+
+def test_sections_in_every_core_format(crm_factory: Any, tmp_path: Any) -> None:
+    crm = crm_factory(extra_plugins=[Components("engine_sections", reports=(WithSections(),))])
+    result = crm.reports.run("with_sections")
+    assert [t.title for t in result.tables()] == ["Main", "Detail"]
+    assert result.sections[0].column("v") == [Decimal("1"), Decimal("2")]
+    text = crm.reports.render("with_sections", "csv")
+    assert text == "month,who,n\n2026-01,x,1\n2026-01,y,2\n\nDetail\nk,v\na,1\nb,2\n"
+    document = json.loads(crm.reports.render("with_sections", "json"))
+    assert document["sections"][0]["rows"] == [{"k": "a", "v": "1"}, {"k": "b", "v": "2"}]
+    assert document["sections"][0]["columns"][1] == {"name": "v", "type": "decimal", "title": None,
+                                                     "currency": "JPY"}
+    assert document["charts"] == [{"kind": "bar", "title": "n", "x": "month", "y": ["n"], "group": "who",
+                                    "exclude": ["(all)"]}]
+    table = crm.reports.render("with_sections", "table")
+    assert "Main" in table and "Detail" in table
+    written = crm.reports.write("with_sections", tmp_path / "out.csv", "csv")
+    assert written.read_text() == text
+    with pytest.raises(crmcore.CRMError, match=r"cannot write .*nowhere/out.csv"):
+        crm.reports.write("with_sections", tmp_path / "nowhere" / "out.csv", "csv")
+
+
+def test_an_option_the_report_does_not_take(crm_factory: Any) -> None:
+    crm = open_crm(crm_factory)
+    with pytest.raises(ConfigError, match=r"report 'revenue_by_country' has no filter or option 'colour', 'size' "
+                                          r"\(it takes: min_deals, stage\)"):
+        crm.reports.run("revenue_by_country", options={"colour": "red", "size": 1})
+    crm = crm_factory(extra_plugins=[Components("engine_sections", reports=(WithSections(),))])
+    with pytest.raises(ConfigError, match=r"has no filter or option 'x' \(it takes: none\)"):
+        crm.reports.run("with_sections", options={"x": 1})
+
+
+def test_dashboard_with_core_formats_only(crm_factory: Any, tmp_path: Any) -> None:
+    crm = crm_factory(extra_plugins=[Components("engine_sections", reports=(WithSections(),))])
+    entries = crm.reports.dashboard(tmp_path / "d", format="csv")
+    assert [(e.name, e.file) for e in entries] == [("with_sections", "with_sections.csv")]
+    assert 'href="with_sections.csv"' in (tmp_path / "d" / "index.html").read_text()
+    with pytest.raises(UnknownComponent, match="unknown renderer 'html'"):
+        crm.reports.dashboard(tmp_path / "e")  # no plugin gives html here

@@ -13,6 +13,15 @@ As of ``as_of``
     configured probability (the history does not record past probabilities).
     Amounts are today's (the history does not record past amounts either).
 
+Ageing
+    ``avg_days`` and ``max_days``: how long the deals counted in a stage had
+    been there at ``as_of`` (since their latest move up to ``as_of``, or since
+    creation for a deal never moved), in days.
+
+Filters
+    ``start``/``end`` select deals by creation day; ``region``, ``segment``
+    and ``owner`` as in :mod:`crmcore_reports.scope`.
+
 Currencies
     Amounts in different currencies are never summed: the report covers one
     currency, the ``currency`` option, by default the configured
@@ -22,24 +31,25 @@ Currencies
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import (BigInteger, Integer, String, and_, case, cast, func, literal, null, select, type_coerce,
+from sqlalchemy import (BigInteger, Integer, String, case, cast, func, literal, null, select, type_coerce,
                         union_all)
 
 import crmcore
-from crmcore.store import money_from_scaled, tables, utc_literal
+from crmcore.store import UTCDateTime, days_between, money_from_scaled, tables, utc_literal
+
+from .scope import ReportFilters, Scope, minor_unit
 
 deals = tables.deals
 history = tables.deal_stage_history
 
 
 @attrs.frozen
-class PipelineOptions:
-    """Options of the ``pipeline`` report (``[reports.pipeline]``).
+class PipelineOptions(ReportFilters):
+    """Options of the ``pipeline`` report (``[reports.pipeline]``), plus the common filters.
 
     :ivar pipeline: which configured pipeline (default ``"default"``).
     :ivar include_closed: also show won and lost stages (default True).
@@ -49,7 +59,6 @@ class PipelineOptions:
 
     pipeline: str = "default"
     include_closed: bool = True
-    currency: str | None = crmcore.currency_option()
 
 
 COLUMNS = (
@@ -57,6 +66,8 @@ COLUMNS = (
     crmcore.Column("outcome", "str"),
     crmcore.Column("probability", "int", "probability %"),
     crmcore.Column("count", "int", "deals"),
+    crmcore.Column("avg_days", "float", "avg days in stage"),
+    crmcore.Column("max_days", "float", "max days in stage"),
     crmcore.Column("amount", "decimal"),
     crmcore.Column("weighted_amount", "decimal", "weighted amount"),
 )
@@ -70,24 +81,26 @@ class PipelineReport(crmcore.Report):
     options_type = PipelineOptions
 
     def run(self, ctx: crmcore.ReportContext, options: PipelineOptions) -> crmcore.ReportResult:
-        pipeline = ctx.config.pipeline(options.pipeline)  # ConfigError names the known ones
-        currency = (options.currency or ctx.config.default_currency).upper()
+        scope = Scope(ctx, options, self.name)
+        pipeline = scope.pipelines[0]
+        currency = scope.currency
         stages = [s for s in sorted(pipeline.stages, key=lambda s: s.order)
                   if options.include_closed or s.outcome is crmcore.StageOutcome.OPEN]
-        totals = _totals_by_stage(ctx, pipeline, currency)
+        totals = _totals_by_stage(scope, pipeline, currency)
         rows = []
         for stage in stages:
-            empty = (0, Decimal(0).quantize(_minor_unit(currency)), Decimal(0))
-            count, amount, weighted = totals.pop(stage.name, empty)
-            rows.append((stage.name, stage.outcome.value, stage.probability, count, amount, weighted))
-        notes = _other_currencies(ctx, pipeline.name, currency)
-        hidden = {name: count for name, (count, _, _) in totals.items()
+            empty = (0, None, None, Decimal(0).quantize(minor_unit(currency, "[reports.pipeline]")), Decimal(0))
+            count, avg_days, max_days, amount, weighted = totals.pop(stage.name, empty)
+            rows.append((stage.name, stage.outcome.value, stage.probability, count, avg_days, max_days,
+                         amount, weighted))
+        notes = scope.other_currencies_note(*_deal_filter(scope))
+        hidden = {name: count for name, (count, *_) in totals.items()
                   if pipeline.stage(name) is None}
         if hidden:  # stages no longer configured; closed stages left out on purpose are not news
             notes.append("Not shown: " + ", ".join(f"{n} deal(s) in unknown stage {s!r}"
                                                    for s, n in sorted(hidden.items())) + ".")
         return crmcore.ReportResult(
-            title=f"Pipeline {pipeline.name!r} ({currency})",
+            title=f"Pipeline {pipeline.name!r} ({scope.describe()})",
             columns=COLUMNS,
             rows=tuple(rows),
             charts=(crmcore.Chart("bar", f"Amount by stage ({currency})", "stage", ("amount",)),),
@@ -95,42 +108,44 @@ class PipelineReport(crmcore.Report):
         )
 
 
-def _deal_filter(ctx: crmcore.ReportContext, pipeline: str) -> Any:
-    return and_(deals.c.pipeline == pipeline, deals.c.created_at <= utc_literal(ctx.as_of))
+def _deal_filter(scope: Scope) -> list[Any]:
+    """Deals of the pipeline that exist at as_of and pass the filters (any currency)."""
+    return [*scope.deal_filter(currency=False), *scope.in_range(deals.c.created_at)]
 
 
-def _totals_by_stage(ctx: crmcore.ReportContext, pipeline: crmcore.Pipeline,
-                     currency: str) -> dict[str, tuple[int, Decimal, Decimal]]:
-    """stage -> (count, amount, weighted amount), in one grouped query."""
-    stage, current_stage, probability, scaled = _stage_as_of(ctx, pipeline.name, currency)
+def _totals_by_stage(scope: Scope, pipeline: crmcore.Pipeline,
+                     currency: str) -> dict[str, tuple[int, float | None, float | None, Decimal, Decimal]]:
+    """stage -> (count, avg days, max days, amount, weighted amount), in one grouped query."""
+    ctx = scope.ctx
+    stage, current_stage, probability, scaled, entered = _stage_as_of(scope, currency)
     configured = {s.name: s.probability for s in pipeline.stages}
     probability_then = case(
         (stage == current_stage, probability),
         else_=case(configured, value=stage, else_=probability) if configured else probability,
     )
     per_deal = select(stage.label("stage"), scaled.label("scaled"),
-                      (scaled * probability_then).label("weighted")).subquery("per_deal")
-    query = (select(per_deal.c.stage, func.count(), func.sum(per_deal.c.scaled), func.sum(per_deal.c.weighted))
+                      (scaled * probability_then).label("weighted"),
+                      days_between(entered, utc_literal(ctx.as_of)).label("age")).subquery("per_deal")
+    query = (select(per_deal.c.stage, func.count(), func.sum(per_deal.c.scaled), func.sum(per_deal.c.weighted),
+                    func.avg(per_deal.c.age), func.max(per_deal.c.age))
              .group_by(per_deal.c.stage))
     # Money is stored as an integer count of 1/10,000; summing the raw integers
     # (and amount * probability as integers) keeps every total exact.
     # Amounts at the currency's minor unit (12000.50, not 12000.5); weighted
     # amounts stay exact (a probability can add digits: 0.99 * 10% = 0.099).
-    minor = _minor_unit(currency)
-    return {name: (count, money_from_scaled(amount).quantize(minor), money_from_scaled(weighted) / 100)
-            for name, count, amount, weighted in ctx.conn.execute(query)}
+    minor = minor_unit(currency, "[reports.pipeline]")
+    return {name: (count, _days(avg_age), _days(max_age), money_from_scaled(amount).quantize(minor),
+                   money_from_scaled(weighted) / 100)
+            for name, count, amount, weighted, avg_age, max_age in ctx.conn.execute(query)}
 
 
-def _minor_unit(currency: str) -> Decimal:
-    """``Decimal("0.01")`` for USD, ``Decimal("1")`` for JPY."""
-    try:
-        return Decimal(1).scaleb(-crmcore.currency_digits(currency))
-    except ValueError as exc:  # an unknown code is the user's to fix, not a crash
-        raise crmcore.ConfigError(f"[reports.pipeline] currency: {exc}") from None
+def _days(value: Any) -> float | None:
+    """Days to one decimal (ages are durations, not money: float is fine)."""
+    return None if value is None else round(float(value), 1)
 
 
-def _stage_as_of(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> tuple[Any, Any, Any, Any]:
-    """Per deal counted: (stage at as_of, current stage, probability, scaled amount) expressions.
+def _stage_as_of(scope: Scope, currency: str) -> tuple[Any, Any, Any, Any, Any]:
+    """Per deal counted: (stage at as_of, current stage, probability, scaled amount, entered stage at).
 
     Shape: (the deals UNION ALL their stage changes up to as_of), and per deal
     the ``to_stage`` of the change with the highest id (a window function);
@@ -139,29 +154,24 @@ def _stage_as_of(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> tu
     bulk load, nested-looped such a join (quadratic: 90,000 deals took
     minutes).  Change ids grow with time, so the highest id is the latest.
     """
+    ctx = scope.ctx
     scaled = type_coerce(deals.c.amount, BigInteger)
     own = (select(deals.c.id.label("deal_id"), literal(0, Integer).label("change_id"),
                   cast(null(), String(50)).label("to_stage"), deals.c.stage.label("current_stage"),
-                  deals.c.probability.label("probability"), scaled.label("scaled"))
-           .where(_deal_filter(ctx, pipeline), deals.c.currency == currency))
-    changes = select(history.c.deal_id, history.c.id, history.c.to_stage, null(), null(), null()).where(
-        history.c.changed_at <= utc_literal(ctx.as_of))
+                  deals.c.probability.label("probability"), scaled.label("scaled"),
+                  deals.c.created_at.label("moment"))
+           .where(*_deal_filter(scope), deals.c.currency == currency))
+    changes = select(history.c.deal_id, history.c.id, history.c.to_stage, null(), null(), null(),
+                     history.c.changed_at).where(history.c.changed_at <= utc_literal(ctx.as_of))
     rows = union_all(own, changes).subquery("deal_rows")
-    latest = func.first_value(rows.c.to_stage).over(partition_by=rows.c.deal_id,
-                                                    order_by=rows.c.change_id.desc())
-    ranked = select(rows, latest.label("stage_then")).subquery("deal_stages")
+    window = {"partition_by": rows.c.deal_id, "order_by": rows.c.change_id.desc()}
+    latest = func.first_value(rows.c.to_stage).over(**window)
+    # The deal's own row sorts last (id 0), so with no history its created_at comes first.
+    moved_at = func.first_value(rows.c.moment).over(**window)
+    ranked = select(rows, latest.label("stage_then"), moved_at.label("entered")).subquery("deal_stages")
     deal = select(func.coalesce(ranked.c.stage_then, ranked.c.current_stage).label("stage"),
-                  ranked.c.current_stage, ranked.c.probability, ranked.c.scaled).where(
+                  ranked.c.current_stage, ranked.c.probability, ranked.c.scaled,
+                  type_coerce(ranked.c.entered, UTCDateTime).label("entered")).where(
         ranked.c.change_id == 0).subquery("deal_then")
-    return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled
+    return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled, deal.c.entered
 
-
-def _other_currencies(ctx: crmcore.ReportContext, pipeline: str, currency: str) -> list[str]:
-    """A note naming deals left out because they are in another currency."""
-    query = (select(deals.c.currency, func.count()).where(_deal_filter(ctx, pipeline), deals.c.currency != currency)
-             .group_by(deals.c.currency).order_by(deals.c.currency))
-    others: Mapping[str, int] = dict(ctx.conn.execute(query).all())
-    if not others:
-        return []
-    listing = ", ".join(f"{n} in {code}" for code, n in others.items())
-    return [f"Not included: deals in other currencies ({listing}); run with currency=CODE to see them."]

@@ -6,9 +6,31 @@ from typing import Any
 
 import crmcore
 
+from .activity import ActivityReport
+from .cohorts import RetentionCohortsReport
+from .forecast import ForecastReport
+from .funnel import FunnelReport
+from .performance import SalesPerformanceReport
 from .pipeline import PipelineReport
+from .segments_report import SegmentsReport
+from .service import ServiceQualityReport
+from .value import CustomerValueReport
+from .winloss import WinLossReport
+
+REPORTS = (PipelineReport, ForecastReport, FunnelReport, WinLossReport, SalesPerformanceReport,
+           RetentionCohortsReport, CustomerValueReport, ServiceQualityReport, ActivityReport, SegmentsReport)
 
 
 @crmcore.hookimpl
 def register_reports(register: Any) -> None:
-    register(PipelineReport())
+    for report in REPORTS:
+        register(report())
+
+
+@crmcore.hookimpl
+def register_renderers(register: Any) -> None:
+    # Imported here: matplotlib and openpyxl load only when a CRM is opened with this plugin.
+    from .renderers import RENDERERS
+
+    for renderer in RENDERERS:
+        register(renderer)

@@ -1,0 +1,128 @@
+"""The ``forecast`` report: the open pipeline by expected close month, against won revenue.
+
+One row per month (UTC) that has open deals expected to close in it or won
+deals closed in it, in month order, then a row ``(no date)`` for open deals
+without an expected close date (they are in no month, but not dropped).
+
+* ``won``: revenue of won deals closed in that month, up to ``as_of``.
+* ``open_deals`` / ``open_amount``: open deals (stage outcome ``open`` now)
+  created by ``as_of`` with that expected close month.
+* ``weighted``: sum of ``amount * probability / 100`` of those deals (exact).
+* ``worst_case``: ``won`` plus the open deals at or above
+  ``commit_probability`` (default 75 %): what closes if only the likely ones do.
+* ``best_case``: ``won`` plus every open deal: what closes if all of them do.
+
+"Open" is the deal's stage now (the forecast looks forward); ``as_of`` cuts
+the won revenue and the deals created so far.
+
+Filters: won deals count when closed within ``start``/``end``; open deals
+when their expected close month overlaps the range (deals without a date are
+always shown); region, owner, pipeline, segment and currency as usual.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+import attrs
+from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce
+
+import crmcore
+from crmcore.store import money_from_scaled, month_index, month_label, tables
+
+from .scope import ReportFilters, Scope, minor_unit
+
+deals = tables.deals
+NO_DATE = "(no date)"
+
+
+@attrs.frozen
+class ForecastOptions(ReportFilters):
+    """Options of ``forecast``: the common filters plus ``commit_probability`` (percent)."""
+
+    commit_probability: int = attrs.field(default=75, validator=attrs.validators.and_(
+        attrs.validators.ge(0), attrs.validators.le(100)))
+
+
+COLUMNS = ("month", "won", "open_deals", "open_amount", "weighted", "worst_case", "best_case")
+
+
+class ForecastReport(crmcore.Report):
+    """Weighted open pipeline by expected close month, with best and worst case, against won revenue."""
+
+    name = "forecast"
+    description = "weighted pipeline by expected close month, best/worst case, against won revenue"
+    options_type = ForecastOptions
+
+    def run(self, ctx: crmcore.ReportContext, options: ForecastOptions) -> crmcore.ReportResult:
+        scope = Scope(ctx, options, self.name)
+        cur = scope.currency
+        by_currency = _by_month(scope, options.commit_probability)
+        months = by_currency.pop(cur, {})
+        if options.start or options.end:
+            months = {m: v for m, v in months.items() if m is None or _month_in_range(m, options)}
+        minor = minor_unit(cur)
+        rows = []
+        for month in sorted(months, key=lambda m: (m is None, m)):
+            won, count, amount, weighted, committed, _ = months[month]
+            rows.append((NO_DATE if month is None else month_label(month), _m(won, minor), count,
+                         _m(amount, minor), money_from_scaled(weighted) / 100, _m(won + committed, minor),
+                         _m(won + amount, minor)))
+        money = {"won", "open_amount", "weighted", "worst_case", "best_case"}
+        columns = tuple(crmcore.Column(n, "decimal" if n in money else ("int" if n == "open_deals" else "str"),
+                                       n.replace("_", " "), cur if n in money else None) for n in COLUMNS)
+        notes = []
+        others = {code: sum(v[5] for v in found.values()) for code, found in sorted(by_currency.items())}
+        if others:
+            listing = ", ".join(f"{n} in {code}" for code, n in others.items())
+            notes.append(f"Not included: deals in other currencies ({listing}); run with currency=CODE to see them.")
+        if any(m is None for m in months):
+            notes.append(f"{NO_DATE}: open deals without an expected close date (in no month, counted in "
+                         "best and worst case of that row only).")
+        return crmcore.ReportResult(
+            title=f"Forecast ({scope.describe()})",
+            columns=columns, rows=tuple(rows), notes=tuple(notes),
+            charts=(crmcore.Chart("stacked-bar", f"Won and weighted open pipeline by month ({cur})", "month",
+                                  ("won", "weighted")),
+                    crmcore.Chart("line", f"Worst and best case by month ({cur})", "month",
+                                  ("worst_case", "best_case"))))
+
+
+Totals = dict[str, dict[int | None, tuple[int, int, int, int, int, int]]]
+
+
+def _by_month(scope: Scope, commit: int) -> Totals:
+    """currency -> month (None: no date) -> (won, open count, open amount, weighted, committed, deals).
+
+    Amounts are scaled integers.  One pass over the deals: a won deal counts
+    in its close month, an open one in its expected close month; every
+    currency is grouped, so the note about the others costs no second scan.
+    """
+    scaled = type_coerce(deals.c.amount, BigInteger)
+    won = and_(scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
+               *scope.in_range(deals.c.closed_at))
+    open_ = scope.outcome(crmcore.StageOutcome.OPEN)
+    month = case((won, month_index(deals.c.closed_at)), else_=month_index(deals.c.expected_close)).label("month")
+    query = (select(deals.c.currency, month,
+                    func.sum(case((won, scaled), else_=0)), func.sum(case((open_, 1), else_=0)),
+                    func.sum(case((open_, scaled), else_=0)), func.sum(case((open_, scaled * deals.c.probability),
+                                                                            else_=0)),
+                    func.sum(case((and_(open_, deals.c.probability >= commit), scaled), else_=0)), func.count())
+             .where(*scope.deal_filter(currency=False), or_(won, open_))
+             .group_by(deals.c.currency, month))
+    found: Totals = {}
+    for currency, m, *values in scope.ctx.conn.execute(query):
+        found.setdefault(currency, {})[None if m is None else int(m)] = tuple(int(v or 0) for v in values)
+    return found
+
+
+def _month_in_range(month: int, options: ForecastOptions) -> bool:
+    year, zero_based = divmod(month, 12)
+    first = (year, zero_based + 1)
+    if options.end and first > (options.end.year, options.end.month):
+        return False
+    return not (options.start and first < (options.start.year, options.start.month))
+
+
+def _m(scaled: int, minor: Decimal) -> Decimal:
+    return money_from_scaled(scaled).quantize(minor)
+

@@ -1,0 +1,131 @@
+"""The ``segments`` report: size and revenue per segment of a run, and movement between runs.
+
+Reads only the core segment tables (``segment_runs``,
+``segment_memberships``), so it works with any segmenter from any plugin.
+
+* ``run``: the segmentation run (default: the latest one); an unknown id is
+  an error naming the latest runs.
+* Main table: per segment of that run, its members, their share of the run,
+  and their won revenue (deals closed within ``start``/``end``, by ``as_of``,
+  in the report currency) with the revenue per member.
+* ``compare``: another run id (default: the previous run of the same
+  strategy).  Section "Movement": customers per (segment in ``compare``,
+  segment in ``run``) pair, ``(none)`` for a customer in only one of them.
+
+With no segmentation run at all the report is empty and says so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+from sqlalchemy import BigInteger, String, cast, func, literal, null, select, type_coerce, union_all
+
+import crmcore
+from crmcore.store import tables, unindexed
+
+from .scope import ReportFilters, Scope, average_money, money, ratio
+
+deals = tables.deals
+runs = tables.segment_runs
+members = tables.segment_memberships
+NONE = "(none)"
+
+
+@attrs.frozen
+class SegmentsOptions(ReportFilters):
+    """Options of ``segments``: ``run`` and ``compare`` (run ids) plus the common filters."""
+
+    run: int | None = None
+    compare: int | None = None
+
+
+class SegmentsReport(crmcore.Report):
+    """Size and revenue of each segment of a run, and movement between two runs."""
+
+    name = "segments"
+    description = "size and revenue per segment of a segmentation run; movement between two runs"
+    options_type = SegmentsOptions
+
+    def run(self, ctx: crmcore.ReportContext, options: SegmentsOptions) -> crmcore.ReportResult:
+        scope = Scope(ctx, options, self.name)
+        cur = scope.currency
+        columns = (crmcore.Column("segment", "str"), crmcore.Column("members", "int"),
+                   crmcore.Column("share", "percent"), crmcore.Column("revenue", "decimal", None, cur),
+                   crmcore.Column("revenue_per_member", "decimal", "revenue per member", cur))
+        run = _the_run(scope, options.run, "run")
+        if run is None:
+            return crmcore.ReportResult(title="Segments", columns=columns, rows=(),
+                                        notes=("No segmentation run yet: run `crm segment run STRATEGY` first.",))
+        compare = _the_run(scope, options.compare, "compare") if options.compare is not None else _previous(scope, run)
+        sizes = _sizes(scope, run.id)
+        everyone = sum(n for n, _ in sizes.values())
+        rows = tuple((segment, n, ratio(n, everyone), money(scaled, cur), average_money(scaled, n, cur))
+                     for segment, (n, scaled) in sorted(sizes.items()))
+        sections = (_movement(scope, compare.id, run.id),) if compare is not None else ()
+        notes = [f"Run {run.id} ({run.strategy}, as of {run.as_of:%Y-%m-%d %H:%M} UTC)."]
+        notes.append(f"Movement from run {compare.id} ({compare.strategy})." if compare is not None
+                     else "No earlier run of this strategy to compare with (give compare=RUN_ID).")
+        return crmcore.ReportResult(
+            title=f"Segments of run {run.id} ({scope.describe()})", columns=columns, rows=rows, notes=tuple(notes),
+            charts=(crmcore.Chart("bar", "Members per segment", "segment", ("members",)),
+                    crmcore.Chart("bar", f"Revenue per segment ({cur})", "segment", ("revenue",))),
+            sections=sections)
+
+
+def _the_run(scope: Scope, run_id: int | None, option: str) -> Any:
+    """The requested run (default: the latest); an unknown id names the latest ones."""
+    query = select(runs.c.id, runs.c.strategy, runs.c.as_of)
+    if run_id is None:
+        return scope.ctx.conn.execute(query.order_by(runs.c.id.desc()).limit(1)).first()
+    found = scope.ctx.conn.execute(query.where(runs.c.id == run_id)).first()
+    if found is None:
+        latest = [str(r) for r, in scope.ctx.conn.execute(select(runs.c.id).order_by(runs.c.id.desc()).limit(5))]
+        known = f"latest runs: {', '.join(latest)}" if latest else "there are no runs yet"
+        raise crmcore.ConfigError(f"{scope.where} {option}: segmentation run {run_id} not found ({known})")
+    return found
+
+
+def _previous(scope: Scope, run: Any) -> Any:
+    return scope.ctx.conn.execute(
+        select(runs.c.id, runs.c.strategy, runs.c.as_of)
+        .where(runs.c.strategy == run.strategy, runs.c.id < run.id).order_by(runs.c.id.desc()).limit(1)).first()
+
+
+def _sizes(scope: Scope, run_id: int) -> dict[str, tuple[int, int]]:
+    """segment -> (members, won revenue scaled), members filtered by region/segment/owner of their deals."""
+    customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
+    revenue = (select(customer.label("customer_id"), func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"))
+               .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
+                      *scope.in_range(deals.c.closed_at))
+               .group_by(customer)).subquery("revenue")
+    query = (select(members.c.segment, func.count(), func.sum(revenue.c.revenue))
+             .select_from(members.outerjoin(revenue, revenue.c.customer_id == members.c.customer_id))
+             .where(members.c.run_id == run_id, *scope.customer_filter(members.c.customer_id))
+             .group_by(members.c.segment))
+    return {segment: (int(n), int(s or 0)) for segment, n, s in scope.ctx.conn.execute(query)}
+
+
+def _movement(scope: Scope, before: int, after: int) -> crmcore.ReportResult:
+    """Customers per (segment before, segment after); a full outer join written as UNION ALL + GROUP BY."""
+    text = String(100)
+    old = select(members.c.customer_id, members.c.segment.label("before"), cast(null(), text).label("after")).where(
+        members.c.run_id == before, *scope.customer_filter(members.c.customer_id))
+    new = select(members.c.customer_id, cast(null(), text), members.c.segment).where(
+        members.c.run_id == after, *scope.customer_filter(members.c.customer_id))
+    both = union_all(old, new).subquery("both_runs")
+    per_customer = select(func.coalesce(func.max(both.c.before), literal(NONE)).label("before"),
+                          func.coalesce(func.max(both.c.after), literal(NONE)).label("after")
+                          ).group_by(both.c.customer_id).subquery("moves")
+    query = select(per_customer.c.before, per_customer.c.after, func.count()).group_by(
+        per_customer.c.before, per_customer.c.after)
+    rows = sorted((b, a, int(n)) for b, a, n in scope.ctx.conn.execute(query))
+    return crmcore.ReportResult(
+        title=f"Movement from run {before} to run {after}",
+        columns=(crmcore.Column("from_segment", "str", f"segment in run {before}"),
+                 crmcore.Column("to_segment", "str", f"segment in run {after}"),
+                 crmcore.Column("customers", "int")),
+        rows=tuple(rows),
+        charts=(crmcore.Chart("heatmap", "Customers moving between segments", "from_segment", ("customers",),
+                              group="to_segment"),))

@@ -1,0 +1,123 @@
+"""The ``customer-value`` report: revenue concentration, order value, purchase frequency.
+
+Revenue is won deals (configured outcome ``won``) closed within
+``start``/``end`` and by ``as_of``, in one currency; an "order" is one such deal.
+
+Main table, the Pareto curve: customers with revenue ranked from the highest
+(ties: lower customer id first) and cut into 10 deciles of rank: decile ``d``
+holds the ranks ``r`` with ``floor((r - 1) * 10 / n) + 1 = d``, so the top
+10 % is the first ``ceil(n / 10)`` customers.  Per decile: customers,
+revenue, its share of all revenue and the cumulative share (the curve).
+
+Section "Summary": customers, orders, revenue, average order value (revenue
+/ orders, rounded half-up to the minor unit), orders per customer, and the
+revenue share of the top 10 % and top 20 %.
+
+Section "Purchase frequency": customers with 1, 2, 3, 4 and 5+ orders.
+"""
+
+from __future__ import annotations
+
+
+import attrs
+from sqlalchemy import BigInteger, case, func, select, type_coerce
+
+import crmcore
+from crmcore.store import tables, unindexed
+
+from .scope import ReportFilters, Scope, average_money, money, ratio
+
+deals = tables.deals
+FREQUENCY_BINS = ("1", "2", "3", "4", "5+")
+
+
+@attrs.frozen
+class ValueOptions(ReportFilters):
+    """Options of ``customer-value``: the common filters."""
+
+
+class CustomerValueReport(crmcore.Report):
+    """Revenue concentration (top 10/20 %, Pareto), average order value, purchase frequency."""
+
+    name = "customer-value"
+    description = "revenue concentration (top 10%/20%, Pareto curve), average order value, purchase frequency"
+    options_type = ValueOptions
+
+    def run(self, ctx: crmcore.ReportContext, options: ValueOptions) -> crmcore.ReportResult:
+        scope = Scope(ctx, options, self.name)
+        cur = scope.currency
+        grid = _grid(scope)
+        deciles = {d: (sum(c for (dd, _), (c, _, _) in grid.items() if dd == d),
+                       sum(v for (dd, _), (_, v, _) in grid.items() if dd == d)) for d in range(1, 11)}
+        total = sum(v for _, v in deciles.values())
+        rows, cumulative = [], 0
+        for d in range(1, 11):
+            count, scaled = deciles[d]
+            cumulative += scaled
+            rows.append((f"{d * 10}%", count, money(scaled, cur), ratio(scaled, total), ratio(cumulative, total)))
+        columns = (crmcore.Column("decile", "str", "top customers"), crmcore.Column("customers", "int"),
+                   crmcore.Column("revenue", "decimal", None, cur), crmcore.Column("share", "percent"),
+                   crmcore.Column("cumulative_share", "percent", "cumulative share"))
+        notes = scope.other_currencies_note(*scope.deal_filter(currency=False),
+                                            scope.outcome(crmcore.StageOutcome.WON))
+        return crmcore.ReportResult(
+            title=f"Customer value ({scope.describe()})", columns=columns, rows=tuple(rows), notes=tuple(notes),
+            charts=(crmcore.Chart("line", "Pareto curve: cumulative revenue share by top customers", "decile",
+                                  ("cumulative_share",)),),
+            sections=(_summary(grid, deciles, total, cur), _frequency(grid)))
+
+
+Grid = dict[tuple[int, int], tuple[int, int, int]]
+
+
+def _grid(scope: Scope) -> Grid:
+    """(decile, orders capped at 5) -> (customers, revenue scaled, orders), in one pass over the won deals.
+
+    Per customer: revenue and orders; ranked by revenue (ties: lower id
+    first) into deciles; then counted per (decile, capped orders).  The
+    deciles, the frequency distribution and the summary are all sums over
+    this grid of at most 50 cells, so the deals are read once.
+    """
+    customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
+    per_customer = (select(customer.label("customer_id"),
+                           func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"),
+                           func.count().label("orders"))
+                    .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON),
+                           deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
+                    .group_by(customer)).subquery("customer_revenue")
+    rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id))
+    ranked = select(per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
+                    func.count().over().label("n")).subquery("ranked")
+    decile = ((ranked.c.r - 1) * 10 // ranked.c.n + 1).label("decile")
+    capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders).label("capped")
+    query = (select(decile, capped, func.count(), func.sum(ranked.c.revenue), func.sum(ranked.c.orders))
+             .group_by(decile, capped))
+    return {(int(d), int(k)): (int(c), int(v or 0), int(o or 0)) for d, k, c, v, o in scope.ctx.conn.execute(query)}
+
+
+def _summary(grid: Grid, deciles: dict[int, tuple[int, int]], total: int, cur: str) -> crmcore.ReportResult:
+    customers = sum(c for c, _, _ in grid.values())
+    orders = sum(o for _, _, o in grid.values())
+    top = [sum(deciles[d][1] for d in range(1, k + 1)) for k in (1, 2)]
+    row = (customers, orders, money(total, cur), average_money(total, orders, cur), ratio(orders, customers),
+           ratio(top[0], total), ratio(top[1], total))
+    return crmcore.ReportResult(
+        title=f"Summary ({cur})",
+        columns=(crmcore.Column("customers", "int"), crmcore.Column("orders", "int"),
+                 crmcore.Column("revenue", "decimal", None, cur),
+                 crmcore.Column("average_order_value", "decimal", "average order value", cur),
+                 crmcore.Column("orders_per_customer", "decimal", "orders per customer"),
+                 crmcore.Column("top10_share", "percent", "top 10% share"),
+                 crmcore.Column("top20_share", "percent", "top 20% share")),
+        rows=(row,))
+
+
+def _frequency(grid: Grid) -> crmcore.ReportResult:
+    found = {k: sum(c for (_, kk), (c, _, _) in grid.items() if kk == k) for k in range(1, 6)}
+    total = sum(found.values())
+    return crmcore.ReportResult(
+        title="Purchase frequency",
+        columns=(crmcore.Column("orders", "str", "orders per customer"), crmcore.Column("customers", "int"),
+                 crmcore.Column("share", "percent")),
+        rows=tuple((label, found[k], ratio(found[k], total)) for k, label in enumerate(FREQUENCY_BINS, 1)),
+        charts=(crmcore.Chart("bar", "Customers by number of orders", "orders", ("customers",)),))

@@ -1,0 +1,95 @@
+"""The ``xlsx`` renderer: one worksheet per table, typed cells.
+
+Numbers are numbers (money as Decimal with a number format at the currency's
+minor unit), percentages are shares formatted ``0.00%``, dates are dates and
+datetimes are Excel datetimes in UTC (Excel has no time zones; the header
+says UTC).  A last sheet "About" holds the title, as-of and notes.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from datetime import date, datetime, timezone
+from typing import Any
+
+import crmcore
+from openpyxl import Workbook
+from openpyxl.styles import Font
+
+BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
+
+
+def _number_format(column: crmcore.Column) -> str | None:
+    if column.type == "percent":
+        return "0.00%"
+    if column.type == "decimal" and column.currency:
+        digits = crmcore.currency_digits(column.currency)
+        return "#,##0" + ("." + "0" * digits if digits else "")
+    if column.type == "float":
+        return "#,##0.0"
+    if column.type == "int":
+        return "#,##0"
+    if column.type == "date":
+        return "yyyy-mm-dd"
+    if column.type == "datetime":
+        return "yyyy-mm-dd hh:mm:ss"
+    return None
+
+
+def _value(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return value.astimezone(timezone.utc).replace(tzinfo=None)
+    if isinstance(value, (date, int, float)) or value is None:
+        return value
+    if hasattr(value, "is_finite"):  # Decimal: openpyxl writes it as a number
+        return value
+    return str(value)
+
+
+def _sheet_name(title: str, taken: set[str]) -> str:
+    base = BAD_SHEET_CHARS.sub(" ", title).strip()[:31] or "Sheet"
+    name, n = base, 2
+    while name.lower() in taken:
+        suffix = f" ({n})"
+        name, n = base[:31 - len(suffix)] + suffix, n + 1
+    taken.add(name.lower())
+    return name
+
+
+def _header(column: crmcore.Column) -> str:
+    label = column.label
+    if column.currency:
+        label += f" ({column.currency})"
+    return label + (" (UTC)" if column.type == "datetime" else "")
+
+
+def render_xlsx(result: crmcore.ReportResult) -> bytes:
+    """The report as an XLSX workbook (bytes)."""
+    book = Workbook()
+    book.remove(book.active)
+    taken: set[str] = set()
+    bold = Font(bold=True)
+    for table in result.tables():
+        sheet = book.create_sheet(_sheet_name(table.title, taken))
+        sheet.append([_header(c) for c in table.columns])
+        for cell in sheet[1]:
+            cell.font = bold
+        formats = [_number_format(c) for c in table.columns]
+        for row in table.rows:
+            sheet.append([_value(v) for v in row])
+            for cell, number_format in zip(sheet[sheet.max_row], formats):
+                if number_format and cell.value is not None:
+                    cell.number_format = number_format
+        for i, column in enumerate(table.columns, 1):
+            sheet.column_dimensions[sheet.cell(1, i).column_letter].width = max(10, min(40, len(_header(column)) + 2))
+        sheet.freeze_panes = "A2"
+    about = book.create_sheet(_sheet_name("About", taken))
+    about.append(["report", result.title])
+    about.append(["as of (UTC)", _value(result.as_of)])
+    for table in result.tables():
+        for note in table.notes:
+            about.append(["note", note])
+    buffer = io.BytesIO()
+    book.save(buffer)
+    return buffer.getvalue()
