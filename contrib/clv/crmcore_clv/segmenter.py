@@ -46,17 +46,17 @@ CENT = Decimal("0.01")
 
 def _in_open_unit(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not 0 < value < 1:
-        raise ValueError(f"{attribute.name} must be between 0 and 1 (exclusive), got {value}")
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {value}", attribute)
 
 
 def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not value > 0:
-        raise ValueError(f"{attribute.name} must be positive, got {value}")
+        raise ValueError(f"must be positive, got {value}", attribute)
 
 
 def _not_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
     if not value >= 0:
-        raise ValueError(f"{attribute.name} must be 0 or more, got {value}")
+        raise ValueError(f"must be 0 or more, got {value}", attribute)
 
 
 @attrs.frozen

@@ -27,12 +27,13 @@ BATCH = 5_000
 
 def _at_least_two(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
     if value is not None and value < 2:
-        raise ValueError(f"{attribute.name} must be at least 2 (k-means needs two clusters), got {value}")
+        # (message, attribute): crmcore names the field in the error.
+        raise ValueError(f"must be at least 2 (k-means needs two clusters), got {value}", attribute)
 
 
 def _not_below_k_min(instance: Any, attribute: attrs.Attribute, value: int) -> None:
     if value < instance.k_min:
-        raise ValueError(f"k_max ({value}) must not be below k_min ({instance.k_min})")
+        raise ValueError(f"{value} must not be below k_min ({instance.k_min})", attribute)
 
 
 @attrs.frozen
@@ -61,9 +62,11 @@ class KMeansSegmenter(crmcore.Segmenter):
     description = "k-means clusters on standardised log R/F/M of won deals, named by their centroids"
     options_type = KMeansOptions
 
-    def cluster(self, ctx: crmcore.SegmentContext, options: KMeansOptions) -> tuple[RFM, Clustering]:
-        """Load R/F/M as of ``ctx.as_of`` and cluster the buyers."""
+    def cluster(self, ctx: crmcore.SegmentContext, options: KMeansOptions) -> tuple[RFM, Clustering | None]:
+        """Load R/F/M as of ``ctx.as_of`` and cluster the buyers (None when nobody bought)."""
         rfm = load_rfm(ctx.conn, ctx.config, ctx.as_of, options.currency)
+        if len(rfm) == 0:
+            return rfm, None  # nothing to cluster: everybody is "No purchases"
         raw = features(rfm.recency_days, rfm.frequency, np.array(rfm.monetary, dtype=float) / MONEY_SCALE)
         distinct = len(np.unique(raw, axis=0)) if len(raw) else 0
         where = f"[segments.{self.name}]"
@@ -73,17 +76,26 @@ class KMeansSegmenter(crmcore.Segmenter):
                     f"{where} k = {options.k} needs at least {options.k} customers with distinct purchase "
                     f"histories; found {distinct} ({len(rfm)} customers with a won deal up to as_of)")
             return rfm, cluster(raw, options.k, options.k_min, options.k_max, options.seed)
-        if distinct < 3:
+        if distinct < 2 or len(rfm) < 3:
             raise crmcore.ConfigError(
-                f"{where} choosing k needs at least 3 customers with distinct purchase histories; found "
-                f"{distinct} ({len(rfm)} customers with a won deal up to as_of); set k or add data")
-        # The silhouette score is defined for 2 <= k <= samples - 1.
-        k_max = min(options.k_max, distinct - 1)
+                f"{where} choosing k needs at least 3 customers with a won deal up to as_of and 2 distinct "
+                f"purchase histories; found {len(rfm)} customers, {distinct} distinct; set k or add data")
+        # The silhouette score is defined for 2 <= k <= samples - 1, and k-means
+        # cannot find more clusters than distinct points.
+        k_max = min(options.k_max, distinct, len(rfm) - 1)
         k_min = min(options.k_min, k_max)
         return rfm, cluster(raw, None, k_min, k_max, options.seed)
 
     def assign(self, ctx: crmcore.SegmentContext, options: KMeansOptions) -> Any:
         rfm, fit = self.cluster(ctx, options)
+        if fit is not None:
+            yield from self._clustered(rfm, fit)
+        for start in range(0, len(rfm.without_purchases), BATCH):
+            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in rfm.without_purchases[start:start + BATCH]]
+
+    @staticmethod
+    def _clustered(rfm: RFM, fit: Clustering) -> Any:
+        """Batches of assignments of the customers who bought."""
         chosen = {"k": fit.k, "silhouettes": {str(k): round(s, 6) for k, s in fit.silhouettes.items()}} \
             if fit.silhouettes else {"k": fit.k}
         for start in range(0, len(rfm), BATCH):
@@ -104,8 +116,6 @@ class KMeansSegmenter(crmcore.Segmenter):
                 batch.append(crmcore.Assignment(int(rfm.customer_id[i]), fit.names[label],
                                                 float(distances[j, label]), details))
             yield batch
-        for start in range(0, len(rfm.without_purchases), BATCH):
-            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in rfm.without_purchases[start:start + BATCH]]
 
     def explain(self, ctx: crmcore.SegmentContext, options: KMeansOptions, membership: Any) -> dict[str, Any]:
         """The customer's R/F/M, standardised log features and distance to every
