@@ -18,3 +18,30 @@ def explain(crm, strategy: str, customer_id: int, as_of, options=None) -> dict:
     opts = segmenter.options_type(**(options or {}))
     with crm.unit(readonly=True) as uow:
         return segmenter.explain(SegmentContext(uow, crm.as_of(as_of)), opts, membership)
+
+
+def simulate_bgnbd(rng, customers: int, r: float, alpha: float, a: float, b: float, weeks: float,
+                   spend: tuple[float, float, float] = (6.0, 4.0, 15.0)) -> list[list[tuple[float, float]]]:
+    """Purchase histories drawn from the BG/NBD and Gamma-Gamma story itself
+    (numpy ``Generator`` ``rng``): per customer a list of (week, value), the
+    first purchase at week 0, observed for ``weeks``.
+
+    lambda ~ Gamma(r, 1/alpha) and p ~ Beta(a, b); purchases arrive at rate
+    lambda, and after each *repeat* purchase the customer drops out with
+    probability p (FHL 2005, assumptions (i)-(v): nobody drops out at the
+    first purchase, which is why x = 0 has likelihood exp(-lambda T)).  Values are Gamma(p_s, nu) with nu ~ Gamma(q, 1/gamma) per customer.
+    """
+    p_s, q, gamma = spend
+    histories = []
+    for _ in range(customers):
+        rate, drop, nu = rng.gamma(r, 1 / alpha), rng.beta(a, b), rng.gamma(q, 1 / gamma)
+        t, purchases = 0.0, [(0.0, rng.gamma(p_s, 1 / nu))]
+        while True:
+            t += rng.exponential(1 / rate)
+            if t > weeks:
+                break
+            purchases.append((t, rng.gamma(p_s, 1 / nu)))
+            if rng.random() < drop:
+                break
+        histories.append(purchases)
+    return histories
