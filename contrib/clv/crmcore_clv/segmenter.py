@@ -143,26 +143,11 @@ class CLVSegmenter(crmcore.Segmenter):
         return fit_history(load_history(ctx.conn, ctx.config, ctx.as_of, options.currency), options)
 
     def assign(self, ctx: crmcore.SegmentContext, options: CLVOptions) -> Any:
-        fitted = self.fit(ctx, options)
-        h = fitted.history
-        segments = segments_for(fitted, options)
-        batch: list[crmcore.Assignment] = []
-        for i, customer_id in enumerate(h.customer_id.tolist()):
-            details = {
-                "x": int(h.x[i]), "t_x": float(h.t_x_days[i] / 7), "T": float(h.T_days[i] / 7),
-                "p_alive": float(fitted.p_alive[i]),
-                "expected_purchases": float(fitted.expected_purchases[i]),
-                "expected_spend": _money(fitted.expected_spend[i]),
-                "clv": _money(fitted.clv[i]),
-                "horizon_weeks": options.horizon_weeks,
-            }
-            batch.append(crmcore.Assignment(customer_id, segments[i], float(fitted.clv[i]), details))
-            if len(batch) == BATCH:
-                yield batch
-                batch = []
-        yield batch
-        for start in range(0, len(h.without_purchases), BATCH):
-            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in h.without_purchases[start:start + BATCH]]
+        history = load_history(ctx.conn, ctx.config, ctx.as_of, options.currency)
+        if len(history):  # nobody bought: nothing to fit, everybody is "No purchases"
+            yield from _scored(fit_history(history, options), options)
+        for start in range(0, len(history.without_purchases), BATCH):
+            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in history.without_purchases[start:start + BATCH]]
 
     def explain(self, ctx: crmcore.SegmentContext, options: CLVOptions, membership: Any) -> dict[str, Any]:
         """The customer's x, t_x, T (weeks), P(alive), expected purchases and CLV
@@ -170,8 +155,29 @@ class CLVSegmenter(crmcore.Segmenter):
         details = dict(membership.get("details") or {})
         segment = membership.get("segment")
         if segment == NO_PURCHASES or not details:
-            return {"segment": segment, "why": f"no won deal up to as_of, so not scored"}
+            return {"segment": segment, "why": "no won deal up to as_of, so not scored"}
         why = {LIKELY_CHURNED: f"P(alive) {details['p_alive']:.3f} < churn_below {options.churn_below}",
                TOP_VALUE: f"CLV {details['clv']} is in the top {options.top_share:.0%} of buyers",
                STANDARD: f"P(alive) >= {options.churn_below} and CLV below the top {options.top_share:.0%}"}
         return {"segment": segment, **details, "why": why.get(segment, "")}
+
+
+def _scored(fitted: Fitted, options: CLVOptions) -> Any:
+    """Batches of assignments of the customers who bought."""
+    h = fitted.history
+    segments = segments_for(fitted, options)
+    batch: list[crmcore.Assignment] = []
+    for i, customer_id in enumerate(h.customer_id.tolist()):
+        details = {
+            "x": int(h.x[i]), "t_x": float(h.t_x_days[i] / 7), "T": float(h.T_days[i] / 7),
+            "p_alive": float(fitted.p_alive[i]),
+            "expected_purchases": float(fitted.expected_purchases[i]),
+            "expected_spend": _money(fitted.expected_spend[i]),
+            "clv": _money(fitted.clv[i]),
+            "horizon_weeks": options.horizon_weeks,
+        }
+        batch.append(crmcore.Assignment(customer_id, segments[i], float(fitted.clv[i]), details))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    yield batch
