@@ -29,7 +29,8 @@ def simulate_bgnbd(rng, customers: int, r: float, alpha: float, a: float, b: flo
     lambda ~ Gamma(r, 1/alpha) and p ~ Beta(a, b); purchases arrive at rate
     lambda, and after each *repeat* purchase the customer drops out with
     probability p (FHL 2005, assumptions (i)-(v): nobody drops out at the
-    first purchase, which is why x = 0 has likelihood exp(-lambda T)).  Values are Gamma(p_s, nu) with nu ~ Gamma(q, 1/gamma) per customer.
+    first purchase, which is why x = 0 has likelihood exp(-lambda T)).
+    Values are Gamma(p_s, nu) with nu ~ Gamma(q, 1/gamma) per customer.
     """
     p_s, q, gamma = spend
     histories = []

@@ -23,12 +23,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-
-from crmcore import CRM, Config, SegmentContext
+from contribtools import explain, ok
 from crmcore_clv import CLVOptions, CLVSegmenter
 from crmcore_clv.segmenter import NO_PURCHASES
 
-from contribtools import explain, ok
+from crmcore import CRM, Config, SegmentContext
 
 CDNOW = Path(__file__).resolve().parent.parent / "data" / "cdnow" / "CDNOW_sample.txt"
 CALIBRATION_END = "1997-09-30"

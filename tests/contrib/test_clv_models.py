@@ -7,12 +7,12 @@ import math
 
 import numpy as np
 import pytest
-
 from contribtools import simulate_bgnbd
-from crmcore import CRMError
 from crmcore_clv import bgnbd, gamma_gamma
 from crmcore_clv.fitting import FitError
 from crmcore_clv.value import discounted_purchases, weekly_rate
+
+from crmcore import CRMError
 
 PUBLISHED = bgnbd.BGNBDParams(r=0.243, alpha=4.414, a=0.793, b=2.426, log_likelihood=float("nan"))
 

@@ -9,14 +9,14 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
-
 from contribtools import explain, ok, simulate_bgnbd
-from crmcore import ConfigError, CRMError, SegmentContext
-from crmcore.testing import SegmenterContract
 from crmcore_clv import CLVSegmenter, bgnbd, gamma_gamma
 from crmcore_clv.segmenter import LIKELY_CHURNED, NO_PURCHASES, STANDARD, TOP_VALUE
 from crmcore_clv.transactions import load_history
 from crmcore_clv.value import discounted_purchases, weekly_rate
+
+from crmcore import ConfigError, CRMError
+from crmcore.testing import SegmenterContract
 
 UTC = timezone.utc
 START = datetime(2025, 1, 6, tzinfo=UTC)

@@ -16,13 +16,13 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
+from contribtools import explain, ok
+from crmcore_kmeans import NO_PURCHASES, KMeansSegmenter
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from contribtools import explain, ok
 from crmcore import ConfigError
 from crmcore.testing import SegmenterContract
-from crmcore_kmeans import NO_PURCHASES, KMeansSegmenter
 
 UTC = timezone.utc
 AS_OF = datetime(2026, 6, 30, 18, 0, tzinfo=UTC)
@@ -118,7 +118,7 @@ def test_clusters_match_sklearn_on_pandas(kmeans_crm):
     # Each customer sits in the nearest centroid; the score is that distance.
     centroid_of = {}
     for label, center in enumerate(reference.cluster_centers_):
-        names = {m["segment"] for m, l in zip(buyers, reference.labels_) if l == label}
+        names = {m["segment"] for m, own in zip(buyers, reference.labels_) if own == label}
         centroid_of[names.pop()] = center
     for member, point in zip(buyers, scaled):
         distances = member["details"]["distances"]

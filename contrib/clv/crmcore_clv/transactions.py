@@ -15,8 +15,23 @@ from typing import Any
 import attrs
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import BigInteger, Date, Integer, Select, and_, case, cast, false, func, literal, null, or_, \
-    select, type_coerce, union_all
+from sqlalchemy import (
+    BigInteger,
+    Date,
+    Integer,
+    Select,
+    and_,
+    case,
+    cast,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement

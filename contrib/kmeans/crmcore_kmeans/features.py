@@ -14,8 +14,21 @@ from typing import Any
 import attrs
 import numpy as np
 from numpy.typing import NDArray
-from sqlalchemy import BigInteger, Integer, Select, and_, cast, false, func, literal, null, or_, select, \
-    type_coerce, union_all
+from sqlalchemy import (
+    BigInteger,
+    Integer,
+    Select,
+    and_,
+    cast,
+    false,
+    func,
+    literal,
+    null,
+    or_,
+    select,
+    type_coerce,
+    union_all,
+)
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
