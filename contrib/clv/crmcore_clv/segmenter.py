@@ -28,10 +28,11 @@ import attrs
 import numpy as np
 
 import crmcore
+from crmcore.store import MONEY_SCALE
 
 from . import bgnbd, gamma_gamma
 from .fitting import FitError
-from .transactions import SCALE, History, load_history
+from .transactions import History, load_history
 from .value import discounted_purchases, weekly_rate
 
 NO_PURCHASES = "No purchases"
@@ -103,7 +104,7 @@ def fit_history(history: History, options: CLVOptions) -> Fitted:
     params = bgnbd.fit(x, t_x, T)
     mean_repeat = np.zeros(len(history))
     repeat = x > 0
-    mean_repeat[repeat] = np.array(history.repeat_total, dtype=float)[repeat] / SCALE / x[repeat]
+    mean_repeat[repeat] = np.array(history.repeat_total, dtype=float)[repeat] / MONEY_SCALE / x[repeat]
     spenders = repeat & (mean_repeat > 0)
     if spenders.sum() < MIN_REPEAT_BUYERS:
         raise FitError(f"clv needs at least {MIN_REPEAT_BUYERS} customers with a repeat purchase to fit "

@@ -37,7 +37,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
 
 import crmcore
-from crmcore.store import MONEY_SCALE, tables, utc_literal
+from crmcore.store import tables, utc_literal
 
 deals = tables.deals
 customers = tables.customers
@@ -147,9 +147,6 @@ def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None =
 
 
 def _as_date(value: Any) -> Any:
-    # SQLite's DATE() is text; the Date type parses it, but MIN/MAX over a
-    # union may hand back the raw string on some drivers.
+    # A date, or the text of SQLite's DATE() should a driver hand that back.
     return np.datetime64(str(value)[:10], "D")
 
-
-SCALE = MONEY_SCALE
