@@ -46,3 +46,15 @@ def simulate_bgnbd(rng, customers: int, r: float, alpha: float, a: float, b: flo
                 break
         histories.append(purchases)
     return histories
+
+
+def bulk_load(crm, customers: int, deals: list[dict]) -> list[int]:
+    """Customers 0..customers-1 and their deals (dicts with ``customer`` as an
+    index) through the public bulk API; returns customer ids by index."""
+    crm.customers.add_many({"name": f"Customer {i}", "external_id": f"c{i}"} for i in range(customers))
+    by_external = {c.external_id: c.id for c in crm.customers.list()}
+    ids = [by_external[f"c{i}"] for i in range(customers)]
+    crm.deals.add_many({"customer_id": ids[d["customer"]], "title": f"Deal {n}", "amount": d["amount"],
+                        "currency": d.get("currency", "USD"), "pipeline": d["pipeline"], "stage": d["stage"],
+                        "closed_at": d["closed_at"]} for n, d in enumerate(deals))
+    return ids

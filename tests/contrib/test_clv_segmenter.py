@@ -9,7 +9,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
-from contribtools import explain, ok, simulate_bgnbd
+from contribtools import bulk_load, explain, ok, simulate_bgnbd
 from crmcore_clv import CLVSegmenter, bgnbd, gamma_gamma
 from crmcore_clv.segmenter import LIKELY_CHURNED, NO_PURCHASES, STANDARD, TOP_VALUE
 from crmcore_clv.transactions import load_history
@@ -55,15 +55,6 @@ def generate(seed: int, customers: int) -> list[dict]:
     return deals
 
 
-def load(crm, customers: int, deals: list[dict]) -> list[int]:
-    with crm.unit():
-        ids = [crm.customers.add(name=f"Customer {i}").id for i in range(customers)]
-        for n, d in enumerate(deals):
-            crm.deals.add(customer_id=ids[d["customer"]], title=f"Deal {n}", amount=d["amount"],
-                          currency=d["currency"], pipeline=d["pipeline"], stage=d["stage"], closed_at=d["closed_at"])
-    return ids
-
-
 def expected_history(deals: list[dict], ids: list[int], as_of: datetime, currency: str | None = None) -> pd.DataFrame:
     """x, t_x, T (weeks) and the mean repeat value per buyer, by pandas, indexed by customer id."""
     frame = pd.DataFrame(deals)
@@ -107,7 +98,7 @@ def clv_crm(crm_factory):
 @pytest.fixture
 def simulated(clv_crm):
     deals = generate(seed=7, customers=400)
-    return deals, load(clv_crm, 400, deals)
+    return deals, bulk_load(clv_crm, 400, deals)
 
 
 def check(crm, run, expected: pd.DataFrame, ids: list[int]) -> None:
@@ -223,7 +214,7 @@ def test_nobody_bought(clv_crm):
 def test_through_the_cli(crm_cli, crm_factory):
     crm = crm_factory(plugins=["clv"])  # the default pipeline: "won" is won
     deals = [d for d in generate(seed=3, customers=150) if d["pipeline"] == "default"]
-    ids = load(crm, 150, deals)
+    ids = bulk_load(crm, 150, deals)
     expected = expected_segments(expected_history(deals, ids, AS_OF), horizon=26)
     out = ok(crm_cli("--as-of", AS_OF.isoformat(), "segment", "run", "clv", "-o", "horizon_weeks=26",
                      plugins="clv"))
@@ -241,7 +232,7 @@ class TestCLVContract(SegmenterContract):
     @pytest.fixture
     def seeded_crm(self, crm_factory):
         crm = crm_factory(plugins=["clv"], config={"pipelines": PIPELINES})
-        load(crm, 60, generate(seed=5, customers=60))
+        bulk_load(crm, 60, generate(seed=5, customers=60))
         return crm
 
 

@@ -16,7 +16,7 @@ from decimal import Decimal
 import numpy as np
 import pandas as pd
 import pytest
-from contribtools import explain, ok
+from contribtools import bulk_load, explain, ok
 from crmcore_kmeans import NO_PURCHASES, KMeansSegmenter
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
@@ -55,15 +55,6 @@ def generate(seed: int, customers: int) -> list[dict]:
     return deals
 
 
-def load(crm, customers: int, deals: list[dict]) -> list[int]:
-    with crm.unit():
-        ids = [crm.customers.add(name=f"Customer {i}").id for i in range(customers)]
-        for n, d in enumerate(deals):
-            crm.deals.add(customer_id=ids[d["customer"]], title=f"Deal {n}", amount=d["amount"], currency="USD",
-                          pipeline=d["pipeline"], stage=d["stage"], closed_at=d["closed_at"])
-    return ids
-
-
 def expected_features(deals: list[dict], ids: list[int], as_of: datetime) -> pd.DataFrame:
     """Independent R/F/M and standardised log features, indexed by customer id (ascending)."""
     frame = pd.DataFrame(deals)
@@ -94,7 +85,7 @@ def kmeans_crm(crm_factory):
 
 def test_clusters_match_sklearn_on_pandas(kmeans_crm):
     deals = generate(seed=11, customers=160)
-    ids = load(kmeans_crm, 160, deals)
+    ids = bulk_load(kmeans_crm, 160, deals)
     expected = expected_features(deals, ids, AS_OF)
     scaled = expected[["z_r", "z_f", "z_m"]].to_numpy()
     reference = KMeans(n_clusters=4, n_init=10, random_state=7).fit(scaled)
@@ -132,7 +123,7 @@ def test_clusters_match_sklearn_on_pandas(kmeans_crm):
 
 def test_k_chosen_by_silhouette(kmeans_crm):
     deals = generate(seed=5, customers=120)
-    ids = load(kmeans_crm, 120, deals)
+    ids = bulk_load(kmeans_crm, 120, deals)
     scaled = expected_features(deals, ids, AS_OF)[["z_r", "z_f", "z_m"]].to_numpy()
     scores = {k: silhouette_score(scaled, KMeans(n_clusters=k, n_init=10, random_state=0).fit(scaled).labels_)
               for k in range(2, 7)}
@@ -146,7 +137,7 @@ def test_k_chosen_by_silhouette(kmeans_crm):
 
 
 def test_same_seed_same_clusters(kmeans_crm):
-    load(kmeans_crm, 80, generate(seed=3, customers=80))
+    bulk_load(kmeans_crm, 80, generate(seed=3, customers=80))
     first = kmeans_crm.segments.run("kmeans", as_of=AS_OF, options={"k": 3, "seed": 42})
     second = kmeans_crm.segments.run("kmeans", as_of=AS_OF, options={"k": 3, "seed": 42})
     assert second.entered == second.left == second.moved == 0
@@ -219,7 +210,7 @@ def test_too_few_customers_to_choose_k(kmeans_crm):
 def test_through_the_cli(crm_cli, crm_factory):
     crm = crm_factory(plugins=["kmeans"], config={"pipelines": PIPELINES})
     deals = generate(seed=2, customers=60)
-    ids = load(crm, 60, deals)
+    ids = bulk_load(crm, 60, deals)
     expected = expected_features(deals, ids, AS_OF)
     reference = KMeans(n_clusters=3, n_init=10, random_state=1).fit(expected[["z_r", "z_f", "z_m"]].to_numpy())
     # The CLI reads its pipelines from crm.toml in the working directory.
@@ -244,7 +235,7 @@ class TestKMeansContract(SegmenterContract):
     @pytest.fixture
     def seeded_crm(self, crm_factory):
         crm = crm_factory(plugins=["kmeans"], config={"pipelines": PIPELINES})
-        load(crm, 30, generate(seed=9, customers=30))
+        bulk_load(crm, 30, generate(seed=9, customers=30))
         return crm
 
 
