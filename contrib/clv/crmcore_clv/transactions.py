@@ -25,12 +25,10 @@ from sqlalchemy import (
     cast,
     false,
     func,
-    literal,
-    null,
+    literal_column,
     or_,
     select,
     type_coerce,
-    union_all,
 )
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
@@ -78,31 +76,41 @@ def purchase_conditions(config: Any, as_of: datetime, currency: str | None) -> l
 
 
 def history_query(config: Any, as_of: datetime, currency: str | None = None) -> Select:
-    """One row per customer (every customer, ordered by id): ``customer_id``,
-    ``first_day``, ``last_day`` (NULL without purchases), ``days`` (days with a
-    purchase), ``repeat_total`` (scaled Money sum of every purchase day but the
-    first).
+    """One row per customer with a purchase, ordered by id: ``customer_id``,
+    ``first_day``, ``last_day``, ``days`` (days with a purchase),
+    ``repeat_total`` (scaled Money sum of every purchase day but the first).
 
-    Shape as in the rfm plugin: (purchase days UNION ALL one empty row per
-    customer) GROUP BY customer, no join, so every database keeps a linear plan.
+    Purchases grouped by (customer, UTC day), numbered per customer by a
+    window, grouped again by customer: no join, so every database keeps a
+    linear plan.  Customers without a purchase are found separately
+    (:func:`customers_without`): a UNION ALL of every customer into this
+    query, as the rfm plugin does, was slower on SQLite (1M customers, 5M
+    deals: 32 s against 16 s).
     """
     amount = type_coerce(deals.c.amount, BigInteger)  # scaled integers add exactly
     day = utc_day(deals.c.closed_at)
-    daily = (select(deals.c.customer_id, day.label("day"), func.sum(amount).label("amount"))
+    # customer_id + 0: SQLite otherwise walks ix_deals_customer_id and fetches
+    # every deal at random (1M customers, 5M deals: 22 s against 16 s).
+    customer = deals.c.customer_id + literal_column("0", Integer)
+    daily = (select(customer.label("customer_id"), day.label("day"), func.sum(amount).label("amount"))
              .where(*purchase_conditions(config, as_of, currency))
-             .group_by(deals.c.customer_id, day).subquery("clv_daily"))
+             .group_by(customer, day).subquery("clv_daily"))
     nth = func.row_number().over(partition_by=daily.c.customer_id, order_by=daily.c.day)
-    rows = union_all(
-        select(daily.c.customer_id, daily.c.day, cast(daily.c.amount, BigInteger).label("amount"),
-               nth.label("nth")),
-        select(customers.c.id, cast(null(), Date), literal(0, BigInteger), literal(0, Integer)),
-    ).subquery("clv_rows")
+    # Cast: PostgreSQL's SUM(bigint) is numeric and MariaDB's SUM is DECIMAL.
+    rows = select(daily.c.customer_id, daily.c.day, cast(daily.c.amount, BigInteger).label("amount"),
+                  nth.label("nth")).subquery("clv_days")
     return (select(rows.c.customer_id,
                    func.min(rows.c.day).label("first_day"),
                    func.max(rows.c.day).label("last_day"),
-                   cast(func.sum(case((rows.c.nth > 0, 1), else_=0)), Integer).label("days"),
+                   cast(func.count(), Integer).label("days"),
                    cast(func.sum(case((rows.c.nth > 1, rows.c.amount), else_=0)), BigInteger).label("repeat_total"))
             .group_by(rows.c.customer_id).order_by(rows.c.customer_id))
+
+
+def customers_without(conn: Any, buyers: NDArray[np.int64]) -> list[int]:
+    """Ids of every customer not in ``buyers`` (sorted), ascending."""
+    everyone = np.fromiter(conn.execute(select(customers.c.id)).scalars(), dtype=np.int64)
+    return np.setdiff1d(everyone, buyers, assume_unique=True).tolist()
 
 
 @attrs.frozen
@@ -123,11 +131,8 @@ class History:
 
 def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None = None) -> History:
     """Run :func:`history_query` and turn its rows into arrays."""
-    ids, first, last, days, totals, none = [], [], [], [], [], []
+    ids, first, last, days, totals = [], [], [], [], []
     for row in conn.execute(history_query(config, as_of, currency)):
-        if not row.days:
-            none.append(row.customer_id)
-            continue
         ids.append(row.customer_id)
         first.append(_as_date(row.first_day))
         last.append(_as_date(row.last_day))
@@ -136,13 +141,14 @@ def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None =
     first_d = np.array(first, dtype="datetime64[D]")
     last_d = np.array(last, dtype="datetime64[D]")
     as_of_day = np.datetime64(as_of.date(), "D")
+    buyers = np.array(ids, dtype=np.int64)
     return History(
-        customer_id=np.array(ids, dtype=np.int64),
+        customer_id=buyers,
         x=np.array(days, dtype=float) - 1,
         t_x_days=(last_d - first_d).astype(float),
         T_days=(as_of_day - first_d).astype(float),
         repeat_total=totals,
-        without_purchases=none,
+        without_purchases=customers_without(conn, buyers),
     )
 
 

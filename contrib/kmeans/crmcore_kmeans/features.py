@@ -22,12 +22,10 @@ from sqlalchemy import (
     cast,
     false,
     func,
-    literal,
-    null,
+    literal_column,
     or_,
     select,
     type_coerce,
-    union_all,
 )
 from sqlalchemy.sql import ColumnElement
 
@@ -47,25 +45,34 @@ def won_condition(pipelines: Any) -> ColumnElement:
 
 
 def rfm_query(config: Any, as_of: datetime, currency: str | None = None) -> Select:
-    """One row per customer, ordered by id: ``customer_id``, ``recency_days``
-    (NULL without purchases), ``frequency`` (0 without), ``monetary`` (scaled).
+    """One row per customer with a purchase, ordered by id: ``customer_id``,
+    ``recency_days``, ``frequency``, ``monetary`` (scaled Money).
 
-    (purchases UNION ALL one empty row per customer) GROUP BY customer: no
-    join, so the plan stays linear on every database (see the rfm plugin).
+    One GROUP BY over the purchases, no join.  Customers without a purchase
+    are found separately (:func:`customers_without`): a UNION ALL of every
+    customer into this query, as the rfm plugin does, was slower on SQLite
+    (12.8 s against 6.5-11 s on 1M customers and 5M deals).
     """
     conditions = [won_condition(config.pipelines), deals.c.closed_at <= utc_literal(as_of)]
     if currency is not None:
         conditions.append(deals.c.currency == currency)
-    rows = union_all(
-        select(deals.c.customer_id, deals.c.closed_at, type_coerce(deals.c.amount, BigInteger).label("amount"),
-               literal(1, Integer).label("bought")).where(*conditions),
-        select(customers.c.id, null(), literal(0, BigInteger), literal(0, Integer)),
-    ).subquery("kmeans_rows")
-    return (select(rows.c.customer_id,
-                   days_between(func.max(rows.c.closed_at), utc_literal(as_of)).label("recency_days"),
-                   cast(func.sum(rows.c.bought), Integer).label("frequency"),
-                   cast(func.sum(rows.c.amount), BigInteger).label("monetary"))
-            .group_by(rows.c.customer_id).order_by(rows.c.customer_id))
+    amount = type_coerce(deals.c.amount, BigInteger)  # scaled integers add exactly
+    # Grouping by customer_id + 0, not customer_id: SQLite otherwise walks
+    # ix_deals_customer_id and fetches every deal at random (1M customers, 5M
+    # deals: 24 s against 6.5-11 s for a plain scan and sort).
+    customer = (deals.c.customer_id + literal_column("0", Integer)).label("customer_id")
+    # Casts: PostgreSQL's SUM(bigint) is numeric and MariaDB's SUM is DECIMAL.
+    return (select(customer,
+                   days_between(func.max(deals.c.closed_at), utc_literal(as_of)).label("recency_days"),
+                   cast(func.count(), Integer).label("frequency"),
+                   cast(func.sum(amount), BigInteger).label("monetary"))
+            .where(*conditions).group_by(customer.element).order_by(customer.element))
+
+
+def customers_without(conn: Any, buyers: NDArray[np.int64]) -> list[int]:
+    """Ids of every customer not in ``buyers`` (sorted), ascending."""
+    everyone = np.fromiter(conn.execute(select(customers.c.id)).scalars(), dtype=np.int64)
+    return np.setdiff1d(everyone, buyers, assume_unique=True).tolist()
 
 
 @attrs.frozen
@@ -83,14 +90,13 @@ class RFM:
 
 
 def load_rfm(conn: Any, config: Any, as_of: datetime, currency: str | None = None) -> RFM:
-    ids, recency, frequency, monetary, none = [], [], [], [], []
+    """Run :func:`rfm_query` and turn its rows into arrays."""
+    ids, recency, frequency, monetary = [], [], [], []
     for row in conn.execute(rfm_query(config, as_of, currency)):
-        if not row.frequency:
-            none.append(row.customer_id)
-            continue
         ids.append(row.customer_id)
         recency.append(float(row.recency_days))
         frequency.append(row.frequency)
         monetary.append(int(row.monetary))
-    return RFM(np.array(ids, dtype=np.int64), np.array(recency, dtype=float),
-               np.array(frequency, dtype=float), monetary, none)
+    buyers = np.array(ids, dtype=np.int64)
+    return RFM(buyers, np.array(recency, dtype=float), np.array(frequency, dtype=float), monetary,
+               customers_without(conn, buyers))
