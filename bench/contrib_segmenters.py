@@ -1,0 +1,180 @@
+"""Benchmark: `kmeans` and `clv` segmenter runs against pandas + scikit-learn/scipy.
+
+    .venv/bin/python bench/contrib_segmenters.py                       # the 1M-customer database
+    .venv/bin/python bench/contrib_segmenters.py --customers 10000 --deals 50000
+    .venv/bin/python bench/contrib_segmenters.py --only clv
+
+Uses the shared benchmark database bench/.cache/big-<customers>-<deals>.sqlite
+(built by bench/bigdb.py; this script does not build it).  For each strategy,
+in one run of this script, two child processes each do the whole job on that
+file and report their wall time and peak RSS:
+
+(a) ours: ``crm.segments.run(name, as_of=AS_OF, options=...)`` -- features in
+    SQL, the model, every membership (with its JSON details) stored, the run
+    recorded and diffed.  The run is deleted again afterwards, outside the clock.
+(b) baseline, the obvious way: ``pandas.read_sql`` of the won deals, pandas
+    groupby for the features, scikit-learn ``KMeans`` (same k, seed and
+    n_init) or the same scipy maximum-likelihood fits (crmcore_clv's model
+    functions: the model costs the same either way, so the comparison is data
+    access and storage), then ``(customer_id, segment)`` for every customer
+    written with sqlite3 ``executemany`` into a scratch table (dropped after).
+
+It then checks that both produced the same segment sizes and prints both
+times, the ratio and peak memory.  Timings are for this machine and its load
+at the time; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import sqlite3
+import subprocess
+import sys
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+AS_OF = datetime(2026, 6, 30, 23, 59, 59, tzinfo=timezone.utc)
+OPTIONS = {"kmeans": {"k": 4, "seed": 0}, "clv": {}}
+
+
+def db_path(customers: int, deals: int) -> Path:
+    return HERE / ".cache" / f"big-{customers}-{deals}.sqlite"
+
+
+# -- (a) ours ------------------------------------------------------------------------
+
+def run_ours(path: Path, strategy: str) -> dict:
+    from crmcore import CRM, Config
+
+    crm = CRM.open(config=Config.from_mapping({"database_url": f"sqlite:///{path}", "plugins": [strategy]}))
+    started = time.perf_counter()
+    run = crm.segments.run(strategy, as_of=AS_OF, options=OPTIONS[strategy])
+    seconds = time.perf_counter() - started
+    crm.close()
+    with sqlite3.connect(path) as con:  # leave the shared file as it was
+        con.execute("PRAGMA foreign_keys = ON")
+        con.execute("DELETE FROM segment_memberships WHERE run_id = ?", (run.id,))
+        con.execute("DELETE FROM segment_runs WHERE id = ?", (run.id,))
+    return {"seconds": seconds, "counts": run.counts}
+
+
+# -- (b) baseline --------------------------------------------------------------------
+
+def won_deals(con: sqlite3.Connection):
+    import pandas as pd
+
+    # SQLAlchemy's text form of AS_OF, compared as text like the stored values.
+    as_of = AS_OF.replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+    frame = pd.read_sql("SELECT customer_id, closed_at, amount FROM deals WHERE stage = 'won' AND closed_at <= ?",
+                        con, params=[as_of])
+    frame["amount"] = frame["amount"] / 10_000  # Money is stored scaled
+    return frame
+
+
+def baseline_kmeans(con: sqlite3.Connection) -> dict[int, str]:
+    import numpy as np
+    import pandas as pd
+    from sklearn.cluster import KMeans
+    from sklearn.preprocessing import StandardScaler
+
+    frame = won_deals(con)
+    frame["closed_at"] = pd.to_datetime(frame["closed_at"], format="ISO8601", utc=True)
+    rfm = frame.groupby("customer_id").agg(last=("closed_at", "max"), f=("amount", "size"), m=("amount", "sum"))
+    recency = (pd.Timestamp(AS_OF) - rfm["last"]).dt.total_seconds() / 86400
+    scaled = StandardScaler().fit_transform(np.log1p(np.column_stack([recency, rfm["f"], rfm["m"]])))
+    labels = KMeans(n_clusters=OPTIONS["kmeans"]["k"], n_init=10, random_state=OPTIONS["kmeans"]["seed"]).fit(
+        scaled).labels_
+    return dict(zip(rfm.index.tolist(), [f"cluster {n}" for n in labels]))
+
+
+def baseline_clv(con: sqlite3.Connection) -> dict[int, str]:
+    import numpy as np
+    import pandas as pd
+    from crmcore_clv import bgnbd, gamma_gamma
+    from crmcore_clv.value import discounted_purchases, weekly_rate
+
+    frame = won_deals(con)
+    frame["day"] = pd.to_datetime(frame["closed_at"].str[:10])
+    days = frame.groupby(["customer_id", "day"], sort=True)["amount"].sum().reset_index()
+    per = days.groupby("customer_id").agg(first=("day", "min"), last=("day", "max"), n=("day", "size"),
+                                          total=("amount", "sum"), first_amount=("amount", "first"))
+    x = (per["n"] - 1).to_numpy(float)
+    t_x = (per["last"] - per["first"]).dt.days.to_numpy(float) / 7
+    T = (pd.Timestamp(AS_OF.date()) - per["first"]).dt.days.to_numpy(float) / 7
+    m = np.where(x > 0, (per["total"] - per["first_amount"]).to_numpy() / np.maximum(x, 1), 0.0)
+    params = bgnbd.fit(x, t_x, T)
+    spend = gamma_gamma.fit(x[(x > 0) & (m > 0)], m[(x > 0) & (m > 0)])
+    p_alive = bgnbd.probability_alive(params, x, t_x, T)
+    clv = gamma_gamma.expected_spend(spend, x, m) * discounted_purchases(params, 52, weekly_rate(0.1, "year"),
+                                                                        x, t_x, T)
+    higher = pd.Series(clv).rank(ascending=False, method="min").to_numpy() - 1
+    segment = np.where(p_alive < 0.3, "Likely churned", np.where(higher < 0.2 * len(clv), "Top value", "Standard"))
+    return dict(zip(per.index.tolist(), segment.tolist()))
+
+
+def run_baseline(path: Path, strategy: str) -> dict:
+    # Imported before the clock starts, as ours are (by loading the plugin).
+    import crmcore_clv  # noqa: F401
+    import pandas  # noqa: F401
+    import sklearn.cluster  # noqa: F401
+
+    started = time.perf_counter()
+    con = sqlite3.connect(path)
+    segments = (baseline_kmeans if strategy == "kmeans" else baseline_clv)(con)
+    ids = [row[0] for row in con.execute("SELECT id FROM customers")]
+    con.execute("CREATE TABLE bench_memberships (customer_id INTEGER PRIMARY KEY, segment TEXT NOT NULL)")
+    con.executemany("INSERT INTO bench_memberships VALUES (?, ?)",
+                    ((cid, segments.get(cid, "No purchases")) for cid in ids))
+    con.commit()
+    seconds = time.perf_counter() - started
+    counts = dict(con.execute("SELECT segment, COUNT(*) FROM bench_memberships GROUP BY segment").fetchall())
+    con.execute("DROP TABLE bench_memberships")
+    con.close()
+    return {"seconds": seconds, "counts": counts}
+
+
+# -- driver --------------------------------------------------------------------------
+
+def child(path: Path, strategy: str, which: str) -> None:
+    result = (run_ours if which == "ours" else run_baseline)(path, strategy)
+    result["peak_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(json.dumps(result))
+
+
+def measure(path: Path, strategy: str, which: str) -> dict:
+    out = subprocess.run([sys.executable, __file__, "--child", which, "--strategy", strategy, "--db", str(path)],
+                         check=True, capture_output=True, text=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=1_000_000)
+    parser.add_argument("--deals", type=int, default=5_000_000)
+    parser.add_argument("--db", type=Path, help="Database file (default: the bench/.cache file for the sizes).")
+    parser.add_argument("--only", choices=sorted(OPTIONS))
+    parser.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
+    parser.add_argument("--strategy", choices=sorted(OPTIONS), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    path = args.db or db_path(args.customers, args.deals)
+    if args.child:
+        child(path, args.strategy, args.child)
+        return
+    if not path.exists():
+        sys.exit(f"{path} does not exist: build it with bench/bigdb.py")
+    print(f"database: {path}")
+    for strategy in [args.only] if args.only else sorted(OPTIONS):
+        ours, base = measure(path, strategy, "ours"), measure(path, strategy, "baseline")
+        sizes = sorted(ours["counts"].values()) == sorted(base["counts"].values())
+        print(f"{strategy} {OPTIONS[strategy]}:")
+        print(f"  ours      {ours['seconds']:8.2f} s  peak {ours['peak_mb']:7.0f} MB  {ours['counts']}")
+        print(f"  baseline  {base['seconds']:8.2f} s  peak {base['peak_mb']:7.0f} MB  {base['counts']}")
+        print(f"  ratio ours/baseline {ours['seconds'] / base['seconds']:.2f}; same segment sizes: {sizes}")
+
+
+if __name__ == "__main__":
+    main()

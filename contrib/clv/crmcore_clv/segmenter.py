@@ -1,0 +1,184 @@
+"""The ``clv`` segmenter: BG/NBD + Gamma-Gamma fitted to the CRM's won deals.
+
+Every run fits both models afresh on the purchases up to ``as_of`` (time in
+weeks, same-day purchases merged; see :mod:`crmcore_clv.transactions`), then
+scores every customer who bought:
+
+* ``p_alive``: probability the customer is still active (BG/NBD),
+* ``expected_purchases``: purchases expected in the next ``horizon_weeks``,
+* ``expected_spend``: expected value per purchase (Gamma-Gamma),
+* ``clv``: discounted expected value over the horizon (:mod:`crmcore_clv.value`).
+
+Segments, in this order of precedence:
+
+1. ``"No purchases"``: no won deal up to ``as_of`` (not scored);
+2. ``"Likely churned"``: ``p_alive < churn_below`` (default 0.3);
+3. ``"Top value"``: CLV among the top ``top_share`` (default 20%) of buyers:
+   fewer than ``top_share * buyers`` buyers have a strictly higher CLV
+   (equal values share the segment);
+4. ``"Standard"``: everybody else.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any, Literal
+
+import attrs
+import numpy as np
+
+import crmcore
+from crmcore.store import MONEY_SCALE
+
+from . import bgnbd, gamma_gamma
+from .fitting import FitError
+from .transactions import History, load_history
+from .value import discounted_purchases, weekly_rate
+
+NO_PURCHASES = "No purchases"
+LIKELY_CHURNED = "Likely churned"
+TOP_VALUE = "Top value"
+STANDARD = "Standard"
+MIN_BUYERS = 5          # BG/NBD has four parameters
+MIN_REPEAT_BUYERS = 4   # Gamma-Gamma has three
+BATCH = 5_000
+CENT = Decimal("0.01")
+
+
+def _in_open_unit(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not 0 < value < 1:
+        raise ValueError(f"must be between 0 and 1 (exclusive), got {value}", attribute)
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value > 0:
+        raise ValueError(f"must be positive, got {value}", attribute)
+
+
+def _not_negative(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if not value >= 0:
+        raise ValueError(f"must be 0 or more, got {value}", attribute)
+
+
+@attrs.frozen
+class CLVOptions:
+    """Options of the ``clv`` segmenter (``[segments.clv]`` in crm.toml).
+
+    :ivar horizon_weeks: weeks ahead for expected purchases and CLV.
+    :ivar discount_rate: the discount rate per ``discount_period``
+        (0.10 = 10%); converted to a weekly rate by compounding.
+    :ivar discount_period: ``"year"`` (annual rate) or ``"month"`` (monthly rate).
+    :ivar top_share: share of buyers, by CLV, in ``"Top value"``.
+    :ivar churn_below: P(alive) under which a buyer is ``"Likely churned"``.
+    :ivar currency: only deals in this currency count (None: all, summed as they are).
+    """
+
+    horizon_weeks: int = attrs.field(default=52, validator=_positive)
+    discount_rate: float = attrs.field(default=0.10, validator=_not_negative)
+    discount_period: Literal["year", "month"] = "year"
+    top_share: float = attrs.field(default=0.2, validator=_in_open_unit)
+    churn_below: float = attrs.field(default=0.3, validator=_in_open_unit)
+    currency: str | None = crmcore.currency_option()
+
+
+@attrs.frozen
+class Fitted:
+    """Both models fitted on one history, and each buyer's predictions."""
+
+    history: History
+    bgnbd: bgnbd.BGNBDParams
+    spend: gamma_gamma.GammaGammaParams
+    p_alive: np.ndarray
+    expected_purchases: np.ndarray
+    expected_spend: np.ndarray
+    clv: np.ndarray
+
+
+def fit_history(history: History, options: CLVOptions) -> Fitted:
+    """Fit BG/NBD (all buyers) and Gamma-Gamma (buyers with x > 0 and a positive
+    mean repeat value, per FHL "RFM and CLV"), then predict for every buyer."""
+    if len(history) < MIN_BUYERS:
+        raise FitError(f"clv needs at least {MIN_BUYERS} customers with a purchase to fit BG/NBD; "
+                       f"found {len(history)}")
+    x, t_x, T = history.x, history.t_x_days / 7, history.T_days / 7
+    params = bgnbd.fit(x, t_x, T)
+    mean_repeat = np.zeros(len(history))
+    repeat = x > 0
+    mean_repeat[repeat] = np.array(history.repeat_total, dtype=float)[repeat] / MONEY_SCALE / x[repeat]
+    spenders = repeat & (mean_repeat > 0)
+    if spenders.sum() < MIN_REPEAT_BUYERS:
+        raise FitError(f"clv needs at least {MIN_REPEAT_BUYERS} customers with a repeat purchase to fit "
+                       f"Gamma-Gamma; found {int(spenders.sum())}")
+    spend = gamma_gamma.fit(x[spenders], mean_repeat[spenders])
+    p_alive = bgnbd.probability_alive(params, x, t_x, T)
+    purchases = bgnbd.expected_purchases(params, options.horizon_weeks, x, t_x, T)
+    expected_spend = gamma_gamma.expected_spend(spend, x, mean_repeat)
+    rate = weekly_rate(options.discount_rate, options.discount_period)
+    clv = expected_spend * discounted_purchases(params, options.horizon_weeks, rate, x, t_x, T)
+    return Fitted(history, params, spend, p_alive, purchases, expected_spend, clv)
+
+
+def segments_for(fitted: Fitted, options: CLVOptions) -> np.ndarray:
+    """The segment of each buyer (see the module docstring for the rules)."""
+    clv = fitted.clv
+    # Buyers with a strictly higher CLV: position of the value in the ascending order.
+    higher = len(clv) - np.searchsorted(np.sort(clv), clv, side="right")
+    segment = np.where(higher < options.top_share * len(clv), TOP_VALUE, STANDARD).astype(object)
+    segment[fitted.p_alive < options.churn_below] = LIKELY_CHURNED
+    return segment
+
+
+def _money(value: float) -> str:
+    return str(Decimal(repr(float(value))).quantize(CENT))
+
+
+class CLVSegmenter(crmcore.Segmenter):
+    """Predicted value (BG/NBD + Gamma-Gamma) and likely churn."""
+
+    name = "clv"
+    description = "Predicted CLV and P(alive) (BG/NBD + Gamma-Gamma on won deals): top value, likely churned"
+    options_type = CLVOptions
+
+    def fit(self, ctx: crmcore.SegmentContext, options: CLVOptions) -> Fitted:
+        """Load the purchase history as of ``ctx.as_of`` and fit both models."""
+        return fit_history(load_history(ctx.conn, ctx.config, ctx.as_of, options.currency), options)
+
+    def assign(self, ctx: crmcore.SegmentContext, options: CLVOptions) -> Any:
+        history = load_history(ctx.conn, ctx.config, ctx.as_of, options.currency)
+        if len(history):  # nobody bought: nothing to fit, everybody is "No purchases"
+            yield from _scored(fit_history(history, options), options)
+        for start in range(0, len(history.without_purchases), BATCH):
+            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in history.without_purchases[start:start + BATCH]]
+
+    def explain(self, ctx: crmcore.SegmentContext, options: CLVOptions, membership: Any) -> dict[str, Any]:
+        """The customer's x, t_x, T (weeks), P(alive), expected purchases and CLV
+        from the run, and the rule that placed them."""
+        details = dict(membership.get("details") or {})
+        segment = membership.get("segment")
+        if segment == NO_PURCHASES or not details:
+            return {"segment": segment, "why": "no won deal up to as_of, so not scored"}
+        why = {LIKELY_CHURNED: f"P(alive) {details['p_alive']:.3f} < churn_below {options.churn_below}",
+               TOP_VALUE: f"CLV {details['clv']} is in the top {options.top_share:.0%} of buyers",
+               STANDARD: f"P(alive) >= {options.churn_below} and CLV below the top {options.top_share:.0%}"}
+        return {"segment": segment, **details, "why": why.get(segment, "")}
+
+
+def _scored(fitted: Fitted, options: CLVOptions) -> Any:
+    """Batches of assignments of the customers who bought."""
+    h = fitted.history
+    segments = segments_for(fitted, options)
+    batch: list[crmcore.Assignment] = []
+    for i, customer_id in enumerate(h.customer_id.tolist()):
+        details = {
+            "x": int(h.x[i]), "t_x": float(h.t_x_days[i] / 7), "T": float(h.T_days[i] / 7),
+            "p_alive": float(fitted.p_alive[i]),
+            "expected_purchases": float(fitted.expected_purchases[i]),
+            "expected_spend": _money(fitted.expected_spend[i]),
+            "clv": _money(fitted.clv[i]),
+            "horizon_weeks": options.horizon_weeks,
+        }
+        batch.append(crmcore.Assignment(customer_id, segments[i], float(fitted.clv[i]), details))
+        if len(batch) == BATCH:
+            yield batch
+            batch = []
+    yield batch
