@@ -8,9 +8,11 @@ import crmcore
 
 from .console import ConsoleChannel
 from .jsonl import FileChannel
+from .smtp import SmtpChannel
 
 
 @crmcore.hookimpl
 def register_channels(register: Any) -> None:
     register(ConsoleChannel())
     register(FileChannel())
+    register(SmtpChannel())
