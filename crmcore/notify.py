@@ -161,7 +161,7 @@ class DispatchResult:
     suppressed: int = 0
     deferred: int = 0
 
-    def __add__(self, other: "DispatchResult") -> "DispatchResult":
+    def __add__(self, other: DispatchResult) -> DispatchResult:
         return DispatchResult(**{k: getattr(self, k) + getattr(other, k) for k in attrs.fields_dict(DispatchResult)})
 
     @property
@@ -172,7 +172,7 @@ class DispatchResult:
 class Outbox:
     """Enqueueing inside a unit of work (``uow.outbox``)."""
 
-    def __init__(self, uow: "UnitOfWork"):
+    def __init__(self, uow: UnitOfWork):
         self.uow = uow
 
     def enqueue(self, channel: str, *, customer_id: int | None = None, recipient: str | None = None,
@@ -247,7 +247,7 @@ class _Claimed:
 class NotifyEngine:
     """``crm.notify``: channels, enqueueing, dispatching and the outbox."""
 
-    def __init__(self, crm: "CRM"):
+    def __init__(self, crm: CRM):
         self.crm = crm
         self.registry: Registry[Channel] = Registry("channel")
         self._pacers: dict[str, Pacer] = {}

@@ -20,7 +20,8 @@ import re
 import threading
 import time
 from collections.abc import Mapping
-from datetime import datetime, time as clock_time, timedelta, timezone
+from datetime import UTC, datetime, timedelta
+from datetime import time as clock_time
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -55,7 +56,7 @@ class QuietHours:
         if crosses_midnight and minute >= self.start:
             end_day += timedelta(days=1)
         end = datetime.combine(end_day, self.end, tzinfo=self.zone)
-        return end.astimezone(timezone.utc)
+        return end.astimezone(UTC)
 
 
 @attrs.frozen
