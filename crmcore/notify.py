@@ -387,17 +387,20 @@ class NotifyEngine:
                                  r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
                 for r in rows]
 
-    def _start(self, claimed: _Claimed, now: datetime) -> bool:
+    def _start(self, claimed: _Claimed, now: datetime, conn: Any = None) -> bool:
         """Mark a claimed message ``sending`` (committed before the network call).
 
         False if the claim was lost (it expired and another dispatcher took it).
         """
         message = claimed.message
+        statement = update(outbox).where(
+            outbox.c.id == message.id, outbox.c.status == "claimed", outbox.c.claimed_by == claimed.token).values(
+            status="sending", attempts=message.attempts, claimed_at=now, last_attempt_at=now,
+            recipient=message.recipient)
+        if conn is not None:
+            return bool(conn.execute(statement).rowcount)
         with self.crm.unit() as uow:
-            return bool(uow.conn.execute(update(outbox).where(
-                outbox.c.id == message.id, outbox.c.status == "claimed", outbox.c.claimed_by == claimed.token).values(
-                status="sending", attempts=message.attempts, claimed_at=now, last_attempt_at=now,
-                recipient=message.recipient)).rowcount)
+            return bool(uow.conn.execute(statement).rowcount)
 
     def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending") -> str:
         """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
@@ -411,18 +414,20 @@ class NotifyEngine:
         return "retried"
 
     def _finish(self, claimed: _Claimed, status: str, now: datetime, error: str | None = None,
-                from_status: str = "sending", **values: Any) -> bool:
+                from_status: str = "sending", conn: Any = None, **values: Any) -> bool:
         """Record the outcome, if this dispatcher still holds the message."""
         if status == "sent":
             values["sent_at"] = now
         message = claimed.message
+        # The token identifies this claim: if the lease ran out and another
+        # dispatcher took the message, its result is the one that stands.
+        statement = update(outbox).where(
+            outbox.c.id == message.id, outbox.c.status == from_status, outbox.c.claimed_by == claimed.token).values(
+            status=status, last_error=error, claimed_at=None, claimed_by=None, **values)
+        if conn is not None:
+            return bool(conn.execute(statement).rowcount)
         with self.crm.unit() as uow:
-            # The token identifies this claim: if the lease ran out and another
-            # dispatcher took the message, its result is the one that stands.
-            return bool(uow.conn.execute(update(outbox).where(
-                outbox.c.id == message.id, outbox.c.status == from_status,
-                outbox.c.claimed_by == claimed.token).values(
-                status=status, last_error=error, claimed_at=None, claimed_by=None, **values)).rowcount)
+            return bool(uow.conn.execute(statement).rowcount)
 
     def release(self, claims: list[_Claimed], reason: str | None, now: datetime,
                 next_attempt_at: datetime | None = None) -> int:
@@ -443,19 +448,29 @@ class NotifyEngine:
                     **values)).rowcount
         return released
 
-    def _check_now(self, message: Message, channel: Channel) -> tuple[Message, str | None, str | None]:
+    def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
+        """The consent flags and addresses of the customers a claim round needs
+        (marketing messages, messages without a recipient): one query per round."""
+        wanted = {c.message.customer_id for c in claims if c.message.customer_id is not None
+                  and (c.message.purpose == "marketing" or c.message.recipient is None)}
+        if not wanted:
+            return {}
+        customers = tables.customers
+        query = select(customers.c.id, customers.c.email, customers.c.phone, customers.c.consent_marketing,
+                       customers.c.consent_email, customers.c.consent_sms).where(customers.c.id.in_(wanted))
+        with self.crm.unit(readonly=True) as uow:
+            return {row.id: row for row in uow.conn.execute(query)}
+
+    @staticmethod
+    def _check_now(message: Message, channel: Channel, customer: Any) -> tuple[Message, str | None, str | None]:
         """Re-check consent (it may have been withdrawn) and fill a missing address
         (a requeued message may have died for lack of one).  Returns the message,
         a consent refusal and a missing-address reason."""
-        needs_address = message.recipient is None and channel.address is not None
-        if message.customer_id is None or (message.purpose != "marketing" and not needs_address):
-            return message, None, None
-        with self.crm.unit(readonly=True) as uow:
-            customer = uow.customers.find(id=message.customer_id)
-        if needs_address and customer is not None and getattr(customer, channel.address):
+        if message.recipient is None and channel.address is not None and customer is not None \
+                and getattr(customer, channel.address):
             message = attrs.evolve(message, recipient=getattr(customer, channel.address))
         missing = f"customer {message.customer_id} has no {channel.address}" if message.recipient is None \
-            and channel.address else None
+            and channel.address and message.customer_id is not None else None
         return message, consent_refusal(customer, channel, message.purpose), missing
 
     # -- reading / maintenance ---------------------------------------------
@@ -510,7 +525,13 @@ class _Budget:
 
 class _Worker:
     """One dispatcher thread: claims rounds of messages and delivers them through
-    channels it opens once (and closes at the end)."""
+    channels it opens once (and closes at the end).
+
+    One commit per message: a sent message's outcome is committed in the same
+    transaction that marks the next message ``sending`` (both before the next
+    network call), unless the channel is rate limited (then the outcome is
+    committed at once rather than held during the wait).
+    """
 
     def __init__(self, engine: NotifyEngine, clock: Any, channel: str | None, budget: _Budget,
                  stop: threading.Event | None):
@@ -520,6 +541,7 @@ class _Worker:
         self.opened: dict[str, tuple[Channel, Any]] = {}
         self.broken: dict[str, BaseException] = {}  # channels that could not open, or went down
         self.failures_in_a_row: Counter[str] = Counter()
+        self.unrecorded: tuple[_Claimed, Delivered, datetime] | None = None  # sent, outcome not committed yet
 
     def run(self) -> DispatchResult:
         try:
@@ -533,22 +555,26 @@ class _Worker:
                     break
                 self._deliver_all(claims)
         finally:
+            self._record_sent()
             for chan, _ in self.opened.values():
                 chan.close()
         return DispatchResult(**self.counts)
 
     def _deliver_all(self, claims: list[_Claimed]) -> None:
+        customers = self.engine._customers_of(claims)
         for index, claimed in enumerate(claims):
             if self.stop.is_set():
+                self._record_sent()
                 rest = claims[index:]
                 self.engine.release(rest, None, self.clock())
                 self.counts["deferred"] += len(rest)
                 return
-            self._deliver(claimed)
+            self._deliver(claimed, customers.get(claimed.message.customer_id))
 
-    def _deliver(self, claimed: _Claimed) -> None:
+    def _deliver(self, claimed: _Claimed, customer: Any) -> None:
         engine, now, message = self.engine, self.clock(), claimed.message
         if message.channel not in engine.registry:
+            self._record_sent()
             engine._finish(claimed, "dead", now, error=f"channel {message.channel!r} is not enabled",
                            from_status="claimed", attempts=message.attempts)
             self.counts["dead"] += 1
@@ -557,17 +583,19 @@ class _Worker:
         if opened is None:
             return
         channel, options = opened
-        message, refusal, missing = engine._check_now(message, channel)
+        message, refusal, missing = engine._check_now(message, channel, customer)
         claimed.message = message
         if refusal or missing:
+            self._record_sent()
             engine._finish(claimed, "suppressed" if refusal else "dead", now, error=refusal or missing,
                            from_status="claimed", recipient=message.recipient)
             self.counts["suppressed" if refusal else "dead"] += 1
             return
         pacer = engine.pacer(channel.name)
         if pacer is not None:
+            self._record_sent()
             pacer.wait_turn(self.stop.wait)
-        if not engine._start(claimed, self.clock()):
+        if not self._start(claimed):
             return  # the claim expired and another dispatcher has the message
         try:
             outcome = channel.send(message, options)
@@ -575,10 +603,22 @@ class _Worker:
             self._failed(claimed, exc)
             return
         self.failures_in_a_row[channel.name] = 0
-        delivered = outcome if isinstance(outcome, Delivered) else Delivered(outcome)
-        engine._finish(claimed, "sent", self.clock(), provider_id=delivered.provider_id,
-                       delivery=dict(delivered.details) or None)
+        self.unrecorded = (claimed, outcome if isinstance(outcome, Delivered) else Delivered(outcome), self.clock())
         self.counts["sent"] += 1
+
+    def _start(self, claimed: _Claimed) -> bool:
+        """Commit the previous message's outcome and this one's ``sending`` mark together."""
+        with self.engine.crm.unit() as uow:
+            self._record_sent(uow.conn)
+            return self.engine._start(claimed, self.clock(), uow.conn)
+
+    def _record_sent(self, conn: Any = None) -> None:
+        if self.unrecorded is None:
+            return
+        claimed, delivered, at = self.unrecorded
+        self.unrecorded = None
+        self.engine._finish(claimed, "sent", at, provider_id=delivered.provider_id,
+                            delivery=dict(delivered.details) or None, conn=conn)
 
     def _open(self, claimed: _Claimed) -> tuple[Channel, Any] | None:
         """The channel, opened once for this worker; None if the message was settled
@@ -598,6 +638,7 @@ class _Worker:
             else:
                 self.opened[name] = (channel, options)
                 return self.opened[name]
+        self._record_sent()
         error = self.broken[name]
         if isinstance(error, PermanentError):
             self.counts[self.engine._failed(claimed, error, self.clock(), from_status="claimed")] += 1
@@ -609,6 +650,7 @@ class _Worker:
         return None
 
     def _failed(self, claimed: _Claimed, exc: BaseException) -> None:
+        self._record_sent()
         name = claimed.message.channel
         self.counts[self.engine._failed(claimed, exc, self.clock())] += 1
         if isinstance(exc, PermanentError):

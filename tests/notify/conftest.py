@@ -17,6 +17,7 @@ Use these from another test module in this directory simply by naming them.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import socket
 import ssl
@@ -45,14 +46,39 @@ def free_port() -> int:
 
 
 class Recorder:
-    """aiosmtpd handler: keeps every accepted message (thread-safe)."""
+    """aiosmtpd handler: keeps every accepted message (thread-safe).
+
+    ``hang_after(n)``: once ``n`` messages are accepted, the next ``MAIL FROM``
+    gets no answer and ``tripped`` is set, so a test can stop the server at a
+    known point: between two messages, every accepted one acknowledged.
+    ``delay``: seconds to wait before accepting each message (a slow server).
+    """
 
     def __init__(self) -> None:
+        self.hang_at: int | None = None
+        self.tripped = threading.Event()
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.envelopes: list[tuple[str, list[str], bytes]] = []
         self.peers: list[Any] = []  # the client's (address, port) per message: one per connection
 
+    def hang_after(self, count: int | None) -> None:
+        self.hang_at = count
+        self.tripped.clear()
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:
+        with self.lock:
+            hang = self.hang_at is not None and len(self.envelopes) >= self.hang_at
+        if hang:
+            self.tripped.set()
+            await asyncio.sleep(3600)  # cancelled when the test stops the server
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
                                    or envelope.content))
