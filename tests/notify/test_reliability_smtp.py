@@ -12,13 +12,12 @@ not accept; after recovery every message is delivered; none twice.
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from collections import Counter
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -60,7 +59,7 @@ def wait_until(condition, what: str) -> None:
 
 
 def test_server_stops_mid_batch_then_returns(crm_factory, smtp_server):
-    now = [datetime(2026, 7, 1, 9, 0, tzinfo=timezone.utc)]
+    now = [datetime(2026, 7, 1, 9, 0, tzinfo=UTC)]
     crm = crm_factory(plugins=["notify"], config={"channels": {"smtp": smtp_options(smtp_server)}},
                       clock=lambda: now[0])
     ids = enqueue(crm, BATCH)
@@ -109,7 +108,7 @@ def _crm_command(url: str, config: Path, *args: str) -> list[str]:
 
 def test_sigkill_mid_batch_then_rerun(crm_factory, crm_db_url, smtp_server, tmp_path):
     crm = crm_factory(plugins=["notify"], config={"channels": {"smtp": smtp_options(smtp_server)}},
-                      clock=lambda: datetime.now(timezone.utc))
+                      clock=lambda: datetime.now(UTC))
     enqueue(crm, BATCH)
     config = _write_config(tmp_path, smtp_server)
     smtp_server.recorder.delay = 0.001  # keeps the kill inside the batch on a fast machine
@@ -128,7 +127,7 @@ def test_sigkill_mid_batch_then_rerun(crm_factory, crm_db_url, smtp_server, tmp_
     assert after_kill["sent"] in (accepted_at_kill, accepted_at_kill - 1)
     assert_each_accepted_once(smtp_server, crm)
 
-    later = (datetime.now(timezone.utc) + CLAIM_LEASE + timedelta(minutes=1)).isoformat()
+    later = (datetime.now(UTC) + CLAIM_LEASE + timedelta(minutes=1)).isoformat()
     done = subprocess.run(_crm_command(crm_db_url, config, "--json", "--as-of", later, "notify", "dispatch"),
                           capture_output=True, text=True, timeout=WAIT_S * 3)
     assert done.returncode == 0, done.stderr
@@ -146,7 +145,7 @@ def test_sigkill_mid_batch_then_rerun(crm_factory, crm_db_url, smtp_server, tmp_
 
 def test_sigterm_worker_finishes_in_flight_and_hands_claims_back(crm_factory, crm_db_url, smtp_server, tmp_path):
     crm = crm_factory(plugins=["notify"], config={"channels": {"smtp": smtp_options(smtp_server)}},
-                      clock=lambda: datetime.now(timezone.utc))
+                      clock=lambda: datetime.now(UTC))
     enqueue(crm, 400)
     config = _write_config(tmp_path, smtp_server)
     smtp_server.recorder.delay = 0.01  # a slow server: SIGTERM lands while a message is in flight
