@@ -37,14 +37,16 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from .components import Component, build_options
 from .entities import Customer
@@ -58,6 +60,8 @@ if TYPE_CHECKING:
     from .uow import UnitOfWork
 
 outbox = tables.notify_outbox
+T = TypeVar("T")
+DEADLOCK_RETRIES = 5
 PURPOSES = ("transactional", "marketing")
 STATUSES = ("pending", "claimed", "sending", "sent", "dead", "suppressed")
 DEFAULT_MAX_ATTEMPTS = 5
@@ -230,6 +234,15 @@ def backoff(attempts: int, base: timedelta = BACKOFF_BASE, cap: timedelta = BACK
     return delay * (1 + random.uniform(-jitter, jitter))
 
 
+def is_deadlock(exc: DBAPIError) -> bool:
+    """True for a deadlock or serialization failure (MariaDB/MySQL 1213/1205, PostgreSQL 40P01/40001)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in ("40P01", "40001"):
+        return True
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    return code in (1213, 1205)
+
+
 def dispatcher_name() -> str:
     """Who holds a claim: host, process and a random part (one per claim round)."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -322,17 +335,19 @@ class NotifyEngine:
         cutoff = now - CLAIM_LEASE
         resend = [c.name for c in self.registry if c.resend_in_doubt]
         stale = and_(outbox.c.status == "sending", outbox.c.claimed_at < cutoff)
-        with self.crm.unit() as uow:
-            count = uow.conn.execute(update(outbox).where(
+
+        def work(conn: Any) -> int:
+            count = conn.execute(update(outbox).where(
                 outbox.c.status == "claimed", outbox.c.claimed_at < cutoff).values(
                 status="pending", claimed_at=None, claimed_by=None)).rowcount
             if resend:
-                count += uow.conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
+                count += conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
                     status="pending", claimed_at=None, claimed_by=None, next_attempt_at=now,
                     last_error="in doubt: the dispatcher stopped while sending; sent again")).rowcount
-            count += uow.conn.execute(update(outbox).where(stale).values(
+            return count + conn.execute(update(outbox).where(stale).values(
                 status="dead", claimed_at=None, last_error=IN_DOUBT)).rowcount
-        return count
+
+        return self._write(work)
 
     def defer_quiet_hours(self, now: datetime, channel: str | None = None) -> int:
         """Move due messages of channels in their quiet hours to the window's end."""
@@ -347,8 +362,8 @@ class NotifyEngine:
             scope = [outbox.c.channel == chan.name, outbox.c.status == "pending", outbox.c.next_attempt_at < until]
             if quiet.applies_to == "marketing":
                 scope.append(outbox.c.purpose == "marketing")
-            with self.crm.unit() as uow:
-                deferred += uow.conn.execute(update(outbox).where(*scope).values(next_attempt_at=until)).rowcount
+            statement = update(outbox).where(*scope).values(next_attempt_at=until)
+            deferred += self._write(lambda conn: conn.execute(statement).rowcount)
         return deferred
 
     def pacer(self, name: str) -> Pacer | None:
@@ -362,6 +377,20 @@ class NotifyEngine:
                 pacer = self._pacers[name] = Pacer(rate)
             return pacer
 
+    def _write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(conn)`` in its own transaction, again if the database chose it
+        as a deadlock victim (InnoDB does, between concurrent claims and updates of
+        neighbouring rows; the victim's transaction was rolled back whole)."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                with self.crm.unit() as uow:
+                    return work(uow.conn)
+            except DBAPIError as exc:
+                if attempt == DEADLOCK_RETRIES - 1 or not is_deadlock(exc):
+                    raise
+                time.sleep(random.uniform(0.005, 0.02) * 2 ** attempt)
+        raise AssertionError("unreachable")
+
     def _claim(self, now: datetime, limit: int | None, channel: str | None) -> list[_Claimed]:
         """Take up to ``limit`` due messages for this dispatcher (status ``claimed``)."""
         token = dispatcher_name()
@@ -371,18 +400,21 @@ class NotifyEngine:
         if channel:
             ids = ids.where(outbox.c.channel == channel)
         claim = update(outbox).values(status="claimed", claimed_at=now, claimed_by=token)
-        with self.crm.unit() as uow:
-            if uow.dialect == "sqlite":
+
+        def work(conn: Any) -> list[Any]:
+            if conn.dialect.name == "sqlite":
                 # One statement under SQLite's write lock (BEGIN IMMEDIATE): atomic.
-                uow.conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
+                conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
             else:
                 # Rows another dispatcher has locked are skipped, not waited for.
-                taken = uow.conn.execute(ids.with_for_update(skip_locked=True)).scalars().all()
+                taken = conn.execute(ids.with_for_update(skip_locked=True)).scalars().all()
                 if not taken:
                     return []
-                uow.conn.execute(claim.where(outbox.c.id.in_(taken)))
-            rows = uow.conn.execute(select(outbox).where(outbox.c.claimed_by == token, outbox.c.status == "claimed")
-                                    .order_by(outbox.c.id)).all()
+                conn.execute(claim.where(outbox.c.id.in_(taken)))
+            return conn.execute(select(outbox).where(outbox.c.claimed_by == token, outbox.c.status == "claimed")
+                                .order_by(outbox.c.id)).all()
+
+        rows = self._write(work)
         return [_Claimed(Message(r.id, r.channel, r.recipient, r.subject, r.body, r.payload or {}, r.purpose,
                                  r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
                 for r in rows]
@@ -399,8 +431,7 @@ class NotifyEngine:
             recipient=message.recipient)
         if conn is not None:
             return bool(conn.execute(statement).rowcount)
-        with self.crm.unit() as uow:
-            return bool(uow.conn.execute(statement).rowcount)
+        return self._write(lambda c: bool(c.execute(statement).rowcount))
 
     def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending") -> str:
         """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
@@ -426,8 +457,7 @@ class NotifyEngine:
             status=status, last_error=error, claimed_at=None, claimed_by=None, **values)
         if conn is not None:
             return bool(conn.execute(statement).rowcount)
-        with self.crm.unit() as uow:
-            return bool(uow.conn.execute(statement).rowcount)
+        return self._write(lambda c: bool(c.execute(statement).rowcount))
 
     def release(self, claims: list[_Claimed], reason: str | None, now: datetime,
                 next_attempt_at: datetime | None = None) -> int:
@@ -436,16 +466,15 @@ class NotifyEngine:
         by_token: dict[str, list[int]] = {}
         for claimed in claims:
             by_token.setdefault(claimed.token, []).append(claimed.message.id)
-        with self.crm.unit() as uow:
-            for token, ids in by_token.items():
-                values: dict[str, Any] = {"status": "pending", "claimed_at": None, "claimed_by": None}
-                if reason is not None:
-                    values["last_error"] = reason
-                if next_attempt_at is not None:
-                    values["next_attempt_at"] = next_attempt_at
-                released += uow.conn.execute(update(outbox).where(
-                    outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
-                    **values)).rowcount
+        values: dict[str, Any] = {"status": "pending", "claimed_at": None, "claimed_by": None}
+        if reason is not None:
+            values["last_error"] = reason
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        for token, ids in by_token.items():
+            released += self._write(lambda conn, token=token, ids=ids: conn.execute(update(outbox).where(
+                outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
+                **values)).rowcount)
         return released
 
     def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
@@ -611,17 +640,27 @@ class _Worker:
 
     def _start(self, claimed: _Claimed) -> bool:
         """Commit the previous message's outcome and this one's ``sending`` mark together."""
-        with self.engine.crm.unit() as uow:
-            self._record_sent(uow.conn)
-            return self.engine._start(claimed, self.clock(), uow.conn)
+        previous, now = self.unrecorded, self.clock()
 
-    def _record_sent(self, conn: Any = None) -> None:
-        if self.unrecorded is None:
-            return
-        claimed, delivered, at = self.unrecorded
+        def work(conn: Any) -> bool:
+            if previous is not None:
+                self._finish_sent(previous, conn)
+            return self.engine._start(claimed, now, conn)
+
+        started = self.engine._write(work)
         self.unrecorded = None
-        self.engine._finish(claimed, "sent", at, provider_id=delivered.provider_id,
-                            delivery=dict(delivered.details) or None, conn=conn)
+        return started
+
+    def _record_sent(self) -> None:
+        if self.unrecorded is not None:
+            previous = self.unrecorded
+            self.engine._write(lambda conn: self._finish_sent(previous, conn))
+            self.unrecorded = None
+
+    def _finish_sent(self, unrecorded: tuple[_Claimed, Delivered, datetime], conn: Any) -> bool:
+        claimed, delivered, at = unrecorded
+        return self.engine._finish(claimed, "sent", at, provider_id=delivered.provider_id,
+                                   delivery=dict(delivered.details) or None, conn=conn)
 
     def _open(self, claimed: _Claimed) -> tuple[Channel, Any] | None:
         """The channel, opened once for this worker; None if the message was settled
