@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/notify_dispatch.py                # 20,000 messages, SQLite
     .venv/bin/python bench/notify_dispatch.py --messages 5000 --db postgresql://...
+    .venv/bin/python bench/notify_dispatch.py --send-group 50   # fewer commits, wider in-doubt window
 
 1. Starts an aiosmtpd server in its own process (so it does not compete with
    the sender for the GIL) that counts the messages it accepts.
@@ -62,11 +63,14 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=20_000)
     parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--send-group", type=int, default=1,
+                        help="[channels.smtp] send_group: messages marked sending per commit")
     args = parser.parse_args()
+
+    from crmcore_notify import SmtpOptions, build_email
 
     import crmcore
     from crmcore import CRM, Config
-    from crmcore_notify import SmtpOptions, build_email
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE, text=True)
@@ -92,7 +96,8 @@ def main() -> None:
         from crmcore.testing import reset_database
         reset_database(url)
     crm = CRM.open(config=Config.from_mapping({"database_url": url, "plugins": ["notify"],
-                                               "channels": {"smtp": options}}))
+                                               "channels": {"smtp": {**options,
+                                                                     "send_group": args.send_group}}}))
     started = time.perf_counter()
     with crm.unit() as uow:
         for i in range(n):
@@ -110,7 +115,7 @@ def main() -> None:
     assert accepted == 2 * n, f"server accepted {accepted}, expected {2 * n}"
 
     load = os.getloadavg()
-    print(f"messages: {n}  database: {url.split(':')[0]}  workers: {args.workers}")
+    print(f"messages: {n}  database: {url.split(':')[0]}  workers: {args.workers}  send_group: {args.send_group}")
     print(f"(a) smtplib, one connection:      {n / baseline_s:10,.0f} msg/s  ({baseline_s:.2f} s)")
     print(f"(b) crm outbox + dispatch:        {n / dispatch_s:10,.0f} msg/s  ({dispatch_s:.2f} s)"
           f"   [enqueue: {n / enqueue_s:,.0f} msg/s]")

@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from .components import Component, build_options
@@ -76,6 +76,16 @@ CLAIM_BATCH = 100
 # After this many transient failures in a row, a channel is taken as down for
 # the rest of the dispatch: its other messages are deferred without an attempt.
 DOWN_AFTER = 3
+# Built once: the per-message statements run with bound values only (building an
+# UPDATE costs more than executing it).
+_START = update(outbox).where(
+    outbox.c.id == bindparam("b_id"), outbox.c.status == "claimed", outbox.c.claimed_by == bindparam("b_token")).values(
+    status="sending", attempts=bindparam("b_attempts"), claimed_at=bindparam("b_now"),
+    last_attempt_at=bindparam("b_now"), recipient=bindparam("b_to"))
+_SENT = update(outbox).where(
+    outbox.c.id == bindparam("b_id"), outbox.c.status == "sending", outbox.c.claimed_by == bindparam("b_token")).values(
+    status="sent", last_error=None, claimed_at=None, claimed_by=None, sent_at=bindparam("b_at"),
+    provider_id=bindparam("b_provider"), delivery=bindparam("b_delivery", type_=outbox.c.delivery.type))
 IN_DOUBT = ("in doubt: the dispatcher stopped while sending; the provider may have accepted it "
             "(compare the provider id); `crm notify retry` sends it again")
 
@@ -424,14 +434,28 @@ class NotifyEngine:
 
         False if the claim was lost (it expired and another dispatcher took it).
         """
-        message = claimed.message
-        statement = update(outbox).where(
-            outbox.c.id == message.id, outbox.c.status == "claimed", outbox.c.claimed_by == claimed.token).values(
-            status="sending", attempts=message.attempts, claimed_at=now, last_attempt_at=now,
-            recipient=message.recipient)
-        if conn is not None:
-            return bool(conn.execute(statement).rowcount)
-        return self._write(lambda c: bool(c.execute(statement).rowcount))
+        return bool(self._start_many([claimed], now, conn))
+
+    def _start_many(self, group: list[_Claimed], now: datetime, conn: Any = None) -> list[_Claimed]:
+        """:meth:`_start` for several messages in one statement; returns those still held."""
+        if conn is None:
+            return self._write(lambda c: self._start_many(group, now, c))
+        params = [{"b_id": c.message.id, "b_token": c.token, "b_attempts": c.message.attempts, "b_now": now,
+                   "b_to": c.message.recipient} for c in group]
+        if conn.execute(_START, params).rowcount == len(group):
+            return group
+        # Some claim was lost (or the driver does not count executemany rows): ask which ones are ours.
+        ours = set(conn.execute(select(outbox.c.id).where(
+            outbox.c.id.in_([c.message.id for c in group]), outbox.c.status == "sending",
+            outbox.c.claimed_by.in_({c.token for c in group}), outbox.c.last_attempt_at == now)).scalars())
+        return [c for c in group if c.message.id in ours]
+
+    def _record_sent(self, sent: list[tuple[_Claimed, Delivered, datetime]], conn: Any) -> None:
+        """Mark messages sent (one statement for all)."""
+        if sent:
+            conn.execute(_SENT, [{"b_id": c.message.id, "b_token": c.token, "b_at": at,
+                                  "b_provider": d.provider_id, "b_delivery": dict(d.details) or None}
+                                 for c, d, at in sent])
 
     def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending") -> str:
         """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
@@ -556,10 +580,11 @@ class _Worker:
     """One dispatcher thread: claims rounds of messages and delivers them through
     channels it opens once (and closes at the end).
 
-    One commit per message: a sent message's outcome is committed in the same
-    transaction that marks the next message ``sending`` (both before the next
-    network call), unless the channel is rate limited (then the outcome is
-    committed at once rather than held during the wait).
+    Commits: a group of up to ``send_group`` messages of one channel (1 unless
+    configured) is marked ``sending`` in one transaction, together with the
+    outcomes of the previous group's sent messages; then the group is sent.
+    With the default group of 1 that is one commit per message and at most one
+    message in doubt per thread if the process dies.
     """
 
     def __init__(self, engine: NotifyEngine, clock: Any, channel: str | None, budget: _Budget,
@@ -570,7 +595,7 @@ class _Worker:
         self.opened: dict[str, tuple[Channel, Any]] = {}
         self.broken: dict[str, BaseException] = {}  # channels that could not open, or went down
         self.failures_in_a_row: Counter[str] = Counter()
-        self.unrecorded: tuple[_Claimed, Delivered, datetime] | None = None  # sent, outcome not committed yet
+        self.unrecorded: list[tuple[_Claimed, Delivered, datetime]] = []  # sent, outcome not committed yet
 
     def run(self) -> DispatchResult:
         try:
@@ -591,76 +616,117 @@ class _Worker:
 
     def _deliver_all(self, claims: list[_Claimed]) -> None:
         customers = self.engine._customers_of(claims)
-        for index, claimed in enumerate(claims):
+        queue = list(claims)
+        while queue:
             if self.stop.is_set():
-                self._record_sent()
-                rest = claims[index:]
-                self.engine.release(rest, None, self.clock())
-                self.counts["deferred"] += len(rest)
+                self._hand_back(queue)
                 return
-            self._deliver(claimed, customers.get(claimed.message.customer_id))
+            group = self._next_group(queue, customers)
+            if group:
+                self._send_group(group, queue)
 
-    def _deliver(self, claimed: _Claimed, customer: Any) -> None:
+    def _next_group(self, queue: list[_Claimed], customers: dict[int, Any]) -> list[_Claimed]:
+        """Take ready messages of one channel off the queue (settling those that cannot go)."""
+        group: list[_Claimed] = []
+        size = 1
+        while queue and len(group) < size:
+            if group and queue[0].message.channel != group[0].message.channel:
+                break
+            claimed = queue.pop(0)
+            if self._ready(claimed, customers.get(claimed.message.customer_id)):
+                if not group:
+                    policy = self.engine.delivery_policy(claimed.message.channel)
+                    size = 1 if policy.rate_limit else policy.send_group
+                group.append(claimed)
+        return group
+
+    def _ready(self, claimed: _Claimed, customer: Any) -> bool:
+        """True if the message can be sent now; otherwise it is settled (dead, suppressed, retried, deferred)."""
         engine, now, message = self.engine, self.clock(), claimed.message
         if message.channel not in engine.registry:
             self._record_sent()
             engine._finish(claimed, "dead", now, error=f"channel {message.channel!r} is not enabled",
                            from_status="claimed", attempts=message.attempts)
             self.counts["dead"] += 1
-            return
+            return False
         opened = self._open(claimed)
         if opened is None:
-            return
-        channel, options = opened
-        message, refusal, missing = engine._check_now(message, channel, customer)
+            return False
+        message, refusal, missing = engine._check_now(message, opened[0], customer)
         claimed.message = message
         if refusal or missing:
             self._record_sent()
             engine._finish(claimed, "suppressed" if refusal else "dead", now, error=refusal or missing,
                            from_status="claimed", recipient=message.recipient)
             self.counts["suppressed" if refusal else "dead"] += 1
-            return
-        pacer = engine.pacer(channel.name)
-        if pacer is not None:
+            return False
+        return True
+
+    def _send_group(self, group: list[_Claimed], queue: list[_Claimed]) -> None:
+        name = group[0].message.channel
+        pacer = self.engine.pacer(name)
+        if pacer is not None:  # (groups of one) the outcome so far is committed, not held during the wait
             self._record_sent()
             pacer.wait_turn(self.stop.wait)
-            if self.stop.is_set():  # stopped during the wait: this one goes back with the rest
-                self.counts["deferred"] += engine.release([claimed], None, self.clock())
+            if self.stop.is_set():
+                self._hand_back(group + queue)
+                queue.clear()
                 return
-        if not self._start(claimed):
-            return  # the claim expired and another dispatcher has the message
-        try:
-            outcome = channel.send(message, options)
-        except Exception as exc:
-            self._failed(claimed, exc)
-            return
-        self.failures_in_a_row[channel.name] = 0
-        self.unrecorded = (claimed, outcome if isinstance(outcome, Delivered) else Delivered(outcome), self.clock())
-        self.counts["sent"] += 1
+        started = self._start(group)
+        for index, claimed in enumerate(started):
+            if self.stop.is_set() or name in self.broken:  # stopped, or the channel went down mid-group
+                self._unstart(started[index:], self.broken.get(name))
+                return
+            channel, options = self.opened[name]
+            try:
+                outcome = channel.send(claimed.message, options)
+            except Exception as exc:
+                self._failed(claimed, exc)
+                continue
+            self.failures_in_a_row[name] = 0
+            delivered = outcome if isinstance(outcome, Delivered) else Delivered(outcome)
+            self.unrecorded.append((claimed, delivered, self.clock()))
+            self.counts["sent"] += 1
 
-    def _start(self, claimed: _Claimed) -> bool:
-        """Commit the previous message's outcome and this one's ``sending`` mark together."""
-        previous, now = self.unrecorded, self.clock()
+    def _start(self, group: list[_Claimed]) -> list[_Claimed]:
+        """Commit the sent outcomes so far and the group's ``sending`` marks together;
+        returns the messages this dispatcher still held (a lost claim is skipped)."""
+        previous, now = list(self.unrecorded), self.clock()
 
-        def work(conn: Any) -> bool:
-            if previous is not None:
-                self._finish_sent(previous, conn)
-            return self.engine._start(claimed, now, conn)
+        def work(conn: Any) -> list[_Claimed]:
+            self.engine._record_sent(previous, conn)
+            return self.engine._start_many(group, now, conn)
 
         started = self.engine._write(work)
-        self.unrecorded = None
+        self.unrecorded = []
         return started
 
     def _record_sent(self) -> None:
-        if self.unrecorded is not None:
-            previous = self.unrecorded
-            self.engine._write(lambda conn: self._finish_sent(previous, conn))
-            self.unrecorded = None
+        if self.unrecorded:
+            previous = list(self.unrecorded)
+            self.engine._write(lambda conn: self.engine._record_sent(previous, conn))
+            self.unrecorded = []
 
-    def _finish_sent(self, unrecorded: tuple[_Claimed, Delivered, datetime], conn: Any) -> bool:
-        claimed, delivered, at = unrecorded
-        return self.engine._finish(claimed, "sent", at, provider_id=delivered.provider_id,
-                                   delivery=dict(delivered.details) or None, conn=conn)
+    def _hand_back(self, claims: list[_Claimed]) -> None:
+        """Stopping: record what was sent, return never-attempted claims to pending."""
+        self._record_sent()
+        self.counts["deferred"] += self.engine.release(claims, None, self.clock())
+
+    def _unstart(self, claims: list[_Claimed], error: BaseException | None) -> None:
+        """Messages marked ``sending`` but never handed to the channel go back to pending
+        (their attempt uncounted): nothing is in doubt about them."""
+        self._record_sent()
+        now = self.clock()
+        reason = None if error is None else \
+            f"deferred: channel {claims[0].message.channel!r} is down ({type(error).__name__}: {error})"
+        for claimed in claims:
+            values: dict[str, Any] = {"status": "pending", "attempts": claimed.message.attempts - 1,
+                                      "claimed_at": None, "claimed_by": None}
+            if reason:
+                values.update(last_error=reason, next_attempt_at=now + BACKOFF_BASE)
+            statement = update(outbox).where(outbox.c.id == claimed.message.id, outbox.c.status == "sending",
+                                             outbox.c.claimed_by == claimed.token).values(**values)
+            self.counts["deferred"] += self.engine._write(lambda conn, st=statement: conn.execute(st).rowcount)
 
     def _open(self, claimed: _Claimed) -> tuple[Channel, Any] | None:
         """The channel, opened once for this worker; None if the message was settled
