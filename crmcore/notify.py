@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from sqlalchemy import func, or_, select, update
 
+from . import consent
 from .components import Component, build_options
 from .entities import Customer
 from .errors import ValidationError
@@ -225,8 +226,10 @@ class NotifyEngine:
                 counts[self._failed(message, exc)] += 1
             return
         try:
+            refusals = consent.refusals(self.crm, name, messages)  # consent as it stands now (crmcore.consent)
             for message in messages:
                 message, refusal, missing = self._check_now(message, channel)
+                refusal = refusals.get(message.id)
                 if refusal or missing:
                     self._finish(message, "suppressed" if refusal else "dead", error=refusal or missing)
                     counts["suppressed" if refusal else "dead"] += 1

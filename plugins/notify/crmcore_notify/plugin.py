@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import crmcore
 
 from .console import ConsoleChannel
 from .jsonl import FileChannel
+from .triggers import (  # noqa: F401 - hook implementations of this plugin
+    on_deal_stage_changed,
+    on_interaction_created,
+    on_loyalty_tier_changed,
+    on_scheduled,
+    on_segment_membership_changed,
+)
 
 
 @crmcore.hookimpl
 def register_channels(register: Any) -> None:
     register(ConsoleChannel())
     register(FileChannel())
+
+
+@crmcore.hookimpl
+def register_templates(register: Any) -> None:
+    """Built-in templates: thank-you, tier-upgrade, win-back, birthday, complaint-ack (en, zh-CN)."""
+    register(Path(__file__).with_name("templates"))
