@@ -65,11 +65,16 @@ class CampaignEngine:
     def plan(self, template: str, segment: str, strategy: str | None = None, channel: str | None = None,
              purpose: str = "marketing", name: str | None = None,
              as_of: str | date | datetime | None = None) -> Campaign:
-        """The counts of a campaign, without queueing anything."""
+        """The counts of a campaign, without queueing anything.
+
+        ``segment`` may be ``STRATEGY:SEGMENT`` instead of giving ``strategy``.
+        """
         consent.check_purpose(purpose)
         channel = channel or self.crm.config.notify.channel
         self.crm.notify.registry.get(channel)
         self.crm.messages.catalog.check(template)
+        if strategy is None and ":" in segment:
+            strategy, segment = segment.split(":", 1)
         run = self._run_for(strategy, segment, as_of)
         name = name or f"{template}:{run.strategy}:{segment}:run{run.id}"
         with self.crm.unit(readonly=True) as uow:
@@ -98,7 +103,7 @@ class CampaignEngine:
             with self.crm.unit() as uow:
                 counts = self.crm.messages.enqueue_batch(
                     uow, template, page, key_for=lambda cid: f"campaign:{plan.name}:{cid}", channel=plan.channel,
-                    purpose=purpose, extra_for=lambda cid: {"campaign": plan.name, "segment": segment})
+                    purpose=purpose, extra_for=lambda cid: {"campaign": plan.name, "segment": plan.segment})
             enqueued += counts.enqueued
             dead += counts.dead
         return attrs.evolve(plan, enqueued=enqueued, dead=dead, dry_run=False)
@@ -130,16 +135,14 @@ class CampaignEngine:
         return literal(f"campaign:{name}:") + cast(m.c.customer_id, String)
 
     def _run_for(self, strategy: str | None, segment: str, as_of: str | date | datetime | None) -> SegmentRun:
-        """The latest run (at or before ``as_of``) of the strategy that has ``segment``.
+        """The latest run (with ``as_of``: standing for a moment up to it) of the strategy with ``segment``.
 
-        ``segment`` may be ``STRATEGY:SEGMENT``; without a strategy, the one
-        whose latest run has the segment (more than one is an error).
+        Without a strategy, the one whose latest run has the segment (more
+        than one is an error).
         """
-        if strategy is None and ":" in segment:
-            strategy, segment = segment.split(":", 1)
-        moment = self.crm.as_of(as_of)
-        latest = select(runs.c.strategy, func.max(runs.c.id).label("run_id")).where(
-            runs.c.as_of <= moment).group_by(runs.c.strategy)
+        latest = select(runs.c.strategy, func.max(runs.c.id).label("run_id")).group_by(runs.c.strategy)
+        if as_of is not None:  # the latest run standing for a moment up to as_of
+            latest = latest.where(runs.c.as_of <= self.crm.as_of(as_of))
         if strategy:
             latest = latest.where(runs.c.strategy == strategy)
         latest = latest.subquery()
@@ -149,7 +152,8 @@ class CampaignEngine:
             found = uow.conn.execute(query).all()
             if not found:
                 where = f"strategy {strategy!r}" if strategy else "any strategy"
-                raise NotFound("segment", f"{segment} (no run of {where} up to {moment:%Y-%m-%d} has it)")
+                until = f" up to {self.crm.as_of(as_of):%Y-%m-%d}" if as_of is not None else ""
+                raise NotFound("segment", f"{segment} (no latest run of {where}{until} has it)")
             if len(found) > 1:
                 raise ValidationError.single("--segment", f"{segment!r} is a segment of several strategies "
                                              f"({', '.join(sorted(s for s, _ in found))}): use STRATEGY:{segment}")
