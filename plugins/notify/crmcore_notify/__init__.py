@@ -1,12 +1,14 @@
-"""crmcore-notify: the first-party ``console`` and ``file`` channels.
+"""crmcore-notify: the first-party notification channels.
 
-Both take no per-customer address (``Channel.address`` is None): they deliver
-to whatever ``recipient`` a message names.  Real transports (SMTP, SMS,
-webhooks) are separate plugins.
+``console`` and ``file`` (development, audit trails) deliver to whatever
+``recipient`` a message names; ``smtp`` sends email to the customer's
+address.  See docs/notify.md.
 """
 
 from .console import ConsoleChannel, ConsoleOptions, render_message
 from .jsonl import FileChannel, FileOptions, message_line
+from .smtp import SmtpChannel, SmtpOptions, build_email
 
 __version__ = "0.1.0"
-__all__ = ["ConsoleChannel", "ConsoleOptions", "FileChannel", "FileOptions", "message_line", "render_message"]
+__all__ = ["ConsoleChannel", "ConsoleOptions", "FileChannel", "FileOptions", "SmtpChannel", "SmtpOptions",
+           "build_email", "message_line", "render_message"]

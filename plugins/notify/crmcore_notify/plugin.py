@@ -9,6 +9,7 @@ import crmcore
 
 from .console import ConsoleChannel
 from .jsonl import FileChannel
+from .smtp import SmtpChannel
 from .triggers import (  # noqa: F401 - hook implementations of this plugin
     on_deal_stage_changed,
     on_interaction_created,
@@ -22,6 +23,7 @@ from .triggers import (  # noqa: F401 - hook implementations of this plugin
 def register_channels(register: Any) -> None:
     register(ConsoleChannel())
     register(FileChannel())
+    register(SmtpChannel())
 
 
 @crmcore.hookimpl

@@ -1,0 +1,314 @@
+"""The ``smtp`` channel: email through an SMTP server (stdlib :mod:`smtplib`).
+
+One connection serves a whole dispatch batch: :meth:`SmtpChannel.open`
+connects (and says ``EHLO``, ``STARTTLS``, ``AUTH`` as configured), every
+:meth:`SmtpChannel.send` reuses it, :meth:`SmtpChannel.close` says ``QUIT``.
+A connection the server dropped mid-batch is re-opened by the next send.
+
+What a message becomes (:func:`build_email`):
+
+* ``multipart/alternative`` with the message's ``body`` as the text part and
+  ``payload["html"]`` (when given) as the HTML part; UTF-8 throughout, so
+  Chinese subjects and display names are encoded words, not mojibake;
+* ``From`` = ``sender_name <sender>``; ``To`` = ``payload["to_name"] <recipient>``;
+  ``Reply-To`` from the options or ``payload["reply_to"]``;
+* ``Message-ID`` derived from the idempotency key: every attempt of one
+  message carries the same id, so a receiver (or a person reading headers)
+  can tell a resend from a second message;
+* marketing messages with ``payload["unsubscribe_url"]`` get
+  ``List-Unsubscribe`` (the URL, plus ``mailto:`` when ``unsubscribe_mailto``
+  is configured) and ``List-Unsubscribe-Post: List-Unsubscribe=One-Click``
+  (RFC 8058), which large mailbox providers require for bulk mail.
+
+Errors: a recipient that is not an email address, or a 5xx reply to
+``RCPT``/``DATA``, is a :class:`crmcore.PermanentError` (the message is
+dead-lettered with the server's reply).  A host name that does not resolve
+or a refused login is a permanent misconfiguration of the channel.  4xx
+replies, refused or dropped connections and timeouts are transient (retried
+with backoff).
+
+The provider message id recorded for a sent message is its ``Message-ID``;
+the server's reply to ``DATA`` (often ``queued as ...``) is kept in the
+message's delivery details.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import smtplib
+import socket
+import ssl
+import threading
+from email.headerregistry import Address
+from email.message import EmailMessage
+from email.utils import formatdate
+from typing import Any
+
+import attrs
+
+import crmcore
+
+SECURITY = ("plain", "starttls", "tls")
+DEFAULT_PORTS = {"plain": 25, "starttls": 587, "tls": 465}
+
+
+def _one_of(choices: tuple[str, ...]) -> Any:
+    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+        if value not in choices:
+            raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
+    return check
+
+
+def _port(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+    if value is not None and not 0 < value < 65536:
+        raise ValueError(f"{attribute.name} must be between 1 and 65535, got {value}")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+def _address(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None:
+        crmcore.normalize_email(value)  # ValueError names the address
+
+
+@attrs.frozen
+class SmtpOptions:
+    """Options of the ``smtp`` channel (``[channels.smtp]``).
+
+    :ivar host: the SMTP server.
+    :ivar port: defaults by ``security``: 25 (plain), 587 (starttls), 465 (tls).
+    :ivar security: ``"plain"``, ``"starttls"`` (upgrade after connecting) or
+        ``"tls"`` (implicit TLS from the first byte).
+    :ivar username: log in with this user (``AUTH``), if set.
+    :ivar password: its password; prefer ``password_env``.
+    :ivar password_env: name of an environment variable holding the password
+        (keeps secrets out of crm.toml).
+    :ivar sender: the envelope sender and ``From`` address (required).
+    :ivar sender_name: display name in ``From`` (any language).
+    :ivar reply_to: a ``Reply-To`` address.
+    :ivar unsubscribe_mailto: an address added to ``List-Unsubscribe`` as
+        ``mailto:`` next to the message's unsubscribe URL.
+    :ivar message_id_domain: right-hand side of ``Message-ID`` (default: the
+        sender's domain).
+    :ivar timeout: seconds for connecting and for each server reply.
+    :ivar ca_file: trust this CA bundle (PEM) instead of the system's.
+    :ivar verify: check the server's certificate and host name (TLS).
+    """
+
+    host: str = "localhost"
+    port: int | None = attrs.field(default=None, validator=_port)
+    security: str = attrs.field(default="plain", validator=_one_of(SECURITY))
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    sender: str | None = attrs.field(default=None, validator=_address)
+    sender_name: str | None = None
+    reply_to: str | None = attrs.field(default=None, validator=_address)
+    unsubscribe_mailto: str | None = attrs.field(default=None, validator=_address)
+    message_id_domain: str | None = None
+    timeout: float = attrs.field(default=30.0, validator=_positive)
+    ca_file: str | None = None
+    verify: bool = True
+
+    @property
+    def effective_port(self) -> int:
+        return self.port or DEFAULT_PORTS[self.security]
+
+    def secret(self) -> str | None:
+        """The password, from ``password_env`` when set."""
+        if self.password_env:
+            value = os.environ.get(self.password_env)
+            if value is None:
+                raise crmcore.PermanentError(
+                    f"[channels.smtp] password_env: environment variable {self.password_env} is not set")
+            return value
+        return self.password
+
+
+class SmtpChannel(crmcore.Channel):
+    """Sends email through one SMTP connection per dispatch batch."""
+
+    name = "smtp"
+    description = "email through an SMTP server (plain, STARTTLS or TLS; HTML + text; List-Unsubscribe)"
+    options_type = SmtpOptions
+    address = "email"
+
+    def __init__(self) -> None:
+        # One channel object serves every dispatcher thread; each has its own connection.
+        self._local = threading.local()
+
+    def open(self, options: SmtpOptions) -> None:
+        if not options.sender:
+            raise crmcore.PermanentError("smtp: no sender address: set [channels.smtp] sender")
+        self._local.smtp = connect(options)
+
+    def send(self, message: crmcore.Message, options: SmtpOptions) -> str | None:
+        email = build_email(message, options)
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        if smtp is None:  # first send, or the server dropped us mid-batch
+            smtp = self._local.smtp = connect(options)
+        try:
+            reply = transmit(smtp, email, options.sender or "", message.recipient or "")
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self._drop()
+            raise
+        self._local.reply = reply
+        return str(email["Message-ID"])
+
+    def details(self) -> dict[str, Any]:
+        """The server's reply to the last ``DATA`` (for the delivery record)."""
+        reply = getattr(self._local, "reply", None)
+        return {"smtp_reply": reply} if reply else {}
+
+    def close(self) -> None:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            try:
+                smtp.quit()
+            except (smtplib.SMTPException, OSError):
+                smtp.close()  # the server is gone already; nothing to say goodbye to
+
+    def _drop(self) -> None:
+        smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
+        self._local.smtp = None
+        if smtp is not None:
+            smtp.close()
+
+
+# -- connecting ----------------------------------------------------------------------------
+
+def tls_context(options: SmtpOptions) -> ssl.SSLContext:
+    """The TLS settings: the system's CAs (or ``ca_file``), verification as configured."""
+    context = ssl.create_default_context(cafile=options.ca_file)
+    if not options.verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+def connect(options: SmtpOptions) -> smtplib.SMTP:
+    """An open, greeted (and, as configured, encrypted and logged-in) connection."""
+    where = f"{options.host}:{options.effective_port}"
+    try:
+        if options.security == "tls":
+            smtp: smtplib.SMTP = smtplib.SMTP_SSL(options.host, options.effective_port, timeout=options.timeout,
+                                                  context=tls_context(options))
+        else:
+            smtp = smtplib.SMTP(options.host, options.effective_port, timeout=options.timeout)
+    except socket.gaierror as exc:
+        if exc.errno == socket.EAI_AGAIN:  # the resolver is down, not the name wrong
+            raise crmcore.TransientError(f"smtp: cannot resolve {options.host!r} right now: {exc}") from None
+        raise crmcore.PermanentError(f"smtp: unknown host {options.host!r} ([channels.smtp] host): {exc}") from None
+    except ssl.SSLCertVerificationError as exc:
+        raise crmcore.PermanentError(f"smtp: certificate of {where} not trusted: {exc.verify_message}") from None
+    except OSError as exc:
+        raise crmcore.TransientError(f"smtp: cannot connect to {where}: {exc}") from None
+    try:
+        smtp.ehlo()
+        if options.security == "starttls":
+            smtp.starttls(context=tls_context(options))
+            smtp.ehlo()
+        if options.username:
+            smtp.login(options.username, options.secret() or "")
+    except smtplib.SMTPAuthenticationError as exc:
+        smtp.close()
+        raise crmcore.PermanentError(f"smtp: login to {where} as {options.username!r} refused: "
+                                     f"{exc.smtp_code} {_text(exc.smtp_error)}") from None
+    except UnicodeEncodeError:
+        smtp.close()  # smtplib sends credentials as ASCII only
+        raise crmcore.PermanentError(f"smtp: user name and password for {where} must be ASCII") from None
+    except smtplib.SMTPNotSupportedError as exc:
+        smtp.close()
+        raise crmcore.PermanentError(f"smtp: {where} does not support {exc}") from None
+    except ssl.SSLCertVerificationError as exc:
+        smtp.close()
+        raise crmcore.PermanentError(f"smtp: certificate of {where} not trusted: {exc.verify_message}") from None
+    except BaseException:
+        smtp.close()
+        raise
+    return smtp
+
+
+def transmit(smtp: smtplib.SMTP, email: EmailMessage, sender: str, recipient: str) -> str:
+    """``MAIL``, ``RCPT``, ``DATA`` for one recipient; returns the server's final reply.
+
+    Done step by step (not ``send_message``) to classify each reply: 5xx is
+    permanent, 4xx transient; a refused step is reset so the connection can
+    carry the next message.
+    """
+    code, reply = smtp.mail(sender)
+    _check("MAIL FROM", code, reply, smtp, (250,))
+    code, reply = smtp.rcpt(recipient)
+    _check(f"RCPT TO {recipient}", code, reply, smtp, (250, 251))
+    try:
+        code, reply = smtp.data(email.as_bytes())
+    except smtplib.SMTPDataError as exc:
+        code, reply = exc.smtp_code, exc.smtp_error
+    _check("DATA", code, reply, smtp, (250,))
+    return f"{code} {_text(reply)}"
+
+
+def _check(step: str, code: int, reply: bytes | str, smtp: smtplib.SMTP, ok: tuple[int, ...]) -> None:
+    if code in ok:
+        return
+    if code == -1:  # smtplib's "connection closed" marker
+        raise smtplib.SMTPServerDisconnected(f"server closed the connection at {step}")
+    try:
+        smtp.rset()  # so the connection can carry the next message
+    except (smtplib.SMTPException, OSError):
+        pass
+    error = crmcore.PermanentError if 500 <= code < 600 else crmcore.TransientError
+    raise error(f"smtp {step}: {code} {_text(reply)}")
+
+
+def _text(reply: bytes | str) -> str:
+    return reply.decode("utf-8", "replace") if isinstance(reply, bytes) else str(reply)
+
+
+# -- building the email --------------------------------------------------------------------
+
+def message_id(message: crmcore.Message, domain: str) -> str:
+    """A ``Message-ID`` that is the same for every attempt of one message."""
+    digest = hashlib.sha256(message.idempotency_key.encode("utf-8")).hexdigest()[:32]
+    return f"<{digest}.{message.id}@{domain}>"
+
+
+def _mailbox(name: str | None, address: str) -> Address:
+    local, _, domain = address.rpartition("@")
+    return Address(display_name=name or "", username=local, domain=domain)
+
+
+def build_email(message: crmcore.Message, options: SmtpOptions) -> EmailMessage:
+    """The MIME message for ``message`` (see the module docstring)."""
+    try:
+        recipient = crmcore.normalize_email(message.recipient or "")
+    except ValueError as exc:
+        raise crmcore.PermanentError(f"smtp: invalid recipient: {exc}") from None
+    if not options.sender:
+        raise crmcore.PermanentError("smtp: no sender address: set [channels.smtp] sender")
+    sender = options.sender
+    payload = message.payload or {}
+    email = EmailMessage()
+    email["From"] = _mailbox(options.sender_name, sender)
+    email["To"] = _mailbox(payload.get("to_name"), recipient)
+    if options.reply_to or payload.get("reply_to"):
+        email["Reply-To"] = payload.get("reply_to") or options.reply_to
+    email["Subject"] = message.subject or ""
+    email["Date"] = formatdate(localtime=False, usegmt=True)
+    email["Message-ID"] = message_id(message, options.message_id_domain or sender.rpartition("@")[2])
+    unsubscribe = payload.get("unsubscribe_url")
+    if message.purpose == "marketing" and unsubscribe:
+        targets = [f"<{unsubscribe}>"]
+        if options.unsubscribe_mailto:
+            targets.append(f"<mailto:{options.unsubscribe_mailto}?subject=unsubscribe>")
+        email["List-Unsubscribe"] = ", ".join(targets)
+        email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+    email.set_content(message.body or "", charset="utf-8")
+    if payload.get("html"):
+        email.add_alternative(payload["html"], subtype="html", charset="utf-8")
+    return email
