@@ -262,7 +262,8 @@ class MessageEngine:
             rendered = self.catalog.render(template, ctx["locale"], ctx)
         except TemplateError as exc:
             return row | {"status": "dead", "last_error": str(exc)}
-        row["payload"] = {"template": template, "locale": rendered.locale, "html": rendered.html}
+        row["payload"] = {"template": template, "locale": rendered.locale, "html": rendered.html,
+                          "to_name": customer.get("name")}
         if purpose == "marketing" and self.crm.config.notify.unsubscribe_secret:
             row["payload"]["unsubscribe_url"] = ctx["unsubscribe_url"]
         row.update(subject=rendered.subject, body=rendered.text)

@@ -91,11 +91,11 @@ def notify_config(**notify: Any) -> dict[str, Any]:
     return {"notify": table}
 
 
-def open_crm(crm_factory, channel: RecordingChannel | None = None, clock=None, config: dict | None = None,
+def open_crm(crm_factory, recorder: RecordingChannel | None = None, clock=None, config: dict | None = None,
              plugins: tuple[str, ...] = ("notify",), **notify: Any) -> crmcore.CRM:
     """A CRM with the notify plugin, a recording ``mail`` channel, the tag segmenter
     and the tiered scheme."""
-    components = Components(channels=(channel or RecordingChannel(),), segmenters=(TagSegmenter(),),
+    components = Components(channels=(recorder or RecordingChannel(),), segmenters=(TagSegmenter(),),
                             schemes=(TieredScheme(),))
     values = notify_config(**notify) | (config or {})
     return crm_factory(plugins=list(plugins), extra_plugins=[components], config=values,

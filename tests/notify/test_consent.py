@@ -52,7 +52,7 @@ MATRIX = [
 
 @pytest.mark.parametrize("purpose, policy, flags, decisions, expected", MATRIX)
 def test_consent_matrix(crm_factory, purpose, policy, flags, decisions, expected):
-    crm = open_crm(crm_factory, channel=RecordingChannel("mail"), consent=policy)
+    crm = open_crm(crm_factory, recorder=RecordingChannel("mail"), consent=policy)
     customer = crm.customers.add(name="Ada", email="ada@example.com", **flags)
     with crm.unit() as uow:
         for channel, what, granted, when in decisions:
@@ -106,7 +106,7 @@ def test_tokens_round_trip_and_forgeries_fail():
 
 def test_withdrawal_after_enqueue_is_honoured_at_dispatch(crm_factory):
     channel = RecordingChannel("mail")
-    crm = open_crm(crm_factory, channel=channel)
+    crm = open_crm(crm_factory, recorder=channel)
     customer = crm.customers.add(name="Ada", email="ada@example.com", consent_marketing=True)
     with crm.unit() as uow:
         crm.messages.enqueue(uow, "win-back", customer.id, key="promo", purpose="marketing")
