@@ -59,7 +59,7 @@ class Campaign:
 class CampaignEngine:
     """``crm.campaigns``: plan and run campaigns to segments."""
 
-    def __init__(self, crm: "CRM"):
+    def __init__(self, crm: CRM):
         self.crm = crm
 
     def plan(self, template: str, segment: str, strategy: str | None = None, channel: str | None = None,

@@ -74,7 +74,7 @@ class Decision:
 
 # -- recording ----------------------------------------------------------------------------------
 
-def record(uow: "UnitOfWork", customer_id: int, granted: bool, channel: str = EVERY_CHANNEL,
+def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVERY_CHANNEL,
            purpose: str = "marketing", source: str = "cli", at: datetime | None = None) -> Decision:
     """Record a decision (replacing the previous one for the same key) in ``uow``.
 
@@ -86,17 +86,17 @@ def record(uow: "UnitOfWork", customer_id: int, granted: bool, channel: str = EV
     values = {"granted": granted, "source": source, "recorded_at": at or uow.now, "actor": uow.actor}
     key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
     # Update, else insert-if-absent, else update again: two concurrent decisions never collide.
-    if not uow.conn.execute(update(consents).where(key).values(values)).rowcount:
-        if not insert_ignore(uow.conn, consents, {"customer_id": customer_id, "channel": channel,
-                                                  "purpose": purpose, **values}):
-            uow.conn.execute(update(consents).where(key).values(values))
+    updated = uow.conn.execute(update(consents).where(key).values(values)).rowcount
+    row = {"customer_id": customer_id, "channel": channel, "purpose": purpose, **values}
+    if not updated and not insert_ignore(uow.conn, consents, row):
+        uow.conn.execute(update(consents).where(key).values(values))
     if channel == EVERY_CHANNEL and purpose == "marketing":
         uow.conn.execute(update(customers).where(customers.c.id == customer_id).values(
             consent_marketing=granted, updated_at=uow.now))
     return Decision(customer_id, channel, purpose, granted, source, values["recorded_at"], uow.actor)
 
 
-def decisions(uow: "UnitOfWork", customer_id: int) -> list[Decision]:
+def decisions(uow: UnitOfWork, customer_id: int) -> list[Decision]:
     """Every recorded decision of a customer."""
     rows = uow.conn.execute(select(consents).where(consents.c.customer_id == customer_id).order_by(
         consents.c.channel, consents.c.purpose))
@@ -147,7 +147,7 @@ def refusal_column(channel: str, address: str | None, purpose: str, policy: str,
     )
 
 
-def refusal(uow: "UnitOfWork", customer_id: int | None, channel: str, purpose: str) -> str | None:
+def refusal(uow: UnitOfWork, customer_id: int | None, channel: str, purpose: str) -> str | None:
     """Why a ``purpose`` message through ``channel`` may not go to the customer, or None."""
     if customer_id is None:
         return None
@@ -157,7 +157,7 @@ def refusal(uow: "UnitOfWork", customer_id: int | None, channel: str, purpose: s
     return uow.conn.execute(select(column)).scalar()
 
 
-def refusals(crm: "CRM", channel: str, messages: Sequence[Any]) -> dict[int, str]:
+def refusals(crm: CRM, channel: str, messages: Sequence[Any]) -> dict[int, str]:
     """Consent as it stands now for messages about to be sent: ``{message id: reason}``
     for those that may not go (one query per purpose, for the dispatcher)."""
     chan = crm.notify.registry.get(channel) if channel in crm.notify.registry else None
@@ -200,14 +200,14 @@ def read_token(secret: str | None, token: str) -> tuple[int, str, str]:
     return int(customer_id), str(channel), str(purpose)
 
 
-def unsubscribe_url(crm: "CRM", customer_id: int, channel: str = EVERY_CHANNEL, purpose: str = "marketing") -> str:
+def unsubscribe_url(crm: CRM, customer_id: int, channel: str = EVERY_CHANNEL, purpose: str = "marketing") -> str:
     """The configured unsubscribe URL with a fresh token for the customer."""
     settings = crm.config.notify
     return settings.unsubscribe_url.replace("{token}", make_token(settings.unsubscribe_secret, customer_id,
                                                                   channel, purpose))
 
 
-def unsubscribe_token(crm: "CRM", token: str, source: str = "link", at: datetime | None = None) -> Decision:
+def unsubscribe_token(crm: CRM, token: str, source: str = "link", at: datetime | None = None) -> Decision:
     """Process an unsubscribe token: record the withdrawal (idempotent)."""
     customer_id, channel, purpose = read_token(crm.config.notify.unsubscribe_secret, token)
     with crm.unit() as uow:
@@ -215,7 +215,7 @@ def unsubscribe_token(crm: "CRM", token: str, source: str = "link", at: datetime
         return record(uow, customer_id, False, channel, purpose, source=source, at=at)
 
 
-def unsubscribe_app(crm: "CRM") -> Any:
+def unsubscribe_app(crm: CRM) -> Any:
     """A WSGI application processing unsubscribe tokens (``?token=...``).
 
     ``GET`` shows a confirmation page with a button (link scanners in mail
@@ -234,7 +234,7 @@ def unsubscribe_app(crm: "CRM") -> Any:
             params.update(parse_qs(environ["wsgi.input"].read(length).decode("utf-8", "replace")))
         token = (params.get("token") or [""])[0]
         try:
-            customer_id, channel, purpose = read_token(crm.config.notify.unsubscribe_secret, token)
+            _customer_id, channel, purpose = read_token(crm.config.notify.unsubscribe_secret, token)
             if method == "POST":
                 unsubscribe_token(crm, token)
                 return _page(start_response, "200 OK", "You are unsubscribed.",
@@ -253,6 +253,6 @@ def unsubscribe_app(crm: "CRM") -> Any:
 
 def _page(start_response: Any, status: str, title: str, text: str, extra: str = "") -> list[bytes]:
     body = (f"<!doctype html><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{extra}").encode("utf-8")
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{extra}").encode()
     start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
     return [body]

@@ -62,14 +62,14 @@ class BatchCounts:
     duplicates: int = 0
     dead: int = 0
 
-    def __add__(self, other: "BatchCounts") -> "BatchCounts":
+    def __add__(self, other: BatchCounts) -> BatchCounts:
         return BatchCounts(*(a + b for a, b in zip(attrs.astuple(self), attrs.astuple(other))))
 
 
 class MessageEngine:
     """``crm.messages``: templates, previews and templated enqueueing."""
 
-    def __init__(self, crm: "CRM"):
+    def __init__(self, crm: CRM):
         self.crm = crm
         self._catalog: TemplateCatalog | None = None
 
@@ -101,7 +101,7 @@ class MessageEngine:
         return settings.locales.get(country.upper(), settings.default_locale) if country else settings.default_locale
 
     # -- context ---------------------------------------------------------------------------------
-    def contexts(self, uow: "UnitOfWork", customer_ids: Sequence[int], as_of: datetime) -> dict[int, dict[str, Any]]:
+    def contexts(self, uow: UnitOfWork, customer_ids: Sequence[int], as_of: datetime) -> dict[int, dict[str, Any]]:
         """Template contexts of many customers in three queries (customers, contacts, loyalty)."""
         found: dict[int, dict[str, Any]] = {}
         for start in range(0, len(customer_ids), IN_CHUNK):
@@ -143,7 +143,7 @@ class MessageEngine:
             loyalty.update(loyalty["schemes"].get(names[0], {"balance": 0, "tier": None}))
 
     # -- one message -------------------------------------------------------------------------------
-    def render(self, uow: "UnitOfWork", template: str, customer_id: int, locale: str | None = None,
+    def render(self, uow: UnitOfWork, template: str, customer_id: int, locale: str | None = None,
                deal_id: int | None = None, extra: Mapping[str, Any] | None = None,
                as_of: datetime | None = None) -> Rendered:
         """Render ``template`` for one customer; :class:`TemplateError` names file and line."""
@@ -164,7 +164,7 @@ class MessageEngine:
             self.crm.authorize("notify.preview", template)
             return self.render(uow, template, customer_id, locale, deal_id, as_of=moment)
 
-    def enqueue(self, uow: "UnitOfWork", template: str, customer_id: int, *, key: str,
+    def enqueue(self, uow: UnitOfWork, template: str, customer_id: int, *, key: str,
                 channel: str | None = None, purpose: str = "transactional",
                 extra: Mapping[str, Any] | None = None, not_before: datetime | None = None) -> BatchCounts:
         """Queue one templated message in ``uow`` (for event handlers).
@@ -208,7 +208,7 @@ class MessageEngine:
             return uow.conn.execute(select(func.count()).select_from(outbox)).scalar_one() - before
 
     # -- many messages -------------------------------------------------------------------------------
-    def enqueue_batch(self, uow: "UnitOfWork", template: str, customer_ids: Sequence[int], *,
+    def enqueue_batch(self, uow: UnitOfWork, template: str, customer_ids: Sequence[int], *,
                       key_for: Callable[[int], str], channel: str | None = None, purpose: str = "marketing",
                       extra_for: Callable[[int], Mapping[str, Any]] | None = None,
                       not_before: datetime | None = None, check_consent: bool = True) -> BatchCounts:
@@ -240,7 +240,7 @@ class MessageEngine:
             uow.conn.execute(outbox.insert(), rows)
         return BatchCounts(len(rows) - dead, len(refused), len(ids) - len(fresh), dead)
 
-    def _refused(self, uow: "UnitOfWork", ids: list[int], channel: str, address: str | None,
+    def _refused(self, uow: UnitOfWork, ids: list[int], channel: str, address: str | None,
                  purpose: str) -> set[int]:
         policy = self.crm.config.notify.policy(channel)
         refused: set[int] = set()
@@ -250,7 +250,7 @@ class MessageEngine:
             refused.update(uow.conn.execute(query).scalars())
         return refused
 
-    def _row(self, uow: "UnitOfWork", template: str, ctx: dict[str, Any], channel: str, address: str | None,
+    def _row(self, uow: UnitOfWork, template: str, ctx: dict[str, Any], channel: str, address: str | None,
              purpose: str, key: str, not_before: datetime | None) -> dict[str, Any]:
         customer = ctx["customer"]
         row = {"idempotency_key": key, "channel": channel, "customer_id": customer["id"],
@@ -275,7 +275,7 @@ class MessageEngine:
         return row
 
 
-def existing_keys(uow: "UnitOfWork", keys: list[str]) -> set[str]:
+def existing_keys(uow: UnitOfWork, keys: list[str]) -> set[str]:
     """Which of ``keys`` are already in the outbox."""
     found: set[str] = set()
     for start in range(0, len(keys), IN_CHUNK):

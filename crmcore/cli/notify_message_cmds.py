@@ -74,8 +74,8 @@ def campaign(session: Session, template: str, segment: str, strategy: str | None
              purpose: str, name: str | None, dry_run: bool, as_of: str | None) -> None:
     """Queue TEMPLATE for every eligible customer of a segment (counts first)."""
     engine = session.crm.campaigns
-    args = dict(template=template, segment=segment, strategy=strategy, channel=channel, purpose=purpose,
-                name=name, as_of=_as_of(session, as_of))
+    args = {"template": template, "segment": segment, "strategy": strategy, "channel": channel, "purpose": purpose,
+                "name": name, "as_of": _as_of(session, as_of)}
     plan = engine.plan(**args)
     if not session.as_json:
         session.echo(f"campaign {plan.name}: {plan.members} members, {plan.eligible} eligible, "

@@ -10,11 +10,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-import crmcore
-from crmcore.testing import FIXED_NOW
 from sqlalchemy import select
 
+import crmcore
 from crmcore.store import tables
+from crmcore.testing import FIXED_NOW
 
 SECRET = "test-secret"
 

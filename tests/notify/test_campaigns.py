@@ -16,7 +16,13 @@ from crmcore import campaigns as campaigns_module
 from crmcore.cli import cli
 from crmcore.testing import FIXED_NOW
 
-from .campaign_fixtures import Components, RecordingChannel, TagSegmenter, open_crm, outbox_rows
+from .campaign_fixtures import (
+    Components,
+    RecordingChannel,
+    TagSegmenter,
+    open_crm,
+    outbox_rows,
+)
 
 
 def seed(crm, n: int = 240, seed_value: int = 7) -> None:

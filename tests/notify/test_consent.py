@@ -15,8 +15,7 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 from click.testing import CliRunner
 
-from crmcore import ConfigError
-from crmcore import consent
+from crmcore import ConfigError, consent
 from crmcore.cli import cli
 from crmcore.consent import InvalidToken
 from crmcore.testing import FIXED_NOW
@@ -28,24 +27,24 @@ T1, T2 = FIXED_NOW - timedelta(days=2), FIXED_NOW - timedelta(days=1)
 # (purpose, [notify.consent], customer flags, recorded decisions (channel, purpose, granted, when), expected)
 # Worked out by hand from the rule in docs/notify.md, not from the code.
 MATRIX = [
-    ("transactional", {}, dict(consent_marketing=False, consent_email=False), [], None),
-    ("transactional", {}, dict(consent_marketing=True), [("mail", "transactional", False, T1)],
+    ("transactional", {}, {"consent_marketing": False, "consent_email": False}, [], None),
+    ("transactional", {}, {"consent_marketing": True}, [("mail", "transactional", False, T1)],
      "withdrew transactional consent for mail"),
-    ("marketing", {}, dict(consent_marketing=False), [], "no marketing consent"),
-    ("marketing", {}, dict(consent_marketing=True), [], None),
-    ("marketing", {}, dict(consent_marketing=True, consent_email=False), [], "opted out of email"),
-    ("marketing", {"default": "opt-out"}, dict(consent_marketing=False), [], None),
-    ("marketing", {"default": "opt-out"}, dict(consent_email=False), [], "opted out of email"),
-    ("marketing", {}, dict(consent_marketing=False), [("mail", "marketing", True, T1)], None),
+    ("marketing", {}, {"consent_marketing": False}, [], "no marketing consent"),
+    ("marketing", {}, {"consent_marketing": True}, [], None),
+    ("marketing", {}, {"consent_marketing": True, "consent_email": False}, [], "opted out of email"),
+    ("marketing", {"default": "opt-out"}, {"consent_marketing": False}, [], None),
+    ("marketing", {"default": "opt-out"}, {"consent_email": False}, [], "opted out of email"),
+    ("marketing", {}, {"consent_marketing": False}, [("mail", "marketing", True, T1)], None),
     ("marketing", {"default": "opt-out"}, {}, [("*", "marketing", False, T1)],
      "withdrew marketing consent for every channel"),
     ("marketing", {}, {}, [("*", "marketing", False, T1), ("mail", "marketing", True, T2)], None),
-    ("marketing", {}, dict(consent_marketing=True), [("mail", "marketing", True, T1), ("*", "marketing", False, T2)],
+    ("marketing", {}, {"consent_marketing": True}, [("mail", "marketing", True, T1), ("*", "marketing", False, T2)],
      "withdrew marketing consent for every channel"),
     ("marketing", {"default": "opt-out"}, {}, [("sms", "marketing", False, T1)], None),
     ("marketing", {"default": "opt-out"}, {}, [("mail", "transactional", False, T1)], None),
-    ("marketing", {"default": "opt-in", "mail": "opt-out"}, dict(consent_marketing=False), [], None),
-    ("marketing", {"default": "opt-out", "mail": "opt-in"}, dict(consent_marketing=False), [],
+    ("marketing", {"default": "opt-in", "mail": "opt-out"}, {"consent_marketing": False}, [], None),
+    ("marketing", {"default": "opt-out", "mail": "opt-in"}, {"consent_marketing": False}, [],
      "no marketing consent"),
 ]
 
@@ -94,7 +93,7 @@ def test_tokens_round_trip_and_forgeries_fail():
     assert consent.read_token(SECRET, token) == (42, "mail", "marketing")
     with pytest.raises(InvalidToken):
         consent.read_token("another secret", token)
-    payload, _, signature = token.rpartition(".")
+    _payload, _, signature = token.rpartition(".")
     forged = consent.make_token(SECRET, 43).rpartition(".")[0] + "." + signature
     with pytest.raises(InvalidToken):
         consent.read_token(SECRET, forged)

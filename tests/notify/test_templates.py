@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+import crmcore
 from crmcore.cli import cli
 from crmcore.templates import TemplateCatalog, TemplateError
 
@@ -31,7 +32,7 @@ def crm(crm_factory):
 def test_builtin_thank_you_in_both_locales(crm):
     zh = crm.customers.add(name="张伟", email="zw@example.com", country="CN")
     en = crm.customers.add(name="Ada Lovelace", email="ada@example.com", country="GB")
-    deal_zh = crm.deals.add(customer_id=zh.id, title="年度订阅", amount=Decimal("12000"), currency="CNY", stage="won")
+    deal_zh = crm.deals.add(customer_id=zh.id, title="年度订阅", amount=Decimal(12000), currency="CNY", stage="won")
     deal_en = crm.deals.add(customer_id=en.id, title="Support plan", amount=Decimal("1234.5"), currency="USD",
                             stage="won")
 
@@ -159,7 +160,7 @@ def test_missing_template_and_missing_locale(tmp_path):
 
 def test_cli_preview(crm, crm_db_url, tmp_path, monkeypatch):
     customer = crm.customers.add(name="张伟", email="zw@example.com", country="CN")
-    deal = crm.deals.add(customer_id=customer.id, title="年度订阅", amount=Decimal("100"), currency="CNY", stage="won")
+    deal = crm.deals.add(customer_id=customer.id, title="年度订阅", amount=Decimal(100), currency="CNY", stage="won")
     monkeypatch.chdir(tmp_path)
     (tmp_path / "crm.toml").write_text(
         '[notify]\nunsubscribe_secret = "s"\n[notify.locales]\nCN = "zh-CN"\n', encoding="utf-8")
@@ -174,3 +175,28 @@ def test_cli_preview(crm, crm_db_url, tmp_path, monkeypatch):
     out = runner.invoke(cli, [*base, "notify", "preview", "thank-you", str(customer.id)])  # no --deal
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert "thank-you/body.zh-CN.txt, line 3: undefined variable" in out.output
+
+
+class ShipsTemplates:
+    """A plugin shipping its own template through ``register_templates``."""
+
+    __name__ = "ships-templates"
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+
+    @crmcore.hookimpl
+    def register_templates(self, register):
+        register(self.folder)
+
+
+def test_plugins_ship_templates_searched_after_the_configured_directory(crm_factory, tmp_path):
+    shipped = write(tmp_path / "plugin", "welcome", {"subject.en.txt": "Welcome, {{ customer.name }}",
+                                                      "body.en.txt": "Hello from the plugin\n"})
+    configured = write(tmp_path / "company", "welcome", {"body.en.txt": "Hello from the company\n"})
+    crm = crm_factory(plugins=["notify"], extra_plugins=[ShipsTemplates(shipped)],
+                      config={"notify": {"templates_dir": str(configured)}})
+    customer = crm.customers.add(name="Ada")
+    rendered = crm.messages.preview("welcome", customer.id)
+    assert (rendered.subject, rendered.text) == ("Welcome, Ada", "Hello from the company\n")
+    assert crm.messages.template_dirs()[0] == configured and shipped in crm.messages.template_dirs()

@@ -5,7 +5,7 @@ and the whole path to a real SMTP server (aiosmtpd)."""
 from __future__ import annotations
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -18,7 +18,7 @@ from crmcore.cli import cli
 from .campaign_fixtures import Clock, open_crm, outbox_rows
 from .conftest import smtp_options
 
-T0 = datetime(2026, 6, 30, 9, 0, tzinfo=timezone.utc)
+T0 = datetime(2026, 6, 30, 9, 0, tzinfo=UTC)
 
 
 def triggers(**table) -> dict:
@@ -28,7 +28,7 @@ def triggers(**table) -> dict:
 def test_deal_won_queues_a_thank_you_once_per_deal(crm_factory):
     crm = open_crm(crm_factory, **triggers(deal_won={"template": "thank-you"}))
     customer = crm.customers.add(name="张伟", email="zw@example.com", country="CN")
-    deal = crm.deals.add(customer_id=customer.id, title="年度订阅", amount=Decimal("12000"), currency="CNY",
+    deal = crm.deals.add(customer_id=customer.id, title="年度订阅", amount=Decimal(12000), currency="CNY",
                          stage="proposal")
     assert outbox_rows(crm) == []  # an open stage: nothing
     crm.deals.move(deal.id, "won")
@@ -40,7 +40,7 @@ def test_deal_won_queues_a_thank_you_once_per_deal(crm_factory):
     crm.deals.move(deal.id, "lost")
     crm.deals.move(deal.id, "won")  # won again: the same deal is not thanked twice
     assert len(outbox_rows(crm)) == 1
-    won_at_once = crm.deals.add(customer_id=customer.id, title="Add-on", amount=Decimal("10"), currency="CNY",
+    won_at_once = crm.deals.add(customer_id=customer.id, title="Add-on", amount=Decimal(10), currency="CNY",
                                 stage="won")
     assert outbox_rows(crm)[-1]["idempotency_key"] == f"trigger:deal_won:thank-you:{won_at_once.id}"
 
@@ -57,13 +57,19 @@ class Refuser:
 
 
 def test_a_rolled_back_use_case_queues_nothing(crm_factory):
-    from .campaign_fixtures import Components, RecordingChannel, TagSegmenter, TieredScheme, notify_config
+    from .campaign_fixtures import (
+        Components,
+        RecordingChannel,
+        TagSegmenter,
+        TieredScheme,
+        notify_config,
+    )
 
     crm = crm_factory(plugins=["notify"], extra_plugins=[
         Components(channels=(RecordingChannel(),), segmenters=(TagSegmenter(),), schemes=(TieredScheme(),)),
         Refuser()], config=notify_config(**triggers(deal_won={"template": "thank-you"})))
     customer = crm.customers.add(name="Ada", email="ada@example.com")
-    deal = crm.deals.add(customer_id=customer.id, title="Plan", amount=Decimal("5"), currency="USD", stage="lead")
+    deal = crm.deals.add(customer_id=customer.id, title="Plan", amount=Decimal(5), currency="USD", stage="lead")
     with pytest.raises(HookError, match="credit check failed"):
         crm.deals.move(deal.id, "won")
     assert outbox_rows(crm) == []
@@ -73,8 +79,8 @@ def test_a_rolled_back_use_case_queues_nothing(crm_factory):
 def test_tier_upgrade_congratulates_only_moves_up(crm_factory):
     crm = open_crm(crm_factory, **triggers(tier_upgraded={"template": "tier-upgrade", "tiers": ["silver", "gold"]}))
     customer = crm.customers.add(name="Ada", email="ada@example.com", consent_marketing=True)
-    crm.deals.add(customer_id=customer.id, title="A", amount=Decimal("150"), currency="USD", stage="won")
-    crm.deals.add(customer_id=customer.id, title="B", amount=Decimal("2000"), currency="USD", stage="won")
+    crm.deals.add(customer_id=customer.id, title="A", amount=Decimal(150), currency="USD", stage="won")
+    crm.deals.add(customer_id=customer.id, title="B", amount=Decimal(2000), currency="USD", stage="won")
     crm.loyalty.redeem(customer.id, 1500, "stars")  # gold -> silver: a downgrade, no mail
     rows = outbox_rows(crm)
     assert [r["idempotency_key"] for r in rows] == [
@@ -84,7 +90,7 @@ def test_tier_upgrade_congratulates_only_moves_up(crm_factory):
     assert "moved up to the gold tier (from silver)" in rows[1]["body"] and "Your balance: 2150 points." in rows[1]["body"]
     assert rows[1]["purpose"] == "marketing"
     no_consent = crm.customers.add(name="Bob", email="bob@example.com")  # marketing without consent: skipped
-    crm.deals.add(customer_id=no_consent.id, title="C", amount=Decimal("150"), currency="USD", stage="won")
+    crm.deals.add(customer_id=no_consent.id, title="C", amount=Decimal(150), currency="USD", stage="won")
     assert len(outbox_rows(crm)) == 2
 
 
@@ -175,7 +181,7 @@ def test_trigger_and_campaign_mail_reach_a_real_smtp_server(crm_factory, smtp_se
     zh = crm.customers.add(name="张伟", email="zw@example.com", country="CN", tags=["vip"], consent_marketing=True)
     en = crm.customers.add(name="Ada", email="ada@example.com", tags=["vip"], consent_marketing=True)
     crm.customers.add(name="No", email="no@example.com", tags=["vip"])  # no marketing consent
-    crm.deals.add(customer_id=zh.id, title="年度订阅", amount=Decimal("12000"), currency="CNY", stage="won")
+    crm.deals.add(customer_id=zh.id, title="年度订阅", amount=Decimal(12000), currency="CNY", stage="won")
     crm.segments.run("tags")
     assert crm.campaigns.run("win-back", segment="vip").enqueued == 2
     crm.messages.set_consent(en.id, False, channel="smtp", source="link")  # withdrawn after queueing
@@ -190,3 +196,29 @@ def test_trigger_and_campaign_mail_reach_a_real_smtp_server(crm_factory, smtp_se
     unsubscribe = str(win_back["List-Unsubscribe"])
     assert unsubscribe.startswith("<https://crm.example/u?t=")
     assert unsubscribe.strip("<>") in win_back.get_body(("plain",)).get_content()
+
+
+class Nudges:
+    """A plugin doing its own daily work in ``on_scheduled``."""
+
+    __name__ = "nudges"
+
+    def __init__(self):
+        self.days = []
+
+    @crmcore.hookimpl
+    def on_scheduled(self, uow, as_of):
+        self.days.append(as_of)
+        for lead in uow.customers.list({"stage": "lead"}):
+            uow.outbox.enqueue("console", customer_id=lead.id, subject="Still interested?",
+                               key=f"nudge:{lead.id}:{as_of:%Y-%m}")
+
+
+def test_on_scheduled_runs_in_one_unit_with_as_of(crm_factory):
+    nudges = Nudges()
+    crm = crm_factory(plugins=["notify"], extra_plugins=[nudges])
+    crm.customers.add(name="Lead", stage="lead")
+    crm.customers.add(name="Paying", stage="customer")
+    assert crm.messages.run_scheduled("2026-07-01") == 1
+    assert crm.messages.run_scheduled("2026-07-02") == 0  # same month: the key repeats
+    assert [d.date().isoformat() for d in nudges.days] == ["2026-07-01", "2026-07-02"]
