@@ -19,7 +19,8 @@ it to a whole segment in one query and a single message uses the very same
 logic.  The dispatcher asks again before sending (:func:`refusals`), so a
 withdrawal between enqueue and delivery is honoured.
 
-Unsubscribe links carry a token signed with ``[notify] unsubscribe_secret``
+Unsubscribe links carry a token signed with ``[notify] unsubscribe_secret`` (or the
+environment variable named by ``unsubscribe_secret_env``)
 (itsdangerous, HMAC-SHA256): verifying it needs no database lookup.
 :func:`unsubscribe_app` is a tiny WSGI application a web front end (or a
 mail provider's one-click unsubscribe, RFC 8058) can call.
@@ -180,7 +181,8 @@ def refusals(crm: CRM, channel: str, messages: Sequence[Any]) -> dict[int, str]:
 
 def _serializer(secret: str | None) -> itsdangerous.URLSafeSerializer:
     if not secret:
-        raise ConfigError("[notify] unsubscribe_secret is not set: unsubscribe links cannot be signed or checked")
+        raise ConfigError("[notify] unsubscribe_secret (or unsubscribe_secret_env) is not set: "
+                          "unsubscribe links cannot be signed or checked")
     return itsdangerous.URLSafeSerializer(secret, salt=TOKEN_SALT,
                                           signer_kwargs={"digest_method": hashlib.sha256})
 
@@ -203,13 +205,13 @@ def read_token(secret: str | None, token: str) -> tuple[int, str, str]:
 def unsubscribe_url(crm: CRM, customer_id: int, channel: str = EVERY_CHANNEL, purpose: str = "marketing") -> str:
     """The configured unsubscribe URL with a fresh token for the customer."""
     settings = crm.config.notify
-    return settings.unsubscribe_url.replace("{token}", make_token(settings.unsubscribe_secret, customer_id,
+    return settings.unsubscribe_url.replace("{token}", make_token(settings.secret(), customer_id,
                                                                   channel, purpose))
 
 
 def unsubscribe_token(crm: CRM, token: str, source: str = "link", at: datetime | None = None) -> Decision:
     """Process an unsubscribe token: record the withdrawal (idempotent)."""
-    customer_id, channel, purpose = read_token(crm.config.notify.unsubscribe_secret, token)
+    customer_id, channel, purpose = read_token(crm.config.notify.secret(), token)
     with crm.unit() as uow:
         crm.authorize("consent.unsubscribe", customer_id)
         return record(uow, customer_id, False, channel, purpose, source=source, at=at)
@@ -234,7 +236,7 @@ def unsubscribe_app(crm: CRM) -> Any:
             params.update(parse_qs(environ["wsgi.input"].read(length).decode("utf-8", "replace")))
         token = (params.get("token") or [""])[0]
         try:
-            _customer_id, channel, purpose = read_token(crm.config.notify.unsubscribe_secret, token)
+            _customer_id, channel, purpose = read_token(crm.config.notify.secret(), token)
             if method == "POST":
                 unsubscribe_token(crm, token)
                 return _page(start_response, "200 OK", "You are unsubscribed.",

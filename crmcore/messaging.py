@@ -128,11 +128,11 @@ class MessageEngine:
                                "loyalty": {"balance": 0, "tier": None, "scheme": None, "schemes": {}},
                                "as_of": as_of, "timezone": self.crm.config.timezone,
                                "locale": self.locale_of(customer)}
-        if settings.unsubscribe_secret:
+        if settings.has_secret():
             ctx["unsubscribe_url"] = consent.unsubscribe_url(self.crm, customer["id"])
         else:
             ctx["unsubscribe_url"] = jinja2.StrictUndefined(
-                hint="unsubscribe_url needs [notify] unsubscribe_secret in crm.toml")
+                hint="unsubscribe_url needs [notify] unsubscribe_secret or unsubscribe_secret_env in crm.toml")
         return ctx
 
     def _pick_scheme(self, loyalty: dict[str, Any]) -> None:
@@ -264,7 +264,7 @@ class MessageEngine:
             return row | {"status": "dead", "last_error": str(exc)}
         row["payload"] = {"template": template, "locale": rendered.locale, "html": rendered.html,
                           "to_name": customer.get("name")}
-        if purpose == "marketing" and self.crm.config.notify.unsubscribe_secret:
+        if purpose == "marketing" and self.crm.config.notify.has_secret():
             row["payload"]["unsubscribe_url"] = ctx["unsubscribe_url"]
         row.update(subject=rendered.subject, body=rendered.text)
         if len(rendered.subject) > SUBJECT_LIMIT:

@@ -11,7 +11,7 @@ templates_dir = "templates"        # overrides the built-in templates, per kind
 default_locale = "en"              # when the customer has none
 locale_field = "locale"            # customer custom field holding the locale
 channel = "smtp"                   # default channel for campaigns and triggers
-unsubscribe_secret = "change me"   # HMAC key of unsubscribe tokens
+unsubscribe_secret_env = "CRM_UNSUBSCRIBE_SECRET"  # HMAC key of unsubscribe tokens (or unsubscribe_secret)
 unsubscribe_url = "https://example.com/unsubscribe?token={token}"
 
 [notify.locales]                   # country -> locale when the customer has none
@@ -28,6 +28,7 @@ template = "thank-you"
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -84,10 +85,25 @@ class NotifySettings:
     locales: Mapping[str, str] = attrs.field(factory=dict)
     channel: str = "console"
     unsubscribe_secret: str | None = None
+    unsubscribe_secret_env: str | None = None
     unsubscribe_url: str = "{token}"
     consent_default: str = "opt-in"
     consent_channels: Mapping[str, str] = attrs.field(factory=dict)
     triggers: tuple[Trigger, ...] = ()
+
+    def secret(self) -> str | None:
+        """The unsubscribe signing key: from ``unsubscribe_secret_env`` (an
+        environment variable, which keeps it out of crm.toml) or ``unsubscribe_secret``."""
+        if self.unsubscribe_secret_env:
+            value = os.environ.get(self.unsubscribe_secret_env)
+            if not value:
+                raise ConfigError(f"[notify] unsubscribe_secret_env: environment variable "
+                                  f"{self.unsubscribe_secret_env} is not set")
+            return value
+        return self.unsubscribe_secret
+
+    def has_secret(self) -> bool:
+        return bool(self.unsubscribe_secret_env or self.unsubscribe_secret)
 
     def policy(self, channel: str) -> str:
         """The default marketing policy of ``channel`` (opt-in or opt-out)."""
@@ -98,7 +114,7 @@ class NotifySettings:
 
 
 SIMPLE_KEYS = ("templates_dir", "default_locale", "locale_field", "channel", "unsubscribe_secret",
-               "unsubscribe_url")
+               "unsubscribe_secret_env", "unsubscribe_url")
 
 
 def parse_notify(value: Any, where: str) -> NotifySettings:

@@ -88,7 +88,7 @@ def notify_config(**notify: Any) -> dict[str, Any]:
     table = {"unsubscribe_secret": SECRET, "unsubscribe_url": "https://crm.example/u?t={token}",
              "channel": "mail", "locales": {"CN": "zh-CN"}}
     table.update(notify)
-    return {"notify": table}
+    return {"notify": {k: v for k, v in table.items() if v is not None}}
 
 
 def open_crm(crm_factory, recorder: RecordingChannel | None = None, clock=None, config: dict | None = None,

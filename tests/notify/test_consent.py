@@ -99,7 +99,7 @@ def test_tokens_round_trip_and_forgeries_fail():
         consent.read_token(SECRET, forged)
     with pytest.raises(InvalidToken):
         consent.read_token(SECRET, "not-a-token")
-    with pytest.raises(ConfigError, match="unsubscribe_secret is not set"):
+    with pytest.raises(ConfigError, match=r"unsubscribe_secret \(or unsubscribe_secret_env\) is not set"):
         consent.make_token(None, 42)
 
 
@@ -187,3 +187,13 @@ def test_cli_unsubscribe_resubscribe_consent_and_token(crm_factory, crm_db_url, 
     assert crm.customers.get(customer.id).consent_marketing is False
     out = runner.invoke(cli, [*base, "notify", "unsubscribe", "garbage"])
     assert out.exit_code == 1 and "not valid" in out.output and "Traceback" not in out.output
+
+
+def test_secret_from_the_environment(crm_factory, monkeypatch):
+    crm = open_crm(crm_factory, unsubscribe_secret=None, unsubscribe_secret_env="CRM_TEST_UNSUB_SECRET")
+    customer = crm.customers.add(name="Ada", consent_marketing=True)
+    with pytest.raises(ConfigError, match="environment variable CRM_TEST_UNSUB_SECRET is not set"):
+        crm.messages.preview("win-back", customer.id)
+    monkeypatch.setenv("CRM_TEST_UNSUB_SECRET", "from-env")
+    url = consent.unsubscribe_url(crm, customer.id)
+    assert consent.read_token("from-env", url.split("t=", 1)[1]) == (customer.id, "*", "marketing")
