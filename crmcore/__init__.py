@@ -36,7 +36,7 @@ from .errors import (
 )
 from .loyalty import LedgerEntry, LoyaltyScheme
 from .migrations import PluginSchema
-from .notify import Channel, Message, PermanentError, TransientError
+from .notify import Channel, Delivered, DispatchResult, Message, PermanentError, TransientError
 from .plugins import hookimpl
 from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult
 from .segments import Assignment, MembershipChange, SegmentContext, Segmenter, SegmentRun
@@ -47,7 +47,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CRM", "Assignment", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
-    "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Direction", "HookError",
+    "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult",
+    "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "Renderer", "Report", "ReportContext", "ReportResult",

@@ -142,7 +142,9 @@ class CRM:
                       "channels": self.notify.registry, "reports": self.reports.registry}
         for family, table in self.config.options.items():
             for name in table:
-                if name in registries[family]:
+                if family == "channels" and name in registries[family]:
+                    self.notify.channel_options(name)  # without the dispatcher's keys (rate_limit, ...)
+                elif name in registries[family]:
                     build_options(registries[family].get(name), family, self.config, None)
 
     def _own_field(self, field: CustomField, plugin: str) -> CustomField:

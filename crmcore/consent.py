@@ -158,19 +158,19 @@ def refusal(uow: UnitOfWork, customer_id: int | None, channel: str, purpose: str
     return uow.conn.execute(select(column)).scalar()
 
 
-def refusals(crm: CRM, channel: str, messages: Sequence[Any]) -> dict[int, str]:
+def refusals(crm: CRM, messages: Sequence[Any]) -> dict[int, str]:
     """Consent as it stands now for messages about to be sent: ``{message id: reason}``
-    for those that may not go (one query per purpose, for the dispatcher)."""
-    chan = crm.notify.registry.get(channel) if channel in crm.notify.registry else None
+    for those that may not go (one query per channel and purpose, for the dispatcher)."""
     found: dict[int, str] = {}
-    if chan is None:
-        return found
-    policy = crm.config.notify.policy(channel)
     outbox = tables.notify_outbox
-    for purpose in PURPOSES:
-        ids = [m.id for m in messages if m.purpose == purpose and m.customer_id is not None]
+    groups: dict[tuple[str, str], list[int]] = {}
+    for m in messages:
+        if m.customer_id is not None and m.channel in crm.notify.registry:
+            groups.setdefault((m.channel, m.purpose), []).append(m.id)
+    for (channel, purpose), ids in groups.items():
+        address = crm.notify.registry.get(channel).address
+        column = refusal_column(channel, address, purpose, crm.config.notify.policy(channel), outbox.c.customer_id)
         for start in range(0, len(ids), 1000):
-            column = refusal_column(channel, chan.address, purpose, policy, outbox.c.customer_id)
             query = select(outbox.c.id, column.label("refusal")).where(outbox.c.id.in_(ids[start:start + 1000]))
             with crm.unit(readonly=True) as uow:
                 found.update({mid: reason for mid, reason in uow.conn.execute(query) if reason})

@@ -2,10 +2,28 @@
 
 Use cases enqueue messages with ``uow.outbox.enqueue(...)`` inside their
 transaction, so a rollback enqueues nothing.  :meth:`NotifyEngine.dispatch`
-delivers after commit: it claims due messages (a conditional UPDATE, so two
-dispatchers never take the same one), sends them through their channel, and
-marks them sent, schedules a retry with exponential backoff, or moves them to
-the dead-letter state after ``max_attempts`` or a permanent failure.
+delivers after commit.
+
+A message moves through these states::
+
+    pending --claim--> claimed --start--> sending --> sent
+       ^                  |                  |------> pending (retry, backoff + jitter)
+       |-- lease expired -|                  |------> dead (permanent, or max_attempts)
+                                             |------> dead ("in doubt": dispatcher died mid-send)
+
+* **claimed**: a dispatcher took the message (``FOR UPDATE SKIP LOCKED`` on
+  PostgreSQL and MariaDB, one conditional ``UPDATE`` under SQLite's write lock),
+  so two dispatchers never take the same one.  Nothing has gone out yet: a
+  claim whose dispatcher died is taken again once its lease has run out, and
+  a dispatcher that stops on SIGTERM hands its claims back at once.
+* **sending**: committed *before* the network call.  The outcome (sent, retry,
+  dead) is committed after it.  If the dispatcher dies in between, nobody
+  knows whether the provider accepted the message.  Such a message is *in
+  doubt*: once its lease has run out it goes to the dead letters with that
+  reason (at most once: never sent twice, but possibly not sent), unless the
+  channel says ``resend_in_doubt`` because its receivers de-duplicate on the
+  idempotency key (then it is sent again: at least once).  The window is one
+  message per dispatcher thread: the network call plus one commit.
 
 Consent: transactional messages always go; a marketing message needs the
 customer's ``consent_marketing`` and the channel's flag (``consent_email`` for
@@ -15,19 +33,24 @@ again before sending (consent may be withdrawn in between).
 
 from __future__ import annotations
 
+import os
 import random
+import socket
+import threading
 import uuid
+from collections import Counter
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import and_, func, or_, select, update
 
 from . import consent
 from .components import Component, build_options
 from .entities import Customer
-from .errors import ValidationError
+from .errors import ConfigError, ValidationError
+from .notify_policy import DeliveryPolicy, Pacer, split_delivery_options
 from .registry import Registry
 from .store import tables
 
@@ -37,12 +60,21 @@ if TYPE_CHECKING:
 
 outbox = tables.notify_outbox
 PURPOSES = ("transactional", "marketing")
-STATUSES = ("pending", "sending", "sent", "dead", "suppressed")
+STATUSES = ("pending", "claimed", "sending", "sent", "dead", "suppressed")
 DEFAULT_MAX_ATTEMPTS = 5
 BACKOFF_BASE = timedelta(seconds=30)
 BACKOFF_CAP = timedelta(hours=6)
-# A message claimed this long ago by a dispatcher that died is due again.
+# A claim or a send this old belongs to a dispatcher that died (sends time out
+# long before this; a claim is renewed per message, see _start).
 CLAIM_LEASE = timedelta(minutes=10)
+# Messages claimed per round trip; small enough that a stopped dispatcher has
+# little to hand back, large enough that claiming costs little per message.
+CLAIM_BATCH = 100
+# After this many transient failures in a row, a channel is taken as down for
+# the rest of the dispatch: its other messages are deferred without an attempt.
+DOWN_AFTER = 3
+IN_DOUBT = ("in doubt: the dispatcher stopped while sending; the provider may have accepted it "
+            "(compare the provider id); `crm notify retry` sends it again")
 
 
 class TransientError(Exception):
@@ -50,7 +82,7 @@ class TransientError(Exception):
 
 
 class PermanentError(Exception):
-    """Delivery can never succeed (bad address, 4xx, rejected recipient)."""
+    """Delivery can never succeed (bad address, 4xx, rejected recipient, misconfiguration)."""
 
 
 @attrs.frozen
@@ -69,20 +101,43 @@ class Message:
     attempts: int
 
 
+@attrs.frozen
+class Delivered:
+    """What a channel may return from :meth:`Channel.send` instead of a bare id.
+
+    :ivar provider_id: the provider's id for the message (stored as ``provider_id``).
+    :ivar details: anything worth keeping about the delivery (SMS segments,
+        the server's reply, ...); stored as the message's ``delivery`` JSON.
+    """
+
+    provider_id: str | None = None
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
 class Channel(Component):
     """Base class of notification channels.
 
     :cvar address: which customer field is the recipient: ``"email"``,
         ``"phone"`` or None (the channel needs no per-customer address).
+    :cvar resend_in_doubt: True if the receiving end de-duplicates on the
+        message's idempotency key, so a message whose outcome is unknown (the
+        dispatcher died during the send) may safely be sent again.  False
+        (the default) dead-letters such a message instead of risking a
+        duplicate.
     """
 
     address: str | None = None
+    resend_in_doubt: bool = False
 
     def open(self, options: Any) -> None:
-        """Prepare for a batch (e.g. connect); called once per dispatch."""
+        """Prepare for a batch (e.g. connect); called once per dispatch and thread.
 
-    def send(self, message: Message, options: Any) -> str | None:
-        """Deliver one message; return the provider's message id, if any.
+        Raise :class:`PermanentError` for a misconfiguration (the batch's
+        messages are dead-lettered with the reason), anything else to retry later.
+        """
+
+    def send(self, message: Message, options: Any) -> str | Delivered | None:
+        """Deliver one message; return the provider's message id (or a :class:`Delivered`).
 
         Raise :class:`TransientError` to retry later, :class:`PermanentError`
         to give up at once.  Any other exception counts as transient.
@@ -95,18 +150,30 @@ class Channel(Component):
 
 @attrs.frozen
 class DispatchResult:
-    """What one dispatch did."""
+    """What one dispatch did.
+
+    :ivar deferred: messages handed back without an attempt because their
+        channel was down (or the dispatcher was asked to stop).
+    """
 
     sent: int = 0
     retried: int = 0
     dead: int = 0
     suppressed: int = 0
+    deferred: int = 0
+
+    def __add__(self, other: DispatchResult) -> DispatchResult:
+        return DispatchResult(**{k: getattr(self, k) + getattr(other, k) for k in attrs.fields_dict(DispatchResult)})
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.retried + self.dead + self.suppressed + self.deferred
 
 
 class Outbox:
     """Enqueueing inside a unit of work (``uow.outbox``)."""
 
-    def __init__(self, uow: "UnitOfWork"):
+    def __init__(self, uow: UnitOfWork):
         self.uow = uow
 
     def enqueue(self, channel: str, *, customer_id: int | None = None, recipient: str | None = None,
@@ -164,15 +231,45 @@ def backoff(attempts: int, base: timedelta = BACKOFF_BASE, cap: timedelta = BACK
     return delay * (1 + random.uniform(-jitter, jitter))
 
 
+def dispatcher_name() -> str:
+    """Who holds a claim: host, process and a random part (one per claim round)."""
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+
+
+@attrs.define
+class _Claimed:
+    """A claimed message and what the dispatcher needs to finish it."""
+
+    message: Message
+    token: str
+    max_attempts: int
+
+
 class NotifyEngine:
     """``crm.notify``: channels, enqueueing, dispatching and the outbox."""
 
-    def __init__(self, crm: "CRM"):
+    def __init__(self, crm: CRM):
         self.crm = crm
         self.registry: Registry[Channel] = Registry("channel")
+        self._pacers: dict[str, Pacer] = {}
+        self._pacers_lock = threading.Lock()
 
     def channels(self) -> list[Channel]:
         return list(self.registry)
+
+    # -- options ---------------------------------------------------------------------------
+    def delivery_policy(self, name: str) -> DeliveryPolicy:
+        """The dispatcher's settings for a channel (rate limit, quiet hours)."""
+        raw = self.crm.config.component_options("channels", name)
+        return split_delivery_options(raw, name, self.crm.config.timezone)[0]
+
+    def channel_options(self, name: str, given: Mapping[str, Any] | None = None) -> Any:
+        """The channel's own options, from ``[channels.NAME]`` without the delivery keys."""
+        channel = self.registry.get(name)
+        config = self.crm.config
+        own = split_delivery_options(config.component_options("channels", name), name, config.timezone)[1]
+        options = {**config.options, "channels": {**config.options.get("channels", {}), name: own}}
+        return build_options(channel, "channels", attrs.evolve(config, options=options), given)
 
     def enqueue(self, channel: str, **fields: Any) -> int:
         """Queue a message in its own transaction (see :meth:`Outbox.enqueue`)."""
@@ -180,109 +277,202 @@ class NotifyEngine:
             self.crm.authorize("notify.enqueue", channel)
             return uow.outbox.enqueue(channel, **fields)
 
-    def dispatch(self, limit: int | None = None, channel: str | None = None) -> DispatchResult:
-        """Deliver due messages; safe to run in several processes at once."""
-        now = self.crm.clock()
-        counts = {"sent": 0, "retried": 0, "dead": 0, "suppressed": 0}
-        claimed = self._claim(now, limit, channel)
-        by_channel: dict[str, list[Message]] = {}
-        for message in claimed:
-            by_channel.setdefault(message.channel, []).append(message)
-        for name, messages in by_channel.items():
-            self._deliver(name, messages, counts)
-        return DispatchResult(**counts)
+    # -- dispatching -------------------------------------------------------------------------
+    def dispatch(self, limit: int | None = None, channel: str | None = None, *, as_of: datetime | None = None,
+                 workers: int = 1, stop: threading.Event | None = None) -> DispatchResult:
+        """Deliver due messages; safe to run in several processes at once.
 
-    def _claim(self, now: datetime, limit: int | None, channel: str | None) -> list[Message]:
-        due = or_(outbox.c.status == "pending",
-                  (outbox.c.status == "sending") & (outbox.c.claimed_at < now - CLAIM_LEASE))
-        query = select(outbox).where(due, outbox.c.next_attempt_at <= now).order_by(outbox.c.id).limit(limit)
-        if channel:
-            query = query.where(outbox.c.channel == channel)
-        claimed = []
+        :param limit: at most this many messages (all due ones if None).
+        :param channel: only this channel's messages.
+        :param as_of: treat this moment as now (default: the CRM's clock).
+        :param workers: threads delivering in parallel, each with its own
+            claims and channel connections.
+        :param stop: when set, each worker finishes the message in flight,
+            hands its remaining claims back and returns.
+        """
+        if workers < 1:
+            raise ValidationError.single("workers", "must be at least 1", "dispatch")
+        clock = (lambda: as_of) if as_of is not None else self.crm.clock
+        self.recover(clock())
+        self.defer_quiet_hours(clock(), channel)
+        budget = _Budget(limit)
+        if workers == 1:
+            return _Worker(self, clock, channel, budget, stop).run()
+        results: list[DispatchResult] = []
+        errors: list[BaseException] = []
+
+        def work() -> None:
+            try:
+                results.append(_Worker(self, clock, channel, budget, stop).run())
+            except BaseException as exc:  # re-raised in the caller's thread
+                errors.append(exc)
+
+        threads = [threading.Thread(target=work, name=f"crm-dispatch-{i}") for i in range(workers)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            while thread.is_alive():  # join in slices: the main thread stays responsive to signals
+                thread.join(0.2)
+        if errors:
+            raise errors[0]
+        return sum(results, DispatchResult())
+
+    def recover(self, now: datetime) -> int:
+        """Settle messages whose dispatcher died: expired claims become due again;
+        expired sends are in doubt (see the module docstring).  Returns how many."""
+        cutoff = now - CLAIM_LEASE
+        resend = [c.name for c in self.registry if c.resend_in_doubt]
+        stale = and_(outbox.c.status == "sending", outbox.c.claimed_at < cutoff)
         with self.crm.unit() as uow:
-            for row in uow.conn.execute(query).all():
-                took = uow.conn.execute(update(outbox).where(
-                    outbox.c.id == row.id, outbox.c.status == row.status,
-                    outbox.c.attempts == row.attempts).values(
-                    status="sending", claimed_at=now, attempts=row.attempts + 1)).rowcount
-                if took:
-                    claimed.append(Message(row.id, row.channel, row.recipient, row.subject, row.body,
-                                           row.payload or {}, row.purpose, row.customer_id,
-                                           row.idempotency_key, row.attempts + 1))
-        return claimed
+            count = uow.conn.execute(update(outbox).where(
+                outbox.c.status == "claimed", outbox.c.claimed_at < cutoff).values(
+                status="pending", claimed_at=None, claimed_by=None)).rowcount
+            if resend:
+                count += uow.conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
+                    status="pending", claimed_at=None, claimed_by=None, next_attempt_at=now,
+                    last_error="in doubt: the dispatcher stopped while sending; sent again")).rowcount
+            count += uow.conn.execute(update(outbox).where(stale).values(
+                status="dead", claimed_at=None, last_error=IN_DOUBT)).rowcount
+        return count
 
-    def _deliver(self, name: str, messages: list[Message], counts: dict[str, int]) -> None:
-        if name not in self.registry:
-            for message in messages:
-                self._finish(message, "dead", error=f"channel {name!r} is not enabled")
-                counts["dead"] += 1
-            return
-        channel = self.registry.get(name)
-        try:
-            options = build_options(channel, "channels", self.crm.config, None)
-            channel.open(options)
-        except Exception as exc:  # misconfiguration or server down: every message retries
-            for message in messages:
-                counts[self._failed(message, exc)] += 1
-            return
-        try:
-            refusals = consent.refusals(self.crm, name, messages)  # consent as it stands now (crmcore.consent)
-            for message in messages:
-                message, refusal, missing = self._check_now(message, channel)
-                refusal = refusals.get(message.id)
-                if refusal or missing:
-                    self._finish(message, "suppressed" if refusal else "dead", error=refusal or missing)
-                    counts["suppressed" if refusal else "dead"] += 1
-                    continue
-                try:
-                    provider_id = channel.send(message, options)
-                except Exception as exc:
-                    counts[self._failed(message, exc)] += 1
-                else:
-                    self._finish(message, "sent", provider_id=provider_id)
-                    counts["sent"] += 1
-        finally:
-            channel.close()
+    def defer_quiet_hours(self, now: datetime, channel: str | None = None) -> int:
+        """Move due messages of channels in their quiet hours to the window's end."""
+        deferred = 0
+        for chan in self.registry:
+            if channel and chan.name != channel:
+                continue
+            quiet = self.delivery_policy(chan.name).quiet_hours
+            until = quiet.deferral(now) if quiet else None
+            if until is None:
+                continue
+            scope = [outbox.c.channel == chan.name, outbox.c.status == "pending", outbox.c.next_attempt_at < until]
+            if quiet.applies_to == "marketing":
+                scope.append(outbox.c.purpose == "marketing")
+            with self.crm.unit() as uow:
+                deferred += uow.conn.execute(update(outbox).where(*scope).values(next_attempt_at=until)).rowcount
+        return deferred
 
-    def _check_now(self, message: Message, channel: Channel) -> tuple[Message, str | None, str | None]:
+    def pacer(self, name: str) -> Pacer | None:
+        """The shared rate limiter of a channel (None when it has no rate limit)."""
+        rate = self.delivery_policy(name).rate_limit
+        if rate is None:
+            return None
+        with self._pacers_lock:
+            pacer = self._pacers.get(name)
+            if pacer is None or pacer.interval != 1.0 / rate:
+                pacer = self._pacers[name] = Pacer(rate)
+            return pacer
+
+    def _claim(self, now: datetime, limit: int | None, channel: str | None) -> list[_Claimed]:
+        """Take up to ``limit`` due messages for this dispatcher (status ``claimed``)."""
+        token = dispatcher_name()
+        due = or_(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
+                  and_(outbox.c.status == "claimed", outbox.c.claimed_at < now - CLAIM_LEASE))
+        ids = select(outbox.c.id).where(due).order_by(outbox.c.id).limit(limit)
+        if channel:
+            ids = ids.where(outbox.c.channel == channel)
+        claim = update(outbox).values(status="claimed", claimed_at=now, claimed_by=token)
+        with self.crm.unit() as uow:
+            if uow.dialect == "sqlite":
+                # One statement under SQLite's write lock (BEGIN IMMEDIATE): atomic.
+                uow.conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
+            else:
+                # Rows another dispatcher has locked are skipped, not waited for.
+                taken = uow.conn.execute(ids.with_for_update(skip_locked=True)).scalars().all()
+                if not taken:
+                    return []
+                uow.conn.execute(claim.where(outbox.c.id.in_(taken)))
+            rows = uow.conn.execute(select(outbox).where(outbox.c.claimed_by == token, outbox.c.status == "claimed")
+                                    .order_by(outbox.c.id)).all()
+        return [_Claimed(Message(r.id, r.channel, r.recipient, r.subject, r.body, r.payload or {}, r.purpose,
+                                 r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
+                for r in rows]
+
+    def _start(self, claimed: _Claimed, now: datetime, conn: Any = None) -> bool:
+        """Mark a claimed message ``sending`` (committed before the network call).
+
+        False if the claim was lost (it expired and another dispatcher took it).
+        """
+        message = claimed.message
+        statement = update(outbox).where(
+            outbox.c.id == message.id, outbox.c.status == "claimed", outbox.c.claimed_by == claimed.token).values(
+            status="sending", attempts=message.attempts, claimed_at=now, last_attempt_at=now,
+            recipient=message.recipient)
+        if conn is not None:
+            return bool(conn.execute(statement).rowcount)
+        with self.crm.unit() as uow:
+            return bool(uow.conn.execute(statement).rowcount)
+
+    def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending") -> str:
+        """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
+        error = f"{type(exc).__name__}: {exc}"
+        attempts = claimed.message.attempts
+        if isinstance(exc, PermanentError) or attempts >= claimed.max_attempts:
+            self._finish(claimed, "dead", now, error=error, from_status=from_status, attempts=attempts)
+            return "dead"
+        self._finish(claimed, "pending", now, error=error, from_status=from_status, attempts=attempts,
+                     next_attempt_at=now + backoff(attempts))
+        return "retried"
+
+    def _finish(self, claimed: _Claimed, status: str, now: datetime, error: str | None = None,
+                from_status: str = "sending", conn: Any = None, **values: Any) -> bool:
+        """Record the outcome, if this dispatcher still holds the message."""
+        if status == "sent":
+            values["sent_at"] = now
+        message = claimed.message
+        # The token identifies this claim: if the lease ran out and another
+        # dispatcher took the message, its result is the one that stands.
+        statement = update(outbox).where(
+            outbox.c.id == message.id, outbox.c.status == from_status, outbox.c.claimed_by == claimed.token).values(
+            status=status, last_error=error, claimed_at=None, claimed_by=None, **values)
+        if conn is not None:
+            return bool(conn.execute(statement).rowcount)
+        with self.crm.unit() as uow:
+            return bool(uow.conn.execute(statement).rowcount)
+
+    def release(self, claims: list[_Claimed], reason: str | None, now: datetime,
+                next_attempt_at: datetime | None = None) -> int:
+        """Hand claimed (never attempted) messages back: pending, attempts unchanged."""
+        released = 0
+        by_token: dict[str, list[int]] = {}
+        for claimed in claims:
+            by_token.setdefault(claimed.token, []).append(claimed.message.id)
+        with self.crm.unit() as uow:
+            for token, ids in by_token.items():
+                values: dict[str, Any] = {"status": "pending", "claimed_at": None, "claimed_by": None}
+                if reason is not None:
+                    values["last_error"] = reason
+                if next_attempt_at is not None:
+                    values["next_attempt_at"] = next_attempt_at
+                released += uow.conn.execute(update(outbox).where(
+                    outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
+                    **values)).rowcount
+        return released
+
+    def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
+        """The consent flags and addresses of the customers a claim round needs
+        (marketing messages, messages without a recipient): one query per round."""
+        wanted = {c.message.customer_id for c in claims if c.message.customer_id is not None
+                  and (c.message.purpose == "marketing" or c.message.recipient is None)}
+        if not wanted:
+            return {}
+        customers = tables.customers
+        query = select(customers.c.id, customers.c.email, customers.c.phone, customers.c.consent_marketing,
+                       customers.c.consent_email, customers.c.consent_sms).where(customers.c.id.in_(wanted))
+        with self.crm.unit(readonly=True) as uow:
+            return {row.id: row for row in uow.conn.execute(query)}
+
+    @staticmethod
+    def _check_now(message: Message, channel: Channel, customer: Any) -> tuple[Message, str | None, str | None]:
         """Re-check consent (it may have been withdrawn) and fill a missing address
         (a requeued message may have died for lack of one).  Returns the message,
         a consent refusal and a missing-address reason."""
-        needs_address = message.recipient is None and channel.address is not None
-        if message.customer_id is None or (message.purpose != "marketing" and not needs_address):
-            return message, None, None
-        with self.crm.unit(readonly=True) as uow:
-            customer = uow.customers.find(id=message.customer_id)
-        if needs_address and customer is not None and getattr(customer, channel.address):
+        if message.recipient is None and channel.address is not None and customer is not None \
+                and getattr(customer, channel.address):
             message = attrs.evolve(message, recipient=getattr(customer, channel.address))
-            with self.crm.unit() as uow:
-                uow.conn.execute(update(outbox).where(outbox.c.id == message.id).values(recipient=message.recipient))
         missing = f"customer {message.customer_id} has no {channel.address}" if message.recipient is None \
-            and channel.address else None
+            and channel.address and message.customer_id is not None else None
         return message, consent_refusal(customer, channel, message.purpose), missing
-
-    def _failed(self, message: Message, exc: BaseException) -> str:
-        error = f"{type(exc).__name__}: {exc}"
-        with self.crm.unit(readonly=True) as uow:
-            max_attempts = uow.conn.execute(select(outbox.c.max_attempts).where(
-                outbox.c.id == message.id)).scalar_one()
-        if isinstance(exc, PermanentError) or message.attempts >= max_attempts:
-            self._finish(message, "dead", error=error)
-            return "dead"
-        self._finish(message, "pending", error=error,
-                     next_attempt_at=self.crm.clock() + backoff(message.attempts))
-        return "retried"
-
-    def _finish(self, message: Message, status: str, error: str | None = None, **values: Any) -> None:
-        now = self.crm.clock()
-        if status == "sent":
-            values["sent_at"] = now
-        with self.crm.unit() as uow:
-            # attempts identifies this claim: if the lease ran out and another
-            # dispatcher reclaimed the message, its result is the one that stands.
-            uow.conn.execute(update(outbox).where(outbox.c.id == message.id, outbox.c.status == "sending",
-                                                  outbox.c.attempts == message.attempts).values(
-                status=status, last_error=error, claimed_at=None, **values))
 
     # -- reading / maintenance ---------------------------------------------
     def outbox(self, status: str | None = None, customer_id: int | None = None,
@@ -303,11 +493,180 @@ class NotifyEngine:
         with self.crm.unit(readonly=True) as uow:
             return dict(uow.conn.execute(select(outbox.c.status, func.count()).group_by(outbox.c.status)).all())
 
-    def retry(self, ids: list[int] | None = None) -> int:
+    def retry(self, ids: list[int] | None = None, *, as_of: datetime | None = None) -> int:
         """Requeue dead messages (all, or the given ids) with fresh attempts."""
         query = update(outbox).where(outbox.c.status == "dead")
         if ids is not None:
             query = query.where(outbox.c.id.in_(ids))
         with self.crm.unit() as uow:
             self.crm.authorize("notify.retry", ids)
-            return uow.conn.execute(query.values(status="pending", attempts=0, next_attempt_at=uow.now)).rowcount
+            return uow.conn.execute(query.values(status="pending", attempts=0, claimed_by=None,
+                                                 next_attempt_at=as_of or uow.now)).rowcount
+
+
+class _Budget:
+    """How many messages the dispatch may still take, shared by its workers."""
+
+    def __init__(self, limit: int | None):
+        self.left, self._lock = limit, threading.Lock()
+
+    def take(self, most: int) -> int:
+        with self._lock:
+            if self.left is None:
+                return most
+            granted = min(most, self.left)
+            self.left -= granted
+            return granted
+
+    def give_back(self, count: int) -> None:
+        with self._lock:
+            if self.left is not None:
+                self.left += count
+
+
+class _Worker:
+    """One dispatcher thread: claims rounds of messages and delivers them through
+    channels it opens once (and closes at the end).
+
+    One commit per message: a sent message's outcome is committed in the same
+    transaction that marks the next message ``sending`` (both before the next
+    network call), unless the channel is rate limited (then the outcome is
+    committed at once rather than held during the wait).
+    """
+
+    def __init__(self, engine: NotifyEngine, clock: Any, channel: str | None, budget: _Budget,
+                 stop: threading.Event | None):
+        self.engine, self.clock, self.channel, self.budget = engine, clock, channel, budget
+        self.stop = stop or threading.Event()
+        self.counts: Counter[str] = Counter()
+        self.opened: dict[str, tuple[Channel, Any]] = {}
+        self.broken: dict[str, BaseException] = {}  # channels that could not open, or went down
+        self.failures_in_a_row: Counter[str] = Counter()
+        self.unrecorded: tuple[_Claimed, Delivered, datetime] | None = None  # sent, outcome not committed yet
+        self.refusals: dict[int, str] = {}  # message id -> why consent refuses it now
+
+    def run(self) -> DispatchResult:
+        try:
+            while not self.stop.is_set():
+                want = self.budget.take(CLAIM_BATCH)
+                if want == 0:
+                    break
+                claims = self.engine._claim(self.clock(), want, self.channel)
+                self.budget.give_back(want - len(claims))
+                if not claims:
+                    break
+                self._deliver_all(claims)
+        finally:
+            self._record_sent()
+            for chan, _ in self.opened.values():
+                chan.close()
+        return DispatchResult(**self.counts)
+
+    def _deliver_all(self, claims: list[_Claimed]) -> None:
+        customers = self.engine._customers_of(claims)
+        self.refusals = consent.refusals(self.engine.crm, [c.message for c in claims])  # as it stands now
+        for index, claimed in enumerate(claims):
+            if self.stop.is_set():
+                self._record_sent()
+                rest = claims[index:]
+                self.engine.release(rest, None, self.clock())
+                self.counts["deferred"] += len(rest)
+                return
+            self._deliver(claimed, customers.get(claimed.message.customer_id))
+
+    def _deliver(self, claimed: _Claimed, customer: Any) -> None:
+        engine, now, message = self.engine, self.clock(), claimed.message
+        if message.channel not in engine.registry:
+            self._record_sent()
+            engine._finish(claimed, "dead", now, error=f"channel {message.channel!r} is not enabled",
+                           from_status="claimed", attempts=message.attempts)
+            self.counts["dead"] += 1
+            return
+        opened = self._open(claimed)
+        if opened is None:
+            return
+        channel, options = opened
+        message, refusal, missing = engine._check_now(message, channel, customer)
+        refusal = self.refusals.get(message.id)  # crmcore.consent decides (recorded decisions + policy)
+        claimed.message = message
+        if refusal or missing:
+            self._record_sent()
+            engine._finish(claimed, "suppressed" if refusal else "dead", now, error=refusal or missing,
+                           from_status="claimed", recipient=message.recipient)
+            self.counts["suppressed" if refusal else "dead"] += 1
+            return
+        pacer = engine.pacer(channel.name)
+        if pacer is not None:
+            self._record_sent()
+            pacer.wait_turn(self.stop.wait)
+        if not self._start(claimed):
+            return  # the claim expired and another dispatcher has the message
+        try:
+            outcome = channel.send(message, options)
+        except Exception as exc:
+            self._failed(claimed, exc)
+            return
+        self.failures_in_a_row[channel.name] = 0
+        self.unrecorded = (claimed, outcome if isinstance(outcome, Delivered) else Delivered(outcome), self.clock())
+        self.counts["sent"] += 1
+
+    def _start(self, claimed: _Claimed) -> bool:
+        """Commit the previous message's outcome and this one's ``sending`` mark together."""
+        with self.engine.crm.unit() as uow:
+            self._record_sent(uow.conn)
+            return self.engine._start(claimed, self.clock(), uow.conn)
+
+    def _record_sent(self, conn: Any = None) -> None:
+        if self.unrecorded is None:
+            return
+        claimed, delivered, at = self.unrecorded
+        self.unrecorded = None
+        self.engine._finish(claimed, "sent", at, provider_id=delivered.provider_id,
+                            delivery=dict(delivered.details) or None, conn=conn)
+
+    def _open(self, claimed: _Claimed) -> tuple[Channel, Any] | None:
+        """The channel, opened once for this worker; None if the message was settled
+        because the channel cannot work now."""
+        name = claimed.message.channel
+        if name in self.opened:
+            return self.opened[name]
+        if name not in self.broken:
+            channel = self.engine.registry.get(name)
+            try:
+                options = self.engine.channel_options(name)
+                channel.open(options)
+            except ConfigError as exc:  # the configuration is wrong: no attempt will succeed
+                self.broken[name] = PermanentError(str(exc))
+            except Exception as exc:  # misconfiguration or server down
+                self.broken[name] = exc
+            else:
+                self.opened[name] = (channel, options)
+                return self.opened[name]
+        self._record_sent()
+        error = self.broken[name]
+        if isinstance(error, PermanentError):
+            self.counts[self.engine._failed(claimed, error, self.clock(), from_status="claimed")] += 1
+        elif self.failures_in_a_row[name] >= DOWN_AFTER:
+            self._defer(claimed, error)
+        else:  # a few attempts are counted, so a server that stays down ends in the dead letters
+            self.failures_in_a_row[name] += 1
+            self.counts[self.engine._failed(claimed, error, self.clock(), from_status="claimed")] += 1
+        return None
+
+    def _failed(self, claimed: _Claimed, exc: BaseException) -> None:
+        self._record_sent()
+        name = claimed.message.channel
+        self.counts[self.engine._failed(claimed, exc, self.clock())] += 1
+        if isinstance(exc, PermanentError):
+            return
+        self.failures_in_a_row[name] += 1
+        if self.failures_in_a_row[name] >= DOWN_AFTER:
+            # The server looks down: the rest of this dispatch should not burn attempts on it.
+            channel, _ = self.opened.pop(name)
+            channel.close()
+            self.broken[name] = exc
+
+    def _defer(self, claimed: _Claimed, error: BaseException) -> None:
+        now = self.clock()
+        reason = f"deferred: channel {claimed.message.channel!r} is down ({type(error).__name__}: {error})"
+        self.counts["deferred"] += self.engine.release([claimed], reason, now, now + BACKOFF_BASE)

@@ -157,7 +157,8 @@ def _show(session: Session, kind: str, entity: Any, message: str | None) -> None
         record["segments"] = crm.segments.segments_of(entity.id)
         record["loyalty"] = {s.name: crm.loyalty.balance(entity.id, s.name) for s in crm.loyalty.schemes()}
         record["recent_messages"] = [
-            {k: m[k] for k in ("id", "channel", "status", "subject", "attempts", "last_error")}
+            {k: m[k] for k in ("id", "channel", "status", "subject", "attempts", "last_error", "provider_id",
+                               "sent_at")}
             for m in crm.notify.outbox(customer_id=entity.id, limit=5)]
     if session.as_json:
         session.emit([record])

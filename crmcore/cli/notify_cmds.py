@@ -2,17 +2,25 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from typing import Any
+
 import attrs
 import click
 
+from ..notify import STATUSES, DispatchResult
 from .context import Session, pass_session
 from .entities import resolve_customer
 from .family_common import component_rows
 
+OUTBOX_COLUMNS = ["id", "channel", "recipient", "purpose", "status", "attempts", "next_attempt_at", "sent_at",
+                  "provider_id", "subject", "last_error"]
+
 
 @click.group("notify")
 def notify() -> None:
-    """Notifications: channels, outbox, dispatch, retry."""
+    """Notifications: channels, outbox, dispatch, worker, retry."""
 
 
 @notify.command("channels")
@@ -42,32 +50,93 @@ def send(session: Session, channel: str, customer: str | None, recipient: str | 
 
 
 @notify.command("outbox")
-@click.option("--status", type=click.Choice(["pending", "sending", "sent", "dead", "suppressed"]))
+@click.option("--status", type=click.Choice(STATUSES))
 @click.option("--customer")
+@click.option("--id", "message_id", type=int, help="Only this message (all its delivery state with --json).")
 @click.option("--limit", type=int, default=50, show_default=True)
 @pass_session
-def show_outbox(session: Session, status: str | None, customer: str | None, limit: int) -> None:
-    """Messages in the outbox, newest first."""
+def show_outbox(session: Session, status: str | None, customer: str | None, message_id: int | None,
+                limit: int) -> None:
+    """Messages in the outbox, newest first, with their delivery state."""
     cid = resolve_customer(session, customer) if customer else None
-    rows = session.crm.notify.outbox(status=status, customer_id=cid, limit=limit)
-    session.emit(rows, columns=None if session.as_json else
-                 ["id", "channel", "recipient", "purpose", "status", "attempts", "subject", "last_error"])
+    rows = session.crm.notify.outbox(status=status, customer_id=cid, limit=limit, message_id=message_id)
+    session.emit(rows, columns=None if session.as_json else OUTBOX_COLUMNS)
+
+
+def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
+    if value is not None and value < 1:
+        raise click.BadParameter("must be at least 1")
+    return value
 
 
 @notify.command("dispatch")
-@click.option("--limit", type=int, help="At most this many messages.")
+@click.option("--limit", type=int, callback=_positive, help="At most this many messages.")
 @click.option("--channel", help="Only this channel.")
+@click.option("--workers", type=int, default=1, show_default=True, callback=_positive,
+              help="Threads delivering in parallel (each with its own connections).")
 @pass_session
-def dispatch(session: Session, limit: int | None, channel: str | None) -> None:
-    """Deliver due messages now."""
-    result = session.crm.notify.dispatch(limit=limit, channel=channel)
+def dispatch(session: Session, limit: int | None, channel: str | None, workers: int) -> None:
+    """Deliver due messages now (--as-of moves "now")."""
+    crm = session.crm
+    result = crm.notify.dispatch(limit=limit, channel=channel, workers=workers,
+                                 as_of=crm.as_of(session.as_of) if session.as_of else None)
     session.emit([attrs.asdict(result)])
+
+
+@notify.command("worker")
+@click.option("--channel", help="Only this channel.")
+@click.option("--workers", type=int, default=1, show_default=True, callback=_positive,
+              help="Threads delivering in parallel.")
+@click.option("--poll", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
+              help="Seconds to wait when nothing is due.")
+@click.option("--max-rounds", type=int, callback=_positive, help="Stop after this many rounds (for scripts and tests).")
+@pass_session
+def worker(session: Session, channel: str | None, workers: int, poll: float, max_rounds: int | None) -> None:
+    """Deliver messages continuously until SIGTERM or Ctrl-C.
+
+    On SIGTERM/SIGINT the message in flight is finished, the remaining claims
+    are handed back (they stay pending for the next dispatcher) and the
+    command exits 0.
+    """
+    crm = session.crm
+    stop = threading.Event()
+    previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
+    total, rounds = DispatchResult(), 0
+    try:
+        # Progress goes to stderr: stdout carries only the final summary (JSON with --json).
+        _progress(session, f"notify worker started ({workers} thread(s)); SIGTERM or Ctrl-C stops it")
+        while not stop.is_set() and (max_rounds is None or rounds < max_rounds):
+            rounds += 1
+            result = crm.notify.dispatch(channel=channel, workers=workers, stop=stop)
+            total += result
+            if result.total:
+                _progress(session, _summary("round:", result))
+            else:
+                stop.wait(poll)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    if session.as_json:
+        session.emit([attrs.asdict(total)])
+    else:
+        session.echo(_summary("stopped;", total))
+
+
+def _progress(session: Session, line: str) -> None:
+    if not session.quiet:
+        click.echo(line, err=True)
+
+
+def _summary(prefix: str, result: DispatchResult) -> str:
+    counts: dict[str, Any] = attrs.asdict(result)
+    return prefix + " " + ", ".join(f"{k} {v}" for k, v in counts.items())
 
 
 @notify.command("retry")
 @click.argument("ids", type=int, nargs=-1)
 @pass_session
 def retry(session: Session, ids: tuple[int, ...]) -> None:
-    """Requeue dead messages (all, or the given IDS)."""
-    count = session.crm.notify.retry(list(ids) or None)
+    """Requeue dead messages (all, or the given IDS) with fresh attempts."""
+    crm = session.crm
+    count = crm.notify.retry(list(ids) or None, as_of=crm.as_of(session.as_of) if session.as_of else None)
     session.emit([{"requeued": count}])

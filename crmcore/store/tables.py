@@ -237,6 +237,11 @@ notify_outbox = Table(
     Column("provider_id", String(200)),
     Column("created_at", UTCDateTime, nullable=False),
     Column("sent_at", UTCDateTime),
+    # Delivery state (revision 0003): who holds the claim, when the last
+    # attempt started, and what the channel reported (SMS segments, replies).
+    Column("claimed_by", String(100)),
+    Column("last_attempt_at", UTCDateTime),
+    Column("delivery", JSON),
     Index("ix_notify_outbox_due", "status", "next_attempt_at"),
     **TABLE_OPTIONS,
 )

@@ -423,25 +423,41 @@ def test_two_dispatchers_never_deliver_a_message_twice(crm_factory: Any, clock: 
     assert all(r["attempts"] == 1 for r in crms[0].notify.outbox(limit=100))
 
 
-def test_stale_claim_of_a_dead_dispatcher_is_reclaimed(crm_factory: Any, crm_db_url: str,
-                                                       clock: list[datetime]) -> None:
+@pytest.mark.parametrize("resend", [False, True], ids=["at-most-once", "resend-in-doubt"])
+def test_send_in_doubt_after_a_dispatcher_died(crm_factory: Any, crm_db_url: str, clock: list[datetime],
+                                               resend: bool) -> None:
     pager = ListChannel("pager", address=None)
+    pager.resend_in_doubt = resend
     crm = crm_factory(extra_plugins=[channels(pager)], clock=lambda: clock[0])
     mid = crm.notify.enqueue("pager", recipient="#oncall", body="disk full")
+    other = crm.notify.enqueue("pager", recipient="#ops", body="claimed, never started")
 
-    # Another process claims the message and dies in the middle of sending it.
+    # Another process claims both messages and dies in the middle of sending the first.
     done = subprocess.run([sys.executable, str(WORKER), "die-in-send", crm_db_url, "pager", T0.isoformat()],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 3, done.stderr
     assert done.stdout.strip() == f"claimed {mid} attempt 1"
     stuck = row(crm, mid)
-    assert (stuck["status"], stuck["attempts"], stuck["claimed_at"]) == ("sending", 1, T0)
+    assert (stuck["status"], stuck["attempts"], stuck["claimed_at"], stuck["last_attempt_at"]) == \
+        ("sending", 1, T0, T0)
+    assert (row(crm, other)["status"], row(crm, other)["attempts"]) == ("claimed", 0)
 
     clock[0] = T0 + CLAIM_LEASE - timedelta(minutes=1)
-    assert crm.notify.dispatch() == DispatchResult()  # the claim may still be alive
+    assert crm.notify.dispatch() == DispatchResult()  # the claims may still be alive
     assert pager.delivered == []
 
     clock[0] = T0 + CLAIM_LEASE + timedelta(seconds=1)
+    if resend:  # the receiver de-duplicates: sending again is safe (at least once)
+        assert crm.notify.dispatch() == DispatchResult(sent=2)
+        assert sorted((m.id, m.attempts) for m in pager.delivered) == [(mid, 2), (other, 1)]
+        assert (row(crm, mid)["status"], row(crm, mid)["provider_id"]) == ("sent", f"pager-{mid}")
+        return
+    # The provider may have accepted it: never sent twice, dead-lettered with the reason.
     assert crm.notify.dispatch() == DispatchResult(sent=1)
-    assert [(m.id, m.attempts) for m in pager.delivered] == [(mid, 2)]
-    assert (row(crm, mid)["status"], row(crm, mid)["provider_id"]) == ("sent", f"pager-{mid}")
+    assert [(m.id, m.attempts) for m in pager.delivered] == [(other, 1)]  # never attempted: safe to send
+    doubt = row(crm, mid)
+    assert (doubt["status"], doubt["attempts"]) == ("dead", 1)
+    assert doubt["last_error"].startswith("in doubt: the dispatcher stopped while sending")
+    assert crm.notify.retry([mid]) == 1  # a person who checked the provider can send it again
+    assert crm.notify.dispatch() == DispatchResult(sent=1)
+    assert [m.id for m in pager.delivered] == [other, mid]

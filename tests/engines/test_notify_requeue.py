@@ -53,7 +53,7 @@ def test_retried_without_an_address_dies_again_with_reason(crm_factory):
 
 def test_stale_claim_result_does_not_overwrite_reclaim(crm_factory):
     """Dispatcher A claims, stalls past the lease; B reclaims and sends; A's late
-    'retry' must not turn B's 'sent' back into pending."""
+    start and late 'retry' must not touch B's 'sent'."""
     now = [crmcore.parse_as_of("2026-06-30T12:00:00")]
     inbox = Inbox()
     crm = crm_factory(extra_plugins=[Components("requeue", channels=(inbox,))], clock=lambda: now[0])
@@ -62,9 +62,10 @@ def test_stale_claim_result_does_not_overwrite_reclaim(crm_factory):
     [stale] = crm.notify._claim(now[0], None, None)  # A's claim, never finished
     now[0] += timedelta(hours=1)  # past the lease
     assert crm.notify.dispatch().sent == 1  # B
-    crm.notify._failed(stale, crmcore.TransientError("A was slow"))  # A's late verdict
+    assert not crm.notify._start(stale, now[0])  # A wakes up: its claim is gone, it must not send
+    crm.notify._failed(stale, crmcore.TransientError("A was slow"), now[0])  # A's late verdict
     [row] = crm.notify.outbox(message_id=mid)
-    assert row["status"] == "sent" and row["attempts"] == 2
+    assert row["status"] == "sent" and row["attempts"] == 1 and row["claimed_by"] is None
     with crm.unit(readonly=True) as uow:
         assert uow.conn.execute(select(tables.notify_outbox.c.status)).scalar_one() == "sent"
     assert inbox.delivered == [("a@example.com", "once")]

@@ -8,18 +8,25 @@
   for 127.0.0.1 / localhost; ``tls_ca.ca_file`` is the PEM to trust.
 * ``smtp_options(server, **more)``: the ``[channels.smtp]`` table pointing at a
   server.
+* ``http_server``: a threaded ``http.server`` on 127.0.0.1 recording every
+  request (``http_server.requests``); ``http_server.reply(path, status, body,
+  delay=0)`` sets how a path answers (default 200 ``{"id": "m-N"}``).
 
 Use these from another test module in this directory simply by naming them.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 import ssl
 import threading
+import time
 from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from email.message import EmailMessage
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -39,14 +46,39 @@ def free_port() -> int:
 
 
 class Recorder:
-    """aiosmtpd handler: keeps every accepted message (thread-safe)."""
+    """aiosmtpd handler: keeps every accepted message (thread-safe).
+
+    ``hang_after(n)``: once ``n`` messages are accepted, the next ``MAIL FROM``
+    gets no answer and ``tripped`` is set, so a test can stop the server at a
+    known point: between two messages, every accepted one acknowledged.
+    ``delay``: seconds to wait before accepting each message (a slow server).
+    """
 
     def __init__(self) -> None:
+        self.hang_at: int | None = None
+        self.tripped = threading.Event()
+        self.delay = 0.0
         self.lock = threading.Lock()
         self.envelopes: list[tuple[str, list[str], bytes]] = []
         self.peers: list[Any] = []  # the client's (address, port) per message: one per connection
 
+    def hang_after(self, count: int | None) -> None:
+        self.hang_at = count
+        self.tripped.clear()
+
+    async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:
+        with self.lock:
+            hang = self.hang_at is not None and len(self.envelopes) >= self.hang_at
+        if hang:
+            self.tripped.set()
+            await asyncio.sleep(3600)  # cancelled when the test stops the server
+        envelope.mail_from = address
+        envelope.mail_options.extend(options)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        if self.delay:
+            await asyncio.sleep(self.delay)
         with self.lock:
             self.envelopes.append((envelope.mail_from, list(envelope.rcpt_tos), envelope.original_content
                                    or envelope.content))
@@ -157,3 +189,79 @@ def smtp_options(server: SmtpServer, **more: Any) -> dict[str, Any]:
     """``[channels.smtp]`` for ``server`` (plus ``more``)."""
     return {"host": server.host, "port": server.port, "security": server.mode,
             "sender": "shop@example.com", "timeout": 10, **more}
+
+
+# -- HTTP ---------------------------------------------------------------------------------------
+
+class Recorded:
+    """One request as the server saw it."""
+
+    def __init__(self, method: str, path: str, headers: dict[str, str], body: bytes):
+        self.method, self.path, self.headers, self.body = method, path, headers, body
+
+    def json(self) -> Any:
+        return json.loads(self.body.decode("utf-8"))
+
+
+class HttpServer:
+    """A loopback HTTP server whose answers the test sets per path."""
+
+    def __init__(self) -> None:
+        self.requests: list[Recorded] = []
+        self.replies: dict[str, tuple[int, bytes, float]] = {}
+        self.lock = threading.Lock()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _any(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path = self.path.split("?")[0]
+                with server.lock:
+                    server.requests.append(Recorded(self.command, self.path, dict(self.headers.items()), body))
+                    number = len(server.requests)
+                    status, reply, delay = server.replies.get(path, (200, b"", 0.0))
+                if delay:
+                    time.sleep(delay)
+                reply = reply or json.dumps({"id": f"m-{number}"}).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(reply)))
+                    self.end_headers()
+                    self.wfile.write(reply)
+                except (BrokenPipeError, ConnectionResetError):  # the client gave up (timeout tests)
+                    pass
+
+            do_POST = do_PUT = do_GET = _any
+
+            def log_message(self, *args: Any) -> None:  # keep test output quiet
+                pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.port = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def reply(self, path: str, status: int, body: str | bytes = b"", delay: float = 0.0) -> None:
+        with self.lock:
+            self.replies[path] = (status, body.encode() if isinstance(body, str) else body, delay)
+
+    def received(self, path: str | None = None) -> list[Recorded]:
+        with self.lock:
+            return [r for r in self.requests if path is None or r.path.split("?")[0] == path]
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+@pytest.fixture
+def http_server() -> Iterator[HttpServer]:
+    """A recording HTTP server on loopback (see :class:`HttpServer`)."""
+    server = HttpServer()
+    yield server
+    server.close()

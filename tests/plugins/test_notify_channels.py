@@ -188,6 +188,6 @@ def test_registered_by_the_notify_plugin(crm):
     info = {p.name: p for p in crm.plugin_info()}["notify"]
     assert info.distribution == "crmcore-notify"
     assert info.components["channels"][:2] == ["console", "file"]
-    assert "smtp" in info.components["channels"]
+    assert sorted(info.components["channels"]) == ["console", "file", "sms-http", "smtp", "webhook"]
     addresses = {channel.name: channel.address for channel in crm.notify.channels()}
-    assert (addresses["console"], addresses["file"], addresses["smtp"]) == (None, None, "email")
+    assert addresses == {"console": None, "file": None, "smtp": "email", "sms-http": "phone", "webhook": None}

@@ -1,7 +1,7 @@
 """consent decisions per customer, channel and purpose
 
 Revision ID: 0003_consent
-Revises: 0002_contacts_email
+Revises: 0003_notify_delivery
 Create Date: 2026-11-22
 """
 from alembic import op
@@ -9,7 +9,7 @@ import sqlalchemy as sa
 import crmcore.store.types
 
 revision = "0003_consent"
-down_revision = "0002_contacts_email"
+down_revision = "0003_notify_delivery"
 branch_labels = None
 depends_on = None
 

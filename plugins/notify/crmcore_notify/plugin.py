@@ -9,6 +9,7 @@ import crmcore
 
 from .console import ConsoleChannel
 from .jsonl import FileChannel
+from .sms_http import SmsHttpChannel
 from .smtp import SmtpChannel
 from .triggers import (  # noqa: F401 - hook implementations of this plugin
     on_deal_stage_changed,
@@ -17,6 +18,7 @@ from .triggers import (  # noqa: F401 - hook implementations of this plugin
     on_scheduled,
     on_segment_membership_changed,
 )
+from .webhook import WebhookChannel
 
 
 @crmcore.hookimpl
@@ -24,6 +26,8 @@ def register_channels(register: Any) -> None:
     register(ConsoleChannel())
     register(FileChannel())
     register(SmtpChannel())
+    register(WebhookChannel())
+    register(SmsHttpChannel())
 
 
 @crmcore.hookimpl

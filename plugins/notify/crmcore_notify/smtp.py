@@ -146,7 +146,7 @@ class SmtpChannel(crmcore.Channel):
             raise crmcore.PermanentError("smtp: no sender address: set [channels.smtp] sender")
         self._local.smtp = connect(options)
 
-    def send(self, message: crmcore.Message, options: SmtpOptions) -> str | None:
+    def send(self, message: crmcore.Message, options: SmtpOptions) -> crmcore.Delivered:
         email = build_email(message, options)
         smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
         if smtp is None:  # first send, or the server dropped us mid-batch
@@ -156,13 +156,7 @@ class SmtpChannel(crmcore.Channel):
         except (smtplib.SMTPServerDisconnected, OSError):
             self._drop()
             raise
-        self._local.reply = reply
-        return str(email["Message-ID"])
-
-    def details(self) -> dict[str, Any]:
-        """The server's reply to the last ``DATA`` (for the delivery record)."""
-        reply = getattr(self._local, "reply", None)
-        return {"smtp_reply": reply} if reply else {}
+        return crmcore.Delivered(str(email["Message-ID"]), {"smtp_reply": reply})
 
     def close(self) -> None:
         smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)

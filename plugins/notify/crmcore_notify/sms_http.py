@@ -1,0 +1,185 @@
+"""The ``sms-http`` channel: SMS through a provider's HTTP API.
+
+Configured, not coded, per provider: the URL, method, authentication and a
+request body template.  The template is Jinja2 in a sandboxed environment
+with strict undefined variables (a typo is an error, never a blank), and gets:
+
+``to``         the recipient in E.164 (``+8613800138000``),
+``text``       the message body,
+``sender``     the configured sender id or number,
+``message_id`` / ``key``  the outbox id and idempotency key,
+``encoding`` / ``segments``  GSM-7 or UCS-2 and the segment count.
+
+JSON APIs (the default, ``content_type = "application/json"``)::
+
+    body_template = '{"to": {{ to|tojson }}, "from": {{ sender|tojson }}, "text": {{ text|tojson }}}'
+
+Form-encoded APIs (Twilio-style: basic auth, form fields)::
+
+    content_type = "application/x-www-form-urlencoded"
+    body_template = "To={{ to|urlencode }}&From={{ sender|urlencode }}&Body={{ text|urlencode }}"
+
+Recipients are parsed with phonenumbers (``default_region`` for numbers
+written without ``+``); a number that is not valid is a permanent failure.
+The encoding and segment count are recorded on the message (``delivery``),
+and a text longer than ``max_segments`` is refused before it costs anything.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import attrs
+import phonenumbers
+from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
+from jinja2.sandbox import SandboxedEnvironment
+
+import crmcore
+
+from .httpcalls import ClientPerThread, provider_id, request
+from .smslength import sms_length
+
+DEFAULT_TEMPLATE = '{"to": {{ to|tojson }}, "from": {{ sender|tojson }}, "text": {{ text|tojson }}}'
+METHODS = ("POST", "PUT")
+_templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+
+
+def _template(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    try:
+        _templates.from_string(value)
+    except TemplateSyntaxError as exc:
+        raise ValueError(f"{attribute.name}: template syntax error on line {exc.lineno}: {exc.message}") from None
+
+
+def _method(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    if value not in METHODS:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(METHODS)}, got {value!r}")
+
+
+def _http_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
+
+
+def _region(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+    if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
+        raise ValueError(f"{attribute.name}: unknown region {value!r} (use a two-letter code like CN or US)")
+
+
+def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+    if value <= 0:
+        raise ValueError(f"{attribute.name} must be positive, got {value}")
+
+
+@attrs.frozen
+class SmsHttpOptions:
+    """Options of the ``sms-http`` channel (``[channels.sms-http]``).
+
+    :ivar url: the provider's send endpoint (required).
+    :ivar method: ``POST`` or ``PUT``.
+    :ivar body_template: the request body (Jinja2, sandboxed; see the module docstring).
+    :ivar content_type: the body's media type.
+    :ivar sender: sender id or number (``sender`` in the template).
+    :ivar username: HTTP basic auth user; with ``password`` / ``password_env``.
+    :ivar password: basic auth password; prefer ``password_env``.
+    :ivar password_env: environment variable holding the basic auth password.
+    :ivar token_env: environment variable holding a bearer token.
+    :ivar headers: extra request headers.
+    :ivar default_region: region for numbers written without ``+`` (e.g. ``CN``).
+    :ivar max_segments: refuse texts needing more segments than this.
+    :ivar provider_id_field: dotted path of the message id in the JSON response.
+    :ivar timeout: seconds for connecting and for the response.
+    """
+
+    url: str | None = attrs.field(default=None, validator=_http_url)
+    method: str = attrs.field(default="POST", validator=_method)
+    body_template: str = attrs.field(default=DEFAULT_TEMPLATE, validator=_template)
+    content_type: str = "application/json"
+    sender: str = ""
+    username: str | None = None
+    password: str | None = None
+    password_env: str | None = None
+    token_env: str | None = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+    default_region: str | None = attrs.field(default=None, validator=_region)
+    max_segments: int = attrs.field(default=10, validator=_positive)
+    provider_id_field: str | None = "id"
+    timeout: float = attrs.field(default=10.0, validator=_positive)
+
+    def auth(self) -> tuple[str, str] | None:
+        if not self.username:
+            return None
+        return self.username, _env(self.password_env, "password_env") if self.password_env else (self.password or "")
+
+    def auth_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {_env(self.token_env, 'token_env')}"} if self.token_env else {}
+
+
+def _env(variable: str, key: str) -> str:
+    value = os.environ.get(variable)
+    if value is None:
+        raise crmcore.PermanentError(f"sms-http: [channels.sms-http] {key}: environment variable {variable} is not set")
+    return value
+
+
+class SmsHttpChannel(crmcore.Channel):
+    """Sends SMS through a configurable HTTP gateway."""
+
+    name = "sms-http"
+    description = "SMS through a provider's HTTP API (templated body, E.164 numbers, GSM-7/UCS-2 segments)"
+    options_type = SmsHttpOptions
+    address = "phone"
+
+    def __init__(self) -> None:
+        self._clients = ClientPerThread()
+
+    def open(self, options: SmsHttpOptions) -> None:
+        if not options.url:
+            raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
+        options.auth()  # missing secrets are misconfigurations: say so before any request
+        options.auth_headers()
+        self._clients.open(options.timeout)
+
+    def send(self, message: crmcore.Message, options: SmsHttpOptions) -> crmcore.Delivered:
+        if not options.url:
+            raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
+        to = e164(message.recipient, options.default_region)
+        text = message.body or ""
+        length = sms_length(text)
+        if length.segments > options.max_segments:
+            raise crmcore.PermanentError(f"sms-http: text needs {length.segments} segments ({length.encoding}), "
+                                         f"more than max_segments = {options.max_segments}")
+        body = render_body(options, to=to, text=text, sender=options.sender, message_id=message.id,
+                           key=message.idempotency_key, encoding=length.encoding, segments=length.segments)
+        headers = {**options.headers, **options.auth_headers(), "Content-Type": options.content_type}
+        response = request(self._clients.get(options.timeout), "sms-http", options.method, options.url,
+                           content=body.encode("utf-8"), headers=headers, auth=options.auth())
+        return crmcore.Delivered(provider_id(response, options.provider_id_field),
+                                 {"to": to, "encoding": length.encoding, "units": length.units,
+                                  "segments": length.segments})
+
+    def close(self) -> None:
+        self._clients.close()
+
+
+def e164(recipient: str | None, region: str | None) -> str:
+    """The recipient in E.164, or a :class:`crmcore.PermanentError` saying why not."""
+    if not recipient:
+        raise crmcore.PermanentError("sms-http: no phone number")
+    try:
+        number = phonenumbers.parse(recipient, region.upper() if region else None)
+    except phonenumbers.NumberParseException as exc:
+        raise crmcore.PermanentError(f"sms-http: invalid phone number {recipient!r}: {exc}") from None
+    if not phonenumbers.is_valid_number(number):
+        raise crmcore.PermanentError(f"sms-http: invalid phone number {recipient!r}: not a valid number "
+                                     f"for region {phonenumbers.region_code_for_number(number) or '?'}")
+    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def render_body(options: SmsHttpOptions, **values: Any) -> str:
+    """The request body from ``body_template``; an unknown variable is a permanent error."""
+    try:
+        return _templates.from_string(options.body_template).render(**values)
+    except TemplateError as exc:
+        raise crmcore.PermanentError(f"sms-http: [channels.sms-http] body_template: {exc}") from None
