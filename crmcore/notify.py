@@ -599,6 +599,9 @@ class _Worker:
         if pacer is not None:
             self._record_sent()
             pacer.wait_turn(self.stop.wait)
+            if self.stop.is_set():  # stopped during the wait: this one goes back with the rest
+                self.counts["deferred"] += engine.release([claimed], None, self.clock())
+                return
         if not self._start(claimed):
             return  # the claim expired and another dispatcher has the message
         try:

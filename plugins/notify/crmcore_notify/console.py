@@ -40,6 +40,7 @@ class ConsoleChannel(crmcore.Channel):
     description = "print messages to stdout or stderr (development, demos)"
     options_type = ConsoleOptions
     address = None  # delivers to whatever recipient the message names
+    resend_in_doubt = True  # consumers de-duplicate on idempotency_key (at least once)
 
     def send(self, message: crmcore.Message, options: ConsoleOptions) -> str | None:
         stream = getattr(sys, options.stream)

@@ -51,6 +51,7 @@ class FileChannel(crmcore.Channel):
     description = "append messages to a JSON Lines file (UTF-8), one object per line"
     options_type = FileOptions
     address = None  # delivers to whatever recipient the message names
+    resend_in_doubt = True  # consumers de-duplicate on idempotency_key (at least once)
 
     def __init__(self) -> None:
         # One channel object serves every dispatch of a CRM; two threads
