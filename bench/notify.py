@@ -2,7 +2,7 @@
 smtplib sending the same rendered messages over one connection.
 
     .venv/bin/python bench/notify.py                      # 10,000 and 100,000 recipients
-    .venv/bin/python bench/notify.py --sizes 20000
+    .venv/bin/python bench/notify.py --sizes 20000 --workers 1
 
 For each size:
 
@@ -14,9 +14,9 @@ For each size:
    aiosmtpd server in a third process counts what it accepts.
    (a) crm: ``crm.campaigns.run("win-back", segment="all")`` (consent checked in
    SQL, Jinja2 rendering of subject/text/HTML in the customer's locale, outbox
-   rows in batches) and then ``crm.notify.dispatch()`` until nothing is due
-   (the ``smtp`` channel, one connection per dispatch batch, outbox
-   bookkeeping per message).  Timed from the campaign's start to the last
+   rows in batches) and then ``crm.notify.dispatch(workers=N)`` until nothing
+   is due (the ``smtp`` channel, each worker thread with its own connection,
+   outbox bookkeeping per message; ``--workers``, default 4).  Timed from the campaign's start to the last
    delivery.
    (b) baseline: the same rendered messages (read from the outbox outside the
    clock, streamed) built into the same MIME shape (text + HTML) and sent with
@@ -136,7 +136,7 @@ def ask(server: subprocess.Popen) -> int:
     return int(server.stdout.readline())
 
 
-def measure(db: Path) -> dict[str, Any]:
+def measure(db: Path, workers: int) -> dict[str, Any]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -147,7 +147,7 @@ def measure(db: Path) -> dict[str, Any]:
         campaign = crm.campaigns.run("win-back", segment="all")
         queued_s = time.perf_counter() - started
         while True:
-            result = crm.notify.dispatch(limit=2000)
+            result = crm.notify.dispatch(limit=2000, workers=workers)
             if not (result.sent or result.retried or result.dead or result.suppressed):
                 break
         ours_s = time.perf_counter() - started
@@ -198,6 +198,8 @@ def child(args: list[str]) -> dict[str, Any] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="Campaign sizes (comma-separated).")
+    parser.add_argument("--workers", type=int, default=4,
+                        help="Dispatcher threads, as `crm notify dispatch --workers N` (default 4).")
     parser.add_argument("--prepare", nargs=2, metavar=("DB", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -205,8 +207,9 @@ def main() -> None:
         prepare(Path(args.prepare[0]), int(args.prepare[1]))
         return
     if args.measure:
-        print(json.dumps(measure(Path(args.measure))))
+        print(json.dumps(measure(Path(args.measure), args.workers)))
         return
+    print(f"dispatcher workers: {args.workers}")
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -215,7 +218,7 @@ def main() -> None:
             start = time.perf_counter()
             child(["--prepare", str(db), str(n)])
             print(f"\n{n:,} customers prepared in {time.perf_counter() - start:.1f} s")
-            r = child(["--measure", str(db)])
+            r = child(["--measure", str(db), "--workers", str(args.workers)])
             ours = r["ours_count"] / r["ours_s"]
             base = r["baseline_sent"] / r["baseline_s"]
             print(f"  campaign: {r['eligible']:,} eligible, {r['skipped_consent']:,} skipped for consent; "
