@@ -22,6 +22,8 @@ from .errors import ConfigError, NotAuthorized, PluginError
 from .loyalty import LoyaltyEngine
 from .migrations import PluginSchema
 from . import migrations
+from .campaigns import CampaignEngine
+from .messaging import MessageEngine
 from .notify import NotifyEngine
 from .plugins import PluginInfo, PluginManager
 from .reports import ReportEngine
@@ -74,6 +76,8 @@ class CRM:
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)
+        self.messages = MessageEngine(self)
+        self.campaigns = CampaignEngine(self)
         self.reports = ReportEngine(self)
         self.schemas: dict[str, PluginSchema] = {}
         custom: list[CustomField] = list(config.custom_fields)

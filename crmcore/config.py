@@ -22,6 +22,7 @@ import pycountry
 from .customfields import CustomField
 from .entities import Pipeline, Stage, StageOutcome
 from .errors import ConfigError
+from .notify_settings import NotifySettings, parse_notify
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
 
@@ -62,6 +63,8 @@ class Config:
     plugins_block: tuple[str, ...] = ()
     plugins_dir: str | None = None
     options: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+    # [notify]: templates, consent policy, unsubscribe links, triggers (crmcore.notify_settings).
+    notify: NotifySettings = attrs.field(factory=NotifySettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -113,6 +116,8 @@ class Config:
             kwargs["pipelines"] = _pipelines(values.pop("pipelines"), where("pipelines"))
         if "custom_fields" in values:
             kwargs["custom_fields"] = _custom_fields(values.pop("custom_fields"), where("custom_fields"))
+        if "notify" in values:
+            kwargs["notify"] = parse_notify(values.pop("notify"), where("notify"))
         options = {family: values.pop(family) for family in FAMILIES if family in values}
         for family, table in options.items():
             if not isinstance(table, Mapping) or not all(isinstance(v, Mapping) for v in table.values()):

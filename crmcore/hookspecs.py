@@ -86,6 +86,18 @@ def register_migrations(register: Any) -> None:
 
 
 @hookspec
+def register_templates(register: Any) -> None:
+    """Ship message templates (see :mod:`crmcore.templates` for the layout).
+
+    Directories registered here are searched after ``[notify] templates_dir``,
+    so a company can override any file of a plugin's template.
+
+    :param register: call ``register(path)`` with a directory holding one
+        sub-directory per template kind.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``crm`` command line.
 
@@ -282,6 +294,20 @@ def on_loyalty_tier_changed(uow: Any, customer_id: int, scheme: str, old: Any, n
     :param scheme: the scheme's name.
     :param old: the previous tier name or None.
     :param new: the new tier name or None.
+    """
+
+
+@hookspec
+def on_scheduled(uow: Any, as_of: Any) -> None:
+    """The daily scheduled run (``crm notify run-scheduled --as-of DATE``).
+
+    For date-driven work (birthday greetings, reminders).  Run daily; keep the
+    work idempotent per day or year (idempotency keys), since the job may run
+    twice.
+
+    :param uow: the unit of work of the run.
+    :param as_of: the instant the run stands for (aware UTC); the calendar day
+        is ``as_of`` in the configured timezone.
     """
 
 

@@ -48,6 +48,7 @@ import attrs
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from . import consent
 from .components import Component, build_options
 from .entities import Customer
 from .errors import ConfigError, ValidationError
@@ -596,6 +597,7 @@ class _Worker:
         self.broken: dict[str, BaseException] = {}  # channels that could not open, or went down
         self.failures_in_a_row: Counter[str] = Counter()
         self.unrecorded: list[tuple[_Claimed, Delivered, datetime]] = []  # sent, outcome not committed yet
+        self.refusals: dict[int, str] = {}  # message id -> why consent refuses it now
 
     def run(self) -> DispatchResult:
         try:
@@ -616,6 +618,7 @@ class _Worker:
 
     def _deliver_all(self, claims: list[_Claimed]) -> None:
         customers = self.engine._customers_of(claims)
+        self.refusals = consent.refusals(self.engine.crm, [c.message for c in claims])  # as it stands now
         queue = list(claims)
         while queue:
             if self.stop.is_set():
@@ -653,6 +656,7 @@ class _Worker:
         if opened is None:
             return False
         message, refusal, missing = engine._check_now(message, opened[0], customer)
+        refusal = self.refusals.get(message.id)  # crmcore.consent decides (recorded decisions + policy)
         claimed.message = message
         if refusal or missing:
             self._record_sent()

@@ -23,6 +23,7 @@ from .demo import demo
 from .entities import contact, customer, deal, interaction
 from .loyalty_cmds import loyalty
 from .notify_cmds import notify
+from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
 from .plugins import plugins_group
 from .report_cmds import report
 from .segment_cmds import segment

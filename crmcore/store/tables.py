@@ -262,6 +262,21 @@ notify_outbox = Table(
     **TABLE_OPTIONS,
 )
 
+# Consent decisions per customer, channel ("*" = every channel) and purpose, the
+# latest one per key with its source and time (crmcore.consent reads them).
+customer_consents = Table(
+    "customer_consents",
+    metadata,
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("channel", String(100), primary_key=True),
+    Column("purpose", String(16), primary_key=True),
+    Column("granted", Boolean, nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("actor", String(100)),
+    **TABLE_OPTIONS,
+)
+
 ENTITY_TABLES = {
     "customer": customers,
     "contact": contacts,

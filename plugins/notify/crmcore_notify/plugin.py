@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import crmcore
@@ -10,6 +11,13 @@ from .console import ConsoleChannel
 from .jsonl import FileChannel
 from .sms_http import SmsHttpChannel
 from .smtp import SmtpChannel
+from .triggers import (  # noqa: F401 - hook implementations of this plugin
+    on_deal_stage_changed,
+    on_interaction_created,
+    on_loyalty_tier_changed,
+    on_scheduled,
+    on_segment_membership_changed,
+)
 from .webhook import WebhookChannel
 
 
@@ -20,3 +28,9 @@ def register_channels(register: Any) -> None:
     register(SmtpChannel())
     register(WebhookChannel())
     register(SmsHttpChannel())
+
+
+@crmcore.hookimpl
+def register_templates(register: Any) -> None:
+    """Built-in templates: thank-you, tier-upgrade, win-back, birthday, complaint-ack (en, zh-CN)."""
+    register(Path(__file__).with_name("templates"))

@@ -240,7 +240,8 @@ def transmit(smtp: smtplib.SMTP, email: EmailMessage, sender: str, recipient: st
     code, reply = smtp.rcpt(recipient)
     _check(f"RCPT TO {recipient}", code, reply, smtp, (250, 251))
     try:
-        code, reply = smtp.data(email.as_bytes())
+        # CRLF line ends: smtplib sends bytes as they are, and a server reads "\n" lines as one long line.
+        code, reply = smtp.data(email.as_bytes(policy=email.policy.clone(linesep="\r\n")))
     except smtplib.SMTPDataError as exc:
         code, reply = exc.smtp_code, exc.smtp_error
     _check("DATA", code, reply, smtp, (250,))

@@ -1,7 +1,7 @@
 """notify outbox delivery state: claimed_by, last_attempt_at, delivery details
 
-Revision ID: 0003_notify_delivery
-Revises: 0002_contacts_email
+Revision ID: 0004_notify_delivery
+Revises: 0003_loyalty_fifo
 Create Date: 2026-11-22
 """
 import sqlalchemy as sa
@@ -9,8 +9,8 @@ from alembic import op
 
 from crmcore.store.types import UTCDateTime
 
-revision = "0003_notify_delivery"
-down_revision = "0002_contacts_email"
+revision = "0004_notify_delivery"
+down_revision = "0003_loyalty_fifo"
 branch_labels = None
 depends_on = None
 

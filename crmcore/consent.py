@@ -1,0 +1,260 @@
+"""Consent: who may be sent what, through which channel.
+
+A decision is recorded per customer, channel (``"*"`` = every channel) and
+purpose (``marketing`` or ``transactional``), with its source (``cli``,
+``link``, ``import``, ...) and time, in ``customer_consents``; the latest one
+per key stands.  When a message is about to be queued or sent:
+
+1. the most recent recorded decision for the channel or for every channel
+   decides (a later "unsubscribe from everything" beats an earlier "yes to
+   email", and the other way round);
+2. without one, transactional messages go;
+3. without one, marketing follows the channel's default policy
+   (``[notify.consent]``): ``opt-in`` needs the customer's
+   ``consent_marketing`` flag and the channel's flag (``consent_email`` /
+   ``consent_sms``), ``opt-out`` only needs the channel's flag not turned off.
+
+The rule is one SQL expression (:func:`refusal_column`), so a campaign applies
+it to a whole segment in one query and a single message uses the very same
+logic.  The dispatcher asks again before sending (:func:`refusals`), so a
+withdrawal between enqueue and delivery is honoured.
+
+Unsubscribe links carry a token signed with ``[notify] unsubscribe_secret`` (or the
+environment variable named by ``unsubscribe_secret_env``)
+(itsdangerous, HMAC-SHA256): verifying it needs no database lookup.
+:func:`unsubscribe_app` is a tiny WSGI application a web front end (or a
+mail provider's one-click unsubscribe, RFC 8058) can call.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import html
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+from urllib.parse import parse_qs
+
+import attrs
+import itsdangerous
+from sqlalchemy import and_, case, false, literal, null, or_, select, true, update
+
+from .errors import ConfigError, CRMError, ValidationError
+from .store import tables
+from .store.upsert import insert_ignore
+
+if TYPE_CHECKING:
+    from .app import CRM
+    from .uow import UnitOfWork
+
+consents = tables.customer_consents
+customers = tables.customers
+PURPOSES = ("transactional", "marketing")
+EVERY_CHANNEL = "*"
+# The customer flag that counts as consent for a channel, by the channel's address kind.
+CHANNEL_FLAGS = {"email": "consent_email", "phone": "consent_sms"}
+TOKEN_SALT = "crmcore.unsubscribe"
+
+
+class InvalidToken(CRMError):
+    """An unsubscribe token that was not signed with the configured secret."""
+
+
+@attrs.frozen
+class Decision:
+    """A recorded consent decision."""
+
+    customer_id: int
+    channel: str
+    purpose: str
+    granted: bool
+    source: str
+    recorded_at: datetime
+    actor: str | None = None
+
+
+# -- recording ----------------------------------------------------------------------------------
+
+def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVERY_CHANNEL,
+           purpose: str = "marketing", source: str = "cli", at: datetime | None = None) -> Decision:
+    """Record a decision (replacing the previous one for the same key) in ``uow``.
+
+    A marketing decision for every channel also sets the customer's
+    ``consent_marketing`` flag, so code reading the flag agrees.
+    """
+    check_purpose(purpose)
+    uow.customers.get(customer_id)  # NotFound for an unknown customer
+    values = {"granted": granted, "source": source, "recorded_at": at or uow.now, "actor": uow.actor}
+    key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
+    # Update, else insert-if-absent, else update again: two concurrent decisions never collide.
+    updated = uow.conn.execute(update(consents).where(key).values(values)).rowcount
+    row = {"customer_id": customer_id, "channel": channel, "purpose": purpose, **values}
+    if not updated and not insert_ignore(uow.conn, consents, row):
+        uow.conn.execute(update(consents).where(key).values(values))
+    if channel == EVERY_CHANNEL and purpose == "marketing":
+        uow.conn.execute(update(customers).where(customers.c.id == customer_id).values(
+            consent_marketing=granted, updated_at=uow.now))
+    return Decision(customer_id, channel, purpose, granted, source, values["recorded_at"], uow.actor)
+
+
+def decisions(uow: UnitOfWork, customer_id: int) -> list[Decision]:
+    """Every recorded decision of a customer."""
+    rows = uow.conn.execute(select(consents).where(consents.c.customer_id == customer_id).order_by(
+        consents.c.channel, consents.c.purpose))
+    return [Decision(**r._mapping) for r in rows]
+
+
+def check_purpose(purpose: str) -> None:
+    if purpose not in PURPOSES:
+        raise ValidationError.single("purpose", f"must be one of {', '.join(PURPOSES)}, got {purpose!r}", "consent")
+
+
+# -- deciding -----------------------------------------------------------------------------------
+
+def refusal_column(channel: str, address: str | None, purpose: str, policy: str, customer_id: Any) -> Any:
+    """A SQL expression: NULL when a message may go to the customer ``customer_id``
+    (a column or value), else the reason.  See the module docstring for the rule."""
+    exact, every = consents.alias("consent_exact"), consents.alias("consent_every")
+
+    exact_granted = select(exact.c.granted).where(
+        exact.c.customer_id == customer_id, exact.c.channel == channel, exact.c.purpose == purpose).scalar_subquery()
+    exact_at = select(exact.c.recorded_at).where(
+        exact.c.customer_id == customer_id, exact.c.channel == channel, exact.c.purpose == purpose).scalar_subquery()
+    every_granted = select(every.c.granted).where(
+        every.c.customer_id == customer_id, every.c.channel == EVERY_CHANNEL,
+        every.c.purpose == purpose).scalar_subquery()
+    every_at = select(every.c.recorded_at).where(
+        every.c.customer_id == customer_id, every.c.channel == EVERY_CHANNEL,
+        every.c.purpose == purpose).scalar_subquery()
+    exact_stands = and_(exact_granted.is_not(None), or_(every_granted.is_(None), exact_at >= every_at))
+    # An alias, so the subqueries never correlate with a query over customers itself.
+    cust = customers.alias("consent_customer")
+    flag_name = CHANNEL_FLAGS.get(address or "")
+    owner = select(cust.c.consent_marketing).where(cust.c.id == customer_id).scalar_subquery()
+    flag_value = select(cust.c[flag_name]).where(cust.c.id == customer_id).scalar_subquery() if flag_name else None
+    default: list[tuple[Any, Any]] = []
+    if purpose == "marketing":
+        if policy == "opt-in":
+            default.append((owner == false(), literal("no marketing consent")))
+        if flag_value is not None:
+            default.append((flag_value == false(), literal(f"opted out of {address}")))
+    return case(
+        (and_(exact_stands, exact_granted == false()), literal(f"withdrew {purpose} consent for {channel}")),
+        (exact_stands, null()),
+        (every_granted == false(), literal(f"withdrew {purpose} consent for every channel")),
+        (every_granted == true(), null()),
+        *default,
+        else_=null(),
+    )
+
+
+def refusal(uow: UnitOfWork, customer_id: int | None, channel: str, purpose: str) -> str | None:
+    """Why a ``purpose`` message through ``channel`` may not go to the customer, or None."""
+    if customer_id is None:
+        return None
+    check_purpose(purpose)
+    chan = uow.crm.notify.registry.get(channel)
+    column = refusal_column(channel, chan.address, purpose, uow.crm.config.notify.policy(channel), customer_id)
+    return uow.conn.execute(select(column)).scalar()
+
+
+def refusals(crm: CRM, messages: Sequence[Any]) -> dict[int, str]:
+    """Consent as it stands now for messages about to be sent: ``{message id: reason}``
+    for those that may not go (one query per channel and purpose, for the dispatcher)."""
+    found: dict[int, str] = {}
+    outbox = tables.notify_outbox
+    groups: dict[tuple[str, str], list[int]] = {}
+    for m in messages:
+        if m.customer_id is not None and m.channel in crm.notify.registry:
+            groups.setdefault((m.channel, m.purpose), []).append(m.id)
+    for (channel, purpose), ids in groups.items():
+        address = crm.notify.registry.get(channel).address
+        column = refusal_column(channel, address, purpose, crm.config.notify.policy(channel), outbox.c.customer_id)
+        for start in range(0, len(ids), 1000):
+            query = select(outbox.c.id, column.label("refusal")).where(outbox.c.id.in_(ids[start:start + 1000]))
+            with crm.unit(readonly=True) as uow:
+                found.update({mid: reason for mid, reason in uow.conn.execute(query) if reason})
+    return found
+
+
+# -- unsubscribe tokens and links ---------------------------------------------------------------
+
+def _serializer(secret: str | None) -> itsdangerous.URLSafeSerializer:
+    if not secret:
+        raise ConfigError("[notify] unsubscribe_secret (or unsubscribe_secret_env) is not set: "
+                          "unsubscribe links cannot be signed or checked")
+    return itsdangerous.URLSafeSerializer(secret, salt=TOKEN_SALT,
+                                          signer_kwargs={"digest_method": hashlib.sha256})
+
+
+def make_token(secret: str | None, customer_id: int, channel: str = EVERY_CHANNEL,
+               purpose: str = "marketing") -> str:
+    """A URL-safe token that unsubscribes ``customer_id`` from ``purpose`` on ``channel``."""
+    return _serializer(secret).dumps([customer_id, channel, purpose])
+
+
+def read_token(secret: str | None, token: str) -> tuple[int, str, str]:
+    """``(customer_id, channel, purpose)`` of a token; :class:`InvalidToken` if forged or damaged."""
+    try:
+        customer_id, channel, purpose = _serializer(secret).loads(token.strip())
+    except (itsdangerous.BadData, ValueError, TypeError):
+        raise InvalidToken("the unsubscribe token is not valid (damaged, or signed with another secret)") from None
+    return int(customer_id), str(channel), str(purpose)
+
+
+def unsubscribe_url(crm: CRM, customer_id: int, channel: str = EVERY_CHANNEL, purpose: str = "marketing") -> str:
+    """The configured unsubscribe URL with a fresh token for the customer."""
+    settings = crm.config.notify
+    return settings.unsubscribe_url.replace("{token}", make_token(settings.secret(), customer_id,
+                                                                  channel, purpose))
+
+
+def unsubscribe_token(crm: CRM, token: str, source: str = "link", at: datetime | None = None) -> Decision:
+    """Process an unsubscribe token: record the withdrawal (idempotent)."""
+    customer_id, channel, purpose = read_token(crm.config.notify.secret(), token)
+    with crm.unit() as uow:
+        crm.authorize("consent.unsubscribe", customer_id)
+        return record(uow, customer_id, False, channel, purpose, source=source, at=at)
+
+
+def unsubscribe_app(crm: CRM) -> Any:
+    """A WSGI application processing unsubscribe tokens (``?token=...``).
+
+    ``GET`` shows a confirmation page with a button (link scanners in mail
+    filters fetch links; they must not unsubscribe anyone); ``POST`` records
+    the withdrawal, also for RFC 8058 one-click requests
+    (``List-Unsubscribe=One-Click`` in the body).  Mount it under any path::
+
+        from wsgiref.simple_server import make_server
+        make_server("127.0.0.1", 8025, unsubscribe_app(crm)).serve_forever()
+    """
+    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        method = environ.get("REQUEST_METHOD", "GET").upper()
+        params = parse_qs(environ.get("QUERY_STRING", ""))
+        if method == "POST":
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            params.update(parse_qs(environ["wsgi.input"].read(length).decode("utf-8", "replace")))
+        token = (params.get("token") or [""])[0]
+        try:
+            _customer_id, channel, purpose = read_token(crm.config.notify.secret(), token)
+            if method == "POST":
+                unsubscribe_token(crm, token)
+                return _page(start_response, "200 OK", "You are unsubscribed.",
+                             f"You will no longer receive {purpose} messages"
+                             f"{'' if channel == EVERY_CHANNEL else ' via ' + channel}.")
+            if method != "GET":
+                return _page(start_response, "405 Method Not Allowed", "Method not allowed", "Use GET or POST.")
+            form = (f'<form method="post"><input type="hidden" name="token" value="{html.escape(token)}">'
+                    f'<button type="submit">Unsubscribe</button></form>')
+            return _page(start_response, "200 OK", "Unsubscribe?",
+                         f"Stop {purpose} messages{'' if channel == EVERY_CHANNEL else ' via ' + channel}?", form)
+        except CRMError as exc:
+            return _page(start_response, "400 Bad Request", "Cannot unsubscribe", str(exc))
+    return app
+
+
+def _page(start_response: Any, status: str, title: str, text: str, extra: str = "") -> list[bytes]:
+    body = (f"<!doctype html><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
+            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{extra}").encode()
+    start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
+    return [body]

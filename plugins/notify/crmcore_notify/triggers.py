@@ -1,0 +1,125 @@
+"""Triggers: core events mapped to templates by ``[notify.triggers]`` in crm.toml.
+
+Each handler runs inside the unit of work of the event, so the message is
+queued in the same transaction: a use case that rolls back queues nothing.
+Idempotency keys make a replayed event queue nothing new:
+
+===================  ===========================================  ==============================================
+trigger              fires on                                     key (one message per ...)
+===================  ===========================================  ==============================================
+``deal_won``         a deal enters a won stage                    deal
+``tier_upgraded``    a loyalty tier goes up (``tiers`` ranks       customer, scheme and tier
+                     them; without it any new tier counts)
+``segment_entered``  a customer enters ``strategy``/``segment``   segmentation run and customer
+``birthday``         ``crm notify run-scheduled`` on the birthday  customer and year
+                     (29 February: 28 February in other years)
+``complaint``        an interaction of kind complaint is logged   interaction; ``due_at`` = occurred_at +
+                                                                  ``response_hours``, also set as the
+                                                                  complaint's ``follow_up_due`` when empty
+===================  ===========================================  ==============================================
+
+Bulk paths (imports) fire batch events, not these: importing last year's won
+deals or complaints sends no thank-you or acknowledgement.
+"""
+
+from __future__ import annotations
+
+import calendar
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import attrs
+from sqlalchemy import and_, extract, or_, select
+
+import crmcore
+from crmcore.store import tables
+
+PAGE = 1000
+
+
+def _triggers(uow: Any, event: str) -> list[Any]:
+    return uow.crm.config.notify.triggers_for(event)
+
+
+@crmcore.hookimpl
+def on_deal_stage_changed(uow: Any, deal: crmcore.Deal, old: crmcore.Stage | None, new: crmcore.Stage | None) -> None:
+    won = crmcore.StageOutcome.WON
+    if new is None or new.outcome is not won or (old is not None and old.outcome is won):
+        return
+    for trigger in _triggers(uow, "deal_won"):
+        uow.crm.messages.enqueue(uow, trigger.template, deal.customer_id, channel=trigger.channel,
+                                 purpose=trigger.purpose, key=f"trigger:deal_won:{trigger.template}:{deal.id}",
+                                 extra={"deal": deal})
+
+
+@crmcore.hookimpl
+def on_loyalty_tier_changed(uow: Any, customer_id: int, scheme: str, old: str | None, new: str | None) -> None:
+    for trigger in _triggers(uow, "tier_upgraded"):
+        if (trigger.scheme and trigger.scheme != scheme) or not _upgrade(trigger.tiers, old, new):
+            continue
+        uow.crm.messages.enqueue(uow, trigger.template, customer_id, channel=trigger.channel, purpose=trigger.purpose,
+                                 key=f"trigger:tier_upgraded:{trigger.template}:{scheme}:{customer_id}:{new}",
+                                 extra={"tier": new, "old_tier": old, "scheme": scheme})
+
+
+def _upgrade(tiers: tuple[str, ...], old: str | None, new: str | None) -> bool:
+    """Is ``old`` -> ``new`` a move up?  Without a ranking, any new tier is."""
+    if new is None:
+        return False
+    if not tiers:
+        return True
+    rank = {name: i for i, name in enumerate(tiers)}
+    return new in rank and rank[new] > rank.get(old, -1) if old is not None else new in rank
+
+
+@crmcore.hookimpl
+def on_segment_membership_changed(uow: Any, run: crmcore.SegmentRun, changes: list[crmcore.MembershipChange]) -> None:
+    for trigger in _triggers(uow, "segment_entered"):
+        if trigger.strategy != run.strategy:
+            continue
+        ids = [c.customer_id for c in changes if c.new == trigger.segment and c.old != trigger.segment]
+        for start in range(0, len(ids), PAGE):
+            uow.crm.messages.enqueue_batch(
+                uow, trigger.template, ids[start:start + PAGE], channel=trigger.channel, purpose=trigger.purpose,
+                key_for=lambda cid, t=trigger: f"trigger:segment_entered:{t.template}:run{run.id}:{cid}",
+                extra_for=lambda cid, t=trigger: {"segment": t.segment, "strategy": t.strategy})
+
+
+@crmcore.hookimpl
+def on_interaction_created(uow: Any, interaction: crmcore.Interaction) -> None:
+    if interaction.kind is not crmcore.InteractionKind.COMPLAINT:
+        return
+    for trigger in _triggers(uow, "complaint"):
+        due_at = interaction.occurred_at + timedelta(hours=trigger.response_hours)
+        if interaction.follow_up_due is None:
+            # The promise in the acknowledgement becomes the complaint's deadline.
+            interaction = uow.interactions.update(attrs.evolve(interaction, follow_up_due=due_at), uow.now)
+        uow.crm.messages.enqueue(uow, trigger.template, interaction.customer_id, channel=trigger.channel,
+                                 purpose=trigger.purpose, key=f"trigger:complaint:{trigger.template}:{interaction.id}",
+                                 extra={"interaction": interaction, "due_at": due_at})
+
+
+@crmcore.hookimpl
+def on_scheduled(uow: Any, as_of: datetime) -> None:
+    triggers = _triggers(uow, "birthday")
+    if not triggers:
+        return
+    today = as_of.astimezone(ZoneInfo(uow.crm.config.timezone)).date()
+    ids = birthdays(uow, today)
+    for trigger in triggers:
+        for start in range(0, len(ids), PAGE):
+            uow.crm.messages.enqueue_batch(
+                uow, trigger.template, ids[start:start + PAGE], channel=trigger.channel, purpose=trigger.purpose,
+                key_for=lambda cid, t=trigger: f"trigger:birthday:{t.template}:{cid}:{today.year}")
+
+
+def birthdays(uow: Any, today: date) -> list[int]:
+    """Ids of customers whose birthday is ``today`` (29 February counts on 28 February
+    in years without one), in one query."""
+    c = tables.customers
+    month, day = extract("month", c.c.birthday), extract("day", c.c.birthday)
+    same_day = and_(month == today.month, day == today.day)
+    if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
+        same_day = or_(same_day, and_(month == 2, day == 29))
+    return list(uow.conn.execute(select(c.c.id).where(c.c.birthday.is_not(None), same_day).order_by(c.c.id)).scalars())
