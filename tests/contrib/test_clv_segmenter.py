@@ -15,7 +15,7 @@ from crmcore_clv.segmenter import LIKELY_CHURNED, NO_PURCHASES, STANDARD, TOP_VA
 from crmcore_clv.transactions import load_history
 from crmcore_clv.value import discounted_purchases, weekly_rate
 
-from crmcore import ConfigError, CRMError
+from crmcore import ConfigError, CRMError, SegmentContext
 from crmcore.testing import SegmenterContract
 
 UTC = timezone.utc
@@ -179,6 +179,11 @@ def test_explain(clv_crm, simulated):
         assert ("P(alive)" if segment == LIKELY_CHURNED else "top 20%") in why["why"]
     idle = next(c for c in ids if c not in expected.index)
     assert explain(clv_crm, "clv", idle, AS_OF)["segment"] == NO_PURCHASES
+    segmenter = CLVSegmenter()
+    with clv_crm.unit(readonly=True) as uow:
+        why = segmenter.explain(SegmentContext(uow, AS_OF), segmenter.options_type(),
+                                {"segment": None, "details": None})
+    assert why["segment"] is None and "not a member" in why["why"]
 
 
 @pytest.mark.parametrize("options, message", [

@@ -21,7 +21,7 @@ from crmcore_kmeans import NO_PURCHASES, KMeansSegmenter
 from sklearn.cluster import KMeans
 from sklearn.metrics import silhouette_score
 
-from crmcore import ConfigError
+from crmcore import ConfigError, SegmentContext
 from crmcore.testing import SegmenterContract
 
 UTC = timezone.utc
@@ -173,6 +173,12 @@ def test_names_from_centroids(kmeans_crm):
     assert why["frequency"] == 10 and Decimal(why["monetary"]) == Decimal("10000")
     assert "silhouette" in why["why"]
     assert explain(kmeans_crm, "kmeans", idle, AS_OF)["segment"] == NO_PURCHASES
+    # The engine asks about a customer who is not in the run with segment None.
+    segmenter = KMeansSegmenter()
+    with kmeans_crm.unit(readonly=True) as uow:
+        why = segmenter.explain(SegmentContext(uow, AS_OF), segmenter.options_type(),
+                                {"segment": None, "details": None})
+    assert why["segment"] is None and "not a member" in why["why"]
 
 
 def test_empty_database(kmeans_crm):

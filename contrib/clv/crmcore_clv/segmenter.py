@@ -155,6 +155,8 @@ class CLVSegmenter(crmcore.Segmenter):
         from the run, and the rule that placed them."""
         details = dict(membership.get("details") or {})
         segment = membership.get("segment")
+        if segment is None:
+            return {"segment": None, "why": "not a member of this run (the customer was added after it)"}
         if segment == NO_PURCHASES or not details:
             return {"segment": segment, "why": "no won deal up to as_of, so not scored"}
         why = {LIKELY_CHURNED: f"P(alive) {details['p_alive']:.3f} < churn_below {options.churn_below}",

@@ -122,6 +122,8 @@ class KMeansSegmenter(crmcore.Segmenter):
         centroid: the segment is the nearest one."""
         details = dict(membership.get("details") or {})
         segment = membership.get("segment")
+        if segment is None:
+            return {"segment": None, "why": "not a member of this run (the customer was added after it)"}
         if segment == NO_PURCHASES or not details:
             return {"segment": segment, "why": "no won deal up to as_of, so not clustered"}
         distances = details["distances"]
