@@ -49,8 +49,13 @@ CHANNELS = ["phone", "email", "wechat", "web", "store"]
 
 
 def _stamp(seconds: np.ndarray) -> list[str]:
-    """SQLite text timestamps (what SQLAlchemy's DateTime stores) for epoch seconds."""
-    return np.datetime_as_string(seconds.astype("datetime64[s]").astype("datetime64[us]"), unit="us").tolist()
+    """SQLite text timestamps, exactly as SQLAlchemy's DateTime stores them, for epoch seconds.
+
+    The separator must be a space, not numpy's "T": SQLite compares timestamps
+    as text, and "2026-06-30T..." sorts after "2026-06-30 23:59:59".
+    """
+    text = np.datetime_as_string(seconds.astype("datetime64[s]").astype("datetime64[us]"), unit="us")
+    return np.char.replace(text, "T", " ").tolist()
 
 
 def _day(seconds: np.ndarray) -> list[str]:
@@ -58,7 +63,7 @@ def _day(seconds: np.ndarray) -> list[str]:
 
 
 def default_path(customers: int, deals: int) -> Path:
-    return CACHE / f"big-{customers}-{deals}.sqlite"
+    return CACHE / f"big-v2-{customers}-{deals}.sqlite"  # v2: timestamps with a space, as crmcore stores them
 
 
 def _migrate(path: Path) -> None:
