@@ -46,7 +46,8 @@ class CustomerValueReport(crmcore.Report):
     def run(self, ctx: crmcore.ReportContext, options: ValueOptions) -> crmcore.ReportResult:
         scope = Scope(ctx, options, self.name)
         cur = scope.currency
-        grid = _grid(scope)
+        by_currency = _grids(scope)
+        grid = by_currency.pop(cur, {})
         deciles = {d: (sum(c for (dd, _), (c, _, _) in grid.items() if dd == d),
                        sum(v for (dd, _), (_, v, _) in grid.items() if dd == d)) for d in range(1, 11)}
         total = sum(v for _, v in deciles.values())
@@ -58,10 +59,12 @@ class CustomerValueReport(crmcore.Report):
         columns = (crmcore.Column("decile", "str", "top customers"), crmcore.Column("customers", "int"),
                    crmcore.Column("revenue", "decimal", None, cur), crmcore.Column("share", "percent"),
                    crmcore.Column("cumulative_share", "percent", "cumulative share"))
-        notes = scope.other_currencies_note(*scope.deal_filter(currency=False),
-                                            scope.outcome(crmcore.StageOutcome.WON))
+        others = {code: sum(o for _, _, o in cells.values()) for code, cells in sorted(by_currency.items())}
+        listing = ", ".join(f"{n} in {code}" for code, n in others.items())
+        notes = ((f"Not included: deals in other currencies ({listing}); run with currency=CODE to see them.",)
+                 if others else ())
         return crmcore.ReportResult(
-            title=f"Customer value ({scope.describe()})", columns=columns, rows=tuple(rows), notes=tuple(notes),
+            title=f"Customer value ({scope.describe()})", columns=columns, rows=tuple(rows), notes=notes,
             charts=(crmcore.Chart("line", "Pareto curve: cumulative revenue share by top customers", "decile",
                                   ("cumulative_share",)),),
             sections=(_summary(grid, deciles, total, cur), _frequency(grid)))
@@ -70,29 +73,35 @@ class CustomerValueReport(crmcore.Report):
 Grid = dict[tuple[int, int], tuple[int, int, int]]
 
 
-def _grid(scope: Scope) -> Grid:
-    """(decile, orders capped at 5) -> (customers, revenue scaled, orders), in one pass over the won deals.
+def _grids(scope: Scope) -> dict[str, Grid]:
+    """Per currency: (decile, orders capped at 5) -> (customers, revenue scaled, orders).
 
-    Per customer: revenue and orders; ranked by revenue (ties: lower id
-    first) into deciles; then counted per (decile, capped orders).  The
-    deciles, the frequency distribution and the summary are all sums over
-    this grid of at most 50 cells, so the deals are read once.
+    One pass over the won deals: per (currency, customer) revenue and orders;
+    ranked by revenue within the currency (ties: lower id first) into
+    deciles; then counted per (currency, decile, capped orders).  The deciles,
+    the frequency distribution, the summary and the note on other currencies
+    are all sums over these few cells.
     """
     customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
-    per_customer = (select(customer.label("customer_id"),
+    per_customer = (select(deals.c.currency, customer.label("customer_id"),
                            func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"),
                            func.count().label("orders"))
-                    .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON),
+                    .where(*scope.deal_filter(currency=False), scope.outcome(crmcore.StageOutcome.WON),
                            deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
-                    .group_by(customer)).subquery("customer_revenue")
-    rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id))
-    ranked = select(per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
-                    func.count().over().label("n")).subquery("ranked")
+                    .group_by(deals.c.currency, customer)).subquery("customer_revenue")
+    by = {"partition_by": per_customer.c.currency}
+    rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id), **by)
+    ranked = select(per_customer.c.currency, per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
+                    func.count().over(**by).label("n")).subquery("ranked")
     decile = ((ranked.c.r - 1) * 10 // ranked.c.n + 1).label("decile")
     capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders).label("capped")
-    query = (select(decile, capped, func.count(), func.sum(ranked.c.revenue), func.sum(ranked.c.orders))
-             .group_by(decile, capped))
-    return {(int(d), int(k)): (int(c), int(v or 0), int(o or 0)) for d, k, c, v, o in scope.ctx.conn.execute(query)}
+    query = (select(ranked.c.currency, decile, capped, func.count(), func.sum(ranked.c.revenue),
+                    func.sum(ranked.c.orders))
+             .group_by(ranked.c.currency, decile, capped))
+    found: dict[str, Grid] = {}
+    for currency, d, k, c, v, o in scope.ctx.conn.execute(query):
+        found.setdefault(currency, {})[int(d), int(k)] = (int(c), int(v or 0), int(o or 0))
+    return found
 
 
 def _summary(grid: Grid, deciles: dict[int, tuple[int, int]], total: int, cur: str) -> crmcore.ReportResult:

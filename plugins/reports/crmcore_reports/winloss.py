@@ -53,56 +53,73 @@ class WinLossReport(crmcore.Report):
     def run(self, ctx: crmcore.ReportContext, options: WinLossOptions) -> crmcore.ReportResult:
         scope = Scope(ctx, options, self.name)
         cur = scope.currency
-        won, lost = scope.outcome(crmcore.StageOutcome.WON), scope.outcome(crmcore.StageOutcome.LOST)
-        closed = [*scope.deal_filter(), deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at)]
-        group = _group_column(options.by)
+        cells = _cells(scope, options.by)
+        mine = {key[1:]: values for key, values in cells.items() if key[0] == cur}
+        groups = _add_up(mine, lambda group, reason: group)
         # Sorted here, not by ORDER BY: NULLs and collations sort differently on each database.
-        found = sorted(ctx.conn.execute(_summary(group, won, lost, closed).group_by(group)).all(),
-                       key=lambda r: (r[0] is None, r[0] or ""))
-        rows = [_row(name, *values, cur) for name, *values in found]
-        # The total adds up the groups' exact sums and counts (no second pass over the deals).
-        total = [sum(_number(r[i]) for r in found) for i in range(1, 7)]
-        rows.append(_row(ALL, *total, cur))
+        rows = [_row(name, *groups[name], cur) for name in sorted(groups, key=lambda g: (g is None, g or ""))]
+        rows.append(_row(ALL, *_add_up(mine, lambda group, reason: ALL).get(ALL, (0,) * 6), cur))
         columns = (crmcore.Column(options.by, "str"), crmcore.Column("won", "int"), crmcore.Column("lost", "int"),
                    crmcore.Column("win_rate", "percent", "win rate"),
                    crmcore.Column("won_amount", "decimal", "won amount", cur),
                    crmcore.Column("avg_won", "decimal", "avg won deal", cur),
                    crmcore.Column("avg_lost", "decimal", "avg lost deal", cur),
                    crmcore.Column("avg_cycle_days", "float", "avg days to win"))
-        reasons = _lost_reasons(scope, lost, closed)
-        notes = scope.other_currencies_note(*scope.deal_filter(currency=False), deals.c.closed_at.is_not(None),
-                                            *scope.in_range(deals.c.closed_at))
+        others = _add_up({k: v for k, v in cells.items() if k[0] != cur}, lambda currency, group, reason: currency)
+        listing = ", ".join(f"{v[0] + v[1]} in {code}" for code, v in sorted(others.items()))
+        notes = ([f"Not included: deals in other currencies ({listing}); run with currency=CODE to see them."]
+                 if others else [])
         return crmcore.ReportResult(
             title=f"Win/loss by {options.by} ({scope.describe()})", columns=columns, rows=tuple(rows),
             notes=tuple(notes),
             charts=(crmcore.Chart("bar", f"Win rate by {options.by}", options.by, ("win_rate",), exclude=(ALL,)),
                     crmcore.Chart("stacked-bar", f"Won and lost deals by {options.by}", options.by,
                                   ("won", "lost"), exclude=(ALL,))),
-            sections=(reasons,))
+            sections=(_lost_reasons(_add_up(mine, lambda group, reason: reason), cur),))
 
 
-def _group_column(by: str) -> Any:
-    if by == "region":
-        # A scalar subquery per group key would be per row; the region comes
-        # through a join on the customer's primary key instead.
-        return customers.c.region
-    return deals.c[by]
+Cells = dict[tuple[Any, ...], tuple[Any, ...]]
 
 
-def _summary(group: Any, won: Any, lost: Any, closed: list[Any]) -> Any:
+def _cells(scope: Scope, by: str) -> Cells:
+    """(currency, group, lost reason) -> (won, lost, won scaled, lost scaled, cycle days, deals timed).
+
+    One pass over the closed deals; the groups, the total, the lost reasons
+    and the note on other currencies are all sums over these few cells.
+    """
+    won, lost = scope.outcome(crmcore.StageOutcome.WON), scope.outcome(crmcore.StageOutcome.LOST)
     scaled = type_coerce(deals.c.amount, BigInteger)
     timed = won & (deals.c.closed_at >= deals.c.created_at)
+    group = _group_column(by)
+    reason = case((lost, func.coalesce(deals.c.lost_reason, NONE))).label("reason")
     query = select(
-        group,
+        deals.c.currency, group, reason,
         func.sum(case((won, 1), else_=0)), func.sum(case((lost, 1), else_=0)),
         func.sum(case((won, scaled), else_=0)), func.sum(case((lost, scaled), else_=0)),
         # A deal recorded after it closed (an import of history) has no cycle to measure.
         func.sum(case((timed, days_between(deals.c.created_at, deals.c.closed_at)))),
         func.sum(case((timed, 1), else_=0)),
-    ).where(*closed, (won | lost))
-    if group is customers.c.region:
+    ).where(*scope.deal_filter(currency=False), deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at),
+            won | lost).group_by(deals.c.currency, group, reason)
+    if by == "region":
+        # The region comes through a join on the customer's primary key.
         query = query.select_from(deals.join(customers, customers.c.id == deals.c.customer_id))
-    return query
+    return {(currency, g, r): tuple(_number(v) for v in values)
+            for currency, g, r, *values in scope.ctx.conn.execute(query)}
+
+
+def _add_up(cells: Cells, key: Any) -> dict[Any, tuple[Any, ...]]:
+    """The cells' measures summed per ``key(*cell key)``."""
+    found: dict[Any, list[Any]] = {}
+    for cell, values in cells.items():
+        total = found.setdefault(key(*cell), [0] * len(values))
+        for i, value in enumerate(values):
+            total[i] += value
+    return {k: tuple(v) for k, v in found.items()}
+
+
+def _group_column(by: str) -> Any:
+    return customers.c.region if by == "region" else deals.c[by]
 
 
 def _number(value: Any) -> Any:
@@ -121,17 +138,13 @@ def _row(name: Any, n_won: Any, n_lost: Any, won_scaled: Any, lost_scaled: Any, 
             round(float(cycle_days) / timed, 1) if timed else None)
 
 
-def _lost_reasons(scope: Scope, lost: Any, closed: list[Any]) -> crmcore.ReportResult:
-    scaled = type_coerce(deals.c.amount, BigInteger)
-    reason = func.coalesce(deals.c.lost_reason, NONE)
-    found = scope.ctx.conn.execute(
-        select(reason, func.count(), func.sum(scaled)).where(*closed, lost).group_by(reason)).all()
-    total = sum(int(n) for _, n, _ in found)
-    ordered = sorted(found, key=lambda r: (-int(r[1]), r[0]))
-    cur = scope.currency
+def _lost_reasons(by_reason: dict[Any, tuple[Any, ...]], cur: str) -> crmcore.ReportResult:
+    lost = {reason: values for reason, values in by_reason.items() if reason is not None}
+    total = sum(v[1] for v in lost.values())
+    ordered = sorted(lost.items(), key=lambda kv: (-kv[1][1], kv[0]))
     return crmcore.ReportResult(
         title="Lost reasons",
         columns=(crmcore.Column("reason", "str"), crmcore.Column("lost", "int"),
                  crmcore.Column("share", "percent"), crmcore.Column("amount", "decimal", None, cur)),
-        rows=tuple((r, int(n), ratio(n, total), money(s, cur)) for r, n, s in ordered),
+        rows=tuple((reason, int(v[1]), ratio(v[1], total), money(v[3], cur)) for reason, v in ordered),
         charts=(crmcore.Chart("bar", "Lost deals by reason", "reason", ("lost",)),))
