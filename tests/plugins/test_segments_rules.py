@@ -305,3 +305,11 @@ class TestRulesContract(SegmenterContract):
             "rules": {"Buyers": "orders >= 1"}, "default": "Others"}}})
         load(crm, generate(seed=1, n=15))
         return crm
+
+
+def test_no_rules_assigns_nobody_or_default(crm_factory):
+    crm = crm_factory(plugins=["segments"])
+    ids = [crm.customers.add(name=n).id for n in ("a", "b")]
+    assert crm.segments.run("rules", as_of=AS_OF).members == 0
+    crm.segments.run("rules", as_of=AS_OF, options={"default": "Everyone"})
+    assert {m["customer_id"]: m["segment"] for m in crm.segments.members("rules")} == {i: "Everyone" for i in ids}

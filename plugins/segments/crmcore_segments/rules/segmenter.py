@@ -15,7 +15,8 @@ On the command line, one ``NAME: EXPRESSION`` per line::
 
     crm segment run rules -o 'rules=VIP: total_spend >= 5000'
 
-Customers matching no rule get no membership unless ``default`` is set.
+Customers matching no rule get no membership unless ``default`` is set
+(so with no rules at all a run assigns nobody, or everybody to ``default``).
 ``score`` is the 1-based position of the rule that matched (the default
 segment scores 0).
 """
@@ -126,6 +127,10 @@ class RulesSegmenter(crmcore.Segmenter):
 
     def select(self, ctx: crmcore.SegmentContext, options: RulesOptions) -> Any:
         conditions = compile_rules(ctx, options)
+        if not conditions:  # no rules configured: everybody is default (or nobody)
+            return select(customers.c.id.label("customer_id"), literal(options.default, String).label("segment"),
+                          literal(0, Integer).label("score"), literal(None).label("details")).where(
+                literal(options.default is not None))
         whens = [(condition, literal(rule.name, String)) for rule, condition, _ in conditions]
         scores = [(condition, literal(i, Integer)) for i, (_, condition, _) in enumerate(conditions, 1)]
         default = literal(options.default, String) if options.default is not None else None
@@ -160,9 +165,6 @@ class RulesSegmenter(crmcore.Segmenter):
 
 def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions) -> list[tuple[Rule, Any, Compiler]]:
     """(rule, SQL condition, compiler) per rule; errors name the rule."""
-    if not options.rules:
-        raise crmcore.ConfigError("[segments.rules] rules: no rules defined (add a [segments.rules.rules] table "
-                                  "in crm.toml, or -o 'rules=NAME: EXPRESSION')")
     catalogue = Catalogue(ctx, options)
     compiled = []
     for rule in options.rules:
