@@ -37,14 +37,16 @@ import os
 import random
 import socket
 import threading
+import time
 import uuid
 from collections import Counter
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy.exc import DBAPIError
 
 from . import consent
 from .components import Component, build_options
@@ -59,6 +61,8 @@ if TYPE_CHECKING:
     from .uow import UnitOfWork
 
 outbox = tables.notify_outbox
+T = TypeVar("T")
+DEADLOCK_RETRIES = 5
 PURPOSES = ("transactional", "marketing")
 STATUSES = ("pending", "claimed", "sending", "sent", "dead", "suppressed")
 DEFAULT_MAX_ATTEMPTS = 5
@@ -73,6 +77,16 @@ CLAIM_BATCH = 100
 # After this many transient failures in a row, a channel is taken as down for
 # the rest of the dispatch: its other messages are deferred without an attempt.
 DOWN_AFTER = 3
+# Built once: the per-message statements run with bound values only (building an
+# UPDATE costs more than executing it).
+_START = update(outbox).where(
+    outbox.c.id == bindparam("b_id"), outbox.c.status == "claimed", outbox.c.claimed_by == bindparam("b_token")).values(
+    status="sending", attempts=bindparam("b_attempts"), claimed_at=bindparam("b_now"),
+    last_attempt_at=bindparam("b_now"), recipient=bindparam("b_to"))
+_SENT = update(outbox).where(
+    outbox.c.id == bindparam("b_id"), outbox.c.status == "sending", outbox.c.claimed_by == bindparam("b_token")).values(
+    status="sent", last_error=None, claimed_at=None, claimed_by=None, sent_at=bindparam("b_at"),
+    provider_id=bindparam("b_provider"), delivery=bindparam("b_delivery", type_=outbox.c.delivery.type))
 IN_DOUBT = ("in doubt: the dispatcher stopped while sending; the provider may have accepted it "
             "(compare the provider id); `crm notify retry` sends it again")
 
@@ -231,6 +245,15 @@ def backoff(attempts: int, base: timedelta = BACKOFF_BASE, cap: timedelta = BACK
     return delay * (1 + random.uniform(-jitter, jitter))
 
 
+def is_deadlock(exc: DBAPIError) -> bool:
+    """True for a deadlock or serialization failure (MariaDB/MySQL 1213/1205, PostgreSQL 40P01/40001)."""
+    orig = exc.orig
+    if getattr(orig, "sqlstate", None) in ("40P01", "40001"):
+        return True
+    code = orig.args[0] if getattr(orig, "args", None) else None
+    return code in (1213, 1205)
+
+
 def dispatcher_name() -> str:
     """Who holds a claim: host, process and a random part (one per claim round)."""
     return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
@@ -323,17 +346,19 @@ class NotifyEngine:
         cutoff = now - CLAIM_LEASE
         resend = [c.name for c in self.registry if c.resend_in_doubt]
         stale = and_(outbox.c.status == "sending", outbox.c.claimed_at < cutoff)
-        with self.crm.unit() as uow:
-            count = uow.conn.execute(update(outbox).where(
+
+        def work(conn: Any) -> int:
+            count = conn.execute(update(outbox).where(
                 outbox.c.status == "claimed", outbox.c.claimed_at < cutoff).values(
                 status="pending", claimed_at=None, claimed_by=None)).rowcount
             if resend:
-                count += uow.conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
+                count += conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
                     status="pending", claimed_at=None, claimed_by=None, next_attempt_at=now,
                     last_error="in doubt: the dispatcher stopped while sending; sent again")).rowcount
-            count += uow.conn.execute(update(outbox).where(stale).values(
+            return count + conn.execute(update(outbox).where(stale).values(
                 status="dead", claimed_at=None, last_error=IN_DOUBT)).rowcount
-        return count
+
+        return self._write(work)
 
     def defer_quiet_hours(self, now: datetime, channel: str | None = None) -> int:
         """Move due messages of channels in their quiet hours to the window's end."""
@@ -348,8 +373,8 @@ class NotifyEngine:
             scope = [outbox.c.channel == chan.name, outbox.c.status == "pending", outbox.c.next_attempt_at < until]
             if quiet.applies_to == "marketing":
                 scope.append(outbox.c.purpose == "marketing")
-            with self.crm.unit() as uow:
-                deferred += uow.conn.execute(update(outbox).where(*scope).values(next_attempt_at=until)).rowcount
+            statement = update(outbox).where(*scope).values(next_attempt_at=until)
+            deferred += self._write(lambda conn: conn.execute(statement).rowcount)
         return deferred
 
     def pacer(self, name: str) -> Pacer | None:
@@ -363,6 +388,20 @@ class NotifyEngine:
                 pacer = self._pacers[name] = Pacer(rate)
             return pacer
 
+    def _write(self, work: Callable[[Any], T]) -> T:
+        """Run ``work(conn)`` in its own transaction, again if the database chose it
+        as a deadlock victim (InnoDB does, between concurrent claims and updates of
+        neighbouring rows; the victim's transaction was rolled back whole)."""
+        for attempt in range(DEADLOCK_RETRIES):
+            try:
+                with self.crm.unit() as uow:
+                    return work(uow.conn)
+            except DBAPIError as exc:
+                if attempt == DEADLOCK_RETRIES - 1 or not is_deadlock(exc):
+                    raise
+                time.sleep(random.uniform(0.005, 0.02) * 2 ** attempt)
+        raise AssertionError("unreachable")
+
     def _claim(self, now: datetime, limit: int | None, channel: str | None) -> list[_Claimed]:
         """Take up to ``limit`` due messages for this dispatcher (status ``claimed``)."""
         token = dispatcher_name()
@@ -372,18 +411,21 @@ class NotifyEngine:
         if channel:
             ids = ids.where(outbox.c.channel == channel)
         claim = update(outbox).values(status="claimed", claimed_at=now, claimed_by=token)
-        with self.crm.unit() as uow:
-            if uow.dialect == "sqlite":
+
+        def work(conn: Any) -> list[Any]:
+            if conn.dialect.name == "sqlite":
                 # One statement under SQLite's write lock (BEGIN IMMEDIATE): atomic.
-                uow.conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
+                conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
             else:
                 # Rows another dispatcher has locked are skipped, not waited for.
-                taken = uow.conn.execute(ids.with_for_update(skip_locked=True)).scalars().all()
+                taken = conn.execute(ids.with_for_update(skip_locked=True)).scalars().all()
                 if not taken:
                     return []
-                uow.conn.execute(claim.where(outbox.c.id.in_(taken)))
-            rows = uow.conn.execute(select(outbox).where(outbox.c.claimed_by == token, outbox.c.status == "claimed")
-                                    .order_by(outbox.c.id)).all()
+                conn.execute(claim.where(outbox.c.id.in_(taken)))
+            return conn.execute(select(outbox).where(outbox.c.claimed_by == token, outbox.c.status == "claimed")
+                                .order_by(outbox.c.id)).all()
+
+        rows = self._write(work)
         return [_Claimed(Message(r.id, r.channel, r.recipient, r.subject, r.body, r.payload or {}, r.purpose,
                                  r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
                 for r in rows]
@@ -393,15 +435,28 @@ class NotifyEngine:
 
         False if the claim was lost (it expired and another dispatcher took it).
         """
-        message = claimed.message
-        statement = update(outbox).where(
-            outbox.c.id == message.id, outbox.c.status == "claimed", outbox.c.claimed_by == claimed.token).values(
-            status="sending", attempts=message.attempts, claimed_at=now, last_attempt_at=now,
-            recipient=message.recipient)
-        if conn is not None:
-            return bool(conn.execute(statement).rowcount)
-        with self.crm.unit() as uow:
-            return bool(uow.conn.execute(statement).rowcount)
+        return bool(self._start_many([claimed], now, conn))
+
+    def _start_many(self, group: list[_Claimed], now: datetime, conn: Any = None) -> list[_Claimed]:
+        """:meth:`_start` for several messages in one statement; returns those still held."""
+        if conn is None:
+            return self._write(lambda c: self._start_many(group, now, c))
+        params = [{"b_id": c.message.id, "b_token": c.token, "b_attempts": c.message.attempts, "b_now": now,
+                   "b_to": c.message.recipient} for c in group]
+        if conn.execute(_START, params).rowcount == len(group):
+            return group
+        # Some claim was lost (or the driver does not count executemany rows): ask which ones are ours.
+        ours = set(conn.execute(select(outbox.c.id).where(
+            outbox.c.id.in_([c.message.id for c in group]), outbox.c.status == "sending",
+            outbox.c.claimed_by.in_({c.token for c in group}), outbox.c.last_attempt_at == now)).scalars())
+        return [c for c in group if c.message.id in ours]
+
+    def _record_sent(self, sent: list[tuple[_Claimed, Delivered, datetime]], conn: Any) -> None:
+        """Mark messages sent (one statement for all)."""
+        if sent:
+            conn.execute(_SENT, [{"b_id": c.message.id, "b_token": c.token, "b_at": at,
+                                  "b_provider": d.provider_id, "b_delivery": dict(d.details) or None}
+                                 for c, d, at in sent])
 
     def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending") -> str:
         """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
@@ -427,8 +482,7 @@ class NotifyEngine:
             status=status, last_error=error, claimed_at=None, claimed_by=None, **values)
         if conn is not None:
             return bool(conn.execute(statement).rowcount)
-        with self.crm.unit() as uow:
-            return bool(uow.conn.execute(statement).rowcount)
+        return self._write(lambda c: bool(c.execute(statement).rowcount))
 
     def release(self, claims: list[_Claimed], reason: str | None, now: datetime,
                 next_attempt_at: datetime | None = None) -> int:
@@ -437,16 +491,15 @@ class NotifyEngine:
         by_token: dict[str, list[int]] = {}
         for claimed in claims:
             by_token.setdefault(claimed.token, []).append(claimed.message.id)
-        with self.crm.unit() as uow:
-            for token, ids in by_token.items():
-                values: dict[str, Any] = {"status": "pending", "claimed_at": None, "claimed_by": None}
-                if reason is not None:
-                    values["last_error"] = reason
-                if next_attempt_at is not None:
-                    values["next_attempt_at"] = next_attempt_at
-                released += uow.conn.execute(update(outbox).where(
-                    outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
-                    **values)).rowcount
+        values: dict[str, Any] = {"status": "pending", "claimed_at": None, "claimed_by": None}
+        if reason is not None:
+            values["last_error"] = reason
+        if next_attempt_at is not None:
+            values["next_attempt_at"] = next_attempt_at
+        for token, ids in by_token.items():
+            released += self._write(lambda conn, token=token, ids=ids: conn.execute(update(outbox).where(
+                outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
+                **values)).rowcount)
         return released
 
     def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
@@ -528,10 +581,11 @@ class _Worker:
     """One dispatcher thread: claims rounds of messages and delivers them through
     channels it opens once (and closes at the end).
 
-    One commit per message: a sent message's outcome is committed in the same
-    transaction that marks the next message ``sending`` (both before the next
-    network call), unless the channel is rate limited (then the outcome is
-    committed at once rather than held during the wait).
+    Commits: a group of up to ``send_group`` messages of one channel (1 unless
+    configured) is marked ``sending`` in one transaction, together with the
+    outcomes of the previous group's sent messages; then the group is sent.
+    With the default group of 1 that is one commit per message and at most one
+    message in doubt per thread if the process dies.
     """
 
     def __init__(self, engine: NotifyEngine, clock: Any, channel: str | None, budget: _Budget,
@@ -542,7 +596,7 @@ class _Worker:
         self.opened: dict[str, tuple[Channel, Any]] = {}
         self.broken: dict[str, BaseException] = {}  # channels that could not open, or went down
         self.failures_in_a_row: Counter[str] = Counter()
-        self.unrecorded: tuple[_Claimed, Delivered, datetime] | None = None  # sent, outcome not committed yet
+        self.unrecorded: list[tuple[_Claimed, Delivered, datetime]] = []  # sent, outcome not committed yet
         self.refusals: dict[int, str] = {}  # message id -> why consent refuses it now
 
     def run(self) -> DispatchResult:
@@ -565,28 +619,43 @@ class _Worker:
     def _deliver_all(self, claims: list[_Claimed]) -> None:
         customers = self.engine._customers_of(claims)
         self.refusals = consent.refusals(self.engine.crm, [c.message for c in claims])  # as it stands now
-        for index, claimed in enumerate(claims):
+        queue = list(claims)
+        while queue:
             if self.stop.is_set():
-                self._record_sent()
-                rest = claims[index:]
-                self.engine.release(rest, None, self.clock())
-                self.counts["deferred"] += len(rest)
+                self._hand_back(queue)
                 return
-            self._deliver(claimed, customers.get(claimed.message.customer_id))
+            group = self._next_group(queue, customers)
+            if group:
+                self._send_group(group, queue)
 
-    def _deliver(self, claimed: _Claimed, customer: Any) -> None:
+    def _next_group(self, queue: list[_Claimed], customers: dict[int, Any]) -> list[_Claimed]:
+        """Take ready messages of one channel off the queue (settling those that cannot go)."""
+        group: list[_Claimed] = []
+        size = 1
+        while queue and len(group) < size:
+            if group and queue[0].message.channel != group[0].message.channel:
+                break
+            claimed = queue.pop(0)
+            if self._ready(claimed, customers.get(claimed.message.customer_id)):
+                if not group:
+                    policy = self.engine.delivery_policy(claimed.message.channel)
+                    size = 1 if policy.rate_limit else policy.send_group
+                group.append(claimed)
+        return group
+
+    def _ready(self, claimed: _Claimed, customer: Any) -> bool:
+        """True if the message can be sent now; otherwise it is settled (dead, suppressed, retried, deferred)."""
         engine, now, message = self.engine, self.clock(), claimed.message
         if message.channel not in engine.registry:
             self._record_sent()
             engine._finish(claimed, "dead", now, error=f"channel {message.channel!r} is not enabled",
                            from_status="claimed", attempts=message.attempts)
             self.counts["dead"] += 1
-            return
+            return False
         opened = self._open(claimed)
         if opened is None:
-            return
-        channel, options = opened
-        message, refusal, missing = engine._check_now(message, channel, customer)
+            return False
+        message, refusal, missing = engine._check_now(message, opened[0], customer)
         refusal = self.refusals.get(message.id)  # crmcore.consent decides (recorded decisions + policy)
         claimed.message = message
         if refusal or missing:
@@ -594,38 +663,74 @@ class _Worker:
             engine._finish(claimed, "suppressed" if refusal else "dead", now, error=refusal or missing,
                            from_status="claimed", recipient=message.recipient)
             self.counts["suppressed" if refusal else "dead"] += 1
-            return
-        pacer = engine.pacer(channel.name)
-        if pacer is not None:
+            return False
+        return True
+
+    def _send_group(self, group: list[_Claimed], queue: list[_Claimed]) -> None:
+        name = group[0].message.channel
+        pacer = self.engine.pacer(name)
+        if pacer is not None:  # (groups of one) the outcome so far is committed, not held during the wait
             self._record_sent()
             pacer.wait_turn(self.stop.wait)
-            if self.stop.is_set():  # stopped during the wait: this one goes back with the rest
-                self.counts["deferred"] += engine.release([claimed], None, self.clock())
+            if self.stop.is_set():
+                self._hand_back(group + queue)
+                queue.clear()
                 return
-        if not self._start(claimed):
-            return  # the claim expired and another dispatcher has the message
-        try:
-            outcome = channel.send(message, options)
-        except Exception as exc:
-            self._failed(claimed, exc)
-            return
-        self.failures_in_a_row[channel.name] = 0
-        self.unrecorded = (claimed, outcome if isinstance(outcome, Delivered) else Delivered(outcome), self.clock())
-        self.counts["sent"] += 1
+        started = self._start(group)
+        for index, claimed in enumerate(started):
+            if self.stop.is_set() or name in self.broken:  # stopped, or the channel went down mid-group
+                self._unstart(started[index:], self.broken.get(name))
+                return
+            channel, options = self.opened[name]
+            try:
+                outcome = channel.send(claimed.message, options)
+            except Exception as exc:
+                self._failed(claimed, exc)
+                continue
+            self.failures_in_a_row[name] = 0
+            delivered = outcome if isinstance(outcome, Delivered) else Delivered(outcome)
+            self.unrecorded.append((claimed, delivered, self.clock()))
+            self.counts["sent"] += 1
 
-    def _start(self, claimed: _Claimed) -> bool:
-        """Commit the previous message's outcome and this one's ``sending`` mark together."""
-        with self.engine.crm.unit() as uow:
-            self._record_sent(uow.conn)
-            return self.engine._start(claimed, self.clock(), uow.conn)
+    def _start(self, group: list[_Claimed]) -> list[_Claimed]:
+        """Commit the sent outcomes so far and the group's ``sending`` marks together;
+        returns the messages this dispatcher still held (a lost claim is skipped)."""
+        previous, now = list(self.unrecorded), self.clock()
 
-    def _record_sent(self, conn: Any = None) -> None:
-        if self.unrecorded is None:
-            return
-        claimed, delivered, at = self.unrecorded
-        self.unrecorded = None
-        self.engine._finish(claimed, "sent", at, provider_id=delivered.provider_id,
-                            delivery=dict(delivered.details) or None, conn=conn)
+        def work(conn: Any) -> list[_Claimed]:
+            self.engine._record_sent(previous, conn)
+            return self.engine._start_many(group, now, conn)
+
+        started = self.engine._write(work)
+        self.unrecorded = []
+        return started
+
+    def _record_sent(self) -> None:
+        if self.unrecorded:
+            previous = list(self.unrecorded)
+            self.engine._write(lambda conn: self.engine._record_sent(previous, conn))
+            self.unrecorded = []
+
+    def _hand_back(self, claims: list[_Claimed]) -> None:
+        """Stopping: record what was sent, return never-attempted claims to pending."""
+        self._record_sent()
+        self.counts["deferred"] += self.engine.release(claims, None, self.clock())
+
+    def _unstart(self, claims: list[_Claimed], error: BaseException | None) -> None:
+        """Messages marked ``sending`` but never handed to the channel go back to pending
+        (their attempt uncounted): nothing is in doubt about them."""
+        self._record_sent()
+        now = self.clock()
+        reason = None if error is None else \
+            f"deferred: channel {claims[0].message.channel!r} is down ({type(error).__name__}: {error})"
+        for claimed in claims:
+            values: dict[str, Any] = {"status": "pending", "attempts": claimed.message.attempts - 1,
+                                      "claimed_at": None, "claimed_by": None}
+            if reason:
+                values.update(last_error=reason, next_attempt_at=now + BACKOFF_BASE)
+            statement = update(outbox).where(outbox.c.id == claimed.message.id, outbox.c.status == "sending",
+                                             outbox.c.claimed_by == claimed.token).values(**values)
+            self.counts["deferred"] += self.engine._write(lambda conn, st=statement: conn.execute(st).rowcount)
 
     def _open(self, claimed: _Claimed) -> tuple[Channel, Any] | None:
         """The channel, opened once for this worker; None if the message was settled

@@ -5,6 +5,7 @@ In ``[channels.NAME]`` of crm.toml, besides the channel's own options::
     [channels.smtp]
     host = "mail.example.com"
     rate_limit = 20                     # at most 20 messages per second
+    send_group = 1                      # messages marked "sending" per commit (see docs/notify.md)
     quiet_hours = "21:00-08:00"         # in quiet_hours_timezone (default: [timezone])
     quiet_hours_for = "marketing"       # or "all"
 
@@ -29,7 +30,7 @@ import attrs
 
 from .errors import ConfigError
 
-DELIVERY_KEYS = ("rate_limit", "quiet_hours", "quiet_hours_timezone", "quiet_hours_for")
+DELIVERY_KEYS = ("rate_limit", "quiet_hours", "quiet_hours_timezone", "quiet_hours_for", "send_group")
 QUIET_FOR = ("marketing", "all")
 _WINDOW = re.compile(r"^\s*([01]?\d|2[0-3]):([0-5]\d)\s*-\s*([01]?\d|2[0-3]):([0-5]\d)\s*$")
 
@@ -65,6 +66,7 @@ class DeliveryPolicy:
 
     rate_limit: float | None = None
     quiet_hours: QuietHours | None = None
+    send_group: int = 1
 
 
 def split_delivery_options(raw: Mapping[str, Any], channel: str,
@@ -75,12 +77,15 @@ def split_delivery_options(raw: Mapping[str, Any], channel: str,
     rate = raw.get("rate_limit")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, (int, float)) or rate <= 0):
         raise ConfigError(f"{where} rate_limit: messages per second, a positive number; got {rate!r}")
+    group = raw.get("send_group", 1)
+    if isinstance(group, bool) or not isinstance(group, int) or not 1 <= group <= 1000:
+        raise ConfigError(f"{where} send_group: a whole number from 1 to 1000; got {group!r}")
     quiet = None
     if raw.get("quiet_hours") is not None:
         quiet = _quiet_hours(raw, where, default_zone)
     elif "quiet_hours_timezone" in raw or "quiet_hours_for" in raw:
         raise ConfigError(f"{where} quiet_hours_timezone/quiet_hours_for need quiet_hours")
-    return DeliveryPolicy(float(rate) if rate is not None else None, quiet), own
+    return DeliveryPolicy(float(rate) if rate is not None else None, quiet, group), own
 
 
 def _quiet_hours(raw: Mapping[str, Any], where: str, default_zone: str) -> QuietHours:

@@ -4,10 +4,10 @@ through Apprise's ``json://`` service."""
 from __future__ import annotations
 
 import pytest
+from crmcore_apprise import AppriseChannel
 
 import crmcore
 from crmcore.testing import ChannelContract
-from crmcore_apprise import AppriseChannel
 
 
 def open_crm(crm_factory, urls, **more):

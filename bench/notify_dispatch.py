@@ -1,0 +1,127 @@
+"""Benchmark: the outbox dispatcher's SMTP delivery against bare smtplib.
+
+    .venv/bin/python bench/notify_dispatch.py                # 20,000 messages, SQLite
+    .venv/bin/python bench/notify_dispatch.py --messages 5000 --db postgresql://...
+    .venv/bin/python bench/notify_dispatch.py --send-group 50   # fewer commits, wider in-doubt window
+
+1. Starts an aiosmtpd server in its own process (so it does not compete with
+   the sender for the GIL) that counts the messages it accepts.
+2. (a) baseline: the same N emails (built once by the smtp channel's
+   ``build_email``) sent with smtplib over one connection; only the sending
+   is timed.
+3. (b) crm: the N messages are enqueued in the outbox (timed separately), then
+   ``crm.notify.dispatch()`` delivers them through the ``smtp`` channel: claim
+   rounds, the "sending" mark committed before each send and the outcome
+   after (one commit per message), consent re-check, provider ids.
+4. Checks the server accepted exactly 2N messages, then prints messages/s for
+   each, the ratio and the machine load.
+
+Template rendering and campaign selection are not part of this path (see
+bench/notify.py for the campaign benchmark).  Timings are for this machine
+and its load at the time; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+SERVER = r"""
+import asyncio, signal, sys, threading
+from aiosmtpd.controller import Controller
+class Count:
+    n = 0
+    async def handle_DATA(self, server, session, envelope):
+        Count.n += 1
+        return "250 OK"
+controller = Controller(Count(), hostname="127.0.0.1", port=int(sys.argv[1]))
+controller.start()
+print("ready", flush=True)
+done = threading.Event()
+signal.signal(signal.SIGTERM, lambda *_: done.set())
+done.wait()
+controller.stop()
+print(Count.n, flush=True)
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=20_000)
+    parser.add_argument("--db", help="database URL (default: a fresh SQLite file)")
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--send-group", type=int, default=1,
+                        help="[channels.smtp] send_group: messages marked sending per commit")
+    args = parser.parse_args()
+
+    from crmcore_notify import SmtpOptions, build_email
+
+    import crmcore
+    from crmcore import CRM, Config
+
+    port = free_port()
+    server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdout=subprocess.PIPE, text=True)
+    assert server.stdout.readline().strip() == "ready"
+    n = args.messages
+    options = {"host": "127.0.0.1", "port": port, "sender": "shop@example.com"}
+
+    # (a) baseline: smtplib, one connection, the same emails.
+    smtp_options = SmtpOptions(**options)
+    emails = [build_email(crmcore.Message(i, "smtp", f"c{i}@example.com", f"Order {i} shipped",
+                                          f"Hello customer {i}, your order is on its way.", {}, "transactional",
+                                          None, f"bench:{i}", 1), smtp_options) for i in range(n)]
+    started = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as smtp:
+        for email in emails:
+            smtp.send_message(email)
+    baseline_s = time.perf_counter() - started
+
+    # (b) crm: outbox + dispatcher through the smtp channel.
+    folder = tempfile.mkdtemp(prefix="crm-bench-")
+    url = args.db or f"sqlite:///{Path(folder) / 'crm.db'}"
+    if args.db:
+        from crmcore.testing import reset_database
+        reset_database(url)
+    crm = CRM.open(config=Config.from_mapping({"database_url": url, "plugins": ["notify"],
+                                               "channels": {"smtp": {**options,
+                                                                     "send_group": args.send_group}}}))
+    started = time.perf_counter()
+    with crm.unit() as uow:
+        for i in range(n):
+            uow.outbox.enqueue("smtp", recipient=f"c{i}@example.com", subject=f"Order {i} shipped",
+                               body=f"Hello customer {i}, your order is on its way.", key=f"bench:{i}")
+    enqueue_s = time.perf_counter() - started
+    started = time.perf_counter()
+    result = crm.notify.dispatch(workers=args.workers)
+    dispatch_s = time.perf_counter() - started
+    crm.close()
+
+    server.terminate()
+    accepted = int(server.communicate(timeout=60)[0].strip())
+    assert result.sent == n, result
+    assert accepted == 2 * n, f"server accepted {accepted}, expected {2 * n}"
+
+    load = os.getloadavg()
+    print(f"messages: {n}  database: {url.split(':')[0]}  workers: {args.workers}  send_group: {args.send_group}")
+    print(f"(a) smtplib, one connection:      {n / baseline_s:10,.0f} msg/s  ({baseline_s:.2f} s)")
+    print(f"(b) crm outbox + dispatch:        {n / dispatch_s:10,.0f} msg/s  ({dispatch_s:.2f} s)"
+          f"   [enqueue: {n / enqueue_s:,.0f} msg/s]")
+    print(f"ratio (b)/(a): {baseline_s / dispatch_s:.2f}")
+    print(f"load average: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f} on {os.cpu_count()} CPUs")
+
+
+if __name__ == "__main__":
+    main()

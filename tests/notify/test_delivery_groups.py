@@ -1,0 +1,132 @@
+"""``send_group``: several messages marked ``sending`` per commit, and what
+happens to a group when the dispatcher stops or the channel goes down in it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from sqlalchemy import event
+
+import crmcore
+from crmcore.notify_policy import split_delivery_options
+
+
+class Counting(crmcore.Channel):
+    """Delivers into a list; can stop the dispatcher or start failing after N sends."""
+
+    name = "counting"
+    description = "records deliveries"
+    address = None
+
+    def __init__(self) -> None:
+        self.sent: list[int] = []
+        self.stop: threading.Event | None = None
+        self.stop_after: int | None = None
+        self.fail_after: int | None = None
+
+    def send(self, message: crmcore.Message, options: Any) -> str | None:
+        if self.fail_after is not None and len(self.sent) >= self.fail_after:
+            raise crmcore.TransientError("connection refused")
+        self.sent.append(message.id)
+        if self.stop is not None and len(self.sent) == self.stop_after:
+            self.stop.set()
+        return f"p-{message.id}"
+
+
+class Plugin:
+    __name__ = "group_test"
+
+    def __init__(self, channel: Counting):
+        self.channel = channel
+
+    @crmcore.hookimpl
+    def register_channels(self, register: Any) -> None:
+        register(self.channel)
+
+
+def open_crm(crm_factory, channel, group):
+    return crm_factory(extra_plugins=[Plugin(channel)], config={"channels": {"counting": {"send_group": group}}})
+
+
+def commits(crm) -> list[int]:
+    counter = [0]
+    event.listen(crm.engine, "commit", lambda conn: counter.__setitem__(0, counter[0] + 1))
+    return counter
+
+
+@pytest.mark.parametrize("group", [1, 10])
+def test_groups_deliver_everything_with_fewer_commits(crm_factory, group):
+    chan = Counting()
+    crm = open_crm(crm_factory, chan, group)
+    ids = [crm.notify.enqueue("counting", recipient="x", body=str(n)) for n in range(25)]
+    counter = commits(crm)
+    assert crm.notify.dispatch().sent == 25
+    assert chan.sent == ids
+    rows = crm.notify.outbox(limit=100)
+    assert {(r["status"], r["attempts"]) for r in rows} == {("sent", 1)}
+    assert {r["provider_id"] for r in rows} == {f"p-{i}" for i in ids}
+    # per dispatch: recover + claim rounds + one commit per group (+ the last outcomes) + an empty claim
+    groups = -(-25 // group)
+    assert counter[0] <= groups + 6, counter[0]
+    if group > 1:
+        assert counter[0] < 25
+
+
+def test_stop_mid_group_returns_the_unsent_rest(crm_factory):
+    chan = Counting()
+    crm = open_crm(crm_factory, chan, 10)
+    ids = [crm.notify.enqueue("counting", recipient="x", body=str(n)) for n in range(25)]
+    chan.stop, chan.stop_after = threading.Event(), 4
+    result = crm.notify.dispatch(stop=chan.stop)
+    assert (result.sent, result.deferred) == (4, 21)
+    rows = {r["id"]: r for r in crm.notify.outbox(limit=100)}
+    assert [i for i in ids if rows[i]["status"] == "sent"] == chan.sent == ids[:4]
+    rest = [rows[i] for i in ids[4:]]
+    assert {(r["status"], r["attempts"], r["claimed_by"]) for r in rest} == {("pending", 0, None)}
+    assert crm.notify.dispatch().sent == 21
+    assert chan.sent == ids
+
+
+def test_channel_down_mid_group_defers_the_rest_without_an_attempt(crm_factory):
+    chan = Counting()
+    chan.fail_after = 5
+    crm = open_crm(crm_factory, chan, 20)
+    ids = [crm.notify.enqueue("counting", recipient="x", body=str(n)) for n in range(20)]
+    result = crm.notify.dispatch()
+    assert (result.sent, result.retried, result.deferred) == (5, 3, 12)
+    rows = {r["id"]: r for r in crm.notify.outbox(limit=100)}
+    assert [rows[i]["attempts"] for i in ids[5:8]] == [1, 1, 1]
+    assert {(rows[i]["status"], rows[i]["attempts"]) for i in ids[8:]} == {("pending", 0)}
+    assert all(rows[i]["last_error"].startswith("deferred: channel 'counting' is down") for i in ids[8:])
+
+
+def test_in_doubt_after_a_crash_is_at_most_the_group(crm_factory):
+    """A dispatcher that dies mid-group leaves its group 'sending': all of it is in
+    doubt and dead-lettered, never resent; the claimed rest goes out normally."""
+    from datetime import timedelta
+
+    from crmcore.notify import CLAIM_LEASE
+    from crmcore.testing import FIXED_NOW
+
+    chan = Counting()
+    now = [FIXED_NOW]
+    crm = crm_factory(extra_plugins=[Plugin(chan)], config={"channels": {"counting": {"send_group": 5}}},
+                      clock=lambda: now[0])
+    ids = [crm.notify.enqueue("counting", recipient="x", body=str(n)) for n in range(12)]
+    claims = crm.notify._claim(now[0], None, None)
+    started = crm.notify._start_many(claims[:5], now[0])  # marked sending, then the process "died"
+    assert len(started) == 5
+    now[0] += CLAIM_LEASE + timedelta(minutes=1)
+    assert crm.notify.dispatch().sent == 7
+    rows = {r["id"]: r for r in crm.notify.outbox(limit=100)}
+    assert {rows[i]["status"] for i in ids[:5]} == {"dead"}
+    assert all(rows[i]["last_error"].startswith("in doubt") for i in ids[:5])
+    assert chan.sent == ids[5:]
+
+
+@pytest.mark.parametrize("value", [0, -1, 1001, "10", True, 2.5])
+def test_bad_send_group(value):
+    with pytest.raises(crmcore.ConfigError, match=r"\[channels.c\] send_group: a whole number from 1 to 1000"):
+        split_delivery_options({"send_group": value}, "c", "UTC")
