@@ -16,7 +16,7 @@ For each size:
    SQL, Jinja2 rendering of subject/text/HTML in the customer's locale, outbox
    rows in batches) and then ``crm.notify.dispatch(workers=N)`` until nothing
    is due (the ``smtp`` channel, each worker thread with its own connection,
-   outbox bookkeeping per message; ``--workers``, default 4, and
+   outbox bookkeeping per message; ``--workers``, default 1, and
    ``--send-group``, default 50: messages marked sending per commit).  Timed from the campaign's start to the last
    delivery.
    (b) baseline: the same rendered messages (read from the outbox outside the
@@ -199,8 +199,8 @@ def child(args: list[str]) -> dict[str, Any] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="Campaign sizes (comma-separated).")
-    parser.add_argument("--workers", type=int, default=4,
-                        help="Dispatcher threads, as `crm notify dispatch --workers N` (default 4).")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Dispatcher threads, as `crm notify dispatch --workers N` (default 1).")
     parser.add_argument("--send-group", type=int, default=50,
                         help="[channels.smtp] send_group: messages marked sending per commit (default 50).")
     parser.add_argument("--prepare", nargs=2, metavar=("DB", "N"), help=argparse.SUPPRESS)
