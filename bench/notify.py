@@ -16,7 +16,8 @@ For each size:
    SQL, Jinja2 rendering of subject/text/HTML in the customer's locale, outbox
    rows in batches) and then ``crm.notify.dispatch(workers=N)`` until nothing
    is due (the ``smtp`` channel, each worker thread with its own connection,
-   outbox bookkeeping per message; ``--workers``, default 4).  Timed from the campaign's start to the last
+   outbox bookkeeping per message; ``--workers``, default 1, and
+   ``--send-group``, default 50: messages marked sending per commit).  Timed from the campaign's start to the last
    delivery.
    (b) baseline: the same rendered messages (read from the outbox outside the
    clock, streamed) built into the same MIME shape (text + HTML) and sent with
@@ -81,10 +82,10 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def config(db: Path, port: int) -> dict[str, Any]:
+def config(db: Path, port: int, send_group: int = 1) -> dict[str, Any]:
     return {"database_url": f"sqlite:///{db}", "plugins": ["notify"],
             "channels": {"smtp": {"host": "127.0.0.1", "port": port, "sender": "shop@example.com",
-                                  "sender_name": "示例商店", "timeout": 30}},
+                                  "sender_name": "示例商店", "timeout": 30, "send_group": send_group}},
             "notify": {"channel": "smtp", "unsubscribe_secret": "bench-secret",
                        "unsubscribe_url": "https://shop.example/u?t={token}", "locales": {"CN": "zh-CN"}}}
 
@@ -108,10 +109,10 @@ class BenchPlugin:
         register(AllSegment())
 
 
-def open_crm(db: Path, port: int) -> crmcore.CRM:
+def open_crm(db: Path, port: int, send_group: int = 1) -> crmcore.CRM:
     from crmcore.config import Config
 
-    return crmcore.CRM.open(config=Config.from_mapping(config(db, port)), extra_plugins=[BenchPlugin()])
+    return crmcore.CRM.open(config=Config.from_mapping(config(db, port, send_group)), extra_plugins=[BenchPlugin()])
 
 
 def prepare(db: Path, n: int) -> None:
@@ -136,13 +137,13 @@ def ask(server: subprocess.Popen) -> int:
     return int(server.stdout.readline())
 
 
-def measure(db: Path, workers: int) -> dict[str, Any]:
+def measure(db: Path, workers: int, send_group: int) -> dict[str, Any]:
     port = free_port()
     server = subprocess.Popen([sys.executable, "-c", SERVER, str(port)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
     try:
         assert server.stdout.readline().strip() == "ready"
-        crm = open_crm(db, port)
+        crm = open_crm(db, port, send_group)
         started = time.perf_counter()
         campaign = crm.campaigns.run("win-back", segment="all")
         queued_s = time.perf_counter() - started
@@ -198,8 +199,10 @@ def child(args: list[str]) -> dict[str, Any] | None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10000,100000", help="Campaign sizes (comma-separated).")
-    parser.add_argument("--workers", type=int, default=4,
-                        help="Dispatcher threads, as `crm notify dispatch --workers N` (default 4).")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="Dispatcher threads, as `crm notify dispatch --workers N` (default 1).")
+    parser.add_argument("--send-group", type=int, default=50,
+                        help="[channels.smtp] send_group: messages marked sending per commit (default 50).")
     parser.add_argument("--prepare", nargs=2, metavar=("DB", "N"), help=argparse.SUPPRESS)
     parser.add_argument("--measure", metavar="DB", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -207,9 +210,9 @@ def main() -> None:
         prepare(Path(args.prepare[0]), int(args.prepare[1]))
         return
     if args.measure:
-        print(json.dumps(measure(Path(args.measure), args.workers)))
+        print(json.dumps(measure(Path(args.measure), args.workers, args.send_group)))
         return
-    print(f"dispatcher workers: {args.workers}")
+    print(f"dispatcher workers: {args.workers}, send_group: {args.send_group}")
     print(f"load: {os.getloadavg()[0]:.2f} {os.getloadavg()[1]:.2f} {os.getloadavg()[2]:.2f} "
           f"on {os.cpu_count()} cores")
     with tempfile.TemporaryDirectory() as tmp:
@@ -218,7 +221,7 @@ def main() -> None:
             start = time.perf_counter()
             child(["--prepare", str(db), str(n)])
             print(f"\n{n:,} customers prepared in {time.perf_counter() - start:.1f} s")
-            r = child(["--measure", str(db), "--workers", str(args.workers)])
+            r = child(["--measure", str(db), "--workers", str(args.workers), "--send-group", str(args.send_group)])
             ours = r["ours_count"] / r["ours_s"]
             base = r["baseline_sent"] / r["baseline_s"]
             print(f"  campaign: {r['eligible']:,} eligible, {r['skipped_consent']:,} skipped for consent; "
