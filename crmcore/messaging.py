@@ -136,11 +136,18 @@ class MessageEngine:
         return ctx
 
     def _pick_scheme(self, loyalty: dict[str, Any]) -> None:
-        """``loyalty.balance``/``tier``: the first registered scheme (alphabetical)."""
+        """``loyalty.balance``: the scheme holding most of the customer's points
+        (ties: registration order), so a birthday or referral scheme with an
+        empty account does not hide the points scheme; ``loyalty.tier``: the
+        first scheme that gives the customer a tier."""
         names = self.crm.loyalty.registry.names() or sorted(loyalty["schemes"])
-        if names:
-            loyalty["scheme"] = names[0]
-            loyalty.update(loyalty["schemes"].get(names[0], {"balance": 0, "tier": None}))
+        schemes = loyalty["schemes"]
+        if not names:
+            return
+        best = max(names, key=lambda n: (schemes.get(n, {}).get("balance", 0), -names.index(n)))
+        loyalty["scheme"] = best
+        loyalty["balance"] = schemes.get(best, {}).get("balance", 0)
+        loyalty["tier"] = next((schemes[n]["tier"] for n in names if schemes.get(n, {}).get("tier")), None)
 
     # -- one message -------------------------------------------------------------------------------
     def render(self, uow: UnitOfWork, template: str, customer_id: int, locale: str | None = None,

@@ -12,10 +12,34 @@ import click
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from ..errors import CRMError
+from ..errors import CRMError, NotFound
 from .context import Session, pass_session
 
 WIN_BACK_SEGMENTS = ("At Risk", "Can't Lose", "Hibernating", "About to Sleep")
+# The rules segmenter has nothing to do without rules: the demo brings two.
+DEMO_RULES = {
+    "rules": {
+        "East China VIP": 'region in ("华东", "华北") and total_spend >= 10000 and last_purchase_days < 180',
+        "Unhappy": "complaints_90d >= 1",
+    },
+    "default": "Other",
+}
+DEMO_TOML = """
+# Written by `crm demo`: its rules segments, unsubscribe links and locales.
+[segments.rules]
+default = "Other"
+
+[segments.rules.rules]
+"East China VIP" = 'region in ("华东", "华北") and total_spend >= 10000 and last_purchase_days < 180'
+"Unhappy" = "complaints_90d >= 1"
+
+[notify]
+unsubscribe_secret = "demo-only-secret"  # demo only: use unsubscribe_secret_env in production
+unsubscribe_url = "https://crm.example.com/unsubscribe/{token}"
+
+[notify.locales]
+CN = "zh-CN"
+"""
 
 
 @click.command("demo")
@@ -51,7 +75,7 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
         lines += _messages(crm, end)
         lines += _reports(crm, end, out)
         if wrote_config:
-            lines.append(f"configuration  wrote {wrote_config} (currency, phone region, file channel) for what follows")
+            lines.append(f"configuration  wrote {wrote_config} (currency, phone region, file channel, rules, unsubscribe links) for what follows")
         lines.append(f"done in {time.perf_counter() - started:.1f}s; try: crm --db {config.database_url} "
                      "customer list --limit 5")
     finally:
@@ -72,7 +96,13 @@ def _demo_config(config: Any, out: Path, currency: str) -> Any:
     options = {family: dict(table) for family, table in config.options.items()}
     channels = options.setdefault("channels", {})
     channels.setdefault("file", {"path": str(out / "outbox.jsonl")})
-    return attrs.evolve(config, options=options, default_currency=currency.upper())
+    segments = options.setdefault("segments", {})
+    segments.setdefault("rules", DEMO_RULES)
+    # Marketing mail carries a signed unsubscribe link; Chinese customers read Chinese.
+    notify = attrs.evolve(config.notify, unsubscribe_secret=config.notify.unsubscribe_secret or "demo-only-secret",
+                          unsubscribe_url="https://crm.example.com/unsubscribe/{token}",
+                          locales={"CN": "zh-CN", **config.notify.locales})
+    return attrs.evolve(config, options=options, default_currency=currency.upper(), notify=notify)
 
 
 def _write_config(session: Session, config: Any, out: Path) -> Path | None:
@@ -86,7 +116,7 @@ def _write_config(session: Session, config: Any, out: Path) -> Path | None:
     text = text.replace('default_currency = "CNY"', f'default_currency = "{config.default_currency}"')
     text = text.replace('# [channels.file]\n# path = "outbox.jsonl"',
                         f'[channels.file]\npath = "{(out / "outbox.jsonl").as_posix()}"')
-    target.write_text(text, encoding="utf-8")
+    target.write_text(text + DEMO_TOML, encoding="utf-8")
     return target
 
 
@@ -134,40 +164,47 @@ def _loyalty(crm: Any) -> list[str]:
 
 
 def _messages(crm: Any, end: datetime) -> list[str]:
+    """Thank-you mails for last month's wins and a win-back campaign, rendered from the built-in templates."""
     if "file" not in crm.notify.registry:
         return ["notifications  (no file channel enabled)"]
     recent = crm.deals.list({"stage": "won", "closed_at__ge": (end - timedelta(days=30)).isoformat()}, limit=None)
-    win_back = []
-    if "rfm" in crm.segments.registry:
-        win_back = [m["customer_id"] for segment in WIN_BACK_SEGMENTS for m in crm.segments.members("rfm", segment)]
-    with crm.unit() as uow:  # one transaction for the whole batch of messages
+    with crm.unit() as uow:  # one transaction for the whole batch of thank-you messages
         for deal in recent:
-            uow.outbox.enqueue("file", customer_id=deal.customer_id, key=f"demo:thanks:{deal.id}",
-                               recipient=uow.customers.get(deal.customer_id).email,
-                               subject=f"谢谢您的订单 / Thank you ({deal.title})",
-                               body=f"Deal {deal.id}: {deal.amount} {deal.currency}")
-        for customer_id in win_back:
-            uow.outbox.enqueue("file", customer_id=customer_id, purpose="marketing",
-                               recipient=uow.customers.get(customer_id).email, key=f"demo:winback:{customer_id}",
-                               subject="我们想念您 / We miss you", body="A 10% coupon is waiting for you.")
+            crm.messages.enqueue(uow, "thank-you", deal.customer_id, channel="file", key=f"demo:thanks:{deal.id}",
+                                 extra={"deal": deal})
+    win_back = 0
+    if "rfm" in crm.segments.registry:
+        for segment in WIN_BACK_SEGMENTS:
+            try:
+                campaign = crm.campaigns.run("win-back", segment, strategy="rfm", channel="file", as_of=end)
+            except NotFound:  # a small demo may leave a segment empty
+                continue
+            win_back += campaign.enqueued
     crm.notify.dispatch()
     path = crm.config.component_options("channels", "file").get("path")
     status = crm.notify.status_counts()
-    return [f"notifications  {len(recent):,} thank-you + {len(win_back):,} win-back queued; {status.get('sent', 0):,} "
-            f"sent to {path}, {status.get('suppressed', 0):,} suppressed (no marketing consent)"]
+    return [f"notifications  {len(recent):,} thank-you + {win_back:,} win-back (campaign to {len(WIN_BACK_SEGMENTS)} "
+            f"RFM segments, marketing consent only) queued; {status.get('sent', 0):,} sent to {path}"]
 
 
 def _reports(crm: Any, end: datetime, out: Path) -> list[str]:
-    written = []
-    for report in crm.reports.list():
-        for fmt in ("table", "csv", "json", "html"):
-            if fmt not in crm.reports.renderers:
-                continue
-            renderer = crm.reports.renderers.get(fmt)
-            data = renderer.render(crm.reports.run(report.name, as_of=end))
-            path = out / f"{report.name}.{renderer.extension}"
-            path.write_bytes(data.encode("utf-8") if isinstance(data, str) else data)
-            written.append(path)
-    if not written:
+    """Every report as a text table and CSV, and the HTML dashboard (tables and charts) in out/dashboard/."""
+    reports = crm.reports.list()
+    if not reports:
         return ["reports        (no report plugin enabled)"]
-    return [f"reports        {len(written)} files in {out}/ (e.g. {written[0]})"]
+    written = []
+    for report in reports:
+        for fmt in ("table", "csv"):
+            if fmt in crm.reports.renderers:
+                written.append(crm.reports.write(report.name, out / f"{report.name}.{_extension(crm, fmt)}",
+                                                 format=fmt, as_of=end))
+    lines = [f"reports        {len(written)} files in {out}/ (e.g. {out / 'pipeline.txt'})"]
+    if "html" in crm.reports.renderers:
+        entries = crm.reports.dashboard(out / "dashboard", as_of=end)
+        lines.append(f"dashboard      {out / 'dashboard' / 'index.html'}: {sum(1 for e in entries if e.file)} "
+                     "HTML reports with charts")
+    return lines
+
+
+def _extension(crm: Any, fmt: str) -> str:
+    return crm.reports.renderers.get(fmt).extension
