@@ -306,6 +306,8 @@ class LoyaltyLedger:
             where.append(ledger.c.scheme == scheme)
         if customer_id is not None:
             where.append(ledger.c.customer_id == customer_id)
+        if customer_id is None and conn.dialect.name != "sqlite":
+            self._lock_due_accounts(used, where)
         key = ledger.c.scheme + literal(":expire:") + cast(ledger.c.id, String)
         rows = select(ledger.c.customer_id, ledger.c.scheme, literal("expire"), (-remaining).label("points"),
                       key.label("idempotency_key"), literal("points expired").label("reason"),
@@ -332,6 +334,20 @@ class LoyaltyLedger:
         return written
 
     # -- internals -------------------------------------------------------------
+    def _lock_due_accounts(self, used: Any, where: list[ColumnElement]) -> None:
+        """Lock the accounts the expiry job is about to change, in key order.
+
+        A redemption locks its account before expiring that customer's due
+        batches itself; taking the same locks first makes it wait for this
+        job's commit and then find nothing left to expire, instead of
+        colliding on the same expiry key.  (SQLite write transactions are
+        serial already.)
+        """
+        due = exists().select_from(ledger.outerjoin(used, used.c.batch_id == ledger.c.id)).where(
+            *where, ledger.c.customer_id == accounts.c.customer_id, ledger.c.scheme == accounts.c.scheme)
+        self.uow.conn.execute(select(accounts.c.customer_id).where(due).order_by(
+            accounts.c.customer_id, accounts.c.scheme).with_for_update()).all()
+
     def _schemes_with(self, where: ColumnElement) -> list[str]:
         return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
 
