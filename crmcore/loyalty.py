@@ -14,13 +14,15 @@ earned when it leaves won.
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 from sqlalchemy import JSON, String, and_, bindparam, cast, exists, func, insert, literal, or_, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.sql import ColumnElement, Select
 
 from .components import Component, EngineContext, build_options
@@ -37,6 +39,8 @@ if TYPE_CHECKING:
 ledger = tables.loyalty_ledger
 accounts = tables.loyalty_accounts
 allocations = tables.loyalty_allocations
+T = TypeVar("T")
+DEADLOCK_ATTEMPTS = 3
 KINDS = ("earn", "bonus", "redeem", "expire", "adjust", "reverse")
 # Columns a set-based credit (``LoyaltyLedger.insert_credits``) selects, in this order.
 CREDIT_COLUMNS = ("customer_id", "points", "idempotency_key", "deal_id", "expires_at", "reason", "occurred_at",
@@ -306,6 +310,8 @@ class LoyaltyLedger:
             where.append(ledger.c.scheme == scheme)
         if customer_id is not None:
             where.append(ledger.c.customer_id == customer_id)
+        if customer_id is None and conn.dialect.name != "sqlite":
+            self._lock_due_accounts(used, where)
         key = ledger.c.scheme + literal(":expire:") + cast(ledger.c.id, String)
         rows = select(ledger.c.customer_id, ledger.c.scheme, literal("expire"), (-remaining).label("points"),
                       key.label("idempotency_key"), literal("points expired").label("reason"),
@@ -332,6 +338,20 @@ class LoyaltyLedger:
         return written
 
     # -- internals -------------------------------------------------------------
+    def _lock_due_accounts(self, used: Any, where: list[ColumnElement]) -> None:
+        """Lock the accounts the expiry job is about to change, in key order.
+
+        A redemption locks its account before expiring that customer's due
+        batches itself; taking the same locks first makes it wait for this
+        job's commit and then find nothing left to expire, instead of
+        colliding on the same expiry key.  (SQLite write transactions are
+        serial already.)
+        """
+        due = exists().select_from(ledger.outerjoin(used, used.c.batch_id == ledger.c.id)).where(
+            *where, ledger.c.customer_id == accounts.c.customer_id, ledger.c.scheme == accounts.c.scheme)
+        self.uow.conn.execute(select(accounts.c.customer_id).where(due).order_by(
+            accounts.c.customer_id, accounts.c.scheme).with_for_update()).all()
+
     def _schemes_with(self, where: ColumnElement) -> list[str]:
         return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
 
@@ -360,7 +380,7 @@ class LoyaltyLedger:
 
     def _allocate(self, debit_id: int, customer_id: int, scheme: str, points: int, prefer_deal: int | None) -> None:
         """Record which batches a debit consumed: its own deal's first (reversals), then oldest first."""
-        batches = self.batches(customer_id, scheme)
+        batches = self._live_batches(customer_id, scheme)
         if prefer_deal is not None:
             batches.sort(key=lambda b: b["deal_id"] != prefer_deal)  # stable: FIFO within each group
         rows, left = [], points
@@ -372,6 +392,27 @@ class LoyaltyLedger:
                 break
         if rows:
             self.uow.conn.execute(allocations.insert(), rows)
+
+    def _live_batches(self, customer_id: int, scheme: str) -> list[dict[str, Any]]:
+        """The customer's batches with points left, oldest first, read with locking reads.
+
+        Locking reads see the latest committed rows: on MariaDB/MySQL (repeatable
+        read) a plain SELECT would read the snapshot taken before this debit
+        waited for the account lock, and allocate points another transaction
+        has just spent or expired.
+        """
+        conn = self.uow.conn
+        rows = conn.execute(select(ledger.c.id, ledger.c.points, ledger.c.deal_id).where(
+            ledger.c.customer_id == customer_id, ledger.c.scheme == scheme, ledger.c.points > 0).order_by(
+            ledger.c.occurred_at, ledger.c.id).with_for_update(read=True)).all()
+        used: dict[int, int] = {}
+        batch = ledger.alias("batch")
+        for batch_id, points in conn.execute(select(allocations.c.batch_id, allocations.c.points).select_from(
+                allocations.join(batch, batch.c.id == allocations.c.batch_id)).where(
+                batch.c.customer_id == customer_id, batch.c.scheme == scheme).with_for_update(read=True)):
+            used[batch_id] = used.get(batch_id, 0) + int(points)
+        return [{"id": i, "remaining": int(p) - used.get(i, 0), "deal_id": d} for i, p, d in rows
+                if int(p) > used.get(i, 0)]
 
     def _ensure_accounts(self, scheme: str, customer_ids: list[int]) -> None:
         existing: set[int] = set()
@@ -605,9 +646,10 @@ class LoyaltyEngine:
         moment = self.crm.as_of(as_of)
         if scheme:
             self.registry.get(scheme)
-        with self.crm.unit() as uow:
+        def work(uow: UnitOfWork) -> int:
             self.crm.authorize("loyalty.expire", scheme)
             return uow.loyalty.expire(moment, scheme=scheme)
+        return self._retrying(work)
 
     def run(self, as_of: str | date | datetime | None = None, scheme: str | None = None) -> dict[str, int]:
         """Run each scheme's periodic job (birthday bonuses, tier evaluation, referral bonuses)."""
@@ -671,7 +713,8 @@ class LoyaltyEngine:
                       ) -> dict[str, Any]:
         """Exchange points for a catalogue reward; balance and stock are checked atomically."""
         moment = self.crm.as_of(as_of)
-        with self.crm.unit() as uow:
+
+        def work(uow: UnitOfWork) -> dict[str, Any]:
             self.crm.authorize("loyalty.redeem", customer_id)
             uow.customers.get(customer_id)
             ctx = self.context(uow, moment)
@@ -680,6 +723,7 @@ class LoyaltyEngine:
                 raise UnknownComponent("reward", reward, list(offered))
             scheme = offered[reward]
             return {"scheme": scheme.name, **scheme.redeem_reward(ctx, customer_id, reward, self.options(scheme))}
+        return self._retrying(work)
 
     def refer(self, referee_id: int, referrer_id: int, scheme: str | None = None) -> dict[str, Any]:
         """Record that ``referrer_id`` referred ``referee_id`` (in the scheme that records referrals)."""
@@ -740,11 +784,13 @@ class LoyaltyEngine:
                key: str | None = None) -> LedgerEntry:
         """Spend points; :class:`InsufficientPoints` if the balance is short."""
         self.registry.get(scheme)
-        with self.crm.unit() as uow:
+
+        def work(uow: UnitOfWork) -> LedgerEntry:
             self.crm.authorize("loyalty.redeem", customer_id)
             uow.customers.get(customer_id)
-            key = key or f"{scheme}:redeem:{customer_id}:{uow.now.isoformat()}:{_nonce()}"
-            return uow.loyalty.debit(customer_id, scheme, points, key=key, kind="redeem", reason=reason)
+            entry_key = key or f"{scheme}:redeem:{customer_id}:{uow.now.isoformat()}:{_nonce()}"
+            return uow.loyalty.debit(customer_id, scheme, points, key=entry_key, kind="redeem", reason=reason)
+        return self._retrying(work)
 
     def adjust(self, customer_id: int, points: int, scheme: str, reason: str, key: str | None = None) -> LedgerEntry:
         """A manual correction (positive or negative), recorded with the acting user."""
@@ -754,13 +800,33 @@ class LoyaltyEngine:
         if isinstance(points, bool) or not isinstance(points, int) or points == 0:
             raise ValidationError.single("points", f"must be a non-zero whole number, got {points!r}",
                                          "loyalty entry")
-        with self.crm.unit() as uow:
+        def work(uow: UnitOfWork) -> LedgerEntry:
             self.crm.authorize("loyalty.adjust", customer_id)
             uow.customers.get(customer_id)
-            key = key or f"{scheme}:adjust:{customer_id}:{uow.now.isoformat()}:{_nonce()}"
+            entry_key = key or f"{scheme}:adjust:{customer_id}:{uow.now.isoformat()}:{_nonce()}"
             if points > 0:
-                return uow.loyalty.credit(customer_id, scheme, points, key=key, kind="adjust", reason=reason)
-            return uow.loyalty.debit(customer_id, scheme, -points, key=key, kind="adjust", reason=reason)
+                return uow.loyalty.credit(customer_id, scheme, points, key=entry_key, kind="adjust", reason=reason)
+            return uow.loyalty.debit(customer_id, scheme, -points, key=entry_key, kind="adjust", reason=reason)
+        return self._retrying(work)
+
+    def _retrying(self, work: Callable[[UnitOfWork], T]) -> T:
+        """Run ``work`` in a unit of work; rerun it if the database broke a deadlock.
+
+        PostgreSQL and MariaDB resolve a lock cycle by aborting one
+        transaction (e.g. the expiry job and a redemption of the same
+        account); everything rolled back, so running it again is safe.  Inside
+        a unit the caller opened, the error goes to the caller.
+        """
+        for attempt in range(1, DEADLOCK_ATTEMPTS + 1):
+            joined = _unit_open(self.crm)
+            try:
+                with self.crm.unit() as uow:
+                    return work(uow)
+            except DBAPIError as exc:
+                if joined or attempt == DEADLOCK_ATTEMPTS or not _is_deadlock(exc):
+                    raise
+                time.sleep(0.02 * attempt)
+        raise AssertionError("unreachable")
 
     def balances(self, scheme: str) -> dict[int, int]:
         """Every customer's balance in a scheme."""
@@ -780,6 +846,20 @@ class LoyaltyEngine:
             query = query.where(accounts.c.scheme == scheme)
         with self.crm.unit(readonly=True) as uow:
             return [tuple(r) for r in uow.conn.execute(query)]
+
+
+def _unit_open(crm: "CRM") -> bool:
+    from .app import _current_unit  # the CRM's own record of the open unit of work
+
+    current = _current_unit.get()
+    return current is not None and current.crm is crm
+
+
+def _is_deadlock(exc: DBAPIError) -> bool:
+    """PostgreSQL deadlock_detected / serialization_failure, MySQL/MariaDB ER_LOCK_DEADLOCK."""
+    orig = exc.orig
+    return getattr(orig, "sqlstate", None) in ("40P01", "40001") or bool(
+        getattr(orig, "args", None) and orig.args[0] == 1213)
 
 
 def _nonce() -> str:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -26,12 +27,12 @@ CONFIG = {"points": {"tier_scheme": "none"},
 
 
 class Workers:
-    def __init__(self, url: str, control: Path):
+    def __init__(self, url: str, control: Path, rounds: int = ROUNDS):
         self.control = control
         self.procs = []
         for name in ("a", "b"):
             proc = subprocess.Popen([sys.executable, str(WORKER), url, json.dumps(CONFIG), str(control), name,
-                                     str(ROUNDS)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                                     str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             lines: queue.Queue = queue.Queue()
             threading.Thread(target=self._pump, args=(proc, lines), daemon=True).start()
             self.procs.append((proc, lines))
@@ -108,6 +109,64 @@ def test_two_processes_redeem_points_and_the_last_reward(crm_factory, crm_db_url
         workers.finish()
         for proc, _ in workers.procs:
             assert proc.returncode == 0, proc.stderr.read()
+    finally:
+        for proc, _ in workers.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert_matches_model(crm)
+
+
+def test_expiry_job_and_redemption_at_once(crm_factory, crm_db_url, tmp_path):
+    """One process expires everything due while the other redeems from the same account: both succeed."""
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": CONFIG})
+    control = tmp_path / "control"
+    control.mkdir()
+    rounds = 3
+    workers = Workers(crm_db_url, control, rounds)
+    try:
+        workers.wait_ready()
+        for round_no in range(rounds):
+            cid = crm.customers.add(name=f"Member {round_no}").id
+            with crm.unit() as uow:  # 100 already past expiry (the workers run on the real clock), 100 not
+                uow.loyalty.credit(cid, "points", 100, key=f"old:{cid}", expires_at=datetime(2020, 1, 1,
+                                                                                         tzinfo=timezone.utc))
+                uow.loyalty.credit(cid, "points", 100, key=f"new:{cid}")
+            results = workers.go(round_no, {"a": {"customer": cid, "what": "expire"},
+                                            "b": {"customer": cid, "what": 50}})
+            assert [r["ok"] for r in results] == [True, True], results
+            assert crm.loyalty.balance(cid, "points") == 50
+            assert sorted((e.kind, e.points) for e in crm.loyalty.history(cid)) == [
+                ("earn", 100), ("earn", 100), ("expire", -100), ("redeem", -50)]
+        workers.finish()
+        for proc, _ in workers.procs:
+            assert proc.returncode == 0, proc.stderr.read()
+    finally:
+        for proc, _ in workers.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    assert_matches_model(crm)
+
+
+def test_two_redemptions_that_both_fit_allocate_different_points(crm_factory, crm_db_url, tmp_path):
+    """Both redemptions succeed; the second must allocate what the first left (exact FIFO)."""
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": CONFIG})
+    control = tmp_path / "control"
+    control.mkdir()
+    rounds = 3
+    workers = Workers(crm_db_url, control, rounds)
+    try:
+        workers.wait_ready()
+        for round_no in range(rounds):
+            cid = crm.customers.add(name=f"Both {round_no}").id
+            for _ in range(3):
+                won(crm, cid, "100")
+            results = workers.go(round_no, {"a": {"customer": cid, "what": 150},
+                                            "b": {"customer": cid, "what": 100}})
+            assert [r["ok"] for r in results] == [True, True], results
+            assert crm.loyalty.balance(cid, "points") == 50
+        workers.finish()
     finally:
         for proc, _ in workers.procs:
             if proc.poll() is None:

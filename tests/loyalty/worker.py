@@ -3,7 +3,7 @@
 ``python worker.py URL CONFIG_JSON DIR WORKER ROUNDS``: opens its own CRM with
 the loyalty plugin, writes ``DIR/ready-WORKER``, then for each round waits for
 ``DIR/go-ROUND`` holding ``{"customer": id, "what": points-or-reward}`` (a
-per-worker mapping) and redeems at once.  One JSON line per round on stdout:
+per-worker mapping) and redeems at once (``"what": "expire"`` runs the expiry job).  One JSON line per round on stdout:
 ``{"round", "ok", "error", "message"}``.
 """
 
@@ -39,7 +39,9 @@ def main(url: str, config: str, directory: str, worker: str, rounds: str) -> Non
         task = json.loads(go.read_text())[worker]
         result = {"round": round_no, "ok": False, "error": None, "message": None}
         try:
-            if isinstance(task["what"], int):
+            if task["what"] == "expire":
+                crm.loyalty.expire()
+            elif isinstance(task["what"], int):
                 crm.loyalty.redeem(task["customer"], task["what"], "points", reason=f"worker {worker}")
             else:
                 crm.loyalty.redeem_reward(task["customer"], task["what"])
