@@ -71,7 +71,7 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
         lines = [f"database       {config.database_url}",
                  "data           " + ", ".join(f"{v:,} {k}" for k, v in counts.items())]
         lines += _segments(crm, end)
-        lines += _loyalty(crm)
+        lines += _loyalty(crm, end)
         lines += _messages(crm, end)
         lines += _reports(crm, end, out)
         if wrote_config:
@@ -154,13 +154,22 @@ def _segments(crm: Any, end: datetime) -> list[str]:
     return lines or ["segments       (no segmentation plugin enabled)"]
 
 
-def _loyalty(crm: Any) -> list[str]:
+def _loyalty(crm: Any, end: datetime) -> list[str]:
+    """Run the schemes' periodic jobs (tiers, birthdays, referrals) and summarise points and tiers."""
+    if not crm.loyalty.schemes():
+        return ["loyalty        (no loyalty plugin enabled)"]
+    jobs = crm.loyalty.run(as_of=end)
     lines = []
     for scheme in crm.loyalty.schemes():
         balances = crm.loyalty.balances(scheme.name)
-        lines.append(f"loyalty        {scheme.name}: {sum(balances.values()):,} points held by "
-                     f"{sum(1 for b in balances.values() if b):,} customers")
-    return lines or ["loyalty        (no loyalty plugin enabled)"]
+        if any(balances.values()):
+            lines.append(f"loyalty        {scheme.name}: {sum(balances.values()):,} points held by "
+                         f"{sum(1 for b in balances.values() if b):,} customers")
+    tiers = [row for row in crm.loyalty.tier_distribution() if row["tier"]]
+    if tiers:
+        lines.append("loyalty        tiers: " + ", ".join(f"{row['tier']} {row['members']:,}" for row in tiers))
+    lines.append("loyalty        jobs as of the demo's end: " + ", ".join(f"{k} {v:,}" for k, v in jobs.items()))
+    return lines
 
 
 def _messages(crm: Any, end: datetime) -> list[str]:
