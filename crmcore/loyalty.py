@@ -519,17 +519,7 @@ class LoyaltyEngine:
                     self._earn_where(uow, scheme, [tables.deals.c.id.in_(ids[start:start + 5000])], "import",
                                      uow.now)
                 continue
-            options = self.options(scheme)
-            credits = []
-            for deal in won:
-                points = scheme.points_for_deal(uow, deal, options)
-                if points > 0:
-                    earned_at = deal.closed_at or uow.now
-                    credits.append({"customer_id": deal.customer_id, "points": points, "deal_id": deal.id,
-                                    "key": f"{scheme.name}:deal:{deal.id}:earn:import", "occurred_at": earned_at,
-                                    "expires_at": scheme.expires_at(uow, earned_at, options),
-                                    "reason": f"deal {deal.id} won"})
-            uow.loyalty.credit_many(scheme.name, credits)
+            self._credit_deals(uow, scheme, self.options(scheme), won, "import")
 
     def evaluate_tiers(self, uow: "UnitOfWork", scheme_name: str, customer_ids: list[int]) -> None:
         """Re-evaluate tiers after a bulk change (skipped for schemes without tiers)."""
