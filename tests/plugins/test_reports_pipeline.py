@@ -263,3 +263,32 @@ def test_registered_by_the_reports_plugin(crm_factory):
         "reports": ["activity", "customer-value", "forecast", "funnel", "pipeline", "retention-cohorts",
                     "sales-performance", "segments", "service-quality", "win-loss"],
         "renderers": ["html", "markdown", "xlsx"]}
+
+
+def test_deal_without_history_counts_in_its_current_stage(crm_factory, clock):
+    """Deals loaded before stage history was recorded: current stage, aged since creation."""
+    from crmcore.store import tables
+
+    crm = crm_factory(plugins=["reports"], clock=clock)
+    customer = crm.customers.add(name="Old data")
+    clock.now = T0
+    tracked = crm.deals.add(customer_id=customer.id, title="tracked", amount=Decimal("100.00"), currency="USD",
+                            stage="lead")
+    bare = crm.deals.add(customer_id=customer.id, title="bare", amount=Decimal("50.00"), currency="USD",
+                         stage="lead")
+    clock.now = T0 + timedelta(days=10)
+    crm.deals.move(tracked.id, "proposal")
+    crm.deals.move(bare.id, "proposal")
+    history = tables.deal_stage_history
+    with crm.unit() as uow:
+        uow.conn.execute(history.delete().where(history.c.deal_id == bare.id))
+
+    def stages(days: int) -> dict:
+        records = crm.reports.run("pipeline", as_of=T0 + timedelta(days=days)).records()
+        return {r["stage"]: (r["count"], str(r["amount"]), r["avg_days"], r["max_days"]) for r in records
+                if r["count"]}
+
+    # Before the move: the tracked deal was a lead; the bare one can only be shown where it is now.
+    assert stages(5) == {"lead": (1, "100.00", 5.0, 5.0), "proposal": (1, "50.00", 5.0, 5.0)}
+    # After it: both in proposal, the tracked one since its move, the bare one since creation.
+    assert stages(20) == {"proposal": (2, "150.00", 15.0, 20.0)}

@@ -99,10 +99,12 @@ def _grid(scope: Scope) -> Grid:
     month = month_index(deals.c.closed_at).label("month")
     currency_given = scope.options.currency is not None
     customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
-    active = (select(customer.label("customer_id"), month)
+    # DISTINCT, not GROUP BY: SQLite keeps the distinct pairs in a temporary B-tree, which stays
+    # as small as the pairs (about a tenth of the deals), where GROUP BY sorts every won deal first.
+    active = (select(customer.label("customer_id"), month).distinct()
               .where(*scope.deal_filter(currency=currency_given), scope.outcome(crmcore.StageOutcome.WON),
                      deals.c.closed_at.is_not(None), deals.c.closed_at < utc_literal(scope.end_exclusive))
-              .group_by(customer, month)).subquery("active_months")
+              ).subquery("active_months")
     cohort = func.min(active.c.month).over(partition_by=active.c.customer_id)
     following = func.lead(active.c.month).over(partition_by=active.c.customer_id, order_by=active.c.month)
     marked = select(active.c.month, cohort.label("cohort"),

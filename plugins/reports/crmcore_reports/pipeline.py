@@ -156,6 +156,8 @@ def _stage_as_of(scope: Scope, currency: str) -> tuple[Any, Any, Any, Any, Any]:
     """
     ctx = scope.ctx
     scaled = type_coerce(deals.c.amount, BigInteger)
+    if ctx.conn.dialect.name == "sqlite":
+        return _stage_by_lookup(scope, currency, scaled)
     own = (select(deals.c.id.label("deal_id"), literal(0, Integer).label("change_id"),
                   cast(null(), String(50)).label("to_stage"), deals.c.stage.label("current_stage"),
                   deals.c.probability.label("probability"), scaled.label("scaled"),
@@ -175,3 +177,26 @@ def _stage_as_of(scope: Scope, currency: str) -> tuple[Any, Any, Any, Any, Any]:
         ranked.c.change_id == 0).subquery("deal_then")
     return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled, deal.c.entered
 
+
+
+def _stage_by_lookup(scope: Scope, currency: str, scaled: Any) -> tuple[Any, Any, Any, Any, Any]:
+    """SQLite's shape of :func:`_stage_as_of`: per deal, one seek for its latest change up to as_of.
+
+    The ``deal_id`` index holds the row ids in order, so "highest id for this
+    deal" is a seek and a step back: 5M deals in about 6 s, against about 28 s
+    for sorting deals and changes together for the window.  Not used
+    elsewhere: PostgreSQL, without fresh statistics, may answer ``ORDER BY id
+    DESC LIMIT 1`` by walking the primary key backwards for every deal.
+    """
+    latest = (select(history.c.id)
+              .where(history.c.deal_id == deals.c.id, history.c.changed_at <= utc_literal(scope.ctx.as_of))
+              .order_by(history.c.id.desc()).limit(1).correlate(deals).scalar_subquery())
+    own = (select(deals.c.stage.label("current_stage"), deals.c.probability.label("probability"),
+                  scaled.label("scaled"), deals.c.created_at.label("created_at"), latest.label("change_id"))
+           .where(*_deal_filter(scope), deals.c.currency == currency)).subquery("deal_latest")
+    then = history.alias("stage_then")
+    deal = (select(func.coalesce(then.c.to_stage, own.c.current_stage).label("stage"), own.c.current_stage,
+                   own.c.probability, own.c.scaled,
+                   type_coerce(func.coalesce(then.c.changed_at, own.c.created_at), UTCDateTime).label("entered"))
+            .select_from(own.outerjoin(then, then.c.id == own.c.change_id))).subquery("deal_then")
+    return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled, deal.c.entered

@@ -88,7 +88,8 @@ def _grids(scope: Scope) -> dict[str, Grid]:
                            func.count().label("orders"))
                     .where(*scope.deal_filter(currency=False), scope.outcome(crmcore.StageOutcome.WON),
                            deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
-                    .group_by(deals.c.currency, customer)).subquery("customer_revenue")
+                    # Customer first: the sort then compares integers and seldom reaches the currency text.
+                    .group_by(customer, deals.c.currency)).subquery("customer_revenue")
     by = {"partition_by": per_customer.c.currency}
     rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id), **by)
     ranked = select(per_customer.c.currency, per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
