@@ -133,10 +133,15 @@ def pandas_pipeline(query: Callable, pd: Any) -> Any:
 
 
 def pandas_forecast(query: Callable, pd: Any) -> Any:
-    d = query("SELECT stage, amount, probability, expected_close, closed_at FROM deals"
+    d = query("SELECT id, stage, amount, probability, expected_close, closed_at FROM deals"
               f" WHERE currency = '{CURRENCY}' AND created_at <= :as_of")
-    won = d[(d.stage == "won") & d.closed_at.notna() & (d.closed_at <= AS_OF_TEXT)]
-    open_ = d[d.stage.isin(list(OPEN))]
+    # Each deal in its stage at as_of (the latest change by then), as the report does.
+    h = query("SELECT deal_id, id AS change, to_stage FROM deal_stage_history WHERE changed_at <= :as_of")
+    last = h.sort_values("change").groupby("deal_id").to_stage.last()
+    d["then"] = d.id.map(last).fillna(d.stage)
+    d["probability"] = d.probability.where(d.then == d.stage, d.then.map(PROBABILITY))
+    won = d[(d.then == "won") & d.closed_at.notna() & (d.closed_at <= AS_OF_TEXT)]
+    open_ = d[d.then.isin(list(OPEN))]
     won_by = won.groupby(won.closed_at.str[:7]).amount.sum()
     months = open_.expected_close.str[:7].fillna("(no date)")
     by = open_.assign(month=months, weighted=open_.amount * open_.probability,

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from .conftest import OPEN, SCALE, World
+from .conftest import OPEN, PROBABILITY, SCALE, World
 
 UTC = timezone.utc
 MINOR = {"USD": Decimal("0.01"), "EUR": Decimal("0.01"), "JPY": Decimal("1")}
@@ -95,11 +95,20 @@ def days(delta: timedelta) -> float:
 
 # -- deals -----------------------------------------------------------------------------------
 
+def stage_then(w: World, as_of: datetime) -> dict[int, str]:
+    """deal id -> the stage it was in at as_of: its last generated event by then."""
+    events = w.history[w.history.changed_at <= as_of].sort_values("changed_at", kind="stable")
+    return dict(zip(events.deal_id, events.to_stage))  # later events overwrite earlier ones
+
+
 def forecast(w: World, as_of: datetime, currency: str = "USD", commit: int = 75, **scope: Any) -> list[tuple]:
-    d = deals_in_scope(w, as_of, currency, **scope)
+    d = deals_in_scope(w, as_of, currency, **scope).copy()
+    d["then"] = d.id.map(stage_then(w, as_of))
+    # The deal's own probability while it is still in that stage, else the stage's configured one.
+    d["p_then"] = [p if then == now else PROBABILITY[then] for p, then, now in zip(d.probability, d.then, d.stage)]
     first, stop = window(as_of)
-    won = d[(d.stage == "won") & between(d.closed_at, first, stop)]
-    open_ = d[d.stage.isin(OPEN)]
+    won = d[(d.then == "won") & between(d.closed_at, first, stop)]
+    open_ = d[d.then.isin(OPEN)]
     months: dict[Any, list[int]] = {}
     for _, deal in won.iterrows():
         months.setdefault(month(deal.closed_at), [0, 0, 0, 0, 0])[0] += deal.scaled
@@ -108,8 +117,8 @@ def forecast(w: World, as_of: datetime, currency: str = "USD", commit: int = 75,
         totals = months.setdefault(key, [0, 0, 0, 0, 0])
         totals[1] += 1
         totals[2] += deal.scaled
-        totals[3] += deal.scaled * deal.probability
-        totals[4] += deal.scaled if deal.probability >= commit else 0
+        totals[3] += deal.scaled * deal.p_then
+        totals[4] += deal.scaled if deal.p_then >= commit else 0
     rows = []
     for key in sorted(months, key=lambda k: (k is None, k or 0)):
         won_s, n, amount, weighted, committed = months[key]

@@ -5,15 +5,19 @@ deals closed in it, in month order, then a row ``(no date)`` for open deals
 without an expected close date (they are in no month, but not dropped).
 
 * ``won``: revenue of won deals closed in that month, up to ``as_of``.
-* ``open_deals`` / ``open_amount``: open deals (stage outcome ``open`` now)
-  created by ``as_of`` with that expected close month.
+* ``open_deals`` / ``open_amount``: deals open at ``as_of`` (created by then,
+  in a stage with outcome ``open`` then) with that expected close month.
 * ``weighted``: sum of ``amount * probability / 100`` of those deals (exact).
 * ``worst_case``: ``won`` plus the open deals at or above
   ``commit_probability`` (default 75 %): what closes if only the likely ones do.
 * ``best_case``: ``won`` plus every open deal: what closes if all of them do.
 
-"Open" is the deal's stage now (the forecast looks forward); ``as_of`` cuts
-the won revenue and the deals created so far.
+As of ``as_of``: each deal is taken in the stage it was in then, from the
+stage history (:mod:`crmcore_reports.stage_then`), so a forecast for the end
+of last quarter still shows the deals that were open then and closed since.
+The probability then is the deal's own while it is still in that stage,
+otherwise that stage's configured one.  Amounts and expected close dates are
+today's (the history does not record past values of those).
 
 Filters: won deals count when closed within ``start``/``end``; open deals
 when their expected close month overlaps the range (deals without a date are
@@ -30,6 +34,7 @@ import crmcore
 from crmcore.store import money_from_scaled, month_index, month_label, tables
 
 from .scope import ReportFilters, Scope, minor_unit
+from .stage_then import deals_then, outcome_then, probability_then
 
 deals = tables.deals
 NO_DATE = "(no date)"
@@ -93,22 +98,26 @@ Totals = dict[str, dict[int | None, tuple[int, int, int, int, int, int]]]
 def _by_month(scope: Scope, commit: int) -> Totals:
     """currency -> month (None: no date) -> (won, open count, open amount, weighted, committed, deals).
 
-    Amounts are scaled integers.  One pass over the deals: a won deal counts
-    in its close month, an open one in its expected close month; every
-    currency is grouped, so the note about the others costs no second scan.
+    Amounts are scaled integers.  One pass over the deals with their stage
+    at as_of: a won deal counts in its close month, an open one in its
+    expected close month; every currency is grouped, so the note about the
+    others costs no second scan.
     """
-    scaled = type_coerce(deals.c.amount, BigInteger)
-    won = and_(scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
-               *scope.in_range(deals.c.closed_at))
-    open_ = scope.outcome(crmcore.StageOutcome.OPEN)
-    month = case((won, month_index(deals.c.closed_at)), else_=month_index(deals.c.expected_close)).label("month")
-    query = (select(deals.c.currency, month,
+    then = deals_then(scope, scope.deal_filter(currency=False), {
+        "scaled": type_coerce(deals.c.amount, BigInteger), "pipeline": deals.c.pipeline,
+        "currency": deals.c.currency, "closed_at": deals.c.closed_at, "expected_close": deals.c.expected_close})
+    won = and_(outcome_then(then, scope.pipelines, crmcore.StageOutcome.WON), then.c.closed_at.is_not(None),
+               *scope.in_range(then.c.closed_at))
+    open_ = outcome_then(then, scope.pipelines, crmcore.StageOutcome.OPEN)
+    probability = probability_then(then, scope.pipelines)
+    scaled = then.c.scaled
+    month = case((won, month_index(then.c.closed_at)), else_=month_index(then.c.expected_close)).label("month")
+    query = (select(then.c.currency, month,
                     func.sum(case((won, scaled), else_=0)), func.sum(case((open_, 1), else_=0)),
-                    func.sum(case((open_, scaled), else_=0)), func.sum(case((open_, scaled * deals.c.probability),
-                                                                            else_=0)),
-                    func.sum(case((and_(open_, deals.c.probability >= commit), scaled), else_=0)), func.count())
-             .where(*scope.deal_filter(currency=False), or_(won, open_))
-             .group_by(deals.c.currency, month))
+                    func.sum(case((open_, scaled), else_=0)), func.sum(case((open_, scaled * probability), else_=0)),
+                    func.sum(case((and_(open_, probability >= commit), scaled), else_=0)), func.count())
+             .where(or_(won, open_))
+             .group_by(then.c.currency, month))
     found: Totals = {}
     for currency, m, *values in scope.ctx.conn.execute(query):
         found.setdefault(currency, {})[None if m is None else int(m)] = tuple(int(v or 0) for v in values)

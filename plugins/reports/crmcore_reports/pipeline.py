@@ -35,16 +35,15 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import (BigInteger, Integer, String, case, cast, func, literal, null, select, type_coerce,
-                        union_all)
+from sqlalchemy import BigInteger, func, select, type_coerce
 
 import crmcore
-from crmcore.store import UTCDateTime, days_between, money_from_scaled, tables, utc_literal
+from crmcore.store import days_between, money_from_scaled, tables, utc_literal
 
 from .scope import ReportFilters, Scope, minor_unit
+from .stage_then import deals_then, probability_then
 
 deals = tables.deals
-history = tables.deal_stage_history
 
 
 @attrs.frozen
@@ -117,15 +116,11 @@ def _totals_by_stage(scope: Scope, pipeline: crmcore.Pipeline,
                      currency: str) -> dict[str, tuple[int, float | None, float | None, Decimal, Decimal]]:
     """stage -> (count, avg days, max days, amount, weighted amount), in one grouped query."""
     ctx = scope.ctx
-    stage, current_stage, probability, scaled, entered = _stage_as_of(scope, currency)
-    configured = {s.name: s.probability for s in pipeline.stages}
-    probability_then = case(
-        (stage == current_stage, probability),
-        else_=case(configured, value=stage, else_=probability) if configured else probability,
-    )
-    per_deal = select(stage.label("stage"), scaled.label("scaled"),
-                      (scaled * probability_then).label("weighted"),
-                      days_between(entered, utc_literal(ctx.as_of)).label("age")).subquery("per_deal")
+    then = deals_then(scope, [*_deal_filter(scope), deals.c.currency == currency],
+                      {"scaled": type_coerce(deals.c.amount, BigInteger), "pipeline": deals.c.pipeline})
+    per_deal = select(then.c.stage.label("stage"), then.c.scaled.label("scaled"),
+                      (then.c.scaled * probability_then(then, [pipeline])).label("weighted"),
+                      days_between(then.c.entered, utc_literal(ctx.as_of)).label("age")).subquery("per_deal")
     query = (select(per_deal.c.stage, func.count(), func.sum(per_deal.c.scaled), func.sum(per_deal.c.weighted),
                     func.avg(per_deal.c.age), func.max(per_deal.c.age))
              .group_by(per_deal.c.stage))
@@ -142,61 +137,3 @@ def _totals_by_stage(scope: Scope, pipeline: crmcore.Pipeline,
 def _days(value: Any) -> float | None:
     """Days to one decimal (ages are durations, not money: float is fine)."""
     return None if value is None else round(float(value), 1)
-
-
-def _stage_as_of(scope: Scope, currency: str) -> tuple[Any, Any, Any, Any, Any]:
-    """Per deal counted: (stage at as_of, current stage, probability, scaled amount, entered stage at).
-
-    Shape: (the deals UNION ALL their stage changes up to as_of), and per deal
-    the ``to_stage`` of the change with the highest id (a window function);
-    the deal's own row (``change_id`` 0) carries its columns.  No join between
-    deals and history on purpose: PostgreSQL, with statistics stale after a
-    bulk load, nested-looped such a join (quadratic: 90,000 deals took
-    minutes).  Change ids grow with time, so the highest id is the latest.
-    """
-    ctx = scope.ctx
-    scaled = type_coerce(deals.c.amount, BigInteger)
-    if ctx.conn.dialect.name == "sqlite":
-        return _stage_by_lookup(scope, currency, scaled)
-    own = (select(deals.c.id.label("deal_id"), literal(0, Integer).label("change_id"),
-                  cast(null(), String(50)).label("to_stage"), deals.c.stage.label("current_stage"),
-                  deals.c.probability.label("probability"), scaled.label("scaled"),
-                  deals.c.created_at.label("moment"))
-           .where(*_deal_filter(scope), deals.c.currency == currency))
-    changes = select(history.c.deal_id, history.c.id, history.c.to_stage, null(), null(), null(),
-                     history.c.changed_at).where(history.c.changed_at <= utc_literal(ctx.as_of))
-    rows = union_all(own, changes).subquery("deal_rows")
-    window = {"partition_by": rows.c.deal_id, "order_by": rows.c.change_id.desc()}
-    latest = func.first_value(rows.c.to_stage).over(**window)
-    # The deal's own row sorts last (id 0), so with no history its created_at comes first.
-    moved_at = func.first_value(rows.c.moment).over(**window)
-    ranked = select(rows, latest.label("stage_then"), moved_at.label("entered")).subquery("deal_stages")
-    deal = select(func.coalesce(ranked.c.stage_then, ranked.c.current_stage).label("stage"),
-                  ranked.c.current_stage, ranked.c.probability, ranked.c.scaled,
-                  type_coerce(ranked.c.entered, UTCDateTime).label("entered")).where(
-        ranked.c.change_id == 0).subquery("deal_then")
-    return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled, deal.c.entered
-
-
-
-def _stage_by_lookup(scope: Scope, currency: str, scaled: Any) -> tuple[Any, Any, Any, Any, Any]:
-    """SQLite's shape of :func:`_stage_as_of`: per deal, one seek for its latest change up to as_of.
-
-    The ``deal_id`` index holds the row ids in order, so "highest id for this
-    deal" is a seek and a step back: 5M deals in about 6 s, against about 28 s
-    for sorting deals and changes together for the window.  Not used
-    elsewhere: PostgreSQL, without fresh statistics, may answer ``ORDER BY id
-    DESC LIMIT 1`` by walking the primary key backwards for every deal.
-    """
-    latest = (select(history.c.id)
-              .where(history.c.deal_id == deals.c.id, history.c.changed_at <= utc_literal(scope.ctx.as_of))
-              .order_by(history.c.id.desc()).limit(1).correlate(deals).scalar_subquery())
-    own = (select(deals.c.stage.label("current_stage"), deals.c.probability.label("probability"),
-                  scaled.label("scaled"), deals.c.created_at.label("created_at"), latest.label("change_id"))
-           .where(*_deal_filter(scope), deals.c.currency == currency)).subquery("deal_latest")
-    then = history.alias("stage_then")
-    deal = (select(func.coalesce(then.c.to_stage, own.c.current_stage).label("stage"), own.c.current_stage,
-                   own.c.probability, own.c.scaled,
-                   type_coerce(func.coalesce(then.c.changed_at, own.c.created_at), UTCDateTime).label("entered"))
-            .select_from(own.outerjoin(then, then.c.id == own.c.change_id))).subquery("deal_then")
-    return deal.c.stage, deal.c.current_stage, deal.c.probability, deal.c.scaled, deal.c.entered
