@@ -4,10 +4,13 @@
     .venv/bin/python bench/contrib_segmenters.py --customers 10000 --deals 50000
     .venv/bin/python bench/contrib_segmenters.py --only clv
 
-Uses the shared benchmark database bench/.cache/big-<customers>-<deals>.sqlite
-(built by bench/bigdb.py; this script does not build it).  For each strategy,
-in one run of this script, two child processes each do the whole job on that
-file and report their wall time and peak RSS:
+Uses the shared benchmark database bench/.cache/big-v2-<customers>-<deals>.sqlite
+(``bigdb.default_path``; built by bench/bigdb.py, this script does not build
+it).  Both sides write (runs, memberships, a scratch table), so the script
+copies the database to a scratch file next to it first (outside every clock),
+works on the copy and deletes it at the end: the shared file is only read.
+For each strategy, in one run of this script, two child processes each do the
+whole job on the copy and report their wall time and peak RSS:
 
 (a) ours: ``crm.segments.run(name, as_of=AS_OF, options=...)`` -- features in
     SQL, the model, every membership (with its JSON details) stored, the run
@@ -28,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import sqlite3
 import subprocess
@@ -41,8 +45,14 @@ AS_OF = datetime(2026, 6, 30, 23, 59, 59, tzinfo=timezone.utc)
 OPTIONS = {"kmeans": {"k": 4, "seed": 0}, "clv": {}}
 
 
-def db_path(customers: int, deals: int) -> Path:
-    return HERE / ".cache" / f"big-{customers}-{deals}.sqlite"
+def scratch_copy(path: Path) -> Path:
+    """A private copy of ``path`` (and its WAL, if any) to write into."""
+    copy = path.with_name(path.stem + ".scratch.sqlite")
+    for suffix in ("", "-wal", "-shm"):
+        Path(str(copy) + suffix).unlink(missing_ok=True)
+    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as source, sqlite3.connect(copy) as target:
+        source.backup(target)  # a consistent snapshot even if the WAL holds pages
+    return copy
 
 
 # -- (a) ours ------------------------------------------------------------------------
@@ -55,7 +65,7 @@ def run_ours(path: Path, strategy: str) -> dict:
     run = crm.segments.run(strategy, as_of=AS_OF, options=OPTIONS[strategy])
     seconds = time.perf_counter() - started
     crm.close()
-    with sqlite3.connect(path) as con:  # leave the shared file as it was
+    with sqlite3.connect(path) as con:  # leave the copy as it was for the baseline
         con.execute("PRAGMA foreign_keys = ON")
         con.execute("DELETE FROM segment_memberships WHERE run_id = ?", (run.id,))
         con.execute("DELETE FROM segment_runs WHERE id = ?", (run.id,))
@@ -160,20 +170,34 @@ def main() -> None:
     parser.add_argument("--child", choices=["ours", "baseline"], help=argparse.SUPPRESS)
     parser.add_argument("--strategy", choices=sorted(OPTIONS), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    path = args.db or db_path(args.customers, args.deals)
     if args.child:
-        child(path, args.strategy, args.child)
+        child(args.db, args.strategy, args.child)
         return
-    if not path.exists():
-        sys.exit(f"{path} does not exist: build it with bench/bigdb.py")
-    print(f"database: {path}")
-    for strategy in [args.only] if args.only else sorted(OPTIONS):
-        ours, base = measure(path, strategy, "ours"), measure(path, strategy, "baseline")
-        sizes = sorted(ours["counts"].values()) == sorted(base["counts"].values())
-        print(f"{strategy} {OPTIONS[strategy]}:")
-        print(f"  ours      {ours['seconds']:8.2f} s  peak {ours['peak_mb']:7.0f} MB  {ours['counts']}")
-        print(f"  baseline  {base['seconds']:8.2f} s  peak {base['peak_mb']:7.0f} MB  {base['counts']}")
-        print(f"  ratio ours/baseline {ours['seconds'] / base['seconds']:.2f}; same segment sizes: {sizes}")
+    sys.path.insert(0, str(HERE))
+    from bigdb import default_path
+
+    shared = args.db or default_path(args.customers, args.deals)
+    if not shared.exists():
+        sys.exit(f"{shared} does not exist: build it with bench/bigdb.py")
+    path = scratch_copy(shared)
+    print(f"database: {shared} (working on the copy {path.name}); load average {os.getloadavg()}")
+    try:
+        for strategy in [args.only] if args.only else sorted(OPTIONS):
+            compare(path, strategy)
+    finally:
+        for suffix in ("", "-wal", "-shm"):
+            Path(str(path) + suffix).unlink(missing_ok=True)
+    print(f"load average {os.getloadavg()}")
+
+
+def compare(path: Path, strategy: str) -> None:
+    """Time ours and the baseline on ``path`` and print both and the ratio."""
+    ours, base = measure(path, strategy, "ours"), measure(path, strategy, "baseline")
+    sizes = sorted(ours["counts"].values()) == sorted(base["counts"].values())
+    print(f"{strategy} {OPTIONS[strategy]}:")
+    print(f"  ours      {ours['seconds']:8.2f} s  peak {ours['peak_mb']:7.0f} MB  {ours['counts']}")
+    print(f"  baseline  {base['seconds']:8.2f} s  peak {base['peak_mb']:7.0f} MB  {base['counts']}")
+    print(f"  ratio ours/baseline {ours['seconds'] / base['seconds']:.2f}; same segment sizes: {sizes}", flush=True)
 
 
 if __name__ == "__main__":
