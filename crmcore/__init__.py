@@ -39,15 +39,15 @@ from .migrations import PluginSchema
 from .notify import Channel, Delivered, DispatchResult, Message, PermanentError, TransientError
 from .plugins import hookimpl
 from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult
-from .segments import Assignment, MembershipChange, SegmentContext, Segmenter, SegmentRun
+from .segments import Assignment, Assignments, EveryoneElse, MembershipChange, SegmentContext, Segmenter, SegmentRun
 from .uow import UnitOfWork
 from .validation import currency_digits, normalize_email, normalize_phone
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CRM", "Assignment", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
-    "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult",
+    "CRM", "Assignment", "Assignments", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
+    "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult", "EveryoneElse",
     "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",

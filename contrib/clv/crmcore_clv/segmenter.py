@@ -144,11 +144,11 @@ class CLVSegmenter(crmcore.Segmenter):
         return fit_history(load_history(ctx.conn, ctx.config, ctx.as_of, options.currency), options)
 
     def assign(self, ctx: crmcore.SegmentContext, options: CLVOptions) -> Any:
-        history = load_history(ctx.conn, ctx.config, ctx.as_of, options.currency)
+        history = load_history(ctx.conn, ctx.config, ctx.as_of, options.currency, without_purchases=False)
         if len(history):  # nobody bought: nothing to fit, everybody is "No purchases"
             yield from _scored(fit_history(history, options), options)
-        for start in range(0, len(history.without_purchases), BATCH):
-            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in history.without_purchases[start:start + BATCH]]
+        # Everybody else has no purchase: assigned in SQL, not listed through Python.
+        yield crmcore.EveryoneElse(NO_PURCHASES)
 
     def explain(self, ctx: crmcore.SegmentContext, options: CLVOptions, membership: Any) -> dict[str, Any]:
         """The customer's x, t_x, T (weeks), P(alive), expected purchases and CLV
@@ -166,21 +166,18 @@ class CLVSegmenter(crmcore.Segmenter):
 
 
 def _scored(fitted: Fitted, options: CLVOptions) -> Any:
-    """Batches of assignments of the customers who bought."""
+    """Batches (columns) of assignments of the customers who bought."""
     h = fitted.history
     segments = segments_for(fitted, options)
-    batch: list[crmcore.Assignment] = []
-    for i, customer_id in enumerate(h.customer_id.tolist()):
-        details = {
-            "x": int(h.x[i]), "t_x": float(h.t_x_days[i] / 7), "T": float(h.T_days[i] / 7),
-            "p_alive": float(fitted.p_alive[i]),
-            "expected_purchases": float(fitted.expected_purchases[i]),
-            "expected_spend": _money(fitted.expected_spend[i]),
-            "clv": _money(fitted.clv[i]),
-            "horizon_weeks": options.horizon_weeks,
-        }
-        batch.append(crmcore.Assignment(customer_id, segments[i], float(fitted.clv[i]), details))
-        if len(batch) == BATCH:
-            yield batch
-            batch = []
-    yield batch
+    horizon = options.horizon_weeks
+    for start in range(0, len(h), BATCH):
+        rows = slice(start, start + BATCH)
+        # Plain Python numbers per column once (tolist), not a numpy scalar per field.
+        details = [{
+            "x": int(x), "t_x": t_x, "T": T, "p_alive": p_alive, "expected_purchases": purchases,
+            "expected_spend": _money(spend), "clv": _money(clv), "horizon_weeks": horizon,
+        } for x, t_x, T, p_alive, purchases, spend, clv in zip(
+            h.x[rows].tolist(), (h.t_x_days[rows] / 7).tolist(), (h.T_days[rows] / 7).tolist(),
+            fitted.p_alive[rows].tolist(), fitted.expected_purchases[rows].tolist(),
+            fitted.expected_spend[rows].tolist(), fitted.clv[rows].tolist())]
+        yield crmcore.Assignments(h.customer_id[rows], segments[rows], fitted.clv[rows], details)

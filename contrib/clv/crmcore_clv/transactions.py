@@ -116,30 +116,31 @@ def customers_without(conn: Any, buyers: NDArray[np.int64]) -> list[int]:
 @attrs.frozen
 class History:
     """Arrays over the customers with at least one purchase (ordered by id),
-    times in days from the first purchase, plus the customers without any."""
+    times in days from the first purchase, plus the customers without any
+    (None when not asked for: see :func:`load_history`)."""
 
     customer_id: NDArray[np.int64]
     x: NDArray[np.float64]          # repeat purchase days
     t_x_days: NDArray[np.float64]   # first to last purchase day
     T_days: NDArray[np.float64]     # first purchase day to the as-of day
     repeat_total: list[int]         # scaled Money, exact
-    without_purchases: list[int]
+    without_purchases: list[int] | None
 
     def __len__(self) -> int:
         return len(self.customer_id)
 
 
-def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None = None) -> History:
-    """Run :func:`history_query` and turn its rows into arrays."""
-    ids, first, last, days, totals = [], [], [], [], []
-    for row in conn.execute(history_query(config, as_of, currency)):
-        ids.append(row.customer_id)
-        first.append(_as_date(row.first_day))
-        last.append(_as_date(row.last_day))
-        days.append(row.days)
-        totals.append(int(row.repeat_total))
-    first_d = np.array(first, dtype="datetime64[D]")
-    last_d = np.array(last, dtype="datetime64[D]")
+def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None = None,
+                 without_purchases: bool = True) -> History:
+    """Run :func:`history_query` and turn its rows into arrays.
+
+    ``without_purchases=False`` skips listing the other customers (a query
+    over every customer): the segmenter assigns them in SQL instead.
+    """
+    rows = conn.execute(history_query(config, as_of, currency)).all()
+    # Column-wise: one conversion per column, not a Python step per field per row.
+    ids, first, last, days, totals = zip(*rows) if rows else ((), (), (), (), ())
+    first_d, last_d = _as_days(first), _as_days(last)
     as_of_day = np.datetime64(as_of.date(), "D")
     buyers = np.array(ids, dtype=np.int64)
     return History(
@@ -147,12 +148,12 @@ def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None =
         x=np.array(days, dtype=float) - 1,
         t_x_days=(last_d - first_d).astype(float),
         T_days=(as_of_day - first_d).astype(float),
-        repeat_total=totals,
-        without_purchases=customers_without(conn, buyers),
+        repeat_total=[int(v) for v in totals],
+        without_purchases=customers_without(conn, buyers) if without_purchases else None,
     )
 
 
-def _as_date(value: Any) -> Any:
-    # A date, or the text of SQLite's DATE() should a driver hand that back.
-    return np.datetime64(str(value)[:10], "D")
+def _as_days(values: Any) -> NDArray[np.datetime64]:
+    # Dates, or the text of SQLite's DATE() should a driver hand that back.
+    return np.array([str(v)[:10] for v in values], dtype="datetime64[D]")
 

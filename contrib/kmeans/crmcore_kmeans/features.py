@@ -77,26 +77,29 @@ def customers_without(conn: Any, buyers: NDArray[np.int64]) -> list[int]:
 
 @attrs.frozen
 class RFM:
-    """R/F/M arrays over the customers with a purchase, plus those without."""
+    """R/F/M arrays over the customers with a purchase, plus those without
+    (None when not asked for: see :func:`load_rfm`)."""
 
     customer_id: NDArray[np.int64]
     recency_days: NDArray[np.float64]
     frequency: NDArray[np.float64]
     monetary: list[int]             # scaled Money, exact
-    without_purchases: list[int]
+    without_purchases: list[int] | None
 
     def __len__(self) -> int:
         return len(self.customer_id)
 
 
-def load_rfm(conn: Any, config: Any, as_of: datetime, currency: str | None = None) -> RFM:
-    """Run :func:`rfm_query` and turn its rows into arrays."""
-    ids, recency, frequency, monetary = [], [], [], []
-    for row in conn.execute(rfm_query(config, as_of, currency)):
-        ids.append(row.customer_id)
-        recency.append(float(row.recency_days))
-        frequency.append(row.frequency)
-        monetary.append(int(row.monetary))
+def load_rfm(conn: Any, config: Any, as_of: datetime, currency: str | None = None,
+             without_purchases: bool = True) -> RFM:
+    """Run :func:`rfm_query` and turn its rows into arrays.
+
+    ``without_purchases=False`` skips listing the other customers (a query
+    over every customer): the segmenter assigns them in SQL instead.
+    """
+    rows = conn.execute(rfm_query(config, as_of, currency)).all()
+    # Column-wise: one conversion per column, not a Python step per field per row.
+    ids, recency, frequency, monetary = zip(*rows) if rows else ((), (), (), ())
     buyers = np.array(ids, dtype=np.int64)
-    return RFM(buyers, np.array(recency, dtype=float), np.array(frequency, dtype=float), monetary,
-               customers_without(conn, buyers))
+    return RFM(buyers, np.array(recency, dtype=float), np.array(frequency, dtype=float),
+               [int(v) for v in monetary], customers_without(conn, buyers) if without_purchases else None)

@@ -62,9 +62,13 @@ class KMeansSegmenter(crmcore.Segmenter):
     description = "k-means clusters on standardised log R/F/M of won deals, named by their centroids"
     options_type = KMeansOptions
 
-    def cluster(self, ctx: crmcore.SegmentContext, options: KMeansOptions) -> tuple[RFM, Clustering | None]:
-        """Load R/F/M as of ``ctx.as_of`` and cluster the buyers (None when nobody bought)."""
-        rfm = load_rfm(ctx.conn, ctx.config, ctx.as_of, options.currency)
+    def cluster(self, ctx: crmcore.SegmentContext, options: KMeansOptions,
+                without_purchases: bool = True) -> tuple[RFM, Clustering | None]:
+        """Load R/F/M as of ``ctx.as_of`` and cluster the buyers (None when nobody bought).
+
+        ``without_purchases=False``: do not list the customers without a purchase.
+        """
+        rfm = load_rfm(ctx.conn, ctx.config, ctx.as_of, options.currency, without_purchases)
         if len(rfm) == 0:
             return rfm, None  # nothing to cluster: everybody is "No purchases"
         raw = features(rfm.recency_days, rfm.frequency, np.array(rfm.monetary, dtype=float) / MONEY_SCALE)
@@ -87,35 +91,35 @@ class KMeansSegmenter(crmcore.Segmenter):
         return rfm, cluster(raw, None, k_min, k_max, options.seed)
 
     def assign(self, ctx: crmcore.SegmentContext, options: KMeansOptions) -> Any:
-        rfm, fit = self.cluster(ctx, options)
+        rfm, fit = self.cluster(ctx, options, without_purchases=False)
         if fit is not None:
             yield from self._clustered(rfm, fit)
-        for start in range(0, len(rfm.without_purchases), BATCH):
-            yield [crmcore.Assignment(cid, NO_PURCHASES) for cid in rfm.without_purchases[start:start + BATCH]]
+        # Everybody else has no purchase: assigned in SQL, not listed through Python.
+        yield crmcore.EveryoneElse(NO_PURCHASES)
 
     @staticmethod
     def _clustered(rfm: RFM, fit: Clustering) -> Any:
-        """Batches of assignments of the customers who bought."""
+        """Batches (columns) of assignments of the customers who bought."""
         chosen = {"k": fit.k, "silhouettes": {str(k): round(s, 6) for k, s in fit.silhouettes.items()}} \
             if fit.silhouettes else {"k": fit.k}
         for start in range(0, len(rfm), BATCH):
             rows = slice(start, start + BATCH)
+            # Plain Python numbers per column once (tolist), not a numpy scalar per field.
+            labels = fit.labels[rows].tolist()
             distances = fit.distances(rows)
-            batch = []
-            for j, i in enumerate(range(*rows.indices(len(rfm)))):
-                label = int(fit.labels[i])
-                details = {
-                    "cluster": label + 1,
-                    "recency_days": float(rfm.recency_days[i]),
-                    "frequency": int(rfm.frequency[i]),
-                    "monetary": str(Decimal(rfm.monetary[i]) / MONEY_SCALE),
-                    "features": {f: float(fit.scaled[i, n]) for n, f in enumerate(FEATURES)},
-                    "distances": {name: float(d) for name, d in zip(fit.names, distances[j])},
-                    **chosen,
-                }
-                batch.append(crmcore.Assignment(int(rfm.customer_id[i]), fit.names[label],
-                                                float(distances[j, label]), details))
-            yield batch
+            scores = np.take_along_axis(distances, fit.labels[rows, None], axis=1)[:, 0]
+            details = [{
+                "cluster": label + 1,
+                "recency_days": recency,
+                "frequency": int(frequency),
+                "monetary": str(Decimal(monetary) / MONEY_SCALE),
+                "features": dict(zip(FEATURES, features)),
+                "distances": dict(zip(fit.names, distance)),
+                **chosen,
+            } for label, recency, frequency, monetary, features, distance in zip(
+                labels, rfm.recency_days[rows].tolist(), rfm.frequency[rows].tolist(), rfm.monetary[rows],
+                fit.scaled[rows].tolist(), distances.tolist())]
+            yield crmcore.Assignments(rfm.customer_id[rows], [fit.names[label] for label in labels], scores, details)
 
     def explain(self, ctx: crmcore.SegmentContext, options: KMeansOptions, membership: Any) -> dict[str, Any]:
         """The customer's R/F/M, standardised log features and distance to every
