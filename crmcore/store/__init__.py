@@ -1,11 +1,12 @@
 """Storage: tables, column types, engines, repositories and portable SQL helpers."""
 
 from . import tables
+from .bulk import fetch_rows
 from .dialects import as_float, days_between, json_object, month_index, month_label, unindexed, utc_literal
 from .engine import make_engine, normalize_url
 from .types import MONEY_SCALE, Money, UTCDateTime, money_from_scaled
 
 __all__ = [
-    "MONEY_SCALE", "Money", "UTCDateTime", "as_float", "days_between", "json_object",
+    "MONEY_SCALE", "Money", "UTCDateTime", "as_float", "days_between", "fetch_rows", "json_object",
     "make_engine", "money_from_scaled", "month_index", "month_label", "unindexed", "normalize_url", "tables", "utc_literal",
 ]

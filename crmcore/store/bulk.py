@@ -47,3 +47,18 @@ def sqlite_new_ids(conn: Connection, table: Table, count: int) -> list[int]:
         raise RuntimeError(f"SQLite did not number {count} new {table.name} rows consecutively "
                            f"(rowids {first}..{last})")
     return list(range(first, last + 1))
+
+
+def fetch_rows(conn: Connection, query: Any) -> list[tuple[Any, ...]]:
+    """All rows of ``query`` as the driver's plain tuples.
+
+    For reading many rows into arrays: no SQLAlchemy ``Row`` per row and no
+    result processing, so values come as the driver returns them (e.g. a
+    SQLite ``DATE()`` as text, a PostgreSQL ``SUM`` as ``Decimal``); convert
+    per column.
+    """
+    result = conn.execute(query)
+    try:
+        return result.cursor.fetchall()
+    finally:
+        result.close()

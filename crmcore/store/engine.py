@@ -58,10 +58,15 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return engine
 
 
+# Keep non-ASCII text as is: SQLite's json_extract matches object keys
+# literally, so a key stored as "\\u57ce\\u5e02" is not found by '$."城市"'.
+# One encoder for every value: json.dumps with an option builds a new one per
+# call, a measurable share of writing a million JSON values.
+_JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
+
+
 def _json_dumps(value: Any) -> str:
-    # Keep non-ASCII text as is: SQLite's json_extract matches object keys
-    # literally, so a key stored as "\\u57ce\\u5e02" is not found by '$."城市"'.
-    return json.dumps(value, ensure_ascii=False)
+    return _JSON_ENCODER.encode(value)
 
 
 def _configure_sqlite(engine: Engine, in_memory: bool) -> None:

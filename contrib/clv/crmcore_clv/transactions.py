@@ -20,6 +20,7 @@ from sqlalchemy import (
     Date,
     Integer,
     Select,
+    String,
     and_,
     case,
     cast,
@@ -35,7 +36,7 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.expression import FunctionElement
 
 import crmcore
-from crmcore.store import tables, utc_literal
+from crmcore.store import fetch_rows, tables, utc_literal
 
 deals = tables.deals
 customers = tables.customers
@@ -75,16 +76,19 @@ def purchase_conditions(config: Any, as_of: datetime, currency: str | None) -> l
     return conditions
 
 
-def history_query(config: Any, as_of: datetime, currency: str | None = None) -> Select:
+def history_query(config: Any, as_of: datetime, currency: str | None = None,
+                  dialect: str | None = None) -> Select:
     """One row per customer with a purchase, ordered by id: ``customer_id``,
     ``first_day``, ``last_day``, ``days`` (days with a purchase),
     ``repeat_total`` (scaled Money sum of every purchase day but the first).
 
-    Purchases grouped by (customer, UTC day), numbered per customer by a
-    window, grouped again by customer: no join, so every database keeps a
-    linear plan.  Customers without a purchase are found separately
-    (:func:`customers_without`): a UNION ALL of every customer into this
-    query, as the rfm plugin does, was slower on SQLite (1M customers, 5M
+    Purchases grouped by (customer, UTC day), then grouped again by customer,
+    with no join, so every database keeps a linear plan.  The first day's
+    amount is left out of ``repeat_total`` by numbering the days with a
+    window; on SQLite (``dialect="sqlite"``) by a cheaper device instead (see
+    :func:`_sqlite_first_day_amount`).  Customers without a purchase are found
+    separately (:func:`customers_without`): a UNION ALL of every customer into
+    this query, as the rfm plugin does, was slower on SQLite (1M customers, 5M
     deals: 32 s against 16 s).
     """
     amount = type_coerce(deals.c.amount, BigInteger)  # scaled integers add exactly
@@ -95,6 +99,13 @@ def history_query(config: Any, as_of: datetime, currency: str | None = None) -> 
     daily = (select(customer.label("customer_id"), day.label("day"), func.sum(amount).label("amount"))
              .where(*purchase_conditions(config, as_of, currency))
              .group_by(customer, day).subquery("clv_daily"))
+    if dialect == "sqlite":
+        # Cast: SUM over the daily sums is exact in SQLite's 64-bit integers.
+        repeat_total = cast(func.sum(daily.c.amount) - _sqlite_first_day_amount(daily), BigInteger)
+        return (select(daily.c.customer_id, func.min(daily.c.day).label("first_day"),
+                       func.max(daily.c.day).label("last_day"), cast(func.count(), Integer).label("days"),
+                       repeat_total.label("repeat_total"))
+                .group_by(daily.c.customer_id).order_by(daily.c.customer_id))
     nth = func.row_number().over(partition_by=daily.c.customer_id, order_by=daily.c.day)
     # Cast: PostgreSQL's SUM(bigint) is numeric and MariaDB's SUM is DECIMAL.
     rows = select(daily.c.customer_id, daily.c.day, cast(daily.c.amount, BigInteger).label("amount"),
@@ -105,6 +116,18 @@ def history_query(config: Any, as_of: datetime, currency: str | None = None) -> 
                    cast(func.count(), Integer).label("days"),
                    cast(func.sum(case((rows.c.nth > 1, rows.c.amount), else_=0)), BigInteger).label("repeat_total"))
             .group_by(rows.c.customer_id).order_by(rows.c.customer_id))
+
+
+def _sqlite_first_day_amount(daily: Any) -> ColumnElement:
+    """The amount of a customer's first purchase day, as an aggregate over their daily rows (SQLite).
+
+    ``MIN(day || amount)``: days are fixed-width ISO text and distinct per
+    customer, so the smallest text is the first day's, and the amount follows
+    its 10 characters.  It saves the window's extra sort of every purchase day
+    (1M customers, 5M deals: 3.1 s against 3.5-4.2 s for the whole query).
+    """
+    text = type_coerce(daily.c.day, String).op("||")(daily.c.amount)
+    return cast(func.substr(func.min(text), 11), BigInteger)
 
 
 def customers_without(conn: Any, buyers: NDArray[np.int64]) -> list[int]:
@@ -137,7 +160,7 @@ def load_history(conn: Any, config: Any, as_of: datetime, currency: str | None =
     ``without_purchases=False`` skips listing the other customers (a query
     over every customer): the segmenter assigns them in SQL instead.
     """
-    rows = conn.execute(history_query(config, as_of, currency)).all()
+    rows = fetch_rows(conn, history_query(config, as_of, currency, conn.dialect.name))
     # Column-wise: one conversion per column, not a Python step per field per row.
     ids, first, last, days, totals = zip(*rows) if rows else ((), (), (), (), ())
     first_d, last_d = _as_days(first), _as_days(last)

@@ -30,7 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
-from crmcore.store import days_between, tables, utc_literal
+from crmcore.store import days_between, fetch_rows, tables, utc_literal
 
 deals = tables.deals
 customers = tables.customers
@@ -97,7 +97,7 @@ def load_rfm(conn: Any, config: Any, as_of: datetime, currency: str | None = Non
     ``without_purchases=False`` skips listing the other customers (a query
     over every customer): the segmenter assigns them in SQL instead.
     """
-    rows = conn.execute(rfm_query(config, as_of, currency)).all()
+    rows = fetch_rows(conn, rfm_query(config, as_of, currency))
     # Column-wise: one conversion per column, not a Python step per field per row.
     ids, recency, frequency, monetary = zip(*rows) if rows else ((), (), (), ())
     buyers = np.array(ids, dtype=np.int64)

@@ -23,6 +23,7 @@ from .model import FEATURES, Clustering, cluster, features
 
 NO_PURCHASES = "No purchases"
 BATCH = 5_000
+DISTINCT_PREFIX = 1_000
 
 
 def _at_least_two(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
@@ -55,6 +56,18 @@ class KMeansOptions:
     currency: str | None = crmcore.currency_option()
 
 
+def _distinct_rows(raw: np.ndarray, enough: int) -> int:
+    """The number of distinct rows of ``raw``, or ``enough`` if there are at least that many.
+
+    The checks below only compare the count with k (at most ``enough``); a
+    prefix usually settles that without sorting every row.
+    """
+    head = len(np.unique(raw[:DISTINCT_PREFIX], axis=0)) if len(raw) else 0
+    if head >= enough:
+        return enough
+    return head if len(raw) <= DISTINCT_PREFIX else len(np.unique(raw, axis=0))
+
+
 class KMeansSegmenter(crmcore.Segmenter):
     """Clusters of customers by recency, frequency and value."""
 
@@ -72,7 +85,7 @@ class KMeansSegmenter(crmcore.Segmenter):
         if len(rfm) == 0:
             return rfm, None  # nothing to cluster: everybody is "No purchases"
         raw = features(rfm.recency_days, rfm.frequency, np.array(rfm.monetary, dtype=float) / MONEY_SCALE)
-        distinct = len(np.unique(raw, axis=0)) if len(raw) else 0
+        distinct = _distinct_rows(raw, max(options.k or 0, options.k_max, 2))
         where = f"[segments.{self.name}]"
         if options.k is not None:
             if distinct < options.k:
