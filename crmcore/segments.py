@@ -10,9 +10,11 @@ recorded; the engine diffs it against the strategy's previous run and fires
 
 from __future__ import annotations
 
+import gc
 import json
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -161,6 +163,27 @@ def _untyped_null(column: Any) -> bool:
         isinstance(element, BindParameter) and element.value is None and isinstance(element.type, NullType))
 
 
+@contextmanager
+def _cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a run streams its rows.
+
+    A model-based run builds and drops hundreds of thousands of rows and
+    details dicts.  Each lives across a few young collections, so the
+    collector promotes them and then makes full passes over every live object
+    that find nothing (k-means on 1M customers: 9 passes, 1.1 s of 8 s).
+    Reference counting still frees all of it; cycles a plugin makes meanwhile
+    are collected once the collector is back on.  The collector is global, so
+    other threads' cycles wait for the run too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
 class _MembershipWriter:
     """Writes a run's memberships from Python with the driver's ``executemany``.
 
@@ -198,12 +221,58 @@ class _MembershipWriter:
                     for r, c, s, v, t in zip(run_ids, ids, segments, scores, texts)]
         self.conn.exec_driver_sql(self.sql, rows)
 
-    def everyone_else(self, segment: str) -> None:
-        """Every customer without a membership in this run so far -> ``segment``."""
+    def finish(self, everyone_else: str | None) -> None:
+        """After the last batch: every customer without a membership in this
+        run so far goes to ``everyone_else`` (when given)."""
+        if everyone_else is None:
+            return
         c = tables.customers
         taken = exists().where(m.c.run_id == self.run_id, m.c.customer_id == c.c.id)
-        source = select(literal(self.run_id), c.c.id, literal(segment)).where(~taken)
+        source = select(literal(self.run_id), c.c.id, literal(everyone_else)).where(~taken)
         self.conn.execute(insert(m).from_select(["run_id", "customer_id", "segment"], source))
+
+
+class _SQLiteMembershipWriter(_MembershipWriter):
+    """On SQLite, batches are staged in a temporary table and moved into
+    ``segment_memberships`` at the end with one ``INSERT ... SELECT`` in
+    customer order.
+
+    Why: rows in key order append to the membership indexes instead of
+    splitting pages all over them, and "everyone else" becomes one ordered
+    LEFT JOIN of the customers with the staged rows rather than a key probe
+    into the memberships per customer (1M customers, 127k staged rows with
+    JSON details: 1.75 s against 2.2 s).  A temporary table lives outside the
+    database file and its WAL.
+    """
+
+    STAGE = "crm_segment_run_stage"
+
+    def __init__(self, conn: Any, run_id: int):
+        super().__init__(conn, run_id)
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {self.STAGE} (customer_id INTEGER PRIMARY KEY, "
+                             "segment TEXT NOT NULL, score REAL, details TEXT)")
+        self.sql = f"INSERT INTO {self.STAGE} (customer_id, segment, score, details) VALUES (?, ?, ?, ?)"
+        self.order = ["customer_id", "segment", "score", "details"]
+
+    def finish(self, everyone_else: str | None) -> None:
+        columns = "run_id, customer_id, segment, score, details"
+        move = f"INSERT INTO {m.name} ({columns}) "
+        stage, customers = self.STAGE, tables.customers.name
+        if everyone_else is None:
+            # The stage's key is its rowid: reading it in customer order needs no sort.
+            self.conn.exec_driver_sql(
+                move + f"SELECT ?, customer_id, segment, score, details FROM {stage} ORDER BY customer_id",
+                (self.run_id,))
+        else:
+            # Staged rows of customers that do not exist: inserted on their own so the
+            # foreign key still rejects them, as it would without the stage.
+            self.conn.exec_driver_sql(
+                move + f"SELECT ?, s.customer_id, s.segment, s.score, s.details FROM {stage} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {customers} c WHERE c.id = s.customer_id)", (self.run_id,))
+            self.conn.exec_driver_sql(
+                move + f"SELECT ?, c.id, COALESCE(s.segment, ?), s.score, s.details FROM {customers} c "
+                f"LEFT JOIN {stage} s ON s.customer_id = c.id ORDER BY c.id", (self.run_id, everyone_else))
+        self.conn.exec_driver_sql(f"DROP TABLE {stage}")
 
 
 class SegmentEngine:
@@ -233,7 +302,8 @@ class SegmentEngine:
             if query is not None:
                 self._insert_select(uow, run_id, query)
             else:
-                self._insert_batches(uow, run_id, segmenter.assign(ctx, opts))
+                with _cyclic_gc_paused():
+                    self._insert_batches(uow, run_id, segmenter.assign(ctx, opts))
             stats = self._diff(uow, strategy, run_id)
             stats["duration_s"] = time.perf_counter() - started
             uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
@@ -252,7 +322,8 @@ class SegmentEngine:
     @staticmethod
     def _insert_batches(uow: "UnitOfWork", run_id: int,
                         batches: Iterable[Iterable[Assignment] | Assignments | EveryoneElse]) -> None:
-        writer = _MembershipWriter(uow.conn, run_id)
+        writer = (_SQLiteMembershipWriter if uow.conn.dialect.name == "sqlite" else _MembershipWriter)(
+            uow.conn, run_id)
         rest: EveryoneElse | None = None
         for batch in batches:
             if isinstance(batch, EveryoneElse):
@@ -267,8 +338,7 @@ class SegmentEngine:
             if rest is not None and ids:
                 raise ValueError("Segmenter.assign() yielded assignments after EveryoneElse, which must be last")
             writer.write(ids, segments, scores, details)
-        if rest is not None:
-            writer.everyone_else(rest.segment)
+        writer.finish(None if rest is None else rest.segment)
 
     def _diff(self, uow: "UnitOfWork", strategy: str, run_id: int) -> dict[str, Any]:
         """Count (and, when someone listens, list) changes against the previous run."""
