@@ -14,6 +14,7 @@ from typing import Any
 
 import attrs
 import pytest
+import sqlalchemy.exc
 from sqlalchemy import case, func, literal, select
 
 import crmcore
@@ -406,3 +407,74 @@ def test_raising_handler_rolls_back_the_whole_run(crm_factory: Any) -> None:
     assert row_count(crm, tables.segment_memberships) == first.members == len(before)
     assert members_map(crm, "spend") == before
     assert crm.segments.segments_of(ids[3]) == {}
+
+
+# -- columns (Assignments) and EveryoneElse -----------------------------------------------
+
+class ColumnSegmenter(crmcore.Segmenter):
+    """Python path in columns: customers whose name starts with a vowel as numpy
+    columns (score = name length, details = the letter), everybody else "rest"."""
+
+    name = "columns"
+    description = "vowel initials as columns, the rest in SQL"
+
+    def __init__(self) -> None:
+        self.extra: list[Any] = []  # batches yielded after EveryoneElse
+
+    def assign(self, ctx: crmcore.SegmentContext, options: Any) -> Any:
+        import numpy as np
+
+        chosen = [c for c in ctx.uow.customers.iter() if c.name[0] in "AEIOU"]
+        half = len(chosen) // 2
+        for part in (chosen[:half], chosen[half:]):
+            yield crmcore.Assignments(np.array([c.id for c in part], dtype=np.int64),
+                                      np.array(["vowel"] * len(part), dtype=object),
+                                      np.array([float(len(c.name)) for c in part]),
+                                      [{"letter": c.name[0]} for c in part])
+        yield crmcore.Assignments([], "unused")  # an empty batch is fine
+        yield crmcore.EveryoneElse("rest")
+        yield from self.extra
+
+
+def test_assignments_columns_and_everyone_else(crm_factory: Any) -> None:
+    segmenter = ColumnSegmenter()
+    crm = crm_factory(extra_plugins=[Components("column_segmenters", segmenters=(segmenter,))])
+    names = {crm.customers.add(name=n).id: n for n in NAMES}
+
+    run = crm.segments.run("columns")
+
+    expected = {cid: ("vowel" if n[0] in "AEIOU" else "rest") for cid, n in names.items()}
+    assert members_map(crm, "columns") == expected
+    assert run.counts == {seg: list(expected.values()).count(seg) for seg in set(expected.values())}
+    for m in crm.segments.members("columns"):
+        name = names[m["customer_id"]]
+        if name[0] in "AEIOU":
+            assert (m["score"], m["details"]) == (float(len(name)), {"letter": name[0]})
+        else:  # everyone else: no score, no details
+            assert (m["score"], m["details"]) == (None, None)
+    # A second run changes nothing: diffed like any other.
+    again = crm.segments.run("columns")
+    assert (again.entered, again.left, again.moved) == (0, 0, 0)
+
+
+def test_everyone_else_with_no_other_batches_and_misuse(crm_factory: Any) -> None:
+    segmenter = ColumnSegmenter()
+    crm = crm_factory(extra_plugins=[Components("column_segmenters", segmenters=(segmenter,))])
+    run = crm.segments.run("columns")  # no customers at all
+    assert (run.members, run.counts) == (0, {})
+    ids = [crm.customers.add(name=n).id for n in ("Bo", "Cy")]
+    assert members_map(crm, "columns", crm.segments.run("columns").id) == {i: "rest" for i in ids}
+    segmenter.extra = [[Assignment(ids[0], "late")]]
+    with pytest.raises(ValueError, match="after EveryoneElse"):
+        crm.segments.run("columns")
+    assert len(crm.segments.runs("columns")) == 2  # the failed run left nothing behind
+    # A customer that does not exist is refused by the foreign key, as on every path.
+    segmenter.extra = []
+    original = segmenter.assign
+    segmenter.assign = lambda ctx, options: iter([[Assignment(max(ids) + 100, "ghost")], crmcore.EveryoneElse("rest")])
+    with pytest.raises(sqlalchemy.exc.IntegrityError):
+        crm.segments.run("columns")
+    segmenter.assign = original
+    assert len(crm.segments.runs("columns")) == 2
+    with pytest.raises(ValueError, match="different lengths"):
+        crmcore.Assignments([1, 2], ["a"]).columns()
