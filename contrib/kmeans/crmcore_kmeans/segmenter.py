@@ -115,6 +115,7 @@ class KMeansSegmenter(crmcore.Segmenter):
         """Batches (columns) of assignments of the customers who bought."""
         chosen = {"k": fit.k, "silhouettes": {str(k): round(s, 6) for k, s in fit.silhouettes.items()}} \
             if fit.silhouettes else {"k": fit.k}
+        scale = Decimal(MONEY_SCALE)
         for start in range(0, len(rfm), BATCH):
             rows = slice(start, start + BATCH)
             # Plain Python numbers per column once (tolist), not a numpy scalar per field.
@@ -124,14 +125,14 @@ class KMeansSegmenter(crmcore.Segmenter):
             details = [{
                 "cluster": label + 1,
                 "recency_days": recency,
-                "frequency": int(frequency),
-                "monetary": str(Decimal(monetary) / MONEY_SCALE),
+                "frequency": frequency,
+                "monetary": str(Decimal(monetary) / scale),
                 "features": dict(zip(FEATURES, features)),
                 "distances": dict(zip(fit.names, distance)),
                 **chosen,
             } for label, recency, frequency, monetary, features, distance in zip(
-                labels, rfm.recency_days[rows].tolist(), rfm.frequency[rows].tolist(), rfm.monetary[rows],
-                fit.scaled[rows].tolist(), distances.tolist())]
+                labels, rfm.recency_days[rows].tolist(), rfm.frequency[rows].astype(np.int64).tolist(),
+                rfm.monetary[rows], fit.scaled[rows].tolist(), distances.tolist())]
             yield crmcore.Assignments(rfm.customer_id[rows], [fit.names[label] for label in labels], scores, details)
 
     def explain(self, ctx: crmcore.SegmentContext, options: KMeansOptions, membership: Any) -> dict[str, Any]:
