@@ -12,6 +12,10 @@ Each measurement runs in its own child process, so the peak memory printed
 * pandas: read the columns the report needs from the same SQLite file
   (``pandas.read_sql_query``) and aggregate them in pandas, end to end.
 
+``segments`` needs segmentation runs: it runs on a copy of the database
+holding two RFM runs 90 days apart, made once next to the cached file (the
+shared file itself is never written).
+
 It prints seconds for both, the ratio ours / pandas (below 1: we are faster)
 and both peaks, plus one figure from each side (a total the two must agree
 on) so a baseline that computes something else would show.
