@@ -3,6 +3,7 @@
     .venv/bin/python bench/reports.py                 # 1M customers / 5M deals (bench/bigdb.py, built once)
     .venv/bin/python bench/reports.py --small         # 10k / 50k, a quick check
     .venv/bin/python bench/reports.py --only funnel,forecast
+    .venv/bin/python bench/reports.py --url postgresql://postgres@127.0.0.1:5432/bench_big   # ours only
 
 Each measurement runs in its own child process, so the peak memory printed
 (the child's maximum resident set size) belongs to that step alone:
@@ -49,10 +50,15 @@ AS_OF_TEXT = AS_OF.strftime("%Y-%m-%d %H:%M:%S.%f")
 
 # -- ours ------------------------------------------------------------------------------------------
 
-def run_ours(path: Path, name: str) -> tuple[float, Any]:
+def database_url(db: str) -> str:
+    """A SQLite file path or a database URL (``--url``), as a URL."""
+    return db if "://" in db else f"sqlite:///{db}"
+
+
+def run_ours(db: str, name: str) -> tuple[float, Any]:
     from crmcore import CRM, Config
 
-    config = Config.from_mapping({"database_url": f"sqlite:///{path}", "plugins": ["reports"],
+    config = Config.from_mapping({"database_url": database_url(db), "plugins": ["reports"],
                                   "default_currency": CURRENCY})
     crm = CRM.open(config=config, migrate=False)  # the shared file is read, never changed
     try:
@@ -280,14 +286,14 @@ BASELINES: dict[str, Callable] = {name: globals()["pandas_" + name.replace("-", 
 
 # -- driver ----------------------------------------------------------------------------------------------
 
-def child(side: str, path: Path, name: str) -> None:
-    seconds, figure = (run_ours if side == "ours" else run_pandas)(path, name)
+def child(side: str, db: str, name: str) -> None:
+    seconds, figure = run_ours(db, name) if side == "ours" else run_pandas(Path(db), name)
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(json.dumps({"seconds": seconds, "peak_mb": peak_mb, "figure": figure}, default=str))
 
 
-def measure(side: str, path: Path, name: str) -> dict[str, Any]:
-    done = subprocess.run([sys.executable, __file__, "--child", side, "--db", str(path), name],
+def measure(side: str, db: Path | str, name: str) -> dict[str, Any]:
+    done = subprocess.run([sys.executable, __file__, "--child", side, "--db", str(db), name],
                           capture_output=True, text=True)
     if done.returncode:
         return {"error": (done.stderr.strip().splitlines() or ["failed"])[-1]}
@@ -299,38 +305,61 @@ def with_segment_runs(path: Path) -> Path:
 
     A copy because the shared file stays read-only for every other benchmark.
     """
-    from crmcore import CRM, Config
-
     target = path.with_name(path.stem + "-rfm-runs.sqlite")
     if target.exists():
         return target
     partial = target.with_suffix(".partial")
     shutil.copyfile(path, partial)
-    config = Config.from_mapping({"database_url": f"sqlite:///{partial}", "plugins": ["segments"],
-                                  "default_currency": CURRENCY})
-    crm = CRM.open(config=config, migrate=False)
-    try:
-        for as_of in (AS_OF - timedelta(days=90), AS_OF):
-            crm.segments.run("rfm", as_of=as_of)
-    finally:
-        crm.close()
+    add_rfm_runs(database_url(str(partial)))
     partial.rename(target)
     return target
+
+
+def add_rfm_runs(url: str) -> None:
+    """Two RFM runs 90 days apart, unless the database has RFM runs already."""
+    from crmcore import CRM, Config
+
+    config = Config.from_mapping({"database_url": url, "plugins": ["segments"], "default_currency": CURRENCY})
+    crm = CRM.open(config=config, migrate=False)
+    try:
+        if not crm.segments.runs("rfm", limit=1):
+            for as_of in (AS_OF - timedelta(days=90), AS_OF):
+                crm.segments.run("rfm", as_of=as_of)
+    finally:
+        crm.close()
+
+
+def main_url(url: str, names: list[str]) -> None:
+    """``--url``: our side only, on a server database loaded by ``bench/bigdb.py --postgres URL``."""
+    print(f"database {url.rpartition('@')[2]}, as of {AS_OF:%Y-%m-%d} (ours only: the baselines read SQLite)")
+    print(f"{'report':<18} {'ours s':>8} {'ours MB':>8}")
+    for name in names:
+        if name == "segments":
+            add_rfm_runs(url)  # writes into that database: it is a benchmark copy
+        ours = measure("ours", url, name)
+        if "error" in ours:
+            print(f"{name:<18} error: {ours['error']}")
+            continue
+        print(f"{name:<18} {ours['seconds']:8.2f} {ours['peak_mb']:8.0f}", flush=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--small", action="store_true", help="10k customers / 50k deals")
     parser.add_argument("--only", help="comma-separated report names")
+    parser.add_argument("--url", help="time our side only, on this database (bench/bigdb.py --postgres URL)")
     parser.add_argument("--child", choices=["ours", "pandas"], help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
     parser.add_argument("name", nargs="?", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
-        child(args.child, Path(args.db), args.name)
+        child(args.child, args.db, args.name)
+        return
+    names = args.only.split(",") if args.only else REPORTS
+    if args.url:
+        main_url(args.url, names)
         return
     path = build_big_db(customers=10_000, deals=50_000, interactions=100_000) if args.small else build_big_db()
-    names = args.only.split(",") if args.only else REPORTS
     print(f"database {path} ({path.stat().st_size / 1e9:.2f} GB), as of {AS_OF:%Y-%m-%d}")
     print(f"{'report':<18} {'ours s':>8} {'pandas s':>9} {'ratio':>6} {'ours MB':>8} {'pandas MB':>10}  agree")
     for name in names:
