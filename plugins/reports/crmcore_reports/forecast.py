@@ -34,7 +34,7 @@ import crmcore
 from crmcore.store import money_from_scaled, month_index, month_label, tables
 
 from .scope import ReportFilters, Scope, minor_unit
-from .stage_then import deals_then, outcome_then, probability_then
+from .stage_then import deals_then, probability_then
 
 deals = tables.deals
 NO_DATE = "(no date)"
@@ -106,9 +106,9 @@ def _by_month(scope: Scope, commit: int) -> Totals:
     then = deals_then(scope, scope.deal_filter(currency=False), {
         "scaled": type_coerce(deals.c.amount, BigInteger), "pipeline": deals.c.pipeline,
         "currency": deals.c.currency, "closed_at": deals.c.closed_at, "expected_close": deals.c.expected_close})
-    won = and_(outcome_then(then, scope.pipelines, crmcore.StageOutcome.WON), then.c.closed_at.is_not(None),
-               *scope.in_range(then.c.closed_at))
-    open_ = outcome_then(then, scope.pipelines, crmcore.StageOutcome.OPEN)
+    won = and_(scope.outcome(crmcore.StageOutcome.WON, then.c.stage, then.c.pipeline),
+               then.c.closed_at.is_not(None), *scope.in_range(then.c.closed_at))
+    open_ = scope.outcome(crmcore.StageOutcome.OPEN, then.c.stage, then.c.pipeline)
     probability = probability_then(then, scope.pipelines)
     scaled = then.c.scaled
     month = case((won, month_index(then.c.closed_at)), else_=month_index(then.c.expected_close)).label("month")

@@ -108,12 +108,17 @@ class Scope:
             conditions.append(interactions.c.owner == self.options.owner)
         return conditions
 
-    def outcome(self, outcome: crmcore.StageOutcome) -> Any:
-        """Deals whose stage has this configured outcome in their own pipeline."""
+    def outcome(self, outcome: crmcore.StageOutcome, stage: Any = None, pipeline: Any = None) -> Any:
+        """Deals whose stage has this configured outcome in their own pipeline.
+
+        ``stage`` and ``pipeline``: other columns to test (e.g. the stage at
+        as_of from :mod:`crmcore_reports.stage_then`); default: the deals table's.
+        """
         # Outcomes cover most deals (won is often over half): a sequential scan beats walking the
         # stage index and fetching each row at random, which SQLite would otherwise choose.
-        stage = unindexed(deals.c.stage)
-        parts = [and_(deals.c.pipeline == p.name, stage.in_(p.stages_with(outcome)))
+        stage = unindexed(deals.c.stage) if stage is None else stage
+        pipeline = deals.c.pipeline if pipeline is None else pipeline
+        parts = [and_(pipeline == p.name, stage.in_(p.stages_with(outcome)))
                  for p in self.pipelines if p.stages_with(outcome)]
         return or_(*parts) if parts else false()
 

@@ -63,7 +63,8 @@ class SegmentsReport(crmcore.Report):
         everyone = sum(n for n, _ in sizes.values())
         rows = tuple((segment, n, ratio(n, everyone), money(scaled, cur), average_money(scaled, n, cur))
                      for segment, (n, scaled) in sorted(sizes.items()))
-        sections = (_movement(scope, compare.id, run.id),) if compare is not None else ()
+        after = {segment: n for segment, (n, _) in sizes.items()}  # the run's members, already counted
+        sections = (_movement(scope, compare.id, run.id, after),) if compare is not None else ()
         notes = [f"Run {run.id} ({run.strategy}, as of {run.as_of:%Y-%m-%d %H:%M} UTC)."]
         notes.append(f"Movement from run {compare.id} ({compare.strategy})." if compare is not None
                      else "No earlier run of this strategy to compare with (give compare=RUN_ID).")
@@ -117,7 +118,7 @@ def _members(scope: Scope, run_id: int) -> dict[str, int]:
     return {segment: int(n) for segment, n in scope.ctx.conn.execute(query)}
 
 
-def _movement(scope: Scope, before: int, after: int) -> crmcore.ReportResult:
+def _movement(scope: Scope, before: int, after: int, after_members: dict[str, int]) -> crmcore.ReportResult:
     """Customers per (segment before, segment after), ``(none)`` for a customer in one run only.
 
     The customers in both runs are a join of the runs on the primary key
@@ -138,7 +139,7 @@ def _movement(scope: Scope, before: int, after: int) -> crmcore.ReportResult:
         left = n - sum(count for (b, _), count in moves.items() if b == segment)
         if left:
             moves[segment, NONE] = left
-    for segment, n in _members(scope, after).items():
+    for segment, n in after_members.items():
         joined = n - sum(count for (b, a), count in moves.items() if a == segment and b != NONE)
         if joined:
             moves[NONE, segment] = joined

@@ -20,8 +20,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import (Integer, and_, case, cast, false, func, literal, null, or_, select, type_coerce,
-                        union_all)
+from sqlalchemy import Integer, and_, case, cast, func, literal, null, select, type_coerce, union_all
 
 import crmcore
 from crmcore.store import UTCDateTime, tables, utc_literal
@@ -46,13 +45,6 @@ def probability_then(then: Any, pipelines: Sequence[crmcore.Pipeline]) -> Any:
                   for p in pipelines for s in p.stages]
     other_stage = case(*configured, else_=then.c.probability) if configured else then.c.probability
     return case((then.c.stage == then.c.current_stage, then.c.probability), else_=other_stage)
-
-
-def outcome_then(then: Any, pipelines: Sequence[crmcore.Pipeline], outcome: crmcore.StageOutcome) -> Any:
-    """Deals of ``then`` whose stage at as_of has this outcome in their own pipeline."""
-    parts = [and_(then.c.pipeline == p.name, then.c.stage.in_(p.stages_with(outcome)))
-             for p in pipelines if p.stages_with(outcome)]
-    return or_(*parts) if parts else false()
 
 
 def _by_lookup(scope: Any, conditions: Sequence[Any], extra: Mapping[str, Any]) -> Any:
