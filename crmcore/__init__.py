@@ -6,11 +6,14 @@ Plugins import only from this module::
     from crmcore import hookimpl, Segmenter, Assignment
 """
 
-from .app import CRM, parse_as_of
-from .components import Component, currency_option
+from .app import CRM
+from .application.clock import parse_as_of
+from .application.components import Component, currency_option
+from .application.plugins import hookimpl
+from .application.uow import UnitOfWork
 from .config import Config
-from .customfields import CustomField
-from .entities import (
+from .domain.customfields import CustomField
+from .domain.entities import (
     Contact,
     Customer,
     CustomerKind,
@@ -23,7 +26,7 @@ from .entities import (
     Stage,
     StageOutcome,
 )
-from .errors import (
+from .domain.errors import (
     ConfigError,
     CRMError,
     HookError,
@@ -34,14 +37,27 @@ from .errors import (
     UnknownComponent,
     ValidationError,
 )
+from .domain.validation import currency_digits, normalize_email, normalize_phone
 from .loyalty import LedgerEntry, LoyaltyScheme
 from .migrations import PluginSchema
-from .notify import Channel, Delivered, DispatchResult, Message, PermanentError, TransientError
-from .plugins import hookimpl
+from .notify import (
+    Channel,
+    Delivered,
+    DispatchResult,
+    Message,
+    PermanentError,
+    TransientError,
+)
 from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult
-from .segments import Assignment, Assignments, EveryoneElse, MembershipChange, SegmentContext, Segmenter, SegmentRun
-from .uow import UnitOfWork
-from .validation import currency_digits, normalize_email, normalize_phone
+from .segments import (
+    Assignment,
+    Assignments,
+    EveryoneElse,
+    MembershipChange,
+    SegmentContext,
+    Segmenter,
+    SegmentRun,
+)
 
 __version__ = "0.1.0"
 

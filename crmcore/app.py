@@ -6,59 +6,37 @@
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime, time, timezone, tzinfo
-from zoneinfo import ZoneInfo
+from datetime import date, datetime
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from .components import build_options
-from .config import Config
-from .customfields import CustomField
-from .entities import Deal, Stage
-from .errors import ConfigError, NotAuthorized, PluginError
-from .loyalty import LoyaltyEngine
-from .migrations import PluginSchema
 from . import migrations
-from .campaigns import CampaignEngine
-from .messaging import MessageEngine
-from .notify import NotifyEngine
-from .plugins import PluginInfo, PluginManager
+from .application.clock import parse_as_of, utcnow
+from .application.components import build_options
+from .application.plugins import PluginInfo, PluginManager
+from .application.services import (
+    ContactService,
+    CustomerService,
+    DealService,
+    InteractionService,
+)
+from .application.uow import UnitOfWork, current_actor, current_unit
+from .config import Config
+from .domain.customfields import CustomField
+from .domain.entities import Deal, Stage
+from .domain.errors import ConfigError, NotAuthorized, PluginError
+from .domain.validation import EntityValidator, index_custom_fields
+from .loyalty import LoyaltyEngine, LoyaltyLedger
+from .migrations import PluginSchema
+from .notify import NotifyEngine, Outbox
+from .notify.campaigns import CampaignEngine
+from .notify.messages import MessageEngine
 from .reports import ReportEngine
 from .segments import SegmentEngine
-from .services import ContactService, CustomerService, DealService, InteractionService
 from .store.engine import make_engine
-from .uow import UnitOfWork
-from .validation import EntityValidator, index_custom_fields
-
-_current_unit: contextvars.ContextVar[UnitOfWork | None] = contextvars.ContextVar("crm_unit", default=None)
-_current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("crm_actor", default=None)
-
-
-def utcnow() -> datetime:
-    return datetime.now(timezone.utc)
-
-
-def parse_as_of(value: str | date | datetime | None, default: Callable[[], datetime] = utcnow,
-                zone: tzinfo = timezone.utc) -> datetime:
-    """An aware UTC instant.
-
-    A bare date means the end of that day in ``zone`` (the configured
-    timezone); a naive datetime is read in ``zone`` too.
-    """
-    if value is None:
-        return default()
-    if isinstance(value, str):
-        value = value.strip()
-        try:
-            value = date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
-        except ValueError:
-            raise ConfigError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO datetime") from None
-    if isinstance(value, datetime):
-        return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(timezone.utc)
-    return datetime.combine(value, time.max, tzinfo=zone).astimezone(timezone.utc)
 
 
 class CRM:
@@ -183,7 +161,7 @@ class CRM:
     @contextmanager
     def unit(self, readonly: bool = False) -> Iterator[UnitOfWork]:
         """The current unit of work, or a new one (one transaction) if none is open."""
-        current = _current_unit.get()
+        current = current_unit.get()
         if current is not None and current.crm is self:
             yield current
             return
@@ -192,12 +170,15 @@ class CRM:
             conn = conn.execution_options(crm_readonly=True)
         try:
             with conn.begin():
-                uow = UnitOfWork(self, conn, _current_actor.get(), self.clock())
-                token = _current_unit.set(uow)
+                uow = UnitOfWork(self, conn, current_actor.get(), self.clock())
+                # The family parts of a unit: bound here, where the families are wired.
+                uow.loyalty = LoyaltyLedger(uow)
+                uow.outbox = Outbox(uow)
+                token = current_unit.set(uow)
                 try:
                     yield uow
                 finally:
-                    _current_unit.reset(token)
+                    current_unit.reset(token)
             uow.run_after_commit()
         finally:
             conn.close()
@@ -205,15 +186,15 @@ class CRM:
     @contextmanager
     def acting_as(self, actor: str | None) -> Iterator["CRM"]:
         """Run the enclosed use cases as ``actor`` (passed to ``authorize``)."""
-        token = _current_actor.set(actor)
+        token = current_actor.set(actor)
         try:
             yield self
         finally:
-            _current_actor.reset(token)
+            current_actor.reset(token)
 
     def authorize(self, action: str, resource: Any) -> None:
         """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
-        actor = _current_actor.get()
+        actor = current_actor.get()
         if self.plugins.has_impls("authorize") and self.plugins.call(
                 "authorize", actor=actor, action=action, resource=resource) is False:
             raise NotAuthorized(actor, action)

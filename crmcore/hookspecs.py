@@ -87,7 +87,7 @@ def register_migrations(register: Any) -> None:
 
 @hookspec
 def register_templates(register: Any) -> None:
-    """Ship message templates (see :mod:`crmcore.templates` for the layout).
+    """Ship message templates (see :mod:`crmcore.notify.templates` for the layout).
 
     Directories registered here are searched after ``[notify] templates_dir``,
     so a company can override any file of a plugin's template.
@@ -111,7 +111,7 @@ def register_commands(cli: Any) -> None:
 def on_customer_created(uow: Any, customer: Any) -> None:
     """A customer was added.
 
-    :param uow: the :class:`crmcore.uow.UnitOfWork` of the change.
+    :param uow: the :class:`crmcore.application.uow.UnitOfWork` of the change.
     :param customer: the new :class:`crmcore.Customer` (with its id).
     """
 

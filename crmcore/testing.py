@@ -92,7 +92,7 @@ class _Contract:
         assert isinstance(component.description, str) and component.description
 
     def test_default_options_build(self, component: Any) -> None:
-        from .components import build_options
+        from .application.components import build_options
         from .config import Config
 
         build_options(component, self.family, Config(), None)

@@ -15,7 +15,8 @@ from typing import Any
 
 import click
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
+from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
 from .config_cmds import config_group, init
 from .context import CRMGroup, Session
 from .db import db
@@ -23,7 +24,6 @@ from .demo import demo
 from .entities import contact, customer, deal, interaction
 from .loyalty_cmds import loyalty
 from .notify_cmds import notify
-from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
 from .plugins import plugins_group
 from .report_cmds import report
 from .segment_cmds import segment
@@ -66,7 +66,7 @@ def load_plugin_commands(argv: Sequence[str] = ()) -> list[str]:
 
     Returns warnings (plugins that failed to import).  Safe to call twice.
     """
-    from ..plugins import PluginManager
+    from ..application.plugins import PluginManager
 
     key = tuple(argv)
     if key in _loaded_for:

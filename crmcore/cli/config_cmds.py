@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import click
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
 from .context import Session, pass_session
 
 STARTER = '''\

@@ -15,8 +15,8 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from ..convert import json_default
-from ..errors import CRMError
+from ..domain.convert import json_default
+from ..domain.errors import CRMError
 
 
 class UserError(click.ClickException):

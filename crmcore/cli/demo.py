@@ -12,7 +12,7 @@ import click
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from ..errors import CRMError, NotFound
+from ..domain.errors import CRMError, NotFound
 from .context import Session, pass_session
 
 WIN_BACK_SEGMENTS = ("At Risk", "Can't Lose", "Hibernating", "About to Sleep")
@@ -85,7 +85,7 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
 
 def _end_of_data(session: Session) -> datetime:
     if session.as_of:
-        from ..app import parse_as_of
+        from ..application.clock import parse_as_of
 
         return parse_as_of(session.as_of)
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)

@@ -14,9 +14,9 @@ from typing import Any
 import attrs
 import click
 
-from ..convert import unstructure
-from ..entities import Contact, Customer, Deal, Interaction
-from ..errors import NotFound, ValidationError
+from ..domain.convert import unstructure
+from ..domain.entities import Contact, Customer, Deal, Interaction
+from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
 from .context import Session, pass_session
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import attrs
 
-from ..errors import ValidationError
+from ..domain.errors import ValidationError
 
 
 def parse_options(pairs: tuple[str, ...]) -> dict[str, Any]:

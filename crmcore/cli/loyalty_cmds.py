@@ -8,7 +8,7 @@ import os
 import attrs
 import click
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
 from .context import Session, pass_session
 from .entities import resolve_customer
 from .family_common import component_rows

@@ -13,7 +13,7 @@ from typing import Any
 import attrs
 import click
 
-from ..consent import EVERY_CHANNEL
+from ..notify.consent import EVERY_CHANNEL
 from .context import Session, pass_session
 from .entities import customer, resolve_customer
 from .notify_cmds import notify
@@ -110,7 +110,7 @@ def unsubscribe_token(session: Session, token: str) -> None:
 @pass_session
 def unsubscribe_url(session: Session, customer_ref: str, channel: str, purpose: str) -> None:
     """Print CUSTOMER's signed unsubscribe link."""
-    from ..consent import unsubscribe_url as make_url
+    from ..notify.consent import unsubscribe_url as make_url
 
     click.echo(make_url(session.crm, resolve_customer(session, customer_ref), channel, purpose))
 

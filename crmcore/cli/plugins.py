@@ -7,7 +7,7 @@ from importlib.metadata import entry_points
 import attrs
 import click
 
-from ..plugins import ENTRY_POINT_GROUP
+from ..application.plugins import ENTRY_POINT_GROUP
 from .context import Session, pass_session
 
 

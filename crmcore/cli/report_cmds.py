@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
 from ..reports import write_output
 from .context import Session, pass_session
 from .family_common import component_rows, parse_options

@@ -11,7 +11,7 @@ from typing import Any
 import attrs
 import click
 
-from ..convert import json_default
+from ..domain.convert import json_default
 from .context import Session, pass_session
 from .family_common import component_rows, parse_options
 

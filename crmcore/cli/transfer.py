@@ -12,7 +12,7 @@ from typing import Any
 
 import click
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
 from ..io import (
     ImportFailed,
     ImportOptions,

@@ -10,7 +10,14 @@ The command line (``crm import``, ``crm export``) is a thin layer over these.
 """
 
 from .exporter import ExportReport, export_columns, export_entities
-from .importer import ImportFailed, ImportOptions, ImportProgress, ImportReport, RowError, import_file
+from .importer import (
+    ImportFailed,
+    ImportOptions,
+    ImportProgress,
+    ImportReport,
+    RowError,
+    import_file,
+)
 from .mapping import ColumnMapping, MappingError, load_mapping_file, parse_map_options
 from .readers import RecordError, SourceError, open_reader, read_all
 from .writers import WriteError

@@ -34,7 +34,7 @@ from typing import IO, Any
 import attrs
 from sqlalchemy import select
 
-from ..entities import ENTITY_TYPES
+from ..domain.entities import ENTITY_TYPES
 from ..store.filters import conditions
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from .mapping import REFERENCES, entity_kind

@@ -16,7 +16,7 @@ The file is read as a stream, in batches (``batch_size`` rows):
 
 Bulk inserts fire the batch events ``on_<kind>s_imported`` (skipped when no
 plugin listens) instead of ``on_<kind>_created`` per row, like
-:meth:`~crmcore.services.EntityService.add_many`.  Imported deals get their
+:meth:`~crmcore.application.services.EntityService.add_many`.  Imported deals get their
 first stage-history row, and loyalty schemes earn for deals that arrive won
 (:meth:`~crmcore.loyalty.LoyaltyEngine.deals_imported`); ``on_deal_stage_changed``
 is not fired per imported deal.
@@ -43,17 +43,29 @@ from pathlib import Path
 from typing import Any
 
 import attrs
-from sqlalchemy import ARRAY, String, any_, bindparam, func, insert, literal, literal_column, select, text, update
+from sqlalchemy import (
+    ARRAY,
+    String,
+    any_,
+    bindparam,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
-from ..convert import unstructure
-from ..entities import ENTITY_TYPES
-from ..errors import CRMError, HookError, ValidationError
+from ..domain.convert import unstructure
+from ..domain.entities import ENTITY_TYPES
+from ..domain.errors import CRMError, HookError, ValidationError
+from ..domain.validation import normalize_email
 from ..store.bulk import insert_returning_ids, sqlite_new_ids
 from ..store.maintenance import refresh_statistics
 from ..store.tables import ENTITY_TABLES, contacts, customers
-from ..validation import normalize_email
 from .mapping import (
     FIELD,
     REFERENCE,
@@ -186,7 +198,7 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
     """Import ``path`` into ``entity`` (``customer``/``customers``, ...); see the module doc.
 
     Raises :class:`ImportFailed` when ``on_error="abort"`` and any row is bad
-    (nothing is written), and :class:`~crmcore.errors.CRMError` subclasses for
+    (nothing is written), and :class:`~crmcore.domain.errors.CRMError` subclasses for
     problems with the file as a whole (empty file, unknown column, bad header).
     """
     options = options or ImportOptions()

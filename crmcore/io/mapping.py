@@ -25,9 +25,9 @@ from typing import Any
 
 import attrs
 
-from ..customfields import CustomField
-from ..entities import ENTITY_TYPES
-from ..errors import CRMError
+from ..domain.customfields import CustomField
+from ..domain.entities import ENTITY_TYPES
+from ..domain.errors import CRMError
 
 ENTITY_NAMES = {name: name for name in ENTITY_TYPES} | {f"{name}s": name for name in ENTITY_TYPES}
 REFERENCES: dict[str, tuple[str, ...]] = {

@@ -29,7 +29,7 @@ from itertools import chain
 from pathlib import Path
 from typing import IO, Any, NamedTuple
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
 
 FORMATS = ("csv", "jsonl", "xlsx")
 EXTENSIONS = {

@@ -15,7 +15,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import CRMError
+from ..domain.errors import CRMError
 from .mapping import ERROR_COLUMNS
 from .readers import EXTENSIONS, Reader
 from .writers import open_writer

@@ -2,8 +2,8 @@
 
 :class:`RowChecker` does everything about a row that needs no database: apply
 the column mapping, build the entity with the one cattrs converter
-(:func:`crmcore.convert.structure`), normalise and check it with the CRM's
-:class:`~crmcore.validation.EntityValidator` (email, phone, country, money,
+(:func:`crmcore.domain.convert.structure`), normalise and check it with the CRM's
+:class:`~crmcore.domain.validation.EntityValidator` (email, phone, country, money,
 pipeline stage, custom fields), and check what the database would refuse
 (text longer than its column, NUL characters).  It holds no connection and no
 plugin, so import worker processes run it in parallel; references to other
@@ -22,13 +22,18 @@ from typing import Any
 import attrs
 from sqlalchemy import JSON, String, insert
 
-from ..convert import structure
-from ..entities import ENTITY_TYPES, StageOutcome
-from ..errors import ValidationError
-from ..store.repositories import ContactRepository, CustomerRepository, DealRepository, InteractionRepository
+from ..domain.convert import structure
+from ..domain.entities import ENTITY_TYPES, StageOutcome
+from ..domain.errors import ValidationError
+from ..domain.validation import EntityValidator
+from ..store.repositories import (
+    ContactRepository,
+    CustomerRepository,
+    DealRepository,
+    InteractionRepository,
+)
 from ..store.tables import ENTITY_TABLES
 from ..store.types import UTCDateTime
-from ..validation import EntityValidator
 from .mapping import (
     ATTRIBUTE,
     ATTRIBUTES,
@@ -385,8 +390,8 @@ def _memo_key(value: Any) -> Any:
 
 def normalize_key(key: str, value: Any) -> Any:
     """An import key as stored: emails normalised, ids as integers."""
-    from ..convert import parse_int
-    from ..validation import normalize_email
+    from ..domain.convert import parse_int
+    from ..domain.validation import normalize_email
 
     if key == "email":
         return normalize_email(value.strip() if isinstance(value, str) else value)

@@ -16,8 +16,8 @@ import sys
 from pathlib import Path
 from typing import IO, Any
 
-from ..convert import json_default
-from ..errors import CRMError
+from ..domain.convert import json_default
+from ..domain.errors import CRMError
 
 XLSX_MAX_ROWS = 1_048_576
 XLSX_MAX_CELL = 32_767

@@ -21,7 +21,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
-from ..errors import PluginError
+from ..domain.errors import PluginError
 from ..store.tables import metadata as core_metadata
 
 HERE = Path(__file__).parent

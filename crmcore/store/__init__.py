@@ -2,7 +2,15 @@
 
 from . import tables
 from .bulk import fetch_rows
-from .dialects import as_float, days_between, json_object, month_index, month_label, unindexed, utc_literal
+from .dialects import (
+    as_float,
+    days_between,
+    json_object,
+    month_index,
+    month_label,
+    unindexed,
+    utc_literal,
+)
 from .engine import make_engine, normalize_url
 from .types import MONEY_SCALE, Money, UTCDateTime, money_from_scaled
 

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import make_url
 
-from ..errors import ConfigError
+from ..domain.errors import ConfigError
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Helper threads SQLite may start for one large sort (its sorter merges in parallel).

@@ -14,11 +14,28 @@ import operator
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import JSON, Boolean, Date, Integer, String, Table, Text, func, or_, select
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Date,
+    Integer,
+    String,
+    Table,
+    Text,
+    func,
+    or_,
+    select,
+)
 from sqlalchemy.sql import ColumnElement
 
-from ..convert import parse_bool, parse_date, parse_datetime, parse_decimal, parse_int
-from ..errors import ValidationError
+from ..domain.convert import (
+    parse_bool,
+    parse_date,
+    parse_datetime,
+    parse_decimal,
+    parse_int,
+)
+from ..domain.errors import ValidationError
 from .types import Money, UTCDateTime
 
 OPERATORS = {
@@ -73,7 +90,8 @@ def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> Colum
 
 def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: str) -> ColumnElement:
     """Customers whose membership in ``strategy``'s latest run matches (one subquery, no per-row work)."""
-    from .tables import segment_memberships as m, segment_runs as runs
+    from .tables import segment_memberships as m
+    from .tables import segment_runs as runs
 
     if op not in ("eq", "ne", "in"):
         raise ValidationError.single(f"segment.{strategy}", f"operator {op!r} does not apply (use =, != or in)", kind)

@@ -1,7 +1,7 @@
 """Repositories: rows <-> entities for one connection.
 
 They do no validation and fire no events; the use cases in
-:mod:`crmcore.services` do.  Plugins get them from the unit of work
+:mod:`crmcore.application.services` do.  Plugins get them from the unit of work
 (``uow.customers``, ``uow.deals``, ...) to read and write inside the same
 transaction.
 """
@@ -16,10 +16,10 @@ from typing import Any, Generic, TypeVar
 import attrs
 from sqlalchemy import Connection, Table, delete, func, insert, select, update
 
-from ..convert import converter, unstructure
-from ..entities import Contact, Customer, Deal, Interaction
-from ..errors import NotFound, ValidationError
-from ..validation import currency_digits
+from ..domain.convert import converter, unstructure
+from ..domain.entities import Contact, Customer, Deal, Interaction
+from ..domain.errors import NotFound, ValidationError
+from ..domain.validation import currency_digits
 from . import tables
 from .bulk import insert_returning_ids
 from .filters import conditions, search_condition

@@ -263,7 +263,7 @@ notify_outbox = Table(
 )
 
 # Consent decisions per customer, channel ("*" = every channel) and purpose, the
-# latest one per key with its source and time (crmcore.consent reads them).
+# latest one per key with its source and time (crmcore.notify.consent reads them).
 customer_consents = Table(
     "customer_consents",
     metadata,

@@ -18,7 +18,7 @@ from sqlalchemy import BigInteger, DateTime
 from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
-MONEY_SCALE = 10_000
+from ..domain.entities import MONEY_SCALE
 
 
 class UTCDateTime(TypeDecorator):

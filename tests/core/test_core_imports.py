@@ -97,4 +97,4 @@ def test_import_linter_would_catch_a_forbidden_import(tmp_path: Path) -> None:
     """))
     result = _lint_imports("--config", str(config))
     assert result.returncode != 0
-    assert "BROKEN" in result.stdout and "crmcore.plugins" in result.stdout
+    assert "BROKEN" in result.stdout and "crmcore.application.plugins" in result.stdout

@@ -20,7 +20,7 @@ import pytest
 
 import crmcore
 from crmcore import CRM, Config, CustomField, PluginError
-from crmcore.plugins import ENTRY_POINT_GROUP, PluginManager
+from crmcore.application.plugins import ENTRY_POINT_GROUP, PluginManager
 
 ALPHA = '''
 import crmcore

@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, assume, example, given, settings
 from hypothesis import strategies as st
 
 from crmcore import CustomField, ValidationError
-from crmcore.convert import parse_bool, parse_date, parse_datetime, parse_decimal, parse_int
+from crmcore.domain.convert import parse_bool, parse_date, parse_datetime, parse_decimal, parse_int
 from crmcore.store.types import MONEY_SCALE, Money
-from crmcore.validation import MAX_AMOUNT, currency_digits, normalize_country, normalize_phone, quantize_money
+from crmcore.domain.validation import MAX_AMOUNT, currency_digits, normalize_country, normalize_phone, quantize_money
 
 CURRENCIES = ["JPY", "KRW", "CNY", "USD", "EUR", "GBP", "KWD", "BHD", "TND", "CLP"]
 finite_decimals = st.decimals(allow_nan=False, allow_infinity=False)

@@ -15,8 +15,8 @@ import pytest
 import crmcore
 from crmcore import Config, CustomField, Customer, Deal, ValidationError
 from crmcore.config import DEFAULT_PIPELINES
-from crmcore.convert import parse_decimal, structure
-from crmcore.validation import (
+from crmcore.domain.convert import parse_decimal, structure
+from crmcore.domain.validation import (
     EntityValidator,
     currency_digits,
     index_custom_fields,

@@ -1,6 +1,6 @@
 """The email and phone fast paths give exactly what email_validator and phonenumbers give.
 
-crmcore.validation normalises plain addresses and "+<country code> <digits>"
+crmcore.domain.validation normalises plain addresses and "+<country code> <digits>"
 numbers without the general parsers (bulk imports spend most of their time
 there).  These properties compare the results with the libraries themselves,
 on the inputs the fast paths accept and on everything else.
@@ -13,7 +13,7 @@ import phonenumbers
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from crmcore.validation import PLAIN_EMAIL, normalize_email, normalize_phone, plain_email
+from crmcore.domain.validation import PLAIN_EMAIL, normalize_email, normalize_phone, plain_email
 
 SETTINGS = settings(max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

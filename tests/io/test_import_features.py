@@ -14,7 +14,7 @@ from iotools import read_csv, write_csv
 
 from crmcore import CRM, LoyaltyScheme, hookimpl
 from crmcore.config import Config
-from crmcore.convert import unstructure
+from crmcore.domain.convert import unstructure
 from crmcore.io import ImportFailed, ImportOptions, import_file
 from crmcore.testing import FIXED_NOW
 

@@ -224,7 +224,7 @@ def test_parse_map_options_round_trips(mapping):
 
 
 def test_mapping_targets():
-    from crmcore.customfields import CustomField
+    from crmcore.domain.customfields import CustomField
 
     mapping = ColumnMapping("interaction", {"Who": "customer", "Skip": ""},
                             {"score": CustomField("interaction", "score", "int")})

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from crmcore.convert import unstructure
+from crmcore.domain.convert import unstructure
 
 ENTITIES = ("customers", "contacts", "interactions", "deals")
 CONFIG = """

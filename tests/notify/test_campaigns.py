@@ -11,8 +11,9 @@ import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from crmcore import NotFound, ValidationError, consent
-from crmcore import campaigns as campaigns_module
+from crmcore import NotFound, ValidationError
+from crmcore.notify import consent
+from crmcore.notify import campaigns as campaigns_module
 from crmcore.cli import cli
 from crmcore.testing import FIXED_NOW
 

@@ -15,9 +15,10 @@ from wsgiref.simple_server import WSGIRequestHandler, make_server
 import pytest
 from click.testing import CliRunner
 
-from crmcore import ConfigError, consent
+from crmcore import ConfigError
+from crmcore.notify import consent
 from crmcore.cli import cli
-from crmcore.consent import InvalidToken
+from crmcore.notify.consent import InvalidToken
 from crmcore.testing import FIXED_NOW
 
 from .campaign_fixtures import SECRET, RecordingChannel, open_crm, outbox_rows

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import event
 
 import crmcore
-from crmcore.notify_policy import split_delivery_options
+from crmcore.notify.policy import split_delivery_options
 
 
 class Counting(crmcore.Channel):

@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 import crmcore
-from crmcore.notify_policy import Pacer, QuietHours, split_delivery_options
+from crmcore.notify.policy import Pacer, QuietHours, split_delivery_options
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 import crmcore
 from crmcore.cli import cli
-from crmcore.templates import TemplateCatalog, TemplateError
+from crmcore.notify.templates import TemplateCatalog, TemplateError
 
 from .campaign_fixtures import Components, RecordingChannel, open_crm, outbox_rows
 

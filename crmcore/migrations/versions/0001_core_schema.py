@@ -4,10 +4,10 @@ Revision ID: 0001_core
 Revises: 
 Create Date: 2026-11-22 10:22:15.114883
 """
-from alembic import op
 import sqlalchemy as sa
-import crmcore.store.types
+from alembic import op
 
+import crmcore.store.types
 
 revision = '0001_core'
 down_revision = None

@@ -7,8 +7,8 @@ Create Date: 2026-11-22
 Debits written before this revision have no allocations; ``crm loyalty
 recompute`` reports them as drift (their batches look unspent).
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
 
 revision = "0003_loyalty_fifo"
 down_revision = "0002_contacts_email"

@@ -4,8 +4,9 @@ Revision ID: 0005_consent
 Revises: 0004_notify_delivery
 Create Date: 2026-11-22
 """
-from alembic import op
 import sqlalchemy as sa
+from alembic import op
+
 import crmcore.store.types
 
 revision = "0005_consent"

@@ -12,17 +12,17 @@ import os
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 import phonenumbers
 import pycountry
 
-from .customfields import CustomField
-from .entities import Pipeline, Stage, StageOutcome
-from .errors import ConfigError
-from .notify_settings import NotifySettings, parse_notify
+from ..domain.customfields import CustomField
+from ..domain.entities import Pipeline, Stage, StageOutcome
+from ..domain.errors import ConfigError
+from .notify import NotifySettings, parse_notify
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
 
@@ -63,7 +63,7 @@ class Config:
     plugins_block: tuple[str, ...] = ()
     plugins_dir: str | None = None
     options: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
-    # [notify]: templates, consent policy, unsubscribe links, triggers (crmcore.notify_settings).
+    # [notify]: templates, consent policy, unsubscribe links, triggers (crmcore.config.notify).
     notify: NotifySettings = attrs.field(factory=NotifySettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 

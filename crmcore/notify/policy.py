@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 
-from .errors import ConfigError
+from ..domain.errors import ConfigError
 
 DELIVERY_KEYS = ("rate_limit", "quiet_hours", "quiet_hours_timezone", "quiet_hours_for", "send_group")
 QUIET_FOR = ("marketing", "all")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
-from .errors import PluginError, UnknownComponent
+from ..domain.errors import PluginError, UnknownComponent
 
 C = TypeVar("C")
 

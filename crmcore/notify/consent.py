@@ -39,13 +39,13 @@ import attrs
 import itsdangerous
 from sqlalchemy import and_, case, false, literal, null, or_, select, true, update
 
-from .errors import ConfigError, CRMError, ValidationError
-from .store import tables
-from .store.upsert import insert_ignore
+from ..domain.errors import ConfigError, CRMError, ValidationError
+from ..store import tables
+from ..store.upsert import insert_ignore
 
 if TYPE_CHECKING:
-    from .app import CRM
-    from .uow import UnitOfWork
+    from ..app import CRM
+    from ..application.uow import UnitOfWork
 
 consents = tables.customer_consents
 customers = tables.customers

@@ -3,7 +3,7 @@
 Entities are frozen attrs classes: hooks receive them and cannot mutate them by
 accident.  A change is ``attrs.evolve`` plus a repository call that returns the
 new entity.  Field checks that need configuration (phone region, pipelines,
-custom fields) live in :mod:`crmcore.validation`.
+custom fields) live in :mod:`crmcore.domain.validation`.
 """
 
 from __future__ import annotations
@@ -14,6 +14,9 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
+
+#: Money is stored as a signed 64-bit count of 1/MONEY_SCALE units (four decimal places).
+MONEY_SCALE = 10_000
 
 
 class CustomerKind(str, enum.Enum):

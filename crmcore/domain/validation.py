@@ -3,7 +3,7 @@ pipeline stages and custom fields.
 
 :class:`EntityValidator` normalises an entity (``Zhang.Wei@Example.com`` ->
 ``Zhang.Wei@example.com``, ``+86 138 0013 8000`` -> ``+8613800138000``) and
-collects every problem into one :class:`~crmcore.errors.ValidationError`.
+collects every problem into one :class:`~crmcore.domain.errors.ValidationError`.
 """
 
 from __future__ import annotations
@@ -12,20 +12,21 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import email_validator
-from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 import phonenumbers
 import pycountry
 from babel.numbers import get_currency_precision
+from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
-from .config import Config
 from .customfields import CustomField
-from .entities import Contact, Customer, Deal, Interaction, StageOutcome
+from .entities import MONEY_SCALE, Contact, Customer, Deal, Interaction, StageOutcome
 from .errors import ValidationError
-from .store.types import MONEY_SCALE
+
+if TYPE_CHECKING:
+    from ..config import Config
 
 # The Money column keeps a signed 64-bit count of 1/MONEY_SCALE units.
 MAX_AMOUNT = Decimal(2**63 - 1) / MONEY_SCALE

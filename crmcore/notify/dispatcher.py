@@ -48,26 +48,31 @@ import attrs
 from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
+from ..application.components import build_options
+from ..application.registry import Registry
+from ..domain.errors import ConfigError, ValidationError
+from ..store import tables
 from . import consent
-from .components import Component, build_options
-from .entities import Customer
-from .errors import ConfigError, ValidationError
-from .notify_policy import DeliveryPolicy, Pacer, split_delivery_options
-from .registry import Registry
-from .store import tables
+from .channels import (
+    Channel,
+    Delivered,
+    DispatchResult,
+    Message,
+    PermanentError,
+)
+from .outbox import (
+    BACKOFF_BASE,
+    backoff,
+    consent_refusal,
+)
+from .policy import DeliveryPolicy, Pacer, split_delivery_options
 
 if TYPE_CHECKING:
-    from .app import CRM
-    from .uow import UnitOfWork
+    from ..app import CRM
 
 outbox = tables.notify_outbox
 T = TypeVar("T")
 DEADLOCK_RETRIES = 5
-PURPOSES = ("transactional", "marketing")
-STATUSES = ("pending", "claimed", "sending", "sent", "dead", "suppressed")
-DEFAULT_MAX_ATTEMPTS = 5
-BACKOFF_BASE = timedelta(seconds=30)
-BACKOFF_CAP = timedelta(hours=6)
 # A claim or a send this old belongs to a dispatcher that died (sends time out
 # long before this; a claim is renewed per message, see _start).
 CLAIM_LEASE = timedelta(minutes=10)
@@ -89,160 +94,6 @@ _SENT = update(outbox).where(
     provider_id=bindparam("b_provider"), delivery=bindparam("b_delivery", type_=outbox.c.delivery.type))
 IN_DOUBT = ("in doubt: the dispatcher stopped while sending; the provider may have accepted it "
             "(compare the provider id); `crm notify retry` sends it again")
-
-
-class TransientError(Exception):
-    """Delivery failed but may succeed later (timeout, 5xx, connection refused)."""
-
-
-class PermanentError(Exception):
-    """Delivery can never succeed (bad address, 4xx, rejected recipient, misconfiguration)."""
-
-
-@attrs.frozen
-class Message:
-    """A message as a channel sees it."""
-
-    id: int
-    channel: str
-    recipient: str | None
-    subject: str | None
-    body: str | None
-    payload: dict[str, Any]
-    purpose: str
-    customer_id: int | None
-    idempotency_key: str
-    attempts: int
-
-
-@attrs.frozen
-class Delivered:
-    """What a channel may return from :meth:`Channel.send` instead of a bare id.
-
-    :ivar provider_id: the provider's id for the message (stored as ``provider_id``).
-    :ivar details: anything worth keeping about the delivery (SMS segments,
-        the server's reply, ...); stored as the message's ``delivery`` JSON.
-    """
-
-    provider_id: str | None = None
-    details: Mapping[str, Any] = attrs.field(factory=dict)
-
-
-class Channel(Component):
-    """Base class of notification channels.
-
-    :cvar address: which customer field is the recipient: ``"email"``,
-        ``"phone"`` or None (the channel needs no per-customer address).
-    :cvar resend_in_doubt: True if the receiving end de-duplicates on the
-        message's idempotency key, so a message whose outcome is unknown (the
-        dispatcher died during the send) may safely be sent again.  False
-        (the default) dead-letters such a message instead of risking a
-        duplicate.
-    """
-
-    address: str | None = None
-    resend_in_doubt: bool = False
-
-    def open(self, options: Any) -> None:
-        """Prepare for a batch (e.g. connect); called once per dispatch and thread.
-
-        Raise :class:`PermanentError` for a misconfiguration (the batch's
-        messages are dead-lettered with the reason), anything else to retry later.
-        """
-
-    def send(self, message: Message, options: Any) -> str | Delivered | None:
-        """Deliver one message; return the provider's message id (or a :class:`Delivered`).
-
-        Raise :class:`TransientError` to retry later, :class:`PermanentError`
-        to give up at once.  Any other exception counts as transient.
-        """
-        raise NotImplementedError
-
-    def close(self) -> None:
-        """End the batch (e.g. disconnect)."""
-
-
-@attrs.frozen
-class DispatchResult:
-    """What one dispatch did.
-
-    :ivar deferred: messages handed back without an attempt because their
-        channel was down (or the dispatcher was asked to stop).
-    """
-
-    sent: int = 0
-    retried: int = 0
-    dead: int = 0
-    suppressed: int = 0
-    deferred: int = 0
-
-    def __add__(self, other: DispatchResult) -> DispatchResult:
-        return DispatchResult(**{k: getattr(self, k) + getattr(other, k) for k in attrs.fields_dict(DispatchResult)})
-
-    @property
-    def total(self) -> int:
-        return self.sent + self.retried + self.dead + self.suppressed + self.deferred
-
-
-class Outbox:
-    """Enqueueing inside a unit of work (``uow.outbox``)."""
-
-    def __init__(self, uow: UnitOfWork):
-        self.uow = uow
-
-    def enqueue(self, channel: str, *, customer_id: int | None = None, recipient: str | None = None,
-                subject: str | None = None, body: str | None = None,
-                payload: Mapping[str, Any] | None = None, purpose: str = "transactional",
-                key: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
-                not_before: datetime | None = None) -> int:
-        """Queue a message; returns its id.  A repeated ``key`` returns the first message's id.
-
-        The recipient defaults to the customer's address for the channel.  A
-        message that can never go (no address, no consent) is stored as
-        ``dead`` or ``suppressed`` with the reason, so nothing vanishes silently.
-        """
-        crm = self.uow.crm
-        chan = crm.notify.registry.get(channel)
-        if purpose not in PURPOSES:
-            raise ValidationError.single("purpose", f"must be one of {', '.join(PURPOSES)}", "message")
-        key = key or f"{channel}:{uuid.uuid4().hex}"
-        existing = self.uow.conn.execute(select(outbox.c.id).where(outbox.c.idempotency_key == key)).scalar()
-        if existing is not None:
-            return existing
-        customer = self.uow.customers.get(customer_id) if customer_id is not None else None
-        status, reason = "pending", None
-        if recipient is None and customer is not None and chan.address:
-            recipient = getattr(customer, chan.address)
-            if not recipient:
-                status, reason = "dead", f"customer {customer_id} has no {chan.address}"
-        refusal = consent_refusal(customer, chan, purpose)
-        if refusal:
-            status, reason = "suppressed", refusal
-        values = {"idempotency_key": key, "channel": channel, "customer_id": customer_id,
-                  "recipient": recipient, "purpose": purpose, "subject": subject, "body": body,
-                  "payload": dict(payload or {}), "status": status, "attempts": 0,
-                  "max_attempts": max_attempts, "next_attempt_at": not_before or self.uow.now,
-                  "last_error": reason, "created_at": self.uow.now}
-        return self.uow.conn.execute(outbox.insert().values(values)).inserted_primary_key[0]
-
-
-def consent_refusal(customer: Customer | None, channel: Channel, purpose: str) -> str | None:
-    """Why a message may not go to ``customer``, or None if it may."""
-    if purpose != "marketing" or customer is None:
-        return None
-    if not customer.consent_marketing:
-        return "no marketing consent"
-    flag = {"email": "consent_email", "phone": "consent_sms"}.get(channel.address or "")
-    if flag and not getattr(customer, flag):
-        return f"opted out of {channel.address}"
-    return None
-
-
-def backoff(attempts: int, base: timedelta = BACKOFF_BASE, cap: timedelta = BACKOFF_CAP,
-            jitter: float = 0.1) -> timedelta:
-    """Delay before the next attempt: base * 2^(attempts-1), capped, +/- jitter."""
-    delay = min(base * (2 ** max(attempts - 1, 0)), cap)
-    return delay * (1 + random.uniform(-jitter, jitter))
 
 
 def is_deadlock(exc: DBAPIError) -> bool:
@@ -656,7 +507,7 @@ class _Worker:
         if opened is None:
             return False
         message, refusal, missing = engine._check_now(message, opened[0], customer)
-        refusal = self.refusals.get(message.id)  # crmcore.consent decides (recorded decisions + policy)
+        refusal = self.refusals.get(message.id)  # crmcore.notify.consent decides (recorded decisions + policy)
         claimed.message = message
         if refusal or missing:
             self._record_sent()

@@ -8,13 +8,14 @@ transaction is durable (e.g. to wake a dispatcher).
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import Callable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection
 
-from .store.repositories import (
+from ..store.repositories import (
     ContactRepository,
     CustomerRepository,
     DealRepository,
@@ -22,7 +23,9 @@ from .store.repositories import (
 )
 
 if TYPE_CHECKING:
-    from .app import CRM
+    from ..app import CRM
+    from ..loyalty import LoyaltyLedger
+    from ..notify import Outbox
 
 
 class UnitOfWork:
@@ -32,19 +35,20 @@ class UnitOfWork:
     :ivar crm: the :class:`~crmcore.CRM` (call its services to join this unit).
     :ivar actor: the acting user, or None.
     :ivar now: the time of the use case (aware UTC).
+    :ivar loyalty: the points ledger bound to this unit.
+    :ivar outbox: the notification outbox bound to this unit.
     """
 
-    def __init__(self, crm: "CRM", conn: Connection, actor: str | None, now: datetime):
-        from .loyalty import LoyaltyLedger
-        from .notify import Outbox
+    # Bound by the CRM object when it opens the unit (the families sit above this layer).
+    loyalty: LoyaltyLedger
+    outbox: Outbox
 
+    def __init__(self, crm: "CRM", conn: Connection, actor: str | None, now: datetime):
         self.crm, self.conn, self.actor, self.now = crm, conn, actor, now
         self.customers = CustomerRepository(conn)
         self.contacts = ContactRepository(conn)
         self.interactions = InteractionRepository(conn)
         self.deals = DealRepository(conn)
-        self.loyalty = LoyaltyLedger(self)
-        self.outbox = Outbox(self)
         self._after_commit: list[Callable[[], Any]] = []
 
     @property
@@ -64,3 +68,15 @@ class UnitOfWork:
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()
+
+
+#: The unit of work open in this context (``crm.unit()`` joins it instead of opening another).
+current_unit: contextvars.ContextVar[UnitOfWork | None] = contextvars.ContextVar("crm_unit", default=None)
+#: The acting user of the use cases in this context.
+current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("crm_actor", default=None)
+
+
+def unit_open(crm: "CRM") -> bool:
+    """Whether a unit of work of ``crm`` is open in this context."""
+    current = current_unit.get()
+    return current is not None and current.crm is crm

@@ -14,14 +14,14 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 import attrs
 from sqlalchemy import String, select
 
-from .convert import structure, unstructure
-from .entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
-from .errors import ValidationError
-from .store.repositories import Repository
-from .store.tables import ENTITY_TABLES as _TABLES
+from ..domain.convert import structure, unstructure
+from ..domain.entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
+from ..domain.errors import ValidationError
+from ..store.repositories import Repository
+from ..store.tables import ENTITY_TABLES as _TABLES
 
 if TYPE_CHECKING:
-    from .app import CRM
+    from ..app import CRM
     from .uow import UnitOfWork
 
 E = TypeVar("E")

@@ -34,7 +34,7 @@ from typing import Any
 
 import attrs
 
-from .errors import ConfigError
+from ..domain.errors import ConfigError
 
 POLICIES = ("opt-in", "opt-out")
 TRIGGERS = ("deal_won", "tier_upgraded", "segment_entered", "birthday", "complaint")

@@ -36,7 +36,7 @@ import babel.numbers
 import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 
-from .errors import CRMError
+from ..domain.errors import CRMError
 
 PARTS = ("subject", "body.txt", "body.html")
 LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")

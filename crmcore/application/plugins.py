@@ -21,8 +21,8 @@ from typing import Any
 import attrs
 import pluggy
 
-from . import hookspecs
-from .errors import CRMError, HookError, PluginError
+from .. import hookspecs
+from ..domain.errors import CRMError, HookError, PluginError
 
 ENTRY_POINT_GROUP = "crmcore"
 hookimpl = pluggy.HookimplMarker("crmcore")

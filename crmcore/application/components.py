@@ -9,9 +9,9 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .config import Config
-from .convert import structure, unstructure
-from .errors import ConfigError, ValidationError
+from ..config import Config
+from ..domain.convert import structure, unstructure
+from ..domain.errors import ConfigError, ValidationError
 
 
 class Component:
@@ -50,7 +50,7 @@ class EngineContext:
 
     def as_of_literal(self) -> Any:
         """``as_of`` as a bound SQL timestamp."""
-        from .store.dialects import utc_literal
+        from ..store.dialects import utc_literal
 
         return utc_literal(self.as_of)
 
@@ -68,7 +68,7 @@ def _upper(value: Any) -> Any:
 
 
 def _check_currency(instance: Any, attribute: Any, value: str | None) -> None:
-    from .validation import currency_digits
+    from ..domain.validation import currency_digits
 
     if value is not None:
         currency_digits(value)  # ValueError names the bad code

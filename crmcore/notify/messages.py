@@ -16,7 +16,7 @@ in the first scheme, ``schemes`` by name), ``unsubscribe_url``, ``as_of``,
 ``locale``, ``timezone``, plus what the caller adds (``due_at`` for a
 complaint, ``tier`` and ``old_tier`` for a tier change, ...).
 
-Consent is checked with :mod:`crmcore.consent` before queueing: a customer
+Consent is checked with :mod:`crmcore.notify.consent` before queueing: a customer
 who may not receive the message is skipped (and counted), not queued.  A
 message that cannot be rendered for one customer (a variable their data
 lacks) or has no address is queued as ``dead`` with the reason, so nothing
@@ -35,15 +35,15 @@ import attrs
 import jinja2
 from sqlalchemy import func, select
 
+from ..domain.convert import unstructure
+from ..store import tables
 from . import consent
-from .convert import unstructure
-from .notify import DEFAULT_MAX_ATTEMPTS
-from .store import tables
+from .outbox import DEFAULT_MAX_ATTEMPTS
 from .templates import Rendered, TemplateCatalog, TemplateError
 
 if TYPE_CHECKING:
-    from .app import CRM
-    from .uow import UnitOfWork
+    from ..app import CRM
+    from ..application.uow import UnitOfWork
 
 outbox = tables.notify_outbox
 customers = tables.customers

@@ -22,13 +22,13 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from sqlalchemy import String, and_, case, cast, exists, func, literal, select
 
+from ..domain.errors import NotFound, ValidationError
+from ..segments import SegmentRun
+from ..store import tables
 from . import consent
-from .errors import NotFound, ValidationError
-from .segments import SegmentRun
-from .store import tables
 
 if TYPE_CHECKING:
-    from .app import CRM
+    from ..app import CRM
 
 m = tables.segment_memberships
 runs = tables.segment_runs

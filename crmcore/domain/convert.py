@@ -3,7 +3,7 @@
 Inputs come from Python callers, CSV cells and database rows, so structuring is
 lenient about representation (``"12000.00"``, ``"2026-06-30"``, ``"true"``) but
 strict about meaning: a float is refused as money, a naive datetime is taken as
-UTC, and every failure becomes a :class:`~crmcore.errors.ValidationError`
+UTC, and every failure becomes a :class:`~crmcore.domain.errors.ValidationError`
 naming the field.
 """
 
@@ -19,7 +19,13 @@ from typing import Any, TypeVar
 import attrs
 import cattrs
 
-from .entities import CustomerKind, Direction, InteractionKind, LifecycleStage, StageOutcome
+from .entities import (
+    CustomerKind,
+    Direction,
+    InteractionKind,
+    LifecycleStage,
+    StageOutcome,
+)
 from .errors import ValidationError
 
 T = TypeVar("T")

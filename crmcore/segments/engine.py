@@ -10,269 +10,40 @@ recorded; the engine diffs it against the strategy's previous run and fires
 
 from __future__ import annotations
 
-import gc
-import json
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Iterator, Mapping
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import Select, and_, case, exists, func, insert, literal, null, select, update
-from sqlalchemy.sql.elements import BindParameter, Null
-from sqlalchemy.types import NullType
+from sqlalchemy import Select, and_, case, func, insert, literal, null, select, update
 
-from .components import Component, EngineContext, build_options, options_dict
-from .errors import NotFound, ValidationError
-from .registry import Registry
-from .store import tables
+from ..application.components import build_options, options_dict
+from ..application.registry import Registry
+from ..domain.errors import NotFound, ValidationError
+from ..store import tables
+from .memberships import (
+    MembershipWriter,
+    SQLiteMembershipWriter,
+    cyclic_gc_paused,
+    untyped_null,
+)
+from .protocol import (
+    Assignment,
+    Assignments,
+    EveryoneElse,
+    MembershipChange,
+    SegmentContext,
+    Segmenter,
+    SegmentRun,
+)
 
 if TYPE_CHECKING:
-    from .app import CRM
-    from .uow import UnitOfWork
+    from ..app import CRM
+    from ..application.uow import UnitOfWork
 
 m = tables.segment_memberships
 runs = tables.segment_runs
-
-
-@attrs.frozen
-class Assignment:
-    """One customer's place in a segmentation run."""
-
-    customer_id: int
-    segment: str
-    score: float | None = None
-    details: dict[str, Any] | None = None
-
-
-@attrs.frozen
-class Assignments:
-    """Many customers' assignments as columns: a batch :meth:`Segmenter.assign`
-    may yield instead of a list of :class:`Assignment`.
-
-    For strategies that compute in arrays: no object per customer is built.
-    ``segment`` is one name for every customer or one per customer; ``score``
-    and ``details`` are None (nobody has one) or one value (or None) per
-    customer.  Lists and numpy arrays both work.
-    """
-
-    customer_id: Sequence[int]
-    segment: str | Sequence[str]
-    score: Sequence[float | None] | None = None
-    details: Sequence[Mapping[str, Any] | None] | None = None
-
-    def __len__(self) -> int:
-        return len(self.customer_id)
-
-    def columns(self) -> tuple[list[Any], ...]:
-        """``customer_id, segment, score, details`` as plain Python lists (numpy values converted)."""
-        n = len(self.customer_id)
-        ids = _plain(self.customer_id)
-        segments = [self.segment] * n if isinstance(self.segment, str) else _plain(self.segment)
-        scores = [None] * n if self.score is None else _plain(self.score)
-        details = [None] * n if self.details is None else list(self.details)
-        if not len(segments) == len(scores) == len(details) == n:
-            raise ValueError(f"Assignments: columns of different lengths ({n} customer ids, {len(segments)} "
-                             f"segments, {len(scores)} scores, {len(details)} details)")
-        return ids, segments, scores, details
-
-
-@attrs.frozen
-class EveryoneElse:
-    """Yielded last by :meth:`Segmenter.assign`: every customer the run has not
-    assigned yet goes to ``segment`` (e.g. "No purchases"), with no score and
-    no details, in one ``INSERT ... SELECT`` rather than a row per customer
-    through Python."""
-
-    segment: str
-
-
-def _plain(values: Sequence[Any]) -> list[Any]:
-    # numpy's tolist() turns int64/float64 into int/float, which every driver binds.
-    tolist = getattr(values, "tolist", None)
-    return tolist() if tolist is not None else list(values)
-
-
-@attrs.frozen
-class MembershipChange:
-    """A customer entered (old None), left (new None) or moved between segments."""
-
-    customer_id: int
-    old: str | None
-    new: str | None
-
-    @property
-    def change(self) -> str:
-        return "entered" if self.old is None else "left" if self.new is None else "moved"
-
-
-@attrs.frozen
-class SegmentRun:
-    """The record of one run of a strategy."""
-
-    id: int
-    strategy: str
-    options: dict[str, Any]
-    as_of: datetime
-    started_at: datetime
-    duration_s: float | None
-    members: int | None
-    entered: int | None
-    left: int | None
-    moved: int | None
-    counts: dict[str, int] | None
-    actor: str | None
-
-
-class SegmentContext(EngineContext):
-    """What a segmenter sees: the unit of work of the run, ``as_of``, the configuration."""
-
-
-class Segmenter(Component):
-    """Base class of segmentation strategies.
-
-    Override :meth:`select` (preferred) or :meth:`assign`.
-    """
-
-    def select(self, ctx: SegmentContext, options: Any) -> Select | None:
-        """A SELECT yielding columns ``customer_id, segment, score, details``.
-
-        ``score`` and ``details`` (JSON) may be NULL.  Return None to use
-        :meth:`assign` instead.
-        """
-        return None
-
-    def assign(self, ctx: SegmentContext, options: Any) -> Iterable[Iterable[Assignment] | Assignments | EveryoneElse]:
-        """Batches of assignments, for strategies computed in Python.
-
-        A batch is a list of :class:`Assignment` or one :class:`Assignments`
-        (columns); the last item may be :class:`EveryoneElse`.
-        """
-        raise NotImplementedError(f"segmenter {self.name!r} implements neither select() nor assign()")
-
-    def explain(self, ctx: SegmentContext, options: Any, membership: Mapping[str, Any]) -> dict[str, Any]:
-        """Why a customer is where they are; defaults to the stored details."""
-        return dict(membership.get("details") or {})
-
-
-def _untyped_null(column: Any) -> bool:
-    """``null()`` or ``literal(None)`` (possibly labelled): a NULL with no SQL type."""
-    element = getattr(column, "element", column)
-    return isinstance(element, Null) or (
-        isinstance(element, BindParameter) and element.value is None and isinstance(element.type, NullType))
-
-
-@contextmanager
-def _cyclic_gc_paused() -> Iterator[None]:
-    """Pause Python's cyclic garbage collector while a run streams its rows.
-
-    A model-based run builds and drops hundreds of thousands of rows and
-    details dicts.  Each lives across a few young collections, so the
-    collector promotes them and then makes full passes over every live object
-    that find nothing (k-means on 1M customers: 9 passes, 1.1 s of 8 s).
-    Reference counting still frees all of it; cycles a plugin makes meanwhile
-    are collected once the collector is back on.  The collector is global, so
-    other threads' cycles wait for the run too.
-    """
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if enabled:
-            gc.enable()
-
-
-class _MembershipWriter:
-    """Writes a run's memberships from Python with the driver's ``executemany``.
-
-    A million rows through SQLAlchemy's per-row parameter processing cost
-    about 9 s on SQLite, most of it JSON-encoding ``None`` details and
-    building parameter dicts; the driver itself took 3 s.  So the statement is
-    compiled once for the dialect and the rows go to the driver as plain
-    tuples (or dicts for drivers with named parameters), details already
-    serialised with the engine's JSON serializer.  No details is SQL NULL, as
-    on the ``select()`` path.
-    """
-
-    def __init__(self, conn: Any, run_id: int):
-        self.conn = conn
-        self.run_id = run_id
-        self.dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
-        compiled = insert(m).compile(dialect=conn.dialect, column_keys=[
-            "run_id", "customer_id", "segment", "score", "details"])
-        self.sql = compiled.string
-        self.order = list(compiled.positiontup) if compiled.positional else None
-
-    def write(self, ids: list[Any], segments: list[Any], scores: list[Any], details: list[Any]) -> None:
-        """Insert one batch given as columns."""
-        if not ids:
-            return
-        dumps = self.dumps
-        texts = [None if d is None else dumps(d) for d in details]
-        run_ids = [self.run_id] * len(ids)
-        if self.order is not None:
-            by_name = {"run_id": run_ids, "customer_id": ids, "segment": segments, "score": scores,
-                       "details": texts}
-            rows: list[Any] = list(zip(*(by_name[name] for name in self.order)))
-        else:
-            rows = [{"run_id": r, "customer_id": c, "segment": s, "score": v, "details": t}
-                    for r, c, s, v, t in zip(run_ids, ids, segments, scores, texts)]
-        self.conn.exec_driver_sql(self.sql, rows)
-
-    def finish(self, everyone_else: str | None) -> None:
-        """After the last batch: every customer without a membership in this
-        run so far goes to ``everyone_else`` (when given)."""
-        if everyone_else is None:
-            return
-        c = tables.customers
-        taken = exists().where(m.c.run_id == self.run_id, m.c.customer_id == c.c.id)
-        source = select(literal(self.run_id), c.c.id, literal(everyone_else)).where(~taken)
-        self.conn.execute(insert(m).from_select(["run_id", "customer_id", "segment"], source))
-
-
-class _SQLiteMembershipWriter(_MembershipWriter):
-    """On SQLite, batches are staged in a temporary table and moved into
-    ``segment_memberships`` at the end with one ``INSERT ... SELECT`` in
-    customer order.
-
-    Why: rows in key order append to the membership indexes instead of
-    splitting pages all over them, and "everyone else" becomes one ordered
-    LEFT JOIN of the customers with the staged rows rather than a key probe
-    into the memberships per customer (1M customers, 127k staged rows with
-    JSON details: 1.75 s against 2.2 s).  A temporary table lives outside the
-    database file and its WAL.
-    """
-
-    STAGE = "crm_segment_run_stage"
-
-    def __init__(self, conn: Any, run_id: int):
-        super().__init__(conn, run_id)
-        conn.exec_driver_sql(f"CREATE TEMP TABLE {self.STAGE} (customer_id INTEGER PRIMARY KEY, "
-                             "segment TEXT NOT NULL, score REAL, details TEXT)")
-        self.sql = f"INSERT INTO {self.STAGE} (customer_id, segment, score, details) VALUES (?, ?, ?, ?)"
-        self.order = ["customer_id", "segment", "score", "details"]
-
-    def finish(self, everyone_else: str | None) -> None:
-        columns = "run_id, customer_id, segment, score, details"
-        move = f"INSERT INTO {m.name} ({columns}) "
-        stage, customers = self.STAGE, tables.customers.name
-        if everyone_else is None:
-            # The stage's key is its rowid: reading it in customer order needs no sort.
-            self.conn.exec_driver_sql(
-                move + f"SELECT ?, customer_id, segment, score, details FROM {stage} ORDER BY customer_id",
-                (self.run_id,))
-        else:
-            # Staged rows of customers that do not exist: inserted on their own so the
-            # foreign key still rejects them, as it would without the stage.
-            self.conn.exec_driver_sql(
-                move + f"SELECT ?, s.customer_id, s.segment, s.score, s.details FROM {stage} s "
-                f"WHERE NOT EXISTS (SELECT 1 FROM {customers} c WHERE c.id = s.customer_id)", (self.run_id,))
-            self.conn.exec_driver_sql(
-                move + f"SELECT ?, c.id, COALESCE(s.segment, ?), s.score, s.details FROM {customers} c "
-                f"LEFT JOIN {stage} s ON s.customer_id = c.id ORDER BY c.id", (self.run_id, everyone_else))
-        self.conn.exec_driver_sql(f"DROP TABLE {stage}")
 
 
 class SegmentEngine:
@@ -302,7 +73,7 @@ class SegmentEngine:
             if query is not None:
                 self._insert_select(uow, run_id, query)
             else:
-                with _cyclic_gc_paused():
+                with cyclic_gc_paused():
                     self._insert_batches(uow, run_id, segmenter.assign(ctx, opts))
             stats = self._diff(uow, strategy, run_id)
             stats["duration_s"] = time.perf_counter() - started
@@ -314,7 +85,7 @@ class SegmentEngine:
         sub = query.subquery()
         # PostgreSQL types a bare NULL inside a subquery as text and then refuses it
         # for the float/JSON column; a NULL at the top level takes the column's type.
-        optional = [null() if _untyped_null(query.selected_columns[name]) else sub.c[name]
+        optional = [null() if untyped_null(query.selected_columns[name]) else sub.c[name]
                     for name in ("score", "details")]
         source = select(literal(run_id), sub.c.customer_id, sub.c.segment, *optional)
         uow.conn.execute(insert(m).from_select(["run_id", "customer_id", "segment", "score", "details"], source))
@@ -322,7 +93,7 @@ class SegmentEngine:
     @staticmethod
     def _insert_batches(uow: "UnitOfWork", run_id: int,
                         batches: Iterable[Iterable[Assignment] | Assignments | EveryoneElse]) -> None:
-        writer = (_SQLiteMembershipWriter if uow.conn.dialect.name == "sqlite" else _MembershipWriter)(
+        writer = (SQLiteMembershipWriter if uow.conn.dialect.name == "sqlite" else MembershipWriter)(
             uow.conn, run_id)
         rest: EveryoneElse | None = None
         for batch in batches:

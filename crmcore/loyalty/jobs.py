@@ -1,0 +1,163 @@
+"""The loyalty jobs over every customer: bulk earning, expiry, the schemes' runs, checks.
+
+Set-based: each job is a few statements over all won deals or accounts, not
+a loop over customers.  :class:`LoyaltyJobs` is part of ``crm.loyalty``
+(:class:`~crmcore.loyalty.LoyaltyEngine` inherits it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from sqlalchemy import (
+    JSON,
+    String,
+    and_,
+    cast,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+)
+from sqlalchemy.sql import ColumnElement
+
+from ..application.registry import Registry
+from ..domain.entities import Deal, StageOutcome
+from ..store import tables
+from .ledger import (
+    accounts,
+    ledger,
+)
+from .scheme import LoyaltyContext, LoyaltyScheme
+
+if TYPE_CHECKING:
+    from ..app import CRM
+    from ..application.uow import UnitOfWork
+
+T = TypeVar("T")
+
+
+class LoyaltyJobs:
+    """The periodic and bulk operations of ``crm.loyalty``."""
+
+    crm: CRM
+    registry: Registry[LoyaltyScheme]
+
+    if TYPE_CHECKING:
+        def schemes(self) -> list[LoyaltyScheme]: ...
+        def options(self, scheme: LoyaltyScheme) -> Any: ...
+        def context(self, uow: UnitOfWork, as_of: datetime | None = None) -> LoyaltyContext: ...
+        def evaluate_tiers(self, uow: UnitOfWork, scheme_name: str, customer_ids: list[int]) -> None: ...
+        def _retrying(self, work: Callable[[UnitOfWork], T]) -> T: ...
+
+    def earn_won_deals(self, as_of: str | date | datetime | None = None,
+                       scheme: str | None = None) -> dict[str, int]:
+        """Catch up: earn for every won deal (closed by ``as_of``) that has not earned in a scheme.
+
+        The batch job behind ``crm loyalty earn``: one ``INSERT ... SELECT``
+        per scheme that has :meth:`LoyaltyScheme.earn_select`, keys
+        ``<scheme>:deal:<id>:earn:batch``; a deal that already earned (by a
+        stage change, an import or an earlier run) is skipped, so a rerun
+        writes nothing.  Returns the entries written per scheme.
+        """
+        moment = self.crm.as_of(as_of)
+        names = [scheme] if scheme else self.registry.names()
+        written: dict[str, int] = {}
+        with self.crm.unit() as uow:
+            self.crm.authorize("loyalty.earn", None)
+            for name in names:
+                target = self.registry.get(name)
+                earned = exists().where(ledger.c.deal_id == tables.deals.c.id, ledger.c.scheme == name,
+                                        ledger.c.kind == "earn")
+                where = [self._won_stage_filter(), tables.deals.c.closed_at <= moment, ~earned]
+                written[name] = self._earn_where(uow, target, where, "batch", moment)
+        return written
+
+    def _won_stage_filter(self) -> ColumnElement:
+        deals = tables.deals
+        return or_(*(and_(deals.c.pipeline == pipeline.name,
+                          deals.c.stage.in_([s.name for s in pipeline.stages if s.outcome is StageOutcome.WON]))
+                     for pipeline in self.crm.config.pipelines.values()))
+
+    def _earn_where(self, uow: "UnitOfWork", scheme: LoyaltyScheme, where: list[ColumnElement], suffix: str,
+                    as_of: datetime) -> int:
+        """Earn for the deals matching ``where``: set-based if the scheme can, else in chunks."""
+        options = self.options(scheme)
+        source = scheme.earn_select(self.context(uow, as_of), options, where)
+        if source is not None:
+            src = source.subquery("earn")
+            key = literal(f"{scheme.name}:deal:") + cast(src.c.deal_id, String) + literal(f":earn:{suffix}")
+            rows = select(src.c.customer_id, src.c.points, key.label("idempotency_key"), src.c.deal_id,
+                          src.c.expires_at, (literal("deal ") + cast(src.c.deal_id, String) + literal(" won"))
+                          .label("reason"), src.c.occurred_at, literal("earn").label("kind"),
+                          literal(None, JSON(none_as_null=True)).label("details")).where(src.c.points > 0)
+            # No key check per row: callers pass only deals without an earn entry in
+            # this scheme (or new ones), and the unique key is the last line of defence.
+            return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:{suffix}")
+        total, last = 0, 0
+        while True:  # keyset pages: bounded memory whatever the number of deals
+            rows = uow.conn.execute(select(tables.deals).where(*where, tables.deals.c.id > last).order_by(
+                tables.deals.c.id).limit(5000)).all()
+            if not rows:
+                return total
+            total += self._credit_deals(uow, scheme, options, [uow.deals.from_row(r._mapping) for r in rows],
+                                        suffix)
+            last = rows[-1].id
+
+    def _credit_deals(self, uow: "UnitOfWork", scheme: LoyaltyScheme, options: Any, deals: list[Deal],
+                      suffix: str) -> int:
+        credits = []
+        for deal in deals:
+            points = scheme.points_for_deal(uow, deal, options)
+            if points > 0:
+                earned_at = deal.closed_at or uow.now
+                credits.append({"customer_id": deal.customer_id, "points": points, "deal_id": deal.id,
+                                "key": f"{scheme.name}:deal:{deal.id}:earn:{suffix}", "occurred_at": earned_at,
+                                "expires_at": scheme.expires_at(uow, earned_at, options),
+                                "reason": f"deal {deal.id} won"})
+        return uow.loyalty.credit_many(scheme.name, credits) if credits else 0
+
+    def expire(self, as_of: str | date | datetime | None = None, scheme: str | None = None) -> int:
+        """Expire every batch past its expiry as of ``as_of`` (idempotent); returns the entries written."""
+        moment = self.crm.as_of(as_of)
+        if scheme:
+            self.registry.get(scheme)
+        def work(uow: UnitOfWork) -> int:
+            self.crm.authorize("loyalty.expire", scheme)
+            return uow.loyalty.expire(moment, scheme=scheme)
+        return self._retrying(work)
+
+    def run(self, as_of: str | date | datetime | None = None, scheme: str | None = None) -> dict[str, int]:
+        """Run each scheme's periodic job (birthday bonuses, tier evaluation, referral bonuses)."""
+        moment = self.crm.as_of(as_of)
+        names = [scheme] if scheme else self.registry.names()
+        done: dict[str, int] = {}
+        with self.crm.unit() as uow:
+            self.crm.authorize("loyalty.run", scheme)
+            for name in names:
+                target = self.registry.get(name)
+                done[name] = target.run(self.context(uow, moment), self.options(target))
+        return done
+
+
+    def balances(self, scheme: str) -> dict[int, int]:
+        """Every customer's balance in a scheme."""
+        with self.crm.unit(readonly=True) as uow:
+            return dict(uow.conn.execute(select(accounts.c.customer_id, accounts.c.balance).where(
+                accounts.c.scheme == scheme)).all())
+
+    def drift(self, scheme: str | None = None) -> list[tuple[int, str, int, int]]:
+        """Accounts whose stored balance differs from the ledger's sum: (customer, scheme, stored, ledger)."""
+        sums = select(ledger.c.customer_id, ledger.c.scheme, func.sum(ledger.c.points).label("total")).group_by(
+            ledger.c.customer_id, ledger.c.scheme).subquery()
+        query = select(accounts.c.customer_id, accounts.c.scheme, accounts.c.balance,
+                       func.coalesce(sums.c.total, 0)).outerjoin(
+            sums, and_(sums.c.customer_id == accounts.c.customer_id, sums.c.scheme == accounts.c.scheme)).where(
+            accounts.c.balance != func.coalesce(sums.c.total, 0))
+        if scheme:
+            query = query.where(accounts.c.scheme == scheme)
+        with self.crm.unit(readonly=True) as uow:
+            return [tuple(r) for r in uow.conn.execute(query)]

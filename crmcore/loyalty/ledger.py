@@ -1,0 +1,418 @@
+"""The append-only points ledger, bound to a unit of work (``uow.loyalty``).
+
+Every entry (earn, bonus, redeem, expire, adjust, reverse) carries an
+idempotency key; balances, FIFO expiry batches and tiers derive from the
+entries, and a balance never goes negative, also under concurrent redemption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from sqlalchemy import (
+    String,
+    and_,
+    bindparam,
+    cast,
+    exists,
+    func,
+    insert,
+    literal,
+    select,
+    update,
+)
+from sqlalchemy.sql import ColumnElement, Select
+
+from ..domain.errors import (
+    InsufficientPoints,
+    ValidationError,
+)
+from ..store import tables
+from ..store.upsert import insert_ignore
+from .scheme import LoyaltyScheme
+
+if TYPE_CHECKING:
+    from ..application.uow import UnitOfWork
+
+
+ledger = tables.loyalty_ledger
+accounts = tables.loyalty_accounts
+allocations = tables.loyalty_allocations
+KINDS = ("earn", "bonus", "redeem", "expire", "adjust", "reverse")
+# Columns a set-based credit (``LoyaltyLedger.insert_credits``) selects, in this order.
+CREDIT_COLUMNS = ("customer_id", "points", "idempotency_key", "deal_id", "expires_at", "reason", "occurred_at",
+                  "kind", "details")
+
+
+@attrs.frozen
+class LedgerEntry:
+    id: int
+    customer_id: int
+    scheme: str
+    kind: str
+    points: int
+    idempotency_key: str
+    deal_id: int | None
+    expires_at: datetime | None
+    reason: str | None
+    actor: str | None
+    occurred_at: datetime
+    details: dict[str, Any] | None
+    batch_id: int | None = None
+
+
+class LoyaltyLedger:
+    """The ledger operations of one unit of work (``uow.loyalty``).
+
+    Every credit (earn, bonus, adjust up) is a *batch* with its own
+    ``expires_at``.  Every debit records in ``loyalty_allocations`` which
+    batches it consumed: the oldest first (FIFO), except that a reversal takes
+    its own deal's batch first.  A batch's remaining points are its points less
+    its allocations, which makes expiry one ``INSERT ... SELECT``.
+    """
+
+    def __init__(self, uow: "UnitOfWork"):
+        self.uow = uow
+
+    def balance(self, customer_id: int, scheme: str) -> int:
+        row = self.uow.conn.execute(select(accounts.c.balance).where(
+            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).first()
+        return int(row[0]) if row else 0
+
+    def tier(self, customer_id: int, scheme: str) -> str | None:
+        return self.uow.conn.execute(select(accounts.c.tier).where(
+            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).scalar()
+
+    def entry(self, key: str) -> LedgerEntry | None:
+        row = self.uow.conn.execute(select(ledger).where(ledger.c.idempotency_key == key)).first()
+        return LedgerEntry(**row._mapping) if row else None
+
+    def credit(self, customer_id: int, scheme: str, points: int, key: str, kind: str = "earn",
+               **fields: Any) -> LedgerEntry:
+        """Add points (earn, bonus, adjust up) as a new batch.  Replaying ``key`` returns the first entry."""
+        _check_points(points)
+        existing = self.entry(key)
+        if existing is not None:
+            return existing
+        self._ensure_account(customer_id, scheme)
+        self.uow.conn.execute(update(accounts).where(
+            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).values(
+            balance=accounts.c.balance + points, updated_at=self.uow.now))
+        return self._append(customer_id, scheme, kind, points, key, fields)
+
+    def debit(self, customer_id: int, scheme: str, points: int, key: str, kind: str = "redeem",
+              partial: bool = False, **fields: Any) -> LedgerEntry:
+        """Take points (redeem, reverse, adjust down); never below zero.
+
+        Points past their expiry are expired first (so they cannot be spent),
+        then the debit consumes the oldest batches.  With ``partial`` the debit
+        takes what is there and records the shortfall in ``details``; otherwise
+        too few points raise :class:`InsufficientPoints` and nothing is written.
+        """
+        _check_points(points)
+        existing = self.entry(key)
+        if existing is not None:
+            return existing
+        self._ensure_account(customer_id, scheme)
+        self._lock_account(customer_id, scheme)
+        self.expire(self.uow.now, scheme=scheme, customer_id=customer_id)
+        if self._take(customer_id, scheme, points):
+            taken = points
+        elif not partial:
+            raise InsufficientPoints(customer_id, scheme, points, self.balance(customer_id, scheme))
+        else:
+            available = self.balance(customer_id, scheme)
+            taken = available if available and self._take(customer_id, scheme, available) else 0
+            fields = {**fields, "details": {**(fields.get("details") or {}), "requested": points,
+                                            "shortfall": points - taken}}
+        entry = self._append(customer_id, scheme, kind, -taken, key, fields)
+        if taken:
+            self._allocate(entry.id, customer_id, scheme, taken, prefer_deal=fields.get("deal_id"))
+        return entry
+
+    def set_tier(self, customer_id: int, scheme: str, tier: str | None) -> bool:
+        """Store a customer's tier in a scheme; fires ``on_loyalty_tier_changed`` if it changed."""
+        self._ensure_account(customer_id, scheme)
+        old = self.tier(customer_id, scheme)
+        if old == tier:
+            return False
+        self.uow.conn.execute(update(accounts).where(
+            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).values(
+            tier=tier, updated_at=self.uow.now))
+        self.uow.fire("on_loyalty_tier_changed", customer_id=customer_id, scheme=scheme, old=old, new=tier)
+        return True
+
+    def net_for_deal(self, deal_id: int, scheme: str) -> int:
+        """Points a deal has earned in a scheme, less what was reversed.
+
+        A reversal's shortfall (points already spent) is written off, not owed:
+        otherwise winning the deal again and losing it again would take the old
+        shortfall out of points other deals earned.  ``int``: SUM of a BIGINT is
+        a Decimal on PostgreSQL and MariaDB.
+        """
+        rows = self.uow.conn.execute(select(ledger.c.points, ledger.c.details).where(
+            ledger.c.deal_id == deal_id, ledger.c.scheme == scheme,
+            ledger.c.kind.in_(("earn", "reverse")))).all()
+        return sum(int(points) - int((details or {}).get("shortfall", 0)) for points, details in rows)
+
+    def batches(self, customer_id: int, scheme: str, as_of: datetime | None = None) -> list[dict[str, Any]]:
+        """The customer's batches with points left: id, points, remaining, occurred_at, expires_at, deal_id.
+
+        Oldest first, the order redemptions consume them in.
+        """
+        used = _used_by_batch()
+        remaining = ledger.c.points - func.coalesce(used.c.used, 0)
+        query = select(ledger.c.id, ledger.c.points, remaining.label("remaining"), ledger.c.occurred_at,
+                       ledger.c.expires_at, ledger.c.deal_id).select_from(
+            ledger.outerjoin(used, used.c.batch_id == ledger.c.id)).where(
+            ledger.c.customer_id == customer_id, ledger.c.scheme == scheme, ledger.c.points > 0,
+            remaining > 0).order_by(ledger.c.occurred_at, ledger.c.id)
+        return [{**r._mapping, "remaining": int(r.remaining), "points": int(r.points)}
+                for r in self.uow.conn.execute(query)]
+
+    def credit_many(self, scheme: str, credits: list[dict[str, Any]]) -> int:
+        """Bulk credit: one ledger row per item, balances updated per customer.
+
+        Each item has ``customer_id``, ``points``, ``key`` and optionally
+        ``kind`` (default earn), ``deal_id``, ``expires_at``, ``reason``,
+        ``occurred_at``, ``details``.  Keys already in the ledger are skipped, so
+        a replayed batch changes nothing.  Returns the number of new entries.
+        A few statements per batch instead of five per entry.
+        """
+        for item in credits:
+            _check_points(item["points"])
+        conn = self.uow.conn
+        keys = [item["key"] for item in credits]
+        seen: set[str] = set()
+        for start in range(0, len(keys), 5000):
+            chunk = keys[start:start + 5000]
+            seen.update(conn.execute(select(ledger.c.idempotency_key).where(
+                ledger.c.idempotency_key.in_(chunk))).scalars())
+        fresh = []
+        for item in credits:
+            if item["key"] not in seen:
+                seen.add(item["key"])
+                fresh.append(item)
+        if not fresh:
+            return 0
+        totals: dict[int, int] = {}
+        for item in fresh:
+            totals[item["customer_id"]] = totals.get(item["customer_id"], 0) + item["points"]
+        self._ensure_accounts(scheme, list(totals))
+        conn.execute(update(accounts).where(
+            accounts.c.customer_id == bindparam("cid"), accounts.c.scheme == scheme).values(
+            balance=accounts.c.balance + bindparam("add"), updated_at=self.uow.now),
+            [{"cid": cid, "add": add} for cid, add in totals.items()])
+        conn.execute(ledger.insert(), [{
+            "customer_id": item["customer_id"], "scheme": scheme, "kind": item.get("kind", "earn"),
+            "points": item["points"], "idempotency_key": item["key"], "deal_id": item.get("deal_id"),
+            "expires_at": item.get("expires_at"), "reason": item.get("reason"), "actor": self.uow.actor,
+            "occurred_at": item.get("occurred_at") or self.uow.now, "details": item.get("details")}
+            for item in fresh])
+        self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, list(totals))
+        return len(fresh)
+
+    def insert_credits(self, scheme: str, source: Select, key_like: str) -> int:
+        """Set-based credit: ``INSERT INTO ledger ... SELECT`` plus one balance update.
+
+        ``source`` selects the columns of :data:`CREDIT_COLUMNS` (labelled) with
+        positive ``points`` and keys not yet in the ledger (``NOT EXISTS`` on
+        the key: a duplicate key fails the whole statement).  ``key_like`` is a LIKE pattern matching every key
+        this job writes, and only those, so the balance update counts exactly
+        the new rows even when other transactions write to the ledger.
+        Returns the number of entries written.
+        """
+        conn = self.uow.conn
+        before = conn.execute(select(func.coalesce(func.max(ledger.c.id), 0))).scalar_one()
+        src = source.subquery("credit_source")
+        rows = select(*(src.c[name] for name in CREDIT_COLUMNS), literal(scheme).label("scheme"),
+                      literal(self.uow.actor, String).label("actor"))
+        conn.execute(insert(ledger).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows))
+        new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
+        written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
+        if written:
+            self._apply_new_entries(scheme, new)
+        return written
+
+    def expire(self, as_of: datetime, scheme: str | None = None, customer_id: int | None = None) -> int:
+        """Write an expiry entry for every batch past its ``expires_at`` with points left.
+
+        Set-based and idempotent: an expired batch has nothing left, and its
+        key ``<scheme>:expire:<batch>`` is unique.  Returns the entries written.
+        """
+        conn = self.uow.conn
+        used = _used_by_batch()
+        remaining = ledger.c.points - func.coalesce(used.c.used, 0)
+        where = [ledger.c.points > 0, ledger.c.expires_at <= as_of, remaining > 0]
+        if scheme is not None:
+            where.append(ledger.c.scheme == scheme)
+        if customer_id is not None:
+            where.append(ledger.c.customer_id == customer_id)
+        if customer_id is None and conn.dialect.name != "sqlite":
+            self._lock_due_accounts(used, where)
+        key = ledger.c.scheme + literal(":expire:") + cast(ledger.c.id, String)
+        rows = select(ledger.c.customer_id, ledger.c.scheme, literal("expire"), (-remaining).label("points"),
+                      key.label("idempotency_key"), literal("points expired").label("reason"),
+                      literal(self.uow.actor, String).label("actor"), ledger.c.expires_at.label("occurred_at"),
+                      ledger.c.id.label("batch_id")).select_from(
+            ledger.outerjoin(used, used.c.batch_id == ledger.c.id)).where(*where)
+        before = conn.execute(select(func.coalesce(func.max(ledger.c.id), 0))).scalar_one()
+        conn.execute(insert(ledger).from_select(
+            ["customer_id", "scheme", "kind", "points", "idempotency_key", "reason", "actor", "occurred_at",
+             "batch_id"], rows))
+        new = [ledger.c.id > before, ledger.c.kind == "expire", ledger.c.batch_id.is_not(None)]
+        if scheme is not None:
+            new.append(ledger.c.scheme == scheme)
+        if customer_id is not None:
+            new.append(ledger.c.customer_id == customer_id)
+        written = _count(conn, and_(*new))
+        if not written:
+            return 0
+        conn.execute(insert(allocations).from_select(
+            ["debit_id", "batch_id", "points"], select(ledger.c.id, ledger.c.batch_id, -ledger.c.points).where(
+                *new, ~exists().where(allocations.c.debit_id == ledger.c.id))))
+        for name in ([scheme] if scheme else self._schemes_with(and_(*new))):
+            self._apply_new_entries(name, and_(*new, ledger.c.scheme == name), ensure=False)
+        return written
+
+    # -- internals -------------------------------------------------------------
+    def _lock_due_accounts(self, used: Any, where: list[ColumnElement]) -> None:
+        """Lock the accounts the expiry job is about to change, in key order.
+
+        A redemption locks its account before expiring that customer's due
+        batches itself; taking the same locks first makes it wait for this
+        job's commit and then find nothing left to expire, instead of
+        colliding on the same expiry key.  (SQLite write transactions are
+        serial already.)
+        """
+        due = exists().select_from(ledger.outerjoin(used, used.c.batch_id == ledger.c.id)).where(
+            *where, ledger.c.customer_id == accounts.c.customer_id, ledger.c.scheme == accounts.c.scheme)
+        self.uow.conn.execute(select(accounts.c.customer_id).where(due).order_by(
+            accounts.c.customer_id, accounts.c.scheme).with_for_update()).all()
+
+    def _schemes_with(self, where: ColumnElement) -> list[str]:
+        return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
+
+    def _apply_new_entries(self, scheme: str, new: ColumnElement, ensure: bool = True) -> None:
+        """Add the points of the ledger rows matching ``new`` to their accounts.
+
+        Existing accounts get one ``UPDATE ... FROM`` the per-customer totals;
+        missing ones (``ensure``) are inserted with their total.
+        """
+        conn = self.uow.conn
+        totals = select(ledger.c.customer_id, func.sum(ledger.c.points).label("total")).where(new).group_by(
+            ledger.c.customer_id).subquery("new_totals")
+        conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
+                                             updated_at=self.uow.now).where(
+            accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+        if ensure:  # after the UPDATE, so new accounts are not counted twice
+            missing = select(ledger.c.customer_id, literal(scheme), func.sum(ledger.c.points),
+                             literal(self.uow.now, accounts.c.updated_at.type)).where(
+                new, ~exists().where(accounts.c.customer_id == ledger.c.customer_id,
+                                     accounts.c.scheme == scheme)).group_by(ledger.c.customer_id)
+            conn.execute(insert(accounts).from_select(["customer_id", "scheme", "balance", "updated_at"], missing))
+        scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry else None
+        if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
+            ids = list(conn.execute(select(ledger.c.customer_id).where(new).distinct()).scalars())
+            self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, ids)
+
+    def _allocate(self, debit_id: int, customer_id: int, scheme: str, points: int, prefer_deal: int | None) -> None:
+        """Record which batches a debit consumed: its own deal's first (reversals), then oldest first."""
+        batches = self._live_batches(customer_id, scheme)
+        if prefer_deal is not None:
+            batches.sort(key=lambda b: b["deal_id"] != prefer_deal)  # stable: FIFO within each group
+        rows, left = [], points
+        for batch in batches:
+            take = min(left, batch["remaining"])
+            rows.append({"debit_id": debit_id, "batch_id": batch["id"], "points": take})
+            left -= take
+            if not left:
+                break
+        if rows:
+            self.uow.conn.execute(allocations.insert(), rows)
+
+    def _live_batches(self, customer_id: int, scheme: str) -> list[dict[str, Any]]:
+        """The customer's batches with points left, oldest first, read with locking reads.
+
+        Locking reads see the latest committed rows: on MariaDB/MySQL (repeatable
+        read) a plain SELECT would read the snapshot taken before this debit
+        waited for the account lock, and allocate points another transaction
+        has just spent or expired.
+        """
+        conn = self.uow.conn
+        rows = conn.execute(select(ledger.c.id, ledger.c.points, ledger.c.deal_id).where(
+            ledger.c.customer_id == customer_id, ledger.c.scheme == scheme, ledger.c.points > 0).order_by(
+            ledger.c.occurred_at, ledger.c.id).with_for_update(read=True)).all()
+        used: dict[int, int] = {}
+        batch = ledger.alias("batch")
+        for batch_id, points in conn.execute(select(allocations.c.batch_id, allocations.c.points).select_from(
+                allocations.join(batch, batch.c.id == allocations.c.batch_id)).where(
+                batch.c.customer_id == customer_id, batch.c.scheme == scheme).with_for_update(read=True)):
+            used[batch_id] = used.get(batch_id, 0) + int(points)
+        return [{"id": i, "remaining": int(p) - used.get(i, 0), "deal_id": d} for i, p, d in rows
+                if int(p) > used.get(i, 0)]
+
+    def _ensure_accounts(self, scheme: str, customer_ids: list[int]) -> None:
+        existing: set[int] = set()
+        for start in range(0, len(customer_ids), 5000):
+            chunk = customer_ids[start:start + 5000]
+            existing.update(self.uow.conn.execute(select(accounts.c.customer_id).where(
+                accounts.c.scheme == scheme, accounts.c.customer_id.in_(chunk))).scalars())
+        for cid in customer_ids:
+            if cid not in existing:
+                insert_ignore(self.uow.conn, accounts, {"customer_id": cid, "scheme": scheme, "balance": 0,
+                                                        "updated_at": self.uow.now})
+
+    def _lock_account(self, customer_id: int, scheme: str) -> None:
+        # Serialise debits of one account before expiring and allocating, so
+        # two concurrent redemptions cannot allocate the same batch (PostgreSQL,
+        # MariaDB; SQLite write transactions are serial already).
+        self.uow.conn.execute(select(accounts.c.balance).where(
+            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).with_for_update())
+
+    def _take(self, customer_id: int, scheme: str, points: int) -> bool:
+        result = self.uow.conn.execute(update(accounts).where(
+            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme,
+            accounts.c.balance >= points).values(
+            balance=accounts.c.balance - points, updated_at=self.uow.now))
+        return result.rowcount == 1
+
+    def _ensure_account(self, customer_id: int, scheme: str) -> None:
+        # Read first, insert only a missing account: on MariaDB/MySQL an INSERT
+        # IGNORE that hits an existing row takes a shared lock, and two
+        # concurrent redemptions holding it deadlock upgrading to the UPDATE's lock.
+        if self.uow.conn.execute(select(accounts.c.balance).where(
+                accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).first() is not None:
+            return
+        insert_ignore(self.uow.conn, accounts, {"customer_id": customer_id, "scheme": scheme,
+                                                "balance": 0, "updated_at": self.uow.now})
+
+    def _append(self, customer_id: int, scheme: str, kind: str, points: int, key: str,
+                fields: Mapping[str, Any]) -> LedgerEntry:
+        values = {"customer_id": customer_id, "scheme": scheme, "kind": kind, "points": points,
+                  "idempotency_key": key, "occurred_at": fields.get("occurred_at") or self.uow.now,
+                  "actor": self.uow.actor, "deal_id": fields.get("deal_id"),
+                  "expires_at": fields.get("expires_at"), "reason": fields.get("reason"),
+                  "details": fields.get("details"), "batch_id": None}
+        values["id"] = self.uow.conn.execute(ledger.insert().values(values)).inserted_primary_key[0]
+        entry = LedgerEntry(**values)
+        self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
+        return entry
+
+
+def _count(conn: Any, where: ColumnElement) -> int:
+    return int(conn.execute(select(func.count()).select_from(ledger).where(where)).scalar_one())
+
+
+def _used_by_batch() -> Any:
+    """Points allocated so far per batch (subquery: batch_id, used)."""
+    return select(allocations.c.batch_id, func.sum(allocations.c.points).label("used")).group_by(
+        allocations.c.batch_id).subquery("used")
+
+
+def _check_points(points: int) -> None:
+    if isinstance(points, bool) or not isinstance(points, int) or points <= 0:
+        raise ValidationError.single("points", f"must be a positive whole number, got {points!r}", "loyalty entry")

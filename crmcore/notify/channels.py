@@ -1,0 +1,108 @@
+"""What a notification channel is: the protocol plugins implement and what it exchanges.
+
+A :class:`Channel` sends one :class:`Message` and returns :class:`Delivered`,
+or raises :class:`TransientError` (retry later) or :class:`PermanentError`
+(give up on this message).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+from ..application.components import Component
+
+
+class TransientError(Exception):
+    """Delivery failed but may succeed later (timeout, 5xx, connection refused)."""
+
+
+class PermanentError(Exception):
+    """Delivery can never succeed (bad address, 4xx, rejected recipient, misconfiguration)."""
+
+
+@attrs.frozen
+class Message:
+    """A message as a channel sees it."""
+
+    id: int
+    channel: str
+    recipient: str | None
+    subject: str | None
+    body: str | None
+    payload: dict[str, Any]
+    purpose: str
+    customer_id: int | None
+    idempotency_key: str
+    attempts: int
+
+
+@attrs.frozen
+class Delivered:
+    """What a channel may return from :meth:`Channel.send` instead of a bare id.
+
+    :ivar provider_id: the provider's id for the message (stored as ``provider_id``).
+    :ivar details: anything worth keeping about the delivery (SMS segments,
+        the server's reply, ...); stored as the message's ``delivery`` JSON.
+    """
+
+    provider_id: str | None = None
+    details: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+class Channel(Component):
+    """Base class of notification channels.
+
+    :cvar address: which customer field is the recipient: ``"email"``,
+        ``"phone"`` or None (the channel needs no per-customer address).
+    :cvar resend_in_doubt: True if the receiving end de-duplicates on the
+        message's idempotency key, so a message whose outcome is unknown (the
+        dispatcher died during the send) may safely be sent again.  False
+        (the default) dead-letters such a message instead of risking a
+        duplicate.
+    """
+
+    address: str | None = None
+    resend_in_doubt: bool = False
+
+    def open(self, options: Any) -> None:
+        """Prepare for a batch (e.g. connect); called once per dispatch and thread.
+
+        Raise :class:`PermanentError` for a misconfiguration (the batch's
+        messages are dead-lettered with the reason), anything else to retry later.
+        """
+
+    def send(self, message: Message, options: Any) -> str | Delivered | None:
+        """Deliver one message; return the provider's message id (or a :class:`Delivered`).
+
+        Raise :class:`TransientError` to retry later, :class:`PermanentError`
+        to give up at once.  Any other exception counts as transient.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """End the batch (e.g. disconnect)."""
+
+
+@attrs.frozen
+class DispatchResult:
+    """What one dispatch did.
+
+    :ivar deferred: messages handed back without an attempt because their
+        channel was down (or the dispatcher was asked to stop).
+    """
+
+    sent: int = 0
+    retried: int = 0
+    dead: int = 0
+    suppressed: int = 0
+    deferred: int = 0
+
+    def __add__(self, other: DispatchResult) -> DispatchResult:
+        return DispatchResult(**{k: getattr(self, k) + getattr(other, k) for k in attrs.fields_dict(DispatchResult)})
+
+    @property
+    def total(self) -> int:
+        return self.sent + self.retried + self.dead + self.suppressed + self.deferred

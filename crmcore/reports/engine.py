@@ -1,0 +1,113 @@
+"""Reports: generators from plugins, renderers in the core and from plugins.
+
+A :class:`Report` aggregates in SQL and returns a :class:`ReportResult`
+(columns, rows, optional chart specs).  Renderers turn a result into text or
+bytes: the core has ``table`` (rich on a terminal, plain box text otherwise),
+``csv`` and ``json``; plugins add more through ``register_renderers``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ..application.components import build_options
+from ..application.registry import Registry
+from ..domain.errors import ConfigError, CRMError
+from .dashboard import DashboardEntry, dashboard_index, write_output
+from .protocol import (
+    Renderer,
+    Report,
+    ReportContext,
+    ReportResult,
+)
+from .renderers import CORE_RENDERERS
+
+if TYPE_CHECKING:
+    from ..app import CRM
+
+class ReportEngine:
+    """``crm.reports``: list, run and render reports."""
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+        self.registry: Registry[Report] = Registry("report")
+        self.renderers: Registry[Renderer] = Registry("renderer")
+        for renderer in CORE_RENDERERS:
+            self.renderers.add(renderer, "crmcore")
+
+    def list(self) -> list[Report]:
+        return list(self.registry)
+
+    def run(self, name: str, as_of: str | date | datetime | None = None,
+            options: Mapping[str, Any] | None = None) -> ReportResult:
+        """Run a report as of ``as_of`` (default now) with ``options``."""
+        report = self.registry.get(name)
+        _check_option_names(report, options)
+        opts = build_options(report, "reports", self.crm.config, options)
+        moment = self.crm.as_of(as_of)
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize("reports.run", name)
+            result = report.run(ReportContext(uow, moment), opts)
+        return attrs.evolve(result, as_of=moment)
+
+    def render(self, name: str, format: str = "table", as_of: str | date | datetime | None = None,
+               options: Mapping[str, Any] | None = None) -> str | bytes:
+        """Run a report and render it in ``format``."""
+        renderer = self.renderers.get(format)
+        return renderer.render(self.run(name, as_of, options))
+
+    def write(self, name: str, path: str | Path, format: str = "table",
+              as_of: str | date | datetime | None = None, options: Mapping[str, Any] | None = None) -> Path:
+        """Run, render and write a report to ``path``; an unwritable path is a CRMError."""
+        rendered = self.render(name, format, as_of, options)
+        return write_output(Path(path), rendered)
+
+    def dashboard(self, directory: str | Path, as_of: str | date | datetime | None = None,
+                  format: str = "html") -> list[DashboardEntry]:
+        """Write every report as ``NAME.html`` (or ``format``) into ``directory`` plus an ``index.html``.
+
+        A report that cannot run (a :class:`CRMError`, e.g. missing
+        configuration) is listed on the index with its error instead of
+        stopping the others.
+        """
+        renderer = self.renderers.get(format)  # UnknownComponent names the formats there are
+        folder = Path(directory)
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise CRMError(f"cannot create output directory {folder}: {exc.strerror or exc}") from None
+        moment = self.crm.as_of(as_of)
+        entries = []
+        for report in self.list():
+            file = f"{report.name}.{renderer.extension}"
+            try:
+                result = self.run(report.name, moment)
+            except CRMError as exc:
+                entries.append(DashboardEntry(report.name, report.description, None, None, str(exc)))
+                continue
+            write_output(folder / file, renderer.render(result))
+            entries.append(DashboardEntry(report.name, report.description, file, result.title, None))
+        write_output(folder / "index.html", dashboard_index(entries, moment))
+        return entries
+
+
+def _check_option_names(report: Report, options: Mapping[str, Any] | None) -> None:
+    """An option (filter) the report does not take is an error naming the ones it does."""
+    if not options or not isinstance(options, Mapping):
+        return
+    known = {f.name for f in attrs.fields(report.options_type)} if report.options_type else set()
+    unknown = sorted(set(options) - known)
+    if unknown:
+        takes = ", ".join(sorted(known)) or "none"
+        raise ConfigError(f"report {report.name!r} has no filter or option "
+                          f"{', '.join(repr(k) for k in unknown)} (it takes: {takes})")
+
+
+def rows_of(result: Sequence[Any]) -> tuple[tuple[Any, ...], ...]:
+    """Rows from a SQLAlchemy result, as plain tuples."""
+    return tuple(tuple(r) for r in result)

@@ -1,0 +1,106 @@
+"""The core's renderers: a terminal table, CSV and JSON.
+
+Plugins add more formats (Markdown, XLSX, HTML with charts) through
+``register_renderers``.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+import attrs
+from rich.console import Console
+from rich.table import Table
+
+from .protocol import (
+    Column,
+    Renderer,
+    ReportResult,
+)
+
+
+def _cell(value: Any) -> Any:
+    """JSON/CSV text of a value: Decimal exactly, dates ISO."""
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, (date, datetime)):
+        return value.isoformat()
+    return value
+
+
+def render_csv(result: ReportResult) -> str:
+    """The table as CSV; each section follows after a blank line, its title and its header."""
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    for n, table in enumerate(result.tables()):
+        if n:
+            writer.writerow([])
+            writer.writerow([table.title])
+        writer.writerow([c.name for c in table.columns])
+        for row in table.rows:
+            writer.writerow(["" if v is None else _cell(v) for v in row])
+    return buffer.getvalue()
+
+
+def _optional_unset(attribute: Any, value: Any) -> bool:
+    """Leave out the optional fields added later when unset, so older readers see the same JSON."""
+    return not ((attribute.name in ("currency", "group") and value is None)
+                or (attribute.name == "exclude" and not value))
+
+
+def _json_table(result: ReportResult) -> dict[str, Any]:
+    return {
+        "title": result.title,
+        "columns": [attrs.asdict(c, filter=_optional_unset) for c in result.columns],
+        "rows": [{c.name: _cell(v) for c, v in zip(result.columns, row)} for row in result.rows],
+        "charts": [attrs.asdict(c, filter=_optional_unset) for c in result.charts],
+        "notes": list(result.notes),
+    }
+
+
+def render_json(result: ReportResult) -> str:
+    document = _json_table(result)
+    document = {"title": document.pop("title"), "as_of": _cell(result.as_of), **document}
+    if result.sections:
+        document["sections"] = [_json_table(section) for section in result.sections]
+    return json.dumps(document, ensure_ascii=False, indent=2)
+
+
+def _display(value: Any, column: Column) -> str:
+    if value is None:
+        return ""
+    if column.type == "percent":
+        return f"{value:.1%}" if isinstance(value, float) else f"{Decimal(value) * 100:.1f}%"
+    if column.type == "decimal":
+        return f"{Decimal(value):,}"
+    if column.type == "float":
+        return f"{value:,.2f}"
+    return str(_cell(value))
+
+
+def render_table(result: ReportResult, terminal: bool = False, width: int = 120) -> str:
+    console = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None
+                      if not terminal else "auto", record=False)
+    for part in result.tables():
+        table = Table(title=part.title, show_lines=False)
+        for column in part.columns:
+            numeric = column.type in ("int", "decimal", "float", "percent")
+            table.add_column(column.label, justify="right" if numeric else "left")
+        for row in part.rows:
+            table.add_row(*(_display(v, c) for v, c in zip(row, part.columns)))
+        console.print(table)
+        for note in part.notes:
+            console.print(note)
+    return console.file.getvalue()
+
+
+CORE_RENDERERS = (
+    Renderer("table", render_table, "txt", "a box table for people"),
+    Renderer("csv", render_csv, "csv", "comma-separated values"),
+    Renderer("json", render_json, "json", "columns, rows and charts as JSON"),
+)

@@ -1,0 +1,136 @@
+"""Writing a run's memberships: through the driver's executemany, or staged on SQLite."""
+
+from __future__ import annotations
+
+import gc
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import exists, insert, literal, select
+from sqlalchemy.sql.elements import BindParameter, Null
+from sqlalchemy.types import NullType
+
+from ..store import tables
+
+m = tables.segment_memberships
+
+
+def untyped_null(column: Any) -> bool:
+    """``null()`` or ``literal(None)`` (possibly labelled): a NULL with no SQL type."""
+    element = getattr(column, "element", column)
+    return isinstance(element, Null) or (
+        isinstance(element, BindParameter) and element.value is None and isinstance(element.type, NullType))
+
+
+@contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector while a run streams its rows.
+
+    A model-based run builds and drops hundreds of thousands of rows and
+    details dicts.  Each lives across a few young collections, so the
+    collector promotes them and then makes full passes over every live object
+    that find nothing (k-means on 1M customers: 9 passes, 1.1 s of 8 s).
+    Reference counting still frees all of it; cycles a plugin makes meanwhile
+    are collected once the collector is back on.  The collector is global, so
+    other threads' cycles wait for the run too.
+    """
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
+
+
+class MembershipWriter:
+    """Writes a run's memberships from Python with the driver's ``executemany``.
+
+    A million rows through SQLAlchemy's per-row parameter processing cost
+    about 9 s on SQLite, most of it JSON-encoding ``None`` details and
+    building parameter dicts; the driver itself took 3 s.  So the statement is
+    compiled once for the dialect and the rows go to the driver as plain
+    tuples (or dicts for drivers with named parameters), details already
+    serialised with the engine's JSON serializer.  No details is SQL NULL, as
+    on the ``select()`` path.
+    """
+
+    def __init__(self, conn: Any, run_id: int):
+        self.conn = conn
+        self.run_id = run_id
+        self.dumps = getattr(conn.dialect, "_json_serializer", None) or json.dumps
+        compiled = insert(m).compile(dialect=conn.dialect, column_keys=[
+            "run_id", "customer_id", "segment", "score", "details"])
+        self.sql = compiled.string
+        self.order = list(compiled.positiontup) if compiled.positional else None
+
+    def write(self, ids: list[Any], segments: list[Any], scores: list[Any], details: list[Any]) -> None:
+        """Insert one batch given as columns."""
+        if not ids:
+            return
+        dumps = self.dumps
+        texts = [None if d is None else dumps(d) for d in details]
+        run_ids = [self.run_id] * len(ids)
+        if self.order is not None:
+            by_name = {"run_id": run_ids, "customer_id": ids, "segment": segments, "score": scores,
+                       "details": texts}
+            rows: list[Any] = list(zip(*(by_name[name] for name in self.order)))
+        else:
+            rows = [{"run_id": r, "customer_id": c, "segment": s, "score": v, "details": t}
+                    for r, c, s, v, t in zip(run_ids, ids, segments, scores, texts)]
+        self.conn.exec_driver_sql(self.sql, rows)
+
+    def finish(self, everyone_else: str | None) -> None:
+        """After the last batch: every customer without a membership in this
+        run so far goes to ``everyone_else`` (when given)."""
+        if everyone_else is None:
+            return
+        c = tables.customers
+        taken = exists().where(m.c.run_id == self.run_id, m.c.customer_id == c.c.id)
+        source = select(literal(self.run_id), c.c.id, literal(everyone_else)).where(~taken)
+        self.conn.execute(insert(m).from_select(["run_id", "customer_id", "segment"], source))
+
+
+class SQLiteMembershipWriter(MembershipWriter):
+    """On SQLite, batches are staged in a temporary table and moved into
+    ``segment_memberships`` at the end with one ``INSERT ... SELECT`` in
+    customer order.
+
+    Why: rows in key order append to the membership indexes instead of
+    splitting pages all over them, and "everyone else" becomes one ordered
+    LEFT JOIN of the customers with the staged rows rather than a key probe
+    into the memberships per customer (1M customers, 127k staged rows with
+    JSON details: 1.75 s against 2.2 s).  A temporary table lives outside the
+    database file and its WAL.
+    """
+
+    STAGE = "crm_segment_run_stage"
+
+    def __init__(self, conn: Any, run_id: int):
+        super().__init__(conn, run_id)
+        conn.exec_driver_sql(f"CREATE TEMP TABLE {self.STAGE} (customer_id INTEGER PRIMARY KEY, "
+                             "segment TEXT NOT NULL, score REAL, details TEXT)")
+        self.sql = f"INSERT INTO {self.STAGE} (customer_id, segment, score, details) VALUES (?, ?, ?, ?)"
+        self.order = ["customer_id", "segment", "score", "details"]
+
+    def finish(self, everyone_else: str | None) -> None:
+        columns = "run_id, customer_id, segment, score, details"
+        move = f"INSERT INTO {m.name} ({columns}) "
+        stage, customers = self.STAGE, tables.customers.name
+        if everyone_else is None:
+            # The stage's key is its rowid: reading it in customer order needs no sort.
+            self.conn.exec_driver_sql(
+                move + f"SELECT ?, customer_id, segment, score, details FROM {stage} ORDER BY customer_id",
+                (self.run_id,))
+        else:
+            # Staged rows of customers that do not exist: inserted on their own so the
+            # foreign key still rejects them, as it would without the stage.
+            self.conn.exec_driver_sql(
+                move + f"SELECT ?, s.customer_id, s.segment, s.score, s.details FROM {stage} s "
+                f"WHERE NOT EXISTS (SELECT 1 FROM {customers} c WHERE c.id = s.customer_id)", (self.run_id,))
+            self.conn.exec_driver_sql(
+                move + f"SELECT ?, c.id, COALESCE(s.segment, ?), s.score, s.details FROM {customers} c "
+                f"LEFT JOIN {stage} s ON s.customer_id = c.id ORDER BY c.id", (self.run_id, everyone_else))
+        self.conn.exec_driver_sql(f"DROP TABLE {stage}")
