@@ -19,6 +19,7 @@ from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 MONEY_SCALE = 10_000
+"""Money is stored as an integer in units of 1/MONEY_SCALE (four decimal places)."""
 
 
 class UTCDateTime(TypeDecorator):
