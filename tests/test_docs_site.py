@@ -82,14 +82,24 @@ def reference_identifiers() -> list[str]:
 
 
 @functools.cache
-def package() -> griffe.Module:
+def package() -> griffe.Object | griffe.Alias:
     """crmcore as griffe reads it: statically, from this checkout, as mkdocstrings does."""
     return griffe.load("crmcore", search_paths=[str(ROOT)], resolve_aliases=True, resolve_external=False)
 
 
+def resolved(obj: griffe.Object | griffe.Alias) -> griffe.Object:
+    """The object an alias (a name imported from elsewhere) stands for."""
+    if isinstance(obj, griffe.Alias):
+        target = obj.final_target
+        assert isinstance(target, griffe.Object)
+        return target
+    return obj
+
+
 def lookup(identifier: str) -> griffe.Object:
-    obj = package() if identifier == "crmcore" else package()[identifier.removeprefix("crmcore.")]
-    return obj.final_target if obj.is_alias else obj
+    """The object a reference identifier (``crmcore.X.y``) names."""
+    root = package()
+    return resolved(root if identifier == "crmcore" else root[identifier.removeprefix("crmcore.")])
 
 
 def qualified_name(obj: griffe.Object) -> str:
@@ -114,7 +124,7 @@ def documented_members(obj: griffe.Object) -> list[griffe.Object]:
                    and (m.is_function or "property" in m.labels)]
     else:
         members = []
-    return [m.final_target if m.is_alias else m for m in members]
+    return [resolved(m) for m in members]
 
 
 def missing_docstrings() -> dict[str, str]:
@@ -128,7 +138,7 @@ def missing_docstrings() -> dict[str, str]:
     return missing
 
 
-def test_reference_pages_name_objects_that_exist():
+def test_reference_pages_name_objects_that_exist() -> None:
     identifiers = reference_identifiers()
     assert len(identifiers) > 50
     unknown = []
@@ -140,7 +150,7 @@ def test_reference_pages_name_objects_that_exist():
     assert not unknown, f"docs/reference names objects that do not exist: {', '.join(unknown)}"
 
 
-def test_every_public_name_is_in_the_reference():
+def test_every_public_name_is_in_the_reference() -> None:
     documented = set(reference_identifiers())
     absent = sorted(name for name in crmcore.__all__ if f"crmcore.{name}" not in documented)
     assert not absent, (
@@ -150,7 +160,7 @@ def test_every_public_name_is_in_the_reference():
         assert module in documented, f"docs/reference/*.md has no '::: {module}'"
 
 
-def test_documented_names_have_docstrings():
+def test_documented_names_have_docstrings() -> None:
     missing = missing_docstrings()
     new = sorted(name for name in missing if name not in KNOWN_MISSING_DOCSTRINGS)
     assert not new, (
@@ -158,7 +168,7 @@ def test_documented_names_have_docstrings():
         + "\n".join(f"  {missing[name]}" for name in new))
 
 
-def test_known_missing_docstrings_are_still_missing():
+def test_known_missing_docstrings_are_still_missing() -> None:
     # Keeps the allowlist honest: once a name is documented (or gone), its entry goes.
     stale = sorted(KNOWN_MISSING_DOCSTRINGS - set(missing_docstrings()))
     assert not stale, (
@@ -166,7 +176,7 @@ def test_known_missing_docstrings_are_still_missing():
         f"in tests/test_docs_site.py: {', '.join(stale)}")
 
 
-def test_site_builds_strictly(tmp_path):
+def test_site_builds_strictly(tmp_path: Path) -> None:
     if not MKDOCS.exists():
         pytest.fail(f"{MKDOCS} not found: install requirements-test.txt (mkdocs, mkdocs-material, "
                     "mkdocstrings[python])", pytrace=False)
