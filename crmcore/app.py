@@ -143,6 +143,7 @@ class CRM:
         self.schemas[plugin] = schema
 
     def close(self) -> None:
+        """Release the database connections (the CRM is also a context manager)."""
         self.engine.dispose()
 
     def __enter__(self) -> "CRM":

@@ -48,11 +48,16 @@ def server_url(kind: str) -> str:
 
 @pytest.fixture
 def crm_sqlite_url(tmp_path: Any) -> str:
+    """A fresh SQLite file URL in ``tmp_path`` (no server variants)."""
     return f"sqlite:///{tmp_path / 'crm.db'}"
 
 
 @pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
 def crm_db_url(request: Any, tmp_path: Any) -> str:
+    """A fresh, empty database URL: SQLite, then PostgreSQL and MariaDB when their URLs are set.
+
+    Parametrised, so a test using it runs once per database; a server's tables are dropped first.
+    """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'crm.db'}"
     url = server_url(request.param)
@@ -62,6 +67,13 @@ def crm_db_url(request: Any, tmp_path: Any) -> str:
 
 @pytest.fixture
 def crm_factory(crm_db_url: str) -> Iterator[Callable[..., Any]]:
+    """Open migrated CRMs on ``crm_db_url``; each is closed after the test.
+
+    ``crm_factory(plugins=[...], extra_plugins=[...], config={...}, clock=...)``:
+    ``plugins`` is the allowlist of installed plugins (default: none), ``config``
+    a mapping in the shape of ``crm.toml``, ``clock`` defaults to :data:`FIXED_NOW`;
+    other keyword arguments go to :meth:`crmcore.CRM.open`.
+    """
     from .app import CRM
     from .config import Config
 

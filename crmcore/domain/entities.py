@@ -15,8 +15,8 @@ from typing import Any
 
 import attrs
 
-#: Money is stored as a signed 64-bit count of 1/MONEY_SCALE units (four decimal places).
 MONEY_SCALE = 10_000
+"""Money is stored as a signed 64-bit integer in units of 1/MONEY_SCALE (four decimal places)."""
 
 
 class CustomerKind(str, enum.Enum):

@@ -32,10 +32,10 @@ CORE_BRANCH = "crmcore"
 class PluginSchema:
     """Tables a plugin owns and where its Alembic revisions live.
 
-    :param branch: the plugin's branch label, also its version table suffix.
-    :param versions: directory holding the plugin's revision files.
-    :param tables: names of the tables the plugin creates (for clash checks).
-    :param requires_core: the core revision the plugin's first revision needs.
+    :ivar branch: the plugin's branch label, also its version table suffix.
+    :ivar versions: directory holding the plugin's revision files.
+    :ivar tables: names of the tables the plugin creates (for clash checks).
+    :ivar requires_core: the core revision the plugin's first revision needs.
     """
 
     branch: str

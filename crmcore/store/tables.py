@@ -33,8 +33,10 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+"""Constraint and index names, so Alembic revisions name them the same on every database."""
 
 metadata = MetaData(naming_convention=NAMING_CONVENTION)
+"""The MetaData of the core tables (plugins that own tables use their own)."""
 
 # MariaDB/MySQL: a binary collation, so text compares as on PostgreSQL and SQLite.
 # The server default (utf8mb4_general_ci) folds case and accents and treats every
@@ -45,6 +47,7 @@ TABLE_OPTIONS = {
     "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
     "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin",
 }
+"""Keyword arguments for ``Table(...)``: utf8mb4 with a binary collation on MariaDB/MySQL."""
 
 
 def _stamps() -> list[Column]:
@@ -79,6 +82,8 @@ customers = Table(
     *_stamps(),
     **TABLE_OPTIONS,
 )
+"""Customers: people and organisations, with consent flags, tags, JSON ``attributes`` (custom
+fields) and a unique ``external_id``."""
 
 contacts = Table(
     "contacts",
@@ -95,6 +100,7 @@ contacts = Table(
     *_stamps(),
     **TABLE_OPTIONS,
 )
+"""Contacts: the people at a customer (name, title, email, phone, whether primary)."""
 
 interactions = Table(
     "interactions",
@@ -119,6 +125,8 @@ interactions = Table(
     CheckConstraint("satisfaction IS NULL OR satisfaction BETWEEN 1 AND 5", name="satisfaction_range"),
     **TABLE_OPTIONS,
 )
+"""Interactions with a customer (calls, emails, meetings, visits, messages, notes, complaints,
+feedback): direction, time, outcome, satisfaction."""
 
 deals = Table(
     "deals",
@@ -141,6 +149,8 @@ deals = Table(
     CheckConstraint("amount >= 0", name="amount_not_negative"),
     **TABLE_OPTIONS,
 )
+"""Deals: an amount (:class:`~crmcore.store.Money`) and currency in a stage of a pipeline, owned by
+a customer."""
 
 deal_stage_history = Table(
     "deal_stage_history",
@@ -153,6 +163,7 @@ deal_stage_history = Table(
     Column("actor", String(100)),
     **TABLE_OPTIONS,
 )
+"""Every stage change of a deal (``from_stage`` -> ``to_stage``), when and by whom."""
 
 segment_runs = Table(
     "segment_runs",
@@ -171,6 +182,8 @@ segment_runs = Table(
     Column("actor", String(100)),
     **TABLE_OPTIONS,
 )
+"""One row per segmentation run: strategy, options, ``as_of``, timing and the counts of members,
+entered, left and moved."""
 
 segment_memberships = Table(
     "segment_memberships",
@@ -183,6 +196,8 @@ segment_memberships = Table(
     Index("ix_segment_memberships_run_segment", "run_id", "segment"),
     **TABLE_OPTIONS,
 )
+"""The customers' segments per run, with an optional score and JSON details (one row per customer
+and run)."""
 
 loyalty_ledger = Table(
     "loyalty_ledger",
@@ -204,6 +219,8 @@ loyalty_ledger = Table(
     Index("ix_loyalty_ledger_customer_scheme", "customer_id", "scheme"),
     **TABLE_OPTIONS,
 )
+"""The append-only points ledger: earn, redeem, expire, adjust and reverse entries, each with a
+unique idempotency key."""
 
 # Which earn batches (credit entries) each debit consumed, oldest first (FIFO).
 # Append-only like the ledger: a batch's remaining points are its points less
@@ -218,6 +235,7 @@ loyalty_allocations = Table(
     CheckConstraint("points > 0", name="points_positive"),
     **TABLE_OPTIONS,
 )
+"""Which earn batches (credit entries) each debit consumed, oldest first (FIFO)."""
 
 loyalty_accounts = Table(
     "loyalty_accounts",
@@ -231,6 +249,8 @@ loyalty_accounts = Table(
     CheckConstraint("balance >= 0", name="balance_not_negative"),
     **TABLE_OPTIONS,
 )
+"""Each customer's balance and tier per scheme, kept in step with the ledger; a balance never goes
+negative."""
 
 notify_outbox = Table(
     "notify_outbox",
@@ -261,6 +281,8 @@ notify_outbox = Table(
     Index("ix_notify_outbox_due", "status", "next_attempt_at"),
     **TABLE_OPTIONS,
 )
+"""The notification outbox: one row per message, with its status, attempts, next attempt and
+delivery details."""
 
 # Consent decisions per customer, channel ("*" = every channel) and purpose, the
 # latest one per key with its source and time (crmcore.notify.consent reads them).
@@ -276,6 +298,7 @@ customer_consents = Table(
     Column("actor", String(100)),
     **TABLE_OPTIONS,
 )
+"""The latest consent decision per customer, channel (``*`` = every channel) and purpose."""
 
 ENTITY_TABLES = {
     "customer": customers,
@@ -283,3 +306,4 @@ ENTITY_TABLES = {
     "interaction": interactions,
     "deal": deals,
 }
+"""The table of each core entity, by entity name."""
