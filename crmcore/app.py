@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from datetime import date, datetime, time, timezone, tzinfo
 from zoneinfo import ZoneInfo
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 from .components import build_options
 from .config import Config
@@ -25,6 +25,7 @@ from . import migrations
 from .campaigns import CampaignEngine
 from .messaging import MessageEngine
 from .notify import NotifyEngine
+from .plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .plugins import PluginInfo, PluginManager
 from .reports import ReportEngine
 from .segments import SegmentEngine
@@ -32,6 +33,8 @@ from .services import ContactService, CustomerService, DealService, InteractionS
 from .store.engine import make_engine
 from .uow import UnitOfWork
 from .validation import EntityValidator, index_custom_fields
+
+T = TypeVar("T")
 
 _current_unit: contextvars.ContextVar[UnitOfWork | None] = contextvars.ContextVar("crm_unit", default=None)
 _current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("crm_actor", default=None)
@@ -96,6 +99,10 @@ class CRM:
         self.validator = EntityValidator(config, self.custom_fields)
         migrations.check_clashes(self.schemas)
         self._check_component_options()
+        declared = collect_settings_classes(plugins)
+        # [plugins.NAME] of every loaded plugin, validated now so a typo stops start-up.
+        self.plugin_settings: dict[str, PluginSettings] = resolve_settings(config, declared, plugins.names())
+        self._settings_by_class = {declared[name]: found for name, found in self.plugin_settings.items()}
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -223,6 +230,17 @@ class CRM:
         """The configured :class:`Stage` of a deal (None if the stage is unknown)."""
         pipeline = self.config.pipelines.get(deal.pipeline)
         return pipeline.stage(deal.stage) if pipeline else None
+
+    def settings_for(self, cls: type[T]) -> T:
+        """The validated settings of the plugin that registered ``cls`` with ``register_settings``.
+
+        ``crm.settings_for(AcmeSettings).greeting``; typed as ``cls``.
+        """
+        found = self._settings_by_class.get(cls)
+        if found is None:
+            raise PluginError(f"no loaded plugin registered the settings class {cls.__name__} "
+                              f"(register_settings)")
+        return cast(T, found.value)
 
     def as_of(self, value: str | date | datetime | None = None) -> datetime:
         """Parse an ``as_of`` argument; None means now (from this CRM's clock)."""

@@ -98,6 +98,18 @@ def register_templates(register: Any) -> None:
 
 
 @hookspec
+def register_settings(register: Any) -> None:
+    """Declare the plugin's settings: an attrs class filled from ``[plugins.NAME]``.
+
+    NAME is the plugin's registered name.  The table (and ``CRM_PLUGIN_NAME_KEY``
+    environment overrides) is validated into the class when the CRM opens;
+    read it anywhere with ``crm.settings_for(TheClass)``.
+
+    :param register: call ``register(TheClass)`` once with an attrs class.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``crm`` command line.
 
