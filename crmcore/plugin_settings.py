@@ -107,8 +107,9 @@ def _build(name: str, cls: type, config: Config, environ: Mapping[str, tuple[str
     try:
         value = structure(raw, cls, f"plugin {name} settings")
     except ValidationError as exc:
+        issues = [_attribute(key, message, fields) for key, message in exc.issues]
         raise ConfigError("; ".join(f"{sources.get(k, table_source)}: [plugins.{name}] {k}: {m}"
-                                    for k, m in exc.issues)) from None
+                                    for k, m in issues)) from None
     except (TypeError, ValueError) as exc:  # a validator of the class that cattrs did not attribute
         raise ConfigError(f"{table_source}: [plugins.{name}]: {exc}") from None
     return PluginSettings(name, value, {f: sources.get(f, "default") for f in fields})
@@ -144,6 +145,15 @@ def _environ_by_plugin(environ: Mapping[str, str], declared: Mapping[str, type],
         name, key = claims[0]
         found.setdefault(name, {})[key] = (environ[var], var)
     return found
+
+
+def _attribute(key: str, message: str, fields: list[str]) -> tuple[str, str]:
+    """Name the field of an issue cattrs could not attribute: attrs' comparison
+    validators (``gt``, ``min_len``...) say ``'limit' must be > 0: 0``."""
+    quoted = re.match(r"'(\w+)' ", message)
+    if key == "*" and quoted and quoted.group(1) in fields:
+        return quoted.group(1), message
+    return key, message
 
 
 def _fields(cls: type) -> list[str]:
