@@ -222,7 +222,7 @@ class CRM:
         """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
         actor = _current_actor.get()
         if self.plugins.has_impls("authorize") and self.plugins.call(
-                "authorize", actor=actor, action=action, resource=resource) is False:
+                "authorize", actor=actor, action=action, resource=resource, crm=self) is False:
             raise NotAuthorized(actor, action)
 
     # -- helpers for plugins -------------------------------------------------

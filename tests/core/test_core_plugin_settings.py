@@ -200,3 +200,35 @@ def test_two_classes_from_one_plugin(tmp_path: Path) -> None:
 def test_crm_factory_passes_settings_tables(crm_factory: Any) -> None:
     crm = crm_factory(extra_plugins=(Greeter(),), config={"plugins": {"greeter": {"limit": 4}}})
     assert crm.settings_for(GreeterSettings).limit == 4
+
+
+@attrs.frozen
+class GateSettings:
+    read_only: bool = False
+
+
+class Gate:
+    """Settings reached from a decision hook: authorize gets the CRM asking."""
+
+    __name__ = "gate"
+
+    @hookimpl
+    def register_settings(self, register: Any) -> None:
+        register(GateSettings)
+
+    @hookimpl
+    def authorize(self, actor: Any, action: str, resource: Any, crm: Any) -> bool | None:
+        if crm.settings_for(GateSettings).read_only and not action.endswith((".read", ".list")):
+            return False
+        return None
+
+
+def test_authorize_reads_settings_through_its_crm_argument(tmp_path: Path) -> None:
+    from crmcore import NotAuthorized
+
+    with open_crm(tmp_path, extra=(Gate(),)) as crm:
+        crm.customers.add(name="open")
+    with open_crm(tmp_path, environ={"CRM_PLUGIN_GATE_READ_ONLY": "true"}, extra=(Gate(),)) as crm:
+        with pytest.raises(NotAuthorized):
+            crm.customers.add(name="shut")
+        assert [c.name for c in crm.customers.list()] == ["open"]
