@@ -4,11 +4,18 @@ notification and report strategies.
 Plugins import only from this module::
 
     from crmcore import hookimpl, Segmenter, Assignment
+
+Commands a plugin adds take the command-line session with
+``@crmcore.pass_session`` (``crmcore.Session``); both are imported on first use,
+so ``import crmcore`` does not load click and rich.
 """
+
+from typing import TYPE_CHECKING, Any
 
 from .app import CRM
 from .application.clock import parse_as_of
 from .application.components import Component, currency_option
+from .application.plugin_settings import PluginSettings
 from .application.plugins import hookimpl
 from .application.uow import UnitOfWork
 from .config import Config
@@ -59,7 +66,21 @@ from .segments import (
     SegmentRun,
 )
 
+if TYPE_CHECKING:
+    from .cli.context import Session, pass_session
+
 __version__ = "0.1.0"
+
+# The command line's names, imported when first asked for (PEP 562).
+_CLI_NAMES = ("Session", "pass_session")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _CLI_NAMES:
+        from .cli import context
+
+        return getattr(context, name)
+    raise AttributeError(f"module 'crmcore' has no attribute {name!r}")
 
 __all__ = [
     "CRM", "Assignment", "Assignments", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
@@ -67,8 +88,8 @@ __all__ = [
     "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
-    "Pipeline", "PluginError", "PluginSchema", "Renderer", "Report", "ReportContext", "ReportResult",
+    "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Session", "Renderer", "Report", "ReportContext", "ReportResult",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
-    "normalize_phone", "parse_as_of",
+    "normalize_phone", "parse_as_of", "pass_session",
 ]

@@ -10,12 +10,13 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from datetime import date, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
 from . import migrations
 from .application.clock import parse_as_of, utcnow
 from .application.components import build_options
+from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
 from .application.services import (
     ContactService,
@@ -37,6 +38,8 @@ from .notify.messages import MessageEngine
 from .reports import ReportEngine
 from .segments import SegmentEngine
 from .store.engine import make_engine
+
+T = TypeVar("T")
 
 
 class CRM:
@@ -74,6 +77,10 @@ class CRM:
         self.validator = EntityValidator(config, self.custom_fields)
         migrations.check_clashes(self.schemas)
         self._check_component_options()
+        declared = collect_settings_classes(plugins)
+        # [plugins.NAME] of every loaded plugin, validated now so a typo stops start-up.
+        self.plugin_settings: dict[str, PluginSettings] = resolve_settings(config, declared, plugins.names())
+        self._settings_by_class = {declared[name]: found for name, found in self.plugin_settings.items()}
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -197,7 +204,7 @@ class CRM:
         """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
         actor = current_actor.get()
         if self.plugins.has_impls("authorize") and self.plugins.call(
-                "authorize", actor=actor, action=action, resource=resource) is False:
+                "authorize", actor=actor, action=action, resource=resource, crm=self) is False:
             raise NotAuthorized(actor, action)
 
     # -- helpers for plugins -------------------------------------------------
@@ -205,6 +212,17 @@ class CRM:
         """The configured :class:`Stage` of a deal (None if the stage is unknown)."""
         pipeline = self.config.pipelines.get(deal.pipeline)
         return pipeline.stage(deal.stage) if pipeline else None
+
+    def settings_for(self, cls: type[T]) -> T:
+        """The validated settings of the plugin that registered ``cls`` with ``register_settings``.
+
+        ``crm.settings_for(AcmeSettings).greeting``; typed as ``cls``.
+        """
+        found = self._settings_by_class.get(cls)
+        if found is None:
+            raise PluginError(f"no loaded plugin registered the settings class {cls.__name__} "
+                              f"(register_settings)")
+        return cast(T, found.value)
 
     def as_of(self, value: str | date | datetime | None = None) -> datetime:
         """Parse an ``as_of`` argument; None means now (from this CRM's clock)."""

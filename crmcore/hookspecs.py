@@ -98,6 +98,18 @@ def register_templates(register: Any) -> None:
 
 
 @hookspec
+def register_settings(register: Any) -> None:
+    """Declare the plugin's settings: an attrs class filled from ``[plugins.NAME]``.
+
+    NAME is the plugin's registered name.  The table (and ``CRM_PLUGIN_NAME_KEY``
+    environment overrides) is validated into the class when the CRM opens;
+    read it anywhere with ``crm.settings_for(TheClass)``.
+
+    :param register: call ``register(TheClass)`` once with an attrs class.
+    """
+
+
+@hookspec
 def register_commands(cli: Any) -> None:
     """Add commands to the ``crm`` command line.
 
@@ -359,13 +371,15 @@ def validate_deal(uow: Any, deal: Any, previous: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def authorize(actor: Any, action: str, resource: Any) -> Any:
+def authorize(actor: Any, action: str, resource: Any, crm: Any) -> Any:
     """May ``actor`` perform ``action``?  Consulted by every use case.
 
     :param actor: the acting user's name (``with crm.acting_as(name):``), or None.
     :param action: e.g. ``"customer.create"``, ``"deal.move"``,
         ``"loyalty.redeem"``, ``"segments.run"``, ``"reports.run"``.
     :param resource: the entity or name the action is about (may be None).
+    :param crm: the :class:`crmcore.CRM` asking (its configuration and
+        ``crm.settings_for(...)``, the plugin's settings).
     :returns: True to allow, False to refuse, None to leave it to others.
         When every plugin returns None the action is allowed.
     """

@@ -83,7 +83,10 @@ def crm_factory(crm_db_url: str) -> Iterator[Callable[..., Any]]:
                 clock: Callable[[], datetime] | None = None, **kwargs: Any) -> CRM:
         values = dict(config or {})
         values.setdefault("database_url", crm_db_url)
-        values["plugins"] = [] if plugins is None else list(plugins)
+        enabled = [] if plugins is None else list(plugins)
+        # config={"plugins": {"acme": {...}}} holds [plugins.NAME] settings tables; keep them.
+        settings = values.get("plugins")
+        values["plugins"] = {**settings, "enabled": enabled} if isinstance(settings, dict) else enabled
         crm = CRM.open(config=Config.from_mapping(values), extra_plugins=extra_plugins,
                        clock=clock or (lambda: FIXED_NOW), **kwargs)
         opened.append(crm)

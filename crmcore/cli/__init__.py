@@ -36,7 +36,7 @@ from .transfer import export_command, import_command
 @click.option("--plugins", "plugins", metavar="A,B", help="Load only these plugins (comma-separated).")
 @click.option("--no-plugins", is_flag=True, help="Load no plugins at all.")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), help="Also load single-file plugins from DIR.")
-@click.option("--as-of", "as_of", metavar="DATE", help="Treat this date/time as now (YYYY-MM-DD or ISO).")
+@click.option("--as-of", "as_of_text", metavar="DATE", help="Treat this date/time as now (YYYY-MM-DD or ISO).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks.")
 @click.option("-q", "--quiet", is_flag=True, help="Less output.")

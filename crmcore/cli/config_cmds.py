@@ -51,7 +51,9 @@ stages = [
 # choices = ["standard", "gold"]
 
 # Options of plugin components: [segments.NAME], [loyalty.NAME],
-# [channels.NAME], [reports.NAME].
+# [channels.NAME], [reports.NAME].  Plugin-wide settings: [plugins.NAME]
+# (overridden by CRM_PLUGIN_<NAME>_<KEY> environment variables).  With
+# [plugins.NAME] tables, write the allowlist as [plugins] enabled = [...].
 # [loyalty.points]
 # points_per_unit = "1"
 # expiry_days = 365
@@ -88,7 +90,7 @@ def show(session: Session) -> None:
     config = session.config()
     rows = []
     for field in attrs.fields(type(config)):
-        if field.name == "sources":
+        if field.name in ("sources", "plugin_tables", "plugin_environ"):
             continue
         rows.append({"key": field.name, "value": _plain(getattr(config, field.name)),
                      "source": config.sources.get(field.name, "default")})
@@ -97,7 +99,32 @@ def show(session: Session) -> None:
             rows.append({"key": f"{family}.{name}", "value": dict(options),
                          "source": config.sources.get(family, "configuration")})
     rows = [r for r in rows if r["key"] != "options"]
+    rows.extend(_plugin_settings_rows(config))
     session.emit(rows, columns=["key", "value", "source"])
+
+
+def _plugin_settings_rows(config: Any) -> list[dict[str, Any]]:
+    """One row per setting of each loaded plugin (``plugins.acme.greeting``), validated
+    as at CRM open, plus the raw ``[plugins.NAME]`` tables of plugins not loaded.
+
+    Loads the plugins but opens no database: showing the configuration must
+    not create or migrate one.
+    """
+    from ..application.plugin_settings import collect_settings_classes, resolve_settings
+    from ..application.plugins import PluginManager
+
+    manager = PluginManager()
+    manager.load(config.plugins, config.plugins_block, config.plugins_dir)
+    resolved = resolve_settings(config, collect_settings_classes(manager), manager.names())
+    rows = []
+    for name, found in sorted(resolved.items()):
+        for key, value in attrs.asdict(found.value, recurse=False).items():
+            rows.append({"key": f"plugins.{name}.{key}", "value": _plain(value), "source": found.sources[key]})
+    for name, table in sorted(config.plugin_tables.items()):
+        if name not in manager.names():
+            rows.append({"key": f"plugins.{name}", "value": dict(table),
+                         "source": f"{config.sources.get(f'plugins.{name}', 'configuration')} (plugin not loaded)"})
+    return rows
 
 
 def _plain(value: Any) -> Any:

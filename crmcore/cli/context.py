@@ -1,11 +1,16 @@
-"""What every command shares: the options, a lazily opened CRM, and output."""
+"""What every command shares: the options, a lazily opened CRM, and output.
+
+A command, the core's or a plugin's, gets the :class:`Session` with
+``@crmcore.pass_session`` and uses four things: ``session.crm``,
+``session.as_of``, ``session.json`` and ``session.emit(...)``.
+"""
 
 from __future__ import annotations
 
 import enum
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -40,18 +45,34 @@ class CRMGroup(click.Group):
 
 @attrs.define
 class Session:
-    """The global options and the CRM they open (opened on first use)."""
+    """The global options of ``crm`` and the CRM they open (opened on first use).
+
+    What a command, including one a plugin adds with ``register_commands``,
+    uses (get the session with ``@crmcore.pass_session``):
+
+    - :attr:`crm`: the :class:`crmcore.CRM` of the database, configuration
+      and plugins the user chose, opened on first use.
+    - :attr:`as_of`: the instant the command treats as now, an aware UTC
+      datetime: the global ``--as-of`` when given, else the current time.
+    - :attr:`json`: whether ``--json`` was given.
+    - :meth:`emit`: print rows (mappings or attrs objects) as JSON with
+      ``--json``, a table on a terminal, tab-separated text when piped.
+    - :meth:`echo`: a line of progress (silenced by ``-q``).
+
+    ``as_of_text`` holds ``--as-of`` as typed (None when absent).
+    """
 
     database_url: str | None = None
     config_file: str | None = None
     plugins: str | None = None
     no_plugins: bool = False
     plugins_dir: str | None = None
-    as_of: str | None = None
+    as_of_text: str | None = None
     as_json: bool = False
     verbose: int = 0
     quiet: bool = False
     _crm: Any = None
+    _as_of: datetime | None = None
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "Session":
@@ -76,6 +97,7 @@ class Session:
         return cls(**values)
 
     def config(self) -> Any:
+        """The configuration these options select: ``crm.toml`` (or ``--config``), environment, flags."""
         from ..config import Config
 
         plugins: list[str] | None = None
@@ -88,6 +110,7 @@ class Session:
 
     @property
     def crm(self) -> Any:
+        """The :class:`~crmcore.CRM` these options select, opened (and migrated) on first use."""
         if self._crm is None:
             from ..app import CRM
 
@@ -97,14 +120,39 @@ class Session:
                     click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
         return self._crm
 
+    @property
+    def as_of(self) -> datetime:
+        """The global ``--as-of`` as an aware UTC datetime, or now when it was not given.
+
+        Parsed like every core command parses it (a bare date is the end of that
+        day in the configured timezone) and fixed on first use, so one command
+        sees one "now".  A bad value is a one-line error.
+        """
+        if self._as_of is None:
+            self._as_of = self.crm.as_of(self.as_of_text)
+        return self._as_of
+
+    @property
+    def json(self) -> bool:
+        """Whether ``--json`` was given (:meth:`emit` honours it already)."""
+        return self.as_json
+
     def close(self) -> None:
+        """Close the CRM if this session opened one (the CLI does it when the command ends)."""
         if self._crm is not None:
             self._crm.close()
 
     # -- output ----------------------------------------------------------------
-    def emit(self, rows: list[dict[str, Any]], columns: Sequence[str] | None = None,
+    def emit(self, rows: Iterable[Mapping[str, Any] | Any], columns: Sequence[str] | None = None,
              title: str | None = None) -> None:
-        """Rows as JSON (``--json``), a rich table on a terminal, or plain text when piped."""
+        """Print rows: JSON with ``--json``, a rich table on a terminal, tab-separated text when piped.
+
+        :param rows: mappings, or attrs objects (entities, results), one per row.
+        :param columns: the columns to show and their order (default: the first
+            row's keys); ignored by ``--json``, which prints every key.
+        :param title: a title over the terminal table.
+        """
+        rows = [_row(row) for row in rows]
         if self.as_json:
             click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=json_default))
             return
@@ -122,8 +170,17 @@ class Session:
         Console().print(table)
 
     def echo(self, message: str) -> None:
+        """Print a line of progress or summary text, unless ``--quiet`` was given."""
         if not self.quiet:
             click.echo(message)
+
+
+def _row(row: Any) -> dict[str, Any]:
+    if attrs.has(type(row)):
+        return attrs.asdict(row, recurse=False)
+    if isinstance(row, Mapping):
+        return dict(row)
+    raise TypeError(f"emit() takes mappings or attrs objects, not {type(row).__name__}")
 
 
 def _text(value: Any) -> str:
@@ -139,3 +196,5 @@ def _text(value: Any) -> str:
 
 
 pass_session = click.make_pass_decorator(Session)
+"""Decorate a click command to receive the :class:`Session` as its first argument
+(``from crmcore import pass_session``)."""

@@ -84,10 +84,10 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
 
 
 def _end_of_data(session: Session) -> datetime:
-    if session.as_of:
+    if session.as_of_text:
         from ..application.clock import parse_as_of
 
-        return parse_as_of(session.as_of)
+        return parse_as_of(session.as_of_text)
     today = datetime.now(timezone.utc).replace(hour=0, minute=0, second=0, microsecond=0)
     return today - timedelta(microseconds=1)
 

@@ -119,7 +119,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     def add(session: Session, **given: Any) -> None:
         values = _values(session, given)
         if entity is Interaction:
-            values.setdefault("occurred_at", session.crm.as_of(session.as_of))
+            values.setdefault("occurred_at", session.crm.as_of(session.as_of_text))
         created = service(session.crm).add(**values)
         _show(session, kind, created, f"{kind} {created.id} added")
 

@@ -35,7 +35,7 @@ def _scheme(session: Session, scheme: str | None) -> str:
 
 
 def _as_of(session: Session, as_of: str | None) -> str | None:
-    return as_of or session.as_of
+    return as_of or session.as_of_text
 
 
 def _entry_row(entry: object) -> dict:

@@ -79,7 +79,7 @@ def dispatch(session: Session, limit: int | None, channel: str | None, workers: 
     """Deliver due messages now (--as-of moves "now")."""
     crm = session.crm
     result = crm.notify.dispatch(limit=limit, channel=channel, workers=workers,
-                                 as_of=crm.as_of(session.as_of) if session.as_of else None)
+                                 as_of=crm.as_of(session.as_of_text) if session.as_of_text else None)
     session.emit([attrs.asdict(result)])
 
 
@@ -138,5 +138,5 @@ def _summary(prefix: str, result: DispatchResult) -> str:
 def retry(session: Session, ids: tuple[int, ...]) -> None:
     """Requeue dead messages (all, or the given IDS) with fresh attempts."""
     crm = session.crm
-    count = crm.notify.retry(list(ids) or None, as_of=crm.as_of(session.as_of) if session.as_of else None)
+    count = crm.notify.retry(list(ids) or None, as_of=crm.as_of(session.as_of_text) if session.as_of_text else None)
     session.emit([{"requeued": count}])

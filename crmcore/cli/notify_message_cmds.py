@@ -23,7 +23,7 @@ PURPOSE = click.Choice(["marketing", "transactional"])
 
 def _as_of(session: Session, as_of: str | None) -> str | None:
     """The command's own --as-of, else the global one."""
-    return as_of or session.as_of
+    return as_of or session.as_of_text
 
 
 @click.command("preview")
@@ -124,7 +124,7 @@ def _consent_command(name: str, granted: bool) -> click.Command:
     @pass_session
     def command(session: Session, customer_ref: str, channel: str, purpose: str, source: str) -> None:
         cid = resolve_customer(session, customer_ref)
-        decision = session.crm.messages.set_consent(cid, granted, channel, purpose, source, at=session.as_of)
+        decision = session.crm.messages.set_consent(cid, granted, channel, purpose, source, at=session.as_of_text)
         session.emit([attrs.asdict(decision)])
 
     command.help = (f"{'Withdraw' if not granted else 'Give'} CUSTOMER's consent to {{purpose}} messages "

@@ -60,7 +60,7 @@ def run_report(session: Session, name: str, fmt: str, output: str | None, pairs:
     """Run report NAME as of --as-of and render it."""
     fmt = "json" if session.as_json and fmt == "table" else fmt
     options = {key: value for key, value in filters.items() if value is not None} | parse_options(pairs)
-    rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of, options=options)
+    rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of_text, options=options)
     if output:
         write_output(Path(output), rendered)
         click.echo(f"{name} written to {output}", err=True)
@@ -77,7 +77,7 @@ def run_report(session: Session, name: str, fmt: str, output: str | None, pairs:
 @pass_session
 def dashboard(session: Session, output: str, fmt: str) -> None:
     """Write every report and an index page linking them into a directory."""
-    entries = session.crm.reports.dashboard(output, as_of=session.as_of, format=fmt)
+    entries = session.crm.reports.dashboard(output, as_of=session.as_of_text, format=fmt)
     for entry in entries:
         if entry.error:
             click.echo(f"warning: report {entry.name!r} left out: {entry.error}", err=True)

@@ -34,7 +34,7 @@ def strategies(session: Session) -> None:
 @pass_session
 def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
     """Run strategy NAME (as of --as-of) and store its memberships."""
-    run = session.crm.segments.run(name, as_of=session.as_of, options=parse_options(pairs))
+    run = session.crm.segments.run(name, as_of=session.as_of_text, options=parse_options(pairs))
     if session.as_json:
         session.emit([attrs.asdict(run)])
         return

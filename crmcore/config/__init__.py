@@ -3,11 +3,15 @@
 Later sources win.  Every value remembers where it came from so ``crm config
 show`` can say so.  Component options live in tables named for their family:
 ``[segments.rfm]``, ``[loyalty.points]``, ``[channels.file]``,
-``[reports.pipeline]``.
+``[reports.pipeline]``.  Plugin-wide settings live in ``[plugins.NAME]``
+(overridden by ``CRM_PLUGIN_<NAME>_<KEY>`` variables; see
+:mod:`crmcore.application.plugin_settings`).  A key no table knows is an error naming the
+table and the key.
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 import tomllib
 from collections.abc import Mapping
@@ -21,7 +25,7 @@ import pycountry
 
 from ..domain.customfields import CustomField
 from ..domain.entities import Pipeline, Stage, StageOutcome
-from ..domain.errors import ConfigError
+from ..domain.errors import ConfigError, unknown_keys
 from .notify import NotifySettings, parse_notify
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
@@ -46,6 +50,14 @@ ENVIRONMENT = {
     "CRM_PHONE_REGION": "phone_region",
 }
 LIST_KEYS = {"plugins", "plugins_block"}
+# Environment variables CRM_PLUGIN_<NAME>_<KEY> override [plugins.NAME] settings.
+# (CRM_PLUGINS, CRM_PLUGINS_BLOCK and CRM_PLUGINS_DIR do not start with this.)
+PLUGIN_ENV_PREFIX = "CRM_PLUGIN_"
+# The one non-table key of a [plugins] table: the allowlist, since TOML cannot
+# hold both ``plugins = [...]`` and ``[plugins.NAME]`` tables.
+PLUGINS_ENABLED = "enabled"
+STAGE_KEYS = ("name", "probability", "outcome", "order")
+PIPELINE_KEYS = ("stages",)
 
 
 @attrs.frozen
@@ -63,6 +75,10 @@ class Config:
     plugins_block: tuple[str, ...] = ()
     plugins_dir: str | None = None
     options: Mapping[str, Mapping[str, Mapping[str, Any]]] = attrs.field(factory=dict)
+    # [plugins.NAME] tables as written, checked against each plugin's settings class at CRM open.
+    plugin_tables: Mapping[str, Mapping[str, Any]] = attrs.field(factory=dict)
+    # The CRM_PLUGIN_* environment variables, applied over plugin_tables at CRM open.
+    plugin_environ: Mapping[str, str] = attrs.field(factory=dict)
     # [notify]: templates, consent policy, unsubscribe links, triggers (crmcore.config.notify).
     notify: NotifySettings = attrs.field(factory=NotifySettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
@@ -86,13 +102,19 @@ class Config:
         if file.exists():
             for key, value in _read_toml(file).items():
                 values[key], sources[key] = value, str(file)
+            if isinstance(values.get("plugins"), Mapping):
+                for name in values["plugins"]:
+                    sources[f"plugins.{name}"] = str(file)
         env = os.environ if environ is None else environ
         for var, key in ENVIRONMENT.items():
             if var in env:
-                values[key], sources[key] = env[var], f"environment {var}"
+                _override(values, key, env[var])
+                sources[key] = f"environment {var}"
         for key, value in overrides.items():
             if value is not None:
-                values[key], sources[key] = value, "argument"
+                _override(values, key, value)
+                sources[key] = "argument"
+        values["plugin_environ"] = {var: value for var, value in env.items() if var.startswith(PLUGIN_ENV_PREFIX)}
         return cls.from_mapping(values, sources)
 
     @classmethod
@@ -100,7 +122,9 @@ class Config:
         """Validate a plain mapping (as read from TOML) into a :class:`Config`."""
         values = dict(values)
         sources = dict(sources or {})
-        where = lambda key: sources.get(key, "configuration")  # noqa: E731
+
+        def where(key: str) -> str:
+            return sources.get(key, "configuration")
         kwargs: dict[str, Any] = {"sources": sources}
         for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir"):
             if key in values:
@@ -110,7 +134,7 @@ class Config:
             if key in kwargs:
                 kwargs[key] = check(kwargs[key], where(key))
         for key in LIST_KEYS:
-            if key in values:
+            if key in values and not isinstance(values[key], Mapping):
                 kwargs[key] = _names(values.pop(key), key, where(key))
         if "pipelines" in values:
             kwargs["pipelines"] = _pipelines(values.pop("pipelines"), where("pipelines"))
@@ -118,13 +142,21 @@ class Config:
             kwargs["custom_fields"] = _custom_fields(values.pop("custom_fields"), where("custom_fields"))
         if "notify" in values:
             kwargs["notify"] = parse_notify(values.pop("notify"), where("notify"))
+        if isinstance(values.get("plugins"), Mapping):
+            enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
+            if enabled is not None:
+                kwargs["plugins"] = _names(enabled, "[plugins] enabled", where("plugins"))
+        if "plugin_environ" in values:
+            kwargs["plugin_environ"] = dict(values.pop("plugin_environ"))
         options = {family: values.pop(family) for family in FAMILIES if family in values}
         for family, table in options.items():
             if not isinstance(table, Mapping) or not all(isinstance(v, Mapping) for v in table.values()):
                 raise ConfigError(f"{where(family)}: [{family}.NAME] tables expected, got {table!r}")
         kwargs["options"] = options
         if values:
-            raise ConfigError(f"{where(next(iter(values)))}: unknown configuration key(s): {', '.join(sorted(values))}")
+            known = {f.name for f in attrs.fields(cls)} - {"options", "sources", "plugin_tables", "plugin_environ"}
+            raise unknown_keys(f"{where(next(iter(values)))}:", values, known | set(FAMILIES),
+                               "configuration key(s)")
         return cls(**kwargs)
 
     def component_options(self, family: str, name: str) -> Mapping[str, Any]:
@@ -185,7 +217,11 @@ def _pipelines(value: Any, where: str) -> dict[str, Pipeline]:
         raise ConfigError(f"{where}: pipelines must be a table of [pipelines.NAME]")
     pipelines = {}
     for name, table in value.items():
-        stages = table.get("stages") if isinstance(table, Mapping) else None
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: [pipelines.{name}] must be a table with stages = [...], got {table!r}")
+        if set(table) - set(PIPELINE_KEYS):
+            raise unknown_keys(f"{where}: [pipelines.{name}]", set(table) - set(PIPELINE_KEYS), PIPELINE_KEYS)
+        stages = table.get("stages")
         if not isinstance(stages, list) or not stages:
             raise ConfigError(f"{where}: pipelines.{name}.stages must be a non-empty list")
         pipelines[name] = Pipeline(name, tuple(_stage(s, i, f"{where}: pipelines.{name}.stages[{i}]")
@@ -202,9 +238,9 @@ def _pipelines(value: Any, where: str) -> dict[str, Pipeline]:
 def _stage(value: Any, order: int, where: str) -> Stage:
     if not isinstance(value, Mapping) or not isinstance(value.get("name"), str):
         raise ConfigError(f"{where}: a stage needs a name")
-    unknown = set(value) - {"name", "probability", "outcome", "order"}
+    unknown = set(value) - set(STAGE_KEYS)
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}")
+        raise unknown_keys(f"{where}:", unknown, STAGE_KEYS)
     probability = value.get("probability", 0)
     if not isinstance(probability, int) or not 0 <= probability <= 100:
         raise ConfigError(f"{where}: probability must be an integer percent 0-100")
@@ -219,7 +255,12 @@ def _custom_fields(value: Any, where: str) -> tuple[CustomField, ...]:
     if not isinstance(value, list):
         raise ConfigError(f"{where}: custom_fields must be a list of [[custom_fields]] tables")
     fields = []
+    allowed = [f.name for f in attrs.fields(CustomField)]
     for i, table in enumerate(value, 1):
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where}: custom_fields[{i}] must be a table, got {table!r}")
+        if set(table) - set(allowed):
+            raise unknown_keys(f"{where}: custom_fields[{i}]", set(table) - set(allowed), allowed)
         try:
             table = dict(table)
             table["choices"] = tuple(table.get("choices", ()))
@@ -227,3 +268,35 @@ def _custom_fields(value: Any, where: str) -> tuple[CustomField, ...]:
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"{where}: custom_fields[{i}]: {exc}") from None
     return tuple(fields)
+
+
+def _override(values: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``key`` from the environment or an argument.
+
+    An allowlist given there replaces ``[plugins] enabled`` but keeps the
+    ``[plugins.NAME]`` settings tables that share the ``plugins`` key.
+    """
+    if key == "plugins" and isinstance(values.get("plugins"), Mapping):
+        values["plugins"] = {**values["plugins"], PLUGINS_ENABLED: value}
+    else:
+        values[key] = value
+
+
+def _plugins_table(value: Mapping[str, Any], sources: Mapping[str, str],
+                   where: str) -> tuple[Any, dict[str, Mapping[str, Any]]]:
+    """Split a ``[plugins]`` table into its allowlist (``enabled``, or None) and
+    its ``[plugins.NAME]`` settings tables (validated later, against each
+    plugin's declared settings class, when the CRM opens)."""
+    enabled = None
+    tables: dict[str, Mapping[str, Any]] = {}
+    for name, table in value.items():
+        if name == PLUGINS_ENABLED and not isinstance(table, Mapping):
+            enabled = table
+        elif isinstance(table, Mapping):
+            tables[name] = table
+        else:
+            raise ConfigError(f"{sources.get(f'plugins.{name}', where)}: [plugins] {name}: expected "
+                              f"a [plugins.{name}] table of plugin settings or {PLUGINS_ENABLED} = [plugin names]"
+                              + (f" (did you mean {PLUGINS_ENABLED!r}?)"
+                                 if difflib.get_close_matches(name, [PLUGINS_ENABLED], n=1) else ""))
+    return enabled, tables

@@ -28,13 +28,14 @@ template = "thank-you"
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
-from ..domain.errors import ConfigError
+from ..domain.errors import ConfigError, unknown_keys
 
 POLICIES = ("opt-in", "opt-out")
 TRIGGERS = ("deal_won", "tier_upgraded", "segment_entered", "birthday", "complaint")
@@ -141,7 +142,7 @@ def parse_notify(value: Any, where: str) -> NotifySettings:
     if "triggers" in table:
         kwargs["triggers"] = _triggers(table.pop("triggers"), where)
     if table:
-        raise ConfigError(f"{where}: [notify] unknown key(s): {', '.join(sorted(table))}")
+        raise unknown_keys(f"{where}: [notify]", table, (*SIMPLE_KEYS, "locales", "consent", "triggers"))
     return NotifySettings(**kwargs)
 
 
@@ -149,7 +150,9 @@ def _triggers(value: Any, where: str) -> tuple[Trigger, ...]:
     triggers = []
     for event, entries in _table(value, f"{where}: [notify.triggers]").items():
         if event not in TRIGGERS:
-            raise ConfigError(f"{where}: [notify.triggers] unknown event {event!r} (known: {', '.join(TRIGGERS)})")
+            close = difflib.get_close_matches(event, TRIGGERS, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{where}: [notify.triggers] unknown event {event!r}{hint} (known: {', '.join(TRIGGERS)})")
         # segment_entered may be a list of tables ([[notify.triggers.segment_entered]]).
         for i, entry in enumerate(entries if isinstance(entries, list) else [entries], 1):
             label = f"{where}: [notify.triggers.{event}]" + (f"[{i}]" if isinstance(entries, list) else "")
@@ -161,7 +164,7 @@ def _trigger(event: str, entry: dict[str, Any], label: str) -> Trigger:
     allowed = {"template", "channel", "purpose"} | TRIGGER_KEYS[event]
     unknown = set(entry) - allowed
     if unknown:
-        raise ConfigError(f"{label} unknown key(s): {', '.join(sorted(unknown))} (allowed: {', '.join(sorted(allowed))})")
+        raise unknown_keys(label, unknown, allowed)
     if "template" not in entry:
         raise ConfigError(f"{label} needs template = \"KIND\"")
     kwargs: dict[str, Any] = {"event": event, "template": _text(entry["template"], f"{label} template"),

@@ -6,7 +6,8 @@ and exits non-zero without a traceback.  Anything else is a bug.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 
 class CRMError(Exception):
@@ -81,3 +82,20 @@ class InsufficientPoints(CRMError):
         super().__init__(
             f"customer {customer_id} has {available} {scheme} points; cannot redeem {requested}"
         )
+
+
+def unknown_keys(where: str, keys: Iterable[str], allowed: Iterable[str], label: str = "key(s)") -> ConfigError:
+    """A :class:`ConfigError` for keys a configuration table does not know::
+
+        crm.toml: [pipelines.default] unknown key(s): stage (did you mean 'stages'?); known: stages
+
+    ``where`` names the file and table (``crm.toml: [pipelines.default]``); each
+    key gets a "did you mean" suggestion when one of ``allowed`` is close.
+    """
+    known = sorted(allowed)
+    parts = []
+    for key in sorted(keys):
+        close = difflib.get_close_matches(key, known, n=1)
+        parts.append(key + (f" (did you mean {close[0]!r}?)" if close else ""))
+    listing = f"; known: {', '.join(known)}" if known else ""
+    return ConfigError(f"{where} unknown {label}: {', '.join(parts)}{listing}")

@@ -14,6 +14,7 @@ from crmcore import CustomField, PluginSchema, Renderer, hookimpl
 from .channels import LogChannel
 from .reports import WonByOwner, render_markdown
 from .segments import StageSegmenter, TagSegmenter
+from .settings import AcmeSettings
 from .tables import acme_welcomes
 
 __version__ = "0.1.0"
@@ -56,6 +57,11 @@ def register_migrations(register):
 
 
 @hookimpl
+def register_settings(register):
+    register(AcmeSettings)
+
+
+@hookimpl
 def register_commands(cli):
     from .commands import vips  # only the `crm` program needs click and the CLI session
 
@@ -64,6 +70,7 @@ def register_commands(cli):
 
 @hookimpl
 def on_customer_created(uow, customer):
+    settings = uow.crm.settings_for(AcmeSettings)
     uow.crm.interactions.add(customer_id=customer.id, kind="note", direction="internal",
-                             occurred_at=uow.now, subject="welcome", owner="acme")
+                             occurred_at=uow.now, subject=settings.welcome_subject, owner="acme")
     uow.conn.execute(insert(acme_welcomes).values(customer_id=customer.id, welcomed_at=uow.now))
