@@ -79,9 +79,30 @@ def load_plugin_commands(argv: Sequence[str] = ()) -> list[str]:
     return [f"warning: plugin {f.name!r} failed to load ({f.source}): {f.error}" for f in manager.failures]
 
 
+# The group's options that take a value (the next argument is not a command).
+_VALUE_OPTIONS = frozenset({"--db", "--config", "--plugins", "--plugins-dir", "--as-of"})
+
+
+def asks_version(argv: Sequence[str]) -> bool:
+    """Whether click will only print the version: ``--version`` among the group's
+    options, before any command and before ``--help``."""
+    args = iter(argv)
+    for arg in args:
+        if arg == "--version":
+            return True
+        if arg in ("-h", "--help", "--") or not arg.startswith("-"):
+            return False
+        if arg in _VALUE_OPTIONS:
+            next(args, None)
+    return False
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the ``crm`` script."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    if asks_version(argv):  # no plugin adds to the version: do not spend start-up time importing them
+        cli.main(args=argv, prog_name="crm")
+        return
     try:
         for warning in load_plugin_commands(argv):
             click.echo(warning, err=True)

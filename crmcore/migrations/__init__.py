@@ -13,16 +13,19 @@ revisions run.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import attrs
-from alembic import command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
 from sqlalchemy import Engine, inspect
 
 from ..domain.errors import PluginError
 from ..store.tables import metadata as core_metadata
+
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
+# Alembic is imported in the functions that use it: ``crm --help`` and
+# ``crm --version`` never migrate, and importing it costs about a tenth of start-up.
 
 HERE = Path(__file__).parent
 CORE_BRANCH = "crmcore"
@@ -60,6 +63,8 @@ def check_clashes(schemas: dict[str, PluginSchema]) -> None:
 
 
 def alembic_config(engine: Engine, versions: str | Path, version_table: str) -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
+
     cfg = AlembicConfig()
     cfg.set_main_option("script_location", str(HERE))
     cfg.set_main_option("version_locations", str(versions))
@@ -79,6 +84,8 @@ def sources(schemas: dict[str, PluginSchema]) -> list[tuple[str, Path, str]]:
 
 def upgrade(engine: Engine, schemas: dict[str, PluginSchema]) -> None:
     """Bring the core and every given plugin schema to head."""
+    from alembic import command
+
     check_clashes(schemas)
     for branch, versions, table in sources(schemas):
         if branch != CORE_BRANCH:
@@ -88,6 +95,8 @@ def upgrade(engine: Engine, schemas: dict[str, PluginSchema]) -> None:
 
 def current(engine: Engine, schemas: dict[str, PluginSchema]) -> dict[str, tuple[str, ...]]:
     """The applied revision(s) of each source, by branch."""
+    from alembic.runtime.migration import MigrationContext
+
     result = {}
     with engine.connect() as conn:
         for branch, _, table in sources(schemas):
@@ -98,12 +107,16 @@ def current(engine: Engine, schemas: dict[str, PluginSchema]) -> dict[str, tuple
 
 def heads(engine: Engine, schemas: dict[str, PluginSchema]) -> dict[str, tuple[str, ...]]:
     """The head revision(s) available for each source, by branch."""
+    from alembic.script import ScriptDirectory
+
     return {branch: tuple(ScriptDirectory.from_config(alembic_config(engine, versions, table)).get_heads())
             for branch, versions, table in sources(schemas)}
 
 
 def history(engine: Engine, schemas: dict[str, PluginSchema]) -> list[tuple[str, str, str | None, str]]:
     """(branch, revision, down revision, message) for every known revision."""
+    from alembic.script import ScriptDirectory
+
     rows = []
     for branch, versions, table in sources(schemas):
         script = ScriptDirectory.from_config(alembic_config(engine, versions, table))
@@ -121,6 +134,8 @@ def needs_upgrade(engine: Engine, schemas: dict[str, PluginSchema]) -> bool:
 
 
 def _check_requirement(engine: Engine, schema: PluginSchema) -> None:
+    from alembic.script import ScriptDirectory
+
     if not schema.requires_core:
         return
     script = ScriptDirectory.from_config(alembic_config(engine, HERE / "versions", "alembic_version"))

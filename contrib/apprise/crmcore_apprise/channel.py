@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import apprise
 import attrs
 
 import crmcore
+
+if TYPE_CHECKING:
+    import apprise
 
 
 def _urls(instance: Any, attribute: attrs.Attribute, value: list[str]) -> None:
@@ -61,6 +63,8 @@ class AppriseChannel(crmcore.Channel):
             destination = getattr(self._local, "configured", None) or targets(options.urls)
         if not len(destination):
             raise crmcore.PermanentError("apprise: no URLs: set [channels.apprise] urls or give a URL as recipient")
+        import apprise  # here, not at the top: registering the channel must not load Apprise (start-up time)
+
         with apprise.LogCapture(level=logging.WARNING) as log:
             ok = destination.notify(body=message.body or message.subject or "", title=message.subject or "",
                                     notify_type=apprise.NotifyType(options.notify_type))
@@ -75,6 +79,8 @@ class AppriseChannel(crmcore.Channel):
 
 def targets(urls: list[str]) -> apprise.Apprise:
     """An Apprise object for ``urls``; a URL Apprise does not understand is permanent."""
+    import apprise
+
     destination = apprise.Apprise()
     for url in urls:
         if not destination.add(url):

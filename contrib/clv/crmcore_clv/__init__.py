@@ -10,10 +10,27 @@ The models are usable on their own: :mod:`crmcore_clv.bgnbd`,
 :mod:`crmcore_clv.gamma_gamma`, :mod:`crmcore_clv.transactions`.
 """
 
-from .bgnbd import BGNBDParams
+from typing import TYPE_CHECKING, Any
+
 from .fitting import FitError
-from .gamma_gamma import GammaGammaParams
 from .segmenter import CLVOptions, CLVSegmenter
+
+if TYPE_CHECKING:
+    from .bgnbd import BGNBDParams
+    from .gamma_gamma import GammaGammaParams
 
 __version__ = "0.1.0"
 __all__ = ["BGNBDParams", "CLVOptions", "CLVSegmenter", "FitError", "GammaGammaParams"]
+
+
+def __getattr__(name: str) -> Any:
+    """The models' parameter classes load numpy and scipy on first use, not at start-up."""
+    if name == "BGNBDParams":
+        from .bgnbd import BGNBDParams
+
+        return BGNBDParams
+    if name == "GammaGammaParams":
+        from .gamma_gamma import GammaGammaParams
+
+        return GammaGammaParams
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

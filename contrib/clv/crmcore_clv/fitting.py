@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-
-import numpy as np
-from numpy.typing import NDArray
-from scipy.optimize import minimize
+from typing import TYPE_CHECKING
 
 import crmcore
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 
 class FitError(crmcore.CRMError):
@@ -24,6 +25,10 @@ def fit_log_params(negative_ll: Callable[[NDArray[np.float64]], float], count: i
     all ones, which converges for well-posed data; a failure or a non-finite
     likelihood is a :class:`FitError` naming the model.
     """
+    # Imported here so that FitError (which the package exports) does not load numpy and scipy.
+    import numpy as np
+    from scipy.optimize import minimize
+
     def objective(log_params: NDArray[np.float64]) -> float:
         value = negative_ll(np.exp(log_params))
         return value if np.isfinite(value) else np.inf

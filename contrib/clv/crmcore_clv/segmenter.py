@@ -22,18 +22,24 @@ Segments, in this order of precedence:
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
-import numpy as np
 
 import crmcore
 from crmcore.store import MONEY_SCALE
 
-from . import bgnbd, gamma_gamma
 from .fitting import FitError
-from .transactions import History, load_history
-from .value import discounted_purchases, weekly_rate
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from . import bgnbd, gamma_gamma
+    from .transactions import History
+
+# numpy, scipy and the model modules that use them are imported in the
+# functions that fit and score: registering the segmenter at start-up must not
+# load them (see "Keep start-up fast" in docs/plugin-guide.md).
 
 NO_PURCHASES = "No purchases"
 LIKELY_CHURNED = "Likely churned"
@@ -97,6 +103,11 @@ class Fitted:
 def fit_history(history: History, options: CLVOptions) -> Fitted:
     """Fit BG/NBD (all buyers) and Gamma-Gamma (buyers with x > 0 and a positive
     mean repeat value, per FHL "RFM and CLV"), then predict for every buyer."""
+    import numpy as np
+
+    from . import bgnbd, gamma_gamma
+    from .value import discounted_purchases, weekly_rate
+
     if len(history) < MIN_BUYERS:
         raise FitError(f"clv needs at least {MIN_BUYERS} customers with a purchase to fit BG/NBD; "
                        f"found {len(history)}")
@@ -120,6 +131,8 @@ def fit_history(history: History, options: CLVOptions) -> Fitted:
 
 def segments_for(fitted: Fitted, options: CLVOptions) -> np.ndarray:
     """The segment of each buyer (see the module docstring for the rules)."""
+    import numpy as np
+
     clv = fitted.clv
     # Buyers with a strictly higher CLV: position of the value in the ascending order.
     higher = len(clv) - np.searchsorted(np.sort(clv), clv, side="right")
@@ -141,9 +154,13 @@ class CLVSegmenter(crmcore.Segmenter):
 
     def fit(self, ctx: crmcore.SegmentContext, options: CLVOptions) -> Fitted:
         """Load the purchase history as of ``ctx.as_of`` and fit both models."""
+        from .transactions import load_history
+
         return fit_history(load_history(ctx.conn, ctx.config, ctx.as_of, options.currency), options)
 
     def assign(self, ctx: crmcore.SegmentContext, options: CLVOptions) -> Any:
+        from .transactions import load_history
+
         history = load_history(ctx.conn, ctx.config, ctx.as_of, options.currency, without_purchases=False)
         if len(history):  # nobody bought: nothing to fit, everybody is "No purchases"
             yield from _scored(fit_history(history, options), options)

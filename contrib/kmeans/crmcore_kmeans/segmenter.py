@@ -10,16 +10,22 @@ their cluster's centroid (small: typical of the cluster).
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
-import numpy as np
 
 import crmcore
 from crmcore.store import MONEY_SCALE
 
-from .features import RFM, load_rfm
-from .model import FEATURES, Clustering, cluster, features
+if TYPE_CHECKING:
+    import numpy as np
+
+    from .features import RFM
+    from .model import Clustering
+
+# numpy, scikit-learn and the modules that use them (.features, .model) are
+# imported in the methods that cluster: registering the segmenter at start-up
+# must not load them (see "Keep start-up fast" in docs/plugin-guide.md).
 
 NO_PURCHASES = "No purchases"
 BATCH = 5_000
@@ -62,6 +68,8 @@ def _distinct_rows(raw: np.ndarray, enough: int) -> int:
     The checks below only compare the count with k (at most ``enough``); a
     prefix usually settles that without sorting every row.
     """
+    import numpy as np
+
     head = len(np.unique(raw[:DISTINCT_PREFIX], axis=0)) if len(raw) else 0
     if head >= enough:
         return enough
@@ -81,6 +89,11 @@ class KMeansSegmenter(crmcore.Segmenter):
 
         ``without_purchases=False``: do not list the customers without a purchase.
         """
+        import numpy as np
+
+        from .features import load_rfm
+        from .model import cluster, features
+
         rfm = load_rfm(ctx.conn, ctx.config, ctx.as_of, options.currency, without_purchases)
         if len(rfm) == 0:
             return rfm, None  # nothing to cluster: everybody is "No purchases"
@@ -113,6 +126,10 @@ class KMeansSegmenter(crmcore.Segmenter):
     @staticmethod
     def _clustered(rfm: RFM, fit: Clustering) -> Any:
         """Batches (columns) of assignments of the customers who bought."""
+        import numpy as np
+
+        from .model import FEATURES
+
         chosen = {"k": fit.k, "silhouettes": {str(k): round(s, 6) for k, s in fit.silhouettes.items()}} \
             if fit.silhouettes else {"k": fit.k}
         scale = Decimal(MONEY_SCALE)

@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import socket
 import threading
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 import crmcore
+
+if TYPE_CHECKING:
+    import httpx
 
 RETRY_STATUSES = (408, 429)
 
@@ -29,6 +30,9 @@ class ClientPerThread:
         self._local = threading.local()
 
     def open(self, timeout: float, verify: bool | str = True) -> None:
+        # Imported on first use: registering the HTTP channels must not load httpx (start-up time).
+        import httpx
+
         self._local.client = httpx.Client(timeout=timeout, verify=verify, follow_redirects=False)
 
     def get(self, timeout: float, verify: bool | str = True) -> httpx.Client:
@@ -47,6 +51,8 @@ class ClientPerThread:
 
 def request(client: httpx.Client, channel: str, method: str, url: str, **kwargs: Any) -> httpx.Response:
     """Make the request; errors become :class:`crmcore.TransientError` / :class:`crmcore.PermanentError`."""
+    import httpx
+
     try:
         response = client.request(method, url, **kwargs)
     except httpx.TimeoutException as exc:

@@ -29,7 +29,7 @@ def register_reports(register: Any) -> None:
 
 @crmcore.hookimpl
 def register_renderers(register: Any) -> None:
-    # Imported here: matplotlib and openpyxl load only when a CRM is opened with this plugin.
+    # The renderers load matplotlib (html charts) and openpyxl (xlsx) when they first render, not here.
     from .renderers import RENDERERS
 
     for renderer in RENDERERS:

@@ -14,8 +14,6 @@ from datetime import date, datetime, timezone
 from typing import Any
 
 import crmcore
-from openpyxl import Workbook
-from openpyxl.styles import Font
 
 BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 
@@ -66,6 +64,10 @@ def _header(column: crmcore.Column) -> str:
 
 def render_xlsx(result: crmcore.ReportResult) -> bytes:
     """The report as an XLSX workbook (bytes)."""
+    # openpyxl loads on the first XLSX render, not when the renderer is registered (start-up time).
+    from openpyxl import Workbook
+    from openpyxl.styles import Font
+
     book = Workbook()
     book.remove(book.active)
     taken: set[str] = set()

@@ -16,6 +16,7 @@ and whether types fit is the compiler's business (:mod:`.compiler`).
 
 from __future__ import annotations
 
+import functools
 from decimal import Decimal
 from typing import Any
 
@@ -65,7 +66,13 @@ STRING: /"([^"\\\n]|\\.)*"/ | /'([^'\\\n]|\\.)*'/
 %ignore /[ \t\r\n]+/
 """
 
-_PARSER = Lark(GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
+
+
+@functools.cache
+def _parser() -> Lark:
+    """The LALR parser, built on the first parse: building it costs more than the
+    whole import of this module, and ``crm --help`` never parses a rule."""
+    return Lark(GRAMMAR, parser="lalr", lexer="basic", propagate_positions=True, maybe_placeholders=False)
 
 
 # -- the tree ------------------------------------------------------------------------
@@ -230,7 +237,7 @@ def parse(text: str) -> Node:
     if len(text) > MAX_LENGTH:
         raise RuleSyntaxError(text[:80] + "...", f"the rule is longer than {MAX_LENGTH} characters", MAX_LENGTH)
     try:
-        tree = _PARSER.parse(text)
+        tree = _parser().parse(text)
         return _Build().transform(tree)
     except UnexpectedInput as exc:
         raise RuleSyntaxError(text, _describe(exc), _column(text, exc)) from None

@@ -1,0 +1,119 @@
+"""Benchmark: start-up of ``crm --help`` with every installed plugin against ``--no-plugins``.
+
+    .venv/bin/python bench/startup.py                 # 7 rounds
+    .venv/bin/python bench/startup.py --repeat 15
+
+Each round runs, as subprocesses in an empty temporary directory (no
+``crm.toml``; ``CRM_PLUGINS`` removed from the environment, so every plugin
+installed in this environment loads):
+
+(a) ``crm --help``: every plugin imported and asked for its commands;
+(b) ``crm --no-plugins --help``: the baseline, the core alone;
+(c) ``crm --version``;
+(d) ``python -c pass``: the interpreter alone, for scale.
+
+The order of the four is rotated every round (the machine is shared: one run
+alone is noise).  Prints every wall time, the best and the median of each,
+and the ratio (a)/(b) of the bests and of the medians; the goal is at most
+1.5.  It also prints the CPU time (user + system) of each child, best of the
+rounds, and its ratio: on a loaded machine waiting for a CPU inflates wall
+times, CPU times much less.  Also
+checks that the runs left no file in the directory (``--help`` and
+``--version`` open no database) and lists the heavy libraries ``crm --help``
+imported (expected: none).  Timings are for this machine and its load at the
+time; nothing here is a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from importlib.metadata import entry_points
+from pathlib import Path
+
+GOAL = 1.5
+HEAVY = ("apprise", "matplotlib", "numpy", "openpyxl", "pandas", "scipy", "sklearn")
+# What `crm --help` imports, from inside the process: run main() and list the heavy modules at exit.
+IMPORTED = """
+import atexit, sys
+atexit.register(lambda: print(" ".join(sorted({m.split(".")[0] for m in sys.modules} & set(sys.argv[1:]))),
+                               file=sys.stderr))
+from crmcore.cli import main
+main(["--help"])
+"""
+
+
+def crm_command() -> list[str]:
+    """The ``crm`` script of this environment (``python -m crmcore.cli`` if there is none)."""
+    script = Path(sys.executable).with_name("crm")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "crmcore.cli"]
+
+
+def timed(command: list[str], cwd: str, env: dict[str, str]) -> tuple[float, float]:
+    """Wall seconds and CPU seconds (user + system) of one run of ``command`` (which must succeed)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    started = time.perf_counter()
+    subprocess.run(command, cwd=cwd, env=env, check=True, stdout=subprocess.DEVNULL)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def heavy_imports(cwd: str, env: dict[str, str]) -> list[str]:
+    """The heavy libraries a ``crm --help`` process has imported when it exits."""
+    out = subprocess.run([sys.executable, "-c", IMPORTED, *HEAVY], cwd=cwd, env=env,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return out.stderr.split()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--repeat", type=int, default=7, help="Rounds (default 7).")
+    args = parser.parse_args()
+    crm = crm_command()
+    cases = {
+        "crm --help (every plugin)": [*crm, "--help"],
+        "crm --no-plugins --help": [*crm, "--no-plugins", "--help"],
+        "crm --version": [*crm, "--version"],
+        "python -c pass": [sys.executable, "-c", "pass"],
+    }
+    env = {k: v for k, v in os.environ.items() if k not in ("CRM_PLUGINS", "CRM_DATABASE_URL")}
+    plugins = sorted(ep.name for ep in entry_points(group="crmcore"))
+    print(f"{len(plugins)} plugins installed: {', '.join(plugins)}")
+    print(f"load average {os.getloadavg()}")
+    times: dict[str, list[float]] = {name: [] for name in cases}
+    cpu: dict[str, list[float]] = {name: [] for name in cases}
+    with tempfile.TemporaryDirectory(prefix="crm-startup-") as cwd:
+        for name in cases:  # warm the file cache and .pyc files outside the figures
+            timed(cases[name], cwd, env)
+        names = list(cases)
+        for round_ in range(args.repeat):
+            shift = round_ % len(names)
+            for name in names[shift:] + names[:shift]:
+                wall, seconds = timed(cases[name], cwd, env)
+                times[name].append(wall)
+                cpu[name].append(seconds)
+        left = sorted(p.name for p in Path(cwd).iterdir())
+        heavy = heavy_imports(cwd, env)
+    for name, runs in times.items():
+        print(f"  {name:27} best {min(runs):5.2f} s  median {statistics.median(runs):5.2f} s  "
+              f"cpu {min(cpu[name]):5.2f} s  (runs: {' '.join(f'{t:.2f}' for t in runs)})")
+    every, core = times["crm --help (every plugin)"], times["crm --no-plugins --help"]
+    best, median = min(every) / min(core), statistics.median(every) / statistics.median(core)
+    verdict = "within" if best <= GOAL else "over"
+    cpu_ratio = min(cpu["crm --help (every plugin)"]) / min(cpu["crm --no-plugins --help"])
+    print(f"ratio every plugin / --no-plugins: best {best:.2f}, median {median:.2f} ({verdict} the goal {GOAL}); "
+          f"cpu {cpu_ratio:.2f}")
+    print(f"files left in the working directory: {', '.join(left) or 'none'}")
+    print(f"heavy libraries imported by crm --help: {', '.join(heavy) or 'none'}")
+    print(f"load average {os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
