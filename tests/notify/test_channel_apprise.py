@@ -4,6 +4,7 @@ through Apprise's ``json://`` service."""
 from __future__ import annotations
 
 import json
+
 import pytest
 from crmcore_apprise import AppriseChannel
 

@@ -3,8 +3,8 @@ templated bodies (JSON and form), auth, GSM-7/UCS-2 segment counts."""
 
 from __future__ import annotations
 
-import json
 import base64
+import json
 import math
 from urllib.parse import parse_qs
 

@@ -89,13 +89,10 @@ class FileChannel(crmcore.Channel):
             file.close()
 
 
-# The path itself is wrong (a directory, under a file, not allowed): no retry can succeed.
-_MISCONFIGURED = (IsADirectoryError, NotADirectoryError, FileExistsError, PermissionError)
-
-
 def classify(exc: OSError, path: Path) -> crmcore.TransientError | crmcore.PermanentError:
-    """A wrong path is permanent; anything else (a full disk, an I/O error) may pass: transient."""
-    error = crmcore.PermanentError if isinstance(exc, _MISCONFIGURED) else crmcore.TransientError
+    """A path naming a directory is a wrong configuration: permanent.  Anything else (a full
+    disk, a parent that is a file or not writable yet) may be put right: transient."""
+    error = crmcore.PermanentError if isinstance(exc, IsADirectoryError) else crmcore.TransientError
     return error(f"file: cannot write {path}: {exc.strerror or exc}")
 
 
