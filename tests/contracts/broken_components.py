@@ -70,14 +70,17 @@ class FailsOnEmpty(crmcore.Segmenter):
 
 
 class Shuffles(WonDeals):
-    """Broken: a different answer every run."""
+    """Broken: a different answer every run (customers swap segments)."""
 
     name = "shuffles"
 
+    def __init__(self) -> None:
+        self.runs = 0
+
     def assign(self, ctx: Any, options: Any) -> Any:
-        salt = uuid.uuid4().int
+        self.runs += 1
         ids = list(ctx.conn.execute(select(tables.customers.c.id)).scalars())
-        yield [crmcore.Assignment(i, "odd" if (i + salt) % 2 else "even") for i in ids]
+        yield [crmcore.Assignment(i, "odd" if (i + self.runs) % 2 else "even") for i in ids]
 
     def select(self, ctx: Any, options: Any) -> Any:
         return None
