@@ -10,24 +10,32 @@ Fixtures:
 * ``crm_factory``: ``crm_factory(plugins=[...], extra_plugins=[...], config={...})``
   opens a migrated :class:`crmcore.CRM` on ``crm_db_url`` and closes it after.
 
-Contract tests: subclass :class:`SegmenterContract`, :class:`ChannelContract`,
-:class:`LoyaltySchemeContract` or :class:`ReportContract` and provide the
-``component`` fixture to prove a plugin obeys its family's protocol.
+Contract tests (defined in :mod:`crmcore.contracts`, re-exported here): subclass
+:class:`SegmenterContract`, :class:`ChannelContract`, :class:`LoyaltySchemeContract`
+or :class:`ReportContract` and provide the ``component`` fixture (channels also
+``channel_options``, ``delivered`` and ``provoke_failure``) to prove a plugin
+obeys its family's protocol; :func:`generate` writes the deterministic data
+they run on.  See docs/plugin-guide.md, "Contract tests".
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from datetime import datetime, timezone
+from datetime import datetime
 from typing import Any
 
 import pytest
 
+from .contracts import (
+    BEFORE_ANY_DATA, ChannelContract, ComponentPlugin, LoyaltySchemeContract, ReportContract, SegmenterContract,
+    generate,
+)
+from .contracts.data import FIXED_NOW
 from .store.maintenance import drop_all_tables
 
 SERVER_ENV = {"postgresql": "CRM_TEST_POSTGRES_URL", "mariadb": "CRM_TEST_MARIADB_URL"}
-FIXED_NOW = datetime(2026, 6, 30, 12, 0, tzinfo=timezone.utc)
+"""The environment variable that names each server test database (unset: its cases skip)."""
 
 
 def reset_database(url: str) -> None:
@@ -79,7 +87,8 @@ def crm_factory(crm_db_url: str) -> Iterator[Callable[..., Any]]:
 
     opened: list[Any] = []
 
-    def factory(plugins: list[str] | None = None, extra_plugins: tuple = (), config: dict | None = None,
+    def factory(plugins: list[str] | None = None, extra_plugins: tuple[Any, ...] | list[Any] = (),
+                config: dict[str, Any] | None = None,
                 clock: Callable[[], datetime] | None = None, **kwargs: Any) -> CRM:
         values = dict(config or {})
         values.setdefault("database_url", crm_db_url)
@@ -97,65 +106,7 @@ def crm_factory(crm_db_url: str) -> Iterator[Callable[..., Any]]:
         crm.close()
 
 
-# -- contract tests --------------------------------------------------------------
-
-class _Contract:
-    """Common checks: a name, a description, and options that build from config."""
-
-    def test_has_name_and_description(self, component: Any) -> None:
-        assert isinstance(component.name, str) and component.name
-        assert isinstance(component.description, str) and component.description
-
-    def test_default_options_build(self, component: Any) -> None:
-        from .application.components import build_options
-        from .config import Config
-
-        build_options(component, self.family, Config(), None)
-
-    family = ""
-
-
-class SegmenterContract(_Contract):
-    """Subclass and provide ``component`` (a Segmenter) and ``seeded_crm``
-    (a CRM with the segmenter registered and some customers)."""
-
-    family = "segments"
-
-    def test_run_assigns_every_customer_at_most_once(self, seeded_crm: Any, component: Any) -> None:
-        run = seeded_crm.segments.run(component.name, as_of=FIXED_NOW)
-        members = seeded_crm.segments.members(component.name, run_id=run.id)
-        ids = [m["customer_id"] for m in members]
-        assert len(ids) == len(set(ids)) == run.members
-        assert set(ids) <= {c.id for c in seeded_crm.customers.list()}
-        assert all(isinstance(m["segment"], str) and m["segment"] for m in members)
-
-
-class ChannelContract(_Contract):
-    """Subclass and provide ``component`` (a Channel) and ``delivered``: a
-    callable returning what reached the channel's destination so far."""
-
-    family = "channels"
-
-    def test_address_kind(self, component: Any) -> None:
-        assert component.address in (None, "email", "phone")
-
-
-class LoyaltySchemeContract(_Contract):
-    """Subclass and provide ``component`` (a LoyaltyScheme)."""
-
-    family = "loyalty"
-
-
-class ReportContract(_Contract):
-    """Subclass and provide ``component`` (a Report) and ``seeded_crm``."""
-
-    family = "reports"
-
-    def test_rows_match_columns(self, seeded_crm: Any, component: Any) -> None:
-        result = seeded_crm.reports.run(component.name, as_of=FIXED_NOW)
-        assert result.columns
-        assert all(len(row) == len(result.columns) for row in result.rows)
-
-    def test_core_renderers(self, seeded_crm: Any, component: Any) -> None:
-        for fmt in ("table", "csv", "json"):
-            assert seeded_crm.reports.render(component.name, format=fmt, as_of=FIXED_NOW)
+# The contract classes live in crmcore.contracts; re-exported for plugin authors.
+__all__ = ["BEFORE_ANY_DATA", "ChannelContract", "ComponentPlugin", "FIXED_NOW", "LoyaltySchemeContract",
+           "ReportContract", "SegmenterContract", "crm_db_url", "crm_factory", "crm_sqlite_url", "generate",
+           "reset_database", "server_url"]

@@ -26,6 +26,7 @@ from .loyalty_cmds import loyalty
 from .notify_cmds import notify
 from .plugins import plugins_group
 from .report_cmds import report
+from .scaffold_cmds import plugin_group
 from .segment_cmds import segment
 from .transfer import export_command, import_command
 
@@ -55,6 +56,7 @@ cli.add_command(demo)
 for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):
     cli.add_command(_group)
 cli.add_command(plugins_group)
+cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)
 

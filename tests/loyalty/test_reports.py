@@ -97,25 +97,35 @@ def seeded_crm(open_loyalty, clock):
     return seeded(open_loyalty, clock, seed=9)
 
 
-class TestLiabilityContract(ReportContract):
+class LoyaltyReportContract(ReportContract):
+    """The loyalty reports read the loyalty plugin's tables: its CRMs load the whole plugin."""
+
+    @pytest.fixture
+    def contract_crm(self, open_loyalty):
+        return open_loyalty()
+
+
+class TestLiabilityContract(LoyaltyReportContract):
     @pytest.fixture
     def component(self):
         return LiabilityReport()
 
 
-class TestTiersReportContract(ReportContract):
+class TestTiersReportContract(LoyaltyReportContract):
+    shows_present_state = True  # "members per tier now": today's tiers whatever as_of says
     @pytest.fixture
     def component(self):
         return TierDistributionReport()
 
 
-class TestEarnBurnContract(ReportContract):
+class TestEarnBurnContract(LoyaltyReportContract):
     @pytest.fixture
     def component(self):
         return EarnBurnReport()
 
 
-class TestTopMembersContract(ReportContract):
+class TestTopMembersContract(LoyaltyReportContract):
+    shows_present_state = True  # ranks today's balances (only "earned" stops at as_of)
     @pytest.fixture
     def component(self):
         return TopMembersReport()

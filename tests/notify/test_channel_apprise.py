@@ -3,6 +3,8 @@ through Apprise's ``json://`` service."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from crmcore_apprise import AppriseChannel
 
@@ -71,11 +73,24 @@ class TestAppriseContract(ChannelContract):
         return AppriseChannel()
 
     @pytest.fixture
+    def channel_options(self, http_server):
+        return {"urls": [json_url(http_server)]}
+
+    @pytest.fixture
     def delivered(self, http_server):
-        return lambda: http_server.received()
+        return lambda: [r.body for r in http_server.received()]
+
+    @pytest.fixture
+    def provoke_failure(self, http_server):
+        def provoke(kind):
+            if kind == "transient":
+                http_server.reply("/apprise", 503)
+                return None
+            return {"message": {"recipient": "nosuchservice://x"}}  # a URL Apprise cannot use
+        return provoke
 
     def test_delivers_through_the_dispatcher(self, crm_factory, http_server, delivered):
         crm = open_crm(crm_factory, [json_url(http_server)])
         crm.notify.enqueue("apprise", body="contract")
         crm.notify.dispatch()
-        assert [r.json()["message"] for r in delivered()] == ["contract"]
+        assert [json.loads(body)["message"] for body in delivered()] == ["contract"]

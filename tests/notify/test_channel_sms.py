@@ -4,6 +4,7 @@ templated bodies (JSON and form), auth, GSM-7/UCS-2 segment counts."""
 from __future__ import annotations
 
 import base64
+import json
 import math
 from urllib.parse import parse_qs
 
@@ -155,11 +156,19 @@ class TestSmsHttpContract(ChannelContract):
         return SmsHttpChannel()
 
     @pytest.fixture
+    def channel_options(self, http_server):
+        return {"url": http_server.url("/sms"), "sender": "CRM"}
+
+    @pytest.fixture
     def delivered(self, http_server):
-        return lambda: http_server.received()
+        return lambda: [r.body for r in http_server.received()]
+
+    @pytest.fixture
+    def provoke_failure(self, http_server):
+        return lambda kind: http_server.reply("/sms", 503 if kind == "transient" else 400)
 
     def test_delivers_through_the_dispatcher(self, crm_factory, http_server, delivered):
         crm = open_crm(crm_factory, http_server.url("/sms"))
         crm.notify.enqueue("sms-http", recipient="+8613800138000", body="contract")
         crm.notify.dispatch()
-        assert [r.json()["text"] for r in delivered()] == ["contract"]
+        assert [json.loads(body)["text"] for body in delivered()] == ["contract"]

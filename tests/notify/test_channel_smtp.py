@@ -173,11 +173,24 @@ class TestSmtpChannelContract(ChannelContract):
         return SmtpChannel()
 
     @pytest.fixture
+    def channel_options(self, smtp_server):
+        return smtp_options(smtp_server)
+
+    @pytest.fixture
     def delivered(self, smtp_server):
-        return lambda: smtp_server.messages
+        return lambda: [m.as_string() for m in smtp_server.messages]
+
+    @pytest.fixture
+    def provoke_failure(self, smtp_server):
+        def provoke(kind):
+            if kind == "transient":  # the server is down: connecting is refused
+                smtp_server.stop()
+                return None
+            return {"message": {"recipient": "not an address"}}
+        return provoke
 
     def test_delivers_through_the_dispatcher(self, crm_factory, smtp_server, delivered):
         crm = open_crm(crm_factory, smtp_server)
         crm.notify.enqueue("smtp", recipient="a@example.com", body="contract")
         crm.notify.dispatch()
-        assert [m.get_content().strip() for m in delivered()] == ["contract"]
+        assert [m.get_content().strip() for m in smtp_server.messages] == ["contract"]

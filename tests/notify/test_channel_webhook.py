@@ -140,11 +140,19 @@ class TestWebhookContract(ChannelContract):
         return WebhookChannel()
 
     @pytest.fixture
+    def channel_options(self, http_server):
+        return {"url": http_server.url(), "secret": SECRET, "timeout": 2}
+
+    @pytest.fixture
     def delivered(self, http_server):
-        return lambda: http_server.received()
+        return lambda: [r.body for r in http_server.received()]
+
+    @pytest.fixture
+    def provoke_failure(self, http_server):
+        return lambda kind: http_server.reply("/hook", 503 if kind == "transient" else 400)
 
     def test_delivers_through_the_dispatcher(self, crm_factory, http_server, delivered):
         crm = open_crm(crm_factory, http_server.url())
         crm.notify.enqueue("webhook", body="contract")
         crm.notify.dispatch()
-        assert [r.json()["body"] for r in delivered()] == ["contract"]
+        assert [json.loads(body)["body"] for body in delivered()] == ["contract"]

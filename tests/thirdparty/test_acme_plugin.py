@@ -403,9 +403,21 @@ class TestLogChannelContract(ChannelContract):
         return LogChannel()
 
     @pytest.fixture
+    def channel_options(self, tmp_path):
+        return {"path": str(tmp_path / "log")}
+
+    @pytest.fixture
     def delivered(self, tmp_path):
         path = tmp_path / "log"
         return lambda: path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+
+    @pytest.fixture
+    def provoke_failure(self, tmp_path):
+        def provoke(kind):
+            if kind == "transient":  # the log cannot be opened (here: a directory); acme retries
+                return {"options": {"path": str(tmp_path)}}
+            return {"message": {"recipient": None}}  # nobody to write to: acme gives up
+        return provoke
 
 
 class TestWonByOwnerContract(ReportContract):

@@ -44,8 +44,13 @@ class ConsoleChannel(crmcore.Channel):
 
     def send(self, message: crmcore.Message, options: ConsoleOptions) -> str | None:
         stream = getattr(sys, options.stream)
-        stream.write(render_message(message))
-        stream.flush()
+        try:
+            stream.write(render_message(message))
+            stream.flush()
+        except ValueError as exc:  # the stream is closed: nothing this process writes will show
+            raise crmcore.PermanentError(f"console: {options.stream} is closed ({exc})") from exc
+        except OSError as exc:  # a pipe that would block, an I/O error: may pass
+            raise crmcore.TransientError(f"console: cannot write to {options.stream}: {exc}") from exc
         return None
 
 

@@ -60,15 +60,21 @@ class FileChannel(crmcore.Channel):
 
     def open(self, options: FileOptions) -> None:
         path = Path(options.path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self._local.file = path.open("a", encoding="utf-8", newline="\n")
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._local.file = path.open("a", encoding="utf-8", newline="\n")
+        except OSError as exc:
+            raise classify(exc, path) from exc
 
     def send(self, message: crmcore.Message, options: FileOptions) -> str | None:
         file: IO[str] | None = getattr(self._local, "file", None)
         if file is None:  # send() without open(): a caller outside the dispatcher
             raise crmcore.PermanentError("file channel used without open()")
-        file.write(message_line(message))
-        file.flush()
+        try:
+            file.write(message_line(message))
+            file.flush()
+        except OSError as exc:
+            raise classify(exc, Path(options.path)) from exc
         return None
 
     def close(self) -> None:
@@ -81,6 +87,13 @@ class FileChannel(crmcore.Channel):
             os.fsync(file.fileno())
         finally:
             file.close()
+
+
+def classify(exc: OSError, path: Path) -> crmcore.TransientError | crmcore.PermanentError:
+    """A path naming a directory is a wrong configuration: permanent.  Anything else (a full
+    disk, a parent that is a file or not writable yet) may be put right: transient."""
+    error = crmcore.PermanentError if isinstance(exc, IsADirectoryError) else crmcore.TransientError
+    return error(f"file: cannot write {path}: {exc.strerror or exc}")
 
 
 def message_line(message: crmcore.Message) -> str:
