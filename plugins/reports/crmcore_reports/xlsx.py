@@ -67,7 +67,9 @@ def _header(column: crmcore.Column) -> str:
 def render_xlsx(result: crmcore.ReportResult) -> bytes:
     """The report as an XLSX workbook (bytes)."""
     book = Workbook()
-    book.remove(book.active)
+    first = book.active
+    if first is not None:  # always there: a new workbook starts with one empty sheet
+        book.remove(first)
     taken: set[str] = set()
     bold = Font(bold=True)
     for table in result.tables():
