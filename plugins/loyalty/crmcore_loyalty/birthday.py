@@ -84,6 +84,7 @@ class BirthdayScheme(crmcore.LoyaltyScheme):
     options_type = BirthdayOptions
 
     def run(self, ctx: LoyaltyContext, options: BirthdayOptions) -> int:
+        """Credit this year's bonus to every customer celebrating as of ``ctx.as_of``; returns the entries written."""
         check_wallet(ctx, self.name, options.wallet)
         customers = tables.customers
         today = local_date(ctx)

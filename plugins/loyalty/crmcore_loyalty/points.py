@@ -75,7 +75,8 @@ def _period(instance: object, attribute: attrs.Attribute[str], value: str) -> No
         raise ValueError(f"{attribute.name} must be month or year, got {value!r}")
 
 
-def _multipliers(instance: object, attribute: attrs.Attribute[dict[str, dict[str, Decimal]]], value: dict[str, dict[str, Decimal]]) -> None:
+def _multipliers(instance: object, attribute: attrs.Attribute[dict[str, dict[str, Decimal]]],
+                 value: dict[str, dict[str, Decimal]]) -> None:
     for dimension, table in value.items():
         if dimension not in DIMENSIONS:
             raise ValueError(f"{attribute.name}: unknown dimension {dimension!r} (use {', '.join(DIMENSIONS)})")
@@ -125,17 +126,21 @@ class PointsScheme(crmcore.LoyaltyScheme):
     options_type = PointsOptions
 
     def points_for_deal(self, uow: crmcore.UnitOfWork, deal: crmcore.Deal, options: PointsOptions) -> int:
+        """Points ``deal`` earns, by the same select as the batch path (:meth:`earn_select`)."""
         ctx = uow.crm.loyalty.context(uow)
         query = self.earn_select(ctx, options, [tables.deals.c.id == deal.id])
         row = uow.conn.execute(query).first()
         return int(row.points) if row is not None else 0
 
     def expires_at(self, uow: crmcore.UnitOfWork, earned_at: datetime, options: PointsOptions) -> datetime | None:
+        """``earned_at`` plus ``expiry_days``, or None when points never expire."""
         if not options.expiry_days:  # None or 0: never
             return None
         return earned_at + timedelta(days=options.expiry_days)
 
-    def earn_select(self, ctx: LoyaltyContext, options: PointsOptions, where: list[ColumnElement[bool]]) -> Select[Unpack[tuple[Any, ...]]]:
+    def earn_select(self, ctx: LoyaltyContext, options: PointsOptions, where: list[ColumnElement[bool]]
+                   ) -> Select[Unpack[tuple[Any, ...]]]:
+        """deal_id, customer_id, points, occurred_at, expires_at for the deals matching ``where``."""
         deals = tables.deals
         source, factors = self._factors(ctx, options)
         numerator, denominator = _ratio(options.points_per_unit)
@@ -206,7 +211,8 @@ class PointsScheme(crmcore.LoyaltyScheme):
             return {}
         return {k: v for k, v in benefits(ctx.uow.crm.loyalty.options(tiers)).items() if v != 1}
 
-    def _period_cap(self, query: Select[Unpack[tuple[Any, ...]]], options: PointsOptions) -> Select[Unpack[tuple[Any, ...]]]:
+    def _period_cap(self, query: Select[Unpack[tuple[Any, ...]]], options: PointsOptions
+                   ) -> Select[Unpack[tuple[Any, ...]]]:
         """At most ``cap_per_period`` points per customer and period, earliest deals first.
 
         Before the cap is reached the running total of uncapped points equals

@@ -74,6 +74,7 @@ class ReferralScheme(crmcore.LoyaltyScheme):
     options_type = ReferralOptions
 
     def refer(self, ctx: LoyaltyContext, referee_id: int, referrer_id: int, options: ReferralOptions) -> dict[str, Any]:
+        """Record that ``referrer_id`` referred ``referee_id`` (refused: self, repeat, after a win, loops)."""
         conn = ctx.conn
         if referee_id == referrer_id:
             raise crmcore.ValidationError.single("referrer", f"customer {referee_id} cannot refer itself", "referral")

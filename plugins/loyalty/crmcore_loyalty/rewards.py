@@ -72,6 +72,7 @@ class RewardsScheme(crmcore.LoyaltyScheme):
     options_type = RewardsOptions
 
     def rewards(self, ctx: LoyaltyContext, options: RewardsOptions) -> list[dict[str, Any]]:
+        """The catalogue with the stock left and whether each reward is offered today."""
         issued = dict(ctx.conn.execute(select(reward_stock.c.reward, reward_stock.c.issued)).all())
         today = local_date(ctx)
         return [{"name": r.name, "cost": r.cost, "stock": r.stock,
@@ -79,7 +80,9 @@ class RewardsScheme(crmcore.LoyaltyScheme):
                  "valid_until": r.valid_until, "offered": r.valid_until is None or today <= r.valid_until,
                  "description": r.description} for r in options.catalogue]
 
-    def redeem_reward(self, ctx: LoyaltyContext, customer_id: int, reward: str, options: RewardsOptions) -> dict[str, Any]:
+    def redeem_reward(self, ctx: LoyaltyContext, customer_id: int, reward: str, options: RewardsOptions
+                     ) -> dict[str, Any]:
+        """Take one unit of stock, debit the cost and issue a code; returns what was issued."""
         check_wallet(ctx, self.name, options.wallet)
         item = next(r for r in options.catalogue if r.name == reward)
         if item.valid_until is not None and local_date(ctx) > item.valid_until:
@@ -111,4 +114,5 @@ class RewardsScheme(crmcore.LoyaltyScheme):
         return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
 
     def issued(self, ctx: LoyaltyContext) -> int:
+        """How many reward codes have been issued."""
         return int(ctx.conn.execute(select(func.count()).select_from(reward_codes)).scalar_one())

@@ -127,6 +127,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
         return {level.name: level.earn_multiplier for level in options.levels}
 
     def run(self, ctx: LoyaltyContext, options: TiersOptions) -> int:
+        """The periodic job: :meth:`evaluate` every member; returns the changes made."""
         return self.evaluate(ctx, options)
 
     def evaluate(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
@@ -138,6 +139,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
         return changes
 
     def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
+        """The member's tier, its basis over the window, the next tier and any grace period."""
         mine = self._metric(ctx, options, [customer_id]).subquery()
         metric = ctx.conn.execute(select(mine.c.metric)).scalar()
         value = self._as_value(metric or 0, options)
@@ -162,7 +164,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
                 continue
         return as_of.replace(year=year, month=month, day=min(as_of.day, 28))
 
-    def _metric(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None) -> Select[int, int]:
+    def _metric(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None
+               ) -> Select[int, int]:
         """customer_id, metric (an integer: 1/10,000 units of spend, or points) over the window."""
         start = self.window_start(ctx.as_of, options.window_months)
         if options.basis == "spend":
@@ -186,7 +189,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
     def _as_value(self, metric: int, options: TiersOptions) -> Decimal:
         return Decimal(int(metric)) / MONEY_SCALE if options.basis == "spend" else Decimal(int(metric))
 
-    def _pending(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None) -> Select[Unpack[tuple[Any, ...]]]:
+    def _pending(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None
+                ) -> Select[Unpack[tuple[Any, ...]]]:
         """Members whose qualifying level differs from their level, or who are in a grace period."""
         accounts = tables.loyalty_accounts
         metric = self._metric(ctx, options, customer_ids).subquery("metric")

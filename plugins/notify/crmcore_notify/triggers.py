@@ -47,7 +47,9 @@ def _triggers(uow: crmcore.UnitOfWork, event: str) -> list[Trigger]:
 
 
 @crmcore.hookimpl
-def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmcore.Stage | None, new: crmcore.Stage | None) -> None:
+def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmcore.Stage | None,
+                          new: crmcore.Stage | None) -> None:
+    """Queue the ``deal_won`` triggers' messages when a deal enters a won stage."""
     won = crmcore.StageOutcome.WON
     if new is None or new.outcome is not won or (old is not None and old.outcome is won):
         return
@@ -58,7 +60,9 @@ def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmc
 
 
 @crmcore.hookimpl
-def on_loyalty_tier_changed(uow: crmcore.UnitOfWork, customer_id: int, scheme: str, old: str | None, new: str | None) -> None:
+def on_loyalty_tier_changed(uow: crmcore.UnitOfWork, customer_id: int, scheme: str, old: str | None,
+                            new: str | None) -> None:
+    """Queue the ``tier_upgraded`` triggers' messages when a tier goes up."""
     for trigger in _triggers(uow, "tier_upgraded"):
         if (trigger.scheme and trigger.scheme != scheme) or not _upgrade(trigger.tiers, old, new):
             continue
@@ -78,7 +82,9 @@ def _upgrade(tiers: tuple[str, ...], old: str | None, new: str | None) -> bool:
 
 
 @crmcore.hookimpl
-def on_segment_membership_changed(uow: crmcore.UnitOfWork, run: crmcore.SegmentRun, changes: list[crmcore.MembershipChange]) -> None:
+def on_segment_membership_changed(uow: crmcore.UnitOfWork, run: crmcore.SegmentRun,
+                                  changes: list[crmcore.MembershipChange]) -> None:
+    """Queue the ``segment_entered`` triggers' messages for the customers who entered."""
     for trigger in _triggers(uow, "segment_entered"):
         if trigger.strategy != run.strategy:
             continue
@@ -98,6 +104,7 @@ def on_segment_membership_changed(uow: crmcore.UnitOfWork, run: crmcore.SegmentR
 
 @crmcore.hookimpl
 def on_interaction_created(uow: crmcore.UnitOfWork, interaction: crmcore.Interaction) -> None:
+    """Acknowledge a complaint (``complaint`` triggers) and set its follow-up deadline."""
     if interaction.kind is not crmcore.InteractionKind.COMPLAINT:
         return
     for trigger in _triggers(uow, "complaint"):
@@ -112,6 +119,7 @@ def on_interaction_created(uow: crmcore.UnitOfWork, interaction: crmcore.Interac
 
 @crmcore.hookimpl
 def on_scheduled(uow: crmcore.UnitOfWork, as_of: datetime) -> None:
+    """Queue the ``birthday`` triggers' messages for today's birthdays."""
     triggers = _triggers(uow, "birthday")
     if not triggers:
         return

@@ -105,5 +105,6 @@ def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tupl
     row = scope.ctx.conn.execute(select(*measures)).one()
     reached = [int(v or 0) for v in row[:len(steps)]]
     rest = row[len(steps):]
-    timing: list[tuple[Any, int | None]] = [(None, None)] + [(rest[2 * k], int(rest[2 * k + 1] or 0)) for k in range(len(steps) - 1)]
+    timing: list[tuple[Any, int | None]] = [(None, None)] + [(rest[2 * k], int(rest[2 * k + 1] or 0))
+                                                            for k in range(len(steps) - 1)]
     return reached, timing

@@ -152,6 +152,7 @@ class Scope:
         if self.options.segment is None:
             return None
         run_text, colon, name = self.options.segment.partition(":")
+        run_id: int | None
         if colon and run_text.strip().isdigit():
             run_id = int(run_text)
             if self.ctx.conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:

@@ -64,6 +64,7 @@ class GeoSegmenter(crmcore.Segmenter):
     options_type = GeoOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: GeoOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, segment (value at ``level`` or territory), no score, details."""
         column = customers.c[options.level]
         known = func.coalesce(func.nullif(column, ""), literal(UNKNOWN, String))
         territory: ColumnElement[Any]  # text, or NULL
@@ -82,7 +83,9 @@ class GeoSegmenter(crmcore.Segmenter):
         return select(customers.c.id.label("customer_id"), segment.label("segment"), null().label("score"),
                       details.label("details"))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: GeoOptions, membership: Mapping[str, Any]) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: GeoOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored details with the level and the rule that placed the customer."""
         details = dict(membership.get("details") or {})
         value = details.get(options.level)
         if options.territories:

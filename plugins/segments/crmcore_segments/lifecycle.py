@@ -75,6 +75,7 @@ class LifecycleSegmenter(crmcore.Segmenter):
     options_type = LifecycleOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: LifecycleOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, lifecycle segment, number of purchases as score, details."""
         history = purchase_history(ctx)
         as_of = ctx.as_of
         segment = case(
@@ -97,7 +98,9 @@ class LifecycleSegmenter(crmcore.Segmenter):
         return select(history.c.customer_id, segment.label("segment"), history.c.orders.label("score"),
                       details.label("details"))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: LifecycleOptions, membership: Mapping[str, Any]) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: LifecycleOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored details with the thresholds and the rule that matched."""
         details = dict(membership.get("details") or {})
         thresholds = attrs.asdict(options)
         return {**details, "thresholds": thresholds, "rule": _rule_text(membership.get("segment"), options)}

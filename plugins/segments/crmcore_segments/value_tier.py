@@ -85,6 +85,7 @@ class ValueTierSegmenter(crmcore.Segmenter):
     options_type = ValueTierOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: ValueTierOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, tier A/B/C (or no revenue), share of revenue ahead as score, details."""
         ranked = _ranked(ctx, options)
         buyer = ranked.c.revenue > 0
         before = ranked.c.running - ranked.c.revenue
@@ -99,7 +100,9 @@ class ValueTierSegmenter(crmcore.Segmenter):
                               rank=case((buyer, ranked.c.position), else_=None), share_before=share * 100)
         return select(ranked.c.customer_id, tier.label("segment"), share.label("score"), details.label("details"))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: ValueTierOptions, membership: Mapping[str, Any]) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: ValueTierOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored details with the shares and the rule."""
         details = dict(membership.get("details") or {})
         return {**details, "shares": f"A {options.a_share}% / B {options.b_share}% / C {options.c_share}%",
                 "window_days": options.window_days,

@@ -29,8 +29,8 @@ from .fields import BOOL, MONEY, NUMBER, RATIO, TEXT, Catalogue, Value
 #: SQL comparison of two operands (column expressions, or a scaled integer for money literals).
 Comparison = Callable[[ColumnElement[Any] | int, ColumnElement[Any] | int], ColumnElement[bool]]
 
-COMPARE: dict[str, Comparison] = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
-           ">=": operator.ge}
+COMPARE: dict[str, Comparison] = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+                                  ">": operator.gt, ">=": operator.ge}
 NUMERIC = (NUMBER, MONEY, RATIO)
 DESCRIBE = {NUMBER: "a number", MONEY: "an amount of money", RATIO: "an amount of money", TEXT: "text",
             BOOL: "yes/no"}

@@ -131,6 +131,7 @@ class RulesSegmenter(crmcore.Segmenter):
     options_type = RulesOptions
 
     def select(self, ctx: crmcore.SegmentContext, options: RulesOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, the first matching rule's name (or the default), its position as score."""
         conditions = compile_rules(ctx, options)
         if not conditions:  # no rules configured: everybody is default (or nobody)
             return select(customers.c.id.label("customer_id"), literal(options.default, String).label("segment"),
@@ -147,7 +148,8 @@ class RulesSegmenter(crmcore.Segmenter):
         return select(assigned.c.customer_id, assigned.c.segment, assigned.c.score,
                       literal(None).label("details")).where(assigned.c.segment.is_not(None))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: RulesOptions, membership: Mapping[str, Any]) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: RulesOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
         """Each rule with whether it holds for the customer, and the values it read."""
         conditions = compile_rules(ctx, options)
         used: dict[str, Value] = {}
@@ -170,7 +172,8 @@ class RulesSegmenter(crmcore.Segmenter):
                 "rules": verdicts, "values": values}
 
 
-def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions) -> list[tuple[Rule, ColumnElement[bool], Compiler]]:
+def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions
+                 ) -> list[tuple[Rule, ColumnElement[bool], Compiler]]:
     """(rule, SQL condition, compiler) per rule; errors name the rule."""
     catalogue = Catalogue(ctx, options)
     compiled: list[tuple[Rule, ColumnElement[bool], Compiler]] = []
