@@ -16,8 +16,8 @@ however often the job runs.  One ``INSERT ... SELECT``.
 from __future__ import annotations
 
 import calendar
-from datetime import timedelta
-from typing import Any
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import (
@@ -32,6 +32,7 @@ from sqlalchemy import (
     or_,
     select,
 )
+from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import UTCDateTime, tables
@@ -39,18 +40,22 @@ from crmcore.store import UTCDateTime, tables
 from .common import check_wallet, key_is_new, local_date
 from .sql import utc
 
+if TYPE_CHECKING:
+    # Not exported from ``crmcore`` (yet): the type of the context schemes receive.
+    from crmcore.loyalty import LoyaltyContext
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be a positive number of points, got {value}")
 
 
-def _mode(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _mode(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("month", "day"):
         raise ValueError(f"{attribute.name} must be month or day, got {value!r}")
 
 
-def _days(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+def _days(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be a number of days (0: never expire), got {value}")
 
@@ -78,7 +83,8 @@ class BirthdayScheme(crmcore.LoyaltyScheme):
     description = "a bonus once a year in the customer's birthday month (or on the day)"
     options_type = BirthdayOptions
 
-    def run(self, ctx: Any, options: BirthdayOptions) -> int:
+    def run(self, ctx: LoyaltyContext, options: BirthdayOptions) -> int:
+        """Credit this year's bonus to every customer celebrating as of ``ctx.as_of``; returns the entries written."""
         check_wallet(ctx, self.name, options.wallet)
         customers = tables.customers
         today = local_date(ctx)
@@ -89,9 +95,10 @@ class BirthdayScheme(crmcore.LoyaltyScheme):
                       literal(f"birthday bonus {today.year}").label("reason"), utc(ctx.as_of).label("occurred_at"),
                       literal("bonus").label("kind"), literal({"scheme": self.name}, JSON).label("details")
                       ).where(self._celebrating(today, options), key_is_new(key))
-        return ctx.uow.loyalty.insert_credits(options.wallet, rows, f"{self.name}:{today.year}:%")
+        inserted: int = ctx.uow.loyalty.insert_credits(options.wallet, rows, f"{self.name}:{today.year}:%")
+        return inserted
 
-    def _celebrating(self, today: Any, options: BirthdayOptions) -> Any:
+    def _celebrating(self, today: date, options: BirthdayOptions) -> ColumnElement[bool]:
         birthday = tables.customers.c.birthday
         month = extract("month", birthday) == today.month
         if options.mode == "month":

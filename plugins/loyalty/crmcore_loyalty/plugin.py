@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import crmcore
 
@@ -17,25 +17,29 @@ from .tiers import TiersScheme
 
 
 @crmcore.hookimpl
-def register_loyalty_schemes(register: Any) -> None:
+def register_loyalty_schemes(register: Callable[[crmcore.LoyaltyScheme], None]) -> None:
+    """Register points, tiers, birthday, referral and rewards."""
     for scheme in (PointsScheme(), TiersScheme(), BirthdayScheme(), ReferralScheme(), RewardsScheme()):
         register(scheme)
 
 
 @crmcore.hookimpl
-def register_migrations(register: Any) -> None:
+def register_migrations(register: Callable[[crmcore.PluginSchema], None]) -> None:
+    """Register the plugin's tables and Alembic branch ``loyalty``."""
     register(crmcore.PluginSchema(branch="loyalty", versions=Path(__file__).parent / "migrations",
                                   tables=TABLES, requires_core="0001_core"))
 
 
 @crmcore.hookimpl
-def register_reports(register: Any) -> None:
+def register_reports(register: Callable[[crmcore.Report], None]) -> None:
+    """Register the loyalty reports (liability, tiers, earn/burn, top members)."""
     for report in REPORTS:
         register(report())
 
 
 @crmcore.hookimpl
-def on_deal_stage_changed(uow: Any, deal: Any, old: Any, new: Any) -> None:
+def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmcore.Stage | None,
+                          new: crmcore.Stage | None) -> None:
     """Re-evaluate the customer's tier when a deal enters or leaves won; pay referral bonuses on a win."""
     won = crmcore.StageOutcome.WON
     was_won, is_won = old is not None and old.outcome is won, new is not None and new.outcome is won

@@ -25,51 +25,58 @@ from __future__ import annotations
 import math
 from datetime import datetime, timedelta
 from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import attrs
 from sqlalchemy import BigInteger, and_, case, func, literal, select, type_coerce
-from sqlalchemy.sql import ColumnElement, Select
+from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 import crmcore
 from crmcore.store import MONEY_SCALE, UTCDateTime, tables
 
 from .sql import days_later, int_div, period_key, utc
 
+if TYPE_CHECKING:
+    # Not exported from ``crmcore`` (yet): the type of the context schemes receive.
+    from crmcore.loyalty import LoyaltyContext
+
 ROUNDING = {"down": ROUND_DOWN, "half_up": ROUND_HALF_UP}
 DIMENSIONS = ("region", "channel", "segment")
 # Largest amount (in currency units) whose points are computed without
 # overflowing a signed 64-bit integer; configurations allowing less are refused.
 MIN_SAFE_AMOUNT = 10**9
+# The validator serves ``int`` and ``int | None`` fields (attrs.Attribute is invariant).
+_Days = TypeVar("_Days", int, int | None)
 
 
-def _not_negative(instance: Any, attribute: attrs.Attribute, value: Decimal) -> None:
+def _not_negative(instance: object, attribute: attrs.Attribute[Decimal], value: Decimal) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, got {value}")
 
 
-def _rounding_mode(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _rounding_mode(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ROUNDING:
         raise ValueError(f"{attribute.name} must be one of {', '.join(ROUNDING)}, got {value!r}")
 
 
-def _days_or_none(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+def _days_or_none(instance: object, attribute: attrs.Attribute[_Days], value: _Days) -> None:
     if value is not None and value < 0:
         raise ValueError(f"{attribute.name} must be a number of days (0: never expire), got {value}")
 
 
-def _cap(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+def _cap(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be a positive number of points (leave it out for no cap), "
                          f"got {value}")
 
 
-def _period(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _period(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in ("month", "year"):
         raise ValueError(f"{attribute.name} must be month or year, got {value!r}")
 
 
-def _multipliers(instance: Any, attribute: attrs.Attribute, value: dict[str, dict[str, Decimal]]) -> None:
+def _multipliers(instance: object, attribute: attrs.Attribute[dict[str, dict[str, Decimal]]],
+                 value: dict[str, dict[str, Decimal]]) -> None:
     for dimension, table in value.items():
         if dimension not in DIMENSIONS:
             raise ValueError(f"{attribute.name}: unknown dimension {dimension!r} (use {', '.join(DIMENSIONS)})")
@@ -118,18 +125,22 @@ class PointsScheme(crmcore.LoyaltyScheme):
     description = "points per unit of won deal amount: rounding, minimum, multipliers, caps, expiry"
     options_type = PointsOptions
 
-    def points_for_deal(self, uow: Any, deal: crmcore.Deal, options: PointsOptions) -> int:
+    def points_for_deal(self, uow: crmcore.UnitOfWork, deal: crmcore.Deal, options: PointsOptions) -> int:
+        """Points ``deal`` earns, by the same select as the batch path (:meth:`earn_select`)."""
         ctx = uow.crm.loyalty.context(uow)
         query = self.earn_select(ctx, options, [tables.deals.c.id == deal.id])
         row = uow.conn.execute(query).first()
         return int(row.points) if row is not None else 0
 
-    def expires_at(self, uow: Any, earned_at: datetime, options: PointsOptions) -> datetime | None:
+    def expires_at(self, uow: crmcore.UnitOfWork, earned_at: datetime, options: PointsOptions) -> datetime | None:
+        """``earned_at`` plus ``expiry_days``, or None when points never expire."""
         if not options.expiry_days:  # None or 0: never
             return None
         return earned_at + timedelta(days=options.expiry_days)
 
-    def earn_select(self, ctx: Any, options: PointsOptions, where: list[ColumnElement]) -> Select:
+    def earn_select(self, ctx: LoyaltyContext, options: PointsOptions, where: list[ColumnElement[bool]]
+                   ) -> Select[Unpack[tuple[Any, ...]]]:
+        """deal_id, customer_id, points, occurred_at, expires_at for the deals matching ``where``."""
         deals = tables.deals
         source, factors = self._factors(ctx, options)
         numerator, denominator = _ratio(options.points_per_unit)
@@ -141,7 +152,7 @@ class PointsScheme(crmcore.LoyaltyScheme):
         for expr, _, _ in factors:
             product = product * expr
         divisor = MONEY_SCALE * denominator
-        points = (int_div(product, literal(divisor, BigInteger)) if options.rounding == "down"
+        points: ColumnElement[int] = (int_div(product, literal(divisor, BigInteger)) if options.rounding == "down"
                   else int_div(product * 2 + divisor, literal(2 * divisor, BigInteger)))
         minimum = math.ceil(options.minimum_amount * MONEY_SCALE)
         points = case((amount < minimum, literal(0, BigInteger)), else_=points)
@@ -154,11 +165,12 @@ class PointsScheme(crmcore.LoyaltyScheme):
         return self._period_cap(query, options) if options.cap_per_period else query
 
     # -- pieces of the select ------------------------------------------------------
-    def _factors(self, ctx: Any, options: PointsOptions) -> tuple[Any, list[tuple[ColumnElement, int, int]]]:
+    def _factors(self, ctx: LoyaltyContext, options: PointsOptions
+                 ) -> tuple[FromClause, list[tuple[ColumnElement[int], int, int]]]:
         """Joins and integer multiplier factors: (CASE numerator, common denominator) per dimension."""
         deals, customers = tables.deals, tables.customers
-        source: Any = deals
-        factors = []
+        source: FromClause = deals
+        factors: list[tuple[ColumnElement[int], int, int]] = []
         by_column = {"region": customers.c.region, "channel": customers.c.source}
         if any(options.multipliers.get(d) for d in by_column):
             source = source.join(customers, customers.c.id == deals.c.customer_id)
@@ -189,7 +201,7 @@ class PointsScheme(crmcore.LoyaltyScheme):
             factors.append(_case_factor(member.c.segment, table))
         return source, factors
 
-    def _tier_multipliers(self, ctx: Any, options: PointsOptions) -> dict[str, Decimal]:
+    def _tier_multipliers(self, ctx: LoyaltyContext, options: PointsOptions) -> dict[str, Decimal]:
         registry = ctx.uow.crm.loyalty.registry
         if options.tier_scheme in ("", "none") or options.tier_scheme not in registry:
             return {}
@@ -199,7 +211,8 @@ class PointsScheme(crmcore.LoyaltyScheme):
             return {}
         return {k: v for k, v in benefits(ctx.uow.crm.loyalty.options(tiers)).items() if v != 1}
 
-    def _period_cap(self, query: Select, options: PointsOptions) -> Select:
+    def _period_cap(self, query: Select[Unpack[tuple[Any, ...]]], options: PointsOptions
+                   ) -> Select[Unpack[tuple[Any, ...]]]:
         """At most ``cap_per_period`` points per customer and period, earliest deals first.
 
         Before the cap is reached the running total of uncapped points equals
@@ -227,7 +240,7 @@ def _ratio(value: Decimal) -> tuple[int, int]:
     return numerator, denominator
 
 
-def _case_factor(column: ColumnElement, table: dict[str, Decimal]) -> tuple[ColumnElement, int, int]:
+def _case_factor(column: ColumnElement[str], table: dict[str, Decimal]) -> tuple[ColumnElement[int], int, int]:
     """CASE column WHEN value THEN n ... ELSE scale END, every factor as n / scale.
 
     Returns the expression, the scale and the largest numerator.
@@ -238,7 +251,7 @@ def _case_factor(column: ColumnElement, table: dict[str, Decimal]) -> tuple[Colu
     return case(*whens, else_=literal(scale, BigInteger)), scale, max(numerators.values())
 
 
-def _check_range(numerator: int, factors: list[tuple[ColumnElement, int, int]]) -> None:
+def _check_range(numerator: int, factors: list[tuple[ColumnElement[int], int, int]]) -> None:
     largest = 2 * numerator  # half_up doubles the product
     for _, scale, top in factors:
         largest *= max(scale, top)

@@ -16,11 +16,12 @@ set-based for deals that were won through a bulk path.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import (
     JSON,
+    Connection,
     Integer,
     String,
     cast,
@@ -39,8 +40,12 @@ from .common import check_wallet, key_is_new, won_deal
 from .sql import days_later, utc
 from .tables import referrals
 
+if TYPE_CHECKING:
+    # Not exported from ``crmcore`` (yet): the type of the context schemes receive.
+    from crmcore.loyalty import LoyaltyContext
 
-def _points(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+
+def _points(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be a positive number of points, got {value}")
 
@@ -68,7 +73,8 @@ class ReferralScheme(crmcore.LoyaltyScheme):
     description = "records who referred whom; both get a bonus when the referee's first deal is won"
     options_type = ReferralOptions
 
-    def refer(self, ctx: Any, referee_id: int, referrer_id: int, options: ReferralOptions) -> dict[str, Any]:
+    def refer(self, ctx: LoyaltyContext, referee_id: int, referrer_id: int, options: ReferralOptions) -> dict[str, Any]:
+        """Record that ``referrer_id`` referred ``referee_id`` (refused: self, repeat, after a win, loops)."""
         conn = ctx.conn
         if referee_id == referrer_id:
             raise crmcore.ValidationError.single("referrer", f"customer {referee_id} cannot refer itself", "referral")
@@ -91,7 +97,7 @@ class ReferralScheme(crmcore.LoyaltyScheme):
                                               recorded_at=ctx.as_of, actor=ctx.uow.actor))
         return {"referee_id": referee_id, "referrer_id": referrer_id, "recorded_at": ctx.as_of}
 
-    def _chain(self, conn: Any, customer_id: int) -> list[int]:
+    def _chain(self, conn: Connection, customer_id: int) -> list[int]:
         """Who referred ``customer_id``, who referred them, ... (the referral chain upwards)."""
         chain: list[int] = []
         current: int | None = customer_id
@@ -100,7 +106,7 @@ class ReferralScheme(crmcore.LoyaltyScheme):
             current = conn.execute(select(referrals.c.referrer_id).where(referrals.c.referee_id == current)).scalar()
         return chain[1:] if len(chain) > 1 else []
 
-    def run(self, ctx: Any, options: ReferralOptions, referee_ids: list[int] | None = None) -> int:
+    def run(self, ctx: LoyaltyContext, options: ReferralOptions, referee_ids: list[int] | None = None) -> int:
         """Pay the bonuses due as of ``ctx.as_of`` (set-based; already paid ones are skipped)."""
         check_wallet(ctx, self.name, options.wallet)
         deals = tables.deals

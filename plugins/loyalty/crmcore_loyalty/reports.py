@@ -11,7 +11,8 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import and_, case, extract, func, literal, select
+from sqlalchemy import Join, and_, case, extract, func, literal, select
+from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import tables
@@ -27,7 +28,7 @@ def _month(year: Any, month: Any) -> str:
     return f"{int(year):04d}-{int(month):02d}"
 
 
-def _remaining() -> tuple[Any, Any]:
+def _remaining() -> tuple[Join, ColumnElement[int]]:
     """(join source, remaining points expression) over every batch of the ledger."""
     used = select(allocations.c.batch_id, func.sum(allocations.c.points).label("used")).group_by(
         allocations.c.batch_id).subquery("used")
@@ -49,7 +50,8 @@ class LiabilityReport(crmcore.Report):
     description = "outstanding points and their money value by expiry month"
     options_type = LiabilityOptions
 
-    def run(self, ctx: Any, options: LiabilityOptions) -> crmcore.ReportResult:
+    def run(self, ctx: crmcore.ReportContext, options: LiabilityOptions) -> crmcore.ReportResult:
+        """Outstanding points and their value by expiry month."""
         source, remaining = _remaining()
         year, month = extract("year", ledger.c.expires_at), extract("month", ledger.c.expires_at)
         query = select(year, month, func.count(), func.sum(remaining)).select_from(source).where(
@@ -87,15 +89,16 @@ class TierDistributionReport(crmcore.Report):
     description = "members per tier now, and tier movements (up, down) over the last days"
     options_type = TierOptions
 
-    def run(self, ctx: Any, options: TierOptions) -> crmcore.ReportResult:
-        members = dict(ctx.conn.execute(select(accounts.c.tier, func.count()).where(
+    def run(self, ctx: crmcore.ReportContext, options: TierOptions) -> crmcore.ReportResult:
+        """Members per tier and the tier movements in the window."""
+        members: dict[str, int] = dict(ctx.conn.execute(select(accounts.c.tier, func.count()).where(
             accounts.c.scheme == options.scheme, accounts.c.tier.is_not(None)).group_by(accounts.c.tier)).all())
         since = utc(ctx.as_of - timedelta(days=options.days))
         window = and_(tier_changes.c.scheme == options.scheme, tier_changes.c.changed_at > since,
                       tier_changes.c.changed_at <= utc(ctx.as_of))
-        entered = dict(ctx.conn.execute(select(tier_changes.c.new, func.count()).where(
+        entered: dict[str, int] = dict(ctx.conn.execute(select(tier_changes.c.new, func.count()).where(
             window, tier_changes.c.new.is_not(None)).group_by(tier_changes.c.new)).all())
-        left = dict(ctx.conn.execute(select(tier_changes.c.old, func.count()).where(
+        left: dict[str, int] = dict(ctx.conn.execute(select(tier_changes.c.old, func.count()).where(
             window, tier_changes.c.old.is_not(None)).group_by(tier_changes.c.old)).all())
         order = self._levels(ctx, options.scheme)
         names = order + sorted((set(members) | set(entered) | set(left)) - set(order))
@@ -107,11 +110,14 @@ class TierDistributionReport(crmcore.Report):
                      crmcore.Column("left", "int", f"left ({options.days} d)")),
             rows=rows, charts=(crmcore.Chart("bar", "Members per tier", x="tier", y=("members",)),))
 
-    def _levels(self, ctx: Any, scheme: str) -> list[str]:
+    def _levels(self, ctx: crmcore.ReportContext, scheme: str) -> list[str]:
+        """The scheme's level names, lowest first, when it has levels (``earn_multipliers``)."""
         registry = ctx.uow.crm.loyalty.registry
-        if scheme in registry and hasattr(registry.get(scheme), "earn_multipliers"):
-            return list(registry.get(scheme).earn_multipliers(ctx.uow.crm.loyalty.options(registry.get(scheme))))
-        return []
+        if scheme not in registry:
+            return []
+        found = registry.get(scheme)
+        levels = getattr(found, "earn_multipliers", None)  # a tiers-like scheme (duck-typed)
+        return list(levels(ctx.uow.crm.loyalty.options(found))) if levels is not None else []
 
 
 @attrs.frozen
@@ -127,13 +133,14 @@ class EarnBurnReport(crmcore.Report):
     description = "points earned, redeemed, expired, reversed and adjusted per month"
     options_type = EarnBurnOptions
 
-    def run(self, ctx: Any, options: EarnBurnOptions) -> crmcore.ReportResult:
+    def run(self, ctx: crmcore.ReportContext, options: EarnBurnOptions) -> crmcore.ReportResult:
+        """Points earned, redeemed, expired, reversed and adjusted per month."""
         first = ctx.as_of.year * 12 + ctx.as_of.month - 1 - (options.months - 1)
         start = ctx.as_of.replace(year=first // 12, month=first % 12 + 1, day=1, hour=0, minute=0, second=0,
                                   microsecond=0)
         year, month = extract("year", ledger.c.occurred_at), extract("month", ledger.c.occurred_at)
 
-        def total(condition: Any) -> Any:
+        def total(condition: ColumnElement[bool]) -> ColumnElement[int]:
             return func.sum(case((condition, ledger.c.points), else_=0))
 
         query = select(year, month, total(ledger.c.kind.in_(CREDIT_KINDS)),
@@ -166,7 +173,8 @@ class TopMembersReport(crmcore.Report):
     description = "members with the most points (balance, earned in total, tier)"
     options_type = TopOptions
 
-    def run(self, ctx: Any, options: TopOptions) -> crmcore.ReportResult:
+    def run(self, ctx: crmcore.ReportContext, options: TopOptions) -> crmcore.ReportResult:
+        """The members with the highest balances."""
         customers = tables.customers
         tier = accounts.alias("tier")
         earned = select(ledger.c.customer_id, func.sum(ledger.c.points).label("earned")).where(

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import secrets
 from datetime import date, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import func, insert, select, update
@@ -26,6 +26,10 @@ from crmcore.store.upsert import insert_ignore
 
 from .common import check_wallet, local_date
 from .tables import reward_codes, reward_stock
+
+if TYPE_CHECKING:
+    # Not exported from ``crmcore`` (yet): the type of the context schemes receive.
+    from crmcore.loyalty import LoyaltyContext
 
 CODE_ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # no 0/O, 1/I: codes are read aloud and typed
 
@@ -42,7 +46,7 @@ class Reward:
     description: str = ""
 
 
-def _unique(instance: Any, attribute: attrs.Attribute, value: tuple[Reward, ...]) -> None:
+def _unique(instance: object, attribute: attrs.Attribute[tuple[Reward, ...]], value: tuple[Reward, ...]) -> None:
     names = [r.name for r in value]
     if len(set(names)) != len(names):
         raise ValueError(f"{attribute.name}: reward names must be unique, got {names}")
@@ -67,7 +71,8 @@ class RewardsScheme(crmcore.LoyaltyScheme):
     description = "a reward catalogue (cost, stock, validity); redeeming issues a reward code"
     options_type = RewardsOptions
 
-    def rewards(self, ctx: Any, options: RewardsOptions) -> list[dict[str, Any]]:
+    def rewards(self, ctx: LoyaltyContext, options: RewardsOptions) -> list[dict[str, Any]]:
+        """The catalogue with the stock left and whether each reward is offered today."""
         issued = dict(ctx.conn.execute(select(reward_stock.c.reward, reward_stock.c.issued)).all())
         today = local_date(ctx)
         return [{"name": r.name, "cost": r.cost, "stock": r.stock,
@@ -75,7 +80,9 @@ class RewardsScheme(crmcore.LoyaltyScheme):
                  "valid_until": r.valid_until, "offered": r.valid_until is None or today <= r.valid_until,
                  "description": r.description} for r in options.catalogue]
 
-    def redeem_reward(self, ctx: Any, customer_id: int, reward: str, options: RewardsOptions) -> dict[str, Any]:
+    def redeem_reward(self, ctx: LoyaltyContext, customer_id: int, reward: str, options: RewardsOptions
+                     ) -> dict[str, Any]:
+        """Take one unit of stock, debit the cost and issue a code; returns what was issued."""
         check_wallet(ctx, self.name, options.wallet)
         item = next(r for r in options.catalogue if r.name == reward)
         if item.valid_until is not None and local_date(ctx) > item.valid_until:
@@ -92,7 +99,7 @@ class RewardsScheme(crmcore.LoyaltyScheme):
         return {"reward": reward, "code": code, "points": item.cost, "valid_until": valid_until,
                 "entry_id": entry.id}
 
-    def _take_stock(self, ctx: Any, item: Reward) -> None:
+    def _take_stock(self, ctx: LoyaltyContext, item: Reward) -> None:
         if ctx.conn.execute(select(reward_stock.c.issued).where(reward_stock.c.reward == item.name)).first() is None:
             insert_ignore(ctx.conn, reward_stock, {"reward": item.name, "issued": 0})
         taken = update(reward_stock).where(reward_stock.c.reward == item.name).values(
@@ -106,5 +113,6 @@ class RewardsScheme(crmcore.LoyaltyScheme):
         raw = "".join(secrets.choice(CODE_ALPHABET) for _ in range(12))
         return f"{raw[:4]}-{raw[4:8]}-{raw[8:]}"
 
-    def issued(self, ctx: Any) -> int:
+    def issued(self, ctx: LoyaltyContext) -> int:
+        """How many reward codes have been issued."""
         return int(ctx.conn.execute(select(func.count()).select_from(reward_codes)).scalar_one())

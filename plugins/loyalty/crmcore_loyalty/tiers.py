@@ -24,12 +24,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any, Unpack
 
 import attrs
 from sqlalchemy import (
     BigInteger,
     and_,
+    Select,
     case,
     delete,
     func,
@@ -46,6 +47,10 @@ from crmcore.store import MONEY_SCALE, tables
 from .common import won_deal
 from .sql import utc
 from .tables import tier_changes, tier_status
+
+if TYPE_CHECKING:
+    # Not exported from ``crmcore`` (yet): the type of the context schemes receive.
+    from crmcore.loyalty import LoyaltyContext
 
 
 @attrs.frozen
@@ -65,7 +70,7 @@ DEFAULT_LEVELS = (
 )
 
 
-def _levels(instance: Any, attribute: attrs.Attribute, value: tuple[Level, ...]) -> None:
+def _levels(instance: object, attribute: attrs.Attribute[tuple[Level, ...]], value: tuple[Level, ...]) -> None:
     if not value:
         raise ValueError("levels: at least one level is needed")
     names = [level.name for level in value]
@@ -81,13 +86,13 @@ def _levels(instance: Any, attribute: attrs.Attribute, value: tuple[Level, ...])
 
 
 def _one_of(*choices: str) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+    def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
             raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
     return check
 
 
-def _not_negative(instance: Any, attribute: attrs.Attribute, value: int) -> None:
+def _not_negative(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must not be negative, got {value}")
 
@@ -121,10 +126,11 @@ class TiersScheme(crmcore.LoyaltyScheme):
         """The ``earn_multiplier`` benefit of each level (read by the points scheme)."""
         return {level.name: level.earn_multiplier for level in options.levels}
 
-    def run(self, ctx: Any, options: TiersOptions) -> int:
+    def run(self, ctx: LoyaltyContext, options: TiersOptions) -> int:
+        """The periodic job: :meth:`evaluate` every member; returns the changes made."""
         return self.evaluate(ctx, options)
 
-    def evaluate(self, ctx: Any, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
+    def evaluate(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
         """Apply upgrades, grace periods and downgrades as of ``ctx.as_of``; returns the changes made."""
         changes = 0
         for customer_id, qualifying, current, below_since in ctx.conn.execute(
@@ -132,7 +138,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
             changes += self._apply(ctx, options, customer_id, int(qualifying), int(current), below_since)
         return changes
 
-    def status(self, ctx: Any, customer_id: int, options: TiersOptions) -> dict[str, Any]:
+    def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
+        """The member's tier, its basis over the window, the next tier and any grace period."""
         mine = self._metric(ctx, options, [customer_id]).subquery()
         metric = ctx.conn.execute(select(mine.c.metric)).scalar()
         value = self._as_value(metric or 0, options)
@@ -157,7 +164,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
                 continue
         return as_of.replace(year=year, month=month, day=min(as_of.day, 28))
 
-    def _metric(self, ctx: Any, options: TiersOptions, customer_ids: list[int] | None = None) -> Any:
+    def _metric(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None
+               ) -> Select[int, int]:
         """customer_id, metric (an integer: 1/10,000 units of spend, or points) over the window."""
         start = self.window_start(ctx.as_of, options.window_months)
         if options.basis == "spend":
@@ -178,10 +186,11 @@ class TiersScheme(crmcore.LoyaltyScheme):
     def _scaled(self, threshold: Decimal, options: TiersOptions) -> int:
         return int(threshold * MONEY_SCALE) if options.basis == "spend" else int(threshold)
 
-    def _as_value(self, metric: Any, options: TiersOptions) -> Decimal:
+    def _as_value(self, metric: int, options: TiersOptions) -> Decimal:
         return Decimal(int(metric)) / MONEY_SCALE if options.basis == "spend" else Decimal(int(metric))
 
-    def _pending(self, ctx: Any, options: TiersOptions, customer_ids: list[int] | None) -> Any:
+    def _pending(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None
+                ) -> Select[Unpack[tuple[Any, ...]]]:
         """Members whose qualifying level differs from their level, or who are in a grace period."""
         accounts = tables.loyalty_accounts
         metric = self._metric(ctx, options, customer_ids).subquery("metric")
@@ -201,12 +210,12 @@ class TiersScheme(crmcore.LoyaltyScheme):
                                          tier_status.c.scheme == self.name))
         ).where((qualifying != current) | tier_status.c.below_since.is_not(None)).order_by(members.c.customer_id)
 
-    def _rank_by_threshold(self, metric: ColumnElement, options: TiersOptions) -> ColumnElement:
+    def _rank_by_threshold(self, metric: ColumnElement[int], options: TiersOptions) -> ColumnElement[int]:
         whens = [(metric >= self._scaled(level.threshold, options), i + 1)
                  for i, level in reversed(list(enumerate(options.levels)))]
         return case(*whens, else_=0)
 
-    def _apply(self, ctx: Any, options: TiersOptions, customer_id: int, qualifying: int, current: int,
+    def _apply(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int, qualifying: int, current: int,
                below_since: datetime | None) -> int:
         if qualifying >= current:  # up, or back above the threshold during the grace period
             changed = 0
@@ -225,7 +234,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
             return self._move(ctx, options, customer_id, qualifying)
         return 0
 
-    def _move(self, ctx: Any, options: TiersOptions, customer_id: int, rank: int) -> int:
+    def _move(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int, rank: int) -> int:
         new = options.levels[rank - 1].name if rank else None
         old = ctx.uow.loyalty.tier(customer_id, self.name)
         ctx.conn.execute(insert(tier_changes).values(customer_id=customer_id, scheme=self.name, old=old, new=new,
@@ -233,6 +242,6 @@ class TiersScheme(crmcore.LoyaltyScheme):
         ctx.uow.loyalty.set_tier(customer_id, self.name, new)
         return 1
 
-    def _clear_grace(self, ctx: Any, customer_id: int) -> None:
+    def _clear_grace(self, ctx: LoyaltyContext, customer_id: int) -> None:
         ctx.conn.execute(delete(tier_status).where(tier_status.c.customer_id == customer_id,
                                                    tier_status.c.scheme == self.name))

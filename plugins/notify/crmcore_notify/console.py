@@ -18,7 +18,7 @@ import crmcore
 STREAMS = ("stdout", "stderr")
 
 
-def _stream_name(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _stream_name(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in STREAMS:
         raise ValueError(f"{attribute.name} must be one of {', '.join(STREAMS)}, got {value!r}")
 

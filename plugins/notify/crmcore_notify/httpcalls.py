@@ -36,7 +36,7 @@ class ClientPerThread:
         self._local.client = httpx.Client(timeout=timeout, verify=verify, follow_redirects=False)
 
     def get(self, timeout: float, verify: bool | str = True) -> httpx.Client:
-        client = getattr(self._local, "client", None)
+        client: httpx.Client | None = getattr(self._local, "client", None)
         if client is None:  # send() without open(): a caller outside the dispatcher
             self.open(timeout, verify)
             client = self._local.client

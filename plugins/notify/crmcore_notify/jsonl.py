@@ -28,7 +28,7 @@ FIELDS = ("id", "idempotency_key", "channel", "recipient", "subject", "body", "p
           "customer_id")
 
 
-def _non_empty(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _non_empty(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not value.strip():
         raise ValueError(f"{attribute.name} must name a file")
 

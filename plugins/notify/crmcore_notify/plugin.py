@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import crmcore
 
@@ -22,7 +22,8 @@ from .webhook import WebhookChannel
 
 
 @crmcore.hookimpl
-def register_channels(register: Any) -> None:
+def register_channels(register: Callable[[crmcore.Channel], None]) -> None:
+    """Register console, file, smtp, webhook and sms-http."""
     register(ConsoleChannel())
     register(FileChannel())
     register(SmtpChannel())
@@ -31,6 +32,6 @@ def register_channels(register: Any) -> None:
 
 
 @crmcore.hookimpl
-def register_templates(register: Any) -> None:
+def register_templates(register: Callable[[Path], None]) -> None:
     """Built-in templates: thank-you, tier-upgrade, win-back, birthday, complaint-ack (en, zh-CN)."""
     register(Path(__file__).with_name("templates"))

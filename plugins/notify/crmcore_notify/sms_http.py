@@ -28,7 +28,7 @@ and a text longer than ``max_segments`` is refused before it costs anything.
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import phonenumbers
@@ -45,29 +45,33 @@ METHODS = ("POST", "PUT")
 _templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
-def _template(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _template(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     try:
         _templates.from_string(value)
     except TemplateSyntaxError as exc:
         raise ValueError(f"{attribute.name}: template syntax error on line {exc.lineno}: {exc.message}") from None
 
 
-def _method(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _method(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if value not in METHODS:
         raise ValueError(f"{attribute.name} must be one of {', '.join(METHODS)}, got {value!r}")
 
 
-def _http_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+def _http_url(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
 
 
-def _region(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+def _region(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and value.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ValueError(f"{attribute.name}: unknown region {value!r} (use a two-letter code like CN or US)")
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+# The validator serves int and float fields (attrs.Attribute is invariant).
+_Number = TypeVar("_Number", int, float)
+
+
+def _positive(instance: object, attribute: attrs.Attribute[_Number], value: _Number) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 

@@ -40,10 +40,10 @@ import smtplib
 import socket
 import ssl
 import threading
+from collections.abc import Callable
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Any
 
 import attrs
 
@@ -53,24 +53,25 @@ SECURITY = ("plain", "starttls", "tls")
 DEFAULT_PORTS = {"plain": 25, "starttls": 587, "tls": 465}
 
 
-def _one_of(choices: tuple[str, ...]) -> Any:
-    def check(instance: Any, attribute: attrs.Attribute, value: str) -> None:
+def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
+    """An attrs validator: the value is one of ``choices``."""
+    def check(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
         if value not in choices:
             raise ValueError(f"{attribute.name} must be one of {', '.join(choices)}, got {value!r}")
     return check
 
 
-def _port(instance: Any, attribute: attrs.Attribute, value: int | None) -> None:
+def _port(instance: object, attribute: attrs.Attribute[int | None], value: int | None) -> None:
     if value is not None and not 0 < value < 65536:
         raise ValueError(f"{attribute.name} must be between 1 and 65535, got {value}")
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
-def _address(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+def _address(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None:
         crmcore.normalize_email(value)  # ValueError names the address
 
@@ -235,6 +236,7 @@ def transmit(smtp: smtplib.SMTP, email: EmailMessage, sender: str, recipient: st
     permanent, 4xx transient; a refused step is reset so the connection can
     carry the next message.
     """
+    reply: bytes | str  # smtplib's errors carry either
     code, reply = smtp.mail(sender)
     _check("MAIL FROM", code, reply, smtp, (250,))
     code, reply = smtp.rcpt(recipient)

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import calendar
 from datetime import date, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import attrs
@@ -35,15 +35,21 @@ from sqlalchemy import and_, extract, or_, select
 import crmcore
 from crmcore.store import tables
 
+if TYPE_CHECKING:
+    # Not exported from ``crmcore`` (yet): one configured ``[notify.triggers]`` entry.
+    from crmcore.config.notify import Trigger
+
 PAGE = 1000
 
 
-def _triggers(uow: Any, event: str) -> list[Any]:
+def _triggers(uow: crmcore.UnitOfWork, event: str) -> list[Trigger]:
     return uow.crm.config.notify.triggers_for(event)
 
 
 @crmcore.hookimpl
-def on_deal_stage_changed(uow: Any, deal: crmcore.Deal, old: crmcore.Stage | None, new: crmcore.Stage | None) -> None:
+def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmcore.Stage | None,
+                          new: crmcore.Stage | None) -> None:
+    """Queue the ``deal_won`` triggers' messages when a deal enters a won stage."""
     won = crmcore.StageOutcome.WON
     if new is None or new.outcome is not won or (old is not None and old.outcome is won):
         return
@@ -54,7 +60,9 @@ def on_deal_stage_changed(uow: Any, deal: crmcore.Deal, old: crmcore.Stage | Non
 
 
 @crmcore.hookimpl
-def on_loyalty_tier_changed(uow: Any, customer_id: int, scheme: str, old: str | None, new: str | None) -> None:
+def on_loyalty_tier_changed(uow: crmcore.UnitOfWork, customer_id: int, scheme: str, old: str | None,
+                            new: str | None) -> None:
+    """Queue the ``tier_upgraded`` triggers' messages when a tier goes up."""
     for trigger in _triggers(uow, "tier_upgraded"):
         if (trigger.scheme and trigger.scheme != scheme) or not _upgrade(trigger.tiers, old, new):
             continue
@@ -74,20 +82,29 @@ def _upgrade(tiers: tuple[str, ...], old: str | None, new: str | None) -> bool:
 
 
 @crmcore.hookimpl
-def on_segment_membership_changed(uow: Any, run: crmcore.SegmentRun, changes: list[crmcore.MembershipChange]) -> None:
+def on_segment_membership_changed(uow: crmcore.UnitOfWork, run: crmcore.SegmentRun,
+                                  changes: list[crmcore.MembershipChange]) -> None:
+    """Queue the ``segment_entered`` triggers' messages for the customers who entered."""
     for trigger in _triggers(uow, "segment_entered"):
         if trigger.strategy != run.strategy:
             continue
         ids = [c.customer_id for c in changes if c.new == trigger.segment and c.old != trigger.segment]
+
+        def key_for(cid: int, t: Trigger = trigger) -> str:
+            return f"trigger:segment_entered:{t.template}:run{run.id}:{cid}"
+
+        def extra_for(cid: int, t: Trigger = trigger) -> dict[str, str | None]:
+            return {"segment": t.segment, "strategy": t.strategy}
+
         for start in range(0, len(ids), PAGE):
             uow.crm.messages.enqueue_batch(
                 uow, trigger.template, ids[start:start + PAGE], channel=trigger.channel, purpose=trigger.purpose,
-                key_for=lambda cid, t=trigger: f"trigger:segment_entered:{t.template}:run{run.id}:{cid}",
-                extra_for=lambda cid, t=trigger: {"segment": t.segment, "strategy": t.strategy})
+                key_for=key_for, extra_for=extra_for)
 
 
 @crmcore.hookimpl
-def on_interaction_created(uow: Any, interaction: crmcore.Interaction) -> None:
+def on_interaction_created(uow: crmcore.UnitOfWork, interaction: crmcore.Interaction) -> None:
+    """Acknowledge a complaint (``complaint`` triggers) and set its follow-up deadline."""
     if interaction.kind is not crmcore.InteractionKind.COMPLAINT:
         return
     for trigger in _triggers(uow, "complaint"):
@@ -101,20 +118,25 @@ def on_interaction_created(uow: Any, interaction: crmcore.Interaction) -> None:
 
 
 @crmcore.hookimpl
-def on_scheduled(uow: Any, as_of: datetime) -> None:
+def on_scheduled(uow: crmcore.UnitOfWork, as_of: datetime) -> None:
+    """Queue the ``birthday`` triggers' messages for today's birthdays."""
     triggers = _triggers(uow, "birthday")
     if not triggers:
         return
     today = as_of.astimezone(ZoneInfo(uow.crm.config.timezone)).date()
     ids = birthdays(uow, today)
     for trigger in triggers:
+
+        def key_for(cid: int, t: Trigger = trigger) -> str:
+            return f"trigger:birthday:{t.template}:{cid}:{today.year}"
+
         for start in range(0, len(ids), PAGE):
             uow.crm.messages.enqueue_batch(
                 uow, trigger.template, ids[start:start + PAGE], channel=trigger.channel, purpose=trigger.purpose,
-                key_for=lambda cid, t=trigger: f"trigger:birthday:{t.template}:{cid}:{today.year}")
+                key_for=key_for)
 
 
-def birthdays(uow: Any, today: date) -> list[int]:
+def birthdays(uow: crmcore.UnitOfWork, today: date) -> list[int]:
     """Ids of customers whose birthday is ``today`` (29 February counts on 28 February
     in years without one), in one query."""
     c = tables.customers

@@ -46,12 +46,12 @@ KEY_HEADER = "X-CRM-Idempotency-Key"
 REPLAY_TOLERANCE_S = 300
 
 
-def _http_url(instance: Any, attribute: attrs.Attribute, value: str | None) -> None:
+def _http_url(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
 
 
-def _positive(instance: Any, attribute: attrs.Attribute, value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 

@@ -51,7 +51,9 @@ def font_families() -> list[str]:
                 manager = font_manager.fontManager
                 manager.ttflist = [dataclasses.replace(f, weight=400) if f.fname == str(cjk) else f
                                    for f in manager.ttflist]
-                font_manager.fontManager._findfont_cached.cache_clear()
+                # A private lru_cache of FontManager (absent from matplotlib's stubs): cleared so
+                # lookups see the font added above.
+                font_manager.fontManager._findfont_cached.cache_clear()  # type: ignore[attr-defined]
                 families.append(FAMILY)
             except (OSError, RuntimeError):  # still draw, with boxes for CJK
                 pass

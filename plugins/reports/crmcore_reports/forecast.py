@@ -120,7 +120,9 @@ def _by_month(scope: Scope, commit: int) -> Totals:
              .group_by(then.c.currency, month))
     found: Totals = {}
     for currency, m, *values in scope.ctx.conn.execute(query):
-        found.setdefault(currency, {})[None if m is None else int(m)] = tuple(int(v or 0) for v in values)
+        won_, n_open, open_amount, weighted, committed, n = (int(v or 0) for v in values)  # the six sums above
+        found.setdefault(currency, {})[None if m is None else int(m)] = (won_, n_open, open_amount, weighted,
+                                                                         committed, n)
     return found
 
 

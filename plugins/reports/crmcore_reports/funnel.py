@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 from sqlalchemy import and_, case, func, select
+from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import days_between, tables, utc_literal
@@ -78,7 +79,7 @@ class FunnelReport(crmcore.Report):
                                   ("reached",)),))
 
 
-def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tuple[Any, int]]]:
+def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tuple[Any, int | None]]]:
     """Per step: deals reached; per step after the first: (avg days from previous, deals timed).
 
     One pass over the history: per deal the first entry time into each step
@@ -92,7 +93,7 @@ def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tupl
                 .where(history.c.changed_at <= utc_literal(scope.ctx.as_of), history.c.deal_id.in_(chosen))
                 .group_by(history.c.deal_id)).subquery("entries")
     t = [per_deal.c[f"t{i}"] for i in range(len(steps))]
-    measures = []
+    measures: list[ColumnElement[Any]] = []
     for i in range(len(steps)):
         # Reached step i: entered it or any later step.
         measures.append(func.sum(case((func.coalesce(*t[i:]).is_not(None) if len(t[i:]) > 1
@@ -104,5 +105,6 @@ def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tupl
     row = scope.ctx.conn.execute(select(*measures)).one()
     reached = [int(v or 0) for v in row[:len(steps)]]
     rest = row[len(steps):]
-    timing = [(None, None)] + [(rest[2 * k], int(rest[2 * k + 1] or 0)) for k in range(len(steps) - 1)]
+    timing: list[tuple[Any, int | None]] = [(None, None)] + [(rest[2 * k], int(rest[2 * k + 1] or 0))
+                                                            for k in range(len(steps) - 1)]
     return reached, timing

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import re
 from collections import defaultdict
-from datetime import timedelta
+from datetime import date, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -45,7 +45,7 @@ NONE = "(none)"
 PERIOD = re.compile(r"^(\d{4})-(?:(0[1-9]|1[0-2])|Q([1-4]))$")
 
 
-def _period_text(instance: Any, attribute: Any, value: str) -> None:
+def _period_text(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
     if not PERIOD.match(value):
         raise ValueError(f"{value!r} is not a month YYYY-MM or a quarter YYYY-Qn")
 
@@ -65,7 +65,9 @@ class Target:
 
     def bucket(self, period: str) -> int | None:
         """The target's period index at ``period`` granularity (None: cannot be split)."""
-        year, month, quarter = PERIOD.match(self.period).groups()
+        match = PERIOD.match(self.period)
+        assert match is not None  # checked by the field's validator
+        year, month, quarter = match.groups()
         if month:
             index = int(year) * 12 + int(month) - 1
             return index if period == "month" else index // 3
@@ -148,7 +150,8 @@ def _revenue(scope: Scope, options: PerformanceOptions) -> tuple[dict[tuple[int,
              .where(*scope.deal_filter(currency=False), scope.outcome(crmcore.StageOutcome.WON),
                     deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
              .group_by(deals.c.currency, bucket, who))
-    found, others = {}, defaultdict(int)
+    found: dict[tuple[int, Any], tuple[int, int]] = {}
+    others: defaultdict[str, int] = defaultdict(int)
     for currency, b, w, total, n in scope.ctx.conn.execute(query):
         if currency == scope.currency:
             found[int(b), w] = (int(total or 0), int(n))
@@ -187,6 +190,6 @@ def _targets(scope: Scope, options: PerformanceOptions) -> tuple[dict[tuple[int,
     return dict(found), notes
 
 
-def _bucket_of(moment: Any, period: str) -> int:
+def _bucket_of(moment: date, period: str) -> int:
     index = moment.year * 12 + moment.month - 1
     return index if period == "month" else index // 3

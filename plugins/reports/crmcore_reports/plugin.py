@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import crmcore
 
@@ -22,13 +22,15 @@ REPORTS = (PipelineReport, ForecastReport, FunnelReport, WinLossReport, SalesPer
 
 
 @crmcore.hookimpl
-def register_reports(register: Any) -> None:
+def register_reports(register: Callable[[crmcore.Report], None]) -> None:
+    """Register the ten sales, customer and service reports."""
     for report in REPORTS:
         register(report())
 
 
 @crmcore.hookimpl
-def register_renderers(register: Any) -> None:
+def register_renderers(register: Callable[[crmcore.Renderer], None]) -> None:
+    """Register the html, markdown, xlsx (and chart) output formats."""
     # The renderers load matplotlib (html charts) and openpyxl (xlsx) when they first render, not here.
     from .renderers import RENDERERS
 

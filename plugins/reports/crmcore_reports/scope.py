@@ -19,7 +19,8 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import and_, false, func, or_, select
+from sqlalchemy import Select, and_, false, func, or_, select
+from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import MONEY_SCALE, tables, unindexed, utc_literal
@@ -71,7 +72,7 @@ class Scope:
         self.segment_members = self._segment_members()
 
     # -- what the filters select --------------------------------------------------
-    def in_range(self, column: Any) -> list[Any]:
+    def in_range(self, column: ColumnElement[datetime]) -> list[ColumnElement[bool]]:
         """``start <= column < end`` (end: the day after ``end``, capped at ``as_of``)."""
         if self.start is None:
             # Everything up to as_of is most of the table: scan it rather than walk an index
@@ -79,9 +80,9 @@ class Scope:
             return [unindexed(column) < utc_literal(self.end_exclusive)]
         return [column < utc_literal(self.end_exclusive), column >= utc_literal(self.start)]
 
-    def customer_filter(self, customer_id: Any) -> list[Any]:
+    def customer_filter(self, customer_id: ColumnElement[int]) -> list[ColumnElement[bool]]:
         """Region and segment filters on a customer id column."""
-        conditions = []
+        conditions: list[ColumnElement[bool]] = []
         if self.options.region is not None:
             conditions.append(customer_id.in_(select(customers.c.id).where(
                 customers.c.region == self.options.region)))
@@ -89,7 +90,7 @@ class Scope:
             conditions.append(customer_id.in_(self.segment_members))
         return conditions
 
-    def deal_filter(self, currency: bool = True) -> list[Any]:
+    def deal_filter(self, currency: bool = True) -> list[ColumnElement[bool]]:
         """Deals existing at ``as_of`` in the filtered pipeline(s), owner, customers and currency."""
         conditions = [deals.c.created_at <= utc_literal(self.ctx.as_of), *self.customer_filter(deals.c.customer_id)]
         if self.options.pipeline is not None:
@@ -100,7 +101,7 @@ class Scope:
             conditions.append(deals.c.currency == self.currency)
         return conditions
 
-    def interaction_filter(self) -> list[Any]:
+    def interaction_filter(self) -> list[ColumnElement[bool]]:
         """Interactions in the date range (``occurred_at``), owner and customer filters."""
         conditions = [*self.in_range(interactions.c.occurred_at),
                       *self.customer_filter(interactions.c.customer_id)]
@@ -108,7 +109,8 @@ class Scope:
             conditions.append(interactions.c.owner == self.options.owner)
         return conditions
 
-    def outcome(self, outcome: crmcore.StageOutcome, stage: Any = None, pipeline: Any = None) -> Any:
+    def outcome(self, outcome: crmcore.StageOutcome, stage: ColumnElement[str] | None = None,
+                pipeline: ColumnElement[str] | None = None) -> ColumnElement[bool]:
         """Deals whose stage has this configured outcome in their own pipeline.
 
         ``stage`` and ``pipeline``: other columns to test (e.g. the stage at
@@ -122,7 +124,7 @@ class Scope:
                  for p in self.pipelines if p.stages_with(outcome)]
         return or_(*parts) if parts else false()
 
-    def other_currencies_note(self, *conditions: Any) -> list[str]:
+    def other_currencies_note(self, *conditions: ColumnElement[bool]) -> list[str]:
         """A note counting the deals left out because they are in another currency."""
         query = (select(deals.c.currency, func.count()).where(*conditions, deals.c.currency != self.currency)
                  .group_by(deals.c.currency).order_by(deals.c.currency))
@@ -145,11 +147,12 @@ class Scope:
             return [self.ctx.config.pipeline(self.options.pipeline)]  # ConfigError names the known ones
         return list(self.ctx.config.pipelines.values())
 
-    def _segment_members(self) -> Any:
+    def _segment_members(self) -> Select[int] | None:
         """A select of the customer ids in the requested segment, or None."""
         if self.options.segment is None:
             return None
         run_text, colon, name = self.options.segment.partition(":")
+        run_id: int | None
         if colon and run_text.strip().isdigit():
             run_id = int(run_text)
             if self.ctx.conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
@@ -176,12 +179,12 @@ def minor_unit(currency: str, where: str = "[reports]") -> Decimal:
         raise crmcore.ConfigError(f"{where} currency: {exc}") from None
 
 
-def money(scaled: Any, currency: str) -> Decimal:
+def money(scaled: float | Decimal | None, currency: str) -> Decimal:
     """A summed scaled-integer amount as Decimal at the currency's minor unit."""
     return (Decimal(int(scaled or 0)) / MONEY_SCALE).quantize(minor_unit(currency))
 
 
-def average_money(scaled_sum: Any, count: Any, currency: str) -> Decimal | None:
+def average_money(scaled_sum: float | Decimal | None, count: int | None, currency: str) -> Decimal | None:
     """``sum / count`` of scaled amounts, exact then rounded half-up to the minor unit.
 
     Not ``AVG()`` in SQL: on the scaled integers it is a float (or a scaled
@@ -193,7 +196,7 @@ def average_money(scaled_sum: Any, count: Any, currency: str) -> Decimal | None:
     return value.quantize(minor_unit(currency), rounding=ROUND_HALF_UP)
 
 
-def ratio(part: Any, whole: Any) -> Decimal | None:
+def ratio(part: int | Decimal, whole: int | Decimal | None) -> Decimal | None:
     """``part / whole`` rounded half-up to 4 places (a percentage to 2 decimals); None when whole is 0."""
     if not whole:
         return None

@@ -25,6 +25,7 @@ from typing import Any
 
 import attrs
 from sqlalchemy import and_, case, func, select
+from sqlalchemy.sql import ColumnElement, FromClause
 
 import crmcore
 from crmcore.store import days_between, tables, unindexed, utc_literal
@@ -38,7 +39,7 @@ NONE = "(none)"
 KINDS = ("complaint", "feedback")
 
 
-def _positive(instance: Any, attribute: Any, value: float) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if not value > 0:
         raise ValueError(f"{attribute.name} must be more than 0 hours, got {value!r}")
 
@@ -105,6 +106,8 @@ def _cases(scope: Scope, options: ServiceOptions) -> Any:
                 # A scan with a hash lookup, not an index search per customer (most have cases).
                 .where(unindexed(interactions.c.customer_id).in_(customers_with_cases),
                        unindexed(interactions.c.occurred_at) <= utc_literal(scope.ctx.as_of))).subquery("timeline")
+    group: ColumnElement[Any]
+    source: FromClause
     if options.by == "region":
         group, source = customers.c.region, timeline.join(customers, customers.c.id == timeline.c.customer_id)
     else:

@@ -87,10 +87,10 @@ def _by_window(scope: Any, conditions: Sequence[Any], extra: Mapping[str, Any]) 
     changes = select(history.c.deal_id, history.c.id, history.c.to_stage, null(), null(), history.c.changed_at,
                      *(null() for _ in extra)).where(history.c.changed_at <= utc_literal(scope.ctx.as_of))
     rows = union_all(own, changes).subquery("deal_rows")
-    window = {"partition_by": rows.c.deal_id, "order_by": rows.c.change_id.desc()}
-    latest = func.first_value(rows.c.to_stage).over(**window)
+    partition, order = rows.c.deal_id, rows.c.change_id.desc()
+    latest = func.first_value(rows.c.to_stage).over(partition_by=partition, order_by=order)
     # The deal's own row sorts last (id 0), so with no history its created_at comes first.
-    moved_at = func.first_value(rows.c.moment).over(**window)
+    moved_at = func.first_value(rows.c.moment).over(partition_by=partition, order_by=order)
     ranked = select(rows, latest.label("stage_then"), moved_at.label("entered")).subquery("deal_stages")
     return (select(func.coalesce(ranked.c.stage_then, ranked.c.current_stage).label("stage"),
                    ranked.c.current_stage, ranked.c.probability,

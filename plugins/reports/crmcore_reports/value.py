@@ -90,10 +90,11 @@ def _grids(scope: Scope) -> dict[str, Grid]:
                            deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at))
                     # Customer first: the sort then compares integers and seldom reaches the currency text.
                     .group_by(customer, deals.c.currency)).subquery("customer_revenue")
-    by = {"partition_by": per_customer.c.currency}
-    rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id), **by)
+    by = per_customer.c.currency
+    rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id),
+                                  partition_by=by)
     ranked = select(per_customer.c.currency, per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
-                    func.count().over(**by).label("n")).subquery("ranked")
+                    func.count().over(partition_by=by).label("n")).subquery("ranked")
     decile = ((ranked.c.r - 1) * 10 // ranked.c.n + 1).label("decile")
     capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders).label("capped")
     query = (select(ranked.c.currency, decile, capped, func.count(), func.sum(ranked.c.revenue),

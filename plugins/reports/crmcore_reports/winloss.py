@@ -19,10 +19,12 @@ Amounts in other currencies are not mixed in; a note counts them.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import attrs
 from sqlalchemy import BigInteger, case, func, select, type_coerce
+from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import days_between, tables
@@ -57,8 +59,8 @@ class WinLossReport(crmcore.Report):
         mine = {key[1:]: values for key, values in cells.items() if key[0] == cur}
         groups = _add_up(mine, lambda group, reason: group)
         # Sorted here, not by ORDER BY: NULLs and collations sort differently on each database.
-        rows = [_row(name, *groups[name], cur) for name in sorted(groups, key=lambda g: (g is None, g or ""))]
-        rows.append(_row(ALL, *_add_up(mine, lambda group, reason: ALL).get(ALL, (0,) * 6), cur))
+        rows = [_row(cur, name, *groups[name]) for name in sorted(groups, key=lambda g: (g is None, g or ""))]
+        rows.append(_row(cur, ALL, *_add_up(mine, lambda group, reason: ALL).get(ALL, (0,) * 6)))
         columns = (crmcore.Column(options.by, "str"), crmcore.Column("won", "int"), crmcore.Column("lost", "int"),
                    crmcore.Column("win_rate", "percent", "win rate"),
                    crmcore.Column("won_amount", "decimal", "won amount", cur),
@@ -108,7 +110,7 @@ def _cells(scope: Scope, by: str) -> Cells:
             for currency, g, r, *values in scope.ctx.conn.execute(query)}
 
 
-def _add_up(cells: Cells, key: Any) -> dict[Any, tuple[Any, ...]]:
+def _add_up(cells: Cells, key: Callable[..., Any]) -> dict[Any, tuple[Any, ...]]:
     """The cells' measures summed per ``key(*cell key)``."""
     found: dict[Any, list[Any]] = {}
     for cell, values in cells.items():
@@ -118,19 +120,20 @@ def _add_up(cells: Cells, key: Any) -> dict[Any, tuple[Any, ...]]:
     return {k: tuple(v) for k, v in found.items()}
 
 
-def _group_column(by: str) -> Any:
-    return customers.c.region if by == "region" else deals.c[by]
+def _group_column(by: str) -> ColumnElement[Any]:
+    column: ColumnElement[Any] = customers.c.region if by == "region" else deals.c[by]
+    return column
 
 
-def _number(value: Any) -> Any:
+def _number(value: Any) -> int | float:
     """A SUM as a Python number (NULL: 0; PostgreSQL and MariaDB hand back Decimal)."""
     if value is None:
         return 0
     return float(value) if isinstance(value, float) or not float(value).is_integer() else int(value)
 
 
-def _row(name: Any, n_won: Any, n_lost: Any, won_scaled: Any, lost_scaled: Any, cycle_days: Any, timed: Any,
-         currency: str) -> tuple[Any, ...]:
+def _row(currency: str, name: Any, n_won: float, n_lost: float, won_scaled: float, lost_scaled: float,
+         cycle_days: float, timed: float) -> tuple[Any, ...]:
     n_won, n_lost, timed = int(n_won or 0), int(n_lost or 0), int(timed or 0)
     return (NONE if name is None else name, n_won, n_lost, ratio(n_won, n_won + n_lost),
             money(won_scaled, currency), average_money(won_scaled, n_won, currency),

@@ -69,7 +69,9 @@ def render_xlsx(result: crmcore.ReportResult) -> bytes:
     from openpyxl.styles import Font
 
     book = Workbook()
-    book.remove(book.active)
+    first = book.active
+    if first is not None:  # always there: a new workbook starts with one empty sheet
+        book.remove(first)
     taken: set[str] = set()
     bold = Font(bold=True)
     for table in result.tables():

@@ -19,10 +19,12 @@ the segment is the territory, ``unassigned`` for values not in the map.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 import attrs
-from sqlalchemy import String, case, func, literal, null, select
+from sqlalchemy import Select, String, case, func, literal, null, select
+from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import json_object, tables
@@ -61,9 +63,13 @@ class GeoSegmenter(crmcore.Segmenter):
     description = "Segments by country, region or city, or by territory from a map in crm.toml"
     options_type = GeoOptions
 
-    def select(self, ctx: crmcore.SegmentContext, options: GeoOptions) -> Any:
+    def select(self, ctx: crmcore.SegmentContext, options: GeoOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, segment (value at ``level`` or territory), no score, details."""
         column = customers.c[options.level]
         known = func.coalesce(func.nullif(column, ""), literal(UNKNOWN, String))
+        territory: ColumnElement[Any]  # text, or NULL
+        owner: ColumnElement[Any]
+        segment: ColumnElement[str]
         if options.territories:
             territory = case({k: literal(v.territory, String) for k, v in options.territories.items()},
                              value=column, else_=null())
@@ -77,7 +83,9 @@ class GeoSegmenter(crmcore.Segmenter):
         return select(customers.c.id.label("customer_id"), segment.label("segment"), null().label("score"),
                       details.label("details"))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: GeoOptions, membership: Any) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: GeoOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored details with the level and the rule that placed the customer."""
         details = dict(membership.get("details") or {})
         value = details.get(options.level)
         if options.territories:

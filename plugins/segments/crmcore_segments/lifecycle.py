@@ -18,13 +18,16 @@ Every customer gets a membership.  ``score`` is the number of purchases;
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import Any, Unpack
 
 import attrs
 from sqlalchemy import (
     Integer,
+    Select,
     String,
+    Subquery,
     case,
     cast,
     func,
@@ -44,7 +47,7 @@ deals = tables.deals
 SEGMENTS = ("lead", "new", "active", "loyal", "at-risk", "churned")
 
 
-def _positive(instance: Any, attribute: Any, value: int) -> None:
+def _positive(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
@@ -71,7 +74,8 @@ class LifecycleSegmenter(crmcore.Segmenter):
     description = "Lifecycle stage (lead, new, active, loyal, at-risk, churned) from stage and purchases"
     options_type = LifecycleOptions
 
-    def select(self, ctx: crmcore.SegmentContext, options: LifecycleOptions) -> Any:
+    def select(self, ctx: crmcore.SegmentContext, options: LifecycleOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, lifecycle segment, number of purchases as score, details."""
         history = purchase_history(ctx)
         as_of = ctx.as_of
         segment = case(
@@ -94,13 +98,15 @@ class LifecycleSegmenter(crmcore.Segmenter):
         return select(history.c.customer_id, segment.label("segment"), history.c.orders.label("score"),
                       details.label("details"))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: LifecycleOptions, membership: Any) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: LifecycleOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored details with the thresholds and the rule that matched."""
         details = dict(membership.get("details") or {})
         thresholds = attrs.asdict(options)
         return {**details, "thresholds": thresholds, "rule": _rule_text(membership.get("segment"), options)}
 
 
-def purchase_history(ctx: crmcore.SegmentContext) -> Any:
+def purchase_history(ctx: crmcore.SegmentContext) -> Subquery:
     """Per customer: stage, orders, first and last purchase (join-free: UNION ALL + GROUP BY)."""
     rows = union_all(
         select(deals.c.customer_id, deals.c.closed_at, literal(1, Integer).label("bought"),

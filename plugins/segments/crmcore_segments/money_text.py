@@ -10,7 +10,7 @@ from crmcore.store import MONEY_SCALE
 _DIGITS = len(str(MONEY_SCALE)) - 1  # decimals Money keeps (4)
 
 
-def decimal_text(scaled: ColumnElement) -> ColumnElement:
+def decimal_text(scaled: ColumnElement[int]) -> ColumnElement[str]:
     """Exact decimal text of a non-negative scaled Money integer: 12345000 -> '1234.5000'.
 
     Built from integer parts because SQLite has no exact decimal type to cast

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
 
 import crmcore
 
@@ -14,7 +14,8 @@ from .value_tier import ValueTierSegmenter
 
 
 @crmcore.hookimpl
-def register_segmenters(register: Any) -> None:
+def register_segmenters(register: Callable[[crmcore.Segmenter], None]) -> None:
+    """Register rfm, lifecycle, value-tier, rules and geo."""
     for segmenter in (RFMSegmenter(), LifecycleSegmenter(), ValueTierSegmenter(), RulesSegmenter(),
                       GeoSegmenter()):
         register(segmenter)

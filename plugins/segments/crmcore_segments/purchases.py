@@ -6,9 +6,11 @@ rules), so they all agree on the definition.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
-from typing import Any
+from typing import TypeVar
 
+import attrs
 from sqlalchemy import and_, false, or_
 from sqlalchemy.sql import ColumnElement
 
@@ -17,10 +19,13 @@ from crmcore.store import tables, utc_literal
 
 deals = tables.deals
 
+# The validator serves ``int`` and ``int | None`` fields (attrs.Attribute is invariant).
+_Days = TypeVar("_Days", int, int | None)
 
-def won_condition(pipelines: Any) -> ColumnElement:
+
+def won_condition(pipelines: Mapping[str, crmcore.Pipeline]) -> ColumnElement[bool]:
     """Deals in a won stage of their own pipeline (stage names are per pipeline)."""
-    parts = []
+    parts: list[ColumnElement[bool]] = []
     for name, pipeline in pipelines.items():
         won = pipeline.stages_with(crmcore.StageOutcome.WON)
         if won:
@@ -29,7 +34,7 @@ def won_condition(pipelines: Any) -> ColumnElement:
 
 
 def purchase_conditions(ctx: crmcore.SegmentContext, window_days: int | None = None,
-                        currency: str | None = None) -> list[ColumnElement]:
+                        currency: str | None = None) -> list[ColumnElement[bool]]:
     """WHERE conditions on ``deals`` selecting the purchases that count.
 
     A purchase is a won deal with ``closed_at <= as_of``; with ``window_days``
@@ -44,7 +49,7 @@ def purchase_conditions(ctx: crmcore.SegmentContext, window_days: int | None = N
     return conditions
 
 
-def positive_days(instance: Any, attribute: Any, value: int | None) -> None:
+def positive_days(instance: object, attribute: attrs.Attribute[_Days], value: _Days) -> None:
     """attrs validator: None or a positive number of days."""
     if value is not None and value <= 0:
         raise ValueError(f"{attribute.name} must be a positive number of days, got {value}")

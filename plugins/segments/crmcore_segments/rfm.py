@@ -65,10 +65,11 @@ What is stored (one membership per customer, in one ``INSERT ... SELECT``)
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 from decimal import Decimal
 from itertools import pairwise
-from typing import Any
+from typing import Any, Unpack
 
 import attrs
 from sqlalchemy import (
@@ -89,7 +90,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.schema import CreateTable, DropTable
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, FromClause
 from sqlalchemy.types import NullType
 
 import crmcore
@@ -139,7 +140,7 @@ def _edges(kind: type) -> Any:
             return value  # the validator names the field
         return tuple(str(n) for n in numbers) if kind is Decimal else numbers
 
-    def check(instance: Any, attribute: Any, value: Any) -> None:
+    def check(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
         if value is None:
             return
         try:
@@ -161,7 +162,7 @@ def _grid(value: Any) -> Any:
     return None if value in (None, "", {}) else value
 
 
-def _check_grid(instance: Any, attribute: Any, value: Any) -> None:
+def _check_grid(instance: object, attribute: attrs.Attribute[Any], value: Any) -> None:
     if value is not None:
         try:
             object.__setattr__(instance, attribute.name, check_grid(value))
@@ -199,7 +200,8 @@ class RFMSegmenter(crmcore.Segmenter):
     description = "RFM scores (1-5 by quintile or bin edges, ties share a score) and named segments from won deals"
     options_type = RFMOptions
 
-    def select(self, ctx: crmcore.SegmentContext, options: RFMOptions) -> Select:
+    def select(self, ctx: crmcore.SegmentContext, options: RFMOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, named segment, RFM score (e.g. 545) and details, from the run's temporary table."""
         _aggregate(ctx, options)
         v = rfm_values.alias("v")
         r, f, m = (_score(ctx, options, axis, v) for axis in ("r", "f", "m"))
@@ -222,7 +224,9 @@ class RFMSegmenter(crmcore.Segmenter):
                       details.label("details")).select_from(
             customers.outerjoin(v, v.c.customer_id == customers.c.id))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: RFMOptions, membership: Any) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: RFMOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored scores with the scoring method per axis and the grid cell that names the segment."""
         details = dict(membership.get("details") or {})
         if not details:
             return {**details, "rule": f"no purchase up to as_of: {options.no_purchases!r}"}
@@ -242,7 +246,7 @@ def _aggregate(ctx: crmcore.SegmentContext, options: RFMOptions) -> None:
     conn.execute(DropTable(rfm_values, if_exists=True))
     conn.execute(CreateTable(rfm_values))
     amount = type_coerce(deals.c.amount, BigInteger)  # the scaled integer: sums stay exact
-    customer = deals.c.customer_id
+    customer: ColumnElement[int] = deals.c.customer_id
     if ctx.dialect == "sqlite":
         # Grouping by the bare column makes SQLite walk ix_deals_customer_id and
         # fetch every deal row by rowid (1M customers / 5M deals: 8.5 s); grouping
@@ -256,28 +260,30 @@ def _aggregate(ctx: crmcore.SegmentContext, options: RFMOptions) -> None:
                                                 purchases))
 
 
-def _score(ctx: crmcore.SegmentContext, options: RFMOptions, axis: str, v: Any) -> ColumnElement:
+def _score(ctx: crmcore.SegmentContext, options: RFMOptions, axis: str, v: FromClause) -> ColumnElement[int]:
     """The 1-5 score of one axis: ``1 + (value > cut_1) + ... + (value > cut_4)``."""
     column = {"r": v.c.last_purchase, "f": v.c.frequency, "m": v.c.monetary}[axis]
     edges = {"r": options.recency_edges, "f": options.frequency_edges, "m": options.monetary_edges}[axis]
     if edges is not None:
         return _edge_score(ctx, axis, column, edges)
-    cuts = _quintile_cuts(ctx, column)
+    cuts = _quintile_cuts(ctx, column, v)
     if not cuts:  # nobody bought: the score is never read
         return literal(1, Integer)
     return 1 + sum((case((column > literal(cut), 1), else_=0) for cut in cuts), literal(0, Integer))
 
 
-def _edge_score(ctx: crmcore.SegmentContext, axis: str, column: Any, edges: tuple) -> ColumnElement:
+def _edge_score(ctx: crmcore.SegmentContext, axis: str, column: ColumnElement[Any],
+                edges: tuple[int | str, ...]) -> ColumnElement[int]:
+    """The 1-5 score from bin edges: day counts (r), purchase counts (f) or decimal text amounts (m)."""
     if axis == "r":  # fewer days since the last purchase is better: 5 below the first edge
-        starts = [utc_literal(ctx.as_of - timedelta(days=days)) for days in edges]
+        starts = [utc_literal(ctx.as_of - timedelta(days=int(days))) for days in edges]
         return 1 + sum((case((column > start, 1), else_=0) for start in starts), literal(0, Integer))
     if axis == "m":
         edges = tuple(int(Decimal(e) * MONEY_SCALE) for e in edges)  # compare scaled integers
     return 1 + sum((case((column >= literal(int(e), BigInteger), 1), else_=0) for e in edges), literal(0, Integer))
 
 
-def _quintile_cuts(ctx: crmcore.SegmentContext, column: Any) -> list[Any]:
+def _quintile_cuts(ctx: crmcore.SegmentContext, column: ColumnElement[Any], values: FromClause) -> list[Any]:
     """The ``ceil(k * n / 5)``-th smallest values, k = 1..4 (one ordered pass).
 
     The values come back as the driver returns them (no type conversion) and
@@ -289,7 +295,7 @@ def _quintile_cuts(ctx: crmcore.SegmentContext, column: Any) -> list[Any]:
         return []
     positions = sorted({-(-k * n // 5) for k in range(1, 5)})
     numbered = select(type_coerce(column, NullType()).label("value"), func.row_number().over(order_by=column).label("position")) \
-        .select_from(column.table).subquery("numbered")
+        .select_from(values).subquery("numbered")
     found = dict(ctx.conn.execute(select(numbered.c.position, numbered.c.value).where(
         numbered.c.position.in_(positions))).all())
     return [found[-(-k * n // 5)] for k in range(1, 5)]

@@ -20,14 +20,17 @@ to 100.  Amounts are compared as exact scaled integers.
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Unpack
 
 import attrs
 from sqlalchemy import (
     BigInteger,
     Float,
     Integer,
+    Select,
     String,
+    Subquery,
     case,
     cast,
     func,
@@ -48,7 +51,7 @@ deals = tables.deals
 NO_REVENUE = "No revenue"
 
 
-def _share(instance: Any, attribute: Any, value: int) -> None:
+def _share(instance: object, attribute: attrs.Attribute[int], value: int) -> None:
     if not 0 < value < 100:
         raise ValueError(f"{attribute.name} is a percentage between 0 and 100, got {value}")
 
@@ -81,7 +84,8 @@ class ValueTierSegmenter(crmcore.Segmenter):
     description = "ABC (Pareto) tiers by cumulative share of revenue (default 80/15/5)"
     options_type = ValueTierOptions
 
-    def select(self, ctx: crmcore.SegmentContext, options: ValueTierOptions) -> Any:
+    def select(self, ctx: crmcore.SegmentContext, options: ValueTierOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, tier A/B/C (or no revenue), share of revenue ahead as score, details."""
         ranked = _ranked(ctx, options)
         buyer = ranked.c.revenue > 0
         before = ranked.c.running - ranked.c.revenue
@@ -96,14 +100,16 @@ class ValueTierSegmenter(crmcore.Segmenter):
                               rank=case((buyer, ranked.c.position), else_=None), share_before=share * 100)
         return select(ranked.c.customer_id, tier.label("segment"), share.label("score"), details.label("details"))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: ValueTierOptions, membership: Any) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: ValueTierOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
+        """The stored details with the shares and the rule."""
         details = dict(membership.get("details") or {})
         return {**details, "shares": f"A {options.a_share}% / B {options.b_share}% / C {options.c_share}%",
                 "window_days": options.window_days,
                 "rule": "A while the revenue ahead is under A's share of the total, then B under A+B, then C"}
 
 
-def _ranked(ctx: crmcore.SegmentContext, options: ValueTierOptions) -> Any:
+def _ranked(ctx: crmcore.SegmentContext, options: ValueTierOptions) -> Subquery:
     """Per customer: revenue, position among buyers, running total (incl. self) and the buyers' total."""
     amount = type_coerce(deals.c.amount, BigInteger)
     rows = union_all(

@@ -3,6 +3,8 @@
 Revision ID: loyalty_0001
 Revises:
 """
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 
@@ -13,11 +15,13 @@ down_revision = None
 branch_labels = ("loyalty",)
 depends_on = None
 
-OPTIONS = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
+# Dialect keyword arguments of create_table (free-form **kw in its signature).
+OPTIONS: dict[str, Any] = {"mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
            "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin"}
 
 
-def _customer(column: str, table: str, **kw):
+def _customer(column: str, table: str, **kw: Any) -> sa.Column[int]:
+    """An integer column referencing ``customers.id`` (deleted with the customer)."""
     return sa.Column(column, sa.Integer, sa.ForeignKey("customers.id", name=f"fk_{table}_{column}_customers",
                                                        ondelete="CASCADE"), **kw)
 

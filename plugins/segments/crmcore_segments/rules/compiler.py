@@ -13,6 +13,7 @@ missing value explicitly.
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
@@ -25,8 +26,11 @@ from . import parser as ast
 from .errors import RuleTypeError
 from .fields import BOOL, MONEY, NUMBER, RATIO, TEXT, Catalogue, Value
 
-COMPARE = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le, ">": operator.gt,
-           ">=": operator.ge}
+#: SQL comparison of two operands (column expressions, or a scaled integer for money literals).
+Comparison = Callable[[ColumnElement[Any] | int, ColumnElement[Any] | int], ColumnElement[bool]]
+
+COMPARE: dict[str, Comparison] = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+                                  ">": operator.gt, ">=": operator.ge}
 NUMERIC = (NUMBER, MONEY, RATIO)
 DESCRIBE = {NUMBER: "a number", MONEY: "an amount of money", RATIO: "an amount of money", TEXT: "text",
             BOOL: "yes/no"}
@@ -39,7 +43,7 @@ class Compiler:
         self.catalogue, self.expression = catalogue, expression
         self.fields: dict[str, Value] = {}  # every name the rule used, for explanations
 
-    def condition(self, node: Any) -> ColumnElement:
+    def condition(self, node: ast.Node) -> ColumnElement[bool]:
         """A boolean SQL expression that is never NULL."""
         if isinstance(node, ast.BoolOp):
             parts = [self.condition(item) for item in node.items]
@@ -59,7 +63,8 @@ class Compiler:
                                          f"compare it (e.g. {_label(node)} > 0)")
         return _known(value.sql)
 
-    def value(self, node: Any) -> Value:
+    def value(self, node: ast.Node) -> Value:
+        """The typed SQL value of an operand (a parenthesised condition is a yes/no value)."""
         if isinstance(node, ast.Literal):
             return _literal(node.value)
         if isinstance(node, ast.Field):
@@ -74,7 +79,7 @@ class Compiler:
         return Value(self.condition(node), BOOL)
 
     # -- comparisons -------------------------------------------------------------------
-    def _compare(self, node: ast.Compare) -> ColumnElement:
+    def _compare(self, node: ast.Compare) -> ColumnElement[bool]:
         left, right = self.value(node.left), self.value(node.right)
         op = COMPARE[node.op]
         if left.type in NUMERIC and right.type in NUMERIC:
@@ -86,11 +91,11 @@ class Compiler:
             raise self._type_error(node, f"yes/no values only compare with == or !=, not {node.op}")
         return op(left.sql, right.sql)
 
-    def _in(self, node: ast.In) -> ColumnElement:
+    def _in(self, node: ast.In) -> ColumnElement[bool]:
         operand = self.value(node.operand)
         if operand.type == RATIO:
             raise self._type_error(node, f"{_label(node.operand)} cannot be used with 'in'; use comparisons")
-        items = []
+        items: list[Any] = []  # bound values: Decimal, str, bool or a scaled money int
         for item in node.values:
             if not isinstance(item, ast.Literal):
                 raise self._type_error(item, "the list after 'in' holds literal values only")
@@ -102,11 +107,11 @@ class Compiler:
         found = operand.sql.in_(items)
         return not_(found) if node.negated else found
 
-    def _type_error(self, node: Any, reason: str) -> RuleTypeError:
+    def _type_error(self, node: ast.Node, reason: str) -> RuleTypeError:
         return RuleTypeError(self.expression, reason, getattr(node, "column", 1))
 
 
-def _numeric(op: Any, left: Value, right: Value, node: ast.Compare, compiler: Compiler) -> ColumnElement:
+def _numeric(op: Comparison, left: Value, right: Value, node: ast.Compare, compiler: Compiler) -> ColumnElement[bool]:
     """Numbers, money and ratios compared exactly: money stays a scaled integer,
     a ratio ``a / b`` compares as ``a OP x * b`` with ``b > 0`` (no division)."""
     if MONEY in (left.type, right.type) or RATIO in (left.type, right.type):
@@ -114,17 +119,19 @@ def _numeric(op: Any, left: Value, right: Value, node: ast.Compare, compiler: Co
         rsql = _scaled(right, node.right, compiler)
     else:
         lsql, rsql = left.sql, right.sql
-    guards = []
+    guards: list[ColumnElement[bool]] = []
     if left.type == RATIO:
+        assert left.denominator is not None  # a ratio always carries its denominator
         guards.append(left.denominator > 0)
         rsql = rsql * left.denominator
     if right.type == RATIO:
+        assert right.denominator is not None
         guards.append(right.denominator > 0)
         lsql = lsql * right.denominator
     return and_(*guards, op(lsql, rsql))
 
 
-def _scaled(value: Value, node: Any, compiler: Compiler) -> Any:
+def _scaled(value: Value, node: ast.Node, compiler: Compiler) -> ColumnElement[Any] | int:
     """``value`` in money's scaled integer units."""
     if value.type in (MONEY, RATIO):
         return value.sql
@@ -141,7 +148,7 @@ def _money_literal(node: ast.Literal, compiler: Compiler) -> int:
     return int(scaled)
 
 
-def _literal(value: Any) -> Value:
+def _literal(value: Decimal | str | bool) -> Value:
     if isinstance(value, bool):
         return Value(literal(value, Boolean), BOOL)
     if isinstance(value, Decimal):
@@ -151,12 +158,12 @@ def _literal(value: Any) -> Value:
     return Value(literal(value), TEXT)
 
 
-def _known(condition: ColumnElement) -> ColumnElement:
+def _known(condition: ColumnElement[Any]) -> ColumnElement[bool]:
     """NULL (a missing value) counts as false."""
     return func.coalesce(condition, false(), type_=Boolean)
 
 
-def _label(node: Any) -> str:
+def _label(node: ast.Node) -> str:
     if isinstance(node, ast.Field):
         return node.name
     if isinstance(node, ast.Call):

@@ -9,8 +9,9 @@ Python).  Nothing here builds SQL text.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import BigInteger, Numeric, cast, false, func, select, type_coerce
@@ -21,6 +22,9 @@ from crmcore.store import days_between, tables, utc_literal
 
 from ..purchases import purchase_conditions
 from .errors import RuleNameError
+
+if TYPE_CHECKING:
+    from .segmenter import RulesOptions
 
 customers = tables.customers
 deals = tables.deals
@@ -55,15 +59,15 @@ FUNCTIONS = {"segment": 'segment("strategy"): the customer\'s segment in that st
 class Value:
     """A typed SQL value; ``denominator`` only for ratios."""
 
-    sql: Any
+    sql: ColumnElement[Any]
     type: str
-    denominator: Any = None
+    denominator: ColumnElement[Any] | None = None
 
 
 class Catalogue:
     """The names a rule can use in one run (``as_of``, options and custom fields fixed)."""
 
-    def __init__(self, ctx: crmcore.SegmentContext, options: Any):
+    def __init__(self, ctx: crmcore.SegmentContext, options: RulesOptions):
         self.ctx, self.options = ctx, options
         declared = ctx.uow.crm.custom_fields.get("customer", {})
         self.custom = {f"attributes.{name}": field for name, field in declared.items()}
@@ -78,7 +82,8 @@ class Catalogue:
         if name in BOOL_COLUMNS:
             return Value(customers.c[name], BOOL)
         if name in AGGREGATES:
-            return getattr(self, f"_{name}")()
+            aggregate: Callable[[], Value] = getattr(self, f"_{name}")
+            return aggregate()
         if name in self.custom:
             return _custom(self.custom[name])
         raise RuleNameError(expression, f"unknown field {name!r} (known: {', '.join(self.known())})", column)
@@ -97,7 +102,7 @@ class Catalogue:
             memberships.c.run_id == latest, memberships.c.customer_id == customers.c.id).scalar_subquery(), TEXT)
 
     # -- aggregates ------------------------------------------------------------------
-    def _purchases(self) -> list[ColumnElement]:
+    def _purchases(self) -> list[ColumnElement[bool]]:
         return [deals.c.customer_id == customers.c.id,
                 *purchase_conditions(self.ctx, self.options.window_days, None)]
 
@@ -134,7 +139,7 @@ class Catalogue:
     def _complaints_90d(self) -> Value:
         return self._recent_interactions(complaints=True)
 
-    def _loyalty(self) -> list[ColumnElement]:
+    def _loyalty(self) -> list[ColumnElement[bool]]:
         conditions = [accounts.c.customer_id == customers.c.id]
         if self.options.loyalty_scheme:
             conditions.append(accounts.c.scheme == self.options.loyalty_scheme)
@@ -148,7 +153,7 @@ class Catalogue:
         return Value(select(func.max(accounts.c.tier)).where(*self._loyalty()).scalar_subquery(), TEXT)
 
 
-def _custom(field: Any) -> Value:
+def _custom(field: crmcore.CustomField) -> Value:
     """A declared custom field, typed by its declaration (values live in ``attributes``)."""
     element = customers.c.attributes[field.name]
     if field.type == "int":

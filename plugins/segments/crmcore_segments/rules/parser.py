@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import functools
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import attrs
 from lark import Lark, Token, Transformer, v_args
@@ -29,6 +29,7 @@ from lark.exceptions import (
     UnexpectedInput,
     UnexpectedToken,
 )
+from lark.tree import Meta
 
 from .errors import RuleSyntaxError
 
@@ -106,22 +107,22 @@ class Call:
 @attrs.frozen
 class Compare:
     op: str  # "==", "!=", "<", "<=", ">", ">="
-    left: Any
-    right: Any
+    left: Node
+    right: Node
     column: int
 
 
 @attrs.frozen
 class In:
-    operand: Any
-    values: tuple[Any, ...]
+    operand: Node
+    values: tuple[Node, ...]
     negated: bool
     column: int
 
 
 @attrs.frozen
 class IsNull:
-    operand: Any
+    operand: Node
     negated: bool
     column: int
 
@@ -129,13 +130,13 @@ class IsNull:
 @attrs.frozen
 class BoolOp:
     op: str  # "and" or "or"
-    items: tuple[Any, ...]
+    items: tuple[Node, ...]
     column: int
 
 
 @attrs.frozen
 class Not:
-    item: Any
+    item: Node
     column: int
 
 
@@ -143,62 +144,64 @@ Node = Literal | Field | Call | Compare | In | IsNull | BoolOp | Not
 
 
 @v_args(meta=True)
-class _Build(Transformer):
+class _Build(Transformer[Token, "Node"]):
     """lark tree -> the attrs nodes above (columns are 1-based, as lark reports them)."""
 
-    def number(self, meta: Any, items: list[Token]) -> Literal:
+    def number(self, meta: Meta, items: list[Token]) -> Literal:
         return Literal(Decimal(str(items[0])), meta.column)
 
-    def string(self, meta: Any, items: list[Token]) -> Literal:
+    def string(self, meta: Meta, items: list[Token]) -> Literal:
         return Literal(_unquote(items[0]), meta.column)
 
-    def true(self, meta: Any, items: list) -> Literal:
+    def true(self, meta: Meta, items: list[Token]) -> Literal:
         return Literal(True, meta.column)
 
-    def false(self, meta: Any, items: list) -> Literal:
+    def false(self, meta: Meta, items: list[Token]) -> Literal:
         return Literal(False, meta.column)
 
-    def field(self, meta: Any, items: list[Token]) -> Field:
+    def field(self, meta: Meta, items: list[Token]) -> Field:
         return Field(str(items[0]), meta.column)
 
-    def dotted_field(self, meta: Any, items: list[Token]) -> Field:
+    def dotted_field(self, meta: Meta, items: list[Token]) -> Field:
         return Field(f"{items[0]}.{items[1]}", meta.column)
 
-    def call(self, meta: Any, items: list[Token]) -> Call:
+    def call(self, meta: Meta, items: list[Token]) -> Call:
         return Call(str(items[0]), _unquote(items[1]), meta.column)
 
-    def compare(self, meta: Any, items: list) -> Compare:
+    def compare(self, meta: Meta, items: list[Any]) -> Compare:
+        # The grammar fixes the children: [operand, COMPARE token, operand].
         left, op, right = items
         return Compare("==" if str(op) == "=" else str(op), left, right, meta.column)
 
-    def values(self, meta: Any, items: list) -> tuple:
+    def values(self, meta: Meta, items: list[Node]) -> tuple[Node, ...]:
         return tuple(items)
 
-    def in_(self, meta: Any, items: list) -> In:
+    def in_(self, meta: Meta, items: list[Any]) -> In:
+        # [operand, the values() tuple], as for not_in.
         return In(items[0], items[1], False, meta.column)
 
-    def not_in(self, meta: Any, items: list) -> In:
+    def not_in(self, meta: Meta, items: list[Any]) -> In:
         return In(items[0], items[1], True, meta.column)
 
-    def is_null(self, meta: Any, items: list) -> IsNull:
+    def is_null(self, meta: Meta, items: list[Node]) -> IsNull:
         return IsNull(items[0], False, meta.column)
 
-    def is_not_null(self, meta: Any, items: list) -> IsNull:
+    def is_not_null(self, meta: Meta, items: list[Node]) -> IsNull:
         return IsNull(items[0], True, meta.column)
 
-    def and_(self, meta: Any, items: list) -> BoolOp:
+    def and_(self, meta: Meta, items: list[Node]) -> BoolOp:
         return _flatten("and", items, meta.column)
 
-    def or_(self, meta: Any, items: list) -> BoolOp:
+    def or_(self, meta: Meta, items: list[Node]) -> BoolOp:
         return _flatten("or", items, meta.column)
 
-    def not_(self, meta: Any, items: list) -> Not:
+    def not_(self, meta: Meta, items: list[Node]) -> Not:
         return Not(items[0], meta.column)
 
 
-def _flatten(op: str, items: list, column: int) -> BoolOp:
+def _flatten(op: str, items: list[Node], column: int) -> BoolOp:
     """``a and b and c`` as one node with three items (the grammar nests them)."""
-    flat: list[Any] = []
+    flat: list[Node] = []
     for item in items:
         flat.extend(item.items if isinstance(item, BoolOp) and item.op == op else [item])
     return BoolOp(op, tuple(flat), column)
@@ -255,9 +258,12 @@ def parse(text: str) -> Node:
 def _column(text: str, exc: UnexpectedInput) -> int:
     """1-based column in the whole text (lark counts columns per line)."""
     at_end = isinstance(exc, UnexpectedToken) and exc.token.type == "$END"
-    if at_end or isinstance(exc, UnexpectedEOF) or getattr(exc, "pos_in_stream", None) is None:
+    # lark declares ``pos_in_stream = None`` on UnexpectedInput without an annotation
+    # (so mypy sees only None); the subclasses set an int offset or leave None.
+    position = cast("int | None", getattr(exc, "pos_in_stream", None))
+    if at_end or isinstance(exc, UnexpectedEOF) or position is None:
         return len(text) + 1
-    return exc.pos_in_stream + 1
+    return position + 1
 
 
 def _describe(exc: UnexpectedInput) -> str:

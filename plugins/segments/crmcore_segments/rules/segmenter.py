@@ -23,11 +23,14 @@ segment scores 0).
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from decimal import Decimal
-from typing import Any
+from typing import Any, Unpack
 
 import attrs
-from sqlalchemy import Integer, String, case, literal, select
+from sqlalchemy import Integer, Select, String, case, literal, select
+from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.elements import Label
 
 import crmcore
 from crmcore.store import MONEY_SCALE, tables
@@ -35,7 +38,7 @@ from crmcore.store import MONEY_SCALE, tables
 from ..purchases import positive_days
 from .compiler import Compiler
 from .errors import RuleError
-from .fields import MONEY, RATIO, Catalogue
+from .fields import MONEY, RATIO, Catalogue, Value
 from .parser import parse
 
 customers = tables.customers
@@ -112,6 +115,8 @@ class RulesOptions:
         (None: points summed over all schemes, the greatest tier name).
     """
 
+    # Any: cattrs hands the raw TOML value to ``to_rules`` (a typed annotation would
+    # make cattrs structure it first); after conversion it is a tuple of Rule.
     rules: Any = attrs.field(default=(), converter=to_rules, validator=check_rules)
     default: str | None = None
     window_days: int | None = attrs.field(default=None, validator=positive_days)
@@ -125,7 +130,8 @@ class RulesSegmenter(crmcore.Segmenter):
     description = "Named segments from rule expressions (first matching rule wins)"
     options_type = RulesOptions
 
-    def select(self, ctx: crmcore.SegmentContext, options: RulesOptions) -> Any:
+    def select(self, ctx: crmcore.SegmentContext, options: RulesOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, the first matching rule's name (or the default), its position as score."""
         conditions = compile_rules(ctx, options)
         if not conditions:  # no rules configured: everybody is default (or nobody)
             return select(customers.c.id.label("customer_id"), literal(options.default, String).label("segment"),
@@ -142,16 +148,19 @@ class RulesSegmenter(crmcore.Segmenter):
         return select(assigned.c.customer_id, assigned.c.segment, assigned.c.score,
                       literal(None).label("details")).where(assigned.c.segment.is_not(None))
 
-    def explain(self, ctx: crmcore.SegmentContext, options: RulesOptions, membership: Any) -> dict[str, Any]:
+    def explain(self, ctx: crmcore.SegmentContext, options: RulesOptions, membership: Mapping[str, Any]
+               ) -> dict[str, Any]:
         """Each rule with whether it holds for the customer, and the values it read."""
         conditions = compile_rules(ctx, options)
-        used: dict[str, Any] = {}
+        used: dict[str, Value] = {}
         for _, _, compiler in conditions:
             used |= compiler.fields
-        columns = [condition.label(f"rule_{i}") for i, (_, condition, _) in enumerate(conditions)]
+        columns: list[Label[Any]] = [condition.label(f"rule_{i}") for i, (_, condition, _) in enumerate(conditions)]
         for i, value in enumerate(used.values()):
             columns.append(value.sql.label(f"field_{i}"))
-            columns.append((value.denominator if value.type == RATIO else literal(None)).label(f"den_{i}"))
+            # A ratio always carries its denominator; other values read NULL here.
+            denominator = value.denominator if value.type == RATIO and value.denominator is not None else literal(None)
+            columns.append(denominator.label(f"den_{i}"))
         row = ctx.conn.execute(select(*columns).where(customers.c.id == membership["customer_id"])).one()
         verdicts = [{"rule": rule.name, "when": rule.when, "holds": bool(row[i])}
                     for i, (rule, _, _) in enumerate(conditions)]
@@ -163,10 +172,11 @@ class RulesSegmenter(crmcore.Segmenter):
                 "rules": verdicts, "values": values}
 
 
-def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions) -> list[tuple[Rule, Any, Compiler]]:
+def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions
+                 ) -> list[tuple[Rule, ColumnElement[bool], Compiler]]:
     """(rule, SQL condition, compiler) per rule; errors name the rule."""
     catalogue = Catalogue(ctx, options)
-    compiled = []
+    compiled: list[tuple[Rule, ColumnElement[bool], Compiler]] = []
     for rule in options.rules:
         compiler = Compiler(catalogue, rule.when)
         try:
@@ -176,7 +186,7 @@ def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions) -> list[tu
     return compiled
 
 
-def _readable(value: Any, raw: Any, denominator: Any) -> Any:
+def _readable(value: Value, raw: Any, denominator: Any) -> Any:
     """Money back in currency units (exact text), the average as total / orders."""
     if raw is None:
         return None
