@@ -10,6 +10,7 @@ from .app import CRM
 from .application.clock import parse_as_of
 from .application.components import Component, currency_option
 from .application.plugins import hookimpl
+from .application.registry import Register
 from .application.uow import UnitOfWork
 from .config import Config
 from .domain.customfields import CustomField
@@ -67,7 +68,7 @@ __all__ = [
     "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
-    "Pipeline", "PluginError", "PluginSchema", "Renderer", "Report", "ReportContext", "ReportResult",
+    "Pipeline", "PluginError", "PluginSchema", "Register", "Renderer", "Report", "ReportContext", "ReportResult",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
     "normalize_phone", "parse_as_of",
