@@ -100,7 +100,10 @@ class Config:
         """Validate a plain mapping (as read from TOML) into a :class:`Config`."""
         values = dict(values)
         sources = dict(sources or {})
-        where = lambda key: sources.get(key, "configuration")  # noqa: E731
+
+        def where(key: str) -> str:
+            return sources.get(key, "configuration")
+
         kwargs: dict[str, Any] = {"sources": sources}
         for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir"):
             if key in values:
