@@ -67,7 +67,8 @@ def crm_factory(crm_db_url: str) -> Iterator[Callable[..., Any]]:
 
     opened: list[Any] = []
 
-    def factory(plugins: list[str] | None = None, extra_plugins: tuple = (), config: dict | None = None,
+    def factory(plugins: list[str] | None = None, extra_plugins: tuple[object, ...] = (),
+                config: dict[str, Any] | None = None,
                 clock: Callable[[], datetime] | None = None, **kwargs: Any) -> CRM:
         values = dict(config or {})
         values.setdefault("database_url", crm_db_url)

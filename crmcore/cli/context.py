@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
@@ -17,6 +17,10 @@ from rich.table import Table
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
+
+if TYPE_CHECKING:
+    from ..app import CRM
+    from ..config import Config
 
 
 class UserError(click.ClickException):
@@ -51,7 +55,7 @@ class Session:
     as_json: bool = False
     verbose: int = 0
     quiet: bool = False
-    _crm: Any = None
+    _crm: CRM | None = None
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "Session":
@@ -75,7 +79,8 @@ class Session:
                 values["verbose"] = 1
         return cls(**values)
 
-    def config(self) -> Any:
+    def config(self) -> Config:
+        """The configuration these options select (file, environment, flags)."""
         from ..config import Config
 
         plugins: list[str] | None = None
@@ -87,7 +92,8 @@ class Session:
                            plugins_dir=self.plugins_dir)
 
     @property
-    def crm(self) -> Any:
+    def crm(self) -> CRM:
+        """The CRM, opened on first use."""
         if self._crm is None:
             from ..app import CRM
 
