@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING
 
 import pluggy
 
@@ -37,10 +37,6 @@ if TYPE_CHECKING:
     from .segments import MembershipChange, Segmenter, SegmentRun
 
 hookspec = pluggy.HookspecMarker("crmcore")
-
-#: What a ``validate_*`` hook returns: None (or an empty list) to accept, else
-#: ``(field, message)`` pairs or plain messages (reported against field ``*``).
-Issues: TypeAlias = Iterable[tuple[str, str] | str] | None
 
 
 # -- registration ------------------------------------------------------------
@@ -235,7 +231,8 @@ def on_interaction_created(uow: UnitOfWork, interaction: Interaction) -> None:
 
 
 @hookspec
-def on_interaction_updated(uow: UnitOfWork, interaction: Interaction, previous: Interaction) -> None:
+def on_interaction_updated(uow: UnitOfWork, interaction: Interaction,
+                           previous: Interaction) -> None:
     """An interaction was changed (e.g. resolved).
 
     :param uow: the unit of work of the change.
@@ -296,7 +293,8 @@ def on_deal_stage_changed(uow: UnitOfWork, deal: Deal, old: Stage | None, new: S
 
 
 @hookspec
-def on_segment_membership_changed(uow: UnitOfWork, run: SegmentRun, changes: list[MembershipChange]) -> None:
+def on_segment_membership_changed(uow: UnitOfWork, run: SegmentRun,
+                                  changes: list[MembershipChange]) -> None:
     """Customers entered, left or moved between segments of a strategy.
 
     Fired once per run with every change (a batch event).
@@ -337,7 +335,8 @@ def on_scheduled(uow: UnitOfWork, as_of: datetime) -> None:
 # -- decisions -----------------------------------------------------------------
 
 @hookspec
-def validate_customer(uow: UnitOfWork, customer: Customer, previous: Customer | None) -> Issues:
+def validate_customer(uow: UnitOfWork, customer: Customer,
+                      previous: Customer | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for a customer about to be written.
 
     :param uow: the unit of work of the change.
@@ -349,7 +348,8 @@ def validate_customer(uow: UnitOfWork, customer: Customer, previous: Customer | 
 
 
 @hookspec
-def validate_contact(uow: UnitOfWork, contact: Contact, previous: Contact | None) -> Issues:
+def validate_contact(uow: UnitOfWork, contact: Contact,
+                     previous: Contact | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for a contact about to be written.
 
     :param uow: the unit of work of the change.
@@ -361,7 +361,7 @@ def validate_contact(uow: UnitOfWork, contact: Contact, previous: Contact | None
 
 @hookspec
 def validate_interaction(uow: UnitOfWork, interaction: Interaction,
-                         previous: Interaction | None) -> Issues:
+                         previous: Interaction | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for an interaction about to be written.
 
     :param uow: the unit of work of the change.
@@ -372,7 +372,8 @@ def validate_interaction(uow: UnitOfWork, interaction: Interaction,
 
 
 @hookspec
-def validate_deal(uow: UnitOfWork, deal: Deal, previous: Deal | None) -> Issues:
+def validate_deal(uow: UnitOfWork, deal: Deal,
+                  previous: Deal | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for a deal about to be written.
 
     :param uow: the unit of work of the change.
