@@ -15,13 +15,13 @@ you may accept fewer arguments than the spec lists.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import pluggy
 
 if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterable
     from datetime import datetime
 
     import click
