@@ -17,6 +17,7 @@ from .application.clock import parse_as_of
 from .application.components import Component, currency_option
 from .application.plugin_settings import PluginSettings
 from .application.plugins import hookimpl
+from .application.registry import Register
 from .application.uow import UnitOfWork
 from .config import Config
 from .domain.customfields import CustomField
@@ -88,7 +89,7 @@ __all__ = [
     "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
-    "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Session", "Renderer", "Report", "ReportContext", "ReportResult",
+    "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
     "normalize_phone", "parse_as_of", "pass_session",

@@ -18,6 +18,7 @@ from .application.clock import parse_as_of, utcnow
 from .application.components import build_options
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
+from .application.registry import Registry
 from .application.services import (
     ContactService,
     CustomerService,
@@ -30,13 +31,13 @@ from .domain.customfields import CustomField
 from .domain.entities import Deal, Stage
 from .domain.errors import ConfigError, NotAuthorized, PluginError
 from .domain.validation import EntityValidator, index_custom_fields
-from .loyalty import LoyaltyEngine, LoyaltyLedger
+from .loyalty import LoyaltyEngine, LoyaltyLedger, LoyaltyScheme
 from .migrations import PluginSchema
-from .notify import NotifyEngine, Outbox
+from .notify import Channel, NotifyEngine, Outbox
 from .notify.campaigns import CampaignEngine
 from .notify.messages import MessageEngine
-from .reports import ReportEngine
-from .segments import SegmentEngine
+from .reports import Report, ReportEngine
+from .segments import SegmentEngine, Segmenter
 from .store.engine import make_engine
 
 T = TypeVar("T")
@@ -123,6 +124,7 @@ class CRM:
         Options for a component that is not registered are left alone: its
         plugin may simply be disabled in this plugin set.
         """
+        registries: dict[str, Registry[Segmenter] | Registry[LoyaltyScheme] | Registry[Channel] | Registry[Report]]
         registries = {"segments": self.segments.registry, "loyalty": self.loyalty.registry,
                       "channels": self.notify.registry, "reports": self.reports.registry}
         for family, table in self.config.options.items():

@@ -15,9 +15,27 @@ you may accept fewer arguments than the spec lists.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    import os
+    from collections.abc import Iterable
+    from datetime import datetime
+
+    import click
+
+    from .app import CRM
+    from .application.registry import Register
+    from .application.uow import UnitOfWork
+    from .domain.customfields import CustomField
+    from .domain.entities import Contact, Customer, Deal, Interaction, Stage
+    from .loyalty import LoyaltyScheme
+    from .migrations import PluginSchema
+    from .notify import Channel
+    from .reports import Renderer, Report
+    from .segments import MembershipChange, Segmenter, SegmentRun
 
 hookspec = pluggy.HookspecMarker("crmcore")
 
@@ -25,7 +43,7 @@ hookspec = pluggy.HookspecMarker("crmcore")
 # -- registration ------------------------------------------------------------
 
 @hookspec
-def register_segmenters(register: Any) -> None:
+def register_segmenters(register: Register[Segmenter]) -> None:
     """Register segmentation strategies.
 
     :param register: call ``register(segmenter)`` with an object following
@@ -34,7 +52,7 @@ def register_segmenters(register: Any) -> None:
 
 
 @hookspec
-def register_loyalty_schemes(register: Any) -> None:
+def register_loyalty_schemes(register: Register[LoyaltyScheme]) -> None:
     """Register loyalty schemes.
 
     :param register: call ``register(scheme)`` with an object following
@@ -43,7 +61,7 @@ def register_loyalty_schemes(register: Any) -> None:
 
 
 @hookspec
-def register_channels(register: Any) -> None:
+def register_channels(register: Register[Channel]) -> None:
     """Register notification channels.
 
     :param register: call ``register(channel)`` with an object following
@@ -52,7 +70,7 @@ def register_channels(register: Any) -> None:
 
 
 @hookspec
-def register_reports(register: Any) -> None:
+def register_reports(register: Register[Report]) -> None:
     """Register report generators.
 
     :param register: call ``register(report)`` with an object following
@@ -61,7 +79,7 @@ def register_reports(register: Any) -> None:
 
 
 @hookspec
-def register_renderers(register: Any) -> None:
+def register_renderers(register: Register[Renderer]) -> None:
     """Register report output formats beyond the core's table, csv and json.
 
     :param register: call ``register(renderer)`` with a
@@ -70,7 +88,7 @@ def register_renderers(register: Any) -> None:
 
 
 @hookspec
-def register_custom_fields(register: Any) -> None:
+def register_custom_fields(register: Register[CustomField]) -> None:
     """Declare typed custom fields on entities.
 
     :param register: call ``register(CustomField(entity, name, type, ...))``.
@@ -78,7 +96,7 @@ def register_custom_fields(register: Any) -> None:
 
 
 @hookspec
-def register_migrations(register: Any) -> None:
+def register_migrations(register: Register[PluginSchema]) -> None:
     """Declare tables the plugin owns and the Alembic revisions that create them.
 
     :param register: call ``register(crmcore.migrations.PluginSchema(...))``.
@@ -86,7 +104,7 @@ def register_migrations(register: Any) -> None:
 
 
 @hookspec
-def register_templates(register: Any) -> None:
+def register_templates(register: Register[str | os.PathLike[str]]) -> None:
     """Ship message templates (see :mod:`crmcore.notify.templates` for the layout).
 
     Directories registered here are searched after ``[notify] templates_dir``,
@@ -98,7 +116,7 @@ def register_templates(register: Any) -> None:
 
 
 @hookspec
-def register_settings(register: Any) -> None:
+def register_settings(register: Register[type[Any]]) -> None:
     """Declare the plugin's settings: an attrs class filled from ``[plugins.NAME]``.
 
     NAME is the plugin's registered name.  The table (and ``CRM_PLUGIN_NAME_KEY``
@@ -110,7 +128,7 @@ def register_settings(register: Any) -> None:
 
 
 @hookspec
-def register_commands(cli: Any) -> None:
+def register_commands(cli: click.Group) -> None:
     """Add commands to the ``crm`` command line.
 
     :param cli: the root :class:`click.Group`; call ``cli.add_command(...)``.
@@ -120,7 +138,7 @@ def register_commands(cli: Any) -> None:
 # -- events (inside the unit of work) -----------------------------------------
 
 @hookspec
-def on_customer_created(uow: Any, customer: Any) -> None:
+def on_customer_created(uow: UnitOfWork, customer: Customer) -> None:
     """A customer was added.
 
     :param uow: the :class:`crmcore.application.uow.UnitOfWork` of the change.
@@ -129,7 +147,7 @@ def on_customer_created(uow: Any, customer: Any) -> None:
 
 
 @hookspec
-def on_customer_updated(uow: Any, customer: Any, previous: Any) -> None:
+def on_customer_updated(uow: UnitOfWork, customer: Customer, previous: Customer) -> None:
     """A customer was changed.
 
     :param uow: the unit of work of the change.
@@ -139,7 +157,7 @@ def on_customer_updated(uow: Any, customer: Any, previous: Any) -> None:
 
 
 @hookspec
-def on_customer_deleted(uow: Any, customer: Any) -> None:
+def on_customer_deleted(uow: UnitOfWork, customer: Customer) -> None:
     """A customer was deleted (with its contacts, interactions and deals).
 
     :param uow: the unit of work of the change.
@@ -148,7 +166,7 @@ def on_customer_deleted(uow: Any, customer: Any) -> None:
 
 
 @hookspec
-def on_customers_imported(uow: Any, customers: Any) -> None:
+def on_customers_imported(uow: UnitOfWork, customers: list[Customer]) -> None:
     """A batch of customers was added by a bulk path (import, demo).
 
     Fired once per batch instead of ``on_customer_created`` per row.
@@ -159,7 +177,7 @@ def on_customers_imported(uow: Any, customers: Any) -> None:
 
 
 @hookspec
-def on_contacts_imported(uow: Any, contacts: Any) -> None:
+def on_contacts_imported(uow: UnitOfWork, contacts: list[Contact]) -> None:
     """A batch of contacts was added by a bulk path (import, demo).
 
     :param uow: the unit of work of the batch.
@@ -168,7 +186,7 @@ def on_contacts_imported(uow: Any, contacts: Any) -> None:
 
 
 @hookspec
-def on_interactions_imported(uow: Any, interactions: Any) -> None:
+def on_interactions_imported(uow: UnitOfWork, interactions: list[Interaction]) -> None:
     """A batch of interactions was added by a bulk path (import, demo).
 
     :param uow: the unit of work of the batch.
@@ -177,7 +195,7 @@ def on_interactions_imported(uow: Any, interactions: Any) -> None:
 
 
 @hookspec
-def on_deals_imported(uow: Any, deals: Any) -> None:
+def on_deals_imported(uow: UnitOfWork, deals: list[Deal]) -> None:
     """A batch of deals was added by a bulk path (import, demo).
 
     Fired instead of ``on_deal_created`` / ``on_deal_stage_changed`` per deal;
@@ -189,7 +207,7 @@ def on_deals_imported(uow: Any, deals: Any) -> None:
 
 
 @hookspec
-def on_contact_created(uow: Any, contact: Any) -> None:
+def on_contact_created(uow: UnitOfWork, contact: Contact) -> None:
     """A contact was added.
 
     :param uow: the unit of work of the change.
@@ -198,7 +216,7 @@ def on_contact_created(uow: Any, contact: Any) -> None:
 
 
 @hookspec
-def on_contact_updated(uow: Any, contact: Any, previous: Any) -> None:
+def on_contact_updated(uow: UnitOfWork, contact: Contact, previous: Contact) -> None:
     """A contact was changed.
 
     :param uow: the unit of work of the change.
@@ -208,7 +226,7 @@ def on_contact_updated(uow: Any, contact: Any, previous: Any) -> None:
 
 
 @hookspec
-def on_contact_deleted(uow: Any, contact: Any) -> None:
+def on_contact_deleted(uow: UnitOfWork, contact: Contact) -> None:
     """A contact was deleted.
 
     :param uow: the unit of work of the change.
@@ -217,7 +235,7 @@ def on_contact_deleted(uow: Any, contact: Any) -> None:
 
 
 @hookspec
-def on_interaction_created(uow: Any, interaction: Any) -> None:
+def on_interaction_created(uow: UnitOfWork, interaction: Interaction) -> None:
     """An interaction was logged.
 
     :param uow: the unit of work of the change.
@@ -226,7 +244,8 @@ def on_interaction_created(uow: Any, interaction: Any) -> None:
 
 
 @hookspec
-def on_interaction_updated(uow: Any, interaction: Any, previous: Any) -> None:
+def on_interaction_updated(uow: UnitOfWork, interaction: Interaction,
+                           previous: Interaction) -> None:
     """An interaction was changed (e.g. resolved).
 
     :param uow: the unit of work of the change.
@@ -236,7 +255,7 @@ def on_interaction_updated(uow: Any, interaction: Any, previous: Any) -> None:
 
 
 @hookspec
-def on_interaction_deleted(uow: Any, interaction: Any) -> None:
+def on_interaction_deleted(uow: UnitOfWork, interaction: Interaction) -> None:
     """An interaction was deleted.
 
     :param uow: the unit of work of the change.
@@ -245,7 +264,7 @@ def on_interaction_deleted(uow: Any, interaction: Any) -> None:
 
 
 @hookspec
-def on_deal_created(uow: Any, deal: Any) -> None:
+def on_deal_created(uow: UnitOfWork, deal: Deal) -> None:
     """A deal was added.
 
     :param uow: the unit of work of the change.
@@ -254,7 +273,7 @@ def on_deal_created(uow: Any, deal: Any) -> None:
 
 
 @hookspec
-def on_deal_updated(uow: Any, deal: Any, previous: Any) -> None:
+def on_deal_updated(uow: UnitOfWork, deal: Deal, previous: Deal) -> None:
     """A deal's fields were changed (a stage change also fires ``on_deal_stage_changed``).
 
     :param uow: the unit of work of the change.
@@ -264,7 +283,7 @@ def on_deal_updated(uow: Any, deal: Any, previous: Any) -> None:
 
 
 @hookspec
-def on_deal_deleted(uow: Any, deal: Any) -> None:
+def on_deal_deleted(uow: UnitOfWork, deal: Deal) -> None:
     """A deal was deleted.
 
     :param uow: the unit of work of the change.
@@ -273,7 +292,8 @@ def on_deal_deleted(uow: Any, deal: Any) -> None:
 
 
 @hookspec
-def on_deal_stage_changed(uow: Any, deal: Any, old: Any, new: Any, transition_id: int) -> None:
+def on_deal_stage_changed(uow: UnitOfWork, deal: Deal, old: Stage | None, new: Stage | None,
+                          transition_id: int) -> None:
     """A deal moved between stages (also fired on creation, with ``old=None``).
 
     :param uow: the unit of work of the change.
@@ -286,7 +306,8 @@ def on_deal_stage_changed(uow: Any, deal: Any, old: Any, new: Any, transition_id
 
 
 @hookspec
-def on_segment_membership_changed(uow: Any, run: Any, changes: Any) -> None:
+def on_segment_membership_changed(uow: UnitOfWork, run: SegmentRun,
+                                  changes: list[MembershipChange]) -> None:
     """Customers entered, left or moved between segments of a strategy.
 
     Fired once per run with every change (a batch event).
@@ -298,7 +319,8 @@ def on_segment_membership_changed(uow: Any, run: Any, changes: Any) -> None:
 
 
 @hookspec
-def on_loyalty_tier_changed(uow: Any, customer_id: int, scheme: str, old: Any, new: Any) -> None:
+def on_loyalty_tier_changed(uow: UnitOfWork, customer_id: int, scheme: str, old: str | None,
+                            new: str | None) -> None:
     """A customer's tier in a loyalty scheme changed.
 
     :param uow: the unit of work of the change.
@@ -310,7 +332,7 @@ def on_loyalty_tier_changed(uow: Any, customer_id: int, scheme: str, old: Any, n
 
 
 @hookspec
-def on_scheduled(uow: Any, as_of: Any) -> None:
+def on_scheduled(uow: UnitOfWork, as_of: datetime) -> None:
     """The daily scheduled run (``crm notify run-scheduled --as-of DATE``).
 
     For date-driven work (birthday greetings, reminders).  Run daily; keep the
@@ -326,7 +348,8 @@ def on_scheduled(uow: Any, as_of: Any) -> None:
 # -- decisions -----------------------------------------------------------------
 
 @hookspec
-def validate_customer(uow: Any, customer: Any, previous: Any) -> Any:
+def validate_customer(uow: UnitOfWork, customer: Customer,
+                      previous: Customer | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for a customer about to be written.
 
     :param uow: the unit of work of the change.
@@ -338,7 +361,8 @@ def validate_customer(uow: Any, customer: Any, previous: Any) -> Any:
 
 
 @hookspec
-def validate_contact(uow: Any, contact: Any, previous: Any) -> Any:
+def validate_contact(uow: UnitOfWork, contact: Contact,
+                     previous: Contact | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for a contact about to be written.
 
     :param uow: the unit of work of the change.
@@ -349,7 +373,8 @@ def validate_contact(uow: Any, contact: Any, previous: Any) -> Any:
 
 
 @hookspec
-def validate_interaction(uow: Any, interaction: Any, previous: Any) -> Any:
+def validate_interaction(uow: UnitOfWork, interaction: Interaction,
+                         previous: Interaction | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for an interaction about to be written.
 
     :param uow: the unit of work of the change.
@@ -360,7 +385,8 @@ def validate_interaction(uow: Any, interaction: Any, previous: Any) -> Any:
 
 
 @hookspec
-def validate_deal(uow: Any, deal: Any, previous: Any) -> Any:
+def validate_deal(uow: UnitOfWork, deal: Deal,
+                  previous: Deal | None) -> Iterable[tuple[str, str] | str] | None:
     """Extra rules for a deal about to be written.
 
     :param uow: the unit of work of the change.
@@ -371,7 +397,7 @@ def validate_deal(uow: Any, deal: Any, previous: Any) -> Any:
 
 
 @hookspec(firstresult=True)
-def authorize(actor: Any, action: str, resource: Any, crm: Any) -> Any:
+def authorize(actor: str | None, action: str, resource: object, crm: CRM) -> bool | None:
     """May ``actor`` perform ``action``?  Consulted by every use case.
 
     :param actor: the acting user's name (``with crm.acting_as(name):``), or None.

@@ -1,8 +1,8 @@
 """Every hook is documented with its exact signature, and every hook is tested.
 
 The datasette practice: ``docs/hooks.md`` has a ``## <hook>`` section per hook
-in ``crmcore.hookspecs`` whose first code line is ``<hook>(<args>)`` with the
-specification's argument names in order; it documents no hook that does not
+in ``crmcore.hookspecs`` whose first code line is the specification's typed
+signature, ``def <hook>(<arg>: <Type>, ...) -> <Return>: ...``; it documents no hook that does not
 exist; and some test plugin under ``tests/`` implements each hook
 (``def <hook>(``), so a new hook cannot ship undocumented or untested.
 """
@@ -42,7 +42,10 @@ def sections() -> dict[str, str]:
 
 
 def spec_signature(name: str) -> str:
-    return f"{name}({', '.join(inspect.signature(getattr(hookspecs, name)).parameters)})"
+    """``def name(arg: Type, ...) -> Return: ...`` as written in the specification (annotations are strings)."""
+    signature = inspect.signature(getattr(hookspecs, name))
+    params = ", ".join(f"{p.name}: {p.annotation}" for p in signature.parameters.values())
+    return f"def {name}({params}) -> {signature.return_annotation}: ..."
 
 
 def test_hookspecs_found():

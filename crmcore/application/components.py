@@ -5,13 +5,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
+from attrs import AttrsInstance
+from sqlalchemy import Connection
+from sqlalchemy.sql import ColumnElement
 
 from ..config import Config
 from ..domain.convert import structure, unstructure
 from ..domain.errors import ConfigError, ValidationError
+
+if TYPE_CHECKING:
+    from .uow import UnitOfWork
 
 
 class Component:
@@ -25,30 +31,32 @@ class Component:
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
-    options_type: ClassVar[type | None] = None
+    options_type: ClassVar[type[AttrsInstance] | None] = None
 
 
 @attrs.frozen
 class EngineContext:
     """What a component sees when an engine runs it: the unit of work and ``as_of``."""
 
-    uow: Any
+    uow: UnitOfWork
     as_of: datetime
 
     @property
-    def conn(self) -> Any:
+    def conn(self) -> Connection:
         """The connection, inside the run's transaction."""
         return self.uow.conn
 
     @property
     def dialect(self) -> str:
+        """The database dialect's name (``sqlite``, ``postgresql``, ``mysql``, ``mariadb``)."""
         return self.uow.dialect
 
     @property
     def config(self) -> Config:
+        """The CRM's configuration."""
         return self.uow.crm.config
 
-    def as_of_literal(self) -> Any:
+    def as_of_literal(self) -> ColumnElement[datetime]:
         """``as_of`` as a bound SQL timestamp."""
         from ..store.dialects import utc_literal
 
@@ -74,7 +82,7 @@ def _check_currency(instance: Any, attribute: Any, value: str | None) -> None:
         currency_digits(value)  # ValueError names the bad code
 
 
-def build_options(component: Any, family: str, config: Config, given: Mapping[str, Any] | None) -> Any:
+def build_options(component: Component, family: str, config: Config, given: Mapping[str, Any] | None) -> Any:
     """Configured options overridden by ``given``, structured into ``options_type``.
 
     Errors name the configuration table and key, e.g. ``[segments.rfm] bins: ...``.

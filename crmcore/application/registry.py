@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from ..domain.errors import PluginError, UnknownComponent
 
 C = TypeVar("C")
+T_contra = TypeVar("T_contra", contravariant=True)
+
+
+class Register(Protocol[T_contra]):
+    """The ``register`` callable a ``register_*`` hook receives.
+
+    Annotate a hook implementation with the component type it registers::
+
+        @hookimpl
+        def register_segmenters(register: Register[Segmenter]) -> None:
+            register(MySegmenter())
+    """
+
+    def __call__(self, component: T_contra, /) -> None:
+        """Register ``component`` under the calling plugin's name."""
 
 
 class Registry(Generic[C]):

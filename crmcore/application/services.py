@@ -7,38 +7,38 @@ write -> ``on_*`` events.  Any error rolls the whole unit back.
 
 from __future__ import annotations
 
+import builtins
 import functools
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, cast
 
 import attrs
-from sqlalchemy import String, select
+from sqlalchemy import String, Table, select
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
 from ..domain.errors import ValidationError
-from ..store.repositories import Repository
+from ..store.repositories import E, Repository
 from ..store.tables import ENTITY_TABLES as _TABLES
 
 if TYPE_CHECKING:
     from ..app import CRM
     from .uow import UnitOfWork
 
-E = TypeVar("E")
-
-
 class EntityService(Generic[E]):
     """Use cases for one entity type; ``crm.customers``, ``crm.deals``, ..."""
 
     kind: str
-    entity: type
+    entity: type[E]
     repo_name: str
 
     def __init__(self, crm: "CRM"):
         self.crm = crm
 
     def repo(self, uow: "UnitOfWork") -> Repository[E]:
-        return getattr(uow, self.repo_name)
+        """This entity's repository in ``uow`` (``uow.customers``, ...)."""
+        repository: Repository[E] = getattr(uow, self.repo_name)  # named by repo_name, the subclass's entity
+        return repository
 
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
@@ -53,24 +53,26 @@ class EntityService(Generic[E]):
             return self.repo(uow).find(**criteria)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
-             limit: int | None = None, offset: int = 0) -> list[E]:
+             limit: int | None = None, offset: int = 0) -> builtins.list[E]:
         """Entities matching ``filters`` (``attributes.NAME`` for custom fields)."""
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
             return self.repo(uow).list(self.typed_filters(filters), order_by, limit, offset)
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
+        """How many entities match ``filters``."""
         with self.crm.unit(readonly=True) as uow:
             return self.repo(uow).count(self.typed_filters(filters))
 
-    def search(self, text: str, limit: int | None = None) -> list[E]:
+    def search(self, text: str, limit: int | None = None) -> builtins.list[E]:
         """Entities whose name, email or phone contain ``text`` (any script)."""
         columns = tuple(c for c in ("name", "title", "email", "phone", "subject") if c in self.repo_table().c)
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
             return self.repo(uow).search(text, columns, limit)
 
-    def repo_table(self) -> Any:
+    def repo_table(self) -> Table:
+        """The table of this entity."""
         return _TABLES[self.kind]
 
     def typed_filters(self, filters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -130,10 +132,12 @@ class EntityService(Generic[E]):
         """
         with self.crm.unit() as uow:
             self.crm.authorize(f"{self.kind}.import", None)
-            entities = []
+            entities: builtins.list[E] = []
             for index, row in enumerate(rows):
                 try:
-                    entity = row if isinstance(row, self.entity) else self.build(row)
+                    # mypy cannot narrow ``Mapping | E`` by ``isinstance(row, self.entity)``
+                    # (a class held in a variable): what is not an entity is a mapping.
+                    entity = row if isinstance(row, self.entity) else self.build(cast(Mapping[str, Any], row))
                     entities.append(self.prepare(uow, entity, None, check_references=False))
                 except ValidationError as exc:
                     raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], self.kind) from None
@@ -143,7 +147,7 @@ class EntityService(Generic[E]):
             uow.fire(f"on_{self.kind}s_imported", **{f"{self.kind}s": stored})
             return len(stored)
 
-    def check_external_ids_bulk(self, uow: "UnitOfWork", entities: list[E]) -> None:
+    def check_external_ids_bulk(self, uow: "UnitOfWork", entities: builtins.list[E]) -> None:
         """Duplicate external ids (in the batch or already stored) name the row, not an IntegrityError."""
         first: dict[str, int] = {}
         for index, entity in enumerate(entities):
@@ -162,31 +166,36 @@ class EntityService(Generic[E]):
                 raise ValidationError.single(f"row {first[taken]}: external_id",
                                              f"{taken!r} is already used by another {self.kind}", self.kind)
 
-    def check_references_bulk(self, uow: "UnitOfWork", entities: list[E]) -> None:
+    def check_references_bulk(self, uow: "UnitOfWork", entities: builtins.list[E]) -> None:
         """One query for all referenced customers (no per-row round trip)."""
-        wanted = {e.customer_id for e in entities if getattr(e, "customer_id", None) is not None}
+        # Customers themselves have no customer_id.
+        wanted: set[int] = {cid for e in entities if (cid := getattr(e, "customer_id", None)) is not None}
         if not wanted:
             return
         customers = _TABLES["customer"]
-        found = set()
+        found: set[int] = set()
         ids = sorted(wanted)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start:start + 10_000]
             found.update(uow.conn.execute(select(customers.c.id).where(customers.c.id.in_(chunk))).scalars())
         missing = wanted - found
         if missing:
-            index = next(i for i, e in enumerate(entities) if e.customer_id in missing)
+            index = next(i for i, e in enumerate(entities) if getattr(e, "customer_id", None) in missing)
             raise ValidationError.single(f"row {index}: customer_id",
-                                         f"customer {entities[index].customer_id} does not exist", self.kind)
+                                         f"customer {getattr(entities[index], 'customer_id')} does not exist",
+                                         self.kind)
 
-    def insert_batch(self, uow: "UnitOfWork", entities: list[E]) -> list[E]:
+    def insert_batch(self, uow: "UnitOfWork", entities: builtins.list[E]) -> builtins.list[E]:
+        """Insert a validated batch; returns the entities with their ids."""
         return self.repo(uow).insert_many(entities, uow.now)
 
     # -- steps subclasses refine ----------------------------------------
     def build(self, fields: Mapping[str, Any]) -> E:
+        """The entity of ``fields`` (structured, not yet validated)."""
         return structure(dict(fields), self.entity, self.kind)
 
     def prepare(self, uow: "UnitOfWork", entity: E, previous: E | None, check_references: bool = True) -> E:
+        """Normalise and validate ``entity`` (core rules, then the ``validate_*`` hooks)."""
         if not isinstance(entity, self.entity):
             raise TypeError(f"expected a {self.entity.__name__}, got {entity!r}")
         entity = getattr(self.crm.validator, self.kind)(entity)
@@ -210,6 +219,7 @@ class EntityService(Generic[E]):
             raise ValidationError(issues, self.kind)
 
     def check_references(self, uow: "UnitOfWork", entity: E) -> None:
+        """The referenced customer exists and the external id is free (clear errors, not IntegrityErrors)."""
         customer_id = getattr(entity, "customer_id", None)
         if customer_id is not None and uow.customers.find(id=customer_id) is None:
             raise ValidationError.single("customer_id", f"customer {customer_id} does not exist", self.kind)
@@ -222,9 +232,11 @@ class EntityService(Generic[E]):
                     "external_id", f"{external_id!r} is already used by {self.kind} {holder.id}", self.kind)
 
     def after_insert(self, uow: "UnitOfWork", stored: E) -> None:
+        """Fire ``on_<kind>_created``."""
         uow.fire(f"on_{self.kind}_created", **{self.kind: stored})
 
     def after_update(self, uow: "UnitOfWork", stored: E, previous: E) -> None:
+        """Fire ``on_<kind>_updated``."""
         uow.fire(f"on_{self.kind}_updated", previous=previous, **{self.kind: stored})
 
 
@@ -318,6 +330,7 @@ class DealService(EntityService[Deal]):
 
     def _stage_changed(self, uow: "UnitOfWork", deal: Deal, old: Stage | None) -> None:
         new = self.crm.stage_of(deal)
+        assert deal.id is not None, "a stored deal has an id"
         transition = uow.deals.record_stage_change(deal.id, old.name if old else None, deal.stage,
                                                    uow.now, uow.actor)
         # The core's loyalty engine first, so handlers see the points just earned.

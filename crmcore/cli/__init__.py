@@ -43,7 +43,7 @@ from .transfer import export_command, import_command
 @click.option("-q", "--quiet", is_flag=True, help="Less output.")
 @click.version_option(package_name="crmcore", prog_name="crm")
 @click.pass_context
-def cli(ctx: click.Context, **options: Any) -> None:
+def cli(ctx: click.Context, /, **options: Any) -> None:
     """crm: a plugin-based CRM on an embedded SQLite file or a database server."""
     ctx.obj = Session(**options)
     ctx.call_on_close(ctx.obj.close)

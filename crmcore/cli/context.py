@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
@@ -22,6 +22,10 @@ from rich.table import Table
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
+
+if TYPE_CHECKING:
+    from ..app import CRM
+    from ..config import Config
 
 
 class UserError(click.ClickException):
@@ -71,7 +75,7 @@ class Session:
     as_json: bool = False
     verbose: int = 0
     quiet: bool = False
-    _crm: Any = None
+    _crm: CRM | None = None
     _as_of: datetime | None = None
 
     @classmethod
@@ -96,7 +100,7 @@ class Session:
                 values["verbose"] = 1
         return cls(**values)
 
-    def config(self) -> Any:
+    def config(self) -> Config:
         """The configuration these options select: ``crm.toml`` (or ``--config``), environment, flags."""
         from ..config import Config
 
@@ -109,7 +113,7 @@ class Session:
                            plugins_dir=self.plugins_dir)
 
     @property
-    def crm(self) -> Any:
+    def crm(self) -> CRM:
         """The :class:`~crmcore.CRM` these options select, opened (and migrated) on first use."""
         if self._crm is None:
             from ..app import CRM

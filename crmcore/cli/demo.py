@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import click
@@ -14,6 +14,9 @@ from sqlalchemy.engine import make_url
 
 from ..domain.errors import CRMError, NotFound
 from .context import Session, pass_session
+
+if TYPE_CHECKING:
+    from ..app import CRM
 
 WIN_BACK_SEGMENTS = ("At Risk", "Can't Lose", "Hibernating", "About to Sleep")
 # The rules segmenter has nothing to do without rules: the demo brings two.
@@ -66,8 +69,11 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
     size = DemoSize(customers=customers, interactions=customers * 10, deals=customers * 4)
     crm = CRM.open(config=config, clock=lambda: clock[0])
     try:
-        counts = populate(crm, seed, size, end, lambda moment: clock.__setitem__(0, moment),
-                          progress=lambda step: session.verbose and click.echo(f"  {step}", err=True))
+        def progress(step: str) -> None:
+            if session.verbose:
+                click.echo(f"  {step}", err=True)
+
+        counts = populate(crm, seed, size, end, lambda moment: clock.__setitem__(0, moment), progress=progress)
         lines = [f"database       {config.database_url}",
                  "data           " + ", ".join(f"{v:,} {k}" for k, v in counts.items())]
         lines += _segments(crm, end)
@@ -144,7 +150,7 @@ def _clear(url: str, force: bool) -> None:
         drop_all_tables(url)
 
 
-def _segments(crm: Any, end: datetime) -> list[str]:
+def _segments(crm: CRM, end: datetime) -> list[str]:
     lines = []
     for segmenter in crm.segments.strategies():
         run = crm.segments.run(segmenter.name, as_of=end)
@@ -154,7 +160,7 @@ def _segments(crm: Any, end: datetime) -> list[str]:
     return lines or ["segments       (no segmentation plugin enabled)"]
 
 
-def _loyalty(crm: Any, end: datetime) -> list[str]:
+def _loyalty(crm: CRM, end: datetime) -> list[str]:
     """Run the schemes' periodic jobs (tiers, birthdays, referrals) and summarise points and tiers."""
     if not crm.loyalty.schemes():
         return ["loyalty        (no loyalty plugin enabled)"]
@@ -172,7 +178,7 @@ def _loyalty(crm: Any, end: datetime) -> list[str]:
     return lines
 
 
-def _messages(crm: Any, end: datetime) -> list[str]:
+def _messages(crm: CRM, end: datetime) -> list[str]:
     """Thank-you mails for last month's wins and a win-back campaign, rendered from the built-in templates."""
     if "file" not in crm.notify.registry:
         return ["notifications  (no file channel enabled)"]
@@ -196,7 +202,7 @@ def _messages(crm: Any, end: datetime) -> list[str]:
             f"RFM segments, marketing consent only) queued; {status.get('sent', 0):,} sent to {path}"]
 
 
-def _reports(crm: Any, end: datetime, out: Path) -> list[str]:
+def _reports(crm: CRM, end: datetime, out: Path) -> list[str]:
     """Every report as a text table and CSV, and the HTML dashboard (tables and charts) in out/dashboard/."""
     reports = crm.reports.list()
     if not reports:
@@ -215,5 +221,5 @@ def _reports(crm: Any, end: datetime, out: Path) -> list[str]:
     return lines
 
 
-def _extension(crm: Any, fmt: str) -> str:
+def _extension(crm: CRM, fmt: str) -> str:
     return crm.reports.renderers.get(fmt).extension

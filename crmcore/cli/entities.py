@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import click
@@ -19,6 +19,9 @@ from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
 from .context import Session, pass_session
+
+#: A click command callback (decorators hand it back with options added).
+F = TypeVar("F", bound=Callable[..., Any])
 
 SKIP = {"id", "created_at", "updated_at", "attributes"}
 # Required by the entity but filled in by the use case when absent.
@@ -31,9 +34,9 @@ LIST_COLUMNS = {
 }
 
 
-def _field_options(entity: type, for_update: bool) -> Callable[[Callable], Callable]:
+def _field_options(entity: type, for_update: bool) -> Callable[[F], F]:
     """click options for every settable field of ``entity``."""
-    def decorate(func: Callable) -> Callable:
+    def decorate(func: F) -> F:
         for field in reversed(attrs.fields(entity)):
             if field.name in SKIP:
                 continue
@@ -81,6 +84,7 @@ def resolve_customer(session: Session, ref: str | int) -> int:
         found = crm.customers.find(id=int(text))
     if found is None:
         raise NotFound("customer", text)
+    assert found.id is not None, "a stored customer has an id"
     return found.id
 
 
@@ -88,9 +92,9 @@ def _record(entity: Any) -> dict[str, Any]:
     return {k: (v.value if isinstance(v, enum.Enum) else v) for k, v in unstructure(entity).items()}
 
 
-def segment_filter_option(kind: str) -> Callable[[Callable], Callable]:
+def segment_filter_option(kind: str) -> Callable[[F], F]:
     """``--segment STRATEGY=SEGMENT`` on customer commands (nothing on the others)."""
-    def decorate(func: Callable) -> Callable:
+    def decorate(func: F) -> F:
         if kind != "customer":
             return func
         return click.option("--segment", "segment", multiple=True, metavar="STRATEGY=SEGMENT",
@@ -116,7 +120,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @group.command("add")
     @_field_options(entity, for_update=False)
     @pass_session
-    def add(session: Session, **given: Any) -> None:
+    def add(session: Session, /, **given: Any) -> None:
         values = _values(session, given)
         if entity is Interaction:
             values.setdefault("occurred_at", session.crm.as_of(session.as_of_text))
@@ -150,7 +154,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @click.argument("id", type=int)
     @_field_options(entity, for_update=True)
     @pass_session
-    def update(session: Session, id: int, **given: Any) -> None:
+    def update(session: Session, /, id: int, **given: Any) -> None:
         values = _values(session, given)
         if "attributes" in values:
             current = service(session.crm).get(id)

@@ -5,10 +5,13 @@ from __future__ import annotations
 import getpass
 import os
 
+from typing import Any
+
 import attrs
 import click
 
 from ..domain.errors import CRMError
+from ..loyalty import LedgerEntry
 from .context import Session, pass_session
 from .entities import resolve_customer
 from .family_common import component_rows
@@ -38,7 +41,7 @@ def _as_of(session: Session, as_of: str | None) -> str | None:
     return as_of or session.as_of_text
 
 
-def _entry_row(entry: object) -> dict:
+def _entry_row(entry: LedgerEntry) -> dict[str, Any]:
     return attrs.asdict(entry)
 
 

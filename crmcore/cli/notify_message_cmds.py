@@ -8,7 +8,7 @@ with ``add_command``, so delivery commands and these grow independently.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypedDict
 
 import attrs
 import click
@@ -60,6 +60,18 @@ def templates(session: Session) -> None:
                  columns=["template", "locales"])
 
 
+class _CampaignArgs(TypedDict):
+    """The arguments ``crm.campaigns.plan`` and ``run`` share."""
+
+    template: str
+    segment: str
+    strategy: str | None
+    channel: str | None
+    purpose: str
+    name: str | None
+    as_of: str | None
+
+
 @click.command("campaign")
 @click.argument("template")
 @click.option("--segment", required=True, metavar="[STRATEGY:]SEGMENT", help="The segment (its latest run).")
@@ -74,7 +86,7 @@ def campaign(session: Session, template: str, segment: str, strategy: str | None
              purpose: str, name: str | None, dry_run: bool, as_of: str | None) -> None:
     """Queue TEMPLATE for every eligible customer of a segment (counts first)."""
     engine = session.crm.campaigns
-    args = {"template": template, "segment": segment, "strategy": strategy, "channel": channel, "purpose": purpose,
+    args: _CampaignArgs = {"template": template, "segment": segment, "strategy": strategy, "channel": channel, "purpose": purpose,
                 "name": name, "as_of": _as_of(session, as_of)}
     plan = engine.plan(**args)
     if not session.as_json:

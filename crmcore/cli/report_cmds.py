@@ -55,7 +55,7 @@ def list_reports(session: Session) -> None:
 @click.option("--option", "pairs", multiple=True, metavar="KEY=VALUE", help="Report option (repeatable).")
 @filter_options
 @pass_session
-def run_report(session: Session, name: str, fmt: str, output: str | None, pairs: tuple[str, ...],
+def run_report(session: Session, /, name: str, fmt: str, output: str | None, pairs: tuple[str, ...],
                **filters: str | None) -> None:
     """Run report NAME as of --as-of and render it."""
     fmt = "json" if session.as_json and fmt == "table" else fmt

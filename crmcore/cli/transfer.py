@@ -26,7 +26,8 @@ from ..io import (
 from ..io.mapping import ENTITY_NAMES
 from ..io.readers import FORMATS
 from ..store.filters import parse_expression
-from .context import Session, json_default, pass_session
+from ..domain.convert import json_default
+from .context import Session, pass_session
 from .entities import segment_filters
 
 ENTITY = click.Choice(sorted(ENTITY_NAMES), case_sensitive=False)

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import attrs
 import cattrs
+from attrs import AttrsInstance
 
 from .entities import (
     CustomerKind,
@@ -28,7 +29,7 @@ from .entities import (
 )
 from .errors import ValidationError
 
-T = TypeVar("T")
+T = TypeVar("T", bound=AttrsInstance)
 
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
@@ -183,9 +184,10 @@ def structure(data: dict[str, Any], cls: type[T], entity: str | None = None) -> 
         raise ValidationError(_issues(exc), entity) from None
 
 
-def unstructure(entity: Any) -> dict[str, Any]:
+def unstructure(entity: AttrsInstance) -> dict[str, Any]:
     """The storable mapping of an entity (enums as values, tags as a list)."""
-    return converter.unstructure(entity)
+    mapping: dict[str, Any] = converter.unstructure(entity)  # cattrs: an attrs instance becomes a dict
+    return mapping
 
 
 def _issues(exc: cattrs.BaseValidationError) -> list[tuple[str, str]]:

@@ -98,7 +98,7 @@ def _as_date(field: CustomField, value: Any) -> str:
 
 
 def _as_choice(field: CustomField, value: Any) -> str:
-    if value not in field.choices:
+    if not isinstance(value, str) or value not in field.choices:  # choices are text
         raise ValueError(f"expected one of {', '.join(field.choices)}; got {value!r}")
     return value
 

@@ -170,7 +170,7 @@ class Deal:
     updated_at: datetime | None = None
 
 
-ENTITY_TYPES: dict[str, type] = {
+ENTITY_TYPES: dict[str, type[Customer] | type[Contact] | type[Interaction] | type[Deal]] = {
     "customer": Customer,
     "contact": Contact,
     "interaction": Interaction,

@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from decimal import Decimal
 from functools import lru_cache
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import email_validator
@@ -27,6 +27,9 @@ from .errors import ValidationError
 
 if TYPE_CHECKING:
     from ..config import Config
+
+#: One of the four entity types.
+A = TypeVar("A", Customer, Contact, Interaction, Deal)
 
 # The Money column keeps a signed 64-bit count of 1/MONEY_SCALE units.
 MAX_AMOUNT = Decimal(2**63 - 1) / MONEY_SCALE
@@ -83,6 +86,7 @@ def normalize_email(value: str) -> str:
 # hypothesis that both give the same result.
 _PLAIN_PHONE = re.compile(r"\+[1-9][0-9 ().-]{5,38}[0-9]")
 _NOT_DIGITS = re.compile(r"[^0-9]")
+_FAST_PHONE = False  # True when phonenumbers has the internals _parse_plain() uses
 try:
     from phonenumbers import phonenumberutil as _pnu
 
@@ -90,20 +94,21 @@ try:
                     _pnu._test_number_length, _pnu._set_italian_leading_zeros_for_phone_number)
     _DISCARD_STRIPPED = (_pnu.ValidationResult.TOO_SHORT, _pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
                          _pnu.ValidationResult.INVALID_LENGTH)
+    _FAST_PHONE = True
 except (ImportError, AttributeError):  # pragma: no cover - a phonenumbers without these internals
-    _PARSE_STEPS = None
+    pass
 
 
 def _parse_plain(value: str) -> "phonenumbers.PhoneNumber | None":
     """phonenumbers.parse(value) for a plain "+<digits>" number, or None to use parse()."""
-    if _PARSE_STEPS is None or _PLAIN_PHONE.fullmatch(value) is None:
+    if not _FAST_PHONE or _PLAIN_PHONE.fullmatch(value) is None:
         return None
     extract, strip_prefix, test_length, italian_zeros = _PARSE_STEPS
     digits = _NOT_DIGITS.sub("", value)
     country_code, national = extract(digits)
     if country_code == 0 or len(national) < _pnu._MIN_LENGTH_FOR_NSN:
         return None
-    metadata = _pnu.PhoneMetadata.metadata_for_region_or_calling_code(
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
         country_code, _pnu.region_code_for_country_code(country_code))
     if metadata is None:
         return None
@@ -224,7 +229,7 @@ class EntityValidator:
         changes["attributes"] = self._attributes("deal", deal.attributes, issues)
         return _finish(deal, changes, issues, "deal")
 
-    def _contact_points(self, entity: Customer | Contact, issues: list) -> dict[str, Any]:
+    def _contact_points(self, entity: Customer | Contact, issues: list[tuple[str, str]]) -> dict[str, Any]:
         changes: dict[str, Any] = {}
         if entity.email:
             changes["email"] = _check(issues, "email", normalize_email, entity.email)
@@ -232,7 +237,7 @@ class EntityValidator:
             changes["phone"] = _check(issues, "phone", normalize_phone, entity.phone, self.config.phone_region)
         return changes
 
-    def _attributes(self, entity: str, values: Mapping[str, Any], issues: list) -> dict[str, Any]:
+    def _attributes(self, entity: str, values: Mapping[str, Any], issues: list[tuple[str, str]]) -> dict[str, Any]:
         declared = self.custom_fields.get(entity, {})
         result = dict(values)
         for name, field in declared.items():
@@ -244,7 +249,7 @@ class EntityValidator:
         return result
 
 
-def _check(issues: list, field: str, rule: Callable[..., Any], *args: Any) -> Any:
+def _check(issues: list[tuple[str, str]], field: str, rule: Callable[..., Any], *args: Any) -> Any:
     try:
         return rule(*args)
     except ValueError as exc:
@@ -252,7 +257,7 @@ def _check(issues: list, field: str, rule: Callable[..., Any], *args: Any) -> An
         return None
 
 
-def _finish(entity: Any, changes: dict[str, Any], issues: list, kind: str) -> Any:
+def _finish(entity: A, changes: dict[str, Any], issues: list[tuple[str, str]], kind: str) -> A:
     if issues:
         raise ValidationError(issues, kind)
     return attrs.evolve(entity, **{k: v for k, v in changes.items() if v is not None})

@@ -40,7 +40,8 @@ from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from multiprocessing.pool import AsyncResult
+from typing import Any, TypeAlias, cast
 
 import attrs
 from sqlalchemy import (
@@ -56,6 +57,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy import Select
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
@@ -281,12 +283,17 @@ class IdLines:
         return self.far.get(id)
 
 
+#: A row to insert: a dict of column values, or (with a binder, the SQLite bulk
+#: path) the tuple of bound values in the statement's column order.
+_Row: TypeAlias = "dict[str, Any] | tuple[Any, ...]"
+
+
 @attrs.define
 class _Item:
     line: int
     values: Any
-    row: tuple | None
-    issues: list | None
+    row: tuple[Any, ...] | None
+    issues: list[tuple[str, str]] | None
     references: dict[str, str] | None
     key: Any
 
@@ -461,7 +468,7 @@ class _Import:
         resolved = self._resolve_references(uow, items)
         claimed: dict[Any, int] = {}
         claimed_ext: dict[str, int] = {}
-        inserts: list[tuple[int, Any, dict[str, Any]]] = []
+        inserts: list[tuple[int, Any, _Row]] = []
         updates: list[tuple[_Item, Any]] = []
         validate_hook = f"validate_{self.kind}"
         hooked = self.crm.plugins.has_impls(validate_hook)
@@ -471,6 +478,7 @@ class _Import:
             if plain and item.issues is None and item.key not in claimed and item.key not in existing:
                 if item.key is not None:
                     claimed[item.key] = item.line
+                assert item.row is not None, "check() gives a row when it finds no issues"
                 inserts.append((item.line, item.values, item.row))
                 continue
             if item.key is not None:
@@ -498,7 +506,8 @@ class _Import:
             if item.issues:
                 self._reject_all(item.line, item.issues, item.values)
                 continue
-            row = dict(zip(self.columns, item.row))  # type: ignore[arg-type]
+            assert item.row is not None, "check() gives a row when it finds no issues"
+            row = dict(zip(self.columns, item.row))
             problems = self._apply_references(row, item.references or {}, resolved) if item.references or (
                 self.kind != "customer") else []
             ext = row["external_id"]
@@ -510,9 +519,10 @@ class _Import:
             if problems:
                 self._reject_all(item.line, problems, item.values)
                 continue
+            insert_row: _Row = row
             if self.binder is not None:  # bound values in the statement's order
-                row = item.row if self.kind == "customer" else tuple(row[c] for c in self.columns)
-            inserts.append((item.line, item.values, row))
+                insert_row = item.row if self.kind == "customer" else tuple(row[c] for c in self.columns)
+            inserts.append((item.line, item.values, insert_row))
         if inserts:
             self._insert(uow, inserts)
         changed = []
@@ -577,9 +587,9 @@ class _Import:
             elif "customer" not in refs or "contact" not in refs:
                 given = self.checker.given(item.values)
                 for field in ("customer_id", "contact_id"):
-                    value = given.fields.get(field)
-                    if value is not None and str(value).strip().isdigit():
-                        wanted[field].add(int(str(value).strip()))
+                    raw = given.fields.get(field)
+                    if raw is not None and str(raw).strip().isdigit():
+                        wanted[field].add(int(str(raw).strip()))
         resolved["customer"] = _resolve(uow, customers, wanted["customer"], "customer", with_owner=False)
         resolved["contact"] = _resolve(uow, contacts, wanted["contact"], "contact", with_owner=True)
         resolved["customer_id"] = _by_id(uow, customers, wanted["customer_id"], "customer", with_owner=False)
@@ -635,7 +645,7 @@ class _Import:
         return issues
 
     # -- writing -------------------------------------------------------------------
-    def _insert(self, uow: Any, inserts: list[tuple[int, Any, dict[str, Any]]]) -> None:
+    def _insert(self, uow: Any, inserts: list[tuple[int, Any, _Row]]) -> None:
         try:
             with uow.conn.begin_nested():
                 ids = self._insert_rows(uow, [row for _, _, row in inserts])
@@ -649,8 +659,8 @@ class _Import:
                 self._reject(line, None, f"the database refused the row: {_db_message(exc)}", values)
                 return
         # One row at a time, to find the ones the database refuses.
-        landed: list[tuple[int, Any, dict[str, Any]]] = []
-        ids: list[int] = []
+        landed: list[tuple[int, Any, _Row]] = []
+        ids = []
         for line, values, row in inserts:
             try:
                 with uow.conn.begin_nested():
@@ -680,7 +690,7 @@ class _Import:
                 ids[i] = new_id
         return ids  # type: ignore[return-value]
 
-    def _insert_bound(self, uow: Any, rows: list[tuple]) -> list[int]:
+    def _insert_bound(self, uow: Any, rows: list[tuple[Any, ...]]) -> list[int]:
         uow.conn.exec_driver_sql(self.binder.sql, rows)  # type: ignore[union-attr]
         return self._sqlite_ids(uow, len(rows))
 
@@ -691,16 +701,19 @@ class _Import:
         """executemany, and the new ids in parameter order."""
         return insert_returning_ids(uow.conn, self.table, values)
 
-    def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, dict[str, Any]]], ids: list[int]) -> None:
+    def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, _Row]], ids: list[int]) -> None:
         for (line, _, _), id in zip(inserts, ids):
             self.written.mark(id, line)
         key_index = self.key_index if self.binder is not None else None
+        # With a binder rows are bound tuples, else dicts (cast: mypy cannot tie the shape to key_index).
         self.keyless += sum(1 for _, _, row in inserts
-                            if (row[key_index] if key_index is not None else row[self.key]) is None)
+                            if (cast(tuple[Any, ...], row)[key_index] if key_index is not None
+                                else cast(dict[str, Any], row)[self.key]) is None)
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)
-            stored = [repo.from_row({**row, "id": id}) for (_, _, row), id in zip(inserts, ids)]
+            # Dict rows: _binder() gives no bound tuples to deals or when a batch event has listeners.
+            stored = [repo.from_row({**cast(dict[str, Any], row), "id": id}) for (_, _, row), id in zip(inserts, ids)]
             if self.kind == "deal":  # as DealService.insert_batch does for add_many
                 uow.deals.record_initial_stages(stored, uow.now, uow.actor)
                 self.crm.loyalty.deals_imported(uow, stored)
@@ -826,10 +839,10 @@ def _resolve(uow: Any, table: Any, refs: set[str], what: str, with_owner: bool) 
                                   f"refer to the {what} by external id")
     numbers = {int(r): r for r in refs - found.keys() if r.isdigit()}
     if numbers:
-        ids = _by_id(uow, table, set(numbers), what, with_owner)
+        by_id = _by_id(uow, table, set(numbers), what, with_owner)
         for number, ref in numbers.items():
-            if not isinstance(ids.get(number), str):
-                found[ref] = ids[number]
+            if not isinstance(by_id.get(number), str):
+                found[ref] = by_id[number]
     for ref in refs - found.keys():
         found[ref] = f"no {what} has the external id, email or id {ref!r}"
     return found
@@ -864,7 +877,7 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) 
     for start in range(0, len(ordered), IN_CHUNK):
         chunk = ordered[start:start + IN_CHUNK]
         if uow.dialect == "sqlite":
-            each = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(chunk))))
+            each: Select[Any] = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(chunk))))
             condition = column.in_(each.scalar_subquery())
         elif uow.dialect == "postgresql":
             element = column.type if not isinstance(column.type, NullType) else String()
@@ -938,17 +951,17 @@ class _Validation:
                 yield batch, results
             return
         window = 2 * self.workers + 1
-        pending: deque = deque()
+        pending: deque[tuple[list[Record], AsyncResult[Any]]] = deque()
         iterator = iter(batches)
         exhausted = False
         while True:
             while not exhausted and len(pending) < window:
-                batch = next(iterator, None)
-                if batch is None:
+                upcoming = next(iterator, None)
+                if upcoming is None:
                     exhausted = True
                     break
-                payload = [r.values for r in batch if r.problem is None]
-                pending.append((batch, self.pool.apply_async(_check_batch, (payload,))))
+                payload = [r.values for r in upcoming if r.problem is None]
+                pending.append((upcoming, self.pool.apply_async(_check_batch, (payload,))))
             if not pending:
                 return
             batch, handle = pending.popleft()
@@ -956,7 +969,7 @@ class _Validation:
             checked, cpu = handle.get()
             self.timings["validate_wait"] += time.perf_counter() - t0
             self.timings["validate"] += cpu
-            results: list[Any] = []
+            results = []
             it = iter(checked)
             for record in batch:
                 results.append(None if record.problem else next(it))

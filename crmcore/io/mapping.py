@@ -220,7 +220,7 @@ class ColumnMapping:
 
     def mapped(self, columns: list[str]) -> dict[Target, str]:
         """Target -> column for a header (after :meth:`check_columns`)."""
-        found = {}
+        found: dict[Target, str] = {}
         for column in columns:
             target = self.target(column)
             if target is not None and target.kind != IGNORE:

@@ -93,6 +93,7 @@ class Reader:
 
     format = ""
     columns: list[str] | None = None
+    header_line: int  # the header's line number, set by readers whose files have one (columns not None)
 
     def __init__(self, path: str | Path):
         self.path = path
@@ -165,20 +166,20 @@ class CSVReader(Reader):
             delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(delimiter, delimiter)
             if len(delimiter) != 1 or delimiter in "\"\r\n":
                 raise SourceError(f"--delimiter must be one character, got {delimiter!r}")
-        self.delimiter = delimiter
+        self.delimiter: str  # the given one, else the sep= hint line's, else sniffed (set by _start)
         self._fh = self._open_binary()
         self._lineno = 0          # physical lines handed to the csv parser so far
         self._pending: list[str] = []  # lines of the record being parsed (for resync)
         self._bad_lines: dict[int, str] = {}  # decode problems by line number
         self._lines = self._decoded_lines()
-        self._start()
+        self._start(delimiter)
 
     def close(self) -> None:
         if self._fh is not sys.stdin.buffer:
             self._fh.close()
 
     # -- set-up: encoding, delimiter, header -------------------------------------
-    def _start(self) -> None:
+    def _start(self, delimiter: str | None) -> None:
         sample: list[tuple[int, str]] = []
         size = 0
         for item in self._lines:
@@ -193,9 +194,9 @@ class CSVReader(Reader):
             raise SourceError(f"{self.name}:1: the file is empty (expected a header line naming the columns)")
         if text_lines[first].strip().lower().startswith("sep=") and len(text_lines[first].strip()) == 5:
             # Excel's "sep=;" hint line.
-            self.delimiter = self.delimiter or text_lines[first].strip()[4]
+            delimiter = delimiter or text_lines[first].strip()[4]
             first += 1
-        self.delimiter = self.delimiter or sniff_delimiter(text_lines[first:])
+        self.delimiter = delimiter or sniff_delimiter(text_lines[first:])
         self.dialect = _dialect(self.delimiter)
         # Feed the parser the sample first, then the rest of the file.
         self._source = chain(sample[first:], self._lines)

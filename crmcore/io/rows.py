@@ -17,13 +17,13 @@ import json
 from collections.abc import Mapping
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 import attrs
-from sqlalchemy import JSON, String, insert
+from sqlalchemy import JSON, Connection, String, insert
 
 from ..domain.convert import structure
-from ..domain.entities import ENTITY_TYPES, StageOutcome
+from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
 from ..domain.errors import ValidationError
 from ..domain.validation import EntityValidator
 from ..store.repositories import (
@@ -31,6 +31,7 @@ from ..store.repositories import (
     CustomerRepository,
     DealRepository,
     InteractionRepository,
+    Repository,
 )
 from ..store.tables import ENTITY_TABLES
 from ..store.types import UTCDateTime
@@ -48,7 +49,8 @@ from .mapping import (
     text_fields,
 )
 
-REPOSITORIES = {"customer": CustomerRepository, "contact": ContactRepository,
+#: The repository class by entity kind (the kind, so the entity type, is chosen at run time).
+REPOSITORIES: dict[str, type[Repository[Any]]] = {"customer": CustomerRepository, "contact": ContactRepository,
                 "interaction": InteractionRepository, "deal": DealRepository}
 Issue = tuple[str, str]  # (column, reason)
 
@@ -80,7 +82,8 @@ class RowChecker:
                               if isinstance(c.type, String)]  # Text is a String too (no length)
         self.binder: Binder | None = None
         self._texts = text_fields(kind)
-        self._repo = REPOSITORIES[kind](None)  # to_row only; never touches a connection
+        # to_row only; never touches a connection (so none is given: the cast says so to mypy)
+        self._repo = REPOSITORIES[kind](cast(Connection, None))
         self._validate = getattr(validator, kind)
         self._plan = self._make_plan(columns) if columns is not None else None
         # Every mapped column a plain field: a tighter loop in given().
@@ -95,7 +98,7 @@ class RowChecker:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._repo = REPOSITORIES[self.kind](None)
+        self._repo = REPOSITORIES[self.kind](cast(Connection, None))  # to_row only, as in __init__
         self._validate = getattr(self.validator, self.kind)
 
     def _make_plan(self, columns: list[str]) -> list[tuple[int, str, str, bool, bool]]:
@@ -211,7 +214,7 @@ class RowChecker:
             return None
 
     # -- checking a row ------------------------------------------------------------
-    def check(self, values: Any) -> tuple[tuple | None, list[Issue] | None, dict[str, str] | None]:
+    def check(self, values: Any) -> tuple[tuple[Any, ...] | None, list[Issue] | None, dict[str, str] | None]:
         """``(table row, None, references)`` for a good row, ``(None, issues, references)`` otherwise.
 
         The table row is a tuple in table column order (``id`` None unless the
@@ -225,7 +228,7 @@ class RowChecker:
         return self.check_given(given)
 
     def check_given(self, given: Given, base: Mapping[str, Any] | None = None
-                    ) -> tuple[tuple | None, list[Issue] | None, dict[str, str] | None]:
+                    ) -> tuple[tuple[Any, ...] | None, list[Issue] | None, dict[str, str] | None]:
         """Build, normalise and check an entity from ``given`` (over ``base`` for updates)."""
         references = given.references
         data = dict(base) if base is not None else {}
@@ -250,7 +253,7 @@ class RowChecker:
             data.setdefault("currency", self.validator.config.default_currency)
         try:
             entity = structure(data, self.cls, self.kind)
-            if self.kind == "deal" and entity.closed_at is None and base is None:
+            if isinstance(entity, Deal) and entity.closed_at is None and base is None:  # a deal
                 pipeline = self.validator.config.pipelines.get(entity.pipeline)
                 stage = pipeline.stage(entity.stage) if pipeline else None
                 if stage is not None and stage.outcome is not StageOutcome.OPEN:
@@ -316,7 +319,7 @@ class Binder:
         self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
         self._last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(self._plan)
 
-    def bind_entity(self, entity: Any, now: datetime) -> tuple:
+    def bind_entity(self, entity: Any, now: datetime) -> tuple[Any, ...]:
         """:meth:`bind` of the entity's table row (``Repository.to_row``), time stamps defaulting to ``now``."""
         values = []
         last = self._last
@@ -352,7 +355,7 @@ class Binder:
             memo[key] = bound = process(value)
             return bound
 
-    def bind(self, row: Mapping[str, Any]) -> tuple:
+    def bind(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         values = []
         for name, process, memo in self._plan:
             value = row[name]
@@ -408,13 +411,15 @@ def _as_text(value: Any) -> str:
     if isinstance(value, datetime):
         return value.isoformat()
     if hasattr(value, "isoformat"):
-        return value.isoformat()
+        text: str = value.isoformat()  # a date or time
+        return text
     return str(value)
 
 
 def _attributes_object(value: Any) -> dict[str, Any] | str:
     if isinstance(value, dict):
-        return plain_json(value)
+        plain: dict[str, Any] = plain_json(value)  # a dict stays a dict
+        return plain
     if isinstance(value, str):
         try:
             parsed = json.loads(value)

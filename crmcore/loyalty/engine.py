@@ -118,6 +118,7 @@ class LoyaltyEngine(LoyaltyJobs):
                                reason=f"deal {deal.id} won")
 
     def _reverse(self, uow: "UnitOfWork", scheme: LoyaltyScheme, deal: Deal, transition_id: int) -> None:
+        assert deal.id is not None, "a stored deal has an id"
         net = uow.loyalty.net_for_deal(deal.id, scheme.name)
         if net > 0:
             uow.loyalty.debit(deal.customer_id, scheme.name, net, partial=True,
@@ -310,8 +311,8 @@ class LoyaltyEngine(LoyaltyJobs):
 def _is_deadlock(exc: DBAPIError) -> bool:
     """PostgreSQL deadlock_detected / serialization_failure, MySQL/MariaDB ER_LOCK_DEADLOCK."""
     orig = exc.orig
-    return getattr(orig, "sqlstate", None) in ("40P01", "40001") or bool(
-        getattr(orig, "args", None) and orig.args[0] == 1213)
+    args = getattr(orig, "args", None)
+    return getattr(orig, "sqlstate", None) in ("40P01", "40001") or bool(args and args[0] == 1213)
 
 
 def _nonce() -> str:

@@ -76,13 +76,13 @@ class LoyaltyJobs:
                 written[name] = self._earn_where(uow, target, where, "batch", moment)
         return written
 
-    def _won_stage_filter(self) -> ColumnElement:
+    def _won_stage_filter(self) -> ColumnElement[bool]:
         deals = tables.deals
         return or_(*(and_(deals.c.pipeline == pipeline.name,
                           deals.c.stage.in_([s.name for s in pipeline.stages if s.outcome is StageOutcome.WON]))
                      for pipeline in self.crm.config.pipelines.values()))
 
-    def _earn_where(self, uow: "UnitOfWork", scheme: LoyaltyScheme, where: list[ColumnElement], suffix: str,
+    def _earn_where(self, uow: "UnitOfWork", scheme: LoyaltyScheme, where: list[ColumnElement[bool]], suffix: str,
                     as_of: datetime) -> int:
         """Earn for the deals matching ``where``: set-based if the scheme can, else in chunks."""
         options = self.options(scheme)
@@ -99,13 +99,13 @@ class LoyaltyJobs:
             return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:{suffix}")
         total, last = 0, 0
         while True:  # keyset pages: bounded memory whatever the number of deals
-            rows = uow.conn.execute(select(tables.deals).where(*where, tables.deals.c.id > last).order_by(
+            page = uow.conn.execute(select(tables.deals).where(*where, tables.deals.c.id > last).order_by(
                 tables.deals.c.id).limit(5000)).all()
-            if not rows:
+            if not page:
                 return total
-            total += self._credit_deals(uow, scheme, options, [uow.deals.from_row(r._mapping) for r in rows],
+            total += self._credit_deals(uow, scheme, options, [uow.deals.from_row(r._mapping) for r in page],
                                         suffix)
-            last = rows[-1].id
+            last = page[-1].id
 
     def _credit_deals(self, uow: "UnitOfWork", scheme: LoyaltyScheme, options: Any, deals: list[Deal],
                       suffix: str) -> int:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import (
+    Connection,
     String,
     and_,
     bindparam,
@@ -31,6 +32,7 @@ from ..domain.errors import (
     ValidationError,
 )
 from ..store import tables
+from ..store.bulk import inserted_id
 from ..store.upsert import insert_ignore
 from .scheme import LoyaltyScheme
 
@@ -215,7 +217,7 @@ class LoyaltyLedger:
         self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, list(totals))
         return len(fresh)
 
-    def insert_credits(self, scheme: str, source: Select, key_like: str) -> int:
+    def insert_credits(self, scheme: str, source: Select[*tuple[Any, ...]], key_like: str) -> int:
         """Set-based credit: ``INSERT INTO ledger ... SELECT`` plus one balance update.
 
         ``source`` selects the columns of :data:`CREDIT_COLUMNS` (labelled) with
@@ -279,7 +281,7 @@ class LoyaltyLedger:
         return written
 
     # -- internals -------------------------------------------------------------
-    def _lock_due_accounts(self, used: Any, where: list[ColumnElement]) -> None:
+    def _lock_due_accounts(self, used: Any, where: list[ColumnElement[bool]]) -> None:
         """Lock the accounts the expiry job is about to change, in key order.
 
         A redemption locks its account before expiring that customer's due
@@ -293,10 +295,10 @@ class LoyaltyLedger:
         self.uow.conn.execute(select(accounts.c.customer_id).where(due).order_by(
             accounts.c.customer_id, accounts.c.scheme).with_for_update()).all()
 
-    def _schemes_with(self, where: ColumnElement) -> list[str]:
+    def _schemes_with(self, where: ColumnElement[bool]) -> list[str]:
         return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
 
-    def _apply_new_entries(self, scheme: str, new: ColumnElement, ensure: bool = True) -> None:
+    def _apply_new_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool = True) -> None:
         """Add the points of the ledger rows matching ``new`` to their accounts.
 
         Existing accounts get one ``UPDATE ... FROM`` the per-customer totals;
@@ -392,18 +394,18 @@ class LoyaltyLedger:
 
     def _append(self, customer_id: int, scheme: str, kind: str, points: int, key: str,
                 fields: Mapping[str, Any]) -> LedgerEntry:
-        values = {"customer_id": customer_id, "scheme": scheme, "kind": kind, "points": points,
+        values: dict[str, Any] = {"customer_id": customer_id, "scheme": scheme, "kind": kind, "points": points,
                   "idempotency_key": key, "occurred_at": fields.get("occurred_at") or self.uow.now,
                   "actor": self.uow.actor, "deal_id": fields.get("deal_id"),
                   "expires_at": fields.get("expires_at"), "reason": fields.get("reason"),
                   "details": fields.get("details"), "batch_id": None}
-        values["id"] = self.uow.conn.execute(ledger.insert().values(values)).inserted_primary_key[0]
+        values["id"] = inserted_id(self.uow.conn.execute(ledger.insert().values(values)))
         entry = LedgerEntry(**values)
         self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
         return entry
 
 
-def _count(conn: Any, where: ColumnElement) -> int:
+def _count(conn: Connection, where: ColumnElement[bool]) -> int:
     return int(conn.execute(select(func.count()).select_from(ledger).where(where)).scalar_one())
 
 

@@ -46,7 +46,7 @@ class LoyaltyScheme(Component):
         """The tier the customer belongs in now, or None if the scheme has no tiers."""
         return None
 
-    def earn_select(self, ctx: LoyaltyContext, options: Any, where: list[ColumnElement]) -> Select | None:
+    def earn_select(self, ctx: LoyaltyContext, options: Any, where: list[ColumnElement[bool]]) -> Select[*tuple[Any, ...]] | None:
         """The set-based earn path: a SELECT over ``tables.deals`` filtered by ``where``.
 
         Columns (labelled): ``deal_id``, ``customer_id``, ``points`` (int),

@@ -145,9 +145,9 @@ class CampaignEngine:
             latest = latest.where(runs.c.as_of <= self.crm.as_of(as_of))
         if strategy:
             latest = latest.where(runs.c.strategy == strategy)
-        latest = latest.subquery()
-        query = select(latest.c.strategy, latest.c.run_id).where(
-            exists().where(m.c.run_id == latest.c.run_id, m.c.segment == segment))
+        newest = latest.subquery()
+        query = select(newest.c.strategy, newest.c.run_id).where(
+            exists().where(m.c.run_id == newest.c.run_id, m.c.segment == segment))
         with self.crm.unit(readonly=True) as uow:
             found = uow.conn.execute(query).all()
             if not found:

@@ -84,7 +84,8 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
     """
     check_purpose(purpose)
     uow.customers.get(customer_id)  # NotFound for an unknown customer
-    values = {"granted": granted, "source": source, "recorded_at": at or uow.now, "actor": uow.actor}
+    recorded_at = at or uow.now
+    values = {"granted": granted, "source": source, "recorded_at": recorded_at, "actor": uow.actor}
     key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
     # Update, else insert-if-absent, else update again: two concurrent decisions never collide.
     updated = uow.conn.execute(update(consents).where(key).values(values)).rowcount
@@ -94,7 +95,7 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
     if channel == EVERY_CHANNEL and purpose == "marketing":
         uow.conn.execute(update(customers).where(customers.c.id == customer_id).values(
             consent_marketing=granted, updated_at=uow.now))
-    return Decision(customer_id, channel, purpose, granted, source, values["recorded_at"], uow.actor)
+    return Decision(customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
 
 
 def decisions(uow: UnitOfWork, customer_id: int) -> list[Decision]:

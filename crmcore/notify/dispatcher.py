@@ -40,12 +40,12 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from sqlalchemy import and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Row, Update, and_, bindparam, func, or_, select, update
 from sqlalchemy.exc import DBAPIError
 
 from ..application.components import build_options
@@ -101,7 +101,8 @@ def is_deadlock(exc: DBAPIError) -> bool:
     orig = exc.orig
     if getattr(orig, "sqlstate", None) in ("40P01", "40001"):
         return True
-    code = orig.args[0] if getattr(orig, "args", None) else None
+    args = getattr(orig, "args", None)
+    code = args[0] if args else None
     return code in (1213, 1205)
 
 
@@ -166,7 +167,7 @@ class NotifyEngine:
         """
         if workers < 1:
             raise ValidationError.single("workers", "must be at least 1", "dispatch")
-        clock = (lambda: as_of) if as_of is not None else self.crm.clock
+        clock: Callable[[], datetime] = (lambda: as_of) if as_of is not None else self.crm.clock
         self.recover(clock())
         self.defer_quiet_hours(clock(), channel)
         budget = _Budget(limit)
@@ -198,7 +199,7 @@ class NotifyEngine:
         resend = [c.name for c in self.registry if c.resend_in_doubt]
         stale = and_(outbox.c.status == "sending", outbox.c.claimed_at < cutoff)
 
-        def work(conn: Any) -> int:
+        def work(conn: Connection) -> int:
             count = conn.execute(update(outbox).where(
                 outbox.c.status == "claimed", outbox.c.claimed_at < cutoff).values(
                 status="pending", claimed_at=None, claimed_by=None)).rowcount
@@ -219,7 +220,7 @@ class NotifyEngine:
                 continue
             quiet = self.delivery_policy(chan.name).quiet_hours
             until = quiet.deferral(now) if quiet else None
-            if until is None:
+            if quiet is None or until is None:
                 continue
             scope = [outbox.c.channel == chan.name, outbox.c.status == "pending", outbox.c.next_attempt_at < until]
             if quiet.applies_to == "marketing":
@@ -239,7 +240,7 @@ class NotifyEngine:
                 pacer = self._pacers[name] = Pacer(rate)
             return pacer
 
-    def _write(self, work: Callable[[Any], T]) -> T:
+    def _write(self, work: Callable[[Connection], T]) -> T:
         """Run ``work(conn)`` in its own transaction, again if the database chose it
         as a deadlock victim (InnoDB does, between concurrent claims and updates of
         neighbouring rows; the victim's transaction was rolled back whole)."""
@@ -263,7 +264,7 @@ class NotifyEngine:
             ids = ids.where(outbox.c.channel == channel)
         claim = update(outbox).values(status="claimed", claimed_at=now, claimed_by=token)
 
-        def work(conn: Any) -> list[Any]:
+        def work(conn: Connection) -> Sequence[Row[*tuple[Any, ...]]]:
             if conn.dialect.name == "sqlite":
                 # One statement under SQLite's write lock (BEGIN IMMEDIATE): atomic.
                 conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
@@ -348,9 +349,12 @@ class NotifyEngine:
         if next_attempt_at is not None:
             values["next_attempt_at"] = next_attempt_at
         for token, ids in by_token.items():
-            released += self._write(lambda conn, token=token, ids=ids: conn.execute(update(outbox).where(
-                outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
-                **values)).rowcount)
+            def release(conn: Connection, token: str = token, ids: list[int] = ids) -> int:
+                return conn.execute(update(outbox).where(
+                    outbox.c.id.in_(ids), outbox.c.status == "claimed", outbox.c.claimed_by == token).values(
+                    **values)).rowcount
+
+            released += self._write(release)
         return released
 
     def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
@@ -487,7 +491,8 @@ class _Worker:
             if group and queue[0].message.channel != group[0].message.channel:
                 break
             claimed = queue.pop(0)
-            if self._ready(claimed, customers.get(claimed.message.customer_id)):
+            customer_id = claimed.message.customer_id
+            if self._ready(claimed, customers.get(customer_id) if customer_id is not None else None):
                 if not group:
                     policy = self.engine.delivery_policy(claimed.message.channel)
                     size = 1 if policy.rate_limit else policy.send_group
@@ -581,7 +586,10 @@ class _Worker:
                 values.update(last_error=reason, next_attempt_at=now + BACKOFF_BASE)
             statement = update(outbox).where(outbox.c.id == claimed.message.id, outbox.c.status == "sending",
                                              outbox.c.claimed_by == claimed.token).values(**values)
-            self.counts["deferred"] += self.engine._write(lambda conn, st=statement: conn.execute(st).rowcount)
+            def defer(conn: Connection, st: Update = statement) -> int:
+                return conn.execute(st).rowcount
+
+            self.counts["deferred"] += self.engine._write(defer)
 
     def _open(self, claimed: _Claimed) -> tuple[Channel, Any] | None:
         """The channel, opened once for this worker; None if the message was settled

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import jinja2
-from sqlalchemy import func, select
+from sqlalchemy import String, func, select
 
 from ..domain.convert import unstructure
 from ..store import tables
@@ -49,7 +49,9 @@ outbox = tables.notify_outbox
 customers = tables.customers
 contacts = tables.contacts
 accounts = tables.loyalty_accounts
-SUBJECT_LIMIT = outbox.c.subject.type.length
+_SUBJECT_TYPE = outbox.c.subject.type
+assert isinstance(_SUBJECT_TYPE, String) and _SUBJECT_TYPE.length is not None, "the outbox subject is a String(n)"
+SUBJECT_LIMIT: int = _SUBJECT_TYPE.length
 IN_CHUNK = 1000
 
 

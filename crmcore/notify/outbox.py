@@ -13,6 +13,7 @@ from sqlalchemy import select
 from ..domain.entities import Customer
 from ..domain.errors import ValidationError
 from ..store import tables
+from ..store.bulk import inserted_id
 from .channels import (
     Channel,
 )
@@ -50,7 +51,8 @@ class Outbox:
         if purpose not in PURPOSES:
             raise ValidationError.single("purpose", f"must be one of {', '.join(PURPOSES)}", "message")
         key = key or f"{channel}:{uuid.uuid4().hex}"
-        existing = self.uow.conn.execute(select(outbox.c.id).where(outbox.c.idempotency_key == key)).scalar()
+        existing: int | None = self.uow.conn.execute(
+            select(outbox.c.id).where(outbox.c.idempotency_key == key)).scalar()
         if existing is not None:
             return existing
         customer = self.uow.customers.get(customer_id) if customer_id is not None else None
@@ -67,7 +69,7 @@ class Outbox:
                   "payload": dict(payload or {}), "status": status, "attempts": 0,
                   "max_attempts": max_attempts, "next_attempt_at": not_before or self.uow.now,
                   "last_error": reason, "created_at": self.uow.now}
-        return self.uow.conn.execute(outbox.insert().values(values)).inserted_primary_key[0]
+        return inserted_id(self.uow.conn.execute(outbox.insert().values(values)))
 
 
 def consent_refusal(customer: Customer | None, channel: Channel, purpose: str) -> str | None:
@@ -85,5 +87,5 @@ def consent_refusal(customer: Customer | None, channel: Channel, purpose: str) -
 def backoff(attempts: int, base: timedelta = BACKOFF_BASE, cap: timedelta = BACKOFF_CAP,
             jitter: float = 0.1) -> timedelta:
     """Delay before the next attempt: base * 2^(attempts-1), capped, +/- jitter."""
-    delay = min(base * (2 ** max(attempts - 1, 0)), cap)
+    delay: timedelta = min(base * (2 ** max(attempts - 1, 0)), cap)
     return delay * (1 + random.uniform(-jitter, jitter))

@@ -166,8 +166,10 @@ class TemplateCatalog:
         used, parts = self._templates(kind, locale)
         values = {**context, "locale": used}
         out = {part: _render(template, values) if template is not None else None for part, template in parts.items()}
-        subject = " ".join(out["subject"].split())  # one line: a newline in a header would be an injection
-        return Rendered(kind, used, subject, out["text"], out["html"])
+        subject_out, text_out = out["subject"], out["text"]
+        assert subject_out is not None and text_out is not None, "_templates() requires a subject and a text body"
+        subject = " ".join(subject_out.split())  # one line: a newline in a header would be an injection
+        return Rendered(kind, used, subject, text_out, out["html"])
 
 
 def _render(template: jinja2.Template, values: Mapping[str, Any]) -> str:

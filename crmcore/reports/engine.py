@@ -8,6 +8,7 @@ bytes: the core has ``table`` (rich on a terminal, plain box text otherwise),
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
@@ -40,7 +41,7 @@ class ReportEngine:
         for renderer in CORE_RENDERERS:
             self.renderers.add(renderer, "crmcore")
 
-    def list(self) -> list[Report]:
+    def list(self) -> builtins.list[Report]:
         return list(self.registry)
 
     def run(self, name: str, as_of: str | date | datetime | None = None,
@@ -68,7 +69,7 @@ class ReportEngine:
         return write_output(Path(path), rendered)
 
     def dashboard(self, directory: str | Path, as_of: str | date | datetime | None = None,
-                  format: str = "html") -> list[DashboardEntry]:
+                  format: str = "html") -> builtins.list[DashboardEntry]:
         """Write every report as ``NAME.html`` (or ``format``) into ``directory`` plus an ``index.html``.
 
         A report that cannot run (a :class:`CRMError`, e.g. missing

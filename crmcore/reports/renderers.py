@@ -84,7 +84,8 @@ def _display(value: Any, column: Column) -> str:
 
 
 def render_table(result: ReportResult, terminal: bool = False, width: int = 120) -> str:
-    console = Console(file=io.StringIO(), width=width, force_terminal=terminal, color_system=None
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, force_terminal=terminal, color_system=None
                       if not terminal else "auto", record=False)
     for part in result.tables():
         table = Table(title=part.title, show_lines=False)
@@ -96,7 +97,7 @@ def render_table(result: ReportResult, terminal: bool = False, width: int = 120)
         console.print(table)
         for note in part.notes:
             console.print(note)
-    return console.file.getvalue()
+    return buffer.getvalue()
 
 
 CORE_RENDERERS = (

@@ -22,6 +22,7 @@ from ..application.components import build_options, options_dict
 from ..application.registry import Registry
 from ..domain.errors import NotFound, ValidationError
 from ..store import tables
+from ..store.bulk import inserted_id
 from .memberships import (
     MembershipWriter,
     SQLiteMembershipWriter,
@@ -65,9 +66,9 @@ class SegmentEngine:
         with self.crm.unit() as uow:
             self.crm.authorize("segments.run", strategy)
             started = time.perf_counter()
-            run_id = uow.conn.execute(insert(runs).values(
+            run_id = inserted_id(uow.conn.execute(insert(runs).values(
                 strategy=strategy, options=options_dict(opts), as_of=moment, started_at=uow.now,
-                actor=uow.actor)).inserted_primary_key[0]
+                actor=uow.actor)))
             ctx = SegmentContext(uow, moment)
             query = segmenter.select(ctx, opts)
             if query is not None:
@@ -81,7 +82,7 @@ class SegmentEngine:
             return self._run(uow, run_id)
 
     @staticmethod
-    def _insert_select(uow: "UnitOfWork", run_id: int, query: Select) -> None:
+    def _insert_select(uow: "UnitOfWork", run_id: int, query: Select[*tuple[Any, ...]]) -> None:
         sub = query.subquery()
         # PostgreSQL types a bare NULL inside a subquery as text and then refuses it
         # for the float/JSON column; a NULL at the top level takes the column's type.

@@ -64,7 +64,8 @@ class MembershipWriter:
         compiled = insert(m).compile(dialect=conn.dialect, column_keys=[
             "run_id", "customer_id", "segment", "score", "details"])
         self.sql = compiled.string
-        self.order = list(compiled.positiontup) if compiled.positional else None
+        # positiontup: the parameter order of a positional paramstyle (set exactly when positional)
+        self.order = list(compiled.positiontup) if compiled.positional and compiled.positiontup is not None else None
 
     def write(self, ids: list[Any], segments: list[Any], scores: list[Any], details: list[Any]) -> None:
         """Insert one batch given as columns."""

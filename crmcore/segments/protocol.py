@@ -117,7 +117,7 @@ class Segmenter(Component):
     Override :meth:`select` (preferred) or :meth:`assign`.
     """
 
-    def select(self, ctx: SegmentContext, options: Any) -> Select | None:
+    def select(self, ctx: SegmentContext, options: Any) -> Select[*tuple[Any, ...]] | None:
         """A SELECT yielding columns ``customer_id, segment, score, details``.
 
         ``score`` and ``details`` (JSON) may be NULL.  Return None to use

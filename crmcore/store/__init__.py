@@ -12,7 +12,8 @@ from .dialects import (
     utc_literal,
 )
 from .engine import make_engine, normalize_url
-from .types import MONEY_SCALE, Money, UTCDateTime, money_from_scaled
+from ..domain.entities import MONEY_SCALE
+from .types import Money, UTCDateTime, money_from_scaled
 
 __all__ = [
     "MONEY_SCALE", "Money", "UTCDateTime", "as_float", "days_between", "fetch_rows", "json_object",

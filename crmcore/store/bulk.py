@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Connection, Table, func, insert, select, text
+from sqlalchemy import Connection, CursorResult, Table, func, insert, select, text
 
 
 def insert_returning_ids(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -49,8 +49,16 @@ def sqlite_new_ids(conn: Connection, table: Table, count: int) -> list[int]:
     return list(range(first, last + 1))
 
 
-def fetch_rows(conn: Connection, query: Any) -> list[tuple[Any, ...]]:
-    """All rows of ``query`` as the driver's plain tuples.
+def inserted_id(result: CursorResult[Any]) -> int:
+    """The primary key of the row a single-row ``INSERT`` just wrote."""
+    key = result.inserted_primary_key
+    if key is None:  # pragma: no cover - only for an executemany or a non-INSERT
+        raise RuntimeError("the statement inserted no single row")
+    return int(key[0])
+
+
+def fetch_rows(conn: Connection, query: Any) -> Sequence[tuple[Any, ...]]:
+    """All rows of ``query`` as the driver's plain tuples (a list or tuple of them, by driver).
 
     For reading many rows into arrays: no SQLAlchemy ``Row`` per row and no
     result processing, so values come as the driver returns them (e.g. a

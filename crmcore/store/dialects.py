@@ -17,7 +17,7 @@ from sqlalchemy.sql.expression import FunctionElement
 from .types import UTCDateTime
 
 
-class days_between(FunctionElement):
+class days_between(FunctionElement[float]):
     """Fractional days from ``start`` to ``end`` (both UTC datetime expressions).
 
     ``days_between(deals.c.closed_at, literal(as_of, UTCDateTime))``
@@ -51,12 +51,12 @@ def _days_mysql(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
             f"{compiler.process(end, **kw)}) / 86400000000e0)")
 
 
-def utc_literal(moment: datetime) -> ColumnElement:
+def utc_literal(moment: datetime) -> ColumnElement[datetime]:
     """A bound UTC timestamp usable in SQL arithmetic on every dialect."""
     return literal(moment, UTCDateTime)
 
 
-def json_object(dialect_name: str, **values: ColumnElement) -> ColumnElement:
+def json_object(dialect_name: str, **values: ColumnElement[Any]) -> ColumnElement[Any]:
     """A JSON object built in SQL from named expressions (for ``details`` columns)."""
     args: list[Any] = []
     for key, value in values.items():
@@ -66,12 +66,12 @@ def json_object(dialect_name: str, **values: ColumnElement) -> ColumnElement:
     return func.json_object(*args)
 
 
-def as_float(expr: ColumnElement) -> ColumnElement:
+def as_float(expr: ColumnElement[Any]) -> ColumnElement[float]:
     """Cast to float for ratios (integer division differs between dialects)."""
     return cast(expr, Float)
 
 
-class month_index(FunctionElement):
+class month_index(FunctionElement[int]):
     """The calendar month of a UTC datetime as one integer: ``year * 12 + month - 1``.
 
     Consecutive months differ by one, so cohort offsets are a subtraction and
@@ -110,7 +110,7 @@ def month_label(index: int) -> str:
     return f"{year:04d}-{month + 1:02d}"
 
 
-class unindexed(FunctionElement):
+class unindexed(FunctionElement[Any]):
     """``column`` where no index should serve it: SQLite's unary ``+``, the bare column elsewhere.
 
     A GROUP BY over most rows of a big table (revenue per customer) is a
@@ -121,7 +121,7 @@ class unindexed(FunctionElement):
     inherit_cache = True
     name = "unindexed"
 
-    def __init__(self, column: Any):
+    def __init__(self, column: ColumnElement[Any]) -> None:
         super().__init__(column)
         self.type = column.type
 

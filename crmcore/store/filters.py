@@ -56,7 +56,7 @@ def parse_expression(text: str) -> tuple[str, Any]:
     raise ValidationError.single("where", f"{text!r} is not FIELD=VALUE (or !=, >=, <=, >, <, ~)")
 
 
-def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[ColumnElement]:
+def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[ColumnElement[bool]]:
     result = []
     for key, value in filters.items():
         field, _, op = key.partition("__")
@@ -82,13 +82,13 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
     return result
 
 
-def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> ColumnElement:
+def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> ColumnElement[bool]:
     """Case-insensitive substring match over ``columns`` (works for CJK text)."""
     pattern = f"%{_escape(text)}%"
     return or_(*(table.c[c].ilike(pattern, escape="\\") for c in columns))
 
 
-def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: str) -> ColumnElement:
+def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: str) -> ColumnElement[bool]:
     """Customers whose membership in ``strategy``'s latest run matches (one subquery, no per-row work)."""
     from .tables import segment_memberships as m
     from .tables import segment_runs as runs

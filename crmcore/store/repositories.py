@@ -11,20 +11,23 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from datetime import datetime
 from decimal import Decimal
+import builtins
 from typing import Any, Generic, TypeVar
 
 import attrs
-from sqlalchemy import Connection, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, Table, delete, func, insert, select, update
+from sqlalchemy.sql import ColumnElement
 
 from ..domain.convert import converter, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
 from . import tables
-from .bulk import insert_returning_ids
+from .bulk import inserted_id, insert_returning_ids
 from .filters import conditions, search_condition
 
-E = TypeVar("E")
+#: One of the four entity types (a repository, and a service, handle one of them).
+E = TypeVar("E", Customer, Contact, Interaction, Deal)
 
 
 class Repository(Generic[E]):
@@ -32,7 +35,7 @@ class Repository(Generic[E]):
 
     kind: str
     table: Table
-    entity: type
+    entity: type[E]
 
     def __init__(self, conn: Connection):
         self.conn = conn
@@ -52,7 +55,7 @@ class Repository(Generic[E]):
         return None if row is None else self.from_row(row._mapping)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
-             limit: int | None = None, offset: int = 0) -> list[E]:
+             limit: int | None = None, offset: int = 0) -> builtins.list[E]:
         """Entities matching ``filters``; ``attributes.NAME`` filters a custom field."""
         return list(self.iter(filters, order_by, limit, offset))
 
@@ -76,10 +79,10 @@ class Repository(Generic[E]):
         entity = attrs.evolve(entity, created_at=now, updated_at=now)
         values = self.to_row(entity)
         values.pop("id")
-        new_id = self.conn.execute(insert(self.table).values(values)).inserted_primary_key[0]
+        new_id = inserted_id(self.conn.execute(insert(self.table).values(values)))
         return attrs.evolve(entity, id=new_id)
 
-    def insert_many(self, entities: list[E], now: datetime) -> list[E]:
+    def insert_many(self, entities: builtins.list[E], now: datetime) -> builtins.list[E]:
         """Bulk insert (one executemany); returns the entities with their new ids."""
         stamped = [attrs.evolve(e, created_at=now, updated_at=now) for e in entities]
         rows = []
@@ -104,19 +107,21 @@ class Repository(Generic[E]):
             raise NotFound(self.kind, id)
 
     # -- conversion ------------------------------------------------------
-    def from_row(self, row: Mapping[str, Any]) -> E:
+    def from_row(self, row: Mapping[str, Any] | RowMapping) -> E:
+        """The entity of a table row (a result row's mapping or a dict of column values)."""
         return converter.structure(dict(row), self.entity)
 
     def to_row(self, entity: E) -> dict[str, Any]:
+        """The column values of ``entity`` (tags as a JSON list)."""
         row = unstructure(entity)
         if "tags" in row:
             row["tags"] = list(row["tags"])
         return row
 
-    def _conditions(self, criteria: Mapping[str, Any]) -> list[Any]:
+    def _conditions(self, criteria: Mapping[str, Any]) -> builtins.list[ColumnElement[bool]]:
         return conditions(self.table, criteria, self.kind)
 
-    def search(self, text: str, columns: tuple[str, ...], limit: int | None = None) -> list[E]:
+    def search(self, text: str, columns: tuple[str, ...], limit: int | None = None) -> builtins.list[E]:
         """Entities whose ``columns`` contain ``text`` (case-insensitive)."""
         stmt = select(self.table).where(search_condition(self.table, text, columns))
         return [self.from_row(r._mapping) for r in self.conn.execute(stmt.order_by(self.table.c.id).limit(limit))]
@@ -137,7 +142,8 @@ class InteractionRepository(Repository[Interaction]):
 class DealRepository(Repository[Deal]):
     kind, table, entity = "deal", tables.deals, Deal
 
-    def from_row(self, row: Mapping[str, Any]) -> Deal:
+    def from_row(self, row: Mapping[str, Any] | RowMapping) -> Deal:
+        """A deal of a row, its amount at the currency's minor unit."""
         deal = super().from_row(row)
         # Storage keeps 4 decimals; show the currency's own (12000 -> 12000.00 CNY).
         exponent = Decimal(1).scaleb(-currency_digits(deal.currency))
@@ -148,7 +154,7 @@ class DealRepository(Repository[Deal]):
         """Append to the stage history; returns the history row id."""
         stmt = insert(tables.deal_stage_history).values(
             deal_id=deal_id, from_stage=old, to_stage=new, changed_at=at, actor=actor)
-        return self.conn.execute(stmt).inserted_primary_key[0]
+        return inserted_id(self.conn.execute(stmt))
 
     def record_initial_stages(self, deals: list[Deal], at: datetime, actor: str | None) -> None:
         """History rows for newly inserted deals, in one executemany."""

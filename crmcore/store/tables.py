@@ -6,6 +6,8 @@ compares the two.  Plugins that own tables use their own MetaData and prefix.
 
 from __future__ import annotations
 
+from typing import Any, TypedDict
+
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -43,14 +45,23 @@ metadata = MetaData(naming_convention=NAMING_CONVENTION)
 # emoji as equal, which breaks exact filters and unique external ids.  Plugins
 # that own tables should pass these options too.  (Both prefixes: the dialect is
 # named "mysql" or "mariadb" depending on the URL.)
-TABLE_OPTIONS = {
+class TableOptions(TypedDict):
+    """The MariaDB/MySQL table options every crmcore table passes to ``Table(...)``."""
+
+    mysql_charset: str
+    mysql_collate: str
+    mariadb_charset: str
+    mariadb_collate: str
+
+
+TABLE_OPTIONS: TableOptions = {
     "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
     "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin",
 }
 """Keyword arguments for ``Table(...)``: utf8mb4 with a binary collation on MariaDB/MySQL."""
 
 
-def _stamps() -> list[Column]:
+def _stamps() -> list[Column[Any]]:
     return [
         Column("created_at", UTCDateTime, nullable=False),
         Column("updated_at", UTCDateTime, nullable=False),

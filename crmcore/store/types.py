@@ -21,7 +21,7 @@ from sqlalchemy.types import TypeDecorator
 from ..domain.entities import MONEY_SCALE
 
 
-class UTCDateTime(TypeDecorator):
+class UTCDateTime(TypeDecorator[datetime]):
     """An aware UTC datetime, stored without zone information."""
 
     impl = DateTime
@@ -49,7 +49,7 @@ class UTCDateTime(TypeDecorator):
         return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
 
 
-class Money(TypeDecorator):
+class Money(TypeDecorator[Decimal]):
     """A Decimal amount kept as a scaled integer (4 decimal places)."""
 
     impl = BigInteger
@@ -69,7 +69,7 @@ class Money(TypeDecorator):
         return Decimal(int(value)) / MONEY_SCALE
 
     @property
-    def python_type(self) -> type:
+    def python_type(self) -> type[Decimal]:
         return Decimal
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert
+from sqlalchemy import Connection, Insert, Table, insert
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 
@@ -14,6 +14,7 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> boo
     Safe under concurrency: the database, not a prior SELECT, decides.
     """
     name = conn.dialect.name
+    stmt: Insert  # each dialect's insert() is a subclass of the generic one
     if name == "postgresql":
         stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
     elif name == "sqlite":

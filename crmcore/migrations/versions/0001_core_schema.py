@@ -4,10 +4,15 @@ Revision ID: 0001_core
 Revises: 
 Create Date: 2026-11-22 10:22:15.114883
 """
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 from alembic import op
 
 import crmcore.store.types
+
+if TYPE_CHECKING:
+    from crmcore.store.tables import TableOptions
 
 revision = '0001_core'
 down_revision = None
@@ -15,7 +20,7 @@ branch_labels = ('crmcore',)
 depends_on = None
 
 # MariaDB/MySQL: binary collation so text compares exactly (as on PostgreSQL and SQLite).
-TABLE_OPTIONS = {
+TABLE_OPTIONS: "TableOptions" = {  # checked by mypy only (imported under TYPE_CHECKING)
     'mysql_charset': 'utf8mb4', 'mysql_collate': 'utf8mb4_bin',
     'mariadb_charset': 'utf8mb4', 'mariadb_collate': 'utf8mb4_bin',
 }

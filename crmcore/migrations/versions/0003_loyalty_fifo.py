@@ -7,15 +7,20 @@ Create Date: 2026-11-22
 Debits written before this revision have no allocations; ``crm loyalty
 recompute`` reports them as drift (their batches look unspent).
 """
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 from alembic import op
+
+if TYPE_CHECKING:
+    from crmcore.store.tables import TableOptions
 
 revision = "0003_loyalty_fifo"
 down_revision = "0002_contacts_email"
 branch_labels = None
 depends_on = None
 
-TABLE_OPTIONS = {
+TABLE_OPTIONS: "TableOptions" = {  # checked by mypy only (imported under TYPE_CHECKING)
     "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
     "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin",
 }

@@ -4,17 +4,22 @@ Revision ID: 0005_consent
 Revises: 0004_notify_delivery
 Create Date: 2026-11-22
 """
+from typing import TYPE_CHECKING
+
 import sqlalchemy as sa
 from alembic import op
 
 import crmcore.store.types
+
+if TYPE_CHECKING:
+    from crmcore.store.tables import TableOptions
 
 revision = "0005_consent"
 down_revision = "0004_notify_delivery"
 branch_labels = None
 depends_on = None
 
-TABLE_OPTIONS = {
+TABLE_OPTIONS: "TableOptions" = {  # checked by mypy only (imported under TYPE_CHECKING)
     "mysql_charset": "utf8mb4", "mysql_collate": "utf8mb4_bin",
     "mariadb_charset": "utf8mb4", "mariadb_collate": "utf8mb4_bin",
 }

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import crmcore
@@ -17,21 +16,21 @@ from .tiers import TiersScheme
 
 
 @crmcore.hookimpl
-def register_loyalty_schemes(register: Callable[[crmcore.LoyaltyScheme], None]) -> None:
+def register_loyalty_schemes(register: crmcore.Register[crmcore.LoyaltyScheme]) -> None:
     """Register points, tiers, birthday, referral and rewards."""
     for scheme in (PointsScheme(), TiersScheme(), BirthdayScheme(), ReferralScheme(), RewardsScheme()):
         register(scheme)
 
 
 @crmcore.hookimpl
-def register_migrations(register: Callable[[crmcore.PluginSchema], None]) -> None:
+def register_migrations(register: crmcore.Register[crmcore.PluginSchema]) -> None:
     """Register the plugin's tables and Alembic branch ``loyalty``."""
     register(crmcore.PluginSchema(branch="loyalty", versions=Path(__file__).parent / "migrations",
                                   tables=TABLES, requires_core="0001_core"))
 
 
 @crmcore.hookimpl
-def register_reports(register: Callable[[crmcore.Report], None]) -> None:
+def register_reports(register: crmcore.Register[crmcore.Report]) -> None:
     """Register the loyalty reports (liability, tiers, earn/burn, top members)."""
     for report in REPORTS:
         register(report())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 
 import crmcore
@@ -22,7 +21,7 @@ from .webhook import WebhookChannel
 
 
 @crmcore.hookimpl
-def register_channels(register: Callable[[crmcore.Channel], None]) -> None:
+def register_channels(register: crmcore.Register[crmcore.Channel]) -> None:
     """Register console, file, smtp, webhook and sms-http."""
     register(ConsoleChannel())
     register(FileChannel())
@@ -32,6 +31,6 @@ def register_channels(register: Callable[[crmcore.Channel], None]) -> None:
 
 
 @crmcore.hookimpl
-def register_templates(register: Callable[[Path], None]) -> None:
+def register_templates(register: crmcore.Register[Path]) -> None:
     """Built-in templates: thank-you, tier-upgrade, win-back, birthday, complaint-ack (en, zh-CN)."""
     register(Path(__file__).with_name("templates"))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import crmcore
 
@@ -22,14 +21,14 @@ REPORTS = (PipelineReport, ForecastReport, FunnelReport, WinLossReport, SalesPer
 
 
 @crmcore.hookimpl
-def register_reports(register: Callable[[crmcore.Report], None]) -> None:
+def register_reports(register: crmcore.Register[crmcore.Report]) -> None:
     """Register the ten sales, customer and service reports."""
     for report in REPORTS:
         register(report())
 
 
 @crmcore.hookimpl
-def register_renderers(register: Callable[[crmcore.Renderer], None]) -> None:
+def register_renderers(register: crmcore.Register[crmcore.Renderer]) -> None:
     """Register the html, markdown, xlsx (and chart) output formats."""
     # The renderers load matplotlib (html charts) and openpyxl (xlsx) when they first render, not here.
     from .renderers import RENDERERS

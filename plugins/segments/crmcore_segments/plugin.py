@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 
 import crmcore
 
@@ -14,7 +13,7 @@ from .value_tier import ValueTierSegmenter
 
 
 @crmcore.hookimpl
-def register_segmenters(register: Callable[[crmcore.Segmenter], None]) -> None:
+def register_segmenters(register: crmcore.Register[crmcore.Segmenter]) -> None:
     """Register rfm, lifecycle, value-tier, rules and geo."""
     for segmenter in (RFMSegmenter(), LifecycleSegmenter(), ValueTierSegmenter(), RulesSegmenter(),
                       GeoSegmenter()):
