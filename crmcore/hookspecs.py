@@ -38,6 +38,7 @@ if TYPE_CHECKING:
     from .segments import MembershipChange, Segmenter, SegmentRun
 
 hookspec = pluggy.HookspecMarker("crmcore")
+"""Mark a function as a crmcore hook specification (used in this module only)."""
 
 
 # -- registration ------------------------------------------------------------

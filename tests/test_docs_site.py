@@ -33,41 +33,6 @@ IDENTIFIER = re.compile(r"^::: ([\w.]+)\s*$", re.MULTILINE)
 MKDOCS = Path(sys.executable).with_name("mkdocs")
 BUILD_TIMEOUT_S = 300
 
-# Documented names that have no docstring yet, by qualified name inside their module
-# ("Class.method", or the bare name for a module-level object), so the keys survive a
-# module move.  To be documented after the move: every entry below lives in a module
-# that issue 12 moves (entities, errors, config, uow, plugins, hookspecs, services,
-# segments, loyalty, notify, reports).  Empty this list; never add
-# to it: a new public name ships with its docstring.
-KNOWN_MISSING_DOCSTRINGS = frozenset({
-    # crmcore/entities.py
-    "CustomerKind", "Direction", "InteractionKind", "LifecycleStage", "StageOutcome",
-    "Pipeline.stage", "Pipeline.stages_with",
-    # crmcore/errors.py
-    "ValidationError.single",
-    # crmcore/config.py
-    "Config.pipeline",
-    # crmcore/uow.py
-    "UnitOfWork.dialect", "UnitOfWork.run_after_commit",
-    # crmcore/plugins.py, crmcore/hookspecs.py
-    "hookimpl", "hookspec",
-    # crmcore/services.py
-    "CustomerService", "ContactService", "InteractionService", "InteractionService.check_references",
-    "EntityService.repo", "EntityService.count", "EntityService.repo_table", "EntityService.insert_batch",
-    "EntityService.build", "EntityService.prepare", "EntityService.check_references",
-    "EntityService.after_insert", "EntityService.after_update",
-    "DealService.build", "DealService.prepare", "DealService.after_insert", "DealService.after_update",
-    # crmcore/segments.py
-    "MembershipChange.change", "SegmentEngine.strategies", "SegmentEngine.runs", "SegmentEngine.latest_run",
-    # crmcore/loyalty.py
-    "LedgerEntry", "LoyaltyEngine.schemes", "LoyaltyEngine.deal_stage_changed", "LoyaltyEngine.evaluate_tier",
-    "LoyaltyEngine.context", "LoyaltyEngine.history",
-    "LoyaltyLedger.balance", "LoyaltyLedger.tier", "LoyaltyLedger.entry",
-    # crmcore/notify.py
-    "DispatchResult.total", "NotifyEngine.channels",
-    # crmcore/reports.py
-    "Report.run", "ReportResult.records", "Column.label", "ReportEngine.list",
-})
 
 
 def reference_identifiers() -> list[str]:
@@ -159,18 +124,10 @@ def test_every_public_name_is_in_the_reference() -> None:
 
 def test_documented_names_have_docstrings() -> None:
     missing = missing_docstrings()
-    new = sorted(name for name in missing if name not in KNOWN_MISSING_DOCSTRINGS)
-    assert not new, (
-        f"{len(new)} public name(s) in the API reference without a docstring:\n"
-        + "\n".join(f"  {missing[name]}" for name in new))
+    assert not missing, (
+        f"{len(missing)} public name(s) in the API reference without a docstring:\n"
+        + "\n".join(f"  {where}" for where in sorted(missing.values())))
 
-
-def test_known_missing_docstrings_are_still_missing() -> None:
-    # Keeps the allowlist honest: once a name is documented (or gone), its entry goes.
-    stale = sorted(KNOWN_MISSING_DOCSTRINGS - set(missing_docstrings()))
-    assert not stale, (
-        "documented now (or no longer in the reference): remove from KNOWN_MISSING_DOCSTRINGS "
-        f"in tests/test_docs_site.py: {', '.join(stale)}")
 
 
 def test_site_builds_strictly(tmp_path: Path) -> None:

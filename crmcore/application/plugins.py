@@ -26,6 +26,7 @@ from ..domain.errors import CRMError, HookError, PluginError
 
 ENTRY_POINT_GROUP = "crmcore"
 hookimpl = pluggy.HookimplMarker("crmcore")
+"""Mark a function as the implementation of the crmcore hook of the same name (``@crmcore.hookimpl``)."""
 
 
 @attrs.frozen

@@ -255,17 +255,21 @@ def _issues(result: Any) -> list[tuple[str, str]]:
 
 
 class CustomerService(EntityService[Customer]):
+    """``crm.customers``: add, update, delete, get, list, search and import customers."""
     kind, entity, repo_name = "customer", Customer, "customers"
 
 
 class ContactService(EntityService[Contact]):
+    """``crm.contacts``: the people at a customer."""
     kind, entity, repo_name = "contact", Contact, "contacts"
 
 
 class InteractionService(EntityService[Interaction]):
+    """``crm.interactions``: calls, emails, meetings, complaints and other touch points."""
     kind, entity, repo_name = "interaction", Interaction, "interactions"
 
     def check_references(self, uow: "UnitOfWork", entity: Interaction) -> None:
+        """Refuse an interaction whose customer, contact or deal does not exist."""
         super().check_references(uow, entity)
         if entity.contact_id is not None:
             contact = uow.contacts.find(id=entity.contact_id)
@@ -281,6 +285,7 @@ class DealService(EntityService[Deal]):
     kind, entity, repo_name = "deal", Deal, "deals"
 
     def build(self, fields: Mapping[str, Any]) -> Deal:
+        """A deal from user input: defaults the currency, pipeline and stage probability."""
         fields = dict(fields)
         fields.setdefault("currency", self.crm.config.default_currency)
         return super().build(fields)
@@ -296,6 +301,7 @@ class DealService(EntityService[Deal]):
             return self.update(deal_id, **changes)
 
     def prepare(self, uow: "UnitOfWork", deal: Deal, previous: Deal | None, check_references: bool = True) -> Deal:
+        """Normalise and validate a deal; set or clear ``closed_at`` by its stage's outcome."""
         if previous is not None and deal.stage != previous.stage:
             stage = self.crm.stage_of(attrs.evolve(deal, probability=None))
             closing = stage is not None and stage.outcome is not StageOutcome.OPEN
@@ -313,6 +319,7 @@ class DealService(EntityService[Deal]):
         return super().prepare(uow, deal, previous, check_references)
 
     def after_insert(self, uow: "UnitOfWork", stored: Deal) -> None:
+        """Record the new deal's first stage in the stage history."""
         super().after_insert(uow, stored)
         self._stage_changed(uow, stored, None)
 
@@ -324,6 +331,7 @@ class DealService(EntityService[Deal]):
         return stored
 
     def after_update(self, uow: "UnitOfWork", stored: Deal, previous: Deal) -> None:
+        """Record a stage change in the history and fire ``on_deal_stage_changed``."""
         super().after_update(uow, stored, previous)
         if stored.stage != previous.stage:
             self._stage_changed(uow, stored, self.crm.stage_of(previous))

@@ -53,6 +53,7 @@ class UnitOfWork:
 
     @property
     def dialect(self) -> str:
+        """The database dialect's name: ``sqlite``, ``postgresql`` or ``mysql``."""
         return self.conn.dialect.name
 
     def after_commit(self, callback: Callable[[], Any]) -> None:
@@ -65,6 +66,7 @@ class UnitOfWork:
             self.crm.plugins.call(hook, uow=self, **kwargs)
 
     def run_after_commit(self) -> None:
+        """Run the after-commit callbacks (the CRM calls it once the transaction is durable)."""
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
             callback()

@@ -164,6 +164,7 @@ class Config:
         return self.options.get(family, {}).get(name, {})
 
     def pipeline(self, name: str) -> Pipeline:
+        """The pipeline called ``name`` (a ConfigError naming the known ones if there is none)."""
         try:
             return self.pipelines[name]
         except KeyError:

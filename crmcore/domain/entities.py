@@ -20,11 +20,13 @@ MONEY_SCALE = 10_000
 
 
 class CustomerKind(str, enum.Enum):
+    """Whether a customer is a person or a company."""
     PERSON = "person"
     COMPANY = "company"
 
 
 class LifecycleStage(str, enum.Enum):
+    """Where a customer is in the lifecycle: lead, prospect, customer or former."""
     LEAD = "lead"
     PROSPECT = "prospect"
     CUSTOMER = "customer"
@@ -32,6 +34,7 @@ class LifecycleStage(str, enum.Enum):
 
 
 class InteractionKind(str, enum.Enum):
+    """The kind of an interaction: call, email, meeting, visit, message, note, complaint or feedback."""
     CALL = "call"
     EMAIL = "email"
     MEETING = "meeting"
@@ -43,12 +46,14 @@ class InteractionKind(str, enum.Enum):
 
 
 class Direction(str, enum.Enum):
+    """Whether an interaction came in from the customer or went out to them."""
     INBOUND = "inbound"
     OUTBOUND = "outbound"
     INTERNAL = "internal"
 
 
 class StageOutcome(str, enum.Enum):
+    """What a pipeline stage means for a deal: still open, won (revenue) or lost."""
     OPEN = "open"
     WON = "won"
     LOST = "lost"
@@ -72,9 +77,11 @@ class Pipeline:
     stages: tuple[Stage, ...]
 
     def stage(self, name: str) -> Stage | None:
+        """The stage called ``name``, or None if this pipeline has no such stage."""
         return next((s for s in self.stages if s.name == name), None)
 
     def stages_with(self, outcome: StageOutcome) -> list[str]:
+        """The stages with the given outcome, in pipeline order."""
         return [s.name for s in self.stages if s.outcome is outcome]
 
 

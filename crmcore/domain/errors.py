@@ -29,6 +29,7 @@ class ValidationError(CRMError):
 
     @classmethod
     def single(cls, field: str, message: str, entity: str | None = None) -> "ValidationError":
+        """A ValidationError with one issue: ``field`` of ``entity`` and what is wrong with it."""
         return cls([(field, message)], entity)
 
 

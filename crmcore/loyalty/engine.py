@@ -63,6 +63,7 @@ class LoyaltyEngine(LoyaltyJobs):
         self._options: dict[str, Any] = {}
 
     def schemes(self) -> list[LoyaltyScheme]:
+        """The registered loyalty schemes."""
         return list(self.registry)
 
     def options(self, scheme: LoyaltyScheme) -> Any:
@@ -74,6 +75,7 @@ class LoyaltyEngine(LoyaltyJobs):
     # -- deal events (called by the deal use cases) ---------------------------
     def deal_stage_changed(self, uow: "UnitOfWork", deal: Deal, old: Stage | None, new: Stage | None,
                            transition_id: int) -> None:
+        """Earn when a deal enters a won stage and reverse when it leaves one, for every scheme."""
         was_won = old is not None and old.outcome is StageOutcome.WON
         is_won = new is not None and new.outcome is StageOutcome.WON
         if was_won == is_won:
@@ -126,6 +128,7 @@ class LoyaltyEngine(LoyaltyJobs):
                               deal_id=deal.id, reason=f"deal {deal.id} left won ({deal.stage})")
 
     def evaluate_tier(self, uow: "UnitOfWork", customer_id: int, scheme_name: str) -> None:
+        """Set the customer's tier in ``scheme_name`` from their balance (fires ``on_loyalty_tier_changed``)."""
         if scheme_name not in self.registry:
             return
         scheme = self.registry.get(scheme_name)
@@ -140,6 +143,7 @@ class LoyaltyEngine(LoyaltyJobs):
 
     # -- batch jobs --------------------------------------------------------------
     def context(self, uow: "UnitOfWork", as_of: datetime | None = None) -> LoyaltyContext:
+        """The context a scheme's SQL paths and jobs see: this unit of work and ``as_of``."""
         return LoyaltyContext(uow, as_of or uow.now)
 
     # -- member views --------------------------------------------------------------
@@ -252,6 +256,7 @@ class LoyaltyEngine(LoyaltyJobs):
             return uow.loyalty.balance(customer_id, scheme)
 
     def history(self, customer_id: int, scheme: str | None = None) -> list[LedgerEntry]:
+        """The customer's ledger entries, oldest first (of one scheme if given)."""
         query = select(ledger).where(ledger.c.customer_id == customer_id).order_by(ledger.c.id)
         if scheme:
             query = query.where(ledger.c.scheme == scheme)

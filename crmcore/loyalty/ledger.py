@@ -51,6 +51,7 @@ CREDIT_COLUMNS = ("customer_id", "points", "idempotency_key", "deal_id", "expire
 
 @attrs.frozen
 class LedgerEntry:
+    """One entry of the append-only points ledger (earn, bonus, redeem, expire, adjust, reverse)."""
     id: int
     customer_id: int
     scheme: str
@@ -80,15 +81,18 @@ class LoyaltyLedger:
         self.uow = uow
 
     def balance(self, customer_id: int, scheme: str) -> int:
+        """The customer's points balance in ``scheme`` (0 without an account)."""
         row = self.uow.conn.execute(select(accounts.c.balance).where(
             accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).first()
         return int(row[0]) if row else 0
 
     def tier(self, customer_id: int, scheme: str) -> str | None:
+        """The customer's current tier in ``scheme``, or None."""
         return self.uow.conn.execute(select(accounts.c.tier).where(
             accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).scalar()
 
     def entry(self, key: str) -> LedgerEntry | None:
+        """The ledger entry with idempotency key ``key``, or None."""
         row = self.uow.conn.execute(select(ledger).where(ledger.c.idempotency_key == key)).first()
         return LedgerEntry(**row._mapping) if row else None
 

@@ -105,4 +105,5 @@ class DispatchResult:
 
     @property
     def total(self) -> int:
+        """Every message this dispatch handled, whatever became of it."""
         return self.sent + self.retried + self.dead + self.suppressed + self.deferred

@@ -130,6 +130,7 @@ class NotifyEngine:
         self._pacers_lock = threading.Lock()
 
     def channels(self) -> list[Channel]:
+        """The registered notification channels."""
         return list(self.registry)
 
     # -- options ---------------------------------------------------------------------------

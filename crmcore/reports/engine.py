@@ -42,6 +42,7 @@ class ReportEngine:
             self.renderers.add(renderer, "crmcore")
 
     def list(self) -> builtins.list[Report]:
+        """The registered reports: name and description of each."""
         return list(self.registry)
 
     def run(self, name: str, as_of: str | date | datetime | None = None,

@@ -33,6 +33,7 @@ class Column:
 
     @property
     def label(self) -> str:
+        """The column's heading: its title, or its name."""
         return self.title or self.name.replace("_", " ")
 
 
@@ -79,6 +80,7 @@ class ReportResult:
     sections: tuple["ReportResult", ...] = ()
 
     def records(self) -> list[dict[str, Any]]:
+        """The rows as dictionaries keyed by column name."""
         names = [c.name for c in self.columns]
         return [dict(zip(names, row)) for row in self.rows]
 
@@ -100,6 +102,7 @@ class Report(Component):
     """Base class of report generators."""
 
     def run(self, ctx: ReportContext, options: Any) -> ReportResult:
+        """Compute the report as of ``ctx.as_of`` with ``options``: aggregate in SQL, return a ReportResult."""
         raise NotImplementedError
 
 

@@ -55,6 +55,7 @@ class SegmentEngine:
         self.registry: Registry[Segmenter] = Registry("segmenter")
 
     def strategies(self) -> list[Segmenter]:
+        """The registered segmentation strategies, by name."""
         return list(self.registry)
 
     def run(self, strategy: str, as_of: str | date | datetime | None = None,
@@ -159,6 +160,7 @@ class SegmentEngine:
 
     # -- reading -----------------------------------------------------------
     def runs(self, strategy: str | None = None, limit: int = 50) -> list[SegmentRun]:
+        """The recorded runs, newest first (of one strategy if given)."""
         with self.crm.unit(readonly=True) as uow:
             query = select(runs.c.id).order_by(runs.c.id.desc()).limit(limit)
             if strategy:
@@ -166,6 +168,7 @@ class SegmentEngine:
             return [self._run(uow, rid) for rid in uow.conn.execute(query).scalars()]
 
     def latest_run(self, strategy: str) -> SegmentRun | None:
+        """The newest run of ``strategy``, or None if it never ran."""
         found = self.runs(strategy, limit=1)
         return found[0] if found else None
 

@@ -86,6 +86,7 @@ class MembershipChange:
 
     @property
     def change(self) -> str:
+        """``entered``, ``left`` or ``moved``."""
         return "entered" if self.old is None else "left" if self.new is None else "moved"
 
 
