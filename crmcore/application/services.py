@@ -269,7 +269,7 @@ class InteractionService(EntityService[Interaction]):
     kind, entity, repo_name = "interaction", Interaction, "interactions"
 
     def check_references(self, uow: "UnitOfWork", entity: Interaction) -> None:
-        """Refuse an interaction whose customer, contact or deal does not exist."""
+        """The customer exists, and the contact (if any) is one of that customer's contacts."""
         super().check_references(uow, entity)
         if entity.contact_id is not None:
             contact = uow.contacts.find(id=entity.contact_id)
@@ -285,7 +285,7 @@ class DealService(EntityService[Deal]):
     kind, entity, repo_name = "deal", Deal, "deals"
 
     def build(self, fields: Mapping[str, Any]) -> Deal:
-        """A deal from user input: defaults the currency, pipeline and stage probability."""
+        """A deal from user input; the currency defaults to the configured one."""
         fields = dict(fields)
         fields.setdefault("currency", self.crm.config.default_currency)
         return super().build(fields)
@@ -319,7 +319,7 @@ class DealService(EntityService[Deal]):
         return super().prepare(uow, deal, previous, check_references)
 
     def after_insert(self, uow: "UnitOfWork", stored: Deal) -> None:
-        """Record the new deal's first stage in the stage history."""
+        """Fire ``on_deal_created``, then record the first stage (loyalty and ``on_deal_stage_changed`` react)."""
         super().after_insert(uow, stored)
         self._stage_changed(uow, stored, None)
 
@@ -331,7 +331,7 @@ class DealService(EntityService[Deal]):
         return stored
 
     def after_update(self, uow: "UnitOfWork", stored: Deal, previous: Deal) -> None:
-        """Record a stage change in the history and fire ``on_deal_stage_changed``."""
+        """Fire ``on_deal_updated``; a stage change is recorded and reaches loyalty and ``on_deal_stage_changed``."""
         super().after_update(uow, stored, previous)
         if stored.stage != previous.stage:
             self._stage_changed(uow, stored, self.crm.stage_of(previous))
