@@ -33,17 +33,19 @@ class Family:
     contract: str  # the contract class the tests subclass
     title: str  # what the README calls it
     summary: str  # what the contract checks, for the test's docstring
+    protocol: str  # the family's base class in the public API (what register() takes)
 
 
 FAMILIES = {
     "segmenter": Family("segments", "Segmenter", "register_segmenters", "segmenters", "SegmenterContract",
-                        "segmenter", "one membership per customer, explain, empty database"),
+                        "segmenter", "one membership per customer, explain, empty database", "Segmenter"),
     "scheme": Family("loyalty", "Scheme", "register_loyalty_schemes", "loyalty_schemes", "LoyaltySchemeContract",
-                     "loyalty scheme", "ledger consistent with balances, idempotent jobs, no negative balance"),
+                     "loyalty scheme", "ledger consistent with balances, idempotent jobs, no negative balance",
+                     "LoyaltyScheme"),
     "channel": Family("channels", "Channel", "register_channels", "channels", "ChannelContract", "channel",
-                      "delivery to a real endpoint, failures classified as transient or permanent"),
+                      "delivery to a real endpoint, failures classified as transient or permanent", "Channel"),
     "report": Family("reports", "Report", "register_reports", "reports", "ReportContract", "report",
-                     "rows match columns, every core renderer, empty database, as_of respected"),
+                     "rows match columns, every core renderer, empty database, as_of respected", "Report"),
 }
 
 
@@ -83,6 +85,7 @@ def new_plugin(name: str, family: str, output: str | Path = ".", tables: bool = 
     values = {
         "package": name, "distribution": name.replace("_", "-"), "component": name.replace("_", "-"),
         "family": family, "family_title": kind.title, "module": kind.module, "hook": kind.hook,
+        "protocol": kind.protocol,
         "registry": kind.registry, "contract": kind.contract, "contract_summary": kind.summary,
         "camel": camel, "cls": camel + kind.suffix, "tables": tables, "table": f"{name}_events",
         "summary": f"A crmcore {kind.title} plugin: {name.replace('_', ' ')}",
