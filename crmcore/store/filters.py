@@ -92,6 +92,8 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
                 values = value.split(",") if isinstance(value, str) else list(value)
                 result.append(element.in_([coerce(v) for v in values]))
             elif op == "contains":
+                if not isinstance(element.type, (String, Text)):  # LIKE on a number or a date is no search
+                    raise ValueError("~ (contains) applies to text fields only")
                 result.append(element.ilike(_pattern(value), escape="\\"))
             elif value is None:
                 result.append(element.is_(None) if op == "eq" else element.is_not(None))

@@ -30,7 +30,7 @@ def crm(crm_factory):
     "amount>=1e400", "amount<-1e400", "amount=99999999999999999999", "probability>100000000000000000000000",
     "id=100000000000000000000", "customer_id<-100000000000000000000", "title=a\x00b", "title~a\x00b",
     'attributes.k">=1', 'attributes.k"~x', 'attributes.a\\b=1', "attributes.=1", "attributes.k=a\x00b",
-    "title~" + "x" * 100_000, "title=\ud800", "amount>1.00001",
+    "title~" + "x" * 100_000, "title=\ud800", "amount>1.00001", "amount~5", "closed_at~2026",
 ])
 def test_hostile_where_is_a_one_line_error(crm, where: str) -> None:
     key, value = parse_expression(where)
