@@ -75,7 +75,7 @@ class CRM:
             self.custom_fields = index_custom_fields(custom)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
-        self.validator = EntityValidator(config, self.custom_fields)
+        self.validator = EntityValidator(config, self.custom_fields, self.clock)
         migrations.check_clashes(self.schemas)
         self._check_component_options()
         declared = collect_settings_classes(plugins)

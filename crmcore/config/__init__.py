@@ -11,6 +11,7 @@ table and the key.
 
 from __future__ import annotations
 
+import codecs
 import difflib
 import os
 import tomllib
@@ -172,11 +173,32 @@ class Config:
 
 
 def _read_toml(file: Path) -> dict[str, Any]:
+    """The TOML table of ``file``; every problem is a one-line :class:`ConfigError` naming the file.
+
+    A UTF-8 byte order mark at the start (as some Windows editors write) is
+    skipped; bytes that are not UTF-8, a directory, an unreadable file and
+    nesting deeper than Python's parser can follow are errors.
+    """
     try:
-        with file.open("rb") as fh:
-            return tomllib.load(fh)
+        data = file.read_bytes()
+    except IsADirectoryError:
+        raise ConfigError(f"{file}: is a directory, not a configuration file") from None
+    except OSError as exc:
+        raise ConfigError(f"{file}: cannot read: {exc.strerror or exc}") from None
+    if data.startswith(codecs.BOM_UTF8):
+        data = data[len(codecs.BOM_UTF8):]
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise ConfigError(f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 "
+                          f"(a TOML file is UTF-8 text)") from None
+    try:
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{file}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{file}: arrays or tables are nested too deeply") from None
 
 
 def _text(value: Any, key: str, where: str) -> str:

@@ -34,8 +34,21 @@ T = TypeVar("T", bound=AttrsInstance)
 converter = cattrs.Converter(forbid_extra_keys=True, detailed_validation=True)
 
 
+# Numbers in text are ASCII digits: Python's int() and Decimal() would also take
+# full-width or Arabic-Indic digits and "1_000", which no file format means.
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+_GROUPED_TEXT = re.compile(r"[+-]?[0-9]{1,3}(?:,[0-9]{3})+\.[0-9]*", re.ASCII)  # 1,234.50
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+
+
 def parse_decimal(value: Any) -> Decimal:
-    """A Decimal from a Decimal, int or numeric text; floats are refused."""
+    """A Decimal from a Decimal, int or numeric text; floats are refused.
+
+    Text is ASCII digits with an optional sign, decimal point and exponent
+    (``12.50``, ``-3``, ``1e3``); thousands separators are accepted only in
+    the grouped form with a decimal point (``1,234.50``).  Full-width digits,
+    underscores and other groupings are refused, not guessed.
+    """
     if isinstance(value, Decimal):
         number = value
     elif isinstance(value, bool) or isinstance(value, float):
@@ -43,9 +56,14 @@ def parse_decimal(value: Any) -> Decimal:
     elif isinstance(value, int):
         number = Decimal(value)
     elif isinstance(value, str):
+        text = value.strip()
+        if _GROUPED_TEXT.fullmatch(text):
+            text = text.replace(",", "")
+        if not _DECIMAL_TEXT.fullmatch(text):
+            raise ValueError(f"not a number: {value!r} (digits 0-9, an optional sign, point and exponent)")
         try:
-            number = Decimal(value.strip().replace(",", "") if value.count(",") and "." in value else value.strip())
-        except InvalidOperation:
+            number = Decimal(text)
+        except InvalidOperation:  # pragma: no cover - the pattern admits only valid literals
             raise ValueError(f"not a number: {value!r}") from None
     else:
         raise ValueError(f"not a number: {value!r}")
@@ -100,11 +118,12 @@ def parse_bool(value: Any) -> bool:
 
 
 def parse_int(value: Any) -> int:
+    """An int from an int, an integral Decimal or ASCII digits (``"42"``, ``" -7 "``)."""
     if isinstance(value, bool):
         raise ValueError(f"expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and re.fullmatch(r"\s*[+-]?\d+\s*", value):
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
         return int(value)
     if isinstance(value, Decimal) and value == value.to_integral_value():
         return int(value)
@@ -124,8 +143,11 @@ converter.register_structure_hook(datetime, lambda v, _: parse_datetime(v))
 converter.register_structure_hook(date, lambda v, _: parse_date(v))
 converter.register_structure_hook(bool, lambda v, _: parse_bool(v))
 converter.register_structure_hook(int, lambda v, _: parse_int(v))
-# A predicate, not a class: singledispatch on ``str`` would also catch str-enums.
-converter.register_structure_hook_func(lambda t: t is str, lambda v, _: v if isinstance(v, str) else _bad_text(v))
+# cattrs looks a class up by singledispatch before it tries predicates, and it
+# registers ``str`` itself that way (as ``str(value)``): a predicate hook for
+# ``str`` is never reached.  So ``str`` is registered by class; singledispatch
+# also hands it subclasses of str (str-enums), which parse_text sends on.
+converter.register_structure_hook(str, lambda v, t: parse_text(v) if t is str else _parse_str_subclass(v, t))
 # str-enums would otherwise be caught by cattrs' ``str`` handling (``cls(value)``),
 # which is case-sensitive and names no choices; register each one explicitly.
 for _enum in (CustomerKind, LifecycleStage, InteractionKind, Direction, StageOutcome):
@@ -153,8 +175,44 @@ def _parse_enum(value: Any, kind: type[enum.Enum]) -> enum.Enum:
         raise ValueError(f"{value!r} is not one of: {choices}") from None
 
 
-def _bad_text(value: Any) -> str:
-    raise ValueError(f"expected text, got {type(value).__name__} {value!r}")
+def parse_text(value: Any) -> str:
+    """Text for a text field: a str as given, an int or an exact Decimal as written.
+
+    Spreadsheet cells hold phone numbers and ids as numbers, so an integer (or
+    a finite Decimal, as JSON Lines reads fractions) becomes its written form.
+    Everything else -- objects, lists, booleans, floats, NaN, dates -- is
+    refused: turning ``{"first": "x"}`` into the text ``"{'first': 'x'}"``
+    would store a value nobody wrote.
+    """
+    if value.__class__ is str:
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    if isinstance(value, Decimal) and value.is_finite():
+        return str(value)
+    if isinstance(value, str):  # a str subclass
+        return str.__str__(value)
+    raise ValueError(f"expected text, got {describe_value(value)}")
+
+
+_KIND_NAMES = ((bool, "a boolean"), (dict, "an object"), (list, "a list"), (float, "a float"))
+
+
+def describe_value(value: Any, limit: int = 60) -> str:
+    """``an object {'first': 'x'}``, ``NaN``, ``a list [1, 2]``: a value for an error message (shortened)."""
+    if isinstance(value, float) and value != value:
+        return "NaN"
+    shown = repr(value)
+    if len(shown) > limit:
+        shown = shown[:limit - 3] + "..."
+    kind = next((name for cls, name in _KIND_NAMES if isinstance(value, cls)), type(value).__name__)
+    return f"{kind} {shown}"
+
+
+def _parse_str_subclass(value: Any, kind: Any) -> Any:
+    if isinstance(kind, type) and issubclass(kind, enum.Enum):
+        return _parse_enum(value, kind)
+    return kind(parse_text(value))
 
 
 @functools.cache

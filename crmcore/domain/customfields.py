@@ -8,11 +8,15 @@ keep private data without ceremony.
 
 from __future__ import annotations
 
+import re
+
 from datetime import date, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import attrs
+
+from .text import check_text
 
 FIELD_TYPES = ("str", "int", "decimal", "bool", "date", "choice")
 ENTITIES = ("customer", "contact", "interaction", "deal")
@@ -43,10 +47,15 @@ class CustomField:
         return _COERCE[self.type](self, value)
 
 
+# ASCII digits only: int() and Decimal() would also read "１２" and "1_000".
+_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
+_DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
+
+
 def _as_str(field: CustomField, value: Any) -> str:
     if not isinstance(value, str):
         raise ValueError(f"expected text, got {value!r}")
-    return value
+    return check_text(value, multiline=True)  # custom text may hold lines; no other control characters
 
 
 def _as_int(field: CustomField, value: Any) -> int:
@@ -54,7 +63,7 @@ def _as_int(field: CustomField, value: Any) -> int:
         raise ValueError(f"expected an integer, got {value!r}")
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().lstrip("+-").isdigit():
+    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
         return int(value)
     raise ValueError(f"expected an integer, got {value!r}")
 
@@ -62,8 +71,10 @@ def _as_int(field: CustomField, value: Any) -> int:
 def _as_decimal(field: CustomField, value: Any) -> str:
     if isinstance(value, (bool, float)):
         raise ValueError(f"expected a decimal number as text or Decimal, got {value!r}")
+    if isinstance(value, str) and not _DECIMAL_TEXT.fullmatch(value.strip()):
+        raise ValueError(f"expected a decimal number (digits 0-9), got {value!r}")
     try:
-        number = Decimal(str(value))
+        number = Decimal(value.strip() if isinstance(value, str) else str(value))
     except InvalidOperation:
         raise ValueError(f"expected a decimal number, got {value!r}") from None
     if not number.is_finite():

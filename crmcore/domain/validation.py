@@ -9,9 +9,13 @@ collects every problem into one :class:`~crmcore.domain.errors.ValidationError`.
 from __future__ import annotations
 
 import re
+import types
+import typing
 from collections.abc import Callable, Iterable, Mapping
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
+from zoneinfo import ZoneInfo
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
@@ -24,6 +28,7 @@ from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 from .customfields import CustomField
 from .entities import MONEY_SCALE, Contact, Customer, Deal, Interaction, StageOutcome
 from .errors import ValidationError
+from .text import ONE_LINE_FORBIDDEN, check_text, text_problem
 
 if TYPE_CHECKING:
     from ..config import Config
@@ -169,48 +174,86 @@ def quantize_money(amount: Decimal, currency: str) -> Decimal:
     return quantized
 
 
+#: Text fields that hold several lines, by entity (LF and TAB kept, CR LF stored as LF);
+#: every other text field of an entity holds one line (see :mod:`crmcore.domain.text`).
+MULTILINE_FIELDS: Mapping[str, frozenset[str]] = {"interaction": frozenset({"body"})}
+
+
+@lru_cache(maxsize=None)
+def _text_fields(cls: type) -> tuple[str, ...]:
+    """The ``str`` / ``str | None`` fields of an entity class, in order."""
+    names = []
+    for name, hint in typing.get_type_hints(cls).items():
+        if hint is str or (typing.get_origin(hint) in (typing.Union, types.UnionType) and str in typing.get_args(hint)):
+            names.append(name)
+    return tuple(names)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+@lru_cache(maxsize=16)
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
 @attrs.define
 class EntityValidator:
     """Normalises and checks entities against configuration and custom fields."""
 
     config: Config
     custom_fields: Mapping[str, Mapping[str, CustomField]]  # entity -> name -> field
+    #: The source of "now" (the CRM's clock): a birthday may not be after today
+    #: in the configured time zone.
+    clock: Callable[[], datetime] = _utcnow
+
+    def today(self) -> date:
+        """Today's date in the configured time zone, by :attr:`clock`."""
+        return self.clock().astimezone(_zone(self.config.timezone)).date()
 
     def customer(self, customer: Customer) -> Customer:
         issues: list[tuple[str, str]] = []
-        changes = self._contact_points(customer, issues)
-        if customer.country:
+        bad = self._texts("customer", customer, issues)
+        changes = self._contact_points(customer, issues, bad)
+        if customer.country and "country" not in bad:
             changes["country"] = _check(issues, "country", normalize_country, customer.country)
-        if not customer.name.strip():
+        if not customer.name.strip() and "name" not in bad:
             issues.append(("name", "must not be blank"))
+        if customer.birthday is not None and customer.birthday > self.today():
+            issues.append(("birthday", f"{customer.birthday.isoformat()} is in the future"))
         changes["attributes"] = self._attributes("customer", customer.attributes, issues)
         return _finish(customer, changes, issues, "customer")
 
     def contact(self, contact: Contact) -> Contact:
         issues: list[tuple[str, str]] = []
-        changes = self._contact_points(contact, issues)
-        if not contact.name.strip():
+        bad = self._texts("contact", contact, issues)
+        changes = self._contact_points(contact, issues, bad)
+        if not contact.name.strip() and "name" not in bad:
             issues.append(("name", "must not be blank"))
         changes["attributes"] = self._attributes("contact", contact.attributes, issues)
         return _finish(contact, changes, issues, "contact")
 
     def interaction(self, interaction: Interaction) -> Interaction:
         issues: list[tuple[str, str]] = []
+        changes: dict[str, Any] = {}
+        self._texts("interaction", interaction, issues, changes)
         if interaction.satisfaction is not None and not 1 <= interaction.satisfaction <= 5:
             issues.append(("satisfaction", f"must be 1-5, got {interaction.satisfaction}"))
         if interaction.resolved_at and interaction.resolved_at < interaction.occurred_at:
             issues.append(("resolved_at", "is before occurred_at"))
-        changes = {"attributes": self._attributes("interaction", interaction.attributes, issues)}
+        changes["attributes"] = self._attributes("interaction", interaction.attributes, issues)
         return _finish(interaction, changes, issues, "interaction")
 
     def deal(self, deal: Deal) -> Deal:
         issues: list[tuple[str, str]] = []
         changes: dict[str, Any] = {}
+        bad = self._texts("deal", deal, issues)
         currency = deal.currency.upper()
-        if _check(issues, "currency", currency_digits, currency) is not None:
+        if "currency" not in bad and _check(issues, "currency", currency_digits, currency) is not None:
             changes["currency"] = currency
             changes["amount"] = _check(issues, "amount", quantize_money, deal.amount, currency)
-        if not deal.title.strip():
+        if not deal.title.strip() and "title" not in bad:
             issues.append(("title", "must not be blank"))
         pipeline = self.config.pipelines.get(deal.pipeline)
         if pipeline is None:
@@ -229,11 +272,48 @@ class EntityValidator:
         changes["attributes"] = self._attributes("deal", deal.attributes, issues)
         return _finish(deal, changes, issues, "deal")
 
-    def _contact_points(self, entity: Customer | Contact, issues: list[tuple[str, str]]) -> dict[str, Any]:
+    def _texts(self, kind: str, entity: Any, issues: list[tuple[str, str]],
+               changes: dict[str, Any] | None = None) -> set[str]:
+        """Check every text field (and tag) for control characters; returns the bad fields.
+
+        Multi-line fields (:data:`MULTILINE_FIELDS`) get their line ends
+        normalised into ``changes``.
+        """
+        multiline = MULTILINE_FIELDS.get(kind, frozenset())
+        names = _text_fields(entity.__class__)
+        values = [getattr(entity, name) for name in names]
+        tags = getattr(entity, "tags", ())
+        # One search over everything first: almost every entity is clean.
+        joined = "".join(v for n, v in zip(names, values) if v and n not in multiline) + "".join(tags)
+        bad: set[str] = set()
+        if ONE_LINE_FORBIDDEN.search(joined) is not None:
+            for name, value in zip(names, values):
+                if value and name not in multiline:
+                    problem = text_problem(value)
+                    if problem is not None:
+                        issues.append((name, problem))
+                        bad.add(name)
+            for tag in tags:
+                problem = text_problem(tag)
+                if problem is not None and "tags" not in bad:
+                    issues.append(("tags", f"tag {tag!r} {problem}"))
+                    bad.add("tags")
+        for name in multiline:
+            value = getattr(entity, name)
+            if value:
+                checked = _check(issues, name, check_text, value, True)
+                if checked is None:
+                    bad.add(name)
+                elif checked != value and changes is not None:
+                    changes[name] = checked
+        return bad
+
+    def _contact_points(self, entity: Customer | Contact, issues: list[tuple[str, str]],
+                        bad: set[str]) -> dict[str, Any]:
         changes: dict[str, Any] = {}
-        if entity.email:
+        if entity.email and "email" not in bad:
             changes["email"] = _check(issues, "email", normalize_email, entity.email)
-        if entity.phone:
+        if entity.phone and "phone" not in bad:
             changes["phone"] = _check(issues, "phone", normalize_phone, entity.phone, self.config.phone_region)
         return changes
 

@@ -172,9 +172,7 @@ class RowChecker:
                         continue
                 elif not value.strip():
                     continue
-            elif text and kind == FIELD:
-                value = _as_text(value)
-            if kind == FIELD:
+            if kind == FIELD:  # non-text values go to the converter as they are (types are types)
                 fields[name] = value
             elif kind == ATTRIBUTE:
                 attributes[name] = plain_json(value)

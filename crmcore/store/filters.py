@@ -3,7 +3,12 @@
 Operators: ``eq`` (default), ``ne``, ``lt``, ``le``, ``gt``, ``ge``,
 ``contains`` (case-insensitive text), ``in`` (a list).  ``attributes.NAME``
 reaches a custom field through the database's JSON functions.  Text values are
-coerced to the column's type, so the CLI can pass strings.  On customers,
+coerced to the column's type, so the CLI can pass strings.  A value no column
+could hold is a :class:`~crmcore.domain.errors.ValidationError`, not a database
+error: a number beyond the column's range (``amount>=1e400``, an id of 10^20),
+text with NUL or a lone surrogate, an attribute name with a quote or backslash
+(it would break the JSON path), or a ``contains`` / search pattern longer than
+:data:`MAX_PATTERN` characters.  On customers,
 ``segment.STRATEGY`` filters by the segment in the latest run of STRATEGY
 (``eq``, ``ne`` or ``in``; ``ne`` keeps customers without a membership too).
 """
@@ -11,14 +16,18 @@ coerced to the column's type, so the CLI can pass strings.  On customers,
 from __future__ import annotations
 
 import operator
+import re
 from collections.abc import Mapping
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Date,
     Integer,
+    SmallInteger,
     String,
     Table,
     Text,
@@ -35,8 +44,19 @@ from ..domain.convert import (
     parse_decimal,
     parse_int,
 )
+from ..domain.entities import MONEY_SCALE
 from ..domain.errors import ValidationError
+from ..domain.text import describe_character
+from ..domain.validation import MAX_AMOUNT
 from .types import Money, UTCDateTime
+
+#: The longest ``contains`` / search pattern (SQLite refuses LIKE patterns over 50,000 bytes).
+MAX_PATTERN = 1000
+# Text a bound parameter cannot carry on every database: NUL (PostgreSQL) and lone surrogates.
+_UNBINDABLE = re.compile(r"[\x00\ud800-\udfff]")
+# Characters that would end or escape the quoted key of a JSON path.
+_BAD_KEY = re.compile(r'["\\\x00-\x1f\x7f\ud800-\udfff]')
+_INT_RANGES = ((BigInteger, 63), (SmallInteger, 15), (Integer, 31))  # most specific first
 
 OPERATORS = {
     "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le,
@@ -72,7 +92,9 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
                 values = value.split(",") if isinstance(value, str) else list(value)
                 result.append(element.in_([coerce(v) for v in values]))
             elif op == "contains":
-                result.append(element.ilike(f"%{_escape(str(value))}%", escape="\\"))
+                if not isinstance(element.type, (String, Text)):  # LIKE on a number or a date is no search
+                    raise ValueError("~ (contains) applies to text fields only")
+                result.append(element.ilike(_pattern(value), escape="\\"))
             elif value is None:
                 result.append(element.is_(None) if op == "eq" else element.is_not(None))
             else:
@@ -84,7 +106,10 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
 
 def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> ColumnElement[bool]:
     """Case-insensitive substring match over ``columns`` (works for CJK text)."""
-    pattern = f"%{_escape(text)}%"
+    try:
+        pattern = _pattern(text)
+    except ValueError as exc:
+        raise ValidationError.single("search", str(exc)) from None
     return or_(*(table.c[c].ilike(pattern, escape="\\") for c in columns))
 
 
@@ -101,16 +126,60 @@ def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: s
     return table.c.id.not_in(members) if op == "ne" else table.c.id.in_(members)
 
 
+def _pattern(value: Any) -> str:
+    text = _text(value)
+    if len(text) > MAX_PATTERN:
+        raise ValueError(f"a search pattern is at most {MAX_PATTERN} characters, got {len(text)}")
+    return f"%{_escape(text)}%"
+
+
+def _text(value: Any) -> str:
+    """``value`` as text a bound parameter can carry on every database."""
+    text = str(getattr(value, "value", value))
+    bad = _UNBINDABLE.search(text)
+    if bad is not None:
+        raise ValueError(f"contains {describe_character(bad.group())}, which no stored text holds")
+    return text
+
+
+def _int_in(bits: int) -> Any:
+    low, high = -(2 ** bits), 2 ** bits - 1
+
+    def coerce(value: Any) -> Any:
+        if hasattr(value, "value"):  # an enum member
+            return value
+        number = parse_int(value)
+        if not low <= number <= high:
+            raise ValueError(f"{number} is out of range ({low} to {high})")
+        return number
+    return coerce
+
+
+def _money(value: Any) -> Decimal:
+    amount = parse_decimal(value)
+    if abs(amount) > MAX_AMOUNT:
+        raise ValueError(f"{value} is beyond the largest storable amount {MAX_AMOUNT}")
+    if amount != amount.quantize(Decimal(1).scaleb(-len(str(MONEY_SCALE)) + 1)):
+        raise ValueError(f"{value} has more than {len(str(MONEY_SCALE)) - 1} decimal places")
+    return amount
+
+
 def _element(table: Table, field: str, value: Any, kind: str) -> tuple[Any, Any]:
     if field.startswith("attributes."):
-        json_el = table.c.attributes[field.split(".", 1)[1]]
+        name = field.split(".", 1)[1]
+        bad = _BAD_KEY.search(name)
+        if not name or bad is not None:
+            why = f"contains {describe_character(bad.group())}" if bad and bad.group() not in '"\\' else (
+                f"contains {bad.group()!r}" if bad else "is empty")
+            raise ValidationError.single(field, f"the custom field name {why}", kind)
+        json_el = table.c.attributes[name]
         if isinstance(value, bool):
             return json_el.as_boolean(), parse_bool
         if isinstance(value, int):
-            return json_el.as_integer(), parse_int
+            return json_el.as_integer(), _int_in(63)
         if isinstance(value, float):
             return json_el.as_float(), float
-        return json_el.as_string(), str
+        return json_el.as_string(), _text
     if field not in table.c:
         known = ", ".join(c.name for c in table.c)
         raise ValidationError.single(field, f"unknown filter field (known: {known}, attributes.NAME)", kind)
@@ -120,17 +189,18 @@ def _element(table: Table, field: str, value: Any, kind: str) -> tuple[Any, Any]
 
 def _coercer(type_: Any) -> Any:
     if isinstance(type_, Money):
-        return lambda v: parse_decimal(v)
+        return _money
     if isinstance(type_, UTCDateTime):
         return parse_datetime
     if isinstance(type_, Boolean):
         return parse_bool
     if isinstance(type_, Date):
         return parse_date
-    if isinstance(type_, Integer):
-        return lambda v: v if hasattr(v, "value") else parse_int(v)
+    for kind, bits in _INT_RANGES:
+        if isinstance(type_, kind):
+            return _int_in(bits)
     if isinstance(type_, (String, Text, JSON)):
-        return lambda v: getattr(v, "value", v)
+        return lambda v: v if hasattr(v, "value") else _text(v)
     return lambda v: v
 
 

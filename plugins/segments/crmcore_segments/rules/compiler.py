@@ -26,6 +26,9 @@ from . import parser as ast
 from .errors import RuleTypeError
 from .fields import BOOL, MONEY, NUMBER, RATIO, TEXT, Catalogue, Value
 
+#: The largest number a rule may write: a signed 64-bit integer, the widest column.
+MAX_NUMBER = 2**63 - 1
+
 #: SQL comparison of two operands (column expressions, or a scaled integer for money literals).
 Comparison = Callable[[ColumnElement[Any] | int, ColumnElement[Any] | int], ColumnElement[bool]]
 
@@ -66,7 +69,7 @@ class Compiler:
     def value(self, node: ast.Node) -> Value:
         """The typed SQL value of an operand (a parenthesised condition is a yes/no value)."""
         if isinstance(node, ast.Literal):
-            return _literal(node.value)
+            return _literal(self._in_range(node).value)
         if isinstance(node, ast.Field):
             found = self.catalogue.field(node.name, self.expression, node.column)
             self.fields[node.name] = found
@@ -99,13 +102,19 @@ class Compiler:
         for item in node.values:
             if not isinstance(item, ast.Literal):
                 raise self._type_error(item, "the list after 'in' holds literal values only")
-            value = _literal(item.value)
+            value = _literal(self._in_range(item).value)
             if not (value.type == operand.type or (value.type == NUMBER and operand.type in (NUMBER, MONEY))):
                 raise self._type_error(item, f"{_label(node.operand)} is {DESCRIBE[operand.type]} but "
                                              f"{_label(item)} is {DESCRIBE[value.type]}")
             items.append(_money_literal(item, self) if operand.type == MONEY else item.value)
         found = operand.sql.in_(items)
         return not_(found) if node.negated else found
+
+    def _in_range(self, node: ast.Literal) -> ast.Literal:
+        """``node``, if a number, fits a signed 64-bit column (what every database compares)."""
+        if isinstance(node.value, Decimal) and not isinstance(node.value, bool) and abs(node.value) > MAX_NUMBER:
+            raise self._type_error(node, f"the number {node.value} is out of range (at most {MAX_NUMBER} either way)")
+        return node
 
     def _type_error(self, node: ast.Node, reason: str) -> RuleTypeError:
         return RuleTypeError(self.expression, reason, getattr(node, "column", 1))
@@ -142,6 +151,9 @@ def _scaled(value: Value, node: ast.Node, compiler: Compiler) -> ColumnElement[A
 
 def _money_literal(node: ast.Literal, compiler: Compiler) -> int:
     scaled = Decimal(node.value) * MONEY_SCALE
+    if abs(scaled) > MAX_NUMBER:
+        largest = Decimal(MAX_NUMBER) / MONEY_SCALE
+        raise compiler._type_error(node, f"the amount {node.value} is out of range (at most {largest} either way)")
     if scaled != scaled.to_integral_value():
         raise compiler._type_error(node, f"amounts have at most {len(str(MONEY_SCALE)) - 1} decimals, "
                                          f"got {node.value}")

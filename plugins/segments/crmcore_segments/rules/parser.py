@@ -17,6 +17,7 @@ and whether types fit is the compiler's business (:mod:`.compiler`).
 from __future__ import annotations
 
 import functools
+import re
 from decimal import Decimal
 from typing import Any, cast
 
@@ -33,6 +34,9 @@ from lark.tree import Meta
 
 from .errors import RuleSyntaxError
 
+# Control characters other than the whitespace tab, CR and LF, and lone surrogates:
+# no stored text holds them (PostgreSQL refuses NUL), so a rule cannot mean them.
+_FORBIDDEN = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff]")
 MAX_LENGTH = 4000  # a rule longer than this is a mistake, not a segment definition
 
 GRAMMAR = r"""
@@ -239,6 +243,10 @@ def parse(text: str) -> Node:
         raise RuleSyntaxError(text, "the rule is empty", 1)
     if len(text) > MAX_LENGTH:
         raise RuleSyntaxError(text[:80] + "...", f"the rule is longer than {MAX_LENGTH} characters", MAX_LENGTH)
+    bad = _FORBIDDEN.search(text)
+    if bad is not None:
+        what = "a lone surrogate" if "\ud800" <= bad.group() <= "\udfff" else "a control character"
+        raise RuleSyntaxError(text, f"{what} U+{ord(bad.group()):04X} is not allowed in a rule", bad.start() + 1)
     try:
         tree = _parser().parse(text)
         return _Build().transform(tree)
