@@ -317,12 +317,18 @@ class DealService(EntityService[Deal]):
         self._stage_changed(uow, stored, None)
 
     def insert_batch(self, uow: "UnitOfWork", deals: list[Deal]) -> list[Deal]:
-        """Bulk deals: stage history rows in one executemany; buyers become customers; loyalty earns for won ones."""
+        """Bulk deals: one executemany, then :meth:`after_bulk_insert`."""
         stored = uow.deals.insert_many(deals, uow.now)
+        self.after_bulk_insert(uow, stored)
+        return stored
+
+    def after_bulk_insert(self, uow: "UnitOfWork", stored: list[Deal]) -> None:
+        """What follows every bulk insert of deals (``add_many`` and imports): their first
+        stage-history rows in one executemany, the buyers of won deals become customers, and
+        loyalty schemes earn for the won ones."""
         uow.deals.record_initial_stages(stored, uow.now, uow.actor)
         self._promote_buyers_bulk(uow, stored)
         self.crm.loyalty.deals_imported(uow, stored)
-        return stored
 
     def after_update(self, uow: "UnitOfWork", stored: Deal, previous: Deal) -> None:
         super().after_update(uow, stored, previous)

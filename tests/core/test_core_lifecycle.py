@@ -63,6 +63,18 @@ def test_bulk_adds_promote_in_one_statement(crm_factory) -> None:
     assert crm.customers.get(ids[0]).updated_at == FIXED_NOW
 
 
+def test_imported_won_deals_promote_too(crm_factory, tmp_path) -> None:
+    from crmcore.io import import_file
+
+    crm = crm_factory()
+    ids = [crm.customers.add(name=f"C{i}", external_id=f"c{i}").id for i in range(3)]
+    file = tmp_path / "deals.csv"
+    file.write_text("customer,title,amount,currency,stage\nc0,a,10,USD,won\nc1,b,10,USD,lost\n"
+                    "c2,c,10,USD,proposal\n", encoding="utf-8")
+    import_file(crm, "deals", file)
+    assert stages(crm, ids) == ["customer", "lead", "lead"]
+
+
 def test_turned_off_in_the_configuration(crm_factory) -> None:
     crm = crm_factory(config={"customer_on_won_deal": False})
     lead = crm.customers.add(name="Stays a lead").id
