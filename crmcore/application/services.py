@@ -13,10 +13,10 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 import attrs
-from sqlalchemy import String, Table, select
+from sqlalchemy import String, Table, select, update
 
 from ..domain.convert import structure, unstructure
-from ..domain.entities import Contact, Customer, Deal, Interaction, Stage, StageOutcome
+from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
 from ..domain.errors import ValidationError
 from ..store.repositories import E, Repository
 from ..store.tables import ENTITY_TABLES as _TABLES
@@ -324,11 +324,18 @@ class DealService(EntityService[Deal]):
         self._stage_changed(uow, stored, None)
 
     def insert_batch(self, uow: "UnitOfWork", deals: list[Deal]) -> list[Deal]:
-        """Bulk deals: stage history rows in one executemany; loyalty earns for won ones."""
+        """Bulk deals: one executemany, then :meth:`after_bulk_insert`."""
         stored = uow.deals.insert_many(deals, uow.now)
-        uow.deals.record_initial_stages(stored, uow.now, uow.actor)
-        self.crm.loyalty.deals_imported(uow, stored)
+        self.after_bulk_insert(uow, stored)
         return stored
+
+    def after_bulk_insert(self, uow: "UnitOfWork", stored: list[Deal]) -> None:
+        """What follows every bulk insert of deals (``add_many`` and imports): their first
+        stage-history rows in one executemany, the buyers of won deals become customers, and
+        loyalty schemes earn for the won ones."""
+        uow.deals.record_initial_stages(stored, uow.now, uow.actor)
+        self._promote_buyers_bulk(uow, stored)
+        self.crm.loyalty.deals_imported(uow, stored)
 
     def after_update(self, uow: "UnitOfWork", stored: Deal, previous: Deal) -> None:
         """Fire ``on_deal_updated``; a stage change is recorded and reaches loyalty and ``on_deal_stage_changed``."""
@@ -341,8 +348,40 @@ class DealService(EntityService[Deal]):
         assert deal.id is not None, "a stored deal has an id"
         transition = uow.deals.record_stage_change(deal.id, old.name if old else None, deal.stage,
                                                    uow.now, uow.actor)
+        if new is not None and new.outcome is StageOutcome.WON:
+            self._promote_buyer(uow, deal.customer_id)
         # The core's loyalty engine first, so handlers see the points just earned.
         self.crm.loyalty.deal_stage_changed(uow, deal, old, new, transition)
         uow.fire("on_deal_stage_changed", deal=deal, old=old, new=new, transition_id=transition)
 
+    # -- a won deal makes a customer ---------------------------------------
+    # A business rule of the core, not a strategy: the lifecycle stage is stored on the
+    # customer, and the moment a lead or prospect buys is a deal entering a won stage.
+    # A segmenter only reads; "former" is a person's decision and stays.
+    def _promote_buyer(self, uow: "UnitOfWork", customer_id: int) -> None:
+        """Make the buyer of a won deal a customer (from lead or prospect); fires ``on_customer_updated``."""
+        if not self.crm.config.customer_on_won_deal:
+            return
+        previous = uow.customers.get(customer_id)
+        if previous.stage not in PROMOTED_STAGES:
+            return
+        customer = uow.customers.update(attrs.evolve(previous, stage=LifecycleStage.CUSTOMER), uow.now)
+        uow.fire("on_customer_updated", customer=customer, previous=previous)
 
+    def _promote_buyers_bulk(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
+        """The bulk path: the buyers of the batch's won deals become customers, in one UPDATE per
+        chunk and without per-customer events (like the rest of a bulk add)."""
+        if not self.crm.config.customer_on_won_deal:
+            return
+        buyers = sorted({d.customer_id for d in deals
+                         if (stage := self.crm.stage_of(d)) is not None and stage.outcome is StageOutcome.WON})
+        customers = _TABLES["customer"]
+        for start in range(0, len(buyers), 10_000):
+            uow.conn.execute(update(customers).where(
+                customers.c.id.in_(buyers[start:start + 10_000]),
+                customers.c.stage.in_([s.value for s in PROMOTED_STAGES])).values(
+                stage=LifecycleStage.CUSTOMER.value, updated_at=uow.now))
+
+
+PROMOTED_STAGES = (LifecycleStage.LEAD, LifecycleStage.PROSPECT)
+"""The lifecycle stages a won deal turns into ``customer`` (``former`` stays former)."""

@@ -25,6 +25,10 @@ default_currency = "CNY"
 phone_region = "CN"
 timezone = "UTC"
 
+# A lead or prospect becomes a customer (lifecycle stage) when one of their
+# deals enters a won stage; false leaves the stage to you.
+# customer_on_won_deal = true
+
 # Plugins to load (entry-point names).  Leave out to load every installed one;
 # an empty list loads none.
 # plugins = ["segments", "loyalty", "notify", "reports"]

@@ -161,11 +161,19 @@ def _segments(crm: CRM, end: datetime) -> list[str]:
 
 
 def _loyalty(crm: CRM, end: datetime) -> list[str]:
-    """Run the schemes' periodic jobs (tiers, birthdays, referrals) and summarise points and tiers."""
+    """Expire points past their expiry, run the schemes' periodic jobs (tiers, birthdays, referrals)
+    and summarise points and tiers (points held: what is left after expiry)."""
     if not crm.loyalty.schemes():
         return ["loyalty        (no loyalty plugin enabled)"]
+    # The nightly expiry job, once for the whole history: "points held" excludes expired points.
+    def held() -> int:
+        return sum(sum(crm.loyalty.balances(scheme.name).values()) for scheme in crm.loyalty.schemes())
+
+    before = held()
+    batches = crm.loyalty.expire(as_of=end)
+    lines = [f"loyalty        expiry job as of the demo's end: {before - held():,} points expired "
+             f"({batches:,} batches past their expiry)"]
     jobs = crm.loyalty.run(as_of=end)
-    lines = []
     for scheme in crm.loyalty.schemes():
         balances = crm.loyalty.balances(scheme.name)
         if any(balances.values()):

@@ -71,6 +71,8 @@ class Config:
     timezone: str = "UTC"
     pipelines: Mapping[str, Pipeline] = attrs.field(factory=lambda: dict(DEFAULT_PIPELINES))
     custom_fields: tuple[CustomField, ...] = ()
+    # A lead or prospect becomes a customer when one of their deals is won (crmcore.application.services).
+    customer_on_won_deal: bool = True
     # None means "every installed plugin"; an empty tuple means none.
     plugins: tuple[str, ...] | None = None
     plugins_block: tuple[str, ...] = ()
@@ -137,6 +139,12 @@ class Config:
         for key in LIST_KEYS:
             if key in values and not isinstance(values[key], Mapping):
                 kwargs[key] = _names(values.pop(key), key, where(key))
+        if "customer_on_won_deal" in values:
+            flag = values.pop("customer_on_won_deal")
+            if not isinstance(flag, bool):
+                raise ConfigError(f"{where('customer_on_won_deal')}: customer_on_won_deal must be true or false, "
+                                  f"got {flag!r}")
+            kwargs["customer_on_won_deal"] = flag
         if "pipelines" in values:
             kwargs["pipelines"] = _pipelines(values.pop("pipelines"), where("pipelines"))
         if "custom_fields" in values:

@@ -17,8 +17,9 @@ The file is read as a stream, in batches (``batch_size`` rows):
 Bulk inserts fire the batch events ``on_<kind>s_imported`` (skipped when no
 plugin listens) instead of ``on_<kind>_created`` per row, like
 :meth:`~crmcore.application.services.EntityService.add_many`.  Imported deals get their
-first stage-history row, and loyalty schemes earn for deals that arrive won
-(:meth:`~crmcore.loyalty.LoyaltyEngine.deals_imported`); ``on_deal_stage_changed``
+first stage-history row, their buyers become customers when they arrive won, and loyalty
+schemes earn for them (:meth:`~crmcore.application.services.DealService.after_bulk_insert`);
+``on_deal_stage_changed``
 is not fired per imported deal.
 
 ``on_error="abort"`` (the default) is all-or-nothing: the whole file is one
@@ -714,9 +715,8 @@ class _Import:
             repo = self.service.repo(uow)
             # Dict rows: _binder() gives no bound tuples to deals or when a batch event has listeners.
             stored = [repo.from_row({**cast(dict[str, Any], row), "id": id}) for (_, _, row), id in zip(inserts, ids)]
-            if self.kind == "deal":  # as DealService.insert_batch does for add_many
-                uow.deals.record_initial_stages(stored, uow.now, uow.actor)
-                self.crm.loyalty.deals_imported(uow, stored)
+            if self.kind == "deal":  # stage history, buyers become customers, loyalty: as for add_many
+                self.crm.deals.after_bulk_insert(uow, stored)
             uow.fire(event, **{f"{self.kind}s": stored})
         self.report.inserted += len(inserts)
 

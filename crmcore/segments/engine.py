@@ -77,6 +77,8 @@ class SegmentEngine:
             else:
                 with cyclic_gc_paused():
                     self._insert_batches(uow, run_id, segmenter.assign(ctx, opts))
+            if ctx.run_details:  # before the diff, so the change event's run carries them
+                uow.conn.execute(update(runs).where(runs.c.id == run_id).values(details=ctx.run_details))
             stats = self._diff(uow, strategy, run_id)
             stats["duration_s"] = time.perf_counter() - started
             uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
@@ -229,8 +231,9 @@ class SegmentEngine:
         """Why ``customer_id`` is where they are in a run (default: the strategy's latest).
 
         Returns ``strategy``, ``run_id``, ``as_of``, ``segment`` (None when the
-        customer is not a member of that run) and ``explanation``: what the
-        strategy's :meth:`Segmenter.explain` says.
+        customer is not a member of that run), ``explanation``: what the
+        strategy's :meth:`Segmenter.explain` says, and ``run_details``: what
+        the strategy recorded about that run (:attr:`SegmentRun.details`).
         """
         segmenter = self.registry.get(strategy)
         if run_id is None:
@@ -249,9 +252,11 @@ class SegmentEngine:
                 m.c.run_id == run.id, m.c.customer_id == customer_id)).first()
             membership = dict(row._mapping) if row else {"segment": None, "score": None, "details": None}
             membership["customer_id"] = customer_id
-            explanation = segmenter.explain(SegmentContext(uow, run.as_of), opts, membership)
+            ctx = SegmentContext(uow, run.as_of, run_details=dict(run.details or {}))
+            explanation = segmenter.explain(ctx, opts, membership)
         return {"strategy": strategy, "run_id": run.id, "as_of": run.as_of, "customer_id": customer_id,
-                "segment": membership["segment"], "score": membership["score"], "explanation": explanation}
+                "segment": membership["segment"], "score": membership["score"], "explanation": explanation,
+                "run_details": run.details}
 
     def run_info(self, run_id: int) -> SegmentRun:
         """One recorded run; :class:`NotFound` when there is none with that id."""

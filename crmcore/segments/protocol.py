@@ -106,10 +106,32 @@ class SegmentRun:
     moved: int | None
     counts: dict[str, int] | None
     actor: str | None
+    #: What the strategy recorded about the run with :meth:`SegmentContext.record_run_details`
+    #: (a model's fitted parameters, say); None when it recorded nothing.
+    details: dict[str, Any] | None = None
 
 
+@attrs.frozen
 class SegmentContext(EngineContext):
-    """What a segmenter sees: the unit of work of the run, ``as_of``, the configuration."""
+    """What a segmenter sees: the unit of work of the run, ``as_of``, the configuration.
+
+    :ivar run_details: what the run records about itself.  While a run is
+        computed, :meth:`record_run_details` adds to it and the engine stores
+        it with the run (:attr:`SegmentRun.details`); when a run is explained,
+        it holds what that run recorded.
+    """
+
+    run_details: dict[str, Any] = attrs.field(factory=dict)
+
+    def record_run_details(self, details: Mapping[str, Any]) -> None:
+        """Record ``details`` (JSON values) with the run, so a past run can be audited.
+
+        For what is true of the whole run rather than of one customer, such as
+        a model's fitted parameters; shown by ``crm segment runs --json`` and
+        ``crm segment explain``.  Later calls add to (and overwrite keys of)
+        earlier ones.
+        """
+        self.run_details.update(details)
 
 
 class Segmenter(Component):

@@ -191,10 +191,12 @@ segment_runs = Table(
     Column("moved", Integer),
     Column("counts", JSON),
     Column("actor", String(100)),
+    Column("details", JSON),
     **TABLE_OPTIONS,
 )
-"""One row per segmentation run: strategy, options, ``as_of``, timing and the counts of members,
-entered, left and moved."""
+"""One row per segmentation run: strategy, options, ``as_of``, timing, the counts of members,
+entered, left and moved, and what the strategy recorded about the run (``details``, e.g. a model's
+fitted parameters)."""
 
 segment_memberships = Table(
     "segment_memberships",

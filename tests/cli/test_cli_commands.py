@@ -129,7 +129,7 @@ def test_plugins_list_json(run):
 def test_db_commands(run):
     ok(run("db", "upgrade"))
     current = as_json(run("--json", "db", "current"))
-    assert {"branch": "crmcore", "current": "0005_consent", "head": "0005_consent"} in current
+    assert {"branch": "crmcore", "current": "0006_segment_run_details", "head": "0006_segment_run_details"} in current
     history = as_json(run("--json", "db", "history"))
     assert any(r["revision"] == "0001_core" for r in history)
 
@@ -209,6 +209,41 @@ def test_demo_small(tmp_path, monkeypatch):
     assert sent and all(m["subject"] and m["body"] for m in sent)
     assert all("unsubscribe" in m["body"].lower() or "退订" in m["body"]
                for m in sent if m["purpose"] == "marketing")
+
+
+def test_demo_points_held_exclude_expired_points(tmp_path, monkeypatch):
+    """The demo runs the expiry job: no batch past its expiry keeps points, and "points held" is
+    the points left in batches not yet expired (counted here from the ledger rows)."""
+    from crmcore import CRM, Config
+    from crmcore.store import tables
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'demo.db'}"
+    result = CliRunner().invoke(cli, ["--db", url, "--plugins", PLUGINS, "--as-of", "2026-06-30", "demo",
+                                      "--customers", "60", "--seed", "3", "--output-dir", str(tmp_path / "out")],
+                                catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    [line] = [x for x in result.output.splitlines() if "points held by" in x]
+    held = int(line.split(": ", 1)[1].split(" points", 1)[0].replace(",", ""))
+    expired_line = [x for x in result.output.splitlines() if "points expired" in x]
+    assert expired_line and int(expired_line[0].split(": ", 1)[1].split(" ")[0].replace(",", "")) > 0
+    crm = CRM.open(config=Config.from_mapping({"database_url": url, "plugins": PLUGINS.split(",")}))
+    try:
+        with crm.unit(readonly=True) as uow:
+            rows = [dict(r._mapping) for r in uow.conn.execute(
+                tables.loyalty_ledger.select().where(tables.loyalty_ledger.c.scheme == "points"))]
+        end = crm.as_of("2026-06-30")
+    finally:
+        crm.close()
+    used: dict[int, int] = {}
+    for row in rows:  # every debit in the demo is an expiry of one batch
+        if row["points"] < 0:
+            assert row["kind"] == "expire" and row["batch_id"] is not None
+            used[row["batch_id"]] = used.get(row["batch_id"], 0) - row["points"]
+    left = {row["id"]: row["points"] - used.get(row["id"], 0) for row in rows if row["points"] > 0}
+    assert all(left[row["id"]] == 0 for row in rows
+               if row["points"] > 0 and row["expires_at"] is not None and row["expires_at"] <= end)
+    assert held == sum(left.values()) > 0
 
 
 def test_register_commands_hook(tmp_path, monkeypatch):

@@ -83,6 +83,15 @@ def test_cdnow_estimates_match_the_literature(cdnow_crm, crm_cli):
     # The same data through `crm segment run clv`: every customer scored.
     run = json.loads(ok(crm_cli("--as-of", CALIBRATION_END, "--json", "segment", "run", "clv", plugins="clv")))[0]
     assert run["members"] == 2357 and NO_PURCHASES not in run["counts"]
+    # The fitted models are stored with the run, for audit (and match the literature).
+    [listed] = json.loads(ok(crm_cli("--json", "segment", "runs", "--strategy", "clv", plugins="clv")))
+    model = listed["details"]
+    assert (model["bgnbd"]["customers"], model["gamma_gamma"]["customers"]) == (2357, 946)
+    for name, published in BGNBD.items():
+        assert model["bgnbd"][name] == pytest.approx(published, rel=0.01), name
+    assert model["bgnbd"]["log_likelihood"] == pytest.approx(-9582.4, abs=0.1)
+    for name, published in GAMMA_GAMMA.items():
+        assert model["gamma_gamma"][name] == pytest.approx(published, rel=0.01), name
     # Customer 1 bought on 1997-01-01, 01-18 and 08-02 in the calibration period
     # (and 12-12, after it): x = 2, t_x = 213 days, T = 272 days.
     customer = crm.customers.find(external_id="cdnow-1")

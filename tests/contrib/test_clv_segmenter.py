@@ -3,6 +3,7 @@ the documented rules applied independently, options, errors, CLI, contract."""
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 
@@ -184,6 +185,49 @@ def test_explain(clv_crm, simulated):
         why = segmenter.explain(SegmentContext(uow, AS_OF), segmenter.options_type(),
                                 {"segment": None, "details": None})
     assert why["segment"] is None and "not a member" in why["why"]
+
+
+def _json_object(output: str) -> dict:
+    """One record from ``--json`` output (an object, or the one-element array some commands print)."""
+    document = json.loads(output)
+    if isinstance(document, list):
+        [document] = document
+    return document
+
+
+def test_run_records_the_fitted_models(clv_crm, simulated, crm_cli):
+    """A past run's models can be audited: BG/NBD and Gamma-Gamma parameters, the maximised
+    log-likelihoods and the customers each was fitted on are stored with the run, and shown by
+    ``segment runs --json`` and ``segment explain`` (of that run, not of the latest)."""
+    deals, ids = simulated
+    h = expected_history(deals, ids, AS_OF)
+    params = bgnbd.fit(h.x, h.t_x, h["T"])
+    spenders = h[(h.x > 0) & (h.m > 0)]
+    spend = gamma_gamma.fit(spenders.x, spenders.m)
+    first = clv_crm.segments.run("clv", as_of=AS_OF)
+    later = clv_crm.segments.run("clv", as_of=START + timedelta(weeks=10))  # fewer buyers, another fit
+
+    listed = json.loads(ok(crm_cli("--json", "segment", "runs", "--strategy", "clv", plugins="clv")))
+    recorded = {run["id"]: run["details"] for run in listed}
+    model = recorded[first.id]
+    assert model == first.details == clv_crm.segments.run_info(first.id).details
+    assert model["time_unit"] == "weeks"
+    assert model["bgnbd"]["customers"] == len(h)
+    for name in ("r", "alpha", "a", "b", "log_likelihood"):
+        assert model["bgnbd"][name] == pytest.approx(getattr(params, name), rel=1e-5), name
+    assert model["gamma_gamma"]["customers"] == len(spenders)
+    for name in ("p", "q", "gamma", "log_likelihood"):
+        assert model["gamma_gamma"][name] == pytest.approx(getattr(spend, name), rel=1e-5), name
+    assert recorded[later.id]["bgnbd"]["customers"] < len(h)
+    assert recorded[later.id]["bgnbd"]["r"] != model["bgnbd"]["r"]
+
+    customer = str(ids[0])
+    found = _json_object(ok(crm_cli("--json", "segment", "explain", "clv", customer, "--run", str(first.id),
+                                    plugins="clv")))
+    assert found["run_id"] == first.id and found["run_details"] == model
+    text = ok(crm_cli("segment", "explain", "clv", customer, "--run", str(first.id), plugins="clv"))
+    assert f"r={model['bgnbd']['r']:.4g}" in text and f"gamma={model['gamma_gamma']['gamma']:.4g}" in text
+    assert f"{len(h)} customers" in text
 
 
 @pytest.mark.parametrize("options, message", [

@@ -193,6 +193,38 @@ def test_sql_segmenter_run_is_recorded(crm_factory: Any) -> None:
     assert crm.segments.segments_of(ids[3]) == {}
 
 
+class AuditedSpend(SpendSegmenter):
+    """The SQL path, recording what is true of the whole run (as a model's fitted parameters would be)."""
+
+    name = "audited"
+
+    def select(self, ctx: crmcore.SegmentContext, options: SpendOptions) -> Any:
+        ctx.record_run_details({"threshold": str(options.high), "note": "first"})
+        ctx.record_run_details({"note": "second"})  # later calls add to and overwrite earlier ones
+        return super().select(ctx, options)
+
+    def explain(self, ctx: crmcore.SegmentContext, options: SpendOptions, membership: Any) -> dict[str, Any]:
+        return {"seen": dict(ctx.run_details)}
+
+
+def test_run_details_are_stored_with_the_run_and_given_to_explain(crm_factory: Any) -> None:
+    events = Events()
+    crm = crm_factory(extra_plugins=[Components("audited_segmenters", segmenters=(AuditedSpend(),
+                                                                                 SpendSegmenter())), events])
+    ids, _ = seed_spend(crm)
+    first = crm.segments.run("audited")
+    second = crm.segments.run("audited", options={"high": "100"})
+    assert first.details == {"threshold": "1000", "note": "second"}
+    assert second.details == {"threshold": "100", "note": "second"}
+    assert [r.details for r in crm.segments.runs("audited")] == [second.details, first.details]
+    assert events.calls[0][0].details == first.details  # the change event's run carries them
+    assert crm.segments.run("spend").details is None  # a strategy that records nothing
+
+    found = crm.segments.explain("audited", ids[0], run_id=first.id)  # a past run: its own details
+    assert found["run_details"] == first.details and found["explanation"] == {"seen": first.details}
+    assert crm.segments.explain("spend", ids[0])["run_details"] is None
+
+
 def test_as_of_is_respected(crm_factory: Any) -> None:
     crm = open_crm(crm_factory)
     seed_spend(crm)  # every deal closes at FIXED_NOW (the test clock)

@@ -56,12 +56,37 @@ def test_liability_by_expiry_month(open_loyalty, clock):
     rows = [r for r in ledger_rows(crm) if r["occurred_at"] <= as_of]
     _, remaining = fifo_model(ledger_rows(crm))  # remaining now (the report reads current allocations)
     frame = pd.DataFrame([{"month": r["expires_at"].strftime("%Y-%m") if r["expires_at"] else "never",
+                           "past": "yes" if r["expires_at"] and r["expires_at"] <= as_of else "",
                            "points": remaining[r["id"]]} for r in rows
                           if r["points"] > 0 and remaining[r["id"]] > 0])
-    expected = frame.groupby("month")["points"].agg(["count", "sum"]).reset_index()
-    got = [(r["expires"], r["batches"], r["points"], r["value"]) for r in result.records()]
-    assert got == [(m, int(c), int(s), int(s) * Decimal("0.02")) for m, c, s in expected.itertuples(index=False)]
+    expected = frame.groupby(["month", "past"])["points"].agg(["count", "sum"]).reset_index()
+    # By expiry month ("never" last), within a month the part already past its expiry first.
+    ordered = sorted(expected.itertuples(index=False), key=lambda t: (t[0] == "never", t[0], t[1] != "yes"))
+    got = [(r["expires"], r["batches"], r["points"], r["value"], r["past_due"]) for r in result.records()]
+    assert got == [(m, int(c), int(s), int(s) * Decimal("0.02"), past) for m, past, c, s in ordered]
     assert got, "the seeded history should leave points outstanding"
+
+
+def test_liability_flags_the_as_of_months_expired_batches(open_loyalty, clock):
+    """A batch that expired earlier in the as-of month (the expiry job not run yet) is past due,
+    like one of an earlier month; one expiring later in that month is not."""
+    crm = open_loyalty({"points": {"expiry_days": 30, "tier_scheme": "none"}})
+    cid = crm.customers.add(name="Due").id
+    for moment, amount in ((datetime(2026, 2, 10, 9, tzinfo=timezone.utc), "100"),
+                           (datetime(2026, 3, 2, 9, tzinfo=timezone.utc), "200"),
+                           (datetime(2026, 3, 25, 9, tzinfo=timezone.utc), "300")):
+        clock.at(moment)
+        won(crm, cid, amount)
+    as_of = datetime(2026, 4, 15, tzinfo=timezone.utc)
+    batches = sorted((r["expires_at"], int(r["points"])) for r in ledger_rows(crm) if r["points"] > 0)
+    assert [e.strftime("%Y-%m") for e, _ in batches] == ["2026-03", "2026-04", "2026-04"]
+    assert batches[1][0] <= as_of < batches[2][0]
+    result = crm.reports.run("loyalty-liability", as_of=as_of)
+    got = [(r["expires"], r["batches"], r["points"], r["past_due"]) for r in result.records()]
+    assert got == [("2026-03", 1, batches[0][1], "yes"), ("2026-04", 1, batches[1][1], "yes"),
+                   ("2026-04", 1, batches[2][1], "")]
+    assert any(f"{batches[0][1] + batches[1][1]:,} points" in note and "loyalty expire" in note
+               for note in result.notes)
 
 
 def test_earn_burn_by_month(open_loyalty, clock):

@@ -12,10 +12,11 @@ import io
 import json
 import random
 from datetime import datetime, timedelta, timezone
-from decimal import Decimal
+from decimal import ROUND_HALF_UP, Decimal
 
 import pytest
 
+import crmcore
 from crmcore import ConfigError
 from crmcore.testing import ReportContract
 from crmcore_reports import PipelineReport
@@ -93,6 +94,11 @@ def expected_rows(deals: list[dict], pipelines: dict, pipeline: str, currency: s
         total[2] += deal["amount"] * probability / 100
     def age(values, pick):
         return round(pick(values), 1) if values else None
+
+    # Weighted amounts are money: the exact sum, rounded half-up once to the currency's digits.
+    minor = Decimal(1).scaleb(-crmcore.currency_digits(currency))
+    for total in totals.values():
+        total[2] = total[2].quantize(minor, rounding=ROUND_HALF_UP)
 
     return [(s["name"], s.get("outcome", "open"), s["probability"], totals[s["name"]][0],
              age(ages[s["name"]], lambda v: sum(v) / len(v)), age(ages[s["name"]], max), *totals[s["name"]][1:])
@@ -195,8 +201,18 @@ def test_weighted_amount_is_exact(crm_factory):
     records = crm.reports.run("pipeline").records()
     proposal = [r for r in records if r["stage"] == "proposal"][0]
     assert str(proposal["amount"]) == "0.30"  # at the currency's minor unit
-    assert str(proposal["weighted_amount"]) == "0.099"  # exact, not rounded
-    assert str(records[0]["amount"]) == "0.00"  # empty stages too
+    # Money like amount: the exact 0.099 rounded once (per deal, 0.033 would give 0.09).
+    assert str(proposal["weighted_amount"]) == "0.10"
+    assert str(records[0]["amount"]) == "0.00" and str(records[0]["weighted_amount"]) == "0.00"  # empty stages too
+    for _ in range(2):  # 0.30 * 35% = 0.105 exactly: half-up, not to even
+        crm.deals.add(customer_id=customer.id, title="d", amount=Decimal("0.15"), currency="USD",
+                      stage="negotiation", probability=35)
+    crm.deals.add(customer_id=customer.id, title="yen", amount=Decimal("999"), currency="JPY",
+                  stage="proposal", probability=33)
+    negotiation = [r for r in crm.reports.run("pipeline").records() if r["stage"] == "negotiation"][0]
+    assert str(negotiation["weighted_amount"]) == "0.11"
+    jpy = crm.reports.run("pipeline", options={"currency": "JPY"}).records()
+    assert [str(r["weighted_amount"]) for r in jpy if r["stage"] == "proposal"] == ["330"]  # 329.67, no decimals
 
 
 def test_unknown_pipeline(crm_factory):

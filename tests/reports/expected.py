@@ -27,6 +27,11 @@ def money(scaled: int, currency: str) -> Decimal:
     return (Decimal(int(scaled)) / SCALE).quantize(MINOR[currency])
 
 
+def weighted_money(scaled_percent: int, currency: str) -> Decimal:
+    """A sum of scaled amount * probability %, exact, then rounded half-up once to the minor unit."""
+    return (Decimal(int(scaled_percent)) / SCALE / 100).quantize(MINOR[currency], rounding=ROUND_HALF_UP)
+
+
 def average(scaled: int, count: int, currency: str) -> Decimal | None:
     if not count:
         return None
@@ -123,7 +128,7 @@ def forecast(w: World, as_of: datetime, currency: str = "USD", commit: int = 75,
     for key in sorted(months, key=lambda k: (k is None, k or 0)):
         won_s, n, amount, weighted, committed = months[key]
         rows.append(("(no date)" if key is None else label(key), money(won_s, currency), n, money(amount, currency),
-                     Decimal(weighted) / SCALE / 100, money(won_s + committed, currency),
+                     weighted_money(weighted, currency), money(won_s + committed, currency),
                      money(won_s + amount, currency)))
     return rows
 

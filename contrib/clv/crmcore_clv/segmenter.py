@@ -17,6 +17,10 @@ Segments, in this order of precedence:
    fewer than ``top_share * buyers`` buyers have a strictly higher CLV
    (equal values share the segment);
 4. ``"Standard"``: everybody else.
+
+The fitted models are recorded with the run (:attr:`crmcore.SegmentRun.details`,
+shown by ``crm segment runs --json`` and ``crm segment explain``), so a past
+run's model can be audited: see :func:`model_details`.
 """
 
 from __future__ import annotations
@@ -98,6 +102,7 @@ class Fitted:
     expected_purchases: np.ndarray
     expected_spend: np.ndarray
     clv: np.ndarray
+    spenders: int  # customers Gamma-Gamma was fitted on
 
 
 def fit_history(history: History, options: CLVOptions) -> Fitted:
@@ -126,7 +131,37 @@ def fit_history(history: History, options: CLVOptions) -> Fitted:
     expected_spend = gamma_gamma.expected_spend(spend, x, mean_repeat)
     rate = weekly_rate(options.discount_rate, options.discount_period)
     clv = expected_spend * discounted_purchases(params, options.horizon_weeks, rate, x, t_x, T)
-    return Fitted(history, params, spend, p_alive, purchases, expected_spend, clv)
+    return Fitted(history, params, spend, p_alive, purchases, expected_spend, clv, int(spenders.sum()))
+
+
+def model_details(fitted: Fitted) -> dict[str, Any]:
+    """What a run records about its models: each model's fitted parameters, the
+    maximised log-likelihood and the number of customers it was fitted on
+    (BG/NBD: every buyer; Gamma-Gamma: buyers with a repeat purchase of
+    positive value); times are in weeks.
+
+    ``{"time_unit": "weeks", "bgnbd": {"r", "alpha", "a", "b", "log_likelihood",
+    "customers"}, "gamma_gamma": {"p", "q", "gamma", "log_likelihood", "customers"}}``
+    """
+    b, s = fitted.bgnbd, fitted.spend
+    return {
+        "time_unit": "weeks",
+        "bgnbd": {"r": b.r, "alpha": b.alpha, "a": b.a, "b": b.b, "log_likelihood": b.log_likelihood,
+                  "customers": len(fitted.history)},
+        "gamma_gamma": {"p": s.p, "q": s.q, "gamma": s.gamma, "log_likelihood": s.log_likelihood,
+                        "customers": fitted.spenders},
+    }
+
+
+def _model_text(details: dict[str, Any]) -> str | None:
+    """One line naming the run's fitted models, for ``crm segment explain``; None for a run without them."""
+    b, s = details.get("bgnbd"), details.get("gamma_gamma")
+    if not b or not s:
+        return None
+    return (f"BG/NBD r={b['r']:.4g} alpha={b['alpha']:.4g} a={b['a']:.4g} b={b['b']:.4g} "
+            f"(log-likelihood {b['log_likelihood']:.1f}, {b['customers']} customers); "
+            f"Gamma-Gamma p={s['p']:.4g} q={s['q']:.4g} gamma={s['gamma']:.4g} "
+            f"(log-likelihood {s['log_likelihood']:.1f}, {s['customers']} customers)")
 
 
 def segments_for(fitted: Fitted, options: CLVOptions) -> np.ndarray:
@@ -163,23 +198,28 @@ class CLVSegmenter(crmcore.Segmenter):
 
         history = load_history(ctx.conn, ctx.config, ctx.as_of, options.currency, without_purchases=False)
         if len(history):  # nobody bought: nothing to fit, everybody is "No purchases"
-            yield from _scored(fit_history(history, options), options)
+            fitted = fit_history(history, options)
+            ctx.record_run_details(model_details(fitted))
+            yield from _scored(fitted, options)
         # Everybody else has no purchase: assigned in SQL, not listed through Python.
         yield crmcore.EveryoneElse(NO_PURCHASES)
 
     def explain(self, ctx: crmcore.SegmentContext, options: CLVOptions, membership: Any) -> dict[str, Any]:
         """The customer's x, t_x, T (weeks), P(alive), expected purchases and CLV
-        from the run, and the rule that placed them."""
+        from the run, the rule that placed them, and (``model``) the models the
+        run fitted, from the run's record."""
         details = dict(membership.get("details") or {})
         segment = membership.get("segment")
+        model = _model_text(ctx.run_details)
+        fitted = {} if model is None else {"model": model}
         if segment is None:
-            return {"segment": None, "why": "not a member of this run (the customer was added after it)"}
+            return {"segment": None, "why": "not a member of this run (the customer was added after it)", **fitted}
         if segment == NO_PURCHASES or not details:
-            return {"segment": segment, "why": "no won deal up to as_of, so not scored"}
+            return {"segment": segment, "why": "no won deal up to as_of, so not scored", **fitted}
         why = {LIKELY_CHURNED: f"P(alive) {details['p_alive']:.3f} < churn_below {options.churn_below}",
                TOP_VALUE: f"CLV {details['clv']} is in the top {options.top_share:.0%} of buyers",
                STANDARD: f"P(alive) >= {options.churn_below} and CLV below the top {options.top_share:.0%}"}
-        return {"segment": segment, **details, "why": why.get(segment, "")}
+        return {"segment": segment, **details, "why": why.get(segment, ""), **fitted}
 
 
 def _scored(fitted: Fitted, options: CLVOptions) -> Any:

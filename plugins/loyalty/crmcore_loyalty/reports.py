@@ -51,29 +51,39 @@ class LiabilityReport(crmcore.Report):
     options_type = LiabilityOptions
 
     def run(self, ctx: crmcore.ReportContext, options: LiabilityOptions) -> crmcore.ReportResult:
-        """Outstanding points and their value by expiry month."""
+        """Outstanding points and their value by expiry month.
+
+        A batch past its expiry at ``as_of`` whose points are still outstanding
+        (the expiry job has not run since) is past due, also when it expired
+        earlier in the as-of month: that month then has two rows, the part
+        already past due first.
+        """
         source, remaining = _remaining()
         year, month = extract("year", ledger.c.expires_at), extract("month", ledger.c.expires_at)
-        query = select(year, month, func.count(), func.sum(remaining)).select_from(source).where(
+        past = case((ledger.c.expires_at <= utc(ctx.as_of), 1), else_=0)
+        query = select(year, month, past, func.count(), func.sum(remaining)).select_from(source).where(
             ledger.c.scheme == options.scheme, ledger.c.points > 0, remaining > 0,
-            ledger.c.occurred_at <= utc(ctx.as_of)).group_by(year, month).order_by(year, month)
+            ledger.c.occurred_at <= utc(ctx.as_of)).group_by(year, month, past)
         rows = []
-        for y, m, batches, points in ctx.conn.execute(query):
+        for y, m, overdue, batches, points in ctx.conn.execute(query):
             label = "never" if y is None else _month(y, m)
-            overdue = y is not None and (int(y), int(m)) < (ctx.as_of.year, ctx.as_of.month)
-            rows.append((label, int(batches), int(points), int(points) * options.point_value, overdue))
-        rows.sort(key=lambda r: (r[0] == "never", r[0]))
+            rows.append((label, int(batches), int(points), int(points) * options.point_value, bool(overdue)))
+        rows.sort(key=lambda r: (r[0] == "never", r[0], not r[4]))
         total = sum(r[2] for r in rows)
-        notes = (f"{total:,} points outstanding, worth {total * options.point_value:,} "
-                 f"{options.currency or ''} at {options.point_value} per point".rstrip(),)
+        notes = [f"{total:,} points outstanding, worth {total * options.point_value:,} "
+                 f"{options.currency or ''} at {options.point_value} per point".rstrip()]
+        due = sum(r[2] for r in rows if r[4])
+        if due:
+            notes.append(f"{due:,} points of these are past their expiry as of {ctx.as_of:%Y-%m-%d %H:%M} UTC: "
+                         "run `crm loyalty expire` to expire them.")
         return crmcore.ReportResult(
             title=f"Loyalty liability ({options.scheme})",
             columns=(crmcore.Column("expires", title="expiry month"), crmcore.Column("batches", "int"),
                      crmcore.Column("points", "int"), crmcore.Column("value", "decimal"),
                      crmcore.Column("past_due", "str", "past due (run expire)")),
-            rows=tuple((label, b, p, v, "yes" if past else "") for label, b, p, v, past in rows),
+            rows=tuple((label, b, p, v, "yes" if overdue else "") for label, b, p, v, overdue in rows),
             charts=(crmcore.Chart("bar", "Outstanding points by expiry month", x="expires", y=("points",)),),
-            notes=notes)
+            notes=tuple(notes))
 
 
 @attrs.frozen

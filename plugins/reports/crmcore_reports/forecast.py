@@ -7,7 +7,8 @@ without an expected close date (they are in no month, but not dropped).
 * ``won``: revenue of won deals closed in that month, up to ``as_of``.
 * ``open_deals`` / ``open_amount``: deals open at ``as_of`` (created by then,
   in a stage with outcome ``open`` then) with that expected close month.
-* ``weighted``: sum of ``amount * probability / 100`` of those deals (exact).
+* ``weighted``: sum of ``amount * probability / 100`` of those deals (exact
+  in SQL, shown at the currency's minor unit: rounded half-up once).
 * ``worst_case``: ``won`` plus the open deals at or above
   ``commit_probability`` (default 75 %): what closes if only the likely ones do.
 * ``best_case``: ``won`` plus every open deal: what closes if all of them do.
@@ -33,7 +34,7 @@ from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce
 import crmcore
 from crmcore.store import money_from_scaled, month_index, month_label, tables
 
-from .scope import ReportFilters, Scope, minor_unit
+from .scope import ReportFilters, Scope, minor_unit, weighted_money
 from .stage_then import deals_then, probability_then
 
 deals = tables.deals
@@ -70,7 +71,7 @@ class ForecastReport(crmcore.Report):
         for month in sorted(months, key=lambda m: (m is None, m)):
             won, count, amount, weighted, committed, _ = months[month]
             rows.append((NO_DATE if month is None else month_label(month), _m(won, minor), count,
-                         _m(amount, minor), money_from_scaled(weighted) / 100, _m(won + committed, minor),
+                         _m(amount, minor), weighted_money(weighted, cur), _m(won + committed, minor),
                          _m(won + amount, minor)))
         money = {"won", "open_amount", "weighted", "worst_case", "best_case"}
         columns = tuple(crmcore.Column(n, "decimal" if n in money else ("int" if n == "open_deals" else "str"),

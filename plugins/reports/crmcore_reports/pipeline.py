@@ -2,7 +2,9 @@
 
 One row per configured stage of the pipeline, in stage order, even when no
 deal is there: the number of deals, their amount and their weighted amount
-(``amount * probability / 100``), all exact Decimals aggregated in SQL.
+(``amount * probability / 100``), aggregated exactly in SQL and shown, like
+every amount, at the currency's minor unit (the weighted sum rounded half-up
+once, not per deal).
 
 As of ``as_of``
     Only deals created at or before ``as_of`` count, each in the stage it was
@@ -40,7 +42,7 @@ from sqlalchemy import BigInteger, func, select, type_coerce
 import crmcore
 from crmcore.store import days_between, money_from_scaled, tables, utc_literal
 
-from .scope import ReportFilters, Scope, minor_unit
+from .scope import ReportFilters, Scope, minor_unit, weighted_money
 from .stage_then import deals_then, probability_then
 
 deals = tables.deals
@@ -88,7 +90,8 @@ class PipelineReport(crmcore.Report):
         totals = _totals_by_stage(scope, pipeline, currency)
         rows = []
         for stage in stages:
-            empty = (0, None, None, Decimal(0).quantize(minor_unit(currency, "[reports.pipeline]")), Decimal(0))
+            zero = Decimal(0).quantize(minor_unit(currency, "[reports.pipeline]"))
+            empty = (0, None, None, zero, zero)
             count, avg_days, max_days, amount, weighted = totals.pop(stage.name, empty)
             rows.append((stage.name, stage.outcome.value, stage.probability, count, avg_days, max_days,
                          amount, weighted))
@@ -126,11 +129,11 @@ def _totals_by_stage(scope: Scope, pipeline: crmcore.Pipeline,
              .group_by(per_deal.c.stage))
     # Money is stored as an integer count of 1/10,000; summing the raw integers
     # (and amount * probability as integers) keeps every total exact.
-    # Amounts at the currency's minor unit (12000.50, not 12000.5); weighted
-    # amounts stay exact (a probability can add digits: 0.99 * 10% = 0.099).
+    # Amounts at the currency's minor unit (12000.50, not 12000.5); a weighted
+    # sum is rounded once at the end (a probability adds digits: 0.99 * 10% = 0.099).
     minor = minor_unit(currency, "[reports.pipeline]")
     return {name: (count, _days(avg_age), _days(max_age), money_from_scaled(amount).quantize(minor),
-                   money_from_scaled(weighted) / 100)
+                   weighted_money(weighted, currency, "[reports.pipeline]"))
             for name, count, amount, weighted, avg_age, max_age in ctx.conn.execute(query)}
 
 

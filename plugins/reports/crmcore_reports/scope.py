@@ -184,6 +184,17 @@ def money(scaled: float | Decimal | None, currency: str) -> Decimal:
     return (Decimal(int(scaled or 0)) / MONEY_SCALE).quantize(minor_unit(currency))
 
 
+def weighted_money(scaled_percent: float | Decimal | None, currency: str, where: str = "[reports]") -> Decimal:
+    """A sum of ``amount * probability`` (scaled amounts times whole percents) as money.
+
+    The sum is exact (integers in SQL); it is divided out and rounded half-up
+    once, to the currency's minor unit, like every other amount in a report
+    (``0.10 * 33%`` three times is 0.099, shown as 0.10).
+    """
+    value = Decimal(int(scaled_percent or 0)) / MONEY_SCALE / 100
+    return value.quantize(minor_unit(currency, where), rounding=ROUND_HALF_UP)
+
+
 def average_money(scaled_sum: float | Decimal | None, count: int | None, currency: str) -> Decimal | None:
     """``sum / count`` of scaled amounts, exact then rounded half-up to the minor unit.
 
