@@ -88,19 +88,19 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
     options = ImportOptions(format=format, encoding=encoding, delimiter=delimiter, sheet=sheet, mapping=mapping,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
-                            max_errors=max_errors)
+                            max_errors=max_errors, inputs=(mapping_file,) if mapping_file else ())
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
         try:
             report = import_file(crm, entity, file, options, progress=bar.update)
         except ImportFailed as exc:
             bar.stop()
-            _print_report(session, exc.report)
+            _print_report(session, exc.report, summary=False)  # the error message is the summary
             raise
     _print_report(session, report)
 
 
-def _print_report(session: Session, report: ImportReport) -> None:
+def _print_report(session: Session, report: ImportReport, summary: bool = True) -> None:
     if session.as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2, default=json_default))
         return
@@ -113,7 +113,7 @@ def _print_report(session: Session, report: ImportReport) -> None:
         click.echo(more, err=True)
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
-    if report.committed or report.dry_run:
+    if summary and (report.committed or report.dry_run):
         session.echo(report.summary())
 
 

@@ -20,7 +20,7 @@ from decimal import Decimal
 from typing import Any, cast
 
 import attrs
-from sqlalchemy import JSON, Connection, String, insert
+from sqlalchemy import JSON, BigInteger, Connection, Integer, SmallInteger, String, insert
 
 from ..domain.convert import structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
@@ -80,6 +80,8 @@ class RowChecker:
         self.table_columns = [c.name for c in ENTITY_TABLES[kind].c]
         self._text_columns = [(c.name, c.type.length) for c in ENTITY_TABLES[kind].c
                               if isinstance(c.type, String)]  # Text is a String too (no length)
+        self._int_columns = [(c.name, integer_range(c.type)) for c in ENTITY_TABLES[kind].c
+                             if isinstance(c.type, Integer)]
         self.binder: Binder | None = None
         self._texts = text_fields(kind)
         # to_row only; never touches a connection (so none is given: the cast says so to mypy)
@@ -172,14 +174,17 @@ class RowChecker:
                         continue
                 elif not value.strip():
                     continue
-            elif text and kind == FIELD:
+            elif (text and kind == FIELD) or kind == REFERENCE:
+                if isinstance(value, _NOT_TEXT):
+                    issues.append((column, f"expected text, got {_json_kind(value)} {_shown(value)}"))
+                    continue
                 value = _as_text(value)
             if kind == FIELD:
                 fields[name] = value
             elif kind == ATTRIBUTE:
                 attributes[name] = plain_json(value)
             elif kind == REFERENCE:
-                references[name] = value if isinstance(value, str) else _as_text(value)
+                references[name] = value
             elif kind == ATTRIBUTES:
                 parsed = _attributes_object(value)
                 if isinstance(parsed, str):
@@ -277,8 +282,13 @@ class RowChecker:
         return tuple(row[c] for c in self.table_columns), None, references
 
     def _storable(self, get: Any, references: Mapping[str, str]) -> list[Issue]:
-        """What the database would refuse: text longer than its column, NUL characters."""
+        """What the database would refuse: text longer than its column, NUL characters, integers out of range."""
         issues = []
+        for name, (low, high) in self._int_columns:
+            value = get(name)
+            if value is not None and not low <= value <= high:
+                issues.append((self.column_of(name, references),
+                               f"{_digits(value)} is out of range (at most {high})"))
         for name, limit in self._text_columns:
             value = get(name)
             if value is None:
@@ -391,6 +401,23 @@ def _memo_key(value: Any) -> Any:
     return (type(value), value)
 
 
+def integer_range(type_: Any) -> tuple[int, int]:
+    """The values an integer column holds on every supported database (INTEGER is 32 bits on servers)."""
+    if isinstance(type_, SmallInteger):
+        bits = 16
+    elif isinstance(type_, BigInteger):
+        bits = 64
+    else:
+        bits = 32
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _digits(value: int) -> str:
+    if abs(value) < 10**40:
+        return str(value)
+    return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+
+
 def normalize_key(key: str, value: Any) -> Any:
     """An import key as stored: emails normalised, ids as integers."""
     from ..domain.convert import parse_int
@@ -416,6 +443,21 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+# What a text field refuses (a JSON object, list or boolean is not a name or a city).
+_NOT_TEXT = (dict, list, tuple, bool)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a JSON object" if isinstance(value, dict) else "a list"
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _attributes_object(value: Any) -> dict[str, Any] | str:
     if isinstance(value, dict):
         plain: dict[str, Any] = plain_json(value)  # a dict stays a dict
@@ -430,4 +472,4 @@ def _attributes_object(value: Any) -> dict[str, Any] | str:
     return f"expected a JSON object of custom fields, got {value!r}"
 
 
-__all__ = ["Given", "RowChecker", "normalize_key"]
+__all__ = ["Given", "RowChecker", "integer_range", "normalize_key"]
