@@ -59,12 +59,14 @@ SHOWN_ERRORS = 20
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Processes that validate rows (default: automatic; 0: validate in this process).")
 @click.option("--max-errors", type=click.IntRange(1), help="Stop reading after this many bad rows.")
+@click.option("--raw-csv", is_flag=True, help="Read CSV cells as written (keep a leading ' before =, +, -, @) "
+                                             "and write the reject file without formula escaping.")
 @pass_session
 def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
                    delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
-                   max_errors: int | None) -> None:
+                   max_errors: int | None, raw_csv: bool = False) -> None:
     """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
@@ -88,7 +90,8 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
     options = ImportOptions(format=format, encoding=encoding, delimiter=delimiter, sheet=sheet, mapping=mapping,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
-                            max_errors=max_errors, inputs=(mapping_file,) if mapping_file else ())
+                            max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
+                            raw_csv=raw_csv)
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
         try:
@@ -132,10 +135,12 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
 @click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")
 @click.option("--segment", "segment", multiple=True, metavar="STRATEGY=SEGMENT",
               help="Customers only: those in SEGMENT of STRATEGY's latest run (repeatable).")
+@click.option("--raw-csv", is_flag=True, help="CSV for programs: no quote before text starting with =, +, -, @ "
+                                             "(by default such text is escaped so spreadsheets do not run it).")
 @pass_session
 def export_command(session: Session, entity: str, output: str | None, format: str | None,
                    where: tuple[str, ...], sort: str, limit: int | None, encoding: str, delimiter: str,
-                   segment: tuple[str, ...] = ()) -> None:
+                   segment: tuple[str, ...] = (), raw_csv: bool = False) -> None:
     """Export ENTITY (customers, contacts, interactions or deals) to CSV, JSON Lines or XLSX.
 
     The file imports back as it is: `crm import ENTITY FILE` into another
@@ -160,7 +165,7 @@ def export_command(session: Session, entity: str, output: str | None, format: st
     if len(delimiter) != 1:
         raise CRMError(f"--delimiter must be one character, got {delimiter!r}")
     report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort, limit=limit,
-                             encoding=encoding, delimiter=delimiter)
+                             encoding=encoding, delimiter=delimiter, raw_csv=raw_csv)
     if output not in (None, "-") and not session.quiet:
         click.echo(f"exported {report.rows} {report.entity}s to {output} ({report.format})", err=True)
 

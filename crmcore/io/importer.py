@@ -116,6 +116,8 @@ class ImportOptions:
     batch_size: int = 5000
     workers: int | None = None
     max_errors: int | None = None
+    #: CSV as written: no formula quote is removed on reading or added in the reject file.
+    raw_csv: bool = False
     #: Other files the import reads (a mapping file): the reject file must not be one of them.
     inputs: tuple[str | Path, ...] = ()
 
@@ -223,7 +225,7 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
     if options.batch_size < 1:
         raise MappingError("--batch-size must be at least 1")
     with open_reader(path, options.format, encoding=options.encoding, delimiter=options.delimiter,
-                     sheet=options.sheet) as reader:
+                     sheet=options.sheet, raw_csv=options.raw_csv) as reader:
         mapping = ColumnMapping(kind, options.mapping, crm.custom_fields.get(kind, {}), options.ignore_unknown)
         report = ImportReport(entity=kind, file=reader.name, format=reader.format, key=key,
                               on_error=options.on_error, dry_run=options.dry_run,
@@ -355,7 +357,7 @@ class _Import:
         workers = self._workers()
         self.report.workers = workers
         if options.reject_file:
-            self.rejects = RejectWriter(options.reject_file, self.reader)
+            self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv)
         gc_state = _relax_gc()
         validated = _Validation(self.checker, workers, self.timings)
         single = options.dry_run or options.on_error == "abort"

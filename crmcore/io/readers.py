@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from ..domain.errors import CRMError
+from ..domain.spreadsheet import unescape_formula
 
 FORMATS = ("csv", "jsonl", "xlsx")
 EXTENSIONS = {
@@ -79,14 +80,18 @@ def detect_format(path: str | Path, format: str | None = None) -> str:
 
 
 def open_reader(path: str | Path, format: str | None = None, *, encoding: str | None = None,
-                delimiter: str | None = None, sheet: str | None = None) -> "Reader":
-    """Open ``path`` (``-`` for standard input) with the reader for its format."""
+                delimiter: str | None = None, sheet: str | None = None, raw_csv: bool = False) -> "Reader":
+    """Open ``path`` (``-`` for standard input) with the reader for its format.
+
+    A CSV cell that an export escaped against spreadsheet formulas (``'=x``)
+    reads as the original text (``=x``) unless ``raw_csv``.
+    """
     kind = detect_format(path, format) if str(path) != "-" else (format or "csv")
     if kind == "xlsx":
         return XLSXReader(path, sheet=sheet)
     if kind == "jsonl":
         return JSONLReader(path, encoding=encoding)
-    return CSVReader(path, encoding=encoding, delimiter=delimiter)
+    return CSVReader(path, encoding=encoding, delimiter=delimiter, unescape_formulas=not raw_csv)
 
 
 class Reader:
@@ -160,8 +165,10 @@ class CSVReader(Reader):
 
     format = "csv"
 
-    def __init__(self, path: str | Path, encoding: str | None = None, delimiter: str | None = None):
+    def __init__(self, path: str | Path, encoding: str | None = None, delimiter: str | None = None,
+                 unescape_formulas: bool = True):
         super().__init__(path)
+        self.unescape = unescape_formulas
         self.encoding = _check_encoding(encoding or "utf-8")
         if delimiter is not None:
             delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(delimiter, delimiter)
@@ -210,7 +217,10 @@ class CSVReader(Reader):
         if problem is not None:
             raise SourceError(f"{self.name}:{line}: the header line cannot be read: {problem[1]}")
         self.header_line = line
-        self.columns = check_header(self.name, line, [f.strip().lstrip("\ufeff") for f in fields])
+        names = [f.strip().lstrip("\ufeff") for f in fields]
+        if self.unescape:
+            names = [unescape_formula(f) for f in names]
+        self.columns = check_header(self.name, line, names)
 
     def _decoded_lines(self) -> Iterator[tuple[int, str]]:
         decode = codecs.getdecoder(self.encoding)
@@ -300,6 +310,8 @@ class CSVReader(Reader):
                 # that was never closed swallowed the next line(s) up to another quote.
                 yield self._resync(line, "quoted value not closed")
                 continue
+            if self.unescape and problem is None and any("'" in text for text in self._pending):
+                fields = [unescape_formula(f) for f in fields]  # an escaped export reads back as written
             if problem is None and len(fields) != width:
                 if self._lineno > line and locate_quote_error(self._pending[0].rstrip("\r\n"), self.delimiter)[0] \
                         is not None:

@@ -48,7 +48,7 @@ def _same_file(a: Path, b: Path) -> bool:
 class RejectWriter:
     """Writes rejected rows as they happen (nothing is kept in memory)."""
 
-    def __init__(self, path: str | Path, reader: Reader):
+    def __init__(self, path: str | Path, reader: Reader, escape_formulas: bool = True):
         self.path = Path(path)
         self.reader = reader
         self.format = EXTENSIONS.get(self.path.suffix.lower(), "csv")
@@ -60,6 +60,7 @@ class RejectWriter:
         if self.format == "csv":
             options["encoding"] = getattr(reader, "encoding", "utf-8")
             options["delimiter"] = getattr(reader, "delimiter", ",")
+            options["escape_formulas"] = escape_formulas
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = open_writer(self.path, self.format, header, **options)
