@@ -21,6 +21,7 @@ from ..io import (
     export_entities,
     import_file,
     load_mapping_file,
+    load_value_mapping,
     parse_map_options,
 )
 from ..io.mapping import ENTITY_NAMES
@@ -45,7 +46,7 @@ SHOWN_ERRORS = 20
 @click.option("--map", "maps", multiple=True, metavar="COLUMN=FIELD",
               help="Read COLUMN into FIELD (attributes.NAME for a custom field; COLUMN= ignores it). Repeatable.")
 @click.option("--mapping", "mapping_file", type=click.Path(exists=True, dir_okay=False),
-              help="TOML or JSON file of column = field pairs.")
+              help="TOML or JSON file of column = field pairs, and [values.FIELD] tables of cell = value.")
 @click.option("--ignore-unknown", is_flag=True, help="Skip columns that match no field instead of failing.")
 @click.option("--key", type=click.Choice(["external_id", "email", "id"]),
               help="Match existing records by this field and update them (default: external_id).")
@@ -84,10 +85,13 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
       crm import customers old.csv --encoding gb18030 --dry-run
     """
     mapping: dict[str, str] = {}
+    values: dict[str, dict[str, Any]] = {}
     if mapping_file:
         mapping.update(load_mapping_file(mapping_file))
+        values = load_value_mapping(mapping_file)
     mapping.update(parse_map_options(maps))
     options = ImportOptions(format=format, encoding=encoding, delimiter=delimiter, sheet=sheet, mapping=mapping,
+                            values=values,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
                             max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),

@@ -108,6 +108,8 @@ class ImportOptions:
     delimiter: str | None = None
     sheet: str | None = None
     mapping: dict[str, str] = attrs.field(factory=dict)
+    #: field -> cell text -> value (a mapping file's ``[values.FIELD]`` tables)
+    values: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     ignore_unknown: bool = False
     key: str | None = None
     dry_run: bool = False
@@ -226,7 +228,8 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
         raise MappingError("--batch-size must be at least 1")
     with open_reader(path, options.format, encoding=options.encoding, delimiter=options.delimiter,
                      sheet=options.sheet, raw_csv=options.raw_csv) as reader:
-        mapping = ColumnMapping(kind, options.mapping, crm.custom_fields.get(kind, {}), options.ignore_unknown)
+        mapping = ColumnMapping(kind, options.mapping, crm.custom_fields.get(kind, {}), options.ignore_unknown,
+                                options.values)
         report = ImportReport(entity=kind, file=reader.name, format=reader.format, key=key,
                               on_error=options.on_error, dry_run=options.dry_run,
                               reject_file=str(options.reject_file) if options.reject_file else None)

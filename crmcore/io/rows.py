@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
@@ -45,9 +45,11 @@ from .mapping import (
     STRIPPED_FIELDS,
     ColumnMapping,
     Target,
+    entity_fields,
     plain_json,
     text_fields,
 )
+from .values import parse_loose_date, parse_money
 
 #: The repository class by entity kind (the kind, so the entity type, is chosen at run time).
 REPOSITORIES: dict[str, type[Repository[Any]]] = {"customer": CustomerRepository, "contact": ContactRepository,
@@ -89,8 +91,14 @@ class RowChecker:
         self._validate = getattr(validator, kind)
         self._plan = self._make_plan(columns) if columns is not None else None
         # Every mapped column a plain field: a tighter loop in given().
+        self._values = mapping.values
         self._text_plan = ([(i, name, strip) for i, kind, name, _, strip in self._plan]
-                           if self._plan is not None and all(p[1] == FIELD for p in self._plan) else None)
+                           if self._plan is not None and all(p[1] == FIELD for p in self._plan)
+                           and not self._values else None)
+        hints = entity_fields(kind)
+        self._loose = [(name, hints[name] is datetime or hints[name] == datetime | None)
+                       for name in hints if hints[name] in (date, datetime, date | None, datetime | None)]
+        self._money = [name for name in hints if hints[name] in (Decimal, Decimal | None)]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -180,6 +188,8 @@ class RowChecker:
                     continue
                 value = _as_text(value)
             if kind == FIELD:
+                if name in self._values and isinstance(value, str):
+                    value = self._values[name].get(value.strip(), value)
                 fields[name] = value
             elif kind == ATTRIBUTE:
                 attributes[name] = plain_json(value)
@@ -238,6 +248,14 @@ class RowChecker:
         references = given.references
         data = dict(base) if base is not None else {}
         data.update(given.fields)
+        for name, with_time in self._loose:  # 2024/1/2, 2024年1月2日, Excel serials
+            value = given.fields.get(name)
+            if value.__class__ is str:
+                data[name] = parse_loose_date(value, with_time)
+        for name in self._money:  # ¥102,000, ￥１２，３４５
+            value = given.fields.get(name)
+            if value.__class__ is str:
+                data[name] = parse_money(value)
         if given.attributes:
             data["attributes"] = {**(data.get("attributes") or {}), **given.attributes}
         if base is not None:  # an update keeps the stored id and creation time
