@@ -12,6 +12,7 @@ import attrs
 import click
 
 from ..domain.convert import json_default
+from ..domain.spreadsheet import escape_formula
 from .context import Session, pass_session
 from .family_common import component_rows, parse_options
 
@@ -86,9 +87,10 @@ def members(session: Session, name: str, strategy: str | None, run_id: int | Non
 @click.option("--run", "run_id", type=int)
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
+@click.option("--raw-csv", is_flag=True, help="No quote before text starting with =, +, -, @ (for programs).")
 @pass_session
 def export_segment(session: Session, name: str, strategy: str | None, run_id: int | None, fmt: str,
-                   output: str | None) -> None:
+                   output: str | None, raw_csv: bool = False) -> None:
     """Export the members of NAME as CSV or JSON Lines (streamed)."""
     rows = _members(session, name, strategy, run_id)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
@@ -97,9 +99,12 @@ def export_segment(session: Session, name: str, strategy: str | None, run_id: in
         if fmt == "csv":
             writer = csv.writer(stream, lineterminator="\n")
             writer.writerow(EXPORT_COLUMNS)
+
+            def text(value: Any) -> Any:
+                return escape_formula(value) if isinstance(value, str) and not raw_csv else value
             for count, row in enumerate(rows, 1):
-                writer.writerow([row["customer_id"], row["name"], row["email"], row["segment"], row["score"],
-                                 json.dumps(row["details"], ensure_ascii=False) if row["details"] else ""])
+                writer.writerow([row["customer_id"], text(row["name"]), text(row["email"]), text(row["segment"]),
+                                 row["score"], json.dumps(row["details"], ensure_ascii=False) if row["details"] else ""])
         else:
             for count, row in enumerate(rows, 1):
                 stream.write(json.dumps(row, ensure_ascii=False, default=json_default) + "\n")

@@ -21,6 +21,7 @@ from ..io import (
     export_entities,
     import_file,
     load_mapping_file,
+    load_value_mapping,
     parse_map_options,
 )
 from ..io.mapping import ENTITY_NAMES
@@ -45,7 +46,7 @@ SHOWN_ERRORS = 20
 @click.option("--map", "maps", multiple=True, metavar="COLUMN=FIELD",
               help="Read COLUMN into FIELD (attributes.NAME for a custom field; COLUMN= ignores it). Repeatable.")
 @click.option("--mapping", "mapping_file", type=click.Path(exists=True, dir_okay=False),
-              help="TOML or JSON file of column = field pairs.")
+              help="TOML or JSON file of column = field pairs, and [values.FIELD] tables of cell = value.")
 @click.option("--ignore-unknown", is_flag=True, help="Skip columns that match no field instead of failing.")
 @click.option("--key", type=click.Choice(["external_id", "email", "id"]),
               help="Match existing records by this field and update them (default: external_id).")
@@ -59,12 +60,14 @@ SHOWN_ERRORS = 20
 @click.option("--workers", type=click.IntRange(0), default=None,
               help="Processes that validate rows (default: automatic; 0: validate in this process).")
 @click.option("--max-errors", type=click.IntRange(1), help="Stop reading after this many bad rows.")
+@click.option("--raw-csv", is_flag=True, help="Read CSV cells as written (keep a leading ' before =, +, -, @) "
+                                             "and write the reject file without formula escaping.")
 @pass_session
 def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
                    delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
-                   max_errors: int | None) -> None:
+                   max_errors: int | None, raw_csv: bool = False) -> None:
     """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
@@ -82,25 +85,29 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
       crm import customers old.csv --encoding gb18030 --dry-run
     """
     mapping: dict[str, str] = {}
+    values: dict[str, dict[str, Any]] = {}
     if mapping_file:
         mapping.update(load_mapping_file(mapping_file))
+        values = load_value_mapping(mapping_file)
     mapping.update(parse_map_options(maps))
     options = ImportOptions(format=format, encoding=encoding, delimiter=delimiter, sheet=sheet, mapping=mapping,
+                            values=values,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
-                            max_errors=max_errors)
+                            max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
+                            raw_csv=raw_csv)
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
         try:
             report = import_file(crm, entity, file, options, progress=bar.update)
         except ImportFailed as exc:
             bar.stop()
-            _print_report(session, exc.report)
+            _print_report(session, exc.report, summary=False)  # the error message is the summary
             raise
     _print_report(session, report)
 
 
-def _print_report(session: Session, report: ImportReport) -> None:
+def _print_report(session: Session, report: ImportReport, summary: bool = True) -> None:
     if session.as_json:
         click.echo(json.dumps(report.to_dict(), ensure_ascii=False, indent=2, default=json_default))
         return
@@ -113,7 +120,7 @@ def _print_report(session: Session, report: ImportReport) -> None:
         click.echo(more, err=True)
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
-    if report.committed or report.dry_run:
+    if summary and (report.committed or report.dry_run):
         session.echo(report.summary())
 
 
@@ -132,10 +139,12 @@ def _print_report(session: Session, report: ImportReport) -> None:
 @click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")
 @click.option("--segment", "segment", multiple=True, metavar="STRATEGY=SEGMENT",
               help="Customers only: those in SEGMENT of STRATEGY's latest run (repeatable).")
+@click.option("--raw-csv", is_flag=True, help="CSV for programs: no quote before text starting with =, +, -, @ "
+                                             "(by default such text is escaped so spreadsheets do not run it).")
 @pass_session
 def export_command(session: Session, entity: str, output: str | None, format: str | None,
                    where: tuple[str, ...], sort: str, limit: int | None, encoding: str, delimiter: str,
-                   segment: tuple[str, ...] = ()) -> None:
+                   segment: tuple[str, ...] = (), raw_csv: bool = False) -> None:
     """Export ENTITY (customers, contacts, interactions or deals) to CSV, JSON Lines or XLSX.
 
     The file imports back as it is: `crm import ENTITY FILE` into another
@@ -160,7 +169,7 @@ def export_command(session: Session, entity: str, output: str | None, format: st
     if len(delimiter) != 1:
         raise CRMError(f"--delimiter must be one character, got {delimiter!r}")
     report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort, limit=limit,
-                             encoding=encoding, delimiter=delimiter)
+                             encoding=encoding, delimiter=delimiter, raw_csv=raw_csv)
     if output not in (None, "-") and not session.quiet:
         click.echo(f"exported {report.rows} {report.entity}s to {output} ({report.format})", err=True)
 

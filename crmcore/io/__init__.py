@@ -18,12 +18,12 @@ from .importer import (
     RowError,
     import_file,
 )
-from .mapping import ColumnMapping, MappingError, load_mapping_file, parse_map_options
+from .mapping import ColumnMapping, MappingError, load_mapping_file, load_value_mapping, parse_map_options
 from .readers import RecordError, SourceError, open_reader, read_all
 from .writers import WriteError
 
 __all__ = [
     "ColumnMapping", "ExportReport", "ImportFailed", "ImportOptions", "ImportProgress", "ImportReport",
     "MappingError", "RecordError", "RowError", "SourceError", "WriteError", "export_columns",
-    "export_entities", "import_file", "load_mapping_file", "open_reader", "parse_map_options", "read_all",
+    "export_entities", "import_file", "load_mapping_file", "load_value_mapping", "open_reader", "parse_map_options", "read_all",
 ]

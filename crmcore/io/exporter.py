@@ -70,8 +70,14 @@ def export_columns(crm: Any, kind: str, format: str) -> list[str]:
 def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None = None, *,
                     format: str | None = None, filters: Mapping[str, Any] | None = None,
                     sort: str = "id", limit: int | None = None, encoding: str = "utf-8",
-                    delimiter: str = ",", progress: Callable[[int], None] | None = None) -> ExportReport:
-    """Write the entities matching ``filters`` to ``target`` (a path, a binary stream, or stdout)."""
+                    delimiter: str = ",", progress: Callable[[int], None] | None = None,
+                    raw_csv: bool = False) -> ExportReport:
+    """Write the entities matching ``filters`` to ``target`` (a path, a binary stream, or stdout).
+
+    CSV text a spreadsheet would run as a formula gets a leading quote unless
+    ``raw_csv`` (see :mod:`crmcore.domain.spreadsheet`); importing the file
+    undoes it.
+    """
     kind = entity_kind(entity)
     format = _format(target, format)
     service = getattr(crm, f"{kind}s")
@@ -100,7 +106,8 @@ def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None
     with crm.unit(readonly=True) as uow:
         crm.authorize(f"{kind}.list", None)
         repo = service.repo(uow)
-        writer = open_writer(target, format, columns, encoding=encoding, delimiter=delimiter)
+        writer = open_writer(target, format, columns, encoding=encoding, delimiter=delimiter,
+                             escape_formulas=not raw_csv)
         try:
             conn = uow.conn.execution_options(stream_results=True, yield_per=STREAM_ROWS)
             table_columns = [c.name for c in table.c]

@@ -47,6 +47,7 @@ from typing import Any, TypeAlias, cast
 import attrs
 from sqlalchemy import (
     ARRAY,
+    Integer,
     String,
     any_,
     bindparam,
@@ -78,14 +79,16 @@ from .mapping import (
     entity_kind,
 )
 from .readers import Reader, Record, open_reader
-from .rejects import RejectWriter
-from .rows import Binder, Given, RowChecker, normalize_key
+from .rejects import RejectWriter, check_reject_target
+from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
 KEYS = {"customer": ("external_id", "email", "id"), "contact": ("external_id", "email", "id"),
         "interaction": ("external_id", "id"), "deal": ("external_id", "id")}
 # Fields an import must be able to fill for a new row (beyond those with defaults).
 DEFAULTED = {"currency", "customer_id", "id"}
 IN_CHUNK = 5000
+# What a database (or its driver, before sending) raises for a row it will not store.
+_REFUSED = (DBAPIError, StatementError, OverflowError, UnicodeEncodeError)
 ProgressCallback = Callable[["ImportProgress"], None]
 
 
@@ -106,6 +109,8 @@ class ImportOptions:
     delimiter: str | None = None
     sheet: str | None = None
     mapping: dict[str, str] = attrs.field(factory=dict)
+    #: field -> cell text -> value (a mapping file's ``[values.FIELD]`` tables)
+    values: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     ignore_unknown: bool = False
     key: str | None = None
     dry_run: bool = False
@@ -114,6 +119,10 @@ class ImportOptions:
     batch_size: int = 5000
     workers: int | None = None
     max_errors: int | None = None
+    #: CSV as written: no formula quote is removed on reading or added in the reject file.
+    raw_csv: bool = False
+    #: Other files the import reads (a mapping file): the reject file must not be one of them.
+    inputs: tuple[str | Path, ...] = ()
 
 
 @attrs.define
@@ -187,6 +196,8 @@ class ImportReport:
             text += "; stopped early at --max-errors"
         if self.reject_file and self.rejected:
             text += f"; rejected rows in {self.reject_file}"
+        if self.dry_run and self.rejected:
+            text += f"; {self.rejected} of {self.rows} row{'s' if self.rows != 1 else ''} would be rejected"
         return text
 
     def to_dict(self) -> dict[str, Any]:
@@ -206,6 +217,9 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
     """
     options = options or ImportOptions()
     kind = entity_kind(entity)
+    if options.reject_file is not None:
+        database = crm.engine.url.database if crm.engine.dialect.name == "sqlite" else None
+        check_reject_target(options.reject_file, [path, *options.inputs, database])
     key = options.key or "external_id"
     if key not in KEYS[kind]:
         raise MappingError(f"--key {key!r}: {kind}s can be matched by {', '.join(KEYS[kind])}")
@@ -214,8 +228,9 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
     if options.batch_size < 1:
         raise MappingError("--batch-size must be at least 1")
     with open_reader(path, options.format, encoding=options.encoding, delimiter=options.delimiter,
-                     sheet=options.sheet) as reader:
-        mapping = ColumnMapping(kind, options.mapping, crm.custom_fields.get(kind, {}), options.ignore_unknown)
+                     sheet=options.sheet, raw_csv=options.raw_csv) as reader:
+        mapping = ColumnMapping(kind, options.mapping, crm.custom_fields.get(kind, {}), options.ignore_unknown,
+                                options.values)
         report = ImportReport(entity=kind, file=reader.name, format=reader.format, key=key,
                               on_error=options.on_error, dry_run=options.dry_run,
                               reject_file=str(options.reject_file) if options.reject_file else None)
@@ -346,12 +361,12 @@ class _Import:
         workers = self._workers()
         self.report.workers = workers
         if options.reject_file:
-            self.rejects = RejectWriter(options.reject_file, self.reader)
+            self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv)
         gc_state = _relax_gc()
         validated = _Validation(self.checker, workers, self.timings)
         single = options.dry_run or options.on_error == "abort"
         try:
-            batches = validated.run(self._batches())
+            batches = self._limited(validated.run(self._batches()))
             if single:
                 try:
                     with self.crm.unit() as uow:
@@ -382,9 +397,33 @@ class _Import:
                 f"again (give rows an external_id, or match with --key email or --key id)")
         self.report.seconds = time.perf_counter() - started
         self.report.timings = {k: round(v, 3) for k, v in self.timings.items()}
-        if options.on_error == "abort" and self.report.rejected and not options.dry_run:
-            raise ImportFailed(self.report)
+        if options.on_error == "abort" and self.report.rejected:
+            raise ImportFailed(self.report)  # a dry run too: it fails as the real run would
         return self.report
+
+    def _limited(self, batches: Iterable[tuple[list[Record], list[Any]]]
+                 ) -> Iterator[tuple[list[Record], list[Any]]]:
+        """Batches up to the ``max_errors``-th bad row (cut inside its batch when validation finds it)."""
+        limit = self.options.max_errors
+        if limit is None:
+            yield from batches
+            return
+        processed = 0
+        for batch, results in batches:
+            room = limit - self.report.rejected
+            bad = 0
+            for index, (record, result) in enumerate(zip(batch, results)):
+                if record.problem is not None or (result is not None and result[1]):
+                    bad += 1
+                    if bad >= room:
+                        batch, results = batch[:index + 1], results[:index + 1]
+                        break
+            processed += len(batch)
+            yield batch, results
+            if self.report.rejected >= limit:
+                self.report.stopped_early = True
+                self.report.rows = processed  # rows read ahead of the cut are not part of the import
+                return
 
     def _workers(self) -> int:
         if self.options.workers is not None:
@@ -589,8 +628,9 @@ class _Import:
                 given = self.checker.given(item.values)
                 for field in ("customer_id", "contact_id"):
                     raw = given.fields.get(field)
-                    if raw is not None and str(raw).strip().isdigit():
-                        wanted[field].add(int(str(raw).strip()))
+                    number = _as_id(str(raw)) if isinstance(raw, (str, int)) else None
+                    if number is not None:
+                        wanted[field].add(number)
         resolved["customer"] = _resolve(uow, customers, wanted["customer"], "customer", with_owner=False)
         resolved["contact"] = _resolve(uow, contacts, wanted["contact"], "contact", with_owner=True)
         resolved["customer_id"] = _by_id(uow, customers, wanted["customer_id"], "customer", with_owner=False)
@@ -654,7 +694,7 @@ class _Import:
             return
         except HookError:
             raise
-        except (DBAPIError, StatementError) as exc:
+        except _REFUSED as exc:
             if len(inserts) == 1:
                 line, values, _ = inserts[0]
                 self._reject(line, None, f"the database refused the row: {_db_message(exc)}", values)
@@ -667,7 +707,7 @@ class _Import:
                 with uow.conn.begin_nested():
                     ids.extend(self._insert_rows(uow, [row]))
                     landed.append((line, values, row))
-            except (DBAPIError, StatementError) as exc:
+            except _REFUSED as exc:
                 self._reject(line, None, f"the database refused the row: {_db_message(exc)}", values)
         if landed:
             self._after_insert(uow, landed, ids)
@@ -778,7 +818,7 @@ class _Import:
             return
         except HookError:
             raise
-        except (DBAPIError, StatementError):
+        except _REFUSED:
             pass
         for item, previous, candidate in updates:
             try:
@@ -786,7 +826,7 @@ class _Import:
                     self._update_rows(uow, repo, [candidate])
                     self.service.after_update(uow, candidate, previous)
                 self.report.updated += 1
-            except (DBAPIError, StatementError) as exc:
+            except _REFUSED as exc:
                 self._reject(item.line, None, f"the database refused the row: {_db_message(exc)}", item.values)
 
     def _update_rows(self, uow: Any, repo: Any, entities: list[Any]) -> None:
@@ -837,7 +877,7 @@ def _resolve(uow: Any, table: Any, refs: set[str], what: str, with_owner: bool) 
                     ids = ", ".join(str(h[0] if with_owner else h) for h in hits[:5])
                     found[ref] = (f"{len(hits)} {what}s have the email {email!r} (ids {ids}); "
                                   f"refer to the {what} by external id")
-    numbers = {int(r): r for r in refs - found.keys() if r.isdigit()}
+    numbers = {number: r for r in refs - found.keys() if (number := _as_id(r)) is not None}
     if numbers:
         by_id = _by_id(uow, table, set(numbers), what, with_owner)
         for number, ref in numbers.items():
@@ -873,7 +913,7 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) 
     much as the insert itself; SQLite gets the values as one JSON array
     (``json_each``) and PostgreSQL as one array parameter (``= ANY``).
     """
-    ordered = sorted(values, key=str)
+    ordered = sorted(_comparable(column, values), key=str)
     for start in range(0, len(ordered), IN_CHUNK):
         chunk = ordered[start:start + IN_CHUNK]
         if uow.dialect == "sqlite":
@@ -885,6 +925,37 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) 
         else:
             condition = column.in_(chunk)
         yield from uow.conn.execute(select(*columns).where(condition))
+
+
+def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """The values a column can hold (others match nothing, and some make the database raise).
+
+    NUL characters (PostgreSQL refuses them in text), unpaired surrogates (not
+    encodable) and integers beyond the column's range (an overflow before the
+    query runs) cannot be stored, so no row has them.
+    """
+    low, high = integer_range(column.type) if isinstance(column.type, Integer) else (-(1 << 63), (1 << 63) - 1)
+    for value in values:
+        if isinstance(value, str):
+            if "\x00" in value or not _encodable(value):
+                continue
+        elif isinstance(value, int) and not low <= value <= high:
+            continue
+        yield value
+
+
+def _encodable(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _as_id(text: str) -> int | None:
+    """A reference or cell as a row id, or None (too many digits for any id)."""
+    text = text.strip()
+    return int(text) if text.isdigit() and len(text) <= 20 else None
 
 
 def _db_message(exc: Exception) -> str:

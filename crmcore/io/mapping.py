@@ -93,7 +93,25 @@ def parse_map_options(items: Iterable[str]) -> dict[str, str]:
 
 
 def load_mapping_file(path: str | Path) -> dict[str, str]:
-    """A TOML or JSON file of ``column = "field"`` (optionally inside ``[columns]``)."""
+    """A TOML or JSON file of ``column = "field"`` (optionally inside ``[columns]``).
+
+    ``[values.FIELD]`` tables (cell text = stored value) are read by
+    :func:`load_value_mapping`.
+    """
+    return _read_mapping_file(path)[0]
+
+
+def load_value_mapping(path: str | Path) -> dict[str, dict[str, Any]]:
+    """The ``[values.FIELD]`` tables of a mapping file: field -> cell text -> value.
+
+    ``[values.kind]`` with ``"个人" = "person"`` reads the cell ``个人`` as
+    ``person``; values may be text, booleans (``"是" = true``) or numbers.
+    Cells not in the table are read as they are.
+    """
+    return _read_mapping_file(path)[1]
+
+
+def _read_mapping_file(path: str | Path) -> tuple[dict[str, str], dict[str, dict[str, Any]]]:
     file = Path(path)
     try:
         text = file.read_bytes()
@@ -106,6 +124,13 @@ def load_mapping_file(path: str | Path) -> dict[str, str]:
             data = tomllib.loads(text.decode("utf-8-sig"))
     except (ValueError, tomllib.TOMLDecodeError) as exc:
         raise MappingError(f"mapping file {file}: {exc}") from None
+    values: dict[str, dict[str, Any]] = {}
+    if isinstance(data, dict) and isinstance(data.get("values"), dict):
+        for field, table in data.pop("values").items():
+            if not isinstance(table, dict) or not all(isinstance(v, (str, bool, int, float)) for v in table.values()):
+                raise MappingError(f"mapping file {file}: [values.{field}] must map cell text to values "
+                                   f"(text, true/false or numbers)")
+            values[str(field).strip()] = {str(k).strip(): v for k, v in table.items()}
     if isinstance(data, dict) and set(data) == {"columns"} and isinstance(data["columns"], dict):
         data = data["columns"]
     if not isinstance(data, dict):
@@ -118,21 +143,28 @@ def load_mapping_file(path: str | Path) -> dict[str, str]:
             raise MappingError(f"mapping file {file}: column {column!r} must map to a field name (text), "
                                f"got {field!r}")
         mapping[str(column).strip()] = field.strip()
-    return mapping
+    return mapping, values
 
 
 class ColumnMapping:
     """Resolves columns to targets for one entity kind."""
 
     def __init__(self, kind: str, explicit: Mapping[str, str] | None = None,
-                 custom_fields: Mapping[str, CustomField] | None = None, ignore_unknown: bool = False):
+                 custom_fields: Mapping[str, CustomField] | None = None, ignore_unknown: bool = False,
+                 values: Mapping[str, Mapping[str, Any]] | None = None):
         self.kind = kind
+        #: field -> cell text -> value (a mapping file's ``[values.FIELD]`` tables)
+        self.values = {field: dict(table) for field, table in (values or {}).items()}
         self.fields = entity_fields(kind)
         self.references = REFERENCES[kind]
         self.explicit = dict(explicit or {})
         self.custom_fields = dict(custom_fields or {})
         self.ignore_unknown = ignore_unknown
         self._targets: dict[str, Target | None] = {}
+        for field in self.values:
+            if field not in self.fields:
+                raise MappingError(f"[values.{field}]: {kind} has no field {field!r} "
+                                   f"(fields: {self.describe_fields()})")
         for column, field in self.explicit.items():
             self._targets[column] = self._parse_target(field, f"--map {column}={field}")
 
@@ -249,5 +281,5 @@ def plain_json(value: Any) -> Any:
 
 __all__ = ["ATTRIBUTE", "ATTRIBUTES", "ColumnMapping", "ERROR_COLUMNS", "FIELD", "IGNORE", "MappingError",
            "REFERENCE", "REFERENCES", "REFERENCE_FIELDS", "STRIPPED_FIELDS", "Target", "entity_fields",
-           "entity_kind", "load_mapping_file", "normalize_name", "parse_map_options", "plain_json",
+           "entity_kind", "load_mapping_file", "load_value_mapping", "normalize_name", "parse_map_options", "plain_json",
            "text_fields"]

@@ -22,6 +22,7 @@ from __future__ import annotations
 import codecs
 import csv
 import json
+import re
 import sys
 from collections.abc import Iterator
 from decimal import Decimal
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import IO, Any, NamedTuple
 
 from ..domain.errors import CRMError
+from ..domain.spreadsheet import unescape_formula
 
 FORMATS = ("csv", "jsonl", "xlsx")
 EXTENSIONS = {
@@ -78,14 +80,18 @@ def detect_format(path: str | Path, format: str | None = None) -> str:
 
 
 def open_reader(path: str | Path, format: str | None = None, *, encoding: str | None = None,
-                delimiter: str | None = None, sheet: str | None = None) -> "Reader":
-    """Open ``path`` (``-`` for standard input) with the reader for its format."""
+                delimiter: str | None = None, sheet: str | None = None, raw_csv: bool = False) -> "Reader":
+    """Open ``path`` (``-`` for standard input) with the reader for its format.
+
+    A CSV cell that an export escaped against spreadsheet formulas (``'=x``)
+    reads as the original text (``=x``) unless ``raw_csv``.
+    """
     kind = detect_format(path, format) if str(path) != "-" else (format or "csv")
     if kind == "xlsx":
         return XLSXReader(path, sheet=sheet)
     if kind == "jsonl":
         return JSONLReader(path, encoding=encoding)
-    return CSVReader(path, encoding=encoding, delimiter=delimiter)
+    return CSVReader(path, encoding=encoding, delimiter=delimiter, unescape_formulas=not raw_csv)
 
 
 class Reader:
@@ -159,8 +165,10 @@ class CSVReader(Reader):
 
     format = "csv"
 
-    def __init__(self, path: str | Path, encoding: str | None = None, delimiter: str | None = None):
+    def __init__(self, path: str | Path, encoding: str | None = None, delimiter: str | None = None,
+                 unescape_formulas: bool = True):
         super().__init__(path)
+        self.unescape = unescape_formulas
         self.encoding = _check_encoding(encoding or "utf-8")
         if delimiter is not None:
             delimiter = {"\\t": "\t", "tab": "\t", "TAB": "\t"}.get(delimiter, delimiter)
@@ -209,7 +217,10 @@ class CSVReader(Reader):
         if problem is not None:
             raise SourceError(f"{self.name}:{line}: the header line cannot be read: {problem[1]}")
         self.header_line = line
-        self.columns = check_header(self.name, line, [f.strip().lstrip("\ufeff") for f in fields])
+        names = [f.strip().lstrip("\ufeff") for f in fields]
+        if self.unescape:
+            names = [unescape_formula(f) for f in names]
+        self.columns = check_header(self.name, line, names)
 
     def _decoded_lines(self) -> Iterator[tuple[int, str]]:
         decode = codecs.getdecoder(self.encoding)
@@ -299,6 +310,8 @@ class CSVReader(Reader):
                 # that was never closed swallowed the next line(s) up to another quote.
                 yield self._resync(line, "quoted value not closed")
                 continue
+            if self.unescape and problem is None and any("'" in text for text in self._pending):
+                fields = [unescape_formula(f) for f in fields]  # an escaped export reads back as written
             if problem is None and len(fields) != width:
                 if self._lineno > line and locate_quote_error(self._pending[0].rstrip("\r\n"), self.delimiter)[0] \
                         is not None:
@@ -448,7 +461,13 @@ class JSONLReader(Reader):
             self._fh.close()
 
     def records(self) -> Iterator[Record]:
-        loads = json.JSONDecoder(parse_float=Decimal).decode
+        refused: list[_Refused] = []
+
+        def constant(name: str) -> _Refused:
+            refused.append(_Refused(f"{name} is not a number (JSON has no {name})"))
+            return refused[-1]
+
+        loads = json.JSONDecoder(parse_float=Decimal, parse_constant=constant).decode
         seen_any = False
         for number, raw in enumerate(self._fh, 1):
             self.bytes_read += len(raw)
@@ -469,6 +488,15 @@ class JSONLReader(Reader):
                 yield Record(number, {"_raw": text.rstrip("\r\n")},
                              (None, f"not valid JSON: {exc.msg} (character {exc.colno})"))
                 continue
+            except (ValueError, RecursionError) as exc:
+                yield Record(number, {"_raw": text.rstrip("\r\n")}, _unreadable_json(text, exc))
+                continue
+            if refused or ("\\u" in text and _SURROGATE_ESCAPE.search(text)):
+                problem = _refused_value(value, refused)
+                refused.clear()
+                if problem is not None:
+                    yield Record(number, {"_raw": text.rstrip("\r\n")}, problem)
+                    continue
             if not isinstance(value, dict):
                 yield Record(number, {"_raw": text.rstrip("\r\n")},
                              (None, f"expected a JSON object, got {type(value).__name__}"))
@@ -476,6 +504,118 @@ class JSONLReader(Reader):
             yield Record(number, value, None)
         if not seen_any:
             raise SourceError(f"{self.name}:1: the file is empty (expected one JSON object per line)")
+
+
+# Beyond this many digits Python refuses to convert text to an integer (sys.get_int_max_str_digits).
+MAX_DIGITS = 4000
+# \uD800-\uDFFF escapes: a surrogate, valid only as half of a pair.
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+
+
+class _Refused:
+    """A JSON value the reader will not pass on (NaN, Infinity, an integer of thousands of digits)."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str):
+        self.reason = reason
+
+
+def _refused_value(value: dict[str, Any], refused: list[_Refused]) -> tuple[str | None, str] | None:
+    """(field, reason) for the first field holding a refused value or text that is not valid Unicode."""
+    for key, item in value.items():
+        if not _valid_text(key):
+            return None, f"a field name holds an unpaired surrogate ({_escaped(key)}), which is not valid Unicode"
+        reason = _refused_in(item) if refused or not isinstance(item, (int, Decimal, bool)) else None
+        if reason is not None:
+            return key, reason
+    return None
+
+
+def _refused_in(value: Any) -> str | None:
+    if isinstance(value, _Refused):
+        return value.reason
+    if isinstance(value, str):
+        if not _valid_text(value):
+            return f"{_escaped(value)} holds an unpaired surrogate, which is not valid Unicode"
+        return None
+    items: Any = value.items() if isinstance(value, dict) else (
+        enumerate(value) if isinstance(value, list) else ())
+    for key, item in items:
+        reason = _refused_in(key) if isinstance(key, str) else None
+        reason = reason or _refused_in(item)
+        if reason is not None:
+            return reason
+    return None
+
+
+def _valid_text(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _escaped(text: str) -> str:
+    shown = text if len(text) <= 40 else text[:40] + "..."
+    return repr(shown.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace"))
+
+
+def _unreadable_json(text: str, exc: BaseException) -> tuple[str | None, str]:
+    """(field, reason) for a line json cannot take: nested too deep, or an integer of too many digits."""
+    if isinstance(exc, RecursionError):
+        return _top_level_key(text, _nesting_limit(text)), "nested too deeply to read"
+    digits: list[int] = []
+
+    def integer(literal: str) -> Any:
+        if len(literal.lstrip("-")) > MAX_DIGITS:
+            digits.append(len(literal.lstrip("-")))
+            return _Refused(f"a number of {digits[-1]} digits is too large")
+        return int(literal)
+
+    try:
+        value = json.JSONDecoder(parse_float=Decimal, parse_int=integer).decode(text)
+    except (ValueError, RecursionError):
+        return None, f"not valid JSON: {exc}"
+    if isinstance(value, dict):
+        problem = _refused_value(value, [_Refused("")])
+        if problem is not None:
+            return problem
+    return None, f"not valid JSON: {exc}"
+
+
+def _nesting_limit(text: str) -> int:
+    return min(sys.getrecursionlimit() // 2, max(text.count("[") + text.count("{") - 1, 1))
+
+
+def _top_level_key(text: str, limit: int) -> str | None:
+    """The key of the top-level field in which brackets nest ``limit`` deep (None if none does)."""
+    depth, i, n = 0, 0, len(text)
+    key: str | None = None
+    while i < n:
+        char = text[i]
+        if char == '"':
+            end = i + 1
+            while end < n and text[end] != '"':
+                end += 2 if text[end] == "\\" else 1
+            if depth == 1:
+                rest = text[end + 1:end + 64].lstrip()
+                if rest.startswith(":"):
+                    try:
+                        key = json.loads(text[i:end + 1])
+                    except ValueError:
+                        key = text[i + 1:end]
+            i = end + 1
+            continue
+        if char in "[{":
+            depth += 1
+            if depth > limit:
+                return key
+        elif char in "]}":
+            depth -= 1
+        i += 1
+    return key
 
 
 # -- XLSX -------------------------------------------------------------------------

@@ -12,6 +12,8 @@ a CSV reject file uses the input's encoding and delimiter.
 from __future__ import annotations
 
 import json
+import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -21,10 +23,32 @@ from .readers import EXTENSIONS, Reader
 from .writers import open_writer
 
 
+def check_reject_target(path: str | Path, inputs: Iterable[str | Path | None]) -> None:
+    """Refuse a reject file that is one of the import's inputs (the file, a mapping file, the database).
+
+    Compared as files (a symbolic or hard link, ``./x.csv`` for ``x.csv``), so
+    writing rejects never replaces what is being read.
+    """
+    target = Path(path)
+    for source in inputs:
+        if source is None or str(source) in ("", "-", ":memory:"):
+            continue
+        if _same_file(target, Path(source)):
+            raise CRMError(f"--reject-file {path} is an input of this import ({source}); "
+                           "write the rejected rows to another file")
+
+
+def _same_file(a: Path, b: Path) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist (yet): compare where the names lead
+        return os.path.realpath(a) == os.path.realpath(b)
+
+
 class RejectWriter:
     """Writes rejected rows as they happen (nothing is kept in memory)."""
 
-    def __init__(self, path: str | Path, reader: Reader):
+    def __init__(self, path: str | Path, reader: Reader, escape_formulas: bool = True):
         self.path = Path(path)
         self.reader = reader
         self.format = EXTENSIONS.get(self.path.suffix.lower(), "csv")
@@ -36,7 +60,9 @@ class RejectWriter:
         if self.format == "csv":
             options["encoding"] = getattr(reader, "encoding", "utf-8")
             options["delimiter"] = getattr(reader, "delimiter", ",")
+            options["escape_formulas"] = escape_formulas
         try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
             self.writer = open_writer(self.path, self.format, header, **options)
         except OSError as exc:
             raise CRMError(f"cannot write the reject file {self.path}: {exc.strerror or exc}") from None

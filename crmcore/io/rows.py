@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from datetime import datetime
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
 
 import attrs
-from sqlalchemy import JSON, Connection, String, insert
+from sqlalchemy import JSON, BigInteger, Connection, Integer, SmallInteger, String, insert
 
 from ..domain.convert import structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
@@ -45,9 +45,11 @@ from .mapping import (
     STRIPPED_FIELDS,
     ColumnMapping,
     Target,
+    entity_fields,
     plain_json,
     text_fields,
 )
+from .values import parse_loose_date, parse_money
 
 #: The repository class by entity kind (the kind, so the entity type, is chosen at run time).
 REPOSITORIES: dict[str, type[Repository[Any]]] = {"customer": CustomerRepository, "contact": ContactRepository,
@@ -80,6 +82,8 @@ class RowChecker:
         self.table_columns = [c.name for c in ENTITY_TABLES[kind].c]
         self._text_columns = [(c.name, c.type.length) for c in ENTITY_TABLES[kind].c
                               if isinstance(c.type, String)]  # Text is a String too (no length)
+        self._int_columns = [(c.name, integer_range(c.type)) for c in ENTITY_TABLES[kind].c
+                             if isinstance(c.type, Integer)]
         self.binder: Binder | None = None
         self._texts = text_fields(kind)
         # to_row only; never touches a connection (so none is given: the cast says so to mypy)
@@ -87,8 +91,14 @@ class RowChecker:
         self._validate = getattr(validator, kind)
         self._plan = self._make_plan(columns) if columns is not None else None
         # Every mapped column a plain field: a tighter loop in given().
+        self._values = mapping.values
         self._text_plan = ([(i, name, strip) for i, kind, name, _, strip in self._plan]
-                           if self._plan is not None and all(p[1] == FIELD for p in self._plan) else None)
+                           if self._plan is not None and all(p[1] == FIELD for p in self._plan)
+                           and not self._values else None)
+        hints = entity_fields(kind)
+        self._loose = [(name, hints[name] is datetime or hints[name] == datetime | None)
+                       for name in hints if hints[name] in (date, datetime, date | None, datetime | None)]
+        self._money = [name for name in hints if hints[name] in (Decimal, Decimal | None)]
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
@@ -172,12 +182,20 @@ class RowChecker:
                         continue
                 elif not value.strip():
                     continue
-            if kind == FIELD:  # non-text values go to the converter as they are (types are types)
+            elif (text and kind == FIELD) or kind == REFERENCE:
+                if isinstance(value, _NOT_TEXT):
+                    issues.append((column, f"expected text, got {_json_kind(value)} {_shown(value)}"))
+                    continue
+                if kind == REFERENCE:  # looked up by its text (an id, an email, an external id)
+                    value = _as_text(value)
+            if kind == FIELD:  # other values go to the converter as they are (types are types)
+                if name in self._values and isinstance(value, str):
+                    value = self._values[name].get(value.strip(), value)
                 fields[name] = value
             elif kind == ATTRIBUTE:
                 attributes[name] = plain_json(value)
             elif kind == REFERENCE:
-                references[name] = value if isinstance(value, str) else _as_text(value)
+                references[name] = value
             elif kind == ATTRIBUTES:
                 parsed = _attributes_object(value)
                 if isinstance(parsed, str):
@@ -231,6 +249,14 @@ class RowChecker:
         references = given.references
         data = dict(base) if base is not None else {}
         data.update(given.fields)
+        for name, with_time in self._loose:  # 2024/1/2, 2024年1月2日, Excel serials
+            value = given.fields.get(name)
+            if value.__class__ is str:
+                data[name] = parse_loose_date(value, with_time)
+        for name in self._money:  # ¥102,000, ￥１２，３４５
+            value = given.fields.get(name)
+            if value.__class__ is str:
+                data[name] = parse_money(value)
         if given.attributes:
             data["attributes"] = {**(data.get("attributes") or {}), **given.attributes}
         if base is not None:  # an update keeps the stored id and creation time
@@ -275,8 +301,13 @@ class RowChecker:
         return tuple(row[c] for c in self.table_columns), None, references
 
     def _storable(self, get: Any, references: Mapping[str, str]) -> list[Issue]:
-        """What the database would refuse: text longer than its column, NUL characters."""
+        """What the database would refuse: text longer than its column, NUL characters, integers out of range."""
         issues = []
+        for name, (low, high) in self._int_columns:
+            value = get(name)
+            if value is not None and not low <= value <= high:
+                issues.append((self.column_of(name, references),
+                               f"{_digits(value)} is out of range (at most {high})"))
         for name, limit in self._text_columns:
             value = get(name)
             if value is None:
@@ -389,6 +420,23 @@ def _memo_key(value: Any) -> Any:
     return (type(value), value)
 
 
+def integer_range(type_: Any) -> tuple[int, int]:
+    """The values an integer column holds on every supported database (INTEGER is 32 bits on servers)."""
+    if isinstance(type_, SmallInteger):
+        bits = 16
+    elif isinstance(type_, BigInteger):
+        bits = 64
+    else:
+        bits = 32
+    return -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+
+
+def _digits(value: int) -> str:
+    if abs(value) < 10**40:
+        return str(value)
+    return f"a number of about {int(value.bit_length() * 0.30103) + 1} digits"
+
+
 def normalize_key(key: str, value: Any) -> Any:
     """An import key as stored: emails normalised, ids as integers."""
     from ..domain.convert import parse_int
@@ -414,6 +462,21 @@ def _as_text(value: Any) -> str:
     return str(value)
 
 
+# What a text field refuses (a JSON object, list or boolean is not a name or a city).
+_NOT_TEXT = (dict, list, tuple, bool)
+
+
+def _json_kind(value: Any) -> str:
+    if isinstance(value, bool):
+        return "a boolean"
+    return "a JSON object" if isinstance(value, dict) else "a list"
+
+
+def _shown(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return text if len(text) <= 40 else text[:40] + "..."
+
+
 def _attributes_object(value: Any) -> dict[str, Any] | str:
     if isinstance(value, dict):
         plain: dict[str, Any] = plain_json(value)  # a dict stays a dict
@@ -428,4 +491,4 @@ def _attributes_object(value: Any) -> dict[str, Any] | str:
     return f"expected a JSON object of custom fields, got {value!r}"
 
 
-__all__ = ["Given", "RowChecker", "normalize_key"]
+__all__ = ["Given", "RowChecker", "integer_range", "normalize_key"]

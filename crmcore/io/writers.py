@@ -18,6 +18,7 @@ from typing import IO, Any
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
+from ..domain.spreadsheet import escape_formula
 
 XLSX_MAX_ROWS = 1_048_576
 XLSX_MAX_CELL = 32_767
@@ -30,8 +31,13 @@ class WriteError(CRMError):
 
 
 def open_writer(target: str | Path | IO[bytes] | None, format: str, columns: list[str], *,
-                encoding: str = "utf-8", delimiter: str = ",") -> "Writer":
-    """A writer for ``format`` to a path, a binary stream, or standard output (None or ``-``)."""
+                encoding: str = "utf-8", delimiter: str = ",", escape_formulas: bool = True) -> "Writer":
+    """A writer for ``format`` to a path, a binary stream, or standard output (None or ``-``).
+
+    CSV text cells that a spreadsheet would run as a formula get a leading
+    quote (:func:`crmcore.domain.spreadsheet.escape_formula`) unless
+    ``escape_formulas`` is false (``--raw-csv``, for programs reading the file).
+    """
     if format == "xlsx":
         if target is None or str(target) == "-" or not isinstance(target, (str, Path)):
             raise WriteError("XLSX needs an output file: give --output FILE.xlsx")
@@ -44,7 +50,7 @@ def open_writer(target: str | Path | IO[bytes] | None, format: str, columns: lis
         text = io.TextIOWrapper(stream, encoding=encoding, newline="", errors="strict", write_through=False)
     if format == "jsonl":
         return JSONLWriter(text, owned, columns)
-    return CSVWriter(text, owned, columns, delimiter)
+    return CSVWriter(text, owned, columns, delimiter, escape_formulas)
 
 
 def _binary_stream(target: str | Path | IO[bytes] | None) -> tuple[IO[bytes], bool]:
@@ -83,14 +89,20 @@ class _TextWriter(Writer):
 
 
 class CSVWriter(_TextWriter):
-    def __init__(self, text: io.TextIOWrapper, owned: bool | None, columns: list[str], delimiter: str = ","):
+    """CSV rows; text that would be a spreadsheet formula is escaped (numbers, negative ones too, are not)."""
+
+    def __init__(self, text: io.TextIOWrapper, owned: bool | None, columns: list[str], delimiter: str = ",",
+                 escape_formulas: bool = True):
         super().__init__(text, owned)
         self.columns = columns
         self.encoding = text.encoding
+        self.escape = escape_formulas
         self.writer = csv.writer(text, delimiter=delimiter, lineterminator="\r\n")
         self._write(columns)
 
     def _write(self, values: list[Any]) -> None:
+        if self.escape:
+            values = [escape_formula(v) if isinstance(v, str) else v for v in values]
         try:
             self.writer.writerow(values)
         except UnicodeEncodeError as exc:

@@ -17,6 +17,7 @@ import attrs
 from rich.console import Console
 from rich.table import Table
 
+from ..domain.spreadsheet import escape_formula
 from .protocol import (
     Column,
     Renderer,
@@ -33,8 +34,14 @@ def _cell(value: Any) -> Any:
     return value
 
 
-def render_csv(result: ReportResult) -> str:
-    """The table as CSV; each section follows after a blank line, its title and its header."""
+def render_csv(result: ReportResult, escape_formulas: bool = True) -> str:
+    """The table as CSV; each section follows after a blank line, its title and its header.
+
+    Text a spreadsheet would run as a formula (``=...``, ``@...``) gets a
+    leading quote; numbers, negative ones too, are written as they are.
+    ``csv-raw`` (:func:`render_csv_raw`) leaves text alone for programs.
+    """
+    cell = _safe_cell if escape_formulas else _cell
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\n")
     for n, table in enumerate(result.tables()):
@@ -43,8 +50,17 @@ def render_csv(result: ReportResult) -> str:
             writer.writerow([table.title])
         writer.writerow([c.name for c in table.columns])
         for row in table.rows:
-            writer.writerow(["" if v is None else _cell(v) for v in row])
+            writer.writerow(["" if v is None else cell(v) for v in row])
     return buffer.getvalue()
+
+
+def render_csv_raw(result: ReportResult) -> str:
+    """:func:`render_csv` without the formula escaping, for programs reading the file."""
+    return render_csv(result, escape_formulas=False)
+
+
+def _safe_cell(value: Any) -> Any:
+    return escape_formula(value) if isinstance(value, str) else _cell(value)
 
 
 def _optional_unset(attribute: Any, value: Any) -> bool:
@@ -102,6 +118,7 @@ def render_table(result: ReportResult, terminal: bool = False, width: int = 120)
 
 CORE_RENDERERS = (
     Renderer("table", render_table, "txt", "a box table for people"),
-    Renderer("csv", render_csv, "csv", "comma-separated values"),
+    Renderer("csv", render_csv, "csv", "comma-separated values (text that looks like a formula is quoted)"),
+    Renderer("csv-raw", render_csv_raw, "csv", "comma-separated values as they are, for programs"),
     Renderer("json", render_json, "json", "columns, rows and charts as JSON"),
 )

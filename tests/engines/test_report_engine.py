@@ -188,7 +188,7 @@ def test_unknown_format_lists_formats(crm_factory: Any) -> None:
     crm = open_crm(crm_factory)
     with pytest.raises(UnknownComponent) as info:
         crm.reports.render("revenue_by_country", format="pdf")
-    assert "'pdf'" in str(info.value) and "csv, json, table, tsv" in str(info.value)
+    assert "'pdf'" in str(info.value) and "csv, csv-raw, json, table, tsv" in str(info.value)
     with pytest.raises(UnknownComponent, match="revenue_by_country"):
         crm.reports.run("churn")
 

@@ -107,11 +107,14 @@ def test_upsert_by_email(crm_cli, tmp_path):
 def test_dry_run_writes_nothing(crm_cli, tmp_path):
     file = customers_file(tmp_path, [["C1", "A", "a@example.com", "", "lead", ""],
                                      ["C2", "B", "bad@", "", "lead", ""]])
-    result = crm_cli.run("import", "customers", str(file), "--dry-run")
+    result = crm_cli.run("import", "customers", str(file), "--dry-run", ok=False)  # fails as the real run would
     assert "dry run, nothing written; would have: 1 inserted, 0 updated, 1 rejected" in result.output
+    assert "1 of 2 rows would be rejected" in result.output
     assert "customers.csv:3: column \"email\"" in result.output
     assert crm_cli.customers() == []
-    report = json.loads(crm_cli.run("--json", "import", "customers", str(file), "--dry-run").output)
+    result = crm_cli.run("import", "customers", str(file), "--dry-run", "--on-error", "skip")  # as the real run
+    assert "1 of 2 rows would be rejected" in result.output
+    report = json.loads(crm_cli.run("--json", "import", "customers", str(file), "--dry-run", ok=False).stdout)
     assert report["inserted"] == 1 and report["rejected"] == 1 and report["committed"] is False
     assert report["errors"][0]["line"] == 3 and report["errors"][0]["column"] == "email"
 

@@ -45,6 +45,13 @@ def _value(value: Any) -> Any:
     return str(value)
 
 
+def _as_text(cells: Any) -> None:
+    """Text stays text: openpyxl would store a value starting with ``=`` as a live formula."""
+    for cell in cells:
+        if isinstance(cell.value, str) and cell.data_type == "f":
+            cell.data_type = "s"
+
+
 def _sheet_name(title: str, taken: set[str]) -> str:
     base = BAD_SHEET_CHARS.sub(" ", title).strip()[:31] or "Sheet"
     name, n = base, 2
@@ -77,11 +84,13 @@ def render_xlsx(result: crmcore.ReportResult) -> bytes:
     for table in result.tables():
         sheet = book.create_sheet(_sheet_name(table.title, taken))
         sheet.append([_header(c) for c in table.columns])
+        _as_text(sheet[1])
         for cell in sheet[1]:
             cell.font = bold
         formats = [_number_format(c) for c in table.columns]
         for row in table.rows:
             sheet.append([_value(v) for v in row])
+            _as_text(sheet[sheet.max_row])
             for cell, number_format in zip(sheet[sheet.max_row], formats):
                 if number_format and cell.value is not None:
                     cell.number_format = number_format
@@ -94,6 +103,8 @@ def render_xlsx(result: crmcore.ReportResult) -> bytes:
     for table in result.tables():
         for note in table.notes:
             about.append(["note", note])
+    for row in about.iter_rows():
+        _as_text(row)
     buffer = io.BytesIO()
     book.save(buffer)
     return buffer.getvalue()
