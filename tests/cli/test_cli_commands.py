@@ -129,7 +129,7 @@ def test_plugins_list_json(run):
 def test_db_commands(run):
     ok(run("db", "upgrade"))
     current = as_json(run("--json", "db", "current"))
-    assert {"branch": "crmcore", "current": "0005_consent", "head": "0005_consent"} in current
+    assert {"branch": "crmcore", "current": "0006_history_restrict", "head": "0006_history_restrict"} in current
     history = as_json(run("--json", "db", "history"))
     assert any(r["revision"] == "0001_core" for r in history)
 
