@@ -60,7 +60,7 @@ def test_customer_crud_and_search(run):
     ordered = as_json(run("--json", "customer", "list", "--sort", "-name", "--limit", "1"))
     assert ordered[0]["name"] == "张伟"
     assert as_json(run("--json", "customer", "list", "--offset", "1", "--sort", "id"))[0]["name"] == "Alice Smith"
-    ok(run("customer", "delete", "2"))
+    ok(run("customer", "delete", "2", "--yes"))
     assert len(as_json(run("--json", "customer", "list"))) == 1
 
 
