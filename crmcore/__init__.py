@@ -37,6 +37,7 @@ from .domain.entities import (
 from .domain.errors import (
     ConfigError,
     CRMError,
+    HasHistory,
     HookError,
     InsufficientPoints,
     NotAuthorized,
@@ -86,7 +87,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CRM", "Assignment", "Assignments", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
     "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult", "EveryoneElse",
-    "HookError",
+    "HasHistory", "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult",

@@ -4,8 +4,44 @@ crmcore.testing, the pytest plugin crmcore ships for plugin authors."""
 from __future__ import annotations
 
 import os
+import sys
+import tempfile
+import tomllib
+from pathlib import Path
 
 import pytest
+
+TEST_PLUGINS = [Path(__file__).resolve().parent / "thirdparty" / "acme-crm-plugin"]
+
+
+def _register_test_plugins() -> None:
+    """Make the test-only plugins (acme) real entry points for this test session only.
+
+    They are not installed (requirements-test.txt leaves them out), so a user's
+    own CRM never loads them.  Here each gets a ``.dist-info`` (its name,
+    version and entry points from its pyproject.toml) in a temporary directory
+    put on ``sys.path`` and ``PYTHONPATH`` (for ``crm`` run as a subprocess), so
+    ``importlib.metadata`` finds the entry point the way it finds an installed one.
+    """
+    metadata_dir = Path(tempfile.mkdtemp(prefix="crm-test-plugins-"))
+    paths = [str(metadata_dir)]
+    for source in TEST_PLUGINS:
+        project = tomllib.loads((source / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+        name, version = project["name"], project["version"]
+        info = metadata_dir / f"{name.replace('-', '_')}-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {name}\nVersion: {version}\n",
+                                       encoding="utf-8")
+        groups = project.get("entry-points", {})
+        (info / "entry_points.txt").write_text("".join(
+            f"[{group}]\n" + "".join(f"{k} = {v}\n" for k, v in points.items()) + "\n"
+            for group, points in groups.items()), encoding="utf-8")
+        paths.append(str(source))
+    sys.path[:0] = paths
+    os.environ["PYTHONPATH"] = os.pathsep.join([*paths, *filter(None, [os.environ.get("PYTHONPATH")])])
+
+
+_register_test_plugins()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

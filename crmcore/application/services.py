@@ -13,12 +13,13 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 import attrs
-from sqlalchemy import String, Table, select, update
+from sqlalchemy import String, Table, func, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
-from ..domain.errors import ValidationError
+from ..domain.errors import HasHistory, ValidationError
 from ..store.repositories import E, Repository
+from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
 
 if TYPE_CHECKING:
@@ -114,10 +115,19 @@ class EntityService(Generic[E]):
             return stored
 
     def delete(self, id: int) -> E:
-        """Delete an entity (customers take their contacts, interactions and deals)."""
+        """Delete an entity that has no history (customers take their contacts, interactions and
+        open or lost deals).
+
+        Deletes never rewrite history: a record that :meth:`history` finds
+        anything for is refused with :class:`HasHistory` (archive it instead),
+        and the database's foreign keys refuse it too.
+        """
         with self.crm.unit() as uow:
             previous = self.repo(uow).get(id)
             self.crm.authorize(f"{self.kind}.delete", previous)
+            found = self.history(uow, previous)
+            if found:
+                raise HasHistory(self.kind, id, found)
             self.repo(uow).delete(id)
             uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
             return previous
@@ -231,6 +241,10 @@ class EntityService(Generic[E]):
                 raise ValidationError.single(
                     "external_id", f"{external_id!r} is already used by {self.kind} {holder.id}", self.kind)
 
+    def history(self, uow: "UnitOfWork", entity: E) -> builtins.list[str]:
+        """What history ``entity`` has that must outlive it (``["1 won deal"]``); empty: none."""
+        return []
+
     def after_insert(self, uow: "UnitOfWork", stored: E) -> None:
         """Fire ``on_<kind>_created``."""
         uow.fire(f"on_{self.kind}_created", **{self.kind: stored})
@@ -246,6 +260,12 @@ def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
                  if isinstance(c.type, String) and c.type.length)
 
 
+def _counted(conn: Any, column: Any, value: int, one: str, many: str) -> builtins.list[str]:
+    """``["3 outbox messages"]`` for the rows whose ``column`` equals ``value``; empty for none."""
+    count: int = conn.execute(select(func.count()).select_from(column.table).where(column == value)).scalar_one()
+    return [f"{count} {one if count == 1 else many}"] if count else []
+
+
 def _issues(result: Any) -> list[tuple[str, str]]:
     if not result:
         return []
@@ -257,6 +277,18 @@ def _issues(result: Any) -> list[tuple[str, str]]:
 class CustomerService(EntityService[Customer]):
     """``crm.customers``: add, update, delete, get, list, search and import customers."""
     kind, entity, repo_name = "customer", Customer, "customers"
+
+    def history(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[str]:
+        """Won deals, loyalty ledger entries, outbox messages and consent decisions."""
+        assert customer.id is not None, "a stored customer has an id"
+        won = sum(1 for deal in uow.deals.list({"customer_id": customer.id})
+                  if (stage := self.crm.stage_of(deal)) is not None and stage.outcome is StageOutcome.WON)
+        return ([f"{won} won deal{'s' if won != 1 else ''}"] if won else []) \
+            + _counted(uow.conn, tables.loyalty_ledger.c.customer_id, customer.id,
+                       "loyalty ledger entry", "loyalty ledger entries") \
+            + _counted(uow.conn, tables.notify_outbox.c.customer_id, customer.id, "outbox message", "outbox messages") \
+            + _counted(uow.conn, tables.customer_consents.c.customer_id, customer.id,
+                       "consent decision", "consent decisions")
 
 
 class ContactService(EntityService[Contact]):
@@ -317,6 +349,14 @@ class DealService(EntityService[Deal]):
             if stage is not None and stage.outcome is not StageOutcome.OPEN:
                 deal = attrs.evolve(deal, closed_at=uow.now)
         return super().prepare(uow, deal, previous, check_references)
+
+    def history(self, uow: "UnitOfWork", deal: Deal) -> list[str]:
+        """A won deal is revenue in past reports; loyalty entries earned or reversed on it."""
+        assert deal.id is not None, "a stored deal has an id"
+        stage = self.crm.stage_of(deal)
+        return (["won"] if stage is not None and stage.outcome is StageOutcome.WON else []) \
+            + _counted(uow.conn, tables.loyalty_ledger.c.deal_id, deal.id,
+                       "loyalty ledger entry", "loyalty ledger entries")
 
     def after_insert(self, uow: "UnitOfWork", stored: Deal) -> None:
         """Fire ``on_deal_created``, then record the first stage (loyalty and ``on_deal_stage_changed`` react)."""

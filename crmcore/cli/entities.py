@@ -8,6 +8,7 @@ custom field.
 from __future__ import annotations
 
 import enum
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -166,8 +167,12 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
 
     @group.command("delete")
     @click.argument("id", type=int)
+    @click.option("--yes", "-y", is_flag=True, help="Delete without asking (required when stdin is not a terminal).")
     @pass_session
-    def delete(session: Session, id: int) -> None:
+    def delete(session: Session, id: int, yes: bool) -> None:
+        """Delete ID (asks first; a record with history is refused: archive it instead)."""
+        if not yes:
+            confirm_delete(kind, id)
         removed = service(session.crm).delete(id)
         if session.as_json:
             session.emit([_record(removed)])
@@ -175,6 +180,14 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
             session.echo(f"{kind} {removed.id} deleted")
 
     return group
+
+
+def confirm_delete(kind: str, id: int) -> None:
+    """Ask on a terminal; without one, refuse (a script must say ``--yes``)."""
+    if not sys.stdin.isatty():
+        raise ValidationError.single("--yes", f"{kind} {id} is not deleted: give --yes to delete without asking")
+    if not click.confirm(f"Delete {kind} {id}?", default=False):
+        raise ValidationError.single("--yes", f"{kind} {id} is not deleted")
 
 
 def _show(session: Session, kind: str, entity: Any, message: str | None) -> None:

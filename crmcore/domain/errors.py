@@ -85,6 +85,20 @@ class InsufficientPoints(CRMError):
         )
 
 
+class HasHistory(CRMError):
+    """A delete refused because the record has history that must outlive it.
+
+    Loyalty ledger entries, outbox messages, consent decisions and won deals are
+    history: deleting their customer (or deal) would rewrite past reports and
+    balances, so the record is kept and should be archived instead.
+    """
+
+    def __init__(self, kind: str, id: int | None, history: Sequence[str]):
+        self.kind, self.id, self.history = kind, id, tuple(history)
+        super().__init__(f"{kind} {id} has history ({', '.join(history)}) and cannot be deleted: "
+                         f"archive it instead (deletes never rewrite history)")
+
+
 def unknown_keys(where: str, keys: Iterable[str], allowed: Iterable[str], label: str = "key(s)") -> ConfigError:
     """A :class:`ConfigError` for keys a configuration table does not know::
 

@@ -7,7 +7,8 @@ the eligible ones in batches: customer ids are read a page at a time (keyset
 pagination, so memory stays flat in the campaign size), each page is rendered
 and inserted with one executemany, and each page commits on its own.
 
-The idempotency key of a message is ``campaign:<name>:<customer id>``; the
+The idempotency key of a message is ``campaign:<name>:<channel>:<customer id>``
+(the same campaign on another channel is another message); the
 name defaults to ``<template>:<strategy>:<segment>:run<run id>``, so rerunning
 a campaign (after a crash, or by mistake) queues nothing new, and the next
 segmentation run makes a new campaign.
@@ -34,6 +35,11 @@ m = tables.segment_memberships
 runs = tables.segment_runs
 outbox = tables.notify_outbox
 PAGE = 1000
+
+
+def campaign_key(name: str, channel: str, customer_id: int | str) -> str:
+    """The idempotency key of campaign ``name``'s message to a customer through ``channel``."""
+    return f"campaign:{name}:{channel}:{customer_id}"
 
 
 @attrs.frozen
@@ -79,7 +85,7 @@ class CampaignEngine:
         name = name or f"{template}:{run.strategy}:{segment}:run{run.id}"
         with self.crm.unit(readonly=True) as uow:
             refusal = self._refusal(channel, purpose)
-            queued = exists().where(outbox.c.idempotency_key == self._key_expr(name))
+            queued = exists().where(outbox.c.idempotency_key == self._key_expr(name, channel))
             ok = refusal.is_(None)
             row = uow.conn.execute(select(
                 func.count(),
@@ -102,7 +108,7 @@ class CampaignEngine:
         for page in self._pages(plan):
             with self.crm.unit() as uow:
                 counts = self.crm.messages.enqueue_batch(
-                    uow, template, page, key_for=lambda cid: f"campaign:{plan.name}:{cid}", channel=plan.channel,
+                    uow, template, page, key_for=lambda cid: campaign_key(plan.name, plan.channel, cid), channel=plan.channel,
                     purpose=purpose, extra_for=lambda cid: {"campaign": plan.name, "segment": plan.segment})
             enqueued += counts.enqueued
             dead += counts.dead
@@ -112,7 +118,7 @@ class CampaignEngine:
     def _pages(self, plan: Campaign) -> Iterator[list[int]]:
         """Eligible, not yet queued member ids, a page at a time (keyset pagination)."""
         refusal = self._refusal(plan.channel, plan.purpose)
-        queued = exists().where(outbox.c.idempotency_key == self._key_expr(plan.name))
+        queued = exists().where(outbox.c.idempotency_key == self._key_expr(plan.name, plan.channel))
         last = 0
         while True:
             query = select(m.c.customer_id).where(
@@ -131,8 +137,9 @@ class CampaignEngine:
                                       m.c.customer_id)
 
     @staticmethod
-    def _key_expr(name: str) -> Any:
-        return literal(f"campaign:{name}:") + cast(m.c.customer_id, String)
+    def _key_expr(name: str, channel: str) -> Any:
+        """:func:`campaign_key` in SQL, for the member rows of a query."""
+        return literal(campaign_key(name, channel, "")) + cast(m.c.customer_id, String)
 
     def _run_for(self, strategy: str | None, segment: str, as_of: str | date | datetime | None) -> SegmentRun:
         """The latest run (with ``as_of``: standing for a moment up to it) of the strategy with ``segment``.

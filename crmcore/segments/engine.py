@@ -252,6 +252,7 @@ class SegmentEngine:
                 m.c.run_id == run.id, m.c.customer_id == customer_id)).first()
             membership = dict(row._mapping) if row else {"segment": None, "score": None, "details": None}
             membership["customer_id"] = customer_id
+            membership["run_id"] = run.id  # so a strategy explains with that run's inputs
             ctx = SegmentContext(uow, run.as_of, run_details=dict(run.details or {}))
             explanation = segmenter.explain(ctx, opts, membership)
         return {"strategy": strategy, "run_id": run.id, "as_of": run.as_of, "customer_id": customer_id,

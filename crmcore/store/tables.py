@@ -216,12 +216,12 @@ loyalty_ledger = Table(
     "loyalty_ledger",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), nullable=False),
     Column("scheme", String(100), nullable=False),
     Column("kind", String(16), nullable=False),
     Column("points", BigInteger, nullable=False),
     Column("idempotency_key", String(200), nullable=False, unique=True),
-    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="SET NULL"), index=True),
+    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="RESTRICT"), index=True),
     Column("expires_at", UTCDateTime),
     Column("reason", String(300)),
     Column("actor", String(100)),
@@ -242,8 +242,8 @@ loyalty_allocations = Table(
     "loyalty_allocations",
     metadata,
     Column("id", Integer, primary_key=True),
-    Column("debit_id", Integer, ForeignKey("loyalty_ledger.id", ondelete="CASCADE"), nullable=False, index=True),
-    Column("batch_id", Integer, ForeignKey("loyalty_ledger.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("debit_id", Integer, ForeignKey("loyalty_ledger.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("batch_id", Integer, ForeignKey("loyalty_ledger.id", ondelete="RESTRICT"), nullable=False, index=True),
     Column("points", BigInteger, nullable=False),
     CheckConstraint("points > 0", name="points_positive"),
     **TABLE_OPTIONS,
@@ -271,7 +271,7 @@ notify_outbox = Table(
     Column("id", Integer, primary_key=True),
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("channel", String(100), nullable=False),
-    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="SET NULL"), index=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), index=True),
     Column("recipient", String(320)),
     Column("purpose", String(16), nullable=False),
     Column("subject", String(300)),
@@ -297,12 +297,19 @@ notify_outbox = Table(
 """The notification outbox: one row per message, with its status, attempts, next attempt and
 delivery details."""
 
+# History is never removed or rewritten by a delete (revision 0007_history_restrict):
+# the ledger, its allocations, the outbox and the consent decisions refer to customers,
+# deals and ledger entries with ON DELETE RESTRICT, never CASCADE or SET NULL, so a
+# delete that would remove or blank them fails (the services refuse it first with
+# HasHistory).  RESTRICT rather than no foreign key: ids of deleted rows can be reused
+# (SQLite), and a new customer must never inherit another's unsubscribe or points.
+# loyalty_accounts keeps CASCADE: balances and tiers are derived from the ledger.
 # Consent decisions per customer, channel ("*" = every channel) and purpose, the
 # latest one per key with its source and time (crmcore.notify.consent reads them).
 customer_consents = Table(
     "customer_consents",
     metadata,
-    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), primary_key=True),
     Column("channel", String(100), primary_key=True),
     Column("purpose", String(16), primary_key=True),
     Column("granted", Boolean, nullable=False),

@@ -60,7 +60,7 @@ def test_customer_crud_and_search(run):
     ordered = as_json(run("--json", "customer", "list", "--sort", "-name", "--limit", "1"))
     assert ordered[0]["name"] == "张伟"
     assert as_json(run("--json", "customer", "list", "--offset", "1", "--sort", "id"))[0]["name"] == "Alice Smith"
-    ok(run("customer", "delete", "2"))
+    ok(run("customer", "delete", "2", "--yes"))
     assert len(as_json(run("--json", "customer", "list"))) == 1
 
 
@@ -129,7 +129,7 @@ def test_plugins_list_json(run):
 def test_db_commands(run):
     ok(run("db", "upgrade"))
     current = as_json(run("--json", "db", "current"))
-    assert {"branch": "crmcore", "current": "0006_segment_run_details", "head": "0006_segment_run_details"} in current
+    assert {"branch": "crmcore", "current": "0007_history_restrict", "head": "0007_history_restrict"} in current
     history = as_json(run("--json", "db", "history"))
     assert any(r["revision"] == "0001_core" for r in history)
 

@@ -12,6 +12,7 @@ import crmcore
 from crmcore import (
     Customer,
     Deal,
+    HasHistory,
     HookError,
     NotAuthorized,
     Stage,
@@ -77,12 +78,17 @@ def test_deal_events_and_stage_changes(crm_factory, recorder: Recorder) -> None:
     deal = crm.deals.add(customer_id=customer.id, title="年度合同", amount="12000", currency="CNY", stage="lead")
     retitled = crm.deals.update(deal.id, title="年度合同（续）")
     won = crm.deals.move(deal.id, "won")
-    crm.deals.delete(deal.id)
+    with pytest.raises(HasHistory):  # a won deal is history: kept, no event
+        crm.deals.delete(deal.id)
+    spare = crm.deals.add(customer_id=customer.id, title="草稿", amount="1", currency="CNY", stage="lead")
+    crm.deals.delete(spare.id)
     assert recorder.hooks() == [  # winning makes the lead a customer (test_core_lifecycle.py)
         "on_customer_created", "on_deal_created", "on_deal_stage_changed", "on_deal_updated",
-        "on_deal_updated", "on_customer_updated", "on_deal_stage_changed", "on_deal_deleted"]
+        "on_deal_updated", "on_customer_updated", "on_deal_stage_changed", "on_deal_created",
+        "on_deal_stage_changed", "on_deal_deleted"]
+    assert recorder.named("on_deal_deleted")[0]["deal"] == spare
     assert recorder.named("on_deal_created")[0]["deal"] == deal
-    first, second = recorder.named("on_deal_stage_changed")
+    first, second, _ = recorder.named("on_deal_stage_changed")
     assert first["deal"] == deal and first["old"] is None
     assert first["new"] == Stage("lead", 1, 10)
     assert second["deal"] == won and won.stage == "won" and won.closed_at == FIXED_NOW and won.probability == 100
@@ -93,7 +99,6 @@ def test_deal_events_and_stage_changes(crm_factory, recorder: Recorder) -> None:
     updates = recorder.named("on_deal_updated")
     assert updates[0]["deal"] == retitled and updates[0]["previous"] == deal
     assert updates[1]["deal"] == won and updates[1]["previous"] == retitled
-    assert recorder.named("on_deal_deleted")[0]["deal"] == won
 
 
 def test_transition_id_is_the_stage_history_row(crm_factory) -> None:
@@ -415,7 +420,7 @@ def test_authorize_actions_of_each_use_case(crm_factory) -> None:
         crm.customers.list()
         crm.customers.update(customer.id, city="上海")
         deal = crm.deals.add(customer_id=customer.id, title="t", amount="1", currency="CNY", stage="lead")
-        crm.deals.move(deal.id, "won")
+        crm.deals.move(deal.id, "lost", lost_reason="price")  # a won deal would keep the customer
         crm.customers.delete(customer.id)
     actions = [a for _, a, _ in asked]
     assert actions[:4] == ["customer.create", "customer.read", "customer.list", "customer.update"]

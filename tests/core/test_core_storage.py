@@ -311,7 +311,7 @@ def test_deleting_a_customer_cascades(crm_factory) -> None:
         crm.interactions.add(customer_id=customer.id, contact_id=contact.id, kind="call",
                              occurred_at="2026-06-01T10:00:00Z")
         deal = crm.deals.add(customer_id=customer.id, title="t", amount="10", currency="CNY", stage="lead")
-        crm.deals.move(deal.id, "won")
+        crm.deals.move(deal.id, "lost", lost_reason="price")  # won deals are history: see test_core_history
     crm.customers.delete(gone.id)
     with pytest.raises(NotFound):
         crm.customers.get(gone.id)
@@ -320,9 +320,9 @@ def test_deleting_a_customer_cascades(crm_factory) -> None:
         assert service.count({"customer_id": keep.id}) == 1
     with crm.unit(readonly=True) as uow:
         h = tables.deal_stage_history
-        assert uow.conn.execute(select(func.count()).select_from(h)).scalar_one() == 2  # keep's lead + won
+        assert uow.conn.execute(select(func.count()).select_from(h)).scalar_one() == 2  # keep's lead + lost
         kept_deal = crm.deals.list({"customer_id": keep.id})[0]
-        assert [r["to_stage"] for r in uow.deals.stage_history(kept_deal.id)] == ["lead", "won"]
+        assert [r["to_stage"] for r in uow.deals.stage_history(kept_deal.id)] == ["lead", "lost"]
 
 
 def test_deleting_a_contact_keeps_its_interactions(crm_factory) -> None:

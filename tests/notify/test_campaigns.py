@@ -93,7 +93,7 @@ def test_campaign_counts_match_an_independent_computation(crm_factory, monkeypat
     assert {r["customer_id"] for r in rows} == want["eligible"]
     assert {r["customer_id"] for r in rows if r["status"] == "dead"} == want["no_email"]
     sample = next(r for r in rows if r["status"] == "pending")
-    assert sample["idempotency_key"] == f"campaign:{plan.name}:{sample['customer_id']}"
+    assert sample["idempotency_key"] == f"campaign:{plan.name}:{plan.channel}:{sample['customer_id']}"
     assert sample["recipient"] == f"c{sample['customer_id'] - 1}@example.com"
     assert sample["subject"] == f"We miss you, Customer {sample['customer_id'] - 1}"
     assert sample["purpose"] == "marketing" and sample["payload"]["unsubscribe_url"].startswith("https://crm.example/u?t=")
@@ -183,3 +183,21 @@ def test_cli_campaign_shows_counts_first(crm_factory, crm_db_url, tmp_path, monk
     assert "0 eligible, 1 skipped for consent, 1 already queued" in out.output
     out = runner.invoke(cli, [*base, "notify", "campaign", "nope", "--segment", "vip"])
     assert out.exit_code == 1 and "no template 'nope'" in out.output and "Traceback" not in out.output
+
+
+def test_campaign_key_includes_the_channel(crm_factory):
+    """Sent on one channel is not "already queued" on another; the same channel still is."""
+    crm = open_crm(crm_factory)
+    fan = crm.customers.add(name="A", email="a@example.com", consent_marketing=True, tags=["vip"])
+    crm.segments.run("tags")
+    mailed = crm.campaigns.run("win-back", segment="vip", name="spring", channel="mail")
+    assert (mailed.enqueued, mailed.duplicates) == (1, 0)
+    planned = crm.campaigns.plan("win-back", segment="vip", name="spring", channel="console")
+    assert (planned.eligible, planned.duplicates) == (1, 0)
+    consoled = crm.campaigns.run("win-back", segment="vip", name="spring", channel="console")
+    assert (consoled.enqueued, consoled.duplicates) == (1, 0)
+    again = crm.campaigns.run("win-back", segment="vip", name="spring", channel="mail")
+    assert (again.eligible, again.enqueued, again.duplicates) == (0, 0, 1)
+    rows = outbox_rows(crm)
+    assert sorted((r["channel"], r["idempotency_key"]) for r in rows) == [
+        ("console", f"campaign:spring:console:{fan.id}"), ("mail", f"campaign:spring:mail:{fan.id}")]

@@ -194,3 +194,32 @@ class TestSmtpChannelContract(ChannelContract):
         crm.notify.enqueue("smtp", recipient="a@example.com", body="contract")
         crm.notify.dispatch()
         assert [m.get_content().strip() for m in smtp_server.messages] == ["contract"]
+
+
+def test_list_unsubscribe_goes_out_as_angle_bracketed_urls_not_encoded_words(crm_factory, smtp_server):
+    """A real token URL is longer than a header line: it must still go out as ``<URL>`` (RFC 2369,
+    RFC 8058), never RFC 2047-encoded, or one-click unsubscribe breaks.  Read from the raw bytes."""
+    crm = open_crm(crm_factory, smtp_server, unsubscribe_mailto="unsubscribe@example.com")
+    fan = crm.customers.add(name="粉丝", email="fan@example.com", consent_marketing=True)
+    url = "https://shop.example.com/unsubscribe?token=" + "eyJjIjoxLCJoIjoiKiIsInAiOiJtYXJrZXRpbmcifQ." * 3
+    crm.notify.enqueue("smtp", customer_id=fan.id, subject="促销：全场五折" * 5, body="50% off",
+                       purpose="marketing", payload={"unsubscribe_url": url})
+    assert crm.notify.dispatch().sent == 1
+    [(_, _, raw)] = smtp_server.envelopes
+    head = raw.split(b"\r\n\r\n", 1)[0].decode("ascii")
+    unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ")
+    assert "=?" not in unfolded.partition("List-Unsubscribe:")[2].partition("\r\n")[0]
+    assert f"List-Unsubscribe: <{url}>, <mailto:unsubscribe@example.com?subject=unsubscribe>\r\n" in unfolded + "\r\n"
+    assert "List-Unsubscribe-Post: List-Unsubscribe=One-Click" in unfolded
+    assert "=?utf-8?" in unfolded.partition("Subject:")[2].partition("\r\n")[0]  # other headers still encoded
+    [mail] = smtp_server.messages
+    assert str(mail["Subject"]) == "促销：全场五折" * 5
+
+
+def test_list_unsubscribe_url_with_a_line_break_is_refused(crm_factory, smtp_server):
+    crm = open_crm(crm_factory, smtp_server)
+    fan = crm.customers.add(name="Fan", email="fan@example.com", consent_marketing=True)
+    crm.notify.enqueue("smtp", customer_id=fan.id, subject="Sale", body="b", purpose="marketing",
+                       payload={"unsubscribe_url": "https://x.example/u\r\nBcc: victim@example.com"})
+    result = crm.notify.dispatch()
+    assert result.sent == 0 and not smtp_server.envelopes

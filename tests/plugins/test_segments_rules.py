@@ -176,6 +176,34 @@ def test_segment_function_reads_latest_rfm_run(crm_factory):
     assert {m["customer_id"] for m in crm.segments.members("rules")} == {c for c, s in rfm.items() if s == target}
 
 
+
+def test_explain_uses_the_rfm_run_the_rules_run_used(crm_factory):
+    """A later RFM run must not change why a past rules run put a customer where it did."""
+    crm = crm_factory(plugins=["segments"])
+    ids = []
+    for i in range(10):
+        c = crm.customers.add(name=f"C{i}")
+        ids.append(c.id)
+        crm.deals.add(customer_id=c.id, title="x", amount=Decimal(100 * (10 - i)), stage="won",
+                      closed_at=AS_OF - timedelta(days=10 * (i + 1)))
+    crm.segments.run("rfm", as_of=AS_OF)
+    rfm = {m["customer_id"]: m["segment"] for m in crm.segments.members("rfm")}
+    target = rfm[ids[-1]]
+    rules_run = crm.segments.run("rules", as_of=AS_OF, options={"rules": f'T: segment("rfm") == "{target}"'})
+    members = {m["customer_id"] for m in crm.segments.members("rules")}
+    assert members
+    for cid in members:  # every member buys again: the next RFM run moves them all
+        crm.deals.add(customer_id=cid, title="again", amount=Decimal("50000"), stage="won", closed_at=AS_OF)
+    crm.segments.run("rfm", as_of=AS_OF)
+    later = {m["customer_id"]: m["segment"] for m in crm.segments.members("rfm")}
+    assert all(later[cid] != target for cid in members)
+    for cid in members:
+        found = crm.segments.explain("rules", cid, run_id=rules_run.id)
+        assert found["segment"] == "T"
+        assert found["explanation"]["matched_rule"] == "T", found
+        assert found["explanation"]["values"]['segment("rfm")'] == target
+
+
 # -- bad input ---------------------------------------------------------------------------
 
 def run_rule(crm, text):

@@ -9,7 +9,7 @@ from decimal import Decimal
 
 import pytest
 
-from crmcore import HookError, StageOutcome, hookimpl
+from crmcore import HasHistory, HookError, StageOutcome, hookimpl
 from crmcore.testing import FIXED_NOW
 
 
@@ -142,12 +142,16 @@ def test_deal_events_order_and_stages(crm, rec):
     deal = crm.deals.add(customer_id=ada.id, title="Pilot", amount=Decimal("1200.50"), currency="USD", stage="lead")
     crm.deals.move(deal.id, "won")
     crm.deals.update(deal.id, title="Pilot (signed)")  # no stage change: no stage event
-    crm.deals.delete(deal.id)
+    with pytest.raises(HasHistory):  # a won deal is history: never deleted
+        crm.deals.delete(deal.id)
+    draft = crm.deals.add(customer_id=ada.id, title="Draft", amount=Decimal("1"), currency="USD", stage="lead")
+    crm.deals.delete(draft.id)
     names = rec.names()
     # Winning makes the lead Ada a customer, before the stage event (tests/core/test_core_lifecycle.py).
     assert names == ["on_deal_created", "on_deal_stage_changed", "on_deal_updated", "on_customer_updated",
-                     "on_deal_stage_changed", "on_deal_updated", "on_deal_deleted"]
-    created_move, won_move = [c for c in rec.calls if c[0] == "on_deal_stage_changed"]
+                     "on_deal_stage_changed", "on_deal_updated", "on_deal_created", "on_deal_stage_changed",
+                     "on_deal_deleted"]
+    created_move, won_move = [c for c in rec.calls if c[0] == "on_deal_stage_changed"][:2]
     assert created_move[2:5] == (None, "lead", StageOutcome.OPEN)
     assert won_move[2:5] == ("lead", "won", StageOutcome.WON)
     assert created_move[5] != won_move[5]  # transition ids are unique per move

@@ -42,6 +42,7 @@ import ssl
 import threading
 from collections.abc import Callable
 from email.headerregistry import Address
+from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
 
@@ -290,7 +291,9 @@ def build_email(message: crmcore.Message, options: SmtpOptions) -> EmailMessage:
         raise crmcore.PermanentError("smtp: no sender address: set [channels.smtp] sender")
     sender = options.sender
     payload = message.payload or {}
-    email = EmailMessage()
+    # refold_source="none": a header set raw (List-Unsubscribe) goes out exactly as given;
+    # headers set the usual way are still folded and RFC 2047-encoded as needed.
+    email = EmailMessage(policy=policy.default.clone(refold_source="none"))
     email["From"] = _mailbox(options.sender_name, sender)
     email["To"] = _mailbox(payload.get("to_name"), recipient)
     if options.reply_to or payload.get("reply_to"):
@@ -303,7 +306,13 @@ def build_email(message: crmcore.Message, options: SmtpOptions) -> EmailMessage:
         targets = [f"<{unsubscribe}>"]
         if options.unsubscribe_mailto:
             targets.append(f"<mailto:{options.unsubscribe_mailto}?subject=unsubscribe>")
-        email["List-Unsubscribe"] = ", ".join(targets)
+        if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7E for target in targets for ch in target):
+            raise crmcore.PermanentError("smtp: the unsubscribe URL must be printable ASCII without spaces "
+                                         "(percent-encode it)")
+        # Set raw, one target a line: RFC 2369 wants each URL as <URL>, and the default policy
+        # would RFC 2047-encode a URL longer than a line (=?utf-8?q?=3Chttps...), which mail
+        # clients cannot use for one-click unsubscribe (RFC 8058).
+        email.set_raw("List-Unsubscribe", ",\n ".join(targets))
         email["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     email.set_content(message.body or "", charset="utf-8")
     if payload.get("html"):

@@ -67,8 +67,9 @@ class Value:
 class Catalogue:
     """The names a rule can use in one run (``as_of``, options and custom fields fixed)."""
 
-    def __init__(self, ctx: crmcore.SegmentContext, options: RulesOptions):
-        self.ctx, self.options = ctx, options
+    def __init__(self, ctx: crmcore.SegmentContext, options: RulesOptions, before_run: int | None = None):
+        # before_run: explain a past run with the inputs it had (runs finished before it), not the latest.
+        self.ctx, self.options, self.before_run = ctx, options, before_run
         declared = ctx.uow.crm.custom_fields.get("customer", {})
         self.custom = {f"attributes.{name}": field for name, field in declared.items()}
 
@@ -93,8 +94,10 @@ class Catalogue:
             raise RuleNameError(expression, f"unknown function {function!r} (known: {', '.join(FUNCTIONS)})",
                                 column)
         # The latest *finished* run: the run in progress (this one) has no member count yet.
-        latest = self.ctx.conn.execute(select(func.max(runs.c.id)).where(
-            runs.c.strategy == argument, runs.c.members.is_not(None))).scalar()
+        query = select(func.max(runs.c.id)).where(runs.c.strategy == argument, runs.c.members.is_not(None))
+        if self.before_run is not None:
+            query = query.where(runs.c.id < self.before_run)
+        latest = self.ctx.conn.execute(query).scalar()
         if latest is None:
             raise RuleNameError(expression, f"segment({argument!r}): {argument!r} has no finished run yet "
                                             f"(run `crm segment run {argument}` first)", column)

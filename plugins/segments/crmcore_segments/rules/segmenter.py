@@ -150,8 +150,12 @@ class RulesSegmenter(crmcore.Segmenter):
 
     def explain(self, ctx: crmcore.SegmentContext, options: RulesOptions, membership: Mapping[str, Any]
                ) -> dict[str, Any]:
-        """Each rule with whether it holds for the customer, and the values it read."""
-        conditions = compile_rules(ctx, options)
+        """Each rule with whether it holds for the customer, and the values it read.
+
+        ``segment("strategy")`` reads the run of that strategy the explained run
+        used (the latest one finished before it), not the latest one now.
+        """
+        conditions = compile_rules(ctx, options, before_run=membership.get("run_id"))
         used: dict[str, Value] = {}
         for _, _, compiler in conditions:
             used |= compiler.fields
@@ -172,10 +176,13 @@ class RulesSegmenter(crmcore.Segmenter):
                 "rules": verdicts, "values": values}
 
 
-def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions
+def compile_rules(ctx: crmcore.SegmentContext, options: RulesOptions, before_run: int | None = None
                  ) -> list[tuple[Rule, ColumnElement[bool], Compiler]]:
-    """(rule, SQL condition, compiler) per rule; errors name the rule."""
-    catalogue = Catalogue(ctx, options)
+    """(rule, SQL condition, compiler) per rule; errors name the rule.
+
+    ``before_run``: read ``segment(...)`` from runs finished before that run (to explain it).
+    """
+    catalogue = Catalogue(ctx, options, before_run)
     compiled: list[tuple[Rule, ColumnElement[bool], Compiler]] = []
     for rule in options.rules:
         compiler = Compiler(catalogue, rule.when)
