@@ -61,6 +61,8 @@ def request(client: httpx.Client, channel: str, method: str, url: str, **kwargs:
         if _unresolvable(exc):
             raise crmcore.PermanentError(f"{channel}: unknown host in {url}: {exc}") from None
         raise crmcore.TransientError(f"{channel}: cannot connect to {url}: {exc}") from None
+    except httpx.LocalProtocolError as exc:  # the request built from this message is malformed (CR/LF in a header)
+        raise crmcore.PermanentError(f"{channel}: cannot send this message to {url}: {exc}") from None
     except httpx.UnsupportedProtocol as exc:
         raise crmcore.PermanentError(f"{channel}: bad URL {url!r}: {exc}") from None
     except httpx.TransportError as exc:
