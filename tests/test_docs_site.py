@@ -62,7 +62,7 @@ KNOWN_MISSING_DOCSTRINGS = frozenset({
     # crmcore/loyalty.py
     "LedgerEntry", "LoyaltyEngine.schemes", "LoyaltyEngine.deal_stage_changed", "LoyaltyEngine.evaluate_tier",
     "LoyaltyEngine.context", "LoyaltyEngine.history",
-    "LoyaltyLedger.balance", "LoyaltyLedger.tier", "LoyaltyLedger.entry",
+    "LoyaltyLedger.tier",
     # crmcore/notify.py
     "DispatchResult.total", "NotifyEngine.channels",
     # crmcore/reports.py
