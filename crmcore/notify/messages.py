@@ -90,7 +90,9 @@ class MessageEngine:
     def catalog(self) -> TemplateCatalog:
         """The template catalog (built on first use, then cached: templates compile once)."""
         if self._catalog is None:
-            self._catalog = TemplateCatalog(self.template_dirs(), self.crm.config.notify.default_locale)
+            settings = self.crm.config.notify
+            self._catalog = TemplateCatalog(self.template_dirs(), settings.default_locale,
+                                            max_chars=settings.render_max_chars, timeout=settings.render_timeout)
         return self._catalog
 
     def locale_of(self, customer: Mapping[str, Any]) -> str:
