@@ -36,6 +36,7 @@ from .migrations import PluginSchema
 from .notify import Channel, NotifyEngine, Outbox
 from .notify.campaigns import CampaignEngine
 from .notify.messages import MessageEngine
+from .notify.templates import TemplateError
 from .reports import Report, ReportEngine
 from .segments import SegmentEngine, Segmenter
 from .store.engine import make_engine
@@ -78,6 +79,7 @@ class CRM:
         self.validator = EntityValidator(config, self.custom_fields, self.clock)
         migrations.check_clashes(self.schemas)
         self._check_component_options()
+        self._check_references()
         declared = collect_settings_classes(plugins)
         # [plugins.NAME] of every loaded plugin, validated now so a typo stops start-up.
         self.plugin_settings: dict[str, PluginSettings] = resolve_settings(config, declared, plugins.names())
@@ -133,6 +135,42 @@ class CRM:
                     self.notify.channel_options(name)  # without the dispatcher's keys (rate_limit, ...)
                 elif name in registries[family]:
                     build_options(registries[family].get(name), family, self.config, None)
+
+    def _check_references(self) -> None:
+        """Check that what the configuration names exists, at start-up.
+
+        Triggers name a template, a channel (or use ``[notify] channel``), a
+        segmentation strategy, a loyalty scheme; ``[notify] channel`` (when
+        set) and ``[notify.consent]`` name channels.  One :class:`ConfigError`
+        lists every bad reference with its table and key, instead of each
+        surfacing later (a trigger naming a missing template made every
+        ``deal move ... won`` fail and roll back).
+        """
+        notify = self.config.notify
+        problems: list[str] = []
+
+        def known(registry: Registry[Any], kind: str, name: str, where: str) -> None:
+            if name not in registry:
+                have = ", ".join(registry.names()) or "none enabled"
+                problems.append(f"{where}: unknown {kind} {name!r} (known: {have})")
+
+        if notify.channel != "console" or any(t.channel is None for t in notify.triggers):
+            known(self.notify.registry, "channel", notify.channel, "[notify] channel")
+        for name in notify.consent_channels:
+            known(self.notify.registry, "channel", name, f"[notify.consent] {name}")
+        for trigger in notify.triggers:
+            try:
+                self.messages.catalog.check(trigger.template)
+            except TemplateError as exc:
+                problems.append(f"{trigger.where} template: {exc}")
+            if trigger.channel is not None:
+                known(self.notify.registry, "channel", trigger.channel, f"{trigger.where} channel")
+            if trigger.strategy is not None:
+                known(self.segments.registry, "segmentation strategy", trigger.strategy, f"{trigger.where} strategy")
+            if trigger.scheme is not None:
+                known(self.loyalty.registry, "loyalty scheme", trigger.scheme, f"{trigger.where} scheme")
+        if problems:
+            raise ConfigError("the configuration names what does not exist:\n  " + "\n  ".join(problems))
 
     def _own_field(self, field: CustomField, plugin: str) -> CustomField:
         if not isinstance(field, CustomField):

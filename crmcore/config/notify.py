@@ -55,6 +55,7 @@ class Trigger:
         empty means any change to a tier counts.
     :ivar response_hours: ``complaint`` only: the promised response time.
     :ivar scheme: ``tier_upgraded`` only: the loyalty scheme (None: any).
+    :ivar where: where it is configured (file and table), for error messages.
     """
 
     event: str
@@ -66,6 +67,7 @@ class Trigger:
     tiers: tuple[str, ...] = ()
     response_hours: int = 24
     scheme: str | None = None
+    where: str = "[notify.triggers]"
 
 
 DEFAULT_PURPOSE = {"deal_won": "transactional", "tier_upgraded": "marketing", "segment_entered": "marketing",
@@ -91,6 +93,8 @@ class NotifySettings:
     consent_default: str = "opt-in"
     consent_channels: Mapping[str, str] = attrs.field(factory=dict)
     triggers: tuple[Trigger, ...] = ()
+    render_max_chars: int = 1_000_000
+    render_timeout: float = 5.0
 
     def secret(self) -> str | None:
         """The unsubscribe signing key: from ``unsubscribe_secret_env`` (an
@@ -141,8 +145,19 @@ def parse_notify(value: Any, where: str) -> NotifySettings:
         kwargs["consent_channels"] = consent
     if "triggers" in table:
         kwargs["triggers"] = _triggers(table.pop("triggers"), where)
+    if "render_max_chars" in table:
+        chars = table.pop("render_max_chars")
+        if isinstance(chars, bool) or not isinstance(chars, int) or chars <= 0:
+            raise ConfigError(f"{where}: [notify] render_max_chars must be a positive whole number, got {chars!r}")
+        kwargs["render_max_chars"] = chars
+    if "render_timeout" in table:
+        seconds = table.pop("render_timeout")
+        if isinstance(seconds, bool) or not isinstance(seconds, (int, float)) or not 0 < seconds < float("inf"):
+            raise ConfigError(f"{where}: [notify] render_timeout must be a positive number of seconds, got {seconds!r}")
+        kwargs["render_timeout"] = float(seconds)
     if table:
-        raise unknown_keys(f"{where}: [notify]", table, (*SIMPLE_KEYS, "locales", "consent", "triggers"))
+        raise unknown_keys(f"{where}: [notify]", table, (*SIMPLE_KEYS, "locales", "consent", "triggers",
+                                                         "render_max_chars", "render_timeout"))
     return NotifySettings(**kwargs)
 
 
@@ -168,7 +183,7 @@ def _trigger(event: str, entry: dict[str, Any], label: str) -> Trigger:
     if "template" not in entry:
         raise ConfigError(f"{label} needs template = \"KIND\"")
     kwargs: dict[str, Any] = {"event": event, "template": _text(entry["template"], f"{label} template"),
-                              "purpose": entry.get("purpose", DEFAULT_PURPOSE[event])}
+                              "purpose": entry.get("purpose", DEFAULT_PURPOSE[event]), "where": label}
     if kwargs["purpose"] not in ("transactional", "marketing"):
         raise ConfigError(f"{label} purpose must be transactional or marketing, got {kwargs['purpose']!r}")
     for key in ("channel", "strategy", "segment", "scheme"):

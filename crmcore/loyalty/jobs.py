@@ -7,7 +7,8 @@ a loop over customers.  :class:`LoyaltyJobs` is part of ``crm.loyalty``
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 from ..application.registry import Registry
+from ..domain.errors import CRMError
 from ..domain.entities import Deal, StageOutcome
 from ..store import tables
 from .ledger import (
@@ -66,7 +68,7 @@ class LoyaltyJobs:
         moment = self.crm.as_of(as_of)
         names = [scheme] if scheme else self.registry.names()
         written: dict[str, int] = {}
-        with self.crm.unit() as uow:
+        with self._one_at_a_time("crmcore:loyalty:earn"), self.crm.unit() as uow:
             self.crm.authorize("loyalty.earn", None)
             for name in names:
                 target = self.registry.get(name)
@@ -75,6 +77,28 @@ class LoyaltyJobs:
                 where = [self._won_stage_filter(), tables.deals.c.closed_at <= moment, ~earned]
                 written[name] = self._earn_where(uow, target, where, "batch", moment)
         return written
+
+    @contextmanager
+    def _one_at_a_time(self, name: str, wait_s: int = 600) -> Iterator[None]:
+        """On MariaDB/MySQL, run a job alone: a named lock (``GET_LOCK``) held on a
+        connection of its own until the job's transaction has ended.
+
+        Two overlapping ``INSERT IGNORE ... SELECT`` runs of the earning job
+        can fail there with error 1467 (a lock conflict on the auto-increment
+        reported as "failed to read auto-increment value").  PostgreSQL
+        serialises the job with a transaction-scoped advisory lock
+        (``LoyaltyLedger._job_lock``); SQLite's write transactions are serial.
+        """
+        if self.crm.engine.dialect.name not in ("mysql", "mariadb"):
+            yield
+            return
+        with self.crm.engine.connect() as conn:
+            if conn.execute(select(func.get_lock(name, wait_s))).scalar() != 1:
+                raise CRMError(f"another run of {name} has held its lock for {wait_s} s; try again later")
+            try:
+                yield
+            finally:
+                conn.execute(select(func.release_lock(name)))
 
     def _won_stage_filter(self) -> ColumnElement[bool]:
         deals = tables.deals

@@ -7,6 +7,7 @@ entries, and a balance never goes negative, also under concurrent redemption.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -28,12 +29,13 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, Select
 
 from ..domain.errors import (
+    CRMError,
     InsufficientPoints,
     ValidationError,
 )
 from ..store import tables
 from ..store.bulk import inserted_id
-from ..store.upsert import insert_ignore
+from ..store.upsert import ignoring_conflicts, insert_ignore, insert_new
 from .scheme import LoyaltyScheme
 
 if TYPE_CHECKING:
@@ -80,10 +82,12 @@ class LoyaltyLedger:
     def __init__(self, uow: "UnitOfWork"):
         self.uow = uow
 
-    def balance(self, customer_id: int, scheme: str) -> int:
-        """The customer's points balance in ``scheme`` (0 without an account)."""
-        row = self.uow.conn.execute(select(accounts.c.balance).where(
-            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).first()
+    def balance(self, customer_id: int, scheme: str, *, latest: bool = False) -> int:
+        """The account's balance; ``latest`` reads it with a locking read, which sees
+        the latest committed value (a plain read on MariaDB/MySQL sees the
+        transaction's snapshot, possibly older than a lock this transaction waited for)."""
+        query = select(accounts.c.balance).where(accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)
+        row = self.uow.conn.execute(query.with_for_update() if latest else query).first()
         return int(row[0]) if row else 0
 
     def tier(self, customer_id: int, scheme: str) -> str | None:
@@ -91,23 +95,33 @@ class LoyaltyLedger:
         return self.uow.conn.execute(select(accounts.c.tier).where(
             accounts.c.customer_id == customer_id, accounts.c.scheme == scheme)).scalar()
 
-    def entry(self, key: str) -> LedgerEntry | None:
-        """The ledger entry with idempotency key ``key``, or None."""
-        row = self.uow.conn.execute(select(ledger).where(ledger.c.idempotency_key == key)).first()
+    def entry(self, key: str, *, latest: bool = False) -> LedgerEntry | None:
+        """The entry with idempotency key ``key``, or None; ``latest``: a locking
+        read, which sees entries committed after this transaction's snapshot."""
+        query = select(ledger).where(ledger.c.idempotency_key == key)
+        row = self.uow.conn.execute(query.with_for_update(read=True) if latest else query).first()
         return LedgerEntry(**row._mapping) if row else None
 
     def credit(self, customer_id: int, scheme: str, points: int, key: str, kind: str = "earn",
                **fields: Any) -> LedgerEntry:
-        """Add points (earn, bonus, adjust up) as a new batch.  Replaying ``key`` returns the first entry."""
+        """Add points (earn, bonus, adjust up) as a new batch.  Replaying ``key`` returns the first entry.
+
+        Insert-or-return-existing: the entry is inserted unless its key exists
+        (the database decides, so two concurrent credits with one key both
+        return the one entry), and only a new entry changes the balance.
+        """
         _check_points(points)
         existing = self.entry(key)
         if existing is not None:
             return existing
         self._ensure_account(customer_id, scheme)
-        self.uow.conn.execute(update(accounts).where(
-            accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).values(
-            balance=accounts.c.balance + points, updated_at=self.uow.now))
-        return self._append(customer_id, scheme, kind, points, key, fields)
+        entry, new = self._append(customer_id, scheme, kind, points, key, fields)
+        if new:
+            self.uow.conn.execute(update(accounts).where(
+                accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).values(
+                balance=accounts.c.balance + points, updated_at=self.uow.now))
+            self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
+        return entry
 
     def debit(self, customer_id: int, scheme: str, points: int, key: str, kind: str = "redeem",
               partial: bool = False, **fields: Any) -> LedgerEntry:
@@ -124,17 +138,25 @@ class LoyaltyLedger:
             return existing
         self._ensure_account(customer_id, scheme)
         self._lock_account(customer_id, scheme)
+        # A debit with this key may have committed while this one waited for the lock.
+        existing = self.entry(key, latest=True)
+        if existing is not None:
+            return existing
         self.expire(self.uow.now, scheme=scheme, customer_id=customer_id)
         if self._take(customer_id, scheme, points):
             taken = points
         elif not partial:
-            raise InsufficientPoints(customer_id, scheme, points, self.balance(customer_id, scheme))
+            raise InsufficientPoints(customer_id, scheme, points, self.balance(customer_id, scheme, latest=True))
         else:
-            available = self.balance(customer_id, scheme)
+            available = self.balance(customer_id, scheme, latest=True)
             taken = available if available and self._take(customer_id, scheme, available) else 0
             fields = {**fields, "details": {**(fields.get("details") or {}), "requested": points,
                                             "shortfall": points - taken}}
-        entry = self._append(customer_id, scheme, kind, -taken, key, fields)
+        entry, new = self._append(customer_id, scheme, kind, -taken, key, fields)
+        if not new:  # the key was taken meanwhile by an entry of another account: nothing here may stand
+            raise CRMError(f"idempotency key {key!r} is already used by ledger entry {entry.id} "
+                           f"(customer {entry.customer_id}, {entry.kind}); use another key")
+        self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
         if taken:
             self._allocate(entry.id, customer_id, scheme, taken, prefer_deal=fields.get("deal_id"))
         return entry
@@ -226,17 +248,19 @@ class LoyaltyLedger:
 
         ``source`` selects the columns of :data:`CREDIT_COLUMNS` (labelled) with
         positive ``points`` and keys not yet in the ledger (``NOT EXISTS`` on
-        the key: a duplicate key fails the whole statement).  ``key_like`` is a LIKE pattern matching every key
+        the key; a key written meanwhile by a concurrent job is skipped, and
+        overlapping runs of one job are serialised, see :meth:`_job_lock`).  ``key_like`` is a LIKE pattern matching every key
         this job writes, and only those, so the balance update counts exactly
         the new rows even when other transactions write to the ledger.
         Returns the number of entries written.
         """
         conn = self.uow.conn
+        self._job_lock(f"credit:{scheme}:{key_like}")
         before = conn.execute(select(func.coalesce(func.max(ledger.c.id), 0))).scalar_one()
         src = source.subquery("credit_source")
         rows = select(*(src.c[name] for name in CREDIT_COLUMNS), literal(scheme).label("scheme"),
-                      literal(self.uow.actor, String).label("actor"))
-        conn.execute(insert(ledger).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows))
+                      literal(self.uow.actor, String).label("actor")).where(literal(True))
+        conn.execute(ignoring_conflicts(conn, ledger, ledger.c.idempotency_key).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows))
         new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
         written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
         if written:
@@ -285,6 +309,19 @@ class LoyaltyLedger:
         return written
 
     # -- internals -------------------------------------------------------------
+    def _job_lock(self, name: str) -> None:
+        """Serialise one job (e.g. two overlapping ``crm loyalty earn`` runs) until commit.
+
+        PostgreSQL (read committed) would otherwise let the second run count
+        the first run's committed entries as its own; a transaction-scoped
+        advisory lock makes it wait, and its statements then see them.
+        SQLite write transactions are serial; MariaDB's ``INSERT ... SELECT``
+        reads with locks (the latest committed rows), and its own counts read
+        its snapshot.
+        """
+        if self.uow.conn.dialect.name == "postgresql":
+            self.uow.conn.execute(select(func.pg_advisory_xact_lock(zlib.crc32(name.encode("utf-8")))))
+
     def _lock_due_accounts(self, used: Any, where: list[ColumnElement[bool]]) -> None:
         """Lock the accounts the expiry job is about to change, in key order.
 
@@ -397,16 +434,28 @@ class LoyaltyLedger:
                                                 "balance": 0, "updated_at": self.uow.now})
 
     def _append(self, customer_id: int, scheme: str, kind: str, points: int, key: str,
-                fields: Mapping[str, Any]) -> LedgerEntry:
+                fields: Mapping[str, Any]) -> tuple[LedgerEntry, bool]:
+        """Insert an entry unless its key exists: (the entry, True if it is new).
+
+        The database decides (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``),
+        so the loser of a race on one key gets the winner's entry, not an
+        ``IntegrityError``.
+        """
         values: dict[str, Any] = {"customer_id": customer_id, "scheme": scheme, "kind": kind, "points": points,
                   "idempotency_key": key, "occurred_at": fields.get("occurred_at") or self.uow.now,
                   "actor": self.uow.actor, "deal_id": fields.get("deal_id"),
                   "expires_at": fields.get("expires_at"), "reason": fields.get("reason"),
                   "details": fields.get("details"), "batch_id": None}
-        values["id"] = inserted_id(self.uow.conn.execute(ledger.insert().values(values)))
-        entry = LedgerEntry(**values)
-        self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
-        return entry
+        conn = self.uow.conn
+        new_id = insert_new(conn, ledger, values, ledger.c.idempotency_key)
+        if new_id is not None:
+            values["id"] = new_id
+            return LedgerEntry(**values), True
+        existing = self.entry(key, latest=True)
+        if existing is None:  # not a key conflict (INSERT IGNORE also skips other errors): raise the real one
+            inserted_id(conn.execute(ledger.insert().values(values)))
+            raise AssertionError("unreachable: the insert above fails")
+        return existing, False
 
 
 def _count(conn: Connection, where: ColumnElement[bool]) -> int:

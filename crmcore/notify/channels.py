@@ -16,7 +16,16 @@ from ..application.components import Component
 
 
 class TransientError(Exception):
-    """Delivery failed but may succeed later (timeout, 5xx, connection refused)."""
+    """Delivery failed but may succeed later (timeout, 5xx, connection refused).
+
+    :param message_only: the failure concerns this message alone (e.g. a 4xx
+        reply refusing its recipient for now): it is retried, but it does not
+        count toward the channel being down.
+    """
+
+    def __init__(self, *args: object, message_only: bool = False) -> None:
+        super().__init__(*args)
+        self.message_only = message_only
 
 
 class PermanentError(Exception):
@@ -78,12 +87,35 @@ class Channel(Component):
         """Deliver one message; return the provider's message id (or a :class:`Delivered`).
 
         Raise :class:`TransientError` to retry later, :class:`PermanentError`
-        to give up at once.  Any other exception counts as transient.
+        to give up at once.  An :class:`OSError` (refused connection, timeout)
+        counts as transient.  Any other exception (``ValueError`` building a
+        header, ...) is taken as this message's fault: it is dead at once with
+        the exception as the reason (see :func:`is_permanent`).
         """
         raise NotImplementedError
 
     def close(self) -> None:
         """End the batch (e.g. disconnect)."""
+
+
+def is_permanent(exc: BaseException) -> bool:
+    """True if the failure ``exc`` of a send means this message can never go.
+
+    :class:`PermanentError` is; :class:`TransientError` and :class:`OSError`
+    (network trouble) are not; any other exception comes from this message's
+    content (a header with CR/LF, text that cannot be encoded, ...), so
+    retrying the same message cannot help: it is permanent too.
+    """
+    return not isinstance(exc, (TransientError, OSError))
+
+
+def is_channel_fault(exc: BaseException) -> bool:
+    """True if the failure ``exc`` says the channel (its server, the network) is
+    not working, so that a run of them takes the channel as down.  A failure
+    that concerns one message (permanent, or ``message_only``) never does."""
+    if isinstance(exc, TransientError):
+        return not exc.message_only
+    return isinstance(exc, OSError)
 
 
 @attrs.frozen

@@ -59,6 +59,8 @@ from .channels import (
     DispatchResult,
     Message,
     PermanentError,
+    is_channel_fault,
+    is_permanent,
 )
 from .outbox import (
     BACKOFF_BASE,
@@ -315,11 +317,14 @@ class NotifyEngine:
         """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
         error = f"{type(exc).__name__}: {exc}"
         attempts = claimed.message.attempts
-        if isinstance(exc, PermanentError) or attempts >= claimed.max_attempts:
-            self._finish(claimed, "dead", now, error=error, from_status=from_status, attempts=attempts)
+        extra: dict[str, Any] = {}
+        if from_status == "claimed":  # failed before it was marked sending (e.g. the connection): still an attempt
+            extra["last_attempt_at"] = now
+        if is_permanent(exc) or attempts >= claimed.max_attempts:
+            self._finish(claimed, "dead", now, error=error, from_status=from_status, attempts=attempts, **extra)
             return "dead"
         self._finish(claimed, "pending", now, error=error, from_status=from_status, attempts=attempts,
-                     next_attempt_at=now + backoff(attempts))
+                     next_attempt_at=now + backoff(attempts), **extra)
         return "retried"
 
     def _finish(self, claimed: _Claimed, status: str, now: datetime, error: str | None = None,
@@ -625,7 +630,7 @@ class _Worker:
         self._record_sent()
         name = claimed.message.channel
         self.counts[self.engine._failed(claimed, exc, self.clock())] += 1
-        if isinstance(exc, PermanentError):
+        if not is_channel_fault(exc):  # this message's own trouble: says nothing about the channel
             return
         self.failures_in_a_row[name] += 1
         if self.failures_in_a_row[name] >= DOWN_AFTER:

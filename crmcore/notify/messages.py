@@ -37,6 +37,7 @@ from sqlalchemy import String, func, select
 
 from ..domain.convert import unstructure
 from ..store import tables
+from ..store.upsert import ignoring_conflicts
 from . import consent
 from .outbox import DEFAULT_MAX_ATTEMPTS
 from .templates import Rendered, TemplateCatalog, TemplateError
@@ -89,7 +90,9 @@ class MessageEngine:
     def catalog(self) -> TemplateCatalog:
         """The template catalog (built on first use, then cached: templates compile once)."""
         if self._catalog is None:
-            self._catalog = TemplateCatalog(self.template_dirs(), self.crm.config.notify.default_locale)
+            settings = self.crm.config.notify
+            self._catalog = TemplateCatalog(self.template_dirs(), settings.default_locale,
+                                            max_chars=settings.render_max_chars, timeout=settings.render_timeout)
         return self._catalog
 
     def locale_of(self, customer: Mapping[str, Any]) -> str:
@@ -245,8 +248,8 @@ class MessageEngine:
             row = self._row(uow, template, ctx, channel, chan.address, purpose, keys[cid], not_before)
             dead += row["status"] == "dead"
             rows.append(row)
-        if rows:
-            uow.conn.execute(outbox.insert(), rows)
+        if rows:  # a key queued meanwhile by a concurrent transaction is skipped, not an IntegrityError
+            uow.conn.execute(ignoring_conflicts(uow.conn, outbox, outbox.c.idempotency_key), rows)
         return BatchCounts(len(rows) - dead, len(refused), len(ids) - len(fresh), dead)
 
     def _refused(self, uow: UnitOfWork, ids: list[int], channel: str, address: str | None,

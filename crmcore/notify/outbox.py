@@ -14,6 +14,7 @@ from ..domain.entities import Customer
 from ..domain.errors import ValidationError
 from ..store import tables
 from ..store.bulk import inserted_id
+from ..store.upsert import insert_new
 from .channels import (
     Channel,
 )
@@ -40,7 +41,8 @@ class Outbox:
                 payload: Mapping[str, Any] | None = None, purpose: str = "transactional",
                 key: str | None = None, max_attempts: int = DEFAULT_MAX_ATTEMPTS,
                 not_before: datetime | None = None) -> int:
-        """Queue a message; returns its id.  A repeated ``key`` returns the first message's id.
+        """Queue a message; returns its id.  A repeated ``key`` returns the first message's id,
+        also when two transactions queue it at once (insert-or-return-existing).
 
         The recipient defaults to the customer's address for the channel.  A
         message that can never go (no address, no consent) is stored as
@@ -69,7 +71,15 @@ class Outbox:
                   "payload": dict(payload or {}), "status": status, "attempts": 0,
                   "max_attempts": max_attempts, "next_attempt_at": not_before or self.uow.now,
                   "last_error": reason, "created_at": self.uow.now}
-        return inserted_id(self.uow.conn.execute(outbox.insert().values(values)))
+        new_id = insert_new(self.uow.conn, outbox, values, outbox.c.idempotency_key)
+        if new_id is not None:
+            return new_id
+        # Another transaction queued this key meanwhile: its message is the one (read its latest version).
+        winner: int | None = self.uow.conn.execute(select(outbox.c.id).where(
+            outbox.c.idempotency_key == key).with_for_update(read=True)).scalar()
+        if winner is None:  # not a key clash (INSERT IGNORE skips other errors too): raise the real one
+            return inserted_id(self.uow.conn.execute(outbox.insert().values(values)))
+        return winner
 
 
 def consent_refusal(customer: Customer | None, channel: Channel, purpose: str) -> str | None:

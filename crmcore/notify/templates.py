@@ -16,14 +16,21 @@ company overrides one file of a built-in template without copying the rest.
 Templates run in Jinja2's :class:`~jinja2.sandbox.SandboxedEnvironment` (a
 template cannot reach Python internals) with :class:`~jinja2.StrictUndefined`:
 an unknown variable is a :class:`TemplateError` naming the file and line, never
-a blank in a sent mail.  Filters ``money``, ``date`` and ``datetime`` format
+a blank in a sent mail.  Rendering is bounded: a part longer than
+``max_chars`` (``[notify] render_max_chars``) or taking longer than ``timeout``
+seconds (``[notify] render_timeout``) is a :class:`TemplateError` naming the
+file.  The size is checked as output is produced and before a string is
+repeated (``'x' * n``); the time between output chunks and while iterating
+``range``, so neither a huge string nor nested empty loops run on.  Filters ``money``, ``date`` and ``datetime`` format
 with babel in the message's locale.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
@@ -34,11 +41,14 @@ import attrs
 import babel.dates
 import babel.numbers
 import jinja2
-from jinja2.sandbox import SandboxedEnvironment
+from jinja2.sandbox import SandboxedEnvironment, safe_range
 
 from ..domain.errors import CRMError
 
 PARTS = ("subject", "body.txt", "body.html")
+DEFAULT_MAX_CHARS = 1_000_000
+DEFAULT_TIMEOUT_S = 5.0
+_CHECK_EVERY = 1000  # range items between two looks at the clock
 LOCALE = re.compile(r"^[a-z]{2,3}(-[A-Za-z0-9]{2,8})*$")
 
 
@@ -93,17 +103,64 @@ def _datetime(ctx: Any, value: datetime | None, format: str = "medium") -> str:
                                        locale=_babel_locale(ctx["locale"]))
 
 
+class _LimitExceeded(Exception):
+    """Rendering went past a limit (raised inside the template, reported as a TemplateError)."""
+
+
+class _BoundedEnvironment(SandboxedEnvironment):
+    """The sandbox plus a size check on ``*`` and a clock on ``range``.
+
+    The deadline is per thread (a catalog serves every thread of a process).
+    """
+
+    intercepted_binops = frozenset(["*"])
+
+    def __init__(self, max_chars: int, timeout: float, **options: Any) -> None:
+        super().__init__(**options)
+        self.max_chars, self.timeout = max_chars, timeout
+        self._local = threading.local()
+        self.globals["range"] = self._range
+
+    def start(self) -> None:
+        self._local.deadline = time.monotonic() + self.timeout
+
+    def check_time(self) -> None:
+        deadline = getattr(self._local, "deadline", None)
+        if deadline is not None and time.monotonic() > deadline:
+            raise _LimitExceeded(f"rendering took longer than {self.timeout:g} s ([notify] render_timeout)")
+
+    def too_long(self) -> _LimitExceeded:
+        return _LimitExceeded(f"rendered more than {self.max_chars} characters ([notify] render_max_chars)")
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        if operator == "*":
+            for seq, times in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(times, int) and len(seq) * times > self.max_chars:
+                    raise self.too_long()
+        return super().call_binop(context, operator, left, right)
+
+    def _range(self, *args: int) -> Iterator[int]:
+        for count, item in enumerate(safe_range(*args)):
+            if count % _CHECK_EVERY == 0:
+                self.check_time()
+            yield item
+
+
 class TemplateCatalog:
     """Templates found in an ordered list of directories.
 
     :param dirs: searched in order, file by file.
     :param default_locale: used when a kind has no files for the wanted locale.
+    :param max_chars: the longest a rendered part may be.
+    :param timeout: seconds a part may take to render.
     """
 
-    def __init__(self, dirs: Sequence[str | Path], default_locale: str = "en"):
+    def __init__(self, dirs: Sequence[str | Path], default_locale: str = "en", *,
+                 max_chars: int = DEFAULT_MAX_CHARS, timeout: float = DEFAULT_TIMEOUT_S):
         self.dirs = [Path(d) for d in dirs]
         self.default_locale = default_locale
-        self.env = SandboxedEnvironment(
+        self.env = _BoundedEnvironment(
+            max_chars, timeout,
             loader=jinja2.FileSystemLoader([str(d) for d in self.dirs], encoding="utf-8"),
             undefined=jinja2.StrictUndefined,
             autoescape=jinja2.select_autoescape(enabled_extensions=("html",), default_for_string=False),
@@ -165,19 +222,32 @@ class TemplateCatalog:
         """Render subject, text and HTML of ``kind`` in ``locale`` (with fallback)."""
         used, parts = self._templates(kind, locale)
         values = {**context, "locale": used}
-        out = {part: _render(template, values) if template is not None else None for part, template in parts.items()}
+        out = {part: _render(self.env, template, values) if template is not None else None
+               for part, template in parts.items()}
         subject_out, text_out = out["subject"], out["text"]
         assert subject_out is not None and text_out is not None, "_templates() requires a subject and a text body"
         subject = " ".join(subject_out.split())  # one line: a newline in a header would be an injection
         return Rendered(kind, used, subject, text_out, out["html"])
 
 
-def _render(template: jinja2.Template, values: Mapping[str, Any]) -> str:
+def _render(env: _BoundedEnvironment, template: jinja2.Template, values: Mapping[str, Any]) -> str:
+    """Render one part within the size and time limits."""
+    chunks: list[str] = []
+    size = 0
+    env.start()
     try:
-        return template.render(values)
+        for chunk in template.generate(values):
+            size += len(chunk)
+            if size > env.max_chars:
+                raise env.too_long()
+            env.check_time()
+            chunks.append(chunk)
+    except _LimitExceeded as exc:
+        raise TemplateError(str(exc), template.filename) from None
     except (jinja2.UndefinedError, jinja2.exceptions.SecurityError, TypeError, ValueError,
             ArithmeticError, LookupError) as exc:
         raise TemplateError(_message(exc), template.filename, _template_line(exc, template.filename)) from None
+    return "".join(chunks)
 
 
 def _message(exc: BaseException) -> str:

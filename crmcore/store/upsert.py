@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, Insert, Table, insert
+from sqlalchemy import Column, Connection, Insert, Table, insert
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 
@@ -24,3 +24,32 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> boo
     else:  # pragma: no cover - other dialects are not supported
         stmt = insert(table).values(values)
     return conn.execute(stmt).rowcount == 1
+
+
+def ignoring_conflicts(conn: Connection, table: Table, *conflict: Column[Any]) -> Insert:
+    """An ``INSERT`` into ``table`` that skips rows clashing on the unique ``conflict``
+    column(s) (``ON CONFLICT DO NOTHING``; ``INSERT IGNORE`` on MariaDB/MySQL)."""
+    name = conn.dialect.name
+    if name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    if name == "sqlite":
+        return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
+    if name in ("mysql", "mariadb"):
+        return mysql.insert(table).prefix_with("IGNORE")
+    return insert(table)  # pragma: no cover - other dialects are not supported
+
+
+def insert_new(conn: Connection, table: Table, values: dict[str, Any], key: Column[Any]) -> int | None:
+    """Insert one row unless its unique ``key`` exists: the new row's id, or None.
+
+    Insert-or-return-existing for idempotency keys: the database decides who
+    wins a race (the loser waits for the winner's commit, then inserts
+    nothing); the caller then reads the winner's row (with a locking read, so
+    MariaDB shows the latest committed row rather than its snapshot).
+    """
+    statement = ignoring_conflicts(conn, table, key).values(values)
+    if conn.dialect.name in ("mysql", "mariadb"):
+        result = conn.execute(statement)
+        return int(result.lastrowid) if result.rowcount == 1 else None
+    new_id = conn.execute(statement.returning(table.c.id)).scalar()
+    return None if new_id is None else int(new_id)

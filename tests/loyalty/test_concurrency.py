@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -27,10 +28,10 @@ CONFIG = {"points": {"tier_scheme": "none"},
 
 
 class Workers:
-    def __init__(self, url: str, control: Path, rounds: int = ROUNDS):
-        self.control = control
+    def __init__(self, url: str, control: Path, rounds: int = ROUNDS, names: tuple[str, ...] = ("a", "b")):
+        self.control, self.names = control, names
         self.procs = []
-        for name in ("a", "b"):
+        for name in names:
             proc = subprocess.Popen([sys.executable, str(WORKER), url, json.dumps(CONFIG), str(control), name,
                                      str(rounds)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             lines: queue.Queue = queue.Queue()
@@ -45,7 +46,7 @@ class Workers:
 
     def wait_ready(self):
         deadline = time.monotonic() + 120
-        while not all((self.control / f"ready-{w}").exists() for w in ("a", "b")):
+        while not all((self.control / f"ready-{w}").exists() for w in self.names):
             for proc, _ in self.procs:
                 if proc.poll() is not None:
                     pytest.fail(f"worker failed to start: {proc.stderr.read()}")
@@ -91,6 +92,9 @@ def test_two_processes_redeem_points_and_the_last_reward(crm_factory, crm_db_url
                                                 "b": {"customer": cid, "what": 200}})
                 assert sorted(r["ok"] for r in results) == [False, True], results
                 assert [r["error"] for r in results if not r["ok"]] == ["InsufficientPoints"]
+                # The refusal states the balance as it is, not a snapshot from before the wait (MariaDB).
+                assert [r["message"] for r in results if not r["ok"]] == [
+                    f"customer {cid} has 100 points points; cannot redeem 200"]
                 assert crm.loyalty.balance(cid, "points") == 100
             else:
                 # Two members with points; both want the one unit of this round's mug.
@@ -172,4 +176,77 @@ def test_two_redemptions_that_both_fit_allocate_different_points(crm_factory, cr
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+    assert_matches_model(crm)
+
+
+def run_rounds(crm_db_url: str, tmp_path: Path, names: tuple[str, ...], rounds: list[dict]) -> list[list[dict]]:
+    """Each round's tasks to the workers ``names`` at once; their results per round."""
+    control = tmp_path / "control"
+    control.mkdir()
+    workers = Workers(crm_db_url, control, len(rounds), names)
+    try:
+        workers.wait_ready()
+        results = [workers.go(n, tasks) for n, tasks in enumerate(rounds)]
+        workers.finish()
+        for proc, _ in workers.procs:
+            assert proc.returncode == 0, proc.stderr.read()
+    finally:
+        for proc, _ in workers.procs:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
+    return results
+
+
+def add_unearned_won_deals(crm, count: int) -> list[int]:
+    """Won deals that have not earned yet (written directly, as a bulk load without loyalty would)."""
+    from crmcore.store import tables
+
+    cids = [crm.customers.add(name=f"Buyer {n}").id for n in range(20)]
+    now = datetime(2026, 1, 5, tzinfo=timezone.utc)
+    with crm.unit() as uow:
+        uow.conn.execute(tables.deals.insert(), [
+            {"customer_id": cids[n % len(cids)], "title": f"deal {n}", "amount": Decimal("10"), "currency": "USD",
+             "pipeline": "default", "stage": "won", "probability": 100, "closed_at": now, "attributes": {},
+             "created_at": now, "updated_at": now} for n in range(count)])
+    return cids
+
+
+def test_two_overlapping_earn_runs(crm_factory, crm_db_url, tmp_path):
+    """Issue 14: the second of two overlapping `crm loyalty earn` runs died with an IntegrityError
+    on PostgreSQL.  Now each deal earns once, and the runs' counts add up to the deals."""
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": CONFIG})
+    deals = 3000
+    rounds = []
+    for _ in range(3):
+        rounds.append({"a": {"what": "earn"}, "b": {"what": "earn"}})
+    add_unearned_won_deals(crm, deals)
+    first = run_rounds(crm_db_url, tmp_path, ("a", "b"), rounds[:1])[0]
+    assert [r["error"] for r in first] == [None, None], first
+    assert sum(r["written"] for r in first) == deals
+    with crm.unit(readonly=True) as uow:
+        from crmcore.store import tables
+
+        earned = uow.conn.execute(select(tables.loyalty_ledger.c.deal_id, func.count()).where(
+            tables.loyalty_ledger.c.kind == "earn").group_by(tables.loyalty_ledger.c.deal_id)).all()
+    assert len(earned) == deals and {n for _, n in earned} == {1}
+    assert crm.loyalty.drift() == []
+    assert_matches_model(crm)
+
+
+def test_four_redemptions_with_one_key(crm_factory, crm_db_url, tmp_path):
+    """Issue 14: four concurrent redemptions with one idempotency key gave three raw IntegrityErrors on
+    PostgreSQL and MariaDB.  Now all four return the same entry and the points are taken once."""
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": CONFIG})
+    names = ("a", "b", "c", "d")
+    rounds, cids = [], []
+    for n in range(3):
+        cid = crm.customers.add(name=f"Twice {n}").id
+        crm.loyalty.adjust(cid, 400, "points", reason="stake")
+        cids.append(cid)
+        rounds.append({w: {"customer": cid, "points": 150, "key": f"order:{n}"} for w in names})
+    for cid, results in zip(cids, run_rounds(crm_db_url, tmp_path, names, rounds)):
+        assert [r["error"] for r in results] == [None] * 4, results
+        assert len({r["entry"] for r in results}) == 1
+        assert crm.loyalty.balance(cid, "points") == 250
     assert_matches_model(crm)

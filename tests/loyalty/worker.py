@@ -3,7 +3,8 @@
 ``python worker.py URL CONFIG_JSON DIR WORKER ROUNDS``: opens its own CRM with
 the loyalty plugin, writes ``DIR/ready-WORKER``, then for each round waits for
 ``DIR/go-ROUND`` holding ``{"customer": id, "what": points-or-reward}`` (a
-per-worker mapping) and redeems at once (``"what": "expire"`` runs the expiry job).  One JSON line per round on stdout:
+per-worker mapping) and redeems at once (``"what": "expire"`` runs the expiry job, ``"earn"`` the
+earning job; ``{"customer", "points", "key"}`` redeems with an idempotency key).  One JSON line per round on stdout:
 ``{"round", "ok", "error", "message"}``.
 """
 
@@ -39,8 +40,13 @@ def main(url: str, config: str, directory: str, worker: str, rounds: str) -> Non
         task = json.loads(go.read_text())[worker]
         result = {"round": round_no, "ok": False, "error": None, "message": None}
         try:
-            if task["what"] == "expire":
+            if task.get("what") == "expire":
                 crm.loyalty.expire()
+            elif task.get("what") == "earn":
+                result["written"] = crm.loyalty.earn_won_deals()["points"]
+            elif "key" in task:
+                entry = crm.loyalty.redeem(task["customer"], task["points"], "points", key=task["key"])
+                result["entry"] = entry.id
             elif isinstance(task["what"], int):
                 crm.loyalty.redeem(task["customer"], task["what"], "points", reason=f"worker {worker}")
             else:

@@ -114,6 +114,24 @@ def test_nobody_listening_retries_later(crm_factory):
     assert row["status"] == "pending" and f"cannot connect to 127.0.0.1:{port}" in row["last_error"]
 
 
+def test_a_connection_failure_is_an_attempt_with_its_time(crm_factory):
+    """Issue 14 point 10: ``last_attempt_at`` is set on every attempt, a refused connection too."""
+    from datetime import UTC, datetime, timedelta
+
+    port = free_port()
+    crm = crm_factory(plugins=["notify"], config={"channels": {"smtp": {"host": "127.0.0.1", "port": port,
+                                                                        "sender": "shop@example.com"}}})
+    mid = crm.notify.enqueue("smtp", recipient="a@example.com", subject="x", body="x")
+    first = datetime(2030, 1, 1, 9, 0, tzinfo=UTC)
+    assert crm.notify.dispatch(as_of=first).retried == 1
+    [row] = crm.notify.outbox(message_id=mid)
+    assert row["attempts"] == 1 and row["last_attempt_at"] == first
+    second = first + timedelta(hours=1)
+    assert crm.notify.dispatch(as_of=second).retried == 1
+    [row] = crm.notify.outbox(message_id=mid)
+    assert row["attempts"] == 2 and row["last_attempt_at"] == second
+
+
 def test_missing_sender_is_dead_with_reason(crm_factory, smtp_server):
     crm = crm_factory(plugins=["notify"], config={"channels": {"smtp": {"host": smtp_server.host,
                                                                         "port": smtp_server.port}}})

@@ -94,6 +94,8 @@ class SmsHttpOptions:
     :ivar max_segments: refuse texts needing more segments than this.
     :ivar provider_id_field: dotted path of the message id in the JSON response.
     :ivar timeout: seconds for connecting and for the response.
+    :ivar refuse_private: refuse a ``url`` that resolves to a private, loopback
+        or link-local address (checked when connecting).
     """
 
     url: str | None = attrs.field(default=None, validator=_http_url)
@@ -110,6 +112,7 @@ class SmsHttpOptions:
     max_segments: int = attrs.field(default=10, validator=_positive)
     provider_id_field: str | None = "id"
     timeout: float = attrs.field(default=10.0, validator=_positive)
+    refuse_private: bool = False
 
     def auth(self) -> tuple[str, str] | None:
         if not self.username:
@@ -143,7 +146,7 @@ class SmsHttpChannel(crmcore.Channel):
             raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
         options.auth()  # missing secrets are misconfigurations: say so before any request
         options.auth_headers()
-        self._clients.open(options.timeout)
+        self._clients.open(options.timeout, refuse_private=options.refuse_private)
 
     def send(self, message: crmcore.Message, options: SmsHttpOptions) -> crmcore.Delivered:
         if not options.url:
@@ -157,7 +160,7 @@ class SmsHttpChannel(crmcore.Channel):
         body = render_body(options, to=to, text=text, sender=options.sender, message_id=message.id,
                            key=message.idempotency_key, encoding=length.encoding, segments=length.segments)
         headers = {**options.headers, **options.auth_headers(), "Content-Type": options.content_type}
-        response = request(self._clients.get(options.timeout), "sms-http", options.method, options.url,
+        response = request(self._clients.get(options.timeout, refuse_private=options.refuse_private), "sms-http", options.method, options.url,
                            content=body.encode("utf-8"), headers=headers, auth=options.auth())
         return crmcore.Delivered(provider_id(response, options.provider_id_field),
                                  {"to": to, "encoding": length.encoding, "units": length.units,

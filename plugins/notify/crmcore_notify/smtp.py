@@ -149,12 +149,17 @@ class SmtpChannel(crmcore.Channel):
         self._local.smtp = connect(options)
 
     def send(self, message: crmcore.Message, options: SmtpOptions) -> crmcore.Delivered:
-        email = build_email(message, options)
+        try:
+            email = build_email(message, options)
+            # CRLF line ends: smtplib sends bytes as they are, and a server reads "\n" lines as one long line.
+            data = email.as_bytes(policy=email.policy.clone(linesep="\r\n"))
+        except (ValueError, TypeError, LookupError) as exc:  # this message's content (e.g. CR/LF in a header)
+            raise crmcore.PermanentError(f"smtp: message {message.id} cannot be built: {exc}") from None
         smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
         if smtp is None:  # first send, or the server dropped us mid-batch
             smtp = self._local.smtp = connect(options)
         try:
-            reply = transmit(smtp, email, options.sender or "", message.recipient or "")
+            reply = transmit(smtp, data, options.sender or "", message.recipient or "")
         except (smtplib.SMTPServerDisconnected, OSError):
             self._drop()
             raise
@@ -230,38 +235,52 @@ def connect(options: SmtpOptions) -> smtplib.SMTP:
     return smtp
 
 
-def transmit(smtp: smtplib.SMTP, email: EmailMessage, sender: str, recipient: str) -> str:
-    """``MAIL``, ``RCPT``, ``DATA`` for one recipient; returns the server's final reply.
+def transmit(smtp: smtplib.SMTP, data: bytes, sender: str, recipient: str) -> str:
+    """``MAIL``, ``RCPT``, ``DATA`` (``data``: the message, CRLF line ends) for one
+    recipient; returns the server's final reply.
 
     Done step by step (not ``send_message``) to classify each reply: 5xx is
     permanent, 4xx transient; a refused step is reset so the connection can
-    carry the next message.
+    carry the next message.  A refusal of the recipient (any reply to ``RCPT``,
+    or an address the server cannot take) concerns this message only, never
+    the channel.
     """
     reply: bytes | str  # smtplib's errors carry either
     code, reply = smtp.mail(sender)
     _check("MAIL FROM", code, reply, smtp, (250,))
-    code, reply = smtp.rcpt(recipient)
-    _check(f"RCPT TO {recipient}", code, reply, smtp, (250, 251))
     try:
-        # CRLF line ends: smtplib sends bytes as they are, and a server reads "\n" lines as one long line.
-        code, reply = smtp.data(email.as_bytes(policy=email.policy.clone(linesep="\r\n")))
+        code, reply = smtp.rcpt(recipient)
+    except (smtplib.SMTPNotSupportedError, ValueError) as exc:  # e.g. non-ASCII without SMTPUTF8, CR/LF
+        _reset(smtp)
+        raise crmcore.PermanentError(f"smtp RCPT TO {recipient!r}: {exc}") from None
+    _check(f"RCPT TO {recipient}", code, reply, smtp, (250, 251), message_only=True)
+    try:
+        code, reply = smtp.data(data)
     except smtplib.SMTPDataError as exc:
         code, reply = exc.smtp_code, exc.smtp_error
     _check("DATA", code, reply, smtp, (250,))
     return f"{code} {_text(reply)}"
 
 
-def _check(step: str, code: int, reply: bytes | str, smtp: smtplib.SMTP, ok: tuple[int, ...]) -> None:
+def _reset(smtp: smtplib.SMTP) -> None:
+    """``RSET``, so the connection can carry the next message."""
+    try:
+        smtp.rset()
+    except (smtplib.SMTPException, OSError):
+        pass
+
+
+def _check(step: str, code: int, reply: bytes | str, smtp: smtplib.SMTP, ok: tuple[int, ...],
+           message_only: bool = False) -> None:
     if code in ok:
         return
     if code == -1:  # smtplib's "connection closed" marker
         raise smtplib.SMTPServerDisconnected(f"server closed the connection at {step}")
-    try:
-        smtp.rset()  # so the connection can carry the next message
-    except (smtplib.SMTPException, OSError):
-        pass
-    error = crmcore.PermanentError if 500 <= code < 600 else crmcore.TransientError
-    raise error(f"smtp {step}: {code} {_text(reply)}")
+    _reset(smtp)
+    detail = f"smtp {step}: {code} {_text(reply)}"
+    if 500 <= code < 600:
+        raise crmcore.PermanentError(detail)
+    raise crmcore.TransientError(detail, message_only=message_only)
 
 
 def _text(reply: bytes | str) -> str:

@@ -67,6 +67,11 @@ class WebhookOptions:
     :ivar headers: extra request headers (e.g. an API key).
     :ivar provider_id_field: dotted path of the message id in a JSON response.
     :ivar ca_file: trust this CA bundle (PEM) for https.
+    :ivar payload_url: a message's ``payload["url"]``, when set, is where it is
+        POSTed instead of ``url`` (e.g. each customer's own endpoint).
+    :ivar refuse_private: refuse targets that resolve to private, loopback or
+        link-local addresses.  Default (unset): refused for a URL from a
+        message's payload (data), allowed for ``url`` (the operator's choice).
     """
 
     url: str | None = attrs.field(default=None, validator=_http_url)
@@ -76,6 +81,19 @@ class WebhookOptions:
     headers: dict[str, str] = attrs.field(factory=dict)
     provider_id_field: str | None = "id"
     ca_file: str | None = None
+    payload_url: bool = False
+    refuse_private: bool | None = None
+
+    def target(self, message: crmcore.Message) -> tuple[str, bool]:
+        """Where to POST ``message`` and whether private targets are refused for it."""
+        given = (message.payload or {}).get("url") if self.payload_url else None
+        if given is None:
+            if not self.url:
+                raise crmcore.PermanentError("webhook: no URL: set [channels.webhook] url")
+            return self.url, bool(self.refuse_private)
+        if not isinstance(given, str) or not given.startswith(("http://", "https://")):
+            raise crmcore.PermanentError(f"webhook: payload url must be an http:// or https:// URL, got {given!r}")
+        return given, self.refuse_private is not False
 
     def key(self) -> bytes:
         """The signing key (from ``secret_env`` when set)."""
@@ -103,21 +121,20 @@ class WebhookChannel(crmcore.Channel):
         self._clients = ClientPerThread()
 
     def open(self, options: WebhookOptions) -> None:
-        if not options.url:
+        if not options.url and not options.payload_url:
             raise crmcore.PermanentError("webhook: no URL: set [channels.webhook] url")
         options.key()  # a missing secret is a misconfiguration: say so before any request
-        self._clients.open(options.timeout, options.ca_file or True)
+        self._clients.open(options.timeout, options.ca_file or True, bool(options.refuse_private))
 
     def send(self, message: crmcore.Message, options: WebhookOptions) -> str | None:
-        if not options.url:
-            raise crmcore.PermanentError("webhook: no URL: set [channels.webhook] url")
+        url, refuse_private = options.target(message)
         body = json_body(message)
         timestamp = str(int(time.time()))  # real time, not --as-of: receivers check it against their clock
         headers = {**options.headers, "Content-Type": "application/json; charset=utf-8",
                    TIMESTAMP_HEADER: timestamp, SIGNATURE_HEADER: sign(options.key(), timestamp, body),
                    KEY_HEADER: message.idempotency_key}
-        client = self._clients.get(options.timeout, options.ca_file or True)
-        response = request(client, "webhook", "POST", options.url, content=body, headers=headers)
+        client = self._clients.get(options.timeout, options.ca_file or True, refuse_private)
+        response = request(client, "webhook", "POST", url, content=body, headers=headers)
         return provider_id(response, options.provider_id_field)
 
     def close(self) -> None:
