@@ -18,6 +18,7 @@ from ..domain.convert import unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
+from .params import COUNT, ID, as_id
 from .context import Session, pass_session
 
 #: A click command callback (decorators hand it back with options added).
@@ -80,8 +81,9 @@ def resolve_customer(session: Session, ref: str | int) -> int:
     found = crm.customers.find(external_id=text)
     if found is None and "@" in text:
         found = next(iter(crm.customers.list({"email__contains": text}, limit=1)), None)
-    if found is None and text.isdigit():
-        found = crm.customers.find(id=int(text))
+    customer_id = as_id(text)
+    if found is None and customer_id is not None:
+        found = crm.customers.find(id=customer_id)
     if found is None:
         raise NotFound("customer", text)
     assert found.id is not None, "a stored customer has an id"
@@ -128,7 +130,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         _show(session, kind, created, f"{kind} {created.id} added")
 
     @group.command("show")
-    @click.argument("id", type=int)
+    @click.argument("id", type=ID)
     @pass_session
     def show(session: Session, id: int) -> None:
         found = service(session.crm).get(id)
@@ -138,8 +140,8 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @click.option("--where", "where", multiple=True, metavar="EXPR",
                   help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
     @click.option("--sort", default="id", help="Sort by FIELD (-FIELD for descending).")
-    @click.option("--limit", type=int, default=100, show_default=True)
-    @click.option("--offset", type=int, default=0)
+    @click.option("--limit", type=COUNT, default=100, show_default=True)
+    @click.option("--offset", type=COUNT, default=0)
     @segment_filter_option(kind)
     @pass_session
     def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int,
@@ -151,7 +153,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     list_.name = "list"
 
     @group.command("update")
-    @click.argument("id", type=int)
+    @click.argument("id", type=ID)
     @_field_options(entity, for_update=True)
     @pass_session
     def update(session: Session, /, id: int, **given: Any) -> None:
@@ -165,7 +167,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         _show(session, kind, updated, f"{kind} {id} updated")
 
     @group.command("delete")
-    @click.argument("id", type=int)
+    @click.argument("id", type=ID)
     @pass_session
     def delete(session: Session, id: int) -> None:
         removed = service(session.crm).delete(id)
@@ -203,7 +205,7 @@ deal = make_group("deal", Deal, lambda crm: crm.deals)
 
 @customer.command("search")
 @click.argument("text")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 @pass_session
 def search(session: Session, text: str, limit: int) -> None:
     """Find customers whose name, email or phone contains TEXT."""
@@ -212,7 +214,7 @@ def search(session: Session, text: str, limit: int) -> None:
 
 
 @deal.command("move")
-@click.argument("id", type=int)
+@click.argument("id", type=ID)
 @click.argument("stage")
 @click.option("--lost-reason", help="Why the deal was lost (for a lost stage).")
 @pass_session

@@ -12,6 +12,7 @@ import click
 
 from ..domain.errors import CRMError
 from ..loyalty import LedgerEntry
+from .params import INT64_MAX, SIGNED
 from .context import Session, pass_session
 from .entities import resolve_customer
 from .family_common import component_rows
@@ -94,8 +95,11 @@ def redeem(session: Session, customer: str, what: str, scheme: str | None, reaso
     Refused, with nothing written, if the balance is short or the reward is
     unknown or out of stock.
     """
+    points = what.lstrip("-").isascii() and what.lstrip("-").isdigit()
+    if points and abs(int(what)) > INT64_MAX:
+        raise click.BadParameter(f"{what} is beyond {INT64_MAX:,} points", param_hint="'POINTS|REWARD'")
     cid = resolve_customer(session, customer)
-    if what.lstrip("-").isdigit():
+    if points:
         entry = session.crm.loyalty.redeem(cid, int(what), _scheme(session, scheme), reason)
         session.emit([_entry_row(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
         return
@@ -116,7 +120,7 @@ def rewards(session: Session, as_of: str | None) -> None:
 # ignore_unknown_options lets "-100" through as POINTS instead of an unknown option.
 @loyalty.command("adjust", context_settings={"ignore_unknown_options": True})
 @click.argument("customer")
-@click.argument("points", type=int)
+@click.argument("points", type=SIGNED)
 @click.option("--reason", required=True, help="Why (recorded with the acting user).")
 @click.option("--by", "user", help="The acting user (default: $CRM_USER, else your login name).")
 @SCHEME

@@ -14,6 +14,7 @@ import attrs
 import click
 
 from ..notify.consent import EVERY_CHANNEL
+from .params import ID
 from .context import Session, pass_session
 from .entities import customer, resolve_customer
 from .notify_cmds import notify
@@ -30,7 +31,7 @@ def _as_of(session: Session, as_of: str | None) -> str | None:
 @click.argument("template")
 @click.argument("customer_ref", metavar="CUSTOMER")
 @click.option("--locale", help="Render in this locale (default: the customer's).")
-@click.option("--deal", "deal_id", type=int, help="Make this deal the template's `deal`.")
+@click.option("--deal", "deal_id", type=ID, help="Make this deal the template's `deal`.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Treat this date/time as now.")
 @pass_session
 def preview(session: Session, template: str, customer_ref: str, locale: str | None, deal_id: int | None,

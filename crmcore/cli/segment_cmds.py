@@ -12,6 +12,7 @@ import attrs
 import click
 
 from ..domain.convert import json_default
+from .params import COUNT, ID
 from .context import Session, pass_session
 from .family_common import component_rows, parse_options
 
@@ -45,7 +46,7 @@ def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
 
 @segment.command("runs")
 @click.option("--strategy", help="Only runs of this strategy.")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=COUNT, default=20, show_default=True)
 @pass_session
 def runs(session: Session, strategy: str | None, limit: int) -> None:
     """List recorded runs."""
@@ -72,7 +73,7 @@ def _members(session: Session, name: str, strategy: str | None, run_id: int | No
 @segment.command("members")
 @click.argument("name")
 @click.option("--strategy", help="The strategy NAME belongs to (when NAME is a segment).")
-@click.option("--run", "run_id", type=int, help="A specific run (default: the latest).")
+@click.option("--run", "run_id", type=ID, help="A specific run (default: the latest).")
 @pass_session
 def members(session: Session, name: str, strategy: str | None, run_id: int | None) -> None:
     """Members of strategy NAME's latest run, or of segment NAME."""
@@ -83,7 +84,7 @@ def members(session: Session, name: str, strategy: str | None, run_id: int | Non
 @segment.command("export")
 @click.argument("name")
 @click.option("--strategy", help="The strategy NAME belongs to (when NAME is a segment).")
-@click.option("--run", "run_id", type=int)
+@click.option("--run", "run_id", type=ID)
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @pass_session
@@ -114,8 +115,8 @@ EXPORT_COLUMNS = ["customer_id", "name", "email", "segment", "score", "details"]
 
 
 @segment.command("diff")
-@click.argument("run_a", type=int)
-@click.argument("run_b", type=int)
+@click.argument("run_a", type=ID)
+@click.argument("run_b", type=ID)
 @pass_session
 def diff(session: Session, run_a: int, run_b: int) -> None:
     """Customers who entered, left or moved between segments from RUN_A to RUN_B."""
@@ -131,7 +132,7 @@ def diff(session: Session, run_a: int, run_b: int) -> None:
 @segment.command("explain")
 @click.argument("name")
 @click.argument("customer")
-@click.option("--run", "run_id", type=int, help="A specific run (default: the latest).")
+@click.option("--run", "run_id", type=ID, help="A specific run (default: the latest).")
 @pass_session
 def explain(session: Session, name: str, customer: str, run_id: int | None) -> None:
     """Why CUSTOMER (id, external id or email) is in their segment of strategy NAME."""

@@ -1,0 +1,139 @@
+"""Day-one command-line defects (issues 13 and 14): each test failed before its fix.
+
+Runs on every database crm_db_url offers (SQLite always; PostgreSQL and MariaDB
+when their URLs are set)."""
+
+from __future__ import annotations
+
+import os
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from crmcore.cli import cli
+
+PLUGINS = "segments,loyalty,notify,reports"
+HUGE = "100000000000000000000"  # 10**20: beyond 64 bits
+
+
+@pytest.fixture
+def run(crm_db_url, tmp_path, monkeypatch):
+    """run(*args) -> click Result, on the test database, from an empty directory."""
+    monkeypatch.chdir(tmp_path)
+    for var in ("CRM_PLUGINS", "CRM_DATABASE_URL", "CRM_PLUGINS_DIR", "CRM_PLUGINS_BLOCK", "CRM_CONFIG"):
+        monkeypatch.delenv(var, raising=False)
+    runner = CliRunner()
+
+    def invoke(*args: str, plugins: str = PLUGINS, input: str | None = None):
+        base = ["--db", crm_db_url, "--plugins", plugins] if plugins else ["--db", crm_db_url, "--no-plugins"]
+        return runner.invoke(cli, [*base, *args], input=input)
+    return invoke
+
+
+def one_line_error(result, code: int, *needles: str) -> str:
+    """The result failed with ``code``, no traceback, and its error line names every needle."""
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exit_code == code, result.output
+    assert "Traceback" not in result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.output
+    for needle in needles:
+        assert needle in errors[0], result.output
+    return errors[0]
+
+
+# -- issue 14 point 2: integers beyond 64 bits and negative counts ---------------------------------
+
+@pytest.mark.parametrize("args, named", [
+    (("customer", "show", HUGE), "ID"),
+    (("deal", "show", HUGE), "ID"),
+    (("customer", "update", HUGE, "--name", "x"), "ID"),
+    (("deal", "move", HUGE, "won"), "ID"),
+    (("customer", "list", "--limit", "1e20"), "--limit"),
+    (("customer", "list", "--limit", HUGE), "--limit"),
+    (("customer", "list", "--limit", "-1"), "--limit"),
+    (("customer", "list", "--offset", "-1"), "--offset"),
+    (("customer", "list", "--offset", HUGE), "--offset"),
+    (("deal", "list", "--limit", "-5"), "--limit"),
+    (("customer", "search", "x", "--limit", "-1"), "--limit"),
+    (("segment", "runs", "--limit", "-1"), "--limit"),
+    (("loyalty", "redeem", "1", HUGE), "POINTS"),
+    (("segment", "diff", HUGE, "1"), "RUN_A"),
+    (("notify", "outbox", "--id", HUGE), "--id"),
+    (("notify", "outbox", "--limit", "-1"), "--limit"),
+    (("notify", "retry", HUGE), "IDS"),
+    (("loyalty", "adjust", "1", HUGE, "--reason", "x"), "POINTS"),
+])
+def test_numbers_beyond_64_bits_or_negative_are_usage_errors(run, args, named) -> None:
+    one_line_error(run(*args), 2, named)
+
+
+@pytest.mark.parametrize("args", [
+    ("loyalty", "balance", HUGE),
+    ("deal", "add", "--customer", "1" + "0" * 30, "--title", "x", "--amount", "1", "--stage", "lead"),
+    ("notify", "outbox", "--customer", HUGE),
+])
+def test_customer_reference_beyond_64_bits_is_not_found(run, args) -> None:
+    one_line_error(run(*args), 1, "not found")
+
+
+def test_every_integer_option_of_the_core_is_bounded_to_64_bits() -> None:
+    """The root: every integer parameter of a core command is a bounded range, never a bare int."""
+    def walk(command: click.Command, path: str):
+        if isinstance(command, click.Group):
+            for name, sub in command.commands.items():
+                yield from walk(sub, f"{path} {name}")
+        else:
+            yield path, command
+
+    unbounded = []
+    for path, command in walk(cli, "crm"):
+        if not command.callback or not command.callback.__module__.startswith("crmcore."):
+            continue
+        if command.callback.__module__ == "crmcore.cli.transfer":  # import/export: the import area's file
+            continue
+        for param in command.params:
+            kind = param.type
+            if isinstance(kind, click.types.IntParamType):
+                bounded = isinstance(kind, click.IntRange) and kind.min is not None and kind.max is not None \
+                    and kind.min >= -(2**63) and kind.max <= 2**63 - 1
+                if not bounded:
+                    unbounded.append(f"{path} {param.name}")
+    assert not unbounded, unbounded
+
+
+# -- issue 13 point 9: a database that cannot be reached is one line naming the URL, password masked ---
+
+def run_url(url: str, *args: str, env: dict[str, str] | None = None):
+    return CliRunner(env=env).invoke(cli, ["--db", url, "--no-plugins", *args])
+
+
+def server_with_bad_credentials(variable: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    url = os.environ.get(variable)
+    if not url:
+        pytest.skip(f"{variable} is not set")
+    return make_url(url).set(username="crm_nosuchuser", password="s3cret-pw").render_as_string(hide_password=False)
+
+
+@pytest.mark.parametrize("url, shown", [
+    ("sqlite:///nonexist/dir/x.db", "sqlite:///nonexist/dir/x.db"),
+    ("postgresql://crm:s3cret-pw@127.0.0.1:1/crm", "postgresql://crm:***@127.0.0.1:1/crm"),
+    ("mysql://crm:s3cret-pw@127.0.0.1:1/crm", "mysql://crm:***@127.0.0.1:1/crm"),
+])
+def test_unreachable_database_is_one_line_naming_the_masked_url(tmp_path, monkeypatch, url, shown) -> None:
+    monkeypatch.chdir(tmp_path)
+    for args in (("customer", "add", "--name", "x"), ("db", "upgrade")):
+        line = one_line_error(run_url(url, *args), 1, shown)
+        assert "s3cret" not in line
+
+
+@pytest.mark.parametrize("variable", ["CRM_TEST_POSTGRES_URL", "CRM_TEST_MARIADB_URL"])
+def test_bad_credentials_on_a_server_are_one_line(tmp_path, monkeypatch, variable) -> None:
+    monkeypatch.chdir(tmp_path)
+    url = server_with_bad_credentials(variable)
+    result = run_url(url, "customer", "add", "--name", "x")
+    line = one_line_error(result, 1, "crm_nosuchuser:***@", "cannot connect to database")
+    assert "s3cret" not in result.output and line
