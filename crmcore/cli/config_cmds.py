@@ -8,7 +8,7 @@ from typing import Any
 import attrs
 import click
 
-from ..domain.errors import CRMError
+from ..store.engine import mask_url
 from .context import Session, pass_session
 
 STARTER = '''\
@@ -68,14 +68,16 @@ stages = [
 @click.option("--path", type=click.Path(dir_okay=False), default="crm.toml", show_default=True)
 @pass_session
 def init(session: Session, force: bool, path: str) -> None:
-    """Write a commented starter crm.toml and create the database."""
+    """Write a commented starter crm.toml (unless one exists) and create and migrate the database."""
     target = Path(path)
     if target.exists() and not force:
-        raise CRMError(f"{target} already exists; use --force to overwrite it")
-    target.write_text(STARTER, encoding="utf-8")
+        written = f"kept {target} (--force overwrites it)"
+    else:
+        target.write_text(STARTER, encoding="utf-8")
+        written = f"wrote {target}"
     session.config_file = str(target)
     crm = session.crm  # opening creates and migrates the database
-    session.echo(f"wrote {target}; database {crm.config.database_url} is ready")
+    session.echo(f"{written}; database {mask_url(crm.config.database_url)} is ready")
 
 
 @click.group("config")

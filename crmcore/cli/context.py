@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import click
@@ -22,10 +22,29 @@ from rich.table import Table
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
+from ..store.engine import DatabaseMissing
 
 if TYPE_CHECKING:
     from ..app import CRM
     from ..config import Config
+
+
+#: The attribute :func:`read_only` sets on a command.
+READ_ONLY = "crm_read_only"
+
+C = TypeVar("C", bound=click.Command)
+
+
+def read_only(command: C) -> C:
+    """Mark a command as only reading: it never creates a database.
+
+    Put it above ``@group.command(...)``.  On a SQLite file that does not
+    exist, :attr:`Session.crm` opens the CRM without creating or migrating
+    the file; a command that then reads the database gets a one-line error
+    suggesting ``crm init``, one that lists components does not notice.
+    """
+    setattr(command, READ_ONLY, True)
+    return command
 
 
 class UserError(click.ClickException):
@@ -44,7 +63,10 @@ class CRMGroup(click.Group):
             session = ctx.obj if isinstance(ctx.obj, Session) else None
             if session is not None and session.verbose:
                 raise
-            raise UserError(str(exc)) from exc
+            message = str(exc)
+            if isinstance(exc, DatabaseMissing):
+                message += "; create it with `crm init` (or any command that adds data)"
+            raise UserError(message) from exc
 
 
 @attrs.define
@@ -114,11 +136,17 @@ class Session:
 
     @property
     def crm(self) -> CRM:
-        """The :class:`~crmcore.CRM` these options select, opened (and migrated) on first use."""
+        """The :class:`~crmcore.CRM` these options select, opened (and migrated) on first use.
+
+        A command marked :func:`read_only` does not create a missing SQLite
+        database (see :func:`read_only`).
+        """
         if self._crm is None:
             from ..app import CRM
 
-            self._crm = CRM.open(config=self.config())
+            context = click.get_current_context(silent=True)
+            reading = context is not None and bool(getattr(context.command, READ_ONLY, False))
+            self._crm = CRM.open(config=self.config(), create=not reading)
             if not self.quiet:
                 for failure in self._crm.plugins.failures:
                     click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)

@@ -19,7 +19,7 @@ from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
 from .params import COUNT, ID, as_id
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 
 #: A click command callback (decorators hand it back with options added).
 F = TypeVar("F", bound=Callable[..., Any])
@@ -129,6 +129,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         created = service(session.crm).add(**values)
         _show(session, kind, created, f"{kind} {created.id} added")
 
+    @read_only
     @group.command("show")
     @click.argument("id", type=ID)
     @pass_session
@@ -136,6 +137,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         found = service(session.crm).get(id)
         _show(session, kind, found, None)
 
+    @read_only
     @group.command("list")
     @click.option("--where", "where", multiple=True, metavar="EXPR",
                   help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
@@ -203,6 +205,7 @@ interaction = make_group("interaction", Interaction, lambda crm: crm.interaction
 deal = make_group("deal", Deal, lambda crm: crm.deals)
 
 
+@read_only
 @customer.command("search")
 @click.argument("text")
 @click.option("--limit", type=COUNT, default=50, show_default=True)

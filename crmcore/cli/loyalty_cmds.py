@@ -13,7 +13,7 @@ import click
 from ..domain.errors import CRMError
 from ..loyalty import LedgerEntry
 from .params import INT64_MAX, SIGNED
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .entities import resolve_customer
 from .family_common import component_rows
 
@@ -49,6 +49,7 @@ def _entry_row(entry: LedgerEntry) -> dict[str, Any]:
 ENTRY_COLUMNS = ["id", "scheme", "kind", "points", "occurred_at", "expires_at", "reason", "actor"]
 
 
+@read_only
 @loyalty.command("schemes")
 @pass_session
 def schemes(session: Session) -> None:
@@ -56,6 +57,7 @@ def schemes(session: Session) -> None:
     session.emit(component_rows(session.crm.loyalty.schemes()))
 
 
+@read_only
 @loyalty.command("balance")
 @click.argument("customer")
 @SCHEME
@@ -71,6 +73,7 @@ def balance(session: Session, customer: str, scheme: str | None, as_of: str | No
     session.emit([{"customer_id": cid, **r} for r in rows])
 
 
+@read_only
 @loyalty.command("history")
 @click.argument("customer")
 @SCHEME
@@ -107,6 +110,7 @@ def redeem(session: Session, customer: str, what: str, scheme: str | None, reaso
     session.emit([{"customer_id": cid, **issued}])
 
 
+@read_only
 @loyalty.command("rewards")
 @AS_OF
 @pass_session
@@ -174,6 +178,7 @@ def run(session: Session, scheme: str | None, as_of: str | None) -> None:
     session.emit([{"scheme": s, "changes": n} for s, n in done.items()])
 
 
+@read_only
 @loyalty.command("recompute")
 @click.option("--fix", is_flag=True, help="Rebuild stored balances from the ledger.")
 @pass_session
@@ -189,6 +194,7 @@ def recompute(session: Session, fix: bool) -> None:
         raise CRMError(f"{len(drift)} drifted record(s); rerun with --fix to rebuild balances")
 
 
+@read_only
 @loyalty.command("tiers")
 @SCHEME
 @pass_session

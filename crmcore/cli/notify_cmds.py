@@ -10,7 +10,7 @@ import attrs
 import click
 
 from ..notify import STATUSES, DispatchResult
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .entities import resolve_customer
 from .params import COUNT, ID, POSITIVE
 from .family_common import component_rows
@@ -24,6 +24,7 @@ def notify() -> None:
     """Notifications: channels, outbox, dispatch, worker, retry."""
 
 
+@read_only
 @notify.command("channels")
 @pass_session
 def channels(session: Session) -> None:
@@ -50,6 +51,7 @@ def send(session: Session, channel: str, customer: str | None, recipient: str | 
     session.emit([message], columns=None if session.as_json else ["id", "channel", "recipient", "status", "last_error"])
 
 
+@read_only
 @notify.command("outbox")
 @click.option("--status", type=click.Choice(STATUSES))
 @click.option("--customer")

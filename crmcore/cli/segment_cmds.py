@@ -13,7 +13,7 @@ import click
 
 from ..domain.convert import json_default
 from .params import COUNT, ID
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
 
 
@@ -22,6 +22,7 @@ def segment() -> None:
     """Segmentation: strategies, runs and members."""
 
 
+@read_only
 @segment.command("strategies")
 @pass_session
 def strategies(session: Session) -> None:
@@ -44,6 +45,7 @@ def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
     session.emit([{"segment": k, "customers": v} for k, v in sorted((run.counts or {}).items())])
 
 
+@read_only
 @segment.command("runs")
 @click.option("--strategy", help="Only runs of this strategy.")
 @click.option("--limit", type=COUNT, default=20, show_default=True)
@@ -70,6 +72,7 @@ def _members(session: Session, name: str, strategy: str | None, run_id: int | No
             yield member | {"strategy": s}
 
 
+@read_only
 @segment.command("members")
 @click.argument("name")
 @click.option("--strategy", help="The strategy NAME belongs to (when NAME is a segment).")
@@ -81,6 +84,7 @@ def members(session: Session, name: str, strategy: str | None, run_id: int | Non
                  columns=None if session.as_json else ["customer_id", "name", "email", "segment", "score"])
 
 
+@read_only
 @segment.command("export")
 @click.argument("name")
 @click.option("--strategy", help="The strategy NAME belongs to (when NAME is a segment).")
@@ -114,6 +118,7 @@ def export_segment(session: Session, name: str, strategy: str | None, run_id: in
 EXPORT_COLUMNS = ["customer_id", "name", "email", "segment", "score", "details"]
 
 
+@read_only
 @segment.command("diff")
 @click.argument("run_a", type=ID)
 @click.argument("run_b", type=ID)
@@ -129,6 +134,7 @@ def diff(session: Session, run_a: int, run_b: int) -> None:
     session.emit(rows, columns=None if session.as_json else ["customer_id", "change", "from", "to"])
 
 
+@read_only
 @segment.command("explain")
 @click.argument("name")
 @click.argument("customer")

@@ -59,12 +59,33 @@ def mask_url(url: str) -> str:
         return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
+class DatabaseMissing(ConfigError):
+    """A SQLite database file that does not exist, reached by an engine told not to create one."""
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite database file that does not exist (yet)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return False
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or \
+            str(database).startswith("file:"):
+        return False
+    return not os.path.exists(str(database))
+
+
+def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` with crmcore's per-dialect settings.
 
     A failure to connect, then or later (a SQLite file that cannot be opened,
     a server that refuses, bad credentials), is a :class:`ConfigError` whose
     one-line message names the URL with its password masked.
+
+    :param create: with False, connecting to a SQLite file that does not exist
+        raises :class:`DatabaseMissing` instead of creating the file (read-only
+        commands never create a database).
     """
     try:
         parsed = make_url(normalize_url(url))
@@ -77,6 +98,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
                           f"{_scrub(str(exc), parsed_password(url))}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, in_memory=parsed.database in (None, "", ":memory:"))
+        if not create and sqlite_file_missing(url):
+            _refuse_to_create(engine, url)
     _report_connection_failures(engine, url)
     return engine
 
@@ -94,6 +117,15 @@ def _scrub(message: str, password: str | None) -> str:
     return first.replace(password, "***") if password else first
 
 
+def _refuse_to_create(engine: Engine, url: str) -> None:
+    path = str(engine.url.database)
+
+    @event.listens_for(engine, "do_connect")
+    def _on_connect(_dialect: Any, _record: Any, _args: Any, _params: Any) -> None:
+        if not os.path.exists(path):
+            raise DatabaseMissing(f"database {mask_url(url)} does not exist")
+
+
 def _report_connection_failures(engine: Engine, url: str) -> None:
     """Turn an error while *establishing* a connection into a one-line ConfigError.
 
@@ -104,7 +136,7 @@ def _report_connection_failures(engine: Engine, url: str) -> None:
 
     @event.listens_for(engine, "handle_error")
     def _on_error(context: ExceptionContext) -> None:
-        if context.connection is not None:
+        if context.connection is not None or isinstance(context.original_exception, ConfigError):
             return
         reason = _scrub(str(context.original_exception), password)
         hint = ""

@@ -75,6 +75,7 @@ def test_numbers_beyond_64_bits_or_negative_are_usage_errors(run, args, named) -
     ("notify", "outbox", "--customer", HUGE),
 ])
 def test_customer_reference_beyond_64_bits_is_not_found(run, args) -> None:
+    assert run("customer", "add", "--name", "x").exit_code == 0
     one_line_error(run(*args), 1, "not found")
 
 
@@ -137,3 +138,52 @@ def test_bad_credentials_on_a_server_are_one_line(tmp_path, monkeypatch, variabl
     result = run_url(url, "customer", "add", "--name", "x")
     line = one_line_error(result, 1, "crm_nosuchuser:***@", "cannot connect to database")
     assert "s3cret" not in result.output and line
+
+
+# -- issue 13 point 21: read-only commands never create a database ----------------------------------
+
+@pytest.fixture
+def empty_dir(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for var in ("CRM_PLUGINS", "CRM_DATABASE_URL", "CRM_PLUGINS_DIR", "CRM_PLUGINS_BLOCK"):
+        monkeypatch.delenv(var, raising=False)
+    return tmp_path
+
+
+@pytest.mark.parametrize("args", [
+    ("--help",), ("customer", "--help"), ("customer", "list", "--help"), ("plugins", "list"),
+    ("plugins", "list", "--json"), ("config", "show"), ("report", "list"), ("segment", "strategies"),
+    ("loyalty", "schemes"), ("notify", "channels"), ("db", "history"), ("notify", "templates"),
+])
+def test_read_only_commands_work_without_creating_a_database(empty_dir, args) -> None:
+    result = CliRunner().invoke(cli, ["--plugins", PLUGINS, *args])
+    assert result.exit_code == 0, result.output
+    assert not (empty_dir / "crm.db").exists()
+
+
+@pytest.mark.parametrize("args", [
+    ("customer", "list"), ("customer", "show", "1"), ("customer", "search", "x"), ("deal", "list"),
+    ("segment", "runs"), ("segment", "members", "rfm"), ("loyalty", "balance", "1"), ("notify", "outbox"),
+    ("report", "run", "pipeline"), ("loyalty", "tiers"), ("db", "current"),
+])
+def test_a_listing_of_a_missing_database_suggests_crm_init(empty_dir, args) -> None:
+    result = CliRunner().invoke(cli, ["--plugins", PLUGINS, *args])
+    one_line_error(result, 1, "sqlite:///crm.db", "does not exist", "crm init")
+    assert not (empty_dir / "crm.db").exists()
+
+
+def test_writing_commands_and_init_create_the_database(empty_dir) -> None:
+    runner = CliRunner()
+    assert runner.invoke(cli, ["--no-plugins", "customer", "add", "--name", "x"]).exit_code == 0
+    assert (empty_dir / "crm.db").exists()
+    assert runner.invoke(cli, ["--no-plugins", "--json", "customer", "list"]).exit_code == 0
+    other = "sqlite:///" + str(empty_dir / "other.db")
+    result = runner.invoke(cli, ["--db", other, "--no-plugins", "init"])
+    assert result.exit_code == 0, result.output
+    assert (empty_dir / "other.db").exists()
+    # crm.toml exists now: init keeps it and still creates a missing database
+    third = "sqlite:///" + str(empty_dir / "third.db")
+    result = runner.invoke(cli, ["--db", third, "--no-plugins", "init"])
+    assert result.exit_code == 0, result.output
+    assert "kept" in result.output and (empty_dir / "third.db").exists()
+    assert runner.invoke(cli, ["--db", third, "--no-plugins", "customer", "list"]).exit_code == 0
