@@ -8,8 +8,10 @@ A command, the core's or a plugin's, gets the :class:`Session` with
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
@@ -179,27 +181,52 @@ class Session:
              title: str | None = None) -> None:
         """Print rows: JSON with ``--json``, a rich table on a terminal, tab-separated text when piped.
 
+        JSON and tab-separated text are written row by row, so an iterator of
+        rows (``crm customer list --all``) is printed in constant memory.
+
         :param rows: mappings, or attrs objects (entities, results), one per row.
         :param columns: the columns to show and their order (default: the first
             row's keys); ignored by ``--json``, which prints every key.
         :param title: a title over the terminal table.
         """
-        rows = [_row(row) for row in rows]
+        stream = iter(rows)
         if self.as_json:
-            click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=json_default))
+            click.echo("[", nl=False)
+            count = 0
+            for count, row in enumerate(stream, 1):
+                text = json.dumps(_row(row), ensure_ascii=False, indent=2, default=json_default)
+                click.echo(("\n" if count == 1 else ",\n") + textwrap.indent(text, "  "), nl=False)
+            click.echo("\n]" if count else "]")
             return
-        columns = list(columns or (rows[0].keys() if rows else []))
         if not sys.stdout.isatty():  # piped: tab-separated, nothing truncated
-            click.echo("\t".join(columns))
-            for row in rows:
-                click.echo("\t".join(_text(row.get(c)).replace("\t", " ").replace("\n", " ") for c in columns))
+            first = next(stream, None)
+            head = [] if first is None else [_row(first)]
+            names = list(columns or (head[0].keys() if head else []))
+            click.echo("\t".join(names))
+            for row in itertools.chain(head, map(_row, stream)):
+                click.echo("\t".join(_text(row.get(c)).replace("\t", " ").replace("\n", " ") for c in names))
             return
+        materialised = [_row(row) for row in stream]
+        names = list(columns or (materialised[0].keys() if materialised else []))
         table = Table(title=title)
-        for column in columns:
+        for column in names:
             table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*(_text(row.get(c)) for c in columns))
+        for row in materialised:
+            table.add_row(*(_text(row.get(c)) for c in names))
         Console().print(table)
+
+    def showing(self, shown: int, total: int | None, hint: str = "--limit/--all") -> None:
+        """Say on stderr that a listing stopped early: ``showing 100 of 5,000 (use --limit/--all)``.
+
+        Not with ``--json`` (a script asks for what it wants with ``--limit`` or
+        ``--all``) nor ``-q``.
+
+        :param total: how many rows match, or None when only "more" is known.
+        """
+        if self.quiet or self.as_json:
+            return
+        of = f"more than {shown:,}" if total is None else f"{total:,}"
+        click.echo(f"showing {shown:,} of {of} (use {hint})", err=True)
 
     def echo(self, message: str) -> None:
         """Print a line of progress or summary text, unless ``--quiet`` was given."""

@@ -18,7 +18,7 @@ from ..domain.convert import unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
-from .params import COUNT, ID, as_id
+from .params import COUNT, ID, as_id, one_more
 from .context import Session, pass_session, read_only
 
 #: A click command callback (decorators hand it back with options added).
@@ -144,13 +144,23 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @click.option("--sort", default="id", help="Sort by FIELD (-FIELD for descending).")
     @click.option("--limit", type=COUNT, default=100, show_default=True)
     @click.option("--offset", type=COUNT, default=0)
+    @click.option("--all", "all_rows", is_flag=True, help="Every matching row, streamed (instead of --limit).")
     @segment_filter_option(kind)
     @pass_session
-    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int,
+    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int, all_rows: bool,
               segment: tuple[str, ...] = ()) -> None:
         filters = dict(parse_expression(w) for w in where) | segment_filters(segment)
-        rows = service(session.crm).list(filters, order_by=sort, limit=limit, offset=offset)
-        session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS[kind])
+        columns = None if session.as_json else LIST_COLUMNS[kind]
+        found = service(session.crm)
+        if all_rows:
+            session.emit((_record(r) for r in found.iter(filters, order_by=sort, offset=offset)), columns=columns)
+            return
+        rows = found.list(filters, order_by=sort, limit=limit, offset=offset)
+        session.emit([_record(r) for r in rows], columns=columns)
+        if len(rows) == limit:
+            total = found.count(filters)
+            if total > offset + len(rows):
+                session.showing(len(rows), total)
 
     list_.name = "list"
 
@@ -212,8 +222,10 @@ deal = make_group("deal", Deal, lambda crm: crm.deals)
 @pass_session
 def search(session: Session, text: str, limit: int) -> None:
     """Find customers whose name, email or phone contains TEXT."""
-    rows = session.crm.customers.search(text, limit=limit)
-    session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS["customer"])
+    rows = session.crm.customers.search(text, limit=one_more(limit))
+    session.emit([_record(r) for r in rows[:limit]], columns=None if session.as_json else LIST_COLUMNS["customer"])
+    if len(rows) > limit:
+        session.showing(limit, None, "--limit")
 
 
 @deal.command("move")

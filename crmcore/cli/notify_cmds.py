@@ -12,7 +12,7 @@ import click
 from ..notify import STATUSES, DispatchResult
 from .context import Session, pass_session, read_only
 from .entities import resolve_customer
-from .params import COUNT, ID, POSITIVE
+from .params import COUNT, ID, POSITIVE, one_more
 from .family_common import component_rows
 
 OUTBOX_COLUMNS = ["id", "channel", "recipient", "purpose", "status", "attempts", "next_attempt_at", "sent_at",
@@ -62,8 +62,10 @@ def show_outbox(session: Session, status: str | None, customer: str | None, mess
                 limit: int) -> None:
     """Messages in the outbox, newest first, with their delivery state."""
     cid = resolve_customer(session, customer) if customer else None
-    rows = session.crm.notify.outbox(status=status, customer_id=cid, limit=limit, message_id=message_id)
-    session.emit(rows, columns=None if session.as_json else OUTBOX_COLUMNS)
+    rows = session.crm.notify.outbox(status=status, customer_id=cid, limit=one_more(limit), message_id=message_id)
+    session.emit(rows[:limit], columns=None if session.as_json else OUTBOX_COLUMNS)
+    if len(rows) > limit:
+        session.showing(limit, None, "--limit")
 
 
 @notify.command("dispatch")

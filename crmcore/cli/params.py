@@ -54,3 +54,8 @@ def as_id(text: str) -> int | None:
         return None
     value = int(text)
     return value if value <= INT64_MAX else None
+
+
+def one_more(limit: int) -> int:
+    """``limit + 1``, still within 64 bits: fetch one row more to learn whether a listing stopped early."""
+    return min(limit, INT64_MAX - 1) + 1

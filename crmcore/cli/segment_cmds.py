@@ -12,7 +12,7 @@ import attrs
 import click
 
 from ..domain.convert import json_default
-from .params import COUNT, ID
+from .params import COUNT, ID, one_more
 from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
 
@@ -52,9 +52,11 @@ def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
 @pass_session
 def runs(session: Session, strategy: str | None, limit: int) -> None:
     """List recorded runs."""
-    rows = [attrs.asdict(r) for r in session.crm.segments.runs(strategy, limit)]
-    session.emit(rows, columns=None if session.as_json else
+    rows = [attrs.asdict(r) for r in session.crm.segments.runs(strategy, one_more(limit))]
+    session.emit(rows[:limit], columns=None if session.as_json else
                  ["id", "strategy", "as_of", "members", "entered", "left", "moved", "duration_s"])
+    if len(rows) > limit:
+        session.showing(limit, None, "--limit")
 
 
 def _members(session: Session, name: str, strategy: str | None, run_id: int | None) -> Iterator[dict[str, Any]]:

@@ -5,6 +5,7 @@ when their URLs are set)."""
 
 from __future__ import annotations
 
+import json
 import os
 
 import click
@@ -187,3 +188,33 @@ def test_writing_commands_and_init_create_the_database(empty_dir) -> None:
     assert result.exit_code == 0, result.output
     assert "kept" in result.output and (empty_dir / "third.db").exists()
     assert runner.invoke(cli, ["--db", third, "--no-plugins", "customer", "list"]).exit_code == 0
+
+
+# -- issue 13 point 10: a listing says when it stops early; --all streams ---------------------------
+
+def test_list_says_how_many_it_did_not_show_and_all_lists_everything(run) -> None:
+    for i in range(3):
+        assert run("customer", "add", "--name", f"c{i}").exit_code == 0
+    cut = run("customer", "list", "--limit", "2")
+    assert cut.exit_code == 0, cut.output
+    assert len(cut.stdout.splitlines()) == 3  # header + 2 rows on stdout
+    assert "showing 2 of 3 (use --limit/--all)" in cut.stderr
+    whole = run("customer", "list", "--limit", "3")
+    assert "showing" not in whole.stderr
+    everything = run("--json", "customer", "list", "--all", "--limit", "1")
+    assert [c["name"] for c in json.loads(everything.stdout)] == ["c0", "c1", "c2"]
+    assert "showing" not in everything.stderr
+    piped = run("customer", "list", "--all", "--where", "name~c", "--sort", "-id")
+    assert [line.split("\t")[1] for line in piped.stdout.splitlines()[1:]] == ["c2", "c1", "c0"]
+    json_cut = run("--json", "customer", "list", "--limit", "1")
+    assert len(json.loads(json_cut.output)) == 1  # no note under --json: the output stays one JSON value
+    assert json.loads(run("--json", "deal", "list", "--all").stdout) == []
+    assert run("customer", "search", "c", "--limit", "1").stderr.startswith("showing 1 of more")
+
+
+def test_all_streams_instead_of_building_a_list(crm_factory) -> None:
+    crm = crm_factory()
+    crm.customers.add(name="a")
+    rows = crm.customers.iter({"name": "a"})
+    assert not isinstance(rows, list)
+    assert [c.name for c in rows] == ["a"]
