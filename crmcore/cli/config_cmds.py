@@ -10,6 +10,7 @@ import click
 
 from ..store.engine import mask_url
 from .context import Session, pass_session
+from .masking import mask
 
 STARTER = '''\
 # crm.toml: configuration of this CRM.  Precedence: this file < environment
@@ -102,7 +103,8 @@ def show(session: Session) -> None:
                          "source": config.sources.get(family, "configuration")})
     rows = [r for r in rows if r["key"] != "options"]
     rows.extend(_plugin_settings_rows(config))
-    session.emit(rows, columns=["key", "value", "source"])
+    session.emit([{**row, "value": mask(row["value"], row["key"].rsplit(".", 1)[-1])} for row in rows],
+                 columns=["key", "value", "source"])
 
 
 def _plugin_settings_rows(config: Any) -> list[dict[str, Any]]:

@@ -25,6 +25,7 @@ from rich.table import Table
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
 from ..store.engine import DatabaseMissing
+from .masking import mask_text
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -65,7 +66,7 @@ class CRMGroup(click.Group):
             session = ctx.obj if isinstance(ctx.obj, Session) else None
             if session is not None and session.verbose:
                 raise
-            message = str(exc)
+            message = mask_text(str(exc))
             if isinstance(exc, DatabaseMissing):
                 message += "; create it with `crm init` (or any command that adds data)"
             raise UserError(message) from exc

@@ -218,3 +218,54 @@ def test_all_streams_instead_of_building_a_list(crm_factory) -> None:
     rows = crm.customers.iter({"name": "a"})
     assert not isinstance(rows, list)
     assert [c.name for c in rows] == ["a"]
+
+
+# -- issue 13 point 15: config show masks passwords and secrets --------------------------------------
+
+SECRETS = ("dbpw-1", "unsub-secret-2", "smtp-pw-3", "hook-secret-4", "bearer-token-5", "sms-pw-6", "acme-key-7")
+
+CONFIG_WITH_SECRETS = '''
+database_url = "postgresql://crm:dbpw-1@db.example.com:5432/crm"
+
+[notify]
+unsubscribe_secret = "unsub-secret-2"
+unsubscribe_url = "https://example.com/u?token={token}"
+
+[channels.smtp]
+host = "smtp.example.com"
+username = "crm"
+password = "smtp-pw-3"
+password_env = "SMTP_PASSWORD"
+
+[channels.webhook]
+url = "https://hooks.example.com/x"
+secret = "hook-secret-4"
+headers = { Authorization = "Bearer bearer-token-5" }
+
+[channels.sms-http]
+url = "https://sms:sms-pw-6@sms.example.com/send"
+
+[plugins.acme]
+api_key = "acme-key-7"
+'''
+
+
+@pytest.mark.parametrize("json_flag", [(), ("--json",)])
+def test_config_show_masks_every_password_and_secret(empty_dir, json_flag) -> None:
+    (empty_dir / "crm.toml").write_text(CONFIG_WITH_SECRETS, encoding="utf-8")
+    result = CliRunner().invoke(cli, ["--no-plugins", *json_flag, "config", "show"])
+    assert result.exit_code == 0, result.output
+    leaked = [s for s in SECRETS if s in result.output]
+    assert not leaked, result.output
+    assert "postgresql://crm:***@db.example.com:5432/crm" in result.output
+    assert "SMTP_PASSWORD" in result.output  # the *name* of a variable is not a secret
+    if json_flag:
+        rows = {r["key"]: r["value"] for r in json.loads(result.output)}
+        assert rows["channels.smtp"]["password"] == "***"
+        assert rows["notify"]["unsubscribe_secret"] == "***"
+
+
+def test_errors_mask_the_database_password(empty_dir) -> None:
+    result = CliRunner().invoke(cli, ["--db", "postgresql://crm:dbpw-1@", "--no-plugins", "customer", "add",
+                                      "--name", "x"])
+    assert "dbpw-1" not in result.output and result.exit_code == 1, result.output
