@@ -78,7 +78,9 @@ def init(session: Session, force: bool, path: str) -> None:
         written = f"wrote {target}"
     session.config_file = str(target)
     crm = session.crm  # opening creates and migrates the database
-    session.echo(f"{written}; database {mask_url(crm.config.database_url)} is ready")
+    url = mask_url(crm.config.database_url)
+    session.emit_object({"config_file": str(target), "written": not written.startswith("kept"), "database_url": url},
+                        f"{written}; database {url} is ready")
 
 
 @click.group("config")

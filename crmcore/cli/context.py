@@ -56,20 +56,50 @@ class UserError(click.ClickException):
     exit_code = 1
 
 
+class JSONError(click.ClickException):
+    """An error under ``--json``: one JSON object on stderr, ``{"error": KIND, "message": TEXT}``."""
+
+    exit_code = 1
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def show(self, file: Any = None) -> None:
+        """Print the error object on stderr."""
+        click.echo(json.dumps({"error": self.kind, "message": self.message}, ensure_ascii=False), err=True)
+
+
+class JSONUsageError(JSONError):
+    """A usage error under ``--json`` (exit code 2)."""
+
+    exit_code = 2
+
+
 class CRMGroup(click.Group):
-    """Turns :class:`CRMError` into a one-line error (a traceback with ``-v``)."""
+    """Turns :class:`CRMError` into a one-line error (a traceback with ``-v``);
+    under ``--json`` every error, usage errors included, is a JSON object on stderr."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CRMError as exc:
-            session = ctx.obj if isinstance(ctx.obj, Session) else None
+            session = ctx.obj if isinstance(ctx.obj, Session) else None  # set by the group's callback
             if session is not None and session.verbose:
                 raise
             message = mask_text(str(exc))
             if isinstance(exc, DatabaseMissing):
                 message += "; create it with `crm init` (or any command that adds data)"
+            if session is not None and session.as_json:
+                raise JSONError(type(exc).__name__, message) from exc
             raise UserError(message) from exc
+        except click.ClickException as exc:
+            session = ctx.obj if isinstance(ctx.obj, Session) else None
+            if session is None or not session.as_json or isinstance(exc, (JSONError, UserError)):
+                raise
+            kind = "UsageError" if isinstance(exc, click.UsageError) else type(exc).__name__
+            error = JSONUsageError if exc.exit_code == JSONUsageError.exit_code else JSONError
+            raise error(kind, mask_text(exc.format_message())) from exc
 
 
 @attrs.define
@@ -215,6 +245,15 @@ class Session:
         for row in materialised:
             table.add_row(*(_text(row.get(c)) for c in names))
         Console().print(table)
+
+    def emit_object(self, record: Mapping[str, Any], message: str | None = None) -> None:
+        """Print one record: a JSON object with ``--json``, else ``message`` (when given) or a field/value table."""
+        if self.as_json:
+            click.echo(json.dumps(dict(record), ensure_ascii=False, indent=2, default=json_default))
+        elif message is not None:
+            self.echo(message)
+        else:
+            self.emit([{"field": k, "value": v} for k, v in record.items()], columns=["field", "value"])
 
     def showing(self, shown: int, total: int | None, hint: str = "--limit/--all") -> None:
         """Say on stderr that a listing stopped early: ``showing 100 of 5,000 (use --limit/--all)``.

@@ -186,7 +186,10 @@ def recompute(session: Session, fix: bool) -> None:
     """Check derived state (balances, FIFO allocations) against the ledger; report any drift."""
     drift = session.crm.loyalty.recompute(fix=fix)
     if not drift:
-        session.echo("no drift: every balance equals its ledger")
+        if session.as_json:
+            session.emit([])
+        else:
+            session.echo("no drift: every balance equals its ledger")
         return
     session.emit(drift, columns=None if session.as_json else
                  ["problem", "customer_id", "scheme", "stored", "ledger"])

@@ -269,3 +269,26 @@ def test_errors_mask_the_database_password(empty_dir) -> None:
     result = CliRunner().invoke(cli, ["--db", "postgresql://crm:dbpw-1@", "--no-plugins", "customer", "add",
                                       "--name", "x"])
     assert "dbpw-1" not in result.output and result.exit_code == 1, result.output
+
+
+# -- issue 13 point 16 (part): under --json an error is a JSON object on stderr; recompute and init honour it --
+
+def test_json_errors_are_objects_on_stderr(run) -> None:
+    assert run("customer", "add", "--name", "x").exit_code == 0
+    result = run("--json", "customer", "show", "424242")
+    assert result.exit_code == 1 and result.stdout == ""
+    error = json.loads(result.stderr)
+    assert error["error"] == "NotFound" and "424242" in error["message"]
+    usage = run("--json", "customer", "show", HUGE)
+    assert usage.exit_code == 2
+    assert json.loads(usage.stderr)["error"] == "UsageError" and "ID" in json.loads(usage.stderr)["message"]
+
+
+def test_recompute_and_init_honour_json(run, tmp_path) -> None:
+    assert run("customer", "add", "--name", "x").exit_code == 0
+    recompute = run("--json", "loyalty", "recompute")
+    assert recompute.exit_code == 0, recompute.output
+    assert json.loads(recompute.stdout) == []
+    init = run("--json", "init", "--path", str(tmp_path / "crm.toml"))
+    assert init.exit_code == 0, init.output
+    assert json.loads(init.stdout)["config_file"].endswith("crm.toml")
