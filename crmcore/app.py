@@ -39,7 +39,7 @@ from .notify.messages import MessageEngine
 from .notify.templates import TemplateError
 from .reports import Report, ReportEngine
 from .segments import SegmentEngine, Segmenter
-from .store.engine import make_engine
+from .store.engine import make_engine, sqlite_file_missing
 
 T = TypeVar("T")
 
@@ -47,11 +47,12 @@ T = TypeVar("T")
 class CRM:
     """One CRM instance.  Build it with :meth:`open`."""
 
-    def __init__(self, config: Config, plugins: PluginManager, clock: Callable[[], datetime] = utcnow):
+    def __init__(self, config: Config, plugins: PluginManager, clock: Callable[[], datetime] = utcnow,
+                 create: bool = True):
         self.config = config
         self.plugins = plugins
         self.clock = clock
-        self.engine = make_engine(config.database_url)
+        self.engine = make_engine(config.database_url, create=create)
         self.customers = CustomerService(self)
         self.contacts = ContactService(self)
         self.interactions = InteractionService(self)
@@ -91,7 +92,7 @@ class CRM:
              config_file: str | Path | None = None, plugins: Iterable[str] | None = None,
              block: Iterable[str] | None = None, plugins_dir: str | Path | None = None,
              extra_plugins: Iterable[Any] = (), migrate: bool = True,
-             clock: Callable[[], datetime] | None = None) -> "CRM":
+             clock: Callable[[], datetime] | None = None, create: bool = True) -> "CRM":
         """Open a CRM: load configuration and plugins, bring the schema to head.
 
         :param database_url: overrides the configured URL (default ``sqlite:///crm.db``).
@@ -101,6 +102,9 @@ class CRM:
         :param extra_plugins: plugin objects/modules to register directly.
         :param migrate: run pending migrations (core and enabled plugins).
         :param clock: the source of "now" (tests pass a fixed clock).
+        :param create: with False, a SQLite database file that does not exist is
+            not created: using the database raises ``DatabaseMissing`` (read-only
+            commands open the CRM so; migrations then do not run either).
         """
         if config is None:
             config = Config.load(config_file, database_url=database_url,
@@ -109,8 +113,8 @@ class CRM:
                                  plugins_dir=None if plugins_dir is None else str(plugins_dir))
         manager = PluginManager()
         manager.load(config.plugins, config.plugins_block, config.plugins_dir, extra_plugins)
-        crm = cls(config, manager, clock or utcnow)
-        if migrate:
+        crm = cls(config, manager, clock or utcnow, create=create)
+        if migrate and (create or not sqlite_file_missing(config.database_url)):
             crm.upgrade()
         return crm
 

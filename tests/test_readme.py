@@ -24,3 +24,21 @@ def test_readme_has_exactly_two_one_line_commands() -> None:
 def test_ci_runs_the_readme_test_command() -> None:
     ci = ROOT.joinpath(".ci", "run").read_text(encoding="utf-8").splitlines()
     assert readme_commands()[1] in [line.strip() for line in ci]
+
+
+def test_tour_shows_the_note_a_cut_listing_prints(tmp_path, monkeypatch) -> None:
+    """The tour's `customer list --limit 3` ends with the stderr note the command prints."""
+    from click.testing import CliRunner
+
+    from crmcore.cli import cli
+
+    tour = ROOT.joinpath("README.md").read_text(encoding="utf-8").split("## A five-minute tour", 1)[1]
+    block = tour.split("$ crm customer list ", 1)[1].split("\n\n", 1)[0].splitlines()
+    assert re.fullmatch(r"showing 3 of [\d,]+ \(use --limit/--all\)", block[-1]), block
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for name in ("a", "b", "c", "d"):
+        assert runner.invoke(cli, ["--no-plugins", "customer", "add", "--name", name]).exit_code == 0
+    result = runner.invoke(cli, ["--no-plugins", "customer", "list", "--sort", "-id", "--limit", "3"])
+    assert result.stderr == "showing 3 of 4 (use --limit/--all)\n"
+    assert len(result.stdout.splitlines()) == 1 + 3

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 import attrs
@@ -25,6 +25,10 @@ from ..store.tables import ENTITY_TABLES as _TABLES
 if TYPE_CHECKING:
     from ..app import CRM
     from .uow import UnitOfWork
+
+#: Rows fetched per round trip when a listing streams (:meth:`EntityService.iter`).
+STREAM_BATCH = 1000
+
 
 class EntityService(Generic[E]):
     """Use cases for one entity type; ``crm.customers``, ``crm.deals``, ..."""
@@ -59,6 +63,15 @@ class EntityService(Generic[E]):
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
             return self.repo(uow).list(self.typed_filters(filters), order_by, limit, offset)
+
+    def iter(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
+             limit: int | None = None, offset: int = 0) -> Iterator[E]:
+        """Like :meth:`list`, streamed from the database in batches: memory stays flat
+        however many rows match (``crm customer list --all``)."""
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize(f"{self.kind}.list", None)
+            streaming = uow.conn.execution_options(stream_results=True, yield_per=STREAM_BATCH)
+            yield from type(self.repo(uow))(streaming).iter(self.typed_filters(filters), order_by, limit, offset)
 
     def count(self, filters: Mapping[str, Any] | None = None) -> int:
         """How many entities match ``filters``."""

@@ -23,6 +23,7 @@ from .db import db
 from .demo import demo
 from .entities import contact, customer, deal, interaction
 from .loyalty_cmds import loyalty
+from .masking import mask_text
 from .notify_cmds import notify
 from .plugins import plugins_group
 from .report_cmds import report
@@ -111,6 +112,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     except CRMError as exc:
         if Session.from_argv(argv).verbose:
             raise
-        click.echo(f"Error: {exc}", err=True)
+        click.echo(f"Error: {mask_text(str(exc))}", err=True)
         sys.exit(1)
     cli.main(args=argv, prog_name="crm")

@@ -8,8 +8,9 @@ from typing import Any
 import attrs
 import click
 
-from ..domain.errors import CRMError
+from ..store.engine import mask_url
 from .context import Session, pass_session
+from .masking import mask
 
 STARTER = '''\
 # crm.toml: configuration of this CRM.  Precedence: this file < environment
@@ -72,14 +73,18 @@ stages = [
 @click.option("--path", type=click.Path(dir_okay=False), default="crm.toml", show_default=True)
 @pass_session
 def init(session: Session, force: bool, path: str) -> None:
-    """Write a commented starter crm.toml and create the database."""
+    """Write a commented starter crm.toml (unless one exists) and create and migrate the database."""
     target = Path(path)
     if target.exists() and not force:
-        raise CRMError(f"{target} already exists; use --force to overwrite it")
-    target.write_text(STARTER, encoding="utf-8")
+        written = f"kept {target} (--force overwrites it)"
+    else:
+        target.write_text(STARTER, encoding="utf-8")
+        written = f"wrote {target}"
     session.config_file = str(target)
     crm = session.crm  # opening creates and migrates the database
-    session.echo(f"wrote {target}; database {crm.config.database_url} is ready")
+    url = mask_url(crm.config.database_url)
+    session.emit_object({"config_file": str(target), "written": not written.startswith("kept"), "database_url": url},
+                        f"{written}; database {url} is ready")
 
 
 @click.group("config")
@@ -104,7 +109,8 @@ def show(session: Session) -> None:
                          "source": config.sources.get(family, "configuration")})
     rows = [r for r in rows if r["key"] != "options"]
     rows.extend(_plugin_settings_rows(config))
-    session.emit(rows, columns=["key", "value", "source"])
+    session.emit([{**row, "value": mask(row["value"], row["key"].rsplit(".", 1)[-1])} for row in rows],
+                 columns=["key", "value", "source"])
 
 
 def _plugin_settings_rows(config: Any) -> list[dict[str, Any]]:

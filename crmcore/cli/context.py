@@ -8,12 +8,14 @@ A command, the core's or a plugin's, gets the :class:`Session` with
 from __future__ import annotations
 
 import enum
+import itertools
 import json
 import sys
+import textwrap
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import click
@@ -22,10 +24,30 @@ from rich.table import Table
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
+from ..store.engine import DatabaseMissing
+from .masking import mask_text
 
 if TYPE_CHECKING:
     from ..app import CRM
     from ..config import Config
+
+
+#: The attribute :func:`read_only` sets on a command.
+READ_ONLY = "crm_read_only"
+
+C = TypeVar("C", bound=click.Command)
+
+
+def read_only(command: C) -> C:
+    """Mark a command as only reading: it never creates a database.
+
+    Put it above ``@group.command(...)``.  On a SQLite file that does not
+    exist, :attr:`Session.crm` opens the CRM without creating or migrating
+    the file; a command that then reads the database gets a one-line error
+    suggesting ``crm init``, one that lists components does not notice.
+    """
+    setattr(command, READ_ONLY, True)
+    return command
 
 
 class UserError(click.ClickException):
@@ -34,17 +56,50 @@ class UserError(click.ClickException):
     exit_code = 1
 
 
+class JSONError(click.ClickException):
+    """An error under ``--json``: one JSON object on stderr, ``{"error": KIND, "message": TEXT}``."""
+
+    exit_code = 1
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+
+    def show(self, file: Any = None) -> None:
+        """Print the error object on stderr."""
+        click.echo(json.dumps({"error": self.kind, "message": self.message}, ensure_ascii=False), err=True)
+
+
+class JSONUsageError(JSONError):
+    """A usage error under ``--json`` (exit code 2)."""
+
+    exit_code = 2
+
+
 class CRMGroup(click.Group):
-    """Turns :class:`CRMError` into a one-line error (a traceback with ``-v``)."""
+    """Turns :class:`CRMError` into a one-line error (a traceback with ``-v``);
+    under ``--json`` every error, usage errors included, is a JSON object on stderr."""
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except CRMError as exc:
-            session = ctx.obj if isinstance(ctx.obj, Session) else None
+            session = ctx.obj if isinstance(ctx.obj, Session) else None  # set by the group's callback
             if session is not None and session.verbose:
                 raise
-            raise UserError(str(exc)) from exc
+            message = mask_text(str(exc))
+            if isinstance(exc, DatabaseMissing):
+                message += "; create it with `crm init` (or any command that adds data)"
+            if session is not None and session.as_json:
+                raise JSONError(type(exc).__name__, message) from exc
+            raise UserError(message) from exc
+        except click.ClickException as exc:
+            session = ctx.obj if isinstance(ctx.obj, Session) else None
+            if session is None or not session.as_json or isinstance(exc, (JSONError, UserError)):
+                raise
+            kind = "UsageError" if isinstance(exc, click.UsageError) else type(exc).__name__
+            error = JSONUsageError if exc.exit_code == JSONUsageError.exit_code else JSONError
+            raise error(kind, mask_text(exc.format_message())) from exc
 
 
 @attrs.define
@@ -114,11 +169,17 @@ class Session:
 
     @property
     def crm(self) -> CRM:
-        """The :class:`~crmcore.CRM` these options select, opened (and migrated) on first use."""
+        """The :class:`~crmcore.CRM` these options select, opened (and migrated) on first use.
+
+        A command marked :func:`read_only` does not create a missing SQLite
+        database (see :func:`read_only`).
+        """
         if self._crm is None:
             from ..app import CRM
 
-            self._crm = CRM.open(config=self.config())
+            context = click.get_current_context(silent=True)
+            reading = context is not None and bool(getattr(context.command, READ_ONLY, False))
+            self._crm = CRM.open(config=self.config(), create=not reading)
             if not self.quiet:
                 for failure in self._crm.plugins.failures:
                     click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
@@ -151,27 +212,61 @@ class Session:
              title: str | None = None) -> None:
         """Print rows: JSON with ``--json``, a rich table on a terminal, tab-separated text when piped.
 
+        JSON and tab-separated text are written row by row, so an iterator of
+        rows (``crm customer list --all``) is printed in constant memory.
+
         :param rows: mappings, or attrs objects (entities, results), one per row.
         :param columns: the columns to show and their order (default: the first
             row's keys); ignored by ``--json``, which prints every key.
         :param title: a title over the terminal table.
         """
-        rows = [_row(row) for row in rows]
+        stream = iter(rows)
         if self.as_json:
-            click.echo(json.dumps(rows, ensure_ascii=False, indent=2, default=json_default))
+            click.echo("[", nl=False)
+            count = 0
+            for count, row in enumerate(stream, 1):
+                text = json.dumps(_row(row), ensure_ascii=False, indent=2, default=json_default)
+                click.echo(("\n" if count == 1 else ",\n") + textwrap.indent(text, "  "), nl=False)
+            click.echo("\n]" if count else "]")
             return
-        columns = list(columns or (rows[0].keys() if rows else []))
         if not sys.stdout.isatty():  # piped: tab-separated, nothing truncated
-            click.echo("\t".join(columns))
-            for row in rows:
-                click.echo("\t".join(_text(row.get(c)).replace("\t", " ").replace("\n", " ") for c in columns))
+            first = next(stream, None)
+            head = [] if first is None else [_row(first)]
+            names = list(columns or (head[0].keys() if head else []))
+            click.echo("\t".join(names))
+            for row in itertools.chain(head, map(_row, stream)):
+                click.echo("\t".join(_text(row.get(c)).replace("\t", " ").replace("\n", " ") for c in names))
             return
+        materialised = [_row(row) for row in stream]
+        names = list(columns or (materialised[0].keys() if materialised else []))
         table = Table(title=title)
-        for column in columns:
+        for column in names:
             table.add_column(column, overflow="fold")
-        for row in rows:
-            table.add_row(*(_text(row.get(c)) for c in columns))
+        for row in materialised:
+            table.add_row(*(_text(row.get(c)) for c in names))
         Console().print(table)
+
+    def emit_object(self, record: Mapping[str, Any], message: str | None = None) -> None:
+        """Print one record: a JSON object with ``--json``, else ``message`` (when given) or a field/value table."""
+        if self.as_json:
+            click.echo(json.dumps(dict(record), ensure_ascii=False, indent=2, default=json_default))
+        elif message is not None:
+            self.echo(message)
+        else:
+            self.emit([{"field": k, "value": v} for k, v in record.items()], columns=["field", "value"])
+
+    def showing(self, shown: int, total: int | None, hint: str = "--limit/--all") -> None:
+        """Say on stderr that a listing stopped early: ``showing 100 of 5,000 (use --limit/--all)``.
+
+        Not with ``--json`` (a script asks for what it wants with ``--limit`` or
+        ``--all``) nor ``-q``.
+
+        :param total: how many rows match, or None when only "more" is known.
+        """
+        if self.quiet or self.as_json:
+            return
+        of = f"more than {shown:,}" if total is None else f"{total:,}"
+        click.echo(f"showing {shown:,} of {of} (use {hint})", err=True)
 
     def echo(self, message: str) -> None:
         """Print a line of progress or summary text, unless ``--quiet`` was given."""

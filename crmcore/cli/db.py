@@ -28,7 +28,7 @@ def current(session: Session) -> None:
     """Show the applied revision of the core and each plugin branch."""
     from ..app import CRM
 
-    crm = CRM.open(config=session.config(), migrate=False)
+    crm = CRM.open(config=session.config(), migrate=False, create=False)
     try:
         applied, available = migrations.current(crm.engine, crm.schemas), migrations.heads(crm.engine, crm.schemas)
         session.emit([{"branch": b, "current": ", ".join(applied.get(b, ())) or "(none)",
@@ -43,7 +43,7 @@ def history(session: Session) -> None:
     """List every known revision, core and plugins."""
     from ..app import CRM
 
-    crm = CRM.open(config=session.config(), migrate=False)
+    crm = CRM.open(config=session.config(), migrate=False, create=False)
     try:
         session.emit([{"branch": b, "revision": r, "down_revision": d or "", "message": m}
                       for b, r, d, m in migrations.history(crm.engine, crm.schemas)])

@@ -13,6 +13,7 @@ from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
 from ..domain.errors import CRMError, NotFound
+from .params import COUNT, SIGNED
 from .context import Session, pass_session
 
 if TYPE_CHECKING:
@@ -46,8 +47,8 @@ CN = "zh-CN"
 
 
 @click.command("demo")
-@click.option("--customers", type=int, default=5000, show_default=True, help="Customers to create.")
-@click.option("--seed", type=int, default=42, show_default=True, help="Random seed (same seed, same data).")
+@click.option("--customers", type=COUNT, default=5000, show_default=True, help="Customers to create.")
+@click.option("--seed", type=SIGNED, default=42, show_default=True, help="Random seed (same seed, same data).")
 @click.option("--currency", default="CNY", show_default=True, help="Currency of the demo deals.")
 @click.option("--force", is_flag=True, help="Replace an existing database.")
 @click.option("--output-dir", type=click.Path(file_okay=False), default="demo-output", show_default=True,

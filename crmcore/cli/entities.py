@@ -19,7 +19,8 @@ from ..domain.convert import unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
-from .context import Session, pass_session
+from .params import COUNT, ID, as_id, one_more
+from .context import Session, pass_session, read_only
 
 #: A click command callback (decorators hand it back with options added).
 F = TypeVar("F", bound=Callable[..., Any])
@@ -81,8 +82,9 @@ def resolve_customer(session: Session, ref: str | int) -> int:
     found = crm.customers.find(external_id=text)
     if found is None and "@" in text:
         found = next(iter(crm.customers.list({"email__contains": text}, limit=1)), None)
-    if found is None and text.isdigit():
-        found = crm.customers.find(id=int(text))
+    customer_id = as_id(text)
+    if found is None and customer_id is not None:
+        found = crm.customers.find(id=customer_id)
     if found is None:
         raise NotFound("customer", text)
     assert found.id is not None, "a stored customer has an id"
@@ -128,31 +130,43 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         created = service(session.crm).add(**values)
         _show(session, kind, created, f"{kind} {created.id} added")
 
+    @read_only
     @group.command("show")
-    @click.argument("id", type=int)
+    @click.argument("id", type=ID)
     @pass_session
     def show(session: Session, id: int) -> None:
         found = service(session.crm).get(id)
         _show(session, kind, found, None)
 
+    @read_only
     @group.command("list")
     @click.option("--where", "where", multiple=True, metavar="EXPR",
                   help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
     @click.option("--sort", default="id", help="Sort by FIELD (-FIELD for descending).")
-    @click.option("--limit", type=int, default=100, show_default=True)
-    @click.option("--offset", type=int, default=0)
+    @click.option("--limit", type=COUNT, default=100, show_default=True)
+    @click.option("--offset", type=COUNT, default=0)
+    @click.option("--all", "all_rows", is_flag=True, help="Every matching row, streamed (instead of --limit).")
     @segment_filter_option(kind)
     @pass_session
-    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int,
+    def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int, all_rows: bool,
               segment: tuple[str, ...] = ()) -> None:
         filters = dict(parse_expression(w) for w in where) | segment_filters(segment)
-        rows = service(session.crm).list(filters, order_by=sort, limit=limit, offset=offset)
-        session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS[kind])
+        columns = None if session.as_json else LIST_COLUMNS[kind]
+        found = service(session.crm)
+        if all_rows:
+            session.emit((_record(r) for r in found.iter(filters, order_by=sort, offset=offset)), columns=columns)
+            return
+        rows = found.list(filters, order_by=sort, limit=limit, offset=offset)
+        session.emit([_record(r) for r in rows], columns=columns)
+        if len(rows) == limit:
+            total = found.count(filters)
+            if total > offset + len(rows):
+                session.showing(len(rows), total)
 
     list_.name = "list"
 
     @group.command("update")
-    @click.argument("id", type=int)
+    @click.argument("id", type=ID)
     @_field_options(entity, for_update=True)
     @pass_session
     def update(session: Session, /, id: int, **given: Any) -> None:
@@ -166,7 +180,7 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         _show(session, kind, updated, f"{kind} {id} updated")
 
     @group.command("delete")
-    @click.argument("id", type=int)
+    @click.argument("id", type=ID)
     @click.option("--yes", "-y", is_flag=True, help="Delete without asking (required when stdin is not a terminal).")
     @pass_session
     def delete(session: Session, id: int, yes: bool) -> None:
@@ -214,18 +228,21 @@ interaction = make_group("interaction", Interaction, lambda crm: crm.interaction
 deal = make_group("deal", Deal, lambda crm: crm.deals)
 
 
+@read_only
 @customer.command("search")
 @click.argument("text")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 @pass_session
 def search(session: Session, text: str, limit: int) -> None:
     """Find customers whose name, email or phone contains TEXT."""
-    rows = session.crm.customers.search(text, limit=limit)
-    session.emit([_record(r) for r in rows], columns=None if session.as_json else LIST_COLUMNS["customer"])
+    rows = session.crm.customers.search(text, limit=one_more(limit))
+    session.emit([_record(r) for r in rows[:limit]], columns=None if session.as_json else LIST_COLUMNS["customer"])
+    if len(rows) > limit:
+        session.showing(limit, None, "--limit")
 
 
 @deal.command("move")
-@click.argument("id", type=int)
+@click.argument("id", type=ID)
 @click.argument("stage")
 @click.option("--lost-reason", help="Why the deal was lost (for a lost stage).")
 @pass_session

@@ -12,7 +12,8 @@ import click
 
 from ..domain.errors import CRMError
 from ..loyalty import LedgerEntry
-from .context import Session, pass_session
+from .params import INT64_MAX, SIGNED
+from .context import Session, pass_session, read_only
 from .entities import resolve_customer
 from .family_common import component_rows
 
@@ -48,6 +49,7 @@ def _entry_row(entry: LedgerEntry) -> dict[str, Any]:
 ENTRY_COLUMNS = ["id", "scheme", "kind", "points", "occurred_at", "expires_at", "reason", "actor"]
 
 
+@read_only
 @loyalty.command("schemes")
 @pass_session
 def schemes(session: Session) -> None:
@@ -55,6 +57,7 @@ def schemes(session: Session) -> None:
     session.emit(component_rows(session.crm.loyalty.schemes()))
 
 
+@read_only
 @loyalty.command("balance")
 @click.argument("customer")
 @SCHEME
@@ -70,6 +73,7 @@ def balance(session: Session, customer: str, scheme: str | None, as_of: str | No
     session.emit([{"customer_id": cid, **r} for r in rows])
 
 
+@read_only
 @loyalty.command("history")
 @click.argument("customer")
 @SCHEME
@@ -94,8 +98,11 @@ def redeem(session: Session, customer: str, what: str, scheme: str | None, reaso
     Refused, with nothing written, if the balance is short or the reward is
     unknown or out of stock.
     """
+    points = what.lstrip("-").isascii() and what.lstrip("-").isdigit()
+    if points and abs(int(what)) > INT64_MAX:
+        raise click.BadParameter(f"{what} is beyond {INT64_MAX:,} points", param_hint="'POINTS|REWARD'")
     cid = resolve_customer(session, customer)
-    if what.lstrip("-").isdigit():
+    if points:
         entry = session.crm.loyalty.redeem(cid, int(what), _scheme(session, scheme), reason)
         session.emit([_entry_row(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
         return
@@ -103,6 +110,7 @@ def redeem(session: Session, customer: str, what: str, scheme: str | None, reaso
     session.emit([{"customer_id": cid, **issued}])
 
 
+@read_only
 @loyalty.command("rewards")
 @AS_OF
 @pass_session
@@ -116,7 +124,7 @@ def rewards(session: Session, as_of: str | None) -> None:
 # ignore_unknown_options lets "-100" through as POINTS instead of an unknown option.
 @loyalty.command("adjust", context_settings={"ignore_unknown_options": True})
 @click.argument("customer")
-@click.argument("points", type=int)
+@click.argument("points", type=SIGNED)
 @click.option("--reason", required=True, help="Why (recorded with the acting user).")
 @click.option("--by", "user", help="The acting user (default: $CRM_USER, else your login name).")
 @SCHEME
@@ -170,6 +178,7 @@ def run(session: Session, scheme: str | None, as_of: str | None) -> None:
     session.emit([{"scheme": s, "changes": n} for s, n in done.items()])
 
 
+@read_only
 @loyalty.command("recompute")
 @click.option("--fix", is_flag=True, help="Rebuild stored balances from the ledger.")
 @pass_session
@@ -177,7 +186,10 @@ def recompute(session: Session, fix: bool) -> None:
     """Check derived state (balances, FIFO allocations) against the ledger; report any drift."""
     drift = session.crm.loyalty.recompute(fix=fix)
     if not drift:
-        session.echo("no drift: every balance equals its ledger")
+        if session.as_json:
+            session.emit([])
+        else:
+            session.echo("no drift: every balance equals its ledger")
         return
     session.emit(drift, columns=None if session.as_json else
                  ["problem", "customer_id", "scheme", "stored", "ledger"])
@@ -185,6 +197,7 @@ def recompute(session: Session, fix: bool) -> None:
         raise CRMError(f"{len(drift)} drifted record(s); rerun with --fix to rebuild balances")
 
 
+@read_only
 @loyalty.command("tiers")
 @SCHEME
 @pass_session

@@ -10,8 +10,9 @@ import attrs
 import click
 
 from ..notify import STATUSES, DispatchResult
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .entities import resolve_customer
+from .params import COUNT, ID, POSITIVE, one_more
 from .family_common import component_rows
 
 OUTBOX_COLUMNS = ["id", "channel", "recipient", "purpose", "status", "attempts", "next_attempt_at", "sent_at",
@@ -23,6 +24,7 @@ def notify() -> None:
     """Notifications: channels, outbox, dispatch, worker, retry."""
 
 
+@read_only
 @notify.command("channels")
 @pass_session
 def channels(session: Session) -> None:
@@ -49,30 +51,27 @@ def send(session: Session, channel: str, customer: str | None, recipient: str | 
     session.emit([message], columns=None if session.as_json else ["id", "channel", "recipient", "status", "last_error"])
 
 
+@read_only
 @notify.command("outbox")
 @click.option("--status", type=click.Choice(STATUSES))
 @click.option("--customer")
-@click.option("--id", "message_id", type=int, help="Only this message (all its delivery state with --json).")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--id", "message_id", type=ID, help="Only this message (all its delivery state with --json).")
+@click.option("--limit", type=COUNT, default=50, show_default=True)
 @pass_session
 def show_outbox(session: Session, status: str | None, customer: str | None, message_id: int | None,
                 limit: int) -> None:
     """Messages in the outbox, newest first, with their delivery state."""
     cid = resolve_customer(session, customer) if customer else None
-    rows = session.crm.notify.outbox(status=status, customer_id=cid, limit=limit, message_id=message_id)
-    session.emit(rows, columns=None if session.as_json else OUTBOX_COLUMNS)
-
-
-def _positive(ctx: click.Context, param: click.Parameter, value: int | None) -> int | None:
-    if value is not None and value < 1:
-        raise click.BadParameter("must be at least 1")
-    return value
+    rows = session.crm.notify.outbox(status=status, customer_id=cid, limit=one_more(limit), message_id=message_id)
+    session.emit(rows[:limit], columns=None if session.as_json else OUTBOX_COLUMNS)
+    if len(rows) > limit:
+        session.showing(limit, None, "--limit")
 
 
 @notify.command("dispatch")
-@click.option("--limit", type=int, callback=_positive, help="At most this many messages.")
+@click.option("--limit", type=POSITIVE, help="At most this many messages.")
 @click.option("--channel", help="Only this channel.")
-@click.option("--workers", type=int, default=1, show_default=True, callback=_positive,
+@click.option("--workers", type=POSITIVE, default=1, show_default=True,
               help="Threads delivering in parallel (each with its own connections).")
 @pass_session
 def dispatch(session: Session, limit: int | None, channel: str | None, workers: int) -> None:
@@ -85,11 +84,11 @@ def dispatch(session: Session, limit: int | None, channel: str | None, workers: 
 
 @notify.command("worker")
 @click.option("--channel", help="Only this channel.")
-@click.option("--workers", type=int, default=1, show_default=True, callback=_positive,
+@click.option("--workers", type=POSITIVE, default=1, show_default=True,
               help="Threads delivering in parallel.")
 @click.option("--poll", type=click.FloatRange(min=0.01), default=5.0, show_default=True,
               help="Seconds to wait when nothing is due.")
-@click.option("--max-rounds", type=int, callback=_positive, help="Stop after this many rounds (for scripts and tests).")
+@click.option("--max-rounds", type=POSITIVE, help="Stop after this many rounds (for scripts and tests).")
 @pass_session
 def worker(session: Session, channel: str | None, workers: int, poll: float, max_rounds: int | None) -> None:
     """Deliver messages continuously until SIGTERM or Ctrl-C.
@@ -133,7 +132,7 @@ def _summary(prefix: str, result: DispatchResult) -> str:
 
 
 @notify.command("retry")
-@click.argument("ids", type=int, nargs=-1)
+@click.argument("ids", type=ID, nargs=-1)
 @pass_session
 def retry(session: Session, ids: tuple[int, ...]) -> None:
     """Requeue dead messages (all, or the given IDS) with fresh attempts."""

@@ -14,7 +14,8 @@ import attrs
 import click
 
 from ..notify.consent import EVERY_CHANNEL
-from .context import Session, pass_session
+from .params import ID
+from .context import Session, pass_session, read_only
 from .entities import customer, resolve_customer
 from .notify_cmds import notify
 
@@ -26,11 +27,12 @@ def _as_of(session: Session, as_of: str | None) -> str | None:
     return as_of or session.as_of_text
 
 
+@read_only
 @click.command("preview")
 @click.argument("template")
 @click.argument("customer_ref", metavar="CUSTOMER")
 @click.option("--locale", help="Render in this locale (default: the customer's).")
-@click.option("--deal", "deal_id", type=int, help="Make this deal the template's `deal`.")
+@click.option("--deal", "deal_id", type=ID, help="Make this deal the template's `deal`.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Treat this date/time as now.")
 @pass_session
 def preview(session: Session, template: str, customer_ref: str, locale: str | None, deal_id: int | None,
@@ -51,6 +53,7 @@ def preview(session: Session, template: str, customer_ref: str, locale: str | No
         click.echo(rendered.html.rstrip("\n"))
 
 
+@read_only
 @click.command("templates")
 @pass_session
 def templates(session: Session) -> None:
@@ -115,6 +118,7 @@ def unsubscribe_token(session: Session, token: str) -> None:
     session.emit([attrs.asdict(decision)])
 
 
+@read_only
 @click.command("unsubscribe-url")
 @click.argument("customer_ref", metavar="CUSTOMER")
 @click.option("--channel", default=EVERY_CHANNEL, show_default=True)
@@ -144,6 +148,7 @@ def _consent_command(name: str, granted: bool) -> click.Command:
     return command
 
 
+@read_only
 @click.command("consent")
 @click.argument("customer_ref", metavar="CUSTOMER")
 @pass_session

@@ -8,7 +8,7 @@ import attrs
 import click
 
 from ..application.plugins import ENTRY_POINT_GROUP
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 
 
 @click.group("plugins")
@@ -16,6 +16,7 @@ def plugins_group() -> None:
     """Installed plugins."""
 
 
+@read_only
 @plugins_group.command("list")
 @click.option("--all", "show_all", is_flag=True, help="Also list installed plugins that are not enabled.")
 @click.option("--json", "as_json", is_flag=True, help="JSON output.")

@@ -9,7 +9,7 @@ import click
 
 from ..domain.errors import CRMError
 from ..reports import write_output
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
 
 # The typed filters every first-party report understands: flag -> option name.
@@ -37,6 +37,7 @@ def report() -> None:
     """Reports: list, run, dashboard."""
 
 
+@read_only
 @report.command("list")
 @pass_session
 def list_reports(session: Session) -> None:
@@ -47,6 +48,7 @@ def list_reports(session: Session) -> None:
         session.echo("formats: " + ", ".join(session.crm.reports.renderers.names()))
 
 
+@read_only
 @report.command("run")
 @click.argument("name")
 @click.option("--format", "fmt", default="table", show_default=True,
@@ -70,6 +72,7 @@ def run_report(session: Session, /, name: str, fmt: str, output: str | None, pai
         click.echo(rendered, nl=not rendered.endswith("\n"))
 
 
+@read_only
 @report.command("dashboard")
 @click.option("--output", "-o", required=True, type=click.Path(file_okay=False),
               help="Directory for index.html and one page per report.")

@@ -13,7 +13,8 @@ import click
 
 from ..domain.convert import json_default
 from ..domain.spreadsheet import escape_formula
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
+from .params import COUNT, ID, one_more
 from .family_common import component_rows, parse_options
 
 
@@ -22,6 +23,7 @@ def segment() -> None:
     """Segmentation: strategies, runs and members."""
 
 
+@read_only
 @segment.command("strategies")
 @pass_session
 def strategies(session: Session) -> None:
@@ -44,15 +46,18 @@ def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
     session.emit([{"segment": k, "customers": v} for k, v in sorted((run.counts or {}).items())])
 
 
+@read_only
 @segment.command("runs")
 @click.option("--strategy", help="Only runs of this strategy.")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=COUNT, default=20, show_default=True)
 @pass_session
 def runs(session: Session, strategy: str | None, limit: int) -> None:
     """List recorded runs."""
-    rows = [attrs.asdict(r) for r in session.crm.segments.runs(strategy, limit)]
-    session.emit(rows, columns=None if session.as_json else
+    rows = [attrs.asdict(r) for r in session.crm.segments.runs(strategy, one_more(limit))]
+    session.emit(rows[:limit], columns=None if session.as_json else
                  ["id", "strategy", "as_of", "members", "entered", "left", "moved", "duration_s"])
+    if len(rows) > limit:
+        session.showing(limit, None, "--limit")
 
 
 def _members(session: Session, name: str, strategy: str | None, run_id: int | None) -> Iterator[dict[str, Any]]:
@@ -70,10 +75,11 @@ def _members(session: Session, name: str, strategy: str | None, run_id: int | No
             yield member | {"strategy": s}
 
 
+@read_only
 @segment.command("members")
 @click.argument("name")
 @click.option("--strategy", help="The strategy NAME belongs to (when NAME is a segment).")
-@click.option("--run", "run_id", type=int, help="A specific run (default: the latest).")
+@click.option("--run", "run_id", type=ID, help="A specific run (default: the latest).")
 @pass_session
 def members(session: Session, name: str, strategy: str | None, run_id: int | None) -> None:
     """Members of strategy NAME's latest run, or of segment NAME."""
@@ -81,10 +87,11 @@ def members(session: Session, name: str, strategy: str | None, run_id: int | Non
                  columns=None if session.as_json else ["customer_id", "name", "email", "segment", "score"])
 
 
+@read_only
 @segment.command("export")
 @click.argument("name")
 @click.option("--strategy", help="The strategy NAME belongs to (when NAME is a segment).")
-@click.option("--run", "run_id", type=int)
+@click.option("--run", "run_id", type=ID)
 @click.option("--format", "fmt", type=click.Choice(["csv", "jsonl"]), default="csv", show_default=True)
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @click.option("--raw-csv", is_flag=True, help="No quote before text starting with =, +, -, @ (for programs).")
@@ -118,9 +125,10 @@ def export_segment(session: Session, name: str, strategy: str | None, run_id: in
 EXPORT_COLUMNS = ["customer_id", "name", "email", "segment", "score", "details"]
 
 
+@read_only
 @segment.command("diff")
-@click.argument("run_a", type=int)
-@click.argument("run_b", type=int)
+@click.argument("run_a", type=ID)
+@click.argument("run_b", type=ID)
 @pass_session
 def diff(session: Session, run_a: int, run_b: int) -> None:
     """Customers who entered, left or moved between segments from RUN_A to RUN_B."""
@@ -133,10 +141,11 @@ def diff(session: Session, run_a: int, run_b: int) -> None:
     session.emit(rows, columns=None if session.as_json else ["customer_id", "change", "from", "to"])
 
 
+@read_only
 @segment.command("explain")
 @click.argument("name")
 @click.argument("customer")
-@click.option("--run", "run_id", type=int, help="A specific run (default: the latest).")
+@click.option("--run", "run_id", type=ID, help="A specific run (default: the latest).")
 @pass_session
 def explain(session: Session, name: str, customer: str, run_id: int | None) -> None:
     """Why CUSTOMER (id, external id or email) is in their segment of strategy NAME."""

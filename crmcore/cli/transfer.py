@@ -30,6 +30,7 @@ from ..store.filters import parse_expression
 from ..domain.convert import json_default
 from .context import Session, pass_session
 from .entities import segment_filters
+from .params import COUNT, POSITIVE
 
 ENTITY = click.Choice(sorted(ENTITY_NAMES), case_sensitive=False)
 SHOWN_ERRORS = 20
@@ -55,11 +56,11 @@ SHOWN_ERRORS = 20
               help="abort: nothing is written if any row is bad; skip: import the good rows, reject the bad.")
 @click.option("--reject-file", type=click.Path(dir_okay=False),
               help="Write each rejected row, with its line, column and reason, to this CSV/JSONL/XLSX file.")
-@click.option("--batch-size", type=click.IntRange(1), default=5000, show_default=True,
+@click.option("--batch-size", type=POSITIVE, default=5000, show_default=True,
               help="Rows validated and written together.")
-@click.option("--workers", type=click.IntRange(0), default=None,
+@click.option("--workers", type=COUNT, default=None,
               help="Processes that validate rows (default: automatic; 0: validate in this process).")
-@click.option("--max-errors", type=click.IntRange(1), help="Stop reading after this many bad rows.")
+@click.option("--max-errors", type=POSITIVE, help="Stop reading after this many bad rows.")
 @click.option("--raw-csv", is_flag=True, help="Read CSV cells as written (keep a leading ' before =, +, -, @) "
                                              "and write the reject file without formula escaping.")
 @pass_session
@@ -133,7 +134,7 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
 @click.option("--where", "where", multiple=True, metavar="EXPR",
               help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
 @click.option("--sort", default="id", show_default=True, help="Sort by FIELD (-FIELD for descending).")
-@click.option("--limit", type=click.IntRange(0), help="At most this many rows.")
+@click.option("--limit", type=COUNT, help="At most this many rows.")
 @click.option("--encoding", default="utf-8", show_default=True,
               help="Text encoding for CSV/JSONL (utf-8-sig adds a BOM for Excel; gb18030 ...).")
 @click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")

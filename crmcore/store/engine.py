@@ -14,7 +14,7 @@ import os
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import ExceptionContext, make_url
 
 from ..domain.errors import ConfigError
 
@@ -43,8 +43,50 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine for ``url`` with crmcore's per-dialect settings."""
+def mask_url(url: str) -> str:
+    """``url`` with its password replaced by ``***`` (for messages and ``crm config show``).
+
+    Text that does not parse as a URL is returned with anything between ``:``
+    and ``@`` after the scheme masked, so a typo never prints a password either.
+    """
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:
+        scheme, sep, rest = url.partition("://")
+        userinfo, at, host = rest.rpartition("@")
+        if not at or ":" not in userinfo:
+            return url
+        return f"{scheme}{sep}{userinfo.split(':', 1)[0]}:***@{host}"
+
+
+class DatabaseMissing(ConfigError):
+    """A SQLite database file that does not exist, reached by an engine told not to create one."""
+
+
+def sqlite_file_missing(url: str) -> bool:
+    """Whether ``url`` names a SQLite database file that does not exist (yet)."""
+    try:
+        parsed = make_url(url)
+    except Exception:
+        return False
+    database = parsed.database
+    if parsed.get_backend_name() != "sqlite" or database in (None, "", ":memory:") or \
+            str(database).startswith("file:"):
+        return False
+    return not os.path.exists(str(database))
+
+
+def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
+    """Create an engine for ``url`` with crmcore's per-dialect settings.
+
+    A failure to connect, then or later (a SQLite file that cannot be opened,
+    a server that refuses, bad credentials), is a :class:`ConfigError` whose
+    one-line message names the URL with its password masked.
+
+    :param create: with False, connecting to a SQLite file that does not exist
+        raises :class:`DatabaseMissing` instead of creating the file (read-only
+        commands never create a database).
+    """
     try:
         parsed = make_url(normalize_url(url))
         kwargs.setdefault("json_serializer", _json_dumps)
@@ -52,10 +94,57 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     except ConfigError:
         raise
     except Exception as exc:  # bad URL or missing driver: the user's to fix
-        raise ConfigError(f"cannot use database URL {url!r}: {exc}") from None
+        raise ConfigError(f"cannot use database URL {mask_url(url)}: "
+                          f"{_scrub(str(exc), parsed_password(url))}") from None
     if engine.dialect.name == "sqlite":
         _configure_sqlite(engine, in_memory=parsed.database in (None, "", ":memory:"))
+        if not create and sqlite_file_missing(url):
+            _refuse_to_create(engine, url)
+    _report_connection_failures(engine, url)
     return engine
+
+
+def parsed_password(url: str) -> str | None:
+    """The password in ``url``, if any (to scrub it from drivers' messages)."""
+    try:
+        return make_url(url).password
+    except Exception:
+        return None
+
+
+def _scrub(message: str, password: str | None) -> str:
+    first = message.strip().splitlines()[0] if message.strip() else "no reason given"
+    return first.replace(password, "***") if password else first
+
+
+def _refuse_to_create(engine: Engine, url: str) -> None:
+    path = str(engine.url.database)
+
+    @event.listens_for(engine, "do_connect")
+    def _on_connect(_dialect: Any, _record: Any, _args: Any, _params: Any) -> None:
+        if not os.path.exists(path):
+            raise DatabaseMissing(f"database {mask_url(url)} does not exist")
+
+
+def _report_connection_failures(engine: Engine, url: str) -> None:
+    """Turn an error while *establishing* a connection into a one-line ConfigError.
+
+    SQLAlchemy calls ``handle_error`` without a connection only when opening one
+    failed; errors of statements on an open connection are left alone.
+    """
+    masked, password = mask_url(url), parsed_password(url)
+
+    @event.listens_for(engine, "handle_error")
+    def _on_error(context: ExceptionContext) -> None:
+        if context.connection is not None or isinstance(context.original_exception, ConfigError):
+            return
+        reason = _scrub(str(context.original_exception), password)
+        hint = ""
+        if engine.dialect.name == "sqlite" and engine.url.database not in (None, "", ":memory:"):
+            folder = os.path.dirname(os.path.abspath(str(engine.url.database)))
+            if not os.path.isdir(folder):
+                hint = f" (directory {folder} does not exist)"
+        raise ConfigError(f"cannot connect to database {masked}: {reason}{hint}")
 
 
 # Keep non-ASCII text as is: SQLite's json_extract matches object keys
