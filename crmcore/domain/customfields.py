@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 
+from .convert import parse_int
 from .text import check_text
 
 FIELD_TYPES = ("str", "int", "decimal", "bool", "date", "choice")
@@ -48,7 +49,6 @@ class CustomField:
 
 
 # ASCII digits only: int() and Decimal() would also read "１２" and "1_000".
-_INT_TEXT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 _DECIMAL_TEXT = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?", re.ASCII)
 
 
@@ -59,13 +59,9 @@ def _as_str(field: CustomField, value: Any) -> str:
 
 
 def _as_int(field: CustomField, value: Any) -> int:
-    if isinstance(value, bool):
+    if isinstance(value, Decimal):  # an integer field takes whole numbers as int or text, not decimals
         raise ValueError(f"expected an integer, got {value!r}")
-    if isinstance(value, int):
-        return value
-    if isinstance(value, str) and _INT_TEXT.fullmatch(value):
-        return int(value)
-    raise ValueError(f"expected an integer, got {value!r}")
+    return parse_int(value)
 
 
 def _as_decimal(field: CustomField, value: Any) -> str:
