@@ -313,14 +313,19 @@ class NotifyEngine:
                                   "b_provider": d.provider_id, "b_delivery": dict(d.details) or None}
                                  for c, d, at in sent])
 
-    def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending") -> str:
-        """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to."""
+    def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending",
+                permanent: bool | None = None) -> str:
+        """Record a failed attempt: retry with backoff, or dead. Returns the count it goes to.
+
+        ``permanent`` overrides the classification of ``exc`` (:func:`is_permanent`), e.g. for a channel
+        that could not open: whatever it raised, that says nothing about the message.
+        """
         error = f"{type(exc).__name__}: {exc}"
         attempts = claimed.message.attempts
         extra: dict[str, Any] = {}
         if from_status == "claimed":  # failed before it was marked sending (e.g. the connection): still an attempt
             extra["last_attempt_at"] = now
-        if is_permanent(exc) or attempts >= claimed.max_attempts:
+        if (is_permanent(exc) if permanent is None else permanent) or attempts >= claimed.max_attempts:
             self._finish(claimed, "dead", now, error=error, from_status=from_status, attempts=attempts, **extra)
             return "dead"
         self._finish(claimed, "pending", now, error=error, from_status=from_status, attempts=attempts,
@@ -623,7 +628,8 @@ class _Worker:
             self._defer(claimed, error)
         else:  # a few attempts are counted, so a server that stays down ends in the dead letters
             self.failures_in_a_row[name] += 1
-            self.counts[self.engine._failed(claimed, error, self.clock(), from_status="claimed")] += 1
+            # The channel could not open: a channel fault, retried, whatever exception it was.
+            self.counts[self.engine._failed(claimed, error, self.clock(), from_status="claimed", permanent=False)] += 1
         return None
 
     def _failed(self, claimed: _Claimed, exc: BaseException) -> None:

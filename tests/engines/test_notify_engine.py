@@ -308,13 +308,14 @@ def test_transient_failures_retry_with_backoff_then_die(crm_factory: Any, clock:
     assert crm.notify.dispatch() == DispatchResult()  # dead stays dead
 
 
-def test_unexpected_exceptions_count_as_transient(crm_factory: Any, clock: list[datetime]) -> None:
+def test_unexpected_exceptions_from_send_are_the_messages_own(crm_factory: Any, clock: list[datetime]) -> None:
+    # Issue 14: an exception that is neither TransientError nor OSError comes from the message itself
+    # (a header with CR/LF, text that cannot be encoded): dead at once with the reason, never retried.
     odd = FailingChannel("odd", ValueError("provider sent garbage"))
     crm = crm_factory(extra_plugins=[channels(odd)], clock=lambda: clock[0])
     mid = crm.notify.enqueue("odd", recipient="x")
-    assert crm.notify.dispatch() == DispatchResult(retried=1)
-    assert (row(crm, mid)["status"], row(crm, mid)["last_error"]) == ("pending", "ValueError: provider sent garbage")
-    assert row(crm, mid)["next_attempt_at"] > T0
+    assert crm.notify.dispatch() == DispatchResult(dead=1)
+    assert (row(crm, mid)["status"], row(crm, mid)["last_error"]) == ("dead", "ValueError: provider sent garbage")
 
 
 def test_permanent_failure_is_dead_at_once(crm_factory: Any, clock: list[datetime]) -> None:
