@@ -51,7 +51,43 @@ def server_url(kind: str) -> str:
         pytest.fail(f"{var} is not set but CRM_REQUIRE_SERVERS is: CI must test {kind}")
     if not url:
         pytest.skip(f"{var} is not set: no {kind} server to test against")
-    return url
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    return worker_database(url, worker) if worker else url
+
+
+_created: set[str] = set()
+
+
+def worker_database(url: str, worker: str) -> str:
+    """``url`` with its database renamed for one pytest-xdist worker (``test`` -> ``test_gw1``).
+
+    Each test drops every table of its server database first, so two workers
+    sharing one database would drop each other's tables mid-test.  The worker's
+    database is created on the server the first time it is asked for.
+    """
+    from sqlalchemy import text
+    from sqlalchemy.engine import make_url
+
+    from .store.engine import make_engine, normalize_url
+
+    parsed = make_url(normalize_url(url))
+    name = f"{parsed.database}_{worker}"
+    mine = parsed.set(database=name).render_as_string(hide_password=False)
+    if mine not in _created:
+        admin = parsed.set(database="postgres" if parsed.get_backend_name() == "postgresql" else None)
+        engine = make_engine(admin.render_as_string(hide_password=False), isolation_level="AUTOCOMMIT")
+        try:
+            with engine.connect() as conn:
+                if parsed.get_backend_name() == "postgresql":
+                    exists = conn.execute(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+                    if exists.first() is None:
+                        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+                else:
+                    conn.exec_driver_sql(f"CREATE DATABASE IF NOT EXISTS `{name}` CHARACTER SET utf8mb4")
+        finally:
+            engine.dispose()
+        _created.add(mine)
+    return mine
 
 
 @pytest.fixture

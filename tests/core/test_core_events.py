@@ -22,7 +22,7 @@ from crmcore import (
 )
 from crmcore.testing import FIXED_NOW
 
-from conftest import Recorder
+from .conftest import Recorder
 
 
 def plugin(name: str, **hooks) -> SimpleNamespace:

@@ -11,7 +11,7 @@ import pytest
 from crmcore import Config, ConfigError, LifecycleStage
 from crmcore.testing import FIXED_NOW
 
-from conftest import Recorder
+from .conftest import Recorder
 
 PIPELINES = {
     "default": {"stages": [{"name": "proposal"}, {"name": "negotiation"}, {"name": "won", "outcome": "won"},
