@@ -135,10 +135,11 @@ def test_dry_run_and_as_of_pick_the_run(crm_factory):
 def test_segment_choice_errors(crm_factory):
     crm = open_crm(crm_factory)
     crm.customers.add(name="A", tags=["vip"])
-    with pytest.raises(NotFound, match="no latest run of any strategy"):
+    with pytest.raises(ValidationError, match=r"no segment 'vip' in the latest run of any strategy; "
+                                              r"known: none \(no segmentation run yet\)"):
         crm.campaigns.plan("win-back", segment="vip")
     crm.segments.run("tags")
-    with pytest.raises(NotFound, match="segment 'gold"):
+    with pytest.raises(ValidationError, match="no segment 'gold' in the latest run of any strategy; known: tags:vip"):
         crm.campaigns.plan("win-back", segment="gold")
     assert crm.campaigns.plan("win-back", segment="tags:vip").members == 1
 
