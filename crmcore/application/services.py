@@ -24,6 +24,7 @@ from ..domain.validation import normalize_phone
 from ..store.repositories import E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
+from . import consents
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -330,6 +331,26 @@ def _issues(result: Any) -> list[tuple[str, str]]:
 class CustomerService(EntityService[Customer]):
     """``crm.customers``: add, update, delete, get, list, search and import customers."""
     kind, entity, repo_name = "customer", Customer, "customers"
+
+    # The consent_marketing flag is the "*" marketing decision (crmcore.application.consents):
+    # setting it records one, in the same unit of work, before the events fire.
+    def after_insert(self, uow: "UnitOfWork", stored: Customer) -> None:
+        """Record the marketing decision of a customer added with ``consent_marketing``, then fire the event."""
+        assert stored.id is not None, "a stored customer has an id"
+        consents.flag_set(uow, stored.id, stored.consent_marketing, None)
+        super().after_insert(uow, stored)
+
+    def after_update(self, uow: "UnitOfWork", stored: Customer, previous: Customer) -> None:
+        """Record a decision when ``consent_marketing`` changed, then fire the event."""
+        assert stored.id is not None, "a stored customer has an id"
+        consents.flag_set(uow, stored.id, stored.consent_marketing, previous.consent_marketing)
+        super().after_update(uow, stored, previous)
+
+    def insert_batch(self, uow: "UnitOfWork", entities: builtins.list[Customer]) -> builtins.list[Customer]:
+        """Bulk customers: one executemany, then the decisions of those added with ``consent_marketing``."""
+        stored = super().insert_batch(uow, entities)
+        consents.flags_set(uow, [c.id for c in stored if c.consent_marketing and c.id is not None])
+        return stored
 
     def history(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[str]:
         """Won deals, loyalty ledger entries, outbox messages and consent decisions."""

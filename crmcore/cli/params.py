@@ -63,7 +63,7 @@ def one_more(limit: int) -> int:
     return min(limit, INT64_MAX - 1) + 1
 
 
-class SegmentRefType(click.ParamType):
+class SegmentRefType(click.ParamType[SegmentRef, Any]):
     """``STRATEGY:SEGMENT`` or ``SEGMENT`` (see :mod:`crmcore.segments.reference`), checked for shape;
     the command resolves it against the runs (``crm.segments.resolve``)."""
 
