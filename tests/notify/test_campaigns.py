@@ -60,11 +60,13 @@ def expected_counts(crm, segment: str, policy: str = "opt-in") -> dict[str, set[
         has_exact, has_every = pd.notna(row.granted), pd.notna(row.granted_every)
         if has_exact and (not has_every or row.recorded_at >= row.recorded_at_every):
             return bool(row.granted)
-        if has_every:
-            return bool(row.granted_every)
-        if policy == "opt-in" and not row.consent_marketing:
+        if has_every and not row.granted_every:
             return False
-        return bool(row.consent_email)
+        if not row.consent_email:  # opted out of email: beats a grant for every channel
+            return False
+        if has_every:
+            return True
+        return policy == "opt-out" or bool(row.consent_marketing)
 
     frame["allowed"] = frame.apply(allowed, axis=1)
     ok = frame[frame.allowed]
