@@ -5,14 +5,20 @@ purpose (``marketing`` or ``transactional``), with its source (``cli``,
 ``link``, ``import``, ...) and time, in ``customer_consents``; the latest one
 per key stands.  When a message is about to be queued or sent:
 
-1. the most recent recorded decision for the channel or for every channel
-   decides (a later "unsubscribe from everything" beats an earlier "yes to
-   email", and the other way round);
-2. without one, transactional messages go;
-3. without one, marketing follows the channel's default policy
-   (``[notify.consent]``): ``opt-in`` needs the customer's
-   ``consent_marketing`` flag and the channel's flag (``consent_email`` /
-   ``consent_sms``), ``opt-out`` only needs the channel's flag not turned off.
+1. the decision for the channel decides when it is at least as recent as the
+   one for every channel (a later "unsubscribe from everything" beats an
+   earlier "yes to email", and the other way round);
+2. a withdrawal for every channel refuses;
+3. marketing to a customer whose channel flag (``consent_email`` /
+   ``consent_sms``) is off is refused, even with a grant for every channel;
+4. a grant for every channel lets the message go;
+5. without a decision, transactional messages go and marketing follows the
+   channel's default policy (``[notify.consent]``): ``opt-in`` needs the
+   customer's ``consent_marketing`` flag, ``opt-out`` does not.
+
+``consent_marketing`` is the standing marketing decision for every channel
+(:mod:`crmcore.application.consents`): recording one sets the flag, setting
+the flag records one.
 
 The rule is one SQL expression (:func:`refusal_column`), so a campaign applies
 it to a whole segment in one query and a single message uses the very same
