@@ -247,7 +247,8 @@ class LoyaltyLedger:
                 "occurred_at": item.get("occurred_at") or self.uow.now, "details": item.get("details"),
                 "batch_id": None}
 
-    def insert_credits(self, scheme: str, source: Select[*tuple[Any, ...]], key_like: str) -> int:
+    def insert_credits(self, scheme: str, source: Select[*tuple[Any, ...]], key_like: str,
+                       only: ColumnElement[bool] | None = None) -> int:
         """Set-based credit: ``INSERT INTO ledger ... SELECT`` plus one balance update.
 
         ``source`` selects the columns of :data:`CREDIT_COLUMNS` (labelled) with
@@ -256,6 +257,8 @@ class LoyaltyLedger:
         overlapping runs of one job are serialised, see :meth:`_job_lock`).  ``key_like`` is a LIKE pattern matching every key
         this job writes, and only those, so the balance update counts exactly
         the new rows even when other transactions write to the ledger.
+        ``only`` narrows what counts as this call's rows further (e.g. its deals),
+        for a ``key_like`` other writers' keys can match too.
         Returns the number of entries written.
         """
         conn = self.uow.conn
@@ -265,7 +268,8 @@ class LoyaltyLedger:
         rows = select(*(src.c[name] for name in CREDIT_COLUMNS), literal(scheme).label("scheme"),
                       literal(self.uow.actor, String).label("actor")).where(literal(True))
         conn.execute(ignoring_conflicts(conn, ledger, ledger.c.idempotency_key).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows))
-        new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
+        new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like),
+                   literal(True) if only is None else only)
         written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
         if written:
             self._apply_new_entries(scheme, new)
