@@ -359,8 +359,10 @@ class DealService(EntityService[Deal]):
         transition, as a single move writes them).  A move to the deal's
         current stage changes nothing.  Either every move is valid and stored,
         or a :class:`ValidationError` names the bad one (0-based) and nothing
-        is.  ``on_deal_updated`` and ``on_deal_stage_changed`` fire per move only
-        when a plugin implements them.  Returns the number of moves recorded.
+        is.  A bulk path: no per-deal events (``on_deal_updated``,
+        ``on_deal_stage_changed``, ``on_customer_updated``), as ``add_many`` fires
+        none; the loyalty plugin's tier and referral reactions are caught up by
+        its jobs (``crm loyalty run``).  Returns the number of moves recorded.
         """
         moves = builtins.list(moves)
         with self.crm.unit() as uow:
@@ -525,7 +527,7 @@ class _MovePlan:
 
     def write(self) -> None:
         """The deals' final state (one executemany), a history row per move (one executemany),
-        buyers promoted, loyalty, then the events for any listener."""
+        buyers promoted, the core's loyalty engine."""
         if not self.transitions:
             return
         uow, service = self.uow, self.service
@@ -544,16 +546,6 @@ class _MovePlan:
                                            if stage is not None and stage.outcome is StageOutcome.WON])
         service.crm.loyalty.deals_moved(uow, [(new, old_stage, new_stage, tid, at)
                                               for _, new, old_stage, new_stage, tid, at in stages])
-        if not (uow.crm.plugins.has_impls("on_deal_updated") or uow.crm.plugins.has_impls("on_deal_stage_changed")):
-            return
-        call_time = uow.now
-        try:
-            for old, new, old_stage, new_stage, tid, at in stages:
-                uow.now = at  # each move's handlers see the time of that move
-                uow.fire("on_deal_updated", deal=new, previous=old)
-                uow.fire("on_deal_stage_changed", deal=new, old=old_stage, new=new_stage, transition_id=tid)
-        finally:
-            uow.now = call_time
 
 
 @attrs.frozen
