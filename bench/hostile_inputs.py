@@ -270,7 +270,9 @@ def prepare_database(url: str) -> None:
 
 
 def count_rows(url: str, name: str) -> int:
-    engine = create_engine(url.replace("mysql://", "mysql+pymysql://", 1) if url.startswith("mysql://") else url)
+    from crmcore.store.engine import normalize_url  # the driver crmcore uses for a bare URL
+
+    engine = create_engine(normalize_url(url))
     try:
         with engine.connect() as conn:
             return int(conn.execute(select(func.count()).select_from(table(name))).scalar_one())
