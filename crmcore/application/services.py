@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import builtins
 import functools
-from datetime import datetime
+from datetime import datetime, timedelta
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, cast
 
@@ -490,21 +490,30 @@ class _MovePlan:
             raise ValidationError.single("move", "needs deal_id and stage (and optionally at, lost_reason); "
                                          f"got {sorted(move)}", "deal")
         previous = self._deal(move["deal_id"])
-        at = structure({"occurred_at": move.get("at") or uow.now}, _MoveTime, "deal").occurred_at
+        at = move.get("at") or uow.now
+        if not (isinstance(at, datetime) and at.utcoffset() == timedelta(0)):  # UTC already: as is
+            at = structure({"occurred_at": at}, _MoveTime, "deal").occurred_at
         service.crm.authorize("deal.move", previous)
-        changes: dict[str, Any] = {"stage": move["stage"]}
-        if move.get("lost_reason") is not None:
-            changes["lost_reason"] = move["lost_reason"]
-        for name, value in changes.items():
-            if not isinstance(value, str):  # the one converter's rule for text, without its cost per move
+        stage_name, lost_reason = move["stage"], move.get("lost_reason")
+        for name, value in (("stage", stage_name), ("lost_reason", lost_reason)):
+            if value is not None and not isinstance(value, str):  # the converter's rule for text
                 raise ValidationError.single(name, f"must be text, got {type(value).__name__}", "deal")
-        candidate = attrs.evolve(previous, **changes)
-        if candidate.stage == previous.stage:
+        if stage_name == previous.stage:
             return
-        candidate = service.moved(candidate, previous, at)
-        # The core rules and validate_deal hooks, as an update runs them; the customer is unchanged.
-        moved = attrs.evolve(EntityService.prepare(service, uow, candidate, previous, check_references=False),
-                             updated_at=at)
+        pipeline = service.crm.config.pipelines.get(previous.pipeline)
+        stage = pipeline.stage(stage_name) if pipeline is not None else None
+        if stage is None or lost_reason is not None or service.crm.plugins.has_impls("validate_deal"):
+            # The update's own path: the core's rules and messages, the validate_deal hooks.
+            candidate = attrs.evolve(previous, stage=stage_name, updated_at=at,
+                                     lost_reason=previous.lost_reason if lost_reason is None else lost_reason)
+            moved = EntityService.prepare(service, uow, service.moved(candidate, previous, at), previous,
+                                          check_references=False)
+        else:
+            # A stage of the deal's own pipeline and nothing else changing: what that path
+            # concludes, in one evolve (it costs ~0.5 ms a move; the demo makes 70,000).
+            moved = attrs.evolve(previous, stage=stage_name, probability=stage.probability, updated_at=at,
+                                 closed_at=None if stage.outcome is StageOutcome.OPEN else at,
+                                 lost_reason=previous.lost_reason if stage.outcome is StageOutcome.LOST else None)
         self.current[moved.id or 0] = moved
         self.transitions.append((previous, moved, at))
 
