@@ -65,3 +65,17 @@ def test_masking_finds_passwords_after_long_words():
     assert mask_text("x" * 1000 + " see mysql://root:pw@host/db") == "x" * 1000 + " see mysql://root:***@host/db"
     assert mask_text("(postgresql+psycopg://u:p@h)") == "(postgresql+psycopg://u:***@h)"
     assert mask_text("ab" * 1000) == "ab" * 1000
+
+
+def test_a_control_character_in_a_rule_segment_name_is_refused(crm_factory):
+    """PostgreSQL refused the NUL when storing the membership: a DataError traceback (found by the corpus)."""
+    import pytest
+
+    from crmcore import CRMError
+
+    crm = crm_factory(plugins=["segments"])
+    crm.customers.add(name="a")
+    for name in ("Big\x00", "Big\ud800", "Big\x1b"):
+        with pytest.raises(CRMError) as err:
+            crm.segments.run("rules", options={"rules": f"{name}: total_spend >= 0"})
+        assert "is not a rule" in str(err.value) or "is not allowed" in str(err.value)
