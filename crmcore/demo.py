@@ -66,12 +66,14 @@ class DemoData:
     seed: int
     end: datetime
     rng: random.Random = attrs.field(init=False)
+    move_rng: random.Random = attrs.field(init=False)
     fake: Any = attrs.field(init=False)
 
     def __attrs_post_init__(self) -> None:
         from faker import Faker
 
         self.rng = random.Random(self.seed)
+        self.move_rng = random.Random(f"{self.seed}:moves")
         self.fake = Faker(["zh_CN", "en_US"])
         self.fake.seed_instance(self.seed)
 
@@ -167,6 +169,50 @@ class DemoData:
                     row["lost_reason"] = rng.choice(LOST_REASONS)
             yield row
 
+    def moves(self, deals: list[Any], rows: list[dict[str, Any]], until: datetime) -> list[dict[str, Any]]:
+        """Stage moves taking each new deal (created in the first stage) to the stage its row
+        describes: through the open stages in order (a lost deal drops out after some of them),
+        at random times between its creation and its close (open deals: ``until``).
+
+        Drawn from a generator of their own, so the customers, interactions and deals of a seed
+        stay what they were before deals moved through stages.
+        """
+        rng = self.move_rng
+        moves: list[dict[str, Any]] = []
+        for deal, row in zip(deals, rows):
+            final = row["stage"]
+            if final in OPEN_STAGES:
+                path = OPEN_STAGES[1:OPEN_STAGES.index(final) + 1]
+            elif final == "won":
+                path = [*OPEN_STAGES[1:], "won"]
+            else:  # lost: after lead, qualified or proposal
+                path = [*OPEN_STAGES[1:rng.randint(1, 3)], "lost"]
+            end = row.get("closed_at") or until
+            span = (end - deal.created_at).total_seconds()
+            times = sorted(rng.uniform(0.05, 0.95) * span for _ in path[:-1])
+            for stage, seconds in zip(path, [*times, span]):
+                move = {"deal_id": deal.id, "stage": stage, "at": deal.created_at + timedelta(seconds=seconds)}
+                if stage == "lost":
+                    move["lost_reason"] = row["lost_reason"]
+                moves.append(move)
+        return moves
+
+
+def _add_deals(crm: Any, data: DemoData, rows: list[dict[str, Any]], start: datetime, stop: datetime,
+               set_clock: Callable[[datetime], None]) -> int:
+    """A month's deals: created in the first stage at the month's start, then moved through the
+    stages in one bulk call (``crm.deals.move_many``), so the win-loss cycle and the funnel's
+    times between stages have something to measure."""
+    set_clock(start)
+    first = OPEN_STAGES[0]
+    created = [{k: v for k, v in row.items() if k not in ("stage", "closed_at", "lost_reason")} | {"stage": first}
+               for row in rows]
+    crm.deals.add_many(created)
+    new = crm.deals.list({"created_at": start}, limit=None) if rows else []
+    set_clock(stop - timedelta(seconds=1))
+    crm.deals.move_many(data.moves(new, rows, stop - timedelta(seconds=1)))
+    return len(rows)
+
 
 def month_starts(end: datetime, months: int) -> list[datetime]:
     """The first instant of each of the ``months`` months up to ``end``."""
@@ -197,7 +243,8 @@ def populate(crm: Any, seed: int, size: DemoSize, end: datetime, set_clock: Call
         per_month_i = size.interactions // size.months + (n < size.interactions % size.months)
         per_month_d = size.deals // size.months + (n < size.deals % size.months)
         interactions += crm.interactions.add_many(list(data.interactions(ids, per_month_i, start, stop)))
-        deals += crm.deals.add_many(list(data.deals(ids, per_month_d, start, stop, crm.config.default_currency)))
+        deals += _add_deals(crm, data, list(data.deals(ids, per_month_d, start, stop, crm.config.default_currency)),
+                            start, stop, set_clock)
     set_clock(end)
     from .store.maintenance import refresh_statistics
     from .store.tables import metadata

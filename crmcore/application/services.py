@@ -10,17 +10,19 @@ from __future__ import annotations
 import builtins
 import functools
 import re
+from datetime import datetime, timedelta
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 import attrs
 import phonenumbers
-from sqlalchemy import String, Table, func, select, update
+from sqlalchemy import String, Table, bindparam, func, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
 from ..domain.errors import HasHistory, ValidationError
 from ..domain.validation import normalize_phone
+from ..store.bulk import insert_returning_ids
 from ..store.repositories import E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
@@ -406,18 +408,53 @@ class DealService(EntityService[Deal]):
             self.crm.authorize("deal.move", previous)
             return self.update(deal_id, **changes)
 
+    def move_many(self, moves: Iterable[Mapping[str, Any]]) -> int:
+        """Bulk stage moves: many deals, each at its own time, in a few statements.
+
+        Each move has ``deal_id``, ``stage`` and optionally ``at`` (an aware
+        datetime, default now) and ``lost_reason``; one deal may move several
+        times (in the order given).  The resulting rows are those of the same
+        :meth:`move` calls made at those times: the deals' stage, probability,
+        ``closed_at``, lost reason and ``updated_at``, one stage-history row per
+        move, buyers of won deals promoted, loyalty earned (keys by
+        transition, as a single move writes them).  A move to the deal's
+        current stage changes nothing.  Either every move is valid and stored,
+        or a :class:`ValidationError` names the bad one (0-based) and nothing
+        is.  A bulk path: no per-deal events (``on_deal_updated``,
+        ``on_deal_stage_changed``, ``on_customer_updated``), as ``add_many`` fires
+        none; the loyalty plugin's tier and referral reactions are caught up by
+        its jobs (``crm loyalty run``).  Returns the number of moves recorded.
+        """
+        moves = builtins.list(moves)
+        with self.crm.unit() as uow:
+            plan = _MovePlan(self, uow)
+            plan.load([m["deal_id"] for m in moves if isinstance(m, Mapping) and isinstance(m.get("deal_id"), int)])
+            for index, move in enumerate(moves):
+                try:
+                    plan.add(move)
+                except ValidationError as exc:
+                    raise ValidationError([(f"move {index}: {f}", m) for f, m in exc.issues], self.kind) from None
+            plan.write()
+            return len(plan.transitions)
+
+    def moved(self, deal: Deal, previous: Deal, now: Any) -> Deal:
+        """``deal`` (``previous`` with a new stage) as a move at ``now`` leaves it: ``closed_at`` set
+        by a closing stage (cleared by an open one), probability from the stage unless given, the
+        lost reason kept only in a lost stage.  Shared by :meth:`move` and :meth:`move_many`."""
+        stage = self.crm.stage_of(attrs.evolve(deal, probability=None))
+        closing = stage is not None and stage.outcome is not StageOutcome.OPEN
+        closed_at = (deal.closed_at if deal.closed_at != previous.closed_at else None) or now
+        return attrs.evolve(
+            deal,
+            probability=None if deal.probability == previous.probability else deal.probability,
+            closed_at=closed_at if closing else None,
+            lost_reason=deal.lost_reason if stage is not None and stage.outcome is StageOutcome.LOST else None,
+        )
+
     def prepare(self, uow: "UnitOfWork", deal: Deal, previous: Deal | None, check_references: bool = True) -> Deal:
         """Normalise and validate a deal; set or clear ``closed_at`` by its stage's outcome."""
         if previous is not None and deal.stage != previous.stage:
-            stage = self.crm.stage_of(attrs.evolve(deal, probability=None))
-            closing = stage is not None and stage.outcome is not StageOutcome.OPEN
-            closed_at = (deal.closed_at if deal.closed_at != previous.closed_at else None) or uow.now
-            deal = attrs.evolve(
-                deal,
-                probability=None if deal.probability == previous.probability else deal.probability,
-                closed_at=closed_at if closing else None,
-                lost_reason=deal.lost_reason if stage is not None and stage.outcome is StageOutcome.LOST else None,
-            )
+            deal = self.moved(deal, previous, uow.now)
         elif previous is None and deal.closed_at is None:
             stage = self.crm.stage_of(deal)
             if stage is not None and stage.outcome is not StageOutcome.OPEN:
@@ -495,6 +532,97 @@ class DealService(EntityService[Deal]):
                 customers.c.id.in_(buyers[start:start + 10_000]),
                 customers.c.stage.in_([s.value for s in PROMOTED_STAGES])).values(
                 stage=LifecycleStage.CUSTOMER.value, updated_at=uow.now))
+
+
+class _MovePlan:
+    """The moves of one :meth:`DealService.move_many` call: checked one by one in Python (no
+    query per move), then written in a few set-based statements."""
+
+    def __init__(self, service: DealService, uow: "UnitOfWork"):
+        self.service, self.uow = service, uow
+        self.current: dict[int, Deal] = {}  # each deal as the moves so far leave it
+        self.transitions: list[tuple[Deal, Deal, Any]] = []  # (previous, moved, at)
+
+    def add(self, move: Mapping[str, Any]) -> None:
+        """Check one move and plan it (:class:`ValidationError` if it is not possible)."""
+        service, uow = self.service, self.uow
+        unknown = set(move) - {"deal_id", "stage", "at", "lost_reason"}
+        if unknown or "deal_id" not in move or "stage" not in move:
+            raise ValidationError.single("move", "needs deal_id and stage (and optionally at, lost_reason); "
+                                         f"got {sorted(move)}", "deal")
+        previous = self._deal(move["deal_id"])
+        at = move.get("at") or uow.now
+        if not (isinstance(at, datetime) and at.utcoffset() == timedelta(0)):  # UTC already: as is
+            at = structure({"occurred_at": at}, _MoveTime, "deal").occurred_at
+        service.crm.authorize("deal.move", previous)
+        stage_name, lost_reason = move["stage"], move.get("lost_reason")
+        for name, value in (("stage", stage_name), ("lost_reason", lost_reason)):
+            if value is not None and not isinstance(value, str):  # the converter's rule for text
+                raise ValidationError.single(name, f"must be text, got {type(value).__name__}", "deal")
+        if stage_name == previous.stage:
+            return
+        pipeline = service.crm.config.pipelines.get(previous.pipeline)
+        stage = pipeline.stage(stage_name) if pipeline is not None else None
+        if stage is None or lost_reason is not None or service.crm.plugins.has_impls("validate_deal"):
+            # The update's own path: the core's rules and messages, the validate_deal hooks.
+            candidate = attrs.evolve(previous, stage=stage_name, updated_at=at,
+                                     lost_reason=previous.lost_reason if lost_reason is None else lost_reason)
+            moved = EntityService.prepare(service, uow, service.moved(candidate, previous, at), previous,
+                                          check_references=False)
+        else:
+            # A stage of the deal's own pipeline and nothing else changing: what that path
+            # concludes, in one evolve (it costs ~0.5 ms a move; the demo makes 70,000).
+            moved = attrs.evolve(previous, stage=stage_name, probability=stage.probability, updated_at=at,
+                                 closed_at=None if stage.outcome is StageOutcome.OPEN else at,
+                                 lost_reason=previous.lost_reason if stage.outcome is StageOutcome.LOST else None)
+        self.current[moved.id or 0] = moved
+        self.transitions.append((previous, moved, at))
+
+    def load(self, deal_ids: builtins.list[int]) -> None:
+        """Read the deals the moves name, a chunk of ids per query (not one query per move)."""
+        wanted = sorted(set(deal_ids))
+        for start in range(0, len(wanted), 5000):
+            for row in self.uow.conn.execute(select(tables.deals).where(
+                    tables.deals.c.id.in_(wanted[start:start + 5000]))):
+                deal = self.uow.deals.from_row(row._mapping)
+                self.current[row.id] = deal
+
+    def _deal(self, deal_id: Any) -> Deal:
+        if isinstance(deal_id, bool) or not isinstance(deal_id, int):
+            raise ValidationError.single("deal_id", f"must be a whole number, got {deal_id!r}", "deal")
+        found = self.current.get(deal_id)
+        if found is None:
+            raise ValidationError.single("deal_id", f"deal {deal_id} does not exist", "deal")
+        return found
+
+    def write(self) -> None:
+        """The deals' final state (one executemany), a history row per move (one executemany),
+        buyers promoted, the core's loyalty engine."""
+        if not self.transitions:
+            return
+        uow, service = self.uow, self.service
+        deals = tables.deals
+        uow.conn.execute(update(deals).where(deals.c.id == bindparam("deal_id")).values(
+            stage=bindparam("stage"), probability=bindparam("probability"), closed_at=bindparam("closed_at"),
+            lost_reason=bindparam("lost_reason"), updated_at=bindparam("updated_at")), [
+            {"deal_id": d.id, "stage": d.stage, "probability": d.probability, "closed_at": d.closed_at,
+             "lost_reason": d.lost_reason, "updated_at": d.updated_at} for d in self.current.values()])
+        ids = insert_returning_ids(uow.conn, tables.deal_stage_history, [
+            {"deal_id": new.id, "from_stage": old.stage, "to_stage": new.stage, "changed_at": at,
+             "actor": uow.actor} for old, new, at in self.transitions])
+        stages = [(old, new, service.crm.stage_of(old), service.crm.stage_of(new), tid, at)
+                  for (old, new, at), tid in zip(self.transitions, ids)]
+        service._promote_buyers_bulk(uow, [new for _, new, _, stage, _, _ in stages
+                                           if stage is not None and stage.outcome is StageOutcome.WON])
+        service.crm.loyalty.deals_moved(uow, [(new, old_stage, new_stage, tid, at)
+                                              for _, new, old_stage, new_stage, tid, at in stages])
+
+
+@attrs.frozen
+class _MoveTime:
+    """The time of a bulk move, structured by the one converter (aware UTC, naive taken as UTC)."""
+
+    occurred_at: datetime
 
 
 PROMOTED_STAGES = (LifecycleStage.LEAD, LifecycleStage.PROSPECT)

@@ -98,8 +98,10 @@ def redeem(session: Session, customer: str, what: str, scheme: str | None, reaso
     Refused, with nothing written, if the balance is short or the reward is
     unknown or out of stock.
     """
-    points = what.lstrip("-").isascii() and what.lstrip("-").isdigit()
-    if points and abs(int(what)) > INT64_MAX:
+    digits = what.lstrip("-")
+    points = digits.isascii() and digits.isdigit()
+    # Length first: int() refuses more than 4,300 digits with a ValueError (a traceback here).
+    if points and (len(digits.lstrip("0")) > len(str(INT64_MAX)) or abs(int(what)) > INT64_MAX):
         raise click.BadParameter(f"{what} is beyond {INT64_MAX:,} points", param_hint="'POINTS|REWARD'")
     cid = resolve_customer(session, customer)
     if points:

@@ -207,6 +207,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
         raise ConfigError(f"{file}: {exc}") from None
     except RecursionError:
         raise ConfigError(f"{file}: arrays or tables are nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits (Python's int() limit)
+        raise ConfigError(f"{file}: {exc}".split(";")[0]) from None
 
 
 def _text(value: Any, key: str, where: str) -> str:

@@ -7,7 +7,7 @@ a loop over customers.  :class:`LoyaltyJobs` is part of ``crm.loyalty``
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -27,7 +27,7 @@ from sqlalchemy.sql import ColumnElement
 
 from ..application.registry import Registry
 from ..domain.errors import CRMError
-from ..domain.entities import Deal, StageOutcome
+from ..domain.entities import Deal, Stage, StageOutcome
 from ..store import tables
 from .ledger import (
     accounts,
@@ -54,6 +54,8 @@ class LoyaltyJobs:
         def context(self, uow: UnitOfWork, as_of: datetime | None = None) -> LoyaltyContext: ...
         def evaluate_tiers(self, uow: UnitOfWork, scheme_name: str, customer_ids: list[int]) -> None: ...
         def _retrying(self, work: Callable[[UnitOfWork], T]) -> T: ...
+        def deal_stage_changed(self, uow: UnitOfWork, deal: Deal, old: Stage | None, new: Stage | None,
+                               transition_id: int) -> None: ...
 
     def earn_won_deals(self, as_of: str | date | datetime | None = None,
                        scheme: str | None = None) -> dict[str, int]:
@@ -106,21 +108,70 @@ class LoyaltyJobs:
                           deals.c.stage.in_([s.name for s in pipeline.stages if s.outcome is StageOutcome.WON]))
                      for pipeline in self.crm.config.pipelines.values()))
 
-    def _earn_where(self, uow: "UnitOfWork", scheme: LoyaltyScheme, where: list[ColumnElement[bool]], suffix: str,
-                    as_of: datetime) -> int:
-        """Earn for the deals matching ``where``: set-based if the scheme can, else in chunks."""
+    def deals_moved(self, uow: "UnitOfWork",
+                    moves: list[tuple[Deal, Stage | None, Stage | None, int, datetime]]) -> None:
+        """Earn and reverse for bulk stage moves (``crm.deals.move_many``):
+        (deal as moved, old stage, new stage, transition id, time of the move).
+
+        Deals entering a won stage earn in bulk, keyed by their transition as a
+        single move is (``<scheme>:deal:<id>:earn:<transition>``): set-based for
+        schemes with :meth:`LoyaltyScheme.earn_select`.  A deal that leaves a won
+        stage in the batch takes the single-move path for its moves, in order
+        and at their times (a reversal allocates per account, FIFO).
+        """
+        if not len(self.registry):
+            return
+        changes = [m for m in moves if _is_won(m[1]) != _is_won(m[2])]
+        leaving = {deal.id for deal, old, *_ in changes if _is_won(old)}
+        call_time = uow.now
+        try:
+            for deal, old, new, transition, at in changes:
+                if deal.id in leaving:
+                    uow.now = at  # as the single move at that time would see it
+                    self.deal_stage_changed(uow, deal, old, new, transition)
+        finally:
+            uow.now = call_time
+        earning = {deal.id: (deal, transition) for deal, _, _, transition, _ in changes if deal.id not in leaving}
+        ids = sorted(i for i in earning if i is not None)
+        for scheme in self.registry:
+            if type(scheme).earn_select is not LoyaltyScheme.earn_select:
+                for start in range(0, len(ids), 5000):
+                    chunk = tables.deals.c.id.in_(ids[start:start + 5000])
+                    self._earn_where(uow, scheme, [chunk], None, uow.now)
+                continue
+            self._credit_deals(uow, scheme, self.options(scheme), [earning[i][0] for i in ids],
+                               {i: str(earning[i][1]) for i in ids})
+
+    def _earn_where(self, uow: "UnitOfWork", scheme: LoyaltyScheme, where: list[ColumnElement[bool]],
+                    suffix: str | None, as_of: datetime) -> int:
+        """Earn for the deals matching ``where``: set-based if the scheme can, else in chunks.
+
+        The keys end in ``suffix``, or (None) in each deal's latest stage-history
+        id: the transition that made it won, as a single move's key does.
+        """
         options = self.options(scheme)
         source = scheme.earn_select(self.context(uow, as_of), options, where)
         if source is not None:
             src = source.subquery("earn")
-            key = literal(f"{scheme.name}:deal:") + cast(src.c.deal_id, String) + literal(f":earn:{suffix}")
+            history = tables.deal_stage_history
+            ending: ColumnElement[Any] = literal(f":earn:{suffix}") if suffix is not None else (
+                literal(":earn:") + cast(select(func.max(history.c.id)).where(
+                    history.c.deal_id == src.c.deal_id).scalar_subquery(), String))
+            key = literal(f"{scheme.name}:deal:") + cast(src.c.deal_id, String) + ending
             rows = select(src.c.customer_id, src.c.points, key.label("idempotency_key"), src.c.deal_id,
                           src.c.expires_at, (literal("deal ") + cast(src.c.deal_id, String) + literal(" won"))
                           .label("reason"), src.c.occurred_at, literal("earn").label("kind"),
                           literal(None, JSON(none_as_null=True)).label("details")).where(src.c.points > 0)
             # No key check per row: callers pass only deals without an earn entry in
             # this scheme (or new ones), and the unique key is the last line of defence.
-            return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:{suffix}")
+            if suffix is not None:
+                return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:{suffix}")
+            # Every earn key matches this pattern: count only these deals' new entries.
+            deal_ids = select(tables.deals.c.id).where(*where)
+            return uow.loyalty.insert_credits(scheme.name, rows, f"{scheme.name}:deal:%:earn:%",
+                                              only=ledger.c.deal_id.in_(deal_ids))
+        if suffix is None:  # deals_moved passes per-deal suffixes to _credit_deals itself
+            raise ValueError("keys by transition need the scheme's earn_select")
         total, last = 0, 0
         while True:  # keyset pages: bounded memory whatever the number of deals
             page = uow.conn.execute(select(tables.deals).where(*where, tables.deals.c.id > last).order_by(
@@ -132,14 +183,18 @@ class LoyaltyJobs:
             last = page[-1].id
 
     def _credit_deals(self, uow: "UnitOfWork", scheme: LoyaltyScheme, options: Any, deals: list[Deal],
-                      suffix: str) -> int:
+                      suffix: str | Mapping[int | None, str]) -> int:
+        """Earn deal by deal (schemes without a set-based query), credited in bulk; ``suffix``
+        ends every key, or per deal id."""
         credits = []
         for deal in deals:
             points = scheme.points_for_deal(uow, deal, options)
             if points > 0:
                 earned_at = deal.closed_at or uow.now
                 credits.append({"customer_id": deal.customer_id, "points": points, "deal_id": deal.id,
-                                "key": f"{scheme.name}:deal:{deal.id}:earn:{suffix}", "occurred_at": earned_at,
+                                "key": f"{scheme.name}:deal:{deal.id}:earn:"
+                                       f"{suffix if isinstance(suffix, str) else suffix[deal.id]}",
+                                "occurred_at": earned_at,
                                 "expires_at": scheme.expires_at(uow, earned_at, options),
                                 "reason": f"deal {deal.id} won"})
         return uow.loyalty.credit_many(scheme.name, credits) if credits else 0
@@ -185,3 +240,7 @@ class LoyaltyJobs:
             query = query.where(accounts.c.scheme == scheme)
         with self.crm.unit(readonly=True) as uow:
             return [tuple(r) for r in uow.conn.execute(query)]
+
+
+def _is_won(stage: Stage | None) -> bool:
+    return stage is not None and stage.outcome is StageOutcome.WON

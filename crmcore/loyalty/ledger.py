@@ -202,48 +202,53 @@ class LoyaltyLedger:
                 for r in self.uow.conn.execute(query)]
 
     def credit_many(self, scheme: str, credits: list[dict[str, Any]]) -> int:
-        """Bulk credit: one ledger row per item, balances updated per customer.
+        """Bulk credit: one ledger row per new key, balances raised by what was inserted.
 
         Each item has ``customer_id``, ``points``, ``key`` and optionally
         ``kind`` (default earn), ``deal_id``, ``expires_at``, ``reason``,
-        ``occurred_at``, ``details``.  Keys already in the ledger are skipped, so
-        a replayed batch changes nothing.  Returns the number of new entries.
-        A few statements per batch instead of five per entry.
+        ``occurred_at``, ``details``.  Insert-or-skip: the database decides
+        which keys are new (``ON CONFLICT DO NOTHING`` / ``INSERT IGNORE``), so a
+        replayed batch changes nothing and two concurrent callers with
+        overlapping keys both succeed, each key credited once.  Balances and
+        the count come from the rows actually inserted (``RETURNING``), never
+        from a check made before the insert.  Returns the number of new entries.
         """
         for item in credits:
             _check_points(item["points"])
-        conn = self.uow.conn
-        keys = [item["key"] for item in credits]
-        seen: set[str] = set()
-        for start in range(0, len(keys), 5000):
-            chunk = keys[start:start + 5000]
-            seen.update(conn.execute(select(ledger.c.idempotency_key).where(
-                ledger.c.idempotency_key.in_(chunk))).scalars())
-        fresh = []
+        unique: dict[str, dict[str, Any]] = {}
         for item in credits:
-            if item["key"] not in seen:
-                seen.add(item["key"])
-                fresh.append(item)
-        if not fresh:
-            return 0
+            unique.setdefault(item["key"], item)  # a key twice in one batch: the first counts
+        # Keys in one order for every caller: two batches sharing keys then wait
+        # on their first shared key instead of deadlocking on two of them.
+        rows = [self._credit_row(scheme, unique[key]) for key in sorted(unique)]
+        statement = ignoring_conflicts(self.uow.conn, ledger, ledger.c.idempotency_key).returning(
+            ledger.c.customer_id, ledger.c.points)
         totals: dict[int, int] = {}
-        for item in fresh:
-            totals[item["customer_id"]] = totals.get(item["customer_id"], 0) + item["points"]
-        self._ensure_accounts(scheme, list(totals))
-        conn.execute(update(accounts).where(
+        written = 0
+        for start in range(0, len(rows), 5000):
+            for customer_id, points in self.uow.conn.execute(statement, rows[start:start + 5000]):
+                totals[customer_id] = totals.get(customer_id, 0) + int(points)
+                written += 1
+        if not written:
+            return 0
+        self._ensure_accounts(scheme, sorted(totals))
+        self.uow.conn.execute(update(accounts).where(
             accounts.c.customer_id == bindparam("cid"), accounts.c.scheme == scheme).values(
             balance=accounts.c.balance + bindparam("add"), updated_at=self.uow.now),
-            [{"cid": cid, "add": add} for cid, add in totals.items()])
-        conn.execute(ledger.insert(), [{
-            "customer_id": item["customer_id"], "scheme": scheme, "kind": item.get("kind", "earn"),
-            "points": item["points"], "idempotency_key": item["key"], "deal_id": item.get("deal_id"),
-            "expires_at": item.get("expires_at"), "reason": item.get("reason"), "actor": self.uow.actor,
-            "occurred_at": item.get("occurred_at") or self.uow.now, "details": item.get("details")}
-            for item in fresh])
-        self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, list(totals))
-        return len(fresh)
+            [{"cid": cid, "add": add} for cid, add in sorted(totals.items())])
+        self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, sorted(totals))
+        return written
 
-    def insert_credits(self, scheme: str, source: Select[*tuple[Any, ...]], key_like: str) -> int:
+    def _credit_row(self, scheme: str, item: Mapping[str, Any]) -> dict[str, Any]:
+        """The ledger row of one :meth:`credit_many` item."""
+        return {"customer_id": item["customer_id"], "scheme": scheme, "kind": item.get("kind", "earn"),
+                "points": item["points"], "idempotency_key": item["key"], "deal_id": item.get("deal_id"),
+                "expires_at": item.get("expires_at"), "reason": item.get("reason"), "actor": self.uow.actor,
+                "occurred_at": item.get("occurred_at") or self.uow.now, "details": item.get("details"),
+                "batch_id": None}
+
+    def insert_credits(self, scheme: str, source: Select[*tuple[Any, ...]], key_like: str,
+                       only: ColumnElement[bool] | None = None) -> int:
         """Set-based credit: ``INSERT INTO ledger ... SELECT`` plus one balance update.
 
         ``source`` selects the columns of :data:`CREDIT_COLUMNS` (labelled) with
@@ -252,6 +257,8 @@ class LoyaltyLedger:
         overlapping runs of one job are serialised, see :meth:`_job_lock`).  ``key_like`` is a LIKE pattern matching every key
         this job writes, and only those, so the balance update counts exactly
         the new rows even when other transactions write to the ledger.
+        ``only`` narrows what counts as this call's rows further (e.g. its deals),
+        for a ``key_like`` other writers' keys can match too.
         Returns the number of entries written.
         """
         conn = self.uow.conn
@@ -261,7 +268,8 @@ class LoyaltyLedger:
         rows = select(*(src.c[name] for name in CREDIT_COLUMNS), literal(scheme).label("scheme"),
                       literal(self.uow.actor, String).label("actor")).where(literal(True))
         conn.execute(ignoring_conflicts(conn, ledger, ledger.c.idempotency_key).from_select([*CREDIT_COLUMNS, "scheme", "actor"], rows))
-        new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
+        new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like),
+                   literal(True) if only is None else only)
         written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
         if written:
             self._apply_new_entries(scheme, new)

@@ -250,3 +250,33 @@ def test_four_redemptions_with_one_key(crm_factory, crm_db_url, tmp_path):
         assert len({r["entry"] for r in results}) == 1
         assert crm.loyalty.balance(cid, "points") == 250
     assert_matches_model(crm)
+
+
+def test_two_concurrent_bulk_credits_with_overlapping_keys(crm_factory, crm_db_url, tmp_path):
+    """Issue 14 point 4: `credit_many` (bulk credits for schemes without a set-based earn query, and
+    imports) checked the keys and then inserted, so the second of two concurrent callers died with an
+    IntegrityError.  Now both succeed, each key is credited once, and balances equal the ledger's sum."""
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": CONFIG})
+    cids = [crm.customers.add(name=f"Bulk {n}").id for n in range(30)]
+    rounds, expected = [], {}
+    for round_no in range(3):
+        # a: keys 0..1199, b: keys 600..1799 of this round; the shared 600 carry the same points.
+        items = [{"customer_id": cids[k % len(cids)], "points": 1 + k % 7, "key": f"bulk:{round_no}:{k}"}
+                 for k in range(1800)]
+        rounds.append({"a": {"what": "credit_many", "credits": items[:1200]},
+                       "b": {"what": "credit_many", "credits": items[600:][::-1]}})  # another order too
+        for item in items:
+            expected[item["customer_id"]] = expected.get(item["customer_id"], 0) + item["points"]
+    for results in run_rounds(crm_db_url, tmp_path, ("a", "b"), rounds):
+        assert [r["error"] for r in results] == [None, None], results
+        assert sum(r["written"] for r in results) == 1800  # every key written by exactly one of them
+    with crm.unit(readonly=True) as uow:
+        from crmcore.store import tables
+
+        ledger = tables.loyalty_ledger
+        keys = uow.conn.execute(select(ledger.c.idempotency_key, func.count()).where(
+            ledger.c.idempotency_key.like("bulk:%")).group_by(ledger.c.idempotency_key)).all()
+    assert len(keys) == 3 * 1800 and {n for _, n in keys} == {1}
+    assert crm.loyalty.balances("points") == expected
+    assert crm.loyalty.drift() == []
+    assert_matches_model(crm)

@@ -4,7 +4,8 @@
 the loyalty plugin, writes ``DIR/ready-WORKER``, then for each round waits for
 ``DIR/go-ROUND`` holding ``{"customer": id, "what": points-or-reward}`` (a
 per-worker mapping) and redeems at once (``"what": "expire"`` runs the expiry job, ``"earn"`` the
-earning job; ``{"customer", "points", "key"}`` redeems with an idempotency key).  One JSON line per round on stdout:
+earning job, ``"credit_many"`` credits the task's ``credits`` in one unit of work
+(``LoyaltyLedger.credit_many``); ``{"customer", "points", "key"}`` redeems with an idempotency key).  One JSON line per round on stdout:
 ``{"round", "ok", "error", "message"}``.
 """
 
@@ -42,6 +43,9 @@ def main(url: str, config: str, directory: str, worker: str, rounds: str) -> Non
         try:
             if task.get("what") == "expire":
                 crm.loyalty.expire()
+            elif task.get("what") == "credit_many":
+                with crm.unit() as uow:
+                    result["written"] = uow.loyalty.credit_many("points", task["credits"])
             elif task.get("what") == "earn":
                 result["written"] = crm.loyalty.earn_won_deals()["points"]
             elif "key" in task:

@@ -39,7 +39,7 @@ from ..purchases import positive_days
 from .compiler import Compiler
 from .errors import RuleError
 from .fields import MONEY, RATIO, Catalogue, Value
-from .parser import parse
+from .parser import _FORBIDDEN, parse
 
 customers = tables.customers
 
@@ -95,11 +95,20 @@ def _one_rule(item: Any) -> Rule:
     if isinstance(item, dict):
         if set(item) != {"name", "when"}:
             raise ValueError(f"a rule is a table with 'name' and 'when', got {sorted(item)}")
-        return Rule(str(item["name"]), str(item["when"]))
+        return Rule(_segment_name(str(item["name"])), str(item["when"]))
     name, colon, when = str(item).partition(":")
     if not colon or not name.strip() or not when.strip():
         raise ValueError(f"{item!r} is not 'NAME: EXPRESSION'")
-    return Rule(name.strip(), when.strip())
+    return Rule(_segment_name(name.strip()), when.strip())
+
+
+def _segment_name(name: str) -> str:
+    """A segment name is stored text: no control characters or lone surrogates (PostgreSQL
+    refuses a NUL in text with a DataError, a traceback the hostile-input corpus found)."""
+    bad = _FORBIDDEN.search(name)
+    if bad is not None:
+        raise ValueError(f"segment name {name!r}: character U+{ord(bad.group()):04X} is not allowed")
+    return name
 
 
 @attrs.frozen
