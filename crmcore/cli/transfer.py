@@ -63,12 +63,18 @@ SHOWN_ERRORS = 20
 @click.option("--max-errors", type=POSITIVE, help="Stop reading after this many bad rows.")
 @click.option("--raw-csv", is_flag=True, help="Read CSV cells as written (keep a leading ' before =, +, -, @) "
                                              "and write the reject file without formula escaping.")
+@click.option("--earn/--no-earn", default=True, show_default=True,
+              help="Deals: won deals earn loyalty points (--no-earn for history loads).")
+@click.option("--allow-duplicates", is_flag=True,
+              help="Deals: add rows without external_id even when a stored deal has the same customer, "
+                   "title, amount and closed_at (by default such a row is that deal).")
 @pass_session
 def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
                    delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
-                   max_errors: int | None, raw_csv: bool = False) -> None:
+                   max_errors: int | None, raw_csv: bool = False, earn: bool = True,
+                   allow_duplicates: bool = False) -> None:
     """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
@@ -84,6 +90,7 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
       crm import customers leads.csv --map "E-mail=email" --map "Mobile=phone" --key email
       crm import deals deals.xlsx --on-error skip --reject-file rejected.csv
       crm import customers old.csv --encoding gb18030 --dry-run
+      crm import deals history.csv --no-earn
     """
     mapping: dict[str, str] = {}
     values: dict[str, dict[str, Any]] = {}
@@ -96,7 +103,7 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
                             max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
-                            raw_csv=raw_csv)
+                            raw_csv=raw_csv, earn=earn, allow_duplicates=allow_duplicates)
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
         try:
