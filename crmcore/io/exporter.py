@@ -30,10 +30,12 @@ from datetime import date, datetime
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 import attrs
 from sqlalchemy import select
 
+from ..domain.convert import local_zone
 from ..domain.entities import ENTITY_TYPES
 from ..store.filters import conditions
 from ..store.tables import ENTITY_TABLES, contacts, customers
@@ -98,7 +100,8 @@ def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None
         stmt = stmt.add_columns(person.c.external_id.label("_contact_external_id"),
                                 person.c.email.label("_contact_email"))
         stmt = stmt.outerjoin(person, person.c.id == table.c.contact_id)
-    stmt = stmt.where(*conditions(table, typed, kind)).order_by(order, table.c.id).limit(limit)
+    with local_zone(ZoneInfo(crm.config.timezone)):  # --where closed_at>=2024-01-01: a local day
+        stmt = stmt.where(*conditions(table, typed, kind)).order_by(order, table.c.id).limit(limit)
     columns = export_columns(crm, kind, format)
     declared = list(crm.custom_fields.get(kind, {}))
     cell = {"csv": _text, "jsonl": _json_value, "xlsx": _xlsx_value}[format]

@@ -20,7 +20,10 @@ plugin listens) instead of ``on_<kind>_created`` per row, like
 first stage-history row, their buyers become customers when they arrive won, and loyalty
 schemes earn for them (:meth:`~crmcore.application.services.DealService.after_bulk_insert`);
 ``on_deal_stage_changed``
-is not fired per imported deal.
+is not fired per imported deal.  ``earn=False`` (``--no-earn``) turns earning off for the
+import's units of work.  A deal row without an external id is the stored deal with the same
+customer, title, amount and closed_at, when there is one (one query per batch;
+``allow_duplicates`` adds it anyway).
 
 ``on_error="abort"`` (the default) is all-or-nothing: the whole file is one
 transaction, rolled back when any row is bad (every bad row is still reported).
