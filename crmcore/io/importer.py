@@ -127,6 +127,8 @@ class ImportOptions:
     raw_csv: bool = False
     #: Other files the import reads (a mapping file): the reject file must not be one of them.
     inputs: tuple[str | Path, ...] = ()
+    #: A CSV reject file in UTF-8 with a byte order mark, for Excel (None: ``excel_csv`` of crm.toml).
+    excel: bool | None = None
     #: Won deals earn loyalty points (False for history loads: ``--no-earn``).
     earn: bool = True
     #: Deals without an external id are added even when a stored deal has the same
@@ -372,7 +374,8 @@ class _Import:
         workers = self._workers()
         self.report.workers = workers
         if options.reject_file:
-            self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv)
+            self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv,
+                                        excel=options.excel, excel_default=self.crm.config.excel_csv)
         gc_state = _relax_gc()
         validated = _Validation(self.checker, workers, self.timings)
         single = options.dry_run or options.on_error == "abort"

@@ -35,7 +35,8 @@ def test_the_rule():
 
 @pytest.fixture
 def config(tmp_path):
-    path = tmp_path / "crm.toml"
+    path = tmp_path / "conf" / "crm.toml"  # not the working directory's crm.toml, which every run reads
+    path.parent.mkdir()
     path.write_text('timezone = "Asia/Shanghai"\n', encoding="utf-8")
     return path
 
