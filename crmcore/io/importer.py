@@ -640,10 +640,11 @@ class _Import:
         moments = [c for c in closed if c is not None]
         in_range = [table.c.closed_at.between(min(moments), max(moments))] if moments else []
         when = or_(*in_range, table.c.closed_at.is_(None)) if None in closed else in_range[0]
-        stored: dict[tuple[Any, ...], deque[Any]] = {}
+        found: dict[tuple[Any, ...], list[Any]] = {}
         customer_ids = {row["customer_id"] for _, row in candidates}
-        for found in _where_in(uow, [table], table.c.customer_id, customer_ids, when):
-            stored.setdefault(_deal_identity(found._mapping), deque()).append(found._mapping)
+        for match in _where_in(uow, [table], table.c.customer_id, customer_ids, when):
+            found.setdefault(_deal_identity(match._mapping), []).append(match._mapping)
+        stored = {identity: deque(sorted(rows, key=lambda r: r["id"])) for identity, rows in found.items()}
         matched: list[tuple[_Item, Any]] = []
         new: list[tuple[_Item, dict[str, Any]]] = []
         for item, row in candidates:

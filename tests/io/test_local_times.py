@@ -5,6 +5,7 @@ worker processes too), ``add`` options and ``--where`` filters; on every databas
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from zoneinfo import ZoneInfo
 
 import pytest
 from iotools import read_csv, write_csv
@@ -14,7 +15,6 @@ from crmcore.application.clock import parse_as_of
 from crmcore.config import Config
 from crmcore.domain.convert import local_zone, parse_datetime, to_utc
 from crmcore.io import ImportOptions, import_file
-from zoneinfo import ZoneInfo
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 # 2024-01-02 08:00 in Shanghai (UTC+8) is midnight UTC.
