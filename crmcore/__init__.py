@@ -46,6 +46,7 @@ from .domain.errors import (
     UnknownComponent,
     ValidationError,
 )
+from .domain.spreadsheet import xlsx_column_width, xlsx_number_format
 from .domain.validation import currency_digits, normalize_email, normalize_phone
 from .loyalty import LedgerEntry, LoyaltyScheme
 from .migrations import PluginSchema
@@ -93,5 +94,5 @@ __all__ = [
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
-    "normalize_phone", "parse_as_of", "pass_session",
+    "normalize_phone", "parse_as_of", "pass_session", "xlsx_column_width", "xlsx_number_format",
 ]

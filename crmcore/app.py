@@ -27,6 +27,7 @@ from .application.services import (
 )
 from .application.uow import UnitOfWork, current_actor, current_unit
 from .config import Config
+from .domain.convert import local_zone
 from .domain.customfields import CustomField
 from .domain.entities import Deal, Stage
 from .domain.errors import ConfigError, NotAuthorized, PluginError
@@ -228,7 +229,9 @@ class CRM:
                 uow.outbox = Outbox(uow)
                 token = current_unit.set(uow)
                 try:
-                    yield uow
+                    # Times given without a zone inside a use case (fields, filters) are local ones.
+                    with local_zone(ZoneInfo(self.config.timezone)):
+                        yield uow
                 finally:
                     current_unit.reset(token)
             uow.run_after_commit()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import date, datetime, time, timezone, tzinfo
 
+from ..domain.convert import to_utc
 from ..domain.errors import ConfigError
 
 
@@ -32,5 +33,6 @@ def parse_as_of(value: str | date | datetime | None, default: Callable[[], datet
         except ValueError:
             raise ConfigError(f"--as-of {value!r} is not a date (YYYY-MM-DD) or ISO datetime") from None
     if isinstance(value, datetime):
-        return (value.replace(tzinfo=zone) if value.tzinfo is None else value).astimezone(timezone.utc)
-    return datetime.combine(value, time.max, tzinfo=zone).astimezone(timezone.utc)
+        return to_utc(value, zone)
+    # "As of a day" includes the whole day: its end (a date in a field is its start).
+    return to_utc(datetime.combine(value, time.max), zone)

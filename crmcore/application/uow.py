@@ -37,6 +37,8 @@ class UnitOfWork:
     :ivar now: the time of the use case (aware UTC).
     :ivar loyalty: the points ledger bound to this unit.
     :ivar outbox: the notification outbox bound to this unit.
+    :ivar earn_points: whether deals that become won in this unit earn loyalty points
+        (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
 
     # Bound by the CRM object when it opens the unit (the families sit above this layer).
@@ -50,6 +52,7 @@ class UnitOfWork:
         self.interactions = InteractionRepository(conn)
         self.deals = DealRepository(conn)
         self._after_commit: list[Callable[[], Any]] = []
+        self.earn_points = True
 
     @property
     def dialect(self) -> str:

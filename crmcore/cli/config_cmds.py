@@ -30,6 +30,10 @@ timezone = "UTC"
 # deals enters a won stage; false leaves the stage to you.
 # customer_on_won_deal = true
 
+# CSV exports and reject files start with a UTF-8 byte order mark, so Excel
+# shows Chinese text correctly (the default of --excel).
+# excel_csv = false
+
 # Plugins to load (entry-point names).  Leave out to load every installed one;
 # an empty list loads none.
 # plugins = ["segments", "loyalty", "notify", "reports"]

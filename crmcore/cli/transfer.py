@@ -64,12 +64,21 @@ SHOWN_ERRORS = 20
 @click.option("--max-errors", type=POSITIVE, help="Stop reading after this many bad rows.")
 @click.option("--raw-csv", is_flag=True, help="Read CSV cells as written (keep a leading ' before =, +, -, @) "
                                              "and write the reject file without formula escaping.")
+@click.option("--excel/--no-excel", default=None,
+              help="Write a CSV reject file as UTF-8 with a byte order mark, so Excel shows Chinese text "
+                   "(default: excel_csv in crm.toml, else off).")
+@click.option("--earn/--no-earn", default=True, show_default=True,
+              help="Deals: won deals earn loyalty points (--no-earn for history loads).")
+@click.option("--allow-duplicates", is_flag=True,
+              help="Deals: add rows without external_id even when a stored deal has the same customer, "
+                   "title, amount and closed_at (by default such a row is that deal).")
 @pass_session
 def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
                    delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
-                   max_errors: int | None, raw_csv: bool = False) -> None:
+                   max_errors: int | None, raw_csv: bool = False, excel: bool | None = None, earn: bool = True,
+                   allow_duplicates: bool = False) -> None:
     """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
@@ -85,6 +94,7 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
       crm import customers leads.csv --map "E-mail=email" --map "Mobile=phone" --key email
       crm import deals deals.xlsx --on-error skip --reject-file rejected.csv
       crm import customers old.csv --encoding gb18030 --dry-run
+      crm import deals history.csv --no-earn
     """
     mapping: dict[str, str] = {}
     values: dict[str, dict[str, Any]] = {}
@@ -97,7 +107,7 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
                             max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
-                            raw_csv=raw_csv)
+                            raw_csv=raw_csv, excel=excel, earn=earn, allow_duplicates=allow_duplicates)
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
         try:
@@ -136,8 +146,10 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
               help="Filter: FIELD=VALUE, !=, >=, <=, >, <, ~ (contains); attributes.NAME for custom fields.")
 @click.option("--sort", default="id", show_default=True, help="Sort by FIELD (-FIELD for descending).")
 @click.option("--limit", type=COUNT, help="At most this many rows.")
-@click.option("--encoding", default="utf-8", show_default=True,
-              help="Text encoding for CSV/JSONL (utf-8-sig adds a BOM for Excel; gb18030 ...).")
+@click.option("--encoding", help="Text encoding for CSV/JSONL (default: utf-8; gb18030 ...).")
+@click.option("--excel/--no-excel", default=None,
+              help="CSV for Excel: UTF-8 with a byte order mark, so Chinese text shows correctly "
+                   "(default: excel_csv in crm.toml, else off).")
 @click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")
 @click.option("--segment", "segment", multiple=True, type=SEGMENT, metavar="[STRATEGY:]SEGMENT",
               help="Customers only: those in SEGMENT of the latest run of its strategy (repeatable).")
@@ -145,8 +157,8 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
                                              "(by default such text is escaped so spreadsheets do not run it).")
 @pass_session
 def export_command(session: Session, entity: str, output: str | None, format: str | None,
-                   where: tuple[str, ...], sort: str, limit: int | None, encoding: str, delimiter: str,
-                   segment: tuple[SegmentRef, ...] = (), raw_csv: bool = False) -> None:
+                   where: tuple[str, ...], sort: str, limit: int | None, encoding: str | None, delimiter: str,
+                   segment: tuple[SegmentRef, ...] = (), raw_csv: bool = False, excel: bool | None = None) -> None:
     """Export ENTITY (customers, contacts, interactions or deals) to CSV, JSON Lines or XLSX.
 
     The file imports back as it is: `crm import ENTITY FILE` into another
@@ -158,6 +170,7 @@ def export_command(session: Session, entity: str, output: str | None, format: st
       crm export deals --where stage=won --sort -amount -o won.xlsx
       crm export interactions --format jsonl > interactions.jsonl
       crm export customers --segment "rfm:At Risk" -o at-risk.csv
+      crm export customers --excel -o customers.csv
     """
     filters = dict(parse_expression(w) for w in where)
     if segment:
@@ -171,7 +184,7 @@ def export_command(session: Session, entity: str, output: str | None, format: st
     if len(delimiter) != 1:
         raise CRMError(f"--delimiter must be one character, got {delimiter!r}")
     report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort, limit=limit,
-                             encoding=encoding, delimiter=delimiter, raw_csv=raw_csv)
+                             encoding=encoding, delimiter=delimiter, raw_csv=raw_csv, excel=excel)
     if output not in (None, "-") and not session.quiet:
         click.echo(f"exported {report.rows} {report.entity}s to {output} ({report.format})", err=True)
 

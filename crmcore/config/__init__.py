@@ -73,6 +73,9 @@ class Config:
     custom_fields: tuple[CustomField, ...] = ()
     # A lead or prospect becomes a customer when one of their deals is won (crmcore.application.services).
     customer_on_won_deal: bool = True
+    # CSV files written for people (crm export, reject files) start with a UTF-8 byte order mark,
+    # so that Excel reads Chinese text: the default of --excel (crmcore.io.writers).
+    excel_csv: bool = False
     # None means "every installed plugin"; an empty tuple means none.
     plugins: tuple[str, ...] | None = None
     plugins_block: tuple[str, ...] = ()
@@ -139,12 +142,12 @@ class Config:
         for key in LIST_KEYS:
             if key in values and not isinstance(values[key], Mapping):
                 kwargs[key] = _names(values.pop(key), key, where(key))
-        if "customer_on_won_deal" in values:
-            flag = values.pop("customer_on_won_deal")
-            if not isinstance(flag, bool):
-                raise ConfigError(f"{where('customer_on_won_deal')}: customer_on_won_deal must be true or false, "
-                                  f"got {flag!r}")
-            kwargs["customer_on_won_deal"] = flag
+        for key in ("customer_on_won_deal", "excel_csv"):
+            if key in values:
+                flag = values.pop(key)
+                if not isinstance(flag, bool):
+                    raise ConfigError(f"{where(key)}: {key} must be true or false, got {flag!r}")
+                kwargs[key] = flag
         if "pipelines" in values:
             kwargs["pipelines"] = _pipelines(values.pop("pipelines"), where("pipelines"))
         if "custom_fields" in values:

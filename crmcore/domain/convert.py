@@ -2,9 +2,10 @@
 
 Inputs come from Python callers, CSV cells and database rows, so structuring is
 lenient about representation (``"12000.00"``, ``"2026-06-30"``, ``"true"``) but
-strict about meaning: a float is refused as money, a naive datetime is taken as
-UTC, and every failure becomes a :class:`~crmcore.domain.errors.ValidationError`
-naming the field.
+strict about meaning: a float is refused as money, a time without a zone is
+read in the configured ``timezone`` (:func:`local_zone`, :func:`to_utc`), and
+every failure becomes a :class:`~crmcore.domain.errors.ValidationError` naming
+the field.
 """
 
 from __future__ import annotations
@@ -12,7 +13,10 @@ from __future__ import annotations
 import enum
 import functools
 import re
-from datetime import date, datetime, timezone
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
@@ -72,8 +76,38 @@ def parse_decimal(value: Any) -> Decimal:
     return number
 
 
+# The zone of times written without one.  A context variable rather than an
+# argument because the converter's hooks take none: crm.unit() sets it to the
+# configured timezone for everything inside a use case, the import's row checker
+# for each row (also in worker processes), and it is UTC where nothing set it.
+_LOCAL_ZONE: ContextVar[tzinfo] = ContextVar("crm_local_zone", default=timezone.utc)
+
+
+@contextmanager
+def local_zone(zone: tzinfo) -> Iterator[None]:
+    """Read times without a zone in ``zone`` (the configured ``timezone``) inside the block."""
+    token = _LOCAL_ZONE.set(zone)
+    try:
+        yield
+    finally:
+        _LOCAL_ZONE.reset(token)
+
+
+def to_utc(moment: datetime, zone: tzinfo | None = None) -> datetime:
+    """The one rule for every time given as input: aware UTC.
+
+    A naive datetime is a wall-clock time in ``zone`` (default: the
+    :func:`local_zone`, i.e. the configured ``timezone``); an aware one keeps
+    its instant.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=zone or _LOCAL_ZONE.get())
+    return moment.astimezone(timezone.utc)
+
+
 def parse_datetime(value: Any) -> datetime:
-    """An aware UTC datetime; naive values and bare dates are taken as UTC."""
+    """An aware UTC datetime; naive values are read in the :func:`local_zone` (the configured
+    ``timezone``), and a bare date is the start of that day there."""
     if isinstance(value, datetime):
         moment = value
     elif isinstance(value, date):
@@ -85,9 +119,7 @@ def parse_datetime(value: Any) -> datetime:
             raise ValueError(f"not an ISO 8601 date/time: {value!r}") from None
     else:
         raise ValueError(f"not a date/time: {value!r}")
-    if moment.tzinfo is None:
-        return moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc)
+    return to_utc(moment)
 
 
 def parse_date(value: Any) -> date:

@@ -9,6 +9,7 @@ collects every problem into one :class:`~crmcore.domain.errors.ValidationError`.
 from __future__ import annotations
 
 import re
+import unicodedata
 import types
 import typing
 from collections.abc import Callable, Iterable, Mapping
@@ -128,19 +129,35 @@ def _parse_plain(value: str) -> "phonenumbers.PhoneNumber | None":
     return number
 
 
+# phonenumbers reads "ext. 123", "x123", "#123" and ";ext=123" as an extension, but
+# not the Chinese words for one: "转 123" (transfer to), "分机 123" (extension), "内线".
+_CJK_EXTENSION = re.compile(r"\s*(?:转|轉|分机号?|分機號?|内线|內線)\s*[:：]?\s*(?=[0-9０-９]+\s*$)")
+#: How a stored phone number carries an extension: E.164, then RFC 3966's parameter.
+EXTENSION_MARK = ";ext="
+
+
 def normalize_phone(value: str, region: str | None) -> str:
-    """E.164 form of a phone number; ``region`` is used for national numbers."""
+    """E.164 form of a phone number; ``region`` is used for national numbers.
+
+    An extension is kept after the number as ``;ext=``, RFC 3966's spelling:
+    ``+86 10 1234 5678 ext. 123``, ``x123``, ``转 123`` and ``分机 123`` are all
+    ``+861012345678;ext=123`` (which reads back as itself).
+    """
     plain = _parse_plain(value)
     if plain is not None and phonenumbers.is_valid_number(plain):
         return phonenumbers.format_number(plain, phonenumbers.PhoneNumberFormat.E164)
     try:
-        number = phonenumbers.parse(value, region)
+        number = phonenumbers.parse(_CJK_EXTENSION.sub(EXTENSION_MARK, value, count=1), region)
     except phonenumbers.NumberParseException as exc:
         hint = "" if region else " (no default phone region is configured: use +<country code>)"
         raise ValueError(f"{value!r} is not a phone number: {exc._msg}{hint}") from None
     if not phonenumbers.is_valid_number(number):
         raise ValueError(f"{value!r} is not a valid phone number")
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    if not number.extension:
+        return e164
+    digits = "".join(str(unicodedata.digit(c)) for c in number.extension)  # １２３ is 123
+    return f"{e164}{EXTENSION_MARK}{digits}"
 
 
 @lru_cache(maxsize=512)

@@ -16,30 +16,36 @@ What is written is exactly what an import reads back:
   as ``YYYY-MM-DD``, booleans as ``true``/``false``, tags comma-separated (a
   JSON list when a tag itself holds a comma).
 
-In XLSX, numbers that a spreadsheet stores exactly are numeric cells, dates
-are date cells, and times stay ISO text (a spreadsheet keeps only
-milliseconds).
+In XLSX, numbers that a spreadsheet stores exactly are numeric cells (money
+with its currency's number format), dates are date cells, and times are
+date-time cells in the configured ``timezone`` -- how an import reads a time
+without a zone -- unless they have sub-millisecond digits a spreadsheet would
+lose (then ISO text).  The header row is bold and frozen, like the report
+workbooks.
 """
 
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from pathlib import Path
 from typing import IO, Any
+from zoneinfo import ZoneInfo
 
 import attrs
 from sqlalchemy import select
 
+from ..domain.convert import local_zone
 from ..domain.entities import ENTITY_TYPES
 from ..store.filters import conditions
 from ..store.tables import ENTITY_TABLES, contacts, customers
-from .mapping import REFERENCES, entity_kind
+from .mapping import REFERENCES, entity_fields, entity_kind
 from .readers import EXTENSIONS, FORMATS, SourceError
-from .writers import open_writer
+from .writers import excel_encoding, open_writer
 
 STREAM_ROWS = 1000
 
@@ -69,17 +75,20 @@ def export_columns(crm: Any, kind: str, format: str) -> list[str]:
 
 def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None = None, *,
                     format: str | None = None, filters: Mapping[str, Any] | None = None,
-                    sort: str = "id", limit: int | None = None, encoding: str = "utf-8",
+                    sort: str = "id", limit: int | None = None, encoding: str | None = None,
                     delimiter: str = ",", progress: Callable[[int], None] | None = None,
-                    raw_csv: bool = False) -> ExportReport:
+                    raw_csv: bool = False, excel: bool | None = None) -> ExportReport:
     """Write the entities matching ``filters`` to ``target`` (a path, a binary stream, or stdout).
 
     CSV text a spreadsheet would run as a formula gets a leading quote unless
     ``raw_csv`` (see :mod:`crmcore.domain.spreadsheet`); importing the file
-    undoes it.
+    undoes it.  ``excel`` (None: ``excel_csv`` in crm.toml) writes CSV as
+    UTF-8 with a byte order mark, which Excel needs to read Chinese text.
     """
     kind = entity_kind(entity)
     format = _format(target, format)
+    if format == "csv":  # a byte order mark belongs in CSV only
+        encoding = excel_encoding(encoding, excel, crm.config.excel_csv)
     service = getattr(crm, f"{kind}s")
     table = ENTITY_TABLES[kind]
     typed = service.typed_filters(filters)
@@ -98,16 +107,20 @@ def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None
         stmt = stmt.add_columns(person.c.external_id.label("_contact_external_id"),
                                 person.c.email.label("_contact_email"))
         stmt = stmt.outerjoin(person, person.c.id == table.c.contact_id)
-    stmt = stmt.where(*conditions(table, typed, kind)).order_by(order, table.c.id).limit(limit)
+    with local_zone(ZoneInfo(crm.config.timezone)):  # --where closed_at>=2024-01-01: a local day
+        stmt = stmt.where(*conditions(table, typed, kind)).order_by(order, table.c.id).limit(limit)
     columns = export_columns(crm, kind, format)
     declared = list(crm.custom_fields.get(kind, {}))
-    cell = {"csv": _text, "jsonl": _json_value, "xlsx": _xlsx_value}[format]
+    zone = ZoneInfo(crm.config.timezone)
+    cells: dict[str, Callable[[Any], Any]] = {"csv": _text, "jsonl": _json_value,
+                                              "xlsx": functools.partial(_xlsx_value, zone=zone)}
+    cell = cells[format]
     report = ExportReport(kind, format, "<stdout>" if target in (None, "-") else str(target))
     with crm.unit(readonly=True) as uow:
         crm.authorize(f"{kind}.list", None)
         repo = service.repo(uow)
-        writer = open_writer(target, format, columns, encoding=encoding, delimiter=delimiter,
-                             escape_formulas=not raw_csv)
+        writer = open_writer(target, format, columns, encoding=encoding or "utf-8", delimiter=delimiter,
+                             escape_formulas=not raw_csv, kinds=_kinds(kind, columns))
         try:
             conn = uow.conn.execution_options(stream_results=True, yield_per=STREAM_ROWS)
             table_columns = [c.name for c in table.c]
@@ -197,7 +210,19 @@ def _json_value(value: Any) -> Any:
     return value
 
 
-def _xlsx_value(value: Any) -> Any:
+def _kinds(kind: str, columns: list[str]) -> list[str | None]:
+    """The XLSX column types (for number formats): money, dates and times; the rest General."""
+    hints = entity_fields(kind)
+    kinds: list[str | None] = []
+    for column in columns:
+        hint = hints.get(column)
+        kinds.append("decimal" if hint in (Decimal, Decimal | None) else
+                     "datetime" if hint in (datetime, datetime | None) else
+                     "date" if hint in (date, date | None) else None)
+    return kinds
+
+
+def _xlsx_value(value: Any, zone: tzinfo) -> Any:
     if value is None or isinstance(value, bool):
         return value
     if isinstance(value, enum.Enum):
@@ -209,9 +234,12 @@ def _xlsx_value(value: Any) -> Any:
         number = float(value)
         return number if Decimal(repr(number)) == value else str(value)
     if isinstance(value, datetime):
-        return value.isoformat()
+        # Excel has no time zones and keeps milliseconds: a time in the configured timezone (which
+        # is how an import reads it back), or ISO text where a cell would lose part of the value.
+        local = value.astimezone(zone).replace(tzinfo=None)
+        return local if value.microsecond % 1000 == 0 and local.year >= 1900 else value.isoformat()
     if isinstance(value, date):
-        return value
+        return value if value.year >= 1900 else value.isoformat()  # Excel counts days from 1900
     return _text(value)
 
 __all__ = ["ExportReport", "export_columns", "export_entities", "tags_text"]

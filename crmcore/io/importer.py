@@ -20,7 +20,10 @@ plugin listens) instead of ``on_<kind>_created`` per row, like
 first stage-history row, their buyers become customers when they arrive won, and loyalty
 schemes earn for them (:meth:`~crmcore.application.services.DealService.after_bulk_insert`);
 ``on_deal_stage_changed``
-is not fired per imported deal.
+is not fired per imported deal.  ``earn=False`` (``--no-earn``) turns earning off for the
+import's units of work.  A deal row without an external id is the stored deal with the same
+customer, title, amount and closed_at, when there is one (one query per batch;
+``allow_duplicates`` adds it anyway).
 
 ``on_error="abort"`` (the default) is all-or-nothing: the whole file is one
 transaction, rolled back when any row is bad (every bad row is still reported).
@@ -55,6 +58,7 @@ from sqlalchemy import (
     insert,
     literal,
     literal_column,
+    or_,
     select,
     text,
     update,
@@ -124,6 +128,13 @@ class ImportOptions:
     raw_csv: bool = False
     #: Other files the import reads (a mapping file): the reject file must not be one of them.
     inputs: tuple[str | Path, ...] = ()
+    #: A CSV reject file in UTF-8 with a byte order mark, for Excel (None: ``excel_csv`` of crm.toml).
+    excel: bool | None = None
+    #: Won deals earn loyalty points (False for history loads: ``--no-earn``).
+    earn: bool = True
+    #: Deals without an external id are added even when a stored deal has the same
+    #: customer, title, amount and closed_at (by default such a row is that deal).
+    allow_duplicates: bool = False
 
 
 @attrs.define
@@ -161,6 +172,8 @@ class ImportReport:
     updated: int = 0
     unchanged: int = 0
     rejected: int = 0
+    #: deal rows without an external id that matched a stored deal (counted in updated/unchanged too)
+    matched: int = 0
     committed: bool = False
     errors: list[RowError] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
@@ -363,7 +376,8 @@ class _Import:
         workers = self._workers()
         self.report.workers = workers
         if options.reject_file:
-            self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv)
+            self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv,
+                                        excel=options.excel, excel_default=self.crm.config.excel_csv)
         gc_state = _relax_gc()
         validated = _Validation(self.checker, workers, self.timings)
         single = options.dry_run or options.on_error == "abort"
@@ -391,6 +405,13 @@ class _Import:
                 self.rejects.close()
         if self.report.committed and not options.dry_run:
             refresh_statistics(self.crm, self.table)
+        if self.report.matched:
+            matched = self.report.matched
+            self.report.notes.append(
+                f"{matched} deal row{'s' if matched != 1 else ''} without external_id matched "
+                f"{'stored deals' if matched != 1 else 'a stored deal'} on customer, title, amount and closed_at "
+                f"and {'were' if matched != 1 else 'was'} taken as {'those deals' if matched != 1 else 'that deal'} "
+                f"(--allow-duplicates adds such rows as new deals)")
         if self.keyless:
             self.report.notes.append(
                 f"{self.keyless} row{' had' if self.keyless == 1 else 's had'} no {self.key} and "
@@ -484,9 +505,11 @@ class _Import:
 
     def _write(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
         t0 = time.perf_counter()
+        earning, uow.earn_points = uow.earn_points, self.options.earn
         try:
             self._write_batch(uow, batch, results)
         finally:
+            uow.earn_points = earning  # a unit joined from a caller gets its own setting back
             self._flush_rejects()
             self.timings["write"] += time.perf_counter() - t0
 
@@ -512,6 +535,9 @@ class _Import:
         claimed_ext: dict[str, int] = {}
         inserts: list[tuple[int, Any, _Row]] = []
         updates: list[tuple[_Item, Any]] = []
+        # Deal rows without their key: matched to stored deals after the loop, in one query.
+        same_deal = self.kind == "deal" and not self.options.allow_duplicates
+        keyless_deals: list[tuple[_Item, dict[str, Any]]] = []
         validate_hook = f"validate_{self.kind}"
         hooked = self.crm.plugins.has_impls(validate_hook)
         # Plain customers on the SQLite bulk path: nothing to resolve or re-shape.
@@ -561,10 +587,19 @@ class _Import:
             if problems:
                 self._reject_all(item.line, problems, item.values)
                 continue
+            if same_deal and item.key is None:
+                keyless_deals.append((item, row))
+                continue
             insert_row: _Row = row
             if self.binder is not None:  # bound values in the statement's order
                 insert_row = item.row if self.kind == "customer" else tuple(row[c] for c in self.columns)
             inserts.append((item.line, item.values, insert_row))
+        if keyless_deals:
+            matched, unmatched = self._same_deals(uow, keyless_deals)
+            updates += matched
+            self.report.matched += len(matched)
+            inserts += [(item.line, item.values, row) for item, row in unmatched]
+            inserts.sort(key=lambda insert: insert[0])  # file order, as without matching
         if inserts:
             self._insert(uow, inserts)
         changed = []
@@ -591,6 +626,38 @@ class _Import:
         for row in _where_in(uow, [self.table], self.table.c[self.key], keys):
             found.setdefault(row._mapping[self.key], []).append(row._mapping)
         return found
+
+    def _same_deals(self, uow: Any, candidates: list[tuple[_Item, dict[str, Any]]]
+                    ) -> tuple[list[tuple[_Item, Any]], list[tuple[_Item, dict[str, Any]]]]:
+        """Deal rows without an external id: (those that are a stored deal, with it; the new ones).
+
+        A row is the stored deal with the same customer, title, amount and
+        closed_at; one query per batch (the batch's customers, within its
+        closed_at range).  Stored deals are taken once each, in id order, and
+        none this import already wrote: so a file holding two identical rows
+        adds two deals the first time and matches both the next time.
+        """
+        table = self.table
+        closed = [row["closed_at"] for _, row in candidates]
+        moments = [c for c in closed if c is not None]
+        in_range = [table.c.closed_at.between(min(moments), max(moments))] if moments else []
+        when = or_(*in_range, table.c.closed_at.is_(None)) if None in closed else in_range[0]
+        found: dict[tuple[Any, ...], list[Any]] = {}
+        customer_ids = {row["customer_id"] for _, row in candidates}
+        for match in _where_in(uow, [table], table.c.customer_id, customer_ids, when):
+            found.setdefault(_deal_identity(match._mapping), []).append(match._mapping)
+        stored = {identity: deque(sorted(rows, key=lambda r: r["id"])) for identity, rows in found.items()}
+        matched: list[tuple[_Item, Any]] = []
+        new: list[tuple[_Item, dict[str, Any]]] = []
+        for item, row in candidates:
+            pool = stored.get(_deal_identity(row))
+            while pool and self.written.get(pool[0]["id"]) is not None:
+                pool.popleft()
+            if pool:
+                matched.append((item, pool.popleft()))
+            else:
+                new.append((item, row))
+        return matched, new
 
     def _external_id_owners(self, uow: Any, items: list[_Item]) -> dict[str, int]:
         ext_ids = {i.row[self.ext_index] for i in items if i.row is not None and i.row[self.ext_index]}
@@ -748,10 +815,13 @@ class _Import:
         for (line, _, _), id in zip(inserts, ids):
             self.written.mark(id, line)
         key_index = self.key_index if self.binder is not None else None
+        # Keyless deals are matched again on a re-import (see _same_deals): nothing to warn about.
+        warn_keyless = self.kind != "deal" or self.options.allow_duplicates
         # With a binder rows are bound tuples, else dicts (cast: mypy cannot tie the shape to key_index).
-        self.keyless += sum(1 for _, _, row in inserts
-                            if (cast(tuple[Any, ...], row)[key_index] if key_index is not None
-                                else cast(dict[str, Any], row)[self.key]) is None)
+        if warn_keyless:
+            self.keyless += sum(1 for _, _, row in inserts
+                                if (cast(tuple[Any, ...], row)[key_index] if key_index is not None
+                                    else cast(dict[str, Any], row)[self.key]) is None)
         if self.kind == "customer":  # the flag is the "*" marketing decision (crmcore.application.consents)
             flag = self.columns.index("consent_marketing")
             flags_set(uow, [id for (_, _, row), id in zip(inserts, ids)
@@ -847,6 +917,11 @@ class _Import:
         uow.conn.execute(self._update_statement, rows)
 
 
+def _deal_identity(row: Any) -> tuple[Any, ...]:
+    """What makes a deal without an external id the same deal (Decimal 12.00 == 12.0000)."""
+    return row["customer_id"], row["title"], row["amount"], row["closed_at"]
+
+
 def _same(new: dict[str, Any], old: dict[str, Any]) -> bool:
     return all(new[k] == old[k] for k in new if k != "updated_at")
 
@@ -912,7 +987,8 @@ def _fold(dialect: str, email: str) -> str:
     return email.translate(_ASCII_LOWER) if dialect == "sqlite" else email.lower()
 
 
-def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) -> Iterator[Any]:
+def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any],
+              *where: Any) -> Iterator[Any]:
     """Rows whose ``column`` is one of ``values``, a few thousand values per query.
 
     A plain ``IN (?, ?, ...)`` costs SQLAlchemy ~6 us per value to render, as
@@ -930,7 +1006,7 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any]) 
             condition = column == any_(literal(chunk, ARRAY(element)))
         else:
             condition = column.in_(chunk)
-        yield from uow.conn.execute(select(*columns).where(condition))
+        yield from uow.conn.execute(select(*columns).where(condition, *where))
 
 
 def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:

@@ -6,7 +6,9 @@ or too few values is still written exactly as read.  The importer ignores the
 error columns, so a corrected reject file can be imported as it is.
 
 The format follows the file's extension (``.csv``, ``.jsonl``, ``.xlsx``);
-a CSV reject file uses the input's encoding and delimiter.
+a CSV reject file uses the input's encoding and delimiter, or UTF-8 with a
+byte order mark for Excel (``--excel``, or ``excel_csv`` in crm.toml, when the
+input is UTF-8).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 from ..domain.errors import CRMError
 from .mapping import ERROR_COLUMNS
 from .readers import EXTENSIONS, Reader
-from .writers import open_writer
+from .writers import excel_encoding, open_writer
 
 
 def check_reject_target(path: str | Path, inputs: Iterable[str | Path | None]) -> None:
@@ -48,7 +50,8 @@ def _same_file(a: Path, b: Path) -> bool:
 class RejectWriter:
     """Writes rejected rows as they happen (nothing is kept in memory)."""
 
-    def __init__(self, path: str | Path, reader: Reader, escape_formulas: bool = True):
+    def __init__(self, path: str | Path, reader: Reader, escape_formulas: bool = True,
+                 excel: bool | None = None, excel_default: bool = False):
         self.path = Path(path)
         self.reader = reader
         self.format = EXTENSIONS.get(self.path.suffix.lower(), "csv")
@@ -58,7 +61,7 @@ class RejectWriter:
         self.count = 0
         options: dict[str, Any] = {}
         if self.format == "csv":
-            options["encoding"] = getattr(reader, "encoding", "utf-8")
+            options["encoding"] = excel_encoding(getattr(reader, "encoding", None), excel, excel_default)
             options["delimiter"] = getattr(reader, "delimiter", ",")
             options["escape_formulas"] = escape_formulas
         try:

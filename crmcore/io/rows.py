@@ -18,11 +18,12 @@ from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
+from zoneinfo import ZoneInfo
 
 import attrs
 from sqlalchemy import JSON, BigInteger, Connection, Integer, SmallInteger, String, insert
 
-from ..domain.convert import structure
+from ..domain.convert import local_zone, structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
 from ..domain.errors import ValidationError
 from ..domain.validation import EntityValidator
@@ -79,6 +80,7 @@ class RowChecker:
         self.validator = validator
         self.now = now
         self.key = key
+        self.zone = ZoneInfo(validator.config.timezone)
         self.table_columns = [c.name for c in ENTITY_TABLES[kind].c]
         self._text_columns = [(c.name, c.type.length) for c in ENTITY_TABLES[kind].c
                               if isinstance(c.type, String)]  # Text is a String too (no length)
@@ -276,7 +278,8 @@ class RowChecker:
         if self.kind == "deal":
             data.setdefault("currency", self.validator.config.default_currency)
         try:
-            entity = structure(data, self.cls, self.kind)
+            with local_zone(self.zone):  # 2024/1/2 13:05 is a time in the configured timezone
+                entity = structure(data, self.cls, self.kind)
             if isinstance(entity, Deal) and entity.closed_at is None and base is None:  # a deal
                 pipeline = self.validator.config.pipelines.get(entity.pipeline)
                 stage = pipeline.stage(entity.stage) if pipeline else None

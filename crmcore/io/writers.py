@@ -4,21 +4,27 @@ A writer takes one row at a time and keeps nothing but the current row, so an
 export of a million rows uses as little memory as one of ten.  Values arrive
 already converted by the caller (see :mod:`crmcore.io.exporter`): text for CSV,
 JSON types for JSON Lines, and text, numbers, booleans or dates for XLSX.
+
+XLSX sheets look like the report workbooks (:mod:`crmcore.domain.spreadsheet`):
+a bold, frozen header row, column widths, and number formats by column type.
+``--excel`` CSV is UTF-8 with a byte order mark (:func:`excel_encoding`).
 """
 
 from __future__ import annotations
 
+import codecs
 import csv
 import io
 import json
 import re
 import sys
 from pathlib import Path
+from collections.abc import Sequence
 from typing import IO, Any
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
-from ..domain.spreadsheet import escape_formula
+from ..domain.spreadsheet import escape_formula, xlsx_column_width, xlsx_number_format
 
 XLSX_MAX_ROWS = 1_048_576
 XLSX_MAX_CELL = 32_767
@@ -30,18 +36,37 @@ class WriteError(CRMError):
     """A value cannot be written in the chosen format."""
 
 
+def excel_encoding(encoding: str | None, excel: bool | None, default: bool = False) -> str:
+    """The encoding of a CSV file for ``--excel`` / ``--no-excel`` (None: the configured ``default``).
+
+    Excel reads a CSV file as UTF-8 only when it starts with a byte order mark,
+    so ``--excel`` writes ``utf-8-sig``.  An explicit ``--encoding`` other than
+    UTF-8 wins over the configured default and is an error with ``--excel``.
+    """
+    utf8 = encoding is None or codecs.lookup(encoding).name in ("utf-8", "utf-8-sig")
+    if excel and not utf8:
+        raise WriteError(f"--excel writes UTF-8 with a byte order mark; it cannot be combined with "
+                         f"--encoding {encoding}")
+    if excel or (excel is None and default and utf8):
+        return "utf-8-sig"
+    return encoding or "utf-8"
+
+
 def open_writer(target: str | Path | IO[bytes] | None, format: str, columns: list[str], *,
-                encoding: str = "utf-8", delimiter: str = ",", escape_formulas: bool = True) -> "Writer":
+                encoding: str = "utf-8", delimiter: str = ",", escape_formulas: bool = True,
+                kinds: Sequence[str | None] | None = None) -> "Writer":
     """A writer for ``format`` to a path, a binary stream, or standard output (None or ``-``).
 
     CSV text cells that a spreadsheet would run as a formula get a leading
     quote (:func:`crmcore.domain.spreadsheet.escape_formula`) unless
     ``escape_formulas`` is false (``--raw-csv``, for programs reading the file).
+    ``kinds`` (one per column: ``decimal``, ``date``, ``datetime`` ... or None)
+    give XLSX cells their number formats.
     """
     if format == "xlsx":
         if target is None or str(target) == "-" or not isinstance(target, (str, Path)):
             raise WriteError("XLSX needs an output file: give --output FILE.xlsx")
-        return XLSXWriter(Path(target), columns)
+        return XLSXWriter(Path(target), columns, kinds)
     if (target is None or str(target) == "-") and not hasattr(sys.stdout, "buffer"):
         text: Any = sys.stdout  # a text-only stdout (embedding, some test runners): its own encoding
         owned = None
@@ -129,17 +154,35 @@ class JSONLWriter(_TextWriter):
 
 
 class XLSXWriter(Writer):
-    """One sheet; text cells are always text (a leading ``=`` is not a formula)."""
+    """One sheet with a bold, frozen header row, column widths and number formats; text cells
+    are always text (a leading ``=`` is not a formula).
 
-    def __init__(self, path: Path, columns: list[str]):
+    A ``decimal`` column is money in the row's ``currency`` column (its minor
+    unit), as in the report workbooks.
+    """
+
+    def __init__(self, path: Path, columns: list[str], kinds: Sequence[str | None] | None = None):
         import openpyxl
+        from openpyxl.styles import Font
+        from openpyxl.utils import get_column_letter
 
         self.path, self.columns = path, columns
+        self.kinds = list(kinds) if kinds is not None else [None] * len(columns)
         self.book = openpyxl.Workbook(write_only=True)
         self.sheet = self.book.create_sheet("data")
-        self.sheet.append([self._cell(c) for c in columns])
+        # Write-only sheets take widths and panes before the first row.
+        for index, (column, kind) in enumerate(zip(columns, self.kinds), 1):
+            self.sheet.column_dimensions[get_column_letter(index)].width = xlsx_column_width(column, kind)
+        self.sheet.freeze_panes = "A2"
+        self._formats = [None if kind in (None, "decimal") else xlsx_number_format(kind) for kind in self.kinds]
+        self._currency = columns.index("currency") if "decimal" in self.kinds and "currency" in columns else None
+        bold = Font(bold=True)
+        header = [self._cell(c) for c in columns]
+        for cell in header:
+            cell.font = bold
+        self.sheet.append(header)
 
-    def _cell(self, value: Any) -> Any:
+    def _cell(self, value: Any, number_format: str | None = None) -> Any:
         from openpyxl.cell import WriteOnlyCell
 
         if isinstance(value, str):
@@ -152,12 +195,23 @@ class XLSXWriter(Writer):
             cell = WriteOnlyCell(self.sheet, value=value)
             cell.data_type = "s"
             return cell
+        if number_format is not None and value is not None and not isinstance(value, bool):
+            cell = WriteOnlyCell(self.sheet, value=value)
+            cell.number_format = number_format
+            return cell
         return value
+
+    def _row_formats(self, values: list[Any]) -> list[str | None]:
+        if self._currency is None:
+            return self._formats
+        currency = values[self._currency]
+        money = xlsx_number_format("decimal", currency) if isinstance(currency, str) and currency else None
+        return [money if kind == "decimal" else f for kind, f in zip(self.kinds, self._formats)]
 
     def write_row(self, values: list[Any]) -> None:
         if self.rows + 1 >= XLSX_MAX_ROWS:
             raise WriteError(f"XLSX holds at most {XLSX_MAX_ROWS - 1} data rows; export to CSV or JSON Lines")
-        self.sheet.append([self._cell(v) for v in values])
+        self.sheet.append([self._cell(v, f) for v, f in zip(values, self._row_formats(values))])
         self.rows += 1
 
     def close(self) -> None:
@@ -167,6 +221,6 @@ class XLSXWriter(Writer):
             raise WriteError(f"cannot write {self.path}: {exc.strerror or exc}") from None
 
 
-__all__ = ["CSVWriter", "JSONLWriter", "WriteError", "Writer", "XLSXWriter", "open_writer"]
+__all__ = ["CSVWriter", "JSONLWriter", "WriteError", "Writer", "XLSXWriter", "excel_encoding", "open_writer"]
 
 

@@ -80,6 +80,8 @@ class LoyaltyEngine(LoyaltyJobs):
         is_won = new is not None and new.outcome is StageOutcome.WON
         if was_won == is_won:
             return
+        if is_won and not uow.earn_points:  # a history load (--no-earn)
+            return
         for scheme in self.registry:
             if is_won:
                 self._earn(uow, scheme, deal, transition_id)
@@ -88,7 +90,7 @@ class LoyaltyEngine(LoyaltyJobs):
 
     def deals_imported(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
         """Earn, in bulk, for deals that arrive already won through a bulk path."""
-        if not len(self.registry):
+        if not len(self.registry) or not uow.earn_points:
             return
         won = [d for d in deals if (stage := self.crm.stage_of(d)) is not None and stage.outcome is StageOutcome.WON]
         for scheme in self.registry:

@@ -8,6 +8,8 @@ on the inputs the fast paths accept and on everything else.
 
 from __future__ import annotations
 
+import unicodedata
+
 import email_validator
 import phonenumbers
 from hypothesis import HealthCheck, example, given, settings
@@ -79,7 +81,10 @@ def reference_phone(value: str, region: str | None) -> str:
         return "error"
     if not phonenumbers.is_valid_number(number):
         return "invalid"
-    return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    # crmcore keeps an extension after the number, RFC 3966's way, in ASCII digits.
+    extension = "".join(str(unicodedata.digit(c)) for c in number.extension or "")
+    return f"{e164};ext={extension}" if extension else e164
 
 
 def ours_phone(value: str, region: str | None) -> str:

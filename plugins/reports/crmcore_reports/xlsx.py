@@ -19,20 +19,7 @@ BAD_SHEET_CHARS = re.compile(r"[\[\]:*?/\\]")
 
 
 def _number_format(column: crmcore.Column) -> str | None:
-    if column.type == "percent":
-        return "0.00%"
-    if column.type == "decimal" and column.currency:
-        digits = crmcore.currency_digits(column.currency)
-        return "#,##0" + ("." + "0" * digits if digits else "")
-    if column.type == "float":
-        return "#,##0.0"
-    if column.type == "int":
-        return "#,##0"
-    if column.type == "date":
-        return "yyyy-mm-dd"
-    if column.type == "datetime":
-        return "yyyy-mm-dd hh:mm:ss"
-    return None
+    return crmcore.xlsx_number_format(column.type, column.currency)  # the look of crm export's sheets too
 
 
 def _value(value: Any) -> Any:
@@ -95,7 +82,7 @@ def render_xlsx(result: crmcore.ReportResult) -> bytes:
                 if number_format and cell.value is not None:
                     cell.number_format = number_format
         for i, column in enumerate(table.columns, 1):
-            sheet.column_dimensions[sheet.cell(1, i).column_letter].width = max(10, min(40, len(_header(column)) + 2))
+            sheet.column_dimensions[sheet.cell(1, i).column_letter].width = crmcore.xlsx_column_width(_header(column))
         sheet.freeze_panes = "A2"
     about = book.create_sheet(_sheet_name("About", taken))
     about.append(["report", result.title])
