@@ -255,7 +255,8 @@ class Session:
         """The console tables are drawn on, or None when stdout is not a terminal (piped)."""
         if self.console is not None:
             return self.console
-        return Console() if sys.stdout.isatty() else None
+        console = Console()  # rich's detection: a tty, or TTY_COMPATIBLE=1 / FORCE_COLOR (width: COLUMNS)
+        return console if console.is_terminal else None
 
     def zone(self) -> tzinfo:
         """The configured timezone (``timezone`` in crm.toml), in which tables show times."""
@@ -310,15 +311,15 @@ class Session:
         a terminal, and not with ``--json`` or ``-q``: piped output and
         scripts see nothing of it, and stdout is never touched.
         """
-        if self.quiet or self.as_json or not sys.stderr.isatty():
+        console = Console(stderr=True)
+        if self.quiet or self.as_json or not console.is_terminal:
             yield _no_progress
             return
         from rich.markup import escape
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
         bar = Progress(SpinnerColumn(), TextColumn(f"[bold]{escape(label)}"), TextColumn("{task.description}"),
-                       BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
-                       transient=True)
+                       BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
         with bar:
             task = bar.add_task("", total=None)
 

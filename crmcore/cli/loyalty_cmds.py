@@ -164,9 +164,6 @@ def earn(session: Session, scheme: str | None, as_of: str | None) -> None:
     """Batch job: earn for every won deal that has not earned yet (idempotent)."""
     with session.progress("loyalty earn"):
         written = session.crm.loyalty.earn_won_deals(as_of=_as_of(session, as_of), scheme=scheme)
-    if session.as_json:
-        session.emit_object({"entries": written})
-        return
     session.emit([{"scheme": s, "entries": n} for s, n in written.items()])
 
 
@@ -190,9 +187,6 @@ def run(session: Session, scheme: str | None, as_of: str | None) -> None:
     with session.progress("loyalty run") as progress:
         done = session.crm.loyalty.run(as_of=_as_of(session, as_of), scheme=scheme,
                                        progress=lambda n, total, name: progress(n, total, name))
-    if session.as_json:
-        session.emit_object({"changes": done})
-        return
     session.emit([{"scheme": s, "changes": n} for s, n in done.items()])
 
 

@@ -20,6 +20,9 @@ from rich.measure import Measurement
 from rich.table import Table
 
 
+UNLIMITED = 1_000_000  # columns: "no limit" when measuring a table
+
+
 def is_number(value: Any) -> bool:
     """Whether ``value`` is drawn as a number (right-aligned, never cut); booleans are not numbers."""
     return isinstance(value, (int, Decimal, float)) and not isinstance(value, bool)
@@ -97,7 +100,8 @@ def vertical_table(row: Mapping[str, Any], columns: Sequence[str], zone: tzinfo 
 
 def fits(console: Console, table: Table) -> bool:
     """Whether ``table`` fits the console's width without cutting a column below its minimum."""
-    measured = Measurement.get(console, console.options, table)
+    # Measured without the console's limit: Measurement.get clamps to the width it is given.
+    measured = Measurement.get(console, console.options.update_width(UNLIMITED), table)
     return measured.minimum <= console.width
 
 
