@@ -11,7 +11,6 @@ import contextlib
 import enum
 import itertools
 import json
-import sys
 import textwrap
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date, datetime, tzinfo
@@ -22,7 +21,6 @@ from zoneinfo import ZoneInfo
 import attrs
 import click
 from rich.console import Console
-from rich.table import Table
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError

@@ -73,7 +73,7 @@ def test_dead_letters_listed_and_requeued_from_the_cli(crm_factory, crm_db_url, 
     config = _write_config(tmp_path, smtp_server)
 
     dispatched = json.loads(invoke(crm_db_url, config, "--json", "notify", "dispatch"))
-    assert dispatched == [{"sent": 1, "retried": 0, "dead": 1, "suppressed": 0, "deferred": 0}]
+    assert dispatched == {"sent": 1, "retried": 0, "dead": 1, "suppressed": 0, "deferred": 0}
     dead = json.loads(invoke(crm_db_url, config, "--json", "notify", "outbox", "--status", "dead"))
     assert [(d["id"], d["status"], d["attempts"]) for d in dead] == [(bad, "dead", 1)]
     assert "invalid recipient" in dead[0]["last_error"]
