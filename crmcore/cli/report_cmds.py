@@ -66,7 +66,7 @@ def run_report(session: Session, /, name: str, fmt: str, output: str | None, pai
     console = session.terminal() if fmt == "table" and not output else None
     if console is not None:  # a table for this terminal: as wide as it is, numbers never cut
         result = session.crm.reports.run(name, as_of=session.as_of_text, options=options)
-        console.print(render_table(result, terminal=True, width=console.width), end="")
+        click.echo(render_table(result, terminal=True, width=console.width), nl=False)  # drawn already: no markup
         return
     rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of_text, options=options)
     if output:
