@@ -264,7 +264,9 @@ def _customer_sections(session: Session, customer: Customer) -> dict[str, Any]:
     }
     if session.as_json:
         return found
-    return {name: (rows, SECTION_COLUMNS[name]) for name, rows in found.items()}
+    # Schemes add fields of their own (a tier's basis, the next tier): show every key any row has.
+    return {name: (rows, SECTION_COLUMNS[name] or list(dict.fromkeys(k for row in rows for k in row)))
+            for name, rows in found.items()}
 
 
 def with_customer_names(session: Session, records: Iterable[dict[str, Any]],
