@@ -113,8 +113,11 @@ def show(session: Session) -> None:
                          "source": config.sources.get(family, "configuration")})
     rows = [r for r in rows if r["key"] != "options"]
     rows.extend(_plugin_settings_rows(config))
-    session.emit([{**row, "value": mask(row["value"], row["key"].rsplit(".", 1)[-1])} for row in rows],
-                 columns=["key", "value", "source"])
+    rows = [{**row, "value": mask(row["value"], row["key"].rsplit(".", 1)[-1])} for row in rows]
+    if session.as_json:  # one configuration: one object, each key with its value and where it came from
+        session.emit_object({row["key"]: {"value": row["value"], "source": row["source"]} for row in rows})
+        return
+    session.emit(rows, columns=["key", "value", "source"])
 
 
 def _plugin_settings_rows(config: Any) -> list[dict[str, Any]]:

@@ -7,23 +7,24 @@ A command, the core's or a plugin's, gets the :class:`Session` with
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import itertools
 import json
-import sys
 import textwrap
-from collections.abc import Iterable, Mapping, Sequence
-from datetime import date, datetime
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import date, datetime, tzinfo
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, TypeVar
+from zoneinfo import ZoneInfo
 
 import attrs
 import click
 from rich.console import Console
-from rich.table import Table
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
+from ..domain.terminal import print_rows, vertical_table
 from ..store.engine import DatabaseMissing
 from .masking import mask_text
 
@@ -114,11 +115,15 @@ class Session:
     - :attr:`as_of`: the instant the command treats as now, an aware UTC
       datetime: the global ``--as-of`` when given, else the current time.
     - :attr:`json`: whether ``--json`` was given.
-    - :meth:`emit`: print rows (mappings or attrs objects) as JSON with
-      ``--json``, a table on a terminal, tab-separated text when piped.
+    - :meth:`emit`: print rows (mappings or attrs objects) as a JSON array
+      with ``--json``, a table on a terminal, tab-separated text when piped.
+    - :meth:`emit_object`: print one record (a JSON object with ``--json``).
+    - :meth:`progress`: a progress bar on stderr for a long command.
     - :meth:`echo`: a line of progress (silenced by ``-q``).
 
-    ``as_of_text`` holds ``--as-of`` as typed (None when absent).
+    ``as_of_text`` holds ``--as-of`` as typed (None when absent).  ``console``
+    (for tests and embedding) is the terminal tables are drawn on; by default
+    a rich console on stdout when stdout is a terminal, else none (piped).
     """
 
     database_url: str | None = None
@@ -130,8 +135,10 @@ class Session:
     as_json: bool = False
     verbose: int = 0
     quiet: bool = False
+    console: Console | None = None
     _crm: CRM | None = None
     _as_of: datetime | None = None
+    _zone: tzinfo | None = None
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "Session":
@@ -229,7 +236,8 @@ class Session:
                 click.echo(("\n" if count == 1 else ",\n") + textwrap.indent(text, "  "), nl=False)
             click.echo("\n]" if count else "]")
             return
-        if not sys.stdout.isatty():  # piped: tab-separated, nothing truncated
+        console = self.terminal()
+        if console is None:  # piped: tab-separated, nothing truncated
             first = next(stream, None)
             head = [] if first is None else [_row(first)]
             names = list(columns or (head[0].keys() if head else []))
@@ -239,12 +247,21 @@ class Session:
             return
         materialised = [_row(row) for row in stream]
         names = list(columns or (materialised[0].keys() if materialised else []))
-        table = Table(title=title)
-        for column in names:
-            table.add_column(column, overflow="fold")
-        for row in materialised:
-            table.add_row(*(_text(row.get(c)) for c in names))
-        Console().print(table)
+        print_rows(console, materialised, names, title, self.zone())
+
+    def terminal(self) -> Console | None:
+        """The console tables are drawn on, or None when stdout is not a terminal (piped)."""
+        if self.console is not None:
+            return self.console
+        console = Console()  # rich's detection: a tty, or TTY_COMPATIBLE=1 / FORCE_COLOR (width: COLUMNS)
+        return console if console.is_terminal else None
+
+    def zone(self) -> tzinfo:
+        """The configured timezone (``timezone`` in crm.toml), in which tables show times."""
+        if self._zone is None:
+            config = self._crm.config if self._crm is not None else self.config()
+            self._zone = ZoneInfo(config.timezone)
+        return self._zone
 
     def emit_object(self, record: Mapping[str, Any], message: str | None = None) -> None:
         """Print one record: a JSON object with ``--json``, else ``message`` (when given) or a field/value table."""
@@ -253,7 +270,23 @@ class Session:
         elif message is not None:
             self.echo(message)
         else:
+            self.emit_fields(record)
+
+    def emit_one(self, row: Mapping[str, Any] | Any, columns: Sequence[str] | None = None) -> None:
+        """Print the one result of an action (a message queued, an entry written, a job's counts):
+        a JSON object with ``--json``, else a one-row table like :meth:`emit`'s."""
+        if self.as_json:
+            self.emit_object(_row(row))
+        else:
+            self.emit([row], columns=columns)
+
+    def emit_fields(self, record: Mapping[str, Any], title: str | None = None) -> None:
+        """Print one record for a person: a field/value table on a terminal, ``field<TAB>value`` lines when piped."""
+        console = self.terminal()
+        if console is None:
             self.emit([{"field": k, "value": v} for k, v in record.items()], columns=["field", "value"])
+        else:
+            console.print(vertical_table(record, list(record), self.zone(), title=title))
 
     def showing(self, shown: int, total: int | None, hint: str = "--limit/--all") -> None:
         """Say on stderr that a listing stopped early: ``showing 100 of 5,000 (use --limit/--all)``.
@@ -267,6 +300,30 @@ class Session:
             return
         of = f"more than {shown:,}" if total is None else f"{total:,}"
         click.echo(f"showing {shown:,} of {of} (use {hint})", err=True)
+
+    @contextlib.contextmanager
+    def progress(self, label: str) -> Iterator[Callable[..., None]]:
+        """A progress bar on stderr while a long command runs (like ``crm import``'s).
+
+        Yields ``update(done, total=None, step="")``.  Drawn only when stderr is
+        a terminal, and not with ``--json`` or ``-q``: piped output and
+        scripts see nothing of it, and stdout is never touched.
+        """
+        console = Console(stderr=True)
+        if self.quiet or self.as_json or not console.is_terminal:
+            yield _no_progress
+            return
+        from rich.markup import escape
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+        bar = Progress(SpinnerColumn(), TextColumn(f"[bold]{escape(label)}"), TextColumn("{task.description}"),
+                       BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console, transient=True)
+        with bar:
+            task = bar.add_task("", total=None)
+
+            def update(done: int, total: int | None = None, step: str = "") -> None:
+                bar.update(task, completed=done, total=total, description=escape(step))
+            yield update
 
     def echo(self, message: str) -> None:
         """Print a line of progress or summary text, unless ``--quiet`` was given."""
@@ -282,15 +339,21 @@ def _row(row: Any) -> dict[str, Any]:
     raise TypeError(f"emit() takes mappings or attrs objects, not {type(row).__name__}")
 
 
+def _no_progress(done: int, total: int | None = None, step: str = "") -> None:
+    """Progress when none is drawn."""
+
+
 def _text(value: Any) -> str:
+    """A value in tab-separated output: as JSON writes it, nested values too (never a Python repr)."""
     if value is None:
         return ""
     if isinstance(value, enum.Enum):
         return str(value.value)
     if isinstance(value, (list, tuple)):
-        return ", ".join(map(str, value))
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={v}" for k, v in value.items())
+        sep = "; " if any(isinstance(v, Mapping) for v in value) else ", "
+        return sep.join(map(_text, value))
+    if isinstance(value, Mapping):
+        return ", ".join(f"{k}={_text(v)}" for k, v in value.items())
     return str(json_default(value)) if isinstance(value, (Decimal, date, datetime)) else str(value)
 
 

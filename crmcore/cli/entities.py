@@ -8,8 +8,9 @@ custom field.
 from __future__ import annotations
 
 import enum
+import itertools
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
 import attrs
@@ -33,7 +34,8 @@ LIST_COLUMNS = {
     "customer": ["id", "name", "email", "phone", "region", "stage", "owner"],
     "contact": ["id", "customer_id", "name", "title", "email", "phone", "is_primary"],
     "interaction": ["id", "customer_id", "kind", "direction", "occurred_at", "subject", "satisfaction"],
-    "deal": ["id", "customer_id", "title", "amount", "currency", "stage", "probability", "closed_at"],
+    "deal": ["id", "customer_id", "customer_name", "title", "amount", "currency", "stage", "probability",
+             "closed_at"],
 }
 
 
@@ -158,11 +160,13 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         filters = dict(parse_expression(w) for w in where) | segment_filters(session, segment)
         columns = None if session.as_json else LIST_COLUMNS[kind]
         found = service(session.crm)
+        named = with_customer_names if kind == "deal" else _same
         if all_rows:
-            session.emit((_record(r) for r in found.iter(filters, order_by=sort, offset=offset)), columns=columns)
+            session.emit(named(session, (_record(r) for r in found.iter(filters, order_by=sort, offset=offset))),
+                         columns=columns)
             return
         rows = found.list(filters, order_by=sort, limit=limit, offset=offset)
-        session.emit([_record(r) for r in rows], columns=columns)
+        session.emit(list(named(session, [_record(r) for r in rows])), columns=columns)
         if len(rows) == limit:
             total = found.count(filters)
             if total > offset + len(rows):
@@ -193,12 +197,13 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         if not yes:
             confirm_delete(kind, id)
         removed = service(session.crm).delete(id)
-        if session.as_json:
-            session.emit([_record(removed)])
-        else:
-            session.echo(f"{kind} {removed.id} deleted")
+        session.emit_object(_record(removed), f"{kind} {removed.id} deleted")
 
     return group
+
+
+def _same(session: Session, records: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
+    return records
 
 
 def confirm_delete(kind: str, id: int) -> None:
@@ -210,21 +215,84 @@ def confirm_delete(kind: str, id: int) -> None:
 
 
 def _show(session: Session, kind: str, entity: Any, message: str | None) -> None:
+    """One record: a JSON object with ``--json``; else ``message`` and a field/value table.
+
+    A customer comes with what a person asks next: segments, contacts,
+    recent interactions, deals, points (from the loyalty ledger) and recent
+    messages, each a table of its own.
+    """
     record = _record(entity)
+    sections = _customer_sections(session, entity) if kind == "customer" else {}
     if kind == "customer":
-        crm = session.crm
-        record["segments"] = crm.segments.segments_of(entity.id)
-        record["loyalty"] = {s.name: crm.loyalty.balance(entity.id, s.name) for s in crm.loyalty.schemes()}
-        record["recent_messages"] = [
-            {k: m[k] for k in ("id", "channel", "status", "subject", "attempts", "last_error", "provider_id",
-                               "sent_at")}
-            for m in crm.notify.outbox(customer_id=entity.id, limit=5)]
+        record["segments"] = session.crm.segments.segments_of(entity.id)
     if session.as_json:
-        session.emit([record])
+        session.emit_object(record | sections)
         return
     if message:
         session.echo(message)
-    session.emit([{"field": k, "value": v} for k, v in record.items()], columns=["field", "value"])
+    session.emit_fields(record)
+    for title, (rows, columns) in sections.items():
+        if not rows:
+            continue
+        if session.terminal() is None:
+            click.echo(f"\n{title.replace('_', ' ')}")
+        session.emit(rows, columns=columns, title=title.replace("_", " "))
+
+
+# The columns each section of ``customer show`` draws (JSON has every field).
+SECTION_COLUMNS = {
+    "contacts": ["id", "name", "title", "email", "phone", "is_primary"],
+    "recent_interactions": ["id", "kind", "direction", "occurred_at", "subject", "outcome", "satisfaction"],
+    "deals": ["id", "title", "amount", "currency", "stage", "probability", "closed_at"],
+    "points": None,
+    "recent_messages": ["id", "channel", "status", "subject", "attempts", "last_error", "provider_id", "sent_at"],
+}
+RECENT = 5  # interactions and messages shown
+DEALS_SHOWN = 10
+
+
+def _customer_sections(session: Session, customer: Customer) -> dict[str, Any]:
+    """``{section: (rows, columns)}`` for ``customer show``; under ``--json`` just ``{section: rows}``."""
+    crm = session.crm
+    assert customer.id is not None, "a stored customer has an id"
+    mine = {"customer_id": customer.id}
+    found: dict[str, list[dict[str, Any]]] = {
+        "contacts": [_record(c) for c in crm.contacts.list(mine, order_by="id", limit=100)],
+        "recent_interactions": [_record(i) for i in crm.interactions.list(mine, order_by="-occurred_at",
+                                                                          limit=RECENT)],
+        "deals": [_record(d) for d in crm.deals.list(mine, order_by="-id", limit=DEALS_SHOWN)],
+        # Balances, expiry and tiers per scheme, derived from the ledger by the loyalty engine.
+        "points": crm.loyalty.status(customer.id, as_of=session.as_of),
+        "recent_messages": [
+            {k: m[k] for k in SECTION_COLUMNS["recent_messages"] or ()}
+            for m in crm.notify.outbox(customer_id=customer.id, limit=RECENT)],
+    }
+    if session.as_json:
+        return found
+    # Schemes add fields of their own (a tier's basis, the next tier): show every key any row has.
+    return {name: (rows, SECTION_COLUMNS[name] or list(dict.fromkeys(k for row in rows for k in row)))
+            for name, rows in found.items()}
+
+
+def with_customer_names(session: Session, records: Iterable[dict[str, Any]],
+                        chunk: int = 1000) -> Iterator[dict[str, Any]]:
+    """Add ``customer_name`` to records that have a ``customer_id``: one query per ``chunk`` records."""
+    rows = iter(records)
+    while batch := list(itertools.islice(rows, chunk)):
+        ids = sorted({r["customer_id"] for r in batch})
+        names = {c.id: c.name for c in session.crm.customers.list({"id__in": ids}, limit=len(ids))}
+        for row in batch:
+            yield _insert_after(row, "customer_id", "customer_name", names.get(row["customer_id"]))
+
+
+def _insert_after(row: dict[str, Any], after: str, key: str, value: Any) -> dict[str, Any]:
+    """``row`` with ``key`` placed right after ``after`` (JSON keys keep a readable order)."""
+    result: dict[str, Any] = {}
+    for k, v in row.items():
+        result[k] = v
+        if k == after:
+            result[key] = value
+    return result
 
 
 customer = make_group("customer", Customer, lambda crm: crm.customers)

@@ -46,6 +46,10 @@ def _entry_row(entry: LedgerEntry) -> dict[str, Any]:
     return attrs.asdict(entry)
 
 
+def _without(row: dict[str, Any], key: str) -> dict[str, Any]:
+    return {k: v for k, v in row.items() if k != key}
+
+
 ENTRY_COLUMNS = ["id", "scheme", "kind", "points", "occurred_at", "expires_at", "reason", "actor"]
 
 
@@ -70,6 +74,9 @@ def balance(session: Session, customer: str, scheme: str | None, as_of: str | No
     if scheme:
         session.crm.loyalty.registry.get(scheme)
         rows = [r for r in rows if r["scheme"] == scheme]
+    if session.as_json:  # one customer: one object, its schemes by name
+        session.emit_object({"customer_id": cid, "schemes": {r["scheme"]: _without(r, "scheme") for r in rows}})
+        return
     session.emit([{"customer_id": cid, **r} for r in rows])
 
 
@@ -106,10 +113,10 @@ def redeem(session: Session, customer: str, what: str, scheme: str | None, reaso
     cid = resolve_customer(session, customer)
     if points:
         entry = session.crm.loyalty.redeem(cid, int(what), _scheme(session, scheme), reason)
-        session.emit([_entry_row(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points"])
+        session.emit_one(_entry_row(entry), ["id", "scheme", "kind", "points"])
         return
     issued = session.crm.loyalty.redeem_reward(cid, what, as_of=_as_of(session, as_of))
-    session.emit([{"customer_id": cid, **issued}])
+    session.emit_one({"customer_id": cid, **issued})
 
 
 @read_only
@@ -138,7 +145,7 @@ def adjust(session: Session, customer: str, points: int, reason: str, user: str 
     cid = resolve_customer(session, customer)
     with crm.acting_as(actor):
         entry = crm.loyalty.adjust(cid, points, _scheme(session, scheme), reason)
-    session.emit([_entry_row(entry)], columns=None if session.as_json else ["id", "scheme", "kind", "points", "actor"])
+    session.emit_one(_entry_row(entry), ["id", "scheme", "kind", "points", "actor"])
 
 
 @loyalty.command("refer")
@@ -148,7 +155,7 @@ def adjust(session: Session, customer: str, points: int, reason: str, user: str 
 def refer(session: Session, customer: str, referrer: str) -> None:
     """Record that --by referred CUSTOMER (both get a bonus when CUSTOMER's first deal is won)."""
     row = session.crm.loyalty.refer(resolve_customer(session, customer), resolve_customer(session, referrer))
-    session.emit([row])
+    session.emit_one(row)
 
 
 @loyalty.command("earn")
@@ -157,7 +164,8 @@ def refer(session: Session, customer: str, referrer: str) -> None:
 @pass_session
 def earn(session: Session, scheme: str | None, as_of: str | None) -> None:
     """Batch job: earn for every won deal that has not earned yet (idempotent)."""
-    written = session.crm.loyalty.earn_won_deals(as_of=_as_of(session, as_of), scheme=scheme)
+    with session.progress("loyalty earn"):
+        written = session.crm.loyalty.earn_won_deals(as_of=_as_of(session, as_of), scheme=scheme)
     session.emit([{"scheme": s, "entries": n} for s, n in written.items()])
 
 
@@ -167,7 +175,9 @@ def earn(session: Session, scheme: str | None, as_of: str | None) -> None:
 @pass_session
 def expire(session: Session, scheme: str | None, as_of: str | None) -> None:
     """Expire points past their expiry date (idempotent: a rerun writes nothing)."""
-    session.emit([{"expired_entries": session.crm.loyalty.expire(as_of=_as_of(session, as_of), scheme=scheme)}])
+    with session.progress("loyalty expire"):
+        expired = session.crm.loyalty.expire(as_of=_as_of(session, as_of), scheme=scheme)
+    session.emit_one({"expired_entries": expired})
 
 
 @loyalty.command("run")
@@ -176,7 +186,9 @@ def expire(session: Session, scheme: str | None, as_of: str | None) -> None:
 @pass_session
 def run(session: Session, scheme: str | None, as_of: str | None) -> None:
     """Run each scheme's periodic job: tier evaluation, birthday and referral bonuses (idempotent)."""
-    done = session.crm.loyalty.run(as_of=_as_of(session, as_of), scheme=scheme)
+    with session.progress("loyalty run") as progress:
+        done = session.crm.loyalty.run(as_of=_as_of(session, as_of), scheme=scheme,
+                                       progress=lambda n, total, name: progress(n, total, name))
     session.emit([{"scheme": s, "changes": n} for s, n in done.items()])
 
 

@@ -48,7 +48,7 @@ def send(session: Session, channel: str, customer: str | None, recipient: str | 
     mid = session.crm.notify.enqueue(channel, customer_id=cid, recipient=recipient, subject=subject, body=body,
                                      purpose=purpose, key=key)
     message = session.crm.notify.outbox(limit=1, message_id=mid)[0]
-    session.emit([message], columns=None if session.as_json else ["id", "channel", "recipient", "status", "last_error"])
+    session.emit_one(message, columns=["id", "channel", "recipient", "status", "last_error"])
 
 
 @read_only
@@ -79,7 +79,7 @@ def dispatch(session: Session, limit: int | None, channel: str | None, workers: 
     crm = session.crm
     result = crm.notify.dispatch(limit=limit, channel=channel, workers=workers,
                                  as_of=crm.as_of(session.as_of_text) if session.as_of_text else None)
-    session.emit([attrs.asdict(result)])
+    session.emit_one(attrs.asdict(result))
 
 
 @notify.command("worker")
@@ -116,7 +116,7 @@ def worker(session: Session, channel: str | None, workers: int, poll: float, max
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if session.as_json:
-        session.emit([attrs.asdict(total)])
+        session.emit_object(attrs.asdict(total))
     else:
         session.echo(_summary("stopped;", total))
 
@@ -138,4 +138,4 @@ def retry(session: Session, ids: tuple[int, ...]) -> None:
     """Requeue dead messages (all, or the given IDS) with fresh attempts."""
     crm = session.crm
     count = crm.notify.retry(list(ids) or None, as_of=crm.as_of(session.as_of_text) if session.as_of_text else None)
-    session.emit([{"requeued": count}])
+    session.emit_one({"requeued": count})

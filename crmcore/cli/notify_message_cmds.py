@@ -43,7 +43,7 @@ def preview(session: Session, template: str, customer_ref: str, locale: str | No
     rendered = session.crm.messages.preview(template, cid, locale=locale, deal_id=deal_id,
                                             as_of=_as_of(session, as_of))
     if session.as_json:
-        session.emit([attrs.asdict(rendered)])
+        session.emit_object(attrs.asdict(rendered))
         return
     click.echo(f"Template: {rendered.template} ({rendered.locale})")
     click.echo(f"Subject:  {rendered.subject}")
@@ -99,7 +99,7 @@ def campaign(session: Session, template: str, segment: SegmentRef, strategy: str
                      f"{plan.skipped_consent} skipped for consent, {plan.duplicates} already queued")
     result = plan if dry_run else engine.run(**args)
     columns = ["name", "members", "eligible", "skipped_consent", "duplicates", "enqueued", "dead", "dry_run"]
-    session.emit([attrs.asdict(result)], columns=None if session.as_json else columns)
+    session.emit_one(attrs.asdict(result), columns=columns)
 
 
 @click.command("run-scheduled")
@@ -108,7 +108,7 @@ def campaign(session: Session, template: str, segment: SegmentRef, strategy: str
 def run_scheduled(session: Session, as_of: str | None) -> None:
     """The daily job: birthday greetings and other date-driven triggers."""
     queued = session.crm.messages.run_scheduled(_as_of(session, as_of))
-    session.emit([{"enqueued": queued}])
+    session.emit_one({"enqueued": queued})
 
 
 @click.command("unsubscribe")
@@ -117,7 +117,7 @@ def run_scheduled(session: Session, as_of: str | None) -> None:
 def unsubscribe_token(session: Session, token: str) -> None:
     """Process an unsubscribe TOKEN (from the link in a marketing message)."""
     decision = session.crm.messages.unsubscribe(token, source="cli-token")
-    session.emit([attrs.asdict(decision)])
+    session.emit_one(attrs.asdict(decision))
 
 
 @read_only
@@ -130,7 +130,12 @@ def unsubscribe_url(session: Session, customer_ref: str, channel: str, purpose: 
     """Print CUSTOMER's signed unsubscribe link."""
     from ..notify.consent import unsubscribe_url as make_url
 
-    click.echo(make_url(session.crm, resolve_customer(session, customer_ref), channel, purpose))
+    cid = resolve_customer(session, customer_ref)
+    url = make_url(session.crm, cid, channel, purpose)
+    if session.as_json:
+        session.emit_object({"customer_id": cid, "channel": channel, "purpose": purpose, "url": url})
+    else:
+        click.echo(url)
 
 
 def _consent_command(name: str, granted: bool) -> click.Command:
@@ -143,7 +148,7 @@ def _consent_command(name: str, granted: bool) -> click.Command:
     def command(session: Session, customer_ref: str, channel: str, purpose: str, source: str) -> None:
         cid = resolve_customer(session, customer_ref)
         decision = session.crm.messages.set_consent(cid, granted, channel, purpose, source, at=session.as_of_text)
-        session.emit([attrs.asdict(decision)])
+        session.emit_one(attrs.asdict(decision))
 
     command.help = (f"{'Withdraw' if not granted else 'Give'} CUSTOMER's consent to {{purpose}} messages "
                     "through a channel (default: every channel).").format(purpose="--purpose")

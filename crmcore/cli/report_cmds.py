@@ -5,10 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from ..domain.errors import CRMError
-from ..reports import write_output
+from ..reports import render_table, write_output
 from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
 from .params import SEGMENT
@@ -66,6 +67,11 @@ def run_report(session: Session, /, name: str, fmt: str, output: str | None, pai
     options = {key: value for key, value in filters.items() if value is not None} | parse_options(pairs)
     if filters.get("segment") is not None:
         options["segment"] = _segment(session, filters["segment"])
+    console = session.terminal() if fmt == "table" and not output else None
+    if console is not None:  # a table for this terminal: as wide as it is, numbers never cut
+        result = session.crm.reports.run(name, as_of=session.as_of_text, options=options)
+        click.echo(render_table(result, terminal=True, width=console.width), nl=False)  # drawn already: no markup
+        return
     rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of_text, options=options)
     if output:
         write_output(Path(output), rendered)
@@ -93,9 +99,15 @@ def _segment(session: Session, ref: Any) -> str:
 @pass_session
 def dashboard(session: Session, output: str, fmt: str) -> None:
     """Write every report and an index page linking them into a directory."""
-    entries = session.crm.reports.dashboard(output, as_of=session.as_of_text, format=fmt)
+    with session.progress("report dashboard") as progress:
+        entries = session.crm.reports.dashboard(output, as_of=session.as_of_text, format=fmt,
+                                                progress=lambda n, total, name: progress(n, total, name))
+    written = sum(1 for e in entries if e.file)
+    if session.as_json:
+        session.emit_object({"directory": output, "index": "index.html", "written": written,
+                             "reports": [attrs.asdict(e) for e in entries]})
+        return
     for entry in entries:
         if entry.error:
             click.echo(f"warning: report {entry.name!r} left out: {entry.error}", err=True)
-    written = sum(1 for e in entries if e.file)
     session.echo(f"{written} report(s) and index.html written to {output}")

@@ -37,9 +37,11 @@ def strategies(session: Session) -> None:
 @pass_session
 def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
     """Run strategy NAME (as of --as-of) and store its memberships."""
-    run = session.crm.segments.run(name, as_of=session.as_of_text, options=parse_options(pairs))
+    # One INSERT ... SELECT does the work, so there is nothing to count: a spinner and the time it has taken.
+    with session.progress(f"segment run {name}"):
+        run = session.crm.segments.run(name, as_of=session.as_of_text, options=parse_options(pairs))
     if session.as_json:
-        session.emit([attrs.asdict(run)])
+        session.emit_object(attrs.asdict(run))
         return
     session.echo(f"run {run.id} of {name}: {run.members} customers; entered {run.entered}, left {run.left}, "
                  f"moved {run.moved} ({run.duration_s:.2f}s)")
@@ -153,7 +155,7 @@ def explain(session: Session, name: str, customer: str, run_id: int | None) -> N
 
     found = session.crm.segments.explain(name, resolve_customer(session, customer), run_id)
     if session.as_json:
-        session.emit([found])
+        session.emit_object(found)
         return
     segment_text = found["segment"] if found["segment"] is not None else "(not a member)"
     session.echo(f"{name} run {found['run_id']} as of {found['as_of']:%Y-%m-%d %H:%M:%S %Z}: customer "

@@ -183,8 +183,15 @@ def export_command(session: Session, entity: str, output: str | None, format: st
         delimiter = "\t"
     if len(delimiter) != 1:
         raise CRMError(f"--delimiter must be one character, got {delimiter!r}")
-    report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort, limit=limit,
-                             encoding=encoding, delimiter=delimiter, raw_csv=raw_csv, excel=excel)
+    with session.progress(f"exporting {entity}") as progress:
+        if output in (None, "-"):  # stdout is the file: nothing to count, nothing drawn over it
+            total = None
+        else:  # the bar needs a total: one COUNT, cheap next to writing the rows
+            total = getattr(session.crm, f"{ENTITY_NAMES[entity.lower()]}s").count(filters)
+            total = total if limit is None else min(total, limit)
+        report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort,
+                                 limit=limit, encoding=encoding, delimiter=delimiter, raw_csv=raw_csv, excel=excel,
+                                 progress=lambda rows: progress(rows, total))
     if output not in (None, "-") and not session.quiet:
         click.echo(f"exported {report.rows} {report.entity}s to {output} ({report.format})", err=True)
 

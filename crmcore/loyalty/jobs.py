@@ -209,16 +209,25 @@ class LoyaltyJobs:
             return uow.loyalty.expire(moment, scheme=scheme)
         return self._retrying(work)
 
-    def run(self, as_of: str | date | datetime | None = None, scheme: str | None = None) -> dict[str, int]:
-        """Run each scheme's periodic job (birthday bonuses, tier evaluation, referral bonuses)."""
+    def run(self, as_of: str | date | datetime | None = None, scheme: str | None = None,
+            progress: Callable[[int, int, str], None] | None = None) -> dict[str, int]:
+        """Run each scheme's periodic job (birthday bonuses, tier evaluation, referral bonuses).
+
+        :param progress: called as ``progress(done, total, scheme)`` before each
+            scheme's job and once at the end (``crm loyalty run`` draws a bar).
+        """
         moment = self.crm.as_of(as_of)
         names = [scheme] if scheme else self.registry.names()
         done: dict[str, int] = {}
         with self.crm.unit() as uow:
             self.crm.authorize("loyalty.run", scheme)
-            for name in names:
+            for n, name in enumerate(names):
+                if progress is not None:
+                    progress(n, len(names), name)
                 target = self.registry.get(name)
                 done[name] = target.run(self.context(uow, moment), self.options(target))
+        if progress is not None:
+            progress(len(names), len(names), "")
         return done
 
 

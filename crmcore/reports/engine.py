@@ -9,7 +9,7 @@ bytes: the core has ``table`` (rich on a terminal, plain box text otherwise),
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -70,12 +70,16 @@ class ReportEngine:
         return write_output(Path(path), rendered)
 
     def dashboard(self, directory: str | Path, as_of: str | date | datetime | None = None,
-                  format: str = "html") -> builtins.list[DashboardEntry]:
+                  format: str = "html",
+                  progress: Callable[[int, int, str], None] | None = None) -> builtins.list[DashboardEntry]:
         """Write every report as ``NAME.html`` (or ``format``) into ``directory`` plus an ``index.html``.
 
         A report that cannot run (a :class:`CRMError`, e.g. missing
         configuration) is listed on the index with its error instead of
         stopping the others.
+
+        :param progress: called as ``progress(done, total, report)`` before each
+            report and once at the end (``crm report dashboard`` draws a bar).
         """
         renderer = self.renderers.get(format)  # UnknownComponent names the formats there are
         folder = Path(directory)
@@ -85,7 +89,10 @@ class ReportEngine:
             raise CRMError(f"cannot create output directory {folder}: {exc.strerror or exc}") from None
         moment = self.crm.as_of(as_of)
         entries = []
-        for report in self.list():
+        reports = self.list()
+        for n, report in enumerate(reports):
+            if progress is not None:
+                progress(n, len(reports), report.name)
             file = f"{report.name}.{renderer.extension}"
             try:
                 result = self.run(report.name, moment)
@@ -95,6 +102,8 @@ class ReportEngine:
             write_output(folder / file, renderer.render(result))
             entries.append(DashboardEntry(report.name, report.description, file, result.title, None))
         write_output(folder / "index.html", dashboard_index(entries, moment))
+        if progress is not None:
+            progress(len(reports), len(reports), "")
         return entries
 
 

@@ -15,9 +15,9 @@ from typing import Any
 
 import attrs
 from rich.console import Console
-from rich.table import Table
 
 from ..domain.spreadsheet import escape_formula
+from ..domain.terminal import build_table, fits, is_identifier, vertical_table
 from .protocol import (
     Column,
     Renderer,
@@ -96,21 +96,33 @@ def _display(value: Any, column: Column) -> str:
         return f"{Decimal(value):,}"
     if column.type == "float":
         return f"{value:,.2f}"
+    if column.type == "int" and isinstance(value, int) and not is_identifier(column.name):
+        return f"{value:,}"
     return str(_cell(value))
 
 
 def render_table(result: ReportResult, terminal: bool = False, width: int = 120) -> str:
+    """The result as box tables ``width`` columns wide.
+
+    Numbers are right-aligned and never cut: a table whose columns cannot fit
+    is drawn one row at a time, column under column (see
+    :mod:`crmcore.domain.terminal`).
+    """
     buffer = io.StringIO()
     console = Console(file=buffer, width=width, force_terminal=terminal, color_system=None
                       if not terminal else "auto", record=False)
     for part in result.tables():
-        table = Table(title=part.title, show_lines=False)
-        for column in part.columns:
-            numeric = column.type in ("int", "decimal", "float", "percent")
-            table.add_column(column.label, justify="right" if numeric else "left")
-        for row in part.rows:
-            table.add_row(*(_display(v, c) for v, c in zip(row, part.columns)))
-        console.print(table)
+        labels = [column.label for column in part.columns]
+        numeric = {c.label for c in part.columns if c.type in ("int", "decimal", "float", "percent")}
+        rows = [dict(zip(labels, (_display(v, c) for v, c in zip(row, part.columns)))) for row in part.rows]
+        table = build_table(rows, labels, part.title, numeric=numeric)
+        if fits(console, table):
+            console.print(table)
+        else:
+            if part.title:
+                console.print(part.title)
+            for n, row in enumerate(rows, 1):
+                console.print(vertical_table(row, labels, title=f"{n} of {len(rows)}"))
         for note in part.notes:
             console.print(note)
     return buffer.getvalue()

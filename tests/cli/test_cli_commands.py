@@ -46,7 +46,7 @@ def as_json(result):
 def test_customer_crud_and_search(run):
     added = as_json(run("--json", "customer", "add", "--name", "张伟", "--email", "Zhang.Wei@Example.com",
                         "--phone", "+86 138 0013 8000", "--region", "华东", "--tags", "vip,b2b",
-                        "--external-id", "c-1"))[0]
+                        "--external-id", "c-1"))
     assert added["email"] == "Zhang.Wei@example.com" and added["phone"] == "+8613800138000"
     assert added["tags"] == ["vip", "b2b"]
     ok(run("customer", "add", "--name", "Alice Smith", "--email", "alice@example.com", "--region", "West"))
@@ -55,7 +55,7 @@ def test_customer_crud_and_search(run):
     assert [c["name"] for c in as_json(run("--json", "customer", "search", "张"))] == ["张伟"]
     assert [c["name"] for c in as_json(run("--json", "customer", "search", "ALICE@"))] == ["Alice Smith"]
     updated = as_json(run("--json", "customer", "update", str(added["id"]), "--city", "上海", "--set", "level=gold"))
-    assert updated[0]["city"] == "上海" and updated[0]["attributes"] == {"level": "gold"}
+    assert updated["city"] == "上海" and updated["attributes"] == {"level": "gold"}
     assert as_json(run("--json", "customer", "list", "--where", "attributes.level=gold"))[0]["id"] == added["id"]
     ordered = as_json(run("--json", "customer", "list", "--sort", "-name", "--limit", "1"))
     assert ordered[0]["name"] == "张伟"
@@ -67,17 +67,17 @@ def test_customer_crud_and_search(run):
 def test_deal_move_earns_points_and_report(run):
     ok(run("customer", "add", "--name", "李娜", "--external-id", "c-9", "--email", "li@example.com"))
     deal = as_json(run("--json", "deal", "add", "--customer", "c-9", "--title", "ERP 续约",
-                       "--amount", "12000.50", "--currency", "CNY", "--stage", "proposal"))[0]
+                       "--amount", "12000.50", "--currency", "CNY", "--stage", "proposal"))
     assert deal["amount"] == "12000.50" and deal["probability"] == 50
-    moved = as_json(run("--json", "deal", "move", str(deal["id"]), "won"))[0]
+    moved = as_json(run("--json", "deal", "move", str(deal["id"]), "won"))
     assert moved["stage"] == "won" and moved["closed_at"]
-    balance = as_json(run("--json", "loyalty", "balance", "li@example.com"))[0]
+    balance = as_json(run("--json", "loyalty", "balance", "li@example.com"))["schemes"]["points"]
     assert balance["balance"] == 12000  # 1 point per unit, rounded down
     history = as_json(run("--json", "loyalty", "history", "c-9"))
     assert [(e["kind"], e["points"]) for e in history] == [("earn", 12000)]
     ok(run("loyalty", "redeem", "c-9", "500", "--reason", "coupon"))
     ok(run("loyalty", "adjust", "c-9", "-100", "--reason", "correction"))
-    assert as_json(run("--json", "loyalty", "balance", "c-9"))[0]["balance"] == 11400
+    assert as_json(run("--json", "loyalty", "balance", "c-9"))["schemes"]["points"]["balance"] == 11400
     csv_text = ok(run("report", "run", "pipeline", "--format", "csv", "--option", "currency=CNY"))
     won_line = next(line for line in csv_text.splitlines() if line.startswith("won,") or ",won," in line)
     assert [Decimal(v) for v in won_line.split(",")[-2:]] == [Decimal("12000.50")] * 2
@@ -104,14 +104,14 @@ def test_segments_and_notifications(run, tmp_path):
     assert len(export.read_text(encoding="utf-8").splitlines()) == 7
     sent = as_json(run("--json", "notify", "send", "--channel", "file", "--customer", "x1", "--subject", "您好",
                        "--purpose", "marketing"))
-    assert sent[0]["status"] == "pending"
+    assert sent["status"] == "pending"
     suppressed = as_json(run("--json", "notify", "send", "--channel", "file", "--customer", "x0",
                              "--subject", "hi", "--purpose", "marketing"))
-    assert suppressed[0]["status"] == "suppressed"
-    result = as_json(run("--json", "notify", "dispatch"))[0]
+    assert suppressed["status"] == "suppressed"
+    result = as_json(run("--json", "notify", "dispatch"))
     assert result["sent"] == 1
     assert as_json(run("--json", "notify", "outbox", "--status", "sent"))[0]["subject"] == "您好"
-    assert as_json(run("--json", "notify", "retry"))[0]["requeued"] == 0
+    assert as_json(run("--json", "notify", "retry"))["requeued"] == 0
     assert {c["name"] for c in as_json(run("--json", "notify", "channels"))} >= {"console", "file"}
 
 
@@ -154,9 +154,9 @@ def test_config_show_and_init(run, tmp_path, monkeypatch):
     again = ok(run("init", plugins=""))  # keeps the file, (re)creates and migrates the database
     assert again.startswith("kept crm.toml")
     monkeypatch.setenv("CRM_PHONE_REGION", "US")
-    rows = {r["key"]: r for r in as_json(run("--json", "config", "show", plugins=""))}
+    rows = as_json(run("--json", "config", "show", plugins=""))
     assert rows["default_currency"]["source"] == "crm.toml"
-    assert rows["phone_region"] == {"key": "phone_region", "value": "US", "source": "environment CRM_PHONE_REGION"}
+    assert rows["phone_region"] == {"value": "US", "source": "environment CRM_PHONE_REGION"}
     assert rows["database_url"]["source"] == "argument"
 
 
@@ -171,7 +171,7 @@ def test_subprocess_entry_point(crm_db_url, tmp_path):
 
     added = call("--json", "customer", "add", "--name", "王芳 🌸", "--email", "wf@example.com")
     assert added.returncode == 0, added.stderr
-    assert json.loads(added.stdout)[0]["name"] == "王芳 🌸"
+    assert json.loads(added.stdout)["name"] == "王芳 🌸"
     listed = call("customer", "list")
     assert listed.stdout.splitlines()[0].startswith("id\tname")  # piped: plain tab-separated
     bad = call("deal", "add", "--customer", "1", "--title", "x", "--amount", "1.234", "--currency", "CNY",

@@ -258,7 +258,7 @@ def test_config_show_masks_every_password_and_secret(empty_dir, json_flag) -> No
     assert "postgresql://crm:***@db.example.com:5432/crm" in result.output
     assert "SMTP_PASSWORD" in result.output  # the *name* of a variable is not a secret
     if json_flag:
-        rows = {r["key"]: r["value"] for r in json.loads(result.output)}
+        rows = {key: r["value"] for key, r in json.loads(result.output).items()}
         assert rows["channels.smtp"]["password"] == "***"
         assert rows["notify"]["unsubscribe_secret"] == "***"
 

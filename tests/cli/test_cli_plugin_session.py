@@ -158,8 +158,8 @@ def test_config_show_lists_plugin_settings_and_their_sources(acme_cli: list[str]
                                       encoding="utf-8")
     code, out = invoke(*acme_cli, "--json", "config", "show", env={"CRM_PLUGIN_ACME_MAX_VIPS": "3"})
     assert code == 0, out
-    rows = {r["key"]: r for r in json.loads(out)}
-    assert rows["plugins.acme.vip_tag"] == {"key": "plugins.acme.vip_tag", "value": "gold", "source": "crm.toml"}
+    rows = json.loads(out)
+    assert rows["plugins.acme.vip_tag"] == {"value": "gold", "source": "crm.toml"}
     assert rows["plugins.acme.max_vips"]["value"] == 3
     assert rows["plugins.acme.max_vips"]["source"] == "environment CRM_PLUGIN_ACME_MAX_VIPS"
     assert rows["plugins.acme.welcome_subject"]["source"] == "default"

@@ -81,7 +81,7 @@ def test_cdnow_estimates_match_the_literature(cdnow_crm, crm_cli):
         assert getattr(fitted.spend, name) == pytest.approx(published, rel=0.01), name
 
     # The same data through `crm segment run clv`: every customer scored.
-    run = json.loads(ok(crm_cli("--as-of", CALIBRATION_END, "--json", "segment", "run", "clv", plugins="clv")))[0]
+    run = json.loads(ok(crm_cli("--as-of", CALIBRATION_END, "--json", "segment", "run", "clv", plugins="clv")))
     assert run["members"] == 2357 and NO_PURCHASES not in run["counts"]
     # The fitted models are stored with the run, for audit (and match the literature).
     [listed] = json.loads(ok(crm_cli("--json", "segment", "runs", "--strategy", "clv", plugins="clv")))

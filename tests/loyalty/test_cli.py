@@ -80,7 +80,7 @@ def test_loyalty_commands(run):
     ok(run("deal", "add", "--customer", "ben", "--title", "b", "--amount", "300", "--stage", "won",
            "--closed-at", f"{yesterday}T10:00:00"))
 
-    status = {r["scheme"]: r for r in as_json(run("--json", "loyalty", "balance", "ann"))}
+    status = as_json(run("--json", "loyalty", "balance", "ann"))["schemes"]
     assert status["points"]["balance"] == 1200 + 500           # the deal and the referrer bonus
     assert status["points"]["expiring"] == {(today + timedelta(days=29)).isoformat(): 1200,
                                             (today + timedelta(days=364)).isoformat(): 500}
@@ -91,7 +91,7 @@ def test_loyalty_commands(run):
     assert as_json(run("--json", "loyalty", "run", "--scheme", "birthday")) == [
         {"scheme": "birthday", "changes": 0}]
 
-    issued = as_json(run("--json", "loyalty", "redeem", "ann", "mug"))[0]
+    issued = as_json(run("--json", "loyalty", "redeem", "ann", "mug"))
     assert issued["reward"] == "mug" and len(issued["code"]) == 14
     refused(run("loyalty", "redeem", "ben", "mug"), "'mug' is out of stock")
     refused(run("loyalty", "redeem", "ann", "cup"), "unknown reward 'cup' (known: mug, tote)")
@@ -100,7 +100,7 @@ def test_loyalty_commands(run):
     assert run("loyalty", "adjust", "ann", "1.5", "--reason", "x").exit_code == 2   # not a whole number
     refused(run("loyalty", "adjust", "ann", "0", "--reason", "x"), "non-zero whole number")
     refused(run("loyalty", "adjust", "ben", "-100000", "--reason", "x"), "cannot redeem 100000")
-    adjusted = as_json(run("--json", "loyalty", "adjust", "ann", "-10", "--reason", "typo", "--by", "alice"))[0]
+    adjusted = as_json(run("--json", "loyalty", "adjust", "ann", "-10", "--reason", "typo", "--by", "alice"))
     assert (adjusted["points"], adjusted["actor"], adjusted["kind"]) == (-10, "alice", "adjust")
 
     history = as_json(run("--json", "loyalty", "history", "ann", "--scheme", "points"))
@@ -109,10 +109,10 @@ def test_loyalty_commands(run):
     rewards = {r["name"]: r["left"] for r in as_json(run("--json", "loyalty", "rewards"))}
     assert rewards == {"mug": 0, "tote": None}
 
-    assert as_json(run("--json", "loyalty", "expire")) == [{"expired_entries": 0}]
-    assert as_json(run("--json", "loyalty", "expire", "--as-of", later)) == [{"expired_entries": 2}]  # both deals
-    assert as_json(run("--json", "loyalty", "expire", "--as-of", later)) == [{"expired_entries": 0}]
-    ann = {r["scheme"]: r for r in as_json(run("--json", "loyalty", "balance", "ann"))}["points"]
+    assert as_json(run("--json", "loyalty", "expire")) == {"expired_entries": 0}
+    assert as_json(run("--json", "loyalty", "expire", "--as-of", later)) == {"expired_entries": 2}  # both deals
+    assert as_json(run("--json", "loyalty", "expire", "--as-of", later)) == {"expired_entries": 0}
+    ann = as_json(run("--json", "loyalty", "balance", "ann"))["schemes"]["points"]
     assert ann["balance"] == 500 + 50                          # FIFO: the redeem and adjust took the deal's batch
 
     tiers = as_json(run("--json", "loyalty", "tiers", "--scheme", "tiers"))
@@ -133,7 +133,7 @@ def test_recompute_reports_and_fixes_drift(run):
     assert '"stored": 70' in result.output and '"ledger": 100' in result.output
     ok(run("loyalty", "recompute", "--fix"))
     assert "no drift" in ok(run("loyalty", "recompute"))
-    assert as_json(run("--json", "loyalty", "balance", "ann"))[0]["balance"] == 100
+    assert as_json(run("--json", "loyalty", "balance", "ann"))["schemes"]["points"]["balance"] == 100
 
 
 def test_earn_job_from_the_command_line(run):
@@ -143,4 +143,4 @@ def test_earn_job_from_the_command_line(run):
                "--stage", "won"))
     assert as_json(run("--json", "loyalty", "earn", "--scheme", "points")) == [{"scheme": "points", "entries": 2}]
     assert as_json(run("--json", "loyalty", "earn", "--scheme", "points")) == [{"scheme": "points", "entries": 0}]
-    assert as_json(run("--json", "loyalty", "balance", "ann"))[0]["balance"] == 30
+    assert as_json(run("--json", "loyalty", "balance", "ann"))["schemes"]["points"]["balance"] == 30

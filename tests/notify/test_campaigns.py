@@ -178,7 +178,7 @@ def test_cli_campaign_shows_counts_first(crm_factory, crm_db_url, tmp_path, monk
         "2 members, 1 eligible, 1 skipped for consent, 0 already queued")
     assert outbox_rows(crm) == []
     out = runner.invoke(cli, [*base, "--json", *args])
-    assert json.loads(out.output)[0] | {"name": None} == {
+    assert json.loads(out.output) | {"name": None} == {
         "name": None, "template": "win-back", "strategy": "tags", "segment": "vip", "run_id": 1,
         "channel": "console", "purpose": "marketing", "members": 2, "eligible": 1, "skipped_consent": 1,
         "duplicates": 0, "enqueued": 1, "dead": 0, "dry_run": False}

@@ -178,18 +178,18 @@ def test_cli_unsubscribe_resubscribe_consent_and_token(crm_factory, crm_db_url, 
     base = ["--db", crm_db_url, "--plugins", "notify", "--json"]
     out = runner.invoke(cli, [*base, "customer", "unsubscribe", "ada@example.com", "--channel", "console"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output)[0] | {"recorded_at": None} == {
+    assert json.loads(out.output) | {"recorded_at": None} == {
         "customer_id": customer.id, "channel": "console", "purpose": "marketing", "granted": False,
         "source": "cli", "recorded_at": None, "actor": None}
     out = runner.invoke(cli, [*base, "customer", "resubscribe", str(customer.id), "--purpose", "transactional"])
-    assert out.exit_code == 0 and json.loads(out.output)[0]["granted"] is True
+    assert out.exit_code == 0 and json.loads(out.output)["granted"] is True
     out = runner.invoke(cli, [*base, "customer", "consent", str(customer.id)])
     assert [(r["channel"], r["purpose"], r["granted"]) for r in json.loads(out.output)] == [
         ("*", "marketing", True), ("*", "transactional", True), ("console", "marketing", False)]
     url = runner.invoke(cli, base[:-1] + ["notify", "unsubscribe-url", str(customer.id)]).output.strip()
     assert url.startswith("https://crm.example/u?t=")
     out = runner.invoke(cli, [*base, "notify", "unsubscribe", url.split("t=", 1)[1]])
-    assert out.exit_code == 0 and json.loads(out.output)[0]["source"] == "cli-token"
+    assert out.exit_code == 0 and json.loads(out.output)["source"] == "cli-token"
     assert crm.customers.get(customer.id).consent_marketing is False
     out = runner.invoke(cli, [*base, "notify", "unsubscribe", "garbage"])
     assert out.exit_code == 1 and "not valid" in out.output and "Traceback" not in out.output

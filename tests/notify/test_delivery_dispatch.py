@@ -52,7 +52,7 @@ def test_two_dispatcher_processes_never_take_the_same_message(crm_factory, crm_d
     outputs = [p.communicate(timeout=WAIT_S) for p in processes]
     for process, (_, err) in zip(processes, outputs):
         assert process.returncode == 0, err.decode()
-    sent_by = [json.loads(out)[0]["sent"] for out, _ in outputs]
+    sent_by = [json.loads(out)["sent"] for out, _ in outputs]
     assert sum(sent_by) == 1000
     received = assert_each_accepted_once(smtp_server, crm)
     assert len(received) == 1000 and {r["status"] for r in rows(crm)} == {"sent"}
@@ -73,7 +73,7 @@ def test_dead_letters_listed_and_requeued_from_the_cli(crm_factory, crm_db_url, 
     config = _write_config(tmp_path, smtp_server)
 
     dispatched = json.loads(invoke(crm_db_url, config, "--json", "notify", "dispatch"))
-    assert dispatched == [{"sent": 1, "retried": 0, "dead": 1, "suppressed": 0, "deferred": 0}]
+    assert dispatched == {"sent": 1, "retried": 0, "dead": 1, "suppressed": 0, "deferred": 0}
     dead = json.loads(invoke(crm_db_url, config, "--json", "notify", "outbox", "--status", "dead"))
     assert [(d["id"], d["status"], d["attempts"]) for d in dead] == [(bad, "dead", 1)]
     assert "invalid recipient" in dead[0]["last_error"]
@@ -83,7 +83,7 @@ def test_dead_letters_listed_and_requeued_from_the_cli(crm_factory, crm_db_url, 
     assert sent["sent_at"] and sent["last_attempt_at"] and sent["attempts"] == 1
     assert sent["delivery"] == {"smtp_reply": "250 2.0.0 Ok: queued as Q1"}
 
-    shown = json.loads(invoke(crm_db_url, config, "--json", "customer", "show", str(customer.id)))[0]
+    shown = json.loads(invoke(crm_db_url, config, "--json", "customer", "show", str(customer.id)))
     recent = {m["id"]: m for m in shown["recent_messages"]}
     assert recent[good]["status"] == "sent" and recent[good]["provider_id"] == sent["provider_id"]
     assert recent[bad]["status"] == "dead" and "invalid recipient" in recent[bad]["last_error"]
@@ -92,8 +92,8 @@ def test_dead_letters_listed_and_requeued_from_the_cli(crm_factory, crm_db_url, 
         from crmcore.store import tables
         uow.conn.execute(tables.notify_outbox.update().where(tables.notify_outbox.c.id == bad).values(
             recipient="li.lei@example.com"))
-    assert json.loads(invoke(crm_db_url, config, "--json", "notify", "retry", str(bad))) == [{"requeued": 1}]
-    assert json.loads(invoke(crm_db_url, config, "--json", "notify", "dispatch"))[0]["sent"] == 1
+    assert json.loads(invoke(crm_db_url, config, "--json", "notify", "retry", str(bad))) == {"requeued": 1}
+    assert json.loads(invoke(crm_db_url, config, "--json", "notify", "dispatch"))["sent"] == 1
     assert json.loads(invoke(crm_db_url, config, "--json", "notify", "outbox", "--status", "dead")) == []
     assert len(assert_each_accepted_once(smtp_server, crm)) == 2
 

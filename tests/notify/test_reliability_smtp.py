@@ -157,7 +157,7 @@ def test_sigterm_worker_finishes_in_flight_and_hands_claims_back(crm_factory, cr
     process.send_signal(signal.SIGTERM)
     out, err = process.communicate(timeout=WAIT_S)
     assert process.returncode == 0, err.decode()
-    summary = json.loads(out)[0]
+    summary = json.loads(out)
 
     statuses = Counter(r["status"] for r in rows(crm))
     assert statuses["sending"] == 0 and statuses["claimed"] == 0  # nothing in doubt, claims handed back

@@ -171,7 +171,7 @@ def test_cli_preview(crm, crm_db_url, tmp_path, monkeypatch):
     assert "Subject:  张伟，感谢您的订购" in out.output and "--- html ---" in out.output
     out = runner.invoke(cli, [*base, "--json", "notify", "preview", "thank-you", "zw@example.com",
                               "--deal", str(deal.id), "--locale", "en"])
-    assert json.loads(out.output)[0]["subject"] == "Thank you for your order, 张伟"
+    assert json.loads(out.output)["subject"] == "Thank you for your order, 张伟"
     out = runner.invoke(cli, [*base, "notify", "preview", "thank-you", str(customer.id)])  # no --deal
     assert out.exit_code == 1 and "Traceback" not in out.output
     assert "thank-you/body.zh-CN.txt, line 3: undefined variable" in out.output

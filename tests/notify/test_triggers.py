@@ -167,9 +167,9 @@ def test_cli_run_scheduled(crm_factory, crm_db_url, tmp_path, monkeypatch):
     base = ["--db", crm_db_url, "--plugins", "notify", "--json"]
     out = runner.invoke(cli, [*base, "notify", "run-scheduled", "--as-of", "2026-06-30"])
     assert out.exit_code == 0, out.output
-    assert json.loads(out.output) == [{"enqueued": 1}]
+    assert json.loads(out.output) == {"enqueued": 1}
     out = runner.invoke(cli, [*base, "--as-of", "2026-06-30", "notify", "run-scheduled"])
-    assert json.loads(out.output) == [{"enqueued": 0}]
+    assert json.loads(out.output) == {"enqueued": 0}
 
 
 # -- all the way to a real SMTP server ---------------------------------------------------------

@@ -23,7 +23,7 @@ def seed(run) -> dict[str, int]:
     ids = {}
     for name, email, amount in PEOPLE:
         added = as_json(run("--json", "customer", "add", "--name", name, "--email", email, "--external-id", name))
-        ids[name] = added[0]["id"]
+        ids[name] = added["id"]
         if amount:
             ok(run("deal", "add", "--customer", name, "--title", "t", "--amount", amount, "--currency", "CNY",
                    "--stage", "won"))
@@ -32,7 +32,7 @@ def seed(run) -> dict[str, int]:
 
 def test_runs_members_export_diff(run, tmp_path):
     ids = seed(run)
-    first = as_json(run("--json", "--as-of", "2030-01-01", "segment", "run", "value-tier"))[0]
+    first = as_json(run("--json", "--as-of", "2030-01-01", "segment", "run", "value-tier"))
     assert first["counts"] == {"A": 1, "B": 1, "C": 1, "No revenue": 1}
 
     members = as_json(run("--json", "segment", "members", "value-tier"))
@@ -45,7 +45,7 @@ def test_runs_members_export_diff(run, tmp_path):
     # Cy buys 900 more: Cy 950, Ann 800, Bob 150 (total 1900): ahead 0, 950, 1750 -> A, A, B.
     ok(run("deal", "add", "--customer", "Cy", "--title", "t", "--amount", "900", "--currency", "CNY",
            "--stage", "won"))
-    second = as_json(run("--json", "--as-of", "2030-01-01", "segment", "run", "value-tier"))[0]
+    second = as_json(run("--json", "--as-of", "2030-01-01", "segment", "run", "value-tier"))
     assert (second["entered"], second["left"], second["moved"]) == (0, 0, 1)
     runs = as_json(run("--json", "segment", "runs", "--strategy", "value-tier"))
     assert [r["id"] for r in runs] == [second["id"], first["id"]]
@@ -68,8 +68,8 @@ def test_runs_members_export_diff(run, tmp_path):
 
 def test_diff_and_explain_errors(run):
     seed(run)
-    geo = as_json(run("--json", "segment", "run", "geo"))[0]
-    tier = as_json(run("--json", "segment", "run", "value-tier"))[0]
+    geo = as_json(run("--json", "segment", "run", "geo"))
+    tier = as_json(run("--json", "segment", "run", "value-tier"))
     bad = run("segment", "diff", str(geo["id"]), str(tier["id"]))
     assert bad.exit_code == 1 and "same strategy" in bad.output and "Traceback" not in bad.output
     missing = run("segment", "diff", str(geo["id"]), "999")
@@ -83,7 +83,7 @@ def test_diff_and_explain_errors(run):
 def test_explain(run):
     seed(run)
     ok(run("--as-of", "2030-01-01", "segment", "run", "value-tier"))
-    found = as_json(run("--json", "segment", "explain", "value-tier", "bob@example.com"))[0]
+    found = as_json(run("--json", "segment", "explain", "value-tier", "bob@example.com"))
     assert found["segment"] == "B"
     assert found["explanation"]["revenue"] == "150.0000" and found["explanation"]["rank"] == 2
     assert found["explanation"]["share_before"] == 80.0
@@ -91,7 +91,7 @@ def test_explain(run):
     assert "is in B" in text and "share_before" in text
     ok(run("--as-of", "2030-01-01", "segment", "run", "rules", "-o", "rules=Big: total_spend >= 500",
            "-o", "default=Small"))
-    rules = as_json(run("--json", "segment", "explain", "rules", "Ann"))[0]["explanation"]
+    rules = as_json(run("--json", "segment", "explain", "rules", "Ann"))["explanation"]
     assert rules["matched_rule"] == "Big" and rules["values"] == {"total_spend": "800"}
 
 
@@ -99,7 +99,7 @@ def test_customer_show_list_and_export_by_segment(run, tmp_path):
     ids = seed(run)
     ok(run("--as-of", "2030-01-01", "segment", "run", "value-tier"))
     ok(run("segment", "run", "geo"))
-    shown = as_json(run("--json", "customer", "show", str(ids["Bob"])))[0]
+    shown = as_json(run("--json", "customer", "show", str(ids["Bob"])))
     assert shown["segments"] == {"value-tier": "B", "geo": "Unknown"}
     listed = as_json(run("--json", "customer", "list", "--segment", "value-tier:A"))
     assert [c["name"] for c in listed] == ["Ann"]
