@@ -109,7 +109,7 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
                             max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
                             raw_csv=raw_csv, excel=excel, earn=earn, allow_duplicates=allow_duplicates)
     crm = session.crm
-    with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and file != "-") as bar:
+    with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and not session.as_json and file != "-") as bar:
         try:
             report = import_file(crm, entity, file, options, progress=bar.update)
         except ImportFailed as exc:
