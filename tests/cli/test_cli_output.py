@@ -97,9 +97,15 @@ NOT_JSON = {
 
 
 def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command path under ``group``."""
+    """Every command path under ``group`` from crmcore and its plugins (crmcore_*).
+
+    A test-only plugin that another test in this process loaded (acme) also adds
+    commands to ``cli``; they are not crmcore's to classify.
+    """
     found = []
     for name, command in sorted(group.commands.items()):
+        if command.callback is not None and not command.callback.__module__.startswith("crmcore"):
+            continue
         if isinstance(command, click.Group):
             found += commands(command, (*prefix, name))
         else:

@@ -97,9 +97,9 @@ def test_notify_campaign_segment_references(crm_cli):
     base = ("--json", "notify", "campaign", "win-back", "--channel", "console", "--dry-run")
     planned = crm_cli(*base, "--segment", "East China VIP")
     assert planned.exit_code == 0, planned.output
-    assert {k: json.loads(planned.output)[0][k] for k in ("strategy", "segment", "members")} == {
+    assert {k: json.loads(planned.output)[k] for k in ("strategy", "segment", "members")} == {
         "strategy": "rules", "segment": "East China VIP", "members": 2}
-    by_strategy = json.loads(crm_cli(*base, "--segment", "geo:华北").output)[0]
+    by_strategy = json.loads(crm_cli(*base, "--segment", "geo:华北").output)
     assert (by_strategy["strategy"], by_strategy["segment"], by_strategy["members"]) == ("geo", "华北", 1)
     plain = base[1:]  # errors as text
     one_line_error(crm_cli(*plain, "--segment", "华北"), "several strategies (geo, rules)")
