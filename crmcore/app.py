@@ -25,7 +25,8 @@ from .application.services import (
     DealService,
     InteractionService,
 )
-from .application.uow import UnitOfWork, current_actor, current_unit
+from .application.uow import SYSTEM_ACTOR, UnitOfWork, current_actor, current_unit
+from .application.users import TeamService, UserService
 from .config import Config
 from .domain.customfields import CustomField
 from .domain.entities import Deal, Stage
@@ -57,6 +58,8 @@ class CRM:
         self.contacts = ContactService(self)
         self.interactions = InteractionService(self)
         self.deals = DealService(self)
+        self.users = UserService(self)
+        self.teams = TeamService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)
@@ -229,6 +232,7 @@ class CRM:
                 token = current_unit.set(uow)
                 try:
                     yield uow
+                    uow.audit.flush()  # the audit records commit with what they record
                 finally:
                     current_unit.reset(token)
             uow.run_after_commit()
@@ -236,8 +240,35 @@ class CRM:
             conn.close()
 
     @contextmanager
+    def acting(self, login: str) -> Iterator["CRM"]:
+        """Run the enclosed use cases as the user ``login`` (``with crm.acting("li.wei"):``).
+
+        An unknown or deactivated user cannot act: :class:`NotFound` or
+        :class:`~crmcore.application.users.InactiveUser`, before anything runs.
+        """
+        self.users.check_can_act(login)
+        with self.acting_as(login):
+            yield self
+
+    def as_user(self, login: str) -> "CRM":
+        """Act as ``login`` from now on in this context (a script's "log in"); returns the CRM.
+
+        ``crm.as_user("li.wei").customers.add(...)``.  Checked like :meth:`acting`;
+        ``with crm.acting(...)`` scopes it to a block instead.
+        """
+        self.users.check_can_act(login)
+        current_actor.set(login)
+        return self
+
+    @property
+    def actor(self) -> str:
+        """The login of the user acting in this context (``system`` when nobody was named)."""
+        return current_actor.get() or SYSTEM_ACTOR
+
+    @contextmanager
     def acting_as(self, actor: str | None) -> Iterator["CRM"]:
-        """Run the enclosed use cases as ``actor`` (passed to ``authorize``)."""
+        """Run the enclosed use cases as ``actor`` without checking it (passed to ``authorize``);
+        :meth:`acting` checks that the user exists and is active."""
         token = current_actor.set(actor)
         try:
             yield self

@@ -21,6 +21,7 @@ from ..domain.errors import HasHistory, ValidationError
 from ..store.repositories import E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
+from .users import resolve_owner, resolve_owners
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -112,6 +113,7 @@ class EntityService(Generic[E]):
             self.crm.authorize(f"{self.kind}.create", candidate)
             candidate = self.prepare(uow, candidate, None)
             stored = self.repo(uow).insert(candidate, uow.now)
+            uow.audit.created(self.kind, stored)
             self.after_insert(uow, stored)
             return stored
 
@@ -124,6 +126,7 @@ class EntityService(Generic[E]):
             self.crm.authorize(f"{self.kind}.update", candidate)
             candidate = self.prepare(uow, candidate, previous)
             stored = self.repo(uow).update(candidate, uow.now)
+            uow.audit.updated(self.kind, stored, previous)
             self.after_update(uow, stored, previous)
             return stored
 
@@ -142,6 +145,7 @@ class EntityService(Generic[E]):
             if found:
                 raise HasHistory(self.kind, id, found)
             self.repo(uow).delete(id)
+            uow.audit.deleted(self.kind, previous)
             uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
             return previous
 
@@ -166,7 +170,9 @@ class EntityService(Generic[E]):
                     raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], self.kind) from None
             self.check_references_bulk(uow, entities)
             self.check_external_ids_bulk(uow, entities)
+            entities = resolve_owners(uow, entities, self.kind) if self.kind in OWNED else entities
             stored = self.insert_batch(uow, entities)
+            uow.audit.batch(f"{self.kind}.import", self.kind, [e.id for e in stored])
             uow.fire(f"on_{self.kind}s_imported", **{f"{self.kind}s": stored})
             return len(stored)
 
@@ -225,6 +231,7 @@ class EntityService(Generic[E]):
         self.check_lengths(entity)
         if check_references:
             self.check_references(uow, entity)
+            entity = resolve_owner(uow, entity, self.kind) if self.kind in OWNED else entity
         issues = []
         for result in self.crm.plugins.call(f"validate_{self.kind}", uow=uow, previous=previous,
                                             **{self.kind: entity}):
@@ -419,6 +426,7 @@ class DealService(EntityService[Deal]):
         if previous.stage not in PROMOTED_STAGES:
             return
         customer = uow.customers.update(attrs.evolve(previous, stage=LifecycleStage.CUSTOMER), uow.now)
+        uow.audit.updated("customer", customer, previous)
         uow.fire("on_customer_updated", customer=customer, previous=previous)
 
     def _promote_buyers_bulk(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
@@ -434,7 +442,11 @@ class DealService(EntityService[Deal]):
                 customers.c.id.in_(buyers[start:start + 10_000]),
                 customers.c.stage.in_([s.value for s in PROMOTED_STAGES])).values(
                 stage=LifecycleStage.CUSTOMER.value, updated_at=uow.now))
+        uow.audit.batch("customer.promote", "customer", buyers)
 
+
+OWNED = ("customer", "deal")
+"""The entities whose ``owner`` is a user (interactions keep a free-text owner)."""
 
 PROMOTED_STAGES = (LifecycleStage.LEAD, LifecycleStage.PROSPECT)
 """The lifecycle stages a won deal turns into ``customer`` (``former`` stays former)."""

@@ -240,6 +240,7 @@ class LoyaltyLedger:
             "expires_at": item.get("expires_at"), "reason": item.get("reason"), "actor": self.uow.actor,
             "occurred_at": item.get("occurred_at") or self.uow.now, "details": item.get("details")}
             for item in fresh])
+        self.uow.audit.batch("ledger.credit", "ledger_entry", [item["key"] for item in fresh], scheme=scheme)
         self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, list(totals))
         return len(fresh)
 
@@ -264,6 +265,7 @@ class LoyaltyLedger:
         new = and_(ledger.c.id > before, ledger.c.scheme == scheme, ledger.c.idempotency_key.like(key_like))
         written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
         if written:
+            self.uow.audit.batch_where("ledger.credit", "ledger_entry", ledger.c.id, new, scheme=scheme)
             self._apply_new_entries(scheme, new)
         return written
 
@@ -301,6 +303,7 @@ class LoyaltyLedger:
         written = _count(conn, and_(*new))
         if not written:
             return 0
+        self.uow.audit.batch_where("ledger.expire", "ledger_entry", ledger.c.id, *new)
         conn.execute(insert(allocations).from_select(
             ["debit_id", "batch_id", "points"], select(ledger.c.id, ledger.c.batch_id, -ledger.c.points).where(
                 *new, ~exists().where(allocations.c.debit_id == ledger.c.id))))
@@ -450,6 +453,7 @@ class LoyaltyLedger:
         new_id = insert_new(conn, ledger, values, ledger.c.idempotency_key)
         if new_id is not None:
             values["id"] = new_id
+            self.uow.audit.record(f"ledger.{kind}", "ledger_entry", new_id, customer_id=customer_id, values=values)
             return LedgerEntry(**values), True
         existing = self.entry(key, latest=True)
         if existing is None:  # not a key conflict (INSERT IGNORE also skips other errors): raise the real one

@@ -95,6 +95,7 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
     if channel == EVERY_CHANNEL and purpose == "marketing":
         uow.conn.execute(update(customers).where(customers.c.id == customer_id).values(
             consent_marketing=granted, updated_at=uow.now))
+    uow.audit.record("consent.record", "consent", f"{channel}/{purpose}", customer_id=customer_id, values=values)
     return Decision(customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
 
 
