@@ -54,6 +54,8 @@ class CRM:
         self.plugins = plugins
         self.clock = clock
         self.engine = make_engine(config.database_url, create=create)
+        # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
+        self.default_actor: str | None = None
         self.customers = CustomerService(self)
         self.contacts = ContactService(self)
         self.interactions = InteractionService(self)
@@ -225,7 +227,7 @@ class CRM:
             conn = conn.execution_options(crm_readonly=True)
         try:
             with conn.begin():
-                uow = UnitOfWork(self, conn, current_actor.get(), self.clock())
+                uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())
                 # The family parts of a unit: bound here, where the families are wired.
                 uow.loyalty = LoyaltyLedger(uow)
                 uow.outbox = Outbox(uow)
@@ -251,19 +253,19 @@ class CRM:
             yield self
 
     def as_user(self, login: str) -> "CRM":
-        """Act as ``login`` from now on in this context (a script's "log in"); returns the CRM.
+        """Make ``login`` this CRM object's actor from now on (a script's "log in"); returns the CRM.
 
-        ``crm.as_user("li.wei").customers.add(...)``.  Checked like :meth:`acting`;
-        ``with crm.acting(...)`` scopes it to a block instead.
+        ``crm.as_user("li.wei").customers.add(...)``.  Checked like :meth:`acting`,
+        which overrides it for a block.
         """
         self.users.check_can_act(login)
-        current_actor.set(login)
+        self.default_actor = login
         return self
 
     @property
     def actor(self) -> str:
         """The login of the user acting in this context (``system`` when nobody was named)."""
-        return current_actor.get() or SYSTEM_ACTOR
+        return current_actor.get() or self.default_actor or SYSTEM_ACTOR
 
     @contextmanager
     def acting_as(self, actor: str | None) -> Iterator["CRM"]:
@@ -277,7 +279,7 @@ class CRM:
 
     def authorize(self, action: str, resource: Any) -> None:
         """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
-        actor = current_actor.get()
+        actor = current_actor.get() or self.default_actor
         if self.plugins.has_impls("authorize") and self.plugins.call(
                 "authorize", actor=actor, action=action, resource=resource, crm=self) is False:
             raise NotAuthorized(actor, action)
