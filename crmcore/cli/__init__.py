@@ -17,6 +17,7 @@ import click
 
 from ..domain.errors import CRMError
 from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
+from .audit_cmds import audit
 from .config_cmds import config_group, init
 from .context import CRMGroup, Session
 from .db import db
@@ -30,7 +31,6 @@ from .report_cmds import report
 from .scaffold_cmds import plugin_group
 from .segment_cmds import segment
 from .transfer import export_command, import_command
-from .audit_cmds import audit
 from .user_cmds import team, user
 
 

@@ -112,8 +112,8 @@ def test_verify_detects_an_edited_record(crm_factory) -> None:
     with crm.engine.begin() as conn:
         conn.execute(update(tables.audit_log).where(tables.audit_log.c.seq == 2).values(actor="mallory"))
     result = verify(crm)
-    assert not result.ok and result.problems == ("record 2 (customer.create customer 2): its content does not "
-                                                 "match its hash (edited)",)
+    assert not result.ok and result.problems == (
+        "record 2 (customer.create customer 2): its content does not match its hash (edited)",)
 
 
 @pytest.mark.parametrize("seq, problem", [(2, "records 2..2 are missing"), (3, "records at the end were deleted")])

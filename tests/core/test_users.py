@@ -9,8 +9,7 @@ import pytest
 from sqlalchemy import func, insert, select
 from sqlalchemy.exc import IntegrityError
 
-from crmcore import NotFound, ValidationError
-from crmcore import migrations
+from crmcore import NotFound, ValidationError, migrations
 from crmcore.io.importer import ImportOptions, import_file
 from crmcore.store import tables
 from crmcore.store.engine import make_engine
@@ -158,9 +157,9 @@ def test_import_maps_owner_by_login_or_email_and_names_an_unknown_one(crm_factor
     file.write_text("external_id,name,owner\nC1,A,li.wei\nC2,B,li@example.com\nC3,C,ghost\nC4,D,\n",
                     encoding="utf-8")
     report = import_file(crm, "customers", file, ImportOptions(on_error="skip"))
-    assert report.error_messages() == [
+    assert report.error_messages() == [(
         'customers.csv:4: column "owner": unknown owner \'ghost\': no user has this login or email '
-        "(add it with `crm user add`)"]
+        "(add it with `crm user add`)")]
     owners = {c.external_id: c.owner for c in crm.customers.list()}
     assert owners == {"C1": "li.wei", "C2": "li.wei", "C4": None}
     # updates map and check the owner too

@@ -13,6 +13,7 @@ Revises: 0007_history_restrict
 Create Date: 2026-12-05
 """
 from datetime import datetime, timezone
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import op
@@ -29,7 +30,7 @@ depends_on = None
 GENESIS = "0" * 64
 
 
-def _stamps() -> list[sa.Column]:
+def _stamps() -> list[sa.Column[Any]]:
     return [sa.Column("created_at", UTCDateTime(), nullable=False),
             sa.Column("updated_at", UTCDateTime(), nullable=False)]
 
