@@ -63,13 +63,21 @@ def _day(seconds: np.ndarray) -> list[str]:
 
 
 def default_path(customers: int, deals: int) -> Path:
-    return CACHE / f"big-v2-{customers}-{deals}.sqlite"  # v2: timestamps with a space, as crmcore stores them
+    # v2: timestamps with a space, as crmcore stores them; v3: owners are users
+    return CACHE / f"big-v3-{customers}-{deals}.sqlite"
 
 
 def _migrate(path: Path) -> None:
     url = f"sqlite:///{path}"
     subprocess.run([sys.executable, "-c", f"from crmcore import CRM; CRM.open({url!r}, plugins=[]).close()"],
                    check=True)
+
+
+def _users(db: sqlite3.Connection) -> None:
+    """The owners are users (customers.owner and deals.owner refer to users.login, revision 0008)."""
+    stamp = _stamp(np.array([int(AS_OF.timestamp())]))[0]
+    db.executemany("INSERT INTO users (login, display_name, active, source, created_at, updated_at)"
+                   " VALUES (?, ?, 1, 'added', ?, ?)", [(o, o, stamp, stamp) for o in OWNERS])
 
 
 def _customers(db: sqlite3.Connection, rng: np.random.Generator, n: int) -> None:
@@ -178,6 +186,7 @@ def build_big_db(path: Path | None = None, customers: int = 1_000_000, deals: in
     db.execute("PRAGMA journal_mode=OFF")
     db.execute("PRAGMA synchronous=OFF")
     with db:
+        _users(db)
         _customers(db, rng, customers)
         _deals(db, rng, deals, customers)
         _interactions(db, rng, interactions, customers)
@@ -189,7 +198,7 @@ def build_big_db(path: Path | None = None, customers: int = 1_000_000, deals: in
     return path
 
 
-TABLES = ["customers", "deals", "deal_stage_history", "interactions"]
+TABLES = ["users", "customers", "deals", "deal_stage_history", "interactions"]
 
 
 def copy_to_postgres(path: Path, url: str) -> None:

@@ -4,7 +4,7 @@
     .venv/bin/python bench/contrib_segmenters.py --customers 10000 --deals 50000
     .venv/bin/python bench/contrib_segmenters.py --only clv
 
-Uses the shared benchmark database bench/.cache/big-v2-<customers>-<deals>.sqlite
+Uses the shared benchmark database bench/.cache/big-v3-<customers>-<deals>.sqlite
 (``bigdb.default_path``; built by bench/bigdb.py, this script does not build
 it).  Both sides write (runs, memberships, a scratch table), so the script
 copies the database to a scratch file next to it first (outside every clock),

@@ -25,7 +25,8 @@ from .application.services import (
     DealService,
     InteractionService,
 )
-from .application.uow import UnitOfWork, current_actor, current_unit
+from .application.uow import SYSTEM_ACTOR, UnitOfWork, current_actor, current_unit
+from .application.users import TeamService, UserService
 from .config import Config
 from .domain.convert import local_zone
 from .domain.customfields import CustomField
@@ -54,10 +55,14 @@ class CRM:
         self.plugins = plugins
         self.clock = clock
         self.engine = make_engine(config.database_url, create=create)
+        # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
+        self.default_actor: str | None = None
         self.customers = CustomerService(self)
         self.contacts = ContactService(self)
         self.interactions = InteractionService(self)
         self.deals = DealService(self)
+        self.users = UserService(self)
+        self.teams = TeamService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)
@@ -223,7 +228,7 @@ class CRM:
             conn = conn.execution_options(crm_readonly=True)
         try:
             with conn.begin():
-                uow = UnitOfWork(self, conn, current_actor.get(), self.clock())
+                uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())
                 # The family parts of a unit: bound here, where the families are wired.
                 uow.loyalty = LoyaltyLedger(uow)
                 uow.outbox = Outbox(uow)
@@ -232,6 +237,7 @@ class CRM:
                     # Times given without a zone inside a use case (fields, filters) are local ones.
                     with local_zone(ZoneInfo(self.config.timezone)):
                         yield uow
+                        uow.audit.flush()  # the audit records commit with what they record
                 finally:
                     current_unit.reset(token)
             uow.run_after_commit()
@@ -239,8 +245,35 @@ class CRM:
             conn.close()
 
     @contextmanager
+    def acting(self, login: str) -> Iterator["CRM"]:
+        """Run the enclosed use cases as the user ``login`` (``with crm.acting("li.wei"):``).
+
+        An unknown or deactivated user cannot act: :class:`NotFound` or
+        :class:`~crmcore.application.users.InactiveUser`, before anything runs.
+        """
+        self.users.check_can_act(login)
+        with self.acting_as(login):
+            yield self
+
+    def as_user(self, login: str) -> "CRM":
+        """Make ``login`` this CRM object's actor from now on (a script's "log in"); returns the CRM.
+
+        ``crm.as_user("li.wei").customers.add(...)``.  Checked like :meth:`acting`,
+        which overrides it for a block.
+        """
+        self.users.check_can_act(login)
+        self.default_actor = login
+        return self
+
+    @property
+    def actor(self) -> str:
+        """The login of the user acting in this context (``system`` when nobody was named)."""
+        return current_actor.get() or self.default_actor or SYSTEM_ACTOR
+
+    @contextmanager
     def acting_as(self, actor: str | None) -> Iterator["CRM"]:
-        """Run the enclosed use cases as ``actor`` (passed to ``authorize``)."""
+        """Run the enclosed use cases as ``actor`` without checking it (passed to ``authorize``);
+        :meth:`acting` checks that the user exists and is active."""
         token = current_actor.set(actor)
         try:
             yield self
@@ -249,7 +282,7 @@ class CRM:
 
     def authorize(self, action: str, resource: Any) -> None:
         """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
-        actor = current_actor.get()
+        actor = current_actor.get() or self.default_actor
         if self.plugins.has_impls("authorize") and self.plugins.call(
                 "authorize", actor=actor, action=action, resource=resource, crm=self) is False:
             raise NotAuthorized(actor, action)

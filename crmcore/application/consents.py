@@ -73,6 +73,7 @@ def write_decision(uow: UnitOfWork, customer_id: int, granted: bool, channel: st
     row = {"customer_id": customer_id, "channel": channel, "purpose": purpose, **values}
     if not updated and not insert_ignore(uow.conn, consents, row):
         uow.conn.execute(update(consents).where(key).values(values))
+    uow.audit.record("consent.record", "consent", f"{channel}/{purpose}", customer_id=customer_id, values=values)
     if channel == EVERY_CHANNEL and purpose == MARKETING:
         uow.conn.execute(update(customers).where(customers.c.id == customer_id,
                                                   customers.c.consent_marketing != granted).values(

@@ -27,6 +27,7 @@ from ..store.repositories import E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
 from . import consents
+from .users import resolve_owner, resolve_owners
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -123,6 +124,7 @@ class EntityService(Generic[E]):
             self.crm.authorize(f"{self.kind}.create", candidate)
             candidate = self.prepare(uow, candidate, None)
             stored = self.repo(uow).insert(candidate, uow.now)
+            uow.audit.created(self.kind, stored)
             self.after_insert(uow, stored)
             return stored
 
@@ -135,6 +137,7 @@ class EntityService(Generic[E]):
             self.crm.authorize(f"{self.kind}.update", candidate)
             candidate = self.prepare(uow, candidate, previous)
             stored = self.repo(uow).update(candidate, uow.now)
+            uow.audit.updated(self.kind, stored, previous)
             self.after_update(uow, stored, previous)
             return stored
 
@@ -153,6 +156,7 @@ class EntityService(Generic[E]):
             if found:
                 raise HasHistory(self.kind, id, found)
             self.repo(uow).delete(id)
+            uow.audit.deleted(self.kind, previous)
             uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
             return previous
 
@@ -177,7 +181,9 @@ class EntityService(Generic[E]):
                     raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], self.kind) from None
             self.check_references_bulk(uow, entities)
             self.check_external_ids_bulk(uow, entities)
+            entities = resolve_owners(uow, entities, self.kind) if self.kind in OWNED else entities
             stored = self.insert_batch(uow, entities)
+            uow.audit.batch(f"{self.kind}.import", self.kind, [e.id for e in stored])
             uow.fire(f"on_{self.kind}s_imported", **{f"{self.kind}s": stored})
             return len(stored)
 
@@ -236,6 +242,7 @@ class EntityService(Generic[E]):
         self.check_lengths(entity)
         if check_references:
             self.check_references(uow, entity)
+            entity = resolve_owner(uow, entity, self.kind) if self.kind in OWNED else entity
         issues = []
         for result in self.crm.plugins.call(f"validate_{self.kind}", uow=uow, previous=previous,
                                             **{self.kind: entity}):
@@ -517,6 +524,7 @@ class DealService(EntityService[Deal]):
         if previous.stage not in PROMOTED_STAGES:
             return
         customer = uow.customers.update(attrs.evolve(previous, stage=LifecycleStage.CUSTOMER), uow.now)
+        uow.audit.updated("customer", customer, previous)
         uow.fire("on_customer_updated", customer=customer, previous=previous)
 
     def _promote_buyers_bulk(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
@@ -532,6 +540,7 @@ class DealService(EntityService[Deal]):
                 customers.c.id.in_(buyers[start:start + 10_000]),
                 customers.c.stage.in_([s.value for s in PROMOTED_STAGES])).values(
                 stage=LifecycleStage.CUSTOMER.value, updated_at=uow.now))
+        uow.audit.batch("customer.promote", "customer", buyers)
 
 
 class _MovePlan:
@@ -612,6 +621,8 @@ class _MovePlan:
              "actor": uow.actor} for old, new, at in self.transitions])
         stages = [(old, new, service.crm.stage_of(old), service.crm.stage_of(new), tid, at)
                   for (old, new, at), tid in zip(self.transitions, ids)]
+        uow.audit.batch("deal.move", "deal", [new.id for _, new, _ in self.transitions],
+                        stages=[new.stage for _, new, _ in self.transitions])
         service._promote_buyers_bulk(uow, [new for _, new, _, stage, _, _ in stages
                                            if stage is not None and stage.outcome is StageOutcome.WON])
         service.crm.loyalty.deals_moved(uow, [(new, old_stage, new_stage, tid, at)
@@ -624,6 +635,9 @@ class _MoveTime:
 
     occurred_at: datetime
 
+
+OWNED = ("customer", "deal")
+"""The entities whose ``owner`` is a user (interactions keep a free-text owner)."""
 
 PROMOTED_STAGES = (LifecycleStage.LEAD, LifecycleStage.PROSPECT)
 """The lifecycle stages a won deal turns into ``customer`` (``former`` stays former)."""

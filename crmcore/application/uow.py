@@ -21,6 +21,7 @@ from ..store.repositories import (
     DealRepository,
     InteractionRepository,
 )
+from .audit import AuditTrail
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -33,7 +34,8 @@ class UnitOfWork:
 
     :ivar conn: the SQLAlchemy connection, inside the transaction.
     :ivar crm: the :class:`~crmcore.CRM` (call its services to join this unit).
-    :ivar actor: the acting user, or None.
+    :ivar actor: the acting user's login (``system`` when nobody was named).
+    :ivar audit: the audit records of this unit (appended when it commits).
     :ivar now: the time of the use case (aware UTC).
     :ivar loyalty: the points ledger bound to this unit.
     :ivar outbox: the notification outbox bound to this unit.
@@ -46,7 +48,9 @@ class UnitOfWork:
     outbox: Outbox
 
     def __init__(self, crm: "CRM", conn: Connection, actor: str | None, now: datetime):
-        self.crm, self.conn, self.actor, self.now = crm, conn, actor, now
+        # Every unit of work has an actor: the built-in one when nobody was named.
+        self.crm, self.conn, self.actor, self.now = crm, conn, actor or SYSTEM_ACTOR, now
+        self.audit = AuditTrail(self)
         self.customers = CustomerRepository(conn)
         self.contacts = ContactRepository(conn)
         self.interactions = InteractionRepository(conn)
@@ -77,6 +81,8 @@ class UnitOfWork:
 
 #: The unit of work open in this context (``crm.unit()`` joins it instead of opening another).
 current_unit: contextvars.ContextVar[UnitOfWork | None] = contextvars.ContextVar("crm_unit", default=None)
+#: The login of the built-in actor (an unconfigured CRM, Python code that names nobody).
+SYSTEM_ACTOR = "system"
 #: The acting user of the use cases in this context.
 current_actor: contextvars.ContextVar[str | None] = contextvars.ContextVar("crm_actor", default=None)
 

@@ -17,6 +17,7 @@ import click
 
 from ..domain.errors import CRMError
 from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
+from .audit_cmds import audit
 from .config_cmds import config_group, init
 from ..application.consents import decisions_from
 from .context import CRMGroup, Session
@@ -31,6 +32,7 @@ from .report_cmds import report
 from .scaffold_cmds import plugin_group
 from .segment_cmds import segment
 from .transfer import export_command, import_command
+from .user_cmds import team, user
 
 
 @click.group(cls=CRMGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -39,6 +41,8 @@ from .transfer import export_command, import_command
 @click.option("--plugins", "plugins", metavar="A,B", help="Load only these plugins (comma-separated).")
 @click.option("--no-plugins", is_flag=True, help="Load no plugins at all.")
 @click.option("--plugins-dir", type=click.Path(file_okay=False), help="Also load single-file plugins from DIR.")
+@click.option("--as", "as_user", metavar="LOGIN",
+              help="Act as this user (default: $CRM_USER, then default_user in crm.toml).")
 @click.option("--as-of", "as_of_text", metavar="DATE", help="Treat this date/time as now (YYYY-MM-DD or ISO).")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable JSON output.")
 @click.option("-v", "--verbose", count=True, help="More output; -v shows tracebacks.")
@@ -62,6 +66,8 @@ cli.add_command(plugins_group)
 cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)
+for _group in (user, team, audit):
+    cli.add_command(_group)
 
 _loaded_for: list[tuple[str, ...]] = []
 
@@ -85,7 +91,7 @@ def load_plugin_commands(argv: Sequence[str] = ()) -> list[str]:
 
 
 # The group's options that take a value (the next argument is not a command).
-_VALUE_OPTIONS = frozenset({"--db", "--config", "--plugins", "--plugins-dir", "--as-of"})
+_VALUE_OPTIONS = frozenset({"--db", "--config", "--plugins", "--plugins-dir", "--as-of", "--as"})
 
 
 def asks_version(argv: Sequence[str]) -> bool:

@@ -34,6 +34,10 @@ timezone = "UTC"
 # shows Chinese text correctly (the default of --excel).
 # excel_csv = false
 
+# Who acts when a command names nobody (--as LOGIN and CRM_USER win).  Needed
+# once a user has been added with `crm user add`; until then `system` acts.
+# default_user = "li.wei"
+
 # Plugins to load (entry-point names).  Leave out to load every installed one;
 # an empty list loads none.
 # plugins = ["segments", "loyalty", "notify", "reports"]

@@ -132,6 +132,7 @@ class Session:
     no_plugins: bool = False
     plugins_dir: str | None = None
     as_of_text: str | None = None
+    as_user: str | None = None
     as_json: bool = False
     verbose: int = 0
     quiet: bool = False
@@ -139,6 +140,7 @@ class Session:
     _crm: CRM | None = None
     _as_of: datetime | None = None
     _zone: tzinfo | None = None
+    _acting: Any = None
 
     @classmethod
     def from_argv(cls, argv: Sequence[str]) -> "Session":
@@ -187,6 +189,7 @@ class Session:
             context = click.get_current_context(silent=True)
             reading = context is not None and bool(getattr(context.command, READ_ONLY, False))
             self._crm = CRM.open(config=self.config(), create=not reading)
+            self._acting = act(self._crm, self.as_user)
             if not self.quiet:
                 for failure in self._crm.plugins.failures:
                     click.echo(f"warning: plugin {failure.name!r} failed to load: {failure.error}", err=True)
@@ -211,6 +214,8 @@ class Session:
 
     def close(self) -> None:
         """Close the CRM if this session opened one (the CLI does it when the command ends)."""
+        if self._acting is not None:
+            self._acting.__exit__(None, None, None)
         if self._crm is not None:
             self._crm.close()
 
@@ -329,6 +334,24 @@ class Session:
         """Print a line of progress or summary text, unless ``--quiet`` was given."""
         if not self.quiet:
             click.echo(message)
+
+
+def act(crm: CRM, login: str | None) -> Any:
+    """Enter acting as the command's user: ``--as``, else ``CRM_USER``, else ``default_user``;
+    none named: the built-in ``system`` actor, only while the CRM is unconfigured (no user added).
+    Returns the entered context (the session exits it when the command ends), or None."""
+    login = login or crm.config.default_user
+    if login is None:
+        try:
+            if crm.users.configured():
+                raise CRMError("this CRM has users: say who is acting with --as LOGIN, CRM_USER "
+                               "or default_user in crm.toml")
+        except DatabaseMissing:
+            pass  # no database yet: nothing to act on
+        return None
+    acting = crm.acting(login)
+    acting.__enter__()
+    return acting
 
 
 def _row(row: Any) -> dict[str, Any]:

@@ -49,6 +49,7 @@ ENVIRONMENT = {
     "CRM_PLUGINS_DIR": "plugins_dir",
     "CRM_DEFAULT_CURRENCY": "default_currency",
     "CRM_PHONE_REGION": "phone_region",
+    "CRM_USER": "default_user",
 }
 LIST_KEYS = {"plugins", "plugins_block"}
 # Environment variables CRM_PLUGIN_<NAME>_<KEY> override [plugins.NAME] settings.
@@ -69,6 +70,8 @@ class Config:
     default_currency: str = "USD"
     phone_region: str | None = None
     timezone: str = "UTC"
+    # Who acts when the command line names nobody (--as wins; CRM_USER overrides the file).
+    default_user: str | None = None
     pipelines: Mapping[str, Pipeline] = attrs.field(factory=lambda: dict(DEFAULT_PIPELINES))
     custom_fields: tuple[CustomField, ...] = ()
     # A lead or prospect becomes a customer when one of their deals is won (crmcore.application.services).
@@ -132,7 +135,7 @@ class Config:
         def where(key: str) -> str:
             return sources.get(key, "configuration")
         kwargs: dict[str, Any] = {"sources": sources}
-        for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir"):
+        for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir", "default_user"):
             if key in values:
                 kwargs[key] = _text(values.pop(key), key, where(key))
         for key, check in (("default_currency", _currency), ("phone_region", _phone_region),

@@ -68,6 +68,8 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
 from ..application.consents import decisions_from, flags_set
+from ..application.services import OWNED
+from ..application.users import import_owners, owner_problems
 from ..domain.convert import unstructure
 from ..domain.entities import ENTITY_TYPES
 from ..domain.errors import CRMError, HookError, ValidationError
@@ -528,6 +530,9 @@ class _Import:
             items.append(_Item(line, values, row, issues, references, key))
         if not items:
             return
+        if self.kind in OWNED:  # owners are users, given by login or email (crmcore.application.users)
+            items = import_owners(uow, items, self.columns.index("owner"), lambda item, why: self._reject(
+                item.line, self.checker.column_of("owner"), why, item.values))
         existing = self._existing(uow, {i.key for i in items if i.key is not None})
         owners = self._external_id_owners(uow, items) if self.key != "external_id" else {}
         resolved = self._resolve_references(uow, items)
@@ -835,6 +840,7 @@ class _Import:
                 self.crm.deals.after_bulk_insert(uow, stored)
             uow.fire(event, **{f"{self.kind}s": stored})
         self.report.inserted += len(inserts)
+        uow.audit.batch(f"{self.kind}.import", self.kind, ids)
 
     def _prepare_update(self, uow: Any, item: _Item, match: Any, resolved: dict[str, dict[Any, Any]],
                         owners: dict[str, int], claimed_ext: dict[str, int]) -> tuple[Any, Any] | None:
@@ -855,6 +861,8 @@ class _Import:
             return None
         row = dict(zip(self.checker.table_columns, row_tuple))  # type: ignore[arg-type]
         problems = self._apply_references(row, refs or {}, resolved) if refs else []
+        if self.kind in OWNED and row["owner"] not in (None, previous.owner):
+            problems += owner_problems(uow, row, self.checker.column_of("owner", refs))
         ext = row["external_id"]
         if ext is not None and self.key != "external_id":
             problems += self._external_id_problem(ext, owners, claimed_ext, previous.id)
@@ -890,6 +898,7 @@ class _Import:
                 self._update_rows(uow, repo, [c for _, _, c in updates])
                 for _, previous, candidate in updates:
                     self.service.after_update(uow, candidate, previous)
+            uow.audit.batch(f"{self.kind}.import-update", self.kind, [c.id for _, _, c in updates])
             self.report.updated += len(updates)
             return
         except HookError:
@@ -901,6 +910,7 @@ class _Import:
                 with uow.conn.begin_nested():
                     self._update_rows(uow, repo, [candidate])
                     self.service.after_update(uow, candidate, previous)
+                uow.audit.batch(f"{self.kind}.import-update", self.kind, [candidate.id])
                 self.report.updated += 1
             except _REFUSED as exc:
                 self._reject(item.line, None, f"the database refused the row: {_db_message(exc)}", item.values)

@@ -222,22 +222,23 @@ class LoyaltyLedger:
         # on their first shared key instead of deadlocking on two of them.
         rows = [self._credit_row(scheme, unique[key]) for key in sorted(unique)]
         statement = ignoring_conflicts(self.uow.conn, ledger, ledger.c.idempotency_key).returning(
-            ledger.c.customer_id, ledger.c.points)
+            ledger.c.customer_id, ledger.c.points, ledger.c.idempotency_key)
         totals: dict[int, int] = {}
-        written = 0
+        written: list[str] = []
         for start in range(0, len(rows), 5000):
-            for customer_id, points in self.uow.conn.execute(statement, rows[start:start + 5000]):
+            for customer_id, points, key in self.uow.conn.execute(statement, rows[start:start + 5000]):
                 totals[customer_id] = totals.get(customer_id, 0) + int(points)
-                written += 1
+                written.append(key)
         if not written:
             return 0
+        self.uow.audit.batch("ledger.credit", "ledger_entry", written, scheme=scheme)
         self._ensure_accounts(scheme, sorted(totals))
         self.uow.conn.execute(update(accounts).where(
             accounts.c.customer_id == bindparam("cid"), accounts.c.scheme == scheme).values(
             balance=accounts.c.balance + bindparam("add"), updated_at=self.uow.now),
             [{"cid": cid, "add": add} for cid, add in sorted(totals.items())])
         self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, sorted(totals))
-        return written
+        return len(written)
 
     def _credit_row(self, scheme: str, item: Mapping[str, Any]) -> dict[str, Any]:
         """The ledger row of one :meth:`credit_many` item."""
@@ -272,6 +273,7 @@ class LoyaltyLedger:
                    literal(True) if only is None else only)
         written = _count(conn, new)  # rowcount of INSERT ... SELECT is -1 with psycopg
         if written:
+            self.uow.audit.batch_where("ledger.credit", "ledger_entry", ledger.c.id, new, scheme=scheme)
             self._apply_new_entries(scheme, new)
         return written
 
@@ -309,6 +311,7 @@ class LoyaltyLedger:
         written = _count(conn, and_(*new))
         if not written:
             return 0
+        self.uow.audit.batch_where("ledger.expire", "ledger_entry", ledger.c.id, *new)
         conn.execute(insert(allocations).from_select(
             ["debit_id", "batch_id", "points"], select(ledger.c.id, ledger.c.batch_id, -ledger.c.points).where(
                 *new, ~exists().where(allocations.c.debit_id == ledger.c.id))))
@@ -458,6 +461,7 @@ class LoyaltyLedger:
         new_id = insert_new(conn, ledger, values, ledger.c.idempotency_key)
         if new_id is not None:
             values["id"] = new_id
+            self.uow.audit.record(f"ledger.{kind}", "ledger_entry", new_id, customer_id=customer_id, values=values)
             return LedgerEntry(**values), True
         existing = self.entry(key, latest=True)
         if existing is None:  # not a key conflict (INSERT IGNORE also skips other errors): raise the real one

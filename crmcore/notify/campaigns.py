@@ -109,6 +109,7 @@ class CampaignEngine:
                 counts = self.crm.messages.enqueue_batch(
                     uow, template, page, key_for=lambda cid: campaign_key(plan.name, plan.channel, cid), channel=plan.channel,
                     purpose=purpose, extra_for=lambda cid: {"campaign": plan.name, "segment": plan.segment})
+                uow.audit.batch("campaign.queue", "customer", page, campaign=plan.name, enqueued=counts.enqueued)
             enqueued += counts.enqueued
             dead += counts.dead
         return attrs.evolve(plan, enqueued=enqueued, dead=dead, dry_run=False)

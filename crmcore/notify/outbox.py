@@ -70,6 +70,7 @@ class Outbox:
                   "last_error": reason, "created_at": self.uow.now}
         new_id = insert_new(self.uow.conn, outbox, values, outbox.c.idempotency_key)
         if new_id is not None:
+            self.uow.audit.record("message.queue", "message", new_id, customer_id=customer_id, values=values)
             return new_id
         # Another transaction queued this key meanwhile: its message is the one (read its latest version).
         winner: int | None = self.uow.conn.execute(select(outbox.c.id).where(

@@ -71,6 +71,7 @@ class SegmentEngine:
             run_id = inserted_id(uow.conn.execute(insert(runs).values(
                 strategy=strategy, options=options_dict(opts), as_of=moment, started_at=uow.now,
                 actor=uow.actor)))
+            uow.audit.record("segment.run", "segment_run", run_id, values={"strategy": strategy, "as_of": moment})
             ctx = SegmentContext(uow, moment)
             query = segmenter.select(ctx, opts)
             if query is not None:

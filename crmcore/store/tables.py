@@ -68,6 +68,60 @@ def _stamps() -> list[Column[Any]]:
     ]
 
 
+# Users, teams and territories (revision 0008_users_audit).  A user is deactivated, never
+# deleted: records they own and audit entries they wrote keep naming them.
+users = Table(
+    "users",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("login", String(100), nullable=False, unique=True),
+    Column("display_name", String(200), nullable=False),
+    Column("email", String(320), unique=True),
+    Column("active", Boolean, nullable=False),
+    Column("locale", String(35)),
+    Column("time_zone", String(64)),
+    # "added" (crm user add), "owner" (an owner label registered in an unconfigured CRM),
+    # "migrated" (a text owner turned into a user by revision 0008).
+    Column("source", String(16), nullable=False),
+    *_stamps(),
+    **TABLE_OPTIONS,
+)
+"""Users: who owns customers and deals and who acts (login, display name, email, active, locale,
+time zone)."""
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("name", String(100), nullable=False, unique=True),
+    Column("manager_id", Integer, ForeignKey("users.id", ondelete="RESTRICT")),
+    *_stamps(),
+    **TABLE_OPTIONS,
+)
+"""Teams: a name and a manager (a user)."""
+
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("team_id", Integer, ForeignKey("teams.id", ondelete="CASCADE"), primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="RESTRICT"), primary_key=True, index=True),
+    **TABLE_OPTIONS,
+)
+"""Which users are members of which teams."""
+
+territories = Table(
+    "territories",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    # The customer's region is the key (customers.region).
+    Column("region", String(100), nullable=False, index=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="RESTRICT"), index=True),
+    Column("team_id", Integer, ForeignKey("teams.id", ondelete="CASCADE"), index=True),
+    CheckConstraint("(user_id IS NULL) <> (team_id IS NULL)", name="one_holder"),
+    **TABLE_OPTIONS,
+)
+"""Territories: a region (matched against ``customers.region``) that a user or a team covers."""
+
 customers = Table(
     "customers",
     metadata,
@@ -81,7 +135,9 @@ customers = Table(
     Column("city", String(100)),
     Column("industry", String(100)),
     Column("source", String(100)),
-    Column("owner", String(100)),
+    # The owning user's login (revision 0008): a login, not an id, so reports and filters that
+    # group by owner show and take what a person types; RESTRICT: users are deactivated, never deleted.
+    Column("owner", String(100), ForeignKey("users.login", ondelete="RESTRICT"), index=True),
     Column("stage", String(16), nullable=False),
     Column("birthday", Date),
     Column("consent_email", Boolean, nullable=False),
@@ -152,7 +208,7 @@ deals = Table(
     Column("probability", SmallInteger, nullable=False),
     Column("expected_close", Date),
     Column("closed_at", UTCDateTime),
-    Column("owner", String(100)),
+    Column("owner", String(100), ForeignKey("users.login", ondelete="RESTRICT"), index=True),
     Column("lost_reason", String(200)),
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
@@ -319,6 +375,39 @@ customer_consents = Table(
     **TABLE_OPTIONS,
 )
 """The latest consent decision per customer, channel (``*`` = every channel) and purpose."""
+
+# The audit trail (revision 0008_users_audit): append-only and hash-chained.  No foreign
+# keys at all: no cascade can reach it, and it outlives whatever it names.  ``seq`` is the
+# position in the chain (no gaps: an autoincrement id skips on rollback); ``audit_head`` is
+# the lock row and the chain's tip, so concurrent writers append one after another.
+audit_log = Table(
+    "audit_log",
+    metadata,
+    Column("seq", BigInteger, primary_key=True, autoincrement=False),
+    Column("recorded_at", UTCDateTime, nullable=False, index=True),
+    Column("actor", String(100), nullable=False, index=True),
+    Column("action", String(50), nullable=False),
+    Column("entity", String(50), nullable=False),
+    Column("entity_id", String(100)),
+    Column("customer_id", Integer, index=True),
+    Column("ids", JSON),
+    Column("changes", JSON),
+    Column("prev_hash", String(64), nullable=False),
+    Column("hash", String(64), nullable=False),
+    **TABLE_OPTIONS,
+)
+"""The audit trail: one record per write (or per batch of a bulk write), hash-chained."""
+
+audit_head = Table(
+    "audit_head",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("seq", BigInteger, nullable=False),
+    Column("hash", String(64), nullable=False),
+    **TABLE_OPTIONS,
+)
+"""The tip of the audit chain (one row): the last record's ``seq`` and ``hash``; locked while
+a transaction appends."""
 
 ENTITY_TABLES = {
     "customer": customers,

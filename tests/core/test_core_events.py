@@ -407,7 +407,7 @@ def test_authorize_refuses_for_the_acting_user(crm_factory, recorder: Recorder) 
     crm.deals.move(deal.id, "won")  # anonymous: allowed (every answer None)
     assert ("bob", "customer.update") in asked and (None, "deal.move") in asked
     with crm.unit(readonly=True) as uow:
-        assert [r["actor"] for r in uow.deals.stage_history(deal.id)] == ["alice", None]
+        assert [r["actor"] for r in uow.deals.stage_history(deal.id)] == ["alice", "system"]  # every unit has an actor
 
 
 def test_authorize_actions_of_each_use_case(crm_factory) -> None:
@@ -451,4 +451,4 @@ def test_acting_as_is_scoped(crm_factory) -> None:
             crm.customers.add(name="b")
         crm.customers.add(name="c")
     crm.customers.add(name="d")
-    assert actors == ["bob", "alice", "bob", None]
+    assert actors == ["bob", "alice", "bob", "system"]  # every unit of work has an actor

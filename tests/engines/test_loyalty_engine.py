@@ -99,7 +99,7 @@ def test_adjust_and_redeem_append_entries(crm_factory: Any) -> None:
     fixed = crm.loyalty.adjust(cid, -30, "plain", reason="duplicate gift")
 
     assert (welcome.kind, welcome.points, welcome.reason, welcome.actor) == ("adjust", 150, "welcome gift", "alice")
-    assert (spent.kind, spent.points, spent.reason, spent.actor) == ("redeem", -50, "mug", None)
+    assert (spent.kind, spent.points, spent.reason, spent.actor) == ("redeem", -50, "mug", "system")
     assert (fixed.kind, fixed.points) == ("adjust", -30)
     assert crm.loyalty.balance(cid, "plain") == 70
     assert crm.loyalty.history(cid) == [welcome, spent, fixed]

@@ -180,7 +180,7 @@ def test_cli_unsubscribe_resubscribe_consent_and_token(crm_factory, crm_db_url, 
     assert out.exit_code == 0, out.output
     assert json.loads(out.output) | {"recorded_at": None} == {
         "customer_id": customer.id, "channel": "console", "purpose": "marketing", "granted": False,
-        "source": "cli", "recorded_at": None, "actor": None}
+        "source": "cli", "recorded_at": None, "actor": "system"}  # every unit has an actor
     out = runner.invoke(cli, [*base, "customer", "resubscribe", str(customer.id), "--purpose", "transactional"])
     assert out.exit_code == 0 and json.loads(out.output)["granted"] is True
     out = runner.invoke(cli, [*base, "customer", "consent", str(customer.id)])

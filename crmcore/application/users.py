@@ -1,0 +1,415 @@
+"""Users, teams and territories (``crm.users``, ``crm.teams``), and owners as users.
+
+``owner`` on customers and deals holds the owning user's *login* (a foreign key
+to ``users.login``): what a person types and what reports group by, so every
+report keeps showing what it showed.  Services and imports take an owner by
+login or email (:func:`owner_logins` maps a batch of them in one query).
+
+**An unconfigured CRM** (no user added with ``crm user add`` / ``crm.users.add``,
+as after ``crm init`` or when upgrading a single-user CRM) keeps working as
+before: a new owner label is registered as a user (source ``owner``) and the
+built-in ``system`` actor acts.  Once a user has been added, an unknown owner is
+an error naming the field (the import names file, line and column), and the CLI
+needs ``--as``, ``CRM_USER`` or ``default_user`` in ``crm.toml``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import attrs
+from babel import Locale, UnknownLocaleError
+from sqlalchemy import Connection, delete, exists, insert, or_, select, update
+
+from ..domain.errors import CRMError, NotFound, ValidationError
+from ..domain.text import text_problem
+from ..domain.validation import normalize_email
+from ..store.tables import team_members, teams, territories, users
+from .uow import SYSTEM_ACTOR
+
+if TYPE_CHECKING:
+    from ..app import CRM
+    from .uow import UnitOfWork
+
+__all__ = ["SYSTEM_ACTOR", "InactiveUser", "Team", "TeamService", "User", "UserService", "import_owners", "owner_logins",
+           "owner_problems", "resolve_owner", "resolve_owners", "unknown_owner"]
+
+
+# A new login: no whitespace, no control characters, at most 100 characters (owners migrated
+# from free text keep whatever text they had: they were already what the records said).
+LOGIN = re.compile(r"[^\s]{1,100}")
+
+
+class InactiveUser(CRMError):
+    """A deactivated user was asked to act."""
+
+    def __init__(self, login: str):
+        self.login = login
+        super().__init__(f"user {login!r} is deactivated and cannot act")
+
+
+@attrs.frozen
+class User:
+    """A user of the CRM: who owns customers and deals and who acts."""
+
+    login: str
+    display_name: str
+    email: str | None = None
+    active: bool = True
+    locale: str | None = None
+    time_zone: str | None = None
+    source: str = "added"
+    id: int | None = None
+    regions: tuple[str, ...] = ()
+    teams: tuple[str, ...] = ()
+
+
+@attrs.frozen
+class Team:
+    """A team: a manager, members (logins) and the regions it covers."""
+
+    name: str
+    manager: str | None = None
+    members: tuple[str, ...] = ()
+    regions: tuple[str, ...] = ()
+    id: int | None = None
+
+
+# -- owners ---------------------------------------------------------------------------
+
+def configured(conn: Connection) -> bool:
+    """Whether any user was added explicitly (then owners must be users and the CLI needs an actor)."""
+    return bool(conn.execute(select(exists().where(users.c.source == "added"))).scalar())
+
+
+def owner_logins(uow: "UnitOfWork", values: Iterable[str | None]) -> dict[str, str]:
+    """Each given owner (a login or an email) -> the user's login, in one query per 1000 values.
+
+    In an unconfigured CRM an owner that is no user yet is registered (source ``owner``);
+    otherwise it is missing from the result (the caller names the field).
+    """
+    wanted = sorted({v for v in values if v is not None})
+    found: dict[str, str] = {}
+    for start in range(0, len(wanted), 1000):
+        chunk = wanted[start:start + 1000]
+        for login, email in uow.conn.execute(select(users.c.login, users.c.email).where(
+                or_(users.c.login.in_(chunk), users.c.email.in_(chunk)))):
+            found[login] = login
+            if email is not None:
+                found.setdefault(email, login)
+    missing = [v for v in wanted if v not in found]
+    if missing and not configured(uow.conn):
+        now = uow.now
+        uow.conn.execute(insert(users), [{"login": v, "display_name": v, "active": True, "source": "owner",
+                                          "created_at": now, "updated_at": now} for v in missing])
+        uow.audit.batch("user.register-owners", "user", missing)
+        found.update({v: v for v in missing})
+    return {v: found[v] for v in wanted if v in found}
+
+
+def unknown_owner(value: str) -> str:
+    """The message for an owner that is no user."""
+    return f"unknown owner {value!r}: no user has this login or email (add it with `crm user add`)"
+
+
+def resolve_owner(uow: "UnitOfWork", entity: Any, kind: str) -> Any:
+    """``entity`` with its owner as a login (given as login or email); unknown: a ValidationError."""
+    owner = getattr(entity, "owner", None)
+    if owner is None:
+        return entity
+    login = owner_logins(uow, [owner]).get(owner)
+    if login is None:
+        raise ValidationError.single("owner", unknown_owner(owner), kind)
+    return entity if login == owner else attrs.evolve(entity, owner=login)
+
+
+def resolve_owners(uow: "UnitOfWork", entities: list[Any], kind: str) -> list[Any]:
+    """A batch's owners as logins (one query per 1000 owners); an unknown one names its row."""
+    logins = owner_logins(uow, (getattr(e, "owner", None) for e in entities))
+    resolved = []
+    for index, entity in enumerate(entities):
+        owner = getattr(entity, "owner", None)
+        if owner is not None and owner not in logins:
+            raise ValidationError.single(f"row {index}: owner", unknown_owner(owner), kind)
+        resolved.append(entity if owner is None or logins[owner] == owner else attrs.evolve(entity, owner=logins[owner]))
+    return resolved
+
+
+def import_owners(uow: "UnitOfWork", items: list[Any], index: int, reject: Callable[[Any, str], None]) -> list[Any]:
+    """The importer's batch with each row's owner (``item.row[index]``) as a login; rows whose
+    owner is no user go to ``reject(item, message)`` and are left out.  One query per batch."""
+    logins = owner_logins(uow, (i.row[index] for i in items if i.row is not None))
+    kept = []
+    for item in items:
+        owner = item.row[index] if item.row is not None else None
+        if owner is not None and owner not in logins:
+            reject(item, unknown_owner(owner))
+            continue
+        if owner is not None and logins[owner] != owner:
+            item.row = (*item.row[:index], logins[owner], *item.row[index + 1:])
+        kept.append(item)
+    return kept
+
+
+def owner_problems(uow: "UnitOfWork", row: dict[str, Any], column: str) -> list[tuple[str, str]]:
+    """An imported update's owner as a login, in place; ``[(column, message)]`` if it is no user."""
+    login = owner_logins(uow, [row["owner"]]).get(row["owner"])
+    if login is None:
+        return [(column, unknown_owner(row["owner"]))]
+    row["owner"] = login
+    return []
+
+
+# -- users ------------------------------------------------------------------------------
+
+class UserService:
+    """``crm.users``: add, list, show and deactivate users; assign regions."""
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+
+    def add(self, login: str, display_name: str | None = None, email: str | None = None,
+            locale: str | None = None, time_zone: str | None = None) -> User:
+        """Add a user (the CRM is *configured* from then on).  A user registered from an owner
+        label or migrated from a text owner is adopted: its fields are set and it counts as added."""
+        fields = _user_fields(login, display_name, email, locale, time_zone)
+        with self.crm.unit() as uow:
+            previous = self._find(uow.conn, login)
+            if previous is not None and previous.source == "added":
+                raise ValidationError.single("login", f"user {login!r} already exists", "user")
+            if fields["email"] is not None and uow.conn.execute(select(users.c.login).where(
+                    users.c.email == fields["email"], users.c.login != login)).first() is not None:
+                raise ValidationError.single("email", f"{fields['email']!r} is another user's email", "user")
+            values = {**fields, "source": "added", "updated_at": uow.now}
+            if previous is None:
+                uow.conn.execute(insert(users).values(**values, active=True, created_at=uow.now))
+            else:
+                uow.conn.execute(update(users).where(users.c.login == login).values(**values))
+            stored = self._get(uow.conn, login)
+            uow.audit.record("user.add", "user", login, changes=_changes(previous, stored))
+            return stored
+
+    def get(self, login: str) -> User:
+        """The user with this login (:class:`NotFound` if none), with their teams and regions."""
+        with self.crm.unit(readonly=True) as uow:
+            return self._get(uow.conn, login)
+
+    def list(self, include_inactive: bool = True) -> list[User]:
+        """Every user, by login."""
+        query = select(users).order_by(users.c.login)
+        if not include_inactive:
+            query = query.where(users.c.active.is_(True))
+        with self.crm.unit(readonly=True) as uow:
+            return [_user(row) for row in uow.conn.execute(query).mappings()]
+
+    def deactivate(self, login: str) -> User:
+        """Deactivate a user: they can no longer act; what they own stays theirs."""
+        with self.crm.unit() as uow:
+            previous = self._get(uow.conn, login)
+            uow.conn.execute(update(users).where(users.c.login == login).values(active=False, updated_at=uow.now))
+            stored = self._get(uow.conn, login)
+            uow.audit.record("user.deactivate", "user", login, changes=_changes(previous, stored))
+            return stored
+
+    def assign_region(self, login: str, region: str) -> User:
+        """Let the user cover ``region`` (matched against customers' region)."""
+        with self.crm.unit() as uow:
+            user = self._get(uow.conn, login)
+            _assign(uow, "user_id", user.id, _region(region), "user", login)
+            return self._get(uow.conn, login)
+
+    def unassign_region(self, login: str, region: str) -> User:
+        """Stop the user covering ``region``."""
+        with self.crm.unit() as uow:
+            user = self._get(uow.conn, login)
+            _unassign(uow, "user_id", user.id, region, "user", login)
+            return self._get(uow.conn, login)
+
+    def check_can_act(self, login: str) -> None:
+        """Refuse an unknown or deactivated user as the actor (one-line errors)."""
+        if login == SYSTEM_ACTOR:
+            return
+        with self.crm.unit(readonly=True) as uow:
+            active = uow.conn.execute(select(users.c.active).where(users.c.login == login)).scalar()
+        if active is None:
+            raise NotFound("user", login)
+        if not active:
+            raise InactiveUser(login)
+
+    def configured(self) -> bool:
+        """Whether a user was ever added explicitly (see the module's documentation)."""
+        with self.crm.unit(readonly=True) as uow:
+            return configured(uow.conn)
+
+    def _find(self, conn: Connection, login: str) -> User | None:
+        row = conn.execute(select(users).where(users.c.login == login)).mappings().first()
+        if row is None:
+            return None
+        user = _user(row)
+        regions = conn.execute(select(territories.c.region).where(territories.c.user_id == user.id)
+                               .order_by(territories.c.region)).scalars().all()
+        names = conn.execute(select(teams.c.name).join(team_members, team_members.c.team_id == teams.c.id)
+                             .where(team_members.c.user_id == user.id).order_by(teams.c.name)).scalars().all()
+        return attrs.evolve(user, regions=tuple(regions), teams=tuple(names))
+
+    def _get(self, conn: Connection, login: str) -> User:
+        found = self._find(conn, login)
+        if found is None:
+            raise NotFound("user", login)
+        return found
+
+
+def _user(row: Any) -> User:
+    return User(**{f.name: row[f.name] for f in attrs.fields(User) if f.name in row})
+
+
+def _changes(previous: Any, stored: Any) -> dict[str, list[Any]]:
+    old = attrs.asdict(previous) if previous is not None else {}
+    new = attrs.asdict(stored)
+    return {k: [old.get(k), new[k]] for k in new if k not in ("id",) and old.get(k) != new[k]}
+
+
+def _user_fields(login: str, display_name: str | None, email: str | None, locale: str | None,
+                 time_zone: str | None) -> dict[str, Any]:
+    """Validated user fields; every problem named by field."""
+    issues: list[tuple[str, str]] = []
+    if not isinstance(login, str) or not LOGIN.fullmatch(login):
+        issues.append(("login", "1 to 100 characters without spaces or control characters"))
+    elif login == SYSTEM_ACTOR:
+        issues.append(("login", f"{SYSTEM_ACTOR!r} is the built-in actor's login"))
+    name = display_name if display_name is not None else login
+    problem = text_problem(name) if isinstance(name, str) else "must be text"
+    if problem or not (0 < len(name) <= 200):
+        issues.append(("display_name", problem or "1 to 200 characters"))
+    if email is not None:
+        try:
+            email = normalize_email(email)
+        except ValueError as exc:
+            issues.append(("email", str(exc)))
+    if locale is not None:
+        try:
+            Locale.parse(locale.replace("-", "_"))
+            locale = locale.replace("_", "-")  # as the user wrote it (zh-CN), babel checks it
+        except (ValueError, UnknownLocaleError):
+            issues.append(("locale", f"{locale!r} is not a known locale (e.g. en, zh-CN)"))
+    if time_zone is not None:
+        try:
+            ZoneInfo(time_zone)
+        except (ZoneInfoNotFoundError, ValueError):
+            issues.append(("time_zone", f"{time_zone!r} is not an IANA time zone (e.g. Asia/Shanghai)"))
+    if issues:
+        raise ValidationError(issues, "user")
+    return {"login": login, "display_name": name, "email": email, "locale": locale, "time_zone": time_zone}
+
+
+def _region(region: str) -> str:
+    problem = text_problem(region) if isinstance(region, str) else "must be text"
+    if problem or not (0 < len(region) <= 100):
+        raise ValidationError.single("region", problem or "1 to 100 characters", "territory")
+    return region
+
+
+def _assign(uow: "UnitOfWork", column: str, holder: Any, region: str, kind: str, name: str) -> None:
+    taken = uow.conn.execute(select(territories.c.id).where(
+        territories.c[column] == holder, territories.c.region == region)).first()
+    if taken is None:
+        uow.conn.execute(insert(territories).values(**{column: holder, "region": region}))
+        uow.audit.record("territory.assign", kind, name, changes={"regions": [None, region]})
+
+
+def _unassign(uow: "UnitOfWork", column: str, holder: Any, region: str, kind: str, name: str) -> None:
+    gone = uow.conn.execute(delete(territories).where(
+        territories.c[column] == holder, territories.c.region == region)).rowcount
+    if not gone:
+        raise NotFound(f"region of {kind} {name!r}", region)
+    uow.audit.record("territory.unassign", kind, name, changes={"regions": [region, None]})
+
+
+# -- teams ------------------------------------------------------------------------------
+
+class TeamService:
+    """``crm.teams``: teams with a manager, members and regions."""
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+
+    def add(self, name: str, manager: str | None = None) -> Team:
+        """Add a team, optionally with its manager (a user's login)."""
+        problem = text_problem(name) if isinstance(name, str) else "must be text"
+        if problem or not (0 < len(name) <= 100):
+            raise ValidationError.single("name", problem or "1 to 100 characters", "team")
+        with self.crm.unit() as uow:
+            if uow.conn.execute(select(teams.c.id).where(teams.c.name == name)).first() is not None:
+                raise ValidationError.single("name", f"team {name!r} already exists", "team")
+            manager_id = self._user_id(uow.conn, manager) if manager is not None else None
+            uow.conn.execute(insert(teams).values(name=name, manager_id=manager_id, created_at=uow.now,
+                                                  updated_at=uow.now))
+            uow.audit.record("team.add", "team", name, changes={"name": [None, name], "manager": [None, manager]})
+            return self._get(uow.conn, name)
+
+    def get(self, name: str) -> Team:
+        """The team called ``name`` (:class:`NotFound` if none)."""
+        with self.crm.unit(readonly=True) as uow:
+            return self._get(uow.conn, name)
+
+    def list(self) -> list[Team]:
+        """Every team, by name."""
+        with self.crm.unit(readonly=True) as uow:
+            names = uow.conn.execute(select(teams.c.name).order_by(teams.c.name)).scalars().all()
+            return [self._get(uow.conn, n) for n in names]
+
+    def add_member(self, name: str, login: str) -> Team:
+        """Make ``login`` a member of the team (already one: nothing changes)."""
+        with self.crm.unit() as uow:
+            team, user_id = self._get(uow.conn, name), self._user_id(uow.conn, login)
+            if login not in team.members:
+                uow.conn.execute(insert(team_members).values(team_id=team.id, user_id=user_id))
+                uow.audit.record("team.add-member", "team", name, changes={"members": [None, login]})
+            return self._get(uow.conn, name)
+
+    def remove_member(self, name: str, login: str) -> Team:
+        """Remove ``login`` from the team."""
+        with self.crm.unit() as uow:
+            team, user_id = self._get(uow.conn, name), self._user_id(uow.conn, login)
+            if login not in team.members:
+                raise NotFound(f"member of team {name!r}", login)
+            uow.conn.execute(delete(team_members).where(team_members.c.team_id == team.id,
+                                                        team_members.c.user_id == user_id))
+            uow.audit.record("team.remove-member", "team", name, changes={"members": [login, None]})
+            return self._get(uow.conn, name)
+
+    def assign_region(self, name: str, region: str) -> Team:
+        """Let the team cover ``region``."""
+        with self.crm.unit() as uow:
+            _assign(uow, "team_id", self._get(uow.conn, name).id, _region(region), "team", name)
+            return self._get(uow.conn, name)
+
+    def unassign_region(self, name: str, region: str) -> Team:
+        """Stop the team covering ``region``."""
+        with self.crm.unit() as uow:
+            _unassign(uow, "team_id", self._get(uow.conn, name).id, region, "team", name)
+            return self._get(uow.conn, name)
+
+    @staticmethod
+    def _user_id(conn: Connection, login: str) -> int:
+        found = conn.execute(select(users.c.id).where(users.c.login == login)).scalar()
+        if found is None:
+            raise NotFound("user", login)
+        return int(found)
+
+    @staticmethod
+    def _get(conn: Connection, name: str) -> Team:
+        row = conn.execute(select(teams.c.id, teams.c.name, users.c.login.label("manager"))
+                           .join_from(teams, users, users.c.id == teams.c.manager_id, isouter=True)
+                           .where(teams.c.name == name)).mappings().first()
+        if row is None:
+            raise NotFound("team", name)
+        members = conn.execute(select(users.c.login).join(team_members, team_members.c.user_id == users.c.id)
+                               .where(team_members.c.team_id == row["id"]).order_by(users.c.login)).scalars()
+        regions = conn.execute(select(territories.c.region).where(territories.c.team_id == row["id"])
+                               .order_by(territories.c.region)).scalars()
+        return Team(name=row["name"], manager=row["manager"], members=tuple(members), regions=tuple(regions),
+                    id=row["id"])
