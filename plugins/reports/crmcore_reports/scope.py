@@ -1,7 +1,7 @@
 """The typed filters every report takes, turned into SQL conditions.
 
 ``ReportFilters`` is the attrs base of each report's options: a date range
-(``start``/``end``, whole UTC days, both included), ``region`` (the
+(``start``/``end``, whole days in the configured ``timezone``, both included), ``region`` (the
 customer's), ``owner``, ``pipeline``, ``segment`` (``STRATEGY:NAME``, or
 ``NAME`` alone when one strategy's latest run has it; ``RUN_ID:NAME`` pins a
 run) and ``currency``.
@@ -15,7 +15,8 @@ databases turn those into hash semi-joins whatever their statistics say.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import date, datetime, time, timedelta, timezone
+from datetime import date, datetime, time, timedelta, timezone, tzinfo
+from zoneinfo import ZoneInfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
@@ -37,8 +38,8 @@ runs = tables.segment_runs
 class ReportFilters:
     """The filters shared by the reports (each report adds its own options).
 
-    :ivar start: first day included (UTC); None: from the beginning.
-    :ivar end: last day included (UTC); None: up to ``as_of``.
+    :ivar start: first day included (a day of the configured timezone); None: from the beginning.
+    :ivar end: last day included (a day of the configured timezone); None: up to ``as_of``.
     :ivar region: only customers whose region is this.
     :ivar owner: only deals (or interactions) owned by this sales rep.
     :ivar pipeline: only this pipeline (reports about stages default to ``default``).
@@ -65,9 +66,10 @@ class Scope:
         if options.start and options.end and options.end < options.start:
             raise crmcore.ConfigError(f"{self.where} end {options.end} is before start {options.start}")
         self.currency = (options.currency or ctx.config.default_currency).upper()
-        self.start = _midnight(options.start) if options.start else None
+        zone = ZoneInfo(ctx.config.timezone)  # a day given without a zone is a local day (one rule for time)
+        self.start = _midnight(options.start, zone) if options.start else None
         # The end day is included: the range stops at the next midnight, and never after as_of.
-        end = _midnight(options.end + timedelta(days=1)) if options.end else None
+        end = _midnight(options.end + timedelta(days=1), zone) if options.end else None
         self.end_exclusive = min(end, ctx.as_of + timedelta(microseconds=1)) if end else (
             ctx.as_of + timedelta(microseconds=1))
         self.pipelines = self._pipelines()
@@ -174,8 +176,9 @@ class Scope:
                                                        memberships.c.segment == name)
 
 
-def _midnight(day: date) -> datetime:
-    return datetime.combine(day, time.min, tzinfo=timezone.utc)
+def _midnight(day: date, zone: tzinfo) -> datetime:
+    """The UTC instant ``day`` starts in ``zone``."""
+    return datetime.combine(day, time.min, tzinfo=zone).astimezone(timezone.utc)
 
 
 def minor_unit(currency: str, where: str = "[reports]") -> Decimal:
