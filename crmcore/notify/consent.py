@@ -2,8 +2,10 @@
 
 A decision is recorded per customer, channel (``"*"`` = every channel) and
 purpose (``marketing`` or ``transactional``), with its source (``cli``,
-``link``, ``import``, ...) and time, in ``customer_consents``; the latest one
-per key stands.  When a message is about to be queued or sent:
+``link``, ``import``, ...), time and actor.  Every decision is appended to
+``consent_history`` (:func:`history`; append-only, never rewritten); the latest
+one per key stands, and ``customer_consents`` holds it (:func:`decisions`: the
+current state, a projection of the history).  When a message is about to be queued or sent:
 
 1. the most recent recorded decision for the channel or for every channel
    decides (a later "unsubscribe from everything" beats an earlier "yes to
@@ -39,6 +41,7 @@ import attrs
 import itsdangerous
 from sqlalchemy import and_, case, false, literal, null, or_, select, true, update
 
+from ..application import consent_history
 from ..domain.errors import ConfigError, CRMError, ValidationError
 from ..store import tables
 from ..store.upsert import insert_ignore
@@ -77,7 +80,8 @@ class Decision:
 
 def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVERY_CHANNEL,
            purpose: str = "marketing", source: str = "cli", at: datetime | None = None) -> Decision:
-    """Record a decision (replacing the previous one for the same key) in ``uow``.
+    """Record a decision in ``uow``: appended to the history, and replacing the previous
+    one for the same key in the current state (``customer_consents``).
 
     A marketing decision for every channel also sets the customer's
     ``consent_marketing`` flag, so code reading the flag agrees.
@@ -92,6 +96,8 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
     row = {"customer_id": customer_id, "channel": channel, "purpose": purpose, **values}
     if not updated and not insert_ignore(uow.conn, consents, row):
         uow.conn.execute(update(consents).where(key).values(values))
+    # The history keeps every decision; the row above is only the latest per key.
+    consent_history.append(uow.conn, customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
     if channel == EVERY_CHANNEL and purpose == "marketing":
         uow.conn.execute(update(customers).where(customers.c.id == customer_id).values(
             consent_marketing=granted, updated_at=uow.now))
@@ -100,10 +106,16 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
 
 
 def decisions(uow: UnitOfWork, customer_id: int) -> list[Decision]:
-    """Every recorded decision of a customer."""
+    """The standing decisions of a customer: the latest per channel and purpose."""
     rows = uow.conn.execute(select(consents).where(consents.c.customer_id == customer_id).order_by(
         consents.c.channel, consents.c.purpose))
     return [Decision(**r._mapping) for r in rows]
+
+
+def history(uow: UnitOfWork, customer_id: int) -> list[Decision]:
+    """Every decision ever recorded for a customer, oldest first (in recording order); the last
+    one per channel and purpose is the standing one (:func:`decisions`)."""
+    return [Decision(**row) for row in consent_history.read(uow.conn, customer_id)]
 
 
 def check_purpose(purpose: str) -> None:
