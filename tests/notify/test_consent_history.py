@@ -135,7 +135,9 @@ def test_append_many_is_one_insert_select(crm_factory):
     ids = [c.id for c in crm.customers.list({}, limit=None)][:250]
     statements: list[str] = []
     with crm.unit() as uow:
-        listen = lambda *args: statements.append(args[2])  # noqa: E731 - (conn, cursor, statement, ...)
+        def listen(conn, cursor, statement, *rest) -> None:
+            statements.append(statement)
+
         event.listen(uow.conn, "before_cursor_execute", listen)
         consent_history.append_many(uow.conn, [*ids, 99999], "*", "marketing", True, "import", uow.now, "li")
         event.remove(uow.conn, "before_cursor_execute", listen)
