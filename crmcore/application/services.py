@@ -9,18 +9,22 @@ from __future__ import annotations
 
 import builtins
 import functools
+import re
 from collections.abc import Iterable, Iterator, Mapping
 from typing import TYPE_CHECKING, Any, Generic, cast
 
 import attrs
+import phonenumbers
 from sqlalchemy import String, Table, func, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
 from ..domain.errors import HasHistory, ValidationError
+from ..domain.validation import normalize_phone
 from ..store.repositories import E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
+from . import consents
 from .users import resolve_owner, resolve_owners
 
 if TYPE_CHECKING:
@@ -80,11 +84,16 @@ class EntityService(Generic[E]):
             return self.repo(uow).count(self.typed_filters(filters))
 
     def search(self, text: str, limit: int | None = None) -> builtins.list[E]:
-        """Entities whose name, email or phone contain ``text`` (any script)."""
+        """Entities whose name, email or phone contain ``text`` (any script).
+
+        A phone number as people write it (``132-9141-7776``, ``+86 132 9141``,
+        ``(0755) 1234``) also matches the stored E.164 form: see :func:`phone_search_terms`.
+        """
         columns = tuple(c for c in ("name", "title", "email", "phone", "subject") if c in self.repo_table().c)
+        phones = phone_search_terms(text, self.crm.config.phone_region) if "phone" in columns else []
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
-            return self.repo(uow).search(text, columns, limit)
+            return self.repo(uow).search(text, columns, limit, also={"phone": phones})
 
     def repo_table(self) -> Table:
         """The table of this entity."""
@@ -274,6 +283,38 @@ class EntityService(Generic[E]):
         uow.fire(f"on_{self.kind}_updated", previous=previous, **{self.kind: stored})
 
 
+# Digits with the separators people type between them, perhaps after a "+".
+_PHONE_LIKE = re.compile(r"\+?[\d\s().\-/]*\d[\d\s().\-/]*")
+
+
+def phone_search_terms(text: str, region: str | None) -> builtins.list[str]:
+    """What to look for in the stored (E.164) phone column when ``text`` looks like a phone number.
+
+    * the whole number normalised (:func:`~crmcore.domain.validation.normalize_phone`,
+      ``region`` for national numbers): ``132-9141-7776`` -> ``+8613291417776``;
+    * its digit run, with the ``+`` when typed (a part of a number): ``+86 132`` -> ``+86132``,
+      ``9141 7776`` -> ``91417776``;
+    * with a ``region``, the digit run without the region's trunk prefix, which E.164 drops:
+      ``0755-1234`` -> ``7551234`` in China.
+
+    Empty when ``text`` is not digits and separators (a name or an email searches as typed).
+    """
+    text = text.strip()
+    if not _PHONE_LIKE.fullmatch(text):
+        return []
+    digits = phonenumbers.normalize_digits_only(text)  # also full-width digits
+    terms = {("+" if text.startswith("+") else "") + digits}
+    try:
+        terms.add(normalize_phone(text, region))
+    except ValueError:
+        pass  # a part of a number: its digits are enough
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region) if region else None
+    trunk = metadata.national_prefix if metadata is not None else None
+    if trunk and not text.startswith("+") and digits.startswith(trunk) and len(digits) > len(trunk):
+        terms.add(digits[len(trunk):])
+    return sorted(terms)
+
+
 @functools.cache
 def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
     return tuple((c.name, c.type.length) for c in _TABLES[kind].c
@@ -297,6 +338,26 @@ def _issues(result: Any) -> list[tuple[str, str]]:
 class CustomerService(EntityService[Customer]):
     """``crm.customers``: add, update, delete, get, list, search and import customers."""
     kind, entity, repo_name = "customer", Customer, "customers"
+
+    # The consent_marketing flag is the "*" marketing decision (crmcore.application.consents):
+    # setting it records one, in the same unit of work, before the events fire.
+    def after_insert(self, uow: "UnitOfWork", stored: Customer) -> None:
+        """Record the marketing decision of a customer added with ``consent_marketing``, then fire the event."""
+        assert stored.id is not None, "a stored customer has an id"
+        consents.flag_set(uow, stored.id, stored.consent_marketing, None)
+        super().after_insert(uow, stored)
+
+    def after_update(self, uow: "UnitOfWork", stored: Customer, previous: Customer) -> None:
+        """Record a decision when ``consent_marketing`` changed, then fire the event."""
+        assert stored.id is not None, "a stored customer has an id"
+        consents.flag_set(uow, stored.id, stored.consent_marketing, previous.consent_marketing)
+        super().after_update(uow, stored, previous)
+
+    def insert_batch(self, uow: "UnitOfWork", entities: builtins.list[Customer]) -> builtins.list[Customer]:
+        """Bulk customers: one executemany, then the decisions of those added with ``consent_marketing``."""
+        stored = super().insert_batch(uow, entities)
+        consents.flags_set(uow, [c.id for c in stored if c.consent_marketing and c.id is not None])
+        return stored
 
     def history(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[str]:
         """Won deals, loyalty ledger entries, outbox messages and consent decisions."""

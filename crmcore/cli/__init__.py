@@ -19,6 +19,7 @@ from ..domain.errors import CRMError
 from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
 from .audit_cmds import audit
 from .config_cmds import config_group, init
+from ..application.consents import decisions_from
 from .context import CRMGroup, Session
 from .db import db
 from .demo import demo
@@ -52,6 +53,7 @@ def cli(ctx: click.Context, /, **options: Any) -> None:
     """crm: a plugin-based CRM on an embedded SQLite file or a database server."""
     ctx.obj = Session(**options)
     ctx.call_on_close(ctx.obj.close)
+    ctx.with_resource(decisions_from("cli"))  # a consent flag set here records a decision from "cli"
 
 
 cli.add_command(init)

@@ -12,7 +12,7 @@ import click
 from sqlalchemy import inspect
 from sqlalchemy.engine import make_url
 
-from ..domain.errors import CRMError, NotFound
+from ..domain.errors import CRMError, NotFound, ValidationError
 from .params import COUNT, SIGNED
 from .context import Session, pass_session
 
@@ -201,7 +201,7 @@ def _messages(crm: CRM, end: datetime) -> list[str]:
         for segment in WIN_BACK_SEGMENTS:
             try:
                 campaign = crm.campaigns.run("win-back", segment, strategy="rfm", channel="file", as_of=end)
-            except NotFound:  # a small demo may leave a segment empty
+            except (NotFound, ValidationError):  # a small demo may leave a segment empty (not in the run)
                 continue
             win_back += campaign.enqueued
     crm.notify.dispatch()

@@ -19,7 +19,8 @@ from ..domain.convert import unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
-from .params import COUNT, ID, as_id, one_more
+from ..segments.reference import SegmentRef
+from .params import COUNT, ID, SEGMENT, as_id, one_more
 from .context import Session, pass_session, read_only
 
 #: A click command callback (decorators hand it back with options added).
@@ -96,23 +97,27 @@ def _record(entity: Any) -> dict[str, Any]:
 
 
 def segment_filter_option(kind: str) -> Callable[[F], F]:
-    """``--segment STRATEGY=SEGMENT`` on customer commands (nothing on the others)."""
+    """``--segment [STRATEGY:]SEGMENT`` on customer commands (nothing on the others)."""
     def decorate(func: F) -> F:
         if kind != "customer":
             return func
-        return click.option("--segment", "segment", multiple=True, metavar="STRATEGY=SEGMENT",
-                            help="Only customers in SEGMENT of STRATEGY's latest run (repeat: all must hold).")(func)
+        return click.option("--segment", "segment", multiple=True, type=SEGMENT, metavar="[STRATEGY:]SEGMENT",
+                            help="Only customers in SEGMENT of the latest run of its strategy "
+                                 "(repeat: all must hold).")(func)
     return decorate
 
 
-def segment_filters(pairs: tuple[str, ...]) -> dict[str, str]:
-    """``("rfm=At Risk",)`` -> ``{"segment.rfm": "At Risk"}`` (see crmcore.store.filters)."""
-    filters = {}
-    for pair in pairs:
-        strategy, eq, segment = pair.partition("=")
-        if not eq or not strategy.strip() or not segment.strip():
-            raise ValidationError.single("--segment", f"{pair!r} is not STRATEGY=SEGMENT")
-        filters[f"segment.{strategy.strip()}"] = segment.strip()
+def segment_filters(session: Session, refs: tuple[SegmentRef, ...]) -> dict[str, str]:
+    """``(rfm:At Risk,)`` -> ``{"segment.rfm": "At Risk"}`` (see crmcore.store.filters); an unknown or
+    ambiguous segment is an error listing the known ones."""
+    filters: dict[str, str] = {}
+    for ref in refs:
+        found = session.crm.segments.resolve(ref)
+        key = f"segment.{found.strategy}"
+        if filters.get(key, found.segment) != found.segment:  # one segment per customer and run
+            raise ValidationError.single("--segment", f"{found.strategy}:{filters[key]} and {found} "
+                                         "cannot both hold (a customer is in one segment of a run)")
+        filters[key] = found.segment
     return filters
 
 
@@ -149,8 +154,8 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @segment_filter_option(kind)
     @pass_session
     def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int, all_rows: bool,
-              segment: tuple[str, ...] = ()) -> None:
-        filters = dict(parse_expression(w) for w in where) | segment_filters(segment)
+              segment: tuple[SegmentRef, ...] = ()) -> None:
+        filters = dict(parse_expression(w) for w in where) | segment_filters(session, segment)
         columns = None if session.as_json else LIST_COLUMNS[kind]
         found = service(session.crm)
         if all_rows:

@@ -14,7 +14,8 @@ import attrs
 import click
 
 from ..notify.consent import EVERY_CHANNEL
-from .params import ID
+from ..segments.reference import SegmentRef
+from .params import ID, SEGMENT
 from .context import Session, pass_session, read_only
 from .entities import customer, resolve_customer
 from .notify_cmds import notify
@@ -77,19 +78,20 @@ class _CampaignArgs(TypedDict):
 
 @click.command("campaign")
 @click.argument("template")
-@click.option("--segment", required=True, metavar="[STRATEGY:]SEGMENT", help="The segment (its latest run).")
-@click.option("--strategy", help="The segmentation strategy (when the segment name is ambiguous).")
+@click.option("--segment", required=True, type=SEGMENT, metavar="[STRATEGY:]SEGMENT",
+              help="The segment (the latest run of its strategy); STRATEGY: when several strategies have it.")
+@click.option("--strategy", help="The segmentation strategy (the same as STRATEGY: in --segment).")
 @click.option("--channel", help="Channel (default: [notify] channel).")
 @click.option("--purpose", type=PURPOSE, default="marketing", show_default=True)
 @click.option("--name", help="Campaign name for idempotency keys (default: template, segment and run).")
 @click.option("--dry-run", is_flag=True, help="Only show the counts.")
 @click.option("--as-of", "as_of", metavar="DATE", help="Use the latest segment run up to this date.")
 @pass_session
-def campaign(session: Session, template: str, segment: str, strategy: str | None, channel: str | None,
+def campaign(session: Session, template: str, segment: SegmentRef, strategy: str | None, channel: str | None,
              purpose: str, name: str | None, dry_run: bool, as_of: str | None) -> None:
     """Queue TEMPLATE for every eligible customer of a segment (counts first)."""
     engine = session.crm.campaigns
-    args: _CampaignArgs = {"template": template, "segment": segment, "strategy": strategy, "channel": channel, "purpose": purpose,
+    args: _CampaignArgs = {"template": template, "segment": str(segment), "strategy": strategy, "channel": channel, "purpose": purpose,
                 "name": name, "as_of": _as_of(session, as_of)}
     plan = engine.plan(**args)
     if not session.as_json:

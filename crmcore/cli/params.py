@@ -13,6 +13,8 @@ import click
 
 from typing import Any
 
+from ..segments.reference import SegmentRef, parse_segment_ref
+
 
 class Int64(click.IntRange):
     """An integer between ``min`` and ``max`` (both within 64 bits), with a plain message:
@@ -59,3 +61,23 @@ def as_id(text: str) -> int | None:
 def one_more(limit: int) -> int:
     """``limit + 1``, still within 64 bits: fetch one row more to learn whether a listing stopped early."""
     return min(limit, INT64_MAX - 1) + 1
+
+
+class SegmentRefType(click.ParamType[SegmentRef, Any]):
+    """``STRATEGY:SEGMENT`` or ``SEGMENT`` (see :mod:`crmcore.segments.reference`), checked for shape;
+    the command resolves it against the runs (``crm.segments.resolve``)."""
+
+    name = "segment"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> SegmentRef:
+        """``value`` as a :class:`~crmcore.segments.SegmentRef` (a usage error naming the parameter)."""
+        if isinstance(value, SegmentRef):
+            return value
+        try:
+            return parse_segment_ref(str(value))
+        except ValueError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+#: A segment reference: ``--segment rfm:"At Risk"``, ``--segment 华北``.
+SEGMENT = SegmentRefType()

@@ -11,6 +11,7 @@ from ..domain.errors import CRMError
 from ..reports import write_output
 from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
+from .params import SEGMENT
 
 # The typed filters every first-party report understands: flag -> option name.
 # A report that does not take one says so (``report 'x' has no filter ...``).
@@ -20,7 +21,7 @@ FILTERS = (
     ("--region", "region", "Only customers in this region."),
     ("--owner", "owner", "Only this owner (sales rep)."),
     ("--pipeline", "pipeline", "Pipeline (default: 'default')."),
-    ("--segment", "segment", "Only members of this segment (SEGMENT or RUN_ID:SEGMENT)."),
+    ("--segment", "segment", "Only members of this segment ([STRATEGY:]SEGMENT, or RUN_ID:SEGMENT for a past run)."),
     ("--currency", "currency", "Currency reported (default: the configured one)."),
 )
 
@@ -28,7 +29,8 @@ FILTERS = (
 def filter_options(command: Any) -> Any:
     """Add the typed filter flags to a command (stored under their option names)."""
     for flag, name, help_text in reversed(FILTERS):
-        command = click.option(flag, name, default=None, help=help_text)(command)
+        kind = SEGMENT if name == "segment" else None
+        command = click.option(flag, name, default=None, type=kind, help=help_text)(command)
     return command
 
 
@@ -58,10 +60,12 @@ def list_reports(session: Session) -> None:
 @filter_options
 @pass_session
 def run_report(session: Session, /, name: str, fmt: str, output: str | None, pairs: tuple[str, ...],
-               **filters: str | None) -> None:
+               **filters: Any) -> None:
     """Run report NAME as of --as-of and render it."""
     fmt = "json" if session.as_json and fmt == "table" else fmt
     options = {key: value for key, value in filters.items() if value is not None} | parse_options(pairs)
+    if filters.get("segment") is not None:
+        options["segment"] = _segment(session, filters["segment"])
     rendered = session.crm.reports.render(name, format=fmt, as_of=session.as_of_text, options=options)
     if output:
         write_output(Path(output), rendered)
@@ -70,6 +74,15 @@ def run_report(session: Session, /, name: str, fmt: str, output: str | None, pai
         raise CRMError(f"format {fmt!r} is binary: use --output FILE")
     else:
         click.echo(rendered, nl=not rendered.endswith("\n"))
+
+
+def _segment(session: Session, ref: Any) -> str:
+    """``--segment`` checked against the runs here, so an unknown one is an error about the flag;
+    ``RUN_ID:SEGMENT`` (a past run) is left to the report."""
+    head, colon, _name = str(ref).partition(":")
+    if colon and head.strip().isascii() and head.strip().isdigit():
+        return str(ref)
+    return str(session.crm.segments.resolve(ref))
 
 
 @read_only

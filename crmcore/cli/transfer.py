@@ -30,7 +30,8 @@ from ..store.filters import parse_expression
 from ..domain.convert import json_default
 from .context import Session, pass_session
 from .entities import segment_filters
-from .params import COUNT, POSITIVE
+from ..segments.reference import SegmentRef
+from .params import COUNT, POSITIVE, SEGMENT
 
 ENTITY = click.Choice(sorted(ENTITY_NAMES), case_sensitive=False)
 SHOWN_ERRORS = 20
@@ -138,14 +139,14 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
 @click.option("--encoding", default="utf-8", show_default=True,
               help="Text encoding for CSV/JSONL (utf-8-sig adds a BOM for Excel; gb18030 ...).")
 @click.option("--delimiter", default=",", show_default=True, help="CSV delimiter.")
-@click.option("--segment", "segment", multiple=True, metavar="STRATEGY=SEGMENT",
-              help="Customers only: those in SEGMENT of STRATEGY's latest run (repeatable).")
+@click.option("--segment", "segment", multiple=True, type=SEGMENT, metavar="[STRATEGY:]SEGMENT",
+              help="Customers only: those in SEGMENT of the latest run of its strategy (repeatable).")
 @click.option("--raw-csv", is_flag=True, help="CSV for programs: no quote before text starting with =, +, -, @ "
                                              "(by default such text is escaped so spreadsheets do not run it).")
 @pass_session
 def export_command(session: Session, entity: str, output: str | None, format: str | None,
                    where: tuple[str, ...], sort: str, limit: int | None, encoding: str, delimiter: str,
-                   segment: tuple[str, ...] = (), raw_csv: bool = False) -> None:
+                   segment: tuple[SegmentRef, ...] = (), raw_csv: bool = False) -> None:
     """Export ENTITY (customers, contacts, interactions or deals) to CSV, JSON Lines or XLSX.
 
     The file imports back as it is: `crm import ENTITY FILE` into another
@@ -156,13 +157,13 @@ def export_command(session: Session, entity: str, output: str | None, format: st
       crm export customers -o customers.csv
       crm export deals --where stage=won --sort -amount -o won.xlsx
       crm export interactions --format jsonl > interactions.jsonl
-      crm export customers --segment "rfm=At Risk" -o at-risk.csv
+      crm export customers --segment "rfm:At Risk" -o at-risk.csv
     """
     filters = dict(parse_expression(w) for w in where)
     if segment:
         if ENTITY_NAMES[entity.lower()] != "customer":
             raise CRMError(f"--segment filters customers, not {entity}")
-        filters |= segment_filters(segment)
+        filters |= segment_filters(session, segment)
     if format is None and session.as_json and output in (None, "-"):
         format = "jsonl"
     if delimiter in ("\\t", "tab"):

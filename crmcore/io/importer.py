@@ -63,6 +63,7 @@ from sqlalchemy import Select
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
+from ..application.consents import decisions_from, flags_set
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
 from ..domain.convert import unstructure
@@ -241,7 +242,8 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
             _check_required(kind, key, mapping, reader, report)
         checker = RowChecker(kind, mapping, reader.columns, crm.validator, crm.clock(), key)
         crm.authorize(f"{kind}.import", None)
-        return _Import(crm, kind, key, checker, reader, options, report, progress).run()
+        with decisions_from("import"):  # a consent_marketing flag set by the file records a decision
+            return _Import(crm, kind, key, checker, reader, options, report, progress).run()
 
 
 def _check_required(kind: str, key: str, mapping: ColumnMapping, reader: Reader, report: ImportReport) -> None:
@@ -755,6 +757,10 @@ class _Import:
         self.keyless += sum(1 for _, _, row in inserts
                             if (cast(tuple[Any, ...], row)[key_index] if key_index is not None
                                 else cast(dict[str, Any], row)[self.key]) is None)
+        if self.kind == "customer":  # the flag is the "*" marketing decision (crmcore.application.consents)
+            flag = self.columns.index("consent_marketing")
+            flags_set(uow, [id for (_, _, row), id in zip(inserts, ids)
+                            if (row[flag] if isinstance(row, tuple) else row["consent_marketing"])])
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)

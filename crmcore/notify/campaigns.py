@@ -23,8 +23,6 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from sqlalchemy import String, and_, case, cast, exists, func, literal, select
 
-from ..domain.errors import NotFound, ValidationError
-from ..segments import SegmentRun
 from ..store import tables
 from . import consent
 
@@ -73,15 +71,16 @@ class CampaignEngine:
              as_of: str | date | datetime | None = None) -> Campaign:
         """The counts of a campaign, without queueing anything.
 
-        ``segment`` may be ``STRATEGY:SEGMENT`` instead of giving ``strategy``.
+        ``segment`` is a reference, ``STRATEGY:SEGMENT`` or ``SEGMENT`` alone when
+        only one strategy's latest run has it (:meth:`crmcore.segments.SegmentEngine.resolve`);
+        ``strategy`` may be given apart instead.
         """
         consent.check_purpose(purpose)
         channel = channel or self.crm.config.notify.channel
         self.crm.notify.registry.get(channel)
         self.crm.messages.catalog.check(template)
-        if strategy is None and ":" in segment:
-            strategy, segment = segment.split(":", 1)
-        run = self._run_for(strategy, segment, as_of)
+        found = self.crm.segments.resolve(f"{strategy}:{segment}" if strategy else segment, as_of)
+        run, segment = self.crm.segments.run_info(found.run_id), found.segment
         name = name or f"{template}:{run.strategy}:{segment}:run{run.id}"
         with self.crm.unit(readonly=True) as uow:
             refusal = self._refusal(channel, purpose)
@@ -141,28 +140,3 @@ class CampaignEngine:
     def _key_expr(name: str, channel: str) -> Any:
         """:func:`campaign_key` in SQL, for the member rows of a query."""
         return literal(campaign_key(name, channel, "")) + cast(m.c.customer_id, String)
-
-    def _run_for(self, strategy: str | None, segment: str, as_of: str | date | datetime | None) -> SegmentRun:
-        """The latest run (with ``as_of``: standing for a moment up to it) of the strategy with ``segment``.
-
-        Without a strategy, the one whose latest run has the segment (more
-        than one is an error).
-        """
-        latest = select(runs.c.strategy, func.max(runs.c.id).label("run_id")).group_by(runs.c.strategy)
-        if as_of is not None:  # the latest run standing for a moment up to as_of
-            latest = latest.where(runs.c.as_of <= self.crm.as_of(as_of))
-        if strategy:
-            latest = latest.where(runs.c.strategy == strategy)
-        newest = latest.subquery()
-        query = select(newest.c.strategy, newest.c.run_id).where(
-            exists().where(m.c.run_id == newest.c.run_id, m.c.segment == segment))
-        with self.crm.unit(readonly=True) as uow:
-            found = uow.conn.execute(query).all()
-            if not found:
-                where = f"strategy {strategy!r}" if strategy else "any strategy"
-                until = f" up to {self.crm.as_of(as_of):%Y-%m-%d}" if as_of is not None else ""
-                raise NotFound("segment", f"{segment} (no latest run of {where}{until} has it)")
-            if len(found) > 1:
-                raise ValidationError.single("--segment", f"{segment!r} is a segment of several strategies "
-                                             f"({', '.join(sorted(s for s, _ in found))}): use STRATEGY:{segment}")
-            return self.crm.segments._run(uow, found[0].run_id)

@@ -7,14 +7,20 @@ purpose (``marketing`` or ``transactional``), with its source (``cli``,
 one per key stands, and ``customer_consents`` holds it (:func:`decisions`: the
 current state, a projection of the history).  When a message is about to be queued or sent:
 
-1. the most recent recorded decision for the channel or for every channel
-   decides (a later "unsubscribe from everything" beats an earlier "yes to
-   email", and the other way round);
-2. without one, transactional messages go;
-3. without one, marketing follows the channel's default policy
-   (``[notify.consent]``): ``opt-in`` needs the customer's
-   ``consent_marketing`` flag and the channel's flag (``consent_email`` /
-   ``consent_sms``), ``opt-out`` only needs the channel's flag not turned off.
+1. the decision for the channel decides when it is at least as recent as the
+   one for every channel (a later "unsubscribe from everything" beats an
+   earlier "yes to email", and the other way round);
+2. a withdrawal for every channel refuses;
+3. marketing to a customer whose channel flag (``consent_email`` /
+   ``consent_sms``) is off is refused, even with a grant for every channel;
+4. a grant for every channel lets the message go;
+5. without a decision, transactional messages go and marketing follows the
+   channel's default policy (``[notify.consent]``): ``opt-in`` needs the
+   customer's ``consent_marketing`` flag, ``opt-out`` does not.
+
+``consent_marketing`` is the standing marketing decision for every channel
+(:mod:`crmcore.application.consents`): recording one sets the flag, setting
+the flag records one.
 
 The rule is one SQL expression (:func:`refusal_column`), so a campaign applies
 it to a whole segment in one query and a single message uses the very same
@@ -39,12 +45,12 @@ from urllib.parse import parse_qs
 
 import attrs
 import itsdangerous
-from sqlalchemy import and_, case, false, literal, null, or_, select, true, update
+from sqlalchemy import and_, case, false, literal, null, or_, select, true
 
 from ..application import consent_history
+from ..application.consents import write_decision
 from ..domain.errors import ConfigError, CRMError, ValidationError
 from ..store import tables
-from ..store.upsert import insert_ignore
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -84,23 +90,14 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
     one for the same key in the current state (``customer_consents``).
 
     A marketing decision for every channel also sets the customer's
-    ``consent_marketing`` flag, so code reading the flag agrees.
+    ``consent_marketing`` flag, in the same transaction: the flag is that
+    decision (:mod:`crmcore.application.consents`).
     """
     check_purpose(purpose)
     uow.customers.get(customer_id)  # NotFound for an unknown customer
     recorded_at = at or uow.now
+    write_decision(uow, customer_id, granted, channel, purpose, source, recorded_at)  # and its history row
     values = {"granted": granted, "source": source, "recorded_at": recorded_at, "actor": uow.actor}
-    key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
-    # Update, else insert-if-absent, else update again: two concurrent decisions never collide.
-    updated = uow.conn.execute(update(consents).where(key).values(values)).rowcount
-    row = {"customer_id": customer_id, "channel": channel, "purpose": purpose, **values}
-    if not updated and not insert_ignore(uow.conn, consents, row):
-        uow.conn.execute(update(consents).where(key).values(values))
-    # The history keeps every decision; the row above is only the latest per key.
-    consent_history.append(uow.conn, customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
-    if channel == EVERY_CHANNEL and purpose == "marketing":
-        uow.conn.execute(update(customers).where(customers.c.id == customer_id).values(
-            consent_marketing=granted, updated_at=uow.now))
     uow.audit.record("consent.record", "consent", f"{channel}/{purpose}", customer_id=customer_id, values=values)
     return Decision(customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
 
@@ -152,10 +149,14 @@ def refusal_column(channel: str, address: str | None, purpose: str, policy: str,
             default.append((owner == false(), literal("no marketing consent")))
         if flag_value is not None:
             default.append((flag_value == false(), literal(f"opted out of {address}")))
+    # A channel kind switched off (consent_email false) beats a grant for every channel: the
+    # flag opts the customer out of that kind of channel, a "*" grant says yes to marketing.
+    opted_out = default[-1:] if flag_value is not None else []
     return case(
         (and_(exact_stands, exact_granted == false()), literal(f"withdrew {purpose} consent for {channel}")),
         (exact_stands, null()),
         (every_granted == false(), literal(f"withdrew {purpose} consent for every channel")),
+        *opted_out,
         (every_granted == true(), null()),
         *default,
         else_=null(),

@@ -25,10 +25,9 @@ A message moves through these states::
   idempotency key (then it is sent again: at least once).  The window is one
   message per dispatcher thread: the network call plus one commit.
 
-Consent: transactional messages always go; a marketing message needs the
-customer's ``consent_marketing`` and the channel's flag (``consent_email`` for
-email channels, ``consent_sms`` for SMS).  It is checked when enqueuing and
-again before sending (consent may be withdrawn in between).
+Consent: :mod:`crmcore.notify.consent` decides (recorded decisions, then the
+channel's policy and the customer's flags), when enqueuing and again before
+sending (consent may be withdrawn in between).
 """
 
 from __future__ import annotations
@@ -65,7 +64,6 @@ from .channels import (
 from .outbox import (
     BACKOFF_BASE,
     backoff,
-    consent_refusal,
 )
 from .policy import DeliveryPolicy, Pacer, split_delivery_options
 
@@ -382,16 +380,16 @@ class NotifyEngine:
             return {row.id: row for row in uow.conn.execute(query)}
 
     @staticmethod
-    def _check_now(message: Message, channel: Channel, customer: Any) -> tuple[Message, str | None, str | None]:
-        """Re-check consent (it may have been withdrawn) and fill a missing address
-        (a requeued message may have died for lack of one).  Returns the message,
-        a consent refusal and a missing-address reason."""
+    def _check_now(message: Message, channel: Channel, customer: Any) -> tuple[Message, str | None]:
+        """Fill a missing address (a requeued message may have died for lack of one).
+        Returns the message and a missing-address reason.  Consent is re-checked by
+        :func:`crmcore.notify.consent.refusals` for the whole claim round."""
         if message.recipient is None and channel.address is not None and customer is not None \
                 and getattr(customer, channel.address):
             message = attrs.evolve(message, recipient=getattr(customer, channel.address))
         missing = f"customer {message.customer_id} has no {channel.address}" if message.recipient is None \
             and channel.address and message.customer_id is not None else None
-        return message, consent_refusal(customer, channel, message.purpose), missing
+        return message, missing
 
     # -- reading / maintenance ---------------------------------------------
     def outbox(self, status: str | None = None, customer_id: int | None = None,
@@ -522,7 +520,7 @@ class _Worker:
         opened = self._open(claimed)
         if opened is None:
             return False
-        message, refusal, missing = engine._check_now(message, opened[0], customer)
+        message, missing = engine._check_now(message, opened[0], customer)
         refusal = self.refusals.get(message.id)  # crmcore.notify.consent decides (recorded decisions + policy)
         claimed.message = message
         if refusal or missing:

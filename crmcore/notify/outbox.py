@@ -10,14 +10,11 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
-from ..domain.entities import Customer
 from ..domain.errors import ValidationError
 from ..store import tables
 from ..store.bulk import inserted_id
 from ..store.upsert import insert_new
-from .channels import (
-    Channel,
-)
+from . import consent
 
 if TYPE_CHECKING:
     from ..application.uow import UnitOfWork
@@ -63,7 +60,7 @@ class Outbox:
             recipient = getattr(customer, chan.address)
             if not recipient:
                 status, reason = "dead", f"customer {customer_id} has no {chan.address}"
-        refusal = consent_refusal(customer, chan, purpose)
+        refusal = consent.refusal(self.uow, customer_id, channel, purpose)  # the one rule, as campaigns apply it
         if refusal:
             status, reason = "suppressed", refusal
         values = {"idempotency_key": key, "channel": channel, "customer_id": customer_id,
@@ -81,18 +78,6 @@ class Outbox:
         if winner is None:  # not a key clash (INSERT IGNORE skips other errors too): raise the real one
             return inserted_id(self.uow.conn.execute(outbox.insert().values(values)))
         return winner
-
-
-def consent_refusal(customer: Customer | None, channel: Channel, purpose: str) -> str | None:
-    """Why a message may not go to ``customer``, or None if it may."""
-    if purpose != "marketing" or customer is None:
-        return None
-    if not customer.consent_marketing:
-        return "no marketing consent"
-    flag = {"email": "consent_email", "phone": "consent_sms"}.get(channel.address or "")
-    if flag and not getattr(customer, flag):
-        return f"opted out of {channel.address}"
-    return None
 
 
 def backoff(attempts: int, base: timedelta = BACKOFF_BASE, cap: timedelta = BACKOFF_CAP,

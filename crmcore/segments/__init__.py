@@ -16,6 +16,7 @@ from .protocol import (
     Segmenter,
     SegmentRun,
 )
+from .reference import ResolvedSegment, SegmentRef, parse_segment_ref, resolve_segment
 
-__all__ = ["Assignment", "Assignments", "EveryoneElse", "MembershipChange", "SegmentContext", "SegmentEngine",
-           "SegmentRun", "Segmenter"]
+__all__ = ["Assignment", "Assignments", "EveryoneElse", "MembershipChange", "ResolvedSegment", "SegmentContext",
+           "SegmentEngine", "SegmentRef", "SegmentRun", "Segmenter", "parse_segment_ref", "resolve_segment"]

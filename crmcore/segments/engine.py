@@ -29,6 +29,7 @@ from .memberships import (
     cyclic_gc_paused,
     untyped_null,
 )
+from .reference import ResolvedSegment, SegmentRef, resolve_segment
 from .protocol import (
     Assignment,
     Assignments,
@@ -169,6 +170,16 @@ class SegmentEngine:
             if strategy:
                 query = query.where(runs.c.strategy == strategy)
             return [self._run(uow, rid) for rid in uow.conn.execute(query).scalars()]
+
+    def resolve(self, ref: SegmentRef | str, as_of: str | date | datetime | None = None) -> ResolvedSegment:
+        """The strategy, segment and latest run (up to ``as_of``) that a reference
+        ``STRATEGY:SEGMENT`` or ``SEGMENT`` names (see :mod:`crmcore.segments.reference`).
+
+        A :class:`~crmcore.ValidationError` lists the known ones when it names none.
+        """
+        moment = self.crm.as_of(as_of) if as_of is not None else None
+        with self.crm.unit(readonly=True) as uow:
+            return resolve_segment(uow.conn, ref, moment, registered=self.registry.names())
 
     def latest_run(self, strategy: str) -> SegmentRun | None:
         """The newest run of ``strategy``, or None if it never ran."""

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import operator
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from decimal import Decimal
 from typing import Any
 
@@ -104,13 +104,17 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
     return result
 
 
-def search_condition(table: Table, text: str, columns: tuple[str, ...]) -> ColumnElement[bool]:
-    """Case-insensitive substring match over ``columns`` (works for CJK text)."""
+def search_condition(table: Table, text: str, columns: tuple[str, ...],
+                     also: Mapping[str, Sequence[str]] | None = None) -> ColumnElement[bool]:
+    """Case-insensitive substring match over ``columns`` (works for CJK text); ``also``: more
+    substrings for some columns (a phone number in its stored form)."""
     try:
         pattern = _pattern(text)
+        extra = [(column, _pattern(term)) for column, terms in (also or {}).items() for term in terms]
     except ValueError as exc:
         raise ValidationError.single("search", str(exc)) from None
-    return or_(*(table.c[c].ilike(pattern, escape="\\") for c in columns))
+    return or_(*(table.c[c].ilike(pattern, escape="\\") for c in columns),
+               *(table.c[c].like(p, escape="\\") for c, p in extra))
 
 
 def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: str) -> ColumnElement[bool]:

@@ -8,7 +8,7 @@ transaction.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 import builtins
@@ -121,9 +121,11 @@ class Repository(Generic[E]):
     def _conditions(self, criteria: Mapping[str, Any]) -> builtins.list[ColumnElement[bool]]:
         return conditions(self.table, criteria, self.kind)
 
-    def search(self, text: str, columns: tuple[str, ...], limit: int | None = None) -> builtins.list[E]:
-        """Entities whose ``columns`` contain ``text`` (case-insensitive)."""
-        stmt = select(self.table).where(search_condition(self.table, text, columns))
+    def search(self, text: str, columns: tuple[str, ...], limit: int | None = None,
+               also: Mapping[str, Sequence[str]] | None = None) -> builtins.list[E]:
+        """Entities whose ``columns`` contain ``text`` (case-insensitive), or a column of
+        ``also`` one of its substrings."""
+        stmt = select(self.table).where(search_condition(self.table, text, columns, also))
         return [self.from_row(r._mapping) for r in self.conn.execute(stmt.order_by(self.table.c.id).limit(limit))]
 
 

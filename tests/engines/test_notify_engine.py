@@ -239,7 +239,9 @@ def test_consent_withdrawn_before_dispatch(crm_factory: Any) -> None:
 
     assert crm.notify.dispatch() == DispatchResult(sent=1, suppressed=1)
     assert [m.id for m in chan.delivered] == [receipt]
-    assert (row(crm, promo)["status"], row(crm, promo)["last_error"]) == ("suppressed", "no marketing consent")
+    # Turning the flag off records a withdrawal for every channel (the flag is that decision).
+    assert (row(crm, promo)["status"], row(crm, promo)["last_error"]) == (
+        "suppressed", "withdrew marketing consent for every channel")
 
 
 # -- delivering ----------------------------------------------------------------------------------

@@ -60,11 +60,13 @@ def expected_counts(crm, segment: str, policy: str = "opt-in") -> dict[str, set[
         has_exact, has_every = pd.notna(row.granted), pd.notna(row.granted_every)
         if has_exact and (not has_every or row.recorded_at >= row.recorded_at_every):
             return bool(row.granted)
-        if has_every:
-            return bool(row.granted_every)
-        if policy == "opt-in" and not row.consent_marketing:
+        if has_every and not row.granted_every:
             return False
-        return bool(row.consent_email)
+        if not row.consent_email:  # opted out of email: beats a grant for every channel
+            return False
+        if has_every:
+            return True
+        return policy == "opt-out" or bool(row.consent_marketing)
 
     frame["allowed"] = frame.apply(allowed, axis=1)
     ok = frame[frame.allowed]
@@ -135,10 +137,11 @@ def test_dry_run_and_as_of_pick_the_run(crm_factory):
 def test_segment_choice_errors(crm_factory):
     crm = open_crm(crm_factory)
     crm.customers.add(name="A", tags=["vip"])
-    with pytest.raises(NotFound, match="no latest run of any strategy"):
+    with pytest.raises(ValidationError, match=r"no segment 'vip' in the latest run of any strategy; "
+                                              r"known: none \(no segmentation run yet\)"):
         crm.campaigns.plan("win-back", segment="vip")
     crm.segments.run("tags")
-    with pytest.raises(NotFound, match="segment 'gold"):
+    with pytest.raises(ValidationError, match="no segment 'gold' in the latest run of any strategy; known: tags:vip"):
         crm.campaigns.plan("win-back", segment="gold")
     assert crm.campaigns.plan("win-back", segment="tags:vip").members == 1
 

@@ -149,7 +149,12 @@ def test_wsgi_handler_confirms_on_get_and_unsubscribes_on_post(http_server):
     token = consent.make_token(SECRET, customer.id)
     status, page = fetch(f"{base}?token={token}")
     assert status == 200 and '<form method="post">' in page
-    assert crm.messages.consents(customer.id) == []  # a link scanner's GET changes nothing
+    # Added with consent_marketing: that flag is a recorded grant (source "api").
+    granted = [(d.channel, d.purpose, d.granted, d.source) for d in crm.messages.consents(customer.id)]
+    assert granted == [("*", "marketing", True, "api")]
+    status, page = fetch(f"{base}?token={token}")
+    assert [(d.channel, d.purpose, d.granted, d.source) for d in crm.messages.consents(customer.id)] == granted
+    # a link scanner's GET changes nothing
     status, page = fetch(base, data=urllib.parse.urlencode({"token": token}).encode())
     assert status == 200 and "You are unsubscribed." in page
     [decision] = crm.messages.consents(customer.id)
@@ -158,7 +163,7 @@ def test_wsgi_handler_confirms_on_get_and_unsubscribes_on_post(http_server):
     other = crm.customers.add(name="Bob", consent_marketing=True)
     status, _ = fetch(f"{base}?token={consent.make_token(SECRET, other.id, 'mail')}",
                       data=b"List-Unsubscribe=One-Click")
-    assert status == 200 and crm.messages.consents(other.id)[0].channel == "mail"
+    assert status == 200 and [d.channel for d in crm.messages.consents(other.id)] == ["*", "mail"]
     status, page = fetch(base, data=b"token=forged.token")
     assert status == 400 and "not valid" in page
 
@@ -180,7 +185,7 @@ def test_cli_unsubscribe_resubscribe_consent_and_token(crm_factory, crm_db_url, 
     assert out.exit_code == 0 and json.loads(out.output)[0]["granted"] is True
     out = runner.invoke(cli, [*base, "customer", "consent", str(customer.id)])
     assert [(r["channel"], r["purpose"], r["granted"]) for r in json.loads(out.output)] == [
-        ("*", "transactional", True), ("console", "marketing", False)]
+        ("*", "marketing", True), ("*", "transactional", True), ("console", "marketing", False)]
     url = runner.invoke(cli, base[:-1] + ["notify", "unsubscribe-url", str(customer.id)]).output.strip()
     assert url.startswith("https://crm.example/u?t=")
     out = runner.invoke(cli, [*base, "notify", "unsubscribe", url.split("t=", 1)[1]])

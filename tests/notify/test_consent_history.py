@@ -107,7 +107,8 @@ def test_every_decision_path_appends_exactly_one_row_with_source_and_actor(crm_f
     # The same key decided three times: one standing decision, three in the history.
     assert [d.source for d in crm.messages.consent_history(ada.id) if d.channel == "mail"
             and d.purpose == "marketing"] == ["cli-token", "link"]
-    assert len(crm.messages.consents(ada.id)) == 4 and len(crm.messages.consent_history(ada.id)) == 6
+    # 7: added with consent_marketing, a recorded "*" grant (source api), then the six above.
+    assert len(crm.messages.consents(ada.id)) == 4 and len(crm.messages.consent_history(ada.id)) == 7
 
 
 def test_current_state_is_the_latest_history_row_per_key(crm_factory):
@@ -224,3 +225,42 @@ def test_migration_backfills_one_history_row_per_stored_decision(crm_db_url):
             conn.execute(insert(tables.consent_history).values({**decisions[0], "customer_id": 99}))
     finally:
         engine.dispose()
+
+
+def test_flag_paths_append_one_row_each(crm_factory, crm_db_url, tmp_path, monkeypatch):
+    """The consent_marketing flag is the "*" marketing decision (crmcore.application.consents):
+    setting it on add / update (CLI), add_many and an import (insert and update) appends it."""
+    from crmcore.io import import_file
+
+    crm = open_crm(crm_factory)
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+
+    def cli_run(*args: str) -> None:
+        out = runner.invoke(cli, ["--db", crm_db_url, "--plugins", "notify", *args])
+        assert out.exit_code == 0, out.output
+
+    def new_rows(run) -> list[tuple]:
+        before = history_rows(crm)
+        run()
+        after = history_rows(crm)
+        assert after[:len(before)] == before and current_rows(crm) == latest_per_key(after)
+        return [(r["customer_id"], r["channel"], r["purpose"], r["granted"], r["source"], r["actor"])
+                for r in after[len(before):]]
+
+    assert new_rows(lambda: cli_run("customer", "add", "--name", "Ada", "--email", "ada@example.com",
+                                    "--consent-marketing")) == [(1, "*", "marketing", True, "cli", "system")]
+    assert new_rows(lambda: cli_run("customer", "update", "1", "--no-consent-marketing")) == [
+        (1, "*", "marketing", False, "cli", "system")]
+    assert new_rows(lambda: cli_run("customer", "update", "1", "--city", "Hangzhou")) == []  # flag untouched
+    assert new_rows(lambda: crm.customers.add_many([{"name": f"B{n}", "consent_marketing": n % 2 == 0}
+                                                    for n in range(6)])) == [
+        (cid, "*", "marketing", True, "api", "system") for cid in (2, 4, 6)]  # the bulk path
+    (tmp_path / "people.csv").write_text("external_id,name,consent_marketing\nc1,Cy,true\nd1,Di,false\n",
+                                         encoding="utf-8")
+    assert new_rows(lambda: import_file(crm, "customers", tmp_path / "people.csv")) == [
+        (crm.customers.find(external_id="c1").id, "*", "marketing", True, "import", "system")]
+    (tmp_path / "update.csv").write_text("external_id,consent_marketing\nc1,false\nd1,true\n", encoding="utf-8")
+    cy, di = crm.customers.find(external_id="c1").id, crm.customers.find(external_id="d1").id
+    assert sorted(new_rows(lambda: import_file(crm, "customers", tmp_path / "update.csv"))) == sorted([
+        (cy, "*", "marketing", False, "import", "system"), (di, "*", "marketing", True, "import", "system")])

@@ -110,7 +110,10 @@ def test_segment_filter_on_other_reports(world):
     old = {c for c, s in world.memberships[first].items() if s == "B"}
     result = run(world, "forecast", segment=f"{first}:B")
     assert_rows(result.rows, expected.forecast(world, FIXED_NOW, members=old))
-    with pytest.raises(ConfigError, match="no segmentation run has a segment 'Z'"):
+    with pytest.raises(ConfigError, match=r"\[reports.forecast\] segment: no segment 'Z' in the latest run "
+                                          r"of any strategy; known: fixed:A, fixed:B, fixed:C"):
         run(world, "forecast", segment="Z")
+    # STRATEGY:NAME, the core's reference, names the strategy's latest run.
+    assert_rows(run(world, "customer-value", segment="fixed:A").rows, deciles)
     with pytest.raises(ConfigError, match="segmentation run 4242 not found"):
         run(world, "forecast", segment="4242:A")

@@ -135,7 +135,8 @@ def test_cli_bad_input(run, tmp_path):
     user_error(run("report", "run", "win-loss", "--from", "2026-03-01", "--to", "2026-01-01"),
                "end 2026-01-01 is before start 2026-03-01")
     user_error(run("report", "run", "segments", "--option", "run=99"), "segmentation run 99 not found")
-    user_error(run("report", "run", "forecast", "--segment", "gold"), "no segmentation run has a segment 'gold'")
+    user_error(run("report", "run", "forecast", "--segment", "gold"),
+               "no segment 'gold' in the latest run of any strategy")
     user_error(run("report", "run", "pipeline", "--format", "html", "--output", str(tmp_path / "no" / "p.html")),
                "cannot write")
     user_error(run("report", "run", "pipeline", "--format", "pdf"), "unknown renderer 'pdf'")

@@ -2,8 +2,9 @@
 
 ``ReportFilters`` is the attrs base of each report's options: a date range
 (``start``/``end``, whole UTC days, both included), ``region`` (the
-customer's), ``owner``, ``pipeline``, ``segment`` (``NAME`` in the latest
-segmentation run that has it, or ``RUN_ID:NAME``) and ``currency``.
+customer's), ``owner``, ``pipeline``, ``segment`` (``STRATEGY:NAME``, or
+``NAME`` alone when one strategy's latest run has it; ``RUN_ID:NAME`` pins a
+run) and ``currency``.
 :class:`Scope` checks them once (end before start, unknown segment or run)
 and hands out conditions for the deals and interactions tables, so every
 report filters the same way.  Customer filters are ``customer_id IN
@@ -41,7 +42,8 @@ class ReportFilters:
     :ivar region: only customers whose region is this.
     :ivar owner: only deals (or interactions) owned by this sales rep.
     :ivar pipeline: only this pipeline (reports about stages default to ``default``).
-    :ivar segment: only members of a segment: ``NAME`` (latest run with it) or ``RUN_ID:NAME``.
+    :ivar segment: only members of a segment: ``STRATEGY:NAME`` or ``NAME`` (the latest run of its
+        strategy), or ``RUN_ID:NAME`` (that run).
     :ivar currency: the currency reported; default: the configured ``default_currency``.
     """
 
@@ -148,21 +150,26 @@ class Scope:
         return list(self.ctx.config.pipelines.values())
 
     def _segment_members(self) -> Select[int] | None:
-        """A select of the customer ids in the requested segment, or None."""
+        """A select of the customer ids in the requested segment, or None.
+
+        ``STRATEGY:NAME`` or ``NAME`` is the core's segment reference (the
+        latest run of the strategy, ``crm.segments.resolve``); ``RUN_ID:NAME``
+        pins a run, which only reports do (a past run against past numbers).
+        """
         if self.options.segment is None:
             return None
         run_text, colon, name = self.options.segment.partition(":")
         run_id: int | None
-        if colon and run_text.strip().isdigit():
-            run_id = int(run_text)
+        if colon and run_text.strip().isascii() and run_text.strip().isdigit():
+            run_id, name = int(run_text), name.strip()
             if self.ctx.conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
                 raise crmcore.ConfigError(f"{self.where} segment: segmentation run {run_id} not found")
         else:
-            name = self.options.segment
-            run_id = self.ctx.conn.execute(select(func.max(memberships.c.run_id)).where(
-                memberships.c.segment == name)).scalar()
-            if run_id is None:
-                raise crmcore.ConfigError(f"{self.where} segment: no segmentation run has a segment {name!r}")
+            try:
+                found = self.ctx.uow.crm.segments.resolve(self.options.segment)
+            except crmcore.ValidationError as exc:
+                raise crmcore.ConfigError(f"{self.where} segment: {exc.issues[0][1]}") from None
+            run_id, name = found.run_id, found.segment
         return select(memberships.c.customer_id).where(memberships.c.run_id == run_id,
                                                        memberships.c.segment == name)
 

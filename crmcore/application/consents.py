@@ -1,0 +1,112 @@
+"""Consent decisions and the customer's ``consent_marketing`` flag: one source of truth.
+
+The flag is a view of one decision: **``consent_marketing`` is the standing
+marketing decision for every channel (``"*"``)**: true when it grants,
+false when it withdraws or when there is none.  So
+
+* recording a ``"*"`` marketing decision (``crm customer unsubscribe``, an
+  unsubscribe link, ``set_consent``) sets the flag in the same transaction;
+* setting the flag (``customer add --consent-marketing``, ``update``, an
+  import, ``crm.customers.add_many``) records a ``"*"`` marketing decision
+  with its source, in the same transaction.  A new customer without the flag
+  records nothing: no decision and false mean the same.
+
+A decision for one channel (``mail``) leaves the flag alone: campaigns and
+the dispatcher honour it through :func:`crmcore.notify.consent.refusal_column`,
+the one rule for "may we send marketing to X on channel C".
+
+The source comes from :func:`decisions_from` (``cli`` for the command line,
+``import`` for imports); otherwise it is ``api``.  This module sits in the
+application layer so the entity services can record decisions; the notify
+family's :mod:`crmcore.notify.consent` records through it too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import and_, exists, literal, select, update
+
+from ..store import tables
+from ..store.upsert import insert_ignore
+from . import consent_history
+
+if TYPE_CHECKING:
+    from .uow import UnitOfWork
+
+consents = tables.customer_consents
+customers = tables.customers
+EVERY_CHANNEL = "*"
+MARKETING = "marketing"
+#: Customers per statement on the bulk path.
+CHUNK = 5000
+
+_source: ContextVar[str] = ContextVar("crm_consent_source", default="api")
+
+
+@contextmanager
+def decisions_from(source: str) -> Iterator[None]:
+    """Decisions recorded inside the block because a flag was set say they came from ``source``."""
+    token = _source.set(source)
+    try:
+        yield
+    finally:
+        _source.reset(token)
+
+
+def current_source() -> str:
+    """Where a flag change recorded now comes from (``api`` unless :func:`decisions_from` says)."""
+    return _source.get()
+
+
+def write_decision(uow: UnitOfWork, customer_id: int, granted: bool, channel: str, purpose: str, source: str,
+                   recorded_at: datetime) -> None:
+    """Store a decision (appended to the history, and the latest per customer, channel and
+    purpose in ``customer_consents``) and, for marketing on every channel, set the customer's
+    flag: all in ``uow``'s transaction."""
+    values = {"granted": granted, "source": source, "recorded_at": recorded_at, "actor": uow.actor}
+    key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
+    # Update, else insert-if-absent, else update again: two concurrent decisions never collide.
+    updated = uow.conn.execute(update(consents).where(key).values(values)).rowcount
+    row = {"customer_id": customer_id, "channel": channel, "purpose": purpose, **values}
+    if not updated and not insert_ignore(uow.conn, consents, row):
+        uow.conn.execute(update(consents).where(key).values(values))
+    # customer_consents holds only the latest per key; the history keeps every decision.
+    consent_history.append(uow.conn, customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
+    if channel == EVERY_CHANNEL and purpose == MARKETING:
+        uow.conn.execute(update(customers).where(customers.c.id == customer_id,
+                                                  customers.c.consent_marketing != granted).values(
+            consent_marketing=granted, updated_at=uow.now))
+
+
+def flag_set(uow: UnitOfWork, customer_id: int, granted: bool, previous: bool | None) -> None:
+    """The flag of one customer was set (``previous``: None for a new customer): record the decision."""
+    if granted != bool(previous):
+        write_decision(uow, customer_id, granted, EVERY_CHANNEL, MARKETING, current_source(), uow.now)
+
+
+def flags_set(uow: UnitOfWork, granted_ids: Sequence[int], withdrawn_ids: Sequence[int] = ()) -> None:
+    """The bulk path (imports, ``add_many``): record the ``"*"`` marketing decision of many
+    customers whose flag was just set, one UPDATE and two INSERT ... SELECT (the current
+    state and the history) per chunk."""
+    for granted, ids in ((True, granted_ids), (False, withdrawn_ids)):
+        for start in range(0, len(ids), CHUNK):
+            _record_chunk(uow, list(ids[start:start + CHUNK]), granted)
+
+
+def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:
+    values = {"granted": granted, "source": current_source(), "recorded_at": uow.now, "actor": uow.actor}
+    mine = and_(consents.c.channel == EVERY_CHANNEL, consents.c.purpose == MARKETING)
+    uow.conn.execute(update(consents).where(consents.c.customer_id.in_(ids), mine).values(values))
+    stored = exists().where(consents.c.customer_id == customers.c.id, mine)
+    source = select(customers.c.id, literal(EVERY_CHANNEL), literal(MARKETING), literal(granted),
+                    literal(values["source"]), literal(uow.now, consents.c.recorded_at.type),
+                    literal(uow.actor, consents.c.actor.type)).where(customers.c.id.in_(ids), ~stored)
+    uow.conn.execute(consents.insert().from_select(
+        ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"], source))
+    consent_history.append_many(uow.conn, ids, EVERY_CHANNEL, MARKETING, granted, current_source(), uow.now,
+                                uow.actor)
