@@ -33,6 +33,7 @@ from sqlalchemy import and_, exists, literal, select, update
 
 from ..store import tables
 from ..store.upsert import insert_ignore
+from . import consent_history
 
 if TYPE_CHECKING:
     from .uow import UnitOfWork
@@ -64,8 +65,9 @@ def current_source() -> str:
 
 def write_decision(uow: UnitOfWork, customer_id: int, granted: bool, channel: str, purpose: str, source: str,
                    recorded_at: datetime) -> None:
-    """Store a decision (the latest per customer, channel and purpose) and, for marketing on
-    every channel, set the customer's flag: both in ``uow``'s transaction."""
+    """Store a decision (appended to the history, and the latest per customer, channel and
+    purpose in ``customer_consents``) and, for marketing on every channel, set the customer's
+    flag: all in ``uow``'s transaction."""
     values = {"granted": granted, "source": source, "recorded_at": recorded_at, "actor": uow.actor}
     key = and_(consents.c.customer_id == customer_id, consents.c.channel == channel, consents.c.purpose == purpose)
     # Update, else insert-if-absent, else update again: two concurrent decisions never collide.
@@ -74,6 +76,8 @@ def write_decision(uow: UnitOfWork, customer_id: int, granted: bool, channel: st
     if not updated and not insert_ignore(uow.conn, consents, row):
         uow.conn.execute(update(consents).where(key).values(values))
     uow.audit.record("consent.record", "consent", f"{channel}/{purpose}", customer_id=customer_id, values=values)
+    # customer_consents holds only the latest per key; the history keeps every decision.
+    consent_history.append(uow.conn, customer_id, channel, purpose, granted, source, recorded_at, uow.actor)
     if channel == EVERY_CHANNEL and purpose == MARKETING:
         uow.conn.execute(update(customers).where(customers.c.id == customer_id,
                                                   customers.c.consent_marketing != granted).values(
@@ -88,7 +92,8 @@ def flag_set(uow: UnitOfWork, customer_id: int, granted: bool, previous: bool | 
 
 def flags_set(uow: UnitOfWork, granted_ids: Sequence[int], withdrawn_ids: Sequence[int] = ()) -> None:
     """The bulk path (imports, ``add_many``): record the ``"*"`` marketing decision of many
-    customers whose flag was just set, one UPDATE and one INSERT ... SELECT per chunk."""
+    customers whose flag was just set, one UPDATE and two INSERT ... SELECT (the current
+    state and the history) per chunk."""
     for granted, ids in ((True, granted_ids), (False, withdrawn_ids)):
         for start in range(0, len(ids), CHUNK):
             _record_chunk(uow, list(ids[start:start + CHUNK]), granted)
@@ -104,3 +109,5 @@ def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:
                     literal(uow.actor, consents.c.actor.type)).where(customers.c.id.in_(ids), ~stored)
     uow.conn.execute(consents.insert().from_select(
         ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"], source))
+    consent_history.append_many(uow.conn, ids, EVERY_CHANNEL, MARKETING, granted, current_source(), uow.now,
+                                uow.actor)

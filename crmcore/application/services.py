@@ -370,8 +370,8 @@ class CustomerService(EntityService[Customer]):
             + _counted(uow.conn, tables.loyalty_ledger.c.customer_id, customer.id,
                        "loyalty ledger entry", "loyalty ledger entries") \
             + _counted(uow.conn, tables.notify_outbox.c.customer_id, customer.id, "outbox message", "outbox messages") \
-            + _counted(uow.conn, tables.customer_consents.c.customer_id, customer.id,
-                       "consent decision", "consent decisions")
+            + _counted(uow.conn, tables.consent_history.c.customer_id, customer.id,
+                       "consent decision", "consent decisions")  # every decision, not only the standing ones
 
 
 class ContactService(EntityService[Contact]):

@@ -158,11 +158,14 @@ def _consent_command(name: str, granted: bool) -> click.Command:
 @read_only
 @click.command("consent")
 @click.argument("customer_ref", metavar="CUSTOMER")
+@click.option("--history", is_flag=True, help="Every decision ever recorded, oldest first, not only the standing ones.")
 @pass_session
-def show_consent(session: Session, customer_ref: str) -> None:
-    """CUSTOMER's recorded consent decisions."""
-    rows: list[dict[str, Any]] = [attrs.asdict(d) for d in
-                                  session.crm.messages.consents(resolve_customer(session, customer_ref))]
+def show_consent(session: Session, customer_ref: str, history: bool) -> None:
+    """CUSTOMER's standing consent decisions (the latest per channel and purpose), or with
+    --history every decision recorded."""
+    cid = resolve_customer(session, customer_ref)
+    found = session.crm.messages.consent_history(cid) if history else session.crm.messages.consents(cid)
+    rows: list[dict[str, Any]] = [attrs.asdict(d) for d in found]
     session.emit(rows, columns=None if session.as_json else
                  ["channel", "purpose", "granted", "source", "recorded_at", "actor"])
 

@@ -2,8 +2,10 @@
 
 A decision is recorded per customer, channel (``"*"`` = every channel) and
 purpose (``marketing`` or ``transactional``), with its source (``cli``,
-``link``, ``import``, ...) and time, in ``customer_consents``; the latest one
-per key stands.  When a message is about to be queued or sent:
+``link``, ``import``, ...), time and actor.  Every decision is appended to
+``consent_history`` (:func:`history`; append-only, never rewritten); the latest
+one per key stands, and ``customer_consents`` holds it (:func:`decisions`: the
+current state, a projection of the history).  When a message is about to be queued or sent:
 
 1. the decision for the channel decides when it is at least as recent as the
    one for every channel (a later "unsubscribe from everything" beats an
@@ -45,6 +47,7 @@ import attrs
 import itsdangerous
 from sqlalchemy import and_, case, false, literal, null, or_, select, true
 
+from ..application import consent_history
 from ..application.consents import write_decision
 from ..domain.errors import ConfigError, CRMError, ValidationError
 from ..store import tables
@@ -83,7 +86,8 @@ class Decision:
 
 def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVERY_CHANNEL,
            purpose: str = "marketing", source: str = "cli", at: datetime | None = None) -> Decision:
-    """Record a decision (replacing the previous one for the same key) in ``uow``.
+    """Record a decision in ``uow``: appended to the history, and replacing the previous
+    one for the same key in the current state (``customer_consents``).
 
     A marketing decision for every channel also sets the customer's
     ``consent_marketing`` flag, in the same transaction: the flag is that
@@ -97,10 +101,16 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
 
 
 def decisions(uow: UnitOfWork, customer_id: int) -> list[Decision]:
-    """Every recorded decision of a customer."""
+    """The standing decisions of a customer: the latest per channel and purpose."""
     rows = uow.conn.execute(select(consents).where(consents.c.customer_id == customer_id).order_by(
         consents.c.channel, consents.c.purpose))
     return [Decision(**r._mapping) for r in rows]
+
+
+def history(uow: UnitOfWork, customer_id: int) -> list[Decision]:
+    """Every decision ever recorded for a customer, oldest first (in recording order); the last
+    one per channel and purpose is the standing one (:func:`decisions`)."""
+    return [Decision(**row) for row in consent_history.read(uow.conn, customer_id)]
 
 
 def check_purpose(purpose: str) -> None:

@@ -206,6 +206,13 @@ class MessageEngine:
             self.crm.authorize("customer.read", customer_id)
             return consent.decisions(uow, customer_id)
 
+    def consent_history(self, customer_id: int) -> list[consent.Decision]:
+        """Every consent decision ever recorded for a customer, oldest first."""
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize("customer.read", customer_id)
+            uow.customers.get(customer_id)  # NotFound for an unknown customer, not an empty history
+            return consent.history(uow, customer_id)
+
     def unsubscribe(self, token: str, source: str = "link") -> consent.Decision:
         """Process an unsubscribe token from a link (``crm notify unsubscribe TOKEN``)."""
         return consent.unsubscribe_token(self.crm, token, source)

@@ -374,7 +374,28 @@ customer_consents = Table(
     Column("actor", String(100)),
     **TABLE_OPTIONS,
 )
-"""The latest consent decision per customer, channel (``*`` = every channel) and purpose."""
+"""The latest consent decision per customer, channel (``*`` = every channel) and purpose: the
+current state campaigns and the dispatcher read, a projection of ``consent_history``."""
+
+# Every consent decision ever recorded (revision 0009_consent_history): append-only, oldest
+# first by ``id``.  Each decision appends a row here and replaces the key's row in
+# customer_consents in the same transaction, so the current state is always the latest
+# history row per key.  RESTRICT, like the other histories: nothing cascades into it.
+consent_history = Table(
+    "consent_history",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), nullable=False),
+    Column("channel", String(100), nullable=False),
+    Column("purpose", String(16), nullable=False),
+    Column("granted", Boolean, nullable=False),
+    Column("source", String(100), nullable=False),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("actor", String(100)),
+    Index("ix_consent_history_key", "customer_id", "channel", "purpose", "id"),
+    **TABLE_OPTIONS,
+)
+"""Every consent decision, append-only: when, granted or withdrawn, from which source, by whom."""
 
 # The audit trail (revision 0008_users_audit): append-only and hash-chained.  No foreign
 # keys at all: no cascade can reach it, and it outlives whatever it names.  ``seq`` is the
