@@ -351,7 +351,6 @@ def run(only: str | None = None, timeout: float = 10.0, verbose: bool = False,
 
     # The commands see no CRM_* settings of the caller's environment (CliRunner unsets them).
     env: dict[str, str | None] = {v: None for v in os.environ if v.startswith("CRM_")}
-    env["CRM_USER"] = "hostile-bench"
     results: dict[str, list[Outcome]] = {}
     for name, url_of in databases(only).items():
         with tempfile.TemporaryDirectory() as tmp:
