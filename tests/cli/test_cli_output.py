@@ -193,20 +193,38 @@ def test_every_command_prints_one_json_shape(run, tmp_path) -> None:
         ("interaction", "delete"): (OBJECT, [interaction, "--yes"]),
         ("deal", "delete"): (OBJECT, [open_deal, "--yes"]),
         ("customer", "delete"): (OBJECT, ["Eve", "--yes"]),
+        # Users last: once a user exists, commands need an actor (CRM_USER below).
+        ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei"]),
+        ("user", "list"): (ARRAY, []),
+        ("user", "show"): (OBJECT, ["li.wei"]),
+        ("user", "assign-region"): (OBJECT, ["li.wei", "华东"]),
+        ("user", "unassign-region"): (OBJECT, ["li.wei", "华东"]),
+        ("team", "add"): (OBJECT, ["east", "--manager", "li.wei"]),
+        ("team", "list"): (ARRAY, []),
+        ("team", "show"): (OBJECT, ["east"]),
+        ("team", "add-member"): (OBJECT, ["east", "li.wei"]),
+        ("team", "remove-member"): (OBJECT, ["east", "li.wei"]),
+        ("team", "assign-region"): (OBJECT, ["east", "华东"]),
+        ("team", "unassign-region"): (OBJECT, ["east", "华东"]),
+        ("audit", "log"): (ARRAY, []),
+        ("audit", "verify"): (OBJECT, []),
+        ("user", "deactivate"): (OBJECT, ["li.wei"]),
     }
     every = set(commands(cli))
     assert every - set(expected) - set(NOT_JSON) == set(), "classify each new command's --json shape here"
-    eve = None
+    eve, acting = None, None
     for path, (shape, args) in expected.items():
         if path == ("customer", "delete"):
             args = [str(eve)]  + args[1:]
-        result = run("--json", "--as-of", "2026-06-30", *path, *args)
+        result = run("--json", "--as-of", "2026-06-30", *path, *args, env=acting)
         documents = ([json.loads(line) for line in result.stdout.splitlines()] if path == ("export",)
                      else [json.loads(result.stdout)])
         for document in documents:
             assert isinstance(document, shape), (path, result.stdout[:300])
         if path == ("customer", "add"):
             eve = documents[0]["id"]
+        if path == ("user", "add"):
+            acting = {"CRM_USER": "li.wei"}
 
 
 def test_customer_show_json_has_contacts_interactions_deals_and_points(run) -> None:
