@@ -9,7 +9,7 @@ import attrs
 import click
 
 from ..store.engine import mask_url
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .masking import mask
 
 STARTER = '''\
@@ -100,10 +100,13 @@ def config_group() -> None:
     """Configuration."""
 
 
+@read_only
 @config_group.command("show")
 @pass_session
 def show(session: Session) -> None:
     """The effective configuration and where each value came from."""
+    # CLI-only, so asked here; the configuration names plugins, paths and (masked) secrets.
+    session.crm.authorize("config.show", None)
     config = session.config()
     rows = []
     for field in attrs.fields(type(config)):
