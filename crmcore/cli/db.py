@@ -28,7 +28,7 @@ def _authorized(session: Session, action: str, create: bool = False) -> Iterator
     crm = CRM.open(config=session.config(), migrate=False, create=create)
     acting = None
     try:
-        if "users" in migrations.table_names(crm.engine):
+        if "users" in _tables(crm):
             acting = act(crm, session.as_user)
         crm.authorize(action, None)
         yield crm
@@ -36,6 +36,16 @@ def _authorized(session: Session, action: str, create: bool = False) -> Iterator
         if acting is not None:
             acting.__exit__(None, None, None)
         crm.close()
+
+
+def _tables(crm: "CRM") -> set[str]:
+    """The database's tables; none for a SQLite file that does not exist yet."""
+    from ..store.engine import DatabaseMissing
+
+    try:
+        return migrations.table_names(crm.engine)
+    except DatabaseMissing:
+        return set()
 
 
 @click.group()
