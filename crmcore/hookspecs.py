@@ -404,7 +404,8 @@ def authorize(actor: str, action: str, resource: object, crm: CRM) -> bool | Non
     :param actor: the acting user's login (``--as``, ``with crm.acting(login):``),
         ``"system"`` when nobody was named; never None.
     :param action: e.g. ``"customer.create"``, ``"deal.move"``,
-        ``"loyalty.redeem"``, ``"segments.run"``, ``"reports.run"``.
+        ``"loyalty.redeem"``, ``"segment.members"``, ``"report.run"``, ``"db.upgrade"``
+        (the list: docs/users-and-audit.md).
     :param resource: the entity or name the action is about (may be None).
     :param crm: the :class:`crmcore.CRM` asking (its configuration and
         ``crm.settings_for(...)``, the plugin's settings).
