@@ -281,11 +281,15 @@ class CRM:
             current_actor.reset(token)
 
     def authorize(self, action: str, resource: Any) -> None:
-        """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`."""
-        actor = current_actor.get() or self.default_actor
+        """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`.
+
+        The hook gets the acting user's login (:attr:`actor`: ``system`` when nobody
+        was named), never None, so a policy can always tell who is asking.
+        """
+        actor = self.actor
         if self.plugins.has_impls("authorize") and self.plugins.call(
                 "authorize", actor=actor, action=action, resource=resource, crm=self) is False:
-            raise NotAuthorized(actor, action)
+            raise NotAuthorized(actor, action, resource)
 
     # -- helpers for plugins -------------------------------------------------
     def stage_of(self, deal: Deal) -> Stage | None:

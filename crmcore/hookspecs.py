@@ -398,12 +398,14 @@ def validate_deal(uow: UnitOfWork, deal: Deal,
 
 
 @hookspec(firstresult=True)
-def authorize(actor: str | None, action: str, resource: object, crm: CRM) -> bool | None:
+def authorize(actor: str, action: str, resource: object, crm: CRM) -> bool | None:
     """May ``actor`` perform ``action``?  Consulted by every use case.
 
-    :param actor: the acting user's name (``with crm.acting_as(name):``), or None.
+    :param actor: the acting user's login (``--as``, ``with crm.acting(login):``),
+        ``"system"`` when nobody was named; never None.
     :param action: e.g. ``"customer.create"``, ``"deal.move"``,
-        ``"loyalty.redeem"``, ``"segments.run"``, ``"reports.run"``.
+        ``"loyalty.redeem"``, ``"segment.members"``, ``"report.run"``, ``"db.upgrade"``
+        (the list: docs/users-and-audit.md).
     :param resource: the entity or name the action is about (may be None).
     :param crm: the :class:`crmcore.CRM` asking (its configuration and
         ``crm.settings_for(...)``, the plugin's settings).

@@ -175,6 +175,7 @@ class UserService:
             locale: str | None = None, time_zone: str | None = None) -> User:
         """Add a user (the CRM is *configured* from then on).  A user registered from an owner
         label or migrated from a text owner is adopted: its fields are set and it counts as added."""
+        self.crm.authorize("user.add", login)
         fields = _user_fields(login, display_name, email, locale, time_zone)
         with self.crm.unit() as uow:
             previous = self._find(uow.conn, login)
@@ -194,11 +195,13 @@ class UserService:
 
     def get(self, login: str) -> User:
         """The user with this login (:class:`NotFound` if none), with their teams and regions."""
+        self.crm.authorize("user.read", login)
         with self.crm.unit(readonly=True) as uow:
             return self._get(uow.conn, login)
 
     def list(self, include_inactive: bool = True) -> list[User]:
         """Every user, by login."""
+        self.crm.authorize("user.list", None)
         query = select(users).order_by(users.c.login)
         if not include_inactive:
             query = query.where(users.c.active.is_(True))
@@ -207,6 +210,7 @@ class UserService:
 
     def deactivate(self, login: str) -> User:
         """Deactivate a user: they can no longer act; what they own stays theirs."""
+        self.crm.authorize("user.deactivate", login)
         with self.crm.unit() as uow:
             previous = self._get(uow.conn, login)
             uow.conn.execute(update(users).where(users.c.login == login).values(active=False, updated_at=uow.now))
@@ -216,6 +220,7 @@ class UserService:
 
     def assign_region(self, login: str, region: str) -> User:
         """Let the user cover ``region`` (matched against customers' region)."""
+        self.crm.authorize("user.assign-region", login)
         with self.crm.unit() as uow:
             user = self._get(uow.conn, login)
             _assign(uow, "user_id", user.id, _region(region), "user", login)
@@ -223,6 +228,7 @@ class UserService:
 
     def unassign_region(self, login: str, region: str) -> User:
         """Stop the user covering ``region``."""
+        self.crm.authorize("user.unassign-region", login)
         with self.crm.unit() as uow:
             user = self._get(uow.conn, login)
             _unassign(uow, "user_id", user.id, region, "user", login)
@@ -338,6 +344,7 @@ class TeamService:
 
     def add(self, name: str, manager: str | None = None) -> Team:
         """Add a team, optionally with its manager (a user's login)."""
+        self.crm.authorize("team.add", name)
         problem = text_problem(name) if isinstance(name, str) else "must be text"
         if problem or not (0 < len(name) <= 100):
             raise ValidationError.single("name", problem or "1 to 100 characters", "team")
@@ -352,17 +359,20 @@ class TeamService:
 
     def get(self, name: str) -> Team:
         """The team called ``name`` (:class:`NotFound` if none)."""
+        self.crm.authorize("team.read", name)
         with self.crm.unit(readonly=True) as uow:
             return self._get(uow.conn, name)
 
     def list(self) -> list[Team]:
         """Every team, by name."""
+        self.crm.authorize("team.list", None)
         with self.crm.unit(readonly=True) as uow:
             names = uow.conn.execute(select(teams.c.name).order_by(teams.c.name)).scalars().all()
             return [self._get(uow.conn, n) for n in names]
 
     def add_member(self, name: str, login: str) -> Team:
         """Make ``login`` a member of the team (already one: nothing changes)."""
+        self.crm.authorize("team.add-member", name)
         with self.crm.unit() as uow:
             team, user_id = self._get(uow.conn, name), self._user_id(uow.conn, login)
             if login not in team.members:
@@ -372,6 +382,7 @@ class TeamService:
 
     def remove_member(self, name: str, login: str) -> Team:
         """Remove ``login`` from the team."""
+        self.crm.authorize("team.remove-member", name)
         with self.crm.unit() as uow:
             team, user_id = self._get(uow.conn, name), self._user_id(uow.conn, login)
             if login not in team.members:
@@ -383,12 +394,14 @@ class TeamService:
 
     def assign_region(self, name: str, region: str) -> Team:
         """Let the team cover ``region``."""
+        self.crm.authorize("team.assign-region", name)
         with self.crm.unit() as uow:
             _assign(uow, "team_id", self._get(uow.conn, name).id, _region(region), "team", name)
             return self._get(uow.conn, name)
 
     def unassign_region(self, name: str, region: str) -> Team:
         """Stop the team covering ``region``."""
+        self.crm.authorize("team.unassign-region", name)
         with self.crm.unit() as uow:
             _unassign(uow, "team_id", self._get(uow.conn, name).id, region, "team", name)
             return self._get(uow.conn, name)

@@ -32,6 +32,7 @@ def audit() -> None:
 def log(session: Session, customer_id: int | None, actor: str | None, since: str | None, limit: int) -> None:
     """List audit records, oldest first (the latest --limit of them)."""
     crm = session.crm
+    crm.authorize("audit.log", customer_id)  # the trail has no service object: asked here
     moment = _since(crm, since) if since is not None else None
     with crm.unit(readonly=True) as uow:
         found = trail.records(uow.conn, customer_id=customer_id, actor=actor, since=moment, limit=one_more(limit))
@@ -67,6 +68,7 @@ def _what(record: dict) -> str:  # type: ignore[type-arg]
 @pass_session
 def verify(session: Session) -> None:
     """Recompute the hash chain: detects an edited or a deleted record (exit 1)."""
+    session.crm.authorize("audit.verify", None)
     with session.crm.unit(readonly=True) as uow:
         result = trail.verify(uow.conn)
     if session.as_json:

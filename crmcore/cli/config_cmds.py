@@ -9,7 +9,7 @@ import attrs
 import click
 
 from ..store.engine import mask_url
-from .context import Session, pass_session
+from .context import Session, pass_session, read_only
 from .masking import mask
 
 STARTER = '''\
@@ -100,10 +100,12 @@ def config_group() -> None:
     """Configuration."""
 
 
+@read_only
 @config_group.command("show")
 @pass_session
 def show(session: Session) -> None:
     """The effective configuration and where each value came from."""
+    _authorize_show(session)
     config = session.config()
     rows = []
     for field in attrs.fields(type(config)):
@@ -122,6 +124,22 @@ def show(session: Session) -> None:
         session.emit_object({row["key"]: {"value": row["value"], "source": row["source"]} for row in rows})
         return
     session.emit(rows, columns=["key", "value", "source"])
+
+
+def _authorize_show(session: Session) -> None:
+    """Ask ``authorize("config.show")`` (CLI-only, so asked here).
+
+    When the CRM cannot be opened at all (an unreachable or misspelt database), there
+    is no policy to ask and no CRM data to protect, and showing the configuration is
+    how one finds out why: it is shown.  A refusal is never swallowed.
+    """
+    from ..domain.errors import ConfigError
+
+    try:
+        crm = session.crm
+    except ConfigError:
+        return
+    crm.authorize("config.show", None)
 
 
 def _plugin_settings_rows(config: Any) -> list[dict[str, Any]]:

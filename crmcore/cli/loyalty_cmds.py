@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import getpass
-import os
 
 from typing import Any
 
@@ -135,16 +133,20 @@ def rewards(session: Session, as_of: str | None) -> None:
 @click.argument("customer")
 @click.argument("points", type=SIGNED)
 @click.option("--reason", required=True, help="Why (recorded with the acting user).")
-@click.option("--by", "user", help="The acting user (default: $CRM_USER, else your login name).")
+@click.option("--by", "user", metavar="LOGIN", help="Deprecated alias of the global --as LOGIN.")
 @SCHEME
 @pass_session
 def adjust(session: Session, customer: str, points: int, reason: str, user: str | None, scheme: str | None) -> None:
     """Correct CUSTOMER's balance by POINTS (negative to take points away), recorded with the acting user."""
-    actor = user or os.environ.get("CRM_USER") or getpass.getuser()
     crm = session.crm
     cid = resolve_customer(session, customer)
-    with crm.acting_as(actor):
+    if user is None:  # the acting user (--as, CRM_USER, default_user) records and is authorized
         entry = crm.loyalty.adjust(cid, points, _scheme(session, scheme), reason)
+    else:
+        # --by once named any user unchecked; it is now --as: checked (known, active) and authorized.
+        click.echo("note: `loyalty adjust --by` is deprecated; use the global `crm --as LOGIN`", err=True)
+        with crm.acting(user):
+            entry = crm.loyalty.adjust(cid, points, _scheme(session, scheme), reason)
     session.emit_one(_entry_row(entry), ["id", "scheme", "kind", "points", "actor"])
 
 

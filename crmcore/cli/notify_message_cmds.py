@@ -59,9 +59,7 @@ def preview(session: Session, template: str, customer_ref: str, locale: str | No
 @pass_session
 def templates(session: Session) -> None:
     """List message templates and their locales."""
-    catalog = session.crm.messages.catalog
-    session.emit([{"template": kind, "locales": catalog.locales(kind)} for kind in catalog.kinds()],
-                 columns=["template", "locales"])
+    session.emit(session.crm.messages.templates(), columns=["template", "locales"])
 
 
 class _CampaignArgs(TypedDict):
@@ -128,10 +126,8 @@ def unsubscribe_token(session: Session, token: str) -> None:
 @pass_session
 def unsubscribe_url(session: Session, customer_ref: str, channel: str, purpose: str) -> None:
     """Print CUSTOMER's signed unsubscribe link."""
-    from ..notify.consent import unsubscribe_url as make_url
-
     cid = resolve_customer(session, customer_ref)
-    url = make_url(session.crm, cid, channel, purpose)
+    url = session.crm.messages.unsubscribe_url(cid, channel, purpose)
     if session.as_json:
         session.emit_object({"customer_id": cid, "channel": channel, "purpose": purpose, "url": url})
     else:

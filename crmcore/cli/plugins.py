@@ -25,6 +25,7 @@ def list_plugins(session: Session, show_all: bool, as_json: bool) -> None:
     """Name, version, distribution, hooks and components of each plugin."""
     session.as_json = session.as_json or as_json
     crm = session.crm
+    crm.authorize("plugins.list", None)  # CLI-only: no use case behind it to ask
     rows = [attrs.asdict(info) | {"enabled": True} for info in crm.plugin_info()]
     for failure in crm.plugins.failures:
         rows.append({"name": failure.name, "version": None, "distribution": None, "source": failure.source,

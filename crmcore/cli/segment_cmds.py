@@ -101,6 +101,8 @@ def members(session: Session, name: str, strategy: str | None, run_id: int | Non
 def export_segment(session: Session, name: str, strategy: str | None, run_id: int | None, fmt: str,
                    output: str | None, raw_csv: bool = False) -> None:
     """Export the members of NAME as CSV or JSON Lines (streamed)."""
+    # Asked before the output file is opened: a refusal leaves nothing on disk.
+    session.crm.authorize("segment.export", name)
     rows = _members(session, name, strategy, run_id)
     stream = open(output, "w", encoding="utf-8", newline="") if output else sys.stdout
     count = 0

@@ -69,9 +69,21 @@ class UnknownComponent(CRMError):
 class NotAuthorized(CRMError):
     """The ``authorize`` hook refused an action for the acting user."""
 
-    def __init__(self, actor: str | None, action: str):
-        self.actor, self.action = actor, action
-        super().__init__(f"user {actor or 'anonymous'!r} may not {action}")
+    def __init__(self, actor: str | None, action: str, resource: object = None):
+        self.actor, self.action, self.resource = actor, action, resource
+        # One line naming the user, the action and the record (when there is one).
+        record = "" if resource is None else f" ({_record_label(resource)})"
+        super().__init__(f"user {actor or 'anonymous'!r} may not {action}{record}")
+
+
+def _record_label(resource: object) -> str:
+    """A short name for the record an action is about: ``customer 7``, a name, or ids."""
+    kind, ident = type(resource).__name__.lower(), getattr(resource, "id", None)
+    if isinstance(resource, (str, int)):
+        return str(resource)
+    if isinstance(resource, (list, tuple)):
+        return ", ".join(str(r) for r in resource[:5]) + (" ..." if len(resource) > 5 else "")
+    return f"{kind} {ident}" if ident is not None else f"new {kind}"
 
 
 class InsufficientPoints(CRMError):

@@ -64,6 +64,7 @@ class LoyaltyEngine(LoyaltyJobs):
 
     def schemes(self) -> list[LoyaltyScheme]:
         """The registered loyalty schemes."""
+        self.crm.authorize("loyalty.schemes", None)
         return list(self.registry)
 
     def options(self, scheme: LoyaltyScheme) -> Any:
@@ -179,6 +180,7 @@ class LoyaltyEngine(LoyaltyJobs):
 
     def tier_distribution(self, scheme: str | None = None) -> list[dict[str, Any]]:
         """Members per tier and scheme (customers with an account in the scheme)."""
+        self.crm.authorize("loyalty.tiers", scheme)
         query = select(accounts.c.scheme, accounts.c.tier, func.count().label("members")).group_by(
             accounts.c.scheme, accounts.c.tier).order_by(accounts.c.scheme, accounts.c.tier)
         if scheme:
@@ -189,6 +191,7 @@ class LoyaltyEngine(LoyaltyJobs):
     # -- rewards and referrals ------------------------------------------------------
     def rewards(self, as_of: str | date | datetime | None = None) -> list[dict[str, Any]]:
         """Every scheme's reward catalogue, each row with its ``scheme``."""
+        self.crm.authorize("loyalty.rewards", None)
         moment = self.crm.as_of(as_of)
         with self.crm.unit(readonly=True) as uow:
             ctx = self.context(uow, moment)
@@ -231,6 +234,7 @@ class LoyaltyEngine(LoyaltyJobs):
         Reports accounts whose balance differs from the sum of their entries
         and debits whose FIFO allocations do not add up to the points taken.
         """
+        self.crm.authorize("loyalty.recompute", "--fix" if fix else None)
         drift = [{"problem": "balance", "customer_id": c, "scheme": s, "stored": int(b), "ledger": int(t)}
                  for c, s, b, t in self.drift()]
         given = select(allocations.c.debit_id, func.sum(allocations.c.points).label("given")).group_by(

@@ -131,6 +131,7 @@ class NotifyEngine:
 
     def channels(self) -> list[Channel]:
         """The registered notification channels."""
+        self.crm.authorize("notify.channels", None)
         return list(self.registry)
 
     # -- options ---------------------------------------------------------------------------
@@ -166,6 +167,7 @@ class NotifyEngine:
         :param stop: when set, each worker finishes the message in flight,
             hands its remaining claims back and returns.
         """
+        self.crm.authorize("notify.dispatch", channel)
         if workers < 1:
             raise ValidationError.single("workers", "must be at least 1", "dispatch")
         clock: Callable[[], datetime] = (lambda: as_of) if as_of is not None else self.crm.clock
@@ -395,6 +397,7 @@ class NotifyEngine:
     def outbox(self, status: str | None = None, customer_id: int | None = None,
                limit: int = 100, message_id: int | None = None) -> list[dict[str, Any]]:
         """Outbox rows, newest first, by status, customer or id."""
+        self.crm.authorize("notify.outbox", customer_id if message_id is None else message_id)
         query = select(outbox).order_by(outbox.c.id.desc()).limit(limit)
         if message_id is not None:
             query = query.where(outbox.c.id == message_id)

@@ -213,6 +213,21 @@ class MessageEngine:
             uow.customers.get(customer_id)  # NotFound for an unknown customer, not an empty history
             return consent.history(uow, customer_id)
 
+    def templates(self) -> list[dict[str, Any]]:
+        """Each message template with its locales (``crm notify templates``)."""
+        self.crm.authorize("notify.templates", None)
+        catalog = self.catalog
+        return [{"template": kind, "locales": catalog.locales(kind)} for kind in catalog.kinds()]
+
+    def unsubscribe_url(self, customer_id: int, channel: str = consent.EVERY_CHANNEL,
+                        purpose: str = "marketing") -> str:
+        """A signed unsubscribe link for the customer (``crm notify unsubscribe-url``).
+
+        Asked as ``notify.unsubscribe-url``: the token withdraws consent for whoever holds it.
+        """
+        self.crm.authorize("notify.unsubscribe-url", customer_id)
+        return consent.unsubscribe_url(self.crm, customer_id, channel, purpose)
+
     def unsubscribe(self, token: str, source: str = "link") -> consent.Decision:
         """Process an unsubscribe token from a link (``crm notify unsubscribe TOKEN``)."""
         return consent.unsubscribe_token(self.crm, token, source)

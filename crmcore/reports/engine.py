@@ -43,6 +43,7 @@ class ReportEngine:
 
     def list(self) -> builtins.list[Report]:
         """The registered reports: name and description of each."""
+        self.crm.authorize("report.list", None)
         return list(self.registry)
 
     def run(self, name: str, as_of: str | date | datetime | None = None,
@@ -53,7 +54,7 @@ class ReportEngine:
         opts = build_options(report, "reports", self.crm.config, options)
         moment = self.crm.as_of(as_of)
         with self.crm.unit(readonly=True) as uow:
-            self.crm.authorize("reports.run", name)
+            self.crm.authorize("report.run", name)
             result = report.run(ReportContext(uow, moment), opts)
         return attrs.evolve(result, as_of=moment)
 
@@ -81,6 +82,7 @@ class ReportEngine:
         :param progress: called as ``progress(done, total, report)`` before each
             report and once at the end (``crm report dashboard`` draws a bar).
         """
+        self.crm.authorize("report.dashboard", str(directory))
         renderer = self.renderers.get(format)  # UnknownComponent names the formats there are
         folder = Path(directory)
         try:

@@ -57,6 +57,7 @@ class SegmentEngine:
 
     def strategies(self) -> list[Segmenter]:
         """The registered segmentation strategies, by name."""
+        self.crm.authorize("segment.strategies", None)
         return list(self.registry)
 
     def run(self, strategy: str, as_of: str | date | datetime | None = None,
@@ -66,7 +67,7 @@ class SegmentEngine:
         opts = build_options(segmenter, "segments", self.crm.config, options)
         moment = self.crm.as_of(as_of)
         with self.crm.unit() as uow:
-            self.crm.authorize("segments.run", strategy)
+            self.crm.authorize("segment.run", strategy)
             started = time.perf_counter()
             run_id = inserted_id(uow.conn.execute(insert(runs).values(
                 strategy=strategy, options=options_dict(opts), as_of=moment, started_at=uow.now,
@@ -165,6 +166,10 @@ class SegmentEngine:
     # -- reading -----------------------------------------------------------
     def runs(self, strategy: str | None = None, limit: int = 50) -> list[SegmentRun]:
         """The recorded runs, newest first (of one strategy if given)."""
+        self.crm.authorize("segment.runs", strategy)
+        return self._runs(strategy, limit)
+
+    def _runs(self, strategy: str | None, limit: int) -> list[SegmentRun]:
         with self.crm.unit(readonly=True) as uow:
             query = select(runs.c.id).order_by(runs.c.id.desc()).limit(limit)
             if strategy:
@@ -183,7 +188,7 @@ class SegmentEngine:
 
     def latest_run(self, strategy: str) -> SegmentRun | None:
         """The newest run of ``strategy``, or None if it never ran."""
-        found = self.runs(strategy, limit=1)
+        found = self._runs(strategy, limit=1)
         return found[0] if found else None
 
     def members(self, strategy: str, segment: str | None = None, run_id: int | None = None,
@@ -197,7 +202,16 @@ class SegmentEngine:
 
     def iter_members(self, strategy: str, segment: str | None = None, run_id: int | None = None,
                      customer_fields: bool = False) -> Iterator[dict[str, Any]]:
-        """Like :meth:`members`, streamed (for exports of large runs)."""
+        """Like :meth:`members`, streamed (for exports of large runs).
+
+        Asks ``authorize("segment.members", strategy)`` now, not at the first row, so a
+        refused caller has not opened an output file yet.
+        """
+        self.crm.authorize("segment.members", strategy)
+        return self._iter_members(strategy, segment, run_id, customer_fields)
+
+    def _iter_members(self, strategy: str, segment: str | None, run_id: int | None,
+                      customer_fields: bool) -> Iterator[dict[str, Any]]:
         if run_id is None:
             latest = self.latest_run(strategy)
             if latest is None:
@@ -221,7 +235,8 @@ class SegmentEngine:
 
         Ordered by customer id; ``change`` says entered, left or moved.
         """
-        first, second = self.run_info(run_a), self.run_info(run_b)
+        self.crm.authorize("segment.diff", (run_a, run_b))
+        first, second = self._run_info(run_a), self._run_info(run_b)
         if first.strategy != second.strategy:
             raise ValidationError.single(
                 "runs", f"run {run_a} is {first.strategy!r} and run {run_b} is {second.strategy!r}: "
@@ -247,6 +262,7 @@ class SegmentEngine:
         strategy's :meth:`Segmenter.explain` says, and ``run_details``: what
         the strategy recorded about that run (:attr:`SegmentRun.details`).
         """
+        self.crm.authorize("segment.explain", customer_id)
         segmenter = self.registry.get(strategy)
         if run_id is None:
             latest = self.latest_run(strategy)
@@ -273,13 +289,17 @@ class SegmentEngine:
 
     def run_info(self, run_id: int) -> SegmentRun:
         """One recorded run; :class:`NotFound` when there is none with that id."""
+        self.crm.authorize("segment.runs", run_id)
+        return self._run_info(run_id)
+
+    def _run_info(self, run_id: int) -> SegmentRun:
         with self.crm.unit(readonly=True) as uow:
             if uow.conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
                 raise NotFound("segment run", run_id)
             return self._run(uow, run_id)
 
     def _check_run(self, run_id: int, strategy: str) -> SegmentRun:
-        run = self.run_info(run_id)
+        run = self._run_info(run_id)
         if run.strategy != strategy:
             raise ValidationError.single("run", f"run {run_id} is a run of {run.strategy!r}, not of {strategy!r}")
         return run

@@ -65,7 +65,7 @@ def refused(result, message: str) -> None:
     assert message in result.output and "Traceback" not in result.output, result.output
 
 
-def test_loyalty_commands(run):
+def test_loyalty_commands(run, monkeypatch):
     # The command line runs on the real clock: dates are relative to today.
     today = date.today()
     yesterday, later = (today - timedelta(days=1)).isoformat(), (today + timedelta(days=35)).isoformat()
@@ -100,7 +100,11 @@ def test_loyalty_commands(run):
     assert run("loyalty", "adjust", "ann", "1.5", "--reason", "x").exit_code == 2   # not a whole number
     refused(run("loyalty", "adjust", "ann", "0", "--reason", "x"), "non-zero whole number")
     refused(run("loyalty", "adjust", "ben", "-100000", "--reason", "x"), "cannot redeem 100000")
-    adjusted = as_json(run("--json", "loyalty", "adjust", "ann", "-10", "--reason", "typo", "--by", "alice"))
+    # --by once recorded any name unchecked; it is now an alias of --as: an unknown user cannot act.
+    refused(run("loyalty", "adjust", "ann", "-10", "--reason", "typo", "--by", "alice"), "'alice'")
+    ok(run("user", "add", "alice"))
+    monkeypatch.setenv("CRM_USER", "alice")  # the CRM has users now: every command says who acts
+    adjusted = as_json(run("--json", "--as", "alice", "loyalty", "adjust", "ann", "-10", "--reason", "typo"))
     assert (adjusted["points"], adjusted["actor"], adjusted["kind"]) == (-10, "alice", "adjust")
 
     history = as_json(run("--json", "loyalty", "history", "ann", "--scheme", "points"))
@@ -119,6 +123,8 @@ def test_loyalty_commands(run):
     assert tiers == [{"scheme": "tiers", "tier": "Bronze", "members": 1},
                      {"scheme": "tiers", "tier": "Silver", "members": 1}]
     assert "no drift" in ok(run("loyalty", "recompute"))
+    aliased = ok(run("--json", "loyalty", "adjust", "ann", "5", "--reason", "alias", "--by", "alice"))
+    assert "deprecated" in aliased and '"actor": "alice"' in aliased
 
 
 def test_recompute_reports_and_fixes_drift(run):
