@@ -34,12 +34,17 @@ unsubscribe_url = "https://crm.example/u?t={token}"
 """
 
 
+def _ours(module: str) -> bool:
+    """crmcore's own and its first-party plugins' (crmcore_*), not a --plugins-dir file of another test."""
+    return module.split(".")[0].startswith("crmcore") and not module.startswith("crmcore_local_plugins")
+
+
 def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command path under ``group`` from crmcore and its plugins (crmcore_*), as
     tests/cli/test_cli_output.py walks them (a test-only plugin's commands are not ours)."""
     found = []
     for name, command in sorted(group.commands.items()):
-        if command.callback is not None and not command.callback.__module__.startswith("crmcore"):
+        if command.callback is not None and not _ours(command.callback.__module__):
             continue
         if isinstance(command, click.Group):
             found += commands(command, (*prefix, name))

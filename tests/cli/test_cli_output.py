@@ -96,6 +96,11 @@ NOT_JSON = {
 }
 
 
+def _ours(module: str) -> bool:
+    """crmcore's own and its first-party plugins' (crmcore_*), not a --plugins-dir file of another test."""
+    return module.split(".")[0].startswith("crmcore") and not module.startswith("crmcore_local_plugins")
+
+
 def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
     """Every command path under ``group`` from crmcore and its plugins (crmcore_*).
 
@@ -104,7 +109,7 @@ def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str
     """
     found = []
     for name, command in sorted(group.commands.items()):
-        if command.callback is not None and not command.callback.__module__.startswith("crmcore"):
+        if command.callback is not None and not _ours(command.callback.__module__):
             continue
         if isinstance(command, click.Group):
             found += commands(command, (*prefix, name))
