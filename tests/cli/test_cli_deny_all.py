@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import click
 import pytest
 import sqlalchemy as sa
 from click.testing import CliRunner
@@ -33,24 +32,6 @@ unsubscribe_secret = "test-only-secret"
 unsubscribe_url = "https://crm.example/u?t={token}"
 """
 
-
-def _ours(module: str) -> bool:
-    """crmcore's own and its first-party plugins' (crmcore_*), not a --plugins-dir file of another test."""
-    return module.split(".")[0].startswith("crmcore") and not module.startswith("crmcore_local_plugins")
-
-
-def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command path under ``group`` from crmcore and its plugins (crmcore_*), as
-    tests/cli/test_cli_output.py walks them (a test-only plugin's commands are not ours)."""
-    found = []
-    for name, command in sorted(group.commands.items()):
-        if command.callback is not None and not _ours(command.callback.__module__):
-            continue
-        if isinstance(command, click.Group):
-            found += commands(command, (*prefix, name))
-        else:
-            found.append((*prefix, name))
-    return found
 
 # The policy plugin: deny everything, or allow everything and record who asked for what.
 POLICY = '''\
@@ -197,10 +178,10 @@ def census(crm_db_url, tmp_path, monkeypatch):
     engine.dispose()
 
 
-def test_every_command_is_refused_by_a_deny_all_policy_and_writes_nothing(census, tmp_path) -> None:
+def test_every_command_is_refused_by_a_deny_all_policy_and_writes_nothing(census, tmp_path, command_paths) -> None:
     invoke, row_counts, ids, _ = census
     table = arguments(tmp_path, ids)
-    every = set(commands(cli))
+    every = set(command_paths(cli))
     assert set(table) - every == set(), "arguments for a command that no longer exists"
     before = row_counts()
     acted = []

@@ -24,7 +24,6 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
-import click
 import pytest
 from click.testing import CliRunner
 from rich.console import Console
@@ -96,29 +95,7 @@ NOT_JSON = {
 }
 
 
-def _ours(module: str) -> bool:
-    """crmcore's own and its first-party plugins' (crmcore_*), not a --plugins-dir file of another test."""
-    return module.split(".")[0].startswith("crmcore") and not module.startswith("crmcore_local_plugins")
-
-
-def commands(group: click.Group, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
-    """Every command path under ``group`` from crmcore and its plugins (crmcore_*).
-
-    A test-only plugin that another test in this process loaded (acme) also adds
-    commands to ``cli``; they are not crmcore's to classify.
-    """
-    found = []
-    for name, command in sorted(group.commands.items()):
-        if command.callback is not None and not _ours(command.callback.__module__):
-            continue
-        if isinstance(command, click.Group):
-            found += commands(command, (*prefix, name))
-        else:
-            found.append((*prefix, name))
-    return found
-
-
-def test_every_command_prints_one_json_shape(run, tmp_path) -> None:
+def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> None:
     """A command about one thing (show, add, update, move, delete, one action's result) prints an
     object; a listing (list, search, history, members, runs, one row per scheme) an array."""
     ids = seed(run)
@@ -215,7 +192,7 @@ def test_every_command_prints_one_json_shape(run, tmp_path) -> None:
         ("audit", "verify"): (OBJECT, []),
         ("user", "deactivate"): (OBJECT, ["li.wei"]),
     }
-    every = set(commands(cli))
+    every = set(command_paths(cli))
     assert every - set(expected) - set(NOT_JSON) == set(), "classify each new command's --json shape here"
     eve, acting = None, None
     for path, (shape, args) in expected.items():
