@@ -18,6 +18,7 @@ from .application.components import Component, currency_option
 from .application.plugin_settings import PluginSettings
 from .application.plugins import hookimpl
 from .application.registry import Register
+from .application.roles import Role
 from .application.uow import UnitOfWork
 from .config import Config
 from .domain.customfields import CustomField
@@ -91,7 +92,7 @@ __all__ = [
     "HasHistory", "HookError",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
-    "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult",
+    "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
     "normalize_phone", "parse_as_of", "pass_session", "xlsx_column_width", "xlsx_number_format",

@@ -19,6 +19,7 @@ from .application.components import build_options
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
 from .application.registry import Registry
+from .application.roles import Role
 from .application.services import (
     ContactService,
     CustomerService,
@@ -91,6 +92,10 @@ class CRM:
         # [plugins.NAME] of every loaded plugin, validated now so a typo stops start-up.
         self.plugin_settings: dict[str, PluginSettings] = resolve_settings(config, declared, plugins.names())
         self._settings_by_class = {declared[name]: found for name, found in self.plugin_settings.items()}
+        # Roles last: a plugin may define roles in its settings.
+        self.roles: Registry[Role] = Registry("role")
+        self.plugins.call_each("register_roles", lambda plugin: {
+            "register": lambda role: self._add_role(role, plugin), "crm": self})
 
     # -- construction ------------------------------------------------------
     @classmethod
@@ -194,6 +199,11 @@ class CRM:
         self._field_owners[key] = plugin
         return field
 
+    def _add_role(self, role: Role, plugin: str) -> None:
+        if not isinstance(role, Role):
+            raise PluginError(f"plugin {plugin!r} registered {role!r}, not a crmcore.Role")
+        self.roles.add(role, plugin)
+
     def _add_schema(self, schema: PluginSchema, plugin: str) -> None:
         if plugin in self.schemas:
             raise PluginError(f"plugin {plugin!r} registered two migration sources")
@@ -281,14 +291,14 @@ class CRM:
             current_actor.reset(token)
 
     def authorize(self, action: str, resource: Any) -> None:
-        """Ask the ``authorize`` hook; a False answer raises :class:`NotAuthorized`.
+        """Ask the ``authorize`` hook; any False answer raises :class:`NotAuthorized`.
 
         The hook gets the acting user's login (:attr:`actor`: ``system`` when nobody
         was named), never None, so a policy can always tell who is asking.
         """
         actor = self.actor
-        if self.plugins.has_impls("authorize") and self.plugins.call(
-                "authorize", actor=actor, action=action, resource=resource, crm=self) is False:
+        if self.plugins.has_impls("authorize") and False in self.plugins.call(
+                "authorize", actor=actor, action=action, resource=resource, crm=self):
             raise NotAuthorized(actor, action, resource)
 
     # -- helpers for plugins -------------------------------------------------

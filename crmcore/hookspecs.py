@@ -7,7 +7,8 @@ Three kinds:
 * ``on_*``: events fired inside the unit of work of the use case that caused
   them.  Write through ``uow``; raising rolls the whole change back.
 * decisions: ``validate_*`` (every result collected; any message blocks the
-  write) and ``authorize`` (first non-None answer wins).
+  write), ``authorize`` (any False refuses) and ``visibility`` (every
+  condition applies).
 
 Implement a hook with ``@crmcore.hookimpl`` and a function of the same name;
 you may accept fewer arguments than the spec lists.
@@ -27,7 +28,10 @@ if TYPE_CHECKING:
     import click
 
     from .app import CRM
+    from sqlalchemy.sql import ColumnElement
+
     from .application.registry import Register
+    from .application.roles import Role
     from .application.uow import UnitOfWork
     from .domain.customfields import CustomField
     from .domain.entities import Contact, Customer, Deal, Interaction, Stage
@@ -125,6 +129,18 @@ def register_settings(register: Register[type[Any]]) -> None:
     read it anywhere with ``crm.settings_for(TheClass)``.
 
     :param register: call ``register(TheClass)`` once with an attrs class.
+    """
+
+
+@hookspec
+def register_roles(register: Register[Role], crm: CRM) -> None:
+    """Register :class:`crmcore.Role` objects: the roles users may carry.
+
+    Called once the CRM's configuration and plugin settings are loaded (``crm``),
+    so a plugin can register roles its settings define.
+
+    :param register: call it with each role.
+    :param crm: the :class:`crmcore.CRM` being opened.
     """
 
 
@@ -397,9 +413,12 @@ def validate_deal(uow: UnitOfWork, deal: Deal,
     """
 
 
-@hookspec(firstresult=True)
+@hookspec
 def authorize(actor: str, action: str, resource: object, crm: CRM) -> bool | None:
     """May ``actor`` perform ``action``?  Consulted by every use case.
+
+    Every plugin's answer is collected: any False refuses, whatever the others
+    said (a policy can only be tightened by adding a plugin).
 
     :param actor: the acting user's login (``--as``, ``with crm.acting(login):``),
         ``"system"`` when nobody was named; never None.
@@ -410,5 +429,25 @@ def authorize(actor: str, action: str, resource: object, crm: CRM) -> bool | Non
     :param crm: the :class:`crmcore.CRM` asking (its configuration and
         ``crm.settings_for(...)``, the plugin's settings).
     :returns: True to allow, False to refuse, None to leave it to others.
-        When every plugin returns None the action is allowed.
+        When no plugin returns False the action is allowed.
+    """
+
+
+@hookspec
+def visibility(actor: str, entity: str, crm: CRM) -> ColumnElement[bool] | None:
+    """Which records may ``actor`` see?  A condition, applied in SQL to every read.
+
+    ``entity`` is ``"customer"`` (a condition on ``crmcore.store.tables.customers``)
+    or ``"deal"`` (on ``crmcore.store.tables.deals``).  Every plugin's condition
+    applies (they are joined with AND).  Contacts, interactions, loyalty
+    entries, messages, segment memberships and every other table with a
+    ``customer_id`` follow their customer; deals follow their customer unless
+    some plugin answers for ``"deal"``.  Lists, searches, counts, exports,
+    segment member listings and reports all read through these conditions.
+
+    :param actor: the acting user's login (``system`` when nobody was named).
+    :param entity: ``"customer"`` or ``"deal"``.
+    :param crm: the :class:`crmcore.CRM` asking.
+    :returns: a SQLAlchemy boolean expression over the entity's table, or None
+        for no restriction.
     """

@@ -112,6 +112,8 @@ class Customer:
     external_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: When the customer was archived (deleted without ``--purge``); None while it is live.
+    archived_at: datetime | None = None
 
 
 @attrs.frozen
@@ -175,6 +177,8 @@ class Deal:
     external_id: str | None = None
     created_at: datetime | None = None
     updated_at: datetime | None = None
+    #: When the deal was archived (deleted without ``--purge``); None while it is live.
+    archived_at: datetime | None = None
 
 
 ENTITY_TYPES: dict[str, type[Customer] | type[Contact] | type[Interaction] | type[Deal]] = {

@@ -84,6 +84,9 @@ users = Table(
     # "migrated" (a text owner turned into a user by revision 0008).
     Column("source", String(16), nullable=False),
     *_stamps(),
+    # The user's role (revision 0010): a name some plugin registers (register_roles); NULL: the
+    # policy's default role.
+    Column("role", String(64)),
     **TABLE_OPTIONS,
 )
 """Users: who owns customers and deals and who acts (login, display name, email, active, locale,
@@ -147,6 +150,9 @@ customers = Table(
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
     *_stamps(),
+    # Set when the customer is deleted without --purge (revision 0010): hidden from lists,
+    # kept for reports, the ledger and the audit trail.
+    Column("archived_at", UTCDateTime, index=True),
     **TABLE_OPTIONS,
 )
 """Customers: people and organisations, with consent flags, tags, JSON ``attributes`` (custom
@@ -213,6 +219,8 @@ deals = Table(
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
     *_stamps(),
+    # Set when the deal is deleted without --purge (revision 0010), as for customers.
+    Column("archived_at", UTCDateTime, index=True),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
     **TABLE_OPTIONS,
 )

@@ -433,13 +433,13 @@ def test_authorize_actions_of_each_use_case(crm_factory) -> None:
     assert any(isinstance(r, Deal) and a == "deal.move" for _, a, r in asked)
 
 
-def test_authorize_first_answer_wins(crm_factory) -> None:
+def test_authorize_any_refusal_refuses(crm_factory) -> None:
     crm = crm_factory(extra_plugins=[
-        plugin("deny_all", authorize=lambda: False),
-        plugin("admin_ok", authorize=lambda actor: True if actor == "admin" else None),
+        plugin("no_eve", authorize=lambda actor: False if actor == "eve" else None),
+        plugin("allow_all", authorize=lambda: True),  # registered last, asked first: cannot overrule
     ])
     with crm.acting_as("admin"):
-        crm.customers.add(name="x")  # admin_ok (registered last, asked first) answers True
+        crm.customers.add(name="x")
     with crm.acting_as("eve"), pytest.raises(NotAuthorized):
         crm.customers.add(name="y")
     assert crm.customers.count() == 1

@@ -38,14 +38,17 @@ def test_migration_turns_text_owners_into_users_and_keeps_every_row(crm_db_url) 
             {"id": n, "customer_id": 1, "title": "d", "amount": Decimal("10"), "currency": "CNY",
              "pipeline": "default", "stage": "lead", "probability": 10, "attributes": {}, "owner": owner, **stamp}
             for n, owner in ((1, "alice"), (2, "bob"), (3, None))])
+    # The columns of that revision (later revisions add archived_at).
+    customer_columns = [c for c in tables.customers.c if c.name != "archived_at"]
+    deal_columns = [c for c in tables.deals.c if c.name != "archived_at"]
     with engine.connect() as conn:
-        customers_before = conn.execute(select(tables.customers).order_by(tables.customers.c.id)).all()
-        deals_before = conn.execute(select(tables.deals).order_by(tables.deals.c.id)).all()
+        customers_before = conn.execute(select(*customer_columns).order_by(tables.customers.c.id)).all()
+        deals_before = conn.execute(select(*deal_columns).order_by(tables.deals.c.id)).all()
     migrations.upgrade(engine, {})
     try:
         with engine.connect() as conn:
-            assert conn.execute(select(tables.customers).order_by(tables.customers.c.id)).all() == customers_before
-            assert conn.execute(select(tables.deals).order_by(tables.deals.c.id)).all() == deals_before
+            assert conn.execute(select(*customer_columns).order_by(tables.customers.c.id)).all() == customers_before
+            assert conn.execute(select(*deal_columns).order_by(tables.deals.c.id)).all() == deals_before
             migrated = conn.execute(select(tables.users.c.login, tables.users.c.display_name, tables.users.c.active,
                                            tables.users.c.source)).all()
             assert sorted(migrated) == sorted((o, o, True, "migrated") for o in ("alice", "bob", "王芳", "Li Na"))

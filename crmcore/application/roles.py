@@ -1,0 +1,59 @@
+"""Roles: named sets of permissions and a visibility scope (``crm.roles``).
+
+A role is data: plugins register roles with the ``register_roles`` hook (the
+first-party ``access`` plugin registers admin, manager, sales-rep,
+service-agent, read-only and the custom roles of ``crm.toml``), users carry a
+role name (``crm user add --role``, ``crm user set-role``), and a policy plugin
+reads both in its ``authorize`` and ``visibility`` hooks.  The core itself
+grants nothing by a role: what a role allows is the policy's decision.
+
+Permissions are patterns over the action names ``authorize`` is asked
+(``customer.create``, ``deal.move``, ``segment.run``, ...; the list is in
+docs/users-and-audit.md): shell-style wildcards (``customer.*``, ``*.read``),
+and a leading ``!`` takes away what the others give (``!*.purge``).
+"""
+
+from __future__ import annotations
+
+from fnmatch import fnmatchcase
+
+import attrs
+
+__all__ = ["SCOPES", "Role"]
+
+#: Which records a role sees: every record, its teams' (as a team's manager), its regions', its own.
+SCOPES = ("all", "team", "territory", "own")
+
+
+def _patterns(value: object) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise TypeError("permissions must be a list of action patterns, not one string")
+    return tuple(value)  # type: ignore[call-overload]
+
+
+@attrs.frozen
+class Role:
+    """A named set of permissions and the records its users see.
+
+    :ivar name: what users carry (``sales-rep``).
+    :ivar permissions: action patterns (``customer.*``, ``report.run``); ``!pattern`` takes away.
+    :ivar scope: one of :data:`SCOPES`: ``all`` records, the ``team`` the user manages
+        (and their own), the ``territory`` (regions) of the user and their teams, or their ``own``.
+    :ivar description: one line for ``crm role list``.
+    """
+
+    name: str
+    permissions: tuple[str, ...] = attrs.field(default=(), converter=_patterns)
+    scope: str = attrs.field(default="all", validator=attrs.validators.in_(SCOPES))
+    description: str = ""
+
+    def allows(self, action: str) -> bool:
+        """Whether some pattern gives ``action`` and no ``!pattern`` takes it away."""
+        given = False
+        for pattern in self.permissions:
+            if pattern.startswith("!"):
+                if fnmatchcase(action, pattern[1:]):
+                    return False
+            elif fnmatchcase(action, pattern):
+                given = True
+        return given
