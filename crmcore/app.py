@@ -27,6 +27,7 @@ from .application.services import (
     InteractionService,
 )
 from .application.uow import SYSTEM_ACTOR, UnitOfWork, current_actor, current_unit
+from .application.visibility import install as install_visibility
 from .application.users import TeamService, UserService
 from .config import Config
 from .domain.convert import local_zone
@@ -239,6 +240,9 @@ class CRM:
         try:
             with conn.begin():
                 uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())
+                uow.readonly = readonly
+                if self.plugins.has_impls("visibility"):
+                    install_visibility(conn, lambda: uow.visibility, lambda: uow.is_scoped)
                 # The family parts of a unit: bound here, where the families are wired.
                 uow.loyalty = LoyaltyLedger(uow)
                 uow.outbox = Outbox(uow)

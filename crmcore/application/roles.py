@@ -15,6 +15,7 @@ and a leading ``!`` takes away what the others give (``!*.purge``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 
 import attrs
@@ -25,10 +26,10 @@ __all__ = ["SCOPES", "Role"]
 SCOPES = ("all", "team", "territory", "own")
 
 
-def _patterns(value: object) -> tuple[str, ...]:
+def _patterns(value: Iterable[str]) -> tuple[str, ...]:
     if isinstance(value, str):
         raise TypeError("permissions must be a list of action patterns, not one string")
-    return tuple(value)  # type: ignore[call-overload]
+    return tuple(value)
 
 
 @attrs.frozen

@@ -128,10 +128,15 @@ class EntityService(Generic[E]):
             self.after_insert(uow, stored)
             return stored
 
+    def target(self, uow: "UnitOfWork", id: int) -> E:
+        """The stored entity a change names, if the acting user may see it (else NotFound)."""
+        with uow.scoped():
+            return self.repo(uow).get(id)
+
     def update(self, id: int, **changes: Any) -> E:
         """Change fields of a stored entity; events see old and new."""
         with self.crm.unit() as uow:
-            previous = self.repo(uow).get(id)
+            previous = self.target(uow, id)
             fields = unstructure(previous) | changes
             candidate = self.build(fields)
             self.crm.authorize(f"{self.kind}.update", candidate)
@@ -150,7 +155,7 @@ class EntityService(Generic[E]):
         and the database's foreign keys refuse it too.
         """
         with self.crm.unit() as uow:
-            previous = self.repo(uow).get(id)
+            previous = self.target(uow, id)
             self.crm.authorize(f"{self.kind}.delete", previous)
             found = self.history(uow, previous)
             if found:
@@ -217,7 +222,8 @@ class EntityService(Generic[E]):
         ids = sorted(wanted)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start:start + 10_000]
-            found.update(uow.conn.execute(select(customers.c.id).where(customers.c.id.in_(chunk))).scalars())
+            with uow.scoped():  # the acting user's visible customers only
+                found.update(uow.conn.execute(select(customers.c.id).where(customers.c.id.in_(chunk))).scalars())
         missing = wanted - found
         if missing:
             index = next(i for i, e in enumerate(entities) if getattr(e, "customer_id", None) in missing)
@@ -262,7 +268,9 @@ class EntityService(Generic[E]):
     def check_references(self, uow: "UnitOfWork", entity: E) -> None:
         """The referenced customer exists and the external id is free (clear errors, not IntegrityErrors)."""
         customer_id = getattr(entity, "customer_id", None)
-        if customer_id is not None and uow.customers.find(id=customer_id) is None:
+        with uow.scoped():  # a customer the acting user cannot see is no customer to attach to
+            found = customer_id is None or uow.customers.find(id=customer_id) is not None
+        if not found:
             raise ValidationError.single("customer_id", f"customer {customer_id} does not exist", self.kind)
         # A clear error instead of the database's IntegrityError (which still guards races).
         external_id = getattr(entity, "external_id", None)
@@ -411,7 +419,7 @@ class DealService(EntityService[Deal]):
         if lost_reason is not None:
             changes["lost_reason"] = lost_reason
         with self.crm.unit() as uow:
-            previous = uow.deals.get(deal_id)
+            previous = self.target(uow, deal_id)
             self.crm.authorize("deal.move", previous)
             return self.update(deal_id, **changes)
 
@@ -591,8 +599,10 @@ class _MovePlan:
         """Read the deals the moves name, a chunk of ids per query (not one query per move)."""
         wanted = sorted(set(deal_ids))
         for start in range(0, len(wanted), 5000):
-            for row in self.uow.conn.execute(select(tables.deals).where(
-                    tables.deals.c.id.in_(wanted[start:start + 5000]))):
+            with self.uow.scoped():  # a deal the acting user cannot see "does not exist"
+                rows = self.uow.conn.execute(select(tables.deals).where(
+                    tables.deals.c.id.in_(wanted[start:start + 5000]))).all()
+            for row in rows:
                 deal = self.uow.deals.from_row(row._mapping)
                 self.current[row.id] = deal
 

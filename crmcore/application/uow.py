@@ -9,7 +9,8 @@ transaction is durable (e.g. to wake a dispatcher).
 from __future__ import annotations
 
 import contextvars
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +23,14 @@ from ..store.repositories import (
     InteractionRepository,
 )
 from .audit import AuditTrail
+from .visibility import Visibility
+
+
+class _Unset:
+    """Not asked yet."""
+
+
+_UNSET = _Unset()
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -57,6 +66,34 @@ class UnitOfWork:
         self.deals = DealRepository(conn)
         self._after_commit: list[Callable[[], Any]] = []
         self.earn_points = True
+        self.readonly = False
+        self._visibility: Visibility | None | _Unset = _UNSET
+        self._scoping = 0
+
+    # -- record visibility (crmcore.application.visibility) ----------------------------------
+    @property
+    def visibility(self) -> Visibility | None:
+        """What this unit's actor may see (None: everything), asked of the plugins once."""
+        if isinstance(self._visibility, _Unset):
+            self._visibility = None  # the plugins' own look-ups while asking read unrestricted
+            self._visibility = Visibility.of(self.crm, self.actor)
+        return self._visibility
+
+    @property
+    def is_scoped(self) -> bool:
+        """Whether reads now see only the actor's visible records (a read-only unit, or
+        inside :meth:`scoped`)."""
+        return self.readonly or self._scoping > 0
+
+    @contextmanager
+    def scoped(self) -> Iterator[None]:
+        """Read only the actor's visible records in this block of a writing unit: a use case
+        loads the record the user named here, so one they cannot see is NotFound."""
+        self._scoping += 1
+        try:
+            yield
+        finally:
+            self._scoping -= 1
 
     @property
     def dialect(self) -> str:

@@ -156,7 +156,8 @@ class LoyaltyEngine(LoyaltyJobs):
         rows = []
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize("loyalty.read", customer_id)
-            uow.customers.get(customer_id)
+            with uow.scoped():  # NotFound for a customer the acting user cannot see
+                uow.customers.get(customer_id)
             ctx = self.context(uow, moment)
             for scheme in self.registry:
                 balance = uow.loyalty.balance(customer_id, scheme.name)
@@ -204,7 +205,8 @@ class LoyaltyEngine(LoyaltyJobs):
 
         def work(uow: UnitOfWork) -> dict[str, Any]:
             self.crm.authorize("loyalty.redeem", customer_id)
-            uow.customers.get(customer_id)
+            with uow.scoped():  # NotFound for a customer the acting user cannot see
+                uow.customers.get(customer_id)
             ctx = self.context(uow, moment)
             offered = {r["name"]: s for s in self.registry for r in s.rewards(ctx, self.options(s))}
             if reward not in offered:
@@ -223,8 +225,9 @@ class LoyaltyEngine(LoyaltyJobs):
                            f"choose a referral scheme: {', '.join(s.name for s in candidates)}")
         with self.crm.unit() as uow:
             self.crm.authorize("loyalty.refer", referee_id)
-            uow.customers.get(referee_id)
-            uow.customers.get(referrer_id)
+            with uow.scoped():  # both must be customers the acting user can see
+                uow.customers.get(referee_id)
+                uow.customers.get(referrer_id)
             return candidates[0].refer(self.context(uow), referee_id, referrer_id, self.options(candidates[0]))
 
     # -- integrity -----------------------------------------------------------------
@@ -277,7 +280,8 @@ class LoyaltyEngine(LoyaltyJobs):
 
         def work(uow: UnitOfWork) -> LedgerEntry:
             self.crm.authorize("loyalty.redeem", customer_id)
-            uow.customers.get(customer_id)
+            with uow.scoped():  # NotFound for a customer the acting user cannot see
+                uow.customers.get(customer_id)
             entry_key = key or f"{scheme}:redeem:{customer_id}:{uow.now.isoformat()}:{_nonce()}"
             return uow.loyalty.debit(customer_id, scheme, points, key=entry_key, kind="redeem", reason=reason)
         return self._retrying(work)
@@ -292,7 +296,8 @@ class LoyaltyEngine(LoyaltyJobs):
                                          "loyalty entry")
         def work(uow: UnitOfWork) -> LedgerEntry:
             self.crm.authorize("loyalty.adjust", customer_id)
-            uow.customers.get(customer_id)
+            with uow.scoped():  # NotFound for a customer the acting user cannot see
+                uow.customers.get(customer_id)
             entry_key = key or f"{scheme}:adjust:{customer_id}:{uow.now.isoformat()}:{_nonce()}"
             if points > 0:
                 return uow.loyalty.credit(customer_id, scheme, points, key=entry_key, kind="adjust", reason=reason)

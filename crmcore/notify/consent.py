@@ -94,7 +94,8 @@ def record(uow: UnitOfWork, customer_id: int, granted: bool, channel: str = EVER
     decision (:mod:`crmcore.application.consents`).
     """
     check_purpose(purpose)
-    uow.customers.get(customer_id)  # NotFound for an unknown customer
+    with uow.scoped():  # NotFound for an unknown customer, or one the acting user cannot see
+        uow.customers.get(customer_id)
     recorded_at = at or uow.now
     write_decision(uow, customer_id, granted, channel, purpose, source, recorded_at)
     return Decision(customer_id, channel, purpose, granted, source, recorded_at, uow.actor)

@@ -152,6 +152,9 @@ class NotifyEngine:
         """Queue a message in its own transaction (see :meth:`Outbox.enqueue`)."""
         with self.crm.unit() as uow:
             self.crm.authorize("notify.enqueue", channel)
+            if isinstance(fields.get("customer_id"), int):
+                with uow.scoped():  # NotFound for a customer the acting user cannot see
+                    uow.customers.get(fields["customer_id"])
             return uow.outbox.enqueue(channel, **fields)
 
     # -- dispatching -------------------------------------------------------------------------

@@ -226,6 +226,8 @@ class MessageEngine:
         Asked as ``notify.unsubscribe-url``: the token withdraws consent for whoever holds it.
         """
         self.crm.authorize("notify.unsubscribe-url", customer_id)
+        with self.crm.unit(readonly=True) as uow:
+            uow.customers.get(customer_id)  # NotFound for a customer the acting user cannot see
         return consent.unsubscribe_url(self.crm, customer_id, channel, purpose)
 
     def unsubscribe(self, token: str, source: str = "link") -> consent.Decision:
