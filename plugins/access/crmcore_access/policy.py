@@ -1,0 +1,107 @@
+"""Who acts with which role, and what a role's scope lets them see (as SQL conditions)."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, false, or_, select, union
+from sqlalchemy.sql import Select
+
+import crmcore
+from crmcore.store import tables
+
+from .settings import AccessSettings
+
+if TYPE_CHECKING:
+    from crmcore import CRM
+
+#: The built-in actor of library code and of an unconfigured CRM (crmcore's ``SYSTEM_ACTOR``).
+SYSTEM = "system"
+
+
+def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
+    """The acting login's role: ``system_role`` for ``system``, a user's role or ``default_role``.
+
+    None for a login that is no user, a deactivated user, or a role no plugin registers
+    (e.g. a custom role since removed from crm.toml): such an actor may do nothing.
+    One indexed query (users.login), in the current unit of work if one is open.
+    """
+    settings = crm.settings_for(AccessSettings)
+    if actor == SYSTEM:
+        name, key = settings.system_role, "system_role"
+    else:
+        with crm.unit(readonly=True) as uow:
+            row = uow.conn.execute(select(tables.users.c.active, tables.users.c.role)
+                                   .where(tables.users.c.login == actor)).first()
+        if row is None or not row.active:
+            return None
+        if row.role is not None:
+            return crm.roles.get(row.role) if row.role in crm.roles else None
+        name, key = settings.default_role, "default_role"
+    if name not in crm.roles:
+        raise crmcore.ConfigError(f"[plugins.access] {key}: unknown role {name!r} "
+                                  f"(known: {', '.join(crm.roles.names())})")
+    return crm.roles.get(name)
+
+
+def condition(role: crmcore.Role, login: str, entity: str) -> ColumnElement[bool] | None:
+    """The records of ``entity`` (``customer`` or ``deal``) a user with ``role`` sees; None: all.
+
+    Every list of ids is a subquery (never fetched into Python), uncorrelated so that it
+    means the same inside any query the core puts it in (even one that reads customers).
+    """
+    if role.scope == "all" or entity not in ("customer", "deal"):
+        return None
+    customers, deals = tables.customers, tables.deals
+    if role.scope == "own":
+        seen = customers.c.owner == login
+        if entity == "customer":
+            return seen
+        return or_(deals.c.owner == login, deals.c.customer_id.in_(_ids(seen)))
+    if role.scope == "team":
+        crew = _crew(login)
+        seen = or_(customers.c.owner == login, customers.c.owner.in_(crew))
+        if entity == "customer":
+            return seen
+        return or_(deals.c.owner == login, deals.c.owner.in_(crew), deals.c.customer_id.in_(_ids(seen)))
+    # territory
+    seen = customers.c.region.in_(_regions(login))
+    return seen if entity == "customer" else deals.c.customer_id.in_(_ids(seen))
+
+
+def nothing() -> ColumnElement[bool]:
+    """A condition no record meets (an actor who may not act sees nothing)."""
+    return false()
+
+
+def _ids(seen: ColumnElement[bool]) -> Select[tuple[int]]:
+    return select(tables.customers.c.id).where(seen).correlate(None)
+
+
+def _crew(login: str) -> Select[tuple[str]]:
+    """The logins of the members of every team ``login`` manages."""
+    users, members, teams = tables.users, tables.team_members, tables.teams
+    manager = users.alias("manager")
+    return (select(users.c.login)
+            .join(members, members.c.user_id == users.c.id)
+            .join(teams, teams.c.id == members.c.team_id)
+            .join(manager, manager.c.id == teams.c.manager_id)
+            .where(manager.c.login == login)
+            .correlate(None))
+
+
+def _regions(login: str) -> Select[tuple[str]]:
+    """The regions ``login`` covers: their own and those of the teams they belong to or manage."""
+    users, members, teams, territories = tables.users, tables.team_members, tables.teams, tables.territories
+    own = (select(territories.c.region).join(users, users.c.id == territories.c.user_id)
+           .where(users.c.login == login))
+    as_member = (select(territories.c.region)
+                 .join(members, members.c.team_id == territories.c.team_id)
+                 .join(users, users.c.id == members.c.user_id)
+                 .where(users.c.login == login))
+    as_manager = (select(territories.c.region)
+                  .join(teams, teams.c.id == territories.c.team_id)
+                  .join(users, users.c.id == teams.c.manager_id)
+                  .where(users.c.login == login))
+    every = union(own, as_member, as_manager).subquery("covered")
+    return select(every.c.region).correlate(None)
