@@ -69,8 +69,9 @@ def show_user(session: Session, login: str) -> None:
 @pass_session
 def deactivate_user(session: Session, login: str) -> None:
     """Deactivate user LOGIN: they can no longer act; what they own stays theirs."""
-    session.crm.users.deactivate(login)
-    _show(session, session.crm.users.get(login), f"user {login} deactivated")
+    # What deactivate returns: reading the user again would ask for user.read, and an actor who
+    # just deactivated themselves may no longer act.
+    _show(session, session.crm.users.deactivate(login), f"user {login} deactivated")
 
 
 @user.command("set-role")
