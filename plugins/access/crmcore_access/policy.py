@@ -23,12 +23,12 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
     """The acting login's role: ``system_role`` for ``system``, a user's role or ``default_role``.
 
     None for a login that is no user, a deactivated user, or a role no plugin registers
-    (e.g. a custom role since removed from crm.toml): such an actor may do nothing.
+    (a custom role since removed from crm.toml): such an actor may do nothing.
     One indexed query (users.login), in the current unit of work if one is open.
     """
     settings = crm.settings_for(AccessSettings)
     if actor == SYSTEM:
-        name, key = settings.system_role, "system_role"
+        name = settings.system_role
     else:
         with crm.unit(readonly=True) as uow:
             row = uow.conn.execute(select(tables.users.c.active, tables.users.c.role)
@@ -37,11 +37,8 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
             return None
         if row.role is not None:
             return crm.roles.get(row.role) if row.role in crm.roles else None
-        name, key = settings.default_role, "default_role"
-    if name not in crm.roles:
-        raise crmcore.ConfigError(f"[plugins.access] {key}: unknown role {name!r} "
-                                  f"(known: {', '.join(crm.roles.names())})")
-    return crm.roles.get(name)
+        name = settings.default_role
+    return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
 
 
 def condition(role: crmcore.Role, login: str, entity: str) -> ColumnElement[bool] | None:

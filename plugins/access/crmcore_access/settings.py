@@ -49,6 +49,8 @@ def custom_roles(settings: AccessSettings) -> list[crmcore.Role]:
     """The custom roles of ``[plugins.access.roles]``; a bad one is a ConfigError naming its key.
 
     A role may extend a built-in role or another custom role (not itself, not in a cycle).
+    ``default_role`` and ``system_role`` must name a built-in or custom role (checked here,
+    so a typo stops start-up rather than refusing everything).
     """
     built = {role.name: role for role in built_in_roles()}
     made: dict[str, crmcore.Role] = {}
@@ -95,4 +97,8 @@ def custom_roles(settings: AccessSettings) -> list[crmcore.Role]:
             raise crmcore.ConfigError(f"[plugins.access.roles.{name}]: {name!r} is a built-in role; "
                                       f"give the custom role another name (it may extend {name!r})")
         make(name, ())
+    for key, name in (("default_role", settings.default_role), ("system_role", settings.system_role)):
+        if name not in built and name not in made:
+            known = ", ".join([*BUILT_IN, *sorted(made)])
+            raise crmcore.ConfigError(f"[plugins.access] {key}: unknown role {name!r} (known: {known})")
     return [made[name] for name in sorted(made)]
