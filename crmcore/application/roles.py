@@ -15,6 +15,7 @@ and a leading ``!`` takes away what the others give (``!*.purge``).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
 
@@ -29,10 +30,10 @@ __all__ = ["SCOPES", "Role", "RoleInfo", "list_roles", "show_role"]
 SCOPES = ("all", "team", "territory", "own")
 
 
-def _patterns(value: object) -> tuple[str, ...]:
-    if isinstance(value, str):
+def _patterns(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):  # a str is iterable too: each character would become a pattern
         raise TypeError("permissions must be a list of action patterns, not one string")
-    return tuple(value)  # type: ignore[call-overload]
+    return tuple(value)
 
 
 @attrs.frozen
