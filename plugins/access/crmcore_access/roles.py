@@ -77,7 +77,11 @@ SERVICE_AGENT: Table = {
 }
 
 READ_ONLY: Table = {
-    "*": ["read", "list", "export"],  # every entity, user, team, role (``KIND.list`` covers search and count)
+    "*": ["read", "list"],  # every entity, user, team, role, also new ones (``KIND.list``: search, count too)
+    "customer": ["export"],
+    "contact": ["export"],
+    "interaction": ["export"],
+    "deal": ["export"],
     "segment": ["strategies", "runs", "members", "export", "explain", "diff"],
     "loyalty": ["read", "schemes", "rewards", "tiers"],
     "notify": ["channels", "templates", "outbox", "preview"],
