@@ -126,3 +126,28 @@ def test_role_commands_are_authorized(run) -> None:
     custom = json.loads(ok(run("--config", tmp, "--as", "admin", "--json", "role", "show", "blind")))
     assert custom == {"name": "blind", "scope": "all", "description": "", "permissions": ["customer.read"],
                       "plugin": "access"}
+
+
+def test_a_database_older_than_roles_can_be_upgraded_by_its_users(run, crm_db_url) -> None:
+    """Before revision 0010 nobody has a role (and no policy applied): an active user may upgrade."""
+    from alembic import command
+
+    from crmcore import migrations
+    from crmcore.testing import FIXED_NOW
+
+    engine = make_engine(crm_db_url)
+    try:
+        command.upgrade(migrations.alembic_config(engine, migrations.HERE / "versions", "alembic_version"),
+                        "0009_consent_history")
+        with engine.begin() as conn:
+            conn.execute(sa.text("INSERT INTO users (login, display_name, active, source, created_at, updated_at) "
+                                 "VALUES ('lee', 'lee', :yes, 'added', :now, :now), "
+                                 "('gone', 'gone', :no, 'added', :now, :now)"),
+                         {"yes": True, "no": False, "now": FIXED_NOW.replace(tzinfo=None)})
+    finally:
+        engine.dispose()
+    one_line_error(run("--as", "gone", "db", "upgrade"), "'gone' is deactivated")
+    ok(run("--as", "lee", "db", "upgrade"))
+    assert json.loads(ok(run("--as", "lee", "--json", "user", "show", "lee")))["role"] is None
+    # Upgraded: lee now has the default role (read-only), which may not upgrade.
+    one_line_error(run("--as", "lee", "db", "upgrade"), "user 'lee' may not db.upgrade")

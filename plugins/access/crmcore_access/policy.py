@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, false, or_, select, union
+from sqlalchemy import ColumnElement, Connection, false, inspect, or_, select, union
 from sqlalchemy.sql import Select
 
 import crmcore
@@ -17,6 +18,19 @@ if TYPE_CHECKING:
 
 #: The built-in actor of library code and of an unconfigured CRM (crmcore's ``SYSTEM_ACTOR``).
 SYSTEM = "system"
+
+# The CRMs whose database has users.role; one that does not yet is looked at again (it may
+# have been upgraded since).
+_with_roles: "weakref.WeakSet[CRM]" = weakref.WeakSet()
+
+
+def _has_roles(crm: "CRM", conn: Connection) -> bool:
+    """Whether the database has ``users.role`` (revision 0010); inspected once per CRM."""
+    if crm not in _with_roles:
+        if not any(column["name"] == "role" for column in inspect(conn).get_columns("users")):
+            return False
+        _with_roles.add(crm)
+    return True
 
 
 def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
@@ -31,6 +45,13 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
         name = settings.system_role
     else:
         with crm.unit(readonly=True) as uow:
+            if not _has_roles(crm, uow.conn):
+                # A schema older than roles (before revision 0010; `crm db upgrade` opens it
+                # unmigrated): nobody has a role yet, and before roles every user could do
+                # everything, so an active user acts with system_role until the upgrade.
+                active = uow.conn.execute(select(tables.users.c.active)
+                                          .where(tables.users.c.login == actor)).scalar()
+                return crm.roles.get(settings.system_role) if active else None
             row = uow.conn.execute(select(tables.users.c.active, tables.users.c.role)
                                    .where(tables.users.c.login == actor)).first()
         if row is None or not row.active:
