@@ -84,7 +84,7 @@ def custom_roles(settings: AccessSettings) -> list[crmcore.Role]:
         scope = table.get("scope", base.scope if base is not None else "all")
         if scope not in SCOPES:
             raise crmcore.ConfigError(f"{where} scope: unknown scope {scope!r} (known: {', '.join(SCOPES)})")
-        description = table.get("description", f"like {base.name}, changed" if base is not None else "")
+        description = table.get("description", f"extends {base.name}" if base is not None else "")
         if not isinstance(description, str):
             raise crmcore.ConfigError(f"{where} description: must be text")
         inherited = base.permissions if base is not None else ()
