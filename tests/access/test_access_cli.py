@@ -21,9 +21,9 @@ def run(crm_db_url, tmp_path, monkeypatch):
         monkeypatch.delenv(var, raising=False)
     load_plugin_commands(["--plugins", "access"])
 
-    def invoke(*args: str, plugins: str = "access"):
+    def invoke(*args: str, plugins: str = "access", env: dict[str, str] | None = None):
         selection = ["--no-plugins"] if plugins == "" else ["--plugins", plugins]
-        return CliRunner().invoke(cli, ["--db", crm_db_url, *selection, *args])
+        return CliRunner().invoke(cli, ["--db", crm_db_url, *selection, *args], env=env)
     return invoke
 
 
@@ -151,3 +151,13 @@ def test_a_database_older_than_roles_can_be_upgraded_by_its_users(run, crm_db_ur
     assert json.loads(ok(run("--as", "lee", "--json", "user", "show", "lee")))["role"] is None
     # Upgraded: lee now has the default role (read-only), which may not upgrade.
     one_line_error(run("--as", "lee", "db", "upgrade"), "user 'lee' may not db.upgrade")
+
+
+def test_users_from_before_roles_get_a_first_admin_under_a_temporary_default(run) -> None:
+    """Users added without a policy have no role: default_role (read-only) applies to all of them."""
+    ok(run("user", "add", "li.wei", plugins=""))
+    ok(run("--as", "li.wei", "user", "add", "wang", plugins=""))
+    one_line_error(run("--as", "li.wei", "user", "set-role", "li.wei", "admin"), "may not user.set-role")
+    ok(run("--as", "li.wei", "user", "set-role", "li.wei", "admin", env={"CRM_PLUGIN_ACCESS_DEFAULT_ROLE": "admin"}))
+    ok(run("--as", "li.wei", "user", "set-role", "wang", "sales-rep"))
+    one_line_error(run("--as", "wang", "user", "set-role", "wang", "admin"), "user 'wang' may not user.set-role")
