@@ -335,6 +335,7 @@ class CRM:
                 "channels": self.notify.registry.by_plugin(plugin),
                 "reports": self.reports.registry.by_plugin(plugin),
                 "renderers": self.reports.renderers.by_plugin(plugin),
+                "roles": self.roles.by_plugin(plugin),
                 "custom_fields": sorted(f"{e}.{n}" for (e, n), p in self._field_owners.items() if p == plugin),
             }
             if plugin in self.schemas:

@@ -22,6 +22,7 @@ PLUGINS = [
     "plugins/loyalty/crmcore_loyalty",
     "plugins/notify/crmcore_notify",
     "plugins/reports/crmcore_reports",
+    "plugins/access/crmcore_access",
 ]
 
 

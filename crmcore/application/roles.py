@@ -17,17 +17,21 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
+from typing import TYPE_CHECKING
 
 import attrs
 
-__all__ = ["SCOPES", "Role"]
+if TYPE_CHECKING:
+    from ..app import CRM
+
+__all__ = ["SCOPES", "Role", "RoleInfo", "list_roles", "show_role"]
 
 #: Which records a role sees: every record, its teams' (as a team's manager), its regions', its own.
 SCOPES = ("all", "team", "territory", "own")
 
 
 def _patterns(value: Iterable[str]) -> tuple[str, ...]:
-    if isinstance(value, str):
+    if isinstance(value, str):  # a str is iterable too: each character would become a pattern
         raise TypeError("permissions must be a list of action patterns, not one string")
     return tuple(value)
 
@@ -58,3 +62,30 @@ class Role:
             elif fnmatchcase(action, pattern):
                 given = True
         return given
+
+
+@attrs.frozen
+class RoleInfo:
+    """A registered role as ``crm role list|show`` shows it: the role's fields and its plugin."""
+
+    name: str
+    scope: str
+    description: str
+    permissions: tuple[str, ...]
+    plugin: str
+
+
+def _info(crm: "CRM", role: Role) -> RoleInfo:
+    return RoleInfo(role.name, role.scope, role.description, role.permissions, crm.roles.owner(role.name))
+
+
+def list_roles(crm: "CRM") -> list[RoleInfo]:
+    """Every registered role, by name (action ``role.list``)."""
+    crm.authorize("role.list", None)
+    return [_info(crm, role) for role in crm.roles]
+
+
+def show_role(crm: "CRM", name: str) -> RoleInfo:
+    """The role called ``name`` (action ``role.read``); an unknown name lists the known ones."""
+    crm.authorize("role.read", name)
+    return _info(crm, crm.roles.get(name))

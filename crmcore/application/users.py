@@ -65,6 +65,8 @@ class User:
     id: int | None = None
     regions: tuple[str, ...] = ()
     teams: tuple[str, ...] = ()
+    #: A role some policy plugin registered (``crm role list``); None: the policy's default role.
+    role: str | None = None
 
 
 @attrs.frozen
@@ -172,11 +174,14 @@ class UserService:
         self.crm = crm
 
     def add(self, login: str, display_name: str | None = None, email: str | None = None,
-            locale: str | None = None, time_zone: str | None = None) -> User:
+            locale: str | None = None, time_zone: str | None = None, role: str | None = None) -> User:
         """Add a user (the CRM is *configured* from then on).  A user registered from an owner
-        label or migrated from a text owner is adopted: its fields are set and it counts as added."""
+        label or migrated from a text owner is adopted: its fields are set and it counts as added.
+
+        ``role`` names a role in ``crm.roles`` (None: the policy's default role)."""
         self.crm.authorize("user.add", login)
         fields = _user_fields(login, display_name, email, locale, time_zone)
+        fields["role"] = self._role(role)
         with self.crm.unit() as uow:
             previous = self._find(uow.conn, login)
             if previous is not None and previous.source == "added":
@@ -217,6 +222,28 @@ class UserService:
             stored = self._get(uow.conn, login)
             uow.audit.record("user.deactivate", "user", login, changes=_changes(previous, stored))
             return stored
+
+    def set_role(self, login: str, role: str | None) -> User:
+        """Give the user ``role`` (a name in ``crm.roles``; None: the policy's default role)."""
+        self.crm.authorize("user.set-role", login)
+        checked = self._role(role)
+        with self.crm.unit() as uow:
+            previous = self._get(uow.conn, login)
+            if previous.role != checked:
+                uow.conn.execute(update(users).where(users.c.login == login).values(role=checked,
+                                                                                    updated_at=uow.now))
+                uow.audit.record("user.set-role", "user", login, changes={"role": [previous.role, checked]})
+            return self._get(uow.conn, login)
+
+    def _role(self, role: str | None) -> str | None:
+        """``role`` if some plugin registered it (None passes: the default role)."""
+        if role is None or role in self.crm.roles:
+            return role
+        known = self.crm.roles.names()
+        if not known:
+            raise ValidationError.single("role", f"unknown role {role!r}: no policy plugin defines roles "
+                                                 f"(install or enable one, e.g. access)", "user")
+        raise ValidationError.single("role", f"unknown role {role!r} (known: {', '.join(known)})", "user")
 
     def assign_region(self, login: str, region: str) -> User:
         """Let the user cover ``region`` (matched against customers' region)."""

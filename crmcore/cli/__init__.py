@@ -29,6 +29,7 @@ from .masking import mask_text
 from .notify_cmds import notify
 from .plugins import plugins_group
 from .report_cmds import report
+from .role_cmds import role
 from .scaffold_cmds import plugin_group
 from .segment_cmds import segment
 from .transfer import export_command, import_command
@@ -66,7 +67,7 @@ cli.add_command(plugins_group)
 cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)
-for _group in (user, team, audit):
+for _group in (user, team, role, audit):
     cli.add_command(_group)
 
 _loaded_for: list[tuple[str, ...]] = []

@@ -9,7 +9,7 @@ import click
 
 from .context import Session, pass_session, read_only
 
-USER_COLUMNS = ["login", "display_name", "email", "active", "locale", "time_zone", "teams", "regions"]
+USER_COLUMNS = ["login", "display_name", "email", "active", "role", "locale", "time_zone", "teams", "regions"]
 TEAM_COLUMNS = ["name", "manager", "members", "regions"]
 
 
@@ -36,11 +36,12 @@ def user() -> None:
 @click.option("--email", help="Email address (imports may name the owner by it).")
 @click.option("--locale", help="Locale, e.g. zh-CN or en.")
 @click.option("--time-zone", help="IANA time zone, e.g. Asia/Shanghai.")
+@click.option("--role", help="A role (crm role list); default: the policy's default role.")
 @pass_session
 def add_user(session: Session, login: str, display_name: str | None, email: str | None, locale: str | None,
-             time_zone: str | None) -> None:
+             time_zone: str | None, role: str | None) -> None:
     """Add user LOGIN (from then on the CRM needs --as, CRM_USER or default_user)."""
-    added = session.crm.users.add(login, display_name, email=email, locale=locale, time_zone=time_zone)
+    added = session.crm.users.add(login, display_name, email=email, locale=locale, time_zone=time_zone, role=role)
     _show(session, added, f"user {added.login} added")
 
 
@@ -51,7 +52,7 @@ def add_user(session: Session, login: str, display_name: str | None, email: str 
 def list_users(session: Session, active_only: bool) -> None:
     """List users."""
     rows = [_record(u) for u in session.crm.users.list(include_inactive=not active_only)]
-    session.emit(rows, columns=None if session.as_json else ["login", "display_name", "email", "active"])
+    session.emit(rows, columns=None if session.as_json else ["login", "display_name", "email", "active", "role"])
 
 
 @read_only
@@ -68,8 +69,18 @@ def show_user(session: Session, login: str) -> None:
 @pass_session
 def deactivate_user(session: Session, login: str) -> None:
     """Deactivate user LOGIN: they can no longer act; what they own stays theirs."""
-    session.crm.users.deactivate(login)
-    _show(session, session.crm.users.get(login), f"user {login} deactivated")
+    # What deactivate returns: reading the user again would ask for user.read, and an actor who
+    # just deactivated themselves may no longer act.
+    _show(session, session.crm.users.deactivate(login), f"user {login} deactivated")
+
+
+@user.command("set-role")
+@click.argument("login")
+@click.argument("role")
+@pass_session
+def set_role(session: Session, login: str, role: str) -> None:
+    """Give user LOGIN the role ROLE (crm role list)."""
+    _show(session, session.crm.users.set_role(login, role), f"user {login} has role {role}")
 
 
 @user.command("assign-region")

@@ -22,7 +22,7 @@ from click.testing import CliRunner
 from crmcore.cli import cli, load_plugin_commands
 from crmcore.store.engine import make_engine
 
-PLUGINS = "segments,loyalty,notify,reports"
+PLUGINS = "segments,loyalty,notify,reports,access"
 CONFIG = """\
 [channels.file]
 path = "outbox.jsonl"
@@ -107,6 +107,8 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("export",): ["customers"],
         ("user", "add"): ["mia", "--name", "Mia"],
         ("user", "show"): [ACTOR],
+        ("user", "set-role"): ["bo", "service-agent"],
+        ("role", "show"): ["sales-rep"],
         ("user", "deactivate"): ["bo"],
         ("user", "assign-region"): ["bo", "north"],
         ("user", "unassign-region"): ["bo", "east"],
@@ -159,8 +161,9 @@ def census(crm_db_url, tmp_path, monkeypatch):
     ids["token"] = ok("notify", "unsubscribe-url", "ben")["url"].split("t=", 1)[1]
     (tmp_path / "people.csv").write_text("name,email\nDee,dee@example.com\n", encoding="utf-8")
     # Users last: from here on every command must say who acts (--as).
-    ok("user", "add", ACTOR, "--name", ACTOR)
-    ok("--as", ACTOR, "user", "add", "bo", "--name", "bo")
+    # The access plugin polices too: the actor is an admin, so only the deny-all policy refuses.
+    ok("user", "add", ACTOR, "--name", ACTOR, "--role", "admin")
+    ok("--as", ACTOR, "user", "add", "bo", "--name", "bo", "--role", "sales-rep")
     ok("--as", ACTOR, "team", "add", "east")
     ok("--as", ACTOR, "team", "add-member", "east", "bo")
     ok("--as", ACTOR, "team", "assign-region", "east", "east")

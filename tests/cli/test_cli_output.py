@@ -32,7 +32,7 @@ from crmcore.cli import cli, load_plugin_commands
 from crmcore.cli.context import Session
 from crmcore.reports import Column, ReportResult, render_table
 
-PLUGINS = "segments,loyalty,notify,reports"
+PLUGINS = "segments,loyalty,notify,reports,access"
 CONFIG = """\
 timezone = "Asia/Shanghai"
 
@@ -176,9 +176,12 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("deal", "delete"): (OBJECT, [open_deal, "--yes"]),
         ("customer", "delete"): (OBJECT, ["Eve", "--yes"]),
         # Users last: once a user exists, commands need an actor (CRM_USER below).
-        ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei"]),
+        ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei", "--role", "admin"]),
         ("user", "list"): (ARRAY, []),
         ("user", "show"): (OBJECT, ["li.wei"]),
+        ("user", "set-role"): (OBJECT, ["li.wei", "admin"]),
+        ("role", "list"): (ARRAY, []),
+        ("role", "show"): (OBJECT, ["sales-rep"]),
         ("user", "assign-region"): (OBJECT, ["li.wei", "华东"]),
         ("user", "unassign-region"): (OBJECT, ["li.wei", "华东"]),
         ("team", "add"): (OBJECT, ["east", "--manager", "li.wei"]),

@@ -42,7 +42,8 @@ def test_user_commands(run) -> None:
     ok(run("--as", "li.wei", "user", "add", "bob"))
     shown = json.loads(ok(run("--as", "li.wei", "--json", "user", "show", "li.wei")))
     assert shown == {"login": "li.wei", "display_name": "李伟", "email": "li@example.com", "active": True,
-                     "locale": "zh-CN", "time_zone": "Asia/Shanghai", "source": "added", "regions": [], "teams": []}
+                     "locale": "zh-CN", "time_zone": "Asia/Shanghai", "source": "added", "regions": [], "teams": [],
+                     "role": None}
     assert ok(run("--as", "li.wei", "user", "deactivate", "bob")).strip() == "user bob deactivated"
     listed = json.loads(ok(run("--as", "li.wei", "--json", "user", "list")))
     assert [(u["login"], u["active"]) for u in listed] == [("bob", False), ("li.wei", True)]

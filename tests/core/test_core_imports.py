@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = ["crmcore_segments", "crmcore_loyalty", "crmcore_notify", "crmcore_reports"]
+FIRST_PARTY = ["crmcore_segments", "crmcore_loyalty", "crmcore_notify", "crmcore_reports", "crmcore_access"]
 
 PLUGIN_MODULES = textwrap.dedent("""
     import json, sys

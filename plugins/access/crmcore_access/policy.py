@@ -1,0 +1,125 @@
+"""Who acts with which role, and what a role's scope lets them see (as SQL conditions)."""
+
+from __future__ import annotations
+
+import weakref
+from typing import TYPE_CHECKING
+
+from sqlalchemy import ColumnElement, Connection, false, inspect, or_, select, union
+from sqlalchemy.sql import Select
+
+import crmcore
+from crmcore.store import tables
+
+from .settings import AccessSettings
+
+if TYPE_CHECKING:
+    from crmcore import CRM
+
+#: The built-in actor of library code and of an unconfigured CRM (crmcore's ``SYSTEM_ACTOR``).
+SYSTEM = "system"
+
+# The CRMs whose database has users.role; one that does not yet is looked at again (it may
+# have been upgraded since).
+_with_roles: "weakref.WeakSet[CRM]" = weakref.WeakSet()
+
+
+def _has_roles(crm: "CRM", conn: Connection) -> bool:
+    """Whether the database has ``users.role`` (revision 0010); inspected once per CRM."""
+    if crm not in _with_roles:
+        if not any(column["name"] == "role" for column in inspect(conn).get_columns("users")):
+            return False
+        _with_roles.add(crm)
+    return True
+
+
+def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
+    """The acting login's role: ``system_role`` for ``system``, a user's role or ``default_role``.
+
+    None for a login that is no user, a deactivated user, or a role no plugin registers
+    (a custom role since removed from crm.toml): such an actor may do nothing.
+    One indexed query (users.login), in the current unit of work if one is open.
+    """
+    settings = crm.settings_for(AccessSettings)
+    if actor == SYSTEM:
+        name = settings.system_role
+    else:
+        with crm.unit(readonly=True) as uow:
+            if not _has_roles(crm, uow.conn):
+                # A schema older than roles (before revision 0010; `crm db upgrade` opens it
+                # unmigrated): nobody has a role yet, and before roles every user could do
+                # everything, so an active user acts with system_role until the upgrade.
+                active = uow.conn.execute(select(tables.users.c.active)
+                                          .where(tables.users.c.login == actor)).scalar()
+                return crm.roles.get(settings.system_role) if active else None
+            row = uow.conn.execute(select(tables.users.c.active, tables.users.c.role)
+                                   .where(tables.users.c.login == actor)).first()
+        if row is None or not row.active:
+            return None
+        if row.role is not None:
+            return crm.roles.get(row.role) if row.role in crm.roles else None
+        name = settings.default_role
+    return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
+
+
+def condition(role: crmcore.Role, login: str, entity: str) -> ColumnElement[bool] | None:
+    """The records of ``entity`` (``customer`` or ``deal``) a user with ``role`` sees; None: all.
+
+    Every list of ids is a subquery (never fetched into Python), uncorrelated so that it
+    means the same inside any query the core puts it in (even one that reads customers).
+    """
+    if role.scope == "all" or entity not in ("customer", "deal"):
+        return None
+    customers, deals = tables.customers, tables.deals
+    if role.scope == "own":
+        seen = customers.c.owner == login
+        if entity == "customer":
+            return seen
+        return or_(deals.c.owner == login, deals.c.customer_id.in_(_ids(seen)))
+    if role.scope == "team":
+        crew = _crew(login)
+        seen = or_(customers.c.owner == login, customers.c.owner.in_(crew))
+        if entity == "customer":
+            return seen
+        return or_(deals.c.owner == login, deals.c.owner.in_(crew), deals.c.customer_id.in_(_ids(seen)))
+    # territory
+    seen = customers.c.region.in_(_regions(login))
+    return seen if entity == "customer" else deals.c.customer_id.in_(_ids(seen))
+
+
+def nothing() -> ColumnElement[bool]:
+    """A condition no record meets (an actor who may not act sees nothing)."""
+    return false()
+
+
+def _ids(seen: ColumnElement[bool]) -> Select[tuple[int]]:
+    return select(tables.customers.c.id).where(seen).correlate(None)
+
+
+def _crew(login: str) -> Select[tuple[str]]:
+    """The logins of the members of every team ``login`` manages."""
+    users, members, teams = tables.users, tables.team_members, tables.teams
+    manager = users.alias("manager")
+    return (select(users.c.login)
+            .join(members, members.c.user_id == users.c.id)
+            .join(teams, teams.c.id == members.c.team_id)
+            .join(manager, manager.c.id == teams.c.manager_id)
+            .where(manager.c.login == login)
+            .correlate(None))
+
+
+def _regions(login: str) -> Select[tuple[str]]:
+    """The regions ``login`` covers: their own and those of the teams they belong to or manage."""
+    users, members, teams, territories = tables.users, tables.team_members, tables.teams, tables.territories
+    own = (select(territories.c.region).join(users, users.c.id == territories.c.user_id)
+           .where(users.c.login == login))
+    as_member = (select(territories.c.region)
+                 .join(members, members.c.team_id == territories.c.team_id)
+                 .join(users, users.c.id == members.c.user_id)
+                 .where(users.c.login == login))
+    as_manager = (select(territories.c.region)
+                  .join(teams, teams.c.id == territories.c.team_id)
+                  .join(users, users.c.id == teams.c.manager_id)
+                  .where(users.c.login == login))
+    every = union(own, as_member, as_manager).subquery("covered")
+    return select(every.c.region).correlate(None)
