@@ -32,6 +32,28 @@ US_AREA_CODES = ["212", "213", "312", "415", "617", "646", "713", "206", "305", 
 SOURCES = ["website", "referral", "trade show", "cold call", "wechat", "partner", "advertising"]
 INDUSTRIES = ["retail", "manufacturing", "software", "education", "healthcare", "logistics", "finance"]
 OWNERS = ["alice", "bob", "chen.jing", "li.wei", "wang.fang", "zhao.lei"]
+# Who owns a customer follows the country: the China team's people own Chinese customers.
+CN_OWNERS = ["li.wei", "wang.fang", "zhao.lei", "chen.jing"]
+US_OWNERS = ["alice", "bob"]
+#: The demo's users: login, display name, role (a role of the first-party access plugin).
+USERS = (
+    ("admin", "Administrator", "admin"),
+    ("li.wei", "李伟", "manager"),
+    ("wang.fang", "王芳", "sales-rep"),
+    ("zhao.lei", "赵磊", "sales-rep"),
+    ("chen.jing", "陈静", "sales-rep"),
+    ("alice", "Alice Walker", "manager"),
+    ("bob", "Bob Miller", "sales-rep"),
+    ("sun.mei", "孙梅", "service-agent"),
+    ("auditor", "Auditor", "read-only"),
+)
+#: Teams: name, manager, members and the regions they cover (the customers' region is the key).
+TEAMS = (
+    ("China", "li.wei", ("wang.fang", "zhao.lei", "chen.jing"), tuple(REGIONS)),
+    ("Americas", "alice", ("bob",), tuple(US_REGIONS)),
+)
+#: A service agent covers regions of her own.
+AGENT_REGIONS = {"sun.mei": ("华东", "华南")}
 OPEN_STAGES = ["lead", "qualified", "proposal", "negotiation"]
 LOST_REASONS = ["price", "competitor", "no budget", "timing", "no response"]
 INTERACTION_KINDS = ["call", "email", "meeting", "visit", "message", "note", "complaint", "feedback"]
@@ -101,7 +123,9 @@ class DemoData:
         rng, zh = self.rng, self.fake["zh_CN"]
         region = rng.choice(list(REGIONS))
         company = rng.random() < 0.3
-        return self._common(i) | {
+        common = self._common(i)
+        common["owner"] = CN_OWNERS[OWNERS.index(common["owner"]) % len(CN_OWNERS)]
+        return common | {
             "kind": "company" if company else "person",
             "name": zh.company() if company else zh.name(),
             "phone": f"+86 {rng.choice(CN_MOBILE_PREFIXES)} {rng.randrange(1000, 10000)} {rng.randrange(1000, 10000)}",
@@ -111,7 +135,9 @@ class DemoData:
     def _american(self, i: int) -> dict[str, Any]:
         rng, en = self.rng, self.fake["en_US"]
         company = rng.random() < 0.3
-        return self._common(i) | {
+        common = self._common(i)
+        common["owner"] = US_OWNERS[OWNERS.index(common["owner"]) % len(US_OWNERS)]
+        return common | {
             "kind": "company" if company else "person",
             "name": en.company() if company else en.name(),
             "phone": f"+1 {rng.choice(US_AREA_CODES)} {rng.randrange(201, 999)} {rng.randrange(1000, 10000)}",
@@ -224,12 +250,30 @@ def month_starts(end: datetime, months: int) -> list[datetime]:
     return starts[::-1]
 
 
+def add_users(crm: Any) -> None:
+    """The demo's users, teams and territories (:data:`USERS`, :data:`TEAMS`), before any record
+    names them as owner.  Roles no loaded plugin defines are left unset (the policy's default)."""
+    for login, name, role in USERS:
+        crm.users.add(login, name, email=f"{login}@example.com", role=role if role in crm.roles else None)
+    for team, manager, members, regions in TEAMS:
+        crm.teams.add(team, manager=manager)
+        for member in members:
+            crm.teams.add_member(team, member)
+        for region in regions:
+            crm.teams.assign_region(team, region)
+    for login, regions in AGENT_REGIONS.items():
+        for region in regions:
+            crm.users.assign_region(login, region)
+
+
 def populate(crm: Any, seed: int, size: DemoSize, end: datetime, set_clock: Callable[[datetime], None],
              progress: Callable[[str], None] = lambda _: None) -> dict[str, int]:
     """Fill ``crm`` with demo data; returns counts per entity."""
     data = DemoData(seed, end)
     starts = month_starts(end, size.months)
     set_clock(starts[0])
+    progress("users")
+    add_users(crm)
     progress("customers")
     crm.customers.add_many(list(data.customers(size.customers)))
     ids = [c.id for c in crm.customers.list(limit=None)]

@@ -77,6 +77,7 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
         counts = populate(crm, seed, size, end, lambda moment: clock.__setitem__(0, moment), progress=progress)
         lines = [f"database       {config.database_url}",
                  "data           " + ", ".join(f"{v:,} {k}" for k, v in counts.items())]
+        lines += _users(crm)
         lines += _segments(crm, end)
         lines += _loyalty(crm, end)
         lines += _messages(crm, end)
@@ -84,10 +85,23 @@ def demo(session: Session, customers: int, seed: int, currency: str, force: bool
         if wrote_config:
             lines.append(f"configuration  wrote {wrote_config} (currency, phone region, file channel, rules, unsubscribe links) for what follows")
         lines.append(f"done in {time.perf_counter() - started:.1f}s; try: crm --db {config.database_url} "
-                     "customer list --limit 5")
+                     "--as wang.fang customer list --limit 5")
     finally:
         crm.close()
     click.echo("\n".join(lines))
+
+
+def _users(crm: Any) -> list[str]:
+    """Who the demo's users are and how many customers each one sees (record visibility)."""
+    from ..demo import TEAMS, USERS
+
+    seen = []
+    for login, _, role in USERS:
+        if login in ("admin", "li.wei", "wang.fang", "sun.mei"):
+            with crm.acting_as(login):
+                seen.append(f"{login} ({role}) {crm.customers.count():,}")
+    return [f"users          {len(USERS)} users, teams {', '.join(t[0] for t in TEAMS)}; "
+            f"customers each sees: {'; '.join(seen)}"]
 
 
 def _end_of_data(session: Session) -> datetime:
@@ -121,6 +135,7 @@ def _write_config(session: Session, config: Any, out: Path) -> Path | None:
         return None
     text = STARTER.replace('database_url = "sqlite:///crm.db"', f'database_url = "{config.database_url}"')
     text = text.replace('default_currency = "CNY"', f'default_currency = "{config.default_currency}"')
+    text = text.replace('# default_user = "li.wei"', 'default_user = "admin"  # the demo\'s administrator')
     text = text.replace('# [channels.file]\n# path = "outbox.jsonl"',
                         f'[channels.file]\npath = "{(out / "outbox.jsonl").as_posix()}"')
     target.write_text(text + DEMO_TOML, encoding="utf-8")

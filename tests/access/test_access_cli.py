@@ -148,16 +148,22 @@ def test_a_database_older_than_roles_can_be_upgraded_by_its_users(run, crm_db_ur
         engine.dispose()
     one_line_error(run("--as", "gone", "db", "upgrade"), "'gone' is deactivated")
     ok(run("--as", "lee", "db", "upgrade"))
-    assert json.loads(ok(run("--as", "lee", "--json", "user", "show", "lee")))["role"] is None
-    # Upgraded: lee now has the default role (read-only), which may not upgrade.
-    one_line_error(run("--as", "lee", "db", "upgrade"), "user 'lee' may not db.upgrade")
+    # Upgraded: revision access_0001 gave lee, who could do everything before, the role admin
+    # (gone too: deactivated users cannot act whatever their role).
+    assert json.loads(ok(run("--as", "lee", "--json", "user", "show", "lee")))["role"] == "admin"
+    assert json.loads(ok(run("--as", "lee", "--json", "user", "show", "gone")))["role"] == "admin"
+    ok(run("--as", "lee", "user", "add", "new"))
+    assert json.loads(ok(run("--as", "lee", "--json", "user", "show", "new")))["role"] is None  # default_role
 
 
-def test_users_from_before_roles_get_a_first_admin_under_a_temporary_default(run) -> None:
-    """Users added without a policy have no role: default_role (read-only) applies to all of them."""
+def test_enabling_the_policy_keeps_the_users_from_before_it_able_to_act(run) -> None:
+    """Users added while the access plugin was off become admins when it is enabled (access_0001),
+    owner labels do not; users added afterwards get default_role."""
+    ok(run("customer", "add", "--name", "x", "--owner", "label", plugins=""))  # unconfigured: a label
     ok(run("user", "add", "li.wei", plugins=""))
     ok(run("--as", "li.wei", "user", "add", "wang", plugins=""))
-    one_line_error(run("--as", "li.wei", "user", "set-role", "li.wei", "admin"), "may not user.set-role")
-    ok(run("--as", "li.wei", "user", "set-role", "li.wei", "admin", env={"CRM_PLUGIN_ACCESS_DEFAULT_ROLE": "admin"}))
-    ok(run("--as", "li.wei", "user", "set-role", "wang", "sales-rep"))
+    ok(run("--as", "li.wei", "user", "set-role", "wang", "sales-rep"))  # li.wei is an admin now
+    assert json.loads(ok(run("--as", "li.wei", "--json", "user", "show", "label")))["role"] is None
     one_line_error(run("--as", "wang", "user", "set-role", "wang", "admin"), "user 'wang' may not user.set-role")
+    ok(run("--as", "li.wei", "user", "add", "zhao"))
+    one_line_error(run("--as", "zhao", "customer", "add", "--name", "y"), "user 'zhao' may not customer.create")

@@ -124,11 +124,12 @@ def test_through_authorize_users_act_by_their_role(crm_factory) -> None:
 
 def test_a_refusal_writes_nothing(crm_factory) -> None:
     crm = open_access(crm_factory)
-    ann = crm.customers.add(Customer(name="Ann"))
+    ann = crm.customers.add(Customer(name="Ann", region="north"))
     deal = crm.deals.add(Deal(customer_id=ann.id, title="ERP", amount=Decimal("100"), currency="CNY", stage="lead"))
     crm.users.add("ro", role="read-only")
     crm.users.add("agent", role="service-agent")
     crm.users.add("boss", role="admin")
+    crm.users.assign_region("agent", "north")  # the agent sees Ann: refused by permission, not visibility
     before = counts(crm)
     assert before["audit_log"] > 0
     attempts = [

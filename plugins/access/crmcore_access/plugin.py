@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import ColumnElement
@@ -20,6 +21,13 @@ if TYPE_CHECKING:
 def register_settings(register: crmcore.Register[type[Any]]) -> None:
     """Declare ``[plugins.access]`` (:class:`AccessSettings`)."""
     register(AccessSettings)
+
+
+@crmcore.hookimpl
+def register_migrations(register: crmcore.Register[crmcore.PluginSchema]) -> None:
+    """The branch ``access``: no tables; one data revision (the users from before the policy)."""
+    register(crmcore.PluginSchema(branch="access", versions=Path(__file__).parent / "migrations",
+                                  requires_core="0010_roles_archive"))
 
 
 @crmcore.hookimpl

@@ -68,32 +68,21 @@ def condition(role: crmcore.Role, login: str, entity: str) -> ColumnElement[bool
     Every list of ids is a subquery (never fetched into Python), uncorrelated so that it
     means the same inside any query the core puts it in (even one that reads customers).
     """
-    if role.scope == "all" or entity not in ("customer", "deal"):
+    # Deals follow their customer (the core's rule when a plugin answers None for "deal"): a deal
+    # seen without its customer would vanish from every query that joins the two.
+    if role.scope == "all" or entity != "customer":
         return None
-    customers, deals = tables.customers, tables.deals
+    customers = tables.customers
     if role.scope == "own":
-        seen = customers.c.owner == login
-        if entity == "customer":
-            return seen
-        return or_(deals.c.owner == login, deals.c.customer_id.in_(_ids(seen)))
+        return customers.c.owner == login
     if role.scope == "team":
-        crew = _crew(login)
-        seen = or_(customers.c.owner == login, customers.c.owner.in_(crew))
-        if entity == "customer":
-            return seen
-        return or_(deals.c.owner == login, deals.c.owner.in_(crew), deals.c.customer_id.in_(_ids(seen)))
-    # territory
-    seen = customers.c.region.in_(_regions(login))
-    return seen if entity == "customer" else deals.c.customer_id.in_(_ids(seen))
+        return or_(customers.c.owner == login, customers.c.owner.in_(_crew(login)))
+    return customers.c.region.in_(_regions(login))  # territory
 
 
 def nothing() -> ColumnElement[bool]:
     """A condition no record meets (an actor who may not act sees nothing)."""
     return false()
-
-
-def _ids(seen: ColumnElement[bool]) -> Select[tuple[int]]:
-    return select(tables.customers.c.id).where(seen).correlate(None)
 
 
 def _crew(login: str) -> Select[tuple[str]]:
