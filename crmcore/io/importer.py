@@ -851,6 +851,13 @@ class _Import:
         """
         repo = self.service.repo(uow)
         previous = repo.from_row(match)
+        if getattr(previous, "archived_at", None) is not None:
+            # Refused, not restored: bringing a record back is a decision (crm KIND restore), not a side
+            # effect of a file that happens to name it.
+            self._reject(item.line, self._key_column() if item.key is not None else None,
+                         f"{self.kind} {previous.id} is archived: restore it first "
+                         f"(crm {self.kind} restore {previous.id}) or leave this row out", item.values)
+            return None
         given: Given = self.checker.given(item.values)
         if given.issues:
             self._reject_all(item.line, given.issues, item.values)
