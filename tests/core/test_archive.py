@@ -235,6 +235,36 @@ def test_segment_runs_and_messages_leave_archived_customers_out(crm_factory) -> 
     assert {m["customer_id"] for m in crm.segments.members("geo", run_id=third.id)} == {kept, gone}
 
 
+class Departures:
+    """Records what an ``on_customer_deleted`` handler can tell: archived, and whether the row is there."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[int, bool, bool]] = []
+
+    @hookimpl
+    def on_customer_deleted(self, uow, customer) -> None:
+        self.seen.append((customer.id, customer.archived_at is not None,
+                          uow.customers.find(id=customer.id) is not None))
+
+    @hookimpl
+    def on_customer_updated(self, uow, customer, previous) -> None:
+        self.seen.append((customer.id, previous.archived_at is not None, customer.archived_at is not None))
+
+
+def test_archive_and_purge_fire_on_customer_deleted_and_restore_an_update(crm_factory) -> None:
+    """As docs/hooks.md says: a handler tells a purge from an archive by the row being gone."""
+    departures = Departures()
+    crm = crm_factory(extra_plugins=[departures])
+    kept, gone = people(crm)
+    crm.customers.delete(gone)
+    crm.customers.restore(gone)
+    crm.customers.delete(gone)
+    crm.customers.delete(gone, purge=True)
+    crm.customers.delete(kept, purge=True)
+    assert departures.seen == [(gone, True, True), (gone, True, False), (gone, True, True),
+                               (gone, True, False), (kept, False, False)]
+
+
 def test_an_import_row_matching_an_archived_record_is_refused(crm_factory, tmp_path: Path) -> None:
     crm = crm_factory()
     live = crm.customers.add(name="A", external_id="C1")
