@@ -325,6 +325,12 @@ def test_cli_delete_archives_and_restore_brings_back(run, crm_db_url) -> None:
     both = json.loads(run("--json", "customer", "list", "--include-archived").stdout)
     assert [c["id"] for c in both] == [kept, gone]
     assert run("customer", "list", "--archived", "--include-archived").exit_code != 0
+    for flags, expected in (((), [kept]), (("--archived",), [gone]), (("--include-archived",), [kept, gone])):
+        exported = run("--json", "export", "customers", *flags)
+        assert exported.exit_code == 0, exported.output
+        assert [json.loads(line)["id"] for line in exported.stdout.splitlines()] == expected, flags
+        contacts = run("--json", "export", "contacts", *flags).stdout.splitlines()
+        assert [json.loads(line)["customer_id"] for line in contacts] == expected, flags
     assert [d["customer_id"] for d in json.loads(run("--json", "deal", "list").stdout)] == [kept]
     shown = json.loads(run("--json", "customer", "show", str(gone)).stdout)
     assert shown["archived_at"] and [d["customer_id"] for d in shown["deals"]] == [gone]
