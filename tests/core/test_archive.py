@@ -289,6 +289,12 @@ def test_an_import_row_matching_an_archived_record_is_refused(crm_factory, tmp_p
     report = import_file(crm, "deals", deals, ImportOptions(on_error="skip"))
     assert [m.split(": ", 1)[0] for m in report.error_messages()] == ["deals.csv:2"]
     assert crm.deals.get(deal.id).title == "d"
+    contacts = tmp_path / "contacts.csv"  # a new record for an archived customer: refused as add() refuses it
+    contacts.write_text("customer,name\nC1,Kim\nC2,Lee\nb@example.com,Moe\n", encoding="utf-8")
+    report = import_file(crm, "contacts", contacts, ImportOptions(on_error="skip"))
+    assert [m.split(": ", 1)[0] for m in report.error_messages()] == ["contacts.csv:3", "contacts.csv:4"]
+    assert f"customer {gone.id} is archived" in report.error_messages()[0]
+    assert [c.name for c in crm.contacts.list(archived="include")] == ["Kim"]
 
 
 def row_counts(crm: CRM) -> dict[str, int]:
