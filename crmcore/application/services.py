@@ -142,14 +142,14 @@ class EntityService(Generic[E]):
         """Change fields of a stored entity; events see old and new."""
         with self.crm.unit() as uow:
             previous = self.repo(uow).get(id)
+            fields = unstructure(previous) | changes
+            candidate = self.build(fields)
+            self.crm.authorize(f"{self.kind}.update", candidate)
             if getattr(previous, "archived_at", None) is not None:
                 raise RecordArchived(self.kind, id, f"is archived: restore it first (crm {self.kind} restore {id})")
             if "archived_at" in changes:  # archiving has its own use case, audit action and event
                 raise ValidationError.single("archived_at", f"use delete() to archive and restore() to "
                                              f"un-archive a {self.kind}", self.kind)
-            fields = unstructure(previous) | changes
-            candidate = self.build(fields)
-            self.crm.authorize(f"{self.kind}.update", candidate)
             candidate = self.prepare(uow, candidate, previous)
             stored = self.repo(uow).update(candidate, uow.now)
             uow.audit.updated(self.kind, stored, previous)

@@ -879,6 +879,11 @@ class _Import:
             self._reject_all(item.line, problems, item.values)
             return None
         candidate = repo.from_row(row)
+        if getattr(candidate, "archived_at", None) is not None:  # archiving has its own use case and audit
+            self._reject(item.line, self.checker.column_of("archived_at"), f"{self.kind} {previous.id} is not "
+                         f"archived: an import does not archive it (crm {self.kind} delete {previous.id} does)",
+                         item.values)
+            return None
         try:
             if self.kind == "deal":  # stage moves stamp closed_at, reset the probability
                 candidate = self.service.prepare(uow, candidate, previous, check_references=False)

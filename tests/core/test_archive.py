@@ -277,6 +277,12 @@ def test_an_import_row_matching_an_archived_record_is_refused(crm_factory, tmp_p
         f'customers.csv:3: column "external_id": customer {gone.id} is archived: restore it first '
         f"(crm customer restore {gone.id}) or leave this row out"]
     assert crm.customers.get(live.id).name == "A2" and crm.customers.get(gone.id).name == "B"
+    file.write_text("external_id,name,archived_at\nC1,A3,2026-01-01T00:00:00Z\n", encoding="utf-8")
+    report = import_file(crm, "customers", file, ImportOptions(on_error="skip"))
+    assert report.error_messages() == [
+        f'customers.csv:2: column "archived_at": customer {live.id} is not archived: an import does not '
+        f"archive it (crm customer delete {live.id} does)"]
+    assert crm.customers.get(live.id).archived_at is None
     by_email = tmp_path / "by_email.csv"
     by_email.write_text("email,city\nb@example.com,上海\n", encoding="utf-8")
     report = import_file(crm, "customers", by_email, ImportOptions(on_error="skip", key="email"))
