@@ -39,6 +39,7 @@ from .domain.errors import (
     ConfigError,
     CRMError,
     HasHistory,
+    RecordArchived,
     HookError,
     InsufficientPoints,
     NotAuthorized,
@@ -89,7 +90,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CRM", "Assignment", "Assignments", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
     "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult", "EveryoneElse",
-    "HasHistory", "HookError",
+    "HasHistory", "HookError", "RecordArchived",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",

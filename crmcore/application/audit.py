@@ -136,9 +136,10 @@ class AuditTrail:
             self.record(action or f"{kind}.update", kind, entity.id,
                         customer_id=_customer_of(kind, entity), changes=changes)
 
-    def deleted(self, kind: str, entity: Any) -> None:
-        """Record that ``entity`` was deleted (every field's last value as ``before``)."""
-        self.record(f"{kind}.delete", kind, entity.id, customer_id=_customer_of(kind, entity),
+    def deleted(self, kind: str, entity: Any, action: str | None = None) -> None:
+        """Record that ``entity`` was deleted (every field's last value as ``before``); ``action``
+        defaults to ``KIND.delete`` (a purge says ``KIND.purge``)."""
+        self.record(action or f"{kind}.delete", kind, entity.id, customer_id=_customer_of(kind, entity),
                     changes=diff(entity, None))
 
     def batch(self, action: str, entity: str, ids: Sequence[Any], **details: Any) -> None:

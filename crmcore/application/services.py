@@ -12,7 +12,7 @@ import functools
 import re
 from datetime import datetime, timedelta
 from collections.abc import Iterable, Iterator, Mapping
-from typing import TYPE_CHECKING, Any, Generic, cast
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import attrs
 import phonenumbers
@@ -20,10 +20,10 @@ from sqlalchemy import String, Table, bindparam, func, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
-from ..domain.errors import HasHistory, ValidationError
+from ..domain.errors import HasHistory, RecordArchived, ValidationError
 from ..domain.validation import normalize_phone
 from ..store.bulk import insert_returning_ids
-from ..store.repositories import E, Repository
+from ..store.repositories import Archived, E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
 from . import consents
@@ -65,37 +65,44 @@ class EntityService(Generic[E]):
             return self.repo(uow).find(**criteria)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
-             limit: int | None = None, offset: int = 0) -> builtins.list[E]:
-        """Entities matching ``filters`` (``attributes.NAME`` for custom fields)."""
+             limit: int | None = None, offset: int = 0, *, archived: Archived = "exclude") -> builtins.list[E]:
+        """Entities matching ``filters`` (``attributes.NAME`` for custom fields).
+
+        ``archived``: ``"exclude"`` (the default) leaves out archived customers and deals and the
+        deals, contacts and interactions of archived customers; ``"include"`` lists every record,
+        ``"only"`` just those.
+        """
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
-            return self.repo(uow).list(self.typed_filters(filters), order_by, limit, offset)
+            return self.repo(uow).list(self.typed_filters(filters), order_by, limit, offset, archived=archived)
 
     def iter(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
-             limit: int | None = None, offset: int = 0) -> Iterator[E]:
+             limit: int | None = None, offset: int = 0, *, archived: Archived = "exclude") -> Iterator[E]:
         """Like :meth:`list`, streamed from the database in batches: memory stays flat
         however many rows match (``crm customer list --all``)."""
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
             streaming = uow.conn.execution_options(stream_results=True, yield_per=STREAM_BATCH)
-            yield from type(self.repo(uow))(streaming).iter(self.typed_filters(filters), order_by, limit, offset)
+            yield from type(self.repo(uow))(streaming).iter(self.typed_filters(filters), order_by, limit, offset,
+                                                            archived=archived)
 
-    def count(self, filters: Mapping[str, Any] | None = None) -> int:
-        """How many entities match ``filters``."""
+    def count(self, filters: Mapping[str, Any] | None = None, *, archived: Archived = "exclude") -> int:
+        """How many entities match ``filters`` (``archived`` as in :meth:`list`)."""
         with self.crm.unit(readonly=True) as uow:
-            return self.repo(uow).count(self.typed_filters(filters))
+            return self.repo(uow).count(self.typed_filters(filters), archived=archived)
 
-    def search(self, text: str, limit: int | None = None) -> builtins.list[E]:
+    def search(self, text: str, limit: int | None = None, *, archived: Archived = "exclude") -> builtins.list[E]:
         """Entities whose name, email or phone contain ``text`` (any script).
 
         A phone number as people write it (``132-9141-7776``, ``+86 132 9141``,
         ``(0755) 1234``) also matches the stored E.164 form: see :func:`phone_search_terms`.
+        ``archived`` as in :meth:`list`.
         """
         columns = tuple(c for c in ("name", "title", "email", "phone", "subject") if c in self.repo_table().c)
         phones = phone_search_terms(text, self.crm.config.phone_region) if "phone" in columns else []
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize(f"{self.kind}.list", None)
-            return self.repo(uow).search(text, columns, limit, also={"phone": phones})
+            return self.repo(uow).search(text, columns, limit, also={"phone": phones}, archived=archived)
 
     def repo_table(self) -> Table:
         """The table of this entity."""
@@ -122,6 +129,9 @@ class EntityService(Generic[E]):
             candidate = entity if entity is not None else self.build(fields)
             # Ask first: a refused user learns nothing from validation messages.
             self.crm.authorize(f"{self.kind}.create", candidate)
+            if getattr(candidate, "archived_at", None) is not None:
+                raise ValidationError.single("archived_at", f"a new {self.kind} is not archived "
+                                             "(add it, then delete() archives it)", self.kind)
             candidate = self.prepare(uow, candidate, None)
             stored = self.repo(uow).insert(candidate, uow.now)
             uow.audit.created(self.kind, stored)
@@ -140,30 +150,36 @@ class EntityService(Generic[E]):
             fields = unstructure(previous) | changes
             candidate = self.build(fields)
             self.crm.authorize(f"{self.kind}.update", candidate)
+            if getattr(previous, "archived_at", None) is not None:
+                raise RecordArchived(self.kind, id, f"is archived: restore it first (crm {self.kind} restore {id})")
+            if "archived_at" in changes:  # archiving has its own use case, audit action and event
+                raise ValidationError.single("archived_at", f"use delete() to archive and restore() to "
+                                             f"un-archive a {self.kind}", self.kind)
             candidate = self.prepare(uow, candidate, previous)
             stored = self.repo(uow).update(candidate, uow.now)
             uow.audit.updated(self.kind, stored, previous)
             self.after_update(uow, stored, previous)
             return stored
 
-    def delete(self, id: int) -> E:
-        """Delete an entity that has no history (customers take their contacts, interactions and
-        open or lost deals).
-
-        Deletes never rewrite history: a record that :meth:`history` finds
-        anything for is refused with :class:`HasHistory` (archive it instead),
-        and the database's foreign keys refuse it too.
-        """
+    def delete(self, id: int, purge: bool = False) -> E:
+        """Delete a contact or interaction for real; see :meth:`ArchivingService.delete` for
+        customers and deals (which archive unless ``purge``)."""
         with self.crm.unit() as uow:
             previous = self.target(uow, id)
             self.crm.authorize(f"{self.kind}.delete", previous)
-            found = self.history(uow, previous)
-            if found:
-                raise HasHistory(self.kind, id, found)
-            self.repo(uow).delete(id)
-            uow.audit.deleted(self.kind, previous)
-            uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
-            return previous
+            return self.remove(uow, previous)
+
+    def remove(self, uow: "UnitOfWork", previous: E, action: str | None = None) -> E:
+        """Remove ``previous``'s row (its dependants cascade), unless :meth:`history` finds anything
+        that must outlive it (:class:`HasHistory`; the database's foreign keys refuse it too)."""
+        found = self.history(uow, previous)
+        if found:
+            raise HasHistory(self.kind, previous.id, found)
+        assert previous.id is not None, "a stored entity has an id"
+        self.repo(uow).delete(previous.id)
+        uow.audit.deleted(self.kind, previous, action)
+        uow.fire(f"on_{self.kind}_deleted", **{self.kind: previous})
+        return previous
 
     def add_many(self, rows: Iterable[Mapping[str, Any] | E]) -> int:
         """Bulk path: validate and insert many entities, firing one batch event.
@@ -266,12 +282,16 @@ class EntityService(Generic[E]):
             raise ValidationError(issues, self.kind)
 
     def check_references(self, uow: "UnitOfWork", entity: E) -> None:
-        """The referenced customer exists and the external id is free (clear errors, not IntegrityErrors)."""
+        """The referenced customer exists and is not archived, and the external id is free (clear
+        errors, not IntegrityErrors)."""
         customer_id = getattr(entity, "customer_id", None)
         with uow.scoped():  # a customer the acting user cannot see is no customer to attach to
-            found = customer_id is None or uow.customers.find(id=customer_id) is not None
-        if not found:
+            customer = uow.customers.find(id=customer_id) if customer_id is not None else None
+        if customer_id is not None and customer is None:
             raise ValidationError.single("customer_id", f"customer {customer_id} does not exist", self.kind)
+        if customer is not None and customer.archived_at is not None:
+            raise ValidationError.single("customer_id", f"customer {customer_id} is archived: restore it first "
+                                         f"(crm customer restore {customer_id})", self.kind)
         # A clear error instead of the database's IntegrityError (which still guards races).
         external_id = getattr(entity, "external_id", None)
         if external_id is not None:
@@ -345,7 +365,56 @@ def _issues(result: Any) -> list[tuple[str, str]]:
     return [item if isinstance(item, tuple) else ("*", str(item)) for item in result]
 
 
-class CustomerService(EntityService[Customer]):
+#: Customers or deals: the entities that archive (they have ``archived_at``).
+A = TypeVar("A", Customer, Deal)
+
+
+class ArchivingService(EntityService[A]):
+    """Customers and deals: :meth:`delete` archives (hidden from lists, kept for reports, the
+    ledger and the audit trail), ``delete(id, purge=True)`` removes, :meth:`restore` un-archives."""
+
+    def delete(self, id: int, purge: bool = False) -> A:
+        """Archive the record (``archived_at`` = now; action ``KIND.delete``), or with ``purge``
+        remove it for real (action ``KIND.purge``).
+
+        Archiving changes nothing else: a customer's deals, contacts and interactions are left as they
+        are and hidden from lists with it.  It fires ``on_KIND_deleted`` (the record leaves the live
+        set, which is what a plugin reacting to deletes cares about); the record passed has
+        ``archived_at`` set.  An archived record is refused (:class:`RecordArchived`).
+
+        A purge is refused with :class:`HasHistory` when the record has history that must outlive
+        it (won deals, loyalty ledger entries, outbox messages, consent decisions): such a record
+        can only be archived.  Otherwise the row goes, with its contacts, interactions, deals and
+        stage history (the database's cascade), audited as ``KIND.purge``.
+        """
+        with self.crm.unit() as uow:
+            previous = self.target(uow, id)
+            if purge:
+                self.crm.authorize(f"{self.kind}.purge", previous)
+                return self.remove(uow, previous, f"{self.kind}.purge")
+            self.crm.authorize(f"{self.kind}.delete", previous)
+            if previous.archived_at is not None:
+                raise RecordArchived(self.kind, id, f"is already archived (since {previous.archived_at.isoformat()})")
+            stored = self.repo(uow).update(attrs.evolve(previous, archived_at=uow.now), uow.now)
+            uow.audit.updated(self.kind, stored, previous, f"{self.kind}.archive")
+            uow.fire(f"on_{self.kind}_deleted", **{self.kind: stored})
+            return stored
+
+    def restore(self, id: int) -> A:
+        """Un-archive an archived record (action ``KIND.restore``, audited); fires ``on_KIND_updated``
+        (with the archived record as ``previous``): it is the same record, live again."""
+        with self.crm.unit() as uow:
+            previous = self.target(uow, id)
+            self.crm.authorize(f"{self.kind}.restore", previous)
+            if previous.archived_at is None:
+                raise RecordArchived(self.kind, id, "is not archived: nothing to restore")
+            stored = self.repo(uow).update(attrs.evolve(previous, archived_at=None), uow.now)
+            uow.audit.updated(self.kind, stored, previous, f"{self.kind}.restore")
+            uow.fire(f"on_{self.kind}_updated", previous=previous, **{self.kind: stored})
+            return stored
+
+
+class CustomerService(ArchivingService[Customer]):
     """``crm.customers``: add, update, delete, get, list, search and import customers."""
     kind, entity, repo_name = "customer", Customer, "customers"
 
@@ -372,7 +441,7 @@ class CustomerService(EntityService[Customer]):
     def history(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[str]:
         """Won deals, loyalty ledger entries, outbox messages and consent decisions."""
         assert customer.id is not None, "a stored customer has an id"
-        won = sum(1 for deal in uow.deals.list({"customer_id": customer.id})
+        won = sum(1 for deal in uow.deals.list({"customer_id": customer.id}, archived="include")
                   if (stage := self.crm.stage_of(deal)) is not None and stage.outcome is StageOutcome.WON)
         return ([f"{won} won deal{'s' if won != 1 else ''}"] if won else []) \
             + _counted(uow.conn, tables.loyalty_ledger.c.customer_id, customer.id,
@@ -402,7 +471,7 @@ class InteractionService(EntityService[Interaction]):
                     self.kind)
 
 
-class DealService(EntityService[Deal]):
+class DealService(ArchivingService[Deal]):
     """Deals, plus :meth:`move` between pipeline stages."""
 
     kind, entity, repo_name = "deal", Deal, "deals"
@@ -559,6 +628,7 @@ class _MovePlan:
         self.service, self.uow = service, uow
         self.current: dict[int, Deal] = {}  # each deal as the moves so far leave it
         self.transitions: list[tuple[Deal, Deal, Any]] = []  # (previous, moved, at)
+        self.archived_customers: set[int] = set()  # customers of the loaded deals that are archived
 
     def add(self, move: Mapping[str, Any]) -> None:
         """Check one move and plan it (:class:`ValidationError` if it is not possible)."""
@@ -568,6 +638,12 @@ class _MovePlan:
             raise ValidationError.single("move", "needs deal_id and stage (and optionally at, lost_reason); "
                                          f"got {sorted(move)}", "deal")
         previous = self._deal(move["deal_id"])
+        if previous.archived_at is not None:
+            raise ValidationError.single("deal_id", f"deal {previous.id} is archived: restore it first "
+                                         f"(crm deal restore {previous.id})", "deal")
+        if previous.customer_id in self.archived_customers:  # as a single move's check_references says
+            raise ValidationError.single("customer_id", f"customer {previous.customer_id} is archived: restore it "
+                                         f"first (crm customer restore {previous.customer_id})", "deal")
         at = move.get("at") or uow.now
         if not (isinstance(at, datetime) and at.utcoffset() == timedelta(0)):  # UTC already: as is
             at = structure({"occurred_at": at}, _MoveTime, "deal").occurred_at
@@ -605,6 +681,11 @@ class _MovePlan:
             for row in rows:
                 deal = self.uow.deals.from_row(row._mapping)
                 self.current[row.id] = deal
+        customers = sorted({d.customer_id for d in self.current.values()})
+        for start in range(0, len(customers), 5000):
+            self.archived_customers.update(self.uow.conn.execute(select(tables.customers.c.id).where(
+                tables.customers.c.id.in_(customers[start:start + 5000]),
+                tables.customers.c.archived_at.is_not(None))).scalars())
 
     def _deal(self, deal_id: Any) -> Deal:
         if isinstance(deal_id, bool) or not isinstance(deal_id, int):

@@ -1,8 +1,10 @@
-"""``crm customer|contact|interaction|deal``: add, show, list, update, delete.
+"""``crm customer|contact|interaction|deal``: add, show, list, update, delete (and restore).
 
 Options are generated from the entity's attrs fields, so a new core field
 shows up on the command line without more code; ``--set NAME=VALUE`` sets a
-custom field.
+custom field.  Customers and deals archive on ``delete`` (``--purge --yes``
+removes them) and come back with ``restore``; contacts and interactions are
+deleted for real.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from ..domain.convert import unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..store.filters import parse_expression
+from ..store.repositories import Archived
 from ..segments.reference import SegmentRef
 from .params import COUNT, ID, SEGMENT, as_id, one_more
 from .context import Session, pass_session, read_only
@@ -27,7 +30,9 @@ from .context import Session, pass_session, read_only
 #: A click command callback (decorators hand it back with options added).
 F = TypeVar("F", bound=Callable[..., Any])
 
-SKIP = {"id", "created_at", "updated_at", "attributes"}
+SKIP = {"id", "created_at", "updated_at", "attributes", "archived_at"}
+#: The kinds whose delete archives (``crm KIND restore`` un-archives; ``--purge --yes`` removes).
+ARCHIVING = ("customer", "deal")
 # Required by the entity but filled in by the use case when absent.
 DEFAULTED = {"occurred_at", "currency"}
 LIST_COLUMNS = {
@@ -83,8 +88,8 @@ def resolve_customer(session: Session, ref: str | int) -> int:
     crm = session.crm
     text = str(ref).strip()
     found = crm.customers.find(external_id=text)
-    if found is None and "@" in text:
-        found = next(iter(crm.customers.list({"email__contains": text}, limit=1)), None)
+    if found is None and "@" in text:  # archived ones too: what is done with them decides (a clear error)
+        found = next(iter(crm.customers.list({"email__contains": text}, limit=1, archived="include")), None)
     customer_id = as_id(text)
     if found is None and customer_id is not None:
         found = crm.customers.find(id=customer_id)
@@ -125,7 +130,9 @@ def segment_filters(session: Session, refs: tuple[SegmentRef, ...]) -> dict[str,
 
 def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.Group:
     """The command group for one entity kind."""
-    group = click.Group(kind, help=f"{kind.capitalize()}s: add, show, list, update, delete.")
+    verbs = "add, show, list, update, delete (archive), restore" if kind in ARCHIVING else \
+        "add, show, list, update, delete"
+    group = click.Group(kind, help=f"{kind.capitalize()}s: {verbs}.")
 
     @group.command("add")
     @_field_options(entity, for_update=False)
@@ -143,7 +150,9 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @pass_session
     def show(session: Session, id: int) -> None:
         found = service(session.crm).get(id)
-        _show(session, kind, found, None)
+        archived = getattr(found, "archived_at", None)
+        _show(session, kind, found, None if archived is None else
+              f"{kind} {id} is archived (since {archived.isoformat()}); crm {kind} restore {id} brings it back")
 
     @read_only
     @group.command("list")
@@ -153,22 +162,26 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
     @click.option("--limit", type=COUNT, default=100, show_default=True)
     @click.option("--offset", type=COUNT, default=0)
     @click.option("--all", "all_rows", is_flag=True, help="Every matching row, streamed (instead of --limit).")
+    @archived_options(kind)
     @segment_filter_option(kind)
     @pass_session
     def list_(session: Session, where: tuple[str, ...], sort: str, limit: int, offset: int, all_rows: bool,
+              only_archived: bool = False, include_archived: bool = False,
               segment: tuple[SegmentRef, ...] = ()) -> None:
         filters = dict(parse_expression(w) for w in where) | segment_filters(session, segment)
-        columns = None if session.as_json else LIST_COLUMNS[kind]
+        archived = archived_choice(only_archived, include_archived)
+        columns = None if session.as_json else LIST_COLUMNS[kind] + (["archived_at"] if archived != "exclude" else [])
         found = service(session.crm)
         named = with_customer_names if kind == "deal" else _same
         if all_rows:
-            session.emit(named(session, (_record(r) for r in found.iter(filters, order_by=sort, offset=offset))),
+            session.emit(named(session, (_record(r) for r in found.iter(filters, order_by=sort, offset=offset,
+                                                                          archived=archived))),
                          columns=columns)
             return
-        rows = found.list(filters, order_by=sort, limit=limit, offset=offset)
+        rows = found.list(filters, order_by=sort, limit=limit, offset=offset, archived=archived)
         session.emit(list(named(session, [_record(r) for r in rows])), columns=columns)
         if len(rows) == limit:
-            total = found.count(filters)
+            total = found.count(filters, archived=archived)
             if total > offset + len(rows):
                 session.showing(len(rows), total)
 
@@ -188,12 +201,16 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
         updated = service(session.crm).update(id, **values)
         _show(session, kind, updated, f"{kind} {id} updated")
 
+    if kind in ARCHIVING:
+        add_archive_commands(group, kind, service)
+        return group
+
     @group.command("delete")
     @click.argument("id", type=ID)
     @click.option("--yes", "-y", is_flag=True, help="Delete without asking (required when stdin is not a terminal).")
     @pass_session
     def delete(session: Session, id: int, yes: bool) -> None:
-        """Delete ID (asks first; a record with history is refused: archive it instead)."""
+        """Delete ID for real (asks first)."""
         if not yes:
             confirm_delete(kind, id)
         removed = service(session.crm).delete(id)
@@ -204,6 +221,58 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
 
 def _same(session: Session, records: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
     return records
+
+
+def add_archive_commands(group: click.Group, kind: str, service: Callable[[Any], Any]) -> None:
+    """``delete`` (archive; ``--purge --yes`` removes) and ``restore`` for customers and deals."""
+
+    @group.command("delete")
+    @click.argument("id", type=ID)
+    @click.option("--purge", is_flag=True,
+                  help=f"Remove the {kind} for real (needs the {kind}.purge permission and --yes; "
+                       "refused when it has history).")
+    @click.option("--yes", "-y", is_flag=True, help="Confirm --purge (which cannot be undone).")
+    @pass_session
+    def delete(session: Session, id: int, purge: bool, yes: bool) -> None:
+        """Archive ID: hidden from lists, kept for reports, the ledger and the audit trail
+        (`restore` brings it back).  With --purge --yes, remove it for real."""
+        if purge and not yes:  # no prompt: a purge cannot be undone, so it is said on the command line
+            raise ValidationError.single("--yes", f"{kind} {id} is not purged: add --yes to purge it "
+                                         "(a purge cannot be undone; without --purge it is archived)")
+        removed = service(session.crm).delete(id, purge=purge)
+        if purge:
+            session.emit_object(_record(removed), f"{kind} {id} purged")
+        else:
+            session.emit_object(_record(removed), f"{kind} {id} archived: hidden from lists, kept for reports "
+                                                  f"(crm {kind} restore {id} brings it back)")
+
+    @group.command("restore")
+    @click.argument("id", type=ID)
+    @pass_session
+    def restore(session: Session, id: int) -> None:
+        """Un-archive ID: it is listed, exported and segmented again."""
+        restored = service(session.crm).restore(id)
+        _show(session, kind, restored, f"{kind} {id} restored")
+
+
+def archived_options(kind: str) -> Callable[[F], F]:
+    """``--archived`` (only archived records) and ``--include-archived`` (all) on a list command."""
+    of = " (those of archived customers)" if kind not in ARCHIVING else ""
+
+    def decorate(func: F) -> F:
+        func = click.option("--include-archived", "include_archived", is_flag=True,
+                            help=f"Archived {kind}s{of} too.")(func)
+        return click.option("--archived", "only_archived", is_flag=True,
+                            help=f"Only archived {kind}s{of}.")(func)
+    return decorate
+
+
+def archived_choice(only: bool, include: bool) -> Archived:
+    """The ``archived`` argument of a listing from its two flags."""
+    if only and include:
+        raise ValidationError.single("--archived", "give --archived (only archived) or --include-archived "
+                                     "(all), not both")
+    return "only" if only else "include" if include else "exclude"
 
 
 def confirm_delete(kind: str, id: int) -> None:
@@ -257,10 +326,12 @@ def _customer_sections(session: Session, customer: Customer) -> dict[str, Any]:
     assert customer.id is not None, "a stored customer has an id"
     mine = {"customer_id": customer.id}
     found: dict[str, list[dict[str, Any]]] = {
-        "contacts": [_record(c) for c in crm.contacts.list(mine, order_by="id", limit=100)],
+        # An archived customer's own records are shown with it (archived="include").
+        "contacts": [_record(c) for c in crm.contacts.list(mine, order_by="id", limit=100, archived="include")],
         "recent_interactions": [_record(i) for i in crm.interactions.list(mine, order_by="-occurred_at",
-                                                                          limit=RECENT)],
-        "deals": [_record(d) for d in crm.deals.list(mine, order_by="-id", limit=DEALS_SHOWN)],
+                                                                          limit=RECENT, archived="include")],
+        "deals": [_record(d) for d in crm.deals.list(mine, order_by="-id", limit=DEALS_SHOWN,
+                                                     archived="include")],
         # Balances, expiry and tiers per scheme, derived from the ledger by the loyalty engine.
         "points": crm.loyalty.status(customer.id, as_of=session.as_of),
         "recent_messages": [
@@ -280,7 +351,8 @@ def with_customer_names(session: Session, records: Iterable[dict[str, Any]],
     rows = iter(records)
     while batch := list(itertools.islice(rows, chunk)):
         ids = sorted({r["customer_id"] for r in batch})
-        names = {c.id: c.name for c in session.crm.customers.list({"id__in": ids}, limit=len(ids))}
+        names = {c.id: c.name for c in session.crm.customers.list({"id__in": ids}, limit=len(ids),
+                                                                  archived="include")}
         for row in batch:
             yield _insert_after(row, "customer_id", "customer_name", names.get(row["customer_id"]))
 

@@ -29,7 +29,7 @@ from ..io.readers import FORMATS
 from ..store.filters import parse_expression
 from ..domain.convert import json_default
 from .context import Session, pass_session
-from .entities import segment_filters
+from .entities import archived_choice, segment_filters
 from ..segments.reference import SegmentRef
 from .params import COUNT, POSITIVE, SEGMENT
 
@@ -155,14 +155,19 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
               help="Customers only: those in SEGMENT of the latest run of its strategy (repeatable).")
 @click.option("--raw-csv", is_flag=True, help="CSV for programs: no quote before text starting with =, +, -, @ "
                                              "(by default such text is escaped so spreadsheets do not run it).")
+@click.option("--archived", "only_archived", is_flag=True,
+              help="Only archived records (for contacts, interactions and deals: also those of archived customers).")
+@click.option("--include-archived", "include_archived", is_flag=True, help="Archived records too.")
 @pass_session
 def export_command(session: Session, entity: str, output: str | None, format: str | None,
                    where: tuple[str, ...], sort: str, limit: int | None, encoding: str | None, delimiter: str,
-                   segment: tuple[SegmentRef, ...] = (), raw_csv: bool = False, excel: bool | None = None) -> None:
+                   segment: tuple[SegmentRef, ...] = (), raw_csv: bool = False, excel: bool | None = None,
+                   only_archived: bool = False, include_archived: bool = False) -> None:
     """Export ENTITY (customers, contacts, interactions or deals) to CSV, JSON Lines or XLSX.
 
     The file imports back as it is: `crm import ENTITY FILE` into another
     database recreates every field (links to customers by external id or email).
+    Archived records are left out unless --archived or --include-archived.
 
     \b
     Examples:
@@ -173,6 +178,7 @@ def export_command(session: Session, entity: str, output: str | None, format: st
       crm export customers --excel -o customers.csv
     """
     filters = dict(parse_expression(w) for w in where)
+    archived = archived_choice(only_archived, include_archived)
     if segment:
         if ENTITY_NAMES[entity.lower()] != "customer":
             raise CRMError(f"--segment filters customers, not {entity}")
@@ -187,11 +193,11 @@ def export_command(session: Session, entity: str, output: str | None, format: st
         if output in (None, "-"):  # stdout is the file: nothing to count, nothing drawn over it
             total = None
         else:  # the bar needs a total: one COUNT, cheap next to writing the rows
-            total = getattr(session.crm, f"{ENTITY_NAMES[entity.lower()]}s").count(filters)
+            total = getattr(session.crm, f"{ENTITY_NAMES[entity.lower()]}s").count(filters, archived=archived)
             total = total if limit is None else min(total, limit)
         report = export_entities(session.crm, entity, output, format=format, filters=filters, sort=sort,
                                  limit=limit, encoding=encoding, delimiter=delimiter, raw_csv=raw_csv, excel=excel,
-                                 progress=lambda rows: progress(rows, total))
+                                 progress=lambda rows: progress(rows, total), archived=archived)
     if output not in (None, "-") and not session.quiet:
         click.echo(f"exported {report.rows} {report.entity}s to {output} ({report.format})", err=True)
 

@@ -98,17 +98,30 @@ class InsufficientPoints(CRMError):
 
 
 class HasHistory(CRMError):
-    """A delete refused because the record has history that must outlive it.
+    """A purge refused because the record has history that must outlive it.
 
     Loyalty ledger entries, outbox messages, consent decisions and won deals are
-    history: deleting their customer (or deal) would rewrite past reports and
-    balances, so the record is kept and should be archived instead.
+    history: removing their customer (or deal) would rewrite past reports and
+    balances, so the record can only be archived (``delete`` without ``purge``).
     """
 
     def __init__(self, kind: str, id: int | None, history: Sequence[str]):
         self.kind, self.id, self.history = kind, id, tuple(history)
-        super().__init__(f"{kind} {id} has history ({', '.join(history)}) and cannot be deleted: "
-                         f"archive it instead (deletes never rewrite history)")
+        super().__init__(f"{kind} {id} has history ({', '.join(history)}) and cannot be purged: "
+                         f"it can only be archived (deletes never rewrite history)")
+
+
+class RecordArchived(CRMError):
+    """A write refused because of a record's archived state.
+
+    Updating (or moving, importing over, adding to) an archived customer or
+    deal is refused until it is restored; archiving an archived record, or
+    restoring a live one, is refused too.
+    """
+
+    def __init__(self, kind: str, id: int | None, message: str):
+        self.kind, self.id = kind, id
+        super().__init__(f"{kind} {id} {message}")
 
 
 def unknown_keys(where: str, keys: Iterable[str], allowed: Iterable[str], label: str = "key(s)") -> ConfigError:

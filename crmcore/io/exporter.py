@@ -42,6 +42,7 @@ from sqlalchemy import select
 from ..domain.convert import local_zone
 from ..domain.entities import ENTITY_TYPES
 from ..store.filters import conditions
+from ..store.repositories import Archived, archived_conditions
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from .mapping import REFERENCES, entity_fields, entity_kind
 from .readers import EXTENSIONS, FORMATS, SourceError
@@ -77,13 +78,17 @@ def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None
                     format: str | None = None, filters: Mapping[str, Any] | None = None,
                     sort: str = "id", limit: int | None = None, encoding: str | None = None,
                     delimiter: str = ",", progress: Callable[[int], None] | None = None,
-                    raw_csv: bool = False, excel: bool | None = None) -> ExportReport:
+                    raw_csv: bool = False, excel: bool | None = None,
+                    archived: Archived = "exclude") -> ExportReport:
     """Write the entities matching ``filters`` to ``target`` (a path, a binary stream, or stdout).
 
     CSV text a spreadsheet would run as a formula gets a leading quote unless
     ``raw_csv`` (see :mod:`crmcore.domain.spreadsheet`); importing the file
     undoes it.  ``excel`` (None: ``excel_csv`` in crm.toml) writes CSV as
     UTF-8 with a byte order mark, which Excel needs to read Chinese text.
+    Archived customers and deals, and the deals, contacts and interactions of
+    archived customers, are left out unless ``archived`` says otherwise (as in
+    ``crm.customers.list``).
     """
     kind = entity_kind(entity)
     format = _format(target, format)
@@ -108,7 +113,8 @@ def export_entities(crm: Any, entity: str, target: str | Path | IO[bytes] | None
                                 person.c.email.label("_contact_email"))
         stmt = stmt.outerjoin(person, person.c.id == table.c.contact_id)
     with local_zone(ZoneInfo(crm.config.timezone)):  # --where closed_at>=2024-01-01: a local day
-        stmt = stmt.where(*conditions(table, typed, kind)).order_by(order, table.c.id).limit(limit)
+        stmt = stmt.where(*conditions(table, typed, kind), *archived_conditions(table, archived, kind))
+        stmt = stmt.order_by(order, table.c.id).limit(limit)
     columns = export_columns(crm, kind, format)
     declared = list(crm.custom_fields.get(kind, {}))
     zone = ZoneInfo(crm.config.timezone)

@@ -709,6 +709,7 @@ class _Import:
         resolved["contact"] = _resolve(uow, contacts, wanted["contact"], "contact", with_owner=True)
         resolved["customer_id"] = _by_id(uow, customers, wanted["customer_id"], "customer", with_owner=False)
         resolved["contact_id"] = _by_id(uow, contacts, wanted["contact_id"], "contact", with_owner=True)
+        _refuse_archived(uow, resolved)
         return resolved
 
     def _apply_references(self, row: dict[str, Any], refs: dict[str, str],
@@ -851,6 +852,13 @@ class _Import:
         """
         repo = self.service.repo(uow)
         previous = repo.from_row(match)
+        if getattr(previous, "archived_at", None) is not None:
+            # Refused, not restored: bringing a record back is a decision (crm KIND restore), not a side
+            # effect of a file that happens to name it.
+            self._reject(item.line, self._key_column() if item.key is not None else None,
+                         f"{self.kind} {previous.id} is archived: restore it first "
+                         f"(crm {self.kind} restore {previous.id}) or leave this row out", item.values)
+            return None
         given: Given = self.checker.given(item.values)
         if given.issues:
             self._reject_all(item.line, given.issues, item.values)
@@ -871,6 +879,11 @@ class _Import:
             self._reject_all(item.line, problems, item.values)
             return None
         candidate = repo.from_row(row)
+        if getattr(candidate, "archived_at", None) is not None:  # archiving has its own use case and audit
+            self._reject(item.line, self.checker.column_of("archived_at"), f"{self.kind} {previous.id} is not "
+                         f"archived: an import does not archive it (crm {self.kind} delete {previous.id} does)",
+                         item.values)
+            return None
         try:
             if self.kind == "deal":  # stage moves stamp closed_at, reset the probability
                 candidate = self.service.prepare(uow, candidate, previous, check_references=False)
@@ -977,6 +990,24 @@ def _resolve(uow: Any, table: Any, refs: set[str], what: str, with_owner: bool) 
     for ref in refs - found.keys():
         found[ref] = f"no {what} has the external id, email or id {ref!r}"
     return found
+
+
+def _refuse_archived(uow: Any, resolved: dict[str, dict[Any, Any]]) -> None:
+    """References to an archived customer, or to a contact of one, become row errors (one query per
+    batch): a new record for an archived customer is refused, as ``crm.contacts.add`` refuses it."""
+    owners = {v if isinstance(v, int) else v[1] for found in resolved.values() for v in found.values()
+              if isinstance(v, (int, tuple))}
+    archived = {row[0] for row in _where_in(uow, [customers.c.id], customers.c.id, owners,
+                                            customers.c.archived_at.is_not(None))} if owners else set()
+    if not archived:
+        return
+    for found in resolved.values():
+        for ref, value in found.items():
+            customer = value if isinstance(value, int) else value[1] if isinstance(value, tuple) else None
+            if customer in archived:
+                found[ref] = (f"customer {customer} is archived: restore it first (crm customer restore {customer})"
+                              if isinstance(value, int) else
+                              f"contact {value[0]} belongs to customer {customer}, which is archived")
 
 
 def _by_id(uow: Any, table: Any, ids: set[int], what: str, with_owner: bool) -> dict[int, Any]:

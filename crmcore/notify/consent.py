@@ -151,7 +151,11 @@ def refusal_column(channel: str, address: str | None, purpose: str, policy: str,
     # A channel kind switched off (consent_email false) beats a grant for every channel: the
     # flag opts the customer out of that kind of channel, a "*" grant says yes to marketing.
     opted_out = default[-1:] if flag_value is not None else []
+    # An archived customer is no longer a live customer: no message of any purpose goes to them
+    # (campaigns, triggers and the dispatcher all decide through this expression).
+    archived = select(cust.c.archived_at).where(cust.c.id == customer_id).scalar_subquery()
     return case(
+        (archived.is_not(None), literal("customer is archived")),
         (and_(exact_stands, exact_granted == false()), literal(f"withdrew {purpose} consent for {channel}")),
         (exact_stands, null()),
         (every_granted == false(), literal(f"withdrew {purpose} consent for every channel")),

@@ -16,7 +16,7 @@ from datetime import date, datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import Select, and_, case, func, insert, literal, null, select, update
+from sqlalchemy import Select, and_, case, delete, func, insert, literal, null, select, update
 
 from ..application.components import build_options, options_dict
 from ..application.registry import Registry
@@ -80,12 +80,21 @@ class SegmentEngine:
             else:
                 with cyclic_gc_paused():
                     self._insert_batches(uow, run_id, segmenter.assign(ctx, opts))
+            self._drop_archived(uow, run_id)
             if ctx.run_details:  # before the diff, so the change event's run carries them
                 uow.conn.execute(update(runs).where(runs.c.id == run_id).values(details=ctx.run_details))
             stats = self._diff(uow, strategy, run_id)
             stats["duration_s"] = time.perf_counter() - started
             uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
             return self._run(uow, run_id)
+
+    @staticmethod
+    def _drop_archived(uow: "UnitOfWork", run_id: int) -> None:
+        """Archived customers are no longer live customers: whatever a strategy selected, they are in
+        no segment of the run (one statement here rather than a rule every strategy must follow; the
+        index on ``customers.archived_at`` keeps it cheap when nobody is archived)."""
+        gone = select(tables.customers.c.id).where(tables.customers.c.archived_at.is_not(None))
+        uow.conn.execute(delete(m).where(m.c.run_id == run_id, m.c.customer_id.in_(gone)))
 
     @staticmethod
     def _insert_select(uow: "UnitOfWork", run_id: int, query: Select[*tuple[Any, ...]]) -> None:

@@ -12,10 +12,10 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 import builtins
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Literal, TypeVar
 
 import attrs
-from sqlalchemy import Connection, RowMapping, Table, delete, func, insert, select, update
+from sqlalchemy import Connection, RowMapping, Table, delete, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement
 
 from ..domain.convert import converter, unstructure
@@ -28,6 +28,32 @@ from .filters import conditions, search_condition
 
 #: One of the four entity types (a repository, and a service, handle one of them).
 E = TypeVar("E", Customer, Contact, Interaction, Deal)
+
+#: Which records a listing shows: the live ones (``exclude``, the default), all (``include``) or only the
+#: archived ones (``only``).  A deal, contact or interaction of an archived customer counts as archived.
+Archived = Literal["exclude", "include", "only"]
+ARCHIVED_CHOICES: tuple[str, ...] = ("exclude", "include", "only")
+
+
+def archived_conditions(table: Table, archived: str, kind: str) -> builtins.list[ColumnElement[bool]]:
+    """The WHERE conditions of ``archived`` (:data:`Archived`) for one entity table.
+
+    Customers and deals carry ``archived_at``; a deal, contact or interaction of an archived customer
+    is hidden with it (a subquery on the indexed ``customers.archived_at``: few rows are archived).
+    """
+    if archived not in ARCHIVED_CHOICES:
+        raise ValidationError.single("archived", f"must be one of {', '.join(ARCHIVED_CHOICES)}, got {archived!r}",
+                                     kind)
+    if archived == "include":
+        return []
+    own = table.c.archived_at.is_not(None) if "archived_at" in table.c else None
+    gone = None
+    if "customer_id" in table.c:
+        archived_customers = select(tables.customers.c.id).where(tables.customers.c.archived_at.is_not(None))
+        gone = table.c.customer_id.in_(archived_customers)
+    either = [c for c in (own, gone) if c is not None]
+    hidden = either[0] if len(either) == 1 else or_(*either)
+    return [hidden] if archived == "only" else [~hidden]
 
 
 class Repository(Generic[E]):
@@ -55,23 +81,26 @@ class Repository(Generic[E]):
         return None if row is None else self.from_row(row._mapping)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
-             limit: int | None = None, offset: int = 0) -> builtins.list[E]:
-        """Entities matching ``filters``; ``attributes.NAME`` filters a custom field."""
-        return list(self.iter(filters, order_by, limit, offset))
+             limit: int | None = None, offset: int = 0, *, archived: Archived = "exclude") -> builtins.list[E]:
+        """Entities matching ``filters``; ``attributes.NAME`` filters a custom field; archived records
+        (and those of archived customers) only as ``archived`` says."""
+        return list(self.iter(filters, order_by, limit, offset, archived=archived))
 
     def iter(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
-             limit: int | None = None, offset: int = 0) -> Iterator[E]:
+             limit: int | None = None, offset: int = 0, *, archived: Archived = "exclude") -> Iterator[E]:
         column = order_by.lstrip("-")
         if column not in self.table.c:
             raise ValidationError.single("order_by", f"unknown column {column!r}", self.kind)
         order = self.table.c[column].desc() if order_by.startswith("-") else self.table.c[column]
-        stmt = select(self.table).where(*self._conditions(filters or {}))
+        stmt = select(self.table).where(*self._conditions(filters or {}),
+                                        *archived_conditions(self.table, archived, self.kind))
         stmt = stmt.order_by(order, self.table.c.id).offset(offset).limit(limit)
         for row in self.conn.execute(stmt):
             yield self.from_row(row._mapping)
 
-    def count(self, filters: Mapping[str, Any] | None = None) -> int:
-        stmt = select(func.count()).select_from(self.table).where(*self._conditions(filters or {}))
+    def count(self, filters: Mapping[str, Any] | None = None, *, archived: Archived = "exclude") -> int:
+        stmt = select(func.count()).select_from(self.table).where(
+            *self._conditions(filters or {}), *archived_conditions(self.table, archived, self.kind))
         return self.conn.execute(stmt).scalar_one()
 
     # -- writing ---------------------------------------------------------
@@ -122,10 +151,12 @@ class Repository(Generic[E]):
         return conditions(self.table, criteria, self.kind)
 
     def search(self, text: str, columns: tuple[str, ...], limit: int | None = None,
-               also: Mapping[str, Sequence[str]] | None = None) -> builtins.list[E]:
+               also: Mapping[str, Sequence[str]] | None = None, *,
+               archived: Archived = "exclude") -> builtins.list[E]:
         """Entities whose ``columns`` contain ``text`` (case-insensitive), or a column of
         ``also`` one of its substrings."""
-        stmt = select(self.table).where(search_condition(self.table, text, columns, also))
+        stmt = select(self.table).where(search_condition(self.table, text, columns, also),
+                                        *archived_conditions(self.table, archived, self.kind))
         return [self.from_row(r._mapping) for r in self.conn.execute(stmt.order_by(self.table.c.id).limit(limit))]
 
 

@@ -60,8 +60,9 @@ def test_customer_crud_and_search(run):
     ordered = as_json(run("--json", "customer", "list", "--sort", "-name", "--limit", "1"))
     assert ordered[0]["name"] == "张伟"
     assert as_json(run("--json", "customer", "list", "--offset", "1", "--sort", "id"))[0]["name"] == "Alice Smith"
-    ok(run("customer", "delete", "2", "--yes"))
+    ok(run("customer", "delete", "2", "--yes"))  # archives
     assert len(as_json(run("--json", "customer", "list"))) == 1
+    assert [c["id"] for c in as_json(run("--json", "customer", "list", "--archived"))] == [2]
 
 
 def test_deal_move_earns_points_and_report(run):

@@ -69,7 +69,8 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("customer", "consent"): [ann],
         ("customer", "unsubscribe"): [ben, "--channel", "console"],
         ("customer", "resubscribe"): [ben, "--channel", "console"],
-        ("customer", "delete"): [ben, "--yes"],
+        ("customer", "delete"): [ben],
+        ("customer", "restore"): [ids["archived_customer"]],
         ("contact", "add"): ["--customer", "ann", "--name", "Finn"],
         ("contact", "show"): [ids["contact"]],
         ("contact", "update"): [ids["contact"], "--title", "CTO"],
@@ -83,7 +84,8 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("deal", "show"): [won],
         ("deal", "update"): [open_deal, "--title", "CRM+"],
         ("deal", "move"): [open_deal, "negotiation"],
-        ("deal", "delete"): [open_deal, "--yes"],
+        ("deal", "delete"): [open_deal],
+        ("deal", "restore"): [ids["archived_deal"]],
         ("segment", "run"): ["geo"],
         ("segment", "members"): ["value-tier"],
         ("segment", "export"): ["value-tier", "--output", str(tmp_path / "members.csv")],
@@ -155,6 +157,12 @@ def census(crm_db_url, tmp_path, monkeypatch):
                         "won", "--closed-at", "2026-06-02T10:00:00+00:00")["id"])
     ids["open"] = str(ok("deal", "add", "--customer", "ben", "--title", "CRM", "--amount", "10",
                          "--stage", "proposal")["id"])
+    # Archived ones, so that restore would succeed without the policy.
+    ids["archived_customer"] = str(ok("customer", "add", "--name", "Gone")["id"])
+    ok("customer", "delete", ids["archived_customer"])
+    ids["archived_deal"] = str(ok("deal", "add", "--customer", "ann", "--title", "Old", "--amount", "1",
+                                  "--stage", "lead")["id"])
+    ok("deal", "delete", ids["archived_deal"])
     ids["run1"] = str(ok("segment", "run", "value-tier")["id"])
     ids["run2"] = str(ok("segment", "run", "value-tier")["id"])
     ok("notify", "send", "--channel", "file", "--customer", "ann", "--subject", "hi", "--body", "b")

@@ -173,8 +173,10 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("export",): (dict, ["customers"]),  # JSON Lines: one object per line
         ("contact", "delete"): (OBJECT, [contact, "--yes"]),
         ("interaction", "delete"): (OBJECT, [interaction, "--yes"]),
-        ("deal", "delete"): (OBJECT, [open_deal, "--yes"]),
-        ("customer", "delete"): (OBJECT, ["Eve", "--yes"]),
+        ("deal", "delete"): (OBJECT, [open_deal]),       # archives
+        ("deal", "restore"): (OBJECT, [open_deal]),
+        ("customer", "delete"): (OBJECT, ["Eve"]),       # archives (Eve's id, below)
+        ("customer", "restore"): (OBJECT, ["Eve"]),
         # Users last: once a user exists, commands need an actor (CRM_USER below).
         ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei", "--role", "admin"]),
         ("user", "list"): (ARRAY, []),
@@ -199,7 +201,7 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
     assert every - set(expected) - set(NOT_JSON) == set(), "classify each new command's --json shape here"
     eve, acting = None, None
     for path, (shape, args) in expected.items():
-        if path == ("customer", "delete"):
+        if path in (("customer", "delete"), ("customer", "restore")):
             args = [str(eve)]  + args[1:]
         result = run("--json", "--as-of", "2026-06-30", *path, *args, env=acting)
         documents = ([json.loads(line) for line in result.stdout.splitlines()] if path == ("export",)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from types import SimpleNamespace
 
+import attrs
 import pytest
 
 import crmcore
@@ -36,8 +37,10 @@ def test_customer_events(crm_factory, recorder: Recorder) -> None:
     crm = crm_factory(extra_plugins=[recorder])
     customer = crm.customers.add(name="张伟", email="Zhang.Wei@Example.com")
     updated = crm.customers.update(customer.id, city="北京")
-    deleted = crm.customers.delete(customer.id)
-    assert recorder.hooks() == ["on_customer_created", "on_customer_updated", "on_customer_deleted"]
+    deleted = crm.customers.delete(customer.id)  # archives: the record leaves the live set
+    purged = crm.customers.delete(customer.id, purge=True)
+    assert recorder.hooks() == ["on_customer_created", "on_customer_updated", "on_customer_deleted",
+                                "on_customer_deleted"]
     created, = recorder.named("on_customer_created")
     assert created["customer"] == customer and created["customer"].id is not None
     assert created["customer"].email == "Zhang.Wei@example.com"  # normalised before the event
@@ -45,8 +48,10 @@ def test_customer_events(crm_factory, recorder: Recorder) -> None:
     changed, = recorder.named("on_customer_updated")
     assert changed["customer"] == updated and changed["previous"] == customer
     assert (changed["previous"].city, changed["customer"].city) == (None, "北京")
-    gone, = recorder.named("on_customer_deleted")
-    assert gone["customer"] == deleted == updated
+    archived, gone = recorder.named("on_customer_deleted")
+    assert archived["customer"] == deleted and deleted.archived_at == FIXED_NOW
+    assert attrs.evolve(deleted, archived_at=None) == updated  # archiving changes nothing else
+    assert gone["customer"] == purged == deleted
 
 
 def test_contact_and_interaction_events(crm_factory, recorder: Recorder) -> None:
@@ -79,9 +84,9 @@ def test_deal_events_and_stage_changes(crm_factory, recorder: Recorder) -> None:
     retitled = crm.deals.update(deal.id, title="年度合同（续）")
     won = crm.deals.move(deal.id, "won")
     with pytest.raises(HasHistory):  # a won deal is history: kept, no event
-        crm.deals.delete(deal.id)
+        crm.deals.delete(deal.id, purge=True)
     spare = crm.deals.add(customer_id=customer.id, title="草稿", amount="1", currency="CNY", stage="lead")
-    crm.deals.delete(spare.id)
+    crm.deals.delete(spare.id, purge=True)
     assert recorder.hooks() == [  # winning makes the lead a customer (test_core_lifecycle.py)
         "on_customer_created", "on_deal_created", "on_deal_stage_changed", "on_deal_updated",
         "on_deal_updated", "on_customer_updated", "on_deal_stage_changed", "on_deal_created",

@@ -1,9 +1,11 @@
-"""Deletes never rewrite history (issue 13, point 1).
+"""Deletes never rewrite history (issue 13, point 1; issue 15, point 6).
 
 A customer or deal with loyalty ledger entries, outbox messages, consent
-decisions or won deals cannot be deleted (archive instead); no foreign key
-cascades into the ledger, its allocations, the outbox or the consent records;
-the command line asks before deleting.  On every database ``crm_db_url`` offers.
+decisions or won deals cannot be purged (it can only be archived, which is what
+a plain delete does: tests/core/test_archive.py); no foreign key cascades into
+the ledger, its allocations, the outbox or the consent records; the command
+line asks before deleting a contact or interaction and wants ``--purge --yes``
+to purge.  On every database ``crm_db_url`` offers.
 """
 
 from __future__ import annotations
@@ -39,8 +41,8 @@ def test_win_loss_for_a_past_period_keeps_its_won_deal(crm_factory) -> None:
                   closed_at=FIXED_NOW - timedelta(days=40))
     before = won_deal_count(crm)
     assert before == 1
-    with pytest.raises(HasHistory, match=r"customer \d+ has history \(1 won deal\).*archive"):
-        crm.customers.delete(customer.id)
+    with pytest.raises(HasHistory, match=r"customer \d+ has history \(1 won deal\).*only be archived"):
+        crm.customers.delete(customer.id, purge=True)
     assert won_deal_count(crm) == before
     assert crm.customers.get(customer.id).name == "客户九十三"
 
@@ -56,11 +58,11 @@ def test_a_customer_with_ledger_entries_messages_or_consent_is_kept(crm_factory)
     for customer, what in ((points, "1 loyalty ledger entry"), (mailed, "1 outbox message"),
                            (asked, "1 consent decision")):
         with pytest.raises(HasHistory, match=rf"has history \({what}\)"):
-            crm.customers.delete(customer.id)
+            crm.customers.delete(customer.id, purge=True)
         assert crm.customers.get(customer.id).id == customer.id
 
 
-def test_a_customer_without_history_is_deleted_with_its_open_work(crm_factory) -> None:
+def test_a_customer_without_history_is_purged_with_its_open_work(crm_factory) -> None:
     crm = crm_factory()
     customer = crm.customers.add(name="新客户")
     contact = crm.contacts.add(customer_id=customer.id, name="联系人")
@@ -68,10 +70,10 @@ def test_a_customer_without_history_is_deleted_with_its_open_work(crm_factory) -
     lost = crm.deals.add(customer_id=customer.id, title="t", amount="10", currency="CNY", stage="lead")
     crm.deals.move(lost.id, "lost", lost_reason="price")
     crm.deals.add(customer_id=customer.id, title="open", amount="10", currency="CNY", stage="lead")
-    crm.customers.delete(customer.id)
+    crm.customers.delete(customer.id, purge=True)
     with pytest.raises(NotFound):
         crm.customers.get(customer.id)
-    assert (crm.contacts.count(), crm.interactions.count(), crm.deals.count()) == (0, 0, 0)
+    assert [s.count(archived="include") for s in (crm.contacts, crm.interactions, crm.deals)] == [0, 0, 0]
 
 
 def test_a_won_deal_or_one_with_ledger_entries_is_kept(crm_factory) -> None:
@@ -80,12 +82,12 @@ def test_a_won_deal_or_one_with_ledger_entries_is_kept(crm_factory) -> None:
     won = crm.deals.add(customer_id=customer.id, title="won", amount="500", currency="CNY", stage="lead")
     crm.deals.move(won.id, "won")
     with pytest.raises(HasHistory, match=r"deal \d+ has history \(won, \d+ loyalty ledger entr"):
-        crm.deals.delete(won.id)
+        crm.deals.delete(won.id, purge=True)
     crm.deals.move(won.id, "lost", lost_reason="refund")  # the reversal is a new ledger entry
     with pytest.raises(HasHistory, match=r"deal \d+ has history \(\d+ loyalty ledger entries\)"):
-        crm.deals.delete(won.id)
+        crm.deals.delete(won.id, purge=True)
     plain = crm.deals.add(customer_id=customer.id, title="plain", amount="5", currency="CNY", stage="lead")
-    crm.deals.delete(plain.id)
+    crm.deals.delete(plain.id, purge=True)
     assert crm.deals.find(id=plain.id) is None
 
 
@@ -173,7 +175,7 @@ def run(crm_sqlite_url, tmp_path, monkeypatch):
     return invoke
 
 
-@pytest.mark.parametrize("kind", ["customer", "contact", "interaction", "deal"])
+@pytest.mark.parametrize("kind", ["contact", "interaction"])
 def test_delete_asks_and_refuses_without_yes_when_not_on_a_terminal(run, crm_sqlite_url, kind) -> None:
     with CRM.open(config=Config.from_mapping({"database_url": crm_sqlite_url, "plugins": []})) as crm:
         customer = crm.customers.add(name="Ada")
@@ -193,10 +195,31 @@ def test_delete_asks_and_refuses_without_yes_when_not_on_a_terminal(run, crm_sql
     assert run(kind, "show", target).exit_code != 0
 
 
-def test_delete_of_a_customer_with_history_is_a_one_line_error(run, crm_sqlite_url) -> None:
+@pytest.mark.parametrize("kind", ["customer", "deal"])
+def test_purge_wants_yes_and_never_asks(run, crm_sqlite_url, kind) -> None:
+    """Customers and deals archive on delete; ``--purge`` without ``--yes`` is refused, no prompt."""
+    with CRM.open(config=Config.from_mapping({"database_url": crm_sqlite_url, "plugins": []})) as crm:
+        customer = crm.customers.add(name="Ada")
+        ids = {"customer": customer.id,
+               "deal": crm.deals.add(customer_id=customer.id, title="t", amount="1", currency="CNY",
+                                     stage="lead").id}
+    target = str(ids[kind])
+    refused = run(kind, "delete", target, "--purge", input="y\n")  # an answer on stdin changes nothing
+    assert refused.exit_code != 0 and "Traceback" not in refused.output
+    assert "add --yes" in refused.output and f"{kind} {target} is not purged" in refused.output
+    assert "[y/N]" not in refused.output
+    assert run(kind, "show", target).exit_code == 0
+    done = run(kind, "delete", target, "--purge", "--yes")
+    assert done.exit_code == 0, done.output
+    assert f"{kind} {target} purged" in done.output
+    assert run(kind, "show", target).exit_code != 0
+
+
+def test_purge_of_a_customer_with_history_is_a_one_line_error(run, crm_sqlite_url) -> None:
     with CRM.open(config=Config.from_mapping({"database_url": crm_sqlite_url, "plugins": []})) as crm:
         customer = crm.customers.add(name="Ada")
         crm.deals.add(customer_id=customer.id, title="t", amount="1", currency="CNY", stage="won")
-    result = run("customer", "delete", str(customer.id), "--yes")
+    result = run("customer", "delete", str(customer.id), "--purge", "--yes")
     assert result.exit_code != 0 and "Traceback" not in result.output
-    assert "won deal" in result.output and "archive" in result.output
+    assert "won deal" in result.output and "can only be archived" in result.output
+    assert "archived_at" in run("--json", "customer", "show", str(customer.id)).output

@@ -118,7 +118,7 @@ def test_plugin_table_created_on_open_and_usable(crm_db_url, tableplugin) -> Non
                                                   created_at=datetime(2026, 1, 1), pinned=True))
         with crm.unit(readonly=True) as uow:
             assert uow.conn.execute(select(notes.c.body)).scalar_one() == "记得回电 📞"
-        crm.customers.delete(customer.id)  # the plugin's foreign key cascades
+        crm.customers.delete(customer.id, purge=True)  # the plugin's foreign key cascades
         with crm.unit(readonly=True) as uow:
             assert uow.conn.execute(select(func.count()).select_from(notes)).scalar_one() == 0
         assert {"tableplugin": ["tableplug_notes"]} == {

@@ -312,7 +312,7 @@ def test_deleting_a_customer_cascades(crm_factory) -> None:
                              occurred_at="2026-06-01T10:00:00Z")
         deal = crm.deals.add(customer_id=customer.id, title="t", amount="10", currency="CNY", stage="lead")
         crm.deals.move(deal.id, "lost", lost_reason="price")  # won deals are history: see test_core_history
-    crm.customers.delete(gone.id)
+    crm.customers.delete(gone.id, purge=True)
     with pytest.raises(NotFound):
         crm.customers.get(gone.id)
     for service in (crm.contacts, crm.interactions, crm.deals):

@@ -88,7 +88,7 @@ def fill(crm: Any, with_gap: bool = False) -> None:
                               "ratio": 0.25, "note": "多行\n\"引号\", 逗号"})
     if with_gap:
         gone = c.add(name="Deleted", external_id="C-GONE")
-        c.delete(gone.id)
+        c.delete(gone.id, purge=True)
     ana = c.add(name="Ana Núñez 🌮", email="ana@example.com", kind="company", country="ES", stage="prospect",
                 tags=("🌶️",), consent_email=False, attributes={"tier": "silver", "vip": False, "visits": 0})
     bob = c.add(name="  Bob  (spaces kept)", external_id="C-003", phone="+1 (415) 555-0132", stage="former",

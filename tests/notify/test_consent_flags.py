@@ -74,13 +74,14 @@ def test_recording_a_decision_sets_the_flag_and_per_channel_ones_do_not(crm_fact
     assert crm.customers.get(ada.id).consent_marketing is False
 
 
-def test_a_fresh_customer_without_consent_can_still_be_deleted(crm_factory):
+def test_a_fresh_customer_without_consent_can_still_be_purged(crm_factory):
     crm = open_crm(crm_factory)
     fresh = crm.customers.add(name="Typo")
-    crm.customers.delete(fresh.id)
+    crm.customers.delete(fresh.id, purge=True)
+    assert crm.customers.find(id=fresh.id) is None
     keen = crm.customers.add(name="Keen", consent_marketing=True)
     with pytest.raises(HasHistory, match="1 consent decision"):  # a grant is evidence worth keeping
-        crm.customers.delete(keen.id)
+        crm.customers.delete(keen.id, purge=True)
 
 
 def test_enqueue_applies_the_same_rule_as_campaigns(crm_factory):

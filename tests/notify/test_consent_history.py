@@ -178,13 +178,13 @@ def test_cli_consent_history_lists_every_decision_oldest_first(crm_factory, crm_
         crm.messages.consent_history(4242)
 
 
-def test_a_customer_with_consent_history_cannot_be_deleted(crm_factory):
+def test_a_customer_with_consent_history_cannot_be_purged(crm_factory):
     crm = open_crm(crm_factory)
     ada = crm.customers.add(name="Ada")
     crm.messages.set_consent(ada.id, True, source="form")
     crm.messages.set_consent(ada.id, False, source="call")
     with pytest.raises(HasHistory, match="2 consent decisions"):  # every decision, not the one standing
-        crm.customers.delete(ada.id)
+        crm.customers.delete(ada.id, purge=True)
     with pytest.raises(IntegrityError), crm.unit() as uow:  # the database refuses too: nothing cascades
         uow.conn.execute(delete(tables.customer_consents))
         uow.conn.execute(delete(tables.customers).where(tables.customers.c.id == ada.id))

@@ -15,14 +15,14 @@ def test_diff_entered_left_moved_and_counts_after_delete(crm_factory):
     c = crm.customers.add(name="C", region="华南").id
     first = crm.segments.run("geo")
     crm.customers.update(a, region="华北")     # moved 华东 -> 华北
-    crm.customers.delete(b)                    # gone: its memberships go too, so not "left"
+    crm.customers.delete(b, purge=True)        # gone: its memberships go too, so not "left"
     d = crm.customers.add(name="D", region="西北").id  # entered
     second = crm.segments.run("geo", options={"level": "country"})  # everyone -> Unknown
     assert crm.segments.diff(first.id, second.id) == [
         MembershipChange(a, "华东", "Unknown"), MembershipChange(c, "华南", "Unknown"),
         MembershipChange(d, None, "Unknown")]
     assert (second.entered, second.left, second.moved) == (1, 0, 2)
-    crm.customers.delete(c)
+    crm.customers.delete(c, purge=True)
     third = crm.segments.run("geo", options={"level": "country", "territories": {"": {"territory": "x"}}})
     assert (third.entered, third.left, third.moved) == (0, 0, 2)  # '' -> no match: Unassigned
     # Backwards: D was not in the first run (left); B and C are deleted, so in neither.

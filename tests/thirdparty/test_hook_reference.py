@@ -142,10 +142,10 @@ def test_deal_events_order_and_stages(crm, rec):
     deal = crm.deals.add(customer_id=ada.id, title="Pilot", amount=Decimal("1200.50"), currency="USD", stage="lead")
     crm.deals.move(deal.id, "won")
     crm.deals.update(deal.id, title="Pilot (signed)")  # no stage change: no stage event
-    with pytest.raises(HasHistory):  # a won deal is history: never deleted
-        crm.deals.delete(deal.id)
+    with pytest.raises(HasHistory):  # a won deal is history: never purged
+        crm.deals.delete(deal.id, purge=True)
     draft = crm.deals.add(customer_id=ada.id, title="Draft", amount=Decimal("1"), currency="USD", stage="lead")
-    crm.deals.delete(draft.id)
+    crm.deals.delete(draft.id, purge=True)
     names = rec.names()
     # Winning makes the lead Ada a customer, before the stage event (tests/core/test_core_lifecycle.py).
     assert names == ["on_deal_created", "on_deal_stage_changed", "on_deal_updated", "on_customer_updated",
@@ -164,6 +164,6 @@ def test_customer_delete_cascades_without_child_events(crm, rec):
     crm.interactions.add(customer_id=ada.id, kind="call", occurred_at=FIXED_NOW)
     crm.deals.add(customer_id=ada.id, title="Pilot", amount="10", currency="USD", stage="lead")
     rec.calls.clear()
-    crm.customers.delete(ada.id)
+    crm.customers.delete(ada.id, purge=True)
     assert rec.calls == [("on_customer_deleted", ada.id)]
     assert (crm.contacts.count(), crm.interactions.count(), crm.deals.count()) == (0, 0, 0)
