@@ -49,6 +49,7 @@ from sqlalchemy.exc import DBAPIError
 
 from ..application.components import build_options
 from ..application.registry import Registry
+from ..application.uow import unit_open
 from ..domain.errors import ConfigError, ValidationError
 from ..store import tables
 from . import consent
@@ -252,8 +253,15 @@ class NotifyEngine:
         neighbouring rows; the victim's transaction was rolled back whole)."""
         for attempt in range(DEADLOCK_RETRIES):
             try:
-                with self.crm.unit() as uow:
-                    return work(uow.conn)
+                if unit_open(self.crm):  # called inside a use case: its transaction
+                    with self.crm.unit() as uow:
+                        return work(uow.conn)
+                # The dispatcher's own bookkeeping touches outbox rows only (no repository, audit
+                # record, event or visibility-scoped read), so a bare transaction does: same BEGIN
+                # (IMMEDIATE on SQLite) and the same durable commit, without setting up a unit of
+                # work per message (repositories, ledger, outbox, a per-connection SELECT hook).
+                with self.crm.engine.begin() as conn:
+                    return work(conn)
             except DBAPIError as exc:
                 if attempt == DEADLOCK_RETRIES - 1 or not is_deadlock(exc):
                     raise
@@ -468,6 +476,9 @@ class _Worker:
         self.failures_in_a_row: Counter[str] = Counter()
         self.unrecorded: list[tuple[_Claimed, Delivered, datetime]] = []  # sent, outcome not committed yet
         self.refusals: dict[int, str] = {}  # message id -> why consent refuses it now
+        # Read once per channel for this dispatch, not twice per message (parsing [channels.NAME]).
+        self.policies: dict[str, DeliveryPolicy] = {}
+        self.pacers: dict[str, Pacer | None] = {}
 
     def run(self) -> DispatchResult:
         try:
@@ -509,10 +520,16 @@ class _Worker:
             customer_id = claimed.message.customer_id
             if self._ready(claimed, customers.get(customer_id) if customer_id is not None else None):
                 if not group:
-                    policy = self.engine.delivery_policy(claimed.message.channel)
+                    policy = self._policy(claimed.message.channel)
                     size = 1 if policy.rate_limit else policy.send_group
                 group.append(claimed)
         return group
+
+    def _policy(self, name: str) -> DeliveryPolicy:
+        policy = self.policies.get(name)
+        if policy is None:
+            policy = self.policies[name] = self.engine.delivery_policy(name)
+        return policy
 
     def _ready(self, claimed: _Claimed, customer: Any) -> bool:
         """True if the message can be sent now; otherwise it is settled (dead, suppressed, retried, deferred)."""
@@ -539,7 +556,9 @@ class _Worker:
 
     def _send_group(self, group: list[_Claimed], queue: list[_Claimed]) -> None:
         name = group[0].message.channel
-        pacer = self.engine.pacer(name)
+        if name not in self.pacers:
+            self.pacers[name] = self.engine.pacer(name)
+        pacer = self.pacers[name]
         if pacer is not None:  # (groups of one) the outcome so far is committed, not held during the wait
             self._record_sent()
             pacer.wait_turn(self.stop.wait)

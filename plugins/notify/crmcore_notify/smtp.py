@@ -34,6 +34,7 @@ message's delivery details.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 import smtplib
@@ -41,7 +42,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
-from email.headerregistry import Address
+from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email import policy
 from email.message import EmailMessage
 from email.utils import formatdate
@@ -152,7 +153,8 @@ class SmtpChannel(crmcore.Channel):
         try:
             email = build_email(message, options)
             # CRLF line ends: smtplib sends bytes as they are, and a server reads "\n" lines as one long line.
-            data = email.as_bytes(policy=email.policy.clone(linesep="\r\n"))
+            data = email.as_bytes(policy=_WIRE_POLICY if email.policy is _POLICY
+                                  else email.policy.clone(linesep="\r\n"))
         except (ValueError, TypeError, LookupError) as exc:  # this message's content (e.g. CR/LF in a header)
             raise crmcore.PermanentError(f"smtp: message {message.id} cannot be built: {exc}") from None
         smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
@@ -289,6 +291,40 @@ def _text(reply: bytes | str) -> str:
 
 # -- building the email --------------------------------------------------------------------
 
+class _HeaderClasses(HeaderRegistry):
+    """The standard header registry, building each header class once.
+
+    :class:`email.headerregistry.HeaderRegistry` creates a new class (``type(...)``)
+    for every header it parses: about a fifth of building an email.  The classes
+    are the same every time, so they are kept; the parsed headers are identical.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._classes: dict[str, type[BaseHeader]] = {}
+
+    def __getitem__(self, name: str) -> type[BaseHeader]:
+        key = name.lower()
+        cls = self._classes.get(key)
+        if cls is None:
+            cls = self._classes[key] = super().__getitem__(name)
+        return cls
+
+
+# refold_source="none": a header set raw (List-Unsubscribe) goes out exactly as given;
+# headers set the usual way are still folded and RFC 2047-encoded as needed.
+# Built once (a policy clone per message costs more than it looks); _WIRE_POLICY writes CRLF line ends.
+_POLICY = policy.default.clone(refold_source="none", header_factory=_HeaderClasses())
+_WIRE_POLICY = _POLICY.clone(linesep="\r\n")
+
+
+@functools.lru_cache(maxsize=64)
+def _from_header(name: str | None, address: str) -> BaseHeader:
+    """The parsed ``From`` header of a sender (the same for every message of a channel)."""
+    header: BaseHeader = _POLICY.header_store_parse("From", _mailbox(name, address))[1]
+    return header
+
+
 def message_id(message: crmcore.Message, domain: str) -> str:
     """A ``Message-ID`` that is the same for every attempt of one message."""
     digest = hashlib.sha256(message.idempotency_key.encode("utf-8")).hexdigest()[:32]
@@ -310,10 +346,8 @@ def build_email(message: crmcore.Message, options: SmtpOptions) -> EmailMessage:
         raise crmcore.PermanentError("smtp: no sender address: set [channels.smtp] sender")
     sender = options.sender
     payload = message.payload or {}
-    # refold_source="none": a header set raw (List-Unsubscribe) goes out exactly as given;
-    # headers set the usual way are still folded and RFC 2047-encoded as needed.
-    email = EmailMessage(policy=policy.default.clone(refold_source="none"))
-    email["From"] = _mailbox(options.sender_name, sender)
+    email = EmailMessage(policy=_POLICY)
+    email["From"] = _from_header(options.sender_name, sender)
     email["To"] = _mailbox(payload.get("to_name"), recipient)
     if options.reply_to or payload.get("reply_to"):
         email["Reply-To"] = payload.get("reply_to") or options.reply_to
