@@ -410,15 +410,19 @@ class LoyaltyLedger:
                 if int(p) > used.get(i, 0)]
 
     def _ensure_accounts(self, scheme: str, customer_ids: list[int]) -> None:
+        """Create the missing accounts of ``customer_ids`` in ``scheme`` (balance 0), in bulk."""
         existing: set[int] = set()
         for start in range(0, len(customer_ids), 5000):
             chunk = customer_ids[start:start + 5000]
             existing.update(self.uow.conn.execute(select(accounts.c.customer_id).where(
                 accounts.c.scheme == scheme, accounts.c.customer_id.in_(chunk))).scalars())
-        for cid in customer_ids:
-            if cid not in existing:
-                insert_ignore(self.uow.conn, accounts, {"customer_id": cid, "scheme": scheme, "balance": 0,
-                                                        "updated_at": self.uow.now})
+        missing = [{"customer_id": cid, "scheme": scheme, "balance": 0, "updated_at": self.uow.now}
+                   for cid in customer_ids if cid not in existing]
+        # Read first, then one multi-row insert of the missing accounts only (as _ensure_account
+        # does for one: an INSERT IGNORE hitting existing rows takes shared locks on MariaDB).
+        if missing:
+            self.uow.conn.execute(ignoring_conflicts(self.uow.conn, accounts, accounts.c.customer_id,
+                                                     accounts.c.scheme), missing)
 
     def _lock_account(self, customer_id: int, scheme: str) -> None:
         # Serialise debits of one account before expiring and allocating, so

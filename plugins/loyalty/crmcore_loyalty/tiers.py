@@ -22,6 +22,7 @@ changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Unpack
@@ -38,11 +39,13 @@ from sqlalchemy import (
     select,
     type_coerce,
     union,
+    update,
 )
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
 from crmcore.store import MONEY_SCALE, tables
+from crmcore.store.upsert import ignoring_conflicts
 
 from .common import won_deal
 from .sql import utc
@@ -132,11 +135,9 @@ class TiersScheme(crmcore.LoyaltyScheme):
 
     def evaluate(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
         """Apply upgrades, grace periods and downgrades as of ``ctx.as_of``; returns the changes made."""
-        changes = 0
-        for customer_id, qualifying, current, below_since in ctx.conn.execute(
-                self._pending(ctx, options, customer_ids)).all():
-            changes += self._apply(ctx, options, customer_id, int(qualifying), int(current), below_since)
-        return changes
+        plan = self._decide(ctx, options, ctx.conn.execute(self._pending(ctx, options, customer_ids)).all())
+        self._write(ctx, plan)
+        return plan.changes
 
     def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
         """The member's tier, its basis over the window, the next tier and any grace period."""
@@ -202,7 +203,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
         members = union(select(metric.c.customer_id), held, graced).subquery("members")
         qualifying = self._rank_by_threshold(func.coalesce(metric.c.metric, 0), options)
         current = case(*((accounts.c.tier == level.name, i + 1) for i, level in enumerate(options.levels)), else_=0)
-        return select(members.c.customer_id, qualifying, current, tier_status.c.below_since).select_from(
+        return select(members.c.customer_id, qualifying, current, tier_status.c.below_since, accounts.c.tier,
+                      accounts.c.customer_id.label("has_account")).select_from(
             members.outerjoin(metric, metric.c.customer_id == members.c.customer_id)
             .outerjoin(accounts, and_(accounts.c.customer_id == members.c.customer_id,
                                       accounts.c.scheme == self.name))
@@ -215,33 +217,82 @@ class TiersScheme(crmcore.LoyaltyScheme):
                  for i, level in reversed(list(enumerate(options.levels)))]
         return case(*whens, else_=0)
 
-    def _apply(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int, qualifying: int, current: int,
-               below_since: datetime | None) -> int:
-        if qualifying >= current:  # up, or back above the threshold during the grace period
-            changed = 0
-            if below_since is not None:
-                self._clear_grace(ctx, customer_id)
-                changed = 1
-            if qualifying > current:
-                changed = self._move(ctx, options, customer_id, qualifying)
-            return changed
-        if below_since is None and options.grace_days:
-            ctx.conn.execute(insert(tier_status).values(customer_id=customer_id, scheme=self.name,
-                                                        below_since=ctx.as_of))
-            return 1
-        if below_since is None or ctx.as_of - below_since >= timedelta(days=options.grace_days):
-            self._clear_grace(ctx, customer_id)
-            return self._move(ctx, options, customer_id, qualifying)
-        return 0
+    def _decide(self, ctx: LoyaltyContext, options: TiersOptions, pending: list[Any]) -> _Plan:
+        """What to write for the pending members (pure Python, no SQL): grace periods to
+        clear, grace periods to start, and moves (customer, old tier, new tier, has an account).
 
-    def _move(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int, rank: int) -> int:
-        new = options.levels[rank - 1].name if rank else None
-        old = ctx.uow.loyalty.tier(customer_id, self.name)
-        ctx.conn.execute(insert(tier_changes).values(customer_id=customer_id, scheme=self.name, old=old, new=new,
-                                                     changed_at=ctx.as_of))
-        ctx.uow.loyalty.set_tier(customer_id, self.name, new)
-        return 1
+        The rules: a member at or above its level is upgraded at once and any grace
+        period ends; one below starts a grace period (``grace_days`` > 0) and moves
+        down once it is over.  Each member counts as one change when anything changes.
+        """
+        plan = _Plan()
+        grace = timedelta(days=options.grace_days)
+        for customer_id, qualifying, current, below_since, old, has_account in pending:
+            qualifying, current = int(qualifying), int(current)
+            if qualifying >= current:  # up, or back above the threshold during the grace period
+                if below_since is not None:
+                    plan.clear.append(customer_id)
+                if qualifying > current:
+                    plan.moves.append((customer_id, old, self._name(options, qualifying), has_account is not None))
+                plan.changes += below_since is not None or qualifying > current
+            elif below_since is None and options.grace_days:
+                plan.grace.append(customer_id)
+                plan.changes += 1
+            elif below_since is None or ctx.as_of - below_since >= grace:
+                if below_since is not None:
+                    plan.clear.append(customer_id)
+                plan.moves.append((customer_id, old, self._name(options, qualifying), has_account is not None))
+                plan.changes += 1
+        return plan
 
-    def _clear_grace(self, ctx: LoyaltyContext, customer_id: int) -> None:
-        ctx.conn.execute(delete(tier_status).where(tier_status.c.customer_id == customer_id,
-                                                   tier_status.c.scheme == self.name))
+    def _name(self, options: TiersOptions, rank: int) -> str | None:
+        return options.levels[rank - 1].name if rank else None
+
+    def _write(self, ctx: LoyaltyContext, plan: _Plan) -> None:
+        """Apply a plan in a few statements per job (chunked ``IN`` lists and multi-row inserts),
+        then fire ``on_loyalty_tier_changed`` per move if a plugin listens."""
+        conn, uow = ctx.conn, ctx.uow
+        accounts = tables.loyalty_accounts
+        for chunk in _chunks(plan.clear):
+            conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name,
+                                                   tier_status.c.customer_id.in_(chunk)))
+        if plan.grace:
+            conn.execute(insert(tier_status), [{"customer_id": c, "scheme": self.name, "below_since": ctx.as_of}
+                                               for c in plan.grace])
+        if not plan.moves:
+            return
+        conn.execute(insert(tier_changes), [{"customer_id": c, "scheme": self.name, "old": old, "new": new,
+                                             "changed_at": ctx.as_of} for c, old, new, _ in plan.moves])
+        missing = [{"customer_id": c, "scheme": self.name, "balance": 0, "updated_at": uow.now}
+                   for c, _, _, has_account in plan.moves if not has_account]
+        if missing:  # the tier is set below, with the existing accounts' (a concurrent insert is skipped)
+            conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme), missing)
+        by_tier: dict[str | None, list[int]] = {}
+        for customer_id, _, new, _ in plan.moves:
+            by_tier.setdefault(new, []).append(customer_id)
+        for new, ids in by_tier.items():
+            for chunk in _chunks(ids):
+                conn.execute(update(accounts).where(accounts.c.scheme == self.name,
+                                                    accounts.c.customer_id.in_(chunk)).values(
+                    tier=new, updated_at=uow.now))
+        # One record per job: the customers moved (old and new tiers are in loyalty_tier_changes).
+        uow.audit.batch("tier.change", "loyalty_account", [c for c, *_ in plan.moves], scheme=self.name)
+        if uow.crm.plugins.has_impls("on_loyalty_tier_changed"):
+            for customer_id, old, new, _ in plan.moves:
+                uow.crm.plugins.call("on_loyalty_tier_changed", uow=uow, customer_id=customer_id,
+                                     scheme=self.name, old=old, new=new)
+
+
+@attrs.define
+class _Plan:
+    """What one evaluation writes (see :meth:`TiersScheme._decide`)."""
+
+    clear: list[int] = attrs.Factory(list)
+    grace: list[int] = attrs.Factory(list)
+    moves: list[tuple[int, str | None, str | None, bool]] = attrs.Factory(list)
+    changes: int = 0
+
+
+def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
