@@ -22,7 +22,8 @@ changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Unpack
@@ -30,7 +31,17 @@ from typing import TYPE_CHECKING, Any, Unpack
 import attrs
 from sqlalchemy import (
     BigInteger,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
     and_,
+    false,
+    literal,
+    or_,
+    true,
     Select,
     case,
     delete,
@@ -44,7 +55,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
-from crmcore.store import MONEY_SCALE, tables
+from crmcore.store import MONEY_SCALE, UTCDateTime, tables
 from crmcore.store.upsert import ignoring_conflicts
 
 from .common import won_deal
@@ -135,9 +146,74 @@ class TiersScheme(crmcore.LoyaltyScheme):
 
     def evaluate(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
         """Apply upgrades, grace periods and downgrades as of ``ctx.as_of``; returns the changes made."""
+        if customer_ids is None:  # the periodic job: every member, in SQL
+            return self._evaluate_all(ctx, options)
+        # A few customers (a deal won or lost): decide in Python, write in a few statements.
         plan = self._decide(ctx, options, ctx.conn.execute(self._pending(ctx, options, customer_ids)).all())
         self._write(ctx, plan)
         return plan.changes
+
+    def _evaluate_all(self, ctx: LoyaltyContext, options: TiersOptions) -> int:
+        """:meth:`_decide` and :meth:`_write` for every member as statements over a temporary table.
+
+        The pending members and what happens to each (move, clear or start a grace
+        period) are computed once into the table by one ``INSERT ... SELECT``; each
+        write is then one statement joining it, so no member's row passes through
+        Python except to fire ``on_loyalty_tier_changed`` and for the audit record.
+        """
+        conn, uow = ctx.conn, ctx.uow
+        accounts = tables.loyalty_accounts
+        pending = self._pending(ctx, options, None).order_by(None).subquery("pending")
+        q, c, below = pending.c.qualifying, pending.c.current, pending.c.below_since
+        # Grace is over for a member below since ``cutoff`` or earlier (never, with no grace period).
+        over = below <= utc(ctx.as_of - timedelta(days=options.grace_days))
+        move = or_(q > c, and_(q < c, or_(below.is_(None) if not options.grace_days else false(), over)))
+        clear = and_(below.is_not(None), or_(q >= c, over))
+        grace = and_(q < c, below.is_(None), true() if options.grace_days else false())
+        flag = lambda condition: case((condition, 1), else_=0)  # noqa: E731
+        new = case(*((q == i + 1, literal(level.name)) for i, level in enumerate(options.levels)),
+                   else_=literal(None, String))
+        work = _work_table()
+        with _temporary(conn, work):
+            conn.execute(insert(work).from_select(
+                ["customer_id", "old", "new", "has_account", "move", "clear", "grace"],
+                select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, flag(move), flag(clear),
+                       flag(grace))))
+            conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, tier_status.c.customer_id.in_(
+                select(work.c.customer_id).where(work.c.clear == 1))))
+            conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
+                work.c.customer_id, literal(self.name), utc(ctx.as_of)).where(work.c.grace == 1)))
+            conn.execute(insert(tier_changes).from_select(["customer_id", "scheme", "old", "new", "changed_at"], select(
+                work.c.customer_id, literal(self.name), work.c.old, work.c.new, utc(ctx.as_of)).where(
+                work.c.move == 1).order_by(work.c.customer_id)))
+            # New accounts get their tier as they are created; existing ones (and any created
+            # meanwhile by a concurrent credit, which the insert skips) by one joined UPDATE.
+            conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme).from_select(
+                ["customer_id", "scheme", "balance", "tier", "updated_at"], select(
+                    work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
+                    literal(uow.now, UTCDateTime)).where(work.c.move == 1, work.c.has_account.is_(None))))
+            conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
+                accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
+                work.c.has_account.is_not(None)))
+            moves = conn.execute(select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
+                                 .order_by(work.c.customer_id)).all()
+            changes = int(conn.execute(select(func.count()).select_from(work).where(
+                or_(work.c.move == 1, work.c.clear == 1, work.c.grace == 1))).scalar_one())
+        self._fire(ctx, moves)
+        return changes
+
+    def _fire(self, ctx: LoyaltyContext, moves: Sequence[Any]) -> None:
+        """One audit record for the job's moves, (customer, old, new) rows; ``on_loyalty_tier_changed``
+        per move if a plugin listens."""
+        if not moves:
+            return
+        uow = ctx.uow
+        # One record per job: the customers moved (old and new tiers are in loyalty_tier_changes).
+        uow.audit.batch("tier.change", "loyalty_account", [c for c, _, _ in moves], scheme=self.name)
+        if uow.crm.plugins.has_impls("on_loyalty_tier_changed"):
+            for customer_id, old, new in moves:
+                uow.crm.plugins.call("on_loyalty_tier_changed", uow=uow, customer_id=customer_id,
+                                     scheme=self.name, old=old, new=new)
 
     def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
         """The member's tier, its basis over the window, the next tier and any grace period."""
@@ -203,7 +279,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
         members = union(select(metric.c.customer_id), held, graced).subquery("members")
         qualifying = self._rank_by_threshold(func.coalesce(metric.c.metric, 0), options)
         current = case(*((accounts.c.tier == level.name, i + 1) for i, level in enumerate(options.levels)), else_=0)
-        return select(members.c.customer_id, qualifying, current, tier_status.c.below_since, accounts.c.tier,
+        return select(members.c.customer_id, qualifying.label("qualifying"), current.label("current"),
+                      tier_status.c.below_since, accounts.c.tier.label("old"),
                       accounts.c.customer_id.label("has_account")).select_from(
             members.outerjoin(metric, metric.c.customer_id == members.c.customer_id)
             .outerjoin(accounts, and_(accounts.c.customer_id == members.c.customer_id,
@@ -275,12 +352,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
                 conn.execute(update(accounts).where(accounts.c.scheme == self.name,
                                                     accounts.c.customer_id.in_(chunk)).values(
                     tier=new, updated_at=uow.now))
-        # One record per job: the customers moved (old and new tiers are in loyalty_tier_changes).
-        uow.audit.batch("tier.change", "loyalty_account", [c for c, *_ in plan.moves], scheme=self.name)
-        if uow.crm.plugins.has_impls("on_loyalty_tier_changed"):
-            for customer_id, old, new, _ in plan.moves:
-                uow.crm.plugins.call("on_loyalty_tier_changed", uow=uow, customer_id=customer_id,
-                                     scheme=self.name, old=old, new=new)
+        self._fire(ctx, [(c, old, new) for c, old, new, _ in plan.moves])
 
 
 @attrs.define
@@ -291,6 +363,29 @@ class _Plan:
     grace: list[int] = attrs.Factory(list)
     moves: list[tuple[int, str | None, str | None, bool]] = attrs.Factory(list)
     changes: int = 0
+
+
+def _work_table() -> Table:
+    """The temporary table of :meth:`TiersScheme._evaluate_all` (a fresh MetaData per job)."""
+    return Table("tmp_loyalty_tier_work", MetaData(), Column("customer_id", Integer, primary_key=True),
+                 Column("old", String(50)), Column("new", String(50)), Column("has_account", Integer),
+                 Column("move", Integer, nullable=False), Column("clear", Integer, nullable=False),
+                 Column("grace", Integer, nullable=False), prefixes=["TEMPORARY"])
+
+
+@contextmanager
+def _temporary(conn: Connection, table: Table) -> Iterator[None]:
+    """Create ``table`` (TEMPORARY: this connection's own) for the block, then drop it.
+
+    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
+    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction).
+    """
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
+    table.create(conn)
+    yield
+    table.drop(conn)
 
 
 def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
