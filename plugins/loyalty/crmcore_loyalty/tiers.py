@@ -170,15 +170,14 @@ class TiersScheme(crmcore.LoyaltyScheme):
         move = or_(q > c, and_(q < c, or_(below.is_(None) if not options.grace_days else false(), over)))
         clear = and_(below.is_not(None), or_(q >= c, over))
         grace = and_(q < c, below.is_(None), true() if options.grace_days else false())
-        flag = lambda condition: case((condition, 1), else_=0)  # noqa: E731
         new = case(*((q == i + 1, literal(level.name)) for i, level in enumerate(options.levels)),
                    else_=literal(None, String))
         work = _work_table()
         with _temporary(conn, work):
             conn.execute(insert(work).from_select(
                 ["customer_id", "old", "new", "has_account", "move", "clear", "grace"],
-                select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, flag(move), flag(clear),
-                       flag(grace))))
+                select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, _flag(move), _flag(clear),
+                       _flag(grace))))
             conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, tier_status.c.customer_id.in_(
                 select(work.c.customer_id).where(work.c.clear == 1))))
             conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
@@ -294,7 +293,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
                  for i, level in reversed(list(enumerate(options.levels)))]
         return case(*whens, else_=0)
 
-    def _decide(self, ctx: LoyaltyContext, options: TiersOptions, pending: list[Any]) -> _Plan:
+    def _decide(self, ctx: LoyaltyContext, options: TiersOptions, pending: Sequence[Any]) -> _Plan:
         """What to write for the pending members (pure Python, no SQL): grace periods to
         clear, grace periods to start, and moves (customer, old tier, new tier, has an account).
 
@@ -363,6 +362,10 @@ class _Plan:
     grace: list[int] = attrs.Factory(list)
     moves: list[tuple[int, str | None, str | None, bool]] = attrs.Factory(list)
     changes: int = 0
+
+
+def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return case((condition, 1), else_=0)
 
 
 def _work_table() -> Table:
