@@ -52,7 +52,7 @@ from sqlalchemy import (
     union,
     update,
 )
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
 from crmcore.store import MONEY_SCALE, UTCDateTime, tables
@@ -161,9 +161,28 @@ class TiersScheme(crmcore.LoyaltyScheme):
         write is then one statement joining it, so no member's row passes through
         Python except to fire ``on_loyalty_tier_changed`` and for the audit record.
         """
+        conn = ctx.conn
+        metric = _metric_table()
+        work = _work_table()
+        with _temporary(conn, metric), _temporary(conn, work):
+            # The metric once (an aggregate over deals or the ledger), then the members
+            # without one; each statement reads a temporary table once (MariaDB cannot
+            # open one twice in a statement).
+            conn.execute(insert(metric).from_select(["customer_id", "metric"], self._metric(ctx, options)))
+            others = union(*self._held(None)).subquery("others")
+            conn.execute(ignoring_conflicts(conn, metric, metric.c.customer_id).from_select(
+                ["customer_id", "metric"], select(others.c.customer_id, literal(0, BigInteger)).where(true())))
+            pending = self._pending_over(options, metric, metric.c.customer_id, metric.c.metric).subquery("pending")
+            changes, moves = self._evaluate_pending(ctx, options, pending, work)
+        self._fire(ctx, moves)
+        return changes
+
+    def _evaluate_pending(self, ctx: LoyaltyContext, options: TiersOptions, pending: Subquery, work: Table
+                          ) -> tuple[int, Sequence[Any]]:
+        """Decide every pending member's change into ``work`` and apply them (see :meth:`_evaluate_all`);
+        returns the number of changes and the moves (customer, old, new)."""
         conn, uow = ctx.conn, ctx.uow
         accounts = tables.loyalty_accounts
-        pending = self._pending(ctx, options, None).order_by(None).subquery("pending")
         q, c, below = pending.c.qualifying, pending.c.current, pending.c.below_since
         # Grace is over for a member below since ``cutoff`` or earlier (never, with no grace period).
         over = below <= utc(ctx.as_of - timedelta(days=options.grace_days))
@@ -172,34 +191,31 @@ class TiersScheme(crmcore.LoyaltyScheme):
         grace = and_(q < c, below.is_(None), true() if options.grace_days else false())
         new = case(*((q == i + 1, literal(level.name)) for i, level in enumerate(options.levels)),
                    else_=literal(None, String))
-        work = _work_table()
-        with _temporary(conn, work):
-            conn.execute(insert(work).from_select(
-                ["customer_id", "old", "new", "has_account", "move", "clear", "grace"],
-                select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, _flag(move), _flag(clear),
-                       _flag(grace))))
-            conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, tier_status.c.customer_id.in_(
-                select(work.c.customer_id).where(work.c.clear == 1))))
-            conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
-                work.c.customer_id, literal(self.name), utc(ctx.as_of)).where(work.c.grace == 1)))
-            conn.execute(insert(tier_changes).from_select(["customer_id", "scheme", "old", "new", "changed_at"], select(
-                work.c.customer_id, literal(self.name), work.c.old, work.c.new, utc(ctx.as_of)).where(
-                work.c.move == 1).order_by(work.c.customer_id)))
-            # New accounts get their tier as they are created; existing ones (and any created
-            # meanwhile by a concurrent credit, which the insert skips) by one joined UPDATE.
-            conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme).from_select(
-                ["customer_id", "scheme", "balance", "tier", "updated_at"], select(
-                    work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
-                    literal(uow.now, UTCDateTime)).where(work.c.move == 1, work.c.has_account.is_(None))))
-            conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
-                accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
-                work.c.has_account.is_not(None)))
-            moves = conn.execute(select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
-                                 .order_by(work.c.customer_id)).all()
-            changes = int(conn.execute(select(func.count()).select_from(work).where(
-                or_(work.c.move == 1, work.c.clear == 1, work.c.grace == 1))).scalar_one())
-        self._fire(ctx, moves)
-        return changes
+        conn.execute(insert(work).from_select(
+            ["customer_id", "old", "new", "has_account", "move", "clear", "grace"],
+            select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, _flag(move), _flag(clear),
+                   _flag(grace))))
+        conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, tier_status.c.customer_id.in_(
+            select(work.c.customer_id).where(work.c.clear == 1))))
+        conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
+            work.c.customer_id, literal(self.name), utc(ctx.as_of)).where(work.c.grace == 1)))
+        conn.execute(insert(tier_changes).from_select(["customer_id", "scheme", "old", "new", "changed_at"], select(
+            work.c.customer_id, literal(self.name), work.c.old, work.c.new, utc(ctx.as_of)).where(
+            work.c.move == 1).order_by(work.c.customer_id)))
+        # New accounts get their tier as they are created; existing ones (and any created
+        # meanwhile by a concurrent credit, which the insert skips: no tier yet) by one joined UPDATE.
+        conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme).from_select(
+            ["customer_id", "scheme", "balance", "tier", "updated_at"], select(
+                work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
+                literal(uow.now, UTCDateTime)).where(work.c.move == 1, work.c.has_account.is_(None))))
+        conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
+            accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
+            or_(work.c.has_account.is_not(None), accounts.c.tier.is_(None))))
+        moves = conn.execute(select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
+                             .order_by(work.c.customer_id)).all()
+        changes = int(conn.execute(select(func.count()).select_from(work).where(
+            or_(work.c.move == 1, work.c.clear == 1, work.c.grace == 1))).scalar_one())
+        return changes, moves
 
     def _fire(self, ctx: LoyaltyContext, moves: Sequence[Any]) -> None:
         """One audit record for the job's moves, (customer, old, new) rows; ``on_loyalty_tier_changed``
@@ -268,25 +284,34 @@ class TiersScheme(crmcore.LoyaltyScheme):
     def _pending(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None
                 ) -> Select[Unpack[tuple[Any, ...]]]:
         """Members whose qualifying level differs from their level, or who are in a grace period."""
-        accounts = tables.loyalty_accounts
         metric = self._metric(ctx, options, customer_ids).subquery("metric")
+        members = union(select(metric.c.customer_id), *self._held(customer_ids)).subquery("members")
+        return self._pending_over(options, members.outerjoin(metric, metric.c.customer_id == members.c.customer_id),
+                                  members.c.customer_id, metric.c.metric).order_by(members.c.customer_id)
+
+    def _held(self, customer_ids: list[int] | None) -> tuple[Select[int], Select[int]]:
+        """Members without a metric who may still change: those holding a tier or in a grace period."""
+        accounts = tables.loyalty_accounts
         held = select(accounts.c.customer_id).where(accounts.c.scheme == self.name, accounts.c.tier.is_not(None))
         graced = select(tier_status.c.customer_id).where(tier_status.c.scheme == self.name)
         if customer_ids is not None:
             held = held.where(accounts.c.customer_id.in_(customer_ids))
             graced = graced.where(tier_status.c.customer_id.in_(customer_ids))
-        members = union(select(metric.c.customer_id), held, graced).subquery("members")
-        qualifying = self._rank_by_threshold(func.coalesce(metric.c.metric, 0), options)
+        return held, graced
+
+    def _pending_over(self, options: TiersOptions, members: FromClause, customer_id: ColumnElement[int],
+                      metric: ColumnElement[int]) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, qualifying, current (level ranks), below_since, old (tier), has_account of the
+        ``members`` (each once, with its ``metric``) whose level or grace state may change."""
+        accounts = tables.loyalty_accounts
+        qualifying = self._rank_by_threshold(func.coalesce(metric, 0), options)
         current = case(*((accounts.c.tier == level.name, i + 1) for i, level in enumerate(options.levels)), else_=0)
-        return select(members.c.customer_id, qualifying.label("qualifying"), current.label("current"),
+        return select(customer_id.label("customer_id"), qualifying.label("qualifying"), current.label("current"),
                       tier_status.c.below_since, accounts.c.tier.label("old"),
                       accounts.c.customer_id.label("has_account")).select_from(
-            members.outerjoin(metric, metric.c.customer_id == members.c.customer_id)
-            .outerjoin(accounts, and_(accounts.c.customer_id == members.c.customer_id,
-                                      accounts.c.scheme == self.name))
-            .outerjoin(tier_status, and_(tier_status.c.customer_id == members.c.customer_id,
-                                         tier_status.c.scheme == self.name))
-        ).where((qualifying != current) | tier_status.c.below_since.is_not(None)).order_by(members.c.customer_id)
+            members.outerjoin(accounts, and_(accounts.c.customer_id == customer_id, accounts.c.scheme == self.name))
+            .outerjoin(tier_status, and_(tier_status.c.customer_id == customer_id, tier_status.c.scheme == self.name))
+        ).where((qualifying != current) | tier_status.c.below_since.is_not(None))
 
     def _rank_by_threshold(self, metric: ColumnElement[int], options: TiersOptions) -> ColumnElement[int]:
         whens = [(metric >= self._scaled(level.threshold, options), i + 1)
@@ -366,6 +391,12 @@ class _Plan:
 
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return case((condition, 1), else_=0)
+
+
+def _metric_table() -> Table:
+    """Every member's metric, computed once per job (temporary, like :func:`_work_table`)."""
+    return Table("tmp_loyalty_tier_metric", MetaData(), Column("customer_id", Integer, primary_key=True),
+                 Column("metric", BigInteger, nullable=False), prefixes=["TEMPORARY"])
 
 
 def _work_table() -> Table:
