@@ -8,13 +8,19 @@ entries, and a balance never goes negative, also under concurrent redemption.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
+    Integer,
+    MetaData,
+    Table,
     String,
     and_,
     bindparam,
@@ -353,24 +359,30 @@ class LoyaltyLedger:
     def _apply_new_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool = True) -> None:
         """Add the points of the ledger rows matching ``new`` to their accounts.
 
-        Existing accounts get one ``UPDATE ... FROM`` the per-customer totals;
-        missing ones (``ensure``) are inserted with their total.
+        The per-customer totals are aggregated once into a temporary table;
+        existing accounts get one ``UPDATE ... FROM`` it, missing ones
+        (``ensure``) one ``INSERT ... SELECT`` of their total.
         """
         conn = self.uow.conn
-        totals = select(ledger.c.customer_id, func.sum(ledger.c.points).label("total")).where(new).group_by(
-            ledger.c.customer_id).subquery("new_totals")
-        conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
-                                             updated_at=self.uow.now).where(
-            accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
-        if ensure:  # after the UPDATE, so new accounts are not counted twice
-            missing = select(ledger.c.customer_id, literal(scheme), func.sum(ledger.c.points),
-                             literal(self.uow.now, accounts.c.updated_at.type)).where(
-                new, ~exists().where(accounts.c.customer_id == ledger.c.customer_id,
-                                     accounts.c.scheme == scheme)).group_by(ledger.c.customer_id)
-            conn.execute(insert(accounts).from_select(["customer_id", "scheme", "balance", "updated_at"], missing))
-        scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry else None
-        if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
-            ids = list(conn.execute(select(ledger.c.customer_id).where(new).distinct()).scalars())
+        totals = _totals_table()
+        with _temporary(conn, totals):
+            conn.execute(insert(totals).from_select(["customer_id", "total"], select(
+                ledger.c.customer_id, func.sum(ledger.c.points)).where(new).group_by(ledger.c.customer_id)))
+            conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
+                                                 updated_at=self.uow.now).where(
+                accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+            if ensure:  # after the UPDATE, so new accounts are not counted twice
+                missing = select(totals.c.customer_id, literal(scheme), totals.c.total,
+                                 literal(self.uow.now, accounts.c.updated_at.type)).where(
+                    ~exists().where(accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+                conn.execute(insert(accounts).from_select(["customer_id", "scheme", "balance", "updated_at"],
+                                                          missing))
+            scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry \
+                else None
+            ids: list[int] = []
+            if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
+                ids = list(conn.execute(select(totals.c.customer_id).order_by(totals.c.customer_id)).scalars())
+        if ids:
             self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, ids)
 
     def _allocate(self, debit_id: int, customer_id: int, scheme: str, points: int, prefer_deal: int | None) -> None:
@@ -472,6 +484,26 @@ class LoyaltyLedger:
             inserted_id(conn.execute(ledger.insert().values(values)))
             raise AssertionError("unreachable: the insert above fails")
         return existing, False
+
+
+def _totals_table() -> Table:
+    """Points per customer of one bulk credit or expiry (temporary: this connection's own)."""
+    return Table("tmp_loyalty_new_totals", MetaData(), Column("customer_id", Integer, primary_key=True),
+                 Column("total", BigInteger, nullable=False), prefixes=["TEMPORARY"])
+
+
+@contextmanager
+def _temporary(conn: Connection, table: Table) -> Iterator[None]:
+    """Create ``table`` (TEMPORARY) for the block, then drop it.
+
+    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
+    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction).
+    """
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
+    table.create(conn)
+    yield
+    table.drop(conn)
 
 
 def _count(conn: Connection, where: ColumnElement[bool]) -> int:
