@@ -322,7 +322,8 @@ class LoyaltyLedger:
             ["debit_id", "batch_id", "points"], select(ledger.c.id, ledger.c.batch_id, -ledger.c.points).where(
                 *new, ~exists().where(allocations.c.debit_id == ledger.c.id))))
         for name in ([scheme] if scheme else self._schemes_with(and_(*new))):
-            self._apply_new_entries(name, and_(*new, ledger.c.scheme == name), ensure=False)
+            self._apply_new_entries(name, and_(*new, ledger.c.scheme == name), ensure=False,
+                                    bulk=customer_id is None)
         return written
 
     # -- internals -------------------------------------------------------------
@@ -356,14 +357,38 @@ class LoyaltyLedger:
     def _schemes_with(self, where: ColumnElement[bool]) -> list[str]:
         return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
 
-    def _apply_new_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool = True) -> None:
+    def _apply_few_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool) -> None:
+        """:meth:`_apply_new_entries` for one customer's entries: the totals aggregated in each statement."""
+        conn = self.uow.conn
+        totals = select(ledger.c.customer_id, func.sum(ledger.c.points).label("total")).where(new).group_by(
+            ledger.c.customer_id).subquery("new_totals")
+        conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
+                                             updated_at=self.uow.now).where(
+            accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+        if ensure:  # after the UPDATE, so new accounts are not counted twice
+            missing = select(ledger.c.customer_id, literal(scheme), func.sum(ledger.c.points),
+                             literal(self.uow.now, accounts.c.updated_at.type)).where(
+                new, ~exists().where(accounts.c.customer_id == ledger.c.customer_id,
+                                     accounts.c.scheme == scheme)).group_by(ledger.c.customer_id)
+            conn.execute(insert(accounts).from_select(["customer_id", "scheme", "balance", "updated_at"], missing))
+        scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry else None
+        if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
+            ids = list(conn.execute(select(ledger.c.customer_id).where(new).distinct()).scalars())
+            self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, ids)
+
+    def _apply_new_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool = True,
+                           bulk: bool = True) -> None:
         """Add the points of the ledger rows matching ``new`` to their accounts.
 
         The per-customer totals are aggregated once into a temporary table;
         existing accounts get one ``UPDATE ... FROM`` it, missing ones
-        (``ensure``) one ``INSERT ... SELECT`` of their total.
+        (``ensure``) one ``INSERT ... SELECT`` of their total.  Not ``bulk`` (one
+        customer's lazy expiry inside a debit): no temporary table.
         """
         conn = self.uow.conn
+        if not bulk:  # a redemption's lazy expiry: a few rows, no temporary table
+            self._apply_few_entries(scheme, new, ensure)
+            return
         totals = _totals_table()
         with _temporary(conn, totals):
             conn.execute(insert(totals).from_select(["customer_id", "total"], select(
@@ -503,7 +528,10 @@ def _temporary(conn: Connection, table: Table) -> Iterator[None]:
         conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
     table.create(conn)
     yield
-    table.drop(conn)
+    if conn.dialect.name in ("mysql", "mariadb"):  # a plain DROP TABLE would commit the transaction there
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
+    else:
+        table.drop(conn)
 
 
 def _count(conn: Connection, where: ColumnElement[bool]) -> int:

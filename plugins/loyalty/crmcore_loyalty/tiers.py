@@ -419,7 +419,10 @@ def _temporary(conn: Connection, table: Table) -> Iterator[None]:
         conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
     table.create(conn)
     yield
-    table.drop(conn)
+    if conn.dialect.name in ("mysql", "mariadb"):  # a plain DROP TABLE would commit the transaction there
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
+    else:
+        table.drop(conn)
 
 
 def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
