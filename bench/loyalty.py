@@ -40,8 +40,9 @@ machine shared with other benchmarks: load average 13-20, so raw SQL itself ran
   4.07 s: 1.38x best, 1.52x median (goal <= 2x).  What is left over the raw
   statement: the change log and account rows, one ``on_loyalty_tier_changed``
   per move (the notify plugin listens) and the audit record.
-- ``earn-all`` before: every non-earning scheme paged through all won deals
-  (issue 21: 59.5 s vs 4.18 s, 7%).  After (schemes that earn nothing per deal
+- ``earn-all`` before: every non-earning scheme paged through all won deals:
+  237.9 s vs raw 24.1 s, 10% (1 repeat, load ~13; issue 21 on a quieter
+  machine: 59.5 s vs 4.18 s, 7%).  After (schemes that earn nothing per deal
   skipped, totals aggregated once): best 31.99 s / median 32.90 s vs raw
   26.65 / 27.60 s: 83% best, 84% median of raw speed (goal >= 50%).
 
