@@ -74,6 +74,9 @@ class LoyaltyJobs:
             self.crm.authorize("loyalty.earn", None)
             for name in names:
                 target = self.registry.get(name)
+                if not earns_for_deals(target):  # tiers, bonuses, rewards: nothing to page through
+                    written[name] = 0
+                    continue
                 earned = exists().where(ledger.c.deal_id == tables.deals.c.id, ledger.c.scheme == name,
                                         ledger.c.kind == "earn")
                 where = [self._won_stage_filter(), tables.deals.c.closed_at <= moment, ~earned]
@@ -134,6 +137,8 @@ class LoyaltyJobs:
         earning = {deal.id: (deal, transition) for deal, _, _, transition, _ in changes if deal.id not in leaving}
         ids = sorted(i for i in earning if i is not None)
         for scheme in self.registry:
+            if not earns_for_deals(scheme):
+                continue
             if type(scheme).earn_select is not LoyaltyScheme.earn_select:
                 for start in range(0, len(ids), 5000):
                     chunk = tables.deals.c.id.in_(ids[start:start + 5000])
@@ -249,6 +254,17 @@ class LoyaltyJobs:
             query = query.where(accounts.c.scheme == scheme)
         with self.crm.unit(readonly=True) as uow:
             return [tuple(r) for r in uow.conn.execute(query)]
+
+
+def earns_for_deals(scheme: LoyaltyScheme) -> bool:
+    """Whether won deals can earn in ``scheme``: it overrides ``earn_select`` or ``points_for_deal``.
+
+    A scheme with neither (tiers, birthday, referral, rewards) earns 0 for every
+    deal by definition, so the jobs skip it instead of paging through every won deal.
+    """
+    kind = type(scheme)
+    return (kind.earn_select is not LoyaltyScheme.earn_select
+            or kind.points_for_deal is not LoyaltyScheme.points_for_deal)
 
 
 def _is_won(stage: Stage | None) -> bool:

@@ -8,13 +8,19 @@ entries, and a balance never goes negative, also under concurrent redemption.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from sqlalchemy import (
+    BigInteger,
+    Column,
     Connection,
+    Integer,
+    MetaData,
+    Table,
     String,
     and_,
     bindparam,
@@ -316,7 +322,8 @@ class LoyaltyLedger:
             ["debit_id", "batch_id", "points"], select(ledger.c.id, ledger.c.batch_id, -ledger.c.points).where(
                 *new, ~exists().where(allocations.c.debit_id == ledger.c.id))))
         for name in ([scheme] if scheme else self._schemes_with(and_(*new))):
-            self._apply_new_entries(name, and_(*new, ledger.c.scheme == name), ensure=False)
+            self._apply_new_entries(name, and_(*new, ledger.c.scheme == name), ensure=False,
+                                    bulk=customer_id is None)
         return written
 
     # -- internals -------------------------------------------------------------
@@ -350,12 +357,8 @@ class LoyaltyLedger:
     def _schemes_with(self, where: ColumnElement[bool]) -> list[str]:
         return list(self.uow.conn.execute(select(ledger.c.scheme).where(where).distinct()).scalars())
 
-    def _apply_new_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool = True) -> None:
-        """Add the points of the ledger rows matching ``new`` to their accounts.
-
-        Existing accounts get one ``UPDATE ... FROM`` the per-customer totals;
-        missing ones (``ensure``) are inserted with their total.
-        """
+    def _apply_few_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool) -> None:
+        """:meth:`_apply_new_entries` for one customer's entries: the totals aggregated in each statement."""
         conn = self.uow.conn
         totals = select(ledger.c.customer_id, func.sum(ledger.c.points).label("total")).where(new).group_by(
             ledger.c.customer_id).subquery("new_totals")
@@ -371,6 +374,40 @@ class LoyaltyLedger:
         scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry else None
         if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
             ids = list(conn.execute(select(ledger.c.customer_id).where(new).distinct()).scalars())
+            self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, ids)
+
+    def _apply_new_entries(self, scheme: str, new: ColumnElement[bool], ensure: bool = True,
+                           bulk: bool = True) -> None:
+        """Add the points of the ledger rows matching ``new`` to their accounts.
+
+        The per-customer totals are aggregated once into a temporary table;
+        existing accounts get one ``UPDATE ... FROM`` it, missing ones
+        (``ensure``) one ``INSERT ... SELECT`` of their total.  Not ``bulk`` (one
+        customer's lazy expiry inside a debit): no temporary table.
+        """
+        conn = self.uow.conn
+        if not bulk:  # a redemption's lazy expiry: a few rows, no temporary table
+            self._apply_few_entries(scheme, new, ensure)
+            return
+        totals = _totals_table()
+        with _temporary(conn, totals):
+            conn.execute(insert(totals).from_select(["customer_id", "total"], select(
+                ledger.c.customer_id, func.sum(ledger.c.points)).where(new).group_by(ledger.c.customer_id)))
+            conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
+                                                 updated_at=self.uow.now).where(
+                accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+            if ensure:  # after the UPDATE, so new accounts are not counted twice
+                missing = select(totals.c.customer_id, literal(scheme), totals.c.total,
+                                 literal(self.uow.now, accounts.c.updated_at.type)).where(
+                    ~exists().where(accounts.c.customer_id == totals.c.customer_id, accounts.c.scheme == scheme))
+                conn.execute(insert(accounts).from_select(["customer_id", "scheme", "balance", "updated_at"],
+                                                          missing))
+            scheme_obj = self.uow.crm.loyalty.registry.get(scheme) if scheme in self.uow.crm.loyalty.registry \
+                else None
+            ids: list[int] = []
+            if scheme_obj is not None and type(scheme_obj).tier_for is not LoyaltyScheme.tier_for:
+                ids = list(conn.execute(select(totals.c.customer_id).order_by(totals.c.customer_id)).scalars())
+        if ids:
             self.uow.crm.loyalty.evaluate_tiers(self.uow, scheme, ids)
 
     def _allocate(self, debit_id: int, customer_id: int, scheme: str, points: int, prefer_deal: int | None) -> None:
@@ -410,15 +447,19 @@ class LoyaltyLedger:
                 if int(p) > used.get(i, 0)]
 
     def _ensure_accounts(self, scheme: str, customer_ids: list[int]) -> None:
+        """Create the missing accounts of ``customer_ids`` in ``scheme`` (balance 0), in bulk."""
         existing: set[int] = set()
         for start in range(0, len(customer_ids), 5000):
             chunk = customer_ids[start:start + 5000]
             existing.update(self.uow.conn.execute(select(accounts.c.customer_id).where(
                 accounts.c.scheme == scheme, accounts.c.customer_id.in_(chunk))).scalars())
-        for cid in customer_ids:
-            if cid not in existing:
-                insert_ignore(self.uow.conn, accounts, {"customer_id": cid, "scheme": scheme, "balance": 0,
-                                                        "updated_at": self.uow.now})
+        missing = [{"customer_id": cid, "scheme": scheme, "balance": 0, "updated_at": self.uow.now}
+                   for cid in customer_ids if cid not in existing]
+        # Read first, then one multi-row insert of the missing accounts only (as _ensure_account
+        # does for one: an INSERT IGNORE hitting existing rows takes shared locks on MariaDB).
+        if missing:
+            self.uow.conn.execute(ignoring_conflicts(self.uow.conn, accounts, accounts.c.customer_id,
+                                                     accounts.c.scheme), missing)
 
     def _lock_account(self, customer_id: int, scheme: str) -> None:
         # Serialise debits of one account before expiring and allocating, so
@@ -468,6 +509,29 @@ class LoyaltyLedger:
             inserted_id(conn.execute(ledger.insert().values(values)))
             raise AssertionError("unreachable: the insert above fails")
         return existing, False
+
+
+def _totals_table() -> Table:
+    """Points per customer of one bulk credit or expiry (temporary: this connection's own)."""
+    return Table("tmp_loyalty_new_totals", MetaData(), Column("customer_id", Integer, primary_key=True),
+                 Column("total", BigInteger, nullable=False), prefixes=["TEMPORARY"])
+
+
+@contextmanager
+def _temporary(conn: Connection, table: Table) -> Iterator[None]:
+    """Create ``table`` (TEMPORARY) for the block, then drop it.
+
+    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
+    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction).
+    """
+    if conn.dialect.name in ("mysql", "mariadb"):
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
+    table.create(conn)
+    yield
+    if conn.dialect.name in ("mysql", "mariadb"):  # a plain DROP TABLE would commit the transaction there
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
+    else:
+        table.drop(conn)
 
 
 def _count(conn: Connection, where: ColumnElement[bool]) -> int:

@@ -22,6 +22,8 @@ changes nothing.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Unpack
@@ -29,7 +31,17 @@ from typing import TYPE_CHECKING, Any, Unpack
 import attrs
 from sqlalchemy import (
     BigInteger,
+    Column,
+    Connection,
+    Integer,
+    MetaData,
+    String,
+    Table,
     and_,
+    false,
+    literal,
+    or_,
+    true,
     Select,
     case,
     delete,
@@ -38,11 +50,13 @@ from sqlalchemy import (
     select,
     type_coerce,
     union,
+    update,
 )
-from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
-from crmcore.store import MONEY_SCALE, tables
+from crmcore.store import MONEY_SCALE, UTCDateTime, tables
+from crmcore.store.upsert import ignoring_conflicts
 
 from .common import won_deal
 from .sql import utc
@@ -132,11 +146,89 @@ class TiersScheme(crmcore.LoyaltyScheme):
 
     def evaluate(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None) -> int:
         """Apply upgrades, grace periods and downgrades as of ``ctx.as_of``; returns the changes made."""
-        changes = 0
-        for customer_id, qualifying, current, below_since in ctx.conn.execute(
-                self._pending(ctx, options, customer_ids)).all():
-            changes += self._apply(ctx, options, customer_id, int(qualifying), int(current), below_since)
+        if customer_ids is None:  # the periodic job: every member, in SQL
+            return self._evaluate_all(ctx, options)
+        # A few customers (a deal won or lost): decide in Python, write in a few statements.
+        plan = self._decide(ctx, options, ctx.conn.execute(self._pending(ctx, options, customer_ids)).all())
+        self._write(ctx, plan)
+        return plan.changes
+
+    def _evaluate_all(self, ctx: LoyaltyContext, options: TiersOptions) -> int:
+        """:meth:`_decide` and :meth:`_write` for every member as statements over a temporary table.
+
+        The pending members and what happens to each (move, clear or start a grace
+        period) are computed once into the table by one ``INSERT ... SELECT``; each
+        write is then one statement joining it, so no member's row passes through
+        Python except to fire ``on_loyalty_tier_changed`` and for the audit record.
+        """
+        conn = ctx.conn
+        metric = _metric_table()
+        work = _work_table()
+        with _temporary(conn, metric), _temporary(conn, work):
+            # The metric once (an aggregate over deals or the ledger), then the members
+            # without one; each statement reads a temporary table once (MariaDB cannot
+            # open one twice in a statement).
+            conn.execute(insert(metric).from_select(["customer_id", "metric"], self._metric(ctx, options)))
+            others = union(*self._held(None)).subquery("others")
+            conn.execute(ignoring_conflicts(conn, metric, metric.c.customer_id).from_select(
+                ["customer_id", "metric"], select(others.c.customer_id, literal(0, BigInteger)).where(true())))
+            pending = self._pending_over(options, metric, metric.c.customer_id, metric.c.metric).subquery("pending")
+            changes, moves = self._evaluate_pending(ctx, options, pending, work)
+        self._fire(ctx, moves)
         return changes
+
+    def _evaluate_pending(self, ctx: LoyaltyContext, options: TiersOptions, pending: Subquery, work: Table
+                          ) -> tuple[int, Sequence[Any]]:
+        """Decide every pending member's change into ``work`` and apply them (see :meth:`_evaluate_all`);
+        returns the number of changes and the moves (customer, old, new)."""
+        conn, uow = ctx.conn, ctx.uow
+        accounts = tables.loyalty_accounts
+        q, c, below = pending.c.qualifying, pending.c.current, pending.c.below_since
+        # Grace is over for a member below since ``cutoff`` or earlier (never, with no grace period).
+        over = below <= utc(ctx.as_of - timedelta(days=options.grace_days))
+        move = or_(q > c, and_(q < c, or_(below.is_(None) if not options.grace_days else false(), over)))
+        clear = and_(below.is_not(None), or_(q >= c, over))
+        grace = and_(q < c, below.is_(None), true() if options.grace_days else false())
+        new = case(*((q == i + 1, literal(level.name)) for i, level in enumerate(options.levels)),
+                   else_=literal(None, String))
+        conn.execute(insert(work).from_select(
+            ["customer_id", "old", "new", "has_account", "move", "clear", "grace"],
+            select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, _flag(move), _flag(clear),
+                   _flag(grace))))
+        conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, tier_status.c.customer_id.in_(
+            select(work.c.customer_id).where(work.c.clear == 1))))
+        conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
+            work.c.customer_id, literal(self.name), utc(ctx.as_of)).where(work.c.grace == 1)))
+        conn.execute(insert(tier_changes).from_select(["customer_id", "scheme", "old", "new", "changed_at"], select(
+            work.c.customer_id, literal(self.name), work.c.old, work.c.new, utc(ctx.as_of)).where(
+            work.c.move == 1).order_by(work.c.customer_id)))
+        # New accounts get their tier as they are created; existing ones (and any created
+        # meanwhile by a concurrent credit, which the insert skips: no tier yet) by one joined UPDATE.
+        conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme).from_select(
+            ["customer_id", "scheme", "balance", "tier", "updated_at"], select(
+                work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
+                literal(uow.now, UTCDateTime)).where(work.c.move == 1, work.c.has_account.is_(None))))
+        conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
+            accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
+            or_(work.c.has_account.is_not(None), accounts.c.tier.is_(None))))
+        moves = conn.execute(select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
+                             .order_by(work.c.customer_id)).all()
+        changes = int(conn.execute(select(func.count()).select_from(work).where(
+            or_(work.c.move == 1, work.c.clear == 1, work.c.grace == 1))).scalar_one())
+        return changes, moves
+
+    def _fire(self, ctx: LoyaltyContext, moves: Sequence[Any]) -> None:
+        """One audit record for the job's moves, (customer, old, new) rows; ``on_loyalty_tier_changed``
+        per move if a plugin listens."""
+        if not moves:
+            return
+        uow = ctx.uow
+        # One record per job: the customers moved (old and new tiers are in loyalty_tier_changes).
+        uow.audit.batch("tier.change", "loyalty_account", [c for c, _, _ in moves], scheme=self.name)
+        if uow.crm.plugins.has_impls("on_loyalty_tier_changed"):
+            for customer_id, old, new in moves:
+                uow.crm.plugins.call("on_loyalty_tier_changed", uow=uow, customer_id=customer_id,
+                                     scheme=self.name, old=old, new=new)
 
     def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
         """The member's tier, its basis over the window, the next tier and any grace period."""
@@ -192,56 +284,147 @@ class TiersScheme(crmcore.LoyaltyScheme):
     def _pending(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None
                 ) -> Select[Unpack[tuple[Any, ...]]]:
         """Members whose qualifying level differs from their level, or who are in a grace period."""
-        accounts = tables.loyalty_accounts
         metric = self._metric(ctx, options, customer_ids).subquery("metric")
+        members = union(select(metric.c.customer_id), *self._held(customer_ids)).subquery("members")
+        return self._pending_over(options, members.outerjoin(metric, metric.c.customer_id == members.c.customer_id),
+                                  members.c.customer_id, metric.c.metric).order_by(members.c.customer_id)
+
+    def _held(self, customer_ids: list[int] | None) -> tuple[Select[int], Select[int]]:
+        """Members without a metric who may still change: those holding a tier or in a grace period."""
+        accounts = tables.loyalty_accounts
         held = select(accounts.c.customer_id).where(accounts.c.scheme == self.name, accounts.c.tier.is_not(None))
         graced = select(tier_status.c.customer_id).where(tier_status.c.scheme == self.name)
         if customer_ids is not None:
             held = held.where(accounts.c.customer_id.in_(customer_ids))
             graced = graced.where(tier_status.c.customer_id.in_(customer_ids))
-        members = union(select(metric.c.customer_id), held, graced).subquery("members")
-        qualifying = self._rank_by_threshold(func.coalesce(metric.c.metric, 0), options)
+        return held, graced
+
+    def _pending_over(self, options: TiersOptions, members: FromClause, customer_id: ColumnElement[int],
+                      metric: ColumnElement[int]) -> Select[Unpack[tuple[Any, ...]]]:
+        """customer_id, qualifying, current (level ranks), below_since, old (tier), has_account of the
+        ``members`` (each once, with its ``metric``) whose level or grace state may change."""
+        accounts = tables.loyalty_accounts
+        qualifying = self._rank_by_threshold(func.coalesce(metric, 0), options)
         current = case(*((accounts.c.tier == level.name, i + 1) for i, level in enumerate(options.levels)), else_=0)
-        return select(members.c.customer_id, qualifying, current, tier_status.c.below_since).select_from(
-            members.outerjoin(metric, metric.c.customer_id == members.c.customer_id)
-            .outerjoin(accounts, and_(accounts.c.customer_id == members.c.customer_id,
-                                      accounts.c.scheme == self.name))
-            .outerjoin(tier_status, and_(tier_status.c.customer_id == members.c.customer_id,
-                                         tier_status.c.scheme == self.name))
-        ).where((qualifying != current) | tier_status.c.below_since.is_not(None)).order_by(members.c.customer_id)
+        return select(customer_id.label("customer_id"), qualifying.label("qualifying"), current.label("current"),
+                      tier_status.c.below_since, accounts.c.tier.label("old"),
+                      accounts.c.customer_id.label("has_account")).select_from(
+            members.outerjoin(accounts, and_(accounts.c.customer_id == customer_id, accounts.c.scheme == self.name))
+            .outerjoin(tier_status, and_(tier_status.c.customer_id == customer_id, tier_status.c.scheme == self.name))
+        ).where((qualifying != current) | tier_status.c.below_since.is_not(None))
 
     def _rank_by_threshold(self, metric: ColumnElement[int], options: TiersOptions) -> ColumnElement[int]:
         whens = [(metric >= self._scaled(level.threshold, options), i + 1)
                  for i, level in reversed(list(enumerate(options.levels)))]
         return case(*whens, else_=0)
 
-    def _apply(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int, qualifying: int, current: int,
-               below_since: datetime | None) -> int:
-        if qualifying >= current:  # up, or back above the threshold during the grace period
-            changed = 0
-            if below_since is not None:
-                self._clear_grace(ctx, customer_id)
-                changed = 1
-            if qualifying > current:
-                changed = self._move(ctx, options, customer_id, qualifying)
-            return changed
-        if below_since is None and options.grace_days:
-            ctx.conn.execute(insert(tier_status).values(customer_id=customer_id, scheme=self.name,
-                                                        below_since=ctx.as_of))
-            return 1
-        if below_since is None or ctx.as_of - below_since >= timedelta(days=options.grace_days):
-            self._clear_grace(ctx, customer_id)
-            return self._move(ctx, options, customer_id, qualifying)
-        return 0
+    def _decide(self, ctx: LoyaltyContext, options: TiersOptions, pending: Sequence[Any]) -> _Plan:
+        """What to write for the pending members (pure Python, no SQL): grace periods to
+        clear, grace periods to start, and moves (customer, old tier, new tier, has an account).
 
-    def _move(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int, rank: int) -> int:
-        new = options.levels[rank - 1].name if rank else None
-        old = ctx.uow.loyalty.tier(customer_id, self.name)
-        ctx.conn.execute(insert(tier_changes).values(customer_id=customer_id, scheme=self.name, old=old, new=new,
-                                                     changed_at=ctx.as_of))
-        ctx.uow.loyalty.set_tier(customer_id, self.name, new)
-        return 1
+        The rules: a member at or above its level is upgraded at once and any grace
+        period ends; one below starts a grace period (``grace_days`` > 0) and moves
+        down once it is over.  Each member counts as one change when anything changes.
+        """
+        plan = _Plan()
+        grace = timedelta(days=options.grace_days)
+        for customer_id, qualifying, current, below_since, old, has_account in pending:
+            qualifying, current = int(qualifying), int(current)
+            if qualifying >= current:  # up, or back above the threshold during the grace period
+                if below_since is not None:
+                    plan.clear.append(customer_id)
+                if qualifying > current:
+                    plan.moves.append((customer_id, old, self._name(options, qualifying), has_account is not None))
+                plan.changes += below_since is not None or qualifying > current
+            elif below_since is None and options.grace_days:
+                plan.grace.append(customer_id)
+                plan.changes += 1
+            elif below_since is None or ctx.as_of - below_since >= grace:
+                if below_since is not None:
+                    plan.clear.append(customer_id)
+                plan.moves.append((customer_id, old, self._name(options, qualifying), has_account is not None))
+                plan.changes += 1
+        return plan
 
-    def _clear_grace(self, ctx: LoyaltyContext, customer_id: int) -> None:
-        ctx.conn.execute(delete(tier_status).where(tier_status.c.customer_id == customer_id,
-                                                   tier_status.c.scheme == self.name))
+    def _name(self, options: TiersOptions, rank: int) -> str | None:
+        return options.levels[rank - 1].name if rank else None
+
+    def _write(self, ctx: LoyaltyContext, plan: _Plan) -> None:
+        """Apply a plan in a few statements per job (chunked ``IN`` lists and multi-row inserts),
+        then fire ``on_loyalty_tier_changed`` per move if a plugin listens."""
+        conn, uow = ctx.conn, ctx.uow
+        accounts = tables.loyalty_accounts
+        for chunk in _chunks(plan.clear):
+            conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name,
+                                                   tier_status.c.customer_id.in_(chunk)))
+        if plan.grace:
+            conn.execute(insert(tier_status), [{"customer_id": c, "scheme": self.name, "below_since": ctx.as_of}
+                                               for c in plan.grace])
+        if not plan.moves:
+            return
+        conn.execute(insert(tier_changes), [{"customer_id": c, "scheme": self.name, "old": old, "new": new,
+                                             "changed_at": ctx.as_of} for c, old, new, _ in plan.moves])
+        missing = [{"customer_id": c, "scheme": self.name, "balance": 0, "updated_at": uow.now}
+                   for c, _, _, has_account in plan.moves if not has_account]
+        if missing:  # the tier is set below, with the existing accounts' (a concurrent insert is skipped)
+            conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme), missing)
+        by_tier: dict[str | None, list[int]] = {}
+        for customer_id, _, new, _ in plan.moves:
+            by_tier.setdefault(new, []).append(customer_id)
+        for new, ids in by_tier.items():
+            for chunk in _chunks(ids):
+                conn.execute(update(accounts).where(accounts.c.scheme == self.name,
+                                                    accounts.c.customer_id.in_(chunk)).values(
+                    tier=new, updated_at=uow.now))
+        self._fire(ctx, [(c, old, new) for c, old, new, _ in plan.moves])
+
+
+@attrs.define
+class _Plan:
+    """What one evaluation writes (see :meth:`TiersScheme._decide`)."""
+
+    clear: list[int] = attrs.Factory(list)
+    grace: list[int] = attrs.Factory(list)
+    moves: list[tuple[int, str | None, str | None, bool]] = attrs.Factory(list)
+    changes: int = 0
+
+
+def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
+    return case((condition, 1), else_=0)
+
+
+def _metric_table() -> Table:
+    """Every member's metric, computed once per job (temporary, like :func:`_work_table`)."""
+    return Table("tmp_loyalty_tier_metric", MetaData(), Column("customer_id", Integer, primary_key=True),
+                 Column("metric", BigInteger, nullable=False), prefixes=["TEMPORARY"])
+
+
+def _work_table() -> Table:
+    """The temporary table of :meth:`TiersScheme._evaluate_all` (a fresh MetaData per job)."""
+    return Table("tmp_loyalty_tier_work", MetaData(), Column("customer_id", Integer, primary_key=True),
+                 Column("old", String(50)), Column("new", String(50)), Column("has_account", Integer),
+                 Column("move", Integer, nullable=False), Column("clear", Integer, nullable=False),
+                 Column("grace", Integer, nullable=False), prefixes=["TEMPORARY"])
+
+
+@contextmanager
+def _temporary(conn: Connection, table: Table) -> Iterator[None]:
+    """Create ``table`` (TEMPORARY: this connection's own) for the block, then drop it.
+
+    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
+    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction).
+    """
+    dialect = conn.dialect.name
+    if dialect in ("mysql", "mariadb"):
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
+    table.create(conn)
+    yield
+    if conn.dialect.name in ("mysql", "mariadb"):  # a plain DROP TABLE would commit the transaction there
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
+    else:
+        table.drop(conn)
+
+
+def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
+    for start in range(0, len(ids), size):
+        yield ids[start:start + size]
