@@ -170,11 +170,11 @@ def _valid_for(national: str, patterns: "tuple[re.Pattern[str] | None, tuple[_Pa
 
 def _is_valid(number: "phonenumbers.PhoneNumber") -> bool:
     """phonenumbers.is_valid_number(number), with fewer pattern matches."""
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code)
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0)
     if not regions or phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY in regions:
-        return phonenumbers.is_valid_number(number)
+        return bool(phonenumbers.is_valid_number(number))
     national = phonenumbers.national_significant_number(number)
-    region = regions[0]
+    region: str | None = regions[0]
     if len(regions) > 1:  # as _region_code_for_number_from_list: leading digits, else full validation
         region = None
         for candidate in regions:
@@ -190,8 +190,8 @@ def _is_valid(number: "phonenumbers.PhoneNumber") -> bool:
                 if patterns is not None and _valid_for(national, patterns):
                     region = candidate
                     break
-        if region is None:
-            return False
+    if region is None:
+        return False
     patterns = _region_patterns(region.upper())
     if patterns is None or number.country_code != phonenumbers.country_code_for_valid_region(region):
         return False
