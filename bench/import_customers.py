@@ -29,11 +29,13 @@
 Issue 21 figures (2-core machine shared with other benchmarks; load average
 ~20 during these runs, so absolute times are several times an idle machine's):
 
-    100k, SQLite, every plugin, 1 repeat   before        after
-    (a) raw executemany                    5.39 s        see the report of the run
-    (b) crm import                         57.74 s (9.3%)
-    (c) re-import unchanged                266.89 s (4.62x the first import)
-    peak PSS                               196 MB
+    100k, SQLite, every plugin             before (1 repeat)          after (2 repeats, best)
+    (a) raw executemany                    5.39 s                     5.25 s
+    (b) crm import                         57.74 s (9.3% of raw)      61.52 s (8.5%; the writing process had
+                                                                      6.4 s of CPU in 39 s of writing: load)
+    (c) re-import unchanged                266.89 s (4.62x (b))       54.89 s (0.89x (b))
+    peak PSS of the process tree           196 MB                     191 MB
+    100k, PostgreSQL, every plugin         COPY 5.13 s; crm import 77.40 s (6.6% of COPY), PSS 222 MB
 
 What changed: an unchanged row on re-import costs one comparison of its bound
 values with the stored raw row (one query per batch) instead of the per-row
