@@ -129,6 +129,75 @@ def _parse_plain(value: str) -> "phonenumbers.PhoneNumber | None":
     return number
 
 
+# phonenumbers.is_valid_number() asks for the number's *type*: up to ten patterns in a fixed order (premium
+# rate first, mobile last), each compiled through a cache look-up, when validity only needs to know that one
+# of them matches.  _is_valid() gives the same answer with the patterns compiled once per region and the
+# common types tried first; tests/io/test_fastpaths.py compares it with is_valid_number() (hypothesis).
+_TYPE_DESCS = ("fixed_line", "mobile", "premium_rate", "toll_free", "shared_cost", "voip", "personal_number",
+               "pager", "uan", "voicemail")
+_Pattern = tuple[frozenset[int], "re.Pattern[str]"]
+
+
+@lru_cache(maxsize=None)
+def _region_patterns(region: str) -> "tuple[re.Pattern[str] | None, tuple[_Pattern, ...]] | None":
+    """(general pattern, (possible lengths, pattern) of each number type) of a region, or None."""
+    metadata = phonenumbers.PhoneMetadata.metadata_for_region(region, None)
+    if metadata is None:
+        return None
+    general = metadata.general_desc
+    general_pattern = re.compile(general.national_number_pattern) if (
+        general is not None and general.national_number_pattern) else None
+    types = []
+    for name in _TYPE_DESCS:
+        if name == "mobile" and metadata.same_mobile_and_fixed_line_pattern:
+            continue  # phonenumbers only tries mobile when its pattern differs from fixed line's
+        desc = getattr(metadata, name)
+        if desc is None or not desc.national_number_pattern:
+            continue  # such a type never matches
+        types.append((frozenset(desc.possible_length), re.compile(desc.national_number_pattern)))
+    return general_pattern, tuple(types)
+
+
+def _valid_for(national: str, patterns: "tuple[re.Pattern[str] | None, tuple[_Pattern, ...]]") -> bool:
+    """_number_type_helper(national, metadata) != UNKNOWN."""
+    general, types = patterns
+    if general is None or general.fullmatch(national) is None:
+        return False
+    length = len(national)
+    return any((not lengths or length in lengths) and pattern.fullmatch(national) is not None
+               for lengths, pattern in types)
+
+
+def _is_valid(number: "phonenumbers.PhoneNumber") -> bool:
+    """phonenumbers.is_valid_number(number), with fewer pattern matches."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0)
+    if not regions or phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY in regions:
+        return bool(phonenumbers.is_valid_number(number))
+    national = phonenumbers.national_significant_number(number)
+    region: str | None = regions[0]
+    if len(regions) > 1:  # as _region_code_for_number_from_list: leading digits, else full validation
+        region = None
+        for candidate in regions:
+            metadata = phonenumbers.PhoneMetadata.metadata_for_region(candidate.upper(), None)
+            if metadata is None:
+                continue
+            if metadata.leading_digits is not None:
+                if re.match(metadata.leading_digits, national):
+                    region = candidate
+                    break
+            else:
+                patterns = _region_patterns(candidate.upper())
+                if patterns is not None and _valid_for(national, patterns):
+                    region = candidate
+                    break
+    if region is None:
+        return False
+    patterns = _region_patterns(region.upper())
+    if patterns is None or number.country_code != phonenumbers.country_code_for_valid_region(region):
+        return False
+    return _valid_for(national, patterns)
+
+
 # phonenumbers reads "ext. 123", "x123", "#123" and ";ext=123" as an extension, but
 # not the Chinese words for one: "转 123" (transfer to), "分机 123" (extension), "内线".
 _CJK_EXTENSION = re.compile(r"\s*(?:转|轉|分机号?|分機號?|内线|內線)\s*[:：]?\s*(?=[0-9０-９]+\s*$)")
@@ -144,7 +213,7 @@ def normalize_phone(value: str, region: str | None) -> str:
     ``+861012345678;ext=123`` (which reads back as itself).
     """
     plain = _parse_plain(value)
-    if plain is not None and phonenumbers.is_valid_number(plain):
+    if plain is not None and _is_valid(plain):
         return phonenumbers.format_number(plain, phonenumbers.PhoneNumberFormat.E164)
     try:
         number = phonenumbers.parse(_CJK_EXTENSION.sub(EXTENSION_MARK, value, count=1), region)

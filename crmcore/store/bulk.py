@@ -8,7 +8,8 @@ INSERT ... RETURNING of thousands of rows each time.  So:
 * SQLite: a plain executemany inside our write transaction (BEGIN IMMEDIATE),
   where new rows are numbered max(rowid)+1, +2, ...; checked afterwards.
 * PostgreSQL: ids drawn from the column's sequence first (as its default
-  would), then a plain executemany (psycopg pipelines it).
+  would), then ``COPY ... FROM STDIN`` (:func:`copy_rows`; several times
+  faster than psycopg's pipelined executemany).
 * MariaDB: INSERT ... RETURNING, ordered by SQLAlchemy.
 """
 
@@ -18,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import Connection, CursorResult, Table, func, insert, select, text
+from sqlalchemy.exc import DBAPIError
 
 
 def insert_returning_ids(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -32,10 +34,43 @@ def insert_returning_ids(conn: Connection, table: Table, rows: Sequence[Mapping[
                                 {"table": table.name}).scalar_one()
         ids = list(conn.execute(text("SELECT nextval(:sequence) FROM generate_series(1, :count)"),
                                 {"sequence": sequence, "count": len(rows)}).scalars())
-        conn.execute(insert(table), [{**row, "id": new_id} for row, new_id in zip(rows, ids)])
+        rows = [{**row, "id": new_id} for row, new_id in zip(rows, ids)]
+        if not copy_rows(conn, table, rows):
+            conn.execute(insert(table), rows)
         return ids
     stmt = insert(table).returning(table.c.id, sort_by_parameter_order=True)
     return list(conn.execute(stmt, list(rows)).scalars().all())
+
+
+def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> bool:
+    """Write ``rows`` with PostgreSQL's ``COPY ... FROM STDIN`` (psycopg); False (nothing written) when
+    the connection is not psycopg's or the rows do not all have the same columns.
+
+    Values go through the columns' own bind processors first (JSON, UTC time stamps, booleans), so
+    COPY stores what an executemany of ``insert(table)`` would.  A refused row raises
+    :class:`sqlalchemy.exc.DBAPIError` (IntegrityError, DataError, ...), as the executemany does, and
+    leaves the transaction to the caller (a savepoint around it rolls it back).
+    """
+    if not rows or conn.dialect.name != "postgresql" or conn.dialect.driver != "psycopg":
+        return False
+    names = list(rows[0])
+    if any(row.keys() != rows[0].keys() for row in rows):
+        return False
+    dialect = conn.dialect
+    plan = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
+    quote = dialect.identifier_preparer
+    sql = (f"COPY {quote.format_table(table)} ({', '.join(quote.quote(n) for n in names)}) FROM STDIN")
+    driver = conn.connection.driver_connection
+    import psycopg  # the psycopg dialect is in use, so the driver is there
+
+    try:
+        with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
+            write = copy.write_row
+            for row in rows:
+                write([row[name] if process is None else process(row[name]) for name, process in plan])
+    except psycopg.Error as exc:
+        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+    return True
 
 
 def sqlite_new_ids(conn: Connection, table: Table, count: int) -> list[int]:

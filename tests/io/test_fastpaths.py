@@ -15,7 +15,7 @@ import phonenumbers
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from crmcore.domain.validation import PLAIN_EMAIL, normalize_email, normalize_phone, plain_email
+from crmcore.domain.validation import PLAIN_EMAIL, _is_valid, normalize_email, normalize_phone, plain_email
 
 SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -131,3 +131,41 @@ def test_plain_numbers_normalise_like_phonenumbers(value, region):
 @example("tel:+1-415-555-0132", None)
 def test_normalize_phone_matches_phonenumbers_everywhere(value, region):
     assert ours_phone(value, region) == reference_phone(value, region)
+
+
+def _example_numbers() -> list[phonenumbers.PhoneNumber]:
+    """phonenumbers' own example number of every region and type: valid numbers everywhere."""
+    found = []
+    for region in sorted(phonenumbers.SUPPORTED_REGIONS):
+        for kind in range(12):
+            number = phonenumbers.example_number_for_type(region, kind)
+            if number is not None:
+                found.append(number)
+    for code in sorted(phonenumbers.COUNTRY_CODES_FOR_NON_GEO_REGIONS):
+        number = phonenumbers.example_number_for_non_geo_entity(code)
+        if number is not None:
+            found.append(number)
+    return found
+
+
+EXAMPLES = _example_numbers()
+
+
+def test_fast_validity_agrees_on_every_example_number():
+    assert len(EXAMPLES) > 1000
+    for number in EXAMPLES:
+        assert _is_valid(number) == phonenumbers.is_valid_number(number) is True, number
+
+
+@SETTINGS
+@given(st.sampled_from(EXAMPLES), st.integers(0, 14), st.sampled_from("0123456789"), st.integers(-1, 1))
+def test_fast_validity_agrees_on_altered_example_numbers(number, position, digit, length):
+    """One digit replaced, and one dropped or added: mostly invalid numbers, some valid ones elsewhere."""
+    national = str(number.national_number)
+    position = min(position, len(national) - 1)
+    national = national[:position] + digit + national[position + 1:]
+    national = national[:-1] if length < 0 and len(national) > 1 else national + digit if length > 0 else national
+    altered = phonenumbers.PhoneNumber(country_code=number.country_code, national_number=int(national),
+                                       italian_leading_zero=number.italian_leading_zero,
+                                       number_of_leading_zeros=number.number_of_leading_zeros)
+    assert _is_valid(altered) == phonenumbers.is_valid_number(altered)
