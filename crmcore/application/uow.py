@@ -48,6 +48,9 @@ class UnitOfWork:
     :ivar now: the time of the use case (aware UTC).
     :ivar loyalty: the points ledger bound to this unit.
     :ivar outbox: the notification outbox bound to this unit.
+    :ivar memo: values worked out once per unit of work and shared by its calls (the ``access``
+        plugin keeps the acting user's role here, asked by every ``authorize`` and ``visibility``
+        call); it dies with the unit, so nothing in it outlives a transaction.
     :ivar earn_points: whether deals that become won in this unit earn loyalty points
         (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
@@ -65,6 +68,7 @@ class UnitOfWork:
         self.interactions = InteractionRepository(conn)
         self.deals = DealRepository(conn)
         self._after_commit: list[Callable[[], Any]] = []
+        self.memo: dict[Any, Any] = {}
         self.earn_points = True
         self.readonly = False
         self._visibility: Visibility | None | _Unset = _UNSET
