@@ -57,6 +57,7 @@ class CRM:
         self.plugins = plugins
         self.clock = clock
         self.engine = make_engine(config.database_url, create=create)
+        install_visibility(self.engine)  # record visibility in every scoped unit of work's SELECTs
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
         self.default_actor: str | None = None
         self.customers = CustomerService(self)
@@ -241,8 +242,8 @@ class CRM:
             with conn.begin():
                 uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())
                 uow.readonly = readonly
-                if self.plugins.has_impls("visibility"):
-                    install_visibility(conn, lambda: uow.visibility, lambda: uow.is_scoped)
+                # The engine's visibility listener finds the unit on its connection (gone with it).
+                conn.execution_options(crm_unit=uow)
                 # The family parts of a unit: bound here, where the families are wired.
                 uow.loyalty = LoyaltyLedger(uow)
                 uow.outbox = Outbox(uow)
