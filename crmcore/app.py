@@ -51,6 +51,10 @@ T = TypeVar("T")
 class CRM:
     """One CRM instance.  Build it with :meth:`open`."""
 
+    #: The family parts of a unit of work (``uow.loyalty``, ``uow.outbox``), made on first use:
+    #: wired here, where the families are known.
+    unit_parts: dict[str, Callable[[UnitOfWork], Any]] = {"loyalty": LoyaltyLedger, "outbox": Outbox}
+
     def __init__(self, config: Config, plugins: PluginManager, clock: Callable[[], datetime] = utcnow,
                  create: bool = True):
         self.config = config
@@ -244,9 +248,6 @@ class CRM:
                 uow.readonly = readonly
                 # The engine's visibility listener finds the unit on its connection (gone with it).
                 conn.execution_options(crm_unit=uow)
-                # The family parts of a unit: bound here, where the families are wired.
-                uow.loyalty = LoyaltyLedger(uow)
-                uow.outbox = Outbox(uow)
                 token = current_unit.set(uow)
                 try:
                     # Times given without a zone inside a use case (fields, filters) are local ones.

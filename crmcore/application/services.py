@@ -146,20 +146,25 @@ class EntityService(Generic[E]):
     def update(self, id: int, **changes: Any) -> E:
         """Change fields of a stored entity; events see old and new."""
         with self.crm.unit() as uow:
-            previous = self.target(uow, id)
-            fields = unstructure(previous) | changes
-            candidate = self.build(fields)
-            self.crm.authorize(f"{self.kind}.update", candidate)
-            if getattr(previous, "archived_at", None) is not None:
-                raise RecordArchived(self.kind, id, f"is archived: restore it first (crm {self.kind} restore {id})")
-            if "archived_at" in changes:  # archiving has its own use case, audit action and event
-                raise ValidationError.single("archived_at", f"use delete() to archive and restore() to "
-                                             f"un-archive a {self.kind}", self.kind)
-            candidate = self.prepare(uow, candidate, previous)
-            stored = self.repo(uow).update(candidate, uow.now)
-            uow.audit.updated(self.kind, stored, previous)
-            self.after_update(uow, stored, previous)
-            return stored
+            return self.change(uow, self.target(uow, id), changes)
+
+    def change(self, uow: "UnitOfWork", previous: E, changes: Mapping[str, Any]) -> E:
+        """:meth:`update` of ``previous`` (the stored entity :meth:`target` loaded) in ``uow``."""
+        id = previous.id
+        assert id is not None, "a stored entity has an id"
+        fields = unstructure(previous) | dict(changes)
+        candidate = self.build(fields)
+        self.crm.authorize(f"{self.kind}.update", candidate)
+        if getattr(previous, "archived_at", None) is not None:
+            raise RecordArchived(self.kind, id, f"is archived: restore it first (crm {self.kind} restore {id})")
+        if "archived_at" in changes:  # archiving has its own use case, audit action and event
+            raise ValidationError.single("archived_at", f"use delete() to archive and restore() to "
+                                         f"un-archive a {self.kind}", self.kind)
+        candidate = self.prepare(uow, candidate, previous)
+        stored = self.repo(uow).update(candidate, uow.now)
+        uow.audit.updated(self.kind, stored, previous)
+        self.after_update(uow, stored, previous)
+        return stored
 
     def delete(self, id: int, purge: bool = False) -> E:
         """Delete a contact or interaction for real; see :meth:`ArchivingService.delete` for
@@ -490,7 +495,7 @@ class DealService(ArchivingService[Deal]):
         with self.crm.unit() as uow:
             previous = self.target(uow, deal_id)
             self.crm.authorize("deal.move", previous)
-            return self.update(deal_id, **changes)
+            return self.change(uow, previous, changes)  # the deal just loaded: not read a second time
 
     def move_many(self, moves: Iterable[Mapping[str, Any]]) -> int:
         """Bulk stage moves: many deals, each at its own time, in a few statements.
