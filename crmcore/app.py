@@ -233,15 +233,25 @@ class CRM:
 
     # -- units of work -----------------------------------------------------
     @contextmanager
-    def unit(self, readonly: bool = False) -> Iterator[UnitOfWork]:
-        """The current unit of work, or a new one (one transaction) if none is open."""
+    def unit(self, readonly: bool = False, *, plain: bool = False) -> Iterator[UnitOfWork]:
+        """The current unit of work, or a new one (one transaction) if none is open.
+
+        ``plain`` (with ``readonly``): a point read, whose statements need no shared snapshot, runs
+        without an explicit transaction where the dialect allows: on SQLite no ``BEGIN``, on
+        PostgreSQL autocommit (no ``BEGIN`` and ``COMMIT`` round trips; at its default READ
+        COMMITTED each statement reads its own snapshot anyway).  MariaDB keeps its transaction
+        (switching autocommit costs a round trip each way there).
+        """
         current = current_unit.get()
         if current is not None and current.crm is self:
             yield current
             return
         conn = self.engine.connect()
         if readonly:
-            conn = conn.execution_options(crm_readonly=True)
+            if plain and conn.dialect.name == "postgresql":
+                conn = conn.execution_options(crm_readonly=True, isolation_level="AUTOCOMMIT")
+            else:
+                conn = conn.execution_options(crm_readonly=True, crm_plain=plain)
         try:
             with conn.begin():
                 uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())

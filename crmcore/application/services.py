@@ -55,13 +55,15 @@ class EntityService(Generic[E]):
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id`` (:class:`NotFound` otherwise)."""
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(readonly=True, plain=True) as uow:
             self.crm.authorize(f"{self.kind}.read", id)
             return self.repo(uow).get(id)
 
     def find(self, **criteria: Any) -> E | None:
-        """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``)."""
-        with self.crm.unit(readonly=True) as uow:
+        """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``) among those the
+        acting user may see; asks ``authorize("KIND.read", None)`` as :meth:`get` asks for an id."""
+        with self.crm.unit(readonly=True, plain=True) as uow:
+            self.crm.authorize(f"{self.kind}.read", None)
             return self.repo(uow).find(**criteria)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",

@@ -125,3 +125,18 @@ def test_reused_rewrites_keep_each_actor_to_their_own_records(crm):
                 crm.customers.get(full.id)
         with crm.acting_as("boss"):
             assert {crm.customers.get(full.id).id, crm.customers.get(bare.id).id} == {full.id, bare.id}
+
+
+def test_a_plain_read_leaves_no_autocommit_behind(crm):
+    """A point read runs without a transaction (SQLite, PostgreSQL); the pooled connection it used must
+    be transactional again for the next unit: a failed unit still rolls everything back."""
+    full, _ = _fill(crm)
+    for _ in range(3):
+        crm.customers.get(full.id)
+        crm.customers.find(external_id="EXT-1")
+        with pytest.raises(RuntimeError):
+            with crm.unit() as uow:
+                uow.conn.execute(tables.customers.update().where(tables.customers.c.id == full.id)
+                                 .values(name="changed"))
+                raise RuntimeError("roll back")
+        assert crm.customers.get(full.id).name == "张伟"
