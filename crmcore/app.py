@@ -51,12 +51,17 @@ T = TypeVar("T")
 class CRM:
     """One CRM instance.  Build it with :meth:`open`."""
 
+    #: The family parts of a unit of work (``uow.loyalty``, ``uow.outbox``), made on first use:
+    #: wired here, where the families are known.
+    unit_parts: dict[str, Callable[[UnitOfWork], Any]] = {"loyalty": LoyaltyLedger, "outbox": Outbox}
+
     def __init__(self, config: Config, plugins: PluginManager, clock: Callable[[], datetime] = utcnow,
                  create: bool = True):
         self.config = config
         self.plugins = plugins
         self.clock = clock
         self.engine = make_engine(config.database_url, create=create)
+        install_visibility(self.engine)  # record visibility in every scoped unit of work's SELECTs
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
         self.default_actor: str | None = None
         self.customers = CustomerService(self)
@@ -228,24 +233,31 @@ class CRM:
 
     # -- units of work -----------------------------------------------------
     @contextmanager
-    def unit(self, readonly: bool = False) -> Iterator[UnitOfWork]:
-        """The current unit of work, or a new one (one transaction) if none is open."""
+    def unit(self, readonly: bool = False, *, plain: bool = False) -> Iterator[UnitOfWork]:
+        """The current unit of work, or a new one (one transaction) if none is open.
+
+        ``plain`` (with ``readonly``): a point read, whose statements need no shared snapshot, runs
+        without an explicit transaction where the dialect allows: on SQLite no ``BEGIN``, on
+        PostgreSQL autocommit (no ``BEGIN`` and ``COMMIT`` round trips; at its default READ
+        COMMITTED each statement reads its own snapshot anyway).  MariaDB keeps its transaction
+        (switching autocommit costs a round trip each way there).
+        """
         current = current_unit.get()
         if current is not None and current.crm is self:
             yield current
             return
         conn = self.engine.connect()
         if readonly:
-            conn = conn.execution_options(crm_readonly=True)
+            if plain and conn.dialect.name == "postgresql":
+                conn = conn.execution_options(crm_readonly=True, isolation_level="AUTOCOMMIT")
+            else:
+                conn = conn.execution_options(crm_readonly=True, crm_plain=plain)
         try:
             with conn.begin():
                 uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())
                 uow.readonly = readonly
-                if self.plugins.has_impls("visibility"):
-                    install_visibility(conn, lambda: uow.visibility, lambda: uow.is_scoped)
-                # The family parts of a unit: bound here, where the families are wired.
-                uow.loyalty = LoyaltyLedger(uow)
-                uow.outbox = Outbox(uow)
+                # The engine's visibility listener finds the unit on its connection (gone with it).
+                conn.execution_options(crm_unit=uow)
                 token = current_unit.set(uow)
                 try:
                     # Times given without a zone inside a use case (fields, filters) are local ones.

@@ -55,13 +55,15 @@ class EntityService(Generic[E]):
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id`` (:class:`NotFound` otherwise)."""
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(readonly=True, plain=True) as uow:
             self.crm.authorize(f"{self.kind}.read", id)
             return self.repo(uow).get(id)
 
     def find(self, **criteria: Any) -> E | None:
-        """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``)."""
-        with self.crm.unit(readonly=True) as uow:
+        """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``) among those the
+        acting user may see; asks ``authorize("KIND.read", None)`` as :meth:`get` asks for an id."""
+        with self.crm.unit(readonly=True, plain=True) as uow:
+            self.crm.authorize(f"{self.kind}.read", None)
             return self.repo(uow).find(**criteria)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
@@ -146,20 +148,25 @@ class EntityService(Generic[E]):
     def update(self, id: int, **changes: Any) -> E:
         """Change fields of a stored entity; events see old and new."""
         with self.crm.unit() as uow:
-            previous = self.target(uow, id)
-            fields = unstructure(previous) | changes
-            candidate = self.build(fields)
-            self.crm.authorize(f"{self.kind}.update", candidate)
-            if getattr(previous, "archived_at", None) is not None:
-                raise RecordArchived(self.kind, id, f"is archived: restore it first (crm {self.kind} restore {id})")
-            if "archived_at" in changes:  # archiving has its own use case, audit action and event
-                raise ValidationError.single("archived_at", f"use delete() to archive and restore() to "
-                                             f"un-archive a {self.kind}", self.kind)
-            candidate = self.prepare(uow, candidate, previous)
-            stored = self.repo(uow).update(candidate, uow.now)
-            uow.audit.updated(self.kind, stored, previous)
-            self.after_update(uow, stored, previous)
-            return stored
+            return self.change(uow, self.target(uow, id), changes)
+
+    def change(self, uow: "UnitOfWork", previous: E, changes: Mapping[str, Any]) -> E:
+        """:meth:`update` of ``previous`` (the stored entity :meth:`target` loaded) in ``uow``."""
+        id = previous.id
+        assert id is not None, "a stored entity has an id"
+        fields = unstructure(previous) | dict(changes)
+        candidate = self.build(fields)
+        self.crm.authorize(f"{self.kind}.update", candidate)
+        if getattr(previous, "archived_at", None) is not None:
+            raise RecordArchived(self.kind, id, f"is archived: restore it first (crm {self.kind} restore {id})")
+        if "archived_at" in changes:  # archiving has its own use case, audit action and event
+            raise ValidationError.single("archived_at", f"use delete() to archive and restore() to "
+                                         f"un-archive a {self.kind}", self.kind)
+        candidate = self.prepare(uow, candidate, previous)
+        stored = self.repo(uow).update(candidate, uow.now)
+        uow.audit.updated(self.kind, stored, previous)
+        self.after_update(uow, stored, previous)
+        return stored
 
     def delete(self, id: int, purge: bool = False) -> E:
         """Delete a contact or interaction for real; see :meth:`ArchivingService.delete` for
@@ -490,7 +497,7 @@ class DealService(ArchivingService[Deal]):
         with self.crm.unit() as uow:
             previous = self.target(uow, deal_id)
             self.crm.authorize("deal.move", previous)
-            return self.update(deal_id, **changes)
+            return self.change(uow, previous, changes)  # the deal just loaded: not read a second time
 
     def move_many(self, moves: Iterable[Mapping[str, Any]]) -> int:
         """Bulk stage moves: many deals, each at its own time, in a few statements.

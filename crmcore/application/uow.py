@@ -9,6 +9,7 @@ transaction is durable (e.g. to wake a dispatcher).
 from __future__ import annotations
 
 import contextvars
+import functools
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import datetime
@@ -48,27 +49,56 @@ class UnitOfWork:
     :ivar now: the time of the use case (aware UTC).
     :ivar loyalty: the points ledger bound to this unit.
     :ivar outbox: the notification outbox bound to this unit.
+    :ivar memo: values worked out once per unit of work and shared by its calls (the ``access``
+        plugin keeps the acting user's role here, asked by every ``authorize`` and ``visibility``
+        call); it dies with the unit, so nothing in it outlives a transaction.
     :ivar earn_points: whether deals that become won in this unit earn loyalty points
         (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
-
-    # Bound by the CRM object when it opens the unit (the families sit above this layer).
-    loyalty: LoyaltyLedger
-    outbox: Outbox
 
     def __init__(self, crm: "CRM", conn: Connection, actor: str | None, now: datetime):
         # Every unit of work has an actor: the built-in one when nobody was named.
         self.crm, self.conn, self.actor, self.now = crm, conn, actor or SYSTEM_ACTOR, now
         self.audit = AuditTrail(self)
-        self.customers = CustomerRepository(conn)
-        self.contacts = ContactRepository(conn)
-        self.interactions = InteractionRepository(conn)
-        self.deals = DealRepository(conn)
         self._after_commit: list[Callable[[], Any]] = []
+        self.memo: dict[Any, Any] = {}
         self.earn_points = True
         self.readonly = False
         self._visibility: Visibility | None | _Unset = _UNSET
         self._scoping = 0
+
+    # -- the parts of a unit, made when first used (a point read needs one repository) ------------
+    @functools.cached_property
+    def customers(self) -> CustomerRepository:
+        """The customers repository on this unit's connection."""
+        return CustomerRepository(self.conn)
+
+    @functools.cached_property
+    def contacts(self) -> ContactRepository:
+        """The contacts repository on this unit's connection."""
+        return ContactRepository(self.conn)
+
+    @functools.cached_property
+    def interactions(self) -> InteractionRepository:
+        """The interactions repository on this unit's connection."""
+        return InteractionRepository(self.conn)
+
+    @functools.cached_property
+    def deals(self) -> DealRepository:
+        """The deals repository on this unit's connection."""
+        return DealRepository(self.conn)
+
+    @functools.cached_property
+    def loyalty(self) -> LoyaltyLedger:
+        """The points ledger bound to this unit (made by the CRM: the families sit above this layer)."""
+        ledger: LoyaltyLedger = self.crm.unit_parts["loyalty"](self)
+        return ledger
+
+    @functools.cached_property
+    def outbox(self) -> Outbox:
+        """The notification outbox bound to this unit (made by the CRM, as :attr:`loyalty`)."""
+        outbox: Outbox = self.crm.unit_parts["outbox"](self)
+        return outbox
 
     # -- record visibility (crmcore.application.visibility) ----------------------------------
     @property

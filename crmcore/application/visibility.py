@@ -28,12 +28,13 @@ jobs, uniqueness checks) sees every row, as the data's rules require.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import weakref
 from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import Column, Connection, Table, and_, event, select
+from sqlalchemy import Column, Connection, Engine, Table, and_, event, select
 from sqlalchemy.sql import ColumnElement, Select
 from sqlalchemy.sql.selectable import Alias, CompoundSelect, Subquery
+from sqlalchemy.sql.util import find_tables
 from sqlalchemy.sql.visitors import replacement_traverse
 
 from ..store import tables
@@ -126,16 +127,85 @@ class Visibility:
         return cast(Any, replacement_traverse)(statement, {}, replace)
 
 
-def install(conn: Connection, visibility: Callable[[], "Visibility | None"], active: Callable[[], bool]) -> None:
-    """Rewrite every SELECT run on ``conn`` while ``active()`` holds, by ``visibility()``
-    (asked at the first such SELECT, so a unit that reads nothing asks no plugin)."""
+# Whether a statement reads any table a visibility condition can restrict, per statement object: the
+# statements built once (a repository's point read, a plugin's look-up) are checked once.
+_READS_RESTRICTED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+# Rewritten statements by (statement, the conditions' structure and values): a point read of a
+# restricted actor rewrites its statement once, not in every unit of work.  Bounded, oldest out.
+_REWRITES: dict[tuple[Any, ...], Any] = {}
+_REWRITES_MAX = 512
+
+
+def restrictable(table: Any) -> bool:
+    """Whether a visibility condition can ever restrict ``table`` (see :meth:`Visibility.condition`)."""
+    if not isinstance(table, Table):
+        return False
+    return table is tables.customers or table is tables.deals or "customer_id" in table.c or "deal_id" in table.c
+
+
+def reads_restricted(statement: Any) -> bool:
+    """Whether ``statement`` reads a :func:`restrictable` table (when it does not, the rewrite would
+    change nothing, and no plugin needs asking)."""
+    try:
+        return _READS_RESTRICTED[statement]
+    except (KeyError, TypeError):
+        pass
+    found = any(restrictable(t) for t in find_tables(statement, include_aliases=True, include_crud=True))
+    try:
+        _READS_RESTRICTED[statement] = found
+    except TypeError:  # pragma: no cover - every Select is weak-referenceable
+        pass
+    return found
+
+
+def _condition_key(condition: ColumnElement[bool] | None) -> tuple[Any, ...] | None:
+    """The structure and bound values of a condition (None: not cacheable)."""
+    if condition is None:
+        return ()
+    key = condition._generate_cache_key()
+    if key is None:
+        return None
+    values = tuple(b.effective_value for b in key.bindparams)
+    try:
+        hash(values)
+    except TypeError:  # a list (an IN of values): not worth a key
+        return None
+    return (key.key, values)
+
+
+def rewrite(visibility: Visibility, statement: Any) -> Any:
+    """``visibility.apply(statement)``, reused for the same statement and the same conditions
+    (structure and values: two actors with different conditions never share a rewrite)."""
+    customer, deal = _condition_key(visibility.customer), _condition_key(visibility.deal)
+    if customer is None or deal is None:
+        return visibility.apply(statement)
+    key = (statement, customer, deal)
+    try:
+        found = _REWRITES.get(key)
+    except TypeError:  # pragma: no cover - statements hash by identity
+        return visibility.apply(statement)
+    if found is None:
+        found = visibility.apply(statement)
+        if len(_REWRITES) >= _REWRITES_MAX:
+            del _REWRITES[next(iter(_REWRITES))]
+        _REWRITES[key] = found
+    return found
+
+
+def install(engine: Engine) -> None:
+    """Rewrite every SELECT run inside a scoped unit of work on ``engine``'s connections by the
+    unit's visibility.  The unit is found on the connection (execution option ``crm_unit``, set
+    by ``crm.unit()`` on the connection it opens and gone with it); the visibility is asked at
+    the first SELECT that reads a restrictable table, so a unit that reads none asks no plugin."""
 
     def before_execute(conn: Connection, clause: Any, multiparams: Any, params: Any,
                        options: Any) -> tuple[Any, Any, Any]:
-        if isinstance(clause, Select | CompoundSelect) and active():
-            seen = visibility()
-            if seen is not None:
-                clause = seen.apply(clause)
+        if isinstance(clause, Select | CompoundSelect):
+            unit = conn.get_execution_options().get("crm_unit")
+            if unit is not None and unit.is_scoped and reads_restricted(clause):
+                seen = unit.visibility
+                if seen is not None:
+                    clause = rewrite(seen, clause)
         return clause, multiparams, params
 
-    event.listen(conn, "before_execute", before_execute, retval=True)
+    event.listen(engine, "before_execute", before_execute, retval=True)

@@ -117,9 +117,8 @@ class LoyaltyLedger:
         return the one entry), and only a new entry changes the balance.
         """
         _check_points(points)
-        existing = self.entry(key)
-        if existing is not None:
-            return existing
+        # No look-up of the key first: the insert finds a replay itself (and then returns the
+        # entry), which saves a SELECT on every new credit, the common case.
         self._ensure_account(customer_id, scheme)
         entry, new = self._append(customer_id, scheme, kind, points, key, fields)
         if new:

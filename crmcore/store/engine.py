@@ -176,5 +176,12 @@ def _configure_sqlite(engine: Engine, in_memory: bool) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(conn: Any) -> None:
-        readonly = conn.get_execution_options().get("crm_readonly", False)
-        conn.exec_driver_sql("BEGIN" if readonly else "BEGIN IMMEDIATE")
+        options = conn.get_execution_options()
+        if options.get("crm_plain", False):
+            return  # a point read (crm.unit(plain=True)): SQLite's autocommit, one statement at a time
+        if options.get("crm_readonly", False):
+            # A deferred BEGIN takes no lock and cannot be busy: straight to the driver, without a
+            # statement's round through SQLAlchemy's execution machinery (a tenth of a point read).
+            conn.connection.dbapi_connection.execute("BEGIN")
+        else:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -12,13 +12,16 @@ from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from decimal import Decimal
 import builtins
+import functools
+import operator
 from typing import Any, Generic, Literal, TypeVar
 
 import attrs
-from sqlalchemy import Connection, RowMapping, Table, delete, func, insert, or_, select, update
+from sqlalchemy import Connection, RowMapping, Select, Table, bindparam, delete, func, insert, or_, select, update
 from sqlalchemy.sql import ColumnElement
+from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
-from ..domain.convert import converter, unstructure
+from ..domain.convert import from_row, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
@@ -56,6 +59,14 @@ def archived_conditions(table: Table, archived: str, kind: str) -> builtins.list
     return [hidden] if archived == "only" else [~hidden]
 
 
+@functools.cache
+def _by_column(table: Table, column: str, limit: int | None = None) -> Select[Any]:
+    """``SELECT * FROM table WHERE column = :value`` built once per table and column: the same statement
+    object every call, so neither it nor its cache key is rebuilt (a point read's share was ~15%)."""
+    stmt = select(table).where(table.c[column] == bindparam("value"))
+    return stmt if limit is None else stmt.limit(limit)
+
+
 class Repository(Generic[E]):
     """Reads and writes one entity type on one connection."""
 
@@ -69,14 +80,25 @@ class Repository(Generic[E]):
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id``; :class:`NotFound` if there is none."""
-        row = self.conn.execute(select(self.table).where(self.table.c.id == id)).first()
+        row = self.conn.execute(_by_column(self.table, "id"), {"value": id}).first()
         if row is None:
             raise NotFound(self.kind, id)
         return self.from_row(row._mapping)
 
     def find(self, **criteria: Any) -> E | None:
         """The first entity matching ``criteria`` (column equality), or None."""
-        stmt = select(self.table).where(*self._conditions(criteria)).limit(1)
+        where = self._conditions(criteria)  # the filters' checks and coercion, whichever path runs
+        if len(where) == 1 and len(criteria) == 1:
+            [name] = criteria
+            condition = where[0]
+            if name in self.table.c and isinstance(condition, BinaryExpression) \
+                    and condition.operator is operator.eq and condition.left is self.table.c[name] \
+                    and isinstance(condition.right, BindParameter):
+                # One column equal to one value (by email, external id): a statement built once.
+                stmt = _by_column(self.table, name, limit=1)
+                row = self.conn.execute(stmt, {"value": condition.right.value}).first()
+                return None if row is None else self.from_row(row._mapping)
+        stmt = select(self.table).where(*where).limit(1)
         row = self.conn.execute(stmt).first()
         return None if row is None else self.from_row(row._mapping)
 
@@ -138,7 +160,7 @@ class Repository(Generic[E]):
     # -- conversion ------------------------------------------------------
     def from_row(self, row: Mapping[str, Any] | RowMapping) -> E:
         """The entity of a table row (a result row's mapping or a dict of column values)."""
-        return converter.structure(dict(row), self.entity)
+        return from_row(row, self.entity)
 
     def to_row(self, entity: E) -> dict[str, Any]:
         """The column values of ``entity`` (tags as a JSON list)."""

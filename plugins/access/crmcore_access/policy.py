@@ -5,7 +5,7 @@ from __future__ import annotations
 import weakref
 from typing import TYPE_CHECKING
 
-from sqlalchemy import ColumnElement, Connection, false, inspect, or_, select, union
+from sqlalchemy import ColumnElement, Connection, bindparam, false, inspect, or_, select, union
 from sqlalchemy.sql import Select
 
 import crmcore
@@ -38,28 +38,44 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
 
     None for a login that is no user, a deactivated user, or a role no plugin registers
     (a custom role since removed from crm.toml): such an actor may do nothing.
-    One indexed query (users.login), in the current unit of work if one is open.
+    One indexed query (users.login) per unit of work: the answer is kept on the unit (``uow.memo``),
+    so the ``authorize`` and ``visibility`` calls of one use case share it, and never outlives the
+    unit (a role changed by another unit counts from the next one on).
     """
     settings = crm.settings_for(AccessSettings)
     if actor == SYSTEM:
         name = settings.system_role
     else:
         with crm.unit(readonly=True) as uow:
-            if not _has_roles(crm, uow.conn):
-                # A schema older than roles (before revision 0010; `crm db upgrade` opens it
-                # unmigrated): nobody has a role yet, and before roles every user could do
-                # everything, so an active user acts with system_role until the upgrade.
-                active = uow.conn.execute(select(tables.users.c.active)
-                                          .where(tables.users.c.login == actor)).scalar()
-                return crm.roles.get(settings.system_role) if active else None
-            row = uow.conn.execute(select(tables.users.c.active, tables.users.c.role)
-                                   .where(tables.users.c.login == actor)).first()
-        if row is None or not row.active:
-            return None
-        if row.role is not None:
-            return crm.roles.get(row.role) if row.role in crm.roles else None
-        name = settings.default_role
+            key = ("access.role_of", actor)
+            if key in uow.memo:
+                cached: crmcore.Role | None = uow.memo[key]
+                return cached
+            uow.memo[key] = found = _looked_up(actor, crm, settings, uow)
+            return found
     return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
+
+
+def _looked_up(actor: str, crm: "CRM", settings: AccessSettings, uow: crmcore.UnitOfWork) -> crmcore.Role | None:
+    """The role of the user ``actor`` as the database says now (see :func:`role_of`)."""
+    if not _has_roles(crm, uow.conn):
+        # A schema older than roles (before revision 0010; `crm db upgrade` opens it
+        # unmigrated): nobody has a role yet, and before roles every user could do
+        # everything, so an active user acts with system_role until the upgrade.
+        active = uow.conn.execute(select(tables.users.c.active)
+                                  .where(tables.users.c.login == actor)).scalar()
+        return crm.roles.get(settings.system_role) if active else None
+    row = uow.conn.execute(_USER_ROLE, {"login": actor}).first()
+    if row is None or not row.active:
+        return None
+    if row.role is not None:
+        return crm.roles.get(row.role) if row.role in crm.roles else None
+    name = settings.default_role
+    return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
+
+
+# Built once: the statement and its cache key are not rebuilt for every unit of work.
+_USER_ROLE = select(tables.users.c.active, tables.users.c.role).where(tables.users.c.login == bindparam("login"))
 
 
 def condition(role: crmcore.Role, login: str, entity: str) -> ColumnElement[bool] | None:

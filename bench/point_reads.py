@@ -1,0 +1,184 @@
+"""Benchmark: point reads through the API against the raw driver (issue 21, point 1).
+
+    .venv/bin/python bench/point_reads.py                          # SQLite, 5,000 customers
+    .venv/bin/python bench/point_reads.py --postgres postgresql://postgres@127.0.0.1:5432/crm_bench
+    .venv/bin/python bench/point_reads.py --customers 1000 --calls 500 --repeat 3
+
+Builds a database with the CRM (every installed plugin loaded, the ``access`` plugin among them):
+two users, ``boss`` (role admin) and ``rep`` (role sales-rep, owner of every other customer), and
+N customers with an email and an external id.  Then, per round, alternating which side goes first:
+
+* ``get``: ``crm.customers.get(id)`` acting as ``boss``, against the driver reading the same row by
+  id (SQLite: ``sqlite3`` ``SELECT * FROM customers WHERE id = ?``; PostgreSQL: psycopg with
+  ``prepare=True``, a server-side prepared statement);
+* ``get (rep)``: the same as ``rep`` (own customers), whose reads go through the visibility rewrite;
+* ``find email`` / ``find external_id``: ``crm.customers.find(email=...)`` and ``external_id=...``
+  as ``boss`` against the driver's ``WHERE email = ?`` / ``WHERE external_id = ?``.
+
+The measured path is the public one: a unit of work per call, ``authorize`` asked of every plugin
+(the access plugin's role look-up), visibility, row -> entity.  Prints microseconds per call, best and
+median of the rounds, the ratio ours / driver (goal: at most 3x on both SQLite and PostgreSQL), the
+CPU time per call of this process (best round; on a loaded machine waiting for a CPU inflates wall
+times, CPU times much less; the PostgreSQL server's own time is not in it), and the load average.
+Timings are for this machine and its load at the time; nothing here is a test.
+
+Figures (issue 21, 2026-12-05, the shared 2-core machine at load average 15-22: wall times there are
+mostly waiting for a CPU, so the CPU columns are the comparable ones; before = commit 7d1ecbf):
+
+* SQLite, default sizes (5,000 customers, 2,000 calls, 5 rounds), CPU per call ours / driver:
+  ``get`` admin 807 -> 248 us (117x -> 34x), ``get`` sales rep 1,937 -> 391 us (299x -> 55x),
+  find email 847 -> 269 us (110x -> 40x; it now also asks ``authorize``), find external id
+  736 -> 314 us (101x -> 44x).  Wall best: get 4,669 -> 1,354 us.
+* PostgreSQL (``--customers 2000 --calls 500 --repeat 3``): ``get`` admin wall 32.1 -> 7.0 ms
+  (ratio 19.9x -> 17.2x), CPU 2,907 -> 856 us; rep CPU 4,041 -> 1,028 us; find email CPU
+  1,245 -> 709 us.  The unit of work no longer sends BEGIN and COMMIT (2 round trips instead of 4).
+* Goal (at most 3x) not met: what is left is two statements through SQLAlchemy Core (the access
+  plugin's role look-up, which must be asked in every unit so a role change counts at once, and the
+  row) plus the unit's connection checkout and return.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sqlite3
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+GOAL = 3.0
+
+
+def build(crm: Any, customers: int) -> list[int]:
+    """The users and customers; returns the customer ids (rep owns the odd positions)."""
+    crm.users.add("boss", role="admin")
+    crm.users.add("rep", role="sales-rep")
+    rows = [{"name": f"Customer {i}", "email": f"c{i}@example.com", "external_id": f"X{i:07d}",
+             "owner": "rep" if i % 2 else "boss", "country": "CN"} for i in range(customers)]
+    crm.customers.add_many(rows)
+    return [c.id for c in crm.customers.iter(order_by="id")]
+
+
+def timed(fn: Callable[[Any], Any], args: list[Any]) -> tuple[float, float]:
+    """Microseconds per call of ``fn`` over ``args``: wall time and CPU time of this process."""
+    start, cpu = time.perf_counter(), time.process_time()
+    for arg in args:
+        fn(arg)
+    return (time.perf_counter() - start) / len(args) * 1e6, (time.process_time() - cpu) / len(args) * 1e6
+
+
+def driver(url: str, path: str | None) -> tuple[Callable[[str, Any], Any], Callable[[], None]]:
+    """(run(sql, value) -> first row, close) on the raw driver."""
+    if path is not None:
+        conn = sqlite3.connect(path)
+
+        def run_sqlite(sql: str, value: Any) -> Any:
+            return conn.execute(sql, (value,)).fetchone()
+        return run_sqlite, conn.close
+    import psycopg
+    pg = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True)
+
+    def run_pg(sql: str, value: Any) -> Any:
+        with pg.cursor() as cur:
+            cur.execute(sql.replace("?", "%s"), (value,), prepare=True)
+            return cur.fetchone()
+    return run_pg, pg.close
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--customers", type=int, default=5000)
+    parser.add_argument("--calls", type=int, default=2000, help="calls per side per round")
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--postgres", help="a PostgreSQL URL (its customers table is emptied) instead of SQLite")
+    args = parser.parse_args(argv)
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    import crmcore
+    from sqlalchemy import text
+
+    tmp = tempfile.TemporaryDirectory()
+    path: str | None = None
+    if args.postgres:
+        url = args.postgres
+        crm = crmcore.CRM.open(url)
+        with crm.engine.begin() as conn:  # a fresh start in the bench database
+            for table in ("audit_log", "consent_history", "deal_stage_history", "deals", "customers",
+                          "team_members", "territories", "teams", "users"):
+                conn.execute(text(f"DELETE FROM {table}"))
+    else:
+        path = os.path.join(tmp.name, "reads.sqlite")
+        url = f"sqlite:///{path}"
+        crm = crmcore.CRM.open(url)
+    print(f"plugins: {', '.join(p.name for p in crm.plugin_info())}")
+    ids = build(crm, args.customers)
+    rng = random.Random(21)
+    own = [cid for i, cid in enumerate(ids) if i % 2]
+    run, close = driver(url, path)
+
+    def as_user(login: str, call: Callable[[Any], Any]) -> Callable[[Any], Any]:
+        def wrapped(arg: Any) -> Any:
+            with crm.acting_as(login):
+                return call(arg)
+        return wrapped
+
+    cases: list[tuple[str, Callable[[Any], Any], Callable[[Any], Any], Callable[[], list[Any]]]] = [
+        ("get", as_user("boss", crm.customers.get),
+         lambda i: run("SELECT * FROM customers WHERE id = ?", i),
+         lambda: rng.choices(ids, k=args.calls)),
+        ("get (rep)", as_user("rep", crm.customers.get),
+         lambda i: run("SELECT * FROM customers WHERE id = ?", i),
+         lambda: rng.choices(own, k=args.calls)),
+        ("find email", as_user("boss", lambda e: crm.customers.find(email=e)),
+         lambda e: run("SELECT * FROM customers WHERE email = ?", e),
+         lambda: [f"c{rng.randrange(args.customers)}@example.com" for _ in range(args.calls)]),
+        ("find external_id", as_user("boss", lambda x: crm.customers.find(external_id=x)),
+         lambda x: run("SELECT * FROM customers WHERE external_id = ?", x),
+         lambda: [f"X{rng.randrange(args.customers):07d}" for _ in range(args.calls)]),
+    ]
+    # Check once that both sides read the same rows (and that rep sees its own customers).
+    for name, ours, raw, keys in cases:
+        for key in keys()[:20]:
+            entity, row = ours(key), raw(key)
+            assert entity is not None and row is not None and entity.id == row[0], (name, key)
+    with crm.acting_as("rep"):
+        hidden = next(cid for i, cid in enumerate(ids) if i % 2 == 0)
+        try:
+            crm.customers.get(hidden)
+            raise AssertionError("rep read a customer of boss")
+        except crmcore.NotFound:
+            pass
+
+    print(f"database: {crm.engine.dialect.name}, {args.customers} customers, {args.calls} calls per side "
+          f"and round, {args.repeat} rounds")
+    for name, ours, raw, keys in cases:
+        times: dict[str, list[float]] = {"ours": [], "driver": []}
+        cpu: dict[str, list[float]] = {"ours": [], "driver": []}
+        for round_ in range(args.repeat):
+            sample = keys()
+            sides = [("ours", ours), ("driver", raw)]
+            for side, fn in (sides if round_ % 2 == 0 else sides[::-1]):
+                wall, used = timed(fn, sample)
+                times[side].append(wall)
+                cpu[side].append(used)
+        best = {k: min(v) for k, v in times.items()}
+        median = {k: statistics.median(v) for k, v in times.items()}
+        ratio_best, ratio_median = best["ours"] / best["driver"], median["ours"] / median["driver"]
+        cpu_ratio = min(cpu["ours"]) / min(cpu["driver"])
+        print(f"{name:17} ours best {best['ours']:7.1f} us median {median['ours']:7.1f} us | driver best "
+              f"{best['driver']:5.1f} us median {median['driver']:5.1f} us | ratio best {ratio_best:5.2f}x "
+              f"median {ratio_median:5.2f}x (goal <= {GOAL}x: {'met' if ratio_best <= GOAL else 'NOT met'}) | "
+              f"CPU best {min(cpu['ours']):6.1f} / {min(cpu['driver']):5.1f} us = {cpu_ratio:5.2f}x")
+    print(f"load average: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    close()
+    crm.close()
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The point-read paths (issue 21): statements built once, rows -> entities without cattrs' set-up,
+the access plugin's role asked once per unit of work, visibility rewrites reused.
+
+Each fast path is compared with the general one it stands in for (the converter, a filtered
+listing), on every database, and the security rules are checked across units of work: a role
+change and a different actor count at once.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import event, select
+
+from crmcore import NotAuthorized, NotFound, ValidationError
+from crmcore.domain.convert import converter, from_row
+from crmcore.domain.entities import Contact, Customer, Deal, Interaction
+from crmcore.store import tables
+
+
+@pytest.fixture
+def crm(crm_factory):
+    crm = crm_factory(plugins=["access"], config={"default_currency": "CNY"})
+    crm.users.add("boss", role="admin")
+    crm.users.add("alice", role="sales-rep")
+    crm.users.add("bob", role="sales-rep")
+    return crm
+
+
+def _fill(crm):
+    full = crm.customers.add(name="张伟", kind="company", email="zhang@example.com", phone="+8613291417776",
+                             country="CN", region="华东", city="上海", industry="retail", source="web",
+                             owner="alice", stage="prospect", birthday="1990-02-03", consent_marketing=True,
+                             tags=["vip", "批发"], attributes={"会员": "金", "n": 3}, external_id="EXT-1")
+    bare = crm.customers.add(name="Bob's", owner="bob")
+    crm.contacts.add(customer_id=full.id, name="李", title="CEO", email="li@example.com", is_primary=True)
+    crm.interactions.add(customer_id=full.id, kind="call", occurred_at="2026-01-02T03:04:05Z", subject="你好")
+    crm.deals.add(customer_id=full.id, title="大单", amount=Decimal("1234.5"), stage="proposal", owner="alice",
+                  expected_close="2026-09-30", attributes={"k": [1, 2]}, external_id="D-1")
+    crm.deals.add(customer_id=bare.id, title="won", amount=Decimal("12000"), currency="JPY", stage="won")
+    crm.customers.delete(bare.id)  # an archived one: archived_at set
+    return full, bare
+
+
+def test_rows_become_the_same_entities_as_through_the_converter(crm, monkeypatch):
+    _fill(crm)
+    kinds = ((tables.customers, Customer), (tables.contacts, Contact), (tables.interactions, Interaction),
+             (tables.deals, Deal))
+    seen = 0
+    with crm.engine.connect() as conn:
+        for table, cls in kinds:
+            for row in conn.execute(select(table)):
+                expected = converter.structure(dict(row._mapping), cls)
+                with monkeypatch.context() as patch:  # stored rows take the fast path, not the converter
+                    patch.setattr("crmcore.domain.convert.converter", None)
+                    assert from_row(row._mapping, cls) == expected
+                seen += 1
+    assert seen == 6
+
+
+def test_a_row_the_fast_path_does_not_plan_for_goes_to_the_converter():
+    row = {f.name: None for f in Customer.__attrs_attrs__} | {
+        "name": "x", "kind": "PERSON", "stage": " Lead ", "consent_email": 1, "consent_sms": "yes",
+        "consent_marketing": False, "tags": "a, b", "attributes": None}
+    assert from_row(row, Customer) == converter.structure(dict(row), Customer)
+    assert from_row(row, Customer).tags == ("a", "b")
+
+
+def test_find_by_one_column_matches_the_filtered_listing_and_checks_values(crm):
+    full, bare = _fill(crm)
+    assert crm.customers.find(email="zhang@example.com") == crm.customers.list({"email": "zhang@example.com"})[0]
+    assert crm.customers.find(external_id="EXT-1").id == full.id
+    assert crm.customers.find(external_id="nope") is None
+    assert crm.customers.find(id=str(full.id)).id == full.id  # text coerced as the filters do
+    assert crm.deals.find(external_id="D-1").amount == Decimal("1234.50")
+    with pytest.raises(ValidationError, match="id"):
+        crm.customers.find(id="abc")
+    with pytest.raises(ValidationError, match="unknown filter field"):
+        crm.customers.find(nonsense="x")
+    assert crm.customers.find(email="zhang@example.com", external_id="EXT-1").id == full.id  # the general path
+
+
+def _users_queries(crm):
+    seen = []
+
+    def count(conn, cursor, statement, parameters, context, executemany):
+        if "FROM users" in statement:
+            seen.append(statement)
+    event.listen(crm.engine, "before_cursor_execute", count)
+    return seen
+
+
+def test_a_point_read_asks_the_role_once_and_a_role_change_counts_at_once(crm):
+    full, bare = _fill(crm)
+    crm.customers.restore(bare.id)
+    seen = _users_queries(crm)
+    with crm.acting_as("bob"):
+        assert crm.customers.get(bare.id).name == "Bob's"
+        assert len(seen) == 1  # authorize and both visibility questions share one look-up
+        with pytest.raises(NotFound):
+            crm.customers.get(full.id)  # alice's customer
+    crm.users.set_role("bob", "admin")
+    with crm.acting_as("bob"):
+        assert crm.customers.get(full.id).id == full.id  # the next unit sees the new role
+    crm.users.deactivate("bob")
+    with crm.acting_as("bob"):
+        with pytest.raises(NotAuthorized):  # and a deactivated user may do nothing from the next unit on
+            crm.customers.get(bare.id)
+
+
+def test_reused_rewrites_keep_each_actor_to_their_own_records(crm):
+    full, bare = _fill(crm)
+    crm.customers.restore(bare.id)
+    for _ in range(3):  # alternate actors on the same cached statements
+        with crm.acting_as("alice"):
+            assert crm.customers.get(full.id).id == full.id
+            assert crm.customers.find(email="zhang@example.com").id == full.id
+            with pytest.raises(NotFound):
+                crm.customers.get(bare.id)
+        with crm.acting_as("bob"):
+            assert crm.customers.get(bare.id).id == bare.id
+            assert crm.customers.find(email="zhang@example.com") is None
+            with pytest.raises(NotFound):
+                crm.customers.get(full.id)
+        with crm.acting_as("boss"):
+            assert {crm.customers.get(full.id).id, crm.customers.get(bare.id).id} == {full.id, bare.id}
+
+
+def test_a_plain_read_leaves_no_autocommit_behind(crm):
+    """A point read runs without a transaction (SQLite, PostgreSQL); the pooled connection it used must
+    be transactional again for the next unit: a failed unit still rolls everything back."""
+    full, _ = _fill(crm)
+    for _ in range(3):
+        crm.customers.get(full.id)
+        crm.customers.find(external_id="EXT-1")
+        with pytest.raises(RuntimeError):
+            with crm.unit() as uow:
+                uow.conn.execute(tables.customers.update().where(tables.customers.c.id == full.id)
+                                 .values(name="changed"))
+                raise RuntimeError("roll back")
+        assert crm.customers.get(full.id).name == "张伟"
