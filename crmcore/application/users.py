@@ -221,6 +221,7 @@ class UserService:
             uow.conn.execute(update(users).where(users.c.login == login).values(active=False, updated_at=uow.now))
             stored = self._get(uow.conn, login)
             uow.audit.record("user.deactivate", "user", login, changes=_changes(previous, stored))
+            uow.memo.clear()  # a policy's look-ups of this user in this unit are stale now
             return stored
 
     def set_role(self, login: str, role: str | None) -> User:
@@ -233,6 +234,7 @@ class UserService:
                 uow.conn.execute(update(users).where(users.c.login == login).values(role=checked,
                                                                                     updated_at=uow.now))
                 uow.audit.record("user.set-role", "user", login, changes={"role": [previous.role, checked]})
+                uow.memo.clear()  # what was worked out for this unit (a policy's role look-ups) is stale now
             return self._get(uow.conn, login)
 
     def _role(self, role: str | None) -> str | None:
