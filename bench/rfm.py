@@ -70,13 +70,19 @@ def peak_mb() -> float:
     return float("nan")
 
 
-def measure(label: str, job) -> tuple[float, float, object]:
+CPU: dict[str, list[float]] = {}
+
+
+def measure(label: str, job, key: str = "") -> tuple[float, float, object]:
+    """Wall time, peak RSS and (printed, and kept in CPU by side) this process's CPU time, which a
+    loaded machine disturbs far less than the wall time (SQLite's sorter threads count in it)."""
     reset_peak()
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     result = job()
-    seconds = time.perf_counter() - started
+    seconds, cpu = time.perf_counter() - started, time.process_time() - cpu
     peak = peak_mb()
-    print(f"{label:<34} {seconds:8.2f} s   peak RSS {peak:7.0f} MB", flush=True)
+    CPU.setdefault(key or label, []).append(cpu)
+    print(f"{label:<40} {seconds:8.2f} s  cpu {cpu:6.2f} s  peak RSS {peak:7.0f} MB", flush=True)
     return seconds, peak, result
 
 
@@ -89,7 +95,7 @@ def open_crm(url: str, plugins: list[str] | None):
 
 def ours(crm, label: str) -> tuple[float, float, object]:
     """Time one ``crm.segments.run("rfm")``: authorize, the run, its audit record and the diff."""
-    return measure(label, lambda: crm.segments.run("rfm", as_of=AS_OF))
+    return measure(label, lambda: crm.segments.run("rfm", as_of=AS_OF), key=f"{label.split()[0]} ours")
 
 
 # -- the pandas baseline ---------------------------------------------------------------
@@ -201,6 +207,10 @@ def summary(name: str, ours_runs: list[tuple[float, float]], base_runs: list[tup
           f"pandas best {b_best:.2f} s median {b_med:.2f} s (peak {max(mb for _, mb in base_runs):.0f} MB)")
     print(f"{name}: ratio ours/pandas best {o_best / b_best:.2f}x, median {o_med / b_med:.2f}x; load {load()}",
           flush=True)
+    o_cpu = sorted(CPU.pop(f"{name} ours"))
+    b_cpu = sorted(CPU.pop(f"{name} pandas"))
+    print(f"{name}: cpu ours best {o_cpu[0]:.2f} s median {statistics.median(o_cpu):.2f} s; pandas best {b_cpu[0]:.2f} s "
+          f"median {statistics.median(b_cpu):.2f} s; cpu ratio best {o_cpu[0] / b_cpu[0]:.2f}x", flush=True)
 
 
 def alternate(name: str, url: str, plugins: list[str] | None, baseline, repeats: int) -> object:
@@ -218,7 +228,7 @@ def alternate(name: str, url: str, plugins: list[str] | None, baseline, repeats:
                     ours_runs.append((seconds, peak))
                     first = first or run
                 else:
-                    seconds, peak, _rows = measure(f"{name} #{i + 1}: pandas baseline", baseline)
+                    seconds, peak, _rows = measure(f"{name} #{i + 1}: pandas baseline", baseline, key=f"{name} pandas")
                     base_runs.append((seconds, peak))
         summary(name, ours_runs, base_runs)
         return first
