@@ -90,7 +90,7 @@ def on_segment_membership_changed(uow: crmcore.UnitOfWork, run: crmcore.SegmentR
     only the ids entering its segment (one query), not a Python object per change.
     """
     for trigger in _triggers(uow, "segment_entered"):
-        if trigger.strategy != run.strategy:
+        if trigger.strategy != run.strategy or trigger.segment is None:  # the config requires a segment
             continue
         ids = changes.entering(trigger.segment)
 
