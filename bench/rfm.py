@@ -41,6 +41,13 @@ Issue 21, point 4 (December 2026, 2 cores shared with other benchmarks, load 17-
   two indexes and the foreign keys, about 0.2 s); Python is under 0.1 s.  An UPSERT
   fold instead of the sort was tried and dropped (cheaper at 100k, dearer at 1M).
   The 0.7x goal is not met on this machine.
+- 1M / 5M, SQLite, every plugin, 3 rounds: CPU ours best 5.66 s / median 6.01 s
+  against pandas 6.19 s / 6.28 s (0.91x best); wall (load 20) ours 68.2 s median
+  against pandas 94.7 s median (0.72x); peak RSS ours 127-198 MB, pandas 876-896 MB.
+  Before (same bench, first round): ours CPU 8.60 s / 286 MB, pandas 7.17 s (1.20x).
+- 1M / 5M, PostgreSQL, every plugin, 3 rounds: ours median 51.9 s against pandas
+  100.9 s (0.51x, load 14-21); the CPU ratio means nothing there (our work runs in
+  the server).
 """
 
 from __future__ import annotations
