@@ -40,7 +40,8 @@ Issue 21, point 4 (December 2026, 2 cores shared with other benchmarks, load 17-
   (GROUP BY sort of the purchases, about 0.25 s, and writing 100k memberships with
   two indexes and the foreign keys, about 0.2 s); Python is under 0.1 s.  An UPSERT
   fold instead of the sort was tried and dropped (cheaper at 100k, dearer at 1M).
-  The 0.7x goal is not met on this machine.
+  At load 6: wall ours best 0.79 s / median 0.81 s against pandas 0.84 s / 0.88 s
+  (0.94x / 0.92x).  The 0.7x goal is not met on this machine.
 - 1M / 5M, SQLite, every plugin, 3 rounds: CPU ours best 5.66 s / median 6.01 s
   against pandas 6.19 s / 6.28 s (0.91x best); wall (load 20) ours 68.2 s median
   against pandas 94.7 s median (0.72x); peak RSS ours 127-198 MB, pandas 876-896 MB.
