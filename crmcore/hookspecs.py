@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .migrations import PluginSchema
     from .notify import Channel
     from .reports import Renderer, Report
-    from .segments import MembershipChange, Segmenter, SegmentRun
+    from .segments import MembershipChanges, Segmenter, SegmentRun
 
 hookspec = pluggy.HookspecMarker("crmcore")
 """Mark a function as a crmcore hook specification (used in this module only)."""
@@ -324,14 +324,16 @@ def on_deal_stage_changed(uow: UnitOfWork, deal: Deal, old: Stage | None, new: S
 
 @hookspec
 def on_segment_membership_changed(uow: UnitOfWork, run: SegmentRun,
-                                  changes: list[MembershipChange]) -> None:
+                                  changes: MembershipChanges) -> None:
     """Customers entered, left or moved between segments of a strategy.
 
     Fired once per run with every change (a batch event).
 
     :param uow: the unit of work of the segmentation run.
     :param run: the :class:`crmcore.segments.SegmentRun`.
-    :param changes: a list of :class:`crmcore.segments.MembershipChange`.
+    :param changes: a :class:`crmcore.MembershipChanges`: a read-only sequence of
+        :class:`crmcore.MembershipChange`, read on first use (iterate it, or ask
+        ``changes.entering(segment)`` for the ids entering one segment in one query).
     """
 
 

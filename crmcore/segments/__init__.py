@@ -7,6 +7,7 @@ diffs memberships against the previous run, fires
 """
 
 from .engine import SegmentEngine
+from .memberships import MembershipChanges
 from .protocol import (
     Assignment,
     Assignments,
@@ -18,5 +19,5 @@ from .protocol import (
 )
 from .reference import ResolvedSegment, SegmentRef, parse_segment_ref, resolve_segment
 
-__all__ = ["Assignment", "Assignments", "EveryoneElse", "MembershipChange", "ResolvedSegment", "SegmentContext",
+__all__ = ["Assignment", "Assignments", "EveryoneElse", "MembershipChange", "MembershipChanges", "ResolvedSegment", "SegmentContext",
            "SegmentEngine", "SegmentRef", "SegmentRun", "Segmenter", "parse_segment_ref", "resolve_segment"]

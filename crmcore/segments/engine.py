@@ -24,6 +24,7 @@ from ..domain.errors import NotFound, ValidationError
 from ..store import tables
 from ..store.bulk import inserted_id
 from .memberships import (
+    MembershipChanges,
     MembershipWriter,
     SQLiteMembershipWriter,
     cyclic_gc_paused,
@@ -128,27 +129,20 @@ class SegmentEngine:
         writer.finish(None if rest is None else rest.segment)
 
     def _diff(self, uow: "UnitOfWork", strategy: str, run_id: int) -> dict[str, Any]:
-        """Count (and, when someone listens, list) changes against the previous run."""
+        """Count changes against the previous run (and, when someone listens, hand them a
+        :class:`MembershipChanges` view that lists them on demand)."""
         conn = uow.conn
         previous = conn.execute(select(func.max(runs.c.id)).where(
             runs.c.strategy == strategy, runs.c.id < run_id)).scalar()
         counts = {seg: n for seg, n in conn.execute(
             select(m.c.segment, func.count()).where(m.c.run_id == run_id).group_by(m.c.segment))}
         stats: dict[str, Any] = {"members": sum(counts.values()), "counts": counts}
-        new, old = m.alias("new"), m.alias("old")
-        on = and_(new.c.customer_id == old.c.customer_id, new.c.run_id == run_id,
-                  old.c.run_id == (previous if previous is not None else -1))
-        entered = select(new.c.customer_id, null(), new.c.segment).select_from(
-            new.outerjoin(old, on)).where(new.c.run_id == run_id, old.c.customer_id.is_(None))
-        left = select(old.c.customer_id, old.c.segment, null()).select_from(
-            old.outerjoin(new, on)).where(old.c.run_id == (previous or -1), new.c.customer_id.is_(None))
-        moved = select(new.c.customer_id, old.c.segment, new.c.segment).select_from(
-            new.join(old, on)).where(new.c.segment != old.c.segment)
         stats.update(self._change_counts(conn, run_id, previous, stats["members"]))
-        if uow.crm.plugins.has_impls("on_segment_membership_changed") and (
-                stats["entered"] or stats["left"] or stats["moved"]):
-            changes = [MembershipChange(cid, o, n)
-                       for query in (entered, left, moved) for cid, o, n in conn.execute(query)]
+        changed = stats["entered"] + stats["left"] + stats["moved"]
+        if uow.crm.plugins.has_impls("on_segment_membership_changed") and changed:
+            # A lazy view: a listener that needs no change (say, a trigger of another
+            # strategy) costs no query and no Python object per changed membership.
+            changes = MembershipChanges(conn, run_id, previous, changed)
             uow.conn.execute(update(runs).where(runs.c.id == run_id).values(**stats))
             uow.fire("on_segment_membership_changed", run=self._run(uow, run_id), changes=changes)
         return stats

@@ -83,12 +83,16 @@ def _upgrade(tiers: tuple[str, ...], old: str | None, new: str | None) -> bool:
 
 @crmcore.hookimpl
 def on_segment_membership_changed(uow: crmcore.UnitOfWork, run: crmcore.SegmentRun,
-                                  changes: list[crmcore.MembershipChange]) -> None:
-    """Queue the ``segment_entered`` triggers' messages for the customers who entered."""
+                                  changes: crmcore.MembershipChanges) -> None:
+    """Queue the ``segment_entered`` triggers' messages for the customers who entered.
+
+    Without a trigger for the run's strategy this reads no change at all; with one,
+    only the ids entering its segment (one query), not a Python object per change.
+    """
     for trigger in _triggers(uow, "segment_entered"):
-        if trigger.strategy != run.strategy:
+        if trigger.strategy != run.strategy or trigger.segment is None:  # the config requires a segment
             continue
-        ids = [c.customer_id for c in changes if c.new == trigger.segment and c.old != trigger.segment]
+        ids = changes.entering(trigger.segment)
 
         def key_for(cid: int, t: Trigger = trigger) -> str:
             return f"trigger:segment_entered:{t.template}:run{run.id}:{cid}"
