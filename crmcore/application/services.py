@@ -242,17 +242,22 @@ class EntityService(Generic[E]):
             return
         customers = _TABLES["customer"]
         found: set[int] = set()
+        archived: set[int] = set()
         ids = sorted(wanted)
         for start in range(0, len(ids), 10_000):
             chunk = ids[start:start + 10_000]
             with uow.scoped():  # the acting user's visible customers only
-                found.update(uow.conn.execute(select(customers.c.id).where(customers.c.id.in_(chunk))).scalars())
-        missing = wanted - found
-        if missing:
-            index = next(i for i, e in enumerate(entities) if getattr(e, "customer_id", None) in missing)
-            raise ValidationError.single(f"row {index}: customer_id",
-                                         f"customer {getattr(entities[index], 'customer_id')} does not exist",
-                                         self.kind)
+                for cid, archived_at in uow.conn.execute(select(customers.c.id, customers.c.archived_at)
+                                                         .where(customers.c.id.in_(chunk))):
+                    found.add(cid)
+                    if archived_at is not None:
+                        archived.add(cid)
+        for bad, problem in ((wanted - found, "does not exist"), (archived, "is archived: restore it first")):
+            if bad:
+                index = next(i for i, e in enumerate(entities) if getattr(e, "customer_id", None) in bad)
+                raise ValidationError.single(f"row {index}: customer_id",
+                                             f"customer {getattr(entities[index], 'customer_id')} {problem}",
+                                             self.kind)
 
     def insert_batch(self, uow: "UnitOfWork", entities: builtins.list[E]) -> builtins.list[E]:
         """Insert a validated batch; returns the entities with their ids."""

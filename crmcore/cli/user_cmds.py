@@ -76,11 +76,16 @@ def deactivate_user(session: Session, login: str) -> None:
 
 @user.command("set-role")
 @click.argument("login")
-@click.argument("role")
+@click.argument("role", required=False)
+@click.option("--default", "default", is_flag=True,
+              help="Clear the user's role: the policy's default role applies (access: default_role).")
 @pass_session
-def set_role(session: Session, login: str, role: str) -> None:
-    """Give user LOGIN the role ROLE (crm role list)."""
-    _show(session, session.crm.users.set_role(login, role), f"user {login} has role {role}")
+def set_role(session: Session, login: str, role: str | None, default: bool) -> None:
+    """Give user LOGIN the role ROLE (crm role list), or with --default none of their own."""
+    if (role is None) == (not default):
+        raise click.UsageError("give a ROLE or --default (not both)")
+    done = f"user {login} has role {role}" if role else f"user {login} has the default role"
+    _show(session, session.crm.users.set_role(login, role), done)
 
 
 @user.command("assign-region")

@@ -80,6 +80,14 @@ def test_the_first_admin_then_roles_by_the_cli(run, crm_db_url) -> None:
     one_line_error(run("--as", "lee", "user", "add", "mia", "--role", "admin"), "user 'lee' may not user.add")
     assert len(audit(crm_db_url, "user.set-role")) == 2
 
+    # Back to the policy's default role (no role of their own), audited; a ROLE and --default exclude each other.
+    assert ok(run("--as", "admin", "user", "set-role", "ro", "--default")).strip() == "user ro has the default role"
+    assert json.loads(ok(run("--as", "admin", "--json", "user", "show", "ro")))["role"] is None
+    assert audit(crm_db_url, "user.set-role")[-1] == ("admin", "ro", {"role": ["manager", None]})
+    for wrong in (("ro",), ("ro", "admin", "--default")):
+        result = run("--as", "admin", "user", "set-role", *wrong)
+        assert result.exit_code == 2 and "give a ROLE or --default" in result.output
+
 
 def test_bad_roles_are_one_line_errors_naming_the_field(run) -> None:
     ok(run("user", "add", "admin", "--role", "admin"))

@@ -95,6 +95,10 @@ def test_archived_records_refuse_writes_until_restored(crm_factory) -> None:
         crm.deals.move_many([{"deal_id": deal.id, "stage": "won"}])
     with pytest.raises(ValidationError, match=rf"customer {gone} is archived: restore it first"):
         crm.contacts.add(customer_id=gone, name="新人")
+    contacts = crm.contacts.count(archived="include")
+    with pytest.raises(ValidationError, match=rf"row 1: customer_id: customer {gone} is archived"):
+        crm.contacts.add_many([{"customer_id": kept, "name": "甲"}, {"customer_id": gone, "name": "乙"}])
+    assert crm.contacts.count(archived="include") == contacts  # the bulk path too, and all-or-nothing
     gone_deal = crm.deals.list({"customer_id": gone}, archived="include")[0]
     for move in (lambda: crm.deals.move(gone_deal.id, "won"),
                  lambda: crm.deals.move_many([{"deal_id": gone_deal.id, "stage": "won"}])):
