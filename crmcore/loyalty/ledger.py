@@ -8,8 +8,7 @@ entries, and a balance never goes negative, also under concurrent redemption.
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +39,7 @@ from ..domain.errors import (
     ValidationError,
 )
 from ..store import tables
+from ..store.dialects import temporary_table
 from ..store.bulk import inserted_id
 from ..store.upsert import ignoring_conflicts, insert_ignore, insert_new
 from .scheme import LoyaltyScheme
@@ -389,7 +389,7 @@ class LoyaltyLedger:
             self._apply_few_entries(scheme, new, ensure)
             return
         totals = _totals_table()
-        with _temporary(conn, totals):
+        with temporary_table(conn, totals):
             conn.execute(insert(totals).from_select(["customer_id", "total"], select(
                 ledger.c.customer_id, func.sum(ledger.c.points)).where(new).group_by(ledger.c.customer_id)))
             conn.execute(update(accounts).values(balance=accounts.c.balance + totals.c.total,
@@ -514,23 +514,6 @@ def _totals_table() -> Table:
     """Points per customer of one bulk credit or expiry (temporary: this connection's own)."""
     return Table("tmp_loyalty_new_totals", MetaData(), Column("customer_id", Integer, primary_key=True),
                  Column("total", BigInteger, nullable=False), prefixes=["TEMPORARY"])
-
-
-@contextmanager
-def _temporary(conn: Connection, table: Table) -> Iterator[None]:
-    """Create ``table`` (TEMPORARY) for the block, then drop it.
-
-    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
-    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction).
-    """
-    if conn.dialect.name in ("mysql", "mariadb"):
-        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
-    table.create(conn)
-    yield
-    if conn.dialect.name in ("mysql", "mariadb"):  # a plain DROP TABLE would commit the transaction there
-        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
-    else:
-        table.drop(conn)
 
 
 def _count(conn: Connection, where: ColumnElement[bool]) -> int:

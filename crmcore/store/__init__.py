@@ -8,6 +8,7 @@ from .dialects import (
     json_object,
     month_index,
     month_label,
+    temporary_table,
     unindexed,
     utc_literal,
 )
@@ -17,5 +18,5 @@ from .types import Money, UTCDateTime, money_from_scaled
 
 __all__ = [
     "MONEY_SCALE", "Money", "UTCDateTime", "as_float", "days_between", "fetch_rows", "json_object",
-    "make_engine", "money_from_scaled", "month_index", "month_label", "unindexed", "normalize_url", "tables", "utc_literal",
+    "make_engine", "money_from_scaled", "month_index", "month_label", "temporary_table", "unindexed", "normalize_url", "tables", "utc_literal",
 ]

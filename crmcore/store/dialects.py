@@ -5,10 +5,12 @@ Plugins use these instead of writing dialect-specific SQL themselves.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Float, Integer, cast, func, literal
+from sqlalchemy import Connection, Float, Integer, Table, cast, func, literal
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.compiler import SQLCompiler
@@ -134,3 +136,23 @@ def _unindexed_default(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
 @compiles(unindexed, "sqlite")
 def _unindexed_sqlite(element: Any, compiler: SQLCompiler, **kw: Any) -> str:
     return f"+{compiler.process(list(element.clauses)[0], **kw)}"
+
+
+@contextmanager
+def temporary_table(conn: Connection, table: Table) -> Iterator[None]:
+    """Create ``table`` (declared with ``prefixes=["TEMPORARY"]``: this connection's own) for the
+    block, then drop it; for set-based jobs that stage rows in SQL.
+
+    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
+    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction),
+    and there only ``DROP TEMPORARY TABLE`` leaves the transaction open.
+    """
+    mariadb = conn.dialect.name in ("mysql", "mariadb")
+    if mariadb:
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
+    table.create(conn)
+    yield
+    if mariadb:  # a plain DROP TABLE would commit the transaction there
+        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
+    else:
+        table.drop(conn)

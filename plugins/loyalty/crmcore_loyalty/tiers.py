@@ -23,7 +23,6 @@ changes nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Unpack
@@ -55,7 +54,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
-from crmcore.store import MONEY_SCALE, UTCDateTime, tables
+from crmcore.store import MONEY_SCALE, UTCDateTime, tables, temporary_table
 from crmcore.store.upsert import ignoring_conflicts
 
 from .common import won_deal
@@ -164,7 +163,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
         conn = ctx.conn
         metric = _metric_table()
         work = _work_table()
-        with _temporary(conn, metric), _temporary(conn, work):
+        with temporary_table(conn, metric), temporary_table(conn, work):
             # The metric once (an aggregate over deals or the ledger), then the members
             # without one; each statement reads a temporary table once (MariaDB cannot
             # open one twice in a statement).
@@ -405,24 +404,6 @@ def _work_table() -> Table:
                  Column("old", String(50)), Column("new", String(50)), Column("has_account", Integer),
                  Column("move", Integer, nullable=False), Column("clear", Integer, nullable=False),
                  Column("grace", Integer, nullable=False), prefixes=["TEMPORARY"])
-
-
-@contextmanager
-def _temporary(conn: Connection, table: Table) -> Iterator[None]:
-    """Create ``table`` (TEMPORARY: this connection's own) for the block, then drop it.
-
-    A leftover of a failed job is dropped first: MariaDB keeps temporary tables
-    across a rollback (SQLite's and PostgreSQL's DDL roll back with the transaction).
-    """
-    dialect = conn.dialect.name
-    if dialect in ("mysql", "mariadb"):
-        conn.exec_driver_sql(f"DROP TEMPORARY TABLE IF EXISTS {table.name}")
-    table.create(conn)
-    yield
-    if conn.dialect.name in ("mysql", "mariadb"):  # a plain DROP TABLE would commit the transaction there
-        conn.exec_driver_sql(f"DROP TEMPORARY TABLE {table.name}")
-    else:
-        table.drop(conn)
 
 
 def _chunks(ids: list[int], size: int = 5000) -> Iterator[list[int]]:
