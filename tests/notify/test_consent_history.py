@@ -149,7 +149,8 @@ def test_append_many_is_one_insert_select(crm_factory):
             for r in rows} == {("*", "marketing", True, "import", FIXED_NOW, "li")}
 
 
-def test_cli_consent_history_lists_every_decision_oldest_first(crm_factory, crm_db_url):
+def test_cli_consent_history_lists_every_decision_oldest_first(crm_factory, crm_db_url, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the crm.toml a demo may have left in the working directory
     crm = open_crm(crm_factory)
     ada = crm.customers.add(name="Ada", email="ada@example.com")
     for day, granted in ((1, True), (2, False), (3, True)):

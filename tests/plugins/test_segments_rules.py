@@ -308,7 +308,8 @@ def test_explain_shows_rules_and_values(rules_crm):
         assert explanation["values"]["orders"] == f["orders"]
 
 
-def test_cli_run_and_errors(tmp_path):
+def test_cli_run_and_errors(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not the crm.toml a demo may have left in the working directory
     db = f"sqlite:///{tmp_path / 'crm.db'}"
     runner = CliRunner()
     base = ["--db", db, "--plugins", "segments", "--as-of", "2026-06-30"]
