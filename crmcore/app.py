@@ -28,6 +28,7 @@ from .application.services import (
 )
 from .application.uow import SYSTEM_ACTOR, UnitOfWork, current_actor, current_unit
 from .application.visibility import install as install_visibility
+from .application.tokens import TokenService
 from .application.users import TeamService, UserService
 from .config import Config
 from .domain.convert import local_zone
@@ -70,6 +71,7 @@ class CRM:
         self.deals = DealService(self)
         self.users = UserService(self)
         self.teams = TeamService(self)
+        self.tokens = TokenService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)

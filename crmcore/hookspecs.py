@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from datetime import datetime
 
     import click
+    from fastapi import APIRouter
 
     from .app import CRM
     from sqlalchemy.sql import ColumnElement
@@ -149,6 +150,21 @@ def register_commands(cli: click.Group) -> None:
     """Add commands to the ``crm`` command line.
 
     :param cli: the root :class:`click.Group`; call ``cli.add_command(...)``.
+    """
+
+
+@hookspec
+def register_routes(router: APIRouter, crm: CRM) -> None:
+    """Add routes to the HTTP API (``crm serve``, :func:`crmcore.web.create_app`).
+
+    Every route on ``router`` needs an API token and acts as the token's user:
+    call the CRM's services from it (``crm.customers.get(id)``) and they ask
+    ``authorize``, apply record visibility and write the audit trail.  Raise a
+    :class:`crmcore.CRMError` and the client gets an RFC 9457 problem.  Routes are
+    mounted at the API's root; prefix them with your plugin's name.
+
+    :param router: a :class:`fastapi.APIRouter`; add routes with its decorators.
+    :param crm: the :class:`crmcore.CRM` the API serves.
     """
 
 

@@ -20,9 +20,11 @@ from sqlalchemy import String, Table, bindparam, func, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
-from ..domain.errors import HasHistory, RecordArchived, ValidationError
+from ..domain.errors import HasHistory, RecordArchived, StaleVersion, ValidationError
+from ..domain.versions import version_of
 from ..domain.validation import normalize_phone
 from ..store.bulk import insert_returning_ids
+from ..store.filters import search_condition
 from ..store.repositories import Archived, E, Repository
 from ..store import tables
 from ..store.tables import ENTITY_TABLES as _TABLES
@@ -106,6 +108,20 @@ class EntityService(Generic[E]):
             self.crm.authorize(f"{self.kind}.list", None)
             return self.repo(uow).search(text, columns, limit, also={"phone": phones}, archived=archived)
 
+    def page(self, filters: Mapping[str, Any] | None = None, sort: str = "id", limit: int = 50,
+             after: tuple[Any, int] | None = None, search: str | None = None, *,
+             archived: Archived = "exclude") -> builtins.list[E]:
+        """One keyset page of :meth:`list` (``after``: the last row's sort value and id), optionally
+        narrowed by ``search`` (as :meth:`search` matches).  See :meth:`Repository.page`."""
+        matching = None
+        if search:
+            columns = tuple(c for c in ("name", "title", "email", "phone", "subject") if c in self.repo_table().c)
+            phones = phone_search_terms(search, self.crm.config.phone_region) if "phone" in columns else []
+            matching = search_condition(self.repo_table(), search, columns, {"phone": phones})
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize(f"{self.kind}.list", None)
+            return self.repo(uow).page(self.typed_filters(filters), sort, limit, after, matching, archived=archived)
+
     def repo_table(self) -> Table:
         """The table of this entity."""
         return _TABLES[self.kind]
@@ -149,6 +165,18 @@ class EntityService(Generic[E]):
         """Change fields of a stored entity; events see old and new."""
         with self.crm.unit() as uow:
             return self.change(uow, self.target(uow, id), changes)
+
+    def update_if(self, id: int, version: str | None, changes: Mapping[str, Any]) -> E:
+        """:meth:`update`, only if the record is still at ``version`` (:func:`crmcore.domain.versions.version_of`
+        of what the caller read; None: unconditionally).  Another version: :class:`StaleVersion`, nothing
+        written.  The row is locked from the check to the write."""
+        with self.crm.unit() as uow:
+            with uow.scoped():
+                previous = self.repo(uow).get_for_update(id)
+            if version is not None and version_of(previous) != version:
+                self.crm.authorize(f"{self.kind}.update", previous)  # a refused user learns nothing of versions
+                raise StaleVersion(self.kind, id, version, version_of(previous))
+            return self.change(uow, previous, changes)
 
     def change(self, uow: "UnitOfWork", previous: E, changes: Mapping[str, Any]) -> E:
         """:meth:`update` of ``previous`` (the stored entity :meth:`target` loaded) in ``uow``."""

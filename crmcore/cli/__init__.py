@@ -32,6 +32,8 @@ from .report_cmds import report
 from .role_cmds import role
 from .scaffold_cmds import plugin_group
 from .segment_cmds import segment
+from .serve_cmds import serve
+from .token_cmds import token
 from .transfer import export_command, import_command
 from .user_cmds import team, user
 
@@ -64,6 +66,8 @@ cli.add_command(demo)
 for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):
     cli.add_command(_group)
 cli.add_command(plugins_group)
+cli.add_command(serve)
+cli.add_command(token)
 cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)

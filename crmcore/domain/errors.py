@@ -124,6 +124,16 @@ class RecordArchived(CRMError):
         super().__init__(f"{kind} {id} {message}")
 
 
+class StaleVersion(CRMError):
+    """A change made "if the record is still at version V" found another version: someone
+    changed the record since it was read.  Nothing was written; read it again and retry."""
+
+    def __init__(self, kind: str, id: object, expected: str, current: str):
+        self.kind, self.id, self.expected, self.current = kind, id, expected, current
+        super().__init__(f"{kind} {id} changed since it was read (version {expected}, now {current}): "
+                         f"read it again and reapply the change")
+
+
 def unknown_keys(where: str, keys: Iterable[str], allowed: Iterable[str], label: str = "key(s)") -> ConfigError:
     """A :class:`ConfigError` for keys a configuration table does not know::
 

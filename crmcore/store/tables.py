@@ -438,6 +438,45 @@ audit_head = Table(
 """The tip of the audit chain (one row): the last record's ``seq`` and ``hash``; locked while
 a transaction appends."""
 
+# API tokens (revision 0011_api_tokens): a user's bearer tokens for the HTTP API.  Only the
+# SHA-256 of a token is kept (tokens are 256 random bits, so a fast hash is enough: there is
+# nothing to brute-force); revoked and expired tokens stay, so the audit trail's references hold.
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("user_id", Integer, ForeignKey("users.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("name", String(100), nullable=False),
+    # The first characters of the token, shown by ``crm token list`` to tell tokens apart.
+    Column("prefix", String(16), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("created_by", String(100), nullable=False),
+    Column("expires_at", UTCDateTime),
+    Column("revoked_at", UTCDateTime),
+    **TABLE_OPTIONS,
+)
+"""API tokens: per user, stored hashed, revocable, optionally expiring."""
+
+# Idempotency keys of the HTTP API (revision 0011_api_tokens): the first response of a create
+# that carried an ``Idempotency-Key`` header, written in the create's own transaction, so a
+# retried request gets that response back instead of making a second record.
+idempotency_keys = Table(
+    "idempotency_keys",
+    metadata,
+    Column("actor", String(100), primary_key=True),
+    Column("key", String(200), primary_key=True),
+    # What the key was used for (``POST /customers``) and a hash of the request body: the same
+    # key sent with another request is refused instead of answered with the wrong response.
+    Column("scope", String(200), nullable=False),
+    Column("request_hash", String(64), nullable=False),
+    Column("status", Integer, nullable=False),
+    Column("response", JSON, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False, index=True),
+    **TABLE_OPTIONS,
+)
+"""The stored first response per (user, idempotency key)."""
+
 ENTITY_TABLES = {
     "customer": customers,
     "contact": contacts,

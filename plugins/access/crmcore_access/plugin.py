@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     from crmcore import CRM
 
 
+#: What any active user may do with their own API tokens (``resource`` is the token's login).
+OWN_TOKEN_ACTIONS = frozenset({"token.create", "token.list", "token.revoke"})
+
+
 @crmcore.hookimpl
 def register_settings(register: crmcore.Register[type[Any]]) -> None:
     """Declare ``[plugins.access]`` (:class:`AccessSettings`)."""
@@ -42,7 +46,11 @@ def authorize(actor: str, action: str, resource: object, crm: "CRM") -> bool | N
     """Refuse what the actor's role does not allow (and every action of an unknown or
     deactivated login); leave the rest to other plugins (None)."""
     role = role_of(actor, crm)
-    if role is None or not role.allows(action):
+    if role is None:
+        return False
+    if action in OWN_TOKEN_ACTIONS and resource == actor:
+        return None  # every user manages their own API tokens; another user's need the permission
+    if not role.allows(action):
         return False
     return None
 

@@ -1,0 +1,31 @@
+"""Record versions: what an ``ETag`` carries and ``If-Match`` checks.
+
+A version is a hash over every stored field of a record (its ``updated_at``
+included), so any write makes a new one and two reads of an unchanged record
+give the same.  A client that read version V and sends a change "if still V"
+(:meth:`crmcore.application.services.EntityService.update_if`) gets
+:class:`~crmcore.domain.errors.StaleVersion` instead of overwriting a change
+it never saw.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from attrs import AttrsInstance
+
+from .convert import json_default, unstructure
+
+
+def version_of(entity: AttrsInstance) -> str:
+    """The version of a stored record: 20 hex characters of a SHA-256 over its fields."""
+    return version_of_data(unstructure(entity))
+
+
+def version_of_data(data: Mapping[str, Any]) -> str:
+    """:func:`version_of` for a record given as its fields (also as JSON data: the same version)."""
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default)
+    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]

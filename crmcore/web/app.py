@@ -1,0 +1,80 @@
+"""The HTTP API application: :func:`create_app`.
+
+FastAPI on Starlette, served by uvicorn (``crm serve``).  FastAPI because the
+API is generated from what the core knows: pydantic models built at start-up
+from the entities and the configured custom fields give request validation,
+the OpenAPI 3.1 document and the interactive docs from one source, with no
+hand-kept schema.  Routes are plain functions that call the CRM's services
+(they run in Starlette's worker threads: the services are synchronous
+SQLAlchemy code).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from fastapi import APIRouter, Depends, FastAPI
+from fastapi.openapi.utils import get_openapi
+
+from .. import __version__
+from ..domain.entities import ENTITY_TYPES
+from . import problems
+from .auth import current_user
+from .entities import entity_router
+from .schemas import entity_models
+
+if TYPE_CHECKING:
+    from ..app import CRM
+
+def create_app(crm: "CRM") -> FastAPI:
+    """The HTTP API over ``crm`` (its database, configuration and plugin set), to serve or embed.
+
+    ``uvicorn.run(create_app(CRM.open()))``; ``crm serve`` does the same.
+    """
+    app = FastAPI(title="crmcore", version=__version__, docs_url="/docs", redoc_url=None,
+                  openapi_url="/openapi.json",
+                  description="The crmcore HTTP API: every request acts as the user of its API token "
+                              "(`crm token create`). Errors are RFC 9457 problem details.")
+    app.state.crm = crm
+    problems.install(app)
+    models = entity_models(crm.custom_fields)
+    for kind in ENTITY_TYPES:
+        app.include_router(entity_router(kind, models[kind]))
+    for factory in _family_routers():
+        app.include_router(factory(crm))
+    app.include_router(_plugin_routes(crm))
+
+    @app.get("/health", tags=["service"], summary="Liveness: the process answers (no token needed)",
+             operation_id="health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
+    return app
+
+
+def _family_routers() -> list[Callable[["CRM"], APIRouter]]:
+    from . import routes
+
+    return routes.ROUTERS
+
+
+def _plugin_routes(crm: "CRM") -> APIRouter:
+    """What plugins add through ``register_routes`` (every route behind a token)."""
+    router = APIRouter(dependencies=[Depends(current_user)], responses=problems.responses(401, 403, 422))
+
+    def kwargs(plugin: str) -> dict[str, Any]:
+        return {"router": router, "crm": crm}
+
+    crm.plugins.call_each("register_routes", kwargs)
+    return router
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """The OpenAPI document, with the shared problem schema."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = problems.PROBLEM_SCHEMA
+        app.openapi_schema = schema
+    return app.openapi_schema

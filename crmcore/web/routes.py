@@ -1,0 +1,13 @@
+"""The routers beyond the entities, in the order the API document lists them."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from fastapi import APIRouter
+
+if TYPE_CHECKING:
+    from ..app import CRM
+
+ROUTERS: list[Callable[["CRM"], APIRouter]] = []
