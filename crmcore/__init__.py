@@ -40,6 +40,7 @@ from .domain.errors import (
     CRMError,
     HasHistory,
     RecordArchived,
+    StaleVersion,
     HookError,
     InsufficientPoints,
     NotAuthorized,
@@ -91,7 +92,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CRM", "Assignment", "Assignments", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
     "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult", "EveryoneElse",
-    "HasHistory", "HookError", "RecordArchived",
+    "HasHistory", "HookError", "RecordArchived", "StaleVersion",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "MembershipChanges", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",

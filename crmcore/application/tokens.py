@@ -21,6 +21,7 @@ from sqlalchemy import bindparam, insert, select, update
 
 from ..domain.errors import CRMError, NotFound, ValidationError
 from ..domain.text import text_problem
+from ..store.bulk import inserted_id
 from ..store.tables import api_tokens, users
 
 if TYPE_CHECKING:
@@ -105,9 +106,10 @@ class TokenService:
                 raise NotFound("user", login)
             if not user.active:
                 raise ValidationError.single("user", f"user {login!r} is deactivated", "token")
-            new_id = uow.conn.execute(insert(api_tokens).values(
+            result = uow.conn.execute(insert(api_tokens).values(
                 user_id=user.id, name=name, prefix=secret[:12], token_hash=token_hash(secret),
-                created_at=uow.now, created_by=uow.actor, expires_at=expires_at)).inserted_primary_key[0]
+                created_at=uow.now, created_by=uow.actor, expires_at=expires_at))
+            new_id = inserted_id(result)
             uow.audit.record("token.create", "token", new_id, values={"login": login, "name": name,
                                                                        "prefix": secret[:12],
                                                                        "expires_at": expires_at})

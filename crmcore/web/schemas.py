@@ -58,8 +58,9 @@ def _attributes_model(kind: str, fields: dict[str, CustomField], output: bool) -
         description = field.description or f"custom field ({field.type})"
         declared[name] = (type_ | None, Field(default=None, description=description))
     suffix = "" if output else "Input"
-    return create_model(f"{_title(kind)}Attributes{suffix}", __config__=ConfigDict(extra="allow"),  # type: ignore[call-overload, no-any-return]
-                        **declared)
+    model: type[BaseModel] = create_model(f"{_title(kind)}Attributes{suffix}",
+                                          __config__=ConfigDict(extra="allow"), **declared)
+    return model
 
 
 def _field_type(kind: str, name: str, hint: Any, attributes: type[BaseModel], output: bool) -> Any:
@@ -109,7 +110,7 @@ class EntityModels:
             if field.default is attrs.NOTHING:
                 create[field.name] = (in_type, ...)
             else:
-                default = field.default.factory() if isinstance(field.default, attrs.Factory) else field.default
+                default = field.default.factory() if hasattr(field.default, "factory") else field.default
                 create[field.name] = (in_type, Field(default=list(default) if isinstance(default, tuple) else default))
             # PATCH: every field optional; only the fields sent change (null clears an optional one).
             patch[field.name] = (in_type | None, None)

@@ -114,3 +114,20 @@ def test_delete_archives_and_audit_names_the_user(api: Api) -> None:
 def httpx_get(api: Api, path: str, token: str):  # type: ignore[no-untyped-def]
     import httpx
     return httpx.get(api.base_url + path, headers={"Authorization": f"Bearer {token}"})
+
+
+def test_plugin_route_and_custom_field_in_the_schema(api: Api) -> None:
+    """acme (the docs' example plugin) adds a route with register_routes and a custom field: both are
+    in the API without HTTP code in the core."""
+    client = api.client("ann")
+    schema = client.get("/openapi.json").json()
+    assert "/acme/accounts/{customer_id}" in schema["paths"]
+    attributes = schema["components"]["schemas"]["CustomerAttributes"]["properties"]
+    assert "acme_account" in attributes
+    customer = client.post("/customers", json={"name": "Acme Co", "attributes": {"acme_account": "A-17"},
+                                               "owner": "rita"}).json()
+    assert client.get(f"/acme/accounts/{customer['id']}").json() == {"customer_id": customer["id"],
+                                                                     "acme_account": "A-17"}
+    other = client.post("/customers", json={"name": "Not Rita's", "owner": "max"}).json()
+    assert api.client("rita").get(f"/acme/accounts/{other['id']}").status_code == 404
+    assert api.client(None).get(f"/acme/accounts/{customer['id']}").status_code == 401

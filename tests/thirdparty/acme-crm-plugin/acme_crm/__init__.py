@@ -57,6 +57,13 @@ def register_migrations(register):
 
 
 @hookimpl
+def register_routes(router, crm):
+    from .routes import add_routes  # FastAPI is imported only when the HTTP API starts
+
+    add_routes(router, crm)
+
+
+@hookimpl
 def register_settings(register):
     register(AcmeSettings)
 
