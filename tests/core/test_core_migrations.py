@@ -153,7 +153,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0009_consent_history"),
+            ("crmcore", CORE_HEAD, "0010_roles_archive"),
+            ("crmcore", "0010_roles_archive", "0009_consent_history"),
             ("crmcore", "0009_consent_history", "0008_users_audit"),
             ("crmcore", "0008_users_audit", "0007_history_restrict"),
             ("crmcore", "0007_history_restrict", "0006_segment_run_details"),
