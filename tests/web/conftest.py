@@ -47,6 +47,7 @@ class Api:
     def client(self, user: str | None = "ann", **kwargs: Any) -> httpx.Client:
         """An httpx client for the server; with ``user``, it sends that user's token."""
         headers = {"Authorization": f"Bearer {self.tokens[user]}"} if user else {}
+        headers.update(kwargs.pop("headers", {}))
         client = httpx.Client(base_url=self.base_url, headers=headers, timeout=30, **kwargs)
         self._clients.append(client)
         return client

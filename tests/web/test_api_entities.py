@@ -131,3 +131,31 @@ def test_plugin_route_and_custom_field_in_the_schema(api: Api) -> None:
     other = client.post("/customers", json={"name": "Not Rita's", "owner": "max"}).json()
     assert api.client("rita").get(f"/acme/accounts/{other['id']}").status_code == 404
     assert api.client(None).get(f"/acme/accounts/{customer['id']}").status_code == 401
+
+
+def test_concurrent_retries_with_one_key_make_one_record(api: Api) -> None:
+    """Eight clients send the same create with the same key at once: one customer, eight equal answers."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    body = {"name": "Raced", "external_id": "race-1"}
+    headers = {"Idempotency-Key": "race-key-1"}
+
+    def post(_: int) -> tuple[int, dict]:  # type: ignore[type-arg]
+        with api.client("ann") as client:
+            response = client.post("/customers", json=body, headers=headers)
+            return response.status_code, response.json()
+
+    with ThreadPoolExecutor(8) as pool:
+        answers = list(pool.map(post, range(8)))
+    assert {status for status, _ in answers} == {201}, answers
+    assert len({data["id"] for _, data in answers}) == 1
+    assert api.crm.customers.count({"external_id": "race-1"}) == 1
+
+
+def test_revoked_token_stops_at_the_next_request(api: Api) -> None:
+    stored, secret = api.crm.tokens.create("max", "short-lived")
+    client = api.client(None, headers={"Authorization": f"Bearer {secret}"})
+    assert client.get("/customers?limit=1").status_code == 200
+    api.crm.tokens.revoke(stored.id)
+    refused = client.get("/customers?limit=1")
+    assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
