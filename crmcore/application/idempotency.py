@@ -93,9 +93,11 @@ def once(crm: "CRM", key: str, scope: str, digest: str,
             status, body = work()
             remember(uow, key, scope, digest, status, body)
             return StoredResponse(status, body), False
-    except IntegrityError:
+    except (IntegrityError, CRMError):
+        # A concurrent request with this key may have committed first: its unique values (the key,
+        # an external id) then made this one fail, and its response is the answer.
         with crm.unit(readonly=True) as uow:
             stored = recall(uow, key, scope, digest)
         if stored is None:
-            raise  # another constraint failed (not a concurrent use of the key)
+            raise  # a failure of this request's own (invalid input, another constraint)
         return stored, True
