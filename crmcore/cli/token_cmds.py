@@ -8,6 +8,7 @@ from datetime import datetime, timedelta
 import click
 
 from .context import Session, pass_session, read_only
+from .params import ID
 
 _DURATION = re.compile(r"(\d{1,5})([dhw])")
 _UNITS = {"h": "hours", "d": "days", "w": "weeks"}
@@ -58,7 +59,7 @@ def list_tokens(session: Session, login: str | None, everything: bool) -> None:
 
 
 @token.command("revoke")
-@click.argument("token_id", type=int, metavar="ID")
+@click.argument("token_id", type=ID, metavar="ID")
 @pass_session
 def revoke_token(session: Session, token_id: int) -> None:
     """Revoke token ID: requests with it fail from now on."""
