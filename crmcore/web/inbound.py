@@ -254,7 +254,9 @@ def _mapped(capture: Capture, values: Mapping[str, Any], get: Any) -> tuple[
     if issues:
         raise Problem(422, "invalid input: " + "; ".join(f"{i['field']}: {i['detail']}" for i in issues),
                       "validation", issues)
-    interaction["subject"] = interaction.get("subject") or _subject(capture, texts)
+    # The template, when configured, says how the subject reads (it may quote the mapped field).
+    if capture.subject is not None or not interaction.get("subject"):
+        interaction["subject"] = _subject(capture, texts)
     return customer, interaction, consent
 
 
