@@ -16,6 +16,7 @@ from zoneinfo import ZoneInfo
 from . import migrations
 from .application.clock import parse_as_of, utcnow
 from .application.components import build_options
+from .application.leads import LeadService
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
 from .application.registry import Registry
@@ -72,6 +73,7 @@ class CRM:
         self.users = UserService(self)
         self.teams = TeamService(self)
         self.tokens = TokenService(self)
+        self.leads = LeadService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)

@@ -27,6 +27,7 @@ import pycountry
 from ..domain.customfields import CustomField
 from ..domain.entities import Pipeline, Stage, StageOutcome
 from ..domain.errors import ConfigError, unknown_keys
+from .api import ApiSettings, parse_api
 from .notify import NotifySettings, parse_notify
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
@@ -90,6 +91,8 @@ class Config:
     plugin_environ: Mapping[str, str] = attrs.field(factory=dict)
     # [notify]: templates, consent policy, unsubscribe links, triggers (crmcore.config.notify).
     notify: NotifySettings = attrs.field(factory=NotifySettings)
+    # [api]: public lead-capture forms and signed inbound webhooks (crmcore.config.api).
+    api: ApiSettings = attrs.field(factory=ApiSettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -157,6 +160,8 @@ class Config:
             kwargs["custom_fields"] = _custom_fields(values.pop("custom_fields"), where("custom_fields"))
         if "notify" in values:
             kwargs["notify"] = parse_notify(values.pop("notify"), where("notify"))
+        if "api" in values:
+            kwargs["api"] = parse_api(values.pop("api"), where("api"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

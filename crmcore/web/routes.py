@@ -7,7 +7,9 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from .inbound import inbound_router
+
 if TYPE_CHECKING:
     from ..app import CRM
 
-ROUTERS: list[Callable[["CRM"], APIRouter]] = []
+ROUTERS: list[Callable[["CRM"], APIRouter]] = [inbound_router]
