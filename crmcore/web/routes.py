@@ -7,7 +7,11 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from .loyalty import loyalty_router
+from .reports import reports_router
+from .segments import segments_router
+
 if TYPE_CHECKING:
     from ..app import CRM
 
-ROUTERS: list[Callable[["CRM"], APIRouter]] = []
+ROUTERS: list[Callable[["CRM"], APIRouter]] = [segments_router, loyalty_router, reports_router]
