@@ -163,13 +163,27 @@ def typed_options(component: Component, family: str, config: Config, given: Mapp
     if cls is None:
         return None
     raw = dict(config.component_options(family, component.name)) | dict(given)
+    entity = f"{family} {component.name} options"
     try:
-        return structure(raw, cls, f"{family} {component.name} options")
+        return structure(raw, cls, entity)
     except ValidationError as exc:
-        raise ValidationError([(prefix + field if field != "*" else prefix.rstrip(".") or "options", message)
-                               for field, message in exc.issues], exc.entity) from None
+        issues = exc.issues
     except (ValueError, TypeError) as exc:  # a rule across options (``__attrs_post_init__``)
-        raise ValidationError.single(prefix.rstrip(".") or "options", str(exc) or type(exc).__name__) from None
+        issues = [("*", str(exc) or type(exc).__name__)]
+    named: list[tuple[str, str]] = []
+    for field, message in issues:
+        named += [(prefix + name, message) for name in _fields_named(cls, field, message, given)]
+    raise ValidationError(named or [(prefix.rstrip(".") or "options", "invalid")], entity)
+
+
+def _fields_named(cls: type, field: str, message: str, given: Mapping[str, Any]) -> list[str]:
+    """The options an issue is about.  A validator of the options class (an attrs ``ge``, a rule
+    across options) names no field, so the options its message mentions are the ones at fault,
+    those the request sent first; "options" when it mentions none."""
+    if field != "*":
+        return [field]
+    mentioned = [f.name for f in attrs.fields(cls) if re.search(rf"\b{re.escape(f.name)}\b", message)]
+    return [n for n in mentioned if n in given] or mentioned or ["options"]
 
 
 #: The ``as_of`` query parameter's description (every route whose answer depends on "now").
