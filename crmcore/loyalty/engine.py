@@ -299,6 +299,8 @@ class LoyaltyEngine(LoyaltyJobs):
             query = query.where(ledger.c.scheme == scheme)
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize("loyalty.read", customer_id)
+            with uow.scoped():  # NotFound (not an empty history) for a customer the user cannot see
+                uow.customers.get(customer_id)
             return [LedgerEntry(**r._mapping) for r in uow.conn.execute(query)]
 
     def redeem(self, customer_id: int, points: int, scheme: str, reason: str | None = None,

@@ -204,17 +204,24 @@ class SegmentEngine:
         return list(self.iter_members(strategy, segment, run_id, customer_fields))
 
     def iter_members(self, strategy: str, segment: str | None = None, run_id: int | None = None,
-                     customer_fields: bool = False) -> Iterator[dict[str, Any]]:
+                     customer_fields: bool = False, *, after: int | None = None,
+                     limit: int | None = None) -> Iterator[dict[str, Any]]:
         """Like :meth:`members`, streamed (for exports of large runs).
 
+        ``after`` and ``limit`` read one keyset page: at most ``limit`` members whose
+        customer id is greater than ``after`` (members come in customer id order).
         Asks ``authorize("segment.members", strategy)`` now, not at the first row, so a
-        refused caller has not opened an output file yet.
+        refused caller has not opened an output file yet; a ``run_id`` of another
+        strategy is a :class:`ValidationError` (rather than that run's members).
         """
         self.crm.authorize("segment.members", strategy)
-        return self._iter_members(strategy, segment, run_id, customer_fields)
+        if run_id is not None:
+            self._check_run(run_id, strategy)
+        return self._iter_members(strategy, segment, run_id, customer_fields, after, limit)
 
     def _iter_members(self, strategy: str, segment: str | None, run_id: int | None,
-                      customer_fields: bool) -> Iterator[dict[str, Any]]:
+                      customer_fields: bool, after: int | None = None,
+                      limit: int | None = None) -> Iterator[dict[str, Any]]:
         if run_id is None:
             latest = self.latest_run(strategy)
             if latest is None:
@@ -229,6 +236,10 @@ class SegmentEngine:
         query = select(*columns).select_from(source).where(m.c.run_id == run_id)
         if segment is not None:
             query = query.where(m.c.segment == segment)
+        if after is not None:
+            query = query.where(m.c.customer_id > after)
+        if limit is not None:
+            query = query.limit(limit)
         with self.crm.unit(readonly=True) as uow:
             for row in uow.conn.execute(query.order_by(m.c.customer_id).execution_options(yield_per=5000)):
                 yield dict(row._mapping)

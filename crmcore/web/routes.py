@@ -8,8 +8,11 @@ from typing import TYPE_CHECKING
 from fastapi import APIRouter
 
 from .inbound import inbound_router
+from .loyalty import loyalty_router
+from .reports import reports_router
+from .segments import segments_router
 
 if TYPE_CHECKING:
     from ..app import CRM
 
-ROUTERS: list[Callable[["CRM"], APIRouter]] = [inbound_router]
+ROUTERS: list[Callable[["CRM"], APIRouter]] = [segments_router, loyalty_router, reports_router, inbound_router]
