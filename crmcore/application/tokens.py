@@ -132,8 +132,14 @@ class TokenService:
     def revoke(self, token_id: int) -> ApiToken:
         """Revoke a token: requests with it fail from now on.  Revoking twice is an error."""
         with self.crm.unit() as uow:
-            found = self._get(uow, token_id)
-            self.crm.authorize("token.revoke", found.login)
+            try:
+                found: ApiToken | None = self._get(uow, token_id)
+            except NotFound:
+                found = None
+            # Asked before "not found": whether a token id exists is not for everybody to learn.
+            self.crm.authorize("token.revoke", None if found is None else found.login)
+            if found is None:
+                raise NotFound("token", token_id)
             if found.revoked_at is not None:
                 raise ValidationError.single("token", f"token {token_id} was revoked at "
                                                       f"{found.revoked_at.isoformat()}", "token")

@@ -110,6 +110,8 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("user", "add"): ["mia", "--name", "Mia"],
         ("user", "show"): [ACTOR],
         ("user", "set-role"): ["bo", "service-agent"],
+        ("token", "create"): ["--user", "bo", "--name", "t"],
+        ("token", "revoke"): ["1"],
         ("role", "show"): ["sales-rep"],
         ("user", "deactivate"): ["bo"],
         ("user", "assign-region"): ["bo", "north"],

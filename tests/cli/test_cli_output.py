@@ -92,6 +92,7 @@ NOT_JSON = {
     ("demo",): "prints its summary (the README's first command); tested by test_demo_small",
     ("plugin", "new"): "writes a plugin package to disk and says where",
     ("segment", "export"): "writes the file format --format names (CSV or JSON Lines), like `crm export`",
+    ("serve",): "runs the HTTP API until stopped (its JSON is the API's: tests/web)",
 }
 
 
@@ -182,6 +183,9 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("user", "list"): (ARRAY, []),
         ("user", "show"): (OBJECT, ["li.wei"]),
         ("user", "set-role"): (OBJECT, ["li.wei", "admin"]),
+        ("token", "create"): (OBJECT, ["--user", "li.wei", "--name", "shell"]),
+        ("token", "list"): (ARRAY, []),
+        ("token", "revoke"): (OBJECT, ["1"]),
         ("role", "list"): (ARRAY, []),
         ("role", "show"): (OBJECT, ["sales-rep"]),
         ("user", "assign-region"): (OBJECT, ["li.wei", "华东"]),
