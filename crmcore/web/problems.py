@@ -175,14 +175,22 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
         "detail": {"type": "string"}, "instance": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "field": {"type": "string"}, "pointer": {"type": "string"}, "detail": {"type": "string"}}}},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["field", "pointer", "detail"],
+                                              "properties": {"field": {"type": "string"},
+                                                             "pointer": {"type": "string"},
+                                                             "detail": {"type": "string"}}}},
     },
 }
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the problem statuses a route may answer."""
-    return {status: {"description": _TITLES.get(status, "Error"),
-                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            for status in statuses}
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"description": _TITLES.get(status, "Error"),
+                                 "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        if status == 401:
+            entry["headers"] = {"WWW-Authenticate": {"description": "The scheme to authenticate with.",
+                                                     "required": True, "schema": {"type": "string"}}}
+        documented[status] = entry
+    return documented
