@@ -48,7 +48,7 @@ type = "bool"
 """
 
 #: Examples per operation and phase: enough to reach every parameter, small enough for CI.
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 10
 #: A fixed seed: the same cases every run.
 SEED = 20240516
 
@@ -109,6 +109,12 @@ values = ["lead", "qualified", "proposal", "won", "lost"]
 [dictionaries.currencies]
 values = ["EUR", "USD", "CNY"]
 
+[dictionaries.emails]
+values = ["li.na@example.com", "Ana.Lopez@Example.org", "用户@例子.中国"]
+
+[dictionaries.countries]
+values = ["DE", "CN", "US", "BR"]
+
 [parameters]
 "path.id" = {{ dictionary = "ids", probability = 0.6 }}
 "body.customer_id" = {{ dictionary = "ids", probability = 0.6 }}
@@ -116,6 +122,8 @@ values = ["EUR", "USD", "CNY"]
 "body.owner" = {{ dictionary = "logins", probability = 0.6 }}
 "body.stage" = {{ dictionary = "stages", probability = 0.6 }}
 "body.currency" = {{ dictionary = "currencies", probability = 0.6 }}
+"body.email" = {{ dictionary = "emails", probability = 0.5 }}
+"body.country" = {{ dictionary = "countries", probability = 0.5 }}
 
 [phases.stateful]
 enabled = false
