@@ -205,22 +205,40 @@ def run_httpx(base: str, urls: list[str], token: str | None, seconds: int, conne
 
 # --- profiling -----------------------------------------------------------------------------------------
 
-def profile(pid: int, seconds: int, directory: Path, load: Any) -> list[tuple[str, float]]:
-    """py-spy samples of ``pid`` while ``load()`` runs: (function, share of samples), most first."""
+def profile(pid: int, seconds: int, directory: Path,
+            load: Any) -> tuple[list[tuple[str, float]], list[tuple[str, float]]]:
+    """py-spy samples of ``pid`` while ``load()`` runs: the functions with the most busy samples
+    (inclusive, ours and the request path's libraries) and the leaf functions (self time)."""
     out = directory / "profile.txt"
-    spy = subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(seconds + 1), "-r", "200",
+    py_spy = shutil.which("py-spy") or str(Path(sys.executable).parent / "py-spy")
+    spy = subprocess.Popen([py_spy, "record", "--subprocesses", "-p", str(pid), "-d", str(seconds + 1), "-r", "200",
                             "-f", "raw", "-o", str(out)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     load()
     spy.wait()
     inclusive: Counter[str] = Counter()
+    leaf: Counter[str] = Counter()
     total = 0
     for line in out.read_text().splitlines():
         stack, _, count = line.rpartition(" ")
+        frames = stack.split(";")
+        if any(idle in frames[-1] for idle in _IDLE):
+            continue  # a worker thread waiting for work or the event loop waiting for a socket
         n = int(count)
         total += n
-        for frame in set(stack.split(";")):
-            inclusive[frame] += n
-    return [(frame, n / total) for frame, n in inclusive.most_common(40)] if total else []
+        leaf[frames[-1]] += n
+        for frame in set(frames):
+            if any(part in frame for part in _SHOWN):
+                inclusive[frame] += n
+    if not total:
+        return [], []
+    return ([(frame, n / total) for frame, n in inclusive.most_common(25)],
+            [(frame, n / total) for frame, n in leaf.most_common(12)])
+
+
+#: Leaf frames of an idle thread.
+_IDLE = ("Condition.wait", "Queue.get", ".select (selectors.py", "_run_once (asyncio/base_events.py")
+#: Frames worth listing: ours and the libraries a request passes through.
+_SHOWN = ("crmcore/", "sqlalchemy/", "fastapi/", "starlette/", "pydantic", "json/", "uvicorn/protocols", "anyio/")
 
 
 # --- the run -------------------------------------------------------------------------------------------
@@ -296,15 +314,19 @@ def main() -> None:
         if args.profile:
             for endpoint, urls in endpoints.items():
                 base, tok = servers["ours"]
-                top = profile(ours.pid, args.seconds, directory,
-                              lambda: run(base, urls["ours"], tok, args.seconds, args.connections, directory))
-                print(f"\nprofile of ours, {endpoint} (share of samples, inclusive):")
+                top, leaves = profile(ours.pid, args.seconds, directory,
+                                      lambda: run(base, urls["ours"], tok, args.seconds, args.connections, directory))
+                print(f"\nprofile of ours, {endpoint}: share of busy samples, inclusive:")
                 for frame, share in top:
+                    print(f"  {share:6.1%}  {frame[:150]}")
+                print("self (leaf functions):")
+                for frame, share in leaves:
                     print(f"  {share:6.1%}  {frame[:150]}")
     finally:
         for process in (ours, baseline):
             process.terminate()
             process.wait(timeout=15)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from ..application.services import EntityService
 from ..domain.versions import version_of_data
 from ..store.filters import parse_expression
 from .auth import crm_of, current_user
-from .encoding import JSON, decode_cursor, encode_cursor, etag, if_match_version, record
+from .encoding import JSON, decode_cursor, encode_cursor, etag, fields, if_match_version, record
 from .problems import responses
 from .schemas import PLURALS, EntityModels
 
@@ -68,7 +68,7 @@ def _sends(status: int, *headers: str, description: str = "Successful Response")
 
 
 def _one(entity: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSON:
-    return JSON(record(entity), status_code=status, headers={"ETag": etag(entity), **(headers or {})})
+    return JSON(fields(entity), status_code=status, headers={"ETag": etag(entity), **(headers or {})})
 
 
 def entity_router(kind: str, models: EntityModels) -> APIRouter:
@@ -97,7 +97,7 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
         after = decode_cursor(cursor) if cursor else None
         rows = service.page(_filters(where), sort, limit + 1, after, q, archived=archived)
         more, rows = len(rows) > limit, rows[:limit]
-        body: dict[str, Any] = {"items": [record(r) for r in rows], "next": None, "cursor": None}
+        body: dict[str, Any] = {"items": [fields(r) for r in rows], "next": None, "cursor": None}
         headers = {}
         if more:
             last = body["items"][-1]
