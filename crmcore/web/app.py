@@ -62,7 +62,9 @@ def _family_routers() -> list[Callable[["CRM"], APIRouter]]:
 
 def _plugin_routes(crm: "CRM") -> APIRouter:
     """What plugins add through ``register_routes`` (every route behind a token)."""
-    router = APIRouter(dependencies=[Depends(current_user)], responses=problems.responses(401, 403, 422))
+    # A plugin's route calls the services, which answer 404 (a record it may not see) and 409 (an
+    # archived record) as readily as 403 and 422: the document says so for every plugin route.
+    router = APIRouter(dependencies=[Depends(current_user)], responses=problems.responses(401, 403, 404, 409, 422))
 
     def kwargs(plugin: str) -> dict[str, Any]:
         return {"router": router, "crm": crm}

