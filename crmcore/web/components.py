@@ -29,6 +29,7 @@ from ..application.components import Component, build_options
 from ..config import Config
 from ..domain.convert import structure
 from ..domain.errors import CRMError, ValidationError
+from .schemas import DateIn, DateTimeIn
 
 # Types a query parameter or a JSON field carries as they are.
 _SCALARS = (bool, int, float, str, Decimal, date, datetime)
@@ -116,7 +117,8 @@ def options_fields(component: Component, family: str, config: Config, in_query: 
         if choices is not None:
             type_: Any = Literal[choices]
         elif scalar is not None:
-            type_ = scalar[0]
+            # Dates as ISO text only (lax pydantic reads "0" as 1970-01-01); the rest as FastAPI parses them.
+            type_ = {date: DateIn, datetime: DateTimeIn}.get(scalar[0], scalar[0])
         elif in_query:
             type_ = str
             text = (text + " " if text else "") + "(JSON text, as in crm.toml)"

@@ -42,8 +42,14 @@ MoneyIn = Annotated[Decimal, Field(examples=["1234.50"], allow_inf_nan=False)]
 
 
 def _text_only(value: Any) -> Any:
-    """Dates and times arrive as ISO 8601 text; lax pydantic would read a number as seconds since 1970."""
-    if not isinstance(value, (str, date)):
+    """Dates and times arrive as ISO 8601 text; lax pydantic would read a number (also ``"0"``, as
+    in a query string) as seconds since 1970."""
+    if isinstance(value, str):
+        try:
+            (date if len(value.strip()) == 10 else datetime).fromisoformat(value.strip())
+        except ValueError:
+            raise ValueError("must be an ISO 8601 date (YYYY-MM-DD) or date-time") from None
+    elif not isinstance(value, (date, datetime)):
         raise ValueError("must be ISO 8601 text")
     return value
 

@@ -91,7 +91,7 @@ class TierOptions:
     """:ivar scheme: the tier scheme. :ivar days: the movements window, ending at as_of."""
 
     scheme: str = "tiers"
-    days: int = 90
+    days: int = attrs.field(default=90, validator=(attrs.validators.ge(1), attrs.validators.le(36_600)))
 
 
 class TierDistributionReport(crmcore.Report):

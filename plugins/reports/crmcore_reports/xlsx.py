@@ -22,6 +22,10 @@ def _number_format(column: crmcore.Column) -> str | None:
     return crmcore.xlsx_number_format(column.type, column.currency)  # the look of crm export's sheets too
 
 
+# What a worksheet cannot hold (XML 1.0 forbids these control characters): shown as U+FFFD.
+_ILLEGAL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f]")
+
+
 def _value(value: Any) -> Any:
     if isinstance(value, datetime):
         return value.astimezone(timezone.utc).replace(tzinfo=None)
@@ -29,7 +33,8 @@ def _value(value: Any) -> Any:
         return value
     if hasattr(value, "is_finite"):  # Decimal: openpyxl writes it as a number
         return value
-    return str(value)
+    # A report title can carry option values as typed (a filter with a form feed): never a failed render.
+    return _ILLEGAL.sub("\ufffd", str(value))
 
 
 def _as_text(cells: Any) -> None:
@@ -85,11 +90,11 @@ def render_xlsx(result: crmcore.ReportResult) -> bytes:
             sheet.column_dimensions[sheet.cell(1, i).column_letter].width = crmcore.xlsx_column_width(_header(column))
         sheet.freeze_panes = "A2"
     about = book.create_sheet(_sheet_name("About", taken))
-    about.append(["report", result.title])
+    about.append(["report", _value(result.title)])
     about.append(["as of (UTC)", _value(result.as_of)])
     for table in result.tables():
         for note in table.notes:
-            about.append(["note", note])
+            about.append(["note", _value(note)])
     for row in about.iter_rows():
         _as_text(row)
     buffer = io.BytesIO()
