@@ -103,7 +103,8 @@ def api_db_url(request: Any, tmp_path_factory: Any) -> str:
     return url
 
 
-#: Extra crm.toml text a test module's server gets: set ``API_TOML = "..."`` in the module.
+#: Extra crm.toml text a test module's server gets: set ``API_TOML = "..."`` in the module
+#: (and ``API_ARGS = (...)`` for extra ``crm serve`` options).
 def _module_toml(request: Any) -> str:
     return getattr(request.module, "API_TOML", "")
 
@@ -119,7 +120,7 @@ def api(api_db_url: str, tmp_path_factory: Any, request: Any) -> Iterator[Api]:
         crm.users.add(login, role=role)
     for login in USERS:
         tokens[login] = crm.tokens.create(login, "tests")[1]
-    process, base = start_server(directory, config_file)
+    process, base = start_server(directory, config_file, tuple(getattr(request.module, "API_ARGS", ())))
     server = Api(base, crm, tokens, directory)
     try:
         yield server
