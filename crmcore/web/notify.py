@@ -109,14 +109,14 @@ def notify_router(crm: "CRM") -> APIRouter:
                                              "Send the same key to retry safely: the first message returns."),
     ) -> Response:
         key = f"api:{request.state.login}:{idempotency_key}" if idempotency_key else None
-        message_id, new = crm.messages.send(
+        row, new = crm.messages.send(
             message.channel, customer_id=message.customer_id, recipient=message.to, template=message.template,
             subject=message.subject, body=message.body, purpose=message.purpose, key=key, locale=message.locale,
             deal_id=message.deal_id)
-        headers = {"Location": f"/notify/outbox/{message_id}"}
+        headers = {"Location": f"/notify/outbox/{row['id']}"}
         if not new:
             headers["Idempotency-Replayed"] = "true"
-        return JSON(_message(crm, message_id), status_code=201 if new else 200, headers=headers)
+        return JSON(row, status_code=201 if new else 200, headers=headers)
 
     @router.get("/outbox", response_model=OutboxPage, operation_id="list_outbox",
                 summary="Messages in the outbox, newest first, with their delivery state")

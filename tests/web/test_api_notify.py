@@ -139,6 +139,9 @@ def test_roles_and_visibility(api: Api) -> None:
     assert all(m["customer_id"] != theirs.id for m in rita.get("/notify/outbox?limit=500").json()["items"])
     assert rita.post("/notify/messages", json={"customer_id": theirs.id, "body": "x"}).status_code == 404
     assert rita.post("/notify/messages", json={"customer_id": mine.id, "body": "x"}).status_code == 201
+    # A message to an address, without a customer: queued, and its sender gets it back.
+    loose = rita.post("/notify/messages", json={"to": "walk-in@example.com", "subject": "Hi", "body": "x"})
+    assert loose.status_code == 201 and outbox_row(api, loose.json()["id"])["recipient"] == "walk-in@example.com"
     otto = api.client("otto")  # read-only: may read the outbox, may not queue
     assert otto.post("/notify/messages", json={"customer_id": mine.id, "body": "x"}).status_code == 403
     assert otto.get(f"/notify/outbox/{queued['id']}").status_code == 200
