@@ -16,10 +16,8 @@ from .context import Session, pass_session
               help="Worker processes (each opens the CRM; use a database server for more than one).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
-@click.option("--max-upload", metavar="SIZE", help="The largest file POST /imports accepts: bytes, or with "
-              "K, M or G (default: 64M).")
 @pass_session
-def serve(session: Session, host: str, port: int, workers: int, log_level: str, max_upload: str | None) -> None:
+def serve(session: Session, host: str, port: int, workers: int, log_level: str) -> None:
     """Serve the HTTP API (docs at /docs, OpenAPI at /openapi.json) on the configured database.
 
     Requests act as the user of their API token (crm token create); this command's
@@ -27,13 +25,6 @@ def serve(session: Session, host: str, port: int, workers: int, log_level: str, 
     """
     import uvicorn
 
-    from ..web.imports import parse_size
-
-    if max_upload is not None:
-        try:
-            max_upload = str(parse_size(max_upload))
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--max-upload") from None
     crm = session.crm
     crm.authorize("api.serve", None)
     if workers > 1 and crm.engine.dialect.name == "sqlite":
@@ -43,7 +34,7 @@ def serve(session: Session, host: str, port: int, workers: int, log_level: str, 
     for name, value in (("CRM_SERVE_DATABASE_URL", crm.config.database_url),
                         ("CRM_SERVE_CONFIG", session.config_file), ("CRM_SERVE_PLUGINS", session.plugins),
                         ("CRM_SERVE_NO_PLUGINS", "1" if session.no_plugins else None),
-                        ("CRM_SERVE_PLUGINS_DIR", session.plugins_dir), ("CRM_SERVE_MAX_UPLOAD", max_upload)):
+                        ("CRM_SERVE_PLUGINS_DIR", session.plugins_dir)):
         if value is None:
             os.environ.pop(name, None)
         else:

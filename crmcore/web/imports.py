@@ -3,8 +3,8 @@
 The file is the raw request body (``Content-Type: text/csv``, a JSON Lines
 type or the XLSX type) or the ``file`` part of a ``multipart/form-data`` form.
 It is streamed to a private temporary directory in chunks, never held in
-memory whole, and refused with ``413`` past the size limit (``crm serve
---max-upload``, environment ``CRM_SERVE_MAX_UPLOAD``; 64 MiB by default).  Then
+memory whole, and refused with ``413`` past the size limit (``[api]
+max_upload`` in crm.toml; 64 MiB by default).  Then
 the importer of ``crm import`` runs on it (:func:`crmcore.io.import_file`:
 authorization ``KIND.import``, validation, visibility, audit, events), with its
 options as query parameters, and the directory is removed.
@@ -23,7 +23,6 @@ uploads to what one process validates quickly.
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import tempfile
@@ -50,9 +49,6 @@ from .problems import PROBLEM_JSON, TYPE_BASE, Problem, responses
 if TYPE_CHECKING:
     from ..app import CRM
 
-#: The environment variable with the upload limit in bytes (``crm serve --max-upload`` sets it).
-MAX_UPLOAD_ENV = "CRM_SERVE_MAX_UPLOAD"
-DEFAULT_MAX_UPLOAD = 64 * 1024 * 1024
 #: Request media types and the importer's format for each.
 MEDIA_TYPES = {
     "text/csv": "csv", "application/csv": "csv", "text/tab-separated-values": "csv", "text/plain": "csv",
@@ -71,24 +67,9 @@ _BODY = {"required": True, "content": {**{media: {"schema": {"type": "string", "
                                            "properties": {"file": {"type": "string", "format": "binary"}}}}}}
 
 
-def parse_size(text: str) -> int:
-    """``"1048576"``, ``"512K"``, ``"64M"``, ``"1G"`` (binary units) as bytes; ValueError otherwise."""
-    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", text, re.I)
-    if not match:
-        raise ValueError(f"{text!r} is not a size (bytes, or a number with K, M or G)")
-    size: int = int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
-    return size
-
-
-def max_upload() -> int:
-    """The upload limit this server was started with."""
-    value = os.environ.get(MAX_UPLOAD_ENV)
-    return parse_size(value) if value else DEFAULT_MAX_UPLOAD
-
-
 def _too_large(limit: int) -> Problem:
     return Problem(413, f"the upload is larger than this server's limit of {limit} bytes "
-                        "(crm serve --max-upload)", "too-large")
+                        "([api] max_upload)", "too-large")
 
 
 def _safe_name(name: str | None, format: str) -> str:
@@ -213,7 +194,7 @@ def imports_router(crm: "CRM") -> APIRouter:
         entity = kind.removesuffix("s")
         await run_in_threadpool(authorize_import, crm, entity)  # before a byte is stored
         mapping = parse_map_options(maps)
-        limit = max_upload()
+        limit = crm.config.api.max_upload
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > limit:
             raise _too_large(limit)

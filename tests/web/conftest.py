@@ -103,8 +103,7 @@ def api_db_url(request: Any, tmp_path_factory: Any) -> str:
     return url
 
 
-#: Extra crm.toml text a test module's server gets: set ``API_TOML = "..."`` in the module
-#: (and ``API_ARGS = (...)`` for extra ``crm serve`` options).
+#: Extra crm.toml text a test module's server gets: set ``API_TOML = "..."`` in the module.
 def _module_toml(request: Any) -> str:
     return getattr(request.module, "API_TOML", "")
 
@@ -120,7 +119,7 @@ def api(api_db_url: str, tmp_path_factory: Any, request: Any) -> Iterator[Api]:
         crm.users.add(login, role=role)
     for login in USERS:
         tokens[login] = crm.tokens.create(login, "tests")[1]
-    process, base = start_server(directory, config_file, tuple(getattr(request.module, "API_ARGS", ())))
+    process, base = start_server(directory, config_file)
     server = Api(base, crm, tokens, directory)
     try:
         yield server

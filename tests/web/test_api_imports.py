@@ -18,7 +18,10 @@ from crmcore.store import tables
 from .conftest import Api
 
 #: A small limit, so an oversized upload is cheap to send.
-API_ARGS = ("--max-upload", "16K")
+API_TOML = """
+[api]
+max_upload = "16K"
+"""
 
 
 def stored(api: Api, table: Any, column: Any, values: list[str]) -> dict[str, dict[str, Any]]:
@@ -145,3 +148,19 @@ def test_read_only_user_is_403_and_bad_requests_are_clear(api: Api) -> None:
     assert empty.status_code == 422 and "empty" in empty.text
     assert api.client(None).post("/imports/customers", content=data,
                                  headers={"Content-Type": "text/csv"}).status_code == 401
+
+
+def test_max_upload_setting_is_checked_at_load() -> None:
+    from crmcore.config.api import parse_api
+    from crmcore.domain.errors import ConfigError
+
+    assert parse_api({}, "crm.toml").max_upload == 64 * 1024 * 1024
+    assert parse_api({"max_upload": "16K"}, "crm.toml").max_upload == 16 * 1024
+    assert parse_api({"max_upload": 1000}, "crm.toml").max_upload == 1000
+    for bad in ("lots", 0, -1, True, "0M"):
+        try:
+            parse_api({"max_upload": bad}, "crm.toml")
+        except ConfigError as exc:
+            assert "[api] max_upload" in str(exc)
+        else:
+            raise AssertionError(f"{bad!r} accepted")
