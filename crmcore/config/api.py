@@ -7,6 +7,7 @@ first visitor: every error names the file, the table and the key
 ```toml
 [api]
 rate_limit_storage = "redis://127.0.0.1:6379/0"   # default "memory://" (one process)
+max_upload = "64M"                   # the largest file POST /imports/KIND accepts (bytes, or K, M, G)
 
 [api.forms.contact]                  # POST /forms/contact (public)
 fields = { email = "email", name = "name", company = "attributes.company", message = "interaction.body" }
@@ -137,6 +138,8 @@ class ApiSettings:
     """The effective ``[api]`` configuration (no forms, no webhooks when absent)."""
 
     rate_limit_storage: str = "memory://"
+    #: The largest upload ``POST /imports/KIND`` accepts, in bytes (413 beyond it).
+    max_upload: int = 64 * 1024 * 1024
     forms: Mapping[str, FormSettings] = attrs.field(factory=dict)
     webhooks: Mapping[str, WebhookSettings] = attrs.field(factory=dict)
 
@@ -144,7 +147,7 @@ class ApiSettings:
 CAPTURE_KEYS = ("fields", "required", "consent", "interaction", "source", "owner", "act_as")
 FORM_KEYS = (*CAPTURE_KEYS, "rate_limit", "redirect", "honeypot")
 WEBHOOK_KEYS = (*CAPTURE_KEYS, "secret_env", "tolerance", "event_id")
-API_KEYS = ("rate_limit_storage", "forms", "webhooks")
+API_KEYS = ("rate_limit_storage", "max_upload", "forms", "webhooks")
 STORAGE_SCHEMES = ("memory://", "redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -158,6 +161,8 @@ def parse_api(value: Any, where: str) -> ApiSettings:
             raise ConfigError(f"{where}: [api] rate_limit_storage must be memory:// or a redis:// URL, "
                               f"got {storage!r}")
         kwargs["rate_limit_storage"] = storage
+    if "max_upload" in table:
+        kwargs["max_upload"] = _size(table.pop("max_upload"), f"{where}: [api] max_upload")
     if "forms" in table:
         kwargs["forms"] = {name: _form(name, entry, f"{where}: [api.forms.{name}]")
                            for name, entry in _named(table.pop("forms"), f"{where}: [api.forms]").items()}
@@ -167,6 +172,17 @@ def parse_api(value: Any, where: str) -> ApiSettings:
     if table:
         raise unknown_keys(f"{where}: [api]", table, API_KEYS)
     return ApiSettings(**kwargs)
+
+
+def _size(value: Any, label: str) -> int:
+    """A size in bytes: an integer, or text with K, M or G (binary units: ``"64M"``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+        return value
+    match = re.fullmatch(r"\s*(\d+)\s*([KMG]?)i?B?\s*", value, re.I) if isinstance(value, str) else None
+    if not match or int(match.group(1)) == 0:
+        raise ConfigError(f"{label} must be a positive number of bytes or a size such as \"64M\", got {value!r}")
+    size: int = int(match.group(1)) * 1024 ** " KMG".index(match.group(2).upper() or " ")
+    return size
 
 
 def _named(value: Any, label: str) -> dict[str, dict[str, Any]]:

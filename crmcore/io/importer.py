@@ -223,6 +223,17 @@ class ImportReport:
         return data
 
 
+def authorize_import(crm: Any, entity: str) -> str:
+    """Ask ``authorize`` for ``KIND.import`` before any file is read; returns the kind.
+
+    :func:`import_file` asks it too; an interface that must first receive the
+    file (an HTTP upload) asks here, so a user who may not import stores nothing.
+    """
+    kind = entity_kind(entity)
+    crm.authorize(f"{kind}.import", None)
+    return kind
+
+
 def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions | None = None,
                 progress: ProgressCallback | None = None) -> ImportReport:
     """Import ``path`` into ``entity`` (``customer``/``customers``, ...); see the module doc.

@@ -30,18 +30,18 @@ withdrawal between enqueue and delivery is honoured.
 Unsubscribe links carry a token signed with ``[notify] unsubscribe_secret`` (or the
 environment variable named by ``unsubscribe_secret_env``)
 (itsdangerous, HMAC-SHA256): verifying it needs no database lookup.
-:func:`unsubscribe_app` is a tiny WSGI application a web front end (or a
-mail provider's one-click unsubscribe, RFC 8058) can call.
+:mod:`crmcore.notify.unsubscribe` is the page such a link opens (GET: a
+confirmation, POST: the withdrawal, also a mail provider's RFC 8058 one-click
+request), served by ``crm serve`` at ``/unsubscribe`` or as the WSGI
+application :func:`unsubscribe_app`.
 """
 
 from __future__ import annotations
 
 import hashlib
-import html
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
-from urllib.parse import parse_qs
 
 import attrs
 import itsdangerous
@@ -227,52 +227,51 @@ def unsubscribe_url(crm: CRM, customer_id: int, channel: str = EVERY_CHANNEL, pu
                                                                   channel, purpose))
 
 
-def unsubscribe_token(crm: CRM, token: str, source: str = "link", at: datetime | None = None) -> Decision:
-    """Process an unsubscribe token: record the withdrawal (idempotent)."""
+def unsubscribe_token(crm: CRM, token: str, source: str = "link", at: datetime | None = None,
+                      again: bool = True) -> Decision:
+    """Process an unsubscribe token: record the withdrawal (idempotent).
+
+    With ``again=False`` (the unsubscribe page: mail providers retry one-click
+    requests, people click twice) a withdrawal that already stands for the token's
+    channel and purpose is returned as it is, and nothing new is recorded.
+    """
     customer_id, channel, purpose = read_token(crm.config.notify.secret(), token)
     with crm.unit() as uow:
         crm.authorize("consent.unsubscribe", customer_id)
+        if not again:
+            with uow.scoped():  # NotFound for an unknown customer, as record() says
+                uow.customers.get(customer_id)
+            standing = withdrawal_stands(uow, customer_id, channel, purpose)
+            if standing is not None:
+                return standing
         return record(uow, customer_id, False, channel, purpose, source=source, at=at)
 
 
-def unsubscribe_app(crm: CRM) -> Any:
-    """A WSGI application processing unsubscribe tokens (``?token=...``).
+def withdrawal_stands(uow: UnitOfWork, customer_id: int, channel: str, purpose: str) -> Decision | None:
+    """The recorded withdrawal that already decides ``channel`` and ``purpose``, or None.
 
-    ``GET`` shows a confirmation page with a button (link scanners in mail
-    filters fetch links; they must not unsubscribe anyone); ``POST`` records
-    the withdrawal, also for RFC 8058 one-click requests
-    (``List-Unsubscribe=One-Click`` in the body).  Mount it under any path::
+    The key's own latest decision must be a withdrawal, and for one channel no later
+    decision for every channel may override it (rule 1 of the module docstring): after
+    "no to mail" then "yes to everything", a new "no to mail" must be recorded.
+    """
+    standing = {(d.channel, d.purpose): d for d in decisions(uow, customer_id)}
+    own = standing.get((channel, purpose))
+    if own is None or own.granted:
+        return None
+    every = standing.get((EVERY_CHANNEL, purpose))
+    if channel != EVERY_CHANNEL and every is not None and every.recorded_at > own.recorded_at:
+        return None
+    return own
+
+
+def unsubscribe_app(crm: CRM) -> Any:
+    """A WSGI application processing unsubscribe tokens (``?token=...``); see
+    :func:`crmcore.notify.unsubscribe.wsgi_app` (the same page as ``crm serve``'s
+    ``/unsubscribe``).  Mount it under any path::
 
         from wsgiref.simple_server import make_server
         make_server("127.0.0.1", 8025, unsubscribe_app(crm)).serve_forever()
     """
-    def app(environ: dict[str, Any], start_response: Any) -> Iterable[bytes]:
-        method = environ.get("REQUEST_METHOD", "GET").upper()
-        params = parse_qs(environ.get("QUERY_STRING", ""))
-        if method == "POST":
-            length = int(environ.get("CONTENT_LENGTH") or 0)
-            params.update(parse_qs(environ["wsgi.input"].read(length).decode("utf-8", "replace")))
-        token = (params.get("token") or [""])[0]
-        try:
-            _customer_id, channel, purpose = read_token(crm.config.notify.secret(), token)
-            if method == "POST":
-                unsubscribe_token(crm, token)
-                return _page(start_response, "200 OK", "You are unsubscribed.",
-                             f"You will no longer receive {purpose} messages"
-                             f"{'' if channel == EVERY_CHANNEL else ' via ' + channel}.")
-            if method != "GET":
-                return _page(start_response, "405 Method Not Allowed", "Method not allowed", "Use GET or POST.")
-            form = (f'<form method="post"><input type="hidden" name="token" value="{html.escape(token)}">'
-                    f'<button type="submit">Unsubscribe</button></form>')
-            return _page(start_response, "200 OK", "Unsubscribe?",
-                         f"Stop {purpose} messages{'' if channel == EVERY_CHANNEL else ' via ' + channel}?", form)
-        except CRMError as exc:
-            return _page(start_response, "400 Bad Request", "Cannot unsubscribe", str(exc))
-    return app
+    from .unsubscribe import wsgi_app  # the page module imports this one
 
-
-def _page(start_response: Any, status: str, title: str, text: str, extra: str = "") -> list[bytes]:
-    body = (f"<!doctype html><meta charset=\"utf-8\"><title>{html.escape(title)}</title>"
-            f"<h1>{html.escape(title)}</h1><p>{html.escape(text)}</p>{extra}").encode()
-    start_response(status, [("Content-Type", "text/html; charset=utf-8"), ("Content-Length", str(len(body)))])
-    return [body]
+    return wsgi_app(crm)

@@ -406,8 +406,10 @@ class NotifyEngine:
 
     # -- reading / maintenance ---------------------------------------------
     def outbox(self, status: str | None = None, customer_id: int | None = None,
-               limit: int = 100, message_id: int | None = None) -> list[dict[str, Any]]:
-        """Outbox rows, newest first, by status, customer or id."""
+               limit: int = 100, message_id: int | None = None, channel: str | None = None,
+               before_id: int | None = None) -> list[dict[str, Any]]:
+        """Outbox rows, newest first, by status, customer, channel or id; ``before_id`` pages
+        (the rows older than that message: give the last id of the previous page)."""
         self.crm.authorize("notify.outbox", customer_id if message_id is None else message_id)
         query = select(outbox).order_by(outbox.c.id.desc()).limit(limit)
         if message_id is not None:
@@ -416,6 +418,10 @@ class NotifyEngine:
             query = query.where(outbox.c.status == status)
         if customer_id is not None:
             query = query.where(outbox.c.customer_id == customer_id)
+        if channel:
+            query = query.where(outbox.c.channel == channel)
+        if before_id is not None:
+            query = query.where(outbox.c.id < before_id)
         with self.crm.unit(readonly=True) as uow:
             return [dict(r._mapping) for r in uow.conn.execute(query)]
 

@@ -36,6 +36,7 @@ import jinja2
 from sqlalchemy import String, func, select
 
 from ..domain.convert import unstructure
+from ..domain.errors import ValidationError
 from ..store import tables
 from ..store.upsert import ignoring_conflicts
 from . import consent
@@ -187,6 +188,56 @@ class MessageEngine:
         values = {k: plain(v) if attrs.has(type(v)) else v for k, v in (extra or {}).items()}
         return self.enqueue_batch(uow, template, [customer_id], key_for=lambda cid: key, channel=channel,
                                   purpose=purpose, extra_for=lambda cid: values, not_before=not_before)
+
+    def send(self, channel: str | None = None, *, customer_id: int | None = None, recipient: str | None = None,
+             template: str | None = None, subject: str | None = None, body: str | None = None,
+             purpose: str = "transactional", key: str | None = None, locale: str | None = None,
+             deal_id: int | None = None) -> tuple[dict[str, Any], bool]:
+        """Queue one message, rendered from ``template`` for the customer or given as
+        ``subject``/``body`` (``POST /notify/messages``); returns its outbox row and whether it is new.
+
+        The message goes through the outbox as ``crm notify send`` queues it: consent decides
+        (a refused message is stored ``suppressed`` with the reason), a customer without an
+        address gets a ``dead`` one, and a ``key`` queued before returns that message (False).
+        A marketing message to a customer carries the signed ``unsubscribe_url`` (the smtp
+        channel's ``List-Unsubscribe``) when ``[notify]`` has a secret.
+
+        The row is read in the writing unit, so a message without a customer (which record
+        visibility hides from users who see only some customers) is still returned to its
+        sender; keys are the caller's own (the HTTP API prefixes each user's keys).
+        """
+        channel = channel or self.crm.config.notify.channel
+        if channel not in self.crm.notify.registry:
+            known = ", ".join(c.name for c in self.crm.notify.registry) or "none"
+            raise ValidationError.single("channel", f"no channel {channel!r} (registered: {known})", "message")
+        if template is not None and (subject is not None or body is not None):
+            raise ValidationError.single("template", "give a template or a subject and body, not both", "message")
+        if template is not None and customer_id is None:
+            raise ValidationError.single("customer_id", "a template is rendered for a customer: name one", "message")
+        with self.crm.unit() as uow:
+            self.crm.authorize("notify.enqueue", channel)
+            customer = None
+            if customer_id is not None:
+                with uow.scoped():  # NotFound for a customer the acting user cannot see
+                    customer = uow.customers.get(customer_id)
+            if key is not None:
+                found = uow.conn.execute(select(outbox).where(outbox.c.idempotency_key == key)).first()
+                if found is not None:
+                    return dict(found._mapping), False
+            payload: dict[str, Any] = {}
+            if template is not None and customer_id is not None:
+                rendered = self.render(uow, template, customer_id, locale, deal_id)
+                if len(rendered.subject) > SUBJECT_LIMIT:
+                    raise ValidationError.single("template", f"the rendered subject is longer than {SUBJECT_LIMIT} "
+                                                 "characters", "message")
+                subject, body = rendered.subject, rendered.text
+                payload = {"template": template, "locale": rendered.locale, "html": rendered.html,
+                           "to_name": customer.name if customer else None}
+            if purpose == "marketing" and customer_id is not None and self.crm.config.notify.has_secret():
+                payload["unsubscribe_url"] = consent.unsubscribe_url(self.crm, customer_id)
+            message_id = uow.outbox.enqueue(channel, customer_id=customer_id, recipient=recipient, subject=subject,
+                                            body=body, payload=payload, purpose=purpose, key=key)
+            return dict(uow.conn.execute(select(outbox).where(outbox.c.id == message_id)).one()._mapping), True
 
     # -- consent and the daily run -------------------------------------------------------------
     def set_consent(self, customer_id: int, granted: bool, channel: str = consent.EVERY_CHANNEL,

@@ -7,12 +7,16 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from .imports import imports_router
 from .inbound import inbound_router
 from .loyalty import loyalty_router
+from .notify import notify_router
 from .reports import reports_router
 from .segments import segments_router
+from .unsubscribe import unsubscribe_router
 
 if TYPE_CHECKING:
     from ..app import CRM
 
-ROUTERS: list[Callable[["CRM"], APIRouter]] = [segments_router, loyalty_router, reports_router, inbound_router]
+ROUTERS: list[Callable[["CRM"], APIRouter]] = [segments_router, loyalty_router, notify_router, reports_router,
+                                               imports_router, inbound_router, unsubscribe_router]
