@@ -102,7 +102,9 @@ def notify_router(crm: "CRM") -> APIRouter:
                        responses=responses(401, 403, 422))
 
     @router.post("/messages", response_model=OutboxMessage, status_code=201, operation_id="send_message",
-                 summary="Queue a message (delivered by `crm notify dispatch`)", responses=responses(404))
+                 summary="Queue a message (delivered by `crm notify dispatch`)",
+                 responses={**responses(404), 200: {"model": OutboxMessage, "description":
+                                                    "A retry with an earlier Idempotency-Key: the first message."}})
     def send_message(
         request: Request, message: MessageIn = Body(...),
         idempotency_key: str | None = Header(default=None, min_length=1, max_length=150, description=

@@ -24,7 +24,12 @@ from ..notify.unsubscribe import HEADERS, MAX_FORM_BYTES, Page, form_fields, han
 if TYPE_CHECKING:
     from ..app import CRM
 
-_HTML: dict[int | str, dict[str, Any]] = {200: {"content": {"text/html": {}}, "description": "The page (also for a bad token: 400)."}}
+_HTML: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/html": {}}, "description": "The page."},
+    400: {"content": {"text/html": {}}, "description": "A missing, damaged or foreign token: a page saying so."},
+    413: {"content": {"text/html": {}}, "description": "A form body over 64 KiB."},
+    503: {"content": {"text/html": {}}, "description": "Unsubscribe links are not configured here."},
+}
 _TOKEN = Query(default=None, description="The signed token from the link (`[notify] unsubscribe_url`).")
 
 

@@ -45,6 +45,11 @@ type = "date"
 entity = "deal"
 name = "vip"
 type = "bool"
+
+# Unsubscribe links configured, as in production (without a secret the page answers 503).
+[notify]
+unsubscribe_secret = "fuzz-secret"
+unsubscribe_url = "https://crm.example.com/unsubscribe?token={token}"
 """
 
 #: Examples per operation and phase: enough to reach every parameter, small enough for CI.
