@@ -37,6 +37,7 @@ from sqlalchemy import String, func, select
 
 from ..domain.convert import unstructure
 from ..domain.errors import ValidationError
+from ..domain.text import text_problem
 from ..store import tables
 from ..store.upsert import ignoring_conflicts
 from . import consent
@@ -214,6 +215,12 @@ class MessageEngine:
             raise ValidationError.single("template", "give a template or a subject and body, not both", "message")
         if template is not None and customer_id is None:
             raise ValidationError.single("customer_id", "a template is rendered for a customer: name one", "message")
+        # Control characters (NUL, which PostgreSQL cannot store, among them) are refused at the door.
+        problems = [(name, problem) for name, value, lines in (("subject", subject, False), ("body", body, True),
+                                                                ("to", recipient, False))
+                    if isinstance(value, str) and (problem := text_problem(value, multiline=lines))]
+        if problems:
+            raise ValidationError(problems, "message")
         with self.crm.unit() as uow:
             self.crm.authorize("notify.enqueue", channel)
             customer = None
