@@ -20,7 +20,7 @@ import typing
 from collections.abc import Mapping
 from datetime import date, datetime
 from decimal import Decimal
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import attrs
 from pydantic import BaseModel, ConfigDict, Field, create_model
@@ -30,6 +30,9 @@ from ..config import Config
 from ..domain.convert import structure
 from ..domain.errors import CRMError, ValidationError
 from .schemas import DateIn, DateTimeIn
+
+#: An integer option: what a 64-bit column (or a bound parameter) can hold.
+Int64 = Annotated[int, Field(ge=-(2**63), le=2**63 - 1)]
 
 # Types a query parameter or a JSON field carries as they are.
 _SCALARS = (bool, int, float, str, Decimal, date, datetime)
@@ -118,7 +121,8 @@ def options_fields(component: Component, family: str, config: Config, in_query: 
             type_: Any = Literal[choices]
         elif scalar is not None:
             # Dates as ISO text only (lax pydantic reads "0" as 1970-01-01); the rest as FastAPI parses them.
-            type_ = {date: DateIn, datetime: DateTimeIn}.get(scalar[0], scalar[0])
+            # Integers within 64 bits: no database column holds more (a larger id is refused, not a 500).
+            type_ = {date: DateIn, datetime: DateTimeIn, int: Int64}.get(scalar[0], scalar[0])
         elif in_query:
             type_ = str
             text = (text + " " if text else "") + "(JSON text, as in crm.toml)"

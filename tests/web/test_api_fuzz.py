@@ -139,15 +139,17 @@ enabled = false
 """
 
 
-@pytest.mark.parametrize("user", ["ann", "rita"])
-def test_every_operation_answers_as_documented(api: Api, seeded: dict[str, int], user: str,
+def test_every_operation_answers_as_documented(api: Api, seeded: dict[str, int], api_db_url: str,
                                                tmp_path: Path) -> None:
-    config = tmp_path / "schemathesis.toml"
-    config.write_text(schemathesis_config(api.tokens[user], sorted(set(seeded.values()))), encoding="utf-8")
-    # The command line, not schemathesis' pytest plugin: the plugin's lazy (fixture) schemas do not
-    # run under this pytest, and the command line runs the coverage phase (boundary and negative
-    # values of every parameter) as well as the fuzzing one.
-    run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
-                          "--no-color", f"{api.base_url}/openapi.json"],
-                         cwd=tmp_path, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    """As an admin on every database; as a sales rep (the 403 and 404 paths, which do not depend
+    on the database) on SQLite, to keep the suite's time in bounds."""
+    for user in ("ann", "rita") if api_db_url.startswith("sqlite") else ("ann",):
+        config = tmp_path / f"schemathesis-{user}.toml"
+        config.write_text(schemathesis_config(api.tokens[user], sorted(set(seeded.values()))), encoding="utf-8")
+        # The command line, not schemathesis' pytest plugin: the plugin's lazy (fixture) schemas do not
+        # run under this pytest, and the command line runs the coverage phase (boundary and negative
+        # values of every parameter) as well as the fuzzing one.
+        run = subprocess.run([sys.executable, "-m", "schemathesis.cli", "--config-file", str(config), "run",
+                              "--no-color", f"{api.base_url}/openapi.json"],
+                             cwd=tmp_path, capture_output=True, text=True, timeout=300)
+        assert run.returncode == 0, f"as {user}:\n" + run.stdout[-20000:] + run.stderr[-5000:]

@@ -37,8 +37,11 @@ NONE = "(none)"
 class SegmentsOptions(ReportFilters):
     """Options of ``segments``: ``run`` and ``compare`` (run ids) plus the common filters."""
 
-    run: int | None = None
-    compare: int | None = None
+    # Run ids are positive 32-bit integers: anything else names no run (and must not reach the driver).
+    run: int | None = attrs.field(default=None, validator=attrs.validators.optional(
+        [attrs.validators.ge(1), attrs.validators.le(2**31 - 1)]))
+    compare: int | None = attrs.field(default=None, validator=attrs.validators.optional(
+        [attrs.validators.ge(1), attrs.validators.le(2**31 - 1)]))
 
 
 class SegmentsReport(crmcore.Report):
