@@ -44,6 +44,7 @@ import attrs
 import limits
 
 from ..domain.errors import ConfigError, unknown_keys
+from .checks import table as _table, text as _text
 
 #: The customer fields a form or webhook may fill (the rest are the CRM's to set).
 CUSTOMER_TARGETS = ("name", "email", "phone", "country", "region", "city", "industry", "birthday",
@@ -325,14 +326,3 @@ def _webhook(name: str, value: dict[str, Any], label: str) -> WebhookSettings:
         raise unknown_keys(label, table, WEBHOOK_KEYS)
     return WebhookSettings(**kwargs)
 
-
-def _table(value: Any, label: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{label} must be a table, got {value!r}")
-    return dict(value)
-
-
-def _text(value: Any, label: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{label} must be non-empty text, got {value!r}")
-    return value

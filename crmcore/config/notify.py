@@ -36,6 +36,7 @@ from typing import Any
 import attrs
 
 from ..domain.errors import ConfigError, unknown_keys
+from .checks import table as _table, text as _text
 
 POLICIES = ("opt-in", "opt-out")
 TRIGGERS = ("deal_won", "tier_upgraded", "segment_entered", "birthday", "complaint")
@@ -203,14 +204,3 @@ def _trigger(event: str, entry: dict[str, Any], label: str) -> Trigger:
         kwargs["response_hours"] = hours
     return Trigger(**kwargs)
 
-
-def _table(value: Any, label: str) -> dict[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ConfigError(f"{label} must be a table, got {value!r}")
-    return dict(value)
-
-
-def _text(value: Any, label: str) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise ConfigError(f"{label} must be non-empty text, got {value!r}")
-    return value
