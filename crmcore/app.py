@@ -29,7 +29,7 @@ from .application.services import (
 )
 from .application.uow import SYSTEM_ACTOR, UnitOfWork, current_actor, current_unit
 from .application.visibility import install as install_visibility
-from .application.tokens import TokenService
+from .application.tokens import TokenService, check_credential, current_credential
 from .application.users import TeamService, UserService
 from .config import Config
 from .domain.convert import local_zone
@@ -258,7 +258,13 @@ class CRM:
                 conn = conn.execution_options(crm_readonly=True, crm_plain=plain)
         try:
             with conn.begin():
-                uow = UnitOfWork(self, conn, current_actor.get() or self.default_actor, self.clock())
+                now = self.clock()
+                # An API request's token is checked by its first unit, on this connection.
+                credential = current_credential.get()
+                user = None if credential is None else check_credential(credential, conn, now)
+                actor = current_actor.get() or (user.login if user else None) or self.default_actor
+                uow = UnitOfWork(self, conn, actor, now)
+                uow.acting_user = user if user is not None and user.login == uow.actor else None
                 uow.readonly = readonly
                 # The engine's visibility listener finds the unit on its connection (gone with it).
                 conn.execution_options(crm_unit=uow)
@@ -298,7 +304,13 @@ class CRM:
     @property
     def actor(self) -> str:
         """The login of the user acting in this context (``system`` when nobody was named)."""
-        return current_actor.get() or self.default_actor or SYSTEM_ACTOR
+        actor = current_actor.get()
+        if actor:
+            return actor
+        credential = current_credential.get()
+        if credential is not None:  # an API request: its token's user (checked first, once)
+            return self.tokens.check(credential)
+        return self.default_actor or SYSTEM_ACTOR
 
     @contextmanager
     def acting_as(self, actor: str | None) -> Iterator["CRM"]:

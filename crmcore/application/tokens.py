@@ -11,13 +11,16 @@ or expiring a token, or deactivating its user, stops it at the next request.
 
 from __future__ import annotations
 
+import contextvars
+import functools
 import hashlib
 import secrets
 from datetime import datetime
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import Connection, Dialect, bindparam, insert, select, update
 
 from ..domain.errors import CRMError, NotFound, ValidationError
 from ..domain.text import text_problem
@@ -76,10 +79,116 @@ def token_hash(secret: str) -> str:
 
 _COLUMNS = (api_tokens.c.id, users.c.login, api_tokens.c.name, api_tokens.c.prefix, api_tokens.c.created_at,
             api_tokens.c.created_by, api_tokens.c.expires_at, api_tokens.c.revoked_at)
-# The one statement every API request runs: built once.
-_AUTHENTICATE = (select(users.c.login, users.c.active, api_tokens.c.expires_at, api_tokens.c.revoked_at)
+# The one statement every API request runs: built once.  It reads the user's role too, so the
+# request's access checks need no query of their own (UnitOfWork.acting_user).
+_AUTHENTICATE = (select(users.c.login, users.c.active, users.c.role, api_tokens.c.expires_at,
+                        api_tokens.c.revoked_at)
                  .join(users, users.c.id == api_tokens.c.user_id)
                  .where(api_tokens.c.token_hash == bindparam("hash")))
+
+
+@attrs.frozen
+class ActingUser:
+    """The acting user's record as a unit of work read it: ``login``, ``active`` and ``role``
+    (None: the access policy's default role).  See :attr:`UnitOfWork.acting_user`."""
+
+    login: str
+    active: bool
+    role: str | None
+
+
+@attrs.define
+class Credential:
+    """A bearer token presented with one request, checked once, at first use.
+
+    The HTTP API puts it in :data:`current_credential` without touching the database; the
+    request's first unit of work checks it on its own connection (:func:`check_credential`), so an
+    API read costs one connection and one thread hand-off, not two.  Until it is checked the
+    request can do nothing: every unit of work and :attr:`CRM.actor` check it first.
+    """
+
+    secret: str
+    #: The checked user (None until checked).
+    user: ActingUser | None = None
+    #: Why the token was refused, once it was (raised again on every later use).
+    error: InvalidToken | None = None
+
+    @property
+    def login(self) -> str | None:
+        """The login the token acts as, once checked."""
+        return None if self.user is None else self.user.login
+
+
+#: The bearer token of the request being served (None outside the HTTP API).
+current_credential: contextvars.ContextVar[Credential | None] = contextvars.ContextVar(
+    "crm_credential", default=None)
+
+
+def check_credential(credential: Credential, conn: Connection, now: datetime) -> ActingUser:
+    """Check ``credential`` on ``conn`` at ``now`` (one indexed query, once per credential).
+
+    :class:`InvalidToken` says why a token is refused: unknown, revoked, expired, or its user
+    deactivated.
+    """
+    if credential.user is not None:
+        return credential.user
+    if credential.error is None:
+        credential.error = _refusal(credential.secret, conn, now, credential)
+    if credential.error is not None:
+        raise credential.error
+    assert credential.user is not None
+    return credential.user
+
+
+def _refusal(secret: str, conn: Connection, now: datetime, credential: Credential) -> InvalidToken | None:
+    if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
+        return InvalidToken("not a crmcore API token")
+    login, active, role, expires_at, revoked_at = _authenticating_row(conn, token_hash(secret))
+    if login is None:
+        return InvalidToken("unknown token")
+    if revoked_at is not None:
+        return InvalidToken("the token was revoked")
+    if expires_at is not None and expires_at <= now:
+        return InvalidToken("the token expired")
+    if not active:
+        return InvalidToken(f"user {login!r} is deactivated")
+    credential.user = ActingUser(login, True, role)
+    return None
+
+
+def _authenticating_row(conn: Connection, digest: str) -> tuple[Any, ...]:
+    """(login, active, role, expires_at, revoked_at) of the token with SHA-256 ``digest``; Nones
+    when there is none.
+
+    Every API request runs this statement, so it goes straight to the driver's cursor, compiled
+    once per dialect: SQLAlchemy's execution machinery cost more than the query (and the
+    request's read is still SQLAlchemy's, on the same connection and transaction).
+    """
+    sql, positional, expires, revoked = _compiled_authenticate(conn.dialect)
+    cursor = conn.connection.dbapi_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute(sql, (digest,) if positional else {"hash": digest})
+        row = cursor.fetchone()
+    finally:
+        cursor.close()
+    if row is None:
+        return None, None, None, None, None
+    login, active, role, expires_at, revoked_at = row
+    return login, bool(active), role, expires(expires_at), revoked(revoked_at)
+
+
+@functools.lru_cache(maxsize=8)
+def _compiled_authenticate(dialect: Dialect) -> tuple[str, bool, Callable[[Any], Any], Callable[[Any], Any]]:
+    """The authenticating statement's SQL for ``dialect``, whether it binds by position, and the
+    column types' result processors of ``expires_at`` and ``revoked_at`` (raw -> aware UTC)."""
+    compiled = _AUTHENTICATE.compile(dialect=dialect)
+
+    def processor(column: Any) -> Callable[[Any], Any]:
+        found = column.type.result_processor(dialect, None)
+        return found if found is not None else (lambda value: value)
+
+    return (compiled.string, bool(compiled.positional), processor(api_tokens.c.expires_at),
+            processor(api_tokens.c.revoked_at))
 
 
 class TokenService:
@@ -149,21 +258,15 @@ class TokenService:
 
     def authenticate(self, secret: str) -> str:
         """The login a presented token acts as; :class:`InvalidToken` says why not (one query)."""
-        if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
-            raise InvalidToken("not a crmcore API token")
-        with self.crm.unit(readonly=True, plain=True) as uow:
-            row = uow.conn.execute(_AUTHENTICATE, {"hash": token_hash(secret)}).first()
-            now = uow.now
-        if row is None:
-            raise InvalidToken("unknown token")
-        if row.revoked_at is not None:
-            raise InvalidToken("the token was revoked")
-        if row.expires_at is not None and row.expires_at <= now:
-            raise InvalidToken("the token expired")
-        if not row.active:
-            raise InvalidToken(f"user {row.login!r} is deactivated")
-        login: str = row.login
-        return login
+        return self.check(Credential(secret))
+
+    def check(self, credential: Credential) -> str:
+        """Check a request's :class:`Credential` now, if no unit of work has yet; its login."""
+        if credential.user is None:
+            with self.crm.unit(readonly=True, plain=True) as uow:
+                check_credential(credential, uow.conn, uow.now)
+        assert credential.login is not None
+        return credential.login
 
     @staticmethod
     def _get(uow: Any, token_id: int) -> ApiToken:

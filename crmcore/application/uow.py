@@ -35,6 +35,7 @@ _UNSET = _Unset()
 
 if TYPE_CHECKING:
     from ..app import CRM
+    from .tokens import ActingUser
     from ..loyalty import LoyaltyLedger
     from ..notify import Outbox
 
@@ -52,6 +53,9 @@ class UnitOfWork:
     :ivar memo: values worked out once per unit of work and shared by its calls (the ``access``
         plugin keeps the acting user's role here, asked by every ``authorize`` and ``visibility``
         call); it dies with the unit, so nothing in it outlives a transaction.
+    :ivar acting_user: the acting user's record (login, active, role) when this unit read it
+        already, as the HTTP API's token check does; None otherwise.  The ``access`` plugin takes
+        the role from it instead of asking the database again.
     :ivar earn_points: whether deals that become won in this unit earn loyalty points
         (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
@@ -62,6 +66,7 @@ class UnitOfWork:
         self.audit = AuditTrail(self)
         self._after_commit: list[Callable[[], Any]] = []
         self.memo: dict[Any, Any] = {}
+        self.acting_user: ActingUser | None = None
         self.earn_points = True
         self.readonly = False
         self._visibility: Visibility | None | _Unset = _UNSET

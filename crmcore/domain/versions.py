@@ -15,6 +15,7 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from attrs import AttrsInstance
 
 from .convert import json_default, unstructure
@@ -27,5 +28,9 @@ def version_of(entity: AttrsInstance) -> str:
 
 def version_of_data(data: Mapping[str, Any]) -> str:
     """:func:`version_of` for a record given as its fields (also as JSON data: the same version)."""
-    text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default)
-    return hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest()[:20]
+    try:
+        text = orjson.dumps(data, default=json_default, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson refuses (an int beyond 64 bits, a lone surrogate): json's text
+        text = json.dumps(data, sort_keys=True, separators=(",", ":"), default=json_default,
+                          ensure_ascii=False).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(text).hexdigest()[:20]

@@ -76,6 +76,10 @@ def sqlite_file_missing(url: str) -> bool:
     return not os.path.exists(str(database))
 
 
+#: Connections an engine keeps open (``crm serve`` runs at most this many requests at once).
+POOL_SIZE = 16
+
+
 def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
     """Create an engine for ``url`` with crmcore's per-dialect settings.
 
@@ -90,6 +94,11 @@ def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
     try:
         parsed = make_url(normalize_url(url))
         kwargs.setdefault("json_serializer", _json_dumps)
+        if parsed.database not in (None, "", ":memory:"):
+            # Keep as many connections as a served API runs requests at once (crm serve's worker
+            # threads): with SQLAlchemy's default of 5, a sixth concurrent request opened a new
+            # connection and closed it again on every request.
+            kwargs.setdefault("pool_size", POOL_SIZE)
         engine = create_engine(parsed, **kwargs)
     except ConfigError:
         raise

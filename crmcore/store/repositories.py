@@ -17,11 +17,12 @@ import operator
 from typing import Any, Generic, Literal, TypeVar
 
 import attrs
-from sqlalchemy import JSON, Connection, RowMapping, Select, Table, bindparam, delete, func, insert, or_, select, update
+from sqlalchemy import (JSON, Connection, Result, RowMapping, Select, Table, bindparam, delete, func, insert, or_,
+                        select, update)
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
-from ..domain.convert import from_row, unstructure
+from ..domain.convert import from_values, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction
 from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
@@ -80,10 +81,10 @@ class Repository(Generic[E]):
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id``; :class:`NotFound` if there is none."""
-        row = self.conn.execute(_by_column(self.table, "id"), {"value": id}).first()
-        if row is None:
+        found = self.first(self.conn.execute(_by_column(self.table, "id"), {"value": id}))
+        if found is None:
             raise NotFound(self.kind, id)
-        return self.from_row(row._mapping)
+        return found
 
     def get_for_update(self, id: int) -> E:
         """:meth:`get`, locking the row until the transaction ends (``SELECT ... FOR UPDATE`` on
@@ -129,8 +130,10 @@ class Repository(Generic[E]):
         stmt = select(self.table).where(*self._conditions(filters or {}),
                                         *archived_conditions(self.table, archived, self.kind))
         stmt = stmt.order_by(order, self.table.c.id).offset(offset).limit(limit)
-        for row in self.conn.execute(stmt):
-            yield self.from_row(row._mapping)
+        result = self.conn.execute(stmt)
+        keys = tuple(result.keys())
+        for row in result:
+            yield self.from_values(keys, row)
 
     def page(self, filters: Mapping[str, Any] | None, sort: str, limit: int, after: tuple[Any, int] | None = None,
              search: ColumnElement[bool] | None = None, *, archived: Archived = "exclude") -> builtins.list[E]:
@@ -164,7 +167,7 @@ class Repository(Generic[E]):
         if column != "id":
             order.append(self.table.c.id)
         stmt = select(self.table).where(*where).order_by(*order).limit(limit)
-        return [self.from_row(row._mapping) for row in self.conn.execute(stmt)]
+        return self.all(self.conn.execute(stmt))
 
     def sortable(self) -> tuple[str, ...]:
         """The columns a keyset page may sort by: those that never hold NULL (JSON ones aside)."""
@@ -210,7 +213,22 @@ class Repository(Generic[E]):
     # -- conversion ------------------------------------------------------
     def from_row(self, row: Mapping[str, Any] | RowMapping) -> E:
         """The entity of a table row (a result row's mapping or a dict of column values)."""
-        return from_row(row, self.entity)
+        return self.from_values(tuple(row.keys()), tuple(row.values()))
+
+    def from_values(self, keys: tuple[str, ...], values: Sequence[Any]) -> E:
+        """The entity of the row whose columns ``keys`` hold ``values`` (a result row)."""
+        return from_values(keys, values, self.entity)
+
+    def all(self, result: Result[Any]) -> builtins.list[E]:
+        """The entities of every row of ``result`` (a ``select`` of this table)."""
+        keys = tuple(result.keys())
+        return [self.from_values(keys, row) for row in result.all()]  # one fetch, not one per row
+
+    def first(self, result: Result[Any]) -> E | None:
+        """The entity of the first row of ``result`` (None when it has none)."""
+        keys = tuple(result.keys())
+        row = result.first()
+        return None if row is None else self.from_values(keys, row)
 
     def to_row(self, entity: E) -> dict[str, Any]:
         """The column values of ``entity`` (tags as a JSON list)."""
@@ -247,9 +265,9 @@ class InteractionRepository(Repository[Interaction]):
 class DealRepository(Repository[Deal]):
     kind, table, entity = "deal", tables.deals, Deal
 
-    def from_row(self, row: Mapping[str, Any] | RowMapping) -> Deal:
+    def from_values(self, keys: tuple[str, ...], values: Sequence[Any]) -> Deal:
         """A deal of a row, its amount at the currency's minor unit."""
-        deal = super().from_row(row)
+        deal = super().from_values(keys, values)
         # Storage keeps 4 decimals; show the currency's own (12000 -> 12000.00 CNY).
         exponent = Decimal(1).scaleb(-currency_digits(deal.currency))
         return attrs.evolve(deal, amount=deal.amount.quantize(exponent))

@@ -41,6 +41,26 @@ class UTCDateTime(TypeDecorator[datetime]):
             raise ValueError(f"naive datetime {value!r}: crmcore stores timezone-aware UTC only")
         return value.astimezone(timezone.utc).replace(tzinfo=None)
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        if dialect.name != "sqlite":
+            return super().result_processor(dialect, coltype)
+        # SQLite keeps "YYYY-MM-DD HH:MM:SS.ffffff" text: datetime.fromisoformat reads it several
+        # times faster than SQLAlchemy's regular expression (three times per row of every read).
+        fallback = super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            if value.__class__ is str:
+                try:
+                    parsed = datetime.fromisoformat(value)
+                except ValueError:
+                    pass
+                else:
+                    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None \
+                        else parsed.astimezone(timezone.utc)
+            return fallback(value) if fallback is not None else self.process_result_value(value, dialect)
+
+        return process
+
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         if value is None:
             return None

@@ -14,13 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from fastapi import APIRouter, Depends, FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.openapi.utils import get_openapi
 
 from .. import __version__
 from ..domain.entities import ENTITY_TYPES
 from . import problems
-from .auth import current_user
+from .auth import SECURITY_SCHEME, protected_router
 from .entities import entity_router
 from .schemas import entity_models
 
@@ -64,7 +64,7 @@ def _plugin_routes(crm: "CRM") -> APIRouter:
     """What plugins add through ``register_routes`` (every route behind a token)."""
     # A plugin's route calls the services, which answer 404 (a record it may not see) and 409 (an
     # archived record) as readily as 403 and 422: the document says so for every plugin route.
-    router = APIRouter(dependencies=[Depends(current_user)], responses=problems.responses(401, 403, 404, 409, 422))
+    router = protected_router(responses=problems.responses(401, 403, 404, 409, 422))
 
     def kwargs(plugin: str) -> dict[str, Any]:
         return {"router": router, "crm": crm}
@@ -77,6 +77,8 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with the shared problem schema."""
     if app.openapi_schema is None:
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = problems.PROBLEM_SCHEMA
+        components = schema.setdefault("components", {})
+        components.setdefault("schemas", {})["Problem"] = problems.PROBLEM_SCHEMA
+        components.setdefault("securitySchemes", {})["token"] = SECURITY_SCHEME
         app.openapi_schema = schema
     return app.openapi_schema

@@ -1,27 +1,38 @@
 """Who a request acts as: ``Authorization: Bearer <token>`` (``crm token create``).
 
-:func:`current_user` is the dependency every non-public route has.  It checks
-the token (one indexed query) and makes the token's user the acting user for
-the rest of the request, so the services ask ``authorize`` and apply record
-visibility and write the audit trail as that user, as at the command line.
+Every non-public route sits on a :func:`protected_router`.  Its dependency,
+:func:`bearer_credential` (called by the routes' :class:`TokenRoute`), only takes the token from the header: the request's
+first unit of work checks it on its own connection (one indexed query that also
+reads the user's role), so a read costs one connection and one hand-off to a
+worker thread.  Until the token is checked nothing can act: every unit of work
+and ``crm.actor`` check it first, and :class:`TokenRoute` checks a token the
+route never used before it answers (an invalid token is always 401, whatever
+the route did or raised).  From then on the request acts as the token's user:
+the services ask ``authorize``, apply record visibility and write the audit
+trail as that user, as at the command line.
+
+:func:`current_user` is the dependency for a route that needs the login itself.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Coroutine
+from typing import TYPE_CHECKING, Any
 
-from fastapi import Depends, Request
-from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import Response
 
-from ..application.tokens import InvalidToken
+from ..application.tokens import Credential, InvalidToken, current_credential
 from ..application.uow import current_actor
 
 if TYPE_CHECKING:
     from ..app import CRM
 
-_bearer = HTTPBearer(auto_error=False, scheme_name="token",
-                     description="An API token: `crm token create --user LOGIN --name NAME`.")
+#: The OpenAPI security scheme of every protected route (``components.securitySchemes.token``).
+SECURITY_SCHEME: dict[str, Any] = {"type": "http", "scheme": "bearer",
+                                   "description": "An API token: `crm token create --user LOGIN --name NAME`."}
 
 
 def crm_of(request: Request) -> "CRM":
@@ -30,16 +41,71 @@ def crm_of(request: Request) -> "CRM":
     return crm
 
 
-async def current_user(request: Request,
-                       credentials: HTTPAuthorizationCredentials | None = Depends(_bearer)) -> str:
-    """The login of the request's token; 401 when it is missing, unknown, revoked or expired.
+def bearer_credential(request: Request) -> Credential:
+    """The request's bearer token, to be checked at first use (401 at once when there is none).
 
-    Sets the acting user in the request's context: the route's work (run in a worker
-    thread, which copies the context) acts as this user.
+    :class:`TokenRoute` calls it before the route runs: taking the header is not worth a
+    dependency that FastAPI would solve on every request.
     """
-    if credentials is None:
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("send Authorization: Bearer <token> (crm token create)")
-    login = await run_in_threadpool(crm_of(request).tokens.authenticate, credentials.credentials)
-    current_actor.set(login)
-    request.state.login = login
-    return login
+    credential = Credential(token.strip())
+    current_credential.set(credential)  # the route's worker thread copies this context
+    current_actor.set(None)  # nobody the serving process acts as: the token's user, once checked
+    request.state.credential = credential
+    return credential
+
+
+async def current_user(request: Request) -> str:
+    """The login of the request's token (a dependency: ``login: str = Depends(current_user)``);
+    401 when it is missing, unknown, revoked or expired."""
+    credential: Credential | None = getattr(request.state, "credential", None)
+    if credential is None:
+        credential = bearer_credential(request)
+    if credential.login is None:
+        await run_in_threadpool(crm_of(request).tokens.check, credential)
+    assert credential.login is not None
+    return credential.login
+
+
+def acting_login(request: Request) -> str:
+    """The login the request acts as (in a route's worker thread: checks the token if still due)."""
+    credential: Credential = request.state.credential
+    return crm_of(request).tokens.check(credential)
+
+
+class TokenRoute(APIRoute):
+    """A route that needs a bearer token, and answers only once the token has been checked."""
+
+    def __init__(self, path: str, endpoint: Callable[..., Any], *,
+                 openapi_extra: dict[str, Any] | None = None, **options: Any):
+        super().__init__(path, endpoint, openapi_extra={"security": [{"token": []}], **(openapi_extra or {})},
+                         **options)
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def checked(request: Request) -> Response:
+            bearer_credential(request)
+            try:
+                response = await handler(request)
+            except Exception:
+                await _settle(request)  # a bad token answers 401, not the route's error
+                raise
+            await _settle(request)
+            return response
+
+        return checked
+
+
+async def _settle(request: Request) -> None:
+    """Check the request's token if its route finished without using it (raises when invalid)."""
+    credential: Credential | None = getattr(request.state, "credential", None)
+    if credential is not None and credential.user is None:
+        await run_in_threadpool(crm_of(request).tokens.check, credential)
+
+
+def protected_router(**options: Any) -> APIRouter:
+    """An ``APIRouter`` whose every route needs a valid bearer token (:class:`TokenRoute`)."""
+    return APIRouter(route_class=TokenRoute, **options)

@@ -26,7 +26,7 @@ from ..application.idempotency import once, request_hash
 from ..application.services import EntityService
 from ..domain.versions import version_of_data
 from ..store.filters import parse_expression
-from .auth import crm_of, current_user
+from .auth import crm_of, protected_router
 from .encoding import JSON, decode_cursor, encode_cursor, etag, fields, if_match_version, record
 from .problems import responses
 from .schemas import PLURALS, EntityModels
@@ -74,8 +74,7 @@ def _one(entity: Any, status: int = 200, headers: dict[str, str] | None = None) 
 def entity_router(kind: str, models: EntityModels) -> APIRouter:
     """The routes of one entity."""
     plural = PLURALS[kind]
-    router = APIRouter(prefix=f"/{plural}", tags=[plural], dependencies=[Depends(current_user)],
-                       responses=responses(401, 403, 422))
+    router = protected_router(prefix=f"/{plural}", tags=[plural], responses=responses(401, 403, 422))
     Read, Create, Patch, Page = models.read, models.create, models.patch, models.page
     IdPath = Path(ge=1, le=2**31 - 1, description=f"The {kind}'s id.")
     archiving = kind in ("customer", "deal")

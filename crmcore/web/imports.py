@@ -42,7 +42,7 @@ from ..domain.errors import ValidationError
 from ..io import ImportFailed, ImportOptions, ImportReport, import_file, parse_map_options
 from ..io.importer import authorize_import
 from ..io.readers import EXTENSIONS, FORMATS
-from .auth import current_user
+from .auth import protected_router
 from .encoding import JSON
 from .problems import PROBLEM_JSON, TYPE_BASE, Problem, responses
 
@@ -161,8 +161,7 @@ def _count_headers(report: ImportReport) -> dict[str, str]:
 
 def imports_router(crm: "CRM") -> APIRouter:
     """The ``/imports`` route."""
-    router = APIRouter(prefix="/imports", tags=["imports"], dependencies=[Depends(current_user)],
-                       responses=responses(401, 403, 422))
+    router = protected_router(prefix="/imports", tags=["imports"], responses=responses(401, 403, 422))
 
     @router.post("/{kind}", operation_id="import_file", openapi_extra={"requestBody": _BODY},
                  summary="Import an uploaded CSV, JSON Lines or XLSX file (as `crm import`)",

@@ -28,7 +28,7 @@ from starlette.responses import Response
 from ..application.idempotency import MAX_KEY, once, request_hash
 from ..domain.errors import ValidationError
 from ..loyalty import LedgerEntry
-from .auth import crm_of, current_user
+from .auth import acting_login, crm_of, protected_router
 from .components import AS_OF_TEXT, as_of_value
 from .encoding import JSON, dumps
 from .problems import responses
@@ -92,7 +92,7 @@ IdempotencyKey = Header(default=None, max_length=MAX_KEY,
 
 def loyalty_router(crm: "CRM") -> APIRouter:
     """The loyalty routes (under ``/customers/{id}/loyalty`` and ``/loyalty``)."""
-    router = APIRouter(tags=["loyalty"], dependencies=[Depends(current_user)], responses=responses(401, 403, 422))
+    router = protected_router(tags=["loyalty"], responses=responses(401, 403, 422))
     CustomerId = Path(description="The customer's id.", ge=1, le=MAX_ID)
 
     @router.get("/customers/{id}/loyalty", summary="A customer's points and tier per scheme",
@@ -134,7 +134,7 @@ def loyalty_router(crm: "CRM") -> APIRouter:
             status_code, data = work()
             return JSON(data, status_code=status_code)
         # The ledger key: the user's idempotency key, hashed (it may be 200 characters of anything).
-        actor = request.state.login
+        actor = acting_login(request)
         ledger_key = "api:redeem:" + hashlib.sha256(f"{actor}\x00{key}".encode()).hexdigest()
         digest = request_hash({"customer": id, "points": body.points, "scheme": scheme, "reason": body.reason})
         stored, replayed = once(crm, key, f"POST /customers/{id}/loyalty/redeem", digest,

@@ -28,7 +28,7 @@ from starlette.responses import Response
 from ..domain.errors import NotFound
 from ..notify.messages import SUBJECT_LIMIT
 from ..notify.outbox import STATUSES
-from .auth import crm_of, current_user
+from .auth import acting_login, crm_of, protected_router
 from .encoding import JSON, decode_cursor, encode_cursor
 from .problems import responses
 from .schemas import Id
@@ -98,8 +98,7 @@ def _message(crm: "CRM", message_id: int) -> dict[str, Any]:
 
 def notify_router(crm: "CRM") -> APIRouter:
     """The ``/notify`` routes."""
-    router = APIRouter(prefix="/notify", tags=["notify"], dependencies=[Depends(current_user)],
-                       responses=responses(401, 403, 422))
+    router = protected_router(prefix="/notify", tags=["notify"], responses=responses(401, 403, 422))
 
     @router.post("/messages", response_model=OutboxMessage, status_code=201, operation_id="send_message",
                  summary="Queue a message (delivered by `crm notify dispatch`)",
@@ -110,7 +109,7 @@ def notify_router(crm: "CRM") -> APIRouter:
         idempotency_key: str | None = Header(default=None, min_length=1, max_length=150, description=
                                              "Send the same key to retry safely: the first message returns."),
     ) -> Response:
-        key = f"api:{request.state.login}:{idempotency_key}" if idempotency_key else None
+        key = f"api:{acting_login(request)}:{idempotency_key}" if idempotency_key else None
         row, new = crm.messages.send(
             message.channel, customer_id=message.customer_id, recipient=message.to, template=message.template,
             subject=message.subject, body=message.body, purpose=message.purpose, key=key, locale=message.locale,

@@ -26,7 +26,7 @@ from starlette.responses import Response
 
 from ..domain.errors import ValidationError
 from ..reports import Renderer, Report
-from .auth import crm_of, current_user
+from .auth import crm_of, protected_router
 from .components import AS_OF_TEXT, as_of_value, model_name, options_fields, options_schema, structured_names, \
     typed_options
 from .encoding import JSON
@@ -97,8 +97,7 @@ def negotiate(accept: str | None, renderers: dict[str, Renderer]) -> str:
 
 def reports_router(crm: "CRM") -> APIRouter:
     """``/reports``: the catalog and a route per registered report (built from the registries)."""
-    router = APIRouter(prefix="/reports", tags=["reports"], dependencies=[Depends(current_user)],
-                       responses=responses(401, 403, 422))
+    router = protected_router(prefix="/reports", tags=["reports"], responses=responses(401, 403, 422))
     renderers = {r.name: r for r in crm.reports.renderers}
     queries = {r.name: _query_model(crm, r, tuple(renderers)) for r in crm.reports.registry}
 

@@ -28,7 +28,7 @@ from pydantic import BaseModel
 from starlette.responses import Response
 
 from ..segments import SegmentRun, Segmenter
-from .auth import crm_of, current_user
+from .auth import crm_of, protected_router
 from .components import AS_OF_TEXT, as_of_value, options_model, options_schema, typed_options
 from .encoding import JSON, dumps
 from .problems import responses
@@ -49,8 +49,7 @@ def run_record(run: SegmentRun) -> dict[str, Any]:
 
 def segments_router(crm: "CRM") -> APIRouter:
     """``/segments``: the routes of every registered strategy (built from the registry)."""
-    router = APIRouter(prefix="/segments", tags=["segments"], dependencies=[Depends(current_user)],
-                       responses=responses(401, 403, 422))
+    router = protected_router(prefix="/segments", tags=["segments"], responses=responses(401, 403, 422))
     models = {s.name: options_model(s, "segments", crm.config) for s in crm.segments.registry}
 
     @router.get("/strategies", summary="List segmentation strategies and their options",

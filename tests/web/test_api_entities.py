@@ -133,6 +133,27 @@ def test_plugin_route_and_custom_field_in_the_schema(api: Api) -> None:
     assert api.client(None).get(f"/acme/accounts/{customer['id']}").status_code == 401
 
 
+def test_every_route_checks_the_token_whatever_it_does(api: Api) -> None:
+    """The token is checked by the request's first unit of work; a route that opens none, or fails
+    before it would, still answers 401 to a bad token, and current_user gives a plugin the login."""
+    bad = "crm_" + "x" * 43
+    for path in ("/acme/version", "/acme/whoami", "/customers/0", "/customers?limit=0", "/customers/1"):
+        assert httpx_get(api, path, bad).status_code == 401, path
+    assert api.client("rita").get("/acme/whoami").json() == {"login": "rita"}
+    assert api.client("rita").get("/acme/version").status_code == 200
+    token_id, secret = _new_token(api, "rita")
+    assert httpx_get(api, "/acme/version", secret).status_code == 200
+    api.crm.tokens.revoke(token_id)
+    for path in ("/acme/version", "/customers"):
+        assert httpx_get(api, path, secret).status_code == 401, path
+
+
+def _new_token(api: Api, login: str) -> tuple[int, str]:
+    with api.crm.acting("ann"):
+        token, secret = api.crm.tokens.create(login, "short-lived")
+    return token.id, secret
+
+
 def test_concurrent_retries_with_one_key_make_one_record(api: Api) -> None:
     """Eight clients send the same create with the same key at once: one customer, eight equal answers."""
     from concurrent.futures import ThreadPoolExecutor

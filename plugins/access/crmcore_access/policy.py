@@ -58,6 +58,9 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
 
 def _looked_up(actor: str, crm: "CRM", settings: AccessSettings, uow: crmcore.UnitOfWork) -> crmcore.Role | None:
     """The role of the user ``actor`` as the database says now (see :func:`role_of`)."""
+    known = uow.acting_user  # read with the request's token, in this unit: no second query
+    if known is not None and known.login == actor:
+        return _role(crm, settings, known.active, known.role)
     if not _has_roles(crm, uow.conn):
         # A schema older than roles (before revision 0010; `crm db upgrade` opens it
         # unmigrated): nobody has a role yet, and before roles every user could do
@@ -66,12 +69,15 @@ def _looked_up(actor: str, crm: "CRM", settings: AccessSettings, uow: crmcore.Un
                                   .where(tables.users.c.login == actor)).scalar()
         return crm.roles.get(settings.system_role) if active else None
     row = uow.conn.execute(_USER_ROLE, {"login": actor}).first()
-    if row is None or not row.active:
+    return None if row is None else _role(crm, settings, row.active, row.role)
+
+
+def _role(crm: "CRM", settings: AccessSettings, active: bool, role: str | None) -> crmcore.Role | None:
+    """The role an (``active``) user with ``users.role`` = ``role`` acts with."""
+    if not active:
         return None
-    if row.role is not None:
-        return crm.roles.get(row.role) if row.role in crm.roles else None
-    name = settings.default_role
-    return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
+    name = settings.default_role if role is None else role
+    return crm.roles.get(name) if name in crm.roles else None  # default_role checked at start-up
 
 
 # Built once: the statement and its cache key are not rebuilt for every unit of work.

@@ -1,7 +1,10 @@
-"""ACME's own HTTP route (the ``register_routes`` hook): a customer's ACME account number."""
+"""ACME's own HTTP routes (the ``register_routes`` hook): a customer's ACME account number, who
+the caller is, and the plugin's version."""
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Depends, Path
 from pydantic import BaseModel
+
+from crmcore.web import current_user
 
 
 class AcmeAccount(BaseModel):
@@ -16,3 +19,12 @@ def add_routes(router: APIRouter, crm) -> None:
         # The request acts as its token's user: get() asks authorize and applies visibility.
         customer = crm.customers.get(customer_id)
         return AcmeAccount(customer_id=customer_id, acme_account=customer.attributes.get("acme_account"))
+
+    @router.get("/acme/whoami", tags=["acme"], operation_id="acme_whoami", summary="The caller's login")
+    def whoami(login: str = Depends(current_user)) -> dict[str, str]:
+        return {"login": login}
+
+    @router.get("/acme/version", tags=["acme"], operation_id="acme_version", summary="ACME's version")
+    def version() -> dict[str, str]:
+        # Touches no database: the route class still checks the token before this answer is sent.
+        return {"version": "1.0"}
