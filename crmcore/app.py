@@ -7,7 +7,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager as ContextManager, contextmanager, nullcontext
 from datetime import date, datetime
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -236,8 +236,7 @@ class CRM:
             migrations.upgrade(self.engine, self.schemas)
 
     # -- units of work -----------------------------------------------------
-    @contextmanager
-    def unit(self, readonly: bool = False, *, plain: bool = False) -> Iterator[UnitOfWork]:
+    def unit(self, readonly: bool = False, *, plain: bool = False) -> ContextManager[UnitOfWork]:
         """The current unit of work, or a new one (one transaction) if none is open.
 
         ``plain`` (with ``readonly``): a point read, whose statements need no shared snapshot, runs
@@ -248,8 +247,13 @@ class CRM:
         """
         current = current_unit.get()
         if current is not None and current.crm is self:
-            yield current
-            return
+            # Joining is what most calls do (every hook and service inside a use case): a plain
+            # object, not a generator-based context manager, keeps it to a few attribute reads.
+            return nullcontext(current)
+        return self._new_unit(readonly, plain)
+
+    @contextmanager
+    def _new_unit(self, readonly: bool, plain: bool) -> Iterator[UnitOfWork]:
         conn = self.engine.connect()
         if readonly:
             if plain and conn.dialect.name == "postgresql":

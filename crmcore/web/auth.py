@@ -16,16 +16,17 @@ trail as that user, as at the command line.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any
 
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
-from starlette.concurrency import run_in_threadpool
 from starlette.responses import Response
 
 from ..application.tokens import Credential, InvalidToken, current_credential
 from ..application.uow import current_actor
+from .threads import on_worker_thread, run_sync
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -64,7 +65,7 @@ async def current_user(request: Request) -> str:
     if credential is None:
         credential = bearer_credential(request)
     if credential.login is None:
-        await run_in_threadpool(crm_of(request).tokens.check, credential)
+        await run_sync(crm_of(request).tokens.check, credential)
     assert credential.login is not None
     return credential.login
 
@@ -80,6 +81,9 @@ class TokenRoute(APIRoute):
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *,
                  openapi_extra: dict[str, Any] | None = None, **options: Any):
+        if inspect.isfunction(endpoint) and not (inspect.iscoroutinefunction(endpoint)
+                                                  or inspect.isgeneratorfunction(endpoint)):
+            endpoint = on_worker_thread(endpoint)  # crmcore's worker threads, not Starlette's
         super().__init__(path, endpoint, openapi_extra={"security": [{"token": []}], **(openapi_extra or {})},
                          **options)
 
@@ -103,7 +107,7 @@ async def _settle(request: Request) -> None:
     """Check the request's token if its route finished without using it (raises when invalid)."""
     credential: Credential | None = getattr(request.state, "credential", None)
     if credential is not None and credential.user is None:
-        await run_in_threadpool(crm_of(request).tokens.check, credential)
+        await run_sync(crm_of(request).tokens.check, credential)
 
 
 def protected_router(**options: Any) -> APIRouter:
