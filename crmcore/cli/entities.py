@@ -377,11 +377,15 @@ deal = make_group("deal", Deal, lambda crm: crm.deals)
 @customer.command("search")
 @click.argument("text")
 @click.option("--limit", type=COUNT, default=50, show_default=True)
+@archived_options("customer")
 @pass_session
-def search(session: Session, text: str, limit: int) -> None:
+def search(session: Session, text: str, limit: int, only_archived: bool = False,
+           include_archived: bool = False) -> None:
     """Find customers whose name, email or phone contains TEXT."""
-    rows = session.crm.customers.search(text, limit=one_more(limit))
-    session.emit([_record(r) for r in rows[:limit]], columns=None if session.as_json else LIST_COLUMNS["customer"])
+    archived = archived_choice(only_archived, include_archived)
+    rows = session.crm.customers.search(text, limit=one_more(limit), archived=archived)
+    columns = None if session.as_json else LIST_COLUMNS["customer"] + (["archived_at"] if archived != "exclude" else [])
+    session.emit([_record(r) for r in rows[:limit]], columns=columns)
     if len(rows) > limit:
         session.showing(limit, None, "--limit")
 

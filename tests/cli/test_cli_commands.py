@@ -63,6 +63,10 @@ def test_customer_crud_and_search(run):
     ok(run("customer", "delete", "2", "--yes"))  # archives
     assert len(as_json(run("--json", "customer", "list"))) == 1
     assert [c["id"] for c in as_json(run("--json", "customer", "list", "--archived"))] == [2]
+    assert as_json(run("--json", "customer", "search", "alice")) == []  # archived: searched on request
+    assert [c["id"] for c in as_json(run("--json", "customer", "search", "alice", "--include-archived"))] == [2]
+    assert [c["id"] for c in as_json(run("--json", "customer", "search", "e", "--archived"))] == [2]
+    assert "archived_at" in ok(run("customer", "search", "alice", "--include-archived"))
 
 
 def test_deal_move_earns_points_and_report(run):
