@@ -16,8 +16,12 @@ from .context import Session, pass_session
               help="Worker processes (each opens the CRM; use a database server for more than one).")
 @click.option("--log-level", default="info", show_default=True,
               type=click.Choice(["critical", "error", "warning", "info", "debug"]))
+@click.option("--forwarded-allow-ips", metavar="IPS",
+              help="Behind a reverse proxy: the proxy addresses (comma-separated, or '*') whose "
+                   "X-Forwarded-For names the client; rate limits then count the client, not the proxy.")
 @pass_session
-def serve(session: Session, host: str, port: int, workers: int, log_level: str) -> None:
+def serve(session: Session, host: str, port: int, workers: int, log_level: str,
+          forwarded_allow_ips: str | None) -> None:
     """Serve the HTTP API (docs at /docs, OpenAPI at /openapi.json) on the configured database.
 
     Requests act as the user of their API token (crm token create); this command's
@@ -40,5 +44,7 @@ def serve(session: Session, host: str, port: int, workers: int, log_level: str) 
         else:
             os.environ[name] = value
     session.echo(f"serving the crmcore API on http://{host}:{port} (docs: /docs) with {workers} worker(s)")
+    # Forwarding headers are trusted only from the proxies named: anyone else could forge them.
     uvicorn.run("crmcore.web.asgi:app", factory=True, host=host, port=port, workers=workers,
-                log_level=log_level, proxy_headers=False, server_header=False)
+                log_level=log_level, proxy_headers=forwarded_allow_ips is not None,
+                forwarded_allow_ips=forwarded_allow_ips, server_header=False)

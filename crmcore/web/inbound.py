@@ -120,7 +120,7 @@ def _limiter(uri: str) -> MovingWindowRateLimiter:
 
 
 def _client(request: Request) -> str:
-    """The client address (the peer: ``crm serve`` trusts no forwarding headers)."""
+    """The client address: the peer, or what a proxy named by ``crm serve --forwarded-allow-ips`` says."""
     return request.client.host if request.client else "unknown"
 
 

@@ -194,3 +194,28 @@ def test_rate_limit_in_redis_is_shared(tmp_path: Path) -> None:
     stats = limiter.get_window_stats(limits.parse("2/minute"), "form", name, "127.0.0.1")
     assert stats.remaining == 0
     limiter.clear(limits.parse("2/minute"), "form", name, "127.0.0.1")
+
+
+def test_rate_limits_count_the_forwarded_client_only_behind_a_named_proxy(tmp_path: Path) -> None:
+    """``crm serve --forwarded-allow-ips`` makes the limit count X-Forwarded-For's client, as the
+    proxy it names says; without it the header is ignored (anyone could forge one)."""
+    config = write_config(tmp_path, f"sqlite:///{tmp_path / 'crm.db'}",
+                          '[api.forms.once]\nfields = { email = "email" }\nrate_limit = "1/minute"\n')
+    with CRM.open(config=Config.load(config)) as crm:
+        crm.users.add("ann", role="admin")
+
+    def codes(base: str, clients: list[str]) -> list[int]:
+        with httpx.Client(base_url=base, timeout=30) as client:
+            return [client.post("/forms/once", data={"email": unique_email()},
+                                headers={"X-Forwarded-For": who}).status_code for who in clients]
+
+    process, base = start_server(tmp_path, config, ("--forwarded-allow-ips", "127.0.0.1"))
+    try:
+        assert codes(base, ["203.0.113.7", "203.0.113.8", "203.0.113.7"]) == [201, 201, 429]
+    finally:
+        stop_server(process)
+    process, base = start_server(tmp_path, config)
+    try:
+        assert codes(base, ["198.51.100.1", "198.51.100.2"]) == [201, 429]  # both are 127.0.0.1
+    finally:
+        stop_server(process)
