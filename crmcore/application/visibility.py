@@ -150,10 +150,10 @@ def reads_restricted(statement: Any) -> bool:
         return _READS_RESTRICTED[statement]
     except (KeyError, TypeError):
         pass
-    # The tables a SELECT reads FROM answer most statements (a repository's list or page, built
-    # anew per request) without walking the whole statement; only one reading none of them there
-    # is searched through (a subquery in its WHERE clause may still read one).
-    froms = statement.get_final_froms() if isinstance(statement, Select) else ()
+    # The tables a SELECT's columns come from answer most statements (a repository's list or
+    # page, built anew per request) without walking the whole statement; only one reading none
+    # of them there is searched through (a subquery in its WHERE clause may still read one).
+    froms = statement.columns_clause_froms if isinstance(statement, Select) else ()
     found = any(restrictable(t) for t in froms) or \
         any(restrictable(t) for t in find_tables(statement, include_aliases=True, include_crud=True))
     try:
