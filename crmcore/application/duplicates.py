@@ -12,8 +12,10 @@
 How a pair scores (0..1): sharing an exact key gives ``0.7 + 0.3 * name similarity`` (+0.1 for
 each further shared key, at most 1), so the same address under a differently spelt name still
 scores 1.0 while two people sharing a family phone stay below the merge threshold; without an
-exact key, ``0.6 * name similarity + 0.4 * the better of email and phone similarity``, so a common
-name alone (two 张伟 in one city) never reaches the defaults' merge score.
+exact key, ``0.9 * name similarity * (0.4 + 0.6 * the email local parts' similarity)`` (phone numbers
+of one city share their first digits, so a near phone says nothing): at most 0.9, so such a pair is listed for a person to judge but never reaches the
+defaults' merge score (0.95), and a common name (two 张伟 in one city with unrelated addresses) is
+neither listed at the default ``min_score`` nor merged.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import numpy
 from rapidfuzz import fuzz, process
 from sqlalchemy import ColumnElement, func, or_, select
 
@@ -39,6 +42,8 @@ if TYPE_CHECKING:
 customers = tables.customers
 #: Customers per fuzzy block at most before it is split further by the name's first letters.
 BLOCK_LIMIT = 2000
+#: Customers sharing one exact key at most for it to count (more: a placeholder such as ``noemail@...``).
+EXACT_GROUP_LIMIT = 50
 #: Rows read per round trip while streaming the fuzzy blocks.
 STREAM_BATCH = 5000
 #: The columns a pair is scored on.
@@ -175,11 +180,12 @@ class DuplicateService:
         threshold = self.settings.min_score if min_score is None else min_score
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize("customer.duplicates", None)
-            pairs = [p for p in self.pairs(uow) if p.score >= threshold]
+            pairs = builtins.list(self.pairs(uow, threshold))
         return clusters(pairs)
 
-    def pairs(self, uow: "UnitOfWork") -> Iterator[Pair]:
-        """Every scored candidate pair (each once), exact-key pairs and fuzzy ones."""
+    def pairs(self, uow: "UnitOfWork", min_score: float = 0.0) -> Iterator[Pair]:
+        """Every candidate pair scoring at least ``min_score`` (each once): exact-key pairs, then
+        fuzzy ones."""
         seen: set[tuple[int, int]] = set()
         records: dict[int, Mapping[str, Any]] = {}
         exact_pairs: dict[tuple[int, int], list[str]] = {}
@@ -191,11 +197,16 @@ class DuplicateService:
                     exact_pairs.setdefault((x, y), []).append(_label(key))
         for (x, y), keys in exact_pairs.items():
             seen.add((x, y))
-            yield self.score(records[x], records[y], keys)
-        for x, y, rx, ry in self._fuzzy_candidates(uow):
+            pair = self.score(records[x], records[y], keys)
+            if pair.score >= min_score:
+                yield pair
+        for rx, ry in self._fuzzy_candidates(uow, min_score):
+            x, y = sorted((rx["id"], ry["id"]))
             if (x, y) not in seen:
                 seen.add((x, y))
-                yield self.score(rx, ry, [])
+                pair = self.score(rx, ry, [])
+                if pair.score >= min_score:
+                    yield pair
 
     def score(self, a: Mapping[str, Any], b: Mapping[str, Any], exact: Sequence[str]) -> Pair:
         """Score two customers (as column values) that share the exact keys ``exact`` (see the module doc)."""
@@ -208,13 +219,9 @@ class DuplicateService:
         else:
             other = 0.0
             if a.get("email") and b.get("email"):
-                other = fuzz.ratio(email_key(a["email"]), email_key(b["email"])) / 100.0
+                other = fuzz.ratio(_local_part(a["email"]), _local_part(b["email"])) / 100.0
                 fields["email"] = round(other, 4)
-            if a.get("phone") and b.get("phone"):
-                phone = fuzz.ratio(a["phone"], b["phone"]) / 100.0
-                fields["phone"] = round(phone, 4)
-                other = max(other, phone)
-            score = 0.6 * name + 0.4 * other
+            score = fuzzy_score(name, other)
         for column in self.settings.block:
             if a.get(column) is not None and a.get(column) == b.get(column):
                 fields[column] = "same"
@@ -223,10 +230,12 @@ class DuplicateService:
 
     def _exact_groups(self, uow: "UnitOfWork", key: str) -> Iterator[builtins.list[Mapping[str, Any]]]:
         """The live customers sharing a value of ``key``, a list per value: ``GROUP BY ... HAVING
-        COUNT(*) > 1`` finds the values, one ordered read their customers."""
+        COUNT(*) > 1`` finds the values, one ordered read their customers.  A value more than
+        :data:`EXACT_GROUP_LIMIT` customers share is a placeholder (``noemail@...``), not a person."""
         column = _key_column(key)
         live = customers.c.archived_at.is_(None)
-        shared = select(column).where(live, column.is_not(None)).group_by(column).having(func.count() > 1)
+        shared = select(column).where(live, column.is_not(None)).group_by(column).having(
+            func.count() > 1, func.count() <= EXACT_GROUP_LIMIT)
         query = select(*(customers.c[c] for c in _COLUMNS), column.label("match_key")).where(
             live, column.in_(shared.scalar_subquery())).order_by(column, customers.c.id)
         with uow.scoped():
@@ -234,27 +243,29 @@ class DuplicateService:
             for _, group in itertools.groupby(rows, key=lambda r: r["match_key"]):
                 yield [dict(r) for r in group]
 
-    def _fuzzy_candidates(self, uow: "UnitOfWork") -> Iterator[tuple[int, int, Mapping[str, Any], Mapping[str, Any]]]:
-        """Pairs in one block whose names are at least ``name_threshold`` alike.
+    def _fuzzy_candidates(self, uow: "UnitOfWork", min_score: float
+                          ) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        """Pairs in one block whose names are at least ``name_threshold`` alike and whose fuzzy
+        score can reach ``min_score``.
 
-        The block columns order one streamed read; each block is split by the first letter of the
-        romanised name (more letters while a part is larger than :data:`BLOCK_LIMIT`), and
-        :func:`rapidfuzz.process.cdist` compares each part's names with themselves, on every core.
+        The block columns order one streamed read; each block is split by the first letters of
+        the romanised name while a part is larger than :data:`BLOCK_LIMIT`, and
+        :func:`rapidfuzz.process.cdist` scores each part's names, email local parts and phones
+        against one another on every core, so only the pairs that qualify reach Python.
         """
         block = [customers.c[c] for c in self.settings.block]
         query = select(*(customers.c[c] for c in _COLUMNS)).where(
             customers.c.archived_at.is_(None), *(c.is_not(None) for c in block)).order_by(*block, customers.c.id)
-        cutoff = self.settings.name_threshold * 100
         with uow.scoped():
             streaming = uow.conn.execution_options(stream_results=True, yield_per=STREAM_BATCH)
             rows = streaming.execute(query).mappings()
             for _, group in itertools.groupby(rows, key=lambda r: tuple(r[c] for c in self.settings.block)):
                 members = [dict(r) for r in group]
                 if len(members) > 1:
-                    yield from self._similar_names(members, cutoff)
+                    yield from self._similar(members, min_score)
 
-    def _similar_names(self, members: builtins.list[dict[str, Any]], cutoff: float, depth: int = 1
-                       ) -> Iterator[tuple[int, int, Mapping[str, Any], Mapping[str, Any]]]:
+    def _similar(self, members: builtins.list[dict[str, Any]], min_score: float, depth: int = 1
+                 ) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
         parts: dict[str, list[dict[str, Any]]] = {}
         for row in members:
             romanised = name_forms(row["name"], row["kind"] == CustomerKind.COMPANY.value)[1]
@@ -262,18 +273,44 @@ class DuplicateService:
         for part in parts.values():
             if len(part) < 2:
                 continue
-            if len(part) > BLOCK_LIMIT and depth < 3:
-                yield from self._similar_names(part, cutoff, depth + 1)
+            if len(part) > BLOCK_LIMIT and depth < 4:
+                yield from self._similar(part, min_score, depth + 1)
                 continue
-            forms = [name_forms(r["name"], r["kind"] == CustomerKind.COMPANY.value) for r in part]
-            roman = process.cdist([f[1] for f in forms], [f[1] for f in forms], scorer=fuzz.token_sort_ratio,
-                                  score_cutoff=cutoff, workers=-1)
-            chars = process.cdist([f[0] for f in forms], [f[0] for f in forms], scorer=fuzz.ratio,
-                                  score_cutoff=cutoff, workers=-1)
-            hits = (roman >= cutoff) | (chars >= cutoff)
-            for i, j in zip(*hits.nonzero()):
-                if i < j:
-                    yield part[i]["id"], part[j]["id"], part[i], part[j]
+            for i, j in zip(*self._qualifying(part, min_score)):
+                yield part[i], part[j]
+
+    def _qualifying(self, part: builtins.list[dict[str, Any]], min_score: float) -> tuple[Any, Any]:
+        """Index pairs ``(i, j)``, ``i < j``, of ``part`` whose names are alike enough and whose
+        fuzzy score (as :func:`fuzzy_score`, from whole-part score matrices) reaches ``min_score``."""
+        forms = [name_forms(r["name"], r["kind"] == CustomerKind.COMPANY.value) for r in part]
+        cutoff = self.settings.name_threshold * 100
+
+        def matrix(values: builtins.list[str], scorer: Any) -> Any:
+            return process.cdist(values, values, scorer=scorer, dtype=numpy.uint8, workers=-1)
+
+        name = numpy.maximum(matrix([f[1] for f in forms], fuzz.token_sort_ratio),
+                             matrix([f[0] for f in forms], fuzz.ratio))
+        name[name < cutoff] = 0
+        if not name.any():
+            return (), ()
+        emails = [_local_part(r["email"]) if r["email"] else "" for r in part]
+        other = matrix(emails, fuzz.ratio) * _present(emails)
+        scores = fuzzy_score(name.astype(numpy.float32) / 100, other.astype(numpy.float32) / 100)
+        upper = numpy.triu(scores >= min_score - 1e-6, k=1)
+        found: tuple[Any, Any] = upper.nonzero()
+        return found
+
+
+def fuzzy_score(name: Any, other: Any) -> Any:
+    """The score of a pair sharing no exact key (floats or arrays, 0..1): ``0.9 * name * (0.4 + 0.6 *
+    other)``, at most 0.9, so only an exact key takes a pair to the merge score."""
+    return 0.9 * name * (0.4 + 0.6 * other)
+
+
+def _present(values: builtins.list[str]) -> Any:
+    """1 where both of a pair have a value, else 0 (an empty email is no evidence)."""
+    has = numpy.array([bool(v) for v in values], dtype=numpy.uint8)
+    return numpy.outer(has, has)
 
 
 def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:
@@ -298,6 +335,11 @@ def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:
     found = [Cluster(tuple(sorted({i for p in ps for i in (p.a, p.b)})), tuple(sorted(ps, key=lambda p: (p.a, p.b))))
              for ps in grouped.values()]
     return sorted(found, key=lambda c: (-c.score, c.ids))
+
+
+def _local_part(email: str) -> str:
+    """The folded part of an address before the ``@`` (a shared domain says nothing about a person)."""
+    return (email_key(email) or "").partition("@")[0]
 
 
 def _label(key: str) -> str:
