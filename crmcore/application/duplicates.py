@@ -129,7 +129,7 @@ class DuplicateService:
             query = query.where(customers.c.id != customer.id)
         with uow.scoped():
             rows = uow.conn.execute(query.order_by(customers.c.id).limit(20)).mappings().all()
-        return [Match(row["id"], row["name"], tuple(self._shared(customer, row))) for row in rows]
+        return [Match(row["id"], row["name"], tuple(self._shared(customer, dict(row)))) for row in rows]
 
     def matches_many(self, uow: "UnitOfWork", rows: Sequence[Mapping[str, Any]]
                      ) -> dict[int, builtins.list[Match]]:
@@ -351,7 +351,8 @@ def _key_column(key: str) -> ColumnElement[Any]:
     if key == "email":
         return func.lower(customers.c.email)
     if key.startswith("attributes."):
-        return customers.c.attributes[key.removeprefix("attributes.")].as_string()
+        text: ColumnElement[Any] = customers.c.attributes[key.removeprefix("attributes.")].as_string()
+        return text
     return customers.c[key]
 
 

@@ -41,6 +41,7 @@ from ..domain.convert import unstructure
 from ..domain.entities import Customer
 from ..domain.errors import MergeRefused, NotFound, RecordArchived, ValidationError
 from ..store import tables
+from ..store.bulk import inserted_id
 from .audit import jsonable
 from .duplicates import Cluster
 
@@ -132,11 +133,12 @@ class MergeService:
             changes["external_id"] = giver.external_id
         fresh = uow.customers.get(kept.id)  # with the rebuilt consent_marketing
         stored = self.crm.customers.change(uow, fresh, changes) if changes else fresh
-        moved["fields"] = {name: [before[str(kept.id)].get(name), jsonable(value)] for name, value in changes.items()}
+        kept_before: dict[str, Any] = before[str(kept.id)]
+        moved["fields"] = {name: [kept_before.get(name), jsonable(value)] for name, value in changes.items()}
         counts = _counts(moved)
-        merge_id = uow.conn.execute(insert(merges).values(
+        merge_id = inserted_id(uow.conn.execute(insert(merges).values(
             kept_id=kept.id, merged_ids=merged_ids, before=before, moved=moved, merged_at=uow.now,
-            actor=uow.actor)).inserted_primary_key[0]
+            actor=uow.actor)))
         uow.audit.record("customer.merge", "customer", kept.id, customer_id=kept.id, ids=merged_ids,
                          changes={"merge_id": [None, merge_id], "before": [before, None], "moved": [None, counts]})
         uow.fire("on_customers_merged", kept=stored, merged=archived)
@@ -325,8 +327,8 @@ def merged_fields(kept: Customer, merged: Sequence[Customer], prefer: Mapping[st
             raise ValidationError.single(f"prefer {field}", "not a field a merge takes from a customer", "customer")
     order = _ordered(kept, merged, rule)
     changes: dict[str, Any] = {}
-    for field in attrs.fields(Customer):
-        name = field.name
+    for attribute in attrs.fields(Customer):
+        name = attribute.name
         if name in FIXED_FIELDS or name in ("tags", "attributes", "external_id"):
             continue
         if name in prefer:

@@ -9,7 +9,12 @@ from click.testing import CliRunner
 
 from crmcore.application.duplicates import Pair, clusters
 from crmcore.cli import cli
-from crmcore.domain.matching import code_key, email_key, name_similarity, strip_legal_suffix
+from crmcore.domain.matching import (
+    code_key,
+    email_key,
+    name_similarity,
+    strip_legal_suffix,
+)
 
 
 @pytest.mark.parametrize("a, b", [
