@@ -140,6 +140,9 @@ def test_unmerge_refused_once_newer_work_depends_on_it(merging):
     crm, _ = merging
     keep, other, bystander = seed(crm)
     first = crm.merges.merge(keep.id, [other.id])
+    # The next segmentation run reflects the merge: the merged customer is archived, so in no segment.
+    crm.segments.run("lifecycle", as_of=FIXED_NOW)
+    assert crm.segments.segments_of(other.id) == {} and "lifecycle" in crm.segments.segments_of(keep.id)
     # Points the merged customer brought are spent after the merge: undoing would take them back twice.
     crm.loyalty.redeem(keep.id, crm.loyalty.balance(keep.id, "points"), "points", reason="all of it")
     with pytest.raises(MergeRefused, match="spent or expired"):
