@@ -94,9 +94,9 @@ class MergeService:
         if keep in others or len(set(others)) != len(others):
             raise ValidationError.single("others", f"each customer once, and not the kept one ({keep})", "customer")
         with self.crm.unit() as uow:
-            kept = self.crm.customers.target(uow, keep)
+            kept = _locked(uow, keep)
             self.crm.authorize("customer.merge", kept)
-            merged = [self.crm.customers.target(uow, cid) for cid in others]
+            merged = [_locked(uow, cid) for cid in others]
             for customer in (kept, *merged):
                 if customer.archived_at is not None:
                     raise RecordArchived("customer", customer.id, f"is archived: restore it before merging "
@@ -218,8 +218,10 @@ class MergeService:
             record = uow.conn.execute(select(merges).where(merges.c.id == merge_id)).mappings().first()
             if record is None:
                 raise NotFound("merge", merge_id)
-            kept = self.crm.customers.target(uow, record["kept_id"])
+            kept = _locked(uow, record["kept_id"])
             self.crm.authorize("customer.unmerge", kept)
+            for cid in record["merged_ids"]:
+                _locked(uow, int(cid))
             if record["undone_at"] is not None:
                 raise MergeRefused(f"merge {merge_id} was already undone ({record['undone_at'].isoformat()})")
             merged_ids = [int(i) for i in record["merged_ids"]]
@@ -314,6 +316,14 @@ class MergeService:
             if customer_id is not None:
                 query = query.where(merges.c.kept_id == customer_id)
             return [dict(r) for r in uow.conn.execute(query).mappings()]
+
+
+def _locked(uow: "UnitOfWork", customer_id: int) -> Customer:
+    """The customer, if the acting user may see it (else NotFound), locked until the merge commits:
+    a contact or deal added meanwhile waits (its foreign key check needs the row) instead of
+    landing on a customer the merge is emptying."""
+    with uow.scoped():
+        return uow.customers.get_for_update(customer_id)
 
 
 def merged_fields(kept: Customer, merged: Sequence[Customer], prefer: Mapping[str, int], rule: str) -> dict[str, Any]:
