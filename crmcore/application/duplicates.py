@@ -21,14 +21,14 @@ neither listed at the default ``min_score`` nor merged.
 from __future__ import annotations
 
 import builtins
+import functools
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import numpy
 from rapidfuzz import fuzz, process
-from sqlalchemy import ColumnElement, func, or_, select
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
 
 from ..config.duplicates import DuplicateSettings
 from ..domain.entities import Customer, CustomerKind
@@ -144,14 +144,11 @@ class DuplicateService:
                     wanted.setdefault(value, []).append(index)
             if not wanted:
                 continue
-            column = _key_column(key)
+            query = _batch_query(key)
             values = builtins.list(wanted)
             for start in range(0, len(values), 1000):
-                chunk = values[start:start + 1000]
-                query = select(customers.c.id, customers.c.name, column.label("k")).where(
-                    column.in_(chunk), customers.c.archived_at.is_(None))
                 with uow.scoped():
-                    for cid, name, value in uow.conn.execute(query):
+                    for cid, name, value in uow.conn.execute(query, {"values": values[start:start + 1000]}):
                         for index in wanted.get(value, ()):
                             found.setdefault(index, {}).setdefault(cid, (name, []))[1].append(_label(key))
         return {index: [Match(cid, name, tuple(keys)) for cid, (name, keys) in sorted(by_id.items())]
@@ -282,6 +279,8 @@ class DuplicateService:
     def _qualifying(self, part: builtins.list[dict[str, Any]], min_score: float) -> tuple[Any, Any]:
         """Index pairs ``(i, j)``, ``i < j``, of ``part`` whose names are alike enough and whose
         fuzzy score (as :func:`fuzzy_score`, from whole-part score matrices) reaches ``min_score``."""
+        import numpy  # only a search needs it (not the start of every command)
+
         forms = [name_forms(r["name"], r["kind"] == CustomerKind.COMPANY.value) for r in part]
         cutoff = self.settings.name_threshold * 100
 
@@ -309,6 +308,8 @@ def fuzzy_score(name: Any, other: Any) -> Any:
 
 def _present(values: builtins.list[str]) -> Any:
     """1 where both of a pair have a value, else 0 (an empty email is no evidence)."""
+    import numpy
+
     has = numpy.array([bool(v) for v in values], dtype=numpy.uint8)
     return numpy.outer(has, has)
 
@@ -335,6 +336,14 @@ def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:
     found = [Cluster(tuple(sorted({i for p in ps for i in (p.a, p.b)})), tuple(sorted(ps, key=lambda p: (p.a, p.b))))
              for ps in grouped.values()]
     return sorted(found, key=lambda c: (-c.score, c.ids))
+
+
+@functools.cache
+def _batch_query(key: str) -> Any:
+    """The live customers whose ``key`` is one of ``:values`` (built once: an import asks per batch)."""
+    column = _key_column(key)
+    return select(customers.c.id, customers.c.name, column.label("k")).where(
+        column.in_(bindparam("values", expanding=True)), customers.c.archived_at.is_(None))
 
 
 def _local_part(email: str) -> str:

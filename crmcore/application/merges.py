@@ -215,11 +215,11 @@ class MergeService:
         changed since the merge keeps its newer value).  Refused while something newer depends on
         the merge.  Asks ``authorize("customer.unmerge")``; returns the kept customer."""
         with self.crm.unit() as uow:
+            self.crm.authorize("customer.unmerge", merge_id)  # first: a refused user learns nothing of merges
             record = uow.conn.execute(select(merges).where(merges.c.id == merge_id)).mappings().first()
             if record is None:
                 raise NotFound("merge", merge_id)
             kept = _locked(uow, record["kept_id"])
-            self.crm.authorize("customer.unmerge", kept)
             for cid in record["merged_ids"]:
                 _locked(uow, int(cid))
             if record["undone_at"] is not None:

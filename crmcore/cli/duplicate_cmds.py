@@ -13,7 +13,7 @@ import click
 from ..domain.errors import ValidationError
 from .context import Session, pass_session, read_only
 from .entities import customer, resolve_customer
-from .params import ID
+from .params import ID, POSITIVE
 
 SCORE = click.FloatRange(0, 1)
 
@@ -22,7 +22,7 @@ SCORE = click.FloatRange(0, 1)
 @customer.command("duplicates")
 @click.option("--min-score", type=SCORE, default=None, metavar="S",
               help="Only pairs scoring at least S, 0..1 (default: [duplicates] min_score).")
-@click.option("--limit", type=click.IntRange(1), default=100, show_default=True, help="Clusters shown at most.")
+@click.option("--limit", type=POSITIVE, default=100, show_default=True, help="Clusters shown at most.")
 @pass_session
 def duplicates(session: Session, min_score: float | None, limit: int) -> None:
     """Candidate duplicates: clusters of customers with a score and the fields that matched."""

@@ -20,7 +20,6 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from pypinyin import lazy_pinyin
 from rapidfuzz import fuzz
 
 #: Legal-form suffixes stripped from company names before comparing (longest first at use).
@@ -88,6 +87,8 @@ def name_forms(name: str, company: bool = False) -> tuple[str, str]:
     base = strip_legal_suffix(name) if company else fold(name)
     chars = _PUNCT.sub("", base)
     if _HAN.search(base):
+        from pypinyin import lazy_pinyin  # 0.2 s to import (its dictionaries): only when a name needs it
+
         words = [w for w in lazy_pinyin(base, errors="default") for w in _PUNCT.split(fold(w)) if w]
     else:
         words = [w for w in _PUNCT.split(base) if w]

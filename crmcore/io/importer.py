@@ -387,8 +387,6 @@ class _Import:
         self._update_statement: Any = None
         self.keyless = 0
         self.door = (options.on_duplicate or crm.config.duplicates.on_import) if kind == "customer" else None
-        # The exact keys of the rows this import added: a later row with one is a duplicate too.
-        self.door_seen: dict[tuple[str, Any], int] = {}
 
     def _binder(self) -> Binder | None:
         """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
@@ -670,6 +668,9 @@ class _Import:
         update (or a fill of the empty fields: merge) of that customer, or added anyway, as
         ``--on-duplicate`` says; each is reported with its line."""
         duplicates = self.crm.duplicates
+        # The exact keys of this batch's new rows so far: a later row with one is a duplicate too.  Rows
+        # of earlier batches are in the database already, where the query finds them (memory stays flat).
+        seen: dict[tuple[str, Any], int] = {}
         rows = [_as_columns(self.columns, row) for _, _, row in inserts]
         stored = duplicates.matches_many(uow, rows)
         wanted = sorted({m.customer_id for found in stored.values() for m in found})
@@ -682,11 +683,11 @@ class _Import:
             keys = [(key, value) for key in duplicates.settings.exact
                     if (value := _door_key(key, columns)) is not None]
             matches = stored.get(index, [])
-            earlier = next((self.door_seen[k] for k in keys if k in self.door_seen), None)
+            earlier = next((seen[k] for k in keys if k in seen), None)
             if not matches and earlier is None:
                 kept.append((line, values, row))
                 for k in keys:
-                    self.door_seen.setdefault(k, line)
+                    seen.setdefault(k, line)
                 continue
             ids = [m.customer_id for m in matches]
             said = "; ".join(m.describe() for m in matches[:3]) or f"line {earlier} of this file"
