@@ -10,8 +10,10 @@
   with :mod:`rapidfuzz` (names as characters and as pinyin, company legal suffixes stripped).
 
 How a pair scores (0..1): sharing an exact key gives ``0.7 + 0.3 * name similarity`` (+0.1 for
-each further shared key, at most 1), so the same address under a differently spelt name still
-scores 1.0 while two people sharing a family phone stay below the merge threshold; without an
+each further shared key, at most 1; -0.15 when both have an email address and the addresses
+differ), so the same address under a differently spelt name still scores 1.0 while two people
+sharing a family phone stay below the merge threshold; names both in Chinese characters are
+compared as characters (homophones are different people); without an
 exact key, ``0.9 * name similarity * (0.4 + 0.6 * the email local parts' similarity)`` (phone numbers
 of one city share their first digits, so a near phone says nothing): at most 0.9, so such a pair is listed for a person to judge but never reaches the
 defaults' merge score (0.95), and a common name (two 张伟 in one city with unrelated addresses) is
@@ -32,7 +34,7 @@ from sqlalchemy import ColumnElement, bindparam, func, or_, select
 
 from ..config.duplicates import DuplicateSettings
 from ..domain.entities import Customer, CustomerKind
-from ..domain.matching import email_key, name_forms, name_similarity
+from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
 
 if TYPE_CHECKING:
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
 customers = tables.customers
 #: Customers per fuzzy block at most before it is split further by the name's first letters.
 BLOCK_LIMIT = 2000
+#: What a pair sharing a key but with two different email addresses loses.
+CONFLICT = 0.15
 #: Customers sharing one exact key at most for it to count (more: a placeholder such as ``noemail@...``).
 EXACT_GROUP_LIMIT = 50
 #: Rows read per round trip while streaming the fuzzy blocks.
@@ -213,6 +217,10 @@ class DuplicateService:
         fields["name"] = round(name, 4)
         if exact:
             score = min(1.0, 0.7 + 0.3 * name + 0.1 * (len(exact) - 1))
+            if "email" not in exact and a.get("email") and b.get("email") \
+                    and email_key(a["email"]) != email_key(b["email"]):
+                score -= CONFLICT  # two different addresses speak against one person (a family's phone)
+                fields["email"] = "different"
         else:
             other = 0.0
             if a.get("email") and b.get("email"):
@@ -287,8 +295,10 @@ class DuplicateService:
         def matrix(values: builtins.list[str], scorer: Any) -> Any:
             return process.cdist(values, values, scorer=scorer, dtype=numpy.uint8, workers=-1)
 
-        name = numpy.maximum(matrix([f[1] for f in forms], fuzz.token_sort_ratio),
-                             matrix([f[0] for f in forms], fuzz.ratio))
+        han = numpy.array([has_han(r["name"]) for r in part], dtype=bool)
+        roman = matrix([f[1] for f in forms], fuzz.token_sort_ratio)
+        roman[numpy.outer(han, han)] = 0  # two names in characters: compared as characters only
+        name = numpy.maximum(roman, matrix([f[0] for f in forms], fuzz.ratio))
         name[name < cutoff] = 0
         if not name.any():
             return (), ()

@@ -101,11 +101,24 @@ def romanised_initial(name: str, company: bool = False) -> str:
     return romanised[:1] or "?"
 
 
+def has_han(name: str) -> bool:
+    """Whether a name is written (partly) in Chinese characters."""
+    return _HAN.search(name) is not None
+
+
 def name_similarity(a: str, b: str, company: bool = False) -> float:
     """How alike two names are, 0..1: the better of the character and the romanised comparison
-    (:func:`rapidfuzz.fuzz.ratio`, and ``token_sort_ratio`` for word order)."""
+    (:func:`rapidfuzz.fuzz.ratio`, and ``token_sort_ratio`` for word order).
+
+    Two names both written in characters are compared as characters only: their pinyin says nothing
+    more, and homophones (``王军`` and ``王俊``) are different people.  Pinyin bridges a name in
+    characters and one in Latin letters (``张伟`` and ``Zhang Wei``).
+    """
     a_chars, a_roman = name_forms(a, company)
     b_chars, b_roman = name_forms(b, company)
     if a_chars and a_chars == b_chars:
         return 1.0
-    return max(fuzz.ratio(a_chars, b_chars), fuzz.token_sort_ratio(a_roman, b_roman)) / 100.0
+    chars = fuzz.ratio(a_chars, b_chars)
+    if has_han(a) and has_han(b):
+        return chars / 100.0
+    return max(chars, fuzz.token_sort_ratio(a_roman, b_roman)) / 100.0

@@ -46,11 +46,14 @@ def seed(crm):
     people = [
         ("张伟", "zhang.wei@example.com", "+8613291417776", "Shanghai", "person"),   # 1
         ("Zhang Wei", "ZHANG.WEI@example.com", None, "Shanghai", "person"),          # 2: same email
-        ("Wei Zhang", "wz@other.example", "132 9141 7776", "Shanghai", "person"),    # 3: same phone
+        ("Wei Zhang", None, "132 9141 7776", "Shanghai", "person"),                  # 3: same phone
+
         ("张伟", "zhangwei88@example.com", "+8613800000001", "Shanghai", "person"),  # 4: same name only
         ("华为技术有限公司", "info@huawei.example", None, "Shenzhen", "company"),       # 5
         ("华为技术", "info@huawei.example", None, "Shenzhen", "company"),              # 6: same email
         ("李娜", "li.na@example.com", None, "Beijing", "person"),                   # 7
+        ("王军", "wang.jun@example.com", "+8613911112222", "Beijing", "person"),      # 8: a father
+        ("王俊", "wang.jun.jr@example.com", "+8613911112222", "Beijing", "person"),   # 9: his son, same phone
     ]
     for name, email, phone, city, kind in people:
         crm.customers.add(name=name, email=email, phone=phone, city=city, kind=kind, on_duplicate="add")
@@ -66,6 +69,9 @@ def test_find_scores_pairs_and_keeps_namesakes_below_the_merge_score(sqlite_crm)
     assert pairs[(5, 6)].score == 1.0
     assert pairs[(1, 4)].fields["name"] == 1.0 and pairs[(1, 4)].score < 0.95  # a namesake, not the same person
     assert 7 not in {i for c in found for i in c.ids}
+    # Father and son: one phone, homophone names (compared as characters), two addresses.
+    family = next(p for c in crm.duplicates.find(0.0) for p in c.pairs if (p.a, p.b) == (8, 9))
+    assert family.fields["email"] == "different" and family.fields["name"] == 0.5 and family.score < 0.8
     merged = crm.merges.plan()  # at [duplicates] merge_score (0.95)
     assert [c.ids for c in merged] == [(1, 2, 3), (5, 6)]
 
