@@ -39,7 +39,7 @@ from sqlalchemy import Table, delete, func, insert, select, update
 
 from ..domain.convert import unstructure
 from ..domain.entities import Customer
-from ..domain.errors import MergeRefused, NotFound, RecordArchived, ValidationError
+from ..domain.errors import CRMError, MergeRefused, NotAuthorized, NotFound, RecordArchived, ValidationError
 from ..store import tables
 from ..store.bulk import inserted_id
 from .audit import jsonable
@@ -298,14 +298,24 @@ class MergeService:
         return self.crm.duplicates.find(score)
 
     def merge_all(self, min_score: float | None = None, dry_run: bool = False
-                  ) -> tuple[builtins.list[Cluster], builtins.list[MergeResult]]:
-        """Merge every cluster at or above ``min_score``, each into its oldest customer, one unit of
-        work per cluster; with ``dry_run`` only plan.  Returns (the plan, the merges done)."""
+                  ) -> tuple[builtins.list[Cluster], builtins.list[MergeResult], builtins.list[tuple[Cluster, str]]]:
+        """Merge every cluster at or above ``min_score`` into its oldest customer, one unit of work
+        per cluster; with ``dry_run`` only plan.  A cluster that cannot be merged (say, one of its
+        customers was archived meanwhile) is left as it is and reported.  Returns (the plan, the
+        merges done, the clusters refused with why)."""
         found = self.plan(min_score)
         if dry_run:
             self.crm.authorize("customer.merge", None)
-            return found, []
-        return found, [self.merge(c.ids[0], c.ids[1:]) for c in found]
+            return found, [], []
+        done, refused = [], []
+        for cluster in found:
+            try:
+                done.append(self.merge(cluster.ids[0], cluster.ids[1:]))
+            except NotAuthorized:
+                raise
+            except CRMError as exc:
+                refused.append((cluster, str(exc)))
+        return found, done, refused
 
     def list(self, customer_id: int | None = None) -> builtins.list[dict[str, Any]]:
         """Merge records, newest first (of one kept customer when given)."""

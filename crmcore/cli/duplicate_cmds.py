@@ -67,15 +67,19 @@ def merge(session: Session, keep: str | None, others: tuple[str, ...], prefer: t
     if all_above is not None:
         if keep is not None:
             raise ValidationError.single("--all-above", "give KEEP OTHER... or --all-above, not both")
-        plan, done = crm.merges.merge_all(all_above, dry_run=dry_run)
+        plan, done, refused = crm.merges.merge_all(all_above, dry_run=dry_run)
         if session.as_json:
             session.emit_object({"dry_run": dry_run, "clusters": [c.as_dict() for c in plan],
-                                 "merges": [m.as_dict() for m in done]})
+                                 "merges": [m.as_dict() for m in done],
+                                 "refused": [{"ids": list(c.ids), "error": why} for c, why in refused]})
             return
+        for cluster, why in refused:
+            click.echo(f"not merged {' '.join(map(str, cluster.ids))}: {why}", err=True)
         rows = [{"keep": c.ids[0], "merge": " ".join(map(str, c.ids[1:])), "score": round(c.score, 3)} for c in plan]
         session.emit(rows, columns=["keep", "merge", "score"])
         verb = "would merge" if dry_run else "merged"
-        session.echo(f"{verb} {sum(len(c.ids) - 1 for c in plan)} customers into {len(plan)} "
+        merged = [c for c in plan if all(c is not r for r, _ in refused)]
+        session.echo(f"{verb} {sum(len(c.ids) - 1 for c in merged)} customers into {len(merged)} "
                      f"({'dry run, nothing written' if dry_run else 'crm customer unmerge MERGE_ID undoes one'})")
         return
     if keep is None or not others:
