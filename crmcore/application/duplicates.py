@@ -299,29 +299,23 @@ class DuplicateService:
         roman = matrix([f[1] for f in forms], fuzz.token_sort_ratio)
         roman[numpy.outer(han, han)] = 0  # two names in characters: compared as characters only
         name = numpy.maximum(roman, matrix([f[0] for f in forms], fuzz.ratio))
-        name[name < cutoff] = 0
-        if not name.any():
+        del roman
+        # The candidates (names alike, each pair once), then their scores as vectors: no float matrix.
+        first, second = numpy.nonzero(numpy.triu(name >= cutoff, k=1))
+        if not len(first):
             return (), ()
         emails = [_local_part(r["email"]) if r["email"] else "" for r in part]
-        other = matrix(emails, fuzz.ratio) * _present(emails)
-        scores = fuzzy_score(name.astype(numpy.float32) / 100, other.astype(numpy.float32) / 100)
-        upper = numpy.triu(scores >= min_score - 1e-6, k=1)
-        found: tuple[Any, Any] = upper.nonzero()
-        return found
+        has = numpy.array([bool(e) for e in emails], dtype=bool)
+        other = matrix(emails, fuzz.ratio)[first, second] * (has[first] & has[second])
+        scores = fuzzy_score(name[first, second].astype(numpy.float32) / 100, other.astype(numpy.float32) / 100)
+        keep = scores >= min_score - 1e-6
+        return first[keep], second[keep]
 
 
 def fuzzy_score(name: Any, other: Any) -> Any:
     """The score of a pair sharing no exact key (floats or arrays, 0..1): ``0.9 * name * (0.4 + 0.6 *
     other)``, at most 0.9, so only an exact key takes a pair to the merge score."""
     return 0.9 * name * (0.4 + 0.6 * other)
-
-
-def _present(values: builtins.list[str]) -> Any:
-    """1 where both of a pair have a value, else 0 (an empty email is no evidence)."""
-    import numpy
-
-    has = numpy.array([bool(v) for v in values], dtype=numpy.uint8)
-    return numpy.outer(has, has)
 
 
 def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:
