@@ -130,3 +130,11 @@ def test_cli_add_says_who_without_a_traceback(sqlite_crm):
     added = runner.invoke(cli, ["--db", url, "--no-plugins", "customer", "add", "--name", "Zhang Wei",
                                 "--email", "Zhang.Wei@example.com", "--on-duplicate", "add"])
     assert added.exit_code == 0 and "customer 2 added" in added.output
+
+
+def test_a_lead_in_other_capitals_is_the_stored_customer(sqlite_crm):
+    crm = sqlite_crm(REGION)
+    zhang = crm.customers.add(name="张伟", email="zhang.wei@example.com")
+    captured = crm.leads.capture("form:contact", {"email": "ZHANG.WEI@EXAMPLE.COM"}, {"subject": "hi"})
+    assert (captured.customer_id, captured.created) == (zhang.id, False)
+    assert crm.customers.count() == 1
