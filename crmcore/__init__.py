@@ -38,7 +38,9 @@ from .domain.entities import (
 from .domain.errors import (
     ConfigError,
     CRMError,
+    DuplicateCustomer,
     HasHistory,
+    MergeRefused,
     RecordArchived,
     StaleVersion,
     HookError,
@@ -92,7 +94,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "CRM", "Assignment", "Assignments", "CRMError", "Channel", "Chart", "Column", "Component", "Config", "ConfigError",
     "Contact", "CustomField", "Customer", "CustomerKind", "Deal", "Delivered", "Direction", "DispatchResult", "EveryoneElse",
-    "HasHistory", "HookError", "RecordArchived", "StaleVersion",
+    "DuplicateCustomer", "HasHistory", "HookError", "MergeRefused", "RecordArchived", "StaleVersion",
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "MembershipChanges", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",

@@ -16,7 +16,9 @@ from zoneinfo import ZoneInfo
 from . import migrations
 from .application.clock import parse_as_of, utcnow
 from .application.components import build_options
+from .application.duplicates import DuplicateService
 from .application.leads import LeadService
+from .application.merges import MergeService
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
 from .application.registry import Registry
@@ -74,6 +76,8 @@ class CRM:
         self.teams = TeamService(self)
         self.tokens = TokenService(self)
         self.leads = LeadService(self)
+        self.duplicates = DuplicateService(self)
+        self.merges = MergeService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)

@@ -240,6 +240,49 @@ def on_deals_imported(uow: UnitOfWork, deals: list[Deal]) -> None:
 
 
 @hookspec
+def on_customers_merged(uow: UnitOfWork, kept: Customer, merged: list[Customer]) -> None:
+    """Customers were merged into one (``crm customer merge``, ``crm.merges.merge``).
+
+    Fired after every row moved (the core's and the plugins', ``merge_customer_rows``),
+    balances, tiers and consent were rebuilt and the merged customers archived.
+
+    :param uow: the unit of work of the merge.
+    :param kept: the kept customer as stored now.
+    :param merged: the merged customers, archived.
+    """
+
+
+@hookspec
+def merge_customer_rows(uow: UnitOfWork, kept_id: int, merged_ids: list[int], moved: dict[str, Any]) -> None:
+    """Move the plugin's own rows of merged customers to the kept one, inside the merge's unit of work.
+
+    Record what moved in ``moved`` under the plugin's own key: it is stored with the merge and handed
+    back to ``unmerge_customer_rows``.  ``uow.crm.merges.move_rows(uow, table, kept_id, merged_ids)``
+    re-points a table with ``id`` and ``customer_id`` columns and returns what to record::
+
+        moved["acme_welcomes"] = uow.crm.merges.move_rows(uow, acme_welcomes, kept_id, merged_ids)
+
+    :param uow: the unit of work of the merge.
+    :param kept_id: the customer that stays.
+    :param merged_ids: the customers merged into it (archived by the merge).
+    :param moved: a dict to record the moved rows in (JSON values), keyed by the plugin's table names.
+    """
+
+
+@hookspec
+def unmerge_customer_rows(uow: UnitOfWork, kept_id: int, merged_ids: list[int], moved: dict[str, Any]) -> None:
+    """Move the plugin's rows back to the customers of an undone merge (``crm customer unmerge``).
+
+    ``uow.crm.merges.restore_rows(uow, table, moved["acme_welcomes"])`` undoes ``move_rows``.
+
+    :param uow: the unit of work of the unmerge.
+    :param kept_id: the customer that was kept.
+    :param merged_ids: the customers the merge archived, live again after it.
+    :param moved: what ``merge_customer_rows`` recorded (every plugin's keys).
+    """
+
+
+@hookspec
 def on_contact_created(uow: UnitOfWork, contact: Contact) -> None:
     """A contact was added.
 

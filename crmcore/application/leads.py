@@ -88,6 +88,13 @@ class LeadService:
                 fields.setdefault("source", source)
                 if owner is not None:
                     fields.setdefault("owner", owner)
+                # The door check's keys (an address in other capitals, the phone of a customer found
+                # by neither look-up): the lead is that customer, not a duplicate of it.
+                candidate = self.crm.validator.customer(self.crm.customers.build(fields))
+                matches = self.crm.duplicates.matches(uow, candidate)
+                if matches:
+                    created, found = False, uow.customers.get(matches[0].customer_id)
+            if found is None:
                 stored = self.crm.customers.add(**fields)
             else:
                 created = False

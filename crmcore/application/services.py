@@ -20,7 +20,7 @@ from sqlalchemy import String, Table, bindparam, func, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
-from ..domain.errors import HasHistory, RecordArchived, StaleVersion, ValidationError
+from ..domain.errors import DuplicateCustomer, HasHistory, RecordArchived, StaleVersion, ValidationError
 from ..domain.versions import version_of
 from ..domain.validation import normalize_phone
 from ..store.bulk import insert_returning_ids
@@ -458,6 +458,35 @@ class CustomerService(ArchivingService[Customer]):
     """``crm.customers``: add, update, delete, get, list, search and import customers."""
     kind, entity, repo_name = "customer", Customer, "customers"
 
+    def add(self, entity: Customer | None = None, /, *, on_duplicate: str | None = None,
+            **fields: Any) -> Customer:
+        """Validate and store a new customer, checked at the door for duplicates.
+
+        A customer sharing an exact key (``[duplicates] exact``: email whatever its case, phone,
+        ...) with a stored one is refused with :class:`DuplicateCustomer` ("looks like customer 12
+        (same email)") when ``on_duplicate`` (default ``[duplicates] on_add``) is ``"refuse"``;
+        ``"add"`` adds it anyway.
+        """
+        rule = self.crm.config.duplicates.on_add if on_duplicate is None else on_duplicate
+        if rule not in ("refuse", "add"):
+            raise ValidationError.single("on_duplicate", f"must be refuse or add, got {rule!r}", self.kind)
+        with self.crm.unit() as uow:
+            uow.memo[_DOOR] = rule
+            try:
+                return super().add(entity, **fields)
+            finally:
+                uow.memo.pop(_DOOR, None)
+
+    def prepare(self, uow: "UnitOfWork", entity: Customer, previous: Customer | None,
+                check_references: bool = True) -> Customer:
+        """Normalise and validate; a new customer through :meth:`add` is then checked at the door."""
+        entity = super().prepare(uow, entity, previous, check_references)
+        if previous is None and uow.memo.get(_DOOR) == "refuse":
+            matches = self.crm.duplicates.matches(uow, entity)
+            if matches:
+                raise DuplicateCustomer(matches)
+        return entity
+
     # The consent_marketing flag is the "*" marketing decision (crmcore.application.consents):
     # setting it records one, in the same unit of work, before the events fire.
     def after_insert(self, uow: "UnitOfWork", stored: Customer) -> None:
@@ -766,6 +795,9 @@ class _MoveTime:
 
     occurred_at: datetime
 
+
+#: The memo key of the door check's rule while :meth:`CustomerService.add` runs.
+_DOOR = "customers.add.on_duplicate"
 
 OWNED = ("customer", "deal")
 """The entities whose ``owner`` is a user (interactions keep a free-text owner)."""

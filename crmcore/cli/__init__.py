@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..domain.errors import CRMError
+from . import duplicate_cmds  # noqa: F401 - adds duplicates, merge, unmerge, merges to customer
 from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
 from .audit_cmds import audit
 from .config_cmds import config_group, init

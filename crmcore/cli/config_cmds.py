@@ -63,6 +63,15 @@ stages = [
 # type = "choice"
 # choices = ["standard", "gold"]
 
+# Duplicates: the keys that make two customers one (email whatever its case,
+# phone however written, ...), what `customer add` and imports do with a new
+# customer that has another's key, how merges settle fields (docs/duplicates.md).
+# [duplicates]
+# exact = ["email", "phone", "external_id"]
+# on_add = "refuse"          # or "add"
+# on_import = "skip"         # skip, update, merge, add
+# merge_rule = "non-empty"   # non-empty, newest, kept
+
 # Options of plugin components: [segments.NAME], [loyalty.NAME],
 # [channels.NAME], [reports.NAME].  Plugin-wide settings: [plugins.NAME]
 # (overridden by CRM_PLUGIN_<NAME>_<KEY> environment variables).  With

@@ -114,6 +114,17 @@ def segment_filter_option(kind: str) -> Callable[[F], F]:
     return decorate
 
 
+def door_option(kind: str) -> Callable[[F], F]:
+    """``--on-duplicate refuse|add`` on ``customer add`` (the door check; nothing on the others)."""
+    def decorate(func: F) -> F:
+        if kind != "customer":
+            return func
+        return click.option("--on-duplicate", "on_duplicate", type=click.Choice(["refuse", "add"]),
+                            help="A customer with another's email, phone or other exact key: refuse it "
+                                 "(the default: [duplicates] on_add) or add it anyway.")(func)
+    return decorate
+
+
 def segment_filters(session: Session, refs: tuple[SegmentRef, ...]) -> dict[str, str]:
     """``(rfm:At Risk,)`` -> ``{"segment.rfm": "At Risk"}`` (see crmcore.store.filters); an unknown or
     ambiguous segment is an error listing the known ones."""
@@ -136,12 +147,14 @@ def make_group(kind: str, entity: type, service: Callable[[Any], Any]) -> click.
 
     @group.command("add")
     @_field_options(entity, for_update=False)
+    @door_option(kind)
     @pass_session
     def add(session: Session, /, **given: Any) -> None:
+        door = {"on_duplicate": on_duplicate} if (on_duplicate := given.pop("on_duplicate", None)) else {}
         values = _values(session, given)
         if entity is Interaction:
             values.setdefault("occurred_at", session.crm.as_of(session.as_of_text))
-        created = service(session.crm).add(**values)
+        created = service(session.crm).add(**values, **door)
         _show(session, kind, created, f"{kind} {created.id} added")
 
     @read_only

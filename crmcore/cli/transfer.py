@@ -72,13 +72,17 @@ SHOWN_ERRORS = 20
 @click.option("--allow-duplicates", is_flag=True,
               help="Deals: add rows without external_id even when a stored deal has the same customer, "
                    "title, amount and closed_at (by default such a row is that deal).")
+@click.option("--on-duplicate", type=click.Choice(["skip", "update", "merge", "add"]), default=None,
+              help="Customers: a new row with a stored customer's email, phone or other exact key is skipped, "
+                   "updates that customer, merges into it (fills its empty fields) or is added anyway; each "
+                   "is reported with its line (default: [duplicates] on_import, else skip).")
 @pass_session
 def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
                    delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
                    max_errors: int | None, raw_csv: bool = False, excel: bool | None = None, earn: bool = True,
-                   allow_duplicates: bool = False) -> None:
+                   allow_duplicates: bool = False, on_duplicate: str | None = None) -> None:
     """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
@@ -107,7 +111,8 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
                             ignore_unknown=ignore_unknown, key=key, dry_run=dry_run, on_error=on_error,
                             reject_file=reject_file, batch_size=batch_size, workers=workers,
                             max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
-                            raw_csv=raw_csv, excel=excel, earn=earn, allow_duplicates=allow_duplicates)
+                            raw_csv=raw_csv, excel=excel, earn=earn, allow_duplicates=allow_duplicates,
+                            on_duplicate=on_duplicate)
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and not session.as_json and file != "-") as bar:
         try:
@@ -130,6 +135,10 @@ def _print_report(session: Session, report: ImportReport, summary: bool = True) 
         if report.reject_file:
             more += f" (all in {report.reject_file})"
         click.echo(more, err=True)
+    for message in report.duplicate_messages(SHOWN_ERRORS):
+        click.echo(message, err=True)
+    if len(report.duplicates) > SHOWN_ERRORS:
+        click.echo(f"... and {len(report.duplicates) - SHOWN_ERRORS} more duplicate rows (--json lists them)", err=True)
     for note in report.notes:
         click.echo(f"note: {note}", err=True)
     if summary and (report.committed or report.dry_run):

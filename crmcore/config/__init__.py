@@ -28,6 +28,7 @@ from ..domain.customfields import CustomField
 from ..domain.entities import Pipeline, Stage, StageOutcome
 from ..domain.errors import ConfigError, unknown_keys
 from .api import ApiSettings, parse_api
+from .duplicates import DuplicateSettings, parse_duplicates
 from .notify import NotifySettings, parse_notify
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
@@ -93,6 +94,8 @@ class Config:
     notify: NotifySettings = attrs.field(factory=NotifySettings)
     # [api]: public lead-capture forms and signed inbound webhooks (crmcore.config.api).
     api: ApiSettings = attrs.field(factory=ApiSettings)
+    # [duplicates]: match keys, thresholds, what the door does (crmcore.config.duplicates).
+    duplicates: DuplicateSettings = attrs.field(factory=DuplicateSettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -162,6 +165,8 @@ class Config:
             kwargs["notify"] = parse_notify(values.pop("notify"), where("notify"))
         if "api" in values:
             kwargs["api"] = parse_api(values.pop("api"), where("api"))
+        if "duplicates" in values:
+            kwargs["duplicates"] = parse_duplicates(values.pop("duplicates"), where("duplicates"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

@@ -59,6 +59,7 @@ def generate(crm: Any, seed: int = 7, customers: int = 12, now: datetime = FIXED
             birthday=date(1970 + n % 30, 1 + n % 12, 1 + n % 28),
             tags=[t for i, t in enumerate(TAGS) if rng.random() < 0.3 + 0.1 * i],
             consent_marketing=n % 2 == 0,
+            on_duplicate="add",  # generated data: generating twice into one CRM is allowed
         )
         customer_ids.append(customer.id)
         if n == 0:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 
 class CRMError(Exception):
@@ -132,6 +133,26 @@ class StaleVersion(CRMError):
         self.kind, self.id, self.expected, self.current = kind, id, expected, current
         super().__init__(f"{kind} {id} changed since it was read (version {expected}, now {current}): "
                          f"read it again and reapply the change")
+
+
+class DuplicateCustomer(CRMError):
+    """A new customer looks like stored ones: they share an exact key (``[duplicates] exact``).
+
+    ``matches`` holds the :class:`crmcore.application.duplicates.Match` objects (id, name, the
+    keys shared).  Nothing was written; add it anyway with ``on_duplicate="add"``
+    (``--on-duplicate add``), or merge afterwards.
+    """
+
+    def __init__(self, matches: Sequence[Any]):
+        self.matches = tuple(matches)
+        described = "; ".join(m.describe() for m in self.matches[:3])
+        more = f" and {len(self.matches) - 3} more" if len(self.matches) > 3 else ""
+        super().__init__(f"looks like {described}{more}: not added (add it anyway with --on-duplicate add, "
+                         f"or update that customer)")
+
+
+class MergeRefused(CRMError):
+    """A merge or an unmerge that cannot be done as asked (says which customers and why)."""
 
 
 def unknown_keys(where: str, keys: Iterable[str], allowed: Iterable[str], label: str = "key(s)") -> ConfigError:

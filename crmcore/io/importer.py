@@ -94,6 +94,8 @@ KEYS = {"customer": ("external_id", "email", "id"), "contact": ("external_id", "
 # Fields an import must be able to fill for a new row (beyond those with defaults).
 DEFAULTED = {"currency", "customer_id", "id"}
 IN_CHUNK = 5000
+#: What an import does with a new customer row that looks like a stored customer.
+ON_DUPLICATE = ("skip", "update", "merge", "add")
 # What a database (or its driver, before sending) raises for a row it will not store.
 _REFUSED = (DBAPIError, StatementError, OverflowError, UnicodeEncodeError)
 ProgressCallback = Callable[["ImportProgress"], None]
@@ -137,6 +139,10 @@ class ImportOptions:
     #: Deals without an external id are added even when a stored deal has the same
     #: customer, title, amount and closed_at (by default such a row is that deal).
     allow_duplicates: bool = False
+    #: A new customer row sharing an exact key with a stored customer (the door check,
+    #: ``[duplicates] exact``): skip, update that customer, merge (fill its empty fields), or add
+    #: anyway.  None: ``[duplicates] on_import``.
+    on_duplicate: str | None = None
 
 
 @attrs.define
@@ -176,6 +182,9 @@ class ImportReport:
     rejected: int = 0
     #: deal rows without an external id that matched a stored deal (counted in updated/unchanged too)
     matched: int = 0
+    #: customer rows that looked like a stored customer (or an earlier row): what was done with each
+    skipped: int = 0
+    duplicates: list[dict[str, Any]] = attrs.field(factory=list)
     committed: bool = False
     errors: list[RowError] = attrs.field(factory=list)
     notes: list[str] = attrs.field(factory=list)
@@ -195,11 +204,22 @@ class ImportReport:
     def error_messages(self, limit: int | None = None) -> list[str]:
         return [e.message(self.file) for e in self.errors[:limit]]
 
+    def duplicate_messages(self, limit: int | None = None) -> list[str]:
+        """``FILE:LINE: skipped: looks like customer 12 'Zhang Wei' (same email)`` per duplicate row."""
+        return [f"{self.file}:{d['line']}: {d['action']}: {d['message']}" for d in self.duplicates[:limit]]
+
+    def add_duplicate(self, line: int, action: str, message: str, customers: list[int]) -> None:
+        """Record what the door check did with one row (``skipped``, ``updated``, ``merged``, ``added``)."""
+        if len(self.duplicates) < self.MAX_KEPT_ERRORS:
+            self.duplicates.append({"line": line, "action": action, "message": message, "customers": customers})
+
     def summary(self) -> str:
         what = f"{self.file}: {self.rows} {self.entity} row{'s' if self.rows != 1 else ''}"
         counts = [f"{self.inserted} inserted", f"{self.updated} updated"]
         if self.unchanged:
             counts.append(f"{self.unchanged} unchanged")
+        if self.skipped:
+            counts.append(f"{self.skipped} skipped as duplicates")
         counts.append(f"{self.rejected} rejected")
         if self.dry_run:
             text = f"{what}: dry run, nothing written; would have: {', '.join(counts)}"
@@ -252,6 +272,8 @@ def import_file(crm: Any, entity: str, path: str | Path, options: ImportOptions 
         raise MappingError(f"--key {key!r}: {kind}s can be matched by {', '.join(KEYS[kind])}")
     if options.on_error not in ("abort", "skip"):
         raise MappingError(f"--on-error must be abort or skip, got {options.on_error!r}")
+    if options.on_duplicate is not None and options.on_duplicate not in ON_DUPLICATE:
+        raise MappingError(f"--on-duplicate must be {', '.join(ON_DUPLICATE)}, got {options.on_duplicate!r}")
     if options.batch_size < 1:
         raise MappingError("--batch-size must be at least 1")
     with open_reader(path, options.format, encoding=options.encoding, delimiter=options.delimiter,
@@ -364,6 +386,7 @@ class _Import:
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
         self.keyless = 0
+        self.door = (options.on_duplicate or crm.config.duplicates.on_import) if kind == "customer" else None
 
     def _binder(self) -> Binder | None:
         """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
@@ -618,11 +641,18 @@ class _Import:
             self.report.matched += len(matched)
             inserts += [(item.line, item.values, row) for item, row in unmatched]
             inserts.sort(key=lambda insert: insert[0])  # file order, as without matching
+        filling: set[int] = set()
+        if self.door is not None and inserts:
+            inserts, door_updates = self._door(uow, inserts)
+            updates += door_updates
+            if self.door == "merge":
+                filling = {id(item) for item, _ in door_updates}
         if inserts:
             self._insert(uow, inserts)
         changed = []
         for item, match in updates:
-            prepared = self._prepare_update(uow, item, match, resolved, owners, claimed_ext)
+            prepared = self._prepare_update(uow, item, match, resolved, owners, claimed_ext,
+                                            fill_only=id(item) in filling)
             if prepared is not None:
                 changed.append((item, *prepared))
         if changed:
@@ -630,6 +660,53 @@ class _Import:
 
     def _key_column(self) -> str:
         return self.checker.column_of(self.key)
+
+    def _door(self, uow: Any, inserts: list[tuple[int, Any, _Row]]
+              ) -> tuple[list[tuple[int, Any, _Row]], list[tuple[_Item, Any]]]:
+        """The door check for a batch's new customer rows (one query per exact key): rows that look
+        like a stored customer, or like an earlier row of this import, are skipped, turned into an
+        update (or a fill of the empty fields: merge) of that customer, or added anyway, as
+        ``--on-duplicate`` says; each is reported with its line."""
+        duplicates = self.crm.duplicates
+        # The exact keys of this batch's new rows so far: a later row with one is a duplicate too.  Rows
+        # of earlier batches are in the database already, where the query finds them (memory stays flat).
+        seen: dict[tuple[str, Any], int] = {}
+        rows = [_as_columns(self.columns, row) for _, _, row in inserts]
+        stored = duplicates.matches_many(uow, rows)
+        wanted = sorted({m.customer_id for found in stored.values() for m in found})
+        full = {r.id: r._mapping for r in _where_in(uow, [self.table], self.table.c.id, wanted)} if (
+            self.door in ("update", "merge") and wanted) else {}
+        kept: list[tuple[int, Any, _Row]] = []
+        door_updates: list[tuple[_Item, Any]] = []
+        action = {"skip": "skipped", "add": "added", "update": "updated", "merge": "merged"}[self.door or "add"]
+        for (line, values, row), columns, index in zip(inserts, rows, range(len(inserts))):
+            keys = [(key, value) for key in duplicates.settings.exact
+                    if (value := _door_key(key, columns)) is not None]
+            matches = stored.get(index, [])
+            earlier = next((seen[k] for k in keys if k in seen), None)
+            if not matches and earlier is None:
+                kept.append((line, values, row))
+                for k in keys:
+                    seen.setdefault(k, line)
+                continue
+            ids = [m.customer_id for m in matches]
+            said = "; ".join(m.describe() for m in matches[:3]) or f"line {earlier} of this file"
+            if self.door == "add":
+                self.report.add_duplicate(line, "added", f"looks like {said}", ids)
+                kept.append((line, values, row))
+                continue
+            if self.door in ("update", "merge") and len(matches) == 1 and earlier is None \
+                    and self.written.get(ids[0]) is None:
+                self.report.add_duplicate(line, action, f"looks like {said}", ids)
+                door_updates.append((_Item(line, values, None, None, None, None), full[ids[0]]))
+                continue
+            why = f"looks like {said}"
+            if self.door in ("update", "merge"):
+                why += (" (several customers: merge them first, or --on-duplicate add)" if len(matches) > 1
+                        else " (an earlier row of this file is that customer)")
+            self.report.add_duplicate(line, "skipped", why, ids)
+            self.report.skipped += 1
+        return kept, door_updates
 
     def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int]) -> list[_Item]:
         """The batch without its rows that equal their stored record (the SQLite bulk path).
@@ -903,11 +980,14 @@ class _Import:
         uow.audit.batch(f"{self.kind}.import", self.kind, ids)
 
     def _prepare_update(self, uow: Any, item: _Item, match: Any, resolved: dict[str, dict[Any, Any]],
-                        owners: dict[str, int], claimed_ext: dict[str, int]) -> tuple[Any, Any] | None:
+                        owners: dict[str, int], claimed_ext: dict[str, int],
+                        fill_only: bool = False) -> tuple[Any, Any] | None:
         """(previous, candidate) for a row that updates ``match``; None if rejected or unchanged.
 
         Blank cells keep the stored value; given ones replace it, and the
         result is validated as a whole (e.g. a deal's stage and lost reason).
+        ``fill_only`` (``--on-duplicate merge``): given cells fill only the stored record's empty
+        fields, tags are added, custom fields the record has keep their value.
         """
         repo = self.service.repo(uow)
         previous = repo.from_row(match)
@@ -938,6 +1018,8 @@ class _Import:
             self._reject_all(item.line, problems, item.values)
             return None
         candidate = repo.from_row(row)
+        if fill_only:
+            candidate = _fill_blanks(previous, candidate)
         if getattr(candidate, "archived_at", None) is not None:  # archiving has its own use case and audit
             self._reject(item.line, self.checker.column_of("archived_at"), f"{self.kind} {previous.id} is not "
                          f"archived: an import does not archive it (crm {self.kind} delete {previous.id} does)",
@@ -997,6 +1079,40 @@ class _Import:
             row = repo.to_row(entity)
             rows.append({"_id": row["id"], **{c: row[c] for c in columns}})
         uow.conn.execute(self._update_statement, rows)
+
+
+def _as_columns(columns: list[str], row: Any) -> dict[str, Any]:
+    """A row to insert (a dict, or bound values in ``columns`` order) as column values, custom
+    fields as a dict (the SQLite bulk path binds them as JSON text)."""
+    values = dict(row) if isinstance(row, dict) else dict(zip(columns, row))
+    if isinstance(values.get("attributes"), str):
+        values["attributes"] = json.loads(values["attributes"])
+    return values
+
+
+def _door_key(key: str, columns: dict[str, Any]) -> Any:
+    """An exact key's value in a row, as the door check compares it (email case-blind)."""
+    if key == "email":
+        return columns["email"].lower() if columns.get("email") else None
+    if key.startswith("attributes."):
+        value = (columns.get("attributes") or {}).get(key.removeprefix("attributes."))
+        return None if value in (None, "") else str(value)
+    return columns.get(key) or None
+
+
+def _fill_blanks(previous: Any, candidate: Any) -> Any:
+    """``candidate`` with every field ``previous`` has a value for taken from ``previous`` (tags
+    united, custom fields added): an import row merged into a stored customer fills its gaps."""
+    changes: dict[str, Any] = {}
+    for field in attrs.fields(type(previous)):
+        old = getattr(previous, field.name)
+        if field.name == "tags":
+            changes["tags"] = tuple(dict.fromkeys((*old, *candidate.tags)))
+        elif field.name == "attributes":
+            changes["attributes"] = {**candidate.attributes, **old}
+        elif old not in (None, "") and not isinstance(old, bool):
+            changes[field.name] = old
+    return attrs.evolve(candidate, **changes)
 
 
 def _deal_identity(row: Any) -> tuple[Any, ...]:

@@ -477,6 +477,26 @@ idempotency_keys = Table(
 )
 """The stored first response per (user, idempotency key)."""
 
+# Merges of duplicate customers (revision 0012_duplicates): one row per merge, with the
+# before-state an unmerge puts back (the customers' fields and the ids of every row moved,
+# per table).  RESTRICT on the kept customer: a merge record outlives nothing it names.
+customer_merges = Table(
+    "customer_merges",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kept_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), nullable=False, index=True),
+    Column("merged_ids", JSON, nullable=False),
+    Column("before", JSON, nullable=False),
+    Column("moved", JSON, nullable=False),
+    Column("merged_at", UTCDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("undone_at", UTCDateTime),
+    Column("undone_by", String(100)),
+    **TABLE_OPTIONS,
+)
+"""Customer merges: the kept customer, the merged ones, their before-state and the rows moved;
+``undone_at`` once ``crm customer unmerge`` put it back."""
+
 ENTITY_TABLES = {
     "customer": customers,
     "contact": contacts,

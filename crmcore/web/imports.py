@@ -136,7 +136,7 @@ def report_data(report: ImportReport) -> dict[str, Any]:
     shown = attrs.evolve(report, reject_file=None)  # the server's temporary path is nobody's business
     data: dict[str, Any] = {name: getattr(report, name) for name in (
         "entity", "file", "format", "key", "on_error", "dry_run", "committed", "rows", "inserted", "updated",
-        "unchanged", "rejected", "matched", "stopped_early", "notes")}
+        "unchanged", "rejected", "matched", "skipped", "duplicates", "stopped_early", "notes")}
     data["summary"] = shown.summary()
     data["errors"] = [{"file": report.file, "line": e.line, "field": e.column, "reason": e.reason,
                        "message": e.message(report.file)} for e in report.errors]
@@ -188,6 +188,9 @@ def imports_router(crm: "CRM") -> APIRouter:
         earn: bool = Query(default=True, description="Deals: won deals earn loyalty points."),
         allow_duplicates: bool = Query(default=False, description="Deals: add rows without external_id "
                                                                   "even when the same deal is stored."),
+        on_duplicate: Literal["skip", "update", "merge", "add"] | None = Query(
+            default=None, description="Customers: a new row with a stored customer's exact key is skipped, updates "
+                                      "it, fills its empty fields or is added (default: [duplicates] on_import)."),
         report: Literal["json", "csv"] = Query(default="json", description="csv: answer with the reject file."),
     ) -> Response:
         entity = kind.removesuffix("s")
@@ -216,7 +219,7 @@ def imports_router(crm: "CRM") -> APIRouter:
                                     mapping=mapping, ignore_unknown=ignore_unknown, key=key, dry_run=dry_run,
                                     on_error=on_error, reject_file=workdir / "rejects.csv", workers=0,
                                     max_errors=max_errors, raw_csv=raw_csv, earn=earn,
-                                    allow_duplicates=allow_duplicates)
+                                    allow_duplicates=allow_duplicates, on_duplicate=on_duplicate)
             try:
                 result = await run_in_threadpool(import_file, crm, entity, path, options)
                 failed = False

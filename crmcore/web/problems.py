@@ -25,8 +25,10 @@ from ..application.users import InactiveUser
 from ..domain.errors import (
     ConfigError,
     CRMError,
+    DuplicateCustomer,
     HasHistory,
     InsufficientPoints,
+    MergeRefused,
     NotAuthorized,
     NotFound,
     RecordArchived,
@@ -55,6 +57,8 @@ _STATUS: tuple[tuple[type[CRMError], int, str], ...] = (
     (RecordArchived, 409, "archived"),
     (HasHistory, 409, "has-history"),
     (InsufficientPoints, 409, "insufficient-points"),
+    (DuplicateCustomer, 409, "duplicate"),
+    (MergeRefused, 409, "merge-refused"),
     (ConfigError, 422, "invalid-request"),
     (CRMError, 422, "invalid-request"),
 )
@@ -103,6 +107,9 @@ def crm_error_response(request: Request, exc: CRMError) -> JSONResponse:
     if isinstance(exc, ValidationError):
         errors = [{"field": field, "pointer": "/" + field.replace(".", "/"), "detail": message}
                   for field, message in exc.issues]
+    elif isinstance(exc, DuplicateCustomer):  # which customers, and the keys they share
+        errors = [{"field": ", ".join(m.fields), "pointer": "", "detail": m.describe(),
+                   "customer_id": m.customer_id} for m in exc.matches]
     headers = {"WWW-Authenticate": 'Bearer realm="crmcore"'} if status == 401 else None
     return problem(status, str(exc), kind, errors, headers, request.url.path)
 

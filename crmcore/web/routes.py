@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING
 
 from fastapi import APIRouter
 
+from .duplicates import duplicates_router
 from .imports import imports_router
 from .inbound import inbound_router
 from .loyalty import loyalty_router
@@ -19,4 +20,4 @@ if TYPE_CHECKING:
     from ..app import CRM
 
 ROUTERS: list[Callable[["CRM"], APIRouter]] = [segments_router, loyalty_router, notify_router, reports_router,
-                                               imports_router, inbound_router, unsubscribe_router]
+                                               imports_router, inbound_router, unsubscribe_router, duplicates_router]

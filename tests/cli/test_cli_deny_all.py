@@ -71,6 +71,8 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("customer", "resubscribe"): [ben, "--channel", "console"],
         ("customer", "delete"): [ben],
         ("customer", "restore"): [ids["archived_customer"]],
+        ("customer", "merge"): [ann, ben],
+        ("customer", "unmerge"): ["1"],
         ("contact", "add"): ["--customer", "ann", "--name", "Finn"],
         ("contact", "show"): [ids["contact"]],
         ("contact", "update"): [ids["contact"], "--title", "CTO"],

@@ -178,6 +178,10 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("deal", "restore"): (OBJECT, [open_deal]),
         ("customer", "delete"): (OBJECT, ["Eve"]),       # archives (Eve's id, below)
         ("customer", "restore"): (OBJECT, ["Eve"]),
+        ("customer", "duplicates"): (ARRAY, []),
+        ("customer", "merge"): (OBJECT, [ann, "Eve"]),   # Eve into Ann (merge 1)
+        ("customer", "merges"): (ARRAY, []),
+        ("customer", "unmerge"): (OBJECT, ["1"]),
         # Users last: once a user exists, commands need an actor (CRM_USER below).
         ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei", "--role", "admin"]),
         ("user", "list"): (ARRAY, []),
@@ -207,6 +211,8 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
     for path, (shape, args) in expected.items():
         if path in (("customer", "delete"), ("customer", "restore")):
             args = [str(eve)]  + args[1:]
+        if path == ("customer", "merge"):
+            args = [args[0], str(eve)]
         result = run("--json", "--as-of", "2026-06-30", *path, *args, env=acting)
         documents = ([json.loads(line) for line in result.stdout.splitlines()] if path == ("export",)
                      else [json.loads(result.stdout)])

@@ -150,7 +150,8 @@ def test_links_by_external_id_email_and_id(crm_cli, tmp_path):
 
 def test_ambiguous_email_reference(crm_cli, tmp_path):
     crm_cli.run("import", "customers", str(customers_file(tmp_path, [
-        ["C1", "One", "shared@example.com", "", "lead", ""], ["C2", "Two", "shared@example.com", "", "lead", ""]])))
+        ["C1", "One", "shared@example.com", "", "lead", ""], ["C2", "Two", "shared@example.com", "", "lead", ""]])),
+                "--on-duplicate", "add")
     deals = write_csv(tmp_path / "deals.csv", [["customer", "title", "amount", "stage"],
                                                ["shared@example.com", "X", "1", "lead"]])
     result = crm_cli.run("import", "deals", str(deals), ok=False)

@@ -183,8 +183,13 @@ def test_second_import_of_the_same_file_changes_nothing(make_cli, config, tmp_pa
         result = target.run("import", kind, str(tmp_path / f"{kind}-{id(source)}.csv"), "--key", "id")
         assert "0 inserted, 0 updated" in result.output and "unchanged" in result.output, result.output
     assert snapshot(target.open(), keep_ids=True) == before
-    # Matched by external id (the default), rows without one are new records each time -- and the
-    # report says so.
-    result = target.run("import", "customers", str(tmp_path / f"customers-{id(source)}.csv"))
+    # Matched by external id (the default), a row without one is new: the door check finds the stored
+    # customer with its email and skips it, saying so (issue 18) ...
+    file = str(tmp_path / f"customers-{id(source)}.csv")
+    result = target.run("import", "customers", file)
+    assert "0 inserted, 0 updated, 2 unchanged, 1 skipped as duplicates" in result.output
+    assert "skipped: looks like customer" in result.output
+    # ... and --on-duplicate add makes it a new record each time, as the report says.
+    result = target.run("import", "customers", file, "--on-duplicate", "add")
     assert "1 inserted, 0 updated, 2 unchanged" in result.output
     assert "1 row had no external_id" in result.output

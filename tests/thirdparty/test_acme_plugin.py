@@ -67,7 +67,7 @@ def test_loaded_through_the_entry_point_and_listed(acme):
     assert set(info.hooks) == {
         "register_segmenters", "register_channels", "register_reports", "register_renderers",
         "register_custom_fields", "register_migrations", "register_commands", "register_settings", "register_routes",
-        "on_customer_created",
+        "on_customer_created", "merge_customer_rows", "unmerge_customer_rows",
     }
     assert info.components == {
         "segmenters": ["acme-stage", "acme-tags"],

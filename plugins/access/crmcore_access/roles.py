@@ -28,7 +28,8 @@ ENTITIES = ("customer", "contact", "interaction", "deal")
 ADMIN: Table = {"*": ["*"]}
 
 MANAGER: Table = {
-    "customer": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
+    "customer": ["read", "list", "create", "update", "delete", "restore", "merge", "unmerge", "duplicates", "import",
+                 "export"],
     "contact": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "interaction": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "deal": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export", "move"],
@@ -47,7 +48,7 @@ MANAGER: Table = {
 }
 
 SALES_REP: Table = {
-    "customer": ["read", "list", "create", "update", "delete", "restore", "import", "export"],
+    "customer": ["read", "list", "create", "update", "delete", "restore", "duplicates", "import", "export"],
     "contact": ["read", "list", "create", "update", "delete", "restore", "import", "export"],
     "interaction": ["read", "list", "create", "update", "delete", "restore", "import", "export"],
     "deal": ["read", "list", "create", "update", "delete", "restore", "import", "export", "move"],

@@ -81,3 +81,14 @@ def on_customer_created(uow, customer):
     uow.crm.interactions.add(customer_id=customer.id, kind="note", direction="internal",
                              occurred_at=uow.now, subject=settings.welcome_subject, owner="acme")
     uow.conn.execute(insert(acme_welcomes).values(customer_id=customer.id, welcomed_at=uow.now))
+
+
+@hookimpl
+def merge_customer_rows(uow, kept_id, merged_ids, moved):
+    # Our welcomes follow their customer into the kept one; what moved is recorded for an unmerge.
+    moved["acme_welcomes"] = uow.crm.merges.move_rows(uow, acme_welcomes, kept_id, merged_ids)
+
+
+@hookimpl
+def unmerge_customer_rows(uow, kept_id, merged_ids, moved):
+    uow.crm.merges.restore_rows(uow, acme_welcomes, moved.get("acme_welcomes", {}))

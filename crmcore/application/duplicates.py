@@ -1,0 +1,380 @@
+"""Duplicate customers (``crm.duplicates``): the door check and finding candidate pairs in bulk.
+
+* :meth:`DuplicateService.matches` is the **door check**: the stored customers that share an exact
+  key (``[duplicates] exact``: email whatever its case, the E.164 phone, the external id, a custom
+  field such as a registration number) with a customer about to be added.  ``crm.customers.add``,
+  the CLI, imports and the HTTP API ask it.
+* :meth:`DuplicateService.find` lists **candidate pairs and clusters** over every customer:
+  blocking in SQL (customers sharing an exact key are found by ``GROUP BY``; fuzzy candidates
+  share the ``[duplicates] block`` columns, read in that order as one stream), scoring in Python
+  with :mod:`rapidfuzz` (names as characters and as pinyin, company legal suffixes stripped).
+
+How a pair scores (0..1): sharing an exact key gives ``0.7 + 0.3 * name similarity`` (+0.1 for
+each further shared key, at most 1; -0.15 when both have an email address and the addresses
+differ), so the same address under a differently spelt name still scores 1.0 while two people
+sharing a family phone stay below the merge threshold; names both in Chinese characters are
+compared as characters (homophones are different people); without an
+exact key, ``0.9 * name similarity * (0.4 + 0.6 * the email local parts' similarity)`` (phone numbers
+of one city share their first digits, so a near phone says nothing): at most 0.9, so such a pair is listed for a person to judge but never reaches the
+defaults' merge score (0.95), and a common name (two 张伟 in one city with unrelated addresses) is
+neither listed at the default ``min_score`` nor merged.
+"""
+
+from __future__ import annotations
+
+import builtins
+import functools
+import itertools
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from rapidfuzz import fuzz, process
+from sqlalchemy import ColumnElement, bindparam, func, or_, select
+
+from ..config.duplicates import DuplicateSettings
+from ..domain.entities import Customer, CustomerKind
+from ..domain.matching import email_key, has_han, name_forms, name_similarity
+from ..store import tables
+
+if TYPE_CHECKING:
+    from ..app import CRM
+    from .uow import UnitOfWork
+
+customers = tables.customers
+#: Customers per fuzzy block at most before it is split further by the name's first letters.
+BLOCK_LIMIT = 2000
+#: What a pair sharing a key but with two different email addresses loses.
+CONFLICT = 0.15
+#: Customers sharing one exact key at most for it to count (more: a placeholder such as ``noemail@...``).
+EXACT_GROUP_LIMIT = 50
+#: Rows read per round trip while streaming the fuzzy blocks.
+STREAM_BATCH = 5000
+#: The columns a pair is scored on.
+_COLUMNS = ("id", "kind", "name", "email", "phone", "external_id", "city", "region", "country", "updated_at")
+
+
+@attrs.frozen
+class Match:
+    """A stored customer the door check found: its id and name, and the exact keys it shares."""
+
+    customer_id: int
+    name: str
+    fields: tuple[str, ...]
+
+    def describe(self) -> str:
+        """``customer 123 (same email, phone)``."""
+        return f"customer {self.customer_id} {self.name!r} (same {', '.join(self.fields)})"
+
+
+@attrs.frozen
+class Pair:
+    """Two customers that look alike: ``a < b``, a score 0..1 and what matched (``{"email": "same",
+    "name": 0.93}``)."""
+
+    a: int
+    b: int
+    score: float
+    fields: Mapping[str, Any]
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"a": self.a, "b": self.b, "score": round(self.score, 4), "fields": dict(self.fields)}
+
+
+@attrs.frozen
+class Cluster:
+    """Customers linked by pairs at or above a score: their ids (ascending; the first is the oldest,
+    the one a bulk merge keeps) and the pairs that link them."""
+
+    ids: tuple[int, ...]
+    pairs: tuple[Pair, ...]
+
+    @property
+    def score(self) -> float:
+        """The weakest link's score."""
+        return min(p.score for p in self.pairs)
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {"ids": list(self.ids), "score": round(self.score, 4), "pairs": [p.as_dict() for p in self.pairs]}
+
+
+class DuplicateService:
+    """``crm.duplicates``: the door check and the search for candidate pairs."""
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+
+    @property
+    def settings(self) -> DuplicateSettings:
+        """The ``[duplicates]`` table."""
+        return self.crm.config.duplicates
+
+    # -- the door ------------------------------------------------------------------------------
+    def check(self, **fields: Any) -> builtins.list[Match]:
+        """The customers a new customer with ``fields`` would duplicate (normalised as an add
+        normalises them: ``check(email="ZHANG.WEI@example.com", phone="132-9141-7776")``).
+        Asks ``authorize("customer.duplicates")``; only customers the acting user may see."""
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize("customer.duplicates", None)
+            fields.setdefault("name", "?")
+            candidate = self.crm.validator.customer(self.crm.customers.build(fields))
+            return self.matches(uow, candidate)
+
+    def matches(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[Match]:
+        """The live customers (not archived, visible to the actor) sharing an exact key with
+        ``customer`` (already normalised), in id order; one query."""
+        conditions = self._key_conditions(customer)
+        if not conditions:
+            return []
+        query = select(customers).where(or_(*conditions), customers.c.archived_at.is_(None))
+        if customer.id is not None:
+            query = query.where(customers.c.id != customer.id)
+        with uow.scoped():
+            rows = uow.conn.execute(query.order_by(customers.c.id).limit(20)).mappings().all()
+        return [Match(row["id"], row["name"], tuple(self._shared(customer, dict(row)))) for row in rows]
+
+    def matches_many(self, uow: "UnitOfWork", rows: Sequence[Mapping[str, Any]]
+                     ) -> dict[int, builtins.list[Match]]:
+        """:meth:`matches` for a batch (an import's new rows, as column values): index in ``rows``
+        -> matches, one query per exact key for the whole batch."""
+        found: dict[int, dict[int, tuple[str, list[str]]]] = {}
+        for key in self.settings.exact:
+            wanted: dict[Any, list[int]] = {}
+            for index, row in enumerate(rows):
+                value = _key_value(key, row)
+                if value is not None:
+                    wanted.setdefault(value, []).append(index)
+            if not wanted:
+                continue
+            query = _batch_query(key)
+            values = builtins.list(wanted)
+            for start in range(0, len(values), 1000):
+                with uow.scoped():
+                    for cid, name, value in uow.conn.execute(query, {"values": values[start:start + 1000]}):
+                        for index in wanted.get(value, ()):
+                            found.setdefault(index, {}).setdefault(cid, (name, []))[1].append(_label(key))
+        return {index: [Match(cid, name, tuple(keys)) for cid, (name, keys) in sorted(by_id.items())]
+                for index, by_id in found.items()}
+
+    def _key_conditions(self, customer: Customer) -> builtins.list[ColumnElement[bool]]:
+        row = {"email": customer.email, "phone": customer.phone, "external_id": customer.external_id,
+               "attributes": customer.attributes}
+        return [_key_column(key) == value for key in self.settings.exact
+                if (value := _key_value(key, row)) is not None]
+
+    def _shared(self, customer: Customer, row: Mapping[str, Any]) -> Iterator[str]:
+        mine = {"email": customer.email, "phone": customer.phone, "external_id": customer.external_id,
+                "attributes": customer.attributes}
+        for key in self.settings.exact:
+            value = _key_value(key, mine)
+            if value is not None and value == _key_value(key, row):
+                yield _label(key)
+
+    # -- in bulk -------------------------------------------------------------------------------
+    def find(self, min_score: float | None = None) -> builtins.list[Cluster]:
+        """Candidate clusters over every live customer the acting user may see, best first.
+
+        Asks ``authorize("customer.duplicates")``.  ``min_score`` defaults to ``[duplicates] min_score``.
+        """
+        threshold = self.settings.min_score if min_score is None else min_score
+        with self.crm.unit(readonly=True) as uow:
+            self.crm.authorize("customer.duplicates", None)
+            pairs = builtins.list(self.pairs(uow, threshold))
+        return clusters(pairs)
+
+    def pairs(self, uow: "UnitOfWork", min_score: float = 0.0) -> Iterator[Pair]:
+        """Every candidate pair scoring at least ``min_score`` (each once): exact-key pairs, then
+        fuzzy ones."""
+        seen: set[tuple[int, int]] = set()
+        records: dict[int, Mapping[str, Any]] = {}
+        exact_pairs: dict[tuple[int, int], list[str]] = {}
+        for key in self.settings.exact:
+            for members in self._exact_groups(uow, key):
+                for row in members:
+                    records[row["id"]] = row
+                for x, y in itertools.combinations(sorted(r["id"] for r in members), 2):
+                    exact_pairs.setdefault((x, y), []).append(_label(key))
+        for (x, y), keys in exact_pairs.items():
+            seen.add((x, y))
+            pair = self.score(records[x], records[y], keys)
+            if pair.score >= min_score:
+                yield pair
+        for rx, ry in self._fuzzy_candidates(uow, min_score):
+            x, y = sorted((rx["id"], ry["id"]))
+            if (x, y) not in seen:
+                seen.add((x, y))
+                pair = self.score(rx, ry, [])
+                if pair.score >= min_score:
+                    yield pair
+
+    def score(self, a: Mapping[str, Any], b: Mapping[str, Any], exact: Sequence[str]) -> Pair:
+        """Score two customers (as column values) that share the exact keys ``exact`` (see the module doc)."""
+        company = CustomerKind.COMPANY.value in (a.get("kind"), b.get("kind"))
+        name = name_similarity(a["name"], b["name"], company)
+        fields: dict[str, Any] = {key: "same" for key in exact}
+        fields["name"] = round(name, 4)
+        if exact:
+            score = min(1.0, 0.7 + 0.3 * name + 0.1 * (len(exact) - 1))
+            if "email" not in exact and a.get("email") and b.get("email") \
+                    and email_key(a["email"]) != email_key(b["email"]):
+                score -= CONFLICT  # two different addresses speak against one person (a family's phone)
+                fields["email"] = "different"
+        else:
+            other = 0.0
+            if a.get("email") and b.get("email"):
+                other = fuzz.ratio(_local_part(a["email"]), _local_part(b["email"])) / 100.0
+                fields["email"] = round(other, 4)
+            score = fuzzy_score(name, other)
+        for column in self.settings.block:
+            if a.get(column) is not None and a.get(column) == b.get(column):
+                fields[column] = "same"
+        x, y = sorted((a["id"], b["id"]))
+        return Pair(x, y, score, fields)
+
+    def _exact_groups(self, uow: "UnitOfWork", key: str) -> Iterator[builtins.list[Mapping[str, Any]]]:
+        """The live customers sharing a value of ``key``, a list per value: ``GROUP BY ... HAVING
+        COUNT(*) > 1`` finds the values, one ordered read their customers.  A value more than
+        :data:`EXACT_GROUP_LIMIT` customers share is a placeholder (``noemail@...``), not a person."""
+        column = _key_column(key)
+        live = customers.c.archived_at.is_(None)
+        shared = select(column).where(live, column.is_not(None)).group_by(column).having(
+            func.count() > 1, func.count() <= EXACT_GROUP_LIMIT)
+        query = select(*(customers.c[c] for c in _COLUMNS), column.label("match_key")).where(
+            live, column.in_(shared.scalar_subquery())).order_by(column, customers.c.id)
+        with uow.scoped():
+            rows = uow.conn.execute(query).mappings()
+            for _, group in itertools.groupby(rows, key=lambda r: r["match_key"]):
+                yield [dict(r) for r in group]
+
+    def _fuzzy_candidates(self, uow: "UnitOfWork", min_score: float
+                          ) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        """Pairs in one block whose names are at least ``name_threshold`` alike and whose fuzzy
+        score can reach ``min_score``.
+
+        The block columns order one streamed read; each block is split by the first letters of
+        the romanised name while a part is larger than :data:`BLOCK_LIMIT`, and
+        :func:`rapidfuzz.process.cdist` scores each part's names, email local parts and phones
+        against one another on every core, so only the pairs that qualify reach Python.
+        """
+        block = [customers.c[c] for c in self.settings.block]
+        query = select(*(customers.c[c] for c in _COLUMNS)).where(
+            customers.c.archived_at.is_(None), *(c.is_not(None) for c in block)).order_by(*block, customers.c.id)
+        with uow.scoped():
+            streaming = uow.conn.execution_options(stream_results=True, yield_per=STREAM_BATCH)
+            rows = streaming.execute(query).mappings()
+            for _, group in itertools.groupby(rows, key=lambda r: tuple(r[c] for c in self.settings.block)):
+                members = [dict(r) for r in group]
+                if len(members) > 1:
+                    yield from self._similar(members, min_score)
+
+    def _similar(self, members: builtins.list[dict[str, Any]], min_score: float, depth: int = 1
+                 ) -> Iterator[tuple[Mapping[str, Any], Mapping[str, Any]]]:
+        parts: dict[str, list[dict[str, Any]]] = {}
+        for row in members:
+            romanised = name_forms(row["name"], row["kind"] == CustomerKind.COMPANY.value)[1]
+            parts.setdefault(romanised[:depth], []).append(row)
+        for part in parts.values():
+            if len(part) < 2:
+                continue
+            if len(part) > BLOCK_LIMIT and depth < 4:
+                yield from self._similar(part, min_score, depth + 1)
+                continue
+            for i, j in zip(*self._qualifying(part, min_score)):
+                yield part[i], part[j]
+
+    def _qualifying(self, part: builtins.list[dict[str, Any]], min_score: float) -> tuple[Any, Any]:
+        """Index pairs ``(i, j)``, ``i < j``, of ``part`` whose names are alike enough and whose
+        fuzzy score (as :func:`fuzzy_score`, from whole-part score matrices) reaches ``min_score``."""
+        import numpy  # only a search needs it (not the start of every command)
+
+        forms = [name_forms(r["name"], r["kind"] == CustomerKind.COMPANY.value) for r in part]
+        cutoff = self.settings.name_threshold * 100
+
+        def matrix(values: builtins.list[str], scorer: Any) -> Any:
+            return process.cdist(values, values, scorer=scorer, dtype=numpy.uint8, workers=-1)
+
+        han = numpy.array([has_han(r["name"]) for r in part], dtype=bool)
+        roman = matrix([f[1] for f in forms], fuzz.token_sort_ratio)
+        roman[numpy.outer(han, han)] = 0  # two names in characters: compared as characters only
+        name = numpy.maximum(roman, matrix([f[0] for f in forms], fuzz.ratio))
+        del roman
+        # The candidates (names alike, each pair once), then their scores as vectors: no float matrix.
+        first, second = numpy.nonzero(numpy.triu(name >= cutoff, k=1))
+        if not len(first):
+            return (), ()
+        emails = [_local_part(r["email"]) if r["email"] else "" for r in part]
+        has = numpy.array([bool(e) for e in emails], dtype=bool)
+        other = matrix(emails, fuzz.ratio)[first, second] * (has[first] & has[second])
+        scores = fuzzy_score(name[first, second].astype(numpy.float32) / 100, other.astype(numpy.float32) / 100)
+        keep = scores >= min_score - 1e-6
+        return first[keep], second[keep]
+
+
+def fuzzy_score(name: Any, other: Any) -> Any:
+    """The score of a pair sharing no exact key (floats or arrays, 0..1): ``0.9 * name * (0.4 + 0.6 *
+    other)``, at most 0.9, so only an exact key takes a pair to the merge score."""
+    return 0.9 * name * (0.4 + 0.6 * other)
+
+
+def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:
+    """Group pairs into clusters (connected components, union-find), best first."""
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        parent.setdefault(x, x)
+        while parent[x] != x:
+            parent[x] = parent[parent[x]]
+            x = parent[x]
+        return x
+
+    kept = builtins.list(pairs)
+    for pair in kept:
+        ra, rb = root(pair.a), root(pair.b)
+        if ra != rb:
+            parent[max(ra, rb)] = min(ra, rb)
+    grouped: dict[int, list[Pair]] = {}
+    for pair in kept:
+        grouped.setdefault(root(pair.a), []).append(pair)
+    found = [Cluster(tuple(sorted({i for p in ps for i in (p.a, p.b)})), tuple(sorted(ps, key=lambda p: (p.a, p.b))))
+             for ps in grouped.values()]
+    return sorted(found, key=lambda c: (-c.score, c.ids))
+
+
+@functools.cache
+def _batch_query(key: str) -> Any:
+    """The live customers whose ``key`` is one of ``:values`` (built once: an import asks per batch)."""
+    column = _key_column(key)
+    return select(customers.c.id, customers.c.name, column.label("k")).where(
+        column.in_(bindparam("values", expanding=True)), customers.c.archived_at.is_(None))
+
+
+def _local_part(email: str) -> str:
+    """The folded part of an address before the ``@`` (a shared domain says nothing about a person)."""
+    return (email_key(email) or "").partition("@")[0]
+
+
+def _label(key: str) -> str:
+    return key.removeprefix("attributes.")
+
+
+def _key_column(key: str) -> ColumnElement[Any]:
+    """The SQL expression of an exact key: the address lower-cased, a custom field as text."""
+    if key == "email":
+        return func.lower(customers.c.email)
+    if key.startswith("attributes."):
+        text: ColumnElement[Any] = customers.c.attributes[key.removeprefix("attributes.")].as_string()
+        return text
+    return customers.c[key]
+
+
+def _key_value(key: str, row: Mapping[str, Any]) -> Any:
+    """The value of an exact key in ``row`` (column values) as :func:`_key_column` compares it."""
+    if key == "email":
+        email = row.get("email")
+        return email.lower() if email else None
+    if key.startswith("attributes."):
+        value = (row.get("attributes") or {}).get(key.removeprefix("attributes."))
+        return None if value is None or value == "" else str(value)
+    return row.get(key) or None
