@@ -19,6 +19,7 @@ from .application.components import build_options
 from .application.leads import LeadService
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
+from .application.privacy import PrivacyService
 from .application.registry import Registry
 from .application.roles import Role
 from .application.services import (
@@ -74,6 +75,7 @@ class CRM:
         self.teams = TeamService(self)
         self.tokens = TokenService(self)
         self.leads = LeadService(self)
+        self.privacy = PrivacyService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)

@@ -29,6 +29,7 @@ from ..domain.entities import Pipeline, Stage, StageOutcome
 from ..domain.errors import ConfigError, unknown_keys
 from .api import ApiSettings, parse_api
 from .notify import NotifySettings, parse_notify
+from .privacy import PrivacySettings, parse_privacy
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
 
@@ -93,6 +94,8 @@ class Config:
     notify: NotifySettings = attrs.field(factory=NotifySettings)
     # [api]: public lead-capture forms and signed inbound webhooks (crmcore.config.api).
     api: ApiSettings = attrs.field(factory=ApiSettings)
+    # [privacy]: retention policies (crmcore.config.privacy).
+    privacy: PrivacySettings = attrs.field(factory=PrivacySettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -162,6 +165,8 @@ class Config:
             kwargs["notify"] = parse_notify(values.pop("notify"), where("notify"))
         if "api" in values:
             kwargs["api"] = parse_api(values.pop("api"), where("api"))
+        if "privacy" in values:
+            kwargs["privacy"] = parse_privacy(values.pop("privacy"), where("privacy"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

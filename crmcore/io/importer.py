@@ -86,6 +86,7 @@ from .mapping import (
     entity_kind,
 )
 from .readers import Reader, Record, open_reader
+from ..application.privacy_files import remember as remember_file
 from .rejects import RejectWriter, check_reject_target
 from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
@@ -416,6 +417,9 @@ class _Import:
             _restore_gc(gc_state)
             if self.rejects is not None:
                 self.rejects.close()
+                if self.rejects.count:  # an erasure must find the file (crmcore.application.privacy_files)
+                    with self.crm.unit() as uow:
+                        remember_file(uow, self.rejects.path)
         if self.report.committed and not options.dry_run:
             refresh_statistics(self.crm, self.table)
         if self.report.matched:

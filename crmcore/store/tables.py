@@ -484,3 +484,29 @@ ENTITY_TABLES = {
     "deal": deals,
 }
 """The table of each core entity, by entity name."""
+
+# Personal data protection (revision 0013_privacy).  ``privacy_erasures``: one row per erased
+# customer (``crm customer erase``), which makes erasure idempotent; no foreign key, like the
+# audit trail, so nothing cascades into it.  ``privacy_files``: files the CRM wrote that may hold
+# personal data (import reject files), so an erasure can find and scrub them.
+privacy_erasures = Table(
+    "privacy_erasures",
+    metadata,
+    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("erased_at", UTCDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("reason", String(300), nullable=False),
+    **TABLE_OPTIONS,
+)
+"""Erased customers: when, by whom, why (never what was erased)."""
+
+privacy_files = Table(
+    "privacy_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", String(1000), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("written_at", UTCDateTime, nullable=False),
+    **TABLE_OPTIONS,
+)
+"""Files the CRM wrote that may hold personal data (import reject files), for erasure to scrub."""

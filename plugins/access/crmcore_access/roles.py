@@ -28,7 +28,8 @@ ENTITIES = ("customer", "contact", "interaction", "deal")
 ADMIN: Table = {"*": ["*"]}
 
 MANAGER: Table = {
-    "customer": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
+    "customer": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export",
+                 "export-data"],
     "contact": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "interaction": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "deal": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export", "move"],
