@@ -97,7 +97,7 @@ class PrivacyService:
             values = privacy_erase.distinctive_values(uow, customer)
             previous = uow.conn.execute(select(privacy_erasures.c.erased_at)
                                         .where(privacy_erasures.c.customer_id == cid)).scalar()
-            rows = privacy_erase.erase_rows(uow, customer, values)
+            rows = privacy_erase.erase_rows(uow, customer, values, first=previous is None)
             if uow.crm.plugins.has_impls("erase_personal_data"):
                 changed = [n for n in uow.crm.plugins.call("erase_personal_data", uow=uow, customer=customer,
                                                             values=values) if n]

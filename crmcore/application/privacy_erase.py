@@ -68,19 +68,24 @@ def distinctive_values(uow: "UnitOfWork", customer: Customer) -> tuple[str, ...]
     return tuple(sorted(values))
 
 
-def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...]) -> dict[str, int]:
-    """Anonymise the core tables' rows about ``customer``; returns the rows changed per table."""
-    conn, cid, now = uow.conn, customer.id, uow.now
+def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], first: bool) -> dict[str, int]:
+    """Anonymise the core tables' rows about ``customer``; returns the rows changed per table.
+
+    ``first``: the person was not erased before.  Checking again writes the same values and
+    keeps the rows' ``updated_at``, so a second run leaves the database as the first left it.
+    """
+    conn, cid = uow.conn, customer.id
+    stamp = {"updated_at": uow.now} if first else {}
     counts: dict[str, int] = {}
 
     def run(name: str, statement: Any) -> None:
         counts[name] = counts.get(name, 0) + (conn.execute(statement).rowcount or 0)
 
     run("interactions", update(interactions).where(interactions.c.customer_id == cid).values(
-        contact_id=None, subject=None, body=None, outcome=None, attributes={}, external_id=None, updated_at=now))
+        contact_id=None, subject=None, body=None, outcome=None, attributes={}, external_id=None, **stamp))
     run("contacts", delete(contacts).where(contacts.c.customer_id == cid))
     run("deals", update(deals).where(deals.c.customer_id == cid).values(
-        title=ERASED_TITLE, lost_reason=None, attributes={}, external_id=None, updated_at=now))
+        title=ERASED_TITLE, lost_reason=None, attributes={}, external_id=None, **stamp))
     run("loyalty_ledger", update(loyalty_ledger).where(loyalty_ledger.c.customer_id == cid).values(
         reason=None, details=None))
     run("segment_memberships", update(segment_memberships).where(segment_memberships.c.customer_id == cid)
@@ -93,18 +98,13 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...]) -
     run("messages", update(notify_outbox).where(or_(*mine)).values(
         recipient=None, subject=None, body=None, payload={}, delivery=None,
         last_error=ERASED))
-    run("idempotency_keys", _delete_mentions(uow, values))
+    if values:
+        run("idempotency_keys", delete(idempotency_keys).where(or_(*_mentions(idempotency_keys.c.response, values))))
     run("customers", update(customers).where(customers.c.id == cid).values(
         name=ERASED_NAME, email=None, phone=None, city=None, birthday=None, tags=[], attributes={},
         external_id=None, consent_email=False, consent_sms=False, consent_marketing=False,
-        archived_at=customer.archived_at or now, updated_at=now))
+        archived_at=customer.archived_at or uow.now, **stamp))
     return {name: n for name, n in counts.items() if n}
-
-
-def _delete_mentions(uow: "UnitOfWork", values: tuple[str, ...]) -> Any:
-    """The stored API responses that mention the person (an idempotent create's answer)."""
-    return delete(idempotency_keys).where(or_(*_mentions(idempotency_keys.c.response, values))) \
-        if values else delete(idempotency_keys).where(idempotency_keys.c.key.is_(None))
 
 
 def _mentions(column: Any, values: Iterable[str]) -> list[Any]:
