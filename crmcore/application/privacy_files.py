@@ -84,8 +84,8 @@ def _scrub_xlsx(path: Path, values: tuple[str, ...]) -> int:
     book = load_workbook(path)
     removed = 0
     for sheet in book.worksheets:
-        doomed = [row[0].row for row in sheet.iter_rows()
-                  if any(cell.value is not None and _holds(str(cell.value), values) for cell in row)]
+        doomed = [number for number, row in enumerate(sheet.iter_rows(values_only=True), 1)
+                  if any(cell is not None and _holds(str(cell), values) for cell in row)]
         for number in reversed(doomed):
             sheet.delete_rows(number)
         removed += len(doomed)

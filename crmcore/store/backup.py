@@ -218,7 +218,7 @@ def _restore_sqlite(engine: Engine, payload: Path) -> None:
     try:
         with engine.connect() as conn:
             target = conn.connection.dbapi_connection
-            assert target is not None, "an open connection has its DBAPI connection"
+            assert isinstance(target, sqlite3.Connection), "the SQLite driver's connection"
             source.backup(target)  # page by page into the live file, under SQLite's own locks
     finally:
         source.close()
