@@ -10,9 +10,12 @@ log filter of :mod:`crmcore.cli.masking` can blank them out of anything logged.
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 from ..domain.errors import ConfigError
 
@@ -45,10 +48,51 @@ def read(name: str, *, value: str | None = None, env: str | None = None, file: s
 
 
 def register(secret: str) -> str:
-    """Remember ``secret`` so log output can be scrubbed of it; returns it."""
+    """Remember ``secret`` so log output can be scrubbed of it (the first one installs the
+    scrubber); returns it."""
     if len(secret) >= 4:  # a shorter "secret" would blank ordinary words out of every log line
         _seen.add(secret)
+        _install_scrubber()
     return secret
+
+
+def scrub(text: str) -> str:
+    """``text`` with every known secret replaced by ``***``."""
+    for secret in _seen:
+        if secret in text:
+            text = text.replace(secret, "***")
+    return text
+
+
+_factory: Callable[..., logging.LogRecord] | None = None
+
+
+def _install_scrubber() -> None:
+    """Make every log record, of any logger (ours, uvicorn's, a driver's), carry its message
+    with the known secrets blanked: a record factory sees each record as it is made, which a
+    filter on one logger or handler would not."""
+    global _factory
+    if _factory is not None:
+        return
+    _factory = logging.getLogRecordFactory()
+    made_by = _factory
+
+    def scrubbed(*args: Any, **kwargs: Any) -> logging.LogRecord:
+        record = made_by(*args, **kwargs)
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format string is the logging module's to report, unchanged
+            return record
+        clean = scrub(message)
+        if clean != message:
+            record.msg, record.args = clean, None
+        if record.exc_info and record.exc_info[1] is not None and scrub(str(record.exc_info[1])) != str(
+                record.exc_info[1]):
+            record.exc_text = scrub("".join(traceback.format_exception(*record.exc_info)))
+            record.exc_info = None
+        return record
+
+    logging.setLogRecordFactory(scrubbed)
 
 
 def known() -> frozenset[str]:
