@@ -33,6 +33,7 @@ import attrs
 from sqlalchemy import Connection, insert, select, update
 
 from ..domain.convert import unstructure
+from ..store.sealed import open_changes, seal_changes
 from ..store.tables import audit_head, audit_log
 
 if TYPE_CHECKING:
@@ -117,6 +118,8 @@ class AuditTrail:
         a new row) and/or a batch's row ids."""
         if values is not None:
             changes = {key: [None, value] for key, value in values.items() if value is not None}
+        if changes is not None:
+            changes = seal_changes(self.uow.conn.dialect, jsonable(dict(changes)))
         self.pending.append({
             "actor": self.uow.actor, "action": action, "entity": entity,
             "entity_id": None if entity_id is None else str(entity_id), "customer_id": customer_id,
@@ -190,7 +193,8 @@ def records(conn: Connection, *, customer_id: int | None = None, actor: str | No
         query = query.where(audit_log.c.recorded_at >= since)
     if limit is not None:
         query = query.order_by(None).order_by(audit_log.c.seq.desc()).limit(limit)
-    found = [AuditRecord(**row) for row in conn.execute(query).mappings()]
+    found = [AuditRecord(**{**row, "changes": open_changes(conn.dialect, row["changes"])})
+             for row in conn.execute(query).mappings()]
     return sorted(found, key=lambda r: r.seq)
 
 

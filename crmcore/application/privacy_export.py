@@ -33,6 +33,7 @@ from ..store.tables import (
     segment_memberships,
     segment_runs,
 )
+from ..store.sealed import open_changes
 from .audit import jsonable
 
 if TYPE_CHECKING:
@@ -62,6 +63,8 @@ def collect(uow: "UnitOfWork", customer: Customer) -> dict[str, Any]:
         order = table.c.seq if table is audit_log else list(table.primary_key.columns)[0]
         query = select(table).where(table.c.customer_id == cid).order_by(order)
         sections[name] = [jsonable(dict(row)) for row in conn.execute(query).mappings()]
+    for record in sections["audit"]:  # sealed values opened: the person gets to read them
+        record["changes"] = open_changes(conn.dialect, record["changes"])
     deal_ids = [row["id"] for row in sections["deals"]]
     sections["deal_stage_history"] = [
         jsonable(dict(row)) for row in conn.execute(

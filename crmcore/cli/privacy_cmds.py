@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from ..domain.errors import CRMError, ValidationError
+from ..store.sealed import new_key
 from .context import Session, pass_session
 from .entities import customer, resolve_customer
 
@@ -105,3 +106,23 @@ def apply_retention(session: Session, dry_run: bool, as_of: str | None) -> None:
     session.emit([{"policy": name, verb.replace(" ", "_"): count} for name, count in found.items()],
                  title=f"Retention as of {moment:%Y-%m-%d}: " + ", ".join(
                      f"{verb} {count} {labels.get(name, name)}" for name, count in found.items()))
+
+
+@privacy.command("rotate-key")
+@pass_session
+def rotate_key(session: Session) -> None:
+    """Re-seal every encrypted field with the first key of [privacy.encryption].
+
+    To rotate: put a new key (crm privacy new-key) first in the key file or variable, keep the
+    old one after it, run this, then remove the old key.  Also seals the values stored before
+    encryption was turned on."""
+    counts = session.crm.privacy.rotate_key()
+    session.emit([{"field": name, "resealed": count} for name, count in counts.items()],
+                 title=f"Re-sealed {sum(counts.values())} values with the first key")
+
+
+@privacy.command("new-key")
+@pass_session
+def new_key_command(session: Session) -> None:
+    """Print a new random encryption key (32 bytes, base64url) for [privacy.encryption]."""
+    click.echo(new_key())

@@ -76,6 +76,7 @@ from ..domain.errors import CRMError, HookError, ValidationError
 from ..domain.validation import normalize_email
 from ..store.bulk import fetch_rows, insert_returning_ids, sqlite_new_ids
 from ..store.maintenance import refresh_statistics
+from ..store.sealed import sealed
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from .mapping import (
     FIELD,
@@ -685,6 +686,13 @@ class _Import:
     def _existing(self, uow: Any, keys: set[Any]) -> dict[Any, list[Any]]:
         found: dict[Any, list[Any]] = {}
         if not keys:
+            return found
+        if self.key == "email" and sealed(uow.conn.dialect, "email"):  # exact, through the blind index
+            ordered = sorted(keys, key=str)
+            for start in range(0, len(ordered), 500):
+                query = select(self.table).where(self.table.c.email.in_(ordered[start:start + 500]))
+                for row in uow.conn.execute(query):
+                    found.setdefault(_fold(uow.dialect, row._mapping["email"]), []).append(row._mapping)
             return found
         if self.key == "email":  # addresses match whatever their case
             column = func.lower(self.table.c.email)

@@ -26,7 +26,12 @@ from sqlalchemy import (
     Text,
 )
 
+from .sealed import Sealed
 from .types import Money, UTCDateTime
+
+# Sealed columns (revision 0013_privacy): wide enough for the sealed form of the longest value
+# (crmcore.store.sealed); validation still allows what it allowed (the limit).
+EMAIL_WIDTH, PHONE_WIDTH = 512, 128
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -131,8 +136,8 @@ customers = Table(
     Column("id", Integer, primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("name", String(200), nullable=False),
-    Column("email", String(320), index=True),
-    Column("phone", String(32), index=True),
+    Column("email", Sealed("email", 320, EMAIL_WIDTH), index=True),
+    Column("phone", Sealed("phone", 32, PHONE_WIDTH), index=True),
     Column("country", String(2)),
     Column("region", String(100)),
     Column("city", String(100)),
@@ -165,8 +170,8 @@ contacts = Table(
     Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("title", String(100)),
-    Column("email", String(320), index=True),
-    Column("phone", String(32)),
+    Column("email", Sealed("email", 320, EMAIL_WIDTH), index=True),
+    Column("phone", Sealed("phone", 32, PHONE_WIDTH)),
     Column("is_primary", Boolean, nullable=False),
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
@@ -336,7 +341,7 @@ notify_outbox = Table(
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("channel", String(100), nullable=False),
     Column("customer_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), index=True),
-    Column("recipient", String(320)),
+    Column("recipient", Sealed("recipient", 320, EMAIL_WIDTH)),
     Column("purpose", String(16), nullable=False),
     Column("subject", String(300)),
     Column("body", Text),

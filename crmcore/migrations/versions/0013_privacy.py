@@ -21,7 +21,16 @@ branch_labels = None
 depends_on = None
 
 
+# Sealed (encrypted) values are longer than the values themselves (crmcore.store.sealed).
+WIDENED = (("customers", "email", 320, 512), ("customers", "phone", 32, 128),
+           ("contacts", "email", 320, 512), ("contacts", "phone", 32, 128), ("notify_outbox", "recipient", 320, 512))
+
+
 def upgrade() -> None:
+    for table, column, old, new in WIDENED:  # SQLite: a batch (the table copied), as for every change there
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(column, type_=sa.String(length=new), existing_type=sa.String(length=old),
+                               existing_nullable=True)
     op.create_table(
         "privacy_erasures",
         sa.Column("customer_id", sa.Integer(), autoincrement=False, nullable=False),
@@ -43,5 +52,9 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    for table, column, old, new in WIDENED:
+        with op.batch_alter_table(table) as batch:
+            batch.alter_column(column, type_=sa.String(length=old), existing_type=sa.String(length=new),
+                               existing_nullable=True)
     op.drop_table("privacy_files")
     op.drop_table("privacy_erasures")
