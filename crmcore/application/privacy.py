@@ -19,6 +19,7 @@ from ..domain.errors import ConfigError, ValidationError
 from ..store.sealed import MARK, Cipher, cipher_of
 from ..store.tables import contacts, customers, deals, interactions, notify_outbox, privacy_erasures
 from . import privacy_erase, privacy_export, privacy_files
+from .privacy_erase import reseal_audit
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -142,7 +143,13 @@ class PrivacyService:
             for table in (customers, contacts):
                 for field in sorted(cipher.fields):
                     counts[f"{table.name}.{field}"] = _reseal(uow, cipher, table, field, batch)
-            uow.audit.batch("privacy.rotate-key", "database", [], key=cipher.key_id, counts=counts)
+            counts["notify_outbox.recipient"] = _reseal(uow, cipher, notify_outbox, "recipient", batch)
+            # Audit values of sealed fields too; the new contents' hashes go in this record, as an
+            # erasure's do, so the chain still verifies (crmcore.application.audit.verify).
+            redacted = reseal_audit(uow, cipher, batch)
+            counts["audit_log"] = len(redacted)
+            uow.audit.record("privacy.rotate-key", "database", changes={
+                "key": [None, cipher.key_id], "counts": [None, dict(counts)], "redacted": [None, redacted]})
         return counts
 
     # -- retention -------------------------------------------------------------------

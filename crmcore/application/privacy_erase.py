@@ -33,6 +33,7 @@ from ..store.tables import (
     privacy_erasures,
     segment_memberships,
 )
+from ..store.sealed import MARK
 from .audit import record_hash
 
 if TYPE_CHECKING:
@@ -170,3 +171,35 @@ def record_erasure(uow: "UnitOfWork", customer_id: int, reason: str) -> bool:
     conn.execute(insert(privacy_erasures).values(customer_id=customer_id, erased_at=uow.now, actor=uow.actor,
                                                  reason=reason))
     return True
+
+
+def reseal_audit(uow: "UnitOfWork", cipher: Any, batch: int) -> dict[str, str]:
+    """Seal with the first key every audit value of a sealed field (plain ones, from before
+    encryption, and those sealed with an older key); returns ``{seq: hash of the new content}``."""
+    conn, after, resealed = uow.conn, 0, {}
+    while True:
+        rows = conn.execute(select(audit_log).where(audit_log.c.seq > after, audit_log.c.changes.is_not(None),
+                                                    audit_log.c.action.not_in((ACTION, "privacy.rotate-key")))
+                            .order_by(audit_log.c.seq).limit(batch)).mappings().all()
+        if not rows:
+            return resealed
+        for row in rows:
+            changes = _resealed(cipher, row["changes"])
+            if changes != row["changes"]:
+                conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
+                resealed[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"],
+                                                        row["actor"], row["action"], row["entity"],
+                                                        row["entity_id"], row["customer_id"], row["ids"], changes)
+        after = rows[-1]["seq"]
+
+
+def _resealed(cipher: Any, changes: Any) -> Any:
+    if not isinstance(changes, Mapping):
+        return changes
+    out = {}
+    for key, pair in changes.items():
+        if cipher.seals(key) and isinstance(pair, list):
+            pair = [v if not isinstance(v, str) or cipher.current(v)
+                    else cipher.seal(key, cipher.open(key, v) if v.startswith(MARK) else v) for v in pair]
+        out[key] = pair
+    return out

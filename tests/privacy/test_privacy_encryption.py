@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import inspect, select, table, text
 
 import crmcore
+from crmcore.application import audit
 from crmcore.io import ImportOptions, import_file
 from crmcore.store import backup as backups
 from crmcore.store.sealed import MARK, Cipher, new_key
@@ -75,8 +76,8 @@ def test_rotation_reseals_with_the_new_key(crm_factory: Any, monkeypatch: Any) -
     crm.customers.add(name="Rotated", email=EMAILS[0], phone=PHONES[0])
     crm.close()
     crm = encrypted(crm_factory, monkeypatch, [new, old])
-    assert crm.privacy.rotate_key() == {"customers.email": 1, "customers.phone": 1,
-                                        "contacts.email": 0, "contacts.phone": 0}
+    assert crm.privacy.rotate_key() == {"customers.email": 1, "customers.phone": 1, "contacts.email": 0,
+                                        "contacts.phone": 0, "notify_outbox.recipient": 0, "audit_log": 1}
     assert crm.privacy.rotate_key()["customers.email"] == 0  # nothing left to re-seal
     crm.close()
     crm = encrypted(crm_factory, monkeypatch, [new])  # the old key is gone: everything still opens
@@ -84,6 +85,9 @@ def test_rotation_reseals_with_the_new_key(crm_factory: Any, monkeypatch: Any) -
     with crm.engine.connect() as conn:
         stored = conn.execute(text("SELECT email FROM customers")).scalar_one()
     assert Cipher([new], ["email"]).current(stored)
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
+        assert audit.records(uow.conn)[0].changes["phone"] == [None, PHONES[0]]  # opened with the new key
 
 
 def test_turning_encryption_on_later_seals_existing_values(crm_factory: Any, monkeypatch: Any) -> None:
@@ -94,6 +98,8 @@ def test_turning_encryption_on_later_seals_existing_values(crm_factory: Any, mon
     assert crm.customers.find(id=1).email == EMAILS[0]  # a plain value reads as it is
     crm.privacy.rotate_key()
     assert PHONES[0] not in everything(crm)
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
     assert crm.customers.find(email=EMAILS[0]).phone == PHONES[0]
 
 
