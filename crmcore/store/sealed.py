@@ -5,8 +5,8 @@ A :class:`Sealed` column (``customers.email``, ``customers.phone``, ``contacts.e
 
     $e1$<blind index>$<key id>$<base64url(nonce + AES-256-GCM ciphertext and tag)>
 
-- The *blind index* is an HMAC-SHA256 (keyed, truncated to 128 bits) of the field and the
-  value: equal values have equal indexes, and nobody without the key can compute one from a
+- The *blind index* is a keyed BLAKE2b MAC (128 bits) of the value, personalised by the
+  field: equal values have equal indexes, and nobody without the key can compute one from a
   guessed phone number.  It comes first, so the column's ordinary B-tree index finds a value
   by a range over its prefix (``col > '$e1$IDX' AND col < '$e1$IDX%'``): :class:`Sealed`
   turns ``col == value`` (and ``col.in_([...])``) into that range, on every database (the
@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import hmac
 import os
 from collections.abc import Iterable
 from typing import Any
@@ -99,9 +98,11 @@ class Cipher:
     def prefix(self, field: str, value: str) -> str:
         """``$e1$`` and the blind index of ``value`` in ``field``: what every sealing of it starts with."""
         assert self._index is not None, "a cipher has an index key"
-        digest = hmac.new(self._index, f"{field}\x00{value}".encode("utf-8", "surrogatepass"),
-                          hashlib.sha256).digest()
-        return MARK + _b64(digest[:16])
+        # Keyed BLAKE2b is a MAC (RFC 7693) and about four times faster here than HMAC-SHA256;
+        # the field is its personalisation, so an email and a phone never share an index.
+        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=self._index, digest_size=16,
+                                 person=field.encode()[:16]).digest()
+        return MARK + _b64(digest)
 
     def seal(self, field: str, value: str) -> str:
         """The stored form of ``value``."""
