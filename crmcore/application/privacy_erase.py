@@ -176,7 +176,8 @@ def record_erasure(uow: "UnitOfWork", customer_id: int, reason: str) -> bool:
 def reseal_audit(uow: "UnitOfWork", cipher: Any, batch: int) -> dict[str, str]:
     """Seal with the first key every audit value of a sealed field (plain ones, from before
     encryption, and those sealed with an older key); returns ``{seq: hash of the new content}``."""
-    conn, after, resealed = uow.conn, 0, {}
+    conn, after = uow.conn, 0
+    resealed: dict[str, str] = {}
     while True:
         rows = conn.execute(select(audit_log).where(audit_log.c.seq > after, audit_log.c.changes.is_not(None),
                                                     audit_log.c.action.not_in((ACTION, "privacy.rotate-key")))

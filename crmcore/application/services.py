@@ -388,8 +388,9 @@ def phone_search_terms(text: str, region: str | None) -> builtins.list[str]:
 
 @functools.cache
 def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
-    return tuple((c.name, c.type.limit if isinstance(c.type, Sealed) else c.type.length) for c in _TABLES[kind].c
-                 if isinstance(c.type, Sealed) or (isinstance(c.type, String) and c.type.length))
+    limits = ((c.name, c.type.limit if isinstance(c.type, Sealed) else getattr(c.type, "length", None))
+              for c in _TABLES[kind].c if isinstance(c.type, (Sealed, String)))
+    return tuple((name, limit) for name, limit in limits if limit)
 
 
 def _counted(conn: Any, column: Any, value: int, one: str, many: str) -> builtins.list[str]:

@@ -201,7 +201,7 @@ class Sealed(TypeDecorator[str]):
             if op is operators.in_op and isinstance(other[0], (list, tuple)):
                 values = [v for v in other[0] if v is not None]
                 return or_(*[_equals(self.expr, field, v) for v in values]) if values else false()
-            return super().operate(op, *other, **kwargs)  # type: ignore[no-any-return]
+            return super().operate(op, *other, **kwargs)
 
 
 def _equals(column: Any, field: str, value: Any) -> ColumnElement[bool]:
@@ -216,25 +216,24 @@ def _equals(column: Any, field: str, value: Any) -> ColumnElement[bool]:
 
 
 class _SealedEquals(ColumnElement[bool]):
-    """``column = :key``, or with the engine's cipher the range over the key's blind index."""
+    """``column = :value``, or with the engine's cipher the range over the value's blind index."""
 
     inherit_cache = True
     _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
-                           ("key", InternalTraversal.dp_clauseelement)]
+                           ("bound", InternalTraversal.dp_clauseelement)]
     type = Boolean()
 
-    def __init__(self, column: Any, key: BindParameter[Any]):
-        self.column, self.key = column, key
+    def __init__(self, column: Any, bound: BindParameter[Any]):
+        self.column, self.bound = column, bound
 
 
 @compiles(_SealedEquals)
 def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> str:
     cipher = cipher_of(compiler.dialect)
-    column = element.column
-    field = element.key.type.field  # type: ignore[attr-defined]
+    column, bound = element.column, element.bound
+    field = bound.type.field  # type: ignore[attr-defined]
     if cipher is None or not cipher.seals(field):
-        return str(compiler.process(column.op("=")(element.key), **kw))
-    bound = element.key
+        return str(compiler.process(column.op("=")(bound), **kw))
     return str(compiler.process(and_(column.op(">")(bound), column.op("<")(bound.concat(literal_column("'%'")))),
                                 **kw))
 
