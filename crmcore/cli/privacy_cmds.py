@@ -98,7 +98,10 @@ def apply_retention(session: Session, dry_run: bool, as_of: str | None) -> None:
     moment = crm.as_of(as_of) if as_of else session.as_of
     found = crm.privacy.apply_retention(moment, dry_run=dry_run)
     if not found:
-        session.echo("no retention policy is configured ([privacy.retention] in crm.toml): nothing to do")
+        if session.as_json:
+            session.emit([])
+        else:
+            session.echo("no retention policy is configured ([privacy.retention] in crm.toml): nothing to do")
         return
     verb = "would remove" if dry_run else "removed"
     labels = {"interactions": "interactions", "leads": "unconverted leads (erased)",
@@ -125,4 +128,5 @@ def rotate_key(session: Session) -> None:
 @pass_session
 def new_key_command(session: Session) -> None:
     """Print a new random encryption key (32 bytes, base64url) for [privacy.encryption]."""
-    click.echo(new_key())
+    key = new_key()
+    session.emit_object({"key": key}, key)

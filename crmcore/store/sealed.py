@@ -37,12 +37,12 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import Boolean, String, and_, false, literal_column, or_
+from sqlalchemy import String, and_, false, literal_column, or_
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.visitors import InternalTraversal
-from sqlalchemy.types import TypeDecorator
+from sqlalchemy.types import NullType, TypeDecorator
 
 from ..domain.errors import ConfigError
 
@@ -221,7 +221,7 @@ class _SealedEquals(ColumnElement[bool]):
     inherit_cache = True
     _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
                            ("bound", InternalTraversal.dp_clauseelement)]
-    type = Boolean()
+    type = NullType()  # a comparison: Boolean would get "= 1" appended where booleans are not native
 
     def __init__(self, column: Any, bound: BindParameter[Any]):
         self.column, self.bound = column, bound
