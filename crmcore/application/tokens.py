@@ -12,6 +12,7 @@ or expiring a token, or deactivating its user, stops it at the next request.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import secrets
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -69,9 +70,13 @@ class ApiToken:
                 "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat()}
 
 
-def token_hash(secret: str) -> str:
-    """The stored form of a token (hex SHA-256)."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+def token_hash(secret: str, pepper: bytes | None = None) -> str:
+    """The stored form of a token: hex SHA-256, or with a pepper (``[api] token_pepper_env`` /
+    ``token_pepper_file``) hex HMAC-SHA256 keyed by it."""
+    data = secret.encode("utf-8", "surrogatepass")
+    if pepper:
+        return hmac.new(pepper, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 _COLUMNS = (api_tokens.c.id, users.c.login, api_tokens.c.name, api_tokens.c.prefix, api_tokens.c.created_at,
@@ -107,7 +112,8 @@ class TokenService:
             if not user.active:
                 raise ValidationError.single("user", f"user {login!r} is deactivated", "token")
             result = uow.conn.execute(insert(api_tokens).values(
-                user_id=user.id, name=name, prefix=secret[:12], token_hash=token_hash(secret),
+                user_id=user.id, name=name, prefix=secret[:12],
+                token_hash=token_hash(secret, self.crm.config.api.token_pepper()),
                 created_at=uow.now, created_by=uow.actor, expires_at=expires_at))
             new_id = inserted_id(result)
             uow.audit.record("token.create", "token", new_id, values={"login": login, "name": name,
@@ -152,7 +158,10 @@ class TokenService:
         if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
             raise InvalidToken("not a crmcore API token")
         with self.crm.unit(readonly=True, plain=True) as uow:
-            row = uow.conn.execute(_AUTHENTICATE, {"hash": token_hash(secret)}).first()
+            pepper = self.crm.config.api.token_pepper()
+            row = uow.conn.execute(_AUTHENTICATE, {"hash": token_hash(secret, pepper)}).first()
+            if row is None and pepper:  # a token made before the pepper was set keeps working
+                row = uow.conn.execute(_AUTHENTICATE, {"hash": token_hash(secret)}).first()
             now = uow.now
         if row is None:
             raise InvalidToken("unknown token")

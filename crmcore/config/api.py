@@ -143,12 +143,22 @@ class ApiSettings:
     max_upload: int = 64 * 1024 * 1024
     forms: Mapping[str, FormSettings] = attrs.field(factory=dict)
     webhooks: Mapping[str, WebhookSettings] = attrs.field(factory=dict)
+    #: Where the API token pepper is (an environment variable, a file): a secret mixed into each
+    #: stored token hash (HMAC), so a copy of the database alone cannot test guessed tokens.
+    token_pepper_env: str | None = None
+    token_pepper_file: str | None = None
+
+    def token_pepper(self) -> bytes | None:
+        """The pepper (read when needed, so it can rotate with the environment), or None."""
+        value = secrets.read("token_pepper", env=self.token_pepper_env, file=self.token_pepper_file,
+                             label="[api]")
+        return None if value is None else value.encode("utf-8")
 
 
 CAPTURE_KEYS = ("fields", "required", "consent", "interaction", "source", "owner", "act_as")
 FORM_KEYS = (*CAPTURE_KEYS, "rate_limit", "redirect", "honeypot")
 WEBHOOK_KEYS = (*CAPTURE_KEYS, "secret_env", "secret_file", "tolerance", "event_id")
-API_KEYS = ("rate_limit_storage", "max_upload", "forms", "webhooks")
+API_KEYS = ("rate_limit_storage", "max_upload", "forms", "webhooks", "token_pepper_env", "token_pepper_file")
 STORAGE_SCHEMES = ("memory://", "redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -164,6 +174,12 @@ def parse_api(value: Any, where: str) -> ApiSettings:
         kwargs["rate_limit_storage"] = storage
     if "max_upload" in table:
         kwargs["max_upload"] = _size(table.pop("max_upload"), f"{where}: [api] max_upload")
+    if "token_pepper" in table:
+        raise ConfigError(f"{where}: [api] token_pepper: never put the pepper in the file; name the environment "
+                          f"variable holding it with token_pepper_env, or a file with token_pepper_file")
+    for key in ("token_pepper_env", "token_pepper_file"):
+        if key in table:
+            kwargs[key] = _text(table.pop(key), f"{where}: [api] {key}")
     if "forms" in table:
         kwargs["forms"] = {name: _form(name, entry, f"{where}: [api.forms.{name}]")
                            for name, entry in _named(table.pop("forms"), f"{where}: [api.forms]").items()}

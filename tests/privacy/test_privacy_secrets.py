@@ -58,3 +58,25 @@ def test_logs_never_show_a_secret(tmp_path: Path, caplog: Any) -> None:
     assert "hunter2-very-secret" not in caplog.text
     assert "login with *** failed" in caplog.text and "bad password ***" in caplog.text
     assert secrets.scrub("a hunter2-very-secret b") == "a *** b"
+
+
+def test_api_tokens_are_peppered_from_the_environment(crm_factory: Any, monkeypatch: Any) -> None:
+    import hashlib
+
+    from sqlalchemy import select
+
+    from crmcore.store.tables import api_tokens
+
+    plain = crm_factory()
+    plain.users.add("ann")
+    _, before = plain.tokens.create("ann", "made before the pepper")
+    monkeypatch.setenv("PRIVTEST_PEPPER", "pepper-for-the-tests")
+    crm = crm_factory(config={"api": {"token_pepper_env": "PRIVTEST_PEPPER"}})
+    _, after = crm.tokens.create("ann", "peppered")
+    with crm.engine.connect() as conn:
+        stored = conn.execute(select(api_tokens.c.token_hash).order_by(api_tokens.c.id)).scalars().all()
+    assert stored[0] == hashlib.sha256(before.encode()).hexdigest()
+    assert stored[1] != hashlib.sha256(after.encode()).hexdigest()  # the database alone cannot test a guess
+    assert crm.tokens.authenticate(after) == "ann" and crm.tokens.authenticate(before) == "ann"
+    with pytest.raises(crmcore.ConfigError, match="never put the pepper in the file"):
+        Config.from_mapping({"api": {"token_pepper": "x"}})
