@@ -10,6 +10,7 @@ autoescaped: the values are the person's own text and may hold markup).
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -112,9 +113,13 @@ th { background: #f3f3f3; }
 <body>
 <h1>Personal data held about customer {{ data.customer.id }}</h1>
 <p>Exported {{ exported_at }}. The JSON file next to this page holds the same data for programs.</p>
-{% if data.erasure %}<p><strong>This person's data was erased on {{ data.erasure.erased_at }}.</strong></p>{% endif %}
+{% if data.erasure %}
+<p><strong>This person's data was erased on {{ data.erasure.erased_at }}.</strong></p>
+{% endif %}
 <h2>Customer record</h2>
-<table>{% for key, value in data.customer.items() %}<tr><th>{{ key }}</th><td>{{ show(value) }}</td></tr>{% endfor %}</table>
+<table>{% for key, value in data.customer.items() %}
+<tr><th>{{ key }}</th><td>{{ show(value) }}</td></tr>{% endfor %}
+</table>
 {% for title, rows in parts %}
 <h2>{{ title }} ({{ rows|length }})</h2>
 {% if rows %}{% set columns = columns_of(rows) %}
@@ -130,23 +135,18 @@ th { background: #f3f3f3; }
 def render_html(data: Mapping[str, Any], exported_at: str) -> str:
     """A self-contained HTML summary of :func:`collect`'s result."""
     parts = [(name.replace("_", " ").capitalize(), rows) for name, rows in data["sections"].items()]
-    parts += [(f"Plugin data: {name}", rows) for name, rows in data["plugins"].items()]
+    parts += [(f"Plugin data: {name}", [row if isinstance(row, Mapping) else {"value": row} for row in rows])
+              for name, rows in data["plugins"].items()]
     return _PAGE.render(data=data, parts=parts, exported_at=exported_at, show=_show, columns_of=_columns)
 
 
-def _columns(rows: list[Any]) -> list[str]:
-    seen: dict[str, None] = {}
-    for row in rows:
-        for key in (row if isinstance(row, Mapping) else {"value": row}):
-            seen.setdefault(str(key), None)
-    return list(seen)
+def _columns(rows: list[Mapping[str, Any]]) -> list[str]:
+    return list(dict.fromkeys(str(key) for row in rows for key in row))
 
 
 def _show(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, (dict, list)):
-        import json
-
         return json.dumps(value, ensure_ascii=False, sort_keys=True)
     return str(value)

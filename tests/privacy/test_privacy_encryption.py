@@ -114,3 +114,24 @@ def test_bad_keys_and_missing_keys_are_clear_errors(crm_factory: Any, monkeypatc
         plain.customers.find(id=1)
     with pytest.raises(crmcore.ConfigError, match="never put the key in the file"):
         crmcore.Config.from_mapping({"privacy": {"encryption": {"fields": ["phone"], "key": "x"}}})
+
+
+def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: Any) -> None:
+    crm = encrypted(crm_factory, monkeypatch, [new_key()], plugins=["notify"])
+    keep = crm.customers.add(name="Kept", email=EMAILS[1], phone=PHONES[1])
+    gone = crm.customers.add(name="Gone", email=EMAILS[0], phone=PHONES[0])
+    with crm.unit() as uow:
+        uow.outbox.enqueue("console", customer_id=gone.id, recipient=EMAILS[0], subject="s", body="b")
+    exported = crm.privacy.export(gone.id)
+    assert exported["customer"]["phone"] == PHONES[0]
+    assert exported["sections"]["audit"][0]["changes"]["phone"] == [None, PHONES[0]]  # opened for the person
+    crm.privacy.erase(gone.id, "request")
+    with crm.engine.connect() as conn:
+        left = conn.execute(select(notify_outbox.c.recipient)).scalars().all()
+        sealed_left = conn.execute(text("SELECT email, phone FROM customers ORDER BY id")).all()
+    assert left == [None] and sealed_left[1] == (None, None) and sealed_left[0][0].startswith(MARK)
+    assert crm.customers.find(email=EMAILS[1]).id == keep.id
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
+        assert all("phone" not in (r.changes or {}) or r.changes["phone"][1] in (None, "[erased]")
+                   for r in audit.records(uow.conn, customer_id=gone.id))
