@@ -43,11 +43,11 @@ def backup_command(session: Session, file: str) -> None:
 @pass_session
 def restore_command(session: Session, file: str, yes: bool) -> None:
     """Replace the database with the backup FILE and verify row counts and ledger sums."""
-    manifest = backups.read_manifest(file)
-    if not yes:
-        raise ValidationError.single("--yes", f"nothing restored: add --yes to replace the database with {file} "
-                                     f"(from {manifest['created_at']})")
-    with _authorized(session, "db.restore", create=True) as crm:
+    with _authorized(session, "db.restore", create=True) as crm:  # asked before the file is even read
+        manifest = backups.read_manifest(file)
+        if not yes:
+            raise ValidationError.single("--yes", f"nothing restored: add --yes to replace the database with "
+                                         f"{file} (from {manifest['created_at']})")
         backups.restore(crm.engine, file)
         with crm.unit() as uow:  # appended to the restored chain, after the verification
             uow.audit.record("db.restore", "database", changes={"file": [None, str(Path(file).resolve())],
