@@ -73,10 +73,11 @@ class PrivacyService:
         return privacy_export.render_html(data, str(data.get("exported_at", "")))
 
     # -- erasure ---------------------------------------------------------------------
-    def erase(self, customer_id: int, reason: str) -> Erasure:
+    def erase(self, customer_id: int, reason: str, compact: bool = True) -> Erasure:
         """Remove or anonymise the person's data everywhere; idempotent (see
         :mod:`crmcore.application.privacy_erase`).  On SQLite the file is then rebuilt
-        (``VACUUM``), so no erased value survives in free pages or the write-ahead log."""
+        (``VACUUM``), so no erased value survives in free pages or the write-ahead log
+        (``compact=False``: the caller does it once after many erasures)."""
         reason = " ".join(reason.split())
         if not reason:
             raise ValidationError.single("reason", "say why the customer is erased (e.g. 'request 2026-114')")
@@ -86,8 +87,8 @@ class PrivacyService:
             customer = self.crm.customers.target(uow, customer_id)
             self.crm.authorize("customer.erase", customer)
             result = self._erase(uow, customer, reason)
-            if uow.dialect == "sqlite":
-                uow.after_commit(self._compact_sqlite)
+            if compact and uow.dialect == "sqlite":
+                uow.after_commit(self.compact)
         return result
 
     def _erase(self, uow: "UnitOfWork", customer: Any, reason: str) -> Erasure:
@@ -118,8 +119,11 @@ class PrivacyService:
                 uow.conn.exec_driver_sql("PRAGMA secure_delete = OFF")
         return Erasure(cid, previous is not None, previous or uow.now, rows, files, len(redacted))
 
-    def _compact_sqlite(self) -> None:
-        """Rebuild the SQLite file and empty its write-ahead log (outside any transaction)."""
+    def compact(self) -> None:
+        """Rebuild a SQLite file and empty its write-ahead log (outside any transaction), so no
+        erased value is left in free pages; nothing on the servers (docs/privacy.md)."""
+        if self.crm.engine.dialect.name != "sqlite":
+            return
         raw = self.crm.engine.raw_connection()
         try:
             cursor = raw.cursor()
@@ -177,9 +181,11 @@ class PrivacyService:
             leads = self._stale_leads(uow, now, policy.leads_months) if policy.leads_months is not None else None
         if leads is not None:
             found["leads"] = len(leads)
-            if not dry_run:
+            if not dry_run and leads:
                 for customer_id in leads:
-                    self.erase(customer_id, f"retention: lead not converted within {policy.leads_months} months")
+                    self.erase(customer_id, f"retention: lead not converted within {policy.leads_months} months",
+                               compact=False)
+                self.compact()
         return found
 
     def _apply(self, uow: "UnitOfWork", dry_run: bool, table: Any, where: Any, statement: Any, entity: str) -> int:
