@@ -18,6 +18,7 @@ from crmcore.store import backup as backups
 from crmcore.store.sealed import MARK, Cipher, new_key
 from crmcore.store.tables import notify_outbox
 
+SQLITE_ONLY = pytest.mark.parametrize("crm_db_url", ["sqlite"], indirect=True)
 PHONES = ["+8613911112222", "+8613933334444"]
 EMAILS = ["sealed.one@example.com", "sealed.two@example.com"]
 
@@ -90,6 +91,7 @@ def test_rotation_reseals_with_the_new_key(crm_factory: Any, monkeypatch: Any) -
         assert audit.records(uow.conn)[0].changes["phone"] == [None, PHONES[0]]  # opened with the new key
 
 
+@SQLITE_ONLY  # the database does not matter here: the main test covers all three
 def test_turning_encryption_on_later_seals_existing_values(crm_factory: Any, monkeypatch: Any) -> None:
     plain = crm_factory()
     plain.customers.add(name="Before", email=EMAILS[0], phone=PHONES[0])
@@ -103,6 +105,7 @@ def test_turning_encryption_on_later_seals_existing_values(crm_factory: Any, mon
     assert crm.customers.find(email=EMAILS[0]).phone == PHONES[0]
 
 
+@SQLITE_ONLY  # the database does not matter here: the main test covers all three
 def test_bad_keys_and_missing_keys_are_clear_errors(crm_factory: Any, monkeypatch: Any) -> None:
     with pytest.raises(crmcore.ConfigError, match="key 1 is not 32 bytes"):
         encrypted(crm_factory, monkeypatch, ["short"])
@@ -116,6 +119,7 @@ def test_bad_keys_and_missing_keys_are_clear_errors(crm_factory: Any, monkeypatc
         crmcore.Config.from_mapping({"privacy": {"encryption": {"fields": ["phone"], "key": "x"}}})
 
 
+@SQLITE_ONLY  # the database does not matter here: the main test covers all three
 def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: Any) -> None:
     crm = encrypted(crm_factory, monkeypatch, [new_key()], plugins=["notify"])
     keep = crm.customers.add(name="Kept", email=EMAILS[1], phone=PHONES[1])

@@ -60,6 +60,7 @@ def test_logs_never_show_a_secret(tmp_path: Path, caplog: Any) -> None:
     assert secrets.scrub("a hunter2-very-secret b") == "a *** b"
 
 
+@pytest.mark.parametrize("crm_db_url", ["sqlite"], indirect=True)
 def test_api_tokens_are_peppered_from_the_environment(crm_factory: Any, monkeypatch: Any) -> None:
     import hashlib
 
