@@ -221,7 +221,8 @@ class _SealedEquals(ColumnElement[bool]):
     inherit_cache = True
     _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
                            ("bound", InternalTraversal.dp_clauseelement)]
-    type = NullType()  # a comparison: Boolean would get "= 1" appended where booleans are not native
+    # A comparison: typed Boolean, SQLite (no native booleans) would get "= 1" appended to it.
+    type = NullType()  # type: ignore[assignment]
 
     def __init__(self, column: Any, bound: BindParameter[Any]):
         self.column, self.bound = column, bound
