@@ -157,3 +157,15 @@ def test_erasure_leaves_no_value_of_the_person_anywhere(planted: Any) -> None:
     again = crm.privacy.erase(ids["zhang"], "request 2")
     assert again.already and again.audit == 0 and again.files == 0
     assert scan(crm) == everything
+
+
+@pytest.mark.parametrize("crm_db_url", ["sqlite"], indirect=True)
+def test_the_loyalty_plugin_exports_its_rows(crm_factory: Any) -> None:
+    crm = crm_factory(plugins=["loyalty"])
+    referrer = crm.customers.add(name="Referrer")
+    referee = crm.customers.add(name="Referee")
+    crm.loyalty.refer(referee.id, referrer.id)
+    data = crm.privacy.export(referrer.id)
+    assert [r["referee_id"] for r in data["plugins"]["loyalty_referrals"]] == [referee.id]
+    assert "loyalty_reward_codes" in data["plugins"]
+    assert crm.privacy.erase(referee.id, "request").rows.get("plugins") is None  # ids only: nothing to erase
