@@ -235,8 +235,9 @@ def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> 
     field = bound.type.field  # type: ignore[attr-defined]
     if cipher is None or not cipher.seals(field):
         return str(compiler.process(column.op("=")(bound), **kw))
-    return str(compiler.process(and_(column.op(">")(bound), column.op("<")(bound.concat(literal_column("'%'")))),
-                                **kw))
+    # Parenthesised: the range is one condition, also under NOT.
+    return "(" + str(compiler.process(and_(column.op(">")(bound),
+                                           column.op("<")(bound.concat(literal_column("'%'")))), **kw)) + ")"
 
 
 def seal_changes(dialect: Any, changes: Any) -> Any:
