@@ -21,6 +21,7 @@ from .application.registry import Register
 from .application.roles import Role
 from .application.uow import UnitOfWork
 from .config import Config
+from .config.secrets import read as read_secret
 from .domain.customfields import CustomField
 from .domain.entities import (
     Contact,
@@ -100,5 +101,5 @@ __all__ = [
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
-    "normalize_phone", "parse_as_of", "pass_session", "xlsx_column_width", "xlsx_number_format",
+    "normalize_phone", "parse_as_of", "pass_session", "read_secret", "xlsx_column_width", "xlsx_number_format",
 ]

@@ -21,6 +21,7 @@ from .application.leads import LeadService
 from .application.merges import MergeService
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
+from .application.privacy import PrivacyService
 from .application.registry import Registry
 from .application.roles import Role
 from .application.services import (
@@ -48,6 +49,7 @@ from .notify.templates import TemplateError
 from .reports import Report, ReportEngine
 from .segments import SegmentEngine, Segmenter
 from .store.engine import make_engine, sqlite_file_missing
+from .store.sealed import Cipher
 
 T = TypeVar("T")
 
@@ -65,6 +67,9 @@ class CRM:
         self.plugins = plugins
         self.clock = clock
         self.engine = make_engine(config.database_url, create=create)
+        if config.privacy.encryption.fields:  # sealed columns seal and open with this engine's keys
+            self.engine.dialect.crm_cipher = Cipher(config.privacy.encryption.keys(),  # type: ignore[attr-defined]
+                                                    config.privacy.encryption.fields)
         install_visibility(self.engine)  # record visibility in every scoped unit of work's SELECTs
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
         self.default_actor: str | None = None
@@ -78,6 +83,7 @@ class CRM:
         self.leads = LeadService(self)
         self.duplicates = DuplicateService(self)
         self.merges = MergeService(self)
+        self.privacy = PrivacyService(self)
         self.segments = SegmentEngine(self)
         self.loyalty = LoyaltyEngine(self)
         self.notify = NotifyEngine(self)
@@ -269,7 +275,8 @@ class CRM:
                 now = self.clock()
                 # An API request's token is checked by its first unit, on this connection.
                 credential = current_credential.get()
-                user = None if credential is None else check_credential(credential, conn, now)
+                user = None if credential is None else credential.user or \
+                    check_credential(credential, conn, now, self.config.api.token_pepper())
                 actor = current_actor.get() or (user.login if user else None) or self.default_actor
                 uow = UnitOfWork(self, conn, actor, now)
                 uow.acting_user = user if user is not None and user.login == uow.actor else None

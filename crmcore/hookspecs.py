@@ -22,7 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable
+    from collections.abc import Iterable, Mapping
     from datetime import datetime
 
     import click
@@ -420,6 +420,33 @@ def on_scheduled(uow: UnitOfWork, as_of: datetime) -> None:
     :param uow: the unit of work of the run.
     :param as_of: the instant the run stands for (aware UTC); the calendar day
         is ``as_of`` in the configured timezone.
+    """
+
+
+@hookspec
+def export_personal_data(uow: UnitOfWork, customer: Customer) -> Mapping[str, list[dict[str, Any]]] | None:
+    """Contribute the rows a plugin holds about one person to a subject access export
+    (``crm customer export-data``).
+
+    :param uow: the unit of work of the export (read it through ``uow.conn``).
+    :param customer: the customer whose data is exported.
+    :returns: None, or ``{"TABLE or section": [row, ...]}`` with JSON-ready rows.
+    """
+
+
+@hookspec
+def erase_personal_data(uow: UnitOfWork, customer: Customer, values: tuple[str, ...]) -> int | None:
+    """Remove or irreversibly anonymise what a plugin holds about one person
+    (``crm customer erase``), in the erasure's unit of work.
+
+    Keep what the books need (amounts, dates) in anonymous form; remove names,
+    addresses, free text.  Called again for a person already erased: be idempotent.
+
+    :param uow: the unit of work of the erasure.
+    :param customer: the customer as stored before the erasure.
+    :param values: the person's distinctive values (name, email, phone, external id and
+        those of their contacts) to look for in free text.
+    :returns: the number of rows changed or removed (None: nothing).
     """
 
 

@@ -27,6 +27,7 @@ from ..store.bulk import insert_returning_ids
 from ..store.filters import search_condition
 from ..store.repositories import Archived, E, Repository
 from ..store import tables
+from ..store.sealed import Sealed
 from ..store.tables import ENTITY_TABLES as _TABLES
 from . import consents
 from .users import resolve_owner, resolve_owners
@@ -387,8 +388,9 @@ def phone_search_terms(text: str, region: str | None) -> builtins.list[str]:
 
 @functools.cache
 def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
-    return tuple((c.name, c.type.length) for c in _TABLES[kind].c
-                 if isinstance(c.type, String) and c.type.length)
+    limits = ((c.name, c.type.limit if isinstance(c.type, Sealed) else getattr(c.type, "length", None))
+              for c in _TABLES[kind].c if isinstance(c.type, (Sealed, String)))
+    return tuple((name, limit) for name, limit in limits if limit)
 
 
 def _counted(conn: Any, column: Any, value: int, one: str, many: str) -> builtins.list[str]:

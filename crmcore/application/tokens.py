@@ -14,9 +14,10 @@ from __future__ import annotations
 import contextvars
 import functools
 import hashlib
+import hmac
 import secrets
-from datetime import datetime
 from collections.abc import Callable
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -72,9 +73,13 @@ class ApiToken:
                 "revoked_at": None if self.revoked_at is None else self.revoked_at.isoformat()}
 
 
-def token_hash(secret: str) -> str:
-    """The stored form of a token (hex SHA-256)."""
-    return hashlib.sha256(secret.encode("utf-8", "surrogatepass")).hexdigest()
+def token_hash(secret: str, pepper: bytes | None = None) -> str:
+    """The stored form of a token: hex SHA-256, or with a pepper (``[api] token_pepper_env`` /
+    ``token_pepper_file``) hex HMAC-SHA256 keyed by it."""
+    data = secret.encode("utf-8", "surrogatepass")
+    if pepper:
+        return hmac.new(pepper, data, hashlib.sha256).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 _COLUMNS = (api_tokens.c.id, users.c.login, api_tokens.c.name, api_tokens.c.prefix, api_tokens.c.created_at,
@@ -124,8 +129,10 @@ current_credential: contextvars.ContextVar[Credential | None] = contextvars.Cont
     "crm_credential", default=None)
 
 
-def check_credential(credential: Credential, conn: Connection, now: datetime) -> ActingUser:
-    """Check ``credential`` on ``conn`` at ``now`` (one indexed query, once per credential).
+def check_credential(credential: Credential, conn: Connection, now: datetime,
+                     pepper: bytes | None = None) -> ActingUser:
+    """Check ``credential`` on ``conn`` at ``now`` (one indexed query, once per credential), its
+    hash keyed by ``pepper`` when one is configured (``[api] token_pepper_env``).
 
     :class:`InvalidToken` says why a token is refused: unknown, revoked, expired, or its user
     deactivated.
@@ -133,17 +140,20 @@ def check_credential(credential: Credential, conn: Connection, now: datetime) ->
     if credential.user is not None:
         return credential.user
     if credential.error is None:
-        credential.error = _refusal(credential.secret, conn, now, credential)
+        credential.error = _refusal(credential.secret, conn, now, credential, pepper)
     if credential.error is not None:
         raise credential.error
     assert credential.user is not None
     return credential.user
 
 
-def _refusal(secret: str, conn: Connection, now: datetime, credential: Credential) -> InvalidToken | None:
+def _refusal(secret: str, conn: Connection, now: datetime, credential: Credential,
+             pepper: bytes | None) -> InvalidToken | None:
     if not secret.startswith(TOKEN_PREFIX) or len(secret) > 200:
         return InvalidToken("not a crmcore API token")
-    login, active, role, expires_at, revoked_at = _authenticating_row(conn, token_hash(secret))
+    login, active, role, expires_at, revoked_at = _authenticating_row(conn, token_hash(secret, pepper))
+    if login is None and pepper:  # a token made before the pepper was set keeps working
+        login, active, role, expires_at, revoked_at = _authenticating_row(conn, token_hash(secret))
     if login is None:
         return InvalidToken("unknown token")
     if revoked_at is not None:
@@ -216,7 +226,8 @@ class TokenService:
             if not user.active:
                 raise ValidationError.single("user", f"user {login!r} is deactivated", "token")
             result = uow.conn.execute(insert(api_tokens).values(
-                user_id=user.id, name=name, prefix=secret[:12], token_hash=token_hash(secret),
+                user_id=user.id, name=name, prefix=secret[:12],
+                token_hash=token_hash(secret, self.crm.config.api.token_pepper()),
                 created_at=uow.now, created_by=uow.actor, expires_at=expires_at))
             new_id = inserted_id(result)
             uow.audit.record("token.create", "token", new_id, values={"login": login, "name": name,
@@ -263,8 +274,8 @@ class TokenService:
     def check(self, credential: Credential) -> str:
         """Check a request's :class:`Credential` now, if no unit of work has yet; its login."""
         if credential.user is None:
-            with self.crm.unit(readonly=True, plain=True) as uow:
-                check_credential(credential, uow.conn, uow.now)
+            with self.crm.unit(readonly=True, plain=True) as uow:  # checks it on opening
+                check_credential(credential, uow.conn, uow.now, self.crm.config.api.token_pepper())
         assert credential.login is not None
         return credential.login
 

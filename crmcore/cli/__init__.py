@@ -18,6 +18,8 @@ import click
 from ..domain.errors import CRMError
 from . import duplicate_cmds  # noqa: F401 - adds duplicates, merge, unmerge, merges to customer
 from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
+from . import backup_cmds  # noqa: F401 - adds backup and restore to db
+from .privacy_cmds import privacy  # also adds export-data and erase to customer
 from .audit_cmds import audit
 from .config_cmds import config_group, init
 from ..application.consents import decisions_from
@@ -72,7 +74,7 @@ cli.add_command(token)
 cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)
-for _group in (user, team, role, audit):
+for _group in (user, team, role, audit, privacy):
     cli.add_command(_group)
 
 _loaded_for: list[tuple[str, ...]] = []

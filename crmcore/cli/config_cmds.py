@@ -82,6 +82,17 @@ stages = [
 #
 # [channels.file]
 # path = "outbox.jsonl"
+
+# Personal data (docs/privacy.md): retention for `crm privacy apply-retention`,
+# and encryption at rest of emails and phone numbers (keys never in this file).
+# [privacy.retention]
+# interactions_years = 5
+# leads_months = 18
+# outbox_body_days = 90
+#
+# [privacy.encryption]
+# fields = ["email", "phone"]
+# key_env = "CRM_ENCRYPTION_KEY"      # or key_file = "/run/secrets/crm_key"
 '''
 
 

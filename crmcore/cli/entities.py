@@ -89,7 +89,9 @@ def resolve_customer(session: Session, ref: str | int) -> int:
     text = str(ref).strip()
     found = crm.customers.find(external_id=text)
     if found is None and "@" in text:  # archived ones too: what is done with them decides (a clear error)
-        found = next(iter(crm.customers.list({"email__contains": text}, limit=1, archived="include")), None)
+        # The exact address first: with encryption at rest only it is found (a blind index look-up).
+        found = next(iter(crm.customers.list({"email": text.lower()}, limit=1, archived="include")), None) or \
+            next(iter(crm.customers.list({"email__contains": text}, limit=1, archived="include")), None)
     customer_id = as_id(text)
     if found is None and customer_id is not None:
         found = crm.customers.find(id=customer_id)

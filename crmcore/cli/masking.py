@@ -26,8 +26,8 @@ _URL_PASSWORD = re.compile(r"(?<![\w+.-])([a-zA-Z][\w+.-]*://[^\s:/@]*:)([^\s@/]
 
 def is_secret_key(key: str) -> bool:
     """Whether a setting named ``key`` holds a secret.  ``*_env`` keys name an
-    environment variable, which is not itself a secret."""
-    return bool(_SECRET_WORDS.search(key)) and not key.lower().endswith("_env")
+    environment variable and ``*_file`` keys a file, neither itself a secret."""
+    return bool(_SECRET_WORDS.search(key)) and not key.lower().endswith(("_env", "_file"))
 
 
 def mask_text(text: str) -> str:

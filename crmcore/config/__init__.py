@@ -30,6 +30,7 @@ from ..domain.errors import ConfigError, unknown_keys
 from .api import ApiSettings, parse_api
 from .duplicates import DuplicateSettings, parse_duplicates
 from .notify import NotifySettings, parse_notify
+from .privacy import PrivacySettings, parse_privacy
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
 
@@ -96,6 +97,8 @@ class Config:
     api: ApiSettings = attrs.field(factory=ApiSettings)
     # [duplicates]: match keys, thresholds, what the door does (crmcore.config.duplicates).
     duplicates: DuplicateSettings = attrs.field(factory=DuplicateSettings)
+    # [privacy]: retention policies (crmcore.config.privacy).
+    privacy: PrivacySettings = attrs.field(factory=PrivacySettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -167,6 +170,8 @@ class Config:
             kwargs["api"] = parse_api(values.pop("api"), where("api"))
         if "duplicates" in values:
             kwargs["duplicates"] = parse_duplicates(values.pop("duplicates"), where("duplicates"))
+        if "privacy" in values:
+            kwargs["privacy"] = parse_privacy(values.pop("privacy"), where("privacy"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

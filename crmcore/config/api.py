@@ -34,7 +34,6 @@ adds (``interaction.subject``, ``interaction.body``).
 
 from __future__ import annotations
 
-import os
 import re
 import string
 from collections.abc import Mapping
@@ -44,6 +43,7 @@ import attrs
 import limits
 
 from ..domain.errors import ConfigError, unknown_keys
+from . import secrets
 from .checks import table as _table, text as _text
 
 #: The customer fields a form or webhook may fill (the rest are the CRM's to set).
@@ -121,16 +121,16 @@ class WebhookSettings(Capture):
     """
 
     secret_env: str = ""
+    secret_file: str = ""
     tolerance: int = 300
     event_id: str | None = None
 
     def secret(self) -> bytes:
-        """The shared secret, read from the environment when a delivery arrives (so it can rotate
-        with the process environment, and never sits in crm.toml)."""
-        value = os.environ.get(self.secret_env)
-        if not value:
-            raise ConfigError(f"[api.webhooks.{self.name}] secret_env: environment variable "
-                              f"{self.secret_env} is not set")
+        """The shared secret, read from the environment or the file when a delivery arrives (so it
+        can rotate, and never sits in crm.toml)."""
+        value = secrets.read("secret", env=self.secret_env or None, file=self.secret_file or None,
+                             label=f"[api.webhooks.{self.name}]")
+        assert value is not None, "a webhook has secret_env or secret_file (checked when read)"
         return value.encode()
 
 
@@ -143,12 +143,22 @@ class ApiSettings:
     max_upload: int = 64 * 1024 * 1024
     forms: Mapping[str, FormSettings] = attrs.field(factory=dict)
     webhooks: Mapping[str, WebhookSettings] = attrs.field(factory=dict)
+    #: Where the API token pepper is (an environment variable, a file): a secret mixed into each
+    #: stored token hash (HMAC), so a copy of the database alone cannot test guessed tokens.
+    token_pepper_env: str | None = None
+    token_pepper_file: str | None = None
+
+    def token_pepper(self) -> bytes | None:
+        """The pepper (read when needed, so it can rotate with the environment), or None."""
+        value = secrets.read("token_pepper", env=self.token_pepper_env, file=self.token_pepper_file,
+                             label="[api]")
+        return None if value is None else value.encode("utf-8")
 
 
 CAPTURE_KEYS = ("fields", "required", "consent", "interaction", "source", "owner", "act_as")
 FORM_KEYS = (*CAPTURE_KEYS, "rate_limit", "redirect", "honeypot")
-WEBHOOK_KEYS = (*CAPTURE_KEYS, "secret_env", "tolerance", "event_id")
-API_KEYS = ("rate_limit_storage", "max_upload", "forms", "webhooks")
+WEBHOOK_KEYS = (*CAPTURE_KEYS, "secret_env", "secret_file", "tolerance", "event_id")
+API_KEYS = ("rate_limit_storage", "max_upload", "forms", "webhooks", "token_pepper_env", "token_pepper_file")
 STORAGE_SCHEMES = ("memory://", "redis://", "rediss://", "redis+unix://", "redis+sentinel://", "redis+cluster://")
 
 
@@ -164,6 +174,12 @@ def parse_api(value: Any, where: str) -> ApiSettings:
         kwargs["rate_limit_storage"] = storage
     if "max_upload" in table:
         kwargs["max_upload"] = _size(table.pop("max_upload"), f"{where}: [api] max_upload")
+    if "token_pepper" in table:
+        raise ConfigError(f"{where}: [api] token_pepper: never put the pepper in the file; name the environment "
+                          f"variable holding it with token_pepper_env, or a file with token_pepper_file")
+    for key in ("token_pepper_env", "token_pepper_file"):
+        if key in table:
+            kwargs[key] = _text(table.pop(key), f"{where}: [api] {key}")
     if "forms" in table:
         kwargs["forms"] = {name: _form(name, entry, f"{where}: [api.forms.{name}]")
                            for name, entry in _named(table.pop("forms"), f"{where}: [api.forms]").items()}
@@ -308,13 +324,16 @@ def _webhook(name: str, value: dict[str, Any], label: str) -> WebhookSettings:
     table = dict(value)
     if "secret" in table:
         raise ConfigError(f"{label} secret: never put the secret in the file; name the environment variable "
-                          f"holding it with secret_env")
+                          f"holding it with secret_env, or a file holding it with secret_file")
     if set(table) - set(WEBHOOK_KEYS):
         raise unknown_keys(label, set(table) - set(WEBHOOK_KEYS), WEBHOOK_KEYS)
     kwargs = _capture(name, table, label, "webhook")
-    if "secret_env" not in table:
-        raise ConfigError(f"{label} needs secret_env = \"VARIABLE\" (the environment variable with the secret)")
-    kwargs["secret_env"] = _text(table.pop("secret_env"), f"{label} secret_env")
+    if "secret_env" not in table and "secret_file" not in table:
+        raise ConfigError(f"{label} needs secret_env = \"VARIABLE\" (the environment variable with the secret) "
+                          f"or secret_file = \"PATH\" (a file holding it)")
+    for key in ("secret_env", "secret_file"):
+        if key in table:
+            kwargs[key] = _text(table.pop(key), f"{label} {key}")
     if "tolerance" in table:
         tolerance = table.pop("tolerance")
         if isinstance(tolerance, bool) or not isinstance(tolerance, int) or not 0 < tolerance <= 86400:

@@ -29,13 +29,13 @@ template = "thank-you"
 from __future__ import annotations
 
 import difflib
-import os
 from collections.abc import Mapping
 from typing import Any
 
 import attrs
 
 from ..domain.errors import ConfigError, unknown_keys
+from . import secrets
 from .checks import table as _table, text as _text
 
 POLICIES = ("opt-in", "opt-out")
@@ -90,6 +90,8 @@ class NotifySettings:
     channel: str = "console"
     unsubscribe_secret: str | None = None
     unsubscribe_secret_env: str | None = None
+    # A file holding the key (a mounted secret), read when needed (crmcore.config.secrets).
+    unsubscribe_secret_file: str | None = None
     unsubscribe_url: str = "{token}"
     consent_default: str = "opt-in"
     consent_channels: Mapping[str, str] = attrs.field(factory=dict)
@@ -99,17 +101,13 @@ class NotifySettings:
 
     def secret(self) -> str | None:
         """The unsubscribe signing key: from ``unsubscribe_secret_env`` (an
-        environment variable, which keeps it out of crm.toml) or ``unsubscribe_secret``."""
-        if self.unsubscribe_secret_env:
-            value = os.environ.get(self.unsubscribe_secret_env)
-            if not value:
-                raise ConfigError(f"[notify] unsubscribe_secret_env: environment variable "
-                                  f"{self.unsubscribe_secret_env} is not set")
-            return value
-        return self.unsubscribe_secret
+        environment variable), ``unsubscribe_secret_file`` (a file), both of which keep it
+        out of crm.toml, or ``unsubscribe_secret``."""
+        return secrets.read("unsubscribe_secret", value=self.unsubscribe_secret, env=self.unsubscribe_secret_env,
+                            file=self.unsubscribe_secret_file, label="[notify]")
 
     def has_secret(self) -> bool:
-        return bool(self.unsubscribe_secret_env or self.unsubscribe_secret)
+        return bool(self.unsubscribe_secret_env or self.unsubscribe_secret_file or self.unsubscribe_secret)
 
     def policy(self, channel: str) -> str:
         """The default marketing policy of ``channel`` (opt-in or opt-out)."""
@@ -120,7 +118,7 @@ class NotifySettings:
 
 
 SIMPLE_KEYS = ("templates_dir", "default_locale", "locale_field", "channel", "unsubscribe_secret",
-               "unsubscribe_secret_env", "unsubscribe_url")
+               "unsubscribe_secret_env", "unsubscribe_secret_file", "unsubscribe_url")
 
 
 def parse_notify(value: Any, where: str) -> NotifySettings:

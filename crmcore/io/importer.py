@@ -76,6 +76,7 @@ from ..domain.errors import CRMError, HookError, ValidationError
 from ..domain.validation import normalize_email
 from ..store.bulk import fetch_rows, insert_returning_ids, sqlite_new_ids
 from ..store.maintenance import refresh_statistics
+from ..store.sealed import sealed
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from .mapping import (
     FIELD,
@@ -86,6 +87,7 @@ from .mapping import (
     entity_kind,
 )
 from .readers import Reader, Record, open_reader
+from ..application.privacy_files import remember as remember_file
 from .rejects import RejectWriter, check_reject_target
 from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
@@ -439,6 +441,9 @@ class _Import:
             _restore_gc(gc_state)
             if self.rejects is not None:
                 self.rejects.close()
+                if self.rejects.count:  # an erasure must find the file (crmcore.application.privacy_files)
+                    with self.crm.unit() as uow:
+                        remember_file(uow, self.rejects.path)
         if self.report.committed and not options.dry_run:
             refresh_statistics(self.crm, self.table)
         if self.report.matched:
@@ -758,6 +763,13 @@ class _Import:
     def _existing(self, uow: Any, keys: set[Any]) -> dict[Any, list[Any]]:
         found: dict[Any, list[Any]] = {}
         if not keys:
+            return found
+        if self.key == "email" and sealed(uow.conn.dialect, "email"):  # exact, through the blind index
+            ordered = sorted(keys, key=str)
+            for start in range(0, len(ordered), 500):
+                query = select(self.table).where(self.table.c.email.in_(ordered[start:start + 500]))
+                for row in uow.conn.execute(query):
+                    found.setdefault(_fold(uow.dialect, row._mapping["email"]), []).append(row._mapping)
             return found
         if self.key == "email":  # addresses match whatever their case
             column = func.lower(self.table.c.email)

@@ -27,6 +27,7 @@ from ..domain.convert import local_zone, structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
 from ..domain.errors import ValidationError
 from ..domain.validation import EntityValidator
+from ..store.sealed import Sealed
 from ..store.repositories import (
     ContactRepository,
     CustomerRepository,
@@ -82,8 +83,9 @@ class RowChecker:
         self.key = key
         self.zone = ZoneInfo(validator.config.timezone)
         self.table_columns = [c.name for c in ENTITY_TABLES[kind].c]
-        self._text_columns = [(c.name, c.type.length) for c in ENTITY_TABLES[kind].c
-                              if isinstance(c.type, String)]  # Text is a String too (no length)
+        self._text_columns = [(c.name, c.type.limit if isinstance(c.type, Sealed) else c.type.length)
+                              for c in ENTITY_TABLES[kind].c
+                              if isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
         self._int_columns = [(c.name, integer_range(c.type)) for c in ENTITY_TABLES[kind].c
                              if isinstance(c.type, Integer)]
         self.binder: Binder | None = None

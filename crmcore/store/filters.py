@@ -48,6 +48,7 @@ from ..domain.entities import MONEY_SCALE
 from ..domain.errors import ValidationError
 from ..domain.text import describe_character
 from ..domain.validation import MAX_AMOUNT
+from .sealed import Sealed
 from .types import Money, UTCDateTime
 
 #: The longest ``contains`` / search pattern (SQLite refuses LIKE patterns over 50,000 bytes).
@@ -92,7 +93,7 @@ def conditions(table: Table, filters: Mapping[str, Any], kind: str) -> list[Colu
                 values = value.split(",") if isinstance(value, str) else list(value)
                 result.append(element.in_([coerce(v) for v in values]))
             elif op == "contains":
-                if not isinstance(element.type, (String, Text)):  # LIKE on a number or a date is no search
+                if not isinstance(element.type, (String, Text, Sealed)):  # LIKE on a number or a date is no search
                     raise ValueError("~ (contains) applies to text fields only")
                 result.append(element.ilike(_pattern(value), escape="\\"))
             elif value is None:
@@ -203,7 +204,7 @@ def _coercer(type_: Any) -> Any:
     for kind, bits in _INT_RANGES:
         if isinstance(type_, kind):
             return _int_in(bits)
-    if isinstance(type_, (String, Text, JSON)):
+    if isinstance(type_, (String, Text, JSON, Sealed)):
         return lambda v: v if hasattr(v, "value") else _text(v)
     return lambda v: v
 

@@ -26,7 +26,12 @@ from sqlalchemy import (
     Text,
 )
 
+from .sealed import Sealed
 from .types import Money, UTCDateTime
+
+# Sealed columns (revision 0013_privacy): wide enough for the sealed form of the longest value
+# (crmcore.store.sealed); validation still allows what it allowed (the limit).
+EMAIL_WIDTH, PHONE_WIDTH = 512, 128
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -131,8 +136,8 @@ customers = Table(
     Column("id", Integer, primary_key=True),
     Column("kind", String(16), nullable=False),
     Column("name", String(200), nullable=False),
-    Column("email", String(320), index=True),
-    Column("phone", String(32), index=True),
+    Column("email", Sealed("email", 320, EMAIL_WIDTH), index=True),
+    Column("phone", Sealed("phone", 32, PHONE_WIDTH), index=True),
     Column("country", String(2)),
     Column("region", String(100)),
     Column("city", String(100)),
@@ -165,8 +170,8 @@ contacts = Table(
     Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("name", String(200), nullable=False),
     Column("title", String(100)),
-    Column("email", String(320), index=True),
-    Column("phone", String(32)),
+    Column("email", Sealed("email", 320, EMAIL_WIDTH), index=True),
+    Column("phone", Sealed("phone", 32, PHONE_WIDTH)),
     Column("is_primary", Boolean, nullable=False),
     Column("attributes", JSON, nullable=False),
     Column("external_id", String(100), unique=True),
@@ -336,7 +341,7 @@ notify_outbox = Table(
     Column("idempotency_key", String(200), nullable=False, unique=True),
     Column("channel", String(100), nullable=False),
     Column("customer_id", Integer, ForeignKey("customers.id", ondelete="RESTRICT"), index=True),
-    Column("recipient", String(320)),
+    Column("recipient", Sealed("recipient", 320, EMAIL_WIDTH)),
     Column("purpose", String(16), nullable=False),
     Column("subject", String(300)),
     Column("body", Text),
@@ -504,3 +509,29 @@ ENTITY_TABLES = {
     "deal": deals,
 }
 """The table of each core entity, by entity name."""
+
+# Personal data protection (revision 0013_privacy).  ``privacy_erasures``: one row per erased
+# customer (``crm customer erase``), which makes erasure idempotent; no foreign key, like the
+# audit trail, so nothing cascades into it.  ``privacy_files``: files the CRM wrote that may hold
+# personal data (import reject files), so an erasure can find and scrub them.
+privacy_erasures = Table(
+    "privacy_erasures",
+    metadata,
+    Column("customer_id", Integer, primary_key=True, autoincrement=False),
+    Column("erased_at", UTCDateTime, nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("reason", String(300), nullable=False),
+    **TABLE_OPTIONS,
+)
+"""Erased customers: when, by whom, why (never what was erased)."""
+
+privacy_files = Table(
+    "privacy_files",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("path", String(1000), nullable=False),
+    Column("kind", String(32), nullable=False),
+    Column("written_at", UTCDateTime, nullable=False),
+    **TABLE_OPTIONS,
+)
+"""Files the CRM wrote that may hold personal data (import reject files), for erasure to scrub."""

@@ -52,6 +52,7 @@ NO_AUTHORIZATION = {
     ("plugin", "new"): "writes a plugin skeleton to disk; touches no CRM data",
     ("init",): "writes a crm.toml and an empty database for a new CRM; there is no policy before it",
     ("demo",): "builds a throw-away demo database of its own (--db), before any policy applies",
+    ("privacy", "new-key"): "prints a random key; reads and writes no CRM data",
 }
 
 ACTOR = "li.wei"
@@ -124,6 +125,12 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("team", "remove-member"): ["east", "bo"],
         ("team", "assign-region"): ["east", "north"],
         ("team", "unassign-region"): ["east", "east"],
+        ("customer", "export-data"): [ann, "--output", str(tmp_path / "subject.json")],
+        ("customer", "erase"): [ben, "--reason", "test", "--yes"],
+        ("db", "backup"): [str(tmp_path / "crm.backup")],
+        ("db", "restore"): [str(tmp_path / "crm.backup"), "--yes"],
+        ("privacy", "apply-retention"): [],
+        ("privacy", "rotate-key"): [],
     }
 
 

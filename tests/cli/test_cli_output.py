@@ -93,6 +93,7 @@ NOT_JSON = {
     ("plugin", "new"): "writes a plugin package to disk and says where",
     ("segment", "export"): "writes the file format --format names (CSV or JSON Lines), like `crm export`",
     ("serve",): "runs the HTTP API until stopped (its JSON is the API's: tests/web)",
+    ("privacy", "rotate-key"): "needs [privacy.encryption] and a key: tests/privacy/test_privacy_encryption.py",
 }
 
 
@@ -182,6 +183,12 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("customer", "merge"): (OBJECT, [ann, "Eve"]),   # Eve into Ann (merge 1)
         ("customer", "merges"): (ARRAY, []),
         ("customer", "unmerge"): (OBJECT, ["1"]),
+        ("customer", "export-data"): (OBJECT, [ann, "--output", str(tmp_path / "subject.json")]),
+        ("privacy", "apply-retention"): (ARRAY, ["--dry-run"]),
+        ("privacy", "new-key"): (OBJECT, []),
+        ("db", "backup"): (OBJECT, [str(tmp_path / "crm.backup")]),
+        ("db", "restore"): (OBJECT, [str(tmp_path / "crm.backup"), "--yes"]),
+        ("customer", "erase"): (OBJECT, [ben, "--reason", "test", "--yes"]),
         # Users last: once a user exists, commands need an actor (CRM_USER below).
         ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei", "--role", "admin"]),
         ("user", "list"): (ARRAY, []),

@@ -29,7 +29,7 @@ ADMIN: Table = {"*": ["*"]}
 
 MANAGER: Table = {
     "customer": ["read", "list", "create", "update", "delete", "restore", "merge", "unmerge", "duplicates", "import",
-                 "export"],
+                 "export", "export-data"],
     "contact": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "interaction": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "deal": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export", "move"],

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import crmcore
+from sqlalchemy import or_, select
 
 from .birthday import BirthdayScheme
 from .points import PointsScheme
 from .referral import ReferralScheme
 from .reports import REPORTS
 from .rewards import RewardsScheme
-from .tables import TABLES
+from .tables import TABLES, referrals, reward_codes, tier_changes, tier_status
 from .tiers import TiersScheme
 
 
@@ -51,3 +53,24 @@ def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmc
             scheme.evaluate(ctx, engine.options(scheme), [deal.customer_id])
         elif isinstance(scheme, ReferralScheme) and is_won:
             scheme.run(ctx, engine.options(scheme), referee_ids=[deal.customer_id])
+
+
+@crmcore.hookimpl
+def export_personal_data(uow: crmcore.UnitOfWork, customer: crmcore.Customer) -> dict[str, list[dict[str, Any]]]:
+    """The plugin's rows about the customer: tier status and changes, referrals (either side),
+    reward codes."""
+    found: dict[str, list[dict[str, Any]]] = {}
+    for table in (tier_status, tier_changes, reward_codes):
+        rows = uow.conn.execute(select(table).where(table.c.customer_id == customer.id)).mappings()
+        found[table.name] = [dict(row) for row in rows]
+    rows = uow.conn.execute(select(referrals).where(or_(referrals.c.referee_id == customer.id,
+                                                        referrals.c.referrer_id == customer.id))).mappings()
+    found[referrals.name] = [dict(row) for row in rows]
+    return found
+
+
+@crmcore.hookimpl
+def erase_personal_data(uow: crmcore.UnitOfWork, customer: crmcore.Customer, values: tuple[str, ...]) -> int:
+    """Nothing to anonymise: the plugin's rows hold ids, tiers, points and codes, no names or
+    addresses, and the books need them (a redeemed reward's code stays valid)."""
+    return 0

@@ -88,6 +88,7 @@ class SmsHttpOptions:
     :ivar username: HTTP basic auth user; with ``password`` / ``password_env``.
     :ivar password: basic auth password; prefer ``password_env``.
     :ivar password_env: environment variable holding the basic auth password.
+    :ivar password_file: a file holding the basic auth password (a mounted secret).
     :ivar token_env: environment variable holding a bearer token.
     :ivar headers: extra request headers.
     :ivar default_region: region for numbers written without ``+`` (e.g. ``CN``).
@@ -106,6 +107,7 @@ class SmsHttpOptions:
     username: str | None = None
     password: str | None = None
     password_env: str | None = None
+    password_file: str | None = None
     token_env: str | None = None
     headers: dict[str, str] = attrs.field(factory=dict)
     default_region: str | None = attrs.field(default=None, validator=_region)
@@ -117,10 +119,20 @@ class SmsHttpOptions:
     def auth(self) -> tuple[str, str] | None:
         if not self.username:
             return None
-        return self.username, _env(self.password_env, "password_env") if self.password_env else (self.password or "")
+        return self.username, _secret("password", "sms-http: [channels.sms-http]", self.password,
+                                      self.password_env, self.password_file) or ""
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {_env(self.token_env, 'token_env')}"} if self.token_env else {}
+
+
+def _secret(name: str, label: str, value: str | None, env: str | None, file: str | None) -> str | None:
+    """A secret option from its ``_env`` variable, its ``_file``, or the value itself
+    (:func:`crmcore.read_secret`); a missing one fails the message, naming the option."""
+    try:
+        return crmcore.read_secret(name, value=value, env=env, file=file, label=label)
+    except crmcore.ConfigError as exc:
+        raise crmcore.PermanentError(str(exc)) from None
 
 
 def _env(variable: str, key: str) -> str:

@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import os
 import smtplib
 import socket
 import ssl
@@ -90,6 +89,7 @@ class SmtpOptions:
     :ivar password: its password; prefer ``password_env``.
     :ivar password_env: name of an environment variable holding the password
         (keeps secrets out of crm.toml).
+    :ivar password_file: a file holding the password (a mounted secret).
     :ivar sender: the envelope sender and ``From`` address (required).
     :ivar sender_name: display name in ``From`` (any language).
     :ivar reply_to: a ``Reply-To`` address.
@@ -108,6 +108,7 @@ class SmtpOptions:
     username: str | None = None
     password: str | None = None
     password_env: str | None = None
+    password_file: str | None = None
     sender: str | None = attrs.field(default=None, validator=_address)
     sender_name: str | None = None
     reply_to: str | None = attrs.field(default=None, validator=_address)
@@ -122,14 +123,17 @@ class SmtpOptions:
         return self.port or DEFAULT_PORTS[self.security]
 
     def secret(self) -> str | None:
-        """The password, from ``password_env`` when set."""
-        if self.password_env:
-            value = os.environ.get(self.password_env)
-            if value is None:
-                raise crmcore.PermanentError(
-                    f"[channels.smtp] password_env: environment variable {self.password_env} is not set")
-            return value
-        return self.password
+        """The password, from ``password_env`` or ``password_file`` when set."""
+        return _secret("password", "[channels.smtp]", self.password, self.password_env, self.password_file)
+
+
+def _secret(name: str, label: str, value: str | None, env: str | None, file: str | None) -> str | None:
+    """A secret option from its ``_env`` variable, its ``_file``, or the value itself
+    (:func:`crmcore.read_secret`); a missing one fails the message, naming the option."""
+    try:
+        return crmcore.read_secret(name, value=value, env=env, file=file, label=label)
+    except crmcore.ConfigError as exc:
+        raise crmcore.PermanentError(str(exc)) from None
 
 
 class SmtpChannel(crmcore.Channel):

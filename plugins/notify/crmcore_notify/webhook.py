@@ -30,7 +30,6 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import time
 from typing import Any
 
@@ -56,6 +55,15 @@ def _positive(instance: object, attribute: attrs.Attribute[float], value: float)
         raise ValueError(f"{attribute.name} must be positive, got {value}")
 
 
+def _secret(name: str, label: str, value: str | None, env: str | None, file: str | None) -> str | None:
+    """A secret option from its ``_env`` variable, its ``_file``, or the value itself
+    (:func:`crmcore.read_secret`); a missing one fails the message, naming the option."""
+    try:
+        return crmcore.read_secret(name, value=value, env=env, file=file, label=label)
+    except crmcore.ConfigError as exc:
+        raise crmcore.PermanentError(str(exc)) from None
+
+
 @attrs.frozen
 class WebhookOptions:
     """Options of the ``webhook`` channel (``[channels.webhook]``).
@@ -63,6 +71,7 @@ class WebhookOptions:
     :ivar url: where to POST (required).
     :ivar secret: the HMAC key; prefer ``secret_env``.
     :ivar secret_env: name of an environment variable holding the key.
+    :ivar secret_file: a file holding the key (a mounted secret).
     :ivar timeout: seconds for connecting and for the response.
     :ivar headers: extra request headers (e.g. an API key).
     :ivar provider_id_field: dotted path of the message id in a JSON response.
@@ -77,6 +86,7 @@ class WebhookOptions:
     url: str | None = attrs.field(default=None, validator=_http_url)
     secret: str | None = None
     secret_env: str | None = None
+    secret_file: str | None = None
     timeout: float = attrs.field(default=10.0, validator=_positive)
     headers: dict[str, str] = attrs.field(factory=dict)
     provider_id_field: str | None = "id"
@@ -96,16 +106,12 @@ class WebhookOptions:
         return given, self.refuse_private is not False
 
     def key(self) -> bytes:
-        """The signing key (from ``secret_env`` when set)."""
-        if self.secret_env:
-            value = os.environ.get(self.secret_env)
-            if value is None:
-                raise crmcore.PermanentError(
-                    f"webhook: [channels.webhook] secret_env: environment variable {self.secret_env} is not set")
-            return value.encode("utf-8")
-        if not self.secret:
-            raise crmcore.PermanentError("webhook: no signing secret: set [channels.webhook] secret_env or secret")
-        return self.secret.encode("utf-8")
+        """The signing key (from ``secret_env`` or ``secret_file`` when set)."""
+        value = _secret("secret", "webhook: [channels.webhook]", self.secret, self.secret_env, self.secret_file)
+        if not value:
+            raise crmcore.PermanentError("webhook: no signing secret: set [channels.webhook] secret_env, "
+                                         "secret_file or secret")
+        return value.encode("utf-8")
 
 
 class WebhookChannel(crmcore.Channel):

@@ -1,0 +1,100 @@
+"""Benchmark: field encryption at rest, on vs off, in one process (issue 19, point 4).
+
+    .venv/bin/python bench/encryption.py                 # 100,000 rows, 5,000 look-ups
+    .venv/bin/python bench/encryption.py --rows 20000    # quicker
+
+Both sides import the same generated CSV (email and phone per row) into fresh migrated SQLite
+files through ``crmcore.io.import_file`` (full validation), then look customers up by exact
+email and by exact phone through ``crm.customers.find`` (the service path: authorize,
+visibility, one SELECT).  "on" seals email and phone with AES-256-GCM and finds them through
+the keyed blind index (:mod:`crmcore.store.sealed`); "off" stores them as they are.  Each side
+runs ``--repeat`` times, alternating, and the best time counts.  Prints rows/s, look-ups/s and
+the ratios against the goals (import >= 70% of the unencrypted throughput, look-ups <= 2x the
+unencrypted time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+
+from crmcore import CRM, Config  # noqa: E402
+from crmcore.io.importer import ImportOptions, import_file  # noqa: E402
+from crmcore.store.sealed import new_key  # noqa: E402
+
+
+def generate(path: Path, rows: int) -> None:
+    """Cheap synthetic rows (no Faker)."""
+    with path.open("w", encoding="utf-8") as out:
+        out.write("external_id,name,email,phone\n")
+        for i in range(rows):
+            out.write(f"C{i},客户 {i},c{i}@example.com,+86139{i:08d}\n")
+
+
+def open_crm(db: Path, encrypted: bool) -> CRM:
+    values: dict[str, object] = {"database_url": f"sqlite:///{db}", "plugins": []}
+    if encrypted:
+        values["privacy"] = {"encryption": {"fields": ["email", "phone"], "key_env": "BENCH_CRM_KEY"}}
+    return CRM.open(config=Config.from_mapping(values))
+
+
+def run_once(csv: Path, workdir: Path, encrypted: bool, label: str, rows: int, lookups: int,
+             batch: int) -> tuple[float, float]:
+    db = workdir / f"{label}.db"
+    crm = open_crm(db, encrypted)
+    try:
+        started = time.perf_counter()
+        report = import_file(crm, "customers", csv, ImportOptions(batch_size=batch))
+        imported = time.perf_counter() - started
+        assert report.inserted == rows, report.summary()
+        rng = random.Random(19)
+        picks = [rng.randrange(rows) for _ in range(lookups)]
+        started = time.perf_counter()
+        for i in picks:
+            assert crm.customers.find(email=f"c{i}@example.com") is not None
+            assert crm.customers.find(phone=f"+86139{i:08d}") is not None
+        looked = time.perf_counter() - started
+    finally:
+        crm.close()
+        for path in workdir.glob(f"{label}.db*"):
+            path.unlink()
+    return imported, looked
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rows", type=int, default=100_000)
+    parser.add_argument("--lookups", type=int, default=5_000)
+    parser.add_argument("--repeat", type=int, default=2)
+    parser.add_argument("--batch", type=int, default=10_000)
+    args = parser.parse_args()
+    os.environ["BENCH_CRM_KEY"] = new_key()
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        csv = work / "customers.csv"
+        generate(csv, args.rows)
+        best: dict[bool, list[float]] = {False: [float("inf")] * 2, True: [float("inf")] * 2}
+        for round_ in range(args.repeat):
+            for encrypted in (False, True):
+                imported, looked = run_once(csv, work, encrypted, f"{'on' if encrypted else 'off'}{round_}",
+                                            args.rows, args.lookups, args.batch)
+                best[encrypted] = [min(best[encrypted][0], imported), min(best[encrypted][1], looked)]
+    (imp_off, look_off), (imp_on, look_on) = best[False], best[True]
+    n = 2 * args.lookups
+    print(f"{args.rows:,} customers (email + phone), {n:,} exact look-ups (email and phone), best of {args.repeat}")
+    print(f"import   off {args.rows / imp_off:>10,.0f} rows/s   on {args.rows / imp_on:>10,.0f} rows/s   "
+          f"on/off throughput {imp_off / imp_on:.2f}  (goal >= 0.70)")
+    print(f"look-up  off {look_off / n * 1e6:>10,.1f} us      on {look_on / n * 1e6:>10,.1f} us      "
+          f"on/off time {look_on / look_off:.2f}x  (goal <= 2x)")
+
+
+if __name__ == "__main__":
+    main()

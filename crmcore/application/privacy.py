@@ -1,0 +1,230 @@
+"""Personal data protection (``crm.privacy``): subject access, erasure, retention.
+
+Each use case asks ``authorize`` (``customer.export-data``, ``customer.erase``,
+``privacy.apply-retention``), reads the customer through record visibility, and writes its audit
+record; the audit records never hold the erased values.  See docs/privacy.md.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from dateutil.relativedelta import relativedelta
+from sqlalchemy import String, Table, and_, bindparam, delete, func, select, type_coerce, update
+
+from ..domain.errors import ConfigError, ValidationError
+from ..store.sealed import MARK, Cipher, cipher_of
+from ..store.tables import contacts, customers, deals, interactions, notify_outbox, privacy_erasures
+from . import privacy_erase, privacy_export, privacy_files
+from .privacy_erase import reseal_audit
+
+if TYPE_CHECKING:
+    from ..app import CRM
+    from .uow import UnitOfWork
+
+#: The longest reason an erasure keeps (the column's size).
+REASON_LIMIT = 300
+# Outbox messages whose body retention may blank: done with (never one still to be sent).
+_FINISHED = ("sent", "dead", "suppressed")
+
+
+@attrs.frozen
+class Erasure:
+    """What :meth:`PrivacyService.erase` did: ``rows`` changed per table (plugins' as
+    ``plugin:NAME``), ``files`` rows removed from reject files, ``audit`` records redacted;
+    ``already``: the person had been erased before (the run checked again)."""
+
+    customer_id: int
+    already: bool
+    erased_at: datetime
+    rows: Mapping[str, int]
+    files: int
+    audit: int
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {**attrs.asdict(self), "erased_at": self.erased_at.isoformat(), "rows": dict(self.rows)}
+
+
+class PrivacyService:
+    """``crm.privacy``: export one person's data, erase it, apply the retention policies."""
+
+    def __init__(self, crm: "CRM"):
+        self.crm = crm
+
+    # -- subject access ------------------------------------------------------------
+    def export(self, customer_id: int) -> dict[str, Any]:
+        """Everything held about the customer (see :mod:`crmcore.application.privacy_export`);
+        audited as ``customer.export-data`` (that the export happened, not what it held)."""
+        with self.crm.unit() as uow:
+            customer = self.crm.customers.target(uow, customer_id)
+            self.crm.authorize("customer.export-data", customer)
+            data = privacy_export.collect(uow, customer)
+            uow.audit.record("customer.export-data", "customer", customer_id, customer_id=customer_id)
+        data["exported_at"] = uow.now.isoformat()
+        return data
+
+    @staticmethod
+    def render_html(data: Mapping[str, Any]) -> str:
+        """The readable HTML summary of an :meth:`export`."""
+        return privacy_export.render_html(data, str(data.get("exported_at", "")))
+
+    # -- erasure ---------------------------------------------------------------------
+    def erase(self, customer_id: int, reason: str, compact: bool = True) -> Erasure:
+        """Remove or anonymise the person's data everywhere; idempotent (see
+        :mod:`crmcore.application.privacy_erase`).  On SQLite the file is then rebuilt
+        (``VACUUM``), so no erased value survives in free pages or the write-ahead log
+        (``compact=False``: the caller does it once after many erasures)."""
+        reason = " ".join(reason.split())
+        if not reason:
+            raise ValidationError.single("reason", "say why the customer is erased (e.g. 'request 2026-114')")
+        if len(reason) > REASON_LIMIT:
+            raise ValidationError.single("reason", f"at most {REASON_LIMIT} characters, got {len(reason)}")
+        with self.crm.unit() as uow:
+            customer = self.crm.customers.target(uow, customer_id)
+            self.crm.authorize("customer.erase", customer)
+            result = self._erase(uow, customer, reason)
+            if compact and uow.dialect == "sqlite":
+                uow.after_commit(self.compact)
+        return result
+
+    def _erase(self, uow: "UnitOfWork", customer: Any, reason: str) -> Erasure:
+        cid = customer.id
+        sqlite = uow.dialect == "sqlite"
+        if sqlite:  # freed cells are overwritten with zeros, not left in the file
+            uow.conn.exec_driver_sql("PRAGMA secure_delete = ON")
+        try:
+            values = privacy_erase.distinctive_values(uow, customer)
+            previous = uow.conn.execute(select(privacy_erasures.c.erased_at)
+                                        .where(privacy_erasures.c.customer_id == cid)).scalar()
+            rows = privacy_erase.erase_rows(uow, customer, values, first=previous is None)
+            if uow.crm.plugins.has_impls("erase_personal_data"):
+                changed = [n for n in uow.crm.plugins.call("erase_personal_data", uow=uow, customer=customer,
+                                                            values=values) if n]
+                if changed:
+                    rows["plugins"] = sum(changed)
+            files = privacy_files.scrub(uow, values)
+            redacted = privacy_erase.redact_audit(uow, cid, values)
+            privacy_erase.record_erasure(uow, cid, reason)
+            if previous is None or redacted or files:
+                # The reason, the counts and the redacted records' new hashes: no erased value.
+                uow.audit.record(privacy_erase.ACTION, "customer", cid, customer_id=cid, changes={
+                    "reason": [None, reason], "rows": [None, rows], "files": [None, files],
+                    "redacted": [None, redacted]})
+        finally:
+            if sqlite:
+                uow.conn.exec_driver_sql("PRAGMA secure_delete = OFF")
+        return Erasure(cid, previous is not None, previous or uow.now, rows, files, len(redacted))
+
+    def compact(self) -> None:
+        """Rebuild a SQLite file and empty its write-ahead log (outside any transaction), so no
+        erased value is left in free pages; nothing on the servers (docs/privacy.md)."""
+        if self.crm.engine.dialect.name != "sqlite":
+            return
+        raw = self.crm.engine.raw_connection()
+        try:
+            cursor = raw.cursor()
+            cursor.execute("VACUUM")
+            cursor.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            cursor.close()
+        finally:
+            raw.close()
+
+    # -- encryption ------------------------------------------------------------------
+    def rotate_key(self, batch: int = 5000) -> dict[str, int]:
+        """Re-seal every sealed field with the first configured key (also values stored before
+        encryption was turned on); returns the values re-sealed per ``table.field``.  One
+        transaction: look-ups by blind index never see half the rows rotated."""
+        self.crm.authorize("privacy.rotate-key", None)
+        cipher = cipher_of(self.crm.engine.dialect)
+        if cipher is None:
+            raise ConfigError("encryption is not configured: [privacy.encryption] fields and key_env or key_file")
+        counts: dict[str, int] = {}
+        with self.crm.unit() as uow:
+            for table in (customers, contacts):
+                for field in sorted(cipher.fields):
+                    counts[f"{table.name}.{field}"] = _reseal(uow, cipher, table, field, batch)
+            counts["notify_outbox.recipient"] = _reseal(uow, cipher, notify_outbox, "recipient", batch)
+            # Audit values of sealed fields too; the new contents' hashes go in this record, as an
+            # erasure's do, so the chain still verifies (crmcore.application.audit.verify).
+            redacted = reseal_audit(uow, cipher, batch)
+            counts["audit_log"] = len(redacted)
+            uow.audit.record("privacy.rotate-key", "database", changes={
+                "key": [None, cipher.key_id], "counts": [None, dict(counts)], "redacted": [None, redacted]})
+        return counts
+
+    # -- retention -------------------------------------------------------------------
+    def apply_retention(self, as_of: datetime | None = None, dry_run: bool = False) -> dict[str, int]:
+        """Apply ``[privacy.retention]``: delete interactions older than ``interactions_years``,
+        erase leads never converted within ``leads_months`` of their creation, blank the bodies of
+        finished outbox messages older than ``outbox_body_days``.  Returns what was (or, with
+        ``dry_run``, would be) removed per policy; an unset policy is skipped."""
+        policy = self.crm.config.privacy.retention
+        now = as_of or self.crm.as_of()
+        self.crm.authorize("privacy.apply-retention", None)
+        found: dict[str, int] = {}
+        with self.crm.unit() as uow:
+            if policy.interactions_years is not None:
+                old = interactions.c.occurred_at < now - relativedelta(years=policy.interactions_years)
+                found["interactions"] = self._apply(uow, dry_run, interactions, old,
+                                                    delete(interactions).where(old), "interaction")
+            if policy.outbox_body_days is not None:
+                cutoff = now - relativedelta(days=policy.outbox_body_days)
+                old = and_(notify_outbox.c.created_at < cutoff, notify_outbox.c.status.in_(_FINISHED),
+                           notify_outbox.c.body.is_not(None))
+                found["outbox_bodies"] = self._apply(uow, dry_run, notify_outbox, old, update(notify_outbox)
+                                                     .where(old).values(body=None, subject=None, payload={}),
+                                                     "message")
+            leads = self._stale_leads(uow, now, policy.leads_months) if policy.leads_months is not None else None
+        if leads is not None:
+            found["leads"] = len(leads)
+            if not dry_run and leads:
+                for customer_id in leads:
+                    self.erase(customer_id, f"retention: lead not converted within {policy.leads_months} months",
+                               compact=False)
+                self.compact()
+        return found
+
+    def _apply(self, uow: "UnitOfWork", dry_run: bool, table: Any, where: Any, statement: Any, entity: str) -> int:
+        """Count, or run ``statement`` and record the ids it touched as one audit batch."""
+        if dry_run:
+            return int(uow.conn.execute(select(func.count()).select_from(table).where(where)).scalar_one())
+        ids = uow.conn.execute(select(table.c.id).where(where).order_by(table.c.id)).scalars().all()
+        if ids:
+            uow.conn.execute(statement)
+            uow.audit.batch("privacy.retention", entity, ids)
+        return len(ids)
+
+    def _stale_leads(self, uow: "UnitOfWork", now: datetime, months: int) -> list[int]:
+        """Leads created more than ``months`` ago, with no deal, not yet erased (set-based)."""
+        cutoff = now - relativedelta(months=months)
+        query = (select(customers.c.id)
+                 .where(customers.c.stage == "lead", customers.c.created_at < cutoff,
+                        ~select(deals.c.id).where(deals.c.customer_id == customers.c.id).exists(),
+                        ~select(privacy_erasures.c.customer_id)
+                        .where(privacy_erasures.c.customer_id == customers.c.id).exists())
+                 .order_by(customers.c.id))
+        return list(uow.conn.execute(query).scalars())
+
+
+def _reseal(uow: "UnitOfWork", cipher: Cipher, table: Table, field: str, batch: int) -> int:
+    """Re-seal ``table.field`` with the first key, ``batch`` rows at a time (memory flat)."""
+    stored = type_coerce(table.c[field], String).label("stored")  # the stored form, not opened
+    write = (update(table).where(table.c.id == bindparam("row_id"))
+             .values({field: bindparam("sealed", type_=String)}))
+    after, changed = 0, 0
+    while True:
+        rows = uow.conn.execute(select(table.c.id, stored).where(table.c.id > after, table.c[field].is_not(None))
+                                .order_by(table.c.id).limit(batch)).all()
+        if not rows:
+            return changed
+        updates = [{"row_id": row_id, "sealed": cipher.seal(field, cipher.open(field, value)
+                                                             if value.startswith(MARK) else value)}
+                   for row_id, value in rows if not cipher.current(value)]
+        if updates:
+            uow.conn.execute(write, updates)
+            changed += len(updates)
+        after = rows[-1][0]

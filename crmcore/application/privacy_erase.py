@@ -1,0 +1,206 @@
+"""Erasure: remove or irreversibly anonymise one person's data everywhere, keep the books.
+
+The one sanctioned exception to "history is append-only" (docs/privacy.md): the outbox
+bodies, ledger reasons and audit values about the person are rewritten here, and nowhere
+else.  What the books need stays, anonymous: deal amounts, currencies, stages and dates,
+ledger points, consent decisions (granted or not, when), interaction kinds and times, so
+every report total is the same before and after.
+
+The audit trail stays verifiable: a redacted record keeps its original ``hash`` (the link
+its successor names), and the erasure's own audit record, appended to the chain, lists the
+hash of each redacted record's new content (``redacted``); :func:`crmcore.application.audit.verify`
+checks a redacted record against that hash instead.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Text, cast, delete, insert, or_, select, update
+
+from ..domain.entities import Customer
+from ..store.tables import (
+    audit_log,
+    contacts,
+    customers,
+    deals,
+    idempotency_keys,
+    interactions,
+    loyalty_ledger,
+    notify_outbox,
+    privacy_erasures,
+    segment_memberships,
+)
+from ..store.sealed import MARK
+from .audit import record_hash
+
+if TYPE_CHECKING:
+    from .uow import UnitOfWork
+
+#: What an erased text value becomes in the audit trail.
+ERASED = "[erased]"
+#: The name an erased customer keeps (the column is required); the id stays.
+ERASED_NAME = "(erased)"
+#: The title an erased customer's deals keep.
+ERASED_TITLE = "(erased)"
+#: The action of the erasure's audit record.
+ACTION = "customer.erase"
+# Audit fields whose values are no personal data and that the books may need.
+_KEEP = frozenset({
+    "id", "customer_id", "contact_id", "deal_id", "kind", "direction", "channel", "amount", "currency",
+    "pipeline", "stage", "probability", "expected_close", "closed_at", "occurred_at", "created_at",
+    "updated_at", "archived_at", "satisfaction", "points", "scheme", "purpose", "granted", "status",
+    "consent_email", "consent_sms", "consent_marketing", "owner", "country", "region", "industry", "source",
+})
+# Outbox messages that wait must not go out to an erased person.
+_WAITING = ("pending", "claimed")
+
+
+def distinctive_values(uow: "UnitOfWork", customer: Customer) -> tuple[str, ...]:
+    """The person's values to look for in free text: name, email, phone, external id and those
+    of their contacts (ids and short values excluded: they would match too much)."""
+    found = [customer.name, customer.email, customer.phone, customer.external_id]
+    for row in uow.conn.execute(select(contacts.c.name, contacts.c.email, contacts.c.phone, contacts.c.external_id)
+                                .where(contacts.c.customer_id == customer.id)):
+        found.extend(row)
+    values = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 4 and v != ERASED_NAME}
+    return tuple(sorted(values))
+
+
+def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], first: bool) -> dict[str, int]:
+    """Anonymise the core tables' rows about ``customer``; returns the rows changed per table.
+
+    ``first``: the person was not erased before.  Checking again writes the same values and
+    keeps the rows' ``updated_at``, so a second run leaves the database as the first left it.
+    """
+    conn, cid = uow.conn, customer.id
+    stamp = {"updated_at": uow.now} if first else {}
+    counts: dict[str, int] = {}
+
+    def run(name: str, statement: Any) -> None:
+        counts[name] = counts.get(name, 0) + (conn.execute(statement).rowcount or 0)
+
+    run("interactions", update(interactions).where(interactions.c.customer_id == cid).values(
+        contact_id=None, subject=None, body=None, outcome=None, attributes={}, external_id=None, **stamp))
+    run("contacts", delete(contacts).where(contacts.c.customer_id == cid))
+    run("deals", update(deals).where(deals.c.customer_id == cid).values(
+        title=ERASED_TITLE, lost_reason=None, attributes={}, external_id=None, **stamp))
+    run("loyalty_ledger", update(loyalty_ledger).where(loyalty_ledger.c.customer_id == cid).values(
+        reason=None, details=None))
+    run("segment_memberships", update(segment_memberships).where(segment_memberships.c.customer_id == cid)
+        .values(details=None))
+    mine = [notify_outbox.c.customer_id == cid]
+    if values:
+        mine.append(notify_outbox.c.recipient.in_(values))
+    run("messages", update(notify_outbox).where(or_(*mine), notify_outbox.c.status.in_(_WAITING))
+        .values(status="suppressed", last_error="recipient erased"))
+    run("messages", update(notify_outbox).where(or_(*mine)).values(
+        recipient=None, subject=None, body=None, payload={}, delivery=None,
+        last_error=ERASED))
+    if values:
+        run("idempotency_keys", delete(idempotency_keys).where(or_(*_mentions(idempotency_keys.c.response, values))))
+    run("customers", update(customers).where(customers.c.id == cid).values(
+        name=ERASED_NAME, email=None, phone=None, city=None, birthday=None, tags=[], attributes={},
+        external_id=None, consent_email=False, consent_sms=False, consent_marketing=False,
+        archived_at=customer.archived_at or uow.now, **stamp))
+    return {name: n for name, n in counts.items() if n}
+
+
+def _mentions(column: Any, values: Iterable[str]) -> list[Any]:
+    """``column`` (JSON) as text contains one of ``values``, as written or as JSON escapes it."""
+    found = []
+    for value in values:
+        for form in {value, json.dumps(value)[1:-1]}:
+            pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            found.append(cast(column, Text).like(pattern, escape="\\"))
+    return found
+
+
+def redact_audit(uow: "UnitOfWork", customer_id: int, values: tuple[str, ...]) -> dict[str, str]:
+    """Replace the personal values in the audit records about the person; returns
+    ``{seq: hash of the redacted content}`` for the records that changed."""
+    conn = uow.conn
+    about = [audit_log.c.customer_id == customer_id, *_mentions(audit_log.c.changes, values)]
+    query = select(audit_log).where(or_(*about), audit_log.c.action != ACTION).order_by(audit_log.c.seq)
+    redacted: dict[str, str] = {}
+    for row in conn.execute(query).mappings().all():
+        changes = _redact(row["changes"], values, row["customer_id"] == customer_id)
+        if changes == row["changes"]:
+            continue
+        conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
+        redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
+                                                row["action"], row["entity"], row["entity_id"],
+                                                row["customer_id"], row["ids"], changes)
+    return redacted
+
+
+def _redact(changes: Any, values: tuple[str, ...], theirs: bool) -> Any:
+    """A record's ``changes`` without the person's values: in their own records every value but
+    the :data:`_KEEP` fields; in others' records only the text holding one of ``values``."""
+    if not isinstance(changes, Mapping):
+        return changes
+    return {key: (value if key in _KEEP and not _holds(value, values)
+                  else _erase_value(value, values, theirs)) for key, value in changes.items()}
+
+
+def _erase_value(value: Any, values: tuple[str, ...], everything: bool) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _erase_value(v, values, everything) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_erase_value(v, values, everything) for v in value]
+    if value is None or isinstance(value, bool):
+        return value
+    if everything or _holds(value, values):
+        return ERASED
+    return value
+
+
+def _holds(value: Any, values: tuple[str, ...]) -> bool:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    return any(v in text for v in values)
+
+
+def record_erasure(uow: "UnitOfWork", customer_id: int, reason: str) -> bool:
+    """Remember that the person was erased; False when they already were (nothing recorded)."""
+    conn = uow.conn
+    if conn.execute(select(privacy_erasures.c.customer_id)
+                    .where(privacy_erasures.c.customer_id == customer_id)).first() is not None:
+        return False
+    conn.execute(insert(privacy_erasures).values(customer_id=customer_id, erased_at=uow.now, actor=uow.actor,
+                                                 reason=reason))
+    return True
+
+
+def reseal_audit(uow: "UnitOfWork", cipher: Any, batch: int) -> dict[str, str]:
+    """Seal with the first key every audit value of a sealed field (plain ones, from before
+    encryption, and those sealed with an older key); returns ``{seq: hash of the new content}``."""
+    conn, after = uow.conn, 0
+    resealed: dict[str, str] = {}
+    while True:
+        rows = conn.execute(select(audit_log).where(audit_log.c.seq > after, audit_log.c.changes.is_not(None),
+                                                    audit_log.c.action.not_in((ACTION, "privacy.rotate-key")))
+                            .order_by(audit_log.c.seq).limit(batch)).mappings().all()
+        if not rows:
+            return resealed
+        for row in rows:
+            changes = _resealed(cipher, row["changes"])
+            if changes != row["changes"]:
+                conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
+                resealed[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"],
+                                                        row["actor"], row["action"], row["entity"],
+                                                        row["entity_id"], row["customer_id"], row["ids"], changes)
+        after = rows[-1]["seq"]
+
+
+def _resealed(cipher: Any, changes: Any) -> Any:
+    if not isinstance(changes, Mapping):
+        return changes
+    out = {}
+    for key, pair in changes.items():
+        if cipher.seals(key) and isinstance(pair, list):
+            pair = [v if not isinstance(v, str) or cipher.current(v)
+                    else cipher.seal(key, cipher.open(key, v) if v.startswith(MARK) else v) for v in pair]
+        out[key] = pair
+    return out

@@ -1,0 +1,108 @@
+"""The ``[privacy]`` table: retention policies (``crm privacy apply-retention``) and field
+encryption at rest (:mod:`crmcore.store.sealed`).
+
+    [privacy.retention]
+    interactions_years = 5     # delete interactions that happened more than 5 years ago
+    leads_months = 18          # erase leads with no deal created more than 18 months ago
+    outbox_body_days = 90      # blank the bodies of sent or failed messages after 90 days
+
+    [privacy.encryption]
+    fields = ["email", "phone"]          # customers' and contacts' email and phone, sealed
+    key_env = "CRM_ENCRYPTION_KEY"       # or key_file = "/run/secrets/crm_key"; never the key itself
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+
+from ..domain.errors import ConfigError, unknown_keys
+from . import secrets
+from .checks import table as _table, text as _text
+
+
+@attrs.frozen
+class Retention:
+    """How long personal data is kept; None: no limit (the policy is not applied)."""
+
+    interactions_years: int | None = None
+    leads_months: int | None = None
+    outbox_body_days: int | None = None
+
+
+@attrs.frozen
+class Encryption:
+    """Which fields are sealed and where the keys are (one per line or comma-separated, the
+    first seals, all open: see ``crm privacy rotate-key``)."""
+
+    fields: tuple[str, ...] = ()
+    key_env: str | None = None
+    key_file: str | None = None
+
+    def keys(self) -> list[str]:
+        """The configured keys, first the one that seals (read now: a rotated file is picked up)."""
+        text = secrets.read("key", env=self.key_env, file=self.key_file, label="[privacy.encryption]")
+        if not text:
+            raise ConfigError("[privacy.encryption] needs key_env = \"VARIABLE\" or key_file = \"PATH\"")
+        return [k for k in text.replace(",", "\n").split() if k and not k.startswith("#")]
+
+
+@attrs.frozen
+class PrivacySettings:
+    """The ``[privacy]`` table."""
+
+    retention: Retention = attrs.field(factory=Retention)
+    encryption: Encryption = attrs.field(factory=Encryption)
+
+
+RETENTION_KEYS = tuple(f.name for f in attrs.fields(Retention))
+
+
+def parse_privacy(value: Any, where: str) -> PrivacySettings:
+    """Validate the raw ``[privacy]`` table into :class:`PrivacySettings`."""
+    table = _table(value, f"{where}: [privacy]")
+    kwargs: dict[str, Any] = {}
+    if "retention" in table:
+        kwargs["retention"] = _retention(_table(table.pop("retention"), f"{where}: [privacy.retention]"), where)
+    if "encryption" in table:
+        kwargs["encryption"] = _encryption(_table(table.pop("encryption"), f"{where}: [privacy.encryption]"), where)
+    if table:
+        raise unknown_keys(f"{where}: [privacy]", table, ("retention", "encryption"))
+    return PrivacySettings(**kwargs)
+
+
+ENCRYPTION_KEYS = ("fields", "key_env", "key_file")
+#: The fields that can be sealed (crmcore.store.sealed.FIELDS; config may not import store).
+SEALABLE = ("email", "phone")
+
+
+def _encryption(table: dict[str, Any], where: str) -> Encryption:
+    label = f"{where}: [privacy.encryption]"
+    if "key" in table:
+        raise ConfigError(f"{label} key: never put the key in the file; name the environment variable holding it "
+                          f"with key_env, or a file holding it with key_file")
+    unknown = set(table) - set(ENCRYPTION_KEYS)
+    if unknown:
+        raise unknown_keys(label, unknown, ENCRYPTION_KEYS)
+    fields = table.get("fields", [])
+    if not isinstance(fields, list) or not all(f in SEALABLE for f in fields):
+        raise ConfigError(f"{label} fields must be a list of {', '.join(SEALABLE)}, got {fields!r}")
+    kwargs: dict[str, Any] = {"fields": tuple(dict.fromkeys(fields))}
+    for key in ("key_env", "key_file"):
+        if key in table:
+            kwargs[key] = _text(table[key], f"{label} {key}")
+    if kwargs["fields"] and not ("key_env" in kwargs or "key_file" in kwargs):
+        raise ConfigError(f"{label} needs key_env = \"VARIABLE\" or key_file = \"PATH\" (the keys)")
+    return Encryption(**kwargs)
+
+
+def _retention(table: dict[str, Any], where: str) -> Retention:
+    unknown = set(table) - set(RETENTION_KEYS)
+    if unknown:
+        raise unknown_keys(f"{where}: [privacy.retention]", unknown, RETENTION_KEYS)
+    for key, number in table.items():
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= 10_000:
+            raise ConfigError(f"{where}: [privacy.retention] {key} must be a whole number from 1 to 10000, "
+                              f"got {number!r}")
+    return Retention(**table)

@@ -1,0 +1,268 @@
+"""Field encryption at rest: AEAD-sealed columns with a keyed blind index for exact look-ups.
+
+A :class:`Sealed` column (``customers.email``, ``customers.phone``, ``contacts.email``,
+``contacts.phone``) stores, when ``[privacy.encryption]`` names its field, not the value but::
+
+    $e1$<blind index>$<key id>$<base64url(nonce + AES-256-GCM ciphertext and tag)>
+
+- The *blind index* is a keyed BLAKE2b MAC (128 bits) of the value, personalised by the
+  field: equal values have equal indexes, and nobody without the key can compute one from a
+  guessed phone number.  It comes first, so the column's ordinary B-tree index finds a value
+  by a range over its prefix (``col > '$e1$IDX' AND col < '$e1$IDX%'``): :class:`Sealed`
+  turns ``col == value`` (and ``col.in_([...])``) into that range, on every database (the
+  core's text comparisons are bytewise: SQLite BINARY, MariaDB ``utf8mb4_bin``, PostgreSQL
+  ``C`` or byte order for ASCII).
+- The value itself is sealed with AES-256-GCM (cryptography's AEAD), a random 96-bit nonce
+  per value and the field's name as associated data, so a sealed email cannot be passed off as
+  a phone number.
+- Keys: each configured master key (32 random bytes, base64url) gives an encryption key and
+  an index key through HKDF-SHA256.  The first key seals; every key listed opens, so a
+  rotation (``crm privacy rotate-key``) can re-seal every value with a new first key.
+
+The cipher belongs to one engine (``engine.dialect.crm_cipher``, set by the CRM when it opens),
+so the columns' bind and result processors (also the importer's bulk path, which uses them)
+seal and open without any caller knowing.  Without a cipher, values are stored as they are and
+a sealed value read back is an error asking for the key.  What no blind index can do: search
+inside a sealed value (``email__contains``, ``crm customer search`` by part of a number).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+from collections.abc import Iterable
+from typing import Any
+
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+from sqlalchemy import String, and_, false, literal_column, or_
+from sqlalchemy.ext.compiler import compiles
+from sqlalchemy.sql import operators
+from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.visitors import InternalTraversal
+from sqlalchemy.types import NullType, TypeDecorator
+
+from ..domain.errors import ConfigError
+
+#: What every sealed value starts with (format 1).
+MARK = "$e1$"
+#: The fields that can be sealed (configured by name; ``recipient``, the outbox's address
+#: column, is sealed whenever one of them is).
+FIELDS = ("email", "phone")
+_NONCE = 12
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def new_key() -> str:
+    """A fresh master key (32 random bytes, base64url), for a key file or variable."""
+    return _b64(os.urandom(32))
+
+
+class Cipher:
+    """Seals and opens the configured fields with the first key; opens with any listed key."""
+
+    def __init__(self, keys: Iterable[str], fields: Iterable[str]):
+        self.fields = frozenset(fields)
+        self._aead: dict[str, AESGCM] = {}
+        self._index: bytes | None = None
+        self.key_id = ""
+        for number, text in enumerate(keys, 1):
+            try:
+                master = _unb64(text.strip())
+            except ValueError:
+                master = b""
+            if len(master) != 32:
+                raise ConfigError(f"[privacy.encryption] key {number} is not 32 bytes in base64url "
+                                  f"(make one with `crm privacy new-key`)")
+            key_id = _b64(hashlib.sha256(master).digest()[:4])
+            self._aead[key_id] = AESGCM(_derive(master, b"crmcore field encryption"))
+            if self._index is None:
+                self._index, self.key_id = _derive(master, b"crmcore blind index"), key_id
+        if self._index is None:
+            raise ConfigError("[privacy.encryption] no key: set key_env or key_file")
+
+    def seals(self, field: str) -> bool:
+        """Whether ``field`` is configured to be sealed (an outbox recipient, an email address or
+        a phone number, whenever any field is)."""
+        return field in self.fields or (field == "recipient" and bool(self.fields))
+
+    def prefix(self, field: str, value: str) -> str:
+        """``$e1$`` and the blind index of ``value`` in ``field``: what every sealing of it starts with."""
+        assert self._index is not None, "a cipher has an index key"
+        # Keyed BLAKE2b is a MAC (RFC 7693) and about four times faster here than HMAC-SHA256;
+        # the field is its personalisation, so an email and a phone never share an index.
+        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=self._index, digest_size=16,
+                                 person=field.encode()[:16]).digest()
+        return MARK + _b64(digest)
+
+    def seal(self, field: str, value: str) -> str:
+        """The stored form of ``value``."""
+        nonce = os.urandom(_NONCE)
+        sealed = self._aead[self.key_id].encrypt(nonce, value.encode("utf-8", "surrogatepass"), field.encode())
+        return f"{self.prefix(field, value)}${self.key_id}${_b64(nonce + sealed)}"
+
+    def open(self, field: str, stored: str) -> str:
+        """The value of a stored form (any listed key); a tampered or foreign value is an error."""
+        try:
+            _, _, _index, key_id, blob = stored.split("$", 4)
+            data = _unb64(blob)
+            aead = self._aead[key_id]
+            return aead.decrypt(data[:_NONCE], data[_NONCE:], field.encode()).decode("utf-8", "surrogatepass")
+        except KeyError:
+            raise ConfigError(f"a sealed {field} was sealed with a key that is not configured "
+                              f"(key id {stored.split('$')[3]!r}): list the old key after the new one") from None
+        except Exception:
+            raise ConfigError(f"a sealed {field} value cannot be opened (damaged, or not sealed by crmcore)") from None
+
+    def current(self, stored: str) -> bool:
+        """Whether ``stored`` is sealed with the first key (a rotation leaves it alone)."""
+        return stored.startswith(MARK) and stored.split("$", 4)[3] == self.key_id
+
+
+def _derive(master: bytes, purpose: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
+
+
+def cipher_of(dialect: Any) -> Cipher | None:
+    """The cipher of the engine whose dialect this is (None: encryption is off)."""
+    found: Cipher | None = getattr(dialect, "crm_cipher", None)
+    return found
+
+
+def sealed(dialect: Any, field: str) -> bool:
+    """Whether ``field`` is sealed on the engine of ``dialect``."""
+    cipher = cipher_of(dialect)
+    return cipher is not None and cipher.seals(field)
+
+
+class SealedKey(TypeDecorator[str]):
+    """The type of a value compared with a sealed column: its blind index prefix when the field
+    is sealed, the value itself when not."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, field: str):
+        super().__init__()
+        self.field = field
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        cipher = cipher_of(dialect)
+        if value is None or cipher is None or not cipher.seals(self.field):
+            return value
+        return cipher.prefix(self.field, str(value))
+
+
+class Sealed(TypeDecorator[str]):
+    """A text column whose values are sealed when ``[privacy.encryption]`` names ``field``.
+
+    ``limit`` is the longest value a person may give (what validation checks); the column is
+    wider, for the sealed form.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, field: str, limit: int, width: int):
+        super().__init__(width)
+        self.field, self.limit = field, limit
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        cipher = cipher_of(dialect)
+        if value is None or cipher is None or not cipher.seals(self.field) or str(value).startswith(MARK):
+            return value
+        return cipher.seal(self.field, str(value))
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None or not value.startswith(MARK):
+            return value
+        cipher = cipher_of(dialect)
+        if cipher is None:
+            raise ConfigError(f"the database holds encrypted {self.field} values: configure the key "
+                              f"([privacy.encryption] key_env or key_file)")
+        return cipher.open(self.field, value)
+
+    class comparator_factory(TypeDecorator.Comparator[str]):  # noqa: N801 - SQLAlchemy's name
+        """``==`` and ``in_`` compare blind indexes where the field is sealed (see the module)."""
+
+        def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
+            field = self.type.field  # type: ignore[attr-defined]
+            if op is operators.eq and other[0] is not None:
+                return _equals(self.expr, field, other[0])
+            if op is operators.in_op and isinstance(other[0], (list, tuple)):
+                values = [v for v in other[0] if v is not None]
+                return or_(*[_equals(self.expr, field, v) for v in values]) if values else false()
+            return super().operate(op, *other, **kwargs)
+
+
+def _equals(column: Any, field: str, value: Any) -> ColumnElement[bool]:
+    if isinstance(value, BindParameter):
+        key = BindParameter(value.key, value.value, type_=SealedKey(field), unique=value.unique,
+                            required=value.required, callable_=value.callable)
+    elif isinstance(value, ColumnElement):
+        return column.op("=")(value)  # type: ignore[no-any-return]
+    else:
+        key = BindParameter(None, value, type_=SealedKey(field), unique=True)
+    return _SealedEquals(column, key)
+
+
+class _SealedEquals(ColumnElement[bool]):
+    """``column = :value``, or with the engine's cipher the range over the value's blind index."""
+
+    inherit_cache = True
+    _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
+                           ("bound", InternalTraversal.dp_clauseelement)]
+    # A comparison: typed Boolean, SQLite (no native booleans) would get "= 1" appended to it.
+    type = NullType()  # type: ignore[assignment]
+
+    def __init__(self, column: Any, bound: BindParameter[Any]):
+        self.column, self.bound = column, bound
+
+
+@compiles(_SealedEquals)
+def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> str:
+    cipher = cipher_of(compiler.dialect)
+    column, bound = element.column, element.bound
+    field = bound.type.field  # type: ignore[attr-defined]
+    if cipher is None or not cipher.seals(field):
+        return str(compiler.process(column.op("=")(bound), **kw))
+    # Parenthesised: the range is one condition, also under NOT.
+    return "(" + str(compiler.process(and_(column.op(">")(bound),
+                                           column.op("<")(bound.concat(literal_column("'%'")))), **kw)) + ")"
+
+
+def seal_changes(dialect: Any, changes: Any) -> Any:
+    """An audit record's ``{field: [before, after]}`` with the values of sealed fields sealed
+    (the audit trail holds no readable phone number either)."""
+    cipher = cipher_of(dialect)
+    if cipher is None or not isinstance(changes, dict):
+        return changes
+    return {key: [cipher.seal(key, v) if isinstance(v, str) and not v.startswith(MARK) else v for v in pair]
+            if cipher.seals(key) and isinstance(pair, list) else pair for key, pair in changes.items()}
+
+
+def open_changes(dialect: Any, changes: Any) -> Any:
+    """:func:`seal_changes` undone, for reading (values sealed with a key no longer listed stay sealed)."""
+    cipher = cipher_of(dialect)
+    if cipher is None or not isinstance(changes, dict):
+        return changes
+    return {key: [_open_quietly(cipher, key, v) for v in pair] if isinstance(pair, list) else pair
+            for key, pair in changes.items()}
+
+
+def _open_quietly(cipher: Cipher, field: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(MARK):
+        return value
+    try:
+        return cipher.open(field, value)
+    except ConfigError:
+        return value

@@ -1,0 +1,141 @@
+"""Field encryption at rest with a keyed blind index (issue 19, point 4), on every database:
+no readable email or phone number in any table (nor the SQLite file, nor a backup), exact
+look-ups still work, and a key rotation re-seals everything."""
+
+from __future__ import annotations
+
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import inspect, select, table, text
+
+import crmcore
+from crmcore.application import audit
+from crmcore.io import ImportOptions, import_file
+from crmcore.store import backup as backups
+from crmcore.store.sealed import MARK, Cipher, new_key
+from crmcore.store.tables import notify_outbox
+
+SQLITE_ONLY = pytest.mark.parametrize("crm_db_url", ["sqlite"], indirect=True)
+PHONES = ["+8613911112222", "+8613933334444"]
+EMAILS = ["sealed.one@example.com", "sealed.two@example.com"]
+
+
+def encrypted(crm_factory: Any, monkeypatch: Any, keys: list[str], plugins: list[str] | None = None) -> Any:
+    monkeypatch.setenv("PRIVTEST_KEYS", "\n".join(keys))
+    return crm_factory(plugins=plugins or [], config={"privacy": {"encryption": {
+        "fields": ["email", "phone"], "key_env": "PRIVTEST_KEYS"}}})
+
+
+def everything(crm: Any) -> str:
+    with crm.engine.connect() as conn:
+        return "\n".join(repr(tuple(row)) for name in sorted(inspect(conn).get_table_names())
+                         for row in conn.execute(select(text("*")).select_from(table(name))))
+
+
+def test_no_readable_phone_or_email_and_exact_lookups_work(crm_factory: Any, monkeypatch: Any,
+                                                           tmp_path: Path) -> None:
+    crm = encrypted(crm_factory, monkeypatch, [new_key()], plugins=["notify"])
+    for email, phone in zip(EMAILS, PHONES):
+        customer = crm.customers.add(name="Sealed", email=email, phone=phone)
+        crm.contacts.add(customer_id=customer.id, name="Contact", email="c." + email, phone=phone)
+        with crm.unit() as uow:
+            uow.outbox.enqueue("console", customer_id=customer.id, recipient=email, subject="hello", body="hi")
+    stored = everything(crm)
+    assert [v for v in [*EMAILS, *PHONES, "13911112222"] if v in stored] == []
+    assert stored.count(MARK) >= 10
+    # Exact look-ups: through the blind index, on every path.
+    assert crm.customers.find(email=EMAILS[1]).phone == PHONES[1]
+    assert [c.email for c in crm.customers.list({"phone": PHONES[0]})] == [EMAILS[0]]
+    assert [c.email for c in crm.customers.list({"email": EMAILS[0]})] == [EMAILS[0]]
+    assert crm.customers.find(email="nobody@example.com") is None
+    with crm.engine.connect() as conn:  # the message's recipient is sealed too, and opens on reading
+        assert conn.execute(text("SELECT recipient FROM notify_outbox ORDER BY id")).scalars().first().startswith(MARK)
+        assert conn.execute(select(notify_outbox.c.recipient).order_by(notify_outbox.c.id)).scalars().first() \
+            == EMAILS[0]
+    # An upsert import keyed by email finds the stored customers.
+    source = tmp_path / "upd.csv"
+    source.write_text("email,city\n" + "".join(f"{e},Hangzhou\n" for e in EMAILS), encoding="utf-8")
+    report = import_file(crm, "customers", source, ImportOptions(key="email"))
+    assert report.updated == 2 and crm.customers.count() == 2
+    if crm.engine.dialect.name == "sqlite":
+        database = Path(crm.engine.url.database)
+        data = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+        assert [v for v in [*EMAILS, *PHONES] if v.encode() in data] == []
+    target = tmp_path / "enc.backup"
+    manifest = backups.backup(crm.engine, target)
+    with zipfile.ZipFile(target) as archive:
+        payload = archive.read(backups.PAYLOAD[manifest["dialect"]])
+    assert [v for v in [*EMAILS, *PHONES] if v.encode() in payload] == []
+
+
+def test_rotation_reseals_with_the_new_key(crm_factory: Any, monkeypatch: Any) -> None:
+    old, new = new_key(), new_key()
+    crm = encrypted(crm_factory, monkeypatch, [old])
+    crm.customers.add(name="Rotated", email=EMAILS[0], phone=PHONES[0])
+    crm.close()
+    crm = encrypted(crm_factory, monkeypatch, [new, old])
+    assert crm.privacy.rotate_key() == {"customers.email": 1, "customers.phone": 1, "contacts.email": 0,
+                                        "contacts.phone": 0, "notify_outbox.recipient": 0, "audit_log": 1}
+    assert crm.privacy.rotate_key()["customers.email"] == 0  # nothing left to re-seal
+    crm.close()
+    crm = encrypted(crm_factory, monkeypatch, [new])  # the old key is gone: everything still opens
+    assert crm.customers.find(phone=PHONES[0]).email == EMAILS[0]
+    with crm.engine.connect() as conn:
+        stored = conn.execute(text("SELECT email FROM customers")).scalar_one()
+    assert Cipher([new], ["email"]).current(stored)
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
+        assert audit.records(uow.conn)[0].changes["phone"] == [None, PHONES[0]]  # opened with the new key
+
+
+@SQLITE_ONLY  # the database does not matter here: the main test covers all three
+def test_turning_encryption_on_later_seals_existing_values(crm_factory: Any, monkeypatch: Any) -> None:
+    plain = crm_factory()
+    plain.customers.add(name="Before", email=EMAILS[0], phone=PHONES[0])
+    plain.close()
+    crm = encrypted(crm_factory, monkeypatch, [new_key()])
+    assert crm.customers.find(id=1).email == EMAILS[0]  # a plain value reads as it is
+    crm.privacy.rotate_key()
+    assert PHONES[0] not in everything(crm)
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
+    assert crm.customers.find(email=EMAILS[0]).phone == PHONES[0]
+
+
+@SQLITE_ONLY  # the database does not matter here: the main test covers all three
+def test_bad_keys_and_missing_keys_are_clear_errors(crm_factory: Any, monkeypatch: Any) -> None:
+    with pytest.raises(crmcore.ConfigError, match="key 1 is not 32 bytes"):
+        encrypted(crm_factory, monkeypatch, ["short"])
+    crm = encrypted(crm_factory, monkeypatch, [new_key()])
+    crm.customers.add(name="Locked", phone=PHONES[1])
+    crm.close()
+    plain = crm_factory()
+    with pytest.raises(crmcore.ConfigError, match="holds encrypted phone values: configure the key"):
+        plain.customers.find(id=1)
+    with pytest.raises(crmcore.ConfigError, match="never put the key in the file"):
+        crmcore.Config.from_mapping({"privacy": {"encryption": {"fields": ["phone"], "key": "x"}}})
+
+
+@SQLITE_ONLY  # the database does not matter here: the main test covers all three
+def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: Any) -> None:
+    crm = encrypted(crm_factory, monkeypatch, [new_key()], plugins=["notify"])
+    keep = crm.customers.add(name="Kept", email=EMAILS[1], phone=PHONES[1])
+    gone = crm.customers.add(name="Gone", email=EMAILS[0], phone=PHONES[0])
+    with crm.unit() as uow:
+        uow.outbox.enqueue("console", customer_id=gone.id, recipient=EMAILS[0], subject="s", body="b")
+    exported = crm.privacy.export(gone.id)
+    assert exported["customer"]["phone"] == PHONES[0]
+    assert exported["sections"]["audit"][0]["changes"]["phone"] == [None, PHONES[0]]  # opened for the person
+    crm.privacy.erase(gone.id, "request")
+    with crm.engine.connect() as conn:
+        left = conn.execute(select(notify_outbox.c.recipient)).scalars().all()
+        sealed_left = conn.execute(text("SELECT email, phone FROM customers ORDER BY id")).all()
+    assert left == [None] and sealed_left[1] == (None, None) and sealed_left[0][0].startswith(MARK)
+    assert crm.customers.find(email=EMAILS[1]).id == keep.id
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
+        assert all("phone" not in (r.changes or {}) or r.changes["phone"][1] in (None, "[erased]")
+                   for r in audit.records(uow.conn, customer_id=gone.id))
