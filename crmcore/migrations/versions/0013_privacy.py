@@ -6,7 +6,7 @@ personal data (import reject files), so an erasure can scrub them.  Both are
 new tables: no existing row changes.
 
 Revision ID: 0013_privacy
-Revises: 0011_api_tokens
+Revises: 0012_duplicates
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
