@@ -153,7 +153,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0011_api_tokens"),
+            ("crmcore", CORE_HEAD, "0012_duplicates"),
+            ("crmcore", "0012_duplicates", "0011_api_tokens"),
             ("crmcore", "0011_api_tokens", "0010_roles_archive"),
             ("crmcore", "0010_roles_archive", "0009_consent_history"),
             ("crmcore", "0009_consent_history", "0008_users_audit"),
