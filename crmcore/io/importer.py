@@ -673,8 +673,8 @@ class _Import:
         seen: dict[tuple[str, Any], int] = {}
         # A new row's external id is in no stored customer when rows are matched by it: no query for it.
         exact = [k for k in duplicates.settings.exact if not (k == "external_id" == self.key)]
-        wanted = {"attributes" if k.startswith("attributes.") else k for k in exact}
-        rows = [_as_columns(self.columns, row, wanted) for _, _, row in inserts]
+        needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
+        rows = [_as_columns(self.columns, row, needed) for _, _, row in inserts]
         stored = duplicates.matches_many(uow, rows, exact)
         wanted = sorted({m.customer_id for found in stored.values() for m in found})
         full = {r.id: r._mapping for r in _where_in(uow, [self.table], self.table.c.id, wanted)} if (
@@ -1090,8 +1090,9 @@ def _as_columns(columns: list[str], row: Any, wanted: set[str]) -> dict[str, Any
         values = {name: row.get(name) for name in wanted}
     else:
         values = {name: row[columns.index(name)] for name in wanted}
-    if isinstance(values.get("attributes"), str):
-        values["attributes"] = json.loads(values["attributes"])
+    text = values.get("attributes")
+    if isinstance(text, str):
+        values["attributes"] = json.loads(text)
     return values
 
 
