@@ -135,12 +135,12 @@ class DuplicateService:
             rows = uow.conn.execute(query.order_by(customers.c.id).limit(20)).mappings().all()
         return [Match(row["id"], row["name"], tuple(self._shared(customer, dict(row)))) for row in rows]
 
-    def matches_many(self, uow: "UnitOfWork", rows: Sequence[Mapping[str, Any]]
-                     ) -> dict[int, builtins.list[Match]]:
+    def matches_many(self, uow: "UnitOfWork", rows: Sequence[Mapping[str, Any]],
+                     keys: Sequence[str] | None = None) -> dict[int, builtins.list[Match]]:
         """:meth:`matches` for a batch (an import's new rows, as column values): index in ``rows``
-        -> matches, one query per exact key for the whole batch."""
+        -> matches, one query per exact key (``keys``: default ``[duplicates] exact``) and 5,000 rows."""
         found: dict[int, dict[int, tuple[str, list[str]]]] = {}
-        for key in self.settings.exact:
+        for key in self.settings.exact if keys is None else keys:
             wanted: dict[Any, list[int]] = {}
             for index, row in enumerate(rows):
                 value = _key_value(key, row)
@@ -150,9 +150,9 @@ class DuplicateService:
                 continue
             query = _batch_query(key)
             values = builtins.list(wanted)
-            for start in range(0, len(values), 1000):
+            for start in range(0, len(values), 5000):
                 with uow.scoped():
-                    for cid, name, value in uow.conn.execute(query, {"values": values[start:start + 1000]}):
+                    for cid, name, value in uow.conn.execute(query, {"values": values[start:start + 5000]}):
                         for index in wanted.get(value, ()):
                             found.setdefault(index, {}).setdefault(cid, (name, []))[1].append(_label(key))
         return {index: [Match(cid, name, tuple(keys)) for cid, (name, keys) in sorted(by_id.items())]

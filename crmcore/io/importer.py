@@ -676,8 +676,11 @@ class _Import:
         # The exact keys of this batch's new rows so far: a later row with one is a duplicate too.  Rows
         # of earlier batches are in the database already, where the query finds them (memory stays flat).
         seen: dict[tuple[str, Any], int] = {}
-        rows = [_as_columns(self.columns, row) for _, _, row in inserts]
-        stored = duplicates.matches_many(uow, rows)
+        # A new row's external id is in no stored customer when rows are matched by it: no query for it.
+        exact = [k for k in duplicates.settings.exact if not (k == "external_id" == self.key)]
+        needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
+        rows = [_as_columns(self.columns, row, needed) for _, _, row in inserts]
+        stored = duplicates.matches_many(uow, rows, exact)
         wanted = sorted({m.customer_id for found in stored.values() for m in found})
         full = {r.id: r._mapping for r in _where_in(uow, [self.table], self.table.c.id, wanted)} if (
             self.door in ("update", "merge") and wanted) else {}
@@ -685,8 +688,7 @@ class _Import:
         door_updates: list[tuple[_Item, Any]] = []
         action = {"skip": "skipped", "add": "added", "update": "updated", "merge": "merged"}[self.door or "add"]
         for (line, values, row), columns, index in zip(inserts, rows, range(len(inserts))):
-            keys = [(key, value) for key in duplicates.settings.exact
-                    if (value := _door_key(key, columns)) is not None]
+            keys = [(key, value) for key in exact if (value := _door_key(key, columns)) is not None]
             matches = stored.get(index, [])
             earlier = next((seen[k] for k in keys if k in seen), None)
             if not matches and earlier is None:
@@ -1093,12 +1095,16 @@ class _Import:
         uow.conn.execute(self._update_statement, rows)
 
 
-def _as_columns(columns: list[str], row: Any) -> dict[str, Any]:
-    """A row to insert (a dict, or bound values in ``columns`` order) as column values, custom
-    fields as a dict (the SQLite bulk path binds them as JSON text)."""
-    values = dict(row) if isinstance(row, dict) else dict(zip(columns, row))
-    if isinstance(values.get("attributes"), str):
-        values["attributes"] = json.loads(values["attributes"])
+def _as_columns(columns: list[str], row: Any, wanted: set[str]) -> dict[str, Any]:
+    """The ``wanted`` column values of a row to insert (a dict, or bound values in ``columns``
+    order), custom fields as a dict (the SQLite bulk path binds them as JSON text)."""
+    if isinstance(row, dict):
+        values = {name: row.get(name) for name in wanted}
+    else:
+        values = {name: row[columns.index(name)] for name in wanted}
+    text = values.get("attributes")
+    if isinstance(text, str):
+        values["attributes"] = json.loads(text)
     return values
 
 

@@ -11,7 +11,7 @@ Every route calls ``crm.duplicates`` / ``crm.merges``, which authorize (``custom
 ``customer.merge``, ``customer.unmerge``), apply record visibility and write the audit trail.
 """
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -25,14 +25,16 @@ if TYPE_CHECKING:
     from ..app import CRM
 
 MAX_ID = 2**31 - 1
+#: A customer id in a body (bounded: ids are 32-bit on every database).
+CustomerId = Annotated[int, Field(ge=1, le=MAX_ID)]
 
 
 class MergeRequest(BaseModel):
     """``POST /customers/{id}/merge``."""
 
     model_config = ConfigDict(extra="forbid")
-    others: list[int] = Field(min_length=1, max_length=100, description="The customers merged into this one.")
-    prefer: dict[str, int] = Field(default_factory=dict, max_length=50,
+    others: list[CustomerId] = Field(min_length=1, max_length=100, description="The customers merged into this one.")
+    prefer: dict[Annotated[str, Field(max_length=100)], CustomerId] = Field(default_factory=dict, max_length=50,
                                    description="Field (or `attributes.NAME`) -> the customer whose value it takes.")
     rule: str | None = Field(default=None, pattern="^(non-empty|newest|kept)$",
                              description="How conflicting fields are settled (default: [duplicates] merge_rule).")

@@ -34,10 +34,12 @@ def stored(api: Api, table: Any, column: Any, values: list[str]) -> dict[str, di
 def customers_csv(prefix: str) -> tuple[bytes, list[str]]:
     """Three good rows and two bad ones (lines 3 and 5); returns the file and the good external ids."""
     rows = [("external_id", "name", "email", "country"),
-            (f"{prefix}-1", "王芳", "wang.fang@example.com", "CN"),
+            # Addresses of their own per call: tests share the server's database, and a stored
+            # customer's address makes a new row a duplicate (skipped at the door).
+            (f"{prefix}-1", "王芳", f"wang.fang.{prefix}@example.com", "CN"),
             (f"{prefix}-2", "Bad Email", "not-an-email", "US"),
-            (f"{prefix}-3", "Ana Souza", "ana@example.com", "BR"),
-            (f"{prefix}-4", "Bad Country", "bc@example.com", "Atlantis"),
+            (f"{prefix}-3", "Ana Souza", f"ana.{prefix}@example.com", "BR"),
+            (f"{prefix}-4", "Bad Country", f"bc.{prefix}@example.com", "Atlantis"),
             (f"{prefix}-5", "Otto Normal", "", "DE")]
     out = io.StringIO()
     csv.writer(out, lineterminator="\n").writerows(rows)
