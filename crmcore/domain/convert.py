@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 import functools
+import operator
 import re
 import types
 import typing
@@ -442,3 +443,40 @@ def _as_is(value: Any, kind: type) -> Any:
 
 def _no() -> Any:
     raise LookupError
+
+
+# -- entities -> JSON-ready fields without the converter ---------------------------------------------
+def json_fields(entity: AttrsInstance) -> dict[str, Any]:
+    """An entity's fields as a dict whose orjson encoding (``default=json_default``) is the JSON of
+    :func:`unstructure`: values stay Python objects (enums, tuples, times, Decimals), and an
+    entity class of such plain fields needs no converter (a page of records, an ETag)."""
+    reader = _field_reader(type(entity))
+    if reader is None:
+        return unstructure(entity)
+    names, values = reader
+    return dict(zip(names, values(entity)))
+
+
+@functools.cache
+def _field_reader(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None:
+    """The field names of an entity class and a getter of their values, when orjson writes every
+    value as :func:`record` does (None: some need the converter)."""
+    try:
+        hints = typing.get_type_hints(cls)
+    except (NameError, TypeError):
+        return None
+    names = tuple(attrs.fields_dict(cls))
+    if len(names) < 2 or not all(_plain(hints.get(name)) for name in names):
+        return None
+    return names, operator.attrgetter(*names)
+
+
+def _plain(kind: Any) -> bool:
+    members = [k for k in typing.get_args(kind) if k is not type(None)] \
+        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else [kind]
+    return all(k in _PLAIN or k == tuple[str, ...] or k == dict[str, Any]
+               or (isinstance(k, type) and issubclass(k, enum.Enum)) for k in members)
+
+
+#: Value types orjson writes as json.dumps(default=json_default) does (Decimal through the default).
+_PLAIN = (str, int, bool, Decimal, date, datetime)

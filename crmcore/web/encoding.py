@@ -2,23 +2,14 @@
 
 import base64
 import binascii
-import enum
-import functools
 import json
-import operator
-import types
-import typing
-from collections.abc import Callable
-from datetime import date, datetime
-from decimal import Decimal
 from typing import Any
 
-import attrs
 import orjson
 from attrs import AttrsInstance
 from starlette.responses import Response
 
-from ..domain.convert import json_default, unstructure
+from ..domain.convert import json_default, json_fields, unstructure
 from ..domain.errors import ValidationError
 from ..domain.versions import version_of
 
@@ -35,36 +26,9 @@ def fields(entity: AttrsInstance) -> dict[str, Any]:
     Values stay Python objects (enums, tuples, times, Decimals) until the body is encoded once, by
     orjson, which writes them as :func:`record` does; a page of records pays for no converter.
     """
-    reader = _field_reader(type(entity))
-    if reader is None:
-        return unstructure(entity)
-    names, values = reader
-    return dict(zip(names, values(entity)))
+    return json_fields(entity)
 
 
-@functools.cache
-def _field_reader(cls: type) -> tuple[tuple[str, ...], Callable[[Any], tuple[Any, ...]]] | None:
-    """The field names of an entity class and a getter of their values, when orjson writes every
-    value as :func:`record` does (None: some need the converter)."""
-    try:
-        hints = typing.get_type_hints(cls)
-    except (NameError, TypeError):
-        return None
-    names = tuple(attrs.fields_dict(cls))
-    if len(names) < 2 or not all(_plain(hints.get(name)) for name in names):
-        return None
-    return names, operator.attrgetter(*names)
-
-
-def _plain(kind: Any) -> bool:
-    members = [k for k in typing.get_args(kind) if k is not type(None)] \
-        if isinstance(kind, types.UnionType) or typing.get_origin(kind) is typing.Union else [kind]
-    return all(k in _PLAIN or k == tuple[str, ...] or k == dict[str, Any]
-               or (isinstance(k, type) and issubclass(k, enum.Enum)) for k in members)
-
-
-#: Value types orjson writes as json.dumps(default=json_default) does (Decimal through the default).
-_PLAIN = (str, int, bool, Decimal, date, datetime)
 _ORJSON_OPTIONS = orjson.OPT_NON_STR_KEYS
 
 
