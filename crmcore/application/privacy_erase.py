@@ -35,6 +35,7 @@ from ..store.tables import (
 )
 from ..store.sealed import MARK
 from .audit import record_hash
+from .privacy_files import WHOLE_ONLY, matches
 
 if TYPE_CHECKING:
     from .uow import UnitOfWork
@@ -59,13 +60,15 @@ _WAITING = ("pending", "claimed")
 
 
 def distinctive_values(uow: "UnitOfWork", customer: Customer) -> tuple[str, ...]:
-    """The person's values to look for in free text: name, email, phone, external id and those
-    of their contacts (ids and short values excluded: they would match too much)."""
+    """The person's values to look for: name, email, phone, external id and those of their
+    contacts.  Values of 2 or 3 characters (张伟) are kept but matched as whole cells or whole
+    JSON values only (:func:`crmcore.application.privacy_files.matches`); single characters
+    are dropped (they identify nobody)."""
     found = [customer.name, customer.email, customer.phone, customer.external_id]
     for row in uow.conn.execute(select(contacts.c.name, contacts.c.email, contacts.c.phone, contacts.c.external_id)
                                 .where(contacts.c.customer_id == customer.id)):
         found.extend(row)
-    values = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 4 and v != ERASED_NAME}
+    values = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 2 and v != ERASED_NAME}
     return tuple(sorted(values))
 
 
@@ -109,10 +112,13 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
 
 
 def _mentions(column: Any, values: Iterable[str]) -> list[Any]:
-    """``column`` (JSON) as text contains one of ``values``, as written or as JSON escapes it."""
+    """``column`` (JSON) as text contains one of ``values``, as written or as JSON escapes it
+    (a short value: as a whole JSON string, quotes included)."""
     found = []
     for value in values:
         for form in {value, json.dumps(value)[1:-1]}:
+            if len(value) < WHOLE_ONLY:
+                form = f'"{form}"'
             pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             found.append(cast(column, Text).like(pattern, escape="\\"))
     return found
@@ -158,8 +164,14 @@ def _erase_value(value: Any, values: tuple[str, ...], everything: bool) -> Any:
 
 
 def _holds(value: Any, values: tuple[str, ...]) -> bool:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return any(v in text for v in values)
+    if isinstance(value, str):
+        return matches(value, values)
+    if isinstance(value, Mapping):
+        return any(_holds(v, values) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds(v, values) for v in value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return any(v in text for v in values if len(v) >= WHOLE_ONLY)
 
 
 def record_erasure(uow: "UnitOfWork", customer_id: int, reason: str) -> bool:

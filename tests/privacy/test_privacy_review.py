@@ -42,3 +42,24 @@ def test_a_value_that_looks_sealed_is_rejected_or_sealed(crm_factory: Any, monke
         with crm.engine.connect() as conn:
             assert conn.execute(select(notify_outbox.c.recipient)).scalar_one() == LOOKS_SEALED
     assert crm.customers.list({}) is not None
+
+
+@SQLITE_ONLY
+def test_a_two_character_name_is_erased_as_a_whole_value(crm_factory: Any, tmp_path: Path) -> None:
+    from crmcore.io import ImportOptions, import_file
+
+    crm = crm_factory(plugins=[])
+    person = crm.customers.add(name="张伟")
+    other = crm.customers.add(name="Other 张伟明")  # holds the name inside a longer one: stays
+    crm.customers.update(other.id, attributes={"referred_by": "张伟"})
+    source, rejects = tmp_path / "in.csv", tmp_path / "rej.csv"
+    source.write_text("name,email\n张伟,bad-email\nKeep Me,also-bad\n", encoding="utf-8")
+    import_file(crm, "customers", source, ImportOptions(on_error="skip", reject_file=rejects))
+    assert "张伟" in rejects.read_text(encoding="utf-8")
+    crm.privacy.erase(person.id, "request 1")
+    text_left = rejects.read_text(encoding="utf-8")
+    assert "张伟" not in text_left and "Keep Me" in text_left
+    # The audit trail: also the other customer's record naming the person as a whole value.
+    audit = "\n".join(line for line in everything(crm).splitlines() if line.startswith("audit_log"))
+    assert "张伟明" in audit  # a longer name holding it is another person's
+    assert "张伟" not in audit.replace("张伟明", "")
