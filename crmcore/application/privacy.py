@@ -16,7 +16,7 @@ from dateutil.relativedelta import relativedelta
 from sqlalchemy import String, Table, and_, bindparam, delete, func, select, type_coerce, update
 
 from ..domain.errors import ConfigError, ValidationError
-from ..store.sealed import MARK, Cipher, cipher_of
+from ..store.sealed import FIELDS, MARK, Cipher, cipher_of
 from ..store.tables import contacts, customers, deals, interactions, notify_outbox, privacy_erasures
 from . import privacy_erase, privacy_export, privacy_files
 from .privacy_erase import reseal_audit
@@ -135,8 +135,8 @@ class PrivacyService:
 
     # -- encryption ------------------------------------------------------------------
     def rotate_key(self, batch: int = 5000) -> dict[str, int]:
-        """Re-seal every sealed field with the first configured key (also values stored before
-        encryption was turned on); returns the values re-sealed per ``table.field``.  One
+        """Re-seal every sealed value with the first configured key (also values stored before
+        encryption was turned on, and the sealed values of a field no longer configured); returns the values re-sealed per ``table.field``.  One
         transaction: look-ups by blind index never see half the rows rotated."""
         self.crm.authorize("privacy.rotate-key", None)
         cipher = cipher_of(self.crm.engine.dialect)
@@ -144,8 +144,11 @@ class PrivacyService:
             raise ConfigError("encryption is not configured: [privacy.encryption] fields and key_env or key_file")
         counts: dict[str, int] = {}
         with self.crm.unit() as uow:
+            # Every sealable field, configured or not: a field dropped from `fields` keeps its
+            # sealed values readable (they open with any listed key), so they move to the new key
+            # too, and removing the old key afterwards loses nothing.
             for table in (customers, contacts):
-                for field in sorted(cipher.fields):
+                for field in FIELDS:
                     counts[f"{table.name}.{field}"] = _reseal(uow, cipher, table, field, batch)
             counts["notify_outbox.recipient"] = _reseal(uow, cipher, notify_outbox, "recipient", batch)
             # Audit values of sealed fields too; the new contents' hashes go in this record, as an
@@ -221,9 +224,12 @@ def _reseal(uow: "UnitOfWork", cipher: Cipher, table: Table, field: str, batch: 
                                 .order_by(table.c.id).limit(batch)).all()
         if not rows:
             return changed
+        # A configured field: every value not sealed with the first key; another: only its
+        # values sealed with an older key (plain ones stay plain).
         updates = [{"row_id": row_id, "sealed": cipher.seal(field, cipher.open(field, value)
                                                              if value.startswith(MARK) else value)}
-                   for row_id, value in rows if not cipher.current(value)]
+                   for row_id, value in rows
+                   if not cipher.current(value) and (cipher.seals(field) or value.startswith(MARK))]
         if updates:
             uow.conn.execute(write, updates)
             changed += len(updates)

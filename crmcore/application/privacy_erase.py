@@ -33,7 +33,7 @@ from ..store.tables import (
     privacy_erasures,
     segment_memberships,
 )
-from ..store.sealed import MARK
+from ..store.sealed import FIELDS, MARK
 from .audit import record_hash
 from .privacy_files import WHOLE_ONLY, matches
 
@@ -211,8 +211,8 @@ def _resealed(cipher: Any, changes: Any) -> Any:
         return changes
     out = {}
     for key, pair in changes.items():
-        if cipher.seals(key) and isinstance(pair, list):
-            pair = [v if not isinstance(v, str) or cipher.current(v)
+        if (cipher.seals(key) or key in FIELDS) and isinstance(pair, list):
+            pair = [v if not isinstance(v, str) or cipher.current(v) or not (cipher.seals(key) or v.startswith(MARK))
                     else cipher.seal(key, cipher.open(key, v) if v.startswith(MARK) else v) for v in pair]
         out[key] = pair
     return out

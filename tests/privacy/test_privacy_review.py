@@ -63,3 +63,39 @@ def test_a_two_character_name_is_erased_as_a_whole_value(crm_factory: Any, tmp_p
     audit = "\n".join(line for line in everything(crm).splitlines() if line.startswith("audit_log"))
     assert "张伟明" in audit  # a longer name holding it is another person's
     assert "张伟" not in audit.replace("张伟明", "")
+
+
+@pytest.mark.parametrize("crm_db_url", ["sqlite", "postgresql"], indirect=True)
+def test_lookups_find_values_sealed_with_any_listed_key(crm_factory: Any, monkeypatch: Any) -> None:
+    old, new = new_key(), new_key()
+    crm = encrypted(crm_factory, monkeypatch, [old])
+    crm.customers.add(name="X", email="x.rot@example.com", phone="+8613911112222")
+    crm.close()
+    crm = encrypted(crm_factory, monkeypatch, [new, old])  # a new key first, no rotation yet
+    crm.customers.add(name="Y", email="y.rot@example.com")
+    assert crm.customers.find(email="x.rot@example.com").name == "X"
+    assert crm.customers.find(email="y.rot@example.com").name == "Y"
+    assert [c.name for c in crm.customers.list({"email": "x.rot@example.com"})] == ["X"]
+    assert crm.customers.find(email="nobody@example.com") is None
+    for email in ("x.rot@example.com", "y.rot@example.com"):  # a cached statement takes each new value
+        assert crm.customers.find(email=email) is not None
+
+
+@SQLITE_ONLY
+def test_rotation_reseals_a_field_no_longer_configured(crm_factory: Any, monkeypatch: Any) -> None:
+    old, new = new_key(), new_key()
+    crm = encrypted(crm_factory, monkeypatch, [old])
+    crm.customers.add(name="X", email="x.drop@example.com", phone="+8613911112222")
+    crm.close()
+    crm = encrypted(crm_factory, monkeypatch, [new, old], fields=("email",))  # phone dropped from fields
+    counts = crm.privacy.rotate_key()
+    assert counts["customers.phone"] == 1 and counts["customers.email"] == 1
+    crm.close()
+    crm = encrypted(crm_factory, monkeypatch, [new], fields=("email",))  # the old key removed
+    customer = crm.customers.find(email="x.drop@example.com")
+    assert customer.phone == "+8613911112222"
+    from crmcore.application import audit
+
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
+        assert audit.records(uow.conn)[0].changes["phone"] == [None, "+8613911112222"]
