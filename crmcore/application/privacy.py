@@ -23,6 +23,7 @@ from .privacy_erase import reseal_audit
 
 if TYPE_CHECKING:
     from ..app import CRM
+    from ..config.privacy import Retention
     from .uow import UnitOfWork
 
 #: The longest reason an erasure keeps (the column's size).
@@ -170,18 +171,17 @@ class PrivacyService:
         self.crm.authorize("privacy.apply-retention", None)
         found: dict[str, int] = {}
         with self.crm.unit() as uow:
-            if policy.interactions_years is not None:
-                old = interactions.c.occurred_at < now - relativedelta(years=policy.interactions_years)
-                found["interactions"] = self._apply(uow, dry_run, interactions, old,
-                                                    delete(interactions).where(old), "interaction")
-            if policy.outbox_body_days is not None:
-                cutoff = now - relativedelta(days=policy.outbox_body_days)
-                old = and_(notify_outbox.c.created_at < cutoff, notify_outbox.c.status.in_(_FINISHED),
-                           notify_outbox.c.body.is_not(None))
-                found["outbox_bodies"] = self._apply(uow, dry_run, notify_outbox, old, update(notify_outbox)
-                                                     .where(old).values(body=None, subject=None, payload={}),
-                                                     "message")
+            sqlite = uow.dialect == "sqlite" and not dry_run
+            if sqlite:  # as for an erasure: freed cells are zeroed, and the file is rebuilt below
+                uow.conn.exec_driver_sql("PRAGMA secure_delete = ON")
+            try:
+                self._expire(uow, policy, now, dry_run, found)
+            finally:
+                if sqlite:
+                    uow.conn.exec_driver_sql("PRAGMA secure_delete = OFF")
             leads = self._stale_leads(uow, now, policy.leads_months) if policy.leads_months is not None else None
+        if sqlite and any(found.values()):
+            self.compact()
         if leads is not None:
             found["leads"] = len(leads)
             if not dry_run and leads:
@@ -191,19 +191,41 @@ class PrivacyService:
                 self.compact()
         return found
 
-    def _apply(self, uow: "UnitOfWork", dry_run: bool, table: Any, where: Any, statement: Any, entity: str) -> int:
-        """Count, or run ``statement`` and record the ids it touched as one audit batch."""
+    def _expire(self, uow: "UnitOfWork", policy: "Retention", now: datetime, dry_run: bool,
+                found: dict[str, int]) -> None:
+        """Delete old interactions and blank old outbox bodies (set-based), counting into ``found``."""
+        if policy.interactions_years is not None:
+            old = interactions.c.occurred_at < _before(now, relativedelta(years=policy.interactions_years))
+            found["interactions"] = self._apply(uow, dry_run, interactions, old,
+                                                delete(interactions).where(old), "interaction", redact=True)
+        if policy.outbox_body_days is not None:
+            cutoff = _before(now, relativedelta(days=policy.outbox_body_days))
+            old = and_(notify_outbox.c.created_at < cutoff, notify_outbox.c.status.in_(_FINISHED),
+                       notify_outbox.c.body.is_not(None))
+            found["outbox_bodies"] = self._apply(uow, dry_run, notify_outbox, old, update(notify_outbox)
+                                                 .where(old).values(body=None, subject=None, payload={}),
+                                                 "message")
+
+    def _apply(self, uow: "UnitOfWork", dry_run: bool, table: Any, where: Any, statement: Any, entity: str,
+               redact: bool = False) -> int:
+        """Count, or run ``statement`` and record the ids it touched as one audit batch
+        (``redact``: the rows are deleted, and so are the texts of their audit records; the
+        batch lists the redacted records' new hashes, so the chain still verifies)."""
         if dry_run:
             return int(uow.conn.execute(select(func.count()).select_from(table).where(where)).scalar_one())
         ids = uow.conn.execute(select(table.c.id).where(where).order_by(table.c.id)).scalars().all()
         if ids:
             uow.conn.execute(statement)
-            uow.audit.batch("privacy.retention", entity, ids)
+            if redact:
+                redacted = privacy_erase.redact_entities(uow, entity, list(ids))
+                uow.audit.batch("privacy.retention", entity, ids, redacted=[None, redacted])
+            else:
+                uow.audit.batch("privacy.retention", entity, ids)
         return len(ids)
 
     def _stale_leads(self, uow: "UnitOfWork", now: datetime, months: int) -> list[int]:
         """Leads created more than ``months`` ago, with no deal, not yet erased (set-based)."""
-        cutoff = now - relativedelta(months=months)
+        cutoff = _before(now, relativedelta(months=months))
         query = (select(customers.c.id)
                  .where(customers.c.stage == "lead", customers.c.created_at < cutoff,
                         ~select(deals.c.id).where(deals.c.customer_id == customers.c.id).exists(),
@@ -211,6 +233,14 @@ class PrivacyService:
                         .where(privacy_erasures.c.customer_id == customers.c.id).exists())
                  .order_by(customers.c.id))
         return list(uow.conn.execute(query).scalars())
+
+
+def _before(now: datetime, span: relativedelta) -> datetime:
+    """``now - span``, or the earliest date when that is before year 1 (an early ``--as-of``)."""
+    try:
+        return now - span
+    except (ValueError, OverflowError):
+        return datetime.min.replace(tzinfo=now.tzinfo)
 
 
 def _reseal(uow: "UnitOfWork", cipher: Cipher, table: Table, field: str, batch: int) -> int:

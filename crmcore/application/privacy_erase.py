@@ -142,6 +142,26 @@ def redact_audit(uow: "UnitOfWork", customer_id: int, values: tuple[str, ...]) -
     return redacted
 
 
+def redact_entities(uow: "UnitOfWork", entity: str, ids: list[Any]) -> dict[str, str]:
+    """Redact the audit records of rows retention deleted (``entity`` with these ``ids``): every
+    value but the :data:`_KEEP` fields; returns ``{seq: hash of the redacted content}``."""
+    conn = uow.conn
+    redacted: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = [str(i) for i in ids[start:start + 500]]
+        rows = conn.execute(select(audit_log).where(audit_log.c.entity == entity, audit_log.c.entity_id.in_(chunk))
+                            .order_by(audit_log.c.seq)).mappings().all()
+        for row in rows:
+            changes = _redact(row["changes"], (), True)
+            if changes == row["changes"]:
+                continue
+            conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
+            redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
+                                                    row["action"], row["entity"], row["entity_id"],
+                                                    row["customer_id"], row["ids"], changes)
+    return redacted
+
+
 def _redact(changes: Any, values: tuple[str, ...], theirs: bool) -> Any:
     """A record's ``changes`` without the person's values: in their own records every value but
     the :data:`_KEEP` fields; in others' records only the text holding one of ``values``."""

@@ -99,3 +99,49 @@ def test_rotation_reseals_a_field_no_longer_configured(crm_factory: Any, monkeyp
     with crm.unit(readonly=True) as uow:
         assert audit.verify(uow.conn).ok
         assert audit.records(uow.conn)[0].changes["phone"] == [None, "+8613911112222"]
+
+
+@SQLITE_ONLY
+def test_retention_leaves_no_deleted_text_in_the_sqlite_file(crm_factory: Any) -> None:
+    crm = crm_factory(plugins=[], config={"privacy": {"retention": {"interactions_years": 1}}})
+    customer = crm.customers.add(name="Ret")
+    for i in range(30):
+        crm.interactions.add(customer_id=customer.id, kind="note", body=f"Retplantbody{i:03d} " + "x" * 200,
+                             occurred_at="2020-01-01T00:00:00Z")
+    assert crm.privacy.apply_retention()["interactions"] == 30
+    crm.close()
+    database = Path(str(crm.engine.url.database))
+    data = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    assert b"Retplantbody" not in data
+
+
+def test_a_retention_period_reaching_before_year_one_is_a_config_error() -> None:
+    import crmcore
+
+    with pytest.raises(crmcore.ConfigError, match="interactions_years must be a whole number from 1 to 1000"):
+        crmcore.Config.from_mapping({"privacy": {"retention": {"interactions_years": 2026}}})
+
+
+@SQLITE_ONLY
+def test_an_early_as_of_clamps_the_cutoff(crm_factory: Any) -> None:
+    from datetime import datetime, timezone
+
+    crm = crm_factory(plugins=[], config={"privacy": {"retention": {"interactions_years": 1000,
+                                                                    "outbox_body_days": 365000}}})
+    found = crm.privacy.apply_retention(as_of=datetime(900, 1, 1, tzinfo=timezone.utc), dry_run=True)
+    assert found == {"interactions": 0, "outbox_bodies": 0}
+
+
+@SQLITE_ONLY
+def test_retention_redacts_the_deleted_interactions_audit_and_the_chain_verifies(crm_factory: Any) -> None:
+    from crmcore.application import audit
+
+    crm = crm_factory(plugins=[], config={"privacy": {"retention": {"interactions_years": 1}}})
+    customer = crm.customers.add(name="Ret")
+    crm.interactions.add(customer_id=customer.id, kind="note", body="Oldsecretbody", occurred_at="2020-01-01T00:00:00Z")
+    crm.interactions.add(customer_id=customer.id, kind="note", body="Recentbody", occurred_at="2026-06-01T00:00:00Z")
+    crm.privacy.apply_retention()
+    stored = everything(crm)
+    assert "Oldsecretbody" not in stored and "Recentbody" in stored
+    with crm.unit(readonly=True) as uow:
+        assert audit.verify(uow.conn).ok
