@@ -45,7 +45,10 @@ class Encryption:
         text = secrets.read("key", env=self.key_env, file=self.key_file, label="[privacy.encryption]")
         if not text:
             raise ConfigError("[privacy.encryption] needs key_env = \"VARIABLE\" or key_file = \"PATH\"")
-        return [k for k in text.replace(",", "\n").split() if k and not k.startswith("#")]
+        keys = [k for k in text.replace(",", "\n").split() if k and not k.startswith("#")]
+        for key in keys:  # each key on its own: a log line may hold one without the others
+            secrets.register(key)
+        return keys
 
 
 @attrs.frozen

@@ -103,7 +103,10 @@ def backup(engine: Engine, target: str | Path) -> dict[str, Any]:
                     **prints}
         partial = path.with_name(path.name + ".partial")
         try:
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            # Readable by the owner only: the backup holds every person's data.
+            handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(handle, 0o600)
+            with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
                 archive.write(payload, PAYLOAD[dialect])
             os.replace(partial, path)

@@ -145,3 +145,16 @@ def test_retention_redacts_the_deleted_interactions_audit_and_the_chain_verifies
     assert "Oldsecretbody" not in stored and "Recentbody" in stored
     with crm.unit(readonly=True) as uow:
         assert audit.verify(uow.conn).ok
+
+
+def test_each_of_several_keys_is_scrubbed_from_logs(monkeypatch: Any) -> None:
+    import crmcore
+    from crmcore.config import secrets
+
+    first, second = new_key(), new_key()
+    monkeypatch.setenv("PRIVREV_SCRUB", f"{first}\n{second}")
+    config = crmcore.Config.from_mapping({"privacy": {"encryption": {"fields": ["email"],
+                                                                     "key_env": "PRIVREV_SCRUB"}}})
+    assert config.privacy.encryption.keys() == [first, second]
+    assert secrets.scrub(f"old key {second} leaked") == "old key *** leaked"
+    assert secrets.scrub(f"new key {first}") == "new key ***"
