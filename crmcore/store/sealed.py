@@ -11,7 +11,9 @@ A :class:`Sealed` column (``customers.email``, ``customers.phone``, ``contacts.e
   by a range over its prefix (``col > '$e1$IDX' AND col < '$e1$IDX%'``): :class:`Sealed`
   turns ``col == value`` (and ``col.in_([...])``) into that range, on every database (the
   core's text comparisons are bytewise: SQLite BINARY, MariaDB ``utf8mb4_bin``, PostgreSQL
-  ``C`` or byte order for ASCII).
+  ``C`` or byte order for ASCII; a PostgreSQL database whose collation is not, such as
+  ``en_US`` or an ICU locale, is detected (:func:`check_collation`) and compared
+  ``COLLATE "C"``).
 - The value itself is sealed with AES-256-GCM (cryptography's AEAD), a random 96-bit nonce
   per value and the field's name as associated data, so a sealed email cannot be passed off as
   a phone number.
@@ -39,7 +41,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import String, and_, false, literal_column, or_
+from sqlalchemy import String, and_, false, literal_column, or_, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -63,8 +65,8 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _unb64(encoded: str) -> bytes:
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
 
 
 def new_key() -> str:
@@ -84,9 +86,9 @@ class Cipher:
         if len(keys) > MAX_KEYS:
             raise ConfigError(f"[privacy.encryption] lists {len(keys)} keys; at most {MAX_KEYS} (finish a "
                               f"rotation with `crm privacy rotate-key`, then remove the old keys)")
-        for number, text in enumerate(keys, 1):
+        for number, encoded in enumerate(keys, 1):
             try:
-                master = _unb64(text.strip())
+                master = _unb64(encoded.strip())
             except ValueError:
                 master = b""
             if len(master) != 32:
@@ -146,6 +148,25 @@ class Cipher:
 
 def _derive(master: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
+
+
+# Stored forms whose order decides whether a blind-index range finds exactly one value's rows.
+_ORDER_SAMPLES = ("$e1$A", "$e1$A$k", "$e1$A%", "$e1$A-", "$e1$A_", "$e1$Aa", "$e1$a", "$e1$B", "$e1$-", "$e1$_",
+                  "$e1$0")
+
+
+def check_collation(engine: Any) -> None:
+    """Note on a PostgreSQL engine whether its text order is bytewise for sealed values (``C``,
+    ``C.UTF-8``: the range uses the column's index); otherwise (``en_US``, an ICU locale, which
+    skip punctuation) the ranges compare ``COLLATE "C"``: right, but without the index."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        # In the database's default collation, which the sealed columns have.
+        found = list(conn.execute(text("SELECT v FROM unnest(CAST(:v AS text[])) AS t(v) ORDER BY v"),
+                                  {"v": list(_ORDER_SAMPLES)}).scalars())
+        conn.rollback()
+    engine.dialect.crm_bytewise = found == sorted(_ORDER_SAMPLES)
 
 
 def cipher_of(dialect: Any) -> Cipher | None:
@@ -259,6 +280,8 @@ def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> 
     field = bound[0].type.field  # type: ignore[attr-defined]
     if cipher is None or not cipher.seals(field):
         return str(compiler.process(column.op("=")(bound[0]), **kw))
+    if not getattr(compiler.dialect, "crm_bytewise", True):  # see check_collation
+        column = column.collate("C")
     # Parenthesised: the ranges are one condition, also under NOT.
     ranges = [and_(column.op(">")(key), column.op("<")(key.concat(literal_column("'%'"))))
               for key in bound[:cipher.key_count]]

@@ -158,3 +158,31 @@ def test_each_of_several_keys_is_scrubbed_from_logs(monkeypatch: Any) -> None:
     assert config.privacy.encryption.keys() == [first, second]
     assert secrets.scrub(f"old key {second} leaked") == "old key *** leaked"
     assert secrets.scrub(f"new key {first}") == "new key ***"
+
+
+@pytest.mark.parametrize("crm_db_url", ["postgresql"], indirect=True)
+def test_lookups_work_under_a_postgresql_collation_that_skips_punctuation(crm_factory: Any, crm_db_url: str,
+                                                                         monkeypatch: Any) -> None:
+    from sqlalchemy.engine import make_url
+
+    from crmcore.store.engine import make_engine
+
+    url = make_url(crm_db_url)
+    icu = f"{url.database}_icu"
+    admin = make_engine(url.render_as_string(hide_password=False)).execution_options(isolation_level="AUTOCOMMIT")
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{icu}"')
+            conn.exec_driver_sql(f"CREATE DATABASE \"{icu}\" TEMPLATE template0 LOCALE_PROVIDER icu "
+                                 f"ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'")
+    finally:
+        admin.dispose()
+    monkeypatch.setenv("PRIVREV_ICU", new_key())
+    crm = crm_factory(plugins=[], config={"database_url": url.set(database=icu).render_as_string(
+        hide_password=False), "privacy": {"encryption": {"fields": ["email", "phone"], "key_env": "PRIVREV_ICU"}}})
+    crm.customers.add(name="Icu", email="icu@example.com", phone="+8613911112222")
+    crm.customers.add(name="Other", email="other@example.com")
+    assert crm.customers.find(email="icu@example.com").name == "Icu"
+    assert [c.name for c in crm.customers.list({"phone": "+8613911112222"})] == ["Icu"]
+    assert crm.customers.find(email="nobody@example.com") is None
+    crm.close()
