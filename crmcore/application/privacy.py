@@ -137,8 +137,9 @@ class PrivacyService:
     # -- encryption ------------------------------------------------------------------
     def rotate_key(self, batch: int = 5000) -> dict[str, int]:
         """Re-seal every sealed value with the first configured key (also values stored before
-        encryption was turned on, and the sealed values of a field no longer configured); returns the values re-sealed per ``table.field``.  One
-        transaction: look-ups by blind index never see half the rows rotated."""
+        encryption was turned on, and the sealed values of a field no longer configured);
+        returns the values re-sealed per ``table.field``.  One transaction: look-ups by blind
+        index never see half the rows rotated."""
         self.crm.authorize("privacy.rotate-key", None)
         cipher = cipher_of(self.crm.engine.dialect)
         if cipher is None:
@@ -238,7 +239,8 @@ class PrivacyService:
 def _before(now: datetime, span: relativedelta) -> datetime:
     """``now - span``, or the earliest date when that is before year 1 (an early ``--as-of``)."""
     try:
-        return now - span
+        cutoff: datetime = now - span
+        return cutoff
     except (ValueError, OverflowError):
         return datetime.min.replace(tzinfo=now.tzinfo)
 
