@@ -49,7 +49,7 @@ from .notify.templates import TemplateError
 from .reports import Report, ReportEngine
 from .segments import SegmentEngine, Segmenter
 from .store.engine import make_engine, sqlite_file_missing
-from .store.sealed import Cipher
+from .store.sealed import Cipher, check_collation
 
 T = TypeVar("T")
 
@@ -70,6 +70,7 @@ class CRM:
         if config.privacy.encryption.fields:  # sealed columns seal and open with this engine's keys
             self.engine.dialect.crm_cipher = Cipher(config.privacy.encryption.keys(),  # type: ignore[attr-defined]
                                                     config.privacy.encryption.fields)
+            check_collation(self.engine)
         install_visibility(self.engine)  # record visibility in every scoped unit of work's SELECTs
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
         self.default_actor: str | None = None

@@ -445,7 +445,8 @@ def erase_personal_data(uow: UnitOfWork, customer: Customer, values: tuple[str, 
     :param uow: the unit of work of the erasure.
     :param customer: the customer as stored before the erasure.
     :param values: the person's distinctive values (name, email, phone, external id and
-        those of their contacts) to look for in free text.
+        those of their contacts) to look for in free text; one shorter than 4 characters
+        (a 2-character Chinese name) must match a whole value only, never part of a text.
     :returns: the number of rows changed or removed (None: nothing).
     """
 

@@ -238,11 +238,12 @@ def verify(conn: Connection, batch: int = 5000) -> Verification:
 
 
 def _redactions(conn: Connection) -> dict[int, str]:
-    """``{seq: hash of the rewritten content}`` from every erasure (``customer.erase``) and key
-    rotation (``privacy.rotate-key``) record; a later rewrite of a record wins."""
+    """``{seq: hash of the rewritten content}`` from every erasure (``customer.erase``), key
+    rotation (``privacy.rotate-key``) and retention (``privacy.retention``) record; a later rewrite of a record wins."""
     found: dict[int, str] = {}
     for changes in conn.execute(select(audit_log.c.changes)
-                                .where(audit_log.c.action.in_(("customer.erase", "privacy.rotate-key")))
+                                .where(audit_log.c.action.in_(("customer.erase", "privacy.rotate-key",
+                                                                             "privacy.retention")))
                                 .order_by(audit_log.c.seq)).scalars():
         listed = (changes or {}).get("redacted") or [None, None]
         for seq, digest in (listed[1] or {}).items():

@@ -16,13 +16,14 @@ from dateutil.relativedelta import relativedelta
 from sqlalchemy import String, Table, and_, bindparam, delete, func, select, type_coerce, update
 
 from ..domain.errors import ConfigError, ValidationError
-from ..store.sealed import MARK, Cipher, cipher_of
+from ..store.sealed import FIELDS, MARK, Cipher, cipher_of
 from ..store.tables import contacts, customers, deals, interactions, notify_outbox, privacy_erasures
 from . import privacy_erase, privacy_export, privacy_files
 from .privacy_erase import reseal_audit
 
 if TYPE_CHECKING:
     from ..app import CRM
+    from ..config.privacy import Retention
     from .uow import UnitOfWork
 
 #: The longest reason an erasure keeps (the column's size).
@@ -135,17 +136,21 @@ class PrivacyService:
 
     # -- encryption ------------------------------------------------------------------
     def rotate_key(self, batch: int = 5000) -> dict[str, int]:
-        """Re-seal every sealed field with the first configured key (also values stored before
-        encryption was turned on); returns the values re-sealed per ``table.field``.  One
-        transaction: look-ups by blind index never see half the rows rotated."""
+        """Re-seal every sealed value with the first configured key (also values stored before
+        encryption was turned on, and the sealed values of a field no longer configured);
+        returns the values re-sealed per ``table.field``.  One transaction: look-ups by blind
+        index never see half the rows rotated."""
         self.crm.authorize("privacy.rotate-key", None)
         cipher = cipher_of(self.crm.engine.dialect)
         if cipher is None:
             raise ConfigError("encryption is not configured: [privacy.encryption] fields and key_env or key_file")
         counts: dict[str, int] = {}
         with self.crm.unit() as uow:
+            # Every sealable field, configured or not: a field dropped from `fields` keeps its
+            # sealed values readable (they open with any listed key), so they move to the new key
+            # too, and removing the old key afterwards loses nothing.
             for table in (customers, contacts):
-                for field in sorted(cipher.fields):
+                for field in FIELDS:
                     counts[f"{table.name}.{field}"] = _reseal(uow, cipher, table, field, batch)
             counts["notify_outbox.recipient"] = _reseal(uow, cipher, notify_outbox, "recipient", batch)
             # Audit values of sealed fields too; the new contents' hashes go in this record, as an
@@ -167,18 +172,17 @@ class PrivacyService:
         self.crm.authorize("privacy.apply-retention", None)
         found: dict[str, int] = {}
         with self.crm.unit() as uow:
-            if policy.interactions_years is not None:
-                old = interactions.c.occurred_at < now - relativedelta(years=policy.interactions_years)
-                found["interactions"] = self._apply(uow, dry_run, interactions, old,
-                                                    delete(interactions).where(old), "interaction")
-            if policy.outbox_body_days is not None:
-                cutoff = now - relativedelta(days=policy.outbox_body_days)
-                old = and_(notify_outbox.c.created_at < cutoff, notify_outbox.c.status.in_(_FINISHED),
-                           notify_outbox.c.body.is_not(None))
-                found["outbox_bodies"] = self._apply(uow, dry_run, notify_outbox, old, update(notify_outbox)
-                                                     .where(old).values(body=None, subject=None, payload={}),
-                                                     "message")
+            sqlite = uow.dialect == "sqlite" and not dry_run
+            if sqlite:  # as for an erasure: freed cells are zeroed, and the file is rebuilt below
+                uow.conn.exec_driver_sql("PRAGMA secure_delete = ON")
+            try:
+                self._expire(uow, policy, now, dry_run, found)
+            finally:
+                if sqlite:
+                    uow.conn.exec_driver_sql("PRAGMA secure_delete = OFF")
             leads = self._stale_leads(uow, now, policy.leads_months) if policy.leads_months is not None else None
+        if sqlite and any(found.values()):
+            self.compact()
         if leads is not None:
             found["leads"] = len(leads)
             if not dry_run and leads:
@@ -188,19 +192,41 @@ class PrivacyService:
                 self.compact()
         return found
 
-    def _apply(self, uow: "UnitOfWork", dry_run: bool, table: Any, where: Any, statement: Any, entity: str) -> int:
-        """Count, or run ``statement`` and record the ids it touched as one audit batch."""
+    def _expire(self, uow: "UnitOfWork", policy: "Retention", now: datetime, dry_run: bool,
+                found: dict[str, int]) -> None:
+        """Delete old interactions and blank old outbox bodies (set-based), counting into ``found``."""
+        if policy.interactions_years is not None:
+            old = interactions.c.occurred_at < _before(now, relativedelta(years=policy.interactions_years))
+            found["interactions"] = self._apply(uow, dry_run, interactions, old,
+                                                delete(interactions).where(old), "interaction", redact=True)
+        if policy.outbox_body_days is not None:
+            cutoff = _before(now, relativedelta(days=policy.outbox_body_days))
+            old = and_(notify_outbox.c.created_at < cutoff, notify_outbox.c.status.in_(_FINISHED),
+                       notify_outbox.c.body.is_not(None))
+            found["outbox_bodies"] = self._apply(uow, dry_run, notify_outbox, old, update(notify_outbox)
+                                                 .where(old).values(body=None, subject=None, payload={}),
+                                                 "message")
+
+    def _apply(self, uow: "UnitOfWork", dry_run: bool, table: Any, where: Any, statement: Any, entity: str,
+               redact: bool = False) -> int:
+        """Count, or run ``statement`` and record the ids it touched as one audit batch
+        (``redact``: the rows are deleted, and so are the texts of their audit records; the
+        batch lists the redacted records' new hashes, so the chain still verifies)."""
         if dry_run:
             return int(uow.conn.execute(select(func.count()).select_from(table).where(where)).scalar_one())
         ids = uow.conn.execute(select(table.c.id).where(where).order_by(table.c.id)).scalars().all()
         if ids:
             uow.conn.execute(statement)
-            uow.audit.batch("privacy.retention", entity, ids)
+            if redact:
+                redacted = privacy_erase.redact_entities(uow, entity, list(ids))
+                uow.audit.batch("privacy.retention", entity, ids, redacted=[None, redacted])
+            else:
+                uow.audit.batch("privacy.retention", entity, ids)
         return len(ids)
 
     def _stale_leads(self, uow: "UnitOfWork", now: datetime, months: int) -> list[int]:
         """Leads created more than ``months`` ago, with no deal, not yet erased (set-based)."""
-        cutoff = now - relativedelta(months=months)
+        cutoff = _before(now, relativedelta(months=months))
         query = (select(customers.c.id)
                  .where(customers.c.stage == "lead", customers.c.created_at < cutoff,
                         ~select(deals.c.id).where(deals.c.customer_id == customers.c.id).exists(),
@@ -208,6 +234,15 @@ class PrivacyService:
                         .where(privacy_erasures.c.customer_id == customers.c.id).exists())
                  .order_by(customers.c.id))
         return list(uow.conn.execute(query).scalars())
+
+
+def _before(now: datetime, span: relativedelta) -> datetime:
+    """``now - span``, or the earliest date when that is before year 1 (an early ``--as-of``)."""
+    try:
+        cutoff: datetime = now - span
+        return cutoff
+    except (ValueError, OverflowError):
+        return datetime.min.replace(tzinfo=now.tzinfo)
 
 
 def _reseal(uow: "UnitOfWork", cipher: Cipher, table: Table, field: str, batch: int) -> int:
@@ -221,9 +256,12 @@ def _reseal(uow: "UnitOfWork", cipher: Cipher, table: Table, field: str, batch: 
                                 .order_by(table.c.id).limit(batch)).all()
         if not rows:
             return changed
+        # A configured field: every value not sealed with the first key; another: only its
+        # values sealed with an older key (plain ones stay plain).
         updates = [{"row_id": row_id, "sealed": cipher.seal(field, cipher.open(field, value)
                                                              if value.startswith(MARK) else value)}
-                   for row_id, value in rows if not cipher.current(value)]
+                   for row_id, value in rows
+                   if not cipher.current(value) and (cipher.seals(field) or value.startswith(MARK))]
         if updates:
             uow.conn.execute(write, updates)
             changed += len(updates)

@@ -33,8 +33,9 @@ from ..store.tables import (
     privacy_erasures,
     segment_memberships,
 )
-from ..store.sealed import MARK
+from ..store.sealed import FIELDS, MARK
 from .audit import record_hash
+from .privacy_files import WHOLE_ONLY, matches
 
 if TYPE_CHECKING:
     from .uow import UnitOfWork
@@ -59,13 +60,15 @@ _WAITING = ("pending", "claimed")
 
 
 def distinctive_values(uow: "UnitOfWork", customer: Customer) -> tuple[str, ...]:
-    """The person's values to look for in free text: name, email, phone, external id and those
-    of their contacts (ids and short values excluded: they would match too much)."""
+    """The person's values to look for: name, email, phone, external id and those of their
+    contacts.  Values of 2 or 3 characters (张伟) are kept but matched as whole cells or whole
+    JSON values only (:func:`crmcore.application.privacy_files.matches`); single characters
+    are dropped (they identify nobody)."""
     found = [customer.name, customer.email, customer.phone, customer.external_id]
     for row in uow.conn.execute(select(contacts.c.name, contacts.c.email, contacts.c.phone, contacts.c.external_id)
                                 .where(contacts.c.customer_id == customer.id)):
         found.extend(row)
-    values = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 4 and v != ERASED_NAME}
+    values = {v.strip() for v in found if isinstance(v, str) and len(v.strip()) >= 2 and v != ERASED_NAME}
     return tuple(sorted(values))
 
 
@@ -109,10 +112,13 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
 
 
 def _mentions(column: Any, values: Iterable[str]) -> list[Any]:
-    """``column`` (JSON) as text contains one of ``values``, as written or as JSON escapes it."""
+    """``column`` (JSON) as text contains one of ``values``, as written or as JSON escapes it
+    (a short value: as a whole JSON string, quotes included)."""
     found = []
     for value in values:
         for form in {value, json.dumps(value)[1:-1]}:
+            if len(value) < WHOLE_ONLY:
+                form = f'"{form}"'
             pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             found.append(cast(column, Text).like(pattern, escape="\\"))
     return found
@@ -133,6 +139,26 @@ def redact_audit(uow: "UnitOfWork", customer_id: int, values: tuple[str, ...]) -
         redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
                                                 row["action"], row["entity"], row["entity_id"],
                                                 row["customer_id"], row["ids"], changes)
+    return redacted
+
+
+def redact_entities(uow: "UnitOfWork", entity: str, ids: list[Any]) -> dict[str, str]:
+    """Redact the audit records of rows retention deleted (``entity`` with these ``ids``): every
+    value but the :data:`_KEEP` fields; returns ``{seq: hash of the redacted content}``."""
+    conn = uow.conn
+    redacted: dict[str, str] = {}
+    for start in range(0, len(ids), 500):
+        chunk = [str(i) for i in ids[start:start + 500]]
+        rows = conn.execute(select(audit_log).where(audit_log.c.entity == entity, audit_log.c.entity_id.in_(chunk))
+                            .order_by(audit_log.c.seq)).mappings().all()
+        for row in rows:
+            changes = _redact(row["changes"], (), True)
+            if changes == row["changes"]:
+                continue
+            conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
+            redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
+                                                    row["action"], row["entity"], row["entity_id"],
+                                                    row["customer_id"], row["ids"], changes)
     return redacted
 
 
@@ -158,8 +184,14 @@ def _erase_value(value: Any, values: tuple[str, ...], everything: bool) -> Any:
 
 
 def _holds(value: Any, values: tuple[str, ...]) -> bool:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    return any(v in text for v in values)
+    if isinstance(value, str):
+        return matches(value, values)
+    if isinstance(value, Mapping):
+        return any(_holds(v, values) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds(v, values) for v in value)
+    text = json.dumps(value, ensure_ascii=False, default=str)
+    return any(v in text for v in values if len(v) >= WHOLE_ONLY)
 
 
 def record_erasure(uow: "UnitOfWork", customer_id: int, reason: str) -> bool:
@@ -199,8 +231,8 @@ def _resealed(cipher: Any, changes: Any) -> Any:
         return changes
     out = {}
     for key, pair in changes.items():
-        if cipher.seals(key) and isinstance(pair, list):
-            pair = [v if not isinstance(v, str) or cipher.current(v)
+        if (cipher.seals(key) or key in FIELDS) and isinstance(pair, list):
+            pair = [v if not isinstance(v, str) or cipher.current(v) or not (cipher.seals(key) or v.startswith(MARK))
                     else cipher.seal(key, cipher.open(key, v) if v.startswith(MARK) else v) for v in pair]
         out[key] = pair
     return out

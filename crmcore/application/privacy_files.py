@@ -57,7 +57,7 @@ def scrub_file(path: Path, values: tuple[str, ...]) -> int:
     encoding = _encoding(data)
     text = data.decode(encoding)
     if path.suffix.lower() == ".jsonl":
-        kept, removed = _keep(text.splitlines(keepends=True), lambda line: _holds(line, values))
+        kept, removed = _keep(text.splitlines(keepends=True), lambda line: _holds_line(line, values))
         out = "".join(kept)
     else:
         out, removed = _scrub_csv(text, values)
@@ -106,8 +106,39 @@ def _keep(items: Iterable[Any], doomed: Callable[[Any], bool]) -> tuple[list[Any
     return kept, removed
 
 
+#: Values shorter than this (most Chinese names: 张伟) are matched as whole cells or whole JSON
+#: values only; inside longer text they would match too much.
+WHOLE_ONLY = 4
+
+
+def matches(text: str, values: tuple[str, ...]) -> bool:
+    """Whether ``text`` holds one of ``values``: a long value anywhere in it (as written or
+    JSON-escaped), a short one (< :data:`WHOLE_ONLY` characters) as the whole of it."""
+    whole = text.strip()
+    return any(whole == v if len(v) < WHOLE_ONLY else (v in text or json.dumps(v)[1:-1] in text) for v in values)
+
+
 def _holds(text: str, values: tuple[str, ...]) -> bool:
-    return any(v in text or json.dumps(v)[1:-1] in text for v in values)
+    return matches(text, values)
+
+
+def _holds_line(line: str, values: tuple[str, ...]) -> bool:
+    """A JSON line holds a value: a long one anywhere, a short one as a whole JSON string in it."""
+    if matches(line, values):
+        return True
+    try:
+        record = json.loads(line)
+    except ValueError:
+        return False
+    return _holds_json(record, values)
+
+
+def _holds_json(value: Any, values: tuple[str, ...]) -> bool:
+    if isinstance(value, dict):
+        return any(_holds_json(v, values) for v in value.values())
+    if isinstance(value, list):
+        return any(_holds_json(v, values) for v in value)
+    return isinstance(value, str) and matches(value, values)
 
 
 def _encoding(data: bytes) -> str:

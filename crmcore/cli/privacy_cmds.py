@@ -8,6 +8,7 @@ The customer commands join the ``customer`` group (defined in :mod:`crmcore.cli.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import click
@@ -29,6 +30,14 @@ def output_paths(output: str) -> tuple[Path, Path]:
     return path, path.with_name(path.name + ".html")
 
 
+def _write_private(path: Path, text: str) -> None:
+    """Write ``path`` readable by its owner only (mode 0600): it holds one person's data."""
+    handle = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(handle, 0o600)  # also when the file existed with a wider mode
+    with os.fdopen(handle, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
 @click.command("export-data")
 @click.argument("customer_ref", metavar="CUSTOMER")
 @click.option("--output", "-o", required=True, metavar="FILE",
@@ -43,8 +52,8 @@ def export_data(session: Session, customer_ref: str, output: str) -> None:
     json_path, html_path = output_paths(output)
     try:
         json_path.parent.mkdir(parents=True, exist_ok=True)
-        json_path.write_text(json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        html_path.write_text(crm.privacy.render_html(data), encoding="utf-8")
+        _write_private(json_path, json.dumps(data, ensure_ascii=False, indent=2, sort_keys=True) + "\n")
+        _write_private(html_path, crm.privacy.render_html(data))
     except OSError as exc:
         raise CRMError(f"cannot write {exc.filename or output}: {exc.strerror or exc}") from None
     counts = {name: len(rows) for name, rows in data["sections"].items()}

@@ -45,7 +45,10 @@ class Encryption:
         text = secrets.read("key", env=self.key_env, file=self.key_file, label="[privacy.encryption]")
         if not text:
             raise ConfigError("[privacy.encryption] needs key_env = \"VARIABLE\" or key_file = \"PATH\"")
-        return [k for k in text.replace(",", "\n").split() if k and not k.startswith("#")]
+        keys = [k for k in text.replace(",", "\n").split() if k and not k.startswith("#")]
+        for key in keys:  # each key on its own: a log line may hold one without the others
+            secrets.register(key)
+        return keys
 
 
 @attrs.frozen
@@ -97,12 +100,17 @@ def _encryption(table: dict[str, Any], where: str) -> Encryption:
     return Encryption(**kwargs)
 
 
+_RETENTION_LIMITS = {"interactions_years": 1000, "leads_months": 12_000, "outbox_body_days": 365_000}
+
+
 def _retention(table: dict[str, Any], where: str) -> Retention:
     unknown = set(table) - set(RETENTION_KEYS)
     if unknown:
         raise unknown_keys(f"{where}: [privacy.retention]", unknown, RETENTION_KEYS)
     for key, number in table.items():
-        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= 10_000:
-            raise ConfigError(f"{where}: [privacy.retention] {key} must be a whole number from 1 to 10000, "
+        # At most a thousand years back: a cutoff before year 1 cannot be a date.
+        top = _RETENTION_LIMITS[key]
+        if isinstance(number, bool) or not isinstance(number, int) or not 0 < number <= top:
+            raise ConfigError(f"{where}: [privacy.retention] {key} must be a whole number from 1 to {top}, "
                               f"got {number!r}")
     return Retention(**table)

@@ -52,6 +52,11 @@ _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
 PLAIN_EMAIL = re.compile(rf"({_ATEXT}+(?:\.{_ATEXT}+)*)@((?:{_LABEL}\.)+{_LABEL})")
 
 
+#: What an encrypted (sealed) value starts with (crmcore.store.sealed.MARK; domain may not
+#: import store): no address may start with it, or it would be taken for a sealed one.
+SEALED_MARK = "$e1$"
+
+
 def plain_email(value: str) -> str | None:
     """The normalised form of a plain ASCII address, or None if it is not one."""
     if len(value) > 254:
@@ -73,6 +78,9 @@ def plain_email(value: str) -> str | None:
 
 def normalize_email(value: str) -> str:
     """Syntax-check and normalise an address (no DNS look-up)."""
+    if value.startswith(SEALED_MARK):
+        raise ValueError(f"{value!r} is not accepted as an email address: it starts with "
+                         f"{SEALED_MARK!r}, the mark of an encrypted value")
     plain = plain_email(value)
     if plain is not None:
         return plain

@@ -103,7 +103,10 @@ def backup(engine: Engine, target: str | Path) -> dict[str, Any]:
                     **prints}
         partial = path.with_name(path.name + ".partial")
         try:
-            with zipfile.ZipFile(partial, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+            # Readable by the owner only: the backup holds every person's data.
+            handle = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(handle, 0o600)
+            with os.fdopen(handle, "wb") as raw, zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_DEFLATED) as archive:
                 archive.writestr(MANIFEST, json.dumps(manifest, indent=2, sort_keys=True))
                 archive.write(payload, PAYLOAD[dialect])
             os.replace(partial, path)
@@ -196,15 +199,18 @@ def restore(engine: Engine, source: str | Path) -> dict[str, Any]:
     if manifest["dialect"] != dialect:
         raise BackupError(f"{source} is a {manifest['dialect']} backup; the database is {dialect} "
                           f"(restore it into a {manifest['dialect']} database)")
+    # The payload is checked against the manifest before the live database changes: a damaged
+    # or tampered backup leaves it as it was.
     with tempfile.TemporaryDirectory() as work:
         with zipfile.ZipFile(source) as archive:
             payload = Path(archive.extract(PAYLOAD[dialect], work))
         if dialect == "sqlite":
+            _check(manifest, _sqlite_fingerprint(payload), source)
             _restore_sqlite(engine, payload)
         elif dialect == "postgresql":
-            _restore_server(engine, payload, _pg_restore_command(engine.url), _pg_env(engine.url))
+            _restore_postgresql(engine, payload, manifest)
         else:
-            _restore_server(engine, payload, _my_restore_command(engine.url), _my_env(engine.url))
+            _restore_mariadb(engine, payload, manifest, source)
     engine.dispose()  # pooled connections may have seen the old schema
     with engine.connect() as conn:
         problems = differences(manifest, fingerprint(conn))
@@ -224,7 +230,67 @@ def _restore_sqlite(engine: Engine, payload: Path) -> None:
         source.close()
 
 
-def _restore_server(engine: Engine, payload: Path, command: list[str], env: dict[str, str]) -> None:
+def _check(manifest: Mapping[str, Any], found: Mapping[str, Any], source: str | Path) -> None:
+    problems = differences(manifest, found)
+    if problems:
+        raise BackupError(f"the backup {source} does not match its manifest (damaged or changed; the database "
+                          f"was not touched): " + "; ".join(problems))
+
+
+def _restore_postgresql(engine: Engine, payload: Path, manifest: Mapping[str, Any]) -> None:
+    """One psql transaction: drop the tables, load the dump, check every table's row count
+    against the manifest; any error or difference rolls all of it back."""
+    with engine.connect() as conn:
+        schema = conn.execute(text("SELECT current_schema()")).scalar_one()
+        names = inspect(conn).get_table_names()
+        types = conn.execute(text("SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
+                                  "WHERE t.typtype = 'e' AND n.nspname = current_schema()")).scalars().all()
+        conn.rollback()
+    script = payload.with_name("restore.sql")
+    with script.open("w", encoding="utf-8") as out:
+        for name in names:
+            out.write(f'DROP TABLE IF EXISTS {_pg_name(schema)}.{_pg_name(name)} CASCADE;\n')
+        for name in types:
+            out.write(f'DROP TYPE IF EXISTS {_pg_name(schema)}.{_pg_name(name)} CASCADE;\n')
+        with payload.open(encoding="utf-8") as dump:
+            shutil.copyfileobj(dump, out)
+        out.write("\n")
+        for name, count in sorted(manifest.get("counts", {}).items()):
+            qualified = f"{_pg_name(schema)}.{_pg_name(name)}"
+            out.write(f"DO $$ BEGIN IF (SELECT count(*) FROM {qualified}) <> {int(count)} THEN RAISE EXCEPTION "
+                      f"'the backup does not match its manifest: table {name} (expected {int(count)} rows); "
+                      f"the database was not changed'; END IF; END $$;\n")
+    with script.open("rb") as stream:
+        _run([*_pg_restore_command(engine.url), "--single-transaction"], _pg_env(engine.url), "psql", stdin=stream)
+
+
+def _pg_name(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _restore_mariadb(engine: Engine, payload: Path, manifest: Mapping[str, Any], source: str | Path) -> None:
+    """MariaDB's DDL commits, so no transaction can hold the drops: the dump is first loaded
+    into a scratch database and checked there, and the live tables are dropped only if it matches."""
+    live = engine.url.database or ""
+    scratch = f"{live[:48]}_crm_restore_check"
+    command, env = _my_restore_command(engine.url), _my_env(engine.url)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{scratch}`")
+        conn.exec_driver_sql(f"CREATE DATABASE `{scratch}`")
+    try:
+        with payload.open("rb") as stream:
+            _run([*command[:-1], scratch], env, command[0], stdin=stream)
+        from .engine import make_engine
+
+        check = make_engine(engine.url.set(database=scratch).render_as_string(hide_password=False), create=False)
+        try:
+            with check.connect() as conn:
+                _check(manifest, fingerprint(conn), source)
+        finally:
+            check.dispose()
+    finally:
+        with engine.connect() as conn:
+            conn.exec_driver_sql(f"DROP DATABASE IF EXISTS `{scratch}`")
     drop_all_tables(engine.url.render_as_string(hide_password=False))
     with payload.open("rb") as stream:
         _run(command, env, command[0], stdin=stream)
@@ -256,6 +322,7 @@ def _run(command: Sequence[str], env: Mapping[str, str], name: str, stdin: Any =
         raise BackupError(f"cannot run {name}: {exc.strerror or exc}") from None
     if done.returncode != 0:
         message = done.stderr.decode("utf-8", "replace").strip().splitlines()
+        message = [line for line in message if "ERROR" in line][:1] or message  # psql adds CONTEXT lines
         raise BackupError(f"{Path(name).name} failed (exit {done.returncode}): "
                           f"{message[-1] if message else 'no message'}")
 

@@ -11,13 +11,17 @@ A :class:`Sealed` column (``customers.email``, ``customers.phone``, ``contacts.e
   by a range over its prefix (``col > '$e1$IDX' AND col < '$e1$IDX%'``): :class:`Sealed`
   turns ``col == value`` (and ``col.in_([...])``) into that range, on every database (the
   core's text comparisons are bytewise: SQLite BINARY, MariaDB ``utf8mb4_bin``, PostgreSQL
-  ``C`` or byte order for ASCII).
+  ``C`` or byte order for ASCII; a PostgreSQL database whose collation is not, such as
+  ``en_US`` or an ICU locale, is detected (:func:`check_collation`) and compared
+  ``COLLATE "C"``).
 - The value itself is sealed with AES-256-GCM (cryptography's AEAD), a random 96-bit nonce
   per value and the field's name as associated data, so a sealed email cannot be passed off as
   a phone number.
 - Keys: each configured master key (32 random bytes, base64url) gives an encryption key and
-  an index key through HKDF-SHA256.  The first key seals; every key listed opens, so a
-  rotation (``crm privacy rotate-key``) can re-seal every value with a new first key.
+  an index key through HKDF-SHA256.  The first key seals; every key listed opens, and a look-up
+  compares the blind index under every listed key (one range each, OR-ed), so a value sealed
+  with an older key is found before a rotation (``crm privacy rotate-key``) re-seals it with
+  the new first key.
 
 The cipher belongs to one engine (``engine.dialect.crm_cipher``, set by the CRM when it opens),
 so the columns' bind and result processors (also the importer's bulk path, which uses them)
@@ -37,7 +41,7 @@ from typing import Any
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import String, and_, false, literal_column, or_
+from sqlalchemy import String, and_, false, literal_column, or_, text
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -52,14 +56,17 @@ MARK = "$e1$"
 #: column, is sealed whenever one of them is).
 FIELDS = ("email", "phone")
 _NONCE = 12
+#: The most keys listed at once: a look-up compares the blind index of each (one range per key,
+#: so a value is found before and after a rotation), and the statement holds one slot per key.
+MAX_KEYS = 8
 
 
 def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+def _unb64(encoded: str) -> bytes:
+    return base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
 
 
 def new_key() -> str:
@@ -73,11 +80,15 @@ class Cipher:
     def __init__(self, keys: Iterable[str], fields: Iterable[str]):
         self.fields = frozenset(fields)
         self._aead: dict[str, AESGCM] = {}
-        self._index: bytes | None = None
+        self._indexes: list[bytes] = []
         self.key_id = ""
-        for number, text in enumerate(keys, 1):
+        keys = list(keys)
+        if len(keys) > MAX_KEYS:
+            raise ConfigError(f"[privacy.encryption] lists {len(keys)} keys; at most {MAX_KEYS} (finish a "
+                              f"rotation with `crm privacy rotate-key`, then remove the old keys)")
+        for number, encoded in enumerate(keys, 1):
             try:
-                master = _unb64(text.strip())
+                master = _unb64(encoded.strip())
             except ValueError:
                 master = b""
             if len(master) != 32:
@@ -85,9 +96,9 @@ class Cipher:
                                   f"(make one with `crm privacy new-key`)")
             key_id = _b64(hashlib.sha256(master).digest()[:4])
             self._aead[key_id] = AESGCM(_derive(master, b"crmcore field encryption"))
-            if self._index is None:
-                self._index, self.key_id = _derive(master, b"crmcore blind index"), key_id
-        if self._index is None:
+            self._indexes.append(_derive(master, b"crmcore blind index"))
+            self.key_id = self.key_id or key_id
+        if not self._indexes:
             raise ConfigError("[privacy.encryption] no key: set key_env or key_file")
 
     def seals(self, field: str) -> bool:
@@ -95,12 +106,19 @@ class Cipher:
         a phone number, whenever any field is)."""
         return field in self.fields or (field == "recipient" and bool(self.fields))
 
-    def prefix(self, field: str, value: str) -> str:
-        """``$e1$`` and the blind index of ``value`` in ``field``: what every sealing of it starts with."""
-        assert self._index is not None, "a cipher has an index key"
+    @property
+    def key_count(self) -> int:
+        """How many keys are listed (each gives a blind index a look-up compares)."""
+        return len(self._indexes)
+
+    def prefix(self, field: str, value: str, key: int = 0) -> str:
+        """``$e1$`` and the blind index of ``value`` in ``field`` under the ``key``-th listed key
+        (the first: what every sealing of it now starts with; the others: what values not yet
+        rotated start with)."""
+        index = self._indexes[min(key, len(self._indexes) - 1)]
         # Keyed BLAKE2b is a MAC (RFC 7693) and about four times faster here than HMAC-SHA256;
         # the field is its personalisation, so an email and a phone never share an index.
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=self._index, digest_size=16,
+        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=index, digest_size=16,
                                  person=field.encode()[:16]).digest()
         return MARK + _b64(digest)
 
@@ -132,6 +150,25 @@ def _derive(master: bytes, purpose: bytes) -> bytes:
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
 
 
+# Stored forms whose order decides whether a blind-index range finds exactly one value's rows.
+_ORDER_SAMPLES = ("$e1$A", "$e1$A$k", "$e1$A%", "$e1$A-", "$e1$A_", "$e1$Aa", "$e1$a", "$e1$B", "$e1$-", "$e1$_",
+                  "$e1$0")
+
+
+def check_collation(engine: Any) -> None:
+    """Note on a PostgreSQL engine whether its text order is bytewise for sealed values (``C``,
+    ``C.UTF-8``: the range uses the column's index); otherwise (``en_US``, an ICU locale, which
+    skip punctuation) the ranges compare ``COLLATE "C"``: right, but without the index."""
+    if engine.dialect.name != "postgresql":
+        return
+    with engine.connect() as conn:
+        # In the database's default collation, which the sealed columns have.
+        found = list(conn.execute(text("SELECT v FROM unnest(CAST(:v AS text[])) AS t(v) ORDER BY v"),
+                                  {"v": list(_ORDER_SAMPLES)}).scalars())
+        conn.rollback()
+    engine.dialect.crm_bytewise = found == sorted(_ORDER_SAMPLES)
+
+
 def cipher_of(dialect: Any) -> Cipher | None:
     """The cipher of the engine whose dialect this is (None: encryption is off)."""
     found: Cipher | None = getattr(dialect, "crm_cipher", None)
@@ -151,15 +188,15 @@ class SealedKey(TypeDecorator[str]):
     impl = String
     cache_ok = True
 
-    def __init__(self, field: str):
+    def __init__(self, field: str, key: int = 0):
         super().__init__()
-        self.field = field
+        self.field, self.key = field, key
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         cipher = cipher_of(dialect)
         if value is None or cipher is None or not cipher.seals(self.field):
             return value
-        return cipher.prefix(self.field, str(value))
+        return cipher.prefix(self.field, str(value), self.key)
 
 
 class Sealed(TypeDecorator[str]):
@@ -178,7 +215,9 @@ class Sealed(TypeDecorator[str]):
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         cipher = cipher_of(dialect)
-        if value is None or cipher is None or not cipher.seals(self.field) or str(value).startswith(MARK):
+        # Always sealed, even a value that looks sealed: a person's input is never taken for a
+        # stored form (only a rotation writes sealed values, past this type, as plain strings).
+        if value is None or cipher is None or not cipher.seals(self.field):
             return value
         return cipher.seal(self.field, str(value))
 
@@ -205,39 +244,48 @@ class Sealed(TypeDecorator[str]):
 
 
 def _equals(column: Any, field: str, value: Any) -> ColumnElement[bool]:
-    if isinstance(value, BindParameter):
-        key = BindParameter(value.key, value.value, type_=SealedKey(field), unique=value.unique,
-                            required=value.required, callable_=value.callable)
-    elif isinstance(value, ColumnElement):
+    if isinstance(value, ColumnElement) and not isinstance(value, BindParameter):
         return column.op("=")(value)  # type: ignore[no-any-return]
-    else:
-        key = BindParameter(None, value, type_=SealedKey(field), unique=True)
-    return _SealedEquals(column, key)
+    # One bound value per possible key, made here (not when compiling) so that a cached
+    # statement takes each new value: the blind index under every listed key is compared.
+    keys = []
+    for number in range(MAX_KEYS):
+        if isinstance(value, BindParameter):
+            keys.append(BindParameter(value.key if number == 0 else None, value.value, type_=SealedKey(field, number),
+                                      unique=value.unique or number > 0, required=value.required and number == 0,
+                                      callable_=value.callable))
+        else:
+            keys.append(BindParameter(None, value, type_=SealedKey(field, number), unique=True))
+    return _SealedEquals(column, keys)
 
 
 class _SealedEquals(ColumnElement[bool]):
-    """``column = :value``, or with the engine's cipher the range over the value's blind index."""
+    """``column = :value``, or with the engine's cipher the ranges over the value's blind
+    index under each listed key."""
 
     inherit_cache = True
     _traverse_internals = [("column", InternalTraversal.dp_clauseelement),
-                           ("bound", InternalTraversal.dp_clauseelement)]
+                           ("bound", InternalTraversal.dp_clauseelement_tuple)]
     # A comparison: typed Boolean, SQLite (no native booleans) would get "= 1" appended to it.
     type = NullType()  # type: ignore[assignment]
 
-    def __init__(self, column: Any, bound: BindParameter[Any]):
-        self.column, self.bound = column, bound
+    def __init__(self, column: Any, bound: list[BindParameter[Any]]):
+        self.column, self.bound = column, tuple(bound)
 
 
 @compiles(_SealedEquals)
 def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> str:
     cipher = cipher_of(compiler.dialect)
     column, bound = element.column, element.bound
-    field = bound.type.field  # type: ignore[attr-defined]
+    field = bound[0].type.field  # type: ignore[attr-defined]
     if cipher is None or not cipher.seals(field):
-        return str(compiler.process(column.op("=")(bound), **kw))
-    # Parenthesised: the range is one condition, also under NOT.
-    return "(" + str(compiler.process(and_(column.op(">")(bound),
-                                           column.op("<")(bound.concat(literal_column("'%'")))), **kw)) + ")"
+        return str(compiler.process(column.op("=")(bound[0]), **kw))
+    if not getattr(compiler.dialect, "crm_bytewise", True):  # see check_collation
+        column = column.collate("C")
+    # Parenthesised: the ranges are one condition, also under NOT.
+    ranges = [and_(column.op(">")(key), column.op("<")(key.concat(literal_column("'%'"))))
+              for key in bound[:cipher.key_count]]
+    return "(" + str(compiler.process(or_(*ranges), **kw)) + ")"
 
 
 def seal_changes(dialect: Any, changes: Any) -> Any:

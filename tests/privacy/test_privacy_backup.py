@@ -59,8 +59,12 @@ def test_restore_refuses_what_is_not_a_backup_and_a_changed_one(crm_factory: Any
     with zipfile.ZipFile(good) as src, zipfile.ZipFile(tampered, "w") as dst:
         dst.writestr(backups.MANIFEST, __import__("json").dumps(manifest))
         dst.writestr(backups.PAYLOAD[manifest["dialect"]], src.read(backups.PAYLOAD[manifest["dialect"]]))
-    with pytest.raises(backups.BackupError, match="customers: backup 2, restored 1"):
+    crm.customers.add(name="Added after the backup")
+    with pytest.raises(backups.BackupError, match="customers.*(backup 2, restored 1|expected 2 rows)"):
         backups.restore(crm.engine, tampered)
+    # Checked before anything changed: the live database is as it was.
+    crm.engine.dispose()
+    assert sorted(c.name for c in crm.customers.list({})) == ["Added after the backup", "Someone"]
 
 
 @pytest.mark.parametrize("crm_db_url", ["postgresql", "mariadb"], indirect=True)

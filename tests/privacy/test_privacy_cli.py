@@ -44,6 +44,8 @@ def test_export_writes_json_and_html(run: Any, tmp_path: Path) -> None:
     data = json.loads((tmp_path / "out" / "zhao.json").read_text(encoding="utf-8"))
     assert data["customer"]["name"] == "Zhao Cliplanted"
     assert "Zhao Cliplanted" in (tmp_path / "out" / "zhao.html").read_text(encoding="utf-8")
+    # Readable by the owner only, whatever the umask.
+    assert [oct((tmp_path / "out" / n).stat().st_mode & 0o777) for n in ("zhao.json", "zhao.html")] == ["0o600"] * 2
     hidden = run("--as", "rita", "customer", "export-data", "1", "-o", "x.json")  # not her customer
     assert hidden.exit_code == 1 and "not found" in hidden.output
     refused = run("--as", "rob", "customer", "export-data", "1", "-o", "x.json")  # sees it, may not export it
@@ -78,6 +80,7 @@ def test_retention_dry_run_then_apply(run: Any, tmp_path: Path) -> None:
 def test_backup_and_restore_commands(run: Any, tmp_path: Path) -> None:
     out = ok(run("--as", "ann", "db", "backup", "b.zip"))
     assert "verified" in out
+    assert oct((tmp_path / "b.zip").stat().st_mode & 0o777) == "0o600"
     run("--as", "ann", "customer", "add", "--name", "Later")
     assert "add --yes" in run("--as", "ann", "db", "restore", "b.zip").output
     assert "verified" in ok(run("--as", "ann", "db", "restore", "b.zip", "--yes"))
