@@ -30,6 +30,7 @@ from .auth import crm_of, protected_router
 from .encoding import JSON, decode_cursor, encode_cursor, etag, fields, if_match_version, record
 from .problems import responses
 from .schemas import PLURALS, EntityModels
+from .threads import run_point_read
 
 #: The most records one page holds.
 MAX_PAGE = 500
@@ -107,8 +108,8 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
 
     @router.get("/{id}", response_model=Read, summary=f"Get a {kind}", operation_id=f"get_{kind}",
                 responses={**_sends(200, "ETag"), **responses(404)})
-    def get_record(request: Request, id: int = IdPath) -> Response:
-        return _one(_service(request, kind).get(id))
+    async def get_record(request: Request, id: int = IdPath) -> Response:
+        return _one(await run_point_read(crm_of(request), _service(request, kind).get, id))
 
     @router.post("", response_model=Read, status_code=201, summary=f"Create a {kind}",
                  operation_id=f"create_{kind}",
