@@ -21,11 +21,11 @@ At the end, in SQL: zero 5xx and transport errors; each create key made exactly 
 no customer's ledger sums below zero.  Prints throughput and p50/p99 per operation and the load
 average.  Not a test (not run in CI): a figure and a check to run by hand.
 
-Figures (issue 16, the shared 2-core machine at load average 7.7 with other helpers' tests; client,
-server and PostgreSQL on the same two cores; 16 clients, 10 s, ``--workers 2``; main without the
-loyalty routes, so no redemptions ran): 103 operations/s; create (x2) 25/s, p50 203 ms, p99 563 ms
-(510 answers 201, 255 customers for 255 keys); read one 55/s, p50 85 ms, p99 536 ms; read page
-23/s, p50 111 ms, p99 484 ms; zero errors, zero duplicates, no negative balance.
+Figures (issue 16, 2026-12-06, load average 2; client, server and PostgreSQL on the same two cores; 16
+clients, 10 s, ``--workers 2``, with redemptions): 83 operations/s; create (x2) 19/s, p50 203 ms, p99 779 ms
+(390 answers 201, 195 customers for 195 keys); redeem (x2) 21/s, p50 247 ms, p99 711 ms (211 redemptions in
+the ledger); read one 31/s, p50 99 ms; read page 12/s, p50 105 ms; zero errors, zero duplicates, no negative
+balance.
 """
 
 from __future__ import annotations

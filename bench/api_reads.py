@@ -23,20 +23,19 @@ median round), the ratio ours / baseline (goal: at least 0.5) and the load avera
 With ``--profile``, py-spy samples our server during one extra run per endpoint and prints the
 functions with the most samples (inclusive), our code and the libraries.
 
-Figures (issue 16, the shared 2-core machine at load average 7-11 while other helpers ran tests;
-wrk 4.1 from Debian, 1 thread, 8 connections, 5 s x 3 rounds, 10,000 customers, median round):
+Figures (issue 16, 2026-12-06, the 2-core machine at load average 2-3; wrk 4.1 from Debian, 1 thread,
+8 connections, 5 s x 3 rounds, 10,000 customers, median round):
 
-* ``GET /customers/{id}``: ours 491 req/s (p50 15.4 ms, p99 38.8 ms), baseline 2,762 req/s
-  (p50 2.1 ms, p99 15.3 ms): ratio 0.18, the goal (0.5) missed.
-* 100-row page: ours 151 req/s (p50 48.8 ms, p99 259 ms), baseline 557 req/s (p50 13.1 ms,
-  p99 41.6 ms): ratio 0.27 (0.21-0.23 at 2,000 customers before bodies were encoded once).
-* py-spy, busy samples: a point read spends ~30% in SQLAlchemy execute (two units of work per
-  request: the token check, then the read with the access plugin's role look-up; SQLite
-  connections are opened again under load: ``_configure_sqlite._on_connect`` shows), ~20% in
-  hand-offs between the event loop and the worker threads (two per request: the token check and
-  the route run in the thread pool), the FastAPI middleware stack ~3%.  A page spends ~20% in
-  ``Repository.page`` fetching rows through SQLAlchemy and ~20% in JSON encoding (json_default
-  for Decimal/datetime values).
+* ``GET /customers/{id}``: ours 1,472 req/s (p50 5.0 ms, p99 50.7 ms), baseline 1,742 req/s (p50 4.4 ms,
+  p99 11.3 ms): ratio 0.85 (it was 0.18 before the changes below).
+* 100-row page: ours 127 req/s (p50 60.2 ms), baseline 235 req/s (p50 33.0 ms): ratio 0.54 (0.57 and 0.58
+  in two runs before; it was 0.27).
+* What changed: the token is checked inside the request's one unit of work (with the role, one query);
+  routes run on crmcore's thread pool instead of anyio's; a SQLite point read runs on the event loop
+  (threads: about 800 reads/s, the GIL changing hands under concurrency); a generated row reader, orjson
+  bodies and ETags, ``fromisoformat`` for SQLite times, 16 pooled connections.
+* What remains for a page (py-spy): SQLAlchemy's result processing and ours about a quarter each, the
+  JSON columns' ``json.loads`` and the frozen entities' ``__init__`` about 6% each.
 """
 
 from __future__ import annotations
