@@ -132,13 +132,7 @@ def redact_audit(uow: "UnitOfWork", customer_id: int, values: tuple[str, ...]) -
     query = select(audit_log).where(or_(*about), audit_log.c.action != ACTION).order_by(audit_log.c.seq)
     redacted: dict[str, str] = {}
     for row in conn.execute(query).mappings().all():
-        changes = _redact(row["changes"], values, row["customer_id"] == customer_id)
-        if changes == row["changes"]:
-            continue
-        conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
-        redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
-                                                row["action"], row["entity"], row["entity_id"],
-                                                row["customer_id"], row["ids"], changes)
+        _rewrite(conn, row, _redact(row["changes"], values, row["customer_id"] == customer_id), redacted)
     return redacted
 
 
@@ -152,14 +146,19 @@ def redact_entities(uow: "UnitOfWork", entity: str, ids: list[Any]) -> dict[str,
         rows = conn.execute(select(audit_log).where(audit_log.c.entity == entity, audit_log.c.entity_id.in_(chunk))
                             .order_by(audit_log.c.seq)).mappings().all()
         for row in rows:
-            changes = _redact(row["changes"], (), True)
-            if changes == row["changes"]:
-                continue
-            conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
-            redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
-                                                    row["action"], row["entity"], row["entity_id"],
-                                                    row["customer_id"], row["ids"], changes)
+            _rewrite(conn, row, _redact(row["changes"], (), True), redacted)
     return redacted
+
+
+def _rewrite(conn: Any, row: Any, changes: Any, redacted: dict[str, str]) -> None:
+    """Store an audit record's redacted ``changes`` (when they differ) and note the hash of its new
+    content in ``redacted`` (seq -> hash), which the erasing record lists for ``crm audit verify``."""
+    if changes == row["changes"]:
+        return
+    conn.execute(update(audit_log).where(audit_log.c.seq == row["seq"]).values(changes=changes))
+    redacted[str(row["seq"])] = record_hash(row["prev_hash"], row["seq"], row["recorded_at"], row["actor"],
+                                            row["action"], row["entity"], row["entity_id"],
+                                            row["customer_id"], row["ids"], changes)
 
 
 def _redact(changes: Any, values: tuple[str, ...], theirs: bool) -> Any:

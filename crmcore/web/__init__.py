@@ -1,8 +1,9 @@
 """The HTTP API (``crm serve``): :func:`create_app` and what a plugin's routes use.
 
 A plugin adds routes with the ``register_routes`` hook; inside a route,
-:func:`crm_of` gives the CRM, and the request acts as the token's user (checked by its
-first unit of work; a route that needs the login itself declares ``Depends(current_user)``).  Raise :class:`Problem` (or any
+:func:`crm_of` gives the CRM, and the request acts as the token's user (checked
+by its first unit of work; a route that needs the login itself declares
+``Depends(current_user)``).  Raise :class:`Problem` (or any
 :class:`crmcore.CRMError`) for an RFC 9457 error response.
 """
 

@@ -1,15 +1,16 @@
 """Who a request acts as: ``Authorization: Bearer <token>`` (``crm token create``).
 
-Every non-public route sits on a :func:`protected_router`.  Its dependency,
-:func:`bearer_credential` (called by the routes' :class:`TokenRoute`), only takes the token from the header: the request's
-first unit of work checks it on its own connection (one indexed query that also
-reads the user's role), so a read costs one connection and one hand-off to a
-worker thread.  Until the token is checked nothing can act: every unit of work
-and ``crm.actor`` check it first, and :class:`TokenRoute` checks a token the
-route never used before it answers (an invalid token is always 401, whatever
-the route did or raised).  From then on the request acts as the token's user:
-the services ask ``authorize``, apply record visibility and write the audit
-trail as that user, as at the command line.
+Every non-public route sits on a :func:`protected_router`, whose routes are
+:class:`TokenRoute` routes.  Before a route runs, :func:`bearer_credential` only
+takes the token from the header: the request's first unit of work checks it on
+its own connection (one indexed query that also reads the user's role), so a
+read costs one connection and at most one hand-off to a worker thread.  Until
+the token is checked nothing can act: every unit of work and ``crm.actor``
+check it first, and :class:`TokenRoute` checks a token the route never used
+before it answers (an invalid token is always 401, whatever the route did or
+raised).  From then on the request acts as the token's user: the services ask
+``authorize``, apply record visibility and write the audit trail as that user,
+as at the command line.
 
 :func:`current_user` is the dependency for a route that needs the login itself.
 """

@@ -37,6 +37,7 @@ from jinja2.sandbox import SandboxedEnvironment
 
 import crmcore
 
+from .channel_secrets import channel_secret
 from .httpcalls import ClientPerThread, provider_id, request
 from .smslength import sms_length
 
@@ -119,20 +120,11 @@ class SmsHttpOptions:
     def auth(self) -> tuple[str, str] | None:
         if not self.username:
             return None
-        return self.username, _secret("password", "sms-http: [channels.sms-http]", self.password,
+        return self.username, channel_secret("password", "sms-http: [channels.sms-http]", self.password,
                                       self.password_env, self.password_file) or ""
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {_env(self.token_env, 'token_env')}"} if self.token_env else {}
-
-
-def _secret(name: str, label: str, value: str | None, env: str | None, file: str | None) -> str | None:
-    """A secret option from its ``_env`` variable, its ``_file``, or the value itself
-    (:func:`crmcore.read_secret`); a missing one fails the message, naming the option."""
-    try:
-        return crmcore.read_secret(name, value=value, env=env, file=file, label=label)
-    except crmcore.ConfigError as exc:
-        raise crmcore.PermanentError(str(exc)) from None
 
 
 def _env(variable: str, key: str) -> str:

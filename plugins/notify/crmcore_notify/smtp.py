@@ -50,6 +50,8 @@ import attrs
 
 import crmcore
 
+from .channel_secrets import channel_secret
+
 SECURITY = ("plain", "starttls", "tls")
 DEFAULT_PORTS = {"plain": 25, "starttls": 587, "tls": 465}
 
@@ -124,16 +126,7 @@ class SmtpOptions:
 
     def secret(self) -> str | None:
         """The password, from ``password_env`` or ``password_file`` when set."""
-        return _secret("password", "[channels.smtp]", self.password, self.password_env, self.password_file)
-
-
-def _secret(name: str, label: str, value: str | None, env: str | None, file: str | None) -> str | None:
-    """A secret option from its ``_env`` variable, its ``_file``, or the value itself
-    (:func:`crmcore.read_secret`); a missing one fails the message, naming the option."""
-    try:
-        return crmcore.read_secret(name, value=value, env=env, file=file, label=label)
-    except crmcore.ConfigError as exc:
-        raise crmcore.PermanentError(str(exc)) from None
+        return channel_secret("password", "[channels.smtp]", self.password, self.password_env, self.password_file)
 
 
 class SmtpChannel(crmcore.Channel):

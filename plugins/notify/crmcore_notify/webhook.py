@@ -37,6 +37,7 @@ import attrs
 
 import crmcore
 
+from .channel_secrets import channel_secret
 from .httpcalls import ClientPerThread, provider_id, request
 
 SIGNATURE_HEADER = "X-CRM-Signature"
@@ -53,15 +54,6 @@ def _http_url(instance: object, attribute: attrs.Attribute[str | None], value: s
 def _positive(instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value <= 0:
         raise ValueError(f"{attribute.name} must be positive, got {value}")
-
-
-def _secret(name: str, label: str, value: str | None, env: str | None, file: str | None) -> str | None:
-    """A secret option from its ``_env`` variable, its ``_file``, or the value itself
-    (:func:`crmcore.read_secret`); a missing one fails the message, naming the option."""
-    try:
-        return crmcore.read_secret(name, value=value, env=env, file=file, label=label)
-    except crmcore.ConfigError as exc:
-        raise crmcore.PermanentError(str(exc)) from None
 
 
 @attrs.frozen
@@ -107,7 +99,7 @@ class WebhookOptions:
 
     def key(self) -> bytes:
         """The signing key (from ``secret_env`` or ``secret_file`` when set)."""
-        value = _secret("secret", "webhook: [channels.webhook]", self.secret, self.secret_env, self.secret_file)
+        value = channel_secret("secret", "webhook: [channels.webhook]", self.secret, self.secret_env, self.secret_file)
         if not value:
             raise crmcore.PermanentError("webhook: no signing secret: set [channels.webhook] secret_env, "
                                          "secret_file or secret")
