@@ -17,7 +17,7 @@ from crmcore.domain.validation import MAX_AMOUNT, currency_digits, normalize_cou
 
 CURRENCIES = ["JPY", "KRW", "CNY", "USD", "EUR", "GBP", "KWD", "BHD", "TND", "CLP"]
 finite_decimals = st.decimals(allow_nan=False, allow_infinity=False)
-PROPS = settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+PROPS = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 # -- money -----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 from crmcore.domain.validation import PLAIN_EMAIL, _is_valid, normalize_email, normalize_phone, plain_email
 
-SETTINGS = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
 
 def reference_email(value: str) -> str | None:

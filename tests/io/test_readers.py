@@ -58,7 +58,7 @@ def written(header, rows, delimiter, encoding, terminator):
     return buffer.getvalue().encode(encoding), starts
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tables(), st.sampled_from([",", ";", "\t", "|"]), st.sampled_from(["utf-8", "utf-8-sig", "gb18030"]),
        st.sampled_from(["\n", "\r\n"]))
 def test_csv_reads_back_what_csv_writer_wrote(tmp_path, table, delimiter, encoding, terminator):
@@ -88,7 +88,7 @@ def test_csv_reader_undoes_the_export_formula_quote_unless_raw(tmp_path):
         assert [r.values for r in reader.records()] == [["'=SUM(A1)", "'@x"], ["'plain", "-5"]]
 
 
-@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(tables(), st.integers(min_value=0, max_value=7), st.sampled_from(['"x', 'x"y', '"a"b']))
 def test_a_broken_line_does_not_swallow_the_lines_after_it(tmp_path, table, where, damage):
     """Damage one record's first field; every other single-line record still reads back."""

@@ -29,7 +29,7 @@ def test_output_larger_than_the_limit_is_an_error(crm_factory, tmp_path, body):
     started = time.monotonic()
     with pytest.raises(TemplateError) as caught:
         crm.messages.preview("big", customer.id)
-    assert time.monotonic() - started < 5
+    assert time.monotonic() - started < 30  # stopped early (unbounded, it runs for minutes), even on a loaded machine
     assert caught.value.file == str(tmp_path / "big" / "body.en.txt")
     assert "more than 100000 characters ([notify] render_max_chars)" in str(caught.value)
 

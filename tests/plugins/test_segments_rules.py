@@ -269,7 +269,7 @@ TOKENS = ["and", "or", "not", "in", "is", "null", "true", "false", "(", ")", ","
           "-3.5", ".", '"', "'", "\\", "$", "\n", "华"]
 
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(st.sampled_from(TOKENS), max_size=25), st.lists(st.sampled_from(["", " ", "  "]), max_size=25))
 def test_fuzz_parser_raises_only_rule_errors(tokens, gaps):
     """Near-valid token soup: either a tree or a RuleSyntaxError pointing inside the text."""
@@ -280,7 +280,7 @@ def test_fuzz_parser_raises_only_rule_errors(tokens, gaps):
         assert 1 <= exc.column <= len(text) + 1
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.text(max_size=80))
 def test_fuzz_parser_any_text(text):
     try:

@@ -53,7 +53,7 @@ unsubscribe_url = "https://crm.example.com/unsubscribe?token={token}"
 """
 
 #: Examples per operation and phase: enough to reach every parameter, small enough for CI.
-MAX_EXAMPLES = 10
+MAX_EXAMPLES = 5
 #: A fixed seed: the same cases every run.
 SEED = 20240516
 
