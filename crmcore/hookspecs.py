@@ -253,6 +253,19 @@ def on_customers_merged(uow: UnitOfWork, kept: Customer, merged: list[Customer])
 
 
 @hookspec
+def on_customers_unmerged(uow: UnitOfWork, kept: Customer, restored: list[Customer]) -> None:
+    """A merge was undone (``crm customer unmerge``, ``crm.merges.unmerge``).
+
+    Fired after the moved rows went back (the core's and the plugins', ``unmerge_customer_rows``),
+    balances, tiers and consent were rebuilt and the merged customers were restored, live again.
+
+    :param uow: the unit of work of the unmerge.
+    :param kept: the kept customer as stored now (its merged fields back to their before-state).
+    :param restored: the customers the merge had archived, live again, in the merge's order.
+    """
+
+
+@hookspec
 def merge_customer_rows(uow: UnitOfWork, kept_id: int, merged_ids: list[int], moved: dict[str, Any]) -> None:
     """Move the plugin's own rows of merged customers to the kept one, inside the merge's unit of work.
 

@@ -17,7 +17,7 @@ A merge keeps one customer and folds the others into it, in one unit of work:
    consent flags keep the most restrictive value (a person who opted out stays opted out);
 4. the merged customers are archived, the merge is recorded in ``customer_merges`` with the full
    before-state and the ids of every row moved, audited (``customer.merge``), and
-   ``on_customers_merged`` fires.
+   ``on_customers_merged`` fires (``on_customers_unmerged`` when :meth:`MergeService.unmerge` undoes it).
 
 **Why history may be re-pointed.**  Ledger entries, outbox messages and consent decisions are
 append-only: no entry is edited or removed by a merge.  Only the ``customer_id`` that says whose
@@ -259,6 +259,7 @@ class MergeService:
                                                                                  undone_by=uow.actor))
             uow.audit.record("customer.unmerge", "customer", kept.id, customer_id=kept.id, ids=merged_ids,
                              changes={"merge_id": [merge_id, None]})
+            uow.fire("on_customers_unmerged", kept=result, restored=[uow.customers.get(c) for c in merged_ids])
             return result
 
     def _check_undoable(self, uow: "UnitOfWork", merge_id: int, kept_id: int, merged_ids: Sequence[int],

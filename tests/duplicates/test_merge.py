@@ -27,11 +27,17 @@ class MergeListener:
 
     def __init__(self) -> None:
         self.seen: list[tuple[int, list[int], list[bool]]] = []
+        self.unmerged: list[tuple[int, str | None, list[tuple[int, str, object]]]] = []
 
     @hookimpl
     def on_customers_merged(self, uow, kept, merged):
         assert uow.conn.in_transaction()
         self.seen.append((kept.id, [c.id for c in merged], [c.archived_at is not None for c in merged]))
+
+    @hookimpl
+    def on_customers_unmerged(self, uow, kept, restored):
+        assert uow.conn.in_transaction()
+        self.unmerged.append((kept.id, kept.phone, [(c.id, c.email, c.archived_at) for c in restored]))
 
 
 def rows_of(crm, customer_id):
@@ -132,6 +138,8 @@ def test_merge_moves_every_row_keeps_totals_and_unmerge_restores(merging):
     assert restored.archived_at is None and restored.email == "ZHANG.WEI@example.com"
     assert crm.customers.get(keep.id).phone is None and crm.customers.get(keep.id).tags == ("vip",)
     assert crm.segments.segments_of(other.id) == memberships
+    # on_customers_unmerged saw the kept customer as restored and the others live again
+    assert listener.unmerged == [(keep.id, None, [(other.id, "ZHANG.WEI@example.com", None)])]
     with pytest.raises(MergeRefused, match="already undone"):
         crm.merges.unmerge(result.merge_id)
 
