@@ -389,7 +389,7 @@ def phone_search_terms(text: str, region: str | None) -> builtins.list[str]:
 @functools.cache
 def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
     limits = ((c.name, c.type.limit if isinstance(c.type, Sealed) else getattr(c.type, "length", None))
-              for c in _TABLES[kind].c if isinstance(c.type, (Sealed, String)))
+              for c in _TABLES[kind].c if c.computed is None and isinstance(c.type, (Sealed, String)))
     return tuple((name, limit) for name, limit in limits if limit)
 
 

@@ -367,7 +367,12 @@ def from_values(keys: tuple[str, ...], values: Any, cls: type[T]) -> T:
             return entity
         except LookupError:
             pass
-    return converter.structure(dict(zip(keys, values)), cls)
+    return converter.structure({k: v for k, v in zip(keys, values) if k not in DERIVED_COLUMNS}, cls)
+
+
+#: Columns the database derives from others (``customers.email_key``, the door check's key): no
+#: entity has a field for them, so reading a row skips them.
+DERIVED_COLUMNS = frozenset({"email_key"})
 
 
 class _Plan(typing.NamedTuple):
@@ -386,7 +391,8 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
         plan = [_Plan(name, *_value_check(hints[name])) for name in attrs.fields_dict(cls)]
     except (TypeError, NameError, KeyError):
         return None
-    if len(keys) != len(plan) or set(keys) != {p.name for p in plan}:
+    names = {p.name for p in plan}
+    if len(set(keys)) != len(keys) or not names <= set(keys) or not set(keys) - names <= DERIVED_COLUMNS:
         return None
     position = {key: i for i, key in enumerate(keys)}
     lines: list[str] = ["def read(values):"]

@@ -82,10 +82,10 @@ class RowChecker:
         self.now = now
         self.key = key
         self.zone = ZoneInfo(validator.config.timezone)
-        self.table_columns = [c.name for c in ENTITY_TABLES[kind].c]
+        self.table_columns = [c.name for c in ENTITY_TABLES[kind].c if c.computed is None]  # not email_key
         self._text_columns = [(c.name, c.type.limit if isinstance(c.type, Sealed) else c.type.length)
                               for c in ENTITY_TABLES[kind].c
-                              if isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
+                              if c.computed is None and isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
         self._int_columns = [(c.name, integer_range(c.type)) for c in ENTITY_TABLES[kind].c
                              if isinstance(c.type, Integer)]
         self.binder: Binder | None = None
@@ -336,7 +336,7 @@ class Binder:
     """
 
     def __init__(self, table: Any, dialect: Any):
-        self.columns = [c.name for c in table.c if c.name != "id"]
+        self.columns = [c.name for c in table.c if c.name != "id" and c.computed is None]
         compiled = insert(table).compile(dialect=dialect, column_keys=self.columns)
         if compiled.positiontup is None:
             raise ValueError(f"{dialect.name}: positional parameters expected")

@@ -14,6 +14,7 @@ from sqlalchemy import (
     Boolean,
     CheckConstraint,
     Column,
+    Computed,
     Date,
     Float,
     ForeignKey,
@@ -32,6 +33,9 @@ from .types import Money, UTCDateTime
 # Sealed columns (revision 0013_privacy): wide enough for the sealed form of the longest value
 # (crmcore.store.sealed); validation still allows what it allowed (the limit).
 EMAIL_WIDTH, PHONE_WIDTH = 512, 128
+#: ``customers.email_key``: the address lower-cased, or a sealed address's blind index (its first
+#: 26 characters, ``$e1$`` and 22 of base64url; see :mod:`crmcore.store.sealed`).
+EMAIL_KEY_SQL = "CASE WHEN substr(email, 1, 4) = '$e1$' THEN substr(email, 1, 26) ELSE lower(email) END"
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -158,6 +162,10 @@ customers = Table(
     # Set when the customer is deleted without --purge (revision 0010): hidden from lists,
     # kept for reports, the ledger and the audit trail.
     Column("archived_at", UTCDateTime, index=True),
+    # The door check's email key (revision 0014), kept by the database on every write: the address
+    # lower-cased, or when it is sealed its blind index (``$e1$`` and 22 characters), so equal
+    # addresses share a key either way and the look-up is an index seek (no ``lower()`` scan).
+    Column("email_key", String(EMAIL_WIDTH), Computed(EMAIL_KEY_SQL), index=True),
     **TABLE_OPTIONS,
 )
 """Customers: people and organisations, with consent flags, tags, JSON ``attributes`` (custom

@@ -1,0 +1,38 @@
+"""customers.email_key, for the duplicates door check
+
+``customers.email_key`` is a generated column (the database computes it on every write, whatever
+the path: add, bulk import, update, merge, erasure): the address lower-cased, or a sealed
+address's blind index.  Indexed, so the door check of ``customers.add`` is an index seek
+instead of reading ``lower(email)`` of every customer.  Existing rows get their key as the column
+is added (PostgreSQL stores it, rewriting the table once; SQLite and MariaDB compute a virtual
+column and store only the index).
+
+Revision ID: 0014_duplicate_keys
+Revises: 0013_privacy
+Create Date: 2026-12-06
+"""
+import sqlalchemy as sa
+from alembic import op
+
+from crmcore.store.tables import EMAIL_KEY_SQL, EMAIL_WIDTH
+
+revision = "0014_duplicate_keys"
+down_revision = "0013_privacy"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    # Not a batch on SQLite: ADD COLUMN of a virtual generated column is allowed there as it is.
+    op.add_column("customers", sa.Column("email_key", sa.String(length=EMAIL_WIDTH), sa.Computed(EMAIL_KEY_SQL),
+                                         nullable=True))
+    op.create_index(op.f("ix_customers_email_key"), "customers", ["email_key"], unique=False)
+
+
+def downgrade() -> None:
+    op.drop_index(op.f("ix_customers_email_key"), table_name="customers")
+    if op.get_bind().dialect.name == "sqlite":
+        with op.batch_alter_table("customers") as batch:
+            batch.drop_column("email_key")
+    else:
+        op.drop_column("customers", "email_key")
