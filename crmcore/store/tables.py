@@ -165,7 +165,8 @@ customers = Table(
     # The door check's email key (revision 0014), kept by the database on every write: the address
     # lower-cased, or when it is sealed its blind index (``$e1$`` and 22 characters), so equal
     # addresses share a key either way and the look-up is an index seek (no ``lower()`` scan).
-    Column("email_key", String(EMAIL_WIDTH), Computed(EMAIL_KEY_SQL), index=True),
+    # Stored (PostgreSQL before 18 has no virtual columns); revision 0014 adds it virtual on SQLite.
+    Column("email_key", String(EMAIL_WIDTH), Computed(EMAIL_KEY_SQL, persisted=True), index=True),
     **TABLE_OPTIONS,
 )
 """Customers: people and organisations, with consent flags, tags, JSON ``attributes`` (custom

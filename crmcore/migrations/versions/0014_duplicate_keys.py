@@ -4,8 +4,8 @@
 the path: add, bulk import, update, merge, erasure): the address lower-cased, or a sealed
 address's blind index.  Indexed, so the door check of ``customers.add`` is an index seek
 instead of reading ``lower(email)`` of every customer.  Existing rows get their key as the column
-is added (PostgreSQL stores it, rewriting the table once; SQLite and MariaDB compute a virtual
-column and store only the index).
+is added (PostgreSQL and MariaDB store it, rewriting the table once; SQLite computes a virtual
+column and stores only the index).
 
 Revision ID: 0014_duplicate_keys
 Revises: 0013_privacy
@@ -23,9 +23,11 @@ depends_on = None
 
 
 def upgrade() -> None:
-    # Not a batch on SQLite: ADD COLUMN of a virtual generated column is allowed there as it is.
-    op.add_column("customers", sa.Column("email_key", sa.String(length=EMAIL_WIDTH), sa.Computed(EMAIL_KEY_SQL),
-                                         nullable=True))
+    # Not a batch on SQLite: ADD COLUMN of a virtual generated column is allowed there as it is
+    # (a stored one is not); PostgreSQL (before 18) and MariaDB store it.
+    stored = None if op.get_bind().dialect.name == "sqlite" else True
+    op.add_column("customers", sa.Column("email_key", sa.String(length=EMAIL_WIDTH),
+                                         sa.Computed(EMAIL_KEY_SQL, persisted=stored), nullable=True))
     op.create_index(op.f("ix_customers_email_key"), "customers", ["email_key"], unique=False)
 
 
