@@ -122,7 +122,7 @@ def planted(workdir: Path, people: int, duplicates: int) -> None:
         rows.append(other)
     crm = open_crm(workdir / "planted.db")
     try:
-        crm.customers.add_many(rows)  # the bulk path: no door check, so the duplicates go in
+        crm.customers.add_many(rows, on_duplicate="add")  # the duplicates go in past the door
         ids = [c.id for c in crm.customers.list(limit=len(rows), order_by="id")]
         truth_pairs = {tuple(sorted((ids[a], ids[b]))) for a, b in truth}
         settings = crm.config.duplicates
@@ -209,7 +209,7 @@ def bulk_merge(workdir: Path, pairs: int) -> None:
         people = [person(rng, i) for i in range(pairs)]
         copies = [{**p, "email": p["email"].upper(), "phone": None} for p in people]
         started = time.perf_counter()
-        crm.customers.add_many(people + copies)
+        crm.customers.add_many(people + copies, on_duplicate="add")
         ids = [c.id for c in crm.customers.list(limit=2 * pairs, order_by="id")]
         crm.contacts.add_many([{"customer_id": cid, "name": "assistant"} for cid in ids])
         crm.interactions.add_many([{"customer_id": cid, "kind": "call", "direction": "inbound",

@@ -275,7 +275,7 @@ def populate(crm: Any, seed: int, size: DemoSize, end: datetime, set_clock: Call
     progress("users")
     add_users(crm)
     progress("customers")
-    crm.customers.add_many(list(data.customers(size.customers)))
+    crm.customers.add_many(list(data.customers(size.customers)), on_duplicate="add")  # random numbers may repeat
     ids = [c.id for c in crm.customers.list(limit=None)]
     progress("contacts")
     contacts = crm.contacts.add_many(list(data.contacts(ids)))

@@ -68,7 +68,7 @@ def main() -> None:
         "channels": {"file": {"path": str(out / "outbox.jsonl")}},
     })
     crm = CRM.open(config=config, clock=lambda: clock[0])
-    crm.customers.add_many(customer_rows(rng, args.customers))
+    crm.customers.add_many(customer_rows(rng, args.customers), on_duplicate="add")  # random numbers may repeat
     customers = crm.customers.list()
 
     won = 0

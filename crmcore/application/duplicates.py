@@ -30,12 +30,14 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from rapidfuzz import fuzz, process
-from sqlalchemy import ColumnElement, bindparam, func, or_, select
+from sqlalchemy import ColumnElement, String, bindparam, case, func, or_, select, type_coerce
 
 from ..config.duplicates import DuplicateSettings
 from ..domain.entities import Customer, CustomerKind
+from ..domain.errors import DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
+from ..store.sealed import MARK, cipher_of, sealed
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -56,15 +58,39 @@ _COLUMNS = ("id", "kind", "name", "email", "phone", "external_id", "city", "regi
 
 @attrs.frozen
 class Match:
-    """A stored customer the door check found: its id and name, and the exact keys it shares."""
+    """A stored customer the door check found: its id and name, and the exact keys it shares.
 
-    customer_id: int
+    A customer the acting user may not see is matched too (a rep must not create a second record
+    of another rep's customer) but never named: ``customer_id`` is None and ``name`` empty, and
+    every such customer of one check is one match (how many there are is not said either)."""
+
+    customer_id: int | None
     name: str
     fields: tuple[str, ...]
 
+    @property
+    def visible(self) -> bool:
+        """Whether the acting user may see the customer (else nothing of it is said)."""
+        return self.customer_id is not None
+
     def describe(self) -> str:
-        """``customer 123 (same email, phone)``."""
+        """``customer 123 'Zhang Wei' (same email, phone)``, or for a customer the acting user
+        cannot see ``an existing customer you cannot see has the same email``."""
+        if self.customer_id is None:
+            return f"an existing customer you cannot see has the same {', '.join(self.fields)}"
         return f"customer {self.customer_id} {self.name!r} (same {', '.join(self.fields)})"
+
+
+def describe(matches: Sequence[Match], limit: int = 3) -> str:
+    """What a check found, as a sentence: ``looks like customer 12 'Zhang Wei' (same email)``,
+    ``an existing customer you cannot see has the same phone``, or both joined by ``; and ``."""
+    seen = [m.describe() for m in matches if m.visible]
+    parts = []
+    if seen:
+        more = f" and {len(seen) - limit} more" if len(seen) > limit else ""
+        parts.append("looks like " + "; ".join(seen[:limit]) + more)
+    parts += [m.describe() for m in matches if not m.visible]
+    return "; and ".join(parts)
 
 
 @attrs.frozen
@@ -115,7 +141,8 @@ class DuplicateService:
     def check(self, **fields: Any) -> builtins.list[Match]:
         """The customers a new customer with ``fields`` would duplicate (normalised as an add
         normalises them: ``check(email="ZHANG.WEI@example.com", phone="132-9141-7776")``).
-        Asks ``authorize("customer.duplicates")``; only customers the acting user may see."""
+        Asks ``authorize("customer.duplicates")``; every customer is compared, and one the acting
+        user cannot see is reported without its id or name (see :class:`Match`)."""
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize("customer.duplicates", None)
             fields.setdefault("name", "?")
@@ -123,46 +150,96 @@ class DuplicateService:
             return self.matches(uow, candidate)
 
     def matches(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[Match]:
-        """The live customers (not archived, visible to the actor) sharing an exact key with
-        ``customer`` (already normalised), in id order; one query."""
-        conditions = self._key_conditions(customer)
+        """The live (not archived) customers sharing an exact key with ``customer`` (already
+        normalised), in id order, those the acting user cannot see as one unnamed :class:`Match`.
+
+        One query over every customer, each key an index seek: ``email_key`` (the address
+        lower-cased, or its blind index when addresses are sealed), ``phone`` (E.164, its blind
+        index when sealed), ``external_id``; a custom-field key reads the JSON column.  Then one
+        query for which of those the actor may see."""
+        conditions = self._key_conditions(uow, customer)
         if not conditions:
             return []
         query = select(customers).where(or_(*conditions), customers.c.archived_at.is_(None))
         if customer.id is not None:
             query = query.where(customers.c.id != customer.id)
-        with uow.scoped():
-            rows = uow.conn.execute(query.order_by(customers.c.id).limit(20)).mappings().all()
-        return [Match(row["id"], row["name"], tuple(self._shared(customer, dict(row)))) for row in rows]
+        # Unscoped: a customer the actor cannot see is still the same person.
+        rows = uow.conn.execute(query.order_by(customers.c.id).limit(20)).mappings().all()
+        found = {row["id"]: (row["name"], tuple(self._shared(customer, dict(row)))) for row in rows}
+        return self._named(uow, {cid: (name, fields) for cid, (name, fields) in found.items() if fields})
 
     def matches_many(self, uow: "UnitOfWork", rows: Sequence[Mapping[str, Any]],
                      keys: Sequence[str] | None = None) -> dict[int, builtins.list[Match]]:
-        """:meth:`matches` for a batch (an import's new rows, as column values): index in ``rows``
-        -> matches, one query per exact key (``keys``: default ``[duplicates] exact``) and 5,000 rows."""
+        """:meth:`matches` for a batch (new rows, as column values): index in ``rows`` -> matches,
+        one query per exact key (``keys``: default ``[duplicates] exact``) and 5,000 rows (500
+        phones when phones are sealed: each is compared by its blind index under every key)."""
+        dialect = uow.conn.dialect
         found: dict[int, dict[int, tuple[str, list[str]]]] = {}
         for key in self.settings.exact if keys is None else keys:
             wanted: dict[Any, list[int]] = {}
             for index, row in enumerate(rows):
-                value = _key_value(key, row)
-                if value is not None:
+                for value in _lookup_values(dialect, key, row):
                     wanted.setdefault(value, []).append(index)
             if not wanted:
                 continue
-            query = _batch_query(key)
             values = builtins.list(wanted)
-            for start in range(0, len(values), 5000):
-                with uow.scoped():
-                    for cid, name, value in uow.conn.execute(query, {"values": values[start:start + 5000]}):
-                        for index in wanted.get(value, ()):
-                            found.setdefault(index, {}).setdefault(cid, (name, []))[1].append(_label(key))
-        return {index: [Match(cid, name, tuple(keys)) for cid, (name, keys) in sorted(by_id.items())]
-                for index, by_id in found.items()}
+            step = 500 if key == "phone" and sealed(dialect, "phone") else 5000
+            for start in range(0, len(values), step):
+                chunk = values[start:start + step]
+                if step == 500:  # the Sealed column's IN: ranges over each value's blind indexes
+                    query, params = _sealed_phone_query(chunk), {}
+                else:
+                    query, params = _batch_query(key), {"values": chunk}
+                for cid, name, value in uow.conn.execute(query, params):
+                    for index in wanted.get(value, ()):
+                        labels = found.setdefault(index, {}).setdefault(cid, (name, []))[1]
+                        if _label(key) not in labels:
+                            labels.append(_label(key))
+        visible = self._visible(uow, {cid for by_id in found.values() for cid in by_id})
+        return {index: _matches(by_id, visible) for index, by_id in found.items()}
 
-    def _key_conditions(self, customer: Customer) -> builtins.list[ColumnElement[bool]]:
+    def first_duplicate(self, uow: "UnitOfWork", batch: Sequence[Customer]) -> DuplicateCustomer | None:
+        """The door check of a bulk add: the refusal of the first customer of ``batch`` (validated,
+        new) that shares an exact key with a stored customer (:meth:`matches_many`: one query per
+        key and 5,000 rows) or with an earlier customer of the batch; None when there is none."""
+        rows = [{"email": c.email, "phone": c.phone, "external_id": c.external_id, "attributes": c.attributes}
+                for c in batch]
+        stored = self.matches_many(uow, rows)
+        seen: dict[tuple[str, Any], int] = {}
+        for index, row in enumerate(rows):
+            if index in stored:
+                return DuplicateCustomer(stored[index], row=index)
+            for key in self.settings.exact:
+                value = _key_value(key, row)
+                if value is None:
+                    continue
+                if (key, value) in seen:
+                    return DuplicateCustomer([], row=index, same_as_row=seen[key, value])
+                seen[key, value] = index
+        return None
+
+    def _named(self, uow: "UnitOfWork", found: Mapping[int, tuple[str, Sequence[str]]]) -> builtins.list[Match]:
+        return _matches(found, self._visible(uow, set(found)))
+
+    def _visible(self, uow: "UnitOfWork", ids: set[int]) -> set[int]:
+        """Which of ``ids`` the acting user may see (one scoped query per 5,000)."""
+        chosen, seen = sorted(ids), set()
+        for start in range(0, len(chosen), 5000):
+            with uow.scoped():
+                seen.update(uow.conn.execute(select(customers.c.id).where(
+                    customers.c.id.in_(chosen[start:start + 5000]))).scalars())
+        return seen
+
+    def _key_conditions(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[ColumnElement[bool]]:
         row = {"email": customer.email, "phone": customer.phone, "external_id": customer.external_id,
                "attributes": customer.attributes}
-        return [_key_column(key) == value for key in self.settings.exact
-                if (value := _key_value(key, row)) is not None]
+        conditions = []
+        for key in self.settings.exact:
+            values = _lookup_values(uow.conn.dialect, key, row)
+            if values:
+                column = _lookup_column(key)
+                conditions.append(column.in_(values) if len(values) > 1 else column == values[0])
+        return conditions
 
     def _shared(self, customer: Customer, row: Mapping[str, Any]) -> Iterator[str]:
         mine = {"email": customer.email, "phone": customer.phone, "external_id": customer.external_id,
@@ -342,12 +419,47 @@ def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:
     return sorted(found, key=lambda c: (-c.score, c.ids))
 
 
+def _matches(found: Mapping[int, tuple[str, Sequence[str]]], visible: set[int]) -> builtins.list[Match]:
+    """Matches in id order, the customers not in ``visible`` as one unnamed match (keys united)."""
+    named = [Match(cid, name, tuple(fields)) for cid, (name, fields) in sorted(found.items()) if cid in visible]
+    hidden: list[str] = []
+    for cid, (_, fields) in sorted(found.items()):
+        if cid not in visible:
+            hidden += [f for f in fields if f not in hidden]
+    return named + ([Match(None, "", tuple(hidden))] if hidden else [])
+
+
 @functools.cache
 def _batch_query(key: str) -> Any:
     """The live customers whose ``key`` is one of ``:values`` (built once: an import asks per batch)."""
-    column = _key_column(key)
+    column = _lookup_column(key)
     return select(customers.c.id, customers.c.name, column.label("k")).where(
         column.in_(bindparam("values", expanding=True)), customers.c.archived_at.is_(None))
+
+
+def _sealed_phone_query(values: Sequence[str]) -> Any:
+    """:func:`_batch_query` of sealed phone numbers: the column's own IN (blind index ranges), the
+    number read back opened."""
+    return select(customers.c.id, customers.c.name, customers.c.phone.label("k")).where(
+        customers.c.phone.in_(builtins.list(values)), customers.c.archived_at.is_(None))
+
+
+def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.list[Any]:
+    """What the door check looks ``key`` of ``row`` up by: the address lower-cased (``email_key``),
+    or when addresses are sealed the blind indexes of the address as given and with its local
+    part lower-cased (the blind index is of the address as stored, so one stored in other
+    capitals is not found) under every listed key; the other keys' values as stored."""
+    value = _key_value(key, row)
+    if value is None:
+        return []
+    if key == "email" and sealed(dialect, "email"):
+        cipher = cipher_of(dialect)
+        assert cipher is not None
+        given = str(row["email"]).strip()
+        local, _, domain = given.rpartition("@")
+        forms = dict.fromkeys((given, f"{local.lower()}@{domain}", given.lower()))
+        return [cipher.prefix("email", form, number) for form in forms for number in range(cipher.key_count)]
+    return [value]
 
 
 def _local_part(email: str) -> str:
@@ -359,14 +471,29 @@ def _label(key: str) -> str:
     return key.removeprefix("attributes.")
 
 
+def _lookup_column(key: str) -> ColumnElement[Any]:
+    """The indexed column the door check compares ``key`` with (the phone column itself: its
+    comparisons use the blind index when sealed)."""
+    return customers.c.phone if key == "phone" else _key_column(key)
+
+
 def _key_column(key: str) -> ColumnElement[Any]:
-    """The SQL expression of an exact key: the address lower-cased, a custom field as text."""
+    """The SQL expression of an exact key: ``email_key`` (the address lower-cased, or its blind
+    index), a phone number (its blind index when sealed), a custom field as text."""
     if key == "email":
-        return func.lower(customers.c.email)
+        return customers.c.email_key
+    if key == "phone":  # grouping: a sealed number by its blind index (the sealed form differs each time)
+        return _blind_or_value(customers.c.phone)
     if key.startswith("attributes."):
         text: ColumnElement[Any] = customers.c.attributes[key.removeprefix("attributes.")].as_string()
         return text
     return customers.c[key]
+
+
+def _blind_or_value(column: Any) -> ColumnElement[Any]:
+    """A sealed value's blind index (``$e1$`` and 22 characters), an unsealed value itself."""
+    stored = type_coerce(column, String)  # the stored form, not opened
+    return case((func.substr(stored, 1, 4) == MARK, func.substr(stored, 1, 26)), else_=stored)
 
 
 def _key_value(key: str, row: Mapping[str, Any]) -> Any:

@@ -238,11 +238,15 @@ class EntityService(Generic[E]):
                     raise ValidationError([(f"row {index}: {f}", m) for f, m in exc.issues], self.kind) from None
             self.check_references_bulk(uow, entities)
             self.check_external_ids_bulk(uow, entities)
+            self.check_batch(uow, entities)
             entities = resolve_owners(uow, entities, self.kind) if self.kind in OWNED else entities
             stored = self.insert_batch(uow, entities)
             uow.audit.batch(f"{self.kind}.import", self.kind, [e.id for e in stored])
             uow.fire(f"on_{self.kind}s_imported", **{f"{self.kind}s": stored})
             return len(stored)
+
+    def check_batch(self, uow: "UnitOfWork", entities: builtins.list[E]) -> None:
+        """A bulk add's checks of the whole validated batch (set-based); none here (customers: the door)."""
 
     def check_external_ids_bulk(self, uow: "UnitOfWork", entities: builtins.list[E]) -> None:
         """Duplicate external ids (in the batch or already stored) name the row, not an IntegrityError."""
@@ -478,6 +482,30 @@ class CustomerService(ArchivingService[Customer]):
                 return super().add(entity, **fields)
             finally:
                 uow.memo.pop(_DOOR, None)
+
+    def add_many(self, rows: Iterable[Mapping[str, Any] | Customer], *, on_duplicate: str | None = None) -> int:
+        """Bulk add (see :meth:`Service.add_many`), checked at the door as :meth:`add` is, set-based:
+        one query per exact key and 5,000 rows.  With ``on_duplicate`` (default ``[duplicates]
+        on_add``) ``"refuse"``, a row sharing an exact key with a stored customer or with an earlier
+        row of the batch is refused with :class:`DuplicateCustomer` naming the row (0-based), and
+        nothing is stored; ``"add"`` adds every row."""
+        rule = self.crm.config.duplicates.on_add if on_duplicate is None else on_duplicate
+        if rule not in ("refuse", "add"):
+            raise ValidationError.single("on_duplicate", f"must be refuse or add, got {rule!r}", self.kind)
+        with self.crm.unit() as uow:
+            uow.memo[_DOOR_MANY] = rule
+            try:
+                return super().add_many(rows)
+            finally:
+                uow.memo.pop(_DOOR_MANY, None)
+
+    def check_batch(self, uow: "UnitOfWork", entities: builtins.list[Customer]) -> None:
+        """The door check of a bulk add (:meth:`add_many`): the first row that duplicates a stored
+        customer or an earlier row is refused."""
+        if uow.memo.get(_DOOR_MANY, "refuse") == "refuse":
+            refused = self.crm.duplicates.first_duplicate(uow, entities)
+            if refused is not None:
+                raise refused
 
     def prepare(self, uow: "UnitOfWork", entity: Customer, previous: Customer | None,
                 check_references: bool = True) -> Customer:
@@ -800,6 +828,8 @@ class _MoveTime:
 
 #: The memo key of the door check's rule while :meth:`CustomerService.add` runs.
 _DOOR = "customers.add.on_duplicate"
+#: The same for :meth:`CustomerService.add_many` (checked for the whole batch, not per row).
+_DOOR_MANY = "customers.add_many.on_duplicate"
 
 OWNED = ("customer", "deal")
 """The entities whose ``owner`` is a user (interactions keep a free-text owner)."""

@@ -139,15 +139,25 @@ class DuplicateCustomer(CRMError):
     """A new customer looks like stored ones: they share an exact key (``[duplicates] exact``).
 
     ``matches`` holds the :class:`crmcore.application.duplicates.Match` objects (id, name, the
-    keys shared).  Nothing was written; add it anyway with ``on_duplicate="add"``
+    keys shared; a customer the acting user cannot see has no id and no name).  A bulk add
+    (``add_many``) names the ``row`` (0-based), and ``same_as_row`` when the row repeats an
+    earlier row of the batch.  Nothing was written; add it anyway with ``on_duplicate="add"``
     (``--on-duplicate add``), or merge afterwards.
     """
 
-    def __init__(self, matches: Sequence[Any]):
-        self.matches = tuple(matches)
-        described = "; ".join(m.describe() for m in self.matches[:3])
-        more = f" and {len(self.matches) - 3} more" if len(self.matches) > 3 else ""
-        super().__init__(f"looks like {described}{more}: not added (add it anyway with --on-duplicate add, "
+    def __init__(self, matches: Sequence[Any], row: int | None = None, same_as_row: int | None = None):
+        self.matches, self.row, self.same_as_row = tuple(matches), row, same_as_row
+        seen = [m.describe() for m in self.matches if m.customer_id is not None]
+        parts = []
+        if seen:
+            more = f" and {len(seen) - 3} more" if len(seen) > 3 else ""
+            parts.append("looks like " + "; ".join(seen[:3]) + more)
+        # A customer the acting user cannot see: no id, no name, only which keys (Match.describe).
+        parts += [m.describe() for m in self.matches if m.customer_id is None]
+        if same_as_row is not None:
+            parts.append(f"looks like row {same_as_row} of this batch")
+        where = f"row {row}: " if row is not None else ""
+        super().__init__(f"{where}{'; and '.join(parts)}: not added (add it anyway with --on-duplicate add, "
                          f"or update that customer)")
 
 

@@ -68,6 +68,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
 from ..application.consents import decisions_from, flags_set
+from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
 from ..domain.convert import unstructure
@@ -681,7 +682,7 @@ class _Import:
         needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
         rows = [_as_columns(self.columns, row, needed) for _, _, row in inserts]
         stored = duplicates.matches_many(uow, rows, exact)
-        wanted = sorted({m.customer_id for found in stored.values() for m in found})
+        wanted = sorted({m.customer_id for found in stored.values() for m in found if m.customer_id is not None})
         full = {r.id: r._mapping for r in _where_in(uow, [self.table], self.table.c.id, wanted)} if (
             self.door in ("update", "merge") and wanted) else {}
         kept: list[tuple[int, Any, _Row]] = []
@@ -696,20 +697,22 @@ class _Import:
                 for k in keys:
                     seen.setdefault(k, line)
                 continue
-            ids = [m.customer_id for m in matches]
-            said = "; ".join(m.describe() for m in matches[:3]) or f"line {earlier} of this file"
+            # A customer the acting user cannot see is matched but not named (no id, no name).
+            ids = [m.customer_id for m in matches if m.customer_id is not None]
+            said = describe_matches(matches) or f"looks like line {earlier} of this file"
             if self.door == "add":
-                self.report.add_duplicate(line, "added", f"looks like {said}", ids)
+                self.report.add_duplicate(line, "added", said, ids)
                 kept.append((line, values, row))
                 continue
-            if self.door in ("update", "merge") and len(matches) == 1 and earlier is None \
+            if self.door in ("update", "merge") and len(matches) == 1 and matches[0].visible and earlier is None \
                     and self.written.get(ids[0]) is None:
-                self.report.add_duplicate(line, action, f"looks like {said}", ids)
+                self.report.add_duplicate(line, action, said, ids)
                 door_updates.append((_Item(line, values, None, None, None, None), full[ids[0]]))
                 continue
-            why = f"looks like {said}"
+            why = said
             if self.door in ("update", "merge"):
                 why += (" (several customers: merge them first, or --on-duplicate add)" if len(matches) > 1
+                        else " (not yours to update)" if matches and not matches[0].visible
                         else " (an earlier row of this file is that customer)")
             self.report.add_duplicate(line, "skipped", why, ids)
             self.report.skipped += 1
