@@ -160,11 +160,14 @@ class DuplicateService:
         conditions = self._key_conditions(uow, customer)
         if not conditions:
             return []
-        query = select(customers).where(or_(*conditions), customers.c.archived_at.is_(None))
+        # Archived customers are skipped here, not in SQL: SQLite without statistics would rather
+        # walk the archived_at index (every live customer) than seek the keys' indexes.
+        query = select(customers).where(or_(*conditions))
         if customer.id is not None:
             query = query.where(customers.c.id != customer.id)
         # Unscoped: a customer the actor cannot see is still the same person.
-        rows = uow.conn.execute(query.order_by(customers.c.id).limit(20)).mappings().all()
+        rows = [r for r in uow.conn.execute(query.order_by(customers.c.id).limit(200)).mappings()
+                if r["archived_at"] is None][:20]
         found = {row["id"]: (row["name"], tuple(self._shared(customer, dict(row)))) for row in rows}
         return self._named(uow, {cid: (name, fields) for cid, (name, fields) in found.items() if fields})
 
@@ -190,7 +193,9 @@ class DuplicateService:
                     query, params = _sealed_phone_query(chunk), {}
                 else:
                     query, params = _batch_query(key), {"values": chunk}
-                for cid, name, value in uow.conn.execute(query, params):
+                for cid, name, value, archived_at in uow.conn.execute(query, params):
+                    if archived_at is not None:  # skipped here, not in SQL: see matches()
+                        continue
                     for index in wanted.get(value, ()):
                         labels = found.setdefault(index, {}).setdefault(cid, (name, []))[1]
                         if _label(key) not in labels:
@@ -433,15 +438,15 @@ def _matches(found: Mapping[int, tuple[str, Sequence[str]]], visible: set[int]) 
 def _batch_query(key: str) -> Any:
     """The live customers whose ``key`` is one of ``:values`` (built once: an import asks per batch)."""
     column = _lookup_column(key)
-    return select(customers.c.id, customers.c.name, column.label("k")).where(
-        column.in_(bindparam("values", expanding=True)), customers.c.archived_at.is_(None))
+    return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).where(
+        column.in_(bindparam("values", expanding=True)))
 
 
 def _sealed_phone_query(values: Sequence[str]) -> Any:
     """:func:`_batch_query` of sealed phone numbers: the column's own IN (blind index ranges), the
     number read back opened."""
-    return select(customers.c.id, customers.c.name, customers.c.phone.label("k")).where(
-        customers.c.phone.in_(builtins.list(values)), customers.c.archived_at.is_(None))
+    return select(customers.c.id, customers.c.name, customers.c.phone.label("k"), customers.c.archived_at).where(
+        customers.c.phone.in_(builtins.list(values)))
 
 
 def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.list[Any]:
