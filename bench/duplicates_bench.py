@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/duplicates_bench.py                       # planted set + 100k + 1,000 pairs
     .venv/bin/python bench/duplicates_bench.py --customers 1000000 --pairs 10000   # the issue's figures
+    .venv/bin/python bench/duplicates_bench.py --only door --customers 1000000     # the door at 1M
 
 Three parts, each on a fresh migrated SQLite file:
 
@@ -20,7 +21,9 @@ Three parts, each on a fresh migrated SQLite file:
    of one door check (``crm.duplicates.check``) at that size.
 3. **Bulk merge of P pairs** with history (a contact, an interaction, a won deal earning points
    each): ``crm.merges.merge_all``, seconds per pair against Odoo's merge wizard at 7.6 s a pair.
-4. **What the door check costs an import** of new customers: the default keys against none.
+4. **What the door check costs one ``customers.add``** at N customers: ms per add with the
+   check against without it (``on_duplicate="add"``), and one ``crm.duplicates.check``.
+5. **What the door check costs an import** of new customers: the default keys against none.
 """
 
 from __future__ import annotations
@@ -202,6 +205,36 @@ def big(workdir: Path, count: int) -> None:
         crm.close()
 
 
+def door(workdir: Path, count: int, adds: int) -> None:
+    """What the door check costs one ``customers.add`` at ``count`` customers: ``adds`` new
+    customers (an address and a number no one has) added one by one with the check (the default,
+    ``on_duplicate="refuse"``) and without it (``"add"``), alternating, each its own transaction."""
+    started = time.perf_counter()
+    path = population(workdir, count)
+    print(f"\n{count:,} customers generated in {time.perf_counter() - started:.1f} s")
+    crm = open_crm(path)
+    try:
+        rng = random.Random(99)
+        spent = {"refuse": 0.0, "add": 0.0}
+        for i in range(adds):
+            for rule in ("refuse", "add"):
+                row = person(rng, count + 2 * i + (rule == "add"))
+                row["email"] = f"door.{rule}.{i}@example.org"
+                row["phone"] = f"+86137{rng.randrange(10**7, 10**8)}"
+                started = time.perf_counter()
+                crm.customers.add(on_duplicate=rule, **row)
+                spent[rule] += time.perf_counter() - started
+        check, without = spent["refuse"] / adds * 1000, spent["add"] / adds * 1000
+        started = time.perf_counter()
+        crm.duplicates.check(email="USER5.1@EXAMPLE.COM", phone="+8613900000005")
+        print(f"one door check (crm.duplicates.check) at {count:,} customers: "
+              f"{(time.perf_counter() - started) * 1000:.1f} ms")
+        print(f"customers.add at {count:,} customers, mean of {adds}: {check:.1f} ms with the door check, "
+              f"{without:.1f} ms without (on_duplicate='add'): the check costs {check - without:.1f} ms")
+    finally:
+        crm.close()
+
+
 def bulk_merge(workdir: Path, pairs: int) -> None:
     crm = open_crm(workdir / "merge.db", plugins=["loyalty"], loyalty={"points": {"points_per_unit": 1}})
     try:
@@ -264,7 +297,8 @@ def main() -> None:
     parser.add_argument("--customers", type=int, default=100_000, help="customers for the search benchmark")
     parser.add_argument("--pairs", type=int, default=1_000, help="pairs for the bulk merge benchmark")
     parser.add_argument("--import-rows", type=int, default=100_000, help="rows for the import cost of the door")
-    parser.add_argument("--only", choices=["planted", "big", "merge", "import"], help="run one part only")
+    parser.add_argument("--door-adds", type=int, default=200, help="customers added one by one for the door's cost")
+    parser.add_argument("--only", choices=["planted", "big", "door", "merge", "import"], help="run one part only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -272,6 +306,8 @@ def main() -> None:
             planted(workdir, args.people, args.planted)
         if args.only in (None, "big"):
             big(workdir, args.customers)
+        if args.only in (None, "door"):
+            door(workdir, args.customers, args.door_adds)
         if args.only in (None, "merge"):
             bulk_merge(workdir, args.pairs)
         if args.only in (None, "import"):

@@ -30,7 +30,16 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from rapidfuzz import fuzz, process
-from sqlalchemy import ColumnElement, String, bindparam, case, func, or_, select, type_coerce
+from sqlalchemy import (
+    ColumnElement,
+    String,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    type_coerce,
+)
 
 from ..config.duplicates import DuplicateSettings
 from ..domain.entities import Customer, CustomerKind

@@ -5,7 +5,7 @@ is checked set-based, and a customer the acting user cannot see is matched but n
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Self
 
 import pytest
 from sqlalchemy import event, select
@@ -24,11 +24,11 @@ class Statements:
     def __init__(self, engine: Any):
         self.engine, self.seen = engine, []
 
-    def __enter__(self) -> "Statements":
+    def __enter__(self) -> Self:
         event.listen(self.engine, "before_cursor_execute", self._record)
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         event.remove(self.engine, "before_cursor_execute", self._record)
 
     def _record(self, conn: Any, cursor: Any, statement: str, parameters: Any, context: Any, many: bool) -> None:
@@ -169,6 +169,6 @@ def test_a_customer_the_user_cannot_see_is_matched_but_not_named(crm_factory: An
                                           f"customer you cannot see has the same phone"), str(both.value)
         with pytest.raises(DuplicateCustomer, match="row 0: an existing customer you cannot see has the same phone"):
             crm.customers.add_many([{"name": "y", "phone": "13800001111", "owner": "rep1"}])
-    with crm.acting("rep2"):  # the owner sees whom it is
-        with pytest.raises(DuplicateCustomer, match=f"looks like customer {theirs.id} '王芳' \\(same email\\)"):
-            crm.customers.add(Customer(name="Wang Fang", email="WANG.FANG@example.com", owner="rep2"))
+    with crm.acting("rep2"), pytest.raises(  # the owner sees whom it is
+            DuplicateCustomer, match=f"looks like customer {theirs.id} '王芳' \\(same email\\)"):
+        crm.customers.add(Customer(name="Wang Fang", email="WANG.FANG@example.com", owner="rep2"))
