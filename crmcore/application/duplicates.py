@@ -237,7 +237,7 @@ class DuplicateService:
 
     def _visible(self, uow: "UnitOfWork", ids: set[int]) -> set[int]:
         """Which of ``ids`` the acting user may see (one scoped query per 5,000)."""
-        chosen, seen = sorted(ids), set()
+        chosen, seen = sorted(ids), set[int]()
         for start in range(0, len(chosen), 5000):
             with uow.scoped():
                 seen.update(uow.conn.execute(select(customers.c.id).where(

@@ -92,10 +92,12 @@ class LeadService:
                 # by neither look-up): the lead is that customer, not a duplicate of it.
                 candidate = self.crm.validator.customer(self.crm.customers.build(fields))
                 matches = self.crm.duplicates.matches(uow, candidate)
-                if matches:
+                if matches and matches[0].customer_id is not None:
                     created, found = False, uow.customers.get(matches[0].customer_id)
             if found is None:
-                stored = self.crm.customers.add(**fields)
+                # Only a customer the capturing user cannot see has these keys (no id to attach the
+                # lead to, and a lead is never lost): added, as before the door matched every customer.
+                stored = self.crm.customers.add(on_duplicate="add" if matches else None, **fields)
             else:
                 created = False
                 stored = self._fill_blanks(found, fields)
