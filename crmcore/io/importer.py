@@ -77,7 +77,7 @@ from ..domain.errors import CRMError, HookError, ValidationError
 from ..domain.validation import normalize_email
 from ..store.bulk import fetch_rows, insert_returning_ids, sqlite_new_ids
 from ..store.maintenance import refresh_statistics
-from ..store.sealed import sealed
+from ..store.sealed import MARK, cipher_of, sealed
 from ..store.tables import ENTITY_TABLES, contacts, customers
 from .mapping import (
     FIELD,
@@ -681,6 +681,12 @@ class _Import:
         exact = [k for k in duplicates.settings.exact if not (k == "external_id" == self.key)]
         needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
         rows = [_as_columns(self.columns, row, needed) for _, _, row in inserts]
+        cipher = cipher_of(uow.conn.dialect)
+        if cipher is not None:  # the bulk path's bound values are sealed already: compare the values
+            for columns in rows:
+                for name in ("email", "phone"):
+                    if isinstance(value := columns.get(name), str) and value.startswith(MARK):
+                        columns[name] = cipher.open(name, value)
         stored = duplicates.matches_many(uow, rows, exact)
         wanted = sorted({m.customer_id for found in stored.values() for m in found if m.customer_id is not None})
         full = {r.id: r._mapping for r in _where_in(uow, [self.table], self.table.c.id, wanted)} if (

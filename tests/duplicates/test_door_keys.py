@@ -5,6 +5,7 @@ is checked set-based, and a customer the acting user cannot see is matched but n
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Self
 
 import pytest
@@ -12,6 +13,7 @@ from sqlalchemy import event, select
 
 from crmcore import Customer
 from crmcore.domain.errors import DuplicateCustomer
+from crmcore.io.importer import ImportOptions, import_file
 from crmcore.store import tables
 from crmcore.store.sealed import MARK, new_key
 
@@ -92,7 +94,8 @@ def encrypted(crm_factory: Any, monkeypatch: Any, plugins: list[str] | None = No
         "fields": ["email", "phone"], "key_env": "DUPTEST_KEYS"}}})
 
 
-def test_sealed_duplicates_are_found_and_stopped_at_the_door(crm_factory: Any, monkeypatch: Any) -> None:
+def test_sealed_duplicates_are_found_and_stopped_at_the_door(crm_factory: Any, monkeypatch: Any,
+                                                             tmp_path: Path) -> None:
     crm = encrypted(crm_factory, monkeypatch)
     first = crm.customers.add(name="张伟", email="zhang.wei@example.com", phone="13291417776", city="Shanghai")
     other = crm.customers.add(name="李娜", email="li.na@example.com", phone="13911112222", city="Beijing")
@@ -120,6 +123,14 @@ def test_sealed_duplicates_are_found_and_stopped_at_the_door(crm_factory: Any, m
     batch = [{"name": "C", "phone": "13900000001"}, {"name": "D", "phone": "+86 139 0000 0001"}]
     with pytest.raises(DuplicateCustomer, match="row 1: looks like row 0 of this batch"):
         crm.customers.add_many(batch)
+    # And an import (its bulk path binds sealed values: the door compares the values).
+    path = tmp_path / "c.csv"
+    path.write_text("name,email,phone\nZhang Wei,ZHANG.WEI@example.com,\nLi,li@example.com,132 9141 7776\n"
+                    "New,new@example.com,13700000001\nNew again,NEW@example.com,\n", encoding="utf-8")
+    report = import_file(crm, "customers", path, ImportOptions(on_duplicate="skip"))
+    assert (report.inserted, report.skipped) == (1, 3), report.duplicates
+    assert [(d["line"], d["customers"]) for d in report.duplicates] == [
+        (2, [first.id, same_email.id]), (3, [first.id]), (5, [])]
 
 
 def test_add_many_checks_the_door_set_based(crm_factory: Any) -> None:
