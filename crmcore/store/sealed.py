@@ -310,8 +310,9 @@ class SealedDate(TypeDecorator[date]):
 def birthday_month_day(column: Any) -> tuple[ColumnElement[int], ColumnElement[int]]:
     """SQL for the month and the day of a birthday column (plain ``YYYY-MM-DD`` or sealed, whose
     ``MM-DD`` stays readable): for set-based birthday bonuses and greetings on every database."""
-    text_ = func.coalesce(case((column.like(MARK + "%"), func.substr(column, _MD_AT, 5)),
-                               else_=func.substr(column, 6, 5)), "")
+    raw = type_coerce(column, String)  # the stored text: a bound pattern is not sealed
+    text_ = func.coalesce(case((raw.like(MARK + "%"), func.substr(raw, _MD_AT, 5)),
+                               else_=func.substr(raw, 6, 5)), "")
     text_ = type_coerce(text_, String)
     return (cast(func.substr(text_, 1, 2), Integer), cast(func.substr(text_, 4, 2), Integer))
 
