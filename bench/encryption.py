@@ -3,10 +3,10 @@
     .venv/bin/python bench/encryption.py                 # 100,000 rows, 5,000 look-ups
     .venv/bin/python bench/encryption.py --rows 20000    # quicker
 
-Both sides import the same generated CSV (email and phone per row) into fresh migrated SQLite
+Both sides import the same generated CSV (email, phone and birthday per row) into fresh migrated SQLite
 files through ``crmcore.io.import_file`` (full validation), then look customers up by exact
 email and by exact phone through ``crm.customers.find`` (the service path: authorize,
-visibility, one SELECT).  "on" seals email and phone with AES-256-GCM and finds them through
+visibility, one SELECT).  "on" seals email, phone and birthday with AES-256-GCM and finds them through
 the keyed blind index (:mod:`crmcore.store.sealed`); "off" stores them as they are.  Each side
 runs ``--repeat`` times, alternating, and the best time counts.  Prints rows/s, look-ups/s and
 the ratios against the goals (import >= 70% of the unencrypted throughput, look-ups <= 2x the
@@ -34,15 +34,15 @@ from crmcore.store.sealed import new_key  # noqa: E402
 def generate(path: Path, rows: int) -> None:
     """Cheap synthetic rows (no Faker)."""
     with path.open("w", encoding="utf-8") as out:
-        out.write("external_id,name,email,phone\n")
+        out.write("external_id,name,email,phone,birthday\n")
         for i in range(rows):
-            out.write(f"C{i},客户 {i},c{i}@example.com,+86139{i:08d}\n")
+            out.write(f"C{i},客户 {i},c{i}@example.com,+86139{i:08d},{1950 + i % 50}-{1 + i % 12:02d}-{1 + i % 28:02d}\n")
 
 
 def open_crm(db: Path, encrypted: bool) -> CRM:
     values: dict[str, object] = {"database_url": f"sqlite:///{db}", "plugins": []}
     if encrypted:
-        values["privacy"] = {"encryption": {"fields": ["email", "phone"], "key_env": "BENCH_CRM_KEY"}}
+        values["privacy"] = {"encryption": {"fields": ["email", "phone", "birthday"], "key_env": "BENCH_CRM_KEY"}}
     return CRM.open(config=Config.from_mapping(values))
 
 
@@ -89,7 +89,7 @@ def main() -> None:
                 best[encrypted] = [min(best[encrypted][0], imported), min(best[encrypted][1], looked)]
     (imp_off, look_off), (imp_on, look_on) = best[False], best[True]
     n = 2 * args.lookups
-    print(f"{args.rows:,} customers (email + phone), {n:,} exact look-ups (email and phone), best of {args.repeat}")
+    print(f"{args.rows:,} customers (email + phone + birthday), {n:,} exact look-ups (email and phone), best of {args.repeat}")
     print(f"import   off {args.rows / imp_off:>10,.0f} rows/s   on {args.rows / imp_on:>10,.0f} rows/s   "
           f"on/off throughput {imp_off / imp_on:.2f}  (goal >= 0.70)")
     print(f"look-up  off {look_off / n * 1e6:>10,.1f} us      on {look_on / n * 1e6:>10,.1f} us      "

@@ -34,7 +34,7 @@ from ..store.tables import (
     privacy_erasures,
     segment_memberships,
 )
-from ..store.sealed import MARK, cipher_of, reseal_tree
+from ..store.sealed import cipher_of, reseal_tree
 from .audit import record_hash
 from .privacy_files import WHOLE_ONLY, matches
 
