@@ -234,7 +234,7 @@ class MergeService:
                 raise MergeRefused(f"merge {merge_id} cannot be undone: customer {erased} was erased "
                                    f"(its before-state is anonymised)")
             moved = open_tree(uow.conn.dialect, record["moved"])
-            record = {**record, "before": open_tree(uow.conn.dialect, record["before"])}
+            before = open_tree(uow.conn.dialect, record["before"])
             self._check_undoable(uow, merge_id, kept.id or 0, merged_ids, moved)
             for table in MOVED_TABLES:
                 self.restore_rows(uow, table, moved.get(table.name, {}))
@@ -243,7 +243,7 @@ class MergeService:
             restored = []
             for cid in merged_ids:
                 current = uow.customers.get(cid)
-                old = self.crm.customers.build({k: v for k, v in record["before"][str(cid)].items()
+                old = self.crm.customers.build({k: v for k, v in before[str(cid)].items()
                                                 if k not in ("created_at", "updated_at")})
                 back = attrs.evolve(old, id=cid, created_at=current.created_at, archived_at=None)
                 restored.append(back)
