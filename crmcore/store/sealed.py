@@ -5,6 +5,12 @@ A :class:`Sealed` column (``customers.email``, ``customers.phone``, ``contacts.e
 
     $e1$<blind index>$<key id>$<base64url(nonce + AES-256-GCM ciphertext and tag)>
 
+So does ``customers.birthday`` (:class:`SealedDate`, with the readable ``MM-DD`` before the
+sealed part: ``$e1$<index>$<key id>$MM-DD$<sealed>``, see :func:`birthday_month_day`) and each
+sealed custom field (``custom.NAME``) inside ``customers.attributes`` (:class:`SealedAttributes`).
+Copies the CRM keeps of a customer (audit values, merge before-states, stored API responses)
+are sealed with :func:`seal_tree`.
+
 - The *blind index* is a keyed BLAKE2b MAC (128 bits) of the value, personalised by the
   field: equal values have equal indexes, and nobody without the key can compute one from a
   guessed phone number.  It comes first, so the column's ordinary B-tree index finds a value
