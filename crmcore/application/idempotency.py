@@ -21,6 +21,7 @@ from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
 from ..domain.errors import CRMError, ValidationError
+from ..store.sealed import open_tree, seal_tree
 from ..store.tables import idempotency_keys
 
 if TYPE_CHECKING:
@@ -64,14 +65,15 @@ def recall(uow: "UnitOfWork", key: str, scope: str, digest: str) -> StoredRespon
         return None
     if row.scope != scope or row.request_hash != digest:
         raise KeyReused(key, row.scope)
-    return StoredResponse(row.status, row.response)
+    return StoredResponse(row.status, open_tree(uow.conn.dialect, row.response))
 
 
 def remember(uow: "UnitOfWork", key: str, scope: str, digest: str, status: int, body: Any) -> None:
     """Store the response of the request made under ``key`` in ``uow`` (commits with it).  A
     concurrent request with the same key makes this insert fail as a duplicate key."""
     uow.conn.execute(insert(idempotency_keys).values(actor=uow.actor, key=key, scope=scope, request_hash=digest,
-                                                     status=status, response=body, created_at=uow.now))
+                                                     status=status, response=seal_tree(uow.conn.dialect, body),
+                                                     created_at=uow.now))
 
 
 def once(crm: "CRM", key: str, scope: str, digest: str,

@@ -42,6 +42,7 @@ from ..domain.entities import Customer
 from ..domain.errors import CRMError, MergeRefused, NotAuthorized, NotFound, RecordArchived, ValidationError
 from ..store import tables
 from ..store.bulk import inserted_id
+from ..store.sealed import open_tree, seal_tree
 from .audit import jsonable
 from .duplicates import Cluster
 
@@ -136,9 +137,11 @@ class MergeService:
         kept_before: dict[str, Any] = before[str(kept.id)]
         moved["fields"] = {name: [kept_before.get(name), jsonable(value)] for name, value in changes.items()}
         counts = _counts(moved)
+        # With encryption on, the copies of sealed fields are sealed too (opened again by unmerge).
+        dialect = uow.conn.dialect
         merge_id = inserted_id(uow.conn.execute(insert(merges).values(
-            kept_id=kept.id, merged_ids=merged_ids, before=before, moved=moved, merged_at=uow.now,
-            actor=uow.actor)))
+            kept_id=kept.id, merged_ids=merged_ids, before=seal_tree(dialect, before), moved=seal_tree(dialect, moved),
+            merged_at=uow.now, actor=uow.actor)))
         uow.audit.record("customer.merge", "customer", kept.id, customer_id=kept.id, ids=merged_ids,
                          changes={"merge_id": [None, merge_id], "before": [before, None], "moved": [None, counts]})
         uow.fire("on_customers_merged", kept=stored, merged=archived)
@@ -225,7 +228,13 @@ class MergeService:
             if record["undone_at"] is not None:
                 raise MergeRefused(f"merge {merge_id} was already undone ({record['undone_at'].isoformat()})")
             merged_ids = [int(i) for i in record["merged_ids"]]
-            moved = record["moved"]
+            erased = uow.conn.execute(select(tables.privacy_erasures.c.customer_id).where(
+                tables.privacy_erasures.c.customer_id.in_([record["kept_id"], *merged_ids]))).scalar()
+            if erased is not None:
+                raise MergeRefused(f"merge {merge_id} cannot be undone: customer {erased} was erased "
+                                   f"(its before-state is anonymised)")
+            moved = open_tree(uow.conn.dialect, record["moved"])
+            before = open_tree(uow.conn.dialect, record["before"])
             self._check_undoable(uow, merge_id, kept.id or 0, merged_ids, moved)
             for table in MOVED_TABLES:
                 self.restore_rows(uow, table, moved.get(table.name, {}))
@@ -234,7 +243,7 @@ class MergeService:
             restored = []
             for cid in merged_ids:
                 current = uow.customers.get(cid)
-                old = self.crm.customers.build({k: v for k, v in record["before"][str(cid)].items()
+                old = self.crm.customers.build({k: v for k, v in before[str(cid)].items()
                                                 if k not in ("created_at", "updated_at")})
                 back = attrs.evolve(old, id=cid, created_at=current.created_at, archived_at=None)
                 restored.append(back)

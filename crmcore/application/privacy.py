@@ -13,11 +13,20 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from dateutil.relativedelta import relativedelta
-from sqlalchemy import String, Table, and_, bindparam, delete, func, select, type_coerce, update
+from sqlalchemy import JSON, String, Table, and_, bindparam, delete, func, select, tuple_, type_coerce, update
 
 from ..domain.errors import ConfigError, ValidationError
-from ..store.sealed import FIELDS, MARK, Cipher, cipher_of
-from ..store.tables import contacts, customers, deals, interactions, notify_outbox, privacy_erasures
+from ..store.sealed import FIELDS, MARK, Cipher, cipher_of, reseal_tree
+from ..store.tables import (
+    contacts,
+    customer_merges,
+    customers,
+    deals,
+    idempotency_keys,
+    interactions,
+    notify_outbox,
+    privacy_erasures,
+)
 from . import privacy_erase, privacy_export, privacy_files
 from .privacy_erase import reseal_audit
 
@@ -98,23 +107,36 @@ class PrivacyService:
         if sqlite:  # freed cells are overwritten with zeros, not left in the file
             uow.conn.exec_driver_sql("PRAGMA secure_delete = ON")
         try:
-            values = privacy_erase.distinctive_values(uow, customer)
+            # The person's rows under every id: the customer and those merged into it (issue 18).
+            family = privacy_erase.merge_family(uow, cid)
+            members = [customer] + [uow.customers.get(i) for i in family if i != cid]
+            values = tuple(sorted({v for m in members for v in privacy_erase.distinctive_values(uow, m)}))
             previous = uow.conn.execute(select(privacy_erasures.c.erased_at)
                                         .where(privacy_erasures.c.customer_id == cid)).scalar()
-            rows = privacy_erase.erase_rows(uow, customer, values, first=previous is None)
-            if uow.crm.plugins.has_impls("erase_personal_data"):
-                changed = [n for n in uow.crm.plugins.call("erase_personal_data", uow=uow, customer=customer,
-                                                            values=values) if n]
-                if changed:
-                    rows["plugins"] = sum(changed)
+            rows: dict[str, int] = {}
+            for member in members:
+                first = member.id == cid and previous is None or member.id != cid and uow.conn.execute(
+                    select(privacy_erasures.c.customer_id).where(privacy_erasures.c.customer_id == member.id)
+                ).first() is None
+                for name, n in privacy_erase.erase_rows(uow, member, values, first=first).items():
+                    rows[name] = rows.get(name, 0) + n
+                if uow.crm.plugins.has_impls("erase_personal_data"):
+                    changed = [n for n in uow.crm.plugins.call("erase_personal_data", uow=uow, customer=member,
+                                                                values=values) if n]
+                    if changed:
+                        rows["plugins"] = rows.get("plugins", 0) + sum(changed)
+            merges_changed = privacy_erase.redact_merges(uow, family, values)
+            if merges_changed:
+                rows["customer_merges"] = merges_changed
             files = privacy_files.scrub(uow, values)
-            redacted = privacy_erase.redact_audit(uow, cid, values)
-            privacy_erase.record_erasure(uow, cid, reason)
+            redacted = privacy_erase.redact_audit(uow, family, values)
+            for member in members:
+                privacy_erase.record_erasure(uow, member.id, reason)
             if previous is None or redacted or files:
                 # The reason, the counts and the redacted records' new hashes: no erased value.
                 uow.audit.record(privacy_erase.ACTION, "customer", cid, customer_id=cid, changes={
                     "reason": [None, reason], "rows": [None, rows], "files": [None, files],
-                    "redacted": [None, redacted]})
+                    "redacted": [None, redacted], "merged": [None, [i for i in family if i != cid]]})
         finally:
             if sqlite:
                 uow.conn.exec_driver_sql("PRAGMA secure_delete = OFF")
@@ -151,8 +173,15 @@ class PrivacyService:
             # too, and removing the old key afterwards loses nothing.
             for table in (customers, contacts):
                 for field in FIELDS:
-                    counts[f"{table.name}.{field}"] = _reseal(uow, cipher, table, field, batch)
+                    if field in table.c:
+                        counts[f"{table.name}.{field}"] = _reseal(uow, cipher, table, field, batch)
             counts["notify_outbox.recipient"] = _reseal(uow, cipher, notify_outbox, "recipient", batch)
+            # Custom fields inside customers' attributes, and the copies the CRM keeps of a
+            # customer: merges' before-states and stored API responses (audit values below).
+            counts["customers.attributes"] = _reseal_json(uow, cipher, customers, "attributes", batch, "attributes")
+            for column in ("before", "moved"):
+                counts[f"customer_merges.{column}"] = _reseal_json(uow, cipher, customer_merges, column, batch)
+            counts["idempotency_keys.response"] = _reseal_json(uow, cipher, idempotency_keys, "response", batch)
             # Audit values of sealed fields too; the new contents' hashes go in this record, as an
             # erasure's do, so the chain still verifies (crmcore.application.audit.verify).
             redacted = reseal_audit(uow, cipher, batch)
@@ -266,3 +295,33 @@ def _reseal(uow: "UnitOfWork", cipher: Cipher, table: Table, field: str, batch: 
             uow.conn.execute(write, updates)
             changed += len(updates)
         after = rows[-1][0]
+
+
+def _reseal_json(uow: "UnitOfWork", cipher: Cipher, table: Table, column: str, batch: int,
+                 root: str | None = None) -> int:
+    """Re-seal the sealed values inside a JSON column (see :func:`crmcore.store.sealed.seal_tree`;
+    ``root``: the key the column's value sits under, ``attributes`` for custom fields), ``batch``
+    rows at a time by primary key; returns the rows changed."""
+    keys = list(table.primary_key.columns)
+    stored = type_coerce(table.c[column], JSON).label("stored")  # as stored, not opened
+    write = update(table).where(*[k == bindparam(f"k_{k.name}") for k in keys]).values(
+        {column: bindparam("sealed", type_=JSON)})
+    after: tuple[Any, ...] | None = None
+    changed = 0
+    while True:
+        query = select(*keys, stored).order_by(*keys).limit(batch)
+        if after is not None:
+            query = query.where(tuple_(*keys) > tuple_(*after) if len(keys) > 1 else keys[0] > after[0])
+        rows = uow.conn.execute(query).all()
+        if not rows:
+            return changed
+        updates = []
+        for row in rows:
+            value = row[-1]
+            new = reseal_tree(cipher, {root: value})[root] if root else reseal_tree(cipher, value)
+            if new != value:
+                updates.append({**{f"k_{k.name}": row[i] for i, k in enumerate(keys)}, "sealed": new})
+        if updates:
+            uow.conn.execute(write, updates)
+            changed += len(updates)
+        after = tuple(rows[-1][:len(keys)])

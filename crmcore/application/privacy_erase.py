@@ -24,6 +24,7 @@ from ..domain.entities import Customer
 from ..store.tables import (
     audit_log,
     contacts,
+    customer_merges,
     customers,
     deals,
     idempotency_keys,
@@ -33,7 +34,7 @@ from ..store.tables import (
     privacy_erasures,
     segment_memberships,
 )
-from ..store.sealed import FIELDS, MARK
+from ..store.sealed import cipher_of, reseal_tree
 from .audit import record_hash
 from .privacy_files import WHOLE_ONLY, matches
 
@@ -103,7 +104,8 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
         recipient=None, subject=None, body=None, payload={}, delivery=None,
         last_error=ERASED))
     if values:
-        run("idempotency_keys", delete(idempotency_keys).where(or_(*_mentions(idempotency_keys.c.response, values))))
+        run("idempotency_keys", delete(idempotency_keys).where(
+            or_(*_mentions(idempotency_keys.c.response, values, conn.dialect))))
     run("customers", update(customers).where(customers.c.id == cid).values(
         name=ERASED_NAME, email=None, phone=None, city=None, birthday=None, tags=[], attributes={},
         external_id=None, consent_email=False, consent_sms=False, consent_marketing=False,
@@ -111,29 +113,100 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
     return {name: n for name, n in counts.items() if n}
 
 
-def _mentions(column: Any, values: Iterable[str]) -> list[Any]:
+def _mentions(column: Any, values: Iterable[str], dialect: Any = None) -> list[Any]:
     """``column`` (JSON) as text contains one of ``values``, as written or as JSON escapes it
-    (a short value: as a whole JSON string, quotes included)."""
+    (a short value: as a whole JSON string, quotes included), or (encryption on) sealed: the
+    value's blind index in any sealed field under any listed key."""
     found = []
+    cipher = cipher_of(dialect) if dialect is not None else None
     for value in values:
-        for form in {value, json.dumps(value)[1:-1]}:
-            if len(value) < WHOLE_ONLY:
-                form = f'"{form}"'
+        forms = {value, json.dumps(value)[1:-1]}
+        if len(value) < WHOLE_ONLY:
+            forms = {f'"{form}"' for form in forms}
+        if cipher is not None:
+            forms |= {cipher.prefix(field, value, key) + "$" for field in {*cipher.fields, "recipient"}
+                      for key in range(cipher.key_count)}
+        for form in forms:
             pattern = "%" + form.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
             found.append(cast(column, Text).like(pattern, escape="\\"))
     return found
 
 
-def redact_audit(uow: "UnitOfWork", customer_id: int, values: tuple[str, ...]) -> dict[str, str]:
-    """Replace the personal values in the audit records about the person; returns
-    ``{seq: hash of the redacted content}`` for the records that changed."""
+def redact_audit(uow: "UnitOfWork", customer_ids: Iterable[int], values: tuple[str, ...]) -> dict[str, str]:
+    """Replace the personal values in the audit records about the person (``customer_ids``: the
+    customer and those merged into it); returns ``{seq: hash of the redacted content}`` for the
+    records that changed.  A merge's record elsewhere (the person merged into another customer)
+    loses the person's whole before-state."""
     conn = uow.conn
-    about = [audit_log.c.customer_id == customer_id, *_mentions(audit_log.c.changes, values)]
+    ids = sorted(set(customer_ids))
+    about = [audit_log.c.customer_id.in_(ids), *_mentions(audit_log.c.changes, values, conn.dialect)]
     query = select(audit_log).where(or_(*about), audit_log.c.action != ACTION).order_by(audit_log.c.seq)
     redacted: dict[str, str] = {}
+    found = values + sealed_forms(conn.dialect, values)
     for row in conn.execute(query).mappings().all():
-        _rewrite(conn, row, _redact(row["changes"], values, row["customer_id"] == customer_id), redacted)
+        changes = _redact(row["changes"], found, row["customer_id"] in ids)
+        if row["action"] == "customer.merge" and isinstance(changes, Mapping):
+            changes = {**changes, "before": _redact_before(changes.get("before"), ids, found)}
+        _rewrite(conn, row, changes, redacted)
     return redacted
+
+
+def sealed_forms(dialect: Any, values: tuple[str, ...]) -> tuple[str, ...]:
+    """With encryption on, what the sealed forms of ``values`` start with (``$e1$`` and the blind
+    index, in every sealed field under every listed key): how a sealed copy of a value is found."""
+    cipher = cipher_of(dialect)
+    if cipher is None:
+        return ()
+    return tuple(sorted({cipher.prefix(field, value, key) + "$" for value in values
+                         for field in {*cipher.fields, "recipient"} for key in range(cipher.key_count)}))
+
+
+def _redact_before(pair: Any, ids: list[int], values: tuple[str, ...]) -> Any:
+    """A merge's ``before`` audit value (``[{customer id: fields}, None]``) without the fields of ``ids``."""
+    if not isinstance(pair, list):
+        return pair
+    return [{cid: _redact(fields, values, True) if cid in {str(i) for i in ids} else fields
+             for cid, fields in state.items()} if isinstance(state, Mapping) else state for state in pair]
+
+
+def merge_family(uow: "UnitOfWork", customer_id: int) -> list[int]:
+    """The customer and every customer merged into it (and into those), by merges not undone:
+    one person's rows under several ids."""
+    family, todo = {customer_id}, [customer_id]
+    while todo:
+        rows = uow.conn.execute(select(customer_merges.c.merged_ids).where(
+            customer_merges.c.kept_id.in_(todo), customer_merges.c.undone_at.is_(None))).scalars().all()
+        todo = [int(i) for ids in rows for i in ids if int(i) not in family]
+        family.update(todo)
+    return sorted(family)
+
+
+def redact_merges(uow: "UnitOfWork", family: list[int], values: tuple[str, ...]) -> int:
+    """Anonymise the merge records holding the person: their before-state (each of ``family``'s
+    entries), the field values a merge into them took, the set-aside memberships' details;
+    returns the records changed."""
+    conn, ids = uow.conn, {str(i) for i in family}
+    near = [cast(customer_merges.c.merged_ids, Text).like(f"%{i}%") for i in family]
+    rows = conn.execute(select(customer_merges).where(or_(customer_merges.c.kept_id.in_(family), *near))
+                        .order_by(customer_merges.c.id)).mappings().all()
+    changed = 0
+    for row in rows:
+        if str(row["kept_id"]) not in ids and not ids & {str(i) for i in row["merged_ids"]}:
+            continue
+        before = {cid: _redact(fields, values, True) if cid in ids else fields for cid, fields in row["before"].items()}
+        moved = dict(row["moved"])
+        if str(row["kept_id"]) in ids and isinstance(moved.get("fields"), Mapping):
+            moved["fields"] = {name: pair if name in _KEEP else _erase_value(pair, values, True)
+                               for name, pair in moved["fields"].items()}
+        memberships = moved.get("segment_memberships")
+        if isinstance(memberships, Mapping) and memberships.get("dropped"):
+            moved["segment_memberships"] = {**memberships, "dropped": [
+                {**r, "details": None} if str(r.get("customer_id")) in ids else r for r in memberships["dropped"]]}
+        if before != row["before"] or moved != row["moved"]:
+            conn.execute(update(customer_merges).where(customer_merges.c.id == row["id"])
+                         .values(before=before, moved=moved))
+            changed += 1
+    return changed
 
 
 def redact_entities(uow: "UnitOfWork", entity: str, ids: list[Any]) -> dict[str, str]:
@@ -228,10 +301,4 @@ def reseal_audit(uow: "UnitOfWork", cipher: Any, batch: int) -> dict[str, str]:
 def _resealed(cipher: Any, changes: Any) -> Any:
     if not isinstance(changes, Mapping):
         return changes
-    out = {}
-    for key, pair in changes.items():
-        if (cipher.seals(key) or key in FIELDS) and isinstance(pair, list):
-            pair = [v if not isinstance(v, str) or cipher.current(v) or not (cipher.seals(key) or v.startswith(MARK))
-                    else cipher.seal(key, cipher.open(key, v) if v.startswith(MARK) else v) for v in pair]
-        out[key] = pair
-    return out
+    return reseal_tree(cipher, changes)

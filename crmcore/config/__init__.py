@@ -30,7 +30,7 @@ from ..domain.errors import ConfigError, unknown_keys
 from .api import ApiSettings, parse_api
 from .duplicates import DuplicateSettings, parse_duplicates
 from .notify import NotifySettings, parse_notify
-from .privacy import PrivacySettings, parse_privacy
+from .privacy import PrivacySettings, check_custom_fields, parse_privacy
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
 
@@ -172,6 +172,7 @@ class Config:
             kwargs["duplicates"] = parse_duplicates(values.pop("duplicates"), where("duplicates"))
         if "privacy" in values:
             kwargs["privacy"] = parse_privacy(values.pop("privacy"), where("privacy"))
+            check_custom_fields(kwargs["privacy"].encryption, kwargs.get("custom_fields", ()), where("privacy"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

@@ -7,7 +7,7 @@ encryption at rest (:mod:`crmcore.store.sealed`).
     outbox_body_days = 90      # blank the bodies of sent or failed messages after 90 days
 
     [privacy.encryption]
-    fields = ["email", "phone"]          # customers' and contacts' email and phone, sealed
+    fields = ["email", "phone", "birthday", "custom.passport_no"]   # sealed; custom.NAME: a customer custom field
     key_env = "CRM_ENCRYPTION_KEY"       # or key_file = "/run/secrets/crm_key"; never the key itself
 """
 
@@ -76,8 +76,10 @@ def parse_privacy(value: Any, where: str) -> PrivacySettings:
 
 
 ENCRYPTION_KEYS = ("fields", "key_env", "key_file")
-#: The fields that can be sealed (crmcore.store.sealed.FIELDS; config may not import store).
-SEALABLE = ("email", "phone")
+#: The fields that can be sealed (crmcore.store.sealed.FIELDS; config may not import store),
+#: and customer custom fields as ``custom.NAME`` (checked against ``[[custom_fields]]``).
+SEALABLE = ("email", "phone", "birthday")
+CUSTOM = "custom."
 
 
 def _encryption(table: dict[str, Any], where: str) -> Encryption:
@@ -89,8 +91,10 @@ def _encryption(table: dict[str, Any], where: str) -> Encryption:
     if unknown:
         raise unknown_keys(label, unknown, ENCRYPTION_KEYS)
     fields = table.get("fields", [])
-    if not isinstance(fields, list) or not all(f in SEALABLE for f in fields):
-        raise ConfigError(f"{label} fields must be a list of {', '.join(SEALABLE)}, got {fields!r}")
+    if not isinstance(fields, list) or not all(isinstance(f, str) and (
+            f in SEALABLE or (f.startswith(CUSTOM) and len(f) > len(CUSTOM))) for f in fields):
+        raise ConfigError(f"{label} fields must be a list of {', '.join(SEALABLE)} or custom.NAME (a customer "
+                          f"custom field), got {fields!r}")
     kwargs: dict[str, Any] = {"fields": tuple(dict.fromkeys(fields))}
     for key in ("key_env", "key_file"):
         if key in table:
@@ -114,3 +118,13 @@ def _retention(table: dict[str, Any], where: str) -> Retention:
             raise ConfigError(f"{where}: [privacy.retention] {key} must be a whole number from 1 to {top}, "
                               f"got {number!r}")
     return Retention(**table)
+
+
+def check_custom_fields(encryption: Encryption, declared: Any, where: str) -> None:
+    """Each ``custom.NAME`` in ``fields`` must be a declared customer custom field."""
+    names = {f.name for f in declared if f.entity == "customer"}
+    for field in encryption.fields:
+        if field.startswith(CUSTOM) and field[len(CUSTOM):] not in names:
+            known = ", ".join(sorted(names)) or "none declared"
+            raise ConfigError(f"{where}: [privacy.encryption] fields: {field!r} is not a customer custom field "
+                              f"([[custom_fields]] with entity = \"customer\"; declared: {known})")

@@ -27,7 +27,7 @@ from ..domain.convert import local_zone, structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
 from ..domain.errors import ValidationError
 from ..domain.validation import EntityValidator
-from ..store.sealed import Sealed
+from ..store.sealed import Sealed, SealedAttributes, cipher_of
 from ..store.repositories import (
     ContactRepository,
     CustomerRepository,
@@ -347,9 +347,13 @@ class Binder:
         # import, a few tag sets) and their processors (JSON serialisation, UTC
         # conversion) are pure and not cheap, so equal inputs -- equal by value
         # *and* type -- get the remembered output.
+        # Customers' attributes too, unless custom fields are sealed (a sealed value is never
+        # reused: each sealing has its own nonce).
+        cipher = cipher_of(dialect)
         self._memo: dict[str, dict[Any, Any]] = {
             name: {} for name in self.columns
-            if isinstance(table.c[name].type, (UTCDateTime, JSON))}
+            if isinstance(table.c[name].type, (UTCDateTime, JSON))
+            or (isinstance(table.c[name].type, SealedAttributes) and not (cipher is not None and cipher.custom))}
         self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
         self._last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(self._plan)
 

@@ -48,7 +48,7 @@ from ..domain.entities import MONEY_SCALE
 from ..domain.errors import ValidationError
 from ..domain.text import describe_character
 from ..domain.validation import MAX_AMOUNT
-from .sealed import Sealed
+from .sealed import Sealed, SealedDate, sealed_custom
 from .types import Money, UTCDateTime
 
 #: The longest ``contains`` / search pattern (SQLite refuses LIKE patterns over 50,000 bytes).
@@ -184,7 +184,8 @@ def _element(table: Table, field: str, value: Any, kind: str) -> tuple[Any, Any]
             return json_el.as_integer(), _int_in(63)
         if isinstance(value, float):
             return json_el.as_float(), float
-        return json_el.as_string(), _text
+        # Compared by blind index when custom.NAME is sealed (its value as text: "1", "true").
+        return sealed_custom(json_el.as_string(), name), _text
     if field not in table.c:
         known = ", ".join(c.name for c in table.c)
         raise ValidationError.single(field, f"unknown filter field (known: {known}, attributes.NAME)", kind)
@@ -199,7 +200,7 @@ def _coercer(type_: Any) -> Any:
         return parse_datetime
     if isinstance(type_, Boolean):
         return parse_bool
-    if isinstance(type_, Date):
+    if isinstance(type_, (Date, SealedDate)):
         return parse_date
     for kind, bits in _INT_RANGES:
         if isinstance(type_, kind):

@@ -5,6 +5,12 @@ A :class:`Sealed` column (``customers.email``, ``customers.phone``, ``contacts.e
 
     $e1$<blind index>$<key id>$<base64url(nonce + AES-256-GCM ciphertext and tag)>
 
+So does ``customers.birthday`` (:class:`SealedDate`, with the readable ``MM-DD`` before the
+sealed part: ``$e1$<index>$<key id>$MM-DD$<sealed>``, see :func:`birthday_month_day`) and each
+sealed custom field (``custom.NAME``) inside ``customers.attributes`` (:class:`SealedAttributes`).
+Copies the CRM keeps of a customer (audit values, merge before-states, stored API responses)
+are sealed with :func:`seal_tree`.
+
 - The *blind index* is a keyed BLAKE2b MAC (128 bits) of the value, personalised by the
   field: equal values have equal indexes, and nobody without the key can compute one from a
   guessed phone number.  It comes first, so the column's ordinary B-tree index finds a value
@@ -34,14 +40,16 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
 import os
 from collections.abc import Iterable
+from datetime import date
 from typing import Any
 
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
-from sqlalchemy import String, and_, false, literal_column, or_, text
+from sqlalchemy import JSON, Integer, String, and_, case, cast, false, func, literal_column, or_, text, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import operators
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
@@ -53,8 +61,15 @@ from ..domain.errors import ConfigError
 #: What every sealed value starts with (format 1).
 MARK = "$e1$"
 #: The fields that can be sealed (configured by name; ``recipient``, the outbox's address
-#: column, is sealed whenever one of them is).
-FIELDS = ("email", "phone")
+#: column, is sealed whenever one of them is; a customer custom field as ``custom.NAME``).
+FIELDS = ("email", "phone", "birthday")
+#: How a sealed custom field is named in ``[privacy.encryption] fields``.
+CUSTOM = "custom."
+# A sealed birthday keeps its month and day readable ("MM-DD", no year: nobody is singled out
+# by it) after the key id, so birthday bonuses and greetings stay set-based SQL
+# (:func:`birthday_month_day`).  The blind index and key id have fixed lengths, so it is at a
+# fixed position: $e1$ (4) + index (22) + $ + key id (6) + $, then MM-DD from character 35.
+_MD_AT = len(MARK) + 22 + 1 + 6 + 1 + 1
 _NONCE = 12
 #: The most keys listed at once: a look-up compares the blind index of each (one range per key,
 #: so a value is found before and after a rotation), and the statement holds one slot per key.
@@ -79,8 +94,11 @@ class Cipher:
 
     def __init__(self, keys: Iterable[str], fields: Iterable[str]):
         self.fields = frozenset(fields)
+        #: The customer custom fields sealed (names without ``custom.``).
+        self.custom = frozenset(f.removeprefix(CUSTOM) for f in self.fields if f.startswith(CUSTOM))
         self._aead: dict[str, AESGCM] = {}
         self._indexes: list[bytes] = []
+        self._keyed: dict[tuple[str, int], Any] = {}
         self.key_id = ""
         keys = list(keys)
         if len(keys) > MAX_KEYS:
@@ -115,23 +133,32 @@ class Cipher:
         """``$e1$`` and the blind index of ``value`` in ``field`` under the ``key``-th listed key
         (the first: what every sealing of it now starts with; the others: what values not yet
         rotated start with)."""
-        index = self._indexes[min(key, len(self._indexes) - 1)]
+        number = min(key, len(self._indexes) - 1)
         # Keyed BLAKE2b is a MAC (RFC 7693) and about four times faster here than HMAC-SHA256;
-        # the field is its personalisation, so an email and a phone never share an index.
-        digest = hashlib.blake2b(value.encode("utf-8", "surrogatepass"), key=index, digest_size=16,
-                                 person=field.encode()[:16]).digest()
-        return MARK + _b64(digest)
+        # the field is its personalisation, so an email and a phone never share an index.  The
+        # keyed state is made once per field and key and copied (the key block is hashed once).
+        keyed = self._keyed.get((field, number))
+        if keyed is None:
+            keyed = self._keyed[field, number] = hashlib.blake2b(key=self._indexes[number], digest_size=16,
+                                                                  person=_person(field))
+        mac = keyed.copy()
+        mac.update(value.encode("utf-8", "surrogatepass"))
+        return MARK + _b64(mac.digest())
 
-    def seal(self, field: str, value: str) -> str:
-        """The stored form of ``value``."""
+    def seal(self, field: str, value: str, index: str | None = None) -> str:
+        """The stored form of ``value`` (``index``: the text its blind index is of, when not
+        ``value`` itself: a custom field's JSON value is sealed, its text is indexed).  A
+        birthday (``YYYY-MM-DD``) keeps its month and day after the key id (see ``_MD_AT``)."""
         nonce = os.urandom(_NONCE)
         sealed = self._aead[self.key_id].encrypt(nonce, value.encode("utf-8", "surrogatepass"), field.encode())
-        return f"{self.prefix(field, value)}${self.key_id}${_b64(nonce + sealed)}"
+        clear = f"{value[5:10]}$" if field == "birthday" and len(value) == 10 else ""
+        return f"{self.prefix(field, value if index is None else index)}${self.key_id}${clear}{_b64(nonce + sealed)}"
 
     def open(self, field: str, stored: str) -> str:
         """The value of a stored form (any listed key); a tampered or foreign value is an error."""
         try:
-            _, _, _index, key_id, blob = stored.split("$", 4)
+            parts = stored.split("$")
+            key_id, blob = parts[3], parts[-1]
             data = _unb64(blob)
             aead = self._aead[key_id]
             return aead.decrypt(data[:_NONCE], data[_NONCE:], field.encode()).decode("utf-8", "surrogatepass")
@@ -144,6 +171,17 @@ class Cipher:
     def current(self, stored: str) -> bool:
         """Whether ``stored`` is sealed with the first key (a rotation leaves it alone)."""
         return stored.startswith(MARK) and stored.split("$", 4)[3] == self.key_id
+
+    def seals_custom(self, name: str) -> bool:
+        """Whether the customer custom field ``name`` is sealed."""
+        return name in self.custom
+
+
+def _person(field: str) -> bytes:
+    """The blind index's personalisation (16 bytes at most): the field's name, or a hash of a
+    longer one (``custom.passport_no``), so two fields never share an index."""
+    name = field.encode()
+    return name if len(name) <= 16 else hashlib.blake2b(name, digest_size=16).digest()
 
 
 def _derive(master: bytes, purpose: bytes) -> bytes:
@@ -199,6 +237,19 @@ class SealedKey(TypeDecorator[str]):
         return cipher.prefix(self.field, str(value), self.key)
 
 
+class _SealedComparator(TypeDecorator.Comparator[Any]):
+    """``==`` and ``in_`` compare blind indexes where the field is sealed (see the module)."""
+
+    def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
+        field = self.type.field  # type: ignore[attr-defined]
+        if op is operators.eq and other[0] is not None:
+            return _equals(self.expr, field, other[0])
+        if op is operators.in_op and isinstance(other[0], (list, tuple)):
+            values = [v for v in other[0] if v is not None]
+            return or_(*[_equals(self.expr, field, v) for v in values]) if values else false()
+        return super().operate(op, *other, **kwargs)
+
+
 class Sealed(TypeDecorator[str]):
     """A text column whose values are sealed when ``[privacy.encryption]`` names ``field``.
 
@@ -208,6 +259,7 @@ class Sealed(TypeDecorator[str]):
 
     impl = String
     cache_ok = True
+    comparator_factory = _SealedComparator
 
     def __init__(self, field: str, limit: int, width: int):
         super().__init__(width)
@@ -224,23 +276,99 @@ class Sealed(TypeDecorator[str]):
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         if value is None or not value.startswith(MARK):
             return value
+        return _opener(dialect, self.field).open(self.field, value)
+
+
+def _opener(dialect: Any, field: str) -> Cipher:
+    cipher = cipher_of(dialect)
+    if cipher is None:
+        raise ConfigError(f"the database holds encrypted {field} values: configure the key "
+                          f"([privacy.encryption] key_env or key_file)")
+    return cipher
+
+
+class SealedDate(TypeDecorator[date]):
+    """The birthday column (revision 0015_privacy_fields): a date stored as ``YYYY-MM-DD`` text,
+    sealed when ``[privacy.encryption]`` names ``birthday`` (its month and day stay readable, see
+    :func:`birthday_month_day`); read back as a :class:`datetime.date`.  Exact look-ups work as
+    for :class:`Sealed`; ranges (``birthday < 1990-01-01``) compare the text, which is right for
+    plain dates and meaningless for sealed ones (docs/privacy.md)."""
+
+    impl = String
+    cache_ok = True
+    comparator_factory = _SealedComparator
+    field = "birthday"
+
+    def __init__(self, width: int = 128):
+        super().__init__(width)
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        if value is None:
+            return None
+        text_ = value.isoformat() if isinstance(value, date) else str(value)
         cipher = cipher_of(dialect)
-        if cipher is None:
-            raise ConfigError(f"the database holds encrypted {self.field} values: configure the key "
-                              f"([privacy.encryption] key_env or key_file)")
-        return cipher.open(self.field, value)
+        if cipher is None or not cipher.seals(self.field):
+            return text_
+        return cipher.seal(self.field, text_)
 
-    class comparator_factory(TypeDecorator.Comparator[str]):  # noqa: N801 - SQLAlchemy's name
-        """``==`` and ``in_`` compare blind indexes where the field is sealed (see the module)."""
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if value is None or isinstance(value, date):
+            return value
+        if value.startswith(MARK):
+            value = _opener(dialect, self.field).open(self.field, value)
+        return date.fromisoformat(value)
 
-        def operate(self, op: Any, *other: Any, **kwargs: Any) -> ColumnElement[Any]:
-            field = self.type.field  # type: ignore[attr-defined]
-            if op is operators.eq and other[0] is not None:
-                return _equals(self.expr, field, other[0])
-            if op is operators.in_op and isinstance(other[0], (list, tuple)):
-                values = [v for v in other[0] if v is not None]
-                return or_(*[_equals(self.expr, field, v) for v in values]) if values else false()
-            return super().operate(op, *other, **kwargs)
+
+def birthday_month_day(column: Any) -> tuple[ColumnElement[int], ColumnElement[int]]:
+    """SQL for the month and the day of a birthday column (plain ``YYYY-MM-DD`` or sealed, whose
+    ``MM-DD`` stays readable): for set-based birthday bonuses and greetings on every database."""
+    raw = type_coerce(column, String)  # the stored text: a bound pattern is not sealed
+    md = type_coerce(func.coalesce(case((raw.like(MARK + "%"), func.substr(raw, _MD_AT, 5)),
+                                        else_=func.substr(raw, 6, 5)), ""), String)
+    return (cast(func.substr(md, 1, 2), Integer), cast(func.substr(md, 4, 2), Integer))
+
+
+class SealedAttributes(TypeDecorator[Any]):
+    """Customers' ``attributes`` (custom fields, JSON): the values of the custom fields
+    ``[privacy.encryption]`` names (``custom.NAME``) are sealed, each as its own sealed string
+    (the JSON value sealed, its text indexed: ``attributes.NAME = value`` finds it exactly)."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Any) -> Any:
+        cipher = cipher_of(dialect)
+        if cipher is None or not cipher.custom or not isinstance(value, dict):
+            return value
+        return {k: _seal_custom(cipher, k, v) if cipher.seals_custom(k) else v for k, v in value.items()}
+
+    def process_result_value(self, value: Any, dialect: Any) -> Any:
+        if not isinstance(value, dict) or not any(isinstance(v, str) and v.startswith(MARK) for v in value.values()):
+            return value
+        cipher = _opener(dialect, "custom field")
+        return {k: _open_custom(cipher, k, v) for k, v in value.items()}
+
+
+def custom_index_text(value: Any) -> str:
+    """The text a custom field's blind index is of: a text value itself, anything else its JSON."""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+
+def _seal_custom(cipher: Cipher, name: str, value: Any) -> Any:
+    if value is None or (isinstance(value, str) and value.startswith(MARK)):
+        return value
+    return cipher.seal(CUSTOM + name, json.dumps(value, ensure_ascii=False), index=custom_index_text(value))
+
+
+def _open_custom(cipher: Cipher, name: str, value: Any) -> Any:
+    if not isinstance(value, str) or not value.startswith(MARK):
+        return value
+    return json.loads(cipher.open(CUSTOM + name, value))
+
+
+def sealed_custom(element: Any, name: str) -> Any:
+    """``attributes.NAME`` as text, compared by blind index when ``custom.NAME`` is sealed."""
+    return type_coerce(element, Sealed(CUSTOM + name, 0, 0))
 
 
 def _equals(column: Any, field: str, value: Any) -> ColumnElement[bool]:
@@ -290,21 +418,67 @@ def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> 
 
 def seal_changes(dialect: Any, changes: Any) -> Any:
     """An audit record's ``{field: [before, after]}`` with the values of sealed fields sealed
-    (the audit trail holds no readable phone number either)."""
-    cipher = cipher_of(dialect)
-    if cipher is None or not isinstance(changes, dict):
-        return changes
-    return {key: [cipher.seal(key, v) if isinstance(v, str) and not v.startswith(MARK) else v for v in pair]
-            if cipher.seals(key) and isinstance(pair, list) else pair for key, pair in changes.items()}
+    (the audit trail holds no readable phone number either), also inside nested values (a
+    merge's before-state): see :func:`seal_tree`."""
+    return seal_tree(dialect, changes)
 
 
 def open_changes(dialect: Any, changes: Any) -> Any:
     """:func:`seal_changes` undone, for reading (values sealed with a key no longer listed stay sealed)."""
+    return open_tree(dialect, changes)
+
+
+def seal_tree(dialect: Any, data: Any) -> Any:
+    """A JSON value in which the CRM copies a customer (audit values, a merge's before-state,
+    a stored API response) with every value of a sealed field sealed: a text under a key named
+    as a sealed field (``email``, ``phone``, ``birthday``, ``recipient``) and, in an
+    ``attributes`` object, the sealed custom fields' values.  Already sealed values stay."""
     cipher = cipher_of(dialect)
-    if cipher is None or not isinstance(changes, dict):
-        return changes
-    return {key: [_open_quietly(cipher, key, v) for v in pair] if isinstance(pair, list) else pair
-            for key, pair in changes.items()}
+    return data if cipher is None else _walk(cipher, data, None, "seal")
+
+
+def open_tree(dialect: Any, data: Any) -> Any:
+    """:func:`seal_tree` undone (a value sealed with a key no longer listed stays sealed)."""
+    cipher = cipher_of(dialect)
+    return data if cipher is None else _walk(cipher, data, None, "open")
+
+
+def reseal_tree(cipher: Cipher, data: Any) -> Any:
+    """:func:`seal_tree` with every sealed value not sealed with the first key sealed again."""
+    return _walk(cipher, data, None, "reseal")
+
+
+def _walk(cipher: Cipher, value: Any, field: str | None, mode: str) -> Any:
+    if isinstance(value, dict):
+        if field == "attributes":  # custom fields: only the sealed ones (or sealed before)
+            return {k: _walk(cipher, v, CUSTOM + k, mode) if isinstance(k, str) and (
+                cipher.seals_custom(k) or (isinstance(v, str) and v.startswith(MARK))) else v
+                for k, v in value.items()}
+        return {k: _walk(cipher, v, k, mode) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_walk(cipher, v, field, mode) for v in value]
+    if field is None or value is None or isinstance(value, bool) and not field.startswith(CUSTOM):
+        return value
+    is_custom = field.startswith(CUSTOM)
+    stored = isinstance(value, str) and value.startswith(MARK)
+    if mode == "open":
+        if not stored:
+            return value
+        opened = _open_quietly(cipher, field, value)
+        return json.loads(opened) if is_custom and opened is not value else opened
+    if stored:
+        if mode == "seal" or cipher.current(value):
+            return value
+        try:
+            value = cipher.open(field, value)
+        except ConfigError:
+            return value
+        value = json.loads(value) if is_custom else value
+    elif not (cipher.seals(field) and (is_custom or isinstance(value, str))):
+        return value
+    if is_custom:
+        return cipher.seal(field, json.dumps(value, ensure_ascii=False), index=custom_index_text(value))
+    return cipher.seal(field, value)
 
 
 def _open_quietly(cipher: Cipher, field: str, value: Any) -> Any:

@@ -27,7 +27,7 @@ from sqlalchemy import (
     Text,
 )
 
-from .sealed import Sealed
+from .sealed import Sealed, SealedAttributes, SealedDate
 from .types import Money, UTCDateTime
 
 # Sealed columns (revision 0013_privacy): wide enough for the sealed form of the longest value
@@ -36,6 +36,8 @@ EMAIL_WIDTH, PHONE_WIDTH = 512, 128
 #: ``customers.email_key``: the address lower-cased, or a sealed address's blind index (its first
 #: 26 characters, ``$e1$`` and 22 of base64url; see :mod:`crmcore.store.sealed`).
 EMAIL_KEY_SQL = "CASE WHEN substr(email, 1, 4) = '$e1$' THEN substr(email, 1, 26) ELSE lower(email) END"
+# The birthday (revision 0015_privacy_fields): a sealed date with its readable month-day.
+BIRTHDAY_WIDTH = 128
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",
@@ -151,12 +153,13 @@ customers = Table(
     # group by owner show and take what a person types; RESTRICT: users are deactivated, never deleted.
     Column("owner", String(100), ForeignKey("users.login", ondelete="RESTRICT"), index=True),
     Column("stage", String(16), nullable=False),
-    Column("birthday", Date),
+    # A date as YYYY-MM-DD text (revision 0015_privacy_fields), so it can be sealed.
+    Column("birthday", SealedDate(BIRTHDAY_WIDTH)),
     Column("consent_email", Boolean, nullable=False),
     Column("consent_sms", Boolean, nullable=False),
     Column("consent_marketing", Boolean, nullable=False),
     Column("tags", JSON, nullable=False),
-    Column("attributes", JSON, nullable=False),
+    Column("attributes", SealedAttributes, nullable=False),
     Column("external_id", String(100), unique=True),
     *_stamps(),
     # Set when the customer is deleted without --purge (revision 0010): hidden from lists,

@@ -26,7 +26,6 @@ from sqlalchemy import (
     String,
     and_,
     cast,
-    extract,
     literal,
     null,
     or_,
@@ -35,7 +34,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
-from crmcore.store import UTCDateTime, tables
+from crmcore.store import UTCDateTime, birthday_month_day, tables
 
 from .common import check_wallet, key_is_new, local_date
 from .sql import utc
@@ -100,11 +99,13 @@ class BirthdayScheme(crmcore.LoyaltyScheme):
 
     def _celebrating(self, today: date, options: BirthdayOptions) -> ColumnElement[bool]:
         birthday = tables.customers.c.birthday
-        month = extract("month", birthday) == today.month
+        # Month and day from the text, plain or sealed (the month-day stays readable).
+        birth_month, birth_day = birthday_month_day(birthday)
+        month = birth_month == today.month
         if options.mode == "month":
             return and_(birthday.is_not(None), month)
-        same_day = and_(month, extract("day", birthday) == today.day)
+        same_day = and_(month, birth_day == today.day)
         if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
-            same_day = or_(same_day, and_(month, extract("day", birthday) == 29))
+            same_day = or_(same_day, and_(month, birth_day == 29))
         return and_(birthday.is_not(None), same_day)
 

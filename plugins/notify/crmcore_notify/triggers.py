@@ -30,10 +30,10 @@ from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import attrs
-from sqlalchemy import and_, extract, or_, select
+from sqlalchemy import and_, or_, select
 
 import crmcore
-from crmcore.store import tables
+from crmcore.store import birthday_month_day, tables
 
 if TYPE_CHECKING:
     # Not exported from ``crmcore`` (yet): one configured ``[notify.triggers]`` entry.
@@ -144,7 +144,7 @@ def birthdays(uow: crmcore.UnitOfWork, today: date) -> list[int]:
     """Ids of customers whose birthday is ``today`` (29 February counts on 28 February
     in years without one), in one query."""
     c = tables.customers
-    month, day = extract("month", c.c.birthday), extract("day", c.c.birthday)
+    month, day = birthday_month_day(c.c.birthday)  # plain or sealed: the month-day is readable
     same_day = and_(month == today.month, day == today.day)
     if today.month == 2 and today.day == 28 and not calendar.isleap(today.year):
         same_day = or_(same_day, and_(month == 2, day == 29))
