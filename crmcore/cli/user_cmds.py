@@ -88,6 +88,23 @@ def set_role(session: Session, login: str, role: str | None, default: bool) -> N
     _show(session, session.crm.users.set_role(login, role), done)
 
 
+@user.command("set-password")
+@click.argument("login")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (scripts) instead of asking.")
+@pass_session
+def set_password(session: Session, login: str, password_stdin: bool) -> None:
+    """Set user LOGIN's password (the web console's sign-in; stored as an argon2 hash)."""
+    if password_stdin:
+        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
+    elif not click.get_text_stream("stdin").isatty():
+        raise click.UsageError("standard input is not a terminal: pass the password with --password-stdin")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    session.crm.users.set_password(login, password)
+    session.emit_object({"login": login, "password": "set"}, f"password of user {login} set")
+
+
 @user.command("assign-region")
 @click.argument("login")
 @click.argument("region")

@@ -19,7 +19,7 @@ from crmcore.store import tables
 from crmcore.store.engine import make_engine
 
 CORE_TABLES = set(tables.metadata.tables)
-CORE_HEAD = "0013_privacy"
+CORE_HEAD = "0017_user_passwords"
 
 
 @pytest.fixture

@@ -1,0 +1,24 @@
+"""``[plugins.web]``: the console's session settings."""
+
+from __future__ import annotations
+
+import attrs
+
+
+@attrs.frozen
+class WebSettings:
+    """``[plugins.web]``; each key can be overridden by ``CRM_PLUGIN_WEB_<KEY>``.
+
+    :ivar session_secret: the key signing session cookies; prefer ``session_secret_env`` or
+        ``session_secret_file``.  None of the three: a random key per server process (sessions
+        end when it restarts, and several workers need a shared key).
+    :ivar session_hours: how long a sign-in lasts (its API token expires then).
+    :ivar secure_cookie: send the cookie over HTTPS only (set it behind TLS).
+    """
+
+    session_secret: str | None = None
+    session_secret_env: str | None = None
+    session_secret_file: str | None = None
+    session_hours: int = attrs.field(default=12, validator=attrs.validators.and_(attrs.validators.gt(0),
+                                                                                 attrs.validators.le(24 * 30)))
+    secure_cookie: bool = False
