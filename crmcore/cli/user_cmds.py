@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import attrs
@@ -96,8 +97,8 @@ def set_role(session: Session, login: str, role: str | None, default: bool) -> N
 def set_password(session: Session, login: str, password_stdin: bool) -> None:
     """Set user LOGIN's password (the web console's sign-in; stored as an argon2 hash)."""
     if password_stdin:
-        password = click.get_text_stream("stdin").readline().rstrip("\r\n")
-    elif not click.get_text_stream("stdin").isatty():
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
         raise click.UsageError("standard input is not a terminal: pass the password with --password-stdin")
     else:
         password = click.prompt("Password", hide_input=True, confirmation_prompt=True)

@@ -11,7 +11,7 @@ and the static files are plain routes that act as nobody: they call no service b
 
 from __future__ import annotations
 
-import functools
+import importlib.util
 from collections.abc import Callable, Coroutine
 from datetime import date, timedelta
 from importlib import resources
@@ -28,6 +28,7 @@ from crmcore.web import InvalidToken, Problem, TokenRoute, crm_of, present_token
 from . import i18n, views
 from . import session as sessions
 from .rendering import PREFIX, render
+from .settings import WebSettings
 
 if TYPE_CHECKING:
     from crmcore import CRM
@@ -126,10 +127,10 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
 
     async def static(request: Request) -> Response:
         name = request.path_params["name"]
-        if name == "plotly.min.js":
-            import plotly
-
-            path = Path(plotly.__file__).parent / "package_data" / "plotly.min.js"
+        if name == "plotly.min.js":  # found, not imported: importing plotly costs a second
+            spec = importlib.util.find_spec("plotly")
+            assert spec is not None and spec.origin is not None, "plotly is a dependency of crmcore-web"
+            path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
             return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
         if name not in STATIC:
             return Response("not found", status_code=404)
@@ -251,7 +252,7 @@ def _start_session(crm: "CRM", login: str, password: str, token: str, locale: st
                                        locale=_user_locale(crm, found, locale))
     if not login or not password or not crm.users.verify_password(login, password):
         return None
-    hours = crm.settings_for(_settings()).session_hours
+    hours: int = crm.settings_for(WebSettings).session_hours
     with crm.acting(login):  # the user just proved who they are: they create their own token
         stored, secret = crm.tokens.create(login, "web console session",
                                            expires_at=crm.as_of() + timedelta(hours=hours))
@@ -267,10 +268,3 @@ def _user_locale(crm: "CRM", login: str, fallback: str) -> str:
     except crmcore.CRMError:
         return fallback
     return i18n.pick(user.locale, fallback) if user.locale else fallback
-
-
-@functools.cache
-def _settings() -> type:
-    from .settings import WebSettings
-
-    return WebSettings
