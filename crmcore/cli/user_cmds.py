@@ -96,6 +96,7 @@ def set_role(session: Session, login: str, role: str | None, default: bool) -> N
 @pass_session
 def set_password(session: Session, login: str, password_stdin: bool) -> None:
     """Set user LOGIN's password (the web console's sign-in; stored as an argon2 hash)."""
+    session.crm.authorize("user.set-password", login)  # before asking for a password that would be refused
     if password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
     elif not sys.stdin.isatty():
