@@ -100,5 +100,6 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
 
     page.select_option("select[name=locale]", "zh_CN")
     page.wait_for_selector("nav.top >> text=客户")
+    assert page.evaluate("document.fonts.ready.then(() => document.fonts.check('16px \"CRM CJK\"', '客户'))")
     page.screenshot(path=str(shots / "dashboard-zh.png"))
     page.close()

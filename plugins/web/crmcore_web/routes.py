@@ -34,7 +34,8 @@ if TYPE_CHECKING:
     from crmcore import CRM
 
 #: The static files served from the package (and plotly.min.js from the plotly package).
-STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css", "console.js": "text/javascript"}
+STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css", "console.js": "text/javascript",
+          "cjk-labels.otf": "font/otf"}
 
 _ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
     (crmcore.NotFound, 404), (crmcore.NotAuthorized, 403), (crmcore.ValidationError, 422),
