@@ -4,11 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import crmcore_web
 import pytest
 from babel.messages.extract import extract_from_dir
 from babel.messages.pofile import read_po
-
-import crmcore_web
 from crmcore_web import fonts, i18n
 
 PACKAGE = Path(crmcore_web.__file__).parent

@@ -162,7 +162,8 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
     @page("/customers")
     def customers(request: Request, q: str | None = Query(None, max_length=200),
                   stage: str | None = Query(None, max_length=50), owner: str | None = Query(None, max_length=100),
-                  region: str | None = Query(None, max_length=100), sort: str = Query("name", max_length=20),
+                  region: str | None = Query(None, max_length=100),
+                  sort: str = Query(views.SORTS[0], max_length=20),
                   cursor: str | None = Query(None, max_length=2000)) -> Response:
         filters = views.customer_filters(stage, owner, region)
         found = views.customers_page(crm, q, filters, sort, cursor)

@@ -23,8 +23,11 @@ from crmcore.store import money_from_scaled, tables
 if TYPE_CHECKING:
     from crmcore import CRM
 
-#: The sorts the customer list offers (keyset paging needs a column without NULLs).
-SORTS = ("name", "-name", "-id", "id", "-created_at", "created_at")
+#: The sorts the customer list offers (keyset paging needs a column without NULLs).  The first,
+#: the default, follows the primary key: a page costs the same at any depth of a million rows.
+#: Name and creation time have no index of their own: sorted over the matching rows (quick once
+#: a search or filter narrows them; a full scan over every customer).
+SORTS = ("-id", "id", "name", "-name", "-created_at", "created_at")
 #: Rows per page of the customer list.
 PAGE_SIZE = 50
 #: The customer fields the 360 page edits in place (custom fields come on top).
