@@ -20,7 +20,8 @@ PREFIX = "/console"
 def environment(locale: str) -> Environment:
     """The template environment speaking ``locale`` (gettext from its catalogue, Babel formats)."""
     env = Environment(loader=PackageLoader("crmcore_web", "templates"), autoescape=select_autoescape(),
-                      extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True)
+                      extensions=["jinja2.ext.i18n"], trim_blocks=True, lstrip_blocks=True,
+                      auto_reload=False)  # installed templates do not change under a running server
     env.install_gettext_translations(i18n.translations(locale), newstyle=True)  # type: ignore[attr-defined]
     env.filters["num"] = lambda value, digits=0: i18n.number(value, locale, digits)
     env.filters["money"] = lambda value, currency: i18n.money(value, currency, locale)
