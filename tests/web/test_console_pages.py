@@ -15,6 +15,12 @@ from crmcore.store import tables
 from .conftest import Api
 from .console_helpers import PASSWORD, csrf_of, set_passwords, sign_in
 
+# Sign-in attempts per address and login: room for this module's sign-ins, run out by the last test.
+API_TOML = """
+[plugins.web]
+sign_in_rate_limit = "30/minute"
+"""
+
 
 @pytest.fixture(scope="module")
 def seeded(api: Api) -> dict[str, int]:
@@ -148,3 +154,15 @@ def test_sign_out_revokes_the_session_token(api: Api, seeded: dict[str, int]) ->
     after = {t.id for t in api.crm.tokens.list("max")}
     assert len(before - after) == 1  # the session's token is revoked (no longer listed as active)
     assert max_.get("/console/customers").status_code == 303
+
+
+def test_sign_in_attempts_are_limited(api: Api, seeded: dict[str, int]) -> None:
+    """Runs last: it uses up the address's attempts (the server is this module's)."""
+    client = api.client(None, follow_redirects=False)
+    csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/sign-in").text)
+    assert csrf
+    answers = [client.post("/console/sign-in", data={"login": "otto", "password": f"guess {n}",
+                                                     "csrf": csrf.group(1)}).status_code for n in range(31)]
+    assert answers[0] == 401 and answers[-1] == 429
+    right = client.post("/console/sign-in", data={"login": "rita", "password": PASSWORD, "csrf": csrf.group(1)})
+    assert right.status_code == 429 and "sign-in-error" in right.text  # right or wrong, until the window moves

@@ -102,6 +102,8 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         return decorate
 
     # -- public: sign-in and static files ---------------------------------------------------
+    limit = sessions.SignInLimit(crm)
+
     async def sign_in_form(request: Request) -> Response:
         return _sign_in_page(request, crm, error=None)
 
@@ -112,6 +114,9 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         token = str(form.get("token") or "").strip()
         if not sessions.same(str(form.get("csrf") or ""), request.cookies.get(sessions.PRE_COOKIE)):
             return _sign_in_page(request, crm, error="csrf", status=403)
+        address = request.client.host if request.client else "unknown"
+        if not await run_sync(limit.allows, address, login):  # a guessing run waits, right or wrong
+            return _sign_in_page(request, crm, error="rate", status=429, login=login)
         try:
             made = await run_sync(_start_session, crm, login, password, token, _locale(request))
         except (InvalidToken, crmcore.CRMError):

@@ -106,6 +106,28 @@ def same(given: str | None, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+class SignInLimit:
+    """Sign-in attempts per client address and per login (``[plugins.web] sign_in_rate_limit``)."""
+
+    def __init__(self, crm: "CRM"):
+        import limits
+        from limits.storage import storage_from_string
+        from limits.strategies import MovingWindowRateLimiter
+
+        settings = crm.settings_for(WebSettings)
+        try:
+            self.rate = limits.parse(settings.sign_in_rate_limit)
+        except ValueError as exc:
+            raise crmcore.ConfigError(f"[plugins.web] sign_in_rate_limit: {exc}") from None
+        self.limiter = MovingWindowRateLimiter(storage_from_string(crm.config.api.rate_limit_storage))
+
+    def allows(self, address: str, login: str) -> bool:
+        """Count one attempt from ``address`` for ``login``; False once either used up the limit."""
+        by_address = self.limiter.hit(self.rate, "console-sign-in", "address", address)
+        by_login = self.limiter.hit(self.rate, "console-sign-in", "login", login.lower()) if login else True
+        return by_address and by_login
+
+
 def new_csrf() -> str:
     """A fresh CSRF token for a new session."""
     return secrets.token_urlsafe(24)
