@@ -17,6 +17,12 @@ from .console_helpers import PASSWORD, csrf_of, set_passwords, sign_in
 
 # Sign-in attempts per address and login: room for this module's sign-ins, run out by the last test.
 API_TOML = """
+[[custom_fields]]
+entity = "customer"
+name = "visits"
+type = "int"
+description = "store visits"
+
 [plugins.web]
 sign_in_rate_limit = "30/minute"
 """
@@ -123,6 +129,13 @@ def test_edit_in_place_shows_the_cores_validation_message_and_audits(api: Api, s
     good = rita.post(path, data={"value": good_address}, headers={"HX-Request": "true", "X-CSRF-Token": token})
     assert good.status_code == 200 and "field-error" not in good.text and good_address in good.text
     assert api.crm.customers.get(seeded["mine"]).email == good_address
+    custom = f"/console/customers/{seeded['mine']}/fields/attributes.visits"
+    page = rita.get(f"/console/customers/{seeded['mine']}")
+    assert "store visits" in page.text and 'id="field-attributes-visits"' in page.text
+    wrong = rita.post(custom, data={"value": "many"}, headers={"HX-Request": "true", "X-CSRF-Token": token})
+    assert wrong.status_code == 200 and "field-error" in wrong.text
+    right = rita.post(custom, data={"value": "12"}, headers={"HX-Request": "true", "X-CSRF-Token": token})
+    assert "field-error" not in right.text and api.crm.customers.get(seeded["mine"]).attributes["visits"] == 12
     with api.crm.unit(readonly=True) as uow:
         audit = tables.audit_log
         actors = uow.conn.execute(select(audit.c.actor).where(
@@ -141,8 +154,12 @@ def test_moving_a_deal_on_the_board_earns_points_and_a_refusal_shows_on_the_card
     assert moved.status_code == 200 and 'data-stage="won"' in moved.text, moved.text
     earned = sum(e.points for e in api.crm.loyalty.history(seeded["mine"]) if e.deal_id == seeded["deal"])
     assert earned > 0 and f"+{earned:,}" in moved.text
-    otto = sign_in(api, "otto") if api.crm.users.has_password("otto") else None
-    assert otto is None  # otto has no password: sign-in with one is refused (checked above for unknown users)
+    # A read-only user sees the board but may not move: the refusal shows on the card.
+    otto = sign_in(api, "", "", token=api.tokens["otto"])
+    refused = otto.post(f"/console/deals/{seeded['deal']}/move", data={"stage": "lost"},
+                        headers={"HX-Request": "true", "X-CSRF-Token": csrf_of(otto)})
+    assert refused.status_code == 200 and "card-error" in refused.text and "may not deal.move" in refused.text
+    assert api.crm.deals.get(seeded["deal"]).stage == "won"
 
 
 def test_sign_out_revokes_the_session_token(api: Api, seeded: dict[str, int]) -> None:
@@ -155,6 +172,54 @@ def test_sign_out_revokes_the_session_token(api: Api, seeded: dict[str, int]) ->
     assert len(before - after) == 1  # the session's token is revoked (no longer listed as active)
     assert max_.get("/console/customers").status_code == 303
 
+
+def test_dashboard_figures_match_an_independent_computation(api: Api, seeded: dict[str, int]) -> None:
+    """The KPI queries (SQL, per database) against the same figures summed in Python from the
+    services' lists, as the admin and as a sales rep (whose figures cover only her deals)."""
+    from datetime import datetime, time, timedelta
+    from decimal import Decimal
+
+    from crmcore_web import views
+
+    crm = api.crm
+    tag = uuid.uuid4().hex[:6]
+    buyer = crm.customers.add(name=f"Dash {tag}", owner="rita")
+    for amount, stage in (("100.50", "negotiation"), ("200.25", "proposal"), ("999.99", "lost")):
+        deal = crm.deals.add(customer_id=buyer.id, title=f"dash {tag} {amount}", amount=amount, currency="CNY",
+                             stage="lead", owner="rita")
+        crm.deals.move(deal.id, stage)
+    zone = crm.as_of().tzinfo
+    today = crm.as_of().date()
+    start, end = today - timedelta(days=40), today
+    lo = datetime.combine(start, time.min, tzinfo=zone)
+    hi = datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone)
+    month = datetime.combine(today.replace(day=1), time.min, tzinfo=zone)
+    stages = {s.name: s for s in crm.config.pipelines["default"].stages}
+    figures = {}
+    for login in ("ann", "rita"):
+        with crm.acting(login):
+            shown = views.dashboard(crm, start, end)
+            deals = crm.deals.list(limit=100_000)
+            customers = crm.customers.list(limit=100_000)
+        outcome = {d.id: stages[d.stage].outcome.value for d in deals}
+        won = [d for d in deals if outcome[d.id] == "won" and d.closed_at and lo <= d.closed_at < hi]
+        lost = [d for d in deals if outcome[d.id] == "lost" and d.closed_at and lo <= d.closed_at < hi]
+        assert (shown["won"], shown["lost"]) == (len(won), len(lost)), login
+        revenue: dict[str, Decimal] = {}
+        for d in deals:
+            if outcome[d.id] == "won" and d.closed_at and d.closed_at >= month:
+                revenue[d.currency] = revenue.get(d.currency, Decimal(0)) + d.amount
+        assert shown["revenue_this"] == revenue, login
+        weighted: dict[str, Decimal] = {}
+        for d in deals:
+            if outcome[d.id] == "open":
+                share = d.probability if d.probability is not None else stages[d.stage].probability
+                weighted[d.currency] = weighted.get(d.currency, Decimal(0)) + d.amount * share / 100
+        assert shown["weighted"] == weighted, login
+        assert shown["new_customers"] == sum(1 for c in customers if c.created_at and lo <= c.created_at < hi)
+        figures[login] = shown
+    # Max's open lead counts for the admin, not for the sales rep.
+    assert figures["ann"]["weighted"]["CNY"] > figures["rita"]["weighted"]["CNY"]
 
 def test_sign_in_attempts_are_limited(api: Api, seeded: dict[str, int]) -> None:
     """Runs last: it uses up the address's attempts (the server is this module's)."""
