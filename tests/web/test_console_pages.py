@@ -24,7 +24,7 @@ type = "int"
 description = "store visits"
 
 [plugins.web]
-sign_in_rate_limit = "30/minute"
+sign_in_rate_limit = "20/minute"
 """
 
 
@@ -226,8 +226,9 @@ def test_sign_in_attempts_are_limited(api: Api, seeded: dict[str, int]) -> None:
     client = api.client(None, follow_redirects=False)
     csrf = re.search(r'name="csrf" value="([^"]+)"', client.get("/console/sign-in").text)
     assert csrf
-    answers = [client.post("/console/sign-in", data={"login": "otto", "password": f"guess {n}",
-                                                     "csrf": csrf.group(1)}).status_code for n in range(31)]
+    # Empty passwords: counted like any attempt, refused without hashing (keeps the test quick).
+    answers = [client.post("/console/sign-in", data={"login": "otto", "password": "",
+                                                     "csrf": csrf.group(1)}).status_code for _ in range(21)]
     assert answers[0] == 401 and answers[-1] == 429
     right = client.post("/console/sign-in", data={"login": "rita", "password": PASSWORD, "csrf": csrf.group(1)})
     assert right.status_code == 429 and "sign-in-error" in right.text  # right or wrong, until the window moves
