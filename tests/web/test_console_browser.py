@@ -89,6 +89,7 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
     points = sum(e.points for e in api.crm.loyalty.history(customer.id) if e.deal_id == deal.id)
     assert points > 0 and f"{points:,}" in earned.inner_text()
     assert page.locator(f"#stage-won #deal-{deal.id}").count() == 1
+    assert page.inner_text("#stage-won .count") == "1" and page.inner_text("#stage-proposal .count") == "0"
     assert api.crm.deals.get(deal.id).stage == "won"
     page.screenshot(path=str(shots / "pipeline.png"))
 

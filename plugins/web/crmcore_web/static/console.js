@@ -39,6 +39,10 @@
     var card = event.detail.elt && event.detail.elt.classList && event.detail.elt.classList.contains("deal")
       ? event.detail.elt : null;
     document.querySelectorAll(".deal").forEach(function (c) { if (!card || c === card) placeCard(c); });
+    document.querySelectorAll(".column").forEach(function (column) {
+      var count = column.querySelector(".count");
+      if (count) count.textContent = column.querySelectorAll(".deal").length.toLocaleString();
+    });
   });
 
   // -- dashboard charts (plotly.min.js from the plotly Python package) -------------------
