@@ -99,6 +99,11 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
     assert "¥2,500.00" in page.inner_text("#kpi-revenue") or "CN¥2,500.00" in page.inner_text("#kpi-revenue")
     page.screenshot(path=str(shots / "dashboard.png"))
 
+    page.goto(api.base_url + "/console/reports?name=pipeline")
+    page.wait_for_selector("body[data-charts=ready]")
+    assert page.locator(".report-chart .main-svg").count() > 0
+    page.screenshot(path=str(shots / "report-pipeline.png"))
+
     page.select_option("select[name=locale]", "zh_CN")
     page.wait_for_selector("nav.top >> text=客户")
     assert page.evaluate("document.fonts.ready.then(() => document.fonts.check('16px \"CRM CJK\"', '客户'))")

@@ -78,7 +78,8 @@ def test_a_rep_never_sees_another_reps_customers_on_any_page(api: Api, seeded: d
     mine = api.crm.customers.get(seeded["mine"])
     pages = {path: rita.get(path) for path in (
         "/console/customers", f"/console/customers?q={other.name}", "/console/customers?sort=-created_at",
-        "/console/customers?owner=max", "/console/pipeline", "/console/dashboard")}
+        "/console/customers?owner=max", "/console/pipeline", "/console/dashboard",
+        "/console/reports", "/console/reports?name=pipeline", "/console/reports?name=sales-performance")}
     for path, page in pages.items():
         assert page.status_code == 200, (path, page.text)
         assert f'/console/customers/{other.id}"' not in page.text and other.email not in page.text, path
@@ -220,6 +221,19 @@ def test_dashboard_figures_match_an_independent_computation(api: Api, seeded: di
         figures[login] = shown
     # Max's open lead counts for the admin, not for the sales rep.
     assert figures["ann"]["weighted"]["CNY"] > figures["rita"]["weighted"]["CNY"]
+
+def test_reports_page_runs_a_report_with_its_charts(api: Api, seeded: dict[str, int]) -> None:
+    ann = sign_in(api, "ann")
+    listing = ann.get("/console/reports")
+    assert listing.status_code == 200 and 'value="pipeline"' in listing.text
+    page = ann.get("/console/reports", params={"name": "pipeline"})
+    assert page.status_code == 200 and "report-table" in page.text and "report-chart" in page.text
+    result = api.crm.reports.run("pipeline")
+    for column in result.columns:
+        assert f"<th>{column.label}</th>" in page.text
+    unknown = ann.get("/console/reports", params={"name": "nope"})
+    assert unknown.status_code in (404, 422) and "nope" in unknown.text
+
 
 def test_sign_in_attempts_are_limited(api: Api, seeded: dict[str, int]) -> None:
     """Runs last: it uses up the address's attempts (the server is this module's)."""

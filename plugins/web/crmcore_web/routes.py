@@ -38,7 +38,8 @@ STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css", "console.
           "cjk-labels.otf": "font/otf"}
 
 _ERROR_STATUS: tuple[tuple[type[Exception], int], ...] = (
-    (crmcore.NotFound, 404), (crmcore.NotAuthorized, 403), (crmcore.ValidationError, 422),
+    (crmcore.NotFound, 404), (crmcore.UnknownComponent, 404), (crmcore.NotAuthorized, 403),
+    (crmcore.ValidationError, 422),
     (crmcore.RecordArchived, 409), (crmcore.StaleVersion, 409))
 
 
@@ -228,6 +229,15 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         shown = views.dashboard(crm, start, end)
         return render(request, "dashboard.html", _locale(request), active="dashboard", start=start, end=end,
                       currency=crm.config.default_currency, **shown)
+
+    @page("/reports")
+    def reports(request: Request, name: str | None = Query(None, max_length=100),
+                as_of: date | None = Query(None)) -> Response:
+        listed = crm.reports.list()
+        day = as_of or crm.as_of().date()
+        shown = views.report_page(crm, name, day) if name else {"result": None, "tables": []}
+        return render(request, "reports.html", _locale(request), active="reports", reports=listed, name=name,
+                      as_of=day, **shown)
 
     @page("/language", ("POST",))
     def language(request: Request, locale: str = Form(..., max_length=10)) -> Response:

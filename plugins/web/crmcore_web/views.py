@@ -284,3 +284,70 @@ def dashboard(crm: "CRM", start: date, end: date) -> dict[str, Any]:
         "stage_counts": [int(count) for _, count, _ in by_stage],
         "stage_amounts": [float(total or 0) for _, _, total in by_stage],
     }
+
+
+# -- reports --------------------------------------------------------------------------------
+
+def _number(value: Any) -> float | None:
+    return None if value is None else float(value)
+
+
+def chart_spec(result: Any, chart: Any) -> dict[str, Any]:
+    """A report's :class:`crmcore.Chart` as plotly traces and layout (JSON for the page)."""
+    names = [c.name for c in result.columns]
+    rows = [dict(zip(names, row)) for row in result.rows if row[names.index(chart.x)] not in chart.exclude]
+    layout: dict[str, Any] = {"title": {"text": chart.title}, "separators": ".,", "yaxis": {"tickformat": ",~f"},
+                              "xaxis": {"type": "category"}, "legend": {"orientation": "h"}}
+    hover = "%{x}: %{y:,~f}<extra>%{fullData.name}</extra>"
+    traces: list[dict[str, Any]] = []
+    if chart.kind == "funnel":
+        traces.append({"type": "funnel", "y": [str(r[chart.x]) for r in rows],
+                       "x": [_number(r[chart.y[0]]) for r in rows], "textinfo": "value+percent initial"})
+        layout.pop("xaxis")
+        layout["yaxis"] = {"type": "category"}
+    elif chart.kind == "heatmap":
+        labels = [str(r[chart.x]) for r in rows]
+        if chart.group:
+            cells = sorted({str(r[chart.group]) for r in rows})
+            seen: dict[str, dict[str, float | None]] = {}
+            for r in rows:
+                seen.setdefault(str(r[chart.x]), {})[str(r[chart.group])] = _number(r[chart.y[0]])
+            labels = list(seen)
+            z = [[seen[label].get(cell) for cell in cells] for label in labels]
+        else:
+            cells = list(chart.y)
+            z = [[_number(r[c]) for c in cells] for r in rows]
+        traces.append({"type": "heatmap", "x": cells, "y": labels, "z": z,
+                       "hovertemplate": "%{y} / %{x}: %{z:,~f}<extra></extra>"})
+        layout["yaxis"] = {"type": "category", "autorange": "reversed"}
+    else:
+        kind = {"type": "scatter", "mode": "lines+markers"} if chart.kind == "line" else {"type": "bar"}
+        if chart.group:
+            series: dict[str, dict[str, float]] = {}
+            order: list[str] = []
+            for r in rows:
+                x = str(r[chart.x])
+                if x not in order:
+                    order.append(x)
+                bucket = series.setdefault(str(r[chart.group]), {})
+                bucket[x] = bucket.get(x, 0.0) + (_number(r[chart.y[0]]) or 0.0)
+            for name, values in series.items():
+                traces.append({**kind, "name": name, "x": order, "y": [values.get(x) for x in order],
+                               "hovertemplate": hover})
+        else:
+            label = {c.name: c.label for c in result.columns}
+            for column in chart.y:
+                traces.append({**kind, "name": label[column], "x": [str(r[chart.x]) for r in rows],
+                               "y": [_number(r[column]) for r in rows], "hovertemplate": hover})
+        if chart.kind == "stacked-bar":
+            layout["barmode"] = "stack"
+    return {"data": traces, "layout": layout}
+
+
+def report_page(crm: "CRM", name: str, as_of: date) -> dict[str, Any]:
+    """A report run as of the end of ``as_of`` (its table, sections and charts as plotly specs)."""
+    zone = crm.as_of().tzinfo
+    result = crm.reports.run(name, as_of=datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=zone))
+    tables = [{"result": table, "charts": [chart_spec(table, chart) for chart in table.charts]}
+              for table in result.tables()]
+    return {"result": result, "tables": tables}

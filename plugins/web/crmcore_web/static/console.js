@@ -46,7 +46,19 @@
   });
 
   // -- dashboard charts (plotly.min.js from the plotly Python package) -------------------
+  function reportCharts() {
+    // A report's charts (crmcore.Chart), as plotly specs the server built (views.chart_spec).
+    document.querySelectorAll(".report-chart").forEach(function (element) {
+      var spec = JSON.parse(element.dataset.spec);
+      spec.layout.margin = {t: 40, r: 10, b: 60, l: 70};
+      Plotly.newPlot(element, spec.data, spec.layout, {displaylogo: false, responsive: true});
+    });
+  }
   function charts() {
+    if (window.Plotly && document.querySelector(".report-chart")) {
+      reportCharts();
+      document.body.dataset.charts = "ready";
+    }
     var source = document.getElementById("chart-data");
     if (!source || !window.Plotly) return;
     var data = JSON.parse(source.textContent);
