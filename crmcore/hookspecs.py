@@ -161,7 +161,9 @@ def register_routes(router: APIRouter, crm: CRM) -> None:
     call the CRM's services from it (``crm.customers.get(id)``) and they ask
     ``authorize``, apply record visibility and write the audit trail.  Raise a
     :class:`crmcore.CRMError` and the client gets an RFC 9457 problem.  Routes are
-    mounted at the API's root; prefix them with your plugin's name.
+    mounted at the API's root; prefix them with your plugin's name.  A route class
+    subclassing :class:`crmcore.web.TokenRoute` (``route_class_override=``) may take
+    the token from elsewhere, e.g. a session cookie (docs/api.md, "Routes from plugins").
 
     :param router: a :class:`fastapi.APIRouter`; add routes with its decorators.
     :param crm: the :class:`crmcore.CRM` the API serves.

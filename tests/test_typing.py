@@ -23,6 +23,7 @@ PLUGINS = [
     "plugins/notify/crmcore_notify",
     "plugins/reports/crmcore_reports",
     "plugins/access/crmcore_access",
+    "plugins/web/crmcore_web",
 ]
 
 

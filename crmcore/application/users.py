@@ -263,6 +263,57 @@ class UserService:
             _unassign(uow, "user_id", user.id, region, "user", login)
             return self._get(uow.conn, login)
 
+    def set_password(self, login: str, password: str) -> None:
+        """Store ``password`` for ``login`` (its argon2id hash; the web console's sign-in).
+
+        Any user may set their own; another user's needs ``user.set-password``.  The audit
+        record says that the password changed, never the password or its hash.
+        """
+        self.crm.authorize("user.set-password", login)
+        problem = _password_problem(password)
+        if problem:
+            raise ValidationError.single("password", problem, "user")
+        digest = _hasher().hash(password)
+        with self.crm.unit() as uow:
+            previous = self._get(uow.conn, login)
+            uow.conn.execute(update(users).where(users.c.login == login).values(password_hash=digest,
+                                                                                updated_at=uow.now))
+            uow.audit.record("user.set-password", "user", previous.login, values={"password": "changed"})
+
+    def verify_password(self, login: str, password: str) -> bool:
+        """Whether ``password`` is the password of the active user ``login`` (sign-in).
+
+        Authentication, not a use case: nobody acts yet, so nothing is authorized or audited.
+        Unknown, deactivated and password-less users take as long as a wrong password (a
+        hash is checked either way), so the answer's timing tells nothing about which logins
+        exist.  A hash made with older argon2 parameters is replaced on success.
+        """
+        from argon2.exceptions import InvalidHashError, VerificationError
+
+        hasher = _hasher()
+        with self.crm.unit(readonly=True) as uow:
+            row = uow.conn.execute(select(users.c.active, users.c.password_hash)
+                                   .where(users.c.login == login)).first()
+        digest = row.password_hash if row is not None and row.active and row.password_hash else None
+        try:
+            hasher.verify(digest or _dummy_hash(), password if isinstance(password, str) else "")
+        except (VerificationError, InvalidHashError):
+            return False
+        if digest is None:
+            return False
+        if hasher.check_needs_rehash(digest):
+            with self.crm.unit() as uow:
+                uow.conn.execute(update(users).where(users.c.login == login, users.c.password_hash == digest)
+                                 .values(password_hash=hasher.hash(password)))
+        return True
+
+    def has_password(self, login: str) -> bool:
+        """Whether ``login`` has a password set (``crm user show`` and the console's sign-in page)."""
+        self.crm.authorize("user.read", login)
+        with self.crm.unit(readonly=True) as uow:
+            return uow.conn.execute(select(users.c.password_hash).where(users.c.login == login)
+                                    ).scalar() is not None
+
     def check_can_act(self, login: str) -> None:
         """Refuse an unknown or deactivated user as the actor (one-line errors)."""
         if login == SYSTEM_ACTOR:
@@ -295,6 +346,40 @@ class UserService:
         if found is None:
             raise NotFound("user", login)
         return found
+
+
+#: The shortest password ``set_password`` takes (NIST SP 800-63B's minimum) and the longest.
+MIN_PASSWORD, MAX_PASSWORD = 8, 1024
+
+
+def _password_problem(password: Any) -> str | None:
+    if not isinstance(password, str):
+        return "must be text"
+    if not (MIN_PASSWORD <= len(password) <= MAX_PASSWORD):
+        return f"{MIN_PASSWORD} to {MAX_PASSWORD} characters"
+    return text_problem(password)
+
+
+_HASHER: Any = None
+_DUMMY: str | None = None
+
+
+def _hasher() -> Any:
+    """argon2-cffi's PasswordHasher with its (RFC 9106 low-memory) defaults, imported on first use."""
+    global _HASHER
+    if _HASHER is None:
+        from argon2 import PasswordHasher
+
+        _HASHER = PasswordHasher()
+    return _HASHER
+
+
+def _dummy_hash() -> str:
+    """A hash to check when there is none, so a missing user costs what a wrong password costs."""
+    global _DUMMY
+    if _DUMMY is None:
+        _DUMMY = _hasher().hash("not a password: no user has it")
+    return _DUMMY
 
 
 def _user(row: Any) -> User:

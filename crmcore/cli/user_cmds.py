@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 import attrs
@@ -86,6 +87,24 @@ def set_role(session: Session, login: str, role: str | None, default: bool) -> N
         raise click.UsageError("give a ROLE or --default (not both)")
     done = f"user {login} has role {role}" if role else f"user {login} has the default role"
     _show(session, session.crm.users.set_role(login, role), done)
+
+
+@user.command("set-password")
+@click.argument("login")
+@click.option("--password-stdin", is_flag=True,
+              help="Read the password from the first line of standard input (scripts) instead of asking.")
+@pass_session
+def set_password(session: Session, login: str, password_stdin: bool) -> None:
+    """Set user LOGIN's password (the web console's sign-in; stored as an argon2 hash)."""
+    session.crm.authorize("user.set-password", login)  # before asking for a password that would be refused
+    if password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise click.UsageError("standard input is not a terminal: pass the password with --password-stdin")
+    else:
+        password = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    session.crm.users.set_password(login, password)
+    session.emit_object({"login": login, "password": "set"}, f"password of user {login} set")
 
 
 @user.command("assign-region")

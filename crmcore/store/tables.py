@@ -98,6 +98,9 @@ users = Table(
     # The user's role (revision 0010): a name some plugin registers (register_roles); NULL: the
     # policy's default role.
     Column("role", String(64)),
+    # The argon2 hash of the user's password (revision 0017): the web console's sign-in; NULL:
+    # no password (the user signs in with an API token, or not at all).
+    Column("password_hash", String(200)),
     **TABLE_OPTIONS,
 )
 """Users: who owns customers and deals and who acts (login, display name, email, active, locale,

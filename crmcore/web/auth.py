@@ -52,7 +52,17 @@ def bearer_credential(request: Request) -> Credential:
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise InvalidToken("send Authorization: Bearer <token> (crm token create)")
-    credential = Credential(token.strip())
+    return present_token(request, token.strip())
+
+
+def present_token(request: Request, secret: str) -> Credential:
+    """Make the API token ``secret`` the one ``request`` acts as, to be checked at first use.
+
+    What :class:`TokenRoute` does with the ``Authorization`` header; a subclass that takes the
+    token from elsewhere (the web console: its signed session cookie) calls it from
+    :meth:`TokenRoute.take_credential`.
+    """
+    credential = Credential(secret)
     current_credential.set(credential)  # the route's worker thread copies this context
     current_actor.set(None)  # nobody the serving process acts as: the token's user, once checked
     request.state.credential = credential
@@ -78,7 +88,21 @@ def acting_login(request: Request) -> str:
 
 
 class TokenRoute(APIRoute):
-    """A route that needs a bearer token, and answers only once the token has been checked."""
+    """A route that needs a bearer token, and answers only once the token has been checked.
+
+    The token comes from the ``Authorization`` header; a subclass may override
+    :meth:`take_credential` to take it from elsewhere (a signed session cookie) and
+    :meth:`refused` to answer an invalid one otherwise (a redirect to a sign-in page).  A
+    plugin's route uses such a class with ``router.add_api_route(..., route_class_override=C)``.
+    """
+
+    def take_credential(self, request: Request) -> Credential:
+        """The request's token (:func:`present_token`); raise :class:`InvalidToken` when it has none."""
+        return bearer_credential(request)
+
+    async def refused(self, request: Request, error: InvalidToken) -> Response:
+        """The answer to a missing or invalid token: re-raised, so a 401 problem by default."""
+        raise error
 
     def __init__(self, path: str, endpoint: Callable[..., Any], *,
                  openapi_extra: dict[str, Any] | None = None, **options: Any):
@@ -92,13 +116,16 @@ class TokenRoute(APIRoute):
         handler = super().get_route_handler()
 
         async def checked(request: Request) -> Response:
-            bearer_credential(request)
             try:
-                response = await handler(request)
-            except Exception:
-                await _settle(request)  # a bad token answers 401, not the route's error
-                raise
-            await _settle(request)
+                self.take_credential(request)
+                try:
+                    response = await handler(request)
+                except Exception:
+                    await _settle(request)  # a bad token answers 401, not the route's error
+                    raise
+                await _settle(request)
+            except InvalidToken as error:
+                return await self.refused(request, error)
             return response
 
         return checked

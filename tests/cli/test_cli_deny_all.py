@@ -113,6 +113,7 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("user", "add"): ["mia", "--name", "Mia"],
         ("user", "show"): [ACTOR],
         ("user", "set-role"): ["bo", "service-agent"],
+        ("user", "set-password"): ["bo", "--password-stdin"],
         ("token", "create"): ["--user", "bo", "--name", "t"],
         ("token", "revoke"): ["1"],
         ("role", "show"): ["sales-rep"],

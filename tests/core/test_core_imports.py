@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
-FIRST_PARTY = ["crmcore_segments", "crmcore_loyalty", "crmcore_notify", "crmcore_reports", "crmcore_access"]
+FIRST_PARTY = ["crmcore_segments", "crmcore_loyalty", "crmcore_notify", "crmcore_reports", "crmcore_access",
+               "crmcore_web"]
 
 PLUGIN_MODULES = textwrap.dedent("""
     import json, sys

@@ -19,6 +19,8 @@ if TYPE_CHECKING:
 
 #: What any active user may do with their own API tokens (``resource`` is the token's login).
 OWN_TOKEN_ACTIONS = frozenset({"token.create", "token.list", "token.revoke"})
+#: What any active user may do to their own account (``resource`` is the login).
+OWN_ACCOUNT_ACTIONS = OWN_TOKEN_ACTIONS | {"user.set-password"}
 
 
 @crmcore.hookimpl
@@ -48,8 +50,8 @@ def authorize(actor: str, action: str, resource: object, crm: "CRM") -> bool | N
     role = role_of(actor, crm)
     if role is None:
         return False
-    if action in OWN_TOKEN_ACTIONS and resource == actor:
-        return None  # every user manages their own API tokens; another user's need the permission
+    if action in OWN_ACCOUNT_ACTIONS and resource == actor:
+        return None  # every user manages their own API tokens and password; another user's need the permission
     if not role.allows(action):
         return False
     return None

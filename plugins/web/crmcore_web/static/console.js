@@ -1,0 +1,80 @@
+// crmcore web console: the pipeline board's drag and drop (native HTML5) and the dashboard's charts.
+(function () {
+  "use strict";
+  function csrf() { return document.body.dataset.csrf || ""; }
+
+  // -- pipeline board -------------------------------------------------------------------
+  function placeCard(card) {
+    // A card sits in the column of the stage the server says the deal is in (a refused move
+    // comes back with its old stage and goes back there, showing why).
+    var column = document.getElementById("stage-" + card.dataset.stage);
+    if (column && card.parentElement !== column.querySelector(".cards")) {
+      column.querySelector(".cards").prepend(card);
+    }
+  }
+  document.addEventListener("dragstart", function (event) {
+    var card = event.target.closest && event.target.closest(".deal");
+    if (!card) return;
+    event.dataTransfer.setData("text/plain", card.dataset.deal);
+    event.dataTransfer.effectAllowed = "move";
+  });
+  document.addEventListener("dragover", function (event) {
+    if (event.target.closest && event.target.closest(".column")) event.preventDefault();
+  });
+  document.addEventListener("drop", function (event) {
+    var column = event.target.closest && event.target.closest(".column");
+    if (!column) return;
+    event.preventDefault();
+    var id = event.dataTransfer.getData("text/plain");
+    var card = document.getElementById("deal-" + id);
+    if (!card || card.dataset.stage === column.dataset.stage) return;
+    column.querySelector(".cards").prepend(card);
+    card.classList.add("moving");
+    htmx.ajax("POST", document.body.dataset.prefix + "/deals/" + id + "/move", {
+      target: card, swap: "outerHTML", values: {stage: column.dataset.stage},
+      headers: {"X-CSRF-Token": csrf()}
+    });
+  });
+  document.addEventListener("htmx:afterSettle", function (event) {
+    var card = event.detail.elt && event.detail.elt.classList && event.detail.elt.classList.contains("deal")
+      ? event.detail.elt : null;
+    document.querySelectorAll(".deal").forEach(function (c) { if (!card || c === card) placeCard(c); });
+    document.querySelectorAll(".column").forEach(function (column) {
+      var count = column.querySelector(".count");
+      if (count) count.textContent = column.querySelectorAll(".deal").length.toLocaleString();
+    });
+  });
+
+  // -- dashboard charts (plotly.min.js from the plotly Python package) -------------------
+  function reportCharts() {
+    // A report's charts (crmcore.Chart), as plotly specs the server built (views.chart_spec).
+    document.querySelectorAll(".report-chart").forEach(function (element) {
+      var spec = JSON.parse(element.dataset.spec);
+      spec.layout.margin = {t: 40, r: 10, b: 60, l: 70};
+      Plotly.newPlot(element, spec.data, spec.layout, {displaylogo: false, responsive: true});
+    });
+  }
+  function charts() {
+    if (window.Plotly && document.querySelector(".report-chart")) {
+      reportCharts();
+      document.body.dataset.charts = "ready";
+    }
+    var source = document.getElementById("chart-data");
+    if (!source || !window.Plotly) return;
+    var data = JSON.parse(source.textContent);
+    var config = {displaylogo: false, responsive: true};
+    var layout = {margin: {t: 10, r: 10, b: 40, l: 70}, separators: ".,", yaxis: {tickformat: ",.0f"},
+                  legend: {orientation: "h"}};
+    var traces = Object.keys(data.revenue.series).map(function (currency) {
+      var s = data.revenue.series[currency];
+      return {type: "bar", name: data.revenue.label + " (" + currency + ")", x: s.x, y: s.y,
+              hovertemplate: "%{x}: %{y:,.2f} " + currency + "<extra></extra>"};
+    });
+    Plotly.newPlot("chart-revenue", traces, Object.assign({}, layout, {xaxis: {type: "category"}}), config);
+    Plotly.newPlot("chart-stages", [{type: "bar", name: data.stages.label, x: data.stages.x, y: data.stages.y,
+      customdata: data.stages.counts,
+      hovertemplate: "%{x}: %{y:,.2f} (%{customdata:,} deals)<extra></extra>"}], layout, config);
+    document.body.dataset.charts = "ready";
+  }
+  if (document.readyState === "complete") charts(); else window.addEventListener("load", charts);
+})();
