@@ -39,8 +39,41 @@ SERVER_ENV = {"postgresql": "CRM_TEST_POSTGRES_URL", "mariadb": "CRM_TEST_MARIAD
 
 
 def reset_database(url: str) -> None:
-    """Drop every table in a server test database so each test starts empty."""
+    """Drop every table in a server test database so each test starts empty.
+
+    PostgreSQL drops and recreates the ``public`` schema, MariaDB drops every
+    table in one statement: both skip reflecting the tables first, which took
+    most of a second per test on MariaDB.  Other databases drop what
+    reflection finds.
+    """
+    from .store.engine import make_engine
+
+    engine = make_engine(url, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql("DROP SCHEMA IF EXISTS public CASCADE")
+                conn.exec_driver_sql("CREATE SCHEMA public")
+                return
+            if engine.dialect.name in ("mysql", "mariadb"):
+                _drop_mysql_tables(conn)
+                return
+    finally:
+        engine.dispose()
     drop_all_tables(url)
+
+
+def _drop_mysql_tables(conn: Any) -> None:
+    found = conn.exec_driver_sql(
+        "SELECT table_name, table_type FROM information_schema.tables WHERE table_schema = DATABASE()").all()
+    views = [f"`{name}`" for name, kind in found if kind == "VIEW"]
+    tables = [f"`{name}`" for name, kind in found if kind != "VIEW"]
+    if views:
+        conn.exec_driver_sql(f"DROP VIEW IF EXISTS {', '.join(views)}")
+    if tables:
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 0")
+        conn.exec_driver_sql(f"DROP TABLE IF EXISTS {', '.join(tables)}")
+        conn.exec_driver_sql("SET FOREIGN_KEY_CHECKS = 1")
 
 
 def server_url(kind: str) -> str:

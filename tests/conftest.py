@@ -43,6 +43,12 @@ def _register_test_plugins() -> None:
 
 _register_test_plugins()
 
+# Opening a CRM on an empty database replays the first migration's result
+# instead of migrating again (tests/schema_cache.py says why and what stays tested).
+import schema_cache  # noqa: E402
+
+schema_cache.install()
+
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI (CRM_REQUIRE_SERVERS=1) a skipped test is a failure: nothing may be skipped."""

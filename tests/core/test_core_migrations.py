@@ -18,6 +18,16 @@ from crmcore import migrations
 from crmcore.store import tables
 from crmcore.store.engine import make_engine
 
+import schema_cache
+
+
+@pytest.fixture(autouse=True)
+def no_schema_cache():
+    """These tests are about the revisions themselves: run them, never a replayed snapshot."""
+    schema_cache.set_enabled(False)
+    yield
+    schema_cache.set_enabled(True)
+
 CORE_TABLES = set(tables.metadata.tables)
 CORE_HEAD = "0015_privacy_fields"
 
@@ -267,3 +277,43 @@ def test_existing_database_upgrades_from_the_first_revision(crm_db_url) -> None:
         customer = crm.customers.add(name="升级")
         crm.contacts.add(customer_id=customer.id, name="a", email="a@example.com")
         assert crm.contacts.find(email="a@example.com").name == "a"
+
+
+def test_a_replayed_schema_equals_the_migrated_one(crm_db_url) -> None:
+    """tests/schema_cache.py: the snapshot replayed on an empty database is what migrating makes."""
+    plugins = ["segments", "loyalty", "notify", "reports", "access"]
+
+    def migrated_state() -> tuple[dict, dict, list]:  # columns, keys and indexes, versions
+        crm = crmcore.CRM.open(config=Config.from_mapping({"database_url": crm_db_url, "plugins": plugins}))
+        try:
+            inspector = inspect(crm.engine)
+            columns = {t: sorted((c["name"], str(c["type"]), c["nullable"]) for c in inspector.get_columns(t))
+                       for t in inspector.get_table_names()}
+            keys = {t: sorted(repr((fk["constrained_columns"], fk["referred_table"], fk.get("options")))
+                              for fk in inspector.get_foreign_keys(t))
+                    + sorted(repr((ix["name"], ix["column_names"], ix["unique"])) for ix in inspector.get_indexes(t))
+                    + sorted(repr((uq["name"], uq["column_names"])) for uq in inspector.get_unique_constraints(t))
+                    for t in columns}
+            with crm.engine.connect() as conn:
+                versions = sorted(tuple(row) for t in columns if t.startswith("alembic_version")
+                                  for row in conn.execute(text(f"SELECT * FROM {t}")))
+            return columns, keys, versions
+        finally:
+            crm.close()
+
+    migrated = migrated_state()
+    reset(crm_db_url)
+    schema_cache.set_enabled(True)
+    migrated_state()           # captured (or already captured by an earlier test in this process)
+    reset(crm_db_url)
+    replayed = migrated_state()
+    assert schema_cache.captured(make_engine(crm_db_url).dialect.name)
+    assert replayed == migrated
+
+
+def reset(url: str) -> None:
+    if url.startswith("sqlite:///"):
+        import os
+        os.remove(url.removeprefix("sqlite:///"))
+    else:
+        crmcore.testing.reset_database(url)
