@@ -41,6 +41,7 @@ LIST_COLUMNS = {
     "interaction": ["id", "customer_id", "kind", "direction", "occurred_at", "subject", "satisfaction"],
     "deal": ["id", "customer_id", "customer_name", "title", "amount", "currency", "stage", "probability",
              "closed_at"],
+    "task": ["id", "customer_id", "title", "assignee", "due", "status", "priority", "source"],
 }
 
 
