@@ -312,7 +312,7 @@ class TaskService(EntityService[Task]):
                     .order_by(t.c.assignee, t.c.due, t.c.id)).mappings().all()
             by_assignee: dict[str, builtins.list[Mapping[str, Any]]] = {}
             for row in rows:
-                by_assignee.setdefault(row["assignee"], []).append(row)
+                by_assignee.setdefault(row["assignee"], []).append(dict(row))
             people = {r["login"]: r for r in uow.conn.execute(select(
                 users.c.login, users.c.email, users.c.locale, users.c.display_name, users.c.active).where(
                 users.c.login.in_(sorted(by_assignee)))).mappings()} if by_assignee else {}

@@ -114,7 +114,8 @@ def cancel(session: Session, id: int) -> None:
 
 
 @task.command("remind")
-@click.option("--channel", metavar="NAME", help="The channel (default: [tasks] reminder_channel, else [notify] channel).")
+@click.option("--channel", metavar="NAME",
+              help="The channel (default: [tasks] reminder_channel, else [notify] channel).")
 @click.option("--queue-only", is_flag=True, help="Queue the reminders; leave sending to `crm notify send` or a worker.")
 @pass_session
 def remind(session: Session, channel: str | None, queue_only: bool) -> None:

@@ -168,14 +168,15 @@ def test_wecom_text_markdown_and_mentions(crm_factory, robots, monkeypatch):
     [got] = robots.accepted
     assert got["query"]["key"] == [WECOM_KEY]
     assert got["message"] == {"msgtype": "text", "text": {
-        "content": "新投诉\n\n客户王芳：物流太慢", "mentioned_list": ["li.wei"], "mentioned_mobile_list": ["13800138000"]}}
+        "content": "新投诉\n\n客户王芳：物流太慢", "mentioned_list": ["li.wei"],
+        "mentioned_mobile_list": ["13800138000"]}}
     assert outbox_row(crm, first)["status"] == "sent"
 
     markdown = open_crm(crm_factory, robots, wecom={"msgtype": "markdown"})
-    markdown.notify.enqueue("wecom", body="**加粗** <font color=\"warning\">3</font> 项逾期")
+    text = '**加粗** <font color="warning">3</font> 项逾期'
+    markdown.notify.enqueue("wecom", body=text)
     assert markdown.notify.dispatch().sent == 1
-    assert robots.accepted[-1]["message"] == {"msgtype": "markdown",
-                                              "markdown": {"content": "**加粗** <font color=\"warning\">3</font> 项逾期"}}
+    assert robots.accepted[-1]["message"] == {"msgtype": "markdown", "markdown": {"content": text}}
     too_long = markdown.notify.enqueue("wecom", body="长" * 1400)  # 4200 bytes: more than markdown allows
     markdown.notify.dispatch()
     row = outbox_row(markdown, too_long)

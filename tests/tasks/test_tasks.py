@@ -6,13 +6,12 @@ every row; visibility; merge, privacy export and erasure, backup fingerprints.""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
-from types import SimpleNamespace
 
 import pytest
 from sqlalchemy import select
 
 import crmcore
-from crmcore import NotFound, Task, TaskPriority, TaskSource, TaskStatus, ValidationError, hookimpl
+from crmcore import NotFound, TaskPriority, TaskSource, TaskStatus, ValidationError, hookimpl
 from crmcore.application.privacy_export import collect
 from crmcore.application.tasks import day_bounds, parse_due
 from crmcore.store import tables
@@ -159,7 +158,8 @@ def test_due_windows_and_counts_match_python(crm_factory):
     crm.users.add("b")
     customer = crm.customers.add(name="客户")
     start, end = day_bounds(NOW, ZONE)
-    assert (start, end) == (datetime(2026, 12, 5, 16, tzinfo=timezone.utc), datetime(2026, 12, 6, 16, tzinfo=timezone.utc))
+    assert (start, end) == (datetime(2026, 12, 5, 16, tzinfo=timezone.utc),
+                            datetime(2026, 12, 6, 16, tzinfo=timezone.utc))
     offsets = [-200, -30, -2, -1, 0, 1, 5, 14, 15, 16, 40, 24 * 6 + 14, 24 * 7 + 20, None]
     n = 0
     for hours in offsets:
@@ -167,8 +167,9 @@ def test_due_windows_and_counts_match_python(crm_factory):
             for source in ("manual", "complaint"):
                 n += 1
                 due = None if hours is None else NOW + timedelta(hours=hours)
+                completed = None if status == "open" else NOW + timedelta(hours=n % 5)
                 crm.tasks.add(customer_id=customer.id, title=f"t{n}", due=due, status=status, source=source,
-                              assignee="ab"[n % 2], completed_at=None if status == "open" else NOW + timedelta(hours=n % 5))
+                              assignee="ab"[n % 2], completed_at=completed)
     every = crm.tasks.list({}, limit=None)
     assert len(every) == n
 
