@@ -201,8 +201,6 @@ class SmsHttpChannel(crmcore.Channel):
         self._clients.open(options.timeout, refuse_private=options.refuse_private)
 
     def send(self, message: crmcore.Message, options: SmsHttpOptions) -> crmcore.Delivered:
-        if not options.url and options.preset is None:
-            raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
         to = e164(message.recipient, options.default_region)
         text = message.body or ""
         length = sms_length(text)
@@ -216,6 +214,8 @@ class SmsHttpChannel(crmcore.Channel):
             sent = send_preset(client, options, message, to, values)
             return crmcore.Delivered(sent.provider_id, {**sent.details, "to": to, "encoding": length.encoding,
                                                         "units": length.units, "segments": length.segments})
+        if not options.url:
+            raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
         body = render_body(options, **values)
         headers = {**options.headers, **options.auth_headers(), "Content-Type": options.content_type}
         response = request(self._clients.get(options.timeout, refuse_private=options.refuse_private), "sms-http", options.method, options.url,
