@@ -82,3 +82,19 @@ def test_task_commands(run, tmp_path) -> None:
     assert sorted(m["payload"]["assignee"] for m in sent) == ["ann", "li.wei"]
     mine = next(m for m in sent if m["payload"]["assignee"] == "li.wei")
     assert mine["subject"] == "2026-12-06 待办：今日到期 1 项，已逾期 0 项" and "Complaint: 坏了" in mine["body"]
+
+
+def test_import_and_export_tasks(run, tmp_path) -> None:
+    ok(run("user", "add", "li.wei", "--email", "li@example.com"))
+    ok(run("--as", "li.wei", "customer", "add", "--name", "张伟", "--external-id", "c1"))
+    (tmp_path / "tasks.csv").write_text("customer,title,assignee,due,priority,external_id\n"
+                                        "c1,回访一,li@example.com,2026-12-08T10:00:00+08:00,high,T1\n"
+                                        "c1,回访二,nobody,,normal,T2\n", encoding="utf-8")
+    out = run("--as", "li.wei", "import", "tasks", str(tmp_path / "tasks.csv"))
+    assert out.exit_code == 1 and 'tasks.csv:3: column "assignee": unknown owner \'nobody\'' in out.output
+    assert "nothing written" in out.output and "Traceback" not in out.output
+    ok(run("--as", "li.wei", "import", "tasks", str(tmp_path / "tasks.csv"), "--on-error", "skip"))
+    exported = ok(run("--as", "li.wei", "export", "tasks", "--format", "jsonl"))
+    [row] = [json.loads(line) for line in exported.splitlines()]
+    assert (row["title"], row["assignee"], row["due"], row["priority"], row["external_id"], row["customer"]) == (
+        "回访一", "li.wei", "2026-12-08T02:00:00+00:00", "high", "T1", "c1")
