@@ -65,6 +65,8 @@ def test_task_commands(run, tmp_path) -> None:
     assert listed("--due", "overdue") == [(3, True)]
     assert listed("--due", "week", "--assignee", "ann") == [(2, False)]
     assert "张伟" in ok(run("--as", "li.wei", "--as-of", AS_OF, "task", "list"))
+    shown = json.loads(ok(run("--as", "li.wei", "--json", "customer", "show", "1")))
+    assert [t["title"] for t in shown["open_tasks"]] == ["late", "Complaint: 坏了", "today", "回访"]
     assert ok(run("--as", "li.wei", "task", "done", "3")).strip() == "task 3 done"
     assert ok(run("--as", "li.wei", "task", "cancel", "1")).strip() == "task 1 cancelled"
     assert listed("--status", "all", "--mine") == [(3, False), (4, False), (1, False)]
