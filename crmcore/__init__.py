@@ -35,6 +35,10 @@ from .domain.entities import (
     Pipeline,
     Stage,
     StageOutcome,
+    Task,
+    TaskPriority,
+    TaskSource,
+    TaskStatus,
 )
 from .domain.errors import (
     ConfigError,
@@ -99,7 +103,7 @@ __all__ = [
     "InsufficientPoints", "Interaction", "InteractionKind", "LedgerEntry", "LifecycleStage",
     "LoyaltyScheme", "MembershipChange", "MembershipChanges", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",
-    "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "TransientError",
+    "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "Task", "TaskPriority", "TaskSource", "TaskStatus", "TransientError",
     "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
     "normalize_phone", "parse_as_of", "pass_session", "read_secret", "xlsx_column_width", "xlsx_number_format",
 ]

@@ -30,6 +30,7 @@ from .application.services import (
     DealService,
     InteractionService,
 )
+from .application.tasks import TaskService
 from .application.uow import SYSTEM_ACTOR, UnitOfWork, current_actor, current_unit
 from .application.visibility import install as install_visibility
 from .application.tokens import TokenService, check_credential, current_credential
@@ -78,6 +79,7 @@ class CRM:
         self.contacts = ContactService(self)
         self.interactions = InteractionService(self)
         self.deals = DealService(self)
+        self.tasks = TaskService(self)
         self.users = UserService(self)
         self.teams = TeamService(self)
         self.tokens = TokenService(self)

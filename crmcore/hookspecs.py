@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from .application.roles import Role
     from .application.uow import UnitOfWork
     from .domain.customfields import CustomField
-    from .domain.entities import Contact, Customer, Deal, Interaction, Stage
+    from .domain.entities import Contact, Customer, Deal, Interaction, Stage, Task
     from .loyalty import LoyaltyScheme
     from .migrations import PluginSchema
     from .notify import Channel
@@ -397,6 +397,54 @@ def on_deal_stage_changed(uow: UnitOfWork, deal: Deal, old: Stage | None, new: S
 
 
 @hookspec
+def on_task_created(uow: UnitOfWork, task: Task) -> None:
+    """A follow-up task was added (by someone, or automatically for an interaction's follow-up
+    date or a complaint: ``task.source`` says which).
+
+    :param uow: the unit of work of the change.
+    :param task: the new :class:`crmcore.Task`.
+    """
+
+
+@hookspec
+def on_task_updated(uow: UnitOfWork, task: Task, previous: Task) -> None:
+    """A task's fields were changed (completing it also fires ``on_task_completed``).
+
+    :param uow: the unit of work of the change.
+    :param task: the task as stored now.
+    :param previous: the task before the change.
+    """
+
+
+@hookspec
+def on_task_completed(uow: UnitOfWork, task: Task, previous: Task) -> None:
+    """A task was done or cancelled (``task.status`` says which; ``task.completed_at`` when).
+
+    :param uow: the unit of work of the change.
+    :param task: the task as stored now.
+    :param previous: the open task before.
+    """
+
+
+@hookspec
+def on_task_deleted(uow: UnitOfWork, task: Task) -> None:
+    """A task was deleted.
+
+    :param uow: the unit of work of the change.
+    :param task: the task as it was.
+    """
+
+
+@hookspec
+def on_tasks_imported(uow: UnitOfWork, tasks: list[Task]) -> None:
+    """Tasks were added in bulk (``crm.tasks.add_many``, ``crm import tasks``); no per-task events.
+
+    :param uow: the unit of work of the import.
+    :param tasks: the stored tasks, with their ids.
+    """
+
+
+@hookspec
 def on_segment_membership_changed(uow: UnitOfWork, run: SegmentRun,
                                   changes: MembershipChanges) -> None:
     """Customers entered, left or moved between segments of a strategy.
@@ -513,6 +561,18 @@ def validate_deal(uow: UnitOfWork, deal: Deal,
     :param uow: the unit of work of the change.
     :param deal: the deal to be written.
     :param previous: the stored deal for an update, None for a new one.
+    :returns: None or a list of ``(field, message)`` pairs.
+    """
+
+
+@hookspec
+def validate_task(uow: UnitOfWork, task: Task,
+                  previous: Task | None) -> Iterable[tuple[str, str] | str] | None:
+    """Extra rules for a follow-up task about to be written.
+
+    :param uow: the unit of work of the change.
+    :param task: the task to be written.
+    :param previous: the stored task for an update, None for a new one.
     :returns: None or a list of ``(field, message)`` pairs.
     """
 

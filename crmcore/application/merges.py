@@ -3,7 +3,7 @@
 A merge keeps one customer and folds the others into it, in one unit of work:
 
 1. every row that belongs to a merged customer is re-pointed to the kept one: contacts,
-   interactions (tasks and follow-ups are interactions), deals, outbox messages, loyalty ledger
+   interactions, deals, follow-up tasks, outbox messages, loyalty ledger
    entries, consent decisions (the history), segment memberships (where the kept customer has
    none in that run; otherwise the kept one's stands and the other's is set aside), and each
    plugin's rows through the ``merge_customer_rows`` hook;
@@ -53,8 +53,8 @@ if TYPE_CHECKING:
 customers = tables.customers
 merges = tables.customer_merges
 #: The core tables whose rows follow their customer (an ``id`` and a ``customer_id`` each).
-MOVED_TABLES: tuple[Table, ...] = (tables.contacts, tables.interactions, tables.deals, tables.notify_outbox,
-                                   tables.loyalty_ledger, tables.consent_history)
+MOVED_TABLES: tuple[Table, ...] = (tables.contacts, tables.interactions, tables.deals, tables.tasks,
+                                   tables.notify_outbox, tables.loyalty_ledger, tables.consent_history)
 #: Fields never taken from a merged customer (ids, stamps, the derived marketing flag).
 FIXED_FIELDS = ("id", "created_at", "updated_at", "archived_at", "consent_marketing")
 #: Channel consent flags: the most restrictive value wins.

@@ -33,6 +33,7 @@ from ..store.tables import (
     notify_outbox,
     privacy_erasures,
     segment_memberships,
+    tasks,
 )
 from ..store.sealed import cipher_of, reseal_tree
 from .audit import record_hash
@@ -55,6 +56,7 @@ _KEEP = frozenset({
     "pipeline", "stage", "probability", "expected_close", "closed_at", "occurred_at", "created_at",
     "updated_at", "archived_at", "satisfaction", "points", "scheme", "purpose", "granted", "status",
     "consent_email", "consent_sms", "consent_marketing", "owner", "country", "region", "industry", "source",
+    "interaction_id", "assignee", "due", "priority", "completed_at",
 })
 # Outbox messages that wait must not go out to an erased person.
 _WAITING = ("pending", "claimed")
@@ -88,6 +90,8 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
 
     run("interactions", update(interactions).where(interactions.c.customer_id == cid).values(
         contact_id=None, subject=None, body=None, outcome=None, attributes={}, external_id=None, **stamp))
+    run("tasks", update(tasks).where(tasks.c.customer_id == cid).values(
+        title=ERASED_TITLE, notes=None, attributes={}, external_id=None, **stamp))
     run("contacts", delete(contacts).where(contacts.c.customer_id == cid))
     run("deals", update(deals).where(deals.c.customer_id == cid).values(
         title=ERASED_TITLE, lost_reason=None, attributes={}, external_id=None, **stamp))

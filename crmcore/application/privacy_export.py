@@ -33,6 +33,7 @@ from ..store.tables import (
     privacy_erasures,
     segment_memberships,
     segment_runs,
+    tasks,
 )
 from ..store.sealed import open_changes
 from .audit import jsonable
@@ -45,6 +46,7 @@ CUSTOMER_TABLES: dict[str, Table] = {
     "contacts": contacts,
     "interactions": interactions,
     "deals": deals,
+    "tasks": tasks,
     "loyalty_ledger": loyalty_ledger,
     "loyalty_accounts": loyalty_accounts,
     "messages": notify_outbox,

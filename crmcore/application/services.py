@@ -569,6 +569,17 @@ class InteractionService(EntityService[Interaction]):
                     "contact_id", f"contact {entity.contact_id} is not a contact of customer {entity.customer_id}",
                     self.kind)
 
+    def after_insert(self, uow: "UnitOfWork", stored: Interaction) -> None:
+        """Fire ``on_interaction_created``, then the tasks it asks for (a follow-up date, a complaint:
+        :meth:`crmcore.application.tasks.TaskService.from_interaction`)."""
+        super().after_insert(uow, stored)
+        self.crm.tasks.from_interaction(uow, stored, None)
+
+    def after_update(self, uow: "UnitOfWork", stored: Interaction, previous: Interaction) -> None:
+        """Fire ``on_interaction_updated``, then move, make or close the tasks the change asks for."""
+        super().after_update(uow, stored, previous)
+        self.crm.tasks.from_interaction(uow, stored, previous)
+
 
 class DealService(ArchivingService[Deal]):
     """Deals, plus :meth:`move` between pipeline stages."""

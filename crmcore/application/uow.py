@@ -22,6 +22,7 @@ from ..store.repositories import (
     CustomerRepository,
     DealRepository,
     InteractionRepository,
+    TaskRepository,
 )
 from .audit import AuditTrail
 from .visibility import Visibility
@@ -92,6 +93,11 @@ class UnitOfWork:
     def deals(self) -> DealRepository:
         """The deals repository on this unit's connection."""
         return DealRepository(self.conn)
+
+    @functools.cached_property
+    def tasks(self) -> TaskRepository:
+        """The follow-up tasks repository on this unit's connection."""
+        return TaskRepository(self.conn)
 
     @functools.cached_property
     def loyalty(self) -> LoyaltyLedger:

@@ -156,12 +156,13 @@ def import_owners(uow: "UnitOfWork", items: list[Any], index: int, reject: Calla
     return kept
 
 
-def owner_problems(uow: "UnitOfWork", row: dict[str, Any], column: str) -> list[tuple[str, str]]:
-    """An imported update's owner as a login, in place; ``[(column, message)]`` if it is no user."""
-    login = owner_logins(uow, [row["owner"]]).get(row["owner"])
+def owner_problems(uow: "UnitOfWork", row: dict[str, Any], column: str, field: str = "owner") -> list[tuple[str, str]]:
+    """An imported update's owner (or another user ``field``: a task's ``assignee``) as a login, in
+    place; ``[(column, message)]`` if it is no user."""
+    login = owner_logins(uow, [row[field]]).get(row[field])
     if login is None:
-        return [(column, unknown_owner(row["owner"]))]
-    row["owner"] = login
+        return [(column, unknown_owner(row[field]))]
+    row[field] = login
     return []
 
 

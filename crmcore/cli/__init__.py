@@ -35,6 +35,7 @@ from .report_cmds import report
 from .role_cmds import role
 from .scaffold_cmds import plugin_group
 from .segment_cmds import segment
+from .task_cmds import task
 from .serve_cmds import serve
 from .token_cmds import token
 from .transfer import export_command, import_command
@@ -66,7 +67,7 @@ cli.add_command(init)
 cli.add_command(config_group)
 cli.add_command(db)
 cli.add_command(demo)
-for _group in (customer, contact, interaction, deal, segment, loyalty, notify, report):
+for _group in (customer, contact, interaction, deal, task, segment, loyalty, notify, report):
     cli.add_command(_group)
 cli.add_command(plugins_group)
 cli.add_command(serve)

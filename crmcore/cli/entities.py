@@ -41,6 +41,7 @@ LIST_COLUMNS = {
     "interaction": ["id", "customer_id", "kind", "direction", "occurred_at", "subject", "satisfaction"],
     "deal": ["id", "customer_id", "customer_name", "title", "amount", "currency", "stage", "probability",
              "closed_at"],
+    "task": ["id", "customer_id", "title", "assignee", "due", "status", "priority", "source"],
 }
 
 
@@ -302,8 +303,8 @@ def _show(session: Session, kind: str, entity: Any, message: str | None) -> None
     """One record: a JSON object with ``--json``; else ``message`` and a field/value table.
 
     A customer comes with what a person asks next: segments, contacts,
-    recent interactions, deals, points (from the loyalty ledger) and recent
-    messages, each a table of its own.
+    recent interactions, deals, points (from the loyalty ledger), recent
+    messages and open follow-up tasks, each a table of its own.
     """
     record = _record(entity)
     sections = _customer_sections(session, entity) if kind == "customer" else {}
@@ -330,9 +331,11 @@ SECTION_COLUMNS = {
     "deals": ["id", "title", "amount", "currency", "stage", "probability", "closed_at"],
     "points": None,
     "recent_messages": ["id", "channel", "status", "subject", "attempts", "last_error", "provider_id", "sent_at"],
+    "open_tasks": ["id", "title", "assignee", "due", "priority", "source"],
 }
 RECENT = 5  # interactions and messages shown
 DEALS_SHOWN = 10
+TASKS_SHOWN = 10
 
 
 def _customer_sections(session: Session, customer: Customer) -> dict[str, Any]:
@@ -352,6 +355,9 @@ def _customer_sections(session: Session, customer: Customer) -> dict[str, Any]:
         "recent_messages": [
             {k: m[k] for k in SECTION_COLUMNS["recent_messages"] or ()}
             for m in crm.notify.outbox(customer_id=customer.id, limit=RECENT)],
+        # Follow-up tasks still to do, soonest due first (crmcore.application.tasks).
+        "open_tasks": [_record(t) for t in crm.tasks.list({**mine, "status": "open"}, order_by="due",
+                                                          limit=TASKS_SHOWN, archived="include")],
     }
     if session.as_json:
         return found

@@ -31,6 +31,7 @@ from .api import ApiSettings, parse_api
 from .duplicates import DuplicateSettings, parse_duplicates
 from .notify import NotifySettings, parse_notify
 from .privacy import PrivacySettings, check_custom_fields, parse_privacy
+from .tasks import TaskSettings, parse_tasks
 
 FAMILIES = ("segments", "loyalty", "channels", "reports")
 
@@ -99,6 +100,8 @@ class Config:
     duplicates: DuplicateSettings = attrs.field(factory=DuplicateSettings)
     # [privacy]: retention policies (crmcore.config.privacy).
     privacy: PrivacySettings = attrs.field(factory=PrivacySettings)
+    # [tasks]: automatic follow-up and complaint tasks, the complaint SLA, reminders (crmcore.config.tasks).
+    tasks: TaskSettings = attrs.field(factory=TaskSettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -173,6 +176,8 @@ class Config:
         if "privacy" in values:
             kwargs["privacy"] = parse_privacy(values.pop("privacy"), where("privacy"))
             check_custom_fields(kwargs["privacy"].encryption, kwargs.get("custom_fields", ()), where("privacy"))
+        if "tasks" in values:
+            kwargs["tasks"] = parse_tasks(values.pop("tasks"), where("tasks"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

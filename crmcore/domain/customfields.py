@@ -20,7 +20,7 @@ from .convert import parse_int
 from .text import check_text
 
 FIELD_TYPES = ("str", "int", "decimal", "bool", "date", "choice")
-ENTITIES = ("customer", "contact", "interaction", "deal")
+ENTITIES = ("customer", "contact", "interaction", "deal", "task")
 
 
 @attrs.frozen

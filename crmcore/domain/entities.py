@@ -1,4 +1,4 @@
-"""The four domain entities and their value types.
+"""The domain entities and their value types.
 
 Entities are frozen attrs classes: hooks receive them and cannot mutate them by
 accident.  A change is ``attrs.evolve`` plus a repository call that returns the
@@ -57,6 +57,28 @@ class StageOutcome(str, enum.Enum):
     OPEN = "open"
     WON = "won"
     LOST = "lost"
+
+
+class TaskStatus(str, enum.Enum):
+    """Where a follow-up task stands: open, done or cancelled."""
+    OPEN = "open"
+    DONE = "done"
+    CANCELLED = "cancelled"
+
+
+class TaskPriority(str, enum.Enum):
+    """How urgent a task is: low, normal, high or urgent."""
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+class TaskSource(str, enum.Enum):
+    """Why a task exists: added by someone, an interaction's follow-up date, or a complaint (SLA)."""
+    MANUAL = "manual"
+    FOLLOW_UP = "follow-up"
+    COMPLAINT = "complaint"
 
 
 @attrs.frozen
@@ -181,9 +203,37 @@ class Deal:
     archived_at: datetime | None = None
 
 
-ENTITY_TYPES: dict[str, type[Customer] | type[Contact] | type[Interaction] | type[Deal]] = {
+@attrs.frozen
+class Task:
+    """A follow-up task (回访) on a customer: a scheduled revisit or a complaint to handle.
+
+    ``assignee`` is a user's login; ``due`` an aware UTC time (None: no due time).  ``completed_at``
+    is set when the task is done or cancelled (by :meth:`crmcore.application.services.TaskService.done`
+    and ``cancel``) and cleared when it is opened again.
+    """
+
+    customer_id: int
+    title: str
+    id: int | None = None
+    deal_id: int | None = None
+    interaction_id: int | None = None
+    assignee: str | None = None
+    due: datetime | None = None
+    status: TaskStatus = TaskStatus.OPEN
+    priority: TaskPriority = TaskPriority.NORMAL
+    source: TaskSource = TaskSource.MANUAL
+    notes: str | None = None
+    completed_at: datetime | None = None
+    attributes: dict[str, Any] = attrs.field(factory=dict)
+    external_id: str | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+
+
+ENTITY_TYPES: dict[str, type[Customer] | type[Contact] | type[Interaction] | type[Deal] | type[Task]] = {
     "customer": Customer,
     "contact": Contact,
     "interaction": Interaction,
     "deal": Deal,
+    "task": Task,
 }

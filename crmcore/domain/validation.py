@@ -27,7 +27,7 @@ from babel.numbers import get_currency_precision
 from email_validator.rfc_constants import CASE_INSENSITIVE_MAILBOX_NAMES
 
 from .customfields import CustomField
-from .entities import MONEY_SCALE, Contact, Customer, Deal, Interaction, StageOutcome
+from .entities import MONEY_SCALE, Contact, Customer, Deal, Interaction, StageOutcome, Task, TaskStatus
 from .errors import ValidationError
 from .text import ONE_LINE_FORBIDDEN, check_text, text_problem
 
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from ..config import Config
 
 #: One of the four entity types.
-A = TypeVar("A", Customer, Contact, Interaction, Deal)
+A = TypeVar("A", Customer, Contact, Interaction, Deal, Task)
 
 # The Money column keeps a signed 64-bit count of 1/MONEY_SCALE units.
 MAX_AMOUNT = Decimal(2**63 - 1) / MONEY_SCALE
@@ -270,7 +270,7 @@ def quantize_money(amount: Decimal, currency: str) -> Decimal:
 
 #: Text fields that hold several lines, by entity (LF and TAB kept, CR LF stored as LF);
 #: every other text field of an entity holds one line (see :mod:`crmcore.domain.text`).
-MULTILINE_FIELDS: Mapping[str, frozenset[str]] = {"interaction": frozenset({"body"})}
+MULTILINE_FIELDS: Mapping[str, frozenset[str]] = {"interaction": frozenset({"body"}), "task": frozenset({"notes"})}
 
 
 @lru_cache(maxsize=None)
@@ -365,6 +365,17 @@ class EntityValidator:
             issues.append(("probability", f"must be a percent 0-100, got {deal.probability}"))
         changes["attributes"] = self._attributes("deal", deal.attributes, issues)
         return _finish(deal, changes, issues, "deal")
+
+    def task(self, task: Task) -> Task:
+        issues: list[tuple[str, str]] = []
+        changes: dict[str, Any] = {}
+        bad = self._texts("task", task, issues, changes)
+        if not task.title.strip() and "title" not in bad:
+            issues.append(("title", "must not be blank"))
+        if task.status is TaskStatus.OPEN and task.completed_at is not None:
+            issues.append(("completed_at", "an open task has no completion time (done or cancel it)"))
+        changes["attributes"] = self._attributes("task", task.attributes, issues)
+        return _finish(task, changes, issues, "task")
 
     def _texts(self, kind: str, entity: Any, issues: list[tuple[str, str]],
                changes: dict[str, Any] | None = None) -> set[str]:

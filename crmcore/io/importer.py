@@ -93,7 +93,9 @@ from .rejects import RejectWriter, check_reject_target
 from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
 KEYS = {"customer": ("external_id", "email", "id"), "contact": ("external_id", "email", "id"),
-        "interaction": ("external_id", "id"), "deal": ("external_id", "id")}
+        "interaction": ("external_id", "id"), "deal": ("external_id", "id"), "task": ("external_id", "id")}
+#: The field of each kind that names a user (resolved from a login or an email; unknown: rejected).
+USER_FIELDS = {kind: "owner" for kind in OWNED} | {"task": "assignee"}
 # Fields an import must be able to fill for a new row (beyond those with defaults).
 DEFAULTED = {"currency", "customer_id", "id"}
 IN_CHUNK = 5000
@@ -570,9 +572,10 @@ class _Import:
             items.append(_Item(line, values, row, issues, references, key))
         if not items:
             return
-        if self.kind in OWNED:  # owners are users, given by login or email (crmcore.application.users)
-            items = import_owners(uow, items, self.columns.index("owner"), lambda item, why: self._reject(
-                item.line, self.checker.column_of("owner"), why, item.values))
+        user = USER_FIELDS.get(self.kind)
+        if user is not None:  # owners (assignees) are users, given by login or email (crmcore.application.users)
+            items = import_owners(uow, items, self.columns.index(user), lambda item, why: self._reject(
+                item.line, self.checker.column_of(user), why, item.values))
         validate_hook = f"validate_{self.kind}"
         hooked = self.crm.plugins.has_impls(validate_hook)
         # Plain customers on the SQLite bulk path: nothing to resolve or re-shape.
@@ -1031,8 +1034,9 @@ class _Import:
             return None
         row = dict(zip(self.checker.table_columns, row_tuple))  # type: ignore[arg-type]
         problems = self._apply_references(row, refs or {}, resolved) if refs else []
-        if self.kind in OWNED and row["owner"] not in (None, previous.owner):
-            problems += owner_problems(uow, row, self.checker.column_of("owner", refs))
+        user = USER_FIELDS.get(self.kind)
+        if user is not None and row[user] not in (None, getattr(previous, user)):
+            problems += owner_problems(uow, row, self.checker.column_of(user, refs), user)
         ext = row["external_id"]
         if ext is not None and self.key != "external_id":
             problems += self._external_id_problem(ext, owners, claimed_ext, previous.id)

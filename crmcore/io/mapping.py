@@ -32,6 +32,7 @@ from ..domain.errors import CRMError
 ENTITY_NAMES = {name: name for name in ENTITY_TYPES} | {f"{name}s": name for name in ENTITY_TYPES}
 REFERENCES: dict[str, tuple[str, ...]] = {
     "customer": (), "contact": ("customer",), "interaction": ("customer", "contact"), "deal": ("customer",),
+    "task": ("customer",),
 }
 REFERENCE_FIELDS = {"customer": "customer_id", "contact": "contact_id"}
 # Added by crmcore to reject files, so a fixed reject file imports as is.

@@ -34,6 +34,7 @@ from ..store.repositories import (
     DealRepository,
     InteractionRepository,
     Repository,
+    TaskRepository,
 )
 from ..store.tables import ENTITY_TABLES
 from ..store.types import UTCDateTime
@@ -55,7 +56,7 @@ from .values import parse_loose_date, parse_money
 
 #: The repository class by entity kind (the kind, so the entity type, is chosen at run time).
 REPOSITORIES: dict[str, type[Repository[Any]]] = {"customer": CustomerRepository, "contact": ContactRepository,
-                "interaction": InteractionRepository, "deal": DealRepository}
+                "interaction": InteractionRepository, "deal": DealRepository, "task": TaskRepository}
 Issue = tuple[str, str]  # (column, reason)
 
 

@@ -23,15 +23,15 @@ from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
 from ..domain.convert import from_values, unstructure
-from ..domain.entities import Contact, Customer, Deal, Interaction
+from ..domain.entities import Contact, Customer, Deal, Interaction, Task
 from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
 from . import tables
 from .bulk import inserted_id, insert_returning_ids
 from .filters import conditions, search_condition
 
-#: One of the four entity types (a repository, and a service, handle one of them).
-E = TypeVar("E", Customer, Contact, Interaction, Deal)
+#: One of the entity types (a repository, and a service, handle one of them).
+E = TypeVar("E", Customer, Contact, Interaction, Deal, Task)
 
 #: Which records a listing shows: the live ones (``exclude``, the default), all (``include``) or only the
 #: archived ones (``only``).  A deal, contact or interaction of an archived customer counts as archived.
@@ -260,6 +260,10 @@ class ContactRepository(Repository[Contact]):
 
 class InteractionRepository(Repository[Interaction]):
     kind, table, entity = "interaction", tables.interactions, Interaction
+
+
+class TaskRepository(Repository[Task]):
+    kind, table, entity = "task", tables.tasks, Task
 
 
 class DealRepository(Repository[Deal]):

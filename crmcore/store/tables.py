@@ -517,11 +517,37 @@ customer_merges = Table(
 """Customer merges: the kept customer, the merged ones, their before-state and the rows moved;
 ``undone_at`` once ``crm customer unmerge`` put it back."""
 
+# Follow-up tasks (revision 0016_tasks): customer-scoped (``customer_id``, the distribution key);
+# a task outlives the deal or interaction it came from (SET NULL), not its customer (CASCADE).
+tasks = Table(
+    "tasks",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
+    Column("title", String(300), nullable=False),
+    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="SET NULL")),
+    Column("interaction_id", Integer, ForeignKey("interactions.id", ondelete="SET NULL"), index=True),
+    Column("assignee", String(100), index=True),
+    Column("due", UTCDateTime, index=True),
+    Column("status", String(16), nullable=False),
+    Column("priority", String(16), nullable=False),
+    Column("source", String(16), nullable=False),
+    Column("notes", Text),
+    Column("completed_at", UTCDateTime),
+    Column("attributes", JSON, nullable=False),
+    Column("external_id", String(100), unique=True),
+    *_stamps(),
+    Index("ix_tasks_status_due", "status", "due"),
+    **TABLE_OPTIONS,
+)
+"""Follow-up tasks: revisits and complaint handling, assigned to a user, due at a time."""
+
 ENTITY_TABLES = {
     "customer": customers,
     "contact": contacts,
     "interaction": interactions,
     "deal": deals,
+    "task": tasks,
 }
 """The table of each core entity, by entity name."""
 

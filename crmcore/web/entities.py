@@ -1,4 +1,4 @@
-"""The four entity resources: ``/customers``, ``/contacts``, ``/interactions``, ``/deals``.
+"""The entity resources: ``/customers``, ``/contacts``, ``/interactions``, ``/deals``, ``/tasks``.
 
 Generated from :mod:`crmcore.web.schemas` for each entity; every route calls the
 entity's service (``crm.customers``, ...), so authorization, record visibility,
@@ -15,6 +15,7 @@ validation, events and the audit trail are the same as at the command line.
 - ``DELETE /customers/{id}``: archives a customer or deal (``?purge=true`` removes it, where
   allowed); deletes a contact or interaction.  ``POST /customers/{id}/restore`` un-archives.
 - ``POST /deals/{id}/move``: move a deal to a stage.
+- ``POST /tasks/{id}/done`` and ``POST /tasks/{id}/cancel``: complete a follow-up task.
 """
 
 from typing import Any, Literal
@@ -171,6 +172,17 @@ def entity_router(kind: str, models: EntityModels) -> APIRouter:
                       stage: str = Body(..., embed=True, max_length=100),
                       lost_reason: str | None = Body(default=None, embed=True, max_length=500)) -> Response:
             return _one(crm_of(request).deals.move(id, stage, lost_reason))
+
+    if kind == "task":
+        @router.post("/{id}/done", response_model=Read, summary="Mark a task done",
+                     operation_id="complete_task", responses={**_sends(200, "ETag"), **responses(404)})
+        def complete_task(request: Request, id: int = IdPath) -> Response:
+            return _one(crm_of(request).tasks.done(id))
+
+        @router.post("/{id}/cancel", response_model=Read, summary="Cancel a task",
+                     operation_id="cancel_task", responses={**_sends(200, "ETag"), **responses(404)})
+        def cancel_task(request: Request, id: int = IdPath) -> Response:
+            return _one(crm_of(request).tasks.cancel(id))
 
     return router
 

@@ -29,7 +29,8 @@ from ..domain.entities import ENTITY_TYPES
 #: Fields the server sets: never in a request body.
 SERVER_FIELDS = frozenset({"id", "created_at", "updated_at", "archived_at"})
 #: The plural path segment of each entity: ``/customers``, ...
-PLURALS = {"customer": "customers", "contact": "contacts", "interaction": "interactions", "deal": "deals"}
+PLURALS = {"customer": "customers", "contact": "contacts", "interaction": "interactions", "deal": "deals",
+           "task": "tasks"}
 
 # Ids are 32-bit integer columns: a larger number can name no record (and must not reach the driver).
 Id = Annotated[int, Field(ge=1, le=2**31 - 1)]
@@ -151,5 +152,5 @@ class EntityModels:
 
 
 def entity_models(custom_fields: dict[str, dict[str, CustomField]]) -> dict[str, EntityModels]:
-    """The models of the four entities for a CRM's custom fields (``crm.custom_fields``)."""
+    """The models of the entities for a CRM's custom fields (``crm.custom_fields``)."""
     return {kind: EntityModels(kind, custom_fields.get(kind, {})) for kind in ENTITY_TYPES}

@@ -87,6 +87,13 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("deal", "show"): [won],
         ("deal", "update"): [open_deal, "--title", "CRM+"],
         ("deal", "move"): [open_deal, "negotiation"],
+        ("task", "add"): ["--customer", "ann", "--title", "x"],
+        ("task", "show"): [ids["task"]],
+        ("task", "update"): [ids["task"], "--title", "later"],
+        ("task", "done"): [ids["task"]],
+        ("task", "cancel"): [ids["task"]],
+        ("task", "delete"): [ids["task"], "--yes"],
+        ("task", "remind"): ["--channel", "file"],
         ("deal", "delete"): [open_deal],
         ("deal", "restore"): [ids["archived_deal"]],
         ("segment", "run"): ["geo"],
@@ -165,6 +172,7 @@ def census(crm_db_url, tmp_path, monkeypatch):
     ok("contact", "add", "--customer", "ann", "--name", "Ann's assistant")
     ids["contact"] = str(ok("contact", "add", "--customer", "ben", "--name", "Cleo")["id"])
     ids["interaction"] = str(ok("interaction", "log", "--customer", "ben", "--kind", "note")["id"])
+    ids["task"] = str(ok("task", "add", "--customer", "ben", "--title", "call back", "--due", "today")["id"])
     ids["won"] = str(ok("deal", "add", "--customer", "ann", "--title", "ERP", "--amount", "24000", "--stage",
                         "won", "--closed-at", "2026-06-02T10:00:00+00:00")["id"])
     ids["open"] = str(ok("deal", "add", "--customer", "ben", "--title", "CRM", "--amount", "10",

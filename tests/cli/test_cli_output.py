@@ -104,6 +104,8 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
     ann, ben, won, open_deal = str(ids["ann"]), str(ids["ben"]), str(ids["won"]), str(ids["open"])
     contact = str(as_json(run("--json", "contact", "add", "--customer", "ben", "--name", "Cleo"))["id"])
     interaction = str(as_json(run("--json", "interaction", "log", "--customer", "ben", "--kind", "note"))["id"])
+    task = str(as_json(run("--json", "task", "add", "--customer", "ben", "--title", "call back"))["id"])
+    other_task = str(as_json(run("--json", "task", "add", "--customer", "ann", "--title", "visit"))["id"])
     (tmp_path / "people.csv").write_text("name,email\nDee,dee@example.com\n", encoding="utf-8")
     url = as_json(run("--json", "notify", "unsubscribe-url", "ben"))["url"]
     runs = [str(as_json(run("--json", "--as-of", "2026-06-30", "segment", "run", "value-tier"))["id"])]
@@ -138,6 +140,14 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("deal", "list"): (ARRAY, []),
         ("deal", "update"): (OBJECT, [open_deal, "--title", "CRM+"]),
         ("deal", "move"): (OBJECT, [open_deal, "negotiation"]),
+        ("task", "add"): (OBJECT, ["--customer", "ann", "--title", "x", "--due", "+1d"]),
+        ("task", "show"): (OBJECT, [task]),
+        ("task", "list"): (ARRAY, ["--status", "all"]),
+        ("task", "update"): (OBJECT, [task, "--title", "call back later"]),
+        ("task", "done"): (OBJECT, [task]),
+        ("task", "cancel"): (OBJECT, [other_task]),
+        ("task", "delete"): (OBJECT, [task, "--yes"]),
+        ("task", "remind"): (OBJECT, ["--channel", "file"]),
         ("segment", "strategies"): (ARRAY, []),
         ("segment", "run"): (OBJECT, ["geo"]),
         ("segment", "runs"): (ARRAY, []),

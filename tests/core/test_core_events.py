@@ -64,9 +64,11 @@ def test_contact_and_interaction_events(crm_factory, recorder: Recorder) -> None
     resolved = crm.interactions.update(interaction.id, resolved_at="2026-06-30T10:00:00Z")
     crm.interactions.delete(interaction.id)
     crm.contacts.delete(contact.id)
+    # A complaint makes its SLA task; resolving the complaint completes it (crmcore.application.tasks).
     assert recorder.hooks() == [
         "on_customer_created", "on_contact_created", "on_contact_updated", "on_interaction_created",
-        "on_interaction_updated", "on_interaction_deleted", "on_contact_deleted"]
+        "on_task_created", "on_interaction_updated", "on_task_updated", "on_task_completed",
+        "on_interaction_deleted", "on_contact_deleted"]
     assert recorder.named("on_contact_created")[0]["contact"] == contact
     assert recorder.named("on_contact_updated")[0]["contact"] == contact2
     assert recorder.named("on_contact_updated")[0]["previous"] == contact

@@ -163,7 +163,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0015_privacy_fields"),
+            ("crmcore", CORE_HEAD, "0016_tasks"),
+            ("crmcore", "0016_tasks", "0015_privacy_fields"),
             ("crmcore", "0015_privacy_fields", "0014_duplicate_keys"),
             ("crmcore", "0014_duplicate_keys", "0013_privacy"),
             ("crmcore", "0013_privacy", "0012_duplicates"),

@@ -180,3 +180,29 @@ def test_revoked_token_stops_at_the_next_request(api: Api) -> None:
     api.crm.tokens.revoke(stored.id)
     refused = client.get("/customers?limit=1")
     assert refused.status_code == 401 and "revoked" in refused.json()["detail"]
+
+
+def test_task_routes_with_roles_and_visibility(api: Api) -> None:
+    rita, otto = api.client("rita"), api.client("otto")
+    mine = rita.post("/customers", json={"name": "回访客户", "owner": "rita"}).json()
+    theirs = api.crm.customers.add(name="别人的客户", owner="max")
+    created = rita.post("/tasks", json={"customer_id": mine["id"], "title": "回访", "due": "2026-12-08T10:00:00+08:00",
+                                        "assignee": "rita", "priority": "high"})
+    assert created.status_code == 201, created.text
+    task = created.json()
+    assert (task["status"], task["due"], task["source"]) == ("open", "2026-12-08T02:00:00+00:00", "manual")
+    assert created.headers["location"] == f"/tasks/{task['id']}"
+    listed = rita.get("/tasks", params={"where": ["status=open", f"customer_id={mine['id']}"]}).json()
+    assert [t["id"] for t in listed["items"]] == [task["id"]]
+    assert otto.post(f"/tasks/{task['id']}/done").status_code == 403  # read-only may read, not complete
+    assert otto.get(f"/tasks/{task['id']}").status_code == 200
+    done = rita.post(f"/tasks/{task['id']}/done")
+    assert done.status_code == 200 and done.json()["status"] == "done" and done.json()["completed_at"]
+    assert api.crm.tasks.get(task["id"]).status.value == "done"
+    hidden = api.crm.tasks.add(customer_id=theirs.id, title="not rita's", assignee="rita")
+    assert rita.get(f"/tasks/{hidden.id}").status_code == 404
+    assert rita.post(f"/tasks/{hidden.id}/cancel").status_code == 404
+    refused = rita.post("/tasks", json={"customer_id": theirs.id, "title": "x"})
+    assert refused.status_code == 422 and "does not exist" in refused.text
+    bad = rita.post("/tasks", json={"customer_id": mine["id"], "title": "x", "priority": "asap"})
+    assert bad.status_code == 422

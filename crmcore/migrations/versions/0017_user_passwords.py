@@ -4,14 +4,14 @@ A nullable column on ``users``: the argon2 hash ``crm user set-password`` stores
 No existing row changes (every user starts without a password).
 
 Revision ID: 0017_user_passwords
-Revises: 0015_privacy_fields
+Revises: 0016_tasks
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = "0017_user_passwords"
-down_revision = "0015_privacy_fields"
+down_revision = "0016_tasks"
 branch_labels = None
 depends_on = None
 

@@ -23,7 +23,7 @@ import crmcore
 #: A role's permissions: area -> verbs (``"*"`` for all of the area's verbs).
 Table = Mapping[str, Sequence[str]]
 
-ENTITIES = ("customer", "contact", "interaction", "deal")
+ENTITIES = ("customer", "contact", "interaction", "deal", "task")
 
 ADMIN: Table = {"*": ["*"]}
 
@@ -33,6 +33,7 @@ MANAGER: Table = {
     "contact": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "interaction": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export"],
     "deal": ["read", "list", "create", "update", "delete", "restore", "merge", "import", "export", "move"],
+    "task": ["read", "list", "create", "update", "delete", "complete", "remind", "import", "export"],
     "consent": ["*"],
     "segment": ["*"],
     "loyalty": ["*"],
@@ -52,6 +53,7 @@ SALES_REP: Table = {
     "contact": ["read", "list", "create", "update", "delete", "restore", "import", "export"],
     "interaction": ["read", "list", "create", "update", "delete", "restore", "import", "export"],
     "deal": ["read", "list", "create", "update", "delete", "restore", "import", "export", "move"],
+    "task": ["read", "list", "create", "update", "delete", "complete", "import", "export"],
     "consent": ["*"],
     "segment": ["strategies", "runs", "members", "explain", "diff"],
     "loyalty": ["read", "redeem", "refer", "schemes", "rewards", "tiers"],
@@ -67,6 +69,7 @@ SERVICE_AGENT: Table = {
     "contact": ["read", "list", "create", "update"],
     "interaction": ["read", "list", "create", "update"],
     "deal": ["read", "list"],
+    "task": ["read", "list", "create", "update", "complete"],
     "consent": ["*"],
     "segment": ["strategies"],
     "loyalty": ["read", "redeem", "schemes", "rewards", "tiers"],
@@ -83,6 +86,7 @@ READ_ONLY: Table = {
     "contact": ["export"],
     "interaction": ["export"],
     "deal": ["export"],
+    "task": ["export"],
     "segment": ["strategies", "runs", "members", "export", "explain", "diff"],
     "loyalty": ["read", "schemes", "rewards", "tiers"],
     "notify": ["channels", "templates", "outbox", "preview"],

@@ -8,6 +8,7 @@ import crmcore
 
 from .console import ConsoleChannel
 from .jsonl import FileChannel
+from .robots import DingTalkChannel, WeComChannel
 from .sms_http import SmsHttpChannel
 from .smtp import SmtpChannel
 from .triggers import (  # noqa: F401 - hook implementations of this plugin
@@ -22,12 +23,14 @@ from .webhook import WebhookChannel
 
 @crmcore.hookimpl
 def register_channels(register: crmcore.Register[crmcore.Channel]) -> None:
-    """Register console, file, smtp, webhook and sms-http."""
+    """Register console, file, smtp, webhook, sms-http, wecom and dingtalk."""
     register(ConsoleChannel())
     register(FileChannel())
     register(SmtpChannel())
     register(WebhookChannel())
     register(SmsHttpChannel())
+    register(WeComChannel())
+    register(DingTalkChannel())
 
 
 @crmcore.hookimpl

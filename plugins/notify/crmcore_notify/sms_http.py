@@ -23,6 +23,10 @@ Recipients are parsed with phonenumbers (``default_region`` for numbers
 written without ``+``); a number that is not valid is a permanent failure.
 The encoding and segment count are recorded on the message (``delivery``),
 and a text longer than ``max_segments`` is refused before it costs anything.
+
+Presets for the large Chinese providers (``preset = "aliyun"`` or ``"tencent"``) send the
+provider's signed template request instead of ``body_template``: see
+:mod:`crmcore_notify.sms_presets`.
 """
 
 from __future__ import annotations
@@ -39,6 +43,9 @@ import crmcore
 
 from .channel_secrets import channel_secret
 from .httpcalls import ClientPerThread, provider_id, request
+from .sms_presets import DEFAULT_PARAMS, PRESETS
+from .sms_presets import check_options as check_preset
+from .sms_presets import send as send_preset
 from .smslength import sms_length
 
 DEFAULT_TEMPLATE = '{"to": {{ to|tojson }}, "from": {{ sender|tojson }}, "text": {{ text|tojson }}}'
@@ -61,6 +68,11 @@ def _method(instance: object, attribute: attrs.Attribute[str], value: str) -> No
 def _http_url(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
     if value is not None and not value.startswith(("http://", "https://")):
         raise ValueError(f"{attribute.name} must be an http:// or https:// URL, got {value!r}")
+
+
+def _preset(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
+    if value is not None and value not in PRESETS:
+        raise ValueError(f"{attribute.name} must be one of {', '.join(PRESETS)}, got {value!r}")
 
 
 def _region(instance: object, attribute: attrs.Attribute[str | None], value: str | None) -> None:
@@ -98,6 +110,19 @@ class SmsHttpOptions:
     :ivar timeout: seconds for connecting and for the response.
     :ivar refuse_private: refuse a ``url`` that resolves to a private, loopback
         or link-local address (checked when connecting).
+    :ivar preset: ``aliyun`` or ``tencent``: the provider's signed template API instead of
+        ``body_template`` (``url`` defaults to the provider's endpoint).
+    :ivar access_key_id: the preset's AccessKey ID (Aliyun) or SecretId (Tencent Cloud).
+    :ivar access_key_secret: its secret; prefer ``access_key_secret_env`` or ``access_key_secret_file``.
+    :ivar access_key_secret_env: environment variable holding the secret.
+    :ivar access_key_secret_file: a file holding the secret.
+    :ivar sign_name: the approved signature name (签名).
+    :ivar template_code: the approved template (Aliyun ``SMS_123``, Tencent template id).
+    :ivar template_params: the template's parameters as JSON (Jinja2, the body template's
+        variables): Aliyun an object (default ``{"content": text}``), Tencent an array of text
+        (default ``[text]``).
+    :ivar app_id: Tencent Cloud's SmsSdkAppId.
+    :ivar region: the API region (default ``cn-hangzhou`` / ``ap-guangzhou``).
     """
 
     url: str | None = attrs.field(default=None, validator=_http_url)
@@ -116,6 +141,25 @@ class SmsHttpOptions:
     provider_id_field: str | None = "id"
     timeout: float = attrs.field(default=10.0, validator=_positive)
     refuse_private: bool = False
+    preset: str | None = attrs.field(default=None, validator=_preset)
+    access_key_id: str | None = None
+    access_key_secret: str | None = None
+    access_key_secret_env: str | None = None
+    access_key_secret_file: str | None = None
+    sign_name: str | None = None
+    template_code: str | None = None
+    template_params: str | None = attrs.field(default=None, validator=attrs.validators.optional(_template))
+    app_id: str | None = None
+    region: str | None = None
+
+    def key_secret(self) -> str:
+        """The preset's secret (from ``access_key_secret_env`` or ``_file`` when set)."""
+        value = channel_secret("access_key_secret", f"sms-http ({self.preset}): [channels.sms-http]",
+                               self.access_key_secret, self.access_key_secret_env, self.access_key_secret_file)
+        if not value:
+            raise crmcore.PermanentError(f"sms-http ({self.preset}): [channels.sms-http] needs access_key_secret_env, "
+                                         "access_key_secret_file or access_key_secret")
+        return value
 
     def auth(self) -> tuple[str, str] | None:
         if not self.username:
@@ -146,6 +190,10 @@ class SmsHttpChannel(crmcore.Channel):
         self._clients = ClientPerThread()
 
     def open(self, options: SmsHttpOptions) -> None:
+        if options.preset is not None:
+            check_preset(options)  # missing keys are misconfigurations: say so before any request
+            self._clients.open(options.timeout, refuse_private=options.refuse_private)
+            return
         if not options.url:
             raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
         options.auth()  # missing secrets are misconfigurations: say so before any request
@@ -153,16 +201,22 @@ class SmsHttpChannel(crmcore.Channel):
         self._clients.open(options.timeout, refuse_private=options.refuse_private)
 
     def send(self, message: crmcore.Message, options: SmsHttpOptions) -> crmcore.Delivered:
-        if not options.url:
-            raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
         to = e164(message.recipient, options.default_region)
         text = message.body or ""
         length = sms_length(text)
         if length.segments > options.max_segments:
             raise crmcore.PermanentError(f"sms-http: text needs {length.segments} segments ({length.encoding}), "
                                          f"more than max_segments = {options.max_segments}")
-        body = render_body(options, to=to, text=text, sender=options.sender, message_id=message.id,
-                           key=message.idempotency_key, encoding=length.encoding, segments=length.segments)
+        values = {"to": to, "text": text, "sender": options.sender, "message_id": message.id,
+                  "key": message.idempotency_key, "encoding": length.encoding, "segments": length.segments}
+        if options.preset is not None:
+            client = self._clients.get(options.timeout, refuse_private=options.refuse_private)
+            sent = send_preset(client, options, message, to, values)
+            return crmcore.Delivered(sent.provider_id, {**sent.details, "to": to, "encoding": length.encoding,
+                                                        "units": length.units, "segments": length.segments})
+        if not options.url:
+            raise crmcore.PermanentError("sms-http: no URL: set [channels.sms-http] url")
+        body = render_body(options, **values)
         headers = {**options.headers, **options.auth_headers(), "Content-Type": options.content_type}
         response = request(self._clients.get(options.timeout, refuse_private=options.refuse_private), "sms-http", options.method, options.url,
                            content=body.encode("utf-8"), headers=headers, auth=options.auth())
@@ -186,6 +240,15 @@ def e164(recipient: str | None, region: str | None) -> str:
         raise crmcore.PermanentError(f"sms-http: invalid phone number {recipient!r}: not a valid number "
                                      f"for region {phonenumbers.region_code_for_number(number) or '?'}")
     return phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+
+
+def render_params(options: SmsHttpOptions, **values: Any) -> str:
+    """A preset's template parameters from ``template_params`` (or the preset's default)."""
+    source = options.template_params or DEFAULT_PARAMS[str(options.preset)]
+    try:
+        return _templates.from_string(source).render(**values)
+    except TemplateError as exc:
+        raise crmcore.PermanentError(f"sms-http: [channels.sms-http] template_params: {exc}") from None
 
 
 def render_body(options: SmsHttpOptions, **values: Any) -> str:
