@@ -288,7 +288,7 @@ def _opener(dialect: Any, field: str) -> Cipher:
 
 
 class SealedDate(TypeDecorator[date]):
-    """The birthday column (revision 0015_privacy_fields): a date stored as ``YYYY-MM-DD`` text,
+    """The birthday column (revision 0014_privacy_fields): a date stored as ``YYYY-MM-DD`` text,
     sealed when ``[privacy.encryption]`` names ``birthday`` (its month and day stay readable, see
     :func:`birthday_month_day`); read back as a :class:`datetime.date`.  Exact look-ups work as
     for :class:`Sealed`; ranges (``birthday < 1990-01-01``) compare the text, which is right for

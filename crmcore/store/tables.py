@@ -36,7 +36,7 @@ EMAIL_WIDTH, PHONE_WIDTH = 512, 128
 #: ``customers.email_key``: the address lower-cased, or a sealed address's blind index (its first
 #: 26 characters, ``$e1$`` and 22 of base64url; see :mod:`crmcore.store.sealed`).
 EMAIL_KEY_SQL = "CASE WHEN substr(email, 1, 4) = '$e1$' THEN substr(email, 1, 26) ELSE lower(email) END"
-# The birthday (revision 0015_privacy_fields): a sealed date with its readable month-day.
+# The birthday (revision 0014_privacy_fields): a sealed date with its readable month-day.
 BIRTHDAY_WIDTH = 128
 
 NAMING_CONVENTION = {
@@ -156,7 +156,7 @@ customers = Table(
     # group by owner show and take what a person types; RESTRICT: users are deactivated, never deleted.
     Column("owner", String(100), ForeignKey("users.login", ondelete="RESTRICT"), index=True),
     Column("stage", String(16), nullable=False),
-    # A date as YYYY-MM-DD text (revision 0015_privacy_fields), so it can be sealed.
+    # A date as YYYY-MM-DD text (revision 0014_privacy_fields), so it can be sealed.
     Column("birthday", SealedDate(BIRTHDAY_WIDTH)),
     Column("consent_email", Boolean, nullable=False),
     Column("consent_sms", Boolean, nullable=False),
@@ -168,10 +168,10 @@ customers = Table(
     # Set when the customer is deleted without --purge (revision 0010): hidden from lists,
     # kept for reports, the ledger and the audit trail.
     Column("archived_at", UTCDateTime, index=True),
-    # The door check's email key (revision 0014), kept by the database on every write: the address
+    # The door check's email key (revision 0015), kept by the database on every write: the address
     # lower-cased, or when it is sealed its blind index (``$e1$`` and 22 characters), so equal
     # addresses share a key either way and the look-up is an index seek (no ``lower()`` scan).
-    # Stored (PostgreSQL before 18 has no virtual columns); revision 0014 adds it virtual on SQLite.
+    # Stored (PostgreSQL before 18 has no virtual columns); revision 0015 adds it virtual on SQLite.
     Column("email_key", String(EMAIL_WIDTH), Computed(EMAIL_KEY_SQL, persisted=True), index=True),
     **TABLE_OPTIONS,
 )

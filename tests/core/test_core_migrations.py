@@ -164,9 +164,9 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
             ("crmcore", CORE_HEAD, "0016_tasks"),
-            ("crmcore", "0016_tasks", "0015_privacy_fields"),
-            ("crmcore", "0015_privacy_fields", "0014_duplicate_keys"),
-            ("crmcore", "0014_duplicate_keys", "0013_privacy"),
+            ("crmcore", "0016_tasks", "0015_duplicate_keys"),
+            ("crmcore", "0015_duplicate_keys", "0014_privacy_fields"),
+            ("crmcore", "0014_privacy_fields", "0013_privacy"),
             ("crmcore", "0013_privacy", "0012_duplicates"),
             ("crmcore", "0012_duplicates", "0011_api_tokens"),
             ("crmcore", "0011_api_tokens", "0010_roles_archive"),
@@ -180,7 +180,7 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
             ("crmcore", "0003_loyalty_fifo", "0002_contacts_email"),
             ("crmcore", "0002_contacts_email", "0001_core"), ("crmcore", "0001_core", None),
             ("tableplug", "tp002", "tp001"), ("tableplug", "tp001", None)]
-        assert [m for *_, m in history][13:] == ["core schema", "tableplug: pinned flag", "tableplug: notes table"]
+        assert [m for *_, m in history][-3:] == ["core schema", "tableplug: pinned flag", "tableplug: notes table"]
         crm.upgrade()
         assert migrations.current(crm.engine, crm.schemas) == migrations.heads(crm.engine, crm.schemas)
         assert {"alembic_version", "alembic_version_tableplug"} <= migrations.table_names(crm.engine)

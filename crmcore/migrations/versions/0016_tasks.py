@@ -5,7 +5,7 @@ optionally from a deal or an interaction, assigned to a user, due at a time, ope
 cancelled.  No existing row changes.
 
 Revision ID: 0016_tasks
-Revises: 0015_privacy_fields
+Revises: 0015_duplicate_keys
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
@@ -15,7 +15,7 @@ from crmcore.store.tables import TABLE_OPTIONS
 from crmcore.store.types import UTCDateTime
 
 revision = "0016_tasks"
-down_revision = "0015_privacy_fields"
+down_revision = "0015_duplicate_keys"
 branch_labels = None
 depends_on = None
 

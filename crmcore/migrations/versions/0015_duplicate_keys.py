@@ -1,5 +1,8 @@
 """customers.email_key, for the duplicates door check
 
+After 0014_privacy_fields: that revision rebuilds ``customers`` on SQLite (a batch), and
+Alembic's batch copy would try to INSERT into a generated column.
+
 ``customers.email_key`` is a generated column (the database computes it on every write, whatever
 the path: add, bulk import, update, merge, erasure): the address lower-cased, or a sealed
 address's blind index.  Indexed, so the door check of ``customers.add`` is an index seek
@@ -7,8 +10,8 @@ instead of reading ``lower(email)`` of every customer.  Existing rows get their 
 is added (PostgreSQL and MariaDB store it, rewriting the table once; SQLite computes a virtual
 column and stores only the index).
 
-Revision ID: 0014_duplicate_keys
-Revises: 0013_privacy
+Revision ID: 0015_duplicate_keys
+Revises: 0014_privacy_fields
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
@@ -16,8 +19,8 @@ from alembic import op
 
 from crmcore.store.tables import EMAIL_KEY_SQL, EMAIL_WIDTH
 
-revision = "0014_duplicate_keys"
-down_revision = "0013_privacy"
+revision = "0015_duplicate_keys"
+down_revision = "0014_privacy_fields"
 branch_labels = None
 depends_on = None
 

@@ -6,15 +6,15 @@
 date to that text).  Sealed custom fields live in ``customers.attributes`` (JSON): no
 schema change.
 
-Revision ID: 0015_privacy_fields
-Revises: 0014_duplicate_keys
+Revision ID: 0014_privacy_fields
+Revises: 0013_privacy
 Create Date: 2026-12-06
 """
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0015_privacy_fields"
-down_revision = "0014_duplicate_keys"
+revision = "0014_privacy_fields"
+down_revision = "0013_privacy"
 branch_labels = None
 depends_on = None
 
