@@ -29,6 +29,7 @@ from ..domain.entities import Pipeline, Stage, StageOutcome
 from ..domain.errors import ConfigError, unknown_keys
 from .api import ApiSettings, parse_api
 from .duplicates import DuplicateSettings, parse_duplicates
+from .jobs import JobSettings, parse_jobs
 from .notify import NotifySettings, parse_notify
 from .privacy import PrivacySettings, parse_privacy
 
@@ -99,6 +100,8 @@ class Config:
     duplicates: DuplicateSettings = attrs.field(factory=DuplicateSettings)
     # [privacy]: retention policies (crmcore.config.privacy).
     privacy: PrivacySettings = attrs.field(factory=PrivacySettings)
+    # [jobs]: the task queue's broker; none means jobs run inline (crmcore.config.jobs).
+    jobs: JobSettings = attrs.field(factory=JobSettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -128,6 +131,10 @@ class Config:
             if var in env:
                 _override(values, key, env[var])
                 sources[key] = f"environment {var}"
+        if "CRM_JOBS_BROKER" in env:  # a key of a table: [jobs] broker
+            jobs = values["jobs"] = dict(values["jobs"]) if isinstance(values.get("jobs"), Mapping) else {}
+            jobs["broker"] = env["CRM_JOBS_BROKER"]
+            sources["jobs"] = "environment CRM_JOBS_BROKER"
         for key, value in overrides.items():
             if value is not None:
                 _override(values, key, value)
@@ -172,6 +179,8 @@ class Config:
             kwargs["duplicates"] = parse_duplicates(values.pop("duplicates"), where("duplicates"))
         if "privacy" in values:
             kwargs["privacy"] = parse_privacy(values.pop("privacy"), where("privacy"))
+        if "jobs" in values:
+            kwargs["jobs"] = parse_jobs(values.pop("jobs"), where("jobs"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:
