@@ -80,6 +80,9 @@ CLAIM_LEASE = timedelta(minutes=10)
 # Messages claimed per round trip; small enough that a stopped dispatcher has
 # little to hand back, large enough that claiming costs little per message.
 CLAIM_BATCH = 100
+# A dispatch of given ids (a delivery job) tries this many times more to claim due messages
+# of its batch that SKIP LOCKED passed over (held a moment by another transaction).
+SKIPPED_RETRIES = 10
 # After this many transient failures in a row, a channel is taken as down for
 # the rest of the dispatch: its other messages are deferred without an attempt.
 DOWN_AFTER = 3
@@ -310,6 +313,13 @@ class NotifyEngine:
                                  r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
                 for r in rows]
 
+    def _pending(self, ids: Sequence[int], now: datetime) -> bool:
+        """True if any of ``ids`` is pending and due (not claimed by anybody)."""
+        query = select(outbox.c.id).where(outbox.c.id.in_(ids), outbox.c.status == "pending",
+                                          outbox.c.next_attempt_at <= now).limit(1)
+        with self.crm.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
     def _start(self, claimed: _Claimed, now: datetime, conn: Any = None) -> bool:
         """Mark a claimed message ``sending`` (committed before the network call).
 
@@ -502,6 +512,7 @@ class _Worker:
         self.pacers: dict[str, Pacer | None] = {}
 
     def run(self) -> DispatchResult:
+        skipped = 0
         try:
             while not self.stop.is_set():
                 want = self.budget.take(CLAIM_BATCH)
@@ -510,6 +521,12 @@ class _Worker:
                 claims = self.engine._claim(self.clock(), want, self.channel, self.only)
                 self.budget.give_back(want - len(claims))
                 if not claims:
+                    if self.only is not None and skipped < SKIPPED_RETRIES and self.engine._pending(self.only, self.clock()):
+                        # Due messages of this batch were skipped while another transaction held them
+                        # for a moment (a recovery releasing them): try again rather than leave them.
+                        skipped += 1
+                        self.stop.wait(0.05 * skipped)
+                        continue
                     break
                 self._deliver_all(claims)
         finally:
