@@ -50,7 +50,11 @@ def list_jobs(session: Session, status: str | None, kind: str | None, limit: int
 @pass_session
 def show_job(session: Session, job_id: int) -> None:
     """One job: arguments, status, attempts, times, result or error."""
-    session.emit_fields(Jobs(session.crm).get(job_id), title=f"job {job_id}")
+    job = Jobs(session.crm).get(job_id)
+    if session.as_json:
+        session.emit_object(job)
+    else:
+        session.emit_fields(job, title=f"job {job_id}")
 
 
 def _stopping() -> tuple[threading.Event, dict[int, Any]]:

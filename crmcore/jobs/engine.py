@@ -34,7 +34,7 @@ from ..domain.errors import ConfigError, CRMError, NotAuthorized, NotFound, Vali
 from ..domain.convert import json_default
 from ..store import tables
 from ..store.bulk import inserted_id
-from ..store.upsert import insert_ignore
+from ..store.upsert import insert_new
 from .kinds import KINDS, QUEUES, JobContext, JobKind
 
 if TYPE_CHECKING:
@@ -165,14 +165,17 @@ class Jobs:
         ids: list[int] = []
         with self.crm.unit() as uow:
             for kind, args in many:
-                self.crm.authorize("jobs.submit", kind.name)
+                self.crm.authorize("job.submit", kind.name)
+                if kind.action is not None:  # the use case's own permission, asked again when it runs
+                    self.crm.authorize(kind.action, args.get(kind.resource) if kind.resource else None)
                 values = {"kind": kind.name, "args": _jsonable(args), "queue": self.queue_name(kind),
                           "status": "queued", "actor": self.crm.actor, "attempts": 0, "enqueued_at": uow.now,
                           "run_key": run_key}
                 if run_key is not None:
-                    if not insert_ignore(uow.conn, jobs, values):
+                    new_id = insert_new(uow.conn, jobs, values, jobs.c.run_key)
+                    if new_id is None:
                         return []  # another scheduler recorded this period's run first
-                    job_id = uow.conn.execute(select(jobs.c.id).where(jobs.c.run_key == run_key)).scalar_one()
+                    job_id = new_id
                 else:
                     job_id = inserted_id(uow.conn.execute(jobs.insert().values(values)))
                 uow.audit.record("job.submit", "job", job_id, values=values)
@@ -256,8 +259,8 @@ class Jobs:
 
     # -- reading ----------------------------------------------------------------------------------
     def list(self, status: str | None = None, kind: str | None = None, limit: int = 50) -> list[dict[str, Any]]:
-        """Jobs, newest first: every job for those allowed ``jobs.read_all``, else the actor's own."""
-        self.crm.authorize("jobs.list", None)
+        """Jobs, newest first: every job for those allowed ``job.read_all``, else the actor's own."""
+        self.crm.authorize("job.list", None)
         if status is not None and status not in STATUSES:
             raise ValidationError.single("status", f"must be one of {', '.join(STATUSES)}", "job")
         query = select(jobs).order_by(jobs.c.id.desc()).limit(limit)
@@ -271,8 +274,8 @@ class Jobs:
             return [dict(r._mapping) for r in uow.conn.execute(query)]
 
     def get(self, job_id: int) -> dict[str, Any]:
-        """One job (NotFound also for another user's job, unless allowed ``jobs.read_all``)."""
-        self.crm.authorize("jobs.show", job_id)
+        """One job (NotFound also for another user's job, unless allowed ``job.read_all``)."""
+        self.crm.authorize("job.read", job_id)
         query = select(jobs).where(jobs.c.id == job_id)
         if not self._sees_all():
             query = query.where(jobs.c.actor == self.crm.actor)
@@ -284,13 +287,13 @@ class Jobs:
 
     def counts(self) -> dict[str, int]:
         """How many jobs are in each status."""
-        self.crm.authorize("jobs.list", None)
+        self.crm.authorize("job.list", None)
         with self.crm.unit(readonly=True) as uow:
             return dict(uow.conn.execute(select(jobs.c.status, func.count()).group_by(jobs.c.status)).all())
 
     def _sees_all(self) -> bool:
         try:
-            self.crm.authorize("jobs.read_all", None)
+            self.crm.authorize("job.read_all", None)
         except NotAuthorized:
             return False
         return True

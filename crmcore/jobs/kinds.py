@@ -43,12 +43,17 @@ class JobKind:
     :ivar queue: the family queue it goes to (one of :data:`QUEUES`).
     :ivar run: ``run(crm, args, context) -> summary`` (a small JSON-able dict).
     :ivar required: argument names that must be present.
+    :ivar action: the permission the job's use case asks (``segment.run``); asked when the job is
+        submitted too, so a user who may not run it gets the refusal at once, not a failed job.
+    :ivar resource: the argument naming the resource of ``action`` (None: no resource).
     """
 
     name: str
     queue: str
     run: Callable[["CRM", Mapping[str, Any], JobContext], dict[str, Any]]
     required: tuple[str, ...] = ()
+    action: str | None = None
+    resource: str | None = None
 
     def check(self, args: Mapping[str, Any]) -> None:
         """A ValidationError naming a missing argument."""
@@ -99,13 +104,13 @@ def _import(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, A
 
 
 KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
-    JobKind("notify.deliver", "notify", _deliver, ("ids",)),
-    JobKind("notify.run_scheduled", "notify", _run_scheduled),
-    JobKind("segments.run", "segments", _segment_run, ("strategy",)),
-    JobKind("loyalty.expire", "loyalty", _loyalty_expire),
-    JobKind("loyalty.run", "loyalty", _loyalty_run),
-    JobKind("loyalty.earn", "loyalty", _loyalty_earn),
-    JobKind("reports.write", "reports", _report_write, ("name", "output")),
+    JobKind("notify.deliver", "notify", _deliver, ("ids",), "notify.dispatch"),
+    JobKind("notify.run_scheduled", "notify", _run_scheduled, (), "notify.run_scheduled"),
+    JobKind("segments.run", "segments", _segment_run, ("strategy",), "segment.run", "strategy"),
+    JobKind("loyalty.expire", "loyalty", _loyalty_expire, (), "loyalty.expire", "scheme"),
+    JobKind("loyalty.run", "loyalty", _loyalty_run, (), "loyalty.run", "scheme"),
+    JobKind("loyalty.earn", "loyalty", _loyalty_earn, (), "loyalty.earn"),
+    JobKind("reports.write", "reports", _report_write, ("name", "output"), "report.run", "name"),
     JobKind("import", "imports", _import, ("entity", "path")),
 )}
 """Every job kind by name."""
