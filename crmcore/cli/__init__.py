@@ -71,11 +71,13 @@ for _group in (customer, contact, interaction, deal, segment, loyalty, notify, r
     cli.add_command(_group)
 cli.add_command(plugins_group)
 cli.add_command(serve)
+cli.add_command(worker)
+cli.add_command(scheduler)
 cli.add_command(token)
 cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)
-for _group in (user, team, role, audit, privacy, jobs_group, worker, scheduler):
+for _group in (user, team, role, audit, privacy, jobs_group):
     cli.add_command(_group)
 
 _loaded_for: list[tuple[str, ...]] = []

@@ -57,7 +57,7 @@ def show_job(session: Session, job_id: int) -> None:
         session.emit_fields(job, title=f"job {job_id}")
 
 
-def _stopping() -> tuple[threading.Event, dict[int, Any]]:
+def _stopping() -> tuple[threading.Event, dict[signal.Signals, Any]]:
     stop = threading.Event()
     previous = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGTERM, signal.SIGINT)}
     return stop, previous

@@ -10,9 +10,9 @@ import click
 
 from ..domain.errors import CRMError
 from ..reports import render_table, write_output
-from .job_cmds import BACKGROUND, submit_background
 from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
+from .job_cmds import BACKGROUND, submit_background
 from .params import SEGMENT
 
 # The typed filters every first-party report understands: flag -> option name.

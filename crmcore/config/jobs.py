@@ -18,7 +18,8 @@ from typing import Any
 import attrs
 
 from ..domain.errors import ConfigError, unknown_keys
-from .checks import table as _table, text as _text
+from .checks import table as _table
+from .checks import text as _text
 
 SCHEMES = ("amqp://", "amqps://", "redis://", "rediss://")
 JOBS_KEYS = ("broker", "queue_prefix", "lease", "batch")

@@ -9,4 +9,4 @@ once per period, however many schedulers run.
 from .engine import STATUSES, Jobs
 from .kinds import KINDS, QUEUES, JobContext, JobKind
 
-__all__ = ["Jobs", "JobKind", "JobContext", "KINDS", "QUEUES", "STATUSES"]
+__all__ = ["KINDS", "QUEUES", "STATUSES", "JobContext", "JobKind", "Jobs"]

@@ -30,7 +30,7 @@ def make_broker(url: str) -> dramatiq.Broker:
     if url.startswith(("amqp://", "amqps://")):
         return RabbitmqBroker(url=url)
     if url.startswith(("redis://", "rediss://")):
-        return RedisBroker(url=url)
+        return RedisBroker(url=url)  # type: ignore[no-untyped-call]
     raise ConfigError(f"broker URL must be amqp:// (RabbitMQ) or redis://, got {url!r}")
 
 

@@ -21,17 +21,23 @@ from __future__ import annotations
 
 import logging
 import os
-from contextlib import nullcontext
 import socket
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import Connection, func, select, update
 
 from ..application.uow import SYSTEM_ACTOR
-from ..domain.errors import ConfigError, CRMError, NotAuthorized, NotFound, ValidationError
 from ..domain.convert import json_default
+from ..domain.errors import (
+    ConfigError,
+    CRMError,
+    NotAuthorized,
+    NotFound,
+    ValidationError,
+)
 from ..store import tables
 from ..store.bulk import inserted_id
 from ..store.upsert import insert_new
@@ -103,7 +109,9 @@ class Jobs:
             if self.broker_url is None:
                 raise ConfigError("no broker configured: set [jobs] broker in crm.toml or CRM_JOBS_BROKER "
                                   "(amqp://... or redis://...)")
-            from .broker import Queue  # Dramatiq is imported only by processes that use the queue
+            from .broker import (
+                Queue,  # Dramatiq is imported only by processes that use the queue
+            )
 
             self._queue = Queue(self.broker_url, [self.queue_name(q) for q in QUEUES], self.execute)
         return self._queue

@@ -50,7 +50,7 @@ class JobKind:
 
     name: str
     queue: str
-    run: Callable[["CRM", Mapping[str, Any], JobContext], dict[str, Any]]
+    run: Callable[[CRM, Mapping[str, Any], JobContext], dict[str, Any]]
     required: tuple[str, ...] = ()
     action: str | None = None
     resource: str | None = None
@@ -62,42 +62,45 @@ class JobKind:
                 raise ValidationError.single(name, "is required", f"job {self.name}")
 
 
-def _deliver(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _deliver(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     ids = [int(i) for i in args["ids"]]
     result = crm.notify.dispatch(ids=ids, dead=ctx.dead)
     return attrs.asdict(result)
 
 
-def _run_scheduled(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _run_scheduled(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"enqueued": crm.messages.run_scheduled(args.get("as_of"))}
 
 
-def _segment_run(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _segment_run(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     run = crm.segments.run(args["strategy"], as_of=args.get("as_of"), options=args.get("options") or None)
     return {"run_id": run.id, "members": run.members, "entered": run.entered, "left": run.left,
             "moved": run.moved, "counts": dict(run.counts or {})}
 
 
-def _loyalty_expire(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _loyalty_expire(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"expired_entries": crm.loyalty.expire(as_of=args.get("as_of"), scheme=args.get("scheme"))}
 
 
-def _loyalty_run(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _loyalty_run(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"changes": crm.loyalty.run(as_of=args.get("as_of"), scheme=args.get("scheme"))}
 
 
-def _loyalty_earn(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _loyalty_earn(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     return {"entries": crm.loyalty.earn_won_deals(as_of=args.get("as_of"), scheme=args.get("scheme"))}
 
 
-def _report_write(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+def _report_write(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     path = crm.reports.write(args["name"], args["output"], args.get("format") or "table", args.get("as_of"),
                              args.get("options") or None)
     return {"output": str(path)}
 
 
-def _import(crm: "CRM", args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
-    from ..io.importer import ImportOptions, import_file  # the import machinery only where it runs
+def _import(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+    from ..io.importer import (  # the import machinery only where it runs
+        ImportOptions,
+        import_file,
+    )
 
     options = ImportOptions(**dict(args.get("options") or {}))
     return import_file(crm, args["entity"], args["path"], options).to_dict()

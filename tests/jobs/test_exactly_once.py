@@ -23,12 +23,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from notify.conftest import SmtpServer, smtp_options
 
 from crmcore.app import CRM
 from crmcore.config import Config
 from crmcore.jobs import Jobs
 from crmcore.testing import reset_database, server_url
-from notify.conftest import SmtpServer, smtp_options
 
 from .conftest import broker_url
 

@@ -151,7 +151,7 @@ def test_two_schedulers_fire_each_daily_job_once(crm_factory, crm_db_url, tmp_pa
 def test_cli_list_show_and_errors(crm_sqlite_url, sqlite_crm, tmp_path):
     crm = sqlite_crm()
     refused = _crm(crm_sqlite_url, tmp_path, "--plugins", "segments", "segment", "run", "lifecycle", "--background")
-    out, err = refused.communicate(timeout=60)
+    _, err = refused.communicate(timeout=60)
     assert refused.returncode == 1 and "no broker configured" in err and "Traceback" not in err
     job = Jobs(crm).submit("segments.run", {"strategy": "lifecycle"})
     listed = _crm(crm_sqlite_url, tmp_path, "--json", "jobs", "list")
@@ -160,7 +160,7 @@ def test_cli_list_show_and_errors(crm_sqlite_url, sqlite_crm, tmp_path):
     record = json.loads(shown.communicate(timeout=60)[0])
     assert record["kind"] == "segments.run" and record["status"] == "done" and record["result"]["members"] == 0
     missing = _crm(crm_sqlite_url, tmp_path, "jobs", "show", "99")
-    out, err = missing.communicate(timeout=60)
+    _, err = missing.communicate(timeout=60)
     assert missing.returncode == 1 and "job 99" in err and "Traceback" not in err
 
 
