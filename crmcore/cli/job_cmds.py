@@ -71,21 +71,22 @@ def _stopping() -> tuple[threading.Event, dict[signal.Signals, Any]]:
 def worker(session: Session, broker: str | None, queues: str | None, concurrency: int) -> None:
     """Run jobs from the queue until SIGTERM or Ctrl-C (the jobs in hand are finished first)."""
     jobs = Jobs(session.crm, broker=broker)
-    names = None
+    wanted = None
     if queues:
         wanted = [q.strip() for q in queues.split(",") if q.strip()]
         unknown = [q for q in wanted if q not in QUEUES]
         if unknown:
             raise click.BadParameter(f"unknown queue(s) {', '.join(unknown)}; known: {', '.join(QUEUES)}",
                                      param_hint="--queues")
-        names = [jobs.queue_name(q) for q in wanted]
-    queue = jobs.queue()
     stop, previous = _stopping()
     try:
-        if not session.quiet:
-            click.echo(f"worker started ({concurrency} thread(s), queues "
-                       f"{', '.join(sorted(names or queue.actors))}); SIGTERM or Ctrl-C stops it", err=True)
-        queue.work(names, concurrency, stop)
+        def started() -> None:
+            if not session.quiet:
+                click.echo(f"worker started ({concurrency} thread(s), queues "
+                           f"{', '.join(jobs.queue_name(q) for q in wanted or QUEUES)}); SIGTERM or Ctrl-C stops it",
+                           err=True)
+
+        jobs.work(wanted, concurrency, stop, started)
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)

@@ -22,7 +22,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
@@ -102,6 +102,16 @@ class Jobs:
         """The broker queue of a kind, or of a family queue name."""
         family = kind.queue if isinstance(kind, JobKind) else kind
         return f"{self.prefix}-{family}"
+
+    def work(self, queues: Sequence[str] | None, concurrency: int, stop: Any,
+             started: Callable[[], None] | None = None) -> None:
+        """Run jobs from ``queues`` (family names; None: all) until ``stop`` is set (``crm worker``);
+        ``started`` is called once the worker may and can run (authorized, broker reached)."""
+        self.crm.authorize("job.work", None if queues is None else ",".join(queues))
+        queue = self.queue()
+        if started is not None:
+            started()
+        queue.work(None if queues is None else [self.queue_name(q) for q in queues], concurrency, stop)
 
     def queue(self) -> Queue:
         """The broker adapter (Dramatiq), made on first use."""
