@@ -8,7 +8,8 @@ new worker takes over the jobs the dead one was running (its process is gone) an
 claims.  The one message per thread that was in flight is *in doubt* (crmcore.notify.dispatcher):
 it goes to the dead letters, and the documented procedure (compare the provider id, then
 ``crm notify retry``) settles it.  Counted at the sink by Message-ID (one per idempotency key):
-every message arrives exactly once.
+every message arrives exactly once.  A segment run's job id put on the queue three times makes one
+run with each customer's membership once.
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 from notify.conftest import SmtpServer, smtp_options
 
 from crmcore.app import CRM
 from crmcore.config import Config
 from crmcore.jobs import Jobs
+from crmcore.store import tables
 from crmcore.testing import reset_database, server_url
 
 from .conftest import broker_url
@@ -63,7 +66,7 @@ def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink,
     config.write_text("\n".join(
         ["[channels.smtp]"] + [f"{k} = {json.dumps(v)}" for k, v in options["channels"]["smtp"].items()]
         + ["[jobs]"] + [f"{k} = {json.dumps(v)}" for k, v in options["jobs"].items()]) + "\n")
-    crm = CRM.open(config=Config.from_mapping({"database_url": url, "plugins": ["notify"], **options}),
+    crm = CRM.open(config=Config.from_mapping({"database_url": url, "plugins": ["notify", "segments"], **options}),
                    clock=lambda: datetime.now(UTC))
     try:
         with crm.unit() as uow:
@@ -72,8 +75,8 @@ def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink,
                 uow.outbox.enqueue("smtp", recipient=f"m{n}@example.com", subject=f"#{n}", body=f"message {n}",
                                    key=key)
         smtp_sink.recorder.delay = 0.003  # keeps the kill inside the batch on a fast machine
-        command = [CRM_BIN, "--db", url, "--config", str(config), "--plugins", "notify", "worker",
-                   "--concurrency", "2", "--queues", "notify"]
+        command = [CRM_BIN, "--db", url, "--config", str(config), "--plugins", "notify,segments", "worker",
+                   "--concurrency", "2", "--queues", "notify,segments"]
         jobs = Jobs(crm)
 
         first = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
@@ -87,6 +90,11 @@ def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink,
         assert at_kill < MESSAGES
         # The same ids handed over again (a relay run twice): harmless.
         handed += jobs.relay()
+        # A segment run whose job id reaches the queue three times: one run, its memberships once.
+        customers = [crm.customers.add(name=f"C{n}").id for n in range(20)]
+        segment_job = jobs.submit("segments.run", {"strategy": "lifecycle"})
+        for _ in range(2):
+            jobs.queue().send(segment_job["queue"], segment_job["id"])
 
         second = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
@@ -97,6 +105,12 @@ def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink,
             second.communicate(timeout=WAIT_S)
         listed = jobs.list(limit=1000)
         assert {j["status"] for j in listed} == {"done"}, [j["error"] for j in listed]
+        assert jobs.get(segment_job["id"])["attempts"] == 1
+        with crm.engine.connect() as conn:
+            runs = conn.execute(select(tables.segment_runs.c.id)).scalars().all()
+            members = conn.execute(select(tables.segment_memberships.c.customer_id).where(
+                tables.segment_memberships.c.run_id.in_(runs))).scalars().all()
+        assert len(runs) == 1 and sorted(members) == sorted(customers)
         taken_over = [j for j in listed if j["attempts"] > 1]
 
         # In doubt: the message each killed thread had in flight.  Compare with what the server got;
@@ -118,7 +132,8 @@ def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink,
         lost = len(expected - set(by_subject))
         print(f"\nmessages expected {MESSAGES}, delivered {delivered}, duplicated {duplicated}, lost {lost}; "
               f"accepted before SIGKILL {at_kill}, jobs {len(listed)} (taken over {len(taken_over)}), "
-              f"in doubt {len(in_doubt)} (resent {len(never_got)})")
+              f"in doubt {len(in_doubt)} (resent {len(never_got)}); segment job sent 3 times: runs {len(runs)}, "
+              f"memberships {len(members)} of {len(customers)} customers")
         assert (delivered, duplicated, lost) == (MESSAGES, 0, 0), Counter(r["status"] for r in rows)
         assert len(by_message_id) == MESSAGES and max(by_message_id.values()) == 1
         assert Counter(r["status"] for r in rows)["sent"] == MESSAGES - (len(in_doubt) - len(never_got))
