@@ -24,8 +24,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
 from notify.conftest import SmtpServer, smtp_options
+from sqlalchemy import select
 
 from crmcore.app import CRM
 from crmcore.config import Config

@@ -138,30 +138,36 @@ def test_two_schedulers_fire_each_daily_job_once(crm_factory, crm_db_url, tmp_pa
         rows = conn.execute(select(jobs.c.run_key, jobs.c.status).order_by(jobs.c.id)).all()
     assert sorted(rows) == [(f"schedule:{name}:2026-07-01", "done")
                             for name in ("birthday-greetings", "points-expiry", "tier-evaluation")]
-    again = _crm(crm_db_url, tmp_path, "--json", "--as-of", "2026-07-01", "scheduler", "--once")
-    assert not any(row["fired"] for row in json.loads(again.communicate(timeout=120)[0]))
-    assert _count(crm, jobs) == 3
-    next_day = Jobs(crm)
     from crmcore.jobs.scheduler import fire
 
-    assert all(row["fired"] for row in fire(next_day, crm.as_of("2026-07-02")))
+    assert not any(row["fired"] for row in fire(Jobs(crm), crm.as_of("2026-07-01")))
+    assert _count(crm, jobs) == 3
+    assert all(row["fired"] for row in fire(Jobs(crm), crm.as_of("2026-07-02")))
     assert _count(crm, jobs) == 6
 
 
-def test_cli_list_show_and_errors(crm_sqlite_url, sqlite_crm, tmp_path):
+def test_cli_list_show_and_errors(crm_sqlite_url, sqlite_crm, tmp_path, monkeypatch):
+    from click.testing import CliRunner
+
+    from crmcore.cli import cli, load_plugin_commands
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CRM_JOBS_BROKER", raising=False)
+    load_plugin_commands(["--plugins", "segments"])
     crm = sqlite_crm()
-    refused = _crm(crm_sqlite_url, tmp_path, "--plugins", "segments", "segment", "run", "lifecycle", "--background")
-    _, err = refused.communicate(timeout=60)
-    assert refused.returncode == 1 and "no broker configured" in err and "Traceback" not in err
+
+    def run(*args: str):
+        return CliRunner().invoke(cli, ["--db", crm_sqlite_url, "--plugins", "segments", *args])
+
+    refused = run("segment", "run", "lifecycle", "--background")
+    assert refused.exit_code == 1 and "no broker configured" in refused.output and "Traceback" not in refused.output
     job = Jobs(crm).submit("segments.run", {"strategy": "lifecycle"})
-    listed = _crm(crm_sqlite_url, tmp_path, "--json", "jobs", "list")
-    assert [j["id"] for j in json.loads(listed.communicate(timeout=60)[0])] == [job["id"]]
-    shown = _crm(crm_sqlite_url, tmp_path, "--json", "jobs", "show", str(job["id"]))
-    record = json.loads(shown.communicate(timeout=60)[0])
+    assert [j["id"] for j in json.loads(run("--json", "jobs", "list").stdout)] == [job["id"]]
+    record = json.loads(run("--json", "jobs", "show", str(job["id"])).stdout)
     assert record["kind"] == "segments.run" and record["status"] == "done" and record["result"]["members"] == 0
-    missing = _crm(crm_sqlite_url, tmp_path, "jobs", "show", "99")
-    _, err = missing.communicate(timeout=60)
-    assert missing.returncode == 1 and "job 99" in err and "Traceback" not in err
+    missing = run("jobs", "show", "99")
+    assert missing.exit_code == 1 and "job 99" in missing.output and "Traceback" not in missing.output
+    assert run("worker", "--queues", "nope").exit_code == 2
 
 
 def test_worker_over_redis_runs_queued_jobs_once(crm_sqlite_url, sqlite_crm, tmp_path, queue_prefix):
