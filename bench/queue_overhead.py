@@ -112,8 +112,25 @@ def case(framework: str, broker: str, jobs: int, threads: int, redis_url: str) -
         worker.terminate()
         worker.wait(30)
         client.delete(key)
+        _delete_queue(broker, queue, client)
     return {"enqueue_per_s": jobs / enqueue_s, "execute_per_s": (jobs - 1) / (done - first),
             "startup_s": first - start, "overhead_us": 1e6 * (enqueue_s / jobs + (done - first) / (jobs - 1))}
+
+
+def _delete_queue(broker: str, queue: str, client: object) -> None:
+    """Leave nothing behind on the brokers (each case has a queue of its own)."""
+    if broker.startswith("amqp"):
+        import pika
+
+        connection = pika.BlockingConnection(pika.URLParameters(broker))
+        channel = connection.channel()
+        for name in (queue, f"{queue}.DQ", f"{queue}.XQ"):
+            channel.queue_delete(name)
+        connection.close()
+    else:
+        keys = list(client.scan_iter(f"*{queue}*"))  # type: ignore[attr-defined]
+        if keys:
+            client.delete(*keys)  # type: ignore[attr-defined]
 
 
 def _enqueue(jobs: int) -> None:

@@ -34,6 +34,16 @@ def make_broker(url: str) -> dramatiq.Broker:
     raise ConfigError(f"broker URL must be amqp:// (RabbitMQ) or redis://, got {url!r}")
 
 
+def _safe(url: str) -> str:
+    """``url`` without its password."""
+    scheme, _, rest = url.partition("://")
+    if "@" in rest:
+        credentials, _, host = rest.rpartition("@")
+        user = credentials.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}"
+    return url
+
+
 class Queue:
     """The queues of one CRM on one broker: send job ids, or consume them with :meth:`work`."""
 
@@ -49,8 +59,25 @@ class Queue:
                                                queue_name=name, priority=0, options=dict(ACTOR_OPTIONS))
 
     def send(self, queue: str, job_id: int) -> None:
-        """Put ``job_id`` on ``queue``."""
-        self.actors[queue].send(job_id)
+        """Put ``job_id`` on ``queue`` (a ConfigError naming the broker when it cannot be reached)."""
+        try:
+            self.actors[queue].send(job_id)
+        except Exception as exc:
+            raise ConfigError(f"the job broker {_safe(self.url)} did not take job {job_id} ({type(exc).__name__}: "
+                              f"{exc}); the job stays queued: `crm jobs show {job_id}`") from exc
+
+    def delete_queues(self) -> None:
+        """Remove this CRM's queues from the broker (tests give each run its own prefix)."""
+        if isinstance(self.broker, RabbitmqBroker):
+            for name in self.actors:
+                for suffix in ("", ".DQ", ".XQ"):
+                    self.broker.channel.queue_delete(name + suffix)
+        else:
+            client = self.broker.client
+            for name in self.actors:
+                keys = list(client.scan_iter(f"{self.broker.namespace}:{name}*"))
+                if keys:
+                    client.delete(*keys)
 
     def work(self, queues: Iterable[str] | None, concurrency: int, stop: threading.Event) -> None:
         """Consume ``queues`` (all of this CRM's by default) with ``concurrency`` threads until ``stop``

@@ -19,7 +19,7 @@ from crmcore.store import tables
 from crmcore.store.engine import make_engine
 
 CORE_TABLES = set(tables.metadata.tables)
-CORE_HEAD = "0013_privacy"
+CORE_HEAD = "0018_jobs"
 
 
 @pytest.fixture
@@ -153,7 +153,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0012_duplicates"),
+            ("crmcore", CORE_HEAD, "0013_privacy"),
+            ("crmcore", "0013_privacy", "0012_duplicates"),
             ("crmcore", "0012_duplicates", "0011_api_tokens"),
             ("crmcore", "0011_api_tokens", "0010_roles_archive"),
             ("crmcore", "0010_roles_archive", "0009_consent_history"),

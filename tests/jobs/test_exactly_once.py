@@ -138,5 +138,6 @@ def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink,
         assert len(by_message_id) == MESSAGES and max(by_message_id.values()) == 1
         assert Counter(r["status"] for r in rows)["sent"] == MESSAGES - (len(in_doubt) - len(never_got))
     finally:
+        Jobs(crm).queue().delete_queues()
         crm.close()
 

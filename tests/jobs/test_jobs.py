@@ -168,6 +168,10 @@ def test_cli_list_show_and_errors(crm_sqlite_url, sqlite_crm, tmp_path, monkeypa
     missing = run("jobs", "show", "99")
     assert missing.exit_code == 1 and "job 99" in missing.output and "Traceback" not in missing.output
     assert run("worker", "--queues", "nope").exit_code == 2
+    down = Jobs(sqlite_crm({"jobs": {"broker": "redis://user:pw@127.0.0.1:1/0"}}))
+    with pytest.raises(ConfigError, match=r"redis://user:\*\*\*@127.0.0.1:1/0 did not take job 2"):
+        down.submit("segments.run", {"strategy": "lifecycle"})
+    assert down.get(2)["status"] == "queued"
 
 
 def test_worker_over_redis_runs_queued_jobs_once(crm_sqlite_url, sqlite_crm, tmp_path, queue_prefix):
@@ -203,4 +207,5 @@ def test_worker_over_redis_runs_queued_jobs_once(crm_sqlite_url, sqlite_crm, tmp
     assert jobs.get(second["id"])["status"] == "done", jobs.get(second["id"])["error"]
     assert jobs.get(first["job"])["status"] == "done" and jobs.get(first["job"])["attempts"] == 1
     assert _count(crm, tables.segment_runs) == 2
+    jobs.queue().delete_queues()
     jobs.queue().close()
