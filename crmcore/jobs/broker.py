@@ -72,7 +72,7 @@ class Queue:
             for name in self.actors:
                 for suffix in ("", ".DQ", ".XQ"):
                     self.broker.channel.queue_delete(name + suffix)
-        else:
+        elif isinstance(self.broker, RedisBroker):
             client = self.broker.client
             for name in self.actors:
                 keys = list(client.scan_iter(f"{self.broker.namespace}:{name}*"))
