@@ -27,6 +27,7 @@ from .context import CRMGroup, Session
 from .db import db
 from .demo import demo
 from .entities import contact, customer, deal, interaction
+from .job_cmds import jobs_group, scheduler, worker
 from .loyalty_cmds import loyalty
 from .masking import mask_text
 from .notify_cmds import notify
@@ -71,11 +72,13 @@ for _group in (customer, contact, interaction, deal, task, segment, loyalty, not
     cli.add_command(_group)
 cli.add_command(plugins_group)
 cli.add_command(serve)
+cli.add_command(worker)
+cli.add_command(scheduler)
 cli.add_command(token)
 cli.add_command(plugin_group)
 cli.add_command(import_command)
 cli.add_command(export_command)
-for _group in (user, team, role, audit, privacy):
+for _group in (user, team, role, audit, privacy, jobs_group):
     cli.add_command(_group)
 
 _loaded_for: list[tuple[str, ...]] = []

@@ -11,6 +11,7 @@ import click
 from ..domain.errors import CRMError
 from ..loyalty import LedgerEntry
 from .params import INT64_MAX, SIGNED
+from .job_cmds import BACKGROUND, submit_background
 from .context import Session, pass_session, read_only
 from .entities import resolve_customer
 from .family_common import component_rows
@@ -163,9 +164,13 @@ def refer(session: Session, customer: str, referrer: str) -> None:
 @loyalty.command("earn")
 @SCHEME
 @AS_OF
+@BACKGROUND
 @pass_session
-def earn(session: Session, scheme: str | None, as_of: str | None) -> None:
+def earn(session: Session, scheme: str | None, as_of: str | None, background: bool) -> None:
     """Batch job: earn for every won deal that has not earned yet (idempotent)."""
+    if background:
+        submit_background(session, "loyalty.earn", {"scheme": scheme, "as_of": _as_of(session, as_of)})
+        return
     with session.progress("loyalty earn"):
         written = session.crm.loyalty.earn_won_deals(as_of=_as_of(session, as_of), scheme=scheme)
     session.emit([{"scheme": s, "entries": n} for s, n in written.items()])
@@ -174,9 +179,13 @@ def earn(session: Session, scheme: str | None, as_of: str | None) -> None:
 @loyalty.command("expire")
 @SCHEME
 @AS_OF
+@BACKGROUND
 @pass_session
-def expire(session: Session, scheme: str | None, as_of: str | None) -> None:
+def expire(session: Session, scheme: str | None, as_of: str | None, background: bool) -> None:
     """Expire points past their expiry date (idempotent: a rerun writes nothing)."""
+    if background:
+        submit_background(session, "loyalty.expire", {"scheme": scheme, "as_of": _as_of(session, as_of)})
+        return
     with session.progress("loyalty expire"):
         expired = session.crm.loyalty.expire(as_of=_as_of(session, as_of), scheme=scheme)
     session.emit_one({"expired_entries": expired})
@@ -185,9 +194,13 @@ def expire(session: Session, scheme: str | None, as_of: str | None) -> None:
 @loyalty.command("run")
 @SCHEME
 @AS_OF
+@BACKGROUND
 @pass_session
-def run(session: Session, scheme: str | None, as_of: str | None) -> None:
+def run(session: Session, scheme: str | None, as_of: str | None, background: bool) -> None:
     """Run each scheme's periodic job: tier evaluation, birthday and referral bonuses (idempotent)."""
+    if background:
+        submit_background(session, "loyalty.run", {"scheme": scheme, "as_of": _as_of(session, as_of)})
+        return
     with session.progress("loyalty run") as progress:
         done = session.crm.loyalty.run(as_of=_as_of(session, as_of), scheme=scheme,
                                        progress=lambda n, total, name: progress(n, total, name))

@@ -9,11 +9,13 @@ from typing import Any
 import attrs
 import click
 
+from ..jobs import Jobs
 from ..notify import STATUSES, DispatchResult
 from .context import Session, pass_session, read_only
 from .entities import resolve_customer
 from .params import COUNT, ID, POSITIVE, one_more
 from .family_common import component_rows
+from .job_cmds import BACKGROUND
 
 OUTBOX_COLUMNS = ["id", "channel", "recipient", "purpose", "status", "attempts", "next_attempt_at", "sent_at",
                   "provider_id", "subject", "last_error"]
@@ -73,10 +75,17 @@ def show_outbox(session: Session, status: str | None, customer: str | None, mess
 @click.option("--channel", help="Only this channel.")
 @click.option("--workers", type=POSITIVE, default=1, show_default=True,
               help="Threads delivering in parallel (each with its own connections).")
+@BACKGROUND
 @pass_session
-def dispatch(session: Session, limit: int | None, channel: str | None, workers: int) -> None:
-    """Deliver due messages now (--as-of moves "now")."""
+def dispatch(session: Session, limit: int | None, channel: str | None, workers: int, background: bool) -> None:
+    """Deliver due messages now (--as-of moves "now"); --background hands their ids to the queue."""
     crm = session.crm
+    if background:
+        jobs = Jobs(crm)
+        jobs.queue()  # no broker: the error naming the settings, before anything is recorded
+        ids = jobs.relay(crm.as_of(session.as_of_text) if session.as_of_text else None, channel, background=True)
+        session.emit_one({"jobs": len(ids), "first_job": ids[0] if ids else None})
+        return
     result = crm.notify.dispatch(limit=limit, channel=channel, workers=workers,
                                  as_of=crm.as_of(session.as_of_text) if session.as_of_text else None)
     session.emit_one(attrs.asdict(result))

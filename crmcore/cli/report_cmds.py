@@ -12,6 +12,7 @@ from ..domain.errors import CRMError
 from ..reports import render_table, write_output
 from .context import Session, pass_session, read_only
 from .family_common import component_rows, parse_options
+from .job_cmds import BACKGROUND, submit_background
 from .params import SEGMENT
 
 # The typed filters every first-party report understands: flag -> option name.
@@ -59,14 +60,22 @@ def list_reports(session: Session) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="File to write (default: stdout).")
 @click.option("--option", "pairs", multiple=True, metavar="KEY=VALUE", help="Report option (repeatable).")
 @filter_options
+@BACKGROUND
 @pass_session
 def run_report(session: Session, /, name: str, fmt: str, output: str | None, pairs: tuple[str, ...],
-               **filters: Any) -> None:
-    """Run report NAME as of --as-of and render it."""
+               background: bool, **filters: Any) -> None:
+    """Run report NAME as of --as-of and render it (--background: a job writes --output)."""
     fmt = "json" if session.as_json and fmt == "table" else fmt
     options = {key: value for key, value in filters.items() if value is not None} | parse_options(pairs)
     if filters.get("segment") is not None:
         options["segment"] = _segment(session, filters["segment"])
+    if background:
+        if not output:
+            raise click.UsageError("--background writes the report to a file: give --output FILE")
+        submit_background(session, "reports.write", {"name": name, "output": str(Path(output).resolve()),
+                                                     "format": fmt, "as_of": session.as_of_text,
+                                                     "options": options})
+        return
     console = session.terminal() if fmt == "table" and not output else None
     if console is not None:  # a table for this terminal: as wide as it is, numbers never cut
         result = session.crm.reports.run(name, as_of=session.as_of_text, options=options)

@@ -16,6 +16,7 @@ from ..domain.spreadsheet import escape_formula
 from .context import Session, pass_session, read_only
 from .params import COUNT, ID, one_more
 from .family_common import component_rows, parse_options
+from .job_cmds import BACKGROUND, submit_background
 
 
 @click.group("segment")
@@ -34,9 +35,14 @@ def strategies(session: Session) -> None:
 @segment.command("run")
 @click.argument("name")
 @click.option("--option", "-o", "pairs", multiple=True, metavar="KEY=VALUE", help="Strategy option (repeatable).")
+@BACKGROUND
 @pass_session
-def run_segment(session: Session, name: str, pairs: tuple[str, ...]) -> None:
+def run_segment(session: Session, name: str, pairs: tuple[str, ...], background: bool) -> None:
     """Run strategy NAME (as of --as-of) and store its memberships."""
+    if background:
+        submit_background(session, "segments.run", {"strategy": name, "as_of": session.as_of_text,
+                                                    "options": parse_options(pairs)})
+        return
     # One INSERT ... SELECT does the work, so there is nothing to count: a spinner and the time it has taken.
     with session.progress(f"segment run {name}"):
         run = session.crm.segments.run(name, as_of=session.as_of_text, options=parse_options(pairs))

@@ -29,6 +29,7 @@ from ..domain.entities import Pipeline, Stage, StageOutcome
 from ..domain.errors import ConfigError, unknown_keys
 from .api import ApiSettings, parse_api
 from .duplicates import DuplicateSettings, parse_duplicates
+from .jobs import JobSettings, parse_jobs
 from .notify import NotifySettings, parse_notify
 from .privacy import PrivacySettings, check_custom_fields, parse_privacy
 from .tasks import TaskSettings, parse_tasks
@@ -102,6 +103,8 @@ class Config:
     privacy: PrivacySettings = attrs.field(factory=PrivacySettings)
     # [tasks]: automatic follow-up and complaint tasks, the complaint SLA, reminders (crmcore.config.tasks).
     tasks: TaskSettings = attrs.field(factory=TaskSettings)
+    # [jobs]: the task queue's broker; none means jobs run inline (crmcore.config.jobs).
+    jobs: JobSettings = attrs.field(factory=JobSettings)
     sources: Mapping[str, str] = attrs.field(factory=dict)
 
     @classmethod
@@ -131,6 +134,10 @@ class Config:
             if var in env:
                 _override(values, key, env[var])
                 sources[key] = f"environment {var}"
+        if "CRM_JOBS_BROKER" in env:  # a key of a table: [jobs] broker
+            jobs = values["jobs"] = dict(values["jobs"]) if isinstance(values.get("jobs"), Mapping) else {}
+            jobs["broker"] = env["CRM_JOBS_BROKER"]
+            sources["jobs"] = "environment CRM_JOBS_BROKER"
         for key, value in overrides.items():
             if value is not None:
                 _override(values, key, value)
@@ -178,6 +185,8 @@ class Config:
             check_custom_fields(kwargs["privacy"].encryption, kwargs.get("custom_fields", ()), where("privacy"))
         if "tasks" in values:
             kwargs["tasks"] = parse_tasks(values.pop("tasks"), where("tasks"))
+        if "jobs" in values:
+            kwargs["jobs"] = parse_jobs(values.pop("jobs"), where("jobs"))
         if isinstance(values.get("plugins"), Mapping):
             enabled, kwargs["plugin_tables"] = _plugins_table(values.pop("plugins"), sources, where("plugins"))
             if enabled is not None:

@@ -80,6 +80,9 @@ CLAIM_LEASE = timedelta(minutes=10)
 # Messages claimed per round trip; small enough that a stopped dispatcher has
 # little to hand back, large enough that claiming costs little per message.
 CLAIM_BATCH = 100
+# A dispatch of given ids (a delivery job) tries this many times more to claim due messages
+# of its batch that SKIP LOCKED passed over (held a moment by another transaction).
+SKIPPED_RETRIES = 10
 # After this many transient failures in a row, a channel is taken as down for
 # the rest of the dispatch: its other messages are deferred without an attempt.
 DOWN_AFTER = 3
@@ -160,7 +163,8 @@ class NotifyEngine:
 
     # -- dispatching -------------------------------------------------------------------------
     def dispatch(self, limit: int | None = None, channel: str | None = None, *, as_of: datetime | None = None,
-                 workers: int = 1, stop: threading.Event | None = None) -> DispatchResult:
+                 workers: int = 1, stop: threading.Event | None = None, ids: Sequence[int] | None = None,
+                 dead: Sequence[str] = ()) -> DispatchResult:
         """Deliver due messages; safe to run in several processes at once.
 
         :param limit: at most this many messages (all due ones if None).
@@ -170,22 +174,27 @@ class NotifyEngine:
             claims and channel connections.
         :param stop: when set, each worker finishes the message in flight,
             hands its remaining claims back and returns.
+        :param ids: only these messages (a delivery job's batch, :mod:`crmcore.jobs`);
+            those not due, or already taken, are skipped.
+        :param dead: dispatchers known to be dead (``host:pid`` of a killed worker): their
+            claims and sends are settled at once, as if their lease had run out.
         """
         self.crm.authorize("notify.dispatch", channel)
         if workers < 1:
             raise ValidationError.single("workers", "must be at least 1", "dispatch")
         clock: Callable[[], datetime] = (lambda: as_of) if as_of is not None else self.crm.clock
-        self.recover(clock())
+        self.recover(clock(), dead)
         self.defer_quiet_hours(clock(), channel)
         budget = _Budget(limit)
+        only = None if ids is None else list(ids)
         if workers == 1:
-            return _Worker(self, clock, channel, budget, stop).run()
+            return _Worker(self, clock, channel, budget, stop, only).run()
         results: list[DispatchResult] = []
         errors: list[BaseException] = []
 
         def work() -> None:
             try:
-                results.append(_Worker(self, clock, channel, budget, stop).run())
+                results.append(_Worker(self, clock, channel, budget, stop, only).run())
             except BaseException as exc:  # re-raised in the caller's thread
                 errors.append(exc)
 
@@ -199,16 +208,20 @@ class NotifyEngine:
             raise errors[0]
         return sum(results, DispatchResult())
 
-    def recover(self, now: datetime) -> int:
+    def recover(self, now: datetime, dead: Sequence[str] = ()) -> int:
         """Settle messages whose dispatcher died: expired claims become due again;
-        expired sends are in doubt (see the module docstring).  Returns how many."""
+        expired sends are in doubt (see the module docstring).  Returns how many.
+
+        ``dead``: ``host:pid`` of dispatchers known to be gone (a killed job worker):
+        their claims and sends count as expired now."""
         cutoff = now - CLAIM_LEASE
         resend = [c.name for c in self.registry if c.resend_in_doubt]
-        stale = and_(outbox.c.status == "sending", outbox.c.claimed_at < cutoff)
+        expired = or_(outbox.c.claimed_at < cutoff, *(outbox.c.claimed_by.startswith(f"{d}:", autoescape=True) for d in dead))
+        stale = and_(outbox.c.status == "sending", expired)
 
         def work(conn: Connection) -> int:
             count = conn.execute(update(outbox).where(
-                outbox.c.status == "claimed", outbox.c.claimed_at < cutoff).values(
+                outbox.c.status == "claimed", expired).values(
                 status="pending", claimed_at=None, claimed_by=None)).rowcount
             if resend:
                 count += conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
@@ -268,14 +281,18 @@ class NotifyEngine:
                 time.sleep(random.uniform(0.005, 0.02) * 2 ** attempt)
         raise AssertionError("unreachable")
 
-    def _claim(self, now: datetime, limit: int | None, channel: str | None) -> list[_Claimed]:
-        """Take up to ``limit`` due messages for this dispatcher (status ``claimed``)."""
+    def _claim(self, now: datetime, limit: int | None, channel: str | None,
+               only: Sequence[int] | None = None) -> list[_Claimed]:
+        """Take up to ``limit`` due messages for this dispatcher (status ``claimed``),
+        among ``only`` when given."""
         token = dispatcher_name()
         due = or_(and_(outbox.c.status == "pending", outbox.c.next_attempt_at <= now),
                   and_(outbox.c.status == "claimed", outbox.c.claimed_at < now - CLAIM_LEASE))
         ids = select(outbox.c.id).where(due).order_by(outbox.c.id).limit(limit)
         if channel:
             ids = ids.where(outbox.c.channel == channel)
+        if only is not None:
+            ids = ids.where(outbox.c.id.in_(only))
         claim = update(outbox).values(status="claimed", claimed_at=now, claimed_by=token)
 
         def work(conn: Connection) -> Sequence[Row[*tuple[Any, ...]]]:
@@ -295,6 +312,13 @@ class NotifyEngine:
         return [_Claimed(Message(r.id, r.channel, r.recipient, r.subject, r.body, r.payload or {}, r.purpose,
                                  r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
                 for r in rows]
+
+    def _pending(self, ids: Sequence[int], now: datetime) -> bool:
+        """True if any of ``ids`` is pending and due (not claimed by anybody)."""
+        query = select(outbox.c.id).where(outbox.c.id.in_(ids), outbox.c.status == "pending",
+                                          outbox.c.next_attempt_at <= now).limit(1)
+        with self.crm.engine.connect() as conn:
+            return conn.execute(query).first() is not None
 
     def _start(self, claimed: _Claimed, now: datetime, conn: Any = None) -> bool:
         """Mark a claimed message ``sending`` (committed before the network call).
@@ -473,8 +497,9 @@ class _Worker:
     """
 
     def __init__(self, engine: NotifyEngine, clock: Any, channel: str | None, budget: _Budget,
-                 stop: threading.Event | None):
+                 stop: threading.Event | None, only: Sequence[int] | None = None):
         self.engine, self.clock, self.channel, self.budget = engine, clock, channel, budget
+        self.only = only
         self.stop = stop or threading.Event()
         self.counts: Counter[str] = Counter()
         self.opened: dict[str, tuple[Channel, Any]] = {}
@@ -487,14 +512,21 @@ class _Worker:
         self.pacers: dict[str, Pacer | None] = {}
 
     def run(self) -> DispatchResult:
+        skipped = 0
         try:
             while not self.stop.is_set():
                 want = self.budget.take(CLAIM_BATCH)
                 if want == 0:
                     break
-                claims = self.engine._claim(self.clock(), want, self.channel)
+                claims = self.engine._claim(self.clock(), want, self.channel, self.only)
                 self.budget.give_back(want - len(claims))
                 if not claims:
+                    if self.only is not None and skipped < SKIPPED_RETRIES and self.engine._pending(self.only, self.clock()):
+                        # Due messages of this batch were skipped while another transaction held them
+                        # for a moment (a recovery releasing them): try again rather than leave them.
+                        skipped += 1
+                        self.stop.wait(0.05 * skipped)
+                        continue
                     break
                 self._deliver_all(claims)
         finally:

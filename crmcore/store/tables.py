@@ -576,3 +576,28 @@ privacy_files = Table(
     **TABLE_OPTIONS,
 )
 """Files the CRM wrote that may hold personal data (import reject files), for erasure to scrub."""
+
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", Integer, primary_key=True),
+    Column("kind", String(64), nullable=False),
+    Column("args", JSON, nullable=False),
+    Column("queue", String(100), nullable=False),
+    # queued -> running -> done | failed; a running job whose worker died is taken over (crmcore.jobs).
+    Column("status", String(16), nullable=False),
+    Column("actor", String(100), nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("enqueued_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Column("worker", String(100)),
+    Column("result", JSON),
+    Column("error", Text),
+    # Set by the scheduler ("schedule:NAME:PERIOD"): a second scheduler's insert of the same key fails.
+    Column("run_key", String(200), unique=True),
+    Index("ix_jobs_status", "status", "id"),
+    **TABLE_OPTIONS,
+)
+"""Background jobs (crmcore.jobs): kind, arguments (ids, never state), status, attempts, times, the
+worker, a result summary or the error; ``run_key`` makes a scheduled job's run once per period."""

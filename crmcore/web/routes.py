@@ -10,6 +10,7 @@ from fastapi import APIRouter
 from .duplicates import duplicates_router
 from .imports import imports_router
 from .inbound import inbound_router
+from .jobs import jobs_router
 from .loyalty import loyalty_router
 from .notify import notify_router
 from .reports import reports_router
@@ -20,4 +21,5 @@ if TYPE_CHECKING:
     from ..app import CRM
 
 ROUTERS: list[Callable[["CRM"], APIRouter]] = [segments_router, loyalty_router, notify_router, reports_router,
-                                               imports_router, inbound_router, unsubscribe_router, duplicates_router]
+                                               imports_router, inbound_router, unsubscribe_router, duplicates_router,
+                                               jobs_router]

@@ -8,7 +8,8 @@ and documented in ``/openapi.json``, with no HTTP code of its own.
 - ``GET /segments/strategies``: name, description and options schema of each.
 - ``POST /segments/{strategy}/runs?as_of=``: body = options (what is left out keeps its
   ``[segments.NAME]`` value).  The run is synchronous, as in the engine: the answer (``201``,
-  ``Location: /segments/runs/{id}``) comes when the memberships are stored.
+  ``Location: /segments/runs/{id}``) comes when the memberships are stored.  With
+  ``background=true`` the run is a job (crmcore.jobs): ``202`` with ``Location: /jobs/{id}``.
 - ``GET /segments/runs`` (``strategy``, ``limit``), ``GET /segments/runs/{id}``: the run records.
 - ``GET /segments/{strategy}/members`` (``segment``, ``run_id``, ``after``, ``limit``): keyset
   pages in customer id order, pinned to one run; ``next`` links the following page.
@@ -27,15 +28,19 @@ from fastapi import APIRouter, Body, Depends, Path, Query, Request
 from pydantic import BaseModel
 from starlette.responses import Response
 
+from ..jobs import Jobs
 from ..segments import SegmentRun, Segmenter
 from .auth import crm_of, protected_router
 from .components import AS_OF_TEXT, as_of_value, options_model, options_schema, typed_options
 from .encoding import JSON, dumps
+from .jobs import accepted
 from .problems import responses
 
 if TYPE_CHECKING:
     from ..app import CRM
 
+BACKGROUND_TEXT = ("Run as a background job: 202 with Location /jobs/{id} (queued for `crm worker` when a "
+                   "broker is configured, else run before the answer).")
 #: The most members (or runs) one page holds.
 MAX_PAGE = 1000
 MAX_ID = 2**31 - 1
@@ -125,13 +130,20 @@ def _run_route(router: APIRouter, segmenter: Segmenter, model: type[BaseModel]) 
     def run(request: Request,
             options: model | None = Body(default=None, description=  # type: ignore[valid-type]
                                          f"Options of {name!r}; what is left out keeps its configured value."),
-            as_of: str | None = Query(default=None, max_length=40, description=AS_OF_TEXT)) -> Response:
+            as_of: str | None = Query(default=None, max_length=40, description=AS_OF_TEXT),
+            background: bool = Query(default=False, description=BACKGROUND_TEXT)) -> Response:
         crm = crm_of(request)
         given: dict[str, Any] = options.model_dump(exclude_unset=True) if options is not None else {}
         typed = typed_options(crm.segments.registry.get(name), "segments", crm.config, given)
+        if background:
+            as_of_value(crm, as_of)  # a bad date is a 422 now, not a failed job later
+            job = Jobs(crm).submit("segments.run", {"strategy": name, "as_of": as_of, "options": given})
+            assert job is not None
+            return accepted(job)
         done = crm.segments.run(name, as_of=as_of_value(crm, as_of), options=typed)
         return JSON(run_record(done), status_code=201, headers={"Location": f"/segments/runs/{done.id}"})
 
     router.add_api_route(f"/{name}/runs", run, methods=["POST"], status_code=201,
                          summary=f"Run {name!r}: {segmenter.description}" if segmenter.description else f"Run {name!r}",
-                         operation_id=f"run_segments_{name.replace('-', '_')}", responses=responses(404))
+                         operation_id=f"run_segments_{name.replace('-', '_')}",
+                         responses={**responses(404), 202: {"description": "Accepted as a background job (Location: the job)"}})

@@ -139,6 +139,9 @@ def arguments(tmp_path: Path, ids: dict[str, str]) -> dict[tuple[str, ...], list
         ("db", "restore"): [str(tmp_path / "crm.backup"), "--yes"],
         ("privacy", "apply-retention"): [],
         ("privacy", "rotate-key"): [],
+        ("jobs", "show"): ["1"],
+        ("scheduler",): ["--once"],
+        ("worker",): ["--broker", "redis://127.0.0.1:1/0"],
     }
 
 

@@ -93,6 +93,7 @@ NOT_JSON = {
     ("plugin", "new"): "writes a plugin package to disk and says where",
     ("segment", "export"): "writes the file format --format names (CSV or JSON Lines), like `crm export`",
     ("serve",): "runs the HTTP API until stopped (its JSON is the API's: tests/web)",
+    ("worker",): "runs background jobs until stopped: tests/jobs",
     ("privacy", "rotate-key"): "needs [privacy.encryption] and a key: tests/privacy/test_privacy_encryption.py",
 }
 
@@ -199,6 +200,9 @@ def test_every_command_prints_one_json_shape(run, tmp_path, command_paths) -> No
         ("db", "backup"): (OBJECT, [str(tmp_path / "crm.backup")]),
         ("db", "restore"): (OBJECT, [str(tmp_path / "crm.backup"), "--yes"]),
         ("customer", "erase"): (OBJECT, [ben, "--reason", "test", "--yes"]),
+        ("scheduler",): (ARRAY, ["--once"]),  # the day's jobs: 1, 2, 3
+        ("jobs", "list"): (ARRAY, []),
+        ("jobs", "show"): (OBJECT, ["1"]),
         # Users last: once a user exists, commands need an actor (CRM_USER below).
         ("user", "add"): (OBJECT, ["li.wei", "--name", "Li Wei", "--role", "admin"]),
         ("user", "list"): (ARRAY, []),

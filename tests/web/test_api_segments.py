@@ -121,3 +121,23 @@ def test_roles_and_visibility(api: Api) -> None:
     value_tier = api.client("ann").post("/segments/value-tier/runs", json={}).json()
     wrong = api.client("ann").get(f"/segments/probe-city/members?run_id={value_tier['id']}")
     assert wrong.status_code == 422
+
+
+def test_a_run_in_the_background_is_a_job(api: Api) -> None:
+    """No broker on the test server: the job runs before the answer; 202 and the job's URL either way."""
+    city = f"Nantes-{uuid.uuid4().hex[:6]}"
+    _customers(api, city, ["rita", "max"])
+    client = api.client("ann")
+    started = client.post("/segments/probe-city/runs?background=true&as_of=2030-06-30", json={"city": city})
+    assert started.status_code == 202, started.text
+    job = started.json()
+    assert started.headers["location"] == f"/jobs/{job['id']}"
+    assert (job["kind"], job["actor"], job["args"]["strategy"]) == ("segments.run", "ann", "probe-city")
+    polled = client.get(started.headers["location"]).json()
+    assert polled["status"] == "done", polled["error"]
+    run = client.get(f"/segments/runs/{polled['result']['run_id']}").json()
+    assert run["counts"]["in-city"] == len(_sql_ids(api, city)) == 2
+    assert job["id"] in [j["id"] for j in client.get("/jobs?kind=segments.run").json()]
+    assert api.client("rita").post("/segments/probe-city/runs?background=true", json={"city": city}).status_code == 403
+    assert api.client("rita").get(f"/jobs/{job['id']}").status_code == 404  # not hers
+    assert client.post("/segments/probe-city/runs?background=true&as_of=nonsense", json={}).status_code == 422
