@@ -246,3 +246,51 @@ def test_sign_in_attempts_are_limited(api: Api, seeded: dict[str, int]) -> None:
     assert answers[0] == 401 and answers[-1] == 429
     right = client.post("/console/sign-in", data={"login": "rita", "password": PASSWORD, "csrf": csrf.group(1)})
     assert right.status_code == 429 and "sign-in-error" in right.text  # right or wrong, until the window moves
+
+
+def test_my_day_lists_ones_own_tasks_and_done_completes_one(api: Api, seeded: dict[str, int]) -> None:
+    """"My day": the signed-in user's open tasks due today, overdue ones apart; another rep's and
+    later ones absent; "done" completes a task through the service (CSRF, audit); the dashboard's
+    follow-up tiles count what the task list holds."""
+    from datetime import timedelta
+
+    crm = api.crm
+    now = crm.as_of()
+    tag = uuid.uuid4().hex[:6]
+    late = crm.tasks.add(customer_id=seeded["mine"], title=f"Call back {tag}", assignee="rita",
+                         due=now - timedelta(hours=2))
+    soon = crm.tasks.add(customer_id=seeded["mine"], title=f"Send offer {tag}", assignee="rita", due=now)
+    later = crm.tasks.add(customer_id=seeded["mine"], title=f"Next week {tag}", assignee="rita",
+                          due=now + timedelta(days=8))
+    others = crm.tasks.add(customer_id=seeded["other"], title=f"For max {tag}", assignee="max",
+                           due=now - timedelta(hours=1))
+    rita = sign_in(api, "rita")
+    page = rita.get("/console/my-day")
+    assert page.status_code == 200, page.text
+    overdue_part = page.text.split('id="tasks-today"')[0]
+    assert late.title in overdue_part and soon.title in page.text
+    assert later.title not in page.text and others.title not in page.text
+
+    forged = rita.post(f"/console/tasks/{late.id}/done", headers={"HX-Request": "true"})
+    assert forged.status_code == 403 and crm.tasks.get(late.id).status.value == "open"
+    done = rita.post(f"/console/tasks/{late.id}/done", headers={"HX-Request": "true", "X-CSRF-Token": csrf_of(rita)})
+    assert done.status_code == 200 and 'data-status="done"' in done.text, done.text
+    assert crm.tasks.get(late.id).status.value == "done"
+    with crm.unit(readonly=True) as uow:
+        audit = tables.audit_log
+        actors = uow.conn.execute(select(audit.c.actor).where(
+            audit.c.entity == "task", audit.c.entity_id == str(late.id))).scalars().all()
+    assert "rita" in actors
+    # Max's task is not rita's to complete: she may not even see it.
+    refused = rita.post(f"/console/tasks/{others.id}/done", headers={"HX-Request": "true",
+                                                                  "X-CSRF-Token": csrf_of(rita)})
+    assert refused.status_code in (403, 404) and crm.tasks.get(others.id).status.value == "open"
+
+    ann = sign_in(api, "ann")
+    board = ann.get("/console/dashboard")
+    shown = re.search(r'id="kpi-overdue"><h2>[^<]*</h2><p class="big">([\d,]+)<', board.text)
+    assert shown, board.text
+    with crm.acting("ann"):
+        expected = sum(1 for t in crm.tasks.list(limit=100_000)
+                       if t.status.value == "open" and t.due is not None and t.due < crm.as_of())
+    assert int(shown.group(1).replace(",", "")) == expected >= 1

@@ -226,9 +226,27 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         start = start or (end.replace(day=1) - timedelta(days=1)).replace(day=1)
         if start > end:
             raise crmcore.ValidationError.single("start", "must not be after end", "dashboard")
-        shown = views.dashboard(crm, start, end)
+        shown = views.dashboard(crm, start, end) | views.task_counts(crm)
         return render(request, "dashboard.html", _locale(request), active="dashboard", start=start, end=end,
                       currency=crm.config.default_currency, **shown)
+
+    @page("/my-day")
+    def my_day(request: Request) -> Response:
+        console: sessions.ConsoleSession = request.state.console
+        return render(request, "my_day.html", _locale(request), active="my-day", zone=_zone(crm),
+                      **views.my_day(crm, console.login))
+
+    @page("/tasks/{task_id}/done", ("POST",))
+    def task_done(request: Request, task_id: int) -> Response:
+        error = None
+        try:
+            task = crm.tasks.done(task_id)
+        except (crmcore.ValidationError, crmcore.NotAuthorized, crmcore.HookError) as refused:
+            error = str(refused)
+            task = crm.tasks.get(task_id)
+        names = {task.customer_id: crm.customers.get(task.customer_id).name}
+        return render(request, "task_row.html", _locale(request), task=task, names=names, error=error,
+                      now=crm.as_of(), zone=_zone(crm))
 
     @page("/reports")
     def reports(request: Request, name: str | None = Query(None, max_length=100),

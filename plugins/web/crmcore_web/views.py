@@ -286,6 +286,25 @@ def dashboard(crm: "CRM", start: date, end: date) -> dict[str, Any]:
     }
 
 
+# -- my day --------------------------------------------------------------------------------
+
+def my_day(crm: "CRM", login: str) -> dict[str, Any]:
+    """The signed-in user's open tasks due today (in the CRM's zone), overdue ones first."""
+    now = crm.as_of()
+    tasks = crm.tasks.due("today", assignee=login)
+    names = {c.id: c.name for c in crm.customers.list({"id__in": sorted({t.customer_id for t in tasks})},
+                                                      limit=len(tasks) or 1)} if tasks else {}
+    return {"overdue": [t for t in tasks if t.due is not None and t.due < now],
+            "today": [t for t in tasks if t.due is None or t.due >= now], "names": names, "now": now}
+
+
+def task_counts(crm: "CRM") -> dict[str, int | None]:
+    """The dashboard's follow-up tiles: open tasks past due and complaints past their SLA (one COUNT
+    each, scoped to what the user may see); None for a user who may not list tasks."""
+    return {"overdue_tasks": _optional(crm.tasks.overdue_count, None),
+            "complaints_late": _optional(crm.tasks.complaints_past_sla, None)}
+
+
 # -- reports --------------------------------------------------------------------------------
 
 def _number(value: Any) -> float | None:
