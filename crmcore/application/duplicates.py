@@ -152,7 +152,9 @@ class DuplicateService:
         normalises them: ``check(email="ZHANG.WEI@example.com", phone="132-9141-7776")``).
         Asks ``authorize("customer.duplicates")``; every customer is compared, and one the acting
         user cannot see is reported without its id or name (see :class:`Match`)."""
-        with self.crm.unit(readonly=True) as uow:
+        # A writing unit, as customers.add's: a read-only one scopes every select to what the
+        # actor may see, and the door must compare every customer (unseen ones stay unnamed).
+        with self.crm.unit() as uow:
             self.crm.authorize("customer.duplicates", None)
             fields.setdefault("name", "?")
             candidate = self.crm.validator.customer(self.crm.customers.build(fields))

@@ -238,6 +238,7 @@ class MergeService:
             self._check_undoable(uow, merge_id, kept.id or 0, merged_ids, moved)
             for table in MOVED_TABLES:
                 self.restore_rows(uow, table, moved.get(table.name, {}))
+            self._tasks_follow_restored(uow, moved)
             self._restore_memberships(uow, kept.id or 0, moved.get("segment_memberships", {}))
             uow.fire("unmerge_customer_rows", kept_id=kept.id, merged_ids=merged_ids, moved=moved.get("plugins", {}))
             restored = []
@@ -270,6 +271,16 @@ class MergeService:
                              changes={"merge_id": [merge_id, None]})
             uow.fire("on_customers_unmerged", kept=result, restored=[uow.customers.get(c) for c in merged_ids])
             return result
+
+    def _tasks_follow_restored(self, uow: "UnitOfWork", moved: Mapping[str, Any]) -> None:
+        """A task made after the merge on a moved deal or interaction goes back with it: a task's
+        deal and interaction belong to its own customer."""
+        t = tables.tasks
+        for parent, column in ((tables.deals, t.c.deal_id), (tables.interactions, t.c.interaction_id)):
+            for cid, ids in moved.get(parent.name, {}).items():
+                for start in range(0, len(ids), CHUNK):
+                    uow.conn.execute(update(t).where(column.in_(ids[start:start + CHUNK]))
+                                     .values(customer_id=int(cid)))
 
     def _check_undoable(self, uow: "UnitOfWork", merge_id: int, kept_id: int, merged_ids: Sequence[int],
                         moved: Mapping[str, Any]) -> None:

@@ -14,6 +14,8 @@ checks a redacted record against that hash instead.
 
 from __future__ import annotations
 
+import re
+
 import json
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -90,6 +92,8 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
 
     run("interactions", update(interactions).where(interactions.c.customer_id == cid).values(
         contact_id=None, subject=None, body=None, outcome=None, attributes={}, external_id=None, **stamp))
+    _erase_reminder_lines(conn, [int(i) for i in conn.execute(select(tasks.c.id).where(tasks.c.customer_id == cid))
+                                 .scalars()], run)
     run("tasks", update(tasks).where(tasks.c.customer_id == cid).values(
         title=ERASED_TITLE, notes=None, attributes={}, external_id=None, **stamp))
     run("contacts", delete(contacts).where(contacts.c.customer_id == cid))
@@ -115,6 +119,24 @@ def erase_rows(uow: "UnitOfWork", customer: Customer, values: tuple[str, ...], f
         external_id=None, consent_email=False, consent_sms=False, consent_marketing=False,
         archived_at=customer.archived_at or uow.now, **stamp))
     return {name: n for name, n in counts.items() if n}
+
+
+def _erase_reminder_lines(conn: Any, task_ids: list[int], run: Any) -> None:
+    """Task reminders (``crm task remind``: one message per assignee and day, not the customer's)
+    list task titles: the lines of this customer's tasks become ``- #ID (erased)``."""
+    if not task_ids:
+        return
+    wanted = set(task_ids)
+    line = re.compile(r"^- #(\d+) .*$", re.M)
+    rows = conn.execute(select(notify_outbox.c.id, notify_outbox.c.body, notify_outbox.c.payload).where(
+        notify_outbox.c.idempotency_key.like("task-remind:%"))).all()
+    for message_id, body, payload in rows:
+        listed = set((payload or {}).get("tasks") or ())
+        if not listed & wanted or not body:
+            continue
+        rewritten = line.sub(lambda m: f"- #{m.group(1)} {ERASED_TITLE}" if int(m.group(1)) in wanted else m.group(0),
+                             body)
+        run("messages", update(notify_outbox).where(notify_outbox.c.id == message_id).values(body=rewritten))
 
 
 def _mentions(column: Any, values: Iterable[str], dialect: Any = None) -> list[Any]:

@@ -283,8 +283,9 @@ class TaskService(EntityService[Task]):
             late = or_(late, and_(t.c.status == TaskStatus.DONE.value, t.c.completed_at > t.c.due))
         with self.crm.unit(readonly=True) as uow:
             self.crm.authorize("task.list", None)
-            return int(uow.conn.execute(select(func.count()).select_from(t).where(
-                t.c.source == TaskSource.COMPLAINT.value, late)).scalar_one())
+            c = tables.customers
+            return int(uow.conn.execute(select(func.count()).select_from(t.join(c, c.c.id == t.c.customer_id)).where(
+                t.c.source == TaskSource.COMPLAINT.value, late, c.c.archived_at.is_(None))).scalar_one())
 
     # -- the daily reminder ---------------------------------------------------------------
     def remind(self, as_of: datetime | None = None, channel: str | None = None) -> builtins.list[Reminder]:
@@ -305,10 +306,10 @@ class TaskService(EntityService[Task]):
             self.crm.authorize("task.remind", channel)
             with uow.scoped():  # the tasks the acting user may see
                 rows = uow.conn.execute(
-                    select(t.c.id, t.c.title, t.c.due, t.c.assignee, t.c.customer_id, t.c.priority,
-                           tables.customers.c.name.label("customer_name"))
+                    select(t.c.id, t.c.title, t.c.due, t.c.assignee, t.c.customer_id, t.c.priority)
                     .join(tables.customers, tables.customers.c.id == t.c.customer_id)
-                    .where(t.c.status == TaskStatus.OPEN.value, t.c.assignee.is_not(None), t.c.due < end)
+                    .where(t.c.status == TaskStatus.OPEN.value, t.c.assignee.is_not(None), t.c.due < end,
+                           tables.customers.c.archived_at.is_(None))  # archived/erased: nobody to call
                     .order_by(t.c.assignee, t.c.due, t.c.id)).mappings().all()
             by_assignee: dict[str, builtins.list[Mapping[str, Any]]] = {}
             for row in rows:
@@ -344,7 +345,11 @@ def _reminder_text(day: str, today: builtins.list[Mapping[str, Any]], overdue: b
 
     def line(row: Mapping[str, Any]) -> str:
         due = row["due"].astimezone(tz).strftime("%Y-%m-%d %H:%M")
-        return f"- #{row['id']} {row['title']} ({row['customer_name']}; {due}; {row['priority']})"
+        # The customer by id, not by name: the message is the assignee's, not the customer's, and
+        # erasure rewrites only the task lines (crmcore.application.privacy_erase).
+        return f"- #{row['id']} {row['title']} ({customer} #{row['customer_id']}; {due}; {row['priority']})"
+
+    customer = "客户" if chinese else "customer"
 
     if chinese:
         subject = f"{day} 待办：今日到期 {len(today)} 项，已逾期 {len(overdue)} 项"

@@ -323,8 +323,9 @@ def birthday_month_day(column: Any) -> tuple[ColumnElement[int], ColumnElement[i
     """SQL for the month and the day of a birthday column (plain ``YYYY-MM-DD`` or sealed, whose
     ``MM-DD`` stays readable): for set-based birthday bonuses and greetings on every database."""
     raw = type_coerce(column, String)  # the stored text: a bound pattern is not sealed
-    md = type_coerce(func.coalesce(case((raw.like(MARK + "%"), func.substr(raw, _MD_AT, 5)),
-                                        else_=func.substr(raw, 6, 5)), ""), String)
+    # No coalesce: a NULL birthday stays NULL (CAST('' AS INTEGER) fails on PostgreSQL).
+    md = type_coerce(case((raw.like(MARK + "%"), func.substr(raw, _MD_AT, 5)),
+                          else_=func.substr(raw, 6, 5)), String)
     return (cast(func.substr(md, 1, 2), Integer), cast(func.substr(md, 4, 2), Integer))
 
 

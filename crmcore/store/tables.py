@@ -525,7 +525,7 @@ tasks = Table(
     Column("id", Integer, primary_key=True),
     Column("customer_id", Integer, ForeignKey("customers.id", ondelete="CASCADE"), nullable=False, index=True),
     Column("title", String(300), nullable=False),
-    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="SET NULL")),
+    Column("deal_id", Integer, ForeignKey("deals.id", ondelete="SET NULL"), index=True),
     Column("interaction_id", Integer, ForeignKey("interactions.id", ondelete="SET NULL"), index=True),
     Column("assignee", String(100), index=True),
     Column("due", UTCDateTime, index=True),

@@ -180,6 +180,9 @@ def test_a_customer_the_user_cannot_see_is_matched_but_not_named(crm_factory: An
                                           f"customer you cannot see has the same phone"), str(both.value)
         with pytest.raises(DuplicateCustomer, match="row 0: an existing customer you cannot see has the same phone"):
             crm.customers.add_many([{"name": "y", "phone": "13800001111", "owner": "rep1"}])
+        # The same check asked before adding (what the HTTP API's GET /duplicates answers).
+        assert [(m.customer_id, m.name, m.fields) for m in crm.duplicates.check(email="wang.fang@example.com")] \
+            == [(None, "", ("email",))]
     with crm.acting("rep2"), pytest.raises(  # the owner sees whom it is
             DuplicateCustomer, match=f"looks like customer {theirs.id} '王芳' \\(same email\\)"):
         crm.customers.add(Customer(name="Wang Fang", email="WANG.FANG@example.com", owner="rep2"))

@@ -276,7 +276,8 @@ def test_reminders_are_sent_once_per_assignee_and_day(crm_factory, tmp_path):
     assert len(sent) == 2
     by = {m["payload"]["assignee"]: m for m in sent}
     assert by["li.wei"]["subject"] == "2026-12-06 待办：今日到期 1 项，已逾期 1 项"
-    assert "- #1 逾期 (张伟;" in by["li.wei"]["body"] and "tomorrow" not in by["li.wei"]["body"]
+    assert f"- #1 逾期 (客户 #{customer.id};" in by["li.wei"]["body"] and "tomorrow" not in by["li.wei"]["body"]
+    assert "张伟" not in by["li.wei"]["body"]  # the customer by id: the message is the assignee's
     assert by["ann"]["subject"] == "Tasks for 2026-12-06: 1 due today, 0 overdue"
     assert by["ann"]["idempotency_key"] == "task-remind:ann:2026-12-06"
     # The next day: new reminders.
@@ -306,3 +307,46 @@ def test_merge_privacy_and_backup_cover_tasks(crm_factory):
     erased = crm.tasks.get(task.id)
     assert (erased.title, erased.notes, erased.external_id) == ("(erased)", None, None)
     assert crm.tasks.get(kept_task.id).title == "keep"
+
+
+def test_erasure_archive_and_unmerge_keep_reminders_counts_and_tasks_right(crm_factory):
+    """Review fixes: an erased customer's task lines leave the reminders already queued; an
+    archived customer's tasks are neither reminded nor counted past the SLA; a task made after a
+    merge on a moved interaction goes back with it on unmerge (and can still be completed)."""
+    crm = crm_factory(plugins=["notify"], config=config(tasks={"reminder_channel": "console"}),
+                      clock=lambda: NOW)
+    crm.users.add("ann", locale="en")
+    gone = crm.customers.add(name="Erin Erased", email="erin@example.com")
+    stays = crm.customers.add(name="Sam Stays")
+    secret = crm.tasks.add(customer_id=gone.id, title="Call Erin about 555-0199", assignee="ann",
+                           due=NOW - timedelta(hours=1))
+    kept = crm.tasks.add(customer_id=stays.id, title="Call Sam", assignee="ann", due=NOW - timedelta(hours=1))
+    [reminder] = crm.tasks.remind(NOW)
+    crm.privacy.erase(gone.id, reason="request")
+    with crm.engine.connect() as conn:
+        body = conn.execute(select(tables.notify_outbox.c.body).where(
+            tables.notify_outbox.c.id == reminder.message_id)).scalar_one()
+    assert "555-0199" not in body and "Erin" not in body
+    assert f"- #{secret.id} (erased)" in body and f"- #{kept.id} Call Sam" in body
+
+    # Archived: no reminder line and no SLA count for its complaint task.
+    archived = crm.customers.add(name="Archie")
+    crm.interactions.add(customer_id=archived.id, kind="complaint", subject="broken", occurred_at=NOW - timedelta(days=3))
+    before = crm.tasks.complaints_past_sla(NOW + timedelta(days=2))
+    crm.customers.delete(archived.id)
+    assert crm.tasks.complaints_past_sla(NOW + timedelta(days=2)) == before - 1
+    [tomorrow] = crm.tasks.remind(NOW + timedelta(days=1))
+    with crm.engine.connect() as conn:
+        body = conn.execute(select(tables.notify_outbox.c.body).where(
+            tables.notify_outbox.c.id == tomorrow.message_id)).scalar_one()
+    assert "broken" not in body
+
+    # Unmerge: a task on a moved interaction follows the interaction back.
+    keep = crm.customers.add(name="Kim Kept")
+    other = crm.customers.add(name="Kim Other")
+    talk = crm.interactions.add(customer_id=other.id, kind="call", subject="hello", occurred_at=NOW)
+    merge = crm.merges.merge(keep.id, [other.id])
+    later = crm.tasks.add(customer_id=keep.id, title="after the merge", interaction_id=talk.id)
+    crm.merges.unmerge(merge.merge_id)
+    assert crm.tasks.get(later.id).customer_id == other.id
+    assert crm.tasks.done(later.id).status.value == "done"

@@ -270,6 +270,8 @@ def test_my_day_lists_ones_own_tasks_and_done_completes_one(api: Api, seeded: di
     overdue_part = page.text.split('id="tasks-today"')[0]
     assert late.title in overdue_part and soon.title in page.text
     assert later.title not in page.text and others.title not in page.text
+    profile = rita.get(f"/console/customers/{seeded['mine']}")  # the 360 page lists the open tasks
+    assert f'id="open-task-{later.id}"' in profile.text and later.title in profile.text
 
     forged = rita.post(f"/console/tasks/{late.id}/done", headers={"HX-Request": "true"})
     assert forged.status_code == 403 and crm.tasks.get(late.id).status.value == "open"
@@ -285,6 +287,9 @@ def test_my_day_lists_ones_own_tasks_and_done_completes_one(api: Api, seeded: di
     refused = rita.post(f"/console/tasks/{others.id}/done", headers={"HX-Request": "true",
                                                                   "X-CSRF-Token": csrf_of(rita)})
     assert refused.status_code in (403, 404) and crm.tasks.get(others.id).status.value == "open"
+
+    # A field name from the URL is never looked up as an attribute.
+    assert rita.get(f"/console/customers/{seeded['mine']}/fields/__class__").status_code == 422
 
     ann = sign_in(api, "ann")
     board = ann.get("/console/dashboard")

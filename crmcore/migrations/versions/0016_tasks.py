@@ -50,6 +50,8 @@ def upgrade() -> None:
     )
     op.create_index(op.f("ix_tasks_customer_id"), "tasks", ["customer_id"])
     op.create_index(op.f("ix_tasks_interaction_id"), "tasks", ["interaction_id"])
+    # Deleting a deal sets its tasks' deal_id to NULL: without an index, a scan of tasks per deal.
+    op.create_index(op.f("ix_tasks_deal_id"), "tasks", ["deal_id"])
     op.create_index(op.f("ix_tasks_assignee"), "tasks", ["assignee"])
     op.create_index(op.f("ix_tasks_due"), "tasks", ["due"])
     op.create_index("ix_tasks_status_due", "tasks", ["status", "due"])

@@ -129,8 +129,9 @@ def customer_360(crm: "CRM", customer_id: int) -> dict[str, Any]:
         explained = _optional(lambda s=strategy: crm.segments.explain(s, customer_id), {})
         segments.append({"strategy": strategy, "segment": segment, "explanation": explained.get("explanation")})
     loyalty = _optional(lambda: crm.loyalty.status(customer_id), [])
+    tasks = _optional(lambda: crm.tasks.list({"customer_id": customer_id, "status": "open"}, "due", limit=100), [])
     return {"customer": customer, "contacts": contacts, "timeline": timeline[:300], "segments": segments,
-            "loyalty": loyalty, "deals": deals, "custom_fields": custom_fields(crm)}
+            "loyalty": loyalty, "deals": deals, "custom_fields": custom_fields(crm), "tasks": tasks}
 
 
 def custom_fields(crm: "CRM") -> list[Any]:
@@ -142,6 +143,9 @@ def field_value(customer: crmcore.Customer, name: str) -> Any:
     """A field's current value (``attributes.NAME`` for a custom field)."""
     if name.startswith("attributes."):
         return customer.attributes.get(name.split(".", 1)[1])
+    if name not in EDITABLE:  # never getattr() a name from the URL
+        raise crmcore.ValidationError.single(name, f"is not a field the console edits ({', '.join(EDITABLE)})",
+                                             "customer")
     value = getattr(customer, name)
     return value.value if hasattr(value, "value") else value
 
@@ -253,17 +257,18 @@ def dashboard(crm: "CRM", start: date, end: date) -> dict[str, Any]:
         weighted = {cur: money_from_scaled(raw or 0) / 100 for cur, raw in uow.conn.execute(
             select(d.c.currency, func.sum(type_coerce(d.c.amount, BigInteger) * weight)).where(
                 in_stages(open_stages), d.c.archived_at.is_(None)).group_by(d.c.currency))}
+        # Archived deals count nowhere on the dashboard (as in the revenue tile and the pipeline).
         won = uow.conn.execute(select(func.count()).select_from(d).where(
-            in_stages(won_stages), within(d.c.closed_at, lo, hi))).scalar() or 0
+            in_stages(won_stages), within(d.c.closed_at, lo, hi), d.c.archived_at.is_(None))).scalar() or 0
         lost = uow.conn.execute(select(func.count()).select_from(d).where(
-            in_stages(lost_stages), within(d.c.closed_at, lo, hi))).scalar() or 0
+            in_stages(lost_stages), within(d.c.closed_at, lo, hi), d.c.archived_at.is_(None))).scalar() or 0
         new_customers = uow.conn.execute(select(func.count()).select_from(c).where(
             within(c.c.created_at, lo, hi), c.c.archived_at.is_(None))).scalar() or 0
         ledger = tables.loyalty_ledger
         liability = uow.conn.execute(select(func.coalesce(func.sum(ledger.c.points), 0))).scalar() or 0
         # Revenue by month over the range (the revenue chart), summed per currency.
         closed = uow.conn.execute(select(d.c.closed_at, d.c.amount, d.c.currency).where(
-            in_stages(won_stages), within(d.c.closed_at, lo, hi))).all()
+            in_stages(won_stages), within(d.c.closed_at, lo, hi), d.c.archived_at.is_(None))).all()
         by_stage = uow.conn.execute(select(d.c.stage, func.count(), func.coalesce(func.sum(d.c.amount), 0)).where(
             in_stages(open_stages), d.c.archived_at.is_(None)).group_by(d.c.stage)).all()
     months: dict[str, dict[str, Decimal]] = {}
