@@ -33,11 +33,13 @@ from .types import Money, UTCDateTime
 # Sealed columns (revision 0013_privacy): wide enough for the sealed form of the longest value
 # (crmcore.store.sealed); validation still allows what it allowed (the limit).
 EMAIL_WIDTH, PHONE_WIDTH = 512, 128
-#: ``customers.email_key``: the address lower-cased, or a sealed address's blind index (its first
-#: 26 characters, ``$e1$`` and 22 of base64url; see :mod:`crmcore.store.sealed`).
 EMAIL_KEY_SQL = "CASE WHEN substr(email, 1, 4) = '$e1$' THEN substr(email, 1, 26) ELSE lower(email) END"
-# The birthday (revision 0014_privacy_fields): a sealed date with its readable month-day.
+"""``customers.email_key``, computed by the database: the address lower-cased, or a sealed
+address's blind index (its first 26 characters, ``$e1$`` and 22 of base64url; see
+:mod:`crmcore.store.sealed`)."""
 BIRTHDAY_WIDTH = 128
+"""Width of ``customers.birthday`` (text since revision 0014_privacy_fields): a sealed date with
+its readable month-day."""
 
 NAMING_CONVENTION = {
     "ix": "ix_%(column_0_label)s",

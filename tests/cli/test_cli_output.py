@@ -94,6 +94,7 @@ NOT_JSON = {
     ("segment", "export"): "writes the file format --format names (CSV or JSON Lines), like `crm export`",
     ("serve",): "runs the HTTP API until stopped (its JSON is the API's: tests/web)",
     ("worker",): "runs background jobs until stopped: tests/jobs",
+    ("user", "set-password"): "reads the password from a prompt or stdin: tests/cli/test_cli_passwords.py",
     ("privacy", "rotate-key"): "needs [privacy.encryption] and a key: tests/privacy/test_privacy_encryption.py",
 }
 

@@ -51,7 +51,9 @@ def test_rows_become_the_same_entities_as_through_the_converter(crm, monkeypatch
     with crm.engine.connect() as conn:
         for table, cls in kinds:
             for row in conn.execute(select(table)):
-                expected = converter.structure(dict(row._mapping), cls)
+                # The database's own columns (customers.email_key, generated) are no entity field.
+                stored = {k: v for k, v in row._mapping.items() if table.c[k].computed is None}
+                expected = converter.structure(stored, cls)
                 with monkeypatch.context() as patch:  # stored rows take the fast path, not the converter
                     patch.setattr("crmcore.domain.convert.converter", None)
                     assert from_row(row._mapping, cls) == expected

@@ -224,7 +224,9 @@ class TestConsoleChannelContract(ChannelContract):
 def test_registered_by_the_notify_plugin(crm):
     info = {p.name: p for p in crm.plugin_info()}["notify"]
     assert info.distribution == "crmcore-notify"
-    assert info.components["channels"][:2] == ["console", "file"]
-    assert sorted(info.components["channels"]) == ["console", "file", "sms-http", "smtp", "webhook"]
+    assert info.components["channels"][0] == "console"
+    assert sorted(info.components["channels"]) == ["console", "dingtalk", "file", "sms-http", "smtp", "webhook",
+                                                   "wecom"]
     addresses = {channel.name: channel.address for channel in crm.notify.channels()}
-    assert addresses == {"console": None, "file": None, "smtp": "email", "sms-http": "phone", "webhook": None}
+    assert addresses == {"console": None, "file": None, "smtp": "email", "sms-http": "phone", "webhook": None,
+                         "wecom": None, "dingtalk": None}
