@@ -254,4 +254,4 @@ def test_task_reminders_through_the_robots(crm_factory, robots, channel):
     [got] = robots.accepted
     text = got["message"]["text"]["content"]
     assert text.startswith("2026-12-06 待办：今日到期 1 项，已逾期 1 项")
-    assert "Complaint: 发票开错 (张伟;" in text and "回访：续约 (张伟;" in text
+    assert f"Complaint: 发票开错 (客户 #{customer.id};" in text and f"回访：续约 (客户 #{customer.id};" in text
