@@ -197,13 +197,12 @@ class DuplicateService:
             if not wanted:
                 continue
             values = builtins.list(wanted)
-            step = 500 if key == "phone" and sealed(dialect, "phone") else 5000
-            for start in range(0, len(values), step):
-                chunk = values[start:start + step]
-                if step == 500:  # the Sealed column's IN: ranges over each value's blind indexes
-                    query, params = _sealed_phone_query(chunk), {}
-                else:
-                    query, params = _batch_query(key), {"values": chunk}
+            # Sealed phones are looked up by their blind indexes in phone_key (one cached, indexed
+            # IN), not through the Sealed column's IN (a range per value and key, compiled each time).
+            query = _PHONE_KEY_QUERY if key == "phone" and sealed(dialect, "phone") else _batch_query(key)
+            for start in range(0, len(values), 5000):
+                chunk = values[start:start + 5000]
+                params = {"values": chunk}
                 for cid, name, value, archived_at in uow.conn.execute(query, params):
                     if archived_at is not None:  # skipped here, not in SQL: see matches()
                         continue
@@ -253,7 +252,7 @@ class DuplicateService:
         for key in self.settings.exact:
             values = _lookup_values(uow.conn.dialect, key, row)
             if values:
-                column = _lookup_column(key)
+                column = _lookup_column(key, uow.conn.dialect)
                 conditions.append(column.in_(values) if len(values) > 1 else column == values[0])
         return conditions
 
@@ -453,11 +452,9 @@ def _batch_query(key: str) -> Any:
         column.in_(bindparam("values", expanding=True)))
 
 
-def _sealed_phone_query(values: Sequence[str]) -> Any:
-    """:func:`_batch_query` of sealed phone numbers: the column's own IN (blind index ranges), the
-    number read back opened."""
-    return select(customers.c.id, customers.c.name, customers.c.phone.label("k"), customers.c.archived_at).where(
-        customers.c.phone.in_(builtins.list(values)))
+_PHONE_KEY_QUERY = select(customers.c.id, customers.c.name, customers.c.phone_key.label("k"),
+                          customers.c.archived_at).where(customers.c.phone_key.in_(bindparam("values", expanding=True)))
+"""The live customers whose ``phone_key`` (a sealed number's blind index) is one of ``:values``."""
 
 
 def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.list[Any]:
@@ -475,6 +472,10 @@ def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.l
         local, _, domain = given.rpartition("@")
         forms = dict.fromkeys((given, f"{local.lower()}@{domain}", given.lower()))
         return [cipher.prefix("email", form, number) for form in forms for number in range(cipher.key_count)]
+    if key == "phone" and sealed(dialect, "phone"):  # phone_key: the blind index under every listed key
+        cipher = cipher_of(dialect)
+        assert cipher is not None
+        return [cipher.prefix("phone", str(value), number) for number in range(cipher.key_count)]
     return [value]
 
 
@@ -487,10 +488,12 @@ def _label(key: str) -> str:
     return key.removeprefix("attributes.")
 
 
-def _lookup_column(key: str) -> ColumnElement[Any]:
-    """The indexed column the door check compares ``key`` with (the phone column itself: its
-    comparisons use the blind index when sealed)."""
-    return customers.c.phone if key == "phone" else _key_column(key)
+def _lookup_column(key: str, dialect: Any = None) -> ColumnElement[Any]:
+    """The indexed column the door check compares ``key`` with: for a phone the number, or when
+    numbers are sealed ``phone_key`` (their blind indexes, which :func:`_lookup_values` gives)."""
+    if key == "phone":
+        return customers.c.phone_key if dialect is not None and sealed(dialect, "phone") else customers.c.phone
+    return _key_column(key)
 
 
 def _key_column(key: str) -> ColumnElement[Any]:

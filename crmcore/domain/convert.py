@@ -372,7 +372,7 @@ def from_values(keys: tuple[str, ...], values: Any, cls: type[T]) -> T:
 
 #: Columns the database derives from others (``customers.email_key``, the door check's key): no
 #: entity has a field for them, so reading a row skips them.
-DERIVED_COLUMNS = frozenset({"email_key"})
+DERIVED_COLUMNS = frozenset({"email_key", "phone_key"})
 
 
 class _Plan(typing.NamedTuple):

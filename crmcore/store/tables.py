@@ -37,6 +37,10 @@ EMAIL_KEY_SQL = "CASE WHEN substr(email, 1, 4) = '$e1$' THEN substr(email, 1, 26
 """``customers.email_key``, computed by the database: the address lower-cased, or a sealed
 address's blind index (its first 26 characters, ``$e1$`` and 22 of base64url; see
 :mod:`crmcore.store.sealed`)."""
+PHONE_KEY_SQL = "CASE WHEN substr(phone, 1, 4) = '$e1$' THEN substr(phone, 1, 26) ELSE phone END"
+"""``customers.phone_key``, computed by the database: the E.164 number, or a sealed number's blind
+index (its first 26 characters), so the import's door check finds sealed numbers with one
+indexed ``IN`` (revision 0019_phone_key)."""
 BIRTHDAY_WIDTH = 128
 """Width of ``customers.birthday`` (text since revision 0014_privacy_fields): a sealed date with
 its readable month-day."""
@@ -175,6 +179,7 @@ customers = Table(
     # addresses share a key either way and the look-up is an index seek (no ``lower()`` scan).
     # Stored (PostgreSQL before 18 has no virtual columns); revision 0015 adds it virtual on SQLite.
     Column("email_key", String(EMAIL_WIDTH), Computed(EMAIL_KEY_SQL, persisted=True), index=True),
+    Column("phone_key", String(PHONE_WIDTH), Computed(PHONE_KEY_SQL, persisted=True), index=True),
     **TABLE_OPTIONS,
 )
 """Customers: people and organisations, with consent flags, tags, JSON ``attributes`` (custom
