@@ -15,12 +15,13 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
 from crmcore_notify.robots import dingtalk_sign
+
+from .loopback import serve_json
 
 WECOM_KEY = "693a91f6-7xxx-4bc4-97a0-0ec2sifa5aaa"
 DING_TOKEN = "d1ng-token-0123456789"
@@ -37,31 +38,15 @@ class Robots:
         self.refusals: list[str] = []
         self.queued: dict[str, list[dict[str, Any]]] = {}  # path -> answers to give before checking
         self.lock = threading.Lock()
-        robots = self
+        self.httpd, self.base = serve_json(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                path, _, query = self.path.partition("?")
-                with robots.lock:
-                    waiting = robots.queued.get(path)
-                    answer = waiting.pop(0) if waiting else None
-                if answer is None:
-                    answer = robots.check(path, query, self.headers.get("Content-Type", ""), raw)
-                body = json.dumps(answer).encode()
-                self.send_response(200)  # both services answer 200 and put the verdict in errcode
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+    def _answer(self, target: str, headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+        path, _, query = target.partition("?")
+        with self.lock:
+            waiting = self.queued.get(path)
+            answer = waiting.pop(0) if waiting else None
+        # Both services answer 200 and put the verdict in errcode.
+        return answer if answer is not None else self.check(path, query, headers.get("Content-Type", ""), raw)
 
     def refuse(self, code: int, message: str) -> dict[str, Any]:
         with self.lock:

@@ -14,10 +14,11 @@ import time
 import urllib.parse
 from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from .loopback import serve_json
 
 KEY_ID, SECRET = "LTAI5tExampleKeyId", "ExampleSecret/With+Symbols="
 APP_ID = "1400006666"
@@ -35,31 +36,15 @@ class Providers:
         self.accepted: list[dict[str, Any]] = []
         self.queued: dict[str, list[dict[str, Any]]] = {}
         self.lock = threading.Lock()
-        providers = self
+        self.httpd, self.base = serve_json(self._answer)
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                with providers.lock:
-                    waiting = providers.queued.get(self.path)
-                    answer = waiting.pop(0) if waiting else None
-                if answer is None:
-                    check = providers.aliyun if self.path == "/aliyun" else providers.tencent
-                    answer = check(dict(self.headers.items()), raw)
-                body = json.dumps(answer).encode()
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(body)))
-                self.end_headers()
-                self.wfile.write(body)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.httpd.daemon_threads = True
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-        self.base = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+    def _answer(self, path: str, headers: dict[str, str], raw: bytes) -> dict[str, Any]:
+        with self.lock:
+            waiting = self.queued.get(path)
+            answer = waiting.pop(0) if waiting else None
+        if answer is not None:
+            return answer
+        return (self.aliyun if path == "/aliyun" else self.tencent)(headers, raw)
 
     def aliyun(self, headers: dict[str, str], raw: bytes) -> dict[str, Any]:
         fields = {k: v[0] for k, v in urllib.parse.parse_qs(raw.decode("ascii"), keep_blank_values=True).items()}
