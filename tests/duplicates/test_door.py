@@ -99,7 +99,8 @@ def test_import_on_duplicate(sqlite_crm, tmp_path, mode, inserted, updated, skip
         assert (stored.name, stored.phone) == ("张伟", None)
 
 
-def test_import_cli_reports_each_duplicate_row(sqlite_crm, tmp_path):
+def test_import_cli_reports_each_duplicate_row(sqlite_crm, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a crm.toml the README's demo left in the checkout
     crm = sqlite_crm(REGION)
     crm.customers.add(name="张伟", email="zhang.wei@example.com")
     url = crm.config.database_url
@@ -117,7 +118,8 @@ def test_import_cli_reports_each_duplicate_row(sqlite_crm, tmp_path):
     assert [d["action"] for d in json.loads(again.stdout)["duplicates"]] == ["added", "added", "added"]
 
 
-def test_cli_add_says_who_without_a_traceback(sqlite_crm):
+def test_cli_add_says_who_without_a_traceback(sqlite_crm, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a crm.toml the README's demo left in the checkout
     crm = sqlite_crm(REGION)
     crm.customers.add(name="张伟", email="zhang.wei@example.com")
     url = crm.config.database_url

@@ -76,7 +76,8 @@ def test_find_scores_pairs_and_keeps_namesakes_below_the_merge_score(sqlite_crm)
     assert [c.ids for c in merged] == [(1, 2, 3), (5, 6)]
 
 
-def test_cli_duplicates_and_bulk_merge(sqlite_crm):
+def test_cli_duplicates_and_bulk_merge(sqlite_crm, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # not a crm.toml the README's demo left in the checkout
     crm = sqlite_crm({"phone_region": "CN"})
     seed(crm)
     url = crm.config.database_url
