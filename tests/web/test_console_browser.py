@@ -67,7 +67,11 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
     assert page.inner_text("#who") == "rita"
 
     page.fill("#q", "138-0013-8000")  # as people write it; stored as +8613800138000
+    page.wait_for_url("**/console/customers?q=138-0013-8000*")  # the search's rows are in (hx-push-url)
     page.wait_for_selector(f"text=Wang Fang {tag}")
+    assert page.locator("tr.customer-row").count() == 1
+    page.select_option("select[name=sort]", "name")  # the other filters search on change
+    page.wait_for_url("**/console/customers?q=138-0013-8000*sort=name*")
     assert page.locator("tr.customer-row").count() == 1
     page.screenshot(path=str(shots / "customers.png"))
 
