@@ -97,6 +97,9 @@ class PrivacyService:
             customer = self.crm.customers.target(uow, customer_id)
             self.crm.authorize("customer.erase", customer)
             result = self._erase(uow, customer, reason)
+            cipher = cipher_of(uow.conn.dialect)
+            if cipher is not None:  # nor in this process's memory of recent sealings
+                cipher.forget()
             if compact and uow.dialect == "sqlite":
                 uow.after_commit(self.compact)
         return result

@@ -1327,10 +1327,13 @@ def _init_worker(checker: RowChecker) -> None:
     _relax_gc()
 
 
-def _check_batch(values: list[Any]) -> tuple[list[Any], float]:
+def _check_batch(values: list[Any]) -> tuple[list[Any], float, dict[str, tuple[str, str]]]:
     started = time.process_time()
-    check = _worker_checker.check  # type: ignore[union-attr]
-    return [check(v) for v in values], time.process_time() - started
+    checker = cast(RowChecker, _worker_checker)
+    checked = [checker.check(v) for v in values]
+    # The values this worker sealed go back with the rows: the door check compares them.
+    cipher = checker.binder.cipher if checker.binder is not None else None
+    return checked, time.process_time() - started, cipher.hand_over() if cipher is not None else {}
 
 
 class _Validation:
@@ -1368,7 +1371,9 @@ class _Validation:
                 return
             batch, handle = pending.popleft()
             t0 = time.perf_counter()
-            checked, cpu = handle.get()
+            checked, cpu, sealed = handle.get()
+            if sealed and self.checker.binder is not None and self.checker.binder.cipher is not None:
+                self.checker.binder.cipher.take_over(sealed)
             self.timings["validate_wait"] += time.perf_counter() - t0
             self.timings["validate"] += cpu
             results = []

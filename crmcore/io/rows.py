@@ -343,6 +343,8 @@ class Binder:
             raise ValueError(f"{dialect.name}: positional parameters expected")
         self.columns = list(compiled.positiontup)
         self.sql = compiled.string
+        #: The engine's cipher when fields are sealed (a worker hands its sealings back through it).
+        self.cipher = cipher_of(dialect)
         self.processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.columns]
         # Time stamps, tags and custom attributes repeat a lot (one "now" per
         # import, a few tag sets) and their processors (JSON serialisation, UTC

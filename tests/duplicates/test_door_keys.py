@@ -186,3 +186,23 @@ def test_a_customer_the_user_cannot_see_is_matched_but_not_named(crm_factory: An
     with crm.acting("rep2"), pytest.raises(  # the owner sees whom it is
             DuplicateCustomer, match=f"looks like customer {theirs.id} '王芳' \\(same email\\)"):
         crm.customers.add(Customer(name="Wang Fang", email="WANG.FANG@example.com", owner="rep2"))
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sealed_import_is_checked_at_the_door_in_workers_too(crm_factory: Any, monkeypatch: Any,
+                                                                tmp_path: Path, workers: int) -> None:
+    """Validation workers seal the rows and hand their sealings back with them; the door check in
+    the importing process compares by value either way (and a value it did not see sealed, such as
+    a later batch's, is opened as before)."""
+    crm = encrypted(crm_factory, monkeypatch)
+    first = crm.customers.add(name="张伟", email="zhang.wei@example.com", phone="13291417776")
+    path = tmp_path / "c.csv"
+    lines = ["name,email,phone", "Zhang Wei,ZHANG.WEI@example.com,", "Li,li@example.com,132 9141 7776"]
+    lines += [f"P{i},p{i}@example.com,1370000{i:04d}" for i in range(40)]
+    lines += ["Again,P3@EXAMPLE.COM,", "Phone again,,+86 137 0000 0007"]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = import_file(crm, "customers", path, ImportOptions(on_duplicate="skip", workers=workers, batch_size=7))
+    assert (report.inserted, report.skipped) == (40, 4), report.duplicates
+    assert [(d["line"], d["customers"]) for d in report.duplicates] == [
+        (2, [first.id]), (3, [first.id]), (44, [crm.customers.find(email="p3@example.com").id]),
+        (45, [crm.customers.find(phone="+8613700000007").id])]

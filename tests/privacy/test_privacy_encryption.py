@@ -4,6 +4,8 @@ look-ups still work, and a key rotation re-seals everything."""
 
 from __future__ import annotations
 
+import base64
+import os
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -132,6 +134,9 @@ def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: An
     assert exported["customer"]["phone"] == PHONES[0]
     assert exported["sections"]["audit"][0]["changes"]["phone"] == [None, PHONES[0]]  # opened for the person
     crm.privacy.erase(gone.id, "request")
+    # Nor does the process keep the values it sealed (its memory of recent sealings is dropped).
+    remembered = crm.engine.dialect.crm_cipher.hand_over()
+    assert not {EMAILS[0], PHONES[0]} & {value for _, value in remembered.values()}
     with crm.engine.connect() as conn:
         left = conn.execute(select(notify_outbox.c.recipient)).scalars().all()
         sealed_left = conn.execute(text("SELECT email, phone FROM customers ORDER BY id")).all()
@@ -141,3 +146,29 @@ def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: An
         assert audit.verify(uow.conn).ok
         assert all("phone" not in (r.changes or {}) or r.changes["phone"][1] in (None, "[erased]")
                    for r in audit.records(uow.conn, customer_id=gone.id))
+
+
+def test_nonces_are_never_shared_with_a_forked_process() -> None:
+    """Nonces come from the OS in blocks; a forked child (an import's validation worker) drops the
+    block it inherited, so a value sealed in the child never reuses a nonce of its parent's."""
+    cipher = Cipher([new_key()], ["phone"])
+    cipher.seal("phone", PHONES[0])  # the parent now holds a block of nonces
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:  # the child: seal five values and send their nonces
+        try:
+            os.write(writer, b"".join(nonce_of(cipher.seal("phone", PHONES[1])) for _ in range(5)))
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    received = os.read(reader, 12 * 5)
+    os.close(reader)
+    theirs = {received[i:i + 12] for i in range(0, len(received), 12)}
+    ours = {nonce_of(cipher.seal("phone", PHONES[1])) for _ in range(5)}
+    assert len(theirs) == 5 and len(ours) == 5 and not theirs & ours
+
+
+def nonce_of(stored: str) -> bytes:
+    blob = stored.rsplit("$", 1)[1]
+    return base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))[:12]
