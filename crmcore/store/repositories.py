@@ -14,7 +14,7 @@ from decimal import Decimal
 import builtins
 import functools
 import operator
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import attrs
 from sqlalchemy import (JSON, Connection, Result, RowMapping, Select, Table, bindparam, delete, func, insert, or_,
@@ -68,20 +68,53 @@ def _by_column(table: Table, column: str, limit: int | None = None) -> Select[An
     return stmt if limit is None else stmt.limit(limit)
 
 
+class PointSource(Protocol):
+    """Where a repository's connection and point reads come from: a unit of work."""
+
+    @property
+    def conn(self) -> Connection: ...
+
+    def read_first(self, statement: Any, params: Mapping[str, Any]) \
+            -> tuple[tuple[str, ...], Sequence[Any]] | None: ...
+
+
 class Repository(Generic[E]):
-    """Reads and writes one entity type on one connection."""
+    """Reads and writes one entity type on one connection.
+
+    Made by a unit of work (``unit=``), its point reads (:meth:`get`, a one-column :meth:`find`) go
+    through the unit's :meth:`~crmcore.UnitOfWork.read_first`, which a read-only point-read unit
+    runs below SQLAlchemy, and the connection is the unit's, taken when first needed.
+    """
 
     kind: str
     table: Table
     entity: type[E]
 
-    def __init__(self, conn: Connection):
-        self.conn = conn
+    def __init__(self, conn: Connection | None = None, *, unit: PointSource | None = None):
+        if conn is None and unit is None:
+            raise TypeError("a repository needs a connection or a unit of work")
+        self._conn, self._unit = conn, unit
+
+    @property
+    def conn(self) -> Connection:
+        """The connection this repository reads and writes on."""
+        if self._conn is None:
+            assert self._unit is not None  # (__init__ requires one of the two)
+            self._conn = self._unit.conn
+        return self._conn
+
+    def _point(self, column: str, value: Any, limit: int | None = None) -> E | None:
+        """The entity of the first row whose ``column`` equals ``value`` (a statement built once)."""
+        stmt = _by_column(self.table, column, limit)
+        if self._unit is not None:
+            found = self._unit.read_first(stmt, {"value": value})
+            return None if found is None else self.from_values(*found)
+        return self.first(self.conn.execute(stmt, {"value": value}))
 
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id``; :class:`NotFound` if there is none."""
-        found = self.first(self.conn.execute(_by_column(self.table, "id"), {"value": id}))
+        found = self._point("id", id)
         if found is None:
             raise NotFound(self.kind, id)
         return found
@@ -108,9 +141,7 @@ class Repository(Generic[E]):
                     and condition.operator is operator.eq and condition.left is self.table.c[name] \
                     and isinstance(condition.right, BindParameter):
                 # One column equal to one value (by email, external id): a statement built once.
-                stmt = _by_column(self.table, name, limit=1)
-                row = self.conn.execute(stmt, {"value": condition.right.value}).first()
-                return None if row is None else self.from_row(row._mapping)
+                return self._point(name, condition.right.value, limit=1)
         stmt = select(self.table).where(*where).limit(1)
         row = self.conn.execute(stmt).first()
         return None if row is None else self.from_row(row._mapping)
