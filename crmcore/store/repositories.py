@@ -99,15 +99,15 @@ class Repository(Generic[E]):
     entity: type[E]
 
     def __init__(self, conn: Connection | None = None, *, unit: PointSource | None = None):
-        if conn is None and unit is None:
-            raise TypeError("a repository needs a connection or a unit of work")
+        # (Neither: a repository used only to convert rows, e.g. by the import's row checker.)
         self._conn, self._unit = conn, unit
 
     @property
     def conn(self) -> Connection:
         """The connection this repository reads and writes on."""
         if self._conn is None:
-            assert self._unit is not None  # (__init__ requires one of the two)
+            if self._unit is None:
+                raise RuntimeError(f"this {self.kind} repository has no connection (made to convert rows only)")
             self._conn = self._unit.conn
         return self._conn
 
