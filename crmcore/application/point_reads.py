@@ -49,7 +49,7 @@ class ReadUnit(UnitOfWork):
         self.acting_user = user if user is not None and user.login == self.actor else None
 
     # -- the SQLAlchemy connection, for whoever asks for one (a plugin's own query) ------------
-    @property  # type: ignore[override]
+    @property
     def conn(self) -> Connection:
         """A SQLAlchemy connection for this unit, opened when first asked for (as a plain read-only
         unit's: SQLite without ``BEGIN``, PostgreSQL in autocommit); the visibility listener finds

@@ -122,7 +122,7 @@ class PointReads:
             raise Fallback("the reader is closed")
         fairy = self.engine.raw_connection()  # the engine's connect events (SQLite's pragmas) run
         fairy.detach()  # never back into the pool: its autocommit mode is this reader's alone
-        dbapi = fairy.dbapi_connection
+        dbapi: Any = fairy.dbapi_connection
         if self.engine.dialect.name == "postgresql":
             dbapi.autocommit = True  # each read its own statement: no BEGIN/COMMIT round trips
         elif self.engine.dialect.name in ("mysql", "mariadb"):
