@@ -35,6 +35,13 @@ mostly waiting for a CPU, so the CPU columns are the comparable ones; before = c
 * Goal (at most 3x) not met: what is left is two statements through SQLAlchemy Core (the access
   plugin's role look-up, which must be asked in every unit so a role change counts at once, and the
   row) plus the unit's connection checkout and return.
+
+Point-read unit (2026-12-06, load average 11-12; "before" = commit 2dc84c9 run in the same session,
+alternating whole runs; ``--customers 2000 --calls 1000 --repeat 5``), CPU per call ours / driver:
+``get`` admin 276 -> 80 us (29.7x -> 8.6x), sales rep 436 -> 120 us (46x -> 12.3x), find email
+580 -> 93 us (59x -> 8.6x), find external id 379 -> 111 us (36x -> 9.6x).  PostgreSQL (``--customers
+2000 --calls 500 --repeat 3``, load 13): ``get`` CPU 552 / 98 us (5.7x), wall ratio best 9.9x, median
+3.5x.  Still not 3x: see docs/performance.md for where the rest goes.
 """
 
 from __future__ import annotations

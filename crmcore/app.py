@@ -21,6 +21,7 @@ from .application.leads import LeadService
 from .application.merges import MergeService
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
+from .application.point_reads import ReadUnit
 from .application.privacy import PrivacyService
 from .application.registry import Registry
 from .application.roles import Role
@@ -50,6 +51,7 @@ from .notify.templates import TemplateError
 from .reports import Report, ReportEngine
 from .segments import SegmentEngine, Segmenter
 from .store.engine import make_engine, sqlite_file_missing
+from .store.pointread import PointReads
 from .store.sealed import Cipher, check_collation
 
 T = TypeVar("T")
@@ -73,6 +75,8 @@ class CRM:
                                                     config.privacy.encryption.fields)
             check_collation(self.engine)
         install_visibility(self.engine)  # record visibility in every scoped unit of work's SELECTs
+        # get/find below SQLAlchemy's execution (crmcore.store.pointread), security applied as ever.
+        self.point_reads = PointReads(self.engine)
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
         self.default_actor: str | None = None
         self.customers = CustomerService(self)
@@ -234,6 +238,7 @@ class CRM:
 
     def close(self) -> None:
         """Release the database connections (the CRM is also a context manager)."""
+        self.point_reads.close()
         self.engine.dispose()
 
     def __enter__(self) -> "CRM":
@@ -264,6 +269,23 @@ class CRM:
             # object, not a generator-based context manager, keeps it to a few attribute reads.
             return nullcontext(current)
         return self._new_unit(readonly, plain)
+
+    def point_unit(self) -> ReadUnit | None:
+        """A unit of work for one point read below SQLAlchemy (:class:`ReadUnit`), or None where
+        the read must join or open an ordinary unit: a unit of this CRM is open (its transaction
+        may hold what the read must see), an API token is not checked yet (the first unit checks
+        it), or the database cannot (in-memory SQLite)."""
+        if not self.point_reads.available:
+            return None
+        current = current_unit.get()
+        if current is not None and current.crm is self:
+            return None
+        credential = current_credential.get()
+        if credential is not None and credential.user is None:
+            return None
+        user = None if credential is None else credential.user
+        actor = current_actor.get() or (user.login if user else None) or self.default_actor
+        return ReadUnit(self, self.point_reads, actor, self.clock(), user)
 
     @contextmanager
     def _new_unit(self, readonly: bool, plain: bool) -> Iterator[UnitOfWork]:

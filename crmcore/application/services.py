@@ -24,6 +24,7 @@ from ..domain.errors import DuplicateCustomer, HasHistory, RecordArchived, Stale
 from ..domain.versions import version_of
 from ..domain.validation import normalize_phone
 from ..store.bulk import insert_returning_ids
+from ..store.pointread import Fallback
 from ..store.filters import search_condition
 from ..store.repositories import Archived, E, Repository
 from ..store import tables
@@ -58,6 +59,14 @@ class EntityService(Generic[E]):
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id`` (:class:`NotFound` otherwise)."""
+        point = self.crm.point_unit()  # below SQLAlchemy when it can (crmcore.application.point_reads)
+        if point is not None:
+            try:
+                with point as uow:
+                    self.crm.authorize(f"{self.kind}.read", id)
+                    return self.repo(uow).get(id)
+            except Fallback:
+                pass  # read again through an ordinary unit, which reports any error as it always did
         with self.crm.unit(readonly=True, plain=True) as uow:
             self.crm.authorize(f"{self.kind}.read", id)
             return self.repo(uow).get(id)
@@ -65,6 +74,14 @@ class EntityService(Generic[E]):
     def find(self, **criteria: Any) -> E | None:
         """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``) among those the
         acting user may see; asks ``authorize("KIND.read", None)`` as :meth:`get` asks for an id."""
+        point = self.crm.point_unit()
+        if point is not None:
+            try:
+                with point as uow:
+                    self.crm.authorize(f"{self.kind}.read", None)
+                    return self.repo(uow).find(**criteria)
+            except Fallback:
+                pass
         with self.crm.unit(readonly=True, plain=True) as uow:
             self.crm.authorize(f"{self.kind}.read", None)
             return self.repo(uow).find(**criteria)

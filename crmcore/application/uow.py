@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextvars
 import functools
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -77,27 +77,27 @@ class UnitOfWork:
     @functools.cached_property
     def customers(self) -> CustomerRepository:
         """The customers repository on this unit's connection."""
-        return CustomerRepository(self.conn)
+        return CustomerRepository(unit=self)
 
     @functools.cached_property
     def contacts(self) -> ContactRepository:
         """The contacts repository on this unit's connection."""
-        return ContactRepository(self.conn)
+        return ContactRepository(unit=self)
 
     @functools.cached_property
     def interactions(self) -> InteractionRepository:
         """The interactions repository on this unit's connection."""
-        return InteractionRepository(self.conn)
+        return InteractionRepository(unit=self)
 
     @functools.cached_property
     def deals(self) -> DealRepository:
         """The deals repository on this unit's connection."""
-        return DealRepository(self.conn)
+        return DealRepository(unit=self)
 
     @functools.cached_property
     def tasks(self) -> TaskRepository:
         """The follow-up tasks repository on this unit's connection."""
-        return TaskRepository(self.conn)
+        return TaskRepository(unit=self)
 
     @functools.cached_property
     def loyalty(self) -> LoyaltyLedger:
@@ -135,6 +135,16 @@ class UnitOfWork:
             yield
         finally:
             self._scoping -= 1
+
+    def read_first(self, statement: Any, params: Mapping[str, Any]) -> tuple[tuple[str, ...], Sequence[Any]] | None:
+        """The first row of ``statement`` (a SELECT built once, e.g. at import time) with bound
+        ``params``: its column keys and values, or None.  Record visibility applies as to any read
+        of this unit; a point-read unit (:class:`~crmcore.application.point_reads.ReadUnit`) runs it
+        below SQLAlchemy, on the driver, with the statement compiled once."""
+        result = self.conn.execute(statement, params)
+        keys = tuple(result.keys())
+        row = result.first()
+        return None if row is None else (keys, row)
 
     @property
     def dialect(self) -> str:

@@ -163,10 +163,28 @@ def reads_restricted(statement: Any) -> bool:
     return found
 
 
+# Conditions' keys by the condition object's id (the object kept with its key, so the id is not
+# reused while the entry lives): a plugin that returns the same object for the same actor (the
+# access plugin does) has its condition's cache key computed once, not at every point read.
+_CONDITION_KEYS: dict[int, tuple[Any, tuple[Any, ...] | None]] = {}
+
+
 def _condition_key(condition: ColumnElement[bool] | None) -> tuple[Any, ...] | None:
     """The structure and bound values of a condition (None: not cacheable)."""
     if condition is None:
         return ()
+    known = _CONDITION_KEYS.get(id(condition))
+    if known is not None and known[0] is condition:
+        return known[1]
+    found = _structure_key(condition)
+    if len(_CONDITION_KEYS) >= _REWRITES_MAX:
+        del _CONDITION_KEYS[next(iter(_CONDITION_KEYS))]
+    _CONDITION_KEYS[id(condition)] = (condition, found)
+    return found
+
+
+def _structure_key(condition: ColumnElement[bool]) -> tuple[Any, ...] | None:
+    """:func:`_condition_key` worked out."""
     key = condition._generate_cache_key()
     if key is None:
         return None

@@ -14,7 +14,7 @@ from decimal import Decimal
 import builtins
 import functools
 import operator
-from typing import Any, Generic, Literal, TypeVar
+from typing import Any, Generic, Literal, Protocol, TypeVar
 
 import attrs
 from sqlalchemy import (JSON, Connection, Result, RowMapping, Select, Table, bindparam, delete, func, insert, or_,
@@ -28,7 +28,8 @@ from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
 from . import tables
 from .bulk import inserted_id, insert_returning_ids
-from .filters import conditions, search_condition
+from .filters import conditions, equality, search_condition
+from .sealed import bound_equals, bound_values, equals_value, is_sealed_column
 
 #: One of the entity types (a repository, and a service, handle one of them).
 E = TypeVar("E", Customer, Contact, Interaction, Deal, Task)
@@ -64,24 +65,64 @@ def archived_conditions(table: Table, archived: str, kind: str) -> builtins.list
 def _by_column(table: Table, column: str, limit: int | None = None) -> Select[Any]:
     """``SELECT * FROM table WHERE column = :value`` built once per table and column: the same statement
     object every call, so neither it nor its cache key is rebuilt (a point read's share was ~15%)."""
-    stmt = select(table).where(table.c[column] == bindparam("value"))
+    target = table.c[column]
+    # A sealed column: each possible key's blind index bound by name (see _point_params).
+    stmt = select(table).where(bound_equals(target) if is_sealed_column(target) else target == bindparam("value"))
     return stmt if limit is None else stmt.limit(limit)
 
 
+def _point_params(table: Table, column: str, value: Any) -> dict[str, Any]:
+    """The parameters of ``_by_column(table, column)`` for ``value``."""
+    return bound_values(value) if is_sealed_column(table.c[column]) else {"value": value}
+
+
+class PointSource(Protocol):
+    """Where a repository's connection and point reads come from: a unit of work."""
+
+    @property
+    def conn(self) -> Connection: ...
+
+    def read_first(self, statement: Any, params: Mapping[str, Any]) \
+            -> tuple[tuple[str, ...], Sequence[Any]] | None: ...
+
+
 class Repository(Generic[E]):
-    """Reads and writes one entity type on one connection."""
+    """Reads and writes one entity type on one connection.
+
+    Made by a unit of work (``unit=``), its point reads (:meth:`get`, a one-column :meth:`find`) go
+    through the unit's :meth:`~crmcore.UnitOfWork.read_first`, which a read-only point-read unit
+    runs below SQLAlchemy, and the connection is the unit's, taken when first needed.
+    """
 
     kind: str
     table: Table
     entity: type[E]
 
-    def __init__(self, conn: Connection):
-        self.conn = conn
+    def __init__(self, conn: Connection | None = None, *, unit: PointSource | None = None):
+        # (Neither: a repository used only to convert rows, e.g. by the import's row checker.)
+        self._conn, self._unit = conn, unit
+
+    @property
+    def conn(self) -> Connection:
+        """The connection this repository reads and writes on."""
+        if self._conn is None:
+            if self._unit is None:
+                raise RuntimeError(f"this {self.kind} repository has no connection (made to convert rows only)")
+            self._conn = self._unit.conn
+        return self._conn
+
+    def _point(self, column: str, value: Any, limit: int | None = None) -> E | None:
+        """The entity of the first row whose ``column`` equals ``value`` (a statement built once)."""
+        stmt, params = _by_column(self.table, column, limit), _point_params(self.table, column, value)
+        if self._unit is not None:
+            found = self._unit.read_first(stmt, params)
+            return None if found is None else self.from_values(*found)
+        return self.first(self.conn.execute(stmt, params))
 
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id``; :class:`NotFound` if there is none."""
-        found = self.first(self.conn.execute(_by_column(self.table, "id"), {"value": id}))
+        found = self._point("id", id)
         if found is None:
             raise NotFound(self.kind, id)
         return found
@@ -100,6 +141,9 @@ class Repository(Generic[E]):
 
     def find(self, **criteria: Any) -> E | None:
         """The first entity matching ``criteria`` (column equality), or None."""
+        single = equality(self.table, criteria, self.kind)
+        if single is not None:  # one column equal to one value (by email, external id): built once
+            return self._point(single[0], single[1], limit=1)
         where = self._conditions(criteria)  # the filters' checks and coercion, whichever path runs
         if len(where) == 1 and len(criteria) == 1:
             [name] = criteria
@@ -107,10 +151,11 @@ class Repository(Generic[E]):
             if name in self.table.c and isinstance(condition, BinaryExpression) \
                     and condition.operator is operator.eq and condition.left is self.table.c[name] \
                     and isinstance(condition.right, BindParameter):
-                # One column equal to one value (by email, external id): a statement built once.
-                stmt = _by_column(self.table, name, limit=1)
-                row = self.conn.execute(stmt, {"value": condition.right.value}).first()
-                return None if row is None else self.from_row(row._mapping)
+                # One column equal to one value (by external id): a statement built once.
+                return self._point(name, condition.right.value, limit=1)
+            sealed = equals_value(condition, self.table.c[name]) if name in self.table.c else None
+            if sealed is not None:  # by email or phone: the same, by blind index where sealed
+                return self._point(name, sealed[0], limit=1)
         stmt = select(self.table).where(*where).limit(1)
         row = self.conn.execute(stmt).first()
         return None if row is None else self.from_row(row._mapping)

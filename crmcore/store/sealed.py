@@ -470,6 +470,37 @@ def _equals(column: Any, field: str, value: Any) -> ColumnElement[bool]:
     return _SealedEquals(column, keys)
 
 
+#: The bound parameters of :func:`bound_equals`: the value under each possible key.
+BOUND_NAMES = tuple("value" if number == 0 else f"value_k{number}" for number in range(MAX_KEYS))
+
+
+def bound_equals(column: Any) -> ColumnElement[bool]:
+    """``column = :value`` for a statement built once (a point read), ``column`` sealed or not:
+    each key's blind index is its own named parameter (:data:`BOUND_NAMES`), which the caller binds
+    to the same value (:func:`bound_values`)."""
+    field = column.type.field
+    return _SealedEquals(column, [BindParameter(name, None, type_=SealedKey(field, number))
+                                  for number, name in enumerate(BOUND_NAMES)])
+
+
+def bound_values(value: Any) -> dict[str, Any]:
+    """The parameters of a :func:`bound_equals` comparison with ``value``."""
+    return dict.fromkeys(BOUND_NAMES, value)
+
+
+def equals_value(condition: Any, column: Any) -> tuple[Any] | None:
+    """``(value,)`` when ``condition`` is ``column`` (sealed) equal to one bound value, else None."""
+    if isinstance(condition, _SealedEquals) and condition.column is column \
+            and isinstance(condition.bound[0], BindParameter) and condition.bound[0].callable is None:
+        return (condition.bound[0].value,)
+    return None
+
+
+def is_sealed_column(column: Any) -> bool:
+    """Whether ``column`` compares as a sealed column (by blind index when its field is sealed)."""
+    return isinstance(column.type, Sealed | SealedDate)
+
+
 class _SealedEquals(ColumnElement[bool]):
     """``column = :value``, or with the engine's cipher the ranges over the value's blind
     index under each listed key."""

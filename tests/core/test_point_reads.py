@@ -84,12 +84,21 @@ def test_find_by_one_column_matches_the_filtered_listing_and_checks_values(crm):
 
 
 def _users_queries(crm):
+    """The statements reading ``users``: through SQLAlchemy, and those a point-read unit runs on the
+    driver (crmcore.store.pointread, which SQLAlchemy's events do not see)."""
     seen = []
 
     def count(conn, cursor, statement, parameters, context, executemany):
         if "FROM users" in statement:
             seen.append(statement)
     event.listen(crm.engine, "before_cursor_execute", count)
+    reads, first = crm.point_reads, crm.point_reads.first
+
+    def counted(connection, statement, params):
+        if "FROM users" in reads.shape(statement).sql:
+            seen.append(reads.shape(statement).sql)
+        return first(connection, statement, params)
+    reads.first = counted
     return seen
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import weakref
 from typing import TYPE_CHECKING
 
@@ -24,10 +25,11 @@ SYSTEM = "system"
 _with_roles: "weakref.WeakSet[CRM]" = weakref.WeakSet()
 
 
-def _has_roles(crm: "CRM", conn: Connection) -> bool:
-    """Whether the database has ``users.role`` (revision 0010); inspected once per CRM."""
+def _has_roles(crm: "CRM", uow: crmcore.UnitOfWork) -> bool:
+    """Whether the database has ``users.role`` (revision 0010); inspected once per CRM (``uow.conn``
+    only then: a point-read unit opens no SQLAlchemy connection unless asked for one)."""
     if crm not in _with_roles:
-        if not any(column["name"] == "role" for column in inspect(conn).get_columns("users")):
+        if not any(column["name"] == "role" for column in inspect(uow.conn).get_columns("users")):
             return False
         _with_roles.add(crm)
     return True
@@ -61,15 +63,18 @@ def _looked_up(actor: str, crm: "CRM", settings: AccessSettings, uow: crmcore.Un
     known = uow.acting_user  # read with the request's token, in this unit: no second query
     if known is not None and known.login == actor:
         return _role(crm, settings, known.active, known.role)
-    if not _has_roles(crm, uow.conn):
+    if not _has_roles(crm, uow):
         # A schema older than roles (before revision 0010; `crm db upgrade` opens it
         # unmigrated): nobody has a role yet, and before roles every user could do
         # everything, so an active user acts with system_role until the upgrade.
         active = uow.conn.execute(select(tables.users.c.active)
                                   .where(tables.users.c.login == actor)).scalar()
         return crm.roles.get(settings.system_role) if active else None
-    row = uow.conn.execute(_USER_ROLE, {"login": actor}).first()
-    return None if row is None else _role(crm, settings, row.active, row.role)
+    found = uow.read_first(_USER_ROLE, {"login": actor})  # a point-read unit runs it on the driver
+    if found is None:
+        return None
+    active, role = found[1]
+    return _role(crm, settings, active, role)
 
 
 def _role(crm: "CRM", settings: AccessSettings, active: bool, role: str | None) -> crmcore.Role | None:
@@ -89,15 +94,23 @@ def condition(role: crmcore.Role, login: str, entity: str) -> ColumnElement[bool
 
     Every list of ids is a subquery (never fetched into Python), uncorrelated so that it
     means the same inside any query the core puts it in (even one that reads customers).
+    The same condition object for the same role, login and entity (a bounded cache): the core's
+    rewrite of a statement is then found by identity, not by the condition's cache key.  Only the
+    SQL is cached, never an answer: who belongs to a team or territory is read when it runs.
     """
+    return _condition(role.scope, login, entity)  # (all the condition depends on; a Role hashes slowly)
+
+
+@functools.lru_cache(maxsize=1024)
+def _condition(scope: str, login: str, entity: str) -> ColumnElement[bool] | None:
     # Deals follow their customer (the core's rule when a plugin answers None for "deal"): a deal
     # seen without its customer would vanish from every query that joins the two.
-    if role.scope == "all" or entity != "customer":
+    if scope == "all" or entity != "customer":
         return None
     customers = tables.customers
-    if role.scope == "own":
+    if scope == "own":
         return customers.c.owner == login
-    if role.scope == "team":
+    if scope == "team":
         return or_(customers.c.owner == login, customers.c.owner.in_(_crew(login)))
     return customers.c.region.in_(_regions(login))  # territory
 

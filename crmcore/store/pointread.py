@@ -1,0 +1,187 @@
+"""Point reads below SQLAlchemy's execution machinery (issue 21, point 1).
+
+A point read (``crm.customers.get(id)``, ``find(email=...)``, the access policy's role look-up)
+runs one statement that is built once.  Through a SQLAlchemy ``Connection`` each such read still
+paid a pool checkout and return, the execution context, the result's set-up and its row
+processing: several times what the driver itself takes.  :class:`PointReads` keeps what is the
+same for every call of a statement and does only the rest per call:
+
+* each statement is compiled once per engine into the driver's SQL, with its parameter order,
+  its bind processors (a sealed field's blind index) and, from the first execution's cursor
+  description, its result processors (SQLite's times, JSON, money);
+* it runs on a raw DBAPI connection the reader owns (detached from the pool, so its autocommit
+  mode never leaks into a unit of work's transaction), taken from a lock-free stack;
+* on PostgreSQL the statement is prepared on the server (psycopg ``prepare=True``): one round
+  trip per read, no ``BEGIN``/``COMMIT``.
+
+Nothing here decides what may be read: the unit of work (:class:`~crmcore.application.uow.ReadUnit`)
+asks ``authorize`` and applies record visibility to the statement before handing it here.
+Whatever this reader cannot run as-is (a statement with post-compile parameters, a database
+error) raises :class:`Fallback`, and the caller reads through the ordinary unit of work instead,
+which reports errors as it always did.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+from sqlalchemy import Engine
+from sqlalchemy.pool import QueuePool
+
+#: Compiled statements kept per engine (statements are built once, so few shapes exist; a
+#: visibility rewrite that cannot be cached makes a new statement per read: bounded, oldest out).
+MAX_SHAPES = 512
+
+
+class Fallback(Exception):
+    """This read cannot run below SQLAlchemy: read it through an ordinary unit of work."""
+
+
+class _Shape:
+    """One statement compiled for one engine: what every execution of it shares."""
+
+    __slots__ = ("sql", "order", "defaults", "binds", "keys", "results")
+
+    def __init__(self, sql: str, order: tuple[str, ...] | None, defaults: dict[str, Any],
+                 binds: dict[str, Callable[[Any], Any]], keys: tuple[str, ...]):
+        self.sql, self.order, self.defaults, self.binds, self.keys = sql, order, defaults, binds, keys
+        #: (column index, result processor) of the columns that need one, set at the first execution.
+        self.results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+
+
+def _compile(statement: Any, engine: Engine) -> _Shape:
+    """The :class:`_Shape` of ``statement`` on ``engine``'s dialect (Fallback when it needs
+    SQLAlchemy's per-execution processing: expanding or literal parameters, escaped names)."""
+    compiled: Any = statement.compile(dialect=engine.dialect)
+    if compiled.post_compile_params or compiled.literal_execute_params or compiled.escaped_bind_names:
+        raise Fallback("statement needs per-execution compilation")
+    defaults = compiled.construct_params(_check=False)
+    binds = {name: fn for name, fn in compiled._bind_processors.items() if fn is not None}
+    order = tuple(compiled.positiontup) if compiled.positional else None
+    keys = tuple(entry.keyname for entry in compiled._result_columns)
+    return _Shape(compiled.string, order, defaults, binds, keys)
+
+
+def _result_processors(statement: Any, engine: Engine, description: Sequence[Any]) -> \
+        tuple[tuple[int, Callable[[Any], Any]], ...]:
+    """Each column's result processor for the driver's column types in ``description``."""
+    compiled: Any = statement.compile(dialect=engine.dialect)
+    found = tuple((index, process) for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
+                  if (process := entry.type._cached_result_processor(engine.dialect, column[1])) is not None)
+    return found
+
+
+class PointReads:
+    """Runs built-once statements on raw connections of ``engine`` (see the module).
+
+    :ivar available: whether this engine's reads can go below SQLAlchemy at all (a file or server
+        database with a queue pool; an in-memory SQLite database is one connection per thread).
+    """
+
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.available = isinstance(engine.pool, QueuePool)
+        self._idle: list[Any] = []
+        self._shapes: dict[Any, _Shape] = {}
+        self._pid = os.getpid()
+        self._inherited: list[Any] = []  # a forked child's copies of the parent's connections
+        self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
+        name = engine.dialect.name
+        self._prepare = name == "postgresql" and engine.dialect.driver == "psycopg"
+        self._closed = False
+
+    # -- connections ---------------------------------------------------------------------------
+    def checkout(self) -> Any:
+        """A raw DBAPI connection in autocommit mode, owned by the caller until :meth:`checkin`."""
+        if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use (or close)
+            self._inherited.extend(self._idle)
+            self._idle, self._pid = [], os.getpid()
+        try:
+            return self._idle.pop()  # atomic under the GIL: no lock on the common path
+        except IndexError:
+            return self._connect()
+
+    def checkin(self, connection: Any) -> None:
+        """Give back a connection from :meth:`checkout` (closed instead once the reader is)."""
+        if self._closed:
+            connection.close()
+        else:
+            self._idle.append(connection)
+
+    def discard(self, connection: Any) -> None:
+        """Close a connection that failed (it is not given back)."""
+        try:
+            connection.close()
+        except Exception:  # already broken: nothing more to release
+            pass
+
+    def _connect(self) -> Any:
+        if self._closed:
+            raise Fallback("the reader is closed")
+        fairy = self.engine.raw_connection()  # the engine's connect events (SQLite's pragmas) run
+        fairy.detach()  # never back into the pool: its autocommit mode is this reader's alone
+        dbapi: Any = fairy.dbapi_connection
+        if self.engine.dialect.name == "postgresql":
+            dbapi.autocommit = True  # each read its own statement: no BEGIN/COMMIT round trips
+        elif self.engine.dialect.name in ("mysql", "mariadb"):
+            dbapi.autocommit(True)
+        # SQLite: the engine's connect event already put the driver in autocommit (isolation_level None).
+        return dbapi
+
+    def close(self) -> None:
+        """Close the idle connections; those in use close when given back."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            self.discard(connection)
+
+    # -- statements ----------------------------------------------------------------------------
+    def shape(self, statement: Any) -> _Shape:
+        """The compiled form of ``statement`` (compiled at its first read)."""
+        found = self._shapes.get(statement)
+        if found is None:
+            found = _compile(statement, self.engine)
+            if len(self._shapes) >= MAX_SHAPES:
+                del self._shapes[next(iter(self._shapes))]
+            self._shapes[statement] = found
+        return found
+
+    def first(self, connection: Any, statement: Any, params: Mapping[str, Any]) \
+            -> tuple[tuple[str, ...], Sequence[Any]] | None:
+        """The first row of ``statement`` with ``params`` on ``connection``: its column keys and
+        processed values, or None.  Raises :class:`Fallback` on a database error (the caller reads
+        again through SQLAlchemy, which reports it as usual)."""
+        shape = self._shapes.get(statement) or self.shape(statement)
+        if shape.binds or len(shape.defaults) != len(params):
+            values = dict(shape.defaults)
+            values.update(params)
+            for name, process in shape.binds.items():
+                values[name] = process(values[name])
+        else:  # (the usual point read: only the caller's own values, none processed)
+            values = params  # type: ignore[assignment]
+        bound: Any = values if shape.order is None else tuple([values[name] for name in shape.order])
+        try:
+            cursor = connection.cursor()
+            try:
+                if self._prepare:
+                    cursor.execute(shape.sql, bound, prepare=True)
+                else:
+                    cursor.execute(shape.sql, bound)
+                row = cursor.fetchone()
+                if row is not None and shape.results is None:
+                    shape.results = _result_processors(statement, self.engine, cursor.description)
+            finally:
+                cursor.close()
+        except self._dbapi_error as exc:
+            raise Fallback(str(exc)) from exc
+        if row is None:
+            return None
+        if shape.results:
+            row = list(row)
+            for index, process in shape.results:
+                value = row[index]
+                if value is not None:
+                    row[index] = process(value)
+        return shape.keys, row
