@@ -26,15 +26,21 @@ at the time; nothing here is a test.
 
 Figures (issue 21, 2026-12-05, ``--deals 60 --repeat 3``, load average 21; before = commit 7d1ecbf):
 ours 4-5 -> 5 moves/s wall, CPU 19.6 -> 18.5 ms a move; baseline 273 moves/s (synchronous=FULL),
-724 moves/s (NORMAL), CPU 0.2-0.4 ms; 11 rows a move.  Goal (>= 25%) far from met: ~2% of FULL.
-Where the CPU goes (cProfile): the loyalty plugin's ``on_deal_stage_changed`` (tier evaluation and
-the referral scheme's set-based run for one customer) ~54%, the core loyalty engine earning for each
-of the five schemes ~15%; the core's own path (unit of work, the deal's read, validation, update,
-history, promotion, audit) is the rest, ~36 statements a move.  The first two are outside the files
-this work owned (plugins/loyalty, crmcore/loyalty/engine.py).  SQLite synchronous stays FULL: the
-baseline shows an fsync costs ~2.3 ms a commit, about 1% of a move under this load, too little to
-trade away durability on power loss for (WAL + NORMAL loses no commit on a process crash, but can on
-an OS crash or power cut).
+724 moves/s (NORMAL), CPU 0.2-0.4 ms; 11 rows a move.
+
+2026-12-06 (``--deals 60 --repeat 3``, four pairs of runs alternating the code before, 2dc84c9, and
+after, load average 11-14): before 18-35 moves/s, 4-10% of the baseline at best, CPU 14.7-17.0 ms
+a move; after 54-102 moves/s, 10-30% at best (19-29% median; the goal reached in 2 of 4 runs),
+CPU 4.5-5.2 ms a move; the baseline (synchronous FULL, 12 rows) 260-740 moves/s in the same runs,
+its fsync varying with the load.  What changed (cProfile, statements counted with a
+``before_cursor_execute`` listener: about 27 -> 20 a move): the loyalty plugin's reaction (54%
+before) evaluates the one customer's tier with a statement built once and writes only on a
+change, looks the referral up by primary key before any referral work, and earns with a one-deal
+select built once; a credit is one prebuilt UPDATE of the balance; the audit chain and the
+buyer's promotion use statements built once.  What is left is the core's own path (unit of work,
+the deal's read, validation with the customer and owner look-ups, update, history, promotion,
+audit) and the fsync.  SQLite synchronous stays FULL (the baseline pays the same fsync; WAL +
+NORMAL loses no commit on a process crash, but can on an OS crash or power cut).
 """
 
 from __future__ import annotations

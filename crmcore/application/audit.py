@@ -30,7 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..domain.convert import unstructure
 from ..store.sealed import open_changes, seal_changes
@@ -161,8 +161,7 @@ class AuditTrail:
         if not self.pending:
             return
         conn, pending, self.pending = self.uow.conn, self.pending, []
-        seq, prev = conn.execute(select(audit_head.c.seq, audit_head.c.hash)
-                                 .where(audit_head.c.id == 1).with_for_update()).one()
+        seq, prev = conn.execute(_HEAD).one()
         rows, now = [], self.uow.now.astimezone(timezone.utc)
         for item in pending:
             seq += 1
@@ -171,8 +170,14 @@ class AuditTrail:
                                              item["entity"], item["entity_id"], item["customer_id"],
                                              item["ids"], item["changes"])
             rows.append(row)
-        conn.execute(insert(audit_log), rows)
-        conn.execute(update(audit_head).where(audit_head.c.id == 1).values(seq=seq, hash=prev))
+        conn.execute(_APPEND, rows)
+        conn.execute(_SET_HEAD, {"h_seq": seq, "h_hash": prev})
+
+
+# Built once (every writing unit of work runs them): statements with bound values only.
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_APPEND = insert(audit_log)
+_SET_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("h_seq"), hash=bindparam("h_hash"))
 
 
 def _customer_of(kind: str, entity: Any) -> int | None:

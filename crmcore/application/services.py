@@ -724,12 +724,27 @@ class DealService(ArchivingService[Deal]):
         """Make the buyer of a won deal a customer (from lead or prospect); fires ``on_customer_updated``."""
         if not self.crm.config.customer_on_won_deal:
             return
+        if not self.crm.plugins.has_impls("on_customer_updated"):
+            self._promote_quietly(uow, customer_id)
+            return
         previous = uow.customers.get(customer_id)
         if previous.stage not in PROMOTED_STAGES:
             return
         customer = uow.customers.update(attrs.evolve(previous, stage=LifecycleStage.CUSTOMER), uow.now)
         uow.audit.updated("customer", customer, previous)
         uow.fire("on_customer_updated", customer=customer, previous=previous)
+
+    def _promote_quietly(self, uow: "UnitOfWork", customer_id: int) -> None:
+        """:meth:`_promote_buyer` when no plugin listens for ``on_customer_updated``: no entity to
+        build, only the stage read and one conditional UPDATE of stage and ``updated_at`` (what the
+        full update changes), audited with the same change record."""
+        old = uow.conn.execute(_BUYER_STAGE, {"b_customer": customer_id}).scalar()
+        if old is None or old not in _PROMOTED_VALUES:
+            return
+        uow.conn.execute(_PROMOTE, {"b_customer": customer_id, "b_stage": LifecycleStage.CUSTOMER.value,
+                                    "b_now": uow.now})
+        uow.audit.record("customer.update", "customer", customer_id, customer_id=customer_id,
+                         changes={"stage": [old, LifecycleStage.CUSTOMER.value]})
 
     def _promote_buyers_bulk(self, uow: "UnitOfWork", deals: list[Deal]) -> None:
         """The bulk path: the buyers of the batch's won deals become customers, in one UPDATE per
@@ -864,3 +879,11 @@ OWNED = ("customer", "deal")
 
 PROMOTED_STAGES = (LifecycleStage.LEAD, LifecycleStage.PROSPECT)
 """The lifecycle stages a won deal turns into ``customer`` (``former`` stays former)."""
+_PROMOTED_VALUES = frozenset(s.value for s in PROMOTED_STAGES)
+# Built once (every won deal runs them): the buyer's stage, and its promotion if it is still one
+# of PROMOTED_STAGES (the condition repeated, so the UPDATE is right even if the row changed).
+_BUYER_STAGE = select(_TABLES["customer"].c.stage).where(_TABLES["customer"].c.id == bindparam("b_customer"))
+_PROMOTE = update(_TABLES["customer"]).where(
+    _TABLES["customer"].c.id == bindparam("b_customer"),
+    _TABLES["customer"].c.stage.in_([s.value for s in PROMOTED_STAGES])).values(
+    stage=bindparam("b_stage"), updated_at=bindparam("b_now"))

@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 ledger = tables.loyalty_ledger
 accounts = tables.loyalty_accounts
 allocations = tables.loyalty_allocations
+# Built once: a single credit runs it with bound values (building an UPDATE costs more than running it).
+_ADD_POINTS = update(accounts).where(
+    accounts.c.customer_id == bindparam("a_customer"), accounts.c.scheme == bindparam("a_scheme")).values(
+    balance=accounts.c.balance + bindparam("a_points", type_=BigInteger), updated_at=bindparam("a_now"))
 KINDS = ("earn", "bonus", "redeem", "expire", "adjust", "reverse")
 # Columns a set-based credit (``LoyaltyLedger.insert_credits``) selects, in this order.
 CREDIT_COLUMNS = ("customer_id", "points", "idempotency_key", "deal_id", "expires_at", "reason", "occurred_at",
@@ -119,14 +123,30 @@ class LoyaltyLedger:
         _check_points(points)
         # No look-up of the key first: the insert finds a replay itself (and then returns the
         # entry), which saves a SELECT on every new credit, the common case.
-        self._ensure_account(customer_id, scheme)
+        mariadb = self.uow.conn.dialect.name in ("mysql", "mariadb")
+        if mariadb:  # the account before the entry, read first (see _ensure_account): no gap locks
+            self._ensure_account(customer_id, scheme)
         entry, new = self._append(customer_id, scheme, kind, points, key, fields)
         if new:
-            self.uow.conn.execute(update(accounts).where(
-                accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).values(
-                balance=accounts.c.balance + points, updated_at=self.uow.now))
+            self._add_points(customer_id, scheme, points, ensured=mariadb)
             self.uow.crm.loyalty.evaluate_tier(self.uow, customer_id, scheme)
         return entry
+
+    def _add_points(self, customer_id: int, scheme: str, points: int, ensured: bool) -> None:
+        """Raise the account's balance by ``points``; an account not yet there (not ``ensured``)
+        is created with them.  One statement when the account exists, the common case."""
+        conn = self.uow.conn
+        params = {"a_customer": customer_id, "a_scheme": scheme, "a_points": points, "a_now": self.uow.now}
+        if conn.execute(_ADD_POINTS, params).rowcount == 1 or ensured:
+            return
+        # No account: create it holding the points; if a concurrent credit created it meanwhile
+        # (the insert then waits for its commit and skips), add to that one.
+        # (RETURNING tells; the rowcount of PostgreSQL's ON CONFLICT DO NOTHING does not.)
+        created = conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme).values(
+            customer_id=customer_id, scheme=scheme, balance=points, updated_at=self.uow.now).returning(
+            accounts.c.customer_id)).first()
+        if created is None:
+            conn.execute(_ADD_POINTS, params)
 
     def debit(self, customer_id: int, scheme: str, points: int, key: str, kind: str = "redeem",
               partial: bool = False, **fields: Any) -> LedgerEntry:

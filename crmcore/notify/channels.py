@@ -8,7 +8,7 @@ or raises :class:`TransientError` (retry later) or :class:`PermanentError`
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 import attrs
 
@@ -94,8 +94,28 @@ class Channel(Component):
         """
         raise NotImplementedError
 
+    def prepare(self, message: Message, options: Any) -> PreparedSend | None:
+        """Optional first half of a two-step send: everything that delivers nothing yet
+        (build the message, open the envelope: SMTP ``MAIL``/``RCPT``), returning a
+        :class:`PreparedSend` whose ``finish()`` delivers it.  The dispatcher then overlaps this
+        half with the commit that marks the message ``sending``, and delivers only after that
+        commit, so the in-doubt window stays one message.  Raise as :meth:`send` does.
+        None (the default): the dispatcher calls :meth:`send`.
+        """
+        return None
+
     def close(self) -> None:
         """End the batch (e.g. disconnect)."""
+
+
+class PreparedSend(Protocol):
+    """A message :meth:`Channel.prepare` made ready: nothing has been delivered yet."""
+
+    def finish(self) -> str | Delivered | None:
+        """Deliver it; returns and raises as :meth:`Channel.send`."""
+
+    def abort(self) -> None:
+        """Do not deliver it (the dispatcher lost the claim or is stopping); the channel stays usable."""
 
 
 def is_permanent(exc: BaseException) -> bool:

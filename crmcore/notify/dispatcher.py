@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import random
+from concurrent.futures import Future, ThreadPoolExecutor
 import socket
 import threading
 import time
@@ -510,6 +511,7 @@ class _Worker:
         # Read once per channel for this dispatch, not twice per message (parsing [channels.NAME]).
         self.policies: dict[str, DeliveryPolicy] = {}
         self.pacers: dict[str, Pacer | None] = {}
+        self.committer: ThreadPoolExecutor | None = None  # see _send_overlapped
 
     def run(self) -> DispatchResult:
         skipped = 0
@@ -531,6 +533,8 @@ class _Worker:
                 self._deliver_all(claims)
         finally:
             self._record_sent()
+            if self.committer is not None:
+                self.committer.shutdown()
             for chan, _ in self.opened.values():
                 chan.close()
         return DispatchResult(**self.counts)
@@ -604,6 +608,11 @@ class _Worker:
                 self._hand_back(group + queue)
                 queue.clear()
                 return
+        channel = self.opened[name][0] if name in self.opened else None
+        if len(group) == 1 and channel is not None and type(channel).prepare is not Channel.prepare \
+                and not unit_open(self.engine.crm):  # (inside a caller's unit its connection is this thread's)
+            self._send_overlapped(group[0], name)
+            return
         started = self._start(group)
         for index, claimed in enumerate(started):
             if self.stop.is_set() or name in self.broken:  # stopped, or the channel went down mid-group
@@ -619,6 +628,63 @@ class _Worker:
             delivered = outcome if isinstance(outcome, Delivered) else Delivered(outcome)
             self.unrecorded.append((claimed, delivered, self.clock()))
             self.counts["sent"] += 1
+
+    def _send_overlapped(self, claimed: _Claimed, name: str) -> None:
+        """One message of a channel that sends in two steps (:meth:`Channel.prepare`).
+
+        Its ``sending`` mark (with the outcomes recorded so far) commits in the committer thread
+        while the channel prepares the message (builds it and opens the envelope: nothing is
+        delivered yet); it is delivered only once the mark is durable.  So the commit's fsync
+        overlaps the first half of the exchange, and a crash leaves in doubt what it did before:
+        at most the one message being delivered.
+        """
+        channel, options = self.opened[name]
+        previous, now = list(self.unrecorded), self.clock()
+
+        def work(conn: Connection) -> list[_Claimed]:
+            self.engine._record_sent(previous, conn)
+            return self.engine._start_many([claimed], now, conn)
+
+        marking = self._committer().submit(self.engine._write, work)
+        try:
+            prepared = channel.prepare(claimed.message, options)
+        except Exception as exc:
+            if self._marked(marking):  # marked sending: a failed attempt, as a failed send()
+                self._failed(claimed, exc)
+            return
+        try:
+            started = self._marked(marking)
+        except BaseException:
+            if prepared is not None:
+                prepared.abort()
+            raise
+        if not started or self.stop.is_set():  # the claim was lost, or stopping: deliver nothing
+            if prepared is not None:
+                prepared.abort()
+            if started:
+                self._unstart(started, None)
+            return
+        try:
+            outcome = prepared.finish() if prepared is not None else channel.send(claimed.message, options)
+        except Exception as exc:
+            self._failed(claimed, exc)
+            return
+        self.failures_in_a_row[name] = 0
+        delivered = outcome if isinstance(outcome, Delivered) else Delivered(outcome)
+        self.unrecorded.append((claimed, delivered, self.clock()))
+        self.counts["sent"] += 1
+
+    def _committer(self) -> ThreadPoolExecutor:
+        """This worker's thread for the commits that overlap a send (made on first use)."""
+        if self.committer is None:
+            self.committer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="crm-dispatch-commit")
+        return self.committer
+
+    def _marked(self, marking: Future[list[_Claimed]]) -> list[_Claimed]:
+        """Wait for an overlapped ``sending`` mark; the outcomes it recorded are no longer pending."""
+        started = marking.result()
+        self.unrecorded = []
+        return started
 
     def _start(self, group: list[_Claimed]) -> list[_Claimed]:
         """Commit the sent outcomes so far and the group's ``sending`` marks together;

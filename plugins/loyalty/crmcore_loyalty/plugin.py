@@ -48,11 +48,13 @@ def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmc
         return
     engine = uow.crm.loyalty
     ctx = engine.context(uow)
-    for scheme in engine.schemes():
+    # The registry, not engine.schemes(): that one authorizes a user's listing of schemes, and
+    # this reaction belongs to the move the user was already authorized for.
+    for scheme in engine.registry:
         if isinstance(scheme, TiersScheme):
-            scheme.evaluate(ctx, engine.options(scheme), [deal.customer_id])
+            scheme.evaluate_one(ctx, engine.options(scheme), deal.customer_id)
         elif isinstance(scheme, ReferralScheme) and is_won:
-            scheme.run(ctx, engine.options(scheme), referee_ids=[deal.customer_id])
+            scheme.pay_on_win(ctx, engine.options(scheme), deal.customer_id)
 
 
 @crmcore.hookimpl

@@ -28,7 +28,7 @@ from decimal import ROUND_DOWN, ROUND_HALF_UP, Decimal
 from typing import TYPE_CHECKING, Any, TypeVar, Unpack
 
 import attrs
-from sqlalchemy import BigInteger, and_, case, func, literal, select, type_coerce
+from sqlalchemy import BigInteger, Integer, and_, bindparam, case, func, literal, select, type_coerce
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 import crmcore
@@ -125,12 +125,40 @@ class PointsScheme(crmcore.LoyaltyScheme):
     description = "points per unit of won deal amount: rounding, minimum, multipliers, caps, expiry"
     options_type = PointsOptions
 
+    def __init__(self) -> None:
+        super().__init__()
+        # The one-deal select per options object (built once per CRM, like this scheme):
+        # (the options, the tier benefits it was built with, the statement).
+        self._one: dict[int, tuple[PointsOptions, dict[str, Decimal], Select[Unpack[tuple[Any, ...]]]]] = {}
+
     def points_for_deal(self, uow: crmcore.UnitOfWork, deal: crmcore.Deal, options: PointsOptions) -> int:
-        """Points ``deal`` earns, by the same select as the batch path (:meth:`earn_select`)."""
+        """Points ``deal`` earns, by the same select as the batch path (:meth:`earn_select`).
+
+        Without segment multipliers (whose latest run is part of the join) the select is built
+        once with the deal and ``as_of`` bound, so a single won deal pays one execution.
+        """
         ctx = uow.crm.loyalty.context(uow)
-        query = self.earn_select(ctx, options, [tables.deals.c.id == deal.id])
-        row = uow.conn.execute(query).first()
+        if options.multipliers.get("segment"):
+            row = uow.conn.execute(self.earn_select(ctx, options, [tables.deals.c.id == deal.id])).first()
+        else:
+            row = uow.conn.execute(self._one_deal(ctx, options), {"earn_deal": deal.id,
+                                                                   "earn_as_of": ctx.as_of}).first()
         return int(row.points) if row is not None else 0
+
+    def _one_deal(self, ctx: LoyaltyContext, options: PointsOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """:meth:`earn_select` for the deal ``:earn_deal`` as of ``:earn_as_of``, built once.
+
+        The tier join is always made (for one deal it costs nothing, and a customer without a
+        tier gets the factor 1, as without the join); rebuilt if the tier benefits changed.
+        """
+        tiers = self._tier_multipliers(ctx, options)
+        cached = self._one.get(id(options))
+        if cached is not None and cached[0] is options and cached[1] == tiers:
+            return cached[2]
+        statement = self._select(ctx, options, [tables.deals.c.id == bindparam("earn_deal", type_=Integer)],
+                                 bindparam("earn_as_of", type_=UTCDateTime), join_tiers=True)
+        self._one[id(options)] = (options, tiers, statement)
+        return statement
 
     def expires_at(self, uow: crmcore.UnitOfWork, earned_at: datetime, options: PointsOptions) -> datetime | None:
         """``earned_at`` plus ``expiry_days``, or None when points never expire."""
@@ -141,8 +169,14 @@ class PointsScheme(crmcore.LoyaltyScheme):
     def earn_select(self, ctx: LoyaltyContext, options: PointsOptions, where: list[ColumnElement[bool]]
                    ) -> Select[Unpack[tuple[Any, ...]]]:
         """deal_id, customer_id, points, occurred_at, expires_at for the deals matching ``where``."""
+        return self._select(ctx, options, where, utc(ctx.as_of))
+
+    def _select(self, ctx: LoyaltyContext, options: PointsOptions, where: list[ColumnElement[bool]],
+                as_of: ColumnElement[datetime], join_tiers: bool | None = None) -> Select[Unpack[tuple[Any, ...]]]:
+        """:meth:`earn_select` with ``as_of`` as an expression (a bound parameter for a statement
+        built once); ``join_tiers``: join the tier always (True) or when somebody holds one (None)."""
         deals = tables.deals
-        source, factors = self._factors(ctx, options)
+        source, factors = self._factors(ctx, options, join_tiers)
         numerator, denominator = _ratio(options.points_per_unit)
         for _, scale, _ in factors:
             denominator *= scale
@@ -158,14 +192,14 @@ class PointsScheme(crmcore.LoyaltyScheme):
         points = case((amount < minimum, literal(0, BigInteger)), else_=points)
         if options.cap_per_deal:
             points = case((points > options.cap_per_deal, literal(options.cap_per_deal, BigInteger)), else_=points)
-        occurred = func.coalesce(deals.c.closed_at, utc(ctx.as_of))
+        occurred = func.coalesce(deals.c.closed_at, as_of)
         expires = days_later(occurred, options.expiry_days) if options.expiry_days else literal(None, UTCDateTime)
         query = select(deals.c.id.label("deal_id"), deals.c.customer_id, points.label("points"),
                        occurred.label("occurred_at"), expires.label("expires_at")).select_from(source).where(*where)
         return self._period_cap(query, options) if options.cap_per_period else query
 
     # -- pieces of the select ------------------------------------------------------
-    def _factors(self, ctx: LoyaltyContext, options: PointsOptions
+    def _factors(self, ctx: LoyaltyContext, options: PointsOptions, join_tiers: bool | None = None
                  ) -> tuple[FromClause, list[tuple[ColumnElement[int], int, int]]]:
         """Joins and integer multiplier factors: (CASE numerator, common denominator) per dimension."""
         deals, customers = tables.deals, tables.customers
@@ -178,10 +212,9 @@ class PointsScheme(crmcore.LoyaltyScheme):
             if options.multipliers.get(dimension):
                 factors.append(_case_factor(column, options.multipliers[dimension]))
         tiers = self._tier_multipliers(ctx, options)
-        # Join the tier only when somebody holds a tier with a benefit: same result, cheaper.
-        if tiers and ctx.conn.execute(select(tables.loyalty_accounts.c.customer_id).where(
-                tables.loyalty_accounts.c.scheme == options.tier_scheme,
-                tables.loyalty_accounts.c.tier.in_(list(tiers))).limit(1)).first() is not None:
+        # Join the tier only when somebody holds a tier with a benefit: same result, cheaper
+        # (a statement built once for one deal always joins: its result must not go stale).
+        if tiers and (join_tiers or join_tiers is None and self._tier_held(ctx, options, tiers)):
             account = tables.loyalty_accounts.alias("tier_account")
             source = source.outerjoin(account, and_(account.c.customer_id == deals.c.customer_id,
                                                     account.c.scheme == options.tier_scheme))
@@ -200,6 +233,11 @@ class PointsScheme(crmcore.LoyaltyScheme):
                                                    member.c.customer_id == deals.c.customer_id))
             factors.append(_case_factor(member.c.segment, table))
         return source, factors
+
+    def _tier_held(self, ctx: LoyaltyContext, options: PointsOptions, tiers: dict[str, Decimal]) -> bool:
+        accounts = tables.loyalty_accounts
+        return ctx.conn.execute(select(accounts.c.customer_id).where(
+            accounts.c.scheme == options.tier_scheme, accounts.c.tier.in_(list(tiers))).limit(1)).first() is not None
 
     def _tier_multipliers(self, ctx: LoyaltyContext, options: PointsOptions) -> dict[str, Decimal]:
         registry = ctx.uow.crm.loyalty.registry

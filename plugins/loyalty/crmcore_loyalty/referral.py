@@ -24,6 +24,7 @@ from sqlalchemy import (
     Connection,
     Integer,
     String,
+    bindparam,
     cast,
     exists,
     func,
@@ -66,6 +67,10 @@ class ReferralOptions:
     expiry_days: int = attrs.field(default=365, validator=attrs.validators.ge(0))
 
 
+# Was this customer referred?  Built once: asked on every won deal, almost always "no".
+_REFERRED = select(referrals.c.referee_id).where(referrals.c.referee_id == bindparam("referee", type_=Integer))
+
+
 class ReferralScheme(crmcore.LoyaltyScheme):
     """Referral bonuses for both sides when the referee's first deal is won."""
 
@@ -105,6 +110,13 @@ class ReferralScheme(crmcore.LoyaltyScheme):
             chain.append(current)
             current = conn.execute(select(referrals.c.referrer_id).where(referrals.c.referee_id == current)).scalar()
         return chain[1:] if len(chain) > 1 else []
+
+    def pay_on_win(self, ctx: LoyaltyContext, options: ReferralOptions, customer_id: int) -> int:
+        """:meth:`run` for one customer whose deal was just won: one indexed look-up, and the
+        set-based run only if somebody referred this customer (replays pay nothing twice)."""
+        if ctx.conn.execute(_REFERRED, {"referee": customer_id}).first() is None:
+            return 0
+        return self.run(ctx, options, referee_ids=[customer_id])
 
     def run(self, ctx: LoyaltyContext, options: ReferralOptions, referee_ids: list[int] | None = None) -> int:
         """Pay the bonuses due as of ``ctx.as_of`` (set-based; already paid ones are skipped)."""

@@ -42,6 +42,7 @@ from sqlalchemy import (
     or_,
     true,
     Select,
+    bindparam,
     case,
     delete,
     func,
@@ -135,6 +136,12 @@ class TiersScheme(crmcore.LoyaltyScheme):
     description = "membership levels by rolling spend or points earned, grace before downgrade, earn multipliers"
     options_type = TiersOptions
 
+    def __init__(self) -> None:
+        super().__init__()
+        # One customer's evaluation statement per options object (options are built once per
+        # CRM, and so is this scheme): (the options, the statement).
+        self._one: dict[int, tuple[TiersOptions, Select[Unpack[tuple[Any, ...]]]]] = {}
+
     def earn_multipliers(self, options: TiersOptions) -> dict[str, Decimal]:
         """The ``earn_multiplier`` benefit of each level (read by the points scheme)."""
         return {level.name: level.earn_multiplier for level in options.levels}
@@ -151,6 +158,62 @@ class TiersScheme(crmcore.LoyaltyScheme):
         plan = self._decide(ctx, options, ctx.conn.execute(self._pending(ctx, options, customer_ids)).all())
         self._write(ctx, plan)
         return plan.changes
+
+    def evaluate_one(self, ctx: LoyaltyContext, options: TiersOptions, customer_id: int) -> int:
+        """:meth:`evaluate` for one customer (a deal of theirs entered or left won).
+
+        One statement built once reads the customer's metric over the window, tier and grace
+        state; the rules (:meth:`_decide`) run in Python and anything is written only when the
+        metric crossed a threshold or a grace period starts, ends or runs out.
+        """
+        start = self.window_start(ctx.as_of, options.window_months)
+        row = ctx.conn.execute(self._one_statement(ctx, options), {
+            "tier_customer": customer_id, "tier_start": start, "tier_as_of": ctx.as_of}).one()
+        qualifying = self._rank(int(row.metric or 0), options)
+        current = next((i + 1 for i, level in enumerate(options.levels) if level.name == row.tier), 0)
+        if qualifying == current and row.below_since is None:
+            return 0
+        plan = self._decide(ctx, options, [(customer_id, qualifying, current, row.below_since, row.tier,
+                                            row.has_account)])
+        self._write(ctx, plan)
+        return plan.changes
+
+    def _one_statement(self, ctx: LoyaltyContext, options: TiersOptions) -> Select[Unpack[tuple[Any, ...]]]:
+        """metric, tier, has_account, below_since of the customer ``:tier_customer`` (scalar
+        subqueries, so a customer without rows still gets one row), with bound window limits."""
+        cached = self._one.get(id(options))
+        if cached is not None and cached[0] is options:
+            return cached[1]
+        customer = bindparam("tier_customer", type_=Integer)
+        start, as_of = bindparam("tier_start", type_=UTCDateTime), bindparam("tier_as_of", type_=UTCDateTime)
+        if options.basis == "spend":
+            deals = tables.deals
+            metric = select(func.sum(type_coerce(deals.c.amount, BigInteger))).where(
+                deals.c.customer_id == customer, won_deal(ctx.config), deals.c.closed_at > start,
+                deals.c.closed_at <= as_of)
+        else:
+            ledger = tables.loyalty_ledger
+            metric = select(func.sum(ledger.c.points)).where(
+                ledger.c.customer_id == customer, ledger.c.scheme == options.points_scheme,
+                ledger.c.kind.in_(("earn", "reverse")), ledger.c.occurred_at > start, ledger.c.occurred_at <= as_of)
+        accounts = tables.loyalty_accounts
+        mine = and_(accounts.c.customer_id == customer, accounts.c.scheme == self.name)
+        statement = select(
+            metric.scalar_subquery().label("metric"),
+            select(accounts.c.tier).where(mine).scalar_subquery().label("tier"),
+            select(accounts.c.customer_id).where(mine).scalar_subquery().label("has_account"),
+            select(tier_status.c.below_since).where(tier_status.c.customer_id == customer,
+                                                    tier_status.c.scheme == self.name).scalar_subquery()
+            .label("below_since"))
+        self._one[id(options)] = (options, statement)
+        return statement
+
+    def _rank(self, metric: int, options: TiersOptions) -> int:
+        """The rank (1 = lowest level, 0 = none) ``metric`` qualifies for (:meth:`_rank_by_threshold` in Python)."""
+        for i in range(len(options.levels), 0, -1):
+            if metric >= self._scaled(options.levels[i - 1].threshold, options):
+                return i
+        return 0
 
     def _evaluate_all(self, ctx: LoyaltyContext, options: TiersOptions) -> int:
         """:meth:`_decide` and :meth:`_write` for every member as statements over a temporary table.

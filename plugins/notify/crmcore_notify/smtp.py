@@ -41,6 +41,7 @@ import socket
 import ssl
 import threading
 from collections.abc import Callable
+from typing import TypeVar
 from email.headerregistry import Address, BaseHeader, HeaderRegistry
 from email import policy
 from email.message import EmailMessage
@@ -54,6 +55,7 @@ from .channel_secrets import channel_secret
 
 SECURITY = ("plain", "starttls", "tls")
 DEFAULT_PORTS = {"plain": 25, "starttls": 587, "tls": 465}
+_T = TypeVar("_T")
 
 
 def _one_of(choices: tuple[str, ...]) -> Callable[[object, attrs.Attribute[str], str], None]:
@@ -147,6 +149,11 @@ class SmtpChannel(crmcore.Channel):
         self._local.smtp = connect(options)
 
     def send(self, message: crmcore.Message, options: SmtpOptions) -> crmcore.Delivered:
+        return self.prepare(message, options).finish()
+
+    def prepare(self, message: crmcore.Message, options: SmtpOptions) -> _Prepared:
+        """Build the email and open its envelope (``MAIL``, ``RCPT``): nothing is delivered
+        until ``finish()`` sends ``DATA``; ``abort()`` resets the envelope."""
         try:
             email = build_email(message, options)
             # CRLF line ends: smtplib sends bytes as they are, and a server reads "\n" lines as one long line.
@@ -157,12 +164,16 @@ class SmtpChannel(crmcore.Channel):
         smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
         if smtp is None:  # first send, or the server dropped us mid-batch
             smtp = self._local.smtp = connect(options)
+        self._guarded(lambda: envelope(smtp, options.sender or "", message.recipient or ""))
+        return _Prepared(self, smtp, data, str(email["Message-ID"]))
+
+    def _guarded(self, step: Callable[[], _T]) -> _T:
+        """Run an exchange with the server; a dropped connection is closed (the next send reconnects)."""
         try:
-            reply = transmit(smtp, data, options.sender or "", message.recipient or "")
+            return step()
         except (smtplib.SMTPServerDisconnected, OSError):
             self._drop()
             raise
-        return crmcore.Delivered(str(email["Message-ID"]), {"smtp_reply": reply})
 
     def close(self) -> None:
         smtp: smtplib.SMTP | None = getattr(self._local, "smtp", None)
@@ -234,6 +245,25 @@ def connect(options: SmtpOptions) -> smtplib.SMTP:
     return smtp
 
 
+@attrs.define
+class _Prepared:
+    """An email whose envelope is open on ``smtp`` (see :meth:`SmtpChannel.prepare`)."""
+
+    channel: SmtpChannel
+    smtp: smtplib.SMTP
+    data: bytes
+    message_id: str
+
+    def finish(self) -> crmcore.Delivered:
+        """``DATA``: the server accepts the email (or refuses it) at its end."""
+        reply = self.channel._guarded(lambda: deliver(self.smtp, self.data))
+        return crmcore.Delivered(self.message_id, {"smtp_reply": reply})
+
+    def abort(self) -> None:
+        """``RSET``: the envelope is dropped, the connection carries the next message."""
+        _reset(self.smtp)
+
+
 def transmit(smtp: smtplib.SMTP, data: bytes, sender: str, recipient: str) -> str:
     """``MAIL``, ``RCPT``, ``DATA`` (``data``: the message, CRLF line ends) for one
     recipient; returns the server's final reply.
@@ -244,6 +274,12 @@ def transmit(smtp: smtplib.SMTP, data: bytes, sender: str, recipient: str) -> st
     or an address the server cannot take) concerns this message only, never
     the channel.
     """
+    envelope(smtp, sender, recipient)
+    return deliver(smtp, data)
+
+
+def envelope(smtp: smtplib.SMTP, sender: str, recipient: str) -> None:
+    """``MAIL`` and ``RCPT`` (see :func:`transmit`): nothing is delivered yet."""
     reply: bytes | str  # smtplib's errors carry either
     code, reply = smtp.mail(sender)
     _check("MAIL FROM", code, reply, smtp, (250,))
@@ -253,6 +289,11 @@ def transmit(smtp: smtplib.SMTP, data: bytes, sender: str, recipient: str) -> st
         _reset(smtp)
         raise crmcore.PermanentError(f"smtp RCPT TO {recipient!r}: {exc}") from None
     _check(f"RCPT TO {recipient}", code, reply, smtp, (250, 251), message_only=True)
+
+
+def deliver(smtp: smtplib.SMTP, data: bytes) -> str:
+    """``DATA`` after :func:`envelope`; returns the server's final reply (see :func:`transmit`)."""
+    reply: bytes | str
     try:
         code, reply = smtp.data(data)
     except smtplib.SMTPDataError as exc:
