@@ -23,6 +23,9 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> boo
         stmt = mysql.insert(table).values(values).prefix_with("IGNORE")
     else:  # pragma: no cover - other dialects are not supported
         stmt = insert(table).values(values)
+    if name in ("postgresql", "sqlite"):
+        # psycopg reports no row count (-1) for ``ON CONFLICT DO NOTHING``: the returned key says.
+        return conn.execute(stmt.returning(*table.primary_key.columns)).first() is not None
     return conn.execute(stmt).rowcount == 1
 
 
