@@ -186,6 +186,8 @@ class Jobs:
                 self.crm.authorize("job.submit", kind.name)
                 if kind.action is not None:  # the use case's own permission, asked again when it runs
                     self.crm.authorize(kind.action, args.get(kind.resource) if kind.resource else None)
+                if kind.authorize is not None:
+                    kind.authorize(self.crm, args)
                 values = {"kind": kind.name, "args": _jsonable(args), "queue": self.queue_name(kind),
                           "status": "queued", "actor": self.crm.actor, "attempts": 0, "enqueued_at": uow.now,
                           "run_key": run_key}
