@@ -8,8 +8,8 @@ it; without one it runs inline, at once, as before.  Either way :meth:`Jobs.exec
 1. **claim** in the database: ``queued`` -> ``running`` in one conditional ``UPDATE`` (the row read
    ``FOR UPDATE`` on PostgreSQL and MariaDB).  A job that is ``done`` or ``failed`` is not run again
    (a redelivered message, the same job sent twice); one that is ``running`` is taken over only when
-   its worker is gone: a process on this host that no longer exists, or a lease (``[jobs] lease``)
-   that has run out.
+   its worker is gone: a process on this host that no longer exists, or one silent for a whole
+   lease (``[jobs] lease``; a running job's worker renews ``heartbeat_at`` every third of it).
 2. **run** its kind as the user who submitted it (authorize and visibility apply as they would inline);
 3. **record** ``done`` with a result summary, or ``failed`` with the error, and an audit record.
 
@@ -42,6 +42,7 @@ from ..domain.errors import (
 from ..store import tables
 from ..store.bulk import inserted_id
 from ..store.upsert import insert_new
+from .heartbeat import Heartbeat
 from .kinds import KINDS, QUEUES, JobContext, JobKind
 
 if TYPE_CHECKING:
@@ -248,7 +249,8 @@ class Jobs:
         kind = KINDS[row.kind]
         context = JobContext(job_id, dead)
         try:
-            with nullcontext() if row.actor == SYSTEM_ACTOR else self.crm.acting(row.actor):
+            with Heartbeat(self.crm, job_id, worker_name(), self.lease), \
+                    nullcontext() if row.actor == SYSTEM_ACTOR else self.crm.acting(row.actor):
                 result = kind.run(self.crm, row.args, context)
         except CRMError as exc:  # the user's error (bad arguments, not authorized): recorded, not retried
             self._finish(row.id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -275,17 +277,18 @@ class Jobs:
                 return None
             dead: tuple[str, ...] = ()
             if row.status == "running":
-                if row.started_at is not None and row.started_at >= now - self.lease and not gone(row.worker):
+                seen = max((t for t in (row.started_at, row.heartbeat_at) if t is not None), default=None)
+                if seen is not None and seen >= now - self.lease and not gone(row.worker):
                     if row.worker == me:
                         return None  # this very process runs it (the same id sent twice)
-                    return _Busy(row.queue, row.worker, row.started_at + self.lease - now + LEASE_MARGIN)
+                    return _Busy(row.queue, row.worker, seen + self.lease - now + LEASE_MARGIN)
                 # Gone (its process no longer exists) or silent past its lease: presumed dead, so its
                 # outbox claims are released now too (the claim lease may be longer than the job's).
                 dead = (row.worker,)
                 log.warning("job %s: taking over from %s", job_id, row.worker)
             taken = conn.execute(update(jobs).where(
                 jobs.c.id == job_id, jobs.c.status == row.status, jobs.c.attempts == row.attempts).values(
-                status="running", attempts=row.attempts + 1, started_at=now, worker=me)).rowcount
+                status="running", attempts=row.attempts + 1, started_at=now, heartbeat_at=now, worker=me)).rowcount
             return (row, dead) if taken else None
 
         return self.crm.notify._write(work)

@@ -4,8 +4,8 @@ Two simulated hosts (tests/jobs/hosts.py: network namespaces on veth pairs, each
 hostname) run a ``crm worker`` each; they reach PostgreSQL, RabbitMQ and the SMTP sink only over
 their virtual network.  After ~150 of 600 messages every process of host A is SIGKILLed.  RabbitMQ
 hands A's unacknowledged delivery jobs to host B at once; B cannot see whether a process of
-another host lives, so it looks at each such job again when A's lease (``[jobs] lease``, 8 s here)
-runs out, then takes it over and releases A's outbox claims.  A's message in flight per thread is
+another host lives, so it looks at each such job again when A's lease (``[jobs] lease``, 6 s here,
+renewed by A's heartbeat while it lived) runs out, then takes it over and releases A's outbox claims.  A's message in flight per thread is
 *in doubt* and settled as documented (compare with what the sink got; ``crm notify retry`` the
 ones it never got).  Every message arrives once, counted at the sink by subject and Message-ID.
 """
@@ -26,7 +26,7 @@ from .delivery import CRM_BIN, PLUGINS, fill_outbox, line, open_crm, tally, wait
 from .hosts import Network
 
 MESSAGES = 600
-LEASE_S = 8
+LEASE_S = 6
 
 
 @pytest.fixture

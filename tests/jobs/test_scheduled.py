@@ -14,13 +14,16 @@ import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from sqlalchemy import func, select
 
 import crmcore
 from crmcore.config.jobs import parse_jobs
 from crmcore.domain.errors import ConfigError
 from crmcore.jobs import Jobs
-from crmcore.jobs.scheduler import period_key
+from crmcore.cli import cli as cli_group
+from crmcore.cli import load_plugin_commands
+from crmcore.jobs.scheduler import fire, period_key
 from crmcore.store import tables
 
 from .conftest import broker_url
@@ -41,7 +44,7 @@ def _done(process: subprocess.Popen) -> str:
     return out
 
 
-def test_import_background_and_scheduled_reports_run_once(crm_sqlite_url, tmp_path, queue_prefix):
+def test_import_background_and_scheduled_reports_run_once(crm_sqlite_url, tmp_path, queue_prefix, monkeypatch):
     redis = broker_url("redis")
     work = tmp_path / "work"
     work.mkdir()
@@ -73,21 +76,31 @@ path = "{tmp_path}/sent.jsonl"
         writer.writeheader()
         writer.writerows(rows)
 
-    refused = _crm(crm_sqlite_url, work, config, "import", "customers", "-", "--background")
-    assert refused.wait(60) == 2 and "not - (standard input)" in refused.stderr.read()
-    missing = _crm(crm_sqlite_url, work, config, "import", "customers", "nope.csv", "--background")
-    assert missing.wait(60) == 2 and "nope.csv does not exist" in missing.stderr.read()
-    submitted = json.loads(_done(_crm(crm_sqlite_url, work, config, "--json", "import", "customers", "customers.csv",
-                                      "--on-error", "skip", "--reject-file", "rejects.csv", "--background")))
+    def cli(*args: str):
+        return CliRunner().invoke(cli_group, ["--db", crm_sqlite_url, "--config", str(config), "--plugins", PLUGINS,
+                                              *args])
+
+    monkeypatch.chdir(work)  # relative paths: the CLI makes them absolute for the worker
+    monkeypatch.delenv("CRM_JOBS_BROKER", raising=False)
+    load_plugin_commands(["--plugins", PLUGINS])
+    refused = cli("import", "customers", "-", "--background")
+    assert refused.exit_code == 2 and "not - (standard input)" in refused.output
+    missing = cli("import", "customers", "nope.csv", "--background")
+    assert missing.exit_code == 2 and "nope.csv does not exist" in missing.output
+    answer = cli("--json", "import", "customers", "customers.csv", "--on-error", "skip", "--reject-file", "rejects.csv",
+                 "--background")
+    assert answer.exit_code == 0, answer.output
+    submitted = json.loads(answer.stdout)
     job = jobs.get(submitted["job"])
     assert job["status"] == "queued" and job["args"]["path"] == str(work / "customers.csv")
     assert job["args"]["options"]["reject_file"] == str(work / "rejects.csv")
 
-    # Two schedulers race on Monday and again on Tuesday of ISO week 2026-W27.
-    fired = []
-    for day in ("2026-06-29", "2026-06-30"):
-        racing = [_crm(crm_sqlite_url, work, config, "--json", "--as-of", day, "scheduler", "--once") for _ in range(2)]
-        fired += [(row["job"], row["period"]) for p in racing for row in json.loads(_done(p)) if row["fired"]]
+    # Two scheduler processes race on Monday of ISO week 2026-W27; on Tuesday two more rounds fire.
+    racing = [_crm(crm_sqlite_url, work, config, "--json", "--as-of", "2026-06-29", "scheduler", "--once")
+              for _ in range(2)]
+    fired = [(row["job"], row["period"]) for p in racing for row in json.loads(_done(p)) if row["fired"]]
+    for _ in range(2):
+        fired += [(row["job"], row["period"]) for row in fire(jobs, crm.as_of("2026-06-30")) if row["fired"]]
     reports = sorted(f for f in fired if f[0].startswith("report:"))
     assert reports == [("report:daily-value", "2026-06-29"), ("report:daily-value", "2026-06-30"),
                        ("report:weekly", "2026-W27")]
