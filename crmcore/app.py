@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Any, TypeVar, cast
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import Engine
+
 from . import migrations
 from .application.clock import parse_as_of, utcnow
 from .application.components import build_options
@@ -52,6 +54,7 @@ from .reports import Report, ReportEngine
 from .segments import SegmentEngine, Segmenter
 from .store.engine import make_engine, sqlite_file_missing
 from .store.pointread import PointReads
+from .store.replica import read_engine
 from .store.sealed import Cipher, check_collation
 
 T = TypeVar("T")
@@ -70,11 +73,9 @@ class CRM:
         self.plugins = plugins
         self.clock = clock
         self.engine = make_engine(config.database_url, create=create)
-        if config.privacy.encryption.fields:  # sealed columns seal and open with this engine's keys
-            self.engine.dialect.crm_cipher = Cipher(config.privacy.encryption.keys(),  # type: ignore[attr-defined]
-                                                    config.privacy.encryption.fields)
-            check_collation(self.engine)
-        install_visibility(self.engine)  # record visibility in every scoped unit of work's SELECTs
+        self._prepare_engine(self.engine)
+        # Reports and segment listings read here (crmcore.store.replica); the primary when unset.
+        self.read_engine = read_engine(self.engine, config.database_read_url, self._prepare_engine)
         # get/find below SQLAlchemy's execution (crmcore.store.pointread), security applied as ever.
         self.point_reads = PointReads(self.engine)
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
@@ -155,6 +156,14 @@ class CRM:
         if migrate and (create or not sqlite_file_missing(config.database_url)):
             crm.upgrade()
         return crm
+
+    def _prepare_engine(self, engine: Engine) -> None:
+        """What every engine of this CRM needs: the sealed columns' keys, record visibility."""
+        if self.config.privacy.encryption.fields:  # sealed columns seal and open with this engine's keys
+            engine.dialect.crm_cipher = Cipher(self.config.privacy.encryption.keys(),  # type: ignore[attr-defined]
+                                               self.config.privacy.encryption.fields)
+            check_collation(engine)
+        install_visibility(engine)  # record visibility in every scoped unit of work's SELECTs
 
     def _collect(self, hook: str, add: Callable[[Any, str], None]) -> None:
         """Call a ``register_*`` hook; ``add(component, plugin)`` records each."""
@@ -240,6 +249,8 @@ class CRM:
         """Release the database connections (the CRM is also a context manager)."""
         self.point_reads.close()
         self.engine.dispose()
+        if self.read_engine is not self.engine:
+            self.read_engine.dispose()
 
     def __enter__(self) -> "CRM":
         return self
@@ -254,8 +265,13 @@ class CRM:
             migrations.upgrade(self.engine, self.schemas)
 
     # -- units of work -----------------------------------------------------
-    def unit(self, readonly: bool = False, *, plain: bool = False) -> ContextManager[UnitOfWork]:
+    def unit(self, readonly: bool = False, *, plain: bool = False,
+             replica: bool = False) -> ContextManager[UnitOfWork]:
         """The current unit of work, or a new one (one transaction) if none is open.
+
+        ``replica``: a new unit is a read-only one on :attr:`read_engine` (the read replica,
+        ``database_read_url``, when configured): for reads that may be a moment behind the primary
+        (reports, segment listings).  A unit already open is joined wherever it is.
 
         ``plain`` (with ``readonly``): a point read, whose statements need no shared snapshot, runs
         without an explicit transaction where the dialect allows: on SQLite no ``BEGIN``, on
@@ -268,7 +284,7 @@ class CRM:
             # Joining is what most calls do (every hook and service inside a use case): a plain
             # object, not a generator-based context manager, keeps it to a few attribute reads.
             return nullcontext(current)
-        return self._new_unit(readonly, plain)
+        return self._new_unit(readonly or replica, plain, replica)
 
     def point_unit(self) -> ReadUnit | None:
         """A unit of work for one point read below SQLAlchemy (:class:`ReadUnit`), or None where
@@ -288,8 +304,8 @@ class CRM:
         return ReadUnit(self, self.point_reads, actor, self.clock(), user)
 
     @contextmanager
-    def _new_unit(self, readonly: bool, plain: bool) -> Iterator[UnitOfWork]:
-        conn = self.engine.connect()
+    def _new_unit(self, readonly: bool, plain: bool, replica: bool = False) -> Iterator[UnitOfWork]:
+        conn = (self.read_engine if replica else self.engine).connect()
         if readonly:
             if plain and conn.dialect.name == "postgresql":
                 conn = conn.execution_options(crm_readonly=True, isolation_level="AUTOCOMMIT")

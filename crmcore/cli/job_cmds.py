@@ -94,13 +94,14 @@ def worker(session: Session, broker: str | None, queues: str | None, concurrency
 
 
 @click.command("scheduler")
-@click.option("--once", is_flag=True, help="Fire the day's jobs once and exit (for cron and tests).")
+@click.option("--once", is_flag=True, help="Fire this period's jobs once and exit (for cron and tests).")
 @click.option("--interval", type=click.FloatRange(min=0.1), default=60.0, show_default=True,
               help="Seconds between checks for a new day.")
 @pass_session
 def scheduler(session: Session, once: bool, interval: float) -> None:
-    """Fire the daily jobs (birthday greetings, points expiry, tier evaluation) once per day,
-    however many schedulers run (--as-of picks the day)."""
+    """Fire the daily jobs (birthday greetings, points expiry, tier evaluation) once per day and the
+    scheduled reports ([jobs.reports.NAME]) once per period, however many schedulers run (--as-of
+    picks the moment)."""
     from ..jobs.scheduler import fire
 
     jobs = Jobs(session.crm)

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+import attrs
 import click
 
 from ..domain.errors import CRMError
@@ -29,6 +31,7 @@ from ..io.readers import FORMATS
 from ..store.filters import parse_expression
 from ..domain.convert import json_default
 from .context import Session, pass_session
+from .job_cmds import BACKGROUND, submit_background
 from .entities import archived_choice, segment_filters
 from ..segments.reference import SegmentRef
 from .params import COUNT, POSITIVE, SEGMENT
@@ -76,13 +79,14 @@ SHOWN_ERRORS = 20
               help="Customers: a new row with a stored customer's email, phone or other exact key is skipped, "
                    "updates that customer, merges into it (fills its empty fields) or is added anyway; each "
                    "is reported with its line (default: [duplicates] on_import, else skip).")
+@BACKGROUND
 @pass_session
 def import_command(session: Session, entity: str, file: str, format: str | None, encoding: str | None,
                    delimiter: str | None, sheet: str | None, maps: tuple[str, ...], mapping_file: str | None,
                    ignore_unknown: bool, key: str | None, dry_run: bool, on_error: str,
                    reject_file: str | None, batch_size: int, workers: int | None,
                    max_errors: int | None, raw_csv: bool = False, excel: bool | None = None, earn: bool = True,
-                   allow_duplicates: bool = False, on_duplicate: str | None = None) -> None:
+                   allow_duplicates: bool = False, on_duplicate: str | None = None, background: bool = False) -> None:
     """Import ENTITY (customers, contacts, interactions or deals) from FILE: CSV, JSON Lines or XLSX (- for stdin).
 
     Columns named like fields fill them; --map and --mapping rename the rest.
@@ -99,6 +103,7 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
       crm import deals deals.xlsx --on-error skip --reject-file rejected.csv
       crm import customers old.csv --encoding gb18030 --dry-run
       crm import deals history.csv --no-earn
+      crm import customers /shared/big.csv --background   # a job for `crm worker`; prints its id
     """
     mapping: dict[str, str] = {}
     values: dict[str, dict[str, Any]] = {}
@@ -113,6 +118,9 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
                             max_errors=max_errors, inputs=(mapping_file,) if mapping_file else (),
                             raw_csv=raw_csv, excel=excel, earn=earn, allow_duplicates=allow_duplicates,
                             on_duplicate=on_duplicate)
+    if background:
+        submit_background(session, "import", background_import_args(entity, file, options))
+        return
     crm = session.crm
     with _ProgressBar(enabled=sys.stderr.isatty() and not session.quiet and not session.as_json and file != "-") as bar:
         try:
@@ -122,6 +130,21 @@ def import_command(session: Session, entity: str, file: str, format: str | None,
             _print_report(session, exc.report, summary=False)  # the error message is the summary
             raise
     _print_report(session, report)
+
+
+def background_import_args(entity: str, file: str, options: ImportOptions) -> dict[str, Any]:
+    """The ``import`` job's arguments: the file and every other path made absolute (the worker runs
+    elsewhere), the options as plain values.  Standard input and a missing file are refused now."""
+    if file == "-":
+        raise click.BadParameter("--background reads the file in a worker: give a file, not - (standard input)",
+                                 param_hint="FILE")
+    path = Path(file).resolve()
+    if not path.is_file():
+        raise click.BadParameter(f"{file} does not exist (the worker reads it by this path)", param_hint="FILE")
+    values = attrs.asdict(options, recurse=False)
+    values["reject_file"] = str(Path(options.reject_file).resolve()) if options.reject_file else None
+    values["inputs"] = [str(Path(p).resolve()) for p in options.inputs]
+    return {"entity": entity, "path": str(path), "options": values}
 
 
 def _print_report(session: Session, report: ImportReport, summary: bool = True) -> None:

@@ -49,6 +49,7 @@ DEFAULT_PIPELINES = {"default": Pipeline("default", DEFAULT_STAGES)}
 # environment variable -> config key
 ENVIRONMENT = {
     "CRM_DATABASE_URL": "database_url",
+    "CRM_DATABASE_READ_URL": "database_read_url",
     "CRM_PLUGINS": "plugins",
     "CRM_PLUGINS_BLOCK": "plugins_block",
     "CRM_PLUGINS_DIR": "plugins_dir",
@@ -72,6 +73,9 @@ class Config:
     """The effective configuration of one CRM instance."""
 
     database_url: str = "sqlite:///crm.db"
+    # A read replica of database_url (a PostgreSQL streaming standby): reports and segment listings
+    # read there, every write goes to database_url (crmcore.store.replica).  None: all on database_url.
+    database_read_url: str | None = None
     default_currency: str = "USD"
     phone_region: str | None = None
     timezone: str = "UTC"
@@ -154,7 +158,7 @@ class Config:
         def where(key: str) -> str:
             return sources.get(key, "configuration")
         kwargs: dict[str, Any] = {"sources": sources}
-        for key in ("database_url", "default_currency", "phone_region", "timezone", "plugins_dir", "default_user"):
+        for key in ("database_url", "database_read_url", "default_currency", "phone_region", "timezone", "plugins_dir", "default_user"):
             if key in values:
                 kwargs[key] = _text(values.pop(key), key, where(key))
         for key, check in (("default_currency", _currency), ("phone_region", _phone_region),

@@ -13,6 +13,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable, Iterable
+from datetime import timedelta
 from typing import Any
 
 import dramatiq
@@ -58,10 +59,14 @@ class Queue:
             self.actors[name] = dramatiq.Actor(run, broker=self.broker, actor_name=f"crm_job@{name}",
                                                queue_name=name, priority=0, options=dict(ACTOR_OPTIONS))
 
-    def send(self, queue: str, job_id: int) -> None:
-        """Put ``job_id`` on ``queue`` (a ConfigError naming the broker when it cannot be reached)."""
+    def send(self, queue: str, job_id: int, delay: timedelta | None = None) -> None:
+        """Put ``job_id`` on ``queue``, after ``delay`` if given (a ConfigError naming the broker when
+        it cannot be reached)."""
         try:
-            self.actors[queue].send(job_id)
+            if delay is None:
+                self.actors[queue].send(job_id)
+            else:
+                self.actors[queue].send_with_options(args=(job_id,), delay=max(0, int(delay.total_seconds() * 1000)))
         except Exception as exc:
             raise ConfigError(f"the job broker {_safe(self.url)} did not take job {job_id} ({type(exc).__name__}: "
                               f"{exc}); the job stays queued: `crm jobs show {job_id}`") from exc

@@ -8,8 +8,8 @@ it; without one it runs inline, at once, as before.  Either way :meth:`Jobs.exec
 1. **claim** in the database: ``queued`` -> ``running`` in one conditional ``UPDATE`` (the row read
    ``FOR UPDATE`` on PostgreSQL and MariaDB).  A job that is ``done`` or ``failed`` is not run again
    (a redelivered message, the same job sent twice); one that is ``running`` is taken over only when
-   its worker is gone: a process on this host that no longer exists, or a lease (``[jobs] lease``)
-   that has run out.
+   its worker is gone: a process on this host that no longer exists, or one silent for a whole
+   lease (``[jobs] lease``; a running job's worker renews ``heartbeat_at`` every third of it).
 2. **run** its kind as the user who submitted it (authorize and visibility apply as they would inline);
 3. **record** ``done`` with a result summary, or ``failed`` with the error, and an audit record.
 
@@ -27,6 +27,7 @@ from contextlib import nullcontext
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
+import attrs
 from sqlalchemy import Connection, func, select, update
 
 from ..application.uow import SYSTEM_ACTOR
@@ -41,6 +42,7 @@ from ..domain.errors import (
 from ..store import tables
 from ..store.bulk import inserted_id
 from ..store.upsert import insert_new
+from .heartbeat import Heartbeat
 from .kinds import KINDS, QUEUES, JobContext, JobKind
 
 if TYPE_CHECKING:
@@ -71,6 +73,19 @@ def gone(worker: str | None) -> bool:
     except PermissionError:  # somebody else's process: alive
         return False
     return False
+
+
+#: Added to the rest of a lease before a busy job is looked at again (clocks of hosts differ a little).
+LEASE_MARGIN = timedelta(seconds=1)
+
+
+@attrs.frozen
+class _Busy:
+    """A job running under another worker's unexpired lease: ``wait`` until it runs out."""
+
+    queue: str
+    worker: str
+    wait: timedelta
 
 
 def _jsonable(value: Any) -> Any:
@@ -123,7 +138,7 @@ class Jobs:
                 Queue,  # Dramatiq is imported only by processes that use the queue
             )
 
-            self._queue = Queue(self.broker_url, [self.queue_name(q) for q in QUEUES], self.execute)
+            self._queue = Queue(self.broker_url, [self.queue_name(q) for q in QUEUES], self.handle)
         return self._queue
 
     def submit(self, kind: str, args: Mapping[str, Any] | None = None, *, background: bool | None = None,
@@ -186,6 +201,8 @@ class Jobs:
                 self.crm.authorize("job.submit", kind.name)
                 if kind.action is not None:  # the use case's own permission, asked again when it runs
                     self.crm.authorize(kind.action, args.get(kind.resource) if kind.resource else None)
+                if kind.authorize is not None:
+                    kind.authorize(self.crm, args)
                 values = {"kind": kind.name, "args": _jsonable(args), "queue": self.queue_name(kind),
                           "status": "queued", "actor": self.crm.actor, "attempts": 0, "enqueued_at": uow.now,
                           "run_key": run_key}
@@ -201,17 +218,39 @@ class Jobs:
         return ids
 
     # -- running --------------------------------------------------------------------------------
+    def handle(self, job_id: int) -> None:
+        """A queue message for ``job_id`` (what ``crm worker`` runs): :meth:`execute`; a job that is
+        running on another host is looked at again when that worker's lease runs out.
+
+        A worker on a host that died leaves its messages unacknowledged and the broker hands them
+        to the living workers at once, while the job's lease still says "running" (a dead process
+        is seen at once only on its own host).  Acknowledging such a message would leave the job
+        to nobody; sending its id again, delayed until the lease ends, has it taken over then (or
+        skipped, if the other worker was alive and finished it).
+        """
+        outcome = self._execute(job_id)
+        if isinstance(outcome, _Busy):
+            log.info("job %s runs on %s; looking again in %.0f s", job_id, outcome.worker, outcome.wait.total_seconds())
+            self.queue().send(outcome.queue, job_id, delay=outcome.wait)
+
     def execute(self, job_id: int) -> str:
         """Run job ``job_id`` if nobody else is running it; returns its status afterwards
         (``skipped`` when it was done, failed or running elsewhere)."""
+        outcome = self._execute(job_id)
+        return "skipped" if isinstance(outcome, _Busy) else outcome
+
+    def _execute(self, job_id: int) -> str | _Busy:
         claimed = self._claim(job_id)
         if claimed is None:
             return "skipped"
+        if isinstance(claimed, _Busy):
+            return claimed
         row, dead = claimed
         kind = KINDS[row.kind]
         context = JobContext(job_id, dead)
         try:
-            with nullcontext() if row.actor == SYSTEM_ACTOR else self.crm.acting(row.actor):
+            with Heartbeat(self.crm, job_id, worker_name(), self.lease), \
+                    nullcontext() if row.actor == SYSTEM_ACTOR else self.crm.acting(row.actor):
                 result = kind.run(self.crm, row.args, context)
         except CRMError as exc:  # the user's error (bad arguments, not authorized): recorded, not retried
             self._finish(row.id, "failed", error=f"{type(exc).__name__}: {exc}")
@@ -223,10 +262,10 @@ class Jobs:
         self._finish(row.id, "done", result=result)
         return "done"
 
-    def _claim(self, job_id: int) -> tuple[Any, tuple[str, ...]] | None:
+    def _claim(self, job_id: int) -> tuple[Any, tuple[str, ...]] | _Busy | None:
         me = worker_name()
 
-        def work(conn: Connection) -> tuple[Any, tuple[str, ...]] | None:
+        def work(conn: Connection) -> tuple[Any, tuple[str, ...]] | _Busy | None:
             query = select(jobs).where(jobs.c.id == job_id)
             if conn.dialect.name != "sqlite":
                 query = query.with_for_update()
@@ -238,14 +277,18 @@ class Jobs:
                 return None
             dead: tuple[str, ...] = ()
             if row.status == "running":
-                if gone(row.worker):
-                    dead = (row.worker,)
-                elif row.started_at is None or row.started_at >= now - self.lease:
-                    return None  # a live worker has it
+                seen = max((t for t in (row.started_at, row.heartbeat_at) if t is not None), default=None)
+                if seen is not None and seen >= now - self.lease and not gone(row.worker):
+                    if row.worker == me:
+                        return None  # this very process runs it (the same id sent twice)
+                    return _Busy(row.queue, row.worker, seen + self.lease - now + LEASE_MARGIN)
+                # Gone (its process no longer exists) or silent past its lease: presumed dead, so its
+                # outbox claims are released now too (the claim lease may be longer than the job's).
+                dead = (row.worker,)
                 log.warning("job %s: taking over from %s", job_id, row.worker)
             taken = conn.execute(update(jobs).where(
                 jobs.c.id == job_id, jobs.c.status == row.status, jobs.c.attempts == row.attempts).values(
-                status="running", attempts=row.attempts + 1, started_at=now, worker=me)).rowcount
+                status="running", attempts=row.attempts + 1, started_at=now, heartbeat_at=now, worker=me)).rowcount
             return (row, dead) if taken else None
 
         return self.crm.notify._write(work)

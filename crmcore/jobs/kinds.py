@@ -8,12 +8,14 @@ an import matches rows by key).
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ..domain.errors import ValidationError
+from ..domain.errors import CRMError, ValidationError
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -46,6 +48,8 @@ class JobKind:
     :ivar action: the permission the job's use case asks (``segment.run``); asked when the job is
         submitted too, so a user who may not run it gets the refusal at once, not a failed job.
     :ivar resource: the argument naming the resource of ``action`` (None: no resource).
+    :ivar authorize: ``authorize(crm, args)`` for a permission that depends on the arguments (an
+        import asks ``ENTITY.import``); asked at submission as ``action`` is.
     """
 
     name: str
@@ -54,6 +58,7 @@ class JobKind:
     required: tuple[str, ...] = ()
     action: str | None = None
     resource: str | None = None
+    authorize: Callable[[CRM, Mapping[str, Any]], None] | None = None
 
     def check(self, args: Mapping[str, Any]) -> None:
         """A ValidationError naming a missing argument."""
@@ -96,6 +101,44 @@ def _report_write(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[st
     return {"output": str(path)}
 
 
+def _report_scheduled(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
+    """A scheduled report's run for one period: rendered once, written to its file (whole, by
+    rename) and/or queued on its channel with the key ``report:SCHEDULE:PERIOD`` (so a job taken
+    over or run twice sends it once)."""
+    name, period = args["name"], args["period"]
+    rendered = crm.reports.render(name, args.get("format") or "csv", args.get("as_of"), args.get("options") or None)
+    summary: dict[str, Any] = {"report": name, "period": period}
+    if args.get("output"):
+        summary["output"] = str(_write_whole(Path(args["output"]), rendered))
+    if args.get("channel"):
+        if isinstance(rendered, bytes):
+            raise ValidationError.single("format", f"{args.get('format')!r} renders bytes; a channel sends text "
+                                                   "(csv, table, json, markdown)", f"scheduled report {name}")
+        with crm.unit() as uow:
+            summary["message"] = uow.outbox.enqueue(
+                args["channel"], recipient=args["to"], subject=f"Report {name} {period}", body=rendered,
+                key=f"report:{args.get('schedule') or name}:{period}")
+    return summary
+
+
+def _write_whole(path: Path, rendered: str | bytes) -> Path:
+    """Write to ``PATH.part`` and rename: a reader never sees half a report."""
+    from ..reports.dashboard import write_output
+
+    part = write_output(path.with_name(path.name + ".part"), rendered)
+    try:
+        os.replace(part, path)
+    except OSError as exc:
+        raise CRMError(f"cannot write {path}: {exc.strerror or exc}") from None
+    return path
+
+
+def _authorize_import(crm: CRM, args: Mapping[str, Any]) -> None:
+    from ..io.importer import authorize_import
+
+    authorize_import(crm, str(args["entity"]))
+
+
 def _import(crm: CRM, args: Mapping[str, Any], ctx: JobContext) -> dict[str, Any]:
     from ..io.importer import (  # the import machinery only where it runs
         ImportOptions,
@@ -114,6 +157,7 @@ KINDS: dict[str, JobKind] = {kind.name: kind for kind in (
     JobKind("loyalty.run", "loyalty", _loyalty_run, (), "loyalty.run", "scheme"),
     JobKind("loyalty.earn", "loyalty", _loyalty_earn, (), "loyalty.earn"),
     JobKind("reports.write", "reports", _report_write, ("name", "output"), "report.run", "name"),
-    JobKind("import", "imports", _import, ("entity", "path")),
+    JobKind("reports.scheduled", "reports", _report_scheduled, ("name", "period"), "report.run", "name"),
+    JobKind("import", "imports", _import, ("entity", "path"), authorize=_authorize_import),
 )}
 """Every job kind by name."""

@@ -53,7 +53,7 @@ class ReportEngine:
         _check_option_names(report, options)
         opts = build_options(report, "reports", self.crm.config, options)
         moment = self.crm.as_of(as_of)
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(replica=True) as uow:  # on the read replica when one is configured
             self.crm.authorize("report.run", name)
             result = report.run(ReportContext(uow, moment), opts)
         return attrs.evolve(result, as_of=moment)

@@ -166,14 +166,14 @@ class SegmentEngine:
         before = conn.execute(select(func.count()).select_from(m).where(m.c.run_id == previous)).scalar_one()
         return {"entered": members - matched, "left": before - matched, "moved": int(moved)}
 
-    # -- reading -----------------------------------------------------------
+    # -- reading (on the read replica when one is configured: crmcore.store.replica) ----
     def runs(self, strategy: str | None = None, limit: int = 50) -> list[SegmentRun]:
         """The recorded runs, newest first (of one strategy if given)."""
         self.crm.authorize("segment.runs", strategy)
         return self._runs(strategy, limit)
 
     def _runs(self, strategy: str | None, limit: int) -> list[SegmentRun]:
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(replica=True) as uow:
             query = select(runs.c.id).order_by(runs.c.id.desc()).limit(limit)
             if strategy:
                 query = query.where(runs.c.strategy == strategy)
@@ -240,7 +240,7 @@ class SegmentEngine:
             query = query.where(m.c.customer_id > after)
         if limit is not None:
             query = query.limit(limit)
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(replica=True) as uow:
             for row in uow.conn.execute(query.order_by(m.c.customer_id).execution_options(yield_per=5000)):
                 yield dict(row._mapping)
 
@@ -263,7 +263,7 @@ class SegmentEngine:
             a.c.run_id == run_a, b.c.customer_id.is_(None))
         moved = select(a.c.customer_id, a.c.segment, b.c.segment).select_from(a.join(b, on)).where(
             a.c.segment != b.c.segment)
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(replica=True) as uow:
             changes = [MembershipChange(cid, old, new) for query in (entered, left, moved)
                        for cid, old, new in uow.conn.execute(query)]
         return sorted(changes, key=lambda change: change.customer_id)
@@ -286,7 +286,7 @@ class SegmentEngine:
         else:
             run = self._check_run(run_id, strategy)
         opts = build_options(segmenter, "segments", self.crm.config, run.options)
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(replica=True) as uow:
             if uow.conn.execute(select(tables.customers.c.id).where(tables.customers.c.id == customer_id)
                                 ).first() is None:
                 raise NotFound("customer", customer_id)
@@ -307,7 +307,7 @@ class SegmentEngine:
         return self._run_info(run_id)
 
     def _run_info(self, run_id: int) -> SegmentRun:
-        with self.crm.unit(readonly=True) as uow:
+        with self.crm.unit(replica=True) as uow:
             if uow.conn.execute(select(runs.c.id).where(runs.c.id == run_id)).first() is None:
                 raise NotFound("segment run", run_id)
             return self._run(uow, run_id)

@@ -603,6 +603,8 @@ jobs = Table(
     Column("error", Text),
     # Set by the scheduler ("schedule:NAME:PERIOD"): a second scheduler's insert of the same key fails.
     Column("run_key", String(200), unique=True),
+    # (0022) Renewed by the worker while the job runs: silent for a whole lease = taken over (crmcore.jobs).
+    Column("heartbeat_at", UTCDateTime),
     Index("ix_jobs_status", "status", "id"),
     **TABLE_OPTIONS,
 )
