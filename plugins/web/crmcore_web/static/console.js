@@ -45,6 +45,51 @@
     });
   });
 
+  // -- refusals: an htmx request answered 4xx/5xx is shown, not swallowed ----------------
+  // htmx swaps no error response; a refused CSRF token (403), a stale record (409) or a bad
+  // value (422) would otherwise leave the page looking as if nothing happened.
+  function messageOf(xhr) {
+    var type = xhr.getResponseHeader("content-type") || "";
+    try {
+      if (type.indexOf("json") >= 0) {
+        var problem = JSON.parse(xhr.responseText);
+        return problem.detail || problem.title || xhr.statusText;
+      }
+      if (type.indexOf("html") >= 0) {
+        var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        var found = doc.getElementById("page-error") || doc.querySelector(".error");
+        if (found) return found.textContent.trim();
+      }
+    } catch (e) { /* an unreadable body: the status says enough */ }
+    return xhr.statusText || "the request failed";
+  }
+  function flash(text) {
+    var box = document.getElementById("flash");
+    if (!box) { window.alert(text); return; }
+    box.textContent = text;
+    box.hidden = false;
+  }
+  document.addEventListener("htmx:beforeRequest", function () {
+    var box = document.getElementById("flash");
+    if (box) box.hidden = true;
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    flash(xhr.status + ": " + messageOf(xhr));
+    // A card dropped on another column whose move was refused goes back to its stage.
+    document.querySelectorAll(".deal.moving").forEach(function (card) {
+      card.classList.remove("moving");
+      placeCard(card);
+    });
+  });
+  document.addEventListener("htmx:sendError", function () {
+    flash(document.body.dataset.offline || "The server did not answer.");
+    document.querySelectorAll(".deal.moving").forEach(function (card) {
+      card.classList.remove("moving");
+      placeCard(card);
+    });
+  });
+
   // -- dashboard charts (plotly.min.js from the plotly Python package) -------------------
   function reportCharts() {
     // A report's charts (crmcore.Chart), as plotly specs the server built (views.chart_spec).
