@@ -185,9 +185,14 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
                   stage: str | None = Query(None, max_length=50), owner: str | None = Query(None, max_length=100),
                   region: str | None = Query(None, max_length=100),
                   sort: str = Query(views.SORTS[0], max_length=20),
-                  cursor: str | None = Query(None, max_length=2000)) -> Response:
+                  cursor: str | None = Query(None, max_length=2000),
+                  drill: str | None = Query(None, max_length=200)) -> Response:
         filters = views.customer_filters(stage, owner, region)
-        found = views.customers_page(crm, q, filters, sort, cursor)
+        if drill:  # a chart's bar: the customers behind it (newest first; search and filters aside)
+            found = views.drilled_customers(crm, drill, cursor)
+            q, filters, sort = None, {}, views.SORTS[0]
+        else:
+            found = views.customers_page(crm, q, filters, sort, cursor)
         # htmx asks for rows only (a new search, the next page); a page load gets the whole page.
         template = "customer_rows.html" if request.headers.get("hx-request") else "customers.html"
         return render(request, template, _locale(request), q=q or "", filters=filters, sort=sort, sorts=views.SORTS,

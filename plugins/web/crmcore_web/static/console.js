@@ -99,6 +99,16 @@
       Plotly.newPlot(element, spec.data, spec.layout, {displaylogo: false, responsive: true});
     });
   }
+  // Drill-down: a bar's customdata carries its drill key (views.drill_for_*); clicking the bar
+  // opens the customers behind it, listed by the server through the user's visibility.
+  function drillDown(element) {
+    var chart = typeof element === "string" ? document.getElementById(element) : element;
+    chart.on("plotly_click", function (event) {
+      var point = event.points && event.points[0];
+      var key = point && (Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
+      if (key) window.location.href = document.body.dataset.prefix + "/customers?drill=" + encodeURIComponent(key);
+    });
+  }
   function charts() {
     if (window.Plotly && document.querySelector(".report-chart")) {
       reportCharts();
@@ -113,12 +123,13 @@
     var traces = Object.keys(data.revenue.series).map(function (currency) {
       var s = data.revenue.series[currency];
       return {type: "bar", name: data.revenue.label + " (" + currency + ")", x: s.x, y: s.y,
-              hovertemplate: "%{x}: %{y:,.2f} " + currency + "<extra></extra>"};
+              customdata: s.drill, hovertemplate: "%{x}: %{y:,.2f} " + currency + "<extra></extra>"};
     });
     Plotly.newPlot("chart-revenue", traces, Object.assign({}, layout, {xaxis: {type: "category"}}), config);
     Plotly.newPlot("chart-stages", [{type: "bar", name: data.stages.label, x: data.stages.x, y: data.stages.y,
-      customdata: data.stages.counts,
-      hovertemplate: "%{x}: %{y:,.2f} (%{customdata:,} deals)<extra></extra>"}], layout, config);
+      customdata: data.stages.x.map(function (x, i) { return [data.stages.drill[i], data.stages.counts[i]]; }),
+      hovertemplate: "%{x}: %{y:,.2f} (%{customdata[1]:,} deals)<extra></extra>"}], layout, config);
+    ["chart-revenue", "chart-stages"].forEach(drillDown);
     document.body.dataset.charts = "ready";
   }
   if (document.readyState === "complete") charts(); else window.addEventListener("load", charts);
