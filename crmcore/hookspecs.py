@@ -164,6 +164,8 @@ def register_routes(router: APIRouter, crm: CRM) -> None:
     mounted at the API's root; prefix them with your plugin's name.  A route class
     subclassing :class:`crmcore.web.TokenRoute` (``route_class_override=``) may take
     the token from elsewhere, e.g. a session cookie (docs/api.md, "Routes from plugins").
+    A GET route named ``page:LABEL`` (``name=``) is a page people open: ``crm serve``
+    prints its address, and calls this hook once more to find it.
 
     :param router: a :class:`fastapi.APIRouter`; add routes with its decorators.
     :param crm: the :class:`crmcore.CRM` the API serves.

@@ -119,3 +119,10 @@ def test_a_refused_htmx_request_answers_with_a_message_the_page_shows(api: Api) 
     assert missing.status_code == 404 and 'id="page-error"' in missing.text
     page = client.get("/console/customers")
     assert 'id="flash"' in page.text and 'role="alert"' in page.text
+
+
+def test_crm_serve_prints_the_console_address(api: Api) -> None:
+    """README's tour ends with ``crm serve`` and the address it prints: this server's log has it."""
+    log = (api.directory / "serve.log").read_text(encoding="utf-8")
+    assert f"web console: {api.base_url}/console/\n" in log, log
+    assert httpx.get(f"{api.base_url}/console/", follow_redirects=True).url.path == "/console/sign-in"

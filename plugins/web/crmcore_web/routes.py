@@ -101,11 +101,12 @@ class ConsoleRoute(TokenRoute):
 def add_routes(router: APIRouter, crm: "CRM") -> None:
     """Add the console to the API's plugin router."""
 
-    def page(path: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def page(path: str, methods: tuple[str, ...] = ("GET",),
+             name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
             router.add_api_route(PREFIX + path, _current_generation(crm, endpoint), methods=list(methods),
                                  include_in_schema=False, response_class=HTMLResponse,
-                                 route_class_override=ConsoleRoute)
+                                 route_class_override=ConsoleRoute, name=name)
             return endpoint
         return decorate
 
@@ -176,7 +177,7 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         sessions.clear(response)
         return response
 
-    @page("/")
+    @page("/", name="page:web console")  # crm serve prints its address
     def home(request: Request) -> Response:
         return RedirectResponse(PREFIX + "/customers", status_code=303)
 
