@@ -216,11 +216,12 @@ def month_start(day: date) -> date:
     return day.replace(day=1)
 
 
-def dashboard(crm: "CRM", start: date, end: date) -> dict[str, Any]:
-    """The KPI tiles and chart data for ``start``..``end`` (inclusive days, in the CRM's zone)."""
+def dashboard(crm: "CRM", start: date, end: date, now: datetime | None = None) -> dict[str, Any]:
+    """The KPI tiles and chart data for ``start``..``end`` (inclusive days, in the CRM's zone);
+    "this month" is the month of ``now`` (default: the CRM's clock)."""
     crm.authorize("report.run", "dashboard")
     zone = crm.as_of().tzinfo
-    now = crm.as_of()
+    now = (now or crm.as_of()).astimezone(zone)
     lo = datetime.combine(start, time.min, tzinfo=zone)
     hi = datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone)
     this_month = month_start(now.date())
@@ -313,11 +314,11 @@ def my_day(crm: "CRM", login: str) -> dict[str, Any]:
             "today": [t for t in tasks if t.due is None or t.due >= now], "names": names, "now": now}
 
 
-def task_counts(crm: "CRM") -> dict[str, int | None]:
-    """The dashboard's follow-up tiles: open tasks past due and complaints past their SLA (one COUNT
-    each, scoped to what the user may see); None for a user who may not list tasks."""
-    return {"overdue_tasks": _optional(crm.tasks.overdue_count, None),
-            "complaints_late": _optional(crm.tasks.complaints_past_sla, None)}
+def task_counts(crm: "CRM", as_of: datetime | None = None) -> dict[str, int | None]:
+    """The dashboard's follow-up tiles: open tasks past due and complaints past their SLA at
+    ``as_of`` (one COUNT each, scoped to what the user may see); None for a user who may not list tasks."""
+    return {"overdue_tasks": _optional(lambda: crm.tasks.overdue_count(as_of), None),
+            "complaints_late": _optional(lambda: crm.tasks.complaints_past_sla(as_of), None)}
 
 
 # -- reports --------------------------------------------------------------------------------

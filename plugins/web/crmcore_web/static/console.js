@@ -102,6 +102,7 @@
   // Drill-down: a bar's customdata carries its drill key (views.drill_for_*); clicking the bar
   // opens the customers behind it, listed by the server through the user's visibility.
   function drillDown(element) {
+    if (!document.body.dataset.prefix) return;  // the static export: no server to ask
     var chart = typeof element === "string" ? document.getElementById(element) : element;
     chart.on("plotly_click", function (event) {
       var point = event.points && event.points[0];
