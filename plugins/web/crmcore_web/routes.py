@@ -28,7 +28,7 @@ import crmcore
 from crmcore.web import InvalidToken, Problem, TokenRoute, crm_of, present_token, run_sync
 
 from . import account as account_pages
-from . import i18n, views
+from . import i18n, marketing, views
 from . import session as sessions
 from .rendering import PREFIX, render
 from .settings import WebSettings
@@ -277,6 +277,48 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         shown = views.report_page(crm, name, day) if name else {"result": None, "tables": []}
         return render(request, "reports.html", _locale(request), active="reports", reports=listed, name=name,
                       as_of=day, **shown)
+
+    # -- segments, campaigns, outbox (marketing.py: the services the CLI and the API call) --------
+    @page("/segments")
+    def segments(request: Request) -> Response:
+        return render(request, "segments.html", _locale(request), active="segments", zone=_zone(crm),
+                      **marketing.segments_page(crm))
+
+    @page("/segments/run", ("POST",))
+    def run_segments(request: Request, strategy: str = Form(..., max_length=100),
+                     as_of: date | None = Form(None)) -> Response:
+        return render(request, "segment_run.html", _locale(request), zone=_zone(crm), just_ran=True,
+                      s=marketing.run_strategy(crm, strategy, as_of))
+
+    @page("/campaigns")
+    def campaigns(request: Request) -> Response:
+        return render(request, "campaigns.html", _locale(request), active="campaigns",
+                      **marketing.campaign_form(crm))
+
+    def campaign_action(request: Request, action: Callable[..., dict[str, Any]], template: str, segment: str,
+                        channel: str, purpose: str, as_of: date | None) -> Response:
+        if purpose not in marketing.PURPOSES:
+            raise crmcore.ValidationError.single("purpose", f"one of {', '.join(marketing.PURPOSES)}", "campaign")
+        shown = action(crm, template, segment, channel, purpose, as_of)
+        return render(request, "campaign_result.html", _locale(request), zone=_zone(crm), **shown)
+
+    @page("/campaigns/preview", ("POST",))
+    def preview_campaign(request: Request, template: str = Form(..., max_length=100),
+                         segment: str = Form(..., max_length=200), channel: str = Form("", max_length=50),
+                         purpose: str = Form("marketing", max_length=20), as_of: date | None = Form(None)) -> Response:
+        return campaign_action(request, marketing.plan_campaign, template, segment, channel, purpose, as_of)
+
+    @page("/campaigns/queue", ("POST",))
+    def queue_campaign(request: Request, template: str = Form(..., max_length=100),
+                       segment: str = Form(..., max_length=200), channel: str = Form("", max_length=50),
+                       purpose: str = Form("marketing", max_length=20), as_of: date | None = Form(None)) -> Response:
+        return campaign_action(request, marketing.queue_campaign, template, segment, channel, purpose, as_of)
+
+    @page("/outbox")
+    def outbox(request: Request, status: str | None = Query(None, max_length=20),
+               before: int | None = Query(None, ge=1, le=2**63 - 1)) -> Response:
+        return render(request, "outbox.html", _locale(request), active="outbox", zone=_zone(crm),
+                      **marketing.outbox_page(crm, status, before))
 
     @page("/language", ("POST",))
     def language(request: Request, locale: str = Form(..., max_length=10)) -> Response:
