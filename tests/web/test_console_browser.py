@@ -25,6 +25,11 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium"
                                 reason="Debian's chromium is not installed (/usr/bin/chromium; .ci/run installs it)")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (PyPI) is not installed")
 
+API_TOML = """
+[notify]
+unsubscribe_secret = "console-browser-tests-secret"
+"""
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -129,6 +134,23 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
     page.wait_for_selector("body[data-charts=ready]")
     assert page.locator(".report-chart .main-svg").count() > 0
     page.screenshot(path=str(shots / "report-pipeline.png"))
+
+    # Segments and campaigns: rita (a sales rep) sees the runs and previews a campaign per locale;
+    # running a strategy is refused, and the refusal is shown.
+    run = api.crm.segments.run("rfm")
+    page.goto(api.base_url + "/console/segments")
+    assert f"Run {run.id} " in page.inner_text("#strategy-rfm .run-summary")
+    page.click("#strategy-rfm button.run")
+    assert "segment.run" in page.wait_for_selector("#flash:not([hidden])").inner_text()
+    page.goto(api.base_url + "/console/campaigns")
+    page.select_option("select[name=template]", "win-back")
+    page.click("#preview-campaign")
+    page.wait_for_selector("#campaign-preview article[data-locale=zh-CN] .subject")
+    assert page.locator("#campaign-preview article.preview").count() == 2
+    assert page.inner_text("#campaign-plan .members") == "1"
+    page.screenshot(path=str(shots / "campaign-preview.png"), full_page=True)
+    page.goto(api.base_url + "/console/outbox")
+    page.wait_for_selector("table.outbox")
 
     page.select_option("select[name=locale]", "zh_CN")
     page.wait_for_selector("nav.top >> text=客户")
