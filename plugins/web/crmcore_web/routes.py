@@ -353,12 +353,22 @@ def _current_generation(crm: "CRM", endpoint: Callable[..., Any]) -> Callable[..
     """``endpoint``, refusing a session whose user's generation moved on (the password changed
     since it began): checked on the worker thread, in the unit that also checks the token."""
 
-    @functools.wraps(endpoint)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        console: sessions.ConsoleSession = kwargs["request"].state.console
+    def check(request: Request) -> None:
+        console: sessions.ConsoleSession = request.state.console
         if not sessions.same(console.generation, sessions.generation(crm, console.login)):
             raise InvalidToken("the password changed since this session began: sign in again")
-        return endpoint(*args, **kwargs)
+
+    @functools.wraps(endpoint)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        request: Request = kwargs["request"]
+        if request.method not in sessions.SAFE_METHODS:
+            check(request)
+            return endpoint(*args, **kwargs)
+        # A page that only reads runs in one read-only unit, which every service it calls joins:
+        # one connection and transaction (one snapshot) for the whole page instead of one per call.
+        with crm.unit(readonly=True):
+            check(request)
+            return endpoint(*args, **kwargs)
 
     return checked
 
