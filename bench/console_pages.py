@@ -14,8 +14,8 @@ machine disturbs wall time far more than CPU time):
   ``GET /customers?limit=50&sort=-id``;
 * the customer 360 page of the busy customer: ``GET /console/customers/ID`` against the sum of
   the API calls that show the same data: the customer, its contacts, interactions (200), deals,
-  points and tier, points history and outbox (the API has no consent history or segment
-  explanation route, so the page does more than the calls it is compared with).
+  open tasks, points and tier, points history and outbox (the API has no stage history or
+  consent history route, so the page does more than the calls it is compared with).
 
 Prints both, the ratios page / API (goal: under 1.5) and the load average.
 
@@ -164,6 +164,7 @@ def main() -> None:
                                      ("/interactions", {"where": f"customer_id={busy}", "limit": 200,
                                                         "sort": "-occurred_at"}),
                                      ("/deals", {"where": f"customer_id={busy}", "limit": 200}),
+                                     ("/tasks", {"where": [f"customer_id={busy}", "status=open"], "limit": 100}),
                                      (f"/customers/{busy}/loyalty", {}),
                                      (f"/customers/{busy}/loyalty/history", {}),
                                      ("/notify/outbox", {"customer_id": busy})):

@@ -41,8 +41,9 @@ def movement(run: crmcore.SegmentRun | None, previous: crmcore.SegmentRun | None
 
 def strategy_runs(crm: "CRM", strategy: str) -> dict[str, Any]:
     """A strategy's latest run, the one before, and each segment's movement between them."""
-    latest, *rest = crm.segments.runs(strategy, limit=2) or [None]
-    previous = rest[0] if rest else None
+    found = crm.segments.runs(strategy, limit=2)
+    latest = found[0] if found else None
+    previous = found[1] if len(found) > 1 else None
     return {"strategy": strategy, "run": latest, "previous": previous, "sizes": movement(latest, previous)}
 
 
@@ -84,7 +85,7 @@ def previews(crm: "CRM", template: str, plan: Any) -> dict[str, Any]:
                                             limit=1), None)
     if sample is None:
         return {"sample": None, "rendered": []}
-    locales = next((t["locales"] for t in crm.messages.templates() if t["template"] == template), [])
+    locales: list[str] = next((t["locales"] for t in crm.messages.templates() if t["template"] == template), [])
     rendered = []
     for locale in locales:
         try:
