@@ -189,7 +189,11 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
                   cursor: str | None = Query(None, max_length=2000),
                   drill: str | None = Query(None, max_length=200)) -> Response:
         filters = views.customer_filters(stage, owner, region)
-        if drill:  # a chart's bar: the customers behind it (newest first; search and filters aside)
+        if drill and drill.startswith(views.WHERE):  # a report chart's point: its customers filter
+            filters, meaning = views.where_filters(drill)
+            q, sort = None, views.SORTS[0]
+            found = views.customers_page(crm, q, filters, sort, cursor) | {"drill": drill, "meaning": meaning}
+        elif drill:  # a dashboard bar: the customers behind it (newest first; search and filters aside)
             found = views.drilled_customers(crm, drill, cursor)
             q, filters, sort = None, {}, views.SORTS[0]
         else:

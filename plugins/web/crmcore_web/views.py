@@ -19,6 +19,7 @@ from sqlalchemy import BigInteger, and_, case, false, func, or_, select, type_co
 
 import crmcore
 from crmcore.store import money_from_scaled, tables
+from crmcore.store.filters import parse_expression
 
 if TYPE_CHECKING:
     from crmcore import CRM
@@ -371,9 +372,12 @@ def chart_spec(result: Any, chart: Any) -> dict[str, Any]:
                                "hovertemplate": hover})
         else:
             label = {c.name: c.label for c in result.columns}
+            xs = [str(r[chart.x]) for r in rows]
+            # A chart declaring its drill-down: each point carries the customers filter behind it.
+            drills = {"customdata": [WHERE + chart.drill.replace("{x}", x) for x in xs]} if chart.drill else {}
             for column in chart.y:
-                traces.append({**kind, "name": label[column], "x": [str(r[chart.x]) for r in rows],
-                               "y": [_number(r[column]) for r in rows], "hovertemplate": hover})
+                traces.append({**kind, "name": label[column], "x": xs, "y": [_number(r[column]) for r in rows],
+                               "hovertemplate": hover, **drills})
         if chart.kind == "stacked-bar":
             layout["barmode"] = "stack"
     return {"data": traces, "layout": layout}
@@ -389,6 +393,17 @@ def report_page(crm: "CRM", name: str, as_of: date) -> dict[str, Any]:
 
 
 # -- drill-down: the customers behind a chart's bar --------------------------------------------
+
+#: The drill key of a report chart's point: a customers filter in the ``--where`` language.
+WHERE = "where:"
+
+
+def where_filters(drill: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The customers filter of a ``where:FIELD=VALUE`` drill key and what it means."""
+    expression = drill.removeprefix(WHERE)
+    key, value = parse_expression(expression)
+    return {key: value}, {"kind": "where", "expression": expression}
+
 
 def drill_for_won(start: date, end: date, currency: str) -> str:
     """The drill key of a revenue bar: won deals closed ``start``..``end`` (inclusive) in ``currency``."""

@@ -97,6 +97,7 @@
       var spec = JSON.parse(element.dataset.spec);
       spec.layout.margin = {t: 40, r: 10, b: 60, l: 70};
       Plotly.newPlot(element, spec.data, spec.layout, {displaylogo: false, responsive: true});
+      if (spec.data.some(function (trace) { return trace.customdata; })) drillDown(element);
     });
   }
   // Drill-down: a bar's customdata carries its drill key (views.drill_for_*); clicking the bar
@@ -107,7 +108,7 @@
     chart.on("plotly_click", function (event) {
       var point = event.points && event.points[0];
       var key = point && (Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
-      if (key) window.location.href = document.body.dataset.prefix + "/customers?drill=" + encodeURIComponent(key);
+      if (typeof key === "string") window.location.href = document.body.dataset.prefix + "/customers?drill=" + encodeURIComponent(key);
     });
   }
   function charts() {
