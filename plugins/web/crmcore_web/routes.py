@@ -28,6 +28,7 @@ import crmcore
 from crmcore.web import InvalidToken, Problem, TokenRoute, crm_of, present_token, run_sync
 
 from . import account as account_pages
+from . import drill as drills
 from . import i18n, marketing, views
 from . import session as sessions
 from .rendering import PREFIX, render
@@ -190,11 +191,11 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
                   drill: str | None = Query(None, max_length=200)) -> Response:
         filters = views.customer_filters(stage, owner, region)
         if drill and drill.startswith(views.WHERE):  # a report chart's point: its customers filter
-            filters, meaning = views.where_filters(drill)
+            filters, meaning = drills.where_filters(drill)
             q, sort = None, views.SORTS[0]
             found = views.customers_page(crm, q, filters, sort, cursor) | {"drill": drill, "meaning": meaning}
         elif drill:  # a dashboard bar: the customers behind it (newest first; search and filters aside)
-            found = views.drilled_customers(crm, drill, cursor)
+            found = drills.drilled_customers(crm, drill, cursor)
             q, filters, sort = None, {}, views.SORTS[0]
         else:
             found = views.customers_page(crm, q, filters, sort, cursor)

@@ -19,7 +19,6 @@ from sqlalchemy import BigInteger, and_, case, false, func, or_, select, type_co
 
 import crmcore
 from crmcore.store import money_from_scaled, tables
-from crmcore.store.filters import parse_expression
 
 if TYPE_CHECKING:
     from crmcore import CRM
@@ -296,6 +295,22 @@ def dashboard(crm: "CRM", start: date, end: date, now: datetime | None = None) -
     }
 
 
+# The drill keys the charts carry (drill.py lists the customers behind them).
+
+#: A report chart's point: a customers filter in the ``--where`` language (``Chart.drill``).
+WHERE = "where:"
+
+
+def drill_for_won(start: date, end: date, currency: str) -> str:
+    """A revenue bar: won deals closed ``start``..``end`` (inclusive days) in ``currency``."""
+    return f"won:{start.isoformat()}:{end.isoformat()}:{currency}"
+
+
+def drill_for_stage(stage: str) -> str:
+    """An open-deals bar: open deals in ``stage`` (of any pipeline that has it)."""
+    return f"stage:{stage}"
+
+
 def _month_drill(label: str, start: date, end: date, currency: str) -> str:
     """The drill key of one month's revenue bar: the month's days within the dashboard's range."""
     first = date.fromisoformat(label + "-01")
@@ -390,78 +405,3 @@ def report_page(crm: "CRM", name: str, as_of: date) -> dict[str, Any]:
     tables = [{"result": table, "charts": [chart_spec(table, chart) for chart in table.charts]}
               for table in result.tables()]
     return {"result": result, "tables": tables}
-
-
-# -- drill-down: the customers behind a chart's bar --------------------------------------------
-
-#: The drill key of a report chart's point: a customers filter in the ``--where`` language.
-WHERE = "where:"
-
-
-def where_filters(drill: str) -> tuple[dict[str, Any], dict[str, str]]:
-    """The customers filter of a ``where:FIELD=VALUE`` drill key and what it means."""
-    expression = drill.removeprefix(WHERE)
-    key, value = parse_expression(expression)
-    return {key: value}, {"kind": "where", "expression": expression}
-
-
-def drill_for_won(start: date, end: date, currency: str) -> str:
-    """The drill key of a revenue bar: won deals closed ``start``..``end`` (inclusive) in ``currency``."""
-    return f"won:{start.isoformat()}:{end.isoformat()}:{currency}"
-
-
-def drill_for_stage(stage: str) -> str:
-    """The drill key of an open-deals bar: open deals in ``stage`` (of any pipeline that has it)."""
-    return f"stage:{stage}"
-
-
-def _drill_condition(crm: "CRM", drill: str) -> tuple[Any, dict[str, str]]:
-    """The deals condition of a drill key and what it means (for the page's heading)."""
-    kind, _, rest = drill.partition(":")
-    d = tables.deals
-    stages = [(p, s) for p, pipe in crm.config.pipelines.items() for s in pipe.stages]
-    try:
-        if kind == "won":
-            first, last, currency = rest.split(":")
-            start, end = date.fromisoformat(first), date.fromisoformat(last)
-            if start > end or not currency:
-                raise ValueError("the range is empty")
-            zone = crm.as_of().tzinfo
-            won = [(p, s.name) for p, s in stages if s.outcome.value == "won"]
-            condition = and_(or_(*[and_(d.c.pipeline == p, d.c.stage == s) for p, s in won]) if won else false(),
-                             d.c.currency == currency,
-                             d.c.closed_at >= datetime.combine(start, time.min, tzinfo=zone),
-                             d.c.closed_at < datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone))
-            return condition, {"kind": "won", "start": start.isoformat(), "end": end.isoformat(),
-                               "currency": currency}
-        if kind == "stage" and rest:
-            open_ = [(p, s.name) for p, s in stages if s.outcome.value == "open" and s.name == rest]
-            if not open_:
-                raise ValueError(f"{rest!r} is not an open stage")
-            return or_(*[and_(d.c.pipeline == p, d.c.stage == s) for p, s in open_]), {"kind": "stage", "stage": rest}
-    except ValueError as exc:
-        raise crmcore.ValidationError.single("drill", f"not a chart's drill-down ({exc})", "customer") from None
-    raise crmcore.ValidationError.single("drill", "not a chart's drill-down (won:START:END:CURRENCY or stage:NAME)",
-                                         "customer")
-
-
-def drilled_customers(crm: "CRM", drill: str, cursor: str | None) -> dict[str, Any]:
-    """One page (newest first) of the customers behind a chart's bar: those with a live deal the
-    bar counts.  One set-based query for the page's ids (scoped to the user's visible customers
-    and deals like every read), then the customers through ``crm.customers.list`` (authorize,
-    visibility, sealed fields opened)."""
-    condition, meaning = _drill_condition(crm, drill)
-    after = decode_cursor(cursor)[1] if cursor else None
-    c, d = tables.customers, tables.deals
-    behind = select(d.c.customer_id).where(condition, d.c.archived_at.is_(None))
-    query = select(c.c.id).where(c.c.archived_at.is_(None), c.c.id.in_(behind))
-    if after is not None:
-        query = query.where(c.c.id < after)
-    crm.authorize("customer.list", None)
-    crm.authorize("deal.list", None)
-    with crm.unit(readonly=True) as uow:
-        ids = list(uow.conn.execute(query.order_by(c.c.id.desc()).limit(PAGE_SIZE + 1)).scalars())
-    following = encode_cursor(ids[PAGE_SIZE - 1], ids[PAGE_SIZE - 1]) if len(ids) > PAGE_SIZE else None
-    ids = ids[:PAGE_SIZE]
-    rows = crm.customers.list({"id__in": ids}, "-id", limit=len(ids)) if ids else []
-    return {"rows": rows, "next": following, "drill": drill, "meaning": meaning}
