@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from .loyalty import LoyaltyScheme
     from .migrations import PluginSchema
     from .notify import Channel
-    from .reports import Renderer, Report
+    from .reports import DashboardEntry, Renderer, Report
     from .segments import MembershipChanges, Segmenter, SegmentRun
 
 hookspec = pluggy.HookspecMarker("crmcore")
@@ -164,9 +164,25 @@ def register_routes(router: APIRouter, crm: CRM) -> None:
     mounted at the API's root; prefix them with your plugin's name.  A route class
     subclassing :class:`crmcore.web.TokenRoute` (``route_class_override=``) may take
     the token from elsewhere, e.g. a session cookie (docs/api.md, "Routes from plugins").
+    A GET route named ``page:LABEL`` (``name=``) is a page people open: ``crm serve``
+    prints its address, and calls this hook once more to find it.
 
     :param router: a :class:`fastapi.APIRouter`; add routes with its decorators.
     :param crm: the :class:`crmcore.CRM` the API serves.
+    """
+
+
+@hookspec
+def render_dashboard(crm: CRM, entries: list[DashboardEntry], as_of: datetime) -> str | None:
+    """The ``index.html`` of ``crm report dashboard`` (:meth:`crm.reports.dashboard`), or None.
+
+    The first plugin answering with a page replaces the core's plain list of links; the page
+    should link each written report (``entry.file``) and be self-contained (it is opened
+    from a folder, offline).  It runs as the user exporting, after every report was written.
+
+    :param crm: the :class:`crmcore.CRM` exporting.
+    :param entries: one :class:`crmcore.reports.DashboardEntry` per report, written or not.
+    :param as_of: the moment the reports were run as of (aware).
     """
 
 

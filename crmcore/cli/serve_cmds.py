@@ -44,6 +44,12 @@ def serve(session: Session, host: str, port: int, workers: int, log_level: str,
         else:
             os.environ[name] = value
     session.echo(f"serving the crmcore API on http://{host}:{port} (docs: /docs) with {workers} worker(s)")
+    from ..web.app import start_pages
+
+    # An address one can open: "every interface" is reachable on loopback.
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else (f"[{host}]" if ":" in host else host)
+    for label, path in start_pages(crm):
+        session.echo(f"{label}: http://{shown}:{port}{path}")
     # Forwarding headers are trusted only from the proxies named: anyone else could forge them.
     uvicorn.run("crmcore.web.asgi:app", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, proxy_headers=forwarded_allow_ips is not None,

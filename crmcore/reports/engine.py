@@ -103,7 +103,10 @@ class ReportEngine:
                 continue
             write_output(folder / file, renderer.render(result))
             entries.append(DashboardEntry(report.name, report.description, file, result.title, None))
-        write_output(folder / "index.html", dashboard_index(entries, moment))
+        # A plugin may give the index (the web console: its dashboard, offline); else a list of links.
+        pages = [page for page in self.crm.plugins.call("render_dashboard", crm=self.crm, entries=list(entries),
+                                                        as_of=moment) if page is not None]
+        write_output(folder / "index.html", pages[0] if pages else dashboard_index(entries, moment))
         if progress is not None:
             progress(len(reports), len(reports), "")
         return entries

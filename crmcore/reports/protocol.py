@@ -55,6 +55,10 @@ class Chart:
       (with ``group``: one cell per distinct value of that column).
 
     ``exclude``: values of ``x`` left out of the chart (a total row, say).
+
+    ``drill``: the customers behind a category, as a customer filter in the ``--where``
+    language with ``{x}`` for the category's value (``"segment.rfm={x}"``); the web
+    console opens those customers when a bar or point is clicked.  None: no drill-down.
     """
 
     kind: str
@@ -63,6 +67,7 @@ class Chart:
     y: tuple[str, ...]
     group: str | None = None
     exclude: tuple[str, ...] = ()
+    drill: str | None = None
 
 
 @attrs.frozen

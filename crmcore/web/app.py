@@ -73,6 +73,21 @@ def _plugin_routes(crm: "CRM") -> APIRouter:
     return router
 
 
+#: The ``name`` prefix of a plugin's GET route that is a page people open (``crm serve`` prints it).
+PAGE_PREFIX = "page:"
+
+
+def start_pages(crm: "CRM") -> list[tuple[str, str]]:
+    """The pages plugins add for people to open: ``(label, path)`` of each GET route named
+    ``page:LABEL`` (``crm serve`` prints their addresses), in the order they were added."""
+    found = []
+    for route in _plugin_routes(crm).routes:
+        name, path = getattr(route, "name", "") or "", getattr(route, "path", "")
+        if name.startswith(PAGE_PREFIX) and "GET" in (getattr(route, "methods", None) or ()):
+            found.append((name.removeprefix(PAGE_PREFIX), path))
+    return found
+
+
 def _openapi(app: FastAPI) -> dict[str, Any]:
     """The OpenAPI document, with the shared problem schema."""
     if app.openapi_schema is None:

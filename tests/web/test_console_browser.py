@@ -25,6 +25,11 @@ pytestmark = pytest.mark.skipif(not CHROMIUM.exists() or shutil.which("chromium"
                                 reason="Debian's chromium is not installed (/usr/bin/chromium; .ci/run installs it)")
 playwright_api = pytest.importorskip("playwright.sync_api", reason="playwright (PyPI) is not installed")
 
+API_TOML = """
+[notify]
+unsubscribe_secret = "console-browser-tests-secret"
+"""
+
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
         "--disable-component-update", "--disable-sync"]
 
@@ -52,6 +57,8 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
                                      phone="+8613800138000", owner="rita")
     deal = api.crm.deals.add(customer_id=customer.id, title=f"Tea order {tag}", amount="2500.00", currency="CNY",
                              stage="proposal", owner="rita")
+    sample = api.crm.deals.add(customer_id=customer.id, title=f"Tea sample {tag}", amount="80.00", currency="CNY",
+                               stage="lead", owner="rita")
     page = browser.new_page(viewport={"width": 1280, "height": 900})
     page.set_default_timeout(15000)
     shots = tmp_path / "screenshots"
@@ -97,16 +104,53 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
     assert api.crm.deals.get(deal.id).stage == "won"
     page.screenshot(path=str(shots / "pipeline.png"))
 
+    # A refused htmx request (here a forged CSRF token) is shown, and the card goes back.
+    page.evaluate("""() => { document.body.setAttribute("hx-headers", JSON.stringify({"X-CSRF-Token": "forged"}));
+                             document.body.dataset.csrf = "forged"; }""")
+    page.locator(f"#deal-{sample.id}").drag_to(page.locator("#stage-qualified"))
+    flash = page.wait_for_selector("#flash:not([hidden])")
+    assert "403" in flash.inner_text() and "CSRF" in flash.inner_text()
+    page.wait_for_selector(f"#stage-lead #deal-{sample.id}")
+    assert api.crm.deals.get(sample.id).stage == "lead"
+    page.screenshot(path=str(shots / "refusal.png"))
+
     page.goto(api.base_url + "/console/dashboard")
     page.wait_for_selector("body[data-charts=ready]")
     assert page.locator("#chart-revenue .main-svg").count() > 0
     assert "¥2,500.00" in page.inner_text("#kpi-revenue") or "CN¥2,500.00" in page.inner_text("#kpi-revenue")
     page.screenshot(path=str(shots / "dashboard.png"))
 
+    # Drill-down: clicking the month's revenue bar lists the customers behind it.
+    box = page.locator("#chart-revenue .bars path").first.bounding_box()
+    assert box is not None
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url("**/console/customers?drill=won*")
+    assert page.locator("tr.customer-row").count() == 1 and f"Wang Fang {tag}" in page.inner_text("#customer-rows")
+    assert "CNY" in page.inner_text("#drill")
+    page.screenshot(path=str(shots / "drill-down.png"))
+
     page.goto(api.base_url + "/console/reports?name=pipeline")
     page.wait_for_selector("body[data-charts=ready]")
     assert page.locator(".report-chart .main-svg").count() > 0
     page.screenshot(path=str(shots / "report-pipeline.png"))
+
+    # Segments and campaigns: rita (a sales rep) sees the runs and previews a campaign per locale;
+    # running a strategy is refused, and the refusal is shown.
+    run = api.crm.segments.run("rfm")
+    page.goto(api.base_url + "/console/segments")
+    assert f"Run {run.id} " in page.inner_text("#strategy-rfm .run-summary")
+    page.click("#strategy-rfm button.run")
+    assert "segment.run" in page.wait_for_selector("#flash:not([hidden])").inner_text()
+    page.goto(api.base_url + "/console/campaigns")
+    page.select_option("select[name=template]", "win-back")
+    page.click("#preview-campaign")
+    page.wait_for_selector("#campaign-preview article[data-locale=zh-CN] .subject")
+    assert page.locator("#campaign-preview article.preview").count() == 2
+    assert page.inner_text("#campaign-plan .members") == "1"
+    page.screenshot(path=str(shots / "campaign-preview.png"), full_page=True)
+    page.goto(api.base_url + "/console/outbox")
+    page.wait_for_selector("table.outbox")
 
     page.select_option("select[name=locale]", "zh_CN")
     page.wait_for_selector("nav.top >> text=客户")

@@ -32,3 +32,22 @@ def test_the_label_font_covers_every_chinese_label() -> None:
     cmap = font.getBestCmap()
     absent = [c for c in fonts.label_characters() if ord(c) not in cmap]
     assert not absent, f"static/{fonts.FONT} lacks {''.join(absent)!r}: run python -m crmcore_web.fonts"
+
+
+def test_dates_and_times_read_as_babel_formats_them() -> None:
+    """``i18n.when`` (patterns parsed once) gives exactly Babel's medium format, per locale and zone."""
+    from datetime import date, datetime, timedelta, timezone
+    from zoneinfo import ZoneInfo
+
+    from babel.dates import format_date, format_datetime
+
+    start = datetime(2025, 12, 31, 15, 59, 58, tzinfo=timezone.utc)
+    moments = [start + timedelta(hours=7 * n, minutes=n, seconds=n) for n in range(400)]
+    for locale in i18n.LOCALES:
+        for zone in (None, ZoneInfo("Asia/Shanghai"), ZoneInfo("America/New_York"), timezone.utc):
+            for moment in moments + [moment.replace(tzinfo=None) for moment in moments[:20]]:
+                assert i18n.when(moment, locale, zone) == format_datetime(moment, "medium", tzinfo=zone,
+                                                                          locale=locale), (locale, zone, moment)
+        for day in (date(2026, 1, 1), date(2026, 2, 28), date(2026, 12, 31)):
+            assert i18n.when(day, locale) == format_date(day, "medium", locale=locale)
+    assert i18n.when(None, "en") == "–"

@@ -288,6 +288,75 @@ def test_my_day_lists_ones_own_tasks_and_done_completes_one(api: Api, seeded: di
     assert int(shown.group(1).replace(",", "")) == expected >= 1
 
 
+def _drilled_ids(client, drill: str) -> list[int]:  # type: ignore[no-untyped-def]
+    """Every customer id the drill-down lists, following its pages."""
+    ids: list[int] = []
+    page = client.get("/console/customers", params={"drill": drill})
+    assert page.status_code == 200 and 'id="drill"' in page.text, page.text
+    while True:
+        ids += [int(i) for i in re.findall(r'href="/console/customers/(\d+)"', page.text)]
+        cursor = re.search(r"cursor=([A-Za-z0-9_-]+)", page.text)
+        if not cursor:
+            return ids
+        page = client.get("/console/customers", params={"drill": drill, "cursor": cursor.group(1)},
+                          headers={"HX-Request": "true"})
+
+
+def test_a_dashboard_bar_drills_down_to_the_customers_behind_it(api: Api, seeded: dict[str, int]) -> None:
+    """The dashboard's chart data carries a drill key per bar; the customers page lists the customers
+    behind it, checked against the same set computed in Python from the services' lists, for the
+    admin and for a sales rep (who sees only hers)."""
+    import json
+    from datetime import datetime, time, timedelta
+
+    crm = api.crm
+    tag = uuid.uuid4().hex[:6]
+    for owner in ("rita", "max"):
+        for n in range(3):
+            buyer = crm.customers.add(name=f"Drill {owner} {tag} {n}", owner=owner)
+            deal = crm.deals.add(customer_id=buyer.id, title=f"drill {tag}", amount="10.00", currency="CNY",
+                                 stage="lead", owner=owner)
+            crm.deals.move(deal.id, "won" if n < 2 else "proposal")
+    zone = crm.as_of().tzinfo
+    today = crm.as_of().date()
+    stages = {s.name: s.outcome.value for s in crm.config.pipelines["default"].stages}
+    for login in ("ann", "rita"):
+        client = sign_in(api, login)
+        board = client.get("/console/dashboard")
+        data = json.loads(re.search(r'id="chart-data">(.*?)</script>', board.text, re.S).group(1))  # type: ignore[union-attr]
+        revenue = data["revenue"]["series"]["CNY"]
+        month = today.strftime("%Y-%m")
+        won_key = revenue["drill"][revenue["x"].index(month)]
+        stage_key = data["stages"]["drill"][data["stages"]["x"].index("proposal")]
+        _, first, last, _ = won_key.split(":")
+        lo = datetime.combine(datetime.fromisoformat(first).date(), time.min, tzinfo=zone)
+        hi = datetime.combine(datetime.fromisoformat(last).date() + timedelta(days=1), time.min, tzinfo=zone)
+        with crm.acting(login):
+            deals = crm.deals.list(limit=100_000)
+            live = {c.id for c in crm.customers.list(limit=100_000)}
+        won = {d.customer_id for d in deals if stages[d.stage] == "won" and d.currency == "CNY"
+               and d.closed_at and lo <= d.closed_at < hi} & live
+        open_ = {d.customer_id for d in deals if d.stage == "proposal"} & live
+        assert won and open_
+        listed_won, listed_open = _drilled_ids(client, won_key), _drilled_ids(client, stage_key)
+        assert listed_won == sorted(won, reverse=True) and listed_open == sorted(open_, reverse=True), login
+        if login == "rita":
+            max_customers = {c.id for c in crm.customers.list({"owner": "max"}, limit=100_000)}
+            assert not max_customers & (set(listed_won) | set(listed_open))
+    # Past one page (50 rows): 60 customers with an open deal in "qualified", paged by id.
+    crm.customers.add_many([{"name": f"Deep {tag} {n:02d}", "owner": "rita"} for n in range(60)])
+    deep = crm.customers.list({"name__contains": f"Deep {tag}"}, limit=100)
+    crm.deals.add_many([{"customer_id": c.id, "title": f"deep {tag}", "amount": "1.00", "currency": "CNY",
+                         "stage": "qualified", "owner": "rita"} for c in deep])
+    with crm.acting("rita"):
+        expected = sorted({d.customer_id for d in crm.deals.list({"stage": "qualified"}, limit=100_000)},
+                          reverse=True)
+    assert len(expected) >= 60 and _drilled_ids(sign_in(api, "rita"), "stage:qualified") == expected
+    bad = client.get("/console/customers", params={"drill": "won:2026-13-01:2026-12-01:CNY"})
+    assert bad.status_code == 422 and "drill" in bad.text
+    assert client.get("/console/customers", params={"drill": "stage:won"}).status_code == 422  # not an open stage
+
+
 def test_sign_in_attempts_are_limited(api: Api, seeded: dict[str, int]) -> None:
     """Runs last: it uses up the address's attempts (the server is this module's)."""
     client = api.client(None, follow_redirects=False)

@@ -73,9 +73,17 @@ class SegmentsReport(crmcore.Report):
                      else "No earlier run of this strategy to compare with (give compare=RUN_ID).")
         return crmcore.ReportResult(
             title=f"Segments of run {run.id} ({scope.describe()})", columns=columns, rows=rows, notes=tuple(notes),
-            charts=(crmcore.Chart("bar", "Members per segment", "segment", ("members",)),
+            charts=(crmcore.Chart("bar", "Members per segment", "segment", ("members",), drill=_drill(options, run)),
                     crmcore.Chart("bar", f"Revenue per segment ({cur})", "segment", ("revenue",))),
             sections=sections)
+
+
+def _drill(options: SegmentsOptions, run: Any) -> str | None:
+    """The customers behind a segment's bar: the ``segment.STRATEGY`` filter, which reads the
+    strategy's latest run, so only for the default run and no filter narrowing the members."""
+    if options.run is not None or options.region or options.owner or options.segment:
+        return None
+    return f"segment.{run.strategy}={{x}}"
 
 
 def _the_run(scope: Scope, run_id: int | None, option: str) -> Any:

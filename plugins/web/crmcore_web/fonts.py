@@ -21,10 +21,14 @@ FACE = 2  # the Simplified Chinese face of the collection ("Noto Sans CJK SC")
 FONT = "cjk-labels.otf"
 
 
+#: What Babel's zh_CN dates and times add to the labels (2026年6月30日 下午12:00:00, 星期二).
+FORMAT_CHARACTERS = "年月日时分秒上午下午星期周一二三四五六"
+
+
 def label_characters() -> str:
-    """Every non-ASCII character the console's Chinese labels use."""
+    """Every non-ASCII character the console's Chinese labels and date formats use."""
     source = resources.files("crmcore_web") / "locale" / "zh_CN" / "LC_MESSAGES" / "messages.po"
-    text = source.read_text(encoding="utf-8") + "中文"
+    text = source.read_text(encoding="utf-8") + "中文" + FORMAT_CHARACTERS
     return "".join(sorted({c for c in text if ord(c) > 0x7F}))
 
 

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import functools
 import io
-from datetime import date, datetime
+from datetime import date, datetime, timezone
 from decimal import Decimal
 from importlib import resources
 from typing import Any
 
 from babel import Locale
-from babel.dates import format_date, format_datetime
+from babel.dates import parse_pattern
 from babel.messages.mofile import write_mo
 from babel.messages.pofile import read_po
 from babel.numbers import format_currency, format_decimal, format_percent
@@ -74,13 +74,38 @@ def percent(value: float | None, locale: str) -> str:
     return format_percent(value, format="#,##0.0%", locale=locale)
 
 
+@functools.cache
+def _medium(locale: str) -> tuple[Locale, Any, Any, str]:
+    """The locale's medium date and time patterns, parsed once, and how they combine."""
+    parsed = Locale.parse(locale)
+    return (parsed, parse_pattern(parsed.date_formats["medium"].pattern),
+            parse_pattern(parsed.time_formats["medium"].pattern), str(parsed.datetime_formats["medium"]))
+
+
+@functools.lru_cache(maxsize=4096)
+def _medium_date(value: date, locale: str) -> str:
+    parsed, date_pattern, _, _ = _medium(locale)
+    return str(date_pattern.apply(value, parsed))
+
+
 def when(value: date | datetime | None, locale: str, zone: Any = None) -> str:
-    """A date or a time (in ``zone``) in the locale's medium format."""
+    """A date or a time (in ``zone``) in the locale's medium format.
+
+    What ``babel.dates.format_datetime(value, "medium")`` gives (a test compares them), from
+    patterns parsed once and days formatted once: a 360 page formats hundreds of times, and
+    Babel parses its locale and patterns again on every call (for zh_CN, 0.6 ms each).
+    """
     if value is None:
         return "–"
-    if isinstance(value, datetime):
-        return format_datetime(value, format="medium", tzinfo=zone, locale=locale)
-    return format_date(value, format="medium", locale=locale)
+    if not isinstance(value, datetime):
+        return _medium_date(value, locale)
+    if zone is not None:  # as Babel does: a naive time is UTC
+        shown = (value if value.tzinfo is not None else value.replace(tzinfo=timezone.utc)).astimezone(zone)
+    else:
+        shown = value
+    parsed, _, time_pattern, combined = _medium(locale)
+    day = _medium_date(shown.date(), locale)
+    return combined.replace("{1}", day).replace("{0}", str(time_pattern.apply(shown, parsed)))
 
 
 def language_name(locale: str) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import crmcore
@@ -26,3 +27,11 @@ def register_routes(router: "APIRouter", crm: "CRM") -> None:
     from .routes import add_routes
 
     add_routes(router, crm)
+
+
+@crmcore.hookimpl
+def render_dashboard(crm: "CRM", entries: list[Any], as_of: datetime) -> str:
+    """``crm report dashboard``'s index: the console's dashboard, self-contained and offline."""
+    from .export import dashboard_page
+
+    return dashboard_page(crm, entries, as_of)

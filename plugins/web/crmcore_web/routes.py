@@ -11,6 +11,7 @@ and the static files are plain routes that act as nobody: they call no service b
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 from collections.abc import Callable, Coroutine
 from datetime import date, timedelta
@@ -19,19 +20,25 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlsplit
 
+import attrs
 from fastapi import APIRouter, Form, Query, Request
 from starlette.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 import crmcore
 from crmcore.web import InvalidToken, Problem, TokenRoute, crm_of, present_token, run_sync
 
-from . import i18n, views
+from . import account as account_pages
+from . import drill as drills
+from . import i18n, marketing, views
 from . import session as sessions
 from .rendering import PREFIX, render
 from .settings import WebSettings
 
 if TYPE_CHECKING:
     from crmcore import CRM
+
+#: The audit trail's actor for a refused sign-in: nobody proved who they are.
+ANONYMOUS = "anonymous"
 
 #: The static files served from the package (and plotly.min.js from the plotly package).
 STATIC = {"htmx.min.js": "text/javascript", "console.css": "text/css", "console.js": "text/javascript",
@@ -95,10 +102,12 @@ class ConsoleRoute(TokenRoute):
 def add_routes(router: APIRouter, crm: "CRM") -> None:
     """Add the console to the API's plugin router."""
 
-    def page(path: str, methods: tuple[str, ...] = ("GET",)) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def page(path: str, methods: tuple[str, ...] = ("GET",),
+             name: str | None = None) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
         def decorate(endpoint: Callable[..., Any]) -> Callable[..., Any]:
-            router.add_api_route(PREFIX + path, endpoint, methods=list(methods), include_in_schema=False,
-                                 response_class=HTMLResponse, route_class_override=ConsoleRoute)
+            router.add_api_route(PREFIX + path, _current_generation(crm, endpoint), methods=list(methods),
+                                 include_in_schema=False, response_class=HTMLResponse,
+                                 route_class_override=ConsoleRoute, name=name)
             return endpoint
         return decorate
 
@@ -115,15 +124,23 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         token = str(form.get("token") or "").strip()
         if not sessions.same(str(form.get("csrf") or ""), request.cookies.get(sessions.PRE_COOKIE)):
             return _sign_in_page(request, crm, error="csrf", status=403)
-        address = request.client.host if request.client else "unknown"
+        address = _address(request)
         if not await run_sync(limit.allows, address, login):  # a guessing run waits, right or wrong
             return _sign_in_page(request, crm, error="rate", status=429, login=login)
+        method = "token" if token else "password"
+        if not token and await run_sync(limit.locked, login):  # locked: not even the right password
+            await run_sync(audit_sign_in, crm, login, method, address, "locked")
+            return _sign_in_page(request, crm, error="locked", status=429, login=login)
         try:
             made = await run_sync(_start_session, crm, login, password, token, _locale(request))
         except (InvalidToken, crmcore.CRMError):
             made = None
         if made is None:
+            if not token:
+                await run_sync(limit.failed, login)
+            await run_sync(audit_sign_in, crm, login, method, address, "refused")
             return _sign_in_page(request, crm, error="refused", status=401, login=login)
+        await run_sync(audit_sign_in, crm, made.login, method, address, "ok")
         target = str(form.get("next") or "")
         parts = urlsplit(target)
         if parts.scheme or parts.netloc or not target.startswith(PREFIX + "/"):
@@ -161,7 +178,7 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         sessions.clear(response)
         return response
 
-    @page("/")
+    @page("/", name="page:web console")  # crm serve prints its address
     def home(request: Request) -> Response:
         return RedirectResponse(PREFIX + "/customers", status_code=303)
 
@@ -170,9 +187,18 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
                   stage: str | None = Query(None, max_length=50), owner: str | None = Query(None, max_length=100),
                   region: str | None = Query(None, max_length=100),
                   sort: str = Query(views.SORTS[0], max_length=20),
-                  cursor: str | None = Query(None, max_length=2000)) -> Response:
+                  cursor: str | None = Query(None, max_length=2000),
+                  drill: str | None = Query(None, max_length=200)) -> Response:
         filters = views.customer_filters(stage, owner, region)
-        found = views.customers_page(crm, q, filters, sort, cursor)
+        if drill and drill.startswith(views.WHERE):  # a report chart's point: its customers filter
+            filters, meaning = drills.where_filters(drill)
+            q, sort = None, views.SORTS[0]
+            found = views.customers_page(crm, q, filters, sort, cursor) | {"drill": drill, "meaning": meaning}
+        elif drill:  # a dashboard bar: the customers behind it (newest first; search and filters aside)
+            found = drills.drilled_customers(crm, drill, cursor)
+            q, filters, sort = None, {}, views.SORTS[0]
+        else:
+            found = views.customers_page(crm, q, filters, sort, cursor)
         # htmx asks for rows only (a new search, the next page); a page load gets the whole page.
         template = "customer_rows.html" if request.headers.get("hx-request") else "customers.html"
         return render(request, template, _locale(request), q=q or "", filters=filters, sort=sort, sorts=views.SORTS,
@@ -257,14 +283,116 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
         return render(request, "reports.html", _locale(request), active="reports", reports=listed, name=name,
                       as_of=day, **shown)
 
+    # -- segments, campaigns, outbox (marketing.py: the services the CLI and the API call) --------
+    @page("/segments")
+    def segments(request: Request) -> Response:
+        return render(request, "segments.html", _locale(request), active="segments", zone=_zone(crm),
+                      **marketing.segments_page(crm))
+
+    @page("/segments/run", ("POST",))
+    def run_segments(request: Request, strategy: str = Form(..., max_length=100),
+                     as_of: date | None = Form(None)) -> Response:
+        return render(request, "segment_run.html", _locale(request), zone=_zone(crm), just_ran=True,
+                      s=marketing.run_strategy(crm, strategy, as_of))
+
+    @page("/campaigns")
+    def campaigns(request: Request) -> Response:
+        return render(request, "campaigns.html", _locale(request), active="campaigns",
+                      **marketing.campaign_form(crm))
+
+    def campaign_action(request: Request, action: Callable[..., dict[str, Any]], template: str, segment: str,
+                        channel: str, purpose: str, as_of: date | None) -> Response:
+        if purpose not in marketing.PURPOSES:
+            raise crmcore.ValidationError.single("purpose", f"one of {', '.join(marketing.PURPOSES)}", "campaign")
+        shown = action(crm, template, segment, channel, purpose, as_of)
+        return render(request, "campaign_result.html", _locale(request), zone=_zone(crm), **shown)
+
+    @page("/campaigns/preview", ("POST",))
+    def preview_campaign(request: Request, template: str = Form(..., max_length=100),
+                         segment: str = Form(..., max_length=200), channel: str = Form("", max_length=50),
+                         purpose: str = Form("marketing", max_length=20), as_of: date | None = Form(None)) -> Response:
+        return campaign_action(request, marketing.plan_campaign, template, segment, channel, purpose, as_of)
+
+    @page("/campaigns/queue", ("POST",))
+    def queue_campaign(request: Request, template: str = Form(..., max_length=100),
+                       segment: str = Form(..., max_length=200), channel: str = Form("", max_length=50),
+                       purpose: str = Form("marketing", max_length=20), as_of: date | None = Form(None)) -> Response:
+        return campaign_action(request, marketing.queue_campaign, template, segment, channel, purpose, as_of)
+
+    @page("/outbox")
+    def outbox(request: Request, status: str | None = Query(None, max_length=20),
+               before: int | None = Query(None, ge=1, le=2**63 - 1)) -> Response:
+        return render(request, "outbox.html", _locale(request), active="outbox", zone=_zone(crm),
+                      **marketing.outbox_page(crm, status, before))
+
     @page("/language", ("POST",))
     def language(request: Request, locale: str = Form(..., max_length=10)) -> Response:
         console: sessions.ConsoleSession = request.state.console
         response = Response(status_code=200, headers={"HX-Refresh": "true"})
-        sessions.write(response, crm, sessions.ConsoleSession(
-            token=console.token, login=console.login, csrf=console.csrf, locale=i18n.pick(locale),
-            token_id=console.token_id))
+        sessions.write(response, crm, attrs.evolve(console, locale=i18n.pick(locale)))
         return response
+
+    @page("/account")
+    def account(request: Request) -> Response:
+        console: sessions.ConsoleSession = request.state.console
+        return render(request, "account.html", _locale(request), active="account", error=None, changed=None,
+                      has_password=crm.users.has_password(console.login))
+
+    @page("/account/password", ("POST",))
+    def change_password(request: Request, current: str = Form("", max_length=1024),
+                        new: str = Form("", max_length=1024), repeat: str = Form("", max_length=1024)) -> Response:
+        console: sessions.ConsoleSession = request.state.console
+        try:
+            revoked = account_pages.change_password(crm, limit, console, _address(request), current, new, repeat)
+        except account_pages.Refused as refused:
+            return render(request, "password_form.html", _locale(request), error=refused.reason,
+                          detail=refused.detail, changed=None, has_password=True)
+        response = render(request, "password_form.html", _locale(request), error=None, detail=None,
+                          changed=revoked, has_password=True)
+        # This session goes on under the new generation; every other one is refused from now on.
+        sessions.write(response, crm, attrs.evolve(console, generation=sessions.generation(crm, console.login)))
+        return response
+
+
+def _current_generation(crm: "CRM", endpoint: Callable[..., Any]) -> Callable[..., Any]:
+    """``endpoint``, refusing a session whose user's generation moved on (the password changed
+    since it began): checked on the worker thread, in the unit that also checks the token."""
+
+    def check(request: Request) -> None:
+        console: sessions.ConsoleSession = request.state.console
+        if not sessions.same(console.generation, sessions.generation(crm, console.login)):
+            raise InvalidToken("the password changed since this session began: sign in again")
+
+    @functools.wraps(endpoint)
+    def checked(*args: Any, **kwargs: Any) -> Any:
+        request: Request = kwargs["request"]
+        if request.method not in sessions.SAFE_METHODS:
+            check(request)
+            return endpoint(*args, **kwargs)
+        # A page that only reads runs in one read-only unit, which every service it calls joins:
+        # one connection and transaction (one snapshot) for the whole page instead of one per call.
+        with crm.unit(readonly=True):
+            check(request)
+            return endpoint(*args, **kwargs)
+
+    return checked
+
+
+def _address(request: Request) -> str:
+    return request.client.host if request.client else "unknown"
+
+
+def audit_sign_in(crm: "CRM", login: str, method: str, address: str, outcome: str) -> None:
+    """Record a sign-in in the audit trail: ``console.sign-in`` (as the user) or, refused,
+    ``console.sign-in-refused`` / ``-locked`` (as ``anonymous``: nobody proved who they are).
+
+    The record names the login tried, the method and the client address, never the password
+    or token.  Attempts past the rate limit are not recorded: the limit already stops them,
+    and a flood of them would only fill the trail.
+    """
+    action = "console.sign-in" if outcome == "ok" else f"console.sign-in-{outcome}"
+    with crm.acting_as(login if outcome == "ok" else ANONYMOUS), crm.unit() as uow:
+        uow.audit.record(action, "user", login[:100] or None, values={"method": method, "address": address})
 
 
 def _zone(crm: "CRM") -> Any:
@@ -284,16 +412,18 @@ def _start_session(crm: "CRM", login: str, password: str, token: str, locale: st
     if token:
         found = crm.tokens.authenticate(token)  # InvalidToken when it is not a live token
         return sessions.ConsoleSession(token=token, login=found, csrf=sessions.new_csrf(),
-                                       locale=_user_locale(crm, found, locale))
+                                       locale=_user_locale(crm, found, locale),
+                                       generation=sessions.generation(crm, found))
     if not login or not password or not crm.users.verify_password(login, password):
         return None
+    generation = sessions.generation(crm, login)
     hours: int = crm.settings_for(WebSettings).session_hours
     with crm.acting(login):  # the user just proved who they are: they create their own token
-        stored, secret = crm.tokens.create(login, "web console session",
+        stored, secret = crm.tokens.create(login, account_pages.SESSION_TOKEN_NAME,
                                            expires_at=crm.as_of() + timedelta(hours=hours))
         chosen = _user_locale(crm, login, locale)
     return sessions.ConsoleSession(token=secret, login=login, csrf=sessions.new_csrf(), locale=chosen,
-                                   token_id=stored.id)
+                                   token_id=stored.id, generation=generation)
 
 
 def _user_locale(crm: "CRM", login: str, fallback: str) -> str:

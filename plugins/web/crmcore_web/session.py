@@ -7,18 +7,26 @@ session, so each page request is checked exactly as an API request is (revoked o
 token, deactivated user: signed out), and signing out revokes it.  The cookie is HttpOnly
 and SameSite=Lax; every state-changing request must also carry the session's CSRF token
 (a form field or the ``X-CSRF-Token`` header htmx sends), compared in constant time.
+
+Each session also carries its user's **generation** (:func:`generation`): a keyed digest of the
+user's stored password hash, checked on every request.  Changing the password (in the console,
+``crm user set-password`` or from Python) changes it, so every session signed in before the
+change is refused at its next request, with no session table to keep.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import secrets
 from typing import TYPE_CHECKING, Any
 
 import attrs
 from itsdangerous import BadSignature, URLSafeTimedSerializer
+from sqlalchemy import select
 
 import crmcore
+from crmcore.store import tables
 
 from .settings import WebSettings
 
@@ -40,13 +48,29 @@ _PROCESS_SECRET = secrets.token_urlsafe(32)
 @attrs.frozen
 class ConsoleSession:
     """One sign-in: the API token it acts with, the token's id when the console made it (revoked
-    at sign-out), the login, the CSRF token and the page language."""
+    at sign-out), the login, the CSRF token, the page language and the user's
+    :func:`generation` when the session began."""
 
     token: str
     login: str
     csrf: str
     locale: str
     token_id: int | None = None
+    generation: str = ""
+
+
+def generation(crm: "CRM", login: str) -> str:
+    """The user's session generation: an HMAC (under the session secret) of their password hash.
+
+    It changes whenever the password does, which ends every session made before.  The hash
+    itself never leaves the database: the cookie (signed, not encrypted) carries the digest.
+    Opening the unit also checks the request's token, so a page pays one small query for both.
+    """
+    with crm.unit(readonly=True, plain=True) as uow:
+        stored = uow.conn.execute(select(tables.users.c.password_hash)
+                                  .where(tables.users.c.login == login)).scalar()
+    digest = hmac.new(secret(crm).encode(), b"generation:" + (stored or "").encode(), hashlib.sha256)
+    return digest.hexdigest()[:24]
 
 
 def secret(crm: "CRM") -> str:
@@ -107,7 +131,8 @@ def same(given: str | None, expected: str | None) -> bool:
 
 
 class SignInLimit:
-    """Sign-in attempts per client address and per login (``[plugins.web] sign_in_rate_limit``)."""
+    """Sign-in attempts per client address and per login (``[plugins.web] sign_in_rate_limit``),
+    and failed ones per login (``sign_in_lockout``: past it the login is locked for the window)."""
 
     def __init__(self, crm: "CRM"):
         import limits
@@ -117,8 +142,9 @@ class SignInLimit:
         settings = crm.settings_for(WebSettings)
         try:
             self.rate = limits.parse(settings.sign_in_rate_limit)
+            self.lockout = limits.parse(settings.sign_in_lockout)
         except ValueError as exc:
-            raise crmcore.ConfigError(f"[plugins.web] sign_in_rate_limit: {exc}") from None
+            raise crmcore.ConfigError(f"[plugins.web] sign_in_rate_limit or sign_in_lockout: {exc}") from None
         self.limiter = MovingWindowRateLimiter(storage_from_string(crm.config.api.rate_limit_storage))
 
     def allows(self, address: str, login: str) -> bool:
@@ -126,6 +152,16 @@ class SignInLimit:
         by_address = self.limiter.hit(self.rate, "console-sign-in", "address", address)
         by_login = self.limiter.hit(self.rate, "console-sign-in", "login", login.lower()) if login else True
         return by_address and by_login
+
+    def locked(self, login: str) -> bool:
+        """Whether ``login`` used up its failed attempts (checked before the password, so a
+        locked login is refused even with the right one until the window moves)."""
+        return bool(login) and not self.limiter.test(self.lockout, "console-sign-in", "failed", login.lower())
+
+    def failed(self, login: str) -> None:
+        """Count one failed attempt for ``login``."""
+        if login:
+            self.limiter.hit(self.lockout, "console-sign-in", "failed", login.lower())
 
 
 def new_csrf() -> str:

@@ -17,6 +17,8 @@ class WebSettings:
     :ivar sign_in_rate_limit: sign-in attempts allowed per client address and per login
         (``limits`` notation; counted in ``[api] rate_limit_storage``, so shared by every
         worker with Redis); further attempts are refused, right or wrong, until the window moves.
+    :ivar sign_in_lockout: failed sign-ins (and wrong current passwords) allowed per login in the
+        window; past it the login is locked, right password or wrong, until the window moves.
     """
 
     session_secret: str | None = None
@@ -26,3 +28,4 @@ class WebSettings:
                                                                                  attrs.validators.le(24 * 30)))
     secure_cookie: bool = False
     sign_in_rate_limit: str = attrs.field(default="10/minute", validator=attrs.validators.min_len(3))
+    sign_in_lockout: str = attrs.field(default="5/15 minutes", validator=attrs.validators.min_len(3))

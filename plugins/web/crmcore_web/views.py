@@ -216,11 +216,12 @@ def month_start(day: date) -> date:
     return day.replace(day=1)
 
 
-def dashboard(crm: "CRM", start: date, end: date) -> dict[str, Any]:
-    """The KPI tiles and chart data for ``start``..``end`` (inclusive days, in the CRM's zone)."""
+def dashboard(crm: "CRM", start: date, end: date, now: datetime | None = None) -> dict[str, Any]:
+    """The KPI tiles and chart data for ``start``..``end`` (inclusive days, in the CRM's zone);
+    "this month" is the month of ``now`` (default: the CRM's clock)."""
     crm.authorize("report.run", "dashboard")
     zone = crm.as_of().tzinfo
-    now = crm.as_of()
+    now = (now or crm.as_of()).astimezone(zone)
     lo = datetime.combine(start, time.min, tzinfo=zone)
     hi = datetime.combine(end + timedelta(days=1), time.min, tzinfo=zone)
     this_month = month_start(now.date())
@@ -284,11 +285,37 @@ def dashboard(crm: "CRM", start: date, end: date) -> dict[str, Any]:
         "by_stage": [(stage, count, Decimal(total)) for stage, count, total in by_stage],
         # The charts' data (JSON for plotly): amounts as numbers, months as YYYY-MM.
         "months_json": {cur: {"x": [m for m, _ in sorted(values.items())],
-                              "y": [float(v) for _, v in sorted(values.items())]} for cur, values in months.items()},
+                              "y": [float(v) for _, v in sorted(values.items())],
+                              "drill": [_month_drill(m, start, end, cur) for m, _ in sorted(values.items())]}
+                        for cur, values in months.items()},
         "stage_names": [stage for stage, _, _ in by_stage],
+        "stage_drills": [drill_for_stage(stage) for stage, _, _ in by_stage],
         "stage_counts": [int(count) for _, count, _ in by_stage],
         "stage_amounts": [float(total or 0) for _, _, total in by_stage],
     }
+
+
+# The drill keys the charts carry (drill.py lists the customers behind them).
+
+#: A report chart's point: a customers filter in the ``--where`` language (``Chart.drill``).
+WHERE = "where:"
+
+
+def drill_for_won(start: date, end: date, currency: str) -> str:
+    """A revenue bar: won deals closed ``start``..``end`` (inclusive days) in ``currency``."""
+    return f"won:{start.isoformat()}:{end.isoformat()}:{currency}"
+
+
+def drill_for_stage(stage: str) -> str:
+    """An open-deals bar: open deals in ``stage`` (of any pipeline that has it)."""
+    return f"stage:{stage}"
+
+
+def _month_drill(label: str, start: date, end: date, currency: str) -> str:
+    """The drill key of one month's revenue bar: the month's days within the dashboard's range."""
+    first = date.fromisoformat(label + "-01")
+    last = first.replace(day=calendar.monthrange(first.year, first.month)[1])
+    return drill_for_won(max(first, start), min(last, end), currency)
 
 
 # -- my day --------------------------------------------------------------------------------
@@ -303,11 +330,11 @@ def my_day(crm: "CRM", login: str) -> dict[str, Any]:
             "today": [t for t in tasks if t.due is None or t.due >= now], "names": names, "now": now}
 
 
-def task_counts(crm: "CRM") -> dict[str, int | None]:
-    """The dashboard's follow-up tiles: open tasks past due and complaints past their SLA (one COUNT
-    each, scoped to what the user may see); None for a user who may not list tasks."""
-    return {"overdue_tasks": _optional(crm.tasks.overdue_count, None),
-            "complaints_late": _optional(crm.tasks.complaints_past_sla, None)}
+def task_counts(crm: "CRM", as_of: datetime | None = None) -> dict[str, int | None]:
+    """The dashboard's follow-up tiles: open tasks past due and complaints past their SLA at
+    ``as_of`` (one COUNT each, scoped to what the user may see); None for a user who may not list tasks."""
+    return {"overdue_tasks": _optional(lambda: crm.tasks.overdue_count(as_of), None),
+            "complaints_late": _optional(lambda: crm.tasks.complaints_past_sla(as_of), None)}
 
 
 # -- reports --------------------------------------------------------------------------------
@@ -360,9 +387,12 @@ def chart_spec(result: Any, chart: Any) -> dict[str, Any]:
                                "hovertemplate": hover})
         else:
             label = {c.name: c.label for c in result.columns}
+            xs = [str(r[chart.x]) for r in rows]
+            # A chart declaring its drill-down: each point carries the customers filter behind it.
+            drills = {"customdata": [WHERE + chart.drill.replace("{x}", x) for x in xs]} if chart.drill else {}
             for column in chart.y:
-                traces.append({**kind, "name": label[column], "x": [str(r[chart.x]) for r in rows],
-                               "y": [_number(r[column]) for r in rows], "hovertemplate": hover})
+                traces.append({**kind, "name": label[column], "x": xs, "y": [_number(r[column]) for r in rows],
+                               "hovertemplate": hover, **drills})
         if chart.kind == "stacked-bar":
             layout["barmode"] = "stack"
     return {"data": traces, "layout": layout}

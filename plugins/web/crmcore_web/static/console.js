@@ -45,6 +45,51 @@
     });
   });
 
+  // -- refusals: an htmx request answered 4xx/5xx is shown, not swallowed ----------------
+  // htmx swaps no error response; a refused CSRF token (403), a stale record (409) or a bad
+  // value (422) would otherwise leave the page looking as if nothing happened.
+  function messageOf(xhr) {
+    var type = xhr.getResponseHeader("content-type") || "";
+    try {
+      if (type.indexOf("json") >= 0) {
+        var problem = JSON.parse(xhr.responseText);
+        return problem.detail || problem.title || xhr.statusText;
+      }
+      if (type.indexOf("html") >= 0) {
+        var doc = new DOMParser().parseFromString(xhr.responseText, "text/html");
+        var found = doc.getElementById("page-error") || doc.querySelector(".error");
+        if (found) return found.textContent.trim();
+      }
+    } catch (e) { /* an unreadable body: the status says enough */ }
+    return xhr.statusText || "the request failed";
+  }
+  function flash(text) {
+    var box = document.getElementById("flash");
+    if (!box) { window.alert(text); return; }
+    box.textContent = text;
+    box.hidden = false;
+  }
+  document.addEventListener("htmx:beforeRequest", function () {
+    var box = document.getElementById("flash");
+    if (box) box.hidden = true;
+  });
+  document.addEventListener("htmx:responseError", function (event) {
+    var xhr = event.detail.xhr;
+    flash(xhr.status + ": " + messageOf(xhr));
+    // A card dropped on another column whose move was refused goes back to its stage.
+    document.querySelectorAll(".deal.moving").forEach(function (card) {
+      card.classList.remove("moving");
+      placeCard(card);
+    });
+  });
+  document.addEventListener("htmx:sendError", function () {
+    flash(document.body.dataset.offline || "The server did not answer.");
+    document.querySelectorAll(".deal.moving").forEach(function (card) {
+      card.classList.remove("moving");
+      placeCard(card);
+    });
+  });
+
   // -- dashboard charts (plotly.min.js from the plotly Python package) -------------------
   function reportCharts() {
     // A report's charts (crmcore.Chart), as plotly specs the server built (views.chart_spec).
@@ -52,6 +97,18 @@
       var spec = JSON.parse(element.dataset.spec);
       spec.layout.margin = {t: 40, r: 10, b: 60, l: 70};
       Plotly.newPlot(element, spec.data, spec.layout, {displaylogo: false, responsive: true});
+      if (spec.data.some(function (trace) { return trace.customdata; })) drillDown(element);
+    });
+  }
+  // Drill-down: a bar's customdata carries its drill key (views.drill_for_*); clicking the bar
+  // opens the customers behind it, listed by the server through the user's visibility.
+  function drillDown(element) {
+    if (!document.body.dataset.prefix) return;  // the static export: no server to ask
+    var chart = typeof element === "string" ? document.getElementById(element) : element;
+    chart.on("plotly_click", function (event) {
+      var point = event.points && event.points[0];
+      var key = point && (Array.isArray(point.customdata) ? point.customdata[0] : point.customdata);
+      if (typeof key === "string") window.location.href = document.body.dataset.prefix + "/customers?drill=" + encodeURIComponent(key);
     });
   }
   function charts() {
@@ -68,12 +125,13 @@
     var traces = Object.keys(data.revenue.series).map(function (currency) {
       var s = data.revenue.series[currency];
       return {type: "bar", name: data.revenue.label + " (" + currency + ")", x: s.x, y: s.y,
-              hovertemplate: "%{x}: %{y:,.2f} " + currency + "<extra></extra>"};
+              customdata: s.drill, hovertemplate: "%{x}: %{y:,.2f} " + currency + "<extra></extra>"};
     });
     Plotly.newPlot("chart-revenue", traces, Object.assign({}, layout, {xaxis: {type: "category"}}), config);
     Plotly.newPlot("chart-stages", [{type: "bar", name: data.stages.label, x: data.stages.x, y: data.stages.y,
-      customdata: data.stages.counts,
-      hovertemplate: "%{x}: %{y:,.2f} (%{customdata:,} deals)<extra></extra>"}], layout, config);
+      customdata: data.stages.x.map(function (x, i) { return [data.stages.drill[i], data.stages.counts[i]]; }),
+      hovertemplate: "%{x}: %{y:,.2f} (%{customdata[1]:,} deals)<extra></extra>"}], layout, config);
+    ["chart-revenue", "chart-stages"].forEach(drillDown);
     document.body.dataset.charts = "ready";
   }
   if (document.readyState === "complete") charts(); else window.addEventListener("load", charts);
