@@ -32,9 +32,9 @@ sending (consent may be withdrawn in between).
 
 from __future__ import annotations
 
+from concurrent.futures import Future, ThreadPoolExecutor
 import os
 import random
-from concurrent.futures import Future, ThreadPoolExecutor
 import socket
 import threading
 import time
