@@ -51,12 +51,13 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import literal, null, select
+from sqlalchemy import select
 
 import crmcore
 from crmcore.config import Config
 from crmcore.jobs import Jobs
 from crmcore.store import tables
+from segment_all import AllSegmentPlugin  # bench/ is the script's own directory
 from crmcore.testing import reset_database
 
 SINK = r"""
@@ -87,25 +88,6 @@ asyncio.run(main(int(sys.argv[1])))
 """
 CRM_BIN = str(Path(sys.executable).with_name("crm"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-
-
-class AllSegment(crmcore.Segmenter):
-    """Segment ``all`` = every customer (the SQL fast path)."""
-
-    name, description = "all", "every customer"
-
-    def select(self, ctx: Any, options: Any) -> Any:
-        c = tables.customers
-        return select(c.c.id.label("customer_id"), literal("all").label("segment"),
-                      null().label("score"), null().label("details"))
-
-
-class BenchPlugin:
-    __name__ = "bench-campaign-workers"
-
-    @crmcore.hookimpl
-    def register_segmenters(self, register: Any) -> None:
-        register(AllSegment())
 
 
 def load() -> str:
@@ -165,7 +147,7 @@ class Bench:
              for name, table in (("channels.smtp", smtp), ("jobs", jobs), ("notify", notify))]) + "\n")
         self.crm = crmcore.CRM.open(config=Config.from_mapping({
             "database_url": args.db, "plugins": ["notify"], "channels": {"smtp": smtp}, "jobs": jobs,
-            "notify": notify}), extra_plugins=[BenchPlugin()])
+            "notify": notify}), extra_plugins=[AllSegmentPlugin("bench-campaign-workers")])
         self.jobs = Jobs(self.crm)
         self.campaigns = 0
 

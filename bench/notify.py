@@ -48,10 +48,11 @@ from email.message import EmailMessage
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import literal, null, select
+from sqlalchemy import select
 
 import crmcore
 from crmcore.store import tables
+from segment_all import AllSegmentPlugin  # bench/ is the script's own directory
 
 HERE = Path(__file__).resolve().parent
 SERVER = """
@@ -90,29 +91,10 @@ def config(db: Path, port: int, send_group: int = 1) -> dict[str, Any]:
                        "unsubscribe_url": "https://shop.example/u?t={token}", "locales": {"CN": "zh-CN"}}}
 
 
-class AllSegment(crmcore.Segmenter):
-    """Segment ``all`` = every customer (the SQL fast path)."""
-
-    name, description = "all", "every customer"
-
-    def select(self, ctx: Any, options: Any) -> Any:
-        c = tables.customers
-        return select(c.c.id.label("customer_id"), literal("all").label("segment"),
-                      null().label("score"), null().label("details"))
-
-
-class BenchPlugin:
-    __name__ = "bench-notify"
-
-    @crmcore.hookimpl
-    def register_segmenters(self, register: Any) -> None:
-        register(AllSegment())
-
-
 def open_crm(db: Path, port: int, send_group: int = 1) -> crmcore.CRM:
     from crmcore.config import Config
 
-    return crmcore.CRM.open(config=Config.from_mapping(config(db, port, send_group)), extra_plugins=[BenchPlugin()])
+    return crmcore.CRM.open(config=Config.from_mapping(config(db, port, send_group)), extra_plugins=[AllSegmentPlugin("bench-notify")])
 
 
 def prepare(db: Path, n: int) -> None:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -28,3 +30,14 @@ def broker_url(kind: str) -> str:
 def queue_prefix() -> str:
     """A queue prefix of this test's own."""
     return f"crmtest{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def smtp_sink() -> Iterator[Any]:
+    """A real SMTP server (aiosmtpd) on loopback that keeps what it receives."""
+    from notify.conftest import SmtpServer
+
+    server = SmtpServer()
+    server.start()
+    yield server
+    server.stop()

@@ -32,16 +32,6 @@ def redis():
     broker.stop()
 
 
-@pytest.fixture
-def smtp_sink():
-    from notify.conftest import SmtpServer
-
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def test_broker_killed_and_restarted_mid_run(tmp_path, redis, smtp_sink, queue_prefix):
     url = server_url("postgresql")
     reset_database(url)

@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from notify.conftest import SmtpServer, smtp_options
+from notify.conftest import smtp_options
 from sqlalchemy import select
 
 from crmcore.app import CRM
@@ -46,14 +46,6 @@ def wait_until(condition, what: str) -> None:
         if time.monotonic() > deadline:
             raise AssertionError(f"gave up waiting for {what}")
         time.sleep(0.02)
-
-
-@pytest.fixture
-def smtp_sink():
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_sigkill_worker_mid_batch_redelivery_and_duplicates(tmp_path, smtp_sink, queue_prefix):

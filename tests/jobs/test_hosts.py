@@ -29,16 +29,6 @@ MESSAGES = 600
 LEASE_S = 6
 
 
-@pytest.fixture
-def smtp_sink():
-    from notify.conftest import SmtpServer
-
-    server = SmtpServer()
-    server.start()
-    yield server
-    server.stop()
-
-
 def _via(url: str, gateway: str) -> str:
     """``url`` with its host replaced by ``gateway`` (the proxy on the host's virtual network)."""
     parts = urlsplit(url)
