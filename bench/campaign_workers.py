@@ -57,8 +57,8 @@ import crmcore
 from crmcore.config import Config
 from crmcore.jobs import Jobs
 from crmcore.store import tables
-from segment_all import AllSegmentPlugin  # bench/ is the script's own directory
 from crmcore.testing import reset_database
+from segment_all import AllSegmentPlugin  # bench/ is the script's own directory
 
 SINK = r"""
 import asyncio, socket, sys
