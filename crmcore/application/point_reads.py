@@ -172,7 +172,8 @@ class ReadUnit(UnitOfWork):
             self._confirm()  # (no row to carry the record: ask for it alone)
             return None
         keys, row = found
-        if _record(remembered.login, row[-2:]) != remembered:
+        active = row[-2]
+        if active is None or bool(active) is not remembered.active or row[-1] != remembered.role:
             self._forget_stale(_record(remembered.login, row[-2:]))
         self._confirmed = True
         return keys[:-2], row[:-2]
