@@ -76,8 +76,11 @@ class UnitOfWork:
         plugin keeps the acting user's role here, asked by every ``authorize`` and ``visibility``
         call); it dies with the unit, so nothing in it outlives a transaction.
     :ivar acting_user: the acting user's record (login, active, role) when this unit read it
-        already, as the HTTP API's token check does; None otherwise.  The ``access`` plugin takes
-        the role from it instead of asking the database again.
+        already, as the HTTP API's token check does, or when a point-read unit starts from the
+        record remembered by an earlier one (it confirms it against the database in the statement
+        that reads its answer, and reads again in an ordinary unit if it changed: see
+        :mod:`crmcore.application.point_reads`); None otherwise.  The ``access`` plugin takes the
+        role from it instead of asking the database again.
     :ivar earn_points: whether deals that become won in this unit earn loyalty points
         (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
