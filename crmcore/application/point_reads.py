@@ -165,7 +165,7 @@ class ReadUnit(UnitOfWork):
                 statement = rewrite(seen, statement)
         remembered = self._remembered
         confirming = None if remembered is None else _confirming(statement)
-        if confirming is None:
+        if remembered is None or confirming is None:
             return self._reads.first(self._raw, statement, params)
         found = self._reads.first(self._raw, confirming, {**params, "crm_login": remembered.login})
         if found is None:
