@@ -42,6 +42,14 @@ alternating whole runs; ``--customers 2000 --calls 1000 --repeat 5``), CPU per c
 580 -> 93 us (59x -> 8.6x), find external id 379 -> 111 us (36x -> 9.6x).  PostgreSQL (``--customers
 2000 --calls 500 --repeat 3``, load 13): ``get`` CPU 552 / 98 us (5.7x), wall ratio best 9.9x, median
 3.5x.  Still not 3x: see docs/performance.md for where the rest goes.
+
+Remembered acting user, confirmed in the row's statement (2026-12-06, load average 9-10.5; "before"
+= commit 2b25da8 run from /work/main's bench in the same session, alternating whole runs, two each;
+``--customers 2000 --calls 1000 --repeat 5``), CPU per call ours / driver: ``get`` admin 6.9-7.8x
+(before 9.9-11.3x), sales rep 7.2-10.1x (14.4-14.8x), find email 9.2-10.3x (11.4-12.3x), find
+external id 10.4-11.2x (9.9-11.3x): at this load the driver's own CPU varied 11-20 us, so the
+ratios are rough.  PostgreSQL (``--customers 2000 --calls 500 --repeat 3``): ``get`` CPU 204 / 105-111
+us (1.84-1.95x; before 2.87-2.90x), wall best 1.38-2.09x (before 2.28-2.80x): one round trip.
 """
 
 from __future__ import annotations

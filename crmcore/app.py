@@ -23,7 +23,7 @@ from .application.leads import LeadService
 from .application.merges import MergeService
 from .application.plugin_settings import PluginSettings, collect_settings_classes, resolve_settings
 from .application.plugins import PluginInfo, PluginManager
-from .application.point_reads import ReadUnit
+from .application.point_reads import KnownUsers, ReadUnit
 from .application.privacy import PrivacyService
 from .application.registry import Registry
 from .application.roles import Role
@@ -78,6 +78,8 @@ class CRM:
         self.read_engine = read_engine(self.engine, config.database_read_url, self._prepare_engine)
         # get/find below SQLAlchemy's execution (crmcore.store.pointread), security applied as ever.
         self.point_reads = PointReads(self.engine)
+        # Acting users' records the point reads start from, each confirmed by the read that uses it.
+        self.known_users = KnownUsers()
         # The actor when no ``acting`` block names one (``as_user``); None: the system actor.
         self.default_actor: str | None = None
         self.customers = CustomerService(self)
@@ -301,7 +303,10 @@ class CRM:
             return None
         user = None if credential is None else credential.user
         actor = current_actor.get() or (user.login if user else None) or self.default_actor
-        return ReadUnit(self, self.point_reads, actor, self.clock(), user)
+        # The acting user's record is read (or remembered) only when a policy may ask for it.
+        plugins = self.plugins
+        known = self.known_users if plugins.has_impls("authorize") or plugins.has_impls("visibility") else None
+        return ReadUnit(self, self.point_reads, actor, self.clock(), user, known)
 
     @contextmanager
     def _new_unit(self, readonly: bool, plain: bool, replica: bool = False) -> Iterator[UnitOfWork]:

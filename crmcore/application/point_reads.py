@@ -7,8 +7,17 @@ restricted table, and ``uow.conn`` is there for a plugin that wants it (opened o
 What differs is how its point reads run: :meth:`read_first` hands the (rewritten) statement to
 :class:`~crmcore.store.pointread.PointReads`, which runs it compiled once on a raw driver
 connection in autocommit mode.  Each read is its own statement, as a plain unit's were (SQLite
-without ``BEGIN``, PostgreSQL in autocommit), and nothing is cached across units: a role changed
-by anyone counts at the very next read.
+without ``BEGIN``, PostgreSQL in autocommit).
+
+The acting user's record (login, active, role: :class:`~crmcore.application.tokens.ActingUser`,
+what the ``access`` plugin decides with) is remembered across units (:class:`KnownUsers`) but never
+trusted unconfirmed: a unit that starts from a remembered record reads the record again *in the
+same statement* as each row it returns (two scalar subqueries on ``users`` appended to the point
+read: no second statement, no second round trip on a server), or, when it returns no row or reads
+no point statement, with one look-up when it ends.  If the database disagrees, the unit's answer is
+dropped (:class:`Stale`, a :class:`Fallback`) and the read runs again in an ordinary unit with the
+record read afresh.  So a role changed or a user deactivated by anyone, in any process, counts at
+the very next read, as when the record was read first in every unit.
 """
 
 from __future__ import annotations
@@ -18,18 +27,89 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection
+import weakref
 
-from ..domain.convert import local_zone
+from sqlalchemy import Connection, bindparam, select
+from sqlalchemy.sql import Select
+
+from ..domain.convert import enter_local_zone, leave_local_zone
+from ..store import tables
 from ..store.pointread import Fallback, PointReads
 from .tokens import ActingUser
-from .uow import UnitOfWork, current_unit
-from .visibility import reads_restricted, rewrite
+from .uow import _UNSET, SYSTEM_ACTOR, UnitOfWork, _Unset, current_unit
+from .visibility import Visibility, reads_deals, reads_restricted, rewrite
 
 if TYPE_CHECKING:
     from ..app import CRM
 
-__all__ = ["Fallback", "ReadUnit"]
+__all__ = ["Fallback", "KnownUsers", "ReadUnit", "Stale"]
+
+#: The acting user's record by login (built once: compiled once per engine by the reader).
+_USER = select(tables.users.c.active, tables.users.c.role).where(tables.users.c.login == bindparam("crm_login"))
+#: The same record as two columns a point read carries along (uncorrelated: they mean the same
+#: in any statement, even one that reads ``users``).
+_CONFIRM = (select(tables.users.c.active).where(tables.users.c.login == bindparam("crm_login"))
+            .correlate(None).scalar_subquery().label("crm_user_active"),
+            select(tables.users.c.role).where(tables.users.c.login == bindparam("crm_login"))
+            .correlate(None).scalar_subquery().label("crm_user_role"))
+# The confirming form of each (rewritten) point statement, made once per statement object.
+_CONFIRMING: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+class Stale(Fallback):
+    """The remembered acting user's record is not the database's any more: read again in an
+    ordinary unit (the record is remembered afresh already)."""
+
+
+class KnownUsers:
+    """Acting users' records remembered across point-read units, one CRM's (see the module).
+
+    Only ever a hint: a :class:`ReadUnit` that uses one confirms it against the database in the
+    statement that reads its answer.  Bounded (oldest out); ``enabled`` turns off for good when
+    the database cannot be asked (a schema older than ``users.role``).
+    """
+
+    MAX = 4096
+
+    def __init__(self) -> None:
+        self._records: dict[str, ActingUser] = {}
+        self.enabled = True
+
+    def get(self, login: str) -> ActingUser | None:
+        """The remembered record of ``login`` (None: not known)."""
+        return self._records.get(login)
+
+    def remember(self, login: str, record: ActingUser | None) -> None:
+        """Remember ``record`` for ``login`` (None: forget it)."""
+        if record is None:
+            self._records.pop(login, None)
+            return
+        if len(self._records) >= self.MAX and login not in self._records:
+            self._records.pop(next(iter(self._records)), None)
+        self._records[login] = record
+
+    def clear(self) -> None:
+        """Forget every record."""
+        self._records.clear()
+
+
+def _confirming(statement: Any) -> Any:
+    """``statement`` with the acting user's record appended as its last two columns (None: it is
+    not a plain SELECT to append to; the unit then confirms the record when it ends)."""
+    found = _CONFIRMING.get(statement)
+    if found is None:
+        if not isinstance(statement, Select):
+            return None
+        found = _CONFIRMING[statement] = statement.add_columns(*_CONFIRM)
+    return found
+
+
+def _record(login: str, values: Any) -> ActingUser | None:
+    """The :class:`ActingUser` of ``login`` from (active, role) as read (None: no such user)."""
+    if values is None or values[0] is None:
+        return None
+    return ActingUser(login, bool(values[0]), values[1])
+
 
 
 class ReadUnit(UnitOfWork):
@@ -40,13 +120,20 @@ class ReadUnit(UnitOfWork):
     """
 
     def __init__(self, crm: "CRM", reads: PointReads, actor: str | None, now: datetime,
-                 user: ActingUser | None):
+                 user: ActingUser | None, known: KnownUsers | None = None):
         self._reads = reads
         self._raw: Any = None
         self._sql: Connection | None = None
         super().__init__(crm, None, actor, now)  # type: ignore[arg-type]  # (conn opens on first use)
         self.readonly = True
         self.acting_user = user if user is not None and user.login == self.actor else None
+        # Where the acting user's record is remembered (None: read by whoever needs it, per unit).
+        self._known = known if known is not None and known.enabled and self.acting_user is None \
+            and self.actor != SYSTEM_ACTOR else None
+        # The remembered record this unit acts on, until a read of this unit confirms it.
+        self._remembered: ActingUser | None = None
+        self._confirmed = False
+        self._customer_view: Visibility | None | _Unset = _UNSET
 
     # -- the SQLAlchemy connection, for whoever asks for one (a plugin's own query) ------------
     @property
@@ -73,35 +160,107 @@ class ReadUnit(UnitOfWork):
         """:meth:`UnitOfWork.read_first` on the raw connection, visibility applied as the
         engine's listener applies it to a scoped unit's statements."""
         if reads_restricted(statement):
-            seen = self.visibility
+            seen = self.visibility if reads_deals(statement) else self._customers_visibility()
             if seen is not None:
                 statement = rewrite(seen, statement)
-        return self._reads.first(self._raw, statement, params)
+        remembered = self._remembered
+        confirming = None if remembered is None else _confirming(statement)
+        if remembered is None or confirming is None:
+            return self._reads.first(self._raw, statement, params)
+        found = self._reads.first(self._raw, confirming, {**params, "crm_login": remembered.login})
+        if found is None:
+            self._confirm()  # (no row to carry the record: ask for it alone)
+            return None
+        keys, row = found
+        active = row[-2]
+        if active is None or bool(active) is not remembered.active or row[-1] != remembered.role:
+            self._forget_stale(_record(remembered.login, row[-2:]))
+        self._confirmed = True
+        return keys[:-2], row[:-2]
+
+    def _customers_visibility(self) -> Visibility | None:
+        """:attr:`visibility` for a statement that reads no deal (nor a table restricted through
+        deals): only the customer condition matters there, so only that is asked of the plugins."""
+        if not isinstance(self._visibility, _Unset):
+            return self._visibility  # (the whole of it is known already)
+        if isinstance(self._customer_view, _Unset):
+            self._customer_view = None  # the plugins' own look-ups while asking read unrestricted
+            self._customer_view = Visibility.of_customers(self.crm, self.actor)
+        return self._customer_view
+
+    # -- the acting user's record ---------------------------------------------------------------
+    def _look_up(self) -> ActingUser | None:
+        """The acting user's record as the database has it now (one statement)."""
+        found = self._reads.first(self._raw, _USER, {"crm_login": self.actor})
+        return _record(self.actor, None if found is None else found[1])
+
+    def _start(self, known: KnownUsers) -> None:
+        """Set :attr:`acting_user`: the remembered record (confirmed later), or read and remembered."""
+        remembered = known.get(self.actor)
+        if remembered is not None:
+            self.acting_user = self._remembered = remembered
+            return
+        try:
+            self.acting_user = self._look_up()
+        except Fallback:
+            known.enabled = False  # (no users.role yet: the policy reads what it needs, per unit)
+            raise
+        known.remember(self.actor, self.acting_user)
+
+    def _confirm(self) -> None:
+        """Check the remembered record against the database (:class:`Stale` if it changed)."""
+        remembered = self._remembered
+        if remembered is not None and not self._confirmed:
+            fresh = self._look_up()
+            if fresh != remembered:
+                self._forget_stale(fresh)
+            self._confirmed = True
+
+    def _forget_stale(self, fresh: ActingUser | None) -> None:
+        assert self._known is not None
+        self._known.remember(self.actor, fresh)
+        raise Stale(f"the record of {self.actor!r} changed")
 
     # -- the unit's life ------------------------------------------------------------------------
     def __enter__(self) -> "ReadUnit":
         self._raw = self._reads.checkout()
+        if self._known is not None:
+            try:
+                self._start(self._known)
+            except Fallback:
+                self._reads.discard(self._raw)
+                raise
         self._token = current_unit.set(self)
         # Times given without a zone inside a use case are local ones (as in every unit).
-        self._zone = local_zone(ZoneInfo(self.crm.config.timezone))
-        self._zone.__enter__()
+        self._zone = enter_local_zone(ZoneInfo(self.crm.config.timezone))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        stale: Fallback | None = None
+        if not isinstance(error, Fallback):
+            try:
+                # Nothing leaves this unit, an answer or a refusal, decided on an unconfirmed record.
+                self._confirm()
+            except Fallback as exc:
+                stale = exc
+        ok = kind is None and stale is None
         try:
-            self._zone.__exit__(kind, error, tb)
+            leave_local_zone(self._zone)
             current_unit.reset(self._token)
-            if kind is None and self.audit.pending:
+            if ok and self.audit.pending:
                 self.audit.flush()  # (no point read records any; a plugin's handler might)
             if self._sql is not None:
-                if kind is None:
+                if ok:
                     self._sql.commit()
                 self._sql.close()
         finally:
-            if isinstance(error, Fallback):
+            if (isinstance(error, Fallback) and not isinstance(error, Stale)) or \
+                    (stale is not None and not isinstance(stale, Stale)):
                 self._reads.discard(self._raw)  # (a database error: the connection may be broken)
             else:
                 self._reads.checkin(self._raw)
             self._raw = None
-        if kind is None:
+        if stale is not None:
+            raise stale
+        if ok:
             self.run_after_commit()

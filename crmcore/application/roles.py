@@ -15,6 +15,7 @@ and a leading ``!`` takes away what the others give (``!*.purge``).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from fnmatch import fnmatchcase
 from typing import TYPE_CHECKING
@@ -54,14 +55,21 @@ class Role:
 
     def allows(self, action: str) -> bool:
         """Whether some pattern gives ``action`` and no ``!pattern`` takes it away."""
-        given = False
-        for pattern in self.permissions:
-            if pattern.startswith("!"):
-                if fnmatchcase(action, pattern[1:]):
-                    return False
-            elif fnmatchcase(action, pattern):
-                given = True
-        return given
+        return _allows(self.permissions, action)
+
+
+@functools.lru_cache(maxsize=4096)
+def _allows(permissions: tuple[str, ...], action: str) -> bool:
+    """:meth:`Role.allows` worked out, once per permission set and action: every use case asks it
+    (a point read too), and matching a role's dozens of patterns cost more than the read itself."""
+    given = False
+    for pattern in permissions:
+        if pattern.startswith("!"):
+            if fnmatchcase(action, pattern[1:]):
+                return False
+        elif fnmatchcase(action, pattern):
+            given = True
+    return given
 
 
 @attrs.frozen

@@ -9,11 +9,10 @@ transaction is durable (e.g. to wake a dispatcher).
 from __future__ import annotations
 
 import contextvars
-import functools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 from sqlalchemy import Connection
 
@@ -30,6 +29,28 @@ from .visibility import Visibility
 
 class _Unset:
     """Not asked yet."""
+
+
+_Part = TypeVar("_Part")
+
+
+class _made_once(Generic[_Part]):
+    """``functools.cached_property`` without Python 3.11's lock: a unit of work belongs to one
+    thread, and taking the lock cost a point read (which makes one repository per unit) about as
+    much as its statement's parameters."""
+
+    def __init__(self, make: Callable[[Any], _Part]):
+        self._make, self.__doc__ = make, make.__doc__
+        self._name = make.__name__
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self._name = name
+
+    def __get__(self, obj: Any, owner: type | None = None) -> _Part:
+        if obj is None:
+            return cast(_Part, self)
+        value = obj.__dict__[self._name] = self._make(obj)  # (found in __dict__ from now on)
+        return value
 
 
 _UNSET = _Unset()
@@ -55,8 +76,11 @@ class UnitOfWork:
         plugin keeps the acting user's role here, asked by every ``authorize`` and ``visibility``
         call); it dies with the unit, so nothing in it outlives a transaction.
     :ivar acting_user: the acting user's record (login, active, role) when this unit read it
-        already, as the HTTP API's token check does; None otherwise.  The ``access`` plugin takes
-        the role from it instead of asking the database again.
+        already, as the HTTP API's token check does, or when a point-read unit starts from the
+        record remembered by an earlier one (it confirms it against the database in the statement
+        that reads its answer, and reads again in an ordinary unit if it changed: see
+        :mod:`crmcore.application.point_reads`); None otherwise.  The ``access`` plugin takes the
+        role from it instead of asking the database again.
     :ivar earn_points: whether deals that become won in this unit earn loyalty points
         (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
@@ -74,38 +98,38 @@ class UnitOfWork:
         self._scoping = 0
 
     # -- the parts of a unit, made when first used (a point read needs one repository) ------------
-    @functools.cached_property
+    @_made_once
     def customers(self) -> CustomerRepository:
         """The customers repository on this unit's connection."""
         return CustomerRepository(unit=self)
 
-    @functools.cached_property
+    @_made_once
     def contacts(self) -> ContactRepository:
         """The contacts repository on this unit's connection."""
         return ContactRepository(unit=self)
 
-    @functools.cached_property
+    @_made_once
     def interactions(self) -> InteractionRepository:
         """The interactions repository on this unit's connection."""
         return InteractionRepository(unit=self)
 
-    @functools.cached_property
+    @_made_once
     def deals(self) -> DealRepository:
         """The deals repository on this unit's connection."""
         return DealRepository(unit=self)
 
-    @functools.cached_property
+    @_made_once
     def tasks(self) -> TaskRepository:
         """The follow-up tasks repository on this unit's connection."""
         return TaskRepository(unit=self)
 
-    @functools.cached_property
+    @_made_once
     def loyalty(self) -> LoyaltyLedger:
         """The points ledger bound to this unit (made by the CRM: the families sit above this layer)."""
         ledger: LoyaltyLedger = self.crm.unit_parts["loyalty"](self)
         return ledger
 
-    @functools.cached_property
+    @_made_once
     def outbox(self) -> Outbox:
         """The notification outbox bound to this unit (made by the CRM, as :attr:`loyalty`)."""
         outbox: Outbox = self.crm.unit_parts["outbox"](self)

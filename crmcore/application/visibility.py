@@ -73,6 +73,15 @@ class Visibility:
         deal = _conditions(crm, actor, "deal")
         return None if customer is None and deal is None else cls(customer, deal)
 
+    @classmethod
+    def of_customers(cls, crm: "CRM", actor: str) -> "Visibility | None":
+        """:meth:`of` for statements that read no deal (:func:`reads_deals` false): only the
+        customer condition is asked (the deal one cannot change what such a statement reads)."""
+        if not crm.plugins.has_impls("visibility"):
+            return None
+        customer = _conditions(crm, actor, "customer")
+        return None if customer is None else cls(customer, None)
+
     # -- the visible rows ------------------------------------------------------------
     def customer_ids(self) -> Select[Any]:
         """``SELECT id FROM customers WHERE <visible>``."""
@@ -158,6 +167,31 @@ def reads_restricted(statement: Any) -> bool:
         any(restrictable(t) for t in find_tables(statement, include_aliases=True, include_crud=True))
     try:
         _READS_RESTRICTED[statement] = found
+    except TypeError:  # pragma: no cover - every Select is weak-referenceable
+        pass
+    return found
+
+
+_READS_DEALS: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDictionary()
+
+
+def _deal_restricted(table: Any) -> bool:
+    """Whether ``table`` (or the table of an alias) is restricted through the deal condition."""
+    table = getattr(table, "element", table) if isinstance(table, Alias) else table
+    return isinstance(table, Table) and (table is tables.deals or
+                                         ("deal_id" in table.c and "customer_id" not in table.c))
+
+
+def reads_deals(statement: Any) -> bool:
+    """Whether ``statement`` reads ``deals`` or a table restricted through it (see
+    :meth:`Visibility.condition`): where it does not, only the customer condition applies."""
+    try:
+        return _READS_DEALS[statement]
+    except (KeyError, TypeError):
+        pass
+    found = any(_deal_restricted(t) for t in find_tables(statement, include_aliases=True, include_crud=True))
+    try:
+        _READS_DEALS[statement] = found
     except TypeError:  # pragma: no cover - every Select is weak-referenceable
         pass
     return found

@@ -18,7 +18,7 @@ import types
 import typing
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from datetime import date, datetime, timezone, tzinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
@@ -94,6 +94,17 @@ def local_zone(zone: tzinfo) -> Iterator[None]:
         yield
     finally:
         _LOCAL_ZONE.reset(token)
+
+
+def enter_local_zone(zone: tzinfo) -> Token[tzinfo]:
+    """:func:`local_zone` without a context manager (for a unit of work's own ``__enter__``):
+    returns the token to give :func:`leave_local_zone`."""
+    return _LOCAL_ZONE.set(zone)
+
+
+def leave_local_zone(token: Token[tzinfo]) -> None:
+    """End what :func:`enter_local_zone` began."""
+    _LOCAL_ZONE.reset(token)
 
 
 def to_utc(moment: datetime, zone: tzinfo | None = None) -> datetime:

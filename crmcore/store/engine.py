@@ -13,6 +13,8 @@ import json
 import os
 from typing import Any
 
+import orjson
+
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 
@@ -94,6 +96,7 @@ def make_engine(url: str, *, create: bool = True, **kwargs: Any) -> Engine:
     try:
         parsed = make_url(normalize_url(url))
         kwargs.setdefault("json_serializer", _json_dumps)
+        kwargs.setdefault("json_deserializer", _json_loads)
         if parsed.database not in (None, "", ":memory:"):
             # Keep as many connections as a served API runs requests at once (crm serve's worker
             # threads): with SQLAlchemy's default of 5, a sixth concurrent request opened a new
@@ -165,6 +168,16 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 def _json_dumps(value: Any) -> str:
     return _JSON_ENCODER.encode(value)
+
+
+def _json_loads(text: str | bytes) -> Any:
+    """A JSON column's value (SQLite, MariaDB: text): orjson, about ten times json's speed on the
+    small documents of tags and custom fields (two per customer read); json for what orjson
+    refuses (NaN, integers beyond 64 bits), so every stored value still reads as before."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def _configure_sqlite(engine: Engine, in_memory: bool) -> None:

@@ -24,6 +24,7 @@ which reports errors as it always did.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -73,6 +74,18 @@ def _result_processors(statement: Any, engine: Engine, description: Sequence[Any
     return found
 
 
+#: Every live reader, told when the process forks.
+_READERS: "weakref.WeakSet[PointReads]" = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for reads in list(_READERS):
+        reads._forked = True
+
+
+os.register_at_fork(after_in_child=_after_fork)
+
+
 class PointReads:
     """Runs built-once statements on raw connections of ``engine`` (see the module).
 
@@ -85,19 +98,22 @@ class PointReads:
         self.available = isinstance(engine.pool, QueuePool)
         self._idle: list[Any] = []
         self._shapes: dict[Any, _Shape] = {}
-        self._pid = os.getpid()
         self._inherited: list[Any] = []  # a forked child's copies of the parent's connections
         self._dbapi_error: type[Exception] = engine.dialect.loaded_dbapi.Error
         name = engine.dialect.name
         self._prepare = name == "postgresql" and engine.dialect.driver == "psycopg"
         self._closed = False
+        # Set in a forked child (_after_fork), so a checkout does not ask the process id every time.
+        self._forked = False
+        _READERS.add(self)
 
     # -- connections ---------------------------------------------------------------------------
     def checkout(self) -> Any:
         """A raw DBAPI connection in autocommit mode, owned by the caller until :meth:`checkin`."""
-        if self._pid != os.getpid():  # forked: the parent's sockets are not ours to use (or close)
+        if self._forked:  # the parent's sockets are not ours to use (or close)
+            self._forked = False
             self._inherited.extend(self._idle)
-            self._idle, self._pid = [], os.getpid()
+            self._idle = []
         try:
             return self._idle.pop()  # atomic under the GIL: no lock on the common path
         except IndexError:

@@ -73,7 +73,13 @@ def _by_column(table: Table, column: str, limit: int | None = None) -> Select[An
 
 def _point_params(table: Table, column: str, value: Any) -> dict[str, Any]:
     """The parameters of ``_by_column(table, column)`` for ``value``."""
-    return bound_values(value) if is_sealed_column(table.c[column]) else {"value": value}
+    return bound_values(value) if _sealed(table, column) else {"value": value}
+
+
+@functools.cache
+def _sealed(table: Table, column: str) -> bool:
+    """Whether ``table.column`` is sealed (asked at every point read; a column's type never changes)."""
+    return is_sealed_column(table.c[column])
 
 
 class PointSource(Protocol):

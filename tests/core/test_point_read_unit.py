@@ -17,6 +17,7 @@ from sqlalchemy import event
 
 import crmcore
 from crmcore import NotAuthorized, NotFound
+from crmcore.store import tables
 from crmcore.store.sealed import new_key
 
 
@@ -162,3 +163,66 @@ def test_a_reader_that_cannot_run_falls_back_to_an_ordinary_unit(crm: Any) -> No
         with pytest.raises(NotFound):
             crm.customers.get(10**9)
     assert any("customers" in s for s in seen)  # read through SQLAlchemy instead
+
+
+def _driver_statements(crm: Any) -> list[str]:
+    """The SQL of every statement the point reader runs from now on."""
+    reads, first, seen = crm.point_reads, crm.point_reads.first, []
+
+    def counted(connection: Any, statement: Any, params: Any) -> Any:
+        seen.append(reads.shape(statement).sql)
+        return first(connection, statement, params)
+    reads.first = counted
+    return seen
+
+
+def test_a_remembered_user_is_confirmed_by_the_row_statement_itself(crm: Any) -> None:
+    """Once the acting user's record is known, a point read is one statement (one round trip on a
+    server): the row, with the user's active flag and role read beside it."""
+    mine, _ = _customers(crm)
+    with crm.acting_as("alice"):
+        crm.customers.get(mine.id)  # first read: the record is read on its own, then remembered
+    seen = _driver_statements(crm)
+    with crm.acting_as("alice"):
+        assert crm.customers.get(mine.id).id == mine.id
+    assert len(seen) == 1 and "customers" in seen[0] and "users" in seen[0]
+    with crm.acting_as("alice"):
+        assert crm.customers.find(email="nobody@example.com") is None
+    assert len(seen) == 3 and "customers" in seen[1] and "FROM customers" not in seen[2]  # no row: asked alone
+
+
+def test_a_change_made_with_plain_sql_elsewhere_counts_at_the_next_read(crm: Any) -> None:
+    """The remembered record is only a hint: a deactivation and a reactivation written by another
+    process with plain SQL (no crmcore code to tell this one) take effect at the very next read,
+    refusals included (a refusal decided on a remembered record is confirmed before it is given)."""
+    mine, other = _customers(crm)
+    elsewhere = crmcore.CRM.open(config=crm.config)
+    try:
+        def set_active(value: bool) -> None:
+            with elsewhere.engine.begin() as conn:
+                conn.execute(tables.users.update().where(tables.users.c.login == "bob").values(active=value))
+        with crm.acting_as("bob"):
+            assert crm.customers.get(other.id).id == other.id  # remembered: active sales rep
+        set_active(False)
+        with crm.acting_as("bob"):
+            with pytest.raises(NotAuthorized):
+                crm.customers.get(other.id)
+            with pytest.raises(NotAuthorized):  # (remembered as inactive now: refused, confirmed)
+                crm.customers.find(external_id="EXT-2")
+        set_active(True)
+        with crm.acting_as("bob"):
+            assert crm.customers.get(other.id).id == other.id
+            with pytest.raises(NotFound):
+                crm.customers.get(mine.id)
+        with elsewhere.engine.begin() as conn:  # a role changed between two reads, also with plain SQL
+            conn.execute(tables.users.update().where(tables.users.c.login == "bob").values(role="admin"))
+        with crm.acting_as("bob"):
+            assert crm.customers.get(mine.id).id == mine.id
+        with elsewhere.engine.begin() as conn:  # and back to the rep's own customers
+            conn.execute(tables.users.update().where(tables.users.c.login == "bob").values(role="sales-rep"))
+        with crm.acting_as("bob"):
+            with pytest.raises(NotFound):
+                crm.customers.get(mine.id)
+            assert crm.customers.find(email="zhang@example.com") is None
+    finally:
+        elsewhere.close()
