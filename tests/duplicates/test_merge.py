@@ -173,3 +173,27 @@ def test_unmerge_refused_once_newer_work_depends_on_it(merging):
         crm.merges.unmerge(first.merge_id)
     with pytest.raises(RecordArchived):
         crm.merges.merge(keep.id, [other.id])  # archived by the first merge
+
+
+def test_referrals_follow_the_merge_without_a_self_referral(crm_factory):
+    """The referral that brought a merged customer in becomes the kept one's (it has none); a
+    referral between the kept and a merged customer stays as it was (nobody refers itself)."""
+    from crmcore_loyalty.tables import referrals
+
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": {"referral": {"referrer_bonus": 10}}})
+    friend = crm.customers.add(name="李娜", email="li.na@example.com")
+    keep = crm.customers.add(name="张伟", email="zhang.wei@example.com")
+    other = crm.customers.add(name="Zhang Wei", email="ZHANG.WEI@example.com", on_duplicate="add")
+    third = crm.customers.add(name="Wei Zhang", email="Zhang.Wei@example.com", on_duplicate="add")
+    crm.loyalty.refer(other.id, friend.id)  # the friend brought the other record in
+    crm.loyalty.refer(third.id, keep.id)    # the kept record "referred" the third one
+
+    def pairs():
+        with crm.engine.connect() as conn:
+            return set(conn.execute(select(referrals.c.referee_id, referrals.c.referrer_id)).all())
+
+    before = pairs()
+    merge = crm.merges.merge(keep.id, [other.id, third.id])
+    assert pairs() == {(keep.id, friend.id), (third.id, keep.id)}
+    crm.merges.unmerge(merge.merge_id)
+    assert pairs() == before

@@ -105,18 +105,18 @@ def merge_customer_rows(uow: crmcore.UnitOfWork, kept_id: int, merged_ids: list[
             referrals.c.referrer_id.in_(merged_ids), referrals.c.referee_id != kept_id)
             .order_by(referrals.c.referee_id)):
         made.setdefault(str(referrer_id), []).append(referee_id)
-    for cid, referees in made.items():
+    for referees in made.values():
         uow.conn.execute(update(referrals).where(referrals.c.referee_id.in_(referees)).values(referrer_id=kept_id))
     moved[referrals.name] = made
     held = set(uow.conn.execute(select(tier_status.c.scheme).where(tier_status.c.customer_id == kept_id)).scalars())
     grace: dict[str, list[str]] = {}
-    for cid, scheme in uow.conn.execute(select(tier_status.c.customer_id, tier_status.c.scheme).where(
+    for owner, scheme in uow.conn.execute(select(tier_status.c.customer_id, tier_status.c.scheme).where(
             tier_status.c.customer_id.in_(merged_ids)).order_by(tier_status.c.scheme, tier_status.c.customer_id)):
         if scheme not in held:
             held.add(scheme)
-            grace.setdefault(str(cid), []).append(scheme)
-    for cid, schemes in grace.items():
-        uow.conn.execute(update(tier_status).where(tier_status.c.customer_id == int(cid),
+            grace.setdefault(str(owner), []).append(scheme)
+    for key, schemes in grace.items():
+        uow.conn.execute(update(tier_status).where(tier_status.c.customer_id == int(key),
                                                    tier_status.c.scheme.in_(schemes)).values(customer_id=kept_id))
     moved[tier_status.name] = grace
 
