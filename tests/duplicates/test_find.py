@@ -150,3 +150,11 @@ def test_the_defaults_merge_planted_duplicates_and_no_distinct_people(crm_factor
     merged = {(a, b) for c in crm.merges.plan() for i, a in enumerate(c.ids) for b in c.ids[i + 1:]}
     assert not merged - expected, sorted(merged - expected)[:5]  # no distinct people
     assert len(merged & expected) / len(expected) >= 0.95  # recall (precision is 1.0 by the line above)
+    # The bulk merge: a dry run merges nothing, then every planned cluster is merged, nothing refused.
+    live = crm.customers.count()
+    plan, done, refused = crm.merges.merge_all(dry_run=True)
+    assert (done, refused, crm.customers.count()) == ([], [], live)
+    plan, done, refused = crm.merges.merge_all()
+    assert not refused and len(done) == len(plan)
+    gone = sum(len(c.ids) - 1 for c in plan)
+    assert crm.customers.count() == live - gone and sum(len(m.merged_ids) for m in done) == gone

@@ -83,6 +83,11 @@ def test_configured_rule_and_cli_prefer(crm_factory: Any, tmp_path: Any, monkeyp
     assert (stored.name, stored.city, stored.industry) == ("Z. Wei", "Shanghai", "food")
     again = runner.invoke(cli, [*base, "customer", "merge", str(kept.id), str(newer.id)])
     assert again.exit_code == 1 and "Traceback" not in again.output and "archived" in again.output
+    for args, message in [(["customer", "unmerge", "999"], "999"), (["customer", "unmerge", "x"], "x"),
+                          (["customer", "duplicates", "--min-score", "2"], "2"),
+                          (["customer", "merge", "--all-above", "0.9", str(kept.id)], "not both")]:
+        bad = runner.invoke(cli, [*base, *args])
+        assert bad.exit_code != 0 and "Traceback" not in bad.output and message in bad.output, (args, bad.output)
 
 
 def test_who_may_merge_and_unmerge_and_the_audit(crm_factory: Any) -> None:
