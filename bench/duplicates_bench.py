@@ -24,6 +24,8 @@ Three parts, each on a fresh migrated SQLite file:
 4. **What the door check costs one ``customers.add``** at N customers: ms per add with the
    check against without it (``on_duplicate="add"``), and one ``crm.duplicates.check``.
 5. **What the door check costs an import** of new customers: the default keys against none.
+6. **What the loyalty plugin's row moves cost a merge** (``--only rows``): the same merges with its
+   ``merge_customer_rows`` hook and with that hook a no-op, alternating.
 """
 
 from __future__ import annotations
@@ -263,6 +265,43 @@ def bulk_merge(workdir: Path, pairs: int) -> None:
         crm.close()
 
 
+def plugin_rows_cost(workdir: Path, pairs: int, rounds: int = 4) -> None:
+    """What the loyalty plugin's ``merge_customer_rows`` (reward codes, tier changes, referrals,
+    grace periods) costs a merge: the same merges on two databases, one with the plugin's hook made
+    a no-op, alternating in chunks; best and median ms a pair of each side."""
+    sides = {}
+    for label in ("hook", "no hook"):
+        crm = open_crm(workdir / f"rows-{label}.db", plugins=["loyalty"], loyalty={"points": {"points_per_unit": 1}})
+        rng = random.Random(7)
+        people = [person(rng, i) for i in range(pairs)]
+        crm.customers.add_many(people + [{**p, "email": p["email"].upper(), "phone": None} for p in people],
+                               on_duplicate="add")
+        crm.deals.add_many([{"customer_id": cid, "title": "order", "amount": Decimal("100"), "currency": "CNY",
+                             "stage": "won"} for cid in range(1, 2 * pairs + 1)])
+        if label == "no hook":
+            for impl in crm.plugins.pm.hook.merge_customer_rows.get_hookimpls():
+                if impl.plugin_name == "loyalty":
+                    impl.function = lambda *args: None
+        sides[label] = crm
+    chunk = pairs // rounds
+    times: dict[str, list[float]] = {"hook": [], "no hook": []}
+    try:
+        for r in range(rounds):
+            for label in (("hook", "no hook") if r % 2 == 0 else ("no hook", "hook")):
+                crm = sides[label]
+                started = time.perf_counter()
+                for i in range(r * chunk + 1, (r + 1) * chunk + 1):
+                    crm.merges.merge(i, [pairs + i])
+                times[label].append((time.perf_counter() - started) / chunk * 1000)
+    finally:
+        for crm in sides.values():
+            crm.close()
+    hook, bare = sorted(times["hook"]), sorted(times["no hook"])
+    print(f"\nmerge with the loyalty plugin's rows hook: best {hook[0]:.1f} ms, median "
+          f"{hook[len(hook) // 2]:.1f} ms a pair; with it a no-op: best {bare[0]:.1f}, median "
+          f"{bare[len(bare) // 2]:.1f} ms; ratio (best) {hook[0] / bare[0]:.2f}")
+
+
 def import_cost(workdir: Path, rows: int) -> None:
     """What the door check costs an import of ``rows`` new customers: the default keys against
     ``[duplicates] exact = []`` (no check), best of two runs each, alternating."""
@@ -298,7 +337,7 @@ def main() -> None:
     parser.add_argument("--pairs", type=int, default=1_000, help="pairs for the bulk merge benchmark")
     parser.add_argument("--import-rows", type=int, default=100_000, help="rows for the import cost of the door")
     parser.add_argument("--door-adds", type=int, default=200, help="customers added one by one for the door's cost")
-    parser.add_argument("--only", choices=["planted", "big", "door", "merge", "import"], help="run one part only")
+    parser.add_argument("--only", choices=["planted", "big", "door", "merge", "rows", "import"], help="run one part only")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         workdir = Path(tmp)
@@ -310,6 +349,8 @@ def main() -> None:
             door(workdir, args.customers, args.door_adds)
         if args.only in (None, "merge"):
             bulk_merge(workdir, args.pairs)
+        if args.only in (None, "rows"):
+            plugin_rows_cost(workdir, min(args.pairs, 1_000))
         if args.only in (None, "import"):
             import_cost(workdir, args.import_rows)
 

@@ -316,6 +316,7 @@ class CRM:
                 conn = conn.execution_options(crm_readonly=True, isolation_level="AUTOCOMMIT")
             else:
                 conn = conn.execution_options(crm_readonly=True, crm_plain=plain)
+        uow: UnitOfWork | None = None
         try:
             with conn.begin():
                 now = self.clock()
@@ -339,7 +340,11 @@ class CRM:
                     current_unit.reset(token)
             uow.run_after_commit()
         finally:
-            conn.close()
+            try:
+                if uow is not None:
+                    uow.run_at_end()
+            finally:
+                conn.close()
 
     @contextmanager
     def acting(self, login: str) -> Iterator["CRM"]:

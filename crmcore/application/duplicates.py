@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import builtins
 import functools
+import hashlib
 import itertools
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
@@ -43,7 +44,7 @@ from sqlalchemy import (
 
 from ..config.duplicates import DuplicateSettings
 from ..domain.entities import Customer, CustomerKind
-from ..domain.errors import DuplicateCustomer
+from ..domain.errors import CRMError, DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
 from ..store.sealed import MARK, cipher_of, sealed
@@ -61,6 +62,11 @@ CONFLICT = 0.15
 EXACT_GROUP_LIMIT = 50
 #: Rows read per round trip while streaming the fuzzy blocks.
 STREAM_BATCH = 5000
+#: The first key of the PostgreSQL advisory locks :meth:`DuplicateService.hold` takes (their second
+#: key is the exact key's hash): its own key space, apart from the single-key job locks.
+DOOR_LOCK_CLASS = 18
+#: Seconds :meth:`DuplicateService.hold` waits on MariaDB for another unit holding the same key.
+DOOR_LOCK_WAIT = 30
 #: The columns a pair is scored on.
 _COLUMNS = ("id", "kind", "name", "email", "phone", "external_id", "city", "region", "country", "updated_at")
 
@@ -159,6 +165,35 @@ class DuplicateService:
             fields.setdefault("name", "?")
             candidate = self.crm.validator.customer(self.crm.customers.build(fields))
             return self.matches(uow, candidate)
+
+    def hold(self, uow: "UnitOfWork", **keys: str | None) -> None:
+        """Serialise the door for these exact key values (``hold(uow, email=..., phone=...)``,
+        normalised) until ``uow``'s transaction ends: another unit holding one of them waits here
+        until this one has committed (or rolled back), and then finds what it stored.
+
+        The check-then-add of a new customer is otherwise a race: two requests at once both look,
+        both find nobody, both add.  No unique index can stop it (``on_duplicate="add"`` and the
+        configured keys allow duplicates), so the keys are locked instead, in sorted order (two
+        units holding several keys cannot deadlock): PostgreSQL a transaction-scoped advisory lock
+        per key, after which every statement (read committed) sees the other's commit; MariaDB a
+        named lock (``GET_LOCK``) on the unit's connection, released when its transaction has ended,
+        taken before the unit's first read so its snapshot starts after the other's commit;
+        SQLite nothing, as its write transactions are serial already (``BEGIN IMMEDIATE``).  An
+        email address is held whatever its case."""
+        names = sorted({f"{key}:{value.casefold() if key == 'email' else value}"
+                        for key, value in keys.items() if value})
+        dialect = uow.conn.dialect.name
+        for name in names:
+            digest = hashlib.sha256(name.encode("utf-8")).digest()
+            if dialect == "postgresql":
+                number = int.from_bytes(digest[:4], "big", signed=True)
+                uow.conn.execute(select(func.pg_advisory_xact_lock(DOOR_LOCK_CLASS, number)))
+            elif dialect in ("mysql", "mariadb"):
+                lock = "crm.door." + digest.hex()[:40]
+                if uow.conn.execute(select(func.get_lock(lock, DOOR_LOCK_WAIT))).scalar() != 1:
+                    raise CRMError(f"another request adding a customer with this {name.partition(':')[0]} "
+                                   f"held it for {DOOR_LOCK_WAIT} s; try again")
+                uow.at_end(functools.partial(_release_lock, uow.conn, lock))
 
     def matches(self, uow: "UnitOfWork", customer: Customer) -> builtins.list[Match]:
         """The live (not archived) customers sharing an exact key with ``customer`` (already
@@ -408,6 +443,15 @@ def fuzzy_score(name: Any, other: Any) -> Any:
     """The score of a pair sharing no exact key (floats or arrays, 0..1): ``0.9 * name * (0.4 + 0.6 *
     other)``, at most 0.9, so only an exact key takes a pair to the merge score."""
     return 0.9 * name * (0.4 + 0.6 * other)
+
+
+def _release_lock(conn: Any, lock: str) -> None:
+    """Release a MariaDB named lock after its unit's transaction; a connection that cannot is
+    closed for good (its session's locks die with it), never handed back to the pool holding one."""
+    try:
+        conn.execute(select(func.release_lock(lock)))
+    except Exception:
+        conn.invalidate()
 
 
 def clusters(pairs: Iterable[Pair]) -> builtins.list[Cluster]:

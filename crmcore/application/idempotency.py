@@ -76,10 +76,12 @@ def remember(uow: "UnitOfWork", key: str, scope: str, digest: str, status: int, 
                                                      created_at=uow.now))
 
 
-def once(crm: "CRM", key: str, scope: str, digest: str,
-         work: Callable[[], tuple[int, Any]]) -> tuple[StoredResponse, bool]:
+def once(crm: "CRM", key: str, scope: str, digest: str, work: Callable[[], tuple[int, Any]],
+         prepare: Callable[["UnitOfWork"], None] | None = None) -> tuple[StoredResponse, bool]:
     """Run ``work`` (a use case returning ``(status, JSON body)``) at most once per acting user and
-    ``key``: returns the response and whether it is a replay of an earlier one.
+    ``key``: returns the response and whether it is a replay of an earlier one.  ``prepare(uow)``,
+    when given, runs first in the unit, before the key is read (a lead capture's door locks, which
+    must come before the unit's first read on MariaDB).
 
     ``work`` runs in the unit of work that stores the key, so both commit or neither.  A concurrent
     request that made the same key first wins: this one's transaction (and whatever ``work``
@@ -89,6 +91,8 @@ def once(crm: "CRM", key: str, scope: str, digest: str,
         raise ValidationError.single("Idempotency-Key", f"1 to {MAX_KEY} characters")
     try:
         with crm.unit() as uow:
+            if prepare is not None:
+                prepare(uow)
             stored = recall(uow, key, scope, digest)
             if stored is not None:
                 return stored, True

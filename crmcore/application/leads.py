@@ -81,6 +81,10 @@ class LeadService:
             self.crm.users.check_can_act(act_as)
         with self.crm.acting_as(act_as or SYSTEM_ACTOR), self.crm.unit() as uow:
             fields = dict(customer)
+            self._normalise(fields)
+            # Two first posts of one new address at once: the second waits here for the first's
+            # commit, then finds its lead instead of adding a second one.
+            self.crm.duplicates.hold(uow, email=fields.get("email"), phone=fields.get("phone"))
             found = self._find(uow, fields)
             if found is None:
                 created = True
@@ -113,25 +117,40 @@ class LeadService:
             assert added.id is not None, "a stored interaction has an id"
             return Captured(stored.id, added.id, created, tuple(recorded))
 
-    def _find(self, uow: "UnitOfWork", fields: dict[str, Any]) -> Any:
-        """The live customer with this email (else phone), among all customers (the unit is not
-        scoped: the acting user's visibility does not hide a match); normalises both in ``fields``."""
-        condition = None
+    def hold(self, uow: "UnitOfWork", customer: Mapping[str, Any]) -> None:
+        """Take the door locks a capture of ``customer`` takes (see ``crm.duplicates.hold``), ahead
+        of it: for a caller whose unit reads something before the capture (a webhook's idempotency
+        key), since on MariaDB the locks must come before the unit's first read.  Invalid values
+        are not held (the capture says what is wrong with them)."""
+        fields = dict(customer)
+        try:
+            self._normalise(fields)
+        except ValidationError:
+            return
+        self.crm.duplicates.hold(uow, email=fields.get("email"), phone=fields.get("phone"))
+
+    def _normalise(self, fields: dict[str, Any]) -> None:
+        """Normalise the email address and phone number in ``fields``; one of them is needed."""
         if fields.get("email"):
             try:
                 fields["email"] = normalize_email(str(fields["email"]))
             except ValueError as exc:
                 raise ValidationError.single("email", str(exc), "customer") from None
-            condition = customers.c.email == fields["email"]
         if fields.get("phone"):
             try:
                 fields["phone"] = normalize_phone(str(fields["phone"]), self.crm.config.phone_region)
             except ValueError as exc:
                 raise ValidationError.single("phone", str(exc), "customer") from None
-            if condition is None:
-                condition = customers.c.phone == fields["phone"]
-        if condition is None:
+        if not fields.get("email") and not fields.get("phone"):
             raise ValidationError.single("email", "an email address or a phone number is needed", "customer")
+
+    def _find(self, uow: "UnitOfWork", fields: Mapping[str, Any]) -> Any:
+        """The live customer with this email (else phone), among all customers (the unit is not
+        scoped: the acting user's visibility does not hide a match); ``fields`` normalised."""
+        if fields.get("email"):
+            condition = customers.c.email == fields["email"]
+        else:
+            condition = customers.c.phone == fields["phone"]
         # The oldest live match: the same person is always the same customer (an indexed look-up).
         row = uow.conn.execute(select(customers.c.id).where(condition, customers.c.archived_at.is_(None))
                                .order_by(customers.c.id).limit(1)).first()

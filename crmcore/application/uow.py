@@ -90,6 +90,7 @@ class UnitOfWork:
         self.crm, self.conn, self.actor, self.now = crm, conn, actor or SYSTEM_ACTOR, now
         self.audit = AuditTrail(self)
         self._after_commit: list[Callable[[], Any]] = []
+        self._at_end: list[Callable[[], Any]] = []
         self.memo: dict[Any, Any] = {}
         self.acting_user: ActingUser | None = None
         self.earn_points = True
@@ -179,6 +180,12 @@ class UnitOfWork:
         """Run ``callback()`` after the transaction commits (never on rollback)."""
         self._after_commit.append(callback)
 
+    def at_end(self, callback: Callable[[], Any]) -> None:
+        """Run ``callback()`` once the transaction has ended, committed or rolled back, before the
+        connection goes back to the pool: to release what belongs to the connection rather than
+        to the transaction (a MariaDB named lock)."""
+        self._at_end.append(callback)
+
     def fire(self, hook: str, **kwargs: Any) -> None:
         """Fire an event hook inside this unit; skipped when nobody listens."""
         if self.crm.plugins.has_impls(hook):
@@ -188,6 +195,13 @@ class UnitOfWork:
         """Run the after-commit callbacks (the CRM calls it once the transaction is durable)."""
         callbacks, self._after_commit = self._after_commit, []
         for callback in callbacks:
+            callback()
+
+    def run_at_end(self) -> None:
+        """Run the :meth:`at_end` callbacks, last registered first (the CRM calls it whether the
+        transaction committed or not)."""
+        callbacks, self._at_end = self._at_end, []
+        for callback in reversed(callbacks):
             callback()
 
 

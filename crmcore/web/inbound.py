@@ -354,6 +354,8 @@ def _deliver(crm: "CRM", hook: WebhookSettings, event: str | None, customer: dic
     # The event id alone says "the same event": a redelivery whose body differs (a retry counter) is
     # still a replay.  The key belongs to the acting user, as every idempotency key does.
     with crm.acting_as(hook.act_as or SYSTEM_ACTOR):
-        stored, replayed = once(crm, key, f"POST /webhooks/{hook.name}", request_hash({"event": event}), work)
+        # The capture's door locks first: on MariaDB they must come before the key's read.
+        stored, replayed = once(crm, key, f"POST /webhooks/{hook.name}", request_hash({"event": event}), work,
+                                prepare=lambda uow: crm.leads.hold(uow, customer))
     return (200 if replayed else stored.status), stored.body, replayed
 

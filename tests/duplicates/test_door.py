@@ -82,8 +82,8 @@ Li Na again,LI.NA@example.com,,Beijing,
     ("update", 1, 1, 1, ["updated", "skipped"]),
     ("merge", 1, 1, 1, ["merged", "skipped"]),
 ])
-def test_import_on_duplicate(sqlite_crm, tmp_path, mode, inserted, updated, skipped, actions):
-    crm = sqlite_crm(REGION)
+def test_import_on_duplicate(crm_factory, tmp_path, mode, inserted, updated, skipped, actions):
+    crm = crm_factory(config=REGION)  # SQLite, PostgreSQL and MariaDB
     zhang = crm.customers.add(name="张伟", email="zhang.wei@example.com", city="Shanghai")
     report = import_file(crm, "customers", write(tmp_path / "c.csv", CSV), ImportOptions(on_duplicate=mode))
     assert (report.inserted, report.updated, report.skipped) == (inserted, updated, skipped)

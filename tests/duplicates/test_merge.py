@@ -16,10 +16,15 @@ from crmcore.store import tables
 from crmcore.testing import FIXED_NOW
 
 PLUGINS = ["acme", "loyalty", "segments", "reports", "notify"]
-CONFIG = {"loyalty": {"points": {"points_per_unit": 1}}}
+CONFIG = {"loyalty": {"points": {"points_per_unit": 1},
+                      "rewards": {"catalogue": [{"name": "mug", "cost": 100, "code_valid_days": 30}]}}}
 
-#: Every table with a customer_id whose rows must follow the customer (acme's included).
-OWNED = ("contacts", "interactions", "deals", "notify_outbox", "loyalty_ledger", "consent_history", "acme_welcomes")
+#: Every table with a customer_id whose rows must follow the customer: the core's, the loyalty
+#: plugin's (through merge_customer_rows) and a third party's (acme).
+OWNED = ("contacts", "interactions", "deals", "tasks", "notify_outbox", "loyalty_ledger", "consent_history",
+         "loyalty_reward_codes", "loyalty_tier_changes", "acme_welcomes")
+#: The key column of the tables whose key is not ``id``.
+KEYS = {"loyalty_reward_codes": "code"}
 
 
 class MergeListener:
@@ -42,14 +47,18 @@ class MergeListener:
 
 def rows_of(crm, customer_id):
     """Row ids per table owned by ``customer_id`` (read straight from the tables)."""
-    meta = tables.metadata
+    from acme_crm.tables import acme_welcomes
+    from crmcore_loyalty.tables import referrals, reward_codes, tier_changes
+
+    known = {t.name: t for t in (acme_welcomes, reward_codes, tier_changes, *tables.metadata.tables.values())}
     found = {}
     with crm.engine.connect() as conn:
         for name in OWNED:
-            table = meta.tables.get(name)
-            if table is None:
-                from acme_crm.tables import acme_welcomes as table
-            found[name] = set(conn.execute(select(table.c.id).where(table.c.customer_id == customer_id)).scalars())
+            table = known[name]
+            key = table.c[KEYS.get(name, "id")]
+            found[name] = set(conn.execute(select(key).where(table.c.customer_id == customer_id)).scalars())
+        found["referrals made"] = set(conn.execute(select(referrals.c.referee_id).where(
+            referrals.c.referrer_id == customer_id)).scalars())
     return found
 
 
@@ -85,9 +94,13 @@ def seed(crm):
                              subject="hello")
         deal = crm.deals.add(customer_id=cid, title=f"deal {cid}", amount=Decimal("1200.00"), currency="CNY",
                              stage="lead")
-        crm.deals.move(deal.id, "won")  # earns points
+        crm.deals.move(deal.id, "won")  # earns points (and a tier)
+        crm.tasks.add(customer_id=cid, title=f"call {cid} back", deal_id=deal.id)
     crm.deals.add(customer_id=bystander.id, title="bystander", amount=Decimal("300"), currency="CNY", stage="won")
     crm.loyalty.redeem(other.id, 100, "points", reason="coffee")
+    crm.loyalty.redeem_reward(other.id, "mug")  # a reward code (and its ledger entry)
+    friend = crm.customers.add(name="王芳", email="wang.fang@example.com")
+    crm.loyalty.refer(friend.id, other.id)  # a referral the other made
     with crm.unit() as uow:
         uow.outbox.enqueue("console", customer_id=other.id, subject="hi", body="x", key="m1")
     crm.segments.run("lifecycle", as_of=FIXED_NOW)
@@ -98,7 +111,7 @@ def test_merge_moves_every_row_keeps_totals_and_unmerge_restores(merging):
     crm, listener = merging
     keep, other, _ = seed(crm)
     before_keep, before_other = rows_of(crm, keep.id), rows_of(crm, other.id)
-    assert all(before_other[name] for name in OWNED), before_other  # history on every table
+    assert all(before_other.values()), before_other  # history on every table
     ledger, balances = ledger_total(crm), (crm.loyalty.balance(keep.id, "points"), crm.loyalty.balance(other.id, "points"))
     totals = report_totals(crm)
     memberships = crm.segments.segments_of(other.id)
@@ -106,7 +119,7 @@ def test_merge_moves_every_row_keeps_totals_and_unmerge_restores(merging):
     result = crm.merges.merge(keep.id, [other.id])
 
     after = rows_of(crm, keep.id)
-    for name in OWNED:
+    for name in after:
         assert after[name] == before_keep[name] | before_other[name], name
         assert not rows_of(crm, other.id)[name], name
     assert ledger_total(crm) == ledger  # no point created or lost
@@ -160,3 +173,27 @@ def test_unmerge_refused_once_newer_work_depends_on_it(merging):
         crm.merges.unmerge(first.merge_id)
     with pytest.raises(RecordArchived):
         crm.merges.merge(keep.id, [other.id])  # archived by the first merge
+
+
+def test_referrals_follow_the_merge_without_a_self_referral(crm_factory):
+    """The referral that brought a merged customer in becomes the kept one's (it has none); a
+    referral between the kept and a merged customer stays as it was (nobody refers itself)."""
+    from crmcore_loyalty.tables import referrals
+
+    crm = crm_factory(plugins=["loyalty"], config={"loyalty": {"referral": {"referrer_bonus": 10}}})
+    friend = crm.customers.add(name="李娜", email="li.na@example.com")
+    keep = crm.customers.add(name="张伟", email="zhang.wei@example.com")
+    other = crm.customers.add(name="Zhang Wei", email="ZHANG.WEI@example.com", on_duplicate="add")
+    third = crm.customers.add(name="Wei Zhang", email="Zhang.Wei@example.com", on_duplicate="add")
+    crm.loyalty.refer(other.id, friend.id)  # the friend brought the other record in
+    crm.loyalty.refer(third.id, keep.id)    # the kept record "referred" the third one
+
+    def pairs():
+        with crm.engine.connect() as conn:
+            return set(conn.execute(select(referrals.c.referee_id, referrals.c.referrer_id)).all())
+
+    before = pairs()
+    merge = crm.merges.merge(keep.id, [other.id, third.id])
+    assert pairs() == {(keep.id, friend.id), (third.id, keep.id)}
+    crm.merges.unmerge(merge.merge_id)
+    assert pairs() == before

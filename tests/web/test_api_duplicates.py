@@ -1,17 +1,10 @@
 """Duplicates over HTTP: POST /customers answers 409 with the customers it looks like, GET /duplicates
-asks the door check first, and a merge and its undo go through the same services (SQLite only: the
-merge itself is tested on every database in tests/duplicates)."""
+asks the door check first, and a merge and its undo go through the same services, with their
+permissions (on SQLite, PostgreSQL and MariaDB: the conftest's ``api`` fixture)."""
 
 from __future__ import annotations
 
-import pytest
-
 from .conftest import Api
-
-
-@pytest.fixture(scope="module")
-def api_db_url(tmp_path_factory) -> str:
-    return f"sqlite:///{tmp_path_factory.mktemp('api') / 'crm.db'}"
 
 
 def test_door_merge_and_undo_over_http(api: Api):
@@ -33,6 +26,7 @@ def test_door_merge_and_undo_over_http(api: Api):
     merged = client.post(f"/customers/{first_id}/merge", json={"others": [other.id]})
     assert merged.status_code == 201, merged.text
     assert merged.json()["merged_ids"] == [other.id]
+    assert api.client("otto").post(f"/merges/{merged.json()['merge_id']}/undo").status_code == 403
     undone = client.post(f"/merges/{merged.json()['merge_id']}/undo")
     assert undone.status_code == 200 and undone.json()["kept_id"] == first_id
     twice = client.post(f"/merges/{merged.json()['merge_id']}/undo")

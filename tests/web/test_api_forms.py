@@ -4,7 +4,9 @@ PostgreSQL and MariaDB; the [api] table's validation; the rate limit in memory a
 from __future__ import annotations
 
 import os
+import threading
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
@@ -12,11 +14,13 @@ import limits
 import pytest
 from limits.storage import storage_from_string
 from limits.strategies import MovingWindowRateLimiter
+from sqlalchemy import select
 
 from crmcore import CRM
 from crmcore.config import Config
 from crmcore.domain.entities import Interaction
 from crmcore.domain.errors import ConfigError
+from crmcore.store import tables
 
 from .conftest import Api, start_server, stop_server, write_config
 
@@ -92,6 +96,27 @@ def test_the_same_email_again_is_the_same_customer(api: Api) -> None:
     assert [i.body for i in interactions_of(api.crm, customer.id)] == [None, "second"]
     assert customer.consent_marketing is False  # no box ticked: no decision
     assert api.crm.messages.consents(customer.id) == []
+
+
+def test_simultaneous_first_posts_of_one_address_are_one_lead(api: Api) -> None:
+    """A double click, or two tabs: posts of one new address at the same moment make one lead with
+    every message on it (issue 18; the door's locks, ``crm.duplicates.hold``)."""
+    email, posts = unique_email(), 6
+    barrier = threading.Barrier(posts)
+
+    def post(i: int) -> int:
+        with api.client(None) as client:
+            barrier.wait()
+            return client.post("/forms/contact", data={"e_mail": email.upper() if i % 2 else email,
+                                                       "full_name": f"Visitor {i}", "message": f"post {i}"}).status_code
+
+    with ThreadPoolExecutor(posts) as pool:
+        assert list(pool.map(post, range(posts))) == [201] * posts
+    with api.crm.engine.connect() as conn:
+        ids = conn.execute(select(tables.customers.c.id).where(tables.customers.c.email_key == email)).scalars().all()
+    assert len(ids) == 1, ids
+    assert sorted(i.body for i in interactions_of(api.crm, ids[0])) == [f"post {i}" for i in range(posts)]
+    assert api.crm.customers.get(ids[0]).name.startswith("Visitor ")
 
 
 def test_invalid_fields_are_422_naming_the_form_fields_and_nothing_is_written(api: Api) -> None:
