@@ -188,12 +188,15 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
                   region: str | None = Query(None, max_length=100),
                   sort: str = Query(views.SORTS[0], max_length=20),
                   cursor: str | None = Query(None, max_length=2000),
-                  drill: str | None = Query(None, max_length=200)) -> Response:
+                  drill: str | None = Query(None, max_length=1000)) -> Response:
         filters = views.customer_filters(stage, owner, region)
         if drill and drill.startswith(views.WHERE):  # a report chart's point: its customers filter
             filters, meaning = drills.where_filters(drill)
             q, sort = None, views.SORTS[0]
             found = views.customers_page(crm, q, filters, sort, cursor) | {"drill": drill, "meaning": meaning}
+        elif drill and drill.startswith(views.REPORT):  # a report chart's element: what the report counts
+            found = drills.report_customers(crm, drill, cursor)
+            q, filters, sort = None, {}, views.SORTS[0]
         elif drill:  # a dashboard bar: the customers behind it (newest first; search and filters aside)
             found = drills.drilled_customers(crm, drill, cursor)
             q, filters, sort = None, {}, views.SORTS[0]
