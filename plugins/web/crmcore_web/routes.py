@@ -29,7 +29,7 @@ from crmcore.web import InvalidToken, Problem, TokenRoute, crm_of, present_token
 
 from . import account as account_pages
 from . import drill as drills
-from . import i18n, marketing, views
+from . import fonts, i18n, marketing, views
 from . import session as sessions
 from .rendering import PREFIX, render
 from .settings import WebSettings
@@ -156,6 +156,9 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
             assert spec is not None and spec.origin is not None, "plotly is a dependency of crmcore-web"
             path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
             return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+        if name == fonts.FULL:  # the whole face, from the installed font package (fonts.full_face)
+            path = await run_sync(fonts.full_face)
+            return FileResponse(path, media_type="font/otf", headers={"Cache-Control": "max-age=604800"})
         if name not in STATIC:
             return Response("not found", status_code=404)
         data = (resources.files("crmcore_web") / "static" / name).read_bytes()
