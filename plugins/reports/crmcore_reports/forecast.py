@@ -111,6 +111,7 @@ class ForecastReport(crmcore.Report):
         won = and_(scope.outcome(crmcore.StageOutcome.WON, then.c.stage, then.c.pipeline),
                    then.c.closed_at.is_not(None), *scope.in_range(then.c.closed_at))
         open_ = scope.outcome(crmcore.StageOutcome.OPEN, then.c.stage, then.c.pipeline)
+        won_then: Any
         if x == NO_DATE:
             won_then, open_then = false(), and_(open_, then.c.expected_close.is_(None))
         else:
