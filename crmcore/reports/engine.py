@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
+from sqlalchemy import select
 
 from ..application.components import build_options
 from ..application.registry import Registry
-from ..domain.errors import ConfigError, CRMError
+from ..domain.errors import ConfigError, CRMError, ValidationError
+from ..store import tables
 from .dashboard import DashboardEntry, dashboard_index, write_output
 from .protocol import (
     Renderer,
@@ -57,6 +59,35 @@ class ReportEngine:
             self.crm.authorize("report.run", name)
             result = report.run(ReportContext(uow, moment), opts)
         return attrs.evolve(result, as_of=moment)
+
+    def customers_behind(self, name: str, chart: str, x: str, series: str | None = None,
+                         as_of: str | date | datetime | None = None, options: Mapping[str, Any] | None = None,
+                         *, before: int | None = None, limit: int = 50) -> builtins.list[int]:
+        """The ids of the customers behind one element of a report's chart, newest first.
+
+        ``chart`` is the chart's ``behind`` name, ``x`` and ``series`` the element (see
+        :meth:`Report.customers_behind`); ``as_of`` and ``options`` those the chart was drawn
+        with.  One set-based query in a read-only unit, so only the user's visible customers
+        (and deals, interactions, ledger entries) count; archived customers are left out.
+        ``before``: keyset paging, ids below this one; ``limit``: at most so many ids.
+        Needs ``report.run`` for the report and ``customer.list``.
+        """
+        report = self.registry.get(name)
+        _check_option_names(report, options)
+        opts = build_options(report, "reports", self.crm.config, options)
+        moment = self.crm.as_of(as_of)
+        with self.crm.unit(replica=True) as uow:  # read-only: scoped to the user's visible records
+            self.crm.authorize("report.run", name)
+            self.crm.authorize("customer.list", None)
+            behind = report.customers_behind(ReportContext(uow, moment), opts, chart, x, series)
+            if behind is None:
+                raise ValidationError.single("chart", f"report {name!r} has no drill-down for chart {chart!r}",
+                                             "report")
+            c = tables.customers
+            query = select(c.c.id).where(c.c.archived_at.is_(None), c.c.id.in_(behind))
+            if before is not None:
+                query = query.where(c.c.id < before)
+            return list(uow.conn.execute(query.order_by(c.c.id.desc()).limit(limit)).scalars())
 
     def render(self, name: str, format: str = "table", as_of: str | date | datetime | None = None,
                options: Mapping[str, Any] | None = None) -> str | bytes:

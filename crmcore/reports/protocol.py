@@ -13,6 +13,8 @@ from typing import Any
 
 import attrs
 
+from sqlalchemy import Select
+
 from ..application.components import Component, EngineContext
 
 COLUMN_TYPES = ("str", "int", "decimal", "float", "percent", "date", "datetime")
@@ -59,6 +61,12 @@ class Chart:
     ``drill``: the customers behind a category, as a customer filter in the ``--where``
     language with ``{x}`` for the category's value (``"segment.rfm={x}"``); the web
     console opens those customers when a bar or point is clicked.  None: no drill-down.
+
+    ``behind``: the name the report's :meth:`Report.customers_behind` knows this chart by,
+    for a chart whose elements are not a customers filter (a forecast month: the customers
+    with a deal won or expected then).  The web console asks
+    :meth:`~crmcore.reports.engine.ReportEngine.customers_behind` for the customers behind a
+    clicked element.  None: the report answers nothing for this chart.
     """
 
     kind: str
@@ -68,6 +76,7 @@ class Chart:
     group: str | None = None
     exclude: tuple[str, ...] = ()
     drill: str | None = None
+    behind: str | None = None
 
 
 @attrs.frozen
@@ -109,6 +118,20 @@ class Report(Component):
     def run(self, ctx: ReportContext, options: Any) -> ReportResult:
         """Compute the report as of ``ctx.as_of`` with ``options``: aggregate in SQL, return a ReportResult."""
         raise NotImplementedError
+
+    def customers_behind(self, ctx: ReportContext, options: Any, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """The customers behind one element of one of this report's charts, as a select of
+        customer ids (duplicates allowed), or None when ``chart`` has no drill-down.
+
+        ``chart`` is the chart's ``behind`` name, ``x`` the element's category as drawn
+        (``str()`` of the ``x`` column's value; a heatmap's row), ``series`` the element's
+        series: a ``y`` column's name, or the ``group`` column's value (a heatmap's cell).
+        It runs in a read-only unit scoped to the user's visible records, with the options and
+        ``as_of`` the chart was drawn with, so the set is the one the number counts.
+        A category that cannot be one of the chart's is a :class:`ValidationError`.
+        """
+        return None
 
 
 @attrs.frozen

@@ -65,7 +65,7 @@ def _safe_cell(value: Any) -> Any:
 
 def _optional_unset(attribute: Any, value: Any) -> bool:
     """Leave out the optional fields added later when unset, so older readers see the same JSON."""
-    return not ((attribute.name in ("currency", "group", "drill") and value is None)
+    return not ((attribute.name in ("currency", "group", "drill", "behind") and value is None)
                 or (attribute.name == "exclude" and not value))
 
 

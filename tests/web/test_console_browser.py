@@ -157,3 +157,97 @@ def test_the_console_in_chromium(api: Api, browser: Any, tmp_path: Path) -> None
     assert page.evaluate("document.fonts.ready.then(() => document.fonts.check('16px \"CRM CJK\"', '客户'))")
     page.screenshot(path=str(shots / "dashboard-zh.png"))
     page.close()
+
+
+def _signed_in_page(api: Api, browser: Any, login: str) -> Any:
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    page.set_default_timeout(30000)
+    page.goto(api.base_url + "/console/sign-in")
+    page.fill("input[name=login]", login)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url("**/console/customers*")
+    return page
+
+
+def test_a_report_chart_element_opens_the_customers_behind_it(api: Api, browser: Any, tmp_path: Path) -> None:
+    """Point 5: a click on a report's bar (the pipeline's "negotiation" bar) lands on the customer
+    list filtered to the customers with a deal counted there, as a sales rep."""
+    import html
+    import json
+
+    set_passwords(api, "rita")
+    tag = uuid.uuid4().hex[:6]
+    for n in range(2):
+        buyer = api.crm.customers.add(name=f"Board {tag} {n}", owner="rita")
+        api.crm.deals.add(customer_id=buyer.id, title=f"talks {tag}", amount="700.00",
+                          currency=api.crm.config.default_currency, stage="negotiation", owner="rita")
+    with api.crm.acting("rita"):
+        expected = {d.customer_id for d in api.crm.deals.list({"stage": "negotiation"}, limit=10_000)}
+        names = {c.name for c in api.crm.customers.list({"id__in": sorted(expected)}, limit=10_000)}
+    page = _signed_in_page(api, browser, "rita")
+    page.goto(api.base_url + "/console/reports?name=pipeline")
+    page.wait_for_selector("body[data-charts=ready]")
+    chart = page.locator(".report-chart").first
+    spec = json.loads(html.unescape(chart.get_attribute("data-spec") or "{}"))
+    index = spec["data"][0]["x"].index("negotiation")
+    box = chart.locator(".bars path").nth(index).bounding_box()
+    assert box is not None and box["height"] > 0
+    page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.mouse.click(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    page.wait_for_url("**/console/customers?drill=report*")
+    listed = set(page.locator("#customer-rows tr.customer-row td:first-child").all_inner_texts())
+    assert listed == names and {f"Board {tag} 0", f"Board {tag} 1"} <= listed
+    assert "negotiation" in page.inner_text("#drill") and "pipeline" in page.inner_text("#drill")
+    page.screenshot(path=str(tmp_path / "report-drill-down.png"))
+    page.close()
+
+
+#: Each character drawn alone in a canvas with the element's fonts, as an image (a data: URL):
+#: where no font has a glyph, Chromium draws the same empty box for every character ("tofu"), so
+#: two different characters drawing the same picture means they did not render.
+GLYPHS = """async ([selector, family]) => {
+  const element = document.querySelector(selector);
+  const fonts = family || getComputedStyle(element).fontFamily;
+  await document.fonts.load('32px ' + fonts, element.innerText);
+  await document.fonts.ready;
+  return Array.from(new Set(element.innerText.replace(/[\\x00-\\x7f]/g, ''))).map((ch) => {
+    const canvas = document.createElement('canvas');
+    canvas.width = canvas.height = 48;
+    const context = canvas.getContext('2d');
+    context.font = '32px ' + fonts;
+    context.fillText(ch, 4, 38);
+    return canvas.toDataURL();
+  });
+}"""
+
+
+def test_chinese_customer_data_renders_without_system_cjk_fonts(api: Api, browser: Any, tmp_path: Path) -> None:
+    """Point 7: a customer named 张伟 with notes in Chinese, on a machine without CJK fonts (checked
+    first: sans-serif draws every CJK character as the same box), draws a distinct glyph for each
+    character, from the whole face the console serves (its label font lacks most of them)."""
+    import subprocess
+
+    fonts_here = subprocess.run(["fc-list", ":lang=zh"], capture_output=True, text=True).stdout.strip()
+    if fonts_here:
+        pytest.skip(f"this machine has a CJK font, so the test would prove nothing: {fonts_here[:100]}")
+    set_passwords(api, "rita")
+    customer = api.crm.customers.add(name="张伟", owner="rita")
+    api.crm.interactions.add(customer_id=customer.id, kind="note", direction="inbound", owner="rita",
+                             occurred_at=api.crm.as_of(),
+                             subject="张伟希望下周回访：讨论龙井茶叶订单与发票抬头")
+    page = _signed_in_page(api, browser, "rita")
+    page.goto(api.base_url + f"/console/customers/{customer.id}")
+    page.wait_for_selector("#customer-name")
+    assert page.inner_text("#customer-name") == "张伟"
+    note = page.locator("text=张伟希望下周回访").first
+    note.evaluate("(element) => element.id = 'chinese-note'")
+    without = page.evaluate(GLYPHS, ["#chinese-note", "sans-serif"])
+    assert len(set(without)) == 1, "a system font draws CJK here: the check below would prove nothing"
+    for selector in ("#customer-name", "#chinese-note"):
+        drawn = page.evaluate(GLYPHS, [selector, None])
+        assert len(drawn) >= 2 and len(set(drawn)) == len(drawn), f"{selector}: some characters drew the same box"
+    loaded = page.evaluate("Array.from(document.fonts).filter((f) => f.status === 'loaded').map((f) => f.family)")
+    assert '"CRM CJK Full"' in loaded or "CRM CJK Full" in loaded
+    page.screenshot(path=str(tmp_path / "customer-zh.png"))
+    page.close()

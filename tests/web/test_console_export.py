@@ -5,6 +5,8 @@ labels in the embedded font."""
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
 import shutil
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from crmcore_web import views
+from crmcore_web import export, views
 
 import crmcore
 from crmcore.testing import FIXED_NOW
@@ -67,7 +69,19 @@ def test_the_export_is_the_consoles_dashboard_linking_every_report(crm_factory: 
     # Nothing to fetch: no external script, stylesheet, font or image.
     markup = re.sub(r"<script>.*?</script>", "", page, flags=re.S)  # plotly's own code aside
     assert "<script" in page and not re.search(r'<script[^>]+src=|<link[^>]+href=|url\((?!data:)|<img', markup)
-    assert "Plotly" in page and "data:font/otf;base64," in page
+    assert "Plotly" in page
+    # An English page without CJK characters embeds no CJK font; nor ever the whole face, which is
+    # for the server's pages.
+    assert not export.page_characters(markup) and "data:font/otf" not in page and "CRM CJK Full" not in page
+
+
+def _embedded_characters(page: str) -> set[str]:
+    """The CJK characters the font embedded in ``page`` has."""
+    ttlib = pytest.importorskip("fontTools.ttLib", reason="fontTools is not installed")
+    embedded = re.search(r"data:font/otf;base64,([A-Za-z0-9+/=]+)", page)
+    assert embedded, "no font embedded"
+    font = ttlib.TTFont(io.BytesIO(base64.b64decode(embedded.group(1))))
+    return {chr(code) for code in font.getBestCmap() if export.CJK.match(chr(code))}
 
 
 def test_without_the_console_the_index_is_the_cores_list_of_links(crm_factory: Any, tmp_path: Path) -> None:
@@ -91,6 +105,10 @@ def test_the_export_opens_offline_in_chromium_in_chinese(tmp_path: Path) -> None
     finally:
         crm.close()
     index = tmp_path / "dash" / "index.html"
+    # The font embedded holds exactly the CJK characters of the page's text and chart data.
+    text = index.read_text(encoding="utf-8")
+    shown = export.page_characters(re.sub(r"<script>.*?</script>", "", text, flags=re.S))
+    assert {"仪", "表", "盘"} <= shown and _embedded_characters(text) == shown
     fetched: list[str] = []
     with playwright_api.sync_playwright() as driver:
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=ARGS, headless=True)

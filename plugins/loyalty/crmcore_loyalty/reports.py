@@ -11,7 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import Join, and_, case, extract, func, literal, select
+from sqlalchemy import Join, Select, and_, case, extract, func, literal, select
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
@@ -26,6 +26,23 @@ CREDIT_KINDS = ("earn", "bonus")
 
 def _month(year: Any, month: Any) -> str:
     return f"{int(year):04d}-{int(month):02d}"
+
+
+def _year_month(label: str) -> tuple[int, int]:
+    """(year, month) of a ``YYYY-MM`` label (a chart's category)."""
+    try:
+        year, month = (int(part) for part in label.split("-"))
+        if not 1 <= month <= 12:
+            raise ValueError(label)
+    except ValueError:
+        raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {label!r}", "report") from None
+    return year, month
+
+
+def _in_month(column: Any, label: str) -> ColumnElement[bool]:
+    """``column`` falls in the month ``label`` (the same EXTRACT the reports group by)."""
+    year, month = _year_month(label)
+    return and_(extract("year", column) == year, extract("month", column) == month)
 
 
 def _remaining() -> tuple[Join, ColumnElement[int]]:
@@ -82,8 +99,20 @@ class LiabilityReport(crmcore.Report):
                      crmcore.Column("points", "int"), crmcore.Column("value", "decimal"),
                      crmcore.Column("past_due", "str", "past due (run expire)")),
             rows=tuple((label, b, p, v, "yes" if overdue else "") for label, b, p, v, overdue in rows),
-            charts=(crmcore.Chart("bar", "Outstanding points by expiry month", x="expires", y=("points",)),),
+            charts=(crmcore.Chart("bar", "Outstanding points by expiry month", x="expires", y=("points",),
+                                  behind="expiry"),),
             notes=tuple(notes))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: LiabilityOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """An expiry month's bar (``never``: no expiry): the customers holding its outstanding points."""
+        if chart != "expiry":
+            return None
+        source, remaining = _remaining()
+        month = ledger.c.expires_at.is_(None) if x == "never" else _in_month(ledger.c.expires_at, x)
+        return select(ledger.c.customer_id).select_from(source).where(
+            ledger.c.scheme == options.scheme, ledger.c.points > 0, remaining > 0,
+            ledger.c.occurred_at <= utc(ctx.as_of), month)
 
 
 @attrs.frozen
@@ -118,7 +147,14 @@ class TierDistributionReport(crmcore.Report):
             columns=(crmcore.Column("tier"), crmcore.Column("members", "int"),
                      crmcore.Column("entered", "int", f"entered ({options.days} d)"),
                      crmcore.Column("left", "int", f"left ({options.days} d)")),
-            rows=rows, charts=(crmcore.Chart("bar", "Members per tier", x="tier", y=("members",)),))
+            rows=rows, charts=(crmcore.Chart("bar", "Members per tier", x="tier", y=("members",), behind="tiers"),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: TierOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A tier's bar: the members in that tier now."""
+        if chart != "tiers":
+            return None
+        return select(accounts.c.customer_id).where(accounts.c.scheme == options.scheme, accounts.c.tier == x)
 
     def _levels(self, ctx: crmcore.ReportContext, scheme: str) -> list[str]:
         """The scheme's level names, lowest first, when it has levels (``earn_multipliers``)."""
@@ -166,7 +202,21 @@ class EarnBurnReport(crmcore.Report):
                      crmcore.Column("expired", "int"), crmcore.Column("reversed", "int"),
                      crmcore.Column("adjusted", "int"), crmcore.Column("net", "int")),
             rows=rows,
-            charts=(crmcore.Chart("line", "Earn and burn", x="month", y=("earned", "redeemed", "expired")),))
+            charts=(crmcore.Chart("line", "Earn and burn", x="month", y=("earned", "redeemed", "expired"),
+                                  behind="months"),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: EarnBurnOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A month's point: the customers with ledger entries of that series (``earned``: earn and
+        bonus; ``redeemed``; ``expired``) in that month, by as_of."""
+        if chart != "months":
+            return None
+        kinds = {"earned": CREDIT_KINDS, "redeemed": ("redeem",), "expired": ("expire",)}.get(series or "")
+        if kinds is None:
+            raise crmcore.ValidationError.single("series", "one of earned, redeemed, expired", "report")
+        return select(ledger.c.customer_id).where(ledger.c.scheme == options.scheme, ledger.c.kind.in_(kinds),
+                                                  _in_month(ledger.c.occurred_at, x),
+                                                  ledger.c.occurred_at <= utc(ctx.as_of))
 
 
 @attrs.frozen
@@ -185,25 +235,38 @@ class TopMembersReport(crmcore.Report):
 
     def run(self, ctx: crmcore.ReportContext, options: TopOptions) -> crmcore.ReportResult:
         """The members with the highest balances."""
-        customers = tables.customers
-        tier = accounts.alias("tier")
-        earned = select(ledger.c.customer_id, func.sum(ledger.c.points).label("earned")).where(
-            ledger.c.scheme == options.scheme, ledger.c.kind.in_(CREDIT_KINDS),
-            ledger.c.occurred_at <= utc(ctx.as_of)).group_by(ledger.c.customer_id).subquery()
-        query = select(customers.c.id, customers.c.name, accounts.c.balance, func.coalesce(earned.c.earned, 0),
-                       tier.c.tier).select_from(
-            accounts.join(customers, customers.c.id == accounts.c.customer_id)
-            .outerjoin(earned, earned.c.customer_id == accounts.c.customer_id)
-            .outerjoin(tier, and_(tier.c.customer_id == accounts.c.customer_id,
-                                  tier.c.scheme == literal(options.tier_scheme)))).where(
-            accounts.c.scheme == options.scheme, accounts.c.balance > 0).order_by(
-            accounts.c.balance.desc(), customers.c.id).limit(options.limit)
-        rows = tuple((int(i), n, int(b), int(e), t) for i, n, b, e, t in ctx.conn.execute(query))
+        rows = tuple((int(i), n, int(b), int(e), t) for i, n, b, e, t in ctx.conn.execute(_top(ctx, options)))
         return crmcore.ReportResult(
             title=f"Top members ({options.scheme})",
             columns=(crmcore.Column("customer_id", "int"), crmcore.Column("name"), crmcore.Column("balance", "int"),
                      crmcore.Column("earned", "int", "earned (all time)"), crmcore.Column("tier")),
-            rows=rows, charts=(crmcore.Chart("bar", "Top balances", x="name", y=("balance",)),))
+            rows=rows, charts=(crmcore.Chart("bar", "Top balances", x="name", y=("balance",), behind="top"),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: TopOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A member's bar: the top member(s) of that name (two members may share one)."""
+        if chart != "top":
+            return None
+        top = _top(ctx, options).subquery("top")
+        return select(top.c.id).where(top.c.name == x)
+
+
+def _top(ctx: crmcore.ReportContext, options: TopOptions) -> Select[Any]:
+    """The members with the highest balances: id, name, balance, earned, tier."""
+    customers = tables.customers
+    tier = accounts.alias("tier")
+    earned = select(ledger.c.customer_id, func.sum(ledger.c.points).label("earned")).where(
+        ledger.c.scheme == options.scheme, ledger.c.kind.in_(CREDIT_KINDS),
+        ledger.c.occurred_at <= utc(ctx.as_of)).group_by(ledger.c.customer_id).subquery()
+    query = select(customers.c.id, customers.c.name, accounts.c.balance, func.coalesce(earned.c.earned, 0),
+                   tier.c.tier).select_from(
+        accounts.join(customers, customers.c.id == accounts.c.customer_id)
+        .outerjoin(earned, earned.c.customer_id == accounts.c.customer_id)
+        .outerjoin(tier, and_(tier.c.customer_id == accounts.c.customer_id,
+                              tier.c.scheme == literal(options.tier_scheme)))).where(
+        accounts.c.scheme == options.scheme, accounts.c.balance > 0).order_by(
+        accounts.c.balance.desc(), customers.c.id).limit(options.limit)
+    return query
 
 
 REPORTS = (LiabilityReport, TierDistributionReport, EarnBurnReport, TopMembersReport)

@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 
 import crmcore
 from crmcore.store import UTCDateTime, days_between, month_index, month_label, tables, unindexed, utc_literal
@@ -65,8 +65,25 @@ class ActivityReport(crmcore.Report):
                      crmcore.Column("outbound", "int")),
             rows=rows,
             charts=(crmcore.Chart("stacked-bar", f"Interactions per month by {options.by}", "month",
-                                  ("interactions",), group=options.by),),
+                                  ("interactions",), group=options.by, behind="months"),),
             sections=(attrs.evolve(overdue, notes=notes),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: ActivityOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A month's bar of one kind, channel or owner (the series; ``(none)``: none): the
+        customers of those interactions."""
+        if chart != "months":
+            return None
+        try:
+            year, month = (int(part) for part in x.split("-"))
+            if not 1 <= month <= 12:
+                raise ValueError(x)
+        except ValueError:
+            raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {x!r}", "report") from None
+        scope = Scope(ctx, options, self.name)
+        return select(interactions.c.customer_id).where(
+            *scope.interaction_filter(), month_index(interactions.c.occurred_at) == year * 12 + month - 1,
+            func.coalesce(interactions.c[options.by], NONE) == (series or NONE))
 
 
 def _overdue(scope: Scope, limit: int) -> tuple[crmcore.ReportResult, int]:

@@ -30,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import attrs
-from sqlalchemy import case, func, select
+from sqlalchemy import Select, case, func, select
 
 import crmcore
 from crmcore.store import month_index, month_label, tables, unindexed, utc_literal
@@ -75,8 +75,38 @@ class RetentionCohortsReport(crmcore.Report):
         return crmcore.ReportResult(
             title=f"Retention by first-purchase cohort ({scope.describe()})", columns=columns, rows=tuple(rows),
             charts=(crmcore.Chart("heatmap", "Share of each cohort purchasing, by months since first", "cohort",
-                                  tuple(offsets)),),
+                                  tuple(offsets), behind="cohorts"),),
             sections=(_churn(grid, first, last),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: CohortOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A cohort's cell ``mK``: the customers whose first purchase was in that month and who
+        purchased K months later.  A month of the churn section: ``new``, the customers whose
+        first purchase was then; ``retained``, those who purchased then and the month before;
+        ``churn_rate``, those who purchased the month before and not then."""
+        if chart not in ("cohorts", "churn"):
+            return None
+        month = _month_of_label(x)
+        active = _active(Scope(ctx, options, self.name))
+
+        def purchased(m: int) -> Select[Any]:
+            # Never correlated: the same pairs serve as the outer query and as its IN subquery.
+            return select(active.c.customer_id).where(active.c.month == m).correlate(None)
+
+        first = (select(active.c.customer_id).group_by(active.c.customer_id)
+                 .having(func.min(active.c.month) == month).correlate(None))
+        if chart == "cohorts":
+            offset = (series or "").removeprefix("m")
+            if not offset.isdigit() or int(offset) >= options.months:
+                raise crmcore.ValidationError.single("series", f"one of m0 to m{options.months - 1}", "report")
+            return purchased(month + int(offset)).where(active.c.customer_id.in_(first))
+        if series == "new":
+            return first
+        if series == "retained":
+            return purchased(month).where(active.c.customer_id.in_(purchased(month - 1)))
+        if series == "churn_rate":
+            return purchased(month - 1).where(active.c.customer_id.not_in(purchased(month)))
+        raise crmcore.ValidationError.single("series", "one of new, retained, churn_rate", "report")
 
 
 Grid = dict[tuple[int, int, int], int]
@@ -94,8 +124,19 @@ def _summed(grid: Grid, key: Callable[[int, int, int], Any]) -> dict[Any, int]:
     return found
 
 
-def _grid(scope: Scope) -> Grid:
-    """(cohort, month, purchased the next month too) -> customers, in one pass over the won deals."""
+def _month_of_label(label: str) -> int:
+    """The month index of a ``YYYY-MM`` label (a chart's category)."""
+    try:
+        year, month = (int(part) for part in label.split("-"))
+        if not 1 <= month <= 12:
+            raise ValueError(label)
+    except ValueError:
+        raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {label!r}", "report") from None
+    return year * 12 + month - 1
+
+
+def _active(scope: Scope) -> Any:
+    """The distinct (customer, month) pairs of purchases up to the end of the range, a subquery."""
     month = month_index(deals.c.closed_at).label("month")
     currency_given = scope.options.currency is not None
     customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
@@ -105,6 +146,12 @@ def _grid(scope: Scope) -> Grid:
               .where(*scope.deal_filter(currency=currency_given), scope.outcome(crmcore.StageOutcome.WON),
                      deals.c.closed_at.is_not(None), deals.c.closed_at < utc_literal(scope.end_exclusive))
               ).subquery("active_months")
+    return active
+
+
+def _grid(scope: Scope) -> Grid:
+    """(cohort, month, purchased the next month too) -> customers, in one pass over the won deals."""
+    active = _active(scope)
     cohort = func.min(active.c.month).over(partition_by=active.c.customer_id)
     following = func.lead(active.c.month).over(partition_by=active.c.customer_id, order_by=active.c.month)
     marked = select(active.c.month, cohort.label("cohort"),
@@ -132,5 +179,6 @@ def _churn(grid: Grid, first: int | None, last: int) -> crmcore.ReportResult:
                  crmcore.Column("previous", "int", "active the month before"), crmcore.Column("retained", "int"),
                  crmcore.Column("churned", "int"), crmcore.Column("churn_rate", "percent", "churn rate")),
         rows=tuple(rows),
-        charts=(crmcore.Chart("line", "Churn rate by month", "month", ("churn_rate",)),
-                crmcore.Chart("stacked-bar", "Active customers: new and retained", "month", ("new", "retained"))))
+        charts=(crmcore.Chart("line", "Churn rate by month", "month", ("churn_rate",), behind="churn"),
+                crmcore.Chart("stacked-bar", "Active customers: new and retained", "month", ("new", "retained"),
+                              behind="churn")))

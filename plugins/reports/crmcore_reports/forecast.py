@@ -29,7 +29,9 @@ from __future__ import annotations
 
 from decimal import Decimal
 import attrs
-from sqlalchemy import BigInteger, and_, case, func, or_, select, type_coerce
+from typing import Any
+
+from sqlalchemy import BigInteger, Select, and_, case, false, func, or_, select, type_coerce
 
 import crmcore
 from crmcore.store import money_from_scaled, month_index, month_label, tables
@@ -88,9 +90,38 @@ class ForecastReport(crmcore.Report):
             title=f"Forecast ({scope.describe()})",
             columns=columns, rows=tuple(rows), notes=tuple(notes),
             charts=(crmcore.Chart("stacked-bar", f"Won and weighted open pipeline by month ({cur})", "month",
-                                  ("won", "weighted")),
+                                  ("won", "weighted"), behind="months"),
                     crmcore.Chart("line", f"Worst and best case by month ({cur})", "month",
-                                  ("worst_case", "best_case"))))
+                                  ("worst_case", "best_case"), behind="months")))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: ForecastOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A month's bar or point: the customers of the deals it sums.  ``won``: won deals closed
+        that month; ``weighted``: deals open at as_of expected to close that month (``(no date)``:
+        without a date); ``worst_case``: both, the open ones at or above ``commit_probability``
+        only; ``best_case``: both."""
+        if chart != "months":
+            return None
+        if series not in ("won", "weighted", "worst_case", "best_case"):
+            raise crmcore.ValidationError.single("series", "one of won, weighted, worst_case, best_case", "report")
+        scope = Scope(ctx, options, self.name)
+        then = deals_then(scope, [*scope.deal_filter(currency=False), deals.c.currency == scope.currency], {
+            "customer_id": deals.c.customer_id, "pipeline": deals.c.pipeline, "closed_at": deals.c.closed_at,
+            "expected_close": deals.c.expected_close})
+        won = and_(scope.outcome(crmcore.StageOutcome.WON, then.c.stage, then.c.pipeline),
+                   then.c.closed_at.is_not(None), *scope.in_range(then.c.closed_at))
+        open_ = scope.outcome(crmcore.StageOutcome.OPEN, then.c.stage, then.c.pipeline)
+        won_then: Any
+        if x == NO_DATE:
+            won_then, open_then = false(), and_(open_, then.c.expected_close.is_(None))
+        else:
+            month = _month_of(x)
+            won_then = and_(won, month_index(then.c.closed_at) == month)
+            open_then = and_(open_, month_index(then.c.expected_close) == month)
+        if series == "worst_case":
+            open_then = and_(open_then, probability_then(then, scope.pipelines) >= options.commit_probability)
+        counted = {"won": won_then, "weighted": open_then}.get(series, or_(won_then, open_then))
+        return select(then.c.customer_id).where(counted)
 
 
 Totals = dict[str, dict[int | None, tuple[int, int, int, int, int, int]]]
@@ -133,6 +164,17 @@ def _month_in_range(month: int, options: ForecastOptions) -> bool:
     if options.end and first > (options.end.year, options.end.month):
         return False
     return not (options.start and first < (options.start.year, options.start.month))
+
+
+def _month_of(label: str) -> int:
+    """The month index of a ``YYYY-MM`` label (a chart's category)."""
+    try:
+        year, month = (int(part) for part in label.split("-"))
+        if not 1 <= month <= 12:
+            raise ValueError(label)
+    except ValueError:
+        raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {label!r}", "report") from None
+    return year * 12 + month - 1
 
 
 def _m(scaled: int, minor: Decimal) -> Decimal:

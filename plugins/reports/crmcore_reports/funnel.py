@@ -24,7 +24,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
@@ -76,7 +76,27 @@ class FunnelReport(crmcore.Report):
         return crmcore.ReportResult(
             title=f"Funnel {pipeline.name!r} ({scope.describe()})", columns=COLUMNS, rows=tuple(rows),
             charts=(crmcore.Chart("funnel", f"Deals reaching each stage ({pipeline.name})", "stage",
-                                  ("reached",)),))
+                                  ("reached",), behind="steps"),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: FunnelOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A step's band: the customers of the deals that reached it (entered it or a later step
+        by as_of)."""
+        if chart != "steps":
+            return None
+        scope = Scope(ctx, options, self.name)
+        steps = [s.name for s in sorted(scope.pipelines[0].stages, key=lambda s: s.order)
+                 if s.outcome is not crmcore.StageOutcome.LOST]
+        if x not in steps:
+            raise crmcore.ValidationError.single("x", f"not a step of the funnel ({', '.join(steps)})", "report")
+        reached = select(history.c.deal_id).where(history.c.changed_at <= utc_literal(ctx.as_of),
+                                                  history.c.to_stage.in_(steps[steps.index(x):]))
+        return select(deals.c.customer_id).where(*_chosen(scope), deals.c.id.in_(reached))
+
+
+def _chosen(scope: Scope) -> list[Any]:
+    """The deals the funnel follows: the filters, created within the range."""
+    return [*scope.deal_filter(currency=scope.options.currency is not None), *scope.in_range(deals.c.created_at)]
 
 
 def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tuple[Any, int | None]]]:
@@ -85,8 +105,7 @@ def _funnel_counts(scope: Scope, steps: list[str]) -> tuple[list[int], list[tupl
     One pass over the history: per deal the first entry time into each step
     (conditional MIN), then one row of sums and averages over the deals.
     """
-    chosen = select(deals.c.id).where(*scope.deal_filter(currency=scope.options.currency is not None),
-                                      *scope.in_range(deals.c.created_at))
+    chosen = select(deals.c.id).where(*_chosen(scope))
     first_entry = [func.min(case((history.c.to_stage == step, history.c.changed_at))).label(f"t{i}")
                    for i, step in enumerate(steps)]
     per_deal = (select(history.c.deal_id, *first_entry)

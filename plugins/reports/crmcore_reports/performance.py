@@ -31,7 +31,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy import BigInteger, Select, func, select, type_coerce
 
 import crmcore
 from crmcore.store import month_index, month_label, tables
@@ -114,8 +114,23 @@ class SalesPerformanceReport(crmcore.Report):
             title=f"Sales performance by {options.by} and {options.period} ({scope.describe()})",
             columns=columns, rows=tuple(rows), notes=tuple(notes),
             charts=(crmcore.Chart("bar", f"Won revenue by {options.period} ({cur})", "period", ("won_revenue",),
-                                  group=options.by),
-                    crmcore.Chart("bar", "Attainment of target", "period", ("attainment",), group=options.by)))
+                                  group=options.by, behind="won"),
+                    crmcore.Chart("bar", "Attainment of target", "period", ("attainment",), group=options.by,
+                                  behind="won")))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: PerformanceOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A period's bar for an owner or region (the series; ``(none)``: none): the customers of
+        the won deals closed in that period that its revenue (and attainment) counts."""
+        if chart != "won":
+            return None
+        scope = Scope(ctx, options, self.name)
+        who, source = _who(deals, options.by)
+        return (select(deals.c.customer_id).select_from(source)
+                .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON),
+                       deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at),
+                       _bucket(deals.c.closed_at, options.period) == _bucket_of_label(x, options.period),
+                       func.coalesce(who, NONE) == (series or NONE)))
 
 
 def _bucket(moment: Any, period: str) -> Any:
@@ -128,6 +143,15 @@ def _label(bucket: int, period: str) -> str:
         return month_label(bucket)
     year, quarter = divmod(bucket, 4)
     return f"{year:04d}-Q{quarter + 1}"
+
+
+def _bucket_of_label(label: str, period: str) -> int:
+    """The bucket of a period's label (``2026-03``, ``2026-Q1``): :func:`_label` read back."""
+    found = re.fullmatch(r"(\d{4})-(\d{2})" if period == "month" else r"(\d{4})-Q([1-4])", label)
+    if found is None or (period == "month" and not 1 <= int(found.group(2)) <= 12):
+        raise crmcore.ValidationError.single("x", f"not a {period} of the report: {label!r}", "report")
+    year, part = int(found.group(1)), int(found.group(2)) - 1
+    return year * 12 + part if period == "month" else year * 4 + part
 
 
 def _who(table: Any, by: str) -> tuple[Any, Any]:

@@ -37,7 +37,7 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, func, select, type_coerce
+from sqlalchemy import BigInteger, Select, func, select, type_coerce
 
 import crmcore
 from crmcore.store import days_between, money_from_scaled, tables, utc_literal
@@ -105,9 +105,19 @@ class PipelineReport(crmcore.Report):
             title=f"Pipeline {pipeline.name!r} ({scope.describe()})",
             columns=COLUMNS,
             rows=tuple(rows),
-            charts=(crmcore.Chart("bar", f"Amount by stage ({currency})", "stage", ("amount",)),),
+            charts=(crmcore.Chart("bar", f"Amount by stage ({currency})", "stage", ("amount",), behind="stages"),),
             notes=tuple(notes),
         )
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: PipelineOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A stage's bar: the customers of the deals counted in that stage at as_of."""
+        if chart != "stages":
+            return None
+        scope = Scope(ctx, options, self.name)
+        then = deals_then(scope, [*_deal_filter(scope), deals.c.currency == scope.currency],
+                          {"customer_id": deals.c.customer_id})
+        return select(then.c.customer_id).where(then.c.stage == x)
 
 
 def _deal_filter(scope: Scope) -> list[Any]:

@@ -20,7 +20,7 @@ from __future__ import annotations
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, Integer, and_, cast, func, select, type_coerce
+from sqlalchemy import BigInteger, Integer, Select, and_, cast, func, select, type_coerce
 
 import crmcore
 from crmcore.store import tables, unindexed
@@ -73,9 +73,37 @@ class SegmentsReport(crmcore.Report):
                      else "No earlier run of this strategy to compare with (give compare=RUN_ID).")
         return crmcore.ReportResult(
             title=f"Segments of run {run.id} ({scope.describe()})", columns=columns, rows=rows, notes=tuple(notes),
-            charts=(crmcore.Chart("bar", "Members per segment", "segment", ("members",), drill=_drill(options, run)),
-                    crmcore.Chart("bar", f"Revenue per segment ({cur})", "segment", ("revenue",))),
+            charts=(crmcore.Chart("bar", "Members per segment", "segment", ("members",), drill=_drill(options, run),
+                                  behind="members"),
+                    crmcore.Chart("bar", f"Revenue per segment ({cur})", "segment", ("revenue",), behind="revenue")),
             sections=sections)
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: SegmentsOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A segment's bar: ``members``, the run's members in it (the customer filters applied);
+        ``revenue``, those of them with won revenue in the range.  A movement cell: the customers
+        in segment ``x`` of the earlier run and ``series`` of the later one (``(none)``: in no
+        segment of that run)."""
+        if chart not in ("members", "revenue", "movement"):
+            return None
+        scope = Scope(ctx, options, self.name)
+        run = _the_run(scope, options.run, "run")
+        if run is None:
+            raise crmcore.ValidationError.single("run", "there is no segmentation run yet", "report")
+        if chart == "members":
+            return _in_segment(scope, run.id, x)
+        if chart == "revenue":
+            return _in_segment(scope, run.id, x).where(members.c.customer_id.in_(select(deals.c.customer_id).where(
+                *_won(scope))))
+        compare = _the_run(scope, options.compare, "compare") if options.compare is not None else _previous(scope, run)
+        if compare is None:
+            raise crmcore.ValidationError.single("compare", "no earlier run to compare with", "report")
+        before, after = _in_segment(scope, compare.id, x), _in_segment(scope, run.id, series or NONE)
+        if x == NONE:
+            return after.where(members.c.customer_id.not_in(_in_segment(scope, compare.id, None)))
+        if series in (None, NONE):
+            return before.where(members.c.customer_id.not_in(_in_segment(scope, run.id, None)))
+        return before.where(members.c.customer_id.in_(after))
 
 
 def _drill(options: SegmentsOptions, run: Any) -> str | None:
@@ -84,6 +112,20 @@ def _drill(options: SegmentsOptions, run: Any) -> str | None:
     if options.run is not None or options.region or options.owner or options.segment:
         return None
     return f"segment.{run.strategy}={{x}}"
+
+
+def _won(scope: Scope) -> list[Any]:
+    """The won deals whose revenue counts: in the report currency, closed within the range."""
+    return [*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
+            *scope.in_range(deals.c.closed_at)]
+
+
+def _in_segment(scope: Scope, run_id: int, segment: str | None) -> Select[Any]:
+    """The members of ``segment`` (None: of any segment) of a run, the customer filters applied."""
+    query = select(members.c.customer_id).where(members.c.run_id == run_id,
+                                                *scope.customer_filter(members.c.customer_id))
+    # Never correlated: the same table serves as the outer query and as its IN subquery.
+    return (query if segment is None else query.where(members.c.segment == segment)).correlate(None)
 
 
 def _the_run(scope: Scope, run_id: int | None, option: str) -> Any:
@@ -111,8 +153,7 @@ def _sizes(scope: Scope, run_id: int) -> dict[str, tuple[int, int]]:
     # CAST: SQLite's "+customer_id" has no type affinity, and without one it builds no automatic
     # index on the grouped revenue for the join below, and scans it once per member instead.
     revenue = (select(cast(customer, Integer).label("customer_id"), func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"))
-               .where(*scope.deal_filter(), scope.outcome(crmcore.StageOutcome.WON), deals.c.closed_at.is_not(None),
-                      *scope.in_range(deals.c.closed_at))
+               .where(*_won(scope))
                .group_by(customer)).subquery("revenue")
     query = (select(members.c.segment, func.count(), func.sum(revenue.c.revenue))
              .select_from(members.outerjoin(revenue, revenue.c.customer_id == members.c.customer_id))
@@ -162,4 +203,4 @@ def _movement(scope: Scope, before: int, after: int, after_members: dict[str, in
                  crmcore.Column("customers", "int")),
         rows=tuple(rows),
         charts=(crmcore.Chart("heatmap", "Customers moving between segments", "from_segment", ("customers",),
-                              group="to_segment"),))
+                              group="to_segment", behind="movement"),))

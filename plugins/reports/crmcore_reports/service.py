@@ -24,7 +24,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
 import attrs
-from sqlalchemy import and_, case, func, select
+from sqlalchemy import Select, and_, case, func, select
 from sqlalchemy.sql import ColumnElement, FromClause
 
 import crmcore
@@ -83,9 +83,30 @@ class ServiceQualityReport(crmcore.Report):
         return crmcore.ReportResult(
             title=f"Service quality by {options.by} ({scope.describe()})", columns=columns, rows=rows,
             charts=(crmcore.Chart("bar", f"Average hours to first response and resolution by {options.by}",
-                                  options.by, ("avg_response_h", "avg_resolution_h"), exclude=(ALL,)),
+                                  options.by, ("avg_response_h", "avg_resolution_h"), exclude=(ALL,),
+                                  behind="cases"),
                     crmcore.Chart("stacked-bar", f"Satisfaction scores by {options.by}", options.by,
-                                  tuple(f"sat_{n}" for n in range(1, 6)), exclude=(ALL,))))
+                                  tuple(f"sat_{n}" for n in range(1, 6)), exclude=(ALL,), behind="cases")))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: ServiceOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A group's bar (``(none)``: no channel, owner or region): ``avg_response_h``, the
+        customers of its complaints answered by as_of; ``avg_resolution_h``, of its complaints
+        resolved by as_of; ``sat_N``, of its complaints and feedback rated N."""
+        if chart != "cases":
+            return None
+        cases = _cases(Scope(ctx, options, self.name), options)
+        complaint = cases.c.kind == "complaint"
+        if series == "avg_response_h":
+            counted = and_(complaint, cases.c.responded_at.is_not(None))
+        elif series == "avg_resolution_h":
+            counted = and_(complaint, cases.c.resolved_at.is_not(None), cases.c.resolved_at <= utc_literal(ctx.as_of))
+        elif series in {f"sat_{n}" for n in range(1, 6)}:
+            counted = cases.c.satisfaction == int(series[-1])
+        else:
+            raise crmcore.ValidationError.single("series", "avg_response_h, avg_resolution_h or sat_1 to sat_5",
+                                                 "report")
+        return select(cases.c.customer_id).where(counted, func.coalesce(cases.c.grp, NONE) == x)
 
 
 def _cases(scope: Scope, options: ServiceOptions) -> Any:

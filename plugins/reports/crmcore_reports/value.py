@@ -20,7 +20,9 @@ from __future__ import annotations
 
 
 import attrs
-from sqlalchemy import BigInteger, case, func, select, type_coerce
+from typing import Any
+
+from sqlalchemy import BigInteger, Select, case, func, select, type_coerce
 
 import crmcore
 from crmcore.store import tables, unindexed
@@ -66,8 +68,28 @@ class CustomerValueReport(crmcore.Report):
         return crmcore.ReportResult(
             title=f"Customer value ({scope.describe()})", columns=columns, rows=tuple(rows), notes=notes,
             charts=(crmcore.Chart("line", "Pareto curve: cumulative revenue share by top customers", "decile",
-                                  ("cumulative_share",)),),
+                                  ("cumulative_share",), behind="deciles"),),
             sections=(_summary(grid, deciles, total, cur), _frequency(grid)))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: ValueOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A point of the Pareto curve (``30%``): the customers of the top deciles up to it, whose
+        revenue the cumulative share sums.  A bar of the purchase frequency (``2``, ``5+``): the
+        customers with that many orders."""
+        if chart not in ("deciles", "orders"):
+            return None
+        scope = Scope(ctx, options, self.name)
+        ranked = _ranked(scope)
+        mine = ranked.c.currency == scope.currency
+        if chart == "orders":
+            if x not in FREQUENCY_BINS:
+                raise crmcore.ValidationError.single("x", f"one of {', '.join(FREQUENCY_BINS)}", "report")
+            capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders)
+            return select(ranked.c.customer_id).where(mine, capped == FREQUENCY_BINS.index(x) + 1)
+        deciles = [f"{d * 10}%" for d in range(1, 11)]
+        if x not in deciles:
+            raise crmcore.ValidationError.single("x", "one of 10% to 100%", "report")
+        return select(ranked.c.customer_id).where(mine, _decile(ranked) <= deciles.index(x) + 1)
 
 
 Grid = dict[tuple[int, int], tuple[int, int, int]]
@@ -82,6 +104,26 @@ def _grids(scope: Scope) -> dict[str, Grid]:
     the frequency distribution, the summary and the note on other currencies
     are all sums over these few cells.
     """
+    ranked = _ranked(scope)
+    decile = _decile(ranked).label("decile")
+    capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders).label("capped")
+    query = (select(ranked.c.currency, decile, capped, func.count(), func.sum(ranked.c.revenue),
+                    func.sum(ranked.c.orders))
+             .group_by(ranked.c.currency, decile, capped))
+    found: dict[str, Grid] = {}
+    for currency, d, k, c, v, o in scope.ctx.conn.execute(query):
+        found.setdefault(currency, {})[int(d), int(k)] = (int(c), int(v or 0), int(o or 0))
+    return found
+
+
+def _decile(ranked: Any) -> Any:
+    """The decile of a ranked customer: ``floor((r - 1) * 10 / n) + 1``."""
+    return (ranked.c.r - 1) * 10 // ranked.c.n + 1
+
+
+def _ranked(scope: Scope) -> Any:
+    """Per (currency, customer) revenue and orders, ranked by revenue within the currency (ties:
+    lower id first), with ``n`` the currency's customers: a subquery."""
     customer = unindexed(deals.c.customer_id)  # a scan and a sort, not an index walk over most rows
     per_customer = (select(deals.c.currency, customer.label("customer_id"),
                            func.sum(type_coerce(deals.c.amount, BigInteger)).label("revenue"),
@@ -93,17 +135,9 @@ def _grids(scope: Scope) -> dict[str, Grid]:
     by = per_customer.c.currency
     rank = func.row_number().over(order_by=(per_customer.c.revenue.desc(), per_customer.c.customer_id),
                                   partition_by=by)
-    ranked = select(per_customer.c.currency, per_customer.c.revenue, per_customer.c.orders, rank.label("r"),
-                    func.count().over(partition_by=by).label("n")).subquery("ranked")
-    decile = ((ranked.c.r - 1) * 10 // ranked.c.n + 1).label("decile")
-    capped = case((ranked.c.orders >= 5, 5), else_=ranked.c.orders).label("capped")
-    query = (select(ranked.c.currency, decile, capped, func.count(), func.sum(ranked.c.revenue),
-                    func.sum(ranked.c.orders))
-             .group_by(ranked.c.currency, decile, capped))
-    found: dict[str, Grid] = {}
-    for currency, d, k, c, v, o in scope.ctx.conn.execute(query):
-        found.setdefault(currency, {})[int(d), int(k)] = (int(c), int(v or 0), int(o or 0))
-    return found
+    return select(per_customer.c.currency, per_customer.c.customer_id, per_customer.c.revenue,
+                  per_customer.c.orders, rank.label("r"),
+                  func.count().over(partition_by=by).label("n")).subquery("ranked")
 
 
 def _summary(grid: Grid, deciles: dict[int, tuple[int, int]], total: int, cur: str) -> crmcore.ReportResult:
@@ -131,4 +165,4 @@ def _frequency(grid: Grid) -> crmcore.ReportResult:
         columns=(crmcore.Column("orders", "str", "orders per customer"), crmcore.Column("customers", "int"),
                  crmcore.Column("share", "percent")),
         rows=tuple((label, found[k], ratio(found[k], total)) for k, label in enumerate(FREQUENCY_BINS, 1)),
-        charts=(crmcore.Chart("bar", "Customers by number of orders", "orders", ("customers",)),))
+        charts=(crmcore.Chart("bar", "Customers by number of orders", "orders", ("customers",), behind="orders"),))

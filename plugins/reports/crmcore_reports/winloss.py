@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any
 
 import attrs
-from sqlalchemy import BigInteger, case, func, select, type_coerce
+from sqlalchemy import BigInteger, Select, case, func, select, type_coerce
 from sqlalchemy.sql import ColumnElement
 
 import crmcore
@@ -74,10 +74,30 @@ class WinLossReport(crmcore.Report):
         return crmcore.ReportResult(
             title=f"Win/loss by {options.by} ({scope.describe()})", columns=columns, rows=tuple(rows),
             notes=tuple(notes),
-            charts=(crmcore.Chart("bar", f"Win rate by {options.by}", options.by, ("win_rate",), exclude=(ALL,)),
+            charts=(crmcore.Chart("bar", f"Win rate by {options.by}", options.by, ("win_rate",), exclude=(ALL,),
+                                  behind="groups"),
                     crmcore.Chart("stacked-bar", f"Won and lost deals by {options.by}", options.by,
-                                  ("won", "lost"), exclude=(ALL,))),
+                                  ("won", "lost"), exclude=(ALL,), behind="groups")),
             sections=(_lost_reasons(_add_up(mine, lambda group, reason: reason), cur),))
+
+    def customers_behind(self, ctx: crmcore.ReportContext, options: WinLossOptions, chart: str, x: str,
+                         series: str | None) -> Select[Any] | None:
+        """A group's bar (``(none)``: no owner or region): the customers of its closed deals
+        (``won`` or ``lost`` only for those series; the win rate: both).  A lost reason's bar:
+        the customers of the deals lost for that reason."""
+        if chart not in ("groups", "reasons"):
+            return None
+        scope = Scope(ctx, options, self.name)
+        won, lost = scope.outcome(crmcore.StageOutcome.WON), scope.outcome(crmcore.StageOutcome.LOST)
+        closed = [*scope.deal_filter(), deals.c.closed_at.is_not(None), *scope.in_range(deals.c.closed_at)]
+        if chart == "reasons":
+            return select(deals.c.customer_id).where(*closed, lost, func.coalesce(deals.c.lost_reason, NONE) == x)
+        outcome = {"won": won, "lost": lost}.get(series or "", won | lost)
+        query = select(deals.c.customer_id).where(*closed, outcome,
+                                                  func.coalesce(_group_column(options.by), NONE) == x)
+        if options.by == "region":
+            query = query.select_from(deals.join(customers, customers.c.id == deals.c.customer_id))
+        return query
 
 
 Cells = dict[tuple[Any, ...], tuple[Any, ...]]
@@ -150,4 +170,4 @@ def _lost_reasons(by_reason: dict[Any, tuple[Any, ...]], cur: str) -> crmcore.Re
         columns=(crmcore.Column("reason", "str"), crmcore.Column("lost", "int"),
                  crmcore.Column("share", "percent"), crmcore.Column("amount", "decimal", None, cur)),
         rows=tuple((reason, int(v[1]), ratio(v[1], total), money(v[3], cur)) for reason, v in ordered),
-        charts=(crmcore.Chart("bar", "Lost deals by reason", "reason", ("lost",)),))
+        charts=(crmcore.Chart("bar", "Lost deals by reason", "reason", ("lost",), behind="reasons"),))

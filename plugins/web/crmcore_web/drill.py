@@ -4,7 +4,10 @@ A dashboard bar carries a key naming the deals it counts (``won:START:END:CURREN
 ``stage:NAME``): the customers with such a live deal are found by one set-based query,
 scoped like every read, and listed through ``crm.customers.list``.  A report chart that
 declares ``Chart.drill`` carries ``where:FIELD=VALUE``, a customers filter in the
-``--where`` language, which the customer list applies as it applies its own filters.
+``--where`` language, which the customer list applies as it applies its own filters.  One
+that declares ``Chart.behind`` carries ``report:KEY`` (the report, as-of day, chart, category
+and series): the report itself says which customers its number counts
+(``crm.reports.customers_behind``).
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import crmcore
 from crmcore.store import tables
 from crmcore.store.filters import parse_expression
 
-from .views import PAGE_SIZE, WHERE, decode_cursor, encode_cursor
+from .views import PAGE_SIZE, WHERE, decode_cursor, encode_cursor, read_report_drill
 
 if TYPE_CHECKING:
     from crmcore import CRM
@@ -80,4 +83,21 @@ def drilled_customers(crm: "CRM", drill: str, cursor: str | None) -> dict[str, A
     following = encode_cursor(ids[PAGE_SIZE - 1], ids[PAGE_SIZE - 1]) if len(ids) > PAGE_SIZE else None
     ids = ids[:PAGE_SIZE]
     rows = crm.customers.list({"id__in": ids}, "-id", limit=len(ids)) if ids else []
+    return {"rows": rows, "next": following, "drill": drill, "meaning": meaning}
+
+
+def report_customers(crm: "CRM", drill: str, cursor: str | None) -> dict[str, Any]:
+    """One page (newest first) of the customers behind a report chart's element: the report's
+    own set-based query (``crm.reports.customers_behind``: ``report.run``, ``customer.list``,
+    the user's visibility), as of the end of the day the chart was drawn for, then the rows
+    through ``crm.customers.list``."""
+    report, day, chart, x, series = read_report_drill(drill)
+    zone = crm.as_of().tzinfo
+    moment = datetime.combine(day + timedelta(days=1), time.min, tzinfo=zone)
+    before = decode_cursor(cursor)[1] if cursor else None
+    ids = crm.reports.customers_behind(report, chart, x, series, as_of=moment, before=before, limit=PAGE_SIZE + 1)
+    following = encode_cursor(ids[PAGE_SIZE - 1], ids[PAGE_SIZE - 1]) if len(ids) > PAGE_SIZE else None
+    ids = ids[:PAGE_SIZE]
+    rows = crm.customers.list({"id__in": ids}, "-id", limit=len(ids)) if ids else []
+    meaning = {"kind": "report", "report": report, "as_of": day.isoformat(), "x": x, "series": series}
     return {"rows": rows, "next": following, "drill": drill, "meaning": meaning}

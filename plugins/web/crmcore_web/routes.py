@@ -29,7 +29,7 @@ from crmcore.web import InvalidToken, Problem, TokenRoute, crm_of, present_token
 
 from . import account as account_pages
 from . import drill as drills
-from . import i18n, marketing, views
+from . import fonts, i18n, marketing, views
 from . import session as sessions
 from .rendering import PREFIX, render
 from .settings import WebSettings
@@ -156,6 +156,9 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
             assert spec is not None and spec.origin is not None, "plotly is a dependency of crmcore-web"
             path = Path(spec.origin).parent / "package_data" / "plotly.min.js"
             return FileResponse(path, media_type="text/javascript", headers={"Cache-Control": "max-age=86400"})
+        if name == fonts.FULL:  # the whole face, from the installed font package (fonts.full_face)
+            path = await run_sync(fonts.full_face)
+            return FileResponse(path, media_type="font/otf", headers={"Cache-Control": "max-age=604800"})
         if name not in STATIC:
             return Response("not found", status_code=404)
         data = (resources.files("crmcore_web") / "static" / name).read_bytes()
@@ -188,12 +191,15 @@ def add_routes(router: APIRouter, crm: "CRM") -> None:
                   region: str | None = Query(None, max_length=100),
                   sort: str = Query(views.SORTS[0], max_length=20),
                   cursor: str | None = Query(None, max_length=2000),
-                  drill: str | None = Query(None, max_length=200)) -> Response:
+                  drill: str | None = Query(None, max_length=1000)) -> Response:
         filters = views.customer_filters(stage, owner, region)
         if drill and drill.startswith(views.WHERE):  # a report chart's point: its customers filter
             filters, meaning = drills.where_filters(drill)
             q, sort = None, views.SORTS[0]
             found = views.customers_page(crm, q, filters, sort, cursor) | {"drill": drill, "meaning": meaning}
+        elif drill and drill.startswith(views.REPORT):  # a report chart's element: what the report counts
+            found = drills.report_customers(crm, drill, cursor)
+            q, filters, sort = None, {}, views.SORTS[0]
         elif drill:  # a dashboard bar: the customers behind it (newest first; search and filters aside)
             found = drills.drilled_customers(crm, drill, cursor)
             q, filters, sort = None, {}, views.SORTS[0]

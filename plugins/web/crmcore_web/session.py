@@ -16,6 +16,7 @@ change is refused at its next request, with no session table to keep.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import hmac
 import secrets
@@ -23,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 from itsdangerous import BadSignature, URLSafeTimedSerializer
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 
 import crmcore
 from crmcore.store import tables
@@ -67,10 +68,13 @@ def generation(crm: "CRM", login: str) -> str:
     Opening the unit also checks the request's token, so a page pays one small query for both.
     """
     with crm.unit(readonly=True, plain=True) as uow:
-        stored = uow.conn.execute(select(tables.users.c.password_hash)
-                                  .where(tables.users.c.login == login)).scalar()
+        stored = uow.conn.execute(_PASSWORD_HASH, {"login": login}).scalar()
     digest = hmac.new(secret(crm).encode(), b"generation:" + (stored or "").encode(), hashlib.sha256)
     return digest.hexdigest()[:24]
+
+
+#: Built once: every page request runs it, and building a select costs more than running it.
+_PASSWORD_HASH = select(tables.users.c.password_hash).where(tables.users.c.login == bindparam("login"))
 
 
 def secret(crm: "CRM") -> str:
@@ -82,7 +86,13 @@ def secret(crm: "CRM") -> str:
 
 
 def _serializer(crm: "CRM", salt: str) -> URLSafeTimedSerializer:
-    return URLSafeTimedSerializer(secret(crm), salt=salt)
+    return _signing(secret(crm), salt)
+
+
+@functools.lru_cache(maxsize=16)
+def _signing(key: str, salt: str) -> URLSafeTimedSerializer:
+    """One serializer per key and salt (read on every page request; it holds no state)."""
+    return URLSafeTimedSerializer(key, salt=salt)
 
 
 def read(request: "Request", crm: "CRM") -> ConsoleSession | None:

@@ -301,6 +301,29 @@ def dashboard(crm: "CRM", start: date, end: date, now: datetime | None = None) -
 WHERE = "where:"
 
 
+#: A report chart's element: the report says which customers are behind it (``Chart.behind``).
+REPORT = "report:"
+
+
+def drill_for_report(report: str, as_of: date, chart: str, x: str, series: str) -> str:
+    """A report chart's element as of the end of ``as_of``: the report, the chart's ``behind``
+    name, the category and the series, packed into one URL-safe key."""
+    packed = json.dumps([report, as_of.isoformat(), chart, x, series], ensure_ascii=False, separators=(",", ":"))
+    return REPORT + base64.urlsafe_b64encode(packed.encode()).decode().rstrip("=")
+
+
+def read_report_drill(key: str) -> tuple[str, date, str, str, str]:
+    """What :func:`drill_for_report` packed; a damaged key is a ValidationError naming it."""
+    packed = key.removeprefix(REPORT)
+    try:
+        report, day, chart, x, series = json.loads(base64.urlsafe_b64decode(packed + "=" * (-len(packed) % 4)))
+        if not all(isinstance(v, str) for v in (report, day, chart, x, series)):
+            raise ValueError("not text")
+        return report, date.fromisoformat(day), chart, x, series
+    except (ValueError, TypeError) as exc:
+        raise crmcore.ValidationError.single("drill", f"not a chart's drill-down ({exc})", "customer") from None
+
+
 def drill_for_won(start: date, end: date, currency: str) -> str:
     """A revenue bar: won deals closed ``start``..``end`` (inclusive days) in ``currency``."""
     return f"won:{start.isoformat()}:{end.isoformat()}:{currency}"
@@ -343,17 +366,27 @@ def _number(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-def chart_spec(result: Any, chart: Any) -> dict[str, Any]:
-    """A report's :class:`crmcore.Chart` as plotly traces and layout (JSON for the page)."""
+def chart_spec(result: Any, chart: Any, report: str | None = None, as_of: date | None = None) -> dict[str, Any]:
+    """A report's :class:`crmcore.Chart` as plotly traces and layout (JSON for the page).
+
+    With ``report`` and ``as_of`` (the report page), each point of a chart that declares
+    ``behind`` carries the drill key of the customers behind it (:func:`drill_for_report`)."""
     names = [c.name for c in result.columns]
+
+    def behind(xs: list[str], series: str) -> dict[str, Any]:
+        if not chart.behind or report is None or as_of is None:
+            return {}
+        return {"customdata": [drill_for_report(report, as_of, chart.behind, x, series) for x in xs]}
+
     rows = [dict(zip(names, row)) for row in result.rows if row[names.index(chart.x)] not in chart.exclude]
     layout: dict[str, Any] = {"title": {"text": chart.title}, "separators": ".,", "yaxis": {"tickformat": ",~f"},
                               "xaxis": {"type": "category"}, "legend": {"orientation": "h"}}
     hover = "%{x}: %{y:,~f}<extra>%{fullData.name}</extra>"
     traces: list[dict[str, Any]] = []
     if chart.kind == "funnel":
-        traces.append({"type": "funnel", "y": [str(r[chart.x]) for r in rows],
-                       "x": [_number(r[chart.y[0]]) for r in rows], "textinfo": "value+percent initial"})
+        bands = [str(r[chart.x]) for r in rows]
+        traces.append({"type": "funnel", "y": bands, "x": [_number(r[chart.y[0]]) for r in rows],
+                       "textinfo": "value+percent initial", **behind(bands, chart.y[0])})
         layout.pop("xaxis")
         layout["yaxis"] = {"type": "category"}
     elif chart.kind == "heatmap":
@@ -368,8 +401,12 @@ def chart_spec(result: Any, chart: Any) -> dict[str, Any]:
         else:
             cells = list(chart.y)
             z = [[_number(r[c]) for c in cells] for r in rows]
+        # A cell's drill key: its row is the category, its column the series.
+        keys = {"customdata": [behind(labels, cell)["customdata"] for cell in cells]} if behind([], "") else {}
+        if keys:  # plotly wants customdata shaped like z: one list per row
+            keys["customdata"] = [list(row) for row in zip(*keys["customdata"])] if labels else []
         traces.append({"type": "heatmap", "x": cells, "y": labels, "z": z,
-                       "hovertemplate": "%{y} / %{x}: %{z:,~f}<extra></extra>"})
+                       "hovertemplate": "%{y} / %{x}: %{z:,~f}<extra></extra>", **keys})
         layout["yaxis"] = {"type": "category", "autorange": "reversed"}
     else:
         kind = {"type": "scatter", "mode": "lines+markers"} if chart.kind == "line" else {"type": "bar"}
@@ -384,15 +421,16 @@ def chart_spec(result: Any, chart: Any) -> dict[str, Any]:
                 bucket[x] = bucket.get(x, 0.0) + (_number(r[chart.y[0]]) or 0.0)
             for name, values in series.items():
                 traces.append({**kind, "name": name, "x": order, "y": [values.get(x) for x in order],
-                               "hovertemplate": hover})
+                               "hovertemplate": hover, **behind(order, name)})
         else:
             label = {c.name: c.label for c in result.columns}
             xs = [str(r[chart.x]) for r in rows]
-            # A chart declaring its drill-down: each point carries the customers filter behind it.
+            # A chart declaring its drill-down: each point carries the customers filter behind it,
+            # or the key the report answers for (``Chart.behind``).
             drills = {"customdata": [WHERE + chart.drill.replace("{x}", x) for x in xs]} if chart.drill else {}
             for column in chart.y:
                 traces.append({**kind, "name": label[column], "x": xs, "y": [_number(r[column]) for r in rows],
-                               "hovertemplate": hover, **drills})
+                               "hovertemplate": hover, **(drills or behind(xs, column))})
         if chart.kind == "stacked-bar":
             layout["barmode"] = "stack"
     return {"data": traces, "layout": layout}
@@ -402,6 +440,6 @@ def report_page(crm: "CRM", name: str, as_of: date) -> dict[str, Any]:
     """A report run as of the end of ``as_of`` (its table, sections and charts as plotly specs)."""
     zone = crm.as_of().tzinfo
     result = crm.reports.run(name, as_of=datetime.combine(as_of + timedelta(days=1), time.min, tzinfo=zone))
-    tables = [{"result": table, "charts": [chart_spec(table, chart) for chart in table.charts]}
+    tables = [{"result": table, "charts": [chart_spec(table, chart, name, as_of) for chart in table.charts]}
               for table in result.tables()]
     return {"result": result, "tables": tables}
