@@ -23,6 +23,7 @@ from . import problems
 from .auth import SECURITY_SCHEME, protected_router
 from .entities import entity_router
 from .schemas import entity_models
+from .gates import include_gated
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -39,11 +40,11 @@ def create_app(crm: "CRM") -> FastAPI:
     app.state.crm = crm
     problems.install(app)
     models = entity_models(crm.custom_fields)
-    for kind in ENTITY_TYPES:
-        app.include_router(entity_router(kind, models[kind]))
-    for factory in _family_routers():
-        app.include_router(factory(crm))
-    app.include_router(_plugin_routes(crm))
+    routers = [entity_router(kind, models[kind]) for kind in ENTITY_TYPES]
+    routers += [factory(crm) for factory in _family_routers()]
+    routers.append(_plugin_routes(crm))
+    for router in routers:
+        include_gated(app, router)
 
     @app.get("/health", tags=["service"], summary="Liveness: the process answers (no token needed)",
              operation_id="health")
