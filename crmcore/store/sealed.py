@@ -19,7 +19,10 @@ are sealed with :func:`seal_tree`.
   core's text comparisons are bytewise: SQLite BINARY, MariaDB ``utf8mb4_bin``, PostgreSQL
   ``C`` or byte order for ASCII; a PostgreSQL database whose collation is not, such as
   ``en_US`` or an ICU locale, is detected (:func:`check_collation`) and compared
-  ``COLLATE "C"``).
+  ``COLLATE "C"``).  A column with a *look-up column* (``customers.email`` and ``.phone``:
+  the generated, indexed ``email_key`` / ``phone_key``, which hold the blind index of a sealed
+  value) is compared there instead, by equality with the blind index, and has no index of
+  its own (see :func:`_compile_sealed_equals`).
 - The value itself is sealed with AES-256-GCM (cryptography's AEAD), a random 96-bit nonce
   per value and the field's name as associated data, so a sealed email cannot be passed off as
   a phone number.
