@@ -32,13 +32,10 @@ import attrs
 from rapidfuzz import fuzz, process
 from sqlalchemy import (
     ColumnElement,
-    String,
     bindparam,
-    case,
     func,
     or_,
     select,
-    type_coerce,
 )
 
 from ..config.duplicates import DuplicateSettings
@@ -46,7 +43,7 @@ from ..domain.entities import Customer, CustomerKind
 from ..domain.errors import DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
-from ..store.sealed import MARK, cipher_of, sealed
+from ..store.sealed import cipher_of, sealed
 
 if TYPE_CHECKING:
     from ..app import CRM

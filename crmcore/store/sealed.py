@@ -227,12 +227,16 @@ class Cipher:
         except Exception:
             raise ConfigError(f"a sealed {field} value cannot be opened (damaged, or not sealed by crmcore)") from None
 
-    def hand_over(self) -> dict[str, tuple[str, str]]:
-        """What this cipher sealed since it last handed over (stored form -> field and value),
-        forgotten here: an import's validation worker returns it with its rows, so the importing
-        process compares the rows by value (:meth:`take_over`) without opening each again."""
+    def hand_over(self, fields: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+        """What this cipher sealed since it last handed over (stored form -> field and value; of
+        ``fields`` only, when given), all of it forgotten here: an import's validation worker
+        returns it with its rows, so the importing process compares the rows by value
+        (:meth:`take_over`) without opening each again."""
         recent, self._sealed = self._sealed, {}
-        return recent
+        if fields is None:
+            return recent
+        wanted = frozenset(fields)
+        return {stored: sealed for stored, sealed in recent.items() if sealed[0] in wanted}
 
     def take_over(self, recent: dict[str, tuple[str, str]]) -> None:
         """Remember sealings another process made (see :meth:`hand_over`), and the blind index
