@@ -532,7 +532,9 @@ def lookup_key(value: Any, fold: bool) -> ColumnElement[str]:
     expressions (``crmcore.store.tables.EMAIL_KEY_SQL`` / ``PHONE_KEY_SQL``) say the same in SQL
     text; a test holds the two together on every database."""
     plain = func.lower(value) if fold else value
-    one, mark, index = literal_column("1"), literal_column(str(len(MARK))), literal_column(str(len(MARK) + _INDEX))
+    one: ColumnElement[int] = literal_column("1", Integer)
+    mark: ColumnElement[int] = literal_column(str(len(MARK)), Integer)
+    index: ColumnElement[int] = literal_column(str(len(MARK) + _INDEX), Integer)
     return case((func.substr(value, one, mark) == literal_column(f"'{MARK}'"), func.substr(value, one, index)),
                 else_=plain)
 
