@@ -33,13 +33,10 @@ import attrs
 from rapidfuzz import fuzz, process
 from sqlalchemy import (
     ColumnElement,
-    String,
     bindparam,
-    case,
     func,
     or_,
     select,
-    type_coerce,
 )
 
 from ..config.duplicates import DuplicateSettings
@@ -47,7 +44,7 @@ from ..domain.entities import Customer, CustomerKind
 from ..domain.errors import CRMError, DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
-from ..store.sealed import MARK, cipher_of, sealed
+from ..store.sealed import cipher_of, sealed
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -232,9 +229,9 @@ class DuplicateService:
             if not wanted:
                 continue
             values = builtins.list(wanted)
-            # Sealed phones are looked up by their blind indexes in phone_key (one cached, indexed
-            # IN), not through the Sealed column's IN (a range per value and key, compiled each time).
-            query = _PHONE_KEY_QUERY if key == "phone" and sealed(dialect, "phone") else _batch_query(key)
+            # Phones are looked up in phone_key (a sealed number's blind index, else the number; one
+            # cached, indexed IN), not through the Sealed column's IN (a comparison per value and key).
+            query = _batch_query(key)
             for start in range(0, len(values), 5000):
                 chunk = values[start:start + 5000]
                 params = {"values": chunk}
@@ -287,7 +284,7 @@ class DuplicateService:
         for key in self.settings.exact:
             values = _lookup_values(uow.conn.dialect, key, row)
             if values:
-                column = _lookup_column(key, uow.conn.dialect)
+                column = _key_column(key)
                 conditions.append(column.in_(values) if len(values) > 1 else column == values[0])
         return conditions
 
@@ -491,14 +488,9 @@ def _matches(found: Mapping[int, tuple[str, Sequence[str]]], visible: set[int]) 
 @functools.cache
 def _batch_query(key: str) -> Any:
     """The live customers whose ``key`` is one of ``:values`` (built once: an import asks per batch)."""
-    column = _lookup_column(key)
+    column = _key_column(key)
     return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).where(
         column.in_(bindparam("values", expanding=True)))
-
-
-_PHONE_KEY_QUERY = select(customers.c.id, customers.c.name, customers.c.phone_key.label("k"),
-                          customers.c.archived_at).where(customers.c.phone_key.in_(bindparam("values", expanding=True)))
-"""The live customers whose ``phone_key`` (a sealed number's blind index) is one of ``:values``."""
 
 
 def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.list[Any]:
@@ -532,31 +524,18 @@ def _label(key: str) -> str:
     return key.removeprefix("attributes.")
 
 
-def _lookup_column(key: str, dialect: Any = None) -> ColumnElement[Any]:
-    """The indexed column the door check compares ``key`` with: for a phone the number, or when
-    numbers are sealed ``phone_key`` (their blind indexes, which :func:`_lookup_values` gives)."""
-    if key == "phone":
-        return customers.c.phone_key if dialect is not None and sealed(dialect, "phone") else customers.c.phone
-    return _key_column(key)
-
-
 def _key_column(key: str) -> ColumnElement[Any]:
     """The SQL expression of an exact key: ``email_key`` (the address lower-cased, or its blind
-    index), a phone number (its blind index when sealed), a custom field as text."""
+    index), ``phone_key`` (the number, or its blind index when sealed: a sealed form differs each
+    time, its index does not), a custom field as text."""
     if key == "email":
         return customers.c.email_key
-    if key == "phone":  # grouping: a sealed number by its blind index (the sealed form differs each time)
-        return _blind_or_value(customers.c.phone)
+    if key == "phone":  # the generated, indexed column: neither customers.email nor .phone has an index
+        return customers.c.phone_key
     if key.startswith("attributes."):
         text: ColumnElement[Any] = customers.c.attributes[key.removeprefix("attributes.")].as_string()
         return text
     return customers.c[key]
-
-
-def _blind_or_value(column: Any) -> ColumnElement[Any]:
-    """A sealed value's blind index (``$e1$`` and 22 characters), an unsealed value itself."""
-    stored = type_coerce(column, String)  # the stored form, not opened
-    return case((func.substr(stored, 1, 4) == MARK, func.substr(stored, 1, 26)), else_=stored)
 
 
 def _key_value(key: str, row: Mapping[str, Any]) -> Any:

@@ -19,7 +19,10 @@ are sealed with :func:`seal_tree`.
   core's text comparisons are bytewise: SQLite BINARY, MariaDB ``utf8mb4_bin``, PostgreSQL
   ``C`` or byte order for ASCII; a PostgreSQL database whose collation is not, such as
   ``en_US`` or an ICU locale, is detected (:func:`check_collation`) and compared
-  ``COLLATE "C"``).
+  ``COLLATE "C"``).  A column with a *look-up column* (``customers.email`` and ``.phone``:
+  the generated, indexed ``email_key`` / ``phone_key``, which hold the blind index of a sealed
+  value) is compared there instead, by equality with the blind index, and has no index of
+  its own (see :func:`_compile_sealed_equals`).
 - The value itself is sealed with AES-256-GCM (cryptography's AEAD), a random 96-bit nonce
   per value and the field's name as associated data, so a sealed email cannot be passed off as
   a phone number.
@@ -224,12 +227,16 @@ class Cipher:
         except Exception:
             raise ConfigError(f"a sealed {field} value cannot be opened (damaged, or not sealed by crmcore)") from None
 
-    def hand_over(self) -> dict[str, tuple[str, str]]:
-        """What this cipher sealed since it last handed over (stored form -> field and value),
-        forgotten here: an import's validation worker returns it with its rows, so the importing
-        process compares the rows by value (:meth:`take_over`) without opening each again."""
+    def hand_over(self, fields: Iterable[str] | None = None) -> dict[str, tuple[str, str]]:
+        """What this cipher sealed since it last handed over (stored form -> field and value; of
+        ``fields`` only, when given), all of it forgotten here: an import's validation worker
+        returns it with its rows, so the importing process compares the rows by value
+        (:meth:`take_over`) without opening each again."""
         recent, self._sealed = self._sealed, {}
-        return recent
+        if fields is None:
+            return recent
+        wanted = frozenset(fields)
+        return {stored: sealed for stored, sealed in recent.items() if sealed[0] in wanted}
 
     def take_over(self, recent: dict[str, tuple[str, str]]) -> None:
         """Remember sealings another process made (see :meth:`hand_over`), and the blind index
@@ -336,16 +343,19 @@ class Sealed(TypeDecorator[str]):
     """A text column whose values are sealed when ``[privacy.encryption]`` names ``field``.
 
     ``limit`` is the longest value a person may give (what validation checks); the column is
-    wider, for the sealed form.
+    wider, for the sealed form.  ``lookup`` names an indexed column of the same table that the
+    database derives from this one (``customers.email_key``: :func:`lookup_key` of the stored
+    value, lower-cased when ``fold``): equality look-ups then go through it alone (see
+    :func:`_compile_sealed_equals`), so this column needs no index of its own.
     """
 
     impl = String
     cache_ok = True
     comparator_factory = _SealedComparator
 
-    def __init__(self, field: str, limit: int, width: int):
+    def __init__(self, field: str, limit: int, width: int, lookup: str | None = None, fold: bool = False):
         super().__init__(width)
-        self.field, self.limit = field, limit
+        self.field, self.limit, self.lookup, self.fold = field, limit, lookup, fold
 
     def process_bind_param(self, value: Any, dialect: Any) -> Any:
         cipher = cipher_of(dialect)
@@ -515,13 +525,50 @@ class _SealedEquals(ColumnElement[bool]):
         self.column, self.bound = column, tuple(bound)
 
 
+def lookup_key(value: Any, fold: bool) -> ColumnElement[str]:
+    """The SQL of a look-up column's value (``customers.email_key``, ``phone_key``) for the stored
+    ``value`` (a column or a bound value): a sealed value's blind index (``$e1$`` and 22
+    characters), else the value, lower-cased when ``fold``.  The generated columns'
+    expressions (``crmcore.store.tables.EMAIL_KEY_SQL`` / ``PHONE_KEY_SQL``) say the same in SQL
+    text; a test holds the two together on every database."""
+    plain = func.lower(value) if fold else value
+    one: ColumnElement[int] = literal_column("1", Integer)
+    mark: ColumnElement[int] = literal_column(str(len(MARK)), Integer)
+    index: ColumnElement[int] = literal_column(str(len(MARK) + _INDEX), Integer)
+    return case((func.substr(value, one, mark) == literal_column(f"'{MARK}'"), func.substr(value, one, index)),
+                else_=plain)
+
+
+def _lookup_column(column: Any) -> Any:
+    """The indexed look-up column derived from ``column`` (``customers.email`` ->
+    ``customers.email_key``, also of an alias of the table), or None."""
+    name = getattr(column.type, "lookup", None)
+    table = getattr(column, "table", None)
+    if name is None or table is None or not hasattr(table, "c"):
+        return None
+    return table.c.get(name)
+
+
 @compiles(_SealedEquals)
 def _compile_sealed_equals(element: _SealedEquals, compiler: Any, **kw: Any) -> str:
     cipher = cipher_of(compiler.dialect)
     column, bound = element.column, element.bound
     field = bound[0].type.field  # type: ignore[attr-defined]
+    lookup = _lookup_column(column)
     if cipher is None or not cipher.seals(field):
-        return str(compiler.process(column.op("=")(bound[0]), **kw))
+        if lookup is None:
+            return str(compiler.process(column.op("=")(bound[0]), **kw))
+        # The look-up column's index finds the candidates (the value's key, computed as the
+        # database computes the column); the column itself decides, so the look-up finds exactly
+        # what ``column = value`` finds (email_key is lower-cased: Zhang@ and zhang@ share it).
+        key = lookup.op("=")(lookup_key(bound[0], column.type.fold))
+        return "(" + str(compiler.process(and_(key, column.op("=")(bound[0])), **kw)) + ")"
+    if lookup is not None:
+        # A sealed value's look-up column is its blind index: equality with the value's index
+        # under each listed key, on that column's index.  An equality is bytewise under every
+        # deterministic collation, so no COLLATE "C" (which would forgo the index) is needed.
+        keys = [lookup.op("=")(key) for key in bound[:cipher.key_count]]
+        return "(" + str(compiler.process(or_(*keys), **kw)) + ")"
     if not getattr(compiler.dialect, "crm_bytewise", True):  # see check_collation
         column = column.collate("C")
     # Parenthesised: the ranges are one condition, also under NOT.

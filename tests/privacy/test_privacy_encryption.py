@@ -172,3 +172,14 @@ def test_nonces_are_never_shared_with_a_forked_process() -> None:
 def nonce_of(stored: str) -> bytes:
     blob = stored.rsplit("$", 1)[1]
     return base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))[:12]
+
+
+def test_a_worker_hands_back_only_the_sealings_the_door_check_compares() -> None:
+    """An import's validation worker returns its sealed addresses and numbers with the rows (the
+    door check compares them by value); its birthdays stay behind, and it forgets all of them."""
+    cipher = Cipher([new_key()], ["email", "phone", "birthday"])
+    email, birthday = cipher.seal("email", EMAILS[0]), cipher.seal("birthday", "1983-06-17")
+    assert cipher.hand_over(("email", "phone")) == {email: ("email", EMAILS[0])}
+    assert cipher.hand_over() == {}  # the birthday was forgotten with the rest
+    cipher.seal("birthday", "1983-06-17")
+    assert [field for field, _ in cipher.hand_over().values()] == ["birthday"] and birthday.startswith(MARK)
