@@ -30,7 +30,7 @@ def include_gated(app: FastAPI, router: APIRouter) -> None:
         return  # an older FastAPI copies the routes themselves: each is a cheap regex already
     route = added[0]
     try:
-        route.matches = _gate(route.matches, segments)  # type: ignore[method-assign]
+        route.matches = _gate(route.matches, segments)  # type: ignore[method-assign,assignment]
     except AttributeError:  # a slotted route class: leave it ungated
         return
 
