@@ -49,6 +49,17 @@ Issue 21, point 4 (December 2026, 2 cores shared with other benchmarks, load 17-
 - 1M / 5M, PostgreSQL, every plugin, 3 rounds: ours median 51.9 s against pandas
   100.9 s (0.51x, load 14-21); the CPU ratio means nothing there (our work runs in
   the server).
+- revision 0027_rfm (2026-12-06, load 11-13, before = main 32cc5d1 and after run
+  alternately, two pairs of 3-round runs): the purchases come from the covering
+  index ix_deals_purchases in customer order, no row fetch and no sort (the fold
+  0.35-0.45 s -> 0.12-0.16 s CPU).  100k / 500k: CPU ours 0.91-1.29 s -> 0.67-0.84 s;
+  CPU ratio best 0.88x / 0.98x -> 0.96x / 1.00x, because pandas also ran faster in
+  the after rounds (0.93-1.30 s -> 0.68-0.79 s) on this loaded machine.  The 0.7x
+  goal is still not met: writing the 100k memberships (about 0.3 s CPU) is the
+  largest part left.  1M / 5M, every plugin, 3 rounds: before (load 5-7) CPU ours
+  best 8.64 s, 0.98x pandas, wall 0.94x best / 1.04x median; after (two runs, load
+  6-10) CPU ours best 5.27-6.25 s, 0.72x / 0.73x pandas, wall 0.67x / 0.70x best,
+  0.65x / 0.81x median; peak RSS 142-156 MB against pandas 890-901 MB.
 """
 
 from __future__ import annotations

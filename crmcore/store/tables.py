@@ -240,7 +240,7 @@ deals = Table(
     Column("amount", Money, nullable=False),
     Column("currency", String(3), nullable=False),
     Column("pipeline", String(50), nullable=False),
-    Column("stage", String(50), nullable=False, index=True),
+    Column("stage", String(50), nullable=False),
     Column("probability", SmallInteger, nullable=False),
     Column("expected_close", Date),
     Column("closed_at", UTCDateTime),
@@ -252,6 +252,10 @@ deals = Table(
     # Set when the deal is deleted without --purge (revision 0010), as for customers.
     Column("archived_at", UTCDateTime, index=True),
     CheckConstraint("amount >= 0", name="amount_not_negative"),
+    # Covers the segmenters' scan of won deals (revision 0027): in customer order for one won
+    # stage, so the per-customer fold reads neither the rows nor a sorter.  It replaced
+    # ix_deals_stage, its prefix, so a deal write maintains as many indexes as before.
+    Index("ix_deals_purchases", "stage", "pipeline", "customer_id", "closed_at", "amount"),
     **TABLE_OPTIONS,
 )
 """Deals: an amount (:class:`~crmcore.store.Money`) and currency in a stage of a pipeline, owned by
