@@ -68,7 +68,7 @@ from .notify import (
     PermanentError,
     TransientError,
 )
-from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult
+from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult, month_of_label
 from .segments import (
     Assignment,
     Assignments,
@@ -104,6 +104,6 @@ __all__ = [
     "LoyaltyScheme", "MembershipChange", "MembershipChanges", "Message", "NotAuthorized", "NotFound", "PermanentError",
     "Pipeline", "PluginError", "PluginSchema", "PluginSettings", "Register", "Session", "Renderer", "Report", "ReportContext", "ReportResult", "Role",
     "SegmentContext", "SegmentRun", "Segmenter", "Stage", "StageOutcome", "Task", "TaskPriority", "TaskSource", "TaskStatus", "TransientError",
-    "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "normalize_email",
+    "UnitOfWork", "UnknownComponent", "ValidationError", "currency_digits", "currency_option", "hookimpl", "month_of_label", "normalize_email",
     "normalize_phone", "parse_as_of", "pass_session", "read_secret", "xlsx_column_width", "xlsx_number_format",
 ]

@@ -9,6 +9,7 @@ SQL, and the core renders it as a terminal table, CSV or JSON
 
 from .dashboard import DashboardEntry, dashboard_index, write_output
 from .engine import ReportEngine, rows_of
+from .labels import month_of_label
 from .protocol import (
            CHART_KINDS,
            COLUMN_TYPES,
@@ -22,5 +23,5 @@ from .protocol import (
 from .renderers import CORE_RENDERERS, render_csv, render_json, render_table
 
 __all__ = ["CHART_KINDS", "COLUMN_TYPES", "CORE_RENDERERS", "Chart", "Column", "DashboardEntry", "Renderer", "Report",
-           "ReportContext", "ReportEngine", "ReportResult", "dashboard_index", "render_csv", "render_json",
+           "ReportContext", "ReportEngine", "ReportResult", "dashboard_index", "month_of_label", "render_csv", "render_json",
            "render_table", "rows_of", "write_output"]

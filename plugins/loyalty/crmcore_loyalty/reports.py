@@ -30,13 +30,7 @@ def _month(year: Any, month: Any) -> str:
 
 def _year_month(label: str) -> tuple[int, int]:
     """(year, month) of a ``YYYY-MM`` label (a chart's category)."""
-    try:
-        year, month = (int(part) for part in label.split("-"))
-        if not 1 <= month <= 12:
-            raise ValueError(label)
-    except ValueError:
-        raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {label!r}", "report") from None
-    return year, month
+    return crmcore.month_of_label(label)
 
 
 def _in_month(column: Any, label: str) -> ColumnElement[bool]:

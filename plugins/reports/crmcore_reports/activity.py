@@ -74,12 +74,7 @@ class ActivityReport(crmcore.Report):
         customers of those interactions."""
         if chart != "months":
             return None
-        try:
-            year, month = (int(part) for part in x.split("-"))
-            if not 1 <= month <= 12:
-                raise ValueError(x)
-        except ValueError:
-            raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {x!r}", "report") from None
+        year, month = crmcore.month_of_label(x)
         scope = Scope(ctx, options, self.name)
         return select(interactions.c.customer_id).where(
             *scope.interaction_filter(), month_index(interactions.c.occurred_at) == year * 12 + month - 1,

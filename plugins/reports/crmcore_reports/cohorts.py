@@ -126,12 +126,7 @@ def _summed(grid: Grid, key: Callable[[int, int, int], Any]) -> dict[Any, int]:
 
 def _month_of_label(label: str) -> int:
     """The month index of a ``YYYY-MM`` label (a chart's category)."""
-    try:
-        year, month = (int(part) for part in label.split("-"))
-        if not 1 <= month <= 12:
-            raise ValueError(label)
-    except ValueError:
-        raise crmcore.ValidationError.single("x", f"not a month (YYYY-MM): {label!r}", "report") from None
+    year, month = crmcore.month_of_label(label)
     return year * 12 + month - 1
 
 
