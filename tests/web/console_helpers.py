@@ -35,3 +35,17 @@ def csrf_of(client: httpx.Client) -> str:
     found = re.search(r'data-csrf="([^"]+)"', page.text)
     assert found, page.text
     return found.group(1)
+
+
+def drilled_ids(client: httpx.Client, drill: str) -> list[int]:
+    """Every customer id the drill-down lists, following its pages."""
+    ids: list[int] = []
+    page = client.get("/console/customers", params={"drill": drill})
+    assert page.status_code == 200 and 'id="drill"' in page.text, page.text[:500]
+    while True:
+        ids += [int(i) for i in re.findall(r'href="/console/customers/(\d+)"', page.text)]
+        cursor = re.search(r"cursor=([A-Za-z0-9_-]+)", page.text)
+        if not cursor:
+            return ids
+        page = client.get("/console/customers", params={"drill": drill, "cursor": cursor.group(1)},
+                          headers={"HX-Request": "true"})

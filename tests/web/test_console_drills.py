@@ -21,7 +21,7 @@ import pytest
 from crmcore_web import views
 
 from .conftest import Api
-from .console_helpers import set_passwords, sign_in
+from .console_helpers import drilled_ids, set_passwords, sign_in
 from .drill_data import CHECKS, Expected, as_of_end, seed
 
 #: The report pages are drawn as of this day (the seeded moves run from July to December 2026).
@@ -32,20 +32,6 @@ DAY = date(2026, 12, 6)
 def seeded(api: Api) -> None:
     set_passwords(api, "ann", "rita")
     seed(api.crm)
-
-
-def _drilled_ids(client: httpx.Client, drill: str) -> list[int]:
-    """Every customer id the drill-down lists, following its pages."""
-    ids: list[int] = []
-    page = client.get("/console/customers", params={"drill": drill})
-    assert page.status_code == 200 and 'id="drill"' in page.text, page.text[:500]
-    while True:
-        ids += [int(i) for i in re.findall(r'href="/console/customers/(\d+)"', page.text)]
-        cursor = re.search(r"cursor=([A-Za-z0-9_-]+)", page.text)
-        if not cursor:
-            return ids
-        page = client.get("/console/customers", params={"drill": drill, "cursor": cursor.group(1)},
-                          headers={"HX-Request": "true"})
 
 
 def _chart_keys(client: httpx.Client, report: str) -> list[tuple[str, list[str]]]:
@@ -92,7 +78,7 @@ def test_every_report_chart_drills_down_to_exactly_the_customers_behind_it(api: 
             nonempty = 0
             for key in keys:
                 x, series = _meaning(key)
-                listed = _drilled_ids(client, key)
+                listed = drilled_ids(client, key)
                 want = CHECKS[check](expected, x, series)
                 assert listed == sorted(want, reverse=True), (login, report, title, x, series)
                 assert not set(listed) & others  # a rep never sees another rep's customers

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from crmcore.store import tables
 
 from .conftest import Api
-from .console_helpers import PASSWORD, csrf_of, set_passwords, sign_in
+from .console_helpers import PASSWORD, csrf_of, drilled_ids, set_passwords, sign_in
 
 # Sign-in attempts per address and login: room for this module's sign-ins, run out by the last test.
 API_TOML = """
@@ -288,20 +288,6 @@ def test_my_day_lists_ones_own_tasks_and_done_completes_one(api: Api, seeded: di
     assert int(shown.group(1).replace(",", "")) == expected >= 1
 
 
-def _drilled_ids(client, drill: str) -> list[int]:  # type: ignore[no-untyped-def]
-    """Every customer id the drill-down lists, following its pages."""
-    ids: list[int] = []
-    page = client.get("/console/customers", params={"drill": drill})
-    assert page.status_code == 200 and 'id="drill"' in page.text, page.text
-    while True:
-        ids += [int(i) for i in re.findall(r'href="/console/customers/(\d+)"', page.text)]
-        cursor = re.search(r"cursor=([A-Za-z0-9_-]+)", page.text)
-        if not cursor:
-            return ids
-        page = client.get("/console/customers", params={"drill": drill, "cursor": cursor.group(1)},
-                          headers={"HX-Request": "true"})
-
-
 def test_a_dashboard_bar_drills_down_to_the_customers_behind_it(api: Api, seeded: dict[str, int]) -> None:
     """The dashboard's chart data carries a drill key per bar; the customers page lists the customers
     behind it, checked against the same set computed in Python from the services' lists, for the
@@ -338,7 +324,7 @@ def test_a_dashboard_bar_drills_down_to_the_customers_behind_it(api: Api, seeded
                and d.closed_at and lo <= d.closed_at < hi} & live
         open_ = {d.customer_id for d in deals if d.stage == "proposal"} & live
         assert won and open_
-        listed_won, listed_open = _drilled_ids(client, won_key), _drilled_ids(client, stage_key)
+        listed_won, listed_open = drilled_ids(client, won_key), drilled_ids(client, stage_key)
         assert listed_won == sorted(won, reverse=True) and listed_open == sorted(open_, reverse=True), login
         if login == "rita":
             max_customers = {c.id for c in crm.customers.list({"owner": "max"}, limit=100_000)}
@@ -351,7 +337,7 @@ def test_a_dashboard_bar_drills_down_to_the_customers_behind_it(api: Api, seeded
     with crm.acting("rita"):
         expected = sorted({d.customer_id for d in crm.deals.list({"stage": "qualified"}, limit=100_000)},
                           reverse=True)
-    assert len(expected) >= 60 and _drilled_ids(sign_in(api, "rita"), "stage:qualified") == expected
+    assert len(expected) >= 60 and drilled_ids(sign_in(api, "rita"), "stage:qualified") == expected
     bad = client.get("/console/customers", params={"drill": "won:2026-13-01:2026-12-01:CNY"})
     assert bad.status_code == 422 and "drill" in bad.text
     assert client.get("/console/customers", params={"drill": "stage:won"}).status_code == 422  # not an open stage
