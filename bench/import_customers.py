@@ -80,24 +80,26 @@ CN_MOBILE = [f"13{d}" for d in range(10)] + ["150", "151", "152", "155", "156", 
 TAGS = ["", "vip", "newsletter", "vip,newsletter", "wholesale", "offline,vip"]
 
 
-def phone(rng: random.Random, country: str) -> tuple[str, str]:
-    """(as typed, E.164)."""
+def phone(rng: random.Random, country: str, i: int) -> tuple[str, str]:
+    """(as typed, E.164); distinct for every row ``i`` (below 10**7): the import's door check
+    skips a row that shares a phone with an earlier one, and random numbers collided (19 in 100k)."""
     if country == "CN":
-        digits = f"{rng.choice(CN_MOBILE)}{rng.randrange(10**8):08d}"
+        digits = f"{rng.choice(CN_MOBILE)}{i:08d}"
         shown = rng.choice([f"+86 {digits[:3]} {digits[3:7]} {digits[7:]}", f"+86{digits}",
                             f"+86 {digits[:3]}-{digits[3:7]}-{digits[7:]}"])
         return shown, f"+86{digits}"
     if country == "US":
         area = rng.choice(["415", "212", "646", "617"])
-        line = f"{rng.randrange(200, 1000)}{rng.randrange(10**4):04d}"
+        j = i // 4  # rows i % 8 == 3 and 4 are both in the US
+        line = f"{200 + j // 10**4}{j % 10**4:04d}"
         return f"+1 ({area}) {line[:3]}-{line[3:]}", f"+1{area}{line}"
     if country == "DE":
-        rest = f"{rng.randrange(10**7, 10**8)}"
+        rest = f"{10**7 + i}"
         return f"+49 151 {rest}", f"+49151{rest}"
     if country == "GB":
-        rest = f"7{rng.randrange(10**3):03d}{rng.randrange(10**4):04d}"
+        rest = f"7{i:07d}"
         return f"+44 20 {rest[:4]} {rest[4:]}", f"+4420{rest}"
-    rest = f"{rng.randrange(1000, 10**4)}{rng.randrange(10**4):04d}"
+    rest = f"{1000 + i // 10**4}{i % 10**4:04d}"
     return f"+81 90-{rest[:4]}-{rest[4:]}", f"+8190{rest}"
 
 
@@ -113,7 +115,7 @@ def generate_row(rng: random.Random, i: int) -> tuple[list[str], tuple]:
         local = f"{first}.{last.replace('ü', 'ue')}.{i}"
     domain = DOMAINS[i % len(DOMAINS)]
     email = f"{local}@{domain}"
-    typed_phone, e164 = phone(rng, country)
+    typed_phone, e164 = phone(rng, country, i)
     stage = STAGES[i % 4]
     birthday = f"{rng.randrange(1950, 2005)}-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d}" if i % 5 else ""
     flags = [rng.random() < 0.8, rng.random() < 0.6, rng.random() < 0.3]
@@ -130,7 +132,7 @@ def generate_row(rng: random.Random, i: int) -> tuple[list[str], tuple]:
 
 
 def csv_path(rows: int) -> Path:
-    return CACHE / f"customers-{rows}.csv"
+    return CACHE / f"customers-v2-{rows}.csv"  # v2: distinct phones (a file of v1 had duplicates)
 
 
 def ensure_csv(rows: int, seed: int) -> Path:

@@ -22,6 +22,7 @@ from typing import Any
 from sqlalchemy import Connection, RowMapping, insert, literal, select
 
 from ..store import tables
+from ..store.bulk import ids_in
 
 history = tables.consent_history
 COLUMNS = ("customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor")
@@ -47,7 +48,7 @@ def append_many(conn: Connection, customer_ids: Sequence[int], channel: str, pur
 
     rows = select(customers.c.id, value("channel", channel), value("purpose", purpose), value("granted", granted),
                   value("source", source), value("recorded_at", recorded_at), value("actor", actor)).where(
-        customers.c.id.in_(list(customer_ids))).order_by(customers.c.id)
+        ids_in(customers.c.id, customer_ids, conn.dialect.name)).order_by(customers.c.id)
     conn.execute(insert(history).from_select(list(COLUMNS), rows))
 
 

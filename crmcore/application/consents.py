@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import and_, exists, literal, select, update
 
 from ..store import tables
+from ..store.bulk import ids_in
 from ..store.upsert import insert_ignore
 from . import consent_history
 
@@ -102,11 +103,12 @@ def flags_set(uow: UnitOfWork, granted_ids: Sequence[int], withdrawn_ids: Sequen
 def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:
     values = {"granted": granted, "source": current_source(), "recorded_at": uow.now, "actor": uow.actor}
     mine = and_(consents.c.channel == EVERY_CHANNEL, consents.c.purpose == MARKETING)
-    uow.conn.execute(update(consents).where(consents.c.customer_id.in_(ids), mine).values(values))
+    dialect = uow.conn.dialect.name
+    uow.conn.execute(update(consents).where(ids_in(consents.c.customer_id, ids, dialect), mine).values(values))
     stored = exists().where(consents.c.customer_id == customers.c.id, mine)
     source = select(customers.c.id, literal(EVERY_CHANNEL), literal(MARKETING), literal(granted),
                     literal(values["source"]), literal(uow.now, consents.c.recorded_at.type),
-                    literal(uow.actor, consents.c.actor.type)).where(customers.c.id.in_(ids), ~stored)
+                    literal(uow.actor, consents.c.actor.type)).where(ids_in(customers.c.id, ids, dialect), ~stored)
     uow.conn.execute(consents.insert().from_select(
         ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"], source))
     consent_history.append_many(uow.conn, ids, EVERY_CHANNEL, MARKETING, granted, current_source(), uow.now,

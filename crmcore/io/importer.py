@@ -683,7 +683,9 @@ class _Import:
         # A new row's external id is in no stored customer when rows are matched by it: no query for it.
         exact = [k for k in duplicates.settings.exact if not (k == "external_id" == self.key)]
         needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
-        rows = [_as_columns(self.columns, row, needed) for _, _, row in inserts]
+        positions = {name: self.columns.index(name) for name in needed}
+        parsed: dict[str, Any] = {}  # attributes JSON text -> dict, shared by equal texts (only read)
+        rows = [_as_columns(positions, row, parsed) for _, _, row in inserts]
         cipher = cipher_of(uow.conn.dialect)
         if cipher is not None:  # the bulk path's bound values are sealed already: compare the values
             for columns in rows:
@@ -1108,16 +1110,22 @@ class _Import:
         uow.conn.execute(self._update_statement, rows)
 
 
-def _as_columns(columns: list[str], row: Any, wanted: set[str]) -> dict[str, Any]:
-    """The ``wanted`` column values of a row to insert (a dict, or bound values in ``columns``
-    order), custom fields as a dict (the SQLite bulk path binds them as JSON text)."""
+def _as_columns(positions: dict[str, int], row: Any, parsed: dict[str, Any]) -> dict[str, Any]:
+    """The column values named by ``positions`` of a row to insert (a dict, or bound values: then
+    at those positions), custom fields as a dict (the SQLite bulk path binds them as JSON text;
+    ``parsed`` remembers each text's dict, which callers only read)."""
     if isinstance(row, dict):
-        values = {name: row.get(name) for name in wanted}
+        values = {name: row.get(name) for name in positions}
     else:
-        values = {name: row[columns.index(name)] for name in wanted}
+        values = {name: row[index] for name, index in positions.items()}
     text = values.get("attributes")
     if isinstance(text, str):
-        values["attributes"] = json.loads(text)
+        found = parsed.get(text)
+        if found is None:
+            if len(parsed) > 1000:
+                parsed.clear()
+            found = parsed[text] = json.loads(text)
+        values["attributes"] = found
     return values
 
 
