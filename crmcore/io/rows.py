@@ -381,7 +381,7 @@ class Binder:
     def bind_fields(self, get: Callable[[str], Any], now: datetime) -> tuple[Any, ...]:
         """:meth:`bind_entity` of the entity whose field ``name`` is ``get(name)`` (a dict's ``get``:
         absent fields are None), without building the entity (:mod:`crmcore.io.fastrows`)."""
-        return self._bind_fields(get, now)  # type: ignore[no-any-return]
+        return self._bind_fields(get, now)
 
     def _compile_bind_fields(self) -> Callable[[Callable[[str], Any], datetime], tuple[Any, ...]]:
         """``bind_fields`` as one generated function: per column, what the loop below did for it.

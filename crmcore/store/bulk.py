@@ -117,6 +117,6 @@ def ids_in(column: Any, ids: Sequence[int], dialect: str) -> ColumnElement[bool]
     index for each the same way.  Other databases get the plain ``IN``.
     """
     if dialect == "sqlite":
-        each = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(list(ids)))))
+        each: Any = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(list(ids)))))
         return column.in_(each.scalar_subquery())  # type: ignore[no-any-return]
     return column.in_(list(ids))  # type: ignore[no-any-return]
