@@ -225,9 +225,15 @@ class DuplicateService:
         found: dict[int, dict[int, tuple[str, list[str]]]] = {}
         for key in self.settings.exact if keys is None else keys:
             wanted: dict[Any, list[int]] = {}
-            for index, row in enumerate(rows):
-                for value in _lookup_values(dialect, key, row):
-                    wanted.setdefault(value, []).append(index)
+            if (key == "email" and sealed(dialect, "email")) or (key == "phone" and sealed(dialect, "phone")):
+                for index, row in enumerate(rows):
+                    for value in _lookup_values(dialect, key, row):
+                        wanted.setdefault(value, []).append(index)
+            else:  # what _lookup_values gives for a key that is not sealed: the one value, if any
+                for index, row in enumerate(rows):
+                    value = _key_value(key, row)
+                    if value is not None:
+                        wanted.setdefault(value, []).append(index)
             if not wanted:
                 continue
             values = builtins.list(wanted)

@@ -700,9 +700,15 @@ class _Import:
         door_updates: list[tuple[_Item, Any]] = []
         action = {"skip": "skipped", "add": "added", "update": "updated", "merge": "merged"}[self.door or "add"]
         for (line, values, row), columns, index in zip(inserts, rows, range(len(inserts))):
-            keys = [(key, value) for key in exact if (value := _door_key(key, columns)) is not None]
+            keys: list[tuple[str, Any]] = []
+            earlier: int | None = None  # the line of the first key (in exact's order) an earlier row has
+            for key in exact:
+                value = _door_key(key, columns)
+                if value is not None:
+                    keys.append((key, value))
+                    if earlier is None:
+                        earlier = seen.get((key, value))
             matches = stored.get(index, [])
-            earlier = next((seen[k] for k in keys if k in seen), None)
             if not matches and earlier is None:
                 kept.append((line, values, row))
                 for k in keys:
@@ -1282,7 +1288,7 @@ def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
     low, high = integer_range(column.type) if isinstance(column.type, Integer) else (-(1 << 63), (1 << 63) - 1)
     for value in values:
         if isinstance(value, str):
-            if "\x00" in value or not _encodable(value):
+            if "\x00" in value or not (value.isascii() or _encodable(value)):  # ASCII always encodes
                 continue
         elif isinstance(value, int) and not low <= value <= high:
             continue
