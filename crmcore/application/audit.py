@@ -80,6 +80,8 @@ def jsonable(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple, set, frozenset)):
+        if value.__class__ is list and all(v.__class__ is int for v in value):
+            return list(value)  # a batch's row ids: what the loop below gives, without a call per id
         return [jsonable(v) for v in value]
     return value
 

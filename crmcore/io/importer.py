@@ -581,9 +581,10 @@ class _Import:
         # Plain customers on the SQLite bulk path: nothing to resolve or re-shape.
         plain = self.binder is not None and self.kind == "customer" and self.key == "external_id" and not hooked
         claimed: dict[Any, int] = {}
+        absent: set[Any] = set()  # keys no stored row has (the comparison's query just looked)
         if plain:  # rows equal to their stored record cost one comparison (re-importing a file)
-            items = self._drop_unchanged(uow, items, claimed)
-        existing = self._existing(uow, {i.key for i in items if i.key is not None})
+            items = self._drop_unchanged(uow, items, claimed, absent)
+        existing = self._existing(uow, {i.key for i in items if i.key is not None and i.key not in absent})
         owners = self._external_id_owners(uow, items) if self.key != "external_id" else {}
         resolved = self._resolve_references(uow, items)
         claimed_ext: dict[str, int] = {}
@@ -735,7 +736,8 @@ class _Import:
             self.report.skipped += 1
         return kept, door_updates
 
-    def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int]) -> list[_Item]:
+    def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int],
+                        absent: set[Any]) -> list[_Item]:
         """The batch without its rows that equal their stored record (the SQLite bulk path).
 
         A good row's bound values (what an insert would store) are compared
@@ -748,6 +750,11 @@ class _Import:
         batch for the general path, which updates, rejects or reports it.
         Asking ``authorize`` for ``KIND.update`` once per batch keeps a
         policy's refusal of updates fatal for unchanged rows too.
+
+        The keys the query found no row for go into ``absent``: the batch's
+        look-up of existing records need not ask for them again (a new file's
+        batch then costs one query by key, not two).  SQLite compares the key
+        column exactly (binary collation), so a row found has the key asked.
         """
         binder = cast(Binder, self.binder)
         keys = {i.key for i in items if i.key is not None and i.issues is None}
@@ -759,6 +766,7 @@ class _Import:
         columns = [table.c.id, *(table.c[binder.columns[i]] for i in compared)]
         for row in _where_in(uow, columns, table.c[self.key], keys, raw=True):
             stored.setdefault(row[1 + compared.index(self.key_index)], []).append(row)
+        absent.update(keys - stored.keys())
         if not stored:
             return items
         kept = []
