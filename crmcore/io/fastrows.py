@@ -18,10 +18,12 @@ row is accepted here only if the general path accepts it, with the same values
 (``tests/io/test_fast_rows.py`` compares the two, with hypothesis and on tricky
 rows), and every rejection is the general path's.
 
-Where it does not apply (other entity kinds, custom fields declared for
-customers, mapped custom fields or references, value tables of a mapping
-file, a ``validate_customer`` plugin hook, time stamp columns in the file, a
-subclassed validator), the checker never builds it.
+With a binder (the SQLite bulk path) the result is the bound values an insert
+takes; without one (PostgreSQL, MariaDB, a plugin's ``validate_customer`` or
+batch listener) the table row ``Repository.to_row`` gives.  Where it does not
+apply (other entity kinds, custom fields declared for customers, mapped custom
+fields, value tables of a mapping file, time stamp columns in the file, keyed
+by id, a subclassed validator), the checker never builds it.
 """
 
 from __future__ import annotations
@@ -68,6 +70,7 @@ class FastCustomerRows:
         self.validator = checker.validator
         self.region = checker.validator.config.phone_region
         self.binder = checker.binder
+        self.columns = checker.table_columns
         self.now = checker.now
         # (name, longest) of every text column with a limit, as RowChecker._storable checks them.
         self.limits = [(name, limit) for name, limit in checker._text_columns if limit]
@@ -80,7 +83,8 @@ class FastCustomerRows:
     def for_checker(cls, checker: "RowChecker") -> "FastCustomerRows | None":
         """The fast path for ``checker``'s rows, or None where it does not apply (see the module)."""
         plan = checker._text_plan
-        if (checker.kind != "customer" or checker.binder is None or plan is None or checker.key == "id"
+        if (checker.kind != "customer" or plan is None or checker.key == "id"
+                or not set(checker.table_columns) <= set(KNOWN_FIELDS)
                 or checker.cls is not Customer or checker._values
                 or tuple(f.name for f in attrs.fields(Customer)) != KNOWN_FIELDS
                 or type(checker.validator) is not EntityValidator
@@ -153,7 +157,13 @@ class FastCustomerRows:
             value = fields.get(column)
             if value is not None and len(value) > limit:
                 return None
-        return self.binder.bind_fields(fields.get, self.now)  # type: ignore[union-attr]
+        if self.binder is not None:  # the SQLite bulk path: the values an insert binds
+            return self.binder.bind_fields(fields.get, self.now)
+        # Elsewhere Repository.to_row's values (the entity unstructured: enums kept, tags a list, a
+        # new attributes dict), time stamps "now", in table column order.
+        fields["tags"] = list(fields["tags"])
+        fields["created_at"] = fields["updated_at"] = self.now
+        return tuple([fields.get(column) for column in self.columns])
 
 
 def _remember(memo: dict[str, Any], text: str, convert: Callable[[str], Any]) -> Any:

@@ -93,7 +93,7 @@ class RowChecker:
         self.binder: Binder | None = None
         # The fast path of plain customer rows (crmcore.io.fastrows), built for the binder it was made with.
         self._fast: FastCustomerRows | None = None
-        self._fast_binder: Binder | None = None
+        self._fast_binder: Any = _UNBUILT
         self._texts = text_fields(kind)
         # to_row only; never touches a connection (so none is given: the cast says so to mypy)
         self._repo = REPOSITORIES[kind](cast(Connection, None))
@@ -113,7 +113,7 @@ class RowChecker:
         state = dict(self.__dict__)
         del state["_repo"], state["_validate"]
         state["binder"] = None  # its processors are closures; only forked workers inherit them
-        state["_fast"] = state["_fast_binder"] = None
+        state["_fast"], state["_fast_binder"] = None, _UNBUILT
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
@@ -249,13 +249,12 @@ class RowChecker:
         importer to fill in.
         """
         binder = self.binder
-        if binder is not None:
-            if binder is not self._fast_binder:
-                self._fast, self._fast_binder = FastCustomerRows.for_checker(self), binder
-            if self._fast is not None and values.__class__ is list:
-                row = self._fast(values)
-                if row is not None:  # the same row the general path gives (else it explains why not)
-                    return row, None, {}
+        if binder is not self._fast_binder:  # built (or not) for the binder in use, None included
+            self._fast, self._fast_binder = FastCustomerRows.for_checker(self), binder
+        if self._fast is not None and values.__class__ is list:
+            row = self._fast(values)
+            if row is not None:  # the same row the general path gives (else it explains why not)
+                return row, None, {}
         given = self.given(values)
         if given.issues:
             return None, given.issues, given.references
@@ -447,6 +446,7 @@ class Binder:
 
 
 _STAMPS = frozenset({"created_at", "updated_at"})
+_UNBUILT = "no fast path built yet"  # never a binder (nor None), also after pickling
 _NOTHING = object()
 
 

@@ -2,8 +2,8 @@
 
 ``RowChecker.check`` takes a plain CSV customer row through ``FastCustomerRows``
 when it can; the general path (``given`` + ``check_given``: cattrs, the
-validator, ``attrs.evolve``, the storability checks, the binder) is the
-reference.  For every row the fast path answers, the general path must accept
+validator, ``attrs.evolve``, the storability checks, then the binder on the
+SQLite bulk path or ``Repository.to_row`` elsewhere) is the reference.  For every row the fast path answers, the general path must accept
 the row and give exactly the same bound values (types included); every row it
 declines goes the general way, so rejections keep their messages.
 """
@@ -34,12 +34,14 @@ TODAY = FIXED_NOW.date()
 
 
 @cache
-def checker(columns: tuple[str, ...], region: str | None = None) -> RowChecker:
+def checker(columns: tuple[str, ...], region: str | None = None, bound: bool = True) -> RowChecker:
+    """A checker of ``columns``; ``bound``: with the SQLite bulk path's binder (else rows are to_row's)."""
     config = Config(phone_region=region)
     validator = EntityValidator(config, index_custom_fields(config.custom_fields), lambda: FIXED_NOW)
     made = RowChecker("customer", ColumnMapping("customer", {}, {}, False, {}), list(columns), validator,
                       FIXED_NOW, "external_id")
-    made.binder = Binder(customers, create_engine("sqlite://").dialect)
+    if bound:
+        made.binder = Binder(customers, create_engine("sqlite://").dialect)
     return made
 
 
@@ -51,22 +53,24 @@ def general(check: RowChecker, values: list[object]) -> object:
     return check.check_given(found)
 
 
-def both(columns: tuple[str, ...], values: list[object], region: str | None = None) -> tuple[object, object]:
-    check = checker(columns, region)
+def both(columns: tuple[str, ...], values: list[object], region: str | None = None,
+         bound: bool = True) -> tuple[object, object]:
+    check = checker(columns, region, bound)
     fast = FastCustomerRows.for_checker(check)
     assert fast is not None
     return fast(values), general(check, values)
 
 
-def assert_agrees(columns: tuple[str, ...], values: list[object], region: str | None = None) -> object:
-    fast, reference = both(columns, values, region)
+def assert_agrees(columns: tuple[str, ...], values: list[object], region: str | None = None,
+                  bound: bool = True) -> object:
+    fast, reference = both(columns, values, region, bound)
     if fast is not None:
         row, issues, references = reference  # type: ignore[misc]
         assert issues is None, (values, issues)
         assert fast == row and [type(v) for v in fast] == [type(v) for v in row]
         assert references == {}
     # And check() itself, whichever way it went, gives the general path's answer.
-    assert checker(columns, region).check(values) == reference
+    assert checker(columns, region, bound).check(values) == reference
     return fast
 
 
@@ -78,6 +82,9 @@ def test_an_ordinary_row_takes_the_fast_path_to_the_same_row():
     fast = assert_agrees(tuple(COLUMNS), list(ORDINARY))
     assert fast is not None
     assert fast[:5] == ("person", "Zhang Wei", "Zhang.Wei@example.com", "+8613800138000", "CN")
+    unbound = assert_agrees(tuple(COLUMNS), list(ORDINARY), bound=False)
+    assert unbound is not None and unbound[:6] == (None, "person", "Zhang Wei", "Zhang.Wei@example.com",
+                                                   "+8613800138000", "CN")
 
 
 TRICKY = {
@@ -99,12 +106,12 @@ TRICKY = {
 }
 
 
-@pytest.mark.parametrize("region", [None, "CN"])
+@pytest.mark.parametrize(("region", "bound"), [(None, True), ("CN", True), ("CN", False)])
 @pytest.mark.parametrize(("field", "value"), [(f, v) for f, values in TRICKY.items() for v in values])
-def test_tricky_cells_agree(field: str, value: str, region: str | None):
+def test_tricky_cells_agree(field: str, value: str, region: str | None, bound: bool):
     values = list(ORDINARY)
     values[COLUMNS.index(field)] = value
-    assert_agrees(tuple(COLUMNS), values, region)
+    assert_agrees(tuple(COLUMNS), values, region, bound)
 
 
 def cells(field: str) -> st.SearchStrategy[str]:
@@ -129,20 +136,21 @@ def cells(field: str) -> st.SearchStrategy[str]:
 
 
 @st.composite
-def rows(draw: st.DrawFn) -> tuple[tuple[str, ...], list[object], str | None]:
+def rows(draw: st.DrawFn) -> tuple[tuple[str, ...], list[object], str | None, bool]:
     columns = tuple(draw(st.lists(st.sampled_from(COLUMNS), min_size=1, max_size=len(COLUMNS), unique=True)))
     values: list[object] = [draw(cells(column)) for column in columns]
-    return columns, values, draw(st.sampled_from([None, "CN"]))
+    return columns, values, draw(st.sampled_from([None, "CN"])), draw(st.booleans())
 
 
 @SETTINGS
 @given(rows())
-@example((tuple(COLUMNS), list(ORDINARY), None))
-@example((("name", "email"), ["Li", None], None))  # an XLSX blank
-@example((("name", "birthday"), ["Li", 45292], None))  # an XLSX number: the general path types it
-def test_any_row_agrees(case: tuple[tuple[str, ...], list[object], str | None]):
-    columns, values, region = case
-    assert_agrees(columns, values, region)
+@example((tuple(COLUMNS), list(ORDINARY), None, True))
+@example((tuple(COLUMNS), list(ORDINARY), None, False))
+@example((("name", "email"), ["Li", None], None, True))  # an XLSX blank
+@example((("name", "birthday"), ["Li", 45292], None, True))  # an XLSX number: the general path types it
+def test_any_row_agrees(case: tuple[tuple[str, ...], list[object], str | None, bool]):
+    columns, values, region, bound = case
+    assert_agrees(columns, values, region, bound)
 
 
 def test_the_fast_path_applies_only_to_plain_customer_fields():
@@ -160,7 +168,8 @@ def test_the_fast_path_applies_only_to_plain_customer_fields():
                         ["name", "stage"], checker(("name",)).validator, FIXED_NOW, "external_id")
     mapped.binder = checker(("name",)).binder
     assert FastCustomerRows.for_checker(mapped) is None  # a mapping file's value table
-    unbound = RowChecker("customer", ColumnMapping("customer", {}, {}, False, {}), ["name"],
-                         checker(("name",)).validator, FIXED_NOW, "external_id")
-    assert FastCustomerRows.for_checker(unbound) is None  # no binder: not the bulk path
+    by_id = RowChecker("customer", ColumnMapping("customer", {}, {}, False, {}), ["name"],
+                       checker(("name",)).validator, FIXED_NOW, "id")
+    assert FastCustomerRows.for_checker(by_id) is None  # keyed by id: the file's ids are kept
+    assert FastCustomerRows.for_checker(checker(("name",), bound=False)) is not None  # to_row's rows
     assert FAST_FIELDS >= set(COLUMNS)
