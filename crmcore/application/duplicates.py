@@ -33,7 +33,10 @@ from typing import TYPE_CHECKING, Any
 import attrs
 from rapidfuzz import fuzz, process
 from sqlalchemy import (
+    ARRAY,
     ColumnElement,
+    String,
+    any_,
     bindparam,
     func,
     literal_column,
@@ -239,11 +242,10 @@ class DuplicateService:
             values = builtins.list(wanted)
             # Phones are looked up in phone_key (a sealed number's blind index, else the number; one
             # cached, indexed IN), not through the Sealed column's IN (a comparison per value and key).
-            on_sqlite = dialect.name == "sqlite"
-            query = _batch_query(key, on_sqlite)
+            query = _batch_query(key, dialect.name)
             for start in range(0, len(values), 5000):
                 chunk = values[start:start + 5000]
-                params = {"values": json.dumps(chunk) if on_sqlite else chunk}
+                params = {"values": json.dumps(chunk) if dialect.name == "sqlite" else chunk}
                 for cid, name, value, archived_at in uow.conn.execute(query, params):
                     if archived_at is not None:  # skipped here, not in SQL: see matches()
                         continue
@@ -495,18 +497,24 @@ def _matches(found: Mapping[int, tuple[str, Sequence[str]]], visible: set[int]) 
 
 
 @functools.cache
-def _batch_query(key: str, json_array: bool = False) -> Any:
+def _batch_query(key: str, dialect: str = "") -> Any:
     """The live customers whose ``key`` is one of ``:values`` (built once: an import asks per batch).
 
-    ``json_array`` (SQLite): ``:values`` is one JSON array of the (text) values, read with
-    ``json_each``: an expanding ``IN`` costs SQLAlchemy a few microseconds per value to render,
-    about as much as the look-up itself; the index is searched the same way.
+    An expanding ``IN`` costs SQLAlchemy a few microseconds per value to render (and psycopg as
+    much again to parse the long statement), about as much as the look-up itself.  So SQLite
+    gets ``:values`` as one JSON array of the (text) values, read with ``json_each``, and
+    PostgreSQL as one text array (``= ANY(:values)``); the key's index is searched the same way.
     """
     column = _key_column(key)
-    values: Any = (select(literal_column("value")).select_from(func.json_each(bindparam("values")))
-                   .scalar_subquery() if json_array else bindparam("values", expanding=True))
-    return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).where(
-        column.in_(values))
+    condition: ColumnElement[bool]
+    if dialect == "sqlite":
+        condition = column.in_(select(literal_column("value")).select_from(
+            func.json_each(bindparam("values"))).scalar_subquery())
+    elif dialect == "postgresql":
+        condition = column == any_(bindparam("values", type_=ARRAY(String())))
+    else:
+        condition = column.in_(bindparam("values", expanding=True))
+    return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).where(condition)
 
 
 def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.list[Any]:

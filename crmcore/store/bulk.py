@@ -19,7 +19,20 @@ import json
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import ColumnElement, Connection, CursorResult, Table, func, insert, literal, literal_column, select, text
+from sqlalchemy import (
+    ARRAY,
+    ColumnElement,
+    Connection,
+    CursorResult,
+    Table,
+    any_,
+    func,
+    insert,
+    literal,
+    literal_column,
+    select,
+    text,
+)
 from sqlalchemy.exc import DBAPIError
 
 
@@ -119,4 +132,6 @@ def ids_in(column: Any, ids: Sequence[int], dialect: str) -> ColumnElement[bool]
     if dialect == "sqlite":
         each: Any = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(list(ids)))))
         return column.in_(each.scalar_subquery())  # type: ignore[no-any-return]
+    if dialect == "postgresql":  # one array parameter
+        return column == any_(literal(list(ids), ARRAY(column.type)))  # type: ignore[no-any-return]
     return column.in_(list(ids))  # type: ignore[no-any-return]
