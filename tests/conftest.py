@@ -50,6 +50,13 @@ import schema_cache  # noqa: E402
 schema_cache.install()
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before a test's fixtures: may its server database be emptied back to its schema rather than
+    dropped?  Not for a test marked ``empty_database`` (it migrates to an older revision itself)."""
+    schema_cache.reuse_schemas(item.get_closest_marker("empty_database") is None)
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """In CI (CRM_REQUIRE_SERVERS=1) a skipped test is a failure: nothing may be skipped."""
     if not os.environ.get("CRM_REQUIRE_SERVERS"):

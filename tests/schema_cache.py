@@ -28,6 +28,8 @@ from typing import Any, Callable
 import attrs
 from sqlalchemy import Engine, inspect
 
+import crmcore.testing
+import schema_reuse
 from crmcore import migrations
 
 
@@ -41,6 +43,8 @@ class Snapshot:
 
 _snapshots: dict[tuple[Any, ...], Snapshot | None] = {}
 _enabled = [True]
+_reuse = [True]  # off for a test marked empty_database (tests/conftest.py)
+_drop: list[Callable[[str], None]] = []  # crmcore.testing's own reset_database: drop every table
 
 
 def install() -> None:
@@ -54,11 +58,31 @@ def install() -> None:
 
     upgrade.schema_cache = True  # type: ignore[attr-defined]
     migrations.upgrade = upgrade  # type: ignore[assignment]
+    # Server databases: a reset empties the last replay's tables instead of dropping them
+    # (tests/schema_reuse.py says when and why).
+    _drop.append(crmcore.testing.reset_database)
+
+    def reset_database(url: str) -> None:
+        schema_reuse.reset(url, _drop[0], _enabled[0] and _reuse[0])
+
+    reset_database.__doc__ = _drop[0].__doc__
+    crmcore.testing.reset_database = reset_database
 
 
 def set_enabled(enabled: bool) -> None:
     """Turn replaying on or off (the migration tests turn it off)."""
     _enabled[0] = enabled
+
+
+def reuse_schemas(reuse: bool) -> None:
+    """Whether the next resets may empty a server database back to its schema (tests/schema_reuse.py)."""
+    _reuse[0] = reuse
+
+
+def drop_everything(url: str) -> None:
+    """crmcore.testing's own reset of a server database: drop every table (no emptying)."""
+    _drop[0](url)
+    schema_reuse.forget(url)
 
 
 def captured(dialect: str) -> bool:
@@ -71,19 +95,31 @@ def cached_upgrade(original: Callable[[Engine, dict[str, Any]], None], engine: E
     """Replay the snapshot for an empty database, else migrate (and capture when it was empty)."""
     dialect = engine.dialect.name
     capture, replay = CAPTURE.get(dialect), REPLAY.get(dialect)
-    if not _enabled[0] or capture is None or replay is None or inspect(engine).get_table_names():
+    fresh = schema_reuse.take_fresh(engine)
+    if not _enabled[0] or capture is None or replay is None:
         original(engine, schemas)
         return
     key = _key(dialect, schemas)
+    if fresh == key:
+        return  # the reset emptied this very schema back to what migrating makes: nothing to do
+    if fresh is not None and schema_reuse.untouched(engine, fresh):
+        # Another plugin set's schema, emptied by the reset and not used since: start from nothing,
+        # as a dropped database would.
+        _drop[0](engine.url.render_as_string(hide_password=False))
+    if inspect(engine).get_table_names():
+        original(engine, schemas)
+        return
     if key not in _snapshots:
         original(engine, schemas)
         _snapshots[key] = capture(engine)
+        schema_reuse.remember(engine, key)
         return
     snapshot = _snapshots[key]
     if snapshot is None:  # this database could not be captured: migrate every time
         original(engine, schemas)
         return
     replay(engine, snapshot)
+    schema_reuse.remember(engine, key)
 
 
 def _key(dialect: str, schemas: dict[str, Any]) -> tuple[Any, ...]:

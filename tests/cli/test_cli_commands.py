@@ -188,47 +188,65 @@ def test_subprocess_entry_point(crm_db_url, tmp_path):
     assert call("--version").stdout.startswith("crm, version")
 
 
-def test_demo_small(tmp_path, monkeypatch):
-    """`crm demo` fills a fresh SQLite file and writes its outputs (SQLite only: it is the README demo)."""
-    monkeypatch.chdir(tmp_path)
+@pytest.fixture(scope="module")
+def demo(tmp_path_factory):
+    """`crm demo` run twice on one fresh SQLite file, the second time with --force (the demos are the
+    slowest commands: the tests below share these two runs).  Each run's output and, after it, every
+    customer, deal, interaction and the first customer's ledger as the CLI lists them."""
+    where = tmp_path_factory.mktemp("demo")
     runner = CliRunner()
-    args = ["--db", f"sqlite:///{tmp_path / 'demo.db'}", "--plugins", PLUGINS, "--as-of", "2026-06-30",
-            "demo", "--customers", "60", "--seed", "3", "--output-dir", str(tmp_path / "out")]
-    result = runner.invoke(cli, args, catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    base = ["--db", f"sqlite:///{where / 'demo.db'}", "--plugins", PLUGINS, "--as-of", "2026-06-30"]
+    args = [*base, "demo", "--customers", "60", "--seed", "3", "--output-dir", str(where / "out")]
+
+    def listed() -> dict[str, object]:
+        found = {entity: json.loads(ok(runner.invoke(cli, [*base, "--json", entity, "list", "--limit", "100000"])))
+                 for entity in ("customer", "deal", "interaction")}
+        found["ledger"] = json.loads(ok(runner.invoke(cli, [*base, "--json", "loyalty", "history", "1"])))
+        return found
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(where)
+        first = runner.invoke(cli, args, catch_exceptions=False)
+        assert first.exit_code == 0, first.output
+        first_listed = listed()
+        again = runner.invoke(cli, args)
+        forced = runner.invoke(cli, [*args, "--force"], catch_exceptions=False)
+        assert forced.exit_code == 0, forced.output
+        forced_listed = listed()
+    return {"where": where, "url": f"sqlite:///{where / 'demo.db'}", "first": first, "again": again,
+            "forced": forced, "listed": (first_listed, forced_listed)}
+
+
+def test_demo_small(demo):
+    """`crm demo` fills a fresh SQLite file and writes its outputs (SQLite only: it is the README demo)."""
+    where, result = demo["where"], demo["first"]
     assert "60 customers" in result.output
-    assert (tmp_path / "out" / "outbox.jsonl").exists()
-    assert (tmp_path / "out" / "pipeline.csv").exists()
-    again = runner.invoke(cli, args)
+    assert (where / "out" / "outbox.jsonl").exists()
+    assert (where / "out" / "pipeline.csv").exists()
+    assert (where / "crm.toml").exists()  # the demo leaves a matching configuration behind
+    again = demo["again"]
     assert again.exit_code == 1 and "--force" in again.output
-    forced = runner.invoke(cli, [*args, "--force"], catch_exceptions=False)
-    assert forced.exit_code == 0
     # Same seed, same data: the summary is printed again identically (but for the
     # timing, and the crm.toml the first run wrote and the second leaves alone).
     def summary(output: str) -> list[str]:
         return [line for line in output.splitlines() if not line.startswith(("configuration", "done in"))]
-    assert summary(forced.output) == summary(result.output)
-    assert (tmp_path / "out" / "dashboard" / "index.html").exists()
-    index = (tmp_path / "out" / "dashboard" / "index.html").read_text(encoding="utf-8")
-    assert 'href="pipeline.html"' in index and (tmp_path / "out" / "dashboard" / "pipeline.html").exists()
-    sent = [json.loads(line) for line in (tmp_path / "out" / "outbox.jsonl").read_text(encoding="utf-8").splitlines()]
+    assert summary(demo["forced"].output) == summary(result.output)
+    assert (where / "out" / "dashboard" / "index.html").exists()
+    index = (where / "out" / "dashboard" / "index.html").read_text(encoding="utf-8")
+    assert 'href="pipeline.html"' in index and (where / "out" / "dashboard" / "pipeline.html").exists()
+    sent = [json.loads(line) for line in (where / "out" / "outbox.jsonl").read_text(encoding="utf-8").splitlines()]
     assert sent and all(m["subject"] and m["body"] for m in sent)
     assert all("unsubscribe" in m["body"].lower() or "退订" in m["body"]
                for m in sent if m["purpose"] == "marketing")
 
 
-def test_demo_points_held_exclude_expired_points(tmp_path, monkeypatch):
+def test_demo_points_held_exclude_expired_points(demo):
     """The demo runs the expiry job: no batch past its expiry keeps points, and "points held" is
     the points left in batches not yet expired (counted here from the ledger rows)."""
     from crmcore import CRM, Config
     from crmcore.store import tables
 
-    monkeypatch.chdir(tmp_path)
-    url = f"sqlite:///{tmp_path / 'demo.db'}"
-    result = CliRunner().invoke(cli, ["--db", url, "--plugins", PLUGINS, "--as-of", "2026-06-30", "demo",
-                                      "--customers", "60", "--seed", "3", "--output-dir", str(tmp_path / "out")],
-                                catch_exceptions=False)
-    assert result.exit_code == 0, result.output
+    url, result = demo["url"], demo["forced"]  # the database holds the forced run's data
     [line] = [x for x in result.output.splitlines() if "points held by" in x]
     held = int(line.split(": ", 1)[1].split(" points", 1)[0].replace(",", ""))
     expired_line = [x for x in result.output.splitlines() if "points expired" in x]
@@ -250,6 +268,15 @@ def test_demo_points_held_exclude_expired_points(tmp_path, monkeypatch):
     assert all(left[row["id"]] == 0 for row in rows
                if row["points"] > 0 and row["expires_at"] is not None and row["expires_at"] <= end)
     assert held == sum(left.values()) > 0
+
+
+def test_demo_is_deterministic_for_a_seed(demo):
+    """Same seed and --as-of: the same customers, deals and ledger, to the field (the forced run
+    starts the file again from nothing)."""
+    first, forced = demo["listed"]
+    assert first == forced
+    assert len(first["customer"]) == 60 and first["deal"] and first["ledger"]
+    assert {d["currency"] for d in first["deal"]} == {"CNY"}
 
 
 def test_register_commands_hook(tmp_path, monkeypatch):
@@ -290,25 +317,3 @@ def test_money_is_exact_through_cli(run):
                "--stage", "won"))
     deals = as_json(run("--json", "deal", "list"))
     assert sum(Decimal(d["amount"]) for d in deals) == Decimal("12345679.02")
-
-
-def test_demo_is_deterministic_for_a_seed(tmp_path, monkeypatch):
-    """Same seed and --as-of: the same customers, deals and ledger, to the field."""
-    runner = CliRunner()
-    snapshots = []
-    for name in ("a", "b"):
-        where = tmp_path / name
-        where.mkdir()
-        monkeypatch.chdir(where)
-        base = ["--db", f"sqlite:///{where / 'demo.db'}", "--plugins", PLUGINS, "--as-of", "2026-06-30"]
-        ok(runner.invoke(cli, [*base, "demo", "--customers", "40", "--seed", "11"], catch_exceptions=False))
-        assert (where / "crm.toml").exists()  # the demo leaves a matching configuration behind
-        snapshot = {}
-        for entity in ("customer", "deal", "interaction"):
-            snapshot[entity] = json.loads(ok(runner.invoke(cli, [*base, "--json", entity, "list", "--limit", "100000"])))
-        snapshot["ledger"] = json.loads(ok(runner.invoke(cli, [*base, "--json", "loyalty", "history", "1"])))
-        snapshots.append(snapshot)
-    assert snapshots[0] == snapshots[1]
-    assert len(snapshots[0]["customer"]) == 40 and snapshots[0]["deal"]
-    currencies = {d["currency"] for d in snapshots[0]["deal"]}
-    assert currencies == {"CNY"}

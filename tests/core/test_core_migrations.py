@@ -313,10 +313,58 @@ def test_a_replayed_schema_equals_the_migrated_one(crm_db_url) -> None:
     reset(crm_db_url)
     schema_cache.set_enabled(True)
     migrated_state()           # captured (or already captured by an earlier test in this process)
-    reset(crm_db_url)
+    drop(crm_db_url)
     replayed = migrated_state()
     assert schema_cache.captured(make_engine(crm_db_url).dialect.name)
     assert replayed == migrated
+    reset(crm_db_url)          # servers: emptied back to the replay (tests/schema_reuse.py)
+    assert migrated_state() == migrated
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "mariadb"])
+def test_an_emptied_server_database_is_a_fresh_one(kind: str) -> None:
+    """tests/schema_reuse.py: a reset that empties tables leaves what dropping and replaying leaves:
+    no rows, ids counting from the start again; a schema a test changed is dropped instead.
+    (SQLite tests get a new file each: nothing is emptied there.)"""
+    crm_db_url = crmcore.testing.server_url(kind)
+    schema_cache.set_enabled(True)
+    plugins = ["loyalty", "notify"]
+
+    def open_crm() -> crmcore.CRM:
+        return crmcore.CRM.open(config=Config.from_mapping({"database_url": crm_db_url, "plugins": plugins}))
+
+    def first_ids() -> tuple[int, int]:
+        crm = open_crm()
+        try:
+            assert crm.customers.list() == []
+            customer = crm.customers.add(name="Erste")
+            deal = crm.deals.add(customer_id=customer.id, title="d", amount="10", currency="EUR", stage="won")
+            return customer.id, deal.id
+        finally:
+            crm.close()
+
+    drop(crm_db_url)
+    after_drop = first_ids()
+    crmcore.testing.reset_database(crm_db_url)
+    assert first_ids() == after_drop  # rows gone, counters back where the replay left them
+    engine = make_engine(crm_db_url)
+    try:
+        with engine.begin() as conn:
+            conn.exec_driver_sql("CREATE TABLE stray (x INTEGER)")
+        crmcore.testing.reset_database(crm_db_url)
+        assert "stray" not in inspect(engine).get_table_names()
+    finally:
+        engine.dispose()
+    assert first_ids() == after_drop
+
+
+def drop(url: str) -> None:
+    """Start from no tables at all, whatever the schema cache does."""
+    if url.startswith("sqlite:///"):
+        import os
+        os.remove(url.removeprefix("sqlite:///"))
+    else:
+        schema_cache.drop_everything(url)
 
 
 def reset(url: str) -> None:
