@@ -47,7 +47,10 @@ __all__ = ["Visibility", "install"]
 
 def _conditions(crm: "CRM", actor: str, entity: str) -> ColumnElement[bool] | None:
     """Every plugin's condition for ``entity``, joined with AND; None when nobody restricts."""
-    found = [c for c in crm.plugins.call("visibility", actor=actor, entity=entity, crm=crm) if c is not None]
+    found = crm.plugins.call("visibility", actor=actor, entity=entity, crm=crm)
+    if not found:  # (nobody restricts: the usual answer for an administrator)
+        return None
+    found = [c for c in found if c is not None]
     if not found:
         return None
     return found[0] if len(found) == 1 else and_(*found)

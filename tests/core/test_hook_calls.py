@@ -38,7 +38,7 @@ def test_one_implementation_gives_what_pluggy_gives() -> None:
     seen: list[Any] = []
     manager = _manager(_policy("deny", False, seen))
     hook = manager.pm.hook.authorize
-    assert manager._direct(hook, ARGS) is not None  # (the direct path is the one taken)
+    assert manager._hook("authorize").direct(manager.pm, ARGS) is not None  # (the direct path is taken)
     assert manager.call("authorize", **ARGS) == [False] == hook(**ARGS)
     silent = _manager(_policy("silent", None, seen))
     assert silent.call("authorize", **ARGS) == [] == silent.pm.hook.authorize(**ARGS)
@@ -52,7 +52,7 @@ def test_a_plugin_registered_or_unregistered_later_counts_at_the_next_call() -> 
     assert manager.call("authorize", **ARGS) == []
     second = _policy("second", False, seen)
     manager.pm.register(second, name="second")
-    assert manager._direct(manager.pm.hook.authorize, ARGS) is None
+    assert manager._hook("authorize").direct(manager.pm, ARGS) is None
     assert manager.call("authorize", **ARGS) == [False]
     manager.pm.unregister(second)
     assert manager.call("authorize", **ARGS) == []
@@ -116,6 +116,6 @@ def test_an_implementation_that_raises_is_named_and_a_missing_argument_goes_to_p
     assert (err.value.plugin, err.value.hook) == ("broken", "authorize")
     assert isinstance(err.value.__cause__, RuntimeError)
     partial = {k: v for k, v in ARGS.items() if k != "crm"}
-    assert manager._direct(manager.pm.hook.authorize, partial) is None  # pluggy warns about it
+    assert manager._hook("authorize").direct(manager.pm, partial) is None  # pluggy warns about it
     with pytest.warns(UserWarning, match="crm"), pytest.raises(crmcore.HookError):
         manager.call("authorize", **partial)
