@@ -397,8 +397,7 @@ class CRM:
         was named), never None, so a policy can always tell who is asking.
         """
         actor = self.actor
-        if self.plugins.has_impls("authorize") and False in self.plugins.call(
-                "authorize", actor=actor, action=action, resource=resource, crm=self):
+        if False in self.plugins.call("authorize", actor=actor, action=action, resource=resource, crm=self):
             raise NotAuthorized(actor, action, resource)
 
     # -- helpers for plugins -------------------------------------------------

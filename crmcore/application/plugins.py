@@ -161,6 +161,8 @@ class PluginManager:
         found = self._hooks.get(hook) or self._hook(hook)
         try:
             impl = found.direct(self.pm, kwargs)
+            if impl is _NOBODY:
+                return None if found.firstresult else []
             if impl is not None:
                 result = impl.function(*map(kwargs.__getitem__, impl.argnames))
                 if found.firstresult:
@@ -220,6 +222,10 @@ class PluginManager:
         return result
 
 
+#: :meth:`_Hook.direct`'s answer for a hook nobody implements.
+_NOBODY = object()
+
+
 class _Hook:
     """One hook as :meth:`PluginManager.call` calls it: pluggy's caller, and whether its single
     implementation may be called directly.
@@ -251,8 +257,11 @@ class _Hook:
     def direct(self, pm: pluggy.PluginManager, kwargs: dict[str, Any]) -> Any:
         """The implementation to call directly, or None to call through pluggy (see the class)."""
         impls = self.impls
-        if impls is None or len(impls) != 1 or self.spec_args is None or getattr(pm, "_inner_hookexec", None) is not _PLUGGY_LOOP:
+        if impls is None or len(impls) > 1 or self.spec_args is None or \
+                getattr(pm, "_inner_hookexec", None) is not _PLUGGY_LOOP:
             return None
+        if not impls:
+            return _NOBODY  # (pluggy's answer is then no answer at all)
         impl = impls[0]
         if impl is not self._plain:
             if impl.hookwrapper or getattr(impl, "wrapper", True) or getattr(impl, "kwargnames", True):

@@ -22,6 +22,7 @@ the very next read, as when the record was read first in every unit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -85,6 +86,10 @@ def _plan_of(statement: Any) -> _Plan:
             del _PLANS[next(iter(_PLANS))]
         _PLANS[statement] = found
     return found
+
+
+#: The configured time zone's ZoneInfo by name (asked by every point read).
+_zone = functools.lru_cache(maxsize=16)(ZoneInfo)
 
 
 class Stale(Fallback):
@@ -266,10 +271,19 @@ class ReadUnit(UnitOfWork):
                 raise
         self._token = current_unit.set(self)
         # Times given without a zone inside a use case are local ones (as in every unit).
-        self._zone = enter_local_zone(ZoneInfo(self.crm.config.timezone))
+        self._zone = enter_local_zone(_zone(self.crm.config.timezone))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        if kind is None and self._sql is None and (self._confirmed or self._remembered is None) \
+                and not self._after_commit and "audit" not in self.__dict__:
+            # The usual end of a point read: an answer on a confirmed record, nothing else opened
+            # or recorded (what the general path below would do, without its checks).
+            leave_local_zone(self._zone)
+            current_unit.reset(self._token)
+            self._reads.checkin(self._raw)
+            self._raw = None
+            return
         stale: Fallback | None = None
         if not isinstance(error, Fallback):
             try:

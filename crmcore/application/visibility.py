@@ -80,8 +80,6 @@ class Visibility:
     def of_customers(cls, crm: "CRM", actor: str) -> "Visibility | None":
         """:meth:`of` for statements that read no deal (:func:`reads_deals` false): only the
         customer condition is asked (the deal one cannot change what such a statement reads)."""
-        if not crm.plugins.has_impls("visibility"):
-            return None
         customer = _conditions(crm, actor, "customer")
         return None if customer is None else cls(customer, None)
 

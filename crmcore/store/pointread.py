@@ -194,7 +194,7 @@ class PointReads:
                 values[name] = process(values[name])
         else:  # (the usual point read: only the caller's own values, none processed)
             values = params  # type: ignore[assignment]
-        bound: Any = values if shape.order is None else tuple([values[name] for name in shape.order])
+        bound: Any = values if shape.order is None else tuple(map(values.__getitem__, shape.order))
         try:
             cursor = connection.cursor()
             try:

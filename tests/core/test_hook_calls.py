@@ -44,6 +44,7 @@ def test_one_implementation_gives_what_pluggy_gives() -> None:
     assert silent.call("authorize", **ARGS) == [] == silent.pm.hook.authorize(**ARGS)
     assert seen == [("deny", "alice", "customer.read")] * 2 + [("silent", "alice", "customer.read")] * 2
     assert manager.call("on_customer_deleted", uow=None, customer=None) == []  # no implementation
+    assert manager.pm.hook.on_customer_deleted(uow=None, customer=None) == []
 
 
 def test_a_plugin_registered_or_unregistered_later_counts_at_the_next_call() -> None:
