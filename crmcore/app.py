@@ -441,7 +441,7 @@ class CRM:
 
 class _ActingAs:
     """:meth:`CRM.acting_as`: a plain context manager (a generator-based one cost a point read
-    1.5 us of its 40), used once like the generator-based one it replaces."""
+    about 5,700 instructions of its 330,000), used once like the generator-based one it replaces."""
 
     __slots__ = ("_crm", "_actor", "_token")
 

@@ -21,6 +21,7 @@ from typing import Any
 import attrs
 import pluggy
 
+_PLUGGY_LOOP: Any
 try:  # pluggy's call loop: a hook it would run through it with one implementation is called directly
     from pluggy._callers import _multicall as _PLUGGY_LOOP
 except ImportError:  # pragma: no cover - another pluggy layout: every call goes through pluggy
@@ -156,7 +157,7 @@ class PluginManager:
 
         A hook with a single plain implementation (the usual ``authorize`` and ``visibility``:
         the ``access`` plugin's) is called directly, as pluggy's loop would call it, without the
-        loop's set-up (2 us of a 45 us point read); see :class:`_Hook` for when pluggy runs it.
+        loop's set-up (about 5,000 instructions a call, 1.5% of a point read); see :class:`_Hook` for when pluggy runs it.
         """
         found = self._hooks.get(hook) or self._hook(hook)
         try:

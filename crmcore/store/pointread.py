@@ -79,7 +79,7 @@ def _result_processors(statement: Any, engine: Engine, description: Sequence[Any
 def _row_function(width: int, results: tuple[tuple[int, Callable[[Any], Any]], ...]) -> Callable[[Any], Sequence[Any]]:
     """A function taking a driver's row of ``width`` columns to its processed values: generated
     per statement (as the entity reader is), so each column that needs a processor costs its call
-    and nothing else (a loop over ``results`` with a copy of the row cost 4 us a customer)."""
+    and nothing else (instead of a loop over ``results`` on a copy of the row)."""
     if not results:
         return tuple  # (the driver's row as it is, a tuple already on SQLite)
     scope: dict[str, Any] = {f"p{index}": process for index, process in results}
