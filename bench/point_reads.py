@@ -51,6 +51,14 @@ Remembered acting user, confirmed in the row's statement (2026-12-06, load avera
 external id 10.4-11.2x (9.9-11.3x): at this load the driver's own CPU varied 11-20 us, so the
 ratios are rough.  PostgreSQL (``--customers 2000 --calls 500 --repeat 3``): ``get`` CPU 204 / 105-111
 us (1.84-1.95x; before 2.87-2.90x), wall best 1.38-2.09x (before 2.28-2.80x): one round trip.
+
+Third pass (2026-12-06, helper rd; load average 15.3-16.2; "before" = main at 1931913 run from
+/work/main with its own venv, alternating whole runs, two each; ``--customers 2000 --calls 1000
+--repeat 5``), CPU per call ours / driver: ``get`` admin 33.6-33.9 us, 3.82-3.89x (before 47.5-53.4
+us, 5.41-5.91x), sales rep 4.53-4.68x (6.67-6.75x), find email 4.45-4.55x (6.26-6.53x), find
+external id 4.17-4.59x (5.86-6.47x); a later pair at load 4.9: 3.59x / 3.89x / 4.12x / 3.87x
+against 5.05x / 5.60x / 5.96x / 5.10x.  Instruction counts (callgrind, 1,000 warm reads in one
+process): ``get`` 329k -> 240k, the driver 67k.  See docs/performance.md for what changed.
 """
 
 from __future__ import annotations

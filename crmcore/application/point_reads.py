@@ -22,12 +22,11 @@ the very next read, as when the record was read first in every unit.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
-
-import weakref
 
 from sqlalchemy import Connection, bindparam, select
 from sqlalchemy.sql import Select
@@ -52,8 +51,45 @@ _CONFIRM = (select(tables.users.c.active).where(tables.users.c.login == bindpara
             .correlate(None).scalar_subquery().label("crm_user_active"),
             select(tables.users.c.role).where(tables.users.c.login == bindparam("crm_login"))
             .correlate(None).scalar_subquery().label("crm_user_role"))
-# The confirming form of each (rewritten) point statement, made once per statement object.
-_CONFIRMING: "weakref.WeakKeyDictionary[Any, Any]" = weakref.WeakKeyDictionary()
+
+
+class _Plan:
+    """What a point-read unit works out once per statement object (see :func:`_plan_of`)."""
+
+    __slots__ = ("restricted", "deals", "confirming", "read", "keys")
+
+    def __init__(self, restricted: bool, deals: bool, confirming: Any):
+        self.restricted, self.deals, self.confirming = restricted, deals, confirming
+        #: The confirming statement's column keys as last read (each engine's reader has its own
+        #: tuple), and the same without the two confirming ones: one tuple for every read, not a
+        #: slice per read.
+        self.read: tuple[str, ...] | None = None
+        self.keys: tuple[str, ...] = ()
+
+
+#: Plans by statement object: the statements built once (a repository's point read, a plugin's
+#: look-up) and their rewrites.  Bounded, oldest out (a rewrite that cannot be reused is a new
+#: statement per read).
+_PLANS: dict[Any, _Plan] = {}
+MAX_PLANS = 1024
+
+
+def _plan_of(statement: Any) -> _Plan:
+    """The :class:`_Plan` of ``statement``: whether it reads a table visibility can restrict
+    (:func:`reads_restricted`) and one restricted through deals (:func:`reads_deals`), and its
+    confirming form (:func:`_confirming`).  One dict look-up per read instead of three weak ones."""
+    found = _PLANS.get(statement)
+    if found is None:
+        restricted = reads_restricted(statement)
+        found = _Plan(restricted, restricted and reads_deals(statement), _confirming(statement))
+        if len(_PLANS) >= MAX_PLANS:
+            del _PLANS[next(iter(_PLANS))]
+        _PLANS[statement] = found
+    return found
+
+
+#: The configured time zone's ZoneInfo by name (asked by every point read).
+_zone = functools.lru_cache(maxsize=16)(ZoneInfo)
 
 
 class Stale(Fallback):
@@ -96,12 +132,9 @@ class KnownUsers:
 def _confirming(statement: Any) -> Any:
     """``statement`` with the acting user's record appended as its last two columns (None: it is
     not a plain SELECT to append to; the unit then confirms the record when it ends)."""
-    found = _CONFIRMING.get(statement)
-    if found is None:
-        if not isinstance(statement, Select):
-            return None
-        found = _CONFIRMING[statement] = statement.add_columns(*_CONFIRM)
-    return found
+    if not isinstance(statement, Select):
+        return None
+    return statement.add_columns(*_CONFIRM)
 
 
 def _record(login: str, values: Any) -> ActingUser | None:
@@ -159,15 +192,19 @@ class ReadUnit(UnitOfWork):
     def read_first(self, statement: Any, params: Mapping[str, Any]) -> tuple[tuple[str, ...], Sequence[Any]] | None:
         """:meth:`UnitOfWork.read_first` on the raw connection, visibility applied as the
         engine's listener applies it to a scoped unit's statements."""
-        if reads_restricted(statement):
-            seen = self.visibility if reads_deals(statement) else self._customers_visibility()
+        plan = _PLANS.get(statement) or _plan_of(statement)
+        if plan.restricted:
+            seen = self.visibility if plan.deals else self._customers_visibility()
             if seen is not None:
                 statement = rewrite(seen, statement)
+                plan = _PLANS.get(statement) or _plan_of(statement)
         remembered = self._remembered
-        confirming = None if remembered is None else _confirming(statement)
+        confirming = plan.confirming
         if remembered is None or confirming is None:
             return self._reads.first(self._raw, statement, params)
-        found = self._reads.first(self._raw, confirming, {**params, "crm_login": remembered.login})
+        params = dict(params)
+        params["crm_login"] = remembered.login
+        found = self._reads.first(self._raw, confirming, params)
         if found is None:
             self._confirm()  # (no row to carry the record: ask for it alone)
             return None
@@ -176,7 +213,9 @@ class ReadUnit(UnitOfWork):
         if active is None or bool(active) is not remembered.active or row[-1] != remembered.role:
             self._forget_stale(_record(remembered.login, row[-2:]))
         self._confirmed = True
-        return keys[:-2], row[:-2]
+        if keys is not plan.read:
+            plan.read, plan.keys = keys, keys[:-2]
+        return plan.keys, row[:-2]
 
     def _customers_visibility(self) -> Visibility | None:
         """:attr:`visibility` for a statement that reads no deal (nor a table restricted through
@@ -232,10 +271,19 @@ class ReadUnit(UnitOfWork):
                 raise
         self._token = current_unit.set(self)
         # Times given without a zone inside a use case are local ones (as in every unit).
-        self._zone = enter_local_zone(ZoneInfo(self.crm.config.timezone))
+        self._zone = enter_local_zone(_zone(self.crm.config.timezone))
         return self
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: Any) -> None:
+        if kind is None and self._sql is None and (self._confirmed or self._remembered is None) \
+                and not self._after_commit and "audit" not in self.__dict__:
+            # The usual end of a point read: an answer on a confirmed record, nothing else opened
+            # or recorded (what the general path below would do, without its checks).
+            leave_local_zone(self._zone)
+            current_unit.reset(self._token)
+            self._reads.checkin(self._raw)
+            self._raw = None
+            return
         stale: Fallback | None = None
         if not isinstance(error, Fallback):
             try:
@@ -247,8 +295,9 @@ class ReadUnit(UnitOfWork):
         try:
             leave_local_zone(self._zone)
             current_unit.reset(self._token)
-            if ok and self.audit.pending:
-                self.audit.flush()  # (no point read records any; a plugin's handler might)
+            audit = self.__dict__.get("audit")  # (made when first used: no point read records any)
+            if ok and audit is not None and audit.pending:
+                audit.flush()  # (a plugin's handler might)
             if self._sql is not None:
                 if ok:
                     self._sql.commit()
@@ -262,5 +311,5 @@ class ReadUnit(UnitOfWork):
             self._raw = None
         if stale is not None:
             raise stale
-        if ok:
+        if ok and self._after_commit:
             self.run_after_commit()

@@ -50,6 +50,7 @@ class EntityService(Generic[E]):
 
     def __init__(self, crm: "CRM"):
         self.crm = crm
+        self._read_action = f"{self.kind}.read"  # (asked of authorize by every get and find)
 
     def repo(self, uow: "UnitOfWork") -> Repository[E]:
         """This entity's repository in ``uow`` (``uow.customers``, ...)."""
@@ -59,31 +60,33 @@ class EntityService(Generic[E]):
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:
         """The entity with ``id`` (:class:`NotFound` otherwise)."""
-        point = self.crm.point_unit()  # below SQLAlchemy when it can (crmcore.application.point_reads)
+        crm = self.crm
+        point = crm.point_unit()  # below SQLAlchemy when it can (crmcore.application.point_reads)
         if point is not None:
             try:
                 with point as uow:
-                    self.crm.authorize(f"{self.kind}.read", id)
+                    crm.authorize(self._read_action, id)
                     return self.repo(uow).get(id)
             except Fallback:
                 pass  # read again through an ordinary unit, which reports any error as it always did
-        with self.crm.unit(readonly=True, plain=True) as uow:
-            self.crm.authorize(f"{self.kind}.read", id)
+        with crm.unit(readonly=True, plain=True) as uow:
+            crm.authorize(self._read_action, id)
             return self.repo(uow).get(id)
 
     def find(self, **criteria: Any) -> E | None:
         """The first entity whose columns equal ``criteria`` (e.g. ``external_id=``) among those the
         acting user may see; asks ``authorize("KIND.read", None)`` as :meth:`get` asks for an id."""
-        point = self.crm.point_unit()
+        crm = self.crm
+        point = crm.point_unit()
         if point is not None:
             try:
                 with point as uow:
-                    self.crm.authorize(f"{self.kind}.read", None)
+                    crm.authorize(self._read_action, None)
                     return self.repo(uow).find(**criteria)
             except Fallback:
                 pass
-        with self.crm.unit(readonly=True, plain=True) as uow:
-            self.crm.authorize(f"{self.kind}.read", None)
+        with crm.unit(readonly=True, plain=True) as uow:
+            crm.authorize(self._read_action, None)
             return self.repo(uow).find(**criteria)
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",

@@ -88,7 +88,6 @@ class UnitOfWork:
     def __init__(self, crm: "CRM", conn: Connection, actor: str | None, now: datetime):
         # Every unit of work has an actor: the built-in one when nobody was named.
         self.crm, self.conn, self.actor, self.now = crm, conn, actor or SYSTEM_ACTOR, now
-        self.audit = AuditTrail(self)
         self._after_commit: list[Callable[[], Any]] = []
         self._at_end: list[Callable[[], Any]] = []
         self.memo: dict[Any, Any] = {}
@@ -99,6 +98,11 @@ class UnitOfWork:
         self._scoping = 0
 
     # -- the parts of a unit, made when first used (a point read needs one repository) ------------
+    @_made_once
+    def audit(self) -> AuditTrail:
+        """The audit records of this unit (appended when it commits)."""
+        return AuditTrail(self)
+
     @_made_once
     def customers(self) -> CustomerRepository:
         """The customers repository on this unit's connection."""

@@ -15,6 +15,8 @@ text with NUL or a lone surrogate, an attribute name with a quote or backslash
 
 from __future__ import annotations
 
+import functools
+
 import operator
 import re
 from collections.abc import Mapping, Sequence
@@ -115,9 +117,16 @@ def equality(table: Table, filters: Mapping[str, Any], kind: str) -> tuple[str, 
     if value is None or "__" in field or field not in table.c:
         return None
     try:
-        return field, _coercer(table.c[field].type)(value)
+        return field, _column_coercer(table, field)(value)
     except ValueError as exc:
         raise ValidationError.single(field, str(exc), kind) from None
+
+
+@functools.cache
+def _column_coercer(table: Table, field: str) -> Any:
+    """:func:`_coercer` of ``table.field``, worked out once (a point read by email or external id
+    asked it every time, and made a new function for a text column)."""
+    return _coercer(table.c[field].type)
 
 
 def search_condition(table: Table, text: str, columns: tuple[str, ...],

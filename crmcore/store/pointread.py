@@ -43,13 +43,15 @@ class Fallback(Exception):
 class _Shape:
     """One statement compiled for one engine: what every execution of it shares."""
 
-    __slots__ = ("sql", "order", "defaults", "binds", "keys", "results")
+    __slots__ = ("sql", "order", "defaults", "binds", "keys", "results", "process")
 
     def __init__(self, sql: str, order: tuple[str, ...] | None, defaults: dict[str, Any],
                  binds: dict[str, Callable[[Any], Any]], keys: tuple[str, ...]):
         self.sql, self.order, self.defaults, self.binds, self.keys = sql, order, defaults, binds, keys
         #: (column index, result processor) of the columns that need one, set at the first execution.
         self.results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+        #: The driver's row -> the processed values (a function generated from :attr:`results`).
+        self.process: Callable[[Any], Sequence[Any]] | None = None
 
 
 def _compile(statement: Any, engine: Engine) -> _Shape:
@@ -72,6 +74,21 @@ def _result_processors(statement: Any, engine: Engine, description: Sequence[Any
     found = tuple((index, process) for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
                   if (process := entry.type._cached_result_processor(engine.dialect, column[1])) is not None)
     return found
+
+
+def _row_function(width: int, results: tuple[tuple[int, Callable[[Any], Any]], ...]) -> Callable[[Any], Sequence[Any]]:
+    """A function taking a driver's row of ``width`` columns to its processed values: generated
+    per statement (as the entity reader is), so each column that needs a processor costs its call
+    and nothing else (instead of a loop over ``results`` on a copy of the row)."""
+    if not results:
+        return tuple  # (the driver's row as it is, a tuple already on SQLite)
+    scope: dict[str, Any] = {f"p{index}": process for index, process in results}
+    columns = "".join(f"c{i}, " for i in range(width))
+    lines = ["def process(row):", f"    {columns}= row"]
+    lines += [f"    if c{index} is not None: c{index} = p{index}(c{index})" for index, _ in results]
+    lines.append(f"    return ({columns})")
+    exec(compile("\n".join(lines), "<crmcore point row>", "exec"), scope)  # noqa: S102
+    return scope["process"]  # type: ignore[no-any-return]
 
 
 #: Every live reader, told when the process forks.
@@ -177,7 +194,7 @@ class PointReads:
                 values[name] = process(values[name])
         else:  # (the usual point read: only the caller's own values, none processed)
             values = params  # type: ignore[assignment]
-        bound: Any = values if shape.order is None else tuple([values[name] for name in shape.order])
+        bound: Any = values if shape.order is None else tuple(map(values.__getitem__, shape.order))
         try:
             cursor = connection.cursor()
             try:
@@ -186,18 +203,13 @@ class PointReads:
                 else:
                     cursor.execute(shape.sql, bound)
                 row = cursor.fetchone()
-                if row is not None and shape.results is None:
+                if row is not None and shape.process is None:
                     shape.results = _result_processors(statement, self.engine, cursor.description)
+                    shape.process = _row_function(len(shape.keys), shape.results)
             finally:
                 cursor.close()
         except self._dbapi_error as exc:
             raise Fallback(str(exc)) from exc
         if row is None:
             return None
-        if shape.results:
-            row = list(row)
-            for index, process in shape.results:
-                value = row[index]
-                if value is not None:
-                    row[index] = process(value)
-        return shape.keys, row
+        return shape.keys, shape.process(row)  # type: ignore[misc]  # (set with the first row)

@@ -370,6 +370,20 @@ class Sealed(TypeDecorator[str]):
             return value
         return _opener(dialect, self.field).open(self.field, value)
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        """:meth:`process_result_value` as the column's processor itself where the text needs no
+        processing of its own (every dialect's String): one call per value, not TypeDecorator's
+        two (an email and a phone in every customer read)."""
+        if self.impl_instance.result_processor(dialect, coltype) is not None:
+            return super().result_processor(dialect, coltype)
+        field = self.field
+
+        def process(value: Any) -> Any:
+            if value is None or not value.startswith(MARK):
+                return value
+            return _opener(dialect, field).open(field, value)
+        return process
+
 
 def _opener(dialect: Any, field: str) -> Cipher:
     cipher = cipher_of(dialect)
@@ -410,6 +424,20 @@ class SealedDate(TypeDecorator[date]):
             value = _opener(dialect, self.field).open(self.field, value)
         return date.fromisoformat(value)
 
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        """:meth:`process_result_value` in one call per value (as :meth:`Sealed.result_processor`)."""
+        if self.impl_instance.result_processor(dialect, coltype) is not None:
+            return super().result_processor(dialect, coltype)
+        field = self.field
+
+        def process(value: Any) -> Any:
+            if value is None or isinstance(value, date):
+                return value
+            if value.startswith(MARK):
+                value = _opener(dialect, field).open(field, value)
+            return date.fromisoformat(value)
+        return process
+
 
 def birthday_month_day(column: Any) -> tuple[ColumnElement[int], ColumnElement[int]]:
     """SQL for the month and the day of a birthday column (plain ``YYYY-MM-DD`` or sealed, whose
@@ -440,6 +468,23 @@ class SealedAttributes(TypeDecorator[Any]):
             return value
         cipher = _opener(dialect, "custom field")
         return {k: _open_custom(cipher, k, v) for k, v in value.items()}
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        """The JSON's processor and :meth:`process_result_value` in one function, with a loop
+        instead of ``any()`` over a generator (a customer's attributes on every read)."""
+        parse = self.impl_instance.result_processor(dialect, coltype)
+        if parse is None:
+            return super().result_processor(dialect, coltype)
+
+        def process(value: Any) -> Any:
+            value = parse(value)
+            if isinstance(value, dict):
+                for item in value.values():
+                    if isinstance(item, str) and item.startswith(MARK):
+                        cipher = _opener(dialect, "custom field")
+                        return {k: _open_custom(cipher, k, v) for k, v in value.items()}
+            return value
+        return process
 
 
 def custom_index_text(value: Any) -> str:

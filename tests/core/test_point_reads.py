@@ -151,3 +151,53 @@ def test_a_plain_read_leaves_no_autocommit_behind(crm):
                                  .values(name="changed"))
                 raise RuntimeError("roll back")
         assert crm.customers.get(full.id).name == "张伟"
+
+
+def test_sqlite_times_read_as_aware_utc_whatever_their_stored_form():
+    """UTCDateTime's SQLite processor appends "+00:00" to naive text (instead of replace(tzinfo=)):
+    every stored form reads as the plain formula reads it, always in timezone.utc."""
+    from datetime import datetime, timezone
+
+    from sqlalchemy.dialects import sqlite
+
+    from crmcore.store.types import UTCDateTime
+
+    def expected(text):  # (the formula the processor stands in for)
+        parsed = datetime.fromisoformat(text)
+        return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
+
+    process = UTCDateTime().dialect_impl(sqlite.dialect()).result_processor(sqlite.dialect(), None)
+    for text in ("2026-12-06", "2026-12-06 00:00:00", "2026-12-06 12:54:48.824921", "2026-12-06T12:54:48",
+                 "2026-12-06 12:54", "2026-12-06 12", "2026-12-06 12:54:48.8", "2026-12-06 12:54:48+05:00",
+                 "2026-12-06T12:54:48-03:30", "2026-12-06 12:54:48Z"):
+        got = process(text)
+        assert got == expected(text) and got.tzinfo is timezone.utc, text
+
+
+def test_sealed_columns_result_processors_match_their_types_values(crm_factory, monkeypatch):
+    """Sealed, SealedDate and SealedAttributes read in one function per value: the same values as
+    their process_result_value after the text's own processing, sealed or not."""
+    from crmcore.store.sealed import new_key
+
+    monkeypatch.setenv("POINTREAD_TYPES_KEYS", new_key())
+    sealed = crm_factory(plugins=[], config={
+        "custom_fields": [{"entity": "customer", "name": "tier", "type": "str"},
+                          {"entity": "customer", "name": "n", "type": "int"}],
+        "privacy": {"encryption": {"fields": ["email", "birthday", "custom.tier"], "key_env": "POINTREAD_TYPES_KEYS"}}})
+    sealed.customers.add(name="s", email="s@example.com", birthday="1990-02-03", attributes={"tier": "金", "n": 1})
+    sealed.customers.add(name="p", attributes={})
+    dialect = sealed.engine.dialect
+    columns = [tables.customers.c[name] for name in ("email", "phone", "birthday", "attributes")]
+    with sealed.engine.connect() as conn:
+        raw = conn.exec_driver_sql("SELECT email, phone, birthday, attributes FROM customers ORDER BY id").all()
+        description = conn.exec_driver_sql("SELECT email, phone, birthday, attributes FROM customers").cursor.description
+    assert raw[0][0].startswith("$e1$")  # (really sealed on the way in)
+    for row in raw:
+        for column, value, (_, coltype, *_rest) in zip(columns, row, description):
+            impl = column.type.dialect_impl(dialect)
+            inner = impl.impl_instance.result_processor(dialect, coltype)
+            want = impl.process_result_value(inner(value) if inner is not None and value is not None else value,
+                                             dialect)
+            process = impl.result_processor(dialect, coltype)
+            assert (process(value) if value is not None else None) == want, (column.name, value)
+    assert sealed.customers.find(email="s@example.com").attributes == {"tier": "金", "n": 1}

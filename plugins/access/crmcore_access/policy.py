@@ -47,15 +47,19 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
     settings = crm.settings_for(AccessSettings)
     if actor == SYSTEM:
         name = settings.system_role
-    else:
-        with crm.unit(readonly=True) as uow:
-            key = ("access.role_of", actor)
-            if key in uow.memo:
-                cached: crmcore.Role | None = uow.memo[key]
-                return cached
-            uow.memo[key] = found = _looked_up(actor, crm, settings, uow)
-            return found
-    return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
+        return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
+    key = ("access.role_of", actor)
+    uow = crm.current_unit()  # (the usual case, inside a use case: no context manager to enter)
+    if uow is not None:
+        memo = uow.memo
+        if key in memo:
+            cached: crmcore.Role | None = memo[key]
+            return cached
+        memo[key] = found = _looked_up(actor, crm, settings, uow)
+        return found
+    with crm.unit(readonly=True) as uow:
+        uow.memo[key] = found = _looked_up(actor, crm, settings, uow)
+        return found
 
 
 def _looked_up(actor: str, crm: "CRM", settings: AccessSettings, uow: crmcore.UnitOfWork) -> crmcore.Role | None:
