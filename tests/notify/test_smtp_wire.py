@@ -125,3 +125,13 @@ def test_the_campaign_email_goes_the_direct_way() -> None:
     data, mid = smtp_module.email_bytes(message, options)
     assert mid == smtp_module.message_id(message, "example.com")
     assert _normal(data) == _normal(_standard(message, options))
+
+
+@pytest.mark.parametrize("url", ["https://shop.example/u?t=a b", "https://shop.example/ü", "https://x/\t"])
+def test_an_unsubscribe_url_that_is_not_printable_is_refused_as_before(url: str) -> None:
+    message = _message(1, "Hi", "body\n", None, None, "c1@example.com", True)
+    message.payload["unsubscribe_url"] = url
+    options = SmtpOptions(host="h", sender="shop@example.com")
+    assert wire_bytes(message, options, "c1@example.com", "<m.1@example.com>") is None
+    with pytest.raises(crmcore.PermanentError, match="printable ASCII"):
+        smtp_module.email_bytes(message, options)

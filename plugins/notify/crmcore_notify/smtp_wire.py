@@ -38,6 +38,8 @@ _PLAIN_NAME = re.compile(rf"{_ATOM}(?: {_ATOM})*\Z")
 _PLAIN_ADDRESS = re.compile(rf"{_ATOM}(?:\.{_ATOM})*@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\Z")
 #: Unstructured text written as it is: printable ASCII words separated by single spaces.
 _PLAIN_TEXT = re.compile(r"[!-~]+(?: [!-~]+)*\Z")
+#: Printable ASCII without spaces (an unsubscribe target).
+_PRINTABLE = re.compile(r"[!-~]*\Z")
 # The standard generator's boundary: 15 "=", a zero-padded random number, "==".
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
 
@@ -103,7 +105,7 @@ def wire_bytes(message: crmcore.Message, options: SmtpOptions, recipient: str, m
         targets = [f"<{unsubscribe}>"]
         if options.unsubscribe_mailto:
             targets.append(f"<mailto:{options.unsubscribe_mailto}?subject=unsubscribe>")
-        if any(ch.isspace() or ord(ch) < 0x21 or ord(ch) > 0x7E for target in targets for ch in target):
+        if not all(_PRINTABLE.match(target) for target in targets):
             return None  # the standard way raises the error that names it
         lines.append("List-Unsubscribe: " + ",\r\n ".join(targets) + "\r\n")
         lines.append("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n")
