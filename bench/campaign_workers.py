@@ -55,6 +55,7 @@ from sqlalchemy import select
 
 import crmcore
 from crmcore.config import Config
+from crmcore.config.jobs import JobSettings
 from crmcore.jobs import Jobs
 from crmcore.store import tables
 from crmcore.testing import reset_database
@@ -237,6 +238,7 @@ class Bench:
             for process in started:
                 line = process.stderr.readline()
                 assert "worker started" in line, line + process.stderr.read()
+            self.consuming(count)
             before, sink_cpu, cpu = self.sink.accepted(), self.sink.cpu(), sum(cpu_seconds(p.pid) for p in started)
             load_before = load()
             t0 = time.perf_counter()
@@ -258,6 +260,19 @@ class Bench:
         assert accepted == n, f"the sink accepted {accepted} of {n}"
         return {"rate": n / elapsed, "seconds": elapsed, "queued_s": queued_s, "jobs": len(job_ids),
                 "cpu_ms": 1000 * cpu / n, "sink_cpu_ms": 1000 * sink_cpu / n, "load": f"{load_before} -> {load()}"}
+
+    def consuming(self, count: int) -> None:
+        """Wait until RabbitMQ counts ``count`` consumers on the notify queue: "worker started" is
+        printed before Dramatiq's consumer threads have connected, and their start-up is not timed."""
+        broker = self.jobs.queue().broker
+        if not hasattr(broker, "channel"):
+            return  # Redis: no consumer count to ask
+        name = self.jobs.queue_name("notify")
+        broker.declare_queue(name, ensure=True)  # (a passive declare of a queue not there yet closes the channel)
+        deadline = time.monotonic() + 60
+        while broker.channel.queue_declare(name, passive=True).method.consumer_count < count:
+            assert time.monotonic() < deadline, "the workers did not start consuming"
+            time.sleep(0.05)
 
     def smtplib(self) -> dict[str, float]:
         """A campaign's rendered messages, sent over one connection; only sending is timed.  They are
@@ -305,7 +320,8 @@ def main() -> None:
     parser.add_argument("--workers", default="1,2,4", help="worker process counts (comma-separated)")
     parser.add_argument("--concurrency", type=int, default=4, help="threads per worker process")
     parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=200, help="[jobs] batch: message ids per delivery job")
+    parser.add_argument("--batch", type=int, default=JobSettings().batch,
+                        help="[jobs] batch: message ids per delivery job (default: crmcore's)")
     parser.add_argument("--send-group", type=int, default=50, help="[channels.smtp] send_group")
     parser.add_argument("--sinks", type=int, default=2, help="sink processes on the sink's port")
     parser.add_argument("--sink", choices=sorted(SINKS), default="lean",

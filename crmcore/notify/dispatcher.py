@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from sqlalchemy import Connection, Row, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Row, Update, and_, bindparam, column, func, or_, select, update, values
 from sqlalchemy.exc import DBAPIError
 
 from ..application.components import build_options
@@ -93,6 +93,12 @@ _START = update(outbox).where(
     outbox.c.id == bindparam("b_id"), outbox.c.status == "claimed", outbox.c.claimed_by == bindparam("b_token")).values(
     status="sending", attempts=bindparam("b_attempts"), claimed_at=bindparam("b_now"),
     last_attempt_at=bindparam("b_now"), recipient=bindparam("b_to"))
+# The same, for a group whose recipients are those claimed (no per-row value but the id): one
+# statement for the group instead of one per message.
+_START_GROUP = update(outbox).where(
+    outbox.c.id.in_(bindparam("b_ids", expanding=True)), outbox.c.status == "claimed",
+    outbox.c.claimed_by == bindparam("b_token")).values(
+    status="sending", attempts=bindparam("b_attempts"), claimed_at=bindparam("b_now"), last_attempt_at=bindparam("b_now"))
 _SENT = update(outbox).where(
     outbox.c.id == bindparam("b_id"), outbox.c.status == "sending", outbox.c.claimed_by == bindparam("b_token")).values(
     status="sent", last_error=None, claimed_at=None, claimed_by=None, sent_at=bindparam("b_at"),
@@ -123,6 +129,7 @@ class _Claimed:
     message: Message
     token: str
     max_attempts: int
+    claimed_recipient: str | None = None  # as the row had it (the dispatcher may fill a missing one)
 
 
 class NotifyEngine:
@@ -311,7 +318,7 @@ class NotifyEngine:
 
         rows = self._write(work)
         return [_Claimed(Message(r.id, r.channel, r.recipient, r.subject, r.body, r.payload or {}, r.purpose,
-                                 r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts)
+                                 r.customer_id, r.idempotency_key, r.attempts + 1), token, r.max_attempts, r.recipient)
                 for r in rows]
 
     def _pending(self, ids: Sequence[int], now: datetime) -> bool:
@@ -332,9 +339,21 @@ class NotifyEngine:
         """:meth:`_start` for several messages in one statement; returns those still held."""
         if conn is None:
             return self._write(lambda c: self._start_many(group, now, c))
-        params = [{"b_id": c.message.id, "b_token": c.token, "b_attempts": c.message.attempts, "b_now": now,
-                   "b_to": c.message.recipient} for c in group]
-        if conn.execute(_START, params).rowcount == len(group):
+        # Messages whose recipient is the claimed one are marked by one statement per claim and
+        # attempt count (a campaign's group: one); a recipient filled in since goes row by row.
+        same: dict[tuple[str, int], list[int]] = {}
+        filled = []
+        for c in group:
+            if c.message.recipient == c.claimed_recipient:
+                same.setdefault((c.token, c.message.attempts), []).append(c.message.id)
+            else:
+                filled.append({"b_id": c.message.id, "b_token": c.token, "b_attempts": c.message.attempts,
+                               "b_now": now, "b_to": c.message.recipient})
+        marked = sum(conn.execute(_START_GROUP, {"b_ids": ids, "b_token": token, "b_attempts": attempts,
+                                                 "b_now": now}).rowcount for (token, attempts), ids in same.items())
+        if filled:
+            marked += conn.execute(_START, filled).rowcount
+        if marked == len(group):
             return group
         # Some claim was lost (or the driver does not count executemany rows): ask which ones are ours.
         ours = set(conn.execute(select(outbox.c.id).where(
@@ -344,10 +363,23 @@ class NotifyEngine:
 
     def _record_sent(self, sent: list[tuple[_Claimed, Delivered, datetime]], conn: Any) -> None:
         """Mark messages sent (one statement for all)."""
-        if sent:
-            conn.execute(_SENT, [{"b_id": c.message.id, "b_token": c.token, "b_at": at,
-                                  "b_provider": d.provider_id, "b_delivery": dict(d.details) or None}
-                                 for c, d, at in sent])
+        if not sent:
+            return
+        if conn.dialect.name == "postgresql" and len(sent) > 1:
+            # One UPDATE ... FROM (VALUES ...) for the group: the server plans and runs one statement,
+            # not one per message (the rows it changes are the same).
+            rows = values(column("v_id", outbox.c.id.type), column("v_token", outbox.c.claimed_by.type),
+                          column("v_at", outbox.c.sent_at.type), column("v_provider", outbox.c.provider_id.type),
+                          column("v_delivery", outbox.c.delivery.type), name="sent_rows").data(
+                [(c.message.id, c.token, at, d.provider_id, dict(d.details) or None) for c, d, at in sent])
+            conn.execute(update(outbox).where(
+                outbox.c.id == rows.c.v_id, outbox.c.status == "sending", outbox.c.claimed_by == rows.c.v_token).values(
+                status="sent", last_error=None, claimed_at=None, claimed_by=None, sent_at=rows.c.v_at,
+                provider_id=rows.c.v_provider, delivery=rows.c.v_delivery))
+            return
+        conn.execute(_SENT, [{"b_id": c.message.id, "b_token": c.token, "b_at": at,
+                              "b_provider": d.provider_id, "b_delivery": dict(d.details) or None}
+                             for c, d, at in sent])
 
     def _failed(self, claimed: _Claimed, exc: BaseException, now: datetime, from_status: str = "sending",
                 permanent: bool | None = None) -> str:
