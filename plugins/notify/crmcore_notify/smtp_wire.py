@@ -20,15 +20,20 @@ import random
 import re
 import sys
 from datetime import datetime, timezone
-from email.contentmanager import _encode_text  # the heuristics set_content uses
+from collections.abc import Callable
+from email import contentmanager, policy
 from email.utils import format_datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import crmcore
 
     from .smtp import SmtpOptions
 
+#: The function ``set_content`` encodes text with (7bit, 8bit, quoted-printable or base64, by its
+#: heuristics); private in the standard library, so typeshed does not declare it.
+_encode_text: Callable[[str, str, str | None, Any], tuple[str, str]] = \
+    contentmanager._encode_text  # type: ignore[attr-defined]
 #: The longest header line the standard policy leaves unfolded.
 MAX_LINE = 78
 _ATOM = r"[A-Za-z0-9!#$%&'*+/^_`{|}~-]+"
@@ -61,9 +66,7 @@ def _mailbox(name: str | None, address: str) -> str | None:
 
 def _part(subtype: str, text: str, *, mime_version: bool) -> bytes:
     """A text part's headers and body, encoded as ``set_content(text, charset="utf-8")`` does."""
-    from .smtp import _POLICY
-
-    cte, payload = _encode_text(text, "utf-8", None, _POLICY)
+    cte, payload = _encode_text(text, "utf-8", None, policy.default)  # (its line length, line ends, 8bit: as build_email's)
     head = f'Content-Type: text/{subtype}; charset="utf-8"\r\nContent-Transfer-Encoding: {cte}\r\n'
     if mime_version:
         head += "MIME-Version: 1.0\r\n"
