@@ -191,10 +191,10 @@ class NotifyEngine:
         if workers < 1:
             raise ValidationError.single("workers", "must be at least 1", "dispatch")
         clock: Callable[[], datetime] = (lambda: as_of) if as_of is not None else self.crm.clock
-        self.recover(clock(), dead)
+        only = None if ids is None else list(ids)
+        self.recover(clock(), dead, only)
         self.defer_quiet_hours(clock(), channel)
         budget = _Budget(limit)
-        only = None if ids is None else list(ids)
         if workers == 1:
             return _Worker(self, clock, channel, budget, stop, only).run()
         results: list[DispatchResult] = []
@@ -216,15 +216,19 @@ class NotifyEngine:
             raise errors[0]
         return sum(results, DispatchResult())
 
-    def recover(self, now: datetime, dead: Sequence[str] = ()) -> int:
+    def recover(self, now: datetime, dead: Sequence[str] = (), ids: Sequence[int] | None = None) -> int:
         """Settle messages whose dispatcher died: expired claims become due again;
         expired sends are in doubt (see the module docstring).  Returns how many.
 
         ``dead``: ``host:pid`` of dispatchers known to be gone (a killed job worker):
-        their claims and sends count as expired now."""
+        their claims and sends count as expired now.  ``ids``: only these messages (a
+        delivery job settles its own batch: found by primary key, its cost does not grow
+        with the outbox or with the versions of rows its index still points to)."""
         cutoff = now - CLAIM_LEASE
         resend = [c.name for c in self.registry if c.resend_in_doubt]
         expired = or_(outbox.c.claimed_at < cutoff, *(outbox.c.claimed_by.startswith(f"{d}:", autoescape=True) for d in dead))
+        if ids is not None:
+            expired = and_(outbox.c.id.in_(ids), expired)
         stale = and_(outbox.c.status == "sending", expired)
 
         def work(conn: Connection) -> int:
