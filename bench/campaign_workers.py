@@ -41,6 +41,11 @@ before (main 1931913, run with PYTHONPATH in the same hour): 1 worker 389 / 349,
 (aiosmtpd sink, batch 200, ``send_message`` timed, load 10.6-14.8): smtplib 243 / 203; 1 worker
 302 / 301; 2 workers 349 / 341 (x1.15); 4 workers 288 / 281; worker CPU 1.93-2.48 ms.
 
+At 14:03, load 4-5 (same command): smtplib 3,393 / 3,029 (the bare exchange); 1 worker 1,050 /
+982; 2 workers 1,204 / 1,070 (x1.15 best, x1.09 median); workers 0.66-0.89 ms, PostgreSQL
+0.20-0.26 ms, sink 0.22-0.28 ms a message; estimates x1.77 with a core per worker, x1.09 on
+these 2 cores, which is what was measured.
+
 The goal (2 workers >= 1.7x one) is not met and cannot be on 2 cores shared with the database and
 the sink: it needs one worker to leave a core idle, and a worker at full speed (one core: the
 GIL) drives about 0.4 ms a message of PostgreSQL and sink CPU beside its own 0.55 ms, so one
