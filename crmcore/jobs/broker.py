@@ -90,6 +90,9 @@ class Queue:
         names = set(queues) if queues is not None else set(self.actors)
         self.broker.emit_after("process_boot")
         worker = dramatiq.Worker(self.broker, queues=names, worker_threads=concurrency, worker_timeout=200)
+        # Prefetch as many jobs as there are threads (Dramatiq's default is twice as many): a job
+        # waiting in one worker's prefetch while another worker is idle is a job done late.
+        worker.queue_prefetch = concurrency
         worker.start()
         try:
             while not stop.wait(0.2):

@@ -130,3 +130,30 @@ def test_in_doubt_after_a_crash_is_at_most_the_group(crm_factory):
 def test_bad_send_group(value):
     with pytest.raises(crmcore.ConfigError, match=r"\[channels.c\] send_group: a whole number from 1 to 1000"):
         split_delivery_options({"send_group": value}, "c", "UTC")
+
+
+class Addressed(Counting):
+    """A counting channel that takes the customer's email as recipient."""
+
+    name = "addressed"
+    address = "email"
+
+
+def test_a_group_marks_claimed_recipients_together_and_a_filled_one_too(crm_factory):
+    """A group's messages go ``sending`` in one statement when their recipient is the claimed one;
+    a recipient the dispatcher fills in (a requeued message that died for lack of one) is stored."""
+    chan = Addressed()
+    crm = crm_factory(extra_plugins=[Plugin(chan)], config={"channels": {"addressed": {"send_group": 10}}})
+    late = crm.customers.add(name="Late Address")
+    first = crm.notify.enqueue("addressed", customer_id=late.id, body="no address yet")
+    assert crm.notify.outbox(message_id=first)[0]["status"] == "dead"
+    crm.customers.update(late.id, email="late@example.com")
+    assert crm.notify.retry([first]) == 1
+    others = [crm.notify.enqueue("addressed", recipient=f"r{n}@example.com", body=str(n)) for n in range(12)]
+    assert crm.notify.dispatch().sent == 13
+    assert sorted(chan.sent) == sorted([first, *others])
+    rows = {r["id"]: r for r in crm.notify.outbox(limit=100)}
+    assert {(r["status"], r["attempts"], r["claimed_by"]) for r in rows.values()} == {("sent", 1, None)}
+    assert rows[first]["recipient"] == "late@example.com"
+    assert [rows[i]["recipient"] for i in others] == [f"r{n}@example.com" for n in range(12)]
+    assert all(r["last_attempt_at"] is not None for r in rows.values())
