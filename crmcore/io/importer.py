@@ -380,6 +380,7 @@ class _Import:
         self.reader, self.options, self.report, self.progress = reader, options, report, progress
         self.table = ENTITY_TABLES[kind]
         self.service = getattr(crm, f"{kind}s")
+        self.door = (options.on_duplicate or crm.config.duplicates.on_import) if kind == "customer" else None
         self.binder = self._binder()
         self.columns = self.binder.columns if self.binder is not None else checker.table_columns
         self.key_index = self.columns.index(key)
@@ -391,7 +392,6 @@ class _Import:
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
         self.keyless = 0
-        self.door = (options.on_duplicate or crm.config.duplicates.on_import) if kind == "customer" else None
 
     def _binder(self) -> Binder | None:
         """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
@@ -406,7 +406,7 @@ class _Import:
                 or plugins.has_impls(f"validate_{self.kind}") or plugins.has_impls(f"on_{self.kind}s_imported")
                 or (self._workers() and "fork" not in multiprocessing.get_all_start_methods())):
             return None
-        binder = Binder(self.table, dialect)
+        binder = Binder(self.table, dialect, remember=DOOR_SEALED if self.door is not None else ())
         self.checker.binder = binder
         return binder
 
