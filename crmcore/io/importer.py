@@ -43,6 +43,7 @@ import time
 from array import array
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from multiprocessing.pool import AsyncResult
 from typing import Any, TypeAlias, cast
@@ -426,7 +427,7 @@ class _Import:
             batches = self._limited(validated.run(self._batches()))
             if single:
                 try:
-                    with self.crm.unit() as uow:
+                    with self.crm.unit() as uow, _roomy_cache(uow):
                         for batch, results in batches:
                             self._write(uow, batch, results)
                         if options.dry_run or self.report.rejected:
@@ -436,7 +437,7 @@ class _Import:
                     pass
             else:
                 for batch, results in batches:
-                    with self.crm.unit() as uow:
+                    with self.crm.unit() as uow, _roomy_cache(uow):
                         self._write(uow, batch, results)
                 self.report.committed = True
         finally:
@@ -1304,6 +1305,38 @@ def _db_message(exc: Exception) -> str:
 
 #: The sealed fields the door check compares by value (it opens them; a worker hands them back).
 DOOR_SEALED = ("email", "phone")
+
+
+#: SQLite's page cache while an import writes (KiB; SQLite's default is 2,000).  The indexes of
+#: keys that arrive in no order (sealed values' blind indexes in ``email_key`` / ``phone_key``,
+#: but also addresses and numbers that are not sorted) take each insert at a random page: past
+#: a few tens of thousands of rows they outgrow 2 MB, and each insert reads a page back from the
+#: file and spills a dirty one to the WAL (a 100,000-row sealed import: 2.3 s of 5.3 s of the
+#: writing process in executemany, 1.7 s with this).  Pages are allocated only as they are used.
+IMPORT_CACHE_KIB = 65536
+
+
+@contextmanager
+def _roomy_cache(uow: Any) -> Iterator[None]:
+    """:data:`IMPORT_CACHE_KIB` of page cache for the unit's SQLite connection while the block
+    runs, then its own setting again (a pooled connection does not keep 64 MB of pages)."""
+    if uow.dialect != "sqlite":
+        yield
+        return
+    # The driver's connection: a PRAGMA is no statement of the unit's transaction, and the setting
+    # goes back also after a failed statement (which SQLAlchemy's connection would refuse to follow).
+    conn = uow.conn.connection.dbapi_connection
+    before = conn.execute("PRAGMA cache_size").fetchone()[0]
+    # Negative: KiB; positive: pages (4 KiB by default).  Never made smaller.
+    if (-before if before < 0 else before * 4) >= IMPORT_CACHE_KIB:
+        yield
+        return
+    conn.execute(f"PRAGMA cache_size = -{IMPORT_CACHE_KIB}")
+    try:
+        yield
+    finally:
+        # Dirty pages stay until the commit writes them: shrinking drops only clean ones.
+        conn.execute(f"PRAGMA cache_size = {int(before)}")
 
 
 def _relax_gc() -> tuple[tuple[int, int, int], bool]:
