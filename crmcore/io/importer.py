@@ -1312,14 +1312,17 @@ DOOR_SEALED = ("email", "phone")
 #: but also addresses and numbers that are not sorted) take each insert at a random page: past
 #: a few tens of thousands of rows they outgrow 2 MB, and each insert reads a page back from the
 #: file and spills a dirty one to the WAL (a 100,000-row sealed import: 2.3 s of 5.3 s of the
-#: writing process in executemany, 1.7 s with this).  Pages are allocated only as they are used.
-IMPORT_CACHE_KIB = 65536
+#: writing process in executemany, 1.7 s with 16 or with 64 MB).  16 MB holds both key indexes
+#: of about 150,000 rows; more would hold the whole transaction's pages, and an import's peak
+#: memory counts (a plain 100k import's process tree: 179 MB before, 188 MB with this, 197 MB
+#: with 64 MB; the goal is 200 MB).
+IMPORT_CACHE_KIB = 16384
 
 
 @contextmanager
 def _roomy_cache(uow: Any) -> Iterator[None]:
     """:data:`IMPORT_CACHE_KIB` of page cache for the unit's SQLite connection while the block
-    runs, then its own setting again (a pooled connection does not keep 64 MB of pages)."""
+    runs, then its own setting again (a pooled connection does not keep the pages)."""
     if uow.dialect != "sqlite":
         yield
         return
