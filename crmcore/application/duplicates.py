@@ -49,7 +49,7 @@ from ..domain.entities import Customer, CustomerKind
 from ..domain.errors import CRMError, DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
-from ..store.sealed import cipher_of, sealed
+from ..store.sealed import cipher_of
 
 if TYPE_CHECKING:
     from ..app import CRM
@@ -525,18 +525,25 @@ def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.l
     value = _key_value(key, row)
     if value is None:
         return []
-    if key == "email" and sealed(dialect, "email"):
-        cipher = cipher_of(dialect)
-        assert cipher is not None
+    if key != "email" and key != "phone":
+        return [value]
+    # An import's door check asks this for every new row: the cipher is looked up once, and an
+    # address already in lower case is one form (most are), without building the other two.
+    cipher = cipher_of(dialect)
+    if cipher is None or not cipher.seals(key):
+        return [value]
+    prefix, count = cipher.prefix, cipher.key_count
+    if key == "email":
         given = str(row["email"]).strip()
-        local, _, domain = given.rpartition("@")
-        forms = dict.fromkeys((given, f"{local.lower()}@{domain}", given.lower()))
-        return [cipher.prefix("email", form, number) for form in forms for number in range(cipher.key_count)]
-    if key == "phone" and sealed(dialect, "phone"):  # phone_key: the blind index under every listed key
-        cipher = cipher_of(dialect)
-        assert cipher is not None
-        return [cipher.prefix("phone", str(value), number) for number in range(cipher.key_count)]
-    return [value]
+        lowered = given.lower()
+        if lowered != given:
+            local, _, domain = given.rpartition("@")
+            forms = dict.fromkeys((given, f"{local.lower()}@{domain}", lowered))
+            return [prefix("email", form, number) for form in forms for number in range(count)]
+        value = given
+    else:
+        value = str(value)  # phone_key: the blind index
+    return [prefix(key, value)] if count == 1 else [prefix(key, value, number) for number in range(count)]
 
 
 def _local_part(email: str) -> str:

@@ -14,7 +14,7 @@ importer, in the unit of work.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any, cast
@@ -27,7 +27,7 @@ from ..domain.convert import local_zone, structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
 from ..domain.errors import ValidationError
 from ..domain.validation import EntityValidator
-from ..store.sealed import Sealed, SealedAttributes, cipher_of
+from ..store.sealed import Sealed, SealedAttributes, SealedDate, cipher_of
 from ..store.repositories import (
     ContactRepository,
     CustomerRepository,
@@ -348,7 +348,9 @@ class Binder:
     workers run it in parallel.
     """
 
-    def __init__(self, table: Any, dialect: Any):
+    def __init__(self, table: Any, dialect: Any, remember: Collection[str] = ()):
+        """``remember``: the sealed fields whose sealings the cipher keeps for a later look-up by
+        value (the importer's door check: addresses and numbers; see :meth:`Cipher.sealer`)."""
         self.columns = [c.name for c in table.c if c.name != "id" and c.computed is None]
         compiled = insert(table).compile(dialect=dialect, column_keys=self.columns)
         if compiled.positiontup is None:
@@ -358,6 +360,15 @@ class Binder:
         #: The engine's cipher when fields are sealed (a worker hands its sealings back through it).
         self.cipher = cipher_of(dialect)
         self.processors = [table.c[name].type.dialect_impl(dialect).bind_processor(dialect) for name in self.columns]
+        # Sealed columns seal through the cipher's sealer for their field, not the type's bind
+        # processor (which looks the engine's cipher up and checks the field at every value):
+        # three sealings a customer row, the most of what encryption adds to an import.
+        for i, name in enumerate(self.columns):
+            column_type = table.c[name].type
+            if isinstance(column_type, Sealed | SealedDate):
+                sealing = column_type.sealing_processor(self.cipher, column_type.field in remember)
+                if sealing is not None:
+                    self.processors[i] = sealing
         # Time stamps, tags and custom attributes repeat a lot (one "now" per
         # import, a few tag sets) and their processors (JSON serialisation, UTC
         # conversion) are pure and not cheap, so equal inputs -- equal by value

@@ -15,6 +15,8 @@ from sqlalchemy import inspect, select, table, text
 
 import crmcore
 from crmcore.application import audit
+from crmcore.domain.errors import ConfigError
+from crmcore.domain.validation import normalize_email
 from crmcore.io import ImportOptions, import_file
 from crmcore.store import backup as backups
 from crmcore.store.sealed import MARK, Cipher, new_key
@@ -183,3 +185,60 @@ def test_a_worker_hands_back_only_the_sealings_the_door_check_compares() -> None
     assert cipher.hand_over() == {}  # the birthday was forgotten with the rest
     cipher.seal("birthday", "1983-06-17")
     assert [field for field, _ in cipher.hand_over().values()] == ["birthday"] and birthday.startswith(MARK)
+
+
+def test_a_sealer_seals_as_seal_does() -> None:
+    """The importer's per-field sealer (:meth:`Cipher.sealer`) gives the stored form ``seal`` gives:
+    the same blind index and key id (and a birthday's month and day), a fresh nonce each time, the
+    field as associated data; a cipher with the same keys opens it.  It remembers a sealing (for the
+    door check) only when asked to."""
+    keys = [new_key(), new_key()]
+    cipher = Cipher(keys, ["email", "phone", "birthday"])
+    email = cipher.sealer("email")
+    first, second, by_seal = email(EMAILS[0]), email(EMAILS[0]), cipher.seal("email", EMAILS[0])
+    head = len(MARK) + 22 + 1 + 6 + 1  # blind index and key id
+    assert first[:head] == second[:head] == by_seal[:head] and len(first) == len(second) == len(by_seal)
+    assert first[:len(MARK) + 22] == cipher.prefix("email", EMAILS[0]) and cipher.current(first)
+    assert len({nonce_of(first), nonce_of(second), nonce_of(by_seal)}) == 3
+    birthday = cipher.sealer("birthday", remember=False)("1983-06-17")
+    assert birthday.split("$")[4] == "06-17" and birthday[:head] == cipher.seal("birthday", "1983-06-17")[:head]
+    handed = cipher.hand_over()
+    assert {stored: value for stored, value in handed.items() if value[0] == "email"} == {
+        first: ("email", EMAILS[0]), second: ("email", EMAILS[0]), by_seal: ("email", EMAILS[0])}
+    assert birthday not in handed  # not remembered (the birthday ``seal`` made is)
+    other = Cipher(keys, ["email", "phone", "birthday"])  # remembers nothing: opens each for real
+    assert [other.open("email", first), other.open("birthday", birthday)] == [EMAILS[0], "1983-06-17"]
+    with pytest.raises(ConfigError):  # sealed as an email: not a phone number
+        other.open("phone", first)
+
+
+@SQLITE_ONLY
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_sealed_bulk_import_reads_back_and_leaves_the_page_cache_as_it_was(
+        crm_factory: Any, monkeypatch: Any, tmp_path: Path, workers: int) -> None:
+    """The SQLite bulk path seals email, phone and birthday through the sealers (in the validation
+    workers too): every value reads back, exact look-ups find it, the file holds none of them; the
+    import's larger page cache is the connection's own setting again afterwards."""
+    monkeypatch.setenv("PRIVTEST_KEYS", new_key())
+    crm = crm_factory(config={"privacy": {"encryption": {"fields": ["email", "phone", "birthday"],
+                                                         "key_env": "PRIVTEST_KEYS"}}})
+    with crm.engine.connect() as conn:
+        cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
+    rows = [(f"C{i}", f"Sealed.{i}@Example.com", f"+86139{i:08d}", f"19{60 + i}-0{1 + i % 9}-1{i % 10}")
+            for i in range(30)]
+    path = tmp_path / "sealed.csv"
+    path.write_text("external_id,name,email,phone,birthday\n" + "".join(
+        f"{ext},N {ext},{email},{phone},{day}\n" for ext, email, phone, day in rows), encoding="utf-8")
+    report = import_file(crm, "customers", path, ImportOptions(workers=workers, batch_size=7))
+    assert report.inserted == 30, report.summary()
+    found = {c.external_id: (c.email, c.phone, c.birthday.isoformat()) for c in crm.customers.list()}
+    assert found == {ext: (normalize_email(email), phone, day) for ext, email, phone, day in rows}
+    assert [crm.customers.find(phone=phone).external_id for _, _, phone, _ in rows] == [ext for ext, *_ in rows]
+    assert [crm.customers.find(email=normalize_email(email)).external_id for _, email, _, _ in rows[:3]] == [
+        "C0", "C1", "C2"]
+    database = Path(crm.engine.url.database)
+    data = b"".join(p.read_bytes() for p in database.parent.glob(database.name + "*"))
+    assert [v for _, email, phone, day in rows for v in (normalize_email(email), phone, day)
+            if v.encode() in data] == []
+    with crm.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == cache
