@@ -49,7 +49,7 @@ from ..domain.entities import Customer, CustomerKind
 from ..domain.errors import CRMError, DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
-from ..store.sealed import cipher_of
+from ..store.sealed import cipher_of, sealed
 
 if TYPE_CHECKING:
     from ..app import CRM
