@@ -128,20 +128,6 @@ class Smtp(asyncio.Protocol):
         if out:
             self.transport.write(b"".join(out))
 
-async def main(port):
-    sock = socket.socket()
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(("127.0.0.1", port))
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(Smtp, sock=sock)
-    print("ready", flush=True)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.readline():  # one line per question: how many so far?
-        print(Count.accepted, flush=True)
-    server.close()
-
-asyncio.run(main(int(sys.argv[1])))
 """
 AIOSMTPD_SINK = r"""
 import asyncio, socket, sys
@@ -153,23 +139,29 @@ class Count:
         Count.accepted += 1
         return "250 2.0.0 Ok"
 
+def protocol():
+    handler = Count()
+    return lambda: SMTP(handler, hostname="sink")
+"""
+# Both sinks share their serving loop: a port shared by every sink process (SO_REUSEPORT), "ready"
+# once listening, then one line of stdin per question "how many so far?".
+SERVE = r"""
 async def main(port):
     sock = socket.socket()
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     sock.bind(("127.0.0.1", port))
     loop = asyncio.get_running_loop()
-    handler = Count()
-    server = await loop.create_server(lambda: SMTP(handler, hostname="sink"), sock=sock)
+    server = await loop.create_server(protocol(), sock=sock)
     print("ready", flush=True)
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    while await reader.readline():  # one line per question: how many so far?
+    while await reader.readline():
         print(Count.accepted, flush=True)
     server.close()
 
 asyncio.run(main(int(sys.argv[1])))
 """
-SINKS = {"lean": LEAN_SINK, "aiosmtpd": AIOSMTPD_SINK}
+SINKS = {"lean": LEAN_SINK + "\ndef protocol():\n    return Smtp\n" + SERVE, "aiosmtpd": AIOSMTPD_SINK + SERVE}
 CRM_BIN = str(Path(sys.executable).with_name("crm"))
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 

@@ -133,20 +133,11 @@ def _key(dialect: str, schemas: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def _rows(conn: Any, tables: list[str], quote: Callable[[str], str]) -> tuple[Any, ...]:
-    result = []
-    for table in tables:
-        cursor = conn.exec_driver_sql(f"SELECT * FROM {quote(table)}")
-        rows = tuple(tuple(row) for row in cursor)
-        if rows:
-            result.append((table, tuple(cursor.keys()), rows))
-    return tuple(result)
+    return schema_reuse.rows(conn, tables, quote)
 
 
 def _insert(conn: Any, snapshot: Snapshot, quote: Callable[[str], str], marker: str) -> None:
-    for table, columns, rows in snapshot.rows:
-        names = ", ".join(quote(c) for c in columns)
-        marks = ", ".join([marker] * len(columns))
-        conn.exec_driver_sql(f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})", list(rows))
+    schema_reuse.insert(conn, snapshot.rows, quote, marker)
 
 
 # --- SQLite: sqlite_master holds every CREATE statement, in creation order ----------------------

@@ -113,10 +113,11 @@ def rows(conn: Any, tables: list[str], quote: Callable[[str], str]) -> tuple[Any
     return tuple(result)
 
 
-def insert(conn: Any, table_rows: tuple[Any, ...], quote: Callable[[str], str]) -> None:
+def insert(conn: Any, table_rows: tuple[Any, ...], quote: Callable[[str], str], marker: str = "%s") -> None:
+    """Put back what :func:`rows` read (``marker``: the driver's parameter mark)."""
     for table, columns, values in table_rows:
         names = ", ".join(quote(c) for c in columns)
-        marks = ", ".join(["%s"] * len(columns))
+        marks = ", ".join([marker] * len(columns))
         conn.exec_driver_sql(f"INSERT INTO {quote(table)} ({names}) VALUES ({marks})", list(values))
 
 
