@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar, cast
 
 import attrs
 import phonenumbers
-from sqlalchemy import String, Table, bindparam, func, select, update
+from sqlalchemy import String, Table, bindparam, func, or_, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
@@ -886,7 +886,8 @@ _PROMOTED_VALUES = frozenset(s.value for s in PROMOTED_STAGES)
 # Built once (every won deal runs them): the buyer's stage, and its promotion if it is still one
 # of PROMOTED_STAGES (the condition repeated, so the UPDATE is right even if the row changed).
 _BUYER_STAGE = select(_TABLES["customer"].c.stage).where(_TABLES["customer"].c.id == bindparam("b_customer"))
+# (The stages as ORs of plain binds, not IN: an IN of values is expanded at every execution.)
 _PROMOTE = update(_TABLES["customer"]).where(
     _TABLES["customer"].c.id == bindparam("b_customer"),
-    _TABLES["customer"].c.stage.in_([s.value for s in PROMOTED_STAGES])).values(
+    or_(*(_TABLES["customer"].c.stage == s.value for s in PROMOTED_STAGES))).values(
     stage=bindparam("b_stage"), updated_at=bindparam("b_now"))

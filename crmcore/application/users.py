@@ -22,7 +22,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
 from babel import Locale, UnknownLocaleError
-from sqlalchemy import Connection, delete, exists, insert, or_, select, update
+from sqlalchemy import Connection, bindparam, delete, exists, insert, or_, select, update
 
 from ..domain.errors import CRMError, NotFound, ValidationError
 from ..domain.text import text_problem
@@ -97,8 +97,10 @@ def owner_logins(uow: "UnitOfWork", values: Iterable[str | None]) -> dict[str, s
     found: dict[str, str] = {}
     for start in range(0, len(wanted), 1000):
         chunk = wanted[start:start + 1000]
-        for login, email in uow.conn.execute(select(users.c.login, users.c.email).where(
-                or_(users.c.login.in_(chunk), users.c.email.in_(chunk)))):
+        # One owner (a single write): the statement built once, no IN list expanded per call.
+        query = (_ONE_OWNER, {"owner": chunk[0]}) if len(chunk) == 1 else (select(users.c.login, users.c.email).where(
+            or_(users.c.login.in_(chunk), users.c.email.in_(chunk))), None)
+        for login, email in uow.conn.execute(*query):
             found[login] = login
             if email is not None:
                 found.setdefault(email, login)
@@ -110,6 +112,10 @@ def owner_logins(uow: "UnitOfWork", values: Iterable[str | None]) -> dict[str, s
         uow.audit.batch("user.register-owners", "user", missing)
         found.update({v: v for v in missing})
     return {v: found[v] for v in wanted if v in found}
+
+
+_ONE_OWNER = select(users.c.login, users.c.email).where(
+    or_(users.c.login == bindparam("owner"), users.c.email == bindparam("owner")))
 
 
 def unknown_owner(value: str) -> str:

@@ -7,6 +7,7 @@ entries, and a balance never goes negative, also under concurrent redemption.
 
 from __future__ import annotations
 
+import functools
 import zlib
 from collections.abc import Mapping
 from datetime import datetime
@@ -41,7 +42,7 @@ from ..domain.errors import (
 from ..store import tables
 from ..store.dialects import temporary_table
 from ..store.bulk import inserted_id
-from ..store.upsert import ignoring_conflicts, insert_ignore, insert_new
+from ..store.upsert import ignoring_conflicts, insert_ignore, insert_new, upserting
 from .scheme import LoyaltyScheme
 
 if TYPE_CHECKING:
@@ -55,6 +56,16 @@ allocations = tables.loyalty_allocations
 _ADD_POINTS = update(accounts).where(
     accounts.c.customer_id == bindparam("a_customer"), accounts.c.scheme == bindparam("a_scheme")).values(
     balance=accounts.c.balance + bindparam("a_points", type_=BigInteger), updated_at=bindparam("a_now"))
+
+
+@functools.cache
+def _add_points_upsert(dialect: str) -> Any:
+    """The account created holding the points, or raised by them if it exists: one statement,
+    built once per dialect (None on MariaDB, see :func:`~crmcore.store.upsert.upserting`)."""
+    return upserting(dialect, accounts, (accounts.c.customer_id, accounts.c.scheme), (
+        ("balance", lambda new: accounts.c.balance + new.balance), ("updated_at", lambda new: new.updated_at)))
+
+
 KINDS = ("earn", "bonus", "redeem", "expire", "adjust", "reverse")
 # Columns a set-based credit (``LoyaltyLedger.insert_credits``) selects, in this order.
 CREDIT_COLUMNS = ("customer_id", "points", "idempotency_key", "deal_id", "expires_at", "reason", "occurred_at",
@@ -134,8 +145,14 @@ class LoyaltyLedger:
 
     def _add_points(self, customer_id: int, scheme: str, points: int, ensured: bool) -> None:
         """Raise the account's balance by ``points``; an account not yet there (not ``ensured``)
-        is created with them.  One statement when the account exists, the common case."""
+        is created with them.  One statement on SQLite and PostgreSQL (an upsert), one on
+        MariaDB when the account exists (the common case there)."""
         conn = self.uow.conn
+        upsert = _add_points_upsert(conn.dialect.name)
+        if upsert is not None:
+            conn.execute(upsert, {"customer_id": customer_id, "scheme": scheme, "balance": points,
+                                  "updated_at": self.uow.now})
+            return
         params = {"a_customer": customer_id, "a_scheme": scheme, "a_points": points, "a_now": self.uow.now}
         if conn.execute(_ADD_POINTS, params).rowcount == 1 or ensured:
             return

@@ -71,6 +71,23 @@ def _by_column(table: Table, column: str, limit: int | None = None) -> Select[An
     return stmt if limit is None else stmt.limit(limit)
 
 
+#: The bound id of :func:`_by_id_update` (no column is named so).
+_ROW_ID = "row_id_"
+
+
+@functools.cache
+def _by_id_update(table: Table) -> Any:
+    """``UPDATE table SET ... WHERE id = :row_id_``, built once per table: the columns set are the
+    keys of the parameters it runs with (building the UPDATE per call cost more than running it)."""
+    return update(table).where(table.c.id == bindparam(_ROW_ID))
+
+
+@functools.cache
+def _stage_history_insert() -> Any:
+    """The stage-history ``INSERT`` of a single move, built once."""
+    return insert(tables.deal_stage_history)
+
+
 def _point_params(table: Table, column: str, value: Any) -> dict[str, Any]:
     """The parameters of ``_by_column(table, column)`` for ``value``."""
     return bound_values(value) if _sealed(table, column) else {"value": value}
@@ -252,7 +269,9 @@ class Repository(Generic[E]):
         entity = attrs.evolve(entity, updated_at=now)
         values = self.to_row(entity)
         values.pop("created_at")
-        result = self.conn.execute(update(self.table).where(self.table.c.id == values.pop("id")).values(values))
+        values[_ROW_ID] = values.pop("id")
+        # The statement built once per table; the SET list comes from the parameters' keys.
+        result = self.conn.execute(_by_id_update(self.table), values)
         if result.rowcount == 0:
             raise NotFound(self.kind, entity.id)
         return entity
@@ -330,9 +349,8 @@ class DealRepository(Repository[Deal]):
     def record_stage_change(self, deal_id: int, old: str | None, new: str, at: datetime,
                             actor: str | None) -> int:
         """Append to the stage history; returns the history row id."""
-        stmt = insert(tables.deal_stage_history).values(
-            deal_id=deal_id, from_stage=old, to_stage=new, changed_at=at, actor=actor)
-        return inserted_id(self.conn.execute(stmt))
+        return inserted_id(self.conn.execute(_stage_history_insert(), {
+            "deal_id": deal_id, "from_stage": old, "to_stage": new, "changed_at": at, "actor": actor}))
 
     def record_initial_stages(self, deals: list[Deal], at: datetime, actor: str | None) -> None:
         """History rows for newly inserted deals, in one executemany."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 from sqlalchemy import Column, Connection, Insert, Table, insert
@@ -32,7 +33,10 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> boo
 def ignoring_conflicts(conn: Connection, table: Table, *conflict: Column[Any]) -> Insert:
     """An ``INSERT`` into ``table`` that skips rows clashing on the unique ``conflict``
     column(s) (``ON CONFLICT DO NOTHING``; ``INSERT IGNORE`` on MariaDB/MySQL)."""
-    name = conn.dialect.name
+    return _ignoring(conn.dialect.name, table, conflict)
+
+
+def _ignoring(name: str, table: Table, conflict: tuple[Column[Any], ...]) -> Insert:
     if name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
     if name == "sqlite":
@@ -50,9 +54,40 @@ def insert_new(conn: Connection, table: Table, values: dict[str, Any], key: Colu
     nothing); the caller then reads the winner's row (with a locking read, so
     MariaDB shows the latest committed row rather than its snapshot).
     """
-    statement = ignoring_conflicts(conn, table, key).values(values)
-    if conn.dialect.name in ("mysql", "mariadb"):
-        result = conn.execute(statement)
+    name = conn.dialect.name
+    statement = _insert_new_statement(name, table, key)
+    if name in ("mysql", "mariadb"):
+        result = conn.execute(statement, values)
         return int(result.lastrowid) if result.rowcount == 1 else None
-    new_id = conn.execute(statement.returning(table.c.id)).scalar()
+    new_id = conn.execute(statement, values).scalar()
     return None if new_id is None else int(new_id)
+
+
+@functools.cache
+def _insert_new_statement(dialect: str, table: Table, key: Column[Any]) -> Insert:
+    """:func:`insert_new`'s statement, built once per dialect, table and key (the columns come
+    from the parameters it runs with): building it per call cost more than running it."""
+    statement = _ignoring(dialect, table, (key,))
+    return statement if dialect in ("mysql", "mariadb") else statement.returning(table.c.id)
+
+
+def upserting(dialect: str, table: Table, conflict: tuple[Column[Any], ...],
+              set_: tuple[tuple[str, Any], ...]) -> Insert | None:
+    """An ``INSERT`` into ``table`` that, on a clash on the unique ``conflict`` column(s), updates
+    the existing row instead: ``set_`` is ``(column, value)`` pairs, where a value may use
+    ``excluded(table)`` (the row that was to be inserted).  One statement instead of an ``UPDATE``
+    and, when it found no row, an ``INSERT`` (``ON CONFLICT ... DO UPDATE``, atomic on both
+    databases that have it).  None on MariaDB/MySQL, whose callers keep their read-first paths
+    (an upsert there takes next-key locks)."""
+    if dialect == "postgresql":
+        pg = postgresql.insert(table)
+        return pg.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, pg.excluded)))
+    if dialect == "sqlite":
+        lite = sqlite.insert(table)
+        return lite.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, lite.excluded)))
+    return None
+
+
+def _resolve(set_: tuple[tuple[str, Any], ...], excluded: Any) -> list[tuple[str, Any]]:
+    """``set_`` with each callable value given the ``excluded`` row."""
+    return [(name, value(excluded) if callable(value) else value) for name, value in set_]

@@ -20,10 +20,16 @@ if TYPE_CHECKING:
 def won_deal(config: crmcore.Config) -> ColumnElement[bool]:
     """A condition on ``tables.deals``: the deal is in a won stage of its pipeline."""
     deals = tables.deals
-    parts = [and_(deals.c.pipeline == p.name,
-                  deals.c.stage.in_([s.name for s in p.stages if s.outcome is crmcore.StageOutcome.WON]))
+    parts = [and_(deals.c.pipeline == p.name, _one_of(deals.c.stage, [s.name for s in p.stages
+                                                                     if s.outcome is crmcore.StageOutcome.WON]))
              for p in config.pipelines.values()]
     return or_(*parts) if parts else false()
+
+
+def _one_of(column: ColumnElement[str], names: list[str]) -> ColumnElement[bool]:
+    """``column IN names``; one name as ``column = name``: a statement built once and run per won
+    deal then binds a plain value, instead of expanding an IN list at every execution."""
+    return column == names[0] if len(names) == 1 else column.in_(names)
 
 
 def local_date(ctx: LoyaltyContext) -> date:

@@ -22,6 +22,7 @@ changes nothing.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
@@ -56,7 +57,7 @@ from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
 from crmcore.store import MONEY_SCALE, UTCDateTime, tables, temporary_table
-from crmcore.store.upsert import ignoring_conflicts
+from crmcore.store.upsert import ignoring_conflicts, upserting
 
 from .common import won_deal
 from .sql import utc
@@ -416,24 +417,35 @@ class TiersScheme(crmcore.LoyaltyScheme):
         then fire ``on_loyalty_tier_changed`` per move if a plugin listens."""
         conn, uow = ctx.conn, ctx.uow
         accounts = tables.loyalty_accounts
-        for chunk in _chunks(plan.clear):
-            conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name,
-                                                   tier_status.c.customer_id.in_(chunk)))
+        if len(plan.clear) == 1:  # one customer (a deal won or lost): a statement built once
+            conn.execute(_CLEAR_ONE, {"t_scheme": self.name, "t_customer": plan.clear[0]})
+        else:
+            for chunk in _chunks(plan.clear):
+                conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name,
+                                                       tier_status.c.customer_id.in_(chunk)))
         if plan.grace:
-            conn.execute(insert(tier_status), [{"customer_id": c, "scheme": self.name, "below_since": ctx.as_of}
-                                               for c in plan.grace])
+            conn.execute(_GRACE, [{"customer_id": c, "scheme": self.name, "below_since": ctx.as_of}
+                                  for c in plan.grace])
         if not plan.moves:
             return
-        conn.execute(insert(tier_changes), [{"customer_id": c, "scheme": self.name, "old": old, "new": new,
-                                             "changed_at": ctx.as_of} for c, old, new, _ in plan.moves])
-        missing = [{"customer_id": c, "scheme": self.name, "balance": 0, "updated_at": uow.now}
-                   for c, _, _, has_account in plan.moves if not has_account]
-        if missing:  # the tier is set below, with the existing accounts' (a concurrent insert is skipped)
+        conn.execute(_CHANGES, [{"customer_id": c, "scheme": self.name, "old": old, "new": new,
+                                 "changed_at": ctx.as_of} for c, old, new, _ in plan.moves])
+        missing = [{"customer_id": c, "scheme": self.name, "balance": 0, "tier": new, "updated_at": uow.now}
+                   for c, _, new, has_account in plan.moves if not has_account]
+        upsert = _tier_upsert(conn.dialect.name)
+        if missing and upsert is not None:  # created holding the tier, or (created meanwhile) given it
+            conn.execute(upsert, missing)
+        elif missing:  # the tier is set below, with the existing accounts' (a concurrent insert is skipped)
             conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme), missing)
         by_tier: dict[str | None, list[int]] = {}
-        for customer_id, _, new, _ in plan.moves:
-            by_tier.setdefault(new, []).append(customer_id)
+        for customer_id, _, new, has_account in plan.moves:
+            if has_account or upsert is None:
+                by_tier.setdefault(new, []).append(customer_id)
         for new, ids in by_tier.items():
+            if len(ids) == 1:
+                conn.execute(_SET_ONE, {"t_scheme": self.name, "t_customer": ids[0], "t_tier": new,
+                                        "t_now": uow.now})
+                continue
             for chunk in _chunks(ids):
                 conn.execute(update(accounts).where(accounts.c.scheme == self.name,
                                                     accounts.c.customer_id.in_(chunk)).values(
@@ -449,6 +461,26 @@ class _Plan:
     grace: list[int] = attrs.Factory(list)
     moves: list[tuple[int, str | None, str | None, bool]] = attrs.Factory(list)
     changes: int = 0
+
+
+# Built once: one customer's tier writes (a deal won or lost), with bound values only.
+_CLEAR_ONE = delete(tier_status).where(tier_status.c.scheme == bindparam("t_scheme"),
+                                       tier_status.c.customer_id == bindparam("t_customer"))
+_GRACE = insert(tier_status)
+_CHANGES = insert(tier_changes)
+_SET_ONE = update(tables.loyalty_accounts).where(
+    tables.loyalty_accounts.c.scheme == bindparam("t_scheme"),
+    tables.loyalty_accounts.c.customer_id == bindparam("t_customer")).values(
+    tier=bindparam("t_tier"), updated_at=bindparam("t_now"))
+
+
+@functools.cache
+def _tier_upsert(dialect: str) -> Any:
+    """A tiers account created holding its tier, or given it if it exists (one statement; None on
+    MariaDB: there the missing accounts are inserted, then the tier set by an UPDATE)."""
+    accounts = tables.loyalty_accounts
+    return upserting(dialect, accounts, (accounts.c.customer_id, accounts.c.scheme), (
+        ("tier", lambda new: new.tier), ("updated_at", lambda new: new.updated_at)))
 
 
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
