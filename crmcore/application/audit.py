@@ -33,6 +33,7 @@ import attrs
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..domain.convert import unstructure
+from ..store import direct
 from ..store.sealed import open_changes, seal_changes
 from ..store.tables import audit_head, audit_log
 
@@ -88,11 +89,20 @@ def jsonable(value: Any) -> Any:
 
 def diff(before: Any, after: Any) -> dict[str, list[Any]]:
     """The changed fields of two versions of an entity (either may be None): ``{field: [old, new]}``."""
-    old = jsonable(unstructure(before)) if before is not None else {}
-    new = jsonable(unstructure(after)) if after is not None else {}
+    old = unstructure(before) if before is not None else {}
+    new = unstructure(after) if after is not None else {}
     skip = {"updated_at", "created_at"} if before is not None and after is not None else set()
-    return {key: [old.get(key), new.get(key)] for key in sorted(old.keys() | new.keys())
-            if key not in skip and old.get(key) != new.get(key)}
+    changed = {}
+    for key in sorted(old.keys() | new.keys()):
+        a, b = old.get(key), new.get(key)
+        # One object on both sides (an update keeps the fields it does not change) is one JSON
+        # value: only the others are converted and compared, as JSON (Decimal 1.0 vs 1.00 differs).
+        if key in skip or a is b:
+            continue
+        a, b = jsonable(a), jsonable(b)
+        if a != b:
+            changed[key] = [a, b]
+    return changed
 
 
 def record_hash(prev_hash: str, seq: int, recorded_at: datetime, actor: str, action: str, entity: str,
@@ -126,7 +136,8 @@ class AuditTrail:
             "actor": self.uow.actor, "action": action, "entity": entity,
             "entity_id": None if entity_id is None else str(entity_id), "customer_id": customer_id,
             "ids": None if ids is None else jsonable(list(ids)),
-            "changes": None if changes is None else jsonable(dict(changes)),
+            # (JSON data already: jsonable above, and sealing puts only texts in it)
+            "changes": None if changes is None else dict(changes),
         })
 
     def created(self, kind: str, entity: Any) -> None:
@@ -163,7 +174,7 @@ class AuditTrail:
         if not self.pending:
             return
         conn, pending, self.pending = self.uow.conn, self.pending, []
-        seq, prev = conn.execute(_HEAD).one()
+        seq, prev = direct.run(conn, _HEAD, _HEAD_ROW).one()
         rows, now = [], self.uow.now.astimezone(timezone.utc)
         for item in pending:
             seq += 1
@@ -172,12 +183,13 @@ class AuditTrail:
                                              item["entity"], item["entity_id"], item["customer_id"],
                                              item["ids"], item["changes"])
             rows.append(row)
-        conn.execute(_APPEND, rows)
-        conn.execute(_SET_HEAD, {"h_seq": seq, "h_hash": prev})
+        direct.run(conn, _APPEND, rows[0] if len(rows) == 1 else rows)
+        direct.run(conn, _SET_HEAD, {"h_seq": seq, "h_hash": prev})
 
 
 # Built once (every writing unit of work runs them): statements with bound values only.
-_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == 1).with_for_update()
+_HEAD = select(audit_head.c.seq, audit_head.c.hash).where(audit_head.c.id == bindparam("h_id")).with_for_update()
+_HEAD_ROW = {"h_id": 1}
 _APPEND = insert(audit_log)
 _SET_HEAD = update(audit_head).where(audit_head.c.id == 1).values(seq=bindparam("h_seq"), hash=bindparam("h_hash"))
 

@@ -27,7 +27,7 @@ from ..store.bulk import insert_returning_ids
 from ..store.pointread import Fallback
 from ..store.filters import search_condition
 from ..store.repositories import Archived, E, Repository
-from ..store import tables
+from ..store import direct, tables
 from ..store.sealed import Sealed
 from ..store.tables import ENTITY_TABLES as _TABLES
 from . import consents
@@ -329,7 +329,8 @@ class EntityService(Generic[E]):
         self.check_lengths(entity)
         if check_references:
             self.check_references(uow, entity)
-            entity = resolve_owner(uow, entity, self.kind) if self.kind in OWNED else entity
+            if self.kind in OWNED and not _same_owner(entity, previous):
+                entity = resolve_owner(uow, entity, self.kind)
         issues = []
         for result in self.crm.plugins.call(f"validate_{self.kind}", uow=uow, previous=previous,
                                             **{self.kind: entity}):
@@ -408,6 +409,12 @@ def phone_search_terms(text: str, region: str | None) -> builtins.list[str]:
     if trunk and not text.startswith("+") and digits.startswith(trunk) and len(digits) > len(trunk):
         terms.add(digits[len(trunk):])
     return sorted(terms)
+
+
+def _same_owner(entity: Any, previous: Any) -> bool:
+    """Whether an update keeps the stored owner: a stored owner is a user's login (a foreign key to
+    ``users.login``), which resolves to itself, so it needs no look-up (a single move's share)."""
+    return previous is not None and entity.owner is not None and entity.owner == previous.owner
 
 
 @functools.cache
@@ -741,11 +748,11 @@ class DealService(ArchivingService[Deal]):
         """:meth:`_promote_buyer` when no plugin listens for ``on_customer_updated``: no entity to
         build, only the stage read and one conditional UPDATE of stage and ``updated_at`` (what the
         full update changes), audited with the same change record."""
-        old = uow.conn.execute(_BUYER_STAGE, {"b_customer": customer_id}).scalar()
+        old = direct.run(uow.conn, _BUYER_STAGE, {"b_customer": customer_id}).scalar()
         if old is None or old not in _PROMOTED_VALUES:
             return
-        uow.conn.execute(_PROMOTE, {"b_customer": customer_id, "b_stage": LifecycleStage.CUSTOMER.value,
-                                    "b_now": uow.now})
+        direct.run(uow.conn, _PROMOTE, {"b_customer": customer_id, "b_stage": LifecycleStage.CUSTOMER.value,
+                                        "b_now": uow.now})
         uow.audit.record("customer.update", "customer", customer_id, customer_id=customer_id,
                          changes={"stage": [old, LifecycleStage.CUSTOMER.value]})
 

@@ -39,7 +39,7 @@ from ..domain.errors import (
     InsufficientPoints,
     ValidationError,
 )
-from ..store import tables
+from ..store import direct, tables
 from ..store.dialects import temporary_table
 from ..store.bulk import inserted_id
 from ..store.upsert import ignoring_conflicts, insert_ignore, insert_new, upserting
@@ -150,8 +150,8 @@ class LoyaltyLedger:
         conn = self.uow.conn
         upsert = _add_points_upsert(conn.dialect.name)
         if upsert is not None:
-            conn.execute(upsert, {"customer_id": customer_id, "scheme": scheme, "balance": points,
-                                  "updated_at": self.uow.now})
+            direct.run(conn, upsert, {"customer_id": customer_id, "scheme": scheme, "balance": points,
+                                      "updated_at": self.uow.now})
             return
         params = {"a_customer": customer_id, "a_scheme": scheme, "a_points": points, "a_now": self.uow.now}
         if conn.execute(_ADD_POINTS, params).rowcount == 1 or ensured:

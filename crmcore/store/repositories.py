@@ -26,7 +26,7 @@ from ..domain.convert import from_values, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, Task
 from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
-from . import tables
+from . import direct, tables
 from .bulk import inserted_id, insert_returning_ids
 from .filters import conditions, equality, search_condition
 from .sealed import bound_equals, bound_values, equals_value, is_sealed_column
@@ -271,7 +271,7 @@ class Repository(Generic[E]):
         values.pop("created_at")
         values[_ROW_ID] = values.pop("id")
         # The statement built once per table; the SET list comes from the parameters' keys.
-        result = self.conn.execute(_by_id_update(self.table), values)
+        result = direct.run(self.conn, _by_id_update(self.table), values)
         if result.rowcount == 0:
             raise NotFound(self.kind, entity.id)
         return entity
@@ -349,7 +349,7 @@ class DealRepository(Repository[Deal]):
     def record_stage_change(self, deal_id: int, old: str | None, new: str, at: datetime,
                             actor: str | None) -> int:
         """Append to the stage history; returns the history row id."""
-        return inserted_id(self.conn.execute(_stage_history_insert(), {
+        return inserted_id(direct.run(self.conn, _stage_history_insert(), {
             "deal_id": deal_id, "from_stage": old, "to_stage": new, "changed_at": at, "actor": actor}))
 
     def record_initial_stages(self, deals: list[Deal], at: datetime, actor: str | None) -> None:

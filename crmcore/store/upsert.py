@@ -8,6 +8,8 @@ from typing import Any
 from sqlalchemy import Column, Connection, Insert, Table, insert
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 
+from . import direct
+
 
 def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
     """Insert a row unless one with the same key exists; True if inserted.
@@ -59,7 +61,7 @@ def insert_new(conn: Connection, table: Table, values: dict[str, Any], key: Colu
     if name in ("mysql", "mariadb"):
         result = conn.execute(statement, values)
         return int(result.lastrowid) if result.rowcount == 1 else None
-    new_id = conn.execute(statement, values).scalar()
+    new_id = direct.run(conn, statement, values).scalar()
     return None if new_id is None else int(new_id)
 
 

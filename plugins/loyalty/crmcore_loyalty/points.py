@@ -32,7 +32,7 @@ from sqlalchemy import BigInteger, Integer, and_, bindparam, case, func, literal
 from sqlalchemy.sql import ColumnElement, FromClause, Select
 
 import crmcore
-from crmcore.store import MONEY_SCALE, UTCDateTime, tables
+from crmcore.store import MONEY_SCALE, UTCDateTime, direct, tables
 
 from .sql import days_later, int_div, period_key, utc
 
@@ -141,8 +141,8 @@ class PointsScheme(crmcore.LoyaltyScheme):
         if options.multipliers.get("segment"):
             row = uow.conn.execute(self.earn_select(ctx, options, [tables.deals.c.id == deal.id])).first()
         else:
-            row = uow.conn.execute(self._one_deal(ctx, options), {"earn_deal": deal.id,
-                                                                   "earn_as_of": ctx.as_of}).first()
+            row = direct.run(uow.conn, self._one_deal(ctx, options), {"earn_deal": deal.id,
+                                                                       "earn_as_of": ctx.as_of}).first()
         return int(row.points) if row is not None else 0
 
     def _one_deal(self, ctx: LoyaltyContext, options: PointsOptions) -> Select[Unpack[tuple[Any, ...]]]:

@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 
 import crmcore
-from crmcore.store import UTCDateTime, tables
+from crmcore.store import UTCDateTime, direct, tables
 
 from .common import check_wallet, key_is_new, won_deal
 from .sql import days_later, utc
@@ -114,7 +114,7 @@ class ReferralScheme(crmcore.LoyaltyScheme):
     def pay_on_win(self, ctx: LoyaltyContext, options: ReferralOptions, customer_id: int) -> int:
         """:meth:`run` for one customer whose deal was just won: one indexed look-up, and the
         set-based run only if somebody referred this customer (replays pay nothing twice)."""
-        if ctx.conn.execute(_REFERRED, {"referee": customer_id}).first() is None:
+        if direct.run(ctx.conn, _REFERRED, {"referee": customer_id}).first() is None:
             return 0
         return self.run(ctx, options, referee_ids=[customer_id])
 

@@ -56,7 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
-from crmcore.store import MONEY_SCALE, UTCDateTime, tables, temporary_table
+from crmcore.store import MONEY_SCALE, UTCDateTime, direct, tables, temporary_table
 from crmcore.store.upsert import ignoring_conflicts, upserting
 
 from .common import won_deal
@@ -168,7 +168,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
         metric crossed a threshold or a grace period starts, ends or runs out.
         """
         start = self.window_start(ctx.as_of, options.window_months)
-        row = ctx.conn.execute(self._one_statement(ctx, options), {
+        row = direct.run(ctx.conn, self._one_statement(ctx, options), {
             "tier_customer": customer_id, "tier_start": start, "tier_as_of": ctx.as_of}).one()
         qualifying = self._rank(int(row.metric or 0), options)
         current = next((i + 1 for i, level in enumerate(options.levels) if level.name == row.tier), 0)
@@ -418,23 +418,23 @@ class TiersScheme(crmcore.LoyaltyScheme):
         conn, uow = ctx.conn, ctx.uow
         accounts = tables.loyalty_accounts
         if len(plan.clear) == 1:  # one customer (a deal won or lost): a statement built once
-            conn.execute(_CLEAR_ONE, {"t_scheme": self.name, "t_customer": plan.clear[0]})
+            direct.run(conn, _CLEAR_ONE, {"t_scheme": self.name, "t_customer": plan.clear[0]})
         else:
             for chunk in _chunks(plan.clear):
                 conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name,
                                                        tier_status.c.customer_id.in_(chunk)))
         if plan.grace:
-            conn.execute(_GRACE, [{"customer_id": c, "scheme": self.name, "below_since": ctx.as_of}
-                                  for c in plan.grace])
+            direct.run(conn, _GRACE, [{"customer_id": c, "scheme": self.name, "below_since": ctx.as_of}
+                                      for c in plan.grace])
         if not plan.moves:
             return
-        conn.execute(_CHANGES, [{"customer_id": c, "scheme": self.name, "old": old, "new": new,
-                                 "changed_at": ctx.as_of} for c, old, new, _ in plan.moves])
+        direct.run(conn, _CHANGES, [{"customer_id": c, "scheme": self.name, "old": old, "new": new,
+                                     "changed_at": ctx.as_of} for c, old, new, _ in plan.moves])
         missing = [{"customer_id": c, "scheme": self.name, "balance": 0, "tier": new, "updated_at": uow.now}
                    for c, _, new, has_account in plan.moves if not has_account]
         upsert = _tier_upsert(conn.dialect.name)
         if missing and upsert is not None:  # created holding the tier, or (created meanwhile) given it
-            conn.execute(upsert, missing)
+            direct.run(conn, upsert, missing)
         elif missing:  # the tier is set below, with the existing accounts' (a concurrent insert is skipped)
             conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme), missing)
         by_tier: dict[str | None, list[int]] = {}
@@ -443,7 +443,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
                 by_tier.setdefault(new, []).append(customer_id)
         for new, ids in by_tier.items():
             if len(ids) == 1:
-                conn.execute(_SET_ONE, {"t_scheme": self.name, "t_customer": ids[0], "t_tier": new,
+                direct.run(conn, _SET_ONE, {"t_scheme": self.name, "t_customer": ids[0], "t_tier": new,
                                         "t_now": uow.now})
                 continue
             for chunk in _chunks(ids):
