@@ -352,10 +352,11 @@ class EntityService(Generic[E]):
         errors, not IntegrityErrors)."""
         customer_id = getattr(entity, "customer_id", None)
         with uow.scoped():  # a customer the acting user cannot see is no customer to attach to
-            customer = uow.customers.find(id=customer_id) if customer_id is not None else None
-        if customer_id is not None and customer is None:
+            # Only whether it is there and archived: one column, not a whole customer to build.
+            found = uow.read_first(_CUSTOMER_STATE, {"value": customer_id}) if customer_id is not None else None
+        if customer_id is not None and found is None:
             raise ValidationError.single("customer_id", f"customer {customer_id} does not exist", self.kind)
-        if customer is not None and customer.archived_at is not None:
+        if found is not None and found[1][0] is not None:
             raise ValidationError.single("customer_id", f"customer {customer_id} is archived: restore it first "
                                          f"(crm customer restore {customer_id})", self.kind)
         # A clear error instead of the database's IntegrityError (which still guards races).
@@ -890,6 +891,8 @@ OWNED = ("customer", "deal")
 PROMOTED_STAGES = (LifecycleStage.LEAD, LifecycleStage.PROSPECT)
 """The lifecycle stages a won deal turns into ``customer`` (``former`` stays former)."""
 _PROMOTED_VALUES = frozenset(s.value for s in PROMOTED_STAGES)
+# Built once (every write of a customer's record checks it): the customer's archived_at by id.
+_CUSTOMER_STATE = select(_TABLES["customer"].c.archived_at).where(_TABLES["customer"].c.id == bindparam("value"))
 # Built once (every won deal runs them): the buyer's stage, and its promotion if it is still one
 # of PROMOTED_STAGES (the condition repeated, so the UPDATE is right even if the row changed).
 _BUYER_STAGE = select(_TABLES["customer"].c.stage).where(_TABLES["customer"].c.id == bindparam("b_customer"))

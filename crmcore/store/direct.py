@@ -138,6 +138,20 @@ def run(conn: Connection, statement: Any, params: Mapping[str, Any] | Sequence[M
         cursor.close()
 
 
+def begin_immediate(conn: Connection) -> None:
+    """``BEGIN IMMEDIATE`` on a SQLite connection (a writing unit's transaction takes the write lock
+    at once), straight to the driver unless something listens for statements; a busy database
+    raises SQLAlchemy's ``OperationalError`` either way."""
+    if _listened(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        return
+    try:
+        conn.connection.dbapi_connection.execute("BEGIN IMMEDIATE")  # type: ignore[union-attr]
+    except conn.dialect.loaded_dbapi.Error as exc:
+        raise DBAPIError.instance("BEGIN IMMEDIATE", (), exc, conn.dialect.loaded_dbapi.Error,
+                                  dialect=conn.dialect) from exc
+
+
 def _listened(conn: Connection) -> bool:
     """Whether anything listens for the statements the connection's cursor runs."""
     dispatch = conn.dispatch

@@ -19,6 +19,7 @@ from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.engine import ExceptionContext, make_url
 
 from ..domain.errors import ConfigError
+from . import direct
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Helper threads SQLite may start for one large sort (its sorter merges in parallel).
@@ -206,4 +207,4 @@ def _configure_sqlite(engine: Engine, in_memory: bool) -> None:
             # statement's round through SQLAlchemy's execution machinery (a tenth of a point read).
             conn.connection.dbapi_connection.execute("BEGIN")
         else:
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            direct.begin_immediate(conn)
