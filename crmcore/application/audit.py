@@ -70,8 +70,14 @@ class AuditRecord:
         return {**attrs.asdict(self), "recorded_at": self.recorded_at.isoformat()}
 
 
+#: Types that are JSON data as they are (exactly these classes: a subclass, an enum of str, is not).
+_PLAIN = frozenset((str, int, float, bool))
+
+
 def jsonable(value: Any) -> Any:
     """``value`` as plain JSON data: Decimals and times as text, enums as their value."""
+    if value is None or value.__class__ in _PLAIN:  # most values: no isinstance chain (Mapping's is slow)
+        return value
     if isinstance(value, Decimal):
         return str(value)
     if isinstance(value, (datetime, date)):
