@@ -232,6 +232,8 @@ def main(argv: list[str] | None = None) -> int:
           f"(synchronous={baseline.sync})")
     print(f"CPU per move (best round): ours {min(cpu['ours']):.2f} ms, baseline {min(cpu['baseline']):.2f} ms "
           f"(baseline / ours = {min(cpu['baseline']) / min(cpu['ours']):.1%}; fsync waits are not CPU)")
+    paired = [o / b for o, b in zip(rates["ours"], rates["baseline"])]  # the two sides in the same minute
+    print("ours / baseline per round: " + ", ".join(f"{p:.1%}" for p in paired))
     share_best, share_median = best["ours"] / best["baseline"], median["ours"] / median["baseline"]
     print(f"ours / baseline: best {share_best:.1%}, median {share_median:.1%} "
           f"(goal >= {GOAL:.0%}: {'met' if share_best >= GOAL else 'NOT met'})")

@@ -111,8 +111,8 @@ def run(conn: Connection, statement: Any, params: Mapping[str, Any] | Sequence[M
     list of them (an executemany: no rows returned)."""
     if conn.dialect.name != "sqlite" or _listened(conn) or not params:
         return conn.execute(statement, params)
-    many = not isinstance(params, Mapping)
-    first: Mapping[str, Any] = params[0] if many else params  # type: ignore[index,assignment]
+    listed: Sequence[Mapping[str, Any]] = [params] if isinstance(params, Mapping) else params
+    many, first = len(listed) > 1 or not isinstance(params, Mapping), listed[0]
     if isinstance(statement, Select):
         unit = conn.get_execution_options().get("crm_unit")
         if unit is not None and unit.is_scoped:  # the visibility rewrite applies
@@ -124,10 +124,10 @@ def run(conn: Connection, statement: Any, params: Mapping[str, Any] | Sequence[M
     try:
         try:
             if many:
-                cursor.executemany(shape.sql, [shape.values(p) for p in params])  # type: ignore[union-attr]
+                cursor.executemany(shape.sql, [shape.values(p) for p in listed])
                 return DirectResult([], cursor.rowcount, None)
             cursor.execute(shape.sql, shape.values(first))
-            rows = cursor.fetchall() if shape.returns else []
+            rows: list[Any] = list(cursor.fetchall()) if shape.returns else []
         except conn.dialect.loaded_dbapi.Error as exc:
             raise DBAPIError.instance(shape.sql, params, exc, conn.dialect.loaded_dbapi.Error,
                                       dialect=conn.dialect) from exc
