@@ -13,6 +13,7 @@ It goes through SQLAlchemy as before (``conn.execute``), and so changes nothing,
 could differ from it:
 
 * on PostgreSQL and MariaDB (a network round trip dominates a statement there);
+* on a connection not in a transaction yet (SQLAlchemy's execute begins one);
 * when something listens for the connection's statements (``before_cursor_execute`` or
   ``after_cursor_execute``: a test counting them, a tracer);
 * for a ``SELECT`` inside a scoped unit of work, which the record-visibility rewrite may change;
@@ -109,7 +110,8 @@ def run(conn: Connection, statement: Any, params: Mapping[str, Any] | Sequence[M
     """``conn.execute(statement, params)``, below SQLAlchemy when that changes nothing (see the
     module): a :class:`DirectResult`, else SQLAlchemy's result.  ``params`` is one mapping, or a
     list of them (an executemany: no rows returned)."""
-    if conn.dialect.name != "sqlite" or _listened(conn) or not params:
+    # (Not yet in a transaction: SQLAlchemy's execute begins one, the driver alone would autocommit.)
+    if conn.dialect.name != "sqlite" or not params or not conn.in_transaction() or _listened(conn):
         return conn.execute(statement, params)
     listed: Sequence[Mapping[str, Any]] = [params] if isinstance(params, Mapping) else params
     many, first = len(listed) > 1 or not isinstance(params, Mapping), listed[0]

@@ -80,6 +80,17 @@ def test_a_driver_error_is_sqlalchemys_exception(deal):
                                        "changed_at": WHEN, "actor": None})
 
 
+def test_a_connection_without_a_transaction_begins_one(deal):
+    """As with conn.execute: the statement joins the transaction the connection then begins, so
+    a rollback takes it back (the driver alone would have committed it at once)."""
+    crm, stored = deal
+    with crm.engine.connect() as conn:
+        direct.run(conn, RENAME, {"d": stored.id, "t": "never"})
+        assert conn.in_transaction()
+        conn.rollback()
+    assert crm.deals.get(stored.id).title == "d"
+
+
 def test_listeners_see_every_statement(deal):
     """With a statement listener (a test counting statements, a tracer) everything goes through
     SQLAlchemy, so the listener misses none."""
