@@ -33,7 +33,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 
 
 class _Shape:
@@ -82,9 +82,11 @@ class DirectResult:
         return self.rows[0] if self.rows else None
 
     def one(self) -> Any:
-        """The only row (an error if there is not exactly one)."""
-        if len(self.rows) != 1:
-            raise ValueError(f"expected one row, got {len(self.rows)}")
+        """The only row (SQLAlchemy's error if there is not exactly one)."""
+        if not self.rows:
+            raise NoResultFound("No row was found when one was required")
+        if len(self.rows) > 1:
+            raise MultipleResultsFound("Multiple rows were found when exactly one was required")
         return self.rows[0]
 
     def scalar(self) -> Any:

@@ -14,7 +14,7 @@ from decimal import Decimal
 
 import pytest
 from sqlalchemy import bindparam, event, insert, select, update
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, MultipleResultsFound, NoResultFound
 
 from crmcore.application.audit import diff, verify
 from crmcore.domain.entities import Deal
@@ -70,6 +70,10 @@ def test_named_columns_and_executemany(deal):
         read = direct.run(conn, BY_DEAL, {"d": stored.id}).all()
         assert [r.to_stage for r in read][-2:] == ["b", "c"]
         assert direct.run(conn, BY_DEAL, {"d": -1}).first() is None
+        with pytest.raises(MultipleResultsFound):
+            direct.run(conn, BY_DEAL, {"d": stored.id}).one()
+        with pytest.raises(NoResultFound):
+            direct.run(conn, BY_DEAL, {"d": -1}).one()
 
 
 def test_a_driver_error_is_sqlalchemys_exception(deal):
