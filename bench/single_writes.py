@@ -42,11 +42,11 @@ the deal's read, validation with the customer and owner look-ups, update, histor
 audit) and the fsync.  SQLite synchronous stays FULL (the baseline pays the same fsync; WAL +
 NORMAL loses no commit on a process crash, but can on an OS crash or power cut).
 
-Second pass (2026-12-06, six whole runs alternating with main e1a5057, load 6.3-10.3): main CPU
-4.6-5.8 ms a move, 8-29% of the baseline at best; this code 1.4-2.4 ms, 28-55% at best in 5 of 6
-runs (11% in one whose baseline had a 1,007 moves/s round); callgrind 14.45M -> 4.36M instructions
-a move.  Statements built once, no IN lists expanded per execution, upserts for the balance and a
-new tier account, no owner look-up for a kept owner: 20 -> 16 statements; on SQLite 14 of them
+Second pass (2026-12-06, nine whole runs alternating with main e1a5057, load 6.3-10.3): main CPU
+3.9-5.8 ms a move, 8-36% of the baseline at best (25% in 4 of 9); this code 1.4-2.4 ms, 28-58% at
+best in 8 of 9 runs (11% in one whose baseline had a 1,007 moves/s round); callgrind 14.45M ->
+4.36M instructions a move.  Statements built once, no IN lists expanded per execution, upserts for the balance and a
+new tier account, no owner look-up for a kept owner: 20 -> 17 statements; on SQLite 14 of them
 run on the unit's driver connection (``crmcore.store.direct``).  The per-round ratio (printed)
 shows how much the baseline's fsync moves between rounds.
 """
