@@ -93,7 +93,8 @@ import asyncio, socket, sys
 class Count:
     accepted = 0
 
-REPLIES = {b"EHLO": b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n", b"HELO": b"250 sink\r\n",
+# PIPELINING (RFC 2920): the commands of a message come in one read and are answered in one write.
+REPLIES = {b"EHLO": b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n", b"HELO": b"250 sink\r\n",
            b"MAIL": b"250 OK\r\n", b"RCPT": b"250 OK\r\n", b"RSET": b"250 OK\r\n", b"NOOP": b"250 OK\r\n",
            b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n"}
 
