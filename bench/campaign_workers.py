@@ -178,6 +178,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: user, nice, system, irq, softirq,
+    steal), whoever spent them: with the shares below it tells what the rest of the machine took."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7)) / CLK_TCK
+
+
+def rabbitmq_pid() -> int | None:
+    """The local RabbitMQ node (beam.smp), if it runs on this machine and can be read."""
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "beam.smp":
+                return int(stat.parent.name)
+        except OSError:
+            continue
+    return None
+
+
 class Sink:
     """``count`` sink processes (``kind``: lean or aiosmtpd) on one port."""
 
@@ -258,6 +276,8 @@ class Bench:
             self.consuming(count)
             before, sink_cpu, cpu = self.sink.accepted(), self.sink.cpu(), sum(cpu_seconds(p.pid) for p in started)
             load_before, pg_before = load(), self.database_cpu()
+            rabbit = rabbitmq_pid()
+            rabbit_cpu, machine, own = cpu_seconds(rabbit) if rabbit else 0.0, machine_busy(), time.process_time()
             t0 = time.perf_counter()
             job_ids = self.jobs.relay()
             while self.sink.accepted() - before < n:
@@ -269,6 +289,8 @@ class Bench:
             cpu = sum(cpu_seconds(p.pid) for p in started) - cpu
             sink_cpu = self.sink.cpu() - sink_cpu
             pg_cpu = sum(c - pg_before.get(pid, 0.0) for pid, c in self.database_cpu().items())  # workers' still open
+            own, machine = time.process_time() - own, machine_busy() - machine
+            rabbit_cpu = cpu_seconds(rabbit) - rabbit_cpu if rabbit else 0.0
             accepted = self.sink.accepted() - before
         finally:
             for process in started:
@@ -278,6 +300,7 @@ class Bench:
         assert accepted == n, f"the sink accepted {accepted} of {n}"
         return {"rate": n / elapsed, "seconds": elapsed, "queued_s": queued_s, "jobs": len(job_ids),
                 "cpu_ms": 1000 * cpu / n, "sink_cpu_ms": 1000 * sink_cpu / n, "pg_cpu_ms": 1000 * pg_cpu / n,
+                "rabbit_ms": 1000 * rabbit_cpu / n, "bench_ms": 1000 * own / n, "machine_ms": 1000 * machine / n,
                 "load": f"{load_before} -> {load()}"}
 
     def vacuum(self) -> None:
@@ -358,16 +381,29 @@ class Bench:
 def cores_estimate(results: dict[Any, list[dict[str, float]]], case: int, one: int) -> float:
     """The speed-up of ``case`` workers over ``one`` that the CPU per message predicts on this machine's
     cores when nothing else runs: each worker process is held to a core (the GIL), and the workers,
-    the sink and PostgreSQL together to all the cores."""
+    the sink, PostgreSQL, RabbitMQ and the bench's relay together to all the cores."""
     cores = os.cpu_count() or 1
 
     def rate(workers: int) -> float:
         runs = results[workers]
         worker = statistics.median(r["cpu_ms"] for r in runs)
-        total = worker + statistics.median(r["sink_cpu_ms"] + r["pg_cpu_ms"] for r in runs)
+        total = worker + statistics.median(r["sink_cpu_ms"] + r["pg_cpu_ms"] + r["rabbit_ms"] + r["bench_ms"] for r in runs)
         return min(min(workers, cores) * 1000 / worker, cores * 1000 / total)
 
     return rate(case) / rate(one)
+
+
+def breakdown(runs: list[dict[str, float]]) -> str:
+    """The medians of where a message's CPU went, and how much of the machine others took meanwhile."""
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    ours = statistics.median(r["cpu_ms"] + r["pg_cpu_ms"] + r["sink_cpu_ms"] + r["rabbit_ms"] + r["bench_ms"] for r in runs)
+    had = statistics.median((os.cpu_count() or 1) * r["seconds"] * 1000 / (r["rate"] * r["seconds"]) for r in runs)
+    return (f"{'':22} CPU ms/msg (medians): workers {median('cpu_ms'):.2f}, PostgreSQL {median('pg_cpu_ms'):.2f}, "
+            f"sink {median('sink_cpu_ms'):.2f}, RabbitMQ {median('rabbit_ms'):.2f} (shared), bench {median('bench_ms'):.2f}: "
+            f"{ours:.2f} in all; whole machine busy {median('machine_ms'):.2f} of the {had:.2f} the cores had "
+            f"(others: {median('machine_ms') - ours:.2f})")
 
 
 def main() -> None:
@@ -408,7 +444,10 @@ def main() -> None:
                     results[case].append(result)
                     extra = "" if case == "smtplib" else \
                         f", {result['jobs']} jobs, campaign queued in {result['queued_s']:.1f} s, " \
-                        f"CPU ms/msg: workers {result['cpu_ms']:.2f}, PostgreSQL {result['pg_cpu_ms']:.2f}"
+                        f"CPU ms/msg: workers {result['cpu_ms']:.2f}, PostgreSQL {result['pg_cpu_ms']:.2f}, " \
+                        f"RabbitMQ {result['rabbit_ms']:.2f}, bench {result['bench_ms']:.2f}, " \
+                        f"whole machine {result['machine_ms']:.2f} (of {os.cpu_count() * result['seconds'] * 1000 / args.messages:.2f} " \
+                        f"the cores had)"
                     print(f"  round {round_ + 1} {str(case) + ' worker(s)' if case != 'smtplib' else 'smtplib':12} "
                           f"{result['rate']:8,.0f} msg/s ({result['seconds']:.1f} s{extra}, "
                           f"sink CPU {result['sink_cpu_ms']:.2f} ms/msg, load {result['load']})", flush=True)
@@ -429,6 +468,7 @@ def main() -> None:
                      f"   / smtplib: {best[case] / best['smtplib']:.2f}"
                      f"   worker CPU {cpu:.2f} ms/msg (CPU-bound estimate x{case / one * cpu_one / cpu:.2f};"
                      f" on {os.cpu_count()} cores x{cores_estimate(results, case, one):.2f})")
+            line += "\n" + breakdown(results[case])
         print(line)
     print("CPU-bound estimate: the speed-up with a core per worker process, from the CPU each message costs "
           "(N x CPU per message with one worker / with N); the measured ratio is lower when the cores are shared")
