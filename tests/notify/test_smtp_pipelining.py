@@ -10,13 +10,14 @@
 
 from __future__ import annotations
 
+import smtplib
 import socket
 import threading
 from typing import Any
 
 import pytest
 
-from crmcore_notify.smtp_pipeline import content_bytes
+from crmcore_notify.smtp_pipeline import _route, content_bytes
 
 from .conftest import smtp_options
 
@@ -180,3 +181,10 @@ def test_content_bytes_doubles_leading_dots_and_ends_the_data():
     assert content_bytes(b"a\r\n.b\r\n") == b"a\r\n..b\r\n.\r\n"
     assert content_bytes(b".x") == b"..x\r\n.\r\n"
     assert content_bytes(b"no dot. here\r\n") == b"no dot. here\r\n.\r\n"
+
+
+@pytest.mark.parametrize("address", [
+    "a@example.com", "first.last+tag@sub.example.co.uk", "o'brien@x.org", "a{b}|c~d@h-1.example", "x@y",
+    "not an address", "a..b@x.com", "\u00e9@x.com", "a@x.com>", '"q"@x.com', "Name <a@x.com>", ""])
+def test_the_route_is_what_smtplib_would_send(address):
+    assert _route(address) == smtplib.quoteaddr(address)

@@ -14,9 +14,12 @@ until the whole envelope is known to be writable (:func:`envelope_bytes` raises 
 
 from __future__ import annotations
 
+import functools
 import re
 import smtplib
 from collections.abc import Callable
+
+from .smtp_wire import plain_address
 
 CRLF = b"\r\n"
 _LEADING_DOT = re.compile(rb"(?m)^\.")
@@ -31,11 +34,23 @@ def envelope_bytes(smtp: smtplib.SMTP, sender: str, recipient: str) -> bytes:
     """``MAIL FROM``, ``RCPT TO`` and ``DATA`` as :mod:`smtplib` writes them (same quoting, same
     command encoding).  ValueError (a line break, an address the encoding cannot carry) before
     anything is written, as :meth:`smtplib.SMTP.putcmd` raises it."""
-    lines = [f"mail FROM:{smtplib.quoteaddr(sender)}", f"rcpt TO:{smtplib.quoteaddr(recipient)}", "data"]
+    lines = [f"mail FROM:{_quoted(sender)}", f"rcpt TO:{_route(recipient)}", "data"]
     for line in lines:
         if "\r" in line or "\n" in line:
             raise ValueError(f"command and arguments contain prohibited newline characters: {line!r}")
     return "".join(line + "\r\n" for line in lines).encode(smtp.command_encoding)
+
+
+@functools.lru_cache(maxsize=64)
+def _quoted(sender: str) -> str:
+    """The sender as ``MAIL FROM`` carries it (the same for every message of a channel)."""
+    return smtplib.quoteaddr(sender)
+
+
+def _route(address: str) -> str:
+    """``<address>``, as :func:`smtplib.quoteaddr` gives it: a plain address (a dot-atom and a
+    host name) is what its parser would return unchanged, without running the parser."""
+    return f"<{address}>" if plain_address(address) else smtplib.quoteaddr(address)
 
 
 def content_bytes(data: bytes) -> bytes:
