@@ -23,7 +23,9 @@
      (``Jobs.relay``: the due ids to RabbitMQ, ``[jobs] batch`` per job, crmcore's default 100:
      50 jobs for 5,000 messages, enough to keep 2 x 4 threads busy to the end) until the sink
      has accepted all N and every job is done.  The CPU seconds of the worker processes, of the
-     sink and of the PostgreSQL backends serving the bench's database are read from /proc.
+     sink, of the PostgreSQL backends serving the bench's database, of RabbitMQ (shared with
+     whatever else uses it), of this process (the relay) and of the whole machine are read from
+     /proc: the last says how much of the cores other processes took meanwhile.
 4. Checks the sink accepted exactly N per case (nothing lost, nothing twice), then prints for each
    case the best and the median messages/s, the ratio of W workers to one worker and to smtplib,
    CPU milliseconds per message (workers, PostgreSQL, sink) and the load average before and after
@@ -45,6 +47,13 @@ At 14:03, load 4-5 (same command): smtplib 3,393 / 3,029 (the bare exchange); 1 
 982; 2 workers 1,204 / 1,070 (x1.15 best, x1.09 median); workers 0.66-0.89 ms, PostgreSQL
 0.20-0.26 ms, sink 0.22-0.28 ms a message; estimates x1.77 with a core per worker, x1.09 on
 these 2 cores, which is what was measured.
+
+With SMTP pipelining (the sink advertises it; 2026-12-06 15:38-16:01, four pairs of whole runs
+alternating with main e1a5057 on the same script, load 3.6-10.6): 1 worker 1,333-1,551 msg/s best,
+2 workers 1,472-1,824, x1.06-1.30 (main: 1,091-1,211 and 1,159-1,306, x1.06-1.15); CPU a message
+(medians): workers 0.43-0.57 ms, PostgreSQL 0.15-0.19, sink 0.11-0.14 (main 0.19-0.23), RabbitMQ
+and relay 0.01 each; the machine 95-100% busy in every case, other sessions taking 0.3-1.7 ms a
+message beside ours.  See docs/performance.md, "Scale-out (issue 20)".
 
 The goal (2 workers >= 1.7x one) is not met and cannot be on 2 cores shared with the database and
 the sink: it needs one worker to leave a core idle, and a worker at full speed (one core: the
