@@ -53,7 +53,9 @@ alternating with main e1a5057 on the same script, load 3.6-10.6): 1 worker 1,333
 2 workers 1,472-1,824, x1.06-1.30 (main: 1,091-1,211 and 1,159-1,306, x1.06-1.15); CPU a message
 (medians): workers 0.43-0.57 ms, PostgreSQL 0.15-0.19, sink 0.11-0.14 (main 0.19-0.23), RabbitMQ
 and relay 0.01 each; the machine 95-100% busy in every case, other sessions taking 0.3-1.7 ms a
-message beside ours.  See docs/performance.md, "Scale-out (issue 20)".
+message beside ours.  With a group's sent marks in one statement too (16:08-16:15, load 7.4-10.3):
+1 worker 1,518-1,552, 2 workers 1,865-1,914, x1.20-1.26; PostgreSQL 0.14-0.16 ms a message, all our
+processes 0.67-0.75 (main 0.94-0.98).  See docs/performance.md, "Scale-out (issue 20)".
 
 The goal (2 workers >= 1.7x one) is not met and cannot be on 2 cores shared with the database and
 the sink: it needs one worker to leave a core idle, and a worker at full speed (one core: the
