@@ -507,13 +507,17 @@ class NotifyEngine:
                                                  next_attempt_at=as_of or uow.now)).rowcount
 
 
+def _as_is(value: Any) -> Any:
+    return value
+
+
 def _sent_arrays(sent: list[tuple[_Claimed, Delivered, datetime]], dialect: Any) -> dict[str, list[Any]]:
     """The parameters of ``_SENT_ARRAYS``: one array per column, each value converted as the
     columns' own types convert it for ``_SENT`` (UTC timestamps, the JSON serializer)."""
-    at = outbox.c.sent_at.type.dialect_impl(dialect)
-    as_json = outbox.c.delivery.type.dialect_impl(dialect).bind_processor(dialect) or (lambda value: value)
+    stamp = outbox.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or _as_is
+    as_json = outbox.c.delivery.type.dialect_impl(dialect).bind_processor(dialect) or _as_is
     return {"ids": [c.message.id for c, _, _ in sent], "tokens": [c.token for c, _, _ in sent],
-            "ats": [at.process_bind_param(when, dialect) for _, _, when in sent],
+            "ats": [stamp(when) for _, _, when in sent],
             "providers": [d.provider_id for _, d, _ in sent],
             "deliveries": [as_json(dict(d.details) or None) for _, d, _ in sent]}
 
