@@ -23,7 +23,9 @@
      (``Jobs.relay``: the due ids to RabbitMQ, ``[jobs] batch`` per job, crmcore's default 100:
      50 jobs for 5,000 messages, enough to keep 2 x 4 threads busy to the end) until the sink
      has accepted all N and every job is done.  The CPU seconds of the worker processes, of the
-     sink and of the PostgreSQL backends serving the bench's database are read from /proc.
+     sink, of the PostgreSQL backends serving the bench's database, of RabbitMQ (shared with
+     whatever else uses it), of this process (the relay) and of the whole machine are read from
+     /proc: the last says how much of the cores other processes took meanwhile.
 4. Checks the sink accepted exactly N per case (nothing lost, nothing twice), then prints for each
    case the best and the median messages/s, the ratio of W workers to one worker and to smtplib,
    CPU milliseconds per message (workers, PostgreSQL, sink) and the load average before and after
@@ -45,6 +47,15 @@ At 14:03, load 4-5 (same command): smtplib 3,393 / 3,029 (the bare exchange); 1 
 982; 2 workers 1,204 / 1,070 (x1.15 best, x1.09 median); workers 0.66-0.89 ms, PostgreSQL
 0.20-0.26 ms, sink 0.22-0.28 ms a message; estimates x1.77 with a core per worker, x1.09 on
 these 2 cores, which is what was measured.
+
+With SMTP pipelining (the sink advertises it; 2026-12-06 15:38-16:01, four pairs of whole runs
+alternating with main e1a5057 on the same script, load 3.6-10.6): 1 worker 1,333-1,551 msg/s best,
+2 workers 1,472-1,824, x1.06-1.30 (main: 1,091-1,211 and 1,159-1,306, x1.06-1.15); CPU a message
+(medians): workers 0.43-0.57 ms, PostgreSQL 0.15-0.19, sink 0.11-0.14 (main 0.19-0.23), RabbitMQ
+and relay 0.01 each; the machine 95-100% busy in every case, other sessions taking 0.3-1.7 ms a
+message beside ours.  With a group's sent marks in one statement too (16:08-16:15, load 7.4-10.3):
+1 worker 1,518-1,552, 2 workers 1,865-1,914, x1.20-1.26; PostgreSQL 0.14-0.16 ms a message, all our
+processes 0.67-0.75 (main 0.94-0.98).  See docs/performance.md, "Scale-out (issue 20)".
 
 The goal (2 workers >= 1.7x one) is not met and cannot be on 2 cores shared with the database and
 the sink: it needs one worker to leave a core idle, and a worker at full speed (one core: the
@@ -93,7 +104,8 @@ import asyncio, socket, sys
 class Count:
     accepted = 0
 
-REPLIES = {b"EHLO": b"250-sink\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n", b"HELO": b"250 sink\r\n",
+# PIPELINING (RFC 2920): the commands of a message come in one read and are answered in one write.
+REPLIES = {b"EHLO": b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n250 HELP\r\n", b"HELO": b"250 sink\r\n",
            b"MAIL": b"250 OK\r\n", b"RCPT": b"250 OK\r\n", b"RSET": b"250 OK\r\n", b"NOOP": b"250 OK\r\n",
            b"DATA": b"354 End data with <CR><LF>.<CR><LF>\r\n"}
 
@@ -177,6 +189,24 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def machine_busy() -> float:
+    """CPU seconds all cores spent busy since boot (/proc/stat: user, nice, system, irq, softirq,
+    steal), whoever spent them: with the shares below it tells what the rest of the machine took."""
+    fields = Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]
+    return sum(int(fields[i]) for i in (0, 1, 2, 5, 6, 7)) / CLK_TCK
+
+
+def rabbitmq_pid() -> int | None:
+    """The local RabbitMQ node (beam.smp), if it runs on this machine and can be read."""
+    for stat in Path("/proc").glob("[0-9]*/comm"):
+        try:
+            if stat.read_text().strip() == "beam.smp":
+                return int(stat.parent.name)
+        except OSError:
+            continue
+    return None
+
+
 class Sink:
     """``count`` sink processes (``kind``: lean or aiosmtpd) on one port."""
 
@@ -257,6 +287,8 @@ class Bench:
             self.consuming(count)
             before, sink_cpu, cpu = self.sink.accepted(), self.sink.cpu(), sum(cpu_seconds(p.pid) for p in started)
             load_before, pg_before = load(), self.database_cpu()
+            rabbit = rabbitmq_pid()
+            rabbit_cpu, machine, own = cpu_seconds(rabbit) if rabbit else 0.0, machine_busy(), time.process_time()
             t0 = time.perf_counter()
             job_ids = self.jobs.relay()
             while self.sink.accepted() - before < n:
@@ -268,6 +300,8 @@ class Bench:
             cpu = sum(cpu_seconds(p.pid) for p in started) - cpu
             sink_cpu = self.sink.cpu() - sink_cpu
             pg_cpu = sum(c - pg_before.get(pid, 0.0) for pid, c in self.database_cpu().items())  # workers' still open
+            own, machine = time.process_time() - own, machine_busy() - machine
+            rabbit_cpu = cpu_seconds(rabbit) - rabbit_cpu if rabbit else 0.0
             accepted = self.sink.accepted() - before
         finally:
             for process in started:
@@ -277,6 +311,7 @@ class Bench:
         assert accepted == n, f"the sink accepted {accepted} of {n}"
         return {"rate": n / elapsed, "seconds": elapsed, "queued_s": queued_s, "jobs": len(job_ids),
                 "cpu_ms": 1000 * cpu / n, "sink_cpu_ms": 1000 * sink_cpu / n, "pg_cpu_ms": 1000 * pg_cpu / n,
+                "rabbit_ms": 1000 * rabbit_cpu / n, "bench_ms": 1000 * own / n, "machine_ms": 1000 * machine / n,
                 "load": f"{load_before} -> {load()}"}
 
     def vacuum(self) -> None:
@@ -357,16 +392,29 @@ class Bench:
 def cores_estimate(results: dict[Any, list[dict[str, float]]], case: int, one: int) -> float:
     """The speed-up of ``case`` workers over ``one`` that the CPU per message predicts on this machine's
     cores when nothing else runs: each worker process is held to a core (the GIL), and the workers,
-    the sink and PostgreSQL together to all the cores."""
+    the sink, PostgreSQL, RabbitMQ and the bench's relay together to all the cores."""
     cores = os.cpu_count() or 1
 
     def rate(workers: int) -> float:
         runs = results[workers]
         worker = statistics.median(r["cpu_ms"] for r in runs)
-        total = worker + statistics.median(r["sink_cpu_ms"] + r["pg_cpu_ms"] for r in runs)
+        total = worker + statistics.median(r["sink_cpu_ms"] + r["pg_cpu_ms"] + r["rabbit_ms"] + r["bench_ms"] for r in runs)
         return min(min(workers, cores) * 1000 / worker, cores * 1000 / total)
 
     return rate(case) / rate(one)
+
+
+def breakdown(runs: list[dict[str, float]]) -> str:
+    """The medians of where a message's CPU went, and how much of the machine others took meanwhile."""
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in runs)
+
+    ours = statistics.median(r["cpu_ms"] + r["pg_cpu_ms"] + r["sink_cpu_ms"] + r["rabbit_ms"] + r["bench_ms"] for r in runs)
+    had = statistics.median((os.cpu_count() or 1) * r["seconds"] * 1000 / (r["rate"] * r["seconds"]) for r in runs)
+    return (f"{'':22} CPU ms/msg (medians): workers {median('cpu_ms'):.2f}, PostgreSQL {median('pg_cpu_ms'):.2f}, "
+            f"sink {median('sink_cpu_ms'):.2f}, RabbitMQ {median('rabbit_ms'):.2f} (shared), bench {median('bench_ms'):.2f}: "
+            f"{ours:.2f} in all; whole machine busy {median('machine_ms'):.2f} of the {had:.2f} the cores had "
+            f"(others: {median('machine_ms') - ours:.2f})")
 
 
 def main() -> None:
@@ -407,7 +455,10 @@ def main() -> None:
                     results[case].append(result)
                     extra = "" if case == "smtplib" else \
                         f", {result['jobs']} jobs, campaign queued in {result['queued_s']:.1f} s, " \
-                        f"CPU ms/msg: workers {result['cpu_ms']:.2f}, PostgreSQL {result['pg_cpu_ms']:.2f}"
+                        f"CPU ms/msg: workers {result['cpu_ms']:.2f}, PostgreSQL {result['pg_cpu_ms']:.2f}, " \
+                        f"RabbitMQ {result['rabbit_ms']:.2f}, bench {result['bench_ms']:.2f}, " \
+                        f"whole machine {result['machine_ms']:.2f} (of {os.cpu_count() * result['seconds'] * 1000 / args.messages:.2f} " \
+                        f"the cores had)"
                     print(f"  round {round_ + 1} {str(case) + ' worker(s)' if case != 'smtplib' else 'smtplib':12} "
                           f"{result['rate']:8,.0f} msg/s ({result['seconds']:.1f} s{extra}, "
                           f"sink CPU {result['sink_cpu_ms']:.2f} ms/msg, load {result['load']})", flush=True)
@@ -428,6 +479,7 @@ def main() -> None:
                      f"   / smtplib: {best[case] / best['smtplib']:.2f}"
                      f"   worker CPU {cpu:.2f} ms/msg (CPU-bound estimate x{case / one * cpu_one / cpu:.2f};"
                      f" on {os.cpu_count()} cores x{cores_estimate(results, case, one):.2f})")
+            line += "\n" + breakdown(results[case])
         print(line)
     print("CPU-bound estimate: the speed-up with a core per worker process, from the CPU each message costs "
           "(N x CPU per message with one worker / with N); the measured ratio is lower when the cores are shared")

@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from sqlalchemy import Connection, Row, Update, and_, bindparam, func, or_, select, update
+from sqlalchemy import Connection, Row, Update, and_, bindparam, func, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from ..application.components import build_options
@@ -103,6 +103,14 @@ _SENT = update(outbox).where(
     outbox.c.id == bindparam("b_id"), outbox.c.status == "sending", outbox.c.claimed_by == bindparam("b_token")).values(
     status="sent", last_error=None, claimed_at=None, claimed_by=None, sent_at=bindparam("b_at"),
     provider_id=bindparam("b_provider"), delivery=bindparam("b_delivery", type_=outbox.c.delivery.type))
+# PostgreSQL: the same marks for a whole group in one statement, each row's values from arrays (a
+# constant text, so the server plans it once; a row UPDATE per message cost it 2-3 times the CPU).
+_SENT_ARRAYS = text(
+    f"UPDATE {outbox.name} AS o SET status = 'sent', last_error = NULL, claimed_at = NULL, claimed_by = NULL, "
+    "sent_at = v.sent_at, provider_id = v.provider_id, delivery = v.delivery "
+    "FROM unnest(CAST(:ids AS integer[]), CAST(:tokens AS varchar[]), CAST(:ats AS timestamp[]), "
+    "CAST(:providers AS varchar[]), CAST(:deliveries AS json[])) AS v(id, token, sent_at, provider_id, delivery) "
+    "WHERE o.id = v.id AND o.status = 'sending' AND o.claimed_by = v.token")
 IN_DOUBT = ("in doubt: the dispatcher stopped while sending; the provider may have accepted it "
             "(compare the provider id); `crm notify retry` sends it again")
 
@@ -366,11 +374,17 @@ class NotifyEngine:
         return [c for c in group if c.message.id in ours]
 
     def _record_sent(self, sent: list[tuple[_Claimed, Delivered, datetime]], conn: Any) -> None:
-        """Mark messages sent (one executemany for all: psycopg pipelines it).
+        """Mark messages sent: on PostgreSQL one statement over arrays (``_SENT_ARRAYS``), elsewhere
+        one executemany for all.
 
-        (One ``UPDATE ... FROM (VALUES ...)`` on PostgreSQL was tried: the server's CPU did not
-        move, the rows are what it costs, and SQLAlchemy compiled the VALUES anew every time.)"""
+        (One ``UPDATE ... FROM (VALUES ...)`` was tried before: SQLAlchemy compiled the VALUES anew
+        every time, and the server's CPU did not move in that bench.  The arrays keep one text; a
+        backend's CPU for the marks alone, measured apart: 0.015-0.028 ms a message against
+        0.040-0.058 for the row updates.)"""
         if not sent:
+            return
+        if conn.dialect.name == "postgresql":
+            conn.execute(_SENT_ARRAYS, _sent_arrays(sent, conn.dialect))
             return
         conn.execute(_SENT, [{"b_id": c.message.id, "b_token": c.token, "b_at": at,
                               "b_provider": d.provider_id, "b_delivery": dict(d.details) or None}
@@ -491,6 +505,21 @@ class NotifyEngine:
             self.crm.authorize("notify.retry", ids)
             return uow.conn.execute(query.values(status="pending", attempts=0, claimed_by=None,
                                                  next_attempt_at=as_of or uow.now)).rowcount
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _sent_arrays(sent: list[tuple[_Claimed, Delivered, datetime]], dialect: Any) -> dict[str, list[Any]]:
+    """The parameters of ``_SENT_ARRAYS``: one array per column, each value converted as the
+    columns' own types convert it for ``_SENT`` (UTC timestamps, the JSON serializer)."""
+    stamp = outbox.c.sent_at.type.dialect_impl(dialect).bind_processor(dialect) or _as_is
+    as_json = outbox.c.delivery.type.dialect_impl(dialect).bind_processor(dialect) or _as_is
+    return {"ids": [c.message.id for c, _, _ in sent], "tokens": [c.token for c, _, _ in sent],
+            "ats": [stamp(when) for _, _, when in sent],
+            "providers": [d.provider_id for _, d, _ in sent],
+            "deliveries": [as_json(dict(d.details) or None) for _, d, _ in sent]}
 
 
 class _Budget:

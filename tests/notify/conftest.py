@@ -52,9 +52,12 @@ class Recorder:
     gets no answer and ``tripped`` is set, so a test can stop the server at a
     known point: between two messages, every accepted one acknowledged.
     ``delay``: seconds to wait before accepting each message (a slow server).
+    ``pipelining``: advertise PIPELINING (RFC 2920) in the reply to ``EHLO``, as most servers do
+    (aiosmtpd reads pipelined commands line by line but does not say so itself).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, pipelining: bool = True) -> None:
+        self.pipelining = pipelining
         self.hang_at: int | None = None
         self.tripped = threading.Event()
         self.delay = 0.0
@@ -65,6 +68,13 @@ class Recorder:
     def hang_after(self, count: int | None) -> None:
         self.hang_at = count
         self.tripped.clear()
+
+    async def handle_EHLO(self, server: Any, session: Any, envelope: Any, hostname: str,
+                          responses: list[str]) -> list[str]:
+        session.host_name = hostname  # (aiosmtpd leaves that to a handler with this hook)
+        if self.pipelining:
+            responses.insert(-1, "250-PIPELINING")
+        return responses
 
     async def handle_MAIL(self, server: Any, session: Any, envelope: Any, address: str, options: list) -> str:
         with self.lock:
@@ -90,9 +100,10 @@ class Recorder:
 class SmtpServer:
     """A restartable aiosmtpd server on a fixed loopback port."""
 
-    def __init__(self, mode: str = "plain", tls: ssl.SSLContext | None = None, auth: bool = False):
+    def __init__(self, mode: str = "plain", tls: ssl.SSLContext | None = None, auth: bool = False,
+                 pipelining: bool = True):
         self.host, self.port, self.mode = "127.0.0.1", free_port(), mode
-        self.recorder = Recorder()
+        self.recorder = Recorder(pipelining)
         self.tls, self.auth = tls, auth
         self.logins: list[str] = []
         self.controller: Controller | None = None
@@ -165,11 +176,12 @@ def tls_ca(tmp_path_factory: pytest.TempPathFactory) -> Any:
 
 @pytest.fixture
 def smtp_server_factory(tls_ca: Any) -> Iterator[Callable[..., SmtpServer]]:
-    """``smtp_server_factory(mode="plain"|"starttls"|"tls", auth=False)``: a started server."""
+    """``smtp_server_factory(mode="plain"|"starttls"|"tls", auth=False, pipelining=True)``: a started server."""
     servers: list[SmtpServer] = []
 
-    def factory(mode: str = "plain", auth: bool = False) -> SmtpServer:
-        server = SmtpServer(mode, tls=tls_ca.server_context if mode != "plain" else None, auth=auth)
+    def factory(mode: str = "plain", auth: bool = False, pipelining: bool = True) -> SmtpServer:
+        server = SmtpServer(mode, tls=tls_ca.server_context if mode != "plain" else None, auth=auth,
+                            pipelining=pipelining)
         server.start()
         servers.append(server)
         return server

@@ -7,10 +7,11 @@ import threading
 from typing import Any
 
 import pytest
-from sqlalchemy import event
+from sqlalchemy import event, update
 
 import crmcore
 from crmcore.notify.policy import split_delivery_options
+from crmcore.store import tables
 
 
 class Counting(crmcore.Channel):
@@ -157,3 +158,46 @@ def test_a_group_marks_claimed_recipients_together_and_a_filled_one_too(crm_fact
     assert rows[first]["recipient"] == "late@example.com"
     assert [rows[i]["recipient"] for i in others] == [f"r{n}@example.com" for n in range(12)]
     assert all(r["last_attempt_at"] is not None for r in rows.values())
+
+
+class Detailed(Counting):
+    """Delivers with details (none for every third message); while sending ``steal_at`` it hands
+    the claim of ``steal`` (sent earlier in the same group) to another dispatcher."""
+
+    name = "detailed"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.crm: Any = None
+        self.steal: int | None = None
+        self.steal_at: int | None = None
+
+    def send(self, message: crmcore.Message, options: Any) -> crmcore.Delivered:
+        self.sent.append(message.id)
+        if message.id == self.steal_at:
+            outbox = tables.notify_outbox
+            with self.crm.engine.begin() as conn:
+                conn.execute(update(outbox).where(outbox.c.id == self.steal).values(claimed_by="elsewhere:1"))
+        return crmcore.Delivered(f"p-{message.id}", {} if message.id % 3 == 0 else {"n": message.id, "text": "é ✓"})
+
+
+def test_sent_marks_carry_each_outcome_and_spare_a_lost_claim(crm_factory):
+    """The group's ``sent`` marks (one statement over arrays on PostgreSQL, an executemany elsewhere)
+    write each message's own provider id, details and time, and leave alone a message whose claim
+    another dispatcher holds now."""
+    from crmcore.testing import FIXED_NOW
+
+    chan = Detailed()
+    crm = crm_factory(extra_plugins=[Plugin(chan)], config={"channels": {"detailed": {"send_group": 10}}},
+                      clock=lambda: FIXED_NOW)
+    chan.crm = crm
+    ids = [crm.notify.enqueue("detailed", recipient="x", body=str(n)) for n in range(12)]
+    chan.steal, chan.steal_at = ids[2], ids[5]
+    assert crm.notify.dispatch().sent == 12
+    rows = {r["id"]: r for r in crm.notify.outbox(limit=100)}
+    stolen = rows.pop(ids[2])
+    assert (stolen["status"], stolen["claimed_by"], stolen["sent_at"], stolen["provider_id"]) == \
+        ("sending", "elsewhere:1", None, None)
+    assert {i: (r["status"], r["claimed_by"], r["sent_at"], r["provider_id"], r["delivery"]) for i, r in rows.items()} \
+        == {i: ("sent", None, FIXED_NOW, f"p-{i}", None if i % 3 == 0 else {"n": i, "text": "é ✓"})
+            for i in ids if i != ids[2]}

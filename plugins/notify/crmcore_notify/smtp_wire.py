@@ -49,6 +49,11 @@ _PRINTABLE = re.compile(r"[!-~]*\Z")
 _BOUNDARY_WIDTH = len(repr(sys.maxsize - 1))
 
 
+def plain_address(address: str) -> bool:
+    """True for an address written as it is: a dot-atom local part, a host name."""
+    return bool(_PLAIN_ADDRESS.match(address))
+
+
 def _plain_text(value: str) -> bool:
     return bool(_PLAIN_TEXT.match(value)) and "=?" not in value
 
