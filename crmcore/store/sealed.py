@@ -247,8 +247,8 @@ class Cipher:
         # Noted as two appends to a flat list (stored form, value), not two dictionary entries:
         # a twentieth of the cost, in the worker that seals; :meth:`take_over` builds the look-ups
         # once per batch in the process that asks.
-        noted = self._noted.setdefault(field, []) if remember else None
-        note = noted.append if noted is not None else None
+        noted = self._noted.setdefault(field, [])
+        note = noted.append if remember else None
 
         def seal(value: Any) -> Any:
             if value is None:
