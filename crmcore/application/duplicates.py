@@ -27,7 +27,7 @@ import functools
 import hashlib
 import itertools
 import json
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -229,9 +229,12 @@ class DuplicateService:
         for key in self.settings.exact if keys is None else keys:
             wanted: dict[Any, list[int]] = {}
             if (key == "email" and sealed(dialect, "email")) or (key == "phone" and sealed(dialect, "phone")):
+                # _lookup_values of each row, with the cipher and the key's forms settled once per batch.
+                lookup = _sealed_lookup(cipher_of(dialect), key)
                 for index, row in enumerate(rows):
-                    for value in _lookup_values(dialect, key, row):
-                        wanted.setdefault(value, []).append(index)
+                    if given := row.get(key):
+                        for value in lookup(given):
+                            wanted.setdefault(value, []).append(index)
             else:  # what _lookup_values gives for a key that is not sealed: the one value, if any
                 for index, row in enumerate(rows):
                     value = _key_value(key, row)
@@ -527,23 +530,32 @@ def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.l
         return []
     if key != "email" and key != "phone":
         return [value]
-    # An import's door check asks this for every new row: the cipher is looked up once, and an
-    # address already in lower case is one form (most are), without building the other two.
     cipher = cipher_of(dialect)
     if cipher is None or not cipher.seals(key):
         return [value]
+    return _sealed_lookup(cipher, key)(row[key])
+
+
+def _sealed_lookup(cipher: Any, key: str) -> Callable[[Any], builtins.list[str]]:
+    """:func:`_lookup_values` of a sealed ``key`` (``email`` or ``phone``) as a function of the
+    row's value (not empty), for one cipher: an import's door check asks it for every new row."""
     prefix, count = cipher.prefix, cipher.key_count
+    numbers = range(count)
     if key == "email":
-        given = str(row["email"]).strip()
-        lowered = given.lower()
-        if lowered != given:
-            local, _, domain = given.rpartition("@")
-            forms = dict.fromkeys((given, f"{local.lower()}@{domain}", lowered))
-            return [prefix("email", form, number) for form in forms for number in range(count)]
-        value = given
-    else:
+        def email(value: Any) -> builtins.list[str]:
+            given = str(value).strip()
+            lowered = given.lower()
+            if lowered != given:  # most addresses are in lower case already: one form
+                local, _, domain = given.rpartition("@")
+                forms = dict.fromkeys((given, f"{local.lower()}@{domain}", lowered))
+                return [prefix("email", form, number) for form in forms for number in numbers]
+            return [prefix("email", given)] if count == 1 else [prefix("email", given, n) for n in numbers]
+        return email
+
+    def phone(value: Any) -> builtins.list[str]:
         value = str(value)  # phone_key: the blind index
-    return [prefix(key, value)] if count == 1 else [prefix(key, value, number) for number in range(count)]
+        return [prefix(key, value)] if count == 1 else [prefix(key, value, n) for n in numbers]
+    return phone
 
 
 def _local_part(email: str) -> str:

@@ -1395,7 +1395,7 @@ def _init_worker(checker: RowChecker) -> None:
     _relax_gc()
 
 
-def _check_batch(values: list[Any]) -> tuple[list[Any], float, dict[str, tuple[str, str]]]:
+def _check_batch(values: list[Any]) -> tuple[list[Any], float, dict[str, list[str]]]:
     started = time.process_time()
     checker = cast(RowChecker, _worker_checker)
     checked = [checker.check(v) for v in values]
@@ -1417,10 +1417,13 @@ class _Validation:
             self.pool = context.Pool(workers, initializer=_init_worker, initargs=(checker,))
 
     def run(self, batches: Iterable[list[Record]]) -> Iterator[tuple[list[Record], list[Any]]]:
+        cipher = self.checker.binder.cipher if self.checker.binder is not None else None
         if self.pool is None:
             for batch in batches:
                 t0 = time.perf_counter()
                 results = [None if r.problem else self.checker.check(r.values) for r in batch]
+                if cipher is not None:  # the door check's look-ups of what the batch sealed (as from a worker)
+                    cipher.take_over(cipher.hand_over(DOOR_SEALED))
                 self.timings["validate"] += time.perf_counter() - t0
                 yield batch, results
             return
@@ -1441,8 +1444,8 @@ class _Validation:
             batch, handle = pending.popleft()
             t0 = time.perf_counter()
             checked, cpu, sealed = handle.get()
-            if sealed and self.checker.binder is not None and self.checker.binder.cipher is not None:
-                self.checker.binder.cipher.take_over(sealed)
+            if sealed and cipher is not None:
+                cipher.take_over(sealed)
             self.timings["validate_wait"] += time.perf_counter() - t0
             self.timings["validate"] += cpu
             results = []

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import os
+import threading
 import zipfile
+from datetime import date
 from pathlib import Path
 from typing import Any
 
@@ -138,7 +140,7 @@ def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: An
     crm.privacy.erase(gone.id, "request")
     # Nor does the process keep the values it sealed (its memory of recent sealings is dropped).
     remembered = crm.engine.dialect.crm_cipher.hand_over()
-    assert not {EMAILS[0], PHONES[0]} & {value for _, value in remembered.values()}
+    assert not {EMAILS[0], PHONES[0]} & {value for flat in remembered.values() for value in flat[1::2]}
     with crm.engine.connect() as conn:
         left = conn.execute(select(notify_outbox.c.recipient)).scalars().all()
         sealed_left = conn.execute(text("SELECT email, phone FROM customers ORDER BY id")).all()
@@ -171,6 +173,48 @@ def test_nonces_are_never_shared_with_a_forked_process() -> None:
     assert len(theirs) == 5 and len(ours) == 5 and not theirs & ours
 
 
+def test_a_sealer_made_before_a_fork_never_reuses_its_parents_nonces() -> None:
+    """The importer builds its sealers before it forks the validation workers, which seal with
+    them: the child's sealer draws fresh nonces, never one of the block the parent holds."""
+    cipher = Cipher([new_key()], ["phone"])
+    seal = cipher.sealer("phone", remember=False)
+    seal(PHONES[0])  # the parent now holds a block of nonces
+    reader, writer = os.pipe()
+    child = os.fork()
+    if child == 0:
+        try:
+            os.write(writer, b"".join(nonce_of(seal(PHONES[1])) for _ in range(5)))
+        finally:
+            os._exit(0)
+    os.close(writer)
+    os.waitpid(child, 0)
+    received = os.read(reader, 12 * 5)
+    os.close(reader)
+    theirs = {received[i:i + 12] for i in range(0, len(received), 12)}
+    ours = {nonce_of(seal(PHONES[1])) for _ in range(5)}
+    assert len(theirs) == 5 and len(ours) == 5 and not theirs & ours
+
+
+def test_threads_sealing_at_once_never_share_a_nonce() -> None:
+    """Nonces are taken from the shared block without a lock of their own: threads sealing at
+    the same time (through one sealer and through ``seal``) across many refills each get their own."""
+    cipher = Cipher([new_key()], ["phone"])
+    seal = cipher.sealer("phone", remember=False)
+    results: list[list[str]] = [[] for _ in range(4)]
+
+    def work(out: list[str], through_sealer: bool) -> None:
+        for _ in range(3000):
+            out.append(seal(PHONES[0]) if through_sealer else cipher.seal("phone", PHONES[0]))
+
+    threads = [threading.Thread(target=work, args=(out, n % 2 == 0)) for n, out in enumerate(results)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    nonces = [nonce_of(stored) for out in results for stored in out]
+    assert len(nonces) == 12_000 and len(set(nonces)) == 12_000
+
+
 def nonce_of(stored: str) -> bytes:
     blob = stored.rsplit("$", 1)[1]
     return base64.urlsafe_b64decode(blob + "=" * (-len(blob) % 4))[:12]
@@ -178,13 +222,40 @@ def nonce_of(stored: str) -> bytes:
 
 def test_a_worker_hands_back_only_the_sealings_the_door_check_compares() -> None:
     """An import's validation worker returns its sealed addresses and numbers with the rows (the
-    door check compares them by value); its birthdays stay behind, and it forgets all of them."""
+    door check compares them by value): stored form and value by field, from ``seal`` and from
+    the sealers alike; its birthdays stay behind, and it forgets all of them."""
     cipher = Cipher([new_key()], ["email", "phone", "birthday"])
     email, birthday = cipher.seal("email", EMAILS[0]), cipher.seal("birthday", "1983-06-17")
-    assert cipher.hand_over(("email", "phone")) == {email: ("email", EMAILS[0])}
+    phone = cipher.sealer("phone")(PHONES[0])
+    cipher.sealer("birthday", remember=False)("1983-06-18")
+    assert cipher.hand_over(("email", "phone")) == {"email": [email, EMAILS[0]], "phone": [phone, PHONES[0]]}
     assert cipher.hand_over() == {}  # the birthday was forgotten with the rest
     cipher.seal("birthday", "1983-06-17")
-    assert [field for field, _ in cipher.hand_over().values()] == ["birthday"] and birthday.startswith(MARK)
+    assert list(cipher.hand_over()) == ["birthday"] and birthday.startswith(MARK)
+
+
+def test_what_a_worker_hands_over_is_compared_without_opening_it_again() -> None:
+    """The importing process takes a worker's sealings over (:meth:`Cipher.take_over`): it opens
+    them and knows their blind indexes from what was handed over, for every field of the batch at
+    once, also when the batch is larger than the memory's usual bound."""
+    keys = [new_key()]
+    worker, importer = Cipher(keys, ["email", "phone"]), Cipher(keys, ["email", "phone"])
+    importer.take_over({"email": [importer.seal("email", EMAILS[1]), EMAILS[1]]})  # an earlier batch's
+    seal_email, seal_phone = worker.sealer("email"), worker.sealer("phone")
+    count = 20_000  # two fields: more than the 32,768 values remembered, together
+    emails = [seal_email(f"c{i}@example.com") for i in range(count)]
+    phones = [seal_phone(f"+86139{i:08d}") for i in range(count)]
+    importer.take_over(worker.hand_over(("email", "phone")))
+    # What was handed over is known as it was sealed: a value handed over under a stored form the
+    # importer's keys could not open (damaged here) still reads as handed over, so nothing was opened.
+    damaged = emails[0][:-4] + ("AAAA" if not emails[0].endswith("AAAA") else "BBBB")
+    importer.take_over({"email": [damaged, "c0@example.com"]})
+    assert importer.open("email", damaged) == "c0@example.com"
+    assert [importer.open("email", s) for s in emails] == [f"c{i}@example.com" for i in range(count)]
+    assert [importer.open("phone", s) for s in phones] == [f"+86139{i:08d}" for i in range(count)]
+    assert [importer.prefix("phone", f"+86139{i:08d}") for i in range(count)] == [s[:26] for s in phones]
+    with pytest.raises(ConfigError):  # handed over as an email: not a phone number
+        importer.open("phone", damaged)
 
 
 def test_a_sealer_seals_as_seal_does() -> None:
@@ -202,11 +273,17 @@ def test_a_sealer_seals_as_seal_does() -> None:
     assert len({nonce_of(first), nonce_of(second), nonce_of(by_seal)}) == 3
     birthday = cipher.sealer("birthday", remember=False)("1983-06-17")
     assert birthday.split("$")[4] == "06-17" and birthday[:head] == cipher.seal("birthday", "1983-06-17")[:head]
-    handed = cipher.hand_over()
-    assert {stored: value for stored, value in handed.items() if value[0] == "email"} == {
-        first: ("email", EMAILS[0]), second: ("email", EMAILS[0]), by_seal: ("email", EMAILS[0])}
-    assert birthday not in handed  # not remembered (the birthday ``seal`` made is)
     other = Cipher(keys, ["email", "phone", "birthday"])  # remembers nothing: opens each for real
+    handed = cipher.hand_over()
+    assert dict(zip(handed["email"][0::2], handed["email"][1::2])) == {
+        first: EMAILS[0], second: EMAILS[0], by_seal: EMAILS[0]}
+    assert birthday not in handed["birthday"]  # not remembered (the birthday ``seal`` made is)
+    # What the column's bind processor takes: None, and a date (or any value) as its text.
+    assert email(None) is None and cipher.sealer("birthday")(None) is None
+    dated = cipher.sealer("birthday", remember=False)(date(1983, 6, 17))
+    assert dated[:head] == birthday[:head] and other.open("birthday", dated) == "1983-06-17"
+    number = cipher.sealer("phone", remember=False)(8613911112222)
+    assert number[:len(MARK) + 22] == cipher.prefix("phone", "8613911112222")
     assert [other.open("email", first), other.open("birthday", birthday)] == [EMAILS[0], "1983-06-17"]
     with pytest.raises(ConfigError):  # sealed as an email: not a phone number
         other.open("phone", first)
