@@ -260,8 +260,9 @@ class _Hook:
             not getattr(spec, "kwargdefaults", True) and not caller.is_historic()
         #: The spec's arguments (None: never direct).
         self.spec_args: tuple[str, ...] | None = tuple(spec.argnames) if usable else None
-        #: The same as a set (PluginManager.call's check); None: never direct.
-        self.spec_set: frozenset[str] | None = frozenset(self.spec_args) if self.spec_args is not None else None
+        #: The same as a set (PluginManager.call's check; empty where never direct: no implementation
+        #: is then ever found plain).
+        self.spec_set: frozenset[str] = frozenset(self.spec_args or ())
         self.firstresult = bool(spec.opts.get("firstresult")) if spec is not None else False
         self._plain: Any = None  # the implementation last found plain (checked once per implementation)
 

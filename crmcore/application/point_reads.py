@@ -61,7 +61,7 @@ def _same_record(form: int) -> Any:
     active = users.c.active != False if form & _ACTIVE else users.c.active == False  # noqa: E712
     login = users.c.login == bindparam("crm_login")
     if form & _NO_ROLE:
-        same = select(literal_column("1")).where(login, active, users.c.role.is_(None)).correlate(None)
+        same: Any = select(literal_column("1")).where(login, active, users.c.role.is_(None)).correlate(None)
         return exists(same).label("crm_user_same")
     return select(users.c.role).where(login, active).correlate(None).scalar_subquery().label("crm_user_same")
 
