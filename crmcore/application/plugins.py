@@ -161,7 +161,15 @@ class PluginManager:
         """
         found = self._hooks.get(hook) or self._hook(hook)
         try:
-            impl = found.direct(self.pm, kwargs)
+            impls = found.impls
+            # The checks of _Hook.direct without its call, once it found this implementation plain
+            # (every point read calls two hooks): still one implementation, pluggy's own loop, every
+            # argument of the spec given.
+            if impls is not None and len(impls) == 1 and impls[0] is found._plain and \
+                    getattr(self.pm, "_inner_hookexec", None) is _PLUGGY_LOOP and kwargs.keys() >= found.spec_set:
+                impl = found._plain
+            else:
+                impl = found.direct(self.pm, kwargs)
             if impl is _NOBODY:
                 return None if found.firstresult else []
             if impl is not None:
@@ -239,7 +247,7 @@ class _Hook:
     replace pluggy's call loop: every call then goes through it, to be seen).
     """
 
-    __slots__ = ("caller", "impls", "spec_args", "firstresult", "_plain")
+    __slots__ = ("caller", "impls", "spec_args", "spec_set", "firstresult", "_plain")
 
     def __init__(self, caller: Any):
         self.caller = caller
@@ -252,6 +260,9 @@ class _Hook:
             not getattr(spec, "kwargdefaults", True) and not caller.is_historic()
         #: The spec's arguments (None: never direct).
         self.spec_args: tuple[str, ...] | None = tuple(spec.argnames) if usable else None
+        #: The same as a set (PluginManager.call's check; empty where never direct: no implementation
+        #: is then ever found plain).
+        self.spec_set: frozenset[str] = frozenset(self.spec_args or ())
         self.firstresult = bool(spec.opts.get("firstresult")) if spec is not None else False
         self._plain: Any = None  # the implementation last found plain (checked once per implementation)
 

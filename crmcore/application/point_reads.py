@@ -12,7 +12,7 @@ without ``BEGIN``, PostgreSQL in autocommit).
 The acting user's record (login, active, role: :class:`~crmcore.application.tokens.ActingUser`,
 what the ``access`` plugin decides with) is remembered across units (:class:`KnownUsers`) but never
 trusted unconfirmed: a unit that starts from a remembered record reads the record again *in the
-same statement* as each row it returns (two scalar subqueries on ``users`` appended to the point
+same statement* as each row it returns (one ``EXISTS`` on ``users`` appended to the point
 read: no second statement, no second round trip on a server), or, when it returns no row or reads
 no point statement, with one look-up when it ends.  If the database disagrees, the unit's answer is
 dropped (:class:`Stale`, a :class:`Fallback`) and the read runs again in an ordinary unit with the
@@ -28,7 +28,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import Connection, bindparam, select
+from sqlalchemy import Connection, bindparam, exists, literal_column, select
 from sqlalchemy.sql import Select
 
 from ..domain.convert import enter_local_zone, leave_local_zone
@@ -45,26 +45,64 @@ __all__ = ["Fallback", "KnownUsers", "ReadUnit", "Stale"]
 
 #: The acting user's record by login (built once: compiled once per engine by the reader).
 _USER = select(tables.users.c.active, tables.users.c.role).where(tables.users.c.login == bindparam("crm_login"))
-#: The same record as two columns a point read carries along (uncorrelated: they mean the same
-#: in any statement, even one that reads ``users``).
-_CONFIRM = (select(tables.users.c.active).where(tables.users.c.login == bindparam("crm_login"))
-            .correlate(None).scalar_subquery().label("crm_user_active"),
-            select(tables.users.c.role).where(tables.users.c.login == bindparam("crm_login"))
-            .correlate(None).scalar_subquery().label("crm_user_role"))
+
+
+def _same_record(form: int) -> Any:
+    """One column a point read carries along to confirm the remembered record of ``:crm_login``
+    (one index look-up, where reading ``active`` and ``role`` back took two).  ``form`` is
+    :func:`_form_of` the remembered record: its ``active`` is part of the SQL, so the column is
+    the user's role when they are still as active as remembered (NULL otherwise, or when no such
+    user is left), which the unit compares with the remembered role in Python (case and all: a
+    MariaDB collation may call two spellings equal); for a remembered role that is NULL (the
+    default role), whether such a user with no role exists (``EXISTS``: true).  Uncorrelated: it
+    means the same in any statement, even one that reads ``users``."""
+    users = tables.users
+    # (active is compared as SQL truth, as bool() takes the value read: any non-zero is active)
+    active = users.c.active != False if form & _ACTIVE else users.c.active == False  # noqa: E712
+    login = users.c.login == bindparam("crm_login")
+    if form & _NO_ROLE:
+        same: Any = select(literal_column("1")).where(login, active, users.c.role.is_(None)).correlate(None)
+        return exists(same).label("crm_user_same")
+    return select(users.c.role).where(login, active).correlate(None).scalar_subquery().label("crm_user_same")
+
+
+#: The bits of a confirming form (:func:`_form_of`).
+_ACTIVE, _NO_ROLE = 1, 2
+
+
+def _form_of(record: ActingUser) -> int:
+    """Which of the four confirming forms checks ``record`` (see :func:`_same_record`)."""
+    return (_ACTIVE if record.active else 0) | (_NO_ROLE if record.role is None else 0)
+
+
+def _expected(record: ActingUser) -> Any:
+    """What :func:`_same_record` reads while the database still has ``record``."""
+    return True if record.role is None else record.role
 
 
 class _Plan:
     """What a point-read unit works out once per statement object (see :func:`_plan_of`)."""
 
-    __slots__ = ("restricted", "deals", "confirming", "read", "keys")
+    __slots__ = ("restricted", "deals", "statement", "confirming", "read", "keys")
 
-    def __init__(self, restricted: bool, deals: bool, confirming: Any):
-        self.restricted, self.deals, self.confirming = restricted, deals, confirming
-        #: The confirming statement's column keys as last read (each engine's reader has its own
-        #: tuple), and the same without the two confirming ones: one tuple for every read, not a
-        #: slice per read.
+    def __init__(self, restricted: bool, deals: bool, statement: Any):
+        self.restricted, self.deals, self.statement = restricted, deals, statement
+        #: The confirming statements by form (:func:`_form_of`), made when first needed; None: the
+        #: statement is not a plain SELECT to append to (the unit confirms the record when it ends).
+        self.confirming: list[Any] | None = [None] * 4 if isinstance(statement, Select) else None
+        #: A confirming statement's column keys as last read (each engine's reader has its own
+        #: tuple), and the same without the confirming one: one tuple for every read, not a slice
+        #: per read.
         self.read: tuple[str, ...] | None = None
         self.keys: tuple[str, ...] = ()
+
+    def confirming_form(self, form: int) -> Any:
+        """The statement with :func:`_same_record` of ``form`` appended as its last column."""
+        assert self.confirming is not None
+        found = self.confirming[form]
+        if found is None:
+            found = self.confirming[form] = self.statement.add_columns(_same_record(form))
+        return found
 
 
 #: Plans by statement object: the statements built once (a repository's point read, a plugin's
@@ -77,11 +115,11 @@ MAX_PLANS = 1024
 def _plan_of(statement: Any) -> _Plan:
     """The :class:`_Plan` of ``statement``: whether it reads a table visibility can restrict
     (:func:`reads_restricted`) and one restricted through deals (:func:`reads_deals`), and its
-    confirming form (:func:`_confirming`).  One dict look-up per read instead of three weak ones."""
+    confirming forms (:meth:`_Plan.confirming_form`).  One dict look-up per read instead of three weak ones."""
     found = _PLANS.get(statement)
     if found is None:
         restricted = reads_restricted(statement)
-        found = _Plan(restricted, restricted and reads_deals(statement), _confirming(statement))
+        found = _Plan(restricted, restricted and reads_deals(statement), statement)
         if len(_PLANS) >= MAX_PLANS:
             del _PLANS[next(iter(_PLANS))]
         _PLANS[statement] = found
@@ -108,11 +146,18 @@ class KnownUsers:
     MAX = 4096
 
     def __init__(self) -> None:
-        self._records: dict[str, ActingUser] = {}
+        #: By login: the record, its confirming form (:func:`_form_of`) and what that form reads
+        #: while the record holds (:func:`_expected`), worked out once per record, not per read.
+        self._records: dict[str, tuple[ActingUser, int, Any]] = {}
         self.enabled = True
 
     def get(self, login: str) -> ActingUser | None:
         """The remembered record of ``login`` (None: not known)."""
+        found = self._records.get(login)
+        return None if found is None else found[0]
+
+    def entry(self, login: str) -> tuple[ActingUser, int, Any] | None:
+        """(record, confirming form, what it reads) of ``login`` (None: not known)."""
         return self._records.get(login)
 
     def remember(self, login: str, record: ActingUser | None) -> None:
@@ -122,19 +167,11 @@ class KnownUsers:
             return
         if len(self._records) >= self.MAX and login not in self._records:
             self._records.pop(next(iter(self._records)), None)
-        self._records[login] = record
+        self._records[login] = (record, _form_of(record), _expected(record))
 
     def clear(self) -> None:
         """Forget every record."""
         self._records.clear()
-
-
-def _confirming(statement: Any) -> Any:
-    """``statement`` with the acting user's record appended as its last two columns (None: it is
-    not a plain SELECT to append to; the unit then confirms the record when it ends)."""
-    if not isinstance(statement, Select):
-        return None
-    return statement.add_columns(*_CONFIRM)
 
 
 def _record(login: str, values: Any) -> ActingUser | None:
@@ -152,21 +189,32 @@ class ReadUnit(UnitOfWork):
     through an ordinary unit of work" (the caller does).
     """
 
+    # What a unit starts with, as class attributes: a point read sets only what differs (each
+    # attribute set in __init__ cost every read its share).
+    readonly = True
+    _raw: Any = None
+    _sql: Connection | None = None
+    #: The remembered record this unit acts on, until a read of this unit confirms it, its
+    #: confirming form and what that form reads (:func:`_same_record`).
+    _remembered: ActingUser | None = None
+    _form: int = 0
+    _expect: Any = None
+    _confirmed = False
+    _customer_view: Visibility | None | _Unset = _UNSET
+
     def __init__(self, crm: "CRM", reads: PointReads, actor: str | None, now: datetime,
                  user: ActingUser | None, known: KnownUsers | None = None):
-        self._reads = reads
-        self._raw: Any = None
-        self._sql: Connection | None = None
-        super().__init__(crm, None, actor, now)  # type: ignore[arg-type]  # (conn opens on first use)
-        self.readonly = True
-        self.acting_user = user if user is not None and user.login == self.actor else None
+        # UnitOfWork.__init__'s per-unit state, set here (its ``conn = None`` would go through
+        # the property setter below); tests/core/test_point_reads.py checks that a ReadUnit has
+        # every attribute a UnitOfWork sets.
+        self.crm, self.now, self._reads = crm, now, reads
+        self.actor = actor = actor or SYSTEM_ACTOR
+        self._after_commit, self._at_end, self.memo = [], [], {}
+        if user is not None and user.login == actor:
+            self.acting_user = user
         # Where the acting user's record is remembered (None: read by whoever needs it, per unit).
         self._known = known if known is not None and known.enabled and self.acting_user is None \
-            and self.actor != SYSTEM_ACTOR else None
-        # The remembered record this unit acts on, until a read of this unit confirms it.
-        self._remembered: ActingUser | None = None
-        self._confirmed = False
-        self._customer_view: Visibility | None | _Unset = _UNSET
+            and actor != SYSTEM_ACTOR else None
 
     # -- the SQLAlchemy connection, for whoever asks for one (a plugin's own query) ------------
     @property
@@ -199,9 +247,12 @@ class ReadUnit(UnitOfWork):
                 statement = rewrite(seen, statement)
                 plan = _PLANS.get(statement) or _plan_of(statement)
         remembered = self._remembered
-        confirming = plan.confirming
-        if remembered is None or confirming is None:
+        if remembered is None or plan.confirming is None:
             return self._reads.first(self._raw, statement, params)
+        form = self._form
+        confirming = plan.confirming[form]
+        if confirming is None:
+            confirming = plan.confirming_form(form)
         params = dict(params)
         params["crm_login"] = remembered.login
         found = self._reads.first(self._raw, confirming, params)
@@ -209,13 +260,12 @@ class ReadUnit(UnitOfWork):
             self._confirm()  # (no row to carry the record: ask for it alone)
             return None
         keys, row = found
-        active = row[-2]
-        if active is None or bool(active) is not remembered.active or row[-1] != remembered.role:
-            self._forget_stale(_record(remembered.login, row[-2:]))
+        if row[-1] != self._expect:  # changed: read it (for the next unit) and drop this answer
+            self._forget_stale(self._look_up())
         self._confirmed = True
         if keys is not plan.read:
-            plan.read, plan.keys = keys, keys[:-2]
-        return plan.keys, row[:-2]
+            plan.read, plan.keys = keys, keys[:-1]
+        return plan.keys, row[:-1]
 
     def _customers_visibility(self) -> Visibility | None:
         """:attr:`visibility` for a statement that reads no deal (nor a table restricted through
@@ -235,9 +285,10 @@ class ReadUnit(UnitOfWork):
 
     def _start(self, known: KnownUsers) -> None:
         """Set :attr:`acting_user`: the remembered record (confirmed later), or read and remembered."""
-        remembered = known.get(self.actor)
-        if remembered is not None:
-            self.acting_user = self._remembered = remembered
+        entry = known.entry(self.actor)
+        if entry is not None:
+            self.acting_user, self._form, self._expect = entry
+            self._remembered = self.acting_user
             return
         try:
             self.acting_user = self._look_up()

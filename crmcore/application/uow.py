@@ -85,17 +85,19 @@ class UnitOfWork:
         (a history import turns it off: ``crm import deals --no-earn``; reversals still apply).
     """
 
+    # What every unit starts with and few change, as class attributes (set on the unit when changed).
+    acting_user: "ActingUser | None" = None
+    earn_points = True
+    readonly = False
+    _visibility: Visibility | None | _Unset = _UNSET
+    _scoping = 0
+
     def __init__(self, crm: "CRM", conn: Connection, actor: str | None, now: datetime):
         # Every unit of work has an actor: the built-in one when nobody was named.
         self.crm, self.conn, self.actor, self.now = crm, conn, actor or SYSTEM_ACTOR, now
         self._after_commit: list[Callable[[], Any]] = []
         self._at_end: list[Callable[[], Any]] = []
         self.memo: dict[Any, Any] = {}
-        self.acting_user: ActingUser | None = None
-        self.earn_points = True
-        self.readonly = False
-        self._visibility: Visibility | None | _Unset = _UNSET
-        self._scoping = 0
 
     # -- the parts of a unit, made when first used (a point read needs one repository) ------------
     @_made_once

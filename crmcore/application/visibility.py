@@ -67,6 +67,8 @@ class Visibility:
     def __init__(self, customer: ColumnElement[bool] | None, deal: ColumnElement[bool] | None):
         self.customer, self.deal = customer, deal
         self._views: dict[Table | Alias, Subquery | None] = {}
+        #: Statements rewritten by these conditions (:func:`rewrite`), by statement object.
+        self._rewritten: dict[Any, Any] = {}
 
     @classmethod
     def of(cls, crm: "CRM", actor: str) -> "Visibility | None":
@@ -82,7 +84,18 @@ class Visibility:
         """:meth:`of` for statements that read no deal (:func:`reads_deals` false): only the
         customer condition is asked (the deal one cannot change what such a statement reads)."""
         customer = _conditions(crm, actor, "customer")
-        return None if customer is None else cls(customer, None)
+        if customer is None:
+            return None
+        # The same object for the same condition object (the access plugin returns one per scope
+        # and login): its views and rewrites are then found on it, read after read.
+        known = _BY_CUSTOMER.get(id(customer))
+        if known is not None and known.customer is customer:
+            return known
+        found = cls(customer, None)
+        if len(_BY_CUSTOMER) >= _REWRITES_MAX:
+            del _BY_CUSTOMER[next(iter(_BY_CUSTOMER))]
+        _BY_CUSTOMER[id(customer)] = found  # (it keeps the condition alive: the id is not reused)
+        return found
 
     # -- the visible rows ------------------------------------------------------------
     def customer_ids(self) -> Select[Any]:
@@ -145,6 +158,10 @@ _READS_RESTRICTED: "weakref.WeakKeyDictionary[Any, bool]" = weakref.WeakKeyDicti
 # restricted actor rewrites its statement once, not in every unit of work.  Bounded, oldest out.
 _REWRITES: dict[tuple[Any, ...], Any] = {}
 _REWRITES_MAX = 512
+# The customers-only visibility (Visibility.of_customers) by the id of its condition object.
+_BY_CUSTOMER: "dict[int, Visibility]" = {}
+#: Rewrites kept on one Visibility object (a few point statements per actor).
+_OWN_REWRITES_MAX = 64
 
 
 def restrictable(table: Any) -> bool:
@@ -247,6 +264,10 @@ def _structure_key(condition: ColumnElement[bool]) -> tuple[Any, ...] | None:
 def rewrite(visibility: Visibility, statement: Any) -> Any:
     """``visibility.apply(statement)``, reused for the same statement and the same conditions
     (structure and values: two actors with different conditions never share a rewrite)."""
+    own = visibility._rewritten
+    found = own.get(statement)  # (a Visibility reused across units: Visibility.of_customers)
+    if found is not None:
+        return found
     customer, deal = _condition_key(visibility.customer), _condition_key(visibility.deal)
     if customer is None or deal is None:
         return visibility.apply(statement)
@@ -260,6 +281,8 @@ def rewrite(visibility: Visibility, statement: Any) -> Any:
         if len(_REWRITES) >= _REWRITES_MAX:
             del _REWRITES[next(iter(_REWRITES))]
         _REWRITES[key] = found
+    if len(own) < _OWN_REWRITES_MAX:
+        own[statement] = found  # (only a cacheable rewrite: its conditions' structure and values)
     return found
 
 

@@ -96,15 +96,12 @@ def local_zone(zone: tzinfo) -> Iterator[None]:
         _LOCAL_ZONE.reset(token)
 
 
-def enter_local_zone(zone: tzinfo) -> Token[tzinfo]:
-    """:func:`local_zone` without a context manager (for a unit of work's own ``__enter__``):
-    returns the token to give :func:`leave_local_zone`."""
-    return _LOCAL_ZONE.set(zone)
-
-
-def leave_local_zone(token: Token[tzinfo]) -> None:
-    """End what :func:`enter_local_zone` began."""
-    _LOCAL_ZONE.reset(token)
+#: :func:`local_zone` without a context manager (for a unit of work's own ``__enter__``):
+#: ``enter_local_zone(zone)`` returns the token to give ``leave_local_zone(token)``, which ends
+#: it.  The context variable's own methods: no Python frame of ours around them (a point read
+#: enters and leaves once each).
+enter_local_zone: Callable[[tzinfo], Token[tzinfo]] = _LOCAL_ZONE.set
+leave_local_zone: Callable[[Token[tzinfo]], None] = _LOCAL_ZONE.reset
 
 
 def to_utc(moment: datetime, zone: tzinfo | None = None) -> datetime:

@@ -226,3 +226,68 @@ def test_a_change_made_with_plain_sql_elsewhere_counts_at_the_next_read(crm: Any
             assert crm.customers.find(email="zhang@example.com") is None
     finally:
         elsewhere.close()
+
+
+def test_a_role_set_to_none_or_respelled_with_plain_sql_counts_at_the_next_read(crm: Any) -> None:
+    """The confirming column compares the remembered role exactly: a role cleared (the policy's
+    default role, read-only: every customer) or given back, and a role spelled in another case
+    (no role by that name: nothing allowed), each count at the very next read, on every database
+    (a MariaDB collation calls ``Admin`` and ``admin`` equal: the role is compared in Python)."""
+    mine, other = _customers(crm)
+    elsewhere = crmcore.CRM.open(config=crm.config)
+    try:
+        def set_role(value: str | None) -> None:
+            with elsewhere.engine.begin() as conn:
+                conn.execute(tables.users.update().where(tables.users.c.login == "bob").values(role=value))
+        with crm.acting_as("bob"):
+            with pytest.raises(NotFound):
+                crm.customers.get(mine.id)  # remembered: a sales rep, alice's customer hidden
+        set_role(None)
+        with crm.acting_as("bob"):
+            assert crm.customers.get(mine.id).id == mine.id  # the default role reads everything
+            assert crm.customers.get(other.id).id == other.id  # (remembered with no role, confirmed)
+        set_role("sales-rep")
+        with crm.acting_as("bob"):
+            with pytest.raises(NotFound):
+                crm.customers.get(mine.id)
+        set_role("admin")
+        with crm.acting_as("bob"):
+            assert crm.customers.get(mine.id).id == mine.id
+        set_role("Admin")  # no such role: the user may do nothing
+        with crm.acting_as("bob"):
+            with pytest.raises(NotAuthorized):
+                crm.customers.get(mine.id)
+    finally:
+        elsewhere.close()
+
+
+def test_a_read_unit_has_every_attribute_an_ordinary_unit_sets(crm: Any) -> None:
+    """ReadUnit sets its per-unit state itself (without UnitOfWork.__init__): whatever an
+    ordinary unit has, a point-read unit has too."""
+    with crm.acting_as("alice"):
+        with crm.unit(readonly=True) as uow:
+            ordinary = set(vars(uow))
+        point = crm.point_unit()
+        assert point is not None
+        with point:
+            missing = {name for name in ordinary if not hasattr(point, name)}
+            assert missing == set()
+            assert point.readonly and point.memo == {} and point.earn_points and point.actor == "alice"
+            assert point.acting_user is not None and point.acting_user.role == "sales-rep"
+
+
+def test_point_statements_read_the_entity_columns_only(crm: Any) -> None:
+    """The keys the database derives (``email_key``, ``phone_key``) are no entity field: a point
+    read does not carry them (each column read costs its conversion)."""
+    mine, _ = _customers(crm)
+    with crm.acting_as("alice"):
+        crm.customers.get(mine.id)
+    seen = _driver_statements(crm)
+    with crm.acting_as("alice"):
+        assert crm.customers.get(mine.id) == mine
+        assert crm.customers.find(email="zhang@example.com") == mine
+    assert len(seen) == 2
+    for sql in seen:  # (alice's statements read her visible customers: a rewritten FROM)
+        selected = sql.split("crm_user_same")[0]  # the columns read, up to the confirming one
+        assert "email_key" not in selected and "phone_key" not in selected, sql
+        assert "customers.email," in selected and "customers.archived_at," in selected, sql

@@ -138,6 +138,25 @@ def test_reused_rewrites_keep_each_actor_to_their_own_records(crm):
             assert {crm.customers.get(full.id).id, crm.customers.get(bare.id).id} == {full.id, bare.id}
 
 
+def test_a_customers_visibility_is_kept_per_condition_with_its_rewrites(crm):
+    """``Visibility.of_customers`` hands out one object per condition object (the access plugin's,
+    one per scope and login), so a rep's rewritten statement is found on it; another login's
+    condition gets its own object and its own rewrite."""
+    from crmcore.application.visibility import Visibility, rewrite
+    from crmcore.store.repositories import _by_column
+
+    statement = _by_column(tables.customers, "id")
+    with crm.acting_as("alice"):
+        first, again = (Visibility.of_customers(crm, "alice") for _ in range(2))
+        theirs = Visibility.of_customers(crm, "bob")
+        assert Visibility.of_customers(crm, "boss") is None  # an admin: nothing to rewrite
+    assert first is again and first is not theirs and first.customer is not theirs.customer
+    mine = rewrite(first, statement)
+    assert rewrite(again, statement) is mine and first._rewritten[statement] is mine
+    assert rewrite(theirs, statement) is not mine
+    assert {b.value for b in mine.compile().binds.values() if b.value is not None} == {"alice"}
+
+
 def test_a_plain_read_leaves_no_autocommit_behind(crm):
     """A point read runs without a transaction (SQLite, PostgreSQL); the pooled connection it used must
     be transactional again for the next unit: a failed unit still rolls everything back."""

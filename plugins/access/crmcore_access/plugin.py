@@ -9,7 +9,7 @@ from sqlalchemy import ColumnElement
 
 import crmcore
 
-from .policy import SYSTEM, condition, nothing, role_of
+from .policy import SYSTEM, _condition, nothing, role_of
 from .roles import built_in_roles
 from .settings import AccessSettings, custom_roles
 
@@ -65,4 +65,4 @@ def visibility(actor: str, entity: str, crm: "CRM") -> ColumnElement[bool] | Non
     role = role_of(actor, crm)
     if role is None:
         return nothing()
-    return condition(role, actor, entity)
+    return _condition(role.scope, actor, entity)  # (condition() without its call: asked by every read)

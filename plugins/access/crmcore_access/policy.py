@@ -44,21 +44,20 @@ def role_of(actor: str, crm: "CRM") -> crmcore.Role | None:
     so the ``authorize`` and ``visibility`` calls of one use case share it, and never outlives the
     unit (a role changed by another unit counts from the next one on).
     """
-    settings = crm.settings_for(AccessSettings)
     if actor == SYSTEM:
-        name = settings.system_role
+        name = crm.settings_for(AccessSettings).system_role
         return crm.roles.get(name) if name in crm.roles else None  # checked at start-up (custom_roles)
     key = ("access.role_of", actor)
     uow = crm.current_unit()  # (the usual case, inside a use case: no context manager to enter)
     if uow is not None:
         memo = uow.memo
-        if key in memo:
+        if key in memo:  # (the second ask of a use case: no settings needed)
             cached: crmcore.Role | None = memo[key]
             return cached
-        memo[key] = found = _looked_up(actor, crm, settings, uow)
+        memo[key] = found = _looked_up(actor, crm, crm.settings_for(AccessSettings), uow)
         return found
     with crm.unit(readonly=True) as uow:
-        uow.memo[key] = found = _looked_up(actor, crm, settings, uow)
+        uow.memo[key] = found = _looked_up(actor, crm, crm.settings_for(AccessSettings), uow)
         return found
 
 
