@@ -152,16 +152,14 @@ def test_erasure_and_export_with_encryption_on(crm_factory: Any, monkeypatch: An
                    for r in audit.records(uow.conn, customer_id=gone.id))
 
 
-def test_nonces_are_never_shared_with_a_forked_process() -> None:
-    """Nonces come from the OS in blocks; a forked child (an import's validation worker) drops the
-    block it inherited, so a value sealed in the child never reuses a nonce of its parent's."""
-    cipher = Cipher([new_key()], ["phone"])
-    cipher.seal("phone", PHONES[0])  # the parent now holds a block of nonces
+def _assert_fork_draws_fresh_nonces(seal_one: Any) -> None:
+    """Fork; the child seals five values with ``seal_one`` and sends their nonces back; the parent
+    seals five more: all ten nonces differ."""
     reader, writer = os.pipe()
     child = os.fork()
     if child == 0:  # the child: seal five values and send their nonces
         try:
-            os.write(writer, b"".join(nonce_of(cipher.seal("phone", PHONES[1])) for _ in range(5)))
+            os.write(writer, b"".join(nonce_of(seal_one()) for _ in range(5)))
         finally:
             os._exit(0)
     os.close(writer)
@@ -169,8 +167,16 @@ def test_nonces_are_never_shared_with_a_forked_process() -> None:
     received = os.read(reader, 12 * 5)
     os.close(reader)
     theirs = {received[i:i + 12] for i in range(0, len(received), 12)}
-    ours = {nonce_of(cipher.seal("phone", PHONES[1])) for _ in range(5)}
+    ours = {nonce_of(seal_one()) for _ in range(5)}
     assert len(theirs) == 5 and len(ours) == 5 and not theirs & ours
+
+
+def test_nonces_are_never_shared_with_a_forked_process() -> None:
+    """Nonces come from the OS in blocks; a forked child (an import's validation worker) drops the
+    block it inherited, so a value sealed in the child never reuses a nonce of its parent's."""
+    cipher = Cipher([new_key()], ["phone"])
+    cipher.seal("phone", PHONES[0])  # the parent now holds a block of nonces
+    _assert_fork_draws_fresh_nonces(lambda: cipher.seal("phone", PHONES[1]))
 
 
 def test_a_sealer_made_before_a_fork_never_reuses_its_parents_nonces() -> None:
@@ -179,20 +185,7 @@ def test_a_sealer_made_before_a_fork_never_reuses_its_parents_nonces() -> None:
     cipher = Cipher([new_key()], ["phone"])
     seal = cipher.sealer("phone", remember=False)
     seal(PHONES[0])  # the parent now holds a block of nonces
-    reader, writer = os.pipe()
-    child = os.fork()
-    if child == 0:
-        try:
-            os.write(writer, b"".join(nonce_of(seal(PHONES[1])) for _ in range(5)))
-        finally:
-            os._exit(0)
-    os.close(writer)
-    os.waitpid(child, 0)
-    received = os.read(reader, 12 * 5)
-    os.close(reader)
-    theirs = {received[i:i + 12] for i in range(0, len(received), 12)}
-    ours = {nonce_of(seal(PHONES[1])) for _ in range(5)}
-    assert len(theirs) == 5 and len(ours) == 5 and not theirs & ours
+    _assert_fork_draws_fresh_nonces(lambda: seal(PHONES[1]))
 
 
 def test_threads_sealing_at_once_never_share_a_nonce() -> None:
