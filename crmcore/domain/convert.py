@@ -378,6 +378,12 @@ def from_values(keys: tuple[str, ...], values: Any, cls: type[T]) -> T:
     return converter.structure({k: v for k, v in zip(keys, values) if k not in DERIVED_COLUMNS}, cls)
 
 
+def entity_reader(cls: type[T], keys: tuple[str, ...]) -> Callable[[Any], T] | None:
+    """The function :func:`from_values` reads ``cls`` with from values in ``keys`` order (None: it
+    uses the converter); it raises LookupError for a value the converter must decide on."""
+    return _reader(cls, keys)
+
+
 #: Columns the database derives from others (``customers.email_key``, the door check's key): no
 #: entity has a field for them, so reading a row skips them.
 DERIVED_COLUMNS = frozenset({"email_key", "phone_key"})
