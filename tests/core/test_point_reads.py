@@ -251,3 +251,41 @@ def test_a_point_read_reuses_its_reader_and_leaves_odd_values_to_the_converter(c
             assert got == expected and got.tags == ("1", "b")
         assert crm.customers.find(external_id="EXT-1") == plain == expected
         assert crm.deals.find(external_id="D-1").amount == Decimal("1234.50")
+
+
+def test_the_reader_sets_slots_itself_only_where_init_would_do_nothing_else():
+    """The entity reader fills a plain slotted class's slots by their descriptors (issue 21), the
+    same entity as its __init__ makes; a class whose __init__ validates, converts or runs a hook
+    is still made by its __init__."""
+    import attrs
+
+    from crmcore.domain.convert import from_values
+
+    seen = []
+
+    @attrs.frozen
+    class Plain:
+        name: str
+        n: int
+
+    @attrs.frozen
+    class Validated:
+        name: str
+        n: int = attrs.field(validator=attrs.validators.gt(0))
+
+    @attrs.frozen
+    class Hooked:
+        name: str
+        n: int
+
+        def __attrs_post_init__(self):
+            seen.append(self.n)
+
+    keys = ("name", "n")
+    made = from_values(keys, ("a", 1), Plain)
+    assert made == Plain("a", 1) and made.__class__ is Plain
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.n = 2  # (still frozen: only the reader sets its slots)
+    with pytest.raises(ValueError):
+        from_values(keys, ("a", 0), Validated)
+    assert from_values(keys, ("a", 5), Hooked) == Hooked("a", 5) and seen == [5, 5]
