@@ -446,7 +446,8 @@ def _plain_slots(cls: type, fields: Any) -> bool:
     slots = cls.__dict__.get("__slots__")
     if slots is None or set(slots) - {"__weakref__"} != {f.name for f in fields}:
         return False
-    if cls.__new__ is not object.__new__ or hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__"):
+    new: Any = cls.__new__  # (Any: mypy takes an identity check with object.__new__ for a type error)
+    if new is not object.__new__ or hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__"):
         return False
     return all(f.init and f.validator is None and f.converter is None
                and isinstance(cls.__dict__.get(f.name), types.MemberDescriptorType) for f in fields)
