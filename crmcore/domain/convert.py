@@ -378,6 +378,12 @@ def from_values(keys: tuple[str, ...], values: Any, cls: type[T]) -> T:
     return converter.structure({k: v for k, v in zip(keys, values) if k not in DERIVED_COLUMNS}, cls)
 
 
+def entity_reader(cls: type[T], keys: tuple[str, ...]) -> Callable[[Any], T] | None:
+    """The function :func:`from_values` reads ``cls`` with from values in ``keys`` order (None: it
+    uses the converter); it raises LookupError for a value the converter must decide on."""
+    return _reader(cls, keys)
+
+
 #: Columns the database derives from others (``customers.email_key``, the door check's key): no
 #: entity has a field for them, so reading a row skips them.
 DERIVED_COLUMNS = frozenset({"email_key", "phone_key"})
@@ -413,7 +419,17 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
     # (attrs' __init__ in field order), not 22 keywords to match: with the unpacking, a customer's
     # reading went from 46,000 instructions to 32,000.
     fields = attrs.fields(cls)
-    if all(f.init and not f.kw_only for f in fields) and [f.name for f in fields] == [p.name for p in plan]:
+    if _plain_slots(cls, fields) and [f.name for f in fields] == [p.name for p in plan]:
+        # ... or, where __init__ would only set each slot (no validator, converter or hook), each
+        # slot set by its own descriptor: attrs' frozen __init__ goes through object.__setattr__
+        # per field, 22 generic attribute look-ups a customer.
+        lines.append("    entity = new_(cls)")
+        for i, field in enumerate(fields):
+            scope[f"S{i}"] = cls.__dict__[field.name].__set__
+            lines.append(f"    S{i}(entity, v{i})")
+        lines.append("    return entity")
+        scope["new_"] = object.__new__
+    elif all(f.init and not f.kw_only for f in fields) and [f.name for f in fields] == [p.name for p in plan]:
         lines.append("    return cls(" + ", ".join(f"v{i}" for i in range(len(plan))) + ")")
     else:
         lines.append("    return cls(" + ", ".join(f"{p.name}=v{i}" for i, p in enumerate(plan)) + ")")
@@ -421,6 +437,20 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
     # of 100 records a fifth of its time.
     exec(compile("\n".join(lines), f"<crmcore reader {cls.__name__}>", "exec"), scope)  # noqa: S102
     return typing.cast(Callable[[Any], Any], scope["read"])
+
+
+def _plain_slots(cls: type, fields: Any) -> bool:
+    """Whether ``cls``'s __init__ does nothing but set each field's own slot from its argument:
+    a slotted attrs class of its own slots only (no cached hash), made by ``object.__new__``,
+    without validators, converters, ``__attrs_pre_init__`` or ``__attrs_post_init__``."""
+    slots = cls.__dict__.get("__slots__")
+    if slots is None or set(slots) - {"__weakref__"} != {f.name for f in fields}:
+        return False
+    new: Any = cls.__new__  # (Any: mypy takes an identity check with object.__new__ for a type error)
+    if new is not object.__new__ or hasattr(cls, "__attrs_pre_init__") or hasattr(cls, "__attrs_post_init__"):
+        return False
+    return all(f.init and f.validator is None and f.converter is None
+               and isinstance(cls.__dict__.get(f.name), types.MemberDescriptorType) for f in fields)
 
 
 def _read_field(var: str, index: int, field: _Plan, scope: dict[str, Any]) -> list[str]:

@@ -22,7 +22,7 @@ from sqlalchemy import (JSON, Connection, Result, RowMapping, Select, Table, bin
 from sqlalchemy.sql import ColumnElement
 from sqlalchemy.sql.elements import BinaryExpression, BindParameter
 
-from ..domain.convert import DERIVED_COLUMNS, from_values, unstructure
+from ..domain.convert import DERIVED_COLUMNS, entity_reader, from_values, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, Task
 from ..domain.errors import NotFound, ValidationError
 from ..domain.validation import currency_digits
@@ -142,8 +142,28 @@ class Repository(Generic[E]):
         stmt, params = _by_column(self.table, column, limit), _point_params(self.table, column, value)
         if self._unit is not None:
             found = self._unit.read_first(stmt, params)
-            return None if found is None else self.from_values(*found)
+            return None if found is None else self._point_entity(*found)
         return self.first(self.conn.execute(stmt, params))
+
+    #: The column keys of the last point read of this class (the reader hands back the same tuple
+    #: object for every read of a statement) and the entity reader compiled for them.
+    _point_reader: tuple[tuple[str, ...], Any] | None = None
+
+    def _point_entity(self, keys: tuple[str, ...], values: Sequence[Any]) -> E:
+        """:meth:`from_values` of a point read: the reader found by one identity check on ``keys``
+        instead of two calls and the reader cache's hash of every key (issue 21)."""
+        last = self._point_reader
+        if last is not None and last[0] is keys:
+            try:
+                entity: E = last[1](values)
+                return entity
+            except LookupError:
+                pass  # (a value of another type: the converter decides, as from_values does)
+        elif type(self).from_values is Repository.from_values:  # (no subclass adds to it)
+            read = entity_reader(self.entity, keys)
+            if read is not None:
+                type(self)._point_reader = (keys, read)
+        return self.from_values(keys, values)
 
     # -- reading ---------------------------------------------------------
     def get(self, id: int) -> E:

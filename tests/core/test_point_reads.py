@@ -17,6 +17,7 @@ from crmcore import NotAuthorized, NotFound, ValidationError
 from crmcore.domain.convert import converter, from_row
 from crmcore.domain.entities import Contact, Customer, Deal, Interaction
 from crmcore.store import tables
+from crmcore.store.pointread import _row_function
 
 
 @pytest.fixture
@@ -186,11 +187,18 @@ def test_sqlite_times_read_as_aware_utc_whatever_their_stored_form():
         return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else parsed.astimezone(timezone.utc)
 
     process = UTCDateTime().dialect_impl(sqlite.dialect()).result_processor(sqlite.dialect(), None)
+    # The point reader's row function parses the common case inline (the processor's crm_inline).
+    row_function = _row_function(2, ((1, process),))
     for text in ("2026-12-06", "2026-12-06 00:00:00", "2026-12-06 12:54:48.824921", "2026-12-06T12:54:48",
                  "2026-12-06 12:54", "2026-12-06 12", "2026-12-06 12:54:48.8", "2026-12-06 12:54:48+05:00",
                  "2026-12-06T12:54:48-03:30", "2026-12-06 12:54:48Z"):
         got = process(text)
         assert got == expected(text) and got.tzinfo is timezone.utc, text
+        inline = row_function(("x", text))
+        assert inline[0] == "x" and inline[1] == got and inline[1].tzinfo is timezone.utc, text
+    assert row_function(("x", None)) == ("x", None)
+    with pytest.raises(ValueError):  # (not a time: the processor's own error, inline or not)
+        row_function(("x", "soon"))
 
 
 def test_sealed_columns_result_processors_match_their_types_values(crm_factory, monkeypatch):
@@ -219,4 +227,65 @@ def test_sealed_columns_result_processors_match_their_types_values(crm_factory, 
                                              dialect)
             process = impl.result_processor(dialect, coltype)
             assert (process(value) if value is not None else None) == want, (column.name, value)
+            # ... and so does the point reader's row function (a sealed text's mark checked inline).
+            assert _row_function(1, ((0, process),))((value,)) == (want,), (column.name, value)
     assert sealed.customers.find(email="s@example.com").attributes == {"tier": "金", "n": 1}
+
+
+def test_a_point_read_reuses_its_reader_and_leaves_odd_values_to_the_converter(crm):
+    """A repository's point read finds the entity reader of its columns by identity (issue 21):
+    a stored value of another type than the field's still goes to the converter, on the first
+    read and on the later ones, and a deal keeps its currency's minor unit."""
+    full, _ = _fill(crm)
+    assert crm.point_reads.available  # (the point-read unit's path, not an ordinary unit's)
+    with crm.engine.begin() as conn:  # numbers where the field holds strings: the converter's to read
+        conn.execute(tables.customers.update().where(tables.customers.c.id == full.id).values(tags=[1, "b"]))
+    with crm.engine.connect() as conn:
+        row = conn.execute(select(tables.customers).where(tables.customers.c.id == full.id)).one()
+    expected = converter.structure({k: v for k, v in row._mapping.items()
+                                    if tables.customers.c[k].computed is None}, Customer)
+    with crm.acting_as("boss"):
+        plain = crm.customers.find(external_id="EXT-1")  # (another statement, the same columns)
+        for _ in range(3):
+            got = crm.customers.get(full.id)
+            assert got == expected and got.tags == ("1", "b")
+        assert crm.customers.find(external_id="EXT-1") == plain == expected
+        assert crm.deals.find(external_id="D-1").amount == Decimal("1234.50")
+
+
+def test_the_reader_sets_slots_itself_only_where_init_would_do_nothing_else():
+    """The entity reader fills a plain slotted class's slots by their descriptors (issue 21), the
+    same entity as its __init__ makes; a class whose __init__ validates, converts or runs a hook
+    is still made by its __init__."""
+    import attrs
+
+    from crmcore.domain.convert import from_values
+
+    seen = []
+
+    @attrs.frozen
+    class Plain:
+        name: str
+        n: int
+
+    @attrs.frozen
+    class Validated:
+        name: str
+        n: int = attrs.field(validator=attrs.validators.gt(0))
+
+    @attrs.frozen
+    class Hooked:
+        name: str
+        n: int
+
+        def __attrs_post_init__(self):
+            seen.append(self.n)
+
+    keys = ("name", "n")
+    made = from_values(keys, ("a", 1), Plain)
+    assert made == Plain("a", 1) and made.__class__ is Plain
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        made.n = 2  # (still frozen: only the reader sets its slots)
+    with pytest.raises(ValueError):
+        from_values(keys, ("a", 0), Validated)
+    assert from_values(keys, ("a", 5), Hooked) == Hooked("a", 5) and seen == [5, 5]
