@@ -35,21 +35,23 @@ from sqlalchemy import Connection, Select
 from sqlalchemy.engine import Dialect
 from sqlalchemy.exc import DBAPIError, MultipleResultsFound, NoResultFound
 
+from .pointread import bind_processors, driver_form, result_processors, row_function
+
 
 class _Shape:
     """One statement compiled for one dialect and parameter keys: what each execution shares."""
 
-    __slots__ = ("sql", "order", "defaults", "binds", "returns", "results", "row")
+    __slots__ = ("sql", "order", "defaults", "binds", "returns", "process", "row")
 
     def __init__(self, compiled: Any):
         self.sql: str = compiled.string
         self.order: tuple[str, ...] = tuple(compiled.positiontup)
         self.defaults: dict[str, Any] = compiled.construct_params(_check=False)
-        self.binds: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(
-            (name, fn) for name, fn in compiled._bind_processors.items() if fn is not None)
+        self.binds: tuple[tuple[str, Callable[[Any], Any]], ...] = tuple(bind_processors(compiled).items())
         entries = compiled._result_columns
         self.returns = bool(entries)
-        self.results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
+        #: The driver's row -> its processed values (point reads' generated function), at the first rows.
+        self.process: Callable[[Any], Any] | None = None
         keys = tuple(entry.keyname for entry in entries)
         self.row: Any = namedtuple("Row", keys, rename=True) if keys else None  # noqa: PYI024
 
@@ -170,10 +172,8 @@ def _shape(dialect: Dialect, statement: Any, keys: tuple[str, ...]) -> _Shape | 
         pass
     # The keys name the columns an INSERT or UPDATE built without values() sets, as SQLAlchemy
     # compiles it for these parameters.
-    compiled: Any = statement.compile(dialect=dialect, column_keys=list(keys))
-    direct = not (compiled.post_compile_params or compiled.literal_execute_params or compiled.escaped_bind_names
-                  or not compiled.positional)
-    shape = _Shape(compiled) if direct else None
+    compiled = driver_form(statement, dialect, list(keys))
+    shape = _Shape(compiled) if compiled is not None and compiled.positional else None
     if len(shapes) >= MAX_SHAPES:
         del shapes[next(iter(shapes))]
     shapes[statement, keys] = shape
@@ -182,19 +182,7 @@ def _shape(dialect: Dialect, statement: Any, keys: tuple[str, ...]) -> _Shape | 
 
 def _processed(dialect: Dialect, statement: Any, shape: _Shape, description: Any, rows: list[Any]) -> list[Any]:
     """``rows`` through each column's result processor, as named rows."""
-    if shape.results is None:
-        compiled: Any = statement.compile(dialect=dialect)
-        shape.results = tuple(
-            (index, process) for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
-            if (process := entry.type._cached_result_processor(dialect, column[1])) is not None)
-    make = shape.row._make
-    if not shape.results:
-        return [make(row) for row in rows]
-    out = []
-    for row in rows:
-        values = list(row)
-        for index, process in shape.results:
-            if values[index] is not None:
-                values[index] = process(values[index])
-        out.append(make(values))
-    return out
+    if shape.process is None:
+        shape.process = row_function(len(description), result_processors(statement, dialect, description))
+    make, process = shape.row._make, shape.process
+    return [make(process(row)) for row in rows]

@@ -54,29 +54,44 @@ class _Shape:
         self.process: Callable[[Any], Sequence[Any]] | None = None
 
 
+def driver_form(statement: Any, dialect: Any, column_keys: list[str] | None = None) -> Any:
+    """``statement`` compiled for ``dialect`` (with ``column_keys``: an INSERT or UPDATE built
+    without values(), for those parameters), or None when it needs SQLAlchemy's per-execution
+    processing (expanding or literal parameters, escaped bind names).  Shared with
+    :mod:`crmcore.store.direct`."""
+    compiled: Any = statement.compile(dialect=dialect, column_keys=column_keys)
+    if compiled.post_compile_params or compiled.literal_execute_params or compiled.escaped_bind_names:
+        return None
+    return compiled
+
+
+def bind_processors(compiled: Any) -> dict[str, Callable[[Any], Any]]:
+    """The bind processors of a compiled statement, by parameter name (those that do something)."""
+    return {name: fn for name, fn in compiled._bind_processors.items() if fn is not None}
+
+
 def _compile(statement: Any, engine: Engine) -> _Shape:
     """The :class:`_Shape` of ``statement`` on ``engine``'s dialect (Fallback when it needs
-    SQLAlchemy's per-execution processing: expanding or literal parameters, escaped names)."""
-    compiled: Any = statement.compile(dialect=engine.dialect)
-    if compiled.post_compile_params or compiled.literal_execute_params or compiled.escaped_bind_names:
+    SQLAlchemy's per-execution processing)."""
+    compiled = driver_form(statement, engine.dialect)
+    if compiled is None:
         raise Fallback("statement needs per-execution compilation")
     defaults = compiled.construct_params(_check=False)
-    binds = {name: fn for name, fn in compiled._bind_processors.items() if fn is not None}
     order = tuple(compiled.positiontup) if compiled.positional else None
     keys = tuple(entry.keyname for entry in compiled._result_columns)
-    return _Shape(compiled.string, order, defaults, binds, keys)
+    return _Shape(compiled.string, order, defaults, bind_processors(compiled), keys)
 
 
-def _result_processors(statement: Any, engine: Engine, description: Sequence[Any]) -> \
+def result_processors(statement: Any, dialect: Any, description: Sequence[Any]) -> \
         tuple[tuple[int, Callable[[Any], Any]], ...]:
-    """Each column's result processor for the driver's column types in ``description``."""
-    compiled: Any = statement.compile(dialect=engine.dialect)
-    found = tuple((index, process) for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
-                  if (process := entry.type._cached_result_processor(engine.dialect, column[1])) is not None)
-    return found
+    """Each column's result processor for the driver's column types in ``description`` (the
+    columns that need one, by index).  Shared with :mod:`crmcore.store.direct`."""
+    compiled: Any = statement.compile(dialect=dialect)
+    return tuple((index, process) for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
+                 if (process := entry.type._cached_result_processor(dialect, column[1])) is not None)
 
 
-def _row_function(width: int, results: tuple[tuple[int, Callable[[Any], Any]], ...]) -> Callable[[Any], Sequence[Any]]:
+def row_function(width: int, results: tuple[tuple[int, Callable[[Any], Any]], ...]) -> Callable[[Any], Sequence[Any]]:
     """A function taking a driver's row of ``width`` columns to its processed values: generated
     per statement (as the entity reader is), so each column that needs a processor costs its call
     and nothing else (instead of a loop over ``results`` on a copy of the row)."""
@@ -221,8 +236,8 @@ class PointReads:
                     cursor.execute(shape.sql, bound)
                 row = cursor.fetchone()
                 if row is not None and shape.process is None:
-                    shape.results = _result_processors(statement, self.engine, cursor.description)
-                    shape.process = _row_function(len(shape.keys), shape.results)
+                    shape.results = result_processors(statement, self.engine.dialect, cursor.description)
+                    shape.process = row_function(len(shape.keys), shape.results)
             finally:
                 cursor.close()
         except self._dbapi_error as exc:

@@ -17,7 +17,7 @@ from crmcore import NotAuthorized, NotFound, ValidationError
 from crmcore.domain.convert import converter, from_row
 from crmcore.domain.entities import Contact, Customer, Deal, Interaction
 from crmcore.store import tables
-from crmcore.store.pointread import _row_function
+from crmcore.store.pointread import row_function
 
 
 @pytest.fixture
@@ -188,17 +188,17 @@ def test_sqlite_times_read_as_aware_utc_whatever_their_stored_form():
 
     process = UTCDateTime().dialect_impl(sqlite.dialect()).result_processor(sqlite.dialect(), None)
     # The point reader's row function parses the common case inline (the processor's crm_inline).
-    row_function = _row_function(2, ((1, process),))
+    process_row = row_function(2, ((1, process),))
     for text in ("2026-12-06", "2026-12-06 00:00:00", "2026-12-06 12:54:48.824921", "2026-12-06T12:54:48",
                  "2026-12-06 12:54", "2026-12-06 12", "2026-12-06 12:54:48.8", "2026-12-06 12:54:48+05:00",
                  "2026-12-06T12:54:48-03:30", "2026-12-06 12:54:48Z"):
         got = process(text)
         assert got == expected(text) and got.tzinfo is timezone.utc, text
-        inline = row_function(("x", text))
+        inline = process_row(("x", text))
         assert inline[0] == "x" and inline[1] == got and inline[1].tzinfo is timezone.utc, text
-    assert row_function(("x", None)) == ("x", None)
+    assert process_row(("x", None)) == ("x", None)
     with pytest.raises(ValueError):  # (not a time: the processor's own error, inline or not)
-        row_function(("x", "soon"))
+        process_row(("x", "soon"))
 
 
 def test_sealed_columns_result_processors_match_their_types_values(crm_factory, monkeypatch):
@@ -228,7 +228,7 @@ def test_sealed_columns_result_processors_match_their_types_values(crm_factory, 
             process = impl.result_processor(dialect, coltype)
             assert (process(value) if value is not None else None) == want, (column.name, value)
             # ... and so does the point reader's row function (a sealed text's mark checked inline).
-            assert _row_function(1, ((0, process),))((value,)) == (want,), (column.name, value)
+            assert row_function(1, ((0, process),))((value,)) == (want,), (column.name, value)
     assert sealed.customers.find(email="s@example.com").attributes == {"tier": "金", "n": 1}
 
 
