@@ -33,13 +33,14 @@ from sqlalchemy.sql import Select
 
 from ..domain.convert import enter_local_zone, leave_local_zone
 from ..store import tables
-from ..store.pointread import Fallback, PointReads
+from ..store.pointread import Fallback, PointReads, _Shape
 from .tokens import ActingUser
 from .uow import _UNSET, SYSTEM_ACTOR, UnitOfWork, _Unset, current_unit
 from .visibility import Visibility, reads_deals, reads_restricted, rewrite
 
 if TYPE_CHECKING:
     from ..app import CRM
+    from ..store.repositories import Repository
 
 __all__ = ["Fallback", "KnownUsers", "ReadUnit", "Stale"]
 
@@ -240,6 +241,24 @@ class ReadUnit(UnitOfWork):
     def read_first(self, statement: Any, params: Mapping[str, Any]) -> tuple[tuple[str, ...], Sequence[Any]] | None:
         """:meth:`UnitOfWork.read_first` on the raw connection, visibility applied as the
         engine's listener applies it to a scoped unit's statements."""
+        found = self._run(statement, params)
+        if found is None:
+            return None
+        shape, row, tail = found
+        values = shape.process(row)
+        return (shape.keys[:-1], values[:-1]) if tail else (shape.keys, values)
+
+    def read_entity(self, statement: Any, params: Mapping[str, Any], repository: "Repository[Any]") -> Any:
+        """:meth:`UnitOfWork.read_entity` as :meth:`read_first` runs it, the entity made straight
+        from the driver's row (:meth:`Repository.point_entity`)."""
+        found = self._run(statement, params)
+        return None if found is None else repository.point_entity(*found)
+
+    def _run(self, statement: Any, params: Mapping[str, Any]) -> tuple[_Shape, Any, bool] | None:
+        """The driver's first row of ``statement`` as this unit may read it (the visibility
+        rewrite; with a remembered record, its confirming column appended and checked): its
+        :class:`~crmcore.store.pointread._Shape`, the row, and whether the row's last column is
+        the confirming one (no column of ``statement``); None: no row."""
         plan = _PLANS.get(statement) or _plan_of(statement)
         if plan.restricted:
             seen = self.visibility if plan.deals else self._customers_visibility()
@@ -248,24 +267,26 @@ class ReadUnit(UnitOfWork):
                 plan = _PLANS.get(statement) or _plan_of(statement)
         remembered = self._remembered
         if remembered is None or plan.confirming is None:
-            return self._reads.first(self._raw, statement, params)
+            found = self._reads.first_row(self._raw, statement, params)
+            return None if found is None else (found[0], found[1], False)
         form = self._form
         confirming = plan.confirming[form]
         if confirming is None:
             confirming = plan.confirming_form(form)
         params = dict(params)
         params["crm_login"] = remembered.login
-        found = self._reads.first(self._raw, confirming, params)
+        found = self._reads.first_row(self._raw, confirming, params)
         if found is None:
             self._confirm()  # (no row to carry the record: ask for it alone)
             return None
-        keys, row = found
-        if row[-1] != self._expect:  # changed: read it (for the next unit) and drop this answer
+        shape, row = found
+        same = row[-1]
+        if shape.last is not None and same is not None:
+            same = shape.last(same)
+        if same != self._expect:  # changed: read it (for the next unit) and drop this answer
             self._forget_stale(self._look_up())
         self._confirmed = True
-        if keys is not plan.read:
-            plan.read, plan.keys = keys, keys[:-1]
-        return plan.keys, row[:-1]
+        return shape, row, True
 
     def _customers_visibility(self) -> Visibility | None:
         """:attr:`visibility` for a statement that reads no deal (nor a table restricted through

@@ -21,6 +21,7 @@ from ..store.repositories import (
     CustomerRepository,
     DealRepository,
     InteractionRepository,
+    Repository,
     TaskRepository,
 )
 from .audit import AuditTrail
@@ -176,6 +177,13 @@ class UnitOfWork:
         keys = tuple(result.keys())
         row = result.first()
         return None if row is None else (keys, row)
+
+    def read_entity(self, statement: Any, params: Mapping[str, Any], repository: "Repository[Any]") -> Any:
+        """The entity of :meth:`read_first`'s row, read by ``repository`` (None: no row): a
+        repository's point read (:meth:`Repository.get`), whose entity a point-read unit makes
+        straight from the driver's row."""
+        found = self.read_first(statement, params)
+        return None if found is None else repository.point_values(*found)
 
     @property
     def dialect(self) -> str:

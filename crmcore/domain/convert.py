@@ -400,6 +400,32 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
     """A function reading ``cls`` from a values sequence in ``keys`` order, compiled once per class
     and column order (None: no plan, always the converter).  It raises LookupError for any value
     whose type is not the field's exact one: the converter then decides."""
+    body = _reader_body(cls, keys)
+    if body is None:
+        return None
+    lines, scope = body
+    # One unpacking of the whole row (a short one is the converter's to explain) ...
+    lines = ["def read(values):", f"    if len(values) != {len(keys)}: raise LookupError",
+             "    " + "".join(f"c{i}, " for i in range(len(keys))) + "= values", *lines, "    return entity"]
+    # Generated, as attrs and cattrs generate theirs: a loop over the plan per row cost a page
+    # of 100 records a fifth of its time.
+    exec(compile("\n".join(lines), f"<crmcore reader {cls.__name__}>", "exec"), scope)  # noqa: S102
+    return typing.cast(Callable[[Any], Any], scope["read"])
+
+
+def entity_reader_body(cls: type, keys: tuple[str, ...]) -> tuple[list[str], dict[str, Any]] | None:
+    """The source lines (a function body, four spaces in) that set ``entity`` to ``cls`` read from
+    the local variables ``c0``, ``c1``, ... holding the values of ``keys`` (unpacked already),
+    raising LookupError for a value the converter must decide on, and the names they use (None:
+    the converter reads ``cls``).  For a row function that builds the entity straight from a
+    driver's row (:func:`crmcore.store.pointread.entity_function`); the lines are fresh, the
+    names a copy, per call."""
+    found = _reader_body(cls, keys)
+    return None if found is None else (list(found[0]), dict(found[1]))
+
+
+@functools.lru_cache(maxsize=256)
+def _reader_body(cls: type, keys: tuple[str, ...]) -> tuple[list[str], dict[str, Any]] | None:
     try:
         hints = typing.get_type_hints(cls)
         plan = [_Plan(name, *_value_check(hints[name])) for name in attrs.fields_dict(cls)]
@@ -409,9 +435,7 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
     if len(set(keys)) != len(keys) or not names <= set(keys) or not set(keys) - names <= DERIVED_COLUMNS:
         return None
     position = {key: i for i, key in enumerate(keys)}
-    # One unpacking of the whole row (a short one is the converter's to explain) ...
-    lines: list[str] = ["def read(values):", f"    if len(values) != {len(keys)}: raise LookupError",
-                        "    " + "".join(f"c{i}, " for i in range(len(keys))) + "= values"]
+    lines: list[str] = []
     scope: dict[str, Any] = {"cls": cls, "datetime": datetime, "UTC": timezone.utc}
     for i, field in enumerate(plan):
         lines += _read_field(f"v{i}", position[field.name], field, scope)
@@ -427,16 +451,12 @@ def _reader(cls: type, keys: tuple[str, ...]) -> Callable[[Any], Any] | None:
         for i, field in enumerate(fields):
             scope[f"S{i}"] = cls.__dict__[field.name].__set__
             lines.append(f"    S{i}(entity, v{i})")
-        lines.append("    return entity")
         scope["new_"] = object.__new__
     elif all(f.init and not f.kw_only for f in fields) and [f.name for f in fields] == [p.name for p in plan]:
-        lines.append("    return cls(" + ", ".join(f"v{i}" for i in range(len(plan))) + ")")
+        lines.append("    entity = cls(" + ", ".join(f"v{i}" for i in range(len(plan))) + ")")
     else:
-        lines.append("    return cls(" + ", ".join(f"{p.name}=v{i}" for i, p in enumerate(plan)) + ")")
-    # Generated, as attrs and cattrs generate theirs: a loop over the plan per row cost a page
-    # of 100 records a fifth of its time.
-    exec(compile("\n".join(lines), f"<crmcore reader {cls.__name__}>", "exec"), scope)  # noqa: S102
-    return typing.cast(Callable[[Any], Any], scope["read"])
+        lines.append("    entity = cls(" + ", ".join(f"{p.name}=v{i}" for i, p in enumerate(plan)) + ")")
+    return lines, scope
 
 
 def _plain_slots(cls: type, fields: Any) -> bool:

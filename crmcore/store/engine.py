@@ -181,6 +181,11 @@ def _json_loads(text: str | bytes) -> Any:
         return json.loads(text)
 
 
+# What a point read's row function may call inline for this loader's common case (orjson, and
+# the processor itself, thus this function, for what orjson refuses): see pointread.json_inline.
+_json_loads.crm_fast = (orjson.loads, orjson.JSONDecodeError)  # type: ignore[attr-defined]
+
+
 def _configure_sqlite(engine: Engine, in_memory: bool) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

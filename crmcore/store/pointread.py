@@ -28,8 +28,11 @@ import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from sqlalchemy import Engine
+from sqlalchemy import JSON, Engine
 from sqlalchemy.pool import QueuePool
+from sqlalchemy.types import TypeDecorator
+
+from ..domain.convert import entity_reader_body
 
 #: Compiled statements kept per engine (statements are built once, so few shapes exist; a
 #: visibility rewrite that cannot be cached makes a new statement per read: bounded, oldest out).
@@ -43,7 +46,7 @@ class Fallback(Exception):
 class _Shape:
     """One statement compiled for one engine: what every execution of it shares."""
 
-    __slots__ = ("sql", "order", "defaults", "binds", "keys", "results", "process")
+    __slots__ = ("sql", "order", "defaults", "binds", "keys", "results", "process", "last", "entities", "tailed")
 
     def __init__(self, sql: str, order: tuple[str, ...] | None, defaults: dict[str, Any],
                  binds: dict[str, Callable[[Any], Any]], keys: tuple[str, ...]):
@@ -52,6 +55,29 @@ class _Shape:
         self.results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
         #: The driver's row -> the processed values (a function generated from :attr:`results`).
         self.process: Callable[[Any], Sequence[Any]] | None = None
+        #: The last column's result processor (None: none), for a reader that looks at that
+        #: column alone (the point-read unit's confirming column).
+        self.last: Callable[[Any], Any] | None = None
+        #: The driver's row -> an entity (:meth:`entity_function`), by entity class, reading every
+        #: column (:attr:`entities`) or all but the last (:attr:`tailed`); None: the class cannot be
+        #: read so (its converter reads it from :attr:`process`'s values).
+        self.entities: dict[type, Callable[[Any], Any] | None] = {}
+        self.tailed: dict[type, Callable[[Any], Any] | None] = {}
+
+    def set_results(self, results: tuple[tuple[int, Callable[[Any], Any]], ...]) -> None:
+        """Set :attr:`results` and what is made of them (at the first execution that returns a row)."""
+        self.results = results
+        self.last = next((process for index, process in results if index == len(self.keys) - 1), None)
+        self.process = row_function(len(self.keys), results)
+
+    def entity_function(self, cls: type, tail: bool) -> Callable[[Any], Any] | None:
+        """The function taking a driver's row of this statement straight to a ``cls`` (with
+        ``tail``, from every column but the last), or None; made at the first read that asks."""
+        made = self.tailed if tail else self.entities
+        if cls not in made:
+            assert self.results is not None
+            made[cls] = entity_function(self.keys, self.results, cls, tail)
+        return made[cls]
 
 
 def driver_form(statement: Any, dialect: Any, column_keys: list[str] | None = None) -> Any:
@@ -87,8 +113,50 @@ def result_processors(statement: Any, dialect: Any, description: Sequence[Any]) 
     """Each column's result processor for the driver's column types in ``description`` (the
     columns that need one, by index).  Shared with :mod:`crmcore.store.direct`."""
     compiled: Any = statement.compile(dialect=dialect)
-    return tuple((index, process) for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
+    return tuple((index, _json_processor(entry.type, dialect, column[1], process))
+                 for index, (entry, column) in enumerate(zip(compiled._result_columns, description))
                  if (process := entry.type._cached_result_processor(dialect, column[1])) is not None)
+
+
+def json_inline(json_type: Any, dialect: Any, coltype: Any) -> tuple[str, dict[str, Any]] | None:
+    """How a row function parses the text of a column of ``json_type`` (SQLAlchemy's JSON, or
+    a type decorating it) inline: ``(name, names)``, where ``name(text)`` is the engine's JSON
+    loader's fast path (``crmcore.store.engine``'s: orjson), raising ``names``'s
+    ``json_fast_error_`` for what it refuses (the processor then decides, as it always did).
+    None when SQLAlchemy's processor does more than the loader on text (a string processor
+    first), or the loader offers no fast path."""
+    impl = json_type.dialect_impl(dialect)
+    if isinstance(impl, TypeDecorator):
+        impl = impl.impl_instance.dialect_impl(dialect)
+    if not isinstance(impl, JSON) or not type(impl).__module__.startswith("sqlalchemy."):
+        return None
+    if impl._str_impl.result_processor(dialect, coltype) is not None:
+        return None
+    fast = getattr(dialect._json_deserializer, "crm_fast", None)
+    if fast is None:
+        return None
+    return "json_fast_", {"json_fast_": fast[0], "json_fast_error_": fast[1]}
+
+
+def _json_processor(type_: Any, dialect: Any, coltype: Any, process: Callable[[Any], Any]) -> Callable[[Any], Any]:
+    """``process``, for a plain JSON column with the text fast path of :func:`json_inline`, as a
+    function offering it to :func:`row_function` (two or three calls a value fewer on SQLite:
+    SQLAlchemy's JSON processors around the engine's loader; ``tags`` on every customer)."""
+    if type(type_) is not JSON and not (isinstance(type_, JSON) and type(type_).__module__.startswith("sqlalchemy.")):
+        return process
+    found = json_inline(type_, dialect, coltype)
+    if found is None:
+        return process
+
+    def json_process(value: Any) -> Any:
+        return process(value)
+    fast, names = found
+    json_process.crm_inline = ([  # type: ignore[attr-defined]
+        "if {v}.__class__ is str:",
+        f"    try: {{v}} = {fast}({{v}})",
+        "    except json_fast_error_: {v} = {p}({v})",
+        "else: {v} = {p}({v})"], names)
+    return json_process
 
 
 def row_function(width: int, results: tuple[tuple[int, Callable[[Any], Any]], ...]) -> Callable[[Any], Sequence[Any]]:
@@ -121,6 +189,35 @@ def _inline(index: int, process: Callable[[Any], Any], scope: dict[str, Any]) ->
         if scope.setdefault(name, value) != value:
             raise ValueError(f"two inline processors name {name!r} differently")
     return ["        " + line.format(v=f"c{index}", p=f"p{index}") for line in template]
+
+
+def entity_function(keys: tuple[str, ...], results: tuple[tuple[int, Callable[[Any], Any]], ...], cls: type,
+                    tail: bool = False) -> Callable[[Any], Any] | None:
+    """One generated function from a driver's row (columns ``keys``, processors ``results``) to an
+    entity of ``cls``: :func:`row_function`'s processing and the entity reader's checks and slots
+    (:func:`crmcore.domain.convert.entity_reader_body`) in one body, with no tuple of processed
+    values in between, no second unpacking and no second call (issue 21).  With ``tail`` the last
+    column is not the entity's (nor processed: its reader looks at it).  It raises LookupError for a value the entity's converter must decide on (the caller then
+    converts :func:`row_function`'s values).  None: ``cls`` has no such reader."""
+    fields = keys[:-1] if tail else keys
+    body = entity_reader_body(cls, fields)
+    if body is None:
+        return None
+    lines, scope = body
+    columns = "".join(f"c{i}, " for i in range(len(keys)))
+    source = ["def read(row):", f"    {columns}= row"]
+    for index, process in results:
+        if tail and index == len(keys) - 1:
+            continue
+        scope_name = f"p{index}"
+        if scope.setdefault(scope_name, process) is not process:
+            return None  # (a name of the reader's: cannot happen with today's names)
+        source.append(f"    if c{index} is not None:")
+        source += _inline(index, process, scope)
+    source += lines
+    source.append("    return entity")
+    exec(compile("\n".join(source), f"<crmcore point {cls.__name__}>", "exec"), scope)  # noqa: S102
+    return scope["read"]  # type: ignore[no-any-return]
 
 
 #: Every live reader, told when the process forks.
@@ -218,6 +315,16 @@ class PointReads:
         """The first row of ``statement`` with ``params`` on ``connection``: its column keys and
         processed values, or None.  Raises :class:`Fallback` on a database error (the caller reads
         again through SQLAlchemy, which reports it as usual)."""
+        found = self.first_row(connection, statement, params)
+        if found is None:
+            return None
+        shape, row = found
+        return shape.keys, shape.process(row)  # type: ignore[misc]  # (set with the first row)
+
+    def first_row(self, connection: Any, statement: Any, params: Mapping[str, Any]) -> tuple[_Shape, Any] | None:
+        """:meth:`first` without the processing: the statement's :class:`_Shape` (its
+        :attr:`_Shape.process` and :meth:`_Shape.entity_function` ready) and the driver's row, or
+        None."""
         shape = self._shapes.get(statement) or self.shape(statement)
         if shape.binds or len(shape.defaults) != len(params):
             values = dict(shape.defaults)
@@ -236,12 +343,11 @@ class PointReads:
                     cursor.execute(shape.sql, bound)
                 row = cursor.fetchone()
                 if row is not None and shape.process is None:
-                    shape.results = result_processors(statement, self.engine.dialect, cursor.description)
-                    shape.process = row_function(len(shape.keys), shape.results)
+                    shape.set_results(result_processors(statement, self.engine.dialect, cursor.description))
             finally:
                 cursor.close()
         except self._dbapi_error as exc:
             raise Fallback(str(exc)) from exc
         if row is None:
             return None
-        return shape.keys, shape.process(row)  # type: ignore[misc]  # (set with the first row)
+        return shape, row

@@ -102,6 +102,10 @@ def _sealed(table: Table, column: str) -> bool:
     return is_sealed_column(table.c[column])
 
 
+#: Not looked up yet (see :meth:`Repository.point_entity`).
+_UNKNOWN: Any = object()
+
+
 class PointSource(Protocol):
     """Where a repository's connection and point reads come from: a unit of work."""
 
@@ -110,6 +114,8 @@ class PointSource(Protocol):
 
     def read_first(self, statement: Any, params: Mapping[str, Any]) \
             -> tuple[tuple[str, ...], Sequence[Any]] | None: ...
+
+    def read_entity(self, statement: Any, params: Mapping[str, Any], repository: Any) -> Any: ...
 
 
 class Repository(Generic[E]):
@@ -141,17 +147,38 @@ class Repository(Generic[E]):
         """The entity of the first row whose ``column`` equals ``value`` (a statement built once)."""
         stmt, params = _by_column(self.table, column, limit), _point_params(self.table, column, value)
         if self._unit is not None:
-            found = self._unit.read_first(stmt, params)
-            return None if found is None else self._point_entity(*found)
+            return self._unit.read_entity(stmt, params, self)  # type: ignore[no-any-return]
         return self.first(self.conn.execute(stmt, params))
+
+    def point_entity(self, shape: Any, row: Any, tail: bool = False) -> E:
+        """The entity of a point read's driver ``row`` (a :class:`~crmcore.store.pointread._Shape`
+        of the statement; with ``tail``, the row's last column is not the entity's): made by one
+        function generated for the statement and the entity class, from the driver's values to the
+        entity's slots (:meth:`_Shape.entity_function`), where :meth:`from_values` is this class's
+        own (a repository that adds to it, deals, gets the processed values)."""
+        if type(self).from_values is Repository.from_values:
+            read = (shape.tailed if tail else shape.entities).get(self.entity, _UNKNOWN)
+            if read is _UNKNOWN:
+                read = shape.entity_function(self.entity, tail)
+            if read is not None:
+                try:
+                    entity: E = read(row)
+                    return entity
+                except LookupError:
+                    pass  # (a value of another type: the converter decides, as from_values does)
+        values = shape.process(row)
+        if tail:
+            return self.from_values(shape.keys[:-1], values[:-1])
+        return self.from_values(shape.keys, values)
 
     #: The column keys of the last point read of this class (the reader hands back the same tuple
     #: object for every read of a statement) and the entity reader compiled for them.
     _point_reader: tuple[tuple[str, ...], Any] | None = None
 
-    def _point_entity(self, keys: tuple[str, ...], values: Sequence[Any]) -> E:
-        """:meth:`from_values` of a point read: the reader found by one identity check on ``keys``
-        instead of two calls and the reader cache's hash of every key (issue 21)."""
+    def point_values(self, keys: tuple[str, ...], values: Sequence[Any]) -> E:
+        """:meth:`from_values` of a point read's processed row (:meth:`UnitOfWork.read_first`):
+        the reader found by one identity check on ``keys`` instead of two calls and the reader
+        cache's hash of every key (issue 21)."""
         last = self._point_reader
         if last is not None and last[0] is keys:
             try:

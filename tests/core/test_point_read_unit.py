@@ -167,12 +167,13 @@ def test_a_reader_that_cannot_run_falls_back_to_an_ordinary_unit(crm: Any) -> No
 
 def _driver_statements(crm: Any) -> list[str]:
     """The SQL of every statement the point reader runs from now on."""
-    reads, first, seen = crm.point_reads, crm.point_reads.first, []
+    # (first_row: every statement the reader runs, those of first() and of a repository's entity)
+    reads, first_row, seen = crm.point_reads, crm.point_reads.first_row, []
 
     def counted(connection: Any, statement: Any, params: Any) -> Any:
         seen.append(reads.shape(statement).sql)
-        return first(connection, statement, params)
-    reads.first = counted
+        return first_row(connection, statement, params)
+    reads.first_row = counted
     return seen
 
 

@@ -93,13 +93,14 @@ def _users_queries(crm):
         if "FROM users" in statement:
             seen.append(statement)
     event.listen(crm.engine, "before_cursor_execute", count)
-    reads, first = crm.point_reads, crm.point_reads.first
+    # (first_row: every statement the reader runs, those of first() and of a repository's entity)
+    reads, first_row = crm.point_reads, crm.point_reads.first_row
 
     def counted(connection, statement, params):
         if "FROM users" in reads.shape(statement).sql:
             seen.append(reads.shape(statement).sql)
-        return first(connection, statement, params)
-    reads.first = counted
+        return first_row(connection, statement, params)
+    reads.first_row = counted
     return seen
 
 
