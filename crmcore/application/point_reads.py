@@ -335,12 +335,18 @@ class ReadUnit(UnitOfWork):
     # -- the unit's life ------------------------------------------------------------------------
     def __enter__(self) -> "ReadUnit":
         self._raw = self._reads.checkout()
-        if self._known is not None:
-            try:
-                self._start(self._known)
-            except Fallback:
-                self._reads.discard(self._raw)
-                raise
+        known = self._known
+        if known is not None:
+            entry = known._records.get(self.actor)  # (_start's usual case, without its two calls)
+            if entry is not None:
+                self.acting_user, self._form, self._expect = entry
+                self._remembered = entry[0]
+            else:
+                try:
+                    self._start(known)
+                except Fallback:
+                    self._reads.discard(self._raw)
+                    raise
         self._token = current_unit.set(self)
         # Times given without a zone inside a use case are local ones (as in every unit).
         self._zone = enter_local_zone(_zone(self.crm.config.timezone))

@@ -20,7 +20,7 @@ from sqlalchemy import String, Table, bindparam, func, or_, select, update
 
 from ..domain.convert import structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
-from ..domain.errors import DuplicateCustomer, HasHistory, RecordArchived, StaleVersion, ValidationError
+from ..domain.errors import DuplicateCustomer, NotFound, HasHistory, RecordArchived, StaleVersion, ValidationError
 from ..domain.versions import version_of
 from ..domain.validation import normalize_phone
 from ..store.bulk import insert_returning_ids
@@ -52,6 +52,15 @@ class EntityService(Generic[E]):
         self.crm = crm
         self._read_action = f"{self.kind}.read"  # (asked of authorize by every get and find)
 
+    #: A repository of this entity made to convert rows only (:meth:`_make_reader`): the point
+    #: reads of :meth:`get` and :meth:`find` read through each unit with it.
+    _reader: Repository[E] | None = None
+
+    def _make_reader(self, uow: "UnitOfWork") -> Repository[E]:
+        """:attr:`_reader`, made once: a repository of the class ``uow`` makes (:meth:`repo`)."""
+        self._reader = reader = type(self.repo(uow))()
+        return reader
+
     def repo(self, uow: "UnitOfWork") -> Repository[E]:
         """This entity's repository in ``uow`` (``uow.customers``, ...)."""
         repository: Repository[E] = getattr(uow, self.repo_name)  # named by repo_name, the subclass's entity
@@ -66,7 +75,12 @@ class EntityService(Generic[E]):
             try:
                 with point as uow:
                     crm.authorize(self._read_action, id)
-                    return self.repo(uow).get(id)
+                    # Read by the service's own repository (no repository made per read), as the
+                    # unit's would read it (Repository.get).
+                    found = (self._reader or self._make_reader(uow)).point_read(uow, "id", id)
+                    if found is None:
+                        raise NotFound(self.kind, id)
+                    return found
             except Fallback:
                 pass  # read again through an ordinary unit, which reports any error as it always did
         with crm.unit(readonly=True, plain=True) as uow:
@@ -82,6 +96,10 @@ class EntityService(Generic[E]):
             try:
                 with point as uow:
                     crm.authorize(self._read_action, None)
+                    reader = self._reader or self._make_reader(uow)
+                    key = reader.point_key(criteria)
+                    if key is not None:  # (Repository.find's point read, without its repository)
+                        return reader.point_read(uow, key[0], key[1], limit=1)
                     return self.repo(uow).find(**criteria)
             except Fallback:
                 pass

@@ -114,12 +114,19 @@ def equality(table: Table, filters: Mapping[str, Any], kind: str) -> tuple[str, 
     if len(filters) != 1:
         return None
     [(field, value)] = filters.items()
-    if value is None or "__" in field or field not in table.c:
+    if value is None or "__" in field or field not in _column_names(table):
         return None
     try:
         return field, _column_coercer(table, field)(value)
     except ValueError as exc:
         raise ValidationError.single(field, str(exc), kind) from None
+
+
+@functools.cache
+def _column_names(table: Table) -> frozenset[str]:
+    """The column names of ``table`` (a point read asks at every find: one set look-up instead of
+    the column collection's ``__contains__``; a table's columns never change once defined)."""
+    return frozenset(table.c.keys())
 
 
 @functools.cache
@@ -169,6 +176,17 @@ def _text(value: Any) -> str:
     if bad is not None:
         raise ValueError(f"contains {describe_character(bad.group())}, which no stored text holds")
     return text
+
+
+def _text_or_bound(value: Any) -> Any:
+    """A text column's filter value: a bound expression (``.value``) as it is, anything else
+    :func:`_text`; a plain ``str`` (a find by email or external id) checked without the calls."""
+    if value.__class__ is str:
+        bad = _UNBINDABLE.search(value)
+        if bad is not None:
+            raise ValueError(f"contains {describe_character(bad.group())}, which no stored text holds")
+        return value
+    return value if hasattr(value, "value") else _text(value)
 
 
 def _int_in(bits: int) -> Any:
@@ -230,7 +248,7 @@ def _coercer(type_: Any) -> Any:
         if isinstance(type_, kind):
             return _int_in(bits)
     if isinstance(type_, (String, Text, JSON, Sealed)):
-        return lambda v: v if hasattr(v, "value") else _text(v)
+        return _text_or_bound
     return lambda v: v
 
 

@@ -145,10 +145,18 @@ class Repository(Generic[E]):
 
     def _point(self, column: str, value: Any, limit: int | None = None) -> E | None:
         """The entity of the first row whose ``column`` equals ``value`` (a statement built once)."""
-        stmt, params = _by_column(self.table, column, limit), _point_params(self.table, column, value)
         if self._unit is not None:
-            return self._unit.read_entity(stmt, params, self)  # type: ignore[no-any-return]
-        return self.first(self.conn.execute(stmt, params))
+            return self.point_read(self._unit, column, value, limit)
+        return self.first(self.conn.execute(_by_column(self.table, column, limit),
+                                            _point_params(self.table, column, value)))
+
+    def point_read(self, unit: PointSource, column: str, value: Any, limit: int | None = None) -> E | None:
+        """:meth:`_point` through ``unit``'s point reads (:meth:`UnitOfWork.read_entity`), whatever
+        unit this repository was made for: a service keeps one repository to convert rows only and
+        reads through each unit with it, instead of the unit's own repository made per read."""
+        found: E | None = unit.read_entity(_by_column(self.table, column, limit),
+                                           _point_params(self.table, column, value), self)
+        return found
 
     def point_entity(self, shape: Any, row: Any, tail: bool = False) -> E:
         """The entity of a point read's driver ``row`` (a :class:`~crmcore.store.pointread._Shape`
@@ -214,24 +222,35 @@ class Repository(Generic[E]):
 
     def find(self, **criteria: Any) -> E | None:
         """The first entity matching ``criteria`` (column equality), or None."""
+        key = self.point_key(criteria)
+        if key is not None:  # one column equal to one value (by email, external id): built once
+            return self._point(key[0], key[1], limit=1)
+        where = self._conditions(criteria)
+        stmt = select(self.table).where(*where).limit(1)
+        row = self.conn.execute(stmt).first()
+        return None if row is None else self.from_row(row._mapping)
+
+    def point_key(self, criteria: Mapping[str, Any]) -> tuple[str, Any] | None:
+        """``(column, value)`` when :meth:`find`'s ``criteria`` are one column equal to one value
+        (read by a statement built once: :meth:`point_read`), the value coerced and checked as the
+        filters do; None otherwise.  Needs no connection."""
         single = equality(self.table, criteria, self.kind)
-        if single is not None:  # one column equal to one value (by email, external id): built once
-            return self._point(single[0], single[1], limit=1)
+        if single is not None:
+            return single
+        if len(criteria) != 1:
+            return None
         where = self._conditions(criteria)  # the filters' checks and coercion, whichever path runs
-        if len(where) == 1 and len(criteria) == 1:
+        if len(where) == 1:
             [name] = criteria
             condition = where[0]
             if name in self.table.c and isinstance(condition, BinaryExpression) \
                     and condition.operator is operator.eq and condition.left is self.table.c[name] \
                     and isinstance(condition.right, BindParameter):
-                # One column equal to one value (by external id): a statement built once.
-                return self._point(name, condition.right.value, limit=1)
+                return name, condition.right.value  # (by external id)
             sealed = equals_value(condition, self.table.c[name]) if name in self.table.c else None
             if sealed is not None:  # by email or phone: the same, by blind index where sealed
-                return self._point(name, sealed[0], limit=1)
-        stmt = select(self.table).where(*where).limit(1)
-        row = self.conn.execute(stmt).first()
-        return None if row is None else self.from_row(row._mapping)
+                return name, sealed[0]
+        return None
 
     def list(self, filters: Mapping[str, Any] | None = None, order_by: str = "id",
              limit: int | None = None, offset: int = 0, *, archived: Archived = "exclude") -> builtins.list[E]:

@@ -411,6 +411,15 @@ class SealedKey(TypeDecorator[str]):
             return value
         return cipher.prefix(self.field, str(value), self.key)
 
+    def bind_processor(self, dialect: Any) -> Any:
+        """No processor at all on an engine without a cipher (the value is bound as it is: a point
+        read by email binds four copies of it, each a call through TypeDecorator's processor).
+        The cipher is the engine's from its start (``CRM._prepare_engine``), before any statement
+        is compiled for it."""
+        if cipher_of(dialect) is None:
+            return self.impl_instance.bind_processor(dialect)
+        return super().bind_processor(dialect)
+
 
 class _SealedComparator(TypeDecorator.Comparator[Any]):
     """``==`` and ``in_`` compare blind indexes where the field is sealed (see the module)."""

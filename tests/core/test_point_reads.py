@@ -290,3 +290,63 @@ def test_the_reader_sets_slots_itself_only_where_init_would_do_nothing_else():
     with pytest.raises(ValueError):
         from_values(keys, ("a", 0), Validated)
     assert from_values(keys, ("a", 5), Hooked) == Hooked("a", 5) and seen == [5, 5]
+
+
+def test_the_entity_function_makes_what_the_row_function_and_the_reader_make(crm):
+    """The point read's one generated function from a driver's row to the entity (issue 21) gives
+    the entity that the row function's values and the converter give, with and without the
+    point-read unit's confirming column after the entity's, and leaves odd values to the converter."""
+    from crmcore.application.point_reads import _ACTIVE, _plan_of
+    from crmcore.store.repositories import CustomerRepository, _by_column
+
+    full, bare = _fill(crm)
+    statement = _by_column(tables.customers, "id")
+    confirming = _plan_of(statement).confirming_form(_ACTIVE)
+    reads = crm.point_reads
+    connection = reads.checkout()
+    try:
+        for customer in (full, bare):
+            shape, row = reads.first_row(connection, statement, {"value": customer.id})
+            read = shape.entity_function(Customer, False)
+            expected = from_row(dict(zip(shape.keys, shape.process(row))), Customer)
+            assert read is not None and read(row) == expected == crm.customers.get(customer.id)
+            assert CustomerRepository().point_entity(shape, row) == expected
+            shape, row = reads.first_row(connection, confirming, {"value": customer.id, "crm_login": "alice"})
+            assert shape.keys[-1] == "crm_user_same" and row[-1] == "sales-rep"
+            tailed = shape.entity_function(Customer, True)
+            assert tailed is not None and tailed(row) == expected
+            assert CustomerRepository().point_entity(shape, row, True) == expected
+            assert shape.entity_function(Customer, False) is None  # (a column that is no field)
+        # A value of another type than the field's: LookupError, and the repository converts it.
+        odd = list(row)
+        tags = shape.keys.index("tags")
+        odd[tags] = '[1, "b"]' if isinstance(row[tags], str) else [1, "b"]  # (JSON text, or parsed by the driver)
+        with pytest.raises(LookupError):
+            tailed(tuple(odd))
+        assert CustomerRepository().point_entity(shape, tuple(odd), True).tags == ("1", "b")
+    finally:
+        reads.checkin(connection)
+
+
+@pytest.mark.parametrize("crm_db_url", ["sqlite"], indirect=True)
+def test_json_text_orjson_refuses_is_read_by_the_engines_loader(crm_factory, crm_db_url):
+    """SQLite's JSON text is parsed inline by the point row function (orjson); what orjson refuses
+    (NaN, an infinity) goes through the column's processor, the engine's json fallback, as through
+    SQLAlchemy.  (Server JSON types refuse NaN: SQLite alone.)"""
+    import math
+
+    crm = crm_factory(plugins=[])
+    stored = crm.customers.add(name="n", tags=["a"], attributes={"x": 1})
+    with crm.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE customers SET attributes = '{\"x\": NaN, \"y\": [1e400]}', "
+                             "tags = '[\"b\"]' WHERE id = ?", (stored.id,))
+    got = crm.customers.get(stored.id)
+    assert got.tags == ("b",) and math.isnan(got.attributes["x"]) and got.attributes["y"] == [math.inf]
+    with crm.unit(readonly=True) as uow:  # the same as SQLAlchemy's processors read it
+        through = uow.customers.from_row(uow.conn.execute(
+            select(tables.customers).where(tables.customers.c.id == stored.id)).one()._mapping)
+    assert through.tags == got.tags and math.isnan(through.attributes["x"]) and through.attributes["y"] == [math.inf]
+    # The row function offers the fast path for both JSON columns on SQLite.
+    shape = next(s for s in crm.point_reads._shapes.values() if "attributes" in s.keys)
+    inline = {shape.keys[i]: getattr(p, "crm_inline", None) is not None for i, p in shape.results}
+    assert inline["tags"] and inline["attributes"]
