@@ -51,6 +51,9 @@ def _conditions(crm: "CRM", actor: str, entity: str) -> ColumnElement[bool] | No
     found = crm.plugins.call("visibility", actor=actor, entity=entity, crm=crm)
     if not found:  # (nobody restricts: the usual answer for an administrator)
         return None
+    if len(found) == 1:  # (one plugin's answer, a condition or None: no list to filter)
+        only: ColumnElement[bool] | None = found[0]
+        return only
     found = [c for c in found if c is not None]
     if not found:
         return None
