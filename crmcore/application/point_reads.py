@@ -245,7 +245,7 @@ class ReadUnit(UnitOfWork):
         if found is None:
             return None
         shape, row, tail = found
-        values = shape.process(row)
+        values = shape.process(row)  # type: ignore[misc]  # (set with the first row)
         return (shape.keys[:-1], values[:-1]) if tail else (shape.keys, values)
 
     def read_entity(self, statement: Any, params: Mapping[str, Any], repository: "Repository[Any]") -> Any:
