@@ -90,6 +90,7 @@ from .mapping import (
 )
 from .readers import Reader, Record, open_reader
 from ..application.privacy_files import remember as remember_file
+from .pgcopy import copies, copy_new_rows, serial_sequence
 from .rejects import RejectWriter, check_reject_target
 from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
@@ -392,10 +393,12 @@ class _Import:
         self.explicit_ids = False
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
+        self._sequence: str | None = None  # PostgreSQL: the id column's sequence (COPY draws ids from it)
         self.keyless = 0
 
     def _binder(self) -> Binder | None:
-        """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
+        """The SQLite bulk path: rows leave validation as bound values, ready for executemany
+        (PostgreSQL through psycopg: for COPY, :mod:`crmcore.io.pgcopy`).
 
         Only where nothing in the writing process needs them as entities
         (no plugin ``validate_*`` hook or batch listener, not deals) and not
@@ -403,7 +406,7 @@ class _Import:
         """
         dialect = self.crm.engine.dialect
         plugins = self.crm.plugins
-        if (dialect.name != "sqlite" or self.kind == "deal" or self.key == "id"
+        if (not (dialect.name == "sqlite" or copies(dialect)) or self.kind == "deal" or self.key == "id"
                 or plugins.has_impls(f"validate_{self.kind}") or plugins.has_impls(f"on_{self.kind}s_imported")
                 or (self._workers() and "fork" not in multiprocessing.get_all_start_methods())):
             return None
@@ -986,6 +989,10 @@ class _Import:
         return ids  # type: ignore[return-value]
 
     def _insert_bound(self, uow: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        if uow.dialect == "postgresql":  # COPY, after drawing the ids from the sequence
+            if self._sequence is None:
+                self._sequence = serial_sequence(uow.conn, self.table)
+            return copy_new_rows(uow.conn, self.table, self.columns, rows, self._sequence)
         uow.conn.exec_driver_sql(self.binder.sql, rows)  # type: ignore[union-attr]
         return self._sqlite_ids(uow, len(rows))
 
