@@ -50,10 +50,8 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 from sqlalchemy import (
-    ARRAY,
     Integer,
     String,
-    any_,
     bindparam,
     func,
     insert,
@@ -62,6 +60,7 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy import Select
@@ -76,7 +75,7 @@ from ..domain.convert import unstructure
 from ..domain.entities import ENTITY_TYPES
 from ..domain.errors import CRMError, HookError, ValidationError
 from ..domain.validation import normalize_email
-from ..store.bulk import fetch_rows, insert_returning_ids, sqlite_new_ids
+from ..store.bulk import any_of, fetch_rows, insert_returning_ids, sqlite_new_ids
 from ..store.maintenance import refresh_statistics
 from ..store.sealed import MARK, cipher_of, sealed
 from ..store.tables import ENTITY_TABLES, contacts, customers
@@ -1285,8 +1284,7 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any],
             each: Select[Any] = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(chunk))))
             condition = column.in_(each.scalar_subquery())
         elif uow.dialect == "postgresql":
-            element = column.type if not isinstance(column.type, NullType) else String()
-            condition = column == any_(literal(chunk, ARRAY(element)))
+            condition = any_of(type_coerce(column, String()) if isinstance(column.type, NullType) else column, chunk)
         else:
             condition = column.in_(chunk)
         query = select(*columns).where(condition, *where)

@@ -46,7 +46,7 @@ def copy_processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | Non
     if not isinstance(json_type, JSON):
         return None
     serialize = getattr(dialect, "_json_serializer", None) or json.dumps
-    as_text: Callable[[Any], Any] = json_type._make_bind_processor(None, serialize)  # type: ignore[attr-defined]
+    as_text: Callable[[Any], Any] = json_type._make_bind_processor(None, serialize)  # type: ignore[no-untyped-call]
     if decorator is None:
         return as_text
     before = decorator.process_bind_param

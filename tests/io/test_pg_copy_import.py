@@ -16,6 +16,7 @@ from crmcore.application.consent_history import read as history_of
 from crmcore.domain.validation import normalize_email
 from crmcore.io.importer import ImportFailed, ImportOptions, import_file
 from crmcore.io.pgcopy import copy_processor
+from crmcore.store.bulk import any_of, pg_array_text
 from crmcore.store.sealed import MARK, SealedAttributes, new_key
 from crmcore.store.tables import audit_log, customer_consents, customers
 
@@ -213,3 +214,22 @@ def test_copy_processor_gives_the_json_text_an_insert_sends() -> None:
     assert copy_processor(JSON(none_as_null=True), dialect)(None) is None
     sealed = copy_processor(SealedAttributes(), dialect)  # no cipher: the custom fields as they are
     assert sealed is not None and sealed({"size": "L"}) == '{"size": "L"}'
+
+
+@POSTGRES_ONLY
+def test_arrays_sent_as_text_find_exactly_their_values(crm_factory: Any) -> None:
+    """any_of binds a batch's keys as one text array: quotes, backslashes, commas, braces, blanks,
+    the word NULL and the empty string are each one element, found as they are (and nothing else)."""
+    crm = crm_factory()
+    odd = ['with "quotes"', "back\\slash", "a,b", "{braces}", " padded ", "NULL", "", "ü 名", '\\"', "plain"]
+    assert pg_array_text(odd) is not None and pg_array_text([1, 2]) == "{1,2}"
+    assert pg_array_text([True]) is None and pg_array_text([1, "a"]) is None and pg_array_text([]) is None
+    for value in odd:
+        crm.customers.add(name="Odd", external_id=value or None, city=value or None)
+    crm.customers.add(name="Other", external_id="other", city="other")
+    with crm.engine.connect() as conn:
+        by_text = conn.execute(select(customers.c.city).where(any_of(customers.c.city, odd))).scalars().all()
+        ids = conn.execute(select(customers.c.id).where(customers.c.city.in_([v for v in odd if v]))).scalars().all()
+        by_id = conn.execute(select(customers.c.id).where(any_of(customers.c.id, ids))).scalars().all()
+    assert sorted(by_text) == sorted(v for v in odd if v)  # the empty string matches no NULL city
+    assert sorted(by_id) == sorted(ids) and len(ids) == len(odd) - 1
