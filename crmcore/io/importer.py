@@ -50,8 +50,10 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 from sqlalchemy import (
+    JSON,
     Integer,
     String,
+    Text,
     bindparam,
     func,
     insert,
@@ -64,6 +66,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy import Select
+from sqlalchemy import cast as cast_
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
@@ -767,6 +770,9 @@ class _Import:
         table = self.table
         stored: dict[Any, list[tuple[Any, ...]]] = {}
         columns = [table.c.id, *(table.c[binder.columns[i]] for i in compared)]
+        if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
+            columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
+                getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
         for row in _where_in(uow, columns, table.c[self.key], keys, raw=True):
             stored.setdefault(row[1 + compared.index(self.key_index)], []).append(row)
         absent.update(keys - stored.keys())

@@ -233,3 +233,36 @@ def test_arrays_sent_as_text_find_exactly_their_values(crm_factory: Any) -> None
         by_id = conn.execute(select(customers.c.id).where(any_of(customers.c.id, ids))).scalars().all()
     assert sorted(by_text) == sorted(v for v in odd if v)  # the empty string matches no NULL city
     assert sorted(by_id) == sorted(ids) and len(ids) == len(odd) - 1
+
+
+@POSTGRES_ONLY
+def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_path: Path) -> None:
+    """Re-importing an unchanged file on PostgreSQL: each batch's rows are compared with their stored
+    rows (JSON read as its stored text) in one query, no look-up by key follows, nothing is written;
+    a changed row still goes the general way and is updated."""
+    from sqlalchemy import event
+
+    crm = crm_factory(config=NOTE)
+    path = _csv(tmp_path / "tricky.csv", _tricky_rows() + [
+        (f"P{i}", f"Plain {i}", "Berlin", "", "a,b", "true") for i in range(10)])
+    options = ImportOptions(workers=0, batch_size=5)
+    assert import_file(crm, "customers", path, options).inserted == 15
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        report = import_file(crm, "customers", path, options)
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", seen)
+    assert (report.unchanged, report.updated, report.inserted) == (15, 0, 0), report.summary()
+    lookups = [s for s in statements if "FROM customers" in s and "ANY" in s]
+    assert len(lookups) == 3 and all("CAST(customers.tags AS TEXT)" in s for s in lookups)
+    assert not [s for s in statements if s.startswith(("UPDATE", "INSERT INTO customers"))]
+    changed = _tricky_rows()
+    changed[1] = (*changed[1][:2], "Osaka", *changed[1][3:])
+    report = import_file(crm, "customers", _csv(tmp_path / "changed.csv", changed), options)
+    assert (report.unchanged, report.updated) == (4, 1), report.summary()
+    assert crm.customers.find(external_id="T2").city == "Osaka"
