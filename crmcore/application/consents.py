@@ -27,7 +27,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from contextvars import ContextVar
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import and_, exists, literal, select, update
 
@@ -104,6 +104,9 @@ def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:
     values = {"granted": granted, "source": current_source(), "recorded_at": uow.now, "actor": uow.actor}
     mine = and_(consents.c.channel == EVERY_CHANNEL, consents.c.purpose == MARKETING)
     dialect = uow.conn.dialect.name
+    if dialect == "postgresql":
+        _upsert_chunk(uow, ids, granted, values)
+        return
     uow.conn.execute(update(consents).where(ids_in(consents.c.customer_id, ids, dialect), mine).values(values))
     stored = exists().where(consents.c.customer_id == customers.c.id, mine)
     source = select(customers.c.id, literal(EVERY_CHANNEL), literal(MARKETING), literal(granted),
@@ -111,5 +114,32 @@ def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:
                     literal(uow.actor, consents.c.actor.type)).where(ids_in(customers.c.id, ids, dialect), ~stored)
     uow.conn.execute(consents.insert().from_select(
         ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"], source))
+    consent_history.append_many(uow.conn, ids, EVERY_CHANNEL, MARKETING, granted, current_source(), uow.now,
+                                uow.actor)
+
+
+def _upsert_chunk(uow: UnitOfWork, ids: list[int], granted: bool, values: dict[str, Any]) -> None:
+    """:func:`_record_chunk` on PostgreSQL: the current state in one ``INSERT ... ON CONFLICT DO
+    UPDATE`` (the update of the stored decisions and the insert of the missing ones together).
+
+    The portable form's ``NOT EXISTS`` is planned from the statistics of the table before the
+    transaction (an import's: empty), as a nested loop that scans every decision recorded so
+    far for each customer of the chunk: quadratic in the import's size (100,000 customers,
+    20 chunks: 21 s of a 47 s import).  The upsert checks each customer against the primary
+    key's index; an id that is no customer still records nothing (the rows come from
+    ``customers``), and a concurrent decision for the same customer is overwritten by this
+    one, as the portable form's UPDATE does.
+    """
+    from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+    names = ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"]
+    source = select(customers.c.id, literal(EVERY_CHANNEL), literal(MARKETING), literal(granted),
+                    literal(values["source"]), literal(uow.now, consents.c.recorded_at.type),
+                    literal(uow.actor, consents.c.actor.type)).where(ids_in(customers.c.id, ids, "postgresql"))
+    statement = pg_insert(consents).from_select(names, source)
+    statement = statement.on_conflict_do_update(
+        index_elements=[consents.c.customer_id, consents.c.channel, consents.c.purpose],
+        set_={name: statement.excluded[name] for name in ("granted", "source", "recorded_at", "actor")})
+    uow.conn.execute(statement)
     consent_history.append_many(uow.conn, ids, EVERY_CHANNEL, MARKETING, granted, current_source(), uow.now,
                                 uow.actor)

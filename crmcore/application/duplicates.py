@@ -38,17 +38,20 @@ from sqlalchemy import (
     String,
     any_,
     bindparam,
+    cast,
     func,
     literal_column,
     or_,
     select,
 )
+from sqlalchemy.types import NullType
 
 from ..config.duplicates import DuplicateSettings
 from ..domain.entities import Customer, CustomerKind
 from ..domain.errors import CRMError, DuplicateCustomer
 from ..domain.matching import email_key, has_han, name_forms, name_similarity
 from ..store import tables
+from ..store.bulk import pg_array_text
 from ..store.sealed import cipher_of, sealed
 
 if TYPE_CHECKING:
@@ -248,7 +251,8 @@ class DuplicateService:
             query = _batch_query(key, dialect.name)
             for start in range(0, len(values), 5000):
                 chunk = values[start:start + 5000]
-                params = {"values": json.dumps(chunk) if dialect.name == "sqlite" else chunk}
+                params = {"values": json.dumps(chunk) if dialect.name == "sqlite" else
+                          pg_array_text([str(v) for v in chunk]) if dialect.name == "postgresql" else chunk}
                 for cid, name, value, archived_at in uow.conn.execute(query, params):
                     if archived_at is not None:  # skipped here, not in SQL: see matches()
                         continue
@@ -506,15 +510,16 @@ def _batch_query(key: str, dialect: str = "") -> Any:
     An expanding ``IN`` costs SQLAlchemy a few microseconds per value to render (and psycopg as
     much again to parse the long statement), about as much as the look-up itself.  So SQLite
     gets ``:values`` as one JSON array of the (text) values, read with ``json_each``, and
-    PostgreSQL as one text array (``= ANY(:values)``); the key's index is searched the same way.
+    PostgreSQL as one text array (``= ANY(:values)``, sent in the array syntax: psycopg binds a
+    list element by element); the key's index is searched the same way.
     """
     column = _key_column(key)
     condition: ColumnElement[bool]
     if dialect == "sqlite":
         condition = column.in_(select(literal_column("value")).select_from(
             func.json_each(bindparam("values"))).scalar_subquery())
-    elif dialect == "postgresql":
-        condition = column == any_(bindparam("values", type_=ARRAY(String())))
+    elif dialect == "postgresql":  # the array's text, read by the server as a constant (bulk.any_of)
+        condition = column == any_(cast(bindparam("values", type_=NullType()), ARRAY(String())))
     else:
         condition = column.in_(bindparam("values", expanding=True))
     return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).where(condition)

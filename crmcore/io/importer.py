@@ -50,10 +50,10 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 from sqlalchemy import (
-    ARRAY,
+    JSON,
     Integer,
     String,
-    any_,
+    Text,
     bindparam,
     func,
     insert,
@@ -62,9 +62,11 @@ from sqlalchemy import (
     or_,
     select,
     text,
+    type_coerce,
     update,
 )
 from sqlalchemy import Select
+from sqlalchemy import cast as cast_
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
@@ -76,7 +78,7 @@ from ..domain.convert import unstructure
 from ..domain.entities import ENTITY_TYPES
 from ..domain.errors import CRMError, HookError, ValidationError
 from ..domain.validation import normalize_email
-from ..store.bulk import fetch_rows, insert_returning_ids, sqlite_new_ids
+from ..store.bulk import any_of, fetch_rows, insert_returning_ids, sqlite_new_ids
 from ..store.maintenance import refresh_statistics
 from ..store.sealed import MARK, cipher_of, sealed
 from ..store.tables import ENTITY_TABLES, contacts, customers
@@ -90,6 +92,7 @@ from .mapping import (
 )
 from .readers import Reader, Record, open_reader
 from ..application.privacy_files import remember as remember_file
+from .pgcopy import copies, copy_new_rows, serial_sequence
 from .rejects import RejectWriter, check_reject_target
 from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
@@ -392,10 +395,12 @@ class _Import:
         self.explicit_ids = False
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
+        self._sequence: str | None = None  # PostgreSQL: the id column's sequence (COPY draws ids from it)
         self.keyless = 0
 
     def _binder(self) -> Binder | None:
-        """The SQLite bulk path: rows leave validation as bound values, ready for executemany.
+        """The SQLite bulk path: rows leave validation as bound values, ready for executemany
+        (PostgreSQL through psycopg: for COPY, :mod:`crmcore.io.pgcopy`).
 
         Only where nothing in the writing process needs them as entities
         (no plugin ``validate_*`` hook or batch listener, not deals) and not
@@ -403,7 +408,7 @@ class _Import:
         """
         dialect = self.crm.engine.dialect
         plugins = self.crm.plugins
-        if (dialect.name != "sqlite" or self.kind == "deal" or self.key == "id"
+        if (not (dialect.name == "sqlite" or copies(dialect)) or self.kind == "deal" or self.key == "id"
                 or plugins.has_impls(f"validate_{self.kind}") or plugins.has_impls(f"on_{self.kind}s_imported")
                 or (self._workers() and "fork" not in multiprocessing.get_all_start_methods())):
             return None
@@ -765,6 +770,9 @@ class _Import:
         table = self.table
         stored: dict[Any, list[tuple[Any, ...]]] = {}
         columns = [table.c.id, *(table.c[binder.columns[i]] for i in compared)]
+        if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
+            columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
+                getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
         for row in _where_in(uow, columns, table.c[self.key], keys, raw=True):
             stored.setdefault(row[1 + compared.index(self.key_index)], []).append(row)
         absent.update(keys - stored.keys())
@@ -986,6 +994,10 @@ class _Import:
         return ids  # type: ignore[return-value]
 
     def _insert_bound(self, uow: Any, rows: list[tuple[Any, ...]]) -> list[int]:
+        if uow.dialect == "postgresql":  # COPY, after drawing the ids from the sequence
+            if self._sequence is None:
+                self._sequence = serial_sequence(uow.conn, self.table)
+            return copy_new_rows(uow.conn, self.table, self.columns, rows, self._sequence)
         uow.conn.exec_driver_sql(self.binder.sql, rows)  # type: ignore[union-attr]
         return self._sqlite_ids(uow, len(rows))
 
@@ -1278,8 +1290,7 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any],
             each: Select[Any] = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(chunk))))
             condition = column.in_(each.scalar_subquery())
         elif uow.dialect == "postgresql":
-            element = column.type if not isinstance(column.type, NullType) else String()
-            condition = column == any_(literal(chunk, ARRAY(element)))
+            condition = any_of(type_coerce(column, String()) if isinstance(column.type, NullType) else column, chunk)
         else:
             condition = column.in_(chunk)
         query = select(*columns).where(condition, *where)

@@ -53,6 +53,7 @@ from .mapping import (
     text_fields,
 )
 from .fastrows import FastCustomerRows
+from .pgcopy import copies, copy_processor
 from .values import parse_loose_date, parse_money
 
 #: The repository class by entity kind (the kind, so the entity type, is chosen at run time).
@@ -353,9 +354,11 @@ class Binder:
         value (the importer's door check: addresses and numbers; see :meth:`Cipher.sealer`)."""
         self.columns = [c.name for c in table.c if c.name != "id" and c.computed is None]
         compiled = insert(table).compile(dialect=dialect, column_keys=self.columns)
-        if compiled.positiontup is None:
+        copy = copies(dialect)  # PostgreSQL: rows go in with COPY (crmcore.io.pgcopy), naming the columns
+        if compiled.positiontup is None and not copy:
             raise ValueError(f"{dialect.name}: positional parameters expected")
-        self.columns = list(compiled.positiontup)
+        if compiled.positiontup is not None:
+            self.columns = list(compiled.positiontup)
         self.sql = compiled.string
         #: The engine's cipher when fields are sealed (a worker hands its sealings back through it).
         self.cipher = cipher_of(dialect)
@@ -369,6 +372,11 @@ class Binder:
                 sealing = column_type.sealing_processor(self.cipher, column_type.field in remember)
                 if sealing is not None:
                     self.processors[i] = sealing
+        if copy:  # JSON as its text, not psycopg's Json wrapper: it pickles back from a worker
+            for i, name in enumerate(self.columns):
+                as_text = copy_processor(table.c[name].type, dialect)
+                if as_text is not None:
+                    self.processors[i] = as_text
         # Time stamps, tags and custom attributes repeat a lot (one "now" per
         # import, a few tag sets) and their processors (JSON serialisation, UTC
         # conversion) are pure and not cheap, so equal inputs -- equal by value

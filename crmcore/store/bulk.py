@@ -24,8 +24,11 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     CursorResult,
+    Integer,
+    String,
     Table,
     any_,
+    cast,
     func,
     insert,
     literal,
@@ -34,6 +37,7 @@ from sqlalchemy import (
     text,
 )
 from sqlalchemy.exc import DBAPIError
+from sqlalchemy.types import NullType, TypeDecorator
 
 
 def insert_returning_ids(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]]) -> list[int]:
@@ -132,6 +136,47 @@ def ids_in(column: Any, ids: Sequence[int], dialect: str) -> ColumnElement[bool]
     if dialect == "sqlite":
         each: Any = select(literal_column("value")).select_from(func.json_each(literal(json.dumps(list(ids)))))
         return column.in_(each.scalar_subquery())  # type: ignore[no-any-return]
-    if dialect == "postgresql":  # one array parameter
-        return column == any_(literal(list(ids), ARRAY(column.type)))  # type: ignore[no-any-return]
+    if dialect == "postgresql":  # one array parameter, sent as its text (see any_of)
+        return any_of(column, ids)
     return column.in_(list(ids))  # type: ignore[no-any-return]
+
+
+def any_of(column: Any, values: Sequence[Any]) -> ColumnElement[bool]:
+    """PostgreSQL's ``column = ANY(CAST(:text AS type[]))`` for a few thousand ``values``.
+
+    psycopg binds a Python list element by element in Python (about 0.9 us a
+    string, 0.5 us an integer: 4.3 ms for a batch's 5,000 addresses); the
+    same array as one text parameter in PostgreSQL's array syntax costs a
+    tenth of that, and the server reads it into the same typed array.  For
+    plain text and integer columns with string and integer values only
+    (others: the list, bound as before, through the type's processors).
+    """
+    # Only where the list's elements would be bound as they are (no type's bind processor to run).
+    plain = isinstance(column.type, (String, Integer)) and not isinstance(column.type, TypeDecorator)
+    text_form = pg_array_text(values) if plain else None
+    if text_form is None:
+        return column == any_(literal(list(values), ARRAY(column.type)))  # type: ignore[no-any-return]
+    # The parameter untyped (psycopg sends a str as "unknown"): PostgreSQL then reads it as the
+    # array itself, a constant the planner sees (with a typed text parameter the cast would run
+    # per row, and the index would not be used).  Text without a length: a cast to VARCHAR(n)[]
+    # would cut a longer value down to one that matches.
+    element = String() if isinstance(column.type, String) else column.type
+    return column == any_(cast(literal(text_form, NullType()), ARRAY(element)))  # type: ignore[no-any-return]
+
+
+def pg_array_text(values: Sequence[Any]) -> str | None:
+    """``values`` (all ``str`` or all ``int``) in PostgreSQL's array syntax, ``{"a","b\\"c"}``;
+    None for any other kind of value.
+
+    Every string is double-quoted, with its backslashes and double quotes
+    escaped: so no element is read as NULL, and commas, braces and blanks stay
+    part of it.  (A NUL cannot be sent in any form: PostgreSQL refuses it in text.)
+    """
+    kinds = {type(v) for v in values}
+    if kinds == {int}:
+        return "{" + ",".join(map(str, values)) + "}"
+    if kinds != {str}:
+        return None
+    return "{" + ",".join(
+        f'"{v}"' if '"' not in v and "\\" not in v else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+        for v in values) + "}"
