@@ -312,3 +312,25 @@ def test_a_sealed_bulk_import_reads_back_and_leaves_the_page_cache_as_it_was(
             if v.encode() in data] == []
     with crm.engine.connect() as conn:
         assert conn.exec_driver_sql("PRAGMA cache_size").scalar() == cache
+
+
+def test_a_sealed_import_keyed_by_email_finds_the_customers_an_import_stored(
+        crm_factory: Any, monkeypatch: Any, tmp_path: Path) -> None:
+    """Customers a sealed import wrote are found again by a later import keyed by email (exactly,
+    through the blind index: the address as normalised, the domain lower-cased): unchanged rows
+    stay unchanged, a changed city updates them, and no second customer appears."""
+    crm = encrypted(crm_factory, monkeypatch, [new_key()])
+    emails = [f"Sealed.{n}@Example.COM" for n in range(12)]
+    first = tmp_path / "first.csv"
+    first.write_text("name,email,city\n" + "".join(f"C{n},{e},Ningbo\n" for n, e in enumerate(emails)),
+                     encoding="utf-8")
+    assert import_file(crm, "customers", first, ImportOptions(key="email")).inserted == 12
+    again = import_file(crm, "customers", first, ImportOptions(key="email"))
+    assert (again.inserted, again.unchanged, again.skipped) == (0, 12, 0)
+    moved = tmp_path / "moved.csv"
+    moved.write_text("name,email,city\n" + "".join(f"C{n},{e},Hangzhou\n" for n, e in enumerate(emails)),
+                     encoding="utf-8")
+    report = import_file(crm, "customers", moved, ImportOptions(key="email"))
+    assert (report.inserted, report.updated, report.skipped) == (0, 12, 0)
+    assert crm.customers.count() == 12
+    assert {c.city for c in crm.customers.list({})} == {"Hangzhou"}
