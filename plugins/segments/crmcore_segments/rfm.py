@@ -326,7 +326,10 @@ def _cuts_from_ordered_rows(ctx: crmcore.SegmentContext, column: ColumnElement[A
     """
     sql = select(type_coerce(column, NullType())).select_from(values).order_by(column).compile(
         dialect=ctx.conn.dialect, compile_kwargs={"literal_binds": True})
-    cursor = ctx.conn.connection.driver_connection.cursor()
+    driver = ctx.conn.connection.driver_connection
+    if driver is None:  # pragma: no cover - the run's connection is open
+        raise RuntimeError("the run's database connection is closed")
+    cursor = driver.cursor()
     try:
         rows = iter(cursor.execute(str(sql)))
         found: list[Any] = []
