@@ -72,10 +72,10 @@ Issue 21, point 4 (December 2026, 2 cores shared with other benchmarks, load 17-
   main 0aece90 and the branch run alternately, load 17-20): 100k / 500k, two runs
   each: CPU ours best 0.38 / 0.38 s on main, 0.40 / 0.40 s on the branch (0.86x /
   0.86x and 0.90x / 0.88x pandas best: the same within the noise; the cuts are
-  0.02 s of it), DuckDB 0.50-0.51 s (ours 0.78-0.80x DuckDB).  1M / 5M: CPU ours
-  best 3.43 s / median 3.87 s on main (0.70x pandas best), 3.22 s / 3.69 s on the
-  branch (0.71x: pandas was faster in those rounds too), DuckDB 4.90 s best (ours
-  0.66x); the cuts alone 0.34-0.37 s -> 0.21-0.22 s.
+  0.02 s of it), DuckDB 0.50-0.51 s (ours 0.78-0.80x DuckDB).  1M / 5M, two pairs:
+  CPU ours best 3.43 / 3.60 s on main (0.70x / 0.71x pandas best), 3.22 / 3.55 s on
+  the branch (0.71x / 0.73x: pandas was faster in those rounds too), DuckDB 4.90 s
+  best (ours 0.66x); the cuts alone 0.34-0.37 s -> 0.21-0.22 s.
 """
 
 from __future__ import annotations
