@@ -13,6 +13,14 @@ ours      ``crm.segments.run("rfm")`` (what ``crm segment run rfm`` calls):
 pandas    read the won deals (``read_sql``), ``groupby`` + ``qcut`` for the
           R/F/M quintiles, the same segment grid, and ``(customer_id,
           segment)`` for every customer written back with ``executemany``.
+duckdb    (when ``duckdb`` is installed: ``pip install -r requirements-bench.txt``;
+          otherwise skipped, and said so) the same R/F/M in DuckDB with our tie
+          rule (``rank()``), the grid joined, ``(customer_id, segment)`` for every
+          customer written back.  Through DuckDB's sqlite scanner (``ATTACH ...
+          (TYPE sqlite)``) when that extension loads; it is downloaded on first
+          use, so offline the won deals and customer ids are read with sqlite3 +
+          pandas (as the pandas side does), handed to DuckDB, and the segments go
+          back with ``executemany``.  ``--no-duckdb`` leaves it out.
 
 Printed: both wall times, the ratio (pandas / ours: above 1 means we are
 faster) and each path's peak resident memory (VmHWM, reset before each path).
@@ -60,6 +68,14 @@ Issue 21, point 4 (December 2026, 2 cores shared with other benchmarks, load 17-
   best 8.64 s, 0.98x pandas, wall 0.94x best / 1.04x median; after (two runs, load
   6-10) CPU ours best 5.27-6.25 s, 0.72x / 0.73x pandas, wall 0.67x / 0.70x best,
   0.65x / 0.81x median; peak RSS 142-156 MB against pandas 890-901 MB.
+- the DuckDB side and the cuts on the driver's cursor (2026-12-06, helper rfm3,
+  main 0aece90 and the branch run alternately, load 17-20): 100k / 500k, two runs
+  each: CPU ours best 0.38 / 0.38 s on main, 0.40 / 0.40 s on the branch (0.86x /
+  0.86x and 0.90x / 0.88x pandas best: the same within the noise; the cuts are
+  0.02 s of it), DuckDB 0.50-0.51 s (ours 0.78-0.80x DuckDB).  1M / 5M, two pairs:
+  CPU ours best 3.43 / 3.60 s on main (0.70x / 0.71x pandas best), 3.22 / 3.55 s on
+  the branch (0.71x / 0.73x: pandas was faster in those rounds too), DuckDB 4.90 s
+  best (ours 0.66x); the cuts alone 0.34-0.37 s -> 0.21-0.22 s.
 """
 
 from __future__ import annotations
@@ -74,6 +90,7 @@ import tempfile
 import time
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -207,10 +224,97 @@ def baseline_postgres(url: str) -> int:
     return len(segments)
 
 
+# -- the DuckDB baseline ---------------------------------------------------------------
+
+def duckdb_module():
+    """The duckdb module, or None: DuckDB is a bench-only dependency (requirements-bench.txt)."""
+    try:
+        import duckdb
+    except ImportError:
+        return None
+    return duckdb
+
+
+DUCKDB_RFM = """
+WITH per AS (
+    SELECT customer_id, max(closed_at) AS last, count(*) AS frequency, sum(amount) AS monetary
+    FROM won GROUP BY customer_id),
+n AS (SELECT count(*) AS n FROM per),
+scored AS (
+    SELECT customer_id,
+           1 + (5 * (rank() OVER (ORDER BY last) - 1)) // n AS r,
+           1 + (5 * (rank() OVER (ORDER BY frequency) - 1)) // n AS f,
+           1 + (5 * (rank() OVER (ORDER BY monetary) - 1)) // n AS m
+    FROM per, n)
+SELECT c.id AS customer_id, coalesce(g.segment, $no_purchases) AS segment
+FROM customers c
+LEFT JOIN scored s ON s.customer_id = c.id
+LEFT JOIN grid g ON g.key = s.r * 100 + s.f + s.m
+ORDER BY c.id
+"""
+
+
+def duckdb_scanner(con) -> bool:
+    """Whether DuckDB's sqlite extension loads (it is downloaded on first use: not offline)."""
+    try:
+        con.execute("LOAD sqlite")
+        return True
+    except Exception:
+        try:
+            con.execute("INSTALL sqlite")
+            con.execute("LOAD sqlite")
+            return True
+        except Exception:
+            return False
+
+
+def baseline_duckdb(path: Path) -> int:
+    """The same RFM in DuckDB (our tie rule, ``rank()``), the segments written back to SQLite.
+
+    Through DuckDB's sqlite scanner when it loads (``ATTACH`` the file, read and
+    write it from DuckDB); otherwise the won deals and the customer ids are read
+    with sqlite3 (as the pandas side does) and handed to DuckDB as arrays, and
+    the segments go back with ``executemany``.
+    """
+    duckdb = duckdb_module()
+    con = duckdb.connect()
+    as_of = AS_OF.replace(tzinfo=None).isoformat(sep=" ")
+    grid = pd.DataFrame({"key": list(GRID), "segment": list(GRID.values())})
+    con.register("grid", grid)
+    if DUCKDB_SIDE.get("scanner"):
+        con.execute(f"ATTACH '{path}' AS lite (TYPE sqlite)")
+        con.execute("CREATE TEMP VIEW won AS " + WON_DEALS.format(param="$as_of").replace(
+            "FROM deals", "FROM lite.deals"), {"as_of": as_of})
+        con.execute("CREATE TEMP VIEW customers AS SELECT id FROM lite.customers")
+        con.execute("DROP TABLE IF EXISTS lite.bench_rfm_duckdb")
+        con.execute("CREATE TABLE lite.bench_rfm_duckdb (customer_id INTEGER PRIMARY KEY, segment TEXT NOT NULL)")
+        con.execute("INSERT INTO lite.bench_rfm_duckdb " + DUCKDB_RFM, {"no_purchases": NO_PURCHASES})
+        count = con.execute("SELECT count(*) FROM lite.bench_rfm_duckdb").fetchone()[0]
+        con.close()
+        return count
+    db = sqlite3.connect(path)
+    won = pd.read_sql(WON_DEALS.format(param="?"), db, params=(as_of,))
+    customers = pd.read_sql("SELECT id FROM customers", db)  # noqa: F841 (read by DuckDB by name)
+    con.register("won", won)
+    con.register("customers", customers)
+    rows = con.execute(DUCKDB_RFM, {"no_purchases": NO_PURCHASES}).fetchall()
+    con.close()
+    with db:
+        db.execute("DROP TABLE IF EXISTS bench_rfm_duckdb")
+        db.execute("CREATE TABLE bench_rfm_duckdb (customer_id INTEGER PRIMARY KEY, segment TEXT NOT NULL)")
+        db.executemany("INSERT INTO bench_rfm_duckdb VALUES (?, ?)", rows)
+    db.close()
+    return len(rows)
+
+
+DUCKDB_SIDE: dict[str, bool] = {}
+
+
 # -- the sanity check ----------------------------------------------------------------
 
-def check_agreement(path: Path, run_id: int) -> None:
-    """Our stored segments against pandas with our tie rule (rank min), outside the timings."""
+def check_agreement(path: Path, run_id: int, others: tuple[str, ...] = ()) -> None:
+    """Our stored segments against pandas with our tie rule (rank min), and against what each of
+    ``others`` (DuckDB) wrote back, outside the timings."""
     db = sqlite3.connect(path)
     as_of = AS_OF.replace(tzinfo=None).isoformat(sep=" ")
     per = pandas_scores(db, "?", as_of)
@@ -224,9 +328,14 @@ def check_agreement(path: Path, run_id: int) -> None:
                          params=(run_id,)).set_index("customer_id")["segment"]
     buyers = stored.loc[expected.index]
     agree = (buyers == expected).mean()
-    others = stored.drop(expected.index)
+    rest = stored.drop(expected.index)
     print(f"check: {agree:.4%} of {n} buyers in the same segment as pandas rank(min); "
-          f"{(others == NO_PURCHASES).mean():.2%} of {len(others)} others are {NO_PURCHASES!r}")
+          f"{(rest == NO_PURCHASES).mean():.2%} of {len(rest)} others are {NO_PURCHASES!r}")
+    for side in others:
+        theirs = pd.read_sql(f"SELECT customer_id, segment FROM bench_rfm_{side}", db).set_index("customer_id")["segment"]
+        same = (theirs.reindex(stored.index) == stored).mean()
+        print(f"check: {same:.4%} of {len(stored)} customers in the same segment in ours and {side}'s "
+              f"({len(theirs)} rows written back)")
     db.close()
 
 
@@ -237,39 +346,41 @@ def load() -> str:
     return f"{one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} cpus"
 
 
-def summary(name: str, ours_runs: list[tuple[float, float]], base_runs: list[tuple[float, float]]) -> None:
-    """Best and median of each side and the ratios ours / pandas (below 1: we are faster)."""
+def summary(name: str, ours_runs: list[tuple[float, float]], base_runs: list[tuple[float, float]],
+            base: str = "pandas") -> None:
+    """Best and median of each side and the ratios ours / ``base`` (below 1: we are faster)."""
     o = sorted(t for t, _ in ours_runs)
     b = sorted(t for t, _ in base_runs)
     o_best, o_med, b_best, b_med = o[0], statistics.median(o), b[0], statistics.median(b)
     print(f"{name}: ours best {o_best:.2f} s median {o_med:.2f} s (peak {max(mb for _, mb in ours_runs):.0f} MB); "
-          f"pandas best {b_best:.2f} s median {b_med:.2f} s (peak {max(mb for _, mb in base_runs):.0f} MB)")
-    print(f"{name}: ratio ours/pandas best {o_best / b_best:.2f}x, median {o_med / b_med:.2f}x; load {load()}",
+          f"{base} best {b_best:.2f} s median {b_med:.2f} s (peak {max(mb for _, mb in base_runs):.0f} MB)")
+    print(f"{name}: ratio ours/{base} best {o_best / b_best:.2f}x, median {o_med / b_med:.2f}x; load {load()}",
           flush=True)
-    o_cpu = sorted(CPU.pop(f"{name} ours"))
-    b_cpu = sorted(CPU.pop(f"{name} pandas"))
-    print(f"{name}: cpu ours best {o_cpu[0]:.2f} s median {statistics.median(o_cpu):.2f} s; pandas best {b_cpu[0]:.2f} s "
-          f"median {statistics.median(b_cpu):.2f} s; cpu ratio best {o_cpu[0] / b_cpu[0]:.2f}x", flush=True)
+    o_cpu = sorted(CPU[f"{name} ours"])
+    b_cpu = sorted(CPU.pop(f"{name} {base}"))
+    print(f"{name}: cpu ours best {o_cpu[0]:.2f} s median {statistics.median(o_cpu):.2f} s; {base} best {b_cpu[0]:.2f} s "
+          f"median {statistics.median(b_cpu):.2f} s; cpu ratio ours/{base} best {o_cpu[0] / b_cpu[0]:.2f}x", flush=True)
 
 
-def alternate(name: str, url: str, plugins: list[str] | None, baseline, repeats: int) -> object:
-    """``repeats`` rounds of ours and the baseline, alternating which side goes first."""
+def alternate(name: str, url: str, plugins: list[str] | None, baselines: dict[str, Any], repeats: int) -> object:
+    """``repeats`` rounds of ours and each baseline, rotating which side goes first."""
     crm = open_crm(url, plugins)
     try:
-        ours_runs: list[tuple[float, float]] = []
-        base_runs: list[tuple[float, float]] = []
+        runs: dict[str, list[tuple[float, float]]] = {side: [] for side in ["ours", *baselines]}
+        sides = list(runs)
         first = None
         for i in range(repeats):
-            sides = [("ours", None), ("pandas", None)]
-            for side, _ in (sides if i % 2 == 0 else sides[::-1]):
+            for side in sides[i % len(sides):] + sides[:i % len(sides)]:
                 if side == "ours":
                     seconds, peak, run = ours(crm, f"{name} #{i + 1}: crm segment run rfm")
-                    ours_runs.append((seconds, peak))
                     first = first or run
                 else:
-                    seconds, peak, _rows = measure(f"{name} #{i + 1}: pandas baseline", baseline, key=f"{name} pandas")
-                    base_runs.append((seconds, peak))
-        summary(name, ours_runs, base_runs)
+                    seconds, peak, _rows = measure(f"{name} #{i + 1}: {side} baseline", baselines[side],
+                                                   key=f"{name} {side}")
+                runs[side].append((seconds, peak))
+        for side in baselines:
+            summary(name, runs["ours"], runs[side], side)
+        CPU.pop(f"{name} ours")
         return first
     finally:
         crm.close()
@@ -286,6 +397,7 @@ def main() -> None:
     parser.add_argument("--no-sqlite", action="store_true", help="only the PostgreSQL rounds")
     parser.add_argument("--skip-load", action="store_true", help="the PostgreSQL database already holds the data")
     parser.add_argument("--no-check", action="store_true", help="skip the agreement check")
+    parser.add_argument("--no-duckdb", action="store_true", help="skip the DuckDB side even when duckdb is installed")
     args = parser.parse_args()
     plugins = None if args.plugins is None else [p for p in args.plugins.split(",") if p]
 
@@ -299,15 +411,27 @@ def main() -> None:
             shutil.copyfile(source, path)  # never write into the shared cached file
             with sqlite3.connect(path) as db:  # warm the page cache for both paths alike
                 db.execute("SELECT count(*), sum(amount) FROM deals").fetchone()
-            run = alternate("sqlite", f"sqlite:///{path}", plugins, lambda: baseline_sqlite(path), args.repeats)
+            baselines: dict[str, Any] = {"pandas": lambda: baseline_sqlite(path)}
+            if duckdb_module() is None:
+                print("duckdb: not installed (pip install -r requirements-bench.txt): the DuckDB side is skipped")
+            elif not args.no_duckdb:
+                probe = duckdb_module().connect()
+                DUCKDB_SIDE["scanner"] = duckdb_scanner(probe)
+                probe.close()
+                print("duckdb: " + ("through its sqlite scanner (ATTACH ... TYPE sqlite)" if DUCKDB_SIDE["scanner"]
+                                    else "its sqlite extension does not load (downloaded on first use): rows handed "
+                                         "over through sqlite3 + pandas, segments written back with executemany"))
+                baselines["duckdb"] = lambda: baseline_duckdb(path)
+            run = alternate("sqlite", f"sqlite:///{path}", plugins, baselines, args.repeats)
             if not args.no_check:
-                check_agreement(path, run.id)
+                check_agreement(path, run.id, ("duckdb",) if "duckdb" in baselines else ())
         if args.postgres:
             if not args.skip_load:
                 started = time.perf_counter()
                 copy_to_postgres(source, args.postgres)
                 print(f"postgres: loaded in {time.perf_counter() - started:.0f} s")
-            alternate("postgres", args.postgres, plugins, lambda: baseline_postgres(args.postgres), args.repeats)
+            alternate("postgres", args.postgres, plugins, {"pandas": lambda: baseline_postgres(args.postgres)},
+                      args.repeats)
     print(f"load after: {load()}")
 
 

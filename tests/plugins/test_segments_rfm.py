@@ -252,6 +252,29 @@ def test_quintile_boundaries(crm_factory):
     assert [m_scores[i] for i in ids] == [1, 1, 2, 2, 3, 3, 4, 4, 5, 5]
 
 
+@pytest.mark.parametrize("totals", [[1, 2], [1, 2, 3], [3, 1, 1, 2], [5, 4, 3, 2, 1], [1, 1, 2, 2, 3, 3, 9]])
+def test_few_buyers_quintiles(crm_factory, totals):
+    """Fewer buyers than quintiles, and a few more with ties: several cut positions fall on the
+    same row (n < 5) and the scores still follow ``1 + 5 * (rank_min - 1) // n``."""
+    crm = crm_factory(plugins=["segments"])
+    with crm.unit():
+        ids = []
+        for i, total in enumerate(totals):
+            customer = crm.customers.add(name=f"C{i}")
+            ids.append(customer.id)
+            crm.deals.add(customer_id=customer.id, title="x", amount=Decimal(total), stage="won",
+                          closed_at=AS_OF - timedelta(days=1 + i))
+    crm.segments.run("rfm", as_of=AS_OF)
+    details = {m["customer_id"]: m["details"] for m in crm.segments.members("rfm")}
+    n = len(totals)
+    expected_m = [1 + 5 * sum(other < total for other in totals) // n for total in totals]
+    # recency: customer i bought i + 1 days before as_of, so later customers are older (lower rank)
+    expected_r = [1 + 5 * (n - 1 - i) // n for i in range(n)]
+    assert [details[i]["m"] for i in ids] == expected_m
+    assert [details[i]["r"] for i in ids] == expected_r
+    assert {details[i]["f"] for i in ids} == {1}
+
+
 @pytest.mark.parametrize("options", [{"window_days": 0}, {"window_days": -5}, {"currency": "dollars"},
                                      {"bins": 4}, {"grid": "x"}])
 def test_bad_options(crm_factory, options):
