@@ -38,6 +38,7 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import operator
 import os
 import time
 from array import array
@@ -345,6 +346,22 @@ class IdLines:
             self.lines[offset] = line
         else:
             self.far[id] = line
+
+    def mark_many(self, ids: list[int], lines: list[int]) -> None:
+        """:meth:`mark` of each id with its line; a run of consecutive ids (a bulk insert's new rows
+        on SQLite) that starts inside the array or right after it is one slice assignment."""
+        count = len(ids)
+        if count and self.base is None:
+            self.base = ids[0]
+        offset = ids[0] - cast(int, self.base) if count else -1
+        if (count and 0 <= offset <= len(self.lines) and ids[-1] - ids[0] == count - 1
+                and ids == list(range(ids[0], ids[0] + count)) and max(lines) <= 0xFFFFFFFF and min(lines) >= 0):
+            if offset + count > len(self.lines):
+                self.lines.extend(array("I", bytes(4 * (offset + count - len(self.lines)))))
+            self.lines[offset:offset + count] = array("I", lines)
+            return
+        for id, line in zip(ids, lines):
+            self.mark(id, line)
 
     def get(self, id: int) -> int | None:
         if self.base is None:
@@ -684,6 +701,8 @@ class _Import:
         seen: dict[tuple[str, Any], int] = {}
         # A new row's external id is in no stored customer when rows are matched by it: no query for it.
         exact = [k for k in duplicates.settings.exact if not (k == "external_id" == self.key)]
+        if self._door_clean(uow, inserts, exact):
+            return inserts, []
         needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
         positions = {name: self.columns.index(name) for name in needed}
         parsed: dict[str, Any] = {}  # attributes JSON text -> dict, shared by equal texts (only read)
@@ -737,6 +756,31 @@ class _Import:
             self.report.skipped += 1
         return kept, door_updates
 
+    def _door_clean(self, uow: Any, inserts: list[tuple[int, Any, _Row]], exact: list[str]) -> bool:
+        """Whether the door check has nothing to say about any row of ``inserts`` (the SQLite bulk
+        path's bound rows, no sealed field, only column keys): no two rows share a value of an exact
+        key, and no live customer has any of their values (one query per key).  Then every row is
+        kept, as :meth:`_door`'s loop would keep it (no match, no earlier row), without building a
+        dict of columns per row; otherwise (or when not sure) that loop decides, row by row."""
+        if self.binder is None or cipher_of(uow.conn.dialect) is not None:
+            return False
+        if not all(key in self.columns and key not in ("attributes", "id") for key in exact):
+            return False
+        for key in exact:
+            index = self.columns.index(key)
+            # As _door_key compares them: the address lower-cased, empty as none.
+            if key == "email":
+                values = [row[index].lower() for _, _, row in inserts if row[index]]  # type: ignore[index]
+            else:
+                values = [row[index] for _, _, row in inserts if row[index]]  # type: ignore[index]
+            if not values:
+                continue
+            if len(set(values)) != len(values):  # a row like an earlier one of the batch
+                return False
+            if self.crm.duplicates.any_stored(uow, key, values):
+                return False
+        return True
+
     def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int],
                         absent: set[Any]) -> list[_Item]:
         """The batch without its rows that equal their stored record (the SQLite bulk path).
@@ -771,20 +815,26 @@ class _Import:
         if not stored:
             return items
         kept = []
-        unchanged = 0
+        same_ids: list[int] = []
+        same_lines: list[int] = []
+        # The compared bound values as one tuple: a C-level comparison with the stored row's.
+        pick = operator.itemgetter(*compared) if len(compared) > 1 else (lambda row: (row[compared[0]],))
+        written = self.written
         for item in items:
             matches = stored.get(item.key) if item.issues is None else None
             if (matches is None or len(matches) > 1 or item.key in claimed
-                    or self.written.get(matches[0][0]) is not None):
+                    or written.get(matches[0][0]) is not None):
                 kept.append(item)
                 continue
-            row = cast(tuple[Any, ...], item.row)
-            if any(row[i] != value for i, value in zip(compared, matches[0][1:])):
+            match = matches[0]
+            if pick(item.row) != match[1:]:
                 kept.append(item)
                 continue
             claimed[item.key] = item.line
-            self.written.mark(matches[0][0], item.line)
-            unchanged += 1
+            same_ids.append(match[0])
+            same_lines.append(item.line)
+        unchanged = len(same_ids)
+        written.mark_many(same_ids, same_lines)
         if unchanged:
             self.crm.authorize(f"{self.kind}.update", None)
             self.report.unchanged += unchanged
@@ -997,8 +1047,7 @@ class _Import:
         return insert_returning_ids(uow.conn, self.table, values)
 
     def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, _Row]], ids: list[int]) -> None:
-        for (line, _, _), id in zip(inserts, ids):
-            self.written.mark(id, line)
+        self.written.mark_many(ids, [line for line, _, _ in inserts])
         key_index = self.key_index if self.binder is not None else None
         # Keyless deals are matched again on a re-import (see _same_deals): nothing to warn about.
         warn_keyless = self.kind != "deal" or self.options.allow_duplicates
