@@ -44,6 +44,7 @@ import pickle
 import time
 from array import array
 from collections import deque
+from itertools import compress
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -1049,18 +1050,17 @@ class _Import:
 
     def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, _Row]], ids: list[int]) -> None:
         self.written.mark_many(ids, [line for line, _, _ in inserts])
-        key_index = self.key_index if self.binder is not None else None
+        rows = [row for _, _, row in inserts]
+        # With a binder rows are bound tuples, else dicts: either way a column's values by one C-level
+        # getter (a binder's tuples by position, dicts by name).
+        bound = self.binder is not None
         # Keyless deals are matched again on a re-import (see _same_deals): nothing to warn about.
         warn_keyless = self.kind != "deal" or self.options.allow_duplicates
-        # With a binder rows are bound tuples, else dicts (cast: mypy cannot tie the shape to key_index).
         if warn_keyless:
-            self.keyless += sum(1 for _, _, row in inserts
-                                if (cast(tuple[Any, ...], row)[key_index] if key_index is not None
-                                    else cast(dict[str, Any], row)[self.key]) is None)
+            self.keyless += list(map(operator.itemgetter(self.key_index if bound else self.key), rows)).count(None)
         if self.kind == "customer":  # the flag is the "*" marketing decision (crmcore.application.consents)
-            flag = self.columns.index("consent_marketing")
-            flags_set(uow, [id for (_, _, row), id in zip(inserts, ids)
-                            if (row[flag] if isinstance(row, tuple) else row["consent_marketing"])])
+            flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
+            flags_set(uow, list(compress(ids, map(flag, rows))))
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)
