@@ -1344,6 +1344,15 @@ def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
     encodable) and integers beyond the column's range (an overflow before the
     query runs) cannot be stored, so no row has them.
     """
+    if isinstance(values, (set, frozenset, list, tuple)) and values and set(map(type, values)) == {str}:
+        joined = "".join(values)  # a batch's keys: one C-level check of them all for the common case
+        if "\x00" not in joined and joined.isascii():
+            return iter(values)
+    return _each_comparable(column, values)
+
+
+def _each_comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """:func:`_comparable`, value by value."""
     low, high = integer_range(column.type) if isinstance(column.type, Integer) else (-(1 << 63), (1 << 63) - 1)
     for value in values:
         if isinstance(value, str):
