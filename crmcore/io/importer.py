@@ -829,7 +829,7 @@ class _Import:
                 kept.append(item)
                 continue
             match = matches[0]
-            if pick(item.row) != match[1:]:
+            if pick(cast(tuple[Any, ...], item.row)) != match[1:]:
                 kept.append(item)
                 continue
             claimed[item.key] = item.line
