@@ -449,6 +449,9 @@ class _Import:
                     with self.crm.unit() as uow, _roomy_cache(uow):
                         for batch, results in batches:
                             self._write(uow, batch, results)
+                        # Every batch is validated: the workers go before the commit writes the
+                        # transaction's pages (their memory would count at the peak).
+                        validated.close()
                         if options.dry_run or self.report.rejected:
                             raise _Rollback
                     self.report.committed = True
@@ -1469,7 +1472,14 @@ def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
     holds its rows as objects, several times the bytes, while earlier batches are written."""
     started = time.process_time()
     checker = cast(RowChecker, _worker_checker)
-    checked = pickle.dumps([checker.check(v) for v in pickle.loads(packed)], protocol=pickle.HIGHEST_PROTOCOL)
+    rows = pickle.loads(packed)
+    del packed
+    checked_rows = []
+    for index, values in enumerate(rows):
+        checked_rows.append(checker.check(values))
+        rows[index] = None  # a row's cells go as its result comes: the worker's peak is one batch, not two
+    del rows
+    checked = pickle.dumps(checked_rows, protocol=pickle.HIGHEST_PROTOCOL)
     # The addresses and numbers this worker sealed go back with the rows: the door check compares
     # them (not the birthdays and custom fields: a third or more of the sealings, pickled for nothing).
     cipher = checker.binder.cipher if checker.binder is not None else None
