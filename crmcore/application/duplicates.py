@@ -263,6 +263,27 @@ class DuplicateService:
         visible = self._visible(uow, {cid for by_id in found.values() for cid in by_id})
         return {index: _matches(by_id, visible) for index, by_id in found.items()}
 
+    def any_stored(self, uow: "UnitOfWork", key: str, values: Sequence[Any]) -> bool:
+        """Whether any live customer has one of ``values`` under the exact ``key`` (values as
+        :meth:`matches_many` looks them up for a key that is not sealed: the address lower-cased,
+        the number, the text), with the same query, 5,000 values at a time.
+
+        A bulk import asks this first for a batch whose rows share no key value: when it is False
+        for every key, no row of the batch matches anybody, and no per-row work is needed.  A
+        sealed key has other look-up values (blind indexes): it raises ValueError."""
+        dialect = uow.conn.dialect
+        if (key in ("email", "phone")) and sealed(dialect, key):
+            raise ValueError(f"{key} is sealed: use matches_many")
+        query = _batch_query(key, dialect.name)
+        values = builtins.list(values)
+        for start in range(0, len(values), 5000):
+            chunk = values[start:start + 5000]
+            params = {"values": json.dumps(chunk) if dialect.name == "sqlite" else chunk}
+            # Archived customers are skipped here, not in SQL (as in matches_many).
+            if any(archived_at is None for _, _, _, archived_at in uow.conn.execute(query, params)):
+                return True
+        return False
+
     def first_duplicate(self, uow: "UnitOfWork", batch: Sequence[Customer]) -> DuplicateCustomer | None:
         """The door check of a bulk add: the refusal of the first customer of ``batch`` (validated,
         new) that shares an exact key with a stored customer (:meth:`matches_many`: one query per

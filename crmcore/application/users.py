@@ -149,7 +149,10 @@ def resolve_owners(uow: "UnitOfWork", entities: list[Any], kind: str) -> list[An
 def import_owners(uow: "UnitOfWork", items: list[Any], index: int, reject: Callable[[Any, str], None]) -> list[Any]:
     """The importer's batch with each row's owner (``item.row[index]``) as a login; rows whose
     owner is no user go to ``reject(item, message)`` and are left out.  One query per batch."""
-    logins = owner_logins(uow, (i.row[index] for i in items if i.row is not None))
+    owners = {i.row[index] for i in items if i.row is not None}
+    logins = owner_logins(uow, owners)
+    if all(owner is None or logins.get(owner) == owner for owner in owners):
+        return items  # every owner is a user's login as given (a file's usual case): nothing to change per row
     kept = []
     for item in items:
         owner = item.row[index] if item.row is not None else None

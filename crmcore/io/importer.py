@@ -38,10 +38,13 @@ from __future__ import annotations
 import gc
 import json
 import multiprocessing
+import operator
 import os
+import pickle
 import time
 from array import array
 from collections import deque
+from itertools import compress
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -349,6 +352,22 @@ class IdLines:
         else:
             self.far[id] = line
 
+    def mark_many(self, ids: list[int], lines: list[int]) -> None:
+        """:meth:`mark` of each id with its line; a run of consecutive ids (a bulk insert's new rows
+        on SQLite) that starts inside the array or right after it is one slice assignment."""
+        count = len(ids)
+        if count and self.base is None:
+            self.base = ids[0]
+        offset = ids[0] - cast(int, self.base) if count else -1
+        if (count and 0 <= offset <= len(self.lines) and ids[-1] - ids[0] == count - 1
+                and ids == list(range(ids[0], ids[0] + count)) and max(lines) <= 0xFFFFFFFF and min(lines) >= 0):
+            if offset + count > len(self.lines):
+                self.lines.extend(array("I", bytes(4 * (offset + count - len(self.lines)))))
+            self.lines[offset:offset + count] = array("I", lines)
+            return
+        for id, line in zip(ids, lines):
+            self.mark(id, line)
+
     def get(self, id: int) -> int | None:
         if self.base is None:
             return None
@@ -435,6 +454,9 @@ class _Import:
                     with self.crm.unit() as uow, _roomy_cache(uow):
                         for batch, results in batches:
                             self._write(uow, batch, results)
+                        # Every batch is validated: the workers go before the commit writes the
+                        # transaction's pages (their memory would count at the peak).
+                        validated.close()
                         if options.dry_run or self.report.rejected:
                             raise _Rollback
                     self.report.committed = True
@@ -533,7 +555,7 @@ class _Import:
 
     # -- one batch -----------------------------------------------------------------
     def _reject(self, line: int, column: str | None, reason: str, values: Any) -> None:
-        self._rejected.append((line, column, reason, values))
+        self._rejected.append((line, column, reason, _unpacked(values)))
 
     def _flush_rejects(self) -> None:
         """Report a batch's rejected rows in file order."""
@@ -558,6 +580,13 @@ class _Import:
         earning, uow.earn_points = uow.earn_points, self.options.earn
         try:
             self._write_batch(uow, batch, results)
+            if uow.dialect == "sqlite":
+                # The batch's audit record joins the chain now, in the same transaction (rolled back
+                # with it), not at the commit: an all-or-nothing import of a million rows otherwise
+                # holds every new id as a Python int until then (about 40 MB).  The chain is the same
+                # (order, times, hashes).  SQLite only: its writers are serial anyway, where on a
+                # server the chain's head would stay locked for the rest of the import.
+                uow.audit.flush()
         finally:
             uow.earn_points = earning  # a unit joined from a caller gets its own setting back
             self._flush_rejects()
@@ -576,7 +605,7 @@ class _Import:
                 self._reject(line, problem[0], problem[1], values)
                 continue
             row, issues, references = result
-            key = row[self.key_index] if row is not None else self.checker.key_value(values)
+            key = row[self.key_index] if row is not None else self.checker.key_value(_unpacked(values))
             if folding and key is not None:
                 if cipher is None:
                     key = _fold(uow.dialect, key)
@@ -696,6 +725,8 @@ class _Import:
         seen: dict[tuple[str, Any], int] = {}
         # A new row's external id is in no stored customer when rows are matched by it: no query for it.
         exact = [k for k in duplicates.settings.exact if not (k == "external_id" == self.key)]
+        if self._door_clean(uow, inserts, exact):
+            return inserts, []
         needed = {"attributes" if k.startswith("attributes.") else k for k in exact}
         positions = {name: self.columns.index(name) for name in needed}
         parsed: dict[str, Any] = {}  # attributes JSON text -> dict, shared by equal texts (only read)
@@ -749,6 +780,31 @@ class _Import:
             self.report.skipped += 1
         return kept, door_updates
 
+    def _door_clean(self, uow: Any, inserts: list[tuple[int, Any, _Row]], exact: list[str]) -> bool:
+        """Whether the door check has nothing to say about any row of ``inserts`` (the SQLite bulk
+        path's bound rows, no sealed field, only column keys): no two rows share a value of an exact
+        key, and no live customer has any of their values (one query per key).  Then every row is
+        kept, as :meth:`_door`'s loop would keep it (no match, no earlier row), without building a
+        dict of columns per row; otherwise (or when not sure) that loop decides, row by row."""
+        if self.binder is None or cipher_of(uow.conn.dialect) is not None:
+            return False
+        if not all(key in self.columns and key not in ("attributes", "id") for key in exact):
+            return False
+        for key in exact:
+            index = self.columns.index(key)
+            # As _door_key compares them: the address lower-cased, empty as none.
+            if key == "email":
+                values = [row[index].lower() for _, _, row in inserts if row[index]]  # type: ignore[index]
+            else:
+                values = [row[index] for _, _, row in inserts if row[index]]  # type: ignore[index]
+            if not values:
+                continue
+            if len(set(values)) != len(values):  # a row like an earlier one of the batch
+                return False
+            if self.crm.duplicates.any_stored(uow, key, values):
+                return False
+        return True
+
     def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int],
                         absent: set[Any]) -> list[_Item]:
         """The batch without its rows that equal their stored record (the SQLite bulk path).
@@ -786,20 +842,26 @@ class _Import:
         if not stored:
             return items
         kept = []
-        unchanged = 0
+        same_ids: list[int] = []
+        same_lines: list[int] = []
+        # The compared bound values as one tuple: a C-level comparison with the stored row's.
+        pick = operator.itemgetter(*compared) if len(compared) > 1 else (lambda row: (row[compared[0]],))
+        written = self.written
         for item in items:
             matches = stored.get(item.key) if item.issues is None else None
             if (matches is None or len(matches) > 1 or item.key in claimed
-                    or self.written.get(matches[0][0]) is not None):
+                    or written.get(matches[0][0]) is not None):
                 kept.append(item)
                 continue
-            row = cast(tuple[Any, ...], item.row)
-            if any(row[i] != value for i, value in zip(compared, matches[0][1:])):
+            match = matches[0]
+            if pick(cast(tuple[Any, ...], item.row)) != match[1:]:
                 kept.append(item)
                 continue
             claimed[item.key] = item.line
-            self.written.mark(matches[0][0], item.line)
-            unchanged += 1
+            same_ids.append(match[0])
+            same_lines.append(item.line)
+        unchanged = len(same_ids)
+        written.mark_many(same_ids, same_lines)
         if unchanged:
             self.crm.authorize(f"{self.kind}.update", None)
             self.report.unchanged += unchanged
@@ -893,7 +955,7 @@ class _Import:
                 if "contact" not in refs and row.get("contact_id"):
                     wanted["contact_id"].add(row["contact_id"])
             elif "customer" not in refs or "contact" not in refs:
-                given = self.checker.given(item.values)
+                given = self.checker.given(_unpacked(item.values))
                 for field in ("customer_id", "contact_id"):
                     raw = given.fields.get(field)
                     number = _as_id(str(raw)) if isinstance(raw, (str, int)) else None
@@ -1016,20 +1078,18 @@ class _Import:
         return insert_returning_ids(uow.conn, self.table, values)
 
     def _after_insert(self, uow: Any, inserts: list[tuple[int, Any, _Row]], ids: list[int]) -> None:
-        for (line, _, _), id in zip(inserts, ids):
-            self.written.mark(id, line)
-        key_index = self.key_index if self.binder is not None else None
+        self.written.mark_many(ids, [line for line, _, _ in inserts])
+        rows = [row for _, _, row in inserts]
+        # With a binder rows are bound tuples, else dicts: either way a column's values by one C-level
+        # getter (a binder's tuples by position, dicts by name).
+        bound = self.binder is not None
         # Keyless deals are matched again on a re-import (see _same_deals): nothing to warn about.
         warn_keyless = self.kind != "deal" or self.options.allow_duplicates
-        # With a binder rows are bound tuples, else dicts (cast: mypy cannot tie the shape to key_index).
         if warn_keyless:
-            self.keyless += sum(1 for _, _, row in inserts
-                                if (cast(tuple[Any, ...], row)[key_index] if key_index is not None
-                                    else cast(dict[str, Any], row)[self.key]) is None)
+            self.keyless += list(map(operator.itemgetter(self.key_index if bound else self.key), rows)).count(None)
         if self.kind == "customer":  # the flag is the "*" marketing decision (crmcore.application.consents)
-            flag = self.columns.index("consent_marketing")
-            flags_set(uow, [id for (_, _, row), id in zip(inserts, ids)
-                            if (row[flag] if isinstance(row, tuple) else row["consent_marketing"])])
+            flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
+            flags_set(uow, list(compress(ids, map(flag, rows))))
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)
@@ -1060,7 +1120,7 @@ class _Import:
                          f"{self.kind} {previous.id} is archived: restore it first "
                          f"(crm {self.kind} restore {previous.id}) or leave this row out", item.values)
             return None
-        given: Given = self.checker.given(item.values)
+        given: Given = self.checker.given(_unpacked(item.values))
         if given.issues:
             self._reject_all(item.line, given.issues, item.values)
             return None
@@ -1312,6 +1372,15 @@ def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
     encodable) and integers beyond the column's range (an overflow before the
     query runs) cannot be stored, so no row has them.
     """
+    if isinstance(values, (set, frozenset, list, tuple)) and values and set(map(type, values)) == {str}:
+        joined = "".join(values)  # a batch's keys: one C-level check of them all for the common case
+        if "\x00" not in joined and joined.isascii():
+            return iter(values)
+    return _each_comparable(column, values)
+
+
+def _each_comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
+    """:func:`_comparable`, value by value."""
     low, high = integer_range(column.type) if isinstance(column.type, Integer) else (-(1 << 63), (1 << 63) - 1)
     for value in values:
         if isinstance(value, str):
@@ -1413,14 +1482,74 @@ def _init_worker(checker: RowChecker) -> None:
     _relax_gc()
 
 
-def _check_batch(values: list[Any]) -> tuple[list[Any], float, dict[str, list[str]]]:
+def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
+    """A worker's validation of a batch: (the checked rows, pickled; CPU seconds; what it sealed).
+
+    The rows go back pickled by the worker, and are unpickled when the batch is written: a
+    result the pool unpickles on arrival (in the importing process's result-handler thread)
+    holds its rows as objects, several times the bytes, while earlier batches are written."""
     started = time.process_time()
     checker = cast(RowChecker, _worker_checker)
-    checked = [checker.check(v) for v in values]
+    rows = pickle.loads(packed)
+    del packed
+    checked_rows = []
+    for index, values in enumerate(rows):
+        checked_rows.append(checker.check(values))
+        rows[index] = None  # a row's cells go as its result comes: the worker's peak is one batch, not two
+    del rows
+    checked = pickle.dumps(checked_rows, protocol=pickle.HIGHEST_PROTOCOL)
     # The addresses and numbers this worker sealed go back with the rows: the door check compares
     # them (not the birthdays and custom fields: a third or more of the sealings, pickled for nothing).
     cipher = checker.binder.cipher if checker.binder is not None else None
     return checked, time.process_time() - started, cipher.hand_over(DOOR_SEALED) if cipher is not None else {}
+
+
+class _PackedBatch:
+    """The cells of a batch's rows as pickled for the validation workers, unpickled again in the
+    importing process only if a row needs them (a rejection, an update): about 190 bytes a row
+    against 1.3 KB as lists of strings, while the batch waits for its workers."""
+
+    __slots__ = ("data", "rows")
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.rows: list[Any] | None = None
+
+    def row(self, index: int) -> Any:
+        if self.rows is None:
+            self.rows = pickle.loads(self.data)
+        return self.rows[index]
+
+
+class _Packed:
+    """A row's cells in a :class:`_PackedBatch` (see :func:`_unpacked`)."""
+
+    __slots__ = ("batch", "index")
+
+    def __init__(self, batch: _PackedBatch, index: int):
+        self.batch, self.index = batch, index
+
+
+def _unpacked(values: Any) -> Any:
+    """A record's cells: the list itself, or a packed row's list unpickled."""
+    return values.batch.row(values.index) if type(values) is _Packed else values
+
+
+def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
+    """(the good records' cells pickled, the batch with those records' cells as :class:`_Packed`):
+    the pool would pickle them anyway, in this process's task-handler thread; pickling them here
+    lets the importing process drop the lists while the batch is validated."""
+    good = [r.values for r in batch if r.problem is None]
+    data = pickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
+    box = _PackedBatch(data)
+    light = []
+    index = 0
+    for record in batch:
+        if record.problem is None:
+            record = Record(record.line, _Packed(box, index), None)
+            index += 1
+        light.append(record)
+    return data, light
 
 
 class _Validation:
@@ -1455,13 +1584,14 @@ class _Validation:
                 if upcoming is None:
                     exhausted = True
                     break
-                payload = [r.values for r in upcoming if r.problem is None]
-                pending.append((upcoming, self.pool.apply_async(_check_batch, (payload,))))
+                packed, upcoming = _pack(upcoming)
+                pending.append((upcoming, self.pool.apply_async(_check_batch, (packed,))))
             if not pending:
                 return
             batch, handle = pending.popleft()
             t0 = time.perf_counter()
-            checked, cpu, sealed = handle.get()
+            packed_rows, cpu, sealed = handle.get()
+            checked = pickle.loads(packed_rows)
             if sealed and cipher is not None:
                 cipher.take_over(sealed)
             self.timings["validate_wait"] += time.perf_counter() - t0

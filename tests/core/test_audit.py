@@ -88,6 +88,27 @@ def test_bulk_paths_write_one_record_per_batch_with_the_ids(crm_factory, tmp_pat
     assert (last.action, last.ids) == ("customer.import-update", [crm.customers.find(external_id="E1").id])
 
 
+def test_an_import_rolled_back_after_several_batches_leaves_no_record(crm_factory, tmp_path: Path) -> None:
+    # On SQLite each batch's record joins the chain before the commit (crmcore.io.importer._write):
+    # a bad row in the last batch of an all-or-nothing import still takes them all back.
+    crm = crm_factory()
+    crm.customers.add(name="before")
+    file = tmp_path / "customers.csv"
+    file.write_text("external_id,name,email\n" + "".join(f"E{i},n{i},\n" for i in range(9)) + "E9,n9,not-an-address\n",
+                    encoding="utf-8")
+    with pytest.raises(crmcore.io.importer.ImportFailed):
+        import_file(crm, "customers", file, ImportOptions(batch_size=3))
+    assert [r.action for r in log(crm)] == ["customer.create"] and crm.customers.count() == 1
+    assert verify(crm).ok
+    file.write_text("external_id,name\n" + "".join(f"E{i},n{i}\n" for i in range(10)), encoding="utf-8")
+    import_file(crm, "customers", file, ImportOptions(batch_size=3))
+    records = log(crm)
+    assert [(r.action, len(r.ids or [])) for r in records] == [
+        ("customer.create", 0), ("customer.import", 3), ("customer.import", 3), ("customer.import", 3),
+        ("customer.import", 1)]
+    assert [r.seq for r in records] == list(range(1, 6)) and verify(crm).ok
+
+
 def test_ledger_consent_segment_run_and_messages_are_recorded(crm_factory) -> None:
     crm = crm_factory(plugins=["loyalty", "notify", "segments"])
     customer = crm.customers.add(name="A", email="a@example.com")

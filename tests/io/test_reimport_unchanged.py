@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import pytest
 from sqlalchemy import func, select
 
 from crmcore.io.importer import ImportOptions, import_file
@@ -46,7 +47,11 @@ def test_reimport_of_an_unchanged_file_writes_nothing(crm_factory: Any, tmp_path
     assert _audit_count(crm) == audits
 
 
-def test_reimport_with_changes_duplicates_and_archived_records(crm_factory: Any, tmp_path: Path) -> None:
+# workers=2: the cells of a batch wait pickled in the importing process while workers validate it
+# (crmcore.io.importer._pack); the updated, archived and duplicate rows read them back from there.
+@pytest.mark.parametrize("workers", [0, 2])
+def test_reimport_with_changes_duplicates_and_archived_records(crm_factory: Any, tmp_path: Path,
+                                                               workers: int) -> None:
     crm = crm_factory()
     rows = _rows(12)
     import_file(crm, "customers", _write(tmp_path / "c.csv", rows), ImportOptions(batch_size=5))
@@ -58,7 +63,7 @@ def test_reimport_with_changes_duplicates_and_archived_records(crm_factory: Any,
     changed[5] = changed[5].replace(",CN,", ",,")  # a blank cell keeps the stored country: unchanged
     changed.insert(8, rows[7])  # line 10 repeats line 9's external id: rejected
     report = import_file(crm, "customers", _write(tmp_path / "d.csv", changed),
-                         ImportOptions(batch_size=4, on_error="skip"))
+                         ImportOptions(batch_size=4, on_error="skip", workers=workers))
     assert (report.inserted, report.updated, report.unchanged, report.rejected) == (0, 1, 10, 2), report.errors
     reasons = {e.line: e.reason for e in report.errors}
     assert reasons[10] == "duplicate external_id 'C0007': line 9 of this file has it too"
@@ -67,3 +72,6 @@ def test_reimport_with_changes_duplicates_and_archived_records(crm_factory: Any,
         names = dict(uow.conn.execute(select(customers.c.external_id, customers.c.name)).all())
         country = uow.conn.execute(select(customers.c.country).where(customers.c.external_id == "C0005")).scalar()
     assert names["C0001"] == "Name One" and country == "CN"
+    assert [e.message(report.file) for e in report.errors] == [
+        f"d.csv:5: column \"external_id\": {reasons[5]}",
+        "d.csv:10: column \"external_id\": duplicate external_id 'C0007': line 9 of this file has it too"]
