@@ -73,6 +73,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import smtplib
 import statistics
@@ -211,11 +212,7 @@ class Sink:
     """``count`` sink processes (``kind``: lean or aiosmtpd) on one port."""
 
     def __init__(self, count: int, kind: str = "lean"):
-        import socket
-
-        with socket.socket() as sock:
-            sock.bind(("127.0.0.1", 0))
-            self.port = sock.getsockname()[1]
+        self.port = free_port()
         self.processes = [subprocess.Popen([sys.executable, "-c", SINKS[kind], str(self.port)], stdin=subprocess.PIPE,
                                            stdout=subprocess.PIPE, text=True) for _ in range(count)]
         for process in self.processes:
@@ -238,8 +235,71 @@ class Sink:
             process.wait(timeout=30)
 
 
+class PostfixSink:
+    """Postfix's ``smtp-sink``: one event-driven C process that answers every command (it
+    advertises PIPELINING) and discards the mail.  ``-c`` writes a running count,
+    ``sess=S quit=Q mesg=M`` after each message and session, to a file read from its end.
+
+    A Debian package unpacked without installing it works: ``apt-get download postfix`` then
+    ``dpkg-deb -x postfix_*.deb DIR`` and ``--smtp-sink DIR/usr/sbin/smtp-sink`` (its libraries,
+    ``DIR/usr/lib/postfix``, are found next to it)."""
+
+    def __init__(self, binary: str, folder: Path):
+        self.port = free_port()
+        self.counter = folder / "smtp-sink.count"
+        env = dict(os.environ)
+        libs = Path(binary).resolve().parent.parent / "lib" / "postfix"
+        if libs.is_dir():  # an unpacked package: its shared libraries are not on the loader's path
+            env["LD_LIBRARY_PATH"] = ":".join(filter(None, [str(libs), env.get("LD_LIBRARY_PATH")]))
+        # As root it must be told whose privileges to drop to (-u); 256: the listen backlog.
+        command = [binary, "-c", *(["-u", "nobody"] if os.geteuid() == 0 else []), f"127.0.0.1:{self.port}", "256"]
+        with self.counter.open("wb") as out:
+            self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.PIPE, env=env)
+        import socket
+
+        deadline = time.monotonic() + 10
+        while True:  # ready once it accepts a connection (it prints nothing before)
+            assert self.process.poll() is None, self.process.stderr.read().decode()
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "smtp-sink did not start listening"
+                time.sleep(0.02)
+
+    def accepted(self) -> int:
+        with self.counter.open("rb") as counts:
+            size = counts.seek(0, os.SEEK_END)
+            counts.seek(max(0, size - 200))
+            records = counts.read().split(b"\r")[:-1]  # each ends with CR; the last may be half written
+        return int(records[-1].rsplit(b"mesg=", 1)[1]) if records else 0
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.process.pid)
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(timeout=30)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def find_smtp_sink(given: str | None) -> str | None:
+    """The ``smtp-sink`` binary: ``given`` (``--smtp-sink``), else on PATH or in /usr/sbin."""
+    for candidate in (given, shutil.which("smtp-sink"), "/usr/sbin/smtp-sink"):
+        if candidate and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
 class Bench:
-    def __init__(self, args: argparse.Namespace, sink: Sink, folder: Path):
+    def __init__(self, args: argparse.Namespace, sink: Sink | PostfixSink, folder: Path):
         self.args, self.sink = args, sink
         self.prefix = f"crmbench{uuid.uuid4().hex[:8]}"
         smtp = {"host": "127.0.0.1", "port": sink.port, "sender": "shop@example.com", "timeout": 30,
@@ -426,9 +486,12 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=JobSettings().batch,
                         help="[jobs] batch: message ids per delivery job (default: crmcore's)")
     parser.add_argument("--send-group", type=int, default=50, help="[channels.smtp] send_group")
-    parser.add_argument("--sinks", type=int, default=2, help="sink processes on the sink's port")
-    parser.add_argument("--sink", choices=sorted(SINKS), default="lean",
-                        help="the SMTP sink: a bare asyncio protocol (lean) or aiosmtpd (0.6-0.9 ms of CPU a message)")
+    parser.add_argument("--sinks", type=int, default=2, help="sink processes on the sink's port (lean, aiosmtpd)")
+    parser.add_argument("--sink", choices=["auto", "smtp-sink", *sorted(SINKS)], default="auto",
+                        help="the SMTP sink: Postfix's smtp-sink (C, one process), a bare asyncio protocol (lean) "
+                             "or aiosmtpd (0.6-0.9 ms of CPU a message); auto: smtp-sink if found, else lean")
+    parser.add_argument("--smtp-sink", metavar="PATH", default=os.environ.get("CRM_BENCH_SMTP_SINK"),
+                        help="the smtp-sink binary (default: CRM_BENCH_SMTP_SINK, PATH, /usr/sbin/smtp-sink)")
     parser.add_argument("--db", default=os.environ.get("CRM_BENCH_POSTGRES_URL") or os.environ.get("CRM_TEST_POSTGRES_URL"))
     parser.add_argument("--broker", default=os.environ.get("CRM_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/%2F"))
     args = parser.parse_args()
@@ -436,11 +499,16 @@ def main() -> None:
         parser.error("--db must be a PostgreSQL URL (several worker processes write at once); "
                      "or set CRM_BENCH_POSTGRES_URL / CRM_TEST_POSTGRES_URL")
     counts = [int(w) for w in args.workers.split(",")]
+    smtp_sink = find_smtp_sink(args.smtp_sink) if args.sink in ("auto", "smtp-sink") else None
+    if args.sink == "smtp-sink" and smtp_sink is None:
+        parser.error("no smtp-sink binary (give --smtp-sink PATH; see PostfixSink)")
+    kind = "smtp-sink" if smtp_sink else "lean" if args.sink == "auto" else args.sink
+    sinks = f"smtp-sink ({smtp_sink})" if smtp_sink else f"{args.sinks} {kind} sink processes"
     print(f"{args.messages:,} messages, workers {counts} x {args.concurrency} threads, batch {args.batch}, "
-          f"send_group {args.send_group}, {args.sinks} sink processes; {os.cpu_count()} cores, load {load()}")
+          f"send_group {args.send_group}, {sinks}; {os.cpu_count()} cores, load {load()}")
     reset_database(args.db)
     with tempfile.TemporaryDirectory() as folder:
-        sink = Sink(args.sinks, args.sink)
+        sink = PostfixSink(smtp_sink, Path(folder)) if smtp_sink else Sink(args.sinks, kind)
         bench = Bench(args, sink, Path(folder))
         try:
             started = time.perf_counter()
