@@ -579,7 +579,7 @@ class _Worker:
         self.committer: ThreadPoolExecutor | None = None  # see _send_overlapped
 
     def run(self) -> DispatchResult:
-        skipped = 0
+        skipped = claimed = 0
         try:
             while not self.stop.is_set():
                 want = self.budget.take(CLAIM_BATCH)
@@ -596,9 +596,10 @@ class _Worker:
                         continue
                     break
                 self._deliver_all(claims)
-                if self.only is not None and len(claims) >= len(set(self.only)):
+                claimed += len(claims)
+                if self.only is not None and claimed >= len(set(self.only)):
                     # (a delivery job) its whole batch was claimed by this thread: nothing of it is left
-                    # to claim, so no second round over its rows (and no look for skipped ones).
+                    # to claim, so no further round over its rows (and no look for skipped ones).
                     break
         finally:
             self._record_sent()
