@@ -540,3 +540,36 @@ def test_a_batch_claimed_whole_is_not_looked_for_again(crm_factory: Any, size: i
     again = [crm.notify.enqueue("pager", recipient="#ops", body="new"), ids[0]]
     assert crm.notify.dispatch(ids=again) == DispatchResult(sent=1)
     assert [m.id for m in pager.delivered[size:]] == again[:1]
+
+
+def test_customers_are_read_only_for_messages_without_a_recipient(crm_factory: Any) -> None:
+    """A claim round reads customers' addresses only to fill a missing recipient: a campaign's
+    round (every message addressed) reads none; consent is still decided as it stands now."""
+    chan = ListChannel()
+    crm = crm_factory(extra_plugins=[channels(chan)])
+    fan = crm.customers.add(name="Fan", email="fan@example.com", consent_marketing=True).id
+    gone = crm.customers.add(name="Gone", email="gone@example.com", consent_marketing=True).id
+    promo = {cid: crm.notify.enqueue("list", customer_id=cid, subject="Sale!", purpose="marketing")
+             for cid in (fan, gone)}
+    crm.customers.update(gone, consent_marketing=False)
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if " ".join(statement.split()).startswith("SELECT customers.id, customers.email"):
+            reads.append(statement)
+
+    sqlalchemy_event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        assert crm.notify.dispatch() == DispatchResult(sent=1, suppressed=1)
+        assert (reads, [m.recipient for m in chan.delivered]) == ([], ["fan@example.com"])
+        # A message that lost its recipient (say, requeued after its customer had none) is filled in.
+        receipt = crm.notify.enqueue("list", customer_id=fan, subject="Receipt")
+        with crm.engine.begin() as conn:
+            outbox = tables.notify_outbox
+            conn.execute(outbox.update().where(outbox.c.id == receipt).values(recipient=None))
+        assert crm.notify.dispatch() == DispatchResult(sent=1)
+    finally:
+        sqlalchemy_event.remove(crm.engine, "before_cursor_execute", seen)
+    assert len(reads) == 1
+    assert [(m.id, m.recipient) for m in chan.delivered[1:]] == [(receipt, "fan@example.com")]
+    assert row(crm, promo[gone])["status"] == "suppressed"
