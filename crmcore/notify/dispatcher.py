@@ -455,10 +455,11 @@ class NotifyEngine:
         return released
 
     def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
-        """The consent flags and addresses of the customers a claim round needs
-        (marketing messages, messages without a recipient): one query per round."""
-        wanted = {c.message.customer_id for c in claims if c.message.customer_id is not None
-                  and (c.message.purpose == "marketing" or c.message.recipient is None)}
+        """The addresses of the customers whose messages of a claim round have no recipient (to
+        fill it in, :meth:`_check_now`): one query per round, none when every message has one
+        (a campaign's).  Consent is decided apart, in SQL (:func:`crmcore.notify.consent.refusals`)."""
+        wanted = {c.message.customer_id for c in claims
+                  if c.message.customer_id is not None and c.message.recipient is None}
         if not wanted:
             return {}
         customers = tables.customers
