@@ -322,8 +322,8 @@ class NotifyEngine:
                 # One statement: lock the due rows (skipping those another dispatcher holds), mark them
                 # and return them.  The locking CTE is evaluated once (MATERIALIZED), so exactly the
                 # rows it locked are claimed.
-                taken = ids.with_for_update(skip_locked=True).cte("taken").prefix_with("MATERIALIZED")
-                claimed = conn.execute(claim.where(outbox.c.id.in_(select(taken.c.id))).returning(*outbox.c)).all()
+                locked = ids.with_for_update(skip_locked=True).cte("locked").prefix_with("MATERIALIZED")
+                claimed = conn.execute(claim.where(outbox.c.id.in_(select(locked.c.id))).returning(*outbox.c)).all()
                 return sorted(claimed, key=lambda r: r.id)
             if conn.dialect.name == "sqlite":
                 # One statement under SQLite's write lock (BEGIN IMMEDIATE): atomic.
