@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
-from sqlalchemy import Connection, Row, Update, and_, bindparam, func, or_, select, text, update
+from sqlalchemy import Connection, Row, Update, and_, bindparam, case, false, func, literal, or_, select, text, update
 from sqlalchemy.exc import DBAPIError
 
 from ..application.components import build_options
@@ -237,20 +237,22 @@ class NotifyEngine:
         expired = or_(outbox.c.claimed_at < cutoff, *(outbox.c.claimed_by.startswith(f"{d}:", autoescape=True) for d in dead))
         if ids is not None:
             expired = and_(outbox.c.id.in_(ids), expired)
-        stale = and_(outbox.c.status == "sending", expired)
-
-        def work(conn: Connection) -> int:
-            count = conn.execute(update(outbox).where(
-                outbox.c.status == "claimed", expired).values(
-                status="pending", claimed_at=None, claimed_by=None)).rowcount
-            if resend:
-                count += conn.execute(update(outbox).where(stale, outbox.c.channel.in_(resend)).values(
-                    status="pending", claimed_at=None, claimed_by=None, next_attempt_at=now,
-                    last_error="in doubt: the dispatcher stopped while sending; sent again")).rowcount
-            return count + conn.execute(update(outbox).where(stale).values(
-                status="dead", claimed_at=None, last_error=IN_DOUBT)).rowcount
-
-        return self._write(work)
+        sending = outbox.c.status == "sending"
+        again = and_(sending, outbox.c.channel.in_(resend)) if resend else false()  # in doubt, sent again
+        lost = and_(sending, outbox.c.channel.not_in(resend)) if resend else sending  # in doubt: dead
+        # One statement for the three outcomes (a delivery job runs it on its batch before each
+        # dispatch: three passes over the batch's rows cost PostgreSQL more than its sent marks).
+        # ``status`` is assigned last: MariaDB evaluates SET left to right, so the CASEs before it
+        # read the status the row had, as PostgreSQL and SQLite do anyway.
+        statement = update(outbox).where(outbox.c.status.in_(("claimed", "sending")), expired).ordered_values(
+            (outbox.c.claimed_at, None),
+            (outbox.c.claimed_by, case((lost, outbox.c.claimed_by), else_=None)),  # (a dead one keeps who sent it)
+            (outbox.c.next_attempt_at, case((again, literal(now, outbox.c.next_attempt_at.type)),
+                                            else_=outbox.c.next_attempt_at)),
+            (outbox.c.last_error, case((again, "in doubt: the dispatcher stopped while sending; sent again"),
+                                       (lost, IN_DOUBT), else_=outbox.c.last_error)),
+            (outbox.c.status, case((lost, "dead"), else_="pending")))
+        return self._write(lambda conn: int(conn.execute(statement).rowcount))
 
     def defer_quiet_hours(self, now: datetime, channel: str | None = None) -> int:
         """Move due messages of channels in their quiet hours to the window's end."""
@@ -316,6 +318,13 @@ class NotifyEngine:
         claim = update(outbox).values(status="claimed", claimed_at=now, claimed_by=token)
 
         def work(conn: Connection) -> Sequence[Row[*tuple[Any, ...]]]:
+            if conn.dialect.name == "postgresql":
+                # One statement: lock the due rows (skipping those another dispatcher holds), mark them
+                # and return them.  The locking CTE is evaluated once (MATERIALIZED), so exactly the
+                # rows it locked are claimed.
+                locked = ids.with_for_update(skip_locked=True).cte("locked").prefix_with("MATERIALIZED")
+                claimed = conn.execute(claim.where(outbox.c.id.in_(select(locked.c.id))).returning(*outbox.c)).all()
+                return sorted(claimed, key=lambda r: r.id)
             if conn.dialect.name == "sqlite":
                 # One statement under SQLite's write lock (BEGIN IMMEDIATE): atomic.
                 conn.execute(claim.where(outbox.c.id.in_(ids.scalar_subquery())))
@@ -446,10 +455,11 @@ class NotifyEngine:
         return released
 
     def _customers_of(self, claims: list[_Claimed]) -> dict[int, Any]:
-        """The consent flags and addresses of the customers a claim round needs
-        (marketing messages, messages without a recipient): one query per round."""
-        wanted = {c.message.customer_id for c in claims if c.message.customer_id is not None
-                  and (c.message.purpose == "marketing" or c.message.recipient is None)}
+        """The addresses of the customers whose messages of a claim round have no recipient (to
+        fill it in, :meth:`_check_now`): one query per round, none when every message has one
+        (a campaign's).  Consent is decided apart, in SQL (:func:`crmcore.notify.consent.refusals`)."""
+        wanted = {c.message.customer_id for c in claims
+                  if c.message.customer_id is not None and c.message.recipient is None}
         if not wanted:
             return {}
         customers = tables.customers
@@ -570,7 +580,7 @@ class _Worker:
         self.committer: ThreadPoolExecutor | None = None  # see _send_overlapped
 
     def run(self) -> DispatchResult:
-        skipped = 0
+        skipped = claimed = 0
         try:
             while not self.stop.is_set():
                 want = self.budget.take(CLAIM_BATCH)
@@ -587,6 +597,11 @@ class _Worker:
                         continue
                     break
                 self._deliver_all(claims)
+                claimed += len(claims)
+                if self.only is not None and claimed >= len(set(self.only)):
+                    # (a delivery job) its whole batch was claimed by this thread: nothing of it is left
+                    # to claim, so no further round over its rows (and no look for skipped ones).
+                    break
         finally:
             self._record_sent()
             if self.committer is not None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import event as sqlalchemy_event
 
 import crmcore
 from crmcore import HookError, PermanentError, TransientError, UnknownComponent
@@ -464,3 +465,111 @@ def test_send_in_doubt_after_a_dispatcher_died(crm_factory: Any, crm_db_url: str
     assert crm.notify.retry([mid]) == 1  # a person who checked the provider can send it again
     assert crm.notify.dispatch() == DispatchResult(sent=1)
     assert [m.id for m in pager.delivered] == [other, mid]
+
+
+@pytest.mark.parametrize("by", ["lease", "ids", "dead worker"])
+def test_recovery_settles_claims_and_sends_of_every_kind_at_once(crm_factory: Any, clock: list[datetime],
+                                                                 by: str) -> None:
+    """One recovery meets expired claims and sends of an at-most-once and a resend-in-doubt channel
+    together (one statement settles them all): each gets its own outcome, other columns as they were."""
+    pager, hook = ListChannel("pager", address=None), ListChannel("hook", address=None)
+    hook.resend_in_doubt = True
+    crm = crm_factory(extra_plugins=[channels(pager, hook)], clock=lambda: clock[0])
+    ids = {name: crm.notify.enqueue(channel, recipient="#ops", body=name)
+           for name, channel in [("pager claimed", "pager"), ("pager sending", "pager"), ("hook claimed", "hook"),
+                                 ("hook sending", "hook"), ("alive", "pager"), ("pending", "pager")]}
+    earlier, now = T0 - timedelta(hours=1), T0 + CLAIM_LEASE + timedelta(seconds=1)
+    # A dead worker's claims are recent (only its being gone settles them); the others' lease ran out.
+    stale, holder = (T0 + CLAIM_LEASE, "host-b:42:0123456789ab") if by == "dead worker" else \
+        (T0, "host-a:7:0123456789ab")
+    outbox = tables.notify_outbox
+    with crm.engine.begin() as conn:
+        for name, status in [("pager claimed", "claimed"), ("pager sending", "sending"),
+                             ("hook claimed", "claimed"), ("hook sending", "sending")]:
+            conn.execute(outbox.update().where(outbox.c.id == ids[name]).values(
+                status=status, claimed_by=holder, claimed_at=stale, attempts=1 if status == "sending" else 0,
+                next_attempt_at=earlier, last_error="an earlier failure"))
+        conn.execute(outbox.update().where(outbox.c.id == ids["alive"]).values(
+            status="sending", claimed_by="host-c:9:0123456789ab", claimed_at=T0 + CLAIM_LEASE, attempts=1,
+            next_attempt_at=earlier))
+    if by == "ids":
+        assert crm.notify.recover(now, ids=[ids["pager claimed"], ids["hook sending"], ids["alive"]]) == 2
+        assert (row(crm, ids["pager sending"])["status"], row(crm, ids["hook claimed"])["status"]) == \
+            ("sending", "claimed")  # not in the batch: left for their own recovery
+    else:
+        assert crm.notify.recover(now, dead=["host-b:42"] if by == "dead worker" else ()) == 4
+    settled = {name: row(crm, mid) for name, mid in ids.items()}
+
+    def columns(name: str) -> tuple[Any, ...]:
+        r = settled[name]
+        return r["status"], r["claimed_by"], r["claimed_at"], r["next_attempt_at"], r["last_error"], r["attempts"]
+
+    assert columns("pager claimed") == ("pending", None, None, earlier, "an earlier failure", 0)
+    assert columns("hook sending") == ("pending", None, None, now,
+                                       "in doubt: the dispatcher stopped while sending; sent again", 1)
+    if by != "ids":
+        assert columns("hook claimed") == ("pending", None, None, earlier, "an earlier failure", 0)
+        status, claimed_by, claimed_at, next_at, error, attempts = columns("pager sending")
+        assert (status, claimed_by, claimed_at, next_at, attempts) == ("dead", holder, None, earlier, 1)
+        assert error.startswith("in doubt: the dispatcher stopped while sending")  # who sent it is kept
+    assert columns("alive")[:3] == ("sending", "host-c:9:0123456789ab", T0 + CLAIM_LEASE)  # its lease runs
+    assert columns("pending")[:2] == ("pending", None)
+
+
+@pytest.mark.parametrize("size", [5, 130])
+def test_a_batch_claimed_whole_is_not_looked_for_again(crm_factory: Any, size: int) -> None:
+    """A dispatch of given ids (a delivery job's batch) stops once it has claimed them all: no
+    further pass over the batch's rows for due messages (130: two claim rounds, then none)."""
+    pager = ListChannel("pager", address=None)
+    crm = crm_factory(extra_plugins=[channels(pager)])
+    ids = [crm.notify.enqueue("pager", recipient="#ops", body=str(i)) for i in range(size)]
+    looks: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "notify_outbox.next_attempt_at <=" in statement and "notify_outbox.status" in statement:
+            looks.append(statement)  # a claim round's (or a look for skipped messages') selection of due ones
+
+    sqlalchemy_event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        assert crm.notify.dispatch(ids=ids) == DispatchResult(sent=size)
+    finally:
+        sqlalchemy_event.remove(crm.engine, "before_cursor_execute", seen)
+    assert len(looks) == (1 if size <= 100 else 2)
+    assert sorted(m.id for m in pager.delivered) == ids
+    # A batch with a message already sent (a job run again): the rounds go on until none is due.
+    again = [crm.notify.enqueue("pager", recipient="#ops", body="new"), ids[0]]
+    assert crm.notify.dispatch(ids=again) == DispatchResult(sent=1)
+    assert [m.id for m in pager.delivered[size:]] == again[:1]
+
+
+def test_customers_are_read_only_for_messages_without_a_recipient(crm_factory: Any) -> None:
+    """A claim round reads customers' addresses only to fill a missing recipient: a campaign's
+    round (every message addressed) reads none; consent is still decided as it stands now."""
+    chan = ListChannel()
+    crm = crm_factory(extra_plugins=[channels(chan)])
+    fan = crm.customers.add(name="Fan", email="fan@example.com", consent_marketing=True).id
+    gone = crm.customers.add(name="Gone", email="gone@example.com", consent_marketing=True).id
+    promo = {cid: crm.notify.enqueue("list", customer_id=cid, subject="Sale!", purpose="marketing")
+             for cid in (fan, gone)}
+    crm.customers.update(gone, consent_marketing=False)
+    reads: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if " ".join(statement.split()).startswith("SELECT customers.id, customers.email"):
+            reads.append(statement)
+
+    sqlalchemy_event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        assert crm.notify.dispatch() == DispatchResult(sent=1, suppressed=1)
+        assert (reads, [m.recipient for m in chan.delivered]) == ([], ["fan@example.com"])
+        # A message that lost its recipient (say, requeued after its customer had none) is filled in.
+        receipt = crm.notify.enqueue("list", customer_id=fan, subject="Receipt")
+        with crm.engine.begin() as conn:
+            outbox = tables.notify_outbox
+            conn.execute(outbox.update().where(outbox.c.id == receipt).values(recipient=None))
+        assert crm.notify.dispatch() == DispatchResult(sent=1)
+    finally:
+        sqlalchemy_event.remove(crm.engine, "before_cursor_execute", seen)
+    assert len(reads) == 1
+    assert [(m.id, m.recipient) for m in chan.delivered[1:]] == [(receipt, "fan@example.com")]
+    assert row(crm, promo[gone])["status"] == "suppressed"
