@@ -17,8 +17,9 @@ from crmcore.domain.validation import normalize_email
 from crmcore.io.importer import ImportFailed, ImportOptions, import_file
 from crmcore.io.pgcopy import copy_processor
 from crmcore.store.bulk import any_of, pg_array_text
-from crmcore.store.sealed import MARK, SealedAttributes, new_key
+from crmcore.store.sealed import MARK, SealedAttributes
 from crmcore.store.tables import audit_log, customer_consents, customers
+from sealedtools import SEALED_ROWS, import_sealed_rows, sealing_crm
 
 POSTGRES_ONLY = pytest.mark.parametrize("crm_db_url", ["postgresql"], indirect=True)
 
@@ -151,21 +152,11 @@ def test_a_row_the_database_refuses_during_copy_is_rejected_alone(crm_factory: A
 @POSTGRES_ONLY
 @pytest.mark.parametrize("workers", [0, 2])
 def test_sealed_columns_through_copy(crm_factory: Any, monkeypatch: Any, tmp_path: Path, workers: int) -> None:
-    """Email, phone, birthday and a custom field sealed in the workers, written with COPY: nothing
+    """Email, phone and birthday sealed in the workers, written with COPY: nothing
     readable is stored, every value reads back, exact look-ups and the door check find them."""
-    monkeypatch.setenv("PRIVTEST_KEYS", new_key())
-    crm = crm_factory(config={"privacy": {"encryption": {"fields": ["email", "phone", "birthday"],
-                                                         "key_env": "PRIVTEST_KEYS"}}})
-    rows = [(f"C{i}", f"Sealed.{i}@Example.com", f"+86139{i:08d}", f"19{60 + i}-0{1 + i % 9}-1{i % 10}")
-            for i in range(30)]
-    path = tmp_path / "sealed.csv"
-    path.write_text("external_id,name,email,phone,birthday\n" + "".join(
-        f"{ext},N {ext},{email},{phone},{day}\n" for ext, email, phone, day in rows), encoding="utf-8")
-    report = import_file(crm, "customers", path, ImportOptions(workers=workers, batch_size=7))
-    assert report.inserted == 30, report.summary()
-    found = {c.external_id: (c.email, c.phone, c.birthday.isoformat()) for c in crm.customers.list()}
-    assert found == {ext: (normalize_email(email), phone, day) for ext, email, phone, day in rows}
-    assert [crm.customers.find(phone=phone).external_id for _, _, phone, _ in rows] == [ext for ext, *_ in rows]
+    crm = sealing_crm(crm_factory, monkeypatch)
+    import_sealed_rows(crm, tmp_path, workers)
+    rows = SEALED_ROWS
     assert crm.customers.find(email=normalize_email(rows[4][1])).external_id == "C4"
     with crm.engine.connect() as conn:
         raw = conn.execute(text("SELECT email, phone, birthday FROM customers")).all()

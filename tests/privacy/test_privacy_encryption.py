@@ -23,6 +23,7 @@ from crmcore.io import ImportOptions, import_file
 from crmcore.store import backup as backups
 from crmcore.store.sealed import MARK, Cipher, new_key
 from crmcore.store.tables import notify_outbox
+from sealedtools import SEALED_ROWS, import_sealed_rows, sealing_crm
 
 SQLITE_ONLY = pytest.mark.parametrize("crm_db_url", ["sqlite"], indirect=True)
 PHONES = ["+8613911112222", "+8613933334444"]
@@ -289,21 +290,11 @@ def test_a_sealed_bulk_import_reads_back_and_leaves_the_page_cache_as_it_was(
     """The SQLite bulk path seals email, phone and birthday through the sealers (in the validation
     workers too): every value reads back, exact look-ups find it, the file holds none of them; the
     import's larger page cache is the connection's own setting again afterwards."""
-    monkeypatch.setenv("PRIVTEST_KEYS", new_key())
-    crm = crm_factory(config={"privacy": {"encryption": {"fields": ["email", "phone", "birthday"],
-                                                         "key_env": "PRIVTEST_KEYS"}}})
+    crm = sealing_crm(crm_factory, monkeypatch)
     with crm.engine.connect() as conn:
         cache = conn.exec_driver_sql("PRAGMA cache_size").scalar()
-    rows = [(f"C{i}", f"Sealed.{i}@Example.com", f"+86139{i:08d}", f"19{60 + i}-0{1 + i % 9}-1{i % 10}")
-            for i in range(30)]
-    path = tmp_path / "sealed.csv"
-    path.write_text("external_id,name,email,phone,birthday\n" + "".join(
-        f"{ext},N {ext},{email},{phone},{day}\n" for ext, email, phone, day in rows), encoding="utf-8")
-    report = import_file(crm, "customers", path, ImportOptions(workers=workers, batch_size=7))
-    assert report.inserted == 30, report.summary()
-    found = {c.external_id: (c.email, c.phone, c.birthday.isoformat()) for c in crm.customers.list()}
-    assert found == {ext: (normalize_email(email), phone, day) for ext, email, phone, day in rows}
-    assert [crm.customers.find(phone=phone).external_id for _, _, phone, _ in rows] == [ext for ext, *_ in rows]
+    import_sealed_rows(crm, tmp_path, workers)
+    rows = SEALED_ROWS
     assert [crm.customers.find(email=normalize_email(email)).external_id for _, email, _, _ in rows[:3]] == [
         "C0", "C1", "C2"]
     database = Path(crm.engine.url.database)
