@@ -251,8 +251,7 @@ class DuplicateService:
             query = _batch_query(key, dialect.name)
             for start in range(0, len(values), 5000):
                 chunk = values[start:start + 5000]
-                params = {"values": json.dumps(chunk) if dialect.name == "sqlite" else
-                          pg_array_text([str(v) for v in chunk]) if dialect.name == "postgresql" else chunk}
+                params = _batch_params(dialect.name, chunk)
                 for cid, name, value, archived_at in uow.conn.execute(query, params):
                     if archived_at is not None:  # skipped here, not in SQL: see matches()
                         continue
@@ -278,7 +277,7 @@ class DuplicateService:
         values = builtins.list(values)
         for start in range(0, len(values), 5000):
             chunk = values[start:start + 5000]
-            params = {"values": json.dumps(chunk) if dialect.name == "sqlite" else chunk}
+            params = _batch_params(dialect.name, chunk)
             # Archived customers are skipped here, not in SQL (as in matches_many).
             if any(archived_at is None for _, _, _, archived_at in uow.conn.execute(query, params)):
                 return True
@@ -522,6 +521,14 @@ def _matches(found: Mapping[int, tuple[str, Sequence[str]]], visible: set[int]) 
         if cid not in visible:
             hidden += [f for f in fields if f not in hidden]
     return named + ([Match(None, "", tuple(hidden))] if hidden else [])
+
+
+def _batch_params(dialect: str, chunk: Sequence[Any]) -> dict[str, Any]:
+    """The parameters of :func:`_batch_query` for ``chunk``: a JSON array on SQLite, PostgreSQL's
+    array text (one untyped parameter: psycopg would dump a list element by element), else the list."""
+    if dialect == "sqlite":
+        return {"values": json.dumps(chunk)}
+    return {"values": pg_array_text([str(v) for v in chunk]) if dialect == "postgresql" else chunk}
 
 
 @functools.cache
