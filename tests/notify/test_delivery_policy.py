@@ -169,14 +169,22 @@ def test_pacer_reserves_slots_across_callers():
 
 def test_stop_cuts_a_rate_limit_wait_short(crm_factory):
     import threading
-    chan = Recording()
+    stop = threading.Event()
+
+    class StopSoonAfterTheFirst(Recording):
+        """Sets ``stop`` 0.5 s after its first delivery: inside the pacer's five-second wait, however
+        long a loaded machine took to get that far (a timer from the start could fire before it)."""
+
+        def send(self, message: crmcore.Message, options: Any) -> str | None:
+            if not self.sent:
+                threading.Timer(0.5, stop.set).start()
+            return super().send(message, options)
+
+    chan = StopSoonAfterTheFirst()
     crm = open_crm(crm_factory, chan, rate_limit=0.2)  # one message per five seconds
     for n in range(3):
         crm.notify.enqueue("rec", recipient="x", body=str(n))
-    stop = threading.Event()
-    threading.Timer(0.5, stop.set).start()
-    started = time.monotonic()
     result = crm.notify.dispatch(stop=stop)
-    assert time.monotonic() - started < 4.5  # not the 10 s the remaining two would take
+    assert time.monotonic() - chan.sent[0][1] < 4.5  # not the 10 s the remaining two would take
     assert result.sent + result.deferred == 3 and result.sent >= 1
     assert {r["status"] for r in crm.notify.outbox()} <= {"sent", "pending"}
