@@ -24,8 +24,9 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from sqlalchemy import JSON, Connection, Table, text
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.types import TypeDecorator
+
+from ..store.bulk import copy_in
 
 
 def copies(dialect: Any) -> bool:
@@ -72,19 +73,7 @@ def copy_new_rows(conn: Connection, table: Table, columns: Sequence[str], rows: 
     ids: list[int] = [row[0] for row in conn.exec_driver_sql(
         "SELECT nextval(%(sequence)s) FROM generate_series(1, %(count)s)",
         {"sequence": sequence, "count": len(rows)}).fetchall()]
-    quote = conn.dialect.identifier_preparer
-    sql = (f"COPY {quote.format_table(table)} ({', '.join(quote.quote(n) for n in ('id', *columns))}) "
-           f"FROM STDIN")
-    import psycopg  # the psycopg dialect is in use, so the driver is there
-
-    driver = conn.connection.driver_connection
-    try:
-        with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
-            write = copy.write_row
-            for new_id, row in zip(ids, rows):
-                write((new_id, *row))
-    except psycopg.Error as exc:
-        raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
+    copy_in(conn, table, ("id", *columns), ((new_id, *row) for new_id, row in zip(ids, rows)))
     return ids
 
 

@@ -16,7 +16,7 @@ INSERT ... RETURNING of thousands of rows each time.  So:
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
@@ -76,19 +76,27 @@ def copy_rows(conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]])
         return False
     dialect = conn.dialect
     plan = [(name, table.c[name].type.dialect_impl(dialect).bind_processor(dialect)) for name in names]
-    quote = dialect.identifier_preparer
-    sql = (f"COPY {quote.format_table(table)} ({', '.join(quote.quote(n) for n in names)}) FROM STDIN")
-    driver = conn.connection.driver_connection
+    copy_in(conn, table, names, ([row[name] if process is None else process(row[name]) for name, process in plan]
+                                 for row in rows))
+    return True
+
+
+def copy_in(conn: Connection, table: Table, names: Sequence[str], values: Iterable[Sequence[Any]]) -> None:
+    """``COPY table (names) FROM STDIN`` of ``values`` (driver values, one sequence per row) through
+    psycopg's C ``write_row``.  A refused row raises :class:`sqlalchemy.exc.DBAPIError`, as an
+    executemany does, and leaves the transaction to the caller."""
+    quote = conn.dialect.identifier_preparer
+    sql = f"COPY {quote.format_table(table)} ({', '.join(quote.quote(n) for n in names)}) FROM STDIN"
     import psycopg  # the psycopg dialect is in use, so the driver is there
 
+    driver = conn.connection.driver_connection
     try:
         with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
             write = copy.write_row
-            for row in rows:
-                write([row[name] if process is None else process(row[name]) for name, process in plan])
+            for row in values:
+                write(row)
     except psycopg.Error as exc:
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
-    return True
 
 
 def sqlite_new_ids(conn: Connection, table: Table, count: int) -> list[int]:
