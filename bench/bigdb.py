@@ -23,6 +23,7 @@ The data, from a fixed seed:
 from __future__ import annotations
 
 import argparse
+import os
 import sqlite3
 import subprocess
 import sys
@@ -33,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
+# CRM_BENCH_CACHE: another directory, so two checkouts (a branch and main) can run side by side.
+CACHE = Path(os.environ.get("CRM_BENCH_CACHE") or HERE / ".cache")
 AS_OF = datetime(2026, 6, 30, tzinfo=timezone.utc)
 SEED = 20261122
 CHUNK = 200_000

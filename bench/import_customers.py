@@ -65,7 +65,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
+# CRM_BENCH_CACHE: another directory, so two checkouts (a branch and main) can run side by side.
+CACHE = Path(os.environ.get("CRM_BENCH_CACHE") or HERE / ".cache")
 COLUMNS = ["external_id", "kind", "name", "email", "phone", "country", "region", "city", "industry", "source",
            "owner", "stage", "birthday", "consent_email", "consent_sms", "consent_marketing", "tags"]
 STAMP = "2026-06-30 12:00:00.000000"  # created_at/updated_at for (a); (b) stamps its own

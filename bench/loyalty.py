@@ -63,7 +63,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-CACHE = HERE / ".cache"
+# CRM_BENCH_CACHE: another directory, so two checkouts (a branch and main) can run side by side.
+CACHE = Path(os.environ.get("CRM_BENCH_CACHE") or HERE / ".cache")
 STAMP = "2026-06-30 12:00:00.000000"
 AS_OF = datetime(2026, 12, 31, tzinfo=timezone.utc)      # every deal closed before this
 EXPIRE_AS_OF = datetime(2028, 1, 1, tzinfo=timezone.utc)  # every batch (365 days) has expired by this
