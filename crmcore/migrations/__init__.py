@@ -12,11 +12,15 @@ revisions run.
 
 from __future__ import annotations
 
+import ast
+import os
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import attrs
 from sqlalchemy import Engine, inspect
+from sqlalchemy.exc import DBAPIError
 
 from ..domain.errors import PluginError
 from ..store.tables import metadata as core_metadata
@@ -128,9 +132,134 @@ def history(engine: Engine, schemas: dict[str, PluginSchema]) -> list[tuple[str,
 
 
 def needs_upgrade(engine: Engine, schemas: dict[str, PluginSchema]) -> bool:
-    """Whether any source is behind its head (cheap enough to run at every open)."""
+    """Whether any source is behind its head (cheap enough to run at every open).
+
+    A database at its heads (every open but the first after an upgrade of the
+    code) is told so without importing Alembic (:func:`at_heads`); anything
+    else is Alembic's to judge, as before.
+    """
+    if at_heads(engine, schemas):
+        return False
     applied, available = current(engine, schemas), heads(engine, schemas)
     return any(set(applied.get(branch, ())) != set(revs) for branch, revs in available.items())
+
+
+def at_heads(engine: Engine, schemas: dict[str, PluginSchema]) -> bool:
+    """True when every source's version table holds exactly its heads, found
+    without Alembic; False when that cannot be shown this way (a source behind,
+    a version table missing, a revision file this reading does not follow).
+
+    Why: importing Alembic (and the Mako and Pygments it pulls in) was about a
+    tenth of every command's start-up, only to learn that nothing is pending.
+    """
+    available = {}
+    for branch, versions, _ in sources(schemas):
+        found = file_heads(versions)
+        if found is None:
+            return False
+        available[branch] = found
+    try:
+        with engine.connect() as conn:
+            for branch, _, table in sources(schemas):
+                quoted = engine.dialect.identifier_preparer.quote(table)
+                applied = conn.exec_driver_sql(f"SELECT version_num FROM {quoted}").scalars().all()
+                if set(applied) != available[branch]:
+                    return False
+    except DBAPIError:  # no version table yet (a fresh database): Alembic decides
+        return False
+    return True
+
+
+# A revision file as Alembic's ScriptDirectory selects it (``_only_source_rev_file``, no
+# ``sourceless``): a name ending in ``.py`` that starts with neither ``.#`` nor ``__init__``.
+_REVISION_FILE = re.compile(r"(?!\.\#|__init__)(.*\.py)$")
+
+
+def file_heads(versions: str | Path) -> frozenset[str] | None:
+    """The head revisions of one versions directory, read from its files' source
+    the way Alembic reads them, or None if a file is not plain enough to read
+    so (then only Alembic, which runs the files, can tell).
+
+    Alembic runs every revision file in the directory (not its subdirectories)
+    and takes the module's ``revision`` and ``down_revision``; a head is a
+    revision no other revision names as its ``down_revision``
+    (``depends_on`` makes no head).  Here each file's module level must assign
+    both names once, to literals (a string; ``down_revision`` also None or a
+    tuple or list of strings), and no revision id may repeat.
+    """
+    directory = Path(versions)
+    try:
+        names = sorted(os.listdir(directory))
+    except FileNotFoundError:  # Alembic skips a version location that does not exist
+        return frozenset()
+    revisions: set[str] = set()
+    named_down: set[str] = set()
+    for name in names:
+        path = directory / name
+        if not _REVISION_FILE.match(name) or path.is_dir():
+            continue
+        if not path.is_file():
+            return None  # a broken link: Alembic would fail on it
+        found = _revision_of(path)
+        if found is None or found[0] in revisions:
+            return None
+        revisions.add(found[0])
+        named_down.update(found[1])
+    return frozenset(revisions - named_down)
+
+
+def _revision_of(path: Path) -> tuple[str, tuple[str, ...]] | None:
+    """(revision, down revisions) assigned as literals at a file's module level, or None."""
+    values: dict[str, list[object]] = {"revision": [], "down_revision": []}
+    try:
+        tree = ast.parse(path.read_bytes(), str(path))
+    except (SyntaxError, ValueError, OSError):
+        return None
+    for node in tree.body:
+        if isinstance(node, ast.Assign):
+            targets, value = node.targets, node.value
+        elif isinstance(node, ast.AnnAssign) and node.value is not None:
+            targets, value = [node.target], node.value
+        else:
+            if _binds(node, values):
+                return None  # bound some other way (an import, a loop, a function): run the file to know
+            continue
+        for target in targets:
+            if not isinstance(target, ast.Name):
+                if _binds(target, values):
+                    return None
+                continue
+            if target.id in values:
+                try:
+                    values[target.id].append(ast.literal_eval(value))
+                except ValueError:
+                    return None
+    if len(values["revision"]) != 1 or len(values["down_revision"]) != 1:
+        return None
+    revision, down = values["revision"][0], values["down_revision"][0]
+    if isinstance(down, str):
+        down = (down,)
+    elif down is None:
+        down = ()
+    if not isinstance(revision, str) or not isinstance(down, (tuple, list)) \
+            or not all(isinstance(d, str) for d in down):
+        return None
+    return revision, tuple(down)
+
+
+def _binds(node: ast.AST, names: dict[str, list[object]]) -> bool:
+    """Whether the module-level statement ``node`` could bind one of ``names``
+    other than by a plain assignment (or unbind it)."""
+    if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+        # Its body binds its own locals; only its name and a ``global`` statement reach the module.
+        return node.name in names or any(isinstance(sub, ast.Global) and set(sub.names) & set(names)
+                                         for sub in ast.walk(node))
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and sub.id in names and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            return True
+        if isinstance(sub, ast.alias) and (sub.name == "*" or (sub.asname or sub.name.split(".")[0]) in names):
+            return True
+    return False
 
 
 def _check_requirement(engine: Engine, schema: PluginSchema) -> None:
@@ -151,4 +280,4 @@ def table_names(engine: Engine) -> set[str]:
 
 
 __all__ = ["PluginSchema", "check_clashes", "current", "heads", "history", "upgrade", "needs_upgrade",
-           "table_names", "CORE_BRANCH"]
+           "at_heads", "file_heads", "table_names", "CORE_BRANCH"]

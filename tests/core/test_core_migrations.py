@@ -8,6 +8,7 @@ from datetime import datetime
 from types import ModuleType, SimpleNamespace
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import MetaData, Table, func, insert, inspect, select, text
@@ -373,3 +374,98 @@ def reset(url: str) -> None:
         os.remove(url.removeprefix("sqlite:///"))
     else:
         crmcore.testing.reset_database(url)
+
+
+# -- the check on open without Alembic (issue 21: start-up) --------------------------
+
+def test_file_heads_agree_with_alembic_for_the_core_and_every_installed_plugin(crm_sqlite_url, tableplugin) -> None:
+    """Every revision directory this environment ships, read from source, gives Alembic's heads."""
+    with CRM.open(crm_sqlite_url, extra_plugins=[tableplugin], migrate=False) as crm:
+        assert len(crm.schemas) >= 2  # the installed plugins' branches and the fixture's
+        for branch, versions, _ in migrations.sources(crm.schemas):
+            assert migrations.file_heads(versions) == set(migrations.heads(crm.engine, crm.schemas)[branch]), branch
+
+
+def _write_revision(directory, name: str, revision: str, down, style: int, depends=None) -> None:
+    down_text = repr(down if style % 3 else (list(down) if isinstance(down, tuple) else down))
+    assign = (f"revision: str = {revision!r}\ndown_revision: Union[str, Sequence[str], None] = {down_text}\n"
+              if style % 2 else f"revision = {revision!r}\ndown_revision = {down_text}\n")
+    (directory / name).write_text(
+        f'"""rev {revision}"""\nfrom typing import Sequence, Union\n\nimport sqlalchemy as sa\n{assign}'
+        f"branch_labels = None\ndepends_on = {depends!r}\n\n\ndef upgrade() -> None:\n    revision = 'local'\n"
+        f"    pass\n\n\ndef downgrade() -> None:\n    pass\n")
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(data=st.data(), count=st.integers(min_value=1, max_value=7))
+def test_file_heads_equal_alembics_on_any_revision_graph(tmp_path_factory, data, count) -> None:
+    """Branches, merges (tuple or list), dependencies, annotated assignments and files Alembic
+    ignores: the heads read from source are Alembic's."""
+    from alembic.script import ScriptDirectory
+
+    directory = tmp_path_factory.mktemp("versions")
+    for i in range(count):
+        downs = data.draw(st.lists(st.integers(0, i - 1), max_size=min(i, 3), unique=True)) if i else []
+        down = None if not downs else (f"r{downs[0]}" if len(downs) == 1 else tuple(f"r{d}" for d in downs))
+        depends = f"r{data.draw(st.integers(0, i - 1))}" if i and data.draw(st.booleans()) else None
+        _write_revision(directory, f"{i:03d}_r{i}.py", f"r{i}", down, data.draw(st.integers(0, 5)), depends)
+    (directory / "__init__.py").write_text("revision = 'not a revision'\n")
+    (directory / ".#000_r0.py").write_text("an editor's lock file\n")
+    (directory / "README").write_text("revision = 'neither'\n")
+    config = migrations.alembic_config(make_engine("sqlite://"), directory, "alembic_version")
+    assert migrations.file_heads(directory) == set(ScriptDirectory.from_config(config).get_heads())
+
+
+@pytest.mark.parametrize("source", [
+    "revision = make()\ndown_revision = None\n",                       # not a literal
+    "revision = 'a'\ndown_revision = None\nrevision = 'b'\n",          # assigned twice
+    "if True:\n    revision = 'a'\ndown_revision = None\n",            # bound by a block
+    "from elsewhere import revision\ndown_revision = None\n",          # bound by an import
+    "from elsewhere import *\nrevision = 'a'\ndown_revision = None\n",  # maybe rebound
+    "down_revision = None\n",                                          # the legacy file-name revision
+    "revision = 'a'\ndown_revision = 3\n",                             # not a revision id
+    "def f():\n    global revision\n    revision = 'b'\nrevision = 'a'\ndown_revision = None\nf()\n",
+    "revision = 'a'\ndown_revision = None\n(",                         # not Python
+])
+def test_a_revision_file_not_read_plainly_leaves_the_answer_to_alembic(tmp_path, source) -> None:
+    (tmp_path / "001_a.py").write_text(source)
+    assert migrations.file_heads(tmp_path) is None
+
+
+def test_at_heads_only_when_every_version_table_holds_its_heads(crm_db_url, tableplugin) -> None:
+    """A database behind on a plugin branch or on the core, or without a version table, is not at
+    its heads: Alembic then judges and upgrades exactly as before."""
+    with open_crm(crm_db_url, extra=[tableplugin], migrate=False) as crm:
+        assert not migrations.at_heads(crm.engine, crm.schemas)  # no version table yet
+        assert migrations.needs_upgrade(crm.engine, crm.schemas)
+        crm.upgrade()
+        assert migrations.at_heads(crm.engine, crm.schemas)
+        assert not migrations.needs_upgrade(crm.engine, crm.schemas)
+        from alembic import command
+
+        command.downgrade(migrations.alembic_config(crm.engine, tableplugin.VERSIONS, "alembic_version_tableplug"),
+                          "tp001")
+        assert not migrations.at_heads(crm.engine, crm.schemas)
+        assert migrations.needs_upgrade(crm.engine, crm.schemas)
+        assert migrations.at_heads(crm.engine, {})  # the core alone is at its head
+    with open_crm(crm_db_url, extra=[tableplugin]) as crm:  # open upgrades the branch (tp002 re-added)
+        assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (CORE_HEAD,), "tableplug": ("tp002",)}
+        assert migrations.at_heads(crm.engine, crm.schemas)
+        with crm.engine.begin() as conn:
+            conn.execute(text("UPDATE alembic_version SET version_num = '0023_lookup_keys'"))
+        assert not migrations.at_heads(crm.engine, crm.schemas)
+        assert migrations.needs_upgrade(crm.engine, crm.schemas)
+        with crm.engine.begin() as conn:  # only the record was set back, not the schema
+            conn.execute(text(f"UPDATE alembic_version SET version_num = '{CORE_HEAD}'"))
+
+
+def test_opening_a_database_at_its_heads_does_not_import_alembic(crm_sqlite_url) -> None:
+    """What the shortcut is for: a command on an up-to-date database never imports Alembic."""
+    import subprocess
+    import sys
+
+    CRM.open(crm_sqlite_url).close()  # every installed plugin's branch migrated
+    code = ("import sys; from crmcore import CRM; CRM.open(sys.argv[1]).close(); "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))")
+    out = subprocess.run([sys.executable, "-c", code, crm_sqlite_url], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
