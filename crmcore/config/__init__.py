@@ -14,15 +14,12 @@ from __future__ import annotations
 import codecs
 import difflib
 import os
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import attrs
-import phonenumbers
-import pycountry
 
 from ..domain.customfields import CustomField
 from ..domain.entities import Pipeline, Stage, StageOutcome
@@ -241,6 +238,8 @@ def _read_toml(file: Path) -> dict[str, Any]:
         line = data.count(b"\n", 0, exc.start) + 1
         raise ConfigError(f"{file}: line {line}: byte 0x{data[exc.start]:02x} is not UTF-8 "
                           f"(a TOML file is UTF-8 text)") from None
+    import tomllib  # here, like the libraries below: only a command that reads a file needs it
+
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -258,12 +257,16 @@ def _text(value: Any, key: str, where: str) -> str:
 
 
 def _currency(value: str, where: str) -> str:
+    import pycountry
+
     if pycountry.currencies.get(alpha_3=value.upper()) is None:
         raise ConfigError(f"{where}: default_currency {value!r} is not an ISO 4217 currency code (e.g. CNY, USD)")
     return value.upper()
 
 
 def _phone_region(value: str, where: str) -> str:
+    import phonenumbers
+
     if value.upper() not in phonenumbers.SUPPORTED_REGIONS:
         raise ConfigError(f"{where}: phone_region {value!r} is not a region code phone numbers know (e.g. CN, US)")
     return value.upper()

@@ -40,7 +40,6 @@ from collections.abc import Mapping
 from typing import Any
 
 import attrs
-import limits
 
 from ..domain.errors import ConfigError, unknown_keys
 from . import secrets
@@ -298,6 +297,8 @@ def _form(name: str, value: dict[str, Any], label: str) -> FormSettings:
             kwargs["rate_limit"] = None
         else:
             rate = _text(rate, f"{label} rate_limit")
+            import limits  # here: only a configured form's rate needs it, and importing it costs ~20 ms
+
             try:
                 parsed = limits.parse(rate)
             except ValueError:

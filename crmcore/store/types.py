@@ -15,7 +15,6 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import BigInteger, DateTime
-from sqlalchemy.dialects import mysql
 from sqlalchemy.types import TypeDecorator
 
 from ..domain.entities import MONEY_SCALE
@@ -29,6 +28,8 @@ class UTCDateTime(TypeDecorator[datetime]):
 
     def load_dialect_impl(self, dialect: Any) -> Any:
         if dialect.name in ("mysql", "mariadb"):
+            from sqlalchemy.dialects import mysql  # imported here: only MariaDB/MySQL engines need it
+
             return dialect.type_descriptor(mysql.DATETIME(fsp=6))
         return dialect.type_descriptor(DateTime())
 

@@ -6,9 +6,11 @@ import functools
 from typing import Any
 
 from sqlalchemy import Column, Connection, Insert, Table, insert
-from sqlalchemy.dialects import mysql, postgresql, sqlite
 
 from . import direct
+
+# Each dialect's insert() is imported in the branch that uses it: importing the PostgreSQL
+# dialect (with its asyncpg support) and MySQL's cost about 50 ms of every command on SQLite.
 
 
 def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> bool:
@@ -19,10 +21,13 @@ def insert_ignore(conn: Connection, table: Table, values: dict[str, Any]) -> boo
     name = conn.dialect.name
     stmt: Insert  # each dialect's insert() is a subclass of the generic one
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
         stmt = postgresql.insert(table).values(values).on_conflict_do_nothing()
     elif name == "sqlite":
+        from sqlalchemy.dialects import sqlite
         stmt = sqlite.insert(table).values(values).on_conflict_do_nothing()
     elif name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects import mysql
         stmt = mysql.insert(table).values(values).prefix_with("IGNORE")
     else:  # pragma: no cover - other dialects are not supported
         stmt = insert(table).values(values)
@@ -40,10 +45,13 @@ def ignoring_conflicts(conn: Connection, table: Table, *conflict: Column[Any]) -
 
 def _ignoring(name: str, table: Table, conflict: tuple[Column[Any], ...]) -> Insert:
     if name == "postgresql":
+        from sqlalchemy.dialects import postgresql
         return postgresql.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
     if name == "sqlite":
+        from sqlalchemy.dialects import sqlite
         return sqlite.insert(table).on_conflict_do_nothing(index_elements=list(conflict))
     if name in ("mysql", "mariadb"):
+        from sqlalchemy.dialects import mysql
         return mysql.insert(table).prefix_with("IGNORE")
     return insert(table)  # pragma: no cover - other dialects are not supported
 
@@ -82,9 +90,11 @@ def upserting(dialect: str, table: Table, conflict: tuple[Column[Any], ...],
     databases that have it).  None on MariaDB/MySQL, whose callers keep their read-first paths
     (an upsert there takes next-key locks)."""
     if dialect == "postgresql":
+        from sqlalchemy.dialects import postgresql
         pg = postgresql.insert(table)
         return pg.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, pg.excluded)))
     if dialect == "sqlite":
+        from sqlalchemy.dialects import sqlite
         lite = sqlite.insert(table)
         return lite.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, lite.excluded)))
     return None
