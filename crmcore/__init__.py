@@ -12,73 +12,76 @@ so ``import crmcore`` does not load click and rich.
 
 from typing import TYPE_CHECKING, Any
 
-from .app import CRM
-from .application.clock import parse_as_of
-from .application.components import Component, currency_option
-from .application.plugin_settings import PluginSettings
-from .application.plugins import hookimpl
-from .application.registry import Register
-from .application.roles import Role
-from .application.uow import UnitOfWork
-from .config import Config
-from .config.secrets import read as read_secret
-from .domain.customfields import CustomField
-from .domain.entities import (
-    Contact,
-    Customer,
-    CustomerKind,
-    Deal,
-    Direction,
-    Interaction,
-    InteractionKind,
-    LifecycleStage,
-    Pipeline,
-    Stage,
-    StageOutcome,
-    Task,
-    TaskPriority,
-    TaskSource,
-    TaskStatus,
-)
-from .domain.errors import (
-    ConfigError,
-    CRMError,
-    DuplicateCustomer,
-    HasHistory,
-    MergeRefused,
-    RecordArchived,
-    StaleVersion,
-    HookError,
-    InsufficientPoints,
-    NotAuthorized,
-    NotFound,
-    PluginError,
-    UnknownComponent,
-    ValidationError,
-)
-from .domain.spreadsheet import xlsx_column_width, xlsx_number_format
-from .domain.validation import currency_digits, normalize_email, normalize_phone
-from .loyalty import LedgerEntry, LoyaltyScheme
-from .migrations import PluginSchema
-from .notify import (
-    Channel,
-    Delivered,
-    DispatchResult,
-    Message,
-    PermanentError,
-    TransientError,
-)
-from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult, month_of_label
-from .segments import (
-    Assignment,
-    Assignments,
-    EveryoneElse,
-    MembershipChange,
-    MembershipChanges,
-    SegmentContext,
-    Segmenter,
-    SegmentRun,
-)
+from .startup import building as _building
+
+with _building():  # the collector pauses while the package is built (crmcore.startup)
+    from .app import CRM
+    from .application.clock import parse_as_of
+    from .application.components import Component, currency_option
+    from .application.plugin_settings import PluginSettings
+    from .application.plugins import hookimpl
+    from .application.registry import Register
+    from .application.roles import Role
+    from .application.uow import UnitOfWork
+    from .config import Config
+    from .config.secrets import read as read_secret
+    from .domain.customfields import CustomField
+    from .domain.entities import (
+        Contact,
+        Customer,
+        CustomerKind,
+        Deal,
+        Direction,
+        Interaction,
+        InteractionKind,
+        LifecycleStage,
+        Pipeline,
+        Stage,
+        StageOutcome,
+        Task,
+        TaskPriority,
+        TaskSource,
+        TaskStatus,
+    )
+    from .domain.errors import (
+        ConfigError,
+        CRMError,
+        DuplicateCustomer,
+        HasHistory,
+        MergeRefused,
+        RecordArchived,
+        StaleVersion,
+        HookError,
+        InsufficientPoints,
+        NotAuthorized,
+        NotFound,
+        PluginError,
+        UnknownComponent,
+        ValidationError,
+    )
+    from .domain.spreadsheet import xlsx_column_width, xlsx_number_format
+    from .domain.validation import currency_digits, normalize_email, normalize_phone
+    from .loyalty import LedgerEntry, LoyaltyScheme
+    from .migrations import PluginSchema
+    from .notify import (
+        Channel,
+        Delivered,
+        DispatchResult,
+        Message,
+        PermanentError,
+        TransientError,
+    )
+    from .reports import Chart, Column, Renderer, Report, ReportContext, ReportResult, month_of_label
+    from .segments import (
+        Assignment,
+        Assignments,
+        EveryoneElse,
+        MembershipChange,
+        MembershipChanges,
+        SegmentContext,
+        Segmenter,
+        SegmentRun,
+    )
 
 if TYPE_CHECKING:
     from .cli.context import Session, pass_session

@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from ..domain.errors import CRMError
+from ..startup import building
 from . import duplicate_cmds  # noqa: F401 - adds duplicates, merge, unmerge, merges to customer
 from . import notify_message_cmds  # noqa: F401 - adds its commands to notify and customer
 from . import backup_cmds  # noqa: F401 - adds backup and restore to db
@@ -127,7 +128,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         cli.main(args=argv, prog_name="crm")
         return
     try:
-        for warning in load_plugin_commands(argv):
+        with building():  # the plugins' modules and commands are the program too (crmcore.startup)
+            warnings = load_plugin_commands(argv)
+        for warning in warnings:
             click.echo(warning, err=True)
     except CRMError as exc:
         if Session.from_argv(argv).verbose:
