@@ -20,7 +20,6 @@ from zoneinfo import ZoneInfo
 
 import attrs
 import click
-from rich.console import Console
 
 from ..domain.convert import json_default
 from ..domain.errors import CRMError
@@ -29,6 +28,8 @@ from ..store.engine import DatabaseMissing
 from .masking import mask_text
 
 if TYPE_CHECKING:
+    from rich.console import Console
+
     from ..app import CRM
     from ..config import Config
 
@@ -258,6 +259,8 @@ class Session:
         """The console tables are drawn on, or None when stdout is not a terminal (piped)."""
         if self.console is not None:
             return self.console
+        from rich.console import Console  # imported here: JSON and piped output never load rich
+
         console = Console()  # rich's detection: a tty, or TTY_COMPATIBLE=1 / FORCE_COLOR (width: COLUMNS)
         return console if console.is_terminal else None
 
@@ -314,8 +317,13 @@ class Session:
         a terminal, and not with ``--json`` or ``-q``: piped output and
         scripts see nothing of it, and stdout is never touched.
         """
+        if self.quiet or self.as_json:  # before rich is imported: scripts never load it
+            yield _no_progress
+            return
+        from rich.console import Console
+
         console = Console(stderr=True)
-        if self.quiet or self.as_json or not console.is_terminal:
+        if not console.is_terminal:
             yield _no_progress
             return
         from rich.markup import escape

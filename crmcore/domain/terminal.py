@@ -13,11 +13,14 @@ import enum
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, tzinfo
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-from rich.measure import Measurement
-from rich.table import Table
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+# rich is imported by the functions that draw: a command printing JSON, or nothing, never loads it
+# (importing it cost every command's start-up about 20 ms).
 
 
 UNLIMITED = 1_000_000  # columns: "no limit" when measuring a table
@@ -75,6 +78,8 @@ def build_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
     """A rich table: numeric columns right-aligned, unwrapped and as wide as their widest cell."""
     numeric = numeric_columns(rows, columns) if numeric is None else numeric
     cells = [[cell_text(row.get(c), zone, not is_identifier(c)) for c in columns] for row in rows]
+    from rich.table import Table
+
     table = Table(title=title)
     for i, column in enumerate(columns):
         if column in numeric:
@@ -90,6 +95,8 @@ def build_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str], title
 def vertical_table(row: Mapping[str, Any], columns: Sequence[str], zone: tzinfo | None = None,
                    title: str | None = None) -> Table:
     """One record as a field/value table (the layout when the columns do not fit side by side)."""
+    from rich.table import Table
+
     table = Table(title=title, show_header=False)
     table.add_column("field", style="bold", no_wrap=True)
     table.add_column("value", overflow="fold")
@@ -101,6 +108,8 @@ def vertical_table(row: Mapping[str, Any], columns: Sequence[str], zone: tzinfo 
 def fits(console: Console, table: Table) -> bool:
     """Whether ``table`` fits the console's width without cutting a column below its minimum."""
     # Measured without the console's limit: Measurement.get clamps to the width it is given.
+    from rich.measure import Measurement
+
     measured = Measurement.get(console, console.options.update_width(UNLIMITED), table)
     return measured.minimum <= console.width
 

@@ -14,7 +14,6 @@ from decimal import Decimal
 from typing import Any
 
 import attrs
-from rich.console import Console
 
 from ..domain.spreadsheet import escape_formula
 from ..domain.terminal import build_table, fits, is_identifier, vertical_table
@@ -109,6 +108,8 @@ def render_table(result: ReportResult, terminal: bool = False, width: int = 120)
     :mod:`crmcore.domain.terminal`).
     """
     buffer = io.StringIO()
+    from rich.console import Console  # here: only a table rendered for a person needs rich
+
     console = Console(file=buffer, width=width, force_terminal=terminal, color_system=None
                       if not terminal else "auto", record=False)
     for part in result.tables():

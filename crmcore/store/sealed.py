@@ -51,11 +51,8 @@ from collections.abc import Callable, Iterable
 from datetime import date
 from itertools import repeat
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from sqlalchemy import JSON, Integer, String, and_, case, cast, false, func, literal_column, or_, text, type_coerce
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.sql import operators
@@ -65,6 +62,12 @@ from sqlalchemy.types import NullType, TypeDecorator
 
 from ..domain.errors import ConfigError
 from .pointread import json_inline
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+# cryptography is imported where a key is made: only a database with sealed fields needs it, and
+# importing it cost every command's start-up about 10 ms.
 
 #: What every sealed value starts with (format 1).
 MARK = "$e1$"
@@ -160,6 +163,8 @@ class Cipher:
         # What the sealers noted for :meth:`hand_over` (field -> stored form, value, stored form, ...).
         self._noted: dict[str, list[str]] = {}
         self.key_id = ""
+        from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
         keys = list(keys)
         if len(keys) > MAX_KEYS:
             raise ConfigError(f"[privacy.encryption] lists {len(keys)} keys; at most {MAX_KEYS} (finish a "
@@ -360,6 +365,9 @@ def _person(field: str) -> bytes:
 
 
 def _derive(master: bytes, purpose: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
     return HKDF(algorithm=hashes.SHA256(), length=32, salt=None, info=purpose).derive(master)
 
 
