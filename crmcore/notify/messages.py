@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import jinja2
 from sqlalchemy import String, func, select
 
 from ..domain.convert import unstructure
@@ -138,6 +137,8 @@ class MessageEngine:
         if settings.has_secret():
             ctx["unsubscribe_url"] = consent.unsubscribe_url(self.crm, customer["id"])
         else:
+            import jinja2  # here: a command that renders no message never imports Jinja2
+
             ctx["unsubscribe_url"] = jinja2.StrictUndefined(
                 hint="unsubscribe_url needs [notify] unsubscribe_secret or unsubscribe_secret_env in crm.toml")
         return ctx

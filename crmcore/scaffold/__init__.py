@@ -14,7 +14,6 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import attrs
-import jinja2
 
 from ..domain.errors import CRMError
 
@@ -103,6 +102,8 @@ def new_plugin(name: str, family: str, output: str | Path = ".", tables: bool = 
     if tables:
         files[f"{name}/tables.py"] = "tables.py.j2"
         files[f"{name}/migrations/{name}_0001_events.py"] = "migration.py.j2"
+    import jinja2  # here: `crm plugin new` is the one command that needs it, not every start-up
+
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), keep_trailing_newline=True,
                              undefined=jinja2.StrictUndefined, autoescape=False)
     try:

@@ -31,13 +31,12 @@ provider's signed template request instead of ``body_template``: see
 
 from __future__ import annotations
 
+import functools
 import os
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import attrs
 import phonenumbers
-from jinja2 import StrictUndefined, TemplateError, TemplateSyntaxError
-from jinja2.sandbox import SandboxedEnvironment
 
 import crmcore
 
@@ -48,14 +47,26 @@ from .sms_presets import check_options as check_preset
 from .sms_presets import send as send_preset
 from .smslength import sms_length
 
+if TYPE_CHECKING:
+    from jinja2.sandbox import SandboxedEnvironment
+
 DEFAULT_TEMPLATE = '{"to": {{ to|tojson }}, "from": {{ sender|tojson }}, "text": {{ text|tojson }}}'
 METHODS = ("POST", "PUT")
-_templates = SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
+@functools.cache
+def _templates() -> SandboxedEnvironment:
+    """The sandbox templates render in, made on first use: the plugin loads with every command,
+    and importing Jinja2 cost each one's start-up about 20 ms."""
+    from jinja2 import StrictUndefined
+    from jinja2.sandbox import SandboxedEnvironment
+
+    return SandboxedEnvironment(undefined=StrictUndefined, autoescape=False)
 
 
 def _template(instance: object, attribute: attrs.Attribute[str], value: str) -> None:
+    from jinja2 import TemplateSyntaxError
+
     try:
-        _templates.from_string(value)
+        _templates().from_string(value)
     except TemplateSyntaxError as exc:
         raise ValueError(f"{attribute.name}: template syntax error on line {exc.lineno}: {exc.message}") from None
 
@@ -244,16 +255,20 @@ def e164(recipient: str | None, region: str | None) -> str:
 
 def render_params(options: SmsHttpOptions, **values: Any) -> str:
     """A preset's template parameters from ``template_params`` (or the preset's default)."""
+    from jinja2 import TemplateError
+
     source = options.template_params or DEFAULT_PARAMS[str(options.preset)]
     try:
-        return _templates.from_string(source).render(**values)
+        return _templates().from_string(source).render(**values)
     except TemplateError as exc:
         raise crmcore.PermanentError(f"sms-http: [channels.sms-http] template_params: {exc}") from None
 
 
 def render_body(options: SmsHttpOptions, **values: Any) -> str:
     """The request body from ``body_template``; an unknown variable is a permanent error."""
+    from jinja2 import TemplateError
+
     try:
-        return _templates.from_string(options.body_template).render(**values)
+        return _templates().from_string(options.body_template).render(**values)
     except TemplateError as exc:
         raise crmcore.PermanentError(f"sms-http: [channels.sms-http] body_template: {exc}") from None
