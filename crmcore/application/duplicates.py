@@ -31,7 +31,6 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import attrs
-from rapidfuzz import fuzz, process
 from sqlalchemy import (
     ARRAY,
     ColumnElement,
@@ -384,6 +383,8 @@ class DuplicateService:
                 score -= CONFLICT  # two different addresses speak against one person (a family's phone)
                 fields["email"] = "different"
         else:
+            from rapidfuzz import fuzz  # imported by the searches that score, not at every start-up
+
             other = 0.0
             if a.get("email") and b.get("email"):
                 other = fuzz.ratio(_local_part(a["email"]), _local_part(b["email"])) / 100.0
@@ -449,7 +450,8 @@ class DuplicateService:
     def _qualifying(self, part: builtins.list[dict[str, Any]], min_score: float) -> tuple[Any, Any]:
         """Index pairs ``(i, j)``, ``i < j``, of ``part`` whose names are alike enough and whose
         fuzzy score (as :func:`fuzzy_score`, from whole-part score matrices) reaches ``min_score``."""
-        import numpy  # only a search needs it (not the start of every command)
+        import numpy  # only a search needs it (not the start of every command), nor rapidfuzz
+        from rapidfuzz import fuzz, process
 
         forms = [name_forms(r["name"], r["kind"] == CustomerKind.COMPANY.value) for r in part]
         cutoff = self.settings.name_threshold * 100

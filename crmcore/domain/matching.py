@@ -20,7 +20,6 @@ import re
 import unicodedata
 from collections.abc import Iterable
 
-from rapidfuzz import fuzz
 
 #: Legal-form suffixes stripped from company names before comparing (longest first at use).
 LEGAL_SUFFIXES: tuple[str, ...] = (
@@ -114,6 +113,8 @@ def name_similarity(a: str, b: str, company: bool = False) -> float:
     more, and homophones (``王军`` and ``王俊``) are different people.  Pinyin bridges a name in
     characters and one in Latin letters (``张伟`` and ``Zhang Wei``).
     """
+    from rapidfuzz import fuzz  # here: only a duplicate search scores names, not every start-up
+
     a_chars, a_roman = name_forms(a, company)
     b_chars, b_roman = name_forms(b, company)
     if a_chars and a_chars == b_chars:

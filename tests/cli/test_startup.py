@@ -133,3 +133,55 @@ def test_a_heavy_component_loads_its_library_on_first_use(tmp_path: Path) -> Non
 def test_asks_version(argv: list[str], expected: bool) -> None:
     """Only a group-level ``--version`` skips loading the plugins."""
     assert asks_version(argv) is expected
+
+
+# Imported by no command that does not use them (issue 21: start-up); each was 5-35 ms of every command.
+LAZY = ["alembic", "mako", "pygments", "jinja2", "babel.dates", "rich", "lark", "cryptography", "rapidfuzz",
+        "limits", "sqlalchemy.dialects.postgresql"]
+
+
+def test_commands_on_a_database_at_its_heads_import_only_what_they_use(tmp_path: Path) -> None:
+    """``customer list`` and a ``--json`` import on an up-to-date SQLite database, with every plugin:
+    no migration library (the schema check reads the version tables itself), no template engine,
+    no terminal drawing, no rule parser, no cipher, no fuzzy matcher, no other database's dialect."""
+    db = tmp_path / "crm.db"
+    (tmp_path / "one.csv").write_text("name,email\n张伟,zhang.wei@example.com\n", encoding="utf-8")
+    out = run_python(f"""
+        import json, subprocess, sys
+        from crmcore import CRM
+        CRM.open("sqlite:///{db}").close()  # every installed plugin's tables, before the commands
+        code = ("import atexit, json, sys\\n"
+                "atexit.register(lambda: print(json.dumps(sorted(sys.modules))))\\n"
+                "from crmcore.cli import main\\n"
+                "main(sys.argv[1:])\\n")
+        found = {{}}
+        for args in (["customer", "list", "--limit", "1"], ["--json", "import", "customers", "one.csv"]):
+            run = subprocess.run([sys.executable, "-c", code, "--db", "sqlite:///{db}", *args],
+                                 capture_output=True, text=True, check=True)
+            found[" ".join(args)] = json.loads(run.stdout.strip().splitlines()[-1])
+        print(json.dumps(found))
+    """, tmp_path)
+    for args, modules in out.items():
+        loaded = [name for name in LAZY if name in modules or any(m.startswith(name + ".") for m in modules)]
+        # A listing for a person asks rich whether stdout is a terminal (its rules: TTY_COMPATIBLE, ...).
+        assert loaded == ([] if "--json" in args else ["rich"]), args
+    assert "crmcore_segments" in out["customer list --limit 1"]  # the plugins were loaded
+
+
+def test_importing_crmcore_leaves_the_collector_as_it_found_it(tmp_path: Path) -> None:
+    """Start-up pauses the cyclic collector (crmcore.startup.building) and resumes it: enabled
+    stays enabled, a collector the program had disabled stays disabled."""
+    out = run_python("""
+        import gc, json
+        gc.disable()
+        from crmcore.startup import building
+        with building():
+            pass
+        disabled = gc.isenabled()
+        gc.enable()
+        with building():
+            inside = gc.isenabled()
+        import crmcore
+        print(json.dumps({"after": [gc.isenabled(), disabled, inside], "frozen": [gc.get_freeze_count() > 0]}))
+    """, tmp_path)
+    assert out == {"after": [True, False, False], "frozen": [True]}
