@@ -39,7 +39,7 @@ NONE = "(none)"
 KINDS = ("complaint", "feedback")
 
 
-def _hours(value: Any) -> float:
+def _sla_hours(value: Any) -> float:
     """``float(value)`` as a Python function: attrs reads a converter's signature, and a
     builtin's is parsed from text by :mod:`tokenize`, whose pattern then compiles (a few ms of
     every command's start-up, this class being made when the plugin loads)."""
@@ -55,8 +55,8 @@ def _positive(instance: object, attribute: attrs.Attribute[float], value: float)
 class ServiceOptions(ReportFilters):
     """Options of ``service-quality``: the SLAs in hours, ``by`` and the common filters."""
 
-    response_sla_hours: float = attrs.field(default=4.0, converter=_hours, validator=_positive)
-    resolution_sla_hours: float = attrs.field(default=24.0, converter=_hours, validator=_positive)
+    response_sla_hours: float = attrs.field(default=4.0, converter=_sla_hours, validator=_positive)
+    resolution_sla_hours: float = attrs.field(default=24.0, converter=_sla_hours, validator=_positive)
     by: str = attrs.field(default="channel", validator=attrs.validators.in_(("channel", "owner", "region")))
 
 
