@@ -34,7 +34,7 @@ checks that the runs left no file in the directory (``--help`` and
 ``--version`` open no database) and lists the heavy libraries ``crm --help``
 and ``crm customer list`` imported (pandas, numpy, openpyxl, matplotlib,
 scipy, sklearn, apprise: expected none; babel and phonenumbers are the core's
-own validation's, and rich draws ``customer list``'s table; since issue 21's start-up
+own validation's, and rich says whether ``customer list`` prints to a terminal; since issue 21's start-up
 pass jinja2 and lark load with the first template or rule only).  Timings are for
 this machine and its load at the time; nothing here is a test.
 
