@@ -366,12 +366,14 @@ class Binder:
         # Sealed columns seal through the cipher's sealer for their field, not the type's bind
         # processor (which looks the engine's cipher up and checks the field at every value):
         # three sealings a customer row, the most of what encryption adds to an import.
+        sealing_columns = set()
         for i, name in enumerate(self.columns):
             column_type = table.c[name].type
             if isinstance(column_type, Sealed | SealedDate):
                 sealing = column_type.sealing_processor(self.cipher, column_type.field in remember)
                 if sealing is not None:
                     self.processors[i] = sealing
+                    sealing_columns.add(name)
         if copy:  # JSON as its text, not psycopg's Json wrapper: it pickles back from a worker
             for i, name in enumerate(self.columns):
                 as_text = copy_processor(table.c[name].type, dialect)
@@ -388,9 +390,17 @@ class Binder:
             name: {} for name in self.columns
             if isinstance(table.c[name].type, (UTCDateTime, JSON))
             or (isinstance(table.c[name].type, SealedAttributes) and not (cipher is not None and cipher.custom))}
+        #: The columns whose bound value depends on the value alone (not sealed: a sealing has its
+        #: own nonce, and the door check's sealings are remembered), so it may be reused.
+        self.pure = frozenset(name for name in self.columns if name not in sealing_columns and not (
+            isinstance(table.c[name].type, SealedAttributes) and cipher is not None and cipher.custom))
         self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
         self._last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(self._plan)
         self._bind_fields = self._compile_bind_fields()
+
+    def processor(self, column: str) -> Callable[[Any], Any] | None:
+        """The function that binds ``column``'s values (None: a value is bound as it is)."""
+        return self.processors[self.columns.index(column)]
 
     def bind_entity(self, entity: Any, now: datetime) -> tuple[Any, ...]:
         """:meth:`bind` of the entity's table row (``Repository.to_row``), time stamps defaulting to ``now``."""
