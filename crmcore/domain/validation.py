@@ -245,8 +245,7 @@ def _valid_national(country_code: int, national: str) -> bool | None:
                     chosen = region
                     break
             elif patterns is not None and _valid_for(national, patterns):
-                chosen = region
-                break
+                return region[1]  # chosen as valid there: _valid_for(national, its patterns) again is True
         else:
             return False
     patterns, same_code = cast("_Own", chosen)
