@@ -62,18 +62,43 @@ def plain_email(value: str) -> str | None:
     if len(value) > 254:
         return None
     match = PLAIN_EMAIL.fullmatch(value)
-    if match is None:
+    if match is None or email_validator.STRICT:
         return None
     local, domain = match.groups()
-    domain = domain.lower()
-    if not "a" <= domain[-1] <= "z" or "--" in domain or email_validator.STRICT:
+    domain = _plain_domain(domain)
+    if domain is None:
         return None
     if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # RFC 2142 names are lower-cased
         return None
-    for special in email_validator.SPECIAL_USE_DOMAIN_NAMES:  # read each time: callers may extend it
-        if domain == special or domain.endswith("." + special):
-            return None
     return f"{local}@{domain}"
+
+
+# The domains of plain addresses seen (a handful in a file), as written -> lower-cased, once they
+# passed the checks of _plain_domain(), with the special-use list they were checked against: a
+# new list (callers may extend it) starts a new memory.  One tuple, replaced at once (threads).
+_DOMAINS: tuple[list[str], dict[str, str]] = ([], {})
+
+
+def _plain_domain(domain: str) -> str | None:
+    """The lower-cased domain if email_validator only lower-cases it, else None."""
+    global _DOMAINS
+    special_use = email_validator.SPECIAL_USE_DOMAIN_NAMES  # read each time: callers may extend it
+    checked_against, seen = _DOMAINS
+    if special_use != checked_against:
+        checked_against, seen = _DOMAINS = (list(special_use), {})
+    lowered = seen.get(domain)
+    if lowered is not None:
+        return lowered
+    lowered = domain.lower()
+    if not "a" <= lowered[-1] <= "z" or "--" in lowered:
+        return None
+    for special in checked_against:
+        if lowered == special or lowered.endswith("." + special):
+            return None
+    if len(seen) >= 4096:
+        seen.clear()
+    seen[domain] = lowered
+    return lowered
 
 
 def normalize_email(value: str) -> str:
@@ -101,13 +126,13 @@ def normalize_email(value: str) -> str:
 # itself; tests/io/test_fastpaths.py checks with hypothesis that both give the
 # same result.
 _PLAIN_PHONE = re.compile(r"\+[1-9][0-9 ().-]{5,38}[0-9]")
-_NOT_DIGITS = re.compile(r"[^0-9]")
 _FAST_PHONE = False  # True when phonenumbers has the internals _plain_e164() uses
 try:
     from phonenumbers import phonenumberutil as _pnu
 
-    _PARSE_STEPS = (_pnu._extract_country_code, _pnu._maybe_strip_national_prefix_carrier_code,
-                    _pnu._test_number_length)
+    _PARSE_STEPS = (_pnu._maybe_strip_national_prefix_carrier_code, _pnu._test_number_length)
+    _CALLING_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+    _CODE_SIZES = range(1, _pnu._MAX_LENGTH_COUNTRY_CODE + 1)
     _DISCARD_STRIPPED = (_pnu.ValidationResult.TOO_SHORT, _pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
                          _pnu.ValidationResult.INVALID_LENGTH)
     _MIN_NSN, _MAX_NSN = _pnu._MIN_LENGTH_FOR_NSN, _pnu._MAX_LENGTH_FOR_NSN
@@ -137,9 +162,17 @@ def _plain_e164(value: str) -> str | None:
     """
     if not _FAST_PHONE or _PLAIN_PHONE.fullmatch(value) is None:
         return None
-    extract, strip_prefix, test_length = _PARSE_STEPS
-    country_code, national = extract(_NOT_DIGITS.sub("", value))
-    if country_code == 0 or len(national) < _MIN_NSN:
+    strip_prefix, test_length = _PARSE_STEPS
+    # The pattern leaves digits, "+" first and the separators: the digits alone, the first not 0.
+    digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")[1:]
+    for size in _CODE_SIZES:  # as _extract_country_code: the shortest calling code that exists
+        country_code = _CALLING_CODES.get(digits[:size], 0)
+        if country_code:
+            national = digits[size:]
+            break
+    else:
+        return None
+    if len(national) < _MIN_NSN:
         return None
     parsing = _parsing(country_code)
     if parsing is None:

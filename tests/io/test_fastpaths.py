@@ -75,6 +75,25 @@ def test_fast_path_is_taken_for_ordinary_addresses():
     assert plain_email("a@例子.com") is None
 
 
+def test_a_special_use_domain_added_later_is_refused_by_the_plain_path(monkeypatch):
+    """The plain path remembers the domains it has checked; extending email_validator's
+    special-use list (in place or with a new list) must still refuse them, as email_validator does."""
+    address = "Li@Corp.Example.ORG"
+    assert plain_email(address) == "Li@corp.example.org"  # checked, and remembered
+    special_use = email_validator.SPECIAL_USE_DOMAIN_NAMES
+    monkeypatch.setattr(email_validator, "SPECIAL_USE_DOMAIN_NAMES", [*special_use, "example.org"])
+    assert plain_email(address) is None
+    assert ours_email(address) == reference_email(address)
+    monkeypatch.setattr(email_validator, "SPECIAL_USE_DOMAIN_NAMES", special_use)
+    assert plain_email(address) == "Li@corp.example.org"
+    special_use.append("corp.example.org")
+    try:
+        assert plain_email(address) is None
+    finally:
+        special_use.remove("corp.example.org")
+    assert plain_email(address) == "Li@corp.example.org"
+
+
 def reference_phone(value: str, region: str | None) -> str:
     try:
         number = phonenumbers.parse(value, region)
