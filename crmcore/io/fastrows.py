@@ -173,23 +173,29 @@ class FastCustomerRows:
         return [f"    x{j} = P{j}({value})"]
 
     def _converted(self, scope: dict[str, Any], j: int, column: str, t: str) -> list[str]:
-        """A column of many values (a name, an address, a birthday): its rule at every row."""
+        """A column of many values (a name, an address, a birthday): its rule at every row.
+
+        A limit (RowChecker._storable; NUL is a forbidden character above) is checked on the
+        value: the cell itself for text kept as it is (len("") is 0), the rule's result else."""
+        limit = self.limits.get(column)
+        too_long = f"        if len(v) > {limit}: return None" if limit else None
         if column == "name":
             lines = [f"    if not {t}.strip(): return None", f"    v = {t}"]
-        elif column == "email":
-            lines = [f"    v = EMAIL({t}) if {t} else None"]
-        elif column == "phone":
-            lines = [f"    v = PHONE({t}, REGION) if {t} else None"]
-        elif column == "birthday":
-            lines = [f"    if {t}:", f"        v = BIRTHDAY({t})", "        if v > TODAY(): return None",
-                     "    else: v = None"]
+            if limit:
+                lines.append(too_long[4:])  # type: ignore[index]
+        elif column in ("email", "phone", "birthday"):
+            rule = {"email": f"EMAIL({t})", "phone": f"PHONE({t}, REGION)", "birthday": f"BIRTHDAY({t})"}[column]
+            lines = [f"    if {t}:", f"        v = {rule}"]
+            if column == "birthday":
+                lines.append("        if v > TODAY(): return None")
+            if limit:
+                lines.append(too_long)  # type: ignore[arg-type]
+            lines.append("    else: v = None")
         elif column in _PLAIN_TEXT:
-            lines = [f"    v = {t} or None"]
+            lines = [f"    if len({t}) > {limit}: return None"] if limit else []
+            lines.append(f"    v = {t} or None")
         else:  # pragma: no cover - FAST_FIELDS and the rules above go together
             raise AssertionError(f"no rule for {column}")
-        limit = self.limits.get(column)
-        if limit:  # RowChecker._storable (NUL is a forbidden character above)
-            lines.append(f"    if v is not None and len(v) > {limit}: return None")
         return lines + self._bound(scope, j, column, "v")
 
     def _remembered(self, scope: dict[str, Any], j: int, column: str, i: int, strip: bool) -> list[str]:
