@@ -8,7 +8,8 @@ every mapped column is a plain customer field -- :class:`FastCustomerRows`
 computes the same bound values directly, each with the function the general
 path uses for it (``normalize_email``, ``normalize_phone``, ``normalize_country``,
 ``parse_bool``, the enums, ``parse_loose_date`` / ``parse_date``) and the
-same :class:`~crmcore.io.rows.Binder`.
+processors of the same :class:`~crmcore.io.rows.Binder`, in one function
+generated for the file's columns (see :class:`FastCustomerRows`).
 
 It answers only when it is sure: any value a rule refuses, a control character
 in any cell, a JSON list of tags, a birthday after today, a value too long for

@@ -411,7 +411,8 @@ class Binder:
 
     def bind_fields(self, get: Callable[[str], Any], now: datetime) -> tuple[Any, ...]:
         """:meth:`bind_entity` of the entity whose field ``name`` is ``get(name)`` (a dict's ``get``:
-        absent fields are None), without building the entity (:mod:`crmcore.io.fastrows`)."""
+        absent fields are None).  (:mod:`crmcore.io.fastrows` binds with :meth:`processor` and
+        :attr:`pure` in its own generated row function.)"""
         return self._bind_fields(get, now)
 
     def _compile_bind_fields(self) -> Callable[[Callable[[str], Any], datetime], tuple[Any, ...]]:

@@ -149,6 +149,8 @@ def rows(draw: st.DrawFn) -> tuple[tuple[str, ...], list[object], str | None, bo
 @example((tuple(COLUMNS), list(ORDINARY), None, False))
 @example((("name", "email"), ["Li", None], None, True))  # an XLSX blank
 @example((("name", "birthday"), ["Li", 45292], None, True))  # an XLSX number: the general path types it
+@example((("name", "id", "kind"), ["Li", 45292, None], None, True))  # an XLSX id: dropped, as the general path does
+@example((("name", "kind", "tags"), ["Li", 1, True], None, False))  # numbers in remembered columns (1 == True)
 def test_any_row_agrees(case: tuple[tuple[str, ...], list[object], str | None, bool]):
     columns, values, region, bound = case
     assert_agrees(columns, values, region, bound)
