@@ -375,7 +375,7 @@ class Binder:
                     self.processors[i] = sealing
                     sealing_columns.add(name)
                 elif (isinstance(column_type, Sealed)
-                      and column_type.dialect_impl(dialect).impl_instance.bind_processor(dialect) is None):
+                      and cast(Sealed, column_type.dialect_impl(dialect)).impl_instance.bind_processor(dialect) is None):
                     self.processors[i] = None  # the cipher leaves the text as it is: no call per value
         if copy:  # JSON as its text, not psycopg's Json wrapper: it pickles back from a worker
             for i, name in enumerate(self.columns):
@@ -403,7 +403,8 @@ class Binder:
 
     def processor(self, column: str) -> Callable[[Any], Any] | None:
         """The function that binds ``column``'s values (None: a value is bound as it is)."""
-        return self.processors[self.columns.index(column)]
+        process: Callable[[Any], Any] | None = self.processors[self.columns.index(column)]
+        return process
 
     def bind_entity(self, entity: Any, now: datetime) -> tuple[Any, ...]:
         """:meth:`bind` of the entity's table row (``Repository.to_row``), time stamps defaulting to ``now``."""
