@@ -374,9 +374,10 @@ class Binder:
                 if sealing is not None:
                     self.processors[i] = sealing
                     sealing_columns.add(name)
-                elif (isinstance(column_type, Sealed)
-                      and cast(Sealed, column_type.dialect_impl(dialect)).impl_instance.bind_processor(dialect) is None):
-                    self.processors[i] = None  # the cipher leaves the text as it is: no call per value
+                elif isinstance(column_type, Sealed):  # the cipher leaves the text as it is
+                    impl = cast(Sealed, column_type.dialect_impl(dialect)).impl_instance
+                    if impl.bind_processor(dialect) is None:
+                        self.processors[i] = None  # then so does the type: no call per value
         if copy:  # JSON as its text, not psycopg's Json wrapper: it pickles back from a worker
             for i, name in enumerate(self.columns):
                 as_text = copy_processor(table.c[name].type, dialect)
