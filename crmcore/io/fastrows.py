@@ -130,10 +130,11 @@ class FastCustomerRows:
         validator = self.checker.validator
         scope.update(FORBIDDEN=ONE_LINE_FORBIDDEN.search, EMAIL=normalize_email, PHONE=normalize_phone,
                      REGION=validator.config.phone_region, BIRTHDAY=_birthday, TODAY=validator.today)
-        cells = {name: (i, strip) for i, name, strip in self.plan if name != "id"}  # id: dropped, as
-        lines = ["def row(values):"]                                                 # the general path does
+        # The id column is read and dropped by the general path (ids are the database's here).
+        cells = {name: (i, strip) for i, name, strip in self.plan if name != "id"}
         if "name" not in cells:
             return "def row(values):\n    return None  # no name: the general path refuses the row\n"
+        lines = ["def row(values):"]
         read = [name for name in cells if name not in _MEMO_FIELDS]
         for name in read:
             i, strip = cells[name]
