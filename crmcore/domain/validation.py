@@ -17,7 +17,7 @@ from datetime import date, datetime, timezone
 from decimal import Decimal
 from functools import lru_cache
 from zoneinfo import ZoneInfo
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import attrs
 import email_validator
@@ -62,18 +62,43 @@ def plain_email(value: str) -> str | None:
     if len(value) > 254:
         return None
     match = PLAIN_EMAIL.fullmatch(value)
-    if match is None:
+    if match is None or email_validator.STRICT:
         return None
     local, domain = match.groups()
-    domain = domain.lower()
-    if not "a" <= domain[-1] <= "z" or "--" in domain or email_validator.STRICT:
+    domain = _plain_domain(domain)
+    if domain is None:
         return None
     if local.lower() in CASE_INSENSITIVE_MAILBOX_NAMES:  # RFC 2142 names are lower-cased
         return None
-    for special in email_validator.SPECIAL_USE_DOMAIN_NAMES:  # read each time: callers may extend it
-        if domain == special or domain.endswith("." + special):
-            return None
     return f"{local}@{domain}"
+
+
+# The domains of plain addresses seen (a handful in a file), as written -> lower-cased, once they
+# passed the checks of _plain_domain(), with the special-use list they were checked against: a
+# new list (callers may extend it) starts a new memory.  One tuple, replaced at once (threads).
+_DOMAINS: tuple[list[str], dict[str, str]] = ([], {})
+
+
+def _plain_domain(domain: str) -> str | None:
+    """The lower-cased domain if email_validator only lower-cases it, else None."""
+    global _DOMAINS
+    special_use = email_validator.SPECIAL_USE_DOMAIN_NAMES  # read each time: callers may extend it
+    checked_against, seen = _DOMAINS
+    if special_use != checked_against:
+        checked_against, seen = _DOMAINS = (list(special_use), {})
+    lowered = seen.get(domain)
+    if lowered is not None:
+        return lowered
+    lowered = domain.lower()
+    if not "a" <= lowered[-1] <= "z" or "--" in lowered:
+        return None
+    for special in checked_against:
+        if lowered == special or lowered.endswith("." + special):
+            return None
+    if len(seen) >= 4096:
+        seen.clear()
+    seen[domain] = lowered
+    return lowered
 
 
 def normalize_email(value: str) -> str:
@@ -94,47 +119,73 @@ def normalize_email(value: str) -> str:
 # parentheses between the digits is what most files hold.  For that shape,
 # phonenumbers.parse() spends two thirds of its time on generic clean-up
 # (finding the number in free text, extensions, RFC 3966, Unicode digits) that
-# changes nothing; _parse_plain() runs only the remaining steps of parse(), with
-# phonenumbers' own functions, in the same order.  Anything unusual, and every
-# error, goes through parse() itself; tests/io/test_fastpaths.py checks with
-# hypothesis that both give the same result.
+# changes nothing; _plain_e164() runs only the remaining steps of parse(), with
+# phonenumbers' own functions, in the same order, and what the calling code
+# decides (its metadata, national prefix pattern and regions) is worked out once
+# per calling code.  Anything unusual, and every error, goes through parse()
+# itself; tests/io/test_fastpaths.py checks with hypothesis that both give the
+# same result.
 _PLAIN_PHONE = re.compile(r"\+[1-9][0-9 ().-]{5,38}[0-9]")
-_NOT_DIGITS = re.compile(r"[^0-9]")
-_FAST_PHONE = False  # True when phonenumbers has the internals _parse_plain() uses
+_FAST_PHONE = False  # True when phonenumbers has the internals _plain_e164() uses
 try:
     from phonenumbers import phonenumberutil as _pnu
 
-    _PARSE_STEPS = (_pnu._extract_country_code, _pnu._maybe_strip_national_prefix_carrier_code,
-                    _pnu._test_number_length, _pnu._set_italian_leading_zeros_for_phone_number)
+    _PARSE_STEPS = (_pnu._maybe_strip_national_prefix_carrier_code, _pnu._test_number_length)
+    _CALLING_CODES = {str(code): code for code in phonenumbers.COUNTRY_CODE_TO_REGION_CODE}
+    _CODE_SIZES = range(1, _pnu._MAX_LENGTH_COUNTRY_CODE + 1)
     _DISCARD_STRIPPED = (_pnu.ValidationResult.TOO_SHORT, _pnu.ValidationResult.IS_POSSIBLE_LOCAL_ONLY,
                          _pnu.ValidationResult.INVALID_LENGTH)
+    _MIN_NSN, _MAX_NSN = _pnu._MIN_LENGTH_FOR_NSN, _pnu._MAX_LENGTH_FOR_NSN
     _FAST_PHONE = True
 except (ImportError, AttributeError):  # pragma: no cover - a phonenumbers without these internals
     pass
 
 
-def _parse_plain(value: str) -> "phonenumbers.PhoneNumber | None":
-    """phonenumbers.parse(value) for a plain "+<digits>" number, or None to use parse()."""
-    if not _FAST_PHONE or _PLAIN_PHONE.fullmatch(value) is None:
-        return None
-    extract, strip_prefix, test_length, italian_zeros = _PARSE_STEPS
-    digits = _NOT_DIGITS.sub("", value)
-    country_code, national = extract(digits)
-    if country_code == 0 or len(national) < _pnu._MIN_LENGTH_FOR_NSN:
-        return None
+@lru_cache(maxsize=None)
+def _parsing(country_code: int) -> "tuple[phonenumbers.PhoneMetadata, re.Pattern[str] | None] | None":
+    """(metadata parse() uses for a calling code, its national prefix pattern or None), or None."""
     metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
         country_code, _pnu.region_code_for_country_code(country_code))
     if metadata is None:
         return None
-    _, stripped, _ = strip_prefix(national, metadata)
-    if test_length(stripped, metadata) not in _DISCARD_STRIPPED:
-        national = stripped
-    if not _pnu._MIN_LENGTH_FOR_NSN <= len(national) <= _pnu._MAX_LENGTH_FOR_NSN:
+    prefix = metadata.national_prefix_for_parsing
+    return metadata, re.compile(prefix) if prefix else None
+
+
+def _plain_e164(value: str) -> str | None:
+    """normalize_phone(value, any region) for a plain, valid "+<digits>" number; None: ask parse().
+
+    As parse(): the country code, then the national prefix stripped if what remains has a
+    possible length.  The national significant number is then the national digits as they are
+    (phonenumbers keeps Italian leading zeros; no other zero leads), so E.164 is "+", the
+    country code and those digits, as format_number() writes it.
+    """
+    if not _FAST_PHONE or _PLAIN_PHONE.fullmatch(value) is None:
         return None
-    number = phonenumbers.PhoneNumber(country_code=country_code)
-    italian_zeros(national, number)
-    number.national_number = int(national)
-    return number
+    strip_prefix, test_length = _PARSE_STEPS
+    # The pattern leaves digits, "+" first and the separators: the digits alone, the first not 0.
+    digits = value.replace(" ", "").replace("-", "").replace("(", "").replace(")", "").replace(".", "")[1:]
+    for size in _CODE_SIZES:  # as _extract_country_code: the shortest calling code that exists
+        country_code = _CALLING_CODES.get(digits[:size], 0)
+        if country_code:
+            national = digits[size:]
+            break
+    else:
+        return None
+    if len(national) < _MIN_NSN:
+        return None
+    parsing = _parsing(country_code)
+    if parsing is None:
+        return None
+    metadata, prefix = parsing
+    # No match of the prefix pattern: strip_prefix() leaves the number as it is.
+    if prefix is not None and prefix.match(national) is not None:
+        _, stripped, _ = strip_prefix(national, metadata)
+        if test_length(stripped, metadata) not in _DISCARD_STRIPPED:
+            national = stripped
+    if not _MIN_NSN <= len(national) <= _MAX_NSN or not _valid_national(country_code, national):
+        return None  # not valid (or asks is_valid_number): parse() and its messages decide
+    return f"+{country_code}{national}"
 
 
 # phonenumbers.is_valid_number() asks for the number's *type*: up to ten patterns in a fixed order (premium
@@ -178,32 +229,60 @@ def _valid_for(national: str, patterns: "tuple[re.Pattern[str] | None, tuple[_Pa
 
 def _is_valid(number: "phonenumbers.PhoneNumber") -> bool:
     """phonenumbers.is_valid_number(number), with fewer pattern matches."""
-    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(number.country_code or 0)
+    valid = _valid_national(number.country_code or 0, phonenumbers.national_significant_number(number))
+    return bool(phonenumbers.is_valid_number(number)) if valid is None else valid
+
+
+_Own = tuple["tuple[re.Pattern[str] | None, tuple[_Pattern, ...]] | None", bool]
+_Candidate = tuple["re.Pattern[str] | None", "tuple[re.Pattern[str] | None, tuple[_Pattern, ...]] | None", _Own]
+
+
+@lru_cache(maxsize=None)
+def _regions_of(country_code: int) -> "tuple[tuple[_Candidate, ...] | None, _Own | None] | None":
+    """What _valid_national() needs of a calling code, worked out once: for a code of several
+    regions, (leading digits pattern or None, patterns for full validation or None, the region's
+    own (patterns, whether the region has this calling code)) of each region with metadata, in
+    order; for a code of one region, its own pair.  None: a non-geographic code (or none)."""
+    regions = phonenumbers.COUNTRY_CODE_TO_REGION_CODE.get(country_code)
     if not regions or phonenumbers.REGION_CODE_FOR_NON_GEO_ENTITY in regions:
-        return bool(phonenumbers.is_valid_number(number))
-    national = phonenumbers.national_significant_number(number)
-    region: str | None = regions[0]
-    if len(regions) > 1:  # as _region_code_for_number_from_list: leading digits, else full validation
-        region = None
-        for candidate in regions:
-            metadata = phonenumbers.PhoneMetadata.metadata_for_region(candidate.upper(), None)
-            if metadata is None:
-                continue
-            if metadata.leading_digits is not None:
-                if re.match(metadata.leading_digits, national):
-                    region = candidate
+        return None
+
+    def own(region: str) -> _Own:
+        patterns = _region_patterns(region.upper())  # None: no metadata (country_code_for_valid_region raises)
+        return patterns, patterns is not None and country_code == phonenumbers.country_code_for_valid_region(region)
+
+    if len(regions) == 1:
+        return None, own(regions[0])
+    candidates = []
+    for candidate in regions:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region(candidate.upper(), None)
+        if metadata is None:
+            continue
+        leading = re.compile(metadata.leading_digits) if metadata.leading_digits is not None else None
+        candidates.append((leading, None if leading is not None else _region_patterns(candidate.upper()),
+                           own(candidate)))
+    return tuple(candidates), None
+
+
+def _valid_national(country_code: int, national: str) -> bool | None:
+    """is_valid_number() of the number with this calling code and national significant number;
+    None for a non-geographic calling code (ask is_valid_number)."""
+    found = _regions_of(country_code)
+    if found is None:
+        return None
+    candidates, chosen = found
+    if candidates is not None:  # as _region_code_for_number_from_list: leading digits, else full validation
+        for leading, patterns, region in candidates:
+            if leading is not None:
+                if leading.match(national):
+                    chosen = region
                     break
-            else:
-                patterns = _region_patterns(candidate.upper())
-                if patterns is not None and _valid_for(national, patterns):
-                    region = candidate
-                    break
-    if region is None:
-        return False
-    patterns = _region_patterns(region.upper())
-    if patterns is None or number.country_code != phonenumbers.country_code_for_valid_region(region):
-        return False
-    return _valid_for(national, patterns)
+            elif patterns is not None and _valid_for(national, patterns):
+                return region[1]  # chosen as valid there: _valid_for(national, its patterns) again is True
+        else:
+            return False
+    patterns, same_code = cast("_Own", chosen)
+    return same_code and _valid_for(national, cast("tuple[re.Pattern[str] | None, tuple[_Pattern, ...]]", patterns))
 
 
 # phonenumbers reads "ext. 123", "x123", "#123" and ";ext=123" as an extension, but
@@ -220,9 +299,9 @@ def normalize_phone(value: str, region: str | None) -> str:
     ``+86 10 1234 5678 ext. 123``, ``x123``, ``转 123`` and ``分机 123`` are all
     ``+861012345678;ext=123`` (which reads back as itself).
     """
-    plain = _parse_plain(value)
-    if plain is not None and _is_valid(plain):
-        return phonenumbers.format_number(plain, phonenumbers.PhoneNumberFormat.E164)
+    plain = _plain_e164(value)
+    if plain is not None:
+        return plain
     try:
         number = phonenumbers.parse(_CJK_EXTENSION.sub(EXTENSION_MARK, value, count=1), region)
     except phonenumbers.NumberParseException as exc:

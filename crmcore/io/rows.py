@@ -366,12 +366,18 @@ class Binder:
         # Sealed columns seal through the cipher's sealer for their field, not the type's bind
         # processor (which looks the engine's cipher up and checks the field at every value):
         # three sealings a customer row, the most of what encryption adds to an import.
+        sealing_columns = set()
         for i, name in enumerate(self.columns):
             column_type = table.c[name].type
             if isinstance(column_type, Sealed | SealedDate):
                 sealing = column_type.sealing_processor(self.cipher, column_type.field in remember)
                 if sealing is not None:
                     self.processors[i] = sealing
+                    sealing_columns.add(name)
+                elif isinstance(column_type, Sealed):  # the cipher leaves the text as it is
+                    impl = cast(Sealed, column_type.dialect_impl(dialect)).impl_instance
+                    if impl.bind_processor(dialect) is None:
+                        self.processors[i] = None  # then so does the type: no call per value
         if copy:  # JSON as its text, not psycopg's Json wrapper: it pickles back from a worker
             for i, name in enumerate(self.columns):
                 as_text = copy_processor(table.c[name].type, dialect)
@@ -388,9 +394,18 @@ class Binder:
             name: {} for name in self.columns
             if isinstance(table.c[name].type, (UTCDateTime, JSON))
             or (isinstance(table.c[name].type, SealedAttributes) and not (cipher is not None and cipher.custom))}
+        #: The columns whose bound value depends on the value alone (not sealed: a sealing has its
+        #: own nonce, and the door check's sealings are remembered), so it may be reused.
+        self.pure = frozenset(name for name in self.columns if name not in sealing_columns and not (
+            isinstance(table.c[name].type, SealedAttributes) and cipher is not None and cipher.custom))
         self._plan = [(name, process, self._memo.get(name)) for name, process in zip(self.columns, self.processors)]
         self._last: list[tuple[Any, Any]] = [(_NOTHING, None)] * len(self._plan)
         self._bind_fields = self._compile_bind_fields()
+
+    def processor(self, column: str) -> Callable[[Any], Any] | None:
+        """The function that binds ``column``'s values (None: a value is bound as it is)."""
+        process: Callable[[Any], Any] | None = self.processors[self.columns.index(column)]
+        return process
 
     def bind_entity(self, entity: Any, now: datetime) -> tuple[Any, ...]:
         """:meth:`bind` of the entity's table row (``Repository.to_row``), time stamps defaulting to ``now``."""
@@ -398,7 +413,8 @@ class Binder:
 
     def bind_fields(self, get: Callable[[str], Any], now: datetime) -> tuple[Any, ...]:
         """:meth:`bind_entity` of the entity whose field ``name`` is ``get(name)`` (a dict's ``get``:
-        absent fields are None), without building the entity (:mod:`crmcore.io.fastrows`)."""
+        absent fields are None).  (:mod:`crmcore.io.fastrows` binds with :meth:`processor` and
+        :attr:`pure` in its own generated row function.)"""
         return self._bind_fields(get, now)
 
     def _compile_bind_fields(self) -> Callable[[Callable[[str], Any], datetime], tuple[Any, ...]]:

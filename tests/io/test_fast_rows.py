@@ -24,6 +24,7 @@ from crmcore.domain.customfields import CustomField
 from crmcore.io.fastrows import FAST_FIELDS, FastCustomerRows
 from crmcore.io.mapping import ColumnMapping
 from crmcore.io.rows import Binder, RowChecker
+from crmcore.store.sealed import MARK, Cipher, new_key
 from crmcore.store.tables import customers
 from crmcore.testing import FIXED_NOW
 
@@ -148,6 +149,8 @@ def rows(draw: st.DrawFn) -> tuple[tuple[str, ...], list[object], str | None, bo
 @example((tuple(COLUMNS), list(ORDINARY), None, False))
 @example((("name", "email"), ["Li", None], None, True))  # an XLSX blank
 @example((("name", "birthday"), ["Li", 45292], None, True))  # an XLSX number: the general path types it
+@example((("name", "id", "kind"), ["Li", 45292, None], None, True))  # an XLSX id: dropped, as the general path does
+@example((("name", "kind", "tags"), ["Li", 1, True], None, False))  # numbers in remembered columns (1 == True)
 def test_any_row_agrees(case: tuple[tuple[str, ...], list[object], str | None, bool]):
     columns, values, region, bound = case
     assert_agrees(columns, values, region, bound)
@@ -173,3 +176,27 @@ def test_the_fast_path_applies_only_to_plain_customer_fields():
     assert FastCustomerRows.for_checker(by_id) is None  # keyed by id: the file's ids are kept
     assert FastCustomerRows.for_checker(checker(("name",), bound=False)) is not None  # to_row's rows
     assert FAST_FIELDS >= set(COLUMNS)
+
+
+@pytest.mark.parametrize("fields", [["email", "phone", "birthday"], ["email", "custom.tier"]])
+def test_sealed_columns_are_sealed_at_every_row_on_the_fast_path(fields: list[str]):
+    """With encryption on, the fast path remembers no sealed value (each sealing has its own
+    nonce, and the door check's sealings are handed over): each row's sealed values are new and
+    open to the general path's values; every other bound value is the general path's."""
+    dialect = create_engine("sqlite://").dialect
+    dialect.crm_cipher = cipher = Cipher([new_key()], fields)  # as CRM.open attaches it
+    check = RowChecker("customer", ColumnMapping("customer", {}, {}, False, {}), COLUMNS,
+                       checker(tuple(COLUMNS)).validator, FIXED_NOW, "external_id")
+    check.binder = binder = Binder(customers, dialect, remember=("email", "phone"))
+    fast = FastCustomerRows.for_checker(check)
+    assert fast is not None
+    first, second = fast(list(ORDINARY)), fast(list(ORDINARY))
+    reference = general(check, list(ORDINARY))[0]
+    assert first is not None and second is not None and reference is not None
+    for column, one, two, expected in zip(binder.columns, first, second, reference):  # type: ignore[call-overload]
+        if column in fields:
+            assert one.startswith(MARK) and one != two and cipher.open(column, one) == cipher.open(column, expected)
+        else:
+            assert one == two == expected, column
+    assert binder.pure == frozenset(binder.columns) - set(fields) - ({"attributes"} if cipher.custom else set())
+    assert len(cipher.hand_over(("email", "phone"))["email"]) == 2 * 3  # (stored, value) of each sealing

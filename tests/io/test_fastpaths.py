@@ -15,7 +15,8 @@ import phonenumbers
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from crmcore.domain.validation import PLAIN_EMAIL, _is_valid, normalize_email, normalize_phone, plain_email
+from crmcore.domain.validation import (PLAIN_EMAIL, _is_valid, _plain_e164, normalize_email, normalize_phone,
+                                      plain_email)
 
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 
@@ -72,6 +73,25 @@ def test_fast_path_is_taken_for_ordinary_addresses():
     assert plain_email("Zhang.Wei@Example.COM") == "Zhang.Wei@example.com"
     assert plain_email("info@example.com") is None  # RFC 2142 name: email_validator lower-cases it
     assert plain_email("a@例子.com") is None
+
+
+def test_a_special_use_domain_added_later_is_refused_by_the_plain_path(monkeypatch):
+    """The plain path remembers the domains it has checked; extending email_validator's
+    special-use list (in place or with a new list) must still refuse them, as email_validator does."""
+    address = "Li@Corp.Example.ORG"
+    assert plain_email(address) == "Li@corp.example.org"  # checked, and remembered
+    special_use = email_validator.SPECIAL_USE_DOMAIN_NAMES
+    monkeypatch.setattr(email_validator, "SPECIAL_USE_DOMAIN_NAMES", [*special_use, "example.org"])
+    assert plain_email(address) is None
+    assert ours_email(address) == reference_email(address)
+    monkeypatch.setattr(email_validator, "SPECIAL_USE_DOMAIN_NAMES", special_use)
+    assert plain_email(address) == "Li@corp.example.org"
+    special_use.append("corp.example.org")
+    try:
+        assert plain_email(address) is None
+    finally:
+        special_use.remove("corp.example.org")
+    assert plain_email(address) == "Li@corp.example.org"
 
 
 def reference_phone(value: str, region: str | None) -> str:
@@ -169,3 +189,46 @@ def test_fast_validity_agrees_on_altered_example_numbers(number, position, digit
                                        italian_leading_zero=number.italian_leading_zero,
                                        number_of_leading_zeros=number.number_of_leading_zeros)
     assert _is_valid(altered) == phonenumbers.is_valid_number(altered)
+
+
+def _written(number: phonenumbers.PhoneNumber, prefix: str = "") -> str:
+    """The number as a file holds it: "+<code> ", then ``prefix`` (a national prefix) and the
+    national number in phonenumbers' own grouping."""
+    national = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.INTERNATIONAL).split(" ", 1)[-1]
+    return f"+{number.country_code} {prefix}{national}"
+
+
+def test_the_plain_number_path_answers_for_example_numbers_as_phonenumbers_does():
+    """Every example number written "+<code> <number>" (and with its region's national prefix
+    after the code, which parse() strips or keeps): the fast path's E.164, where it answers, is
+    phonenumbers'; and it does answer for almost all of them (so these compare something)."""
+    answered = 0
+    for number in EXAMPLES:
+        metadata = phonenumbers.PhoneMetadata.metadata_for_region_or_calling_code(
+            number.country_code, phonenumbers.region_code_for_country_code(number.country_code))
+        prefixes = ["", metadata.national_prefix or ""] if metadata is not None else [""]
+        for prefix in prefixes:
+            value = _written(number, prefix)
+            fast = _plain_e164(value)
+            if fast is not None:
+                answered += 1
+                assert fast == reference_phone(value, None), value
+            assert ours_phone(value, "CN") == reference_phone(value, "CN"), value
+    assert answered > len(EXAMPLES) * 0.9
+
+
+@SETTINGS
+@given(st.sampled_from(EXAMPLES), st.integers(0, 14), st.sampled_from("0123456789"), st.integers(-1, 1),
+       st.sampled_from(["", "0", "1", "8", "9", "00"]))
+def test_the_plain_number_path_agrees_on_altered_example_numbers(number, position, digit, length, prefix):
+    """As above, one digit replaced, dropped or added, a would-be national prefix in front: mostly
+    invalid numbers (the fast path leaves them to parse()), some valid elsewhere."""
+    national = phonenumbers.national_significant_number(number)
+    position = min(position, len(national) - 1)
+    national = national[:position] + digit + national[position + 1:]
+    national = national[:-1] if length < 0 and len(national) > 1 else national + digit if length > 0 else national
+    value = f"+{number.country_code} {prefix}{national}"
+    fast = _plain_e164(value)
+    reference = reference_phone(value, None)
+    assert fast is None or fast == reference
+    assert ours_phone(value, None) == reference
