@@ -44,7 +44,7 @@ import pickle
 import time
 from array import array
 from collections import deque
-from itertools import compress
+from itertools import compress, repeat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,7 +73,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
-from ..application.consents import decisions_from, flags_set
+from ..application.consents import decisions_from, flags_set, new_flags_set
 from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
@@ -1158,8 +1158,11 @@ class _Import:
         if warn_keyless:
             self.keyless += list(map(operator.itemgetter(self.key_index if bound else self.key), rows)).count(None)
         if self.kind == "customer":  # the flag is the "*" marketing decision (crmcore.application.consents)
-            flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
-            flags_set(uow, list(compress(ids, map(flag, rows))))
+            if bound and uow.dialect == "sqlite" and ids and ids == list(range(ids[0], ids[0] + len(ids))):
+                new_flags_set(uow, ids[0], ids[-1])  # the batch's new rows are those ids: chosen in SQL
+            else:
+                flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
+                flags_set(uow, list(compress(ids, map(flag, rows))))
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)
@@ -1635,13 +1638,20 @@ class _PackedBatch:
         return self.rows[index]
 
 
-class _Packed:
-    """A row's cells in a :class:`_PackedBatch` (see :func:`_unpacked`)."""
+class _Packed(tuple[_PackedBatch, int]):
+    """A row's cells in a :class:`_PackedBatch` (see :func:`_unpacked`): ``_Packed((batch, index))``.
 
-    __slots__ = ("batch", "index")
+    A tuple, so a span's rows get theirs from C (:func:`_span_records`), not one ``__init__`` each."""
 
-    def __init__(self, batch: _PackedBatch, index: int):
-        self.batch, self.index = batch, index
+    __slots__ = ()
+
+    @property
+    def batch(self) -> _PackedBatch:
+        return self[0]
+
+    @property
+    def index(self) -> int:
+        return self[1]
 
 
 def _unpacked(values: Any) -> Any:
@@ -1652,15 +1662,19 @@ def _unpacked(values: Any) -> Any:
 def _span_records(done: _SpanResult) -> tuple[list[Record], list[Any]]:
     """A span's records (good ones with their cells packed, as :func:`_pack` leaves them) and results."""
     box = _PackedBatch(done.cells)
-    checked = iter(pickle.loads(done.checked))
     problems = done.problems
+    if not problems:  # every record good (the usual span): its records built in C, as the Record tuples they are
+        packed = map(_Packed, zip(repeat(box), range(len(done.lines))))
+        records = list(map(tuple.__new__, repeat(Record), zip(done.lines, packed, repeat(None))))
+        return records, pickle.loads(done.checked)
+    checked = iter(pickle.loads(done.checked))
     records: list[Record] = []
     results: list[Any] = []
     index = 0
     for position, line in enumerate(done.lines):
         bad = problems.get(position) if problems else None
         if bad is None:
-            records.append(Record(line, _Packed(box, index), None))
+            records.append(Record(line, _Packed((box, index)), None))
             results.append(next(checked))
             index += 1
         else:
@@ -1680,7 +1694,7 @@ def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
     index = 0
     for record in batch:
         if record.problem is None:
-            record = Record(record.line, _Packed(box, index), None)
+            record = Record(record.line, _Packed((box, index)), None)
             index += 1
         light.append(record)
     return data, light
