@@ -860,13 +860,12 @@ class _Import:
             return False
         if not all(key in self.columns and key not in ("attributes", "id") for key in exact):
             return False
+        rows = list(map(operator.itemgetter(2), inserts))
         for key in exact:
-            index = self.columns.index(key)
-            # As _door_key compares them: the address lower-cased, empty as none.
+            # As _door_key compares them: the address lower-cased, empty as none (in C: a batch's rows).
+            values: list[Any] = list(filter(None, map(operator.itemgetter(self.columns.index(key)), rows)))
             if key == "email":
-                values = [row[index].lower() for _, _, row in inserts if row[index]]  # type: ignore[index]
-            else:
-                values = [row[index] for _, _, row in inserts if row[index]]  # type: ignore[index]
+                values = list(map(str.lower, values))
             if not values:
                 continue
             if len(set(values)) != len(values):  # a row like an earlier one of the batch
