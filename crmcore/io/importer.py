@@ -5,7 +5,12 @@ The file is read as a stream, in batches (``batch_size`` rows):
 1. the reader turns bytes into records (:mod:`crmcore.io.readers`);
 2. :class:`~crmcore.io.rows.RowChecker` maps, builds, normalises and checks
    each row -- in worker processes for big files, since email and phone
-   normalisation dominate the cost and need no database;
+   normalisation dominate the cost and need no database.  With workers, a CSV
+   file is read by the workers too: the importing process cuts it into spans
+   of about a batch's bytes where records start (:func:`~crmcore.io.readers.spans`),
+   each worker reads and checks its span with the same reader code, and the
+   records come back in file order, cut into batches again (a span that turns
+   out to end inside a quoted value: the importing process reads on from there);
 3. in the unit of work, one query per batch and key finds the rows that
    already exist (upsert by ``external_id``, ``email`` or ``id``), one query
    per batch resolves the ``customer`` / ``contact`` references, plugin
