@@ -1576,7 +1576,7 @@ class _SpanResult:
 
     __slots__ = ("lines", "problems", "cells", "checked", "cpu", "sealed", "ran_out")
 
-    def __init__(self, lines: array, problems: dict[int, tuple[Any, Any]], cells: bytes, checked: bytes,
+    def __init__(self, lines: array[int], problems: dict[int, tuple[Any, Any]], cells: bytes, checked: bytes,
                  cpu: float, sealed: dict[str, list[str]], ran_out: bool):
         self.lines, self.problems, self.cells, self.checked = lines, problems, cells, checked
         self.cpu, self.sealed, self.ran_out = cpu, sealed, ran_out
@@ -1649,18 +1649,10 @@ class _Packed(tuple[_PackedBatch, int]):
 
     __slots__ = ()
 
-    @property
-    def batch(self) -> _PackedBatch:
-        return self[0]
-
-    @property
-    def index(self) -> int:
-        return self[1]
-
 
 def _unpacked(values: Any) -> Any:
     """A record's cells: the list itself, or a packed row's list unpickled."""
-    return values.batch.row(values.index) if type(values) is _Packed else values
+    return values[0].row(values[1]) if type(values) is _Packed else values
 
 
 def _span_records(done: _SpanResult) -> tuple[list[Record], list[Any]]:
@@ -1671,12 +1663,12 @@ def _span_records(done: _SpanResult) -> tuple[list[Record], list[Any]]:
         packed = map(_Packed, zip(repeat(box), range(len(done.lines))))
         records = list(map(tuple.__new__, repeat(Record), zip(done.lines, packed, repeat(None))))
         return records, pickle.loads(done.checked)
+    records = []
     checked = iter(pickle.loads(done.checked))
-    records: list[Record] = []
     results: list[Any] = []
     index = 0
     for position, line in enumerate(done.lines):
-        bad = problems.get(position) if problems else None
+        bad = problems.get(position)
         if bad is None:
             records.append(Record(line, _Packed((box, index)), None))
             results.append(next(checked))

@@ -229,7 +229,8 @@ class CSVReader(Reader):
         reader._lineno = first_line - 1
         reader._pending, reader._bad_lines = [], {}
         reader.ran_out = False
-        reader._lines = reader._source = reader._decoded_lines(first_line - 1)
+        reader._lines = reader._decoded_lines(first_line - 1)
+        reader._source = chain(reader._lines)
         reader._parser = csv.reader(reader._feed(), reader.dialect)
         return reader
 
