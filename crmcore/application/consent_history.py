@@ -41,6 +41,14 @@ def append_many(conn: Connection, customer_ids: Sequence[int], channel: str, pur
     (the caller chunks ``customer_ids``; an id that is no customer appends nothing)."""
     if not customer_ids:
         return
+    append_where(conn, ids_in(tables.customers.c.id, customer_ids, conn.dialect.name), channel, purpose, granted,
+                 source, recorded_at, actor)
+
+
+def append_where(conn: Connection, where: Any, channel: str, purpose: str, granted: bool, source: str,
+                 recorded_at: datetime, actor: str | None) -> None:
+    """Append the same decision for each customer ``where`` selects (a condition on ``customers``),
+    in id order: one INSERT ... SELECT."""
     customers = tables.customers
 
     def value(name: str, v: Any) -> Any:  # typed literals: a NULL actor or a UTC time bind correctly
@@ -48,7 +56,7 @@ def append_many(conn: Connection, customer_ids: Sequence[int], channel: str, pur
 
     rows = select(customers.c.id, value("channel", channel), value("purpose", purpose), value("granted", granted),
                   value("source", source), value("recorded_at", recorded_at), value("actor", actor)).where(
-        ids_in(customers.c.id, customer_ids, conn.dialect.name)).order_by(customers.c.id)
+        where).order_by(customers.c.id)
     conn.execute(insert(history).from_select(list(COLUMNS), rows))
 
 

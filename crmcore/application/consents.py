@@ -100,6 +100,24 @@ def flags_set(uow: UnitOfWork, granted_ids: Sequence[int], withdrawn_ids: Sequen
             _record_chunk(uow, list(ids[start:start + CHUNK]), granted)
 
 
+def new_flags_set(uow: UnitOfWork, first: int, last: int) -> None:
+    """:func:`flags_set` for the customers with ids ``first`` to ``last``, every one of them just
+    inserted (a bulk insert's consecutive ids): the decisions of those whose flag is set, selected
+    from the rows themselves, in two INSERT ... SELECT (no id list sent, no UPDATE).
+
+    A new customer has no stored decision to update or to skip: a decision's foreign key
+    restricts deleting its customer, so no id that was free holds one.  The records are those
+    :func:`flags_set` writes for the ids whose flag is set (same values, history in id order).
+    """
+    source, now, actor = current_source(), uow.now, uow.actor
+    chosen = and_(customers.c.id.between(first, last), customers.c.consent_marketing.is_(True))
+    rows = select(customers.c.id, literal(EVERY_CHANNEL), literal(MARKETING), literal(True), literal(source),
+                  literal(now, consents.c.recorded_at.type), literal(actor, consents.c.actor.type)).where(chosen)
+    uow.conn.execute(consents.insert().from_select(
+        ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"], rows))
+    consent_history.append_where(uow.conn, chosen, EVERY_CHANNEL, MARKETING, True, source, now, actor)
+
+
 def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:
     values = {"granted": granted, "source": current_source(), "recorded_at": uow.now, "actor": uow.actor}
     mine = and_(consents.c.channel == EVERY_CHANNEL, consents.c.purpose == MARKETING)

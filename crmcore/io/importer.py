@@ -5,7 +5,12 @@ The file is read as a stream, in batches (``batch_size`` rows):
 1. the reader turns bytes into records (:mod:`crmcore.io.readers`);
 2. :class:`~crmcore.io.rows.RowChecker` maps, builds, normalises and checks
    each row -- in worker processes for big files, since email and phone
-   normalisation dominate the cost and need no database;
+   normalisation dominate the cost and need no database.  With workers, a CSV
+   file is read by the workers too: the importing process cuts it into spans
+   of about a batch's bytes where records start (:func:`~crmcore.io.readers.spans`),
+   each worker reads and checks its span with the same reader code, and the
+   records come back in file order, cut into batches again (a span that turns
+   out to end inside a quoted value: the importing process reads on from there);
 3. in the unit of work, one query per batch and key finds the rows that
    already exist (upsert by ``external_id``, ``email`` or ``id``), one query
    per batch resolves the ``customer`` / ``contact`` references, plugin
@@ -44,7 +49,7 @@ import pickle
 import time
 from array import array
 from collections import deque
-from itertools import compress
+from itertools import compress, repeat
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -73,7 +78,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
-from ..application.consents import decisions_from, flags_set
+from ..application.consents import decisions_from, flags_set, new_flags_set
 from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
@@ -93,7 +98,7 @@ from .mapping import (
     entity_fields,
     entity_kind,
 )
-from .readers import Reader, Record, open_reader
+from .readers import CSVReader, Reader, Record, Span, open_reader, spans
 from ..application.privacy_files import remember as remember_file
 from .pgcopy import copies, copy_new_rows, serial_sequence
 from .rejects import RejectWriter, check_reject_target
@@ -415,6 +420,7 @@ class _Import:
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
         self._sequence: str | None = None  # PostgreSQL: the id column's sequence (COPY draws ids from it)
+        self._position = 0  # bytes of the file read so far, when workers read it in spans (for progress)
         self.keyless = 0
 
     def _binder(self) -> Binder | None:
@@ -445,10 +451,12 @@ class _Import:
             self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv,
                                         excel=options.excel, excel_default=self.crm.config.excel_csv)
         gc_state = _relax_gc()
-        validated = _Validation(self.checker, workers, self.timings)
+        spanned = self._spanned(workers)
+        validated = _Validation(self.checker, workers, self.timings, spanned)
         single = options.dry_run or options.on_error == "abort"
         try:
-            batches = self._limited(validated.run(self._batches()))
+            batches = self._limited(validated.run(self._batches()) if spanned is None else
+                                    self._rebatched(validated.run_spans(self._spans(spanned), self._rest)))
             if single:
                 try:
                     with self.crm.unit() as uow, _roomy_cache(uow):
@@ -529,9 +537,16 @@ class _Import:
         return min(cpus, 4) if cpus > 1 and size > 4_000_000 else 0
 
     def _batches(self) -> Iterator[list[Record]]:
+        """The file's records in batches of ``batch_size``, read in this process."""
+        for batch in self._cut(self.reader.records()):
+            self.report.rows += len(batch)
+            yield batch
+            if not self._read_on(self.reader.bytes_read):
+                return
+
+    def _cut(self, records: Iterator[Record]) -> Iterator[list[Record]]:
         size = self.options.batch_size
         batch: list[Record] = []
-        records = self.reader.records()
         clock = time.perf_counter
         while True:
             t0 = clock()
@@ -544,14 +559,74 @@ class _Import:
                 self.timings["read"] += clock() - t0
             if not batch:
                 return
-            self.report.rows += len(batch)
             yield batch
             batch = []
-            if self.progress is not None:
-                self.progress(ImportProgress(self.report.rows, self.reader.bytes_read, self.reader.total_bytes))
-            if self.options.max_errors is not None and self.report.rejected >= self.options.max_errors:
-                self.report.stopped_early = True
+
+    def _read_on(self, bytes_read: int) -> bool:
+        """After a batch: the progress callback; whether to read on (not past ``max_errors``)."""
+        if self.progress is not None:
+            self.progress(ImportProgress(self.report.rows, bytes_read, self.reader.total_bytes))
+        if self.options.max_errors is not None and self.report.rejected >= self.options.max_errors:
+            self.report.stopped_early = True
+            return False
+        return True
+
+    # -- the file read by the workers, in spans -------------------------------------------
+    def _spanned(self, workers: int) -> CSVReader | None:
+        """The reader whose file the validation workers read themselves, in spans (a CSV file, not
+        standard input, with workers); None: this process reads the records (:meth:`_batches`)."""
+        reader = self.reader
+        if workers and isinstance(reader, CSVReader) and str(reader.path) != "-":
+            return reader
+        return None
+
+    def _spans(self, reader: CSVReader) -> Iterator[Span]:
+        """The file after its header in spans of about a batch's bytes (cut where records start)."""
+        start, line, per_line = reader.data_start()
+        self._position = start
+        parts = spans(reader.path, start, line, self.options.batch_size * per_line)
+        clock = time.perf_counter
+        while True:
+            t0 = clock()
+            part = next(parts, None)
+            self.timings["read"] += clock() - t0
+            if part is None:
                 return
+            yield part
+
+    def _rest(self, span: Span) -> Iterator[list[Record]]:
+        """The batches of the records from ``span`` on, read in this process (the span ends inside a
+        quoted value: not where a record starts, so the workers cannot read on from there)."""
+        reader = cast(CSVReader, self.reader).span(span.start, None, span.first_line)
+        try:
+            for batch in self._cut(reader.records()):
+                self._position = span.start + reader.bytes_read
+                yield batch
+        finally:
+            reader.close()
+
+    def _rebatched(self, parts: Iterable[tuple[list[Record], list[Any], int | None]]
+                   ) -> Iterator[tuple[list[Record], list[Any]]]:
+        """Validated spans in batches of ``batch_size`` records, as :meth:`_batches` cuts the file."""
+        size = self.options.batch_size
+        records: list[Record] = []
+        results: list[Any] = []
+        for part_records, part_results, stop in parts:
+            if stop is not None:
+                self._position = stop
+            records += part_records
+            results += part_results
+            while len(records) >= size:
+                batch, checked = records[:size], results[:size]
+                del records[:size], results[:size]
+                self.report.rows += size
+                yield batch, checked
+                if not self._read_on(self._position):
+                    return
+        if records:
+            self.report.rows += len(records)
+            yield records, results
+            self._read_on(self._position)
 
     # -- one batch -----------------------------------------------------------------
     def _reject(self, line: int, column: str | None, reason: str, values: Any) -> None:
@@ -790,13 +865,12 @@ class _Import:
             return False
         if not all(key in self.columns and key not in ("attributes", "id") for key in exact):
             return False
+        rows = list(map(operator.itemgetter(2), inserts))
         for key in exact:
-            index = self.columns.index(key)
-            # As _door_key compares them: the address lower-cased, empty as none.
+            # As _door_key compares them: the address lower-cased, empty as none (in C: a batch's rows).
+            values: list[Any] = list(filter(None, map(operator.itemgetter(self.columns.index(key)), rows)))
             if key == "email":
-                values = [row[index].lower() for _, _, row in inserts if row[index]]  # type: ignore[index]
-            else:
-                values = [row[index] for _, _, row in inserts if row[index]]  # type: ignore[index]
+                values = list(map(str.lower, values))
             if not values:
                 continue
             if len(set(values)) != len(values):  # a row like an earlier one of the batch
@@ -1088,8 +1162,11 @@ class _Import:
         if warn_keyless:
             self.keyless += list(map(operator.itemgetter(self.key_index if bound else self.key), rows)).count(None)
         if self.kind == "customer":  # the flag is the "*" marketing decision (crmcore.application.consents)
-            flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
-            flags_set(uow, list(compress(ids, map(flag, rows))))
+            if bound and uow.dialect == "sqlite" and ids and ids == list(range(ids[0], ids[0] + len(ids))):
+                new_flags_set(uow, ids[0], ids[-1])  # the batch's new rows are those ids: chosen in SQL
+            else:
+                flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
+                flags_set(uow, list(compress(ids, map(flag, rows))))
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)
@@ -1474,11 +1551,12 @@ def _restore_gc(saved: tuple[tuple[int, int, int], bool]) -> None:
 
 
 _worker_checker: RowChecker | None = None
+_worker_reader: CSVReader | None = None
 
 
-def _init_worker(checker: RowChecker) -> None:
-    global _worker_checker
-    _worker_checker = checker
+def _init_worker(checker: RowChecker, reader: CSVReader | None = None) -> None:
+    global _worker_checker, _worker_reader
+    _worker_checker, _worker_reader = checker, reader
     _relax_gc()
 
 
@@ -1489,9 +1567,52 @@ def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
     result the pool unpickles on arrival (in the importing process's result-handler thread)
     holds its rows as objects, several times the bytes, while earlier batches are written."""
     started = time.process_time()
+    checked, sealed = _check_rows(pickle.loads(packed))
+    return checked, time.process_time() - started, sealed
+
+
+class _SpanResult:
+    """A worker's reading and validation of a :class:`~crmcore.io.readers.Span` (see :func:`_read_span`)."""
+
+    __slots__ = ("lines", "problems", "cells", "checked", "cpu", "sealed", "ran_out")
+
+    def __init__(self, lines: array[int], problems: dict[int, tuple[Any, Any]], cells: bytes, checked: bytes,
+                 cpu: float, sealed: dict[str, list[str]], ran_out: bool):
+        self.lines, self.problems, self.cells, self.checked = lines, problems, cells, checked
+        self.cpu, self.sealed, self.ran_out = cpu, sealed, ran_out
+
+
+def _read_span(span: Span) -> _SpanResult:
+    """A worker reads the records of ``span`` (as the importing process's reader would: the same
+    code, from the same line number) and validates the good ones.
+
+    Back go each record's line (4 or 8 bytes), the unreadable records' cells and problems by
+    position, the good records' cells pickled (unpickled only for a row that needs them: a
+    rejection, an update) and their checked rows pickled: the importing process neither reads,
+    decodes nor pickles a cell.  ``ran_out``: the span ended inside a quoted value, so its
+    records are not the file's (the importing process reads on from its start itself)."""
+    started = time.process_time()
+    reader = cast(CSVReader, _worker_reader).span(span.start, span.stop, span.first_line)
+    lines = array("q")
+    problems: dict[int, tuple[Any, Any]] = {}
+    good = []
+    for line, values, problem in reader.records():
+        if problem is not None:
+            problems[len(lines)] = (values, problem)
+        else:
+            good.append(values)
+        lines.append(line)
+    if reader.ran_out and not span.last:
+        return _SpanResult(array("q"), {}, b"", b"", time.process_time() - started, {}, True)
+    cells = pickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
+    checked, sealed = _check_rows(good)
+    return _SpanResult(lines, problems, cells, checked, time.process_time() - started, sealed, False)
+
+
+def _check_rows(rows: list[Any]) -> tuple[bytes, dict[str, list[str]]]:
+    """(the checked rows, pickled; what was sealed) of the rows' cells: each row's list is dropped
+    as it is checked, so a worker's peak is one batch, not two."""
     checker = cast(RowChecker, _worker_checker)
-    rows = pickle.loads(packed)
-    del packed
     checked_rows = []
     for index, values in enumerate(rows):
         checked_rows.append(checker.check(values))
@@ -1501,7 +1622,7 @@ def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
     # The addresses and numbers this worker sealed go back with the rows: the door check compares
     # them (not the birthdays and custom fields: a third or more of the sealings, pickled for nothing).
     cipher = checker.binder.cipher if checker.binder is not None else None
-    return checked, time.process_time() - started, cipher.hand_over(DOOR_SEALED) if cipher is not None else {}
+    return checked, cipher.hand_over(DOOR_SEALED) if cipher is not None else {}
 
 
 class _PackedBatch:
@@ -1521,18 +1642,41 @@ class _PackedBatch:
         return self.rows[index]
 
 
-class _Packed:
-    """A row's cells in a :class:`_PackedBatch` (see :func:`_unpacked`)."""
+class _Packed(tuple[_PackedBatch, int]):
+    """A row's cells in a :class:`_PackedBatch` (see :func:`_unpacked`): ``_Packed((batch, index))``.
 
-    __slots__ = ("batch", "index")
+    A tuple, so a span's rows get theirs from C (:func:`_span_records`), not one ``__init__`` each."""
 
-    def __init__(self, batch: _PackedBatch, index: int):
-        self.batch, self.index = batch, index
+    __slots__ = ()
 
 
 def _unpacked(values: Any) -> Any:
     """A record's cells: the list itself, or a packed row's list unpickled."""
-    return values.batch.row(values.index) if type(values) is _Packed else values
+    return values[0].row(values[1]) if type(values) is _Packed else values
+
+
+def _span_records(done: _SpanResult) -> tuple[list[Record], list[Any]]:
+    """A span's records (good ones with their cells packed, as :func:`_pack` leaves them) and results."""
+    box = _PackedBatch(done.cells)
+    problems = done.problems
+    if not problems:  # every record good (the usual span): its records built in C, as the Record tuples they are
+        packed = map(_Packed, zip(repeat(box), range(len(done.lines))))
+        records = list(map(tuple.__new__, repeat(Record), zip(done.lines, packed, repeat(None))))
+        return records, pickle.loads(done.checked)
+    records = []
+    checked = iter(pickle.loads(done.checked))
+    results: list[Any] = []
+    index = 0
+    for position, line in enumerate(done.lines):
+        bad = problems.get(position)
+        if bad is None:
+            records.append(Record(line, _Packed((box, index)), None))
+            results.append(next(checked))
+            index += 1
+        else:
+            records.append(Record(line, bad[0], bad[1]))
+            results.append(None)
+    return records, results
 
 
 def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
@@ -1546,7 +1690,7 @@ def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
     index = 0
     for record in batch:
         if record.problem is None:
-            record = Record(record.line, _Packed(box, index), None)
+            record = Record(record.line, _Packed((box, index)), None)
             index += 1
         light.append(record)
     return data, light
@@ -1555,13 +1699,52 @@ def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
 class _Validation:
     """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight."""
 
-    def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float]):
+    def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float],
+                 reader: CSVReader | None = None):
+        """``reader``: the workers can read spans of its file (:meth:`run_spans`)."""
         self.checker, self.workers, self.timings = checker, workers, timings
         self.pool = None
         if workers > 0:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(checker,))
+            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(checker, reader))
+
+    def run_spans(self, parts: Iterable[Span], rest: Callable[[Span], Iterable[list[Record]]]
+                  ) -> Iterator[tuple[list[Record], list[Any], int | None]]:
+        """(records, their results, the bytes read so far) of each span, read and validated by the
+        workers (:func:`_read_span`), in file order, a few spans in flight.
+
+        A span that ends inside a quoted value is not cut where a record starts: from its start
+        on, ``rest(span)`` reads the batches in this process and :meth:`run` validates them
+        (the bytes read are then None: the caller's reader counts them).
+        """
+        assert self.pool is not None, "spans are read by workers"
+        cipher = self.checker.binder.cipher if self.checker.binder is not None else None
+        window = 2 * self.workers + 1
+        pending: deque[tuple[Span, AsyncResult[_SpanResult]]] = deque()
+        iterator = iter(parts)
+        exhausted = False
+        while True:
+            while not exhausted and len(pending) < window:
+                upcoming = next(iterator, None)
+                if upcoming is None:
+                    exhausted = True
+                    break
+                pending.append((upcoming, self.pool.apply_async(_read_span, (upcoming,))))
+            if not pending:
+                return
+            span, handle = pending.popleft()
+            t0 = time.perf_counter()
+            done = handle.get()
+            self.timings["validate_wait"] += time.perf_counter() - t0
+            self.timings["validate"] += done.cpu
+            if done.ran_out:  # the later spans' results (still being computed) are left to the pool
+                for batch, results in self.run(rest(span)):
+                    yield batch, results, None
+                return
+            if done.sealed and cipher is not None:
+                cipher.take_over(done.sealed)
+            yield (*_span_records(done), span.stop)
 
     def run(self, batches: Iterable[list[Record]]) -> Iterator[tuple[list[Record], list[Any]]]:
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None

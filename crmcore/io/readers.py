@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import codecs
 import csv
+import io
 import json
 import re
 import sys
@@ -180,11 +181,68 @@ class CSVReader(Reader):
         self._pending: list[str] = []  # lines of the record being parsed (for resync)
         self._bad_lines: dict[int, str] = {}  # decode problems by line number
         self._lines = self._decoded_lines()
+        # Set by _resync when the parser met the end of the input inside a quoted value: in a
+        # span (see span()) the record may go on past its end, so the span's records are not
+        # those a reading of the whole file gives.
+        self.ran_out = False
         self._start(delimiter)
 
     def close(self) -> None:
         if self._fh is not sys.stdin.buffer:
             self._fh.close()
+
+    # -- spans: the records of part of the file, for readers in other processes ------------
+    def data_start(self) -> tuple[int, int, int]:
+        """(byte offset, line number, bytes per line) of the first line after the header record,
+        the bytes per line averaged over up to 100 lines from there; for :func:`spans`.
+
+        Only for a file (not standard input).
+        """
+        with open(self.path, "rb") as fh:
+            for _ in range(self._lineno):
+                fh.readline()
+            offset = fh.tell()
+            sample = [fh.readline() for _ in range(100)]
+        lines = [line for line in sample if line]
+        return offset, self._lineno + 1, sum(map(len, lines)) // len(lines) if lines else 1
+
+    def span(self, start: int, stop: int | None, first_line: int) -> "CSVReader":
+        """A reader of the records in bytes ``start`` to ``stop`` (None: the end) of this reader's
+        file, which start at line ``first_line``, read as this reader reads them (encoding,
+        delimiter, columns).  Close it when done.
+
+        ``start`` must be where a record starts.  The span's records are those a reading of the
+        whole file gives, unless the span ends inside a quoted value (an open record):
+        :attr:`ran_out` then tells, once :meth:`records` is exhausted.
+        """
+        reader = CSVReader.__new__(CSVReader)
+        Reader.__init__(reader, self.path)
+        reader.unescape, reader.encoding, reader.delimiter = self.unescape, self.encoding, self.delimiter
+        reader.dialect, reader.columns, reader.header_line = self.dialect, self.columns, self.header_line
+        with open(self.path, "rb") as fh:
+            fh.seek(start)
+            data = fh.read(stop - start) if stop is not None else None
+        # A bounded span is read at once (a batch's worth of bytes); the rest of a file, as it goes.
+        reader._fh = io.BytesIO(data) if data is not None else reader._open_binary()
+        if data is None:
+            reader._fh.seek(start)
+        reader._lineno = first_line - 1
+        reader._pending, reader._bad_lines = [], {}
+        reader.ran_out = False
+        reader._lines = reader._decoded_lines(first_line - 1)
+        reader._source = chain(reader._lines)
+        reader._parser = csv.reader(reader._feed(), reader.dialect)
+        return reader
+
+    def __getstate__(self) -> dict[str, Any]:
+        """What a worker needs to read spans (:meth:`span`): not the open file or the parser."""
+        return {name: getattr(self, name) for name in (
+            "path", "name", "total_bytes", "unescape", "encoding", "delimiter", "columns", "header_line", "_lineno")}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.bytes_read = 0
+        self.dialect = _dialect(self.delimiter)
 
     # -- set-up: encoding, delimiter, header -------------------------------------
     def _start(self, delimiter: str | None) -> None:
@@ -222,9 +280,9 @@ class CSVReader(Reader):
             names = [unescape_formula(f) for f in names]
         self.columns = check_header(self.name, line, names)
 
-    def _decoded_lines(self) -> Iterator[tuple[int, str]]:
+    def _decoded_lines(self, number: int = 0) -> Iterator[tuple[int, str]]:
+        """(line number, text) of each line after line ``number`` (the file's first line is 1)."""
         decode = codecs.getdecoder(self.encoding)
-        number = 0
         for raw in self._fh:
             number += 1
             self.bytes_read += len(raw)
@@ -272,6 +330,8 @@ class CSVReader(Reader):
         """Report the record starting at ``start``; resume on the line after it."""
         lines = self._pending
         first = lines[0] if lines else ""
+        if "unexpected end of data" in str(exc):  # the csv module's words for the input ending in a quote
+            self.ran_out = True
         column, reason = self._quote_problem(first, str(exc))
         if len(lines) > 1:
             reason += f" (the quoted field ran on to line {start + len(lines) - 1})"
@@ -438,6 +498,47 @@ def check_header(name: str, line: int, columns: list[str]) -> list[str]:
 
 
 csv.field_size_limit(FIELD_LIMIT)
+
+
+class Span(NamedTuple):
+    """Bytes ``start`` to ``stop`` of a CSV file, starting at line ``first_line``; ``last``: to the end."""
+
+    start: int
+    stop: int
+    first_line: int
+    last: bool
+
+
+def spans(path: str | Path, start: int, first_line: int, size: int, quote: bytes = b'"') -> Iterator[Span]:
+    """The bytes of ``path`` from ``start`` (where line ``first_line`` starts) in spans of about
+    ``size`` bytes, each ending at a line end with an even count of quotes since ``start``: in a
+    well-formed file, outside any quoted value, so where a record starts (:meth:`CSVReader.span`
+    tells when a span ends inside one all the same).  Reads the file in blocks; memory stays flat.
+    """
+    with open(path, "rb") as fh:
+        fh.seek(start)
+        line = first_line
+        while True:
+            block = fh.read(size)
+            if not block:
+                return
+            block += fh.readline()
+            odd = block.count(quote) % 2
+            # Inside a quoted value (or after a stray quote): the next line end with an even count, as
+            # far as the csv module would read one value (a worker finds out when the cut is wrong).
+            while odd and len(block) < size + 4 * FIELD_LIMIT:
+                more = fh.readline()
+                if not more:
+                    break
+                block += more
+                odd = (odd + more.count(quote)) % 2
+            stop = start + len(block)
+            last = not fh.peek(1)
+            yield Span(start, stop, line, last)
+            if last:
+                return
+            line += block.count(b"\n")
+            start = stop
 
 
 # -- JSON Lines -------------------------------------------------------------------
@@ -701,5 +802,5 @@ def read_all(path: str | Path, **options: Any) -> list[tuple[int, dict[str, Any]
         return list(reader)
 
 
-__all__ = ["CSVReader", "JSONLReader", "Record", "RecordError", "Reader", "SourceError", "XLSXReader",
-           "detect_format", "locate_quote_error", "open_reader", "read_all", "sniff_delimiter"]
+__all__ = ["CSVReader", "JSONLReader", "Record", "RecordError", "Reader", "SourceError", "Span", "XLSXReader",
+           "detect_format", "locate_quote_error", "open_reader", "read_all", "sniff_delimiter", "spans"]

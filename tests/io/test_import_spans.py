@@ -1,0 +1,127 @@
+"""With workers, a CSV file is read by the workers in spans (crmcore.io.readers.spans /
+CSVReader.span): the records, lines and problems must be exactly those of one reading of the
+whole file, and an import must store and report exactly what a single-process import does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from iotools import read_csv
+
+from crmcore.application import consent_history
+from crmcore.io.importer import ImportOptions, import_file
+from crmcore.io.readers import CSVReader, Record, spans
+from crmcore.store import tables
+from crmcore import CRM
+from crmcore.config import Config
+from crmcore.contracts.data import FIXED_NOW
+
+HEADER = b"external_id,name,email,phone,stage,tags\n"
+
+
+def open_crm(url: str) -> CRM:
+    return CRM.open(config=Config.from_mapping({"database_url": url, "plugins": []}), clock=lambda: FIXED_NOW)
+
+
+def _by_spans(reader: CSVReader, size: int) -> list[Record]:
+    """The records as the importer gets them with workers: span by span, and from a span that ran
+    out (ended inside a quoted value) on, one reading to the end (crmcore.io.importer.run_spans)."""
+    start, line, _ = reader.data_start()
+    records: list[Record] = []
+    for span in spans(reader.path, start, line, size):
+        part = reader.span(span.start, span.stop, span.first_line)
+        got = list(part.records())
+        part.close()
+        if part.ran_out and not span.last:
+            rest = reader.span(span.start, None, span.first_line)
+            records += rest.records()
+            rest.close()
+            break
+        records += got
+    return records
+
+
+PIECES = [b'C1,Ann,a@example.com,,lead,', b'C2,"Bo\nb",b@example.com,,lead,"x,y"', b'C3,"say ""hi""",,,lead,',
+          b'C4,Unclosed "quote,,,lead,', b'C5,"open', b'C6,"two\n\nlines",,,lead,', b'', b'   ',
+          b'C7,bad \xff byte,,,lead,', b'C8,too,many,values,here,now,more', b'C9,short', b'"C10",x"y,,,lead,',
+          b'C11,"a"b,,,lead,', b"C12,'=1+2,,,lead,", b'C13,\xe5\xbc\xa0\xe4\xbc\x9f,,,lead,', b'C14,"end"']
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.sampled_from(PIECES), max_size=25), size=st.integers(1, 120),
+       crlf=st.booleans(), bom=st.booleans(), last_newline=st.booleans())
+def test_spans_give_the_records_of_one_reading(tmp_path: Path, lines: list[bytes], size: int, crlf: bool,
+                                                bom: bool, last_newline: bool) -> None:
+    end = b"\r\n" if crlf else b"\n"
+    body = end.join(line.replace(b"\n", end) for line in lines) + (end if last_newline else b"")
+    path = tmp_path / "hostile.csv"
+    path.write_bytes((b"\xef\xbb\xbf" if bom else b"") + HEADER.replace(b"\n", end) + body)
+    with CSVReader(path) as whole:
+        expected = list(whole.records())
+    with CSVReader(path) as reader:
+        assert _by_spans(reader, size) == expected
+
+
+def test_a_span_cut_inside_a_quoted_value_says_so(tmp_path: Path) -> None:
+    # The stray quote of line 2 makes the quotes' count odd there, so the cut moves on to the next line
+    # end with an even count: inside line 3's quoted value, which runs on to line 4.
+    path = tmp_path / "stray.csv"
+    path.write_bytes(HEADER + b'C1,a"b,,,lead,\nC2,"multi\nline",,,lead,\nC3,Cy,,,lead,\n')
+    with CSVReader(path) as reader:
+        start, line, _ = reader.data_start()
+        first = next(spans(path, start, line, 1))
+        assert (first.first_line, first.last) == (2, False)
+        part = reader.span(first.start, first.stop, first.first_line)
+        list(part.records())
+        assert part.ran_out
+        whole = list(CSVReader(path).records())
+        assert _by_spans(reader, 1) == whole
+        assert [r.line for r in whole] == [2, 3, 5]
+
+
+def _import(tmp_path: Path, file: Path, workers: int, batch_size: int, key: str = "external_id") -> tuple:
+    db = tmp_path / f"w{workers}-{batch_size}-{key}.db"
+    crm = open_crm(f"sqlite:///{db}")
+    try:
+        reject = tmp_path / f"rejects-{workers}-{batch_size}-{key}.csv"
+        report = import_file(crm, "customers", file, ImportOptions(
+            workers=workers, batch_size=batch_size, on_error="skip", reject_file=reject, key=key))
+        stored = [(c.external_id, c.name, c.email, c.phone, c.tags) for c in crm.customers.list()]
+        with crm.engine.connect() as conn:
+            consents = [tuple(r[1:]) for r in conn.execute(tables.customer_consents.select().order_by(
+                tables.customer_consents.c.customer_id))]
+            history = [tuple(r._mapping[c] for c in consent_history.COLUMNS) for r in conn.execute(
+                tables.consent_history.select().order_by(tables.consent_history.c.id))]
+        return (stored, report.rows, report.inserted, report.rejected, report.error_messages(),
+                read_csv(reject) if reject.exists() else None, consents, history)
+    finally:
+        crm.close()
+
+
+def test_workers_reading_spans_import_what_one_process_imports(tmp_path: Path) -> None:
+    rows = [f"C{i},名字 {i},u{i}@Example.com,+86 138 {i:04d} {i:04d},lead,\"a,b\"".encode() for i in range(40)]
+    rows[5] = b'C5,"Multi\nline name",m@example.com,,lead,'
+    rows[9] = b"C9,bad \xff byte,,,lead,"
+    rows[14] = b'C14,Stray "quote,s@example.com,,lead,'
+    rows[20] = b"C20,too,many,values,here,now,more"
+    rows[25] = b"C3,Duplicate key,d@example.com,,lead,"
+    rows[30] = b'C30,"never closed,,,lead,'
+    file = tmp_path / "hostile.csv"
+    file.write_bytes(HEADER + b"\n".join(rows) + b"\n\n")
+    single = _import(tmp_path, file, 0, 4)
+    assert single[3] >= 5 and single[5] is not None
+    for batch_size in (1, 3, 7):
+        assert _import(tmp_path, file, 2, batch_size) == _import(tmp_path, file, 0, batch_size)
+
+
+def test_consents_of_new_customers_are_those_of_the_general_path(tmp_path: Path) -> None:
+    # --key id takes the general insert (no bound rows), whose consents go through flags_set
+    rows = [f"C{i},N{i},c{i}@example.com,{'true' if i % 3 else 'false'}" for i in range(12)]
+    file = tmp_path / "consents.csv"
+    file.write_text("external_id,name,email,consent_marketing\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    bound = _import(tmp_path, file, 0, 5)
+    general = _import(tmp_path, file, 0, 5, key="id")
+    assert bound[6] == general[6] and bound[7] == general[7]
+    assert len(bound[6]) == 8 and len(bound[7]) == 8
