@@ -476,7 +476,7 @@ class _Import:
                     with self.crm.unit() as uow:
                         remember_file(uow, self.rejects.path)
         if self.report.committed and not options.dry_run:
-            refresh_statistics(self.crm, self.table)
+            refresh_statistics(self.crm, self.table, changed=self.report.inserted + self.report.updated)
         if self.report.matched:
             matched = self.report.matched
             self.report.notes.append(

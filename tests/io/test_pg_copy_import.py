@@ -257,3 +257,47 @@ def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_pa
     report = import_file(crm, "customers", _csv(tmp_path / "changed.csv", changed), options)
     assert (report.unchanged, report.updated) == (4, 1), report.summary()
     assert crm.customers.find(external_id="T2").city == "Osaka"
+
+
+@POSTGRES_ONLY
+def test_statistics_refreshed_only_when_an_import_changed_enough(crm_factory: Any, tmp_path: Path) -> None:
+    """The ANALYZE after an import runs only past autovacuum's own point (by default 50 rows + 10% of
+    the rows the statistics counted; the table's own settings where it has them): after a first
+    import of 60 rows and after 100 more, not after a re-import of the unchanged file (nothing
+    changed) nor after 5 new rows."""
+    from sqlalchemy import event
+
+    crm = crm_factory(config=NOTE)
+    analyses: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("ANALYZE"):
+            analyses.append(statement)
+
+    def imported(name: str, keys: range) -> int:
+        path = _csv(tmp_path / f"{name}.csv", [(f"A{i}", f"Name {i}", "Berlin", "", "", "no") for i in keys])
+        report = import_file(crm, "customers", path, ImportOptions(workers=0))
+        assert report.rejected == 0, report.summary()
+        return report.inserted
+
+    def counted() -> float:
+        with crm.engine.connect() as conn:
+            return float(conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'customers'::regclass"))
+                         .scalar_one())
+
+    event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        assert imported("first", range(60)) == 60
+        assert len(analyses) == 1 and counted() == 60
+        assert imported("first", range(60)) == 0  # unchanged: the statistics are still right
+        assert imported("few", range(60, 65)) == 5  # 5 <= 50 + 6
+        assert len(analyses) == 1 and counted() == 60
+        assert imported("more", range(65, 165)) == 100
+        assert len(analyses) == 2 and counted() == 165
+        with crm.engine.begin() as conn:  # the table's own settings win over the server's
+            conn.execute(text("ALTER TABLE customers SET (autovacuum_analyze_threshold = 0, "
+                              "autovacuum_analyze_scale_factor = 0)"))
+        assert imported("one", range(165, 166)) == 1
+        assert len(analyses) == 3 and counted() == 166
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", seen)
