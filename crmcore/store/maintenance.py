@@ -58,4 +58,4 @@ def needs_analyze(conn: Connection, table: Table, changed: int) -> bool:
         "           WHERE o.option_name = 'autovacuum_analyze_scale_factor'),"
         "          current_setting('autovacuum_analyze_scale_factor'))::float8"
         " FROM pg_class c WHERE c.oid = to_regclass(:name)"), {"name": name}).one()
-    return max(changed, counted) > base + scale * max(rows, 0)
+    return bool(max(changed, counted) > base + scale * max(rows, 0))
