@@ -100,7 +100,7 @@ from .mapping import (
 )
 from .readers import CSVReader, Reader, Record, Span, open_reader, spans
 from ..application.privacy_files import remember as remember_file
-from .pgcopy import copies, copy_new_rows, serial_sequence
+from .pgcopy import CopyTarget, copies, copy_new_rows, copy_target
 from .rejects import RejectWriter, check_reject_target
 from .rows import Binder, Given, RowChecker, integer_range, normalize_key
 
@@ -419,7 +419,7 @@ class _Import:
         self.explicit_ids = False
         self._rejected: list[tuple[int, str | None, str, Any]] = []
         self._update_statement: Any = None
-        self._sequence: str | None = None  # PostgreSQL: the id column's sequence (COPY draws ids from it)
+        self._copy_target: CopyTarget | None = None  # PostgreSQL: the id's sequence and COPY's format
         self._position = 0  # bytes of the file read so far, when workers read it in spans (for progress)
         self.keyless = 0
 
@@ -484,7 +484,7 @@ class _Import:
                     with self.crm.unit() as uow:
                         remember_file(uow, self.rejects.path)
         if self.report.committed and not options.dry_run:
-            refresh_statistics(self.crm, self.table)
+            refresh_statistics(self.crm, self.table, changed=self.report.inserted + self.report.updated)
         if self.report.matched:
             matched = self.report.matched
             self.report.notes.append(
@@ -1138,9 +1138,9 @@ class _Import:
 
     def _insert_bound(self, uow: Any, rows: list[tuple[Any, ...]]) -> list[int]:
         if uow.dialect == "postgresql":  # COPY, after drawing the ids from the sequence
-            if self._sequence is None:
-                self._sequence = serial_sequence(uow.conn, self.table)
-            return copy_new_rows(uow.conn, self.table, self.columns, rows, self._sequence)
+            if self._copy_target is None:
+                self._copy_target = copy_target(uow.conn, self.table, self.columns)
+            return copy_new_rows(uow.conn, self.table, self.columns, rows, self._copy_target)
         uow.conn.exec_driver_sql(self.binder.sql, rows)  # type: ignore[union-attr]
         return self._sqlite_ids(uow, len(rows))
 

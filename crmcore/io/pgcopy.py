@@ -14,19 +14,24 @@ process only inserts.  This module gives PostgreSQL (psycopg) the same shape:
 * :func:`copy_new_rows`: ids drawn from the table's sequence (as its default
   would), then the bound rows, each behind its id, streamed with
   ``COPY ... FROM STDIN`` (psycopg formats each row in C: about a microsecond
-  a row, against tens for SQLAlchemy's per-value bind processing).
+  a row, against tens for SQLAlchemy's per-value bind processing), in COPY's
+  binary format where every column's type allows (:func:`binary_types`): no
+  text to escape and parse, so COPY costs the client about a fifth of its CPU
+  and the server a tenth less (100,000 customers, the same rows both ways:
+  client 0.31-0.42 s -> 0.06-0.07 s, server 1.13-1.37 s -> 1.01-1.23 s).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, NamedTuple
 
-from sqlalchemy import JSON, Connection, Table, text
+from sqlalchemy import JSON, Boolean, Connection, Integer, String, Table, text
 from sqlalchemy.types import TypeDecorator
 
 from ..store.bulk import copy_in
+from ..store.types import UTCDateTime
 
 
 def copies(dialect: Any) -> bool:
@@ -57,23 +62,83 @@ def copy_processor(column_type: Any, dialect: Any) -> Callable[[Any], Any] | Non
     return process
 
 
+class CopyTarget(NamedTuple):
+    """How :func:`copy_new_rows` writes one table's new rows (asked once per import: :func:`copy_target`)."""
+
+    #: The name of the sequence behind the table's ``id`` column.
+    sequence: str
+    #: psycopg's binary type of ``id`` and each column, in COPY's order; None: COPY's text format.
+    binary: tuple[str, ...] | None
+
+
+def copy_target(conn: Connection, table: Table, columns: Sequence[str]) -> CopyTarget:
+    """The sequence and the COPY format for bound rows of ``columns`` of ``table`` (one query)."""
+    name = conn.dialect.identifier_preparer.format_table(table)
+    found: dict[str, str] = dict(conn.execute(text(
+        "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a"
+        " WHERE a.attrelid = to_regclass(:name) AND a.attnum > 0 AND NOT a.attisdropped"),
+        {"name": name}).all())
+    return CopyTarget(serial_sequence(conn, table), binary_types(table, ("id", *columns), found, conn.dialect))
+
+
+#: The server's column types COPY's binary format is used for: psycopg's binary type for each,
+#: and the SQLAlchemy types whose bound values (the :class:`~crmcore.io.rows.Binder`'s, with
+#: :func:`copy_processor`) are exactly what that type's dumper takes.  ``varchar`` and ``json``
+#: read the bytes of a text as they are: sent as ``text``.
+_BINARY: dict[str, tuple[str, tuple[type[Any], ...]]] = {
+    "smallint": ("int2", (Integer,)),
+    "integer": ("int4", (Integer,)),
+    "bigint": ("int8", (Integer,)),
+    "boolean": ("bool", (Boolean,)),
+    "text": ("text", (String,)),
+    "character varying": ("text", (String,)),
+    "json": ("text", (JSON,)),
+    "timestamp without time zone": ("timestamp", (UTCDateTime,)),  # bound naive, in UTC
+}
+
+
+def binary_types(table: Table, columns: Sequence[str], server: Mapping[str, str], dialect: Any
+                 ) -> tuple[str, ...] | None:
+    """psycopg's binary type for each of ``columns`` (``server``: the database's type of each
+    column by name, as ``format_type`` names it), or None when any column is of another type
+    or declared here with a SQLAlchemy type whose bound values that dumper would not take
+    (a plain ``DateTime`` may hold an offset, which the text format drops and the binary
+    dumper refuses): then the text format, which reads any value's text."""
+    kinds = []
+    for name in columns:
+        entry = _BINARY.get(server.get(name, ""))
+        column_type = table.c[name].type
+        declared = column_type if isinstance(column_type, UTCDateTime) else _impl(column_type, dialect)
+        if entry is None or not isinstance(declared, entry[1]):
+            return None
+        kinds.append(entry[0])
+    return tuple(kinds)
+
+
+def _impl(column_type: Any, dialect: Any) -> Any:
+    """The type a column's values are bound as: a decorator's implementation, as far down as it goes."""
+    while isinstance(column_type, TypeDecorator):
+        column_type = column_type.load_dialect_impl(dialect)
+    return column_type
+
+
 def copy_new_rows(conn: Connection, table: Table, columns: Sequence[str], rows: Sequence[tuple[Any, ...]],
-                  sequence: str | None = None) -> list[int]:
+                  target: CopyTarget | None = None) -> list[int]:
     """Insert bound ``rows`` (values of ``columns``, without ``id``) with COPY; their new ids, in order.
 
-    ``sequence``: the id column's sequence name, when the caller knows it
-    (else one query asks ``pg_get_serial_sequence``).  A refused row raises
-    :class:`sqlalchemy.exc.DBAPIError`, as an executemany would, and leaves
-    the transaction to the caller (a savepoint around it rolls it back).
+    ``target``: the table's sequence and COPY format, when the caller has them for the
+    import (:func:`copy_target`; else they are asked for).  A refused row raises
+    :class:`sqlalchemy.exc.DBAPIError`, as an executemany would, and leaves the transaction
+    to the caller (a savepoint around it rolls it back).
     """
     if not rows:
         return []
-    if sequence is None:
-        sequence = serial_sequence(conn, table)
+    if target is None:
+        target = copy_target(conn, table, columns)
     ids: list[int] = [row[0] for row in conn.exec_driver_sql(
         "SELECT nextval(%(sequence)s) FROM generate_series(1, %(count)s)",
-        {"sequence": sequence, "count": len(rows)}).fetchall()]
-    copy_in(conn, table, ("id", *columns), ((new_id, *row) for new_id, row in zip(ids, rows)))
+        {"sequence": target.sequence, "count": len(rows)}).fetchall()]
+    copy_in(conn, table, ("id", *columns), ((new_id, *row) for new_id, row in zip(ids, rows)), target.binary)
     return ids
 
 
@@ -84,4 +149,5 @@ def serial_sequence(conn: Connection, table: Table) -> str:
     return name
 
 
-__all__ = ["copies", "copy_new_rows", "copy_processor", "serial_sequence"]
+__all__ = ["CopyTarget", "binary_types", "copies", "copy_new_rows", "copy_processor", "copy_target",
+           "serial_sequence"]

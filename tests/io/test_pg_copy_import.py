@@ -5,17 +5,21 @@ records go as before (PostgreSQL only: the path does not exist elsewhere)."""
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import JSON, String, create_engine, func, select, text
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from sqlalchemy import JSON, DateTime, String, create_engine, func, select, text
 
 from crmcore.application.consents import flags_set, write_decision
 from crmcore.application.consent_history import read as history_of
 from crmcore.domain.validation import normalize_email
 from crmcore.io.importer import ImportFailed, ImportOptions, import_file
-from crmcore.io.pgcopy import copy_processor
+from crmcore.io.pgcopy import CopyTarget, binary_types, copy_new_rows, copy_processor, copy_target
+from crmcore.io.rows import Binder
 from crmcore.store.bulk import any_of, pg_array_text
 from crmcore.store.sealed import MARK, SealedAttributes
 from crmcore.store.tables import audit_log, customer_consents, customers
@@ -257,3 +261,121 @@ def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_pa
     report = import_file(crm, "customers", _csv(tmp_path / "changed.csv", changed), options)
     assert (report.unchanged, report.updated) == (4, 1), report.summary()
     assert crm.customers.find(external_id="T2").city == "Osaka"
+
+
+@POSTGRES_ONLY
+def test_statistics_refreshed_only_when_an_import_changed_enough(crm_factory: Any, tmp_path: Path) -> None:
+    """The ANALYZE after an import runs only past autovacuum's own point (by default 50 rows + 10% of
+    the rows the statistics counted; the table's own settings where it has them): after a first
+    import of 60 rows and after 100 more, not after a re-import of the unchanged file (nothing
+    changed) nor after 5 new rows."""
+    from sqlalchemy import event
+
+    crm = crm_factory(config=NOTE)
+    analyses: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if statement.startswith("ANALYZE"):
+            analyses.append(statement)
+
+    def imported(name: str, keys: range) -> int:
+        path = _csv(tmp_path / f"{name}.csv", [(f"A{i}", f"Name {i}", "Berlin", "", "", "no") for i in keys])
+        report = import_file(crm, "customers", path, ImportOptions(workers=0))
+        assert report.rejected == 0, report.summary()
+        return report.inserted
+
+    def counted() -> float:
+        with crm.engine.connect() as conn:
+            return float(conn.execute(text("SELECT reltuples FROM pg_class WHERE oid = 'customers'::regclass"))
+                         .scalar_one())
+
+    event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        assert imported("first", range(60)) == 60
+        assert len(analyses) == 1 and counted() == 60
+        assert imported("first", range(60)) == 0  # unchanged: the statistics are still right
+        assert imported("few", range(60, 65)) == 5  # 5 <= 50 + 6
+        assert len(analyses) == 1 and counted() == 60
+        assert imported("more", range(65, 165)) == 100
+        assert len(analyses) == 2 and counted() == 165
+        with crm.engine.begin() as conn:  # the table's own settings win over the server's
+            conn.execute(text("ALTER TABLE customers SET (autovacuum_analyze_threshold = 0, "
+                              "autovacuum_analyze_scale_factor = 0)"))
+        assert imported("one", range(165, 166)) == 1
+        assert len(analyses) == 3 and counted() == 166
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", seen)
+
+
+# Text as a person may type it (no NUL: validation rejects it; no lone surrogate: not UTF-8).
+TEXT = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=30)
+STAMPS = st.datetimes(min_value=datetime(1900, 1, 1), max_value=datetime(2200, 1, 1), timezones=st.just(timezone.utc))
+
+
+ROWS = st.lists(st.fixed_dictionaries({
+    "name": TEXT, "city": st.none() | TEXT, "region": st.none() | TEXT, "consent_email": st.booleans(),
+    "consent_sms": st.booleans(), "consent_marketing": st.booleans(),
+    "tags": st.lists(TEXT, max_size=3), "attributes": st.dictionaries(TEXT, TEXT | st.integers(), max_size=2),
+    "created_at": STAMPS, "updated_at": STAMPS, "archived_at": st.none() | STAMPS}), min_size=1, max_size=5)
+
+
+@POSTGRES_ONLY
+def test_binary_copy_stores_what_text_copy_stores(crm_factory: Any) -> None:
+    """COPY's binary format (every customer column's type allows it) stores exactly what its
+    text format stores, for the values the workers bind: any text, JSON, time stamps, flags."""
+    crm = crm_factory()
+    binder = Binder(customers, crm.engine.dialect)
+    now = datetime(2026, 1, 1, tzinfo=timezone.utc)
+    columns = [c for c in customers.c if c.name not in ("id", "external_id")]
+    with crm.engine.connect() as conn:
+        target = copy_target(conn, customers, binder.columns)
+    assert target.binary is not None
+
+    @settings(max_examples=60, deadline=None)
+    @given(rows=ROWS)
+    def same(rows: list[dict[str, Any]]) -> None:
+        stored = {}
+        with crm.engine.connect() as conn:
+            for form, binary in (("binary", target.binary), ("text", None)):
+                bound = [binder.bind_fields({**row, "kind": "person", "stage": "lead",
+                                             "external_id": f"{form}{i}"}.get, now) for i, row in enumerate(rows)]
+                ids = copy_new_rows(conn, customers, binder.columns, bound, CopyTarget(target.sequence, binary))
+                found = {r[0]: tuple(r[1:]) for r in conn.execute(select(customers.c.id, *columns).where(
+                    customers.c.id.in_(ids)))}
+                stored[form] = [found[i] for i in ids]
+            conn.rollback()
+        assert stored["binary"] == stored["text"]
+
+    same()
+
+
+def test_binary_copy_only_for_types_whose_bound_values_it_takes() -> None:
+    """The binary format names a psycopg type per column, or gives way to the text format when a
+    column's server type is another, or its declared type binds what the binary dumper refuses."""
+    from sqlalchemy import Column, Integer, MetaData, Table
+
+    dialect = create_engine("postgresql+psycopg://nobody@localhost/none").dialect
+    server = {"id": "integer", "external_id": "character varying", "tags": "json",
+              "created_at": "timestamp without time zone", "consent_sms": "boolean", "name": "character varying"}
+    assert binary_types(customers, list(server), server, dialect) == ("int4", "text", "text", "timestamp", "bool",
+                                                                      "text")
+    assert binary_types(customers, ["id", "tags"], {**server, "tags": "jsonb"}, dialect) is None
+    assert binary_types(customers, ["id", "name"], {"id": "integer"}, dialect) is None  # no such column there
+    naive = Table("t", MetaData(), Column("id", Integer), Column("at", DateTime()))  # may hold an offset
+    assert binary_types(naive, ["id", "at"], {"id": "integer", "at": "timestamp without time zone"}, dialect) is None
+
+
+@POSTGRES_ONLY
+def test_an_import_falls_back_to_text_copy_for_another_column_type(crm_factory: Any, tmp_path: Path) -> None:
+    """A customers table whose tags are jsonb (not a type the binary format is used for) still
+    takes the import, through COPY's text format, and stores what the SQLite path stores."""
+    crm = crm_factory(config=NOTE)
+    with crm.engine.begin() as conn:
+        conn.execute(text("ALTER TABLE customers ALTER COLUMN tags TYPE jsonb USING tags::jsonb"))
+        assert copy_target(conn, customers, Binder(customers, crm.engine.dialect).columns).binary is None
+    reference = crm_factory(config={**NOTE, "database_url": f"sqlite:///{tmp_path / 'reference.db'}"})
+    path = _csv(tmp_path / "tricky.csv", _tricky_rows())
+    options = ImportOptions(workers=0, batch_size=2)
+    assert import_file(crm, "customers", path, options).inserted == import_file(
+        reference, "customers", path, options).inserted == len(TRICKY)
+    assert _stored(crm) == _stored(reference)
