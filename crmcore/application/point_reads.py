@@ -33,7 +33,7 @@ from sqlalchemy.sql import Select
 
 from ..domain.convert import enter_local_zone, leave_local_zone
 from ..store import tables
-from ..store.pointread import Fallback, PointReads, _Shape
+from ..store.pointread import LOGIN, Fallback, PointReads, _Shape
 from .tokens import ActingUser
 from .uow import _UNSET, SYSTEM_ACTOR, UnitOfWork, _Unset, current_unit
 from .visibility import Visibility, reads_deals, reads_restricted, rewrite
@@ -45,7 +45,7 @@ if TYPE_CHECKING:
 __all__ = ["Fallback", "KnownUsers", "ReadUnit", "Stale"]
 
 #: The acting user's record by login (built once: compiled once per engine by the reader).
-_USER = select(tables.users.c.active, tables.users.c.role).where(tables.users.c.login == bindparam("crm_login"))
+_USER = select(tables.users.c.active, tables.users.c.role).where(tables.users.c.login == bindparam(LOGIN))
 
 
 def _same_record(form: int) -> Any:
@@ -60,7 +60,7 @@ def _same_record(form: int) -> Any:
     users = tables.users
     # (active is compared as SQL truth, as bool() takes the value read: any non-zero is active)
     active = users.c.active != False if form & _ACTIVE else users.c.active == False  # noqa: E712
-    login = users.c.login == bindparam("crm_login")
+    login = users.c.login == bindparam(LOGIN)
     if form & _NO_ROLE:
         same: Any = select(literal_column("1")).where(login, active, users.c.role.is_(None)).correlate(None)
         return exists(same).label("crm_user_same")
@@ -273,9 +273,7 @@ class ReadUnit(UnitOfWork):
         confirming = plan.confirming[form]
         if confirming is None:
             confirming = plan.confirming_form(form)
-        params = dict(params)
-        params["crm_login"] = remembered.login
-        found = self._reads.first_row(self._raw, confirming, params)
+        found = self._reads.first_row(self._raw, confirming, params, remembered.login)
         if found is None:
             self._confirm()  # (no row to carry the record: ask for it alone)
             return None
@@ -301,7 +299,7 @@ class ReadUnit(UnitOfWork):
     # -- the acting user's record ---------------------------------------------------------------
     def _look_up(self) -> ActingUser | None:
         """The acting user's record as the database has it now (one statement)."""
-        found = self._reads.first(self._raw, _USER, {"crm_login": self.actor})
+        found = self._reads.first(self._raw, _USER, {LOGIN: self.actor})
         return _record(self.actor, None if found is None else found[1])
 
     def _start(self, known: KnownUsers) -> None:

@@ -46,11 +46,15 @@ class Fallback(Exception):
 class _Shape:
     """One statement compiled for one engine: what every execution of it shares."""
 
-    __slots__ = ("sql", "order", "defaults", "binds", "keys", "results", "process", "last", "entities", "tailed")
+    __slots__ = ("sql", "order", "defaults", "binds", "keys", "bind", "results", "process", "last", "entities",
+                 "tailed")
 
     def __init__(self, sql: str, order: tuple[str, ...] | None, defaults: dict[str, Any],
-                 binds: dict[str, Callable[[Any], Any]], keys: tuple[str, ...]):
+                 binds: dict[str, Callable[[Any], Any]], keys: tuple[str, ...], numbered: bool = False):
         self.sql, self.order, self.defaults, self.binds, self.keys = sql, order, defaults, binds, keys
+        #: ``bind(params, login)``: what the driver is handed for ``params`` (see :func:`binder`);
+        #: with ``numbered``, ``sql`` names each parameter once (``?1``) and so does the tuple.
+        self.bind: Callable[[Mapping[str, Any], Any], Any] = binder(order, defaults, binds, numbered)
         #: (column index, result processor) of the columns that need one, set at the first execution.
         self.results: tuple[tuple[int, Callable[[Any], Any]], ...] | None = None
         #: The driver's row -> the processed values (a function generated from :attr:`results`).
@@ -105,7 +109,77 @@ def _compile(statement: Any, engine: Engine) -> _Shape:
     defaults = compiled.construct_params(_check=False)
     order = tuple(compiled.positiontup) if compiled.positional else None
     keys = tuple(entry.keyname for entry in compiled._result_columns)
-    return _Shape(compiled.string, order, defaults, bind_processors(compiled), keys)
+    sql = compiled.string
+    numbered = None
+    if order is not None and len(set(order)) < len(order) and engine.dialect.paramstyle == "qmark":
+        numbered = numbered_sql(sql, order)
+    return _Shape(numbered or sql, order, defaults, bind_processors(compiled), keys, numbered is not None)
+
+
+#: The parameter a point-read unit binds to the acting user's login (its confirming column): given
+#: to :meth:`PointReads.first_row` on its own, so the caller's parameters need no copy per read.
+LOGIN = "crm_login"
+
+
+def binder(order: tuple[str, ...] | None, defaults: Mapping[str, Any], binds: Mapping[str, Callable[[Any], Any]],
+           numbered: bool = False) -> Callable[[Mapping[str, Any], Any], Any]:
+    """A function generated for one statement: ``(params, login)`` -> the driver's parameters.
+
+    Each parameter is the caller's value if given, else the statement's own (a ``LIMIT``), and
+    :data:`LOGIN` is ``login`` when that is not None; its bind processor, if it has one, runs on
+    it (on None too, as SQLAlchemy's do).  A tuple in ``order`` for a positional paramstyle (with
+    ``numbered``: each name once, in order of first appearance, as :func:`numbered_sql` numbers
+    them), else a dict.  Why: merging the caller's values into a copy of the defaults and
+    picking them out by name cost a point read five C calls and a dict per read (and a find by
+    email binds its value four times: once with ``numbered``).
+    """
+    names = list(dict.fromkeys(order if order is not None else defaults))
+    namespace: dict[str, Any] = {}
+    lines = ["def bind_(p, login):"]
+    for number, name in enumerate(names):
+        namespace[f"d{number}"] = defaults.get(name)
+        value = f"p.get({name!r}, d{number})"
+        if name == LOGIN:
+            value = f"(login if login is not None else {value})"
+        if name in binds:
+            namespace[f"b{number}"] = binds[name]
+            value = f"b{number}({value})"
+        lines.append(f"    v{number} = {value}")
+    by_name = {name: f"v{number}" for number, name in enumerate(names)}
+    if order is None:
+        lines.append("    return {" + "".join(f"{name!r}: {by_name[name]}, " for name in names) + "}")
+    else:
+        picked = names if numbered else order
+        lines.append("    return (" + "".join(f"{by_name[name]}, " for name in picked) + ")")
+    exec("\n".join(lines), namespace)  # noqa: S102 - the source is made of names and repr()s only
+    bind: Callable[[Mapping[str, Any], Any], Any] = namespace["bind_"]
+    return bind
+
+
+def numbered_sql(sql: str, order: tuple[str, ...]) -> str | None:
+    """``sql`` (qmark paramstyle, parameters named ``order``) with each ``?`` numbered by its name
+    (``?1`` for the first name, used again wherever that name is), so a value the statement uses
+    several times is bound once (SQLite's ``?NNN``); None when the marks found outside quoted
+    text are not ``len(order)`` (then the statement runs as compiled)."""
+    numbers: dict[str, int] = {}
+    for name in order:
+        numbers.setdefault(name, len(numbers) + 1)
+    parts: list[str] = []
+    quote: str | None = None
+    found = 0
+    for char in sql:
+        if quote is not None:
+            if char == quote:
+                quote = None  # (a doubled quote closes and opens again: still inside)
+        elif char in "'\"":
+            quote = char
+        elif char == "?":
+            if found == len(order):
+                return None
+            char = f"?{numbers[order[found]]}"
+            found += 1
+        parts.append(char)
+    return "".join(parts) if found == len(order) and quote is None else None
 
 
 def result_processors(statement: Any, dialect: Any, description: Sequence[Any]) -> \
@@ -321,19 +395,14 @@ class PointReads:
         shape, row = found
         return shape.keys, shape.process(row)  # type: ignore[misc]  # (set with the first row)
 
-    def first_row(self, connection: Any, statement: Any, params: Mapping[str, Any]) -> tuple[_Shape, Any] | None:
+    def first_row(self, connection: Any, statement: Any, params: Mapping[str, Any],
+                  login: str | None = None) -> tuple[_Shape, Any] | None:
         """:meth:`first` without the processing: the statement's :class:`_Shape` (its
         :attr:`_Shape.process` and :meth:`_Shape.entity_function` ready) and the driver's row, or
-        None."""
+        None.  ``login``: the value of the statement's :data:`LOGIN` parameter (instead of
+        ``params``')."""
         shape = self._shapes.get(statement) or self.shape(statement)
-        if shape.binds or len(shape.defaults) != len(params):
-            values = dict(shape.defaults)
-            values.update(params)
-            for name, process in shape.binds.items():
-                values[name] = process(values[name])
-        else:  # (the usual point read: only the caller's own values, none processed)
-            values = params  # type: ignore[assignment]
-        bound: Any = values if shape.order is None else tuple(map(values.__getitem__, shape.order))
+        bound = shape.bind(params, login)
         try:
             cursor = connection.cursor()
             try:

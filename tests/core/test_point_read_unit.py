@@ -170,9 +170,9 @@ def _driver_statements(crm: Any) -> list[str]:
     # (first_row: every statement the reader runs, those of first() and of a repository's entity)
     reads, first_row, seen = crm.point_reads, crm.point_reads.first_row, []
 
-    def counted(connection: Any, statement: Any, params: Any) -> Any:
+    def counted(connection: Any, statement: Any, params: Any, login: Any = None) -> Any:
         seen.append(reads.shape(statement).sql)
-        return first_row(connection, statement, params)
+        return first_row(connection, statement, params, login)
     reads.first_row = counted
     return seen
 

@@ -96,10 +96,10 @@ def _users_queries(crm):
     # (first_row: every statement the reader runs, those of first() and of a repository's entity)
     reads, first_row = crm.point_reads, crm.point_reads.first_row
 
-    def counted(connection, statement, params):
+    def counted(connection, statement, params, login=None):
         if "FROM users" in reads.shape(statement).sql:
             seen.append(reads.shape(statement).sql)
-        return first_row(connection, statement, params)
+        return first_row(connection, statement, params, login)
     reads.first_row = counted
     return seen
 
@@ -350,3 +350,66 @@ def test_json_text_orjson_refuses_is_read_by_the_engines_loader(crm_factory, crm
     shape = next(s for s in crm.point_reads._shapes.values() if "attributes" in s.keys)
     inline = {shape.keys[i]: getattr(p, "crm_inline", None) is not None for i, p in shape.results}
     assert inline["tags"] and inline["attributes"]
+
+
+def test_numbered_sql_names_each_parameter_once_outside_quoted_text():
+    """SQLite's ``?NNN``: a name used several times is one parameter; a ``?`` inside quotes is text;
+    marks that do not match the names leave the statement as compiled."""
+    from crmcore.store.pointread import numbered_sql
+
+    sql = "SELECT 'it''s ?', \"a?\" FROM t WHERE a = ? AND b = ? AND c = lower(?) LIMIT ?"
+    assert numbered_sql(sql, ("x", "y", "x", "limit")) == \
+        "SELECT 'it''s ?', \"a?\" FROM t WHERE a = ?1 AND b = ?2 AND c = lower(?1) LIMIT ?3"
+    assert numbered_sql(sql, ("x", "y", "x")) is None  # one mark too many
+    assert numbered_sql(sql, ("x", "y", "x", "limit", "z")) is None  # one too few
+    assert numbered_sql("SELECT 'open ? = ?", ("x",)) is None  # (an unclosed quote)
+
+
+def test_the_binder_gives_what_merging_the_defaults_gave():
+    """The generated binder of a statement hands the driver what the merge of its defaults with the
+    caller's values gave (and the processors ran on), positional or named, with the login."""
+    from crmcore.store.pointread import LOGIN, binder
+
+    defaults = {LOGIN: None, "value": None, "param_1": 1, "param_2": 0}
+    order = (LOGIN, "value", "value", "param_1", "param_2")
+    calls = []
+
+    def upper(value):
+        calls.append(value)
+        return None if value is None else value.upper()
+
+    def merged(params, login=None):
+        values = {**defaults, **params}
+        if login is not None:
+            values[LOGIN] = login
+        values["value"] = upper(values["value"])
+        return values
+
+    for params, login in (({"value": "a"}, None), ({"value": "a", LOGIN: "bob"}, None), ({"value": "a"}, "eve"),
+                          ({"value": None, "param_1": 5}, "eve"), ({}, None)):
+        positional = binder(order, defaults, {"value": upper})(params, login)
+        values = merged(params, login)
+        assert positional == tuple(values[name] for name in order)
+        numbered = binder(order, defaults, {"value": upper}, numbered=True)(params, login)
+        assert numbered == tuple(values[name] for name in dict.fromkeys(order))
+        named = binder(None, defaults, {"value": upper})(params, login)
+        assert named == values
+    assert None in calls  # a processor runs on None too (as SQLAlchemy's do)
+
+
+def test_find_by_email_binds_the_address_once_and_finds_what_a_listing_finds(crm):
+    """On SQLite the find-by-email statement (its key computed in SQL from the address, four uses)
+    names the address once (``?1``); every spelling finds what the filtered listing finds."""
+    full, bare = _fill(crm)
+    other = crm.customers.add(name="Ann", email="Ann.Lee@Example.com", owner="boss")
+    with crm.acting_as("boss"):
+        for email in ("zhang@example.com", "ZHANG@example.com", other.email, "Ann.Lee@Example.com",
+                      "ann.lee@example.com", "nobody@example.com", "$e1$abc@example.com"):
+            listed = crm.customers.list({"email": email}, limit=1)
+            found = crm.customers.find(email=email)
+            assert found == (listed[0] if listed else None), email
+        assert crm.customers.find(email=other.email) == crm.customers.get(other.id)
+    sql = [shape.sql for shape in crm.point_reads._shapes.values() if "email_key" in shape.sql]
+    assert sql
+    if crm.engine.dialect.name == "sqlite":
+        assert all("?1" in text and "?2" in text and " ? " not in text for text in sql)

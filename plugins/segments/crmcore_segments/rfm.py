@@ -91,7 +91,7 @@ from sqlalchemy import (
     type_coerce,
 )
 from sqlalchemy.schema import CreateTable, DropTable
-from sqlalchemy.sql import ColumnElement, FromClause
+from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 from sqlalchemy.types import NullType
 
 import crmcore
@@ -106,7 +106,7 @@ from crmcore.store import (
 
 from .money_text import decimal_text
 from .names import DEFAULT_GRID, NO_PURCHASES, check_grid, segment_by_key
-from .purchases import positive_days, purchase_conditions
+from .purchases import as_stored, positive_days, purchase_conditions
 
 deals = tables.deals
 customers = tables.customers
@@ -208,26 +208,24 @@ class RFMSegmenter(crmcore.Segmenter):
     def select(self, ctx: crmcore.SegmentContext, options: RFMOptions) -> Select[Unpack[tuple[Any, ...]]]:
         """customer_id, named segment, RFM score (e.g. 545) and details, from the run's temporary table."""
         _aggregate(ctx, options)
-        v = rfm_values().alias("v")
-        r, f, m = (_score(ctx, options, axis, v) for axis in ("r", "f", "m"))
-        key = r * 100 + f + m
+        scored = _scored(ctx, options)
+        r, f, m = scored.c.r, scored.c.f, scored.c.m
+        bought = r.is_not(None)
         segment = case(
-            (v.c.customer_id.is_(None), literal(options.no_purchases, String)),
-            else_=case({k: literal(name, String) for k, name in segment_by_key(options.grid).items()}, value=key),
+            (r.is_(None), literal(options.no_purchases, String)),
+            else_=case({k: literal(name, String) for k, name in segment_by_key(options.grid).items()},
+                       value=r * 100 + f + m),
         )
-        bought = v.c.customer_id.is_not(None)
         # No details for customers without purchases: in a large book they are
         # most rows, and an object of NULLs would only cost space and time.
         details = case((bought, json_object(
             ctx.dialect, r=r, f=f, m=m,
-            recency_days=days_between(v.c.last_purchase, utc_literal(ctx.as_of)),
-            frequency=v.c.frequency, monetary=decimal_text(v.c.monetary),
+            recency_days=days_between(scored.c.last_purchase, utc_literal(ctx.as_of)),
+            frequency=scored.c.frequency, monetary=decimal_text(scored.c.monetary),
         )), else_=null())
-        # customers LEFT JOIN the temporary table: a primary-key lookup per customer.
-        return select(customers.c.id.label("customer_id"), segment.label("segment"),
-                      case((bought, r * 100 + f * 10 + m), else_=null()).label("score"),
-                      details.label("details")).select_from(
-            customers.outerjoin(v, v.c.customer_id == customers.c.id))
+        # (r, f and m are NULL without purchases, and so is the score.)
+        return select(scored.c.customer_id, segment.label("segment"), (r * 100 + f * 10 + m).label("score"),
+                      details.label("details"))
 
     def explain(self, ctx: crmcore.SegmentContext, options: RFMOptions, membership: Mapping[str, Any]
                ) -> dict[str, Any]:
@@ -243,6 +241,26 @@ class RFMSegmenter(crmcore.Segmenter):
                                        ("m", options.monetary_edges))}
         return {**details, "fm": fm, "scoring": methods,
                 "rule": f"R={r}, FM=(F+M)//2=({f}+{m})//2={fm} -> grid[{r}][{fm}] = {grid[str(r)][fm - 1]!r}"}
+
+
+def _scored(ctx: crmcore.SegmentContext, options: RFMOptions) -> Subquery:
+    """Every customer with their R, F and M scores (NULL without purchases) and their values.
+
+    A subquery so that each score is computed once per customer: the segment, the score and
+    the details each read it.  SQLite would flatten the subquery into its reader and compute
+    each score there again (three times: 100k customers, 2% of a run each); ``OFFSET 0``
+    keeps it a co-routine, whose rows pass in registers (no table is written).  Elsewhere the
+    planners pull it up as before.
+    """
+    v = rfm_values().alias("v")
+    bought = v.c.customer_id.is_not(None)
+    scores = [case((bought, _score(ctx, options, axis, v)), else_=null()).label(axis) for axis in ("r", "f", "m")]
+    # customers LEFT JOIN the temporary table: a primary-key lookup per customer.
+    query = select(customers.c.id.label("customer_id"), *scores, v.c.last_purchase, v.c.frequency,
+                   v.c.monetary).select_from(customers.outerjoin(v, v.c.customer_id == customers.c.id))
+    if ctx.dialect == "sqlite":
+        query = query.offset(0)
+    return query.subquery("scored")
 
 
 def _aggregate(ctx: crmcore.SegmentContext, options: RFMOptions) -> None:
@@ -279,12 +297,14 @@ def _score(ctx: crmcore.SegmentContext, options: RFMOptions, axis: str, v: FromC
     """The 1-5 score of one axis: ``1 + (value > cut_1) + ... + (value > cut_4)``."""
     column = {"r": v.c.last_purchase, "f": v.c.frequency, "m": v.c.monetary}[axis]
     edges = {"r": options.recency_edges, "f": options.frequency_edges, "m": options.monetary_edges}[axis]
+    # The last purchase is a timestamp compared with bound values: as stored (see as_stored).
+    compared = as_stored(ctx, column) if axis == "r" else column
     if edges is not None:
-        return _edge_score(ctx, axis, column, edges)
+        return _edge_score(ctx, axis, compared, edges)
     cuts = _quintile_cuts(ctx, column, v)
     if not cuts:  # nobody bought: the score is never read
         return literal(1, Integer)
-    return 1 + sum((case((column > literal(cut), 1), else_=0) for cut in cuts), literal(0, Integer))
+    return 1 + sum((case((compared > literal(cut), 1), else_=0) for cut in cuts), literal(0, Integer))
 
 
 def _edge_score(ctx: crmcore.SegmentContext, axis: str, column: ColumnElement[Any],
