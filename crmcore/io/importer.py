@@ -77,6 +77,7 @@ from ..application.consents import decisions_from, flags_set
 from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
+from ..store.tables import users
 from ..domain.convert import unstructure
 from ..domain.entities import ENTITY_TYPES
 from ..domain.errors import CRMError, HookError, ValidationError
@@ -93,6 +94,8 @@ from .mapping import (
     entity_fields,
     entity_kind,
 )
+from . import fingerprint
+from .fingerprint import Screen, Stamp
 from .readers import Reader, Record, open_reader
 from ..application.privacy_files import remember as remember_file
 from .pgcopy import copies, copy_new_rows, serial_sequence
@@ -416,6 +419,7 @@ class _Import:
         self._update_statement: Any = None
         self._sequence: str | None = None  # PostgreSQL: the id column's sequence (COPY draws ids from it)
         self.keyless = 0
+        self.stamp, self.screen = self._fingerprints()
 
     def _binder(self) -> Binder | None:
         """The SQLite bulk path: rows leave validation as bound values, ready for executemany
@@ -435,6 +439,66 @@ class _Import:
         self.checker.binder = binder
         return binder
 
+    def _fingerprints(self) -> tuple[Stamp | None, Screen | None]:
+        """Where rows get import fingerprints (:mod:`crmcore.io.fingerprint`): the path of
+        :meth:`_drop_unchanged` (plain customers by external id, bound values); the screen also
+        needs no ``max_errors`` (whose cut counts the rows validation saw)."""
+        if not (self.binder is not None and self.kind == "customer" and self.key == "external_id"
+                and not self.crm.plugins.has_impls(f"validate_{self.kind}")):
+            return None, None
+        binder = self.binder
+        dialect = self.crm.engine.dialect
+        stamp = Stamp(fingerprint.context(self.checker, binder, dialect.name), fingerprint.compared_columns(binder),
+                      binder.columns.index(fingerprint.COLUMN))
+        # A sealed database and a policy that may look at the customer: the general path asks for
+        # each row (``_prepare_update``, since sealed values never compare equal bound): no screen.
+        sealed_any = binder.cipher is not None and bool(binder.cipher.fields)
+        if (not fingerprint.SHORTCUT or self.options.max_errors is not None
+                or (sealed_any and self.crm.plugins.has_impls("authorize"))):
+            return stamp, None
+        cipher = binder.cipher
+        opened = (lambda value: cipher.open("birthday", value) if value.startswith(MARK) else value
+                  ) if cipher is not None else None
+        return stamp, Screen(self.checker, stamp, binder.columns, self._stored_digests, self._logins, opened,
+                             exact=dialect.name == "sqlite")
+
+    def _stored_digests(self, keys: set[Any]) -> list[tuple[Any, ...]]:
+        """The screen's read: the stored rows with these keys, as :meth:`_drop_unchanged` reads them,
+        with their digest last (in the import's unit when one is open, else a read-only one)."""
+        with self.crm.unit(readonly=True) as uow:
+            return list(_where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True))
+
+    def _compared_select(self, uow: Any) -> list[Any]:
+        """The id, the compared columns (as stored) and the digest of the table's rows."""
+        binder = cast(Binder, self.binder)
+        stamp = cast(Stamp, self.stamp)
+        table = self.table
+        columns = [table.c.id, *(table.c[binder.columns[i]] for i in stamp.compared), table.c[fingerprint.COLUMN]]
+        if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
+            columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
+                getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
+        return columns
+
+    def _logins(self, names: set[str]) -> set[str]:
+        """Which of ``names`` are users' logins (an owner import_owners keeps as it is)."""
+        with self.crm.unit(readonly=True) as uow:
+            return {row[0] for row in _where_in(uow, [users.c.login], users.c.login, names)}
+
+    def _check_here(self, values: Any) -> Any:
+        """A screened row validated at write time after all (:meth:`Screen.settle`), as a worker would."""
+        result = cast(Stamp, self.stamp)(values, self.checker.check(values))
+        cipher = self.checker.binder.cipher if self.checker.binder is not None else None
+        if cipher is not None:  # the door check's look-ups of what it sealed (as from a worker)
+            cipher.take_over(cipher.hand_over(DOOR_SEALED))
+        return result
+
+    def _key_of(self, record: Record, result: Any) -> Any:
+        """A validated record's key as :meth:`_write_batch` takes it (None for a reader's problem)."""
+        if record.problem is not None:
+            return None
+        row = result[0]
+        return row[self.key_index] if row is not None else self.checker.key_value(_unpacked(record.values))
+
     # -- driving -------------------------------------------------------------------
     def run(self) -> ImportReport:
         started = time.perf_counter()
@@ -445,10 +509,10 @@ class _Import:
             self.rejects = RejectWriter(options.reject_file, self.reader, escape_formulas=not options.raw_csv,
                                         excel=options.excel, excel_default=self.crm.config.excel_csv)
         gc_state = _relax_gc()
-        validated = _Validation(self.checker, workers, self.timings)
+        validated = _Validation(self.checker, workers, self.timings, self.stamp)
         single = options.dry_run or options.on_error == "abort"
         try:
-            batches = self._limited(validated.run(self._batches()))
+            batches = self._limited(validated.run(self._batches(), self.screen))
             if single:
                 try:
                     with self.crm.unit() as uow, _roomy_cache(uow):
@@ -593,6 +657,10 @@ class _Import:
             self.timings["write"] += time.perf_counter() - t0
 
     def _write_batch(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
+        settled: tuple[list[int], list[int]] = ([], [])  # the screen's unchanged rows: ids, lines
+        if self.screen is not None:
+            batch, results, *settled = self.screen.settle(batch, results, self.written.get, self._key_of,  # type: ignore[assignment]
+                                                          self._check_here)
         items: list[_Item] = []
         folding = self.key == "email"
         # Sealed addresses are matched exactly, through the blind index (docs/privacy.md): the key
@@ -612,7 +680,7 @@ class _Import:
                 elif key.startswith(MARK):
                     key = cipher.open("email", key)
             items.append(_Item(line, values, row, issues, references, key))
-        if not items:
+        if not items and not settled[0]:
             return
         user = USER_FIELDS.get(self.kind)
         if user is not None:  # owners (assignees) are users, given by login or email (crmcore.application.users)
@@ -625,7 +693,7 @@ class _Import:
         claimed: dict[Any, int] = {}
         absent: set[Any] = set()  # keys no stored row has (the comparison's query just looked)
         if plain:  # rows equal to their stored record cost one comparison (re-importing a file)
-            items = self._drop_unchanged(uow, items, claimed, absent)
+            items = self._drop_unchanged(uow, items, claimed, absent, settled)
         existing = self._existing(uow, {i.key for i in items if i.key is not None and i.key not in absent})
         owners = self._external_id_owners(uow, items) if self.key != "external_id" else {}
         resolved = self._resolve_references(uow, items)
@@ -806,7 +874,7 @@ class _Import:
         return True
 
     def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int],
-                        absent: set[Any]) -> list[_Item]:
+                        absent: set[Any], settled: tuple[list[int], list[int]]) -> list[_Item]:
         """The batch without its rows that equal their stored record (the SQLite bulk path).
 
         A good row's bound values (what an insert would store) are compared
@@ -818,32 +886,45 @@ class _Import:
         seen earlier in the file, a key matching several rows -- stays in the
         batch for the general path, which updates, rejects or reports it.
         Asking ``authorize`` for ``KIND.update`` once per batch keeps a
-        policy's refusal of updates fatal for unchanged rows too.
+        policy's refusal of updates fatal for unchanged rows too.  ``settled``:
+        the ids and lines of the rows the fingerprint screen found unchanged
+        (:mod:`crmcore.io.fingerprint`), counted with these.
+
+        An unchanged row whose stored import fingerprint is not the row's gets
+        it (one executemany): the next import finds the row without validating it.
 
         The keys the query found no row for go into ``absent``: the batch's
         look-up of existing records need not ask for them again (a new file's
         batch then costs one query by key, not two).  SQLite compares the key
         column exactly (binary collation), so a row found has the key asked.
         """
-        binder = cast(Binder, self.binder)
+        same_ids, same_lines = settled
         keys = {i.key for i in items if i.key is not None and i.issues is None}
-        if not keys:
-            return items
-        compared = [i for i, c in enumerate(binder.columns) if c not in ("created_at", "updated_at")]
-        table = self.table
+        kept = items
+        if keys:
+            kept = self._drop_equal(uow, items, keys, claimed, absent, same_ids, same_lines)
+        unchanged = len(same_ids)
+        self.written.mark_many(same_ids, same_lines)
+        if unchanged:
+            self.crm.authorize(f"{self.kind}.update", None)
+            self.report.unchanged += unchanged
+        return kept
+
+    def _drop_equal(self, uow: Any, items: list[_Item], keys: set[Any], claimed: dict[Any, int], absent: set[Any],
+                    same_ids: list[int], same_lines: list[int]) -> list[_Item]:
+        """:meth:`_drop_unchanged`'s comparison: the items kept; the equal ones' ids and lines appended."""
+        stamp = cast(Stamp, self.stamp)
         stored: dict[Any, list[tuple[Any, ...]]] = {}
-        columns = [table.c.id, *(table.c[binder.columns[i]] for i in compared)]
-        if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
-            columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
-                getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
-        for row in _where_in(uow, columns, table.c[self.key], keys, raw=True):
-            stored.setdefault(row[1 + compared.index(self.key_index)], []).append(row)
+        compared = stamp.compared
+        key_at = 1 + compared.index(self.key_index)
+        for row in _where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True):
+            stored.setdefault(row[key_at], []).append(row)
         absent.update(keys - stored.keys())
         if not stored:
             return items
         kept = []
-        same_ids: list[int] = []
-        same_lines: list[int] = []
+        stamps: list[dict[str, Any]] = []  # unchanged rows whose stored fingerprint is not theirs
+        slot = stamp.slot
         # The compared bound values as one tuple: a C-level comparison with the stored row's.
         pick = operator.itemgetter(*compared) if len(compared) > 1 else (lambda row: (row[compared[0]],))
         written = self.written
@@ -854,17 +935,18 @@ class _Import:
                 kept.append(item)
                 continue
             match = matches[0]
-            if pick(cast(tuple[Any, ...], item.row)) != match[1:]:
+            row = cast(tuple[Any, ...], item.row)
+            if pick(row) != match[1:-1]:
                 kept.append(item)
                 continue
             claimed[item.key] = item.line
             same_ids.append(match[0])
             same_lines.append(item.line)
-        unchanged = len(same_ids)
-        written.mark_many(same_ids, same_lines)
-        if unchanged:
-            self.crm.authorize(f"{self.kind}.update", None)
-            self.report.unchanged += unchanged
+            if row[slot] != match[-1]:
+                stamps.append({"_id": match[0], "digest": row[slot]})
+        if stamps:
+            uow.conn.execute(update(self.table).where(self.table.c.id == bindparam("_id")).values(
+                {fingerprint.COLUMN: bindparam("digest")}), stamps)
         return kept
 
     # -- look-ups (one query per batch and kind) ---------------------------------------
@@ -1474,11 +1556,12 @@ def _restore_gc(saved: tuple[tuple[int, int, int], bool]) -> None:
 
 
 _worker_checker: RowChecker | None = None
+_worker_stamp: Stamp | None = None  # sets each good row's import fingerprint (crmcore.io.fingerprint)
 
 
-def _init_worker(checker: RowChecker) -> None:
-    global _worker_checker
-    _worker_checker = checker
+def _init_worker(checker: RowChecker, stamp: Stamp | None = None) -> None:
+    global _worker_checker, _worker_stamp
+    _worker_checker, _worker_stamp = checker, stamp
     _relax_gc()
 
 
@@ -1490,11 +1573,12 @@ def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
     holds its rows as objects, several times the bytes, while earlier batches are written."""
     started = time.process_time()
     checker = cast(RowChecker, _worker_checker)
+    stamp = _worker_stamp
     rows = pickle.loads(packed)
     del packed
     checked_rows = []
     for index, values in enumerate(rows):
-        checked_rows.append(checker.check(values))
+        checked_rows.append(checker.check(values) if stamp is None else stamp(values, checker.check(values)))
         rows[index] = None  # a row's cells go as its result comes: the worker's peak is one batch, not two
     del rows
     checked = pickle.dumps(checked_rows, protocol=pickle.HIGHEST_PROTOCOL)
@@ -1553,29 +1637,46 @@ def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
 
 
 class _Validation:
-    """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight."""
+    """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight.
 
-    def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float]):
-        self.checker, self.workers, self.timings = checker, workers, timings
-        self.pool = None
-        if workers > 0:
+    The pool of workers starts with the first batch that has a row to validate: a re-import whose
+    rows the fingerprint screen finds unchanged never forks it."""
+
+    def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float], stamp: Stamp | None = None):
+        self.checker, self.workers, self.timings, self.stamp = checker, workers, timings, stamp
+        self.pool: Any = None
+
+    def _pool(self) -> Any:
+        if self.pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(checker,))
+            self.pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self.checker, self.stamp))
+        return self.pool
 
-    def run(self, batches: Iterable[list[Record]]) -> Iterator[tuple[list[Record], list[Any]]]:
+    def _check(self, values: Any) -> Any:
+        result = self.checker.check(values)
+        return result if self.stamp is None else self.stamp(values, result)
+
+    def run(self, batches: Iterable[list[Record]], screen: Screen | None = None
+            ) -> Iterator[tuple[list[Record], list[Any]]]:
+        """Each batch with its results: ``check``'s, or :class:`~crmcore.io.fingerprint.Unchanged` where ``screen`` found
+        the row unchanged (not validated), or None for a record the reader found bad."""
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None
-        if self.pool is None:
+        if self.workers <= 0:
             for batch in batches:
+                marks = screen(batch) if screen is not None else None
                 t0 = time.perf_counter()
-                results = [None if r.problem else self.checker.check(r.values) for r in batch]
+                results = [None if r.problem else self._check(r.values) for r in batch] if marks is None else [
+                    None if r.problem else mark if mark is not None else self._check(r.values)
+                    for r, mark in zip(batch, marks)]
                 if cipher is not None:  # the door check's look-ups of what the batch sealed (as from a worker)
                     cipher.take_over(cipher.hand_over(DOOR_SEALED))
                 self.timings["validate"] += time.perf_counter() - t0
                 yield batch, results
             return
         window = 2 * self.workers + 1
-        pending: deque[tuple[list[Record], AsyncResult[Any]]] = deque()
+        # (the batch, its records sent to the workers (cells packed), the screen's marks, the workers' answer)
+        pending: deque[tuple[list[Record], list[Record], list[Any] | None, AsyncResult[Any] | None]] = deque()
         iterator = iter(batches)
         exhausted = False
         while True:
@@ -1584,23 +1685,44 @@ class _Validation:
                 if upcoming is None:
                     exhausted = True
                     break
-                packed, upcoming = _pack(upcoming)
-                pending.append((upcoming, self.pool.apply_async(_check_batch, (packed,))))
+                marks = screen(upcoming) if screen is not None else None
+                sent = upcoming if marks is None else [r for r, m in zip(upcoming, marks) if m is None]
+                if any(r.problem is None for r in sent):
+                    packed, sent = _pack(sent)
+                    pending.append((upcoming, sent, marks, self._pool().apply_async(_check_batch, (packed,))))
+                else:
+                    pending.append((upcoming, sent, marks, None))
             if not pending:
                 return
-            batch, handle = pending.popleft()
-            t0 = time.perf_counter()
-            packed_rows, cpu, sealed = handle.get()
-            checked = pickle.loads(packed_rows)
-            if sealed and cipher is not None:
-                cipher.take_over(sealed)
-            self.timings["validate_wait"] += time.perf_counter() - t0
-            self.timings["validate"] += cpu
+            batch, sent, marks, handle = pending.popleft()
+            checked: list[Any] = []
+            if handle is not None:
+                t0 = time.perf_counter()
+                packed_rows, cpu, sealed = handle.get()
+                checked = pickle.loads(packed_rows)
+                if sealed and cipher is not None:
+                    cipher.take_over(sealed)
+                self.timings["validate_wait"] += time.perf_counter() - t0
+                self.timings["validate"] += cpu
             results = []
             it = iter(checked)
-            for record in batch:
+            for record in sent:
                 results.append(None if record.problem else next(it))
-            yield batch, results
+            if marks is None:
+                yield sent, results
+                continue
+            # The screened rows back in their places, in file order.
+            others = iter(zip(sent, results))
+            records: list[Record] = []
+            merged: list[Any] = []
+            for record, mark in zip(batch, marks):
+                if mark is None:
+                    record, result = next(others)
+                    merged.append(result)
+                else:
+                    merged.append(mark)
+                records.append(record)
+            yield records, merged
 
     def close(self) -> None:
         if self.pool is not None:

@@ -29,7 +29,7 @@ def no_schema_cache():
     schema_cache.set_enabled(True)
 
 CORE_TABLES = set(tables.metadata.tables)
-CORE_HEAD = "0027_rfm"
+CORE_HEAD = "0028_import_digest"
 
 
 @pytest.fixture
