@@ -163,7 +163,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0023_lookup_keys"),
+            ("crmcore", CORE_HEAD, "0027_rfm"),
+            ("crmcore", "0027_rfm", "0023_lookup_keys"),
             ("crmcore", "0023_lookup_keys", "0022_scale_out"),
             ("crmcore", "0022_scale_out", "0019_phone_key"),
             ("crmcore", "0019_phone_key", "0018_jobs"),
