@@ -20,6 +20,7 @@ from crmcore.config import Config
 from crmcore.contracts.data import FIXED_NOW
 from crmcore.io import fingerprint, importer
 from crmcore.io.importer import ImportOptions, import_file
+from crmcore.io.pgcopy import copies
 from crmcore.io.rows import RowChecker
 from crmcore.store.tables import audit_log, consent_history, customer_consents, customers, users
 from crmcore.testing import reset_database
@@ -56,6 +57,13 @@ def count_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
 
     monkeypatch.setattr(RowChecker, "check", counted)
     return calls
+
+
+def _screened(crm: CRM) -> bool:
+    """Whether imports bind rows where the digest is computed (SQLite, PostgreSQL's COPY path); on
+    MariaDB every row takes the general path and no digest is written."""
+    dialect = crm.engine.dialect
+    return dialect.name == "sqlite" or copies(dialect)
 
 
 def _fresh_url(crm_db_url: str, tmp_path: Path, name: str) -> str:
@@ -169,8 +177,8 @@ def test_a_reimport_decides_as_without_the_shortcut(crm_db_url: str, tmp_path: P
     with_shortcut = _reimport(crm_db_url, tmp_path, True, context, 0, monkeypatch)
     assert with_shortcut[0] == without[0]
     assert with_shortcut[1] == without[1]
-    if context == "none":  # the shortcut was taken: fewer rows validated (the first import: 40)
-        assert count_checks[0] < checks_without - 10
+    if context == "none" and not crm_db_url.startswith(("mysql", "mariadb")):  # the shortcut was taken: fewer rows
+        assert count_checks[0] < checks_without - 10                   # validated (the first import: 40)
     elif context != "clock":  # a changed context: no row is taken for unchanged without validation
         assert count_checks[0] == checks_without
     if context == "clock":  # line 14's birthday is in the future for that clock
@@ -201,7 +209,7 @@ def pools(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
 @pytest.mark.parametrize("workers", [0, 2])
 def test_an_unchanged_reimport_validates_no_row_and_starts_no_pool(crm_factory: Any, tmp_path: Path, workers: int,
                                                                    count_checks: list[int], pools: list[int]) -> None:
-    crm = crm_factory()
+    crm = crm_factory(config={"phone_region": "CN"})
     crm.users.add("ann", email="ann@example.com")
     crm.users.add("bob")
     rows = [row for i, row in enumerate(_rows(40)) if i % 4 != 2]  # no owner by email: each row hits
@@ -212,7 +220,8 @@ def test_an_unchanged_reimport_validates_no_row_and_starts_no_pool(crm_factory: 
     before = _state(crm)
     again = import_file(crm, "customers", file, ImportOptions(batch_size=7, workers=workers))
     assert (again.inserted, again.updated, again.unchanged, again.rejected) == (0, 0, 30, 0)
-    assert (count_checks[0], pools[0]) == (0, 0)
+    # MariaDB: every row validated, by the workers when there are any (not counted in this process).
+    assert (count_checks[0], pools[0]) == ((0, 0) if _screened(crm) else (0, 1) if workers else (30, 0))
     assert _state(crm) == before
 
 
@@ -220,7 +229,9 @@ def test_rows_imported_without_a_digest_gain_it_on_their_next_import(crm_factory
                                                                      count_checks: list[int]) -> None:
     """A database imported before revision 0028 (no digests): the next import finds the rows the
     slow way and writes their digests; the one after validates none."""
-    crm = crm_factory()
+    crm = crm_factory(config={"phone_region": "CN"})
+    if not _screened(crm):
+        pytest.skip("MariaDB: imports write no digest (no bound rows)")
     file = _write(tmp_path / "c.csv", [row.rsplit(",", 1)[0] + "," for row in _rows(20)])
     import_file(crm, "customers", file, ImportOptions(batch_size=6))
     with crm.unit() as uow:
@@ -240,6 +251,8 @@ def test_a_sealed_database_reimport(crm_factory: Any, tmp_path: Path, monkeypatc
     """Sealed email, phone and birthday: the digest covers the stored ciphertexts, and a
     re-import is decided as without the shortcut."""
     crm = sealedtools.sealing_crm(crm_factory, monkeypatch)
+    if not _screened(crm):
+        pytest.skip("MariaDB: imports write no digest (no bound rows)")
     sealedtools.import_sealed_rows(crm, tmp_path, workers=0)
     path = tmp_path / "sealed.csv"
     before = _state(crm)
@@ -264,7 +277,8 @@ def test_the_digest_is_no_field_and_is_not_exported(crm_factory: Any, tmp_path: 
     customer = crm.customers.list()[0]
     assert not hasattr(customer, fingerprint.COLUMN)
     with crm.unit() as uow:
-        assert uow.conn.execute(text(f"SELECT {fingerprint.COLUMN} FROM customers")).scalar_one()
+        digest = uow.conn.execute(text(f"SELECT {fingerprint.COLUMN} FROM customers")).scalar_one()
+    assert (len(digest) == 32) if _screened(crm) else digest is None
     from crmcore.io.exporter import export_entities
     out = tmp_path / "out.csv"
     export_entities(crm, "customers", out)
