@@ -118,12 +118,15 @@ class Stamp:
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_base": None}
 
+    def base(self) -> Any:
+        """The hash state after the context (copied for each row)."""
+        if self._base is None:
+            self._base = blake2b(self.prefix, digest_size=16)
+        return self._base
+
     def digest(self, cells: Any, values: tuple[Any, ...]) -> str:
         """D of a row's cells and its compared values (bound or stored)."""
-        base = self._base
-        if base is None:
-            base = self._base = blake2b(self.prefix, digest_size=16)
-        hashed = base.copy()
+        hashed = self.base().copy()
         hashed.update(_encoded(cells, values))
         return hashed.hexdigest()
 
@@ -182,34 +185,50 @@ class Screen:
             return None
         return at[0] if all(p[1] == FIELD for p in plan if p[0] == at[0]) else None
 
-    def _key(self, values: Any) -> Any:
-        cell = self.cell
-        if cell is not None and values.__class__ is list:
-            value = values[cell]
-            if value.__class__ is str:
-                return value.strip() or None
-        return self.checker.key_value(values)
+    def _keys(self, batch: list[Record]) -> dict[Any, list[int]]:
+        """The batch's records by key, as far as the raw cells tell (records with no key left out)."""
+        wanted: dict[Any, list[int]] = {}
+        cell, key_value = self.cell, self.checker.key_value
+        for index, record in enumerate(batch):
+            if record.problem is not None:
+                continue
+            values = record.values
+            if cell is not None and values.__class__ is list and (value := values[cell]).__class__ is str:
+                key = value.strip() or None
+            else:
+                key = key_value(values)
+            if key is not None:
+                found = wanted.get(key)
+                if found is None:
+                    wanted[key] = [index]
+                else:
+                    found.append(index)
+        return wanted
 
     def __call__(self, batch: list[Record]) -> list[Unchanged | None] | None:
         """Per record, :class:`Unchanged` or None (validate it); None when no record is unchanged."""
-        wanted: dict[Any, list[int]] = {}
-        for index, record in enumerate(batch):
-            if record.problem is None:
-                key = self._key(record.values)
-                if key is not None:
-                    wanted.setdefault(key, []).append(index)
+        wanted = self._keys(batch)
         if not wanted:
             return None
         found: list[tuple[int, tuple[Any, ...]]] = []
-        digest, key_at = self.stamp.digest, self.key_at
+        key_at, exact = self.key_at, self.exact
+        copy = self.stamp.base().copy
+        dumps = marshal.dumps
         for stored in self.read(set(wanted)):
-            if stored[-1] is None:
+            digest = stored[-1]
+            indices = wanted.get(stored[key_at]) if digest is not None else None
+            if indices is None:
                 continue
-            for index in wanted.get(stored[key_at], ()):
-                values = stored[1:-1]
-                if not self.exact:  # the driver returns booleans (PostgreSQL): as bound, integers
-                    values = plain(values)
-                if digest(batch[index].values, values) == stored[-1]:
+            values = stored[1:-1] if exact else plain(stored[1:-1])  # PostgreSQL: its booleans as bound
+            for index in indices:
+                cells = batch[index].values
+                try:  # _encoded, inline: once a row
+                    data = dumps((cells, values), 2)
+                except ValueError:
+                    data = _encoded(cells, values)
+                hashed = copy()
+                hashed.update(data)
+                if hashed.hexdigest() == digest:
                     found.append((index, stored))
         if not found:
             return None
@@ -241,25 +260,39 @@ class Screen:
             kept.append((index, stored))
         return kept
 
-    def settle(self, batch: list[Record], results: list[Any], taken: Callable[[int], Any],
+    def settle(self, batch: list[Record], results: list[Any], written: Any,
                key_of: Callable[[Record, Any], Any], check: Callable[[Any], Any]
                ) -> tuple[list[Record], list[Any], list[int], list[int]]:
         """A batch at write time: (its records and results without the unchanged rows, their
         customer ids, their lines).
 
         A screened row stays unchanged only if no other row of the batch has its key and no
-        earlier batch of this import wrote its customer (``taken(id)``): the read that found it
-        may predate that write, and the general path decides such rows by their order in the
-        file.  Those are validated now (``check``) and go on with the rest.
+        earlier batch of this import wrote its customer (``written``, the import's
+        :class:`~crmcore.io.importer.IdLines`): the read that found it may predate that write,
+        and the general path decides such rows by their order in the file.  Those are validated
+        now (``check``) and go on with the rest.
         """
-        keys = Counter(m.key if m.__class__ is Unchanged else key_of(r, m) for r, m in zip(batch, results))
+        hits = [i for i, result in enumerate(results) if result.__class__ is Unchanged]
+        if not hits:
+            return batch, results, [], []
+        keys = [results[i].key for i in hits]
+        ids = [results[i].id for i in hits]
+        others = {key_of(r, m) for r, m in zip(batch, results) if m.__class__ is not Unchanged} if len(
+            hits) < len(results) else set()
+        if len(set(keys)) == len(keys) and others.isdisjoint(keys) and not written.any_marked(ids):
+            if len(hits) == len(results):  # a batch of unchanged rows (an unchanged file)
+                return [], [], ids, [record.line for record in batch]
+            hit = set(hits)
+            return ([r for i, r in enumerate(batch) if i not in hit], [m for i, m in enumerate(results) if i not in hit],
+                    ids, [batch[i].line for i in hits])
+        # Some row shares its key or its customer: row by row.
+        counted = Counter(m.key if m.__class__ is Unchanged else key_of(r, m) for r, m in zip(batch, results))
         kept_records: list[Record] = []
         kept_results: list[Any] = []
-        ids: list[int] = []
-        lines: list[int] = []
+        ids, lines = [], []
         for record, result in zip(batch, results):
             if result.__class__ is Unchanged:
-                if keys[result.key] == 1 and taken(result.id) is None:
+                if counted[result.key] == 1 and written.get(result.id) is None:
                     ids.append(result.id)
                     lines.append(record.line)
                     continue

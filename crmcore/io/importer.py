@@ -371,6 +371,17 @@ class IdLines:
         for id, line in zip(ids, lines):
             self.mark(id, line)
 
+    def any_marked(self, ids: list[int]) -> bool:
+        """Whether any of ``ids`` may be marked: False only when none is (a batch's ids, close
+        together: one look at the slice of the array between them, which holds every mark)."""
+        if self.base is None or not ids:
+            return False
+        low, high = min(ids) - self.base, max(ids) - self.base
+        if self.far or low < 0 or high - low > 8 * len(ids):
+            return any(self.get(id) is not None for id in ids)
+        high = min(high, len(self.lines) - 1)  # ids past the array's end are not marked
+        return low <= high and self.lines[low:high + 1].tobytes().count(0) != 4 * (high + 1 - low)
+
     def get(self, id: int) -> int | None:
         if self.base is None:
             return None
@@ -659,7 +670,7 @@ class _Import:
     def _write_batch(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
         settled: tuple[list[int], list[int]] = ([], [])  # the screen's unchanged rows: ids, lines
         if self.screen is not None:
-            batch, results, *settled = self.screen.settle(batch, results, self.written.get, self._key_of,  # type: ignore[assignment]
+            batch, results, *settled = self.screen.settle(batch, results, self.written, self._key_of,  # type: ignore[assignment]
                                                           self._check_here)
         items: list[_Item] = []
         folding = self.key == "email"
