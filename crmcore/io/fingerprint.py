@@ -35,7 +35,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from hashlib import blake2b
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any
+from typing import Any, cast
 
 from .mapping import FIELD
 from .readers import Record
@@ -113,12 +113,12 @@ class Stamp:
 
     def __init__(self, prefix: bytes, compared: list[int], slot: int):
         self.prefix, self.compared, self.slot = prefix, compared, slot
-        self._base: Any = None
+        self._base: blake2b | None = None
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_base": None}
 
-    def base(self) -> Any:
+    def base(self) -> "blake2b":
         """The hash state after the context (copied for each row)."""
         if self._base is None:
             self._base = blake2b(self.prefix, digest_size=16)
@@ -170,7 +170,7 @@ class Screen:
         self.checker, self.stamp = checker, stamp
         names = [columns[i] for i in stamp.compared]
         # Positions in a stored row (after its id).
-        self.key_at = 1 + names.index(checker.key)
+        self.key_at = 1 + names.index(cast(str, checker.key))
         self.owner_at = 1 + names.index("owner")
         self.birthday_at = 1 + names.index("birthday")
         self.read, self.logins, self.opened, self.exact = read, logins, opened, exact
@@ -283,8 +283,8 @@ class Screen:
             if len(hits) == len(results):  # a batch of unchanged rows (an unchanged file)
                 return [], [], ids, [record.line for record in batch]
             hit = set(hits)
-            return ([r for i, r in enumerate(batch) if i not in hit], [m for i, m in enumerate(results) if i not in hit],
-                    ids, [batch[i].line for i in hits])
+            kept = [i for i in range(len(batch)) if i not in hit]
+            return [batch[i] for i in kept], [results[i] for i in kept], ids, [batch[i].line for i in hits]
         # Some row shares its key or its customer: row by row.
         counted = Counter(m.key if m.__class__ is Unchanged else key_of(r, m) for r, m in zip(batch, results))
         kept_records: list[Record] = []

@@ -670,8 +670,9 @@ class _Import:
     def _write_batch(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
         settled: tuple[list[int], list[int]] = ([], [])  # the screen's unchanged rows: ids, lines
         if self.screen is not None:
-            batch, results, *settled = self.screen.settle(batch, results, self.written, self._key_of,  # type: ignore[assignment]
-                                                          self._check_here)
+            batch, results, hit_ids, hit_lines = self.screen.settle(batch, results, self.written, self._key_of,
+                                                                    self._check_here)
+            settled = (hit_ids, hit_lines)
         items: list[_Item] = []
         folding = self.key == "email"
         # Sealed addresses are matched exactly, through the blind index (docs/privacy.md): the key
@@ -1670,16 +1671,17 @@ class _Validation:
 
     def run(self, batches: Iterable[list[Record]], screen: Screen | None = None
             ) -> Iterator[tuple[list[Record], list[Any]]]:
-        """Each batch with its results: ``check``'s, or :class:`~crmcore.io.fingerprint.Unchanged` where ``screen`` found
-        the row unchanged (not validated), or None for a record the reader found bad."""
+        """Each batch with its results: ``check``'s, or :class:`~crmcore.io.fingerprint.Unchanged`
+        where ``screen`` found the row unchanged (not validated), or None for a record the reader
+        found bad."""
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None
         if self.workers <= 0:
             for batch in batches:
                 marks = screen(batch) if screen is not None else None
                 t0 = time.perf_counter()
-                results = [None if r.problem else self._check(r.values) for r in batch] if marks is None else [
+                results: list[Any] = [
                     None if r.problem else mark if mark is not None else self._check(r.values)
-                    for r, mark in zip(batch, marks)]
+                    for r, mark in zip(batch, marks or [None] * len(batch))]
                 if cipher is not None:  # the door check's look-ups of what the batch sealed (as from a worker)
                     cipher.take_over(cipher.hand_over(DOOR_SEALED))
                 self.timings["validate"] += time.perf_counter() - t0

@@ -89,7 +89,8 @@ class RowChecker:
         self.table_columns = [c.name for c in ENTITY_TABLES[kind].c if c.name not in DERIVED_COLUMNS]
         self._text_columns = [(c.name, c.type.limit if isinstance(c.type, Sealed) else c.type.length)
                               for c in ENTITY_TABLES[kind].c
-                              if c.name not in DERIVED_COLUMNS and isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
+                              if c.name not in DERIVED_COLUMNS
+                              and isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
         self._int_columns = [(c.name, integer_range(c.type)) for c in ENTITY_TABLES[kind].c
                              if isinstance(c.type, Integer)]
         self.binder: Binder | None = None
