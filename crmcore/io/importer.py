@@ -1688,8 +1688,10 @@ class _Validation:
                 yield batch, results
             return
         window = 2 * self.workers + 1
-        # (the batch, its records sent to the workers (cells packed), the screen's marks, the workers' answer)
-        pending: deque[tuple[list[Record], list[Record], list[Any] | None, AsyncResult[Any] | None]] = deque()
+        # (the records the screen found unchanged, in their places (None elsewhere), the records sent to the
+        # workers (cells packed), the screen's marks, the workers' answer).  Not the batch itself: the cells
+        # of the rows sent wait pickled, not as lists (see _pack).
+        pending: deque[tuple[list[Record | None], list[Record], list[Any] | None, AsyncResult[Any] | None]] = deque()
         iterator = iter(batches)
         exhausted = False
         while True:
@@ -1699,15 +1701,20 @@ class _Validation:
                     exhausted = True
                     break
                 marks = screen(upcoming) if screen is not None else None
-                sent = upcoming if marks is None else [r for r, m in zip(upcoming, marks) if m is None]
+                screened: list[Record | None] = []
+                sent = upcoming
+                if marks is not None:
+                    screened = [r if m is not None else None for r, m in zip(upcoming, marks)]
+                    sent = [r for r, m in zip(upcoming, marks) if m is None]
+                del upcoming
+                handle = None
                 if any(r.problem is None for r in sent):
                     packed, sent = _pack(sent)
-                    pending.append((upcoming, sent, marks, self._pool().apply_async(_check_batch, (packed,))))
-                else:
-                    pending.append((upcoming, sent, marks, None))
+                    handle = self._pool().apply_async(_check_batch, (packed,))
+                pending.append((screened, sent, marks, handle))
             if not pending:
                 return
-            batch, sent, marks, handle = pending.popleft()
+            screened, sent, marks, handle = pending.popleft()
             checked: list[Any] = []
             if handle is not None:
                 t0 = time.perf_counter()
@@ -1728,13 +1735,14 @@ class _Validation:
             others = iter(zip(sent, results))
             records: list[Record] = []
             merged: list[Any] = []
-            for record, mark in zip(batch, marks):
-                if mark is None:
+            for unsent, mark in zip(screened, marks):
+                if unsent is None:
                     record, result = next(others)
+                    records.append(record)
                     merged.append(result)
                 else:
+                    records.append(unsent)
                     merged.append(mark)
-                records.append(record)
             yield records, merged
 
     def close(self) -> None:
