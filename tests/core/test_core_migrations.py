@@ -374,3 +374,27 @@ def reset(url: str) -> None:
         os.remove(url.removeprefix("sqlite:///"))
     else:
         crmcore.testing.reset_database(url)
+
+
+def test_import_digest_revision_goes_down_and_up(crm_db_url) -> None:
+    """0028_import_digest adds the nullable customers.import_digest (crmcore.io.fingerprint); going
+    down drops it and keeps every row, going up again gives rows none (their next import writes it)."""
+    from alembic import command
+
+    with open_crm(crm_db_url) as crm:
+        crm.customers.add(name="往返", external_id="R1")
+        with crm.unit() as uow:
+            uow.conn.execute(text("UPDATE customers SET import_digest = :d"), {"d": "0" * 32})
+    engine = make_engine(crm_db_url)
+    try:
+        config = migrations.alembic_config(engine, migrations.HERE / "versions", "alembic_version")
+        command.downgrade(config, "0027_rfm")
+        assert "import_digest" not in {c["name"] for c in inspect(engine).get_columns("customers")}
+        command.upgrade(config, "0028_import_digest")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name, import_digest FROM customers")).all() == [("往返", None)]
+    finally:
+        engine.dispose()
+    with open_crm(crm_db_url) as crm:
+        assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
+        assert [c.name for c in crm.customers.list()] == ["往返"]
