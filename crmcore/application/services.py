@@ -18,7 +18,7 @@ import attrs
 import phonenumbers
 from sqlalchemy import String, Table, bindparam, func, or_, select, update
 
-from ..domain.convert import structure, unstructure
+from ..domain.convert import DERIVED_COLUMNS, structure, unstructure
 from ..domain.entities import Contact, Customer, Deal, Interaction, LifecycleStage, Stage, StageOutcome
 from ..domain.errors import DuplicateCustomer, NotFound, HasHistory, RecordArchived, StaleVersion, ValidationError
 from ..domain.versions import version_of
@@ -439,7 +439,7 @@ def _same_owner(entity: Any, previous: Any) -> bool:
 @functools.cache
 def _text_limits(kind: str) -> tuple[tuple[str, int], ...]:
     limits = ((c.name, c.type.limit if isinstance(c.type, Sealed) else getattr(c.type, "length", None))
-              for c in _TABLES[kind].c if c.computed is None and isinstance(c.type, (Sealed, String)))
+              for c in _TABLES[kind].c if c.name not in DERIVED_COLUMNS and isinstance(c.type, (Sealed, String)))
     return tuple((name, limit) for name, limit in limits if limit)
 
 

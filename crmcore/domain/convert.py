@@ -384,9 +384,10 @@ def entity_reader(cls: type[T], keys: tuple[str, ...]) -> Callable[[Any], T] | N
     return _reader(cls, keys)
 
 
-#: Columns the database derives from others (``customers.email_key``, the door check's key): no
-#: entity has a field for them, so reading a row skips them.
-DERIVED_COLUMNS = frozenset({"email_key", "phone_key"})
+#: Columns the database derives from others (``customers.email_key``, the door check's key) and
+#: the importer's bookkeeping (``customers.import_digest``, crmcore.io.fingerprint): no entity has
+#: a field for them, so reading a row skips them.
+DERIVED_COLUMNS = frozenset({"email_key", "phone_key", "import_digest"})
 
 
 class _Plan(typing.NamedTuple):

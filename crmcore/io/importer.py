@@ -82,6 +82,7 @@ from ..application.consents import decisions_from, flags_set, new_flags_set
 from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
+from ..store.tables import users
 from ..domain.convert import unstructure
 from ..domain.entities import ENTITY_TYPES
 from ..domain.errors import CRMError, HookError, ValidationError
@@ -98,6 +99,8 @@ from .mapping import (
     entity_fields,
     entity_kind,
 )
+from . import fingerprint
+from .fingerprint import Screen, Stamp
 from .readers import CSVReader, Reader, Record, Span, open_reader, spans
 from ..application.privacy_files import remember as remember_file
 from .pgcopy import CopyTarget, copies, copy_new_rows, copy_target
@@ -373,6 +376,17 @@ class IdLines:
         for id, line in zip(ids, lines):
             self.mark(id, line)
 
+    def any_marked(self, ids: list[int]) -> bool:
+        """Whether any of ``ids`` may be marked: False only when none is (a batch's ids, close
+        together: one look at the slice of the array between them, which holds every mark)."""
+        if self.base is None or not ids:
+            return False
+        low, high = min(ids) - self.base, max(ids) - self.base
+        if self.far or low < 0 or high - low > 8 * len(ids):
+            return any(self.get(id) is not None for id in ids)
+        high = min(high, len(self.lines) - 1)  # ids past the array's end are not marked
+        return low <= high and self.lines[low:high + 1].tobytes().count(0) != 4 * (high + 1 - low)
+
     def get(self, id: int) -> int | None:
         if self.base is None:
             return None
@@ -422,6 +436,7 @@ class _Import:
         self._copy_target: CopyTarget | None = None  # PostgreSQL: the id's sequence and COPY's format
         self._position = 0  # bytes of the file read so far, when workers read it in spans (for progress)
         self.keyless = 0
+        self.stamp, self.screen = self._fingerprints()
 
     def _binder(self) -> Binder | None:
         """The SQLite bulk path: rows leave validation as bound values, ready for executemany
@@ -441,6 +456,66 @@ class _Import:
         self.checker.binder = binder
         return binder
 
+    def _fingerprints(self) -> tuple[Stamp | None, Screen | None]:
+        """Where rows get import fingerprints (:mod:`crmcore.io.fingerprint`): the path of
+        :meth:`_drop_unchanged` (plain customers by external id, bound values); the screen also
+        needs no ``max_errors`` (whose cut counts the rows validation saw)."""
+        if not (self.binder is not None and self.kind == "customer" and self.key == "external_id"
+                and not self.crm.plugins.has_impls(f"validate_{self.kind}")):
+            return None, None
+        binder = self.binder
+        dialect = self.crm.engine.dialect
+        stamp = Stamp(fingerprint.context(self.checker, binder, dialect.name), fingerprint.compared_columns(binder),
+                      binder.columns.index(fingerprint.COLUMN))
+        # A sealed database and a policy that may look at the customer: the general path asks for
+        # each row (``_prepare_update``, since sealed values never compare equal bound): no screen.
+        sealed_any = binder.cipher is not None and bool(binder.cipher.fields)
+        if (not fingerprint.SHORTCUT or self.options.max_errors is not None
+                or (sealed_any and self.crm.plugins.has_impls("authorize"))):
+            return stamp, None
+        cipher = binder.cipher
+        opened = (lambda value: cipher.open("birthday", value) if value.startswith(MARK) else value
+                  ) if cipher is not None else None
+        return stamp, Screen(self.checker, stamp, binder.columns, self._stored_digests, self._logins, opened,
+                             exact=dialect.name == "sqlite")
+
+    def _stored_digests(self, keys: set[Any]) -> list[tuple[Any, ...]]:
+        """The screen's read: the stored rows with these keys, as :meth:`_drop_unchanged` reads them,
+        with their digest last (in the import's unit when one is open, else a read-only one)."""
+        with self.crm.unit(readonly=True) as uow:
+            return list(_where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True))
+
+    def _compared_select(self, uow: Any) -> list[Any]:
+        """The id, the compared columns (as stored) and the digest of the table's rows."""
+        binder = cast(Binder, self.binder)
+        stamp = cast(Stamp, self.stamp)
+        table = self.table
+        columns = [table.c.id, *(table.c[binder.columns[i]] for i in stamp.compared), table.c[fingerprint.COLUMN]]
+        if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
+            columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
+                getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
+        return columns
+
+    def _logins(self, names: set[str]) -> set[str]:
+        """Which of ``names`` are users' logins (an owner import_owners keeps as it is)."""
+        with self.crm.unit(readonly=True) as uow:
+            return {row[0] for row in _where_in(uow, [users.c.login], users.c.login, names)}
+
+    def _check_here(self, values: Any) -> Any:
+        """A screened row validated at write time after all (:meth:`Screen.settle`), as a worker would."""
+        result = cast(Stamp, self.stamp)(values, self.checker.check(values))
+        cipher = self.checker.binder.cipher if self.checker.binder is not None else None
+        if cipher is not None:  # the door check's look-ups of what it sealed (as from a worker)
+            cipher.take_over(cipher.hand_over(DOOR_SEALED))
+        return result
+
+    def _key_of(self, record: Record, result: Any) -> Any:
+        """A validated record's key as :meth:`_write_batch` takes it (None for a reader's problem)."""
+        if record.problem is not None:
+            return None
+        row = result[0]
+        return row[self.key_index] if row is not None else self.checker.key_value(_unpacked(record.values))
+
     # -- driving -------------------------------------------------------------------
     def run(self) -> ImportReport:
         started = time.perf_counter()
@@ -452,10 +527,10 @@ class _Import:
                                         excel=options.excel, excel_default=self.crm.config.excel_csv)
         gc_state = _relax_gc()
         spanned = self._spanned(workers)
-        validated = _Validation(self.checker, workers, self.timings, spanned)
+        validated = _Validation(self.checker, workers, self.timings, spanned, self.stamp)
         single = options.dry_run or options.on_error == "abort"
         try:
-            batches = self._limited(validated.run(self._batches()) if spanned is None else
+            batches = self._limited(validated.run(self._batches(), self.screen) if spanned is None else
                                     self._rebatched(validated.run_spans(self._spans(spanned), self._rest)))
             if single:
                 try:
@@ -576,9 +651,16 @@ class _Import:
         """The reader whose file the validation workers read themselves, in spans (a CSV file, not
         standard input, with workers); None: this process reads the records (:meth:`_batches`)."""
         reader = self.reader
-        if workers and isinstance(reader, CSVReader) and str(reader.path) != "-":
-            return reader
-        return None
+        if not (workers and isinstance(reader, CSVReader) and str(reader.path) != "-"):
+            return None
+        if self.screen is not None and self._has_rows():
+            return None  # an import into stored rows: the fingerprint screen reads each row's cells first
+        return reader
+
+    def _has_rows(self) -> bool:
+        """Whether the table holds any row (an import into an empty table has nothing to screen)."""
+        with self.crm.unit(readonly=True) as uow:
+            return uow.conn.execute(select(self.table.c.id).limit(1)).first() is not None
 
     def _spans(self, reader: CSVReader) -> Iterator[Span]:
         """The file after its header in spans of about a batch's bytes (cut where records start)."""
@@ -668,6 +750,11 @@ class _Import:
             self.timings["write"] += time.perf_counter() - t0
 
     def _write_batch(self, uow: Any, batch: list[Record], results: list[Any]) -> None:
+        settled: tuple[list[int], list[int]] = ([], [])  # the screen's unchanged rows: ids, lines
+        if self.screen is not None:
+            batch, results, hit_ids, hit_lines = self.screen.settle(batch, results, self.written, self._key_of,
+                                                                    self._check_here)
+            settled = (hit_ids, hit_lines)
         items: list[_Item] = []
         folding = self.key == "email"
         # Sealed addresses are matched exactly, through the blind index (docs/privacy.md): the key
@@ -687,7 +774,7 @@ class _Import:
                 elif key.startswith(MARK):
                     key = cipher.open("email", key)
             items.append(_Item(line, values, row, issues, references, key))
-        if not items:
+        if not items and not settled[0]:
             return
         user = USER_FIELDS.get(self.kind)
         if user is not None:  # owners (assignees) are users, given by login or email (crmcore.application.users)
@@ -700,7 +787,7 @@ class _Import:
         claimed: dict[Any, int] = {}
         absent: set[Any] = set()  # keys no stored row has (the comparison's query just looked)
         if plain:  # rows equal to their stored record cost one comparison (re-importing a file)
-            items = self._drop_unchanged(uow, items, claimed, absent)
+            items = self._drop_unchanged(uow, items, claimed, absent, settled)
         existing = self._existing(uow, {i.key for i in items if i.key is not None and i.key not in absent})
         owners = self._external_id_owners(uow, items) if self.key != "external_id" else {}
         resolved = self._resolve_references(uow, items)
@@ -880,7 +967,7 @@ class _Import:
         return True
 
     def _drop_unchanged(self, uow: Any, items: list[_Item], claimed: dict[Any, int],
-                        absent: set[Any]) -> list[_Item]:
+                        absent: set[Any], settled: tuple[list[int], list[int]]) -> list[_Item]:
         """The batch without its rows that equal their stored record (the SQLite bulk path).
 
         A good row's bound values (what an insert would store) are compared
@@ -892,32 +979,45 @@ class _Import:
         seen earlier in the file, a key matching several rows -- stays in the
         batch for the general path, which updates, rejects or reports it.
         Asking ``authorize`` for ``KIND.update`` once per batch keeps a
-        policy's refusal of updates fatal for unchanged rows too.
+        policy's refusal of updates fatal for unchanged rows too.  ``settled``:
+        the ids and lines of the rows the fingerprint screen found unchanged
+        (:mod:`crmcore.io.fingerprint`), counted with these.
+
+        An unchanged row whose stored import fingerprint is not the row's gets
+        it (one executemany): the next import finds the row without validating it.
 
         The keys the query found no row for go into ``absent``: the batch's
         look-up of existing records need not ask for them again (a new file's
         batch then costs one query by key, not two).  SQLite compares the key
         column exactly (binary collation), so a row found has the key asked.
         """
-        binder = cast(Binder, self.binder)
+        same_ids, same_lines = settled
         keys = {i.key for i in items if i.key is not None and i.issues is None}
-        if not keys:
-            return items
-        compared = [i for i, c in enumerate(binder.columns) if c not in ("created_at", "updated_at")]
-        table = self.table
+        kept = items
+        if keys:
+            kept = self._drop_equal(uow, items, keys, claimed, absent, same_ids, same_lines)
+        unchanged = len(same_ids)
+        self.written.mark_many(same_ids, same_lines)
+        if unchanged:
+            self.crm.authorize(f"{self.kind}.update", None)
+            self.report.unchanged += unchanged
+        return kept
+
+    def _drop_equal(self, uow: Any, items: list[_Item], keys: set[Any], claimed: dict[Any, int], absent: set[Any],
+                    same_ids: list[int], same_lines: list[int]) -> list[_Item]:
+        """:meth:`_drop_unchanged`'s comparison: the items kept; the equal ones' ids and lines appended."""
+        stamp = cast(Stamp, self.stamp)
         stored: dict[Any, list[tuple[Any, ...]]] = {}
-        columns = [table.c.id, *(table.c[binder.columns[i]] for i in compared)]
-        if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
-            columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
-                getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
-        for row in _where_in(uow, columns, table.c[self.key], keys, raw=True):
-            stored.setdefault(row[1 + compared.index(self.key_index)], []).append(row)
+        compared = stamp.compared
+        key_at = 1 + compared.index(self.key_index)
+        for row in _where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True):
+            stored.setdefault(row[key_at], []).append(row)
         absent.update(keys - stored.keys())
         if not stored:
             return items
         kept = []
-        same_ids: list[int] = []
-        same_lines: list[int] = []
+        stamps: list[dict[str, Any]] = []  # unchanged rows whose stored fingerprint is not theirs
+        slot = stamp.slot
         # The compared bound values as one tuple: a C-level comparison with the stored row's.
         pick = operator.itemgetter(*compared) if len(compared) > 1 else (lambda row: (row[compared[0]],))
         written = self.written
@@ -928,17 +1028,18 @@ class _Import:
                 kept.append(item)
                 continue
             match = matches[0]
-            if pick(cast(tuple[Any, ...], item.row)) != match[1:]:
+            row = cast(tuple[Any, ...], item.row)
+            if pick(row) != match[1:-1]:
                 kept.append(item)
                 continue
             claimed[item.key] = item.line
             same_ids.append(match[0])
             same_lines.append(item.line)
-        unchanged = len(same_ids)
-        written.mark_many(same_ids, same_lines)
-        if unchanged:
-            self.crm.authorize(f"{self.kind}.update", None)
-            self.report.unchanged += unchanged
+            if row[slot] != match[-1]:
+                stamps.append({"_id": match[0], "digest": row[slot]})
+        if stamps:
+            uow.conn.execute(update(self.table).where(self.table.c.id == bindparam("_id")).values(
+                {fingerprint.COLUMN: bindparam("digest")}), stamps)
         return kept
 
     # -- look-ups (one query per batch and kind) ---------------------------------------
@@ -1552,11 +1653,12 @@ def _restore_gc(saved: tuple[tuple[int, int, int], bool]) -> None:
 
 _worker_checker: RowChecker | None = None
 _worker_reader: CSVReader | None = None
+_worker_stamp: Stamp | None = None  # sets each good row's import fingerprint (crmcore.io.fingerprint)
 
 
-def _init_worker(checker: RowChecker, reader: CSVReader | None = None) -> None:
-    global _worker_checker, _worker_reader
-    _worker_checker, _worker_reader = checker, reader
+def _init_worker(checker: RowChecker, reader: CSVReader | None = None, stamp: Stamp | None = None) -> None:
+    global _worker_checker, _worker_reader, _worker_stamp
+    _worker_checker, _worker_reader, _worker_stamp = checker, reader, stamp
     _relax_gc()
 
 
@@ -1613,9 +1715,10 @@ def _check_rows(rows: list[Any]) -> tuple[bytes, dict[str, list[str]]]:
     """(the checked rows, pickled; what was sealed) of the rows' cells: each row's list is dropped
     as it is checked, so a worker's peak is one batch, not two."""
     checker = cast(RowChecker, _worker_checker)
+    stamp = _worker_stamp
     checked_rows = []
     for index, values in enumerate(rows):
-        checked_rows.append(checker.check(values))
+        checked_rows.append(checker.check(values) if stamp is None else stamp(values, checker.check(values)))
         rows[index] = None  # a row's cells go as its result comes: the worker's peak is one batch, not two
     del rows
     checked = pickle.dumps(checked_rows, protocol=pickle.HIGHEST_PROTOCOL)
@@ -1697,17 +1800,24 @@ def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
 
 
 class _Validation:
-    """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight."""
+    """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight.
+
+    The pool of workers starts with the first batch that has a row to validate: a re-import whose
+    rows the fingerprint screen finds unchanged never forks it."""
 
     def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float],
-                 reader: CSVReader | None = None):
-        """``reader``: the workers can read spans of its file (:meth:`run_spans`)."""
-        self.checker, self.workers, self.timings = checker, workers, timings
-        self.pool = None
-        if workers > 0:
+                 reader: CSVReader | None = None, stamp: Stamp | None = None):
+        """``reader``: the workers can read spans of its file (:meth:`run_spans`); ``stamp``: the
+        workers set each good row's import fingerprint."""
+        self.checker, self.workers, self.timings, self.reader, self.stamp = checker, workers, timings, reader, stamp
+        self.pool: Any = None
+
+    def _pool(self) -> Any:
+        if self.pool is None:
             methods = multiprocessing.get_all_start_methods()
             context = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
-            self.pool = context.Pool(workers, initializer=_init_worker, initargs=(checker, reader))
+            self.pool = context.Pool(self.workers, initializer=_init_worker, initargs=(self.checker, self.reader, self.stamp))
+        return self.pool
 
     def run_spans(self, parts: Iterable[Span], rest: Callable[[Span], Iterable[list[Record]]]
                   ) -> Iterator[tuple[list[Record], list[Any], int | None]]:
@@ -1718,7 +1828,6 @@ class _Validation:
         on, ``rest(span)`` reads the batches in this process and :meth:`run` validates them
         (the bytes read are then None: the caller's reader counts them).
         """
-        assert self.pool is not None, "spans are read by workers"
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None
         window = 2 * self.workers + 1
         pending: deque[tuple[Span, AsyncResult[_SpanResult]]] = deque()
@@ -1730,7 +1839,7 @@ class _Validation:
                 if upcoming is None:
                     exhausted = True
                     break
-                pending.append((upcoming, self.pool.apply_async(_read_span, (upcoming,))))
+                pending.append((upcoming, self._pool().apply_async(_read_span, (upcoming,))))
             if not pending:
                 return
             span, handle = pending.popleft()
@@ -1746,19 +1855,33 @@ class _Validation:
                 cipher.take_over(done.sealed)
             yield (*_span_records(done), span.stop)
 
-    def run(self, batches: Iterable[list[Record]]) -> Iterator[tuple[list[Record], list[Any]]]:
+    def _check(self, values: Any) -> Any:
+        result = self.checker.check(values)
+        return result if self.stamp is None else self.stamp(values, result)
+
+    def run(self, batches: Iterable[list[Record]], screen: Screen | None = None
+            ) -> Iterator[tuple[list[Record], list[Any]]]:
+        """Each batch with its results: ``check``'s, or :class:`~crmcore.io.fingerprint.Unchanged`
+        where ``screen`` found the row unchanged (not validated), or None for a record the reader
+        found bad."""
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None
-        if self.pool is None:
+        if self.workers <= 0:
             for batch in batches:
+                marks = screen(batch) if screen is not None else None
                 t0 = time.perf_counter()
-                results = [None if r.problem else self.checker.check(r.values) for r in batch]
+                results: list[Any] = [
+                    None if r.problem else mark if mark is not None else self._check(r.values)
+                    for r, mark in zip(batch, marks or [None] * len(batch))]
                 if cipher is not None:  # the door check's look-ups of what the batch sealed (as from a worker)
                     cipher.take_over(cipher.hand_over(DOOR_SEALED))
                 self.timings["validate"] += time.perf_counter() - t0
                 yield batch, results
             return
         window = 2 * self.workers + 1
-        pending: deque[tuple[list[Record], AsyncResult[Any]]] = deque()
+        # (the records the screen found unchanged, in their places (None elsewhere), the records sent to the
+        # workers (cells packed), the screen's marks, the workers' answer).  Not the batch itself: the cells
+        # of the rows sent wait pickled, not as lists (see _pack).
+        pending: deque[tuple[list[Record | None], list[Record], list[Any] | None, AsyncResult[Any] | None]] = deque()
         iterator = iter(batches)
         exhausted = False
         while True:
@@ -1767,23 +1890,50 @@ class _Validation:
                 if upcoming is None:
                     exhausted = True
                     break
-                packed, upcoming = _pack(upcoming)
-                pending.append((upcoming, self.pool.apply_async(_check_batch, (packed,))))
+                marks = screen(upcoming) if screen is not None else None
+                screened: list[Record | None] = []
+                sent = upcoming
+                if marks is not None:
+                    screened = [r if m is not None else None for r, m in zip(upcoming, marks)]
+                    sent = [r for r, m in zip(upcoming, marks) if m is None]
+                del upcoming
+                handle = None
+                if any(r.problem is None for r in sent):
+                    packed, sent = _pack(sent)
+                    handle = self._pool().apply_async(_check_batch, (packed,))
+                pending.append((screened, sent, marks, handle))
             if not pending:
                 return
-            batch, handle = pending.popleft()
-            t0 = time.perf_counter()
-            packed_rows, cpu, sealed = handle.get()
-            checked = pickle.loads(packed_rows)
-            if sealed and cipher is not None:
-                cipher.take_over(sealed)
-            self.timings["validate_wait"] += time.perf_counter() - t0
-            self.timings["validate"] += cpu
+            screened, sent, marks, handle = pending.popleft()
+            checked: list[Any] = []
+            if handle is not None:
+                t0 = time.perf_counter()
+                packed_rows, cpu, sealed = handle.get()
+                checked = pickle.loads(packed_rows)
+                if sealed and cipher is not None:
+                    cipher.take_over(sealed)
+                self.timings["validate_wait"] += time.perf_counter() - t0
+                self.timings["validate"] += cpu
             results = []
             it = iter(checked)
-            for record in batch:
+            for record in sent:
                 results.append(None if record.problem else next(it))
-            yield batch, results
+            if marks is None:
+                yield sent, results
+                continue
+            # The screened rows back in their places, in file order.
+            others = iter(zip(sent, results))
+            records: list[Record] = []
+            merged: list[Any] = []
+            for unsent, mark in zip(screened, marks):
+                if unsent is None:
+                    record, result = next(others)
+                    records.append(record)
+                    merged.append(result)
+                else:
+                    records.append(unsent)
+                    merged.append(mark)
+            yield records, merged
 
     def close(self) -> None:
         if self.pool is not None:

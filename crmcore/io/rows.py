@@ -23,7 +23,7 @@ from zoneinfo import ZoneInfo
 import attrs
 from sqlalchemy import JSON, BigInteger, Connection, Integer, SmallInteger, String, insert
 
-from ..domain.convert import local_zone, structure
+from ..domain.convert import DERIVED_COLUMNS, local_zone, structure
 from ..domain.entities import ENTITY_TYPES, Deal, StageOutcome
 from ..domain.errors import ValidationError
 from ..domain.validation import EntityValidator
@@ -85,10 +85,12 @@ class RowChecker:
         self.now = now
         self.key = key
         self.zone = ZoneInfo(validator.config.timezone)
-        self.table_columns = [c.name for c in ENTITY_TABLES[kind].c if c.computed is None]  # not email_key
+        # The entity's columns: not email_key (computed), not import_digest (the importer's own).
+        self.table_columns = [c.name for c in ENTITY_TABLES[kind].c if c.name not in DERIVED_COLUMNS]
         self._text_columns = [(c.name, c.type.limit if isinstance(c.type, Sealed) else c.type.length)
                               for c in ENTITY_TABLES[kind].c
-                              if c.computed is None and isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
+                              if c.name not in DERIVED_COLUMNS
+                              and isinstance(c.type, (String, Sealed))]  # Text is a String too (no length)
         self._int_columns = [(c.name, integer_range(c.type)) for c in ENTITY_TABLES[kind].c
                              if isinstance(c.type, Integer)]
         self.binder: Binder | None = None
@@ -431,6 +433,9 @@ class Binder:
         scope: dict[str, Any] = {"R": self._remember, "datetime": datetime, "L": self._last}
         lines = ["def bind_fields(get, now):"]
         for index, (name, process, memo) in enumerate(self._plan):
+            if name in UNBOUND:  # no entity field: None (the importer fills the digest in)
+                lines.append(f"    x{index} = None")
+                continue
             lines.append(f"    v = get({name!r})")
             if name in _STAMPS:
                 lines.append("    if v is None: v = now")
@@ -469,7 +474,7 @@ class Binder:
     def bind(self, row: Mapping[str, Any]) -> tuple[Any, ...]:
         values = []
         for name, process, memo in self._plan:
-            value = row[name]
+            value = row.get(name) if name in UNBOUND else row[name]
             if process is None:
                 values.append(value)
                 continue
@@ -481,6 +486,9 @@ class Binder:
 
 
 _STAMPS = frozenset({"created_at", "updated_at"})
+#: Bound columns with no entity field: ``customers.import_digest``, which the importer sets in the
+#: bound row after validation (crmcore.io.fingerprint); None until then.
+UNBOUND = frozenset({"import_digest"})
 _UNBUILT = "no fast path built yet"  # never a binder (nor None), also after pickling
 _NOTHING = object()
 

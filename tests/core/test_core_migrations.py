@@ -30,7 +30,7 @@ def no_schema_cache():
     schema_cache.set_enabled(True)
 
 CORE_TABLES = set(tables.metadata.tables)
-CORE_HEAD = "0027_rfm"
+CORE_HEAD = "0028_import_digest"
 
 
 @pytest.fixture
@@ -164,7 +164,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0023_lookup_keys"),
+            ("crmcore", CORE_HEAD, "0027_rfm"),
+            ("crmcore", "0027_rfm", "0023_lookup_keys"),
             ("crmcore", "0023_lookup_keys", "0022_scale_out"),
             ("crmcore", "0022_scale_out", "0019_phone_key"),
             ("crmcore", "0019_phone_key", "0018_jobs"),
@@ -469,3 +470,26 @@ def test_opening_a_database_at_its_heads_does_not_import_alembic(crm_sqlite_url)
             "print(sorted(m for m in sys.modules if m.split('.')[0] in ('alembic', 'mako')))")
     out = subprocess.run([sys.executable, "-c", code, crm_sqlite_url], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+def test_import_digest_revision_goes_down_and_up(crm_db_url) -> None:
+    """0028_import_digest adds the nullable customers.import_digest (crmcore.io.fingerprint); going
+    down drops it and keeps every row, going up again gives rows none (their next import writes it)."""
+    from alembic import command
+
+    with open_crm(crm_db_url) as crm:
+        crm.customers.add(name="往返", external_id="R1")
+        with crm.unit() as uow:
+            uow.conn.execute(text("UPDATE customers SET import_digest = :d"), {"d": "0" * 32})
+    engine = make_engine(crm_db_url)
+    try:
+        config = migrations.alembic_config(engine, migrations.HERE / "versions", "alembic_version")
+        command.downgrade(config, "0027_rfm")
+        assert "import_digest" not in {c["name"] for c in inspect(engine).get_columns("customers")}
+        command.upgrade(config, "0028_import_digest")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT name, import_digest FROM customers")).all() == [("往返", None)]
+    finally:
+        engine.dispose()
+    with open_crm(crm_db_url) as crm:
+        assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
+        assert [c.name for c in crm.customers.list()] == ["往返"]

@@ -419,6 +419,9 @@ def test_sqlite_bound_values_path_stores_what_core_insert_stores(tmp_path):
         with sqlite3.connect(path) as conn:
             dumps.append({t: conn.execute(f"SELECT * FROM {t} ORDER BY id").fetchall()
                           for t in ("customers", "contacts", "interactions")})
+        # Customers' import_digest is the bound path's bookkeeping (crmcore.io.fingerprint; the core
+        # path writes none), not a value of the row: compared without it (it is the last column).
+        dumps[-1]["customers"] = [row[:-1] for row in dumps[-1]["customers"]]
     bound, core = dumps
     assert bound == core
     assert len(bound["customers"]) == 2 and len(bound["interactions"]) == 1

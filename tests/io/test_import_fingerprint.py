@@ -1,0 +1,285 @@
+"""Import fingerprints (crmcore.io.fingerprint): a re-imported row whose digest of the import's
+context, its cells and the stored row matches is unchanged without validation.  The shortcut must
+decide exactly what the general path decides: after every kind of change made to the stored
+customers by other paths, and of the import's context, a re-import's report, stored rows, audit
+trail, consent records and users equal those of the same re-import with the shortcut off."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text, update
+
+import sealedtools
+from crmcore import CRM
+from crmcore.config import Config
+from crmcore.contracts.data import FIXED_NOW
+from crmcore.io import fingerprint, importer
+from crmcore.io.importer import ImportOptions, import_file
+from crmcore.io.pgcopy import copies
+from crmcore.io.rows import RowChecker
+from crmcore.store.tables import audit_log, consent_history, customer_consents, customers, users
+from crmcore.testing import reset_database
+
+HEADER = "external_id,name,email,phone,country,tags,consent_email,birthday,owner\n"
+#: A birthday 100 days before the fixed clock: "in the future" for a clock 400 days earlier.
+RECENT = (FIXED_NOW - timedelta(days=100)).date().isoformat()
+
+
+def _rows(count: int) -> list[str]:
+    rows = []
+    for i in range(count):
+        owner = ("ann", "bob", "ann@example.com", "")[i % 4]  # a login, an email (resolved), none
+        birthday = RECENT if i == 12 else f"1990-01-{1 + i % 28:02d}"
+        phone = f"138 0013 {i:04d}" if i == 11 else f"+86 138 0013 {i:04d}"  # national: as the region says
+        rows.append(f"C{i:04d},Name {i},User.{i}@Example.COM,{phone},CN,\"vip,news\",true,{birthday},{owner}")
+    return rows
+
+
+def _write(path: Path, lines: list[str]) -> Path:
+    path.write_text(HEADER + "".join(line + "\n" for line in lines), encoding="utf-8")
+    return path
+
+
+@pytest.fixture
+def count_checks(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """How many rows the importing process validated (workers=0: all of them)."""
+    calls = [0]
+    check = RowChecker.check
+
+    def counted(self: RowChecker, values: Any) -> Any:
+        calls[0] += 1
+        return check(self, values)
+
+    monkeypatch.setattr(RowChecker, "check", counted)
+    return calls
+
+
+def _screened(crm: CRM) -> bool:
+    """Whether imports bind rows where the digest is computed (SQLite, PostgreSQL's COPY path); on
+    MariaDB every row takes the general path and no digest is written."""
+    dialect = crm.engine.dialect
+    return dialect.name == "sqlite" or copies(dialect)
+
+
+def _fresh_url(crm_db_url: str, tmp_path: Path, name: str) -> str:
+    if crm_db_url.startswith("sqlite"):
+        return f"sqlite:///{tmp_path / name}.db"
+    reset_database(crm_db_url)
+    return crm_db_url
+
+
+def _open(url: str, config: dict[str, Any] | None = None, clock: Callable[[], datetime] | None = None) -> CRM:
+    values = {"database_url": url, "plugins": [], "phone_region": "CN", **(config or {})}
+    return CRM.open(config=Config.from_mapping(values), clock=clock or (lambda: FIXED_NOW))
+
+
+def _id(crm: CRM, ext: str) -> int:
+    with crm.unit() as uow:
+        return int(uow.conn.execute(select(customers.c.id).where(customers.c.external_id == ext)).scalar_one())
+
+
+def _state(crm: CRM) -> dict[str, Any]:
+    """Everything a re-import may write, but the digests (bookkeeping: compared apart)."""
+    columns = [c for c in customers.c if c.name != fingerprint.COLUMN]
+    with crm.unit() as uow:
+        def rows(query: Any) -> list[tuple[Any, ...]]:
+            return [tuple(r) for r in uow.conn.execute(query)]
+        return {
+            "customers": rows(select(*columns).order_by(customers.c.id)),
+            "audit": rows(select(audit_log).order_by(*audit_log.primary_key.columns)),
+            "consents": rows(select(customer_consents).order_by(*customer_consents.c)),
+            "consent_history": rows(select(consent_history).order_by(*consent_history.c)),
+            "users": rows(select(users).order_by(users.c.login)),
+        }
+
+
+def _outcome(report: Any) -> tuple[Any, ...]:
+    return (report.inserted, report.updated, report.unchanged, report.rejected, report.skipped,
+            [(e.line, e.column, e.reason) for e in report.errors], report.duplicates, report.notes)
+
+
+def _change_out_of_band(crm: CRM) -> None:
+    """A change of the stored customers by every other path."""
+    crm.customers.update(_id(crm, "C0001"), name="Changed by the service")
+    crm.customers.update(_id(crm, "C0002"), consent_email=False)  # a consent change
+    crm.users.deactivate("bob")  # C0001, C0005, ... are bob's
+    crm.customers.delete(_id(crm, "C0004"))  # archived
+    crm.merges.merge(_id(crm, "C0006"), [_id(crm, "C0010")])
+    with crm.unit() as uow:  # plain SQL
+        uow.conn.execute(update(customers).where(customers.c.external_id == "C0005").values(city="上海"))
+        uow.conn.execute(update(customers).where(customers.c.external_id == "C0009").values(birthday="1991-02-03"))
+
+
+def _edited(rows: list[str]) -> list[str]:
+    """The file again, with a changed cell, keys twice (in one batch and across batches), a blank
+    cell (unchanged on update) and a bad row."""
+    edited = list(rows)
+    edited[3] = edited[3].replace("Name 3,", "Name Three,")
+    edited[7] = edited[7].replace(",CN,", ",,")
+    edited[13] = edited[13].replace("@Example.COM", "@@")
+    edited.insert(17, rows[16])  # the same row twice in a batch
+    edited.append(rows[20])  # again in a later batch
+    edited.append(rows[22].replace("Name 22", "Name 22 again"))
+    return edited
+
+
+def _reimport(crm_db_url: str, tmp_path: Path, shortcut: bool, context: str, workers: int,
+              monkeypatch: pytest.MonkeyPatch) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """A file imported, the customers changed, the file (edited) imported again: the second report
+    and what is stored then."""
+    url = _fresh_url(crm_db_url, tmp_path, f"{context}-{shortcut}")
+    rows = _rows(40)
+    with monkeypatch.context() as patch:
+        patch.setattr(fingerprint, "SHORTCUT", shortcut)
+        crm = _open(url)
+        try:
+            crm.users.add("ann", email="ann@example.com")
+            crm.users.add("bob")
+            first = import_file(crm, "customers", _write(tmp_path / "a.csv", rows),
+                                ImportOptions(batch_size=8, workers=workers))
+            assert first.inserted == 40, first.summary()
+            _change_out_of_band(crm)
+        finally:
+            crm.close()
+        options = ImportOptions(batch_size=8, workers=workers, on_error="skip")
+        config: dict[str, Any] = {}
+        clock = None
+        if context == "phone_region":
+            config = {"phone_region": "US"}
+        elif context == "values":
+            options.values = {"country": {"CN": "JP"}}
+        elif context == "mapping":
+            options.mapping = {"tags": "attributes.labels"}
+        elif context == "rules":
+            patch.setattr(fingerprint, "RULES_VERSION", fingerprint.RULES_VERSION + 1)
+        elif context == "clock":
+            clock = lambda: FIXED_NOW - timedelta(days=400)  # noqa: E731
+        crm = _open(url, config, clock)
+        try:
+            report = import_file(crm, "customers", _write(tmp_path / "b.csv", _edited(rows)), options)
+            return _outcome(report), _state(crm)
+        finally:
+            crm.close()
+
+
+@pytest.mark.parametrize("context", ["none", "phone_region", "values", "mapping", "rules", "clock"])
+def test_a_reimport_decides_as_without_the_shortcut(crm_db_url: str, tmp_path: Path, context: str,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    count_checks: list[int]) -> None:
+    without = _reimport(crm_db_url, tmp_path, False, context, 0, monkeypatch)
+    checks_without = count_checks[0]
+    count_checks[0] = 0
+    with_shortcut = _reimport(crm_db_url, tmp_path, True, context, 0, monkeypatch)
+    assert with_shortcut[0] == without[0]
+    assert with_shortcut[1] == without[1]
+    if context == "none" and not crm_db_url.startswith(("mysql", "mariadb")):  # the shortcut was taken: fewer rows
+        assert count_checks[0] < checks_without - 10                   # validated (the first import: 40)
+    elif context != "clock":  # a changed context: no row is taken for unchanged without validation
+        assert count_checks[0] == checks_without
+    if context == "clock":  # line 14's birthday is in the future for that clock
+        assert any(line == 14 and "in the future" in reason for line, _, reason in without[0][5])
+
+
+def test_a_reimport_with_workers_decides_as_without_the_shortcut(crm_sqlite_url: str, tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    without = _reimport(crm_sqlite_url, tmp_path, False, "none", 2, monkeypatch)
+    assert _reimport(crm_sqlite_url, tmp_path, True, "none", 2, monkeypatch) == without
+
+
+@pytest.fixture
+def pools(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[int]]:
+    """How many validation pools an import started."""
+    started = [0]
+    start = importer._Validation._pool
+
+    def counted(self: Any) -> Any:
+        if self.pool is None:
+            started[0] += 1
+        return start(self)
+
+    monkeypatch.setattr(importer._Validation, "_pool", counted)
+    yield started
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_an_unchanged_reimport_validates_no_row_and_starts_no_pool(crm_factory: Any, tmp_path: Path, workers: int,
+                                                                   count_checks: list[int], pools: list[int]) -> None:
+    crm = crm_factory(config={"phone_region": "CN"})
+    crm.users.add("ann", email="ann@example.com")
+    crm.users.add("bob")
+    rows = [row for i, row in enumerate(_rows(40)) if i % 4 != 2]  # no owner by email: each row hits
+    file = _write(tmp_path / "c.csv", rows)
+    first = import_file(crm, "customers", file, ImportOptions(batch_size=7, workers=workers))
+    assert first.inserted == 30
+    count_checks[0] = pools[0] = 0
+    before = _state(crm)
+    again = import_file(crm, "customers", file, ImportOptions(batch_size=7, workers=workers))
+    assert (again.inserted, again.updated, again.unchanged, again.rejected) == (0, 0, 30, 0)
+    # MariaDB: every row validated, by the workers when there are any (not counted in this process).
+    assert (count_checks[0], pools[0]) == ((0, 0) if _screened(crm) else (0, 1) if workers else (30, 0))
+    assert _state(crm) == before
+
+
+def test_rows_imported_without_a_digest_gain_it_on_their_next_import(crm_factory: Any, tmp_path: Path,
+                                                                     count_checks: list[int]) -> None:
+    """A database imported before revision 0028 (no digests): the next import finds the rows the
+    slow way and writes their digests; the one after validates none."""
+    crm = crm_factory(config={"phone_region": "CN"})
+    if not _screened(crm):
+        pytest.skip("MariaDB: imports write no digest (no bound rows)")
+    file = _write(tmp_path / "c.csv", [row.rsplit(",", 1)[0] + "," for row in _rows(20)])
+    import_file(crm, "customers", file, ImportOptions(batch_size=6))
+    with crm.unit() as uow:
+        uow.conn.execute(update(customers).values({fingerprint.COLUMN: None}))
+    count_checks[0] = 0
+    assert import_file(crm, "customers", file, ImportOptions(batch_size=6)).unchanged == 20
+    assert count_checks[0] == 20
+    with crm.unit() as uow:
+        assert None not in uow.conn.execute(select(customers.c[fingerprint.COLUMN])).scalars().all()
+    count_checks[0] = 0
+    assert import_file(crm, "customers", file, ImportOptions(batch_size=6)).unchanged == 20
+    assert count_checks[0] == 0
+
+
+def test_a_sealed_database_reimport(crm_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                    count_checks: list[int]) -> None:
+    """Sealed email, phone and birthday: the digest covers the stored ciphertexts, and a
+    re-import is decided as without the shortcut."""
+    crm = sealedtools.sealing_crm(crm_factory, monkeypatch)
+    if not _screened(crm):
+        pytest.skip("MariaDB: imports write no digest (no bound rows)")
+    sealedtools.import_sealed_rows(crm, tmp_path, workers=0)
+    path = tmp_path / "sealed.csv"
+    before = _state(crm)
+    count_checks[0] = 0
+    report = import_file(crm, "customers", path, ImportOptions(batch_size=7))
+    assert (report.unchanged, count_checks[0]) == (30, 0)
+    assert _state(crm) == before
+    with crm.unit() as uow:  # one customer changed by plain SQL (its sealed phone gone): validated again
+        uow.conn.execute(update(customers).where(customers.c.external_id == "C3").values(phone=None))
+    for shortcut in (True, False):
+        monkeypatch.setattr(fingerprint, "SHORTCUT", shortcut)
+        count_checks[0] = 0
+        report = import_file(crm, "customers", path, ImportOptions(batch_size=7, dry_run=True))
+        assert (report.updated, report.unchanged) == (1, 29)
+        assert count_checks[0] == (1 if shortcut else 30)
+
+
+def test_the_digest_is_no_field_and_is_not_exported(crm_factory: Any, tmp_path: Path) -> None:
+    crm = crm_factory()
+    import_file(crm, "customers", _write(tmp_path / "c.csv", [_rows(1)[0].rsplit(",", 1)[0] + ","]),
+                ImportOptions())
+    customer = crm.customers.list()[0]
+    assert not hasattr(customer, fingerprint.COLUMN)
+    with crm.unit() as uow:
+        digest = uow.conn.execute(text(f"SELECT {fingerprint.COLUMN} FROM customers")).scalar_one()
+    assert (len(digest) == 32) if _screened(crm) else digest is None
+    from crmcore.io.exporter import export_entities
+    out = tmp_path / "out.csv"
+    export_entities(crm, "customers", out)
+    assert fingerprint.COLUMN not in out.read_text(encoding="utf-8")
