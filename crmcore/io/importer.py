@@ -54,7 +54,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from multiprocessing.pool import AsyncResult
-from typing import Any, TypeAlias, cast
+from typing import Any, TypeAlias, TypeVar, cast
 
 import attrs
 from sqlalchemy import (
@@ -1799,6 +1799,28 @@ def _pack(batch: list[Record]) -> tuple[bytes, list[Record]]:
     return data, light
 
 
+_T = TypeVar("_T")
+_END = object()  # the end of an iterator (None may be an item)
+
+
+def _in_flight(items: Iterable[Any], send: Callable[[Any], _T], window: int) -> Iterator[_T]:
+    """``send(item)`` of each item, in order, with up to ``window`` items sent before the one given
+    back is used (so the workers keep busy while this process writes).  Only what ``send`` returns
+    stays in flight: the item itself is dropped once sent."""
+    pending: deque[_T] = deque()
+    iterator = iter(items)
+    while True:
+        item = next(iterator, _END)
+        if item is _END:
+            break
+        pending.append(send(item))
+        del item
+        if len(pending) >= window:
+            yield pending.popleft()
+    while pending:
+        yield pending.popleft()
+
+
 class _Validation:
     """Runs :meth:`RowChecker.check` over batches, keeping order and at most a few batches in flight.
 
@@ -1829,20 +1851,11 @@ class _Validation:
         (the bytes read are then None: the caller's reader counts them).
         """
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None
-        window = 2 * self.workers + 1
-        pending: deque[tuple[Span, AsyncResult[_SpanResult]]] = deque()
-        iterator = iter(parts)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < window:
-                upcoming = next(iterator, None)
-                if upcoming is None:
-                    exhausted = True
-                    break
-                pending.append((upcoming, self._pool().apply_async(_read_span, (upcoming,))))
-            if not pending:
-                return
-            span, handle = pending.popleft()
+
+        def send(span: Span) -> tuple[Span, AsyncResult[_SpanResult]]:
+            return span, self._pool().apply_async(_read_span, (span,))
+
+        for span, handle in _in_flight(parts, send, 2 * self.workers + 1):
             t0 = time.perf_counter()
             done = handle.get()
             self.timings["validate_wait"] += time.perf_counter() - t0
@@ -1877,34 +1890,25 @@ class _Validation:
                 self.timings["validate"] += time.perf_counter() - t0
                 yield batch, results
             return
-        window = 2 * self.workers + 1
-        # (the records the screen found unchanged, in their places (None elsewhere), the records sent to the
-        # workers (cells packed), the screen's marks, the workers' answer).  Not the batch itself: the cells
-        # of the rows sent wait pickled, not as lists (see _pack).
-        pending: deque[tuple[list[Record | None], list[Record], list[Any] | None, AsyncResult[Any] | None]] = deque()
-        iterator = iter(batches)
-        exhausted = False
-        while True:
-            while not exhausted and len(pending) < window:
-                upcoming = next(iterator, None)
-                if upcoming is None:
-                    exhausted = True
-                    break
-                marks = screen(upcoming) if screen is not None else None
-                screened: list[Record | None] = []
-                sent = upcoming
-                if marks is not None:
-                    screened = [r if m is not None else None for r, m in zip(upcoming, marks)]
-                    sent = [r for r, m in zip(upcoming, marks) if m is None]
-                del upcoming
-                handle = None
-                if any(r.problem is None for r in sent):
-                    packed, sent = _pack(sent)
-                    handle = self._pool().apply_async(_check_batch, (packed,))
-                pending.append((screened, sent, marks, handle))
-            if not pending:
-                return
-            screened, sent, marks, handle = pending.popleft()
+
+        def send(upcoming: list[Record]
+                 ) -> tuple[list[Record | None], list[Record], list[Any] | None, AsyncResult[Any] | None]:
+            """(the records the screen found unchanged, in their places (None elsewhere), the records sent
+            to the workers (cells packed), the screen's marks, the workers' answer).  Not the batch
+            itself: while it is in flight, the cells of the rows sent wait pickled, not as lists (_pack)."""
+            marks = screen(upcoming) if screen is not None else None
+            screened: list[Record | None] = []
+            sent = upcoming
+            if marks is not None:
+                screened = [r if m is not None else None for r, m in zip(upcoming, marks)]
+                sent = [r for r, m in zip(upcoming, marks) if m is None]
+            handle = None
+            if any(r.problem is None for r in sent):
+                packed, sent = _pack(sent)
+                handle = self._pool().apply_async(_check_batch, (packed,))
+            return screened, sent, marks, handle
+
+        for screened, sent, marks, handle in _in_flight(batches, send, 2 * self.workers + 1):
             checked: list[Any] = []
             if handle is not None:
                 t0 = time.perf_counter()
