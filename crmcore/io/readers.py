@@ -165,6 +165,8 @@ class CSVReader(Reader):
     """
 
     format = "csv"
+    #: A bounded span's bytes (:meth:`span`), read by :meth:`_simple_records` when it can.
+    _span_data: bytes | None = None
 
     def __init__(self, path: str | Path, encoding: str | None = None, delimiter: str | None = None,
                  unescape_formulas: bool = True):
@@ -222,6 +224,7 @@ class CSVReader(Reader):
         with open(self.path, "rb") as fh:
             fh.seek(start)
             data = fh.read(stop - start) if stop is not None else None
+        reader._span_data = data
         # A bounded span is read at once (a batch's worth of bytes); the rest of a file, as it goes.
         reader._fh = io.BytesIO(data) if data is not None else reader._open_binary()
         if data is None:
@@ -357,6 +360,10 @@ class CSVReader(Reader):
         return columns[index] if index < len(columns) else f"#{index + 1}"
 
     def records(self) -> Iterator[Record]:
+        simple = self._simple_records() if self._span_data is not None else None
+        if simple is not None:
+            yield from simple
+            return
         width = len(self.columns or ())
         while True:
             record = self._next_record()
@@ -384,6 +391,42 @@ class CSVReader(Reader):
                 if self._lineno > line:
                     problem = (problem[0], problem[1] + f" (the record runs from line {line} to {self._lineno})")
             yield Record(line, fields, problem)
+
+    def _simple_records(self) -> list[Record] | None:
+        """The records of a bounded span (:meth:`span`) when they are all simple: the span decodes
+        (UTF-8), the csv module reads it without an error, and each record is one line with as
+        many values as the header has columns.  Then they are what :meth:`records` yields, read
+        without its per-line generators (a validation worker reads its spans so).  None when any
+        line is not so simple: :meth:`records` reads the span its usual way, which also reports
+        the problems (nothing of this reading is kept).
+        """
+        data, first = self._span_data, self._lineno + 1
+        if data is None or self.encoding != "utf-8" or first <= 1:  # line 1: its BOM is _decoded_lines'
+            return None
+        try:  # the lines as _decoded_lines decodes them, one at a time (strict: an error falls back)
+            lines = list(map(bytes.decode, io.BytesIO(data)))
+        except UnicodeDecodeError:
+            return None
+        width, unescape = len(self.columns or ()), self.unescape
+        parser = csv.reader(lines, self.dialect)
+        records: list[Record] = []
+        number = first - 1  # the line the parser read last (its line_num counts the lines read)
+        try:
+            for fields in parser:
+                number += 1
+                if parser.line_num != number - first + 1:  # a record over several lines: records() checks it
+                    return None
+                # Blank records, skipped as _next_record and records() skip them.
+                if not fields or (len(fields) == 1 and not fields[0].strip()) or _is_blank(fields):
+                    continue
+                if unescape and "'" in lines[number - first]:
+                    fields = [unescape_formula(f) for f in fields]
+                if len(fields) != width:
+                    return None
+                records.append(tuple.__new__(Record, (number, fields, None)))
+        except csv.Error:
+            return None
+        return records
 
     def _width_problem(self, fields: list[str], width: int) -> tuple[str, str]:
         columns = self.columns or []
