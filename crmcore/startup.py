@@ -12,6 +12,10 @@ import gc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+#: Whether :func:`building` froze the objects of start-up (so the collector's permanent
+#: generation holds some: a caller that would freeze only an empty one need not count it).
+frozen = False
+
 
 @contextmanager
 def building() -> Iterator[None]:
@@ -27,3 +31,5 @@ def building() -> Iterator[None]:
         if collecting:
             gc.enable()
         gc.freeze()
+        global frozen
+        frozen = True

@@ -78,6 +78,7 @@ from sqlalchemy import cast as cast_
 from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
+from .. import startup
 from ..application.consents import decisions_from, flags_set, new_flags_set
 from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
@@ -101,7 +102,7 @@ from .mapping import (
 )
 from . import fingerprint
 from .fingerprint import Screen, Stamp
-from .readers import CSVReader, Reader, Record, Span, open_reader, spans
+from .readers import CSVReader, Reader, Record, SourceError, Span, open_reader, spans
 from ..application.privacy_files import remember as remember_file
 from .pgcopy import CopyTarget, copies, copy_new_rows, copy_target
 from .rejects import RejectWriter, check_reject_target
@@ -1629,26 +1630,38 @@ def _roomy_cache(uow: Any) -> Iterator[None]:
         conn.execute(f"PRAGMA cache_size = {int(before)}")
 
 
+#: Whether an import in this process froze the objects alive before it (:func:`_relax_gc`); a
+#: worker forked meanwhile inherits it.
+_import_froze = False
+
+
 def _relax_gc() -> tuple[tuple[int, int, int], bool]:
     """Fewer cyclic-GC passes while millions of short-lived rows go by (~15% of the time otherwise).
 
     Rows are acyclic tuples, dicts and strings, freed by reference counting;
     objects alive before the import are frozen out of the collector's scans
     (unless the application froze objects itself: then its freeze is left alone).
+    Whether any object is frozen is known without counting them where start-up
+    (:mod:`crmcore.startup`) or an import (for its forked workers) froze them:
+    counting walks the whole permanent generation, ~10 ms after start-up.
     """
+    global _import_froze
     state = gc.get_threshold()
-    froze = gc.get_freeze_count() == 0
+    froze = not (startup.frozen or _import_froze) and gc.get_freeze_count() == 0
     if froze:
         gc.freeze()
+        _import_froze = True
     gc.set_threshold(max(state[0], 100_000), state[1], state[2])
     return state, froze
 
 
 def _restore_gc(saved: tuple[tuple[int, int, int], bool]) -> None:
+    global _import_froze
     state, froze = saved
     gc.set_threshold(*state)
     if froze:
         gc.unfreeze()
+        _import_froze = False
 
 
 _worker_checker: RowChecker | None = None
@@ -1676,11 +1689,11 @@ def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
 class _SpanResult:
     """A worker's reading and validation of a :class:`~crmcore.io.readers.Span` (see :func:`_read_span`)."""
 
-    __slots__ = ("lines", "problems", "cells", "checked", "cpu", "sealed", "ran_out")
+    __slots__ = ("lines", "problems", "checksum", "checked", "cpu", "sealed", "ran_out")
 
-    def __init__(self, lines: array[int], problems: dict[int, tuple[Any, Any]], cells: bytes, checked: bytes,
-                 cpu: float, sealed: dict[str, list[str]], ran_out: bool):
-        self.lines, self.problems, self.cells, self.checked = lines, problems, cells, checked
+    def __init__(self, lines: array[int], problems: dict[int, tuple[Any, Any]], checksum: int | None,
+                 checked: bytes, cpu: float, sealed: dict[str, list[str]], ran_out: bool):
+        self.lines, self.problems, self.checksum, self.checked = lines, problems, checksum, checked
         self.cpu, self.sealed, self.ran_out = cpu, sealed, ran_out
 
 
@@ -1689,10 +1702,12 @@ def _read_span(span: Span) -> _SpanResult:
     code, from the same line number) and validates the good ones.
 
     Back go each record's line (4 or 8 bytes), the unreadable records' cells and problems by
-    position, the good records' cells pickled (unpickled only for a row that needs them: a
-    rejection, an update) and their checked rows pickled: the importing process neither reads,
-    decodes nor pickles a cell.  ``ran_out``: the span ended inside a quoted value, so its
-    records are not the file's (the importing process reads on from its start itself)."""
+    position, the CRC-32 of the span's bytes and the good records' checked rows pickled: the
+    importing process neither reads, decodes nor pickles a cell.  The good records' cells stay
+    here: the importing process reads them again from the file for a row that needs them (a
+    rejection, an update; :class:`_SpanCells`), which no row of a clean import does.
+    ``ran_out``: the span ended inside a quoted value, so its records are not the file's (the
+    importing process reads on from its start itself)."""
     started = time.process_time()
     reader = cast(CSVReader, _worker_reader).span(span.start, span.stop, span.first_line)
     lines = array("q")
@@ -1705,10 +1720,10 @@ def _read_span(span: Span) -> _SpanResult:
             good.append(values)
         lines.append(line)
     if reader.ran_out and not span.last:
-        return _SpanResult(array("q"), {}, b"", b"", time.process_time() - started, {}, True)
-    cells = pickle.dumps(good, protocol=pickle.HIGHEST_PROTOCOL)
+        return _SpanResult(array("q"), {}, None, b"", time.process_time() - started, {}, True)
+    checksum = reader.span_checksum()
     checked, sealed = _check_rows(good)
-    return _SpanResult(lines, problems, cells, checked, time.process_time() - started, sealed, False)
+    return _SpanResult(lines, problems, checksum, checked, time.process_time() - started, sealed, False)
 
 
 def _check_rows(rows: list[Any]) -> tuple[bytes, dict[str, list[str]]]:
@@ -1745,6 +1760,31 @@ class _PackedBatch:
         return self.rows[index]
 
 
+class _SpanCells(_PackedBatch):
+    """The good records' cells of a span a worker read (:func:`_read_span`), read again from the
+    file, as the worker read them, the first time a row needs them; the span's CRC-32 tells the
+    bytes are the ones the worker validated (a file changed during its import is an error)."""
+
+    __slots__ = ("reader", "span", "checksum")
+
+    def __init__(self, reader: CSVReader, span: Span, checksum: int | None):
+        super().__init__(b"")
+        self.reader, self.span, self.checksum = reader, span, checksum
+
+    def row(self, index: int) -> Any:
+        if self.rows is None:
+            span = self.span
+            again = self.reader.span(span.start, span.stop, span.first_line)
+            try:
+                if again.span_checksum() != self.checksum:
+                    raise SourceError(f"{self.reader.name}: the file changed while it was being imported "
+                                      f"(lines {span.first_line} and on read differently)")
+                self.rows = [values for _, values, problem in again.records() if problem is None]
+            finally:
+                again.close()
+        return self.rows[index]
+
+
 class _Packed(tuple[_PackedBatch, int]):
     """A row's cells in a :class:`_PackedBatch` (see :func:`_unpacked`): ``_Packed((batch, index))``.
 
@@ -1758,9 +1798,9 @@ def _unpacked(values: Any) -> Any:
     return values[0].row(values[1]) if type(values) is _Packed else values
 
 
-def _span_records(done: _SpanResult) -> tuple[list[Record], list[Any]]:
-    """A span's records (good ones with their cells packed, as :func:`_pack` leaves them) and results."""
-    box = _PackedBatch(done.cells)
+def _span_records(done: _SpanResult, box: _PackedBatch) -> tuple[list[Record], list[Any]]:
+    """A span's records (good ones with their cells packed in ``box``, as :func:`_pack` leaves
+    them) and results."""
     problems = done.problems
     if not problems:  # every record good (the usual span): its records built in C, as the Record tuples they are
         packed = map(_Packed, zip(repeat(box), range(len(done.lines))))
@@ -1866,7 +1906,8 @@ class _Validation:
                 return
             if done.sealed and cipher is not None:
                 cipher.take_over(done.sealed)
-            yield (*_span_records(done), span.stop)
+            cells = _SpanCells(cast(CSVReader, self.reader), span, done.checksum)
+            yield (*_span_records(done, cells), span.stop)
 
     def _check(self, values: Any) -> Any:
         result = self.checker.check(values)

@@ -25,6 +25,7 @@ import io
 import json
 import re
 import sys
+import zlib
 from collections.abc import Iterator
 from decimal import Decimal
 from itertools import chain
@@ -391,6 +392,11 @@ class CSVReader(Reader):
                 if self._lineno > line:
                     problem = (problem[0], problem[1] + f" (the record runs from line {line} to {self._lineno})")
             yield Record(line, fields, problem)
+
+    def span_checksum(self) -> int | None:
+        """The CRC-32 of a bounded span's bytes (:meth:`span`), None for another reader: a reading
+        of the span again can tell it read the same bytes."""
+        return zlib.crc32(self._span_data) if self._span_data is not None else None
 
     def _simple_records(self) -> list[Record] | None:
         """The records of a bounded span (:meth:`span`) when they are all simple: the span decodes

@@ -125,3 +125,52 @@ def test_consents_of_new_customers_are_those_of_the_general_path(tmp_path: Path)
     general = _import(tmp_path, file, 0, 5, key="id")
     assert bound[6] == general[6] and bound[7] == general[7]
     assert len(bound[6]) == 8 and len(bound[7]) == 8
+
+
+def test_a_simple_span_is_read_in_one_go_and_others_the_usual_way(tmp_path: Path) -> None:
+    # A span whose records are each one line of the header's width is read by one csv reader over
+    # its lines (CSVReader._simple_records); a span with a record over several lines, a short
+    # record or a byte that does not decode is read line by line.  Both give one reading's records.
+    simple = [b"C1,Ann,a@example.com,,lead,", b'C2,"say ""hi""",,,lead,"x,y"', b"", b"C3,'=1+2,,,lead,",
+              b"C4,\xe5\xbc\xa0\xe4\xbc\x9f,,,lead,"]
+    others = [b'C5,"Bo\nb",,,lead,', b"C6,short", b"C7,bad \xff byte,,,lead,", b'C8,"open']
+    for crlf in (False, True):
+        end = b"\r\n" if crlf else b"\n"
+        for odd in [None, *others]:
+            lines = simple + ([odd] if odd is not None else []) + [b"C9,Last,,,lead,"]
+            path = tmp_path / "spans.csv"
+            path.write_bytes(HEADER.replace(b"\n", end) + end.join(line.replace(b"\n", end) for line in lines) + end)
+            with CSVReader(path) as reader:
+                start, line, _ = reader.data_start()
+                span = next(spans(path, start, line, 1 << 20))
+                part = reader.span(span.start, span.stop, span.first_line)
+                fast = part._simple_records()
+                assert (fast is not None) == (odd is None)
+                assert list(part.records()) == list(CSVReader(path).records())
+                if fast is not None:
+                    assert fast == list(CSVReader(path).records())
+                    assert [r.line for r in fast] == [2, 3, 5, 6, 7]
+
+
+def test_a_file_changed_while_it_is_imported_is_an_error_not_other_cells(tmp_path: Path) -> None:
+    # The workers keep the cells of the rows they validate; the importing process reads a span's
+    # cells again from the file only for a row that needs them (a rejection, an update), and
+    # refuses bytes other than those the worker read.
+    from crmcore.io.importer import _SpanCells
+    from crmcore.io.readers import SourceError
+
+    path = tmp_path / "changing.csv"
+    path.write_bytes(HEADER + b"C1,Ann,,,lead,\nC2,Bob,,,lead,\n")
+    with CSVReader(path) as reader:
+        start, line, _ = reader.data_start()
+        span = next(spans(path, start, line, 1 << 20))
+        part = reader.span(span.start, span.stop, span.first_line)
+        checksum = part.span_checksum()
+        assert _SpanCells(reader, span, checksum).row(1) == ["C2", "Bob", "", "", "lead", ""]
+        path.write_bytes(HEADER + b"C1,Ann,,,lead,\nC2,Rob,,,lead,\n")
+        try:
+            _SpanCells(reader, span, checksum).row(1)
+        except SourceError as exc:
+            assert "changed while it was being imported" in str(exc)
+        else:
+            raise AssertionError("a changed file was read as the workers read it")
