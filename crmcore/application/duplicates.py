@@ -272,7 +272,7 @@ class DuplicateService:
         dialect = uow.conn.dialect
         if (key in ("email", "phone")) and sealed(dialect, key):
             raise ValueError(f"{key} is sealed: use matches_many")
-        query = _batch_query(key, dialect.name)
+        query = _exists_query(key) if dialect.name == "sqlite" and key in _INDEXED else _batch_query(key, dialect.name)
         values = builtins.list(values)
         for start in range(0, len(values), 5000):
             chunk = values[start:start + 5000]
@@ -553,6 +553,24 @@ def _batch_query(key: str, dialect: str = "") -> Any:
     else:
         condition = column.in_(bindparam("values", expanding=True))
     return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).where(condition)
+
+
+#: The exact keys whose look-up column has an index (a join from the values searches it per value).
+_INDEXED = frozenset(("email", "phone", "external_id"))
+
+
+@functools.cache
+def _exists_query(key: str) -> Any:
+    """:func:`_batch_query` on SQLite for :meth:`DuplicateService.any_stored`, as a join from the
+    values (``json_each``) to the key's index, one search per value: ``IN (SELECT value FROM
+    json_each(...))`` first builds a sorted list of the values, which cost three times the
+    searches (a 5,000-value batch: 2.4 ms against 0.8 ms).  A value given twice gives its rows
+    twice, which tells nothing else: this is only for whether any row is there.  Only for keys
+    whose column has an index (:data:`_INDEXED`): another one would be scanned once per value."""
+    column = _key_column(key)
+    values = func.json_each(bindparam("values")).table_valued("value")
+    return select(customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at).select_from(
+        values.join(customers, column == values.c.value))
 
 
 def _lookup_values(dialect: Any, key: str, row: Mapping[str, Any]) -> builtins.list[Any]:
