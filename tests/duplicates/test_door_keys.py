@@ -206,3 +206,31 @@ def test_a_sealed_import_is_checked_at_the_door_in_workers_too(crm_factory: Any,
     assert [(d["line"], d["customers"]) for d in report.duplicates] == [
         (2, [first.id]), (3, [first.id]), (44, [crm.customers.find(email="p3@example.com").id]),
         (45, [crm.customers.find(phone="+8613700000007").id])]
+
+
+def test_an_imports_look_ups_by_many_values_search_the_index_per_value(sqlite_crm: Any, tmp_path: Path) -> None:
+    # SQLite: the door check of a batch's new rows (one query per exact key) and the look-up of the
+    # batch's external ids join the values (json_each) to the key's index, one search per value;
+    # IN (SELECT value FROM json_each(...)) sorted the values into a list first (3x the searches).
+    crm = sqlite_crm(config=REGION)
+    stored = crm.customers.add(name="Stored", email="Stored@Example.com", phone="13291417776", external_id="s1")
+    rows = ["external_id,name,email,phone"] + [f"n{i},N{i},n{i}@example.com,1329141{i:04d}" for i in range(30)]
+    file = tmp_path / "new.csv"
+    file.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    with Statements(crm.engine) as statements:
+        report = import_file(crm, "customers", file, ImportOptions(workers=0))
+    assert report.inserted == 30 and not report.duplicates
+    look_ups = [(s, p) for s, p in statements.reading_customers() if "json_each" in s]
+    keys = {k for s, _ in look_ups for k in ("email_key", "phone_key", "external_id") if f"customers.{k} =" in s}
+    assert keys == {"email_key", "phone_key", "external_id"}, look_ups
+    for statement, parameters in look_ups:
+        shown = plan(crm, statement, parameters)
+        assert "LIST SUBQUERY" not in shown and "SCAN customers" not in shown and "USING INDEX" in shown, shown
+    # The same decisions: a row with a stored customer's address (any case) or number is a duplicate,
+    # and a file's own key twice is one row and a rejection, as before.
+    again = tmp_path / "again.csv"
+    again.write_text("external_id,name,email,phone\nd1,Dup,STORED@example.com,\nd2,Dup2,,+86 132 9141 7776\n"
+                     "d3,New,d3@example.com,\nd3,New again,d3b@example.com,\n", encoding="utf-8")
+    report = import_file(crm, "customers", again, ImportOptions(workers=0, on_error="skip"))
+    assert [(d["line"], d["customers"]) for d in report.to_dict()["duplicates"]] == [(2, [stored.id]), (3, [stored.id])]
+    assert report.inserted == 1 and report.rejected == 1 and report.skipped == 2
