@@ -1735,6 +1735,7 @@ def _read_span(span: Span) -> _SpanResult:
     importing process reads on from its start itself)."""
     started = time.process_time()
     reader = cast(CSVReader, _worker_reader).span(span.start, span.stop, span.first_line)
+    checksum = reader.span_checksum()
     lines = array("q")
     problems: dict[int, tuple[Any, Any]] = {}
     good = []
@@ -1746,7 +1747,6 @@ def _read_span(span: Span) -> _SpanResult:
         lines.append(line)
     if reader.ran_out and not span.last:
         return _SpanResult(array("q"), {}, None, b"", time.process_time() - started, {}, True)
-    checksum = reader.span_checksum()
     checked, sealed = _check_rows(good)
     return _SpanResult(lines, problems, checksum, checked, time.process_time() - started, sealed, False)
 

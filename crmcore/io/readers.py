@@ -363,6 +363,10 @@ class CSVReader(Reader):
     def records(self) -> Iterator[Record]:
         simple = self._simple_records() if self._span_data is not None else None
         if simple is not None:
+            # The line-by-line reading is not needed: its generators, never started, would keep
+            # this reader (and its bytes) in a reference cycle until the cyclic collector ran.
+            self._lines.close()
+            self._source, self._parser = iter(()), csv.reader((), self.dialect)
             yield from simple
             return
         width = len(self.columns or ())
