@@ -26,7 +26,7 @@ import json
 import re
 import sys
 import zlib
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from decimal import Decimal
 from itertools import chain
 from pathlib import Path
@@ -284,7 +284,7 @@ class CSVReader(Reader):
             names = [unescape_formula(f) for f in names]
         self.columns = check_header(self.name, line, names)
 
-    def _decoded_lines(self, number: int = 0) -> Iterator[tuple[int, str]]:
+    def _decoded_lines(self, number: int = 0) -> Generator[tuple[int, str], None, None]:
         """(line number, text) of each line after line ``number`` (the file's first line is 1)."""
         decode = codecs.getdecoder(self.encoding)
         for raw in self._fh:
@@ -366,7 +366,7 @@ class CSVReader(Reader):
             # The line-by-line reading is not needed: its generators, never started, would keep
             # this reader (and its bytes) in a reference cycle until the cyclic collector ran.
             self._lines.close()
-            self._source, self._parser = iter(()), csv.reader((), self.dialect)
+            self._source, self._parser = chain(), csv.reader((), self.dialect)
             yield from simple
             return
         width = len(self.columns or ())
