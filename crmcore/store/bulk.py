@@ -16,6 +16,7 @@ INSERT ... RETURNING of thousands of rows each time.  So:
 from __future__ import annotations
 
 import json
+from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -103,9 +104,7 @@ def copy_in(conn: Connection, table: Table, names: Sequence[str], values: Iterab
         with driver.cursor() as cursor, cursor.copy(sql) as copy:  # type: ignore[union-attr]
             if binary is not None:
                 copy.set_types(list(binary))
-            write = copy.write_row
-            for row in values:
-                write(row)
+            deque(map(copy.write_row, values), maxlen=0)  # each row written from C, no Python loop
     except psycopg.Error as exc:
         raise DBAPIError.instance(sql, None, exc, psycopg.Error) from exc
 
