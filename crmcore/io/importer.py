@@ -527,9 +527,7 @@ class _Import:
                                         excel=options.excel, excel_default=self.crm.config.excel_csv)
         gc_state = _relax_gc()
         spanned = self._spanned(workers)
-        # PostgreSQL: the writer waits on the server for most of a batch, where a thread can decode the next.
-        validated = _Validation(self.checker, workers, self.timings, spanned, self.stamp,
-                                decode_early=copies(self.crm.engine.dialect))
+        validated = _Validation(self.checker, workers, self.timings, spanned, self.stamp)
         single = options.dry_run or options.on_error == "abort"
         try:
             batches = self._limited(validated.run(self._batches(), self.screen) if spanned is None else
@@ -1682,27 +1680,12 @@ def _check_batch(packed: bytes) -> tuple[bytes, float, dict[str, list[str]]]:
 class _SpanResult:
     """A worker's reading and validation of a :class:`~crmcore.io.readers.Span` (see :func:`_read_span`)."""
 
-    __slots__ = ("lines", "problems", "cells", "checked", "cpu", "sealed", "ran_out", "decoded")
+    __slots__ = ("lines", "problems", "cells", "checked", "cpu", "sealed", "ran_out")
 
     def __init__(self, lines: array[int], problems: dict[int, tuple[Any, Any]], cells: bytes, checked: bytes,
                  cpu: float, sealed: dict[str, list[str]], ran_out: bool):
         self.lines, self.problems, self.cells, self.checked = lines, problems, cells, checked
         self.cpu, self.sealed, self.ran_out = cpu, sealed, ran_out
-        #: :func:`_span_records` of it, when the importing process decoded it as it came (:func:`_decode`).
-        self.decoded: tuple[list[Record], list[Any]] | None = None
-
-
-def _decode(done: _SpanResult) -> None:
-    """The pool's callback for a span when the importing process decodes spans as they come back:
-    :func:`_span_records`, in the pool's result thread.  On PostgreSQL the importing process
-    spends most of a batch waiting on the server (the GIL released), while unpickling the next
-    span's checked rows held it about 20 ms; this thread decodes them in that wait.  Any error
-    leaves the span to be decoded as before, where the error is raised."""
-    if not done.ran_out:
-        try:
-            done.decoded = _span_records(done)
-        except Exception:  # raised again by _span_records in the importing thread
-            done.decoded = None
 
 
 def _read_span(span: Span) -> _SpanResult:
@@ -1849,12 +1832,10 @@ class _Validation:
     rows the fingerprint screen finds unchanged never forks it."""
 
     def __init__(self, checker: RowChecker, workers: int, timings: dict[str, float],
-                 reader: CSVReader | None = None, stamp: Stamp | None = None, decode_early: bool = False):
+                 reader: CSVReader | None = None, stamp: Stamp | None = None):
         """``reader``: the workers can read spans of its file (:meth:`run_spans`); ``stamp``: the
-        workers set each good row's import fingerprint; ``decode_early``: spans are decoded in the
-        pool's result thread as they come back (:func:`_decode`), not when the writer takes them."""
+        workers set each good row's import fingerprint."""
         self.checker, self.workers, self.timings, self.reader, self.stamp = checker, workers, timings, reader, stamp
-        self.decode_early = decode_early
         self.pool: Any = None
 
     def _pool(self) -> Any:
@@ -1875,10 +1856,8 @@ class _Validation:
         """
         cipher = self.checker.binder.cipher if self.checker.binder is not None else None
 
-        callback = _decode if self.decode_early else None
-
         def send(span: Span) -> tuple[Span, AsyncResult[_SpanResult]]:
-            return span, self._pool().apply_async(_read_span, (span,), callback=callback)
+            return span, self._pool().apply_async(_read_span, (span,))
 
         for span, handle in _in_flight(parts, send, 2 * self.workers + 1):
             t0 = time.perf_counter()
@@ -1891,7 +1870,7 @@ class _Validation:
                 return
             if done.sealed and cipher is not None:
                 cipher.take_over(done.sealed)
-            yield (*(done.decoded or _span_records(done)), span.stop)
+            yield (*_span_records(done), span.stop)
 
     def _check(self, values: Any) -> Any:
         result = self.checker.check(values)

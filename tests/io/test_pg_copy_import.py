@@ -435,32 +435,3 @@ def test_new_customers_decisions_in_one_statement_per_batch(crm_factory: Any, tm
     assert [r[0] for r in state] == flagged and sorted(r[0] for r in history) == flagged
     assert {r[1:] for r in state} == {r[1:] for r in history} == {("*", "marketing", True, "import", "system")}
 
-
-def test_a_span_decoded_as_it_comes_back_is_the_span_decoded_later() -> None:
-    """On PostgreSQL the pool's result thread decodes each span as it comes back (``_decode``, while
-    the writer waits on the server): the same records (lines, cells, problems) and results as
-    decoding it when the writer takes it; a span that cannot be decoded is left to the writer,
-    where the error is raised as before."""
-    import pickle
-    from array import array
-
-    from crmcore.io.importer import _decode, _span_records, _SpanResult, _unpacked
-
-    def span(checked: bytes) -> _SpanResult:
-        return _SpanResult(array("q", [2, 3, 5]), {1: (["bad", "row"], ("name", "too long"))},
-                           pickle.dumps([["a", "1"], ["b", "2"]]), checked, 0.1, {}, False)
-
-    def plain(decoded: Any) -> Any:
-        records, results = decoded
-        return [(r.line, _unpacked(r.values), r.problem) for r in records], results
-
-    done = span(pickle.dumps([("A", 1), ("B", 2)]))
-    _decode(done)
-    assert done.decoded is not None and plain(done.decoded) == plain(_span_records(span(done.checked)))
-    assert plain(done.decoded) == ([(2, ["a", "1"], None), (3, ["bad", "row"], ("name", "too long")),
-                                    (5, ["b", "2"], None)], [("A", 1), None, ("B", 2)])
-    broken = span(b"not a pickle")
-    _decode(broken)
-    assert broken.decoded is None
-    with pytest.raises(pickle.UnpicklingError):
-        _span_records(broken)
