@@ -29,10 +29,11 @@ from contextvars import ContextVar
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, exists, literal, select, update
+from sqlalchemy import ARRAY, Integer, and_, cast, exists, func, literal, select, update
+from sqlalchemy.types import NullType
 
 from ..store import tables
-from ..store.bulk import ids_in
+from ..store.bulk import ids_in, pg_array_text
 from ..store.upsert import insert_ignore
 from . import consent_history
 
@@ -116,6 +117,38 @@ def new_flags_set(uow: UnitOfWork, first: int, last: int) -> None:
     uow.conn.execute(consents.insert().from_select(
         ["customer_id", "channel", "purpose", "granted", "source", "recorded_at", "actor"], rows))
     consent_history.append_where(uow.conn, chosen, EVERY_CHANNEL, MARKETING, True, source, now, actor)
+
+
+def new_ids_flags_set(uow: UnitOfWork, ids: Sequence[int]) -> None:
+    """:func:`flags_set` for customers just inserted, every one of ``ids`` with its flag set
+    (PostgreSQL: a bulk insert's ids drawn from the sequence), in one statement per chunk.
+
+    As in :func:`new_flags_set`, a new customer has no stored decision to update or to
+    skip, so the current state is a plain INSERT (no ``ON CONFLICT``) and neither insert
+    looks the ids up in ``customers`` (the foreign keys still check each); both read the ids
+    from one array parameter, in a data-modifying ``WITH`` (one round trip, the array read
+    once).  The records are those :func:`flags_set` writes for ``ids`` (same values,
+    history in id order).  Any other database: :func:`flags_set`.
+    """
+    if uow.conn.dialect.name != "postgresql":
+        flags_set(uow, ids)
+        return
+    source, now, actor = current_source(), uow.now, uow.actor
+    names = list(consent_history.COLUMNS)
+    for start in range(0, len(ids), CHUNK):
+        chunk = [int(i) for i in ids[start:start + CHUNK]]
+        # The array's text, untyped (as bulk.any_of): read once by the server, not bound per element.
+        chosen = select(func.unnest(cast(literal(pg_array_text(chunk), NullType()), ARRAY(Integer))).label("id")
+                        ).cte("chosen")
+
+        def rows(table: Any) -> Any:
+            c = table.c
+            return select(chosen.c.id, literal(EVERY_CHANNEL, c.channel.type), literal(MARKETING, c.purpose.type),
+                          literal(True, c.granted.type), literal(source, c.source.type),
+                          literal(now, c.recorded_at.type), literal(actor, c.actor.type))
+        decisions = consents.insert().from_select(names, rows(consents)).cte("decisions")
+        uow.conn.execute(consent_history.history.insert().from_select(
+            names, rows(consent_history.history).order_by(chosen.c.id)).add_cte(decisions))
 
 
 def _record_chunk(uow: UnitOfWork, ids: list[int], granted: bool) -> None:

@@ -30,7 +30,7 @@ by id, a subclassed validator), the checker never builds it.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import date
+from datetime import date, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -62,8 +62,9 @@ _PLAIN_TEXT = ("region", "city", "industry", "source", "owner", "external_id")
 _DEFAULTS: dict[str, Any] = {"kind": CustomerKind.PERSON, "stage": LifecycleStage.LEAD, "consent_email": True,
                              "consent_sms": True, "consent_marketing": False, "tags": ()}
 _STAMPS = ("created_at", "updated_at")
-#: Bound values that one object can stand for in every row.
-_IMMUTABLE = (str, int, float, bool, bytes)
+#: Bound values that one object can stand for in every row (PostgreSQL binds time stamps as
+#: naive UTC datetimes, not text: the import's "now" converted once, not twice a row).
+_IMMUTABLE = (str, int, float, bool, bytes, datetime, date)
 # Bounded memories of pure conversions of repeated cells (a handful of distinct values in practice).
 _MEMO_LIMIT = 4096
 

@@ -81,7 +81,7 @@ from sqlalchemy.exc import DBAPIError, StatementError
 from sqlalchemy.types import NullType
 
 from .. import startup
-from ..application.consents import decisions_from, flags_set, new_flags_set
+from ..application.consents import decisions_from, flags_set, new_flags_set, new_ids_flags_set
 from ..application.duplicates import describe as describe_matches
 from ..application.services import OWNED
 from ..application.users import import_owners, owner_problems
@@ -1270,7 +1270,11 @@ class _Import:
                 new_flags_set(uow, ids[0], ids[-1])  # the batch's new rows are those ids: chosen in SQL
             else:
                 flag = operator.itemgetter(self.columns.index("consent_marketing") if bound else "consent_marketing")
-                flags_set(uow, list(compress(ids, map(flag, rows))))
+                chosen = list(compress(ids, map(flag, rows)))
+                if bound and uow.dialect == "postgresql":  # COPY's new rows (ids just drawn): no stored decision
+                    new_ids_flags_set(uow, chosen)
+                else:
+                    flags_set(uow, chosen)
         event = f"on_{self.kind}s_imported"
         if self.kind == "deal" or self.crm.plugins.has_impls(event):
             repo = self.service.repo(uow)

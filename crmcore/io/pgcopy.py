@@ -24,6 +24,7 @@ process only inserts.  This module gives PostgreSQL (psycopg) the same shape:
 from __future__ import annotations
 
 import json
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
@@ -138,7 +139,10 @@ def copy_new_rows(conn: Connection, table: Table, columns: Sequence[str], rows: 
     ids: list[int] = [row[0] for row in conn.exec_driver_sql(
         "SELECT nextval(%(sequence)s) FROM generate_series(1, %(count)s)",
         {"sequence": target.sequence, "count": len(rows)}).fetchall()]
-    copy_in(conn, table, ("id", *columns), ((new_id, *row) for new_id, row in zip(ids, rows)), target.binary)
+    # Each row behind its id: ``(id,) + row``, built in C when every row is a tuple (the binder's are).
+    with_ids = (map(operator.add, zip(ids), rows) if set(map(type, rows)) == {tuple}
+                else ((new_id, *row) for new_id, row in zip(ids, rows)))
+    copy_in(conn, table, ("id", *columns), with_ids, target.binary)
     return ids
 
 

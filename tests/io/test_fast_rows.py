@@ -10,7 +10,7 @@ declines goes the general way, so rejections keep their messages.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from functools import cache
 
 import pytest
@@ -200,3 +200,27 @@ def test_sealed_columns_are_sealed_at_every_row_on_the_fast_path(fields: list[st
             assert one == two == expected, column
     assert binder.pure == frozenset(binder.columns) - set(fields) - ({"attributes"} if cipher.custom else set())
     assert len(cipher.hand_over(("email", "phone"))["email"]) == 2 * 3  # (stored, value) of each sealing
+
+
+def test_time_stamps_are_bound_once_per_import_on_postgresql():
+    """PostgreSQL binds time stamps as naive UTC datetimes (not text, as SQLite does): a time stamp
+    no cell gives ("now") is bound once for the import, the same immutable object in every row,
+    and the rows still equal the general path's, types included."""
+    config = Config()
+    validator = EntityValidator(config, index_custom_fields(config.custom_fields), lambda: FIXED_NOW)
+    columns = [c for c in COLUMNS if c != "id"]
+    check = RowChecker("customer", ColumnMapping("customer", {}, {}, False, {}), columns, validator, FIXED_NOW,
+                       "external_id")
+    check.binder = Binder(customers, create_engine("postgresql+psycopg://").dialect)
+    fast = FastCustomerRows.for_checker(check)
+    assert fast is not None
+    rows = []
+    for external_id in ("P1", "P2"):
+        values = [external_id, *ORDINARY[1:len(columns)]]
+        row = fast(values)
+        reference, issues, _ = general(check, values)
+        assert row is not None and issues is None and row == reference and [type(v) for v in row] == [type(v) for v in reference]
+        rows.append(row)
+    stamps = [check.binder.columns.index(name) for name in ("created_at", "updated_at")]
+    assert all(type(rows[0][i]) is datetime and rows[0][i].tzinfo is None for i in stamps)
+    assert all(rows[0][i] is rows[1][i] for i in stamps)

@@ -380,3 +380,58 @@ def test_an_import_falls_back_to_text_copy_for_another_column_type(crm_factory: 
     assert import_file(crm, "customers", path, options).inserted == import_file(
         reference, "customers", path, options).inserted == len(TRICKY)
     assert _stored(crm) == _stored(reference)
+
+
+def _decisions(crm: Any) -> tuple[list[tuple[Any, ...]], list[tuple[Any, ...]]]:
+    """The current "*" decisions and the history, by the customer's external id (ids differ by database)."""
+    from crmcore.store.tables import consent_history
+
+    with crm.engine.connect() as conn:
+        state = conn.execute(select(customers.c.external_id, customer_consents.c.channel, customer_consents.c.purpose,
+                                    customer_consents.c.granted, customer_consents.c.source,
+                                    customer_consents.c.actor).join(customers).order_by(customers.c.external_id)).all()
+        history = conn.execute(select(customers.c.external_id, consent_history.c.channel, consent_history.c.purpose,
+                                      consent_history.c.granted, consent_history.c.source,
+                                      consent_history.c.actor).join(customers).order_by(consent_history.c.id)).all()
+        # Each batch's history in the order of its customers' ids, as flags_set appends it.
+        ids = conn.execute(select(consent_history.c.customer_id).order_by(consent_history.c.id)).scalars().all()
+        recorded = conn.execute(select(customer_consents.c.recorded_at, consent_history.c.recorded_at).join(
+            consent_history, consent_history.c.customer_id == customer_consents.c.customer_id)).all()
+    assert ids == sorted(ids)
+    assert all(now == then for now, then in recorded)
+    return [tuple(r) for r in state], [tuple(r) for r in history]
+
+
+@POSTGRES_ONLY
+def test_new_customers_decisions_in_one_statement_per_batch(crm_factory: Any, tmp_path: Path) -> None:
+    """The "*" marketing decisions of an import's new customers (COPY's rows) go in with one statement
+    per batch (the current state and the history together, no ON CONFLICT: nobody new has one), and
+    are the records the SQLite path stores: one current decision and one history entry per customer
+    whose flag is set, none for the others, in id order."""
+    from sqlalchemy import event
+
+    rows = [(f"C{i:02}", f"Name {i}", "Berlin", "", "", "yes" if i % 3 else "no") for i in range(23)]
+    path = _csv(tmp_path / "flags.csv", rows)
+    crm = crm_factory(config=NOTE)
+    reference = crm_factory(config={**NOTE, "database_url": f"sqlite:///{tmp_path / 'reference.db'}"})
+    options = ImportOptions(workers=0, batch_size=10)
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if "customer_consents" in statement or "consent_history" in statement:
+            statements.append(statement)
+
+    event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        report = import_file(crm, "customers", path, options)
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", seen)
+    assert (report.inserted, report.rejected) == (23, 0), report.summary()
+    assert import_file(reference, "customers", path, options).inserted == 23
+    assert len(statements) == 3 and all(s.startswith("WITH") and "ON CONFLICT" not in s for s in statements)
+    state, history = _decisions(crm)
+    assert (state, history) == _decisions(reference)
+    flagged = [ext for ext, *_, flag in rows if flag == "yes"]
+    assert [r[0] for r in state] == flagged and sorted(r[0] for r in history) == flagged
+    assert {r[1:] for r in state} == {r[1:] for r in history} == {("*", "marketing", True, "import", "system")}
+
