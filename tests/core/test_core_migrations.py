@@ -30,7 +30,7 @@ def no_schema_cache():
     schema_cache.set_enabled(True)
 
 CORE_TABLES = set(tables.metadata.tables)
-CORE_HEAD = "0028_import_digest"
+CORE_HEAD = "0029_import_digest_trigger"
 
 
 @pytest.fixture
