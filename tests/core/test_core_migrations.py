@@ -164,7 +164,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0027_rfm"),
+            ("crmcore", CORE_HEAD, "0028_import_digest"),
+            ("crmcore", "0028_import_digest", "0027_rfm"),
             ("crmcore", "0027_rfm", "0023_lookup_keys"),
             ("crmcore", "0023_lookup_keys", "0022_scale_out"),
             ("crmcore", "0022_scale_out", "0019_phone_key"),
