@@ -478,7 +478,7 @@ _CELL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters
 @given(st.lists(st.tuples(_CELL, _CELL, _CELL, st.sampled_from(["true", "false", "", "yes", " TRUE "]),
                           st.sampled_from(["1990-01-02", "", " 1990-01-02 ", "1990/01/02"])),
                 min_size=1, max_size=6))
-@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_an_insert_stores_what_its_digest_says(crm_db_url: str, tmp_path: Path,
                                                cells: list[tuple[str, str, str, str, str]]) -> None:
     """A digest written with an insert claims that the stored row is what the cells bind to: with
