@@ -533,3 +533,20 @@ def test_import_digest_trigger_revision_goes_down_and_up(crm_db_url) -> None:
     with open_crm(crm_db_url) as crm:
         assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
         assert [c.name for c in crm.customers.list()] == ["changed"]
+
+
+def test_tables_dropped_and_migrated_again_keep_the_import_digest_trigger(crm_db_url) -> None:
+    """``crm demo --force`` drops only the tables of a server database: PostgreSQL keeps the
+    trigger's function, and migrating again must still work (and the trigger forget)."""
+    from crmcore.store.maintenance import drop_all_tables
+
+    open_crm(crm_db_url).close()
+    drop_all_tables(crm_db_url)
+    with open_crm(crm_db_url) as crm:
+        crm.customers.add(name="again", external_id="A1")
+        dialect = crm.engine.dialect.name
+        with crm.engine.begin() as conn:
+            conn.execute(text("UPDATE customers SET import_digest = :d"), {"d": "0" * 32})
+            conn.execute(text("UPDATE customers SET name = 'changed'"))
+            digest = conn.execute(text("SELECT import_digest FROM customers")).scalar_one()
+    assert (digest is None) == (dialect in ("sqlite", "postgresql"))

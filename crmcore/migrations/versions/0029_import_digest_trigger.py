@@ -40,8 +40,9 @@ def create_trigger(dialect: str) -> None:
             "WHEN OLD.import_digest IS NOT NULL AND NEW.import_digest IS OLD.import_digest "
             "BEGIN UPDATE customers SET import_digest = NULL WHERE id = NEW.id; END")
     elif dialect == "postgresql":
+        # OR REPLACE: a function outlives its table (``crm demo --force`` drops only tables).
         op.execute(
-            f"CREATE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS "
+            f"CREATE OR REPLACE FUNCTION {TRIGGER}() RETURNS trigger LANGUAGE plpgsql AS "
             "$$ BEGIN NEW.import_digest := NULL; RETURN NEW; END $$")
         op.execute(
             f"CREATE TRIGGER {TRIGGER} BEFORE UPDATE ON customers FOR EACH ROW "
