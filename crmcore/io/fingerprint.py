@@ -4,27 +4,33 @@ A re-import of an unchanged file used to validate every row again (email, phone,
 30 us of CPU a row) only to find it equal to the stored row.  Each customer an import writes, or
 finds unchanged, keeps ``customers.import_digest`` (revision ``0028_import_digest``)::
 
-    D = H(context, the row's source cells, the stored row's compared columns)
+    D = H(context, the row's source cells)
 
 *context* is everything besides the cells that decides what an import stores (:func:`context`:
 the file's columns and their mapping and value tables, the key, the configuration validation
 reads, the dialect and the sealed fields, :data:`RULES_VERSION` and the installed versions of the
-normalising libraries).  The compared columns are those ``_Import._drop_unchanged`` compares (every
-bound column but the time stamps and the digest), as the database returns them.  H is BLAKE2b
-(16 bytes, 32 hex characters) over :func:`_encoded` (``marshal``: types kept apart, unicode exact,
-None distinct from ""; ``repr`` for values marshal does not take).
+normalising libraries).  H is BLAKE2b (16 bytes, 32 hex characters) over :func:`_encoded`
+(``marshal``: types kept apart, unicode exact, None distinct from ""; ``repr`` for values marshal
+does not take).
 
-The validation workers compute D of each good row from its cells and its bound values (the row
-an insert stores), where both are at hand (:class:`Stamp`).  Before a batch goes to the workers,
-the importing process reads the batch's stored rows by key (one query) and recomputes D from the
-cells and what it read (:class:`Screen`); a match means that validation would give the stored
-values again, so the row is unchanged without validating it.  Since D covers the stored row, a
-change of the customer by any path (an update, a merge, an archive, plain SQL) or of the context
-makes it differ, and the row takes the general path, which writes the new D when it finds the row
-unchanged.  What D does not cover is checked apart: a birthday "in the future" depends on the
-CRM's clock (checked against today), the owner must still be a user's login (one query), and at
-write time the row must be the only one of its batch with its key and its customer not written
-by an earlier batch of the import (:meth:`Screen.settle`); otherwise it is validated then.
+A digest is only ever written where the stored row equals what the import binds from those
+cells: the insert of a new row, and a row ``_Import._drop_unchanged`` compared equal (every bound
+column but the time stamps and the digest; a row whose owner the importing process resolved from
+an address gets none).  From then on the database keeps it true: a trigger (revision
+``0029_import_digest_trigger``) forgets the digest when an UPDATE of the row writes no new one,
+so a change of the customer by any path (an update, a merge, an archive, plain SQL) makes the
+next import take the general path, which writes the digest again when it finds the row
+unchanged.  A change of the context changes D.  The importer trusts no digest of a database
+without the trigger.
+
+The validation workers compute D of each good row from its cells (:class:`Stamp`).  Before a
+batch goes to the workers, the importing process reads the batch's stored digests by key (one
+query) and computes D of the cells (:class:`Screen`); a match means that validation would give
+the stored values again, so the row is unchanged without validating it.  What D does not cover
+is checked apart: a birthday "in the future" depends on the CRM's clock (checked against today),
+the owner must still be a user's login (one query), and at write time the row must be the only
+one of its batch with its key and its customer not written by an earlier batch of the import
+(:meth:`Screen.settle`); otherwise it is validated then.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from collections import Counter
 from collections.abc import Callable, Iterable
 from hashlib import blake2b
 from importlib.metadata import PackageNotFoundError, version
-from typing import Any, cast
+from typing import Any
 
 from .mapping import FIELD
 from .readers import Record
@@ -43,13 +49,16 @@ from .rows import Binder, RowChecker
 
 #: Bump when a normaliser or check of imported customer values changes what it gives for the
 #: same cell: every stored digest then differs, and the next import validates each row again.
-RULES_VERSION = 1
+#: 2: the digest of the cells alone (revision 0029_import_digest_trigger).
+RULES_VERSION = 2
 #: The libraries whose versions are part of the context (normalisation of phones, emails, countries).
 LIBRARIES = ("phonenumbers", "email-validator", "pycountry")
 #: Off: every row is validated (tests compare a re-import with and without the shortcut).
 SHORTCUT = True
 #: The bound column that holds the digest (last of the customers table).
 COLUMN = "import_digest"
+#: The trigger that forgets a changed row's digest (revision 0029_import_digest_trigger).
+TRIGGER = "customers_forget_import_digest"
 
 
 def _version(name: str) -> str:
@@ -75,44 +84,25 @@ def context(checker: RowChecker, binder: Binder, dialect: str) -> bytes:
     return repr(parts).encode("utf-8", "surrogatepass")
 
 
-def _encoded(cells: Any, values: tuple[Any, ...]) -> bytes:
-    """The cells and values as bytes: equal bytes only for equal values (of equal types).
+def _encoded(cells: Any) -> bytes:
+    """A row's cells as bytes: equal bytes only for equal values (of equal types).
 
     ``marshal`` (version 2: no back-references, so the bytes do not depend on which values are
-    the same object) for the plain types of CSV cells and stored values; other values (an XLSX
-    cell's datetime, a driver's Decimal) by ``repr``, behind a byte marshal never starts with.
+    the same object) for the plain types of CSV cells; other values (an XLSX cell's datetime) by
+    ``repr``, behind a byte marshal never starts with.
     """
     try:
-        return marshal.dumps((cells, values), 2)
+        return marshal.dumps(cells, 2)
     except ValueError:
-        return b"r" + repr((cells, values)).encode("utf-8", "surrogatepass")
-
-
-_EXACT = frozenset({str, int, type(None), float, bytes})
-
-
-def _plain(value: Any) -> Any:
-    """A value as its plain type (an enum member as its value, a bool as an int), equal to it: bound
-    values hold enums where the driver returns text, and PostgreSQL returns booleans where SQLite
-    returns integers."""
-    if isinstance(value, str):
-        return str.__str__(value)
-    if isinstance(value, int):
-        return int(value)
-    return value
-
-
-def plain(values: Iterable[Any]) -> tuple[Any, ...]:
-    """:func:`_plain` of each value."""
-    return tuple([v if v.__class__ in _EXACT else _plain(v) for v in values])
+        return b"r" + repr(cells).encode("utf-8", "surrogatepass")
 
 
 class Stamp:
     """Sets a checked row's digest in its bound values (the validation workers and the importing
     process alike); picklable (the hash state is made where it is used)."""
 
-    def __init__(self, prefix: bytes, compared: list[int], slot: int):
-        self.prefix, self.compared, self.slot = prefix, compared, slot
+    def __init__(self, prefix: bytes, slot: int):
+        self.prefix, self.slot = prefix, slot
         self._base: blake2b | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -124,10 +114,10 @@ class Stamp:
             self._base = blake2b(self.prefix, digest_size=16)
         return self._base
 
-    def digest(self, cells: Any, values: tuple[Any, ...]) -> str:
-        """D of a row's cells and its compared values (bound or stored)."""
+    def digest(self, cells: Any) -> str:
+        """D of a row's cells."""
         hashed = self.base().copy()
-        hashed.update(_encoded(cells, values))
+        hashed.update(_encoded(cells))
         return hashed.hexdigest()
 
     def __call__(self, cells: Any, result: Any) -> Any:
@@ -136,8 +126,7 @@ class Stamp:
         if row is None:
             return result
         slot = self.slot
-        values = plain([row[i] for i in self.compared])
-        return (*row[:slot], self.digest(cells, values), *row[slot + 1:]), result[1], result[2]
+        return row[:slot] + (self.digest(cells),) + row[slot + 1:], result[1], result[2]
 
 
 class Unchanged:
@@ -154,26 +143,23 @@ def compared_columns(binder: Binder) -> list[int]:
     return [i for i, c in enumerate(binder.columns) if c not in ("created_at", "updated_at", COLUMN)]
 
 
+#: What :class:`Screen` reads of a stored row, in this order (:data:`COLUMN` is the digest).
+STORED = ("id", "key", "owner", "birthday", COLUMN)
+
+
 class Screen:
     """Finds a batch's unchanged rows before validation (see the module).
 
-    ``read(keys)`` gives the stored rows with those keys, each as ``(id, *compared values,
-    import_digest)`` as the database returns them; ``logins(names)`` the names that are users'
-    logins; ``opened(value)`` a sealed birthday's value; ``exact``: the driver returns only the
-    plain types :func:`plain` gives (SQLite), else each stored row is made so.
+    ``read(keys)`` gives the stored rows with those keys, each as :data:`STORED` (the key column's
+    value for "key"); ``logins(names)`` the names that are users' logins; ``opened(value)`` a
+    sealed birthday's value.
     """
 
-    def __init__(self, checker: RowChecker, stamp: Stamp, columns: list[str],
+    def __init__(self, checker: RowChecker, stamp: Stamp,
                  read: Callable[[set[Any]], Iterable[tuple[Any, ...]]],
-                 logins: Callable[[set[str]], set[str]], opened: Callable[[str], str] | None,
-                 exact: bool = True):
+                 logins: Callable[[set[str]], set[str]], opened: Callable[[str], str] | None):
         self.checker, self.stamp = checker, stamp
-        names = [columns[i] for i in stamp.compared]
-        # Positions in a stored row (after its id).
-        self.key_at = 1 + names.index(cast(str, checker.key))
-        self.owner_at = 1 + names.index("owner")
-        self.birthday_at = 1 + names.index("birthday")
-        self.read, self.logins, self.opened, self.exact = read, logins, opened, exact
+        self.read, self.logins, self.opened = read, logins, opened
         self.cell = self._key_cell()
 
     def _key_cell(self) -> int | None:
@@ -211,21 +197,19 @@ class Screen:
         if not wanted:
             return None
         found: list[tuple[int, tuple[Any, ...]]] = []
-        key_at, exact = self.key_at, self.exact
         copy = self.stamp.base().copy
         dumps = marshal.dumps
         for stored in self.read(set(wanted)):
-            digest = stored[-1]
-            indices = wanted.get(stored[key_at]) if digest is not None else None
+            digest = stored[4]
+            indices = wanted.get(stored[1]) if digest is not None else None
             if indices is None:
                 continue
-            values = stored[1:-1] if exact else plain(stored[1:-1])  # PostgreSQL: its booleans as bound
             for index in indices:
                 cells = batch[index].values
                 try:  # _encoded, inline: once a row
-                    data = dumps((cells, values), 2)
+                    data = dumps(cells, 2)
                 except ValueError:
-                    data = _encoded(cells, values)
+                    data = _encoded(cells)
                 hashed = copy()
                 hashed.update(data)
                 if hashed.hexdigest() == digest:
@@ -237,13 +221,13 @@ class Screen:
             return None
         marks: list[Unchanged | None] = [None] * len(batch)
         for index, stored in found:
-            marks[index] = Unchanged(stored[0], stored[key_at])
+            marks[index] = Unchanged(stored[0], stored[1])
         return marks
 
     def _still_valid(self, found: list[tuple[int, tuple[Any, ...]]]) -> list[tuple[int, tuple[Any, ...]]]:
         """The found rows that validation would pass today too: the owner is still a user's login
         (import_owners), the birthday not after the CRM's today (the validator's check)."""
-        owner_at, birthday_at, opened = self.owner_at, self.birthday_at, self.opened
+        owner_at, birthday_at, opened = 2, 3, self.opened
         owners = {stored[owner_at] for _, stored in found if stored[owner_at] is not None}
         users = self.logins(owners) if owners else set()
         today = self.checker.validator.today().isoformat()
@@ -302,4 +286,5 @@ class Screen:
         return kept_records, kept_results, ids, lines
 
 
-__all__ = ["COLUMN", "RULES_VERSION", "SHORTCUT", "Screen", "Stamp", "Unchanged", "context"]
+__all__ = ["COLUMN", "RULES_VERSION", "SHORTCUT", "STORED", "Screen", "Stamp", "Unchanged", "compared_columns",
+           "context"]

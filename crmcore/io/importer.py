@@ -461,15 +461,15 @@ class _Import:
 
     def _fingerprints(self) -> tuple[Stamp | None, Screen | None]:
         """Where rows get import fingerprints (:mod:`crmcore.io.fingerprint`): the path of
-        :meth:`_drop_unchanged` (plain customers by external id, bound values); the screen also
-        needs no ``max_errors`` (whose cut counts the rows validation saw)."""
+        :meth:`_drop_unchanged` (plain customers by external id, bound values) on a database whose
+        trigger forgets a changed row's digest; the screen also needs no ``max_errors`` (whose cut
+        counts the rows validation saw)."""
         if not (self.binder is not None and self.kind == "customer" and self.key == "external_id"
-                and not self.crm.plugins.has_impls(f"validate_{self.kind}")):
+                and not self.crm.plugins.has_impls(f"validate_{self.kind}") and self._forgets()):
             return None, None
         binder = self.binder
         dialect = self.crm.engine.dialect
-        stamp = Stamp(fingerprint.context(self.checker, binder, dialect.name), fingerprint.compared_columns(binder),
-                      binder.columns.index(fingerprint.COLUMN))
+        stamp = Stamp(fingerprint.context(self.checker, binder, dialect.name), binder.columns.index(fingerprint.COLUMN))
         # A sealed database and a policy that may look at the customer: the general path asks for
         # each row (``_prepare_update``, since sealed values never compare equal bound): no screen.
         sealed_any = binder.cipher is not None and bool(binder.cipher.fields)
@@ -479,25 +479,47 @@ class _Import:
         cipher = binder.cipher
         opened = (lambda value: cipher.open("birthday", value) if value.startswith(MARK) else value
                   ) if cipher is not None else None
-        return stamp, Screen(self.checker, stamp, binder.columns, self._stored_digests, self._logins, opened,
-                             exact=dialect.name == "sqlite")
+        return stamp, Screen(self.checker, stamp, self._stored_digests, self._logins, opened)
+
+    def _forgets(self) -> bool:
+        """Whether the database forgets a customer's digest when the row changes (the trigger of
+        revision 0029_import_digest_trigger): without it no digest is written or trusted (a
+        later revision that rebuilt the table on SQLite, say, and did not create it again)."""
+        with self.crm.unit(readonly=True) as uow:
+            if uow.dialect == "sqlite":
+                found = uow.conn.exec_driver_sql(
+                    "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ? AND tbl_name = 'customers'",
+                    (fingerprint.TRIGGER,)).first()
+            elif uow.dialect == "postgresql":
+                found = uow.conn.execute(text(
+                    "SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = CAST('customers' AS regclass) "
+                    "AND tgenabled <> 'D'"), {"name": fingerprint.TRIGGER}).first()
+            else:
+                return False
+            return found is not None
 
     def _stored_digests(self, keys: set[Any]) -> list[tuple[Any, ...]]:
-        """The screen's read: the stored rows with these keys, as :meth:`_drop_unchanged` reads them,
-        with their digest last (in the import's unit when one is open, else a read-only one)."""
+        """The screen's read: the stored rows with these keys as :data:`fingerprint.STORED` (in a
+        read-only unit)."""
+        table = self.table
+        columns = [table.c.id, table.c[self.key], table.c.owner, table.c.birthday, table.c[fingerprint.COLUMN]]
         with self.crm.unit(readonly=True) as uow:
-            return list(_where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True))
+            return list(_where_in(uow, columns, table.c[self.key], keys, raw=True))
 
     def _compared_select(self, uow: Any) -> list[Any]:
         """The id, the compared columns (as stored) and the digest of the table's rows."""
         binder = cast(Binder, self.binder)
-        stamp = cast(Stamp, self.stamp)
         table = self.table
-        columns = [table.c.id, *(table.c[binder.columns[i]] for i in stamp.compared), table.c[fingerprint.COLUMN]]
+        columns = [table.c.id, *(table.c[binder.columns[i]] for i in self._compared()),
+                   table.c[fingerprint.COLUMN]]
         if uow.dialect == "postgresql":  # JSON as stored (its text, what COPY sent), not parsed by psycopg
             columns = [cast_(c, Text()) if isinstance(c.type, JSON) or isinstance(
                 getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
         return columns
+
+    def _compared(self) -> list[int]:
+        """The positions of the bound columns :meth:`_drop_equal` compares."""
+        return fingerprint.compared_columns(cast(Binder, self.binder))
 
     def _logins(self, names: set[str]) -> set[str]:
         """Which of ``names`` are users' logins (an owner import_owners keeps as it is)."""
@@ -781,8 +803,12 @@ class _Import:
             return
         user = USER_FIELDS.get(self.kind)
         if user is not None:  # owners (assignees) are users, given by login or email (crmcore.application.users)
+            given = items
+            rows = [item.row for item in given] if self.stamp is not None else None
             items = import_owners(uow, items, self.columns.index(user), lambda item, why: self._reject(
                 item.line, self.checker.column_of(user), why, item.values))
+            if rows is not None and items is not given:
+                _unstamp_resolved(given, rows, cast(Stamp, self.stamp).slot)
         validate_hook = f"validate_{self.kind}"
         hooked = self.crm.plugins.has_impls(validate_hook)
         # Plain customers on the SQLite bulk path: nothing to resolve or re-shape.
@@ -1009,9 +1035,9 @@ class _Import:
     def _drop_equal(self, uow: Any, items: list[_Item], keys: set[Any], claimed: dict[Any, int], absent: set[Any],
                     same_ids: list[int], same_lines: list[int]) -> list[_Item]:
         """:meth:`_drop_unchanged`'s comparison: the items kept; the equal ones' ids and lines appended."""
-        stamp = cast(Stamp, self.stamp)
+        stamp = self.stamp
         stored: dict[Any, list[tuple[Any, ...]]] = {}
-        compared = stamp.compared
+        compared = self._compared()
         key_at = 1 + compared.index(self.key_index)
         for row in _where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True):
             stored.setdefault(row[key_at], []).append(row)
@@ -1020,7 +1046,7 @@ class _Import:
             return items
         kept = []
         stamps: list[dict[str, Any]] = []  # unchanged rows whose stored fingerprint is not theirs
-        slot = stamp.slot
+        slot = stamp.slot if stamp is not None else -1
         # The compared bound values as one tuple: a C-level comparison with the stored row's.
         pick = operator.itemgetter(*compared) if len(compared) > 1 else (lambda row: (row[compared[0]],))
         written = self.written
@@ -1038,8 +1064,9 @@ class _Import:
             claimed[item.key] = item.line
             same_ids.append(match[0])
             same_lines.append(item.line)
-            if row[slot] != match[-1]:
-                stamps.append({"_id": match[0], "digest": row[slot]})
+            # No digest: none is kept (a row whose owner this process resolved, no stamp at all).
+            if stamp is not None and (digest := row[slot]) is not None and digest != match[-1]:
+                stamps.append({"_id": match[0], "digest": digest})
         if stamps:
             uow.conn.execute(update(self.table).where(self.table.c.id == bindparam("_id")).values(
                 {fingerprint.COLUMN: bindparam("digest")}), stamps)
@@ -1387,6 +1414,15 @@ class _Import:
             row = repo.to_row(entity)
             rows.append({"_id": row["id"], **{c: row[c] for c in columns}})
         uow.conn.execute(self._update_statement, rows)
+
+
+def _unstamp_resolved(items: list[_Item], rows: list[Any], slot: int) -> None:
+    """No digest for the rows whose bound values ``import_owners`` changed (an owner given by an
+    address, stored as the login): the stored row would not be what the cells bind to, and the
+    address may name another user, or none, by the next import (crmcore.io.fingerprint)."""
+    for item, row in zip(items, rows):
+        if item.row is not row and item.row is not None:
+            item.row = item.row[:slot] + (None,) + item.row[slot + 1:]
 
 
 def _as_columns(positions: dict[str, int], row: Any, parsed: dict[str, Any]) -> dict[str, Any]:

@@ -184,8 +184,10 @@ customers = Table(
     Column("email_key", String(EMAIL_WIDTH), Computed(EMAIL_KEY_SQL, persisted=True), index=True),
     Column("phone_key", String(PHONE_WIDTH), Computed(PHONE_KEY_SQL, persisted=True), index=True),
     # The fingerprint of the import row this customer was last found equal to (revision
-    # 0028_import_digest, crmcore.io.fingerprint): 32 hex characters, written by imports only;
-    # no entity field, never exported.  Last, so it is the last of an import's bound values.
+    # 0028_import_digest, crmcore.io.fingerprint): 32 hex characters, written by imports only,
+    # forgotten by a trigger when the row is updated otherwise (0029_import_digest_trigger; a
+    # revision that rebuilds the table on SQLite must create it again); no entity field, never
+    # exported.  Last, so it is the last of an import's bound values.
     Column("import_digest", String(32)),
     **TABLE_OPTIONS,
 )

@@ -134,7 +134,7 @@ def test_plugins_list_json(run):
 def test_db_commands(run):
     ok(run("db", "upgrade"))
     current = as_json(run("--json", "db", "current"))
-    assert {"branch": "crmcore", "current": "0028_import_digest", "head": "0028_import_digest"} in current
+    assert {"branch": "crmcore", "current": "0029_import_digest_trigger", "head": "0029_import_digest_trigger"} in current
     history = as_json(run("--json", "db", "history"))
     assert any(r["revision"] == "0001_core" for r in history)
 

@@ -30,7 +30,7 @@ def no_schema_cache():
     schema_cache.set_enabled(True)
 
 CORE_TABLES = set(tables.metadata.tables)
-CORE_HEAD = "0028_import_digest"
+CORE_HEAD = "0029_import_digest_trigger"
 
 
 @pytest.fixture
@@ -164,7 +164,8 @@ def test_history_and_heads_report_each_branch(crm_sqlite_url, tableplugin) -> No
         assert migrations.current(crm.engine, crm.schemas) == {"crmcore": (), "tableplug": ()}
         history = migrations.history(crm.engine, crm.schemas)
         assert [(b, r, d) for b, r, d, _ in history] == [
-            ("crmcore", CORE_HEAD, "0027_rfm"),
+            ("crmcore", CORE_HEAD, "0028_import_digest"),
+            ("crmcore", "0028_import_digest", "0027_rfm"),
             ("crmcore", "0027_rfm", "0023_lookup_keys"),
             ("crmcore", "0023_lookup_keys", "0022_scale_out"),
             ("crmcore", "0022_scale_out", "0019_phone_key"),
@@ -493,3 +494,59 @@ def test_import_digest_revision_goes_down_and_up(crm_db_url) -> None:
     with open_crm(crm_db_url) as crm:
         assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
         assert [c.name for c in crm.customers.list()] == ["往返"]
+
+
+def test_import_digest_trigger_revision_goes_down_and_up(crm_db_url) -> None:
+    """0029_import_digest_trigger forgets every digest of the older formula and adds the trigger
+    that forgets a changed row's digest (SQLite, PostgreSQL; MariaDB keeps none); going down drops
+    the trigger and forgets the digests again; up again, the trigger is back."""
+    from alembic import command
+
+    def digest(conn) -> object:
+        return conn.execute(text("SELECT import_digest FROM customers")).scalar_one()
+
+    def forgets(engine) -> bool:
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE customers SET import_digest = :d"), {"d": "0" * 32})
+            conn.execute(text("UPDATE customers SET name = 'changed'"))
+            return digest(conn) is None
+
+    with open_crm(crm_db_url) as crm:
+        crm.customers.add(name="往返", external_id="R1")
+        dialect = crm.engine.dialect.name
+    engine = make_engine(crm_db_url)
+    try:
+        assert forgets(engine) == (dialect in ("sqlite", "postgresql"))
+        config = migrations.alembic_config(engine, migrations.HERE / "versions", "alembic_version")
+        with engine.begin() as conn:
+            conn.execute(text("UPDATE customers SET import_digest = :d"), {"d": "1" * 32})
+        command.downgrade(config, "0028_import_digest")
+        with engine.connect() as conn:
+            assert digest(conn) is None
+        assert not forgets(engine)  # no trigger at 0028
+        command.upgrade(config, "0029_import_digest_trigger")
+        with engine.connect() as conn:
+            assert digest(conn) is None  # 0028's digest (the older formula) forgotten
+        assert forgets(engine) == (dialect in ("sqlite", "postgresql"))
+    finally:
+        engine.dispose()
+    with open_crm(crm_db_url) as crm:
+        assert migrations.current(crm.engine, {}) == {"crmcore": (CORE_HEAD,)}
+        assert [c.name for c in crm.customers.list()] == ["changed"]
+
+
+def test_tables_dropped_and_migrated_again_keep_the_import_digest_trigger(crm_db_url) -> None:
+    """``crm demo --force`` drops only the tables of a server database: PostgreSQL keeps the
+    trigger's function, and migrating again must still work (and the trigger forget)."""
+    from crmcore.store.maintenance import drop_all_tables
+
+    open_crm(crm_db_url).close()
+    drop_all_tables(crm_db_url)
+    with open_crm(crm_db_url) as crm:
+        crm.customers.add(name="again", external_id="A1")
+        dialect = crm.engine.dialect.name
+        with crm.engine.begin() as conn:
+            conn.execute(text("UPDATE customers SET import_digest = :d"), {"d": "0" * 32})
+            conn.execute(text("UPDATE customers SET name = 'changed'"))
+            digest = conn.execute(text("SELECT import_digest FROM customers")).scalar_one()
+    assert (digest is None) == (dialect in ("sqlite", "postgresql"))

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
 from sqlalchemy import select, text, update
 
 import sealedtools
@@ -282,3 +283,225 @@ def test_the_digest_is_no_field_and_is_not_exported(crm_factory: Any, tmp_path: 
     out = tmp_path / "out.csv"
     export_entities(crm, "customers", out)
     assert fingerprint.COLUMN not in out.read_text(encoding="utf-8")
+
+
+# -- the digest of the cells alone, and the trigger that forgets it (0029_import_digest_trigger) --
+
+def _digests(crm: CRM) -> dict[str, str | None]:
+    with crm.unit() as uow:
+        return {r[0]: r[1] for r in uow.conn.execute(select(customers.c.external_id, customers.c[fingerprint.COLUMN]))}
+
+
+#: A value per column type, for an UPDATE that changes the column (not the key, not the digest).
+_CHANGED = {"name": "'renamed'", "birthday": "'1980-01-01'"}
+
+
+@pytest.mark.parametrize("column", [c.name for c in customers.c
+                                    if c.name not in ("id", fingerprint.COLUMN) and c.computed is None])
+def test_the_database_forgets_a_digest_when_any_column_is_updated(crm_factory: Any, tmp_path: Path,
+                                                                    column: str) -> None:
+    """Plain SQL setting any column, even to its own value, forgets the row's digest (and only that
+    row's); an UPDATE that writes a digest keeps it.  MariaDB keeps no digests at all."""
+    crm = crm_factory(config={"phone_region": "CN"})
+    import_file(crm, "customers", _write(tmp_path / "c.csv", [r.rsplit(",", 1)[0] + "," for r in _rows(3)]),
+                ImportOptions())
+    before = _digests(crm)
+    if not _screened(crm):
+        assert set(before.values()) == {None}
+        return
+    assert None not in before.values()
+    with crm.unit() as uow:
+        uow.conn.execute(text(f"UPDATE customers SET {column} = {_CHANGED.get(column, column)} "
+                              "WHERE external_id = 'C0001'"))
+    assert _digests(crm) == {**before, "C0001": None}
+    with crm.unit() as uow:  # a digest written with the change is kept
+        uow.conn.execute(text(f"UPDATE customers SET {column} = {column}, import_digest = :d "
+                              "WHERE external_id = 'C0002'"), {"d": "f" * 32})
+    assert _digests(crm) == {**before, "C0001": None, "C0002": "f" * 32}
+
+
+def test_a_service_update_forgets_the_digest(crm_factory: Any, tmp_path: Path) -> None:
+    crm = crm_factory(config={"phone_region": "CN"})
+    import_file(crm, "customers", _write(tmp_path / "c.csv", [r.rsplit(",", 1)[0] + "," for r in _rows(2)]),
+                ImportOptions())
+    crm.customers.update(_id(crm, "C0000"), city="Paris")
+    digests = _digests(crm)
+    assert digests["C0000"] is None
+    assert (digests["C0001"] is not None) == _screened(crm)
+
+
+def test_without_the_trigger_no_digest_is_written_or_trusted(crm_factory: Any, tmp_path: Path,
+                                                             count_checks: list[int]) -> None:
+    """A database whose trigger is gone (a later revision rebuilt the table, say): imports write no
+    digest and trust none, and a plain-SQL change is still noticed."""
+    crm = crm_factory(config={"phone_region": "CN"})
+    if not _screened(crm):
+        return  # MariaDB: no trigger and no digest in any case (test_the_database_forgets_...)
+    file = _write(tmp_path / "c.csv", [r.rsplit(",", 1)[0] + "," for r in _rows(10)])
+    import_file(crm, "customers", file, ImportOptions(batch_size=4))
+    with crm.unit() as uow:
+        if uow.dialect == "sqlite":
+            uow.conn.execute(text(f"DROP TRIGGER {fingerprint.TRIGGER}"))
+        else:
+            uow.conn.execute(text(f"DROP TRIGGER {fingerprint.TRIGGER} ON customers"))
+        uow.conn.execute(update(customers).where(customers.c.external_id == "C0003").values(name="Out of band"))
+    count_checks[0] = 0
+    report = import_file(crm, "customers", file, ImportOptions(batch_size=4))
+    assert (report.updated, report.unchanged, count_checks[0]) == (1, 9, 10)
+    fresh = _write(tmp_path / "d.csv", [r.rsplit(",", 1)[0] + "," for r in _rows(13)[10:]])
+    assert import_file(crm, "customers", fresh, ImportOptions()).inserted == 3
+    assert [_digests(crm)[k] for k in ("C0010", "C0011", "C0012")] == [None] * 3
+
+
+def test_an_owner_given_by_address_is_resolved_again(crm_db_url: str, tmp_path: Path,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A row whose owner cell is a user's address stores the login: the row keeps no digest, so a
+    re-import after the address moved to another user decides as without the shortcut."""
+    def run(shortcut: bool) -> tuple[Any, ...]:
+        monkeypatch.setattr(fingerprint, "SHORTCUT", shortcut)
+        url = _fresh_url(crm_db_url, tmp_path, f"owner-{shortcut}")
+        crm = _open(url)
+        try:
+            crm.users.add("ann", email="ann@example.com")
+            crm.users.add("bob")
+            file = _write(tmp_path / "o.csv", _rows(12))
+            assert import_file(crm, "customers", file, ImportOptions(batch_size=5)).inserted == 12
+            with crm.unit() as uow:  # the address is bob's now
+                uow.conn.execute(update(users).where(users.c.login == "ann").values(email="ann@elsewhere.example"))
+                uow.conn.execute(update(users).where(users.c.login == "bob").values(email="ann@example.com"))
+            report = import_file(crm, "customers", file, ImportOptions(batch_size=5, on_error="skip"))
+            return _outcome(report), _state(crm)
+        finally:
+            crm.close()
+
+    without = run(False)
+    assert without[0][1] == 3  # the rows owned by address now go to bob
+    assert run(True) == without
+
+
+def test_digests_of_an_older_revision_are_forgotten(crm_sqlite_url: str, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch,
+                                                    count_checks: list[int]) -> None:
+    """A database imported before revision 0029 (digests of the older formula, no trigger, a row
+    changed in plain SQL since): upgraded, its re-import validates every row once and decides as
+    without the shortcut; the one after validates none."""
+    from alembic import command
+    from crmcore import migrations
+    from crmcore.store.engine import make_engine
+
+    def imported(url: str) -> None:
+        crm = _open(url)
+        try:
+            crm.users.add("ann", email="ann@example.com")
+            crm.users.add("bob")
+            import_file(crm, "customers", _write(tmp_path / "a.csv", _rows(20)), ImportOptions(batch_size=6))
+        finally:
+            crm.close()
+        engine = make_engine(url)
+        try:
+            config = migrations.alembic_config(engine, migrations.HERE / "versions", "alembic_version")
+            command.downgrade(config, "0028_import_digest")
+            with engine.begin() as conn:  # as an import of 0028 left them; then a change it noticed by its formula
+                conn.execute(update(customers).values({fingerprint.COLUMN: "0" * 32}))
+                conn.execute(update(customers).where(customers.c.external_id == "C0003").values(name="Edited"))
+                assert conn.execute(select(customers.c[fingerprint.COLUMN]).where(
+                    customers.c.external_id == "C0003")).scalar_one() == "0" * 32  # no trigger at 0028
+        finally:
+            engine.dispose()
+
+    outcomes = []
+    for shortcut in (False, True):
+        monkeypatch.setattr(fingerprint, "SHORTCUT", shortcut)
+        url = crm_sqlite_url.replace("crm.db", f"old-{shortcut}.db")
+        imported(url)
+        crm = _open(url)  # migrates to the head
+        try:
+            assert set(_digests(crm).values()) == {None}
+            count_checks[0] = 0
+            report = import_file(crm, "customers", tmp_path / "a.csv", ImportOptions(batch_size=6))
+            assert (report.updated, report.unchanged, count_checks[0]) == (1, 19, 20)
+            outcomes.append((_outcome(report), _state(crm)))
+            count_checks[0] = 0
+            again = import_file(crm, "customers", tmp_path / "a.csv", ImportOptions(batch_size=6))
+            assert again.unchanged == 20
+            # Rows whose owner cell is an address keep no digest (validated each time), nor does the
+            # row the last import updated (the trigger forgot it; this import finds it equal).
+            assert count_checks[0] == (20 if not shortcut else 5 + 1)
+        finally:
+            crm.close()
+    assert outcomes[0] == outcomes[1]
+
+
+_UPDATABLE = ["name", "city", "tags", "owner", "birthday", "consent_email", "archived_at", "attributes"]
+
+
+@given(st.lists(st.tuples(st.sets(st.sampled_from(range(4)), min_size=1),  # the rows an UPDATE touches
+                          st.sets(st.sampled_from(_UPDATABLE)),            # the columns it sets to themselves
+                          st.sampled_from(["none", "same", "new"])),       # and what it does to the digest
+                min_size=1, max_size=6))
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_the_trigger_follows_its_rule_for_any_updates(crm_sqlite_url: str, tmp_path: Path,
+                                                      updates: list[tuple[set[int], set[str], str]]) -> None:
+    """Fuzzed UPDATE statements on SQLite against the rule: a row an UPDATE touches keeps a digest
+    only if the statement writes one that differs from the row's (a digest written again with
+    the same value counts as none: nothing tells them apart); untouched rows keep theirs."""
+    url = crm_sqlite_url.replace("crm.db", f"fuzz-{len(list(tmp_path.iterdir()))}.db")
+    crm = _open(url)
+    try:
+        import_file(crm, "customers", _write(tmp_path / f"f{len(list(tmp_path.iterdir()))}.csv",
+                                             [r.rsplit(",", 1)[0] + "," for r in _rows(4)]), ImportOptions())
+        expected = {f"C{i:04d}": d for i, d in enumerate(_digests(crm)[f"C{i:04d}"] for i in range(4))}
+        assert None not in expected.values()
+        for step, (rows, columns, digest) in enumerate(updates):
+            keys = [f"C{i:04d}" for i in sorted(rows)]
+            sets = [f"{c} = {c}" for c in sorted(columns)]
+            new = f"{step:032x}"
+            if digest == "new":
+                sets.append(f"import_digest = '{new}'")
+            elif digest == "same":
+                sets.append("import_digest = import_digest")
+            if not sets:
+                sets = ["name = name"]
+            with crm.unit() as uow:
+                uow.conn.execute(text(f"UPDATE customers SET {', '.join(sets)} WHERE external_id IN "
+                                      f"({', '.join(repr(k) for k in keys)})"))
+            for key in keys:
+                expected[key] = new if digest == "new" and expected[key] != new else None
+        assert _digests(crm) == expected
+    finally:
+        crm.close()
+
+
+_CELL = st.text(st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00"), max_size=12)
+
+
+@given(st.lists(st.tuples(_CELL, _CELL, _CELL, st.sampled_from(["true", "false", "", "yes", " TRUE "]),
+                          st.sampled_from(["1990-01-02", "", " 1990-01-02 ", "1990/01/02"])),
+                min_size=1, max_size=6))
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_an_insert_stores_what_its_digest_says(crm_db_url: str, tmp_path: Path,
+                                               cells: list[tuple[str, str, str, str, str]]) -> None:
+    """A digest written with an insert claims that the stored row is what the cells bind to: with
+    fuzzed cells (any text, odd booleans and dates), a re-import right after the first import
+    decides and stores as without the shortcut."""
+    import csv
+
+    runs = len(list(tmp_path.iterdir()))
+    path = tmp_path / f"fuzz-{runs}.csv"
+    with path.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["external_id", "name", "city", "tags", "consent_email", "birthday"])
+        for i, (name, city, tags, consent, birthday) in enumerate(cells):
+            writer.writerow([f"F{i}", name or "x", city, tags, consent, birthday])
+    outcomes = []
+    for shortcut in (True, False):
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(fingerprint, "SHORTCUT", shortcut)
+            crm = _open(_fresh_url(crm_db_url, tmp_path, f"fuzz-{runs}-{shortcut}"))
+            try:
+                import_file(crm, "customers", path, ImportOptions(on_error="skip"))
+                report = import_file(crm, "customers", path, ImportOptions(on_error="skip"))
+                outcomes.append((_outcome(report), _state(crm)))
+            finally:
+                crm.close()
+    assert outcomes[0] == outcomes[1]

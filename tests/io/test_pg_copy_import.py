@@ -233,9 +233,10 @@ def test_arrays_sent_as_text_find_exactly_their_values(crm_factory: Any) -> None
 
 @POSTGRES_ONLY
 def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_path: Path) -> None:
-    """Re-importing an unchanged file on PostgreSQL: each batch's rows are compared with their stored
-    rows (JSON read as its stored text) in one query, no look-up by key follows, nothing is written;
-    a changed row still goes the general way and is updated."""
+    """Re-importing an unchanged file on PostgreSQL: each batch's rows are found unchanged by their
+    stored import fingerprints in one query (crmcore.io.fingerprint), no look-up by key follows,
+    nothing is written; a changed row still goes the general way (its stored row compared, JSON
+    read as its stored text) and is updated."""
     from sqlalchemy import event
 
     crm = crm_factory(config=NOTE)
@@ -255,12 +256,18 @@ def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_pa
         event.remove(crm.engine, "before_cursor_execute", seen)
     assert (report.unchanged, report.updated, report.inserted) == (15, 0, 0), report.summary()
     lookups = [s for s in statements if "FROM customers" in s and "ANY" in s]
-    assert len(lookups) == 3 and all("CAST(customers.tags AS TEXT)" in s for s in lookups)
+    assert len(lookups) == 3 and all("customers.import_digest" in s for s in lookups)
     assert not [s for s in statements if s.startswith(("UPDATE", "INSERT INTO customers"))]
     changed = _tricky_rows()
     changed[1] = (*changed[1][:2], "Osaka", *changed[1][3:])
-    report = import_file(crm, "customers", _csv(tmp_path / "changed.csv", changed), options)
+    statements.clear()
+    event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        report = import_file(crm, "customers", _csv(tmp_path / "changed.csv", changed), options)
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", seen)
     assert (report.unchanged, report.updated) == (4, 1), report.summary()
+    assert any("CAST(customers.tags AS TEXT)" in s for s in statements)  # the changed row's batch compared
     assert crm.customers.find(external_id="T2").city == "Osaka"
 
 
