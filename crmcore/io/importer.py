@@ -633,8 +633,11 @@ class _Import:
             return max(0, self.options.workers)
         cpus = os.cpu_count() or 1
         size = self.reader.total_bytes or 0
-        # Below a few MB the pool's start-up costs more than it saves.
-        return min(cpus, 4) if cpus > 1 and size > 4_000_000 else 0
+        # Below a few MB the pool's start-up costs more than it saves.  One core stays with this
+        # process: it writes every row (the critical path), and a worker on its core only takes
+        # turns with it (2 cores, 100k rows, quiet: 2 workers 34.6% of raw executemany median,
+        # 1 worker 37.1%; PostgreSQL 31.8% -> 33.4% of COPY; docs/performance.md).
+        return min(cpus - 1, 4) if cpus > 1 and size > 4_000_000 else 0
 
     def _batches(self) -> Iterator[list[Record]]:
         """The file's records in batches of ``batch_size``, read in this process."""

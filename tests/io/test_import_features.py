@@ -461,3 +461,20 @@ def test_progress_bar_draws_on_a_terminal(monkeypatch):
     with _ProgressBar(enabled=False) as quiet:
         quiet.update(ImportProgress(rows=1, bytes_read=1, total_bytes=None))
         assert quiet.progress is None
+
+
+@pytest.mark.parametrize(("cpus", "expected"), [(1, 0), (2, 1), (3, 2), (16, 4)])
+def test_automatic_workers_leave_a_core_to_the_writing_process(tmp_path, monkeypatch, cpus, expected):
+    """Without --workers, a large file gets one validation worker per core but one (at most 4):
+    the importing process writes every row and needs a core of its own."""
+    file = tmp_path / "big.csv"
+    filler = "x" * 4000  # past the few MB below which no pool is started
+    write_csv(file, [["external_id", "name", "attributes.note"], *([f"C{i}", f"Name {i}", filler] for i in range(1100))])
+    assert file.stat().st_size > 4_000_000
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    crm = open_crm(f"sqlite:///{tmp_path / 'crm.db'}")
+    try:
+        report = import_file(crm, "customers", file)
+        assert (report.workers, report.inserted) == (expected, 1100)
+    finally:
+        crm.close()
