@@ -641,11 +641,47 @@ class _Import:
 
     def _batches(self) -> Iterator[list[Record]]:
         """The file's records in batches of ``batch_size``, read in this process."""
-        for batch in self._cut(self.reader.records()):
+        by_span = self._read_by_span()
+        for batch in self._cut(self._records_by_span() if by_span else self.reader.records()):
             self.report.rows += len(batch)
             yield batch
-            if not self._read_on(self.reader.bytes_read):
+            if not self._read_on(self._position if by_span else self.reader.bytes_read):
                 return
+
+    def _read_by_span(self) -> bool:
+        """Whether this process reads the file span by span, as the workers read theirs
+        (:meth:`_records_by_span`): a CSV file (not standard input) read for the fingerprint screen,
+        where a span of plain one-line records is read at once (:meth:`CSVReader.span`), about
+        twice as fast as the line-by-line reading.  Without a screen the line-by-line reading
+        stays: it is what the tests compare every other reading with."""
+        reader = self.reader
+        return self.screen is not None and isinstance(reader, CSVReader) and str(reader.path) != "-"
+
+    def _records_by_span(self) -> Iterator[Record]:
+        """The file's records, read span by span in this process (as :func:`_read_span` reads a
+        span); from a span that ends inside a quoted value on, the rest of the file in one reading
+        (as :meth:`_rest`)."""
+        reader = cast(CSVReader, self.reader)
+        start, line, per_line = reader.data_start()
+        self._position = start
+        for span in spans(reader.path, start, line, self.options.batch_size * per_line):
+            part = reader.span(span.start, span.stop, span.first_line)
+            try:
+                records = list(part.records())
+                ran_out = part.ran_out and not span.last
+            finally:
+                part.close()
+            if ran_out:  # not cut where a record starts: its records are not the file's
+                rest = reader.span(span.start, None, span.first_line)
+                try:
+                    for record in rest.records():
+                        self._position = span.start + rest.bytes_read
+                        yield record
+                finally:
+                    rest.close()
+                return
+            self._position = span.stop
+            yield from records
 
     def _cut(self, records: Iterator[Record]) -> Iterator[list[Record]]:
         size = self.options.batch_size

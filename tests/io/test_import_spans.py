@@ -187,3 +187,38 @@ def test_a_file_changed_while_it_is_imported_is_an_error_not_other_cells(tmp_pat
             assert "changed while it was being imported" in str(exc)
         else:
             raise AssertionError("a changed file was read as the workers read it")
+
+
+def _reimport(tmp_path: Path, file: Path, batch_size: int, shortcut: bool) -> tuple:
+    """The file imported, then imported again: with the fingerprint screen (``shortcut``) this
+    process reads the second import's file span by span (``_Import._records_by_span``), without
+    it line by line."""
+    from crmcore.io import fingerprint
+
+    db = tmp_path / f"re-{batch_size}-{shortcut}.db"
+    db.unlink(missing_ok=True)
+    crm = open_crm(f"sqlite:///{db}")
+    saved = fingerprint.SHORTCUT
+    try:
+        import_file(crm, "customers", file, ImportOptions(workers=0, batch_size=batch_size, on_error="skip"))
+        fingerprint.SHORTCUT = shortcut
+        reject = tmp_path / f"re-rejects-{batch_size}-{shortcut}.csv"
+        reject.unlink(missing_ok=True)
+        report = import_file(crm, "customers", file, ImportOptions(
+            workers=0, batch_size=batch_size, on_error="skip", reject_file=reject))
+        stored = [(c.external_id, c.name, c.email, c.phone, c.tags) for c in crm.customers.list()]
+        return (stored, report.rows, report.inserted, report.updated, report.unchanged, report.rejected,
+                report.error_messages(), read_csv(reject) if reject.exists() else None)
+    finally:
+        fingerprint.SHORTCUT = saved
+        crm.close()
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(lines=st.lists(st.sampled_from(PIECES), max_size=20), batch_size=st.integers(1, 4), crlf=st.booleans())
+def test_a_reimport_read_span_by_span_imports_what_one_reading_imports(tmp_path: Path, lines: list[bytes],
+                                                                        batch_size: int, crlf: bool) -> None:
+    end = b"\r\n" if crlf else b"\n"
+    path = tmp_path / "hostile.csv"
+    path.write_bytes(HEADER.replace(b"\n", end) + end.join(line.replace(b"\n", end) for line in lines) + end)
+    assert _reimport(tmp_path, path, batch_size, True) == _reimport(tmp_path, path, batch_size, False)
