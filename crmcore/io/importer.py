@@ -46,6 +46,7 @@ import multiprocessing
 import operator
 import os
 import pickle
+import stat
 import time
 from array import array
 from collections import deque
@@ -493,7 +494,7 @@ class _Import:
             elif uow.dialect == "postgresql":
                 found = uow.conn.execute(text(
                     "SELECT 1 FROM pg_trigger WHERE tgname = :name AND tgrelid = CAST('customers' AS regclass) "
-                    "AND tgenabled <> 'D'"), {"name": fingerprint.TRIGGER}).first()
+                    "AND tgenabled IN ('O', 'A')"), {"name": fingerprint.TRIGGER}).first()
             else:
                 return False
             return found is not None
@@ -654,8 +655,7 @@ class _Import:
         where a span of plain one-line records is read at once (:meth:`CSVReader.span`), about
         twice as fast as the line-by-line reading.  Without a screen the line-by-line reading
         stays: it is what the tests compare every other reading with."""
-        reader = self.reader
-        return self.screen is not None and isinstance(reader, CSVReader) and str(reader.path) != "-"
+        return self.screen is not None and _seekable_csv(self.reader)
 
     def _records_by_span(self) -> Iterator[Record]:
         """The file's records, read span by span in this process (as :func:`_read_span` reads a
@@ -715,7 +715,7 @@ class _Import:
         """The reader whose file the validation workers read themselves, in spans (a CSV file, not
         standard input, with workers); None: this process reads the records (:meth:`_batches`)."""
         reader = self.reader
-        if not (workers and isinstance(reader, CSVReader) and str(reader.path) != "-"):
+        if not (workers and _seekable_csv(reader)):
             return None
         if self.screen is not None and self._has_rows():
             return None  # an import into stored rows: the fingerprint screen reads each row's cells first
@@ -1078,7 +1078,15 @@ class _Import:
         stored: dict[Any, list[tuple[Any, ...]]] = {}
         compared = self._compared()
         key_at = 1 + compared.index(self.key_index)
-        for row in _where_in(uow, self._compared_select(uow), self.table.c[self.key], keys, raw=True):
+        columns = self._compared_select(uow)
+        # PostgreSQL runs READ COMMITTED: a change another session commits after this read is not
+        # in the comparison, so a digest is written only on the row version read (its xmin).
+        # (SQLite: the import's unit holds the write lock; MariaDB keeps no digests.)
+        versioned = stamp is not None and uow.dialect == "postgresql"
+        if versioned:
+            columns = [*columns, _ROW_VERSION]
+        end = -2 if versioned else -1  # the digest's place; the compared columns are 1..end
+        for row in _where_in(uow, columns, self.table.c[self.key], keys, raw=True):
             stored.setdefault(row[key_at], []).append(row)
         absent.update(keys - stored.keys())
         if not stored:
@@ -1097,18 +1105,21 @@ class _Import:
                 continue
             match = matches[0]
             row = cast(tuple[Any, ...], item.row)
-            if pick(row) != match[1:-1]:
+            if pick(row) != match[1:end]:
                 kept.append(item)
                 continue
             claimed[item.key] = item.line
             same_ids.append(match[0])
             same_lines.append(item.line)
             # No digest: none is kept (a row whose owner this process resolved, no stamp at all).
-            if stamp is not None and (digest := row[slot]) is not None and digest != match[-1]:
-                stamps.append({"_id": match[0], "digest": digest})
+            if stamp is not None and (digest := row[slot]) is not None and digest != match[end]:
+                stamps.append({"_id": match[0], "digest": digest, "_version": match[-1]} if versioned
+                              else {"_id": match[0], "digest": digest})
         if stamps:
-            uow.conn.execute(update(self.table).where(self.table.c.id == bindparam("_id")).values(
-                {fingerprint.COLUMN: bindparam("digest")}), stamps)
+            statement = update(self.table).where(self.table.c.id == bindparam("_id"))
+            if versioned:
+                statement = statement.where(_ROW_VERSION == bindparam("_version"))
+            uow.conn.execute(statement.values({fingerprint.COLUMN: bindparam("digest")}), stamps)
         return kept
 
     # -- look-ups (one query per batch and kind) ---------------------------------------
@@ -1481,6 +1492,22 @@ def _as_columns(positions: dict[str, int], row: Any, parsed: dict[str, Any]) -> 
             found = parsed[text] = json.loads(text)
         values["attributes"] = found
     return values
+
+
+#: PostgreSQL's version of a row (its creating transaction), as text.
+_ROW_VERSION = literal_column("CAST(xmin AS text)")
+
+
+def _seekable_csv(reader: Reader) -> bool:
+    """Whether ``reader`` reads a CSV file that can be read again in spans (:func:`spans`): a
+    regular file, not standard input, a pipe (``<(zcat file.gz)``) or a FIFO, which can be read
+    only once, from the start."""
+    if not isinstance(reader, CSVReader) or str(reader.path) == "-":
+        return False
+    try:
+        return stat.S_ISREG(os.stat(reader.path).st_mode)
+    except OSError:
+        return False
 
 
 def _door_key(key: str, columns: dict[str, Any]) -> Any:

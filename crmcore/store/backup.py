@@ -44,6 +44,9 @@ MANIFEST = "manifest.json"
 #: The database's name inside a backup file, per dialect.
 PAYLOAD = {"sqlite": "database.sqlite", "postgresql": "dump.sql", "mysql": "dump.sql"}
 FORMAT = 1
+#: The function of the import digest trigger on PostgreSQL (revision 0029_import_digest_trigger;
+#: crmcore.io.fingerprint.TRIGGER): a restore drops it with the tables, the dump creates it again.
+IMPORT_DIGEST_FUNCTION = "customers_forget_import_digest"
 
 
 class BackupError(CRMError):
@@ -245,12 +248,6 @@ def _restore_postgresql(engine: Engine, payload: Path, manifest: Mapping[str, An
         names = inspect(conn).get_table_names()
         types = conn.execute(text("SELECT t.typname FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace "
                                   "WHERE t.typtype = 'e' AND n.nspname = current_schema()")).scalars().all()
-        # The schema's own functions (a trigger's, revision 0029_import_digest_trigger): the dump
-        # creates them again.  Not an extension's.
-        functions = conn.execute(text(
-            "SELECT CAST(CAST(p.oid AS regprocedure) AS text) FROM pg_proc p "
-            "JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = current_schema() "
-            "AND NOT EXISTS (SELECT 1 FROM pg_depend d WHERE d.objid = p.oid AND d.deptype = 'e')")).scalars().all()
         conn.rollback()
     script = payload.with_name("restore.sql")
     with script.open("w", encoding="utf-8") as out:
@@ -258,8 +255,10 @@ def _restore_postgresql(engine: Engine, payload: Path, manifest: Mapping[str, An
             out.write(f'DROP TABLE IF EXISTS {_pg_name(schema)}.{_pg_name(name)} CASCADE;\n')
         for name in types:
             out.write(f'DROP TYPE IF EXISTS {_pg_name(schema)}.{_pg_name(name)} CASCADE;\n')
-        for signature in functions:  # as regprocedure gives it: quoted and qualified as needed
-            out.write(f'DROP FUNCTION IF EXISTS {signature} CASCADE;\n')
+        # crmcore's own function (the import digest trigger's, revision 0029_import_digest_trigger):
+        # the dump creates it again.  Only that one: other functions of the schema are the
+        # company's own (a procedure, an aggregate, what a report view uses) and stay.
+        out.write(f"DROP FUNCTION IF EXISTS {_pg_name(schema)}.{IMPORT_DIGEST_FUNCTION}() CASCADE;\n")
         with payload.open(encoding="utf-8") as dump:
             shutil.copyfileobj(dump, out)
         out.write("\n")

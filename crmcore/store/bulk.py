@@ -195,9 +195,9 @@ def pg_array_text(values: Sequence[Any]) -> str | None:
         return "{" + ",".join(map(str, values)) + "}"
     if kinds != {str}:
         return None
-    joined = '","'.join(values)
-    if '"' not in joined and "\\" not in joined:  # nothing to escape in any element: quoted as they are
-        return '{"' + joined + '"}'
+    plain = "".join(values)
+    if '"' not in plain and "\\" not in plain:  # nothing to escape in any element: quoted as they are
+        return '{"' + '","'.join(values) + '"}'
     return "{" + ",".join(
         f'"{v}"' if '"' not in v and "\\" not in v else '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
         for v in values) + "}"

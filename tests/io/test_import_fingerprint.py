@@ -505,3 +505,38 @@ def test_an_insert_stores_what_its_digest_says(crm_db_url: str, tmp_path: Path,
             finally:
                 crm.close()
     assert outcomes[0] == outcomes[1]
+
+
+def test_a_change_committed_during_the_comparison_keeps_its_row_out_of_the_shortcut(
+        crm_factory: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Another session changes a customer right after the import compared it equal to its row and
+    before the import wrote the row's digest (PostgreSQL runs READ COMMITTED): no digest is written
+    for the changed row, and the next import puts the file's values back, as without the shortcut.
+    (SQLite: the import's unit holds the write lock, so no other writer gets in between.)"""
+    crm = crm_factory(config={"phone_region": "CN"})
+    if not _screened(crm) or crm.engine.dialect.name == "sqlite":
+        return  # MariaDB keeps no digests
+    file = _write(tmp_path / "c.csv", [r.rsplit(",", 1)[0] + "," for r in _rows(20)])
+    import_file(crm, "customers", file, ImportOptions(workers=0))
+    with crm.engine.begin() as conn:  # changed and changed back by another path: the digest is forgotten
+        conn.execute(update(customers).where(customers.c.external_id == "C0005").values(name="Other"))
+        conn.execute(update(customers).where(customers.c.external_id == "C0005").values(name="Name 5"))
+    compared = importer._where_in
+    done = []
+
+    def changed_after_the_read(uow: Any, columns: list[Any], *args: Any, **kwargs: Any) -> Any:
+        rows = list(compared(uow, columns, *args, **kwargs))
+        if not done and len(columns) > len(fingerprint.STORED) + 1:  # _drop_equal's read of the compared columns
+            done.append(True)
+            with crm.engine.begin() as other:  # committed now, by another connection
+                other.execute(update(customers).where(customers.c.external_id == "C0005").values(name="Other"))
+        return iter(rows)
+
+    monkeypatch.setattr(importer, "_where_in", changed_after_the_read)
+    report = import_file(crm, "customers", file, ImportOptions(workers=0))
+    monkeypatch.setattr(importer, "_where_in", compared)
+    assert done and (report.unchanged, report.updated) == (20, 0)
+    report = import_file(crm, "customers", file, ImportOptions(workers=0))
+    assert (report.unchanged, report.updated) == (19, 1)
+    with crm.engine.connect() as conn:
+        assert conn.execute(select(customers.c.name).where(customers.c.external_id == "C0005")).scalar() == "Name 5"

@@ -222,3 +222,32 @@ def test_a_reimport_read_span_by_span_imports_what_one_reading_imports(tmp_path:
     path = tmp_path / "hostile.csv"
     path.write_bytes(HEADER.replace(b"\n", end) + end.join(line.replace(b"\n", end) for line in lines) + end)
     assert _reimport(tmp_path, path, batch_size, True) == _reimport(tmp_path, path, batch_size, False)
+
+
+def test_a_csv_from_a_pipe_is_read_once_from_its_start(tmp_path: Path) -> None:
+    """A pipe (``crm import customers <(zcat file.gz)``, read as ``/dev/fd/N``) cannot be read in
+    spans: the importing process reads it once, from its start, with workers or without, with the
+    fingerprint screen on (a plain import by external id)."""
+    import os
+    import threading
+
+    rows = b"".join(f"C{i},Name {i},u{i}@example.com,,lead,\n".encode() for i in range(30))
+    for workers in (None, 0, 2):
+        read_end, write_end = os.pipe()
+
+        def feed(fd: int = write_end) -> None:
+            with os.fdopen(fd, "wb") as out:
+                out.write(HEADER + rows)
+
+        writer = threading.Thread(target=feed)
+        writer.start()
+        crm = open_crm(f"sqlite:///{tmp_path / f'pipe-{workers}.db'}")
+        try:
+            report = import_file(crm, "customers", f"/dev/fd/{read_end}",
+                                 ImportOptions(workers=workers, batch_size=7, format="csv"))
+            assert (report.rows, report.inserted, report.rejected) == (30, 30, 0)
+            assert sorted(c.external_id for c in crm.customers.list()) == sorted(f"C{i}" for i in range(30))
+        finally:
+            writer.join(timeout=10)
+            os.close(read_end)
+            crm.close()

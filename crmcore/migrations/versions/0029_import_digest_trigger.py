@@ -32,7 +32,9 @@ TRIGGER = "customers_forget_import_digest"
 
 
 def create_trigger(dialect: str) -> None:
-    """The trigger on ``customers`` (nothing on a database without digests)."""
+    """The trigger on ``customers`` (nothing on a database without digests), after forgetting every
+    digest: one kept while no trigger watched the table may belong to a row changed since."""
+    op.execute("UPDATE customers SET import_digest = NULL WHERE import_digest IS NOT NULL")
     if dialect == "sqlite":
         # Recursive triggers are off by default, and the inner UPDATE writes a new value anyway.
         op.execute(
@@ -51,8 +53,7 @@ def create_trigger(dialect: str) -> None:
 
 
 def upgrade() -> None:
-    # Before the trigger exists (it would forget them one by one, to the same effect).
-    op.execute("UPDATE customers SET import_digest = NULL WHERE import_digest IS NOT NULL")
+    # Every digest of 0028's formula is forgotten first (create_trigger).
     create_trigger(op.get_bind().dialect.name)
 
 
