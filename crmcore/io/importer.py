@@ -55,7 +55,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from multiprocessing.pool import AsyncResult
-from typing import Any, TypeAlias, TypeVar, cast
+from typing import Any, TypeAlias, TypeGuard, TypeVar, cast
 
 import attrs
 from sqlalchemy import (
@@ -1495,10 +1495,10 @@ def _as_columns(positions: dict[str, int], row: Any, parsed: dict[str, Any]) -> 
 
 
 #: PostgreSQL's version of a row (its creating transaction), as text.
-_ROW_VERSION = literal_column("CAST(xmin AS text)")
+_ROW_VERSION: Any = literal_column("CAST(xmin AS text)")
 
 
-def _seekable_csv(reader: Reader) -> bool:
+def _seekable_csv(reader: Reader) -> TypeGuard[CSVReader]:
     """Whether ``reader`` reads a CSV file that can be read again in spans (:func:`spans`): a
     regular file, not standard input, a pipe (``<(zcat file.gz)``) or a FIFO, which can be read
     only once, from the start."""
