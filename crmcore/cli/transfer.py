@@ -63,7 +63,8 @@ SHOWN_ERRORS = 20
 @click.option("--batch-size", type=POSITIVE, default=5000, show_default=True,
               help="Rows validated and written together.")
 @click.option("--workers", type=COUNT, default=None,
-              help="Processes that validate rows (default: automatic; 0: validate in this process).")
+              help="Processes that validate rows (default: one per core but one, at most 4, for a file "
+                   "of a few MB or more; 0: validate in this process).")
 @click.option("--max-errors", type=POSITIVE, help="Stop reading after this many bad rows.")
 @click.option("--raw-csv", is_flag=True, help="Read CSV cells as written (keep a leading ' before =, +, -, @) "
                                              "and write the reject file without formula escaping.")
