@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import JSON, DateTime, String, create_engine, func, select, text
+from sqlalchemy import JSON, DateTime, String, create_engine, event, func, select, text
 
 from crmcore.application.consents import flags_set, write_decision
 from crmcore.application.consent_history import read as history_of
@@ -237,23 +237,12 @@ def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_pa
     stored import fingerprints in one query (crmcore.io.fingerprint), no look-up by key follows,
     nothing is written; a changed row still goes the general way (its stored row compared, JSON
     read as its stored text) and is updated."""
-    from sqlalchemy import event
-
     crm = crm_factory(config=NOTE)
     path = _csv(tmp_path / "tricky.csv", _tricky_rows() + [
         (f"P{i}", f"Plain {i}", "Berlin", "", "a,b", "true") for i in range(10)])
     options = ImportOptions(workers=0, batch_size=5)
     assert import_file(crm, "customers", path, options).inserted == 15
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
-
-    event.listen(crm.engine, "before_cursor_execute", seen)
-    try:
-        report = import_file(crm, "customers", path, options)
-    finally:
-        event.remove(crm.engine, "before_cursor_execute", seen)
+    report, statements = _import_seeing(crm, path, options)
     assert (report.unchanged, report.updated, report.inserted) == (15, 0, 0), report.summary()
     lookups = [s for s in statements if "FROM customers" in s and "ANY" in s]
     assert len(lookups) == 3 and all("customers.import_digest" in s for s in lookups)
@@ -277,8 +266,6 @@ def test_statistics_refreshed_only_when_an_import_changed_enough(crm_factory: An
     the rows the statistics counted; the table's own settings where it has them): after a first
     import of 60 rows and after 100 more, not after a re-import of the unchanged file (nothing
     changed) nor after 5 new rows."""
-    from sqlalchemy import event
-
     crm = crm_factory(config=NOTE)
     analyses: list[str] = []
 
@@ -415,24 +402,13 @@ def test_new_customers_decisions_in_one_statement_per_batch(crm_factory: Any, tm
     per batch (the current state and the history together, no ON CONFLICT: nobody new has one), and
     are the records the SQLite path stores: one current decision and one history entry per customer
     whose flag is set, none for the others, in id order."""
-    from sqlalchemy import event
-
     rows = [(f"C{i:02}", f"Name {i}", "Berlin", "", "", "yes" if i % 3 else "no") for i in range(23)]
     path = _csv(tmp_path / "flags.csv", rows)
     crm = crm_factory(config=NOTE)
     reference = crm_factory(config={**NOTE, "database_url": f"sqlite:///{tmp_path / 'reference.db'}"})
     options = ImportOptions(workers=0, batch_size=10)
-    statements: list[str] = []
-
-    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if "customer_consents" in statement or "consent_history" in statement:
-            statements.append(statement)
-
-    event.listen(crm.engine, "before_cursor_execute", seen)
-    try:
-        report = import_file(crm, "customers", path, options)
-    finally:
-        event.remove(crm.engine, "before_cursor_execute", seen)
+    report, statements = _import_seeing(
+        crm, path, options, lambda s: "customer_consents" in s or "consent_history" in s)
     assert (report.inserted, report.rejected) == (23, 0), report.summary()
     assert import_file(reference, "customers", path, options).inserted == 23
     assert len(statements) == 3 and all(s.startswith("WITH") and "ON CONFLICT" not in s for s in statements)
@@ -442,3 +418,18 @@ def test_new_customers_decisions_in_one_statement_per_batch(crm_factory: Any, tm
     assert [r[0] for r in state] == flagged and sorted(r[0] for r in history) == flagged
     assert {r[1:] for r in state} == {r[1:] for r in history} == {("*", "marketing", True, "import", "system")}
 
+
+def _import_seeing(crm: Any, path: Any, options: ImportOptions,
+                   keep: Any = lambda statement: True) -> tuple[Any, list[str]]:
+    """The import's report and the SQL statements it sent that ``keep`` keeps."""
+    statements: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if keep(statement):
+            statements.append(statement)
+
+    event.listen(crm.engine, "before_cursor_execute", seen)
+    try:
+        return import_file(crm, "customers", path, options), statements
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", seen)
