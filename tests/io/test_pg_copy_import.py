@@ -249,12 +249,7 @@ def test_unchanged_rows_on_reimport_cost_one_comparison(crm_factory: Any, tmp_pa
     assert not [s for s in statements if s.startswith(("UPDATE", "INSERT INTO customers"))]
     changed = _tricky_rows()
     changed[1] = (*changed[1][:2], "Osaka", *changed[1][3:])
-    statements.clear()
-    event.listen(crm.engine, "before_cursor_execute", seen)
-    try:
-        report = import_file(crm, "customers", _csv(tmp_path / "changed.csv", changed), options)
-    finally:
-        event.remove(crm.engine, "before_cursor_execute", seen)
+    report, statements = _import_seeing(crm, _csv(tmp_path / "changed.csv", changed), options)
     assert (report.unchanged, report.updated) == (4, 1), report.summary()
     assert any("CAST(customers.tags AS TEXT)" in s for s in statements)  # the changed row's batch compared
     assert crm.customers.find(external_id="T2").city == "Osaka"
