@@ -40,6 +40,7 @@ transaction that is rolled back at the end.
 
 from __future__ import annotations
 
+import functools
 import gc
 import json
 import multiprocessing
@@ -518,9 +519,13 @@ class _Import:
                 getattr(c.type, "impl_instance", None), JSON) else c for c in columns]
         return columns
 
-    def _compared(self) -> list[int]:
-        """The positions of the bound columns :meth:`_drop_equal` compares."""
+    @functools.cached_property
+    def _compared_positions(self) -> list[int]:
         return fingerprint.compared_columns(cast(Binder, self.binder))
+
+    def _compared(self) -> list[int]:
+        """The positions of the bound columns :meth:`_drop_equal` compares (worked out once)."""
+        return self._compared_positions
 
     def _logins(self, names: set[str]) -> set[str]:
         """Which of ``names`` are users' logins (an owner import_owners keeps as it is)."""
@@ -672,13 +677,7 @@ class _Import:
             finally:
                 part.close()
             if ran_out:  # not cut where a record starts: its records are not the file's
-                rest = reader.span(span.start, None, span.first_line)
-                try:
-                    for record in rest.records():
-                        self._position = span.start + rest.bytes_read
-                        yield record
-                finally:
-                    rest.close()
+                yield from self._rest_records(span)
                 return
             self._position = span.stop
             yield from records
@@ -743,11 +742,15 @@ class _Import:
     def _rest(self, span: Span) -> Iterator[list[Record]]:
         """The batches of the records from ``span`` on, read in this process (the span ends inside a
         quoted value: not where a record starts, so the workers cannot read on from there)."""
+        return self._cut(self._rest_records(span))
+
+    def _rest_records(self, span: Span) -> Iterator[Record]:
+        """The records from ``span`` on to the end of the file, in one reading."""
         reader = cast(CSVReader, self.reader).span(span.start, None, span.first_line)
         try:
-            for batch in self._cut(reader.records()):
+            for record in reader.records():
                 self._position = span.start + reader.bytes_read
-                yield batch
+                yield record
         finally:
             reader.close()
 
