@@ -4,6 +4,8 @@
     .venv/bin/python bench/import_customers.py --rows 1000000 --repeats 1
     .venv/bin/python bench/import_customers.py --postgres postgresql+psycopg://postgres@127.0.0.1/DB
                                                # DB's public schema is DROPPED and rebuilt
+    .venv/bin/python bench/import_customers.py --rows 50000 --stored 500000 --postgres URL
+                                               # into a database that holds 500,000 other customers
 
 1. Generates N customer rows once (cheap synthetic values, no Faker) into
    bench/.cache/customers-N.csv, together with the normalised form of every
@@ -41,6 +43,10 @@ Since 2026-12-06 (issue 21, helper imp) the bench prints CPU seconds per side to
 importing process and its validation workers; the baseline's insert + commit) and the CPU
 ratio on SQLite, and the file has a distinct phone per row (``customers-v2-N.csv``: the
 door check skipped 19 rows of 100k whose random numbers collided, which stopped the bench).
+Since 2026-12-07, ``--stored N``: both sides import into a database that already holds N other
+customers (rows numbered after the file's, so no key, address or number is shared; inserted
+and analysed outside the clock): an import into a database in use, where each batch's
+look-ups search a large table.
 Figures: docs/performance.md.
 
 What changed: an unchanged row on re-import costs one comparison of its bound
@@ -62,6 +68,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -196,22 +203,71 @@ def _setup_script(url: str) -> str:
             f"for login in {USERS!r}:\n    crm.users.add(login, role='sales-rep')\ncrm.close()\n")
 
 
-def fresh_db(path: Path) -> str:
+#: --stored N: customers the database holds before each side imports (none by default).
+STORED = 0
+
+
+def stored_rows(rows: int, seed: int) -> Iterator[list[tuple]]:
+    """The --stored customers, normalised, in chunks: rows ``rows`` .. ``rows + STORED - 1`` of the
+    generator (keys, addresses and phones are numbered by row: none is one of the file's)."""
+    rng = random.Random(seed + 1)
+    chunk = []
+    for i in range(rows, rows + STORED):
+        chunk.append(generate_row(rng, i)[1])
+        if len(chunk) == 50_000:
+            yield chunk
+            chunk = []
+    if chunk:
+        yield chunk
+
+
+def preload(rows: int, seed: int, target: str) -> None:
+    """Insert the --stored customers into the database at ``target`` (an SQLite path or a
+    PostgreSQL URL), then ANALYZE it: a database in use, with its statistics.  Not timed."""
+    if not STORED:
+        return
+    columns = COLUMNS + ["attributes", "created_at", "updated_at"]
+    if target.startswith("postgresql"):
+        import psycopg
+
+        with psycopg.connect(_libpq(target)) as conn:
+            with conn.cursor().copy(f"COPY customers ({', '.join(columns)}) FROM STDIN") as copy:
+                for chunk in stored_rows(rows, seed):
+                    for r in chunk:
+                        copy.write_row((*r[:13], *(bool(f) for f in r[13:16]), *r[16:]))
+            conn.commit()
+            conn.autocommit = True
+            conn.execute("ANALYZE")
+        return
+    conn = sqlite3.connect(target, isolation_level=None)
+    conn.execute("BEGIN IMMEDIATE")
+    for chunk in stored_rows(rows, seed):
+        conn.executemany(f"INSERT INTO customers ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                         chunk)
+    conn.execute("COMMIT")
+    conn.execute("ANALYZE")
+    conn.close()
+
+
+def fresh_db(path: Path, rows: int = 0, seed: int = 0) -> str:
     for suffix in ("", "-wal", "-shm"):
         Path(f"{path}{suffix}").unlink(missing_ok=True)
     url = f"sqlite:///{path}"
     subprocess.run([sys.executable, "-c", _setup_script(url)], check=True)
+    preload(rows, seed, str(path))
     return url
 
 
-def fresh_pg(url: str) -> None:
-    """An empty public schema in ``url``'s database, migrated, with the owners as users."""
+def fresh_pg(url: str, rows: int = 0, seed: int = 0) -> None:
+    """An empty public schema in ``url``'s database, migrated, with the owners as users (and the
+    --stored customers)."""
     import psycopg
 
     with psycopg.connect(_libpq(url), autocommit=True) as conn:
         conn.execute("DROP SCHEMA public CASCADE")
         conn.execute("CREATE SCHEMA public")
     subprocess.run([sys.executable, "-c", _setup_script(url)], check=True)
+    preload(rows, seed, url)
 
 
 def _libpq(url: str) -> str:
@@ -219,7 +275,7 @@ def _libpq(url: str) -> str:
 
 
 def run_raw(rows: int, seed: int, path: Path) -> tuple[float, float]:
-    fresh_db(path)
+    fresh_db(path, rows, seed)
     columns = COLUMNS + ["attributes", "created_at", "updated_at"]
     sql = f"INSERT INTO customers ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})"
     conn = sqlite3.connect(path, isolation_level=None)
@@ -243,7 +299,7 @@ def run_copy(rows: int, seed: int, url: str) -> tuple[float, float]:
     """PostgreSQL baseline: the normalised rows through psycopg's COPY FROM STDIN, one transaction."""
     import psycopg
 
-    fresh_pg(url)
+    fresh_pg(url, rows, seed)
     columns = COLUMNS + ["attributes", "created_at", "updated_at"]
     elapsed = cpu = 0.0
     with psycopg.connect(_libpq(url)) as conn:
@@ -379,14 +435,19 @@ def main() -> None:
     parser.add_argument("--postgres", metavar="URL", help="measure on this PostgreSQL database (its public "
                         "schema is DROPPED) against COPY, instead of SQLite against executemany")
     parser.add_argument("--keep", action="store_true", help="keep the two database files")
+    parser.add_argument("--stored", type=int, default=0, metavar="N",
+                        help="the database holds N other customers before each side (an import into a "
+                        "database in use; inserted and analysed outside the clock)")
     args = parser.parse_args()
+    global STORED
+    STORED = args.stored
 
     file = ensure_csv(args.rows, args.seed)
     raw_db, crm_db = CACHE / "raw.db", CACHE / "crm.db"
     plugins = not args.no_plugins
     print(f"rows: {args.rows:,}  file: {file.name} ({file.stat().st_size / 1e6:.0f} MB)  cpus: {os.cpu_count()}  "
           f"plugins: {'all installed' if plugins else 'none'}  database: {'PostgreSQL' if args.postgres else 'SQLite'}"
-          f"  load: {_load()}")
+          f"{f'  stored customers: {STORED:,}' if STORED else ''}  load: {_load()}")
     base_times: list[float] = []
     crm_times: list[float] = []
     re_times: list[float] = []
@@ -409,10 +470,10 @@ def main() -> None:
                 print(f"  repeat {repeat + 1}: baseline {seconds:7.2f} s  CPU {cpu:6.2f} s  (load {_load()})")
                 continue
             if args.postgres:
-                fresh_pg(args.postgres)
+                fresh_pg(args.postgres, args.rows, args.seed)
                 url = args.postgres
             else:
-                url = fresh_db(crm_db)
+                url = fresh_db(crm_db, args.rows, args.seed)
             crm = run_crm(file, url, args.workers, args.batch_size, plugins)
             _check(crm, args.rows, args.rows, 0)
             crm_times.append(crm["wall"])

@@ -80,7 +80,7 @@ from sqlalchemy import (
 from sqlalchemy import Select
 from sqlalchemy import cast as cast_
 from sqlalchemy.exc import DBAPIError, StatementError
-from sqlalchemy.types import NullType
+from sqlalchemy.types import NullType, TypeDecorator
 
 from .. import startup
 from ..application.consents import decisions_from, flags_set, new_flags_set, new_ids_flags_set
@@ -92,7 +92,15 @@ from ..domain.convert import unstructure
 from ..domain.entities import ENTITY_TYPES
 from ..domain.errors import CRMError, HookError, ValidationError
 from ..domain.validation import normalize_email
-from ..store.bulk import any_of, fetch_rows, insert_returning_ids, sqlite_new_ids
+from ..store.bulk import (
+    any_of,
+    fetch_rows,
+    insert_returning_ids,
+    pg_array_text,
+    probe_each,
+    probes_pay,
+    sqlite_new_ids,
+)
 from ..store.maintenance import refresh_statistics
 from ..store.sealed import MARK, cipher_of, sealed
 from ..store.tables import ENTITY_TABLES, contacts, customers
@@ -1641,11 +1649,22 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any],
     (``json_each``) and PostgreSQL as one array parameter (``= ANY``).
     """
     ordered = sorted(_comparable(column, values), key=str)
-    joined = uow.dialect == "sqlite" and _searchable(column) and len(set(map(type, ordered))) == 1
-    if joined:  # each value once: the join gives a row once per value equal to its key
+    kinds = set(map(type, ordered))
+    joined = uow.dialect == "sqlite" and _searchable(column) and len(kinds) == 1
+    # PostgreSQL: one search of the column's index per value (bulk.probe_each) in a table large
+    # enough for that to pay, where ``= ANY`` would scan the whole table for a batch's keys.
+    # A unique column (one row a search), values and column of a plain type only.
+    probed = (uow.dialect == "postgresql" and _searchable(column, unique=True) and kinds in ({str}, {int})
+              and isinstance(column.type, (String, Integer)) and not isinstance(column.type, TypeDecorator)
+              and probes_pay(uow.conn, column.table, min(len(ordered), IN_CHUNK)))
+    if joined or probed:  # each value once: the join gives a row once per value equal to its key
         ordered = list(dict.fromkeys(ordered))
     for start in range(0, len(ordered), IN_CHUNK):
         chunk = ordered[start:start + IN_CHUNK]
+        if probed:
+            query = probe_each(columns, column, pg_array_text(chunk), *where)
+            yield from fetch_rows(uow.conn, query) if raw else uow.conn.execute(query)
+            continue
         if joined:
             # A join from the values to the column's index: one search per value, where IN first
             # sorts the values into a list of its own (three times the searches' cost).
@@ -1666,16 +1685,17 @@ def _where_in(uow: Any, columns: list[Any], column: Any, values: Iterable[Any],
         yield from fetch_rows(uow.conn, query) if raw else uow.conn.execute(query)
 
 
-def _searchable(column: Any) -> bool:
-    """Whether ``column`` is a table's column that leads an index of its table (or is its key)."""
+def _searchable(column: Any, unique: bool = False) -> bool:
+    """Whether ``column`` is a table's column that leads an index of its table (or is its key);
+    ``unique``: that is the whole of a unique index or constraint (at most one row per value)."""
     table = getattr(column, "table", None)
     if not isinstance(table, Table) or table.c.get(column.key) is not column:
         return False
     if column.primary_key and len(table.primary_key.columns) == 1:
         return True
-    leading = [index.columns[0] for index in table.indexes if len(index.columns)]
-    leading += [c.columns[0] for c in table.constraints if isinstance(c, UniqueConstraint) and len(c.columns)]
-    return any(c is column for c in leading)
+    keys = [list(index.columns) for index in table.indexes if len(index.columns) and (index.unique or not unique)]
+    keys += [list(c.columns) for c in table.constraints if isinstance(c, UniqueConstraint) and len(c.columns)]
+    return any(key[0] is column and (len(key) == 1 or not unique) for key in keys)
 
 
 def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:
