@@ -61,6 +61,7 @@ from typing import Any, TypeAlias, TypeGuard, TypeVar, cast
 import attrs
 from sqlalchemy import (
     JSON,
+    Column,
     Integer,
     String,
     Table,
@@ -1693,9 +1694,17 @@ def _searchable(column: Any, unique: bool = False) -> bool:
         return False
     if column.primary_key and len(table.primary_key.columns) == 1:
         return True
-    keys = [list(index.columns) for index in table.indexes if len(index.columns) and (index.unique or not unique)]
+    keys = [list(index.columns) for index in table.indexes
+            if len(index.columns) and (not unique or index.unique and _plain_index(index))]
     keys += [list(c.columns) for c in table.constraints if isinstance(c, UniqueConstraint) and len(c.columns)]
     return any(key[0] is column and (len(key) == 1 or not unique) for key in keys)
+
+
+def _plain_index(index: Any) -> bool:
+    """Whether ``index`` is over its columns as they are, for every row: no expression (SQLAlchemy
+    lists an expression's column among the index's columns) and no ``WHERE`` (a partial index)."""
+    return all(isinstance(e, Column) for e in index.expressions) and not any(
+        options.get("where") is not None for options in index.dialect_options.values())
 
 
 def _comparable(column: Any, values: Iterable[Any]) -> Iterator[Any]:

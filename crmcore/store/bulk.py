@@ -27,6 +27,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     CursorResult,
+    FromClause,
     Integer,
     String,
     Table,
@@ -214,11 +215,16 @@ def probe_each(columns: Sequence[Any], column: Any, values: Any, *where: Any) ->
     element = String() if isinstance(column.type, String) else column.type
     array = values if isinstance(values, ColumnElement) else literal(values, NullType())
     given = func.unnest(cast(array, ARRAY(element))).table_valued("value").render_derived("given")
-    # Each column under its own name (rows are read by it), an expression under a made-up one.
-    named, taken = [], set()
-    for index, c in enumerate(columns):
-        name = c.name if isinstance(c, (Column, Label)) and c.name not in taken else f"_c{index}"
-        taken.add(name)
+    # A table stands for its columns.  Each column under its own name (rows are read by it), an
+    # expression (or a second column of a name) under a made-up one no column has.
+    flat = [c for entry in columns for c in (entry.c if isinstance(entry, FromClause) else (entry,))]
+    taken = {c.name for c in flat if isinstance(c, (Column, Label))}
+    named, used = [], set()
+    for index, c in enumerate(flat):
+        name = c.name if isinstance(c, (Column, Label)) and c.name not in used else f"_probe_c{index}"
+        while name in used or (name != getattr(c, "name", None) and name in taken):
+            name = "_" + name
+        used.add(name)
         named.append(c.label(name))
     found = select(*named).where(column == given.c.value, *where).offset(0).lateral("found")
     return select(*found.c).select_from(given.join(found, true()))
@@ -233,11 +239,21 @@ def without_jit(conn: Connection) -> Iterator[None]:
         yield
         return
     before = conn.execute(text("SELECT current_setting('jit'), set_config('jit', 'off', true)")).scalar_one()
+    restore = text("SELECT set_config('jit', :before, true)")
     try:
         yield
-    finally:
+    except BaseException:
+        # The block failed: the setting goes back if the transaction still takes a statement, and
+        # the block's own error is what the caller sees (not "current transaction is aborted").
         if conn.in_transaction() and not conn.invalidated:
-            conn.execute(text("SELECT set_config('jit', :before, true)"), {"before": before})
+            try:
+                with conn.begin_nested():
+                    conn.execute(restore, {"before": before})
+            except DBAPIError:
+                pass
+        raise
+    if conn.in_transaction() and not conn.invalidated:
+        conn.execute(restore, {"before": before})
 
 
 def probes_pay(conn: Connection, table: Table, count: int) -> bool:
@@ -253,8 +269,9 @@ def probes_pay(conn: Connection, table: Table, count: int) -> bool:
     if count < 100:  # a few values: the planner searches the index for them itself (no round trip)
         return False
     name = conn.dialect.identifier_preparer.format_table(table)
-    pages: int = conn.execute(text("SELECT pg_relation_size(to_regclass(:name)) / 8192"),
-                              {"name": name}).scalar_one()
+    pages: int = conn.execute(text(  # no such table on the search path: no pages
+        "SELECT coalesce(pg_relation_size(to_regclass(:name)), 0) / current_setting('block_size')::int"),
+        {"name": name}).scalar_one()
     return pages * 4 > count
 
 

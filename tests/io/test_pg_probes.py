@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from sqlalchemy import event, select, text
+from sqlalchemy import event, func, select, text
 
 from crmcore.io.importer import ImportOptions, import_file
 from crmcore.store.bulk import any_of, pg_array_text, probe_each, probes_pay, without_jit
@@ -171,3 +171,65 @@ def test_an_import_into_a_large_table_finds_its_duplicates_by_index(crm_factory:
     for column in ("email_key", "phone_key", "external_id"):
         assert f"customers.{column} = given.value" in probed, statements
     assert crm.customers.find(external_id="b5").email == "changed5@example.com"
+
+
+@POSTGRES_ONLY
+def test_whole_rows_by_a_unique_key_in_a_large_table(crm_factory: Any) -> None:
+    # _where_in([table], ...): the rows' every column, by name and with its type's processing.
+    from crmcore.io.importer import _where_in
+
+    crm = crm_factory()
+    _fill(crm, 3000)
+    wanted = [f"b{i}" for i in range(1, 400, 2)] + ["absent"]
+    with crm.unit() as uow:
+        assert probes_pay(uow.conn, customers, len(wanted))
+        rows = list(_where_in(uow, [customers], customers.c.external_id, wanted))
+        plain = list(uow.conn.execute(select(customers).where(any_of(customers.c.external_id, wanted))))
+    assert sorted(map(tuple, rows)) == sorted(map(tuple, plain)) and len(rows) == 200
+    assert {r._mapping["email"] for r in rows} == {f"bulk{i}@example.com" for i in range(1, 400, 2)}
+    assert all(r.tags == [] and r.created_at.tzinfo is not None for r in rows)
+
+
+@POSTGRES_ONLY
+def test_the_door_updates_many_stored_customers_in_a_large_table(crm_factory: Any, tmp_path: Path) -> None:
+    # --on-duplicate update: the matched customers' whole rows are read by id, 120 of them at once.
+    crm = crm_factory()
+    _fill(crm, 3000)
+    lines = ["external_id,name,email,city"] + [f"x{i},Again {i},BULK{i}@example.com,Lyon" for i in range(1, 121)]
+    path = tmp_path / "again.csv"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    report = import_file(crm, "customers", path, ImportOptions(workers=0, on_duplicate="update"))
+    assert (report.inserted, report.updated, report.skipped) == (0, 120, 0), report.to_dict()
+    with crm.engine.connect() as conn:
+        assert conn.execute(select(customers.c.name, customers.c.city).where(customers.c.external_id == "x77")
+                            ).one() == ("Again 77", "Lyon")
+        assert conn.execute(select(func.count()).select_from(customers)).scalar_one() == 3000
+
+
+@POSTGRES_ONLY
+def test_without_jit_lets_the_blocks_database_error_through(crm_factory: Any) -> None:
+    from sqlalchemy.exc import DataError
+
+    crm = crm_factory()
+    with crm.engine.connect() as conn:
+        with pytest.raises(DataError, match="division by zero"), without_jit(conn):
+            conn.execute(text("SELECT 1 / 0"))
+        conn.rollback()
+        assert not probes_pay(conn, customers.to_metadata(type(customers.metadata)(), name="no_such_table"), 5000)
+
+
+def test_only_a_plain_unique_index_makes_a_column_probed() -> None:
+    # An expression or partial unique index lists its column too, but `column = value` cannot use it.
+    from sqlalchemy import Column, Index, Integer, MetaData, String, Table
+
+    from crmcore.io.importer import _searchable
+
+    table = Table("t", MetaData(), Column("id", Integer, primary_key=True),
+                  *(Column(name, String) for name in ("lowered", "partial", "plain", "indexed")))
+    Index("i1", func.lower(table.c.lowered), unique=True)
+    Index("i2", table.c.partial, unique=True, postgresql_where=table.c.plain.is_(None))
+    Index("i3", table.c.plain, unique=True)
+    Index("i4", table.c.indexed)
+    assert [_searchable(c, unique=True) for c in table.c] == [True, False, False, True, False]
+    assert all(_searchable(c) for c in table.c)
+    assert _searchable(customers.c.external_id, unique=True) and not _searchable(customers.c.email_key, unique=True)
