@@ -233,6 +233,9 @@ def ours_job(path: Path, job: str) -> tuple[float, int]:
 
     crm = CRM.open(f"sqlite:///{path}", migrate=False, clock=lambda: AS_OF)
     try:
+        # Connected before the clock, as the baseline is: the first connection to the copied
+        # template recovers its write-ahead log (about 0.2 s), which neither side's job does.
+        crm.engine.connect().close()
         start = time.perf_counter()
         if job == "earn-all":
             done = sum(crm.loyalty.earn_won_deals(as_of=AS_OF).values())

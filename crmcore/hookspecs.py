@@ -22,7 +22,7 @@ import pluggy
 
 if TYPE_CHECKING:
     import os
-    from collections.abc import Iterable, Mapping
+    from collections.abc import Iterable, Mapping, Sequence
     from datetime import datetime
 
     import click
@@ -485,6 +485,22 @@ def on_loyalty_tier_changed(uow: UnitOfWork, customer_id: int, scheme: str, old:
     :param scheme: the scheme's name.
     :param old: the previous tier name or None.
     :param new: the new tier name or None.
+    """
+
+
+@hookspec
+def on_loyalty_tiers_changed(uow: UnitOfWork, scheme: str,
+                             moves: Sequence[tuple[int, str | None, str | None]]) -> None:
+    """Customers' tiers in a loyalty scheme changed (a batch event: every move of one job or
+    evaluation, fired once, before :func:`on_loyalty_tier_changed` fires per move).
+
+    A tier job moves up to every member at once; a listener that acts on few moves (say, a
+    trigger for upgrades to one tier) costs one call here, not one per move.
+
+    :param uow: the unit of work of the change.
+    :param scheme: the scheme's name.
+    :param moves: ``(customer_id, old, new)`` per moved customer (tier names or None), in
+        customer order for a job; read-only.
     """
 
 

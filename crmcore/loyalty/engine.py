@@ -110,7 +110,7 @@ class LoyaltyEngine(LoyaltyJobs):
 
         What :meth:`evaluate_tier` does per customer, in a few statements per
         5,000 customers: one read of balances and tiers, one ``UPDATE`` per new
-        tier; ``on_loyalty_tier_changed`` fires per change if a plugin listens.
+        tier; the tier hooks fire for the changes (``LoyaltyLedger.tiers_changed``).
         """
         scheme = self.registry.get(scheme_name) if scheme_name in self.registry else None
         if scheme is None or type(scheme).tier_for is LoyaltyScheme.tier_for:
@@ -135,9 +135,7 @@ class LoyaltyEngine(LoyaltyJobs):
                 uow.conn.execute(update(accounts).where(accounts.c.scheme == scheme_name,
                                                         accounts.c.customer_id.in_(ids[start:start + 5000]))
                                  .values(tier=new))
-        if changed and self.crm.plugins.has_impls("on_loyalty_tier_changed"):
-            for customer_id, old, new in changed:
-                uow.fire("on_loyalty_tier_changed", customer_id=customer_id, scheme=scheme_name, old=old, new=new)
+        uow.loyalty.tiers_changed(scheme_name, changed)
 
     def _earn(self, uow: "UnitOfWork", scheme: LoyaltyScheme, deal: Deal, transition_id: int | str) -> None:
         options = self.options(scheme)
@@ -159,7 +157,7 @@ class LoyaltyEngine(LoyaltyJobs):
                               deal_id=deal.id, reason=f"deal {deal.id} left won ({deal.stage})")
 
     def evaluate_tier(self, uow: "UnitOfWork", customer_id: int, scheme_name: str) -> None:
-        """Set the customer's tier in ``scheme_name`` from their balance (fires ``on_loyalty_tier_changed``)."""
+        """Set the customer's tier in ``scheme_name`` from their balance (fires the tier hooks)."""
         if scheme_name not in self.registry:
             return
         scheme = self.registry.get(scheme_name)
@@ -170,7 +168,7 @@ class LoyaltyEngine(LoyaltyJobs):
         if new != old:
             uow.conn.execute(update(accounts).where(
                 accounts.c.customer_id == customer_id, accounts.c.scheme == scheme_name).values(tier=new))
-            uow.fire("on_loyalty_tier_changed", customer_id=customer_id, scheme=scheme_name, old=old, new=new)
+            uow.loyalty.tiers_changed(scheme_name, [(customer_id, old, new)])
 
     # -- batch jobs --------------------------------------------------------------
     def context(self, uow: "UnitOfWork", as_of: datetime | None = None) -> LoyaltyContext:

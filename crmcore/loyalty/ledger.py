@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import functools
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -203,8 +203,21 @@ class LoyaltyLedger:
             self._allocate(entry.id, customer_id, scheme, taken, prefer_deal=fields.get("deal_id"))
         return entry
 
+    def tiers_changed(self, scheme: str, moves: Sequence[tuple[int, str | None, str | None]]) -> None:
+        """Tell the plugins that listen that ``moves`` ((customer id, old tier, new tier) each,
+        already stored) happened in ``scheme``: ``on_loyalty_tiers_changed`` once with them all,
+        then ``on_loyalty_tier_changed`` per move.  Each hook only if a plugin implements it: a
+        tier job's 100,000 moves cost no call per move where nobody listens per move."""
+        if not moves:
+            return
+        uow = self.uow
+        uow.fire("on_loyalty_tiers_changed", scheme=scheme, moves=moves)
+        if uow.crm.plugins.has_impls("on_loyalty_tier_changed"):
+            for customer_id, old, new in moves:
+                uow.fire("on_loyalty_tier_changed", customer_id=customer_id, scheme=scheme, old=old, new=new)
+
     def set_tier(self, customer_id: int, scheme: str, tier: str | None) -> bool:
-        """Store a customer's tier in a scheme; fires ``on_loyalty_tier_changed`` if it changed."""
+        """Store a customer's tier in a scheme; fires the tier hooks (:meth:`tiers_changed`) if it changed."""
         self._ensure_account(customer_id, scheme)
         old = self.tier(customer_id, scheme)
         if old == tier:
@@ -212,7 +225,7 @@ class LoyaltyLedger:
         self.uow.conn.execute(update(accounts).where(
             accounts.c.customer_id == customer_id, accounts.c.scheme == scheme).values(
             tier=tier, updated_at=self.uow.now))
-        self.uow.fire("on_loyalty_tier_changed", customer_id=customer_id, scheme=scheme, old=old, new=tier)
+        self.tiers_changed(scheme, [(customer_id, old, tier)])
         return True
 
     def net_for_deal(self, deal_id: int, scheme: str) -> int:

@@ -127,3 +127,37 @@ def test_points_basis_and_distribution(open_loyalty, clock):
 def test_bad_levels(open_loyalty, levels, message):
     with pytest.raises(ConfigError, match=r"\[loyalty.tiers\].*" + message):
         open_loyalty({"tiers": {"levels": levels}})
+
+
+class BatchEvents:
+    """Both tier hooks: the batch one (once per job or change) and the per-move one."""
+
+    __name__ = "tier_batch_events"
+
+    def __init__(self):
+        self.batches, self.moves = [], []
+
+    @crmcore.hookimpl
+    def on_loyalty_tiers_changed(self, uow, scheme, moves):
+        self.batches.append((scheme, [tuple(m) for m in moves]))
+
+    @crmcore.hookimpl
+    def on_loyalty_tier_changed(self, uow, customer_id, scheme, old, new):
+        self.moves.append((customer_id, scheme, old, new))
+
+
+def test_a_tier_job_fires_the_batch_hook_once_with_every_move(open_loyalty, clock):
+    listener = BatchEvents()
+    crm = open_loyalty({"tiers": {"levels": LEVELS, "grace_days": 0}}, extra_plugins=[listener])
+    ids = [crm.customers.add(name=f"M{i}").id for i in range(3)]
+    clock.at(at(2026, 1, 15))
+    for cid, amount in zip(ids, ("1200", "6000", "300")):
+        won(crm, cid, amount)                                   # each deal: a change of one customer
+    assert listener.batches == [("tiers", [(ids[0], None, "Silver")]), ("tiers", [(ids[1], None, "Gold")])]
+    listener.batches.clear(), listener.moves.clear()
+    # A year on, the window is empty: the job moves both down at once, in one batch, customers in order.
+    assert crm.loyalty.run(as_of=at(2027, 2, 1), scheme="tiers") == {"tiers": 2}
+    assert listener.batches == [("tiers", [(ids[0], "Silver", None), (ids[1], "Gold", None)])]
+    assert listener.moves == [(ids[0], "tiers", "Silver", None), (ids[1], "tiers", "Gold", None)]
+    assert crm.loyalty.run(as_of=at(2027, 2, 1), scheme="tiers") == {"tiers": 0}
+    assert len(listener.batches) == 1  # nothing moved: no call

@@ -76,6 +76,33 @@ def test_a_rolled_back_use_case_queues_nothing(crm_factory):
     assert crm.deals.get(deal.id).stage == "lead"
 
 
+def test_a_tier_job_congratulates_its_moves_up_in_one_call(crm_factory):
+    # The tiers scheme's job moves many members at once: the batch hook queues each move up.
+    def opened(silver, gold):
+        levels = [{"name": "Silver", "threshold": silver}, {"name": "Gold", "threshold": gold}]
+        return open_crm(crm_factory, plugins=("notify", "loyalty"),
+                        config={"loyalty": {"tiers": {"levels": levels, "grace_days": 0}}},
+                        **triggers(tier_upgraded={"template": "tier-upgrade", "scheme": "tiers"}))
+
+    def keys(crm):
+        return [r["idempotency_key"].rsplit(":", 2)[1:] for r in outbox_rows(crm) if ":tiers:" in r["idempotency_key"]]
+
+    crm = opened("1000", "5000")
+    ada, bob = (crm.customers.add(name=n, email=f"{n.lower()}@example.com", consent_marketing=True)
+                for n in ("Ada", "Bob"))
+    crm.deals.add(customer_id=ada.id, title="A", amount=Decimal(1500), currency="USD", stage="won")
+    crm.deals.add(customer_id=bob.id, title="B", amount=Decimal(600), currency="USD", stage="won")
+    assert keys(crm) == [[str(ada.id), "Silver"]]
+    # Lower thresholds: the job moves Ada up to Gold and Bob up to Silver, in one batch.
+    crm = opened("500", "1400")
+    assert crm.loyalty.run(scheme="tiers") == {"tiers": 2}
+    assert keys(crm) == [[str(ada.id), "Silver"], [str(ada.id), "Gold"], [str(bob.id), "Silver"]]
+    # Higher ones: both move down, and nothing is queued.
+    crm = opened("5000", "9000")
+    assert crm.loyalty.run(scheme="tiers") == {"tiers": 2}
+    assert len(keys(crm)) == 3
+
+
 def test_tier_upgrade_congratulates_only_moves_up(crm_factory):
     crm = open_crm(crm_factory, **triggers(tier_upgraded={"template": "tier-upgrade", "tiers": ["silver", "gold"]}))
     customer = crm.customers.add(name="Ada", email="ada@example.com", consent_marketing=True)

@@ -281,17 +281,15 @@ class TiersScheme(crmcore.LoyaltyScheme):
         return changes, moves
 
     def _fire(self, ctx: LoyaltyContext, moves: Sequence[Any]) -> None:
-        """One audit record for the job's moves, (customer, old, new) rows; ``on_loyalty_tier_changed``
-        per move if a plugin listens."""
+        """One audit record for the job's moves, (customer, old, new) rows, and the tier hooks
+        (``on_loyalty_tiers_changed`` once, ``on_loyalty_tier_changed`` per move, for the plugins
+        that listen: ``uow.loyalty.tiers_changed``)."""
         if not moves:
             return
         uow = ctx.uow
         # One record per job: the customers moved (old and new tiers are in loyalty_tier_changes).
         uow.audit.batch("tier.change", "loyalty_account", [c for c, _, _ in moves], scheme=self.name)
-        if uow.crm.plugins.has_impls("on_loyalty_tier_changed"):
-            for customer_id, old, new in moves:
-                uow.crm.plugins.call("on_loyalty_tier_changed", uow=uow, customer_id=customer_id,
-                                     scheme=self.name, old=old, new=new)
+        uow.loyalty.tiers_changed(self.name, moves)
 
     def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
         """The member's tier, its basis over the window, the next tier and any grace period."""
@@ -414,7 +412,7 @@ class TiersScheme(crmcore.LoyaltyScheme):
 
     def _write(self, ctx: LoyaltyContext, plan: _Plan) -> None:
         """Apply a plan in a few statements per job (chunked ``IN`` lists and multi-row inserts),
-        then fire ``on_loyalty_tier_changed`` per move if a plugin listens."""
+        then fire the tier hooks for the moves."""
         conn, uow = ctx.conn, ctx.uow
         accounts = tables.loyalty_accounts
         if len(plan.clear) == 1:  # one customer (a deal won or lost): a statement built once

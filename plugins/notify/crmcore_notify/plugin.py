@@ -14,7 +14,7 @@ from .smtp import SmtpChannel
 from .triggers import (  # noqa: F401 - hook implementations of this plugin
     on_deal_stage_changed,
     on_interaction_created,
-    on_loyalty_tier_changed,
+    on_loyalty_tiers_changed,
     on_scheduled,
     on_segment_membership_changed,
 )

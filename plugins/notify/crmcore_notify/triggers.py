@@ -25,6 +25,7 @@ deals or complaints sends no thank-you or acknowledgement.
 from __future__ import annotations
 
 import calendar
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
@@ -60,15 +61,21 @@ def on_deal_stage_changed(uow: crmcore.UnitOfWork, deal: crmcore.Deal, old: crmc
 
 
 @crmcore.hookimpl
-def on_loyalty_tier_changed(uow: crmcore.UnitOfWork, customer_id: int, scheme: str, old: str | None,
-                            new: str | None) -> None:
-    """Queue the ``tier_upgraded`` triggers' messages when a tier goes up."""
-    for trigger in _triggers(uow, "tier_upgraded"):
-        if (trigger.scheme and trigger.scheme != scheme) or not _upgrade(trigger.tiers, old, new):
-            continue
-        uow.crm.messages.enqueue(uow, trigger.template, customer_id, channel=trigger.channel, purpose=trigger.purpose,
-                                 key=f"trigger:tier_upgraded:{trigger.template}:{scheme}:{customer_id}:{new}",
-                                 extra={"tier": new, "old_tier": old, "scheme": scheme})
+def on_loyalty_tiers_changed(uow: crmcore.UnitOfWork, scheme: str,
+                             moves: Sequence[tuple[int, str | None, str | None]]) -> None:
+    """Queue the ``tier_upgraded`` triggers' messages for the moves up (the batch hook: a tier
+    job's moves cost nothing here when no such trigger is configured for the scheme)."""
+    triggers = [t for t in _triggers(uow, "tier_upgraded") if not t.scheme or t.scheme == scheme]
+    if not triggers:
+        return
+    for customer_id, old, new in moves:
+        for trigger in triggers:
+            if not _upgrade(trigger.tiers, old, new):
+                continue
+            uow.crm.messages.enqueue(uow, trigger.template, customer_id, channel=trigger.channel,
+                                     purpose=trigger.purpose,
+                                     key=f"trigger:tier_upgraded:{trigger.template}:{scheme}:{customer_id}:{new}",
+                                     extra={"tier": new, "old_tier": old, "scheme": scheme})
 
 
 def _upgrade(tiers: tuple[str, ...], old: str | None, new: str | None) -> bool:
