@@ -56,7 +56,7 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
-from crmcore.store import MONEY_SCALE, UTCDateTime, direct, tables, temporary_table
+from crmcore.store import MONEY_SCALE, UTCDateTime, direct, fetch_rows, tables, temporary_table
 from crmcore.store.upsert import ignoring_conflicts, upserting
 
 from .common import won_deal
@@ -274,8 +274,9 @@ class TiersScheme(crmcore.LoyaltyScheme):
         conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
             accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
             or_(work.c.has_account.is_not(None), accounts.c.tier.is_(None))))
-        moves = conn.execute(select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
-                             .order_by(work.c.customer_id)).all()
+        # The driver's own tuples (ids and tier names need no processing): no Row object per move.
+        moves = fetch_rows(conn, select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
+                           .order_by(work.c.customer_id))
         changes = int(conn.execute(select(func.count()).select_from(work).where(
             or_(work.c.move == 1, work.c.clear == 1, work.c.grace == 1))).scalar_one())
         return changes, moves
