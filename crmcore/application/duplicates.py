@@ -554,7 +554,6 @@ def _batch_query(key: str, dialect: str = "") -> Any:
     element), read as ``= ANY(:values)``; the key's index is searched the same way.
     """
     column = _key_column(key)
-    found = (customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at)
     condition: ColumnElement[bool]
     if dialect == "sqlite":
         condition = column.in_(select(literal_column("value")).select_from(
@@ -563,7 +562,7 @@ def _batch_query(key: str, dialect: str = "") -> Any:
         condition = column == any_(cast(bindparam("values", type_=NullType()), ARRAY(String())))
     else:
         condition = column.in_(bindparam("values", expanding=True))
-    return select(*found).where(condition)
+    return select(*_found(column)).where(condition)
 
 
 #: The exact keys whose look-up column has an index (a join from the values searches it per value).
@@ -573,7 +572,7 @@ _INDEXED = frozenset(("email", "phone", "external_id"))
 @functools.cache
 def _probe_query(key: str) -> Any:
     """:func:`_batch_query` on PostgreSQL for :meth:`DuplicateService.any_stored` in a large table
-    (:func:`~crmcore.store.bulk.probes_pay`): the first live customer with each value, found by one
+    (:func:`~crmcore.store.bulk.probes_pay`): the customers with each value, found by one
     search of the key's index per value (:func:`~crmcore.store.bulk.probe_each`), where ``= ANY``
     gets a scan of the whole table from the planner below about a million rows (an import into
     500,000 customers: about 300 ms a look-up instead of 20).  Archived customers are skipped
@@ -581,8 +580,13 @@ def _probe_query(key: str) -> Any:
     without statistics, would AND a bitmap of every live customer into each search (10 s a
     look-up).  Run :func:`~crmcore.store.bulk.without_jit`."""
     column = _key_column(key)
-    found = (customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at)
-    return probe_each(found, column, bindparam("values", type_=NullType()))
+    return probe_each(_found(column), column, bindparam("values", type_=NullType()))
+
+
+def _found(column: Any) -> tuple[Any, ...]:
+    """What the door's look-ups read of a customer with a value of ``column``: id, name, the
+    value as ``k``, archived_at."""
+    return (customers.c.id, customers.c.name, column.label("k"), customers.c.archived_at)
 
 
 @functools.cache
