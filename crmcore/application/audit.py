@@ -30,6 +30,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
+import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..domain.convert import unstructure
@@ -114,10 +115,23 @@ def diff(before: Any, after: Any) -> dict[str, list[Any]]:
 def record_hash(prev_hash: str, seq: int, recorded_at: datetime, actor: str, action: str, entity: str,
                 entity_id: str | None, customer_id: int | None, ids: Any, changes: Any) -> str:
     """The SHA-256 of a record's content and its predecessor's hash (canonical JSON)."""
-    content = [prev_hash, seq, recorded_at.isoformat(), actor, action, entity, entity_id, customer_id,
-               ids, changes]
-    text = json.dumps(content, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    head = [prev_hash, seq, recorded_at.isoformat(), actor, action, entity, entity_id, customer_id]
+    if ids.__class__ is list and len(ids) > 64 and all(v.__class__ is int for v in ids):
+        # A batch's row ids (a job's 100,000): orjson writes a list of ints as the canonical form
+        # below does, at a tenth of json's time.  The content is the same text either way.
+        try:
+            ids_text = orjson.dumps(ids).decode()
+        except TypeError:  # an int beyond 64 bits
+            ids_text = _canonical(ids)
+        text = _canonical(head)[:-1] + "," + ids_text + "," + _canonical([changes])[1:]
+    else:
+        text = _canonical([*head, ids, changes])
     return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _canonical(value: Any) -> str:
+    """The hash's JSON form: sorted keys, no spaces, ASCII only."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
 
 
 class AuditTrail:

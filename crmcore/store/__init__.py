@@ -1,7 +1,7 @@
 """Storage: tables, column types, engines, repositories and portable SQL helpers."""
 
 from . import tables
-from .bulk import fetch_rows
+from .bulk import fetch_ints, fetch_rows
 from .dialects import (
     as_float,
     days_between,
@@ -18,6 +18,6 @@ from ..domain.entities import MONEY_SCALE
 from .types import Money, UTCDateTime, money_from_scaled
 
 __all__ = [
-    "MONEY_SCALE", "Money", "UTCDateTime", "as_float", "birthday_month_day", "days_between", "fetch_rows", "json_object",
+    "MONEY_SCALE", "Money", "UTCDateTime", "as_float", "birthday_month_day", "days_between", "fetch_ints", "fetch_rows", "json_object",
     "make_engine", "money_from_scaled", "month_index", "month_label", "temporary_table", "unindexed", "normalize_url", "tables", "utc_literal",
 ]

@@ -21,6 +21,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+import orjson
+
 from sqlalchemy import (
     ARRAY,
     Column,
@@ -146,6 +148,20 @@ def fetch_rows(conn: Connection, query: Any) -> Sequence[tuple[Any, ...]]:
         return result.cursor.fetchall()
     finally:
         result.close()
+
+
+def fetch_ints(conn: Connection, query: Any) -> list[int]:
+    """The one integer column of ``query``'s rows (in its order) as a list of ints.
+
+    On SQLite the column comes as one JSON array (``json_group_array`` over the query, read
+    with orjson): the driver's cost per row (about 0.19 us for a one-column tuple) is most of
+    reading 100,000 ids, and one array costs about a third of it.  Other databases: the rows.
+    """
+    if conn.dialect.name == "sqlite":
+        rows = query.subquery("ints")
+        text = conn.execute(select(func.json_group_array(rows.c[0])).select_from(rows)).scalar_one()
+        return orjson.loads(text)  # type: ignore[no-any-return]
+    return [int(value) for (value,) in fetch_rows(conn, query)]
 
 
 def ids_in(column: Any, ids: Sequence[int], dialect: str) -> ColumnElement[bool]:

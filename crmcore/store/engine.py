@@ -168,6 +168,12 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _json_dumps(value: Any) -> str:
+    if value.__class__ is list and len(value) > 64 and all(v.__class__ is int for v in value):
+        # A batch's row ids (an audit record of a job: 100,000 of them): orjson, a tenth of json's time.
+        try:
+            return orjson.dumps(value).decode()
+        except TypeError:  # an int beyond 64 bits
+            pass
     return _JSON_ENCODER.encode(value)
 
 

@@ -142,3 +142,22 @@ def test_as_of_dates_are_read_in_the_configured_timezone(crm_factory):
     assert (end_of_day.year, end_of_day.month, end_of_day.day, end_of_day.hour) == (2026, 6, 30, 15)
     assert crm.as_of("2026-06-30T08:00") == datetime(2026, 6, 30, 0, 0, tzinfo=timezone.utc)
     assert crm.as_of("2026-06-30T08:00+00:00") == datetime(2026, 6, 30, 8, 0, tzinfo=timezone.utc)
+
+
+def test_fetch_ints_reads_one_integer_column_in_order(crm_factory):
+    """fetch_ints (a JSON array on SQLite, the rows elsewhere) gives what the rows give: the ints in
+    the query's order, none for no row, large and negative values exact."""
+    from sqlalchemy import literal, select, union_all
+
+    from crmcore.store import fetch_ints, tables
+
+    crm = crm_factory()
+    assert crm.customers.add_many([{"name": f"f{i}"} for i in range(150)]) == 150
+    customers = tables.customers
+    with crm.unit(readonly=True) as uow:
+        query = select(customers.c.id).order_by(customers.c.id.desc())
+        assert fetch_ints(uow.conn, query) == list(uow.conn.execute(query).scalars())
+        assert fetch_ints(uow.conn, query.where(customers.c.id < 0)) == []
+        values = [2**62, -7, 0]
+        odd = union_all(*(select(literal(v).label("v")) for v in values)).subquery()
+        assert sorted(fetch_ints(uow.conn, select(odd.c.v))) == sorted(values)

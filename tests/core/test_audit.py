@@ -196,3 +196,20 @@ def test_log_filters_by_customer_user_and_time(crm_factory) -> None:
     assert [r.seq for r in log(crm, limit=2)] == [3, 4]
     with crm.unit(readonly=True) as uow:
         assert uow.conn.execute(select(func.count()).select_from(tables.audit_log)).scalar_one() == 4
+
+
+@pytest.mark.parametrize("ids", [list(range(65)), list(range(100_000)), [2**70, *range(100)],
+                                 [True, *range(100)], [1.5, *range(100)], list(range(64)), None])
+def test_the_hash_of_a_batchs_ids_is_the_canonical_jsons(ids) -> None:
+    """record_hash writes a long list of ints with orjson: the hash must be the one of the canonical
+    JSON text (json.dumps, sorted keys, no spaces, ASCII), whatever the ids hold."""
+    import hashlib
+    import json
+    from datetime import datetime, timezone
+
+    at = datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=timezone.utc)
+    changes = {"scheme": "tiërs", "a": [1, "ü"]}
+    canonical = json.dumps(["p" * 64, 7, at.isoformat(), "ann", "tier.change", "loyalty_account", None, None,
+                            ids, changes], sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+    assert audit.record_hash("p" * 64, 7, at, "ann", "tier.change", "loyalty_account", None, None, ids,
+                             changes) == hashlib.sha256(canonical.encode()).hexdigest()

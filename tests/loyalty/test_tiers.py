@@ -161,3 +161,45 @@ def test_a_tier_job_fires_the_batch_hook_once_with_every_move(open_loyalty, cloc
     assert listener.moves == [(ids[0], "tiers", "Silver", None), (ids[1], "tiers", "Gold", None)]
     assert crm.loyalty.run(as_of=at(2027, 2, 1), scheme="tiers") == {"tiers": 0}
     assert len(listener.batches) == 1  # nothing moved: no call
+
+
+class KeptMoves:
+    """Keeps the batch hook's ``moves``; reads them during the call only if ``read``."""
+
+    __name__ = "kept_moves"
+
+    def __init__(self, read: bool):
+        self.read, self.kept = read, []
+
+    @crmcore.hookimpl
+    def on_loyalty_tiers_changed(self, uow, scheme, moves):
+        if self.read:
+            assert moves[0][0] == min(m[0] for m in moves)
+        self.kept.append(moves)
+
+
+@pytest.mark.parametrize("read", [True, False], ids=["read-in-the-call", "kept-unread"])
+def test_a_tier_jobs_moves_are_read_on_first_use(open_loyalty, clock, read):
+    """The job hands the hooks its moves unread (len() known); read during the call they stay
+    readable, kept unread they are an error that says so once the job dropped its table."""
+    listener = KeptMoves(read)
+    crm = open_loyalty({"tiers": {"levels": LEVELS, "grace_days": 0}}, extra_plugins=[listener])
+    ids = [crm.customers.add(name=f"K{i}").id for i in range(3)]
+    clock.at(at(2026, 1, 15))
+    for cid, amount in zip(ids, ("1200", "6000", "300")):
+        won(crm, cid, amount)
+    listener.kept.clear()
+    assert crm.loyalty.run(as_of=at(2027, 2, 1), scheme="tiers") == {"tiers": 2}
+    [moves] = listener.kept
+    assert len(moves) == 2
+    if read:
+        assert list(moves) == [(ids[0], "Silver", None), (ids[1], "Gold", None)]
+        assert moves[1:] == [(ids[1], "Gold", None)]
+    else:
+        with pytest.raises(RuntimeError, match="during the hook call"):
+            list(moves)
+    with crm.unit(readonly=True) as uow:  # the job's one audit record names the moved customers
+        record = uow.conn.execute(select(crmcore.store.tables.audit_log.c.ids).where(
+            crmcore.store.tables.audit_log.c.action == "tier.change").order_by(
+            crmcore.store.tables.audit_log.c.seq.desc())).first()
+    assert record.ids == [ids[0], ids[1]]

@@ -26,7 +26,7 @@ import functools
 from collections.abc import Iterator, Sequence
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Unpack
+from typing import TYPE_CHECKING, Any, Unpack, overload
 
 import attrs
 from sqlalchemy import (
@@ -51,12 +51,14 @@ from sqlalchemy import (
     select,
     type_coerce,
     union,
+    union_all,
+    exists,
     update,
 )
 from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
-from crmcore.store import MONEY_SCALE, UTCDateTime, direct, fetch_rows, tables, temporary_table
+from crmcore.store import MONEY_SCALE, UTCDateTime, direct, fetch_ints, fetch_rows, tables, temporary_table
 from crmcore.store.upsert import ignoring_conflicts, upserting
 
 from .common import won_deal
@@ -220,30 +222,41 @@ class TiersScheme(crmcore.LoyaltyScheme):
         """:meth:`_decide` and :meth:`_write` for every member as statements over a temporary table.
 
         The pending members and what happens to each (move, clear or start a grace
-        period) are computed once into the table by one ``INSERT ... SELECT``; each
-        write is then one statement joining it, so no member's row passes through
-        Python except to fire ``on_loyalty_tier_changed`` and for the audit record.
+        period) are computed into the table by one ``INSERT ... SELECT`` over the
+        metric's aggregate; each write is then one statement reading it, so no
+        member's row passes through Python but the moved customers' ids (for the
+        audit record) and whatever a tier hook reads of the moves.
         """
         conn = ctx.conn
-        metric = _metric_table()
         work = _work_table()
-        with temporary_table(conn, metric), temporary_table(conn, work):
-            # The metric once (an aggregate over deals or the ledger), then the members
-            # without one; each statement reads a temporary table once (MariaDB cannot
-            # open one twice in a statement).
-            conn.execute(insert(metric).from_select(["customer_id", "metric"], self._metric(ctx, options)))
-            others = union(*self._held(None)).subquery("others")
-            conn.execute(ignoring_conflicts(conn, metric, metric.c.customer_id).from_select(
-                ["customer_id", "metric"], select(others.c.customer_id, literal(0, BigInteger)).where(true())))
-            pending = self._pending_over(options, metric, metric.c.customer_id, metric.c.metric).subquery("pending")
+        with temporary_table(conn, work):
+            members = self._members(ctx, options)
+            query = self._pending_over(options, members, members.c.customer_id, members.c.metric)
+            if conn.dialect.name == "sqlite":
+                # Not flattened into the INSERT (SQLite keeps a subquery with an OFFSET apart): each
+                # member's ranks are computed once, not once per use in the decisions below.
+                query = query.offset(0)
+            pending = query.subquery("pending")
             changes, moves = self._evaluate_pending(ctx, options, pending, work)
-        self._fire(ctx, moves)
+            # The hooks fire while the table is there: the moves are read from it, if at all.
+            self._fire(ctx, moves)
+            moves.close()
         return changes
 
+    def _members(self, ctx: LoyaltyContext, options: TiersOptions) -> Subquery:
+        """customer_id, metric of every member who may change: those with a metric over the window
+        (the aggregate, computed once) and those holding a tier or in a grace period without one
+        (metric 0).  No temporary table: MariaDB cannot read one twice in a statement."""
+        customer, _, where = self._metric_parts(ctx, options)
+        others = union(*self._held(None)).subquery("others")
+        without = select(others.c.customer_id, literal(0, BigInteger)).where(
+            ~exists().where(customer == others.c.customer_id, *where))
+        return union_all(self._metric(ctx, options), without).subquery("members")
+
     def _evaluate_pending(self, ctx: LoyaltyContext, options: TiersOptions, pending: Subquery, work: Table
-                          ) -> tuple[int, Sequence[Any]]:
+                          ) -> tuple[int, _WorkMoves]:
         """Decide every pending member's change into ``work`` and apply them (see :meth:`_evaluate_all`);
-        returns the number of changes and the moves (customer, old, new)."""
+        returns the number of changes and the moves (customer, old, new), read on first use."""
         conn, uow = ctx.conn, ctx.uow
         accounts = tables.loyalty_accounts
         q, c, below = pending.c.qualifying, pending.c.current, pending.c.below_since
@@ -254,32 +267,39 @@ class TiersScheme(crmcore.LoyaltyScheme):
         grace = and_(q < c, below.is_(None), true() if options.grace_days else false())
         new = case(*((q == i + 1, literal(level.name)) for i, level in enumerate(options.levels)),
                    else_=literal(None, String))
-        conn.execute(insert(work).from_select(
+        # Only the members that change (each counts once, whatever changes).
+        changes = conn.execute(insert(work).from_select(
             ["customer_id", "old", "new", "has_account", "move", "clear", "grace"],
             select(pending.c.customer_id, pending.c.old, new, pending.c.has_account, _flag(move), _flag(clear),
-                   _flag(grace))))
-        conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, tier_status.c.customer_id.in_(
-            select(work.c.customer_id).where(work.c.clear == 1))))
-        conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
-            work.c.customer_id, literal(self.name), utc(ctx.as_of)).where(work.c.grace == 1)))
-        conn.execute(insert(tier_changes).from_select(["customer_id", "scheme", "old", "new", "changed_at"], select(
-            work.c.customer_id, literal(self.name), work.c.old, work.c.new, utc(ctx.as_of)).where(
-            work.c.move == 1).order_by(work.c.customer_id)))
-        # New accounts get their tier as they are created; existing ones (and any created
-        # meanwhile by a concurrent credit, which the insert skips: no tier yet) by one joined UPDATE.
-        conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme).from_select(
-            ["customer_id", "scheme", "balance", "tier", "updated_at"], select(
-                work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
-                literal(uow.now, UTCDateTime)).where(work.c.move == 1, work.c.has_account.is_(None))))
-        conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
-            accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
-            or_(work.c.has_account.is_not(None), accounts.c.tier.is_(None))))
-        # The driver's own tuples (ids and tier names need no processing): no Row object per move.
-        moves = fetch_rows(conn, select(work.c.customer_id, work.c.old, work.c.new).where(work.c.move == 1)
-                           .order_by(work.c.customer_id))
-        changes = int(conn.execute(select(func.count()).select_from(work).where(
-            or_(work.c.move == 1, work.c.clear == 1, work.c.grace == 1))).scalar_one())
-        return changes, moves
+                   _flag(grace)).where(or_(move, clear, grace))).execution_options(preserve_rowcount=True)).rowcount
+        if not changes:
+            return 0, _WorkMoves(conn, work, 0)
+        moved = conn.execute(insert(tier_changes).from_select(["customer_id", "scheme", "old", "new", "changed_at"],
+                                                              select(work.c.customer_id, literal(self.name), work.c.old,
+                                                                     work.c.new, utc(ctx.as_of)).where(
+            work.c.move == 1).order_by(work.c.customer_id)).execution_options(preserve_rowcount=True)).rowcount
+        # Grace periods end for members in one (few: the table's rows, each looked up in the work
+        # table, rather than a pass over every change), and start for changes that are no move.
+        conn.execute(delete(tier_status).where(tier_status.c.scheme == self.name, exists().where(
+            work.c.customer_id == tier_status.c.customer_id, work.c.clear == 1)))
+        if moved < changes:
+            conn.execute(insert(tier_status).from_select(["customer_id", "scheme", "below_since"], select(
+                work.c.customer_id, literal(self.name), utc(ctx.as_of)).where(work.c.grace == 1)))
+        columns = ["customer_id", "scheme", "balance", "tier", "updated_at"]
+        values = select(work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
+                        literal(uow.now, UTCDateTime))
+        upsert = _tier_upsert(conn.dialect.name)
+        if upsert is not None:  # each account created holding its tier, or given it: one statement
+            conn.execute(upsert.from_select(columns, values.where(work.c.move == 1)))
+        else:
+            # MariaDB: new accounts get their tier as they are created; existing ones (and any created
+            # meanwhile by a concurrent credit, which the insert skips: no tier yet) by one joined UPDATE.
+            conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme)
+                         .from_select(columns, values.where(work.c.move == 1, work.c.has_account.is_(None))))
+            conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
+                accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
+                or_(work.c.has_account.is_not(None), accounts.c.tier.is_(None))))
+        return int(changes), _WorkMoves(conn, work, int(moved))
 
     def _fire(self, ctx: LoyaltyContext, moves: Sequence[Any]) -> None:
         """One audit record for the job's moves, (customer, old, new) rows, and the tier hooks
@@ -289,7 +309,8 @@ class TiersScheme(crmcore.LoyaltyScheme):
             return
         uow = ctx.uow
         # One record per job: the customers moved (old and new tiers are in loyalty_tier_changes).
-        uow.audit.batch("tier.change", "loyalty_account", [c for c, _, _ in moves], scheme=self.name)
+        ids = moves.customer_ids() if isinstance(moves, _WorkMoves) else [c for c, _, _ in moves]
+        uow.audit.batch("tier.change", "loyalty_account", ids, scheme=self.name)
         uow.loyalty.tiers_changed(self.name, moves)
 
     def status(self, ctx: LoyaltyContext, customer_id: int, options: TiersOptions) -> dict[str, Any]:
@@ -318,24 +339,27 @@ class TiersScheme(crmcore.LoyaltyScheme):
                 continue
         return as_of.replace(year=year, month=month, day=min(as_of.day, 28))
 
-    def _metric(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None
-               ) -> Select[int, int]:
-        """customer_id, metric (an integer: 1/10,000 units of spend, or points) over the window."""
+    def _metric_parts(self, ctx: LoyaltyContext, options: TiersOptions
+                      ) -> tuple[ColumnElement[int], ColumnElement[int], list[ColumnElement[bool]]]:
+        """The metric's customer column, the value it sums (an integer: 1/10,000 units of spend,
+        or points) and the conditions of the rows it sums over the window."""
         start = self.window_start(ctx.as_of, options.window_months)
         if options.basis == "spend":
             deals = tables.deals
-            where = [won_deal(ctx.config), deals.c.closed_at > utc(start), deals.c.closed_at <= utc(ctx.as_of)]
-            if customer_ids is not None:
-                where.append(deals.c.customer_id.in_(customer_ids))
-            return select(deals.c.customer_id, func.sum(type_coerce(deals.c.amount, BigInteger)).label("metric")
-                          ).where(*where).group_by(deals.c.customer_id)
+            return (deals.c.customer_id, type_coerce(deals.c.amount, BigInteger),
+                    [won_deal(ctx.config), deals.c.closed_at > utc(start), deals.c.closed_at <= utc(ctx.as_of)])
         ledger = tables.loyalty_ledger
-        where = [ledger.c.scheme == options.points_scheme, ledger.c.kind.in_(("earn", "reverse")),
-                 ledger.c.occurred_at > utc(start), ledger.c.occurred_at <= utc(ctx.as_of)]
+        return (ledger.c.customer_id, ledger.c.points,
+                [ledger.c.scheme == options.points_scheme, ledger.c.kind.in_(("earn", "reverse")),
+                 ledger.c.occurred_at > utc(start), ledger.c.occurred_at <= utc(ctx.as_of)])
+
+    def _metric(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None
+               ) -> Select[int, int]:
+        """customer_id, metric over the window (:meth:`_metric_parts`), of ``customer_ids`` or everyone."""
+        customer, value, where = self._metric_parts(ctx, options)
         if customer_ids is not None:
-            where.append(ledger.c.customer_id.in_(customer_ids))
-        return select(ledger.c.customer_id, func.sum(ledger.c.points).label("metric")).where(*where).group_by(
-            ledger.c.customer_id)
+            where.append(customer.in_(customer_ids))
+        return select(customer, func.sum(value).label("metric")).where(*where).group_by(customer)
 
     def _scaled(self, threshold: Decimal, options: TiersOptions) -> int:
         return int(threshold * MONEY_SCALE) if options.basis == "spend" else int(threshold)
@@ -452,6 +476,58 @@ class TiersScheme(crmcore.LoyaltyScheme):
         self._fire(ctx, [(c, old, new) for c, old, new, _ in plan.moves])
 
 
+class _WorkMoves(Sequence[tuple[int, str | None, str | None]]):
+    """A tier job's moves, (customer id, old tier, new tier) in customer order, read from its
+    temporary table on first use: the ``moves`` the tier hooks get.
+
+    A job can move every member, and its listeners often read none of the moves (the notify
+    plugin's trigger, with no ``tier_upgraded`` trigger configured): reading 100,000 of them
+    cost a third of the job's statements.  ``len()`` is known without reading.  Once read, they
+    are kept; a sequence the hooks never read is closed when the job drops its table, and
+    reading it then is an error that says so.
+    """
+
+    def __init__(self, conn: Connection, work: Table, count: int) -> None:
+        self._conn, self._work, self._count = conn, work, count
+        self._items: list[tuple[int, str | None, str | None]] | None = None
+        self._closed = False
+
+    def customer_ids(self) -> list[int]:
+        """The moved customers' ids, ascending (one column, read as one JSON array where that pays)."""
+        work = self._work
+        return fetch_ints(self._conn, select(work.c.customer_id).where(work.c.move == 1).order_by(work.c.customer_id))
+
+    def _load(self) -> list[tuple[int, str | None, str | None]]:
+        if self._items is None:
+            if self._closed:
+                raise RuntimeError("a tier job's moves are read from its temporary table: read them during "
+                                   "the hook call (list(moves) keeps them)")
+            work = self._work
+            # The driver's own tuples (ids and tier names need no processing): no Row object per move.
+            self._items = list(fetch_rows(self._conn, select(work.c.customer_id, work.c.old, work.c.new).where(
+                work.c.move == 1).order_by(work.c.customer_id))) if self._count else []
+        return self._items
+
+    def close(self) -> None:
+        """The table is about to go: later reads of moves not read yet are an error."""
+        self._closed = True
+
+    def __len__(self) -> int:
+        return self._count if self._items is None else len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[int, str | None, str | None]: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> Sequence[tuple[int, str | None, str | None]]: ...
+
+    def __getitem__(self, index: int | slice) -> Any:
+        return self._load()[index]
+
+    def __iter__(self) -> Iterator[tuple[int, str | None, str | None]]:
+        return iter(self._load())
+
+
 @attrs.define
 class _Plan:
     """What one evaluation writes (see :meth:`TiersScheme._decide`)."""
@@ -484,12 +560,6 @@ def _tier_upsert(dialect: str) -> Any:
 
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
     return case((condition, 1), else_=0)
-
-
-def _metric_table() -> Table:
-    """Every member's metric, computed once per job (temporary, like :func:`_work_table`)."""
-    return Table("tmp_loyalty_tier_metric", MetaData(), Column("customer_id", Integer, primary_key=True),
-                 Column("metric", BigInteger, nullable=False), prefixes=["TEMPORARY"])
 
 
 def _work_table() -> Table:
