@@ -30,11 +30,11 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import orjson
 from sqlalchemy import Connection, bindparam, insert, select, update
 
 from ..domain.convert import unstructure
 from ..store import direct
+from ..store.intlist import IntList, int_list_json
 from ..store.sealed import open_changes, seal_changes
 from ..store.tables import audit_head, audit_log
 
@@ -87,9 +87,11 @@ def jsonable(value: Any) -> Any:
         return jsonable(value.value)
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
+    if value.__class__ is IntList:  # checked already
+        return value
     if isinstance(value, (list, tuple, set, frozenset)):
         if value.__class__ is list and all(v.__class__ is int for v in value):
-            return list(value)  # a batch's row ids: what the loop below gives, without a call per id
+            return IntList(value)  # a batch's row ids: what the loop below gives, without a call per id
         return [jsonable(v) for v in value]
     return value
 
@@ -116,13 +118,10 @@ def record_hash(prev_hash: str, seq: int, recorded_at: datetime, actor: str, act
                 entity_id: str | None, customer_id: int | None, ids: Any, changes: Any) -> str:
     """The SHA-256 of a record's content and its predecessor's hash (canonical JSON)."""
     head = [prev_hash, seq, recorded_at.isoformat(), actor, action, entity, entity_id, customer_id]
-    if ids.__class__ is list and len(ids) > 64 and all(v.__class__ is int for v in ids):
+    ids_text = int_list_json(ids) if ids.__class__ is IntList else None
+    if ids_text is not None:
         # A batch's row ids (a job's 100,000): orjson writes a list of ints as the canonical form
         # below does, at a tenth of json's time.  The content is the same text either way.
-        try:
-            ids_text = orjson.dumps(ids).decode()
-        except TypeError:  # an int beyond 64 bits
-            ids_text = _canonical(ids)
         text = _canonical(head)[:-1] + "," + ids_text + "," + _canonical([changes])[1:]
     else:
         text = _canonical([*head, ids, changes])
@@ -155,7 +154,7 @@ class AuditTrail:
         self.pending.append({
             "actor": self.uow.actor, "action": action, "entity": entity,
             "entity_id": None if entity_id is None else str(entity_id), "customer_id": customer_id,
-            "ids": None if ids is None else jsonable(list(ids)),
+            "ids": None if ids is None else jsonable(ids if ids.__class__ is IntList else list(ids)),
             # (JSON data already: jsonable above, and sealing puts only texts in it)
             "changes": None if changes is None else dict(changes),
         })

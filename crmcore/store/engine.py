@@ -20,6 +20,7 @@ from sqlalchemy.engine import ExceptionContext, make_url
 
 from ..domain.errors import ConfigError
 from . import direct
+from .intlist import IntList, int_list_json
 
 SQLITE_BUSY_TIMEOUT_MS = 30_000
 # Helper threads SQLite may start for one large sort (its sorter merges in parallel).
@@ -168,12 +169,10 @@ _JSON_ENCODER = json.JSONEncoder(ensure_ascii=False)
 
 
 def _json_dumps(value: Any) -> str:
-    if value.__class__ is list and len(value) > 64 and all(v.__class__ is int for v in value):
-        # A batch's row ids (an audit record of a job: 100,000 of them): orjson, a tenth of json's time.
-        try:
-            return orjson.dumps(value).decode()
-        except TypeError:  # an int beyond 64 bits
-            pass
+    if value.__class__ is IntList:  # a batch's row ids (a job's audit record: 100,000 of them)
+        text = int_list_json(value)
+        if text is not None:
+            return text
     return _JSON_ENCODER.encode(value)
 
 

@@ -198,14 +198,23 @@ def test_log_filters_by_customer_user_and_time(crm_factory) -> None:
         assert uow.conn.execute(select(func.count()).select_from(tables.audit_log)).scalar_one() == 4
 
 
-@pytest.mark.parametrize("ids", [list(range(65)), list(range(100_000)), [2**70, *range(100)],
-                                 [True, *range(100)], [1.5, *range(100)], list(range(64)), None])
+@pytest.mark.parametrize("ids", [[], list(range(100_000)), [2**70, *range(100)], [True, *range(100)],
+                                 [1.5, *range(100)], None, "IntList:100000", "IntList:big", "IntList:0"])
 def test_the_hash_of_a_batchs_ids_is_the_canonical_jsons(ids) -> None:
-    """record_hash writes a long list of ints with orjson: the hash must be the one of the canonical
-    JSON text (json.dumps, sorted keys, no spaces, ASCII), whatever the ids hold."""
+    """record_hash writes an IntList (a batch's ids) with orjson: the hash must be the one of the
+    canonical JSON text (json.dumps, sorted keys, no spaces, ASCII), whatever the ids hold; the
+    JSON column stores it as JSON of the same list."""
     import hashlib
     import json
     from datetime import datetime, timezone
+
+    from crmcore.store.engine import _json_dumps
+    from crmcore.store.intlist import IntList
+
+    if isinstance(ids, str):
+        ids = IntList({"IntList:100000": range(100_000), "IntList:big": [2**70, 1, -2], "IntList:0": []}[
+            ids])
+        assert json.loads(_json_dumps(ids)) == list(ids)
 
     at = datetime(2026, 12, 7, 1, 2, 3, 456789, tzinfo=timezone.utc)
     changes = {"scheme": "tiërs", "a": [1, "ü"]}
