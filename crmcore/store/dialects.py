@@ -118,6 +118,11 @@ class unindexed(FunctionElement[Any]):
     A GROUP BY over most rows of a big table (revenue per customer) is a
     sequential scan and a sort; SQLite otherwise walks the index on that
     column and fetches every row at random (measured 3x slower on 5M deals).
+
+    It also drops the column's type affinity: a time column (numeric affinity on SQLite) compared
+    with a bound time stamp makes SQLite try to read the text as a number at every row; the bare
+    value compares as the text it is (a sixth less time for an aggregate over 500,000 deals that
+    checks a window per row).  Use it where an index cannot serve the comparison anyway.
     """
 
     inherit_cache = True

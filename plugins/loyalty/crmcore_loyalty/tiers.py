@@ -58,7 +58,8 @@ from sqlalchemy import (
 from sqlalchemy.sql import ColumnElement, FromClause, Subquery
 
 import crmcore
-from crmcore.store import MONEY_SCALE, UTCDateTime, direct, fetch_ints, fetch_rows, tables, temporary_table
+from crmcore.store import (MONEY_SCALE, UTCDateTime, direct, fetch_ints, fetch_rows, tables, temporary_table,
+                           unindexed)
 from crmcore.store.upsert import ignoring_conflicts, upserting
 
 from .common import won_deal
@@ -344,14 +345,19 @@ class TiersScheme(crmcore.LoyaltyScheme):
         """The metric's customer column, the value it sums (an integer: 1/10,000 units of spend,
         or points) and the conditions of the rows it sums over the window."""
         start = self.window_start(ctx.as_of, options.window_months)
+        # The window's limits are checked row by row (no index leads with the time), and on the stored
+        # text as it is: SQLite otherwise tries to read the limit as a number at every row (its time
+        # columns have numeric affinity), about a sixth of the aggregate's time.
         if options.basis == "spend":
             deals = tables.deals
+            closed = unindexed(deals.c.closed_at)
             return (deals.c.customer_id, type_coerce(deals.c.amount, BigInteger),
-                    [won_deal(ctx.config), deals.c.closed_at > utc(start), deals.c.closed_at <= utc(ctx.as_of)])
+                    [won_deal(ctx.config), closed > utc(start), closed <= utc(ctx.as_of)])
         ledger = tables.loyalty_ledger
+        occurred = unindexed(ledger.c.occurred_at)
         return (ledger.c.customer_id, ledger.c.points,
                 [ledger.c.scheme == options.points_scheme, ledger.c.kind.in_(("earn", "reverse")),
-                 ledger.c.occurred_at > utc(start), ledger.c.occurred_at <= utc(ctx.as_of)])
+                 occurred > utc(start), occurred <= utc(ctx.as_of)])
 
     def _metric(self, ctx: LoyaltyContext, options: TiersOptions, customer_ids: list[int] | None = None
                ) -> Select[int, int]:
