@@ -500,7 +500,9 @@ def on_loyalty_tiers_changed(uow: UnitOfWork, scheme: str,
     :param uow: the unit of work of the change.
     :param scheme: the scheme's name.
     :param moves: ``(customer_id, old, new)`` per moved customer (tier names or None), in
-        customer order for a job; read-only.
+        customer order for a job; read-only.  ``len(moves)`` costs nothing; a job's moves are
+        read from the database on first use, which must be during the call: a listener that
+        keeps them for later keeps ``list(moves)``.
     """
 
 

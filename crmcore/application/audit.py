@@ -87,8 +87,8 @@ def jsonable(value: Any) -> Any:
         return jsonable(value.value)
     if isinstance(value, Mapping):
         return {str(k): jsonable(v) for k, v in value.items()}
-    if value.__class__ is IntList:  # checked already
-        return value
+    if value.__class__ is IntList:  # checked already (a copy: the caller may change its list)
+        return IntList(value)
     if isinstance(value, (list, tuple, set, frozenset)):
         if value.__class__ is list and all(v.__class__ is int for v in value):
             return IntList(value)  # a batch's row ids: what the loop below gives, without a call per id

@@ -161,6 +161,8 @@ def fetch_ints(conn: Connection, query: Any) -> IntList:
     An :class:`~crmcore.store.intlist.IntList`: JSON writers (an audit record's ids) trust it.
     """
     if conn.dialect.name == "sqlite":
+        # SQLite aggregates a FROM subquery's rows in its ORDER BY order (it drops such an order
+        # only for count, min and max); tests/bulk checks the order.
         rows = query.subquery("ints")
         text = conn.execute(select(func.json_group_array(rows.c[0])).select_from(rows)).scalar_one()
         return IntList(orjson.loads(text))

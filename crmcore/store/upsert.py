@@ -82,21 +82,24 @@ def _insert_new_statement(dialect: str, table: Table, key: Column[Any]) -> Inser
 
 
 def upserting(dialect: str, table: Table, conflict: tuple[Column[Any], ...],
-              set_: tuple[tuple[str, Any], ...]) -> Insert | None:
+              set_: tuple[tuple[str, Any], ...], where: Any = None) -> Insert | None:
     """An ``INSERT`` into ``table`` that, on a clash on the unique ``conflict`` column(s), updates
     the existing row instead: ``set_`` is ``(column, value)`` pairs, where a value may use
     ``excluded(table)`` (the row that was to be inserted).  One statement instead of an ``UPDATE``
     and, when it found no row, an ``INSERT`` (``ON CONFLICT ... DO UPDATE``, atomic on both
-    databases that have it).  None on MariaDB/MySQL, whose callers keep their read-first paths
+    databases that have it).  ``where``: a condition on the existing row; where it does not hold,
+    the clash changes nothing.  None on MariaDB/MySQL, whose callers keep their read-first paths
     (an upsert there takes next-key locks)."""
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
         pg = postgresql.insert(table)
-        return pg.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, pg.excluded)))
+        return pg.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, pg.excluded)),
+                                        where=where)
     if dialect == "sqlite":
         from sqlalchemy.dialects import sqlite
         lite = sqlite.insert(table)
-        return lite.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, lite.excluded)))
+        return lite.on_conflict_do_update(index_elements=list(conflict), set_=dict(_resolve(set_, lite.excluded)),
+                                          where=where)
     return None
 
 

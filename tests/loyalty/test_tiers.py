@@ -195,6 +195,7 @@ def test_a_tier_jobs_moves_are_read_on_first_use(open_loyalty, clock, read):
     if read:
         assert list(moves) == [(ids[0], "Silver", None), (ids[1], "Gold", None)]
         assert moves[1:] == [(ids[1], "Gold", None)]
+        assert moves == [(ids[0], "Silver", None), (ids[1], "Gold", None)] and moves[-1] in moves
     else:
         with pytest.raises(RuntimeError, match="during the hook call"):
             list(moves)
@@ -203,3 +204,43 @@ def test_a_tier_jobs_moves_are_read_on_first_use(open_loyalty, clock, read):
             crmcore.store.tables.audit_log.c.action == "tier.change").order_by(
             crmcore.store.tables.audit_log.c.seq.desc())).first()
     assert record.ids == [ids[0], ids[1]]
+
+
+def test_a_tier_given_meanwhile_to_a_new_account_stays(open_loyalty, clock, crm_db_url):
+    """A member with no account when the job reads (its won deal written without the per-deal
+    evaluation) gets one holding its tier; if a concurrent transaction creates the account with a
+    tier before the job writes, that tier is newer than the job's and stays.  PostgreSQL only: on
+    SQLite the job's transaction holds the write lock from its start, and on MariaDB its
+    ``INSERT ... SELECT`` locks the accounts' range it read, so the other transaction waits."""
+    if not crm_db_url.startswith("postgresql"):
+        pytest.skip("only PostgreSQL lets another transaction create the account between the job's read "
+                    "and its write")
+    from sqlalchemy import create_engine, event, insert, update
+
+    from crmcore.store import tables
+
+    crm = open_loyalty({"tiers": {"levels": LEVELS, "grace_days": 0}})
+    clock.at(at(2026, 1, 15))
+    meanwhile, plain = (crm.customers.add(name=n).id for n in ("Meanwhile", "Plain"))
+    for cid in (meanwhile, plain):  # won deals the job is first to see: no account, no tier yet
+        deal = crm.deals.add(customer_id=cid, title="deal", amount=Decimal("1200"), currency="USD", stage="lead")
+        with crm.unit() as uow:
+            uow.conn.execute(update(tables.deals).where(tables.deals.c.id == deal.id).values(
+                stage="won", closed_at=at(2026, 1, 15)))
+    other = create_engine(crm.engine.url)
+    done = []
+
+    @event.listens_for(crm.engine, "before_cursor_execute")
+    def concurrent_account(conn, cursor, statement, parameters, context, executemany):
+        if statement.startswith("INSERT") and "INTO loyalty_accounts" in statement and not done:
+            done.append(statement)
+            with other.begin() as side:  # another transaction, committed before the job's insert
+                side.execute(insert(tables.loyalty_accounts).values(
+                    customer_id=meanwhile, scheme="tiers", balance=0, tier="Gold", updated_at=at(2026, 1, 15)))
+    try:
+        assert crm.loyalty.run(as_of=at(2026, 2, 1), scheme="tiers") == {"tiers": 2}
+    finally:
+        event.remove(crm.engine, "before_cursor_execute", concurrent_account)
+        other.dispose()
+    assert done
+    assert (tier(crm, meanwhile), tier(crm, plain)) == ("Gold", "Silver")

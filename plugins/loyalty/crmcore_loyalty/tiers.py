@@ -240,8 +240,10 @@ class TiersScheme(crmcore.LoyaltyScheme):
             pending = query.subquery("pending")
             changes, moves = self._evaluate_pending(ctx, options, pending, work)
             # The hooks fire while the table is there: the moves are read from it, if at all.
-            self._fire(ctx, moves)
-            moves.close()
+            try:
+                self._fire(ctx, moves)
+            finally:
+                moves.close()
         return changes
 
     def _members(self, ctx: LoyaltyContext, options: TiersOptions) -> Subquery:
@@ -289,17 +291,29 @@ class TiersScheme(crmcore.LoyaltyScheme):
         columns = ["customer_id", "scheme", "balance", "tier", "updated_at"]
         values = select(work.c.customer_id, literal(self.name), literal(0, BigInteger), work.c.new,
                         literal(uow.now, UTCDateTime))
-        upsert = _tier_upsert(conn.dialect.name)
-        if upsert is not None:  # each account created holding its tier, or given it: one statement
-            conn.execute(upsert.from_select(columns, values.where(work.c.move == 1)))
-        else:
-            # MariaDB: new accounts get their tier as they are created; existing ones (and any created
-            # meanwhile by a concurrent credit, which the insert skips: no tier yet) by one joined UPDATE.
+        # New accounts get their tier as they are created.  One created meanwhile (a concurrent credit
+        # or evaluation) is given it only if it has no tier yet: a tier set since is newer than ours.
+        missing = values.where(work.c.move == 1, work.c.has_account.is_(None))
+        upsert = _tier_upsert_unset(conn.dialect.name)
+        if upsert is not None:  # one statement, and no look-up of each new account afterwards
+            conn.execute(upsert.from_select(columns, missing))
+            created_meanwhile: ColumnElement[bool] = false()
+        else:  # MariaDB: such an account is skipped here and its tier set by the UPDATE below
             conn.execute(ignoring_conflicts(conn, accounts, accounts.c.customer_id, accounts.c.scheme)
-                         .from_select(columns, values.where(work.c.move == 1, work.c.has_account.is_(None))))
+                         .from_select(columns, missing))
+            created_meanwhile = and_(work.c.has_account.is_(None), accounts.c.tier.is_(None))
+        # Existing accounts by one UPDATE (one deleted meanwhile stays deleted).
+        existing = and_(work.c.move == 1, or_(work.c.has_account.is_not(None), created_meanwhile))
+        if conn.dialect.name == "sqlite":
+            # SQLite runs a joined UPDATE as a scan of every account (each scheme's), each looked up in
+            # the work table; this form looks up only the work table's moves.
+            conn.execute(update(accounts).values(
+                tier=select(work.c.new).where(work.c.customer_id == accounts.c.customer_id).scalar_subquery(),
+                updated_at=uow.now).where(accounts.c.scheme == self.name, accounts.c.customer_id.in_(
+                    select(work.c.customer_id).where(existing))))
+        else:  # (MariaDB cannot open a temporary table twice in a statement)
             conn.execute(update(accounts).values(tier=work.c.new, updated_at=uow.now).where(
-                accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, work.c.move == 1,
-                or_(work.c.has_account.is_not(None), accounts.c.tier.is_(None))))
+                accounts.c.customer_id == work.c.customer_id, accounts.c.scheme == self.name, existing))
         return int(changes), _WorkMoves(conn, work, int(moved))
 
     def _fire(self, ctx: LoyaltyContext, moves: Sequence[Any]) -> None:
@@ -533,6 +547,14 @@ class _WorkMoves(Sequence[tuple[int, str | None, str | None]]):
     def __iter__(self) -> Iterator[tuple[int, str | None, str | None]]:
         return iter(self._load())
 
+    def __eq__(self, other: object) -> bool:
+        """Equal to a sequence (a list, a tuple, another job's moves) of the same moves."""
+        if not isinstance(other, Sequence) or isinstance(other, (str, bytes)):
+            return NotImplemented
+        return self._load() == list(other)
+
+    __hash__ = None  # type: ignore[assignment]
+
 
 @attrs.define
 class _Plan:
@@ -562,6 +584,16 @@ def _tier_upsert(dialect: str) -> Any:
     accounts = tables.loyalty_accounts
     return upserting(dialect, accounts, (accounts.c.customer_id, accounts.c.scheme), (
         ("tier", lambda new: new.tier), ("updated_at", lambda new: new.updated_at)))
+
+
+@functools.cache
+def _tier_upsert_unset(dialect: str) -> Any:
+    """A tiers account created holding its tier, or, if one exists without a tier, given it (one
+    statement; None on MariaDB)."""
+    accounts = tables.loyalty_accounts
+    return upserting(dialect, accounts, (accounts.c.customer_id, accounts.c.scheme), (
+        ("tier", lambda new: new.tier), ("updated_at", lambda new: new.updated_at)),
+        where=accounts.c.tier.is_(None))
 
 
 def _flag(condition: ColumnElement[bool]) -> ColumnElement[int]:
