@@ -214,3 +214,33 @@ def test_earn_job_with_every_scheme_earns_only_where_deals_earn(crm_factory):
     assert sorted((r["customer_id"], r["scheme"], r["points"], r["idempotency_key"])
                   for r in ledger_rows(crm)) == expected
     assert crm.loyalty.earn_won_deals() == dict.fromkeys(written, 0)  # a rerun writes nothing
+
+
+def test_a_schemes_first_job_follows_the_member_by_member_rules(open_loyalty, clock):
+    """The same rules when the job is the first to see the deals (written without the per-deal
+    evaluation): its first run finds no account and no grace period of the scheme and joins
+    nothing; the runs after it find members holding tiers, some with no spend left in the window."""
+    levels = [{"name": n, "threshold": str(t)} for n, t in LEVELS]
+    crm = open_loyalty({"tiers": {"levels": levels, "grace_days": 30}})
+    model = TierModel()
+    ids = [crm.customers.add(name=f"Member {i}").id for i in range(24)]
+    rows = []
+    for n, cid in enumerate(ids):
+        for k in range(n % 4):
+            moment = at(2026, 1 + (n + k) % 12, 1 + (3 * n + k) % 27)
+            amount = Decimal(400 * (1 + (n * 7 + k * 3) % 9))
+            rows.append({"customer_id": cid, "title": f"d{n}-{k}", "amount": amount, "currency": "USD",
+                         "pipeline": "default", "stage": "won", "probability": 100, "closed_at": moment,
+                         "attributes": {}, "created_at": moment, "updated_at": moment})
+            model.deals.append((cid, moment, amount))
+    with crm.unit() as uow:
+        uow.conn.execute(tables.deals.insert(), rows)
+    for moment in (at(2026, 12, 31), at(2027, 2, 2), at(2027, 3, 1), at(2027, 3, 5), at(2027, 6, 1),
+                   at(2027, 9, 1), at(2028, 1, 1)):
+        changes = crm.loyalty.run(as_of=moment, scheme="tiers")["tiers"]
+        assert changes == model.evaluate(moment), f"changes as of {moment}"
+        tiers, grace, log = _tier_state(crm)
+        assert tiers == {c: model.name(r) for c, r in model.rank.items() if r}, f"tiers as of {moment}"
+        assert grace == model.below, f"grace periods as of {moment}"
+        assert log == model.log
+    assert any(new is None for _, _, new, _ in model.log), "the data must leave members with no spend"

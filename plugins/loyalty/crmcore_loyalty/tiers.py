@@ -231,8 +231,10 @@ class TiersScheme(crmcore.LoyaltyScheme):
         conn = ctx.conn
         work = _work_table()
         with temporary_table(conn, work):
-            members = self._members(ctx, options, self._anyone_held(conn))
-            query = self._pending_over(options, members, members.c.customer_id, members.c.metric)
+            accounts_exist, anyone_held = self._stored(conn)
+            members = self._members(ctx, options, anyone_held)
+            query = self._pending_over(options, members, members.c.customer_id, members.c.metric,
+                                       stored=accounts_exist or anyone_held)
             if conn.dialect.name == "sqlite":
                 # Not flattened into the INSERT (SQLite keeps a subquery with an OFFSET apart): each
                 # member's ranks are computed once, not once per use in the decisions below.
@@ -246,11 +248,15 @@ class TiersScheme(crmcore.LoyaltyScheme):
                 moves.close()
         return changes
 
-    def _anyone_held(self, conn: Connection) -> bool:
-        """Whether any member holds a tier of the scheme or is in a grace period: not before the
-        scheme's first evaluation (also the biggest: every member moves)."""
+    def _stored(self, conn: Connection) -> tuple[bool, bool]:
+        """Whether the scheme has accounts, and whether any member holds a tier of it or is in a
+        grace period.  Neither before the scheme's first evaluation (also the biggest: every
+        member moves), whose statement then reads the aggregate alone, joining nothing."""
+        accounts = tables.loyalty_accounts
         held, graced = self._held(None)
-        return bool(conn.execute(select(or_(held.exists(), graced.exists()))).scalar())
+        row = conn.execute(select(select(accounts.c.customer_id).where(accounts.c.scheme == self.name).exists(),
+                                  or_(held.exists(), graced.exists()))).one()
+        return bool(row[0]), bool(row[1])
 
     def _members(self, ctx: LoyaltyContext, options: TiersOptions, anyone_held: bool) -> Subquery:
         """customer_id, metric of every member who may change: those with a metric over the window
@@ -434,11 +440,20 @@ class TiersScheme(crmcore.LoyaltyScheme):
         return held, graced
 
     def _pending_over(self, options: TiersOptions, members: FromClause, customer_id: ColumnElement[int],
-                      metric: ColumnElement[int]) -> Select[Unpack[tuple[Any, ...]]]:
+                      metric: ColumnElement[int], stored: bool = True) -> Select[Unpack[tuple[Any, ...]]]:
         """customer_id, qualifying, current (level ranks), below_since, old (tier), has_account of the
-        ``members`` (each once, with its ``metric``) whose level or grace state may change."""
+        ``members`` (each once, with its ``metric``) whose level or grace state may change.
+
+        ``stored`` false: the scheme has no account and no grace period yet, so every member is
+        at no level, outside any grace period, without an account: nothing to join.
+        """
         accounts = tables.loyalty_accounts
         qualifying = self._rank_by_threshold(func.coalesce(metric, 0), options)
+        if not stored:
+            return select(customer_id.label("customer_id"), qualifying.label("qualifying"),
+                          literal(0, Integer).label("current"), literal(None, UTCDateTime).label("below_since"),
+                          literal(None, String).label("old"), literal(None, Integer).label("has_account")
+                          ).select_from(members).where(qualifying != 0)
         current = case(*((accounts.c.tier == level.name, i + 1) for i, level in enumerate(options.levels)), else_=0)
         return select(customer_id.label("customer_id"), qualifying.label("qualifying"), current.label("current"),
                       tier_status.c.below_since, accounts.c.tier.label("old"),
