@@ -97,32 +97,42 @@ def _tier_state(crm: Any) -> tuple[dict[int, str], dict[int, datetime], list[tup
     return tiers, grace, log
 
 
+def _spends(ids):
+    """(title, customer, moment, amount) of won deals whose spends cross each threshold, at dates
+    that put them in and out of the window."""
+    for n, cid in enumerate(ids):
+        for k in range(n % 4):
+            yield (f"d{n}-{k}", cid, at(2026, 1 + (n + k) % 12, 1 + (3 * n + k) % 27),
+                   Decimal(400 * (1 + (n * 7 + k * 3) % 9)))
+
+
+def _job_follows(crm, model, moment):
+    """Run the tier job as of ``moment``: its changes, tiers, grace periods and log are the model's."""
+    changes = crm.loyalty.run(as_of=moment, scheme="tiers")["tiers"]
+    assert changes == model.evaluate(moment), f"changes as of {moment}"
+    tiers, grace, log = _tier_state(crm)
+    assert tiers == {c: model.name(r) for c, r in model.rank.items() if r}, f"tiers as of {moment}"
+    assert grace == model.below, f"grace periods as of {moment}"
+    assert log == model.log
+
+
 def test_tier_job_follows_the_member_by_member_rules(open_loyalty, clock):
     events = TierEvents()
     levels = [{"name": n, "threshold": str(t)} for n, t in LEVELS]
     crm = open_loyalty({"tiers": {"levels": levels, "grace_days": 30}}, extra_plugins=[events])
     model = TierModel()
     ids = [crm.customers.add(name=f"Member {i}").id for i in range(24)]
-    # Spends that cross each threshold, at dates that put them in and out of the window.
-    for n, cid in enumerate(ids):
-        for k in range(n % 4):
-            moment = at(2026, 1 + (n + k) % 12, 1 + (3 * n + k) % 27)
-            amount = Decimal(400 * (1 + (n * 7 + k * 3) % 9))
-            clock.at(moment)
-            won(crm, cid, str(amount), title=f"d{n}-{k}")
-            model.deals.append((cid, moment, amount))
-            model.evaluate(moment, [cid])  # the plugin evaluates the customer when its deal is won
+    for title, cid, moment, amount in _spends(ids):
+        clock.at(moment)
+        won(crm, cid, str(amount), title=title)
+        model.deals.append((cid, moment, amount))
+        model.evaluate(moment, [cid])  # the plugin evaluates the customer when its deal is won
     assert len(model.log) > 10
     expected_events = [(c, "tiers", old, new) for c, old, new, _ in model.log]
     assert events.calls == expected_events
     for moment in (at(2026, 12, 31), at(2027, 2, 2), at(2027, 3, 1), at(2027, 3, 5), at(2027, 6, 1),
                    at(2027, 6, 1), at(2027, 9, 1), at(2028, 1, 1)):
-        changes = crm.loyalty.run(as_of=moment, scheme="tiers")["tiers"]
-        assert changes == model.evaluate(moment), f"changes as of {moment}"
-        tiers, grace, log = _tier_state(crm)
-        assert tiers == {c: model.name(r) for c, r in model.rank.items() if r}, f"tiers as of {moment}"
-        assert grace == model.below, f"grace periods as of {moment}"
-        assert log == model.log
+        _job_follows(crm, model, moment)
         assert events.calls == [(c, "tiers", old, new) for c, old, new, _ in model.log]
     assert any(old is not None and new is not None and old > new for _, old, new, _ in model.log) or \
         any(new is None for _, _, new, _ in model.log), "the data must exercise downgrades"
@@ -225,22 +235,14 @@ def test_a_schemes_first_job_follows_the_member_by_member_rules(open_loyalty, cl
     model = TierModel()
     ids = [crm.customers.add(name=f"Member {i}").id for i in range(24)]
     rows = []
-    for n, cid in enumerate(ids):
-        for k in range(n % 4):
-            moment = at(2026, 1 + (n + k) % 12, 1 + (3 * n + k) % 27)
-            amount = Decimal(400 * (1 + (n * 7 + k * 3) % 9))
-            rows.append({"customer_id": cid, "title": f"d{n}-{k}", "amount": amount, "currency": "USD",
-                         "pipeline": "default", "stage": "won", "probability": 100, "closed_at": moment,
-                         "attributes": {}, "created_at": moment, "updated_at": moment})
-            model.deals.append((cid, moment, amount))
+    for title, cid, moment, amount in _spends(ids):
+        rows.append({"customer_id": cid, "title": title, "amount": amount, "currency": "USD",
+                     "pipeline": "default", "stage": "won", "probability": 100, "closed_at": moment,
+                     "attributes": {}, "created_at": moment, "updated_at": moment})
+        model.deals.append((cid, moment, amount))
     with crm.unit() as uow:
         uow.conn.execute(tables.deals.insert(), rows)
     for moment in (at(2026, 12, 31), at(2027, 2, 2), at(2027, 3, 1), at(2027, 3, 5), at(2027, 6, 1),
                    at(2027, 9, 1), at(2028, 1, 1)):
-        changes = crm.loyalty.run(as_of=moment, scheme="tiers")["tiers"]
-        assert changes == model.evaluate(moment), f"changes as of {moment}"
-        tiers, grace, log = _tier_state(crm)
-        assert tiers == {c: model.name(r) for c, r in model.rank.items() if r}, f"tiers as of {moment}"
-        assert grace == model.below, f"grace periods as of {moment}"
-        assert log == model.log
+        _job_follows(crm, model, moment)
     assert any(new is None for _, _, new, _ in model.log), "the data must leave members with no spend"
