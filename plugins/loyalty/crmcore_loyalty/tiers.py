@@ -278,8 +278,13 @@ class TiersScheme(crmcore.LoyaltyScheme):
         graced = graced.where(~exists().where(accounts.c.customer_id == tier_status.c.customer_id,
                                               accounts.c.scheme == self.name, accounts.c.tier.is_not(None)))
         others = union_all(held, graced).subquery("others")
-        without = select(others.c.customer_id, literal(0, BigInteger)).where(
-            others.c.customer_id.not_in(select(metric.c.customer_id)))
+        if ctx.conn.dialect.name == "sqlite":  # NOT IN: one index over the aggregate, built once
+            none: ColumnElement[bool] = others.c.customer_id.not_in(select(metric.c.customer_id))
+        else:
+            # NOT EXISTS: PostgreSQL answers NOT IN with a per-row scan of the aggregate once its
+            # hash would exceed work_mem (a million members), NOT EXISTS with a hash anti-join.
+            none = ~exists().where(metric.c.customer_id == others.c.customer_id)
+        without = select(others.c.customer_id, literal(0, BigInteger)).where(none)
         return union_all(select(metric.c.customer_id, metric.c.metric), without).subquery("members")
 
     def _evaluate_pending(self, ctx: LoyaltyContext, options: TiersOptions, pending: Subquery, work: Table
