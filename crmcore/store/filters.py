@@ -33,6 +33,7 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    exists,
     func,
     or_,
     select,
@@ -159,7 +160,12 @@ def _segment_condition(table: Table, strategy: str, op: str, value: Any, kind: s
     latest = select(func.max(runs.c.id)).where(runs.c.strategy == strategy).scalar_subquery()
     values = (value.split(",") if isinstance(value, str) else list(value)) if op == "in" else [value]
     members = select(m.c.customer_id).where(m.c.run_id == latest, m.c.segment.in_([str(v) for v in values]))
-    return table.c.id.not_in(members) if op == "ne" else table.c.id.in_(members)
+    if op == "ne":
+        # NOT EXISTS, not NOT IN: PostgreSQL runs NOT IN over a subquery whose hash exceeds work_mem
+        # (a few hundred thousand members) as a scan of it per customer; NOT EXISTS is an anti-join
+        # there, and a look-up in the run's primary key per customer on SQLite.
+        return ~exists(members.where(m.c.customer_id == table.c.id))
+    return table.c.id.in_(members)
 
 
 def _pattern(value: Any) -> str:
